@@ -1,0 +1,230 @@
+/**
+ * msgpack encoding of messages as arrays `[type, ...fields]`, and a strict
+ * validator for decoded values. Every field's type, range and length is
+ * checked here, so nothing downstream sees an unchecked value from a peer.
+ */
+import { Packr, Unpackr } from 'msgpackr';
+import { CorruptInputError } from '../src/core/errors.js';
+import { MAX_BLOCK_SIZE, MAX_LITERAL, MAX_STRONG_LEN, SEED_LEN, SIG_CHUNK_BLOCKS } from '../src/core/limits.js';
+import { MsgType } from './constants.js';
+import type { Message } from './messages.js';
+
+const packr = new Packr({ useRecords: false, variableMapSize: true });
+// Maps decode to Map (never plain objects), so keys like __proto__ are inert.
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: false, int64AsType: 'number' });
+
+/** Longest string field (volume names, error messages, capability names). */
+export const MAX_STRING = 4096;
+/** Most capability strings in a hello. */
+export const MAX_CAPS = 32;
+/** Hash and nonce field lengths. */
+export const HASH_LEN = 32;
+export const NONCE_LEN = 32;
+
+const NAMES: Record<number, string> = Object.fromEntries(Object.entries(MsgType).map(([k, v]) => [v, k]));
+
+/** Human name of a message type id. */
+export function messageName(type: number): string {
+  return NAMES[type] ?? `0x${type.toString(16)}`;
+}
+
+/** Encode a message to its msgpack payload (unframed). */
+export function encodeMessage(m: Message): Uint8Array {
+  return packr.pack(toArray(m));
+}
+
+function toArray(m: Message): unknown[] {
+  switch (m.type) {
+    case 0x01:
+      return [m.type, m.blockSize, m.imageSize, m.strongAlgId, m.strongLen, m.seed];
+    case 0x02:
+      return [m.type, m.first, m.weak, m.strong];
+    case 0x03:
+      return [m.type, m.blockCount, m.basisHash, m.digest];
+    case 0x10:
+      return [m.type, m.blockSize, m.basisSize, m.basisHash, m.targetSize];
+    case 0x11:
+      return [m.type, m.offset, m.length];
+    case 0x12:
+      return [m.type, m.data];
+    case 0x13:
+      return [m.type, m.targetSize, m.targetHash, m.opCount, m.digest];
+    case 0x20:
+      return [m.type, m.version, m.caps];
+    case 0x21:
+      return [m.type, m.version, m.nonce, m.caps];
+    case 0x22:
+      return [m.type, m.clientNonce, m.mac];
+    case 0x23:
+      return [m.type, m.mac];
+    case 0x30:
+      return [m.type, m.mode, m.volume, m.imageSize, m.blockSize, m.resumeId];
+    case 0x31:
+      return [m.type, m.imageSize, m.sessionId, m.resumeFrom];
+    case 0x40:
+      return [m.type, m.ok, m.bytesWritten, m.targetHash];
+    case 0x7f:
+      return [m.type, m.code, m.message];
+  }
+}
+
+/** Decode and validate one payload. Throws CorruptInputError on anything malformed. */
+export function decodeMessage(payload: Uint8Array): Message {
+  let v: unknown;
+  try {
+    v = unpackr.unpack(payload);
+  } catch (e) {
+    throw new CorruptInputError(`malformed msgpack: ${(e as Error).message}`, {}, { cause: e });
+  }
+  return validate(v);
+}
+
+class Fields {
+  constructor(
+    private readonly a: unknown[],
+    private readonly name: string,
+  ) {}
+  private at(i: number, what: string): unknown {
+    if (i >= this.a.length) throw bad(`${this.name}: missing ${what}`);
+    return this.a[i];
+  }
+  uint(i: number, what: string, max = Number.MAX_SAFE_INTEGER): number {
+    const x = this.at(i, what);
+    if (typeof x !== 'number' || !Number.isSafeInteger(x) || x < 0 || x > max) {
+      throw bad(`${this.name}: ${what} must be an integer in 0..${max}, got ${describe(x)}`);
+    }
+    return x;
+  }
+  bin(i: number, what: string, min: number, max: number): Uint8Array {
+    const x = this.at(i, what);
+    if (!(x instanceof Uint8Array) || x.length < min || x.length > max) {
+      throw bad(`${this.name}: ${what} must be ${min === max ? min : `${min}..${max}`} bytes, got ${describe(x)}`);
+    }
+    return x;
+  }
+  binOrNull(i: number, what: string, len: number): Uint8Array | null {
+    return this.at(i, what) === null ? null : this.bin(i, what, len, len);
+  }
+  str(i: number, what: string, max = MAX_STRING): string {
+    const x = this.at(i, what);
+    if (typeof x !== 'string' || x.length > max) throw bad(`${this.name}: ${what} must be a string of at most ${max} chars`);
+    return x;
+  }
+  bool(i: number, what: string): boolean {
+    const x = this.at(i, what);
+    if (typeof x !== 'boolean') throw bad(`${this.name}: ${what} must be a boolean`);
+    return x;
+  }
+  strs(i: number, what: string): string[] {
+    const x = this.at(i, what);
+    if (!Array.isArray(x) || x.length > MAX_CAPS) throw bad(`${this.name}: ${what} must be a list of at most ${MAX_CAPS}`);
+    return x.map((s, k) => {
+      if (typeof s !== 'string' || s.length > 64) throw bad(`${this.name}: ${what}[${k}] must be a short string`);
+      return s;
+    });
+  }
+  count(n: number): void {
+    if (this.a.length !== n) throw bad(`${this.name}: expected ${n} fields, got ${this.a.length}`);
+  }
+}
+
+function bad(msg: string): CorruptInputError {
+  return new CorruptInputError(msg);
+}
+
+function describe(x: unknown): string {
+  if (x instanceof Uint8Array) return `${x.length} bytes`;
+  if (x === null) return 'null';
+  if (typeof x === 'number') return String(x);
+  return typeof x;
+}
+
+function validate(v: unknown): Message {
+  if (!Array.isArray(v) || v.length === 0) throw bad('message is not a non-empty array');
+  const type = v[0];
+  if (typeof type !== 'number') throw bad('message type is not a number');
+  const f = new Fields(v, messageName(type));
+  switch (type) {
+    case MsgType.SigHeader:
+      f.count(6);
+      return {
+        type,
+        blockSize: f.uint(1, 'block size', MAX_BLOCK_SIZE),
+        imageSize: f.uint(2, 'image size'),
+        strongAlgId: f.uint(3, 'strong algorithm', 255),
+        strongLen: f.uint(4, 'strong length', MAX_STRONG_LEN),
+        seed: f.bin(5, 'seed', SEED_LEN, SEED_LEN),
+      };
+    case MsgType.SigBlocks: {
+      f.count(4);
+      const first = f.uint(1, 'first block');
+      const weak = f.bin(2, 'weak sums', 4, SIG_CHUNK_BLOCKS * 4);
+      if (weak.length % 4 !== 0) throw bad('SigBlocks: weak sums length is not a multiple of 4');
+      const strong = f.bin(3, 'strong hashes', 0, SIG_CHUNK_BLOCKS * MAX_STRONG_LEN);
+      return { type, first, weak, strong };
+    }
+    case MsgType.SigEnd:
+      f.count(4);
+      return { type, blockCount: f.uint(1, 'block count'), basisHash: f.binOrNull(2, 'basis hash', HASH_LEN), digest: f.binOrNull(3, 'digest', HASH_LEN) };
+    case MsgType.DeltaHeader:
+      f.count(5);
+      return {
+        type,
+        blockSize: f.uint(1, 'block size', MAX_BLOCK_SIZE),
+        basisSize: f.uint(2, 'basis size'),
+        basisHash: f.binOrNull(3, 'basis hash', HASH_LEN),
+        targetSize: f.uint(4, 'target size'),
+      };
+    case MsgType.Copy:
+      f.count(3);
+      return { type, offset: f.uint(1, 'offset'), length: f.uint(2, 'length') };
+    case MsgType.Literal:
+      f.count(2);
+      return { type, data: f.bin(1, 'data', 1, MAX_LITERAL) };
+    case MsgType.DeltaEnd:
+      f.count(5);
+      return {
+        type,
+        targetSize: f.uint(1, 'target size'),
+        targetHash: f.bin(2, 'target hash', HASH_LEN, HASH_LEN),
+        opCount: f.uint(3, 'op count'),
+        digest: f.binOrNull(4, 'digest', HASH_LEN),
+      };
+    case MsgType.Hello:
+      f.count(3);
+      return { type, version: f.uint(1, 'version', 0xffff), caps: f.strs(2, 'capabilities') };
+    case MsgType.Challenge:
+      f.count(4);
+      return { type, version: f.uint(1, 'version', 0xffff), nonce: f.bin(2, 'nonce', NONCE_LEN, NONCE_LEN), caps: f.strs(3, 'capabilities') };
+    case MsgType.Auth:
+      f.count(3);
+      return { type, clientNonce: f.bin(1, 'client nonce', NONCE_LEN, NONCE_LEN), mac: f.bin(2, 'mac', HASH_LEN, HASH_LEN) };
+    case MsgType.AuthOk:
+      f.count(2);
+      return { type, mac: f.bin(1, 'mac', HASH_LEN, HASH_LEN) };
+    case MsgType.Open: {
+      f.count(6);
+      const mode = f.str(1, 'mode', 16);
+      if (mode !== 'push' && mode !== 'pull' && mode !== 'verify') throw bad(`Open: unknown mode ${JSON.stringify(mode)}`);
+      return {
+        type,
+        mode,
+        volume: f.str(2, 'volume', 255),
+        imageSize: f.uint(3, 'image size'),
+        blockSize: f.uint(4, 'block size', MAX_BLOCK_SIZE),
+        resumeId: f.str(5, 'resume id', 64),
+      };
+    }
+    case MsgType.Ready:
+      f.count(4);
+      return { type, imageSize: f.uint(1, 'image size'), sessionId: f.str(2, 'session id', 64), resumeFrom: f.uint(3, 'resume offset') };
+    case MsgType.Result:
+      f.count(4);
+      return { type, ok: f.bool(1, 'ok'), bytesWritten: f.uint(2, 'bytes written'), targetHash: f.bin(3, 'target hash', HASH_LEN, HASH_LEN) };
+    case MsgType.Error:
+      f.count(3);
+      return { type, code: f.str(1, 'code', 64), message: f.str(2, 'message') };
+    default:
+      throw bad(`unknown message type 0x${type.toString(16)}`);
+  }
+}

@@ -1,0 +1,54 @@
+/**
+ * Magic numbers, versions and message type ids for resync's files and wire
+ * protocol. protocol/SPEC.md documents each byte; keep the two in step.
+ */
+
+/** Signature file magic: "RSSG". */
+export const SIG_MAGIC = 0x52535347;
+/** Delta file magic: "RSDL". */
+export const DELTA_MAGIC = 0x5253444c;
+/** Wire protocol magic sent first by both peers: "RSWP". */
+export const WIRE_MAGIC = 0x52535750;
+/** Version of the signature and delta file formats. */
+export const FORMAT_VERSION = 1;
+/** Version of the wire protocol. */
+export const PROTOCOL_VERSION = 1;
+/** Bytes before the first frame of a file or a connection: magic u32 BE, version u16 BE, flags u16 BE. */
+export const PREAMBLE_LEN = 8;
+
+/** Message type ids: the first element of every msgpack message array. */
+export const MsgType = {
+  /** 0x01: signature header (block size, image size, strong hash, seed). */
+  SigHeader: 0x01,
+  /** 0x02: a run of block sums. */
+  SigBlocks: 0x02,
+  /** 0x03: end of signature (block count, basis hash, file digest). */
+  SigEnd: 0x03,
+  /** 0x10: delta header (block size, basis size and hash, target size). */
+  DeltaHeader: 0x10,
+  /** 0x11: copy a range of the basis. */
+  Copy: 0x11,
+  /** 0x12: literal bytes. */
+  Literal: 0x12,
+  /** 0x13: end of delta (target size, target hash, op count, file digest). */
+  DeltaEnd: 0x13,
+  /** 0x20: client hello (version, capabilities). */
+  Hello: 0x20,
+  /** 0x21: server challenge (version, nonce, capabilities). */
+  Challenge: 0x21,
+  /** 0x22: client authentication (client nonce, HMAC). */
+  Auth: 0x22,
+  /** 0x23: server accepted the client (server proof). */
+  AuthOk: 0x23,
+  /** 0x30: open a session on a volume (push or pull). */
+  Open: 0x30,
+  /** 0x31: session accepted (image size, block size, strong hash, resume info). */
+  Ready: 0x31,
+  /** 0x40: the receiver's verdict on the rebuilt image. */
+  Result: 0x40,
+  /** 0x7f: an error, with a stable code and message. */
+  Error: 0x7f,
+} as const;
+
+/** A message type id. */
+export type MsgTypeId = (typeof MsgType)[keyof typeof MsgType];

@@ -1,0 +1,5 @@
+/** Wire protocol and shared message codec (pure). */
+export * from './constants.js';
+export * from './messages.js';
+export * from './codec.js';
+export * from './errors.js';

@@ -1,0 +1,132 @@
+/** The messages of resync's files and wire protocol, as typed values. */
+
+/** 0x01 */
+export interface SigHeaderMsg {
+  type: 0x01;
+  blockSize: number;
+  imageSize: number;
+  strongAlgId: number;
+  strongLen: number;
+  seed: Uint8Array;
+}
+/** 0x02 */
+export interface SigBlocksMsg {
+  type: 0x02;
+  first: number;
+  /** Weak sums, u32 big-endian each. */
+  weak: Uint8Array;
+  strong: Uint8Array;
+}
+/** 0x03 */
+export interface SigEndMsg {
+  type: 0x03;
+  blockCount: number;
+  /** SHA-256 of the whole basis image, or null when not computed (wire). */
+  basisHash: Uint8Array | null;
+  /** SHA-256 of every byte before this frame (files), or null (wire). */
+  digest: Uint8Array | null;
+}
+/** 0x10 */
+export interface DeltaHeaderMsg {
+  type: 0x10;
+  blockSize: number;
+  basisSize: number;
+  basisHash: Uint8Array | null;
+  targetSize: number;
+}
+/** 0x11 */
+export interface CopyMsg {
+  type: 0x11;
+  offset: number;
+  length: number;
+}
+/** 0x12 */
+export interface LiteralMsg {
+  type: 0x12;
+  data: Uint8Array;
+}
+/** 0x13 */
+export interface DeltaEndMsg {
+  type: 0x13;
+  targetSize: number;
+  targetHash: Uint8Array;
+  opCount: number;
+  digest: Uint8Array | null;
+}
+/** 0x20 */
+export interface HelloMsg {
+  type: 0x20;
+  version: number;
+  caps: string[];
+}
+/** 0x21 */
+export interface ChallengeMsg {
+  type: 0x21;
+  version: number;
+  nonce: Uint8Array;
+  caps: string[];
+}
+/** 0x22 */
+export interface AuthMsg {
+  type: 0x22;
+  clientNonce: Uint8Array;
+  mac: Uint8Array;
+}
+/** 0x23 */
+export interface AuthOkMsg {
+  type: 0x23;
+  mac: Uint8Array;
+}
+/** 0x30 */
+export interface OpenMsg {
+  type: 0x30;
+  /** 'push': the client sends the new image; 'pull': the client receives it; 'verify': compare only. */
+  mode: 'push' | 'pull' | 'verify';
+  volume: string;
+  /** Size of the client's image (the source size for push, the basis size for pull). */
+  imageSize: number;
+  /** Requested block size, 0 for the receiver's default. */
+  blockSize: number;
+  /** Session id to resume, or empty. */
+  resumeId: string;
+}
+/** 0x31 */
+export interface ReadyMsg {
+  type: 0x31;
+  /** Size of the server's image. */
+  imageSize: number;
+  sessionId: string;
+  /** Bytes of the target already applied in an interrupted earlier session (resume point), 0 if none. */
+  resumeFrom: number;
+}
+/** 0x40 */
+export interface ResultMsg {
+  type: 0x40;
+  ok: boolean;
+  bytesWritten: number;
+  targetHash: Uint8Array;
+}
+/** 0x7f */
+export interface ErrorMsg {
+  type: 0x7f;
+  code: string;
+  message: string;
+}
+
+/** Any message. */
+export type Message =
+  | SigHeaderMsg
+  | SigBlocksMsg
+  | SigEndMsg
+  | DeltaHeaderMsg
+  | CopyMsg
+  | LiteralMsg
+  | DeltaEndMsg
+  | HelloMsg
+  | ChallengeMsg
+  | AuthMsg
+  | AuthOkMsg
+  | OpenMsg
+  | ReadyMsg
+  | ResultMsg
+  | ErrorMsg;

@@ -1,0 +1,225 @@
+/**
+ * File-level API for offline transport: signature, delta and patch on files,
+ * like rdiff. Every function streams; memory does not grow with image size.
+ */
+import { open } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { BasisMismatchError, SyncError } from './core/errors.js';
+import { SEED_LEN } from './core/limits.js';
+import { DeltaMatcher } from './core/matcher.js';
+import type { DeltaOp, DeltaStats } from './core/ops.js';
+import { emptyStats } from './core/ops.js';
+import { SignatureGenerator, makeSignatureParams, type Signature } from './core/signature.js';
+import { createImageHash, type StrongAlg } from './core/strong.js';
+import { DeltaFileDecoder, DeltaFileEncoder, type DeltaHeader, type DeltaTrailer } from './format/deltafile.js';
+import { SignatureFileDecoder, SignatureFileEncoder } from './format/sigfile.js';
+import { ioError } from './io/errors.js';
+import { openImage, readChunks, type ImageHandle } from './io/image.js';
+import { ImageWriter, StreamFileWriter } from './io/output.js';
+import { StreamPatcher, checkBasisSize } from './io/patcher.js';
+
+/** Progress of a long operation. */
+export interface Progress {
+  phase: string;
+  /** Bytes processed so far. */
+  done: number;
+  /** Bytes to process in all. */
+  total: number;
+  /** Optional running counters. */
+  matched?: number;
+  literal?: number;
+}
+
+/** Receives progress; called at most once per read chunk. */
+export type ProgressFn = (p: Progress) => void;
+
+/** Options for making a signature. */
+export interface SignatureFileOptions {
+  blockSize?: number | undefined;
+  strongAlg?: StrongAlg | undefined;
+  strongLen?: number | undefined;
+  onProgress?: ProgressFn | undefined;
+}
+
+/** What a file operation reports. */
+export interface FileResult extends DeltaStats {
+  /** Size of the image read. */
+  imageSize: number;
+  /** Bytes of the file written (signature or delta or image). */
+  bytesOut: number;
+  blockSize: number;
+  elapsedMs: number;
+}
+
+/** Compute the signature of `basisPath` into `sigPath` (written atomically). */
+export async function signatureFile(basisPath: string, sigPath: string, opts: SignatureFileOptions = {}): Promise<FileResult> {
+  const t0 = performance.now();
+  const img = await openImage(basisPath);
+  let out: StreamFileWriter | null = null;
+  try {
+    const params = makeSignatureParams(img.size, randomBytes(SEED_LEN), opts);
+    const gen = new SignatureGenerator(params);
+    const enc = new SignatureFileEncoder(params);
+    const hash = createImageHash();
+    out = await StreamFileWriter.create(sigPath);
+    await out.append(enc.start());
+    let done = 0;
+    for await (const chunk of readChunks(img)) {
+      hash.update(chunk);
+      for (const c of gen.push(chunk)) await out.append(enc.chunk(c));
+      done += chunk.length;
+      opts.onProgress?.({ phase: 'signature', done, total: img.size });
+    }
+    for (const c of gen.end()) await out.append(enc.chunk(c));
+    await out.append(enc.end(hash.digest()));
+    await out.commit();
+    return { ...emptyStats(), imageSize: img.size, bytesOut: out.size, blockSize: params.blockSize, elapsedMs: performance.now() - t0 };
+  } catch (e) {
+    await out?.abort();
+    throw e;
+  } finally {
+    await img.fh.close();
+  }
+}
+
+/** Read and index a signature file (bounded by the format's block limit). */
+export async function loadSignatureFile(sigPath: string): Promise<{ signature: Signature; basisHash: Uint8Array | null }> {
+  const img = await openImage(sigPath);
+  try {
+    const dec = new SignatureFileDecoder();
+    for await (const chunk of readChunks(img, 0, img.size, 1 << 20)) dec.push(chunk);
+    return dec.end();
+  } finally {
+    await img.fh.close();
+  }
+}
+
+/** Options for making a delta. */
+export interface DeltaFileOptions {
+  onProgress?: ProgressFn | undefined;
+}
+
+/**
+ * Scan `newPath` against the signature in `sigPath` and write the delta to
+ * `deltaPath` (atomically). The delta ends with the SHA-256 of the new image.
+ */
+export async function deltaFile(sigPath: string, newPath: string, deltaPath: string, opts: DeltaFileOptions = {}): Promise<FileResult> {
+  const t0 = performance.now();
+  const { signature, basisHash } = await loadSignatureFile(sigPath);
+  const img = await openImage(newPath);
+  let out: StreamFileWriter | null = null;
+  try {
+    const enc = new DeltaFileEncoder();
+    const matcher = new DeltaMatcher(signature);
+    const hash = createImageHash();
+    out = await StreamFileWriter.create(deltaPath);
+    const header: DeltaHeader = { blockSize: signature.params.blockSize, basisSize: signature.params.imageSize, basisHash, targetSize: img.size };
+    await out.append(enc.start(header));
+    const emit = async (ops: DeltaOp[]): Promise<void> => {
+      for (const op of ops) await out!.append(enc.op(op));
+    };
+    let done = 0;
+    for await (const chunk of readChunks(img)) {
+      hash.update(chunk);
+      await emit(matcher.push(chunk));
+      done += chunk.length;
+      opts.onProgress?.({ phase: 'delta', done, total: img.size, matched: matcher.stats.matchedBytes, literal: matcher.stats.literalBytes });
+    }
+    await emit(matcher.end());
+    await out.append(enc.end(img.size, hash.digest()));
+    await out.commit();
+    return { ...matcher.stats, imageSize: img.size, bytesOut: out.size, blockSize: signature.params.blockSize, elapsedMs: performance.now() - t0 };
+  } catch (e) {
+    await out?.abort();
+    throw e;
+  } finally {
+    await img.fh.close();
+  }
+}
+
+/** Options for applying a delta. */
+export interface PatchFileOptions {
+  onProgress?: ProgressFn | undefined;
+}
+
+/** Stream the delta file's events: header first, ops, trailer last. */
+async function* deltaEvents(deltaPath: string): AsyncGenerator<
+  { kind: 'header'; header: DeltaHeader } | { kind: 'op'; op: DeltaOp } | { kind: 'end'; trailer: DeltaTrailer }
+> {
+  const d = await openImage(deltaPath);
+  try {
+    const dec = new DeltaFileDecoder();
+    for await (const chunk of readChunks(d, 0, d.size, 1 << 20)) yield* dec.push(chunk);
+    dec.end();
+  } finally {
+    await d.fh.close();
+  }
+}
+
+/**
+ * Rebuild the new image from `basisPath` and the delta into `outPath`. The
+ * output is written to a temp file and renamed into place only after its
+ * size and SHA-256 match the delta's record; on any error `outPath` is left as
+ * it was. `outPath` may equal `basisPath` (the rename replaces it at the end).
+ */
+export async function patchFile(basisPath: string, deltaPath: string, outPath: string, opts: PatchFileOptions = {}): Promise<FileResult> {
+  const t0 = performance.now();
+  const basis = await openImage(basisPath);
+  let out: ImageWriter | null = null;
+  try {
+    let patcher: StreamPatcher | null = null;
+    let header: DeltaHeader | null = null;
+    for await (const ev of deltaEvents(deltaPath)) {
+      if (ev.kind === 'header') {
+        header = ev.header;
+        checkBasisSize(basis, header.basisSize);
+        out = await ImageWriter.createTemp(outPath);
+        patcher = new StreamPatcher(basis, out, header.targetSize);
+      } else if (ev.kind === 'op') {
+        await patcher!.apply(ev.op);
+        opts.onProgress?.({ phase: 'patch', done: patcher!.position, total: header!.targetSize });
+      } else {
+        try {
+          patcher!.finish(ev.trailer.targetSize, ev.trailer.targetHash);
+        } catch (e) {
+          if (e instanceof SyncError && e.code === 'ERR_VERIFY_FAILED' && header!.basisHash) {
+            throw new BasisMismatchError(`${e.message}; the basis ${basisPath} is probably not the file the signature was made from`, e.details as Record<string, unknown>);
+          }
+          throw e;
+        }
+        await out!.commit(ev.trailer.targetSize);
+        return { ...patcher!.planner.stats, imageSize: ev.trailer.targetSize, bytesOut: ev.trailer.targetSize, blockSize: header!.blockSize, elapsedMs: performance.now() - t0 };
+      }
+    }
+    throw new SyncError('ERR_UNEXPECTED_EOF', 'delta file ended without its end record', {});
+  } catch (e) {
+    await out?.abort();
+    throw e;
+  } finally {
+    await basis.fh.close();
+  }
+}
+
+/** Hash a whole image (SHA-256), streaming. */
+export async function hashImage(path: string): Promise<Buffer> {
+  const img: ImageHandle = await openImage(path);
+  try {
+    const h = createImageHash();
+    for await (const c of readChunks(img)) h.update(c);
+    return h.digest();
+  } finally {
+    await img.fh.close();
+  }
+}
+
+/** Create or truncate a file to `size` bytes (sparse). */
+export async function createSparse(path: string, size: number): Promise<void> {
+  try {
+    const fh = await open(path, 'w');
+    await fh.truncate(size);
+    await fh.close();
+  } catch (e) {
+    throw ioError(e, 'create', path);
+  }
+}
+

@@ -1,0 +1,97 @@
+/**
+ * Length-prefixed framing: u32 big-endian payload length, then the payload.
+ * The decoder is incremental (push any split of the stream) and checks the
+ * length against the limit before buffering a single payload byte.
+ */
+import { SyncError, UnexpectedEofError } from '../core/errors.js';
+import { MAX_FRAME } from '../core/limits.js';
+
+/** Bytes in the length prefix. */
+export const FRAME_HEADER_LEN = 4;
+
+/** Frame a payload. */
+export function encodeFrame(payload: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(FRAME_HEADER_LEN + payload.length);
+  out.writeUInt32BE(payload.length, 0);
+  out.set(payload, FRAME_HEADER_LEN);
+  return out;
+}
+
+/** A frame longer than the limit (raised before buffering it). */
+export class FrameTooLargeError extends SyncError {
+  constructor(length: number, limit: number) {
+    super('ERR_FRAME_TOO_LARGE', `frame of ${length} bytes exceeds the limit of ${limit}`, { length, limit });
+  }
+}
+
+/** Incremental frame decoder. */
+export class FrameDecoder {
+  private readonly maxFrame: number;
+  private chunks: Uint8Array[] = [];
+  private buffered = 0;
+  /** Payload length of the frame being read, or -1 while reading a header. */
+  private want = -1;
+  /** Total bytes consumed (for error offsets and progress). */
+  bytesIn = 0;
+
+  constructor(maxFrame = MAX_FRAME) {
+    this.maxFrame = maxFrame;
+  }
+
+  /** Bytes held waiting for the rest of a frame. */
+  get pending(): number {
+    return this.buffered;
+  }
+
+  /** Feed bytes; returns the payloads of all frames completed. */
+  push(data: Uint8Array): Uint8Array[] {
+    this.bytesIn += data.length;
+    const out: Uint8Array[] = [];
+    if (data.length > 0) {
+      this.chunks.push(data);
+      this.buffered += data.length;
+    }
+    for (;;) {
+      if (this.want < 0) {
+        if (this.buffered < FRAME_HEADER_LEN) break;
+        const h = this.take(FRAME_HEADER_LEN);
+        const len = ((h[0]! << 24) | (h[1]! << 16) | (h[2]! << 8) | h[3]!) >>> 0;
+        if (len > this.maxFrame) throw new FrameTooLargeError(len, this.maxFrame);
+        this.want = len;
+      }
+      if (this.buffered < this.want) break;
+      out.push(this.take(this.want));
+      this.want = -1;
+    }
+    return out;
+  }
+
+  /** The stream ended: anything buffered is a truncated frame. */
+  end(): void {
+    if (this.want >= 0) throw new UnexpectedEofError('frame payload', this.want, this.buffered);
+    if (this.buffered > 0) throw new UnexpectedEofError('frame header', FRAME_HEADER_LEN, this.buffered);
+  }
+
+  private take(n: number): Uint8Array {
+    const first = this.chunks[0]!;
+    if (first.length >= n) {
+      const r = first.subarray(0, n);
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+      this.buffered -= n;
+      return r;
+    }
+    const r = new Uint8Array(n);
+    let off = 0;
+    while (off < n) {
+      const c = this.chunks[0]!;
+      const k = Math.min(c.length, n - off);
+      r.set(c.subarray(0, k), off);
+      off += k;
+      if (k === c.length) this.chunks.shift();
+      else this.chunks[0] = c.subarray(k);
+    }
+    this.buffered -= n;
+    return r;
+  }
+}

@@ -1,0 +1,59 @@
+/** Exit codes (docs/exit-codes.md lists them for operators). Pure. */
+import { isSyncError, type ErrorCode } from '../core/errors.js';
+
+/** Process exit codes. */
+export const ExitCode = {
+  OK: 0,
+  /** A bug: an error that is not one of ours. */
+  INTERNAL: 1,
+  /** Bad command line or parameters. */
+  USAGE: 2,
+  /** A signature, delta or message that is malformed, truncated or over a limit. */
+  BAD_INPUT: 3,
+  /** The rebuilt image failed verification, or the basis is not the one expected. */
+  VERIFY: 4,
+  /** Reading or writing a file failed. */
+  IO: 5,
+  /** The target filesystem is full. */
+  NO_SPACE: 6,
+  /** Network failure or protocol violation by the peer. */
+  NETWORK: 7,
+  /** Authentication or permission refused. */
+  DENIED: 8,
+  /** A resume journal does not fit the operation. */
+  JOURNAL: 9,
+  /** Interrupted by a signal; re-run to resume. */
+  INTERRUPTED: 130,
+} as const;
+
+const BY_CODE: Record<ErrorCode, number> = {
+  ERR_PARAM: ExitCode.USAGE,
+  ERR_BAD_MAGIC: ExitCode.BAD_INPUT,
+  ERR_VERSION: ExitCode.BAD_INPUT,
+  ERR_CORRUPT: ExitCode.BAD_INPUT,
+  ERR_UNEXPECTED_EOF: ExitCode.BAD_INPUT,
+  ERR_TRAILING_DATA: ExitCode.BAD_INPUT,
+  ERR_LIMIT: ExitCode.BAD_INPUT,
+  ERR_COPY_OUT_OF_BOUNDS: ExitCode.BAD_INPUT,
+  ERR_BASIS_MISMATCH: ExitCode.VERIFY,
+  ERR_VERIFY_FAILED: ExitCode.VERIFY,
+  ERR_IO: ExitCode.IO,
+  ERR_NO_SPACE: ExitCode.NO_SPACE,
+  ERR_PROTOCOL: ExitCode.NETWORK,
+  ERR_UNEXPECTED_MESSAGE: ExitCode.NETWORK,
+  ERR_FRAME_TOO_LARGE: ExitCode.NETWORK,
+  ERR_TIMEOUT: ExitCode.NETWORK,
+  ERR_CONNECTION: ExitCode.NETWORK,
+  ERR_BUSY: ExitCode.NETWORK,
+  ERR_REMOTE: ExitCode.NETWORK,
+  ERR_AUTH: ExitCode.DENIED,
+  ERR_PERMISSION: ExitCode.DENIED,
+  ERR_NOT_FOUND: ExitCode.DENIED,
+  ERR_JOURNAL: ExitCode.JOURNAL,
+  ERR_INTERRUPTED: ExitCode.INTERRUPTED,
+};
+
+/** Exit code for an error. */
+export function exitCodeFor(e: unknown): number {
+  return isSyncError(e) ? (BY_CODE[e.code] ?? ExitCode.INTERNAL) : ExitCode.INTERNAL;
+}

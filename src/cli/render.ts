@@ -1,0 +1,82 @@
+/** Console output: progress bars on a TTY, human or JSON summaries, error lines. */
+import cliProgress from 'cli-progress';
+import { isSyncError } from '../core/errors.js';
+import type { Progress, ProgressFn } from '../api-files.js';
+
+/** Human-readable byte count. */
+export function fmtBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${u === 0 ? v : v.toFixed(1)} ${units[u]}`;
+}
+
+/** A progress reporter on stderr (only when it is a TTY and not disabled). */
+export class ProgressView {
+  private bar: cliProgress.SingleBar | null = null;
+  private phase = '';
+  private readonly t0 = performance.now();
+  constructor(private readonly enabled: boolean) {}
+
+  /** Callback to pass to API functions. */
+  readonly fn: ProgressFn = (p: Progress) => {
+    if (!this.enabled) return;
+    if (!this.bar || p.phase !== this.phase) {
+      this.bar?.stop();
+      this.phase = p.phase;
+      this.bar = new cliProgress.SingleBar(
+        {
+          stream: process.stderr,
+          format: `${p.phase.padEnd(9)} [{bar}] {percentage}% | {doneH}/{totalH} | {rate}/s | ETA {eta_formatted} | matched {matchedH} literal {literalH}`,
+          hideCursor: true,
+          clearOnComplete: false,
+          fps: 5,
+        },
+        cliProgress.Presets.shades_classic,
+      );
+      this.bar.start(Math.max(1, p.total), 0);
+    }
+    const secs = (performance.now() - this.t0) / 1000;
+    this.bar.update(p.done, {
+      doneH: fmtBytes(p.done),
+      totalH: fmtBytes(p.total),
+      rate: fmtBytes(secs > 0 ? p.done / secs : 0),
+      matchedH: fmtBytes(p.matched ?? 0),
+      literalH: fmtBytes(p.literal ?? 0),
+    });
+  };
+
+  /** Remove the bar. */
+  stop(): void {
+    this.bar?.stop();
+    this.bar = null;
+  }
+}
+
+/** Print a summary: JSON on stdout with --json, else a few human lines. */
+export function printSummary(json: boolean, command: string, summary: Record<string, unknown>): void {
+  if (json) {
+    process.stdout.write(JSON.stringify({ command, ok: true, ...summary }) + '\n');
+    return;
+  }
+  const parts: string[] = [];
+  for (const [k, v] of Object.entries(summary)) {
+    if (v === undefined) continue;
+    const val = typeof v === 'number' && /bytes|size|matched|literal/i.test(k) && !/ops/i.test(k) ? `${fmtBytes(v)} (${v})` : typeof v === 'number' && /ms$/i.test(k) ? `${v.toFixed(0)} ms` : String(v);
+    parts.push(`  ${k}: ${val}`);
+  }
+  process.stderr.write(`${command}: done\n${parts.join('\n')}\n`);
+}
+
+/** Print an error: a JSON object on stdout with --json, always one clear line on stderr. */
+export function printError(json: boolean, command: string, e: unknown): void {
+  const code = isSyncError(e) ? e.code : 'ERR_INTERNAL';
+  const msg = e instanceof Error ? e.message : String(e);
+  if (json) process.stdout.write(JSON.stringify({ command, ok: false, code, message: msg }) + '\n');
+  process.stderr.write(`resync ${command}: error ${code}: ${msg}\n`);
+  if (!isSyncError(e) && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`);
+}

@@ -1,0 +1,37 @@
+/**
+ * Every default limit in one place. Decoders check lengths and counts against
+ * these before allocating, so a hostile file or peer cannot make us allocate
+ * more than a bounded amount.
+ */
+
+/** Smallest block size accepted (tiny blocks are allowed for tests and small files). */
+export const MIN_BLOCK_SIZE = 16;
+/** Largest block size accepted from any file or peer. */
+export const MAX_BLOCK_SIZE = 16 * 1024 * 1024;
+/** Smallest block size the heuristic picks. */
+export const HEURISTIC_MIN_BLOCK = 2048;
+/** Largest block size the heuristic picks unless the block-count cap forces more. */
+export const HEURISTIC_MAX_BLOCK = 128 * 1024;
+/** The heuristic keeps the block count at or below this (bounds signature memory). */
+export const TARGET_MAX_BLOCKS = 1 << 21;
+/** Hard cap on blocks in one signature: 8 Mi blocks x (4 + 32) bytes stays well under 300 MB. */
+export const MAX_BLOCKS = 1 << 23;
+/** Strong hash length range, bytes. */
+export const MIN_STRONG_LEN = 8;
+export const MAX_STRONG_LEN = 32;
+/** Default strong hash length: 128 bits with a per-signature seed. */
+export const DEFAULT_STRONG_LEN = 16;
+/** Seed length in bytes. */
+export const SEED_LEN = 16;
+/** Largest literal carried by one op; larger runs are split. */
+export const MAX_LITERAL = 1024 * 1024;
+/** Blocks carried by one signature chunk message. */
+export const SIG_CHUNK_BLOCKS = 4096;
+/** Largest frame payload accepted from a file or a peer. */
+export const MAX_FRAME = 8 * 1024 * 1024;
+/** Largest image size (JS numbers are exact up to 2^53). */
+export const MAX_IMAGE_SIZE = Number.MAX_SAFE_INTEGER;
+/** Weak-checksum candidates checked per position before giving up (DoS cap on crafted signatures). */
+export const MAX_WEAK_COLLISIONS = 64;
+/** Default read size for streaming images. */
+export const IO_CHUNK = 4 * 1024 * 1024;

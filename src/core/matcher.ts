@@ -1,0 +1,221 @@
+/**
+ * The sender's scan: slide a window over the new image, find blocks the
+ * receiver already has at ANY byte offset, and emit copy/literal ops.
+ *
+ * Order of attempts at a window position where no rolling sum is live:
+ *  1. the expected block (the one after the last match, or the block aligned
+ *     with this offset): one strong-hash compare, no weak sum. On unchanged
+ *     images this is the whole cost.
+ *  2. otherwise roll the Adler-32 window byte by byte, looking each weak sum up
+ *     in the signature's hash table and confirming with the strong hash.
+ * Adjacent copies are coalesced; literals are cut at MAX_LITERAL.
+ *
+ * Streaming: push chunks of any size; memory is the unmatched tail (at most
+ * MAX_LITERAL + one block) plus the signature.
+ */
+import { ParamError } from './errors.js';
+import { MAX_LITERAL, MAX_WEAK_COLLISIONS } from './limits.js';
+import { emptyStats, type DeltaOp, type DeltaStats } from './ops.js';
+import { adler32, ADLER_MOD } from './rolling.js';
+import type { Signature } from './signature.js';
+import { StrongHasher } from './strong.js';
+
+const EMPTY = new Uint8Array(0);
+
+/** Streaming delta generator over one signature. */
+export class DeltaMatcher {
+  readonly stats: DeltaStats = emptyStats();
+  private readonly sig: Signature;
+  private readonly hasher: StrongHasher;
+  private readonly bs: number;
+  private readonly maxLiteral: number;
+  /** Unprocessed input; buf[0] is at absolute position bufPos. */
+  private buf: Uint8Array = EMPTY;
+  private bufPos = 0;
+  /** Window start within buf. */
+  private p = 0;
+  /** Start of the pending literal within buf (<= p). */
+  private lit = 0;
+  /** Block expected at the window (the one after the last match), or -1. */
+  private expected = 0;
+  private pendCopyOff = -1;
+  private pendCopyLen = 0;
+  private ended = false;
+  private scanned = 0;
+
+  constructor(sig: Signature, opts: { maxLiteral?: number } = {}) {
+    if (!sig.isComplete) throw new ParamError('the signature is incomplete');
+    this.sig = sig;
+    this.bs = sig.params.blockSize;
+    this.hasher = new StrongHasher(sig.params.strongAlg, sig.params.seed, sig.params.strongLen);
+    this.maxLiteral = Math.max(1, Math.min(opts.maxLiteral ?? MAX_LITERAL, MAX_LITERAL));
+  }
+
+  /** Bytes of new image consumed so far. */
+  get bytesIn(): number {
+    return this.scanned;
+  }
+
+  /** Feed the next bytes of the new image; returns ops that are final. */
+  push(data: Uint8Array): DeltaOp[] {
+    if (this.ended) throw new ParamError('push after end');
+    this.scanned += data.length;
+    const out: DeltaOp[] = [];
+    if (data.length === 0) return out;
+    // Keep only what is still needed (pending literal + window) and append.
+    const keep = this.buf.subarray(this.lit);
+    const nb = new Uint8Array(keep.length + data.length);
+    nb.set(keep, 0);
+    nb.set(data, keep.length);
+    this.bufPos += this.lit;
+    this.p -= this.lit;
+    this.lit = 0;
+    this.buf = nb;
+    this.scan(out);
+    return out;
+  }
+
+  /** The new image is complete: match the short tail and flush. */
+  end(): DeltaOp[] {
+    if (this.ended) throw new ParamError('end called twice');
+    this.ended = true;
+    const out: DeltaOp[] = [];
+    const buf = this.buf;
+    const sig = this.sig;
+    const last = sig.blockCount - 1;
+    // The basis's last block may be short: try it against the end of the new image.
+    if (last >= 0) {
+      const tl = sig.blockLength(last);
+      const start = buf.length - tl;
+      if (tl < this.bs && start >= this.p) {
+        const h = this.hasher.hash(buf, start, buf.length);
+        if (sig.strongEquals(last, h)) {
+          this.emitLiteral(start, out);
+          this.emitCopy(last * this.bs, tl, out);
+          this.p = this.lit = buf.length;
+        }
+      }
+    }
+    this.p = buf.length;
+    this.emitLiteral(buf.length, out);
+    this.flushCopy(out);
+    this.buf = EMPTY;
+    return out;
+  }
+
+  private scan(out: DeltaOp[]): void {
+    const sig = this.sig;
+    const bs = this.bs;
+    const buf = this.buf;
+    const len = buf.length;
+    const head = sig.head;
+    const next = sig.next;
+    const weakArr = sig.weak;
+    const mask = sig.mask;
+    const nMod = bs % ADLER_MOD;
+    let p = this.p;
+
+    outer: while (p + bs <= len) {
+      // 1. The expected block, by strong hash alone.
+      let cand = this.expected;
+      const abs = this.bufPos + p;
+      if (cand < 0 || cand >= sig.blockCount || sig.blockLength(cand) !== bs) {
+        cand = abs % bs === 0 ? abs / bs : -1;
+        if (cand >= sig.blockCount || (cand >= 0 && sig.blockLength(cand) !== bs)) cand = -1;
+      }
+      let strongAt = -1;
+      let strong: Uint8Array = EMPTY;
+      if (cand >= 0) {
+        strong = this.hasher.hash(buf, p, p + bs);
+        strongAt = p;
+        if (sig.strongEquals(cand, strong)) {
+          p = this.matched(p, cand, out);
+          continue;
+        }
+      }
+      // 2. Roll.
+      this.expected = -1;
+      const d = adler32(buf, p, p + bs);
+      let a = d & 0xffff;
+      let b = d >>> 16;
+      for (;;) {
+        const weak = ((b << 16) | a) >>> 0;
+        let i = head[(Math.imul(weak, 0x9e3779b1) >>> 12) & mask]!;
+        if (i >= 0) {
+          let tries = 0;
+          for (; i >= 0 && tries < MAX_WEAK_COLLISIONS; i = next[i]!, tries++) {
+            if (weakArr[i] !== weak) continue;
+            if (strongAt !== p) {
+              strong = this.hasher.hash(buf, p, p + bs);
+              strongAt = p;
+            }
+            if (sig.strongEquals(i, strong)) {
+              p = this.matched(p, i, out);
+              continue outer;
+            }
+          }
+        }
+        if (p + bs >= len) break outer;
+        // Slide one byte.
+        const o = buf[p]!;
+        const n = buf[p + bs]!;
+        a = a - o + n;
+        if (a < 0) a += ADLER_MOD;
+        else if (a >= ADLER_MOD) a -= ADLER_MOD;
+        b = (b - ((nMod * o) % ADLER_MOD) + a - 1) % ADLER_MOD;
+        if (b < 0) b += ADLER_MOD;
+        p++;
+        if (p - this.lit >= this.maxLiteral) {
+          this.p = p;
+          this.emitLiteral(p, out);
+        }
+      }
+    }
+    this.p = p;
+    // Cap the pending literal even when waiting for more input.
+    if (this.p - this.lit >= this.maxLiteral) this.emitLiteral(this.p, out);
+  }
+
+  /** Record a match of block `i` at window `p`; returns the new window start. */
+  private matched(p: number, i: number, out: DeltaOp[]): number {
+    this.emitLiteral(p, out);
+    this.emitCopy(i * this.bs, this.bs, out);
+    this.expected = i + 1;
+    const np = p + this.bs;
+    this.lit = np;
+    return np;
+  }
+
+  private emitLiteral(upTo: number, out: DeltaOp[]): void {
+    let s = this.lit;
+    if (upTo <= s) return;
+    this.flushCopy(out);
+    while (s < upTo) {
+      const e = Math.min(upTo, s + this.maxLiteral);
+      out.push({ kind: 'literal', data: this.buf.subarray(s, e) });
+      this.stats.literalBytes += e - s;
+      this.stats.literalOps++;
+      s = e;
+    }
+    this.lit = upTo;
+  }
+
+  private emitCopy(offset: number, length: number, out: DeltaOp[]): void {
+    this.stats.matchedBytes += length;
+    if (this.pendCopyOff >= 0 && this.pendCopyOff + this.pendCopyLen === offset) {
+      this.pendCopyLen += length;
+      return;
+    }
+    this.flushCopy(out);
+    this.pendCopyOff = offset;
+    this.pendCopyLen = length;
+  }
+
+  private flushCopy(out: DeltaOp[]): void {
+    if (this.pendCopyOff < 0) return;
+    out.push({ kind: 'copy', offset: this.pendCopyOff, length: this.pendCopyLen });
+    this.stats.copyOps++;
+    this.pendCopyOff = -1;
+    this.pendCopyLen = 0;
+  }
+}

@@ -1,0 +1,82 @@
+/**
+ * Adler-32 as a rolling checksum over a fixed window.
+ *
+ * A = 1 + sum(x_i) mod 65521, B = sum over the window of the running A values
+ * mod 65521; digest = B << 16 | A, so an initial digest equals zlib's adler32 of
+ * the window (the `adler-32` package computes it). Rolling one byte out and one
+ * in is O(1):
+ *   A' = A - out + in
+ *   B' = B - n*out + A' - 1
+ */
+import * as adlerNs from 'adler-32';
+
+// The package is CommonJS without named-export hints: Node exposes it as `default`.
+const ADLER32: typeof adlerNs = (adlerNs as unknown as { default?: typeof adlerNs }).default ?? adlerNs;
+
+/** Adler-32 modulus: the largest prime below 2^16. */
+export const ADLER_MOD = 65521;
+
+/** Adler-32 of buf[start, end) as an unsigned 32-bit number. */
+export function adler32(buf: Uint8Array, start = 0, end = buf.length): number {
+  return ADLER32.buf(buf.subarray(start, end)) >>> 0;
+}
+
+/** Adler-32 of `n` zero bytes, without touching memory. */
+export function adler32OfZeros(n: number): number {
+  return (((n % ADLER_MOD) << 16) | 1) >>> 0;
+}
+
+/** A rolling Adler-32 over a window of `n` bytes. */
+export class RollingChecksum {
+  private a = 1;
+  private b = 0;
+  private n = 0;
+  private nMod = 0;
+
+  /** Start a window over buf[start, start + len). */
+  init(buf: Uint8Array, start: number, len: number): this {
+    const d = adler32(buf, start, start + len);
+    this.a = d & 0xffff;
+    this.b = d >>> 16;
+    this.n = len;
+    this.nMod = len % ADLER_MOD;
+    return this;
+  }
+
+  /** Slide the window one byte: `out` leaves at the front, `inb` enters at the back. */
+  rotate(out: number, inb: number): void {
+    let a = this.a - out + inb;
+    if (a < 0) a += ADLER_MOD;
+    else if (a >= ADLER_MOD) a -= ADLER_MOD;
+    let b = (this.b - ((this.nMod * out) % ADLER_MOD) + a - 1) % ADLER_MOD;
+    if (b < 0) b += ADLER_MOD;
+    this.a = a;
+    this.b = b;
+  }
+
+  /** Grow the window by one byte at the back. */
+  rollIn(inb: number): void {
+    this.a = (this.a + inb) % ADLER_MOD;
+    this.b = (this.b + this.a) % ADLER_MOD;
+    this.n++;
+    this.nMod = this.n % ADLER_MOD;
+  }
+
+  /** Shrink the window by one byte at the front. */
+  rollOut(out: number): void {
+    this.a = (this.a - out + ADLER_MOD) % ADLER_MOD;
+    this.b = (((this.b - ((this.nMod * out) % ADLER_MOD) - 1) % ADLER_MOD) + ADLER_MOD) % ADLER_MOD;
+    this.n--;
+    this.nMod = this.n % ADLER_MOD;
+  }
+
+  /** Current window length. */
+  get length(): number {
+    return this.n;
+  }
+
+  /** Current checksum, B << 16 | A, unsigned. */
+  digest(): number {
+    return ((this.b << 16) | this.a) >>> 0;
+  }
+}

@@ -1,0 +1,290 @@
+/**
+ * Block signatures: per block, a weak rolling checksum (Adler-32) and a seeded
+ * strong hash. Generation streams: push image bytes in any chunking, get
+ * signature chunks out. The sender side collects chunks into a Signature whose
+ * storage is typed arrays sized from the header (bounded by MAX_BLOCKS).
+ */
+import { CorruptInputError, LimitExceededError, ParamError } from './errors.js';
+import {
+  DEFAULT_STRONG_LEN,
+  HEURISTIC_MAX_BLOCK,
+  HEURISTIC_MIN_BLOCK,
+  MAX_BLOCKS,
+  MAX_BLOCK_SIZE,
+  MAX_IMAGE_SIZE,
+  MAX_STRONG_LEN,
+  MIN_BLOCK_SIZE,
+  MIN_STRONG_LEN,
+  SEED_LEN,
+  SIG_CHUNK_BLOCKS,
+  TARGET_MAX_BLOCKS,
+} from './limits.js';
+import { adler32, adler32OfZeros } from './rolling.js';
+import { STRONG_ALGS, StrongHasher, isZeroRange, type StrongAlg } from './strong.js';
+
+/** Everything needed to interpret a signature's blocks. */
+export interface SignatureParams {
+  /** Bytes per block; the last block may be shorter. */
+  blockSize: number;
+  /** Size of the image the signature describes. */
+  imageSize: number;
+  strongAlg: StrongAlg;
+  /** Bytes of strong hash kept per block. */
+  strongLen: number;
+  /** Random seed hashed in front of every block. */
+  seed: Uint8Array;
+}
+
+/** A run of consecutive block sums, as carried by files and the wire. */
+export interface SignatureChunk {
+  /** Index of the first block in this chunk. */
+  first: number;
+  /** Weak sums, one per block. */
+  weak: Uint32Array;
+  /** Strong hashes, `strongLen` bytes per block, concatenated. */
+  strong: Uint8Array;
+}
+
+/**
+ * Default block size for an image: about sqrt(size) like rsync, rounded up to a
+ * power of two, clamped to [2 KiB, 128 KiB], then raised until the block count
+ * fits TARGET_MAX_BLOCKS so signature memory stays bounded on huge images.
+ */
+export function defaultBlockSize(imageSize: number): number {
+  let b = HEURISTIC_MIN_BLOCK;
+  const root = Math.sqrt(Math.max(0, imageSize));
+  while (b < root && b < HEURISTIC_MAX_BLOCK) b *= 2;
+  while (Math.ceil(imageSize / b) > TARGET_MAX_BLOCKS && b < MAX_BLOCK_SIZE) b *= 2;
+  return b;
+}
+
+/** Number of blocks an image of `imageSize` bytes has at `blockSize`. */
+export function blockCountFor(imageSize: number, blockSize: number): number {
+  return Math.ceil(imageSize / blockSize);
+}
+
+/** Check params from an untrusted source; throws CorruptInputError/LimitExceededError. */
+export function validateSignatureParams(p: SignatureParams): void {
+  if (!Number.isSafeInteger(p.blockSize) || p.blockSize < MIN_BLOCK_SIZE || p.blockSize > MAX_BLOCK_SIZE) {
+    throw new CorruptInputError(`block size ${p.blockSize} is implausible (allowed ${MIN_BLOCK_SIZE}..${MAX_BLOCK_SIZE})`, {
+      blockSize: p.blockSize,
+    });
+  }
+  if (!Number.isSafeInteger(p.imageSize) || p.imageSize < 0 || p.imageSize > MAX_IMAGE_SIZE) {
+    throw new CorruptInputError(`image size ${p.imageSize} is implausible`, { imageSize: p.imageSize });
+  }
+  const spec = STRONG_ALGS[p.strongAlg];
+  if (!spec) throw new CorruptInputError(`unknown strong hash algorithm ${String(p.strongAlg)}`);
+  if (!Number.isInteger(p.strongLen) || p.strongLen < MIN_STRONG_LEN || p.strongLen > Math.min(MAX_STRONG_LEN, spec.maxLen)) {
+    throw new CorruptInputError(`strong hash length ${p.strongLen} is implausible`, { strongLen: p.strongLen });
+  }
+  if (p.seed.length !== SEED_LEN) throw new CorruptInputError(`seed must be ${SEED_LEN} bytes, got ${p.seed.length}`);
+  const n = blockCountFor(p.imageSize, p.blockSize);
+  if (n > MAX_BLOCKS) throw new LimitExceededError('signature block count', n, MAX_BLOCKS);
+}
+
+/** Fill in defaults for a new signature over an image of `imageSize` bytes. */
+export function makeSignatureParams(
+  imageSize: number,
+  seed: Uint8Array,
+  opts: { blockSize?: number | undefined; strongAlg?: StrongAlg | undefined; strongLen?: number | undefined } = {},
+): SignatureParams {
+  const p: SignatureParams = {
+    blockSize: opts.blockSize ?? defaultBlockSize(imageSize),
+    imageSize,
+    strongAlg: opts.strongAlg ?? 'sha256',
+    strongLen: opts.strongLen ?? DEFAULT_STRONG_LEN,
+    seed,
+  };
+  try {
+    validateSignatureParams(p);
+  } catch (e) {
+    throw new ParamError((e as Error).message);
+  }
+  return p;
+}
+
+/**
+ * Streaming signature generator. Push the image's bytes (any chunking); it
+ * returns chunks of at most SIG_CHUNK_BLOCKS block sums. Memory: one partial
+ * block plus one chunk.
+ */
+export class SignatureGenerator {
+  readonly params: SignatureParams;
+  private readonly hasher: StrongHasher;
+  private readonly partial: Uint8Array;
+  private partialLen = 0;
+  private nextBlock = 0;
+  private consumed = 0;
+  private pendWeak: number[] = [];
+  private pendStrong: Uint8Array[] = [];
+  private pendFirst = 0;
+
+  constructor(params: SignatureParams) {
+    validateSignatureParams(params);
+    this.params = params;
+    this.hasher = new StrongHasher(params.strongAlg, params.seed, params.strongLen);
+    this.partial = new Uint8Array(params.blockSize);
+  }
+
+  /** Feed image bytes; returns any completed chunks. */
+  push(data: Uint8Array): SignatureChunk[] {
+    if (this.consumed + data.length > this.params.imageSize) {
+      throw new ParamError(`image is longer than the ${this.params.imageSize} bytes declared`);
+    }
+    this.consumed += data.length;
+    const bs = this.params.blockSize;
+    const out: SignatureChunk[] = [];
+    let p = 0;
+    if (this.partialLen > 0) {
+      const take = Math.min(bs - this.partialLen, data.length);
+      this.partial.set(data.subarray(0, take), this.partialLen);
+      this.partialLen += take;
+      p = take;
+      if (this.partialLen === bs) {
+        this.addBlock(this.partial, 0, bs, out);
+        this.partialLen = 0;
+      }
+    }
+    while (data.length - p >= bs) {
+      this.addBlock(data, p, p + bs, out);
+      p += bs;
+    }
+    if (p < data.length) {
+      this.partial.set(data.subarray(p), 0);
+      this.partialLen = data.length - p;
+    }
+    return out;
+  }
+
+  /** Finish: the image must have been exactly `imageSize` bytes. */
+  end(): SignatureChunk[] {
+    if (this.consumed !== this.params.imageSize) {
+      throw new ParamError(`image ended after ${this.consumed} bytes, ${this.params.imageSize} declared`);
+    }
+    const out: SignatureChunk[] = [];
+    if (this.partialLen > 0) {
+      this.addBlock(this.partial, 0, this.partialLen, out);
+      this.partialLen = 0;
+    }
+    this.flush(out);
+    return out;
+  }
+
+  private addBlock(buf: Uint8Array, start: number, end: number, out: SignatureChunk[]): void {
+    const zero = buf[start] === 0 && isZeroRange(buf, start, end);
+    this.pendWeak.push(zero ? adler32OfZeros(end - start) : adler32(buf, start, end));
+    this.pendStrong.push(this.hasher.hash(buf, start, end));
+    this.nextBlock++;
+    if (this.pendWeak.length >= SIG_CHUNK_BLOCKS) this.flush(out);
+  }
+
+  private flush(out: SignatureChunk[]): void {
+    if (this.pendWeak.length === 0) return;
+    out.push({ first: this.pendFirst, weak: Uint32Array.from(this.pendWeak), strong: Buffer.concat(this.pendStrong) });
+    this.pendFirst = this.nextBlock;
+    this.pendWeak = [];
+    this.pendStrong = [];
+  }
+}
+
+/**
+ * A complete signature held in typed arrays, with an index from weak sum to
+ * blocks (chained hash table). Chunks must arrive in order; `isComplete` tells
+ * when every block is present.
+ */
+export class Signature {
+  readonly params: SignatureParams;
+  readonly blockCount: number;
+  readonly weak: Uint32Array;
+  readonly strong: Uint8Array;
+  /** Bucket heads (block index or -1), size a power of two >= 2 * blockCount. */
+  readonly head: Int32Array;
+  /** Next block in the same bucket, or -1. */
+  readonly next: Int32Array;
+  readonly mask: number;
+  private received = 0;
+
+  constructor(params: SignatureParams) {
+    validateSignatureParams(params);
+    this.params = params;
+    this.blockCount = blockCountFor(params.imageSize, params.blockSize);
+    this.weak = new Uint32Array(this.blockCount);
+    this.strong = new Uint8Array(this.blockCount * params.strongLen);
+    let size = 1024;
+    while (size < this.blockCount * 2) size *= 2;
+    this.head = new Int32Array(size).fill(-1);
+    this.next = new Int32Array(this.blockCount).fill(-1);
+    this.mask = size - 1;
+  }
+
+  /** Blocks received so far. */
+  get receivedBlocks(): number {
+    return this.received;
+  }
+
+  /** True once every block's sums are present. */
+  get isComplete(): boolean {
+    return this.received === this.blockCount;
+  }
+
+  /** Length of block `i` (the last may be short). */
+  blockLength(i: number): number {
+    const bs = this.params.blockSize;
+    return i === this.blockCount - 1 ? this.params.imageSize - i * bs : bs;
+  }
+
+  /** Add the next chunk of block sums; validates order and sizes. */
+  addChunk(c: SignatureChunk): void {
+    const n = c.weak.length;
+    const sl = this.params.strongLen;
+    if (c.first !== this.received) {
+      throw new CorruptInputError(`signature chunk starts at block ${c.first}, expected ${this.received}`);
+    }
+    if (n === 0 || this.received + n > this.blockCount) {
+      throw new CorruptInputError(`signature chunk of ${n} blocks does not fit the ${this.blockCount}-block image`);
+    }
+    if (c.strong.length !== n * sl) {
+      throw new CorruptInputError(`signature chunk carries ${c.strong.length} strong bytes, expected ${n * sl}`);
+    }
+    this.weak.set(c.weak, this.received);
+    this.strong.set(c.strong, this.received * sl);
+    for (let k = 0; k < n; k++) this.insert(this.received + k);
+    this.received += n;
+  }
+
+  /** Bucket of a weak sum: a multiplicative mix so Adler's weak low bits spread. */
+  bucket(weak: number): number {
+    return (Math.imul(weak, 0x9e3779b1) >>> 12) & this.mask;
+  }
+
+  /** True if block i's strong hash equals h[0, strongLen). */
+  strongEquals(i: number, h: Uint8Array): boolean {
+    const sl = this.params.strongLen;
+    const base = i * sl;
+    const s = this.strong;
+    for (let k = 0; k < sl; k++) if (s[base + k] !== h[k]) return false;
+    return true;
+  }
+
+  private insert(i: number): void {
+    // Only full-size blocks are searched at arbitrary offsets; the short tail
+    // block is matched at the end of the new image (see the matcher).
+    if (this.blockLength(i) !== this.params.blockSize) return;
+    const b = this.bucket(this.weak[i]!);
+    // Skip exact duplicates (zero blocks are common): the first copy serves all.
+    let steps = 0;
+    for (let j = this.head[b]!; j >= 0 && steps < 64; j = this.next[j]!, steps++) {
+      if (this.weak[j] === this.weak[i] && this.sameStrong(i, j)) return;
+    }
+    this.next[i] = this.head[b]!;
+    this.head[b] = i;
+  }
+
+  private sameStrong(i: number, j: number): boolean {
+    const sl = this.params.strongLen;
+    const s = this.strong;
+    for (let k = 0; k < sl; k++) if (s[i * sl + k] !== s[j * sl + k]) return false;
+    return true;
+  }
+}

@@ -1,0 +1,113 @@
+/**
+ * Delta files: preamble "RSDL" v1, DeltaHeader, Copy/Literal ops, DeltaEnd with
+ * the target size and SHA-256 and a digest of the file. See protocol/SPEC.md.
+ */
+import { CorruptInputError, SyncError } from '../core/errors.js';
+import type { DeltaOp } from '../core/ops.js';
+import { DELTA_MAGIC, FORMAT_VERSION, MsgType } from '../../protocol/constants.js';
+import type { DeltaEndMsg, DeltaHeaderMsg, Message } from '../../protocol/messages.js';
+import { UnexpectedMessageError } from '../../protocol/errors.js';
+import { messageName } from '../../protocol/codec.js';
+import { FramedFileReader, FramedFileWriter } from './framed-file.js';
+
+/** What a delta header declares. */
+export interface DeltaHeader {
+  blockSize: number;
+  basisSize: number;
+  basisHash: Uint8Array | null;
+  targetSize: number;
+}
+
+/** What a delta end record declares. */
+export interface DeltaTrailer {
+  targetSize: number;
+  targetHash: Uint8Array;
+  opCount: number;
+}
+
+/** Message for an op. */
+export function opMessage(op: DeltaOp): Message {
+  return op.kind === 'copy' ? { type: MsgType.Copy, offset: op.offset, length: op.length } : { type: MsgType.Literal, data: op.data };
+}
+
+/** Produces the bytes of a delta file. */
+export class DeltaFileEncoder {
+  private readonly w = new FramedFileWriter(DELTA_MAGIC, FORMAT_VERSION);
+  private ops = 0;
+
+  /** Preamble and header. */
+  start(h: DeltaHeader): Buffer {
+    const m: DeltaHeaderMsg = { type: MsgType.DeltaHeader, ...h };
+    return Buffer.concat([this.w.preamble(), this.w.message(m)]);
+  }
+
+  /** One op. */
+  op(op: DeltaOp): Buffer {
+    this.ops++;
+    return this.w.message(opMessage(op));
+  }
+
+  /** End record. */
+  end(targetSize: number, targetHash: Uint8Array): Buffer {
+    return this.w.message({ type: MsgType.DeltaEnd, targetSize, targetHash, opCount: this.ops, digest: this.w.digest() });
+  }
+
+  /** Bytes written so far. */
+  get bytesOut(): number {
+    return this.w.bytesOut;
+  }
+}
+
+/** An event from reading a delta file. */
+export type DeltaEvent = { kind: 'header'; header: DeltaHeader } | { kind: 'op'; op: DeltaOp } | { kind: 'end'; trailer: DeltaTrailer };
+
+/** Incremental delta file reader; validates order, counts and the file digest. */
+export class DeltaFileDecoder {
+  private readonly r = new FramedFileReader(DELTA_MAGIC, FORMAT_VERSION, 'delta file', MsgType.DeltaEnd);
+  private header: DeltaHeader | null = null;
+  private ops = 0;
+  private ended = false;
+
+  /** Feed bytes; returns the events they complete. */
+  push(data: Uint8Array): DeltaEvent[] {
+    const out: DeltaEvent[] = [];
+    for (const { msg, digestBefore } of this.r.push(data)) out.push(this.onMessage(msg, digestBefore));
+    return out;
+  }
+
+  /** Input over. */
+  end(): void {
+    this.r.end();
+    if (!this.ended) throw new SyncError('ERR_UNEXPECTED_EOF', 'delta file is truncated: no end record', {});
+  }
+
+  private onMessage(msg: Message, digestBefore: Buffer): DeltaEvent {
+    if (!this.header) {
+      if (msg.type !== MsgType.DeltaHeader) throw new UnexpectedMessageError(messageName(msg.type), 'start', ['DeltaHeader']);
+      this.header = { blockSize: msg.blockSize, basisSize: msg.basisSize, basisHash: msg.basisHash, targetSize: msg.targetSize };
+      return { kind: 'header', header: this.header };
+    }
+    switch (msg.type) {
+      case MsgType.Copy:
+        this.ops++;
+        return { kind: 'op', op: { kind: 'copy', offset: msg.offset, length: msg.length } };
+      case MsgType.Literal:
+        this.ops++;
+        return { kind: 'op', op: { kind: 'literal', data: msg.data } };
+      case MsgType.DeltaEnd:
+        return { kind: 'end', trailer: this.checkEnd(msg, digestBefore) };
+      default:
+        throw new UnexpectedMessageError(messageName(msg.type), 'ops', ['Copy', 'Literal', 'DeltaEnd']);
+    }
+  }
+
+  private checkEnd(msg: DeltaEndMsg, digestBefore: Buffer): DeltaTrailer {
+    if (msg.opCount !== this.ops) throw new CorruptInputError(`delta file holds ${this.ops} ops but its end record says ${msg.opCount}`);
+    if (msg.targetSize !== this.header!.targetSize) {
+      throw new CorruptInputError(`delta end record says ${msg.targetSize} bytes, header said ${this.header!.targetSize}`);
+    }
+    if (!msg.digest || !digestBefore.equals(msg.digest)) throw new CorruptInputError('delta file digest does not match its contents');
+    this.ended = true;
+    return { targetSize: msg.targetSize, targetHash: msg.targetHash, opCount: msg.opCount };
+  }
+}

@@ -1,0 +1,117 @@
+/**
+ * Signature files: preamble "RSSG" v1, SigHeader, SigBlocks..., SigEnd with the
+ * basis hash and a digest of the file. See protocol/SPEC.md.
+ */
+import { CorruptInputError, SyncError } from '../core/errors.js';
+import { MAX_BLOCKS } from '../core/limits.js';
+import { Signature, blockCountFor, validateSignatureParams, type SignatureChunk, type SignatureParams } from '../core/signature.js';
+import { STRONG_ALGS, strongAlgFromId } from '../core/strong.js';
+import { FORMAT_VERSION, MsgType, SIG_MAGIC } from '../../protocol/constants.js';
+import type { Message, SigBlocksMsg, SigHeaderMsg } from '../../protocol/messages.js';
+import { UnexpectedMessageError } from '../../protocol/errors.js';
+import { messageName } from '../../protocol/codec.js';
+import { FramedFileReader, FramedFileWriter } from './framed-file.js';
+
+/** Header message for signature params. */
+export function sigHeaderMessage(p: SignatureParams): SigHeaderMsg {
+  return { type: MsgType.SigHeader, blockSize: p.blockSize, imageSize: p.imageSize, strongAlgId: STRONG_ALGS[p.strongAlg].id, strongLen: p.strongLen, seed: p.seed };
+}
+
+/** Signature params from a header message (validated). */
+export function paramsFromHeader(m: SigHeaderMsg): SignatureParams {
+  const alg = strongAlgFromId(m.strongAlgId);
+  if (!alg) throw new CorruptInputError(`unknown strong hash algorithm id ${m.strongAlgId}`);
+  const p: SignatureParams = { blockSize: m.blockSize, imageSize: m.imageSize, strongAlg: alg, strongLen: m.strongLen, seed: m.seed };
+  validateSignatureParams(p);
+  return p;
+}
+
+/** Blocks message for a chunk (weak sums as u32 big-endian). */
+export function sigBlocksMessage(c: SignatureChunk): SigBlocksMsg {
+  const w = Buffer.allocUnsafe(c.weak.length * 4);
+  for (let i = 0; i < c.weak.length; i++) w.writeUInt32BE(c.weak[i]!, i * 4);
+  return { type: MsgType.SigBlocks, first: c.first, weak: w, strong: c.strong };
+}
+
+/** Chunk from a blocks message; checks the strong length against the params. */
+export function chunkFromMessage(m: SigBlocksMsg, p: SignatureParams): SignatureChunk {
+  const n = m.weak.length / 4;
+  if (m.strong.length !== n * p.strongLen) {
+    throw new CorruptInputError(`signature blocks carry ${m.strong.length} strong bytes for ${n} blocks of ${p.strongLen}`);
+  }
+  const weak = new Uint32Array(n);
+  const dv = new DataView(m.weak.buffer, m.weak.byteOffset, m.weak.length);
+  for (let i = 0; i < n; i++) weak[i] = dv.getUint32(i * 4, false);
+  return { first: m.first, weak, strong: m.strong };
+}
+
+/** Produces the bytes of a signature file. */
+export class SignatureFileEncoder {
+  private readonly w = new FramedFileWriter(SIG_MAGIC, FORMAT_VERSION);
+  private blocks = 0;
+  constructor(private readonly params: SignatureParams) {}
+
+  /** Preamble and header. */
+  start(): Buffer {
+    return Buffer.concat([this.w.preamble(), this.w.message(sigHeaderMessage(this.params))]);
+  }
+
+  /** One chunk of block sums. */
+  chunk(c: SignatureChunk): Buffer {
+    this.blocks += c.weak.length;
+    return this.w.message(sigBlocksMessage(c));
+  }
+
+  /** End record with the basis image hash. */
+  end(basisHash: Uint8Array): Buffer {
+    return this.w.message({ type: MsgType.SigEnd, blockCount: this.blocks, basisHash, digest: this.w.digest() });
+  }
+}
+
+/** A signature file read back. */
+export interface LoadedSignature {
+  signature: Signature;
+  basisHash: Uint8Array | null;
+}
+
+/** Incremental signature file reader that builds the indexed Signature. */
+export class SignatureFileDecoder {
+  private readonly r = new FramedFileReader(SIG_MAGIC, FORMAT_VERSION, 'signature file', MsgType.SigEnd);
+  private sig: Signature | null = null;
+  private done: LoadedSignature | null = null;
+
+  /** Feed bytes of the file. */
+  push(data: Uint8Array): void {
+    for (const { msg, digestBefore } of this.r.push(data)) this.onMessage(msg, digestBefore);
+  }
+
+  /** Input over: returns the signature or throws a typed error. */
+  end(): LoadedSignature {
+    this.r.end();
+    if (!this.done) throw new SyncError('ERR_UNEXPECTED_EOF', 'signature file is truncated', {});
+    return this.done;
+  }
+
+  private onMessage(msg: Message, digestBefore: Buffer): void {
+    if (!this.sig) {
+      if (msg.type !== MsgType.SigHeader) throw new UnexpectedMessageError(messageName(msg.type), 'start', ['SigHeader']);
+      const p = paramsFromHeader(msg);
+      if (blockCountFor(p.imageSize, p.blockSize) > MAX_BLOCKS) throw new CorruptInputError('too many blocks');
+      this.sig = new Signature(p);
+      return;
+    }
+    if (msg.type === MsgType.SigBlocks) {
+      this.sig.addChunk(chunkFromMessage(msg, this.sig.params));
+      return;
+    }
+    if (msg.type === MsgType.SigEnd) {
+      if (msg.blockCount !== this.sig.receivedBlocks || !this.sig.isComplete) {
+        throw new CorruptInputError(`signature file ends after ${this.sig.receivedBlocks} of ${this.sig.blockCount} blocks (end record says ${msg.blockCount})`);
+      }
+      if (!msg.digest || !digestBefore.equals(msg.digest)) throw new CorruptInputError('signature file digest does not match its contents');
+      this.done = { signature: this.sig, basisHash: msg.basisHash };
+      return;
+    }
+    throw new UnexpectedMessageError(messageName(msg.type), 'blocks', ['SigBlocks', 'SigEnd']);
+  }
+}

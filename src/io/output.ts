@@ -1,0 +1,181 @@
+/**
+ * Writing images. A new image is written to a temporary file beside the final
+ * path, fsynced, then renamed over it, so a crash leaves either the old file or
+ * the complete new one. Writes are coalesced into large sequential writes, and
+ * all-zero ranges are skipped on a fresh file (they stay holes: sparse output).
+ */
+import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { isZeroRange } from '../core/strong.js';
+import { ioError } from './errors.js';
+
+const COALESCE = 4 * 1024 * 1024;
+
+/** A positioned writer over a temp file (atomic rename on commit) or an existing image. */
+export class ImageWriter {
+  private buf: Buffer = Buffer.allocUnsafe(COALESCE);
+  private bufLen = 0;
+  private bufPos = 0;
+  private closed = false;
+  /** Bytes handed to write(). */
+  bytesWritten = 0;
+
+  private constructor(
+    readonly fh: FileHandle,
+    /** Where the bytes land now. */
+    readonly path: string,
+    /** Where they belong after commit (same as path when in place). */
+    readonly finalPath: string,
+    /** True when writing a fresh file whose unwritten ranges read as zeros. */
+    private readonly fresh: boolean,
+  ) {}
+
+  /** Temp file in the directory of `finalPath`. */
+  static async createTemp(finalPath: string): Promise<ImageWriter> {
+    const tmp = join(dirname(finalPath), `.${basename(finalPath)}.resync-${randomBytes(4).toString('hex')}.tmp`);
+    let fh: FileHandle;
+    try {
+      fh = await open(tmp, 'wx', 0o600);
+    } catch (e) {
+      throw ioError(e, 'create', tmp);
+    }
+    return new ImageWriter(fh, tmp, finalPath, true);
+  }
+
+  /** Write into an existing image in place. */
+  static async openInPlace(path: string): Promise<ImageWriter> {
+    let fh: FileHandle;
+    try {
+      fh = await open(path, 'r+');
+    } catch (e) {
+      throw ioError(e, 'open for writing', path);
+    }
+    return new ImageWriter(fh, path, path, false);
+  }
+
+  /** Queue `data` at `pos`; sequential writes are merged; zeros on a fresh file are skipped. */
+  async write(pos: number, data: Uint8Array): Promise<void> {
+    if (this.fresh && data.length >= 4096 && isZeroRange(data, 0, data.length)) {
+      this.bytesWritten += data.length;
+      await this.flush();
+      return;
+    }
+    await this.writeDense(pos, data);
+  }
+
+  /** Queue `data` at `pos`, zeros included. */
+  async writeDense(pos: number, data: Uint8Array): Promise<void> {
+    this.bytesWritten += data.length;
+    if (this.bufLen > 0 && (pos !== this.bufPos + this.bufLen || this.bufLen + data.length > COALESCE)) await this.flush();
+    if (data.length >= COALESCE) {
+      await this.writeRaw(pos, data);
+      return;
+    }
+    if (this.bufLen === 0) this.bufPos = pos;
+    this.buf.set(data, this.bufLen);
+    this.bufLen += data.length;
+  }
+
+  /** Push buffered bytes to the file. */
+  async flush(): Promise<void> {
+    if (this.bufLen === 0) return;
+    const n = this.bufLen;
+    this.bufLen = 0;
+    await this.writeRaw(this.bufPos, this.buf.subarray(0, n));
+    // The old buffer may still be referenced by an in-flight write: use a new one.
+    this.buf = Buffer.allocUnsafe(COALESCE);
+  }
+
+  /** Set the file's length, flush, fsync; for temp files rename over the final path. */
+  async commit(size: number): Promise<void> {
+    await this.flush();
+    try {
+      await this.fh.truncate(size);
+      await this.fh.sync();
+      await this.fh.close();
+      this.closed = true;
+      if (this.path !== this.finalPath) {
+        await rename(this.path, this.finalPath);
+        await syncDir(dirname(this.finalPath));
+      }
+    } catch (e) {
+      throw ioError(e, 'finish writing', this.finalPath);
+    }
+  }
+
+  /** fsync what is written so far (for journaled in-place patching). */
+  async sync(): Promise<void> {
+    await this.flush();
+    try {
+      await this.fh.sync();
+    } catch (e) {
+      throw ioError(e, 'sync', this.path);
+    }
+  }
+
+  /** Give up: close, and remove a temp file. The final path is untouched. */
+  async abort(): Promise<void> {
+    if (!this.closed) {
+      this.closed = true;
+      await this.fh.close().catch(() => undefined);
+    }
+    if (this.path !== this.finalPath) await unlink(this.path).catch(() => undefined);
+  }
+
+  private async writeRaw(pos: number, data: Uint8Array): Promise<void> {
+    let off = 0;
+    while (off < data.length) {
+      try {
+        const { bytesWritten } = await this.fh.write(data, off, data.length - off, pos + off);
+        off += bytesWritten;
+      } catch (e) {
+        throw ioError(e, 'write', this.path);
+      }
+    }
+  }
+}
+
+/** fsync a directory so a rename in it is durable. */
+export async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Sequential writer for signature and delta files (coalesced, atomic via temp + rename). */
+export class StreamFileWriter {
+  private pos = 0;
+  private constructor(private readonly w: ImageWriter) {}
+
+  /** Start writing `finalPath` atomically. */
+  static async create(finalPath: string): Promise<StreamFileWriter> {
+    return new StreamFileWriter(await ImageWriter.createTemp(finalPath));
+  }
+
+  /** Append bytes. */
+  async append(b: Uint8Array): Promise<void> {
+    // Signature and delta files are never sparse: write zeros too.
+    if (b.length === 0) return;
+    await this.w.writeDense(this.pos, b);
+    this.pos += b.length;
+  }
+
+  /** Bytes appended. */
+  get size(): number {
+    return this.pos;
+  }
+
+  /** Fsync and rename into place. */
+  async commit(): Promise<void> {
+    await this.w.commit(this.pos);
+  }
+
+  /** Remove the temp file. */
+  async abort(): Promise<void> {
+    await this.w.abort();
+  }
+}

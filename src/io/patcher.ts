@@ -1,0 +1,71 @@
+/**
+ * Applies a stream of delta ops to an output image, reading copies from the
+ * basis, hashing the output as it is produced (writes are sequential), and
+ * verifying size and SHA-256 at the end. Shared by file `patch` and the TCP
+ * receiver.
+ */
+import { BasisMismatchError, VerifyError } from '../core/errors.js';
+import { IO_CHUNK } from '../core/limits.js';
+import type { DeltaOp } from '../core/ops.js';
+import { PatchPlanner } from '../core/patch.js';
+import { createImageHash } from '../core/strong.js';
+import { readExact, type ImageHandle } from './image.js';
+import type { ImageWriter } from './output.js';
+
+/** Applies ops in order; call finish() with the source's declared size and hash. */
+export class StreamPatcher {
+  readonly planner: PatchPlanner;
+  private readonly hash = createImageHash();
+
+  constructor(
+    private readonly basis: ImageHandle,
+    private readonly out: ImageWriter,
+    targetSize: number,
+  ) {
+    this.planner = new PatchPlanner({ basisSize: basis.size, maxOutput: targetSize });
+  }
+
+  /** Output bytes produced so far. */
+  get position(): number {
+    return this.planner.position;
+  }
+
+  /** Apply one op. */
+  async apply(op: DeltaOp): Promise<void> {
+    const w = this.planner.plan(op);
+    if (w.kind === 'literal') {
+      this.hash.update(w.data);
+      await this.out.write(w.dst, w.data);
+      return;
+    }
+    for (let done = 0; done < w.length; ) {
+      const n = Math.min(IO_CHUNK, w.length - done);
+      const data = await readExact(this.basis, w.src + done, n);
+      this.hash.update(data);
+      await this.out.write(w.dst + done, data);
+      done += n;
+    }
+  }
+
+  /** Check size and hash; throws VerifyError when the result is not the source. */
+  finish(targetSize: number, targetHash: Uint8Array): void {
+    this.planner.finish(targetSize);
+    const got = this.hash.digest();
+    if (!got.equals(targetHash)) {
+      throw new VerifyError(`rebuilt image does not match the source: SHA-256 ${got.toString('hex')} != ${Buffer.from(targetHash).toString('hex')}`, {
+        got: got.toString('hex'),
+        expected: Buffer.from(targetHash).toString('hex'),
+      });
+    }
+  }
+}
+
+/** Check that a basis has the size a delta or session expects. */
+export function checkBasisSize(basis: ImageHandle, expected: number): void {
+  if (basis.size !== expected) {
+    throw new BasisMismatchError(`basis ${basis.path} is ${basis.size} bytes but the delta was made against a ${expected}-byte basis`, {
+      basisSize: basis.size,
+      expected,
+    });
+  }
+}

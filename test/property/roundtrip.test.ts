@@ -1,0 +1,102 @@
+import { describe, expect, test } from 'vitest';
+import { fc, test as fcTest } from '@fast-check/vitest';
+import { applyDelta, diff, signatureOf } from '../../src/core/whole.js';
+import type { DeltaOp } from '../../src/core/ops.js';
+
+function literalBytes(ops: DeltaOp[]): number {
+  return ops.reduce((s, o) => s + (o.kind === 'literal' ? o.data.length : 0), 0);
+}
+
+/** An edit applied to a basis to make a target. */
+const edit = fc.oneof(
+  fc.record({ kind: fc.constant('insert' as const), at: fc.nat(), data: fc.uint8Array({ minLength: 1, maxLength: 300 }) }),
+  fc.record({ kind: fc.constant('delete' as const), at: fc.nat(), len: fc.integer({ min: 1, max: 300 }) }),
+  fc.record({ kind: fc.constant('overwrite' as const), at: fc.nat(), data: fc.uint8Array({ minLength: 1, maxLength: 300 }) }),
+  fc.record({ kind: fc.constant('move' as const), from: fc.nat(), to: fc.nat(), len: fc.integer({ min: 1, max: 2000 }) }),
+);
+type Edit = typeof edit extends fc.Arbitrary<infer T> ? T : never;
+
+function applyEdits(basis: Uint8Array, edits: Edit[]): Uint8Array {
+  let b = Buffer.from(basis);
+  for (const e of edits) {
+    if (e.kind === 'insert') {
+      const at = b.length === 0 ? 0 : e.at % (b.length + 1);
+      b = Buffer.concat([b.subarray(0, at), Buffer.from(e.data), b.subarray(at)]);
+    } else if (e.kind === 'delete') {
+      if (b.length === 0) continue;
+      const at = e.at % b.length;
+      b = Buffer.concat([b.subarray(0, at), b.subarray(Math.min(b.length, at + e.len))]);
+    } else if (e.kind === 'overwrite') {
+      if (b.length === 0) continue;
+      const at = e.at % b.length;
+      b = Buffer.from(b);
+      b.set(e.data.subarray(0, b.length - at), at);
+    } else {
+      if (b.length === 0) continue;
+      const from = e.from % b.length;
+      const piece = Buffer.from(b.subarray(from, from + e.len));
+      const rest = Buffer.concat([b.subarray(0, from), b.subarray(from + piece.length)]);
+      const to = rest.length === 0 ? 0 : e.to % (rest.length + 1);
+      b = Buffer.concat([rest.subarray(0, to), piece, rest.subarray(to)]);
+    }
+  }
+  return b;
+}
+
+describe('round trip patch(basis, delta(sig(basis), new)) == new', () => {
+  fcTest.prop(
+    [
+      fc.uint8Array({ maxLength: 20_000 }),
+      fc.array(edit, { maxLength: 8 }),
+      fc.constantFrom(16, 64, 100, 512, 1024),
+      fc.integer({ min: 1, max: 5000 }),
+      fc.integer({ min: 1, max: 5000 }),
+    ],
+    { numRuns: 300 },
+  )('random data, random edits, random block size and chunking', (basis, edits, blockSize, c1, c2) => {
+    const target = applyEdits(basis, edits);
+    const sig = signatureOf(basis, { blockSize }, c1);
+    const ops = diff(sig, target, c2);
+    const out = applyDelta(basis, ops, target.length);
+    expect(Buffer.from(out).equals(Buffer.from(target))).toBe(true);
+  });
+
+  fcTest.prop([fc.uint8Array({ maxLength: 3000 }), fc.uint8Array({ maxLength: 3000 }), fc.constantFrom(16, 33, 128)])(
+    'unrelated files, including empty and shorter than a block',
+    (basis, target, blockSize) => {
+      const ops = diff(signatureOf(basis, { blockSize }), target, 97);
+      expect(Buffer.from(applyDelta(basis, ops, target.length)).equals(Buffer.from(target))).toBe(true);
+    },
+  );
+
+  test('identical data is all copies, coalesced into one op', () => {
+    const basis = Buffer.alloc(1 << 20);
+    for (let i = 0; i < basis.length; i++) basis[i] = (i * 2654435761) >>> 24;
+    const ops = diff(signatureOf(basis, { blockSize: 4096 }), basis, 65536);
+    expect(ops).toEqual([{ kind: 'copy', offset: 0, length: basis.length }]);
+  });
+
+  test('a size that is not a multiple of the block matches the short tail block', () => {
+    const basis = Buffer.from(Array.from({ length: 10_000 }, (_, i) => (i * 7919) & 255));
+    const ops = diff(signatureOf(basis, { blockSize: 1024 }), basis, 333);
+    expect(ops).toEqual([{ kind: 'copy', offset: 0, length: 10_000 }]);
+  });
+
+  test('a one-byte insertion at the front is found at a shifted offset', () => {
+    const basis = Buffer.from(Array.from({ length: 64 * 1024 }, (_, i) => (i * 2654435761) >>> 13));
+    const target = Buffer.concat([Buffer.from([42]), basis]);
+    const ops = diff(signatureOf(basis, { blockSize: 1024 }), target);
+    expect(literalBytes(ops)).toBe(1);
+    expect(Buffer.from(applyDelta(basis, ops, target.length)).equals(target)).toBe(true);
+  });
+
+  test('blocks swapped and rotated are found as copies', () => {
+    const bs = 512;
+    const basis = Buffer.from(Array.from({ length: 8 * bs }, (_, i) => (i * 2654435761) >>> 11));
+    const blk = (k: number): Buffer => basis.subarray(k * bs, (k + 1) * bs);
+    const target = Buffer.concat([blk(7), blk(1), blk(2), blk(0), blk(4), blk(5), blk(6), blk(3)]);
+    const ops = diff(signatureOf(basis, { blockSize: bs }), target);
+    expect(literalBytes(ops)).toBe(0);
+    expect(Buffer.from(applyDelta(basis, ops, target.length)).equals(target)).toBe(true);
+  });
+});
