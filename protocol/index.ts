@@ -3,3 +3,5 @@ export * from './constants.js';
 export * from './messages.js';
 export * from './codec.js';
 export * from './errors.js';
+export * from './auth.js';
+export * from './session.js';

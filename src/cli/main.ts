@@ -3,6 +3,7 @@ import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { fileCommands } from './commands/files.js';
 import { demoCommand } from './commands/demo.js';
+import { netCommands } from './commands/net.js';
 import { ExitCode } from './exit-codes.js';
 import type { CommonArgs } from './run.js';
 
@@ -14,6 +15,7 @@ const base = yargs(hideBin(process.argv))
   .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'print nothing on success' }) as unknown as Argv<CommonArgs>;
 
 let cli = fileCommands(base);
+cli = netCommands(cli);
 cli = demoCommand(cli);
 await cli
   .demandCommand(1, 'name a command (see --help)')

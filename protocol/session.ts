@@ -1,0 +1,155 @@
+/**
+ * The session state machine, sans I/O: which message may come next from which
+ * side. Both peers run it over every message sent and received, so a message
+ * out of order is refused at once with ERR_UNEXPECTED_MESSAGE.
+ *
+ *   Hello(C) Challenge(S) Auth(C) AuthOk(S) Open(C) Ready(S)
+ *   push:  SigHeader SigBlocks* SigEnd (S)   DeltaHeader (Copy|Literal)* DeltaEnd (C)   Result(S)
+ *   pull:  SigHeader SigBlocks* SigEnd (C)   DeltaHeader (Copy|Literal)* DeltaEnd (S)   Result(C)
+ *   verify: SigHeader SigBlocks* SigEnd (S)  Result(C)
+ * Error (either side) ends the session from any state.
+ */
+import { MsgType } from './constants.js';
+import { messageName } from './codec.js';
+import { UnexpectedMessageError } from './errors.js';
+import type { OpenMsg } from './messages.js';
+
+/** Which end of the connection. */
+export type Side = 'client' | 'server';
+
+/** Session states. */
+export type SessionState =
+  | 'hello'
+  | 'challenge'
+  | 'auth'
+  | 'authok'
+  | 'open'
+  | 'ready'
+  | 'sig-header'
+  | 'sig-blocks'
+  | 'delta-header'
+  | 'delta-ops'
+  | 'result'
+  | 'done'
+  | 'failed';
+
+type Mode = OpenMsg['mode'];
+
+/** Tracks the protocol position of one session. Pure. */
+export class SessionMachine {
+  private st: SessionState = 'hello';
+  private mode: Mode | null = null;
+
+  /** Current state. */
+  get state(): SessionState {
+    return this.st;
+  }
+
+  /** The mode chosen by the Open message. */
+  get sessionMode(): Mode | null {
+    return this.mode;
+  }
+
+  /** True once the session ended normally. */
+  get done(): boolean {
+    return this.st === 'done';
+  }
+
+  /**
+   * Advance over a message of `type` sent by `from`, or throw
+   * UnexpectedMessageError. `mode` is required for Open.
+   */
+  step(from: Side, type: number, mode?: Mode): SessionState {
+    if (type === MsgType.Error) {
+      this.st = 'failed';
+      return this.st;
+    }
+    const want = this.expected();
+    const ok = want.some(([side, t]) => side === from && t === type);
+    if (!ok) {
+      throw new UnexpectedMessageError(
+        `${messageName(type)} from ${from}`,
+        this.st,
+        want.map(([s, t]) => `${messageName(t)} from ${s}`),
+      );
+    }
+    this.st = this.after(type, mode);
+    return this.st;
+  }
+
+  /** (side, type) pairs allowed next. */
+  expected(): [Side, number][] {
+    const sigFrom: Side = this.mode === 'pull' ? 'client' : 'server';
+    const deltaFrom: Side = this.mode === 'pull' ? 'server' : 'client';
+    const resultFrom: Side = this.mode === 'push' ? 'server' : 'client';
+    switch (this.st) {
+      case 'hello':
+        return [['client', MsgType.Hello]];
+      case 'challenge':
+        return [['server', MsgType.Challenge]];
+      case 'auth':
+        return [['client', MsgType.Auth]];
+      case 'authok':
+        return [['server', MsgType.AuthOk]];
+      case 'open':
+        return [['client', MsgType.Open]];
+      case 'ready':
+        return [['server', MsgType.Ready]];
+      case 'sig-header':
+        return [[sigFrom, MsgType.SigHeader]];
+      case 'sig-blocks':
+        return [
+          [sigFrom, MsgType.SigBlocks],
+          [sigFrom, MsgType.SigEnd],
+        ];
+      case 'delta-header':
+        return [[deltaFrom, MsgType.DeltaHeader]];
+      case 'delta-ops':
+        return [
+          [deltaFrom, MsgType.Copy],
+          [deltaFrom, MsgType.Literal],
+          [deltaFrom, MsgType.DeltaEnd],
+        ];
+      case 'result':
+        return [[resultFrom, MsgType.Result]];
+      case 'done':
+      case 'failed':
+        return [];
+    }
+  }
+
+  private after(type: number, mode?: Mode): SessionState {
+    switch (type) {
+      case MsgType.Hello:
+        return 'challenge';
+      case MsgType.Challenge:
+        return 'auth';
+      case MsgType.Auth:
+        return 'authok';
+      case MsgType.AuthOk:
+        return 'open';
+      case MsgType.Open:
+        this.mode = mode ?? 'push';
+        return 'ready';
+      case MsgType.Ready:
+        return 'sig-header';
+      case MsgType.SigHeader:
+        return 'sig-blocks';
+      case MsgType.SigBlocks:
+        return 'sig-blocks';
+      case MsgType.SigEnd:
+        return this.mode === 'verify' ? 'result' : 'delta-header';
+      case MsgType.DeltaHeader:
+        return 'delta-ops';
+      case MsgType.Copy:
+      case MsgType.Literal:
+        return 'delta-ops';
+      case MsgType.DeltaEnd:
+        return 'result';
+      case MsgType.Result:
+        return 'done';
+      default:
+        return this.st;
+    }
+  }
+}

@@ -1,0 +1,142 @@
+/** `resync serve`, `push` and `pull`. */
+import type { Argv } from 'yargs';
+import { ParamError } from '../../core/errors.js';
+import { loadServerConfig, parseRemote, readSecretFile, splitHostPort, type ServerConfig, type VolumeConfig } from '../../net/config.js';
+import { ResyncServer } from '../../net/server.js';
+import { pull, push, type SyncResult } from '../../net/client.js';
+import { parseSize } from '../args.js';
+import { runCommand, type CommonArgs } from '../run.js';
+import { resolve } from 'node:path';
+
+function secretFileArg(v: string | undefined): string {
+  const f = v ?? process.env.RESYNC_SECRET_FILE;
+  if (!f) throw new ParamError('no shared secret: pass --secret-file FILE (or set RESYNC_SECRET_FILE); secrets are never taken on the command line');
+  return f;
+}
+
+function summary(r: SyncResult): Record<string, unknown> {
+  return {
+    imageSize: r.imageSize,
+    blockSize: r.blockSize,
+    matchedBytes: r.matchedBytes,
+    literalBytes: r.literalBytes,
+    copyOps: r.copyOps,
+    literalOps: r.literalOps,
+    bytesSent: r.bytesSent,
+    bytesReceived: r.bytesReceived,
+    verified: r.verified,
+    elapsedMs: r.elapsedMs,
+  };
+}
+
+/** Parse repeated --volume NAME=PATH[:rw|:ro]. */
+function parseVolumes(list: string[]): Record<string, VolumeConfig> {
+  const out: Record<string, VolumeConfig> = {};
+  for (const v of list) {
+    const m = /^([A-Za-z0-9._-]{1,128})=(.+?)(?::(rw|ro))?$/.exec(v);
+    if (!m) throw new ParamError(`--volume ${JSON.stringify(v)} must look like NAME=PATH[:rw|:ro]`);
+    out[m[1]!] = { path: resolve(m[2]!), writable: m[3] === 'rw' };
+  }
+  return out;
+}
+
+/** Register the network commands. */
+export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
+  return y
+    .command(
+      'serve',
+      'Serve volumes (named images) to authenticated resync clients',
+      (a) =>
+        a
+          .option('config', { alias: 'c', type: 'string', describe: 'JSON config file (listen, secretFile, volumes, limits)' })
+          .option('listen', { type: 'string', describe: 'HOST:PORT to listen on (default 127.0.0.1:7873)' })
+          .option('volume', { type: 'string', array: true, describe: 'NAME=PATH[:rw|:ro] (repeatable; default read-only)' })
+          .option('secret-file', { type: 'string', describe: 'file holding the shared secret' })
+          .option('max-sessions', { type: 'number', default: 16 })
+          .option('idle-timeout', { type: 'number', default: 300, describe: 'seconds of silence before a session is dropped' }),
+      (argv) =>
+        runCommand('serve', argv, async () => {
+          let cfg: ServerConfig;
+          const listen = argv.listen ? splitHostPort(argv.listen) : undefined;
+          if (argv.config) {
+            cfg = await loadServerConfig(argv.config, {
+              ...(listen ? { host: listen[0], port: listen[1] } : {}),
+              ...(argv['secret-file'] ? { secretFile: argv['secret-file'] } : {}),
+            });
+          } else {
+            const [host, port] = listen ?? ['127.0.0.1', 7873];
+            cfg = {
+              host,
+              port,
+              secret: await readSecretFile(secretFileArg(argv['secret-file'])),
+              volumes: parseVolumes(argv.volume ?? []),
+              maxSessions: argv['max-sessions'],
+              idleTimeoutMs: argv['idle-timeout'] * 1000,
+              handshakeTimeoutMs: 10_000,
+            };
+          }
+          if (Object.keys(cfg.volumes).length === 0) throw new ParamError('no volumes to serve: use --volume NAME=PATH[:rw] or a config file');
+          const server = new ResyncServer(cfg, (e) => {
+            if (!argv.quiet) process.stderr.write(`${new Date().toISOString()} ${e.level} ${e.peer ?? ''} ${e.volume ?? ''} ${e.code ?? ''} ${e.msg}\n`);
+          });
+          const port = await server.listen();
+          process.stderr.write(`resync serve: listening on ${cfg.host}:${port} with ${Object.keys(cfg.volumes).length} volume(s)\n`);
+          await new Promise<void>((res) => {
+            const stop = (): void => {
+              void server.close().then(res);
+            };
+            process.once('SIGINT', stop);
+            process.once('SIGTERM', stop);
+          });
+          return { sessions: server.sessionsDone };
+        }),
+    )
+    .command(
+      'push <image> <remote>',
+      'Make the remote volume identical to the local IMAGE (primary -> recovery)',
+      (a) =>
+        a
+          .positional('image', { type: 'string', demandOption: true })
+          .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME' })
+          .option('secret-file', { type: 'string', describe: 'file holding the shared secret (or RESYNC_SECRET_FILE)' })
+          .option('block-size', { alias: 'b', type: 'string' })
+          .option('timeout', { type: 'number', default: 300, describe: 'seconds of silence before giving up' }),
+      (argv) =>
+        runCommand('push', argv, async (progress) => {
+          const r = parseRemote(argv.remote);
+          const secret = await readSecretFile(secretFileArg(argv['secret-file']));
+          const res = await push(argv.image, {
+            ...r,
+            secret,
+            blockSize: argv['block-size'] ? parseSize(argv['block-size'], 'block size') : undefined,
+            idleTimeoutMs: argv.timeout * 1000,
+            onProgress: progress,
+          });
+          return summary(res);
+        }),
+    )
+    .command(
+      'pull <remote> <image>',
+      'Make the local IMAGE identical to the remote volume (failback: recovery -> primary)',
+      (a) =>
+        a
+          .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME' })
+          .positional('image', { type: 'string', demandOption: true })
+          .option('secret-file', { type: 'string', describe: 'file holding the shared secret (or RESYNC_SECRET_FILE)' })
+          .option('block-size', { alias: 'b', type: 'string' })
+          .option('timeout', { type: 'number', default: 300, describe: 'seconds of silence before giving up' }),
+      (argv) =>
+        runCommand('pull', argv, async (progress) => {
+          const r = parseRemote(argv.remote);
+          const secret = await readSecretFile(secretFileArg(argv['secret-file']));
+          const res = await pull(argv.image, {
+            ...r,
+            secret,
+            blockSize: argv['block-size'] ? parseSize(argv['block-size'], 'block size') : undefined,
+            idleTimeoutMs: argv.timeout * 1000,
+            onProgress: progress,
+          });
+          return summary(res);
+        }),
+    );
+}

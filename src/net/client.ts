@@ -1,0 +1,146 @@
+/** `resync push` and `resync pull`: the client side of a session. */
+import { open } from 'node:fs/promises';
+import { SyncError, isSyncError } from '../core/errors.js';
+import type { DeltaStats } from '../core/ops.js';
+import { defaultBlockSize } from '../core/signature.js';
+import { openImage, type ImageHandle } from '../io/image.js';
+import { MsgType, PROTOCOL_VERSION } from '../../protocol/constants.js';
+import { clientProof, macEquals, newNonce, serverProof } from '../../protocol/auth.js';
+import type { ReadyMsg } from '../../protocol/messages.js';
+import type { ProgressFn } from '../api-files.js';
+import { dial, type Connection } from './connection.js';
+import { receiveDelta, receiveSignature, sendDelta, sendSignature } from './transfer.js';
+
+/** Options for push and pull. */
+export interface ClientOptions {
+  host: string;
+  port: number;
+  volume: string;
+  secret: Uint8Array;
+  blockSize?: number | undefined;
+  idleTimeoutMs?: number | undefined;
+  onProgress?: ProgressFn | undefined;
+}
+
+/** What a push or pull reports. */
+export interface SyncResult extends DeltaStats {
+  imageSize: number;
+  blockSize: number;
+  bytesSent: number;
+  bytesReceived: number;
+  elapsedMs: number;
+  verified: boolean;
+}
+
+/** Connect and authenticate (mutually): resolves once the server proved it knows the secret too. */
+export async function connectAuthenticated(opts: ClientOptions): Promise<Connection> {
+  const conn = await dial(opts.host, opts.port, { idleTimeoutMs: opts.idleTimeoutMs ?? 300_000 });
+  try {
+    await conn.exchangePreamble();
+    await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify'] });
+    const ch = await conn.recv();
+    if (ch.type !== MsgType.Challenge) throw new SyncError('ERR_PROTOCOL', 'expected a challenge');
+    if (ch.version !== PROTOCOL_VERSION) throw new SyncError('ERR_VERSION', `server speaks protocol version ${ch.version}`);
+    const cn = newNonce();
+    await conn.send({ type: MsgType.Auth, clientNonce: cn, mac: clientProof(opts.secret, ch.nonce, cn) });
+    const ok = await conn.recv();
+    if (ok.type !== MsgType.AuthOk) throw new SyncError('ERR_PROTOCOL', 'expected authentication result');
+    if (!macEquals(ok.mac, serverProof(opts.secret, ch.nonce, cn))) {
+      throw new SyncError('ERR_AUTH', 'the server could not prove it knows the shared secret');
+    }
+    return conn;
+  } catch (e) {
+    conn.destroy();
+    throw e;
+  }
+}
+
+async function openSession(conn: Connection, mode: 'push' | 'pull' | 'verify', opts: ClientOptions, imageSize: number): Promise<ReadyMsg> {
+  await conn.send({ type: MsgType.Open, mode, volume: opts.volume, imageSize, blockSize: opts.blockSize ?? 0, resumeId: '' });
+  const r = await conn.recv();
+  if (r.type !== MsgType.Ready) throw new SyncError('ERR_PROTOCOL', 'expected ready');
+  return r;
+}
+
+/** Make the remote volume identical to the local image `imagePath`. */
+export async function push(imagePath: string, opts: ClientOptions): Promise<SyncResult> {
+  const t0 = performance.now();
+  const img = await openImage(imagePath);
+  let conn: Connection | null = null;
+  try {
+    conn = await connectAuthenticated(opts);
+    await openSession(conn, 'push', opts, img.size);
+    const sig = await receiveSignature(conn);
+    const d = await sendDelta(conn, sig, img, opts.onProgress);
+    const res = await conn.recv();
+    if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
+    if (!res.ok || !Buffer.from(res.targetHash).equals(d.targetHash)) {
+      throw new SyncError('ERR_VERIFY_FAILED', 'the server could not verify the rebuilt volume');
+    }
+    conn.end();
+    return {
+      ...d,
+      imageSize: img.size,
+      blockSize: sig.params.blockSize,
+      bytesSent: conn.bytesOut,
+      bytesReceived: conn.bytesIn,
+      elapsedMs: performance.now() - t0,
+      verified: true,
+    };
+  } catch (e) {
+    conn?.destroy();
+    throw e;
+  } finally {
+    await img.fh.close();
+  }
+}
+
+/** Make the local image `imagePath` identical to the remote volume (failback). */
+export async function pull(imagePath: string, opts: ClientOptions): Promise<SyncResult> {
+  const t0 = performance.now();
+  const basis = await openOrEmpty(imagePath);
+  let conn: Connection | null = null;
+  try {
+    conn = await connectAuthenticated(opts);
+    const ready = await openSession(conn, 'pull', opts, basis.size);
+    const bs = opts.blockSize ?? defaultBlockSize(Math.max(basis.size, ready.imageSize));
+    await sendSignature(conn, basis, bs);
+    let r;
+    try {
+      r = await receiveDelta(conn, basis, imagePath, opts.onProgress);
+    } catch (e) {
+      if (isSyncError(e) && !e.details.remote) await conn.sendErrorAndClose(e);
+      throw e;
+    }
+    await conn.send({ type: MsgType.Result, ok: true, bytesWritten: r.targetSize, targetHash: r.targetHash });
+    conn.end();
+    return {
+      ...r,
+      imageSize: r.targetSize,
+      blockSize: bs,
+      bytesSent: conn.bytesOut,
+      bytesReceived: conn.bytesIn,
+      elapsedMs: performance.now() - t0,
+      verified: true,
+    };
+  } catch (e) {
+    conn?.destroy();
+    throw e;
+  } finally {
+    await basis.fh.close();
+  }
+}
+
+/** Open a local image, or an empty stand-in when it does not exist yet (first pull). */
+async function openOrEmpty(path: string): Promise<ImageHandle> {
+  try {
+    return await openImage(path);
+  } catch (e) {
+    if (isSyncError(e) && e.details.errno === 'ENOENT') {
+      const fh = await open(path, 'wx', 0o600);
+      await fh.close();
+      return openImage(path);
+    }
+    throw e;
+  }
+}

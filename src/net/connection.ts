@@ -1,0 +1,265 @@
+/**
+ * A framed message connection over a TCP socket: preamble exchange, msgpack
+ * frames with the size limit checked before buffering, send with backpressure
+ * (waits for 'drain'), receive with flow control (pauses the socket when too
+ * many messages wait), and an idle timeout. Every message sent or received is
+ * run through the session state machine.
+ */
+import { connect as netConnect, type Socket } from 'node:net';
+import { SyncError, isSyncError, type ErrorCode } from '../core/errors.js';
+import { MAX_FRAME } from '../core/limits.js';
+import { encodeFrame, FrameDecoder } from '../bytes/frame.js';
+import { PREAMBLE_LEN, PROTOCOL_VERSION, WIRE_MAGIC, MsgType } from '../../protocol/constants.js';
+import { decodeMessage, encodeMessage } from '../../protocol/codec.js';
+import type { Message, OpenMsg } from '../../protocol/messages.js';
+import { SessionMachine, type Side } from '../../protocol/session.js';
+import { encodePreamble } from '../format/preamble.js';
+
+/** Connection options. */
+export interface ConnectionOptions {
+  /** Milliseconds without any traffic before the connection is dropped. */
+  idleTimeoutMs: number;
+  /** Largest frame accepted. */
+  maxFrame?: number;
+}
+
+const HIGH_WATER = 64;
+const LOW_WATER = 8;
+
+const KNOWN_CODES = new Set<string>([
+  'ERR_PARAM', 'ERR_BAD_MAGIC', 'ERR_VERSION', 'ERR_CORRUPT', 'ERR_UNEXPECTED_EOF', 'ERR_TRAILING_DATA', 'ERR_LIMIT',
+  'ERR_COPY_OUT_OF_BOUNDS', 'ERR_BASIS_MISMATCH', 'ERR_VERIFY_FAILED', 'ERR_IO', 'ERR_NO_SPACE', 'ERR_PROTOCOL',
+  'ERR_UNEXPECTED_MESSAGE', 'ERR_FRAME_TOO_LARGE', 'ERR_AUTH', 'ERR_PERMISSION', 'ERR_NOT_FOUND', 'ERR_TIMEOUT',
+  'ERR_CONNECTION', 'ERR_BUSY', 'ERR_REMOTE', 'ERR_JOURNAL', 'ERR_INTERRUPTED',
+]);
+
+/** Turn a peer's Error message into a typed error with the peer's code. */
+export function remoteError(code: string, message: string, peer: string): SyncError {
+  const c = (KNOWN_CODES.has(code) ? code : 'ERR_REMOTE') as ErrorCode;
+  return new SyncError(c, `${peer}: ${message}`, { remote: true, remoteCode: code });
+}
+
+/** One side of a resync connection. */
+export class Connection {
+  readonly session = new SessionMachine();
+  private readonly frames: FrameDecoder;
+  private readonly queue: Message[] = [];
+  private waiter: { resolve: (m: Message) => void; reject: (e: Error) => void } | null = null;
+  private failure: SyncError | null = null;
+  private preambleBuf = Buffer.alloc(0);
+  private gotPreamble = false;
+  private preambleWaiter: { resolve: () => void; reject: (e: Error) => void } | null = null;
+  private paused = false;
+  bytesIn = 0;
+  bytesOut = 0;
+
+  constructor(
+    readonly socket: Socket,
+    readonly side: Side,
+    opts: ConnectionOptions,
+  ) {
+    this.frames = new FrameDecoder(opts.maxFrame ?? MAX_FRAME);
+    socket.setNoDelay(true);
+    socket.setTimeout(opts.idleTimeoutMs, () => this.fail(new SyncError('ERR_TIMEOUT', `no traffic from the peer for ${Math.round(opts.idleTimeoutMs / 1000)} s`)));
+    socket.on('data', (d: Buffer) => this.onData(d));
+    socket.on('error', (e: NodeJS.ErrnoException) =>
+      this.fail(new SyncError('ERR_CONNECTION', `connection error: ${e.code ?? e.message}`, { errno: e.code }, { cause: e })),
+    );
+    socket.on('close', () => this.fail(new SyncError('ERR_CONNECTION', 'the connection was closed by the peer')));
+    socket.on('end', () => {
+      try {
+        this.frames.end();
+      } catch (e) {
+        this.fail(isSyncError(e) ? e : new SyncError('ERR_CONNECTION', String(e)));
+        return;
+      }
+      this.fail(new SyncError('ERR_CONNECTION', 'the peer closed the connection'));
+    });
+  }
+
+  /** Change the idle timeout (e.g. short before authentication, longer after). */
+  setIdleTimeout(ms: number): void {
+    this.socket.setTimeout(ms);
+  }
+
+  /** Send our preamble and wait for the peer's; a different version is refused. */
+  async exchangePreamble(): Promise<void> {
+    await this.writeRaw(encodePreamble(WIRE_MAGIC, PROTOCOL_VERSION));
+    if (!this.gotPreamble) {
+      await new Promise<void>((resolve, reject) => {
+        this.preambleWaiter = { resolve, reject };
+        if (this.failure) reject(this.failure);
+      });
+    }
+  }
+
+  /** Send a message (after checking it against the session state). */
+  async send(m: Message): Promise<void> {
+    if (this.failure) throw this.failure;
+    this.session.step(this.side, m.type, m.type === MsgType.Open ? (m as OpenMsg).mode : undefined);
+    await this.writeRaw(encodeFrame(encodeMessage(m)));
+  }
+
+  /** Send an Error message, best effort, then close the connection gracefully. */
+  async sendErrorAndClose(e: unknown): Promise<void> {
+    const code = isSyncError(e) ? e.code : 'ERR_REMOTE';
+    const msg = isSyncError(e) ? e.message : 'internal error';
+    try {
+      if (!this.failure) await this.writeRaw(encodeFrame(encodeMessage({ type: MsgType.Error, code, message: msg })));
+    } catch {
+      // the peer is gone; nothing more to tell it
+    }
+    this.end();
+  }
+
+  /** Next message; a peer Error becomes a typed error; drops and timeouts reject. */
+  async recv(): Promise<Message> {
+    const m = await this.next();
+    if (m.type === MsgType.Error) {
+      this.session.step(this.side === 'client' ? 'server' : 'client', m.type);
+      const err = remoteError(m.code, m.message, this.side === 'client' ? 'server' : 'client');
+      this.failure = err;
+      throw err;
+    }
+    this.session.step(this.side === 'client' ? 'server' : 'client', m.type, m.type === MsgType.Open ? m.mode : undefined);
+    return m;
+  }
+
+  /** Close after flushing what was written. */
+  end(): void {
+    if (!this.socket.destroyed) this.socket.end();
+    setTimeout(() => this.socket.destroy(), 2000).unref();
+  }
+
+  /** Drop the connection at once. */
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  private next(): Promise<Message> {
+    const m = this.queue.shift();
+    if (m) {
+      if (this.paused && this.queue.length <= LOW_WATER) {
+        this.paused = false;
+        this.socket.resume();
+      }
+      return Promise.resolve(m);
+    }
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      this.waiter = { resolve, reject };
+    });
+  }
+
+  private onData(d: Buffer): void {
+    if (this.failure) return;
+    this.bytesIn += d.length;
+    try {
+      if (!this.gotPreamble) {
+        this.preambleBuf = Buffer.concat([this.preambleBuf, d]);
+        if (this.preambleBuf.length < PREAMBLE_LEN) return;
+        this.checkPreamble(this.preambleBuf.subarray(0, PREAMBLE_LEN));
+        this.gotPreamble = true;
+        d = this.preambleBuf.subarray(PREAMBLE_LEN);
+        this.preambleBuf = Buffer.alloc(0);
+        this.preambleWaiter?.resolve();
+        this.preambleWaiter = null;
+      }
+      for (const payload of this.frames.push(d)) {
+        const m = decodeMessage(payload);
+        if (this.waiter) {
+          const w = this.waiter;
+          this.waiter = null;
+          w.resolve(m);
+        } else {
+          this.queue.push(m);
+        }
+      }
+      if (!this.paused && this.queue.length >= HIGH_WATER) {
+        this.paused = true;
+        this.socket.pause();
+      }
+    } catch (e) {
+      const err = isSyncError(e) ? e : new SyncError('ERR_PROTOCOL', `bad data from the peer: ${String(e)}`);
+      // Tell the peer why (flushed by a graceful end), then stop reading.
+      try {
+        this.socket.write(encodeFrame(encodeMessage({ type: MsgType.Error, code: err.code, message: err.message })));
+      } catch {
+        // already gone
+      }
+      this.fail(err, true);
+    }
+  }
+
+  private checkPreamble(b: Buffer): void {
+    const magic = b.readUInt32BE(0);
+    if (magic !== WIRE_MAGIC) throw new SyncError('ERR_PROTOCOL', `the peer does not speak the resync protocol (magic 0x${magic.toString(16)})`);
+    const v = b.readUInt16BE(4);
+    if (v !== PROTOCOL_VERSION) {
+      throw new SyncError('ERR_VERSION', `the peer speaks protocol version ${v}; this build speaks version ${PROTOCOL_VERSION}`, { version: v });
+    }
+  }
+
+  private fail(e: SyncError, graceful = false): void {
+    if (this.failure) return;
+    this.failure = e;
+    if (graceful) {
+      this.socket.pause();
+      this.end();
+    } else {
+      this.socket.destroy();
+    }
+    this.waiter?.reject(e);
+    this.waiter = null;
+    this.preambleWaiter?.reject(e);
+    this.preambleWaiter = null;
+  }
+
+  private writeRaw(b: Buffer): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    this.bytesOut += b.length;
+    return new Promise((resolve, reject) => {
+      const ok = this.socket.write(b, (err) => {
+        if (err) reject(this.failure ?? new SyncError('ERR_CONNECTION', `write failed: ${err.message}`));
+      });
+      if (ok) {
+        resolve();
+        return;
+      }
+      const onDrain = (): void => {
+        cleanup();
+        resolve();
+      };
+      const onClose = (): void => {
+        cleanup();
+        reject(this.failure ?? new SyncError('ERR_CONNECTION', 'the connection closed while sending'));
+      };
+      const cleanup = (): void => {
+        this.socket.off('drain', onDrain);
+        this.socket.off('close', onClose);
+      };
+      this.socket.on('drain', onDrain);
+      this.socket.on('close', onClose);
+    });
+  }
+}
+
+/** Open a TCP connection to host:port. */
+export function dial(host: string, port: number, opts: ConnectionOptions & { connectTimeoutMs?: number }): Promise<Connection> {
+  return new Promise((resolve, reject) => {
+    const s = netConnect({ host, port });
+    const t = setTimeout(() => {
+      s.destroy();
+      reject(new SyncError('ERR_CONNECTION', `cannot connect to ${host}:${port}: timed out`));
+    }, opts.connectTimeoutMs ?? 15_000);
+    s.once('connect', () => {
+      clearTimeout(t);
+      s.removeAllListeners('error');
+      resolve(new Connection(s, 'client', opts));
+    });
+    s.once('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(t);
+      reject(new SyncError('ERR_CONNECTION', `cannot connect to ${host}:${port}: ${e.code ?? e.message}`, { errno: e.code }, { cause: e }));
+    });
+  });
+}

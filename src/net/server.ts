@@ -1,0 +1,181 @@
+/**
+ * `resync serve`: exposes named volumes over TCP. Order of business on every
+ * connection: preamble, HMAC challenge-response (nothing else is accepted and
+ * nothing is revealed before it succeeds), then one session on one volume.
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { open } from 'node:fs/promises';
+import { SyncError, isSyncError } from '../core/errors.js';
+import { defaultBlockSize } from '../core/signature.js';
+import { openImage, type ImageHandle } from '../io/image.js';
+import { MsgType, PROTOCOL_VERSION } from '../../protocol/constants.js';
+import { macEquals, newNonce, clientProof, serverProof } from '../../protocol/auth.js';
+import { Connection } from './connection.js';
+import type { ServerConfig, VolumeConfig } from './config.js';
+import { receiveDelta, receiveSignature, sendDelta, sendSignature } from './transfer.js';
+
+/** One line of the server's log. */
+export interface ServerEvent {
+  level: 'info' | 'warn' | 'error';
+  msg: string;
+  peer?: string;
+  volume?: string;
+  code?: string;
+}
+
+/** The capabilities this build offers. */
+export const SERVER_CAPS = ['push', 'pull', 'verify'];
+
+/** A running resync server. */
+export class ResyncServer {
+  private server: Server | null = null;
+  private readonly sockets = new Set<Socket>();
+  private readonly writers = new Set<string>();
+  private readonly readers = new Map<string, number>();
+  /** Completed sessions, for tests and logs. */
+  sessionsDone = 0;
+
+  constructor(
+    readonly config: ServerConfig,
+    private readonly log: (e: ServerEvent) => void = () => undefined,
+  ) {}
+
+  /** Listen; resolves with the bound port (useful with port 0). */
+  listen(): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const srv = createServer({ pauseOnConnect: false }, (s) => this.onSocket(s));
+      srv.maxConnections = this.config.maxSessions;
+      srv.once('error', (e: NodeJS.ErrnoException) =>
+        reject(new SyncError('ERR_CONNECTION', `cannot listen on ${this.config.host}:${this.config.port}: ${e.code ?? e.message}`)),
+      );
+      srv.listen(this.config.port, this.config.host, () => {
+        this.server = srv;
+        const addr = srv.address();
+        resolve(typeof addr === 'object' && addr ? addr.port : this.config.port);
+      });
+    });
+  }
+
+  /** Open connections right now. */
+  get connections(): number {
+    return this.sockets.size;
+  }
+
+  /** Stop listening and drop every connection. */
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+  }
+
+  private onSocket(s: Socket): void {
+    this.sockets.add(s);
+    s.on('close', () => this.sockets.delete(s));
+    const peer = `${s.remoteAddress}:${s.remotePort}`;
+    const conn = new Connection(s, 'server', { idleTimeoutMs: this.config.handshakeTimeoutMs });
+    this.session(conn, peer).catch((e: unknown) => {
+      const code = isSyncError(e) ? e.code : 'ERR_INTERNAL';
+      this.log({ level: code === 'ERR_CONNECTION' ? 'warn' : 'error', msg: e instanceof Error ? e.message : String(e), peer, code });
+      void conn.sendErrorAndClose(isSyncError(e) ? e : new SyncError('ERR_REMOTE', 'internal server error'));
+    });
+  }
+
+  private async session(conn: Connection, peer: string): Promise<void> {
+    // A deadline for the whole handshake, not just per read: a slow-drip client is cut off too.
+    const deadline = setTimeout(() => conn.destroy(), this.config.handshakeTimeoutMs);
+    let volumeName = '';
+    try {
+      await conn.exchangePreamble();
+      const hello = await conn.recv();
+      if (hello.type !== MsgType.Hello) throw new SyncError('ERR_PROTOCOL', 'expected hello');
+      if (hello.version !== PROTOCOL_VERSION) {
+        throw new SyncError('ERR_VERSION', `client speaks protocol version ${hello.version}; this server speaks version ${PROTOCOL_VERSION}`);
+      }
+      const nonce = newNonce();
+      await conn.send({ type: MsgType.Challenge, version: PROTOCOL_VERSION, nonce, caps: SERVER_CAPS });
+      const auth = await conn.recv();
+      if (auth.type !== MsgType.Auth) throw new SyncError('ERR_PROTOCOL', 'expected authentication');
+      if (!macEquals(auth.mac, clientProof(this.config.secret, nonce, auth.clientNonce))) {
+        throw new SyncError('ERR_AUTH', 'authentication failed');
+      }
+      await conn.send({ type: MsgType.AuthOk, mac: serverProof(this.config.secret, nonce, auth.clientNonce) });
+      clearTimeout(deadline);
+      conn.setIdleTimeout(this.config.idleTimeoutMs);
+
+      const open = await conn.recv();
+      if (open.type !== MsgType.Open) throw new SyncError('ERR_PROTOCOL', 'expected open');
+      volumeName = open.volume;
+      const vol = Object.hasOwn(this.config.volumes, open.volume) ? this.config.volumes[open.volume] : undefined;
+      if (!vol) throw new SyncError('ERR_NOT_FOUND', `no volume named ${JSON.stringify(open.volume)}`);
+      if (open.mode === 'push' && !vol.writable) throw new SyncError('ERR_PERMISSION', `volume ${open.volume} is read-only`);
+      const release = this.lock(open.volume, open.mode === 'push');
+      try {
+        this.log({ level: 'info', msg: `${open.mode} started`, peer, volume: open.volume });
+        if (open.mode === 'push') await this.servePush(conn, vol, open.blockSize, open.imageSize);
+        else await this.servePull(conn, vol, open.mode);
+        this.sessionsDone++;
+        this.log({ level: 'info', msg: `${open.mode} finished`, peer, volume: open.volume });
+      } finally {
+        release();
+      }
+      conn.end();
+    } catch (e) {
+      if (isSyncError(e) && volumeName) e.message = `volume ${volumeName}: ${e.message}`;
+      throw e;
+    } finally {
+      clearTimeout(deadline);
+    }
+  }
+
+  private async servePush(conn: Connection, vol: VolumeConfig, blockSize: number, sourceSize: number): Promise<void> {
+    const basis = await openOrCreate(vol.path);
+    try {
+      await conn.send({ type: MsgType.Ready, imageSize: basis.size, sessionId: randomBytes(8).toString('hex'), resumeFrom: 0 });
+      await sendSignature(conn, basis, blockSize || defaultBlockSize(Math.max(basis.size, sourceSize)));
+      const r = await receiveDelta(conn, basis, vol.path);
+      await conn.send({ type: MsgType.Result, ok: true, bytesWritten: r.targetSize, targetHash: r.targetHash });
+    } finally {
+      await basis.fh.close();
+    }
+  }
+
+  private async servePull(conn: Connection, vol: VolumeConfig, mode: 'pull' | 'verify'): Promise<void> {
+    const img = await openImage(vol.path);
+    try {
+      await conn.send({ type: MsgType.Ready, imageSize: img.size, sessionId: randomBytes(8).toString('hex'), resumeFrom: 0 });
+      const sig = await receiveSignature(conn);
+      if (mode === 'pull') await sendDelta(conn, sig, img);
+      const res = await conn.recv();
+      if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
+    } finally {
+      await img.fh.close();
+    }
+  }
+
+  /** Writers are exclusive; readers share. Refuses instead of waiting. */
+  private lock(volume: string, write: boolean): () => void {
+    if (this.writers.has(volume) || (write && (this.readers.get(volume) ?? 0) > 0)) {
+      throw new SyncError('ERR_BUSY', `volume ${volume} is busy with another session`);
+    }
+    if (write) {
+      this.writers.add(volume);
+      return () => this.writers.delete(volume);
+    }
+    this.readers.set(volume, (this.readers.get(volume) ?? 0) + 1);
+    return () => this.readers.set(volume, (this.readers.get(volume) ?? 1) - 1);
+  }
+}
+
+/** Open a writable volume's image, creating an empty one if it does not exist yet. */
+async function openOrCreate(path: string): Promise<ImageHandle> {
+  try {
+    return await openImage(path);
+  } catch (e) {
+    if (isSyncError(e) && e.details.errno === 'ENOENT') {
+      const fh = await open(path, 'wx', 0o600);
+      await fh.close();
+      return openImage(path);
+    }
+    throw e;
+  }
+}

@@ -1,0 +1,149 @@
+/**
+ * The two halves of a resync over a connection, used by both client and
+ * server: the holder of the old image sends its signature and applies the
+ * delta; the holder of the new image receives the signature and streams the
+ * delta while it scans.
+ */
+import { randomBytes } from 'node:crypto';
+import { BasisMismatchError, SyncError } from '../core/errors.js';
+import { SEED_LEN } from '../core/limits.js';
+import { DeltaMatcher } from '../core/matcher.js';
+import type { DeltaStats } from '../core/ops.js';
+import { Signature, SignatureGenerator, makeSignatureParams, type SignatureParams } from '../core/signature.js';
+import { createImageHash } from '../core/strong.js';
+import { chunkFromMessage, paramsFromHeader, sigBlocksMessage, sigHeaderMessage } from '../format/sigfile.js';
+import { opMessage } from '../format/deltafile.js';
+import { readChunks, type ImageHandle } from '../io/image.js';
+import { ImageWriter } from '../io/output.js';
+import { StreamPatcher, checkBasisSize } from '../io/patcher.js';
+import { MsgType } from '../../protocol/constants.js';
+import type { ProgressFn } from '../api-files.js';
+import type { Connection } from './connection.js';
+
+/** Stream the signature of `img` to the peer. */
+export async function sendSignature(conn: Connection, img: ImageHandle, blockSize: number | undefined, onProgress?: ProgressFn): Promise<SignatureParams> {
+  const params = makeSignatureParams(img.size, randomBytes(SEED_LEN), { blockSize });
+  const gen = new SignatureGenerator(params);
+  await conn.send(sigHeaderMessage(params));
+  let blocks = 0;
+  let done = 0;
+  for await (const chunk of readChunks(img)) {
+    for (const c of gen.push(chunk)) {
+      await conn.send(sigBlocksMessage(c));
+      blocks += c.weak.length;
+    }
+    done += chunk.length;
+    onProgress?.({ phase: 'signature', done, total: img.size });
+  }
+  for (const c of gen.end()) {
+    await conn.send(sigBlocksMessage(c));
+    blocks += c.weak.length;
+  }
+  await conn.send({ type: MsgType.SigEnd, blockCount: blocks, basisHash: null, digest: null });
+  return params;
+}
+
+/** Receive a whole signature (bounded by MAX_BLOCKS), indexed for matching. */
+export async function receiveSignature(conn: Connection, expectImageSize?: number): Promise<Signature> {
+  const h = await conn.recv();
+  if (h.type !== MsgType.SigHeader) throw new SyncError('ERR_PROTOCOL', 'expected a signature header');
+  const params = paramsFromHeader(h);
+  if (expectImageSize !== undefined && params.imageSize !== expectImageSize) {
+    throw new SyncError('ERR_PROTOCOL', `the peer's signature covers ${params.imageSize} bytes but it announced ${expectImageSize}`);
+  }
+  const sig = new Signature(params);
+  for (;;) {
+    const m = await conn.recv();
+    if (m.type === MsgType.SigBlocks) {
+      sig.addChunk(chunkFromMessage(m, params));
+      continue;
+    }
+    if (m.type === MsgType.SigEnd) {
+      if (m.blockCount !== sig.receivedBlocks || !sig.isComplete) {
+        throw new SyncError('ERR_CORRUPT', `signature ended after ${sig.receivedBlocks} of ${sig.blockCount} blocks`);
+      }
+      return sig;
+    }
+    throw new SyncError('ERR_PROTOCOL', 'expected signature blocks');
+  }
+}
+
+/** What the delta sender saw. */
+export interface SendDeltaResult extends DeltaStats {
+  targetSize: number;
+  targetHash: Buffer;
+}
+
+/** Scan `img` against `sig` and stream the delta to the peer. */
+export async function sendDelta(conn: Connection, sig: Signature, img: ImageHandle, onProgress?: ProgressFn): Promise<SendDeltaResult> {
+  const matcher = new DeltaMatcher(sig);
+  const hash = createImageHash();
+  await conn.send({ type: MsgType.DeltaHeader, blockSize: sig.params.blockSize, basisSize: sig.params.imageSize, basisHash: null, targetSize: img.size });
+  let ops = 0;
+  let done = 0;
+  for await (const chunk of readChunks(img)) {
+    hash.update(chunk);
+    for (const op of matcher.push(chunk)) {
+      await conn.send(opMessage(op));
+      ops++;
+    }
+    done += chunk.length;
+    onProgress?.({ phase: 'delta', done, total: img.size, matched: matcher.stats.matchedBytes, literal: matcher.stats.literalBytes });
+  }
+  for (const op of matcher.end()) {
+    await conn.send(opMessage(op));
+    ops++;
+  }
+  const targetHash = hash.digest();
+  await conn.send({ type: MsgType.DeltaEnd, targetSize: img.size, targetHash, opCount: ops, digest: null });
+  return { ...matcher.stats, targetSize: img.size, targetHash };
+}
+
+/** What the delta receiver built. */
+export interface ReceiveDeltaResult extends DeltaStats {
+  targetSize: number;
+  targetHash: Buffer;
+}
+
+/**
+ * Receive the delta and rebuild the image at `outPath` from `basis`: written to
+ * a temp file, verified (size and SHA-256), then renamed over `outPath`. On
+ * any failure `outPath` is untouched.
+ */
+export async function receiveDelta(conn: Connection, basis: ImageHandle, outPath: string, onProgress?: ProgressFn): Promise<ReceiveDeltaResult> {
+  const h = await conn.recv();
+  if (h.type !== MsgType.DeltaHeader) throw new SyncError('ERR_PROTOCOL', 'expected a delta header');
+  checkBasisSize(basis, h.basisSize);
+  const out = await ImageWriter.createTemp(outPath);
+  try {
+    const patcher = new StreamPatcher(basis, out, h.targetSize);
+    let ops = 0;
+    for (;;) {
+      const m = await conn.recv();
+      if (m.type === MsgType.Copy) {
+        await patcher.apply({ kind: 'copy', offset: m.offset, length: m.length });
+      } else if (m.type === MsgType.Literal) {
+        await patcher.apply({ kind: 'literal', data: m.data });
+      } else if (m.type === MsgType.DeltaEnd) {
+        if (m.opCount !== ops) throw new SyncError('ERR_CORRUPT', `delta ended after ${ops} ops but the peer counted ${m.opCount}`);
+        if (m.targetSize !== h.targetSize) throw new SyncError('ERR_CORRUPT', `delta end says ${m.targetSize} bytes, header said ${h.targetSize}`);
+        patcher.finish(m.targetSize, m.targetHash);
+        await out.commit(m.targetSize);
+        return { ...patcher.planner.stats, targetSize: m.targetSize, targetHash: Buffer.from(m.targetHash) };
+      } else {
+        throw new SyncError('ERR_PROTOCOL', 'expected delta ops');
+      }
+      ops++;
+      onProgress?.({ phase: 'patch', done: patcher.position, total: h.targetSize, matched: patcher.planner.stats.matchedBytes, literal: patcher.planner.stats.literalBytes });
+    }
+  } catch (e) {
+    await out.abort();
+    throw e;
+  }
+}
+
+/** Refuse a basis-size mismatch early with a clear message. */
+export function assertSameSize(what: string, got: number, expected: number): void {
+  if (got !== expected) throw new BasisMismatchError(`${what} is ${got} bytes, expected ${expected}`);
+}
+

@@ -1,0 +1,38 @@
+/** Start a real resync server on 127.0.0.1 with an ephemeral port, for tests. */
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { ResyncServer, type ServerEvent } from '../../src/net/server.js';
+import type { VolumeConfig } from '../../src/net/config.js';
+
+export interface TestServer {
+  server: ResyncServer;
+  port: number;
+  secret: Buffer;
+  secretFile: string;
+  dir: string;
+  events: ServerEvent[];
+}
+
+export async function startServer(volumes: Record<string, VolumeConfig>, opts: { maxSessions?: number; handshakeTimeoutMs?: number; idleTimeoutMs?: number } = {}): Promise<TestServer> {
+  const dir = await mkdtemp(join(tmpdir(), 'resync-srv-'));
+  const secret = Buffer.from(randomBytes(24).toString('base64'));
+  const secretFile = join(dir, 'secret');
+  await writeFile(secretFile, secret, { mode: 0o600 });
+  const events: ServerEvent[] = [];
+  const server = new ResyncServer(
+    {
+      host: '127.0.0.1',
+      port: 0,
+      secret,
+      volumes,
+      maxSessions: opts.maxSessions ?? 16,
+      idleTimeoutMs: opts.idleTimeoutMs ?? 30_000,
+      handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 5_000,
+    },
+    (e) => events.push(e),
+  );
+  const port = await server.listen();
+  return { server, port, secret, secretFile, dir, events };
+}
