@@ -8,3 +8,4 @@ export * from './ops.js';
 export * from './matcher.js';
 export * from './patch.js';
 export * from './whole.js';
+export * from './extents.js';

@@ -9,7 +9,7 @@ import { clientProof, macEquals, newNonce, serverProof } from '../../protocol/au
 import type { ReadyMsg } from '../../protocol/messages.js';
 import type { ProgressFn } from '../api-files.js';
 import { dial, type Connection } from './connection.js';
-import { receiveDelta, receiveSignature, sendDelta, sendSignature } from './transfer.js';
+import { receiveDelta, receiveSignature, sendDelta, sendSignature, tempFileSink } from './transfer.js';
 
 /** Options for push and pull. */
 export interface ClientOptions {
@@ -107,7 +107,7 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
     await sendSignature(conn, basis, bs);
     let r;
     try {
-      r = await receiveDelta(conn, basis, imagePath, opts.onProgress);
+      r = await receiveDelta(conn, basis, (size) => tempFileSink(basis, imagePath, size), opts.onProgress);
     } catch (e) {
       if (isSyncError(e) && !e.details.remote) await conn.sendErrorAndClose(e);
       throw e;

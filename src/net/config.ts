@@ -10,6 +10,12 @@ export interface VolumeConfig {
   path: string;
   /** Whether clients may push to it (overwrite it). Default false. */
   writable: boolean;
+  /**
+   * Patch in place under an undo journal (default true: only changed blocks
+   * are written, interrupted pushes resume). False: write a temp file and
+   * rename it (needs free space for a full copy).
+   */
+  inPlace?: boolean;
 }
 
 /** Everything the server needs. */
@@ -85,8 +91,8 @@ export async function loadServerConfig(path: string, overrides: Partial<{ host: 
     if (typeof v !== 'object' || v === null || typeof (v as { path?: unknown }).path !== 'string') {
       throw new ParamError(`volume ${name} needs a "path"`);
     }
-    const vv = v as { path: string; writable?: unknown };
-    vols[name] = { path: abs(vv.path), writable: vv.writable === true };
+    const vv = v as { path: string; writable?: unknown; inPlace?: unknown };
+    vols[name] = { path: abs(vv.path), writable: vv.writable === true, inPlace: vv.inPlace !== false };
   }
   const num = (k: string, d: number): number => {
     const x = o[k];

@@ -13,7 +13,9 @@ import { MsgType, PROTOCOL_VERSION } from '../../protocol/constants.js';
 import { macEquals, newNonce, clientProof, serverProof } from '../../protocol/auth.js';
 import { Connection } from './connection.js';
 import type { ServerConfig, VolumeConfig } from './config.js';
-import { receiveDelta, receiveSignature, sendDelta, sendSignature } from './transfer.js';
+import { inPlaceSink, receiveDelta, receiveSignature, sendDelta, sendSignature, tempFileSink } from './transfer.js';
+import { journalPathFor, readJournal, removeJournal } from '../io/journal.js';
+import { completeCommitted, rollbackTail } from '../io/inplace.js';
 
 /** One line of the server's log. */
 export interface ServerEvent {
@@ -128,11 +130,20 @@ export class ResyncServer {
   }
 
   private async servePush(conn: Connection, vol: VolumeConfig, blockSize: number, sourceSize: number): Promise<void> {
-    const basis = await openOrCreate(vol.path);
+    const inPlace = vol.inPlace !== false;
+    const jpath = journalPathFor(vol.path);
+    const resumeFrom = await settleJournal(vol.path, jpath);
+    const basis = await openOrCreate(vol.path, inPlace ? 'r+' : 'r');
     try {
-      await conn.send({ type: MsgType.Ready, imageSize: basis.size, sessionId: randomBytes(8).toString('hex'), resumeFrom: 0 });
+      const sessionId = randomBytes(8).toString('hex');
+      await conn.send({ type: MsgType.Ready, imageSize: basis.size, sessionId, resumeFrom });
       await sendSignature(conn, basis, blockSize || defaultBlockSize(Math.max(basis.size, sourceSize)));
-      const r = await receiveDelta(conn, basis, vol.path);
+      const r = await receiveDelta(conn, basis, async (size) => {
+        if (basis.isBlockDevice && size > basis.size) {
+          throw new SyncError('ERR_PARAM', `the source is ${size} bytes but the volume is a ${basis.size}-byte block device`);
+        }
+        return inPlace ? inPlaceSink(basis, jpath, sessionId, size) : tempFileSink(basis, vol.path, size);
+      });
       await conn.send({ type: MsgType.Result, ok: true, bytesWritten: r.targetSize, targetHash: r.targetHash });
     } finally {
       await basis.fh.close();
@@ -140,6 +151,9 @@ export class ResyncServer {
   }
 
   private async servePull(conn: Connection, vol: VolumeConfig, mode: 'pull' | 'verify'): Promise<void> {
+    if (await readJournal(journalPathFor(vol.path))) {
+      throw new SyncError('ERR_BUSY', 'an earlier push to this volume did not finish; push again to complete it before reading it');
+    }
     const img = await openImage(vol.path);
     try {
       await conn.send({ type: MsgType.Ready, imageSize: img.size, sessionId: randomBytes(8).toString('hex'), resumeFrom: 0 });
@@ -166,15 +180,38 @@ export class ResyncServer {
   }
 }
 
-/** Open a writable volume's image, creating an empty one if it does not exist yet. */
-async function openOrCreate(path: string): Promise<ImageHandle> {
+/**
+ * Before a push: resolve a journal left by an interrupted one. A committed
+ * patch is completed; otherwise the torn tail after the last checkpoint is
+ * undone, leaving new data before the checkpoint and old data after it, a
+ * consistent basis the new push finishes from. Returns the checkpoint.
+ */
+async function settleJournal(imagePath: string, jpath: string): Promise<number> {
+  const st = await readJournal(jpath);
+  if (!st) return 0;
+  const img = await openImage(imagePath, 'r+');
   try {
-    return await openImage(path);
+    if (st.committed !== null) {
+      await completeCommitted(img, jpath, st);
+      return 0;
+    }
+    await rollbackTail(img, jpath, st);
+    await removeJournal(jpath);
+    return st.checkpoint;
+  } finally {
+    await img.fh.close();
+  }
+}
+
+/** Open a writable volume's image, creating an empty one if it does not exist yet. */
+async function openOrCreate(path: string, flags: 'r' | 'r+'): Promise<ImageHandle> {
+  try {
+    return await openImage(path, flags);
   } catch (e) {
     if (isSyncError(e) && e.details.errno === 'ENOENT') {
       const fh = await open(path, 'wx', 0o600);
       await fh.close();
-      return openImage(path);
+      return openImage(path, flags);
     }
     throw e;
   }

@@ -5,10 +5,10 @@
  * delta while it scans.
  */
 import { randomBytes } from 'node:crypto';
-import { BasisMismatchError, SyncError } from '../core/errors.js';
+import { BasisMismatchError, SyncError, isSyncError } from '../core/errors.js';
 import { SEED_LEN } from '../core/limits.js';
 import { DeltaMatcher } from '../core/matcher.js';
-import type { DeltaStats } from '../core/ops.js';
+import type { DeltaOp, DeltaStats } from '../core/ops.js';
 import { Signature, SignatureGenerator, makeSignatureParams, type SignatureParams } from '../core/signature.js';
 import { createImageHash } from '../core/strong.js';
 import { chunkFromMessage, paramsFromHeader, sigBlocksMessage, sigHeaderMessage } from '../format/sigfile.js';
@@ -16,6 +16,7 @@ import { opMessage } from '../format/deltafile.js';
 import { readChunks, type ImageHandle } from '../io/image.js';
 import { ImageWriter } from '../io/output.js';
 import { StreamPatcher, checkBasisSize } from '../io/patcher.js';
+import { InPlacePatcher } from '../io/inplace.js';
 import { MsgType } from '../../protocol/constants.js';
 import type { ProgressFn } from '../api-files.js';
 import type { Connection } from './connection.js';
@@ -103,41 +104,101 @@ export async function sendDelta(conn: Connection, sig: Signature, img: ImageHand
 export interface ReceiveDeltaResult extends DeltaStats {
   targetSize: number;
   targetHash: Buffer;
+  /** Bytes written to the target (in place: only what changed). */
+  bytesWritten: number;
+}
+
+/** Where received ops go: a temp file (atomic rename) or the image itself (journaled). */
+export interface DeltaSink {
+  apply(op: DeltaOp): Promise<void>;
+  readonly position: number;
+  readonly stats: DeltaStats;
+  /** Verify and make the result durable and visible. Returns bytes written. */
+  finish(targetSize: number, targetHash: Uint8Array): Promise<number>;
+  /** Called on any failure; must leave the target as it was or resumable. */
+  abort(e: unknown): Promise<void>;
+}
+
+/** A sink writing a temp file beside `outPath`, renamed over it after verification. */
+export async function tempFileSink(basis: ImageHandle, outPath: string, targetSize: number): Promise<DeltaSink> {
+  const out = await ImageWriter.createTemp(outPath);
+  const patcher = new StreamPatcher(basis, out, targetSize);
+  return {
+    apply: (op) => patcher.apply(op),
+    get position() {
+      return patcher.position;
+    },
+    get stats() {
+      return patcher.planner.stats;
+    },
+    finish: async (size, hash) => {
+      patcher.finish(size, hash);
+      await out.commit(size);
+      return out.bytesWritten;
+    },
+    abort: () => out.abort(),
+  };
+}
+
+/** A sink patching `img` in place under an undo journal (see io/inplace.ts). */
+export async function inPlaceSink(img: ImageHandle, journalPath: string, id: string, targetSize: number): Promise<DeltaSink> {
+  const p = await InPlacePatcher.start(img, journalPath, { id, targetSize });
+  return {
+    apply: (op) => p.apply(op),
+    get position() {
+      return p.position;
+    },
+    get stats() {
+      return p.planner.stats;
+    },
+    finish: async (size, hash) => {
+      await p.finish(size, hash);
+      return p.io.bytesWritten;
+    },
+    abort: async (e) => {
+      // A result that failed verification is undone; an interruption keeps its progress for a resume.
+      if (isSyncError(e) && (e.code === 'ERR_VERIFY_FAILED' || e.code === 'ERR_COPY_OUT_OF_BOUNDS' || e.code === 'ERR_CORRUPT' || e.code === 'ERR_LIMIT')) await p.rollback();
+      else await p.suspend();
+    },
+  };
 }
 
 /**
- * Receive the delta and rebuild the image at `outPath` from `basis`: written to
- * a temp file, verified (size and SHA-256), then renamed over `outPath`. On
- * any failure `outPath` is untouched.
+ * Receive the delta and rebuild the image through a sink made once the
+ * header (with the target size) is known. On any failure the sink's abort
+ * runs before the error propagates.
  */
-export async function receiveDelta(conn: Connection, basis: ImageHandle, outPath: string, onProgress?: ProgressFn): Promise<ReceiveDeltaResult> {
+export async function receiveDelta(
+  conn: Connection,
+  basis: ImageHandle,
+  makeSink: (targetSize: number) => Promise<DeltaSink>,
+  onProgress?: ProgressFn,
+): Promise<ReceiveDeltaResult> {
   const h = await conn.recv();
   if (h.type !== MsgType.DeltaHeader) throw new SyncError('ERR_PROTOCOL', 'expected a delta header');
   checkBasisSize(basis, h.basisSize);
-  const out = await ImageWriter.createTemp(outPath);
+  const sink = await makeSink(h.targetSize);
   try {
-    const patcher = new StreamPatcher(basis, out, h.targetSize);
     let ops = 0;
     for (;;) {
       const m = await conn.recv();
       if (m.type === MsgType.Copy) {
-        await patcher.apply({ kind: 'copy', offset: m.offset, length: m.length });
+        await sink.apply({ kind: 'copy', offset: m.offset, length: m.length });
       } else if (m.type === MsgType.Literal) {
-        await patcher.apply({ kind: 'literal', data: m.data });
+        await sink.apply({ kind: 'literal', data: m.data });
       } else if (m.type === MsgType.DeltaEnd) {
         if (m.opCount !== ops) throw new SyncError('ERR_CORRUPT', `delta ended after ${ops} ops but the peer counted ${m.opCount}`);
         if (m.targetSize !== h.targetSize) throw new SyncError('ERR_CORRUPT', `delta end says ${m.targetSize} bytes, header said ${h.targetSize}`);
-        patcher.finish(m.targetSize, m.targetHash);
-        await out.commit(m.targetSize);
-        return { ...patcher.planner.stats, targetSize: m.targetSize, targetHash: Buffer.from(m.targetHash) };
+        const written = await sink.finish(m.targetSize, m.targetHash);
+        return { ...sink.stats, targetSize: m.targetSize, targetHash: Buffer.from(m.targetHash), bytesWritten: written };
       } else {
         throw new SyncError('ERR_PROTOCOL', 'expected delta ops');
       }
       ops++;
-      onProgress?.({ phase: 'patch', done: patcher.position, total: h.targetSize, matched: patcher.planner.stats.matchedBytes, literal: patcher.planner.stats.literalBytes });
+      onProgress?.({ phase: 'patch', done: sink.position, total: h.targetSize, matched: sink.stats.matchedBytes, literal: sink.stats.literalBytes });
     }
   } catch (e) {
-    await out.abort();
+    await sink.abort(e).catch(() => undefined);
     throw e;
   }
 }
@@ -146,4 +207,3 @@ export async function receiveDelta(conn: Connection, basis: ImageHandle, outPath
 export function assertSameSize(what: string, got: number, expected: number): void {
   if (got !== expected) throw new BasisMismatchError(`${what} is ${got} bytes, expected ${expected}`);
 }
-

@@ -1,0 +1,284 @@
+/**
+ * In-place patching with an undo journal.
+ *
+ * Ops arrive in output order, so the target is overwritten front to back. A
+ * copy may read a range that an earlier write already replaced (data shifted
+ * right by an insertion, swapped blocks...): the ExtentMap says which ranges
+ * were overwritten, and their old bytes are read back from the journal. Every
+ * overwrite is journaled and fsynced before it reaches the image, so a crash
+ * at any point can be rolled back (fully, or to the last checkpoint and
+ * resumed). Writes whose bytes equal what is already there are skipped, so
+ * an unchanged image costs reads only.
+ */
+import { ExtentMap } from '../core/extents.js';
+import { SyncError, VerifyError } from '../core/errors.js';
+import { IO_CHUNK } from '../core/limits.js';
+import type { DeltaOp } from '../core/ops.js';
+import { PatchPlanner } from '../core/patch.js';
+import { createImageHash } from '../core/strong.js';
+import { ioError } from './errors.js';
+import { readExact, type ImageHandle } from './image.js';
+import { Journal, readJournal, type JournalMeta, type JournalState } from './journal.js';
+
+const BATCH = 8 * 1024 * 1024;
+const CHECKPOINT_EVERY = 64 * 1024 * 1024;
+
+/** Counters of what the in-place patch did to the disk. */
+export interface InPlaceStats {
+  /** Bytes actually written to the image. */
+  bytesWritten: number;
+  /** Bytes saved to the journal. */
+  bytesJournaled: number;
+  /** Bytes read back from the journal for copies whose source was overwritten. */
+  bytesFromJournal: number;
+}
+
+/** Applies ops to an image in place, journaled. */
+export class InPlacePatcher {
+  readonly planner: PatchPlanner;
+  readonly io: InPlaceStats = { bytesWritten: 0, bytesJournaled: 0, bytesFromJournal: 0 };
+  private readonly hash = createImageHash();
+  private pending: { dst: number; data: Uint8Array }[] = [];
+  private pendingBytes = 0;
+  private sinceCheckpoint = 0;
+  /** Current length of the image file (grows as output passes the old end). */
+  private fileSize: number;
+
+  /** Bytes of pending writes that trigger a journaled flush (small in tests to force hazards). */
+  batchBytes = BATCH;
+
+  private constructor(
+    private readonly img: ImageHandle,
+    private readonly journal: Journal,
+    private readonly extents: ExtentMap,
+    originalSize: number,
+    targetSize: number,
+    /** Output prefix already in the image (resume). */
+    private readonly resumeFrom: number,
+  ) {
+    this.planner = new PatchPlanner({ basisSize: originalSize, maxOutput: targetSize });
+    this.fileSize = img.size;
+  }
+
+  /** Start a new journaled in-place patch of `img` (opened r+). */
+  static async start(img: ImageHandle, journalPath: string, meta: Omit<JournalMeta, 'originalSize'>): Promise<InPlacePatcher> {
+    const journal = await Journal.create(journalPath, { ...meta, originalSize: img.size });
+    return new InPlacePatcher(img, journal, new ExtentMap(), img.size, meta.targetSize, 0);
+  }
+
+  /**
+   * Resume from a journal left by an interrupted patch of the same delta:
+   * undoes the torn tail after the last checkpoint, then continues from it.
+   */
+  static async resume(img: ImageHandle, journalPath: string, state: JournalState): Promise<InPlacePatcher> {
+    await rollbackTail(img, journalPath, state);
+    const journal = await Journal.reopen(journalPath, state.checkpointEnd);
+    const extents = new ExtentMap();
+    for (const u of state.undos) if (u.offset < state.checkpoint) extents.add(u.offset, u.length, u.dataAt);
+    const p = new InPlacePatcher(img, journal, extents, state.meta.originalSize, state.meta.targetSize, state.checkpoint);
+    p.fileSize = Math.max(state.meta.originalSize, state.checkpoint);
+    return p;
+  }
+
+  /** Output bytes planned so far. */
+  get position(): number {
+    return this.planner.position;
+  }
+
+  /** The output prefix this patch started from (0 unless resumed). */
+  get resumedFrom(): number {
+    return this.resumeFrom;
+  }
+
+  /** Apply one op. */
+  async apply(op: DeltaOp): Promise<void> {
+    const w = this.planner.plan(op);
+    const len = w.kind === 'copy' ? w.length : w.data.length;
+    // Already in the image from the interrupted run: hash what is there.
+    const skip = Math.min(len, Math.max(0, this.resumeFrom - w.dst));
+    if (skip > 0) await this.hashImageRange(w.dst, skip);
+    if (skip === len) return;
+    if (w.kind === 'literal') {
+      const data = w.data.subarray(skip);
+      this.hash.update(data);
+      await this.queue(w.dst + skip, data);
+      return;
+    }
+    for (let done = skip; done < w.length; ) {
+      const n = Math.min(IO_CHUNK, w.length - done);
+      const src = w.src + done;
+      const dst = w.dst + done;
+      const { data, fromJournal } = await this.readOriginal(src, n);
+      this.hash.update(data);
+      // Same place and never overwritten: the bytes are already there.
+      if (!(src === dst && !fromJournal)) await this.queue(dst, data);
+      done += n;
+    }
+  }
+
+  /** Verify, commit through the journal, set the final size, delete the journal. */
+  async finish(targetSize: number, targetHash: Uint8Array): Promise<void> {
+    this.planner.finish(targetSize);
+    await this.flush();
+    const got = this.hash.digest();
+    if (!got.equals(targetHash)) {
+      throw new VerifyError(`rebuilt image does not match the source: SHA-256 ${got.toString('hex')} != ${Buffer.from(targetHash).toString('hex')}`);
+    }
+    await this.syncImage();
+    await this.journal.commit(targetSize);
+    try {
+      await this.img.fh.truncate(targetSize);
+    } catch (e) {
+      // Block devices cannot change size; the size was checked before starting.
+      if (!this.img.isBlockDevice) throw ioError(e, 'truncate', this.img.path);
+    }
+    await this.syncImage();
+    await this.journal.remove();
+  }
+
+  /** Stop after an error but keep progress: flush, fsync, checkpoint, keep the journal for a resume. */
+  async suspend(): Promise<number> {
+    try {
+      await this.flush();
+      await this.syncImage();
+      await this.journal.checkpoint(this.position);
+      await this.journal.sync();
+    } finally {
+      await this.journal.close();
+    }
+    return this.position;
+  }
+
+  /** Undo everything this patch (and any run it resumed) wrote; the image is as it was. */
+  async rollback(): Promise<void> {
+    this.pending = [];
+    this.pendingBytes = 0;
+    await this.journal.sync();
+    await this.journal.close();
+    const st = await readJournal(this.journal.path);
+    if (st) await rollbackAll(this.img, this.journal.path, st);
+  }
+
+  private async hashImageRange(start: number, length: number): Promise<void> {
+    for (let done = 0; done < length; ) {
+      const n = Math.min(IO_CHUNK, length - done);
+      this.hash.update(await readExact(this.img, start + done, n));
+      done += n;
+    }
+  }
+
+  /** Read [src, src+n) of the ORIGINAL image: overwritten parts come from the journal. */
+  private async readOriginal(src: number, n: number): Promise<{ data: Buffer; fromJournal: boolean }> {
+    if (this.extents.count === 0 || src >= this.extents.end) return { data: await readExact(this.img, src, n), fromJournal: false };
+    const segs = this.extents.resolve(src, n);
+    if (segs.length === 1 && segs[0]!.from === 'image') return { data: await readExact(this.img, src, n), fromJournal: false };
+    const parts: Buffer[] = [];
+    let fromJournal = false;
+    for (const s of segs) {
+      if (s.from === 'image') parts.push(await readExact(this.img, s.at, s.length));
+      else {
+        parts.push(await this.journal.readSaved(s.at, s.length));
+        this.io.bytesFromJournal += s.length;
+        fromJournal = true;
+      }
+    }
+    return { data: Buffer.concat(parts), fromJournal };
+  }
+
+  private async queue(dst: number, data: Uint8Array): Promise<void> {
+    this.pending.push({ dst, data });
+    this.pendingBytes += data.length;
+    if (this.pendingBytes >= this.batchBytes) await this.flush();
+  }
+
+  /** Journal the old bytes of every pending write, fsync the journal, then write the image. */
+  private async flush(): Promise<void> {
+    if (this.pending.length === 0) return;
+    const batch = this.pending;
+    this.pending = [];
+    this.pendingBytes = 0;
+    const writes: { dst: number; data: Uint8Array }[] = [];
+    for (const w of batch) {
+      const oldLen = Math.max(0, Math.min(w.data.length, this.fileSize - w.dst));
+      const old = oldLen > 0 ? await readExact({ ...this.img, size: this.fileSize }, w.dst, oldLen) : Buffer.alloc(0);
+      if (oldLen === w.data.length && old.equals(w.data)) continue;
+      if (oldLen > 0) {
+        const at = await this.journal.saveUndo(w.dst, old);
+        this.extents.add(w.dst, oldLen, at);
+        this.io.bytesJournaled += oldLen;
+      }
+      writes.push(w);
+    }
+    if (writes.length === 0) return;
+    await this.journal.sync();
+    for (const w of writes) {
+      await writeAll(this.img, w.dst, w.data);
+      this.io.bytesWritten += w.data.length;
+      this.sinceCheckpoint += w.data.length;
+      this.fileSize = Math.max(this.fileSize, w.dst + w.data.length);
+    }
+    if (this.sinceCheckpoint >= CHECKPOINT_EVERY) {
+      await this.syncImage();
+      await this.journal.checkpoint(this.position);
+      this.sinceCheckpoint = 0;
+    }
+  }
+
+  private async syncImage(): Promise<void> {
+    try {
+      await this.img.fh.sync();
+    } catch (e) {
+      throw ioError(e, 'sync', this.img.path);
+    }
+  }
+}
+
+async function writeAll(img: ImageHandle, pos: number, data: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < data.length) {
+    try {
+      const { bytesWritten } = await img.fh.write(data, off, data.length - off, pos + off);
+      off += bytesWritten;
+    } catch (e) {
+      throw ioError(e, 'write', img.path);
+    }
+  }
+}
+
+async function restore(img: ImageHandle, journalPath: string, undos: { offset: number; length: number; dataAt: number }[]): Promise<void> {
+  const j = await Journal.openRead(journalPath);
+  try {
+    for (let i = undos.length - 1; i >= 0; i--) {
+      const u = undos[i]!;
+      await writeAll(img, u.offset, await j.readSaved(u.dataAt, u.length));
+    }
+  } finally {
+    await j.close();
+  }
+}
+
+/** Undo the records after the last checkpoint: image = new[0, checkpoint) + original after it. */
+export async function rollbackTail(img: ImageHandle, journalPath: string, st: JournalState): Promise<void> {
+  if (st.committed !== null) throw new SyncError('ERR_JOURNAL', 'the patch was already committed');
+  await restore(img, journalPath, st.undos.filter((u) => u.offset >= st.checkpoint));
+  if (!img.isBlockDevice) await img.fh.truncate(Math.max(st.meta.originalSize, st.checkpoint));
+  await img.fh.sync();
+}
+
+/** Undo every record: the image is byte-for-byte what it was before the patch. Deletes the journal. */
+export async function rollbackAll(img: ImageHandle, journalPath: string, st: JournalState): Promise<void> {
+  await restore(img, journalPath, st.undos);
+  if (!img.isBlockDevice) await img.fh.truncate(st.meta.originalSize);
+  await img.fh.sync();
+  const j = await Journal.reopen(journalPath, 0);
+  await j.remove();
+}
+
+/** Finish a committed patch whose final truncate may not have happened. Deletes the journal. */
+export async function completeCommitted(img: ImageHandle, journalPath: string, st: JournalState): Promise<void> {
+  if (st.committed === null) throw new SyncError('ERR_JOURNAL', 'the patch was not committed');
+  if (!img.isBlockDevice) await img.fh.truncate(st.committed);
+  await img.fh.sync();
+  const j = await Journal.reopen(journalPath, 0);
+  await j.remove();
+}

@@ -1,0 +1,241 @@
+/**
+ * The undo journal for in-place patching. Before any range of the target is
+ * overwritten, its old bytes are appended here and fsynced (write-ahead).
+ * Checkpoint records mark output prefixes that are durable in the image; a
+ * commit record marks a verified result. From this file alone a crashed patch
+ * can be rolled back fully, or to its last checkpoint and resumed.
+ *
+ * Layout: preamble "RSJN" v1 (8 bytes), then records of a 24-byte header
+ *   u8 type, 3 zero bytes, u32 BE data length, u32 BE offset-high, u32 BE
+ *   offset-low, u32 BE CRC-32 of (header bytes 0..16 + data), u32 zero
+ * followed by the data. A torn or corrupt record ends the journal: it was
+ * never followed by the image write it protects.
+ */
+import { open, readFile, unlink, type FileHandle } from 'node:fs/promises';
+import { crc32 } from 'node:zlib';
+import { dirname } from 'node:path';
+import { SyncError } from '../core/errors.js';
+import { encodePreamble, checkPreamble } from '../format/preamble.js';
+import { PREAMBLE_LEN } from '../../protocol/constants.js';
+import { ioError } from './errors.js';
+import { syncDir } from './output.js';
+
+/** Journal magic: "RSJN". */
+export const JOURNAL_MAGIC = 0x52534a4e;
+/** Journal format version. */
+export const JOURNAL_VERSION = 1;
+const HDR = 24;
+
+const enum Rec {
+  Meta = 1,
+  Undo = 2,
+  Checkpoint = 3,
+  Commit = 4,
+}
+
+/** What the journal protects. */
+export interface JournalMeta {
+  /** Identifies the patch (delta file id or session id) so a resume applies the same delta. */
+  id: string;
+  /** Size of the image before patching. */
+  originalSize: number;
+  /** Size the patch produces. */
+  targetSize: number;
+}
+
+/** One saved range. */
+export interface UndoRecord {
+  offset: number;
+  length: number;
+  /** Position of the saved bytes in the journal file. */
+  dataAt: number;
+}
+
+/** A journal read back from disk. */
+export interface JournalState {
+  meta: JournalMeta;
+  undos: UndoRecord[];
+  /** Output prefix durable in the image at the last checkpoint. */
+  checkpoint: number;
+  /** File position just after the last checkpoint record (where a resume truncates to). */
+  checkpointEnd: number;
+  /** Target size if the patch was verified and committed. */
+  committed: number | null;
+}
+
+/** Journal path for an image. */
+export function journalPathFor(imagePath: string): string {
+  return `${imagePath}.resync-journal`;
+}
+
+function header(type: Rec, offset: number, data: Uint8Array): Buffer {
+  const h = Buffer.alloc(HDR);
+  h[0] = type;
+  h.writeUInt32BE(data.length, 4);
+  h.writeUInt32BE(Math.floor(offset / 0x1_0000_0000), 8);
+  h.writeUInt32BE(offset >>> 0, 12);
+  h.writeUInt32BE(crc32(data, crc32(h.subarray(0, 16))), 16);
+  return h;
+}
+
+/** An open journal being appended to. */
+export class Journal {
+  private constructor(
+    private readonly fh: FileHandle,
+    readonly path: string,
+    private size: number,
+  ) {}
+
+  /** Create a new journal (refuses if one exists: it may hold the only copy of old data). */
+  static async create(path: string, meta: JournalMeta): Promise<Journal> {
+    let fh: FileHandle;
+    try {
+      fh = await open(path, 'wx+', 0o600);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') {
+        throw new SyncError('ERR_JOURNAL', `${path} exists: an earlier in-place patch did not finish; resume it (--resume) or roll it back (resync recover --rollback)`, { path });
+      }
+      throw ioError(e, 'create journal', path);
+    }
+    const j = new Journal(fh, path, 0);
+    await j.append(encodePreamble(JOURNAL_MAGIC, JOURNAL_VERSION));
+    await j.record(Rec.Meta, 0, Buffer.from(JSON.stringify(meta)));
+    await j.sync();
+    await syncDir(dirname(path));
+    return j;
+  }
+
+  /** Reopen an existing journal for appending, cut back to `truncateTo` bytes. */
+  static async reopen(path: string, truncateTo: number): Promise<Journal> {
+    try {
+      const fh = await open(path, 'r+');
+      await fh.truncate(truncateTo);
+      await fh.sync();
+      return new Journal(fh, path, truncateTo);
+    } catch (e) {
+      throw ioError(e, 'reopen journal', path);
+    }
+  }
+
+  /** Open an existing journal to read saved bytes. */
+  static async openRead(path: string): Promise<Journal> {
+    try {
+      const fh = await open(path, 'r');
+      return new Journal(fh, path, (await fh.stat()).size);
+    } catch (e) {
+      throw ioError(e, 'open journal', path);
+    }
+  }
+
+  /** Save old bytes of the image at `offset`; returns where they landed in the journal. */
+  async saveUndo(offset: number, old: Uint8Array): Promise<number> {
+    const at = this.size + HDR;
+    await this.record(Rec.Undo, offset, old);
+    return at;
+  }
+
+  /** Mark the output prefix [0, position) as durable in the image. */
+  async checkpoint(position: number): Promise<void> {
+    await this.record(Rec.Checkpoint, position, Buffer.alloc(0));
+  }
+
+  /** Mark the patch verified; the image is final once truncated to `size`. */
+  async commit(size: number): Promise<void> {
+    await this.record(Rec.Commit, size, Buffer.alloc(0));
+    await this.sync();
+  }
+
+  /** Read saved bytes back. */
+  async readSaved(at: number, length: number): Promise<Buffer> {
+    const b = Buffer.allocUnsafe(length);
+    let off = 0;
+    while (off < length) {
+      const { bytesRead } = await this.fh.read(b, off, length - off, at + off);
+      if (bytesRead === 0) throw new SyncError('ERR_JOURNAL', `journal ${this.path} is shorter than its records say`);
+      off += bytesRead;
+    }
+    return b;
+  }
+
+  /** fsync the journal. */
+  async sync(): Promise<void> {
+    try {
+      await this.fh.sync();
+    } catch (e) {
+      throw ioError(e, 'sync journal', this.path);
+    }
+  }
+
+  /** Close (keeping the file). */
+  async close(): Promise<void> {
+    await this.fh.close().catch(() => undefined);
+  }
+
+  /** Close and delete the journal: the image no longer needs it. */
+  async remove(): Promise<void> {
+    await this.close();
+    await unlink(this.path).catch(() => undefined);
+    await syncDir(dirname(this.path)).catch(() => undefined);
+  }
+
+  private async record(type: Rec, offset: number, data: Uint8Array): Promise<void> {
+    await this.append(Buffer.concat([header(type, offset, data), data]));
+  }
+
+  private async append(b: Uint8Array): Promise<void> {
+    let off = 0;
+    while (off < b.length) {
+      try {
+        const { bytesWritten } = await this.fh.write(b, off, b.length - off, this.size + off);
+        off += bytesWritten;
+      } catch (e) {
+        throw ioError(e, 'write journal', this.path);
+      }
+    }
+    this.size += b.length;
+  }
+}
+
+/** Read a journal; stops at the first torn or corrupt record. Null if there is none. */
+export async function readJournal(path: string): Promise<JournalState | null> {
+  let raw: Buffer;
+  try {
+    raw = await readFile(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw ioError(e, 'read journal', path);
+  }
+  if (raw.length < PREAMBLE_LEN) throw new SyncError('ERR_JOURNAL', `journal ${path} is truncated before its header`);
+  checkPreamble(raw, JOURNAL_MAGIC, JOURNAL_VERSION, 'journal');
+  let p = PREAMBLE_LEN;
+  let meta: JournalMeta | null = null;
+  const undos: UndoRecord[] = [];
+  let checkpoint = 0;
+  let checkpointEnd = -1;
+  let committed: number | null = null;
+  while (p + HDR <= raw.length) {
+    const type = raw[p]!;
+    const len = raw.readUInt32BE(p + 4);
+    const offset = raw.readUInt32BE(p + 8) * 0x1_0000_0000 + raw.readUInt32BE(p + 12);
+    if (p + HDR + len > raw.length) break;
+    const data = raw.subarray(p + HDR, p + HDR + len);
+    if (crc32(data, crc32(raw.subarray(p, p + 16))) !== raw.readUInt32BE(p + 16)) break;
+    if (type === Rec.Meta) meta = JSON.parse(data.toString('utf8')) as JournalMeta;
+    else if (type === Rec.Undo) undos.push({ offset, length: len, dataAt: p + HDR });
+    else if (type === Rec.Checkpoint) {
+      checkpoint = offset;
+      checkpointEnd = p + HDR;
+    } else if (type === Rec.Commit) committed = offset;
+    else break;
+    p += HDR + len;
+    if (type === Rec.Meta && checkpointEnd < 0) checkpointEnd = p;
+  }
+  if (!meta) throw new SyncError('ERR_JOURNAL', `journal ${path} has no readable header`);
+  return { meta, undos, checkpoint, checkpointEnd, committed };
+}
+
+/** Delete a journal file (after its state was resolved). */
+export async function removeJournal(path: string): Promise<void> {
+  await unlink(path).catch(() => undefined);
+  await syncDir(dirname(path)).catch(() => undefined);
+}
