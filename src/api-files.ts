@@ -4,7 +4,11 @@
  */
 import { open } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { BasisMismatchError, SyncError } from './core/errors.js';
+import { BasisMismatchError, ParamError, SyncError, isSyncError } from './core/errors.js';
+import { resolve } from 'node:path';
+import { PatchPlanner } from './core/patch.js';
+import { InPlacePatcher, completeCommitted, rollbackAll } from './io/inplace.js';
+import { journalPathFor, readJournal } from './io/journal.js';
 import { SEED_LEN } from './core/limits.js';
 import { DeltaMatcher } from './core/matcher.js';
 import type { DeltaOp, DeltaStats } from './core/ops.js';
@@ -140,6 +144,22 @@ export async function deltaFile(sigPath: string, newPath: string, deltaPath: str
 /** Options for applying a delta. */
 export interface PatchFileOptions {
   onProgress?: ProgressFn | undefined;
+  /**
+   * Patch the basis itself instead of writing a new file: only changed ranges
+   * are written, under an undo journal (`BASIS.resync-journal`) so that a
+   * crash can be resumed or rolled back. `outPath` must be the basis.
+   */
+  inPlace?: boolean | undefined;
+  /** Continue an interrupted in-place patch of the same delta from its journal. */
+  resume?: boolean | undefined;
+}
+
+/** What an in-place patch reports in addition. */
+export interface InPlaceResult extends FileResult {
+  /** Bytes actually written to the image. */
+  bytesWritten: number;
+  /** Output prefix that was already done by an interrupted run. */
+  resumedFrom: number;
 }
 
 /** Stream the delta file's events: header first, ops, trailer last. */
@@ -162,7 +182,11 @@ async function* deltaEvents(deltaPath: string): AsyncGenerator<
  * size and SHA-256 match the delta's record; on any error `outPath` is left as
  * it was. `outPath` may equal `basisPath` (the rename replaces it at the end).
  */
-export async function patchFile(basisPath: string, deltaPath: string, outPath: string, opts: PatchFileOptions = {}): Promise<FileResult> {
+export async function patchFile(basisPath: string, deltaPath: string, outPath: string, opts: PatchFileOptions = {}): Promise<FileResult | InPlaceResult> {
+  if (opts.inPlace || opts.resume) {
+    if (resolve(outPath) !== resolve(basisPath)) throw new ParamError('--in-place patches the basis itself: give no separate output (or the basis path)');
+    return patchFileInPlace(basisPath, deltaPath, opts);
+  }
   const t0 = performance.now();
   const basis = await openImage(basisPath);
   let out: ImageWriter | null = null;
@@ -197,6 +221,118 @@ export async function patchFile(basisPath: string, deltaPath: string, outPath: s
     throw e;
   } finally {
     await basis.fh.close();
+  }
+}
+
+/** Read the whole delta once, checking framing, digest, counts and every copy's bounds. */
+async function prescanDelta(deltaPath: string, basisSize: number): Promise<{ header: DeltaHeader; trailer: DeltaTrailer }> {
+  let header: DeltaHeader | null = null;
+  let planner: PatchPlanner | null = null;
+  for await (const ev of deltaEvents(deltaPath)) {
+    if (ev.kind === 'header') {
+      header = ev.header;
+      planner = new PatchPlanner({ basisSize: Math.min(basisSize, header.basisSize), maxOutput: header.targetSize });
+    } else if (ev.kind === 'op') planner!.plan(ev.op);
+    else {
+      planner!.finish(ev.trailer.targetSize);
+      return { header: header!, trailer: ev.trailer };
+    }
+  }
+  throw new SyncError('ERR_UNEXPECTED_EOF', 'delta file ended without its end record', {});
+}
+
+/**
+ * In-place patch: the delta is checked in full before the first write, the
+ * basis is checked against the hash the signature recorded, and every
+ * overwrite is journaled first. Verification failure rolls the image back;
+ * an interruption keeps the journal so `resume` continues.
+ */
+async function patchFileInPlace(basisPath: string, deltaPath: string, opts: PatchFileOptions): Promise<InPlaceResult> {
+  const t0 = performance.now();
+  const jpath = journalPathFor(basisPath);
+  const img = await openImage(basisPath, 'r+');
+  try {
+    const st = await readJournal(jpath);
+    const { header, trailer } = await prescanDelta(deltaPath, st ? st.meta.originalSize : img.size);
+    const id = `${Buffer.from(trailer.targetHash).toString('hex')}:${header.basisSize}:${trailer.targetSize}`;
+    let patcher: InPlacePatcher;
+    if (st) {
+      if (!opts.resume) {
+        throw new SyncError('ERR_JOURNAL', `${basisPath} has an unfinished in-place patch (${jpath}): run again with --resume, or 'resync recover ${basisPath}' to roll it back`, { journal: jpath });
+      }
+      if (st.meta.id !== id) throw new SyncError('ERR_JOURNAL', `the journal ${jpath} belongs to a different delta; roll it back with 'resync recover ${basisPath}' first`);
+      if (st.committed !== null) {
+        await completeCommitted(img, jpath, st);
+        return { ...emptyStats(), imageSize: st.committed, bytesOut: st.committed, blockSize: header.blockSize, elapsedMs: performance.now() - t0, bytesWritten: 0, resumedFrom: st.committed };
+      }
+      patcher = await InPlacePatcher.resume(img, jpath, st);
+    } else {
+      checkBasisSize(img, header.basisSize);
+      if (img.isBlockDevice && trailer.targetSize > img.size) throw new ParamError(`cannot grow block device ${basisPath} to ${trailer.targetSize} bytes`);
+      if (header.basisHash) {
+        const h = createImageHash();
+        for await (const c of readChunks(img)) h.update(c);
+        if (!h.digest().equals(header.basisHash)) {
+          throw new BasisMismatchError(`${basisPath} is not the image the signature was made from (SHA-256 differs); nothing was written`);
+        }
+      }
+      patcher = await InPlacePatcher.start(img, jpath, { id, targetSize: trailer.targetSize });
+    }
+    try {
+      for await (const ev of deltaEvents(deltaPath)) {
+        if (ev.kind === 'op') {
+          await patcher.apply(ev.op);
+          opts.onProgress?.({ phase: 'patch', done: patcher.position, total: trailer.targetSize });
+        } else if (ev.kind === 'end') {
+          await patcher.finish(ev.trailer.targetSize, ev.trailer.targetHash);
+        }
+      }
+    } catch (e) {
+      if (isSyncError(e) && e.code === 'ERR_VERIFY_FAILED') {
+        await patcher.rollback();
+        throw new SyncError('ERR_VERIFY_FAILED', `${e.message}; ${basisPath} was rolled back to its original contents`, e.details as Record<string, unknown>);
+      }
+      const at = await patcher.suspend().catch(() => -1);
+      if (isSyncError(e)) {
+        e.message += ` (in-place patch stopped at ${at} bytes; run again with --resume to continue or 'resync recover ${basisPath}' to roll back)`;
+      }
+      throw e;
+    }
+    return {
+      ...patcher.planner.stats,
+      imageSize: trailer.targetSize,
+      bytesOut: trailer.targetSize,
+      blockSize: header.blockSize,
+      elapsedMs: performance.now() - t0,
+      bytesWritten: patcher.io.bytesWritten,
+      resumedFrom: patcher.resumedFrom,
+    };
+  } finally {
+    await img.fh.close();
+  }
+}
+
+/** What `recover` did. */
+export type RecoverOutcome = 'nothing' | 'completed' | 'rolled-back';
+
+/**
+ * Resolve an interrupted in-place patch of `imagePath`: a verified (committed)
+ * patch is completed; anything else is rolled back to the original image.
+ */
+export async function recoverImage(imagePath: string): Promise<RecoverOutcome> {
+  const jpath = journalPathFor(imagePath);
+  const st = await readJournal(jpath);
+  if (!st) return 'nothing';
+  const img = await openImage(imagePath, 'r+');
+  try {
+    if (st.committed !== null) {
+      await completeCommitted(img, jpath, st);
+      return 'completed';
+    }
+    await rollbackAll(img, jpath, st);
+    return 'rolled-back';
+  } finally {
+    await img.fh.close();
   }
 }
 

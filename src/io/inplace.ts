@@ -17,8 +17,8 @@ import type { DeltaOp } from '../core/ops.js';
 import { PatchPlanner } from '../core/patch.js';
 import { createImageHash } from '../core/strong.js';
 import { ioError } from './errors.js';
-import { readExact, type ImageHandle } from './image.js';
-import { Journal, readJournal, type JournalMeta, type JournalState } from './journal.js';
+import { openImage, readExact, type ImageHandle } from './image.js';
+import { Journal, readJournal, removeJournal, type JournalMeta, type JournalState } from './journal.js';
 
 const BATCH = 8 * 1024 * 1024;
 const CHECKPOINT_EVERY = 64 * 1024 * 1024;
@@ -281,4 +281,28 @@ export async function completeCommitted(img: ImageHandle, journalPath: string, s
   await img.fh.sync();
   const j = await Journal.reopen(journalPath, 0);
   await j.remove();
+}
+
+/**
+ * Before a new session on an image: resolve a journal left by an interrupted
+ * one. A committed patch is completed; otherwise the torn tail after the last
+ * checkpoint is undone, leaving new data before the checkpoint and old data
+ * after it: a consistent basis the new session finishes from, so what was
+ * already applied is not sent again. Returns the checkpoint (0 if none).
+ */
+export async function settleJournal(imagePath: string, jpath: string): Promise<number> {
+  const st = await readJournal(jpath);
+  if (!st) return 0;
+  const img = await openImage(imagePath, 'r+');
+  try {
+    if (st.committed !== null) {
+      await completeCommitted(img, jpath, st);
+      return 0;
+    }
+    await rollbackTail(img, jpath, st);
+    await removeJournal(jpath);
+    return st.checkpoint;
+  } finally {
+    await img.fh.close();
+  }
 }

@@ -9,7 +9,9 @@ import { clientProof, macEquals, newNonce, serverProof } from '../../protocol/au
 import type { ReadyMsg } from '../../protocol/messages.js';
 import type { ProgressFn } from '../api-files.js';
 import { dial, type Connection } from './connection.js';
-import { receiveDelta, receiveSignature, sendDelta, sendSignature, tempFileSink } from './transfer.js';
+import { inPlaceSink, receiveDelta, receiveSignature, sendDelta, sendSignature, tempFileSink } from './transfer.js';
+import { journalPathFor } from '../io/journal.js';
+import { settleJournal } from '../io/inplace.js';
 
 /** Options for push and pull. */
 export interface ClientOptions {
@@ -18,6 +20,8 @@ export interface ClientOptions {
   volume: string;
   secret: Uint8Array;
   blockSize?: number | undefined;
+  /** pull: patch the local image in place under a journal (default true) instead of temp file + rename. */
+  inPlace?: boolean | undefined;
   idleTimeoutMs?: number | undefined;
   onProgress?: ProgressFn | undefined;
 }
@@ -30,6 +34,10 @@ export interface SyncResult extends DeltaStats {
   bytesReceived: number;
   elapsedMs: number;
   verified: boolean;
+  /** pull: output prefix already applied by an interrupted earlier pull. */
+  resumedFrom?: number;
+  /** Bytes written to the target (in place: only what changed). */
+  bytesWritten?: number;
 }
 
 /** Connect and authenticate (mutually): resolves once the server proved it knows the secret too. */
@@ -69,7 +77,7 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
   let conn: Connection | null = null;
   try {
     conn = await connectAuthenticated(opts);
-    await openSession(conn, 'push', opts, img.size);
+    const ready = await openSession(conn, 'push', opts, img.size);
     const sig = await receiveSignature(conn);
     const d = await sendDelta(conn, sig, img, opts.onProgress);
     const res = await conn.recv();
@@ -80,6 +88,7 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
     conn.end();
     return {
       ...d,
+      resumedFrom: ready.resumeFrom,
       imageSize: img.size,
       blockSize: sig.params.blockSize,
       bytesSent: conn.bytesOut,
@@ -98,7 +107,13 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
 /** Make the local image `imagePath` identical to the remote volume (failback). */
 export async function pull(imagePath: string, opts: ClientOptions): Promise<SyncResult> {
   const t0 = performance.now();
-  const basis = await openOrEmpty(imagePath);
+  const inPlace = opts.inPlace !== false;
+  const jpath = journalPathFor(imagePath);
+  const resumedFrom = await settleJournal(imagePath, jpath).catch((e: unknown) => {
+    if (isSyncError(e) && e.details.errno === 'ENOENT') return 0;
+    throw e;
+  });
+  const basis = await openOrEmpty(imagePath, inPlace ? 'r+' : 'r');
   let conn: Connection | null = null;
   try {
     conn = await connectAuthenticated(opts);
@@ -107,7 +122,16 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
     await sendSignature(conn, basis, bs);
     let r;
     try {
-      r = await receiveDelta(conn, basis, (size) => tempFileSink(basis, imagePath, size), opts.onProgress);
+      const sessionId = ready.sessionId;
+      r = await receiveDelta(
+        conn,
+        basis,
+        async (size) => {
+          if (basis.isBlockDevice && size > basis.size) throw new SyncError('ERR_PARAM', `the remote image is ${size} bytes; ${imagePath} is a ${basis.size}-byte block device`);
+          return inPlace ? inPlaceSink(basis, jpath, sessionId, size) : tempFileSink(basis, imagePath, size);
+        },
+        opts.onProgress,
+      );
     } catch (e) {
       if (isSyncError(e) && !e.details.remote) await conn.sendErrorAndClose(e);
       throw e;
@@ -116,6 +140,7 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
     conn.end();
     return {
       ...r,
+      resumedFrom,
       imageSize: r.targetSize,
       blockSize: bs,
       bytesSent: conn.bytesOut,
@@ -132,14 +157,14 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
 }
 
 /** Open a local image, or an empty stand-in when it does not exist yet (first pull). */
-async function openOrEmpty(path: string): Promise<ImageHandle> {
+async function openOrEmpty(path: string, flags: 'r' | 'r+'): Promise<ImageHandle> {
   try {
-    return await openImage(path);
+    return await openImage(path, flags);
   } catch (e) {
     if (isSyncError(e) && e.details.errno === 'ENOENT') {
       const fh = await open(path, 'wx', 0o600);
       await fh.close();
-      return openImage(path);
+      return openImage(path, flags);
     }
     throw e;
   }

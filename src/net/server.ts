@@ -14,8 +14,8 @@ import { macEquals, newNonce, clientProof, serverProof } from '../../protocol/au
 import { Connection } from './connection.js';
 import type { ServerConfig, VolumeConfig } from './config.js';
 import { inPlaceSink, receiveDelta, receiveSignature, sendDelta, sendSignature, tempFileSink } from './transfer.js';
-import { journalPathFor, readJournal, removeJournal } from '../io/journal.js';
-import { completeCommitted, rollbackTail } from '../io/inplace.js';
+import { journalPathFor, readJournal } from '../io/journal.js';
+import { settleJournal } from '../io/inplace.js';
 
 /** One line of the server's log. */
 export interface ServerEvent {
@@ -177,29 +177,6 @@ export class ResyncServer {
     }
     this.readers.set(volume, (this.readers.get(volume) ?? 0) + 1);
     return () => this.readers.set(volume, (this.readers.get(volume) ?? 1) - 1);
-  }
-}
-
-/**
- * Before a push: resolve a journal left by an interrupted one. A committed
- * patch is completed; otherwise the torn tail after the last checkpoint is
- * undone, leaving new data before the checkpoint and old data after it, a
- * consistent basis the new push finishes from. Returns the checkpoint.
- */
-async function settleJournal(imagePath: string, jpath: string): Promise<number> {
-  const st = await readJournal(jpath);
-  if (!st) return 0;
-  const img = await openImage(imagePath, 'r+');
-  try {
-    if (st.committed !== null) {
-      await completeCommitted(img, jpath, st);
-      return 0;
-    }
-    await rollbackTail(img, jpath, st);
-    await removeJournal(jpath);
-    return st.checkpoint;
-  } finally {
-    await img.fh.close();
   }
 }
 
