@@ -17,7 +17,7 @@ import { ParamError } from './errors.js';
 import { MAX_LITERAL, MAX_WEAK_COLLISIONS } from './limits.js';
 import { emptyStats, type DeltaOp, type DeltaStats } from './ops.js';
 import { adler32, ADLER_MOD } from './rolling.js';
-import type { Signature } from './signature.js';
+import { WEAK_MIX, type Signature } from './signature.js';
 import { StrongHasher } from './strong.js';
 
 const EMPTY = new Uint8Array(0);
@@ -42,6 +42,8 @@ export class DeltaMatcher {
   private pendCopyLen = 0;
   private ended = false;
   private scanned = 0;
+  /** (blockSize * byte) mod 65521 for every byte value: the roll's only multiplication. */
+  private readonly outTab = new Int32Array(256);
 
   constructor(sig: Signature, opts: { maxLiteral?: number } = {}) {
     if (!sig.isComplete) throw new ParamError('the signature is incomplete');
@@ -49,6 +51,7 @@ export class DeltaMatcher {
     this.bs = sig.params.blockSize;
     this.hasher = new StrongHasher(sig.params.strongAlg, sig.params.seed, sig.params.strongLen);
     this.maxLiteral = Math.max(1, Math.min(opts.maxLiteral ?? MAX_LITERAL, MAX_LITERAL));
+    for (let x = 0; x < 256; x++) this.outTab[x] = ((this.bs % ADLER_MOD) * x) % ADLER_MOD;
   }
 
   /** Bytes of new image consumed so far. */
@@ -111,8 +114,9 @@ export class DeltaMatcher {
     const head = sig.head;
     const next = sig.next;
     const weakArr = sig.weak;
-    const mask = sig.mask;
-    const nMod = bs % ADLER_MOD;
+    const filter = sig.filter;
+    const fShift = sig.filterShift;
+    const bShift = sig.bucketShift;
     let p = this.p;
 
     outer: while (p + bs <= len) {
@@ -133,15 +137,37 @@ export class DeltaMatcher {
           continue;
         }
       }
-      // 2. Roll.
+      // 2. Roll. Hot loop: locals only, no division (a table holds n*out mod M).
       this.expected = -1;
       const d = adler32(buf, p, p + bs);
       let a = d & 0xffff;
       let b = d >>> 16;
+      const outTab = this.outTab;
       for (;;) {
-        const weak = ((b << 16) | a) >>> 0;
-        let i = head[(Math.imul(weak, 0x9e3779b1) >>> 12) & mask]!;
+        // Roll without stopping until a filter hit, the input end, or the literal cap.
+        // Branch-free modular reduction: the data is random, so branches would mispredict.
+        const stop = Math.min(len - bs, this.lit + this.maxLiteral);
+        let i = -1;
+        for (;;) {
+          const f = Math.imul((b << 16) | a, WEAK_MIX) >>> fShift;
+          if ((filter[f >>> 5]! >>> (f & 31)) & 1) {
+            i = head[Math.imul((b << 16) | a, WEAK_MIX) >>> bShift]!;
+            if (i >= 0) break;
+          }
+          if (p >= stop) break;
+          const o = buf[p]!;
+          a += buf[p + bs]! - o;
+          a += (a >> 31) & ADLER_MOD;
+          a -= ADLER_MOD;
+          a += (a >> 31) & ADLER_MOD;
+          b += a - 1 - outTab[o]!;
+          b += (b >> 31) & ADLER_MOD;
+          b -= ADLER_MOD;
+          b += (b >> 31) & ADLER_MOD;
+          p++;
+        }
         if (i >= 0) {
+          const weak = ((b << 16) | a) >>> 0;
           let tries = 0;
           for (; i >= 0 && tries < MAX_WEAK_COLLISIONS; i = next[i]!, tries++) {
             if (weakArr[i] !== weak) continue;
@@ -156,19 +182,22 @@ export class DeltaMatcher {
           }
         }
         if (p + bs >= len) break outer;
-        // Slide one byte.
-        const o = buf[p]!;
-        const n = buf[p + bs]!;
-        a = a - o + n;
-        if (a < 0) a += ADLER_MOD;
-        else if (a >= ADLER_MOD) a -= ADLER_MOD;
-        b = (b - ((nMod * o) % ADLER_MOD) + a - 1) % ADLER_MOD;
-        if (b < 0) b += ADLER_MOD;
-        p++;
         if (p - this.lit >= this.maxLiteral) {
           this.p = p;
           this.emitLiteral(p, out);
         }
+        if (p >= Math.min(len - bs, this.lit + this.maxLiteral)) continue;
+        // Step past a weak hit that did not confirm.
+        const o = buf[p]!;
+        a += buf[p + bs]! - o;
+        a += (a >> 31) & ADLER_MOD;
+        a -= ADLER_MOD;
+        a += (a >> 31) & ADLER_MOD;
+        b += a - 1 - outTab[o]!;
+        b += (b >> 31) & ADLER_MOD;
+        b -= ADLER_MOD;
+        b += (b >> 31) & ADLER_MOD;
+        p++;
       }
     }
     this.p = p;

@@ -22,6 +22,9 @@ import {
 import { adler32, adler32OfZeros } from './rolling.js';
 import { STRONG_ALGS, StrongHasher, isZeroRange, type StrongAlg } from './strong.js';
 
+/** Multiplier (2^32 / golden ratio) that spreads weak sums over buckets and filter bits. */
+export const WEAK_MIX = 0x9e3779b1;
+
 /** Everything needed to interpret a signature's blocks. */
 export interface SignatureParams {
   /** Bytes per block; the last block may be shorter. */
@@ -202,7 +205,15 @@ export class Signature {
   readonly head: Int32Array;
   /** Next block in the same bucket, or -1. */
   readonly next: Int32Array;
-  readonly mask: number;
+  /** Bucket = mix(weak) >>> bucketShift. */
+  readonly bucketShift: number;
+  /**
+   * Bit filter over mix(weak) >>> filterShift, ~32 bits per block: almost every
+   * position that matches nothing is rejected with one bit test, and the branch
+   * stays predictable (the hash table alone would be hit ~1/3 of the time).
+   */
+  readonly filter: Int32Array;
+  readonly filterShift: number;
   private received = 0;
 
   constructor(params: SignatureParams) {
@@ -211,11 +222,15 @@ export class Signature {
     this.blockCount = blockCountFor(params.imageSize, params.blockSize);
     this.weak = new Uint32Array(this.blockCount);
     this.strong = new Uint8Array(this.blockCount * params.strongLen);
-    let size = 1024;
-    while (size < this.blockCount * 2) size *= 2;
-    this.head = new Int32Array(size).fill(-1);
+    let tableBits = 10;
+    while (1 << tableBits < this.blockCount * 2) tableBits++;
+    this.head = new Int32Array(1 << tableBits).fill(-1);
     this.next = new Int32Array(this.blockCount).fill(-1);
-    this.mask = size - 1;
+    this.bucketShift = 32 - tableBits;
+    let filterBits = 16;
+    while (filterBits < 27 && 2 ** filterBits < this.blockCount * 32) filterBits++;
+    this.filter = new Int32Array(2 ** (filterBits - 5));
+    this.filterShift = 32 - filterBits;
   }
 
   /** Blocks received so far. */
@@ -255,7 +270,13 @@ export class Signature {
 
   /** Bucket of a weak sum: a multiplicative mix so Adler's weak low bits spread. */
   bucket(weak: number): number {
-    return (Math.imul(weak, 0x9e3779b1) >>> 12) & this.mask;
+    return Math.imul(weak, WEAK_MIX) >>> this.bucketShift;
+  }
+
+  /** True if some block may have this weak sum (false means certainly none). */
+  mayHave(weak: number): boolean {
+    const f = Math.imul(weak, WEAK_MIX) >>> this.filterShift;
+    return ((this.filter[f >>> 5]! >>> (f & 31)) & 1) === 1;
   }
 
   /** True if block i's strong hash equals h[0, strongLen). */
@@ -279,6 +300,8 @@ export class Signature {
     }
     this.next[i] = this.head[b]!;
     this.head[b] = i;
+    const f = Math.imul(this.weak[i]!, WEAK_MIX) >>> this.filterShift;
+    this.filter[f >>> 5]! |= 1 << (f & 31);
   }
 
   private sameStrong(i: number, j: number): boolean {

@@ -25,6 +25,7 @@ function summary(r: SyncResult): Record<string, unknown> {
     bytesSent: r.bytesSent,
     bytesReceived: r.bytesReceived,
     verified: r.verified,
+    resumedFrom: r.resumedFrom,
     elapsedMs: r.elapsedMs,
   };
 }
@@ -122,6 +123,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
         a
           .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME' })
           .positional('image', { type: 'string', demandOption: true })
+          .option('in-place', { type: 'boolean', default: true, describe: 'patch IMAGE in place under an undo journal (resumable); --no-in-place writes a temp file and renames it' })
           .option('secret-file', { type: 'string', describe: 'file holding the shared secret (or RESYNC_SECRET_FILE)' })
           .option('block-size', { alias: 'b', type: 'string' })
           .option('timeout', { type: 'number', default: 300, describe: 'seconds of silence before giving up' }),
@@ -132,6 +134,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           const res = await pull(argv.image, {
             ...r,
             secret,
+            inPlace: argv['in-place'],
             blockSize: argv['block-size'] ? parseSize(argv['block-size'], 'block size') : undefined,
             idleTimeoutMs: argv.timeout * 1000,
             onProgress: progress,
