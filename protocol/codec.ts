@@ -42,7 +42,7 @@ function toArray(m: Message): unknown[] {
     case 0x03:
       return [m.type, m.blockCount, m.basisHash, m.digest];
     case 0x10:
-      return [m.type, m.blockSize, m.basisSize, m.basisHash, m.targetSize];
+      return [m.type, m.blockSize, m.basisSize, m.basisHash, m.targetSize, m.strongAlgId, m.seed];
     case 0x11:
       return [m.type, m.offset, m.length];
     case 0x12:
@@ -167,13 +167,15 @@ function validate(v: unknown): Message {
       f.count(4);
       return { type, blockCount: f.uint(1, 'block count'), basisHash: f.binOrNull(2, 'basis hash', HASH_LEN), digest: f.binOrNull(3, 'digest', HASH_LEN) };
     case MsgType.DeltaHeader:
-      f.count(5);
+      f.count(7);
       return {
         type,
         blockSize: f.uint(1, 'block size', MAX_BLOCK_SIZE),
         basisSize: f.uint(2, 'basis size'),
         basisHash: f.binOrNull(3, 'basis hash', HASH_LEN),
         targetSize: f.uint(4, 'target size'),
+        strongAlgId: f.uint(5, 'strong algorithm', 255),
+        seed: f.bin(6, 'seed', SEED_LEN, SEED_LEN),
       };
     case MsgType.Copy:
       f.count(3);

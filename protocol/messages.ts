@@ -33,6 +33,9 @@ export interface DeltaHeaderMsg {
   basisSize: number;
   basisHash: Uint8Array | null;
   targetSize: number;
+  /** Strong hash algorithm id and seed of the signature: they define the image hash in DeltaEnd. */
+  strongAlgId: number;
+  seed: Uint8Array;
 }
 /** 0x11 */
 export interface CopyMsg {

@@ -15,6 +15,7 @@ import type { DeltaOp, DeltaStats } from './core/ops.js';
 import { emptyStats } from './core/ops.js';
 import { SignatureGenerator, makeSignatureParams, type Signature } from './core/signature.js';
 import { createImageHash, type StrongAlg } from './core/strong.js';
+import { imageHashBuilder } from './core/imagehash.js';
 import { DeltaFileDecoder, DeltaFileEncoder, type DeltaHeader, type DeltaTrailer } from './format/deltafile.js';
 import { SignatureFileDecoder, SignatureFileEncoder } from './format/sigfile.js';
 import { ioError } from './io/errors.js';
@@ -64,18 +65,16 @@ export async function signatureFile(basisPath: string, sigPath: string, opts: Si
     const params = makeSignatureParams(img.size, randomBytes(SEED_LEN), opts);
     const gen = new SignatureGenerator(params);
     const enc = new SignatureFileEncoder(params);
-    const hash = createImageHash();
     out = await StreamFileWriter.create(sigPath);
     await out.append(enc.start());
     let done = 0;
     for await (const chunk of readChunks(img)) {
-      hash.update(chunk);
       for (const c of gen.push(chunk)) await out.append(enc.chunk(c));
       done += chunk.length;
       opts.onProgress?.({ phase: 'signature', done, total: img.size });
     }
     for (const c of gen.end()) await out.append(enc.chunk(c));
-    await out.append(enc.end(hash.digest()));
+    await out.append(enc.end(gen.imageHash()));
     await out.commit();
     return { ...emptyStats(), imageSize: img.size, bytesOut: out.size, blockSize: params.blockSize, elapsedMs: performance.now() - t0 };
   } catch (e) {
@@ -115,17 +114,19 @@ export async function deltaFile(sigPath: string, newPath: string, deltaPath: str
   try {
     const enc = new DeltaFileEncoder();
     const matcher = new DeltaMatcher(signature);
-    const hash = createImageHash();
+    const sp = signature.params;
+    const hash = imageHashBuilder(img.size, sp);
     out = await StreamFileWriter.create(deltaPath);
-    const header: DeltaHeader = { blockSize: signature.params.blockSize, basisSize: signature.params.imageSize, basisHash, targetSize: img.size };
+    const header: DeltaHeader = { blockSize: sp.blockSize, basisSize: sp.imageSize, basisHash, targetSize: img.size, strongAlg: sp.strongAlg, seed: sp.seed };
     await out.append(enc.start(header));
     const emit = async (ops: DeltaOp[]): Promise<void> => {
       for (const op of ops) await out!.append(enc.op(op));
     };
     let done = 0;
     for await (const chunk of readChunks(img)) {
-      hash.update(chunk);
       await emit(matcher.push(chunk));
+      for (const [i, d] of matcher.takeAligned()) hash.offer(i, d);
+      hash.update(chunk);
       done += chunk.length;
       opts.onProgress?.({ phase: 'delta', done, total: img.size, matched: matcher.stats.matchedBytes, literal: matcher.stats.literalBytes });
     }
@@ -198,7 +199,7 @@ export async function patchFile(basisPath: string, deltaPath: string, outPath: s
         header = ev.header;
         checkBasisSize(basis, header.basisSize);
         out = await ImageWriter.createTemp(outPath);
-        patcher = new StreamPatcher(basis, out, header.targetSize);
+        patcher = new StreamPatcher(basis, out, header.targetSize, header);
       } else if (ev.kind === 'op') {
         await patcher!.apply(ev.op);
         opts.onProgress?.({ phase: 'patch', done: patcher!.position, total: header!.targetSize });
@@ -265,18 +266,18 @@ async function patchFileInPlace(basisPath: string, deltaPath: string, opts: Patc
         await completeCommitted(img, jpath, st);
         return { ...emptyStats(), imageSize: st.committed, bytesOut: st.committed, blockSize: header.blockSize, elapsedMs: performance.now() - t0, bytesWritten: 0, resumedFrom: st.committed };
       }
-      patcher = await InPlacePatcher.resume(img, jpath, st);
+      patcher = await InPlacePatcher.resume(img, jpath, st, header);
     } else {
       checkBasisSize(img, header.basisSize);
       if (img.isBlockDevice && trailer.targetSize > img.size) throw new ParamError(`cannot grow block device ${basisPath} to ${trailer.targetSize} bytes`);
       if (header.basisHash) {
-        const h = createImageHash();
+        const h = imageHashBuilder(img.size, header);
         for await (const c of readChunks(img)) h.update(c);
         if (!h.digest().equals(header.basisHash)) {
           throw new BasisMismatchError(`${basisPath} is not the image the signature was made from (SHA-256 differs); nothing was written`);
         }
       }
-      patcher = await InPlacePatcher.start(img, jpath, { id, targetSize: trailer.targetSize });
+      patcher = await InPlacePatcher.start(img, jpath, { id, targetSize: trailer.targetSize }, header);
     }
     try {
       for await (const ev of deltaEvents(deltaPath)) {

@@ -9,3 +9,4 @@ export * from './matcher.js';
 export * from './patch.js';
 export * from './whole.js';
 export * from './extents.js';
+export * from './imagehash.js';

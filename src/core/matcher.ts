@@ -42,6 +42,8 @@ export class DeltaMatcher {
   private pendCopyLen = 0;
   private ended = false;
   private scanned = 0;
+  /** Digests of aligned windows computed by the fast path, for the image hash (drained by takeAligned). */
+  private aligned: [number, Uint8Array][] = [];
   /** (blockSize * byte) mod 65521 for every byte value: the roll's only multiplication. */
   private readonly outTab = new Int32Array(256);
 
@@ -52,6 +54,13 @@ export class DeltaMatcher {
     this.hasher = new StrongHasher(sig.params.strongAlg, sig.params.seed, sig.params.strongLen);
     this.maxLiteral = Math.max(1, Math.min(opts.maxLiteral ?? MAX_LITERAL, MAX_LITERAL));
     for (let x = 0; x < 256; x++) this.outTab[x] = ((this.bs % ADLER_MOD) * x) % ADLER_MOD;
+  }
+
+  /** Full digests of aligned blocks hashed since the last call: [block index, digest]. */
+  takeAligned(): [number, Uint8Array][] {
+    const a = this.aligned;
+    this.aligned = [];
+    return a;
   }
 
   /** Bytes of new image consumed so far. */
@@ -92,6 +101,8 @@ export class DeltaMatcher {
       const start = buf.length - tl;
       if (tl < this.bs && start >= this.p) {
         const h = this.hasher.hash(buf, start, buf.length);
+        const abs = this.bufPos + start;
+        if (abs % this.bs === 0) this.aligned.push([abs / this.bs, h]);
         if (sig.strongEquals(last, h)) {
           this.emitLiteral(start, out);
           this.emitCopy(last * this.bs, tl, out);
@@ -132,6 +143,7 @@ export class DeltaMatcher {
       if (cand >= 0) {
         strong = this.hasher.hash(buf, p, p + bs);
         strongAt = p;
+        if (abs % bs === 0) this.aligned.push([abs / bs, strong]);
         if (sig.strongEquals(cand, strong)) {
           p = this.matched(p, cand, out);
           continue;

@@ -20,7 +20,8 @@ import {
   TARGET_MAX_BLOCKS,
 } from './limits.js';
 import { adler32, adler32OfZeros } from './rolling.js';
-import { STRONG_ALGS, StrongHasher, isZeroRange, type StrongAlg } from './strong.js';
+import { FULL_DIGEST_LEN, STRONG_ALGS, StrongHasher, isZeroRange, type StrongAlg } from './strong.js';
+import { ImageHashBuilder } from './imagehash.js';
 
 /** Multiplier (2^32 / golden ratio) that spreads weak sums over buckets and filter bits. */
 export const WEAK_MIX = 0x9e3779b1;
@@ -122,12 +123,22 @@ export class SignatureGenerator {
   private pendWeak: number[] = [];
   private pendStrong: Uint8Array[] = [];
   private pendFirst = 0;
+  private readonly image: ImageHashBuilder;
+  /** Full 32-byte block digests, kept when the caller asks (in-place receivers reuse them). */
+  readonly fullDigests: Uint8Array | null;
 
-  constructor(params: SignatureParams) {
+  constructor(params: SignatureParams, opts: { keepFullDigests?: boolean } = {}) {
     validateSignatureParams(params);
     this.params = params;
     this.hasher = new StrongHasher(params.strongAlg, params.seed, params.strongLen);
     this.partial = new Uint8Array(params.blockSize);
+    this.image = new ImageHashBuilder(params.imageSize, params.blockSize, params.strongAlg, params.seed);
+    this.fullDigests = opts.keepFullDigests ? new Uint8Array(blockCountFor(params.imageSize, params.blockSize) * FULL_DIGEST_LEN) : null;
+  }
+
+  /** The image hash (see imagehash.ts) of the image; valid after end(). */
+  imageHash(): Buffer {
+    return this.image.digest();
   }
 
   /** Feed image bytes; returns any completed chunks. */
@@ -177,7 +188,10 @@ export class SignatureGenerator {
   private addBlock(buf: Uint8Array, start: number, end: number, out: SignatureChunk[]): void {
     const zero = buf[start] === 0 && isZeroRange(buf, start, end);
     this.pendWeak.push(zero ? adler32OfZeros(end - start) : adler32(buf, start, end));
-    this.pendStrong.push(this.hasher.hash(buf, start, end));
+    const full = this.hasher.hash(buf, start, end);
+    this.pendStrong.push(full.subarray(0, this.params.strongLen));
+    this.image.pushDigest(this.nextBlock, end - start, full);
+    this.fullDigests?.set(full, this.nextBlock * FULL_DIGEST_LEN);
     this.nextBlock++;
     if (this.pendWeak.length >= SIG_CHUNK_BLOCKS) this.flush(out);
   }

@@ -38,6 +38,9 @@ export function isZeroRange(buf: Uint8Array, start: number, end: number): boolea
   return true;
 }
 
+/** Length of a full block digest. */
+export const FULL_DIGEST_LEN = 32;
+
 /** Seeded, truncated strong hash of block ranges; caches the hash of all-zero blocks. */
 export class StrongHasher {
   readonly alg: StrongAlg;
@@ -56,7 +59,11 @@ export class StrongHasher {
     this.seed = seed;
   }
 
-  /** Hash of buf[start, end), `len` bytes. */
+  /**
+   * Digest of seed || buf[start, end), 32 bytes (the full SHA-256, or the first
+   * 32 bytes of BLAKE2b-512). Signatures keep the first `len` bytes; the image
+   * hash list uses all 32.
+   */
   hash(buf: Uint8Array, start: number, end: number): Buffer {
     // VM images are full of zero blocks: hash each zero length once.
     if (end - start >= 512 && buf[start] === 0 && buf[end - 1] === 0 && isZeroRange(buf, start, end)) {
@@ -76,7 +83,7 @@ export class StrongHasher {
     h.update(this.seed);
     h.update(buf.subarray(start, end));
     const d = h.digest();
-    return d.length === this.len ? d : d.subarray(0, this.len);
+    return d.length === FULL_DIGEST_LEN ? d : d.subarray(0, FULL_DIGEST_LEN);
   }
 }
 

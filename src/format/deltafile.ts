@@ -4,6 +4,8 @@
  */
 import { CorruptInputError, SyncError } from '../core/errors.js';
 import type { DeltaOp } from '../core/ops.js';
+import { STRONG_ALGS, strongAlgFromId, type StrongAlg } from '../core/strong.js';
+import { MIN_BLOCK_SIZE } from '../core/limits.js';
 import { DELTA_MAGIC, FORMAT_VERSION, MsgType } from '../../protocol/constants.js';
 import type { DeltaEndMsg, DeltaHeaderMsg, Message } from '../../protocol/messages.js';
 import { UnexpectedMessageError } from '../../protocol/errors.js';
@@ -14,8 +16,12 @@ import { FramedFileReader, FramedFileWriter } from './framed-file.js';
 export interface DeltaHeader {
   blockSize: number;
   basisSize: number;
+  /** Image hash of the basis (see core/imagehash.ts), when the signature recorded it. */
   basisHash: Uint8Array | null;
   targetSize: number;
+  /** The signature's strong hash and seed: they define the image hashes. */
+  strongAlg: StrongAlg;
+  seed: Uint8Array;
 }
 
 /** What a delta end record declares. */
@@ -23,6 +29,14 @@ export interface DeltaTrailer {
   targetSize: number;
   targetHash: Uint8Array;
   opCount: number;
+}
+
+/** Header fields from a DeltaHeader message (validated). */
+export function headerFromMessage(msg: DeltaHeaderMsg): DeltaHeader {
+  const alg = strongAlgFromId(msg.strongAlgId);
+  if (!alg) throw new CorruptInputError(`delta names unknown strong hash algorithm id ${msg.strongAlgId}`);
+  if (msg.blockSize < MIN_BLOCK_SIZE) throw new CorruptInputError(`delta block size ${msg.blockSize} is implausible`);
+  return { blockSize: msg.blockSize, basisSize: msg.basisSize, basisHash: msg.basisHash, targetSize: msg.targetSize, strongAlg: alg, seed: msg.seed };
 }
 
 /** Message for an op. */
@@ -37,7 +51,15 @@ export class DeltaFileEncoder {
 
   /** Preamble and header. */
   start(h: DeltaHeader): Buffer {
-    const m: DeltaHeaderMsg = { type: MsgType.DeltaHeader, ...h };
+    const m: DeltaHeaderMsg = {
+      type: MsgType.DeltaHeader,
+      blockSize: h.blockSize,
+      basisSize: h.basisSize,
+      basisHash: h.basisHash,
+      targetSize: h.targetSize,
+      strongAlgId: STRONG_ALGS[h.strongAlg].id,
+      seed: h.seed,
+    };
     return Buffer.concat([this.w.preamble(), this.w.message(m)]);
   }
 
@@ -84,7 +106,7 @@ export class DeltaFileDecoder {
   private onMessage(msg: Message, digestBefore: Buffer): DeltaEvent {
     if (!this.header) {
       if (msg.type !== MsgType.DeltaHeader) throw new UnexpectedMessageError(messageName(msg.type), 'start', ['DeltaHeader']);
-      this.header = { blockSize: msg.blockSize, basisSize: msg.basisSize, basisHash: msg.basisHash, targetSize: msg.targetSize };
+      this.header = headerFromMessage(msg);
       return { kind: 'header', header: this.header };
     }
     switch (msg.type) {

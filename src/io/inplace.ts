@@ -15,7 +15,7 @@ import { SyncError, VerifyError } from '../core/errors.js';
 import { IO_CHUNK } from '../core/limits.js';
 import type { DeltaOp } from '../core/ops.js';
 import { PatchPlanner } from '../core/patch.js';
-import { createImageHash } from '../core/strong.js';
+import { imageHashBuilder, type ImageHashBuilder, type ImageHashSpec } from '../core/imagehash.js';
 import { ioError } from './errors.js';
 import { openImage, readExact, type ImageHandle } from './image.js';
 import { Journal, readJournal, removeJournal, type JournalMeta, type JournalState } from './journal.js';
@@ -37,7 +37,7 @@ export interface InPlaceStats {
 export class InPlacePatcher {
   readonly planner: PatchPlanner;
   readonly io: InPlaceStats = { bytesWritten: 0, bytesJournaled: 0, bytesFromJournal: 0 };
-  private readonly hash = createImageHash();
+  private readonly hash: ImageHashBuilder;
   private pending: { dst: number; data: Uint8Array }[] = [];
   private pendingBytes = 0;
   private sinceCheckpoint = 0;
@@ -55,27 +55,29 @@ export class InPlacePatcher {
     targetSize: number,
     /** Output prefix already in the image (resume). */
     private readonly resumeFrom: number,
+    spec: ImageHashSpec,
   ) {
     this.planner = new PatchPlanner({ basisSize: originalSize, maxOutput: targetSize });
+    this.hash = imageHashBuilder(targetSize, spec);
     this.fileSize = img.size;
   }
 
   /** Start a new journaled in-place patch of `img` (opened r+). */
-  static async start(img: ImageHandle, journalPath: string, meta: Omit<JournalMeta, 'originalSize'>): Promise<InPlacePatcher> {
+  static async start(img: ImageHandle, journalPath: string, meta: Omit<JournalMeta, 'originalSize'>, spec: ImageHashSpec): Promise<InPlacePatcher> {
     const journal = await Journal.create(journalPath, { ...meta, originalSize: img.size });
-    return new InPlacePatcher(img, journal, new ExtentMap(), img.size, meta.targetSize, 0);
+    return new InPlacePatcher(img, journal, new ExtentMap(), img.size, meta.targetSize, 0, spec);
   }
 
   /**
    * Resume from a journal left by an interrupted patch of the same delta:
    * undoes the torn tail after the last checkpoint, then continues from it.
    */
-  static async resume(img: ImageHandle, journalPath: string, state: JournalState): Promise<InPlacePatcher> {
+  static async resume(img: ImageHandle, journalPath: string, state: JournalState, spec: ImageHashSpec): Promise<InPlacePatcher> {
     await rollbackTail(img, journalPath, state);
     const journal = await Journal.reopen(journalPath, state.checkpointEnd);
     const extents = new ExtentMap();
     for (const u of state.undos) if (u.offset < state.checkpoint) extents.add(u.offset, u.length, u.dataAt);
-    const p = new InPlacePatcher(img, journal, extents, state.meta.originalSize, state.meta.targetSize, state.checkpoint);
+    const p = new InPlacePatcher(img, journal, extents, state.meta.originalSize, state.meta.targetSize, state.checkpoint, spec);
     p.fileSize = Math.max(state.meta.originalSize, state.checkpoint);
     return p;
   }

@@ -8,21 +8,23 @@ import { BasisMismatchError, VerifyError } from '../core/errors.js';
 import { IO_CHUNK } from '../core/limits.js';
 import type { DeltaOp } from '../core/ops.js';
 import { PatchPlanner } from '../core/patch.js';
-import { createImageHash } from '../core/strong.js';
+import { imageHashBuilder, type ImageHashBuilder, type ImageHashSpec } from '../core/imagehash.js';
 import { readExact, type ImageHandle } from './image.js';
 import type { ImageWriter } from './output.js';
 
 /** Applies ops in order; call finish() with the source's declared size and hash. */
 export class StreamPatcher {
   readonly planner: PatchPlanner;
-  private readonly hash = createImageHash();
+  private readonly hash: ImageHashBuilder;
 
   constructor(
     private readonly basis: ImageHandle,
     private readonly out: ImageWriter,
     targetSize: number,
+    spec: ImageHashSpec,
   ) {
     this.planner = new PatchPlanner({ basisSize: basis.size, maxOutput: targetSize });
+    this.hash = imageHashBuilder(targetSize, spec);
   }
 
   /** Output bytes produced so far. */

@@ -119,18 +119,19 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
     conn = await connectAuthenticated(opts);
     const ready = await openSession(conn, 'pull', opts, basis.size);
     const bs = opts.blockSize ?? defaultBlockSize(Math.max(basis.size, ready.imageSize));
-    await sendSignature(conn, basis, bs);
+    const sent = await sendSignature(conn, basis, bs);
     let r;
     try {
       const sessionId = ready.sessionId;
       r = await receiveDelta(
         conn,
         basis,
-        async (size) => {
+        async (size, spec) => {
           if (basis.isBlockDevice && size > basis.size) throw new SyncError('ERR_PARAM', `the remote image is ${size} bytes; ${imagePath} is a ${basis.size}-byte block device`);
-          return inPlace ? inPlaceSink(basis, jpath, sessionId, size) : tempFileSink(basis, imagePath, size);
+          return inPlace ? inPlaceSink(basis, jpath, sessionId, size, spec) : tempFileSink(basis, imagePath, size, spec);
         },
         opts.onProgress,
+        sent,
       );
     } catch (e) {
       if (isSyncError(e) && !e.details.remote) await conn.sendErrorAndClose(e);

@@ -137,13 +137,13 @@ export class ResyncServer {
     try {
       const sessionId = randomBytes(8).toString('hex');
       await conn.send({ type: MsgType.Ready, imageSize: basis.size, sessionId, resumeFrom });
-      await sendSignature(conn, basis, blockSize || defaultBlockSize(Math.max(basis.size, sourceSize)));
-      const r = await receiveDelta(conn, basis, async (size) => {
+      const sent = await sendSignature(conn, basis, blockSize || defaultBlockSize(Math.max(basis.size, sourceSize)));
+      const r = await receiveDelta(conn, basis, async (size, spec) => {
         if (basis.isBlockDevice && size > basis.size) {
           throw new SyncError('ERR_PARAM', `the source is ${size} bytes but the volume is a ${basis.size}-byte block device`);
         }
-        return inPlace ? inPlaceSink(basis, jpath, sessionId, size) : tempFileSink(basis, vol.path, size);
-      });
+        return inPlace ? inPlaceSink(basis, jpath, sessionId, size, spec) : tempFileSink(basis, vol.path, size, spec);
+      }, undefined, sent);
       await conn.send({ type: MsgType.Result, ok: true, bytesWritten: r.targetSize, targetHash: r.targetHash });
     } finally {
       await basis.fh.close();

@@ -10,9 +10,10 @@ import { SEED_LEN } from '../core/limits.js';
 import { DeltaMatcher } from '../core/matcher.js';
 import type { DeltaOp, DeltaStats } from '../core/ops.js';
 import { Signature, SignatureGenerator, makeSignatureParams, type SignatureParams } from '../core/signature.js';
-import { createImageHash } from '../core/strong.js';
+import { STRONG_ALGS } from '../core/strong.js';
+import { imageHashBuilder, type ImageHashSpec } from '../core/imagehash.js';
 import { chunkFromMessage, paramsFromHeader, sigBlocksMessage, sigHeaderMessage } from '../format/sigfile.js';
-import { opMessage } from '../format/deltafile.js';
+import { headerFromMessage, opMessage } from '../format/deltafile.js';
 import { readChunks, type ImageHandle } from '../io/image.js';
 import { ImageWriter } from '../io/output.js';
 import { StreamPatcher, checkBasisSize } from '../io/patcher.js';
@@ -78,16 +79,26 @@ export interface SendDeltaResult extends DeltaStats {
 /** Scan `img` against `sig` and stream the delta to the peer. */
 export async function sendDelta(conn: Connection, sig: Signature, img: ImageHandle, onProgress?: ProgressFn): Promise<SendDeltaResult> {
   const matcher = new DeltaMatcher(sig);
-  const hash = createImageHash();
-  await conn.send({ type: MsgType.DeltaHeader, blockSize: sig.params.blockSize, basisSize: sig.params.imageSize, basisHash: null, targetSize: img.size });
+  const sp = sig.params;
+  const hash = imageHashBuilder(img.size, sp);
+  await conn.send({
+    type: MsgType.DeltaHeader,
+    blockSize: sp.blockSize,
+    basisSize: sp.imageSize,
+    basisHash: null,
+    targetSize: img.size,
+    strongAlgId: STRONG_ALGS[sp.strongAlg].id,
+    seed: sp.seed,
+  });
   let ops = 0;
   let done = 0;
   for await (const chunk of readChunks(img)) {
-    hash.update(chunk);
     for (const op of matcher.push(chunk)) {
       await conn.send(opMessage(op));
       ops++;
     }
+    for (const [i, d] of matcher.takeAligned()) hash.offer(i, d);
+    hash.update(chunk);
     done += chunk.length;
     onProgress?.({ phase: 'delta', done, total: img.size, matched: matcher.stats.matchedBytes, literal: matcher.stats.literalBytes });
   }
@@ -120,9 +131,9 @@ export interface DeltaSink {
 }
 
 /** A sink writing a temp file beside `outPath`, renamed over it after verification. */
-export async function tempFileSink(basis: ImageHandle, outPath: string, targetSize: number): Promise<DeltaSink> {
+export async function tempFileSink(basis: ImageHandle, outPath: string, targetSize: number, spec: ImageHashSpec): Promise<DeltaSink> {
   const out = await ImageWriter.createTemp(outPath);
-  const patcher = new StreamPatcher(basis, out, targetSize);
+  const patcher = new StreamPatcher(basis, out, targetSize, spec);
   return {
     apply: (op) => patcher.apply(op),
     get position() {
@@ -141,8 +152,8 @@ export async function tempFileSink(basis: ImageHandle, outPath: string, targetSi
 }
 
 /** A sink patching `img` in place under an undo journal (see io/inplace.ts). */
-export async function inPlaceSink(img: ImageHandle, journalPath: string, id: string, targetSize: number): Promise<DeltaSink> {
-  const p = await InPlacePatcher.start(img, journalPath, { id, targetSize });
+export async function inPlaceSink(img: ImageHandle, journalPath: string, id: string, targetSize: number, spec: ImageHashSpec): Promise<DeltaSink> {
+  const p = await InPlacePatcher.start(img, journalPath, { id, targetSize }, spec);
   return {
     apply: (op) => p.apply(op),
     get position() {
@@ -171,13 +182,19 @@ export async function inPlaceSink(img: ImageHandle, journalPath: string, id: str
 export async function receiveDelta(
   conn: Connection,
   basis: ImageHandle,
-  makeSink: (targetSize: number) => Promise<DeltaSink>,
+  makeSink: (targetSize: number, spec: ImageHashSpec) => Promise<DeltaSink>,
   onProgress?: ProgressFn,
+  /** The signature this side sent: the delta must be made against it. */
+  sent?: SignatureParams,
 ): Promise<ReceiveDeltaResult> {
   const h = await conn.recv();
   if (h.type !== MsgType.DeltaHeader) throw new SyncError('ERR_PROTOCOL', 'expected a delta header');
   checkBasisSize(basis, h.basisSize);
-  const sink = await makeSink(h.targetSize);
+  const header = headerFromMessage(h);
+  if (sent && (header.blockSize !== sent.blockSize || header.strongAlg !== sent.strongAlg || !Buffer.from(header.seed).equals(sent.seed) || header.basisSize !== sent.imageSize)) {
+    throw new SyncError('ERR_PROTOCOL', 'the delta was not made against the signature this side sent (block size, hash or seed differ)');
+  }
+  const sink = await makeSink(h.targetSize, header);
   try {
     let ops = 0;
     for (;;) {

@@ -3,7 +3,7 @@ import { fc } from '@fast-check/vitest';
 import { mkdtemp, readFile, rm, writeFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createHash } from 'node:crypto';
+import { imageHashBuilder } from '../../src/core/imagehash.js';
 import { diff, signatureOf } from '../../src/core/whole.js';
 import { InPlacePatcher, rollbackAll } from '../../src/io/inplace.js';
 import { openImage } from '../../src/io/image.js';
@@ -19,7 +19,12 @@ afterAll(async () => {
 });
 
 let lastFromJournal = 0;
-const sha = (b: Uint8Array): Buffer => createHash('sha256').update(b).digest();
+const SPEC = { blockSize: 64, strongAlg: 'sha256' as const, seed: new Uint8Array(16) };
+const sha = (b: Uint8Array): Buffer => {
+  const h = imageHashBuilder(b.length, SPEC);
+  h.update(b);
+  return h.digest();
+};
 
 async function patchInPlace(basis: Uint8Array, target: Uint8Array, blockSize: number, name: string, batchBytes = 1): Promise<Buffer> {
   const path = join(dir, name);
@@ -27,7 +32,7 @@ async function patchInPlace(basis: Uint8Array, target: Uint8Array, blockSize: nu
   const ops = diff(signatureOf(basis, { blockSize }), target, 4096);
   const img = await openImage(path, 'r+');
   try {
-    const p = await InPlacePatcher.start(img, journalPathFor(path), { id: 't', targetSize: target.length });
+    const p = await InPlacePatcher.start(img, journalPathFor(path), { id: 't', targetSize: target.length }, SPEC);
     p.batchBytes = batchBytes;
     for (const op of ops) await p.apply(op);
     await p.finish(target.length, sha(target));
@@ -92,7 +97,7 @@ describe('in-place patching with dependencies between writes and copies', () => 
     await writeFile(path, basis);
     const ops = diff(signatureOf(basis, { blockSize: bs }), target);
     const img = await openImage(path, 'r+');
-    const p = await InPlacePatcher.start(img, journalPathFor(path), { id: 't', targetSize: target.length });
+    const p = await InPlacePatcher.start(img, journalPathFor(path), { id: 't', targetSize: target.length }, SPEC);
     for (const op of ops) await p.apply(op);
     await expect(p.finish(target.length, Buffer.alloc(32))).rejects.toMatchObject({ code: 'ERR_VERIFY_FAILED' });
     await p.rollback();
@@ -109,7 +114,7 @@ describe('in-place patching with dependencies between writes and copies', () => 
     await writeFile(path, basis);
     const ops = diff(signatureOf(basis, { blockSize: bs }), target);
     const img = await openImage(path, 'r+');
-    const p = await InPlacePatcher.start(img, journalPathFor(path), { id: 't', targetSize: target.length });
+    const p = await InPlacePatcher.start(img, journalPathFor(path), { id: 't', targetSize: target.length }, SPEC);
     for (const op of ops.slice(0, Math.ceil(ops.length / 2))) await p.apply(op);
     await p.suspend();
     const st = await readJournal(journalPathFor(path));

@@ -1,0 +1,130 @@
+/**
+ * The whole-image hash that the receiver verifies: a hash list over the
+ * image's aligned blocks,
+ *
+ *   H_i   = D(seed || block_i)            (32 bytes; block_i = image[i*bs, (i+1)*bs))
+ *   image = SHA-256("resync-image/1" || u64be size || u32be bs || seed || H_0 || ... || H_{n-1})
+ *
+ * with D the signature's strong hash at full length. It is as collision
+ * resistant as D, and it lets each side reuse block digests it computes
+ * anyway: the sender's aligned fast path yields H_i for unchanged blocks, and
+ * an in-place receiver knows H_i of blocks it never touched from its own
+ * signature pass. Nothing is hashed twice.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { ParamError, VerifyError } from './errors.js';
+import { StrongHasher, type StrongAlg } from './strong.js';
+
+const LABEL = Buffer.from('resync-image/1');
+
+/** What defines an image hash besides the bytes: the signature's block size, strong hash and seed. */
+export interface ImageHashSpec {
+  blockSize: number;
+  strongAlg: StrongAlg;
+  seed: Uint8Array;
+}
+
+/** A builder for an image of `size` bytes under `spec`. */
+export function imageHashBuilder(size: number, spec: ImageHashSpec): ImageHashBuilder {
+  return new ImageHashBuilder(size, spec.blockSize, spec.strongAlg, spec.seed);
+}
+
+/** Incremental builder of the image hash. Feed bytes in order; or state known block digests. */
+export class ImageHashBuilder {
+  private readonly outer: Hash = createHash('sha256');
+  private readonly hasher: StrongHasher;
+  private readonly partial: Uint8Array;
+  private partialLen = 0;
+  private pos = 0;
+  private readonly known = new Map<number, Uint8Array>();
+
+  constructor(
+    readonly size: number,
+    readonly blockSize: number,
+    alg: StrongAlg,
+    seed: Uint8Array,
+  ) {
+    this.hasher = new StrongHasher(alg, seed, 16);
+    this.partial = new Uint8Array(blockSize);
+    const head = Buffer.alloc(12);
+    head.writeUInt32BE(Math.floor(size / 0x1_0000_0000), 0);
+    head.writeUInt32BE(size >>> 0, 4);
+    head.writeUInt32BE(blockSize, 8);
+    this.outer.update(LABEL).update(head).update(seed);
+  }
+
+  /** Bytes consumed so far. */
+  get position(): number {
+    return this.pos;
+  }
+
+  /** The digest of block `i` is already known (computed over the same bytes): skip hashing it. */
+  offer(i: number, digest: Uint8Array): void {
+    if (i * this.blockSize >= this.pos) this.known.set(i, digest);
+  }
+
+  /** Feed the next bytes of the image. */
+  update(data: Uint8Array): void {
+    const bs = this.blockSize;
+    let p = 0;
+    if (this.pos + data.length > this.size) throw new ParamError(`image hash fed ${this.pos + data.length} bytes of a ${this.size}-byte image`);
+    while (p < data.length) {
+      const blockStart = this.pos - this.partialLen;
+      const idx = blockStart / bs;
+      const blockLen = Math.min(bs, this.size - blockStart);
+      const need = blockLen - this.partialLen;
+      const take = Math.min(need, data.length - p);
+      const k = this.known.get(idx);
+      if (k) {
+        // Nothing to hash; just count the bytes.
+        this.partialLen += take;
+      } else if (this.partialLen === 0 && take === blockLen) {
+        this.emit(idx, this.hasher.hash(data, p, p + take));
+        p += take;
+        this.pos += take;
+        continue;
+      } else {
+        this.partial.set(data.subarray(p, p + take), this.partialLen);
+        this.partialLen += take;
+      }
+      p += take;
+      this.pos += take;
+      if (this.partialLen === blockLen) {
+        this.emit(idx, k ?? this.hasher.hash(this.partial, 0, blockLen));
+        this.partialLen = 0;
+      }
+    }
+  }
+
+  /** Append the digest of the next whole block (the caller hashed it). */
+  pushDigest(i: number, blockLen: number, digest: Uint8Array): void {
+    if (this.partialLen !== 0 || i * this.blockSize !== this.pos) throw new ParamError(`block ${i} is not next in the image hash`);
+    this.emit(i, digest);
+    this.pos += blockLen;
+  }
+
+  /**
+   * Advance over whole blocks whose digests the caller knows (an untouched
+   * range of an in-place target). `start` must be the current, block-aligned
+   * position. Returns false (and consumes nothing) if that is not the case.
+   */
+  skipKnown(start: number, length: number, digestOf: (i: number) => Uint8Array): boolean {
+    const bs = this.blockSize;
+    const end = start + length;
+    if (start !== this.pos || this.partialLen !== 0 || start % bs !== 0 || (end % bs !== 0 && end !== this.size)) return false;
+    for (let i = start / bs; i * bs < end; i++) this.emit(i, digestOf(i));
+    this.pos = end;
+    return true;
+  }
+
+  /** Final digest; the image must have been fed completely. */
+  digest(): Buffer {
+    if (this.pos !== this.size) throw new VerifyError(`image hash covers ${this.pos} of ${this.size} bytes`);
+    return this.outer.digest();
+  }
+
+  private emit(i: number, d: Uint8Array): void {
+    this.known.delete(i);
+    this.outer.update(d.length === 32 ? d : d.subarray(0, 32));
+  }
+}
