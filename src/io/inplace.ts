@@ -43,6 +43,7 @@ export class InPlacePatcher {
   private sinceCheckpoint = 0;
   /** Current length of the image file (grows as output passes the old end). */
   private fileSize: number;
+  private basisDigests: Uint8Array | null = null;
 
   /** Bytes of pending writes that trigger a journaled flush (small in tests to force hazards). */
   batchBytes = BATCH;
@@ -82,6 +83,15 @@ export class InPlacePatcher {
     return p;
   }
 
+  /**
+   * Full digests of the basis's blocks, from this side's own signature pass.
+   * A copy of whole blocks onto themselves (unchanged data, never overwritten)
+   * is then verified from these digests instead of being read back.
+   */
+  useBasisDigests(d: Uint8Array): void {
+    this.basisDigests = d;
+  }
+
   /** Output bytes planned so far. */
   get position(): number {
     return this.planner.position;
@@ -106,6 +116,9 @@ export class InPlacePatcher {
       await this.queue(w.dst + skip, data);
       return;
     }
+    const d = this.basisDigests;
+    // Whole unchanged blocks in place: nothing to read, write or hash again.
+    if (d && skip === 0 && w.src === w.dst && w.src >= this.extents.end && this.hash.skipKnown(w.dst, w.length, (i) => d.subarray(i * 32, i * 32 + 32))) return;
     for (let done = skip; done < w.length; ) {
       const n = Math.min(IO_CHUNK, w.length - done);
       const src = w.src + done;

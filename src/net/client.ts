@@ -128,7 +128,7 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
         basis,
         async (size, spec) => {
           if (basis.isBlockDevice && size > basis.size) throw new SyncError('ERR_PARAM', `the remote image is ${size} bytes; ${imagePath} is a ${basis.size}-byte block device`);
-          return inPlace ? inPlaceSink(basis, jpath, sessionId, size, spec) : tempFileSink(basis, imagePath, size, spec);
+          return inPlace ? inPlaceSink(basis, jpath, sessionId, size, spec, sent.fullDigests) : tempFileSink(basis, imagePath, size, spec);
         },
         opts.onProgress,
         sent,

@@ -142,7 +142,7 @@ export class ResyncServer {
         if (basis.isBlockDevice && size > basis.size) {
           throw new SyncError('ERR_PARAM', `the source is ${size} bytes but the volume is a ${basis.size}-byte block device`);
         }
-        return inPlace ? inPlaceSink(basis, jpath, sessionId, size, spec) : tempFileSink(basis, vol.path, size, spec);
+        return inPlace ? inPlaceSink(basis, jpath, sessionId, size, spec, sent.fullDigests) : tempFileSink(basis, vol.path, size, spec);
       }, undefined, sent);
       await conn.send({ type: MsgType.Result, ok: true, bytesWritten: r.targetSize, targetHash: r.targetHash });
     } finally {

@@ -23,9 +23,16 @@ import type { ProgressFn } from '../api-files.js';
 import type { Connection } from './connection.js';
 
 /** Stream the signature of `img` to the peer. */
-export async function sendSignature(conn: Connection, img: ImageHandle, blockSize: number | undefined, onProgress?: ProgressFn): Promise<SignatureParams> {
+export async function sendSignature(
+  conn: Connection,
+  img: ImageHandle,
+  blockSize: number | undefined,
+  onProgress?: ProgressFn,
+): Promise<SignatureParams & { fullDigests: Uint8Array | null }> {
   const params = makeSignatureParams(img.size, randomBytes(SEED_LEN), { blockSize });
-  const gen = new SignatureGenerator(params);
+  // Keep full block digests (32 bytes a block, bounded by the block-count cap) so
+  // an in-place receiver can verify untouched blocks without reading them again.
+  const gen = new SignatureGenerator(params, { keepFullDigests: true });
   await conn.send(sigHeaderMessage(params));
   let blocks = 0;
   let done = 0;
@@ -42,7 +49,7 @@ export async function sendSignature(conn: Connection, img: ImageHandle, blockSiz
     blocks += c.weak.length;
   }
   await conn.send({ type: MsgType.SigEnd, blockCount: blocks, basisHash: null, digest: null });
-  return params;
+  return { ...params, fullDigests: gen.fullDigests };
 }
 
 /** Receive a whole signature (bounded by MAX_BLOCKS), indexed for matching. */
@@ -152,8 +159,16 @@ export async function tempFileSink(basis: ImageHandle, outPath: string, targetSi
 }
 
 /** A sink patching `img` in place under an undo journal (see io/inplace.ts). */
-export async function inPlaceSink(img: ImageHandle, journalPath: string, id: string, targetSize: number, spec: ImageHashSpec): Promise<DeltaSink> {
+export async function inPlaceSink(
+  img: ImageHandle,
+  journalPath: string,
+  id: string,
+  targetSize: number,
+  spec: ImageHashSpec,
+  basisDigests?: Uint8Array | null,
+): Promise<DeltaSink> {
   const p = await InPlacePatcher.start(img, journalPath, { id, targetSize }, spec);
+  if (basisDigests) p.useBasisDigests(basisDigests);
   return {
     apply: (op) => p.apply(op),
     get position() {

@@ -124,3 +124,39 @@ describe('in-place patching with dependencies between writes and copies', () => 
     expect((await readFile(path)).equals(basis)).toBe(true);
   });
 });
+
+describe('untouched blocks verified from the signature pass digests', () => {
+  test('correct digests verify without reading; a tampered digest fails verification and rolls back', async () => {
+    const { SignatureGenerator, makeSignatureParams } = await import('../../src/core/signature.js');
+    const bs = SPEC.blockSize;
+    const basis = Buffer.from(Array.from({ length: 100 * bs }, (_, i) => (i * 2654435761) >>> 17));
+    const target = Buffer.from(basis);
+    target.fill(1, 10 * bs, 11 * bs);
+    const gen = new SignatureGenerator(makeSignatureParams(basis.length, SPEC.seed, { blockSize: bs }), { keepFullDigests: true });
+    gen.push(basis);
+    gen.end();
+    const digests = gen.fullDigests!;
+    const ops = diff(signatureOf(basis, { blockSize: bs, seed: SPEC.seed }), target);
+    for (const tamper of [false, true]) {
+      const path = join(dir, `digests-${tamper}.img`);
+      await writeFile(path, basis);
+      const img = await openImage(path, 'r+');
+      const p = await InPlacePatcher.start(img, journalPathFor(path), { id: 't', targetSize: target.length }, SPEC);
+      const d = Buffer.from(digests);
+      if (tamper) d[50 * 32] ^= 1;
+      p.useBasisDigests(d);
+      for (const op of ops) await p.apply(op);
+      if (tamper) {
+        await expect(p.finish(target.length, sha(target))).rejects.toMatchObject({ code: 'ERR_VERIFY_FAILED' });
+        await p.rollback();
+        await img.fh.close();
+        expect((await readFile(path)).equals(basis)).toBe(true);
+      } else {
+        await p.finish(target.length, sha(target));
+        await img.fh.close();
+        expect((await readFile(path)).equals(target)).toBe(true);
+        expect(p.io.bytesWritten).toBe(bs);
+      }
+    }
+  });
+});
