@@ -47,12 +47,23 @@ export class DeltaMatcher {
   /** (blockSize * byte) mod 65521 for every byte value: the roll's only multiplication. */
   private readonly outTab = new Int32Array(256);
 
-  constructor(sig: Signature, opts: { maxLiteral?: number } = {}) {
+  private readonly ownDigests: Uint8Array | null;
+  private readonly ownLen: number;
+
+  /**
+   * `ownDigests`: optional strong-hash prefixes (signature strongLen bytes
+   * each, same seed) of the NEW image's aligned blocks, computed ahead (e.g.
+   * while the signature was still arriving). The aligned fast path then
+   * compares instead of hashing.
+   */
+  constructor(sig: Signature, opts: { maxLiteral?: number; ownDigests?: Uint8Array } = {}) {
     if (!sig.isComplete) throw new ParamError('the signature is incomplete');
     this.sig = sig;
     this.bs = sig.params.blockSize;
     this.hasher = new StrongHasher(sig.params.strongAlg, sig.params.seed, sig.params.strongLen);
     this.maxLiteral = Math.max(1, Math.min(opts.maxLiteral ?? MAX_LITERAL, MAX_LITERAL));
+    this.ownDigests = opts.ownDigests ?? null;
+    this.ownLen = sig.params.strongLen;
     for (let x = 0; x < 256; x++) this.outTab[x] = ((this.bs % ADLER_MOD) * x) % ADLER_MOD;
   }
 
@@ -76,9 +87,14 @@ export class DeltaMatcher {
     if (data.length === 0) return out;
     // Keep only what is still needed (pending literal + window) and append.
     const keep = this.buf.subarray(this.lit);
-    const nb = new Uint8Array(keep.length + data.length);
-    nb.set(keep, 0);
-    nb.set(data, keep.length);
+    let nb: Uint8Array;
+    if (keep.length === 0) {
+      nb = data; // the common case on block-aligned chunks: no copy
+    } else {
+      nb = new Uint8Array(keep.length + data.length);
+      nb.set(keep, 0);
+      nb.set(data, keep.length);
+    }
     this.bufPos += this.lit;
     this.p -= this.lit;
     this.lit = 0;
@@ -140,7 +156,14 @@ export class DeltaMatcher {
       }
       let strongAt = -1;
       let strong: Uint8Array = EMPTY;
-      if (cand >= 0) {
+      const own = this.ownDigests;
+      if (own && cand >= 0 && cand * bs === abs) {
+        // Digests of our own aligned blocks were computed ahead: compare, do not hash.
+        if (sig.strongEquals(cand, own.subarray(cand * this.ownLen, cand * this.ownLen + this.ownLen))) {
+          p = this.matched(p, cand, out);
+          continue;
+        }
+      } else if (cand >= 0) {
         strong = this.hasher.hash(buf, p, p + bs);
         strongAt = p;
         if (abs % bs === 0) this.aligned.push([abs / bs, strong]);

@@ -9,7 +9,7 @@ import { clientProof, macEquals, newNonce, serverProof } from '../../protocol/au
 import type { ReadyMsg } from '../../protocol/messages.js';
 import type { ProgressFn } from '../api-files.js';
 import { dial, type Connection } from './connection.js';
-import { inPlaceSink, receiveDelta, receiveSignature, sendDelta, sendSignature, tempFileSink } from './transfer.js';
+import { inPlaceSink, receiveDelta, receiveSignatureWithPrepass, sendDelta, sendSignature, tempFileSink } from './transfer.js';
 import { journalPathFor } from '../io/journal.js';
 import { settleJournal } from '../io/inplace.js';
 
@@ -78,8 +78,8 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
   try {
     conn = await connectAuthenticated(opts);
     const ready = await openSession(conn, 'push', opts, img.size);
-    const sig = await receiveSignature(conn);
-    const d = await sendDelta(conn, sig, img, opts.onProgress);
+    const rs = await receiveSignatureWithPrepass(conn, img, opts.onProgress);
+    const d = await sendDelta(conn, rs, img, opts.onProgress);
     const res = await conn.recv();
     if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
     if (!res.ok || !Buffer.from(res.targetHash).equals(d.targetHash)) {
@@ -90,7 +90,7 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
       ...d,
       resumedFrom: ready.resumeFrom,
       imageSize: img.size,
-      blockSize: sig.params.blockSize,
+      blockSize: rs.sig.params.blockSize,
       bytesSent: conn.bytesOut,
       bytesReceived: conn.bytesIn,
       elapsedMs: performance.now() - t0,

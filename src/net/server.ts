@@ -13,7 +13,7 @@ import { MsgType, PROTOCOL_VERSION } from '../../protocol/constants.js';
 import { macEquals, newNonce, clientProof, serverProof } from '../../protocol/auth.js';
 import { Connection } from './connection.js';
 import type { ServerConfig, VolumeConfig } from './config.js';
-import { inPlaceSink, receiveDelta, receiveSignature, sendDelta, sendSignature, tempFileSink } from './transfer.js';
+import { inPlaceSink, receiveDelta, receiveSignatureWithPrepass, sendDelta, sendSignature, tempFileSink } from './transfer.js';
 import { journalPathFor, readJournal } from '../io/journal.js';
 import { settleJournal } from '../io/inplace.js';
 
@@ -157,8 +157,8 @@ export class ResyncServer {
     const img = await openImage(vol.path);
     try {
       await conn.send({ type: MsgType.Ready, imageSize: img.size, sessionId: randomBytes(8).toString('hex'), resumeFrom: 0 });
-      const sig = await receiveSignature(conn);
-      if (mode === 'pull') await sendDelta(conn, sig, img);
+      const rs = await receiveSignatureWithPrepass(conn, img);
+      if (mode === 'pull') await sendDelta(conn, rs, img);
       const res = await conn.recv();
       if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
     } finally {

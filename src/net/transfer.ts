@@ -6,11 +6,11 @@
  */
 import { randomBytes } from 'node:crypto';
 import { BasisMismatchError, SyncError, isSyncError } from '../core/errors.js';
-import { SEED_LEN } from '../core/limits.js';
+import { IO_CHUNK, SEED_LEN } from '../core/limits.js';
 import { DeltaMatcher } from '../core/matcher.js';
 import type { DeltaOp, DeltaStats } from '../core/ops.js';
 import { Signature, SignatureGenerator, makeSignatureParams, type SignatureParams } from '../core/signature.js';
-import { STRONG_ALGS } from '../core/strong.js';
+import { STRONG_ALGS, StrongHasher } from '../core/strong.js';
 import { imageHashBuilder, type ImageHashSpec } from '../core/imagehash.js';
 import { chunkFromMessage, paramsFromHeader, sigBlocksMessage, sigHeaderMessage } from '../format/sigfile.js';
 import { headerFromMessage, opMessage } from '../format/deltafile.js';
@@ -83,11 +83,71 @@ export interface SendDeltaResult extends DeltaStats {
   targetHash: Buffer;
 }
 
-/** Scan `img` against `sig` and stream the delta to the peer. */
-export async function sendDelta(conn: Connection, sig: Signature, img: ImageHandle, onProgress?: ProgressFn): Promise<SendDeltaResult> {
-  const matcher = new DeltaMatcher(sig);
+/** The sender's view after the signature arrived. */
+export interface ReceivedSignature {
+  sig: Signature;
+  /** Strong-hash prefixes of the sender's own aligned blocks (same seed), strongLen bytes each. */
+  own: Uint8Array;
+  /** Image hash of the sender's image under the signature's spec. */
+  targetHash: Buffer;
+}
+
+/**
+ * Receive the signature while hashing our own image's aligned blocks with
+ * its seed in parallel (the peer is busy computing the signature meanwhile).
+ * The matcher then only compares digests for blocks that did not move, and
+ * the image hash comes for free.
+ */
+export async function receiveSignatureWithPrepass(conn: Connection, img: ImageHandle, onProgress?: ProgressFn): Promise<ReceivedSignature> {
+  const h = await conn.recv();
+  if (h.type !== MsgType.SigHeader) throw new SyncError('ERR_PROTOCOL', 'expected a signature header');
+  const params = paramsFromHeader(h);
+  const sig = new Signature(params);
+  const bs = params.blockSize;
+  const sl = params.strongLen;
+  const own = new Uint8Array(Math.ceil(img.size / bs) * sl);
+  const image = imageHashBuilder(img.size, params);
+  const hasher = new StrongHasher(params.strongAlg, params.seed, sl);
+  const chunk = Math.max(bs, Math.floor(IO_CHUNK / bs) * bs);
+  const pre = (async () => {
+    let i = 0;
+    let done = 0;
+    for await (const c of readChunks(img, 0, img.size, chunk)) {
+      for (let p = 0; p < c.length; p += bs, i++) {
+        const e = Math.min(p + bs, c.length);
+        const full = hasher.hash(c, p, e);
+        own.set(full.subarray(0, sl), i * sl);
+        image.pushDigest(i, e - p, full);
+      }
+      done += c.length;
+      onProgress?.({ phase: 'hash', done, total: img.size });
+    }
+  })();
+  // If receiving fails first, the prepass must not end as an unobserved rejection.
+  pre.catch(() => undefined);
+  for (;;) {
+    const m = await conn.recv();
+    if (m.type === MsgType.SigBlocks) {
+      sig.addChunk(chunkFromMessage(m, params));
+      continue;
+    }
+    if (m.type === MsgType.SigEnd) {
+      if (m.blockCount !== sig.receivedBlocks || !sig.isComplete) {
+        throw new SyncError('ERR_CORRUPT', `signature ended after ${sig.receivedBlocks} of ${sig.blockCount} blocks`);
+      }
+      break;
+    }
+    throw new SyncError('ERR_PROTOCOL', 'expected signature blocks');
+  }
+  await pre;
+  return { sig, own, targetHash: image.digest() };
+}
+
+/** Scan `img` against the signature and stream the delta to the peer. */
+export async function sendDelta(conn: Connection, rs: ReceivedSignature, img: ImageHandle, onProgress?: ProgressFn): Promise<SendDeltaResult> {
+  const { sig, own, targetHash } = rs;
+  const matcher = new DeltaMatcher(sig, { ownDigests: own });
   const sp = sig.params;
-  const hash = imageHashBuilder(img.size, sp);
   await conn.send({
     type: MsgType.DeltaHeader,
     blockSize: sp.blockSize,
@@ -99,21 +159,19 @@ export async function sendDelta(conn: Connection, sig: Signature, img: ImageHand
   });
   let ops = 0;
   let done = 0;
-  for await (const chunk of readChunks(img)) {
-    for (const op of matcher.push(chunk)) {
+  const chunk = Math.max(sp.blockSize, Math.floor(IO_CHUNK / sp.blockSize) * sp.blockSize);
+  for await (const c of readChunks(img, 0, img.size, chunk)) {
+    for (const op of matcher.push(c)) {
       await conn.send(opMessage(op));
       ops++;
     }
-    for (const [i, d] of matcher.takeAligned()) hash.offer(i, d);
-    hash.update(chunk);
-    done += chunk.length;
+    done += c.length;
     onProgress?.({ phase: 'delta', done, total: img.size, matched: matcher.stats.matchedBytes, literal: matcher.stats.literalBytes });
   }
   for (const op of matcher.end()) {
     await conn.send(opMessage(op));
     ops++;
   }
-  const targetHash = hash.digest();
   await conn.send({ type: MsgType.DeltaEnd, targetSize: img.size, targetHash, opCount: ops, digest: null });
   return { ...matcher.stats, targetSize: img.size, targetHash };
 }

@@ -65,3 +65,23 @@ describe('round trip patch(basis, delta(sig(basis), new)) == new', () => {
     expect(Buffer.from(applyDelta(basis, ops, target.length)).equals(target)).toBe(true);
   });
 });
+
+describe('matcher with precomputed digests of the new image', () => {
+  fcTest.prop([fc.uint8Array({ maxLength: 20_000 }), fc.array(edit, { maxLength: 6 }), fc.constantFrom(16, 64, 512), fc.boolean()], { numRuns: 150 })(
+    'gives a correct delta, and a wrong digest cannot fake a match',
+    async (basis, edits, blockSize, corrupt) => {
+      const { DeltaMatcher } = await import('../../src/core/matcher.js');
+      const { StrongHasher } = await import('../../src/core/strong.js');
+      const target = applyEdits(basis, edits);
+      const sig = signatureOf(basis, { blockSize });
+      const sl = sig.params.strongLen;
+      const h = new StrongHasher(sig.params.strongAlg, sig.params.seed, sl);
+      const own = new Uint8Array(Math.ceil(target.length / blockSize) * sl);
+      for (let p = 0, i = 0; p < target.length; p += blockSize, i++) own.set(h.hash(target, p, Math.min(p + blockSize, target.length)).subarray(0, sl), i * sl);
+      if (corrupt && own.length > 0) own[0] ^= 0xff; // claims block 0 differs: must fall back to scanning
+      const m = new DeltaMatcher(sig, { ownDigests: own });
+      const ops = [...m.push(target), ...m.end()];
+      expect(Buffer.from(applyDelta(basis, ops, target.length)).equals(Buffer.from(target))).toBe(true);
+    },
+  );
+});
