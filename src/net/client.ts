@@ -63,7 +63,8 @@ export async function connectAuthenticated(opts: ClientOptions): Promise<Connect
   }
 }
 
-async function openSession(conn: Connection, mode: 'push' | 'pull' | 'verify', opts: ClientOptions, imageSize: number): Promise<ReadyMsg> {
+/** Open a session on the volume after authentication; returns the server's Ready. */
+export async function openSession(conn: Connection, mode: 'push' | 'pull' | 'verify', opts: ClientOptions, imageSize: number): Promise<ReadyMsg> {
   await conn.send({ type: MsgType.Open, mode, volume: opts.volume, imageSize, blockSize: opts.blockSize ?? 0, resumeId: '' });
   const r = await conn.recv();
   if (r.type !== MsgType.Ready) throw new SyncError('ERR_PROTOCOL', 'expected ready');

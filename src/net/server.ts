@@ -114,7 +114,8 @@ export class ResyncServer {
       try {
         this.log({ level: 'info', msg: `${open.mode} started`, peer, volume: open.volume });
         if (open.mode === 'push') await this.servePush(conn, vol, open.blockSize, open.imageSize);
-        else await this.servePull(conn, vol, open.mode);
+        else if (open.mode === 'pull') await this.servePull(conn, vol);
+        else await this.serveVerify(conn, vol, open.blockSize, open.imageSize);
         this.sessionsDone++;
         this.log({ level: 'info', msg: `${open.mode} finished`, peer, volume: open.volume });
       } finally {
@@ -150,15 +151,33 @@ export class ResyncServer {
     }
   }
 
-  private async servePull(conn: Connection, vol: VolumeConfig, mode: 'pull' | 'verify'): Promise<void> {
+  /** verify: send our signature; the client compares and reports; nothing is written. */
+  private async serveVerify(conn: Connection, vol: VolumeConfig, blockSize: number, clientSize: number): Promise<void> {
+    await this.refuseUnfinished(vol);
+    const img = await openImage(vol.path);
+    try {
+      await conn.send({ type: MsgType.Ready, imageSize: img.size, sessionId: randomBytes(8).toString('hex'), resumeFrom: 0 });
+      await sendSignature(conn, img, blockSize || defaultBlockSize(Math.max(img.size, clientSize)));
+      const res = await conn.recv();
+      if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
+    } finally {
+      await img.fh.close();
+    }
+  }
+
+  private async refuseUnfinished(vol: VolumeConfig): Promise<void> {
     if (await readJournal(journalPathFor(vol.path))) {
       throw new SyncError('ERR_BUSY', 'an earlier push to this volume did not finish; push again to complete it before reading it');
     }
+  }
+
+  private async servePull(conn: Connection, vol: VolumeConfig): Promise<void> {
+    await this.refuseUnfinished(vol);
     const img = await openImage(vol.path);
     try {
       await conn.send({ type: MsgType.Ready, imageSize: img.size, sessionId: randomBytes(8).toString('hex'), resumeFrom: 0 });
       const rs = await receiveSignatureWithPrepass(conn, img);
-      if (mode === 'pull') await sendDelta(conn, rs, img);
+      await sendDelta(conn, rs, img);
       const res = await conn.recv();
       if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
     } finally {
