@@ -1,0 +1,250 @@
+/**
+ * The delta scan over an rdiff signature: slide a block-length window over the
+ * new file with the signature's rolling checksum, look each weak sum up, and
+ * confirm hits with the strong hash. Emits the engine's DeltaOps.
+ *
+ * It makes the same decisions as librsync at every offset:
+ *  - a full window is looked up; on a match the copy is taken, the window
+ *    jumps past it and the weak sum is recomputed from scratch;
+ *  - on a miss the window slides one byte (rotate) and the byte becomes literal;
+ *  - at end of input the window shrinks from the front (roll-out) so the
+ *    basis's short last block can match the end of the new file;
+ *  - adjacent copies are merged, and misses are cut every RDIFF_MAX_MISS_LEN
+ *    bytes by default.
+ * So for a given signature the op stream matches `rdiff delta`'s command for
+ * command (except for an empty signature, where rdiff's literal sizes follow
+ * its buffers).
+ *
+ * Streaming: push chunks of any size. Memory is the pending literal (at most
+ * `maxLiteral`) plus one block, plus the signature.
+ */
+import { ParamError } from '../../core/errors.js';
+import { MAX_LITERAL, MAX_WEAK_COLLISIONS } from '../../core/limits.js';
+import { emptyStats, type DeltaOp, type DeltaStats } from '../../core/ops.js';
+import { RDIFF_MAX_MISS_LEN } from './constants.js';
+import { RdiffStrongSummer, WEAK_MIX, type RdiffSignature } from './signature.js';
+import { RABINKARP_ADJ, RABINKARP_MULT, ROLLSUM_CHAR_OFFSET, RabinKarp, Rollsum, createWeakSum, type WeakSum } from './weak.js';
+
+const EMPTY = new Uint8Array(0);
+
+/** Options for the scan. */
+export interface RdiffMatcherOptions {
+  /** Longest literal op emitted (default RDIFF_MAX_MISS_LEN, like rdiff; at most MAX_LITERAL). */
+  maxLiteral?: number | undefined;
+}
+
+/** Streaming delta generator over one rdiff signature. */
+export class RdiffDeltaMatcher {
+  readonly stats: DeltaStats = emptyStats();
+  private readonly sig: RdiffSignature;
+  private readonly bs: number;
+  private readonly strong: RdiffStrongSummer;
+  private readonly weak: WeakSum;
+  private readonly maxLiteral: number;
+  /** Unprocessed input; buf[0] is at absolute position bufPos. */
+  private buf: Uint8Array = EMPTY;
+  private bufPos = 0;
+  /** Window start within buf. */
+  private p = 0;
+  /** Start of the pending literal within buf (<= p). */
+  private lit = 0;
+  /** Absolute position whose current window was already looked up and missed, or -1. */
+  private missedAt = -1;
+  private pendCopyOff = -1;
+  private pendCopyLen = 0;
+  private ended = false;
+  private scanned = 0;
+
+  constructor(sig: RdiffSignature, opts: RdiffMatcherOptions = {}) {
+    this.sig = sig;
+    this.bs = sig.params.blockLen;
+    this.strong = new RdiffStrongSummer(sig.strongKind, sig.params.strongLen);
+    this.weak = createWeakSum(sig.weakKind);
+    const ml = opts.maxLiteral ?? RDIFF_MAX_MISS_LEN;
+    if (!Number.isSafeInteger(ml) || ml < 1 || ml > MAX_LITERAL) throw new ParamError(`maxLiteral ${ml} is outside 1..${MAX_LITERAL}`);
+    this.maxLiteral = ml;
+  }
+
+  /** Bytes of the new file consumed so far. */
+  get bytesIn(): number {
+    return this.scanned;
+  }
+
+  /** Feed the next bytes of the new file; returns the ops that are final. */
+  push(data: Uint8Array): DeltaOp[] {
+    if (this.ended) throw new ParamError('push after end');
+    this.scanned += data.length;
+    const out: DeltaOp[] = [];
+    if (data.length === 0) return out;
+    // Keep only the pending literal and the window, then append.
+    const keep = this.buf.subarray(this.lit);
+    const nb = new Uint8Array(keep.length + data.length);
+    nb.set(keep, 0);
+    nb.set(data, keep.length);
+    this.bufPos += this.lit;
+    this.p -= this.lit;
+    this.lit = 0;
+    this.buf = nb;
+    this.scan(out);
+    return out;
+  }
+
+  /** The new file is complete: shrink the window over the tail and flush. */
+  end(): DeltaOp[] {
+    if (this.ended) throw new ParamError('end called twice');
+    this.ended = true;
+    const out: DeltaOp[] = [];
+    const buf = this.buf;
+    const len = buf.length;
+    const w = this.weak;
+    let p = this.p;
+    if (this.sig.blockCount === 0) p = len;
+    // Here len - p <= block length, so every window reaches the end of the input.
+    while (p < len) {
+      if (w.count === 0) w.update(buf, p, len);
+      if (this.missedAt !== this.bufPos + p) {
+        const n = w.count;
+        const i = this.sig.find(w.digest(), buf, p, p + n, this.strong, MAX_WEAK_COLLISIONS);
+        if (i >= 0) {
+          this.matched(p, i, n, out);
+          p += n;
+          this.lit = p;
+          w.reset();
+          continue;
+        }
+      }
+      w.rollOut(buf[p]!);
+      p++;
+      this.missedAt = -1;
+      if (p - this.lit >= this.maxLiteral) this.emitLiteral(p, out);
+    }
+    this.p = len;
+    this.emitLiteral(len, out);
+    this.flushCopy(out);
+    this.buf = EMPTY;
+    return out;
+  }
+
+  private scan(out: DeltaOp[]): void {
+    const sig = this.sig;
+    const bs = this.bs;
+    const buf = this.buf;
+    const len = buf.length;
+    const w = this.weak;
+    const maxLit = this.maxLiteral;
+    const strong = this.strong;
+    let p = this.p;
+    if (sig.blockCount === 0) {
+      // Nothing can match: everything is literal.
+      while (len - this.lit >= maxLit) this.emitLiteral(this.lit + maxLit, out);
+      this.p = len;
+      return;
+    }
+    while (p + bs <= len) {
+      if (w.count === 0) w.update(buf, p, p + bs);
+      if (p - this.lit >= maxLit) this.emitLiteral(p, out);
+      if (this.missedAt !== this.bufPos + p) {
+        const i = sig.find(w.digest(), buf, p, p + bs, strong, MAX_WEAK_COLLISIONS);
+        if (i >= 0) {
+          this.matched(p, i, bs, out);
+          p += bs;
+          this.lit = p;
+          w.reset();
+          continue;
+        }
+      }
+      // Sliding needs the byte after the window; otherwise wait for more input.
+      if (p + bs >= len) {
+        this.missedAt = this.bufPos + p;
+        break;
+      }
+      p = slide(w, sig, buf, p, Math.min(len - bs, this.lit + maxLit), bs);
+    }
+    this.p = p;
+  }
+
+  /** Record a match of block i, `n` bytes long, at window p. */
+  private matched(p: number, i: number, n: number, out: DeltaOp[]): void {
+    this.emitLiteral(p, out);
+    this.emitCopy(i * this.bs, n, out);
+    this.missedAt = -1;
+  }
+
+  private emitLiteral(upTo: number, out: DeltaOp[]): void {
+    const s = this.lit;
+    if (upTo <= s) return;
+    this.flushCopy(out);
+    // A view is safe: push() always builds a new buffer and never writes an old one.
+    out.push({ kind: 'literal', data: this.buf.subarray(s, upTo) });
+    this.stats.literalBytes += upTo - s;
+    this.stats.literalOps++;
+    this.lit = upTo;
+  }
+
+  private emitCopy(offset: number, length: number, out: DeltaOp[]): void {
+    this.stats.matchedBytes += length;
+    if (this.pendCopyOff >= 0 && this.pendCopyOff + this.pendCopyLen === offset) {
+      this.pendCopyLen += length;
+      return;
+    }
+    this.flushCopy(out);
+    this.pendCopyOff = offset;
+    this.pendCopyLen = length;
+  }
+
+  private flushCopy(out: DeltaOp[]): void {
+    if (this.pendCopyOff < 0) return;
+    out.push({ kind: 'copy', offset: this.pendCopyOff, length: this.pendCopyLen });
+    this.stats.copyOps++;
+    this.pendCopyOff = -1;
+    this.pendCopyLen = 0;
+  }
+}
+
+/**
+ * Slide a full window from `p` (already looked up) at least one byte, and on
+ * while the signature's filter rules out the window's weak sum, stopping at
+ * `stop` at the latest. Returns the new window start; the caller looks it up.
+ * This is the scan's inner loop, so it keeps the sums in locals, once per kind.
+ * Requires p < stop <= buf.length - bs.
+ */
+function slide(w: WeakSum, sig: RdiffSignature, buf: Uint8Array, p: number, stop: number, bs: number): number {
+  const filter = sig.filter;
+  const shift = sig.filterShift;
+  const n = w.count;
+  if (w instanceof Rollsum) {
+    let s1 = w.s1;
+    let s2 = w.s2;
+    do {
+      const o = buf[p]!;
+      s1 = (s1 + buf[p + bs]! - o) & 0xffff;
+      s2 = (s2 + s1 - Math.imul(n, o + ROLLSUM_CHAR_OFFSET)) & 0xffff;
+      p++;
+      const f = Math.imul(((s2 << 16) | s1) >>> 0, WEAK_MIX) >>> shift;
+      if ((filter[f >>> 5]! & (1 << (f & 31))) !== 0) break;
+    } while (p < stop);
+    w.s1 = s1;
+    w.s2 = s2;
+    return p;
+  }
+  const rk = w as RabinKarp;
+  let h = rk.hash;
+  const m = rk.mult;
+  do {
+    h = (Math.imul(h, RABINKARP_MULT) + buf[p + bs]! - Math.imul(m, buf[p]! + RABINKARP_ADJ)) | 0;
+    p++;
+    const f = Math.imul(h, WEAK_MIX) >>> shift;
+    if ((filter[f >>> 5]! & (1 << (f & 31))) !== 0) break;
+  } while (p < stop);
+  rk.hash = h;
+  return p;
+}
+
+/** Delta ops turning the signature's basis into `target`, fed in `chunk`-byte pieces. */
+export function rdiffDiff(sig: RdiffSignature, target: Uint8Array, opts: RdiffMatcherOptions = {}, chunk = 1 << 20): DeltaOp[] {
+  const m = new RdiffDeltaMatcher(sig, opts);
+  const ops: DeltaOp[] = [];
+  for (let p = 0; p < target.length; p += chunk) ops.push(...m.push(target.subarray(p, p + chunk)));
+  ops.push(...m.end());
+  return ops;
+}
