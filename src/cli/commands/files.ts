@@ -1,6 +1,6 @@
 /** `resync signature|delta|patch`: the offline file commands. */
 import type { Argv } from 'yargs';
-import { deltaFile, patchFile, signatureFile } from '../../api-files.js';
+import { deltaFile, patchFile, recoverImage, signatureFile } from '../../api-files.js';
 import { rdiffDeltaFile, rdiffPatchFile, rdiffSignatureFile } from '../../api-rdiff.js';
 import { RDIFF_DEFAULT_SIG_TYPE, RDIFF_SIG_TYPES, type RdiffSigType } from '../../format/rdiff/constants.js';
 import type { StrongAlg } from '../../core/strong.js';
@@ -88,18 +88,24 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
         }),
     )
     .command(
-      'patch <basis> <delta> <output>',
-      'Apply DELTA to BASIS, writing OUTPUT (atomically: a temp file renamed after verification)',
+      'patch <basis> <delta> [output]',
+      'Apply DELTA to BASIS, writing OUTPUT (a temp file renamed after verification), or BASIS itself with --in-place',
       (a) =>
         a
           .positional('basis', { type: 'string', demandOption: true })
           .positional('delta', { type: 'string', demandOption: true })
-          .positional('output', { type: 'string', demandOption: true, describe: 'may be the basis itself: it is replaced only after verification' })
-          .option('format', FORMAT_OPTION),
+          .positional('output', { type: 'string', describe: 'new image; may be the basis itself (replaced only after verification)' })
+          .option('format', FORMAT_OPTION)
+          .option('in-place', { type: 'boolean', default: false, describe: 'patch BASIS itself, writing only what changed, under an undo journal (BASIS.resync-journal)' })
+          .option('resume', { type: 'boolean', default: false, describe: 'continue an interrupted --in-place patch of the same delta' })
+          .check((v) => {
+            if (!v['in-place'] && !v.resume && !v.output) throw new Error('give OUTPUT, or --in-place to patch BASIS itself');
+            return true;
+          }),
       (argv) =>
         runCommand('patch', argv, async (progress) => {
           if (argv.format === 'rdiff') {
-            const r = await rdiffPatchFile(argv.basis, argv.delta, argv.output, { onProgress: progress });
+            const r = await rdiffPatchFile(argv.basis, argv.delta, argv.output ?? argv.basis, { onProgress: progress });
             return {
               format: 'rdiff',
               imageSize: r.imageSize,
@@ -112,16 +118,28 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
               elapsedMs: r.elapsedMs,
             };
           }
-          const r = await patchFile(argv.basis, argv.delta, argv.output, { onProgress: progress });
+          const inPlace = argv['in-place'] || argv.resume;
+          const r = await patchFile(argv.basis, argv.delta, inPlace ? (argv.output ?? argv.basis) : argv.output!, { onProgress: progress, inPlace, resume: argv.resume });
           return {
             imageSize: r.imageSize,
             matchedBytes: r.matchedBytes,
             literalBytes: r.literalBytes,
             copyOps: r.copyOps,
             literalOps: r.literalOps,
+            ...('bytesWritten' in r ? { bytesWritten: r.bytesWritten, resumedFrom: r.resumedFrom } : {}),
             verified: true,
             elapsedMs: r.elapsedMs,
           };
+        }),
+    )
+    .command(
+      'recover <image>',
+      'Resolve an interrupted --in-place patch: finish it if it was verified, else roll IMAGE back to its original contents',
+      (a) => a.positional('image', { type: 'string', demandOption: true }),
+      (argv) =>
+        runCommand('recover', argv, async () => {
+          const outcome = await recoverImage(argv.image);
+          return { image: argv.image, outcome };
         }),
     );
 }
