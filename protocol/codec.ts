@@ -5,13 +5,20 @@
  */
 import { Packr, Unpackr } from 'msgpackr';
 import { CorruptInputError } from '../src/core/errors.js';
-import { MAX_BLOCK_SIZE, MAX_LITERAL, MAX_STRONG_LEN, SEED_LEN, SIG_CHUNK_BLOCKS } from '../src/core/limits.js';
+import { MAX_BLOCKS, MAX_BLOCK_SIZE, MAX_LITERAL, MAX_STRONG_LEN, SEED_LEN, SIG_CHUNK_BLOCKS } from '../src/core/limits.js';
 import { MsgType } from './constants.js';
 import type { Message } from './messages.js';
 
 const packr = new Packr({ useRecords: false, variableMapSize: true });
 // Maps decode to Map (never plain objects), so keys like __proto__ are inert.
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: false, int64AsType: 'number' });
+
+/** Bytes of a region hash. */
+export const REGION_HASH_LEN = 16;
+/** Regions per RegionSums message. */
+export const REGION_CHUNK = 16384;
+/** Largest region (in blocks) accepted. */
+export const MAX_REGION_BLOCKS = 65536;
 
 /** Longest string field (volume names, error messages, capability names). */
 export const MAX_STRING = 4096;
@@ -36,7 +43,11 @@ export function encodeMessage(m: Message): Uint8Array {
 function toArray(m: Message): unknown[] {
   switch (m.type) {
     case 0x01:
-      return [m.type, m.blockSize, m.imageSize, m.strongAlgId, m.strongLen, m.seed];
+      return [m.type, m.blockSize, m.imageSize, m.strongAlgId, m.strongLen, m.seed, m.regionBlocks];
+    case 0x04:
+      return [m.type, m.first, m.hashes];
+    case 0x05:
+      return [m.type, m.bitmap];
     case 0x02:
       return [m.type, m.first, m.weak, m.strong];
     case 0x03:
@@ -146,7 +157,7 @@ function validate(v: unknown): Message {
   const f = new Fields(v, messageName(type));
   switch (type) {
     case MsgType.SigHeader:
-      f.count(6);
+      f.count(7);
       return {
         type,
         blockSize: f.uint(1, 'block size', MAX_BLOCK_SIZE),
@@ -154,7 +165,18 @@ function validate(v: unknown): Message {
         strongAlgId: f.uint(3, 'strong algorithm', 255),
         strongLen: f.uint(4, 'strong length', MAX_STRONG_LEN),
         seed: f.bin(5, 'seed', SEED_LEN, SEED_LEN),
+        regionBlocks: f.uint(6, 'region blocks', MAX_REGION_BLOCKS),
       };
+    case MsgType.RegionSums: {
+      f.count(3);
+      const first = f.uint(1, 'first region');
+      const hashes = f.bin(2, 'region hashes', REGION_HASH_LEN, REGION_CHUNK * REGION_HASH_LEN);
+      if (hashes.length % REGION_HASH_LEN !== 0) throw bad(`RegionSums: hashes length is not a multiple of ${REGION_HASH_LEN}`);
+      return { type, first, hashes };
+    }
+    case MsgType.NeedRegions:
+      f.count(2);
+      return { type, bitmap: f.bin(1, 'region bitmap', 0, MAX_BLOCKS / 8) };
     case MsgType.SigBlocks: {
       f.count(4);
       const first = f.uint(1, 'first block');

@@ -24,6 +24,10 @@ export const MsgType = {
   SigBlocks: 0x02,
   /** 0x03: end of signature (block count, basis hash, file digest). */
   SigEnd: 0x03,
+  /** 0x04: hashes of regions (runs of blocks) of the basis, sent before any block sums (wire only). */
+  RegionSums: 0x04,
+  /** 0x05: bitmap of the regions whose block sums the delta sender needs (wire only). */
+  NeedRegions: 0x05,
   /** 0x10: delta header (block size, basis size and hash, target size). */
   DeltaHeader: 0x10,
   /** 0x11: copy a range of the basis. */

@@ -8,6 +8,25 @@ export interface SigHeaderMsg {
   strongAlgId: number;
   strongLen: number;
   seed: Uint8Array;
+  /**
+   * Blocks per region for a two-level signature (wire): region hashes first,
+   * block sums only for regions the peer asks for. 0: block sums for every
+   * block follow directly (files always use 0).
+   */
+  regionBlocks: number;
+}
+/** 0x04 */
+export interface RegionSumsMsg {
+  type: 0x04;
+  first: number;
+  /** REGION_HASH_LEN bytes per region. */
+  hashes: Uint8Array;
+}
+/** 0x05 */
+export interface NeedRegionsMsg {
+  type: 0x05;
+  /** Bit r (LSB first within each byte) set: send the block sums of region r. */
+  bitmap: Uint8Array;
 }
 /** 0x02 */
 export interface SigBlocksMsg {
@@ -119,6 +138,8 @@ export interface ErrorMsg {
 /** Any message. */
 export type Message =
   | SigHeaderMsg
+  | RegionSumsMsg
+  | NeedRegionsMsg
   | SigBlocksMsg
   | SigEndMsg
   | DeltaHeaderMsg

@@ -4,6 +4,8 @@
  * out of order is refused at once with ERR_UNEXPECTED_MESSAGE.
  *
  *   Hello(C) Challenge(S) Auth(C) AuthOk(S) Open(C) Ready(S)
+ *   (after SigHeader with regionBlocks > 0: RegionSums* from the signature side,
+ *    then NeedRegions from the delta side, before the SigBlocks)
  *   push:  SigHeader SigBlocks* SigEnd (S)   DeltaHeader (Copy|Literal)* DeltaEnd (C)   Result(S)
  *   pull:  SigHeader SigBlocks* SigEnd (C)   DeltaHeader (Copy|Literal)* DeltaEnd (S)   Result(C)
  *   verify: SigHeader SigBlocks* SigEnd (S)  Result(C)
@@ -26,6 +28,7 @@ export type SessionState =
   | 'open'
   | 'ready'
   | 'sig-header'
+  | 'regions'
   | 'sig-blocks'
   | 'delta-header'
   | 'delta-ops'
@@ -59,7 +62,7 @@ export class SessionMachine {
    * Advance over a message of `type` sent by `from`, or throw
    * UnexpectedMessageError. `mode` is required for Open.
    */
-  step(from: Side, type: number, mode?: Mode): SessionState {
+  step(from: Side, type: number, mode?: Mode, twoLevel = false): SessionState {
     if (type === MsgType.Error) {
       this.st = 'failed';
       return this.st;
@@ -74,6 +77,7 @@ export class SessionMachine {
       );
     }
     this.st = this.after(type, mode);
+    if (type === MsgType.SigHeader && twoLevel) this.st = 'regions';
     return this.st;
   }
 
@@ -97,6 +101,11 @@ export class SessionMachine {
         return [['server', MsgType.Ready]];
       case 'sig-header':
         return [[sigFrom, MsgType.SigHeader]];
+      case 'regions':
+        return [
+          [sigFrom, MsgType.RegionSums],
+          [deltaFrom, MsgType.NeedRegions],
+        ];
       case 'sig-blocks':
         return [
           [sigFrom, MsgType.SigBlocks],
@@ -136,6 +145,10 @@ export class SessionMachine {
       case MsgType.SigHeader:
         return 'sig-blocks';
       case MsgType.SigBlocks:
+        return 'sig-blocks';
+      case MsgType.RegionSums:
+        return 'regions';
+      case MsgType.NeedRegions:
         return 'sig-blocks';
       case MsgType.SigEnd:
         return this.mode === 'verify' ? 'result' : 'delta-header';

@@ -29,6 +29,18 @@ export function imageHashBuilder(size: number, spec: ImageHashSpec): ImageHashBu
   return new ImageHashBuilder(size, spec.blockSize, spec.strongAlg, spec.seed);
 }
 
+/** Domain label of region hashes. */
+export const REGION_LABEL = Buffer.from('resync-region/1');
+
+/**
+ * Hash of a region (a run of blocks) for two-level signatures: the first 16
+ * bytes of SHA-256("resync-region/1" || H_a || ... || H_b) over the blocks'
+ * full digests. Both sides compute it from digests they already have.
+ */
+export function regionHash(fullDigests: Uint8Array): Buffer {
+  return createHash('sha256').update(REGION_LABEL).update(fullDigests).digest().subarray(0, 16);
+}
+
 /** Incremental builder of the image hash. Feed bytes in order; or state known block digests. */
 export class ImageHashBuilder {
   private readonly outer: Hash = createHash('sha256');

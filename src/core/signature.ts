@@ -136,6 +136,11 @@ export class SignatureGenerator {
     this.fullDigests = opts.keepFullDigests ? new Uint8Array(blockCountFor(params.imageSize, params.blockSize) * FULL_DIGEST_LEN) : null;
   }
 
+  /** Blocks whose sums are computed so far. */
+  get blocksDone(): number {
+    return this.nextBlock;
+  }
+
   /** The image hash (see imagehash.ts) of the image; valid after end(). */
   imageHash(): Buffer {
     return this.image.digest();
@@ -229,6 +234,10 @@ export class Signature {
   readonly filter: Int32Array;
   readonly filterShift: number;
   private received = 0;
+  /** End of the last chunk added: chunks come in increasing order, gaps allowed (two-level signatures). */
+  private chunkEnd = 0;
+  /** Blocks set so far, for gap filling. */
+  private readonly filled: Uint8Array;
 
   constructor(params: SignatureParams) {
     validateSignatureParams(params);
@@ -245,6 +254,7 @@ export class Signature {
     while (filterBits < 27 && 2 ** filterBits < this.blockCount * 32) filterBits++;
     this.filter = new Int32Array(2 ** (filterBits - 5));
     this.filterShift = 32 - filterBits;
+    this.filled = new Uint8Array(this.blockCount);
   }
 
   /** Blocks received so far. */
@@ -263,23 +273,46 @@ export class Signature {
     return i === this.blockCount - 1 ? this.params.imageSize - i * bs : bs;
   }
 
-  /** Add the next chunk of block sums; validates order and sizes. */
-  addChunk(c: SignatureChunk): void {
+  /**
+   * Add a chunk of block sums. Chunks must come in increasing block order;
+   * with `contiguous` (files, one-level signatures) each must start where the
+   * previous one ended.
+   */
+  addChunk(c: SignatureChunk, contiguous = true): void {
     const n = c.weak.length;
     const sl = this.params.strongLen;
-    if (c.first !== this.received) {
-      throw new CorruptInputError(`signature chunk starts at block ${c.first}, expected ${this.received}`);
+    if (contiguous ? c.first !== this.chunkEnd : c.first < this.chunkEnd) {
+      throw new CorruptInputError(`signature chunk starts at block ${c.first}, expected ${contiguous ? '' : 'at least '}${this.chunkEnd}`);
     }
-    if (n === 0 || this.received + n > this.blockCount) {
-      throw new CorruptInputError(`signature chunk of ${n} blocks does not fit the ${this.blockCount}-block image`);
+    if (n === 0 || c.first + n > this.blockCount) {
+      throw new CorruptInputError(`signature chunk of ${n} blocks at ${c.first} does not fit the ${this.blockCount}-block image`);
     }
     if (c.strong.length !== n * sl) {
       throw new CorruptInputError(`signature chunk carries ${c.strong.length} strong bytes, expected ${n * sl}`);
     }
-    this.weak.set(c.weak, this.received);
-    this.strong.set(c.strong, this.received * sl);
-    for (let k = 0; k < n; k++) this.insert(this.received + k);
-    this.received += n;
+    this.weak.set(c.weak, c.first);
+    this.strong.set(c.strong, c.first * sl);
+    for (let k = 0; k < n; k++) this.mark(c.first + k);
+    this.chunkEnd = c.first + n;
+  }
+
+  /** Set block i's sums from the local side's own data (a region known identical). */
+  fillLocal(i: number, weak: number, strong: Uint8Array): void {
+    if (i < 0 || i >= this.blockCount || this.filled[i]) throw new CorruptInputError(`block ${i} cannot be filled locally`);
+    this.weak[i] = weak;
+    this.strong.set(strong.subarray(0, this.params.strongLen), i * this.params.strongLen);
+    this.mark(i);
+  }
+
+  /** True if block i has its sums. */
+  has(i: number): boolean {
+    return this.filled[i] === 1;
+  }
+
+  private mark(i: number): void {
+    this.filled[i] = 1;
+    this.insert(i);
+    this.received++;
   }
 
   /** Bucket of a weak sum: a multiplicative mix so Adler's weak low bits spread. */

@@ -14,7 +14,7 @@ import { FramedFileReader, FramedFileWriter } from './framed-file.js';
 
 /** Header message for signature params. */
 export function sigHeaderMessage(p: SignatureParams): SigHeaderMsg {
-  return { type: MsgType.SigHeader, blockSize: p.blockSize, imageSize: p.imageSize, strongAlgId: STRONG_ALGS[p.strongAlg].id, strongLen: p.strongLen, seed: p.seed };
+  return { type: MsgType.SigHeader, blockSize: p.blockSize, imageSize: p.imageSize, strongAlgId: STRONG_ALGS[p.strongAlg].id, strongLen: p.strongLen, seed: p.seed, regionBlocks: 0 };
 }
 
 /** Signature params from a header message (validated). */
@@ -95,6 +95,7 @@ export class SignatureFileDecoder {
   private onMessage(msg: Message, digestBefore: Buffer): void {
     if (!this.sig) {
       if (msg.type !== MsgType.SigHeader) throw new UnexpectedMessageError(messageName(msg.type), 'start', ['SigHeader']);
+      if (msg.regionBlocks !== 0) throw new CorruptInputError('signature files carry every block (regionBlocks must be 0)');
       const p = paramsFromHeader(msg);
       if (blockCountFor(p.imageSize, p.blockSize) > MAX_BLOCKS) throw new CorruptInputError('too many blocks');
       this.sig = new Signature(p);

@@ -23,6 +23,8 @@ export interface ClientOptions {
   /** pull: patch the local image in place under a journal (default true) instead of temp file + rename. */
   inPlace?: boolean | undefined;
   idleTimeoutMs?: number | undefined;
+  /** Most bytes per second to send (`--bwlimit`); unlimited if absent. */
+  bwlimit?: number | undefined;
   onProgress?: ProgressFn | undefined;
 }
 
@@ -42,7 +44,7 @@ export interface SyncResult extends DeltaStats {
 
 /** Connect and authenticate (mutually): resolves once the server proved it knows the secret too. */
 export async function connectAuthenticated(opts: ClientOptions): Promise<Connection> {
-  const conn = await dial(opts.host, opts.port, { idleTimeoutMs: opts.idleTimeoutMs ?? 300_000 });
+  const conn = await dial(opts.host, opts.port, { idleTimeoutMs: opts.idleTimeoutMs ?? 300_000, bwlimit: opts.bwlimit });
   try {
     await conn.exchangePreamble();
     await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify'] });

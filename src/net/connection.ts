@@ -14,6 +14,7 @@ import { decodeMessage, encodeMessage } from '../../protocol/codec.js';
 import type { Message, OpenMsg } from '../../protocol/messages.js';
 import { SessionMachine, type Side } from '../../protocol/session.js';
 import { encodePreamble } from '../format/preamble.js';
+import { Throttle } from './throttle.js';
 
 /** Connection options. */
 export interface ConnectionOptions {
@@ -21,6 +22,8 @@ export interface ConnectionOptions {
   idleTimeoutMs: number;
   /** Largest frame accepted. */
   maxFrame?: number;
+  /** Most bytes per second this side sends (`--bwlimit`); unlimited if absent. */
+  bwlimit?: number | undefined;
 }
 
 const HIGH_WATER = 64;
@@ -50,6 +53,7 @@ export class Connection {
   private gotPreamble = false;
   private preambleWaiter: { resolve: () => void; reject: (e: Error) => void } | null = null;
   private paused = false;
+  private readonly throttle: Throttle | null;
   bytesIn = 0;
   bytesOut = 0;
 
@@ -59,6 +63,7 @@ export class Connection {
     opts: ConnectionOptions,
   ) {
     this.frames = new FrameDecoder(opts.maxFrame ?? MAX_FRAME);
+    this.throttle = opts.bwlimit ? new Throttle(opts.bwlimit) : null;
     socket.setNoDelay(true);
     socket.setTimeout(opts.idleTimeoutMs, () => this.fail(new SyncError('ERR_TIMEOUT', `no traffic from the peer for ${Math.round(opts.idleTimeoutMs / 1000)} s`)));
     socket.on('data', (d: Buffer) => this.onData(d));
@@ -96,7 +101,7 @@ export class Connection {
   /** Send a message (after checking it against the session state). */
   async send(m: Message): Promise<void> {
     if (this.failure) throw this.failure;
-    this.session.step(this.side, m.type, m.type === MsgType.Open ? (m as OpenMsg).mode : undefined);
+    this.session.step(this.side, m.type, m.type === MsgType.Open ? (m as OpenMsg).mode : undefined, m.type === MsgType.SigHeader && m.regionBlocks > 0);
     await this.writeRaw(encodeFrame(encodeMessage(m)));
   }
 
@@ -121,7 +126,12 @@ export class Connection {
       this.failure = err;
       throw err;
     }
-    this.session.step(this.side === 'client' ? 'server' : 'client', m.type, m.type === MsgType.Open ? m.mode : undefined);
+    this.session.step(
+      this.side === 'client' ? 'server' : 'client',
+      m.type,
+      m.type === MsgType.Open ? m.mode : undefined,
+      m.type === MsgType.SigHeader && m.regionBlocks > 0,
+    );
     return m;
   }
 
@@ -215,7 +225,8 @@ export class Connection {
     this.preambleWaiter = null;
   }
 
-  private writeRaw(b: Buffer): Promise<void> {
+  private async writeRaw(b: Buffer): Promise<void> {
+    await this.throttle?.take(b.length);
     if (this.failure) return Promise.reject(this.failure);
     this.bytesOut += b.length;
     return new Promise((resolve, reject) => {

@@ -157,7 +157,7 @@ export class ResyncServer {
     const img = await openImage(vol.path);
     try {
       await conn.send({ type: MsgType.Ready, imageSize: img.size, sessionId: randomBytes(8).toString('hex'), resumeFrom: 0 });
-      await sendSignature(conn, img, blockSize || defaultBlockSize(Math.max(img.size, clientSize)));
+      await sendSignature(conn, img, blockSize || defaultBlockSize(Math.max(img.size, clientSize)), undefined, { twoLevel: false });
       const res = await conn.recv();
       if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
     } finally {

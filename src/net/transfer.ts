@@ -6,12 +6,15 @@
  */
 import { randomBytes } from 'node:crypto';
 import { BasisMismatchError, SyncError, isSyncError } from '../core/errors.js';
-import { IO_CHUNK, SEED_LEN } from '../core/limits.js';
+import { IO_CHUNK, SEED_LEN, SIG_CHUNK_BLOCKS } from '../core/limits.js';
 import { DeltaMatcher } from '../core/matcher.js';
 import type { DeltaOp, DeltaStats } from '../core/ops.js';
-import { Signature, SignatureGenerator, makeSignatureParams, type SignatureParams } from '../core/signature.js';
-import { STRONG_ALGS, StrongHasher } from '../core/strong.js';
-import { imageHashBuilder, type ImageHashSpec } from '../core/imagehash.js';
+import { Signature, SignatureGenerator, blockCountFor, makeSignatureParams, type SignatureChunk, type SignatureParams } from '../core/signature.js';
+import { FULL_DIGEST_LEN, STRONG_ALGS, StrongHasher, isZeroRange } from '../core/strong.js';
+import { createHash } from 'node:crypto';
+import { adler32, adler32OfZeros } from '../core/rolling.js';
+import { MAX_REGION_BLOCKS, REGION_CHUNK, REGION_HASH_LEN } from '../../protocol/codec.js';
+import { REGION_LABEL, imageHashBuilder, regionHash, type ImageHashSpec } from '../core/imagehash.js';
 import { chunkFromMessage, paramsFromHeader, sigBlocksMessage, sigHeaderMessage } from '../format/sigfile.js';
 import { headerFromMessage, opMessage } from '../format/deltafile.js';
 import { readChunks, type ImageHandle } from '../io/image.js';
@@ -22,40 +25,103 @@ import { MsgType } from '../../protocol/constants.js';
 import type { ProgressFn } from '../api-files.js';
 import type { Connection } from './connection.js';
 
-/** Stream the signature of `img` to the peer. */
+/** Blocks per region for two-level signatures: regions of about 1 MiB. */
+export function regionBlocksFor(blockSize: number): number {
+  return Math.max(1, Math.floor((1 << 20) / blockSize));
+}
+
+/**
+ * Stream the signature of `img` to the peer. Two-level (the default on the
+ * wire for images of at least four regions): region hashes go first, and
+ * block sums only for the regions the peer asks for, so an image that
+ * barely changed costs a few KiB of signature instead of 20 bytes a block.
+ */
 export async function sendSignature(
   conn: Connection,
   img: ImageHandle,
   blockSize: number | undefined,
   onProgress?: ProgressFn,
+  opts: { twoLevel?: boolean } = {},
 ): Promise<SignatureParams & { fullDigests: Uint8Array | null }> {
   const params = makeSignatureParams(img.size, randomBytes(SEED_LEN), { blockSize });
   // Keep full block digests (32 bytes a block, bounded by the block-count cap) so
   // an in-place receiver can verify untouched blocks without reading them again.
   const gen = new SignatureGenerator(params, { keepFullDigests: true });
-  await conn.send(sigHeaderMessage(params));
+  const n = blockCountFor(params.imageSize, params.blockSize);
+  const rb = regionBlocksFor(params.blockSize);
+  const R = opts.twoLevel !== false && n >= 4 * rb ? rb : 0;
+  await conn.send({ ...sigHeaderMessage(params), regionBlocks: R });
+  const sl = params.strongLen;
+  const weakAll = R ? new Uint32Array(n) : null;
+  const strongAll = R ? new Uint8Array(n * sl) : null;
+  const full = gen.fullDigests!;
+  const regions = R ? Math.ceil(n / R) : 0;
+  let regionsDone = 0;
+  let pending: Buffer[] = [];
+  let pendingFirst = 0;
   let blocks = 0;
+  const take = async (cs: SignatureChunk[]): Promise<void> => {
+    for (const c of cs) {
+      if (!R) {
+        await conn.send(sigBlocksMessage(c));
+        blocks += c.weak.length;
+        continue;
+      }
+      weakAll!.set(c.weak, c.first);
+      strongAll!.set(c.strong, c.first * sl);
+    }
+    if (!R) return;
+    while (regionsDone < regions && gen.blocksDone >= Math.min((regionsDone + 1) * R, n)) {
+      const a = regionsDone * R;
+      const b = Math.min(a + R, n);
+      pending.push(regionHash(full.subarray(a * FULL_DIGEST_LEN, b * FULL_DIGEST_LEN)));
+      regionsDone++;
+      if (pending.length >= REGION_CHUNK || regionsDone === regions) {
+        await conn.send({ type: MsgType.RegionSums, first: pendingFirst, hashes: Buffer.concat(pending) });
+        pendingFirst = regionsDone;
+        pending = [];
+      }
+    }
+  };
   let done = 0;
   for await (const chunk of readChunks(img)) {
-    for (const c of gen.push(chunk)) {
-      await conn.send(sigBlocksMessage(c));
-      blocks += c.weak.length;
-    }
+    await take(gen.push(chunk));
     done += chunk.length;
     onProgress?.({ phase: 'signature', done, total: img.size });
   }
-  for (const c of gen.end()) {
-    await conn.send(sigBlocksMessage(c));
-    blocks += c.weak.length;
+  await take(gen.end());
+  if (R) {
+    const need = await conn.recv();
+    if (need.type !== MsgType.NeedRegions) throw new SyncError('ERR_PROTOCOL', 'expected the list of regions to send');
+    if (need.bitmap.length !== Math.ceil(regions / 8)) {
+      throw new SyncError('ERR_PROTOCOL', `region bitmap of ${need.bitmap.length} bytes for ${regions} regions`);
+    }
+    // Runs of needed blocks, at most SIG_CHUNK_BLOCKS per message.
+    let runStart = -1;
+    const flush = async (end: number): Promise<void> => {
+      for (let a = runStart; a < end; a += SIG_CHUNK_BLOCKS) {
+        const b = Math.min(end, a + SIG_CHUNK_BLOCKS);
+        await conn.send(sigBlocksMessage({ first: a, weak: weakAll!.subarray(a, b), strong: strongAll!.subarray(a * sl, b * sl) }));
+        blocks += b - a;
+      }
+      runStart = -1;
+    };
+    for (let r = 0; r < regions; r++) {
+      const needed = ((need.bitmap[r >>> 3]! >>> (r & 7)) & 1) === 1;
+      if (needed && runStart < 0) runStart = r * R;
+      if (!needed && runStart >= 0) await flush(r * R);
+    }
+    if (runStart >= 0) await flush(n);
   }
   await conn.send({ type: MsgType.SigEnd, blockCount: blocks, basisHash: null, digest: null });
   return { ...params, fullDigests: gen.fullDigests };
 }
 
-/** Receive a whole signature (bounded by MAX_BLOCKS), indexed for matching. */
+/** Receive a whole one-level signature (bounded by MAX_BLOCKS), indexed for matching. */
 export async function receiveSignature(conn: Connection, expectImageSize?: number): Promise<Signature> {
   const h = await conn.recv();
   if (h.type !== MsgType.SigHeader) throw new SyncError('ERR_PROTOCOL', 'expected a signature header');
+  if (h.regionBlocks !== 0) throw new SyncError('ERR_PROTOCOL', 'expected a one-level signature');
   const params = paramsFromHeader(h);
   if (expectImageSize !== undefined && params.imageSize !== expectImageSize) {
     throw new SyncError('ERR_PROTOCOL', `the peer's signature covers ${params.imageSize} bytes but it announced ${expectImageSize}`);
@@ -102,22 +168,35 @@ export async function receiveSignatureWithPrepass(conn: Connection, img: ImageHa
   const h = await conn.recv();
   if (h.type !== MsgType.SigHeader) throw new SyncError('ERR_PROTOCOL', 'expected a signature header');
   const params = paramsFromHeader(h);
+  const R = h.regionBlocks;
   const sig = new Signature(params);
   const bs = params.blockSize;
   const sl = params.strongLen;
-  const own = new Uint8Array(Math.ceil(img.size / bs) * sl);
+  const nOwn = Math.ceil(img.size / bs);
+  const own = new Uint8Array(nOwn * sl);
+  const ownWeak = R ? new Uint32Array(nOwn) : null;
+  const ownRegions = R ? new Uint8Array(Math.ceil(nOwn / R) * REGION_HASH_LEN) : null;
   const image = imageHashBuilder(img.size, params);
   const hasher = new StrongHasher(params.strongAlg, params.seed, sl);
   const chunk = Math.max(bs, Math.floor(IO_CHUNK / bs) * bs);
   const pre = (async () => {
     let i = 0;
     let done = 0;
+    let region = R ? createHash('sha256').update(REGION_LABEL) : null;
     for await (const c of readChunks(img, 0, img.size, chunk)) {
       for (let p = 0; p < c.length; p += bs, i++) {
         const e = Math.min(p + bs, c.length);
         const full = hasher.hash(c, p, e);
         own.set(full.subarray(0, sl), i * sl);
         image.pushDigest(i, e - p, full);
+        if (region) {
+          ownWeak![i] = c[p] === 0 && isZeroRange(c, p, e) ? adler32OfZeros(e - p) : adler32(c, p, e);
+          region.update(full);
+          if ((i + 1) % R === 0 || i + 1 === nOwn) {
+            ownRegions!.set(region.digest().subarray(0, REGION_HASH_LEN), Math.floor(i / R) * REGION_HASH_LEN);
+            region = createHash('sha256').update(REGION_LABEL);
+          }
+        }
       }
       done += c.length;
       onProgress?.({ phase: 'hash', done, total: img.size });
@@ -125,21 +204,57 @@ export async function receiveSignatureWithPrepass(conn: Connection, img: ImageHa
   })();
   // If receiving fails first, the prepass must not end as an unobserved rejection.
   pre.catch(() => undefined);
+  let need: Uint8Array | null = null;
+  if (R) {
+    if (R > MAX_REGION_BLOCKS) throw new SyncError('ERR_PROTOCOL', `regions of ${R} blocks are too large`);
+    const regions = Math.ceil(sig.blockCount / R);
+    const theirs = new Uint8Array(regions * REGION_HASH_LEN);
+    let got = 0;
+    while (got < regions) {
+      const m = await conn.recv();
+      if (m.type !== MsgType.RegionSums) throw new SyncError('ERR_PROTOCOL', 'expected region hashes');
+      const k = m.hashes.length / REGION_HASH_LEN;
+      if (m.first !== got || got + k > regions) throw new SyncError('ERR_PROTOCOL', `region hashes ${m.first}..${m.first + k} out of order or past ${regions}`);
+      theirs.set(m.hashes, got * REGION_HASH_LEN);
+      got += k;
+    }
+    await pre;
+    need = new Uint8Array(Math.ceil(regions / 8));
+    const ownCount = ownRegions!.length / REGION_HASH_LEN;
+    for (let r = 0; r < regions; r++) {
+      const same = r < ownCount && Buffer.compare(theirs.subarray(r * REGION_HASH_LEN, (r + 1) * REGION_HASH_LEN), ownRegions!.subarray(r * REGION_HASH_LEN, (r + 1) * REGION_HASH_LEN)) === 0;
+      if (!same) need[r >>> 3]! |= 1 << (r & 7);
+    }
+    await conn.send({ type: MsgType.NeedRegions, bitmap: need });
+  }
   for (;;) {
     const m = await conn.recv();
     if (m.type === MsgType.SigBlocks) {
-      sig.addChunk(chunkFromMessage(m, params));
+      const c = chunkFromMessage(m, params);
+      if (need) {
+        for (let i = c.first; i < c.first + c.weak.length; i++) {
+          const r = Math.floor(i / R);
+          if (((need[r >>> 3]! >>> (r & 7)) & 1) === 0) throw new SyncError('ERR_PROTOCOL', `block ${i} was sent but its region was not requested`);
+        }
+      }
+      sig.addChunk(c, need === null);
       continue;
     }
     if (m.type === MsgType.SigEnd) {
-      if (m.blockCount !== sig.receivedBlocks || !sig.isComplete) {
-        throw new SyncError('ERR_CORRUPT', `signature ended after ${sig.receivedBlocks} of ${sig.blockCount} blocks`);
-      }
+      if (m.blockCount !== sig.receivedBlocks) throw new SyncError('ERR_CORRUPT', `signature end counts ${m.blockCount} blocks, ${sig.receivedBlocks} arrived`);
       break;
     }
     throw new SyncError('ERR_PROTOCOL', 'expected signature blocks');
   }
   await pre;
+  if (need) {
+    // Regions known identical: their blocks are ours, so our own sums stand in for theirs.
+    for (let i = 0; i < sig.blockCount; i++) {
+      const r = Math.floor(i / R);
+      if (((need[r >>> 3]! >>> (r & 7)) & 1) === 0) sig.fillLocal(i, ownWeak![i]!, own.subarray(i * sl, (i + 1) * sl));
+    }
+  }
+  if (!sig.isComplete) throw new SyncError('ERR_CORRUPT', `signature ended with ${sig.receivedBlocks} of ${sig.blockCount} blocks`);
   return { sig, own, targetHash: image.digest() };
 }
 
