@@ -1,11 +1,18 @@
-/** `resync demo`: generate a pair of synthetic VM images and resync them, showing the figures. */
+/**
+ * `resync demo`: generate a recovery image and a primary that drifted from it,
+ * start a server on 127.0.0.1 exposing the recovery copy, push the primary to
+ * it, and check the result. What `npm start` runs.
+ */
 import type { Argv } from 'yargs';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { makePair, SCENARIOS, type Scenario } from '../../../bench/workload.js';
-import { deltaFile, hashImage, patchFile, signatureFile } from '../../api-files.js';
+import { hashImage } from '../../api-files.js';
 import { VerifyError } from '../../core/errors.js';
+import { ResyncServer } from '../../net/server.js';
+import { push } from '../../net/client.js';
 import { parseSize } from '../args.js';
 import { fmtBytes } from '../render.js';
 import { runCommand, type CommonArgs } from '../run.js';
@@ -14,7 +21,7 @@ import { runCommand, type CommonArgs } from '../run.js';
 export function demoCommand(y: Argv<CommonArgs>): Argv<CommonArgs> {
   return y.command(
     'demo',
-    'Generate two synthetic VM images that drifted apart and resync them (signature, delta, patch)',
+    'Generate a primary and a drifted recovery image, serve the recovery copy on 127.0.0.1 and push the primary to it',
     (a) =>
       a
         .option('size', { type: 'string', default: '256M', describe: 'image size' })
@@ -25,36 +32,50 @@ export function demoCommand(y: Argv<CommonArgs>): Argv<CommonArgs> {
       runCommand('demo', argv, async (progress) => {
         const size = parseSize(argv.size, 'size');
         const dir = await mkdtemp(join(tmpdir(), 'resync-demo-'));
+        const say = (s: string): void => {
+          if (!argv.quiet && !argv.json) process.stderr.write(s + '\n');
+        };
+        let server: ResyncServer | null = null;
         try {
-          const say = (s: string): void => {
-            if (!argv.quiet && !argv.json) process.stderr.write(s + '\n');
-          };
-          say(`generating a ${fmtBytes(size)} image and a '${argv.scenario}' copy of it in ${dir} ...`);
+          say(`generating a ${fmtBytes(size)} VM image and a '${argv.scenario}' drifted copy in ${dir} ...`);
+          // basis = the stale recovery copy, target = the primary it must become
           const pair = await makePair(dir, argv.scenario as Scenario, size, argv.seed);
-          const sigPath = join(dir, 'basis.sig');
-          const deltaPath = join(dir, 'target.delta');
-          const outPath = join(dir, 'rebuilt.img');
-          const s = await signatureFile(pair.basis, sigPath, { onProgress: progress });
-          say(`signature: ${fmtBytes(s.bytesOut)} for ${fmtBytes(s.imageSize)} at ${fmtBytes(s.blockSize)} blocks (${s.elapsedMs.toFixed(0)} ms)`);
-          const d = await deltaFile(sigPath, pair.target, deltaPath, { onProgress: progress });
-          say(`delta: ${fmtBytes(d.bytesOut)} (matched ${fmtBytes(d.matchedBytes)}, literal ${fmtBytes(d.literalBytes)}, ${d.copyOps} copies, ${d.literalOps} literals) (${d.elapsedMs.toFixed(0)} ms)`);
-          const p = await patchFile(pair.basis, deltaPath, outPath, { onProgress: progress });
-          say(`patch: rebuilt ${fmtBytes(p.imageSize)}, verified by SHA-256 (${p.elapsedMs.toFixed(0)} ms)`);
-          const [a, b] = await Promise.all([hashImage(outPath), hashImage(pair.target)]);
-          if (!a.equals(b)) throw new VerifyError('demo: rebuilt image differs from the target');
+          const secret = randomBytes(32);
+          await writeFile(join(dir, 'secret'), secret, { mode: 0o600 });
+          server = new ResyncServer({
+            host: '127.0.0.1',
+            port: 0,
+            secret,
+            volumes: { recovery: { path: pair.basis, writable: true, inPlace: true } },
+            maxSessions: 4,
+            idleTimeoutMs: 60_000,
+            handshakeTimeoutMs: 10_000,
+          });
+          const port = await server.listen();
+          say(`serving the recovery copy as 127.0.0.1:${port}/recovery; pushing the primary ...`);
+          const r = await push(pair.target, { host: '127.0.0.1', port, volume: 'recovery', secret, onProgress: progress });
+          const [a, b] = await Promise.all([hashImage(pair.basis), hashImage(pair.target)]);
+          if (!a.equals(b)) throw new VerifyError('demo: the recovery copy differs from the primary after the push');
           const targetSize = (await stat(pair.target)).size;
-          say(`moved ${fmtBytes(d.bytesOut + s.bytesOut)} instead of ${fmtBytes(targetSize)} (${((100 * (d.bytesOut + s.bytesOut)) / Math.max(1, targetSize)).toFixed(2)}%)`);
+          const wire = r.bytesSent + r.bytesReceived;
+          say(
+            `push: ${fmtBytes(r.matchedBytes)} matched, ${fmtBytes(r.literalBytes)} sent as literals, ` +
+              `${fmtBytes(wire)} on the wire for a ${fmtBytes(targetSize)} image (${((100 * wire) / Math.max(1, targetSize)).toFixed(2)}%), ` +
+              `verified, ${(r.elapsedMs / 1000).toFixed(2)} s`,
+          );
           return {
             scenario: argv.scenario,
             imageSize: targetSize,
-            signatureBytes: s.bytesOut,
-            deltaBytes: d.bytesOut,
-            matchedBytes: d.matchedBytes,
-            literalBytes: d.literalBytes,
+            blockSize: r.blockSize,
+            matchedBytes: r.matchedBytes,
+            literalBytes: r.literalBytes,
+            bytesSent: r.bytesSent,
+            bytesReceived: r.bytesReceived,
             verified: true,
-            elapsedMs: s.elapsedMs + d.elapsedMs + p.elapsedMs,
+            elapsedMs: r.elapsedMs,
           };
         } finally {
+          await server?.close();
           if (!argv.keep) await rm(dir, { recursive: true, force: true });
         }
       }),
