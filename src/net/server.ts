@@ -15,6 +15,7 @@ import { Connection } from './connection.js';
 import type { ServerConfig, VolumeConfig } from './config.js';
 import { inPlaceSink, receiveDelta, receiveSignatureWithPrepass, sendDelta, sendSignature, tempFileSink } from './transfer.js';
 import { journalPathFor, readJournal } from '../io/journal.js';
+import type { ProgressFn } from '../api-files.js';
 import { settleJournal } from '../io/inplace.js';
 
 /** One line of the server's log. */
@@ -138,13 +139,14 @@ export class ResyncServer {
     try {
       const sessionId = randomBytes(8).toString('hex');
       await conn.send({ type: MsgType.Ready, imageSize: basis.size, sessionId, resumeFrom });
-      const sent = await sendSignature(conn, basis, blockSize || defaultBlockSize(Math.max(basis.size, sourceSize)));
+      const progress = this.progressLogger(vol);
+      const sent = await sendSignature(conn, basis, blockSize || defaultBlockSize(Math.max(basis.size, sourceSize)), progress);
       const r = await receiveDelta(conn, basis, async (size, spec) => {
         if (basis.isBlockDevice && size > basis.size) {
           throw new SyncError('ERR_PARAM', `the source is ${size} bytes but the volume is a ${basis.size}-byte block device`);
         }
         return inPlace ? inPlaceSink(basis, jpath, sessionId, size, spec, sent.fullDigests) : tempFileSink(basis, vol.path, size, spec);
-      }, undefined, sent);
+      }, progress, sent);
       await conn.send({ type: MsgType.Result, ok: true, bytesWritten: r.targetSize, targetHash: r.targetHash });
     } finally {
       await basis.fh.close();
@@ -176,13 +178,33 @@ export class ResyncServer {
     const img = await openImage(vol.path);
     try {
       await conn.send({ type: MsgType.Ready, imageSize: img.size, sessionId: randomBytes(8).toString('hex'), resumeFrom: 0 });
-      const rs = await receiveSignatureWithPrepass(conn, img);
-      await sendDelta(conn, rs, img);
+      const progress = this.progressLogger(vol);
+      const rs = await receiveSignatureWithPrepass(conn, img, progress);
+      await sendDelta(conn, rs, img, progress);
       const res = await conn.recv();
       if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
     } finally {
       await img.fh.close();
     }
+  }
+
+  /** A progress callback that logs a line per phase change and at most every 5 s. */
+  private progressLogger(vol: VolumeConfig): ProgressFn {
+    let last = 0;
+    let phase = '';
+    const t0 = performance.now();
+    const volume = Object.entries(this.config.volumes).find(([, v]) => v === vol)?.[0] ?? vol.path;
+    return (p) => {
+      const now = performance.now();
+      if (p.phase === phase && now - last < 5000 && p.done < p.total) return;
+      phase = p.phase;
+      last = now;
+      const rate = p.done / Math.max(0.001, (now - t0) / 1000);
+      const eta = rate > 0 ? Math.round((p.total - p.done) / rate) : 0;
+      const pct = p.total > 0 ? ((100 * p.done) / p.total).toFixed(1) : '100.0';
+      const extra = p.matched !== undefined ? ` matched ${p.matched} literal ${p.literal ?? 0}` : '';
+      this.log({ level: 'info', volume, msg: `${p.phase} ${pct}% ${p.done}/${p.total} bytes, ${(rate / 1048576).toFixed(1)} MiB/s, ETA ${eta} s${extra}` });
+    };
   }
 
   /** Writers are exclusive; readers share. Refuses instead of waiting. */
