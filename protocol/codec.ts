@@ -60,6 +60,8 @@ function toArray(m: Message): unknown[] {
       return [m.type, m.data];
     case 0x13:
       return [m.type, m.targetSize, m.targetHash, m.opCount, m.digest];
+    case 0x14:
+      return [m.type, m.length, m.data];
     case 0x20:
       return [m.type, m.version, m.caps];
     case 0x21:
@@ -205,6 +207,9 @@ function validate(v: unknown): Message {
     case MsgType.Literal:
       f.count(2);
       return { type, data: f.bin(1, 'data', 1, MAX_LITERAL) };
+    case MsgType.LiteralZ:
+      f.count(3);
+      return { type, length: f.uint(1, 'length', MAX_LITERAL), data: f.bin(2, 'compressed data', 1, MAX_LITERAL + 1024) };
     case MsgType.DeltaEnd:
       f.count(5);
       return {

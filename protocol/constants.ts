@@ -34,6 +34,8 @@ export const MsgType = {
   Copy: 0x11,
   /** 0x12: literal bytes. */
   Literal: 0x12,
+  /** 0x14: literal bytes compressed with raw DEFLATE (declared length, compressed data). */
+  LiteralZ: 0x14,
   /** 0x13: end of delta (target size, target hash, op count, file digest). */
   DeltaEnd: 0x13,
   /** 0x20: client hello (version, capabilities). */

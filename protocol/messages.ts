@@ -67,6 +67,14 @@ export interface LiteralMsg {
   type: 0x12;
   data: Uint8Array;
 }
+/** 0x14 */
+export interface LiteralZMsg {
+  type: 0x14;
+  /** Length after decompression, 1..MAX_LITERAL. */
+  length: number;
+  /** Raw DEFLATE stream. */
+  data: Uint8Array;
+}
 /** 0x13 */
 export interface DeltaEndMsg {
   type: 0x13;
@@ -145,6 +153,7 @@ export type Message =
   | DeltaHeaderMsg
   | CopyMsg
   | LiteralMsg
+  | LiteralZMsg
   | DeltaEndMsg
   | HelloMsg
   | ChallengeMsg

@@ -117,6 +117,7 @@ export class SessionMachine {
         return [
           [deltaFrom, MsgType.Copy],
           [deltaFrom, MsgType.Literal],
+          [deltaFrom, MsgType.LiteralZ],
           [deltaFrom, MsgType.DeltaEnd],
         ];
       case 'result':
@@ -156,6 +157,7 @@ export class SessionMachine {
         return 'delta-ops';
       case MsgType.Copy:
       case MsgType.Literal:
+      case MsgType.LiteralZ:
         return 'delta-ops';
       case MsgType.DeltaEnd:
         return 'result';

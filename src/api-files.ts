@@ -100,6 +100,8 @@ export async function loadSignatureFile(sigPath: string): Promise<{ signature: S
 /** Options for making a delta. */
 export interface DeltaFileOptions {
   onProgress?: ProgressFn | undefined;
+  /** Compress literal data with raw DEFLATE (LiteralZ records). */
+  compress?: boolean | undefined;
 }
 
 /**
@@ -113,6 +115,7 @@ export async function deltaFile(sigPath: string, newPath: string, deltaPath: str
   let out: StreamFileWriter | null = null;
   try {
     const enc = new DeltaFileEncoder();
+    enc.compress = opts.compress === true;
     const matcher = new DeltaMatcher(signature);
     const sp = signature.params;
     const hash = imageHashBuilder(img.size, sp);

@@ -7,7 +7,8 @@ import type { DeltaOp } from '../core/ops.js';
 import { STRONG_ALGS, strongAlgFromId, type StrongAlg } from '../core/strong.js';
 import { MIN_BLOCK_SIZE } from '../core/limits.js';
 import { DELTA_MAGIC, FORMAT_VERSION, MsgType } from '../../protocol/constants.js';
-import type { DeltaEndMsg, DeltaHeaderMsg, Message } from '../../protocol/messages.js';
+import type { DeltaEndMsg, DeltaHeaderMsg, LiteralZMsg, Message } from '../../protocol/messages.js';
+import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { UnexpectedMessageError } from '../../protocol/errors.js';
 import { messageName } from '../../protocol/codec.js';
 import { FramedFileReader, FramedFileWriter } from './framed-file.js';
@@ -39,9 +40,37 @@ export function headerFromMessage(msg: DeltaHeaderMsg): DeltaHeader {
   return { blockSize: msg.blockSize, basisSize: msg.basisSize, basisHash: msg.basisHash, targetSize: msg.targetSize, strongAlg: alg, seed: msg.seed };
 }
 
-/** Message for an op. */
-export function opMessage(op: DeltaOp): Message {
-  return op.kind === 'copy' ? { type: MsgType.Copy, offset: op.offset, length: op.length } : { type: MsgType.Literal, data: op.data };
+/** Literals shorter than this are never compressed. */
+const COMPRESS_MIN = 256;
+
+/**
+ * Message for an op. With `compress`, literals are sent as raw DEFLATE (level
+ * 1: cheap, and VM images' text and zero-filled pages shrink a lot) when that
+ * saves at least a tenth.
+ */
+export function opMessage(op: DeltaOp, compress = false): Message {
+  if (op.kind === 'copy') return { type: MsgType.Copy, offset: op.offset, length: op.length };
+  if (compress && op.data.length >= COMPRESS_MIN) {
+    const z = deflateRawSync(op.data, { level: 1 });
+    if (z.length < op.data.length * 0.9) return { type: MsgType.LiteralZ, length: op.data.length, data: z };
+  }
+  return { type: MsgType.Literal, data: op.data };
+}
+
+/**
+ * Decompress a LiteralZ message into a literal op. The output is capped at
+ * the declared length (itself <= MAX_LITERAL) before inflating, so a
+ * decompression bomb cannot allocate more.
+ */
+export function literalFromZ(m: LiteralZMsg): DeltaOp {
+  let data: Buffer;
+  try {
+    data = inflateRawSync(m.data, { maxOutputLength: m.length });
+  } catch (e) {
+    throw new CorruptInputError(`compressed literal does not inflate to its declared ${m.length} bytes`, {}, { cause: e });
+  }
+  if (data.length !== m.length) throw new CorruptInputError(`compressed literal inflates to ${data.length} bytes, declared ${m.length}`);
+  return { kind: 'literal', data };
 }
 
 /** Produces the bytes of a delta file. */
@@ -63,10 +92,13 @@ export class DeltaFileEncoder {
     return Buffer.concat([this.w.preamble(), this.w.message(m)]);
   }
 
+  /** Compress literals (see opMessage). */
+  compress = false;
+
   /** One op. */
   op(op: DeltaOp): Buffer {
     this.ops++;
-    return this.w.message(opMessage(op));
+    return this.w.message(opMessage(op, this.compress));
   }
 
   /** End record. */
@@ -116,6 +148,9 @@ export class DeltaFileDecoder {
       case MsgType.Literal:
         this.ops++;
         return { kind: 'op', op: { kind: 'literal', data: msg.data } };
+      case MsgType.LiteralZ:
+        this.ops++;
+        return { kind: 'op', op: literalFromZ(msg) };
       case MsgType.DeltaEnd:
         return { kind: 'end', trailer: this.checkEnd(msg, digestBefore) };
       default:

@@ -20,6 +20,8 @@ export interface ClientOptions {
   volume: string;
   secret: Uint8Array;
   blockSize?: number | undefined;
+  /** Compress literal data with DEFLATE (push: this side compresses; pull: asks the server to). */
+  compress?: boolean | undefined;
   /** pull: patch the local image in place under a journal (default true) instead of temp file + rename. */
   inPlace?: boolean | undefined;
   idleTimeoutMs?: number | undefined;
@@ -47,7 +49,7 @@ export async function connectAuthenticated(opts: ClientOptions): Promise<Connect
   const conn = await dial(opts.host, opts.port, { idleTimeoutMs: opts.idleTimeoutMs ?? 300_000, bwlimit: opts.bwlimit });
   try {
     await conn.exchangePreamble();
-    await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify'] });
+    await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify', ...(opts.compress ? ['compress'] : [])] });
     const ch = await conn.recv();
     if (ch.type !== MsgType.Challenge) throw new SyncError('ERR_PROTOCOL', 'expected a challenge');
     if (ch.version !== PROTOCOL_VERSION) throw new SyncError('ERR_VERSION', `server speaks protocol version ${ch.version}`);
@@ -82,7 +84,7 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
     conn = await connectAuthenticated(opts);
     const ready = await openSession(conn, 'push', opts, img.size);
     const rs = await receiveSignatureWithPrepass(conn, img, opts.onProgress);
-    const d = await sendDelta(conn, rs, img, opts.onProgress);
+    const d = await sendDelta(conn, rs, img, opts.onProgress, opts.compress === true);
     const res = await conn.recv();
     if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
     if (!res.ok || !Buffer.from(res.targetHash).equals(d.targetHash)) {

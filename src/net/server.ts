@@ -28,7 +28,7 @@ export interface ServerEvent {
 }
 
 /** The capabilities this build offers. */
-export const SERVER_CAPS = ['push', 'pull', 'verify'];
+export const SERVER_CAPS = ['push', 'pull', 'verify', 'compress'];
 
 /** A running resync server. */
 export class ResyncServer {
@@ -115,7 +115,7 @@ export class ResyncServer {
       try {
         this.log({ level: 'info', msg: `${open.mode} started`, peer, volume: open.volume });
         if (open.mode === 'push') await this.servePush(conn, vol, open.blockSize, open.imageSize);
-        else if (open.mode === 'pull') await this.servePull(conn, vol);
+        else if (open.mode === 'pull') await this.servePull(conn, vol, hello.caps.includes('compress'));
         else await this.serveVerify(conn, vol, open.blockSize, open.imageSize);
         this.sessionsDone++;
         this.log({ level: 'info', msg: `${open.mode} finished`, peer, volume: open.volume });
@@ -173,14 +173,14 @@ export class ResyncServer {
     }
   }
 
-  private async servePull(conn: Connection, vol: VolumeConfig): Promise<void> {
+  private async servePull(conn: Connection, vol: VolumeConfig, compress: boolean): Promise<void> {
     await this.refuseUnfinished(vol);
     const img = await openImage(vol.path);
     try {
       await conn.send({ type: MsgType.Ready, imageSize: img.size, sessionId: randomBytes(8).toString('hex'), resumeFrom: 0 });
       const progress = this.progressLogger(vol);
       const rs = await receiveSignatureWithPrepass(conn, img, progress);
-      await sendDelta(conn, rs, img, progress);
+      await sendDelta(conn, rs, img, progress, compress);
       const res = await conn.recv();
       if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
     } finally {

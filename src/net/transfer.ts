@@ -16,7 +16,7 @@ import { adler32, adler32OfZeros } from '../core/rolling.js';
 import { MAX_REGION_BLOCKS, REGION_CHUNK, REGION_HASH_LEN } from '../../protocol/codec.js';
 import { REGION_LABEL, imageHashBuilder, regionHash, type ImageHashSpec } from '../core/imagehash.js';
 import { chunkFromMessage, paramsFromHeader, sigBlocksMessage, sigHeaderMessage } from '../format/sigfile.js';
-import { headerFromMessage, opMessage } from '../format/deltafile.js';
+import { headerFromMessage, literalFromZ, opMessage } from '../format/deltafile.js';
 import { readChunks, type ImageHandle } from '../io/image.js';
 import { ImageWriter } from '../io/output.js';
 import { StreamPatcher, checkBasisSize } from '../io/patcher.js';
@@ -259,7 +259,7 @@ export async function receiveSignatureWithPrepass(conn: Connection, img: ImageHa
 }
 
 /** Scan `img` against the signature and stream the delta to the peer. */
-export async function sendDelta(conn: Connection, rs: ReceivedSignature, img: ImageHandle, onProgress?: ProgressFn): Promise<SendDeltaResult> {
+export async function sendDelta(conn: Connection, rs: ReceivedSignature, img: ImageHandle, onProgress?: ProgressFn, compress = false): Promise<SendDeltaResult> {
   const { sig, own, targetHash } = rs;
   const matcher = new DeltaMatcher(sig, { ownDigests: own });
   const sp = sig.params;
@@ -277,14 +277,14 @@ export async function sendDelta(conn: Connection, rs: ReceivedSignature, img: Im
   const chunk = Math.max(sp.blockSize, Math.floor(IO_CHUNK / sp.blockSize) * sp.blockSize);
   for await (const c of readChunks(img, 0, img.size, chunk)) {
     for (const op of matcher.push(c)) {
-      await conn.send(opMessage(op));
+      await conn.send(opMessage(op, compress));
       ops++;
     }
     done += c.length;
     onProgress?.({ phase: 'delta', done, total: img.size, matched: matcher.stats.matchedBytes, literal: matcher.stats.literalBytes });
   }
   for (const op of matcher.end()) {
-    await conn.send(opMessage(op));
+    await conn.send(opMessage(op, compress));
     ops++;
   }
   await conn.send({ type: MsgType.DeltaEnd, targetSize: img.size, targetHash, opCount: ops, digest: null });
@@ -391,6 +391,8 @@ export async function receiveDelta(
         await sink.apply({ kind: 'copy', offset: m.offset, length: m.length });
       } else if (m.type === MsgType.Literal) {
         await sink.apply({ kind: 'literal', data: m.data });
+      } else if (m.type === MsgType.LiteralZ) {
+        await sink.apply(literalFromZ(m));
       } else if (m.type === MsgType.DeltaEnd) {
         if (m.opCount !== ops) throw new SyncError('ERR_CORRUPT', `delta ended after ${ops} ops but the peer counted ${m.opCount}`);
         if (m.targetSize !== h.targetSize) throw new SyncError('ERR_CORRUPT', `delta end says ${m.targetSize} bytes, header said ${h.targetSize}`);

@@ -68,13 +68,14 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .positional('signature', { type: 'string', demandOption: true })
           .positional('newfile', { type: 'string', demandOption: true, describe: 'the new image (the source)' })
           .positional('delta', { type: 'string', demandOption: true, describe: 'delta file to write' })
-          .option('format', FORMAT_OPTION),
+          .option('format', FORMAT_OPTION)
+          .option('compress', { type: 'boolean', default: false, describe: 'compress literal data (raw DEFLATE; resync format only)' }),
       (argv) =>
         runCommand('delta', argv, async (progress) => {
           const r =
             argv.format === 'rdiff'
               ? await rdiffDeltaFile(argv.signature, argv.newfile, argv.delta, { onProgress: progress })
-              : await deltaFile(argv.signature, argv.newfile, argv.delta, { onProgress: progress });
+              : await deltaFile(argv.signature, argv.newfile, argv.delta, { onProgress: progress, compress: argv.compress });
           return {
             imageSize: r.imageSize,
             blockSize: r.blockSize,

@@ -5,6 +5,8 @@ import { loadServerConfig, parseRemote, readSecretFile, splitHostPort, type Serv
 import { ResyncServer } from '../../net/server.js';
 import { pull, push, type SyncResult } from '../../net/client.js';
 import { parseSize } from '../args.js';
+import { dryRunPull, dryRunPush } from '../../dry-run.js';
+import { dryRunSummary, parseBwlimit } from './ops.js';
 import { runCommand, type CommonArgs } from '../run.js';
 import { resolve } from 'node:path';
 
@@ -101,16 +103,25 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME' })
           .option('secret-file', { type: 'string', describe: 'file holding the shared secret (or RESYNC_SECRET_FILE)' })
           .option('block-size', { alias: 'b', type: 'string' })
-          .option('timeout', { type: 'number', default: 300, describe: 'seconds of silence before giving up' }),
+          .option('dry-run', { type: 'boolean', default: false, describe: 'report what would be sent; nothing is written on either side' })
+          .option('bwlimit', { type: 'string', describe: 'most bytes per second this side sends (e.g. 500K, 10M)' })
+          .option('timeout', { type: 'number', default: 300, describe: 'seconds of silence before giving up' })
+          .option('compress', { type: 'boolean', default: false, describe: 'compress literal data (raw DEFLATE) on the wire' }),
       (argv) =>
         runCommand('push', argv, async (progress) => {
           const r = parseRemote(argv.remote);
           const secret = await readSecretFile(secretFileArg(argv['secret-file']));
+          if (argv['dry-run']) {
+            const bs = argv['block-size'] ? parseSize(argv['block-size'], 'block size') : undefined;
+            return dryRunSummary(await dryRunPush(argv.image, { ...r, secret, blockSize: bs, idleTimeoutMs: argv.timeout * 1000, bwlimit: parseBwlimit(argv.bwlimit), onProgress: progress }));
+          }
           const res = await push(argv.image, {
             ...r,
             secret,
             blockSize: argv['block-size'] ? parseSize(argv['block-size'], 'block size') : undefined,
             idleTimeoutMs: argv.timeout * 1000,
+            bwlimit: parseBwlimit(argv.bwlimit),
+            compress: argv.compress,
             onProgress: progress,
           });
           return summary(res);
@@ -126,17 +137,26 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .option('in-place', { type: 'boolean', default: true, describe: 'patch IMAGE in place under an undo journal (resumable); --no-in-place writes a temp file and renames it' })
           .option('secret-file', { type: 'string', describe: 'file holding the shared secret (or RESYNC_SECRET_FILE)' })
           .option('block-size', { alias: 'b', type: 'string' })
-          .option('timeout', { type: 'number', default: 300, describe: 'seconds of silence before giving up' }),
+          .option('dry-run', { type: 'boolean', default: false, describe: 'report what would be sent; nothing is written on either side' })
+          .option('bwlimit', { type: 'string', describe: 'most bytes per second this side sends (e.g. 500K, 10M)' })
+          .option('timeout', { type: 'number', default: 300, describe: 'seconds of silence before giving up' })
+          .option('compress', { type: 'boolean', default: false, describe: 'compress literal data (raw DEFLATE) on the wire' }),
       (argv) =>
         runCommand('pull', argv, async (progress) => {
           const r = parseRemote(argv.remote);
           const secret = await readSecretFile(secretFileArg(argv['secret-file']));
+          if (argv['dry-run']) {
+            const bs = argv['block-size'] ? parseSize(argv['block-size'], 'block size') : undefined;
+            return dryRunSummary(await dryRunPull(argv.image, { ...r, secret, blockSize: bs, idleTimeoutMs: argv.timeout * 1000, bwlimit: parseBwlimit(argv.bwlimit), onProgress: progress }));
+          }
           const res = await pull(argv.image, {
             ...r,
             secret,
             inPlace: argv['in-place'],
             blockSize: argv['block-size'] ? parseSize(argv['block-size'], 'block size') : undefined,
             idleTimeoutMs: argv.timeout * 1000,
+            bwlimit: parseBwlimit(argv.bwlimit),
+            compress: argv.compress,
             onProgress: progress,
           });
           return summary(res);
