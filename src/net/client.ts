@@ -8,7 +8,7 @@ import { MsgType, PROTOCOL_VERSION } from '../../protocol/constants.js';
 import { clientProof, macEquals, newNonce, serverProof } from '../../protocol/auth.js';
 import type { ReadyMsg } from '../../protocol/messages.js';
 import type { ProgressFn } from '../api-files.js';
-import { dial, type Connection } from './connection.js';
+import { dial, type ClientTls, type Connection } from './connection.js';
 import { inPlaceSink, receiveDelta, receiveSignatureWithPrepass, sendDelta, sendSignature, tempFileSink } from './transfer.js';
 import { journalPathFor } from '../io/journal.js';
 import { settleJournal } from '../io/inplace.js';
@@ -20,6 +20,8 @@ export interface ClientOptions {
   volume: string;
   secret: Uint8Array;
   blockSize?: number | undefined;
+  /** Connect over TLS, verifying the server's certificate. */
+  tls?: ClientTls | undefined;
   /** Compress literal data with DEFLATE (push: this side compresses; pull: asks the server to). */
   compress?: boolean | undefined;
   /** pull: patch the local image in place under a journal (default true) instead of temp file + rename. */
@@ -46,7 +48,7 @@ export interface SyncResult extends DeltaStats {
 
 /** Connect and authenticate (mutually): resolves once the server proved it knows the secret too. */
 export async function connectAuthenticated(opts: ClientOptions): Promise<Connection> {
-  const conn = await dial(opts.host, opts.port, { idleTimeoutMs: opts.idleTimeoutMs ?? 300_000, bwlimit: opts.bwlimit });
+  const conn = await dial(opts.host, opts.port, { tls: opts.tls, idleTimeoutMs: opts.idleTimeoutMs ?? 300_000, bwlimit: opts.bwlimit });
   try {
     await conn.exchangePreamble();
     await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify', ...(opts.compress ? ['compress'] : [])] });

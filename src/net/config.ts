@@ -31,6 +31,17 @@ export interface ServerConfig {
   idleTimeoutMs: number;
   /** Time allowed from connect to authenticated. */
   handshakeTimeoutMs: number;
+  /** Optional TLS (confidentiality on untrusted links); authentication stays the shared-secret HMAC. */
+  tls?: { cert: Buffer; key: Buffer } | undefined;
+}
+
+/** Read a TLS certificate and key (PEM). */
+export async function readTlsFiles(certFile: string, keyFile: string): Promise<{ cert: Buffer; key: Buffer }> {
+  try {
+    return { cert: await readFile(certFile), key: await readFile(keyFile) };
+  } catch (e) {
+    throw ioError(e, 'read TLS certificate or key', `${certFile} / ${keyFile}`);
+  }
 }
 
 /** Shortest secret accepted (bytes). */
@@ -100,7 +111,16 @@ export async function loadServerConfig(path: string, overrides: Partial<{ host: 
     if (typeof x !== 'number' || !Number.isFinite(x) || x <= 0) throw new ParamError(`config ${k} must be a positive number`);
     return x;
   };
+  let tls: { cert: Buffer; key: Buffer } | undefined;
+  if (o.tls !== undefined) {
+    const t = o.tls as { certFile?: unknown; keyFile?: unknown };
+    if (typeof t !== 'object' || t === null || typeof t.certFile !== 'string' || typeof t.keyFile !== 'string') {
+      throw new ParamError(`config "tls" needs "certFile" and "keyFile"`);
+    }
+    tls = await readTlsFiles(abs(t.certFile), abs(t.keyFile));
+  }
   return {
+    tls,
     host: overrides.host ?? h,
     port: overrides.port ?? p,
     secret: await readSecretFile(secretFile),

@@ -5,7 +5,8 @@
  * many messages wait), and an idle timeout. Every message sent or received is
  * run through the session state machine.
  */
-import { connect as netConnect, type Socket } from 'node:net';
+import { connect as netConnect, isIP, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { SyncError, isSyncError, type ErrorCode } from '../core/errors.js';
 import { MAX_FRAME } from '../core/limits.js';
 import { encodeFrame, FrameDecoder } from '../bytes/frame.js';
@@ -255,15 +256,26 @@ export class Connection {
   }
 }
 
-/** Open a TCP connection to host:port. */
-export function dial(host: string, port: number, opts: ConnectionOptions & { connectTimeoutMs?: number }): Promise<Connection> {
+/** TLS for the client side: the server's certificate is verified against `ca` (or the system store). */
+export interface ClientTls {
+  /** PEM CA certificate(s) to trust; the system store when absent. */
+  ca?: Buffer | undefined;
+  /** Name to check the certificate against (default: the host). */
+  servername?: string | undefined;
+}
+
+/** Open a TCP (or TLS) connection to host:port. */
+export function dial(host: string, port: number, opts: ConnectionOptions & { connectTimeoutMs?: number; tls?: ClientTls | undefined }): Promise<Connection> {
   return new Promise((resolve, reject) => {
-    const s = netConnect({ host, port });
+    const s: Socket = opts.tls
+      ? tlsConnect({ host, port, ca: opts.tls.ca, servername: opts.tls.servername ?? (isIP(host) ? undefined : host), rejectUnauthorized: true })
+      : netConnect({ host, port });
+    const ready = opts.tls ? 'secureConnect' : 'connect';
     const t = setTimeout(() => {
       s.destroy();
       reject(new SyncError('ERR_CONNECTION', `cannot connect to ${host}:${port}: timed out`));
     }, opts.connectTimeoutMs ?? 15_000);
-    s.once('connect', () => {
+    s.once(ready, () => {
       clearTimeout(t);
       s.removeAllListeners('error');
       resolve(new Connection(s, 'client', opts));

@@ -4,6 +4,7 @@
  * nothing is revealed before it succeeds), then one session on one volume.
  */
 import { createServer, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
 import { randomBytes } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { SyncError, isSyncError } from '../core/errors.js';
@@ -47,7 +48,13 @@ export class ResyncServer {
   /** Listen; resolves with the bound port (useful with port 0). */
   listen(): Promise<number> {
     return new Promise((resolve, reject) => {
-      const srv = createServer({ pauseOnConnect: false }, (s) => this.onSocket(s));
+      const tls = this.config.tls;
+      const srv: Server = tls ? createTlsServer({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2' }, (s) => this.onSocket(s)) : createServer({ pauseOnConnect: false }, (s) => this.onSocket(s));
+      // A failed TLS handshake never reaches onSocket; keep the server quiet and healthy.
+      srv.on('tlsClientError', (e: Error, s: Socket) => {
+        s.destroy();
+        this.log({ level: 'warn', msg: `TLS handshake failed: ${e.message}`, code: 'ERR_AUTH' });
+      });
       srv.maxConnections = this.config.maxSessions;
       srv.once('error', (e: NodeJS.ErrnoException) =>
         reject(new SyncError('ERR_CONNECTION', `cannot listen on ${this.config.host}:${this.config.port}: ${e.code ?? e.message}`)),

@@ -1,7 +1,7 @@
 /** `resync serve`, `push` and `pull`. */
 import type { Argv } from 'yargs';
 import { ParamError } from '../../core/errors.js';
-import { loadServerConfig, parseRemote, readSecretFile, splitHostPort, type ServerConfig, type VolumeConfig } from '../../net/config.js';
+import { loadServerConfig, parseRemote, readSecretFile, readTlsFiles, splitHostPort, type ServerConfig, type VolumeConfig } from '../../net/config.js';
 import { ResyncServer } from '../../net/server.js';
 import { pull, push, type SyncResult } from '../../net/client.js';
 import { parseSize } from '../args.js';
@@ -9,6 +9,19 @@ import { dryRunPull, dryRunPush } from '../../dry-run.js';
 import { dryRunSummary, parseBwlimit } from './ops.js';
 import { runCommand, type CommonArgs } from '../run.js';
 import { resolve } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import type { ClientTls } from '../../net/connection.js';
+import { ioError } from '../../io/errors.js';
+
+async function clientTls(on: boolean, caFile: string | undefined): Promise<ClientTls | undefined> {
+  if (!on && !caFile) return undefined;
+  if (!caFile) return {};
+  try {
+    return { ca: await readFile(caFile) };
+  } catch (e) {
+    throw ioError(e, 'read CA certificate', caFile);
+  }
+}
 
 function secretFileArg(v: string | undefined): string {
   const f = v ?? process.env.RESYNC_SECRET_FILE;
@@ -55,6 +68,8 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .option('listen', { type: 'string', describe: 'HOST:PORT to listen on (default 127.0.0.1:7873)' })
           .option('volume', { type: 'string', array: true, describe: 'NAME=PATH[:rw|:ro] (repeatable; default read-only)' })
           .option('secret-file', { type: 'string', describe: 'file holding the shared secret' })
+          .option('tls-cert', { type: 'string', describe: 'PEM certificate: serve over TLS (with --tls-key)' })
+          .option('tls-key', { type: 'string', describe: 'PEM private key for --tls-cert' })
           .option('max-sessions', { type: 'number', default: 16 })
           .option('idle-timeout', { type: 'number', default: 300, describe: 'seconds of silence before a session is dropped' }),
       (argv) =>
@@ -77,6 +92,10 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
               idleTimeoutMs: argv['idle-timeout'] * 1000,
               handshakeTimeoutMs: 10_000,
             };
+          }
+          if (argv['tls-cert'] || argv['tls-key']) {
+            if (!argv['tls-cert'] || !argv['tls-key']) throw new ParamError('--tls-cert and --tls-key go together');
+            cfg.tls = await readTlsFiles(argv['tls-cert'], argv['tls-key']);
           }
           if (Object.keys(cfg.volumes).length === 0) throw new ParamError('no volumes to serve: use --volume NAME=PATH[:rw] or a config file');
           const server = new ResyncServer(cfg, (e) => {
@@ -102,6 +121,8 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .positional('image', { type: 'string', demandOption: true })
           .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME' })
           .option('secret-file', { type: 'string', describe: 'file holding the shared secret (or RESYNC_SECRET_FILE)' })
+          .option('tls', { type: 'boolean', default: false, describe: 'connect over TLS and verify the server certificate' })
+          .option('tls-ca', { type: 'string', describe: 'PEM CA certificate to trust for --tls (default: the system store)' })
           .option('block-size', { alias: 'b', type: 'string' })
           .option('dry-run', { type: 'boolean', default: false, describe: 'report what would be sent; nothing is written on either side' })
           .option('bwlimit', { type: 'string', describe: 'most bytes per second this side sends (e.g. 500K, 10M)' })
@@ -122,6 +143,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             idleTimeoutMs: argv.timeout * 1000,
             bwlimit: parseBwlimit(argv.bwlimit),
             compress: argv.compress,
+            tls: await clientTls(argv.tls, argv['tls-ca']),
             onProgress: progress,
           });
           return summary(res);
@@ -136,6 +158,8 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .positional('image', { type: 'string', demandOption: true })
           .option('in-place', { type: 'boolean', default: true, describe: 'patch IMAGE in place under an undo journal (resumable); --no-in-place writes a temp file and renames it' })
           .option('secret-file', { type: 'string', describe: 'file holding the shared secret (or RESYNC_SECRET_FILE)' })
+          .option('tls', { type: 'boolean', default: false, describe: 'connect over TLS and verify the server certificate' })
+          .option('tls-ca', { type: 'string', describe: 'PEM CA certificate to trust for --tls (default: the system store)' })
           .option('block-size', { alias: 'b', type: 'string' })
           .option('dry-run', { type: 'boolean', default: false, describe: 'report what would be sent; nothing is written on either side' })
           .option('bwlimit', { type: 'string', describe: 'most bytes per second this side sends (e.g. 500K, 10M)' })
@@ -157,6 +181,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             idleTimeoutMs: argv.timeout * 1000,
             bwlimit: parseBwlimit(argv.bwlimit),
             compress: argv.compress,
+            tls: await clientTls(argv.tls, argv['tls-ca']),
             onProgress: progress,
           });
           return summary(res);

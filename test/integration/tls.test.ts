@@ -1,0 +1,67 @@
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { ResyncServer } from '../../src/net/server.js';
+import { push } from '../../src/net/client.js';
+
+let dir: string;
+let server: ResyncServer;
+let port: number;
+let ca: Buffer;
+const secret = randomBytes(32);
+
+function haveOpenssl(): boolean {
+  try {
+    execFileSync('openssl', ['version']);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'resync-tls-'));
+  if (!haveOpenssl()) return;
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1',
+    '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-subj', '/CN=resync-test', '-addext', 'subjectAltName=IP:127.0.0.1',
+  ], { stdio: 'ignore' });
+  ca = await readFile(join(dir, 'cert.pem'));
+  server = new ResyncServer({
+    host: '127.0.0.1',
+    port: 0,
+    secret,
+    volumes: { v: { path: join(dir, 'vol.img'), writable: true } },
+    maxSessions: 8,
+    idleTimeoutMs: 10_000,
+    handshakeTimeoutMs: 5_000,
+    tls: { cert: ca, key: await readFile(join(dir, 'key.pem')) },
+  });
+  port = await server.listen();
+});
+afterAll(async () => {
+  await server?.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe.skipIf(!haveOpenssl())('TLS', () => {
+  test('push over TLS with the server certificate pinned as CA', async () => {
+    const src = randomBytes(1 << 20);
+    await writeFile(join(dir, 'vol.img'), randomBytes(1 << 20));
+    await writeFile(join(dir, 'src.img'), src);
+    const r = await push(join(dir, 'src.img'), { host: '127.0.0.1', port, secret, volume: 'v', tls: { ca } });
+    expect(r.verified).toBe(true);
+    expect((await readFile(join(dir, 'vol.img'))).equals(src)).toBe(true);
+  });
+
+  test('an untrusted certificate is refused; a plain-TCP client gets nothing; the server stays healthy', async () => {
+    await writeFile(join(dir, 'src.img'), randomBytes(1000));
+    await expect(push(join(dir, 'src.img'), { host: '127.0.0.1', port, secret, volume: 'v', tls: {} })).rejects.toMatchObject({ code: 'ERR_CONNECTION' });
+    await expect(push(join(dir, 'src.img'), { host: '127.0.0.1', port, secret, volume: 'v', idleTimeoutMs: 2000 })).rejects.toBeDefined();
+    const r = await push(join(dir, 'src.img'), { host: '127.0.0.1', port, secret, volume: 'v', tls: { ca } });
+    expect(r.verified).toBe(true);
+  });
+});
