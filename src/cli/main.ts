@@ -4,6 +4,7 @@ import { hideBin } from 'yargs/helpers';
 import { fileCommands } from './commands/files.js';
 import { demoCommand } from './commands/demo.js';
 import { netCommands } from './commands/net.js';
+import { opsCommands } from './commands/ops.js';
 import { ExitCode } from './exit-codes.js';
 import type { CommonArgs } from './run.js';
 
@@ -16,6 +17,7 @@ const base = yargs(hideBin(process.argv))
 
 let cli = fileCommands(base);
 cli = netCommands(cli);
+cli = opsCommands(cli);
 cli = demoCommand(cli);
 await cli
   .demandCommand(1, 'name a command (see --help)')

@@ -5,6 +5,7 @@ import { rdiffDeltaFile, rdiffPatchFile, rdiffSignatureFile } from '../../api-rd
 import { RDIFF_DEFAULT_SIG_TYPE, RDIFF_SIG_TYPES, type RdiffSigType } from '../../format/rdiff/constants.js';
 import type { StrongAlg } from '../../core/strong.js';
 import { parseSize } from '../args.js';
+import { dryRunDeltaCommand } from './ops.js';
 import { runCommand, type CommonArgs } from '../run.js';
 
 const FORMAT_OPTION = {
@@ -68,10 +69,12 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .positional('signature', { type: 'string', demandOption: true })
           .positional('newfile', { type: 'string', demandOption: true, describe: 'the new image (the source)' })
           .positional('delta', { type: 'string', demandOption: true, describe: 'delta file to write' })
+          .option('dry-run', { type: 'boolean', default: false, describe: 'report what the delta would hold and its size; write nothing (resync format)' })
           .option('format', FORMAT_OPTION)
           .option('compress', { type: 'boolean', default: false, describe: 'compress literal data (raw DEFLATE; resync format only)' }),
       (argv) =>
         runCommand('delta', argv, async (progress) => {
+          if (argv['dry-run']) return dryRunDeltaCommand(argv.signature, argv.newfile, argv.format, progress);
           const r =
             argv.format === 'rdiff'
               ? await rdiffDeltaFile(argv.signature, argv.newfile, argv.delta, { onProgress: progress })

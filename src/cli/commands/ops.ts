@@ -1,0 +1,116 @@
+/** `resync verify`, and the shared pieces of the operators' options (--dry-run, --bwlimit). */
+import type { Argv } from 'yargs';
+import { ParamError } from '../../core/errors.js';
+import { parseRemote, readSecretFile } from '../../net/config.js';
+import { verifyFiles, verifyRemote, type VerifyReport } from '../../verify.js';
+import { dryRunDelta, type DryRunReport, type RemoteDryRunReport } from '../../dry-run.js';
+import type { ProgressFn } from '../../api-files.js';
+import { parseSize } from '../args.js';
+import { fmtBytes } from '../render.js';
+import { runCommand, type CommonArgs } from '../run.js';
+
+/** Exit code of `resync verify` when the images differ (docs/exit-codes.md). */
+export const EXIT_DIFFERENT = 10;
+
+/** Ranges listed in a human summary (--json lists up to --max-ranges). */
+const HUMAN_RANGES = 20;
+
+/** HOST:PORT/VOLUME (IPv6 in brackets); anything else is a local path. Prefix a path with ./ to force a file. */
+const REMOTE_RE = /^(?:\[[^\]]+\]|[^/:[\]]+):\d{1,5}\/[A-Za-z0-9._-]{1,128}$/;
+
+/** True if `s` names a remote volume rather than a local image. */
+export function isRemoteSpec(s: string): boolean {
+  return REMOTE_RE.test(s);
+}
+
+/** Parse a --bwlimit value such as 500K or 10M (bytes per second); undefined when absent. */
+export function parseBwlimit(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = parseSize(v, 'bandwidth limit');
+  if (n <= 0) throw new ParamError('--bwlimit must be more than 0 bytes per second');
+  return n;
+}
+
+/** Summary of a dry run for printSummary. */
+export function dryRunSummary(r: DryRunReport | RemoteDryRunReport): Record<string, unknown> {
+  return {
+    dryRun: true,
+    estimated: r.estimated || undefined,
+    imageSize: r.imageSize,
+    basisSize: r.basisSize,
+    blockSize: r.blockSize,
+    matchedBytes: r.matchedBytes,
+    literalBytes: r.literalBytes,
+    copyOps: r.copyOps,
+    literalOps: r.literalOps,
+    deltaBytes: r.deltaBytes,
+    signatureBytes: 'signatureBytes' in r ? r.signatureBytes : undefined,
+    upToDate: r.upToDate,
+    elapsedMs: r.elapsedMs,
+  };
+}
+
+/** `delta --dry-run`: the summary of what the delta would hold (resync format only). */
+export async function dryRunDeltaCommand(sigPath: string, newPath: string, format: string, onProgress: ProgressFn): Promise<Record<string, unknown>> {
+  if (format !== 'resync') throw new ParamError('--dry-run works with the resync format only');
+  return dryRunSummary(await dryRunDelta(sigPath, newPath, { onProgress }));
+}
+
+function verifySummary(r: VerifyReport, json: boolean, extra: Record<string, unknown>): Record<string, unknown> {
+  const base = {
+    identical: r.identical,
+    sizeA: r.sizeA,
+    sizeB: r.sizeB,
+    blockSize: r.blockSize,
+    differingBytes: r.differingBytes,
+    rangeCount: r.ranges.length,
+    truncated: r.truncated,
+    ...extra,
+  };
+  if (json) return { ...base, ranges: r.ranges };
+  const shown = r.ranges.slice(0, HUMAN_RANGES).map((x) => `${x.offset}+${x.length} (${fmtBytes(x.length)})`);
+  const more = r.ranges.length > HUMAN_RANGES || r.truncated ? ` ... (${r.truncated ? 'more than ' : ''}${r.ranges.length} in all; --json lists them)` : '';
+  return { ...base, ranges: r.ranges.length === 0 ? 'none' : `\n    ${shown.join('\n    ')}${more}` };
+}
+
+/** Register `verify`. */
+export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
+  return y.command(
+    'verify <a> <b>',
+    `Compare two images block by block and list the byte ranges that differ; writes nothing. B may be HOST:PORT/VOLUME. Exit status 0: identical, ${EXIT_DIFFERENT}: different`,
+    (a) =>
+      a
+        .positional('a', { type: 'string', demandOption: true, describe: 'local image (file or block device)' })
+        .positional('b', { type: 'string', demandOption: true, describe: 'local image, or HOST:PORT/VOLUME (prefix a path with ./ to force a file)' })
+        .option('block-size', { type: 'string', describe: 'comparison granularity (e.g. 4K); default: the block size a sync would use' })
+        .option('max-ranges', { type: 'number', default: 10_000, describe: 'most ranges listed (the byte count stays exact)' })
+        .option('secret-file', { type: 'string', describe: 'file holding the shared secret (remote B; or RESYNC_SECRET_FILE)' })
+        .option('bwlimit', { type: 'string', describe: 'most bytes per second to send (e.g. 500K, 10M)' })
+        .option('timeout', { type: 'number', default: 300, describe: 'seconds of silence before giving up' }),
+    async (argv) => {
+      let differ = false;
+      await runCommand('verify', argv, async (progress) => {
+        const blockSize = argv['block-size'] !== undefined ? parseSize(argv['block-size'], 'block size') : undefined;
+        if (isRemoteSpec(argv.b)) {
+          const f = argv['secret-file'] ?? process.env.RESYNC_SECRET_FILE;
+          if (!f) throw new ParamError('no shared secret: pass --secret-file FILE (or set RESYNC_SECRET_FILE) to verify against a remote volume');
+          const r = await verifyRemote(argv.a, {
+            ...parseRemote(argv.b),
+            secret: await readSecretFile(f),
+            blockSize,
+            maxRanges: argv['max-ranges'],
+            idleTimeoutMs: argv.timeout * 1000,
+            bwlimit: parseBwlimit(argv.bwlimit),
+            onProgress: progress,
+          });
+          differ = !r.identical;
+          return verifySummary(r, argv.json, { remote: argv.b, bytesSent: r.bytesSent, bytesReceived: r.bytesReceived, elapsedMs: r.elapsedMs });
+        }
+        const r = await verifyFiles(argv.a, argv.b, { blockSize, maxRanges: argv['max-ranges'], onProgress: progress });
+        differ = !r.identical;
+        return verifySummary(r, argv.json, { elapsedMs: r.elapsedMs });
+      });
+      if (differ && process.exitCode === 0) process.exitCode = EXIT_DIFFERENT;
+    },
+  );
+}

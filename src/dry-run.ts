@@ -1,0 +1,356 @@
+/**
+ * `--dry-run`: report what a push, pull or delta would move, without writing
+ * anything anywhere. The network variants open a 'verify' session, in which
+ * the server only sends its volume's signature and never writes.
+ */
+import { LimitExceededError, isSyncError } from './core/errors.js';
+import { IO_CHUNK, MAX_BLOCKS, MAX_LITERAL, SIG_CHUNK_BLOCKS } from './core/limits.js';
+import { DeltaMatcher } from './core/matcher.js';
+import { emptyStats, type DeltaOp, type DeltaStats } from './core/ops.js';
+import { blockCountFor, defaultBlockSize, type Signature } from './core/signature.js';
+import { STRONG_ALGS } from './core/strong.js';
+import { DEFAULT_STRONG_LEN, SEED_LEN } from './core/limits.js';
+import { FRAME_HEADER_LEN } from './bytes/frame.js';
+import { DeltaFileEncoder, opMessage } from './format/deltafile.js';
+import { sigHeaderMessage } from './format/sigfile.js';
+import { openImage, readChunks, type ImageHandle } from './io/image.js';
+import { loadSignatureFile, type ProgressFn } from './api-files.js';
+import { connectAuthenticated, openSession, type ClientOptions } from './net/client.js';
+import { receiveSignatureWithPrepass } from './net/transfer.js';
+import type { Connection } from './net/connection.js';
+import { encodeMessage } from '../protocol/codec.js';
+import { MsgType } from '../protocol/constants.js';
+import type { Message } from '../protocol/messages.js';
+
+/** What a dry run found. */
+export interface DryRunReport extends DeltaStats {
+  /** Size of the new image (the one the other side would become). */
+  imageSize: number;
+  /** Size of the image that would be overwritten. */
+  basisSize: number;
+  blockSize: number;
+  /**
+   * Bytes of delta that would be sent: every frame from DeltaHeader to
+   * DeltaEnd (push: exact; delta: the exact delta file size; pull: estimated).
+   */
+  deltaBytes: number;
+  /** True when the target already equals the source: a real run would copy everything in place. */
+  upToDate: boolean;
+  /** Pull only: the figures are estimated from this side (see dryRunPull). */
+  estimated: boolean;
+  elapsedMs: number;
+}
+
+/** A network dry run also reports the traffic of the dry run itself. */
+export interface RemoteDryRunReport extends DryRunReport {
+  /** Signature bytes a real run would exchange (push: received from the server; pull: sent to it). */
+  signatureBytes: number;
+  bytesSent: number;
+  bytesReceived: number;
+}
+
+/** Size of a message on the wire: the u32 length prefix plus its msgpack payload. */
+export function frameBytes(m: Message): number {
+  return FRAME_HEADER_LEN + encodeMessage(m).length;
+}
+
+const ZERO_HASH = new Uint8Array(32);
+
+/** End the verify session: Result with our verdict and image hash, then close. */
+async function finishSession(conn: Connection, ok: boolean, targetHash: Uint8Array): Promise<void> {
+  await conn.send({ type: MsgType.Result, ok, bytesWritten: 0, targetHash });
+  conn.end();
+}
+
+/** Report a failure to the server (unless it came from the server) and drop the connection. */
+async function abortSession(conn: Connection | null, e: unknown): Promise<void> {
+  if (!conn) return;
+  if (isSyncError(e) && !e.details.remote) await conn.sendErrorAndClose(e);
+  else conn.destroy();
+}
+
+/**
+ * What `push(image, opts)` would send, without writing on the server: the
+ * signature arrives as for a push (same block size choice), the matcher runs
+ * here over the image exactly as the real sender would (same chunking, same
+ * digests computed ahead), and every op is encoded to count its frame bytes.
+ */
+export async function dryRunPush(image: string, opts: ClientOptions): Promise<RemoteDryRunReport> {
+  const t0 = performance.now();
+  const img = await openImage(image);
+  let conn: Connection | null = null;
+  try {
+    conn = await connectAuthenticated(opts);
+    await openSession(conn, 'verify', opts, img.size);
+    const sigStart = conn.bytesIn;
+    const rs = await receiveSignatureWithPrepass(conn, img, opts.onProgress);
+    const signatureBytes = conn.bytesIn - sigStart;
+    const sp = rs.sig.params;
+    const matcher = new DeltaMatcher(rs.sig, { ownDigests: rs.own });
+    let deltaBytes = frameBytes({
+      type: MsgType.DeltaHeader,
+      blockSize: sp.blockSize,
+      basisSize: sp.imageSize,
+      basisHash: null,
+      targetSize: img.size,
+      strongAlgId: STRONG_ALGS[sp.strongAlg].id,
+      seed: sp.seed,
+    });
+    let ops = 0;
+    const count = (list: DeltaOp[]): void => {
+      for (const op of list) deltaBytes += frameBytes(opMessage(op));
+      ops += list.length;
+    };
+    const chunk = Math.max(sp.blockSize, Math.floor(IO_CHUNK / sp.blockSize) * sp.blockSize);
+    let done = 0;
+    for await (const c of readChunks(img, 0, img.size, chunk)) {
+      count(matcher.push(c));
+      done += c.length;
+      opts.onProgress?.({ phase: 'dry-run', done, total: img.size, matched: matcher.stats.matchedBytes, literal: matcher.stats.literalBytes });
+    }
+    count(matcher.end());
+    deltaBytes += frameBytes({ type: MsgType.DeltaEnd, targetSize: img.size, targetHash: rs.targetHash, opCount: ops, digest: null });
+    const upToDate = sp.imageSize === img.size && Buffer.from(rs.own.buffer, rs.own.byteOffset, rs.own.length).equals(rs.sig.strong);
+    await finishSession(conn, upToDate, rs.targetHash);
+    return {
+      ...matcher.stats,
+      imageSize: img.size,
+      basisSize: sp.imageSize,
+      blockSize: sp.blockSize,
+      deltaBytes,
+      upToDate,
+      estimated: false,
+      signatureBytes,
+      bytesSent: conn.bytesOut,
+      bytesReceived: conn.bytesIn,
+      elapsedMs: performance.now() - t0,
+    };
+  } catch (e) {
+    await abortSession(conn, e);
+    throw e;
+  } finally {
+    await img.fh.close();
+  }
+}
+
+/**
+ * Estimate what `pull(image, opts)` would receive, without writing anything.
+ * In a real pull the server scans its volume against this image's signature;
+ * here the roles are mirrored: the server's signature is matched against
+ * this image at every byte offset, and each block of the volume that occurs
+ * somewhere here counts as a copy, every other block as literal bytes. Data
+ * that moved by less than a block makes the estimate high by up to a block
+ * per change; otherwise it matches what the server would send.
+ */
+export async function dryRunPull(image: string, opts: ClientOptions): Promise<RemoteDryRunReport> {
+  const t0 = performance.now();
+  const img = await openImage(image);
+  let conn: Connection | null = null;
+  try {
+    conn = await connectAuthenticated(opts);
+    await openSession(conn, 'verify', opts, img.size);
+    const rs = await receiveSignatureWithPrepass(conn, img, opts.onProgress);
+    const sig = rs.sig;
+    const sp = sig.params;
+    const foundAt = await locateBlocks(sig, img, rs.own, opts.onProgress);
+    const est = simulatePullDelta(sig, foundAt);
+    const upToDate = sp.imageSize === img.size && Buffer.from(rs.own.buffer, rs.own.byteOffset, rs.own.length).equals(sig.strong);
+    await finishSession(conn, upToDate, rs.targetHash);
+    return {
+      ...est.stats,
+      imageSize: sp.imageSize,
+      basisSize: img.size,
+      blockSize: sp.blockSize,
+      deltaBytes: est.bytes,
+      upToDate,
+      estimated: true,
+      signatureBytes: signatureWireBytes(img.size, opts.blockSize ?? defaultBlockSize(Math.max(img.size, sp.imageSize))),
+      bytesSent: conn.bytesOut,
+      bytesReceived: conn.bytesIn,
+      elapsedMs: performance.now() - t0,
+    };
+  } catch (e) {
+    await abortSession(conn, e);
+    throw e;
+  } finally {
+    await img.fh.close();
+  }
+}
+
+/** For each block of `sig`, the offset in `img` where it occurs (first found), or -1. */
+async function locateBlocks(sig: Signature, img: ImageHandle, own: Uint8Array, onProgress?: ProgressFn): Promise<Float64Array> {
+  if (sig.blockCount > MAX_BLOCKS) throw new LimitExceededError('signature block count', sig.blockCount, MAX_BLOCKS);
+  const foundAt = new Float64Array(sig.blockCount).fill(-1);
+  const bs = sig.params.blockSize;
+  const matcher = new DeltaMatcher(sig, { ownDigests: own });
+  let pos = 0;
+  const record = (ops: DeltaOp[]): void => {
+    for (const op of ops) {
+      if (op.kind === 'literal') {
+        pos += op.data.length;
+        continue;
+      }
+      // A copy may span several blocks of the signature's image (adjacent matches coalesce).
+      for (let off = 0; off < op.length; ) {
+        const blk = Math.floor((op.offset + off) / bs);
+        const len = sig.blockLength(blk);
+        if (foundAt[blk] === -1) foundAt[blk] = pos + off;
+        off += len;
+      }
+      pos += op.length;
+    }
+  };
+  const chunk = Math.max(bs, Math.floor(IO_CHUNK / bs) * bs);
+  let done = 0;
+  for await (const c of readChunks(img, 0, img.size, chunk)) {
+    record(matcher.push(c));
+    done += c.length;
+    onProgress?.({ phase: 'dry-run', done, total: img.size });
+  }
+  record(matcher.end());
+  shareAmongDuplicates(sig, foundAt);
+  return foundAt;
+}
+
+/**
+ * The signature's index keeps one block of each set of identical blocks (a
+ * volume has many zero blocks), so the scan finds only that one; a real
+ * sender would copy every duplicate from the same place.
+ */
+function shareAmongDuplicates(sig: Signature, foundAt: Float64Array): void {
+  const sl = sig.params.strongLen;
+  const rep = (i: number): number => {
+    const w = sig.weak[i]!;
+    const h = sig.strong.subarray(i * sl, i * sl + sl);
+    for (let j = sig.head[sig.bucket(w)]!; j >= 0; j = sig.next[j]!) if (sig.weak[j] === w && sig.strongEquals(j, h)) return j;
+    return -1;
+  };
+  for (let i = 0; i < sig.blockCount; i++) {
+    if (foundAt[i]! < 0) continue;
+    const r = rep(i);
+    if (r >= 0 && foundAt[r]! < 0) foundAt[r] = foundAt[i]!;
+  }
+  for (let i = 0; i < sig.blockCount; i++) {
+    if (foundAt[i]! >= 0) continue;
+    const r = rep(i);
+    if (r >= 0 && foundAt[r]! >= 0) foundAt[i] = foundAt[r]!;
+  }
+}
+
+/** The delta a server would send for a volume whose blocks occur here at `foundAt` (-1: not here). */
+function simulatePullDelta(sig: Signature, foundAt: Float64Array): { stats: DeltaStats; bytes: number } {
+  const stats = emptyStats();
+  const sp = sig.params;
+  let bytes = frameBytes({
+    type: MsgType.DeltaHeader,
+    blockSize: sp.blockSize,
+    basisSize: 0,
+    basisHash: null,
+    targetSize: sp.imageSize,
+    strongAlgId: STRONG_ALGS[sp.strongAlg].id,
+    seed: sp.seed,
+  });
+  let copyOff = -1;
+  let copyLen = 0;
+  let literal = 0;
+  const flushCopy = (): void => {
+    if (copyOff < 0) return;
+    bytes += frameBytes({ type: MsgType.Copy, offset: copyOff, length: copyLen });
+    stats.copyOps++;
+    copyOff = -1;
+    copyLen = 0;
+  };
+  const flushLiteral = (): void => {
+    while (literal > 0) {
+      const n = Math.min(literal, MAX_LITERAL);
+      bytes += literalFrameBytes(n);
+      stats.literalOps++;
+      literal -= n;
+    }
+  };
+  for (let i = 0; i < sig.blockCount; i++) {
+    const len = sig.blockLength(i);
+    const at = foundAt[i]!;
+    if (at < 0) {
+      flushCopy();
+      literal += len;
+      stats.literalBytes += len;
+      continue;
+    }
+    flushLiteral();
+    stats.matchedBytes += len;
+    if (copyOff >= 0 && copyOff + copyLen === at) {
+      copyLen += len;
+    } else {
+      flushCopy();
+      copyOff = at;
+      copyLen = len;
+    }
+  }
+  flushCopy();
+  flushLiteral();
+  bytes += frameBytes({ type: MsgType.DeltaEnd, targetSize: sp.imageSize, targetHash: ZERO_HASH, opCount: stats.copyOps + stats.literalOps, digest: null });
+  return { stats, bytes };
+}
+
+let zeroLiteral: Uint8Array | null = null;
+
+/** Frame bytes of a literal of `n` bytes (encoded for real, over zeros). */
+function literalFrameBytes(n: number): number {
+  zeroLiteral ??= new Uint8Array(MAX_LITERAL);
+  return frameBytes({ type: MsgType.Literal, data: zeroLiteral.subarray(0, n) });
+}
+
+/** Wire bytes of the signature this side would send for an image of `size` bytes at `blockSize`. */
+function signatureWireBytes(size: number, blockSize: number): number {
+  const sl = DEFAULT_STRONG_LEN;
+  const seed = new Uint8Array(SEED_LEN);
+  const blocks = blockCountFor(size, blockSize);
+  const chunkBytes = (n: number): number => frameBytes({ type: MsgType.SigBlocks, first: blocks, weak: new Uint8Array(n * 4), strong: new Uint8Array(n * sl) });
+  const full = Math.floor(blocks / SIG_CHUNK_BLOCKS);
+  const rest = blocks % SIG_CHUNK_BLOCKS;
+  return (
+    frameBytes(sigHeaderMessage({ blockSize, imageSize: size, strongAlg: 'sha256', strongLen: sl, seed })) +
+    (full > 0 ? full * chunkBytes(SIG_CHUNK_BLOCKS) : 0) +
+    (rest > 0 ? chunkBytes(rest) : 0) +
+    frameBytes({ type: MsgType.SigEnd, blockCount: blocks, basisHash: null, digest: null })
+  );
+}
+
+/**
+ * What `deltaFile(sigPath, newPath, ...)` would write, without writing it:
+ * the same scan, with every record encoded to count the delta file's exact
+ * size.
+ */
+export async function dryRunDelta(sigPath: string, newPath: string, opts: { onProgress?: ProgressFn | undefined } = {}): Promise<DryRunReport> {
+  const t0 = performance.now();
+  const { signature, basisHash } = await loadSignatureFile(sigPath);
+  const img = await openImage(newPath);
+  try {
+    const sp = signature.params;
+    const matcher = new DeltaMatcher(signature);
+    const enc = new DeltaFileEncoder();
+    enc.start({ blockSize: sp.blockSize, basisSize: sp.imageSize, basisHash, targetSize: img.size, strongAlg: sp.strongAlg, seed: sp.seed });
+    let done = 0;
+    for await (const c of readChunks(img)) {
+      for (const op of matcher.push(c)) enc.op(op);
+      done += c.length;
+      opts.onProgress?.({ phase: 'dry-run', done, total: img.size, matched: matcher.stats.matchedBytes, literal: matcher.stats.literalBytes });
+    }
+    for (const op of matcher.end()) enc.op(op);
+    // The trailer's size does not depend on the hash value.
+    enc.end(img.size, ZERO_HASH);
+    return {
+      ...matcher.stats,
+      imageSize: img.size,
+      basisSize: sp.imageSize,
+      blockSize: sp.blockSize,
+      deltaBytes: enc.bytesOut,
+      upToDate: img.size === sp.imageSize && matcher.stats.literalBytes === 0 && matcher.stats.copyOps === (img.size > 0 ? 1 : 0) && matcher.stats.matchedBytes === img.size,
+      estimated: false,
+      elapsedMs: performance.now() - t0,
+    };
+  } finally {
+    await img.fh.close();
+  }
+}
