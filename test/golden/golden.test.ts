@@ -11,11 +11,14 @@ import { describe, expect, test } from 'vitest';
 import { applyDelta, signatureOf } from '../../src/core/whole.js';
 import { DeltaFileDecoder, type DeltaEvent } from '../../src/format/deltafile.js';
 import { SignatureFileDecoder } from '../../src/format/sigfile.js';
+import { decodeMessage } from '../../protocol/codec.js';
+import { MsgType } from '../../protocol/constants.js';
 import {
   GOLDEN_DIR,
   MALFORMED_BASIS_FILE,
   MALFORMED_DIR,
   goldenCases,
+  frameOffsets,
   goldenFiles,
   imageHash,
   malformedBasis,
@@ -131,6 +134,11 @@ describe('golden signature and delta files', () => {
     const zt = ops('zeros-tail');
     expect(zt[0]!.kind).toBe('literal');
     expect(zt.slice(1)).toEqual([{ kind: 'copy', offset: 0, length: byName.get('zeros-tail')!.basis.length }]);
+    // compressed carries its inserted text as one LiteralZ.
+    const zd = files.find((f) => f.file === 'compressed.delta.bin')!.bytes;
+    const offs = frameOffsets(zd);
+    const types = offs.slice(0, -1).map((o) => decodeMessage(zd.subarray(o + 4, o + 4 + zd.readUInt32BE(o))).type);
+    expect(types).toEqual([MsgType.DeltaHeader, MsgType.Copy, MsgType.LiteralZ, MsgType.Copy, MsgType.DeltaEnd]);
     // many-blocks needs two SigBlocks messages.
     const sig = files.find((f) => f.file === 'many-blocks.sig.bin')!.bytes;
     expect(sig.length).toBeGreaterThan(4100 * 12);

@@ -17,6 +17,8 @@ import { SignatureFileEncoder } from '../../src/format/sigfile.js';
 import { DeltaFileEncoder, type DeltaHeader } from '../../src/format/deltafile.js';
 import { FramedFileWriter } from '../../src/format/framed-file.js';
 import { encodeFrame } from '../../src/bytes/frame.js';
+import { MAX_LITERAL } from '../../src/core/limits.js';
+import { deflateRawSync } from 'node:zlib';
 import { DELTA_MAGIC, FORMAT_VERSION, MsgType, SIG_MAGIC } from '../../protocol/constants.js';
 import type { Message } from '../../protocol/messages.js';
 import type { ErrorCode } from '../../src/core/errors.js';
@@ -95,8 +97,9 @@ export function deltaOps(basis: Uint8Array, target: Uint8Array, spec: SigSpec = 
 }
 
 /** Bytes of a delta file carrying `ops` (written exactly as deltaFile writes them). */
-export function deltaBytesFromOps(header: DeltaHeader, ops: readonly DeltaOp[], target: Uint8Array): Buffer {
+export function deltaBytesFromOps(header: DeltaHeader, ops: readonly DeltaOp[], target: Uint8Array, compress = false): Buffer {
   const enc = new DeltaFileEncoder();
+  enc.compress = compress;
   const parts: Buffer[] = [enc.start(header)];
   for (const op of ops) parts.push(enc.op(op));
   parts.push(enc.end(target.length, imageHash(target, header)));
@@ -104,7 +107,7 @@ export function deltaBytesFromOps(header: DeltaHeader, ops: readonly DeltaOp[], 
 }
 
 /** Bytes of the delta file turning `basis` into `target`. */
-export function deltaBytes(basis: Uint8Array, target: Uint8Array, spec: SigSpec = {}): Buffer {
+export function deltaBytes(basis: Uint8Array, target: Uint8Array, spec: SigSpec = {}, compress = false): Buffer {
   const params = paramsFor(basis, spec);
   const header: DeltaHeader = {
     blockSize: params.blockSize,
@@ -114,7 +117,7 @@ export function deltaBytes(basis: Uint8Array, target: Uint8Array, spec: SigSpec 
     strongAlg: params.strongAlg,
     seed: params.seed,
   };
-  return deltaBytesFromOps(header, deltaOps(basis, target, spec), target);
+  return deltaBytesFromOps(header, deltaOps(basis, target, spec), target, compress);
 }
 
 /** One golden case: a basis, a target and the signature parameters. */
@@ -126,6 +129,8 @@ export interface GoldenCase {
   spec: SigSpec;
   /** False when the inputs are too big to commit (they are regenerated from the stream instead). */
   storeInputs: boolean;
+  /** Write literals as LiteralZ where that pays (delta --compress). */
+  compress?: boolean;
 }
 
 const SEED_0_15 = Uint8Array.from({ length: 16 }, (_, i) => i);
@@ -203,6 +208,15 @@ export function goldenCases(): GoldenCase[] {
       storeInputs: true,
     },
     {
+      name: 'compressed',
+      description: 'stream(10) 8192 bytes, 1 KiB blocks; target inserts 2000 bytes of repeated ASCII at 4096; written with compression: one LiteralZ',
+      basis: streamBytes(10, 8192),
+      target: splice(streamBytes(10, 8192), 4096, 0, Buffer.from('resync compresses this literal. '.repeat(63).slice(0, 2000), 'latin1')),
+      spec: { blockSize: 1024 },
+      storeInputs: true,
+      compress: true,
+    },
+    {
       name: 'many-blocks',
       description: 'stream(7) 65600 bytes, 16-byte blocks, 8-byte strong sums: 4100 blocks in two SigBlocks (4096 + 4); target flips byte 40000 (inputs not stored)',
       basis: many,
@@ -228,7 +242,7 @@ export function goldenFiles(): NamedBytes[] {
       out.push({ file: `${c.name}.target.bin`, bytes: c.target });
     }
     out.push({ file: `${c.name}.sig.bin`, bytes: signatureBytes(c.basis, c.spec) });
-    out.push({ file: `${c.name}.delta.bin`, bytes: deltaBytes(c.basis, c.target, c.spec) });
+    out.push({ file: `${c.name}.delta.bin`, bytes: deltaBytes(c.basis, c.target, c.spec, c.compress) });
   }
   return out;
 }
@@ -532,7 +546,18 @@ export function malformedCases(): MalformedCase[] {
   D('digest-wrong', 'decode', 'ERR_CORRUPT', 'DeltaEnd digest is 32 zero bytes', buildDelta({ end: { digest: new Uint8Array(32) } }));
   D('digest-null', 'decode', 'ERR_CORRUPT', 'DeltaEnd digest is nil', buildDelta({ end: { digest: null } }));
   D('frame-too-large', 'decode', 'ERR_FRAME_TOO_LARGE', 'Literal length prefix 0x7fffffff', withLengthPrefix(delta, 2, 0x7fffffff));
-  D('unknown-type', 'decode', 'ERR_CORRUPT', 'an op of unknown type 0x14', Buffer.concat([delta.subarray(0, dOffs[1]!), rawFrame(Buffer.from([0x93, 0x14, 0x00, 0x01])), delta.subarray(dOffs[1]!)]));
+  D('unknown-type', 'decode', 'ERR_CORRUPT', 'an op of unknown type 0x0e', Buffer.concat([delta.subarray(0, dOffs[1]!), rawFrame(Buffer.from([0x93, 0x0e, 0x00, 0x01])), delta.subarray(dOffs[1]!)]));
+  const text = Buffer.from('a compressible literal. '.repeat(40), 'latin1');
+  const z = deflateRawSync(text, { level: 1 });
+  const withZ = (length: number, data: Uint8Array): Buffer =>
+    buildDelta({ ops: [], extraMsgs: [{ type: MsgType.LiteralZ, length, data }], header: { targetSize: length }, end: { targetSize: length, opCount: 1 } });
+  D('literalz-garbage', 'decode', 'ERR_CORRUPT', 'LiteralZ data that is not a DEFLATE stream', withZ(100, Buffer.from('this is not a raw deflate stream!', 'latin1')));
+  D('literalz-truncated', 'decode', 'ERR_CORRUPT', 'LiteralZ data cut 3 bytes short', withZ(text.length, z.subarray(0, z.length - 3)));
+  D('literalz-length-short', 'decode', 'ERR_CORRUPT', 'LiteralZ declares one byte fewer than the stream inflates to', withZ(text.length - 1, z));
+  D('literalz-length-long', 'decode', 'ERR_CORRUPT', 'LiteralZ declares one byte more than the stream inflates to', withZ(text.length + 1, z));
+  D('literalz-length-zero', 'decode', 'ERR_CORRUPT', 'LiteralZ declared length 0', withZ(0, z));
+  D('literalz-length-over-limit', 'decode', 'ERR_CORRUPT', 'LiteralZ declared length 1 MiB + 1', withZ(MAX_LITERAL + 1, z));
+  D('literalz-bomb', 'decode', 'ERR_CORRUPT', 'LiteralZ of 2 KiB that inflates to 2 MiB of zeros, declared 1 MiB (inflation stops at the declared length)', withZ(MAX_LITERAL, deflateRawSync(Buffer.alloc(2 * MAX_LITERAL), { level: 9 })));
   D('unexpected-message', 'decode', 'ERR_UNEXPECTED_MESSAGE', 'a SigEnd message among the ops', buildDelta({ extraMsgs: [{ type: MsgType.SigEnd, blockCount: 0, basisHash: null, digest: null }] }));
   D('op-before-header', 'decode', 'ERR_UNEXPECTED_MESSAGE', 'a Copy op where DeltaHeader must come first', Buffer.concat([delta.subarray(0, 8), delta.subarray(dOffs[1]!)]));
   D('op-count-low', 'decode', 'ERR_CORRUPT', '3 ops, DeltaEnd says 2', buildDelta({ end: { opCount: 2 } }));

@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { deflateRawSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { SyncError } from '../../src/core/errors.js';
 import { DeltaFileDecoder } from '../../src/format/deltafile.js';
@@ -226,6 +227,31 @@ describe('patchFile error paths outside the table', () => {
     await writeFile(deltaPath, delta);
     await patchFile(basisPath, deltaPath, out);
     expect((await readFile(out)).length).toBe(literalFor(delta).length);
+  });
+});
+
+describe('LiteralZ strictness', () => {
+  // literalFromZ inflates with maxOutputLength = the declared length and checks
+  // the output length, but bytes after the end of the DEFLATE stream are
+  // silently ignored, so two different files decode to the same ops. Every
+  // other part of the format rejects trailing bytes (ERR_TRAILING_DATA after
+  // the end record, "extra bytes" inside a msgpack payload).
+  test.fails('bytes after the end of a LiteralZ DEFLATE stream are rejected (BUG: ignored)', async () => {
+    const text = Buffer.alloc(1000, 0x41);
+    const z = Buffer.concat([deflateRawSync(text), Buffer.from('extra')]);
+    const basis = malformedBasis();
+    const b = new FileBuilder(DELTA_MAGIC).msg({
+      type: MsgType.DeltaHeader,
+      blockSize: MALFORMED_SPEC.blockSize,
+      basisSize: basis.length,
+      basisHash: null,
+      targetSize: text.length,
+      strongAlgId: 1,
+      seed: MALFORMED_SPEC.seed,
+    });
+    b.msg({ type: MsgType.LiteralZ, length: text.length, data: z });
+    b.msg({ type: MsgType.DeltaEnd, targetSize: text.length, targetHash: imageHash(text, MALFORMED_SPEC), opCount: 1, digest: b.digest() });
+    expectCode(await thrown(() => decode('delta', b.bytes())), 'ERR_CORRUPT', 'whole');
   });
 });
 

@@ -74,7 +74,7 @@ function randomCuts(len: number, seed: number, maxChunk: number): number[] {
   return at;
 }
 
-const files = goldenCases().map((c) => ({ name: c.name, sig: signatureBytes(c.basis, c.spec), delta: deltaBytes(c.basis, c.target, c.spec) }));
+const files = goldenCases().map((c) => ({ name: c.name, sig: signatureBytes(c.basis, c.spec), delta: deltaBytes(c.basis, c.target, c.spec, c.compress) }));
 
 describe.each(files)('$name', ({ sig, delta }) => {
   const sigWant = sigResult([sig]);
