@@ -43,7 +43,11 @@ export interface DryRunReport extends DeltaStats {
 
 /** A network dry run also reports the traffic of the dry run itself. */
 export interface RemoteDryRunReport extends DryRunReport {
-  /** Signature bytes a real run would exchange (push: received from the server; pull: sent to it). */
+  /**
+   * Signature bytes of a one-level signature (push: the server's; pull: this
+   * image's). On the wire, large images use two-level signatures, which cost
+   * less when much is unchanged: this is then an upper bound.
+   */
   signatureBytes: number;
   bytesSent: number;
   bytesReceived: number;
@@ -73,7 +77,8 @@ async function abortSession(conn: Connection | null, e: unknown): Promise<void> 
  * What `push(image, opts)` would send, without writing on the server: the
  * signature arrives as for a push (same block size choice), the matcher runs
  * here over the image exactly as the real sender would (same chunking, same
- * digests computed ahead), and every op is encoded to count its frame bytes.
+ * digests computed ahead), and every op is encoded (compressed too, with
+ * `compress`) to count its frame bytes.
  */
 export async function dryRunPush(image: string, opts: ClientOptions): Promise<RemoteDryRunReport> {
   const t0 = performance.now();
@@ -87,6 +92,7 @@ export async function dryRunPush(image: string, opts: ClientOptions): Promise<Re
     const signatureBytes = conn.bytesIn - sigStart;
     const sp = rs.sig.params;
     const matcher = new DeltaMatcher(rs.sig, { ownDigests: rs.own });
+    const compress = opts.compress === true;
     let deltaBytes = frameBytes({
       type: MsgType.DeltaHeader,
       blockSize: sp.blockSize,
@@ -98,7 +104,7 @@ export async function dryRunPush(image: string, opts: ClientOptions): Promise<Re
     });
     let ops = 0;
     const count = (list: DeltaOp[]): void => {
-      for (const op of list) deltaBytes += frameBytes(opMessage(op));
+      for (const op of list) deltaBytes += frameBytes(opMessage(op, compress));
       ops += list.length;
     };
     const chunk = Math.max(sp.blockSize, Math.floor(IO_CHUNK / sp.blockSize) * sp.blockSize);
@@ -140,7 +146,8 @@ export async function dryRunPush(image: string, opts: ClientOptions): Promise<Re
  * this image at every byte offset, and each block of the volume that occurs
  * somewhere here counts as a copy, every other block as literal bytes. Data
  * that moved by less than a block makes the estimate high by up to a block
- * per change; otherwise it matches what the server would send.
+ * per change; otherwise it matches what the server would send. Literals are
+ * counted uncompressed (the data is on the server), also with `compress`.
  */
 export async function dryRunPull(image: string, opts: ClientOptions): Promise<RemoteDryRunReport> {
   const t0 = performance.now();
@@ -153,7 +160,7 @@ export async function dryRunPull(image: string, opts: ClientOptions): Promise<Re
     const sig = rs.sig;
     const sp = sig.params;
     const foundAt = await locateBlocks(sig, img, rs.own, opts.onProgress);
-    const est = simulatePullDelta(sig, foundAt);
+    const est = simulatePullDelta(sig, foundAt, rs.own, img.size);
     const upToDate = sp.imageSize === img.size && Buffer.from(rs.own.buffer, rs.own.byteOffset, rs.own.length).equals(sig.strong);
     await finishSession(conn, upToDate, rs.targetHash);
     return {
@@ -237,10 +244,24 @@ function shareAmongDuplicates(sig: Signature, foundAt: Float64Array): void {
   }
 }
 
-/** The delta a server would send for a volume whose blocks occur here at `foundAt` (-1: not here). */
-function simulatePullDelta(sig: Signature, foundAt: Float64Array): { stats: DeltaStats; bytes: number } {
+/**
+ * The delta a server would send for a volume whose blocks occur here at
+ * `foundAt` (-1: not here). Like the real matcher, a block that also sits
+ * right after the previous copy's source (`own`: this image's aligned block
+ * hashes) continues that copy.
+ */
+function simulatePullDelta(sig: Signature, foundAt: Float64Array, own: Uint8Array, localSize: number): { stats: DeltaStats; bytes: number } {
   const stats = emptyStats();
   const sp = sig.params;
+  const bs = sp.blockSize;
+  const sl = sp.strongLen;
+  const continues = (i: number, at: number): boolean => {
+    if (at % bs !== 0) return false;
+    const k = at / bs;
+    const len = sig.blockLength(i);
+    if (Math.min(bs, localSize - at) !== len) return false;
+    return sig.strongEquals(i, own.subarray(k * sl, k * sl + sl));
+  };
   let bytes = frameBytes({
     type: MsgType.DeltaHeader,
     blockSize: sp.blockSize,
@@ -270,7 +291,8 @@ function simulatePullDelta(sig: Signature, foundAt: Float64Array): { stats: Delt
   };
   for (let i = 0; i < sig.blockCount; i++) {
     const len = sig.blockLength(i);
-    const at = foundAt[i]!;
+    const next = copyOff + copyLen;
+    const at = copyOff >= 0 && next < localSize && continues(i, next) ? next : foundAt[i]!;
     if (at < 0) {
       flushCopy();
       literal += len;
@@ -322,7 +344,11 @@ function signatureWireBytes(size: number, blockSize: number): number {
  * the same scan, with every record encoded to count the delta file's exact
  * size.
  */
-export async function dryRunDelta(sigPath: string, newPath: string, opts: { onProgress?: ProgressFn | undefined } = {}): Promise<DryRunReport> {
+export async function dryRunDelta(
+  sigPath: string,
+  newPath: string,
+  opts: { compress?: boolean | undefined; onProgress?: ProgressFn | undefined } = {},
+): Promise<DryRunReport> {
   const t0 = performance.now();
   const { signature, basisHash } = await loadSignatureFile(sigPath);
   const img = await openImage(newPath);
@@ -330,6 +356,7 @@ export async function dryRunDelta(sigPath: string, newPath: string, opts: { onPr
     const sp = signature.params;
     const matcher = new DeltaMatcher(signature);
     const enc = new DeltaFileEncoder();
+    enc.compress = opts.compress === true;
     enc.start({ blockSize: sp.blockSize, basisSize: sp.imageSize, basisHash, targetSize: img.size, strongAlg: sp.strongAlg, seed: sp.seed });
     let done = 0;
     for await (const c of readChunks(img)) {

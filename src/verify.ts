@@ -17,6 +17,7 @@ import { openImage, readChunks, type ImageHandle } from './io/image.js';
 import { connectAuthenticated, openSession, type ClientOptions } from './net/client.js';
 import type { Connection } from './net/connection.js';
 import { MsgType } from '../protocol/constants.js';
+import { REGION_HASH_LEN } from '../protocol/codec.js';
 import type { ProgressFn } from './api-files.js';
 
 /** Default cap on the ranges listed in a report (the byte count is always exact). */
@@ -284,6 +285,7 @@ export async function verifyRemote(image: string, opts: VerifyRemoteOptions): Pr
     const bs = params.blockSize;
     const sl = params.strongLen;
     const remoteBlocks = blockCountFor(params.imageSize, bs);
+    if (h.regionBlocks > 0) await requestAllRegions(conn, remoteBlocks, h.regionBlocks);
     let received = 0;
     for (;;) {
       const m = await conn.recv();
@@ -327,6 +329,26 @@ export async function verifyRemote(image: string, opts: VerifyRemoteOptions): Pr
   } finally {
     await img.fh.close();
   }
+}
+
+/**
+ * A two-level signature sends region hashes first and block sums only for the
+ * regions asked for. Verify wants every block's sum (to locate differences
+ * to the block), so it asks for all regions.
+ */
+async function requestAllRegions(conn: Connection, blocks: number, regionBlocks: number): Promise<void> {
+  const regions = Math.ceil(blocks / regionBlocks);
+  let got = 0;
+  while (got < regions) {
+    const m = await conn.recv();
+    if (m.type !== MsgType.RegionSums) throw new SyncError('ERR_PROTOCOL', 'expected region hashes');
+    const k = m.hashes.length / REGION_HASH_LEN;
+    if (m.first !== got || got + k > regions) throw new SyncError('ERR_PROTOCOL', `region hashes ${m.first}..${m.first + k} out of order or past ${regions}`);
+    got += k;
+  }
+  const bitmap = new Uint8Array(Math.ceil(regions / 8));
+  for (let r = 0; r < regions; r++) bitmap[r >>> 3]! |= 1 << (r & 7);
+  await conn.send({ type: MsgType.NeedRegions, bitmap });
 }
 
 /** True if d[0, len) equals s[off, off + len). */

@@ -16,6 +16,12 @@ import { verifyFiles, verifyRemote } from '../../src/verify.js';
 import type { ClientOptions } from '../../src/net/client.js';
 import type { SyncError } from '../../src/core/errors.js';
 import { startServer, type TestServer } from '../helpers/server.js';
+import { ResyncServer } from '../../src/net/server.js';
+import type { Connection } from '../../src/net/connection.js';
+import type { VolumeConfig } from '../../src/net/config.js';
+import { sendSignature } from '../../src/net/transfer.js';
+import { openImage } from '../../src/io/image.js';
+import { MsgType } from '../../protocol/constants.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CLI = join(ROOT, 'dist/src/cli/main.js');
@@ -162,6 +168,37 @@ describe('verifyRemote', () => {
     const r = await verifyRemote(p('a.img'), remote('changed', { blockSize: undefined }));
     expect(r.identical).toBe(false);
     expect(r.blockSize).toBeGreaterThanOrEqual(2048);
+  });
+
+  test('a two-level signature is answered by asking for every region', async () => {
+    // Today's server sends verify signatures one-level; a server that sends
+    // region hashes first must still get a block-exact report.
+    const big = generateImage(5 * 1024 * 1024, 12);
+    const bigChanged = Buffer.from(big);
+    bigChanged[3 * 1024 * 1024 + 17] = bigChanged[3 * 1024 * 1024 + 17]! ^ 1;
+    await writeFile(p('big.img'), big);
+    await writeFile(p('big-changed.img'), bigChanged);
+    const two = await startServer({ big: { path: p('big-changed.img'), writable: false } });
+    const proto = ResyncServer.prototype as unknown as Record<string, unknown>;
+    const original = proto.serveVerify;
+    proto.serveVerify = async function (conn: Connection, vol: VolumeConfig, blockSize: number): Promise<void> {
+      const img = await openImage(vol.path);
+      try {
+        await conn.send({ type: MsgType.Ready, imageSize: img.size, sessionId: 'x', resumeFrom: 0 });
+        await sendSignature(conn, img, blockSize, undefined, { twoLevel: true });
+        expect((await conn.recv()).type).toBe(MsgType.Result);
+      } finally {
+        await img.fh.close();
+      }
+    };
+    try {
+      const r = await verifyRemote(p('big.img'), { host: '127.0.0.1', port: two.port, secret: two.secret, volume: 'big', blockSize: BS });
+      expect(r.ranges).toEqual([{ offset: 3 * 1024 * 1024, length: BS }]);
+    } finally {
+      proto.serveVerify = original;
+      await two.server.close();
+      await rm(two.dir, { recursive: true, force: true });
+    }
   });
 
   test('unknown volume, wrong secret', async () => {

@@ -74,7 +74,7 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .option('compress', { type: 'boolean', default: false, describe: 'compress literal data (raw DEFLATE; resync format only)' }),
       (argv) =>
         runCommand('delta', argv, async (progress) => {
-          if (argv['dry-run']) return dryRunDeltaCommand(argv.signature, argv.newfile, argv.format, progress);
+          if (argv['dry-run']) return dryRunDeltaCommand(argv.signature, argv.newfile, argv.format, argv.compress, progress);
           const r =
             argv.format === 'rdiff'
               ? await rdiffDeltaFile(argv.signature, argv.newfile, argv.delta, { onProgress: progress })

@@ -134,7 +134,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           const secret = await readSecretFile(secretFileArg(argv['secret-file']));
           if (argv['dry-run']) {
             const bs = argv['block-size'] ? parseSize(argv['block-size'], 'block size') : undefined;
-            return dryRunSummary(await dryRunPush(argv.image, { ...r, secret, blockSize: bs, idleTimeoutMs: argv.timeout * 1000, bwlimit: parseBwlimit(argv.bwlimit), onProgress: progress }));
+            return dryRunSummary(await dryRunPush(argv.image, { ...r, secret, blockSize: bs, idleTimeoutMs: argv.timeout * 1000, bwlimit: parseBwlimit(argv.bwlimit), compress: argv.compress, tls: await clientTls(argv.tls, argv['tls-ca']), onProgress: progress }));
           }
           const res = await push(argv.image, {
             ...r,
@@ -171,7 +171,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           const secret = await readSecretFile(secretFileArg(argv['secret-file']));
           if (argv['dry-run']) {
             const bs = argv['block-size'] ? parseSize(argv['block-size'], 'block size') : undefined;
-            return dryRunSummary(await dryRunPull(argv.image, { ...r, secret, blockSize: bs, idleTimeoutMs: argv.timeout * 1000, bwlimit: parseBwlimit(argv.bwlimit), onProgress: progress }));
+            return dryRunSummary(await dryRunPull(argv.image, { ...r, secret, blockSize: bs, idleTimeoutMs: argv.timeout * 1000, bwlimit: parseBwlimit(argv.bwlimit), tls: await clientTls(argv.tls, argv['tls-ca']), onProgress: progress }));
           }
           const res = await pull(argv.image, {
             ...r,

@@ -6,6 +6,9 @@ import { verifyFiles, verifyRemote, type VerifyReport } from '../../verify.js';
 import { dryRunDelta, type DryRunReport, type RemoteDryRunReport } from '../../dry-run.js';
 import type { ProgressFn } from '../../api-files.js';
 import { parseSize } from '../args.js';
+import { readFile } from 'node:fs/promises';
+import { ioError } from '../../io/errors.js';
+import type { ClientTls } from '../../net/connection.js';
 import { fmtBytes } from '../render.js';
 import { runCommand, type CommonArgs } from '../run.js';
 
@@ -31,6 +34,17 @@ export function parseBwlimit(v: string | undefined): number | undefined {
   return n;
 }
 
+/** TLS options from --tls/--tls-ca (a CA file implies --tls). */
+async function tlsOptions(on: boolean, caFile: string | undefined): Promise<ClientTls | undefined> {
+  if (!on && !caFile) return undefined;
+  if (!caFile) return {};
+  try {
+    return { ca: await readFile(caFile) };
+  } catch (e) {
+    throw ioError(e, 'read CA certificate', caFile);
+  }
+}
+
 /** Summary of a dry run for printSummary. */
 export function dryRunSummary(r: DryRunReport | RemoteDryRunReport): Record<string, unknown> {
   return {
@@ -51,9 +65,9 @@ export function dryRunSummary(r: DryRunReport | RemoteDryRunReport): Record<stri
 }
 
 /** `delta --dry-run`: the summary of what the delta would hold (resync format only). */
-export async function dryRunDeltaCommand(sigPath: string, newPath: string, format: string, onProgress: ProgressFn): Promise<Record<string, unknown>> {
+export async function dryRunDeltaCommand(sigPath: string, newPath: string, format: string, compress: boolean, onProgress: ProgressFn): Promise<Record<string, unknown>> {
   if (format !== 'resync') throw new ParamError('--dry-run works with the resync format only');
-  return dryRunSummary(await dryRunDelta(sigPath, newPath, { onProgress }));
+  return dryRunSummary(await dryRunDelta(sigPath, newPath, { compress, onProgress }));
 }
 
 function verifySummary(r: VerifyReport, json: boolean, extra: Record<string, unknown>): Record<string, unknown> {
@@ -86,6 +100,8 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
         .option('max-ranges', { type: 'number', default: 10_000, describe: 'most ranges listed (the byte count stays exact)' })
         .option('secret-file', { type: 'string', describe: 'file holding the shared secret (remote B; or RESYNC_SECRET_FILE)' })
         .option('bwlimit', { type: 'string', describe: 'most bytes per second to send (e.g. 500K, 10M)' })
+        .option('tls', { type: 'boolean', default: false, describe: 'connect over TLS and verify the server certificate (remote B)' })
+        .option('tls-ca', { type: 'string', describe: 'PEM CA certificate to trust for --tls (default: the system store)' })
         .option('timeout', { type: 'number', default: 300, describe: 'seconds of silence before giving up' }),
     async (argv) => {
       let differ = false;
@@ -101,6 +117,7 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             maxRanges: argv['max-ranges'],
             idleTimeoutMs: argv.timeout * 1000,
             bwlimit: parseBwlimit(argv.bwlimit),
+            tls: await tlsOptions(argv.tls, argv['tls-ca']),
             onProgress: progress,
           });
           differ = !r.identical;

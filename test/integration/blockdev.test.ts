@@ -1,0 +1,138 @@
+/**
+ * Block devices as images: a loop device over a temp file stands in for a
+ * disk. openImage must report the device's size; a push to a volume on the
+ * device and an in-place file patch of it must rewrite its contents without
+ * trying to change its size; verify reads it like a file. Needs root and
+ * losetup; otherwise the suite is skipped and says why.
+ */
+import { afterAll, describe, expect, test } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { open, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { generateImage } from '../../bench/workload.js';
+import { openImage } from '../../src/io/image.js';
+import { deltaFile, patchFile, signatureFile } from '../../src/api-files.js';
+import { push } from '../../src/net/client.js';
+import { verifyFiles, verifyRemote } from '../../src/verify.js';
+import { startServer } from '../helpers/server.js';
+
+const MiB = 1024 * 1024;
+const DEV_SIZE = 6 * MiB;
+
+const dir = mkdtempSync(join(tmpdir(), 'resync-blockdev-'));
+const backing = join(dir, 'backing.img');
+let dev = '';
+let reason = '';
+if (process.platform !== 'linux') reason = 'loop devices need Linux';
+else if (process.getuid?.() !== 0) reason = 'creating a loop device needs root';
+else {
+  try {
+    writeFileSync(backing, generateImage(DEV_SIZE, 1));
+    dev = execFileSync('losetup', ['-f', '--show', backing], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+  } catch (e) {
+    reason = `losetup -f --show failed: ${(e as { stderr?: Buffer | string }).stderr?.toString().trim() || (e as Error).message}`;
+  }
+}
+
+afterAll(() => {
+  if (dev) {
+    try {
+      execFileSync('losetup', ['-d', dev]);
+    } catch {
+      // already detached
+    }
+    rmSync(`${dev}.resync-journal`, { force: true });
+  }
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** The whole device's contents. */
+async function readDevice(): Promise<Buffer> {
+  const fh = await open(dev, 'r');
+  try {
+    const b = Buffer.alloc(DEV_SIZE);
+    let off = 0;
+    while (off < DEV_SIZE) {
+      const { bytesRead } = await fh.read(b, off, DEV_SIZE - off, off);
+      if (bytesRead === 0) break;
+      off += bytesRead;
+    }
+    return b.subarray(0, off);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** A variant of `b` with a few scattered 4 KiB overwrites. */
+function edited(b: Buffer, seed: number): Buffer {
+  const out = Buffer.from(b);
+  for (let k = 0; k < 6; k++) out.set(generateImage(4096, seed * 100 + k), ((k * 977 + seed * 131) % (DEV_SIZE / 4096 - 1)) * 4096);
+  return out;
+}
+
+if (!dev) {
+  describe('block devices', () => {
+    test.skip(`skipped: ${reason}`, () => undefined);
+  });
+}
+
+describe.runIf(dev)('block devices (loop device)', () => {
+  test('openImage reads the device size, not the 0 that stat reports', async () => {
+    const img = await openImage(dev);
+    try {
+      expect(img.isBlockDevice).toBe(true);
+      expect(img.size).toBe(DEV_SIZE);
+    } finally {
+      await img.fh.close();
+    }
+    const rw = await openImage(dev, 'r+');
+    await rw.fh.close();
+    expect((await readDevice()).length).toBe(DEV_SIZE);
+  });
+
+  test('a push to a volume on the device rewrites it in place, size unchanged', async () => {
+    const source = edited(await readDevice(), 1);
+    const src = join(dir, 'source.img');
+    await writeFile(src, source);
+    const srv = await startServer({ disk: { path: dev, writable: true } });
+    try {
+      const opts = { host: '127.0.0.1', port: srv.port, secret: srv.secret, volume: 'disk' };
+      const r = await push(src, opts);
+      expect(r.verified).toBe(true);
+      expect(r.literalBytes).toBeLessThan(DEV_SIZE / 4);
+      const now = await readDevice();
+      expect(now.length).toBe(DEV_SIZE);
+      expect(now.equals(source)).toBe(true);
+      expect(existsSync(`${dev}.resync-journal`)).toBe(false);
+      expect((await verifyRemote(src, opts)).identical).toBe(true);
+      // A source larger than the device is refused before anything is written.
+      const big = join(dir, 'big.img');
+      await writeFile(big, Buffer.concat([source, Buffer.alloc(MiB, 1)]));
+      await expect(push(big, opts)).rejects.toMatchObject({ code: 'ERR_PARAM' });
+      expect((await readDevice()).equals(source)).toBe(true);
+    } finally {
+      await srv.server.close();
+      await rm(srv.dir, { recursive: true, force: true });
+    }
+  });
+
+  test('patch --in-place on the device, then verify against the new image', async () => {
+    const sig = join(dir, 'dev.sig');
+    await signatureFile(dev, sig);
+    const target = edited(await readDevice(), 2);
+    const tgt = join(dir, 'target.img');
+    await writeFile(tgt, target);
+    const delta = join(dir, 'dev.delta');
+    await deltaFile(sig, tgt, delta);
+    const r = await patchFile(dev, delta, dev, { inPlace: true });
+    expect('bytesWritten' in r && r.bytesWritten).toBeLessThan(DEV_SIZE / 4);
+    const now = await readDevice();
+    expect(now.length).toBe(DEV_SIZE);
+    expect(now.equals(target)).toBe(true);
+    expect((await verifyFiles(dev, tgt)).identical).toBe(true);
+    // The backing file was written through the device, never truncated.
+    expect((await readFile(backing)).length).toBe(DEV_SIZE);
+  });
+});
