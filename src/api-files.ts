@@ -197,6 +197,7 @@ export async function patchFile(basisPath: string, deltaPath: string, outPath: s
   try {
     let patcher: StreamPatcher | null = null;
     let header: DeltaHeader | null = null;
+    let trailer: DeltaTrailer | null = null;
     for await (const ev of deltaEvents(deltaPath)) {
       if (ev.kind === 'header') {
         header = ev.header;
@@ -215,11 +216,13 @@ export async function patchFile(basisPath: string, deltaPath: string, outPath: s
           }
           throw e;
         }
-        await out!.commit(ev.trailer.targetSize);
-        return { ...patcher!.planner.stats, imageSize: ev.trailer.targetSize, bytesOut: ev.trailer.targetSize, blockSize: header!.blockSize, elapsedMs: performance.now() - t0 };
+        trailer = ev.trailer;
       }
     }
-    throw new SyncError('ERR_UNEXPECTED_EOF', 'delta file ended without its end record', {});
+    // The loop ran to the end of the file, so trailing bytes were rejected before this commit.
+    if (!trailer) throw new SyncError('ERR_UNEXPECTED_EOF', 'delta file ended without its end record', {});
+    await out!.commit(trailer.targetSize);
+    return { ...patcher!.planner.stats, imageSize: trailer.targetSize, bytesOut: trailer.targetSize, blockSize: header!.blockSize, elapsedMs: performance.now() - t0 };
   } catch (e) {
     await out?.abort();
     throw e;
@@ -232,6 +235,7 @@ export async function patchFile(basisPath: string, deltaPath: string, outPath: s
 async function prescanDelta(deltaPath: string, basisSize: number): Promise<{ header: DeltaHeader; trailer: DeltaTrailer }> {
   let header: DeltaHeader | null = null;
   let planner: PatchPlanner | null = null;
+  let trailer: DeltaTrailer | null = null;
   for await (const ev of deltaEvents(deltaPath)) {
     if (ev.kind === 'header') {
       header = ev.header;
@@ -239,10 +243,11 @@ async function prescanDelta(deltaPath: string, basisSize: number): Promise<{ hea
     } else if (ev.kind === 'op') planner!.plan(ev.op);
     else {
       planner!.finish(ev.trailer.targetSize);
-      return { header: header!, trailer: ev.trailer };
+      trailer = ev.trailer;
     }
   }
-  throw new SyncError('ERR_UNEXPECTED_EOF', 'delta file ended without its end record', {});
+  if (!trailer) throw new SyncError('ERR_UNEXPECTED_EOF', 'delta file ended without its end record', {});
+  return { header: header!, trailer };
 }
 
 /**

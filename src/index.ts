@@ -3,7 +3,8 @@
  * Re-exports only; each function's documentation lives with its source.
  * See docs/api.md for a walk-through and a runnable example.
  *
- * - Offline transport (files): signatureFile, deltaFile, patchFile, recoverImage.
+ * - Offline transport (files): signatureFile, deltaFile, patchFile, recoverImage;
+ *   the same with librsync's formats: rdiffSignatureFile, rdiffDeltaFile, rdiffPatchFile.
  * - Over TCP: serve (server), push and pull (client).
  * - Comparison: verifyFiles, verifyRemote; dry runs: dryRunPush, dryRunPull, dryRunDelta.
  * - In memory: signatureOf, diff, applyDelta.
@@ -30,6 +31,17 @@ export {
   type InPlaceResult,
   type RecoverOutcome,
 } from './api-files.js';
+
+// librsync (rdiff) signature and delta files; see docs/rdiff-interop.md.
+export {
+  rdiffSignatureFile,
+  rdiffDeltaFile,
+  rdiffPatchFile,
+  type RdiffSignatureFileOptions,
+  type RdiffDeltaFileOptions,
+  type RdiffPatchFileOptions,
+  type RdiffFileResult,
+} from './api-rdiff.js';
 
 // Network: server and client.
 export { serve, serveConfigFile, type ServeOptions, type ServeHandle } from './api-net.js';

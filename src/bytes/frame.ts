@@ -26,11 +26,13 @@ export class FrameTooLargeError extends SyncError {
 
 /** Incremental frame decoder. */
 export class FrameDecoder {
-  private readonly maxFrame: number;
+  private maxFrame: number;
   private chunks: Uint8Array[] = [];
   private buffered = 0;
   /** Payload length of the frame being read, or -1 while reading a header. */
   private want = -1;
+  /** True once a `stop` predicate ended parsing; later bytes are not parsed. */
+  private stopped = false;
   /** Total bytes consumed (for error offsets and progress). */
   bytesIn = 0;
 
@@ -38,19 +40,30 @@ export class FrameDecoder {
     this.maxFrame = maxFrame;
   }
 
+  /** Change the frame limit (e.g. small before authentication, full after). */
+  setMaxFrame(n: number): void {
+    this.maxFrame = n;
+  }
+
   /** Bytes held waiting for the rest of a frame. */
   get pending(): number {
     return this.buffered;
   }
 
-  /** Feed bytes; returns the payloads of all frames completed. */
-  push(data: Uint8Array): Uint8Array[] {
+  /**
+   * Feed bytes; returns the payloads of all frames completed. If `stop`
+   * returns true for a payload, parsing stops after it and the remaining
+   * bytes stay buffered (`pending`): a reader uses this to treat whatever
+   * follows an end record as trailing data, not as another frame.
+   */
+  push(data: Uint8Array, stop?: (payload: Uint8Array) => boolean): Uint8Array[] {
     this.bytesIn += data.length;
     const out: Uint8Array[] = [];
     if (data.length > 0) {
       this.chunks.push(data);
       this.buffered += data.length;
     }
+    if (this.stopped) return out;
     for (;;) {
       if (this.want < 0) {
         if (this.buffered < FRAME_HEADER_LEN) break;
@@ -60,8 +73,13 @@ export class FrameDecoder {
         this.want = len;
       }
       if (this.buffered < this.want) break;
-      out.push(this.take(this.want));
+      const payload = this.take(this.want);
+      out.push(payload);
       this.want = -1;
+      if (stop?.(payload)) {
+        this.stopped = true;
+        break;
+      }
     }
     return out;
   }
@@ -73,6 +91,7 @@ export class FrameDecoder {
   }
 
   private take(n: number): Uint8Array {
+    if (n === 0) return new Uint8Array(0);
     const first = this.chunks[0]!;
     if (first.length >= n) {
       const r = first.subarray(0, n);

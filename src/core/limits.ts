@@ -14,7 +14,12 @@ export const HEURISTIC_MIN_BLOCK = 2048;
 export const HEURISTIC_MAX_BLOCK = 128 * 1024;
 /** The heuristic keeps the block count at or below this (bounds signature memory). */
 export const TARGET_MAX_BLOCKS = 1 << 21;
-/** Hard cap on blocks in one signature: 8 Mi blocks x (4 + 32) bytes stays well under 300 MB. */
+/**
+ * Hard cap on blocks in one signature from any file or peer. Storage is
+ * allocated as blocks actually arrive (about 30 bytes a block with the index
+ * at the default 16-byte strong hash); the default block size keeps images to
+ * TARGET_MAX_BLOCKS.
+ */
 export const MAX_BLOCKS = 1 << 23;
 /** Strong hash length range, bytes. */
 export const MIN_STRONG_LEN = 8;

@@ -58,6 +58,7 @@ export class DeltaMatcher {
    */
   constructor(sig: Signature, opts: { maxLiteral?: number; ownDigests?: Uint8Array } = {}) {
     if (!sig.isComplete) throw new ParamError('the signature is incomplete');
+    sig.seal();
     this.sig = sig;
     this.bs = sig.params.blockSize;
     this.hasher = new StrongHasher(sig.params.strongAlg, sig.params.seed, sig.params.strongLen);

@@ -211,50 +211,54 @@ export class SignatureGenerator {
 }
 
 /**
- * A complete signature held in typed arrays, with an index from weak sum to
- * blocks (chained hash table). Chunks must arrive in order; `isComplete` tells
- * when every block is present.
+ * A signature held in typed arrays, with an index from weak sum to blocks
+ * (chained hash table behind a bit filter). Storage grows as blocks arrive,
+ * so a header that announces millions of blocks costs nothing until they are
+ * actually sent; the index is built by seal() once every block is present.
  */
 export class Signature {
   readonly params: SignatureParams;
   readonly blockCount: number;
-  readonly weak: Uint32Array;
-  readonly strong: Uint8Array;
+  private weakArr: Uint32Array;
+  private strongArr: Uint8Array;
+  private filled: Uint8Array;
+  private cap: number;
   /** Bucket heads (block index or -1), size a power of two >= 2 * blockCount. */
-  readonly head: Int32Array;
+  head: Int32Array = new Int32Array(0);
   /** Next block in the same bucket, or -1. */
-  readonly next: Int32Array;
+  next: Int32Array = new Int32Array(0);
   /** Bucket = mix(weak) >>> bucketShift. */
-  readonly bucketShift: number;
+  bucketShift = 32;
   /**
    * Bit filter over mix(weak) >>> filterShift, ~32 bits per block: almost every
    * position that matches nothing is rejected with one bit test, and the branch
    * stays predictable (the hash table alone would be hit ~1/3 of the time).
    */
-  readonly filter: Int32Array;
-  readonly filterShift: number;
+  filter: Int32Array = new Int32Array(1);
+  filterShift = 31;
   private received = 0;
+  private sealed = false;
   /** End of the last chunk added: chunks come in increasing order, gaps allowed (two-level signatures). */
   private chunkEnd = 0;
-  /** Blocks set so far, for gap filling. */
-  private readonly filled: Uint8Array;
 
   constructor(params: SignatureParams) {
     validateSignatureParams(params);
     this.params = params;
     this.blockCount = blockCountFor(params.imageSize, params.blockSize);
-    this.weak = new Uint32Array(this.blockCount);
-    this.strong = new Uint8Array(this.blockCount * params.strongLen);
-    let tableBits = 10;
-    while (1 << tableBits < this.blockCount * 2) tableBits++;
-    this.head = new Int32Array(1 << tableBits).fill(-1);
-    this.next = new Int32Array(this.blockCount).fill(-1);
-    this.bucketShift = 32 - tableBits;
-    let filterBits = 16;
-    while (filterBits < 27 && 2 ** filterBits < this.blockCount * 32) filterBits++;
-    this.filter = new Int32Array(2 ** (filterBits - 5));
-    this.filterShift = 32 - filterBits;
-    this.filled = new Uint8Array(this.blockCount);
+    this.cap = Math.min(this.blockCount, 4096);
+    this.weakArr = new Uint32Array(this.cap);
+    this.strongArr = new Uint8Array(this.cap * params.strongLen);
+    this.filled = new Uint8Array(this.cap);
+  }
+
+  /** Weak sums, one per block. */
+  get weak(): Uint32Array {
+    return this.weakArr;
+  }
+
+  /** Strong hash prefixes, strongLen bytes per block. */
+  get strong(): Uint8Array {
+    return this.strongArr;
   }
 
   /** Blocks received so far. */
@@ -265,6 +269,40 @@ export class Signature {
   /** True once every block's sums are present. */
   get isComplete(): boolean {
     return this.received === this.blockCount;
+  }
+
+  /** Build the index; every block must be present. Idempotent. */
+  seal(): void {
+    if (this.sealed) return;
+    if (!this.isComplete) throw new CorruptInputError(`signature has ${this.received} of ${this.blockCount} blocks`);
+    let tableBits = 10;
+    while (1 << tableBits < this.blockCount * 2) tableBits++;
+    this.head = new Int32Array(1 << tableBits).fill(-1);
+    this.next = new Int32Array(this.blockCount).fill(-1);
+    this.bucketShift = 32 - tableBits;
+    let filterBits = 16;
+    while (filterBits < 27 && 2 ** filterBits < this.blockCount * 32) filterBits++;
+    this.filter = new Int32Array(2 ** (filterBits - 5));
+    this.filterShift = 32 - filterBits;
+    for (let i = 0; i < this.blockCount; i++) this.insert(i);
+    this.sealed = true;
+  }
+
+  private ensure(end: number): void {
+    if (end <= this.cap) return;
+    let cap = this.cap;
+    while (cap < end) cap = Math.min(this.blockCount, Math.max(cap * 2, 4096));
+    const sl = this.params.strongLen;
+    const w = new Uint32Array(cap);
+    w.set(this.weakArr);
+    const st = new Uint8Array(cap * sl);
+    st.set(this.strongArr);
+    const f = new Uint8Array(cap);
+    f.set(this.filled);
+    this.weakArr = w;
+    this.strongArr = st;
+    this.filled = f;
+    this.cap = cap;
   }
 
   /** Length of block `i` (the last may be short). */
@@ -290,28 +328,32 @@ export class Signature {
     if (c.strong.length !== n * sl) {
       throw new CorruptInputError(`signature chunk carries ${c.strong.length} strong bytes, expected ${n * sl}`);
     }
-    this.weak.set(c.weak, c.first);
-    this.strong.set(c.strong, c.first * sl);
+    if (this.sealed) throw new CorruptInputError('signature chunk after the signature was complete');
+    this.ensure(c.first + n);
+    this.weakArr.set(c.weak, c.first);
+    this.strongArr.set(c.strong, c.first * sl);
     for (let k = 0; k < n; k++) this.mark(c.first + k);
     this.chunkEnd = c.first + n;
   }
 
   /** Set block i's sums from the local side's own data (a region known identical). */
   fillLocal(i: number, weak: number, strong: Uint8Array): void {
-    if (i < 0 || i >= this.blockCount || this.filled[i]) throw new CorruptInputError(`block ${i} cannot be filled locally`);
-    this.weak[i] = weak;
-    this.strong.set(strong.subarray(0, this.params.strongLen), i * this.params.strongLen);
+    if (i < 0 || i >= this.blockCount || this.sealed) throw new CorruptInputError(`block ${i} cannot be filled locally`);
+    this.ensure(i + 1);
+    if (this.filled[i]) throw new CorruptInputError(`block ${i} is already present`);
+    this.weakArr[i] = weak;
+    this.strongArr.set(strong.subarray(0, this.params.strongLen), i * this.params.strongLen);
     this.mark(i);
   }
 
   /** True if block i has its sums. */
   has(i: number): boolean {
-    return this.filled[i] === 1;
+    return i < this.cap && this.filled[i] === 1;
   }
 
   private mark(i: number): void {
+    if (this.filled[i]) throw new CorruptInputError(`block ${i} arrived twice`);
     this.filled[i] = 1;
-    this.insert(i);
     this.received++;
   }
 
@@ -330,7 +372,7 @@ export class Signature {
   strongEquals(i: number, h: Uint8Array): boolean {
     const sl = this.params.strongLen;
     const base = i * sl;
-    const s = this.strong;
+    const s = this.strongArr;
     for (let k = 0; k < sl; k++) if (s[base + k] !== h[k]) return false;
     return true;
   }

@@ -64,12 +64,16 @@ export function opMessage(op: DeltaOp, compress = false): Message {
  */
 export function literalFromZ(m: LiteralZMsg): DeltaOp {
   let data: Buffer;
+  let consumed: number;
   try {
-    data = inflateRawSync(m.data, { maxOutputLength: m.length });
+    const r = inflateRawSync(m.data, { maxOutputLength: m.length, info: true }) as unknown as { buffer: Buffer; engine: { bytesWritten: number } };
+    data = r.buffer;
+    consumed = r.engine.bytesWritten;
   } catch (e) {
     throw new CorruptInputError(`compressed literal does not inflate to its declared ${m.length} bytes`, {}, { cause: e });
   }
   if (data.length !== m.length) throw new CorruptInputError(`compressed literal inflates to ${data.length} bytes, declared ${m.length}`);
+  if (consumed !== m.data.length) throw new CorruptInputError(`compressed literal has ${m.data.length - consumed} byte(s) after its DEFLATE stream`);
   return { kind: 'literal', data };
 }
 

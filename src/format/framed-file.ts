@@ -80,7 +80,9 @@ export class FramedFileReader {
     const out: { msg: Message; digestBefore: Buffer }[] = [];
     if (data.length === 0) return out;
     if (this.finished) throw new SyncError('ERR_TRAILING_DATA', `${this.kind} has ${data.length} byte(s) after its end`, {});
-    for (const payload of this.frames.push(data)) {
+    // Stop at the end record so whatever follows is reported as trailing data.
+    const isEnd = (p: Uint8Array): boolean => p.length > 1 && p[0]! >= 0x90 && p[0]! <= 0x9f && p[1] === this.endType;
+    for (const payload of this.frames.push(data, isEnd)) {
       if (this.finished) throw new SyncError('ERR_TRAILING_DATA', `${this.kind} has data after its end`, {});
       this.digestBefore = this.h.copy().digest();
       const lenBuf = Buffer.alloc(4);

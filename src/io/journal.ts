@@ -205,7 +205,16 @@ export async function readJournal(path: string): Promise<JournalState | null> {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw ioError(e, 'read journal', path);
   }
-  if (raw.length < PREAMBLE_LEN) throw new SyncError('ERR_JOURNAL', `journal ${path} is truncated before its header`);
+  // A journal torn before its header record was durable protects nothing: no
+  // image write happens until the header is fsynced. Such a file is removed.
+  const preamble = encodePreamble(JOURNAL_MAGIC, JOURNAL_VERSION);
+  if (raw.length < PREAMBLE_LEN) {
+    if (preamble.subarray(0, raw.length).equals(raw)) {
+      await removeJournal(path);
+      return null;
+    }
+    throw new SyncError('ERR_JOURNAL', `${path} is not a resync journal`);
+  }
   checkPreamble(raw, JOURNAL_MAGIC, JOURNAL_VERSION, 'journal');
   let p = PREAMBLE_LEN;
   let meta: JournalMeta | null = null;
@@ -230,7 +239,13 @@ export async function readJournal(path: string): Promise<JournalState | null> {
     p += HDR + len;
     if (type === Rec.Meta && checkpointEnd < 0) checkpointEnd = p;
   }
-  if (!meta) throw new SyncError('ERR_JOURNAL', `journal ${path} has no readable header`);
+  if (!meta) {
+    if (undos.length === 0 && committed === null) {
+      await removeJournal(path);
+      return null;
+    }
+    throw new SyncError('ERR_JOURNAL', `journal ${path} has records but no readable header`);
+  }
   return { meta, undos, checkpoint, checkpointEnd, committed };
 }
 

@@ -54,6 +54,7 @@ export async function connectAuthenticated(opts: ClientOptions): Promise<Connect
     await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify', ...(opts.compress ? ['compress'] : [])] });
     const ch = await conn.recv();
     if (ch.type !== MsgType.Challenge) throw new SyncError('ERR_PROTOCOL', 'expected a challenge');
+    conn.peerCaps = ch.caps;
     if (ch.version !== PROTOCOL_VERSION) throw new SyncError('ERR_VERSION', `server speaks protocol version ${ch.version}`);
     const cn = newNonce();
     await conn.send({ type: MsgType.Auth, clientNonce: cn, mac: clientProof(opts.secret, ch.nonce, cn) });
@@ -86,7 +87,7 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
     conn = await connectAuthenticated(opts);
     const ready = await openSession(conn, 'push', opts, img.size);
     const rs = await receiveSignatureWithPrepass(conn, img, opts.onProgress);
-    const d = await sendDelta(conn, rs, img, opts.onProgress, opts.compress === true);
+    const d = await sendDelta(conn, rs, img, opts.onProgress, opts.compress === true && conn.peerCaps.includes('compress'));
     const res = await conn.recv();
     if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
     if (!res.ok || !Buffer.from(res.targetHash).equals(d.targetHash)) {

@@ -54,9 +54,12 @@ export class Connection {
   private gotPreamble = false;
   private preambleWaiter: { resolve: () => void; reject: (e: Error) => void } | null = null;
   private paused = false;
+  private idleMs: number;
   private readonly throttle: Throttle | null;
   bytesIn = 0;
   bytesOut = 0;
+  /** Capabilities the peer announced in its Hello or Challenge. */
+  peerCaps: string[] = [];
 
   constructor(
     readonly socket: Socket,
@@ -66,26 +69,28 @@ export class Connection {
     this.frames = new FrameDecoder(opts.maxFrame ?? MAX_FRAME);
     this.throttle = opts.bwlimit ? new Throttle(opts.bwlimit) : null;
     socket.setNoDelay(true);
-    socket.setTimeout(opts.idleTimeoutMs, () => this.fail(new SyncError('ERR_TIMEOUT', `no traffic from the peer for ${Math.round(opts.idleTimeoutMs / 1000)} s`)));
+    this.idleMs = opts.idleTimeoutMs;
+    socket.setTimeout(opts.idleTimeoutMs, () => this.fail(new SyncError('ERR_TIMEOUT', `no traffic from the peer for ${Math.round(this.idleMs / 1000)} s`)));
     socket.on('data', (d: Buffer) => this.onData(d));
     socket.on('error', (e: NodeJS.ErrnoException) =>
       this.fail(new SyncError('ERR_CONNECTION', `connection error: ${e.code ?? e.message}`, { errno: e.code }, { cause: e })),
     );
     socket.on('close', () => this.fail(new SyncError('ERR_CONNECTION', 'the connection was closed by the peer')));
     socket.on('end', () => {
-      try {
-        this.frames.end();
-      } catch (e) {
-        this.fail(isSyncError(e) ? e : new SyncError('ERR_CONNECTION', String(e)));
-        return;
-      }
-      this.fail(new SyncError('ERR_CONNECTION', 'the peer closed the connection'));
+      const partial = this.frames.pending > 0;
+      this.fail(new SyncError('ERR_CONNECTION', partial ? 'the peer closed the connection in the middle of a frame' : 'the peer closed the connection'));
     });
   }
 
   /** Change the idle timeout (e.g. short before authentication, longer after). */
   setIdleTimeout(ms: number): void {
+    this.idleMs = ms;
     this.socket.setTimeout(ms);
+  }
+
+  /** Change the largest frame accepted from the peer. */
+  setMaxFrame(n: number): void {
+    this.frames.setMaxFrame(n);
   }
 
   /** Send our preamble and wait for the peer's; a different version is refused. */
@@ -178,6 +183,17 @@ export class Connection {
       }
       for (const payload of this.frames.push(d)) {
         const m = decodeMessage(payload);
+        if (m.type === MsgType.Error) {
+          // The peer gave up: from now on every send and receive reports its reason,
+          // even if we are still writing and never read this frame in order.
+          const err = remoteError(m.code, m.message, this.side === 'client' ? 'server' : 'client');
+          this.failure = err;
+          this.waiter?.reject(err);
+          this.waiter = null;
+          this.preambleWaiter?.reject(err);
+          this.preambleWaiter = null;
+          return;
+        }
         if (this.waiter) {
           const w = this.waiter;
           this.waiter = null;
@@ -209,6 +225,8 @@ export class Connection {
     if (v !== PROTOCOL_VERSION) {
       throw new SyncError('ERR_VERSION', `the peer speaks protocol version ${v}; this build speaks version ${PROTOCOL_VERSION}`, { version: v });
     }
+    const flags = b.readUInt16BE(6);
+    if (flags !== 0) throw new SyncError('ERR_VERSION', `the peer uses preamble flags 0x${flags.toString(16)} this build does not know`, { flags });
   }
 
   private fail(e: SyncError, graceful = false): void {

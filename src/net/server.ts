@@ -8,6 +8,11 @@ import { createServer as createTlsServer } from 'node:tls';
 import { randomBytes } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { SyncError, isSyncError } from '../core/errors.js';
+import { MAX_FRAME } from '../core/limits.js';
+import { dirname } from 'node:path';
+
+/** Largest frame accepted before authentication. */
+export const PRE_AUTH_MAX_FRAME = 4096;
 import { defaultBlockSize } from '../core/signature.js';
 import { openImage, type ImageHandle } from '../io/image.js';
 import { MsgType, PROTOCOL_VERSION } from '../../protocol/constants.js';
@@ -53,9 +58,8 @@ export class ResyncServer {
       // A failed TLS handshake never reaches onSocket; keep the server quiet and healthy.
       srv.on('tlsClientError', (e: Error, s: Socket) => {
         s.destroy();
-        this.log({ level: 'warn', msg: `TLS handshake failed: ${e.message}`, code: 'ERR_AUTH' });
+        this.log({ level: 'warn', msg: `TLS handshake failed: ${e.message}`, code: 'ERR_CONNECTION' });
       });
-      srv.maxConnections = this.config.maxSessions;
       srv.once('error', (e: NodeJS.ErrnoException) =>
         reject(new SyncError('ERR_CONNECTION', `cannot listen on ${this.config.host}:${this.config.port}: ${e.code ?? e.message}`)),
       );
@@ -82,12 +86,37 @@ export class ResyncServer {
     this.sockets.add(s);
     s.on('close', () => this.sockets.delete(s));
     const peer = `${s.remoteAddress}:${s.remotePort}`;
-    const conn = new Connection(s, 'server', { idleTimeoutMs: this.config.handshakeTimeoutMs });
+    // Before authentication only small frames are accepted (a Hello or an Auth is < 200 bytes).
+    const conn = new Connection(s, 'server', { idleTimeoutMs: this.config.handshakeTimeoutMs, maxFrame: PRE_AUTH_MAX_FRAME });
+    if (this.sockets.size > this.config.maxSessions) {
+      // Over the cap: say so (the only thing an unauthenticated peer can learn) and close.
+      this.log({ level: 'warn', msg: `refused: ${this.sockets.size - 1} sessions already open`, peer, code: 'ERR_BUSY' });
+      void conn
+        .exchangePreamble()
+        .catch(() => undefined)
+        .then(() => conn.sendErrorAndClose(new SyncError('ERR_BUSY', 'the server is at its session limit; try again later')));
+      setTimeout(() => conn.destroy(), 2000).unref();
+      return;
+    }
     this.session(conn, peer).catch((e: unknown) => {
       const code = isSyncError(e) ? e.code : 'ERR_INTERNAL';
       this.log({ level: code === 'ERR_CONNECTION' ? 'warn' : 'error', msg: e instanceof Error ? e.message : String(e), peer, code });
-      void conn.sendErrorAndClose(isSyncError(e) ? e : new SyncError('ERR_REMOTE', 'internal server error'));
+      void conn.sendErrorAndClose(this.forClient(e));
     });
+  }
+
+  /** The error as the client may see it: same code, no server paths or internals. */
+  private forClient(e: unknown): SyncError {
+    if (!isSyncError(e)) return new SyncError('ERR_REMOTE', 'internal server error (see the server log)');
+    if (e.code === 'ERR_IO' || e.code === 'ERR_NO_SPACE' || e.code === 'ERR_JOURNAL') {
+      return new SyncError(e.code, `the server could not ${e.code === 'ERR_NO_SPACE' ? 'write the volume: no space left' : 'access the volume'} (see the server log)`);
+    }
+    let msg = e.message;
+    for (const [name, v] of Object.entries(this.config.volumes)) {
+      msg = msg.split(v.path).join(`volume ${name}`);
+      msg = msg.split(dirname(v.path)).join('<volume directory>');
+    }
+    return new SyncError(e.code, msg);
   }
 
   private async session(conn: Connection, peer: string): Promise<void> {
@@ -111,6 +140,7 @@ export class ResyncServer {
       await conn.send({ type: MsgType.AuthOk, mac: serverProof(this.config.secret, nonce, auth.clientNonce) });
       clearTimeout(deadline);
       conn.setIdleTimeout(this.config.idleTimeoutMs);
+      conn.setMaxFrame(MAX_FRAME);
 
       const open = await conn.recv();
       if (open.type !== MsgType.Open) throw new SyncError('ERR_PROTOCOL', 'expected open');

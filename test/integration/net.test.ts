@@ -405,11 +405,11 @@ describe('versions and malformed peers', () => {
     expect(r.closed).toBe(true);
   });
 
-  // BUG (src/net/connection.ts, Connection.checkPreamble): the flags word of the
+  // Regression (fixed) (src/net/connection.ts, Connection.checkPreamble): the flags word of the
   // wire preamble is never checked, so a peer announcing flags this build does not
   // know is served as if they were 0. The file preamble (src/format/preamble.ts)
   // refuses unknown flags with ERR_VERSION; the wire should too.
-  test.fails('a preamble with unknown flags is refused with ERR_VERSION', async () => {
+  test('a preamble with unknown flags is refused with ERR_VERSION', async () => {
     const r = await rawTalk(srv.port, Buffer.concat([preamble(PROTOCOL_VERSION, 0x0001), frames(hello)]), (x) => x.messages.length > 0);
     expect(errorOf(r)?.code).toBe('ERR_VERSION');
   });
@@ -504,34 +504,34 @@ describe('errors in the middle of a delta', () => {
     expect((await wrongBasisPush('other')).code).toBe('ERR_BASIS_MISMATCH');
   });
 
-  // BUG (src/io/patcher.ts checkBasisSize, reached from src/net/transfer.ts
+  // Regression (fixed) (src/io/patcher.ts checkBasisSize, reached from src/net/transfer.ts
   // receiveDelta on the server): the message names the volume's path on the
   // server ("basis /srv/.../x.img is ..."), and the server forwards it in its
   // Error frame. Clients are meant to know volumes by name only
   // (src/net/config.ts); ERR_IO messages from src/io/errors.ts leak paths the same way.
-  test.fails('error messages sent to the client do not reveal server paths', async () => {
+  test('error messages sent to the client do not reveal server paths', async () => {
     const e = await wrongBasisPush('other');
     expect(e.message).not.toContain(dir);
   });
 
-  // BUG (src/net/connection.ts, Connection.send / the 'end' handler): when the
+  // Regression (fixed) (src/net/connection.ts, Connection.send / the 'end' handler): when the
   // server refuses a delta while the client is still sending it, the server's
   // Error frame (here ERR_COPY_OUT_OF_BOUNDS; in real life ERR_NO_SPACE or ERR_IO
   // on the server's disk) is queued unread, the server's FIN fails the
   // connection, and the client's next send() rejects with ERR_CONNECTION "the
   // peer closed the connection". The peer's code should win over the close.
-  test.fails('the sending client learns the code the server refused with', async () => {
+  test('the sending client learns the code the server refused with', async () => {
     const r = await badCopyPush('other');
     expect(r.err?.code).toBe('ERR_COPY_OUT_OF_BOUNDS');
   });
 });
 
 describe('session limit', () => {
-  // BUG (src/net/server.ts, listen): the session cap is net.Server.maxConnections,
+  // Regression (fixed) (src/net/server.ts, listen): the session cap is net.Server.maxConnections,
   // so a connection over the cap is closed by Node before the server sends
   // anything; the client sees ERR_CONNECTION instead of an Error frame with
   // ERR_BUSY ("the server refuses more sessions", src/core/errors.ts).
-  test.fails('a client over maxSessions is told ERR_BUSY', async () => {
+  test('a client over maxSessions is told ERR_BUSY', async () => {
     const one = await startServer({ x: { path: join(dir, 'cap.img'), writable: true } }, { maxSessions: 1 });
     const hold = connect({ host: LOCAL, port: one.port });
     try {

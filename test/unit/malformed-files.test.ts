@@ -193,10 +193,10 @@ describe('patchFile error paths outside the table', () => {
     await expectUntouched(dir, out);
   });
 
-  // patchFile stops reading the delta as soon as it has applied the end record.
-  // When the end record finishes exactly at a 1 MiB read boundary, bytes after
-  // it are never read, so trailing data goes unnoticed and the patch succeeds.
-  test.fails('trailing data that starts exactly at a 1 MiB read boundary is rejected (BUG: accepted)', async () => {
+  // Regression: patchFile once stopped reading the delta at the end record, so
+  // when that record finished exactly at a 1 MiB read boundary, bytes after it
+  // went unnoticed. It now reads to the end of the file before committing.
+  test('trailing data that starts exactly at a 1 MiB read boundary is rejected', async () => {
     const delta = Buffer.concat([deltaEndingAt(1 << 20), Buffer.alloc(2)]);
     // The decoder itself rejects the file...
     expectCode(await thrown(() => decode('delta', delta)), 'ERR_TRAILING_DATA', 'decoder');
@@ -209,12 +209,10 @@ describe('patchFile error paths outside the table', () => {
     await expectUntouched(dir, out);
   });
 
-  // Trailing bytes after the end record are reported as ERR_TRAILING_DATA only
-  // when they arrive in a later push() than the end record, or are fewer than
-  // 4 bytes. When the same push carries 4+ trailing bytes, the frame decoder
-  // parses them as a length prefix first, so "junk" (0x6a756e6b) after the end
-  // record becomes ERR_FRAME_TOO_LARGE: the code depends on how input is chunked.
-  test.fails('4 trailing bytes "junk" give ERR_TRAILING_DATA however the file is chunked (BUG: ERR_FRAME_TOO_LARGE when whole)', async () => {
+  // Regression: 4+ trailing bytes in the same push as the end record were once
+  // parsed as a frame length ("junk" = 0x6a756e6b, ERR_FRAME_TOO_LARGE), so the
+  // error depended on how the input was chunked. The reader now stops at the end record.
+  test('4 trailing bytes "junk" give ERR_TRAILING_DATA however the file is chunked', async () => {
     const bytes = Buffer.concat([validDeltaBytes(), Buffer.from('junk')]);
     expectCode(await thrown(() => decode('delta', bytes, 1)), 'ERR_TRAILING_DATA', 'byte by byte');
     expectCode(await thrown(() => decode('delta', bytes)), 'ERR_TRAILING_DATA', 'whole');
@@ -231,12 +229,11 @@ describe('patchFile error paths outside the table', () => {
 });
 
 describe('LiteralZ strictness', () => {
-  // literalFromZ inflates with maxOutputLength = the declared length and checks
-  // the output length, but bytes after the end of the DEFLATE stream are
-  // silently ignored, so two different files decode to the same ops. Every
+  // Regression: literalFromZ once ignored bytes after the end of the DEFLATE
+  // stream, so two different files decoded to the same ops. Every
   // other part of the format rejects trailing bytes (ERR_TRAILING_DATA after
   // the end record, "extra bytes" inside a msgpack payload).
-  test.fails('bytes after the end of a LiteralZ DEFLATE stream are rejected (BUG: ignored)', async () => {
+  test('bytes after the end of a LiteralZ DEFLATE stream are rejected', async () => {
     const text = Buffer.alloc(1000, 0x41);
     const z = Buffer.concat([deflateRawSync(text), Buffer.from('extra')]);
     const basis = malformedBasis();
@@ -256,13 +253,11 @@ describe('LiteralZ strictness', () => {
 });
 
 describe('allocation bounded by the header', () => {
-  // A signature header that passes every check (2^23 blocks of 16 bytes, 32-byte
-  // strong hashes) makes SignatureFileDecoder allocate the whole Signature up
-  // front, before a single block has arrived: weak sums 32 MiB and strong
-  // hashes 256 MiB, plus the index arrays, over 400 MB of ArrayBuffers in all.
-  // The file is about 40 bytes. limits.ts says MAX_BLOCKS "stays well under
-  // 300 MB", but that sum leaves out the index.
-  test.fails('a 40-byte header-only signature does not make the decoder allocate 300 MB (BUG: ~420 MB)', () => {
+  // Regression: a signature header that passes every check (2^23 blocks of 16
+  // bytes, 32-byte strong hashes) once made SignatureFileDecoder allocate the
+  // whole Signature (over 400 MB) before a single block arrived, from a ~40-byte
+  // file. Storage now grows with the blocks actually received.
+  test('a 40-byte header-only signature does not make the decoder allocate 300 MB', () => {
     const b = new FileBuilder(SIG_MAGIC).msg({
       type: MsgType.SigHeader,
       blockSize: 16,
