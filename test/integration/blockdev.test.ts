@@ -112,6 +112,18 @@ describe.runIf(dev)('block devices (loop device)', () => {
       await writeFile(big, Buffer.concat([source, Buffer.alloc(MiB, 1)]));
       await expect(push(big, opts)).rejects.toMatchObject({ code: 'ERR_PARAM' });
       expect((await readDevice()).equals(source)).toBe(true);
+      // A smaller source rewrites the start; the device keeps its size and the rest.
+      const small = join(dir, 'small.img');
+      const smaller = edited(source, 3).subarray(0, DEV_SIZE - MiB);
+      await writeFile(small, smaller);
+      expect((await push(small, opts)).verified).toBe(true);
+      const after = await readDevice();
+      expect(after.length).toBe(DEV_SIZE);
+      expect(after.subarray(0, DEV_SIZE - MiB).equals(smaller)).toBe(true);
+      expect(after.subarray(DEV_SIZE - MiB).equals(source.subarray(DEV_SIZE - MiB))).toBe(true);
+      const v = await verifyRemote(small, opts);
+      expect(v.sizeB).toBe(DEV_SIZE);
+      expect(v.ranges).toEqual([{ offset: DEV_SIZE - MiB, length: MiB }]);
     } finally {
       await srv.server.close();
       await rm(srv.dir, { recursive: true, force: true });
