@@ -507,6 +507,7 @@ export function malformedCases(): MalformedCase[] {
   S('frame-too-large', 'decode', 'ERR_FRAME_TOO_LARGE', 'SigHeader length prefix 0xffffffff', withLengthPrefix(sig, 0, 0xffffffff));
   S('frame-limit-plus-one', 'decode', 'ERR_FRAME_TOO_LARGE', 'SigBlocks length prefix 8 MiB + 1', withLengthPrefix(sig, 1, 8 * 1024 * 1024 + 1));
   S('not-msgpack', 'decode', 'ERR_CORRUPT', 'SigHeader payload is 0xc1 (never used in msgpack)', Buffer.concat([sig.subarray(0, 8), rawFrame(Buffer.from([0xc1]))]));
+  S('empty-frame', 'decode', 'ERR_CORRUPT', 'a zero-length frame right after the header (an empty payload is not a message)', Buffer.concat([sig.subarray(0, sigOffs[1]!), Buffer.alloc(4)]));
   S('not-array', 'decode', 'ERR_CORRUPT', 'SigHeader payload is the integer 1, not an array', Buffer.concat([sig.subarray(0, 8), rawFrame(Buffer.from([0x01]))]));
   S('unknown-type', 'decode', 'ERR_CORRUPT', 'a message of unknown type 0x55 after the header', Buffer.concat([sig.subarray(0, sigOffs[1]!), rawFrame(Buffer.from([0x91, 0x55])), sig.subarray(sigOffs[1]!)]));
   S('unexpected-message', 'decode', 'ERR_UNEXPECTED_MESSAGE', 'a Copy message between the header and the blocks', sigWithCopyFirst(sc));
@@ -545,6 +546,7 @@ export function malformedCases(): MalformedCase[] {
   D('digest-mismatch', 'decode', 'ERR_CORRUPT', 'one bit of the literal flipped (the end digest no longer matches)', flip(delta, dOffs[3]! - 5));
   D('digest-wrong', 'decode', 'ERR_CORRUPT', 'DeltaEnd digest is 32 zero bytes', buildDelta({ end: { digest: new Uint8Array(32) } }));
   D('digest-null', 'decode', 'ERR_CORRUPT', 'DeltaEnd digest is nil', buildDelta({ end: { digest: null } }));
+  D('empty-frame', 'decode', 'ERR_CORRUPT', 'a zero-length frame between two ops', Buffer.concat([delta.subarray(0, dOffs[2]!), Buffer.alloc(4), delta.subarray(dOffs[2]!)]));
   D('frame-too-large', 'decode', 'ERR_FRAME_TOO_LARGE', 'Literal length prefix 0x7fffffff', withLengthPrefix(delta, 2, 0x7fffffff));
   D('unknown-type', 'decode', 'ERR_CORRUPT', 'an op of unknown type 0x0e', Buffer.concat([delta.subarray(0, dOffs[1]!), rawFrame(Buffer.from([0x93, 0x0e, 0x00, 0x01])), delta.subarray(dOffs[1]!)]));
   const text = Buffer.from('a compressible literal. '.repeat(40), 'latin1');

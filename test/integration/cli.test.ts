@@ -259,17 +259,24 @@ describe('corrupt input exits 3', () => {
     expect(oneLine(r.stderr)).toContain('ERR_BAD_MAGIC');
   });
 
-  // src/cli/exit-codes.ts maps ERR_FRAME_TOO_LARGE and ERR_UNEXPECTED_MESSAGE to
-  // 7 (network) even when they come from a signature or delta *file*, so a
-  // corrupt file makes the CLI report a network failure.
-  test.fails('a delta file with an oversized frame exits 3 (BUG: exits 7)', async () => {
-    const r = await cli('patch', mbasis, join(MALFORMED, 'delta-frame-too-large.bin'), join(d, 'z.img'));
+  // Regression: ERR_FRAME_TOO_LARGE and ERR_UNEXPECTED_MESSAGE once mapped to
+  // 7 (network) even when they came from a signature or delta *file*.
+  test.concurrent('a delta file with an oversized frame exits 3', async () => {
+    const r = await cli('patch', mbasis, join(MALFORMED, 'delta-frame-too-large.bin'), join(d, 'z1.img'));
     expect(r.code).toBe(3);
+    expect(oneLine(r.stderr)).toContain('ERR_FRAME_TOO_LARGE');
   });
 
-  test.fails('a delta file with a message out of place exits 3 (BUG: exits 7)', async () => {
-    const r = await cli('patch', mbasis, join(MALFORMED, 'delta-unexpected-message.bin'), join(d, 'z.img'));
+  test.concurrent('a delta file with a message out of place exits 3', async () => {
+    const r = await cli('patch', mbasis, join(MALFORMED, 'delta-unexpected-message.bin'), join(d, 'z2.img'));
     expect(r.code).toBe(3);
+    expect(oneLine(r.stderr)).toContain('ERR_UNEXPECTED_MESSAGE');
+  });
+
+  test.concurrent('a signature file with an oversized frame given to delta exits 3', async () => {
+    const r = await cli('delta', join(MALFORMED, 'sig-frame-too-large.bin'), target, join(d, 'z3.delta'));
+    expect(r.code).toBe(3);
+    expect(oneLine(r.stderr)).toContain('ERR_FRAME_TOO_LARGE');
   });
 });
 
