@@ -2,7 +2,7 @@
  * File-level API for offline transport: signature, delta and patch on files,
  * like rdiff. Every function streams; memory does not grow with image size.
  */
-import { open } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { BasisMismatchError, ParamError, SyncError, isSyncError } from './core/errors.js';
 import { resolve } from 'node:path';
@@ -187,7 +187,9 @@ async function* deltaEvents(deltaPath: string): AsyncGenerator<
  * it was. `outPath` may equal `basisPath` (the rename replaces it at the end).
  */
 export async function patchFile(basisPath: string, deltaPath: string, outPath: string, opts: PatchFileOptions = {}): Promise<FileResult | InPlaceResult> {
-  if (opts.inPlace || opts.resume) {
+  // A block device as its own output can only be patched in place.
+  const dev = resolve(outPath) === resolve(basisPath) && (await stat(basisPath).catch(() => null))?.isBlockDevice() === true;
+  if (opts.inPlace || opts.resume || dev) {
     if (resolve(outPath) !== resolve(basisPath)) throw new ParamError('--in-place patches the basis itself: give no separate output (or the basis path)');
     return patchFileInPlace(basisPath, deltaPath, opts);
   }

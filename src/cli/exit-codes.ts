@@ -22,6 +22,8 @@ export const ExitCode = {
   DENIED: 8,
   /** A resume journal does not fit the operation. */
   JOURNAL: 9,
+  /** `verify`: the images differ (not an error). */
+  DIFFERENT: 10,
   /** Interrupted by a signal; re-run to resume. */
   INTERRUPTED: 130,
 } as const;

@@ -10,3 +10,4 @@ export * from './patch.js';
 export * from './whole.js';
 export * from './extents.js';
 export * from './imagehash.js';
+export * from './coalescer.js';

@@ -15,7 +15,8 @@
  */
 import { ParamError } from './errors.js';
 import { MAX_LITERAL, MAX_WEAK_COLLISIONS } from './limits.js';
-import { emptyStats, type DeltaOp, type DeltaStats } from './ops.js';
+import type { DeltaOp, DeltaStats } from './ops.js';
+import { OpCoalescer } from './coalescer.js';
 import { adler32, ADLER_MOD } from './rolling.js';
 import { WEAK_MIX, type Signature } from './signature.js';
 import { StrongHasher } from './strong.js';
@@ -24,7 +25,11 @@ const EMPTY = new Uint8Array(0);
 
 /** Streaming delta generator over one signature. */
 export class DeltaMatcher {
-  readonly stats: DeltaStats = emptyStats();
+  private readonly ops = new OpCoalescer();
+  /** What the scan produced so far. */
+  get stats(): DeltaStats {
+    return this.ops.stats;
+  }
   private readonly sig: Signature;
   private readonly hasher: StrongHasher;
   private readonly bs: number;
@@ -38,8 +43,6 @@ export class DeltaMatcher {
   private lit = 0;
   /** Block expected at the window (the one after the last match), or -1. */
   private expected = 0;
-  private pendCopyOff = -1;
-  private pendCopyLen = 0;
   private ended = false;
   private scanned = 0;
   /** Digests of aligned windows computed by the fast path, for the image hash (drained by takeAligned). */
@@ -122,14 +125,14 @@ export class DeltaMatcher {
         if (abs % this.bs === 0) this.aligned.push([abs / this.bs, h]);
         if (sig.strongEquals(last, h)) {
           this.emitLiteral(start, out);
-          this.emitCopy(last * this.bs, tl, out);
+          this.ops.copy(last * this.bs, tl, out);
           this.p = this.lit = buf.length;
         }
       }
     }
     this.p = buf.length;
     this.emitLiteral(buf.length, out);
-    this.flushCopy(out);
+    this.ops.flush(out);
     this.buf = EMPTY;
     return out;
   }
@@ -179,28 +182,34 @@ export class DeltaMatcher {
       let a = d & 0xffff;
       let b = d >>> 16;
       const outTab = this.outTab;
+      // The window at p was checked by the fast path's caller only when it was a
+      // fresh start; `roll` says whether to slide before the next lookup.
+      let roll = false;
       for (;;) {
-        // Roll without stopping until a filter hit, the input end, or the literal cap.
+        // Slide without stopping until a filter hit, the input end, or the literal cap.
         // Branch-free modular reduction: the data is random, so branches would mispredict.
         const stop = Math.min(len - bs, this.lit + this.maxLiteral);
         let i = -1;
         for (;;) {
+          if (roll) {
+            if (p >= stop) break;
+            const o = buf[p]!;
+            a += buf[p + bs]! - o;
+            a += (a >> 31) & ADLER_MOD;
+            a -= ADLER_MOD;
+            a += (a >> 31) & ADLER_MOD;
+            b += a - 1 - outTab[o]!;
+            b += (b >> 31) & ADLER_MOD;
+            b -= ADLER_MOD;
+            b += (b >> 31) & ADLER_MOD;
+            p++;
+          }
+          roll = true;
           const f = Math.imul((b << 16) | a, WEAK_MIX) >>> fShift;
           if ((filter[f >>> 5]! >>> (f & 31)) & 1) {
             i = head[Math.imul((b << 16) | a, WEAK_MIX) >>> bShift]!;
             if (i >= 0) break;
           }
-          if (p >= stop) break;
-          const o = buf[p]!;
-          a += buf[p + bs]! - o;
-          a += (a >> 31) & ADLER_MOD;
-          a -= ADLER_MOD;
-          a += (a >> 31) & ADLER_MOD;
-          b += a - 1 - outTab[o]!;
-          b += (b >> 31) & ADLER_MOD;
-          b -= ADLER_MOD;
-          b += (b >> 31) & ADLER_MOD;
-          p++;
         }
         if (i >= 0) {
           const weak = ((b << 16) | a) >>> 0;
@@ -222,18 +231,6 @@ export class DeltaMatcher {
           this.p = p;
           this.emitLiteral(p, out);
         }
-        if (p >= Math.min(len - bs, this.lit + this.maxLiteral)) continue;
-        // Step past a weak hit that did not confirm.
-        const o = buf[p]!;
-        a += buf[p + bs]! - o;
-        a += (a >> 31) & ADLER_MOD;
-        a -= ADLER_MOD;
-        a += (a >> 31) & ADLER_MOD;
-        b += a - 1 - outTab[o]!;
-        b += (b >> 31) & ADLER_MOD;
-        b -= ADLER_MOD;
-        b += (b >> 31) & ADLER_MOD;
-        p++;
       }
     }
     this.p = p;
@@ -244,7 +241,7 @@ export class DeltaMatcher {
   /** Record a match of block `i` at window `p`; returns the new window start. */
   private matched(p: number, i: number, out: DeltaOp[]): number {
     this.emitLiteral(p, out);
-    this.emitCopy(i * this.bs, this.bs, out);
+    this.ops.copy(i * this.bs, this.bs, out);
     this.expected = i + 1;
     const np = p + this.bs;
     this.lit = np;
@@ -254,33 +251,13 @@ export class DeltaMatcher {
   private emitLiteral(upTo: number, out: DeltaOp[]): void {
     let s = this.lit;
     if (upTo <= s) return;
-    this.flushCopy(out);
     while (s < upTo) {
       const e = Math.min(upTo, s + this.maxLiteral);
-      out.push({ kind: 'literal', data: this.buf.subarray(s, e) });
-      this.stats.literalBytes += e - s;
-      this.stats.literalOps++;
+      this.ops.literal(this.buf.subarray(s, e), out);
       s = e;
     }
     this.lit = upTo;
   }
 
-  private emitCopy(offset: number, length: number, out: DeltaOp[]): void {
-    this.stats.matchedBytes += length;
-    if (this.pendCopyOff >= 0 && this.pendCopyOff + this.pendCopyLen === offset) {
-      this.pendCopyLen += length;
-      return;
-    }
-    this.flushCopy(out);
-    this.pendCopyOff = offset;
-    this.pendCopyLen = length;
-  }
 
-  private flushCopy(out: DeltaOp[]): void {
-    if (this.pendCopyOff < 0) return;
-    out.push({ kind: 'copy', offset: this.pendCopyOff, length: this.pendCopyLen });
-    this.stats.copyOps++;
-    this.pendCopyOff = -1;
-    this.pendCopyLen = 0;
-  }
 }

@@ -13,7 +13,8 @@
  */
 import { open, readFile, unlink, type FileHandle } from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
-import { dirname } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { mkdirSync } from 'node:fs';
 import { SyncError } from '../core/errors.js';
 import { encodePreamble, checkPreamble } from '../format/preamble.js';
 import { PREAMBLE_LEN } from '../../protocol/constants.js';
@@ -63,8 +64,18 @@ export interface JournalState {
   committed: number | null;
 }
 
-/** Journal path for an image. */
+/**
+ * Journal path for an image: beside it, except for devices under /dev (a
+ * memory file system: the journal would not survive the reboot it exists
+ * for), whose journals go to $RESYNC_JOURNAL_DIR or /var/lib/resync.
+ */
 export function journalPathFor(imagePath: string): string {
+  const abs = resolve(imagePath);
+  if (abs.startsWith('/dev/')) {
+    const dir = process.env.RESYNC_JOURNAL_DIR ?? '/var/lib/resync';
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    return join(dir, `${abs.slice(5).replace(/\//g, '_')}.resync-journal`);
+  }
   return `${imagePath}.resync-journal`;
 }
 

@@ -4,7 +4,8 @@
  * the complete new one. Writes are coalesced into large sequential writes, and
  * all-zero ranges are skipped on a fresh file (they stay holes: sparse output).
  */
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { ParamError } from '../core/errors.js';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { isZeroRange } from '../core/strong.js';
@@ -33,6 +34,11 @@ export class ImageWriter {
 
   /** Temp file in the directory of `finalPath`. */
   static async createTemp(finalPath: string): Promise<ImageWriter> {
+    // Renaming a file over a device node would replace the node, not write the disk.
+    const st = await stat(finalPath).catch(() => null);
+    if (st?.isBlockDevice()) {
+      throw new ParamError(`${finalPath} is a block device: it can only be patched in place (--in-place)`);
+    }
     const tmp = join(dirname(finalPath), `.${basename(finalPath)}.resync-${randomBytes(4).toString('hex')}.tmp`);
     let fh: FileHandle;
     try {

@@ -1,5 +1,5 @@
 /** `resync push` and `resync pull`: the client side of a session. */
-import { open } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { SyncError, isSyncError } from '../core/errors.js';
 import type { DeltaStats } from '../core/ops.js';
 import { defaultBlockSize } from '../core/signature.js';
@@ -115,7 +115,8 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
 /** Make the local image `imagePath` identical to the remote volume (failback). */
 export async function pull(imagePath: string, opts: ClientOptions): Promise<SyncResult> {
   const t0 = performance.now();
-  const inPlace = opts.inPlace !== false;
+  // Block devices are always patched in place (a temp file cannot be renamed onto a device).
+  const inPlace = opts.inPlace !== false || (await stat(imagePath).catch(() => null))?.isBlockDevice() === true;
   const jpath = journalPathFor(imagePath);
   const resumedFrom = await settleJournal(imagePath, jpath).catch((e: unknown) => {
     if (isSyncError(e) && e.details.errno === 'ENOENT') return 0;

@@ -6,7 +6,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import { randomBytes } from 'node:crypto';
-import { open } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { SyncError, isSyncError } from '../core/errors.js';
 import { MAX_FRAME } from '../core/limits.js';
 import { dirname } from 'node:path';
@@ -169,7 +169,8 @@ export class ResyncServer {
   }
 
   private async servePush(conn: Connection, vol: VolumeConfig, blockSize: number, sourceSize: number): Promise<void> {
-    const inPlace = vol.inPlace !== false;
+    // Block devices are always patched in place (a temp file cannot be renamed onto a device).
+    const inPlace = vol.inPlace !== false || (await isBlockDevice(vol.path));
     const jpath = journalPathFor(vol.path);
     const resumeFrom = await settleJournal(vol.path, jpath);
     const basis = await openOrCreate(vol.path, inPlace ? 'r+' : 'r');
@@ -256,6 +257,10 @@ export class ResyncServer {
     this.readers.set(volume, (this.readers.get(volume) ?? 0) + 1);
     return () => this.readers.set(volume, (this.readers.get(volume) ?? 1) - 1);
   }
+}
+
+async function isBlockDevice(path: string): Promise<boolean> {
+  return (await stat(path).catch(() => null))?.isBlockDevice() === true;
 }
 
 /** Open a writable volume's image, creating an empty one if it does not exist yet. */

@@ -6,6 +6,7 @@
  * losetup; otherwise the suite is skipped and says why.
  */
 import { afterAll, describe, expect, test } from 'vitest';
+import { journalPathFor } from '../../src/io/journal.js';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { open, readFile, rm, writeFile } from 'node:fs/promises';
@@ -43,7 +44,7 @@ afterAll(() => {
     } catch {
       // already detached
     }
-    rmSync(`${dev}.resync-journal`, { force: true });
+    rmSync(journalPathFor(dev), { force: true });
   }
   rmSync(dir, { recursive: true, force: true });
 });
@@ -146,5 +147,25 @@ describe.runIf(dev)('block devices (loop device)', () => {
     expect((await verifyFiles(dev, tgt)).identical).toBe(true);
     // The backing file was written through the device, never truncated.
     expect((await readFile(backing)).length).toBe(DEV_SIZE);
+  });
+
+  test('patch onto the device without --in-place goes in place; a device as another patch output is refused', async () => {
+    const sig = join(dir, 'dev2.sig');
+    await signatureFile(dev, sig);
+    const target = edited(await readDevice(), 3);
+    const tgt = join(dir, 'target2.img');
+    await writeFile(tgt, target);
+    const delta = join(dir, 'dev2.delta');
+    await deltaFile(sig, tgt, delta);
+    await patchFile(dev, delta, dev);
+    expect((await readDevice()).equals(target)).toBe(true);
+    // a temp file renamed over a device node would replace the node, not write the disk
+    const other = join(dir, 'other-basis.img');
+    await writeFile(other, target);
+    const d2 = join(dir, 'dev3.delta');
+    await signatureFile(other, join(dir, 'o.sig'));
+    await deltaFile(join(dir, 'o.sig'), tgt, d2);
+    await expect(patchFile(other, d2, dev)).rejects.toMatchObject({ code: 'ERR_PARAM' });
+    expect((await readDevice()).equals(target)).toBe(true);
   });
 });

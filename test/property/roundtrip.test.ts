@@ -85,3 +85,19 @@ describe('matcher with precomputed digests of the new image', () => {
     },
   );
 });
+
+describe('literal cap', () => {
+  fcTest.prop([fc.uint8Array({ maxLength: 8000 }), fc.array(edit, { maxLength: 6 }), fc.constantFrom(16, 64), fc.integer({ min: 1, max: 300 }), fc.integer({ min: 1, max: 3000 })], { numRuns: 200 })(
+    'no literal exceeds the cap, and the result is still right',
+    async (basis, edits, blockSize, maxLiteral, chunk) => {
+      const { DeltaMatcher } = await import('../../src/core/matcher.js');
+      const target = applyEdits(basis, edits);
+      const m = new DeltaMatcher(signatureOf(basis, { blockSize }), { maxLiteral });
+      const ops: DeltaOp[] = [];
+      for (let p = 0; p < target.length; p += chunk) ops.push(...m.push(target.subarray(p, p + chunk)));
+      ops.push(...m.end());
+      for (const o of ops) if (o.kind === 'literal') expect(o.data.length).toBeLessThanOrEqual(maxLiteral);
+      expect(Buffer.from(applyDelta(basis, ops, target.length)).equals(Buffer.from(target))).toBe(true);
+    },
+  );
+});

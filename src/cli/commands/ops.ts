@@ -6,6 +6,7 @@ import { verifyFiles, verifyRemote, type VerifyReport } from '../../verify.js';
 import { dryRunDelta, type DryRunReport, type RemoteDryRunReport } from '../../dry-run.js';
 import type { ProgressFn } from '../../api-files.js';
 import { parseSize } from '../args.js';
+import { ExitCode } from '../exit-codes.js';
 import { readFile } from 'node:fs/promises';
 import { ioError } from '../../io/errors.js';
 import type { ClientTls } from '../../net/connection.js';
@@ -13,7 +14,7 @@ import { fmtBytes } from '../render.js';
 import { runCommand, type CommonArgs } from '../run.js';
 
 /** Exit code of `resync verify` when the images differ (docs/exit-codes.md). */
-export const EXIT_DIFFERENT = 10;
+export const EXIT_DIFFERENT = ExitCode.DIFFERENT;
 
 /** Ranges listed in a human summary (--json lists up to --max-ranges). */
 const HUMAN_RANGES = 20;

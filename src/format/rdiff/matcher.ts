@@ -20,7 +20,8 @@
  */
 import { ParamError } from '../../core/errors.js';
 import { MAX_LITERAL, MAX_WEAK_COLLISIONS } from '../../core/limits.js';
-import { emptyStats, type DeltaOp, type DeltaStats } from '../../core/ops.js';
+import type { DeltaOp, DeltaStats } from '../../core/ops.js';
+import { OpCoalescer } from '../../core/coalescer.js';
 import { RDIFF_MAX_MISS_LEN } from './constants.js';
 import { RdiffStrongSummer, WEAK_MIX, type RdiffSignature } from './signature.js';
 import { RABINKARP_ADJ, RABINKARP_MULT, ROLLSUM_CHAR_OFFSET, RabinKarp, Rollsum, createWeakSum, type WeakSum } from './weak.js';
@@ -35,7 +36,11 @@ export interface RdiffMatcherOptions {
 
 /** Streaming delta generator over one rdiff signature. */
 export class RdiffDeltaMatcher {
-  readonly stats: DeltaStats = emptyStats();
+  private readonly ops = new OpCoalescer();
+  /** What the scan produced so far. */
+  get stats(): DeltaStats {
+    return this.ops.stats;
+  }
   private readonly sig: RdiffSignature;
   private readonly bs: number;
   private readonly strong: RdiffStrongSummer;
@@ -50,8 +55,6 @@ export class RdiffDeltaMatcher {
   private lit = 0;
   /** Absolute position whose current window was already looked up and missed, or -1. */
   private missedAt = -1;
-  private pendCopyOff = -1;
-  private pendCopyLen = 0;
   private ended = false;
   private scanned = 0;
 
@@ -120,7 +123,7 @@ export class RdiffDeltaMatcher {
     }
     this.p = len;
     this.emitLiteral(len, out);
-    this.flushCopy(out);
+    this.ops.flush(out);
     this.buf = EMPTY;
     return out;
   }
@@ -166,39 +169,19 @@ export class RdiffDeltaMatcher {
   /** Record a match of block i, `n` bytes long, at window p. */
   private matched(p: number, i: number, n: number, out: DeltaOp[]): void {
     this.emitLiteral(p, out);
-    this.emitCopy(i * this.bs, n, out);
+    this.ops.copy(i * this.bs, n, out);
     this.missedAt = -1;
   }
 
   private emitLiteral(upTo: number, out: DeltaOp[]): void {
     const s = this.lit;
     if (upTo <= s) return;
-    this.flushCopy(out);
     // A view is safe: push() always builds a new buffer and never writes an old one.
-    out.push({ kind: 'literal', data: this.buf.subarray(s, upTo) });
-    this.stats.literalBytes += upTo - s;
-    this.stats.literalOps++;
+    this.ops.literal(this.buf.subarray(s, upTo), out);
     this.lit = upTo;
   }
 
-  private emitCopy(offset: number, length: number, out: DeltaOp[]): void {
-    this.stats.matchedBytes += length;
-    if (this.pendCopyOff >= 0 && this.pendCopyOff + this.pendCopyLen === offset) {
-      this.pendCopyLen += length;
-      return;
-    }
-    this.flushCopy(out);
-    this.pendCopyOff = offset;
-    this.pendCopyLen = length;
-  }
 
-  private flushCopy(out: DeltaOp[]): void {
-    if (this.pendCopyOff < 0) return;
-    out.push({ kind: 'copy', offset: this.pendCopyOff, length: this.pendCopyLen });
-    this.stats.copyOps++;
-    this.pendCopyOff = -1;
-    this.pendCopyLen = 0;
-  }
 }
 
 /**
