@@ -78,7 +78,7 @@ describe('matcher with precomputed digests of the new image', () => {
       const h = new StrongHasher(sig.params.strongAlg, sig.params.seed, sl);
       const own = new Uint8Array(Math.ceil(target.length / blockSize) * sl);
       for (let p = 0, i = 0; p < target.length; p += blockSize, i++) own.set(h.hash(target, p, Math.min(p + blockSize, target.length)).subarray(0, sl), i * sl);
-      if (corrupt && own.length > 0) own[0] ^= 0xff; // claims block 0 differs: must fall back to scanning
+      if (corrupt && own.length > 0) own[0]! ^= 0xff; // claims block 0 differs: must fall back to scanning
       const m = new DeltaMatcher(sig, { ownDigests: own });
       const ops = [...m.push(target), ...m.end()];
       expect(Buffer.from(applyDelta(basis, ops, target.length)).equals(Buffer.from(target))).toBe(true);
