@@ -1,0 +1,130 @@
+/**
+ * resync as the bench runs it: its command line (`node dist/src/cli/main.js`),
+ * from a copy of the build taken when the bench starts, so that a rebuild in
+ * the working tree during a long run cannot change the program halfway.
+ */
+import { cp, mkdir, stat, symlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { checkExit, waitFor, type Meter, type ProcResult } from './measure.js';
+
+/**
+ * Copy the build (dist/ and package.json) from `projectRoot` into `dest`, with
+ * node_modules linked to the project's. Returns the path of the copied CLI
+ * entry point.
+ */
+export async function snapshotBuild(projectRoot: string, dest: string): Promise<string> {
+  const main = join(projectRoot, 'dist', 'src', 'cli', 'main.js');
+  try {
+    await stat(main);
+  } catch {
+    throw new Error(`${main} is missing: build first (npm run build)`);
+  }
+  await mkdir(dest, { recursive: true });
+  await cp(join(projectRoot, 'dist'), join(dest, 'dist'), { recursive: true, filter: (src) => !src.endsWith('.map') });
+  await cp(join(projectRoot, 'package.json'), join(dest, 'package.json'));
+  await symlink(join(projectRoot, 'node_modules'), join(dest, 'node_modules'), 'dir');
+  return join(dest, 'dist', 'src', 'cli', 'main.js');
+}
+
+/** A measured resync command and its `--json` summary. */
+export interface ResyncRun {
+  proc: ProcResult;
+  summary: Record<string, unknown>;
+}
+
+/** A number field of a summary; throws if it is missing. */
+export function field(r: ResyncRun, key: string): number {
+  const v = r.summary[key];
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${r.proc.command}: summary has no number "${key}": ${JSON.stringify(r.summary)}`);
+  return v;
+}
+
+function parseSummary(proc: ProcResult): ResyncRun {
+  checkExit(proc);
+  const lines = proc.stdout.trim().split('\n');
+  const last = lines[lines.length - 1] ?? '';
+  let summary: unknown;
+  try {
+    summary = JSON.parse(last);
+  } catch {
+    throw new Error(`${proc.command}: expected a JSON summary on stdout, got: ${proc.stdout.slice(0, 500)}`);
+  }
+  if (typeof summary !== 'object' || summary === null || (summary as { ok?: unknown }).ok !== true) {
+    throw new Error(`${proc.command}: summary is not ok: ${last}`);
+  }
+  return { proc, summary: summary as Record<string, unknown> };
+}
+
+/** A running `resync serve`. */
+export interface ResyncServer {
+  port: number;
+  /** SIGTERM the server, wait for it to exit and return its measurements. */
+  stop(): Promise<ResyncRun>;
+}
+
+/** The resync CLI, every command run with `--json` and measured. */
+export class ResyncCli {
+  constructor(
+    private readonly meter: Meter,
+    /** Path of the CLI entry point. */
+    readonly cliPath: string,
+  ) {}
+
+  private async run(args: string[]): Promise<ResyncRun> {
+    return parseSummary(await this.meter.run(process.execPath, [this.cliPath, ...args]));
+  }
+
+  /** `resync signature BASIS SIG [--block-size N]`. */
+  signature(basis: string, sig: string, blockSize?: number): Promise<ResyncRun> {
+    return this.run(['signature', '--json', ...(blockSize !== undefined ? ['--block-size', String(blockSize)] : []), basis, sig]);
+  }
+
+  /** `resync delta SIG NEW DELTA`. */
+  delta(sig: string, target: string, delta: string): Promise<ResyncRun> {
+    return this.run(['delta', '--json', sig, target, delta]);
+  }
+
+  /** `resync patch BASIS DELTA OUT`. */
+  patch(basis: string, delta: string, out: string): Promise<ResyncRun> {
+    return this.run(['patch', '--json', basis, delta, out]);
+  }
+
+  /** `resync push IMAGE 127.0.0.1:PORT/VOLUME`. */
+  push(image: string, port: number, volume: string, secretFile: string, blockSize?: number): Promise<ResyncRun> {
+    return this.run([
+      'push',
+      '--json',
+      '--secret-file',
+      secretFile,
+      ...(blockSize !== undefined ? ['--block-size', String(blockSize)] : []),
+      image,
+      `127.0.0.1:${port}/${volume}`,
+    ]);
+  }
+
+  /** Start `resync serve` on an ephemeral port of 127.0.0.1 with one writable volume. */
+  async serve(volume: string, path: string, secretFile: string): Promise<ResyncServer> {
+    const proc = this.meter.start(process.execPath, [
+      this.cliPath,
+      'serve',
+      '--json',
+      '--listen',
+      '127.0.0.1:0',
+      '--volume',
+      `${volume}=${path}:rw`,
+      '--secret-file',
+      secretFile,
+    ]);
+    const port = await waitFor('resync serve to listen', proc, () => {
+      const m = /listening on [^\s]*:(\d+)/.exec(proc.output().stderr);
+      return Promise.resolve(m?.[1] !== undefined ? Number(m[1]) : undefined);
+    });
+    return {
+      port,
+      stop: async () => {
+        await proc.signal('SIGTERM');
+        return parseSummary(await proc.wait());
+      },
+    };
+  }
+}
