@@ -1,5 +1,5 @@
 /** Console output: progress bars on a TTY, human or JSON summaries, error lines. */
-import cliProgress from 'cli-progress';
+import type cliProgressNs from 'cli-progress';
 import { isSyncError } from '../core/errors.js';
 import type { Progress, ProgressFn } from '../api-files.js';
 
@@ -17,14 +17,19 @@ export function fmtBytes(n: number): string {
 
 /** A progress reporter on stderr (only when it is a TTY and not disabled). */
 export class ProgressView {
-  private bar: cliProgress.SingleBar | null = null;
+  private bar: cliProgressNs.SingleBar | null = null;
   private phase = '';
   private readonly t0 = performance.now();
-  constructor(private readonly enabled: boolean) {}
+  /** `cliProgress` is the loaded module when progress is shown (loaded only then: start-up cost). */
+  constructor(
+    private readonly enabled: boolean,
+    private readonly cliProgress?: typeof cliProgressNs,
+  ) {}
 
   /** Callback to pass to API functions. */
   readonly fn: ProgressFn = (p: Progress) => {
-    if (!this.enabled) return;
+    const cliProgress = this.cliProgress;
+    if (!this.enabled || !cliProgress) return;
     if (!this.bar || p.phase !== this.phase) {
       this.bar?.stop();
       this.phase = p.phase;

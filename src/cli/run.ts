@@ -17,7 +17,7 @@ export async function runCommand(
   fn: (progress: ProgressFn) => Promise<Record<string, unknown>>,
 ): Promise<void> {
   const showProgress = argv.progress ?? (process.stderr.isTTY === true && !argv.quiet && !argv.json);
-  const view = new ProgressView(showProgress);
+  const view = new ProgressView(showProgress, showProgress ? (await import('cli-progress')).default : undefined);
   try {
     const summary = await fn(view.fn);
     view.stop();

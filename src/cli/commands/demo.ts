@@ -9,10 +9,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { makePair, SCENARIOS, type Scenario } from '../../../bench/workload.js';
-import { hashImage } from '../../api-files.js';
+// Loaded on first use: keeps start-up short for commands that do not need it.
+const filesApi = () => import('../../api-files.js');
 import { VerifyError } from '../../core/errors.js';
-import { ResyncServer } from '../../net/server.js';
-import { push } from '../../net/client.js';
+// Loaded on first use: keeps start-up short for commands that do not need it.
+import type { ResyncServer } from '../../net/server.js';
+const serverMod = () => import('../../net/server.js');
+// Loaded on first use: keeps start-up short for commands that do not need it.
+const clientMod = () => import('../../net/client.js');
 import { parseSize } from '../args.js';
 import { fmtBytes } from '../render.js';
 import { runCommand, type CommonArgs } from '../run.js';
@@ -42,7 +46,7 @@ export function demoCommand(y: Argv<CommonArgs>): Argv<CommonArgs> {
           const pair = await makePair(dir, argv.scenario as Scenario, size, argv.seed);
           const secret = randomBytes(32);
           await writeFile(join(dir, 'secret'), secret, { mode: 0o600 });
-          server = new ResyncServer({
+          server = new (await serverMod()).ResyncServer({
             host: '127.0.0.1',
             port: 0,
             secret,
@@ -53,8 +57,8 @@ export function demoCommand(y: Argv<CommonArgs>): Argv<CommonArgs> {
           });
           const port = await server.listen();
           say(`serving the recovery copy as 127.0.0.1:${port}/recovery; pushing the primary ...`);
-          const r = await push(pair.target, { host: '127.0.0.1', port, volume: 'recovery', secret, onProgress: progress });
-          const [a, b] = await Promise.all([hashImage(pair.basis), hashImage(pair.target)]);
+          const r = await (await clientMod()).push(pair.target, { host: '127.0.0.1', port, volume: 'recovery', secret, onProgress: progress });
+          const [a, b] = await Promise.all([(await filesApi()).hashImage(pair.basis), (await filesApi()).hashImage(pair.target)]);
           if (!a.equals(b)) throw new VerifyError('demo: the recovery copy differs from the primary after the push');
           const targetSize = (await stat(pair.target)).size;
           const wire = r.bytesSent + r.bytesReceived;

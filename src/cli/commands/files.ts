@@ -1,7 +1,9 @@
 /** `resync signature|delta|patch`: the offline file commands. */
 import type { Argv } from 'yargs';
-import { deltaFile, patchFile, recoverImage, signatureFile } from '../../api-files.js';
-import { rdiffDeltaFile, rdiffPatchFile, rdiffSignatureFile } from '../../api-rdiff.js';
+// Loaded on first use: keeps start-up short for commands that do not need it.
+const filesApi = () => import('../../api-files.js');
+// Loaded on first use: keeps start-up short for commands that do not need it.
+const rdiffApi = () => import('../../api-rdiff.js');
 import { RDIFF_DEFAULT_SIG_TYPE, RDIFF_SIG_TYPES, type RdiffSigType } from '../../format/rdiff/constants.js';
 import type { StrongAlg } from '../../core/strong.js';
 import { parseSize } from '../args.js';
@@ -44,7 +46,7 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
       (argv) =>
         runCommand('signature', argv, async (progress) => {
           if (argv.format === 'rdiff') {
-            const r = await rdiffSignatureFile(argv.basis, argv.signature, {
+            const r = await (await rdiffApi()).rdiffSignatureFile(argv.basis, argv.signature, {
               blockSize: argv['block-size'] !== undefined ? parseSize(argv['block-size'], 'block size') : undefined,
               sigType: argv['sig-type'] as RdiffSigType,
               strongLen: argv['sum-size'],
@@ -52,7 +54,7 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             });
             return { format: 'rdiff', sigType: r.sigType, imageSize: r.imageSize, blockSize: r.blockSize, strongLen: r.strongLen, signatureBytes: r.bytesOut, elapsedMs: r.elapsedMs };
           }
-          const r = await signatureFile(argv.basis, argv.signature, {
+          const r = await (await filesApi()).signatureFile(argv.basis, argv.signature, {
             blockSize: argv['block-size'] !== undefined ? parseSize(argv['block-size'], 'block size') : undefined,
             strongAlg: argv.hash as StrongAlg,
             strongLen: argv['strong-len'],
@@ -77,8 +79,8 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           if (argv['dry-run']) return dryRunDeltaCommand(argv.signature, argv.newfile, argv.format, argv.compress, progress);
           const r =
             argv.format === 'rdiff'
-              ? await rdiffDeltaFile(argv.signature, argv.newfile, argv.delta, { onProgress: progress })
-              : await deltaFile(argv.signature, argv.newfile, argv.delta, { onProgress: progress, compress: argv.compress });
+              ? await (await rdiffApi()).rdiffDeltaFile(argv.signature, argv.newfile, argv.delta, { onProgress: progress })
+              : await (await filesApi()).deltaFile(argv.signature, argv.newfile, argv.delta, { onProgress: progress, compress: argv.compress });
           return {
             imageSize: r.imageSize,
             blockSize: r.blockSize,
@@ -109,7 +111,7 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
       (argv) =>
         runCommand('patch', argv, async (progress) => {
           if (argv.format === 'rdiff') {
-            const r = await rdiffPatchFile(argv.basis, argv.delta, argv.output ?? argv.basis, { onProgress: progress });
+            const r = await (await rdiffApi()).rdiffPatchFile(argv.basis, argv.delta, argv.output ?? argv.basis, { onProgress: progress });
             return {
               format: 'rdiff',
               imageSize: r.imageSize,
@@ -123,7 +125,7 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             };
           }
           const inPlace = argv['in-place'] || argv.resume;
-          const r = await patchFile(argv.basis, argv.delta, inPlace ? (argv.output ?? argv.basis) : argv.output!, { onProgress: progress, inPlace, resume: argv.resume });
+          const r = await (await filesApi()).patchFile(argv.basis, argv.delta, inPlace ? (argv.output ?? argv.basis) : argv.output!, { onProgress: progress, inPlace, resume: argv.resume });
           return {
             imageSize: r.imageSize,
             matchedBytes: r.matchedBytes,
@@ -142,7 +144,7 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
       (a) => a.positional('image', { type: 'string', demandOption: true }),
       (argv) =>
         runCommand('recover', argv, async () => {
-          const outcome = await recoverImage(argv.image);
+          const outcome = await (await filesApi()).recoverImage(argv.image);
           return { image: argv.image, outcome };
         }),
     );

@@ -2,10 +2,14 @@
 import type { Argv } from 'yargs';
 import { ParamError } from '../../core/errors.js';
 import { loadServerConfig, parseRemote, readSecretFile, readTlsFiles, splitHostPort, type ServerConfig, type VolumeConfig } from '../../net/config.js';
-import { ResyncServer } from '../../net/server.js';
-import { pull, push, type SyncResult } from '../../net/client.js';
+// Loaded on first use: keeps start-up short for commands that do not need it.
+const serverMod = () => import('../../net/server.js');
+// Loaded on first use: keeps start-up short for commands that do not need it.
+import type { SyncResult } from '../../net/client.js';
+const clientMod = () => import('../../net/client.js');
 import { parseSize } from '../args.js';
-import { dryRunPull, dryRunPush } from '../../dry-run.js';
+// Loaded on first use: keeps start-up short for commands that do not need it.
+const dryRunMod = () => import('../../dry-run.js');
 import { dryRunSummary, parseBwlimit } from './ops.js';
 import { runCommand, type CommonArgs } from '../run.js';
 import { resolve } from 'node:path';
@@ -98,7 +102,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             cfg.tls = await readTlsFiles(argv['tls-cert'], argv['tls-key']);
           }
           if (Object.keys(cfg.volumes).length === 0) throw new ParamError('no volumes to serve: use --volume NAME=PATH[:rw] or a config file');
-          const server = new ResyncServer(cfg, (e) => {
+          const server = new (await serverMod()).ResyncServer(cfg, (e) => {
             if (!argv.quiet) process.stderr.write(`${new Date().toISOString()} ${e.level} ${e.peer ?? ''} ${e.volume ?? ''} ${e.code ?? ''} ${e.msg}\n`);
           });
           const port = await server.listen();
@@ -134,9 +138,9 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           const secret = await readSecretFile(secretFileArg(argv['secret-file']));
           if (argv['dry-run']) {
             const bs = argv['block-size'] ? parseSize(argv['block-size'], 'block size') : undefined;
-            return dryRunSummary(await dryRunPush(argv.image, { ...r, secret, blockSize: bs, idleTimeoutMs: argv.timeout * 1000, bwlimit: parseBwlimit(argv.bwlimit), compress: argv.compress, tls: await clientTls(argv.tls, argv['tls-ca']), onProgress: progress }));
+            return dryRunSummary(await (await dryRunMod()).dryRunPush(argv.image, { ...r, secret, blockSize: bs, idleTimeoutMs: argv.timeout * 1000, bwlimit: parseBwlimit(argv.bwlimit), compress: argv.compress, tls: await clientTls(argv.tls, argv['tls-ca']), onProgress: progress }));
           }
-          const res = await push(argv.image, {
+          const res = await (await clientMod()).push(argv.image, {
             ...r,
             secret,
             blockSize: argv['block-size'] ? parseSize(argv['block-size'], 'block size') : undefined,
@@ -171,9 +175,9 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           const secret = await readSecretFile(secretFileArg(argv['secret-file']));
           if (argv['dry-run']) {
             const bs = argv['block-size'] ? parseSize(argv['block-size'], 'block size') : undefined;
-            return dryRunSummary(await dryRunPull(argv.image, { ...r, secret, blockSize: bs, idleTimeoutMs: argv.timeout * 1000, bwlimit: parseBwlimit(argv.bwlimit), tls: await clientTls(argv.tls, argv['tls-ca']), onProgress: progress }));
+            return dryRunSummary(await (await dryRunMod()).dryRunPull(argv.image, { ...r, secret, blockSize: bs, idleTimeoutMs: argv.timeout * 1000, bwlimit: parseBwlimit(argv.bwlimit), tls: await clientTls(argv.tls, argv['tls-ca']), onProgress: progress }));
           }
-          const res = await pull(argv.image, {
+          const res = await (await clientMod()).pull(argv.image, {
             ...r,
             secret,
             inPlace: argv['in-place'],

@@ -2,8 +2,12 @@
 import type { Argv } from 'yargs';
 import { ParamError } from '../../core/errors.js';
 import { parseRemote, readSecretFile } from '../../net/config.js';
-import { verifyFiles, verifyRemote, type VerifyReport } from '../../verify.js';
-import { dryRunDelta, type DryRunReport, type RemoteDryRunReport } from '../../dry-run.js';
+// Loaded on first use: keeps start-up short for commands that do not need it.
+import type { VerifyReport } from '../../verify.js';
+const verifyMod = () => import('../../verify.js');
+// Loaded on first use: keeps start-up short for commands that do not need it.
+import type { DryRunReport, RemoteDryRunReport } from '../../dry-run.js';
+const dryRunMod = () => import('../../dry-run.js');
 import type { ProgressFn } from '../../api-files.js';
 import { parseSize } from '../args.js';
 import { ExitCode } from '../exit-codes.js';
@@ -68,7 +72,7 @@ export function dryRunSummary(r: DryRunReport | RemoteDryRunReport): Record<stri
 /** `delta --dry-run`: the summary of what the delta would hold (resync format only). */
 export async function dryRunDeltaCommand(sigPath: string, newPath: string, format: string, compress: boolean, onProgress: ProgressFn): Promise<Record<string, unknown>> {
   if (format !== 'resync') throw new ParamError('--dry-run works with the resync format only');
-  return dryRunSummary(await dryRunDelta(sigPath, newPath, { compress, onProgress }));
+  return dryRunSummary(await (await dryRunMod()).dryRunDelta(sigPath, newPath, { compress, onProgress }));
 }
 
 function verifySummary(r: VerifyReport, json: boolean, extra: Record<string, unknown>): Record<string, unknown> {
@@ -111,7 +115,7 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
         if (isRemoteSpec(argv.b)) {
           const f = argv['secret-file'] ?? process.env.RESYNC_SECRET_FILE;
           if (!f) throw new ParamError('no shared secret: pass --secret-file FILE (or set RESYNC_SECRET_FILE) to verify against a remote volume');
-          const r = await verifyRemote(argv.a, {
+          const r = await (await verifyMod()).verifyRemote(argv.a, {
             ...parseRemote(argv.b),
             secret: await readSecretFile(f),
             blockSize,
@@ -124,7 +128,7 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           differ = !r.identical;
           return verifySummary(r, argv.json, { remote: argv.b, bytesSent: r.bytesSent, bytesReceived: r.bytesReceived, elapsedMs: r.elapsedMs });
         }
-        const r = await verifyFiles(argv.a, argv.b, { blockSize, maxRanges: argv['max-ranges'], onProgress: progress });
+        const r = await (await verifyMod()).verifyFiles(argv.a, argv.b, { blockSize, maxRanges: argv['max-ranges'], onProgress: progress });
         differ = !r.identical;
         return verifySummary(r, argv.json, { elapsedMs: r.elapsedMs });
       });
