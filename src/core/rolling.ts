@@ -9,6 +9,7 @@
  *   B' = B - n*out + A' - 1
  */
 import * as adlerNs from 'adler-32';
+import { adler32Wasm, wasmAvailable } from './adler-wasm.js';
 
 // The package is CommonJS without named-export hints: Node exposes it as `default`.
 const ADLER32: typeof adlerNs = (adlerNs as unknown as { default?: typeof adlerNs }).default ?? adlerNs;
@@ -22,11 +23,13 @@ export function adler32Reference(buf: Uint8Array, start = 0, end = buf.length): 
 }
 
 /**
- * Adler-32 of buf[start, end) as an unsigned 32-bit number. Sums are reduced
+ * Adler-32 of buf[start, end) as an unsigned 32-bit number. In JS, sums are reduced
  * only every 5552 bytes (the most that cannot overflow 2^32, as in zlib) and
  * the loop is unrolled by four: about 1.5x the package's speed, same result.
  */
 export function adler32(buf: Uint8Array, start = 0, end = buf.length): number {
+  // WebAssembly SIMD (~10x) when the runtime has it; the call costs ~80 ns, so not for tiny ranges.
+  if (end - start >= 128 && wasmAvailable()) return adler32Wasm(buf, start, end);
   let a = 1;
   let b = 0;
   let p = start;
