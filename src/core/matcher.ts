@@ -19,6 +19,7 @@ import type { DeltaOp, DeltaStats } from './ops.js';
 import { OpCoalescer } from './coalescer.js';
 import { adler32, ADLER_MOD } from './rolling.js';
 import { WEAK_MIX, type Signature } from './signature.js';
+import { Roller } from './roll-wasm.js';
 import { StrongHasher } from './strong.js';
 
 const EMPTY = new Uint8Array(0);
@@ -51,6 +52,8 @@ export class DeltaMatcher {
   private readonly outTab = new Int32Array(256);
 
   private readonly ownDigests: Uint8Array | null;
+  /** The rolling loop in WebAssembly, when available. */
+  private readonly roller: Roller | null;
   private readonly ownLen: number;
 
   /**
@@ -59,7 +62,7 @@ export class DeltaMatcher {
    * while the signature was still arriving). The aligned fast path then
    * compares instead of hashing.
    */
-  constructor(sig: Signature, opts: { maxLiteral?: number; ownDigests?: Uint8Array } = {}) {
+  constructor(sig: Signature, opts: { maxLiteral?: number; ownDigests?: Uint8Array; noWasm?: boolean } = {}) {
     if (!sig.isComplete) throw new ParamError('the signature is incomplete');
     sig.seal();
     this.sig = sig;
@@ -69,6 +72,7 @@ export class DeltaMatcher {
     this.ownDigests = opts.ownDigests ?? null;
     this.ownLen = sig.params.strongLen;
     for (let x = 0; x < 256; x++) this.outTab[x] = ((this.bs % ADLER_MOD) * x) % ADLER_MOD;
+    this.roller = opts.noWasm ? null : Roller.create(this.bs, this.outTab, sig.filter, sig.filterShift);
   }
 
   /** Full digests of aligned blocks hashed since the last call: [block index, digest]. */
@@ -190,25 +194,42 @@ export class DeltaMatcher {
         // Branch-free modular reduction: the data is random, so branches would mispredict.
         const stop = Math.min(len - bs, this.lit + this.maxLiteral);
         let i = -1;
-        for (;;) {
-          if (roll) {
+        const roller = this.roller;
+        if (roller) {
+          roller.load(buf);
+          for (;;) {
+            p = roller.roll(p, stop, a, b, roll);
+            a = roller.a;
+            b = roller.b;
+            roll = true;
+            const f = Math.imul((b << 16) | a, WEAK_MIX) >>> fShift;
+            if ((filter[f >>> 5]! >>> (f & 31)) & 1) {
+              i = head[Math.imul((b << 16) | a, WEAK_MIX) >>> bShift]!;
+              if (i >= 0) break;
+            }
             if (p >= stop) break;
-            const o = buf[p]!;
-            a += buf[p + bs]! - o;
-            a += (a >> 31) & ADLER_MOD;
-            a -= ADLER_MOD;
-            a += (a >> 31) & ADLER_MOD;
-            b += a - 1 - outTab[o]!;
-            b += (b >> 31) & ADLER_MOD;
-            b -= ADLER_MOD;
-            b += (b >> 31) & ADLER_MOD;
-            p++;
           }
-          roll = true;
-          const f = Math.imul((b << 16) | a, WEAK_MIX) >>> fShift;
-          if ((filter[f >>> 5]! >>> (f & 31)) & 1) {
-            i = head[Math.imul((b << 16) | a, WEAK_MIX) >>> bShift]!;
-            if (i >= 0) break;
+        } else {
+          for (;;) {
+            if (roll) {
+              if (p >= stop) break;
+              const o = buf[p]!;
+              a += buf[p + bs]! - o;
+              a += (a >> 31) & ADLER_MOD;
+              a -= ADLER_MOD;
+              a += (a >> 31) & ADLER_MOD;
+              b += a - 1 - outTab[o]!;
+              b += (b >> 31) & ADLER_MOD;
+              b -= ADLER_MOD;
+              b += (b >> 31) & ADLER_MOD;
+              p++;
+            }
+            roll = true;
+            const f = Math.imul((b << 16) | a, WEAK_MIX) >>> fShift;
+            if ((filter[f >>> 5]! >>> (f & 31)) & 1) {
+              i = head[Math.imul((b << 16) | a, WEAK_MIX) >>> bShift]!;
+              if (i >= 0) break;
+            }
           }
         }
         if (i >= 0) {

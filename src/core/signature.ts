@@ -230,7 +230,7 @@ export class Signature {
   /** Bucket = mix(weak) >>> bucketShift. */
   bucketShift = 32;
   /**
-   * Bit filter over mix(weak) >>> filterShift, ~32 bits per block: almost every
+   * Bit filter over mix(weak) >>> filterShift, ~64 bits per block: almost every
    * position that matches nothing is rejected with one bit test, and the branch
    * stays predictable (the hash table alone would be hit ~1/3 of the time).
    */
@@ -281,7 +281,7 @@ export class Signature {
     this.next = new Int32Array(this.blockCount).fill(-1);
     this.bucketShift = 32 - tableBits;
     let filterBits = 16;
-    while (filterBits < 27 && 2 ** filterBits < this.blockCount * 32) filterBits++;
+    while (filterBits < 27 && 2 ** filterBits < this.blockCount * 64) filterBits++;
     this.filter = new Int32Array(2 ** (filterBits - 5));
     this.filterShift = 32 - filterBits;
     for (let i = 0; i < this.blockCount; i++) this.insert(i);
