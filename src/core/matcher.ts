@@ -75,6 +75,40 @@ export class DeltaMatcher {
     this.roller = opts.noWasm ? null : Roller.create(this.bs, this.outTab, sig.filter, sig.filterShift);
   }
 
+  /**
+   * Skip `length` bytes of input that are known to match the signature block
+   * for block at their aligned positions (e.g. from precomputed digests),
+   * emitting copies without the bytes. Only possible when the scan stands at
+   * an aligned block boundary with nothing buffered; returns false (and does
+   * nothing) otherwise, and the caller pushes the bytes instead.
+   */
+  skipAligned(length: number): boolean {
+    const bs = this.bs;
+    const abs = this.bufPos + this.p;
+    if (this.ended || this.p !== this.buf.length || this.lit !== this.p || abs % bs !== 0 || length % bs !== 0 || length <= 0) return false;
+    const first = abs / bs;
+    const n = length / bs;
+    if (first + n > this.sig.blockCount || this.sig.blockLength(first + n - 1) !== bs) return false;
+    const out = this.skipped;
+    this.ops.copy(first * bs, length, out);
+    this.bufPos = abs + length;
+    this.buf = EMPTY;
+    this.p = this.lit = 0;
+    this.expected = first + n;
+    this.scanned += length;
+    return true;
+  }
+
+  /** Ops completed by skipAligned, to be sent before the next push's (drained by takeSkipped). */
+  private skipped: DeltaOp[] = [];
+
+  /** Ops that skipAligned completed. */
+  takeSkipped(): DeltaOp[] {
+    const s = this.skipped;
+    this.skipped = [];
+    return s;
+  }
+
   /** Full digests of aligned blocks hashed since the last call: [block index, digest]. */
   takeAligned(): [number, Uint8Array][] {
     const a = this.aligned;

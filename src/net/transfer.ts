@@ -17,7 +17,7 @@ import { MAX_REGION_BLOCKS, REGION_CHUNK, REGION_HASH_LEN } from '../../protocol
 import { REGION_LABEL, imageHashBuilder, regionHash, type ImageHashSpec } from '../core/imagehash.js';
 import { chunkFromMessage, paramsFromHeader, sigBlocksMessage, sigHeaderMessage } from '../format/sigfile.js';
 import { headerFromMessage, literalFromZ, opMessage } from '../format/deltafile.js';
-import { readChunks, type ImageHandle } from '../io/image.js';
+import { readChunks, readExact, type ImageHandle } from '../io/image.js';
 import { ImageWriter } from '../io/output.js';
 import { StreamPatcher, checkBasisSize } from '../io/patcher.js';
 import { InPlacePatcher } from '../io/inplace.js';
@@ -274,15 +274,45 @@ export async function sendDelta(conn: Connection, rs: ReceivedSignature, img: Im
   });
   let ops = 0;
   let done = 0;
-  const chunk = Math.max(sp.blockSize, Math.floor(IO_CHUNK / sp.blockSize) * sp.blockSize);
-  for await (const c of readChunks(img, 0, img.size, chunk)) {
-    for (const op of matcher.push(c)) {
+  const bs = sp.blockSize;
+  const sl = sp.strongLen;
+  const chunk = Math.max(bs, Math.floor(IO_CHUNK / bs) * bs);
+  // A chunk whose every block equals the receiver's block at the same offset
+  // (known from the digests compared in the prepass) is not read again.
+  const allAligned = (pos: number, n: number): boolean => {
+    if (n % bs !== 0) return false;
+    for (let i = pos / bs; i < (pos + n) / bs; i++) {
+      if (i >= sig.blockCount || !sig.strongEquals(i, own.subarray(i * sl, i * sl + sl))) return false;
+    }
+    return true;
+  };
+  const send = async (list: DeltaOp[]): Promise<void> => {
+    for (const op of list) {
       await conn.send(opMessage(op, compress));
       ops++;
     }
-    done += c.length;
+  };
+  let next: Promise<Buffer> | null = null;
+  for (let pos = 0; pos < img.size; pos += chunk) {
+    const n = Math.min(chunk, img.size - pos);
+    let data: Buffer | null = null;
+    if (next) {
+      data = await next;
+      next = null;
+    } else if (!(allAligned(pos, n) && matcher.skipAligned(n))) {
+      data = await readExact(img, pos, n);
+    }
+    if (data) {
+      // Read ahead while this chunk is scanned, unless the next one will be skipped.
+      const np = pos + n;
+      if (np < img.size && !allAligned(np, Math.min(chunk, img.size - np))) next = readExact(img, np, Math.min(chunk, img.size - np));
+      await send(matcher.push(data));
+    }
+    await send(matcher.takeSkipped());
+    done += n;
     onProgress?.({ phase: 'delta', done, total: img.size, matched: matcher.stats.matchedBytes, literal: matcher.stats.literalBytes });
   }
+  next?.catch(() => undefined);
   for (const op of matcher.end()) {
     await conn.send(opMessage(op, compress));
     ops++;

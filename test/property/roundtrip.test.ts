@@ -121,3 +121,28 @@ describe('the JS rolling loop (used where WebAssembly is unavailable) agrees wit
     },
   );
 });
+
+describe('skipping chunks known to match at their aligned positions', () => {
+  fcTest.prop([fc.uint8Array({ minLength: 1, maxLength: 30_000 }), fc.array(edit, { maxLength: 4 }), fc.constantFrom(16, 64, 256), fc.integer({ min: 1, max: 20 })], { numRuns: 200 })(
+    'gives the same result as pushing the bytes',
+    async (basis, edits, blockSize, blocksPerChunk) => {
+      const { DeltaMatcher } = await import('../../src/core/matcher.js');
+      const target = applyEdits(basis, edits);
+      const sig = signatureOf(basis, { blockSize });
+      const chunk = blockSize * blocksPerChunk;
+      const m = new DeltaMatcher(sig);
+      const ops: DeltaOp[] = [];
+      let skipped = 0;
+      for (let p = 0; p < target.length; p += chunk) {
+        const part = target.subarray(p, p + chunk);
+        const same = part.length === chunk && p + chunk <= basis.length && Buffer.from(part).equals(Buffer.from(basis.subarray(p, p + chunk)));
+        if (same && m.skipAligned(chunk)) skipped++;
+        else ops.push(...m.push(part));
+        ops.push(...m.takeSkipped());
+      }
+      ops.push(...m.end());
+      expect(Buffer.from(applyDelta(basis, ops, target.length)).equals(Buffer.from(target))).toBe(true);
+      if (edits.length === 0 && basis.length >= 2 * chunk) expect(skipped).toBeGreaterThan(0);
+    },
+  );
+});
