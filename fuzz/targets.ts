@@ -47,7 +47,7 @@ function template(msg: string): string {
     .replace(/(malformed msgpack: [^:/'"]{0,50}).*$/s, '$1')
     .replace(/, got .*$/s, '')
     .replace(/(unknown message type) .*$/s, '$1')
-    .replace(/"[^"]*"|'[^']*'/g, '…')
+    .replace(/"(?:[^"\\]|\\.)*"?|'[^']*'?/g, '…')
     .replace(/\b(0x)?[0-9a-f]{8,}\b/gi, '#')
     .replace(/0x[0-9a-f]+/gi, '#')
     .replace(/\d+(\.\d+)?(e[+-]?\d+)?/gi, '#')
