@@ -233,6 +233,14 @@ export async function patchFile(basisPath: string, deltaPath: string, outPath: s
   }
 }
 
+/** The delta's header alone. */
+async function readDeltaHeader(deltaPath: string): Promise<DeltaHeader> {
+  for await (const ev of deltaEvents(deltaPath)) {
+    if (ev.kind === 'header') return ev.header;
+  }
+  throw new SyncError('ERR_UNEXPECTED_EOF', 'delta file ended before its header', {});
+}
+
 /** Read the whole delta once, checking framing, digest, counts and every copy's bounds. */
 async function prescanDelta(deltaPath: string, basisSize: number): Promise<{ header: DeltaHeader; trailer: DeltaTrailer }> {
   let header: DeltaHeader | null = null;
@@ -264,6 +272,11 @@ async function patchFileInPlace(basisPath: string, deltaPath: string, opts: Patc
   const img = await openImage(basisPath, 'r+');
   try {
     const st = await readJournal(jpath);
+    if (!st) {
+      // The size first: a wrong basis is a basis mismatch, not a corrupt delta.
+      const h = await readDeltaHeader(deltaPath);
+      checkBasisSize(img, h.basisSize);
+    }
     const { header, trailer } = await prescanDelta(deltaPath, st ? st.meta.originalSize : img.size);
     const id = `${Buffer.from(trailer.targetHash).toString('hex')}:${header.basisSize}:${trailer.targetSize}`;
     let patcher: InPlacePatcher;

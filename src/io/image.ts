@@ -62,6 +62,34 @@ async function blockDeviceSize(fh: FileHandle, rdev: number): Promise<number> {
   return lo;
 }
 
+/** What identifies an image's state cheaply: size and modification times. */
+export interface ImageStamp {
+  size: number;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+}
+
+/** Take the image's stamp. */
+export async function imageStamp(img: ImageHandle): Promise<ImageStamp> {
+  const st = await img.fh.stat({ bigint: true });
+  return { size: Number(st.size), mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs };
+}
+
+/**
+ * Refuse to go on if the image changed since `before` (something else wrote
+ * it during the session): the signature and the digests reused for
+ * verification would no longer describe it. Writes through a block device do
+ * not update its times, so there this only catches what the kernel reports.
+ */
+export async function assertUnchanged(img: ImageHandle, before: ImageStamp): Promise<void> {
+  const now = await imageStamp(img);
+  if (now.size !== before.size || now.mtimeNs !== before.mtimeNs || now.ctimeNs !== before.ctimeNs) {
+    throw new SyncError('ERR_BASIS_MISMATCH', `${img.path} was modified by something else during the session; nothing was written — run the resync again when it is quiet`, {
+      path: img.path,
+    });
+  }
+}
+
 /** Read exactly `length` bytes at `position` into a fresh buffer; a short file is an error. */
 export async function readExact(img: ImageHandle, position: number, length: number): Promise<Buffer> {
   const buf = Buffer.allocUnsafe(length);

@@ -41,6 +41,12 @@ export class InPlacePatcher {
   private pending: { dst: number; data: Uint8Array }[] = [];
   private pendingBytes = 0;
   private sinceCheckpoint = 0;
+  /** Output prefix that is in the image or in the pending batch (everything planned and handled). */
+  private frontier = 0;
+  /** Output prefix known to be in the image (after the last complete flush). */
+  private durable = 0;
+  /** A flush failed part way: image writes past `durable` may exist, only the journal describes them. */
+  private torn = false;
   /** Current length of the image file (grows as output passes the old end). */
   private fileSize: number;
   private basisDigests: Uint8Array | null = null;
@@ -77,9 +83,10 @@ export class InPlacePatcher {
     await rollbackTail(img, journalPath, state);
     const journal = await Journal.reopen(journalPath, state.checkpointEnd);
     const extents = new ExtentMap();
-    for (const u of state.undos) if (u.offset < state.checkpoint) extents.add(u.offset, u.length, u.dataAt);
+    for (const u of state.undos) if (!state.tail.includes(u)) extents.add(u.offset, u.length, u.dataAt);
     const p = new InPlacePatcher(img, journal, extents, state.meta.originalSize, state.meta.targetSize, state.checkpoint, spec);
     p.fileSize = Math.max(state.meta.originalSize, state.checkpoint);
+    p.frontier = p.durable = state.checkpoint;
     return p;
   }
 
@@ -108,7 +115,10 @@ export class InPlacePatcher {
     const len = w.kind === 'copy' ? w.length : w.data.length;
     // Already in the image from the interrupted run: hash what is there.
     const skip = Math.min(len, Math.max(0, this.resumeFrom - w.dst));
-    if (skip > 0) await this.hashImageRange(w.dst, skip);
+    if (skip > 0) {
+      await this.hashImageRange(w.dst, skip);
+      this.frontier = w.dst + skip;
+    }
     if (skip === len) return;
     if (w.kind === 'literal') {
       const data = w.data.subarray(skip);
@@ -118,7 +128,10 @@ export class InPlacePatcher {
     }
     const d = this.basisDigests;
     // Whole unchanged blocks in place: nothing to read, write or hash again.
-    if (d && skip === 0 && w.src === w.dst && w.src >= this.extents.end && this.hash.skipKnown(w.dst, w.length, (i) => d.subarray(i * 32, i * 32 + 32))) return;
+    if (d && skip === 0 && w.src === w.dst && w.src >= this.extents.end && this.hash.skipKnown(w.dst, w.length, (i) => d.subarray(i * 32, i * 32 + 32))) {
+      this.frontier = w.dst + w.length;
+      return;
+    }
     for (let done = skip; done < w.length; ) {
       const n = Math.min(IO_CHUNK, w.length - done);
       const src = w.src + done;
@@ -127,6 +140,7 @@ export class InPlacePatcher {
       this.hash.update(data);
       // Same place and never overwritten: the bytes are already there.
       if (!(src === dst && !fromJournal)) await this.queue(dst, data);
+      else this.frontier = dst + n;
       done += n;
     }
   }
@@ -154,14 +168,22 @@ export class InPlacePatcher {
   /** Stop after an error but keep progress: flush, fsync, checkpoint, keep the journal for a resume. */
   async suspend(): Promise<number> {
     try {
-      await this.flush();
-      await this.syncImage();
-      await this.journal.checkpoint(this.position);
-      await this.journal.sync();
+      try {
+        await this.flush();
+      } catch {
+        this.torn = true;
+      }
+      // After a failed flush no checkpoint is written: recovery then undoes
+      // every record since the last good one, the torn writes included.
+      if (!this.torn) {
+        await this.syncImage();
+        await this.journal.checkpoint(this.durable);
+        await this.journal.sync();
+      }
     } finally {
       await this.journal.close();
     }
-    return this.position;
+    return this.durable;
   }
 
   /** Undo everything this patch (and any run it resumed) wrote; the image is as it was. */
@@ -203,15 +225,30 @@ export class InPlacePatcher {
   private async queue(dst: number, data: Uint8Array): Promise<void> {
     this.pending.push({ dst, data });
     this.pendingBytes += data.length;
+    this.frontier = dst + data.length;
     if (this.pendingBytes >= this.batchBytes) await this.flush();
   }
 
   /** Journal the old bytes of every pending write, fsync the journal, then write the image. */
   private async flush(): Promise<void> {
-    if (this.pending.length === 0) return;
+    if (this.torn) throw new SyncError('ERR_JOURNAL', 'an earlier write failed; the patch must be resumed from its journal');
+    const upTo = this.frontier;
+    if (this.pending.length === 0) {
+      this.durable = upTo;
+      return;
+    }
     const batch = this.pending;
     this.pending = [];
     this.pendingBytes = 0;
+    try {
+      await this.writeBatch(batch, upTo);
+    } catch (e) {
+      this.torn = true;
+      throw e;
+    }
+  }
+
+  private async writeBatch(batch: { dst: number; data: Uint8Array }[], upTo: number): Promise<void> {
     const writes: { dst: number; data: Uint8Array }[] = [];
     for (const w of batch) {
       const oldLen = Math.max(0, Math.min(w.data.length, this.fileSize - w.dst));
@@ -224,7 +261,10 @@ export class InPlacePatcher {
       }
       writes.push(w);
     }
-    if (writes.length === 0) return;
+    if (writes.length === 0) {
+      this.durable = upTo;
+      return;
+    }
     await this.journal.sync();
     for (const w of writes) {
       await writeAll(this.img, w.dst, w.data);
@@ -232,9 +272,10 @@ export class InPlacePatcher {
       this.sinceCheckpoint += w.data.length;
       this.fileSize = Math.max(this.fileSize, w.dst + w.data.length);
     }
+    this.durable = upTo;
     if (this.sinceCheckpoint >= CHECKPOINT_EVERY) {
       await this.syncImage();
-      await this.journal.checkpoint(this.position);
+      await this.journal.checkpoint(upTo);
       this.sinceCheckpoint = 0;
     }
   }
@@ -275,7 +316,7 @@ async function restore(img: ImageHandle, journalPath: string, undos: { offset: n
 /** Undo the records after the last checkpoint: image = new[0, checkpoint) + original after it. */
 export async function rollbackTail(img: ImageHandle, journalPath: string, st: JournalState): Promise<void> {
   if (st.committed !== null) throw new SyncError('ERR_JOURNAL', 'the patch was already committed');
-  await restore(img, journalPath, st.undos.filter((u) => u.offset >= st.checkpoint));
+  await restore(img, journalPath, st.tail);
   if (!img.isBlockDevice) await img.fh.truncate(Math.max(st.meta.originalSize, st.checkpoint));
   await img.fh.sync();
 }

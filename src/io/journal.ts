@@ -62,6 +62,8 @@ export interface JournalState {
   checkpointEnd: number;
   /** Target size if the patch was verified and committed. */
   committed: number | null;
+  /** Undo records written after the last checkpoint record: what a crash may have left half done. */
+  tail: UndoRecord[];
 }
 
 /**
@@ -233,6 +235,7 @@ export async function readJournal(path: string): Promise<JournalState | null> {
   let checkpoint = 0;
   let checkpointEnd = -1;
   let committed: number | null = null;
+  let tail: UndoRecord[] = [];
   while (p + HDR <= raw.length) {
     const type = raw[p]!;
     const len = raw.readUInt32BE(p + 4);
@@ -241,10 +244,14 @@ export async function readJournal(path: string): Promise<JournalState | null> {
     const data = raw.subarray(p + HDR, p + HDR + len);
     if (crc32(data, crc32(raw.subarray(p, p + 16))) !== raw.readUInt32BE(p + 16)) break;
     if (type === Rec.Meta) meta = JSON.parse(data.toString('utf8')) as JournalMeta;
-    else if (type === Rec.Undo) undos.push({ offset, length: len, dataAt: p + HDR });
-    else if (type === Rec.Checkpoint) {
+    else if (type === Rec.Undo) {
+      const u = { offset, length: len, dataAt: p + HDR };
+      undos.push(u);
+      tail.push(u);
+    } else if (type === Rec.Checkpoint) {
       checkpoint = offset;
       checkpointEnd = p + HDR;
+      tail = [];
     } else if (type === Rec.Commit) committed = offset;
     else break;
     p += HDR + len;
@@ -257,7 +264,7 @@ export async function readJournal(path: string): Promise<JournalState | null> {
     }
     throw new SyncError('ERR_JOURNAL', `journal ${path} has records but no readable header`);
   }
-  return { meta, undos, checkpoint, checkpointEnd, committed };
+  return { meta, undos, checkpoint, checkpointEnd, committed, tail };
 }
 
 /** Delete a journal file (after its state was resolved). */

@@ -3,7 +3,7 @@ import { open, stat } from 'node:fs/promises';
 import { SyncError, isSyncError } from '../core/errors.js';
 import type { DeltaStats } from '../core/ops.js';
 import { defaultBlockSize } from '../core/signature.js';
-import { openImage, type ImageHandle } from '../io/image.js';
+import { assertUnchanged, imageStamp, openImage, type ImageHandle } from '../io/image.js';
 import { MsgType, PROTOCOL_VERSION } from '../../protocol/constants.js';
 import { clientProof, macEquals, newNonce, serverProof } from '../../protocol/auth.js';
 import type { ReadyMsg } from '../../protocol/messages.js';
@@ -128,6 +128,7 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
     conn = await connectAuthenticated(opts);
     const ready = await openSession(conn, 'pull', opts, basis.size);
     const bs = opts.blockSize ?? defaultBlockSize(Math.max(basis.size, ready.imageSize));
+    const before = await imageStamp(basis);
     const sent = await sendSignature(conn, basis, bs);
     let r;
     try {
@@ -136,6 +137,7 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
         conn,
         basis,
         async (size, spec) => {
+          await assertUnchanged(basis, before);
           if (basis.isBlockDevice && size > basis.size) throw new SyncError('ERR_PARAM', `the remote image is ${size} bytes; ${imagePath} is a ${basis.size}-byte block device`);
           return inPlace ? inPlaceSink(basis, jpath, sessionId, size, spec, sent.fullDigests) : tempFileSink(basis, imagePath, size, spec);
         },

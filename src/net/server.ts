@@ -14,7 +14,7 @@ import { dirname } from 'node:path';
 /** Largest frame accepted before authentication. */
 export const PRE_AUTH_MAX_FRAME = 4096;
 import { defaultBlockSize } from '../core/signature.js';
-import { openImage, type ImageHandle } from '../io/image.js';
+import { assertUnchanged, imageStamp, openImage, type ImageHandle } from '../io/image.js';
 import { MsgType, PROTOCOL_VERSION } from '../../protocol/constants.js';
 import { macEquals, newNonce, clientProof, serverProof } from '../../protocol/auth.js';
 import { Connection } from './connection.js';
@@ -178,8 +178,10 @@ export class ResyncServer {
       const sessionId = randomBytes(8).toString('hex');
       await conn.send({ type: MsgType.Ready, imageSize: basis.size, sessionId, resumeFrom });
       const progress = this.progressLogger(vol);
+      const before = await imageStamp(basis);
       const sent = await sendSignature(conn, basis, blockSize || defaultBlockSize(Math.max(basis.size, sourceSize)), progress);
       const r = await receiveDelta(conn, basis, async (size, spec) => {
+        await assertUnchanged(basis, before);
         if (basis.isBlockDevice && size > basis.size) {
           throw new SyncError('ERR_PARAM', `the source is ${size} bytes but the volume is a ${basis.size}-byte block device`);
         }

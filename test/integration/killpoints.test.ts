@@ -294,7 +294,7 @@ describe('a crash at every write, sync and truncate of an in-place patch (in-pro
     expect(landed.rolledBack).toBeGreaterThan(0);
   });
 
-  // BUG (src/io/inplace.ts, InPlacePatcher.apply/flush and rollbackTail): a
+  // Regression (fixed: checkpoints now mark only what is written; recovery undoes the records after the last checkpoint) (src/io/inplace.ts): a
   // copy op longer than IO_CHUNK is queued chunk by chunk, and a flush in the
   // middle of it may write a checkpoint. The checkpoint records
   // planner.position, the end of the whole op, although the op's remaining
@@ -306,7 +306,7 @@ describe('a crash at every write, sync and truncate of an in-place patch (in-pro
   // journal, so undo records written after the checkpoint for that op's tail
   // are not restored. Expected: a checkpoint covers only output that reached
   // the image, and --resume finishes.
-  test.fails('a crash right after a checkpoint written in the middle of a long copy: --resume finishes', { timeout: 120_000 }, async () => {
+  test('a crash right after a checkpoint written in the middle of a long copy: --resume finishes', { timeout: 120_000 }, async () => {
     const d = join(dir, 'crash-checkpoint');
     await mkdir(d);
     // 100 new bytes in front of random data: every byte changes, the rest is one long copy.
