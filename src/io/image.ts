@@ -62,6 +62,22 @@ async function blockDeviceSize(fh: FileHandle, rdev: number): Promise<number> {
   return lo;
 }
 
+/** Open an image, creating an empty one first if it does not exist yet (a first push or pull). */
+export async function openOrCreateImage(path: string, flags: 'r' | 'r+'): Promise<ImageHandle> {
+  try {
+    return await openImage(path, flags);
+  } catch (e) {
+    if (!(e instanceof SyncError) || e.details.errno !== 'ENOENT') throw e;
+    try {
+      await (await open(path, 'wx', 0o600)).close();
+    } catch (c) {
+      // Someone created it in between: open what is there.
+      if ((c as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError(c, 'create', path);
+    }
+    return openImage(path, flags);
+  }
+}
+
 /** What identifies an image's state cheaply: size and modification times. */
 export interface ImageStamp {
   size: number;

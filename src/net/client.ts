@@ -1,9 +1,9 @@
 /** `resync push` and `resync pull`: the client side of a session. */
-import { open, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { SyncError, isSyncError } from '../core/errors.js';
 import type { DeltaStats } from '../core/ops.js';
 import { defaultBlockSize } from '../core/signature.js';
-import { assertUnchanged, imageStamp, openImage, type ImageHandle } from '../io/image.js';
+import { assertUnchanged, imageStamp, openImage, openOrCreateImage } from '../io/image.js';
 import { MsgType, PROTOCOL_VERSION } from '../../protocol/constants.js';
 import { clientProof, macEquals, newNonce, serverProof } from '../../protocol/auth.js';
 import type { ReadyMsg } from '../../protocol/messages.js';
@@ -122,7 +122,7 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
     if (isSyncError(e) && e.details.errno === 'ENOENT') return 0;
     throw e;
   });
-  const basis = await openOrEmpty(imagePath, inPlace ? 'r+' : 'r');
+  const basis = await openOrCreateImage(imagePath, inPlace ? 'r+' : 'r');
   let conn: Connection | null = null;
   try {
     conn = await connectAuthenticated(opts);
@@ -168,16 +168,3 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
   }
 }
 
-/** Open a local image, or an empty stand-in when it does not exist yet (first pull). */
-async function openOrEmpty(path: string, flags: 'r' | 'r+'): Promise<ImageHandle> {
-  try {
-    return await openImage(path, flags);
-  } catch (e) {
-    if (isSyncError(e) && e.details.errno === 'ENOENT') {
-      const fh = await open(path, 'wx', 0o600);
-      await fh.close();
-      return openImage(path, flags);
-    }
-    throw e;
-  }
-}

@@ -6,7 +6,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import { randomBytes } from 'node:crypto';
-import { open, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { SyncError, isSyncError } from '../core/errors.js';
 import { MAX_FRAME } from '../core/limits.js';
 import { dirname } from 'node:path';
@@ -14,7 +14,7 @@ import { dirname } from 'node:path';
 /** Largest frame accepted before authentication. */
 export const PRE_AUTH_MAX_FRAME = 4096;
 import { defaultBlockSize } from '../core/signature.js';
-import { assertUnchanged, imageStamp, openImage, type ImageHandle } from '../io/image.js';
+import { assertUnchanged, imageStamp, openImage, openOrCreateImage } from '../io/image.js';
 import { MsgType, PROTOCOL_VERSION } from '../../protocol/constants.js';
 import { macEquals, newNonce, clientProof, serverProof } from '../../protocol/auth.js';
 import { Connection } from './connection.js';
@@ -173,7 +173,7 @@ export class ResyncServer {
     const inPlace = vol.inPlace !== false || (await isBlockDevice(vol.path));
     const jpath = journalPathFor(vol.path);
     const resumeFrom = await settleJournal(vol.path, jpath);
-    const basis = await openOrCreate(vol.path, inPlace ? 'r+' : 'r');
+    const basis = await openOrCreateImage(vol.path, inPlace ? 'r+' : 'r');
     try {
       const sessionId = randomBytes(8).toString('hex');
       await conn.send({ type: MsgType.Ready, imageSize: basis.size, sessionId, resumeFrom });
@@ -265,16 +265,3 @@ async function isBlockDevice(path: string): Promise<boolean> {
   return (await stat(path).catch(() => null))?.isBlockDevice() === true;
 }
 
-/** Open a writable volume's image, creating an empty one if it does not exist yet. */
-async function openOrCreate(path: string, flags: 'r' | 'r+'): Promise<ImageHandle> {
-  try {
-    return await openImage(path, flags);
-  } catch (e) {
-    if (isSyncError(e) && e.details.errno === 'ENOENT') {
-      const fh = await open(path, 'wx', 0o600);
-      await fh.close();
-      return openImage(path, flags);
-    }
-    throw e;
-  }
-}

@@ -27,6 +27,18 @@ async function clientTls(on: boolean, caFile: string | undefined): Promise<Clien
   }
 }
 
+/** Options push and pull share. */
+const CLIENT_OPTIONS = {
+  'secret-file': { type: 'string', describe: 'file holding the shared secret (or RESYNC_SECRET_FILE)' },
+  tls: { type: 'boolean', default: false, describe: 'connect over TLS and verify the server certificate' },
+  'tls-ca': { type: 'string', describe: 'PEM CA certificate to trust for --tls (default: the system store)' },
+  'block-size': { alias: 'b', type: 'string' },
+  'dry-run': { type: 'boolean', default: false, describe: 'report what would be sent; nothing is written on either side' },
+  bwlimit: { type: 'string', describe: 'most bytes per second this side sends (e.g. 500K, 10M)' },
+  timeout: { type: 'number', default: 300, describe: 'seconds of silence before giving up' },
+  compress: { type: 'boolean', default: false, describe: 'compress literal data (raw DEFLATE) on the wire' },
+} as const;
+
 function secretFileArg(v: string | undefined): string {
   const f = v ?? process.env.RESYNC_SECRET_FILE;
   if (!f) throw new ParamError('no shared secret: pass --secret-file FILE (or set RESYNC_SECRET_FILE); secrets are never taken on the command line');
@@ -124,14 +136,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
         a
           .positional('image', { type: 'string', demandOption: true })
           .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME' })
-          .option('secret-file', { type: 'string', describe: 'file holding the shared secret (or RESYNC_SECRET_FILE)' })
-          .option('tls', { type: 'boolean', default: false, describe: 'connect over TLS and verify the server certificate' })
-          .option('tls-ca', { type: 'string', describe: 'PEM CA certificate to trust for --tls (default: the system store)' })
-          .option('block-size', { alias: 'b', type: 'string' })
-          .option('dry-run', { type: 'boolean', default: false, describe: 'report what would be sent; nothing is written on either side' })
-          .option('bwlimit', { type: 'string', describe: 'most bytes per second this side sends (e.g. 500K, 10M)' })
-          .option('timeout', { type: 'number', default: 300, describe: 'seconds of silence before giving up' })
-          .option('compress', { type: 'boolean', default: false, describe: 'compress literal data (raw DEFLATE) on the wire' }),
+          .options(CLIENT_OPTIONS),
       (argv) =>
         runCommand('push', argv, async (progress) => {
           const r = parseRemote(argv.remote);
@@ -161,14 +166,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME' })
           .positional('image', { type: 'string', demandOption: true })
           .option('in-place', { type: 'boolean', default: true, describe: 'patch IMAGE in place under an undo journal (resumable); --no-in-place writes a temp file and renames it' })
-          .option('secret-file', { type: 'string', describe: 'file holding the shared secret (or RESYNC_SECRET_FILE)' })
-          .option('tls', { type: 'boolean', default: false, describe: 'connect over TLS and verify the server certificate' })
-          .option('tls-ca', { type: 'string', describe: 'PEM CA certificate to trust for --tls (default: the system store)' })
-          .option('block-size', { alias: 'b', type: 'string' })
-          .option('dry-run', { type: 'boolean', default: false, describe: 'report what would be sent; nothing is written on either side' })
-          .option('bwlimit', { type: 'string', describe: 'most bytes per second this side sends (e.g. 500K, 10M)' })
-          .option('timeout', { type: 'number', default: 300, describe: 'seconds of silence before giving up' })
-          .option('compress', { type: 'boolean', default: false, describe: 'compress literal data (raw DEFLATE) on the wire' }),
+          .options(CLIENT_OPTIONS),
       (argv) =>
         runCommand('pull', argv, async (progress) => {
           const r = parseRemote(argv.remote);
