@@ -8,7 +8,6 @@ import { IO_CHUNK, MAX_BLOCKS, MAX_LITERAL, SIG_CHUNK_BLOCKS } from './core/limi
 import { DeltaMatcher } from './core/matcher.js';
 import { emptyStats, type DeltaOp, type DeltaStats } from './core/ops.js';
 import { blockCountFor, defaultBlockSize, type Signature } from './core/signature.js';
-import { STRONG_ALGS } from './core/strong.js';
 import { DEFAULT_STRONG_LEN, SEED_LEN } from './core/limits.js';
 import { FRAME_HEADER_LEN } from './bytes/frame.js';
 import { DeltaFileEncoder, opMessage } from './format/deltafile.js';
@@ -16,7 +15,7 @@ import { sigHeaderMessage } from './format/sigfile.js';
 import { openImage, readChunks, type ImageHandle } from './io/image.js';
 import { loadSignatureFile, type ProgressFn } from './api-files.js';
 import { connectAuthenticated, openSession, type ClientOptions } from './net/client.js';
-import { receiveSignatureWithPrepass } from './net/transfer.js';
+import { receiveSignatureWithPrepass, wireDeltaHeader } from './net/transfer.js';
 import type { Connection } from './net/connection.js';
 import { encodeMessage } from '../protocol/codec.js';
 import { MsgType } from '../protocol/constants.js';
@@ -93,15 +92,7 @@ export async function dryRunPush(image: string, opts: ClientOptions): Promise<Re
     const sp = rs.sig.params;
     const matcher = new DeltaMatcher(rs.sig, { ownDigests: rs.own });
     const compress = opts.compress === true;
-    let deltaBytes = frameBytes({
-      type: MsgType.DeltaHeader,
-      blockSize: sp.blockSize,
-      basisSize: sp.imageSize,
-      basisHash: null,
-      targetSize: img.size,
-      strongAlgId: STRONG_ALGS[sp.strongAlg].id,
-      seed: sp.seed,
-    });
+    let deltaBytes = frameBytes(wireDeltaHeader(sp, img.size));
     let ops = 0;
     const count = (list: DeltaOp[]): void => {
       for (const op of list) deltaBytes += frameBytes(opMessage(op, compress));
@@ -262,15 +253,8 @@ function simulatePullDelta(sig: Signature, foundAt: Float64Array, own: Uint8Arra
     if (Math.min(bs, localSize - at) !== len) return false;
     return sig.strongEquals(i, own.subarray(k * sl, k * sl + sl));
   };
-  let bytes = frameBytes({
-    type: MsgType.DeltaHeader,
-    blockSize: sp.blockSize,
-    basisSize: 0,
-    basisHash: null,
-    targetSize: sp.imageSize,
-    strongAlgId: STRONG_ALGS[sp.strongAlg].id,
-    seed: sp.seed,
-  });
+  // The server's header names this image as the basis.
+  let bytes = frameBytes(wireDeltaHeader({ ...sp, imageSize: localSize }, sp.imageSize));
   let copyOff = -1;
   let copyLen = 0;
   let literal = 0;

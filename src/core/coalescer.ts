@@ -4,6 +4,21 @@
  */
 import { emptyStats, type DeltaOp, type DeltaStats } from './ops.js';
 
+/**
+ * The matchers' input buffer after a push: the bytes still needed (pending
+ * literal and window) followed by the new data. When nothing is kept, the
+ * new data is used as is (the common case on block-aligned chunks): no copy.
+ * Literal ops are views of these buffers, so a caller must not reuse the
+ * memory of a chunk it pushed (the file readers allocate each chunk afresh).
+ */
+export function joinTail(kept: Uint8Array, data: Uint8Array): Uint8Array {
+  if (kept.length === 0) return data;
+  const nb = new Uint8Array(kept.length + data.length);
+  nb.set(kept, 0);
+  nb.set(data, kept.length);
+  return nb;
+}
+
 /** Merges adjacent copies and counts what goes out. */
 export class OpCoalescer {
   readonly stats: DeltaStats = emptyStats();

@@ -16,7 +16,7 @@
 import { ParamError } from './errors.js';
 import { MAX_LITERAL, MAX_WEAK_COLLISIONS } from './limits.js';
 import type { DeltaOp, DeltaStats } from './ops.js';
-import { OpCoalescer } from './coalescer.js';
+import { OpCoalescer, joinTail } from './coalescer.js';
 import { adler32, ADLER_MOD } from './rolling.js';
 import { WEAK_MIX, type Signature } from './signature.js';
 import { Roller } from './roll-wasm.js';
@@ -128,19 +128,10 @@ export class DeltaMatcher {
     const out: DeltaOp[] = [];
     if (data.length === 0) return out;
     // Keep only what is still needed (pending literal + window) and append.
-    const keep = this.buf.subarray(this.lit);
-    let nb: Uint8Array;
-    if (keep.length === 0) {
-      nb = data; // the common case on block-aligned chunks: no copy
-    } else {
-      nb = new Uint8Array(keep.length + data.length);
-      nb.set(keep, 0);
-      nb.set(data, keep.length);
-    }
+    this.buf = joinTail(this.buf.subarray(this.lit), data);
     this.bufPos += this.lit;
     this.p -= this.lit;
     this.lit = 0;
-    this.buf = nb;
     this.scan(out);
     return out;
   }

@@ -22,6 +22,7 @@ import { ImageWriter } from '../io/output.js';
 import { StreamPatcher, checkBasisSize } from '../io/patcher.js';
 import { InPlacePatcher } from '../io/inplace.js';
 import { MsgType } from '../../protocol/constants.js';
+import type { DeltaHeaderMsg } from '../../protocol/messages.js';
 import type { ProgressFn } from '../api-files.js';
 import type { Connection } from './connection.js';
 
@@ -258,20 +259,25 @@ export async function receiveSignatureWithPrepass(conn: Connection, img: ImageHa
   return { sig, own, targetHash: image.digest() };
 }
 
+/** The DeltaHeader a sender puts on the wire for a signature and a target size. */
+export function wireDeltaHeader(sp: SignatureParams, targetSize: number): DeltaHeaderMsg {
+  return {
+    type: MsgType.DeltaHeader,
+    blockSize: sp.blockSize,
+    basisSize: sp.imageSize,
+    basisHash: null,
+    targetSize,
+    strongAlgId: STRONG_ALGS[sp.strongAlg].id,
+    seed: sp.seed,
+  };
+}
+
 /** Scan `img` against the signature and stream the delta to the peer. */
 export async function sendDelta(conn: Connection, rs: ReceivedSignature, img: ImageHandle, onProgress?: ProgressFn, compress = false): Promise<SendDeltaResult> {
   const { sig, own, targetHash } = rs;
   const matcher = new DeltaMatcher(sig, { ownDigests: own });
   const sp = sig.params;
-  await conn.send({
-    type: MsgType.DeltaHeader,
-    blockSize: sp.blockSize,
-    basisSize: sp.imageSize,
-    basisHash: null,
-    targetSize: img.size,
-    strongAlgId: STRONG_ALGS[sp.strongAlg].id,
-    seed: sp.seed,
-  });
+  await conn.send(wireDeltaHeader(sp, img.size));
   let ops = 0;
   let done = 0;
   const bs = sp.blockSize;

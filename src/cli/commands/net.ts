@@ -5,7 +5,8 @@ import { loadServerConfig, parseRemote, readSecretFile, readTlsFiles, splitHostP
 // Loaded on first use: keeps start-up short for commands that do not need it.
 const serverMod = () => import('../../net/server.js');
 // Loaded on first use: keeps start-up short for commands that do not need it.
-import type { SyncResult } from '../../net/client.js';
+import type { ClientOptions, SyncResult } from '../../net/client.js';
+import type { ProgressFn } from '../../api-files.js';
 const clientMod = () => import('../../net/client.js');
 import { parseSize } from '../args.js';
 // Loaded on first use: keeps start-up short for commands that do not need it.
@@ -38,6 +39,32 @@ const CLIENT_OPTIONS = {
   timeout: { type: 'number', default: 300, describe: 'seconds of silence before giving up' },
   compress: { type: 'boolean', default: false, describe: 'compress literal data (raw DEFLATE) on the wire' },
 } as const;
+
+/** ClientOptions from the options push and pull share. */
+async function clientOptionsFrom(
+  argv: {
+    remote: string;
+    'secret-file'?: string | undefined;
+    'block-size'?: string | undefined;
+    timeout: number;
+    bwlimit?: string | undefined;
+    compress: boolean;
+    tls: boolean;
+    'tls-ca'?: string | undefined;
+  },
+  onProgress: ProgressFn,
+): Promise<ClientOptions> {
+  return {
+    ...parseRemote(argv.remote),
+    secret: await readSecretFile(secretFileArg(argv['secret-file'])),
+    blockSize: argv['block-size'] ? parseSize(argv['block-size'], 'block size') : undefined,
+    idleTimeoutMs: argv.timeout * 1000,
+    bwlimit: parseBwlimit(argv.bwlimit),
+    compress: argv.compress,
+    tls: await clientTls(argv.tls, argv['tls-ca']),
+    onProgress,
+  };
+}
 
 function secretFileArg(v: string | undefined): string {
   const f = v ?? process.env.RESYNC_SECRET_FILE;
@@ -139,22 +166,9 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .options(CLIENT_OPTIONS),
       (argv) =>
         runCommand('push', argv, async (progress) => {
-          const r = parseRemote(argv.remote);
-          const secret = await readSecretFile(secretFileArg(argv['secret-file']));
-          if (argv['dry-run']) {
-            const bs = argv['block-size'] ? parseSize(argv['block-size'], 'block size') : undefined;
-            return dryRunSummary(await (await dryRunMod()).dryRunPush(argv.image, { ...r, secret, blockSize: bs, idleTimeoutMs: argv.timeout * 1000, bwlimit: parseBwlimit(argv.bwlimit), compress: argv.compress, tls: await clientTls(argv.tls, argv['tls-ca']), onProgress: progress }));
-          }
-          const res = await (await clientMod()).push(argv.image, {
-            ...r,
-            secret,
-            blockSize: argv['block-size'] ? parseSize(argv['block-size'], 'block size') : undefined,
-            idleTimeoutMs: argv.timeout * 1000,
-            bwlimit: parseBwlimit(argv.bwlimit),
-            compress: argv.compress,
-            tls: await clientTls(argv.tls, argv['tls-ca']),
-            onProgress: progress,
-          });
+          const opts = await clientOptionsFrom(argv, progress);
+          if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPush(argv.image, opts));
+          const res = await (await clientMod()).push(argv.image, opts);
           return summary(res);
         }),
     )
@@ -169,23 +183,9 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .options(CLIENT_OPTIONS),
       (argv) =>
         runCommand('pull', argv, async (progress) => {
-          const r = parseRemote(argv.remote);
-          const secret = await readSecretFile(secretFileArg(argv['secret-file']));
-          if (argv['dry-run']) {
-            const bs = argv['block-size'] ? parseSize(argv['block-size'], 'block size') : undefined;
-            return dryRunSummary(await (await dryRunMod()).dryRunPull(argv.image, { ...r, secret, blockSize: bs, idleTimeoutMs: argv.timeout * 1000, bwlimit: parseBwlimit(argv.bwlimit), tls: await clientTls(argv.tls, argv['tls-ca']), onProgress: progress }));
-          }
-          const res = await (await clientMod()).pull(argv.image, {
-            ...r,
-            secret,
-            inPlace: argv['in-place'],
-            blockSize: argv['block-size'] ? parseSize(argv['block-size'], 'block size') : undefined,
-            idleTimeoutMs: argv.timeout * 1000,
-            bwlimit: parseBwlimit(argv.bwlimit),
-            compress: argv.compress,
-            tls: await clientTls(argv.tls, argv['tls-ca']),
-            onProgress: progress,
-          });
+          const opts = await clientOptionsFrom(argv, progress);
+          if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPull(argv.image, opts));
+          const res = await (await clientMod()).pull(argv.image, { ...opts, inPlace: argv['in-place'] });
           return summary(res);
         }),
     );

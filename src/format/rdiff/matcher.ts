@@ -21,7 +21,7 @@
 import { ParamError } from '../../core/errors.js';
 import { MAX_LITERAL, MAX_WEAK_COLLISIONS } from '../../core/limits.js';
 import type { DeltaOp, DeltaStats } from '../../core/ops.js';
-import { OpCoalescer } from '../../core/coalescer.js';
+import { OpCoalescer, joinTail } from '../../core/coalescer.js';
 import { RDIFF_MAX_MISS_LEN } from './constants.js';
 import { RdiffStrongSummer, WEAK_MIX, type RdiffSignature } from './signature.js';
 import { RABINKARP_ADJ, RABINKARP_MULT, ROLLSUM_CHAR_OFFSET, RabinKarp, Rollsum, createWeakSum, type WeakSum } from './weak.js';
@@ -80,14 +80,10 @@ export class RdiffDeltaMatcher {
     const out: DeltaOp[] = [];
     if (data.length === 0) return out;
     // Keep only the pending literal and the window, then append.
-    const keep = this.buf.subarray(this.lit);
-    const nb = new Uint8Array(keep.length + data.length);
-    nb.set(keep, 0);
-    nb.set(data, keep.length);
+    this.buf = joinTail(this.buf.subarray(this.lit), data);
     this.bufPos += this.lit;
     this.p -= this.lit;
     this.lit = 0;
-    this.buf = nb;
     this.scan(out);
     return out;
   }
@@ -176,7 +172,7 @@ export class RdiffDeltaMatcher {
   private emitLiteral(upTo: number, out: DeltaOp[]): void {
     const s = this.lit;
     if (upTo <= s) return;
-    // A view is safe: push() always builds a new buffer and never writes an old one.
+    // A view is safe: push() never writes a buffer (see joinTail).
     this.ops.literal(this.buf.subarray(s, upTo), out);
     this.lit = upTo;
   }
