@@ -9,7 +9,7 @@ import { resolve } from 'node:path';
 import { PatchPlanner } from './core/patch.js';
 import { InPlacePatcher, completeCommitted, rollbackAll } from './io/inplace.js';
 import { journalPathFor, readJournal } from './io/journal.js';
-import { SEED_LEN } from './core/limits.js';
+import { IO_CHUNK, SEED_LEN } from './core/limits.js';
 import { DeltaMatcher } from './core/matcher.js';
 import type { DeltaOp, DeltaStats } from './core/ops.js';
 import { emptyStats } from './core/ops.js';
@@ -68,7 +68,7 @@ export async function signatureFile(basisPath: string, sigPath: string, opts: Si
     out = await StreamFileWriter.create(sigPath);
     await out.append(enc.start());
     let done = 0;
-    for await (const chunk of readChunks(img)) {
+    for await (const chunk of readChunks(img, 0, img.size, IO_CHUNK, true)) {
       for (const c of gen.push(chunk)) await out.append(enc.chunk(c));
       done += chunk.length;
       opts.onProgress?.({ phase: 'signature', done, total: img.size });
@@ -295,7 +295,7 @@ async function patchFileInPlace(basisPath: string, deltaPath: string, opts: Patc
       if (img.isBlockDevice && trailer.targetSize > img.size) throw new ParamError(`cannot grow block device ${basisPath} to ${trailer.targetSize} bytes`);
       if (header.basisHash) {
         const h = imageHashBuilder(img.size, header);
-        for await (const c of readChunks(img)) h.update(c);
+        for await (const c of readChunks(img, 0, img.size, IO_CHUNK, true)) h.update(c);
         if (!h.digest().equals(header.basisHash)) {
           throw new BasisMismatchError(`${basisPath} is not the image the signature was made from (SHA-256 differs); nothing was written`);
         }
@@ -365,7 +365,7 @@ export async function hashImage(path: string): Promise<Buffer> {
   const img: ImageHandle = await openImage(path);
   try {
     const h = createImageHash();
-    for await (const c of readChunks(img)) h.update(c);
+    for await (const c of readChunks(img, 0, img.size, IO_CHUNK, true)) h.update(c);
     return h.digest();
   } finally {
     await img.fh.close();

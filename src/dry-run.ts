@@ -3,6 +3,7 @@
  * anything anywhere. The network variants open a 'verify' session, in which
  * the server only sends its volume's signature and never writes.
  */
+import { DEFAULT_STRONG_ALG } from './core/strong.js';
 import { LimitExceededError, isSyncError } from './core/errors.js';
 import { IO_CHUNK, MAX_BLOCKS, MAX_LITERAL, SIG_CHUNK_BLOCKS } from './core/limits.js';
 import { DeltaMatcher } from './core/matcher.js';
@@ -316,7 +317,7 @@ function signatureWireBytes(size: number, blockSize: number): number {
   const full = Math.floor(blocks / SIG_CHUNK_BLOCKS);
   const rest = blocks % SIG_CHUNK_BLOCKS;
   return (
-    frameBytes(sigHeaderMessage({ blockSize, imageSize: size, strongAlg: 'sha256', strongLen: sl, seed })) +
+    frameBytes(sigHeaderMessage({ blockSize, imageSize: size, strongAlg: DEFAULT_STRONG_ALG, strongLen: sl, seed })) +
     (full > 0 ? full * chunkBytes(SIG_CHUNK_BLOCKS) : 0) +
     (rest > 0 ? chunkBytes(rest) : 0) +
     frameBytes({ type: MsgType.SigEnd, blockCount: blocks, basisHash: null, digest: null })

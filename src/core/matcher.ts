@@ -6,7 +6,14 @@
  *  1. the expected block (the one after the last match, or the block aligned
  *     with this offset): one strong-hash compare, no weak sum. On unchanged
  *     images this is the whole cost.
- *  2. otherwise roll the Adler-32 window byte by byte, looking each weak sum up
+ *  2. if that failed at an aligned offset, the window is no other block (one
+ *     table lookup), and the NEXT aligned block matches where it stands, this
+ *     block was overwritten in place (the common case on VM images; a zero
+ *     block next proves nothing, since zeros match at any offset): it goes
+ *     as a literal without rolling through it. A block moved into it at an
+ *     odd offset would be missed; that costs at most one block of literal,
+ *     never correctness.
+ *  3. otherwise roll the Adler-32 window byte by byte, looking each weak sum up
  *     in the signature's hash table and confirming with the strong hash.
  * Adjacent copies are coalesced; literals are cut at MAX_LITERAL.
  *
@@ -17,9 +24,9 @@ import { ParamError } from './errors.js';
 import { MAX_LITERAL, MAX_WEAK_COLLISIONS } from './limits.js';
 import type { DeltaOp, DeltaStats } from './ops.js';
 import { OpCoalescer, joinTail } from './coalescer.js';
-import { adler32, ADLER_MOD } from './rolling.js';
+import { adler32, adler32OfZeros, ADLER_MOD } from './rolling.js';
 import { WEAK_MIX, type Signature } from './signature.js';
-import { Roller } from './roll-wasm.js';
+import { ROLL_SEGMENT, Roller } from './roll-wasm.js';
 import { StrongHasher } from './strong.js';
 
 const EMPTY = new Uint8Array(0);
@@ -45,7 +52,12 @@ export class DeltaMatcher {
   /** Block expected at the window (the one after the last match), or -1. */
   private expected = 0;
   private ended = false;
+  /** end() is scanning: no more input will come, so never wait for it. */
+  private final = false;
   private scanned = 0;
+  /** Strong digest of the window at absolute `hashedAt` (-1: none): each aligned window is hashed once. */
+  private hashedAt = -1;
+  private hashedDigest: Uint8Array = EMPTY;
   /** Digests of aligned windows computed by the fast path, for the image hash (drained by takeAligned). */
   private aligned: [number, Uint8Array][] = [];
   /** (blockSize * byte) mod 65521 for every byte value: the roll's only multiplication. */
@@ -55,6 +67,8 @@ export class DeltaMatcher {
   /** The rolling loop in WebAssembly, when available. */
   private readonly roller: Roller | null;
   private readonly ownLen: number;
+  /** Weak sum of a zero block. */
+  private readonly zeroWeak: number;
 
   /**
    * `ownDigests`: optional strong-hash prefixes (signature strongLen bytes
@@ -71,6 +85,7 @@ export class DeltaMatcher {
     this.maxLiteral = Math.max(1, Math.min(opts.maxLiteral ?? MAX_LITERAL, MAX_LITERAL));
     this.ownDigests = opts.ownDigests ?? null;
     this.ownLen = sig.params.strongLen;
+    this.zeroWeak = adler32OfZeros(this.bs);
     for (let x = 0; x < 256; x++) this.outTab[x] = ((this.bs % ADLER_MOD) * x) % ADLER_MOD;
     this.roller = opts.noWasm ? null : Roller.create(this.bs, this.outTab, sig.filter, sig.filterShift);
   }
@@ -141,6 +156,8 @@ export class DeltaMatcher {
     if (this.ended) throw new ParamError('end called twice');
     this.ended = true;
     const out: DeltaOp[] = [];
+    this.final = true;
+    this.scan(out);
     const buf = this.buf;
     const sig = this.sig;
     const last = sig.blockCount - 1;
@@ -180,32 +197,63 @@ export class DeltaMatcher {
     let p = this.p;
 
     outer: while (p + bs <= len) {
-      // 1. The expected block, by strong hash alone.
-      let cand = this.expected;
+      // 1. The block at this very offset, then the one after the last match,
+      // by strong hash alone. The aligned block goes first: when both match
+      // (runs of zeros, repeated data), a copy onto itself costs an in-place
+      // receiver nothing, while a copy from elsewhere must be read and written.
       const abs = this.bufPos + p;
-      if (cand < 0 || cand >= sig.blockCount || sig.blockLength(cand) !== bs) {
-        cand = abs % bs === 0 ? abs / bs : -1;
-        if (cand >= sig.blockCount || (cand >= 0 && sig.blockLength(cand) !== bs)) cand = -1;
-      }
+      const al = this.alignedBlock(abs);
+      const exp = this.expected;
+      const tryExp = exp >= 0 && exp !== al && exp < sig.blockCount && sig.blockLength(exp) === bs;
       let strongAt = -1;
       let strong: Uint8Array = EMPTY;
       const own = this.ownDigests;
-      if (own && cand >= 0 && cand * bs === abs) {
-        // Digests of our own aligned blocks were computed ahead: compare, do not hash.
-        if (sig.strongEquals(cand, own.subarray(cand * this.ownLen, cand * this.ownLen + this.ownLen))) {
-          p = this.matched(p, cand, out);
-          continue;
+      if (al >= 0 || tryExp) {
+        // Digests of our own aligned blocks may have been computed ahead: compare, do not hash.
+        let win: Uint8Array;
+        if (own && al >= 0) win = own.subarray(al * this.ownLen, al * this.ownLen + this.ownLen);
+        else {
+          win = strong = this.alignedDigest(buf, p, abs);
+          strongAt = p;
         }
-      } else if (cand >= 0) {
-        strong = this.hasher.hash(buf, p, p + bs);
-        strongAt = p;
-        if (abs % bs === 0) this.aligned.push([abs / bs, strong]);
-        if (sig.strongEquals(cand, strong)) {
-          p = this.matched(p, cand, out);
+        const hit = al >= 0 && sig.strongEquals(al, win) ? al : tryExp && sig.strongEquals(exp, win) ? exp : -1;
+        if (hit >= 0) {
+          p = this.matched(p, hit, out);
           continue;
         }
       }
-      // 2. Roll. Hot loop: locals only, no division (a table holds n*out mod M).
+      // 2. Overwritten in place? The next aligned block decides.
+      if (al >= 0) {
+        const ahead = this.nextAlignedMatches(buf, p, abs, al + 1);
+        if (ahead === 'wait') break;
+        if (ahead) {
+          // Unless another block was moved here whole (swaps, rotations): one table lookup.
+          const w = adler32(buf, p, p + bs);
+          const f = Math.imul(w, WEAK_MIX) >>> fShift;
+          let moved = -1;
+          if ((filter[f >>> 5]! >>> (f & 31)) & 1) {
+            for (let i = head[Math.imul(w, WEAK_MIX) >>> bShift]!, tries = 0; i >= 0 && tries < MAX_WEAK_COLLISIONS; i = next[i]!, tries++) {
+              if (weakArr[i] !== w) continue;
+              if (strongAt !== p) {
+                strong = this.hasher.hash(buf, p, p + bs);
+                strongAt = p;
+              }
+              if (sig.strongEquals(i, strong)) {
+                moved = i;
+                break;
+              }
+            }
+          }
+          if (moved >= 0) {
+            p = this.matched(p, moved, out);
+            continue;
+          }
+          this.expected = al + 1;
+          p += bs;
+          continue;
+        }
+      }
+      // 3. Roll. Hot loop: locals only, no division (a table holds n*out mod M).
       this.expected = -1;
       const d = adler32(buf, p, p + bs);
       let a = d & 0xffff;
@@ -221,9 +269,10 @@ export class DeltaMatcher {
         let i = -1;
         const roller = this.roller;
         if (roller) {
-          roller.load(buf);
           for (;;) {
-            p = roller.roll(p, stop, a, b, roll);
+            const segStop = Math.min(stop, p + ROLL_SEGMENT);
+            roller.cover(buf, p, segStop + bs);
+            p = roller.roll(p, segStop, a, b, roll);
             a = roller.a;
             b = roller.b;
             roll = true;
@@ -259,6 +308,18 @@ export class DeltaMatcher {
         }
         if (i >= 0) {
           const weak = ((b << 16) | a) >>> 0;
+          // Several blocks may hold these bytes (zeros): the one at this offset first.
+          const alHere = this.alignedBlock(this.bufPos + p);
+          if (alHere >= 0 && weakArr[alHere] === weak) {
+            if (strongAt !== p) {
+              strong = this.hasher.hash(buf, p, p + bs);
+              strongAt = p;
+            }
+            if (sig.strongEquals(alHere, strong)) {
+              p = this.matched(p, alHere, out);
+              continue outer;
+            }
+          }
           let tries = 0;
           for (; i >= 0 && tries < MAX_WEAK_COLLISIONS; i = next[i]!, tries++) {
             if (weakArr[i] !== weak) continue;
@@ -284,10 +345,72 @@ export class DeltaMatcher {
     if (this.p - this.lit >= this.maxLiteral) this.emitLiteral(this.p, out);
   }
 
+  /**
+   * Digest of the window at buf[p] (absolute `abs`), hashed once even when
+   * the look-ahead or a wait for input asks again; aligned ones are recorded
+   * for the image hash.
+   */
+  private alignedDigest(buf: Uint8Array, p: number, abs: number): Uint8Array {
+    if (this.hashedAt === abs) return this.hashedDigest;
+    const h = this.hasher.hash(buf, p, p + this.bs);
+    if (abs % this.bs === 0) this.aligned.push([abs / this.bs, h]);
+    this.hashedAt = abs;
+    this.hashedDigest = h;
+    return h;
+  }
+
+  /**
+   * Does block `next` match the window right after the one at buf[p]
+   * (aligned, absolute `abs`)? 'wait' when that window is not in the buffer
+   * yet and more input may come; false when there is no such block.
+   */
+  private nextAlignedMatches(buf: Uint8Array, p: number, abs: number, next: number): boolean | 'wait' {
+    const bs = this.bs;
+    const sig = this.sig;
+    if (next >= sig.blockCount || sig.blockLength(next) !== bs) return false;
+    // A zero block matches zeros at any offset, so it says nothing about alignment.
+    if (sig.weak[next] === this.zeroWeak) return false;
+    if (p + 2 * bs > buf.length) return this.final ? false : 'wait';
+    const own = this.ownDigests;
+    if (own) return sig.strongEquals(next, own.subarray(next * this.ownLen, next * this.ownLen + this.ownLen));
+    return sig.strongEquals(next, this.alignedDigest(buf, p + bs, abs + bs));
+  }
+
+  private zeroDigest: Uint8Array | null = null;
+
+  /** Is signature block i a full block of zeros? */
+  private isZeroBlock(i: number): boolean {
+    if (this.sig.weak[i] !== this.zeroWeak || this.sig.blockLength(i) !== this.bs) return false;
+    this.zeroDigest ??= this.hasher.hash(new Uint8Array(this.bs), 0, this.bs);
+    return this.sig.strongEquals(i, this.zeroDigest);
+  }
+
+  /** Index of the full signature block that starts at absolute offset `abs`, or -1. */
+  private alignedBlock(abs: number): number {
+    if (abs % this.bs !== 0) return -1;
+    const i = abs / this.bs;
+    return i < this.sig.blockCount && this.sig.blockLength(i) === this.bs ? i : -1;
+  }
+
   /** Record a match of block `i` at window `p`; returns the new window start. */
   private matched(p: number, i: number, out: DeltaOp[]): number {
     this.emitLiteral(p, out);
-    this.ops.copy(i * this.bs, this.bs, out);
+    const bs = this.bs;
+    const abs = this.bufPos + p;
+    const k = Math.floor(abs / bs);
+    if (abs % bs !== 0 && this.isZeroBlock(i) && k < this.sig.blockCount && this.sig.blockLength(k) === bs && this.isZeroBlock(k)) {
+      // Zeros found off the block grid (after a write into a zero region), over
+      // a basis block that is zero too: copy the zeros in place up to the next
+      // block boundary and get back onto the grid, where the following zero
+      // blocks match in place. Copying block i instead would keep every later
+      // copy off the grid, and an in-place receiver reads each of those.
+      const len = (k + 1) * bs - abs;
+      this.ops.copy(abs, len, out);
+      this.expected = k + 1;
+      this.lit = p + len;
+      return p + len;
+    }
+    this.ops.copy(i * bs, bs, out);
     this.expected = i + 1;
     const np = p + this.bs;
     this.lit = np;

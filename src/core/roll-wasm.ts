@@ -10,6 +10,10 @@ import { ROLL_WASM_BASE64 } from './roll-wasm-bytes.js';
 
 const PAGE = 64 * 1024;
 const TABLE_BYTES = 1024;
+/** Least bytes copied into wasm memory at a time. */
+const COPY_AHEAD = 256 * 1024;
+/** Most bytes one roll call slides before the caller covers more input. */
+export const ROLL_SEGMENT = 128 * 1024;
 
 interface RollExports {
   memory: { buffer: ArrayBuffer; grow(pages: number): number };
@@ -39,6 +43,9 @@ function compiled(): object | null {
 /** A wasm instance set up for one signature. */
 export class Roller {
   private loaded: Uint8Array | null = null;
+  /** buf[loadedFrom, loadedTo) of `loaded` is at dataAt in wasm memory. */
+  private loadedFrom = 0;
+  private loadedTo = 0;
   /** Sums where the last roll stopped. */
   a = 0;
   b = 0;
@@ -65,21 +72,31 @@ export class Roller {
     return r;
   }
 
-  /** Make `buf` the data rolled over (copied once per buffer). */
-  load(buf: Uint8Array): void {
-    if (this.loaded === buf) return;
-    this.ensure(this.dataAt + buf.length);
-    new Uint8Array(this.x.memory.buffer).set(buf, this.dataAt);
+  /**
+   * Make buf[from, to) available to roll over. Only what is asked for (at
+   * least COPY_AHEAD bytes) is copied: a roll through one changed block must
+   * not copy the whole multi-MiB input buffer.
+   */
+  cover(buf: Uint8Array, from: number, to: number): void {
+    to = Math.min(to, buf.length);
+    if (this.loaded === buf && from >= this.loadedFrom && to <= this.loadedTo) return;
+    const end = Math.min(buf.length, Math.max(to, from + COPY_AHEAD));
+    this.ensure(this.dataAt + (end - from));
+    new Uint8Array(this.x.memory.buffer).set(buf.subarray(from, end), this.dataAt);
     this.loaded = buf;
+    this.loadedFrom = from;
+    this.loadedTo = end;
   }
 
   /**
    * From window p with sums (a, b) (sliding one byte first if `step`), slide
    * while the filter rejects the window and p < stop. Returns the new p; the
-   * sums are in this.a, this.b.
+   * sums are in this.a, this.b. buf[p, stop + bs) must be covered.
    */
   roll(p: number, stop: number, a: number, b: number, step: boolean): number {
-    const np = this.x.roll(this.dataAt, p, stop, this.bs, a, b, TABLE_BYTES, this.fshift, step ? 1 : 0);
+    // Positions are relative to buf; wasm adds them to this base (i32 arithmetic wraps).
+    const base = (this.dataAt - this.loadedFrom) | 0;
+    const np = this.x.roll(base, p, stop, this.bs, a, b, TABLE_BYTES, this.fshift, step ? 1 : 0);
     this.a = this.x.getA();
     this.b = this.x.getB();
     return np;

@@ -20,7 +20,7 @@ import {
   TARGET_MAX_BLOCKS,
 } from './limits.js';
 import { adler32, adler32OfZeros } from './rolling.js';
-import { FULL_DIGEST_LEN, STRONG_ALGS, StrongHasher, isZeroRange, type StrongAlg } from './strong.js';
+import { DEFAULT_STRONG_ALG, FULL_DIGEST_LEN, STRONG_ALGS, StrongHasher, isZeroRange, type StrongAlg } from './strong.js';
 import { ImageHashBuilder } from './imagehash.js';
 
 /** Multiplier (2^32 / golden ratio) that spreads weak sums over buckets and filter bits. */
@@ -96,7 +96,7 @@ export function makeSignatureParams(
   const p: SignatureParams = {
     blockSize: opts.blockSize ?? defaultBlockSize(imageSize),
     imageSize,
-    strongAlg: opts.strongAlg ?? 'sha256',
+    strongAlg: opts.strongAlg ?? DEFAULT_STRONG_ALG,
     strongLen: opts.strongLen ?? DEFAULT_STRONG_LEN,
     seed,
   };

@@ -1,12 +1,17 @@
 /**
- * Strong per-block hashes. A per-signature random seed is hashed in front of
- * every block so that collisions cannot be precomputed against a known seed.
+ * Strong per-block hashes, keyed by a per-signature random seed so that
+ * collisions cannot be precomputed against a known seed.
  *
- * node:crypto is used for hashing (OpenSSL's SHA-256 uses the CPU's SHA
- * extensions: about 1.6 GB/s here against ~50 MB/s for a pure-JS hash). It is
- * computation only; the core still does no I/O.
+ * BLAKE3 (the default) runs natively through @napi-rs/blake-hash, which uses
+ * the CPU's widest SIMD: about 3.5 GB/s on 32 KiB blocks here, against
+ * 1.5 GB/s for OpenSSL's SHA-256 with SHA extensions. Where the native module
+ * cannot load, @noble/hashes computes the same digests in JS (slowly).
+ * SHA-256 and BLAKE2b go through node:crypto with the seed hashed in front of
+ * the block. All of it is computation only; the core still does no I/O.
  */
 import { createHash } from 'node:crypto';
+import { createRequire } from 'node:module';
+import { blake3 as blake3Js } from '@noble/hashes/blake3.js';
 import { ParamError } from './errors.js';
 import { MAX_STRONG_LEN, MIN_STRONG_LEN } from './limits.js';
 
@@ -14,7 +19,57 @@ import { MAX_STRONG_LEN, MIN_STRONG_LEN } from './limits.js';
 export const STRONG_ALGS = {
   sha256: { id: 1, openssl: 'sha256', maxLen: 32 },
   blake2b: { id: 2, openssl: 'blake2b512', maxLen: 64 },
+  blake3: { id: 3, openssl: '', maxLen: 32 },
 } as const;
+
+/** The algorithm new signatures use unless told otherwise. */
+export const DEFAULT_STRONG_ALG: StrongAlg = 'blake3';
+
+/** BLAKE3 key for a 16-byte seed: a 16-byte ASCII label followed by the seed. */
+export const BLAKE3_KEY_LABEL = Buffer.from('resync-blake3-k1');
+
+/** BLAKE3 key derived from a signature seed (32 bytes). */
+export function blake3Key(seed: Uint8Array): Buffer {
+  const key = Buffer.alloc(32);
+  BLAKE3_KEY_LABEL.copy(key, 0);
+  key.set(seed.subarray(0, 16), 16);
+  return key;
+}
+
+interface NativeBlake3 {
+  reset(): void;
+  update(b: Uint8Array): unknown;
+  digestBuffer(): Buffer;
+}
+type NativeModule = { Blake3Hasher: { newKeyed(key: Buffer): NativeBlake3 } };
+let nativeModule: NativeModule | null | undefined;
+
+/** The native BLAKE3 binding, or null where it does not load (then the JS one is used). */
+export function nativeBlake3(): NativeModule | null {
+  if (nativeModule === undefined) {
+    try {
+      nativeModule = createRequire(import.meta.url)('@napi-rs/blake-hash') as NativeModule;
+    } catch {
+      nativeModule = null;
+    }
+  }
+  return nativeModule;
+}
+
+/** Keyed BLAKE3 of one range at a time, native when available. */
+function blake3Keyed(seed: Uint8Array, forceJs: boolean): (b: Uint8Array) => Buffer {
+  const key = blake3Key(seed);
+  const mod = forceJs ? null : nativeBlake3();
+  if (mod) {
+    const h = mod.Blake3Hasher.newKeyed(key);
+    return (b) => {
+      h.reset();
+      h.update(b);
+      return h.digestBuffer();
+    };
+  }
+  return (b) => Buffer.from(blake3Js(b, { key }));
+}
 
 /** Name of a supported strong hash algorithm. */
 export type StrongAlg = keyof typeof STRONG_ALGS;
@@ -48,7 +103,10 @@ export class StrongHasher {
   readonly seed: Uint8Array;
   private readonly zeroCache = new Map<number, Buffer>();
 
-  constructor(alg: StrongAlg, seed: Uint8Array, len: number) {
+  private readonly b3: ((b: Uint8Array) => Buffer) | null;
+
+  /** `forceJs` selects the JS BLAKE3 even where the native one loads (tests compare the two). */
+  constructor(alg: StrongAlg, seed: Uint8Array, len: number, forceJs = false) {
     const spec = STRONG_ALGS[alg];
     if (!spec) throw new ParamError(`unknown strong hash algorithm ${String(alg)}`);
     if (!Number.isInteger(len) || len < MIN_STRONG_LEN || len > Math.min(MAX_STRONG_LEN, spec.maxLen)) {
@@ -57,11 +115,12 @@ export class StrongHasher {
     this.alg = alg;
     this.len = len;
     this.seed = seed;
+    this.b3 = alg === 'blake3' ? blake3Keyed(seed, forceJs) : null;
   }
 
   /**
-   * Digest of seed || buf[start, end), 32 bytes (the full SHA-256, or the first
-   * 32 bytes of BLAKE2b-512). Signatures keep the first `len` bytes; the image
+   * Digest of buf[start, end), 32 bytes: keyed BLAKE3 (key from the seed), or
+   * SHA-256 / the first 32 bytes of BLAKE2b-512 of seed || bytes. Signatures keep the first `len` bytes; the image
    * hash list uses all 32.
    */
   hash(buf: Uint8Array, start: number, end: number): Buffer {
@@ -79,6 +138,7 @@ export class StrongHasher {
   }
 
   private raw(buf: Uint8Array, start: number, end: number): Buffer {
+    if (this.b3) return this.b3(buf.subarray(start, end));
     const h = createHash(STRONG_ALGS[this.alg].openssl);
     h.update(this.seed);
     h.update(buf.subarray(start, end));

@@ -107,8 +107,8 @@ export async function assertUnchanged(img: ImageHandle, before: ImageStamp): Pro
 }
 
 /** Read exactly `length` bytes at `position` into a fresh buffer; a short file is an error. */
-export async function readExact(img: ImageHandle, position: number, length: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(length);
+export async function readExact(img: ImageHandle, position: number, length: number, into?: Buffer): Promise<Buffer> {
+  const buf = into ? into.subarray(0, length) : Buffer.allocUnsafe(length);
   let off = 0;
   while (off < length) {
     let n: number;
@@ -127,13 +127,21 @@ export async function readExact(img: ImageHandle, position: number, length: numb
   return buf;
 }
 
-/** Stream img[start, end) in chunks, with the next read already in flight. */
-export async function* readChunks(img: ImageHandle, start = 0, end = img.size, chunk = IO_CHUNK): AsyncGenerator<Buffer> {
+/**
+ * Stream img[start, end) in chunks, with the next read already in flight.
+ * With `reuse`, two buffers take turns (a fresh multi-MiB buffer per read
+ * costs as much in page faults as the read itself): each chunk is then valid
+ * only until the consumer asks for the next one.
+ */
+export async function* readChunks(img: ImageHandle, start = 0, end = img.size, chunk = IO_CHUNK, reuse = false): AsyncGenerator<Buffer> {
   let pos = start;
+  const ring = reuse ? [Buffer.allocUnsafe(Math.min(chunk, end - start)), Buffer.allocUnsafe(Math.min(chunk, end - start))] : null;
+  let turn = 0;
   const next = (): Promise<Buffer> | null => {
     if (pos >= end) return null;
     const n = Math.min(chunk, end - pos);
-    const p = readExact(img, pos, n);
+    const p = readExact(img, pos, n, ring?.[turn]);
+    turn ^= 1;
     pos += n;
     return p;
   };

@@ -40,6 +40,8 @@ export class InPlacePatcher {
   private readonly hash: ImageHashBuilder;
   private pending: { dst: number; data: Uint8Array }[] = [];
   private pendingBytes = 0;
+  /** The flush running in the background while more ops arrive (at most one). */
+  private inFlight: Promise<void> | null = null;
   private sinceCheckpoint = 0;
   /** Output prefix that is in the image or in the pending batch (everything planned and handled). */
   private frontier = 0;
@@ -116,6 +118,7 @@ export class InPlacePatcher {
     // Already in the image from the interrupted run: hash what is there.
     const skip = Math.min(len, Math.max(0, this.resumeFrom - w.dst));
     if (skip > 0) {
+      await this.settle();
       await this.hashImageRange(w.dst, skip);
       this.frontier = w.dst + skip;
     }
@@ -127,11 +130,27 @@ export class InPlacePatcher {
       return;
     }
     const d = this.basisDigests;
-    // Whole unchanged blocks in place: nothing to read, write or hash again.
-    if (d && skip === 0 && w.src === w.dst && w.src >= this.extents.end && this.hash.skipKnown(w.dst, w.length, (i) => d.subarray(i * 32, i * 32 + 32))) {
-      this.frontier = w.dst + w.length;
+    if (d && skip === 0 && w.src === w.dst && w.src >= this.extents.end) {
+      // In place and never overwritten: nothing to write. Whole blocks are
+      // verified from the signature pass's digests; only partial blocks at
+      // either end are read to be hashed. (A background flush only writes
+      // below the frontier, so these reads need not wait for it.)
+      const bs = this.hash.blockSize;
+      const end = w.dst + w.length;
+      let pos = w.dst;
+      const head = Math.min(end, Math.ceil(pos / bs) * bs);
+      if (head > pos) {
+        await this.hashImageRange(pos, head - pos);
+        pos = head;
+      }
+      const whole = end === this.hash.size ? end : Math.floor(end / bs) * bs;
+      if (whole > pos && this.hash.skipKnown(pos, whole - pos, (i) => d.subarray(i * 32, i * 32 + 32))) pos = whole;
+      if (end > pos) await this.hashImageRange(pos, end - pos);
+      this.frontier = end;
       return;
     }
+    // Reads below must see the image and journal with no flush half done.
+    await this.settle();
     for (let done = skip; done < w.length; ) {
       const n = Math.min(IO_CHUNK, w.length - done);
       const src = w.src + done;
@@ -188,6 +207,7 @@ export class InPlacePatcher {
 
   /** Undo everything this patch (and any run it resumed) wrote; the image is as it was. */
   async rollback(): Promise<void> {
+    await this.settle().catch(() => undefined);
     this.pending = [];
     this.pendingBytes = 0;
     await this.journal.sync();
@@ -226,11 +246,31 @@ export class InPlacePatcher {
     this.pending.push({ dst, data });
     this.pendingBytes += data.length;
     this.frontier = dst + data.length;
-    if (this.pendingBytes >= this.batchBytes) await this.flush();
+    if (this.pendingBytes >= this.batchBytes) {
+      // One flush at a time; it runs while the next batch arrives.
+      await this.settle();
+      const f = this.flushNow();
+      f.catch(() => undefined); // observed by settle()
+      this.inFlight = f;
+    }
+  }
+
+  /** Wait for the flush running in the background, if any; rethrows its failure. */
+  private async settle(): Promise<void> {
+    const f = this.inFlight;
+    if (!f) return;
+    this.inFlight = null;
+    await f;
+  }
+
+  /** Wait for any background flush, then flush what is pending. */
+  private async flush(): Promise<void> {
+    await this.settle();
+    await this.flushNow();
   }
 
   /** Journal the old bytes of every pending write, fsync the journal, then write the image. */
-  private async flush(): Promise<void> {
+  private async flushNow(): Promise<void> {
     if (this.torn) throw new SyncError('ERR_JOURNAL', 'an earlier write failed; the patch must be resumed from its journal');
     const upTo = this.frontier;
     if (this.pending.length === 0) {
@@ -249,25 +289,37 @@ export class InPlacePatcher {
   }
 
   private async writeBatch(batch: { dst: number; data: Uint8Array }[], upTo: number): Promise<void> {
+    // Old bytes of every write at once: the thread pool reads them in parallel.
+    const img = { ...this.img, size: this.fileSize };
+    const olds = await settleAll(
+      batch.map((w) => {
+        const oldLen = Math.max(0, Math.min(w.data.length, this.fileSize - w.dst));
+        return oldLen > 0 ? readExact(img, w.dst, oldLen) : Promise.resolve(Buffer.alloc(0));
+      }),
+    );
     const writes: { dst: number; data: Uint8Array }[] = [];
-    for (const w of batch) {
-      const oldLen = Math.max(0, Math.min(w.data.length, this.fileSize - w.dst));
-      const old = oldLen > 0 ? await readExact({ ...this.img, size: this.fileSize }, w.dst, oldLen) : Buffer.alloc(0);
-      if (oldLen === w.data.length && old.equals(w.data)) continue;
-      if (oldLen > 0) {
-        const at = await this.journal.saveUndo(w.dst, old);
-        this.extents.add(w.dst, oldLen, at);
-        this.io.bytesJournaled += oldLen;
-      }
+    const undos: { offset: number; old: Uint8Array }[] = [];
+    batch.forEach((w, k) => {
+      const old = olds[k]!;
+      if (old.length === w.data.length && old.equals(w.data)) return;
       writes.push(w);
-    }
+      if (old.length > 0) undos.push({ offset: w.dst, old });
+    });
     if (writes.length === 0) {
       this.durable = upTo;
       return;
     }
+    if (undos.length > 0) {
+      const at = await this.journal.saveUndos(undos);
+      undos.forEach((u, k) => {
+        this.extents.add(u.offset, u.old.length, at[k]!);
+        this.io.bytesJournaled += u.old.length;
+      });
+    }
     await this.journal.sync();
+    // Ranges are disjoint (ops come in output order), so the writes may run together.
+    await settleAll(writes.map((w) => writeAll(this.img, w.dst, w.data)));
     for (const w of writes) {
-      await writeAll(this.img, w.dst, w.data);
       this.io.bytesWritten += w.data.length;
       this.sinceCheckpoint += w.data.length;
       this.fileSize = Math.max(this.fileSize, w.dst + w.data.length);
@@ -287,6 +339,13 @@ export class InPlacePatcher {
       throw ioError(e, 'sync', this.img.path);
     }
   }
+}
+
+/** Like Promise.all, but rejects only once every promise has settled (no I/O left running behind an error). */
+async function settleAll<T>(ps: Promise<T>[]): Promise<T[]> {
+  const rs = await Promise.allSettled(ps);
+  for (const r of rs) if (r.status === 'rejected') throw r.reason;
+  return rs.map((r) => (r as PromiseFulfilledResult<T>).value);
 }
 
 async function writeAll(img: ImageHandle, pos: number, data: Uint8Array): Promise<void> {

@@ -147,6 +147,23 @@ export class Journal {
     return at;
   }
 
+  /**
+   * Save the old bytes of several ranges with one write; returns where each
+   * landed in the journal (same order). Records are the same as saveUndo's.
+   */
+  async saveUndos(list: { offset: number; old: Uint8Array }[]): Promise<number[]> {
+    const parts: Uint8Array[] = [];
+    const at: number[] = [];
+    let pos = this.size;
+    for (const u of list) {
+      parts.push(header(Rec.Undo, u.offset, u.old), u.old);
+      at.push(pos + HDR);
+      pos += HDR + u.old.length;
+    }
+    await this.append(Buffer.concat(parts));
+    return at;
+  }
+
   /** Mark the output prefix [0, position) as durable in the image. */
   async checkpoint(position: number): Promise<void> {
     await this.record(Rec.Checkpoint, position, Buffer.alloc(0));

@@ -27,6 +27,8 @@ export interface ConnectionOptions {
   bwlimit?: number | undefined;
 }
 
+/** Bytes queued in the socket before send() waits for 'drain'. */
+const SEND_BUFFER = 4 * 1024 * 1024;
 const HIGH_WATER = 64;
 const LOW_WATER = 8;
 
@@ -252,7 +254,10 @@ export class Connection {
       const ok = this.socket.write(b, (err) => {
         if (err) reject(this.failure ?? new SyncError('ERR_CONNECTION', `write failed: ${err.message}`));
       });
-      if (ok) {
+      // The socket's own high-water mark (16 KiB) is below one literal op:
+      // waiting for 'drain' after every op would stall the sender once per
+      // message. Keep up to SEND_BUFFER queued before waiting instead.
+      if (ok || this.socket.writableLength <= SEND_BUFFER) {
         resolve();
         return;
       }

@@ -18,6 +18,7 @@ import { REGION_LABEL, imageHashBuilder, regionHash, type ImageHashSpec } from '
 import { chunkFromMessage, paramsFromHeader, sigBlocksMessage, sigHeaderMessage } from '../format/sigfile.js';
 import { headerFromMessage, literalFromZ, opMessage } from '../format/deltafile.js';
 import { readChunks, readExact, type ImageHandle } from '../io/image.js';
+import { trace } from '../trace.js';
 import { ImageWriter } from '../io/output.js';
 import { StreamPatcher, checkBasisSize } from '../io/patcher.js';
 import { InPlacePatcher } from '../io/inplace.js';
@@ -85,12 +86,13 @@ export async function sendSignature(
     }
   };
   let done = 0;
-  for await (const chunk of readChunks(img)) {
+  for await (const chunk of readChunks(img, 0, img.size, IO_CHUNK, true)) {
     await take(gen.push(chunk));
     done += chunk.length;
     onProgress?.({ phase: 'signature', done, total: img.size });
   }
   await take(gen.end());
+  trace('receiver: signature pass done');
   if (R) {
     const need = await conn.recv();
     if (need.type !== MsgType.NeedRegions) throw new SyncError('ERR_PROTOCOL', 'expected the list of regions to send');
@@ -184,7 +186,7 @@ export async function receiveSignatureWithPrepass(conn: Connection, img: ImageHa
     let i = 0;
     let done = 0;
     let region = R ? createHash('sha256').update(REGION_LABEL) : null;
-    for await (const c of readChunks(img, 0, img.size, chunk)) {
+    for await (const c of readChunks(img, 0, img.size, chunk, true)) {
       for (let p = 0; p < c.length; p += bs, i++) {
         const e = Math.min(p + bs, c.length);
         const full = hasher.hash(c, p, e);
@@ -203,6 +205,7 @@ export async function receiveSignatureWithPrepass(conn: Connection, img: ImageHa
       onProgress?.({ phase: 'hash', done, total: img.size });
     }
   })();
+  trace('sender: prepass started');
   // If receiving fails first, the prepass must not end as an unobserved rejection.
   pre.catch(() => undefined);
   let need: Uint8Array | null = null;
@@ -220,6 +223,7 @@ export async function receiveSignatureWithPrepass(conn: Connection, img: ImageHa
       got += k;
     }
     await pre;
+    trace('sender: region hashes in, prepass done');
     need = new Uint8Array(Math.ceil(regions / 8));
     const ownCount = ownRegions!.length / REGION_HASH_LEN;
     for (let r = 0; r < regions; r++) {
@@ -255,6 +259,7 @@ export async function receiveSignatureWithPrepass(conn: Connection, img: ImageHa
       if (((need[r >>> 3]! >>> (r & 7)) & 1) === 0) sig.fillLocal(i, ownWeak![i]!, own.subarray(i * sl, (i + 1) * sl));
     }
   }
+  trace('sender: signature complete');
   if (!sig.isComplete) throw new SyncError('ERR_CORRUPT', `signature ended with ${sig.receivedBlocks} of ${sig.blockCount} blocks`);
   return { sig, own, targetHash: image.digest() };
 }
@@ -323,6 +328,7 @@ export async function sendDelta(conn: Connection, rs: ReceivedSignature, img: Im
     await conn.send(opMessage(op, compress));
     ops++;
   }
+  trace('sender: delta scanned');
   await conn.send({ type: MsgType.DeltaEnd, targetSize: img.size, targetHash, opCount: ops, digest: null });
   return { ...matcher.stats, targetSize: img.size, targetHash };
 }
@@ -419,6 +425,7 @@ export async function receiveDelta(
     throw new SyncError('ERR_PROTOCOL', 'the delta was not made against the signature this side sent (block size, hash or seed differ)');
   }
   const sink = await makeSink(h.targetSize, header);
+  trace('receiver: delta started');
   try {
     let ops = 0;
     for (;;) {
@@ -430,9 +437,11 @@ export async function receiveDelta(
       } else if (m.type === MsgType.LiteralZ) {
         await sink.apply(literalFromZ(m));
       } else if (m.type === MsgType.DeltaEnd) {
+        trace('receiver: delta end received');
         if (m.opCount !== ops) throw new SyncError('ERR_CORRUPT', `delta ended after ${ops} ops but the peer counted ${m.opCount}`);
         if (m.targetSize !== h.targetSize) throw new SyncError('ERR_CORRUPT', `delta end says ${m.targetSize} bytes, header said ${h.targetSize}`);
         const written = await sink.finish(m.targetSize, m.targetHash);
+        trace('receiver: verified and committed');
         return { ...sink.stats, targetSize: m.targetSize, targetHash: Buffer.from(m.targetHash), bytesWritten: written };
       } else {
         throw new SyncError('ERR_PROTOCOL', 'expected delta ops');

@@ -63,7 +63,8 @@ export interface SigSpec {
 function paramsFor(basis: Uint8Array, spec: SigSpec): SignatureParams {
   return makeSignatureParams(basis.length, spec.seed ?? new Uint8Array(16), {
     blockSize: spec.blockSize,
-    strongAlg: spec.strongAlg,
+    // The vectors predate BLAKE3 as the default: pin SHA-256 unless a case names its algorithm.
+    strongAlg: spec.strongAlg ?? 'sha256',
     strongLen: spec.strongLen,
   });
 }
@@ -189,6 +190,14 @@ export function goldenCases(): GoldenCase[] {
       basis: r12k,
       target: edited,
       spec: { blockSize: 700, strongAlg: 'blake2b', strongLen: 32, seed: SEED_0_15 },
+      storeInputs: true,
+    },
+    {
+      name: 'blake3',
+      description: "same inputs as 'edits'; keyed BLAKE3 (key = 'resync-blake3-k1' || seed), 1 KiB blocks, seed 00 01 .. 0f",
+      basis: r12k,
+      target: edited,
+      spec: { blockSize: 1024, strongAlg: 'blake3', seed: SEED_0_15 },
       storeInputs: true,
     },
     {
@@ -404,7 +413,7 @@ function buildDelta(opts: {
 
 /** Signature params of the malformed set's valid signature. */
 function validSigParams(): SignatureParams {
-  return makeSignatureParams(4096, new Uint8Array(16), { blockSize: MB_BS });
+  return makeSignatureParams(4096, new Uint8Array(16), { blockSize: MB_BS, strongAlg: 'sha256' });
 }
 
 /** The valid signature's block sums as one chunk (4 blocks). */

@@ -132,7 +132,7 @@ describe('untouched blocks verified from the signature pass digests', () => {
     const basis = Buffer.from(Array.from({ length: 100 * bs }, (_, i) => (i * 2654435761) >>> 17));
     const target = Buffer.from(basis);
     target.fill(1, 10 * bs, 11 * bs);
-    const gen = new SignatureGenerator(makeSignatureParams(basis.length, SPEC.seed, { blockSize: bs }), { keepFullDigests: true });
+    const gen = new SignatureGenerator(makeSignatureParams(basis.length, SPEC.seed, { blockSize: bs, strongAlg: SPEC.strongAlg }), { keepFullDigests: true });
     gen.push(basis);
     gen.end();
     const digests = gen.fullDigests!;

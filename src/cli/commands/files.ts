@@ -28,7 +28,7 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .positional('basis', { type: 'string', demandOption: true, describe: 'image the receiver already has' })
           .positional('signature', { type: 'string', demandOption: true, describe: 'signature file to write' })
           .option('block-size', { alias: 'b', type: 'string', describe: 'block size (e.g. 4K, 64K); default: about sqrt(image size), 2K..128K' })
-          .option('hash', { type: 'string', choices: ['sha256', 'blake2b'], default: 'sha256', describe: 'strong hash algorithm' })
+          .option('hash', { type: 'string', choices: ['blake3', 'sha256', 'blake2b'], default: 'blake3', describe: 'strong hash algorithm (keyed BLAKE3, or SHA-256/BLAKE2b with the seed in front)' })
           .option('strong-len', { type: 'number', default: 16, describe: 'bytes of strong hash kept per block (8..32)' })
           .option('format', FORMAT_OPTION)
           .option('sig-type', {
