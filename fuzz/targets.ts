@@ -15,6 +15,7 @@ import { MAX_FRAME, MAX_LITERAL, MIN_BLOCK_SIZE } from '../src/core/limits.js';
 import type { ImageHashSpec } from '../src/core/imagehash.js';
 import type { DeltaOp } from '../src/core/ops.js';
 import { DeltaMatcher } from '../src/core/matcher.js';
+import { adler32OfZeros } from '../src/core/rolling.js';
 import { StrongHasher, strongAlgFromId } from '../src/core/strong.js';
 import { FRAME_HEADER_LEN, FrameDecoder } from '../src/bytes/frame.js';
 import { SignatureFileDecoder, type LoadedSignature } from '../src/format/sigfile.js';
@@ -199,7 +200,8 @@ function loadSig(parts: readonly Uint8Array[]): SigResult {
  * SignatureFileDecoder. The file is read whole and in pieces (whether it is
  * accepted must not depend on where the bytes were cut). A signature that loads is then used
  * by the matcher on an image derived from the input: every copy it emits must
- * be block-aligned, inside the image, and verified against the strong hash.
+ * be inside the image and verified against the strong hash (whole blocks), or
+ * be zeros taken from a block the signature says is zero (part of a block).
  */
 export function fuzzSigFile(data: Uint8Array): Outcome {
   const whole = loadSig([data]);
@@ -231,17 +233,27 @@ function checkMatcher(loaded: LoadedSignature, data: Uint8Array): void {
       pos += op.data.length;
       continue;
     }
-    if (op.length <= 0 || op.offset < 0 || op.offset % blockSize !== 0 || op.offset + op.length > imageSize) {
+    if (op.length <= 0 || op.offset < 0 || op.offset + op.length > imageSize) {
       throw new FuzzFinding(`matcher emitted copy ${op.offset}+${op.length} for a ${imageSize}-byte image in ${blockSize}-byte blocks`);
     }
     for (let done = 0; done < op.length; ) {
-      const i = (op.offset + done) / blockSize;
+      const at = op.offset + done;
+      const i = Math.floor(at / blockSize);
       const len = sig.blockLength(i);
-      const seg = target.subarray(pos + done, pos + done + len);
-      if (seg.length !== len || !sig.strongEquals(i, hasher.hash(seg, 0, seg.length))) {
-        throw new FuzzFinding(`matcher copied block ${i} where the image does not match it`);
+      const end = Math.min(i * blockSize + len, op.offset + op.length);
+      const seg = target.subarray(pos + done, pos + done + (end - at));
+      if (at === i * blockSize && end === at + len) {
+        if (seg.length !== len || !sig.strongEquals(i, hasher.hash(seg, 0, seg.length))) {
+          throw new FuzzFinding(`matcher copied block ${i} where the image does not match it`);
+        }
+      } else {
+        // Part of a block: only zeros, taken from a block the signature says is zero.
+        const zero = sig.weak[i] === adler32OfZeros(len) && sig.strongEquals(i, hasher.hash(new Uint8Array(len), 0, len));
+        if (!zero || seg.length !== end - at || seg.some((b) => b !== 0)) {
+          throw new FuzzFinding(`matcher copied part of block ${i} (${at}+${end - at}) that is not zeros on both sides`);
+        }
       }
-      done += len;
+      done += end - at;
     }
     pos += op.length;
   }

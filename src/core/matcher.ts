@@ -94,17 +94,21 @@ export class DeltaMatcher {
    * Skip `length` bytes of input that are known to match the signature block
    * for block at their aligned positions (e.g. from precomputed digests),
    * emitting copies without the bytes. Only possible when the scan stands at
-   * an aligned block boundary with nothing buffered; returns false (and does
+   * an aligned block boundary with nothing left unscanned; returns false (and does
    * nothing) otherwise, and the caller pushes the bytes instead.
    */
   skipAligned(length: number): boolean {
     const bs = this.bs;
     const abs = this.bufPos + this.p;
-    if (this.ended || this.p !== this.buf.length || this.lit !== this.p || abs % bs !== 0 || length % bs !== 0 || length <= 0) return false;
+    if (this.ended || this.p !== this.buf.length || abs % bs !== 0 || length % bs !== 0 || length <= 0) return false;
     const first = abs / bs;
     const n = length / bs;
     if (first + n > this.sig.blockCount || this.sig.blockLength(first + n - 1) !== bs) return false;
     const out = this.skipped;
+    // Everything before p is decided (the scan consumed the whole buffer), so a
+    // pending literal is final.
+    this.emitLiteral(this.p, out);
+    this.onGrid = true;
     this.ops.copy(first * bs, length, out);
     this.bufPos = abs + length;
     this.buf = EMPTY;
@@ -197,60 +201,72 @@ export class DeltaMatcher {
     let p = this.p;
 
     outer: while (p + bs <= len) {
-      // 1. The block at this very offset, then the one after the last match,
-      // by strong hash alone. The aligned block goes first: when both match
-      // (runs of zeros, repeated data), a copy onto itself costs an in-place
-      // receiver nothing, while a copy from elsewhere must be read and written.
-      const abs = this.bufPos + p;
-      const al = this.alignedBlock(abs);
-      const exp = this.expected;
-      const tryExp = exp >= 0 && exp !== al && exp < sig.blockCount && sig.blockLength(exp) === bs;
+      // Resuming a roll cut short by the end of the input: keep rolling, as an
+      // uncut scan would (steps 1 and 2 only run where a roll starts, so the
+      // delta does not depend on how the input was cut).
+      const resume = this.midRoll;
+      this.midRoll = false;
       let strongAt = -1;
       let strong: Uint8Array = EMPTY;
-      const own = this.ownDigests;
-      if (al >= 0 || tryExp) {
-        // Digests of our own aligned blocks may have been computed ahead: compare, do not hash.
-        let win: Uint8Array;
-        if (own && al >= 0) win = own.subarray(al * this.ownLen, al * this.ownLen + this.ownLen);
-        else {
-          win = strong = this.alignedDigest(buf, p, abs);
-          strongAt = p;
-        }
-        const hit = al >= 0 && sig.strongEquals(al, win) ? al : tryExp && sig.strongEquals(exp, win) ? exp : -1;
-        if (hit >= 0) {
-          p = this.matched(p, hit, out);
-          continue;
-        }
-      }
-      // 2. Overwritten in place? The next aligned block decides.
-      if (al >= 0) {
-        const ahead = this.nextAlignedMatches(buf, p, abs, al + 1);
-        if (ahead === 'wait') break;
-        if (ahead) {
-          // Unless another block was moved here whole (swaps, rotations): one table lookup.
-          const w = adler32(buf, p, p + bs);
-          const f = Math.imul(w, WEAK_MIX) >>> fShift;
-          let moved = -1;
-          if ((filter[f >>> 5]! >>> (f & 31)) & 1) {
-            for (let i = head[Math.imul(w, WEAK_MIX) >>> bShift]!, tries = 0; i >= 0 && tries < MAX_WEAK_COLLISIONS; i = next[i]!, tries++) {
-              if (weakArr[i] !== w) continue;
-              if (strongAt !== p) {
-                strong = this.hasher.hash(buf, p, p + bs);
-                strongAt = p;
-              }
-              if (sig.strongEquals(i, strong)) {
-                moved = i;
-                break;
-              }
-            }
+      if (!resume) {
+        // 1. The block at this very offset, then the one after the last match,
+        // by strong hash alone. The aligned block goes first: when both match
+        // (runs of zeros, repeated data), a copy onto itself costs an in-place
+        // receiver nothing, while a copy from elsewhere must be read and written.
+        const abs = this.bufPos + p;
+        const al = this.alignedBlock(abs);
+        const exp = this.expected;
+        const tryExp = exp >= 0 && exp !== al && exp < sig.blockCount && sig.blockLength(exp) === bs;
+        const own = this.ownDigests;
+        if (al >= 0 || tryExp) {
+          // Digests of our own aligned blocks may have been computed ahead: compare, do not hash.
+          let win: Uint8Array;
+          if (own && al >= 0) win = own.subarray(al * this.ownLen, al * this.ownLen + this.ownLen);
+          else {
+            win = strong = this.alignedDigest(buf, p, abs);
+            strongAt = p;
           }
-          if (moved >= 0) {
-            p = this.matched(p, moved, out);
+          const hit = al >= 0 && sig.strongEquals(al, win) ? al : tryExp && sig.strongEquals(exp, win) ? exp : -1;
+          if (hit >= 0) {
+            p = this.matched(p, hit, out);
             continue;
           }
-          this.expected = al + 1;
-          p += bs;
-          continue;
+        }
+        // 2. Overwritten in place? The next aligned block decides.
+        if (al >= 0) {
+          // Over a zero basis block nothing shifted can hide, so even a zero block
+          // next counts as proof (a write into a zero region, the common case).
+          const zeroHere = this.isZeroBlock(al);
+          const ahead = this.nextAlignedMatches(buf, p, abs, al + 1, zeroHere);
+          if (ahead === 'wait') break;
+          if (ahead) {
+            // Unless another block was moved here whole (swaps, rotations): one table lookup.
+            const w = adler32(buf, p, p + bs);
+            const f = Math.imul(w, WEAK_MIX) >>> fShift;
+            let moved = -1;
+            if ((filter[f >>> 5]! >>> (f & 31)) & 1) {
+              for (let i = head[Math.imul(w, WEAK_MIX) >>> bShift]!, tries = 0; i >= 0 && tries < MAX_WEAK_COLLISIONS; i = next[i]!, tries++) {
+                if (weakArr[i] !== w) continue;
+                if (strongAt !== p) {
+                  strong = this.hasher.hash(buf, p, p + bs);
+                  strongAt = p;
+                }
+                if (sig.strongEquals(i, strong)) {
+                  moved = i;
+                  break;
+                }
+              }
+            }
+            if (moved >= 0) {
+              p = this.matched(p, moved, out);
+              continue;
+            }
+            // (Over a zero basis block, emitLiteral copies the zeros at its ends in place.)
+            this.expected = al + 1;
+            this.onGrid = true;
+            p += bs;
+            continue;
+          }
         }
       }
       // 3. Roll. Hot loop: locals only, no division (a table holds n*out mod M).
@@ -333,7 +349,10 @@ export class DeltaMatcher {
             }
           }
         }
-        if (p + bs >= len) break outer;
+        if (p + bs >= len) {
+          this.midRoll = true;
+          break outer;
+        }
         if (p - this.lit >= this.maxLiteral) {
           this.p = p;
           this.emitLiteral(p, out);
@@ -364,19 +383,24 @@ export class DeltaMatcher {
    * (aligned, absolute `abs`)? 'wait' when that window is not in the buffer
    * yet and more input may come; false when there is no such block.
    */
-  private nextAlignedMatches(buf: Uint8Array, p: number, abs: number, next: number): boolean | 'wait' {
+  private nextAlignedMatches(buf: Uint8Array, p: number, abs: number, next: number, zeroOk: boolean): boolean | 'wait' {
     const bs = this.bs;
     const sig = this.sig;
     if (next >= sig.blockCount || sig.blockLength(next) !== bs) return false;
     // A zero block matches zeros at any offset, so it says nothing about alignment.
-    if (sig.weak[next] === this.zeroWeak) return false;
-    if (p + 2 * bs > buf.length) return this.final ? false : 'wait';
+    if (!zeroOk && sig.weak[next] === this.zeroWeak) return false;
+    // Our own digests answer without the bytes; otherwise hash them when they are here.
     const own = this.ownDigests;
     if (own) return sig.strongEquals(next, own.subarray(next * this.ownLen, next * this.ownLen + this.ownLen));
+    if (p + 2 * bs > buf.length) return this.final ? false : 'wait';
     return sig.strongEquals(next, this.alignedDigest(buf, p + bs, abs + bs));
   }
 
   private zeroDigest: Uint8Array | null = null;
+  /** The last match was a block onto itself (the scan is on the block grid, not shifted). */
+  private onGrid = true;
+  /** The scan stopped in the middle of a roll for want of input. */
+  private midRoll = false;
 
   /** Is signature block i a full block of zeros? */
   private isZeroBlock(i: number): boolean {
@@ -398,18 +422,22 @@ export class DeltaMatcher {
     const bs = this.bs;
     const abs = this.bufPos + p;
     const k = Math.floor(abs / bs);
-    if (abs % bs !== 0 && this.isZeroBlock(i) && k < this.sig.blockCount && this.sig.blockLength(k) === bs && this.isZeroBlock(k)) {
-      // Zeros found off the block grid (after a write into a zero region), over
-      // a basis block that is zero too: copy the zeros in place up to the next
-      // block boundary and get back onto the grid, where the following zero
-      // blocks match in place. Copying block i instead would keep every later
-      // copy off the grid, and an in-place receiver reads each of those.
+    if (this.onGrid && abs % bs !== 0 && this.isZeroBlock(i) && this.isZeroBlock(k)) {
+      // Zeros found off the block grid right after a change made on it (a
+      // write into a zero region), over a basis block that is zero too: copy
+      // the zeros in place up to the next block boundary and get back onto the
+      // grid, where the following zero blocks match in place. Copying block i
+      // instead would keep every later copy off the grid, and an in-place
+      // receiver reads each of those. After a shift (the scan already off the
+      // grid) the zeros keep the shifted alignment, which the data after them
+      // shares.
       const len = (k + 1) * bs - abs;
       this.ops.copy(abs, len, out);
       this.expected = k + 1;
       this.lit = p + len;
       return p + len;
     }
+    this.onGrid = abs % bs === 0 && i === abs / bs;
     this.ops.copy(i * bs, bs, out);
     this.expected = i + 1;
     const np = p + this.bs;
@@ -420,11 +448,35 @@ export class DeltaMatcher {
   private emitLiteral(upTo: number, out: DeltaOp[]): void {
     let s = this.lit;
     if (upTo <= s) return;
-    while (s < upTo) {
-      const e = Math.min(upTo, s + this.maxLiteral);
-      this.ops.literal(this.buf.subarray(s, e), out);
-      s = e;
+    // Zeros at either end of a literal that lie over a zero basis block are
+    // the receiver's own bytes (writes into zero regions, zeros cut off the
+    // grid by a shift): copy them in place instead of sending them.
+    const buf = this.buf;
+    const bs = this.bs;
+    let e = upTo;
+    if (buf[s] === 0) {
+      const k = Math.floor((this.bufPos + s) / bs);
+      if (this.isZeroBlock(k)) {
+        const limit = Math.min(upTo, (k + 1) * bs - this.bufPos);
+        let z = s;
+        while (z < limit && buf[z] === 0) z++;
+        this.ops.copy(this.bufPos + s, z - s, out);
+        s = z;
+      }
     }
+    if (e > s && buf[e - 1] === 0) {
+      const k = Math.floor((this.bufPos + e - 1) / bs);
+      if (this.isZeroBlock(k)) {
+        const limit = Math.max(s, k * bs - this.bufPos);
+        while (e > limit && buf[e - 1] === 0) e--;
+      }
+    }
+    while (s < e) {
+      const end = Math.min(e, s + this.maxLiteral);
+      this.ops.literal(buf.subarray(s, end), out);
+      s = end;
+    }
+    if (e < upTo) this.ops.copy(this.bufPos + e, upTo - e, out);
     this.lit = upTo;
   }
 

@@ -7,6 +7,9 @@
 import { randomBytes } from 'node:crypto';
 import { BasisMismatchError, SyncError, isSyncError } from '../core/errors.js';
 import { IO_CHUNK, SEED_LEN, SIG_CHUNK_BLOCKS } from '../core/limits.js';
+
+/** Bytes the delta sender keeps in flight reading ahead of its scan. */
+const READ_AHEAD_BYTES = 16 * 1024 * 1024;
 import { DeltaMatcher } from '../core/matcher.js';
 import type { DeltaOp, DeltaStats } from '../core/ops.js';
 import { Signature, SignatureGenerator, blockCountFor, makeSignatureParams, type SignatureChunk, type SignatureParams } from '../core/signature.js';
@@ -288,42 +291,73 @@ export async function sendDelta(conn: Connection, rs: ReceivedSignature, img: Im
   const bs = sp.blockSize;
   const sl = sp.strongLen;
   const chunk = Math.max(bs, Math.floor(IO_CHUNK / bs) * bs);
-  // A chunk whose every block equals the receiver's block at the same offset
-  // (known from the digests compared in the prepass) is not read again.
-  const allAligned = (pos: number, n: number): boolean => {
-    if (n % bs !== 0) return false;
-    for (let i = pos / bs; i < (pos + n) / bs; i++) {
-      if (i >= sig.blockCount || !sig.strongEquals(i, own.subarray(i * sl, i * sl + sl))) return false;
-    }
-    return true;
-  };
+  // Blocks equal to the receiver's block at the same offset (known from the
+  // digests compared in the prepass) are never read again: only the ranges
+  // around changed blocks are, so a scattered change costs reads of the
+  // changed blocks, not of the image.
+  const inPlace = (i: number): boolean => i < sig.blockCount && sig.blockLength(i) === bs && sig.strongEquals(i, own.subarray(i * sl, i * sl + sl));
   const send = async (list: DeltaOp[]): Promise<void> => {
     for (const op of list) {
       await conn.send(opMessage(op, compress));
       ops++;
     }
   };
-  let next: Promise<Buffer> | null = null;
-  for (let pos = 0; pos < img.size; pos += chunk) {
-    const n = Math.min(chunk, img.size - pos);
-    let data: Buffer | null = null;
-    if (next) {
-      data = await next;
-      next = null;
-    } else if (!(allAligned(pos, n) && matcher.skipAligned(n))) {
-      data = await readExact(img, pos, n);
+  /** Where the read that starts at `pos` ends: the next in-place block, at least one block on, at most one chunk. */
+  const readEnd = (pos: number): number => {
+    let e = Math.min(img.size, pos + bs);
+    while (e < img.size && e - pos < chunk && !(e % bs === 0 && e + bs <= img.size && inPlace(e / bs))) e = Math.min(img.size, e + bs);
+    return e;
+  };
+  // Ranges to read are known ahead (where the changed blocks are), so several
+  // reads stay in flight: one at a time, their latency would be the bottleneck.
+  const ahead: { pos: number; end: number; data: Promise<Buffer> }[] = [];
+  let aheadBytes = 0;
+  let planPos = 0;
+  const fill = (): void => {
+    while (planPos < img.size && aheadBytes < READ_AHEAD_BYTES) {
+      let p = planPos;
+      while (p % bs === 0 && p + bs <= img.size && inPlace(p / bs)) p += bs;
+      if (p >= img.size) {
+        planPos = p;
+        break;
+      }
+      const e = readEnd(p);
+      const data = readExact(img, p, e - p);
+      data.catch(() => undefined); // awaited when its turn comes, or dropped
+      ahead.push({ pos: p, end: e, data });
+      aheadBytes += e - p;
+      planPos = e;
     }
-    if (data) {
-      // Read ahead while this chunk is scanned, unless the next one will be skipped.
-      const np = pos + n;
-      if (np < img.size && !allAligned(np, Math.min(chunk, img.size - np))) next = readExact(img, np, Math.min(chunk, img.size - np));
+  };
+  for (let pos = 0; pos < img.size; ) {
+    let run = 0;
+    if (pos % bs === 0) while (run < chunk && pos + run + bs <= img.size && inPlace((pos + run) / bs)) run += bs;
+    if (run > 0 && matcher.skipAligned(run)) {
+      await send(matcher.takeSkipped());
+      pos += run;
+    } else {
+      // The matcher could not skip (it holds part of a window): feed it the bytes.
+      const end = run > 0 ? pos + bs : readEnd(pos);
+      while (ahead.length > 0 && ahead[0]!.end <= pos) {
+        const stale = ahead.shift()!;
+        aheadBytes -= stale.end - stale.pos;
+      }
+      fill();
+      let data: Buffer;
+      const first = ahead[0];
+      if (first && first.pos === pos && first.end === end) {
+        ahead.shift();
+        aheadBytes -= end - pos;
+        data = await first.data;
+      } else data = await readExact(img, pos, end - pos);
+      fill();
       await send(matcher.push(data));
+      await send(matcher.takeSkipped());
+      pos = end;
     }
-    await send(matcher.takeSkipped());
-    done += n;
+    done = pos;
     onProgress?.({ phase: 'delta', done, total: img.size, matched: matcher.stats.matchedBytes, literal: matcher.stats.literalBytes });
   }
-  next?.catch(() => undefined);
   for (const op of matcher.end()) {
     await conn.send(opMessage(op, compress));
     ops++;
