@@ -3,6 +3,7 @@
  * chunks with one read in flight ahead of the consumer so disk and CPU overlap.
  */
 import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { readSync } from 'node:fs';
 import { SyncError } from '../core/errors.js';
 import { IO_CHUNK } from '../core/limits.js';
 import { ioError } from './errors.js';
@@ -114,6 +115,31 @@ export async function readExact(img: ImageHandle, position: number, length: numb
     let n: number;
     try {
       n = (await img.fh.read(buf, off, length - off, position + off)).bytesRead;
+    } catch (e) {
+      throw ioError(e, 'read', img.path);
+    }
+    if (n === 0) {
+      throw new SyncError('ERR_IO', `${img.path} ended at ${position + off} bytes while ${img.size} were expected (was it truncated while in use?)`, {
+        path: img.path,
+      });
+    }
+    off += n;
+  }
+  return buf;
+}
+
+/**
+ * readExact, synchronously. For the small scattered reads of a delta scan:
+ * an async read costs about 30 us of the main thread in promise and thread
+ * pool overhead, several times what copying 32 KiB from the page cache does.
+ */
+export function readExactSync(img: ImageHandle, position: number, length: number): Buffer {
+  const buf = Buffer.allocUnsafe(length);
+  let off = 0;
+  while (off < length) {
+    let n: number;
+    try {
+      n = readSync(img.fh.fd, buf, off, length - off, position + off);
     } catch (e) {
       throw ioError(e, 'read', img.path);
     }

@@ -16,6 +16,7 @@ import { IO_CHUNK } from '../core/limits.js';
 import type { DeltaOp } from '../core/ops.js';
 import { PatchPlanner } from '../core/patch.js';
 import { imageHashBuilder, type ImageHashBuilder, type ImageHashSpec } from '../core/imagehash.js';
+import { StrongHasher } from '../core/strong.js';
 import { ioError } from './errors.js';
 import { openImage, readExact, type ImageHandle } from './image.js';
 import { Journal, readJournal, removeJournal, type JournalMeta, type JournalState } from './journal.js';
@@ -52,6 +53,10 @@ export class InPlacePatcher {
   /** Current length of the image file (grows as output passes the old end). */
   private fileSize: number;
   private basisDigests: Uint8Array | null = null;
+  private readonly spec: ImageHashSpec;
+  private readonly originalSize: number;
+  /** Full digest of a zero block and the zeros themselves, made on first use. */
+  private zeroBlock: { digest: Buffer; bytes: Uint8Array } | null = null;
 
   /** Bytes of pending writes that trigger a journaled flush (small in tests to force hazards). */
   batchBytes = BATCH;
@@ -69,6 +74,8 @@ export class InPlacePatcher {
     this.planner = new PatchPlanner({ basisSize: originalSize, maxOutput: targetSize });
     this.hash = imageHashBuilder(targetSize, spec);
     this.fileSize = img.size;
+    this.spec = spec;
+    this.originalSize = originalSize;
   }
 
   /** Start a new journaled in-place patch of `img` (opened r+). */
@@ -140,12 +147,14 @@ export class InPlacePatcher {
       let pos = w.dst;
       const head = Math.min(end, Math.ceil(pos / bs) * bs);
       if (head > pos) {
-        await this.hashImageRange(pos, head - pos);
+        await this.hashInPlace(pos, head - pos, d);
         pos = head;
       }
-      const whole = end === this.hash.size ? end : Math.floor(end / bs) * bs;
+      // A short last block counts as known only where the basis ends there too
+      // (its digest covers the basis's block, which may be longer).
+      const whole = end === this.hash.size && end === this.originalSize ? end : Math.floor(end / bs) * bs;
       if (whole > pos && this.hash.skipKnown(pos, whole - pos, (i) => d.subarray(i * 32, i * 32 + 32))) pos = whole;
-      if (end > pos) await this.hashImageRange(pos, end - pos);
+      if (end > pos) await this.hashInPlace(pos, end - pos, d);
       this.frontier = end;
       return;
     }
@@ -214,6 +223,28 @@ export class InPlacePatcher {
     await this.journal.close();
     const st = await readJournal(this.journal.path);
     if (st) await rollbackAll(this.img, this.journal.path, st);
+  }
+
+  /**
+   * Hash part of one block that is still in place: where the signature pass
+   * found the whole block zero, the part is zeros (the image was checked
+   * unchanged since), so nothing is read. Writes into zero regions leave
+   * many such parts beside their literals.
+   */
+  private async hashInPlace(start: number, length: number, d: Uint8Array): Promise<void> {
+    const bs = this.hash.blockSize;
+    const k = Math.floor(start / bs);
+    if ((k + 1) * bs <= this.originalSize && Math.floor((start + length - 1) / bs) === k) {
+      this.zeroBlock ??= (() => {
+        const bytes = new Uint8Array(bs);
+        return { bytes, digest: new StrongHasher(this.spec.strongAlg, this.spec.seed, 16).hash(bytes, 0, bs) };
+      })();
+      if (this.zeroBlock.digest.equals(d.subarray(k * 32, k * 32 + 32))) {
+        this.hash.update(this.zeroBlock.bytes.subarray(0, length));
+        return;
+      }
+    }
+    await this.hashImageRange(start, length);
   }
 
   private async hashImageRange(start: number, length: number): Promise<void> {

@@ -8,8 +8,6 @@ import { randomBytes } from 'node:crypto';
 import { BasisMismatchError, SyncError, isSyncError } from '../core/errors.js';
 import { IO_CHUNK, SEED_LEN, SIG_CHUNK_BLOCKS } from '../core/limits.js';
 
-/** Bytes the delta sender keeps in flight reading ahead of its scan. */
-const READ_AHEAD_BYTES = 16 * 1024 * 1024;
 import { DeltaMatcher } from '../core/matcher.js';
 import type { DeltaOp, DeltaStats } from '../core/ops.js';
 import { Signature, SignatureGenerator, blockCountFor, makeSignatureParams, type SignatureChunk, type SignatureParams } from '../core/signature.js';
@@ -20,7 +18,7 @@ import { MAX_REGION_BLOCKS, REGION_CHUNK, REGION_HASH_LEN } from '../../protocol
 import { REGION_LABEL, imageHashBuilder, regionHash, type ImageHashSpec } from '../core/imagehash.js';
 import { chunkFromMessage, paramsFromHeader, sigBlocksMessage, sigHeaderMessage } from '../format/sigfile.js';
 import { headerFromMessage, literalFromZ, opMessage } from '../format/deltafile.js';
-import { readChunks, readExact, type ImageHandle } from '../io/image.js';
+import { readChunks, readExactSync, type ImageHandle } from '../io/image.js';
 import { trace } from '../trace.js';
 import { ImageWriter } from '../io/output.js';
 import { StreamPatcher, checkBasisSize } from '../io/patcher.js';
@@ -308,27 +306,6 @@ export async function sendDelta(conn: Connection, rs: ReceivedSignature, img: Im
     while (e < img.size && e - pos < chunk && !(e % bs === 0 && e + bs <= img.size && inPlace(e / bs))) e = Math.min(img.size, e + bs);
     return e;
   };
-  // Ranges to read are known ahead (where the changed blocks are), so several
-  // reads stay in flight: one at a time, their latency would be the bottleneck.
-  const ahead: { pos: number; end: number; data: Promise<Buffer> }[] = [];
-  let aheadBytes = 0;
-  let planPos = 0;
-  const fill = (): void => {
-    while (planPos < img.size && aheadBytes < READ_AHEAD_BYTES) {
-      let p = planPos;
-      while (p % bs === 0 && p + bs <= img.size && inPlace(p / bs)) p += bs;
-      if (p >= img.size) {
-        planPos = p;
-        break;
-      }
-      const e = readEnd(p);
-      const data = readExact(img, p, e - p);
-      data.catch(() => undefined); // awaited when its turn comes, or dropped
-      ahead.push({ pos: p, end: e, data });
-      aheadBytes += e - p;
-      planPos = e;
-    }
-  };
   for (let pos = 0; pos < img.size; ) {
     let run = 0;
     if (pos % bs === 0) while (run < chunk && pos + run + bs <= img.size && inPlace((pos + run) / bs)) run += bs;
@@ -337,20 +314,11 @@ export async function sendDelta(conn: Connection, rs: ReceivedSignature, img: Im
       pos += run;
     } else {
       // The matcher could not skip (it holds part of a window): feed it the bytes.
+      // Reads here are many and small (the ranges around changed blocks) and
+      // mostly from the page cache the prepass just filled: synchronous ones
+      // cost a fraction of async ones.
       const end = run > 0 ? pos + bs : readEnd(pos);
-      while (ahead.length > 0 && ahead[0]!.end <= pos) {
-        const stale = ahead.shift()!;
-        aheadBytes -= stale.end - stale.pos;
-      }
-      fill();
-      let data: Buffer;
-      const first = ahead[0];
-      if (first && first.pos === pos && first.end === end) {
-        ahead.shift();
-        aheadBytes -= end - pos;
-        data = await first.data;
-      } else data = await readExact(img, pos, end - pos);
-      fill();
+      const data = readExactSync(img, pos, end - pos);
       await send(matcher.push(data));
       await send(matcher.takeSkipped());
       pos = end;

@@ -160,3 +160,38 @@ describe('untouched blocks verified from the signature pass digests', () => {
     }
   });
 });
+
+describe('in-place copies verified from digests, with zeros and size changes', () => {
+  // Data and zero blocks, then random edits that shift, grow and shrink the
+  // image: zeros realigned and trimmed by the scan become in-place copies of
+  // parts of blocks, some ending at a short last block of the target.
+  test.each([0, 1, 2, 3, 4, 5, 6, 7])('seed %i: the result is the target and verifies', async (seed) => {
+    const { SignatureGenerator, makeSignatureParams } = await import('../../src/core/signature.js');
+    const bs = SPEC.blockSize;
+    let x = seed + 1;
+    const rnd = (): number => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0) / 2 ** 32);
+    const blocks = Array.from({ length: 60 }, (_, k) => (rnd() < 0.5 ? Buffer.alloc(bs) : Buffer.from(Array.from({ length: bs }, (_, i) => (k * 31 + i * 7 + seed) & 255 || 1))));
+    for (let k = 54; k < 60; k++) blocks[k] = Buffer.alloc(bs); // a zero tail
+    const basis = Buffer.concat(blocks);
+    const edits = Array.from({ length: 4 }, () => ({ at: Math.floor(rnd() * basis.length), del: Math.floor(rnd() * 100), ins: Buffer.alloc(Math.floor(rnd() * 100), 0xcd) }));
+    let target = Buffer.from(basis);
+    for (const e of edits) target = Buffer.concat([target.subarray(0, Math.min(e.at, target.length)), e.ins, target.subarray(Math.min(target.length, e.at + e.del))]);
+    // Shorter than the basis by a part of a block, ending on the zero tail: the
+    // target's last block is short where the basis's is a full zero block.
+    target = target.subarray(0, basis.length - 47 - ((basis.length - 47) % bs === 0 ? 1 : 0));
+    target = Buffer.concat([target.subarray(0, target.length - 6 * bs), Buffer.alloc(6 * bs)]);
+    const gen = new SignatureGenerator(makeSignatureParams(basis.length, SPEC.seed, { blockSize: bs, strongAlg: SPEC.strongAlg }), { keepFullDigests: true });
+    gen.push(basis);
+    gen.end();
+    const ops = diff(signatureOf(basis, { blockSize: bs, seed: SPEC.seed }), target);
+    const path = join(dir, `zeros-${seed}.img`);
+    await writeFile(path, basis);
+    const img = await openImage(path, 'r+');
+    const p = await InPlacePatcher.start(img, journalPathFor(path), { id: 'z', targetSize: target.length }, SPEC);
+    p.useBasisDigests(gen.fullDigests!);
+    for (const op of ops) await p.apply(op);
+    await p.finish(target.length, sha(target));
+    await img.fh.close();
+    expect((await readFile(path)).equals(target)).toBe(true);
+  });
+});
