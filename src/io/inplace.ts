@@ -18,7 +18,7 @@ import { PatchPlanner } from '../core/patch.js';
 import { imageHashBuilder, type ImageHashBuilder, type ImageHashSpec } from '../core/imagehash.js';
 import { StrongHasher } from '../core/strong.js';
 import { ioError } from './errors.js';
-import { openImage, readExact, type ImageHandle } from './image.js';
+import { openImage, readExact, readExactSync, type ImageHandle } from './image.js';
 import { Journal, readJournal, removeJournal, type JournalMeta, type JournalState } from './journal.js';
 
 const BATCH = 8 * 1024 * 1024;
@@ -60,6 +60,8 @@ export class InPlacePatcher {
 
   /** Bytes of pending writes that trigger a journaled flush (small in tests to force hazards). */
   batchBytes = BATCH;
+  /** Flush while more ops arrive (off in tests that need each flush done before the next read). */
+  backgroundFlush = true;
 
   private constructor(
     private readonly img: ImageHandle,
@@ -158,8 +160,9 @@ export class InPlacePatcher {
       this.frontier = end;
       return;
     }
-    // Reads below must see the image and journal with no flush half done.
-    await this.settle();
+    // No need to wait for a background flush: it journals old bytes and adds
+    // them to the extent map before it writes the image, so a read sees the
+    // original bytes either in the image (not yet written) or in the journal.
     for (let done = skip; done < w.length; ) {
       const n = Math.min(IO_CHUNK, w.length - done);
       const src = w.src + done;
@@ -255,22 +258,26 @@ export class InPlacePatcher {
     }
   }
 
-  /** Read [src, src+n) of the ORIGINAL image: overwritten parts come from the journal. */
+  /**
+   * Read [src, src+n) of the ORIGINAL image: overwritten parts come from the
+   * journal. The image parts are read synchronously, right when the extent map
+   * is consulted: a background flush adds ranges to the map before it writes
+   * them, so nothing it writes can land between the lookup and the read.
+   * Journal bytes never change once written, so those reads may wait.
+   */
   private async readOriginal(src: number, n: number): Promise<{ data: Buffer; fromJournal: boolean }> {
-    if (this.extents.count === 0 || src >= this.extents.end) return { data: await readExact(this.img, src, n), fromJournal: false };
+    if (this.extents.count === 0 || src >= this.extents.end) return { data: readExactSync(this.img, src, n), fromJournal: false };
     const segs = this.extents.resolve(src, n);
-    if (segs.length === 1 && segs[0]!.from === 'image') return { data: await readExact(this.img, src, n), fromJournal: false };
-    const parts: Buffer[] = [];
+    const parts: (Buffer | { at: number; length: number })[] = segs.map((s) => (s.from === 'image' ? readExactSync(this.img, s.at, s.length) : { at: s.at, length: s.length }));
     let fromJournal = false;
-    for (const s of segs) {
-      if (s.from === 'image') parts.push(await readExact(this.img, s.at, s.length));
-      else {
-        parts.push(await this.journal.readSaved(s.at, s.length));
-        this.io.bytesFromJournal += s.length;
-        fromJournal = true;
-      }
+    for (let k = 0; k < parts.length; k++) {
+      const p = parts[k]!;
+      if (Buffer.isBuffer(p)) continue;
+      parts[k] = await this.journal.readSaved(p.at, p.length);
+      this.io.bytesFromJournal += p.length;
+      fromJournal = true;
     }
-    return { data: Buffer.concat(parts), fromJournal };
+    return { data: parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts as Buffer[]), fromJournal };
   }
 
   private async queue(dst: number, data: Uint8Array): Promise<void> {
@@ -278,6 +285,7 @@ export class InPlacePatcher {
     this.pendingBytes += data.length;
     this.frontier = dst + data.length;
     if (this.pendingBytes >= this.batchBytes) {
+      if (!this.backgroundFlush) return this.flush();
       // One flush at a time; it runs while the next batch arrives.
       await this.settle();
       const f = this.flushNow();
