@@ -436,7 +436,7 @@ export function renderMarkdown(r: BenchReport, whereTimeGoes: string = WHERE_TIM
       '(BLAKE2 strong sums at full length, RabinKarp rolling sum).',
     '- File mode, per run: `resync signature`, `resync delta`, `resync patch BASIS DELTA OUT`, and `rdiff signature`, `rdiff delta`, `rdiff patch`. ' +
       'Delta and signature sizes are the sizes of the files written.',
-    '- Over TCP, per run: the receiving copy is reset to the basis with `cp --sparse=always`, a fresh server is started ' +
+    '- Over TCP, per run: the receiving copy is reset to the basis with `cp --sparse=always` followed by `sync` (so neither tool pays for writing the fresh copy back: an fsync by the receiver would flush all of it), a fresh server is started ' +
       '(`resync serve --listen 127.0.0.1:0 --volume NAME=PATH:rw --secret-file F`, or `rsync --daemon --no-detach --port P --config rsyncd.conf` ' +
       'with `use chroot = no` and one writable module), and the client is timed: `resync push TARGET 127.0.0.1:PORT/NAME --secret-file F --block-size B`, or ' +
       '`rsync --no-whole-file --inplace --stats --ignore-times -B B TARGET rsync://127.0.0.1:P/vol/NAME` (`--no-whole-file` so rsync uses its delta ' +
