@@ -107,23 +107,33 @@ export async function assertUnchanged(img: ImageHandle, before: ImageStamp): Pro
   }
 }
 
-/** Read exactly `length` bytes at `position` into a fresh buffer; a short file is an error. */
+/** The bytes one read call returned, checked: errors and an early end of file become typed errors. */
+function checkedRead(img: ImageHandle, at: number, read: () => number): number {
+  let n: number;
+  try {
+    n = read();
+  } catch (e) {
+    throw ioError(e, 'read', img.path);
+  }
+  if (n === 0) {
+    throw new SyncError('ERR_IO', `${img.path} ended at ${at} bytes while ${img.size} were expected (was it truncated while in use?)`, {
+      path: img.path,
+    });
+  }
+  return n;
+}
+
+/** Read exactly `length` bytes at `position` into a fresh buffer (or `into`); a short file is an error. */
 export async function readExact(img: ImageHandle, position: number, length: number, into?: Buffer): Promise<Buffer> {
   const buf = into ? into.subarray(0, length) : Buffer.allocUnsafe(length);
-  let off = 0;
-  while (off < length) {
-    let n: number;
+  for (let off = 0; off < length; ) {
+    let got: number;
     try {
-      n = (await img.fh.read(buf, off, length - off, position + off)).bytesRead;
+      got = (await img.fh.read(buf, off, length - off, position + off)).bytesRead;
     } catch (e) {
       throw ioError(e, 'read', img.path);
     }
-    if (n === 0) {
-      throw new SyncError('ERR_IO', `${img.path} ended at ${position + off} bytes while ${img.size} were expected (was it truncated while in use?)`, {
-        path: img.path,
-      });
-    }
-    off += n;
+    off += checkedRead(img, position + off, () => got);
   }
   return buf;
 }
@@ -135,21 +145,7 @@ export async function readExact(img: ImageHandle, position: number, length: numb
  */
 export function readExactSync(img: ImageHandle, position: number, length: number): Buffer {
   const buf = Buffer.allocUnsafe(length);
-  let off = 0;
-  while (off < length) {
-    let n: number;
-    try {
-      n = readSync(img.fh.fd, buf, off, length - off, position + off);
-    } catch (e) {
-      throw ioError(e, 'read', img.path);
-    }
-    if (n === 0) {
-      throw new SyncError('ERR_IO', `${img.path} ended at ${position + off} bytes while ${img.size} were expected (was it truncated while in use?)`, {
-        path: img.path,
-      });
-    }
-    off += n;
-  }
+  for (let off = 0; off < length; ) off += checkedRead(img, position + off, () => readSync(img.fh.fd, buf, off, length - off, position + off));
   return buf;
 }
 
