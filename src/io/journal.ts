@@ -11,7 +11,7 @@
  * followed by the data. A torn or corrupt record ends the journal: it was
  * never followed by the image write it protects.
  */
-import { open, readFile, unlink, type FileHandle } from 'node:fs/promises';
+import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
 import { dirname, join, resolve } from 'node:path';
 import { mkdirSync } from 'node:fs';
@@ -26,6 +26,10 @@ export const JOURNAL_MAGIC = 0x52534a4e;
 /** Journal format version. */
 export const JOURNAL_VERSION = 1;
 const HDR = 24;
+/** Largest Meta record accepted (it is a small JSON object). */
+const MAX_META = 64 * 1024;
+/** Bytes of a record read at a time to check its CRC. */
+const CRC_CHUNK = 4 * 1024 * 1024;
 
 const enum Rec {
   Meta = 1,
@@ -228,52 +232,86 @@ export class Journal {
 
 /** Read a journal; stops at the first torn or corrupt record. Null if there is none. */
 export async function readJournal(path: string): Promise<JournalState | null> {
-  let raw: Buffer;
+  let fh: FileHandle;
   try {
-    raw = await readFile(path);
+    fh = await open(path, 'r');
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw ioError(e, 'read journal', path);
   }
-  // A journal torn before its header record was durable protects nothing: no
-  // image write happens until the header is fsynced. Such a file is removed.
-  const preamble = encodePreamble(JOURNAL_MAGIC, JOURNAL_VERSION);
-  if (raw.length < PREAMBLE_LEN) {
-    if (preamble.subarray(0, raw.length).equals(raw)) {
-      await removeJournal(path);
-      return null;
+  // Streamed record by record: a journal holds the old bytes of everything a
+  // patch overwrote (up to the image's size), so it is never read whole.
+  let size: number;
+  const read = async (at: number, n: number): Promise<Buffer> => {
+    const b = Buffer.allocUnsafe(n);
+    let off = 0;
+    while (off < n) {
+      const { bytesRead } = await fh.read(b, off, n - off, at + off);
+      if (bytesRead === 0) break;
+      off += bytesRead;
     }
-    throw new SyncError('ERR_JOURNAL', `${path} is not a resync journal`);
-  }
-  checkPreamble(raw, JOURNAL_MAGIC, JOURNAL_VERSION, 'journal');
-  let p = PREAMBLE_LEN;
+    return b.subarray(0, off);
+  };
   let meta: JournalMeta | null = null;
   const undos: UndoRecord[] = [];
   let checkpoint = 0;
   let checkpointEnd = -1;
   let committed: number | null = null;
   let tail: UndoRecord[] = [];
-  while (p + HDR <= raw.length) {
-    const type = raw[p]!;
-    const len = raw.readUInt32BE(p + 4);
-    const offset = raw.readUInt32BE(p + 8) * 0x1_0000_0000 + raw.readUInt32BE(p + 12);
-    if (p + HDR + len > raw.length) break;
-    const data = raw.subarray(p + HDR, p + HDR + len);
-    if (crc32(data, crc32(raw.subarray(p, p + 16))) !== raw.readUInt32BE(p + 16)) break;
-    if (type === Rec.Meta) meta = JSON.parse(data.toString('utf8')) as JournalMeta;
-    else if (type === Rec.Undo) {
-      const u = { offset, length: len, dataAt: p + HDR };
-      undos.push(u);
-      tail.push(u);
-    } else if (type === Rec.Checkpoint) {
-      checkpoint = offset;
-      checkpointEnd = p + HDR;
-      tail = [];
-    } else if (type === Rec.Commit) committed = offset;
-    else break;
-    p += HDR + len;
-    if (type === Rec.Meta && checkpointEnd < 0) checkpointEnd = p;
+  try {
+    size = (await fh.stat()).size;
+    // A journal torn before its header record was durable protects nothing: no
+    // image write happens until the header is fsynced. Such a file is removed.
+    const preamble = encodePreamble(JOURNAL_MAGIC, JOURNAL_VERSION);
+    const head = await read(0, Math.min(size, PREAMBLE_LEN));
+    if (size < PREAMBLE_LEN) {
+      if (preamble.subarray(0, head.length).equals(head)) {
+        await fh.close();
+        await removeJournal(path);
+        return null;
+      }
+      throw new SyncError('ERR_JOURNAL', `${path} is not a resync journal`);
+    }
+    checkPreamble(head, JOURNAL_MAGIC, JOURNAL_VERSION, 'journal');
+    let p = PREAMBLE_LEN;
+    while (p + HDR <= size) {
+      const h = await read(p, HDR);
+      const type = h[0]!;
+      const len = h.readUInt32BE(4);
+      const offset = h.readUInt32BE(8) * 0x1_0000_0000 + h.readUInt32BE(12);
+      if (p + HDR + len > size) break;
+      // The header is small; a longer one is a corrupt length, not a header.
+      if (type === Rec.Meta && len > MAX_META) break;
+      let crc = crc32(h.subarray(0, 16));
+      let metaBytes: Buffer | null = null;
+      for (let done = 0; done < len; ) {
+        const chunk = await read(p + HDR + done, Math.min(CRC_CHUNK, len - done));
+        if (chunk.length === 0) break;
+        crc = crc32(chunk, crc);
+        if (type === Rec.Meta) metaBytes = chunk;
+        done += chunk.length;
+      }
+      if (crc !== h.readUInt32BE(16)) break;
+      if (type === Rec.Meta) meta = JSON.parse((metaBytes ?? Buffer.alloc(0)).toString('utf8')) as JournalMeta;
+      else if (type === Rec.Undo) {
+        const u = { offset, length: len, dataAt: p + HDR };
+        undos.push(u);
+        tail.push(u);
+      } else if (type === Rec.Checkpoint) {
+        checkpoint = offset;
+        checkpointEnd = p + HDR;
+        tail = [];
+      } else if (type === Rec.Commit) committed = offset;
+      else break;
+      p += HDR + len;
+      if (type === Rec.Meta && checkpointEnd < 0) checkpointEnd = p;
+    }
+  } catch (e) {
+    await fh.close().catch(() => undefined);
+    if (e instanceof SyncError) throw e;
+    throw ioError(e, 'read journal', path);
   }
+  await fh.close();
   if (!meta) {
     if (undos.length === 0 && committed === null) {
       await removeJournal(path);
