@@ -193,8 +193,6 @@ export class DeltaMatcher {
     const buf = this.buf;
     const len = buf.length;
     const head = sig.head;
-    const next = sig.next;
-    const weakArr = sig.weak;
     const filter = sig.filter;
     const fShift = sig.filterShift;
     const bShift = sig.bucketShift;
@@ -206,8 +204,6 @@ export class DeltaMatcher {
       // delta does not depend on how the input was cut).
       const resume = this.midRoll;
       this.midRoll = false;
-      let strongAt = -1;
-      let strong: Uint8Array = EMPTY;
       if (!resume) {
         // 1. The block at this very offset, then the one after the last match,
         // by strong hash alone. The aligned block goes first: when both match
@@ -220,12 +216,7 @@ export class DeltaMatcher {
         const own = this.ownDigests;
         if (al >= 0 || tryExp) {
           // Digests of our own aligned blocks may have been computed ahead: compare, do not hash.
-          let win: Uint8Array;
-          if (own && al >= 0) win = own.subarray(al * this.ownLen, al * this.ownLen + this.ownLen);
-          else {
-            win = strong = this.alignedDigest(buf, p, abs);
-            strongAt = p;
-          }
+          const win = own && al >= 0 ? own.subarray(al * this.ownLen, al * this.ownLen + this.ownLen) : this.windowDigest(buf, p);
           const hit = al >= 0 && sig.strongEquals(al, win) ? al : tryExp && sig.strongEquals(exp, win) ? exp : -1;
           if (hit >= 0) {
             p = this.matched(p, hit, out);
@@ -237,26 +228,11 @@ export class DeltaMatcher {
           // Over a zero basis block nothing shifted can hide, so even a zero block
           // next counts as proof (a write into a zero region, the common case).
           const zeroHere = this.isZeroBlock(al);
-          const ahead = this.nextAlignedMatches(buf, p, abs, al + 1, zeroHere);
+          const ahead = this.nextAlignedMatches(buf, p, al + 1, zeroHere);
           if (ahead === 'wait') break;
           if (ahead) {
             // Unless another block was moved here whole (swaps, rotations): one table lookup.
-            const w = adler32(buf, p, p + bs);
-            const f = Math.imul(w, WEAK_MIX) >>> fShift;
-            let moved = -1;
-            if ((filter[f >>> 5]! >>> (f & 31)) & 1) {
-              for (let i = head[Math.imul(w, WEAK_MIX) >>> bShift]!, tries = 0; i >= 0 && tries < MAX_WEAK_COLLISIONS; i = next[i]!, tries++) {
-                if (weakArr[i] !== w) continue;
-                if (strongAt !== p) {
-                  strong = this.hasher.hash(buf, p, p + bs);
-                  strongAt = p;
-                }
-                if (sig.strongEquals(i, strong)) {
-                  moved = i;
-                  break;
-                }
-              }
-            }
+            const moved = this.findBlock(buf, p, adler32(buf, p, p + bs));
             if (moved >= 0) {
               p = this.matched(p, moved, out);
               continue;
@@ -323,30 +299,10 @@ export class DeltaMatcher {
           }
         }
         if (i >= 0) {
-          const weak = ((b << 16) | a) >>> 0;
-          // Several blocks may hold these bytes (zeros): the one at this offset first.
-          const alHere = this.alignedBlock(this.bufPos + p);
-          if (alHere >= 0 && weakArr[alHere] === weak) {
-            if (strongAt !== p) {
-              strong = this.hasher.hash(buf, p, p + bs);
-              strongAt = p;
-            }
-            if (sig.strongEquals(alHere, strong)) {
-              p = this.matched(p, alHere, out);
-              continue outer;
-            }
-          }
-          let tries = 0;
-          for (; i >= 0 && tries < MAX_WEAK_COLLISIONS; i = next[i]!, tries++) {
-            if (weakArr[i] !== weak) continue;
-            if (strongAt !== p) {
-              strong = this.hasher.hash(buf, p, p + bs);
-              strongAt = p;
-            }
-            if (sig.strongEquals(i, strong)) {
-              p = this.matched(p, i, out);
-              continue outer;
-            }
+          const found = this.findBlock(buf, p, ((b << 16) | a) >>> 0);
+          if (found >= 0) {
+            p = this.matched(p, found, out);
+            continue outer;
           }
         }
         if (p + bs >= len) {
@@ -365,11 +321,12 @@ export class DeltaMatcher {
   }
 
   /**
-   * Digest of the window at buf[p] (absolute `abs`), hashed once even when
-   * the look-ahead or a wait for input asks again; aligned ones are recorded
-   * for the image hash.
+   * Strong digest of the window at buf[p], hashed once however many of the
+   * steps ask (the aligned check, the look-ahead, a table lookup, a wait for
+   * input); aligned ones are recorded for the image hash.
    */
-  private alignedDigest(buf: Uint8Array, p: number, abs: number): Uint8Array {
+  private windowDigest(buf: Uint8Array, p: number): Uint8Array {
+    const abs = this.bufPos + p;
     if (this.hashedAt === abs) return this.hashedDigest;
     const h = this.hasher.hash(buf, p, p + this.bs);
     if (abs % this.bs === 0) this.aligned.push([abs / this.bs, h]);
@@ -379,11 +336,11 @@ export class DeltaMatcher {
   }
 
   /**
-   * Does block `next` match the window right after the one at buf[p]
-   * (aligned, absolute `abs`)? 'wait' when that window is not in the buffer
+   * Does block `next` match the window right after the (aligned) one at
+   * buf[p]? 'wait' when that window is not in the buffer
    * yet and more input may come; false when there is no such block.
    */
-  private nextAlignedMatches(buf: Uint8Array, p: number, abs: number, next: number, zeroOk: boolean): boolean | 'wait' {
+  private nextAlignedMatches(buf: Uint8Array, p: number, next: number, zeroOk: boolean): boolean | 'wait' {
     const bs = this.bs;
     const sig = this.sig;
     if (next >= sig.blockCount || sig.blockLength(next) !== bs) return false;
@@ -393,10 +350,9 @@ export class DeltaMatcher {
     const own = this.ownDigests;
     if (own) return sig.strongEquals(next, own.subarray(next * this.ownLen, next * this.ownLen + this.ownLen));
     if (p + 2 * bs > buf.length) return this.final ? false : 'wait';
-    return sig.strongEquals(next, this.alignedDigest(buf, p + bs, abs + bs));
+    return sig.strongEquals(next, this.windowDigest(buf, p + bs));
   }
 
-  private zeroDigest: Uint8Array | null = null;
   /** The last match was a block onto itself (the scan is on the block grid, not shifted). */
   private onGrid = true;
   /** The scan stopped in the middle of a roll for want of input. */
@@ -405,8 +361,25 @@ export class DeltaMatcher {
   /** Is signature block i a full block of zeros? */
   private isZeroBlock(i: number): boolean {
     if (this.sig.weak[i] !== this.zeroWeak || this.sig.blockLength(i) !== this.bs) return false;
-    this.zeroDigest ??= this.hasher.hash(new Uint8Array(this.bs), 0, this.bs);
-    return this.sig.strongEquals(i, this.zeroDigest);
+    return this.sig.strongEquals(i, this.hasher.zeroDigest(this.bs));
+  }
+
+  /**
+   * The block the window at buf[p] (weak sum `weak`) holds, or -1: the block
+   * at this very offset first (several blocks may hold the same bytes, zeros
+   * mostly, and a copy onto itself costs an in-place receiver nothing), then
+   * the hash table's chain, at most MAX_WEAK_COLLISIONS candidates.
+   */
+  private findBlock(buf: Uint8Array, p: number, weak: number): number {
+    const sig = this.sig;
+    if (!sig.mayHave(weak)) return -1;
+    const al = this.alignedBlock(this.bufPos + p);
+    if (al >= 0 && sig.weak[al] === weak && sig.strongEquals(al, this.windowDigest(buf, p))) return al;
+    const next = sig.next;
+    for (let i = sig.head[sig.bucket(weak)]!, tries = 0; i >= 0 && tries < MAX_WEAK_COLLISIONS; i = next[i]!, tries++) {
+      if (sig.weak[i] === weak && sig.strongEquals(i, this.windowDigest(buf, p))) return i;
+    }
+    return -1;
   }
 
   /** Index of the full signature block that starts at absolute offset `abs`, or -1. */

@@ -125,16 +125,18 @@ export class StrongHasher {
    */
   hash(buf: Uint8Array, start: number, end: number): Buffer {
     // VM images are full of zero blocks: hash each zero length once.
-    if (end - start >= 512 && buf[start] === 0 && buf[end - 1] === 0 && isZeroRange(buf, start, end)) {
-      const n = end - start;
-      let z = this.zeroCache.get(n);
-      if (!z) {
-        z = this.raw(Buffer.alloc(n), 0, n);
-        this.zeroCache.set(n, z);
-      }
-      return z;
-    }
+    if (end - start >= 512 && buf[start] === 0 && buf[end - 1] === 0 && isZeroRange(buf, start, end)) return this.zeroDigest(end - start);
     return this.raw(buf, start, end);
+  }
+
+  /** Digest of `n` zero bytes (computed once per length). */
+  zeroDigest(n: number): Buffer {
+    let z = this.zeroCache.get(n);
+    if (!z) {
+      z = this.raw(Buffer.alloc(n), 0, n);
+      this.zeroCache.set(n, z);
+    }
+    return z;
   }
 
   private raw(buf: Uint8Array, start: number, end: number): Buffer {

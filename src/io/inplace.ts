@@ -55,8 +55,8 @@ export class InPlacePatcher {
   private basisDigests: Uint8Array | null = null;
   private readonly spec: ImageHashSpec;
   private readonly originalSize: number;
-  /** Full digest of a zero block and the zeros themselves, made on first use. */
-  private zeroBlock: { digest: Buffer; bytes: Uint8Array } | null = null;
+  /** Block hasher for the image hash's spec (the digest of a zero block), and zeros to feed; made on first use. */
+  private zeroBlock: { hasher: StrongHasher; bytes: Uint8Array } | null = null;
 
   /** Bytes of pending writes that trigger a journaled flush (small in tests to force hazards). */
   batchBytes = BATCH;
@@ -238,11 +238,8 @@ export class InPlacePatcher {
     const bs = this.hash.blockSize;
     const k = Math.floor(start / bs);
     if ((k + 1) * bs <= this.originalSize && Math.floor((start + length - 1) / bs) === k) {
-      this.zeroBlock ??= (() => {
-        const bytes = new Uint8Array(bs);
-        return { bytes, digest: new StrongHasher(this.spec.strongAlg, this.spec.seed, 16).hash(bytes, 0, bs) };
-      })();
-      if (this.zeroBlock.digest.equals(d.subarray(k * 32, k * 32 + 32))) {
+      this.zeroBlock ??= { hasher: new StrongHasher(this.spec.strongAlg, this.spec.seed, 16), bytes: new Uint8Array(bs) };
+      if (this.zeroBlock.hasher.zeroDigest(bs).equals(d.subarray(k * 32, k * 32 + 32))) {
         this.hash.update(this.zeroBlock.bytes.subarray(0, length));
         return;
       }

@@ -146,9 +146,7 @@ export class Journal {
 
   /** Save old bytes of the image at `offset`; returns where they landed in the journal. */
   async saveUndo(offset: number, old: Uint8Array): Promise<number> {
-    const at = this.size + HDR;
-    await this.record(Rec.Undo, offset, old);
-    return at;
+    return (await this.saveUndos([{ offset, old }]))[0]!;
   }
 
   /**
