@@ -5,7 +5,7 @@
  */
 import { Packr, Unpackr } from 'msgpackr';
 import { CorruptInputError } from '../src/core/errors.js';
-import { MAX_BLOCKS, MAX_BLOCK_SIZE, MAX_LITERAL, MAX_STRONG_LEN, SEED_LEN, SIG_CHUNK_BLOCKS } from '../src/core/limits.js';
+import { MAX_BLOCKS, MAX_BLOCK_SIZE, MAX_LITERAL, MAX_STRONG_LEN, MAX_SUBS_PER_BLOCK, MIN_SUB_SIZE, SEED_LEN, SIG_CHUNK_BLOCKS } from '../src/core/limits.js';
 import { MsgType } from './constants.js';
 import type { Message } from './messages.js';
 
@@ -19,6 +19,11 @@ export const REGION_HASH_LEN = 16;
 export const REGION_CHUNK = 16384;
 /** Largest region (in blocks) accepted. */
 export const MAX_REGION_BLOCKS = 65536;
+
+/** Blocks one SubNeed bitmap spans at most. */
+export const SUB_NEED_SPAN = 65536;
+/** Blocks one SubNeed may ask for (bits set) at most: bounds the SubSums answer. */
+export const SUB_NEED_MAX_BLOCKS = 1024;
 
 /** Longest string field (volume names, error messages, capability names). */
 export const MAX_STRING = 4096;
@@ -48,6 +53,10 @@ function toArray(m: Message): unknown[] {
       return [m.type, m.first, m.hashes];
     case 0x05:
       return [m.type, m.bitmap];
+    case 0x06:
+      return [m.type, m.first, m.subSize, m.bitmap];
+    case 0x07:
+      return [m.type, m.first, m.sums];
     case 0x02:
       return [m.type, m.first, m.weak, m.strong];
     case 0x03:
@@ -179,6 +188,16 @@ function validate(v: unknown): Message {
     case MsgType.NeedRegions:
       f.count(2);
       return { type, bitmap: f.bin(1, 'region bitmap', 0, MAX_BLOCKS / 8) };
+    case MsgType.SubNeed: {
+      f.count(4);
+      const first = f.uint(1, 'first block');
+      const subSize = f.uint(2, 'sub-block size', MAX_BLOCK_SIZE);
+      if (subSize < MIN_SUB_SIZE || (subSize & (subSize - 1)) !== 0) throw bad(`SubNeed: sub-block size ${subSize} is not a power of two of at least ${MIN_SUB_SIZE}`);
+      return { type, first, subSize, bitmap: f.bin(3, 'block bitmap', 1, SUB_NEED_SPAN / 8) };
+    }
+    case MsgType.SubSums:
+      f.count(3);
+      return { type, first: f.uint(1, 'first block'), sums: f.bin(2, 'sub-block sums', 0, SUB_NEED_MAX_BLOCKS * MAX_SUBS_PER_BLOCK * MAX_STRONG_LEN) };
     case MsgType.SigBlocks: {
       f.count(4);
       const first = f.uint(1, 'first block');

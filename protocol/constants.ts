@@ -28,6 +28,10 @@ export const MsgType = {
   RegionSums: 0x04,
   /** 0x05: bitmap of the regions whose block sums the delta sender needs (wire only). */
   NeedRegions: 0x05,
+  /** 0x06: blocks whose sub-block sums the delta sender asks for (wire only, after the delta header). */
+  SubNeed: 0x06,
+  /** 0x07: sub-block sums answering one SubNeed (wire only). */
+  SubSums: 0x07,
   /** 0x10: delta header (block size, basis size and hash, target size). */
   DeltaHeader: 0x10,
   /** 0x11: copy a range of the basis. */

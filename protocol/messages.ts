@@ -28,6 +28,24 @@ export interface NeedRegionsMsg {
   /** Bit r (LSB first within each byte) set: send the block sums of region r. */
   bitmap: Uint8Array;
 }
+/** 0x06 */
+export interface SubNeedMsg {
+  type: 0x06;
+  /** Block index of bit 0 of the bitmap. */
+  first: number;
+  /** Bytes per sub-block: a power of two dividing the block size. */
+  subSize: number;
+  /** Bit i (LSB first within each byte) set: send the sub-block sums of block first + i. */
+  bitmap: Uint8Array;
+}
+/** 0x07 */
+export interface SubSumsMsg {
+  type: 0x07;
+  /** The `first` of the SubNeed answered. */
+  first: number;
+  /** For each block asked for, in order: blockSize / subSize strong sums of strongLen bytes. */
+  sums: Uint8Array;
+}
 /** 0x02 */
 export interface SigBlocksMsg {
   type: 0x02;
@@ -148,6 +166,8 @@ export type Message =
   | SigHeaderMsg
   | RegionSumsMsg
   | NeedRegionsMsg
+  | SubNeedMsg
+  | SubSumsMsg
   | SigBlocksMsg
   | SigEndMsg
   | DeltaHeaderMsg

@@ -9,6 +9,8 @@
  *   push:  SigHeader SigBlocks* SigEnd (S)   DeltaHeader (Copy|Literal)* DeltaEnd (C)   Result(S)
  *   pull:  SigHeader SigBlocks* SigEnd (C)   DeltaHeader (Copy|Literal)* DeltaEnd (S)   Result(C)
  *   verify: SigHeader SigBlocks* SigEnd (S)  Result(C)
+ * Among the delta ops the delta side may send SubNeed; the signature side
+ * answers each with one SubSums, and all are answered before DeltaEnd.
  * Error (either side) ends the session from any state.
  */
 import { MsgType } from './constants.js';
@@ -42,6 +44,8 @@ type Mode = OpenMsg['mode'];
 export class SessionMachine {
   private st: SessionState = 'hello';
   private mode: Mode | null = null;
+  /** SubNeeds not answered yet. */
+  private subsOut = 0;
 
   /** Current state. */
   get state(): SessionState {
@@ -118,7 +122,8 @@ export class SessionMachine {
           [deltaFrom, MsgType.Copy],
           [deltaFrom, MsgType.Literal],
           [deltaFrom, MsgType.LiteralZ],
-          [deltaFrom, MsgType.DeltaEnd],
+          [deltaFrom, MsgType.SubNeed],
+          ...(this.subsOut > 0 ? [[sigFrom, MsgType.SubSums] as [Side, number]] : [[deltaFrom, MsgType.DeltaEnd] as [Side, number]]),
         ];
       case 'result':
         return [[resultFrom, MsgType.Result]];
@@ -158,6 +163,12 @@ export class SessionMachine {
       case MsgType.Copy:
       case MsgType.Literal:
       case MsgType.LiteralZ:
+        return 'delta-ops';
+      case MsgType.SubNeed:
+        this.subsOut++;
+        return 'delta-ops';
+      case MsgType.SubSums:
+        this.subsOut--;
         return 'delta-ops';
       case MsgType.DeltaEnd:
         return 'result';

@@ -40,3 +40,7 @@ export const MAX_IMAGE_SIZE = Number.MAX_SAFE_INTEGER;
 export const MAX_WEAK_COLLISIONS = 64;
 /** Default read size for streaming images. */
 export const IO_CHUNK = 4 * 1024 * 1024;
+/** Sub-blocks per block at most (sub-block sums refine literals, see matcher.ts). */
+export const MAX_SUBS_PER_BLOCK = 64;
+/** Smallest sub-block. */
+export const MIN_SUB_SIZE = 1024;

@@ -69,6 +69,8 @@ export class DeltaMatcher {
   private readonly ownLen: number;
   /** Weak sum of a zero block. */
   private readonly zeroWeak: number;
+  /** The receiver's sub-block sums of some blocks (see useSubSums), or null. */
+  private subs: { size: number; get: (block: number) => Uint8Array | undefined } | null = null;
 
   /**
    * `ownDigests`: optional strong-hash prefixes (signature strongLen bytes
@@ -116,6 +118,23 @@ export class DeltaMatcher {
     this.expected = first + n;
     this.scanned += length;
     return true;
+  }
+
+  /**
+   * Sums of sub-blocks (`size` bytes each, signature strong hash and length)
+   * of basis blocks, for the blocks `get` knows. A literal over such a block
+   * keeps only the sub-blocks that differ: the others are copied in place. A
+   * 4 KiB write into a 32 KiB block then costs 4 KiB, not 32. `get` must
+   * know a block's sums by the time input reaching that block is pushed.
+   */
+  useSubSums(size: number, get: (block: number) => Uint8Array | undefined): void {
+    if (size <= 0 || this.bs % size !== 0) throw new ParamError(`sub-block size ${size} does not divide the block size ${this.bs}`);
+    this.subs = { size, get };
+  }
+
+  /** Absolute input position from which nothing was emitted yet (the pending literal's start). */
+  get pendingFrom(): number {
+    return this.bufPos + this.lit;
   }
 
   /** Ops completed by skipAligned, to be sent before the next push's (drained by takeSkipped). */
@@ -419,6 +438,45 @@ export class DeltaMatcher {
   }
 
   private emitLiteral(upTo: number, out: DeltaOp[]): void {
+    const subs = this.subs;
+    if (subs && upTo > this.lit) {
+      // Sub-blocks on the grid of blocks whose sums the receiver sent: equal ones are copied in place.
+      const size = subs.size;
+      const bs = this.bs;
+      const sl = this.ownLen;
+      const base = this.bufPos;
+      const stop = base + upTo;
+      let a = Math.ceil((base + this.lit) / size) * size;
+      while (a + size <= stop) {
+        const k = Math.floor(a / bs);
+        const sums = subs.get(k);
+        if (!sums) {
+          a = (k + 1) * bs;
+          continue;
+        }
+        const x = a - base;
+        const d = this.hasher.hashData(this.buf, x, x + size);
+        const at = ((a - k * bs) / size) * sl;
+        let same = true;
+        for (let i = 0; i < sl; i++) {
+          if (d[i] !== sums[at + i]) {
+            same = false;
+            break;
+          }
+        }
+        if (same) {
+          this.emitPlain(x, out);
+          this.ops.copy(a, size, out);
+          this.lit = x + size;
+        }
+        a += size;
+      }
+    }
+    this.emitPlain(upTo, out);
+  }
+
+  /** Emit buf[lit, upTo) as literal data, its zeros over zero basis blocks as copies. */
+  private emitPlain(upTo: number, out: DeltaOp[]): void {
     let s = this.lit;
     if (upTo <= s) return;
     // Zeros at either end of a literal that lie over a zero basis block are

@@ -13,6 +13,7 @@ import {
   MAX_BLOCK_SIZE,
   MAX_IMAGE_SIZE,
   MAX_STRONG_LEN,
+  MAX_SUBS_PER_BLOCK,
   MIN_BLOCK_SIZE,
   MIN_STRONG_LEN,
   SEED_LEN,
@@ -87,6 +88,18 @@ export function validateSignatureParams(p: SignatureParams): void {
   if (n > MAX_BLOCKS) throw new LimitExceededError('signature block count', n, MAX_BLOCKS);
 }
 
+/**
+ * Sub-block size for sub-block sums of `blockSize`-byte blocks: 4 KiB, the
+ * page size of most guest filesystems and so the unit most writes land in,
+ * doubled until a block has at most MAX_SUBS_PER_BLOCK; 0 when a block
+ * cannot be split in two that way.
+ */
+export function subBlockSize(blockSize: number): number {
+  let sub = 4096;
+  while (blockSize / sub > MAX_SUBS_PER_BLOCK) sub *= 2;
+  return blockSize % sub === 0 && blockSize / sub >= 2 ? sub : 0;
+}
+
 /** Fill in defaults for a new signature over an image of `imageSize` bytes. */
 export function makeSignatureParams(
   imageSize: number,
@@ -146,8 +159,11 @@ export class SignatureGenerator {
     return this.image.digest();
   }
 
-  /** Feed image bytes; returns any completed chunks. */
-  push(data: Uint8Array): SignatureChunk[] {
+  /**
+   * Feed image bytes; returns any completed chunks. `allZero` says the
+   * caller knows `data` is zeros (a hole), which saves scanning it.
+   */
+  push(data: Uint8Array, allZero = false): SignatureChunk[] {
     if (this.consumed + data.length > this.params.imageSize) {
       throw new ParamError(`image is longer than the ${this.params.imageSize} bytes declared`);
     }
@@ -161,12 +177,12 @@ export class SignatureGenerator {
       this.partialLen += take;
       p = take;
       if (this.partialLen === bs) {
-        this.addBlock(this.partial, 0, bs, out);
+        this.addBlock(this.partial, 0, bs, out, false);
         this.partialLen = 0;
       }
     }
     while (data.length - p >= bs) {
-      this.addBlock(data, p, p + bs, out);
+      this.addBlock(data, p, p + bs, out, allZero);
       p += bs;
     }
     if (p < data.length) {
@@ -183,17 +199,17 @@ export class SignatureGenerator {
     }
     const out: SignatureChunk[] = [];
     if (this.partialLen > 0) {
-      this.addBlock(this.partial, 0, this.partialLen, out);
+      this.addBlock(this.partial, 0, this.partialLen, out, false);
       this.partialLen = 0;
     }
     this.flush(out);
     return out;
   }
 
-  private addBlock(buf: Uint8Array, start: number, end: number, out: SignatureChunk[]): void {
-    const zero = buf[start] === 0 && isZeroRange(buf, start, end);
+  private addBlock(buf: Uint8Array, start: number, end: number, out: SignatureChunk[], knownZero: boolean): void {
+    const zero = knownZero || (buf[start] === 0 && isZeroRange(buf, start, end));
     this.pendWeak.push(zero ? adler32OfZeros(end - start) : adler32(buf, start, end));
-    const full = this.hasher.hash(buf, start, end);
+    const full = zero ? this.hasher.zeroDigest(end - start) : this.hasher.hashData(buf, start, end);
     this.pendStrong.push(full.subarray(0, this.params.strongLen));
     this.image.pushDigest(this.nextBlock, end - start, full);
     this.fullDigests?.set(full, this.nextBlock * FULL_DIGEST_LEN);

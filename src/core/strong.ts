@@ -129,6 +129,11 @@ export class StrongHasher {
     return this.raw(buf, start, end);
   }
 
+  /** Digest of buf[start, end) without the zero check (for callers that made it already; same digest). */
+  hashData(buf: Uint8Array, start: number, end: number): Buffer {
+    return this.raw(buf, start, end);
+  }
+
   /** Digest of `n` zero bytes (computed once per length). */
   zeroDigest(n: number): Buffer {
     let z = this.zeroCache.get(n);

@@ -108,7 +108,7 @@ export async function assertUnchanged(img: ImageHandle, before: ImageStamp): Pro
 }
 
 /** The bytes one read call returned, checked: errors and an early end of file become typed errors. */
-function checkedRead(img: ImageHandle, at: number, read: () => number): number {
+export function checkedRead(img: ImageHandle, at: number, read: () => number): number {
   let n: number;
   try {
     n = read();
@@ -143,8 +143,8 @@ export async function readExact(img: ImageHandle, position: number, length: numb
  * an async read costs about 30 us of the main thread in promise and thread
  * pool overhead, several times what copying 32 KiB from the page cache does.
  */
-export function readExactSync(img: ImageHandle, position: number, length: number): Buffer {
-  const buf = Buffer.allocUnsafe(length);
+export function readExactSync(img: ImageHandle, position: number, length: number, into?: Buffer): Buffer {
+  const buf = into ? into.subarray(0, length) : Buffer.allocUnsafe(length);
   for (let off = 0; off < length; ) off += checkedRead(img, position + off, () => readSync(img.fh.fd, buf, off, length - off, position + off));
   return buf;
 }

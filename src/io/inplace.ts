@@ -10,6 +10,7 @@
  * resumed). Writes whose bytes equal what is already there are skipped, so
  * an unchanged image costs reads only.
  */
+import { writeSync } from 'node:fs';
 import { ExtentMap } from '../core/extents.js';
 import { SyncError, VerifyError } from '../core/errors.js';
 import { IO_CHUNK } from '../core/limits.js';
@@ -18,7 +19,7 @@ import { PatchPlanner } from '../core/patch.js';
 import { imageHashBuilder, type ImageHashBuilder, type ImageHashSpec } from '../core/imagehash.js';
 import { StrongHasher } from '../core/strong.js';
 import { ioError } from './errors.js';
-import { openImage, readExact, readExactSync, type ImageHandle } from './image.js';
+import { openImage, readExactSync, type ImageHandle } from './image.js';
 import { Journal, readJournal, removeJournal, type JournalMeta, type JournalState } from './journal.js';
 
 const BATCH = 8 * 1024 * 1024;
@@ -247,10 +248,17 @@ export class InPlacePatcher {
     await this.hashImageRange(start, length);
   }
 
+  /** Read buffer for hashing in-place ranges (the hash copies what it keeps). */
+  private scratch: Buffer | null = null;
+
   private async hashImageRange(start: number, length: number): Promise<void> {
+    // Synchronous: these are many small reads (the unchanged parts of changed
+    // blocks) of pages the signature pass just read; an async read costs more
+    // in hand-offs than the copy.
+    this.scratch ??= Buffer.allocUnsafe(IO_CHUNK);
     for (let done = 0; done < length; ) {
       const n = Math.min(IO_CHUNK, length - done);
-      this.hash.update(await readExact(this.img, start + done, n));
+      this.hash.update(readExactSync(this.img, start + done, n, this.scratch));
       done += n;
     }
   }
@@ -325,14 +333,19 @@ export class InPlacePatcher {
   }
 
   private async writeBatch(batch: { dst: number; data: Uint8Array }[], upTo: number): Promise<void> {
-    // Old bytes of every write at once: the thread pool reads them in parallel.
+    // Old bytes of every write, into one buffer, synchronously: a batch is
+    // typically thousands of small writes, and one thread-pool round trip
+    // each costs the main thread more than copying the pages does.
     const img = { ...this.img, size: this.fileSize };
-    const olds = await settleAll(
-      batch.map((w) => {
-        const oldLen = Math.max(0, Math.min(w.data.length, this.fileSize - w.dst));
-        return oldLen > 0 ? readExact(img, w.dst, oldLen) : Promise.resolve(Buffer.alloc(0));
-      }),
-    );
+    const oldLens = batch.map((w) => Math.max(0, Math.min(w.data.length, this.fileSize - w.dst)));
+    const oldBuf = Buffer.allocUnsafe(oldLens.reduce((a, b) => a + b, 0));
+    let at = 0;
+    const olds = batch.map((w, k) => {
+      const n = oldLens[k]!;
+      const old = n > 0 ? readExactSync(img, w.dst, n, oldBuf.subarray(at, at + n)) : oldBuf.subarray(at, at);
+      at += n;
+      return old;
+    });
     const writes: { dst: number; data: Uint8Array }[] = [];
     const undos: { offset: number; old: Uint8Array }[] = [];
     batch.forEach((w, k) => {
@@ -353,8 +366,8 @@ export class InPlacePatcher {
       });
     }
     await this.journal.sync();
-    // Ranges are disjoint (ops come in output order), so the writes may run together.
-    await settleAll(writes.map((w) => writeAll(this.img, w.dst, w.data)));
+    // Synchronous for the same reason as the reads; durability comes from the fsyncs, not from waiting here.
+    for (const w of writes) writeAllSync(this.img, w.dst, w.data);
     for (const w of writes) {
       this.io.bytesWritten += w.data.length;
       this.sinceCheckpoint += w.data.length;
@@ -377,11 +390,14 @@ export class InPlacePatcher {
   }
 }
 
-/** Like Promise.all, but rejects only once every promise has settled (no I/O left running behind an error). */
-async function settleAll<T>(ps: Promise<T>[]): Promise<T[]> {
-  const rs = await Promise.allSettled(ps);
-  for (const r of rs) if (r.status === 'rejected') throw r.reason;
-  return rs.map((r) => (r as PromiseFulfilledResult<T>).value);
+function writeAllSync(img: ImageHandle, pos: number, data: Uint8Array): void {
+  for (let off = 0; off < data.length; ) {
+    try {
+      off += writeSync(img.fh.fd, data, off, data.length - off, pos + off);
+    } catch (e) {
+      throw ioError(e, 'write', img.path);
+    }
+  }
 }
 
 async function writeAll(img: ImageHandle, pos: number, data: Uint8Array): Promise<void> {

@@ -11,6 +11,7 @@ import type { ProgressFn } from '../api-files.js';
 import { dial, type ClientTls, type Connection } from './connection.js';
 import { inPlaceSink, receiveDelta, receiveSignatureWithPrepass, sendDelta, sendSignature, tempFileSink } from './transfer.js';
 import { journalPathFor } from '../io/journal.js';
+import { SUBSUMS_CAP } from './subsums.js';
 import { settleJournal } from '../io/inplace.js';
 
 /** Options for push and pull. */
@@ -51,7 +52,7 @@ export async function connectAuthenticated(opts: ClientOptions): Promise<Connect
   const conn = await dial(opts.host, opts.port, { tls: opts.tls, idleTimeoutMs: opts.idleTimeoutMs ?? 300_000, bwlimit: opts.bwlimit });
   try {
     await conn.exchangePreamble();
-    await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify', ...(opts.compress ? ['compress'] : [])] });
+    await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify', SUBSUMS_CAP, ...(opts.compress ? ['compress'] : [])] });
     const ch = await conn.recv();
     if (ch.type !== MsgType.Challenge) throw new SyncError('ERR_PROTOCOL', 'expected a challenge');
     conn.peerCaps = ch.caps;
@@ -86,8 +87,8 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
   try {
     conn = await connectAuthenticated(opts);
     const ready = await openSession(conn, 'push', opts, img.size);
-    const rs = await receiveSignatureWithPrepass(conn, img, opts.onProgress);
-    const d = await sendDelta(conn, rs, img, opts.onProgress, opts.compress === true && conn.peerCaps.includes('compress'));
+    const rs = await receiveSignatureWithPrepass(conn, img, opts.onProgress, { indexUnchanged: false });
+    const d = await sendDelta(conn, rs, img, opts.onProgress, opts.compress === true && conn.peerCaps.includes('compress'), conn.peerCaps.includes(SUBSUMS_CAP));
     const res = await conn.recv();
     if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
     if (!res.ok || !Buffer.from(res.targetHash).equals(d.targetHash)) {

@@ -3,6 +3,7 @@
  * connection: preamble, HMAC challenge-response (nothing else is accepted and
  * nothing is revealed before it succeeds), then one session on one volume.
  */
+import { SUBSUMS_CAP } from './subsums.js';
 import { createServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import { randomBytes } from 'node:crypto';
@@ -34,7 +35,7 @@ export interface ServerEvent {
 }
 
 /** The capabilities this build offers. */
-export const SERVER_CAPS = ['push', 'pull', 'verify', 'compress'];
+export const SERVER_CAPS = ['push', 'pull', 'verify', 'compress', SUBSUMS_CAP];
 
 /** A running resync server. */
 export class ResyncServer {
@@ -152,7 +153,7 @@ export class ResyncServer {
       try {
         this.log({ level: 'info', msg: `${open.mode} started`, peer, volume: open.volume });
         if (open.mode === 'push') await this.servePush(conn, vol, open.blockSize, open.imageSize);
-        else if (open.mode === 'pull') await this.servePull(conn, vol, hello.caps.includes('compress'));
+        else if (open.mode === 'pull') await this.servePull(conn, vol, hello.caps.includes('compress'), hello.caps.includes(SUBSUMS_CAP));
         else await this.serveVerify(conn, vol, open.blockSize, open.imageSize);
         this.sessionsDone++;
         this.log({ level: 'info', msg: `${open.mode} finished`, peer, volume: open.volume });
@@ -213,14 +214,14 @@ export class ResyncServer {
     }
   }
 
-  private async servePull(conn: Connection, vol: VolumeConfig, compress: boolean): Promise<void> {
+  private async servePull(conn: Connection, vol: VolumeConfig, compress: boolean, subSums: boolean): Promise<void> {
     await this.refuseUnfinished(vol);
     const img = await openImage(vol.path);
     try {
       await conn.send({ type: MsgType.Ready, imageSize: img.size, sessionId: randomBytes(8).toString('hex'), resumeFrom: 0 });
       const progress = this.progressLogger(vol);
-      const rs = await receiveSignatureWithPrepass(conn, img, progress);
-      await sendDelta(conn, rs, img, progress, compress);
+      const rs = await receiveSignatureWithPrepass(conn, img, progress, { indexUnchanged: false });
+      await sendDelta(conn, rs, img, progress, compress, subSums);
       const res = await conn.recv();
       if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
     } finally {

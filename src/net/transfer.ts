@@ -13,7 +13,7 @@ const YIELD_EVERY_BYTES = 16 * 1024 * 1024;
 
 import { DeltaMatcher } from '../core/matcher.js';
 import type { DeltaOp, DeltaStats } from '../core/ops.js';
-import { Signature, SignatureGenerator, blockCountFor, makeSignatureParams, type SignatureChunk, type SignatureParams } from '../core/signature.js';
+import { Signature, SignatureGenerator, blockCountFor, makeSignatureParams, subBlockSize, type SignatureChunk, type SignatureParams } from '../core/signature.js';
 import { FULL_DIGEST_LEN, STRONG_ALGS, StrongHasher, isZeroRange } from '../core/strong.js';
 import { createHash } from 'node:crypto';
 import { adler32, adler32OfZeros } from '../core/rolling.js';
@@ -21,7 +21,8 @@ import { MAX_REGION_BLOCKS, REGION_CHUNK, REGION_HASH_LEN } from '../../protocol
 import { REGION_LABEL, imageHashBuilder, regionHash, type ImageHashSpec } from '../core/imagehash.js';
 import { chunkFromMessage, paramsFromHeader, sigBlocksMessage, sigHeaderMessage } from '../format/sigfile.js';
 import { headerFromMessage, literalFromZ, opMessage } from '../format/deltafile.js';
-import { readChunks, readExactSync, type ImageHandle } from '../io/image.js';
+import { readExactSync, type ImageHandle } from '../io/image.js';
+import { readPieces } from '../io/sparse.js';
 import { trace } from '../trace.js';
 import { ImageWriter } from '../io/output.js';
 import { StreamPatcher, checkBasisSize } from '../io/patcher.js';
@@ -30,6 +31,7 @@ import { MsgType } from '../../protocol/constants.js';
 import type { DeltaHeaderMsg } from '../../protocol/messages.js';
 import type { ProgressFn } from '../api-files.js';
 import type { Connection } from './connection.js';
+import { SubSumsAhead, answerSubNeed } from './subsums.js';
 
 /** Blocks per region for two-level signatures: regions of about 1 MiB. */
 export function regionBlocksFor(blockSize: number): number {
@@ -90,9 +92,9 @@ export async function sendSignature(
     }
   };
   let done = 0;
-  for await (const chunk of readChunks(img, 0, img.size, IO_CHUNK, true)) {
-    await take(gen.push(chunk));
-    done += chunk.length;
+  for await (const piece of readPieces(img, { chunk: IO_CHUNK, align: params.blockSize })) {
+    await take(gen.push(piece.data, piece.zero));
+    done += piece.data.length;
     onProgress?.({ phase: 'signature', done, total: img.size });
   }
   await take(gen.end());
@@ -163,6 +165,12 @@ export interface ReceivedSignature {
   own: Uint8Array;
   /** Image hash of the sender's image under the signature's spec. */
   targetHash: Buffer;
+  /**
+   * Every region hash matched and the sizes are equal: the images are the
+   * same, and (when asked for with `indexUnchanged: false`) the signature was
+   * left unfilled and unindexed, since the delta is one copy.
+   */
+  unchanged?: boolean;
 }
 
 /**
@@ -171,7 +179,12 @@ export interface ReceivedSignature {
  * The matcher then only compares digests for blocks that did not move, and
  * the image hash comes for free.
  */
-export async function receiveSignatureWithPrepass(conn: Connection, img: ImageHandle, onProgress?: ProgressFn): Promise<ReceivedSignature> {
+export async function receiveSignatureWithPrepass(
+  conn: Connection,
+  img: ImageHandle,
+  onProgress?: ProgressFn,
+  opts: { indexUnchanged?: boolean } = {},
+): Promise<ReceivedSignature> {
   const h = await conn.recv();
   if (h.type !== MsgType.SigHeader) throw new SyncError('ERR_PROTOCOL', 'expected a signature header');
   const params = paramsFromHeader(h);
@@ -190,14 +203,15 @@ export async function receiveSignatureWithPrepass(conn: Connection, img: ImageHa
     let i = 0;
     let done = 0;
     let region = R ? createHash('sha256').update(REGION_LABEL) : null;
-    for await (const c of readChunks(img, 0, img.size, chunk, true)) {
+    for await (const { data: c, zero: hole } of readPieces(img, { chunk, align: bs })) {
       for (let p = 0; p < c.length; p += bs, i++) {
         const e = Math.min(p + bs, c.length);
-        const full = hasher.hash(c, p, e);
+        const zero = hole || (c[p] === 0 && isZeroRange(c, p, e));
+        const full = zero ? hasher.zeroDigest(e - p) : hasher.hashData(c, p, e);
         own.set(full.subarray(0, sl), i * sl);
         image.pushDigest(i, e - p, full);
         if (region) {
-          ownWeak![i] = c[p] === 0 && isZeroRange(c, p, e) ? adler32OfZeros(e - p) : adler32(c, p, e);
+          ownWeak![i] = zero ? adler32OfZeros(e - p) : adler32(c, p, e);
           region.update(full);
           if ((i + 1) % R === 0 || i + 1 === nOwn) {
             ownRegions!.set(region.digest().subarray(0, REGION_HASH_LEN), Math.floor(i / R) * REGION_HASH_LEN);
@@ -256,6 +270,10 @@ export async function receiveSignatureWithPrepass(conn: Connection, img: ImageHa
     throw new SyncError('ERR_PROTOCOL', 'expected signature blocks');
   }
   await pre;
+  if (need && opts.indexUnchanged === false && sig.params.imageSize === img.size && sig.receivedBlocks === 0 && need.every((b) => b === 0)) {
+    trace('sender: signature complete (unchanged)');
+    return { sig, own, targetHash: image.digest(), unchanged: true };
+  }
   if (need) {
     // Regions known identical: their blocks are ours, so our own sums stand in for theirs.
     for (let i = 0; i < sig.blockCount; i++) {
@@ -282,10 +300,27 @@ export function wireDeltaHeader(sp: SignatureParams, targetSize: number): DeltaH
 }
 
 /** Scan `img` against the signature and stream the delta to the peer. */
-export async function sendDelta(conn: Connection, rs: ReceivedSignature, img: ImageHandle, onProgress?: ProgressFn, compress = false): Promise<SendDeltaResult> {
+export async function sendDelta(
+  conn: Connection,
+  rs: ReceivedSignature,
+  img: ImageHandle,
+  onProgress?: ProgressFn,
+  compress = false,
+  /** The peer answers SubNeed (it announced the subsums capability). */
+  subSums = false,
+): Promise<SendDeltaResult> {
   const { sig, own, targetHash } = rs;
-  const matcher = new DeltaMatcher(sig, { ownDigests: own });
   const sp = sig.params;
+  if (rs.unchanged) {
+    // Same image: one copy of all of it, which an in-place receiver verifies from its own digests.
+    await conn.send(wireDeltaHeader(sp, img.size));
+    const ops = img.size > 0 ? 1 : 0;
+    if (ops) await conn.send({ type: MsgType.Copy, offset: 0, length: img.size });
+    await conn.send({ type: MsgType.DeltaEnd, targetSize: img.size, targetHash, opCount: ops, digest: null });
+    onProgress?.({ phase: 'delta', done: img.size, total: img.size, matched: img.size, literal: 0 });
+    return { matchedBytes: img.size, literalBytes: 0, copyOps: ops, literalOps: 0, targetSize: img.size, targetHash };
+  }
+  const matcher = new DeltaMatcher(sig, { ownDigests: own });
   await conn.send(wireDeltaHeader(sp, img.size));
   let ops = 0;
   let done = 0;
@@ -304,6 +339,13 @@ export async function sendDelta(conn: Connection, rs: ReceivedSignature, img: Im
     }
   };
   /** Where the read that starts at `pos` ends: the next in-place block, at least one block on, at most one chunk. */
+  // Blocks changed where they stand while a neighbour did not (small writes):
+  // ask the receiver for their sub-block sums, ahead of the scan.
+  const subSize = subSums ? subBlockSize(bs) : 0;
+  const whole = (i: number): boolean => i >= 0 && i < sig.blockCount && sig.blockLength(i) === bs && (i + 1) * bs <= img.size;
+  const subs =
+    subSize > 0 ? new SubSumsAhead(conn, sp, subSize, (i) => whole(i) && !inPlace(i) && ((whole(i + 1) && inPlace(i + 1)) || (whole(i - 1) && inPlace(i - 1)))) : null;
+  if (subs) matcher.useSubSums(subSize, (k) => subs.get(k));
   const readEnd = (pos: number): number => {
     let e = Math.min(img.size, pos + bs);
     while (e < img.size && e - pos < chunk && !(e % bs === 0 && e + bs <= img.size && inPlace(e / bs))) e = Math.min(img.size, e + bs);
@@ -331,13 +373,19 @@ export async function sendDelta(conn: Connection, rs: ReceivedSignature, img: Im
         await new Promise(setImmediate);
       }
       const data = readExactSync(img, pos, end - pos);
+      if (subs) {
+        await subs.ask(Math.floor(pos / bs));
+        await subs.until(Math.ceil(end / bs));
+      }
       await send(matcher.push(data));
+      subs?.forget(Math.floor(matcher.pendingFrom / bs));
       await send(matcher.takeSkipped());
       pos = end;
     }
     done = pos;
     onProgress?.({ phase: 'delta', done, total: img.size, matched: matcher.stats.matchedBytes, literal: matcher.stats.literalBytes });
   }
+  await subs?.drain();
   for (const op of matcher.end()) {
     await conn.send(opMessage(op, compress));
     ops++;
@@ -450,6 +498,10 @@ export async function receiveDelta(
         await sink.apply({ kind: 'literal', data: m.data });
       } else if (m.type === MsgType.LiteralZ) {
         await sink.apply(literalFromZ(m));
+      } else if (m.type === MsgType.SubNeed) {
+        // Not an op: answered from the basis, which is still original past the output position.
+        await conn.send({ type: MsgType.SubSums, first: m.first, sums: answerSubNeed(basis, m, sent, sink.position) });
+        continue;
       } else if (m.type === MsgType.DeltaEnd) {
         trace('receiver: delta end received');
         if (m.opCount !== ops) throw new SyncError('ERR_CORRUPT', `delta ended after ${ops} ops but the peer counted ${m.opCount}`);

@@ -47,6 +47,10 @@ export const GOLDEN: Readonly<Record<string, Message>> = {
   '04-region-sums': { type: MsgType.RegionSums, first: 0, hashes: Uint8Array.from([...fill(16, 0x33), ...fill(16, 0x44)]) },
   // 16 regions, only region 1 differs: bit 1 of byte 0 (LSB first)
   '05-need-regions': { type: MsgType.NeedRegions, bitmap: Uint8Array.of(0x02, 0x00) },
+  // Sub-block sums of blocks 512 and 514 (bits 0 and 2), 1 KiB sub-blocks: four per 4 KiB block
+  '06-sub-need': { type: MsgType.SubNeed, first: 512, subSize: 1024, bitmap: Uint8Array.of(0x05) },
+  // the answer: four 16-byte sums for each of the two blocks
+  '07-sub-sums': { type: MsgType.SubSums, first: 512, sums: Uint8Array.from([...fill(64, 0x55), ...fill(64, 0x66)]) },
   '10-delta-header': {
     type: MsgType.DeltaHeader,
     blockSize: 4096,

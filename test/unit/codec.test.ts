@@ -12,11 +12,13 @@ import {
   NONCE_LEN,
   REGION_CHUNK,
   REGION_HASH_LEN,
+  SUB_NEED_MAX_BLOCKS,
+  SUB_NEED_SPAN,
 } from '../../protocol/codec.js';
 import { MsgType } from '../../protocol/constants.js';
 import type { Message } from '../../protocol/messages.js';
 import { SyncError } from '../../src/core/errors.js';
-import { MAX_BLOCKS, MAX_BLOCK_SIZE, MAX_LITERAL, MAX_STRONG_LEN, SEED_LEN, SIG_CHUNK_BLOCKS } from '../../src/core/limits.js';
+import { MAX_BLOCKS, MAX_BLOCK_SIZE, MAX_LITERAL, MAX_STRONG_LEN, MAX_SUBS_PER_BLOCK, SEED_LEN, SIG_CHUNK_BLOCKS } from '../../src/core/limits.js';
 import { GOLDEN } from '../helpers/wire-golden.js';
 
 /** Packs arbitrary values the way a (possibly hostile) peer could. */
@@ -69,6 +71,8 @@ const arbMessage: fc.Arbitrary<Message> = fc.oneof(
     hashes: fc.integer({ min: 1, max: 40 }).chain((n) => bytes(REGION_HASH_LEN * n, REGION_HASH_LEN * n)),
   }),
   fc.record({ type: fc.constant(MsgType.NeedRegions), bitmap: bytes(0, 300) }),
+  fc.record({ type: fc.constant(MsgType.SubNeed), first: u, subSize: fc.integer({ min: 10, max: 24 }).map((b) => 2 ** b), bitmap: bytes(1, 300) }),
+  fc.record({ type: fc.constant(MsgType.SubSums), first: u, sums: bytes(0, 2000) }),
   fc.record({
     type: fc.constant(MsgType.SigBlocks),
     first: u,
@@ -116,7 +120,7 @@ describe('round trip', () => {
 
   test('every message type id has a name and a golden example', () => {
     const ids = Object.values(MsgType).sort((a, b) => a - b);
-    expect(ids).toEqual([0x01, 0x02, 0x03, 0x04, 0x05, 0x10, 0x11, 0x12, 0x13, 0x14, 0x20, 0x21, 0x22, 0x23, 0x30, 0x31, 0x40, 0x7f]);
+    expect(ids).toEqual([0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x10, 0x11, 0x12, 0x13, 0x14, 0x20, 0x21, 0x22, 0x23, 0x30, 0x31, 0x40, 0x7f]);
     const covered = new Set(Object.values(GOLDEN).map((m) => m.type));
     for (const id of ids) {
       expect(messageName(id)).not.toMatch(/^0x/);
@@ -318,8 +322,21 @@ describe('validation', () => {
     expectCorrupt(withField('Hello', 2, 'push'));
   });
 
+  test('SubNeed: sub-block size a power of two of at least 1 KiB, a bitmap of 1..8192 bytes; SubSums bounded', () => {
+    expect(decodeMessage(encodeMessage({ type: MsgType.SubNeed, first: 7, subSize: 4096, bitmap: new Uint8Array(SUB_NEED_SPAN / 8) }))).toMatchObject({ first: 7, subSize: 4096 });
+    for (const subSize of [0, 512, 3000, 4097]) expect(expectCorrupt([MsgType.SubNeed, 0, subSize, Uint8Array.of(1)]).message).toMatch(/sub-block size/);
+    expectCorrupt([MsgType.SubNeed, 0, 4096, new Uint8Array(0)]);
+    expectCorrupt([MsgType.SubNeed, 0, 4096, new Uint8Array(SUB_NEED_SPAN / 8 + 1)]);
+    expectCorrupt([MsgType.SubNeed, -1, 4096, Uint8Array.of(1)]);
+    expectCorrupt([MsgType.SubNeed, 0, 4096]);
+    const most = SUB_NEED_MAX_BLOCKS * MAX_SUBS_PER_BLOCK * MAX_STRONG_LEN;
+    expect(decodeMessage(encodeMessage({ type: MsgType.SubSums, first: 0, sums: new Uint8Array(most) }))).toMatchObject({ first: 0 });
+    expectCorrupt([MsgType.SubSums, 0, new Uint8Array(most + 1)]);
+    expectCorrupt([MsgType.SubSums, 0, 'sums']);
+  });
+
   test('unknown message types are ERR_CORRUPT', () => {
-    for (const t of [0x00, 0x06, 0x0f, 0x15, 0x24, 0x32, 0x41, 0x7e, 0x80, 0xff, 0x1234]) {
+    for (const t of [0x00, 0x08, 0x0f, 0x15, 0x24, 0x32, 0x41, 0x7e, 0x80, 0xff, 0x1234]) {
       expect(expectCorrupt([t, 1, 2]).message).toMatch(/unknown message type/);
     }
     expectCorrupt([-1]);

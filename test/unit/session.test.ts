@@ -226,6 +226,31 @@ describe('out-of-order messages throw ERR_UNEXPECTED_MESSAGE', () => {
     expect(stepError(m, C, MsgType.DeltaEnd).code).toBe('ERR_UNEXPECTED_MESSAGE');
   });
 
+  test.each(['push', 'pull'] as const)('%s: sub-block sums come from the signature side, one per SubNeed, all before DeltaEnd', (mode) => {
+    const sigFrom: Side = mode === 'pull' ? C : S;
+    const deltaFrom: Side = mode === 'pull' ? S : C;
+    const m = run(mode, [...HANDSHAKE, ...sig(sigFrom, 1), [deltaFrom, MsgType.DeltaHeader]]);
+    // No answer without a question, and no question from the signature side.
+    expect(stepError(m, sigFrom, MsgType.SubSums).code).toBe('ERR_UNEXPECTED_MESSAGE');
+    expect(stepError(m, sigFrom, MsgType.SubNeed).code).toBe('ERR_UNEXPECTED_MESSAGE');
+    m.step(deltaFrom, MsgType.SubNeed);
+    m.step(deltaFrom, MsgType.Literal);
+    m.step(deltaFrom, MsgType.SubNeed);
+    m.step(sigFrom, MsgType.SubSums);
+    // One still unanswered: the delta may not end.
+    expect(stepError(m, deltaFrom, MsgType.DeltaEnd).code).toBe('ERR_UNEXPECTED_MESSAGE');
+    m.step(deltaFrom, MsgType.Copy);
+    m.step(sigFrom, MsgType.SubSums);
+    expect(stepError(m, sigFrom, MsgType.SubSums).code).toBe('ERR_UNEXPECTED_MESSAGE');
+    m.step(deltaFrom, MsgType.DeltaEnd);
+    expect(m.state).toBe('result');
+  });
+
+  test('SubNeed before the delta header is refused', () => {
+    const m = run('push', [...HANDSHAKE, ...sig(S, 1)]);
+    expect(stepError(m, C, MsgType.SubNeed).code).toBe('ERR_UNEXPECTED_MESSAGE');
+  });
+
   test.each(MODES)('%s: nothing is accepted after done', (mode) => {
     const m = run(mode, legal(mode));
     expect(m.expected()).toEqual([]);

@@ -1,0 +1,124 @@
+/**
+ * Reading an image without reading its holes. A sparse file's holes are
+ * found with SEEK_DATA / SEEK_HOLE (through the optional native helper,
+ * src/native/extents.c) and handed to the consumer as zero pieces that cost
+ * no read and no zero scan. Data is read synchronously: the passes that use
+ * this hash every byte they read, and on a busy machine a thread-pool read
+ * per chunk costs more in hand-offs than it overlaps.
+ */
+import { createRequire } from 'node:module';
+import { readSync } from 'node:fs';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { IO_CHUNK } from '../core/limits.js';
+import { checkedRead, type ImageHandle } from './image.js';
+
+interface ExtentHelper {
+  /** lseek(fd, position, whence 0 = SEEK_DATA, 1 = SEEK_HOLE): the offset, or -errno. */
+  seek(fd: number, position: number, whence: 0 | 1): number;
+}
+
+let helper: ExtentHelper | null | undefined;
+
+/** The native helper, or null when it is not built or RESYNC_NO_NATIVE=1. */
+export function extentHelper(): ExtentHelper | null {
+  if (helper === undefined) {
+    helper = null;
+    if (process.env.RESYNC_NO_NATIVE !== '1') {
+      // build/ at the package root, seen from dist/src/io (built) or src/io (tests).
+      const require = createRequire(import.meta.url);
+      for (const rel of ['../../../build/extents.node', '../../build/extents.node']) {
+        try {
+          helper = require(rel) as ExtentHelper;
+          break;
+        } catch {
+          // not there, or not built (no compiler or headers at install): read holes like data
+        }
+      }
+    }
+  }
+  return helper;
+}
+
+const ENXIO = 6;
+
+/**
+ * Where data is at or after `pos`: [start, end) of the next data extent, or
+ * null when the rest of the file is a hole. Where holes cannot be asked about
+ * (no helper, a block device, a filesystem without SEEK_DATA) all is data.
+ */
+function nextData(img: ImageHandle, pos: number, size: number, holes: boolean): [number, number] | null {
+  const h = img.isBlockDevice || !holes ? null : extentHelper();
+  if (!h) return [pos, size];
+  const d = h.seek(img.fh.fd, pos, 0);
+  if (d === -ENXIO) return null;
+  if (d < 0) return [pos, size];
+  const e = h.seek(img.fh.fd, d, 1);
+  return [d, e < 0 ? size : Math.min(e, size)];
+}
+
+/** A piece of an image: bytes read, or a run known to be zeros (a hole) that was not read. */
+export interface Piece {
+  position: number;
+  /** The bytes; for a zero piece a shared all-zero buffer. Valid until the next piece is asked for; do not modify. */
+  data: Buffer;
+  zero: boolean;
+}
+
+/** Yield to the event loop after this many bytes, so sockets and timers are served during a long pass. */
+const YIELD_EVERY = 16 * 1024 * 1024;
+
+/** What readPieces reads. */
+export interface PieceOptions {
+  start?: number;
+  end?: number;
+  /** Largest piece (rounded down to `align`). */
+  chunk?: number;
+  /** Piece boundaries fall on multiples of this (the block size). */
+  align?: number;
+  /** Skip holes (default true); false reads every byte. */
+  holes?: boolean;
+}
+
+/**
+ * Stream img[start, end) as pieces of at most `chunk` bytes. Every piece
+ * starts and ends on a multiple of `align` (or at `end`), so a zero piece
+ * covers whole blocks: holes smaller than a block, or the parts of a hole
+ * that share a block with data, are read as data.
+ */
+export async function* readPieces(img: ImageHandle, opts: PieceOptions = {}): AsyncGenerator<Piece> {
+  const { start = 0, end = img.size, chunk = IO_CHUNK, align = 1, holes = true } = opts;
+  const step = Math.max(align, Math.floor(chunk / align) * align);
+  const buf = Buffer.allocUnsafe(Math.max(0, Math.min(step, end - start)));
+  let zeros: Buffer | null = null;
+  const up = (x: number): number => Math.min(end, Math.ceil(x / align) * align);
+  const down = (x: number): number => Math.floor(x / align) * align;
+  let sinceYield = 0;
+  let pos = start;
+  // The data extent most recently found, reused until pos passes it.
+  let extent: [number, number] | null = start < end ? nextData(img, start, end, holes) : null;
+  while (pos < end) {
+    if (extent !== null && extent[1] <= pos) extent = nextData(img, pos, end, holes);
+    const dataAt = extent === null ? end : Math.max(extent[0], pos);
+    // Whole blocks of hole before the next data.
+    const holeEnd = dataAt >= end ? end : down(dataAt);
+    let piece: Piece;
+    if (holeEnd >= pos + align || holeEnd === end) {
+      const n = Math.min(step, holeEnd - pos);
+      zeros ??= Buffer.alloc(buf.length);
+      piece = { position: pos, data: zeros.subarray(0, n), zero: true };
+    } else {
+      // Data up to the end of the extent, rounded up to a block.
+      const n = Math.min(step, Math.max(up(extent![1]), pos + align, up(pos + 1)) - pos, end - pos);
+      const out = buf.subarray(0, n);
+      for (let off = 0; off < n; ) off += checkedRead(img, pos + off, () => readSync(img.fh.fd, out, off, n - off, pos + off));
+      piece = { position: pos, data: out, zero: false };
+    }
+    pos += piece.data.length;
+    sinceYield += piece.data.length;
+    if (sinceYield >= YIELD_EVERY) {
+      sinceYield = 0;
+      await nextTurn();
+    }
+    yield piece;
+  }
+}

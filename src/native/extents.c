@@ -1,0 +1,41 @@
+/*
+ * resync's one native helper: where a file's data and holes are.
+ *
+ * Node's fs has no lseek(), so without this every hole of a sparse image is
+ * read and scanned as zeros. With it, signature and hashing passes read only
+ * the allocated extents (SEEK_DATA / SEEK_HOLE, Linux 3.1+, most filesystems).
+ * Everything else stays in TypeScript; when this module is not built, the
+ * callers read holes like data and the results are the same.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <node_api.h>
+#include <unistd.h>
+
+/*
+ * seek(fd, position, whence) with whence 0 = SEEK_DATA, 1 = SEEK_HOLE.
+ * Returns the offset found, or -errno (ENXIO: no data at or after position).
+ */
+static napi_value seek_extent(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  int32_t fd = -1, whence = 0;
+  int64_t pos = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_int64(env, argv[1], &pos) != napi_ok ||
+      napi_get_value_int32(env, argv[2], &whence) != napi_ok || pos < 0 || (whence != 0 && whence != 1)) {
+    napi_throw_type_error(env, NULL, "seek(fd, position >= 0, whence 0|1)");
+    return NULL;
+  }
+  off_t r = lseek(fd, (off_t)pos, whence == 0 ? SEEK_DATA : SEEK_HOLE);
+  napi_value out;
+  napi_create_int64(env, r < 0 ? -(int64_t)errno : (int64_t)r, &out);
+  return out;
+}
+
+NAPI_MODULE_INIT() {
+  napi_value fn;
+  if (napi_create_function(env, "seek", NAPI_AUTO_LENGTH, seek_extent, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "seek", fn) != napi_ok) return NULL;
+  return exports;
+}

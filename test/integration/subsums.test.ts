@@ -1,0 +1,108 @@
+/**
+ * Sub-block sums over real TCP: small writes into large blocks cost the
+ * written pages, not whole blocks, in both directions; the result is exact;
+ * and the receiver refuses requests it must not answer.
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { push, pull } from '../../src/net/client.js';
+import { answerSubNeed } from '../../src/net/subsums.js';
+import { openImage } from '../../src/io/image.js';
+import { makeSignatureParams, subBlockSize } from '../../src/core/signature.js';
+import { StrongHasher } from '../../src/core/strong.js';
+import { MsgType } from '../../protocol/constants.js';
+import { generateImage } from '../../bench/workload.js';
+import { startServer, type TestServer } from '../helpers/server.js';
+
+let dir: string;
+let srv: TestServer;
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'resync-subs-'));
+  srv = await startServer({ v: { path: join(dir, 'vol.img'), writable: true } });
+});
+afterAll(async () => {
+  await srv.server.close();
+  await rm(dir, { recursive: true, force: true });
+  await rm(srv.dir, { recursive: true, force: true });
+});
+
+const SIZE = 16 << 20;
+const BS = 32 * 1024;
+const PAGE = 4096;
+
+/** `basis` with `n` random 4 KiB pages rewritten (page-aligned, in distinct blocks); returns the pages' count. */
+function smallWrites(basis: Buffer, n: number, seed: number): Buffer {
+  const out = Buffer.from(basis);
+  let x = seed;
+  const rand = (m: number): number => {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+    return x % m;
+  };
+  const used = new Set<number>();
+  while (used.size < n) {
+    const block = rand(SIZE / BS);
+    if (used.has(block)) continue;
+    used.add(block);
+    randomBytes(PAGE).copy(out, block * BS + rand(BS / PAGE) * PAGE);
+  }
+  return out;
+}
+
+describe('sub-block sums', () => {
+  test('the sub-block size: 4 KiB, larger for huge blocks, none for small ones', () => {
+    expect(subBlockSize(32 * 1024)).toBe(4096);
+    expect(subBlockSize(8192)).toBe(4096);
+    expect(subBlockSize(4096)).toBe(0);
+    expect(subBlockSize(1 << 20)).toBe(16384);
+    expect(subBlockSize(12288)).toBe(4096);
+    expect(subBlockSize(6000)).toBe(0);
+  });
+
+  test('push: 40 page writes into 32 KiB blocks send about 40 pages', async () => {
+    const basis = generateImage(SIZE, 3);
+    const target = smallWrites(basis, 40, 5);
+    await writeFile(join(dir, 'vol.img'), basis);
+    await writeFile(join(dir, 'src.img'), target);
+    const r = await push(join(dir, 'src.img'), { host: '127.0.0.1', port: srv.port, secret: srv.secret, volume: 'v', blockSize: BS });
+    expect((await readFile(join(dir, 'vol.img'))).equals(target)).toBe(true);
+    // Whole blocks would be 40 x 32 KiB; the written pages are 40 x 4 KiB.
+    expect(r.literalBytes).toBeLessThanOrEqual(40 * PAGE);
+    expect(r.bytesSent).toBeLessThan(40 * PAGE + 64 * 1024);
+  });
+
+  test('pull: the server, sending the delta, asks the client for sub-block sums', async () => {
+    const basis = generateImage(SIZE, 4);
+    const remote = smallWrites(basis, 25, 9);
+    await writeFile(join(dir, 'vol.img'), remote);
+    await writeFile(join(dir, 'local.img'), basis);
+    const r = await pull(join(dir, 'local.img'), { host: '127.0.0.1', port: srv.port, secret: srv.secret, volume: 'v', blockSize: BS });
+    expect((await readFile(join(dir, 'local.img'))).equals(remote)).toBe(true);
+    expect(r.literalBytes).toBeLessThanOrEqual(25 * PAGE);
+    expect(r.bytesReceived).toBeLessThan(25 * PAGE + 64 * 1024);
+  });
+
+  test('the receiver answers with the sums of the original sub-blocks, and refuses bad requests', async () => {
+    const basis = generateImage(1 << 20, 8);
+    const path = join(dir, 'answer.img');
+    await writeFile(path, basis);
+    const img = await openImage(path);
+    try {
+      const sent = makeSignatureParams(basis.length, randomBytes(16), { blockSize: BS });
+      const need = { type: MsgType.SubNeed, first: 2, subSize: 8192, bitmap: Uint8Array.of(0b101) } as const;
+      const sums = answerSubNeed(img, need, sent, 0);
+      const h = new StrongHasher(sent.strongAlg, sent.seed, sent.strongLen);
+      const expected = [2, 4].flatMap((k) => [0, 1, 2, 3].map((s) => Buffer.from(h.hash(basis, k * BS + s * 8192, k * BS + (s + 1) * 8192).subarray(0, sent.strongLen))));
+      expect(Buffer.from(sums).equals(Buffer.concat(expected))).toBe(true);
+      // Blocks already rewritten (before the output position), past the basis, or a size that does not split the block.
+      expect(() => answerSubNeed(img, need, sent, 3 * BS)).toThrow(/already rewrote/);
+      expect(() => answerSubNeed(img, { ...need, first: 31 }, sent, 0)).toThrow(/not a whole block/);
+      expect(() => answerSubNeed(img, { ...need, subSize: 65536 }, sent, 0)).toThrow(/does not split/);
+      expect(() => answerSubNeed(img, need, undefined, 0)).toThrow(/no signature/);
+    } finally {
+      await img.fh.close();
+    }
+  });
+});
