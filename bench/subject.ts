@@ -1,5 +1,6 @@
 /**
- * resync as the bench runs it: its command line (`node dist/src/cli/main.js`),
+ * resync as the bench runs it: its command line as `bin/resync.js` runs it
+ * (`node dist/resync.mjs`, the bundle), with the native extent helper (build/),
  * from a copy of the build taken when the bench starts, so that a rebuild in
  * the working tree during a long run cannot change the program halfway.
  */
@@ -13,7 +14,7 @@ import { checkExit, waitFor, type Meter, type ProcResult } from './measure.js';
  * entry point.
  */
 export async function snapshotBuild(projectRoot: string, dest: string): Promise<string> {
-  const main = join(projectRoot, 'dist', 'src', 'cli', 'main.js');
+  const main = join(projectRoot, 'dist', 'resync.mjs');
   try {
     await stat(main);
   } catch {
@@ -21,9 +22,13 @@ export async function snapshotBuild(projectRoot: string, dest: string): Promise<
   }
   await mkdir(dest, { recursive: true });
   await cp(join(projectRoot, 'dist'), join(dest, 'dist'), { recursive: true, filter: (src) => !src.endsWith('.map') });
+  await cp(join(projectRoot, 'build'), join(dest, 'build'), { recursive: true }).catch((e: NodeJS.ErrnoException) => {
+    // Not built (no C compiler): resync then reads holes like data, and the bench measures that.
+    if (e.code !== 'ENOENT') throw e;
+  });
   await cp(join(projectRoot, 'package.json'), join(dest, 'package.json'));
   await symlink(join(projectRoot, 'node_modules'), join(dest, 'node_modules'), 'dir');
-  return join(dest, 'dist', 'src', 'cli', 'main.js');
+  return join(dest, 'dist', 'resync.mjs');
 }
 
 /** A measured resync command and its `--json` summary. */

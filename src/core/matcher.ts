@@ -249,7 +249,9 @@ export class DeltaMatcher {
           const zeroHere = this.isZeroBlock(al);
           const ahead = this.nextAlignedMatches(buf, p, al + 1, zeroHere);
           if (ahead === 'wait') break;
-          if (ahead) {
+          // A block of which some sub-block is still in place was written into,
+          // not shifted (even if the next block changed too): no roll either.
+          if (ahead || this.someSubInPlace(al, buf, p)) {
             // Unless another block was moved here whole (swaps, rotations): one table lookup.
             const moved = this.findBlock(buf, p, adler32(buf, p, p + bs));
             if (moved >= 0) {
@@ -443,7 +445,6 @@ export class DeltaMatcher {
       // Sub-blocks on the grid of blocks whose sums the receiver sent: equal ones are copied in place.
       const size = subs.size;
       const bs = this.bs;
-      const sl = this.ownLen;
       const base = this.bufPos;
       const stop = base + upTo;
       let a = Math.ceil((base + this.lit) / size) * size;
@@ -455,15 +456,9 @@ export class DeltaMatcher {
           continue;
         }
         const x = a - base;
-        const d = this.hasher.hashData(this.buf, x, x + size);
-        const at = ((a - k * bs) / size) * sl;
-        let same = true;
-        for (let i = 0; i < sl; i++) {
-          if (d[i] !== sums[at + i]) {
-            same = false;
-            break;
-          }
-        }
+        const j = (a - k * bs) / size;
+        const known = this.subSeen.block === k ? this.subSeen.same[j]! : -1;
+        const same = known >= 0 ? known === 1 : this.subEquals(sums, j, this.buf, x);
         if (same) {
           this.emitPlain(x, out);
           this.ops.copy(a, size, out);
@@ -473,6 +468,34 @@ export class DeltaMatcher {
       }
     }
     this.emitPlain(upTo, out);
+  }
+
+  /** True if buf[x, x + sub size) has the receiver's sum of sub-block j in `sums`. */
+  private subEquals(sums: Uint8Array, j: number, buf: Uint8Array, x: number): boolean {
+    const sl = this.ownLen;
+    const d = this.hasher.hashData(buf, x, x + this.subs!.size);
+    for (let i = 0; i < sl; i++) if (d[i] !== sums[j * sl + i]) return false;
+    return true;
+  }
+
+  /** Sub-blocks of one block compared by someSubInPlace (1 same, 0 not), reused when its literal goes out. */
+  private subSeen: { block: number; same: Int8Array } = { block: -1, same: new Int8Array(0) };
+
+  /** Block k is at buf[p, p + bs): does any of its sub-blocks equal the receiver's at the same place? */
+  private someSubInPlace(k: number, buf: Uint8Array, p: number): boolean {
+    const sums = this.subs?.get(k);
+    if (!sums) return false;
+    const n = this.bs / this.subs!.size;
+    const same = new Int8Array(n);
+    let any = false;
+    for (let j = 0; j < n; j++) {
+      if (this.subEquals(sums, j, buf, p + j * this.subs!.size)) {
+        same[j] = 1;
+        any = true;
+      }
+    }
+    this.subSeen = { block: k, same };
+    return any;
   }
 
   /** Emit buf[lit, upTo) as literal data, its zeros over zero basis blocks as copies. */

@@ -24,9 +24,9 @@ export function extentHelper(): ExtentHelper | null {
   if (helper === undefined) {
     helper = null;
     if (process.env.RESYNC_NO_NATIVE !== '1') {
-      // build/ at the package root, seen from dist/src/io (built) or src/io (tests).
+      // build/ at the package root, seen from dist/ (the bundle), dist/src/io (the build) or src/io (tests).
       const require = createRequire(import.meta.url);
-      for (const rel of ['../../../build/extents.node', '../../build/extents.node']) {
+      for (const rel of ['../build/extents.node', '../../../build/extents.node', '../../build/extents.node']) {
         try {
           helper = require(rel) as ExtentHelper;
           break;

@@ -12,6 +12,7 @@ import { dial, type ClientTls, type Connection } from './connection.js';
 import { inPlaceSink, receiveDelta, receiveSignatureWithPrepass, sendDelta, sendSignature, tempFileSink } from './transfer.js';
 import { journalPathFor } from '../io/journal.js';
 import { SUBSUMS_CAP } from './subsums.js';
+import { trace } from '../trace.js';
 import { settleJournal } from '../io/inplace.js';
 
 /** Options for push and pull. */
@@ -85,7 +86,9 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
   const img = await openImage(imagePath);
   let conn: Connection | null = null;
   try {
+    trace('client: connecting');
     conn = await connectAuthenticated(opts);
+    trace('client: authenticated');
     const ready = await openSession(conn, 'push', opts, img.size);
     const rs = await receiveSignatureWithPrepass(conn, img, opts.onProgress, { indexUnchanged: false });
     const d = await sendDelta(conn, rs, img, opts.onProgress, opts.compress === true && conn.peerCaps.includes('compress'), conn.peerCaps.includes(SUBSUMS_CAP));

@@ -4,6 +4,7 @@
  * nothing is revealed before it succeeds), then one session on one volume.
  */
 import { SUBSUMS_CAP } from './subsums.js';
+import { trace } from '../trace.js';
 import { createServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import { randomBytes } from 'node:crypto';
@@ -171,6 +172,7 @@ export class ResyncServer {
 
   private async servePush(conn: Connection, vol: VolumeConfig, blockSize: number, sourceSize: number): Promise<void> {
     // Block devices are always patched in place (a temp file cannot be renamed onto a device).
+    trace('server: push opened');
     const inPlace = vol.inPlace !== false || (await isBlockDevice(vol.path));
     const jpath = journalPathFor(vol.path);
     const resumeFrom = await settleJournal(vol.path, jpath);
@@ -180,6 +182,7 @@ export class ResyncServer {
       await conn.send({ type: MsgType.Ready, imageSize: basis.size, sessionId, resumeFrom });
       const progress = this.progressLogger(vol);
       const before = await imageStamp(basis);
+      trace('server: signature pass started');
       const sent = await sendSignature(conn, basis, blockSize || defaultBlockSize(Math.max(basis.size, sourceSize)), progress);
       const r = await receiveDelta(conn, basis, async (size, spec) => {
         await assertUnchanged(basis, before);

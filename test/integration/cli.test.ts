@@ -1,7 +1,7 @@
 /**
- * The built CLI (dist/src/cli/main.js) end to end: JSON summaries of
+ * The CLI as installed (bin/resync.js, which runs the bundle dist/resync.mjs) end to end: JSON summaries of
  * signature/delta/patch, help, and the exit status and stderr line for each
- * kind of failure. `npm test` builds dist first; run `npx tsc -p tsconfig.json`
+ * kind of failure. `npm test` builds dist first; run `npm run build`
  * before running this file alone.
  */
 import { execFile } from 'node:child_process';
@@ -15,7 +15,7 @@ import { hashImage } from '../../src/api-files.js';
 import { generateImage, makePair } from '../../bench/workload.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const CLI = join(ROOT, 'dist/src/cli/main.js');
+const CLI = join(ROOT, 'bin/resync.js');
 const MALFORMED = join(ROOT, 'fixtures/malformed');
 
 interface Run {
