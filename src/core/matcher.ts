@@ -250,10 +250,11 @@ export class DeltaMatcher {
           const ahead = this.nextAlignedMatches(buf, p, al + 1, zeroHere);
           if (ahead === 'wait') break;
           // A block of which some sub-block is still in place was written into,
-          // not shifted (even if the next block changed too): no roll either.
-          if (ahead || this.someSubInPlace(al, buf, p)) {
+          // not shifted or moved here (even if the next block changed too): no roll.
+          const writtenInto = this.someSubInPlace(al, buf, p);
+          if (ahead || writtenInto) {
             // Unless another block was moved here whole (swaps, rotations): one table lookup.
-            const moved = this.findBlock(buf, p, adler32(buf, p, p + bs));
+            const moved = writtenInto ? -1 : this.findBlock(buf, p, adler32(buf, p, p + bs));
             if (moved >= 0) {
               p = this.matched(p, moved, out);
               continue;

@@ -246,10 +246,21 @@ export class Connection {
     this.preambleWaiter = null;
   }
 
+  /** The socket is corked until the current run of JS yields (see writeRaw). */
+  private corked = false;
+
   private async writeRaw(b: Buffer): Promise<void> {
     await this.throttle?.take(b.length);
     if (this.failure) return Promise.reject(this.failure);
     this.bytesOut += b.length;
+    // Frames written in one run of JS (a delta sender's many small ops) go out
+    // in one writev when it yields, not one syscall each. Any wait (for the
+    // peer, for I/O, for 'drain' below) lets the uncork run first.
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(() => this.uncork());
+    }
     return new Promise((resolve, reject) => {
       const ok = this.socket.write(b, (err) => {
         if (err) reject(this.failure ?? new SyncError('ERR_CONNECTION', `write failed: ${err.message}`));
@@ -261,6 +272,8 @@ export class Connection {
         resolve();
         return;
       }
+      // 'drain' only comes once what is queued is written.
+      this.uncork();
       const onDrain = (): void => {
         cleanup();
         resolve();
@@ -276,6 +289,12 @@ export class Connection {
       this.socket.on('drain', onDrain);
       this.socket.on('close', onClose);
     });
+  }
+
+  private uncork(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    this.socket.uncork();
   }
 }
 
