@@ -3,7 +3,7 @@
  * validator for decoded values. Every field's type, range and length is
  * checked here, so nothing downstream sees an unchecked value from a peer.
  */
-import { Packr, Unpackr } from 'msgpackr';
+import { Packr, RESERVE_START_SPACE, Unpackr } from 'msgpackr';
 import { CorruptInputError } from '../src/core/errors.js';
 import { MAX_BLOCKS, MAX_BLOCK_SIZE, MAX_LITERAL, MAX_STRONG_LEN, MAX_SUBS_PER_BLOCK, MIN_SUB_SIZE, SEED_LEN, SIG_CHUNK_BLOCKS } from '../src/core/limits.js';
 import { MsgType } from './constants.js';
@@ -44,6 +44,26 @@ export function messageName(type: number): string {
 export function encodeMessage(m: Message): Uint8Array {
   return packr.pack(toArray(m));
 }
+
+/**
+ * Encode a message as a whole frame (u32 big-endian payload length, then the
+ * payload): the same bytes as encodeFrame(encodeMessage(m)), but msgpackr
+ * leaves room for the length in front, so a literal's data is copied once,
+ * not twice. The result stays valid (msgpackr never writes over a buffer it
+ * returned).
+ */
+export function encodeFramedMessage(m: Message): Uint8Array {
+  const b = packr.pack(toArray(m), RESERVE_START_SPACE | FRAME_HEADER_BYTES);
+  const n = b.length - FRAME_HEADER_BYTES;
+  b[0] = n >>> 24;
+  b[1] = (n >>> 16) & 0xff;
+  b[2] = (n >>> 8) & 0xff;
+  b[3] = n & 0xff;
+  return b;
+}
+
+/** Bytes of a frame's length prefix (see src/bytes/frame.ts). */
+const FRAME_HEADER_BYTES = 4;
 
 function toArray(m: Message): unknown[] {
   switch (m.type) {

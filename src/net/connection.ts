@@ -11,7 +11,7 @@ import { SyncError, isSyncError, type ErrorCode } from '../core/errors.js';
 import { MAX_FRAME } from '../core/limits.js';
 import { encodeFrame, FrameDecoder } from '../bytes/frame.js';
 import { PREAMBLE_LEN, PROTOCOL_VERSION, WIRE_MAGIC, MsgType } from '../../protocol/constants.js';
-import { decodeMessage, encodeMessage } from '../../protocol/codec.js';
+import { decodeMessage, encodeFramedMessage, encodeMessage } from '../../protocol/codec.js';
 import type { Message, OpenMsg } from '../../protocol/messages.js';
 import { SessionMachine, type Side } from '../../protocol/session.js';
 import { encodePreamble } from '../format/preamble.js';
@@ -110,7 +110,7 @@ export class Connection {
   async send(m: Message): Promise<void> {
     if (this.failure) throw this.failure;
     this.session.step(this.side, m.type, m.type === MsgType.Open ? (m as OpenMsg).mode : undefined, m.type === MsgType.SigHeader && m.regionBlocks > 0);
-    await this.writeRaw(encodeFrame(encodeMessage(m)));
+    await this.writeRaw(encodeFramedMessage(m));
   }
 
   /** Send an Error message, best effort, then close the connection gracefully. */
@@ -249,7 +249,7 @@ export class Connection {
   /** The socket is corked until the current run of JS yields (see writeRaw). */
   private corked = false;
 
-  private async writeRaw(b: Buffer): Promise<void> {
+  private async writeRaw(b: Uint8Array): Promise<void> {
     await this.throttle?.take(b.length);
     if (this.failure) return Promise.reject(this.failure);
     this.bytesOut += b.length;

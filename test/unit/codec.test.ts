@@ -3,6 +3,7 @@ import { fc, test as fcTest } from '@fast-check/vitest';
 import { Packr } from 'msgpackr';
 import {
   decodeMessage,
+  encodeFramedMessage,
   encodeMessage,
   HASH_LEN,
   MAX_CAPS,
@@ -20,6 +21,7 @@ import type { Message } from '../../protocol/messages.js';
 import { SyncError } from '../../src/core/errors.js';
 import { MAX_BLOCKS, MAX_BLOCK_SIZE, MAX_LITERAL, MAX_STRONG_LEN, MAX_SUBS_PER_BLOCK, SEED_LEN, SIG_CHUNK_BLOCKS } from '../../src/core/limits.js';
 import { GOLDEN } from '../helpers/wire-golden.js';
+import { encodeFrame } from '../../src/bytes/frame.js';
 
 /** Packs arbitrary values the way a (possibly hostile) peer could. */
 const raw = new Packr({ useRecords: false, variableMapSize: true });
@@ -116,6 +118,18 @@ describe('round trip', () => {
     expect(plain(decodeMessage(payload))).toEqual(plain(m));
     // and encoding is deterministic
     expect(Buffer.from(encodeMessage(decodeMessage(payload))).equals(Buffer.from(payload))).toBe(true);
+  });
+
+  test('encodeFramedMessage gives the bytes of encodeFrame(encodeMessage(m)), and earlier results stay intact', () => {
+    const kept: [Uint8Array, Buffer][] = [];
+    const msgs: Message[] = [
+      ...Object.values(GOLDEN),
+      { type: MsgType.Literal, data: new Uint8Array(MAX_LITERAL).fill(0xab) },
+      { type: MsgType.Literal, data: Uint8Array.of(1) },
+      { type: MsgType.Literal, data: new Uint8Array(70_000).fill(0xcd) },
+    ];
+    for (const m of msgs) kept.push([encodeFramedMessage(m), Buffer.from(encodeFrame(encodeMessage(m)))]);
+    for (const [framed, expected] of kept) expect(Buffer.from(framed).equals(expected)).toBe(true);
   });
 
   test('every message type id has a name and a golden example', () => {
