@@ -132,11 +132,23 @@ export class ImageHashBuilder {
   /** Final digest; the image must have been fed completely. */
   digest(): Buffer {
     if (this.pos !== this.size) throw new VerifyError(`image hash covers ${this.pos} of ${this.size} bytes`);
+    this.drain();
     return this.outer.digest();
   }
 
+  /** Digests not yet fed to the outer hash: one update per 1024 blocks, not one per block. */
+  private readonly pend = new Uint8Array(1024 * 32);
+  private pendLen = 0;
+
   private emit(i: number, d: Uint8Array): void {
-    this.known.delete(i);
-    this.outer.update(d.length === 32 ? d : d.subarray(0, 32));
+    if (this.known.size > 0) this.known.delete(i);
+    this.pend.set(d.length === 32 ? d : d.subarray(0, 32), this.pendLen);
+    this.pendLen += 32;
+    if (this.pendLen === this.pend.length) this.drain();
+  }
+
+  private drain(): void {
+    this.outer.update(this.pend.subarray(0, this.pendLen));
+    this.pendLen = 0;
   }
 }

@@ -133,8 +133,10 @@ export class SignatureGenerator {
   private partialLen = 0;
   private nextBlock = 0;
   private consumed = 0;
-  private pendWeak: number[] = [];
-  private pendStrong: Uint8Array[] = [];
+  /** Sums of the chunk being built: pendCount blocks from pendFirst. */
+  private readonly pendWeak = new Uint32Array(SIG_CHUNK_BLOCKS);
+  private readonly pendStrong: Uint8Array;
+  private pendCount = 0;
   private pendFirst = 0;
   private readonly image: ImageHashBuilder;
   /** Full 32-byte block digests, kept when the caller asks (in-place receivers reuse them). */
@@ -144,6 +146,7 @@ export class SignatureGenerator {
     validateSignatureParams(params);
     this.params = params;
     this.hasher = new StrongHasher(params.strongAlg, params.seed, params.strongLen);
+    this.pendStrong = new Uint8Array(SIG_CHUNK_BLOCKS * params.strongLen);
     this.partial = new Uint8Array(params.blockSize);
     this.image = new ImageHashBuilder(params.imageSize, params.blockSize, params.strongAlg, params.seed);
     this.fullDigests = opts.keepFullDigests ? new Uint8Array(blockCountFor(params.imageSize, params.blockSize) * FULL_DIGEST_LEN) : null;
@@ -208,21 +211,23 @@ export class SignatureGenerator {
 
   private addBlock(buf: Uint8Array, start: number, end: number, out: SignatureChunk[], knownZero: boolean): void {
     const zero = knownZero || (buf[start] === 0 && isZeroRange(buf, start, end));
-    this.pendWeak.push(zero ? adler32OfZeros(end - start) : adler32(buf, start, end));
+    const sl = this.params.strongLen;
+    this.pendWeak[this.pendCount] = zero ? adler32OfZeros(end - start) : adler32(buf, start, end);
     const full = zero ? this.hasher.zeroDigest(end - start) : this.hasher.hashData(buf, start, end);
-    this.pendStrong.push(full.subarray(0, this.params.strongLen));
+    for (let k = 0, at = this.pendCount * sl; k < sl; k++) this.pendStrong[at + k] = full[k]!;
+    this.pendCount++;
     this.image.pushDigest(this.nextBlock, end - start, full);
     this.fullDigests?.set(full, this.nextBlock * FULL_DIGEST_LEN);
     this.nextBlock++;
-    if (this.pendWeak.length >= SIG_CHUNK_BLOCKS) this.flush(out);
+    if (this.pendCount >= SIG_CHUNK_BLOCKS) this.flush(out);
   }
 
   private flush(out: SignatureChunk[]): void {
-    if (this.pendWeak.length === 0) return;
-    out.push({ first: this.pendFirst, weak: Uint32Array.from(this.pendWeak), strong: Buffer.concat(this.pendStrong) });
+    if (this.pendCount === 0) return;
+    const n = this.pendCount;
+    out.push({ first: this.pendFirst, weak: this.pendWeak.slice(0, n), strong: Buffer.from(this.pendStrong.subarray(0, n * this.params.strongLen)) });
     this.pendFirst = this.nextBlock;
-    this.pendWeak = [];
-    this.pendStrong = [];
+    this.pendCount = 0;
   }
 }
 

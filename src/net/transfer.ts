@@ -22,10 +22,9 @@ import { DeltaMatcher } from '../core/matcher.js';
 import type { DeltaOp, DeltaStats } from '../core/ops.js';
 import { Signature, SignatureGenerator, blockCountFor, makeSignatureParams, subBlockSize, type SignatureChunk, type SignatureParams } from '../core/signature.js';
 import { FULL_DIGEST_LEN, STRONG_ALGS, StrongHasher, isZeroRange } from '../core/strong.js';
-import { createHash } from 'node:crypto';
 import { adler32, adler32OfZeros } from '../core/rolling.js';
 import { MAX_REGION_BLOCKS, REGION_CHUNK, REGION_HASH_LEN } from '../../protocol/codec.js';
-import { REGION_LABEL, imageHashBuilder, regionHash, type ImageHashSpec } from '../core/imagehash.js';
+import { imageHashBuilder, regionHash, type ImageHashSpec } from '../core/imagehash.js';
 import { chunkFromMessage, paramsFromHeader, sigBlocksMessage, sigHeaderMessage } from '../format/sigfile.js';
 import { headerFromMessage, literalFromZ, opMessage } from '../format/deltafile.js';
 import { readExactSync, type ImageHandle } from '../io/image.js';
@@ -209,7 +208,8 @@ export async function receiveSignatureWithPrepass(
   const pre = (async () => {
     let i = 0;
     let done = 0;
-    let region = R ? createHash('sha256').update(REGION_LABEL) : null;
+    // Full digests of the current region, hashed once the region is complete (as regionHash does).
+    const regionDigests = R ? new Uint8Array(R * FULL_DIGEST_LEN) : null;
     for await (const { data: c, zero: hole } of readPieces(img, { chunk, align: bs })) {
       for (let p = 0; p < c.length; p += bs, i++) {
         const e = Math.min(p + bs, c.length);
@@ -217,12 +217,11 @@ export async function receiveSignatureWithPrepass(
         const full = zero ? hasher.zeroDigest(e - p) : hasher.hashData(c, p, e);
         own.set(full.subarray(0, sl), i * sl);
         image.pushDigest(i, e - p, full);
-        if (region) {
+        if (regionDigests) {
           ownWeak![i] = zero ? adler32OfZeros(e - p) : adler32(c, p, e);
-          region.update(full);
+          regionDigests.set(full, (i % R) * FULL_DIGEST_LEN);
           if ((i + 1) % R === 0 || i + 1 === nOwn) {
-            ownRegions!.set(region.digest().subarray(0, REGION_HASH_LEN), Math.floor(i / R) * REGION_HASH_LEN);
-            region = createHash('sha256').update(REGION_LABEL);
+            ownRegions!.set(regionHash(regionDigests.subarray(0, ((i % R) + 1) * FULL_DIGEST_LEN)), Math.floor(i / R) * REGION_HASH_LEN);
           }
         }
       }
