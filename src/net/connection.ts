@@ -27,6 +27,11 @@ export interface ConnectionOptions {
   bwlimit?: number | undefined;
 }
 
+/** Messages sent in long runs, whose frames are corked and written together. */
+const BATCHED: ReadonlySet<number> = new Set([MsgType.Copy, MsgType.Literal, MsgType.LiteralZ, MsgType.SigBlocks]);
+/** Most bytes held corked before they are written. */
+const CORK_BYTES = 256 * 1024;
+
 /** Bytes queued in the socket before send() waits for 'drain'. */
 const SEND_BUFFER = 4 * 1024 * 1024;
 const HIGH_WATER = 64;
@@ -110,7 +115,7 @@ export class Connection {
   async send(m: Message): Promise<void> {
     if (this.failure) throw this.failure;
     this.session.step(this.side, m.type, m.type === MsgType.Open ? (m as OpenMsg).mode : undefined, m.type === MsgType.SigHeader && m.regionBlocks > 0);
-    await this.writeRaw(encodeFramedMessage(m));
+    await this.writeRaw(encodeFramedMessage(m), BATCHED.has(m.type));
   }
 
   /** Send an Error message, best effort, then close the connection gracefully. */
@@ -164,6 +169,8 @@ export class Connection {
       return Promise.resolve(m);
     }
     if (this.failure) return Promise.reject(this.failure);
+    // About to wait for the peer: it may be waiting for what is still corked.
+    this.uncork();
     return new Promise((resolve, reject) => {
       this.waiter = { resolve, reject };
     });
@@ -246,17 +253,22 @@ export class Connection {
     this.preambleWaiter = null;
   }
 
-  /** The socket is corked until the current run of JS yields (see writeRaw). */
+  /** The socket is corked (see writeRaw), with this many bytes held. */
   private corked = false;
+  private corkedBytes = 0;
 
-  private async writeRaw(b: Uint8Array): Promise<void> {
+  /**
+   * `batch`: a message of a long run (delta ops, block sums). Those are
+   * corked and go out together, in one writev per CORK_BYTES or when the
+   * sender's loop yields, instead of one syscall each. Any other message is a
+   * step the peer may be waiting for: it goes out at once, with what was
+   * corked before it. Waiting for the peer (next()) or for 'drain' uncorks too.
+   */
+  private async writeRaw(b: Uint8Array, batch = false): Promise<void> {
     await this.throttle?.take(b.length);
     if (this.failure) return Promise.reject(this.failure);
     this.bytesOut += b.length;
-    // Frames written in one run of JS (a delta sender's many small ops) go out
-    // in one writev when it yields, not one syscall each. Any wait (for the
-    // peer, for I/O, for 'drain' below) lets the uncork run first.
-    if (!this.corked) {
+    if (batch && !this.corked) {
       this.corked = true;
       this.socket.cork();
       process.nextTick(() => this.uncork());
@@ -265,6 +277,10 @@ export class Connection {
       const ok = this.socket.write(b, (err) => {
         if (err) reject(this.failure ?? new SyncError('ERR_CONNECTION', `write failed: ${err.message}`));
       });
+      if (this.corked) {
+        this.corkedBytes += b.length;
+        if (!batch || this.corkedBytes >= CORK_BYTES) this.uncork();
+      }
       // The socket's own high-water mark (16 KiB) is below one literal op:
       // waiting for 'drain' after every op would stall the sender once per
       // message. Keep up to SEND_BUFFER queued before waiting instead.
@@ -294,6 +310,7 @@ export class Connection {
   private uncork(): void {
     if (!this.corked) return;
     this.corked = false;
+    this.corkedBytes = 0;
     this.socket.uncork();
   }
 }
