@@ -114,6 +114,8 @@ export function sampleMessages(): Message[] {
     { type: MsgType.SigHeader, blockSize: 16, imageSize: 1 << 20, strongAlgId: 2, strongLen: 8, seed: SEED, regionBlocks: 256 },
     { type: MsgType.RegionSums, first: 0, hashes: new Uint8Array(32).fill(3) },
     { type: MsgType.NeedRegions, bitmap: Uint8Array.of(0b101) },
+    { type: MsgType.SubNeed, first: 1, subSize: 1024, bitmap: Uint8Array.of(0b11) },
+    { type: MsgType.SubSums, first: 1, sums: new Uint8Array(64).fill(5) },
     { type: MsgType.SigBlocks, first: 0, weak: new Uint8Array(8), strong: new Uint8Array(32) },
     { type: MsgType.SigEnd, blockCount: 2, basisHash: HASH, digest: null },
     { type: MsgType.DeltaHeader, blockSize: 2048, basisSize: 4096, basisHash: null, targetSize: 5000, strongAlgId: 1, seed: SEED },
