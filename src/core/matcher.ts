@@ -21,7 +21,7 @@
  * MAX_LITERAL + one block) plus the signature.
  */
 import { ParamError } from './errors.js';
-import { MAX_LITERAL, MAX_WEAK_COLLISIONS } from './limits.js';
+import { MAX_LITERAL, MAX_SUBS_PER_BLOCK, MAX_WEAK_COLLISIONS } from './limits.js';
 import type { DeltaOp, DeltaStats } from './ops.js';
 import { OpCoalescer, joinTail } from './coalescer.js';
 import { adler32, adler32OfZeros, ADLER_MOD } from './rolling.js';
@@ -128,7 +128,9 @@ export class DeltaMatcher {
    * know a block's sums by the time input reaching that block is pushed.
    */
   useSubSums(size: number, get: (block: number) => Uint8Array | undefined): void {
-    if (size <= 0 || this.bs % size !== 0) throw new ParamError(`sub-block size ${size} does not divide the block size ${this.bs}`);
+    if (size <= 0 || this.bs % size !== 0 || this.bs / size > MAX_SUBS_PER_BLOCK) {
+      throw new ParamError(`sub-block size ${size} does not split the block size ${this.bs} into at most ${MAX_SUBS_PER_BLOCK}`);
+    }
     this.subs = { size, get };
   }
 
@@ -251,6 +253,9 @@ export class DeltaMatcher {
           if (ahead === 'wait') break;
           // A block of which some sub-block is still in place was written into,
           // not shifted or moved here (even if the next block changed too): no roll.
+          // What is pending before p is final: emit it now, while the sub-blocks
+          // compared for the block before are still at hand.
+          if (this.subs && this.lit < p) this.emitLiteral(p, out);
           const writtenInto = this.someSubInPlace(al, buf, p);
           if (ahead || writtenInto) {
             // Unless another block was moved here whole (swaps, rotations): one table lookup.
@@ -458,8 +463,7 @@ export class DeltaMatcher {
         }
         const x = a - base;
         const j = (a - k * bs) / size;
-        const known = this.subSeen.block === k ? this.subSeen.same[j]! : -1;
-        const same = known >= 0 ? known === 1 : this.subEquals(sums, j, this.buf, x);
+        const same = this.subSeenBlock === k ? this.subSeen[j] === 1 : this.subEquals(sums, j, this.buf, x);
         if (same) {
           this.emitPlain(x, out);
           this.ops.copy(a, size, out);
@@ -479,23 +483,22 @@ export class DeltaMatcher {
     return true;
   }
 
-  /** Sub-blocks of one block compared by someSubInPlace (1 same, 0 not), reused when its literal goes out. */
-  private subSeen: { block: number; same: Int8Array } = { block: -1, same: new Int8Array(0) };
+  /** Sub-blocks of block subSeenBlock compared by someSubInPlace (1 same, 0 not), reused when its literal goes out. */
+  private readonly subSeen = new Int8Array(MAX_SUBS_PER_BLOCK);
+  private subSeenBlock = -1;
 
   /** Block k is at buf[p, p + bs): does any of its sub-blocks equal the receiver's at the same place? */
   private someSubInPlace(k: number, buf: Uint8Array, p: number): boolean {
     const sums = this.subs?.get(k);
     if (!sums) return false;
-    const n = this.bs / this.subs!.size;
-    const same = new Int8Array(n);
+    const size = this.subs!.size;
     let any = false;
-    for (let j = 0; j < n; j++) {
-      if (this.subEquals(sums, j, buf, p + j * this.subs!.size)) {
-        same[j] = 1;
-        any = true;
-      }
+    for (let j = 0; j < this.bs / size; j++) {
+      const same = this.subEquals(sums, j, buf, p + j * size);
+      this.subSeen[j] = same ? 1 : 0;
+      any ||= same;
     }
-    this.subSeen = { block: k, same };
+    this.subSeenBlock = k;
     return any;
   }
 

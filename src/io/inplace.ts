@@ -400,24 +400,12 @@ function writeAllSync(img: ImageHandle, pos: number, data: Uint8Array): void {
   }
 }
 
-async function writeAll(img: ImageHandle, pos: number, data: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < data.length) {
-    try {
-      const { bytesWritten } = await img.fh.write(data, off, data.length - off, pos + off);
-      off += bytesWritten;
-    } catch (e) {
-      throw ioError(e, 'write', img.path);
-    }
-  }
-}
-
 async function restore(img: ImageHandle, journalPath: string, undos: { offset: number; length: number; dataAt: number }[]): Promise<void> {
   const j = await Journal.openRead(journalPath);
   try {
     for (let i = undos.length - 1; i >= 0; i--) {
       const u = undos[i]!;
-      await writeAll(img, u.offset, await j.readSaved(u.dataAt, u.length));
+      writeAllSync(img, u.offset, await j.readSaved(u.dataAt, u.length));
     }
   } finally {
     await j.close();
