@@ -210,7 +210,7 @@ export class SignatureGenerator {
   }
 
   private addBlock(buf: Uint8Array, start: number, end: number, out: SignatureChunk[], knownZero: boolean): void {
-    const zero = knownZero || (buf[start] === 0 && isZeroRange(buf, start, end));
+    const zero = knownZero || isZeroRange(buf, start, end);
     const sl = this.params.strongLen;
     this.pendWeak[this.pendCount] = zero ? adler32OfZeros(end - start) : adler32(buf, start, end);
     const full = zero ? this.hasher.zeroDigest(end - start) : this.hasher.hashData(buf, start, end);

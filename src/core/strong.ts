@@ -82,8 +82,10 @@ export function strongAlgFromId(id: number): StrongAlg | undefined {
 
 const ZERO_PAGE = Buffer.alloc(64 * 1024);
 
-/** True if buf[start, end) is all zero bytes (memcmp speed). */
+/** True if buf[start, end) is all zero bytes (memcmp speed; data rarely starts or ends with zero, so look there first). */
 export function isZeroRange(buf: Uint8Array, start: number, end: number): boolean {
+  if (end <= start) return true;
+  if (buf[start] !== 0 || buf[end - 1] !== 0) return false;
   let p = start;
   while (p < end) {
     const n = Math.min(end - p, ZERO_PAGE.length);
@@ -125,7 +127,7 @@ export class StrongHasher {
    */
   hash(buf: Uint8Array, start: number, end: number): Buffer {
     // VM images are full of zero blocks: hash each zero length once.
-    if (end - start >= 512 && buf[start] === 0 && buf[end - 1] === 0 && isZeroRange(buf, start, end)) return this.zeroDigest(end - start);
+    if (end - start >= 512 && isZeroRange(buf, start, end)) return this.zeroDigest(end - start);
     return this.raw(buf, start, end);
   }
 

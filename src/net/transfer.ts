@@ -213,7 +213,7 @@ export async function receiveSignatureWithPrepass(
     for await (const { data: c, zero: hole } of readPieces(img, { chunk, align: bs })) {
       for (let p = 0; p < c.length; p += bs, i++) {
         const e = Math.min(p + bs, c.length);
-        const zero = hole || (c[p] === 0 && isZeroRange(c, p, e));
+        const zero = hole || isZeroRange(c, p, e);
         const full = zero ? hasher.zeroDigest(e - p) : hasher.hashData(c, p, e);
         own.set(full.subarray(0, sl), i * sl);
         image.pushDigest(i, e - p, full);

@@ -147,7 +147,7 @@ export class RdiffStrongSummer {
   /** Strong sum of buf[start, end), `len` bytes. */
   sum(buf: Uint8Array, start: number, end: number): Uint8Array {
     const n = end - start;
-    if (n >= 512 && buf[start] === 0 && buf[end - 1] === 0 && isZeroRange(buf, start, end)) {
+    if (n >= 512 && isZeroRange(buf, start, end)) {
       let z = this.zeroCache.get(n);
       if (!z) {
         z = this.raw(new Uint8Array(n), 0, n);
@@ -242,7 +242,7 @@ export class RdiffSignatureGenerator {
 
   private writeRecord(buf: Uint8Array, start: number, end: number, out: Uint8Array, o: number): void {
     const n = end - start;
-    const zero = n >= 512 && buf[start] === 0 && isZeroRange(buf, start, end);
+    const zero = n >= 512 && isZeroRange(buf, start, end);
     const w = zero ? weakSumOfZeros(this.weak, n) : weakSum(this.weak, buf, start, end);
     out[o] = w >>> 24;
     out[o + 1] = (w >>> 16) & 0xff;
