@@ -40,6 +40,12 @@ export const MAX_IMAGE_SIZE = Number.MAX_SAFE_INTEGER;
 export const MAX_WEAK_COLLISIONS = 64;
 /** Default read size for streaming images. */
 export const IO_CHUNK = 4 * 1024 * 1024;
+/**
+ * Bytes a long pass over an image (reads that complete at once) handles
+ * between turns of the event loop: sockets and timers are served, and V8
+ * frees dead buffers only in a turn.
+ */
+export const YIELD_EVERY_BYTES = 16 * 1024 * 1024;
 /** Sub-blocks per block at most (sub-block sums refine literals, see matcher.ts). */
 export const MAX_SUBS_PER_BLOCK = 64;
 /** Smallest sub-block. */

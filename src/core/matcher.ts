@@ -478,7 +478,7 @@ export class DeltaMatcher {
   /** True if buf[x, x + sub size) has the receiver's sum of sub-block j in `sums`. */
   private subEquals(sums: Uint8Array, j: number, buf: Uint8Array, x: number): boolean {
     const sl = this.ownLen;
-    const d = this.hasher.hashData(buf, x, x + this.subs!.size);
+    const d = this.hasher.hash(buf, x, x + this.subs!.size);
     for (let i = 0; i < sl; i++) if (d[i] !== sums[j * sl + i]) return false;
     return true;
   }

@@ -61,6 +61,11 @@ export function adler32OfZeros(n: number): number {
   return (((n % ADLER_MOD) << 16) | 1) >>> 0;
 }
 
+/** Adler-32 of buf[start, end), which the caller knows to be zeros or not (zeros are not read). */
+export function weakSum(buf: Uint8Array, start: number, end: number, zero: boolean): number {
+  return zero ? adler32OfZeros(end - start) : adler32(buf, start, end);
+}
+
 /** A rolling Adler-32 over a window of `n` bytes. */
 export class RollingChecksum {
   private a = 1;

@@ -20,7 +20,7 @@ import {
   SIG_CHUNK_BLOCKS,
   TARGET_MAX_BLOCKS,
 } from './limits.js';
-import { adler32, adler32OfZeros } from './rolling.js';
+import { weakSum } from './rolling.js';
 import { DEFAULT_STRONG_ALG, FULL_DIGEST_LEN, STRONG_ALGS, StrongHasher, isZeroRange, type StrongAlg } from './strong.js';
 import { ImageHashBuilder } from './imagehash.js';
 
@@ -212,8 +212,8 @@ export class SignatureGenerator {
   private addBlock(buf: Uint8Array, start: number, end: number, out: SignatureChunk[], knownZero: boolean): void {
     const zero = knownZero || isZeroRange(buf, start, end);
     const sl = this.params.strongLen;
-    this.pendWeak[this.pendCount] = zero ? adler32OfZeros(end - start) : adler32(buf, start, end);
-    const full = zero ? this.hasher.zeroDigest(end - start) : this.hasher.hashData(buf, start, end);
+    this.pendWeak[this.pendCount] = weakSum(buf, start, end, zero);
+    const full = this.hasher.hash(buf, start, end, zero);
     for (let k = 0, at = this.pendCount * sl; k < sl; k++) this.pendStrong[at + k] = full[k]!;
     this.pendCount++;
     this.image.pushDigest(this.nextBlock, end - start, full);

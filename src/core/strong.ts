@@ -123,16 +123,12 @@ export class StrongHasher {
   /**
    * Digest of buf[start, end), 32 bytes: keyed BLAKE3 (key from the seed), or
    * SHA-256 / the first 32 bytes of BLAKE2b-512 of seed || bytes. Signatures keep the first `len` bytes; the image
-   * hash list uses all 32.
+   * hash list uses all 32. `zero` passes on what the caller already knows
+   * (the range is zeros, or is not); otherwise the range is checked.
    */
-  hash(buf: Uint8Array, start: number, end: number): Buffer {
+  hash(buf: Uint8Array, start: number, end: number, zero?: boolean): Buffer {
     // VM images are full of zero blocks: hash each zero length once.
-    if (end - start >= 512 && isZeroRange(buf, start, end)) return this.zeroDigest(end - start);
-    return this.raw(buf, start, end);
-  }
-
-  /** Digest of buf[start, end) without the zero check (for callers that made it already; same digest). */
-  hashData(buf: Uint8Array, start: number, end: number): Buffer {
+    if (zero ?? (end - start >= 512 && isZeroRange(buf, start, end))) return this.zeroDigest(end - start);
     return this.raw(buf, start, end);
   }
 

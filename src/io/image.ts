@@ -108,7 +108,7 @@ export async function assertUnchanged(img: ImageHandle, before: ImageStamp): Pro
 }
 
 /** The bytes one read call returned, checked: errors and an early end of file become typed errors. */
-export function checkedRead(img: ImageHandle, at: number, read: () => number): number {
+function checkedRead(img: ImageHandle, at: number, read: () => number): number {
   let n: number;
   try {
     n = read();

@@ -7,10 +7,9 @@
  * per chunk costs more in hand-offs than it overlaps.
  */
 import { createRequire } from 'node:module';
-import { readSync } from 'node:fs';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { IO_CHUNK } from '../core/limits.js';
-import { checkedRead, type ImageHandle } from './image.js';
+import { IO_CHUNK, YIELD_EVERY_BYTES } from '../core/limits.js';
+import { readExactSync, type ImageHandle } from './image.js';
 
 interface ExtentHelper {
   /** lseek(fd, position, whence 0 = SEEK_DATA, 1 = SEEK_HOLE): the offset, or -errno. */
@@ -64,9 +63,6 @@ export interface Piece {
   zero: boolean;
 }
 
-/** Yield to the event loop after this many bytes, so sockets and timers are served during a long pass. */
-const YIELD_EVERY = 16 * 1024 * 1024;
-
 /** What readPieces reads. */
 export interface PieceOptions {
   start?: number;
@@ -107,15 +103,13 @@ export async function* readPieces(img: ImageHandle, opts: PieceOptions = {}): As
       zeros ??= Buffer.alloc(buf.length);
       piece = { position: pos, data: zeros.subarray(0, n), zero: true };
     } else {
-      // Data up to the end of the extent, rounded up to a block.
-      const n = Math.min(step, Math.max(up(extent![1]), pos + align, up(pos + 1)) - pos, end - pos);
-      const out = buf.subarray(0, n);
-      for (let off = 0; off < n; ) off += checkedRead(img, pos + off, () => readSync(img.fh.fd, out, off, n - off, pos + off));
-      piece = { position: pos, data: out, zero: false };
+      // Data up to the end of the extent, rounded up to a block (pos is on a block boundary).
+      const n = Math.min(step, Math.max(up(extent![1]), pos + align) - pos, end - pos);
+      piece = { position: pos, data: readExactSync(img, pos, n, buf), zero: false };
     }
     pos += piece.data.length;
     sinceYield += piece.data.length;
-    if (sinceYield >= YIELD_EVERY) {
+    if (sinceYield >= YIELD_EVERY_BYTES) {
       sinceYield = 0;
       await nextTurn();
     }

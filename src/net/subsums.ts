@@ -157,7 +157,7 @@ export function answerSubNeed(basis: ImageHandle, m: SubNeedMsg, sent: Signature
   const buf = Buffer.allocUnsafe(bs);
   blocks.forEach((k, j) => {
     const data = readExactSync(basis, k * bs, bs, buf);
-    for (let s = 0; s < per; s++) out.set(hasher.hashData(data, s * sub, (s + 1) * sub).subarray(0, sl), (j * per + s) * sl);
+    for (let s = 0; s < per; s++) out.set(hasher.hash(data, s * sub, (s + 1) * sub).subarray(0, sl), (j * per + s) * sl);
   });
   return out;
 }

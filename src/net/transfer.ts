@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { BasisMismatchError, SyncError, isSyncError } from '../core/errors.js';
-import { IO_CHUNK, SEED_LEN, SIG_CHUNK_BLOCKS } from '../core/limits.js';
+import { IO_CHUNK, SEED_LEN, SIG_CHUNK_BLOCKS, YIELD_EVERY_BYTES } from '../core/limits.js';
 
 /**
  * Read size of the signature passes: small enough that a piece is still in
@@ -15,14 +15,12 @@ import { IO_CHUNK, SEED_LEN, SIG_CHUNK_BLOCKS } from '../core/limits.js';
  */
 const SIG_READ_CHUNK = 1024 * 1024;
 
-/** Bytes the delta sender reads between turns of the event loop. */
-const YIELD_EVERY_BYTES = 16 * 1024 * 1024;
 
 import { DeltaMatcher } from '../core/matcher.js';
 import type { DeltaOp, DeltaStats } from '../core/ops.js';
 import { Signature, SignatureGenerator, blockCountFor, makeSignatureParams, subBlockSize, type SignatureChunk, type SignatureParams } from '../core/signature.js';
 import { FULL_DIGEST_LEN, STRONG_ALGS, StrongHasher, isZeroRange } from '../core/strong.js';
-import { adler32, adler32OfZeros } from '../core/rolling.js';
+import { weakSum } from '../core/rolling.js';
 import { MAX_REGION_BLOCKS, REGION_CHUNK, REGION_HASH_LEN } from '../../protocol/codec.js';
 import { imageHashBuilder, regionHash, type ImageHashSpec } from '../core/imagehash.js';
 import { chunkFromMessage, paramsFromHeader, sigBlocksMessage, sigHeaderMessage } from '../format/sigfile.js';
@@ -214,11 +212,11 @@ export async function receiveSignatureWithPrepass(
       for (let p = 0; p < c.length; p += bs, i++) {
         const e = Math.min(p + bs, c.length);
         const zero = hole || isZeroRange(c, p, e);
-        const full = zero ? hasher.zeroDigest(e - p) : hasher.hashData(c, p, e);
+        const full = hasher.hash(c, p, e, zero);
         own.set(full.subarray(0, sl), i * sl);
         image.pushDigest(i, e - p, full);
         if (regionDigests) {
-          ownWeak![i] = zero ? adler32OfZeros(e - p) : adler32(c, p, e);
+          ownWeak![i] = weakSum(c, p, e, zero);
           regionDigests.set(full, (i % R) * FULL_DIGEST_LEN);
           if ((i + 1) % R === 0 || i + 1 === nOwn) {
             ownRegions!.set(regionHash(regionDigests.subarray(0, ((i % R) + 1) * FULL_DIGEST_LEN)), Math.floor(i / R) * REGION_HASH_LEN);
