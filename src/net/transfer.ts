@@ -497,22 +497,28 @@ export async function receiveDelta(
   if (sent && (header.blockSize !== sent.blockSize || header.strongAlg !== sent.strongAlg || !Buffer.from(header.seed).equals(sent.seed) || header.basisSize !== sent.imageSize)) {
     throw new SyncError('ERR_PROTOCOL', 'the delta was not made against the signature this side sent (block size, hash or seed differ)');
   }
-  const sink = await makeSink(h.targetSize, header);
+  // The sink (a journal or temp file made durable) is made while the first
+  // requests for sub-block sums are answered: the sender's scan waits for those.
+  const sinkReady = makeSink(h.targetSize, header);
+  sinkReady.catch(() => undefined); // awaited below, or moot after an earlier failure
+  let sink: DeltaSink | null = null;
   trace('receiver: delta started');
   try {
     let ops = 0;
     for (;;) {
       const m = await conn.recv();
+      if (m.type === MsgType.SubNeed) {
+        // Not an op: answered from the basis, which is still original past the output position.
+        await conn.send({ type: MsgType.SubSums, first: m.first, sums: answerSubNeed(basis, m, sent, sink?.position ?? 0) });
+        continue;
+      }
+      sink ??= await sinkReady;
       if (m.type === MsgType.Copy) {
         await sink.apply({ kind: 'copy', offset: m.offset, length: m.length });
       } else if (m.type === MsgType.Literal) {
         await sink.apply({ kind: 'literal', data: m.data });
       } else if (m.type === MsgType.LiteralZ) {
         await sink.apply(literalFromZ(m));
-      } else if (m.type === MsgType.SubNeed) {
-        // Not an op: answered from the basis, which is still original past the output position.
-        await conn.send({ type: MsgType.SubSums, first: m.first, sums: answerSubNeed(basis, m, sent, sink.position) });
-        continue;
       } else if (m.type === MsgType.DeltaEnd) {
         trace('receiver: delta end received');
         if (m.opCount !== ops) throw new SyncError('ERR_CORRUPT', `delta ended after ${ops} ops but the peer counted ${m.opCount}`);
@@ -527,7 +533,9 @@ export async function receiveDelta(
       onProgress?.({ phase: 'patch', done: sink.position, total: h.targetSize, matched: sink.stats.matchedBytes, literal: sink.stats.literalBytes });
     }
   } catch (e) {
-    await sink.abort(e).catch(() => undefined);
+    // A sink still being made is aborted once it exists (its journal is then removed or kept for a resume).
+    const made = sink ?? (await sinkReady.catch(() => null));
+    await made?.abort(e).catch(() => undefined);
     throw e;
   }
 }
