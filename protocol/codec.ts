@@ -54,16 +54,104 @@ export function encodeMessage(m: Message): Uint8Array {
  */
 export function encodeFramedMessage(m: Message): Uint8Array {
   const b = packr.pack(toArray(m), RESERVE_START_SPACE | FRAME_HEADER_BYTES);
-  const n = b.length - FRAME_HEADER_BYTES;
-  b[0] = n >>> 24;
-  b[1] = (n >>> 16) & 0xff;
-  b[2] = (n >>> 8) & 0xff;
-  b[3] = n & 0xff;
+  putFrameLength(b, 0, b.length - FRAME_HEADER_BYTES);
   return b;
 }
 
 /** Bytes of a frame's length prefix (see src/bytes/frame.ts). */
 const FRAME_HEADER_BYTES = 4;
+
+/** Bytes of the msgpack encoding of a uint below 2^32. */
+function uintLen(v: number): number {
+  return v < 0x80 ? 1 : v < 0x100 ? 2 : v < 0x10000 ? 3 : 5;
+}
+
+function putUint(out: Uint8Array, at: number, v: number): number {
+  if (v < 0x80) {
+    out[at] = v;
+    return at + 1;
+  }
+  if (v < 0x100) {
+    out[at] = 0xcc;
+    out[at + 1] = v;
+    return at + 2;
+  }
+  if (v < 0x10000) {
+    out[at] = 0xcd;
+    out[at + 1] = v >>> 8;
+    out[at + 2] = v & 0xff;
+    return at + 3;
+  }
+  out[at] = 0xce;
+  out[at + 1] = v >>> 24;
+  out[at + 2] = (v >>> 16) & 0xff;
+  out[at + 3] = (v >>> 8) & 0xff;
+  out[at + 4] = v & 0xff;
+  return at + 5;
+}
+
+function putFrameLength(out: Uint8Array, at: number, n: number): void {
+  out[at] = n >>> 24;
+  out[at + 1] = (n >>> 16) & 0xff;
+  out[at + 2] = (n >>> 8) & 0xff;
+  out[at + 3] = n & 0xff;
+}
+
+/**
+ * Size of the whole frame of a Copy or Literal op when the fast encoder below
+ * handles it (offsets and lengths below 2^32), else -1. Delta ops are most of
+ * the traffic of a sync: encoding them straight into the connection's send
+ * buffer saves msgpackr's intermediate buffers (a fresh one per large
+ * literal) and one copy of every literal byte.
+ */
+export function opFrameSize(m: Message): number {
+  if (m.type === 0x11) {
+    if (m.offset > 0xffffffff || m.length > 0xffffffff) return -1;
+    return FRAME_HEADER_BYTES + 2 + uintLen(m.offset) + uintLen(m.length);
+  }
+  if (m.type === 0x12) {
+    const n = m.data.length;
+    return FRAME_HEADER_BYTES + 2 + (n < 0x100 ? 2 : n < 0x10000 ? 3 : 5) + n;
+  }
+  return -1;
+}
+
+/**
+ * Write the frame of a Copy or Literal op at out[at..]: byte for byte what
+ * encodeFramedMessage makes (a test compares them), for ops opFrameSize
+ * accepts. Returns the end.
+ */
+export function encodeOpFrameInto(m: Message, out: Uint8Array, at: number): number {
+  let p = at + FRAME_HEADER_BYTES;
+  if (m.type === 0x11) {
+    out[p++] = 0x93;
+    out[p++] = 0x11;
+    p = putUint(out, p, m.offset);
+    p = putUint(out, p, m.length);
+  } else if (m.type === 0x12) {
+    const n = m.data.length;
+    out[p++] = 0x92;
+    out[p++] = 0x12;
+    if (n < 0x100) {
+      out[p++] = 0xc4;
+      out[p++] = n;
+    } else if (n < 0x10000) {
+      out[p++] = 0xc5;
+      out[p++] = n >>> 8;
+      out[p++] = n & 0xff;
+    } else {
+      out[p++] = 0xc6;
+      putFrameLength(out, p, n);
+      p += 4;
+    }
+    out.set(m.data, p);
+    p += n;
+  } else {
+    throw new Error(`no fast encoding for message type ${m.type}`);
+  }
+  putFrameLength(out, at, p - at - FRAME_HEADER_BYTES);
+  return p;
+}
 
 function toArray(m: Message): unknown[] {
   switch (m.type) {

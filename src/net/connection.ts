@@ -11,7 +11,7 @@ import { SyncError, isSyncError, type ErrorCode } from '../core/errors.js';
 import { MAX_FRAME } from '../core/limits.js';
 import { encodeFrame, FrameDecoder } from '../bytes/frame.js';
 import { PREAMBLE_LEN, PROTOCOL_VERSION, WIRE_MAGIC, MsgType } from '../../protocol/constants.js';
-import { decodeMessage, encodeFramedMessage, encodeMessage } from '../../protocol/codec.js';
+import { decodeMessage, encodeFramedMessage, encodeMessage, encodeOpFrameInto, opFrameSize } from '../../protocol/codec.js';
 import type { Message, OpenMsg } from '../../protocol/messages.js';
 import { SessionMachine, type Side } from '../../protocol/session.js';
 import { encodePreamble } from '../format/preamble.js';
@@ -27,10 +27,10 @@ export interface ConnectionOptions {
   bwlimit?: number | undefined;
 }
 
-/** Messages sent in long runs, whose frames are corked and written together. */
+/** Messages sent in long runs, whose frames are gathered and written together. */
 const BATCHED: ReadonlySet<number> = new Set([MsgType.Copy, MsgType.Literal, MsgType.LiteralZ, MsgType.SigBlocks]);
-/** Most bytes held corked before they are written. */
-const CORK_BYTES = 256 * 1024;
+/** Size of the buffer batched frames gather in: one write each time it fills. */
+const OUT_BYTES = 256 * 1024;
 
 /** Bytes queued in the socket before send() waits for 'drain'. */
 const SEND_BUFFER = 4 * 1024 * 1024;
@@ -115,7 +115,10 @@ export class Connection {
   async send(m: Message): Promise<void> {
     if (this.failure) throw this.failure;
     this.session.step(this.side, m.type, m.type === MsgType.Open ? (m as OpenMsg).mode : undefined, m.type === MsgType.SigHeader && m.regionBlocks > 0);
-    await this.writeRaw(encodeFramedMessage(m), BATCHED.has(m.type));
+    if (BATCHED.has(m.type)) return this.sendBatched(m);
+    // A step the peer may be waiting for: out at once, after what was gathered before it.
+    this.flushOut();
+    await this.writeRaw(encodeFramedMessage(m));
   }
 
   /** Send an Error message, best effort, then close the connection gracefully. */
@@ -123,6 +126,7 @@ export class Connection {
     const code = isSyncError(e) ? e.code : 'ERR_REMOTE';
     const msg = isSyncError(e) ? e.message : 'internal error';
     try {
+      this.flushOut();
       if (!this.failure) await this.writeRaw(encodeFrame(encodeMessage({ type: MsgType.Error, code, message: msg })));
     } catch {
       // the peer is gone; nothing more to tell it
@@ -150,6 +154,7 @@ export class Connection {
 
   /** Close after flushing what was written. */
   end(): void {
+    this.flushOut();
     if (!this.socket.destroyed) this.socket.end();
     setTimeout(() => this.socket.destroy(), 2000).unref();
   }
@@ -169,8 +174,8 @@ export class Connection {
       return Promise.resolve(m);
     }
     if (this.failure) return Promise.reject(this.failure);
-    // About to wait for the peer: it may be waiting for what is still corked.
-    this.uncork();
+    // About to wait for the peer: it may be waiting for what is still gathered.
+    this.flushOut();
     return new Promise((resolve, reject) => {
       this.waiter = { resolve, reject };
     });
@@ -253,43 +258,81 @@ export class Connection {
     this.preambleWaiter = null;
   }
 
-  /** The socket is corked (see writeRaw), with this many bytes held. */
-  private corked = false;
-  private corkedBytes = 0;
+  /** Frames of batched messages not written yet, in out[0, outUsed). */
+  private out: Buffer | null = null;
+  private outUsed = 0;
+  private outFlushQueued = false;
 
   /**
-   * `batch`: a message of a long run (delta ops, block sums). Those are
-   * corked and go out together, in one writev per CORK_BYTES or when the
-   * sender's loop yields, instead of one syscall each. Any other message is a
-   * step the peer may be waiting for: it goes out at once, with what was
-   * corked before it. Waiting for the peer (next()) or for 'drain' uncorks too.
+   * A message of a long run (delta ops, block sums): its frame is gathered
+   * with the next ones and they go out in one write when OUT_BYTES are
+   * gathered or when the sender's loop yields (nextTick), instead of one
+   * socket write each. Copy and Literal ops are encoded straight into the
+   * buffer. Any other message, and waiting for the peer, write out what was
+   * gathered first.
    */
-  private async writeRaw(b: Uint8Array, batch = false): Promise<void> {
-    await this.throttle?.take(b.length);
-    if (this.failure) return Promise.reject(this.failure);
-    this.bytesOut += b.length;
-    if (batch && !this.corked) {
-      this.corked = true;
-      this.socket.cork();
-      process.nextTick(() => this.uncork());
+  private async sendBatched(m: Message): Promise<void> {
+    const fast = opFrameSize(m);
+    const frame = fast < 0 ? encodeFramedMessage(m) : null;
+    const size = frame ? frame.length : fast;
+    await this.throttle?.take(size);
+    if (this.failure) throw this.failure;
+    if (this.out && this.outUsed + size > this.out.length) this.flushOut();
+    if (size > OUT_BYTES) {
+      // A large literal goes out in a buffer of its own (the caller may reuse its data once this returns).
+      let b = frame;
+      if (!b) {
+        b = Buffer.allocUnsafe(size);
+        encodeOpFrameInto(m, b, 0);
+      }
+      this.bytesOut += size;
+      this.socket.write(b);
+    } else {
+      this.out ??= Buffer.allocUnsafe(OUT_BYTES);
+      if (frame) this.out.set(frame, this.outUsed);
+      else encodeOpFrameInto(m, this.out, this.outUsed);
+      this.outUsed += size;
+      this.bytesOut += size;
+      if (!this.outFlushQueued) {
+        this.outFlushQueued = true;
+        process.nextTick(() => {
+          this.outFlushQueued = false;
+          this.flushOut();
+        });
+      }
     }
-    return new Promise((resolve, reject) => {
-      const ok = this.socket.write(b, (err) => {
+    if (this.socket.writableLength > SEND_BUFFER && this.socket.writableNeedDrain) await this.drained();
+  }
+
+  /** Write out the gathered frames. Write errors surface through the socket's 'error' (see fail). */
+  private flushOut(): void {
+    if (!this.out || this.outUsed === 0) return;
+    const b = this.out.subarray(0, this.outUsed);
+    this.out = null;
+    this.outUsed = 0;
+    if (!this.failure) this.socket.write(b);
+  }
+
+  private async writeRaw(b: Uint8Array): Promise<void> {
+    await this.throttle?.take(b.length);
+    if (this.failure) throw this.failure;
+    this.bytesOut += b.length;
+    await new Promise<void>((resolve, reject) => {
+      this.socket.write(b, (err) => {
         if (err) reject(this.failure ?? new SyncError('ERR_CONNECTION', `write failed: ${err.message}`));
       });
-      if (this.corked) {
-        this.corkedBytes += b.length;
-        if (!batch || this.corkedBytes >= CORK_BYTES) this.uncork();
-      }
-      // The socket's own high-water mark (16 KiB) is below one literal op:
-      // waiting for 'drain' after every op would stall the sender once per
-      // message. Keep up to SEND_BUFFER queued before waiting instead.
-      if (ok || this.socket.writableLength <= SEND_BUFFER) {
-        resolve();
-        return;
-      }
-      // 'drain' only comes once what is queued is written.
-      this.uncork();
+      resolve();
+    });
+    // The socket's own high-water mark (16 KiB) is below one literal op:
+    // waiting for 'drain' after every op would stall the sender once per
+    // message. Keep up to SEND_BUFFER queued before waiting instead.
+    if (this.socket.writableLength > SEND_BUFFER && this.socket.writableNeedDrain) await this.drained();
+  }
+
+  /** Resolves on 'drain' ('drain' only comes once what is queued is written); rejects if the socket closes first. */
+  private drained(): Promise<void> {
+    this.flushOut();
+    return new Promise((resolve, reject) => {
       const onDrain = (): void => {
         cleanup();
         resolve();
@@ -305,13 +348,6 @@ export class Connection {
       this.socket.on('drain', onDrain);
       this.socket.on('close', onClose);
     });
-  }
-
-  private uncork(): void {
-    if (!this.corked) return;
-    this.corked = false;
-    this.corkedBytes = 0;
-    this.socket.uncork();
   }
 }
 

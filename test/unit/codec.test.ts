@@ -5,6 +5,8 @@ import {
   decodeMessage,
   encodeFramedMessage,
   encodeMessage,
+  encodeOpFrameInto,
+  opFrameSize,
   HASH_LEN,
   MAX_CAPS,
   MAX_REGION_BLOCKS,
@@ -385,5 +387,45 @@ describe('validation', () => {
   test('the error message names the message and field', () => {
     expect(expectCorrupt(withField('Copy', 2, -5)).message).toBe('Copy: length must be an integer in 0..9007199254740991, got -5');
     expect(expectCorrupt(withField('Auth', 2, new Uint8Array(31))).message).toBe('Auth: mac must be 32 bytes, got 31 bytes');
+  });
+});
+
+describe('fast op frames', () => {
+  // Lengths around each msgpack size class (fixint, uint8, uint16, uint32) and past 2^32, where the fast path declines.
+  const edges = [0, 1, 0x7f, 0x80, 0xff, 0x100, 0xffff, 0x10000, 0xffffffff, 2 ** 32, 2 ** 40, 2 ** 53 - 1];
+  const uint = fc.oneof(fc.constantFrom(...edges), fc.nat(), fc.integer({ min: 0, max: 2 ** 53 - 1 }));
+  const dataLen = fc.oneof(fc.constantFrom(1, 0xff, 0x100, 0xffff, 0x10000, 0x10001), fc.integer({ min: 1, max: 70000 }));
+
+  fcTest.prop([uint, uint, fc.nat(7)])('a Copy frame is byte for byte the msgpackr frame, or declined past 2^32', (offset, length, at) => {
+    const m: Message = { type: MsgType.Copy, offset, length };
+    const want = encodeFramedMessage(m);
+    const n = opFrameSize(m);
+    if (offset > 0xffffffff || length > 0xffffffff) {
+      expect(n).toBe(-1);
+      return;
+    }
+    expect(n).toBe(want.length);
+    const out = new Uint8Array(at + n + 3).fill(0xee);
+    expect(encodeOpFrameInto(m, out, at)).toBe(at + n);
+    expect(Buffer.from(out.subarray(at, at + n)).equals(Buffer.from(want))).toBe(true);
+    expect(out[at + n]).toBe(0xee);
+    expect(decodeMessage(out.subarray(at + 4, at + n))).toEqual(m);
+  });
+
+  fcTest.prop([dataLen, fc.nat(7)], { numRuns: 60 })('a Literal frame is byte for byte the msgpackr frame', (len, at) => {
+    const data = Buffer.alloc(len, 0x5a);
+    data[0] = 1;
+    const m: Message = { type: MsgType.Literal, data };
+    const want = encodeFramedMessage(m);
+    const n = opFrameSize(m);
+    expect(n).toBe(want.length);
+    const out = Buffer.alloc(at + n);
+    expect(encodeOpFrameInto(m, out, at)).toBe(at + n);
+    expect(out.subarray(at).equals(Buffer.from(want))).toBe(true);
+  });
+
+  test('other messages have no fast encoding', () => {
+    expect(opFrameSize({ type: MsgType.DeltaEnd, targetSize: 1, targetHash: new Uint8Array(32), opCount: 1, digest: null })).toBe(-1);
+    expect(() => encodeOpFrameInto({ type: MsgType.SigEnd, blockCount: 0, basisHash: null, digest: null }, new Uint8Array(64), 0)).toThrow(/no fast encoding/);
   });
 });
