@@ -5,7 +5,7 @@
  */
 import { Packr, RESERVE_START_SPACE, Unpackr } from 'msgpackr';
 import { CorruptInputError } from '../src/core/errors.js';
-import { MAX_BLOCKS, MAX_BLOCK_SIZE, MAX_LITERAL, MAX_STRONG_LEN, MAX_SUBS_PER_BLOCK, MIN_SUB_SIZE, SEED_LEN, SIG_CHUNK_BLOCKS } from '../src/core/limits.js';
+import { MAX_BLOCKS, MAX_BLOCK_SIZE, MAX_LITERAL, MAX_STRONG_LEN, MAX_SUB_SIZE, MAX_SUBS_PER_BLOCK, MIN_SUB_SIZE, SEED_LEN, SIG_CHUNK_BLOCKS, SUB_SUM_LEN } from '../src/core/limits.js';
 import { MsgType } from './constants.js';
 import type { Message } from './messages.js';
 
@@ -299,13 +299,13 @@ function validate(v: unknown): Message {
     case MsgType.SubNeed: {
       f.count(4);
       const first = f.uint(1, 'first block');
-      const subSize = f.uint(2, 'sub-block size', MAX_BLOCK_SIZE);
+      const subSize = f.uint(2, 'sub-block size', MAX_SUB_SIZE);
       if (subSize < MIN_SUB_SIZE || (subSize & (subSize - 1)) !== 0) throw bad(`SubNeed: sub-block size ${subSize} is not a power of two of at least ${MIN_SUB_SIZE}`);
       return { type, first, subSize, bitmap: f.bin(3, 'block bitmap', 1, SUB_NEED_SPAN / 8) };
     }
     case MsgType.SubSums:
       f.count(3);
-      return { type, first: f.uint(1, 'first block'), sums: f.bin(2, 'sub-block sums', 0, SUB_NEED_MAX_BLOCKS * MAX_SUBS_PER_BLOCK * MAX_STRONG_LEN) };
+      return { type, first: f.uint(1, 'first block'), sums: f.bin(2, 'sub-block sums', 0, SUB_NEED_MAX_BLOCKS * MAX_SUBS_PER_BLOCK * SUB_SUM_LEN) };
     case MsgType.SigBlocks: {
       f.count(4);
       const first = f.uint(1, 'first block');

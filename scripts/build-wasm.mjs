@@ -18,6 +18,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const MODULES = [
   { name: 'adler-wasm', constant: 'ADLER_WASM_BASE64' },
   { name: 'roll-wasm', constant: 'ROLL_WASM_BASE64' },
+  { name: 'nh-wasm', constant: 'NH_WASM_BASE64' },
 ];
 
 const wabt = await initWabt();

@@ -50,3 +50,7 @@ export const YIELD_EVERY_BYTES = 16 * 1024 * 1024;
 export const MAX_SUBS_PER_BLOCK = 64;
 /** Smallest sub-block. */
 export const MIN_SUB_SIZE = 1024;
+/** Bytes of one sub-block sum (two 64-bit NH values, see subsum.ts). */
+export const SUB_SUM_LEN = 16;
+/** Largest sub-block (its NH key is this long; see subsum.ts). Blocks over 64 of these get no sub-block sums. */
+export const MAX_SUB_SIZE = 64 * 1024;

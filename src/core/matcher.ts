@@ -27,6 +27,7 @@ import { OpCoalescer, joinTail } from './coalescer.js';
 import { adler32, adler32OfZeros, ADLER_MOD } from './rolling.js';
 import { WEAK_MIX, type Signature } from './signature.js';
 import { ROLL_SEGMENT, Roller } from './roll-wasm.js';
+import { SUB_SUM_LEN, SubSummer } from './subsum.js';
 import { StrongHasher } from './strong.js';
 
 const EMPTY = new Uint8Array(0);
@@ -70,7 +71,7 @@ export class DeltaMatcher {
   /** Weak sum of a zero block. */
   private readonly zeroWeak: number;
   /** The receiver's sub-block sums of some blocks (see useSubSums), or null. */
-  private subs: { size: number; get: (block: number) => Uint8Array | undefined } | null = null;
+  private subs: { size: number; summer: SubSummer; get: (block: number) => Uint8Array | undefined } | null = null;
 
   /**
    * `ownDigests`: optional strong-hash prefixes (signature strongLen bytes
@@ -121,8 +122,8 @@ export class DeltaMatcher {
   }
 
   /**
-   * Sums of sub-blocks (`size` bytes each, signature strong hash and length)
-   * of basis blocks, for the blocks `get` knows. A literal over such a block
+   * Sums of sub-blocks (`size` bytes each, SUB_SUM_LEN-byte sums under the
+   * signature's seed, see subsum.ts) of basis blocks, for the blocks `get` knows. A literal over such a block
    * keeps only the sub-blocks that differ: the others are copied in place. A
    * 4 KiB write into a 32 KiB block then costs 4 KiB, not 32. `get` must
    * know a block's sums by the time input reaching that block is pushed.
@@ -131,7 +132,7 @@ export class DeltaMatcher {
     if (size <= 0 || this.bs % size !== 0 || this.bs / size > MAX_SUBS_PER_BLOCK) {
       throw new ParamError(`sub-block size ${size} does not split the block size ${this.bs} into at most ${MAX_SUBS_PER_BLOCK}`);
     }
-    this.subs = { size, get };
+    this.subs = { size, summer: new SubSummer(this.sig.params.seed, size), get };
   }
 
   /** Absolute input position from which nothing was emitted yet (the pending literal's start). */
@@ -477,11 +478,11 @@ export class DeltaMatcher {
 
   /** True if buf[x, x + sub size) has the receiver's sum of sub-block j in `sums`. */
   private subEquals(sums: Uint8Array, j: number, buf: Uint8Array, x: number): boolean {
-    const sl = this.ownLen;
-    const d = this.hasher.hash(buf, x, x + this.subs!.size);
-    for (let i = 0; i < sl; i++) if (d[i] !== sums[j * sl + i]) return false;
-    return true;
+    return this.subs!.summer.equals(buf, x, sums, j);
   }
+
+  /** Sums of the sub-blocks of one block, for someSubInPlace. */
+  private readonly subSums = new Uint8Array(MAX_SUBS_PER_BLOCK * SUB_SUM_LEN);
 
   /** Sub-blocks of block subSeenBlock compared by someSubInPlace (1 same, 0 not), reused when its literal goes out. */
   private readonly subSeen = new Int8Array(MAX_SUBS_PER_BLOCK);
@@ -491,10 +492,19 @@ export class DeltaMatcher {
   private someSubInPlace(k: number, buf: Uint8Array, p: number): boolean {
     const sums = this.subs?.get(k);
     if (!sums) return false;
-    const size = this.subs!.size;
+    const { size, summer } = this.subs!;
+    const n = this.bs / size;
+    const mine = this.subSums;
+    summer.sums(buf, p, n, mine, 0);
     let any = false;
-    for (let j = 0; j < this.bs / size; j++) {
-      const same = this.subEquals(sums, j, buf, p + j * size);
+    for (let j = 0; j < n; j++) {
+      let same = true;
+      for (let i = j * SUB_SUM_LEN; i < (j + 1) * SUB_SUM_LEN; i++) {
+        if (mine[i] !== sums[i]) {
+          same = false;
+          break;
+        }
+      }
       this.subSeen[j] = same ? 1 : 0;
       any ||= same;
     }

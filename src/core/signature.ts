@@ -13,7 +13,7 @@ import {
   MAX_BLOCK_SIZE,
   MAX_IMAGE_SIZE,
   MAX_STRONG_LEN,
-  MAX_SUBS_PER_BLOCK,
+  MAX_SUB_SIZE, MAX_SUBS_PER_BLOCK,
   MIN_BLOCK_SIZE,
   MIN_STRONG_LEN,
   SEED_LEN,
@@ -92,12 +92,13 @@ export function validateSignatureParams(p: SignatureParams): void {
  * Sub-block size for sub-block sums of `blockSize`-byte blocks: 4 KiB, the
  * page size of most guest filesystems and so the unit most writes land in,
  * doubled until a block has at most MAX_SUBS_PER_BLOCK; 0 when a block
- * cannot be split in two that way.
+ * cannot be split in two that way or would need sub-blocks over MAX_SUB_SIZE
+ * (blocks over 4 MiB, images over 8 TiB at the default block size).
  */
 export function subBlockSize(blockSize: number): number {
   let sub = 4096;
   while (blockSize / sub > MAX_SUBS_PER_BLOCK) sub *= 2;
-  return blockSize % sub === 0 && blockSize / sub >= 2 ? sub : 0;
+  return blockSize % sub === 0 && blockSize / sub >= 2 && sub <= MAX_SUB_SIZE ? sub : 0;
 }
 
 /** Fill in defaults for a new signature over an image of `imageSize` bytes. */

@@ -15,9 +15,9 @@
  * position), so the sums are always of the original bytes.
  */
 import { SyncError } from '../core/errors.js';
-import { MAX_SUBS_PER_BLOCK } from '../core/limits.js';
+import { MAX_SUB_SIZE, MAX_SUBS_PER_BLOCK } from '../core/limits.js';
 import { blockCountFor, type SignatureParams } from '../core/signature.js';
-import { StrongHasher } from '../core/strong.js';
+import { SUB_SUM_LEN, SubSummer } from '../core/subsum.js';
 import { readExactSync, type ImageHandle } from '../io/image.js';
 import { SUB_NEED_MAX_BLOCKS, SUB_NEED_SPAN } from '../../protocol/codec.js';
 import { MsgType } from '../../protocol/constants.js';
@@ -25,7 +25,7 @@ import type { SubNeedMsg } from '../../protocol/messages.js';
 import type { Connection } from './connection.js';
 
 /** Capability both peers announce to use sub-block sums. */
-export const SUBSUMS_CAP = 'subsums';
+export const SUBSUMS_CAP = 'subsums-nh';
 
 /**
  * How far ahead of its scan the sender asks: blocks whose sums take up to
@@ -60,7 +60,7 @@ export class SubSumsAhead {
     /** Whether to ask for block i. */
     private readonly wanted: (i: number) => boolean,
   ) {
-    this.perBlock = (params.blockSize / subSize) * params.strongLen;
+    this.perBlock = (params.blockSize / subSize) * SUB_SUM_LEN;
     this.most = Math.max(1, Math.floor(SUMS_AHEAD / this.perBlock));
   }
 
@@ -137,8 +137,8 @@ export function answerSubNeed(basis: ImageHandle, m: SubNeedMsg, sent: Signature
   if (!sent) throw new SyncError('ERR_PROTOCOL', 'sub-block sums were asked for, but this side sent no signature');
   const bs = sent.blockSize;
   const sub = m.subSize;
-  if (bs % sub !== 0 || bs / sub < 2 || bs / sub > MAX_SUBS_PER_BLOCK) {
-    throw new SyncError('ERR_PROTOCOL', `sub-block size ${sub} does not split blocks of ${bs} bytes into 2..${MAX_SUBS_PER_BLOCK}`);
+  if (bs % sub !== 0 || bs / sub < 2 || bs / sub > MAX_SUBS_PER_BLOCK || sub > MAX_SUB_SIZE) {
+    throw new SyncError('ERR_PROTOCOL', `sub-block size ${sub} does not split blocks of ${bs} bytes into 2..${MAX_SUBS_PER_BLOCK} of at most ${MAX_SUB_SIZE}`);
   }
   const n = blockCountFor(sent.imageSize, bs);
   const blocks: number[] = [];
@@ -150,14 +150,21 @@ export function answerSubNeed(basis: ImageHandle, m: SubNeedMsg, sent: Signature
     blocks.push(k);
   }
   if (blocks.length > SUB_NEED_MAX_BLOCKS) throw new SyncError('ERR_PROTOCOL', `sub-block sums asked for ${blocks.length} blocks at once (at most ${SUB_NEED_MAX_BLOCKS})`);
-  const sl = sent.strongLen;
-  const hasher = new StrongHasher(sent.strongAlg, sent.seed, sl);
+  const summer = summerFor(sent.seed, sub);
   const per = bs / sub;
-  const out = new Uint8Array(blocks.length * per * sl);
+  const out = new Uint8Array(blocks.length * per * SUB_SUM_LEN);
   const buf = Buffer.allocUnsafe(bs);
-  blocks.forEach((k, j) => {
-    const data = readExactSync(basis, k * bs, bs, buf);
-    for (let s = 0; s < per; s++) out.set(hasher.hash(data, s * sub, (s + 1) * sub).subarray(0, sl), (j * per + s) * sl);
-  });
+  blocks.forEach((k, j) => summer.sums(readExactSync(basis, k * bs, bs, buf), 0, per, out, j * per * SUB_SUM_LEN));
   return out;
+}
+
+/** The summer of the last SubNeed answered: a session asks with one seed and size throughout. */
+let lastSummer: { seed: Uint8Array; summer: SubSummer } | null = null;
+
+function summerFor(seed: Uint8Array, subSize: number): SubSummer {
+  const l = lastSummer;
+  if (l && l.summer.subSize === subSize && Buffer.from(l.seed).equals(seed)) return l.summer;
+  const summer = new SubSummer(seed, subSize);
+  lastSummer = { seed: Uint8Array.from(seed), summer };
+  return summer;
 }

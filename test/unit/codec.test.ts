@@ -21,7 +21,7 @@ import {
 import { MsgType } from '../../protocol/constants.js';
 import type { Message } from '../../protocol/messages.js';
 import { SyncError } from '../../src/core/errors.js';
-import { MAX_BLOCKS, MAX_BLOCK_SIZE, MAX_LITERAL, MAX_STRONG_LEN, MAX_SUBS_PER_BLOCK, SEED_LEN, SIG_CHUNK_BLOCKS } from '../../src/core/limits.js';
+import { MAX_BLOCKS, MAX_BLOCK_SIZE, MAX_LITERAL, MAX_STRONG_LEN, MAX_SUB_SIZE, MAX_SUBS_PER_BLOCK, SEED_LEN, SIG_CHUNK_BLOCKS, SUB_SUM_LEN } from '../../src/core/limits.js';
 import { GOLDEN } from '../helpers/wire-golden.js';
 import { encodeFrame } from '../../src/bytes/frame.js';
 
@@ -75,7 +75,7 @@ const arbMessage: fc.Arbitrary<Message> = fc.oneof(
     hashes: fc.integer({ min: 1, max: 40 }).chain((n) => bytes(REGION_HASH_LEN * n, REGION_HASH_LEN * n)),
   }),
   fc.record({ type: fc.constant(MsgType.NeedRegions), bitmap: bytes(0, 300) }),
-  fc.record({ type: fc.constant(MsgType.SubNeed), first: u, subSize: fc.integer({ min: 10, max: 24 }).map((b) => 2 ** b), bitmap: bytes(1, 300) }),
+  fc.record({ type: fc.constant(MsgType.SubNeed), first: u, subSize: fc.integer({ min: 10, max: 16 }).map((b) => 2 ** b), bitmap: bytes(1, 300) }),
   fc.record({ type: fc.constant(MsgType.SubSums), first: u, sums: bytes(0, 2000) }),
   fc.record({
     type: fc.constant(MsgType.SigBlocks),
@@ -340,12 +340,13 @@ describe('validation', () => {
 
   test('SubNeed: sub-block size a power of two of at least 1 KiB, a bitmap of 1..8192 bytes; SubSums bounded', () => {
     expect(decodeMessage(encodeMessage({ type: MsgType.SubNeed, first: 7, subSize: 4096, bitmap: new Uint8Array(SUB_NEED_SPAN / 8) }))).toMatchObject({ first: 7, subSize: 4096 });
-    for (const subSize of [0, 512, 3000, 4097]) expect(expectCorrupt([MsgType.SubNeed, 0, subSize, Uint8Array.of(1)]).message).toMatch(/sub-block size/);
+    for (const subSize of [0, 512, 3000, 4097, MAX_SUB_SIZE * 2]) expect(expectCorrupt([MsgType.SubNeed, 0, subSize, Uint8Array.of(1)]).message).toMatch(/sub-block size/);
+    expect(decodeMessage(encodeMessage({ type: MsgType.SubNeed, first: 0, subSize: MAX_SUB_SIZE, bitmap: Uint8Array.of(1) }))).toMatchObject({ subSize: MAX_SUB_SIZE });
     expectCorrupt([MsgType.SubNeed, 0, 4096, new Uint8Array(0)]);
     expectCorrupt([MsgType.SubNeed, 0, 4096, new Uint8Array(SUB_NEED_SPAN / 8 + 1)]);
     expectCorrupt([MsgType.SubNeed, -1, 4096, Uint8Array.of(1)]);
     expectCorrupt([MsgType.SubNeed, 0, 4096]);
-    const most = SUB_NEED_MAX_BLOCKS * MAX_SUBS_PER_BLOCK * MAX_STRONG_LEN;
+    const most = SUB_NEED_MAX_BLOCKS * MAX_SUBS_PER_BLOCK * SUB_SUM_LEN;
     expect(decodeMessage(encodeMessage({ type: MsgType.SubSums, first: 0, sums: new Uint8Array(most) }))).toMatchObject({ first: 0 });
     expectCorrupt([MsgType.SubSums, 0, new Uint8Array(most + 1)]);
     expectCorrupt([MsgType.SubSums, 0, 'sums']);
