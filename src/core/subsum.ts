@@ -16,20 +16,33 @@
  * The WebAssembly SIMD module computes them; a plain JS version gives the
  * same bytes where the module cannot compile, and is the tests' oracle.
  */
-import { blake3 } from '@noble/hashes/blake3.js';
 import { ParamError } from './errors.js';
 import { MAX_SUB_SIZE, SUB_SUM_LEN } from './limits.js';
 import { NH_WASM_BASE64 } from './nh-wasm-bytes.js';
-import { blake3Key } from './strong.js';
+import { StrongHasher } from './strong.js';
 
 export { SUB_SUM_LEN };
 
 /** Input that derives the NH key from the seed's BLAKE3 key. */
 const KEY_CONTEXT = Buffer.from('resync sub-block NH key v1');
 
-/** The NH key for sub-blocks of `subSize` bytes: subSize + 16 bytes of keyed BLAKE3 output. */
+/**
+ * The NH key for sub-blocks of `subSize` bytes: subSize + 16 bytes of keyed
+ * BLAKE3 in counter mode, block i = BLAKE3(key, context || u32le(i)) with the
+ * strong hash's key for the seed. (Counter mode rather than BLAKE3's XOF: the
+ * native binding has no XOF, and the JS one takes ~20 ms to warm up.)
+ */
 export function subSumKey(seed: Uint8Array, subSize: number): Uint8Array {
-  return blake3(KEY_CONTEXT, { key: blake3Key(seed), dkLen: subSize + 16 });
+  const h = new StrongHasher('blake3', seed, 32);
+  const len = subSize + 16;
+  const key = new Uint8Array(Math.ceil(len / 32) * 32);
+  const input = Buffer.alloc(KEY_CONTEXT.length + 4);
+  KEY_CONTEXT.copy(input);
+  for (let i = 0; i * 32 < len; i++) {
+    input.writeUInt32LE(i, KEY_CONTEXT.length);
+    key.set(h.hash(input, 0, input.length, false), i * 32);
+  }
+  return key.subarray(0, len);
 }
 
 // Layout of the module's memory: the key, the sums of one call, then the sub-blocks of one call.
