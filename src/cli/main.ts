@@ -7,6 +7,9 @@ import { netCommands } from './commands/net.js';
 import { opsCommands } from './commands/ops.js';
 import { ExitCode } from './exit-codes.js';
 import type { CommonArgs } from './run.js';
+import { trace } from '../trace.js';
+
+trace('cli: modules loaded');
 
 const base = yargs(hideBin(process.argv))
   .scriptName('resync')

@@ -47,10 +47,19 @@ let nativeModule: NativeModule | null | undefined;
 /** The native BLAKE3 binding, or null where it does not load (then the JS one is used). */
 export function nativeBlake3(): NativeModule | null {
   if (nativeModule === undefined) {
-    try {
-      nativeModule = createRequire(import.meta.url)('@napi-rs/blake-hash') as NativeModule;
-    } catch {
-      nativeModule = null;
+    nativeModule = null;
+    const req = createRequire(import.meta.url);
+    // The platform package first: the generic loader spends ~5 ms of every
+    // start in process.report working out the C library. Elsewhere, or if
+    // that binary does not load (musl), the generic loader decides.
+    const direct = process.platform === 'linux' ? [`@napi-rs/blake-hash-linux-${process.arch}-gnu`] : [];
+    for (const name of [...direct, '@napi-rs/blake-hash']) {
+      try {
+        nativeModule = req(name) as NativeModule;
+        break;
+      } catch {
+        // next
+      }
     }
   }
   return nativeModule;
