@@ -71,6 +71,9 @@ export class SessionMachine {
       this.st = 'failed';
       return this.st;
     }
+    // The long runs (delta ops, block sums) stay in their state: checked without building the allowed list.
+    if (this.st === 'delta-ops' && (type === MsgType.Copy || type === MsgType.Literal || type === MsgType.LiteralZ) && from === (this.mode === 'pull' ? 'server' : 'client')) return this.st;
+    if (this.st === 'sig-blocks' && type === MsgType.SigBlocks && from === (this.mode === 'pull' ? 'client' : 'server')) return this.st;
     const want = this.expected();
     const ok = want.some(([side, t]) => side === from && t === type);
     if (!ok) {
