@@ -19,6 +19,13 @@ await build({
   target: 'node20',
   external: ['@napi-rs/blake-hash'],
   // Bundled CommonJS dependencies call require(); give the ES module one.
-  banner: { js: "import { createRequire as __resyncRequire } from 'node:module'; const require = __resyncRequire(import.meta.url);" },
+  // msgpackr's optional native string decoder (msgpackr-extract) costs ~5 ms
+  // of every start to find and load, and the protocol carries binary and
+  // integers, hardly any strings: it is left off unless the environment says.
+  banner: {
+    js:
+      "import { createRequire as __resyncRequire } from 'node:module'; const require = __resyncRequire(import.meta.url);" +
+      " process.env.MSGPACKR_NATIVE_ACCELERATION_DISABLED ??= 'true';",
+  },
   logLevel: 'warning',
 });
