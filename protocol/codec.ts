@@ -98,26 +98,51 @@ function putFrameLength(out: Uint8Array, at: number, n: number): void {
 }
 
 /**
- * Size of the whole frame of a Copy or Literal op when the fast encoder below
- * handles it (offsets and lengths below 2^32), else -1. Delta ops are most of
+ * Size of the whole frame of a Copy, Literal or SubSums message when the fast
+ * encoder below handles it (integers below 2^32), else -1. These are most of
  * the traffic of a sync: encoding them straight into the connection's send
  * buffer saves msgpackr's intermediate buffers (a fresh one per large
- * literal) and one copy of every literal byte.
+ * literal or answer) and one copy of every byte.
  */
 export function opFrameSize(m: Message): number {
   if (m.type === 0x11) {
     if (m.offset > 0xffffffff || m.length > 0xffffffff) return -1;
     return FRAME_HEADER_BYTES + 2 + uintLen(m.offset) + uintLen(m.length);
   }
-  if (m.type === 0x12) {
-    const n = m.data.length;
-    return FRAME_HEADER_BYTES + 2 + (n < 0x100 ? 2 : n < 0x10000 ? 3 : 5) + n;
+  if (m.type === 0x12) return FRAME_HEADER_BYTES + 2 + binLen(m.data.length);
+  if (m.type === 0x07) {
+    if (m.first > 0xffffffff) return -1;
+    return FRAME_HEADER_BYTES + 2 + uintLen(m.first) + binLen(m.sums.length);
   }
   return -1;
 }
 
+/** Bytes of the msgpack encoding of a bin of n bytes. */
+function binLen(n: number): number {
+  return (n < 0x100 ? 2 : n < 0x10000 ? 3 : 5) + n;
+}
+
+function putBin(out: Uint8Array, at: number, data: Uint8Array): number {
+  const n = data.length;
+  let p = at;
+  if (n < 0x100) {
+    out[p++] = 0xc4;
+    out[p++] = n;
+  } else if (n < 0x10000) {
+    out[p++] = 0xc5;
+    out[p++] = n >>> 8;
+    out[p++] = n & 0xff;
+  } else {
+    out[p++] = 0xc6;
+    putFrameLength(out, p, n);
+    p += 4;
+  }
+  out.set(data, p);
+  return p + n;
+}
+
 /**
- * Write the frame of a Copy or Literal op at out[at..]: byte for byte what
+ * Write the frame of a Copy, Literal or SubSums message at out[at..]: byte for byte what
  * encodeFramedMessage makes (a test compares them), for ops opFrameSize
  * accepts. Returns the end.
  */
@@ -129,23 +154,14 @@ export function encodeOpFrameInto(m: Message, out: Uint8Array, at: number): numb
     p = putUint(out, p, m.offset);
     p = putUint(out, p, m.length);
   } else if (m.type === 0x12) {
-    const n = m.data.length;
     out[p++] = 0x92;
     out[p++] = 0x12;
-    if (n < 0x100) {
-      out[p++] = 0xc4;
-      out[p++] = n;
-    } else if (n < 0x10000) {
-      out[p++] = 0xc5;
-      out[p++] = n >>> 8;
-      out[p++] = n & 0xff;
-    } else {
-      out[p++] = 0xc6;
-      putFrameLength(out, p, n);
-      p += 4;
-    }
-    out.set(m.data, p);
-    p += n;
+    p = putBin(out, p, m.data);
+  } else if (m.type === 0x07) {
+    out[p++] = 0x93;
+    out[p++] = 0x07;
+    p = putUint(out, p, m.first);
+    p = putBin(out, p, m.sums);
   } else {
     throw new Error(`no fast encoding for message type ${m.type}`);
   }

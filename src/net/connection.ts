@@ -118,7 +118,11 @@ export class Connection {
     if (BATCHED.has(m.type)) return this.sendBatched(m);
     // A step the peer may be waiting for: out at once, after what was gathered before it.
     this.flushOut();
-    await this.writeRaw(encodeFramedMessage(m));
+    const n = opFrameSize(m);
+    let b: Uint8Array;
+    if (n < 0) b = encodeFramedMessage(m);
+    else encodeOpFrameInto(m, (b = Buffer.allocUnsafe(n)), 0);
+    await this.writeRaw(b);
   }
 
   /** Send an Error message, best effort, then close the connection gracefully. */

@@ -425,6 +425,20 @@ describe('fast op frames', () => {
     expect(out.subarray(at).equals(Buffer.from(want))).toBe(true);
   });
 
+  fcTest.prop([uint, fc.uint8Array({ minLength: 0, maxLength: 70000 }), fc.nat(7)], { numRuns: 60 })('a SubSums frame is byte for byte the msgpackr frame', (first, sums, at) => {
+    const m: Message = { type: MsgType.SubSums, first, sums };
+    const want = encodeFramedMessage(m);
+    const n = opFrameSize(m);
+    if (first > 0xffffffff) {
+      expect(n).toBe(-1);
+      return;
+    }
+    expect(n).toBe(want.length);
+    const out = Buffer.alloc(at + n);
+    expect(encodeOpFrameInto(m, out, at)).toBe(at + n);
+    expect(out.subarray(at).equals(Buffer.from(want))).toBe(true);
+  });
+
   test('other messages have no fast encoding', () => {
     expect(opFrameSize({ type: MsgType.DeltaEnd, targetSize: 1, targetHash: new Uint8Array(32), opCount: 1, digest: null })).toBe(-1);
     expect(() => encodeOpFrameInto({ type: MsgType.SigEnd, blockCount: 0, basisHash: null, digest: null }, new Uint8Array(64), 0)).toThrow(/no fast encoding/);
