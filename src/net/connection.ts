@@ -321,12 +321,8 @@ export class Connection {
     await this.throttle?.take(b.length);
     if (this.failure) throw this.failure;
     this.bytesOut += b.length;
-    await new Promise<void>((resolve, reject) => {
-      this.socket.write(b, (err) => {
-        if (err) reject(this.failure ?? new SyncError('ERR_CONNECTION', `write failed: ${err.message}`));
-      });
-      resolve();
-    });
+    // Write errors surface through the socket's 'error' (see fail), like those of flushOut.
+    this.socket.write(b);
     // The socket's own high-water mark (16 KiB) is below one literal op:
     // waiting for 'drain' after every op would stall the sender once per
     // message. Keep up to SEND_BUFFER queued before waiting instead.
