@@ -123,8 +123,9 @@ export class DeltaMatcher {
 
   /**
    * Sums of sub-blocks (`size` bytes each, SUB_SUM_LEN-byte sums under the
-   * signature's seed, see subsum.ts) of basis blocks, for the blocks `get` knows. A literal over such a block
-   * keeps only the sub-blocks that differ: the others are copied in place. A
+   * signature's seed, see subsum.ts) of basis blocks, for the blocks `get`
+   * knows. A literal over such a block keeps only the sub-blocks that
+   * differ: the others are copied in place. A
    * 4 KiB write into a 32 KiB block then costs 4 KiB, not 32. `get` must
    * know a block's sums by the time input reaching that block is pushed.
    */
