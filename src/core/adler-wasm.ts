@@ -53,14 +53,45 @@ function load(): Loaded | null {
     if (wasm === undefined) throw new Error('this runtime has no WebAssembly');
     const bytes = Buffer.from(ADLER_WASM_BASE64, 'base64');
     const exports = new wasm.Instance(new wasm.Module(bytes), {}).exports as AdlerExports;
+    // One grow, here: growing later would detach every view of the memory.
+    const need = SLOTS_AT + SLOTS * SLOT_BYTES;
     const have = exports.memory.buffer.byteLength;
-    if (have < WASM_PIECE) exports.memory.grow(Math.ceil((WASM_PIECE - have) / PAGE));
+    if (have < need) exports.memory.grow(Math.ceil((need - have) / PAGE));
     loaded = { sum: exports.adler32, mem: new Uint8Array(exports.memory.buffer) };
   } catch (e) {
     loadError = e;
     loaded = null;
   }
   return loaded;
+}
+
+/**
+ * Read buffers inside the module's memory, after the piece it copies into:
+ * data read straight into one is summed in place, without the copy (about
+ * 40 % of the sum's time on 32 KiB blocks). A signature pass holds one.
+ */
+const SLOT_BYTES = 1024 * 1024;
+const SLOTS = 4;
+const SLOTS_AT = WASM_PIECE;
+const slotFree = [true, true, true, true];
+
+/**
+ * A buffer of `length` bytes in the module's memory, or null (too large,
+ * every slot taken, or no WebAssembly): then any buffer does, summed by copy.
+ * `release` gives the slot back; the buffer must not be used after it.
+ */
+export function takeReadBuffer(length: number): { buf: Buffer; release: () => void } | null {
+  const w = length <= SLOT_BYTES ? load() : null;
+  const k = slotFree.indexOf(true);
+  if (!w || k < 0) return null;
+  slotFree[k] = false;
+  const at = SLOTS_AT + k * SLOT_BYTES;
+  return {
+    buf: Buffer.from(w.mem.buffer, at, length),
+    release: () => {
+      slotFree[k] = true;
+    },
+  };
 }
 
 /**
@@ -95,6 +126,8 @@ export function adler32Wasm(buf: Uint8Array, start = 0, end = buf.length, init =
   }
   const w = load();
   if (w === null) throw new Error('adler32Wasm: WebAssembly SIMD is not available', { cause: loadError });
+  // Bytes already in the module's memory (a read buffer from takeReadBuffer) are summed where they are.
+  if (buf.buffer === w.mem.buffer && buf.byteOffset >= SLOTS_AT) return w.sum(buf.byteOffset + start, end - start, init) >>> 0;
   let sum = init;
   for (let p = start; p < end; ) {
     const n = Math.min(WASM_PIECE, end - p);

@@ -73,6 +73,8 @@ export interface PieceOptions {
   align?: number;
   /** Skip holes (default true); false reads every byte. */
   holes?: boolean;
+  /** Read into this buffer (at least one piece long) instead of a new one. */
+  buffer?: Buffer | undefined;
 }
 
 /**
@@ -84,7 +86,8 @@ export interface PieceOptions {
 export async function* readPieces(img: ImageHandle, opts: PieceOptions = {}): AsyncGenerator<Piece> {
   const { start = 0, end = img.size, chunk = IO_CHUNK, align = 1, holes = true } = opts;
   const step = Math.max(align, Math.floor(chunk / align) * align);
-  const buf = Buffer.allocUnsafe(Math.max(0, Math.min(step, end - start)));
+  const len = Math.max(0, Math.min(step, end - start));
+  const buf = opts.buffer && opts.buffer.length >= len ? opts.buffer.subarray(0, len) : Buffer.allocUnsafe(len);
   let zeros: Buffer | null = null;
   const up = (x: number): number => Math.min(end, Math.ceil(x / align) * align);
   const down = (x: number): number => Math.floor(x / align) * align;

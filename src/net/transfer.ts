@@ -15,12 +15,22 @@ import { IO_CHUNK, SEED_LEN, SIG_CHUNK_BLOCKS, YIELD_EVERY_BYTES } from '../core
  */
 const SIG_READ_CHUNK = 1024 * 1024;
 
+/**
+ * Bytes of one signature-pass read (as readPieces cuts them: whole blocks,
+ * at least one). Read into the Adler-32 module's memory when a slot is free,
+ * so the weak sums need no copy.
+ */
+function sigReadLength(blockSize: number, imageSize: number): number {
+  return Math.min(imageSize, Math.max(blockSize, Math.floor(SIG_READ_CHUNK / blockSize) * blockSize));
+}
+
 
 import { DeltaMatcher } from '../core/matcher.js';
 import type { DeltaOp, DeltaStats } from '../core/ops.js';
 import { Signature, SignatureGenerator, blockCountFor, makeSignatureParams, subBlockSize, type SignatureChunk, type SignatureParams } from '../core/signature.js';
 import { FULL_DIGEST_LEN, STRONG_ALGS, StrongHasher, isZeroRange } from '../core/strong.js';
 import { weakSum } from '../core/rolling.js';
+import { takeReadBuffer } from '../core/adler-wasm.js';
 import { MAX_REGION_BLOCKS, REGION_CHUNK, REGION_HASH_LEN } from '../../protocol/codec.js';
 import { imageHashBuilder, regionHash, type ImageHashSpec } from '../core/imagehash.js';
 import { chunkFromMessage, paramsFromHeader, sigBlocksMessage, sigHeaderMessage } from '../format/sigfile.js';
@@ -96,10 +106,15 @@ export async function sendSignature(
     }
   };
   let done = 0;
-  for await (const piece of readPieces(img, { chunk: SIG_READ_CHUNK, align: params.blockSize })) {
-    await take(gen.push(piece.data, piece.zero));
-    done += piece.data.length;
-    onProgress?.({ phase: 'signature', done, total: img.size });
+  const slot = takeReadBuffer(sigReadLength(params.blockSize, img.size));
+  try {
+    for await (const piece of readPieces(img, { chunk: SIG_READ_CHUNK, align: params.blockSize, buffer: slot?.buf })) {
+      await take(gen.push(piece.data, piece.zero));
+      done += piece.data.length;
+      onProgress?.({ phase: 'signature', done, total: img.size });
+    }
+  } finally {
+    slot?.release();
   }
   await take(gen.end());
   trace('receiver: signature pass done');
@@ -202,29 +217,33 @@ export async function receiveSignatureWithPrepass(
   const ownRegions = R ? new Uint8Array(Math.ceil(nOwn / R) * REGION_HASH_LEN) : null;
   const image = imageHashBuilder(img.size, params);
   const hasher = new StrongHasher(params.strongAlg, params.seed, sl);
-  const chunk = Math.max(bs, Math.floor(SIG_READ_CHUNK / bs) * bs);
   const pre = (async () => {
     let i = 0;
     let done = 0;
-    // Full digests of the current region, hashed once the region is complete (as regionHash does).
-    const regionDigests = R ? new Uint8Array(R * FULL_DIGEST_LEN) : null;
-    for await (const { data: c, zero: hole } of readPieces(img, { chunk, align: bs })) {
-      for (let p = 0; p < c.length; p += bs, i++) {
-        const e = Math.min(p + bs, c.length);
-        const zero = hole || isZeroRange(c, p, e);
-        const full = hasher.hash(c, p, e, zero);
-        own.set(full.subarray(0, sl), i * sl);
-        image.pushDigest(i, e - p, full);
-        if (regionDigests) {
-          ownWeak![i] = weakSum(c, p, e, zero);
-          regionDigests.set(full, (i % R) * FULL_DIGEST_LEN);
-          if ((i + 1) % R === 0 || i + 1 === nOwn) {
-            ownRegions!.set(regionHash(regionDigests.subarray(0, ((i % R) + 1) * FULL_DIGEST_LEN)), Math.floor(i / R) * REGION_HASH_LEN);
+    const slot = takeReadBuffer(sigReadLength(bs, img.size));
+    try {
+      // Full digests of the current region, hashed once the region is complete (as regionHash does).
+      const regionDigests = R ? new Uint8Array(R * FULL_DIGEST_LEN) : null;
+      for await (const { data: c, zero: hole } of readPieces(img, { chunk: SIG_READ_CHUNK, align: bs, buffer: slot?.buf })) {
+        for (let p = 0; p < c.length; p += bs, i++) {
+          const e = Math.min(p + bs, c.length);
+          const zero = hole || isZeroRange(c, p, e);
+          const full = hasher.hash(c, p, e, zero);
+          own.set(full.subarray(0, sl), i * sl);
+          image.pushDigest(i, e - p, full);
+          if (regionDigests) {
+            ownWeak![i] = weakSum(c, p, e, zero);
+            regionDigests.set(full, (i % R) * FULL_DIGEST_LEN);
+            if ((i + 1) % R === 0 || i + 1 === nOwn) {
+              ownRegions!.set(regionHash(regionDigests.subarray(0, ((i % R) + 1) * FULL_DIGEST_LEN)), Math.floor(i / R) * REGION_HASH_LEN);
+            }
           }
         }
+        done += c.length;
+        onProgress?.({ phase: 'hash', done, total: img.size });
       }
-      done += c.length;
-      onProgress?.({ phase: 'hash', done, total: img.size });
+    } finally {
+      slot?.release();
     }
   })();
   trace('sender: prepass started');

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, test } from 'vitest';
 import { fc, test as fcTest } from '@fast-check/vitest';
-import { adler32Wasm, WASM_PIECE, wasmAvailable } from '../../src/core/adler-wasm.js';
+import { adler32Wasm, takeReadBuffer, WASM_PIECE, wasmAvailable } from '../../src/core/adler-wasm.js';
 import { ParamError } from '../../src/core/errors.js';
 import { ADLER_MOD, adler32, adler32Reference } from '../../src/core/rolling.js';
 
@@ -185,4 +185,38 @@ test('the committed adler-wasm-bytes.ts is built from the current adler-wasm.wat
     encoding: 'utf8',
   });
   expect(out).toContain('up to date');
+});
+
+describe('read buffers in the module memory', () => {
+  fcTest.prop([fc.uint8Array({ minLength: 1, maxLength: 70_000 }), fc.nat(), fc.nat(), fc.integer({ min: 1, max: ADLER_MOD - 1 })], { numRuns: 40 })(
+    'bytes read into one are summed in place, to the same checksums',
+    (bytes, x, y, a0) => {
+      const slot = takeReadBuffer(bytes.length);
+      expect(slot).not.toBeNull();
+      try {
+        slot!.buf.set(bytes);
+        const s = x % (bytes.length + 1);
+        const e = s + (y % (bytes.length - s + 1));
+        expect(adler32Wasm(slot!.buf, s, e)).toBe(naive(bytes, s, e));
+        expect(adler32Wasm(slot!.buf, s, e, a0)).toBe(naive(bytes, s, e, a0));
+        expect(adler32(slot!.buf.subarray(s), 0, e - s)).toBe(adler32Reference(bytes.subarray(s, e)));
+      } finally {
+        slot!.release();
+      }
+    },
+  );
+
+  test('four at a time, none over 1 MiB; a released one is handed out again', () => {
+    expect(takeReadBuffer(MIB + 1)).toBeNull();
+    const slots = [0, 1, 2, 3].map(() => takeReadBuffer(MIB));
+    expect(slots.every((s) => s !== null && s.buf.length === MIB)).toBe(true);
+    expect(takeReadBuffer(16)).toBeNull();
+    // Distinct memory: writing one leaves the others alone.
+    slots.forEach((s, i) => s!.buf.fill(i + 1));
+    slots.forEach((s, i) => expect(s!.buf.every((b) => b === i + 1)).toBe(true));
+    slots[2]!.release();
+    const again = takeReadBuffer(100);
+    expect(again).not.toBeNull();
+    for (const s of [...slots.filter((_, i) => i !== 2), again]) s!.release();
+  });
 });
