@@ -458,7 +458,7 @@ export function renderMarkdown(r: BenchReport, whereTimeGoes: string = WHERE_TIM
     '- The rsync daemon\'s receiving side is two processes (generator and receiver); its peak RSS is the larger of the two, not their sum.',
     '- Every resync output (the patched file and the served volume after each push) is compared with the target by SHA-256; ' +
       'the bench exits non-zero if one differs. The peers\' outputs are checked the same way and any mismatch is listed under the scenario.',
-    "- resync is run from a copy of the build taken when the bench starts (`node dist/resync.mjs`, the bundle `bin/resync.js` runs, with the native extent helper from `build/`), so a rebuild during the run cannot change it.",
+    "- resync is run from a copy of the build taken when the bench starts (`node bin/resync.js`: the bundle `dist/resync.cjs` with its code cache, and the native extent helper from `build/`), so a rebuild during the run cannot change it.",
     '',
     WHERE_TIME_GOES_HEADING,
     '',

@@ -1,34 +1,36 @@
 /**
- * resync as the bench runs it: its command line as `bin/resync.js` runs it
- * (`node dist/resync.mjs`, the bundle), with the native extent helper (build/),
- * from a copy of the build taken when the bench starts, so that a rebuild in
- * the working tree during a long run cannot change the program halfway.
+ * resync as the bench runs it: `node bin/resync.js` (the bundle with its code
+ * cache), with the native extent helper (build/), from a copy of the build
+ * taken when the bench starts, so that a rebuild in the working tree during a
+ * long run cannot change the program halfway.
  */
 import { cp, mkdir, stat, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { checkExit, waitFor, type Meter, type ProcResult } from './measure.js';
 
 /**
- * Copy the build (dist/ and package.json) from `projectRoot` into `dest`, with
+ * Copy the build (bin/, dist/ and package.json) from `projectRoot` into `dest`, with
  * node_modules linked to the project's. Returns the path of the copied CLI
  * entry point.
  */
 export async function snapshotBuild(projectRoot: string, dest: string): Promise<string> {
-  const main = join(projectRoot, 'dist', 'resync.mjs');
+  const main = join(projectRoot, 'dist', 'resync.cjs');
   try {
     await stat(main);
   } catch {
     throw new Error(`${main} is missing: build first (npm run build)`);
   }
   await mkdir(dest, { recursive: true });
-  await cp(join(projectRoot, 'dist'), join(dest, 'dist'), { recursive: true, filter: (src) => !src.endsWith('.map') });
+  // Timestamps kept: the code cache is used only with the bundle it was made from (same size and mtime).
+  await cp(join(projectRoot, 'dist'), join(dest, 'dist'), { recursive: true, preserveTimestamps: true, filter: (src) => !src.endsWith('.map') });
+  await cp(join(projectRoot, 'bin'), join(dest, 'bin'), { recursive: true });
   await cp(join(projectRoot, 'build'), join(dest, 'build'), { recursive: true }).catch((e: NodeJS.ErrnoException) => {
     // Not built (no C compiler): resync then reads holes like data, and the bench measures that.
     if (e.code !== 'ENOENT') throw e;
   });
   await cp(join(projectRoot, 'package.json'), join(dest, 'package.json'));
   await symlink(join(projectRoot, 'node_modules'), join(dest, 'node_modules'), 'dir');
-  return join(dest, 'dist', 'resync.mjs');
+  return join(dest, 'bin', 'resync.js');
 }
 
 /** A measured resync command and its `--json` summary. */

@@ -22,7 +22,8 @@ let cli = fileCommands(base);
 cli = netCommands(cli);
 cli = opsCommands(cli);
 cli = demoCommand(cli);
-await cli
+// No top-level await: the bundle is a CommonJS script (see scripts/bundle.mjs).
+void cli
   .demandCommand(1, 'name a command (see --help)')
   .strict()
   .help()

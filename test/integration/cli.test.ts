@@ -1,12 +1,12 @@
 /**
- * The CLI as installed (bin/resync.js, which runs the bundle dist/resync.mjs) end to end: JSON summaries of
+ * The CLI as installed (bin/resync.js, which runs the bundle dist/resync.cjs from its code cache) end to end: JSON summaries of
  * signature/delta/patch, help, and the exit status and stderr line for each
  * kind of failure. `npm test` builds dist first; run `npm run build`
  * before running this file alone.
  */
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { copyFile, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -322,5 +322,36 @@ describe('bad command lines exit 2', () => {
 
   test('no stray files are left in the work directory by the failures', async () => {
     expect((await readdir(d)).filter((n) => n.endsWith('.tmp'))).toEqual([]);
+  });
+});
+
+describe('start-up: the bundle and its code cache', () => {
+  /** Run a bin/resync.js with RESYNC_TRACE set; returns the code-cache trace word. */
+  function traced(bin: string): Promise<{ code: number; cache: string | undefined }> {
+    return new Promise((resolve) => {
+      execFile(process.execPath, [bin, '--version'], { env: { ...process.env, RESYNC_TRACE: '1' }, timeout: 60_000 }, (err, _stdout, stderr) => {
+        resolve({ code: err ? -1 : 0, cache: /code cache (\w+)/.exec(stderr)?.[1] });
+      });
+    });
+  }
+
+  test('the built CLI compiles from its code cache', async () => {
+    expect(existsSync(join(ROOT, 'dist/resync.cjs.cache'))).toBe(true);
+    expect(await traced(CLI)).toEqual({ code: 0, cache: 'used' });
+  });
+
+  test('a cache made for another bundle is not used; without one the CLI still runs', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'resync-bin-'));
+    try {
+      await mkdir(join(root, 'bin'));
+      await mkdir(join(root, 'dist'));
+      for (const f of ['bin/resync.js', 'bin/package.json', 'dist/resync.cjs', 'dist/resync.cjs.cache']) await copyFile(join(ROOT, f), join(root, f));
+      // A copy has a new mtime: the cache's stamp no longer matches, whatever V8 would say.
+      expect(await traced(join(root, 'bin/resync.js'))).toEqual({ code: 0, cache: 'stale' });
+      await rm(join(root, 'dist/resync.cjs.cache'));
+      expect(await traced(join(root, 'bin/resync.js'))).toEqual({ code: 0, cache: 'none' });
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
   });
 });
