@@ -1,9 +1,10 @@
 /**
  * Sub-block sums over real TCP: small writes into large blocks cost the
  * written pages, not whole blocks, in both directions; the result is exact;
- * and the receiver refuses requests it must not answer.
+ * a false match is refused by the verification; and the receiver refuses
+ * requests it must not answer.
  */
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -59,6 +60,31 @@ describe('sub-block sums', () => {
     expect(subBlockSize(1 << 20)).toBe(16384);
     expect(subBlockSize(12288)).toBe(4096);
     expect(subBlockSize(6000)).toBe(0);
+    // NH keys are as long as a sub-block: at most 64 KiB, so blocks over 4 MiB go without.
+    expect(subBlockSize(4 << 20)).toBe(65536);
+    expect(subBlockSize(8 << 20)).toBe(0);
+  });
+
+  test('a false sub-block match cannot pass: the receiver refuses the image and rolls it back', async () => {
+    // Every sum the same (a collision everywhere): the sender copies changed sub-blocks in place.
+    const spy = vi.spyOn(SubSummer.prototype, 'sums').mockImplementation((_buf, _start, count, out, at) => {
+      out.fill(0, at, at + count * SUB_SUM_LEN);
+    });
+    try {
+      const basis = generateImage(SIZE, 6);
+      const target = smallWrites(basis, 10, 7);
+      await writeFile(join(dir, 'vol.img'), basis);
+      await writeFile(join(dir, 'src.img'), target);
+      const err = await push(join(dir, 'src.img'), { host: '127.0.0.1', port: srv.port, secret: srv.secret, volume: 'v', blockSize: BS }).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(spy).toHaveBeenCalled();
+      expect((err as { code?: string } | null)?.code).toBe('ERR_VERIFY_FAILED');
+      expect((await readFile(join(dir, 'vol.img'))).equals(basis)).toBe(true);
+    } finally {
+      spy.mockRestore();
+    }
   });
 
   test('push: 40 page writes into 32 KiB blocks send about 40 pages', async () => {
