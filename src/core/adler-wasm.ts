@@ -73,7 +73,7 @@ function load(): Loaded | null {
 const SLOT_BYTES = 1024 * 1024;
 const SLOTS = 4;
 const SLOTS_AT = WASM_PIECE;
-const slotFree = [true, true, true, true];
+const slotFree: boolean[] = new Array<boolean>(SLOTS).fill(true);
 
 /**
  * A buffer of `length` bytes in the module's memory, or null (too large,

@@ -83,10 +83,21 @@ export interface PieceOptions {
  * covers whole blocks: holes smaller than a block, or the parts of a hole
  * that share a block with data, are read as data.
  */
+/** Longest piece: `chunk` rounded down to whole `align` units, at least one. */
+function pieceStep(chunk: number, align: number): number {
+  return Math.max(align, Math.floor(chunk / align) * align);
+}
+
+/** Bytes of the buffer readPieces reads into for these options (its longest piece). */
+export function pieceBufferLength(size: number, opts: PieceOptions = {}): number {
+  const { start = 0, end = size, chunk = IO_CHUNK, align = 1 } = opts;
+  return Math.max(0, Math.min(pieceStep(chunk, align), end - start));
+}
+
 export async function* readPieces(img: ImageHandle, opts: PieceOptions = {}): AsyncGenerator<Piece> {
   const { start = 0, end = img.size, chunk = IO_CHUNK, align = 1, holes = true } = opts;
-  const step = Math.max(align, Math.floor(chunk / align) * align);
-  const len = Math.max(0, Math.min(step, end - start));
+  const step = pieceStep(chunk, align);
+  const len = pieceBufferLength(img.size, opts);
   const buf = opts.buffer && opts.buffer.length >= len ? opts.buffer.subarray(0, len) : Buffer.allocUnsafe(len);
   let zeros: Buffer | null = null;
   const up = (x: number): number => Math.min(end, Math.ceil(x / align) * align);

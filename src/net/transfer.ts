@@ -16,12 +16,11 @@ import { IO_CHUNK, SEED_LEN, SIG_CHUNK_BLOCKS, YIELD_EVERY_BYTES } from '../core
 const SIG_READ_CHUNK = 1024 * 1024;
 
 /**
- * Bytes of one signature-pass read (as readPieces cuts them: whole blocks,
- * at least one). Read into the Adler-32 module's memory when a slot is free,
- * so the weak sums need no copy.
+ * A signature pass reads into a slot of the Adler-32 module's memory when
+ * one is free, so the weak sums need no copy; `release` must follow.
  */
-function sigReadLength(blockSize: number, imageSize: number): number {
-  return Math.min(imageSize, Math.max(blockSize, Math.floor(SIG_READ_CHUNK / blockSize) * blockSize));
+function sigReadBuffer(img: ImageHandle, blockSize: number): ReturnType<typeof takeReadBuffer> {
+  return takeReadBuffer(pieceBufferLength(img.size, { chunk: SIG_READ_CHUNK, align: blockSize }));
 }
 
 
@@ -36,7 +35,7 @@ import { imageHashBuilder, regionHash, type ImageHashSpec } from '../core/imageh
 import { chunkFromMessage, paramsFromHeader, sigBlocksMessage, sigHeaderMessage } from '../format/sigfile.js';
 import { headerFromMessage, literalFromZ, opMessage } from '../format/deltafile.js';
 import { readExactSync, type ImageHandle } from '../io/image.js';
-import { readPieces } from '../io/sparse.js';
+import { pieceBufferLength, readPieces } from '../io/sparse.js';
 import { trace } from '../trace.js';
 import { ImageWriter } from '../io/output.js';
 import { StreamPatcher, checkBasisSize } from '../io/patcher.js';
@@ -106,7 +105,7 @@ export async function sendSignature(
     }
   };
   let done = 0;
-  const slot = takeReadBuffer(sigReadLength(params.blockSize, img.size));
+  const slot = sigReadBuffer(img, params.blockSize);
   try {
     for await (const piece of readPieces(img, { chunk: SIG_READ_CHUNK, align: params.blockSize, buffer: slot?.buf })) {
       await take(gen.push(piece.data, piece.zero));
@@ -220,7 +219,7 @@ export async function receiveSignatureWithPrepass(
   const pre = (async () => {
     let i = 0;
     let done = 0;
-    const slot = takeReadBuffer(sigReadLength(bs, img.size));
+    const slot = sigReadBuffer(img, bs);
     try {
       // Full digests of the current region, hashed once the region is complete (as regionHash does).
       const regionDigests = R ? new Uint8Array(R * FULL_DIGEST_LEN) : null;
