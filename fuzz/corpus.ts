@@ -19,7 +19,7 @@ import { DeltaFileEncoder, opMessage } from '../src/format/deltafile.js';
 import { SignatureFileEncoder, sigBlocksMessage, sigHeaderMessage } from '../src/format/sigfile.js';
 import { MsgType, PROTOCOL_VERSION } from '../protocol/constants.js';
 import { encodeMessage } from '../protocol/codec.js';
-import type { Message } from '../protocol/messages.js';
+import type { Message, SubNeedMsg } from '../protocol/messages.js';
 import { corpusImage, editedImage } from './images.js';
 import { PATCH_BASIS, sha256 } from './reference.js';
 import { SESSION_BASIS, SESSION_VOLUMES } from './session.js';
@@ -83,12 +83,18 @@ const frame = (m: Message): Uint8Array => encodeFrame(encodeMessage(m));
  * `placeholders` the seed and target hash are zero bytes, which the session
  * target replaces with the live server's seed and the matching hash.
  */
-function deltaFrames(basis: Uint8Array, target: Uint8Array, blockSize: number, opts: { mutate?: (ops: DeltaOp[]) => DeltaOp[]; placeholders?: boolean } = {}): Uint8Array {
+function deltaFrames(
+  basis: Uint8Array,
+  target: Uint8Array,
+  blockSize: number,
+  opts: { mutate?: (ops: DeltaOp[]) => DeltaOp[]; placeholders?: boolean; subNeed?: Omit<SubNeedMsg, 'type'> } = {},
+): Uint8Array {
   let ops = deltaOps(basis, target, blockSize);
   if (opts.mutate) ops = opts.mutate(ops);
   const seed = opts.placeholders ? new Uint8Array(SEED_LEN) : SEED;
   const targetHash = opts.placeholders ? new Uint8Array(32) : imageHash(target, { blockSize, strongAlg: 'sha256', seed });
   const parts = [frame({ type: MsgType.DeltaHeader, blockSize, basisSize: basis.length, basisHash: null, targetSize: target.length, strongAlgId: 1, seed })];
+  if (opts.subNeed) parts.push(frame({ type: MsgType.SubNeed, ...opts.subNeed }));
   for (const op of ops) parts.push(frame(opMessage(op)));
   parts.push(frame({ type: MsgType.DeltaEnd, targetSize: target.length, targetHash, opCount: ops.length, digest: null }));
   return Buffer.concat(parts);
@@ -208,6 +214,8 @@ export function generateSeeds(target: string): Seed[] {
           name: 'p3-delta-copy-out-of-bounds',
           bytes: withPrefix(3, deltaFrames(SESSION_BASIS, target, 2048, { ...live, mutate: (ops) => [...ops.slice(0, 2), { kind: 'copy', offset: SESSION_BASIS.length, length: 1 }, ...ops.slice(2)] })),
         },
+        // A request for sub-block sums (blocks 1 and 2, 1 KiB sub-blocks) among the ops: legal, answered, not an op.
+        { name: 'p3-delta-subneed', bytes: withPrefix(3, deltaFrames(SESSION_BASIS, target, 2048, { ...live, subNeed: { first: 1, subSize: 1024, bitmap: Uint8Array.of(0b11) } })) },
         { name: 'p4-delta-edited', bytes: withPrefix(4, deltaFrames(SESSION_BASIS, target, 2048, live)) },
         { name: 'p5-signature', bytes: withPrefix(5, sigFrames(20_000)) },
       ];
