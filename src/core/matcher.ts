@@ -82,6 +82,8 @@ export class DeltaMatcher {
   strongHashes = 0;
   /** The last findBlock was refused by the budget. */
   private starved = false;
+  /** Absolute end of a jump over refused hits that waits for more input, or -1. */
+  private jumpTo = -1;
   /** The receiver's sub-block sums of some blocks (see useSubSums), or null. */
   private subs: { size: number; summer: SubSummer; get: (block: number) => Uint8Array | undefined } | null = null;
 
@@ -246,6 +248,16 @@ export class DeltaMatcher {
       // delta does not depend on how the input was cut).
       const resume = this.midRoll;
       this.midRoll = false;
+      if (resume && this.jumpTo >= 0) {
+        // Finish a jump over refused hits that the end of the input cut short.
+        const target = this.jumpTo - this.bufPos;
+        p = Math.max(p, Math.min(target, this.lit + this.maxLiteral, len - bs));
+        if (p < target && p === len - bs && !this.final) {
+          this.midRoll = true;
+          break;
+        }
+        this.jumpTo = -1;
+      }
       if (!resume) {
         // 1. The block at this very offset, then the one after the last match,
         // by strong hash alone. The aligned block goes first: when both match
@@ -364,9 +376,17 @@ export class DeltaMatcher {
             // Out of strong checks: every hit until the budget refills would be
             // refused, so jump there and take the window's sums afresh.
             this.starved = false;
-            const to = Math.min(stop, p + this.budget.gap());
-            if (to > p + 1) {
+            const target = p + this.budget.gap();
+            const to = Math.min(stop, target);
+            if (to > p) {
               p = to;
+              if (to < target && to === len - bs && !this.final) {
+                // Cut short by the end of the input: go on from here when more
+                // comes, without a lookup an uncut scan would not make.
+                this.jumpTo = this.bufPos + target;
+                this.midRoll = true;
+                break outer;
+              }
               const s = adler32(buf, p, p + bs);
               a = s & 0xffff;
               b = s >>> 16;

@@ -71,6 +71,8 @@ export class RdiffDeltaMatcher {
   strongHashes = 0;
   /** The last lookup was refused by the budget. */
   private starved = false;
+  /** Absolute end of a jump over refused hits that waits for more input, or -1. */
+  private jumpTo = -1;
 
   constructor(sig: RdiffSignature, opts: RdiffMatcherOptions = {}) {
     this.sig = sig;
@@ -181,6 +183,20 @@ export class RdiffDeltaMatcher {
       this.p = len;
       return;
     }
+    if (this.jumpTo >= 0) {
+      // Finish a jump over refused hits that the end of the input cut short.
+      const target = this.jumpTo - this.bufPos;
+      const to = Math.min(target, this.lit + maxLit, len - bs);
+      if (to > p) {
+        p = to;
+        w.reset();
+      }
+      if (p < target && p >= len - bs) {
+        this.p = p;
+        return;
+      }
+      this.jumpTo = -1;
+    }
     while (p + bs <= len) {
       if (w.count === 0) w.update(buf, p, p + bs);
       if (p - this.lit >= maxLit) this.emitLiteral(p, out);
@@ -208,10 +224,17 @@ export class RdiffDeltaMatcher {
         // Out of strong checks: every hit until the budget refills would be
         // refused, so jump there and take the window's sum afresh.
         this.starved = false;
-        const to = Math.min(stop, p + this.budget.gap());
-        if (to > p + 1) {
+        const target = p + this.budget.gap();
+        const to = Math.min(stop, target);
+        if (to > p) {
           p = to;
           w.reset();
+          if (to < target && to === len - bs) {
+            // Cut short by the end of the input: go on from here when more
+            // comes, without a lookup an uncut scan would not make.
+            this.jumpTo = this.bufPos + target;
+            break;
+          }
           continue;
         }
       }
