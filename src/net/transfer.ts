@@ -406,7 +406,11 @@ export async function sendDelta(
         await subs.ask(Math.floor(pos / bs));
         await subs.until(Math.ceil(end / bs));
       }
+      const hashed = matcher.strongHashes;
       await send(matcher.push(data));
+      // Hashing counts as work too: a scan that hashes more than it reads
+      // (weak hits, bounded per byte by the matcher) still yields as often.
+      readSinceYield += (matcher.strongHashes - hashed) * bs;
       subs?.forget(Math.floor(matcher.pendingFrom / bs));
       await send(matcher.takeSkipped());
       pos = end;
