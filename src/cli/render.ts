@@ -77,11 +77,11 @@ export function printSummary(json: boolean, command: string, summary: Record<str
   process.stderr.write(`${command}: done\n${parts.join('\n')}\n`);
 }
 
-/** Print an error: a JSON object on stdout with --json, always one clear line on stderr. */
-export function printError(json: boolean, command: string, e: unknown): void {
+/** Print an error: a JSON object on stdout with --json, always one clear line on stderr (with a hint when there is one). */
+export function printError(json: boolean, command: string, e: unknown, hint?: string): void {
   const code = isSyncError(e) ? e.code : 'ERR_INTERNAL';
-  const msg = e instanceof Error ? e.message : String(e);
-  if (json) process.stdout.write(JSON.stringify({ command, ok: false, code, message: msg }) + '\n');
-  process.stderr.write(`resync ${command}: error ${code}: ${msg}\n`);
+  const msg = (e instanceof Error ? e.message : String(e)).replace(/\s*\n\s*/g, ' ');
+  if (json) process.stdout.write(JSON.stringify({ command: command || null, ok: false, code, message: msg, ...(hint ? { hint } : {}) }) + '\n');
+  process.stderr.write(`resync${command ? ` ${command}` : ''}: error ${code}: ${msg}${hint ? ` (hint: ${hint})` : ''}\n`);
   if (!isSyncError(e) && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`);
 }
