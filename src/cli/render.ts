@@ -1,6 +1,6 @@
 /** Console output: progress bars on a TTY, human or JSON summaries, error lines. */
 import type cliProgressNs from 'cli-progress';
-import { isSyncError } from '../core/errors.js';
+import { isSyncError, type SyncError } from '../core/errors.js';
 import type { Progress, ProgressFn } from '../api-files.js';
 
 /** Human-readable byte count. */
@@ -81,7 +81,10 @@ export function printSummary(json: boolean, command: string, summary: Record<str
 export function printError(json: boolean, command: string, e: unknown): void {
   const code = isSyncError(e) ? e.code : 'ERR_INTERNAL';
   const msg = e instanceof Error ? e.message : String(e);
-  if (json) process.stdout.write(JSON.stringify({ command, ok: false, code, message: msg }) + '\n');
+  // A config error lists every problem found, one line each, before the error line.
+  const problems = isSyncError(e) && Array.isArray(e.details.problems) ? (e.details.problems as { where: string; message: string }[]) : undefined;
+  if (json) process.stdout.write(JSON.stringify({ command, ok: false, code, message: msg, ...(problems ? { problems } : {}) }) + '\n');
+  if (problems && problems.length > 1) for (const p of problems) process.stderr.write(`resync ${command}: ${String((e as SyncError).details.source)}: ${p.where}: ${p.message}\n`);
   process.stderr.write(`resync ${command}: error ${code}: ${msg}\n`);
   if (!isSyncError(e) && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`);
 }

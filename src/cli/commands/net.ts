@@ -1,7 +1,7 @@
 /** `resync serve`, `push` and `pull`. */
 import type { Argv } from 'yargs';
 import { ParamError } from '../../core/errors.js';
-import { loadServerConfig, parseRemote, readSecretFile, readTlsFiles, splitHostPort, type ServerConfig, type VolumeConfig } from '../../net/config.js';
+import { checkVolumes, ConfigError, parseRemote, readSecretFile, readServerConfig, readTlsFiles, splitHostPort, type ConfigProblem, type ServerConfig, type VolumeConfig } from '../../net/config.js';
 // Loaded on first use: keeps start-up short for commands that do not need it.
 const serverMod = () => import('../../net/server.js');
 // Loaded on first use: keeps start-up short for commands that do not need it.
@@ -54,9 +54,12 @@ async function clientOptionsFrom(
   },
   onProgress: ProgressFn,
 ): Promise<ClientOptions> {
+  const warnings: string[] = [];
+  const secret = await readSecretFile(secretFileArg(argv['secret-file']), warnings);
+  for (const w of warnings) process.stderr.write(`resync: warning: ${w}\n`);
   return {
     ...parseRemote(argv.remote),
-    secret: await readSecretFile(secretFileArg(argv['secret-file'])),
+    secret,
     blockSize: argv['block-size'] ? parseSize(argv['block-size'], 'block size') : undefined,
     idleTimeoutMs: argv.timeout * 1000,
     bwlimit: parseBwlimit(argv.bwlimit),
@@ -88,14 +91,27 @@ function summary(r: SyncResult): Record<string, unknown> {
   };
 }
 
-/** Parse repeated --volume NAME=PATH[:rw|:ro]. */
-function parseVolumes(list: string[]): Record<string, VolumeConfig> {
+/**
+ * Parse repeated --volume NAME=PATH[:rw|:ro]. A suffix that looks like a mode
+ * but is not one (`:wr`, `:RW`) is refused rather than taken as part of the
+ * path, which would quietly serve a missing read-only volume.
+ */
+export function parseVolumes(list: string[]): Record<string, VolumeConfig> {
   const out: Record<string, VolumeConfig> = {};
+  const problems: ConfigProblem[] = [];
   for (const v of list) {
     const m = /^([A-Za-z0-9._-]{1,128})=(.+?)(?::(rw|ro))?$/.exec(v);
-    if (!m) throw new ParamError(`--volume ${JSON.stringify(v)} must look like NAME=PATH[:rw|:ro]`);
-    out[m[1]!] = { path: resolve(m[2]!), writable: m[3] === 'rw' };
+    if (!m) {
+      problems.push({ where: `--volume ${v}`, message: 'must look like NAME=PATH[:rw|:ro]' });
+      continue;
+    }
+    const name = m[1]!;
+    const odd = m[3] === undefined ? /:([A-Za-z]{1,5})$/.exec(m[2]!) : null;
+    if (odd) problems.push({ where: `--volume ${name}`, message: `unknown mode ":${odd[1]}" (use :rw for writable, :ro or nothing for read-only)` });
+    else if (Object.hasOwn(out, name)) problems.push({ where: `--volume ${name}`, message: 'given twice' });
+    else out[name] = { path: resolve(m[2]!), writable: m[3] === 'rw' };
   }
+  if (problems.length > 0) throw new ConfigError('--volume', problems);
   return out;
 }
 
@@ -118,19 +134,27 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
       (argv) =>
         runCommand('serve', argv, async () => {
           let cfg: ServerConfig;
+          const warnings: string[] = [];
           const listen = argv.listen ? splitHostPort(argv.listen) : undefined;
           if (argv.config) {
-            cfg = await loadServerConfig(argv.config, {
+            const loaded = await readServerConfig(argv.config, {
               ...(listen ? { host: listen[0], port: listen[1] } : {}),
               ...(argv['secret-file'] ? { secretFile: argv['secret-file'] } : {}),
             });
+            cfg = loaded.config;
+            warnings.push(...loaded.warnings);
           } else {
             const [host, port] = listen ?? ['127.0.0.1', 7873];
+            const volumes = parseVolumes(argv.volume ?? []);
+            if (Object.keys(volumes).length === 0) throw new ParamError('no volumes to serve: use --volume NAME=PATH[:rw] or a config file');
+            const vc = await checkVolumes(volumes, (n) => `--volume ${n}`);
+            if (vc.problems.length > 0) throw new ConfigError('--volume', vc.problems);
+            warnings.push(...vc.warnings);
             cfg = {
               host,
               port,
-              secret: await readSecretFile(secretFileArg(argv['secret-file'])),
-              volumes: parseVolumes(argv.volume ?? []),
+              secret: await readSecretFile(secretFileArg(argv['secret-file']), warnings),
+              volumes,
               maxSessions: argv['max-sessions'],
               idleTimeoutMs: argv['idle-timeout'] * 1000,
               handshakeTimeoutMs: 10_000,
@@ -140,7 +164,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             if (!argv['tls-cert'] || !argv['tls-key']) throw new ParamError('--tls-cert and --tls-key go together');
             cfg.tls = await readTlsFiles(argv['tls-cert'], argv['tls-key']);
           }
-          if (Object.keys(cfg.volumes).length === 0) throw new ParamError('no volumes to serve: use --volume NAME=PATH[:rw] or a config file');
+          for (const w of warnings) process.stderr.write(`resync serve: warning: ${w}\n`);
           const server = new (await serverMod()).ResyncServer(cfg, (e) => {
             if (!argv.quiet) process.stderr.write(`${new Date().toISOString()} ${e.level} ${e.peer ?? ''} ${e.volume ?? ''} ${e.code ?? ''} ${e.msg}\n`);
           });
