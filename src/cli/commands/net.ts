@@ -35,7 +35,7 @@ const CLIENT_OPTIONS = {
   'tls-ca': { type: 'string', describe: 'PEM CA certificate to trust for --tls (default: the system store)' },
   'block-size': { alias: 'b', type: 'string' },
   'dry-run': { type: 'boolean', default: false, describe: 'report what would be sent; nothing is written on either side' },
-  bwlimit: { type: 'string', describe: 'most bytes per second this side sends (e.g. 500K, 10M)' },
+  bwlimit: { type: 'string', describe: 'most bytes per second each way, as rsync: KiB/s as a bare number, or e.g. 500K, 10M (0: no limit)' },
   timeout: { type: 'number', default: 300, describe: 'seconds of silence before giving up' },
   compress: { type: 'boolean', default: false, describe: 'compress literal data (raw DEFLATE) on the wire' },
 } as const;
