@@ -85,7 +85,7 @@ export interface ConfigProblem {
   message: string;
 }
 
-/** A configuration that cannot be served: every problem found, not just the first. */
+/** A configuration that cannot be served: every problem found, not just the first. `source` names the file ('' for options). */
 export class ConfigError extends ParamError {
   constructor(
     source: string,
@@ -93,7 +93,7 @@ export class ConfigError extends ParamError {
   ) {
     const first = problems[0];
     const more = problems.length > 1 ? ` (and ${problems.length - 1} more problem${problems.length > 2 ? 's' : ''})` : '';
-    super(`${source}: ${first ? `${first.where}: ${first.message}` : 'invalid'}${more}`, { source, problems });
+    super(`${source ? `${source}: ` : ''}${first ? `${first.where}: ${first.message}` : 'invalid'}${more}`, { source, problems });
   }
 }
 

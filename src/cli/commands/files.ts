@@ -8,7 +8,7 @@ import { RDIFF_DEFAULT_SIG_TYPE, RDIFF_SIG_TYPES, type RdiffSigType } from '../.
 import type { StrongAlg } from '../../core/strong.js';
 import { parseSize } from '../args.js';
 import { dryRunDeltaCommand } from './ops.js';
-import { runCommand, type CommonArgs } from '../run.js';
+import { localInterrupted, runCommand, shq, type CommonArgs } from '../run.js';
 
 const FORMAT_OPTION = {
   type: 'string',
@@ -136,6 +136,12 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             verified: true,
             elapsedMs: r.elapsedMs,
           };
+        }, () => {
+          const inPlace = argv['in-place'] || argv.resume;
+          const target = argv.output ?? argv.basis;
+          if (!inPlace || argv.format === 'rdiff') return { target, state: 'unchanged', message: `${target} was not written (its partial temp file was removed)`, resume: 'run the same patch again' };
+          const again = `run \`resync patch ${[argv.basis, argv.delta, ...(argv.output ? [argv.output] : [])].map(shq).join(' ')} --in-place --resume\` to finish it`;
+          return localInterrupted(target, 'the patch had not started writing', again);
         }),
     )
     .command(

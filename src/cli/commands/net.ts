@@ -12,7 +12,7 @@ import { parseSize } from '../args.js';
 // Loaded on first use: keeps start-up short for commands that do not need it.
 const dryRunMod = () => import('../../dry-run.js');
 import { dryRunSummary, parseBwlimit } from './ops.js';
-import { runCommand, type CommonArgs } from '../run.js';
+import { localInterrupted, runCommand, type CommonArgs, type Interruption } from '../run.js';
 import { resolve } from 'node:path';
 import { readFile } from 'node:fs/promises';
 import type { ClientTls } from '../../net/connection.js';
@@ -91,6 +91,17 @@ function summary(r: SyncResult): Record<string, unknown> {
   };
 }
 
+/** What an interrupted push leaves: the volume on the server, under its journal if the delta had started. */
+function pushInterrupted(argv: { remote: string; 'dry-run': boolean }): Interruption {
+  if (argv['dry-run']) return { target: argv.remote, state: 'unchanged', message: 'a dry run writes nothing' };
+  return {
+    target: argv.remote,
+    state: 'unknown',
+    message: `the volume ${argv.remote} is unchanged, or mid-update under the server's undo journal if the delta had started (consistent either way)`,
+    resume: 'run the same push again to resume it (the server refuses pulls of the volume until then)',
+  };
+}
+
 /**
  * Parse repeated --volume NAME=PATH[:rw|:ro]. A suffix that looks like a mode
  * but is not one (`:wr`, `:RW`) is refused rather than taken as part of the
@@ -111,7 +122,7 @@ export function parseVolumes(list: string[]): Record<string, VolumeConfig> {
     else if (Object.hasOwn(out, name)) problems.push({ where: `--volume ${name}`, message: 'given twice' });
     else out[name] = { path: resolve(m[2]!), writable: m[3] === 'rw' };
   }
-  if (problems.length > 0) throw new ConfigError('--volume', problems);
+  if (problems.length > 0) throw new ConfigError('', problems);
   return out;
 }
 
@@ -130,7 +141,10 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .option('tls-cert', { type: 'string', describe: 'PEM certificate: serve over TLS (with --tls-key)' })
           .option('tls-key', { type: 'string', describe: 'PEM private key for --tls-cert' })
           .option('max-sessions', { type: 'number', default: 16 })
-          .option('idle-timeout', { type: 'number', default: 300, describe: 'seconds of silence before a session is dropped' }),
+          .option('idle-timeout', { type: 'number', default: 300, describe: 'seconds of silence before a session is dropped' })
+          .option('log-format', { type: 'string', choices: ['json', 'text'], describe: 'log lines on stderr: JSON objects, or text (default: text on a terminal, else json)' })
+          .option('log-level', { type: 'string', choices: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], describe: 'least severe level logged (default info; warn with --quiet)' })
+          .option('shutdown-grace', { type: 'number', default: 20, describe: 'seconds SIGTERM/SIGINT lets running sessions finish before they are cut off (they resume later)' }),
       (argv) =>
         runCommand('serve', argv, async () => {
           let cfg: ServerConfig;
@@ -148,7 +162,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             const volumes = parseVolumes(argv.volume ?? []);
             if (Object.keys(volumes).length === 0) throw new ParamError('no volumes to serve: use --volume NAME=PATH[:rw] or a config file');
             const vc = await checkVolumes(volumes, (n) => `--volume ${n}`);
-            if (vc.problems.length > 0) throw new ConfigError('--volume', vc.problems);
+            if (vc.problems.length > 0) throw new ConfigError('', vc.problems);
             warnings.push(...vc.warnings);
             cfg = {
               host,
@@ -164,21 +178,28 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             if (!argv['tls-cert'] || !argv['tls-key']) throw new ParamError('--tls-cert and --tls-key go together');
             cfg.tls = await readTlsFiles(argv['tls-cert'], argv['tls-key']);
           }
-          for (const w of warnings) process.stderr.write(`resync serve: warning: ${w}\n`);
-          const server = new (await serverMod()).ResyncServer(cfg, (e) => {
-            if (!argv.quiet) process.stderr.write(`${new Date().toISOString()} ${e.level} ${e.peer ?? ''} ${e.volume ?? ''} ${e.code ?? ''} ${e.msg}\n`);
-          });
+          const logMod = await import('../log.js');
+          const format = (argv['log-format'] ?? (process.stderr.isTTY ? 'text' : 'json')) as 'json' | 'text';
+          const level = (argv['log-level'] ?? (argv.quiet ? 'warn' : 'info')) as (typeof logMod.LOG_LEVELS)[number];
+          const log = logMod.makeLogger(format, level);
+          for (const w of warnings) log.warn(w);
+          const server = new (await serverMod()).ResyncServer(cfg, (e) => logMod.logEvent(log, e));
           const port = await server.listen();
-          process.stderr.write(`resync serve: listening on ${cfg.host}:${port} with ${Object.keys(cfg.volumes).length} volume(s)\n`);
-          await new Promise<void>((res) => {
-            const stop = (): void => {
-              void server.close().then(res);
-            };
-            process.once('SIGINT', stop);
-            process.once('SIGTERM', stop);
+          log.info({ host: cfg.host, port, volumes: Object.keys(cfg.volumes), tls: cfg.tls !== undefined }, `listening on ${cfg.host}:${port} with ${Object.keys(cfg.volumes).length} volume(s)`);
+          const signal = await new Promise<NodeJS.Signals>((res) => {
+            process.once('SIGINT', () => res('SIGINT'));
+            process.once('SIGTERM', () => res('SIGTERM'));
           });
-          return { sessions: server.sessionsDone };
-        }),
+          log.info({ signal }, `${signal}: stopping`);
+          // A second signal cuts the grace period short.
+          let cut: () => void = () => undefined;
+          const again = new Promise<void>((r) => (cut = r));
+          process.once('SIGINT', () => cut());
+          process.once('SIGTERM', () => cut());
+          const grace = Math.max(0, argv['shutdown-grace']) * 1000;
+          const report = await server.shutdown(grace, again);
+          return { sessions: server.sessionsDone, ...report };
+        }, false),
     )
     .command(
       'push <image> <remote>',
@@ -194,7 +215,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPush(argv.image, opts));
           const res = await (await clientMod()).push(argv.image, opts);
           return summary(res);
-        }),
+        }, () => pushInterrupted(argv)),
     )
     .command(
       'pull <remote> <image>',
@@ -211,6 +232,10 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPull(argv.image, opts));
           const res = await (await clientMod()).pull(argv.image, { ...opts, inPlace: argv['in-place'] });
           return summary(res);
-        }),
+        }, () =>
+          argv['dry-run']
+            ? { target: argv.image, state: 'unchanged', message: 'a dry run writes nothing' }
+            : localInterrupted(argv.image, argv['in-place'] ? 'the update had not started' : 'its partial temp file was removed', 'run the same pull again to resume it'),
+        ),
     );
 }
