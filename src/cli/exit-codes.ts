@@ -24,8 +24,10 @@ export const ExitCode = {
   JOURNAL: 9,
   /** `verify`: the images differ (not an error). */
   DIFFERENT: 10,
-  /** Interrupted by a signal; re-run to resume. */
+  /** Interrupted by SIGINT (Ctrl-C); re-run to resume. */
   INTERRUPTED: 130,
+  /** Stopped by SIGTERM; re-run to resume. */
+  TERMINATED: 143,
 } as const;
 
 const BY_CODE: Record<ErrorCode, number> = {

@@ -4,6 +4,7 @@
  * the complete new one. Writes are coalesced into large sequential writes, and
  * all-zero ranges are skipped on a fresh file (they stay holes: sparse output).
  */
+import { unlinkSync } from 'node:fs';
 import { open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { ParamError } from '../core/errors.js';
 import { basename, dirname, join } from 'node:path';
@@ -12,6 +13,26 @@ import { isZeroRange } from '../core/strong.js';
 import { ioError } from './errors.js';
 
 const COALESCE = 4 * 1024 * 1024;
+
+/**
+ * Temp files being written right now, so that a process stopped by a signal
+ * can remove them synchronously on its way out (removeLiveTempFiles).
+ */
+const liveTemps = new Set<string>();
+
+/** Remove every temp file still being written (at exit on a signal); returns their paths. */
+export function removeLiveTempFiles(): string[] {
+  const gone = [...liveTemps];
+  for (const p of gone) {
+    try {
+      unlinkSync(p);
+    } catch {
+      // already gone
+    }
+  }
+  liveTemps.clear();
+  return gone;
+}
 
 /** A positioned writer over a temp file (atomic rename on commit) or an existing image. */
 export class ImageWriter {
@@ -46,6 +67,7 @@ export class ImageWriter {
     } catch (e) {
       throw ioError(e, 'create', tmp);
     }
+    liveTemps.add(tmp);
     return new ImageWriter(fh, tmp, finalPath, true);
   }
 
@@ -103,6 +125,7 @@ export class ImageWriter {
       this.closed = true;
       if (this.path !== this.finalPath) {
         await rename(this.path, this.finalPath);
+        liveTemps.delete(this.path);
         await syncDir(dirname(this.finalPath));
       }
     } catch (e) {
@@ -126,7 +149,10 @@ export class ImageWriter {
       this.closed = true;
       await this.fh.close().catch(() => undefined);
     }
-    if (this.path !== this.finalPath) await unlink(this.path).catch(() => undefined);
+    if (this.path !== this.finalPath) {
+      await unlink(this.path).catch(() => undefined);
+      liveTemps.delete(this.path);
+    }
   }
 
   private async writeRaw(pos: number, data: Uint8Array): Promise<void> {

@@ -23,7 +23,11 @@ export interface ConnectionOptions {
   idleTimeoutMs: number;
   /** Largest frame accepted. */
   maxFrame?: number;
-  /** Most bytes per second this side sends (`--bwlimit`); unlimited if absent. */
+  /**
+   * Most bytes per second in each direction (`--bwlimit`): sends wait, and
+   * reading stops while over the rate, so TCP's flow control slows the peer
+   * too. Unlimited if absent.
+   */
   bwlimit?: number | undefined;
 }
 
@@ -60,9 +64,13 @@ export class Connection {
   private preambleBuf = Buffer.alloc(0);
   private gotPreamble = false;
   private preambleWaiter: { resolve: () => void; reject: (e: Error) => void } | null = null;
+  /** Reading stopped: too many messages wait. */
   private paused = false;
+  /** Reading stopped: over the --bwlimit rate. */
+  private throttled = false;
   private idleMs: number;
   private readonly throttle: Throttle | null;
+  private readonly readThrottle: Throttle | null;
   bytesIn = 0;
   bytesOut = 0;
   /** Capabilities the peer announced in its Hello or Challenge. */
@@ -75,6 +83,7 @@ export class Connection {
   ) {
     this.frames = new FrameDecoder(opts.maxFrame ?? MAX_FRAME);
     this.throttle = opts.bwlimit ? new Throttle(opts.bwlimit) : null;
+    this.readThrottle = opts.bwlimit ? new Throttle(opts.bwlimit) : null;
     socket.setNoDelay(true);
     this.idleMs = opts.idleTimeoutMs;
     socket.setTimeout(opts.idleTimeoutMs, () => this.fail(new SyncError('ERR_TIMEOUT', `no traffic from the peer for ${Math.round(this.idleMs / 1000)} s`)));
@@ -173,7 +182,7 @@ export class Connection {
     if (m) {
       if (this.paused && this.queue.length <= LOW_WATER) {
         this.paused = false;
-        this.socket.resume();
+        if (!this.throttled) this.socket.resume();
       }
       return Promise.resolve(m);
     }
@@ -188,6 +197,17 @@ export class Connection {
   private onData(d: Buffer): void {
     if (this.failure) return;
     this.bytesIn += d.length;
+    const wait = this.readThrottle?.debit(d.length) ?? 0;
+    if (wait > 0 && !this.throttled) {
+      // Over the rate: read nothing more until the debt is paid. The kernel's
+      // receive buffer fills and the peer's sends slow down to the rate.
+      this.throttled = true;
+      this.socket.pause();
+      setTimeout(() => {
+        this.throttled = false;
+        if (!this.paused && !this.failure) this.socket.resume();
+      }, wait);
+    }
     try {
       if (!this.gotPreamble) {
         this.preambleBuf = Buffer.concat([this.preambleBuf, d]);

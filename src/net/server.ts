@@ -28,11 +28,21 @@ import { settleJournal } from '../io/inplace.js';
 
 /** One line of the server's log. */
 export interface ServerEvent {
-  level: 'info' | 'warn' | 'error';
+  level: 'debug' | 'info' | 'warn' | 'error';
   msg: string;
   peer?: string;
   volume?: string;
   code?: string;
+  /** Structured fields (byte counts, progress, durations), for JSON logs. */
+  data?: Record<string, unknown>;
+}
+
+/** What a graceful shutdown did. */
+export interface ShutdownReport {
+  /** Sessions that finished during the grace period. */
+  finished: number;
+  /** Sessions cut off when it ran out (pushes keep their journal and resume on the next push). */
+  interrupted: number;
 }
 
 /** The capabilities this build offers. */
@@ -44,6 +54,11 @@ export class ResyncServer {
   private readonly sockets = new Set<Socket>();
   private readonly writers = new Set<string>();
   private readonly readers = new Map<string, number>();
+  /** Connections in a volume session (past Open, holding a lock), and their sessions. */
+  private readonly busy = new Map<Socket, Connection>();
+  private closing = false;
+  /** Called when a volume session ends (shutdown waits on it). */
+  private readonly idleWaiters = new Set<() => void>();
   /** Completed sessions, for tests and logs. */
   sessionsDone = 0;
 
@@ -76,6 +91,54 @@ export class ResyncServer {
   /** Open connections right now. */
   get connections(): number {
     return this.sockets.size;
+  }
+
+  /**
+   * Graceful shutdown: stop accepting, drop connections not yet in a volume
+   * session, let running sessions finish for up to `graceMs`, then tell the
+   * rest the server is going away and close them. A push cut off that way
+   * leaves its volume under its undo journal, consistent, and resumes on the
+   * next push; every lock is released as its session unwinds. `cutShort`
+   * (a second signal) ends the grace period early.
+   */
+  async shutdown(graceMs: number, cutShort?: Promise<void>): Promise<ShutdownReport> {
+    this.closing = true;
+    const closed = new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    for (const s of this.sockets) if (!this.busy.has(s)) s.destroy();
+    const running = this.busy.size;
+    const doneBefore = this.sessionsDone;
+    this.log({ level: 'info', msg: `shutting down: ${running} session(s) running, waiting up to ${Math.round(graceMs / 1000)} s`, data: { sessions: running, graceMs } });
+    await Promise.race([this.idleWithin(graceMs), ...(cutShort ? [cutShort] : [])]);
+    const interrupted = this.busy.size;
+    if (interrupted > 0) {
+      for (const conn of this.busy.values()) void conn.sendErrorAndClose(new SyncError('ERR_BUSY', 'the server is shutting down; run the same command again to resume'));
+      // The sessions unwind (locks released, journals closed) once their connection is gone.
+      if (!(await this.idleWithin(5000))) for (const s of this.busy.keys()) s.destroy();
+      await this.idleWithin(5000);
+    }
+    for (const s of this.sockets) s.destroy();
+    await closed;
+    const report = { finished: this.sessionsDone - doneBefore, interrupted };
+    this.log({ level: interrupted > 0 ? 'warn' : 'info', msg: `stopped: ${report.finished} session(s) finished, ${interrupted} interrupted`, data: { ...report } });
+    return report;
+  }
+
+  /** Resolves true once no volume session runs, false after `ms`. */
+  private idleWithin(ms: number): Promise<boolean> {
+    if (this.busy.size === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const check = (): void => {
+        if (this.busy.size > 0) return;
+        clearTimeout(t);
+        this.idleWaiters.delete(check);
+        resolve(true);
+      };
+      const t = setTimeout(() => {
+        this.idleWaiters.delete(check);
+        resolve(false);
+      }, ms);
+      this.idleWaiters.add(check);
+    });
   }
 
   /** Stop listening and drop every connection. */
@@ -150,16 +213,23 @@ export class ResyncServer {
       const vol = Object.hasOwn(this.config.volumes, open.volume) ? this.config.volumes[open.volume] : undefined;
       if (!vol) throw new SyncError('ERR_NOT_FOUND', `no volume named ${JSON.stringify(open.volume)}`);
       if (open.mode === 'push' && !vol.writable) throw new SyncError('ERR_PERMISSION', `volume ${open.volume} is read-only`);
+      if (this.closing) throw new SyncError('ERR_BUSY', 'the server is shutting down; try again later');
       const release = this.lock(open.volume, open.mode === 'push');
+      this.busy.set(conn.socket, conn);
       try {
-        this.log({ level: 'info', msg: `${open.mode} started`, peer, volume: open.volume });
-        if (open.mode === 'push') await this.servePush(conn, vol, open.blockSize, open.imageSize);
-        else if (open.mode === 'pull') await this.servePull(conn, vol, hello.caps.includes('compress'), hello.caps.includes(SUBSUMS_CAP));
-        else await this.serveVerify(conn, vol, open.blockSize, open.imageSize);
+        const t0 = performance.now();
+        this.log({ level: 'info', msg: `${open.mode} started`, peer, volume: open.volume, data: { mode: open.mode, peerImageSize: open.imageSize } });
+        let stats: Record<string, unknown>;
+        if (open.mode === 'push') stats = await this.servePush(conn, vol, open.blockSize, open.imageSize);
+        else if (open.mode === 'pull') stats = await this.servePull(conn, vol, hello.caps.includes('compress'), hello.caps.includes(SUBSUMS_CAP));
+        else stats = await this.serveVerify(conn, vol, open.blockSize, open.imageSize);
         this.sessionsDone++;
-        this.log({ level: 'info', msg: `${open.mode} finished`, peer, volume: open.volume });
+        const data = { mode: open.mode, ...stats, bytesIn: conn.bytesIn, bytesOut: conn.bytesOut, elapsedMs: Math.round(performance.now() - t0) };
+        this.log({ level: 'info', msg: `${open.mode} finished: ${conn.bytesIn} bytes in, ${conn.bytesOut} bytes out`, peer, volume: open.volume, data });
       } finally {
         release();
+        this.busy.delete(conn.socket);
+        for (const w of [...this.idleWaiters]) w();
       }
       conn.end();
     } catch (e) {
@@ -170,7 +240,7 @@ export class ResyncServer {
     }
   }
 
-  private async servePush(conn: Connection, vol: VolumeConfig, blockSize: number, sourceSize: number): Promise<void> {
+  private async servePush(conn: Connection, vol: VolumeConfig, blockSize: number, sourceSize: number): Promise<Record<string, unknown>> {
     // Block devices are always patched in place (a temp file cannot be renamed onto a device).
     trace('server: push opened');
     const inPlace = vol.inPlace !== false || (await isBlockDevice(vol.path));
@@ -192,13 +262,14 @@ export class ResyncServer {
         return inPlace ? inPlaceSink(basis, jpath, sessionId, size, spec, sent.fullDigests) : tempFileSink(basis, vol.path, size, spec);
       }, progress, sent);
       await conn.send({ type: MsgType.Result, ok: true, bytesWritten: r.targetSize, targetHash: r.targetHash });
+      return { imageSize: r.targetSize, matchedBytes: r.matchedBytes, literalBytes: r.literalBytes, resumedFrom: resumeFrom };
     } finally {
       await basis.fh.close();
     }
   }
 
   /** verify: send our signature; the client compares and reports; nothing is written. */
-  private async serveVerify(conn: Connection, vol: VolumeConfig, blockSize: number, clientSize: number): Promise<void> {
+  private async serveVerify(conn: Connection, vol: VolumeConfig, blockSize: number, clientSize: number): Promise<Record<string, unknown>> {
     await this.refuseUnfinished(vol);
     const img = await openImage(vol.path);
     try {
@@ -206,6 +277,7 @@ export class ResyncServer {
       await sendSignature(conn, img, blockSize || defaultBlockSize(Math.max(img.size, clientSize)), undefined, { twoLevel: false });
       const res = await conn.recv();
       if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
+      return { imageSize: img.size };
     } finally {
       await img.fh.close();
     }
@@ -217,16 +289,17 @@ export class ResyncServer {
     }
   }
 
-  private async servePull(conn: Connection, vol: VolumeConfig, compress: boolean, subSums: boolean): Promise<void> {
+  private async servePull(conn: Connection, vol: VolumeConfig, compress: boolean, subSums: boolean): Promise<Record<string, unknown>> {
     await this.refuseUnfinished(vol);
     const img = await openImage(vol.path);
     try {
       await conn.send({ type: MsgType.Ready, imageSize: img.size, sessionId: randomBytes(8).toString('hex'), resumeFrom: 0 });
       const progress = this.progressLogger(vol);
       const rs = await receiveSignatureWithPrepass(conn, img, progress, { indexUnchanged: false });
-      await sendDelta(conn, rs, img, progress, compress, subSums);
+      const d = await sendDelta(conn, rs, img, progress, compress, subSums);
       const res = await conn.recv();
       if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
+      return { imageSize: img.size, matchedBytes: d.matchedBytes, literalBytes: d.literalBytes };
     } finally {
       await img.fh.close();
     }
@@ -247,7 +320,8 @@ export class ResyncServer {
       const eta = rate > 0 ? Math.round((p.total - p.done) / rate) : 0;
       const pct = p.total > 0 ? ((100 * p.done) / p.total).toFixed(1) : '100.0';
       const extra = p.matched !== undefined ? ` matched ${p.matched} literal ${p.literal ?? 0}` : '';
-      this.log({ level: 'info', volume, msg: `${p.phase} ${pct}% ${p.done}/${p.total} bytes, ${(rate / 1048576).toFixed(1)} MiB/s, ETA ${eta} s${extra}` });
+      const data = { phase: p.phase, done: p.done, total: p.total, bytesPerSecond: Math.round(rate), etaSeconds: eta, matched: p.matched, literal: p.literal };
+      this.log({ level: 'info', volume, msg: `${p.phase} ${pct}% ${p.done}/${p.total} bytes, ${(rate / 1048576).toFixed(1)} MiB/s, ETA ${eta} s${extra}`, data });
     };
   }
 

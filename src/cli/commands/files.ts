@@ -12,7 +12,7 @@ import { fileKind, formatHint } from '../hints.js';
 import { checkInput, prepareOutput, type NamedInput } from '../paths.js';
 import { STDIO } from '../stdio.js';
 import { dryRunDeltaCommand } from './ops.js';
-import { outputOptions, runCommand, type CommonArgs } from '../run.js';
+import { localInterrupted, outputOptions, runCommand, shq, type CommonArgs } from '../run.js';
 
 const FORMAT_OPTION = {
   type: 'string',
@@ -236,6 +236,13 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             return summary;
           },
           async (e) => (isFileError(e) && argv.delta !== STDIO ? formatHint(argv.delta, 'delta', argv.format) : undefined),
+          () => {
+            const inPlace = argv['in-place'] || argv.resume;
+            const target = argv.output ?? argv.basis;
+            if (!inPlace || argv.format === 'rdiff') return { target, state: 'unchanged', message: `${target} was not written (its partial temp file was removed)`, resume: 'run the same patch again' };
+            const again = `run \`resync patch ${[argv.basis, argv.delta, ...(argv.output ? [argv.output] : [])].map(shq).join(' ')} --in-place --resume\` to finish it`;
+            return localInterrupted(target, 'the patch had not started writing', again);
+          },
         ),
     )
     .command(
