@@ -25,8 +25,12 @@ export interface ServerConfig {
   /** Shared secret for HMAC authentication (from secretFile). */
   secret: Buffer;
   volumes: Record<string, VolumeConfig>;
-  /** Most sessions at once (authenticated or not). */
+  /** Most authenticated sessions at once. */
   maxSessions: number;
+  /** Most connections waiting to authenticate at once (default 256); they never take a session slot. */
+  maxPreAuth?: number | undefined;
+  /** Most connections waiting to authenticate from one source address (default 8). */
+  maxPreAuthPerAddress?: number | undefined;
   /** Idle timeout after authentication. */
   idleTimeoutMs: number;
   /** Time allowed from connect to authenticated. */
@@ -126,6 +130,8 @@ export async function loadServerConfig(path: string, overrides: Partial<{ host: 
     secret: await readSecretFile(secretFile),
     volumes: vols,
     maxSessions: num('maxSessions', 16),
+    maxPreAuth: num('maxPreAuth', 256),
+    maxPreAuthPerAddress: num('maxPreAuthPerAddress', 8),
     idleTimeoutMs: num('idleTimeoutMs', 300_000),
     handshakeTimeoutMs: num('handshakeTimeoutMs', 10_000),
   };
