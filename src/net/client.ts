@@ -107,6 +107,7 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
       bytesReceived: conn.bytesIn,
       elapsedMs: performance.now() - t0,
       verified: true,
+      bytesWritten: res.bytesWritten,
     };
   } catch (e) {
     conn?.destroy();
@@ -152,7 +153,7 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
       if (isSyncError(e) && !e.details.remote) await conn.sendErrorAndClose(e);
       throw e;
     }
-    await conn.send({ type: MsgType.Result, ok: true, bytesWritten: r.targetSize, targetHash: r.targetHash });
+    await conn.send({ type: MsgType.Result, ok: true, bytesWritten: r.bytesWritten, targetHash: r.targetHash });
     conn.end();
     return {
       ...r,

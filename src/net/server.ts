@@ -15,6 +15,15 @@ import { dirname } from 'node:path';
 
 /** Largest frame accepted before authentication. */
 export const PRE_AUTH_MAX_FRAME = 4096;
+/** Default most unauthenticated connections at once, in all and from one source address. */
+export const DEFAULT_MAX_PRE_AUTH = 256;
+export const DEFAULT_MAX_PRE_AUTH_PER_ADDRESS = 8;
+/**
+ * How long a refused connection is kept open at most, reading and dropping what
+ * the peer sends: closing at once with its bytes unread would reset the
+ * connection, and the peer could lose the refusal before reading it.
+ */
+export const REFUSAL_LINGER_MS = 500;
 import { defaultBlockSize } from '../core/signature.js';
 import { assertUnchanged, imageStamp, openImage, openOrCreateImage } from '../io/image.js';
 import { MsgType, PROTOCOL_VERSION } from '../../protocol/constants.js';
@@ -23,6 +32,10 @@ import { Connection } from './connection.js';
 import type { ServerConfig, VolumeConfig } from './config.js';
 import { inPlaceSink, receiveDelta, receiveSignatureWithPrepass, sendDelta, sendSignature, tempFileSink } from './transfer.js';
 import { journalPathFor, readJournal } from '../io/journal.js';
+import { encodeFrame } from '../bytes/frame.js';
+import { encodePreamble } from '../format/preamble.js';
+import { encodeMessage } from '../../protocol/codec.js';
+import { WIRE_MAGIC } from '../../protocol/constants.js';
 import type { ProgressFn } from '../api-files.js';
 import { settleJournal } from '../io/inplace.js';
 
@@ -59,6 +72,11 @@ export class ResyncServer {
   private closing = false;
   /** Called when a volume session ends (shutdown waits on it). */
   private readonly idleWaiters = new Set<() => void>();
+  /** Unauthenticated connections, by source address and in all. */
+  private readonly preAuth = new Map<string, number>();
+  private preAuthTotal = 0;
+  /** Authenticated sessions (at most maxSessions). */
+  private authenticated = 0;
   /** Completed sessions, for tests and logs. */
   sessionsDone = 0;
 
@@ -71,7 +89,12 @@ export class ResyncServer {
   listen(): Promise<number> {
     return new Promise((resolve, reject) => {
       const tls = this.config.tls;
-      const srv: Server = tls ? createTlsServer({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2' }, (s) => this.onSocket(s)) : createServer({ pauseOnConnect: false }, (s) => this.onSocket(s));
+      // Plain TCP keeps half-open sockets: a client that half-closes after its delta still gets
+      // its Result. Over TLS the end of the peer's stream ends the session as before (a TLS
+      // server with half-open sockets could be left holding a failed handshake's socket).
+      const srv: Server = tls
+        ? createTlsServer({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2' }, (s) => this.onSocket(s))
+        : createServer({ pauseOnConnect: false, allowHalfOpen: true }, (s) => this.onSocket(s));
       // A failed TLS handshake never reaches onSocket; keep the server quiet and healthy.
       srv.on('tlsClientError', (e: Error, s: Socket) => {
         s.destroy();
@@ -151,19 +174,42 @@ export class ResyncServer {
     this.sockets.add(s);
     s.on('close', () => this.sockets.delete(s));
     const peer = `${s.remoteAddress}:${s.remotePort}`;
-    // Before authentication only small frames are accepted (a Hello or an Auth is < 200 bytes).
-    const conn = new Connection(s, 'server', { idleTimeoutMs: this.config.handshakeTimeoutMs, maxFrame: PRE_AUTH_MAX_FRAME });
-    if (this.sockets.size > this.config.maxSessions) {
-      // Over the cap: say so (the only thing an unauthenticated peer can learn) and close.
-      this.log({ level: 'warn', msg: `refused: ${this.sockets.size - 1} sessions already open`, peer, code: 'ERR_BUSY' });
-      void conn
-        .exchangePreamble()
-        .catch(() => undefined)
-        .then(() => conn.sendErrorAndClose(new SyncError('ERR_BUSY', 'the server is at its session limit; try again later')));
-      setTimeout(() => conn.destroy(), 2000).unref();
+    // Unauthenticated connections have their own limits, in all and per source address, and
+    // never take a session slot: a flood of them cannot keep an operator with the secret out.
+    const addr = s.remoteAddress ?? '';
+    const fromAddr = this.preAuth.get(addr) ?? 0;
+    const perAddr = this.config.maxPreAuthPerAddress ?? DEFAULT_MAX_PRE_AUTH_PER_ADDRESS;
+    if (fromAddr >= perAddr || this.preAuthTotal >= (this.config.maxPreAuth ?? DEFAULT_MAX_PRE_AUTH)) {
+      const why = fromAddr >= perAddr ? `${fromAddr} unauthenticated connections from ${addr}` : `${this.preAuthTotal} unauthenticated connections`;
+      this.log({ level: 'warn', msg: `refused: ${why} already open`, peer, code: 'ERR_BUSY' });
+      refuse(s, new SyncError('ERR_BUSY', 'too many connections are waiting to authenticate; try again later'));
       return;
     }
-    this.session(conn, peer).catch((e: unknown) => {
+    this.preAuth.set(addr, fromAddr + 1);
+    this.preAuthTotal++;
+    let waiting = true;
+    const leavePreAuth = (): void => {
+      if (!waiting) return;
+      waiting = false;
+      this.preAuthTotal--;
+      const n = (this.preAuth.get(addr) ?? 1) - 1;
+      if (n > 0) this.preAuth.set(addr, n);
+      else this.preAuth.delete(addr);
+    };
+    s.once('close', leavePreAuth);
+    // Once authenticated the connection takes a session slot, or is told ERR_BUSY.
+    const admit = (): void => {
+      leavePreAuth();
+      if (this.authenticated >= this.config.maxSessions) {
+        this.log({ level: 'warn', msg: `refused: ${this.authenticated} sessions already open`, peer, code: 'ERR_BUSY' });
+        throw new SyncError('ERR_BUSY', 'the server is at its session limit; try again later');
+      }
+      this.authenticated++;
+      s.once('close', () => this.authenticated--);
+    };
+    // Before authentication only small frames are accepted (a Hello or an Auth is < 200 bytes).
+    const conn = new Connection(s, 'server', { idleTimeoutMs: this.config.handshakeTimeoutMs, maxFrame: PRE_AUTH_MAX_FRAME });
+    this.session(conn, peer, admit).catch((e: unknown) => {
       const code = isSyncError(e) ? e.code : 'ERR_INTERNAL';
       this.log({ level: code === 'ERR_CONNECTION' ? 'warn' : 'error', msg: e instanceof Error ? e.message : String(e), peer, code });
       void conn.sendErrorAndClose(this.forClient(e));
@@ -184,7 +230,7 @@ export class ResyncServer {
     return new SyncError(e.code, msg);
   }
 
-  private async session(conn: Connection, peer: string): Promise<void> {
+  private async session(conn: Connection, peer: string, admit: () => void): Promise<void> {
     // A deadline for the whole handshake, not just per read: a slow-drip client is cut off too.
     const deadline = setTimeout(() => conn.destroy(), this.config.handshakeTimeoutMs);
     let volumeName = '';
@@ -202,6 +248,7 @@ export class ResyncServer {
       if (!macEquals(auth.mac, clientProof(this.config.secret, nonce, auth.clientNonce))) {
         throw new SyncError('ERR_AUTH', 'authentication failed');
       }
+      admit();
       await conn.send({ type: MsgType.AuthOk, mac: serverProof(this.config.secret, nonce, auth.clientNonce) });
       clearTimeout(deadline);
       conn.setIdleTimeout(this.config.idleTimeoutMs);
@@ -261,7 +308,7 @@ export class ResyncServer {
         }
         return inPlace ? inPlaceSink(basis, jpath, sessionId, size, spec, sent.fullDigests) : tempFileSink(basis, vol.path, size, spec);
       }, progress, sent);
-      await conn.send({ type: MsgType.Result, ok: true, bytesWritten: r.targetSize, targetHash: r.targetHash });
+      await conn.send({ type: MsgType.Result, ok: true, bytesWritten: r.bytesWritten, targetHash: r.targetHash });
       return { imageSize: r.targetSize, matchedBytes: r.matchedBytes, literalBytes: r.literalBytes, resumedFrom: resumeFrom };
     } finally {
       await basis.fh.close();
@@ -337,6 +384,19 @@ export class ResyncServer {
     this.readers.set(volume, (this.readers.get(volume) ?? 0) + 1);
     return () => this.readers.set(volume, (this.readers.get(volume) ?? 1) - 1);
   }
+}
+
+/**
+ * Refuse a connection at once: our preamble and an Error frame, then our end of
+ * the stream. What the peer sends meanwhile is read and dropped, and the socket
+ * is closed when the peer closes or after REFUSAL_LINGER_MS.
+ */
+function refuse(s: Socket, e: SyncError): void {
+  s.on('error', () => undefined);
+  s.on('data', () => undefined);
+  s.once('end', () => s.destroy());
+  s.end(Buffer.concat([encodePreamble(WIRE_MAGIC, PROTOCOL_VERSION), encodeFrame(encodeMessage({ type: MsgType.Error, code: e.code, message: e.message }))]));
+  setTimeout(() => s.destroy(), REFUSAL_LINGER_MS).unref();
 }
 
 async function isBlockDevice(path: string): Promise<boolean> {
