@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { encodeFrame } from '../src/bytes/frame.js';
 import { imageHashBuilder, type ImageHashSpec } from '../src/core/imagehash.js';
 import { SEED_LEN } from '../src/core/limits.js';
+import { adler32OfZeros } from '../src/core/rolling.js';
 import { DeltaMatcher } from '../src/core/matcher.js';
 import type { DeltaOp } from '../src/core/ops.js';
 import { Signature, SignatureGenerator, makeSignatureParams, type SignatureChunk, type SignatureParams } from '../src/core/signature.js';
@@ -48,6 +49,20 @@ function sigFile(size: number, opts: { blockSize?: number; strongAlg?: StrongAlg
   const enc = new SignatureFileEncoder(p);
   const parts = [enc.start(), ...sigChunks(p, img).map((c) => enc.chunk(c)), enc.end(sha256(img))];
   return Buffer.concat(parts);
+}
+
+/**
+ * A hostile signature file: every weak sum is that of a zero block, every
+ * strong sum is noise (fixed, so the file is reproducible). Against zeros
+ * each window is a weak hit whose strong check fails: the matcher must bound
+ * that work per byte (issue 15.3).
+ */
+function zeroWeakSigFile(blocks: number, blockSize: number): Uint8Array {
+  const p = makeSignatureParams(blocks * blockSize, SEED, { blockSize });
+  const enc = new SignatureFileEncoder(p);
+  const strong = Uint8Array.from({ length: blocks * p.strongLen }, (_, i) => (i * 149 + 7) & 0xff);
+  const weak = new Uint32Array(blocks).fill(adler32OfZeros(blockSize));
+  return Buffer.concat([enc.start(), enc.chunk({ first: 0, weak, strong }), enc.end(HASH)]);
 }
 
 /** The ops that turn `basis` into `target`, from the real signature and matcher. */
@@ -167,6 +182,7 @@ export function generateSeeds(target: string): Seed[] {
         { name: 'blocks-64-len8', bytes: sigFile(1000, { blockSize: 64, strongLen: 8 }) },
         { name: 'blake2b-len32', bytes: sigFile(3000, { blockSize: 256, strongAlg: 'blake2b', strongLen: 32 }) },
         { name: 'two-chunks', bytes: sigFile(4200 * 16, { blockSize: 16, strongLen: 8 }) },
+        { name: 'zero-weak-noise-strong', bytes: zeroWeakSigFile(4, 4096) },
       ];
     case 'deltafile': {
       const basis = corpusImage(6000);
