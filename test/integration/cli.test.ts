@@ -238,7 +238,8 @@ describe('corrupt input exits 3', () => {
     async (file, code) => {
     const out = join(d, `corrupt-${file}.img`);
     await writeFile(out, PREVIOUS);
-    const r = await cli('patch', '--json', mbasis, join(MALFORMED, file), out);
+    // --force: an existing output is replaced only when asked, and even then not by a failed patch.
+    const r = await cli('patch', '--json', '--force', mbasis, join(MALFORMED, file), out);
     expect(r.code, r.stderr).toBe(3);
     expect(json(r)).toMatchObject({ ok: false, code });
     expect(oneLine(r.stderr)).toContain(code);
