@@ -28,6 +28,8 @@ export interface InputShape {
   endType?: number;
   /** Field index of the end record's file digest. */
   digestField?: number;
+  /** From which preamble version on the digest covers the end record up to the digest itself (signature files: 2). */
+  digestCoversEndFrom?: number;
   /** Field index of the end record's count, and what it counts. */
   count?: { field: number; of: 'ops' | 'blocks' };
   /** Rewrite the declared target size and hash from the patch model. */
@@ -280,6 +282,13 @@ export function repair(x: Parsed, shape: InputShape): void {
   if (shape.digestField !== undefined) {
     const parts: Uint8Array[] = [x.pre];
     for (const f of x.frames.slice(0, endIdx)) parts.push(u32(f.length), f);
+    const version = x.pre.length >= 6 ? (x.pre[4]! << 8) | x.pre[5]! : 0;
+    if (shape.digestCoversEndFrom !== undefined && version >= shape.digestCoversEndFrom) {
+      // The digest is the end record's last field: hash the frame up to its 32 bytes.
+      setField(endIdx, shape.digestField, new Uint8Array(32));
+      const end = x.frames[endIdx]!;
+      parts.push(u32(end.length), end.subarray(0, Math.max(0, end.length - 32)));
+    }
     setField(endIdx, shape.digestField, sha256(...parts));
   }
 }

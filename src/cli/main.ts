@@ -34,7 +34,12 @@ const COMMANDS = ['signature', 'delta', 'patch', 'recover', 'serve', 'push', 'pu
 
 const base = makeYargs(args)
   .scriptName('resync')
-  .usage('$0 <command> [options]\n\nKeep a disk image in sync with another by moving only the blocks that differ.') as unknown as Argv<CommonArgs>;
+  .usage('$0 <command> [options]\n\nKeep a disk image in sync with another by moving only the blocks that differ.')
+  // Known as flags before the command word too (`resync --json signature ...`), and not global: each
+  // command declares the ones it takes (run.ts outputOptions), so `serve --json` is refused.
+  .option('json', { type: 'boolean', global: false, hidden: true })
+  .option('progress', { type: 'boolean', global: false, hidden: true })
+  .option('quiet', { alias: 'q', type: 'boolean', global: false, hidden: true }) as unknown as Argv<CommonArgs>;
 
 let cli = fileCommands(base);
 cli = netCommands(cli);

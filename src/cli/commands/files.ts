@@ -151,7 +151,7 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             // Swapped SIGNATURE and NEWFILE: the image fails as a signature, and the "new file" is one.
             const newKind = argv.newfile === STDIO ? null : await fileKind(argv.newfile);
             if (newKind?.endsWith('signature') && !(await fileKind(argv.signature))) {
-              return `NEWFILE ${argv.newfile} is a${newKind.startsWith('rdiff') ? 'n' : ''} ${newKind}: the arguments look swapped (usage: ${DELTA_USAGE})`;
+              return `NEWFILE ${argv.newfile} is a${newKind.startsWith('rdiff') ? 'n' : ''} ${newKind}: the arguments look swapped; the order is ${DELTA_USAGE}`;
             }
             return formatHint(argv.signature, 'signature', argv.format);
           },
