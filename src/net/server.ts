@@ -272,7 +272,7 @@ export class ResyncServer {
         else stats = await this.serveVerify(conn, vol, open.blockSize, open.imageSize);
         this.sessionsDone++;
         const data = { mode: open.mode, ...stats, bytesIn: conn.bytesIn, bytesOut: conn.bytesOut, elapsedMs: Math.round(performance.now() - t0) };
-        this.log({ level: 'info', msg: `${open.mode} finished: ${conn.bytesIn} bytes in, ${conn.bytesOut} bytes out`, peer, volume: open.volume, data });
+        this.log({ level: 'info', msg: `${open.mode} finished`, peer, volume: open.volume, data });
       } finally {
         release();
         this.busy.delete(conn.socket);

@@ -87,6 +87,7 @@ describe('signature, delta, patch with --json', () => {
   test('signature summary', async () => {
     const size = (await stat(basis)).size;
     expect(sigOut).toEqual({
+      schema: 1,
       command: 'signature',
       ok: true,
       imageSize: size,
@@ -149,12 +150,23 @@ describe('signature, delta, patch with --json', () => {
     expect(json(r)).toMatchObject({ blockSize: 4096 });
   });
 
-  test.concurrent('without --json: a human summary on stderr, nothing on stdout', async () => {
+  // The summary is the command's result: stdout, so `resync ... > out` keeps it (issue 14.10).
+  test.concurrent('without --json: a human summary on stdout, nothing on stderr', async () => {
     const r = await cli('signature', basis, join(d, 'human.sig'));
     expect(r.code).toBe(0);
-    expect(r.stdout).toBe('');
-    expect(r.stderr).toContain('signature: done');
-    expect(r.stderr).toContain('blockSize');
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toContain('signature: done');
+    expect(r.stdout).toContain('blockSize');
+  });
+
+  test('--json: a schema version and whole milliseconds in every object, success or failure', async () => {
+    for (const o of [sigOut, deltaOut, patchOut]) {
+      expect(o.schema).toBe(1);
+      expect(Number.isInteger(o.elapsedMs)).toBe(true);
+    }
+    const bad = await cli('patch', '--json', basis, join(d, 'no-such.delta'), join(d, 'x.img'));
+    expect(bad.code).toBe(5);
+    expect(json(bad)).toMatchObject({ schema: 1, command: 'patch', ok: false, code: 'ERR_IO' });
   });
 
   test.concurrent('--quiet prints nothing at all', async () => {
