@@ -29,7 +29,7 @@ void cli
   .help()
   .alias('h', 'help')
   .version()
-  .epilog('Exit codes: 0 ok, 2 usage, 3 bad input file/message, 4 verification failed, 5 I/O, 6 no space, 7 network, 8 denied, 9 journal, 10 verify: images differ, 130 interrupted. See docs/exit-codes.md.')
+  .epilog('Exit codes: 0 ok, 2 usage, 3 bad input file/message, 4 verification failed, 5 I/O, 6 no space, 7 network, 8 denied, 9 journal, 10 verify: images differ, 11 image locked by another session, 130 interrupted. See docs/exit-codes.md.')
   .fail((msg, err) => {
     if (err) throw err;
     process.stderr.write(`resync: ${msg}\nRun 'resync --help' for usage.\n`);
