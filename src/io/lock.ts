@@ -35,6 +35,18 @@ export interface ImageLock {
   release(): Promise<void>;
 }
 
+/** Locks this process holds. */
+const heldLocks = new Set<ImageLock>();
+
+/**
+ * Release every lock this process holds, as its death would. Only for
+ * simulated crashes inside one process (tests), where the "dead" session's
+ * promise never settles and so never releases its lock.
+ */
+export async function releaseAllImageLocks(): Promise<void> {
+  await Promise.all([...heldLocks].map((l) => l.release()));
+}
+
 /** What the lock is for: an exclusive writer or a shared reader. */
 export type LockMode = 'write' | 'read';
 
@@ -89,16 +101,19 @@ async function kernelLock(path: string, mode: LockMode, create: boolean, lock: (
     const [a, b] = await Promise.all([fh.stat(), stat(path).catch(() => null)]);
     if (b && a.ino === b.ino && a.dev === b.dev) {
       let held = true;
-      return {
+      const l: ImageLock = {
         path,
         kind: 'kernel',
         release: async () => {
           if (!held) return;
           held = false;
+          heldLocks.delete(l);
           // Closing the file releases the lock (flock belongs to this open file only).
           await fh.close().catch(() => undefined);
         },
       };
+      heldLocks.add(l);
+      return l;
     }
     await fh.close().catch(() => undefined);
   }
@@ -210,16 +225,19 @@ async function fileLock(path: string, mode: LockMode): Promise<ImageLock> {
       await fh.close();
     }
     let held = true;
-    return {
+    const l: ImageLock = {
       path,
       kind: 'file',
       release: async () => {
         if (!held) return;
         held = false;
+        heldLocks.delete(l);
         const h = await readHolder(lockPath);
         if (h && h.pid === me.pid && h.start === me.start && h.host === me.host) await unlink(lockPath).catch(() => undefined);
       },
     };
+    heldLocks.add(l);
+    return l;
   }
   throw lockedError(path, ` (lock file ${lockPath})`);
 }
