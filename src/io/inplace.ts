@@ -18,6 +18,7 @@ import type { DeltaOp } from '../core/ops.js';
 import { PatchPlanner } from '../core/patch.js';
 import { imageHashBuilder, type ImageHashBuilder, type ImageHashSpec } from '../core/imagehash.js';
 import { StrongHasher } from '../core/strong.js';
+import { killPoint } from '../trace.js';
 import { ioError } from './errors.js';
 import { openImage, readChunks, readExactSync, type ImageHandle } from './image.js';
 import { Journal, readJournal, type JournalHashSpec, type JournalMeta, type JournalState } from './journal.js';
@@ -212,6 +213,7 @@ export class InPlacePatcher {
     }
     await this.syncImage();
     await this.journal.commit(targetSize, got);
+    killPoint('committed');
     try {
       await this.img.fh.truncate(targetSize);
     } catch (e) {
@@ -494,8 +496,10 @@ export async function rollbackTail(img: ImageHandle, journalPath: string, st: Jo
  */
 export async function rollbackAll(img: ImageHandle, journalPath: string, st: JournalState): Promise<boolean> {
   await restore(img, journalPath, st.undos);
+  killPoint('rollback-restored');
   if (!img.isBlockDevice) await img.fh.truncate(st.base.originalSize);
   await img.fh.sync();
+  killPoint('rollback-synced');
   const proved = await proveImage(img, journalPath, st.base.originalSize, st.base.originalHash, st.base.hashSpec, 'original image');
   const j = await Journal.reopen(journalPath, 0);
   await j.remove();
@@ -507,6 +511,7 @@ export async function completeCommitted(img: ImageHandle, journalPath: string, s
   if (st.committed === null) throw new SyncError('ERR_JOURNAL', 'the patch was not committed');
   if (!img.isBlockDevice) await img.fh.truncate(st.committed);
   await img.fh.sync();
+  killPoint('complete-synced');
   const proved = await proveImage(img, journalPath, st.committed, st.committedHash, st.meta.hashSpec, 'verified result');
   const j = await Journal.reopen(journalPath, 0);
   await j.remove();
@@ -545,8 +550,10 @@ export async function settleJournal(imagePath: string, jpath: string, opts: { ke
       return { resumeFrom: 0, continueAt: null };
     }
     await rollbackTail(img, jpath, st);
+    killPoint('settle-tail-undone');
     // Cut the undone tail off the journal (the image no longer needs it).
     await (await Journal.reopen(jpath, st.checkpointEnd)).close();
+    killPoint('settle-cut');
     return { resumeFrom: st.checkpoint, continueAt: st.checkpointEnd };
   } finally {
     await img.fh.close();

@@ -26,6 +26,7 @@ import { SyncError } from '../core/errors.js';
 import { ioError } from './errors.js';
 import { extentHelper } from './sparse.js';
 import { journalPathFor } from './journal.js';
+import { killPoint } from '../trace.js';
 
 /** A held lock; release() is idempotent. */
 export interface ImageLock {
@@ -113,6 +114,7 @@ async function kernelLock(path: string, mode: LockMode, create: boolean, lock: (
         },
       };
       heldLocks.add(l);
+      if (mode === 'write') killPoint('lock-taken');
       return l;
     }
     await fh.close().catch(() => undefined);
@@ -237,6 +239,7 @@ async function fileLock(path: string, mode: LockMode): Promise<ImageLock> {
       },
     };
     heldLocks.add(l);
+    killPoint('lock-taken');
     return l;
   }
   throw lockedError(path, ` (lock file ${lockPath})`);
