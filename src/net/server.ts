@@ -4,7 +4,7 @@
  * nothing is revealed before it succeeds), then one session on one volume.
  */
 import { SUBSUMS_CAP } from './subsums.js';
-import { trace } from '../trace.js';
+import { killPoint, trace } from '../trace.js';
 import { createServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import { randomBytes } from 'node:crypto';
@@ -25,7 +25,8 @@ export const DEFAULT_MAX_PRE_AUTH_PER_ADDRESS = 8;
  */
 export const REFUSAL_LINGER_MS = 500;
 import { defaultBlockSize } from '../core/signature.js';
-import { assertUnchanged, imageStamp, openImage, openOrCreateImage } from '../io/image.js';
+import { assertUnchanged, imageStamp, openImage, openOrCreateImage, type ImageHandle } from '../io/image.js';
+import { lockImage, type ImageLock, type LockMode } from '../io/lock.js';
 import { MsgType, PROTOCOL_VERSION } from '../../protocol/constants.js';
 import { macEquals, newNonce, clientProof, serverProof } from '../../protocol/auth.js';
 import { Connection } from './connection.js';
@@ -292,41 +293,60 @@ export class ResyncServer {
     trace('server: push opened');
     const inPlace = vol.inPlace !== false || (await isBlockDevice(vol.path));
     const jpath = journalPathFor(vol.path);
-    const resumeFrom = await settleJournal(vol.path, jpath);
-    const basis = await openOrCreateImage(vol.path, inPlace ? 'r+' : 'r');
+    // The journal is only looked at under the image's lock: another session
+    // (a second volume name for the file, a second server) may be writing under it.
+    const lock = await this.lockImage(vol.path, 'write');
+    let basis: ImageHandle | null = null;
     try {
+      const settled = await settleJournal(vol.path, jpath, { keep: inPlace });
+      basis = await openOrCreateImage(vol.path, inPlace ? 'r+' : 'r');
       const sessionId = randomBytes(8).toString('hex');
-      await conn.send({ type: MsgType.Ready, imageSize: basis.size, sessionId, resumeFrom });
+      await conn.send({ type: MsgType.Ready, imageSize: basis.size, sessionId, resumeFrom: settled.resumeFrom });
       const progress = this.progressLogger(vol);
       const before = await imageStamp(basis);
       trace('server: signature pass started');
       const sent = await sendSignature(conn, basis, blockSize || defaultBlockSize(Math.max(basis.size, sourceSize)), progress);
-      const r = await receiveDelta(conn, basis, async (size, spec) => {
-        await assertUnchanged(basis, before);
-        if (basis.isBlockDevice && size > basis.size) {
-          throw new SyncError('ERR_PARAM', `the source is ${size} bytes but the volume is a ${basis.size}-byte block device`);
+      const img = basis;
+      const r = await receiveDelta(conn, img, async (size, spec) => {
+        await assertUnchanged(img, before);
+        if (img.isBlockDevice && size > img.size) {
+          throw new SyncError('ERR_PARAM', `the source is ${size} bytes but the volume is a ${img.size}-byte block device`);
         }
-        return inPlace ? inPlaceSink(basis, jpath, sessionId, size, spec, sent.fullDigests) : tempFileSink(basis, vol.path, size, spec);
+        return inPlace ? inPlaceSink(img, jpath, sessionId, size, spec, sent.fullDigests, settled.continueAt) : tempFileSink(img, vol.path, size, spec);
       }, progress, sent);
       await conn.send({ type: MsgType.Result, ok: true, bytesWritten: r.bytesWritten, targetHash: r.targetHash });
-      return { imageSize: r.targetSize, matchedBytes: r.matchedBytes, literalBytes: r.literalBytes, resumedFrom: resumeFrom };
+      return { imageSize: r.targetSize, matchedBytes: r.matchedBytes, literalBytes: r.literalBytes, resumedFrom: settled.resumeFrom };
     } finally {
-      await basis.fh.close();
+      await basis?.fh.close();
+      await lock.release();
+    }
+  }
+
+  /** The image's cross-process lock; held by another process, the volume is busy. */
+  private async lockImage(path: string, mode: LockMode): Promise<ImageLock> {
+    try {
+      return await lockImage(path, mode, { create: mode === 'write' });
+    } catch (e) {
+      if (isSyncError(e) && e.code === 'ERR_LOCKED') throw new SyncError('ERR_BUSY', 'the volume is in use by another session (another process or another volume name for the same file)');
+      throw e;
     }
   }
 
   /** verify: send our signature; the client compares and reports; nothing is written. */
   private async serveVerify(conn: Connection, vol: VolumeConfig, blockSize: number, clientSize: number): Promise<Record<string, unknown>> {
-    await this.refuseUnfinished(vol);
-    const img = await openImage(vol.path);
+    const lock = await this.lockImage(vol.path, 'read');
+    let img: ImageHandle | null = null;
     try {
+      await this.refuseUnfinished(vol);
+      img = await openImage(vol.path);
       await conn.send({ type: MsgType.Ready, imageSize: img.size, sessionId: randomBytes(8).toString('hex'), resumeFrom: 0 });
       await sendSignature(conn, img, blockSize || defaultBlockSize(Math.max(img.size, clientSize)), undefined, { twoLevel: false });
       const res = await conn.recv();
       if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
       return { imageSize: img.size };
     } finally {
-      await img.fh.close();
+      await img?.fh.close();
+      await lock.release();
     }
   }
 
@@ -337,18 +357,22 @@ export class ResyncServer {
   }
 
   private async servePull(conn: Connection, vol: VolumeConfig, compress: boolean, subSums: boolean): Promise<Record<string, unknown>> {
-    await this.refuseUnfinished(vol);
-    const img = await openImage(vol.path);
+    const lock = await this.lockImage(vol.path, 'read');
+    let img: ImageHandle | null = null;
     try {
+      await this.refuseUnfinished(vol);
+      img = await openImage(vol.path);
       await conn.send({ type: MsgType.Ready, imageSize: img.size, sessionId: randomBytes(8).toString('hex'), resumeFrom: 0 });
       const progress = this.progressLogger(vol);
       const rs = await receiveSignatureWithPrepass(conn, img, progress, { indexUnchanged: false });
       const d = await sendDelta(conn, rs, img, progress, compress, subSums);
+      killPoint('pull-delta-sent');
       const res = await conn.recv();
       if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
       return { imageSize: img.size, matchedBytes: d.matchedBytes, literalBytes: d.literalBytes };
     } finally {
-      await img.fh.close();
+      await img?.fh.close();
+      await lock.release();
     }
   }
 
