@@ -299,6 +299,15 @@ describe('the installed command', () => {
     expect((await readFile(join(project, 'new.delta'))).length).toBeLessThan(b.length / 4);
   });
 
+  test('patch --in-place, then --resume as in the README: nothing to resume, exit 0', async () => {
+    await writeFile(join(project, 'inplace.img'), a);
+    expect((await resync('patch', 'inplace.img', 'new.delta', '--in-place')).code).toBe(0);
+    const r = await resync('patch', 'inplace.img', 'new.delta', '--resume');
+    expect(r.code, r.stderr).toBe(0);
+    expect(`${r.stdout}${r.stderr}`).toMatch(/nothing to resume/);
+    expect(sha(await readFile(join(project, 'inplace.img')))).toBe(sha(b));
+  });
+
   test('an existing output is not overwritten without --force', async () => {
     // Arguments swapped as in issue 14 item 1: the "signature" would replace the image.
     // Needs -f/--force and the refusal, which come with the CLI option work (branch `cli`).
