@@ -165,6 +165,8 @@ export interface InPlaceResult extends FileResult {
   bytesWritten: number;
   /** Output prefix that was already done by an interrupted run. */
   resumedFrom: number;
+  /** `resume` found no journal and the image already was the delta's result: nothing was written. */
+  nothingToResume?: boolean;
 }
 
 /** Stream the delta file's events: header first, ops, trailer last. */
@@ -282,6 +284,12 @@ async function patchFileInPlace(basisPath: string, deltaPath: string, opts: Patc
   }
   try {
     const st = await readJournal(jpath);
+    const done = !st && opts.resume ? await resultOf(img, deltaPath) : null;
+    if (done) {
+      // Nothing was interrupted: the patch had finished. Say so, where the
+      // basis check below would call the patched image the wrong basis.
+      return { ...emptyStats(), imageSize: img.size, bytesOut: 0, blockSize: done.blockSize, elapsedMs: performance.now() - t0, bytesWritten: 0, resumedFrom: img.size, nothingToResume: true };
+    }
     if (!st) {
       // The size first: a wrong basis is a basis mismatch, not a corrupt delta.
       const h = await readDeltaHeader(deltaPath);
@@ -345,6 +353,19 @@ async function patchFileInPlace(basisPath: string, deltaPath: string, opts: Patc
     await img.fh.close();
     await lock.release();
   }
+}
+
+/**
+ * The delta's header if `img` already is what the delta builds (its size and
+ * image hash are the target's), else null. Reads the image only when the
+ * sizes agree.
+ */
+async function resultOf(img: ImageHandle, deltaPath: string): Promise<DeltaHeader | null> {
+  const { header, trailer } = await prescanDelta(deltaPath, (await readDeltaHeader(deltaPath)).basisSize);
+  if (img.size !== trailer.targetSize) return null;
+  const h = imageHashBuilder(img.size, header);
+  for await (const c of readChunks(img, 0, img.size, IO_CHUNK, true)) h.update(c);
+  return h.digest().equals(trailer.targetHash) ? header : null;
 }
 
 /** What `recover` did. */
