@@ -20,8 +20,8 @@ import { sha256File } from './measure.js';
 export type RealScenario = 'ext4' | 'tar' | 'sqlite';
 export const REAL_SCENARIOS: readonly RealScenario[] = Object.freeze(['ext4', 'tar', 'sqlite'] as const);
 
-/** Bump when a recipe changes in a way that changes its output: old caches are then rebuilt. */
-const RECIPE_VERSION = 2;
+/** Bump a recipe's version when a change to it changes its output: its old caches are then rebuilt. */
+const RECIPE_VERSIONS: Record<RealScenario, number> = { ext4: 2, tar: 2, sqlite: 3 };
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -532,7 +532,7 @@ const SQLITE_TEXT_ROOTS: readonly { root: string; budget: number }[] = [
   { root: '/usr/lib/python3.11', budget: 15 * MiB },
   { root: '/usr/share/perl', budget: 10 * MiB },
 ];
-const SQLITE_NEW_TEXT_ROOTS: readonly { root: string; budget: number }[] = [{ root: '/usr/lib/python3/dist-packages', budget: 8 * MiB }];
+const SQLITE_NEW_TEXT_ROOTS: readonly { root: string; budget: number }[] = [{ root: '/usr/lib/python3/dist-packages', budget: 1 * MiB }];
 const SQLITE_BLOB_ROOTS: readonly { root: string; budget: number }[] = [{ root: '/usr/lib/x86_64-linux-gnu', budget: 80 * MiB }];
 
 function csvField(s: string): string {
@@ -593,13 +593,13 @@ async function buildSqlite(
   await rm(csv, { force: true });
 
   // A batch of application writes, in one transaction, no VACUUM: pages change where they are.
-  const updated = ch.distinct(rows, 20000).map((i) => i + 1);
-  const deleteStarts = ch.distinct(Math.max(1, rows - 300), 30).map((i) => i + 1);
+  const updated = ch.distinct(rows, 2000).map((i) => i + 1);
+  const deleteStarts = ch.distinct(Math.max(1, rows - 300), 10).map((i) => i + 1);
   const newCsv = join(work, 'new-lines.csv');
   const newRows = await writeLinesCsv(newCsv, newText, rows + 1);
-  const blobUpdates = ch.distinct(blobs.length, 30);
-  const blobDeletes = ch.distinct(blobs.length, 20).filter((i) => !blobUpdates.includes(i));
-  const extraBlobs = newText.slice(0, 20);
+  const blobUpdates = ch.distinct(blobs.length, 10);
+  const blobDeletes = ch.distinct(blobs.length, 10).filter((i) => !blobUpdates.includes(i));
+  const extraBlobs = newText.slice(0, 10);
   const batch = [
     'BEGIN;',
     `UPDATE lines SET body = body || ' -- reviewed' WHERE id IN (${updated.join(',')});`,
@@ -670,7 +670,7 @@ export async function prepareReal(name: RealScenario, cacheDir: string, seed: nu
       ];
       break;
   }
-  const h = createHash('sha256').update(`${name}:${RECIPE_VERSION}:${seed}\n`);
+  const h = createHash('sha256').update(`${name}:${RECIPE_VERSIONS[name]}:${seed}\n`);
   for (const list of sources) listingHash(h.update('--\n'), list);
   const recipeHash = h.digest('hex').slice(0, 16);
   const work = join(cacheDir, `${name}-${recipeHash}`);
