@@ -14,7 +14,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { copyFile, link, lstat, mkdir, open, readdir, readFile, readlink, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
-import { dirname, join, relative } from 'node:path';
+import { basename, dirname, join, relative } from 'node:path';
 import { sha256File } from './measure.js';
 
 export type RealScenario = 'ext4' | 'tar' | 'sqlite';
@@ -239,6 +239,14 @@ const EXT4_UUID = '5eb1c0de-0000-4000-8000-000000000001';
 const EXT4_HASH_SEED = '5eb1c0de-0000-4000-8000-000000000002';
 const EXT4_FAKE_TIME = '1700000000';
 
+/** Set to 1 to change the ext4 image with debugfs even where a loop mount would work. */
+export const NO_MOUNT_ENV = 'RESYNC_BENCH_NO_MOUNT';
+
+/** Whether the ext4 recipe tries a loop mount (root, and not told otherwise). */
+function tryMount(): boolean {
+  return process.getuid?.() === 0 && process.env[NO_MOUNT_ENV] !== '1';
+}
+
 /** One change to a file of the image, applied through a mount or with debugfs. */
 type FsChange =
   | { kind: 'delete'; rel: string }
@@ -378,7 +386,8 @@ async function applyWithDebugfs(image: string, work: string, stage: string, chan
         cmds.push(`rm ${abs}`);
         break;
       case 'add':
-        cmds.push(`write ${c.from} ${abs}`);
+        // debugfs's write takes a name in the current directory, not a path.
+        cmds.push(`cd /${dirname(c.rel)}`, `write ${c.from} ${basename(c.rel)}`);
         break;
       case 'rewrite':
       case 'append': {
@@ -388,7 +397,7 @@ async function applyWithDebugfs(image: string, work: string, stage: string, chan
         if (c.kind === 'rewrite') bytes.copy(out, c.offset);
         const local = join(scratch, `f${n++}`);
         await writeFile(local, out);
-        cmds.push(`rm ${abs}`, `write ${local} ${abs}`);
+        cmds.push(`rm ${abs}`, `cd /${dirname(c.rel)}`, `write ${local} ${basename(c.rel)}`);
         break;
       }
     }
@@ -422,7 +431,7 @@ async function buildExt4(work: string, seed: number, files: SourceFile[], extra:
   const plan = planExt4(files, extra, stageOf, seed);
   let method: string;
   try {
-    if (process.getuid?.() !== 0) throw new Error('not root');
+    if (!tryMount()) throw new Error(process.getuid?.() !== 0 ? 'not root' : `${NO_MOUNT_ENV} is set`);
     log(`ext4: applying ${plan.changes.length} changes through a loop mount`);
     await applyThroughMount(target, join(work, 'mnt'), plan.changes);
     method = 'through a loop mount of the image (`mount -o loop`, plain file writes, `umount`)';
@@ -670,7 +679,8 @@ export async function prepareReal(name: RealScenario, cacheDir: string, seed: nu
       ];
       break;
   }
-  const h = createHash('sha256').update(`${name}:${RECIPE_VERSIONS[name]}:${seed}\n`);
+  // The ext4 target differs with the way it is changed (mount or debugfs), so that is part of its recipe.
+  const h = createHash('sha256').update(`${name}:${RECIPE_VERSIONS[name]}:${seed}${name === 'ext4' && !tryMount() ? ':debugfs' : ''}\n`);
   for (const list of sources) listingHash(h.update('--\n'), list);
   const recipeHash = h.digest('hex').slice(0, 16);
   const work = join(cacheDir, `${name}-${recipeHash}`);
