@@ -182,15 +182,18 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           const format = (argv['log-format'] ?? (process.stderr.isTTY ? 'text' : 'json')) as 'json' | 'text';
           const level = (argv['log-level'] ?? (argv.quiet ? 'warn' : 'info')) as (typeof logMod.LOG_LEVELS)[number];
           const log = logMod.makeLogger(format, level);
+          // --quiet keeps the session events to warnings, not the start and stop lines
+          // (scripts wait for "listening on"); only --log-level filters those.
+          const life = argv['log-level'] ? log : log.child({}, { level: 'info' });
           for (const w of warnings) log.warn(w);
-          const server = new (await serverMod()).ResyncServer(cfg, (e) => logMod.logEvent(log, e));
+          const server = new (await serverMod()).ResyncServer(cfg, (e) => logMod.logEvent(/^(shutting down|stopped)/.test(e.msg) ? life : log, e));
           const port = await server.listen();
-          log.info({ host: cfg.host, port, volumes: Object.keys(cfg.volumes), tls: cfg.tls !== undefined }, `listening on ${cfg.host}:${port} with ${Object.keys(cfg.volumes).length} volume(s)`);
+          life.info({ host: cfg.host, port, volumes: Object.keys(cfg.volumes), tls: cfg.tls !== undefined }, `listening on ${cfg.host}:${port} with ${Object.keys(cfg.volumes).length} volume(s)`);
           const signal = await new Promise<NodeJS.Signals>((res) => {
             process.once('SIGINT', () => res('SIGINT'));
             process.once('SIGTERM', () => res('SIGTERM'));
           });
-          log.info({ signal }, `${signal}: stopping`);
+          life.info({ signal }, `${signal}: stopping`);
           // A second signal cuts the grace period short.
           let cut: () => void = () => undefined;
           const again = new Promise<void>((r) => (cut = r));
