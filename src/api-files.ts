@@ -9,6 +9,7 @@ import { resolve } from 'node:path';
 import { PatchPlanner } from './core/patch.js';
 import { InPlacePatcher, completeCommitted, rollbackAll } from './io/inplace.js';
 import { journalPathFor, readJournal } from './io/journal.js';
+import { lockImage } from './io/lock.js';
 import { IO_CHUNK, SEED_LEN } from './core/limits.js';
 import { DeltaMatcher } from './core/matcher.js';
 import type { DeltaOp, DeltaStats } from './core/ops.js';
@@ -269,7 +270,16 @@ async function prescanDelta(deltaPath: string, basisSize: number): Promise<{ hea
 async function patchFileInPlace(basisPath: string, deltaPath: string, opts: PatchFileOptions): Promise<InPlaceResult> {
   const t0 = performance.now();
   const jpath = journalPathFor(basisPath);
-  const img = await openImage(basisPath, 'r+');
+  // Held until the patch ends, taken before the journal is looked at: a
+  // second session must never resume or roll back a live one's journal.
+  const lock = await lockImage(basisPath, 'write');
+  let img: ImageHandle;
+  try {
+    img = await openImage(basisPath, 'r+');
+  } catch (e) {
+    await lock.release();
+    throw e;
+  }
   try {
     const st = await readJournal(jpath);
     if (!st) {
@@ -300,7 +310,7 @@ async function patchFileInPlace(basisPath: string, deltaPath: string, opts: Patc
           throw new BasisMismatchError(`${basisPath} is not the image the signature was made from (SHA-256 differs); nothing was written`);
         }
       }
-      patcher = await InPlacePatcher.start(img, jpath, { id, targetSize: trailer.targetSize }, header);
+      patcher = await InPlacePatcher.start(img, jpath, { id, targetSize: trailer.targetSize }, header, { originalHash: header.basisHash });
     }
     try {
       for await (const ev of deltaEvents(deltaPath)) {
@@ -333,6 +343,7 @@ async function patchFileInPlace(basisPath: string, deltaPath: string, opts: Patc
     };
   } finally {
     await img.fh.close();
+    await lock.release();
   }
 }
 
@@ -342,21 +353,34 @@ export type RecoverOutcome = 'nothing' | 'completed' | 'rolled-back';
 /**
  * Resolve an interrupted in-place patch of `imagePath`: a verified (committed)
  * patch is completed; anything else is rolled back to the original image.
+ * Either way the result is checked against the hash the journal recorded
+ * before the journal is deleted; an image that cannot be proved to be the
+ * original or the verified result is an error (ERR_JOURNAL). A missing image
+ * or a directory is an error too, not 'nothing'.
  */
 export async function recoverImage(imagePath: string): Promise<RecoverOutcome> {
   const jpath = journalPathFor(imagePath);
-  const st = await readJournal(jpath);
-  if (!st) return 'nothing';
-  const img = await openImage(imagePath, 'r+');
+  const lock = await lockImage(imagePath, 'write');
   try {
-    if (st.committed !== null) {
-      await completeCommitted(img, jpath, st);
-      return 'completed';
+    const img = await openImage(imagePath, 'r+');
+    try {
+      const st = await readJournal(jpath);
+      if (!st) return 'nothing';
+      const outcome: RecoverOutcome = st.committed !== null ? 'completed' : 'rolled-back';
+      const proved = st.committed !== null ? await completeCommitted(img, jpath, st) : await rollbackAll(img, jpath, st);
+      if (!proved) {
+        throw new SyncError(
+          'ERR_JOURNAL',
+          `${imagePath} was ${outcome === 'completed' ? 'completed' : 'rolled back'} from its journal, but the journal (from an older resync) holds no hash to prove the result: check the image before using it`,
+          { path: imagePath, outcome },
+        );
+      }
+      return outcome;
+    } finally {
+      await img.fh.close();
     }
-    await rollbackAll(img, jpath, st);
-    return 'rolled-back';
   } finally {
-    await img.fh.close();
+    await lock.release();
   }
 }
 

@@ -24,6 +24,8 @@ export const ExitCode = {
   JOURNAL: 9,
   /** `verify`: the images differ (not an error). */
   DIFFERENT: 10,
+  /** The image is in use by another resync session; nothing was changed. */
+  LOCKED: 11,
   /** Interrupted by SIGINT (Ctrl-C); re-run to resume. */
   INTERRUPTED: 130,
   /** Stopped by SIGTERM; re-run to resume. */
@@ -54,6 +56,7 @@ const BY_CODE: Record<ErrorCode, number> = {
   ERR_PERMISSION: ExitCode.DENIED,
   ERR_NOT_FOUND: ExitCode.DENIED,
   ERR_JOURNAL: ExitCode.JOURNAL,
+  ERR_LOCKED: ExitCode.LOCKED,
   ERR_INTERRUPTED: ExitCode.INTERRUPTED,
 };
 

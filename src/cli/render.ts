@@ -87,14 +87,14 @@ export function printSummary(json: boolean, command: string, summary: Record<str
   process.stdout.write(`${command}: done\n${parts.join('\n')}\n`);
 }
 
-/** Print an error: a JSON object on stdout with --json, always one clear line on stderr. */
-export function printError(json: boolean, command: string, e: unknown): void {
+/** Print an error: a JSON object on stdout with --json, always one clear line on stderr (with a hint when there is one). */
+export function printError(json: boolean, command: string, e: unknown, hint?: string): void {
   const code = isSyncError(e) ? e.code : 'ERR_INTERNAL';
-  const msg = e instanceof Error ? e.message : String(e);
+  const msg = (e instanceof Error ? e.message : String(e)).replace(/\s*\n\s*/g, ' ');
   // A config error lists every problem found, one line each, before the error line.
   const problems = isSyncError(e) && Array.isArray(e.details.problems) ? (e.details.problems as { where: string; message: string }[]) : undefined;
-  if (json) process.stdout.write(JSON.stringify({ schema: JSON_SCHEMA, command, ok: false, code, message: msg, ...(problems ? { problems } : {}) }) + '\n');
-  if (problems && problems.length > 1) for (const p of problems) process.stderr.write(`resync ${command}: ${[(e as SyncError).details.source, p.where, p.message].filter((x) => x).join(': ')}\n`);
-  process.stderr.write(`resync ${command}: error ${code}: ${msg}\n`);
+  if (json) process.stdout.write(JSON.stringify({ schema: JSON_SCHEMA, command: command || null, ok: false, code, message: msg, ...(hint ? { hint } : {}), ...(problems ? { problems } : {}) }) + '\n');
+  if (problems && problems.length > 1) for (const p of problems) process.stderr.write(`resync${command ? ` ${command}` : ''}: ${[(e as SyncError).details.source, p.where, p.message].filter((x) => x).join(': ')}\n`);
+  process.stderr.write(`resync${command ? ` ${command}` : ''}: error ${code}: ${msg}${hint ? ` (hint: ${hint})` : ''}\n`);
   if (!isSyncError(e) && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`);
 }

@@ -29,6 +29,13 @@ export function imageHashBuilder(size: number, spec: ImageHashSpec): ImageHashBu
   return new ImageHashBuilder(size, spec.blockSize, spec.strongAlg, spec.seed);
 }
 
+/** The image hash from the full digests of all of an image's blocks (a signature pass keeps them). */
+export function imageHashFromDigests(size: number, spec: ImageHashSpec, digests: Uint8Array): Buffer {
+  const b = imageHashBuilder(size, spec);
+  if (!b.skipKnown(0, size, (i) => digests.subarray(i * 32, i * 32 + 32))) throw new ParamError('cannot hash the image from its digests');
+  return b.digest();
+}
+
 /** Domain label of region hashes. */
 export const REGION_LABEL = Buffer.from('resync-region/1');
 

@@ -14,6 +14,8 @@ import { readExactSync, type ImageHandle } from './image.js';
 interface ExtentHelper {
   /** lseek(fd, position, whence 0 = SEEK_DATA, 1 = SEEK_HOLE): the offset, or -errno. */
   seek(fd: number, position: number, whence: 0 | 1): number;
+  /** flock(fd, 0 = unlock, 1 = shared, 2 = exclusive, never waiting): 0, or -errno. Absent in helpers built before it. */
+  lock?(fd: number, mode: 0 | 1 | 2): number;
 }
 
 let helper: ExtentHelper | null | undefined;

@@ -28,8 +28,12 @@ export interface ServerConfig {
   /** Shared secret for HMAC authentication (from secretFile). */
   secret: Buffer;
   volumes: Record<string, VolumeConfig>;
-  /** Most sessions at once (authenticated or not). */
+  /** Most authenticated sessions at once. */
   maxSessions: number;
+  /** Most connections waiting to authenticate at once (default 256); they never take a session slot. */
+  maxPreAuth?: number | undefined;
+  /** Most connections waiting to authenticate from one source address (default 8). */
+  maxPreAuthPerAddress?: number | undefined;
   /** Idle timeout after authentication. */
   idleTimeoutMs: number;
   /** Time allowed from connect to authenticated. */
@@ -131,6 +135,8 @@ const ConfigSchema = v.strictObject({
     v.check((o) => Object.keys(o).length > 0, 'names no volume'),
   ),
   maxSessions: v.optional(positiveInt('maxSessions')),
+  maxPreAuth: v.optional(positiveInt('maxPreAuth')),
+  maxPreAuthPerAddress: v.optional(positiveInt('maxPreAuthPerAddress')),
   idleTimeoutMs: v.optional(positiveInt('idleTimeoutMs')),
   handshakeTimeoutMs: v.optional(positiveInt('handshakeTimeoutMs')),
   tls: v.optional(TlsSchema),
@@ -299,6 +305,8 @@ export async function readServerConfig(path: string, overrides: Partial<{ host: 
       secret,
       volumes,
       maxSessions: o.maxSessions ?? 16,
+      maxPreAuth: o.maxPreAuth ?? 256,
+      maxPreAuthPerAddress: o.maxPreAuthPerAddress ?? 8,
       idleTimeoutMs: o.idleTimeoutMs ?? 300_000,
       handshakeTimeoutMs: o.handshakeTimeoutMs ?? 10_000,
     },

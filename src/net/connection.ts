@@ -61,6 +61,8 @@ export class Connection {
   private readonly queue: Message[] = [];
   private waiter: { resolve: (m: Message) => void; reject: (e: Error) => void } | null = null;
   private failure: SyncError | null = null;
+  /** Set when the peer half-closed: receiving fails once the queue is empty, sending still works. */
+  private peerEnded: SyncError | null = null;
   private preambleBuf = Buffer.alloc(0);
   private gotPreamble = false;
   private preambleWaiter: { resolve: () => void; reject: (e: Error) => void } | null = null;
@@ -94,7 +96,15 @@ export class Connection {
     socket.on('close', () => this.fail(new SyncError('ERR_CONNECTION', 'the connection was closed by the peer')));
     socket.on('end', () => {
       const partial = this.frames.pending > 0;
-      this.fail(new SyncError('ERR_CONNECTION', partial ? 'the peer closed the connection in the middle of a frame' : 'the peer closed the connection'));
+      const e = new SyncError('ERR_CONNECTION', partial ? 'the peer closed the connection in the middle of a frame' : 'the peer closed the connection');
+      if (!socket.allowHalfOpen) return this.fail(e);
+      // A half-close: the peer sent all it will, but may still read. What it sent is
+      // still received, and our answer (a push's Result) can still be written.
+      this.peerEnded = e;
+      this.waiter?.reject(e);
+      this.waiter = null;
+      this.preambleWaiter?.reject(e);
+      this.preambleWaiter = null;
     });
   }
 
@@ -115,7 +125,7 @@ export class Connection {
     if (!this.gotPreamble) {
       await new Promise<void>((resolve, reject) => {
         this.preambleWaiter = { resolve, reject };
-        if (this.failure) reject(this.failure);
+        if (this.failure ?? this.peerEnded) reject(this.failure ?? this.peerEnded);
       });
     }
   }
@@ -187,6 +197,7 @@ export class Connection {
       return Promise.resolve(m);
     }
     if (this.failure) return Promise.reject(this.failure);
+    if (this.peerEnded) return Promise.reject(this.peerEnded);
     // About to wait for the peer: it may be waiting for what is still gathered.
     this.flushOut();
     return new Promise((resolve, reject) => {

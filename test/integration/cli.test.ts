@@ -248,9 +248,11 @@ describe('corrupt input exits 3', () => {
   test.concurrent.each([...deltas.map((c) => [c.file, c.code]), ...more.map((f) => [f, table.cases.find((c) => c.file === f)!.code])])(
     'patch with %s (%s) exits 3 and leaves the output as it was',
     async (file, code) => {
-    const out = join(d, `corrupt-${file}.img`);
+    // A unique name: delta-digest-mismatch.bin is in both lists, and the two runs are concurrent.
+    const out = join(d, `corrupt-${file}-${Math.random().toString(36).slice(2)}.img`);
     await writeFile(out, PREVIOUS);
-    const r = await cli('patch', '--json', mbasis, join(MALFORMED, file), out);
+    // --force: an existing output is replaced only when asked, and even then not by a failed patch.
+    const r = await cli('patch', '--json', '--force', mbasis, join(MALFORMED, file), out);
     expect(r.code, r.stderr).toBe(3);
     expect(json(r)).toMatchObject({ ok: false, code });
     expect(oneLine(r.stderr)).toContain(code);
