@@ -256,7 +256,7 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
         runCommand('recover', argv, async () => {
           const outcome = await (await filesApi()).recoverImage(argv.image);
           return { image: argv.image, outcome };
-        }, () => localInterrupted(argv.image, 'there was nothing to recover', `run \`resync recover ${shq(argv.image)}\` again to finish settling it`)),
+        }, undefined, () => localInterrupted(argv.image, 'there was nothing to recover', `run \`resync recover ${shq(argv.image)}\` again to finish settling it`)),
     );
 }
 
