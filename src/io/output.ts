@@ -34,6 +34,13 @@ export function removeLiveTempFiles(): string[] {
   return gone;
 }
 
+let zeros: Buffer | null = null;
+/** A shared, never written, run of COALESCE zero bytes. */
+function zeroChunk(): Buffer {
+  zeros ??= Buffer.alloc(COALESCE);
+  return zeros;
+}
+
 /** A positioned writer over a temp file (atomic rename on commit) or an existing image. */
 export class ImageWriter {
   private buf: Buffer = Buffer.allocUnsafe(COALESCE);
@@ -90,6 +97,22 @@ export class ImageWriter {
       return;
     }
     await this.writeDense(pos, data);
+  }
+
+  /**
+   * `length` zero bytes at `pos`, without the bytes: nothing to write on a
+   * fresh file (its unwritten ranges read as zeros); written out in place.
+   */
+  async writeZeros(pos: number, length: number): Promise<void> {
+    if (this.fresh) {
+      this.bytesWritten += length;
+      return;
+    }
+    for (let done = 0; done < length; ) {
+      const n = Math.min(COALESCE, length - done);
+      await this.writeDense(pos + done, zeroChunk().subarray(0, n));
+      done += n;
+    }
   }
 
   /** Queue `data` at `pos`, zeros included. */

@@ -228,6 +228,7 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
                 copyOps: r.copyOps,
                 literalOps: r.literalOps,
                 ...('bytesWritten' in r ? { bytesWritten: r.bytesWritten, resumedFrom: r.resumedFrom } : {}),
+                ...('nothingToResume' in r && r.nothingToResume ? { nothingToResume: true, note: `nothing to resume: ${argv.basis} has no journal and already is the result of ${argv.delta}` } : {}),
                 verified: true,
                 elapsedMs: r.elapsedMs,
               };
