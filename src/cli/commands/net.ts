@@ -150,7 +150,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .example('$0 serve --secret-file S --volume vm1=/srv/vm1.img:rw', 'serve one writable volume on 127.0.0.1:7873')
           .example('$0 serve -c /etc/resync/server.json', 'serve what a config file lists'),
       (argv) =>
-        runCommand('serve', { json: false, progress: false, quiet: argv.quiet }, async () => {
+        runCommand('serve', { json: false, progress: false, quiet: true }, async () => {
           let cfg: ServerConfig;
           const warnings: string[] = [];
           const listen = argv.listen ? splitHostPort(argv.listen) : undefined;
@@ -205,6 +205,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           process.once('SIGTERM', () => cut());
           const grace = Math.max(0, argv['shutdown-grace']) * 1000;
           const report = await server.shutdown(grace, again);
+          // What it did is in the log's last record ("stopped"); nothing is printed on stdout.
           return { sessions: server.sessionsDone, ...report };
         }, undefined, false),
     )
