@@ -13,6 +13,8 @@ import { ioError } from './errors.js';
 import { applyOutputMeta, outputMetaFor, type OutputMeta } from './filemode.js';
 
 const COALESCE = 4 * 1024 * 1024;
+/** Holes are made of whole pages of the file: zeros are skipped a page at a time. */
+const PAGE = 4096;
 
 let zeros: Buffer | null = null;
 /** A shared, never written, run of COALESCE zero bytes. */
@@ -92,13 +94,29 @@ export class ImageWriter {
     return new ImageWriter(fh, path, path, false, null);
   }
 
-  /** Queue `data` at `pos`; sequential writes are merged; zeros on a fresh file are skipped. */
+  /**
+   * Queue `data` at `pos`; sequential writes are merged. On a fresh file,
+   * whole pages of zeros are skipped (they stay holes), also inside data
+   * that is not all zeros: a literal that spans data and a hole keeps the hole.
+   */
   async write(pos: number, data: Uint8Array): Promise<void> {
-    if (this.fresh && data.length >= 4096 && isZeroRange(data, 0, data.length)) {
-      this.bytesWritten += data.length;
+    if (!this.fresh || data.length < PAGE) {
+      await this.writeDense(pos, data);
       return;
     }
-    await this.writeDense(pos, data);
+    let run = -1; // start in data of the non-zero stretch being collected
+    for (let off = 0; off < data.length; ) {
+      const pageEnd = Math.min(data.length, (Math.floor((pos + off) / PAGE) + 1) * PAGE - pos);
+      if (pageEnd - off === PAGE && isZeroRange(data, off, pageEnd)) {
+        if (run >= 0) await this.writeDense(pos + run, data.subarray(run, off));
+        run = -1;
+        this.bytesWritten += PAGE;
+      } else if (run < 0) {
+        run = off;
+      }
+      off = pageEnd;
+    }
+    if (run >= 0) await this.writeDense(pos + run, data.subarray(run));
   }
 
   /**
