@@ -13,6 +13,8 @@ import { ioError } from './errors.js';
 import { applyOutputMeta, outputMetaFor, type OutputMeta } from './filemode.js';
 
 const COALESCE = 4 * 1024 * 1024;
+/** Writes of signature and delta files: their encoder hands over frames of up to 1 MiB, so a larger buffer only costs memory. */
+const STREAM_COALESCE = 1024 * 1024;
 /** Holes are made of whole pages of the file: zeros are skipped a page at a time. */
 const PAGE = 4096;
 
@@ -34,7 +36,7 @@ const SYNC_EVERY = 128 * 1024 * 1024;
 /** A positioned writer over a temp file (atomic rename on commit) or an existing image. */
 export class ImageWriter {
   /** The buffer being filled, and the one a write in flight may still be reading. */
-  private buf: Buffer = Buffer.allocUnsafe(COALESCE);
+  private buf: Buffer;
   private spare: Buffer | null = null;
   private bufLen = 0;
   private bufPos = 0;
@@ -57,10 +59,14 @@ export class ImageWriter {
     private readonly fresh: boolean,
     /** Mode and owner the output gets before it is renamed into place (null: in place, unchanged). */
     private readonly meta: OutputMeta | null,
-  ) {}
+    /** Bytes merged into one write. */
+    private readonly coalesce = COALESCE,
+  ) {
+    this.buf = Buffer.allocUnsafe(coalesce);
+  }
 
   /** Temp file in the directory of `finalPath`; on commit it gets the mode and owner of the file it replaces. */
-  static async createTemp(finalPath: string): Promise<ImageWriter> {
+  static async createTemp(finalPath: string, coalesce = COALESCE): Promise<ImageWriter> {
     // Renaming a file over a device node would replace the node, not write the disk.
     const st = await stat(finalPath).catch(() => null);
     if (st?.isBlockDevice()) {
@@ -80,7 +86,7 @@ export class ImageWriter {
     } catch (e) {
       throw ioError(e, 'create', tmp);
     }
-    return new ImageWriter(fh, tmp, finalPath, true, meta);
+    return new ImageWriter(fh, tmp, finalPath, true, meta, coalesce);
   }
 
   /** Write into an existing image in place. */
@@ -138,8 +144,8 @@ export class ImageWriter {
   /** Queue `data` at `pos`, zeros included. The caller may reuse `data` once this returns. */
   async writeDense(pos: number, data: Uint8Array): Promise<void> {
     this.bytesWritten += data.length;
-    if (this.bufLen > 0 && (pos !== this.bufPos + this.bufLen || this.bufLen + data.length > COALESCE)) await this.flush();
-    if (data.length >= COALESCE) {
+    if (this.bufLen > 0 && (pos !== this.bufPos + this.bufLen || this.bufLen + data.length > this.coalesce)) await this.flush();
+    if (data.length >= this.coalesce) {
       // Written straight from the caller's buffer, so finished before returning.
       await this.settle();
       await this.writeRaw(pos, data);
@@ -163,7 +169,7 @@ export class ImageWriter {
     const n = this.bufLen;
     const full = this.buf;
     this.bufLen = 0;
-    this.buf = this.spare ?? Buffer.allocUnsafe(COALESCE);
+    this.buf = this.spare ?? Buffer.allocUnsafe(this.coalesce);
     this.spare = full;
     const w = this.writeRaw(this.bufPos, full.subarray(0, n)).then(() => this.afterWrite(n));
     w.catch(() => undefined); // observed through settle()
@@ -266,7 +272,7 @@ export class StreamFileWriter {
 
   /** Start writing `finalPath` atomically. */
   static async create(finalPath: string): Promise<StreamFileWriter> {
-    return new StreamFileWriter(await ImageWriter.createTemp(finalPath));
+    return new StreamFileWriter(await ImageWriter.createTemp(finalPath, STREAM_COALESCE));
   }
 
   /** Append bytes. */
