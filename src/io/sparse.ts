@@ -49,7 +49,8 @@ const ENXIO = 6;
  */
 function nextData(img: ImageHandle, pos: number, size: number, holes: boolean): [number, number] | null {
   const h = img.isBlockDevice || !holes ? null : extentHelper();
-  if (!h) return [pos, size];
+  // A handle with no descriptor (an image served from memory) has no holes to ask about.
+  if (!h || !(img.fh.fd >= 0)) return [pos, size];
   const d = h.seek(img.fh.fd, pos, 0);
   if (d === -ENXIO) return null;
   if (d < 0) return [pos, size];
