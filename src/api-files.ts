@@ -126,7 +126,9 @@ export async function deltaFile(sigPath: string, newPath: string, deltaPath: str
       for (const op of ops) await out!.append(enc.op(op));
     };
     let done = 0;
-    for await (const chunk of readChunks(img)) {
+    // Two read buffers in turn (fresh ones cost as much in page faults as the
+    // reads): the matcher keeps no view of a chunk once its ops are written.
+    for await (const chunk of readChunks(img, 0, img.size, IO_CHUNK, true)) {
       await emit(matcher.push(chunk));
       for (const [i, d] of matcher.takeAligned()) hash.offer(i, d);
       hash.update(chunk);

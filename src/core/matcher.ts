@@ -25,7 +25,7 @@
 import { ParamError } from './errors.js';
 import { MAX_LITERAL, MAX_SUBS_PER_BLOCK, MAX_WEAK_COLLISIONS } from './limits.js';
 import type { DeltaOp, DeltaStats } from './ops.js';
-import { OpCoalescer, joinTail } from './coalescer.js';
+import { OpCoalescer, TailStore } from './coalescer.js';
 import { adler32, adler32OfZeros, ADLER_MOD } from './rolling.js';
 import { WEAK_MIX, type Signature } from './signature.js';
 import { ROLL_SEGMENT, Roller } from './roll-wasm.js';
@@ -38,6 +38,8 @@ const EMPTY = new Uint8Array(0);
 /** Streaming delta generator over one signature. */
 export class DeltaMatcher {
   private readonly ops = new OpCoalescer();
+  /** Holds what the scan keeps between pushes (see TailStore). */
+  private readonly tail = new TailStore();
   /** What the scan produced so far. */
   get stats(): DeltaStats {
     return this.ops.stats;
@@ -190,11 +192,16 @@ export class DeltaMatcher {
     const out: DeltaOp[] = [];
     if (data.length === 0) return out;
     // Keep only what is still needed (pending literal + window) and append.
-    this.buf = joinTail(this.buf.subarray(this.lit), data);
+    this.buf = this.tail.join(this.buf, this.lit, data);
     this.bufPos += this.lit;
     this.p -= this.lit;
     this.lit = 0;
     this.scan(out);
+    // Hold no view of `data` past this call: what the next push needs moves into our own store.
+    this.buf = this.tail.keep(this.buf, this.lit);
+    this.bufPos += this.lit;
+    this.p -= this.lit;
+    this.lit = 0;
     return out;
   }
 
@@ -622,7 +629,7 @@ export class DeltaMatcher {
     }
     while (s < e) {
       const end = Math.min(e, s + this.maxLiteral);
-      this.ops.literal(buf.subarray(s, end), out);
+      this.ops.literal(this.tail.view(buf, s, end), out);
       s = end;
     }
     if (e < upTo) this.ops.copy(this.bufPos + e, upTo - e, out);

@@ -25,7 +25,7 @@
 import { ParamError } from '../../core/errors.js';
 import { MAX_LITERAL, MAX_WEAK_COLLISIONS } from '../../core/limits.js';
 import type { DeltaOp, DeltaStats } from '../../core/ops.js';
-import { OpCoalescer, joinTail } from '../../core/coalescer.js';
+import { OpCoalescer, TailStore } from '../../core/coalescer.js';
 import { ConstantRun, StrongBudget } from '../../core/strongbudget.js';
 import { RDIFF_MAX_MISS_LEN } from './constants.js';
 import { RdiffStrongSummer, WEAK_MIX, type RdiffSignature } from './signature.js';
@@ -42,6 +42,8 @@ export interface RdiffMatcherOptions {
 /** Streaming delta generator over one rdiff signature. */
 export class RdiffDeltaMatcher {
   private readonly ops = new OpCoalescer();
+  /** Holds what the scan keeps between pushes (see TailStore). */
+  private readonly tail = new TailStore();
   /** What the scan produced so far. */
   get stats(): DeltaStats {
     return this.ops.stats;
@@ -125,11 +127,16 @@ export class RdiffDeltaMatcher {
     const out: DeltaOp[] = [];
     if (data.length === 0) return out;
     // Keep only the pending literal and the window, then append.
-    this.buf = joinTail(this.buf.subarray(this.lit), data);
+    this.buf = this.tail.join(this.buf, this.lit, data);
     this.bufPos += this.lit;
     this.p -= this.lit;
     this.lit = 0;
     this.scan(out);
+    // Hold no view of `data` past this call: what the next push needs moves into our own store.
+    this.buf = this.tail.keep(this.buf, this.lit);
+    this.bufPos += this.lit;
+    this.p -= this.lit;
+    this.lit = 0;
     return out;
   }
 
@@ -253,8 +260,7 @@ export class RdiffDeltaMatcher {
   private emitLiteral(upTo: number, out: DeltaOp[]): void {
     const s = this.lit;
     if (upTo <= s) return;
-    // A view is safe: push() never writes a buffer (see joinTail).
-    this.ops.literal(this.buf.subarray(s, upTo), out);
+    this.ops.literal(this.tail.view(this.buf, s, upTo), out);
     this.lit = upTo;
   }
 
