@@ -191,11 +191,27 @@ export class DeltaMatcher {
     this.scanned += data.length;
     const out: DeltaOp[] = [];
     if (data.length === 0) return out;
-    // Keep only what is still needed (pending literal + window) and append.
-    this.buf = this.tail.join(this.buf, this.lit, data);
-    this.bufPos += this.lit;
-    this.p -= this.lit;
-    this.lit = 0;
+    const kept = this.buf.length - this.lit;
+    const bridge = 2 * this.bs;
+    if (kept > 0 && data.length > bridge) {
+      // What is kept goes into the store with only the start of data (a
+      // bridge for the window to cross); once the scan has nothing pending
+      // before data (a match landed in it), it goes on in data itself, so a
+      // chunk is copied only through literal regions. Cutting the input here
+      // changes nothing: the scan does not depend on where pushes end.
+      this.append(data.subarray(0, bridge));
+      this.scan(out);
+      if (this.lit >= kept) {
+        this.buf = data;
+        this.bufPos += kept;
+        this.p -= kept;
+        this.lit -= kept;
+      } else {
+        this.append(data.subarray(bridge));
+      }
+    } else {
+      this.append(data);
+    }
     this.scan(out);
     // Hold no view of `data` past this call: what the next push needs moves into our own store.
     this.buf = this.tail.keep(this.buf, this.lit);
@@ -203,6 +219,14 @@ export class DeltaMatcher {
     this.p -= this.lit;
     this.lit = 0;
     return out;
+  }
+
+  /** Drop what is decided (before lit) and append `data` behind what is kept. */
+  private append(data: Uint8Array): void {
+    this.buf = this.tail.join(this.buf, this.lit, data);
+    this.bufPos += this.lit;
+    this.p -= this.lit;
+    this.lit = 0;
   }
 
   /** The new image is complete: match the short tail and flush. */
