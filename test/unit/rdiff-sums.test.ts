@@ -155,3 +155,20 @@ describe('strong sums', () => {
     expect(Buffer.from(b.sum(z, 1024, 4096))).toEqual(Buffer.from(blake2b(new Uint8Array(3072), { dkLen: 32 })));
   });
 });
+
+describe('BLAKE2b strong sums: native and JS agree', () => {
+  test('the native binding loads here, and gives the JS BLAKE2b-256 at every length and truncation', async () => {
+    const { nativeBlake2b } = await import('../../src/core/strong.js');
+    expect(nativeBlake2b(32)).not.toBeNull();
+    const data = Uint8Array.from({ length: 70_000 }, (_, i) => (i * 31 + (i >> 7)) & 0xff);
+    for (const len of [8, 16, 32]) {
+      const native = new RdiffStrongSummer('blake2', len);
+      const js = new RdiffStrongSummer('blake2', len, true);
+      for (const [s, e] of [[0, 0], [0, 1], [5, 133], [100, 16_484], [0, 70_000], [1000, 1000 + 2048]] as const) {
+        const want = Buffer.from(blake2b(data.subarray(s, e), { dkLen: 32 })).subarray(0, len);
+        expect(Buffer.from(native.sum(data, s, e)).equals(want)).toBe(true);
+        expect(Buffer.from(js.sum(data, s, e)).equals(want)).toBe(true);
+      }
+    }
+  });
+});
