@@ -48,7 +48,7 @@ export class TailStore {
       return store.subarray(0, need);
     }
     // Room for a few pushes of this size before the first move.
-    const grown = new Uint8Array(Math.max(3 * need, 1 << 20));
+    const grown = new Uint8Array(Math.max(2 * need, 1 << 20));
     grown.set(buf.subarray(from), 0);
     grown.set(data, keep);
     this.store = grown;
