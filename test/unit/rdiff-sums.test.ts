@@ -116,6 +116,28 @@ describe('rolling in O(1)', () => {
       return true;
     },
   );
+
+  fcTest.prop([fc.uint8Array({ maxLength: 700 }), fc.array(fc.nat(), { maxLength: 5 }), fc.constantFrom(...KINDS)])(
+    'update in any pieces equals rolling the bytes in one at a time (the interleaved RabinKarp loop)',
+    (data, cutsRaw, kind) => {
+      const one = kind === 'rollsum' ? new Rollsum() : new RabinKarp();
+      for (const b of data) one.rollIn(b);
+      const cuts = [...new Set(cutsRaw.map((c) => c % (data.length + 1)))].sort((a, b) => a - b);
+      const r = kind === 'rollsum' ? new Rollsum() : new RabinKarp();
+      let prev = 0;
+      for (const c of [...cuts, data.length]) {
+        r.update(data, prev, c);
+        prev = c;
+      }
+      expect(r.digest()).toBe(one.digest());
+      expect(r.count).toBe(data.length);
+      // The window then rolls on correctly (mult kept right).
+      if (data.length > 1) {
+        r.rollOut(data[0]!);
+        expect(r.digest()).toBe(weakSum(kind, data, 1, data.length));
+      }
+    },
+  );
 });
 
 describe('strong sums', () => {
