@@ -18,6 +18,7 @@
  * Readers do not take that lock, they only refuse while a live writer holds it.
  */
 import { open, readFile, rename, unlink, stat, type FileHandle } from 'node:fs/promises';
+import { NEW_FILE_MODE } from './filemode.js';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
@@ -75,7 +76,8 @@ async function openForLock(path: string, create: boolean): Promise<FileHandle> {
     if (!create || (e as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError(e, 'open', path);
   }
   try {
-    await (await open(path, 'wx', 0o600)).close();
+    // A new image gets a new file's mode (0666 less the umask), as the output it becomes would.
+    await (await open(path, 'wx', NEW_FILE_MODE)).close();
   } catch (c) {
     // Someone created it in between: lock what is there.
     if ((c as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError(c, 'create', path);
