@@ -184,6 +184,38 @@ describe('outputs: --force to replace, never an input', () => {
   });
 });
 
+describe('pull --no-in-place into a symbolic link', () => {
+  test('writes the file the link points to; the link stays', async () => {
+    const vol = join(d, 'pull-vol.img');
+    await copyFile(target, vol);
+    const secretText = randomBytes(24).toString('base64');
+    const secretFile = join(d, 'pull-secret');
+    await writeFile(secretFile, secretText, { mode: 0o600 });
+    const server = new ResyncServer({
+      host: '127.0.0.1',
+      port: 0,
+      secret: Buffer.from(secretText),
+      volumes: { v: { path: vol, writable: false } },
+      maxSessions: 4,
+      idleTimeoutMs: 10_000,
+      handshakeTimeoutMs: 10_000,
+    });
+    const port = await server.listen();
+    try {
+      const real = join(d, 'pull-real.img');
+      await copyFile(basis, real);
+      const lnk = join(d, 'pull-link.img');
+      await symlink('pull-real.img', lnk);
+      const r = await cli('pull', '-q', '--no-in-place', '--secret-file', secretFile, `127.0.0.1:${port}/v`, lnk);
+      expect(r.code, r.stderr).toBe(0);
+      expect((await lstat(lnk)).isSymbolicLink()).toBe(true);
+      expect((await hashImage(real)).equals(await hashImage(target))).toBe(true);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
 describe('inputs that are not files fail at once', () => {
   let fifo: string;
   beforeAll(async () => {
