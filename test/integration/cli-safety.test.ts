@@ -216,6 +216,20 @@ describe('pull --no-in-place into a symbolic link', () => {
   });
 });
 
+describe('a signature whose stored basis hash was changed', () => {
+  test('fails at once with ERR_CORRUPT (exit 3), before any delta is written', async () => {
+    const bad = join(d, 'flipped.sig');
+    const b = await readFile(sig);
+    // SigEnd ends with basisHash (bin 8, 32 bytes) then the digest (bin 8, 32 bytes).
+    b[b.length - 50]! ^= 0x01;
+    await writeFile(bad, b);
+    const r = await cli('delta', bad, target, join(d, 'flipped.delta'));
+    expect(r.code).toBe(3);
+    expect(oneLine(r)).toContain('ERR_CORRUPT');
+    expect(existsSync(join(d, 'flipped.delta'))).toBe(false);
+  });
+});
+
 describe('inputs that are not files fail at once', () => {
   let fifo: string;
   beforeAll(async () => {
@@ -362,6 +376,12 @@ describe('help', () => {
       expect(flat).toContain('print nothing on success');
       if (cmd !== 'serve' && cmd !== 'recover') expect(flat).toContain('show a progress bar on stderr (default: when stderr is a terminal)');
     }
+  });
+
+  test('the unbundled build wraps at words too', async () => {
+    const r = await run(MAIN, ['push', '--help'], { env: { ...process.env, COLUMNS: '50' } });
+    expect(r.code).toBe(0);
+    expect(r.stdout.toString().replace(/\s+/g, ' ')).toContain('report what would be sent; nothing is written on either side');
   });
 
   test('serve --help offers neither --json nor --progress, and describes --max-sessions', async () => {
