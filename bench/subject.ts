@@ -111,16 +111,32 @@ export class ResyncCli {
     ]);
   }
 
-  /** Start `resync serve` on an ephemeral port of 127.0.0.1 with one writable volume. */
-  async serve(volume: string, path: string, secretFile: string): Promise<ResyncServer> {
+  /** `resync pull 127.0.0.1:PORT/VOLUME IMAGE` (in place, the default). */
+  pull(port: number, volume: string, image: string, secretFile: string, blockSize?: number): Promise<ResyncRun> {
+    return this.run([
+      'pull',
+      '--json',
+      '--secret-file',
+      secretFile,
+      ...(blockSize !== undefined ? ['--block-size', String(blockSize)] : []),
+      `127.0.0.1:${port}/${volume}`,
+      image,
+    ]);
+  }
+
+  /**
+   * Start `resync serve` on an ephemeral port of 127.0.0.1 with one volume
+   * (writable unless `mode` is `ro`), or several given as NAME=PATH pairs.
+   */
+  async serve(volume: string | readonly (readonly [string, string])[], path: string, secretFile: string, mode: 'rw' | 'ro' = 'rw'): Promise<ResyncServer> {
+    const volumes = typeof volume === 'string' ? [[volume, path] as const] : volume;
     const proc = this.meter.start(process.execPath, [
       this.cliPath,
       'serve',
       '--json',
       '--listen',
       '127.0.0.1:0',
-      '--volume',
-      `${volume}=${path}:rw`,
+      ...volumes.flatMap(([name, p]) => ['--volume', `${name}=${p}:${mode}`]),
       '--secret-file',
       secretFile,
     ]);

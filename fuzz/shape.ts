@@ -14,7 +14,7 @@ import { decodeMessage } from '../protocol/codec.js';
 import { literalFromZ } from '../src/format/deltafile.js';
 import type { DeltaOp } from '../src/core/ops.js';
 import type { DeltaHeaderMsg, Message } from '../protocol/messages.js';
-import { imageHashOf, modelPatch, PATCH_BASIS, sha256 } from './reference.js';
+import { imageHashOf, modelPatch, PATCH_BASIS, sha256, subNeedAccepted } from './reference.js';
 
 /** How a target's input is laid out. */
 export interface InputShape {
@@ -339,6 +339,7 @@ export function modelDeltaTarget(body: Uint8Array, basis: Uint8Array): Uint8Arra
   const frames = parseInput(body, { prefix: 0, preamble: 0 }).frames;
   let header: DeltaHeaderMsg | null = null;
   const ops: DeltaOp[] = [];
+  let position = 0;
   for (const f of frames) {
     let m: Message;
     try {
@@ -349,6 +350,9 @@ export function modelDeltaTarget(body: Uint8Array, basis: Uint8Array): Uint8Arra
     if (!header) {
       if (m.type !== MsgType.DeltaHeader || m.basisSize !== basis.length) return null;
       header = m;
+    } else if (m.type === MsgType.SubNeed) {
+      // Not an op: the receiver answers it with SubSums and the output is unchanged.
+      if (!subNeedAccepted(m, header.blockSize, basis.length, position)) return null;
     } else if (m.type === MsgType.DeltaEnd) {
       const r = modelPatch(basis, ops, header.targetSize);
       if (!r.ok || r.size !== header.targetSize || m.targetSize !== r.size || m.opCount !== ops.length) return null;
@@ -358,6 +362,7 @@ export function modelDeltaTarget(body: Uint8Array, basis: Uint8Array): Uint8Arra
       const op = opOf(m);
       if (!op) return null;
       ops.push(op);
+      position += op.kind === 'copy' ? op.length : op.data.length;
     }
   }
   return null;

@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { hashImage } from '../../src/api-files.js';
 import { ResyncServer } from '../../src/net/server.js';
+import { SignatureFileDecoder } from '../../src/format/sigfile.js';
 import { makePair } from '../../bench/workload.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -475,6 +476,19 @@ describe('- for standard input and output', () => {
     expect(dl.code, dl.stderr).toBe(0);
     const p = await run(BIN, ['patch', '-q', basis, '-', '-'], { stdin: dl.stdout });
     expect(p.code, p.stderr).toBe(0);
+    expect(p.stdout.equals(await readFile(target))).toBe(true);
+  });
+
+  test('without -q the summary goes to stderr: standard output holds the data alone', async () => {
+    const s = await run(BIN, ['signature', '-', '-'], { stdin: await readFile(basis) });
+    expect(s.code, s.stderr).toBe(0);
+    expect(s.stderr).toContain('signature: done');
+    const dec = new SignatureFileDecoder();
+    dec.push(s.stdout);
+    expect(dec.end().signature.params.imageSize).toBe((await stat(basis)).size);
+    const p = await run(BIN, ['patch', basis, delta, '-']);
+    expect(p.code, p.stderr).toBe(0);
+    expect(p.stderr).toContain('patch: done');
     expect(p.stdout.equals(await readFile(target))).toBe(true);
   });
 

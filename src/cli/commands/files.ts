@@ -12,7 +12,7 @@ import { fileKind, formatHint } from '../hints.js';
 import { checkInput, prepareOutput, type NamedInput } from '../paths.js';
 import { STDIO } from '../stdio.js';
 import { dryRunDeltaCommand } from './ops.js';
-import { outputOptions, runCommand, type CommonArgs } from '../run.js';
+import { localInterrupted, outputOptions, runCommand, shq, type CommonArgs } from '../run.js';
 
 const FORMAT_OPTION = {
   type: 'string',
@@ -228,6 +228,7 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
                 copyOps: r.copyOps,
                 literalOps: r.literalOps,
                 ...('bytesWritten' in r ? { bytesWritten: r.bytesWritten, resumedFrom: r.resumedFrom } : {}),
+                ...('nothingToResume' in r && r.nothingToResume ? { nothingToResume: true, note: `nothing to resume: ${argv.basis} has no journal and already is the result of ${argv.delta}` } : {}),
                 verified: true,
                 elapsedMs: r.elapsedMs,
               };
@@ -236,6 +237,13 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             return summary;
           },
           async (e) => (isFileError(e) && argv.delta !== STDIO ? formatHint(argv.delta, 'delta', argv.format) : undefined),
+          () => {
+            const inPlace = argv['in-place'] || argv.resume;
+            const target = argv.output ?? argv.basis;
+            if (!inPlace || argv.format === 'rdiff') return { target, state: 'unchanged', message: `${target} was not written (its partial temp file was removed)`, resume: 'run the same patch again' };
+            const again = `run \`resync patch ${[argv.basis, argv.delta, ...(argv.output ? [argv.output] : [])].map(shq).join(' ')} --in-place --resume\` to finish it`;
+            return localInterrupted(target, 'the patch had not started writing', again);
+          },
         ),
     )
     .command(

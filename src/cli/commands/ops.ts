@@ -9,7 +9,7 @@ const verifyMod = () => import('../../verify.js');
 import type { DryRunReport, RemoteDryRunReport } from '../../dry-run.js';
 const dryRunMod = () => import('../../dry-run.js');
 import type { ProgressFn } from '../../api-files.js';
-import { intOption, parseSize, secondsOption, sizeOption } from '../args.js';
+import { intOption, secondsOption, sizeOption } from '../args.js';
 import { networkHint } from '../hints.js';
 import { checkInput } from '../paths.js';
 import { ExitCode } from '../exit-codes.js';
@@ -33,12 +33,26 @@ export function isRemoteSpec(s: string): boolean {
   return REMOTE_RE.test(s);
 }
 
-/** Parse a --bwlimit value such as 500K or 10M (bytes per second); undefined when absent. */
+/**
+ * Parse a --bwlimit RATE as rsync does: a bare number is KiB per second; a
+ * suffix B, K, M, G, T or P (or KiB, MiB, ...) multiplies by powers of 1024,
+ * a two-letter one ending in B (KB, MB) by powers of 1000; any case; a
+ * fraction is allowed (1.5M). 0 means no limit. Returns bytes per second,
+ * undefined for no limit.
+ */
 export function parseBwlimit(v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
-  const n = parseSize(v, 'bandwidth limit');
-  if (n <= 0) throw new ParamError('--bwlimit must be more than 0 bytes per second');
-  return n;
+  const m = /^(\d+(?:\.\d*)?|\.\d+)([bkmgtp](?:i?b)?)?$/i.exec(v.trim());
+  if (!m) throw new ParamError(`cannot read bandwidth limit ${JSON.stringify(v)} (KiB/s as a bare number, or e.g. 500K, 1.5M, 10MB)`);
+  const unit = (m[2] ?? 'k').toLowerCase();
+  const power = 'bkmgtp'.indexOf(unit[0]!);
+  const base = unit.length === 2 && unit[1] === 'b' ? 1000 : 1024;
+  const n = Number(m[1]) * base ** power;
+  if (n === 0) return undefined;
+  // rsync rounds to whole KiB and has no rate below 1 KiB/s.
+  if (n < 1024) throw new ParamError(`bandwidth limit ${v} is below 1 KiB/s (a bare number is KiB/s, as in rsync)`);
+  if (!Number.isSafeInteger(Math.round(n))) throw new ParamError(`bandwidth limit ${v} is too large`);
+  return Math.round(n);
 }
 
 /** TLS options from --tls/--tls-ca (a CA file implies --tls). */
@@ -106,7 +120,7 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
         .option('block-size', { type: 'string', coerce: sizeOption('block-size'), describe: 'comparison granularity (e.g. 4K); default: the block size a sync would use' })
         .option('max-ranges', { requiresArg: true, coerce: intOption('max-ranges', 1, 10_000_000), default: 10_000, describe: 'most ranges listed (the byte count stays exact)' })
         .option('secret-file', { type: 'string', describe: 'file holding the shared secret (remote B; or RESYNC_SECRET_FILE)' })
-        .option('bwlimit', { type: 'string', describe: 'most bytes per second to send (e.g. 500K, 10M; remote B)' })
+        .option('bwlimit', { type: 'string', describe: 'most bytes per second each way, as rsync: KiB/s as a bare number, or e.g. 500K, 10M (0: no limit)' })
         .option('tls', { type: 'boolean', default: false, describe: 'connect over TLS and verify the server certificate (remote B)' })
         .option('tls-ca', { type: 'string', describe: 'PEM CA certificate to trust for --tls (default: the system store)' })
         .option('timeout', { requiresArg: true, coerce: secondsOption('timeout'), default: 300, describe: 'seconds of silence before giving up (remote B)' })
