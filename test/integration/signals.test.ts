@@ -85,7 +85,8 @@ describe('serve: config checked before listening', () => {
     expect(r.stderr).toContain('volumes.vm1.writeable: unknown key (did you mean "writable"?)');
     expect(r.stderr).toContain('volumes.vm2.writable: must be true or false');
     expect(r.stderr).not.toContain('listening');
-    const j = run('serve', '--config', p('bad.json'), '--json');
+    // serve takes no --json (nothing to summarise); under --log-format json a refusal to start is a JSON object too.
+    const j = run('serve', '--config', p('bad.json'), '--log-format', 'json');
     expect(await j.done).toBe(2);
     const o = JSON.parse(j.stdout) as { schema: number; code: string; problems: { where: string }[] };
     expect(o).toMatchObject({ schema: 1, code: 'ERR_PARAM' });

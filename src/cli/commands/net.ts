@@ -144,13 +144,18 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .option('tls-key', { type: 'string', describe: 'PEM private key for --tls-cert' })
           .option('max-sessions', { requiresArg: true, coerce: intOption('max-sessions', 1, 4096), default: 16, describe: 'most sessions served at once; more are refused with ERR_BUSY' })
           .option('idle-timeout', { requiresArg: true, coerce: secondsOption('idle-timeout'), default: 300, describe: 'seconds of silence before a session is dropped' })
-          .option('log-format', { type: 'string', choices: ['json', 'text'], describe: 'log lines on stderr: JSON objects, or text (default: text on a terminal, else json)' })
+          .option('log-format', {
+            type: 'string',
+            choices: ['json', 'text'],
+            describe: 'log lines on stderr: JSON objects, or text (default: text on a terminal, else json); given as json, a refusal to start is also one JSON object on stdout',
+          })
           .option('log-level', { type: 'string', choices: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], describe: 'least severe level logged (default info; warn with --quiet)' })
           .option('shutdown-grace', { requiresArg: true, coerce: secondsOption('shutdown-grace'), default: 20, describe: 'seconds SIGTERM/SIGINT lets running sessions finish before they are cut off (they resume later)' })
           .example('$0 serve --secret-file S --volume vm1=/srv/vm1.img:rw', 'serve one writable volume on 127.0.0.1:7873')
           .example('$0 serve -c /etc/resync/server.json', 'serve what a config file lists'),
       (argv) =>
-        runCommand('serve', { json: false, progress: false, quiet: argv.quiet }, async () => {
+        // serve has no --json (nothing to summarise); asked for JSON logs, it reports a failure to start as JSON too.
+        runCommand('serve', { json: argv['log-format'] === 'json', progress: false, quiet: argv.quiet }, async () => {
           let cfg: ServerConfig;
           const warnings: string[] = [];
           const listen = argv.listen ? splitHostPort(argv.listen) : undefined;
