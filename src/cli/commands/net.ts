@@ -144,18 +144,13 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .option('tls-key', { type: 'string', describe: 'PEM private key for --tls-cert' })
           .option('max-sessions', { requiresArg: true, coerce: intOption('max-sessions', 1, 4096), default: 16, describe: 'most sessions served at once; more are refused with ERR_BUSY' })
           .option('idle-timeout', { requiresArg: true, coerce: secondsOption('idle-timeout'), default: 300, describe: 'seconds of silence before a session is dropped' })
-          .option('log-format', {
-            type: 'string',
-            choices: ['json', 'text'],
-            describe: 'log lines on stderr: JSON objects, or text (default: text on a terminal, else json); given as json, a refusal to start is also one JSON object on stdout',
-          })
+          .option('log-format', { type: 'string', choices: ['json', 'text'], describe: 'log lines on stderr: JSON objects, or text (default: text on a terminal, else json)' })
           .option('log-level', { type: 'string', choices: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], describe: 'least severe level logged (default info; warn with --quiet)' })
           .option('shutdown-grace', { requiresArg: true, coerce: secondsOption('shutdown-grace'), default: 20, describe: 'seconds SIGTERM/SIGINT lets running sessions finish before they are cut off (they resume later)' })
           .example('$0 serve --secret-file S --volume vm1=/srv/vm1.img:rw', 'serve one writable volume on 127.0.0.1:7873')
           .example('$0 serve -c /etc/resync/server.json', 'serve what a config file lists'),
       (argv) =>
-        // serve has no --json (nothing to summarise); asked for JSON logs, it reports a failure to start as JSON too.
-        runCommand('serve', { json: argv['log-format'] === 'json', progress: false, quiet: argv.quiet }, async () => {
+        runCommand('serve', { json: false, progress: false, quiet: true }, async () => {
           let cfg: ServerConfig;
           const warnings: string[] = [];
           const listen = argv.listen ? splitHostPort(argv.listen) : undefined;
@@ -191,15 +186,18 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           const format = (argv['log-format'] ?? (process.stderr.isTTY ? 'text' : 'json')) as 'json' | 'text';
           const level = (argv['log-level'] ?? (argv.quiet ? 'warn' : 'info')) as (typeof logMod.LOG_LEVELS)[number];
           const log = logMod.makeLogger(format, level);
+          // --quiet keeps the session events to warnings, not the start and stop lines
+          // (scripts wait for "listening on"); only --log-level filters those.
+          const life = argv['log-level'] ? log : log.child({}, { level: 'info' });
           for (const w of warnings) log.warn(w);
-          const server = new (await serverMod()).ResyncServer(cfg, (e) => logMod.logEvent(log, e));
+          const server = new (await serverMod()).ResyncServer(cfg, (e) => logMod.logEvent(/^(shutting down|stopped)/.test(e.msg) ? life : log, e));
           const port = await server.listen();
-          log.info({ host: cfg.host, port, volumes: Object.keys(cfg.volumes), tls: cfg.tls !== undefined }, `listening on ${cfg.host}:${port} with ${Object.keys(cfg.volumes).length} volume(s)`);
+          life.info({ host: cfg.host, port, volumes: Object.keys(cfg.volumes), tls: cfg.tls !== undefined }, `listening on ${cfg.host}:${port} with ${Object.keys(cfg.volumes).length} volume(s)`);
           const signal = await new Promise<NodeJS.Signals>((res) => {
             process.once('SIGINT', () => res('SIGINT'));
             process.once('SIGTERM', () => res('SIGTERM'));
           });
-          log.info({ signal }, `${signal}: stopping`);
+          life.info({ signal }, `${signal}: stopping`);
           // A second signal cuts the grace period short.
           let cut: () => void = () => undefined;
           const again = new Promise<void>((r) => (cut = r));
@@ -207,6 +205,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           process.once('SIGTERM', () => cut());
           const grace = Math.max(0, argv['shutdown-grace']) * 1000;
           const report = await server.shutdown(grace, again);
+          // What it did is in the log's last record ("stopped"); nothing is printed on stdout.
           return { sessions: server.sessionsDone, ...report };
         }, undefined, false),
     )
