@@ -72,8 +72,11 @@ function jsonFields(summary: Record<string, unknown>): Record<string, unknown> {
   return out;
 }
 
-/** Print a summary on stdout (the command's result): one JSON object with --json, else a few human lines. */
-export function printSummary(json: boolean, command: string, summary: Record<string, unknown>): void {
+/**
+ * Print a summary on stdout (the command's result): one JSON object with --json, else a few human
+ * lines. `to`: stderr when stdout carries the command's data (an output given as `-`).
+ */
+export function printSummary(json: boolean, command: string, summary: Record<string, unknown>, to: NodeJS.WritableStream = process.stdout): void {
   if (json) {
     process.stdout.write(JSON.stringify({ schema: JSON_SCHEMA, command, ok: true, ...jsonFields(summary) }) + '\n');
     return;
@@ -84,7 +87,7 @@ export function printSummary(json: boolean, command: string, summary: Record<str
     const val = typeof v === 'number' && /bytes|size|matched|literal/i.test(k) && !/ops/i.test(k) ? `${fmtBytes(v)} (${v})` : typeof v === 'number' && /ms$/i.test(k) ? `${v.toFixed(0)} ms` : String(v);
     parts.push(`  ${k}: ${val}`);
   }
-  process.stdout.write(`${command}: done\n${parts.join('\n')}\n`);
+  to.write(`${command}: done\n${parts.join('\n')}\n`);
 }
 
 /** Print an error: a JSON object on stdout with --json, always one clear line on stderr (with a hint when there is one). */

@@ -105,7 +105,8 @@ export async function runCommand(
   try {
     const summary = await fn(view.fn, spool);
     view.stop();
-    if (!argv.quiet || json) printSummary(json, command, summary);
+    // With an output on stdout (`-`) the summary goes to stderr (--json is refused then).
+    if (!argv.quiet || json) printSummary(json, command, summary, spool.wroteStdout ? process.stderr : process.stdout);
     process.exitCode = 0;
   } catch (e) {
     view.stop();

@@ -224,11 +224,11 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           'push',
           argv,
           async (progress) => {
-          await checkInput(argv.image, 'IMAGE');
-          const opts = await clientOptionsFrom(argv, progress);
-          if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPush(argv.image, opts));
-          const res = await (await clientMod()).push(argv.image, opts);
-          return summary(res);
+            await checkInput(argv.image, 'IMAGE');
+            const opts = await clientOptionsFrom(argv, progress);
+            if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPush(argv.image, opts));
+            const res = await (await clientMod()).push(argv.image, opts);
+            return summary(res);
           },
           (e) => networkHint(e, argv.remote),
           () => pushInterrupted(argv),
@@ -250,13 +250,13 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           'pull',
           argv,
           async (progress) => {
-          await checkInput(argv.image, 'IMAGE');
-          // A temp file renamed over a symbolic link would replace the link: write the file it points to.
-          const image = argv['in-place'] || argv['dry-run'] ? argv.image : await prepareOutput(argv.image, 'IMAGE', { force: true, inputs: [], usage: 'resync pull REMOTE IMAGE' });
-          const opts = await clientOptionsFrom(argv, progress);
-          if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPull(image, opts));
-          const res = await (await clientMod()).pull(image, { ...opts, inPlace: argv['in-place'] });
-          return summary(res);
+            await checkInput(argv.image, 'IMAGE');
+            // A temp file renamed over a symbolic link would replace the link: write the file it points to.
+            const image = argv['in-place'] || argv['dry-run'] ? argv.image : await prepareOutput(argv.image, 'IMAGE', { force: true, inputs: [], usage: 'resync pull REMOTE IMAGE' });
+            const opts = await clientOptionsFrom(argv, progress);
+            if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPull(image, opts));
+            const res = await (await clientMod()).pull(image, { ...opts, inPlace: argv['in-place'] });
+            return summary(res);
           },
           (e) => networkHint(e, argv.remote),
           () =>
