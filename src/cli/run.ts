@@ -17,7 +17,8 @@ export async function runCommand(
   fn: (progress: ProgressFn) => Promise<Record<string, unknown>>,
 ): Promise<void> {
   const showProgress = argv.progress ?? (process.stderr.isTTY === true && !argv.quiet && !argv.json);
-  const view = new ProgressView(showProgress, showProgress ? (await import('cli-progress')).default : undefined);
+  // Off a terminal, --progress still reports: plain lines a log or cron mail can keep.
+  const view = new ProgressView(!showProgress ? 'off' : process.stderr.isTTY === true ? 'tty' : 'lines', command);
   try {
     const summary = await fn(view.fn);
     view.stop();

@@ -153,8 +153,21 @@ describe('signature, delta, patch with --json', () => {
     const r = await cli('signature', basis, join(d, 'human.sig'));
     expect(r.code).toBe(0);
     expect(r.stdout).toBe('');
-    expect(r.stderr).toContain('signature: done');
-    expect(r.stderr).toContain('blockSize');
+    // One or two dense lines (the details in --json), not a line per field.
+    const lines = r.stderr.trimEnd().split('\n');
+    expect(lines.length, r.stderr).toBeLessThanOrEqual(2);
+    expect(lines[0]).toMatch(/^signature: done: 2\.0 MiB in [\d.]+ s .*; signature [\d.]+ KiB$/);
+    expect(r.stderr).toContain('block 2.0 KiB');
+  });
+
+  test.concurrent('--progress off a terminal: plain progress lines on stderr, for logs', async () => {
+    const r = await cli('signature', '--progress', basis, join(d, 'progress.sig'));
+    expect(r.code).toBe(0);
+    const lines = r.stderr.trimEnd().split('\n');
+    const progress = lines.filter((l) => l.startsWith('resync signature: signature '));
+    expect(progress.length, r.stderr).toBeGreaterThanOrEqual(1);
+    expect(progress.at(-1)).toMatch(/ 100% 2\.0 MiB\/2\.0 MiB .*\/s ETA 0:00$/);
+    expect(r.stderr).not.toContain('\x1b');
   });
 
   test.concurrent('--quiet prints nothing at all', async () => {
