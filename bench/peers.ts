@@ -138,21 +138,38 @@ export async function startRsyncDaemon(meter: Meter, dir: string, modulePath: st
   throw new Error(`could not start the rsync daemon: ${lastError instanceof Error ? lastError.message : String(lastError)}`);
 }
 
+/** How rsync updates the destination file. */
+export type RsyncMode = 'inplace' | 'temp';
+export const RSYNC_MODES: readonly RsyncMode[] = ['inplace', 'temp'];
+
 /**
- * `rsync --no-whole-file --inplace --stats --ignore-times -B BLOCK SRC rsync://127.0.0.1:PORT/vol/NAME`:
- * the delta algorithm over loopback (rsync would send whole files to a local
- * destination), updating the destination in place as resync does, and never
- * skipping the file on a size-and-mtime match.
+ * `rsync --no-whole-file [--inplace] --stats --ignore-times -B BLOCK SRC DEST`,
+ * where one of SRC and DEST is `rsync://127.0.0.1:PORT/vol/NAME` (push when
+ * DEST is, pull when SRC is): the delta algorithm over loopback (rsync would
+ * send whole files between local paths), never skipping the file on a
+ * size-and-mtime match. `inplace` updates the destination where it is, as
+ * resync does; `temp` is rsync's default: a temporary file beside it, renamed
+ * over it at the end.
  */
-export function rsyncPush(meter: Meter, src: string, port: number, destName: string, blockSize: number): Promise<ProcResult> {
+export function rsyncTransfer(meter: Meter, src: string, dest: string, blockSize: number, mode: RsyncMode): Promise<ProcResult> {
   return meter.run('rsync', [
     '--no-whole-file',
-    '--inplace',
+    ...(mode === 'inplace' ? ['--inplace'] : []),
     '--stats',
     '--ignore-times',
     '-B',
     String(blockSize),
     src,
-    `rsync://127.0.0.1:${port}/${RSYNC_MODULE}/${destName}`,
+    dest,
   ]);
+}
+
+/** The daemon URL of file `name` in its module. */
+export function rsyncUrl(port: number, name: string): string {
+  return `rsync://127.0.0.1:${port}/${RSYNC_MODULE}/${name}`;
+}
+
+/** `sync FILE`: fsync of one file (coreutils), what a durable `rdiff patch` would add. */
+export function syncFile(meter: Meter, path: string): Promise<ProcResult> {
+  return meter.run('sync', [path]);
 }

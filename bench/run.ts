@@ -1,48 +1,63 @@
 /**
- * `npm run bench`: resync against rdiff (files) and rsync (TCP) on synthetic
- * VM images, plus resync's peak memory on a large sparse image. Prints the
- * tables and writes them, with the goals and how this run did against them,
- * to docs/benchmarks.md.
+ * `npm run bench`: resync against rdiff (files) and rsync (TCP, push and
+ * pull, in-place and temp-file modes) on generated VM images and on
+ * real-content workloads made from files on the machine (bench/real.ts), plus
+ * resync on a large sparse image and a server taking concurrent sessions.
+ * Prints the tables and the goals, and writes them to docs/benchmarks.md.
  *
- *   npm run bench -- [--size 1G] [--scenarios scattered,shifted,...] [--runs 3]
- *                    [--seed 1] [--memory-size 16G] [--out docs/benchmarks.md] [--tmp DIR]
+ *   npm run bench -- [--quick] [--size 1G] [--scenarios scattered,ext4,...] [--runs 5]
+ *                    [--seed 1] [--memory-size 64G] [--sessions 8] [--out docs/benchmarks.md]
+ *                    [--tmp DIR] [--cache DIR]
  *
  * Exits non-zero if any file resync produced differs from its target
  * (SHA-256), and removes its temporary files and child processes on the way
- * out, also when interrupted.
+ * out, also when interrupted. The real workloads stay in the cache directory.
  */
 import { rmSync } from 'node:fs';
-import { mkdir, mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { link, mkdir, mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { describeMachine, freeBytes, fsType } from './machine.js';
 import { capture, checkExit, defaultRssMethod, describeRssMethod, killAllChildren, median, Meter, sha256File } from './measure.js';
-import { parseRsyncStats, Rdiff, RSYNC_MAX_BLOCK, startRsyncDaemon, rsyncPush } from './peers.js';
+import { parseRsyncStats, Rdiff, RSYNC_MAX_BLOCK, rsyncTransfer, rsyncUrl, startRsyncDaemon, syncFile, type RsyncMode } from './peers.js';
+import { prepareReal, REAL_SCENARIOS, unmountAll, type RealScenario } from './real.js';
 import {
+  describeGenerated,
   extractWhereTimeGoes,
   fmtBytes,
   fmtMs,
   fmtRss,
   fmtSizeArg,
+  GOALS,
+  renderConsoleVerdicts,
   renderMarkdown,
   renderTables,
-  verdicts,
   WHERE_TIME_GOES_PLACEHOLDER,
   type BenchReport,
   type FileModeRuns,
   type MemoryResult,
   type Sample,
   type ScenarioResult,
+  type SessionsResult,
+  type TcpRuns,
   type TcpSample,
 } from './report.js';
 import { field, ResyncCli, snapshotBuild, type ResyncRun } from './subject.js';
 import { makePair, randomBytes, SCENARIOS, type Scenario } from './workload.js';
 
 const PROJECT_ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const DEFAULT_SCENARIOS: readonly Scenario[] = ['scattered', 'shifted', 'mixed', 'identical', 'different'];
+type AnyScenario = Scenario | RealScenario;
+const ALL_SCENARIOS: readonly AnyScenario[] = [...SCENARIOS, ...REAL_SCENARIOS];
+const DEFAULT_SCENARIOS: readonly AnyScenario[] = ['scattered', 'shifted', 'mixed', 'identical', 'different', 'ext4', 'tar', 'sqlite'];
+/** --quick: a first look in a few minutes; the goals need the full run. */
+const QUICK = { size: '256M', scenarios: 'scattered,shifted,tar', runs: '1', memorySize: '0', sessions: '0' } as const;
 const VOLUME = 'bench';
+
+function isReal(s: AnyScenario): s is RealScenario {
+  return (REAL_SCENARIOS as readonly string[]).includes(s);
+}
 
 /** A resync result that is not byte-identical to its target. */
 class VerificationError extends Error {
@@ -51,24 +66,31 @@ class VerificationError extends Error {
 
 interface Options {
   size: number;
-  scenarios: Scenario[];
+  scenarios: AnyScenario[];
   runs: number;
   seed: number;
   /** 0 skips the sparse-image run. */
   memorySize: number;
+  /** Concurrent pushes for the server-memory run; 0 skips it. */
+  sessions: number;
+  quick: boolean;
   /** Report path as given (relative to the current directory). */
   out: string;
   tmpBase: string | undefined;
+  cacheDir: string | undefined;
 }
 
 const USAGE = `usage: npm run bench -- [options]
-  --size SIZE          image size per scenario (default 1G; e.g. 256M)
-  --scenarios LIST     comma-separated, from ${SCENARIOS.join(',')} (default ${DEFAULT_SCENARIOS.join(',')})
-  --runs N             runs per measurement; the median is reported (default 3)
-  --seed N             workload seed (default 1)
-  --memory-size SIZE   sparse image for the peak-RSS run (default 16G; 0 skips it)
+  --quick              a first look: ${Object.entries(QUICK).map(([k, v]) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} ${v}`).join(' ')} (options given win)
+  --size SIZE          generated image size per scenario (default 1G; e.g. 256M)
+  --scenarios LIST     comma-separated, from ${ALL_SCENARIOS.join(',')} (default: all)
+  --runs N             runs per measurement, tools alternating; medians are reported (default 5)
+  --seed N             workload seed, generated and real (default 1)
+  --memory-size SIZE   sparse image for the sparse file-mode and peak-RSS run (default 64G; 0 skips it)
+  --sessions N         concurrent pushes into one server for its memory growth (default 8; 0 skips it)
   --out FILE           report to write (default docs/benchmarks.md)
-  --tmp DIR            where to make the temporary directory (default: the OS temp dir unless it is tmpfs)`;
+  --tmp DIR            where to make the temporary directory (default: the OS temp dir unless it is tmpfs)
+  --cache DIR          where the real workloads are built and kept between runs (default: resync-bench-cache beside the temporary directory)`;
 
 function parseSizeArg(s: string, what: string): number {
   const m = /^(\d+)\s*([kmgt]?)(i?b)?$/i.exec(s.trim());
@@ -91,13 +113,16 @@ function parseOptions(argv: string[]): Options {
     strict: true,
     allowPositionals: false,
     options: {
-      size: { type: 'string', default: '1G' },
-      scenarios: { type: 'string', default: DEFAULT_SCENARIOS.join(',') },
-      runs: { type: 'string', default: '3' },
+      quick: { type: 'boolean', default: false },
+      size: { type: 'string' },
+      scenarios: { type: 'string' },
+      runs: { type: 'string' },
       seed: { type: 'string', default: '1' },
-      'memory-size': { type: 'string', default: '16G' },
+      'memory-size': { type: 'string' },
+      sessions: { type: 'string' },
       out: { type: 'string', default: 'docs/benchmarks.md' },
       tmp: { type: 'string' },
+      cache: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -105,25 +130,29 @@ function parseOptions(argv: string[]): Options {
     process.stdout.write(`${USAGE}\n`);
     process.exit(0);
   }
-  const scenarios = values.scenarios
+  const q = values.quick;
+  const scenarios = (values.scenarios ?? (q ? QUICK.scenarios : DEFAULT_SCENARIOS.join(',')))
     .split(',')
     .map((s) => s.trim())
     .filter((s) => s !== '');
   for (const s of scenarios) {
-    if (!(SCENARIOS as readonly string[]).includes(s)) throw new Error(`unknown scenario ${JSON.stringify(s)} (known: ${SCENARIOS.join(', ')})`);
+    if (!(ALL_SCENARIOS as readonly string[]).includes(s)) throw new Error(`unknown scenario ${JSON.stringify(s)} (known: ${ALL_SCENARIOS.join(', ')})`);
   }
-  const size = parseSizeArg(values.size, '--size');
+  const size = parseSizeArg(values.size ?? (q ? QUICK.size : '1G'), '--size');
   if (size < 1024 * 1024) throw new Error('--size must be at least 1M');
-  const memorySize = parseSizeArg(values['memory-size'], '--memory-size');
+  const memorySize = parseSizeArg(values['memory-size'] ?? (q ? QUICK.memorySize : '64G'), '--memory-size');
   if (memorySize !== 0 && memorySize < 64 * 1024 * 1024) throw new Error('--memory-size must be 0 (skip) or at least 64M');
   return {
     size,
-    scenarios: scenarios as Scenario[],
-    runs: parseIntArg(values.runs, '--runs', 1),
+    scenarios: scenarios as AnyScenario[],
+    runs: parseIntArg(values.runs ?? (q ? QUICK.runs : '5'), '--runs', 1),
     seed: parseIntArg(values.seed, '--seed', 0),
     memorySize,
+    sessions: parseIntArg(values.sessions ?? (q ? QUICK.sessions : String(GOALS.sessions)), '--sessions', 0),
+    quick: q,
     out: values.out,
     tmpBase: values.tmp,
+    cacheDir: values.cache,
   };
 }
 
@@ -131,7 +160,7 @@ function parseOptions(argv: string[]): Options {
 function reproduceCommand(o: Options): string {
   return (
     `npm run bench -- --size ${fmtSizeArg(o.size)} --scenarios ${o.scenarios.join(',')} --runs ${o.runs} ` +
-    `--seed ${o.seed} --memory-size ${fmtSizeArg(o.memorySize)} --out ${o.out}`
+    `--seed ${o.seed} --memory-size ${fmtSizeArg(o.memorySize)} --sessions ${o.sessions} --out ${o.out}`
   );
 }
 
@@ -142,6 +171,7 @@ function log(msg: string): void {
 interface Context {
   opts: Options;
   tmp: string;
+  cacheDir: string;
   meter: Meter;
   resync: ResyncCli;
   rdiff: Rdiff;
@@ -205,9 +235,10 @@ async function fileMode(
   targetHash: string,
   blockSize: number,
   notes: string[],
-): Promise<{ resync: FileModeRuns; rdiff: FileModeRuns }> {
+): Promise<{ resync: FileModeRuns; rdiff: FileModeRuns; rdiffPatchSync: Sample[] }> {
   const ours = emptyRuns();
   const theirs = emptyRuns();
+  const patchSync: Sample[] = [];
   const sig = join(dir, 'file.sig');
   const delta = join(dir, 'file.delta');
   const out = join(dir, 'file.out');
@@ -235,13 +266,16 @@ async function fileMode(
     const s = checkExit(await ctx.rdiff.signature(pair.basis, sig, blockSize));
     const d = checkExit(await ctx.rdiff.delta(sig, pair.target, delta));
     const p = checkExit(await ctx.rdiff.patch(pair.basis, delta, out));
+    // At once, before anything reads the file: what making rdiff's output durable costs.
+    const y = checkExit(await syncFile(ctx.meter, out));
     await checkPeer(out, targetHash, 'rdiff patch', notes);
     theirs.signature.push(sample(s));
     theirs.delta.push(sample(d));
     theirs.patch.push(sample(p));
+    patchSync.push({ wallMs: p.wallMs + y.wallMs, rssBytes: p.peakRssBytes });
     theirs.signatureBytes = (await stat(sig)).size;
     theirs.deltaBytes = (await stat(delta)).size;
-    log(`  rdiff  signature ${fmtMs(s.wallMs)}, delta ${fmtMs(d.wallMs)} (${fmtBytes(theirs.deltaBytes)}), patch ${fmtMs(p.wallMs)}`);
+    log(`  rdiff  signature ${fmtMs(s.wallMs)}, delta ${fmtMs(d.wallMs)} (${fmtBytes(theirs.deltaBytes)}), patch ${fmtMs(p.wallMs)} + sync ${fmtMs(y.wallMs)}`);
   };
 
   for (let i = 0; i < ctx.opts.runs; i++) {
@@ -255,9 +289,26 @@ async function fileMode(
     }
   }
   await clear();
-  return { resync: ours, rdiff: theirs };
+  return { resync: ours, rdiff: theirs, rdiffPatchSync: patchSync };
 }
 
+function emptyTcp(): TcpRuns {
+  return { resync: [], inplace: [], temp: [] };
+}
+
+/** Hard-link `from` to `to` (read by the rsync daemon only), or copy it sparsely across filesystems. */
+async function linkOrCopy(from: string, to: string): Promise<void> {
+  try {
+    await link(from, to);
+  } catch {
+    await capture('cp', ['--sparse=always', from, to]);
+  }
+}
+
+/**
+ * Push and pull, each by resync and by rsync in both modes: six transfers a
+ * run, in an order that rotates by one place every run.
+ */
 async function tcpMode(
   ctx: Context,
   dir: string,
@@ -266,84 +317,141 @@ async function tcpMode(
   blockSize: number,
   rsyncBlockSize: number,
   notes: string[],
-): Promise<{ push: TcpSample[]; rsync: TcpSample[] }> {
-  const push: TcpSample[] = [];
-  const rsync: TcpSample[] = [];
-  const resyncCopy = join(dir, 'resync-volume.img');
-  const moduleDir = join(dir, 'rsync-module');
+): Promise<{ push: TcpRuns; pull: TcpRuns }> {
+  const push = emptyTcp();
+  const pull = emptyTcp();
+  const volume = join(dir, 'resync-volume.img');
+  const local = join(dir, 'local.img');
+  const pushModule = join(dir, 'rsync-push-module');
+  const pullModule = join(dir, 'rsync-pull-module');
   const daemonDir = join(dir, 'rsync-daemon');
-  await mkdir(moduleDir);
-  await mkdir(daemonDir);
-  const rsyncCopy = join(moduleDir, 'image.img');
+  for (const d of [pushModule, pullModule, daemonDir]) await mkdir(d);
+  const rsyncDest = join(pushModule, 'image.img');
+  await linkOrCopy(pair.target, join(pullModule, 'image.img'));
 
-  const runResync = async (i: number): Promise<void> => {
-    await resetCopy(pair.basis, resyncCopy);
-    const server = await ctx.resync.serve(VOLUME, resyncCopy, ctx.secretFile);
+  const resyncPush = async (i: number): Promise<void> => {
+    await resetCopy(pair.basis, volume);
+    const server = await ctx.resync.serve(VOLUME, volume, ctx.secretFile);
     const { client, server: served } = await againstServer(
       () => ctx.resync.push(pair.target, server.port, VOLUME, ctx.secretFile, blockSize),
       () => server.stop(),
     );
-    await verify(resyncCopy, targetHash, `resync push (run ${i + 1})`);
+    await verify(volume, targetHash, `resync push (run ${i + 1})`);
     const s: TcpSample = {
       wallMs: client.proc.wallMs,
       wireBytes: field(client, 'bytesSent') + field(client, 'bytesReceived'),
       senderRssBytes: client.proc.peakRssBytes,
       receiverRssBytes: served.proc.peakRssBytes,
     };
-    push.push(s);
-    log(`  resync push ${fmtMs(s.wallMs)}, ${fmtBytes(s.wireBytes)} on the wire, RSS ${fmtRss(s.senderRssBytes)} / ${fmtRss(s.receiverRssBytes)}`);
+    push.resync.push(s);
+    log(`  resync push          ${fmtMs(s.wallMs)}, ${fmtBytes(s.wireBytes)} on the wire, RSS ${fmtRss(s.senderRssBytes)} / ${fmtRss(s.receiverRssBytes)}`);
   };
 
-  const runRsync = async (): Promise<void> => {
-    await resetCopy(pair.basis, rsyncCopy);
-    const daemon = await startRsyncDaemon(ctx.meter, daemonDir, moduleDir);
+  const resyncPull = async (i: number): Promise<void> => {
+    await resetCopy(pair.basis, local);
+    const server = await ctx.resync.serve(VOLUME, pair.target, ctx.secretFile, 'ro');
     const { client, server: served } = await againstServer(
-      async () => checkExit(await rsyncPush(ctx.meter, pair.target, daemon.port, 'image.img', rsyncBlockSize)),
+      () => ctx.resync.pull(server.port, VOLUME, local, ctx.secretFile, blockSize),
+      () => server.stop(),
+    );
+    await verify(local, targetHash, `resync pull (run ${i + 1})`);
+    const s: TcpSample = {
+      wallMs: client.proc.wallMs,
+      wireBytes: field(client, 'bytesSent') + field(client, 'bytesReceived'),
+      senderRssBytes: served.proc.peakRssBytes,
+      receiverRssBytes: client.proc.peakRssBytes,
+    };
+    pull.resync.push(s);
+    log(`  resync pull          ${fmtMs(s.wallMs)}, ${fmtBytes(s.wireBytes)} on the wire, RSS ${fmtRss(s.senderRssBytes)} / ${fmtRss(s.receiverRssBytes)}`);
+  };
+
+  const rsync = async (dirn: 'push' | 'pull', mode: RsyncMode): Promise<void> => {
+    const dest = dirn === 'push' ? rsyncDest : local;
+    await resetCopy(pair.basis, dest);
+    const daemon = await startRsyncDaemon(ctx.meter, daemonDir, dirn === 'push' ? pushModule : pullModule);
+    const [src, to] = dirn === 'push' ? [pair.target, rsyncUrl(daemon.port, 'image.img')] : [rsyncUrl(daemon.port, 'image.img'), local];
+    const { client, server: served } = await againstServer(
+      async () => checkExit(await rsyncTransfer(ctx.meter, src, to, rsyncBlockSize, mode)),
       () => daemon.stop(),
     );
-    await checkPeer(rsyncCopy, targetHash, 'rsync', notes);
+    await checkPeer(dest, targetHash, `rsync ${dirn} (${mode})`, notes);
     const stats = parseRsyncStats(client.stdout);
     const s: TcpSample = {
       wallMs: client.wallMs,
       wireBytes: stats.bytesSent + stats.bytesReceived,
-      senderRssBytes: client.peakRssBytes,
-      receiverRssBytes: served.peakRssBytes,
+      senderRssBytes: dirn === 'push' ? client.peakRssBytes : served.peakRssBytes,
+      receiverRssBytes: dirn === 'push' ? served.peakRssBytes : client.peakRssBytes,
     };
-    rsync.push(s);
-    log(`  rsync       ${fmtMs(s.wallMs)}, ${fmtBytes(s.wireBytes)} on the wire, RSS ${fmtRss(s.senderRssBytes)} / ${fmtRss(s.receiverRssBytes)}`);
+    (dirn === 'push' ? push : pull)[mode].push(s);
+    log(`  rsync ${dirn} ${mode.padEnd(7)}   ${fmtMs(s.wallMs)}, ${fmtBytes(s.wireBytes)} on the wire, RSS ${fmtRss(s.senderRssBytes)} / ${fmtRss(s.receiverRssBytes)}`);
   };
 
+  const steps: ((i: number) => Promise<void>)[] = [
+    resyncPush,
+    () => rsync('push', 'inplace'),
+    () => rsync('push', 'temp'),
+    resyncPull,
+    () => rsync('pull', 'inplace'),
+    () => rsync('pull', 'temp'),
+  ];
   for (let i = 0; i < ctx.opts.runs; i++) {
     log(` TCP, run ${i + 1}/${ctx.opts.runs}`);
-    if (i % 2 === 0) {
-      await runResync(i);
-      await runRsync();
-    } else {
-      await runRsync();
-      await runResync(i);
+    for (let k = 0; k < steps.length; k++) {
+      const step = steps[(i + k) % steps.length];
+      if (step) await step(i);
     }
   }
-  return { push, rsync };
+  for (const f of [volume, `${volume}.resync-journal`, local, `${local}.resync-journal`, rsyncDest]) await rm(f, { force: true });
+  return { push, pull };
 }
 
-async function runScenario(ctx: Context, scenario: Scenario): Promise<ScenarioResult> {
+async function runScenario(ctx: Context, scenario: AnyScenario): Promise<ScenarioResult> {
   const dir = join(ctx.tmp, scenario);
   await mkdir(dir);
   try {
-    log(`${scenario}: writing ${fmtBytes(ctx.opts.size)} basis and target`);
-    const { basis, target, stats } = await makePair(dir, scenario, ctx.opts.size, ctx.opts.seed);
-    const pair = { basis, target };
-    const targetHash = await sha256File(target);
-    const probe = await ctx.resync.signature(basis, join(dir, 'probe.sig'));
+    let pair: { basis: string; target: string };
+    let targetHash: string;
+    let description: string;
+    if (isReal(scenario)) {
+      const r = await prepareReal(scenario, ctx.cacheDir, ctx.opts.seed, log);
+      pair = r;
+      targetHash = r.targetSha256;
+      description = `${r.description} Basis ${fmtBytes(r.basisSize)}, target ${fmtBytes(r.targetSize)}; recipe hash ${r.recipeHash}.`;
+      // The cache could have been changed by hand since it was built.
+      if ((await sha256File(r.target)) !== targetHash) throw new Error(`${r.target} does not match its recorded SHA-256: remove ${dirname(r.target)} to rebuild it`);
+    } else {
+      log(`${scenario}: writing ${fmtBytes(ctx.opts.size)} basis and target`);
+      const made = await makePair(dir, scenario, ctx.opts.size, ctx.opts.seed);
+      pair = made;
+      targetHash = await sha256File(made.target);
+      description = describeGenerated(made.stats);
+    }
+    const basisSize = (await stat(pair.basis)).size;
+    const targetSize = (await stat(pair.target)).size;
+    const probe = await ctx.resync.signature(pair.basis, join(dir, 'probe.sig'));
     const blockSize = field(probe, 'blockSize');
     await rm(join(dir, 'probe.sig'), { force: true });
     const rsyncBlockSize = Math.min(blockSize, RSYNC_MAX_BLOCK);
     const notes: string[] = [];
     if (rsyncBlockSize !== blockSize) notes.push(`rsync's largest block size is ${RSYNC_MAX_BLOCK}; it ran with that instead of ${blockSize}.`);
-    log(`${scenario}: block size ${blockSize}`);
+    log(`${scenario}: ${fmtBytes(basisSize)} -> ${fmtBytes(targetSize)}, block size ${blockSize}`);
     const file = await fileMode(ctx, dir, pair, targetHash, blockSize, notes);
     const tcp = await tcpMode(ctx, dir, pair, targetHash, blockSize, rsyncBlockSize, notes);
-    return { scenario, stats, blockSize, rsyncBlockSize, resync: file.resync, rdiff: file.rdiff, push: tcp.push, rsync: tcp.rsync, notes };
+    return {
+      scenario,
+      kind: isReal(scenario) ? 'real' : 'generated',
+      basisSize,
+      targetSize,
+      description,
+      blockSize,
+      rsyncBlockSize,
+      resync: file.resync,
+      rdiff: file.rdiff,
+      rdiffPatchSync: file.rdiffPatchSync,
+      push: tcp.push,
+      pull: tcp.pull,
+      notes,
+    };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -364,6 +472,7 @@ async function scatterWrites(path: string, size: number, count: number, chunk: n
   return count * chunk;
 }
 
+/** A sparse image holding 64 MiB of data (48 MiB in the basis, 16 MiB more written into the target): file mode, push and pull. */
 async function memoryRun(ctx: Context): Promise<MemoryResult> {
   const size = ctx.opts.memorySize;
   const dir = join(ctx.tmp, 'sparse');
@@ -375,36 +484,99 @@ async function memoryRun(ctx: Context): Promise<MemoryResult> {
     const fh = await open(basis, 'w');
     await fh.truncate(size);
     await fh.close();
-    const basisDataBytes = await scatterWrites(basis, size, 8, 1024 * 1024, 0.5, ctx.opts.seed);
+    const basisDataBytes = await scatterWrites(basis, size, 48, 1024 * 1024, 0.5, ctx.opts.seed);
     await capture('cp', ['--sparse=always', basis, target]);
-    const targetDataBytes = await scatterWrites(target, size, 4, 256 * 1024, 0.25, ctx.opts.seed + 1);
+    const targetDataBytes = await scatterWrites(target, size, 16, 1024 * 1024, 0.25, ctx.opts.seed + 1);
     const targetHash = await sha256File(target);
 
     const sig = join(dir, 'basis.sig');
     const delta = join(dir, 'target.delta');
+    const out = join(dir, 'patched.img');
     const s = await ctx.resync.signature(basis, sig);
     log(`  resync signature ${fmtMs(s.proc.wallMs)}, RSS ${fmtRss(s.proc.peakRssBytes)}`);
     const d = await ctx.resync.delta(sig, target, delta);
     log(`  resync delta ${fmtMs(d.proc.wallMs)}, RSS ${fmtRss(d.proc.peakRssBytes)}`);
     const deltaBytes = (await stat(delta)).size;
-    await rm(delta, { force: true });
+    const p = await ctx.resync.patch(basis, delta, out);
+    log(`  resync patch ${fmtMs(p.proc.wallMs)}, RSS ${fmtRss(p.proc.peakRssBytes)}`);
+    await verify(out, targetHash, 'resync patch (sparse image)');
+    for (const f of [sig, delta, out]) await rm(f, { force: true });
 
     const volume = join(dir, 'volume.img');
     await resetCopy(basis, volume);
     const server = await ctx.resync.serve(VOLUME, volume, ctx.secretFile);
-    const { client, server: served } = await againstServer(
+    const pushed = await againstServer(
       () => ctx.resync.push(target, server.port, VOLUME, ctx.secretFile),
       () => server.stop(),
     );
     await verify(volume, targetHash, 'resync push (sparse image)');
+    await rm(volume, { force: true });
     const push: TcpSample = {
-      wallMs: client.proc.wallMs,
-      wireBytes: field(client, 'bytesSent') + field(client, 'bytesReceived'),
-      senderRssBytes: client.proc.peakRssBytes,
-      receiverRssBytes: served.proc.peakRssBytes,
+      wallMs: pushed.client.proc.wallMs,
+      wireBytes: field(pushed.client, 'bytesSent') + field(pushed.client, 'bytesReceived'),
+      senderRssBytes: pushed.client.proc.peakRssBytes,
+      receiverRssBytes: pushed.server.proc.peakRssBytes,
     };
     log(`  resync push ${fmtMs(push.wallMs)}, RSS ${fmtRss(push.senderRssBytes)} / ${fmtRss(push.receiverRssBytes)}`);
-    return { imageSize: size, basisDataBytes, targetDataBytes, blockSize: field(s, 'blockSize'), signature: sampleOf(s), delta: sampleOf(d), deltaBytes, push };
+
+    const local = join(dir, 'local.img');
+    await resetCopy(basis, local);
+    const source = await ctx.resync.serve(VOLUME, target, ctx.secretFile, 'ro');
+    const pulled = await againstServer(
+      () => ctx.resync.pull(source.port, VOLUME, local, ctx.secretFile),
+      () => source.stop(),
+    );
+    await verify(local, targetHash, 'resync pull (sparse image)');
+    const pull: TcpSample = {
+      wallMs: pulled.client.proc.wallMs,
+      wireBytes: field(pulled.client, 'bytesSent') + field(pulled.client, 'bytesReceived'),
+      senderRssBytes: pulled.server.proc.peakRssBytes,
+      receiverRssBytes: pulled.client.proc.peakRssBytes,
+    };
+    log(`  resync pull ${fmtMs(pull.wallMs)}, RSS ${fmtRss(pull.senderRssBytes)} / ${fmtRss(pull.receiverRssBytes)}`);
+    return {
+      imageSize: size,
+      basisDataBytes,
+      targetDataBytes,
+      blockSize: field(s, 'blockSize'),
+      signature: sampleOf(s),
+      delta: sampleOf(d),
+      patch: sampleOf(p),
+      deltaBytes,
+      push,
+      pull,
+    };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Server peak RSS with one push, then with `sessions` pushes at once (each to its own volume). */
+async function sessionsRun(ctx: Context): Promise<SessionsResult> {
+  const n = ctx.opts.sessions;
+  const size = Math.min(ctx.opts.size, 256 * 1024 * 1024);
+  const dir = join(ctx.tmp, 'sessions');
+  await mkdir(dir);
+  try {
+    log(`sessions: ${n} volumes of ${fmtBytes(size)} (scattered)`);
+    const { basis, target } = await makePair(dir, 'scattered', size, ctx.opts.seed);
+    const targetHash = await sha256File(target);
+    const volumes = Array.from({ length: n }, (_, k) => [`v${k}`, join(dir, `volume-${k}.img`)] as const);
+    const serveOnce = async (count: number): Promise<{ rss: number; wallMs: number }> => {
+      for (const [, p] of volumes) await resetCopy(basis, p);
+      const server = await ctx.resync.serve(volumes, '', ctx.secretFile);
+      const { client, server: served } = await againstServer(
+        () => Promise.all(volumes.slice(0, count).map(([name]) => ctx.resync.push(target, server.port, name, ctx.secretFile))),
+        () => server.stop(),
+      );
+      for (const [, p] of volumes.slice(0, count)) await verify(p, targetHash, `resync push (${count} sessions)`);
+      return { rss: served.proc.peakRssBytes, wallMs: Math.max(...client.map((c) => c.proc.wallMs)) };
+    };
+    const one = await serveOnce(1);
+    log(`  serve with 1 session: RSS ${fmtRss(one.rss)}`);
+    const many = await serveOnce(n);
+    log(`  serve with ${n} sessions: RSS ${fmtRss(many.rss)}, slowest push ${fmtMs(many.wallMs)}`);
+    return { sessions: n, imageSize: size, oneRssBytes: one.rss, manyRssBytes: many.rss, manyWallMs: many.wallMs };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -435,6 +607,7 @@ let tmpToRemove: string | undefined;
 
 function cleanupNow(): void {
   killAllChildren();
+  unmountAll();
   if (tmpToRemove !== undefined) rmSync(tmpToRemove, { recursive: true, force: true });
   tmpToRemove = undefined;
 }
@@ -442,7 +615,10 @@ function cleanupNow(): void {
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
   const base = await tempBase(opts);
-  const need = 5 * opts.size + 2 * 1024 ** 3;
+  const cacheDir = resolve(opts.cacheDir ?? join(base, 'resync-bench-cache'));
+  // Generated pairs plus the copies the transfers make; real pairs are up to 1.5 GiB and are built once into the cache.
+  const real = opts.scenarios.some(isReal);
+  const need = 5 * opts.size + (real ? 10 : 2) * 1024 ** 3;
   const free = await freeBytes(base);
   if (free < need) throw new Error(`${base} has ${fmtBytes(free)} free; this run needs about ${fmtBytes(need)} (use --tmp or a smaller --size)`);
 
@@ -455,12 +631,13 @@ async function main(): Promise<void> {
   const cli = await snapshotBuild(PROJECT_ROOT, join(tmp, 'resync-build'));
   const secretFile = join(tmp, 'secret');
   await writeFile(secretFile, `${randomBytes(Date.now(), 32).toString('base64')}\n`, { mode: 0o600 });
-  const ctx: Context = { opts, tmp, meter, resync: new ResyncCli(meter, cli), rdiff: new Rdiff(meter), secretFile };
+  const ctx: Context = { opts, tmp, cacheDir, meter, resync: new ResyncCli(meter, cli), rdiff: new Rdiff(meter), secretFile };
 
   const startup = await measureStartup(ctx);
   const scenarios: ScenarioResult[] = [];
   for (const s of opts.scenarios) scenarios.push(await runScenario(ctx, s));
   const memory = opts.memorySize > 0 ? await memoryRun(ctx) : undefined;
+  const sessions = opts.sessions > 0 ? await sessionsRun(ctx) : undefined;
 
   const report: BenchReport = {
     machine: { ...machine, loadAvgEnd: loadavg()[0] ?? 0 },
@@ -469,19 +646,21 @@ async function main(): Promise<void> {
     runs: opts.runs,
     seed: opts.seed,
     rssMethod: describeRssMethod(rssMethod),
+    cacheDir,
     scenarios,
     memorySize: opts.memorySize,
     memory,
+    sessions,
     startup,
   };
   process.stdout.write(`\n${renderTables(report)}\n`);
-  for (const v of verdicts(report)) process.stdout.write(`${v.status.padEnd(12)} ${v.goal}\n             ${v.evidence}\n`);
+  process.stdout.write(`${renderConsoleVerdicts(report)}\n`);
 
   const outPath = resolve(opts.out);
   const previous = await readFile(outPath, 'utf8').catch(() => '');
   await mkdir(dirname(outPath), { recursive: true });
   await writeFile(outPath, renderMarkdown(report, extractWhereTimeGoes(previous) ?? WHERE_TIME_GOES_PLACEHOLDER));
-  log(`wrote ${relative(process.cwd(), outPath) || outPath}`);
+  log(`wrote ${relative(process.cwd(), outPath) || outPath}; 1-minute load average ${machine.loadAvg.toFixed(2)} at start, ${(loadavg()[0] ?? 0).toFixed(2)} at end`);
 }
 
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {

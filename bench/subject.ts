@@ -81,19 +81,21 @@ export class ResyncCli {
     return parseSummary(await this.meter.run(process.execPath, [this.cliPath, ...args]));
   }
 
-  /** `resync signature BASIS SIG [--block-size N]`. */
+  // --force: repeated runs write the same outputs again.
+
+  /** `resync signature --force BASIS SIG [--block-size N]`. */
   signature(basis: string, sig: string, blockSize?: number): Promise<ResyncRun> {
-    return this.run(['signature', '--json', ...(blockSize !== undefined ? ['--block-size', String(blockSize)] : []), basis, sig]);
+    return this.run(['signature', '--json', '--force', ...(blockSize !== undefined ? ['--block-size', String(blockSize)] : []), basis, sig]);
   }
 
-  /** `resync delta SIG NEW DELTA`. */
+  /** `resync delta --force SIG NEW DELTA`. */
   delta(sig: string, target: string, delta: string): Promise<ResyncRun> {
-    return this.run(['delta', '--json', sig, target, delta]);
+    return this.run(['delta', '--json', '--force', sig, target, delta]);
   }
 
-  /** `resync patch BASIS DELTA OUT`. */
+  /** `resync patch --force BASIS DELTA OUT`. */
   patch(basis: string, delta: string, out: string): Promise<ResyncRun> {
-    return this.run(['patch', '--json', basis, delta, out]);
+    return this.run(['patch', '--json', '--force', basis, delta, out]);
   }
 
   /** `resync push IMAGE 127.0.0.1:PORT/VOLUME`. */
@@ -109,16 +111,32 @@ export class ResyncCli {
     ]);
   }
 
-  /** Start `resync serve` on an ephemeral port of 127.0.0.1 with one writable volume. */
-  async serve(volume: string, path: string, secretFile: string): Promise<ResyncServer> {
+  /** `resync pull 127.0.0.1:PORT/VOLUME IMAGE` (in place, the default). */
+  pull(port: number, volume: string, image: string, secretFile: string, blockSize?: number): Promise<ResyncRun> {
+    return this.run([
+      'pull',
+      '--json',
+      '--secret-file',
+      secretFile,
+      ...(blockSize !== undefined ? ['--block-size', String(blockSize)] : []),
+      `127.0.0.1:${port}/${volume}`,
+      image,
+    ]);
+  }
+
+  /**
+   * Start `resync serve` on an ephemeral port of 127.0.0.1 with one volume
+   * (writable unless `mode` is `ro`), or several given as NAME=PATH pairs.
+   */
+  async serve(volume: string | readonly (readonly [string, string])[], path: string, secretFile: string, mode: 'rw' | 'ro' = 'rw'): Promise<ResyncServer> {
+    const volumes = typeof volume === 'string' ? [[volume, path] as const] : volume;
     const proc = this.meter.start(process.execPath, [
       this.cliPath,
       'serve',
       '--json',
       '--listen',
       '127.0.0.1:0',
-      '--volume',
-      `${volume}=${path}:rw`,
+      ...volumes.flatMap(([name, p]) => ['--volume', `${name}=${p}:${mode}`]),
       '--secret-file',
       secretFile,
     ]);

@@ -87,6 +87,7 @@ describe('signature, delta, patch with --json', () => {
   test('signature summary', async () => {
     const size = (await stat(basis)).size;
     expect(sigOut).toEqual({
+      schema: 1,
       command: 'signature',
       ok: true,
       imageSize: size,
@@ -149,15 +150,16 @@ describe('signature, delta, patch with --json', () => {
     expect(json(r)).toMatchObject({ blockSize: 4096 });
   });
 
-  test.concurrent('without --json: a human summary on stderr, nothing on stdout', async () => {
+  // The summary is the command's result: stdout, so `resync ... > out` keeps it (issue 14.10).
+  test.concurrent('without --json: a human summary on stdout, nothing on stderr', async () => {
     const r = await cli('signature', basis, join(d, 'human.sig'));
     expect(r.code).toBe(0);
-    expect(r.stdout).toBe('');
+    expect(r.stderr).toBe('');
     // One or two dense lines (the details in --json), not a line per field.
-    const lines = r.stderr.trimEnd().split('\n');
-    expect(lines.length, r.stderr).toBeLessThanOrEqual(2);
+    const lines = r.stdout.trimEnd().split('\n');
+    expect(lines.length, r.stdout).toBeLessThanOrEqual(2);
     expect(lines[0]).toMatch(/^signature: done: 2\.0 MiB in [\d.]+ s .*; signature [\d.]+ KiB$/);
-    expect(r.stderr).toContain('block 2.0 KiB');
+    expect(r.stdout).toContain('block 2.0 KiB');
   });
 
   test.concurrent('--progress off a terminal: plain progress lines on stderr, for logs', async () => {
@@ -168,6 +170,16 @@ describe('signature, delta, patch with --json', () => {
     expect(progress.length, r.stderr).toBeGreaterThanOrEqual(1);
     expect(progress.at(-1)).toMatch(/ 100% 2\.0 MiB\/2\.0 MiB .*\/s ETA 0:00$/);
     expect(r.stderr).not.toContain('\x1b');
+  });
+
+  test('--json: a schema version and whole milliseconds in every object, success or failure', async () => {
+    for (const o of [sigOut, deltaOut, patchOut]) {
+      expect(o.schema).toBe(1);
+      expect(Number.isInteger(o.elapsedMs)).toBe(true);
+    }
+    const bad = await cli('patch', '--json', basis, join(d, 'no-such.delta'), join(d, 'x.img'));
+    expect(bad.code).toBe(5);
+    expect(json(bad)).toMatchObject({ schema: 1, command: 'patch', ok: false, code: 'ERR_IO' });
   });
 
   test.concurrent('--quiet prints nothing at all', async () => {
@@ -249,9 +261,11 @@ describe('corrupt input exits 3', () => {
   test.concurrent.each([...deltas.map((c) => [c.file, c.code]), ...more.map((f) => [f, table.cases.find((c) => c.file === f)!.code])])(
     'patch with %s (%s) exits 3 and leaves the output as it was',
     async (file, code) => {
-    const out = join(d, `corrupt-${file}.img`);
+    // A unique name: delta-digest-mismatch.bin is in both lists, and the two runs are concurrent.
+    const out = join(d, `corrupt-${file}-${Math.random().toString(36).slice(2)}.img`);
     await writeFile(out, PREVIOUS);
-    const r = await cli('patch', '--json', mbasis, join(MALFORMED, file), out);
+    // --force: an existing output is replaced only when asked, and even then not by a failed patch.
+    const r = await cli('patch', '--json', '--force', mbasis, join(MALFORMED, file), out);
     expect(r.code, r.stderr).toBe(3);
     expect(json(r)).toMatchObject({ ok: false, code });
     expect(oneLine(r.stderr)).toContain(code);

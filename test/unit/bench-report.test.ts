@@ -1,0 +1,174 @@
+import { describe, expect, test } from 'vitest';
+import {
+  extractWhereTimeGoes,
+  fasterRsync,
+  globalVerdicts,
+  GOALS,
+  renderMarkdown,
+  scenarioVerdicts,
+  sessionGrowth,
+  type BenchReport,
+  type FileModeRuns,
+  type Sample,
+  type ScenarioResult,
+  type TcpSample,
+} from '../../bench/report.js';
+
+const GiB = 1024 ** 3;
+
+function samples(wallMs: number[], rssBytes = 50e6): Sample[] {
+  return wallMs.map((w) => ({ wallMs: w, rssBytes }));
+}
+
+function tcp(wallMs: number[], wireBytes: number, rss = 50e6): TcpSample[] {
+  return wallMs.map((w) => ({ wallMs: w, wireBytes, senderRssBytes: rss, receiverRssBytes: rss }));
+}
+
+function fileRuns(sig: number, delta: number, patch: number, deltaBytes: number): FileModeRuns {
+  return { signature: samples([sig, sig, sig]), delta: samples([delta, delta, delta]), patch: samples([patch, patch, patch]), signatureBytes: 1000, deltaBytes };
+}
+
+/** A scenario where every per-scenario goal is met, to be spoiled one field at a time. */
+function goodScenario(): ScenarioResult {
+  return {
+    scenario: 'tar',
+    kind: 'real',
+    basisSize: 200e6,
+    targetSize: 200e6,
+    description: 'a tar archive',
+    blockSize: 32768,
+    rsyncBlockSize: 32768,
+    resync: fileRuns(100, 400, 300, 1_000_000),
+    rdiff: fileRuns(900, 1000, 200, 1_000_000),
+    rdiffPatchSync: samples([400, 350, 500]),
+    push: { resync: tcp([500, 510, 490], 1000), inplace: tcp([1000, 1100, 1050], 5000), temp: tcp([800, 790, 810], 4000) },
+    pull: { resync: tcp([500, 500, 500], 1000), inplace: tcp([800, 800, 800], 3000), temp: tcp([2000, 2000, 2000], 3000) },
+    notes: [],
+  };
+}
+
+function report(scenarios: ScenarioResult[], extra: Partial<BenchReport> = {}): BenchReport {
+  return {
+    machine: {
+      cpu: 'test cpu',
+      cpus: 2,
+      ramBytes: 8 * GiB,
+      kernel: '6.0',
+      node: 'v20',
+      rdiff: 'rdiff',
+      rsync: 'rsync',
+      date: '2026-01-01T00:00:00Z',
+      loadAvg: 0.1,
+      tmpDir: '/tmp',
+      tmpFs: 'ext4',
+      resync: 'commit abc',
+    },
+    command: 'npm run bench',
+    size: GiB,
+    runs: 3,
+    seed: 1,
+    rssMethod: 'GNU time',
+    cacheDir: '/tmp/cache',
+    scenarios,
+    memorySize: 0,
+    memory: undefined,
+    sessions: undefined,
+    startup: { resyncMs: 80, rdiffMs: 4 },
+    ...extra,
+  };
+}
+
+function byKey(s: ScenarioResult, key: string): string {
+  const v = scenarioVerdicts(s).find((x) => x.key === key);
+  if (!v) throw new Error(`no verdict ${key}`);
+  return v.status;
+}
+
+describe('bench goals', () => {
+  test('the yardstick is the rsync mode with the lower median wall time, with its own wire bytes', () => {
+    const s = goodScenario();
+    expect(fasterRsync(s.push)).toEqual({ mode: 'temp', wallMs: 800, wireBytes: 4000 });
+    expect(fasterRsync(s.pull)).toEqual({ mode: 'inplace', wallMs: 800, wireBytes: 3000 });
+  });
+
+  test('a scenario meeting every bound is met on every goal', () => {
+    expect(scenarioVerdicts(goodScenario()).map((v) => [v.key, v.status])).toEqual([
+      ['push', 'met'],
+      ['pull', 'met'],
+      ['delta time', 'met'],
+      ['delta size', 'met'],
+      ['patch', 'met'],
+      ['peak RSS', 'met'],
+    ]);
+  });
+
+  test('push is judged against the faster mode, not the slower one', () => {
+    const s = goodScenario();
+    // 0.6x of rsync --inplace (1050 ms) but 0.79x of the temp-file mode (800 ms).
+    s.push.resync = tcp([630, 630, 630], 1000);
+    expect(byKey(s, 'push')).toBe('not met');
+  });
+
+  test('push and pull need fewer bytes on the wire than the faster mode, not only less time', () => {
+    const s = goodScenario();
+    s.pull.resync = tcp([100, 100, 100], 3000);
+    expect(byKey(s, 'pull')).toBe('not met');
+  });
+
+  test('patch is held to rdiff patch + sync, not to rdiff patch alone', () => {
+    const s = goodScenario();
+    // 300 ms against rdiff's 200 ms alone, but 400 ms (median) with the sync.
+    expect(byKey(s, 'patch')).toBe('met');
+    s.rdiffPatchSync = samples([250, 260, 270]);
+    expect(byKey(s, 'patch')).toBe('not met');
+  });
+
+  test('delta time and size bounds', () => {
+    const s = goodScenario();
+    s.resync.delta = samples([510, 510, 510]);
+    expect(byKey(s, 'delta time')).toBe('not met');
+    const t = goodScenario();
+    t.resync.deltaBytes = 1_060_000;
+    expect(byKey(t, 'delta size')).toBe('not met');
+    t.resync.deltaBytes = 1_050_000;
+    expect(byKey(t, 'delta size')).toBe('met');
+  });
+
+  test('peak RSS counts the servers of push and pull too', () => {
+    const s = goodScenario();
+    s.pull.resync = s.pull.resync.map((x) => ({ ...x, senderRssBytes: 150e6 }));
+    expect(byKey(s, 'peak RSS')).toBe('not met');
+  });
+
+  test('session growth is the increase over one session, per added session', () => {
+    const c = { sessions: 8, imageSize: 256 * 1024 ** 2, oneRssBytes: 80e6, manyRssBytes: 220e6, manyWallMs: 5000 };
+    expect(sessionGrowth(c)).toBe(20e6);
+    const v = globalVerdicts(report([], { sessions: c })).find((x) => x.key === 'sessions');
+    expect(v?.status).toBe('met');
+    const worse = globalVerdicts(report([], { sessions: { ...c, manyRssBytes: 221e6 } })).find((x) => x.key === 'sessions');
+    expect(worse?.status).toBe('not met');
+    const fewer = globalVerdicts(report([], { sessions: { ...c, sessions: 4 } })).find((x) => x.key === 'sessions');
+    expect(fewer?.status).toBe('not measured');
+  });
+
+  test('the sparse goals are only judged at 64 GiB', () => {
+    const sample = (wallMs: number): Sample => ({ wallMs, rssBytes: 60e6 });
+    const t: TcpSample = { wallMs: 1000, wireBytes: 10, senderRssBytes: 60e6, receiverRssBytes: 60e6 };
+    const memory = { imageSize: GOALS.sparseImage, basisDataBytes: 1, targetDataBytes: 1, blockSize: 65536, signature: sample(2000), delta: sample(2900), patch: sample(1000), deltaBytes: 1, push: t, pull: t };
+    const at64 = globalVerdicts(report([], { memory, memorySize: memory.imageSize }));
+    expect(at64.find((v) => v.key === 'sparse')?.status).toBe('met');
+    expect(at64.find((v) => v.key === 'rss 64G')?.status).toBe('met');
+    const slow = globalVerdicts(report([], { memory: { ...memory, delta: sample(3000) } }));
+    expect(slow.find((v) => v.key === 'sparse')?.status).toBe('not met');
+    const small = globalVerdicts(report([], { memory: { ...memory, imageSize: 16 * GiB } }));
+    expect(small.find((v) => v.key === 'sparse')?.status).toBe('not measured');
+  });
+
+  test('the report shows misses plainly and keeps the hand-written section', () => {
+    const s = goodScenario();
+    s.push.resync = tcp([3000, 3000, 3000], 1000);
+    const md = renderMarkdown(report([s]), 'profiles say: hashing');
+    expect(md).toMatch(/\| tar \(real\) \| \*\*MISSED\*\* \(3\.75\) \| met \(0\.63\) \|/);
+    expect(extractWhereTimeGoes(md)).toBe('profiles say: hashing');
+  });
+});
