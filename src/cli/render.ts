@@ -311,7 +311,11 @@ export function formatSummary(command: string, summary: Record<string, unknown>)
   const more: string[] = [];
   const copies = num('copyOps');
   const literals = num('literalOps');
-  if (copies !== undefined || literals !== undefined) more.push(`${copies ?? 0} copies, ${literals ?? 0} literals`);
+  if (copies !== undefined || literals !== undefined) {
+    const c = copies ?? 0;
+    const l = literals ?? 0;
+    more.push(`${c} ${c === 1 ? 'copy' : 'copies'}, ${l} ${l === 1 ? 'literal' : 'literals'}`);
+  }
   const bs = num('blockSize');
   if (bs) more.push(`block ${fmtBytes(bs)}`);
   const resumed = num('resumedFrom');

@@ -218,6 +218,10 @@ describe('formatSummary', () => {
     );
   });
 
+  test('one copy, one literal', () => {
+    expect(formatSummary('delta', { copyOps: 1, literalOps: 1 })).toBe('delta: done\n  1 copy, 1 literal');
+  });
+
   test('a note comes last', () => {
     const s = formatSummary('patch', { imageSize: 10, bytesWritten: 0, resumedFrom: 10, nothingToResume: true, note: 'nothing to resume: x', verified: true, elapsedMs: 5 });
     expect(s.split('\n')).toHaveLength(2);
