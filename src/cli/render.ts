@@ -82,7 +82,7 @@ function eta(f: BarFields): string {
   return f.rate > 0 ? fmtDuration((f.total - f.done) / f.rate) : '--:--';
 }
 
-const MIN_BAR = 10;
+const MIN_BAR = 5;
 
 /**
  * A progress line no wider than `width` columns. The rate and the ETA are
