@@ -257,7 +257,7 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
         runCommand('recover', argv, async () => {
           const outcome = await (await filesApi()).recoverImage(argv.image);
           return { image: argv.image, outcome };
-        }),
+        }, undefined, () => localInterrupted(argv.image, 'there was nothing to recover', `run \`resync recover ${shq(argv.image)}\` again to finish settling it`)),
     );
 }
 

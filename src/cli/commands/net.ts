@@ -150,7 +150,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .example('$0 serve --secret-file S --volume vm1=/srv/vm1.img:rw', 'serve one writable volume on 127.0.0.1:7873')
           .example('$0 serve -c /etc/resync/server.json', 'serve what a config file lists'),
       (argv) =>
-        runCommand('serve', { json: false, progress: false, quiet: argv.quiet }, async () => {
+        runCommand('serve', { json: false, progress: false, quiet: true }, async () => {
           let cfg: ServerConfig;
           const warnings: string[] = [];
           const listen = argv.listen ? splitHostPort(argv.listen) : undefined;
@@ -186,15 +186,18 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           const format = (argv['log-format'] ?? (process.stderr.isTTY ? 'text' : 'json')) as 'json' | 'text';
           const level = (argv['log-level'] ?? (argv.quiet ? 'warn' : 'info')) as (typeof logMod.LOG_LEVELS)[number];
           const log = logMod.makeLogger(format, level);
+          // --quiet keeps the session events to warnings, not the start and stop lines
+          // (scripts wait for "listening on"); only --log-level filters those.
+          const life = argv['log-level'] ? log : log.child({}, { level: 'info' });
           for (const w of warnings) log.warn(w);
-          const server = new (await serverMod()).ResyncServer(cfg, (e) => logMod.logEvent(log, e));
+          const server = new (await serverMod()).ResyncServer(cfg, (e) => logMod.logEvent(/^(shutting down|stopped)/.test(e.msg) ? life : log, e));
           const port = await server.listen();
-          log.info({ host: cfg.host, port, volumes: Object.keys(cfg.volumes), tls: cfg.tls !== undefined }, `listening on ${cfg.host}:${port} with ${Object.keys(cfg.volumes).length} volume(s)`);
+          life.info({ host: cfg.host, port, volumes: Object.keys(cfg.volumes), tls: cfg.tls !== undefined }, `listening on ${cfg.host}:${port} with ${Object.keys(cfg.volumes).length} volume(s)`);
           const signal = await new Promise<NodeJS.Signals>((res) => {
             process.once('SIGINT', () => res('SIGINT'));
             process.once('SIGTERM', () => res('SIGTERM'));
           });
-          log.info({ signal }, `${signal}: stopping`);
+          life.info({ signal }, `${signal}: stopping`);
           // A second signal cuts the grace period short.
           let cut: () => void = () => undefined;
           const again = new Promise<void>((r) => (cut = r));
@@ -202,6 +205,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           process.once('SIGTERM', () => cut());
           const grace = Math.max(0, argv['shutdown-grace']) * 1000;
           const report = await server.shutdown(grace, again);
+          // What it did is in the log's last record ("stopped"); nothing is printed on stdout.
           return { sessions: server.sessionsDone, ...report };
         }, undefined, false),
     )
