@@ -79,7 +79,8 @@ export async function runCommand(
 ): Promise<void> {
   const json = argv.json === true;
   const showProgress = argv.progress ?? (process.stderr.isTTY === true && !argv.quiet && !json);
-  const view = new ProgressView(showProgress, showProgress ? (await import('cli-progress')).default : undefined);
+  // Off a terminal, --progress still reports: plain lines a log or cron mail can keep.
+  const view = new ProgressView(!showProgress ? 'off' : process.stderr.isTTY === true ? 'tty' : 'lines', command);
   const spool = new StdioSpool();
   const onSignal = (signal: NodeJS.Signals): void => {
     view.stop();
