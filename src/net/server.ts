@@ -27,7 +27,7 @@ export const REFUSAL_LINGER_MS = 500;
 import { defaultBlockSize } from '../core/signature.js';
 import { assertUnchanged, imageStamp, openImage, openOrCreateImage, type ImageHandle } from '../io/image.js';
 import { lockImage, type ImageLock, type LockMode } from '../io/lock.js';
-import { MsgType, PROTOCOL_VERSION } from '../../protocol/constants.js';
+import { MsgType, PROTOCOL_VERSION, WIRE_MAGIC } from '../../protocol/constants.js';
 import { macEquals, newNonce, clientProof, serverProof } from '../../protocol/auth.js';
 import { Connection } from './connection.js';
 import type { ServerConfig, VolumeConfig } from './config.js';
@@ -36,7 +36,6 @@ import { journalPathFor, readJournal } from '../io/journal.js';
 import { encodeFrame } from '../bytes/frame.js';
 import { encodePreamble } from '../format/preamble.js';
 import { encodeMessage } from '../../protocol/codec.js';
-import { WIRE_MAGIC } from '../../protocol/constants.js';
 import type { ProgressFn } from '../api-files.js';
 import { settleJournal } from '../io/inplace.js';
 
@@ -201,10 +200,7 @@ export class ResyncServer {
     // Once authenticated the connection takes a session slot, or is told ERR_BUSY.
     const admit = (): void => {
       leavePreAuth();
-      if (this.authenticated >= this.config.maxSessions) {
-        this.log({ level: 'warn', msg: `refused: ${this.authenticated} sessions already open`, peer, code: 'ERR_BUSY' });
-        throw new SyncError('ERR_BUSY', 'the server is at its session limit; try again later');
-      }
+      if (this.authenticated >= this.config.maxSessions) throw new SyncError('ERR_BUSY', `the server is at its session limit (${this.config.maxSessions}); try again later`);
       this.authenticated++;
       s.once('close', () => this.authenticated--);
     };
