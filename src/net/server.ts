@@ -15,6 +15,8 @@ import { dirname } from 'node:path';
 
 /** Largest frame accepted before authentication. */
 export const PRE_AUTH_MAX_FRAME = 4096;
+/** How long a new session waits for the volume's writer whose peer is gone to settle its journal. */
+const SETTLING_WAIT_MS = 30_000;
 import { defaultBlockSize } from '../core/signature.js';
 import { assertUnchanged, imageStamp, openImage, openOrCreateImage, type ImageHandle } from '../io/image.js';
 import { lockImage, type ImageLock, type LockMode } from '../io/lock.js';
@@ -43,7 +45,8 @@ export const SERVER_CAPS = ['push', 'pull', 'verify', 'compress', SUBSUMS_CAP];
 export class ResyncServer {
   private server: Server | null = null;
   private readonly sockets = new Set<Socket>();
-  private readonly writers = new Set<string>();
+  /** The session writing each volume: its connection, and when it lets go. */
+  private readonly writers = new Map<string, { conn: Connection; released: Promise<void> }>();
   private readonly readers = new Map<string, number>();
   /** Completed sessions, for tests and logs. */
   sessionsDone = 0;
@@ -151,7 +154,7 @@ export class ResyncServer {
       const vol = Object.hasOwn(this.config.volumes, open.volume) ? this.config.volumes[open.volume] : undefined;
       if (!vol) throw new SyncError('ERR_NOT_FOUND', `no volume named ${JSON.stringify(open.volume)}`);
       if (open.mode === 'push' && !vol.writable) throw new SyncError('ERR_PERMISSION', `volume ${open.volume} is read-only`);
-      const release = this.lock(open.volume, open.mode === 'push');
+      const release = await this.lock(open.volume, open.mode === 'push', conn);
       try {
         this.log({ level: 'info', msg: `${open.mode} started`, peer, volume: open.volume });
         if (open.mode === 'push') await this.servePush(conn, vol, open.blockSize, open.imageSize);
@@ -275,14 +278,24 @@ export class ResyncServer {
     };
   }
 
-  /** Writers are exclusive; readers share. Refuses instead of waiting. */
-  private lock(volume: string, write: boolean): () => void {
+  /**
+   * Writers are exclusive; readers share. Refuses instead of waiting, except
+   * for a writer whose peer is already gone: it is only settling its journal
+   * (a crashed client's immediate retry), so that is waited for, briefly.
+   */
+  private async lock(volume: string, write: boolean, conn: Connection): Promise<() => void> {
+    const w = this.writers.get(volume);
+    if (w?.conn.failed) await Promise.race([w.released, new Promise((r) => setTimeout(r, SETTLING_WAIT_MS).unref())]);
     if (this.writers.has(volume) || (write && (this.readers.get(volume) ?? 0) > 0)) {
       throw new SyncError('ERR_BUSY', `volume ${volume} is busy with another session`);
     }
     if (write) {
-      this.writers.add(volume);
-      return () => this.writers.delete(volume);
+      let done = (): void => undefined;
+      this.writers.set(volume, { conn, released: new Promise<void>((r) => (done = r)) });
+      return () => {
+        this.writers.delete(volume);
+        done();
+      };
     }
     this.readers.set(volume, (this.readers.get(volume) ?? 0) + 1);
     return () => this.readers.set(volume, (this.readers.get(volume) ?? 1) - 1);
