@@ -13,7 +13,7 @@ import { dial, type ClientTls, type Connection } from './connection.js';
 import { inPlaceSink, receiveDelta, receiveSignatureWithPrepass, sendDelta, sendSignature, tempFileSink } from './transfer.js';
 import { journalPathFor } from '../io/journal.js';
 import { SUBSUMS_CAP } from './subsums.js';
-import { killPoint, trace } from '../trace.js';
+import { trace } from '../trace.js';
 import { settleJournal } from '../io/inplace.js';
 
 /** Options for push and pull. */
@@ -162,7 +162,6 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
       if (isSyncError(e) && !e.details.remote) await conn.sendErrorAndClose(e);
       throw e;
     }
-    killPoint('pull-verified');
     // The image is complete and verified here: a server that went away
     // before hearing so changes nothing about it.
     await conn.send({ type: MsgType.Result, ok: true, bytesWritten: r.targetSize, targetHash: r.targetHash }).catch(() => undefined);
