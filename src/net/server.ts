@@ -27,7 +27,7 @@ import type { ServerConfig, VolumeConfig } from './config.js';
 import { inPlaceSink, receiveDelta, receiveSignatureWithPrepass, sendDelta, sendSignature, tempFileSink } from './transfer.js';
 import { journalPathFor, readJournal } from '../io/journal.js';
 import type { ProgressFn } from '../api-files.js';
-import { settleJournal } from '../io/inplace.js';
+import { recoverLocked, settleJournal } from '../io/inplace.js';
 
 /** One line of the server's log. */
 export interface ServerEvent {
@@ -38,8 +38,11 @@ export interface ServerEvent {
   code?: string;
 }
 
+/** Capability: Open(recover) rolls back or completes a volume's unfinished update (answered with Recovered). */
+export const RECOVER_CAP = 'recover';
+
 /** The capabilities this build offers. */
-export const SERVER_CAPS = ['push', 'pull', 'verify', 'compress', SUBSUMS_CAP];
+export const SERVER_CAPS = ['push', 'pull', 'verify', 'compress', SUBSUMS_CAP, RECOVER_CAP];
 
 /** A running resync server. */
 export class ResyncServer {
@@ -153,11 +156,12 @@ export class ResyncServer {
       volumeName = open.volume;
       const vol = Object.hasOwn(this.config.volumes, open.volume) ? this.config.volumes[open.volume] : undefined;
       if (!vol) throw new SyncError('ERR_NOT_FOUND', `no volume named ${JSON.stringify(open.volume)}`);
-      if (open.mode === 'push' && !vol.writable) throw new SyncError('ERR_PERMISSION', `volume ${open.volume} is read-only`);
-      const release = await this.lock(open.volume, open.mode === 'push', conn);
+      if ((open.mode === 'push' || open.mode === 'recover') && !vol.writable) throw new SyncError('ERR_PERMISSION', `volume ${open.volume} is read-only`);
+      const release = await this.lock(open.volume, open.mode === 'push' || open.mode === 'recover', conn);
       try {
         this.log({ level: 'info', msg: `${open.mode} started`, peer, volume: open.volume });
         if (open.mode === 'push') await this.servePush(conn, vol, open.blockSize, open.imageSize);
+        else if (open.mode === 'recover') await this.serveRecover(conn, vol);
         else if (open.mode === 'pull') await this.servePull(conn, vol, hello.caps.includes('compress'), hello.caps.includes(SUBSUMS_CAP));
         else await this.serveVerify(conn, vol, open.blockSize, open.imageSize);
         this.sessionsDone++;
@@ -208,12 +212,29 @@ export class ResyncServer {
   }
 
   /** The image's cross-process lock; held by another process, the volume is busy. */
-  private async lockImage(path: string, mode: LockMode): Promise<ImageLock> {
+  private async lockImage(path: string, mode: LockMode, create = mode === 'write'): Promise<ImageLock> {
     try {
-      return await lockImage(path, mode, { create: mode === 'write' });
+      return await lockImage(path, mode, { create });
     } catch (e) {
       if (isSyncError(e) && e.code === 'ERR_LOCKED') throw new SyncError('ERR_BUSY', 'the volume is in use by another session (another process or another volume name for the same file)');
       throw e;
+    }
+  }
+
+  /**
+   * recover: settle the volume's journal for good, under the same locks as a
+   * push: roll an unfinished update back to the image from before it (or
+   * complete one that was verified), prove the result against the journal's
+   * hash, and say which. The way out when the pushing side is gone.
+   */
+  private async serveRecover(conn: Connection, vol: VolumeConfig): Promise<void> {
+    const lock = await this.lockImage(vol.path, 'write', false);
+    try {
+      const r = await recoverLocked(vol.path, journalPathFor(vol.path));
+      this.log({ level: 'info', msg: `recover: ${r.outcome}`, volume: Object.entries(this.config.volumes).find(([, v]) => v === vol)?.[0] ?? vol.path });
+      await conn.send({ type: MsgType.Recovered, outcome: r.outcome, imageSize: r.size });
+    } finally {
+      await lock.release();
     }
   }
 
@@ -236,7 +257,10 @@ export class ResyncServer {
 
   private async refuseUnfinished(vol: VolumeConfig): Promise<void> {
     if (await readJournal(journalPathFor(vol.path))) {
-      throw new SyncError('ERR_BUSY', 'an earlier push to this volume did not finish; push again to complete it before reading it');
+      throw new SyncError(
+        'ERR_BUSY',
+        "an earlier push to this volume did not finish: push again to complete it, or roll it back with 'resync recover HOST:PORT/VOLUME --secret-file FILE' before reading it",
+      );
     }
   }
 

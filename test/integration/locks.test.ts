@@ -14,7 +14,7 @@ import { createHash } from 'node:crypto';
 import { makePair } from '../../bench/workload.js';
 import { journalPathFor } from '../../src/io/journal.js';
 import { lockFilePathFor } from '../../src/io/lock.js';
-import { pull, push, connectAuthenticated, openSession } from '../../src/net/client.js';
+import { pull, push, connectAuthenticated, openSession, recoverRemote } from '../../src/net/client.js';
 import { MsgType } from '../../protocol/constants.js';
 import { SUB_NEED_SPAN } from '../../protocol/codec.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
@@ -370,6 +370,66 @@ describe('a journal goes only once the image is provably old or new', () => {
     expect(missing.code).toBe(5);
     const d = await cli(['recover', dir, '--json']);
     expect(d.code).toBe(5);
+  });
+});
+
+describe('failback after an interrupted push whose primary is gone: resync recover HOST:PORT/VOLUME', () => {
+  test('pull is ERR_BUSY naming the way out; recover against the live server rolls the volume back (proved); then pull works', { timeout: 90_000 }, async () => {
+    const vol = await fresh('failback');
+    const s = await serve([`v=${vol}:rw`, `ro=${vol}:ro`], srv.secretFile);
+    try {
+      const px = await FaultProxy.start(s.port, { up: { cutAfter: 14 * MiB } });
+      await expect(push(source, { host: LOCAL, port: px.port, volume: 'v', secret: srv.secret })).rejects.toMatchObject({ code: 'ERR_CONNECTION' });
+      await px.close();
+      await waitFor('the server to suspend the push', () => journalHasUndo(vol));
+      await waitFor('the server to release the volume', async () => {
+        const r = await cli(['pull', `${LOCAL}:${s.port}/v`, join(dir, 'failback-try.img'), '--secret-file', srv.secretFile, '--json']);
+        return r.stdout.includes('did not finish');
+      });
+      const refused = await cli(['pull', `${LOCAL}:${s.port}/v`, join(dir, 'failback-local.img'), '--secret-file', srv.secretFile, '--json']);
+      expect(refused.code).toBe(7);
+      expect(refused.stdout).toContain('ERR_BUSY');
+      expect(refused.stdout).toContain('resync recover HOST:PORT/VOLUME');
+
+      // Write access is needed: a read-only name for the same file is refused.
+      const ro = await cli(['recover', `${LOCAL}:${s.port}/ro`, '--secret-file', srv.secretFile, '--json']);
+      expect(ro.code, ro.stdout).toBe(8);
+      expect(existsSync(journalPathFor(vol))).toBe(true);
+
+      const rec = await cli(['recover', `${LOCAL}:${s.port}/v`, '--secret-file', srv.secretFile, '--json']);
+      expect(rec.code, rec.stdout + rec.stderr).toBe(0);
+      expect(JSON.parse(rec.stdout.trim().split('\n').pop()!)).toMatchObject({ outcome: 'rolled-back', imageSize: SIZE, verified: true });
+      expect(await sha(vol)).toBe(basisSha);
+      expect(existsSync(journalPathFor(vol))).toBe(false);
+
+      const again = await cli(['recover', `${LOCAL}:${s.port}/v`, '--secret-file', srv.secretFile, '--json']);
+      expect(again.code).toBe(0);
+      expect(again.stdout).toContain('"nothing"');
+      const local = join(dir, 'failback-local.img');
+      const p = await cli(['pull', `${LOCAL}:${s.port}/v`, local, '--secret-file', srv.secretFile, '--json']);
+      expect(p.code, p.stdout).toBe(0);
+      expect(await sha(local)).toBe(basisSha);
+    } finally {
+      await stop(s.child);
+    }
+  });
+
+  test('recover of a volume while a push is writing it is refused (ERR_BUSY) and the push completes', { timeout: 90_000 }, async () => {
+    const vol = await fresh('recover-busy');
+    const s = await startServer({ v: { path: vol, writable: true } });
+    const px = await FaultProxy.start(s.port, { up: { stall: { after: 14 * MiB, ms: 15_000 } } });
+    try {
+      const first = push(source, { host: LOCAL, port: px.port, volume: 'v', secret: s.secret });
+      await waitFor('the push to write under its journal', () => journalHasUndo(vol));
+      const journalBefore = await fileSha(journalPathFor(vol));
+      await expect(recoverRemote({ host: LOCAL, port: s.port, volume: 'v', secret: s.secret })).rejects.toMatchObject({ code: 'ERR_BUSY' });
+      expect(await fileSha(journalPathFor(vol))).toBe(journalBefore);
+      expect((await first).verified).toBe(true);
+      expect(await sha(vol)).toBe(sourceSha);
+    } finally {
+      await px.close();
+      await s.server.close();
+    }
   });
 });
 

@@ -140,12 +140,20 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
     )
     .command(
       'recover <image>',
-      'Resolve an interrupted --in-place patch: finish it if it was verified, else roll IMAGE back to its original contents',
-      (a) => a.positional('image', { type: 'string', demandOption: true }),
+      'Resolve an interrupted in-place update: finish it if it was verified, else roll IMAGE back to its original contents (checked against the hash in its journal). IMAGE may be HOST:PORT/VOLUME: the server then does it to the volume (an interrupted push whose primary is gone)',
+      (a) =>
+        a
+          .positional('image', { type: 'string', demandOption: true, describe: 'an image, or HOST:PORT/VOLUME' })
+          .option('secret-file', { type: 'string', describe: 'HOST:PORT/VOLUME: file holding the shared secret (or RESYNC_SECRET_FILE)' })
+          .option('tls', { type: 'boolean', default: false, describe: 'HOST:PORT/VOLUME: connect over TLS' })
+          .option('tls-ca', { type: 'string', describe: 'HOST:PORT/VOLUME: PEM CA certificate to trust for --tls' })
+          .option('timeout', { type: 'number', default: 300, describe: 'HOST:PORT/VOLUME: seconds of silence before giving up' }),
       (argv) =>
         runCommand('recover', argv, async () => {
+          const net = await import('./net.js');
+          if (net.isRemoteVolume(argv.image)) return net.recoverRemoteCommand(argv);
           const outcome = await (await filesApi()).recoverImage(argv.image);
-          return { image: argv.image, outcome };
+          return { image: argv.image, outcome, verified: outcome !== 'nothing' };
         }),
     );
 }
