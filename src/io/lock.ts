@@ -70,6 +70,11 @@ export async function lockImage(path: string, mode: LockMode, opts: { create?: b
 }
 
 async function openForLock(path: string, create: boolean): Promise<FileHandle> {
+  // Opening a FIFO would wait for a writer: refuse what cannot be an image first.
+  const st = await stat(path).catch(() => null);
+  if (st && !st.isFile() && !st.isBlockDevice() && !st.isDirectory()) {
+    throw new SyncError('ERR_IO', `cannot use ${path}: not a regular file or block device`, { path });
+  }
   try {
     return await open(path, 'r');
   } catch (e) {

@@ -17,6 +17,7 @@ import { dryRunSummary, parseBwlimit } from './ops.js';
 import { localInterrupted, outputOptions, runCommand, type CommonArgs, type Interruption } from '../run.js';
 import { resolve } from 'node:path';
 import { readFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import type { ClientTls } from '../../net/connection.js';
 import { ioError } from '../../io/errors.js';
 
@@ -69,6 +70,22 @@ async function clientOptionsFrom(
     tls: await clientTls(argv.tls, argv['tls-ca']),
     onProgress,
   };
+}
+
+/** A `recover` argument that names a remote volume (HOST:PORT/VOLUME) rather than a local image. */
+export function isRemoteVolume(arg: string): boolean {
+  return /^[^/\s]+:\d{1,5}\/[A-Za-z0-9._-]{1,128}$/.test(arg) && !existsSync(arg);
+}
+
+/** `resync recover HOST:PORT/VOLUME`: the server rolls back (or completes) the volume's unfinished update. */
+export async function recoverRemoteCommand(argv: { image: string; 'secret-file'?: string | undefined; timeout: number; tls: boolean; 'tls-ca'?: string | undefined }): Promise<Record<string, unknown>> {
+  const r = await (await clientMod()).recoverRemote({
+    ...parseRemote(argv.image),
+    secret: await readSecretFile(secretFileArg(argv['secret-file'])),
+    idleTimeoutMs: argv.timeout * 1000,
+    tls: await clientTls(argv.tls, argv['tls-ca']),
+  });
+  return { image: argv.image, outcome: r.outcome, imageSize: r.imageSize, verified: true };
 }
 
 function secretFileArg(v: string | undefined): string {
