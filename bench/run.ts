@@ -52,7 +52,7 @@ type AnyScenario = Scenario | RealScenario;
 const ALL_SCENARIOS: readonly AnyScenario[] = [...SCENARIOS, ...REAL_SCENARIOS];
 const DEFAULT_SCENARIOS: readonly AnyScenario[] = ['scattered', 'shifted', 'mixed', 'identical', 'different', 'ext4', 'tar', 'sqlite'];
 /** --quick: a first look in a few minutes; the goals need the full run. */
-const QUICK = { size: '256M', scenarios: 'scattered,shifted,tar', runs: '1', memorySize: '0', sessions: '0' } as const;
+const QUICK = { size: '256M', scenarios: 'scattered,shifted,tar', runs: '1', memorySize: '0', sessions: '0', out: '.tmp/benchmarks-quick.md' } as const;
 const VOLUME = 'bench';
 
 function isReal(s: AnyScenario): s is RealScenario {
@@ -88,7 +88,7 @@ const USAGE = `usage: npm run bench -- [options]
   --seed N             workload seed, generated and real (default 1)
   --memory-size SIZE   sparse image for the sparse file-mode and peak-RSS run (default 64G; 0 skips it)
   --sessions N         concurrent pushes into one server for its memory growth (default 8; 0 skips it)
-  --out FILE           report to write (default docs/benchmarks.md)
+  --out FILE           report to write (default docs/benchmarks.md; with --quick, ${QUICK.out}, so a quick look never replaces the report)
   --tmp DIR            where to make the temporary directory (default: the OS temp dir unless it is tmpfs)
   --cache DIR          where the real workloads are built and kept between runs (default: resync-bench-cache beside the temporary directory)`;
 
@@ -120,7 +120,7 @@ function parseOptions(argv: string[]): Options {
       seed: { type: 'string', default: '1' },
       'memory-size': { type: 'string' },
       sessions: { type: 'string' },
-      out: { type: 'string', default: 'docs/benchmarks.md' },
+      out: { type: 'string' },
       tmp: { type: 'string' },
       cache: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
@@ -150,7 +150,7 @@ function parseOptions(argv: string[]): Options {
     memorySize,
     sessions: parseIntArg(values.sessions ?? (q ? QUICK.sessions : String(GOALS.sessions)), '--sessions', 0),
     quick: q,
-    out: values.out,
+    out: values.out ?? (q ? QUICK.out : 'docs/benchmarks.md'),
     tmpBase: values.tmp,
     cacheDir: values.cache,
   };
