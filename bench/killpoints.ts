@@ -104,7 +104,7 @@ export interface KillPointReport {
   rolledBack: number;
   /** Trials whose last run found the work already complete. */
   alreadyComplete: number;
-  /** How `patch --resume` refused an image that was already complete (it is the new image, not the basis). */
+  /** What `patch --resume` said of an image that was already complete: "nothing to resume" (or an error code). */
   refusedWhenComplete: Record<string, number>;
   /** Network faults injected, by kind, and what the faulted client saw. */
   faultsInjected: number;
@@ -496,7 +496,11 @@ export async function runKillPoints(o: KillPointOptions): Promise<KillPointRepor
         const h = await sha256File(work);
         if (c.code === 0) {
           if (h !== p.targetSha) fail(`${trial}: --resume reported success but the image differs from the source`, true);
-          else r.resumed++;
+          else if (c.json?.nothingToResume === true) {
+            // It had finished before the kill: no journal, and --resume says so.
+            r.alreadyComplete++;
+            bump(r.refusedWhenComplete, 'nothing to resume');
+          } else r.resumed++;
         } else if (h === p.targetSha && !existsSync(journalPathFor(work))) {
           // It had finished before the kill; the resume refuses to patch the new image again.
           r.alreadyComplete++;
@@ -735,7 +739,7 @@ export function formatReport(r: KillPointReport): string {
     `  image after the kill: journal present ${r.landed.journal} (with undo records ${r.landedAfterWrites}, past a checkpoint ${r.landedAfterCheckpoint}), untouched ${r.landed.untouched}, already complete ${r.landed.complete}, settled by a server then killed ${r.landed.settled}`,
     `  journals left without a readable header (killed while creating it): ${r.tornJournal}`,
     `  client errors when the server was killed: ${JSON.stringify(r.clientCodes)}`,
-    `  resumed to the source: ${r.resumed}; rolled back to the original: ${r.rolledBack}; found complete: ${r.alreadyComplete} (patch --resume then refused with ${JSON.stringify(r.refusedWhenComplete)})`,
+    `  resumed to the source: ${r.resumed}; rolled back to the original: ${r.rolledBack}; found complete: ${r.alreadyComplete} (what patch --resume then said: ${JSON.stringify(r.refusedWhenComplete)})`,
     `network faults injected: ${r.faultsInjected} ${JSON.stringify(r.faultKinds)}; client errors ${JSON.stringify(r.faultCodes)}`,
     `  retries that resumed past 0: ${r.faultRetriesResumed}; literal bytes resent ${r.faultRetryBytes} of ${r.faultFullBytes} for full runs`,
     `silent corruption: ${r.silentCorruption}; failures: ${r.failures.length}`,

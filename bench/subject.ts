@@ -81,19 +81,21 @@ export class ResyncCli {
     return parseSummary(await this.meter.run(process.execPath, [this.cliPath, ...args]));
   }
 
-  /** `resync signature BASIS SIG [--block-size N]`. */
+  // --force: repeated runs write the same outputs again.
+
+  /** `resync signature --force BASIS SIG [--block-size N]`. */
   signature(basis: string, sig: string, blockSize?: number): Promise<ResyncRun> {
-    return this.run(['signature', '--json', ...(blockSize !== undefined ? ['--block-size', String(blockSize)] : []), basis, sig]);
+    return this.run(['signature', '--json', '--force', ...(blockSize !== undefined ? ['--block-size', String(blockSize)] : []), basis, sig]);
   }
 
-  /** `resync delta SIG NEW DELTA`. */
+  /** `resync delta --force SIG NEW DELTA`. */
   delta(sig: string, target: string, delta: string): Promise<ResyncRun> {
-    return this.run(['delta', '--json', sig, target, delta]);
+    return this.run(['delta', '--json', '--force', sig, target, delta]);
   }
 
-  /** `resync patch BASIS DELTA OUT`. */
+  /** `resync patch --force BASIS DELTA OUT`. */
   patch(basis: string, delta: string, out: string): Promise<ResyncRun> {
-    return this.run(['patch', '--json', basis, delta, out]);
+    return this.run(['patch', '--json', '--force', basis, delta, out]);
   }
 
   /** `resync push IMAGE 127.0.0.1:PORT/VOLUME`. */

@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 // Runs the bundled CLI, dist/resync.cjs (npm run build makes it), compiled
-// from V8's code cache beside it when the cache matches the bundle; the
-// unbundled build if the bundle is missing. See scripts/bundle.mjs. A
+// from V8's code cache beside it when the cache matches the bundle's content;
+// the unbundled build if the bundle is missing. See scripts/bundle.mjs. A
 // CommonJS script (bin/package.json): starting the ES module loader for this
 // file alone cost ~4 ms of every start.
 'use strict';
-const { readFileSync, statSync, writeFileSync } = require('node:fs');
+const { createHash } = require('node:crypto');
+const { accessSync, constants, readFileSync, renameSync, unlinkSync, writeFileSync } = require('node:fs');
 const { createRequire } = require('node:module');
 const { dirname, join } = require('node:path');
 const { Script } = require('node:vm');
@@ -13,46 +14,67 @@ const { Script } = require('node:vm');
 const bundle = join(__dirname, '..', 'dist', 'resync.cjs');
 const cacheFile = `${bundle}.cache`;
 
-let source;
+let bytes;
 try {
-  source = readFileSync(bundle, 'utf8');
+  bytes = readFileSync(bundle);
 } catch (e) {
   if (e?.code !== 'ENOENT') throw e;
 }
 
-if (source === undefined) {
+if (bytes === undefined) {
   import('../dist/src/cli/main.js').catch((e) => {
     console.error(e);
     process.exit(1);
   });
 } else {
   // V8 checks a cache against the source's length only, so the cache carries
-  // the size and mtime of the bundle it was made from (16 bytes in front).
-  const st = statSync(bundle);
+  // the SHA-256 of the bundle it was made from (32 bytes in front). Not size
+  // and mtime: npm sets every file's mtime to a fixed date at install, and a
+  // copy gets a new one, so a stamp of them matches the wrong bundle or never.
+  const digest = createHash('sha256').update(bytes).digest();
   let cachedData;
   let cache = 'none';
   try {
     const c = readFileSync(cacheFile);
     cache = 'stale';
-    if (c.length > 16 && c.readDoubleLE(0) === st.size && c.readDoubleLE(8) === st.mtimeMs) cachedData = c.subarray(16);
+    if (c.length > 32 && digest.equals(c.subarray(0, 32))) cachedData = c.subarray(32);
   } catch {
     // no cache: compile
   }
   // Strict, as the ES modules it was bundled from.
-  const script = new Script(`(function (exports, require, module, __filename, __dirname) {'use strict';${source}\n})`, { filename: bundle, cachedData });
+  const script = new Script(`(function (exports, require, module, __filename, __dirname) {'use strict';${bytes.toString('utf8')}\n})`, { filename: bundle, cachedData });
   if (cachedData) cache = script.cachedDataRejected ? 'rejected' : 'used';
   if (process.env.RESYNC_TRACE) {
     const cpu = process.cpuUsage();
     process.stderr.write(`trace ${process.pid} ${(Date.now() / 1000).toFixed(3)} cpu ${((cpu.user + cpu.system) / 1000).toFixed(0)}ms code cache ${cache}\n`);
   }
-  if (process.env.RESYNC_WRITE_CODE_CACHE) {
+  // The build and the install script ask for a cache; a run without a usable
+  // one (install scripts off, a new Node) writes it if it may, so the next
+  // start has it. Through a rename: runs at once never see half a file.
+  if (process.env.RESYNC_WRITE_CODE_CACHE || (cache !== 'used' && writable(dirname(bundle)))) {
     process.once('exit', () => {
-      const head = Buffer.alloc(16);
-      head.writeDoubleLE(st.size, 0);
-      head.writeDoubleLE(st.mtimeMs, 8);
-      writeFileSync(cacheFile, Buffer.concat([head, script.createCachedData()]));
+      const tmp = `${cacheFile}.${process.pid}.tmp`;
+      try {
+        writeFileSync(tmp, Buffer.concat([digest, script.createCachedData()]));
+        renameSync(tmp, cacheFile);
+      } catch {
+        try {
+          unlinkSync(tmp);
+        } catch {
+          // nothing written
+        }
+      }
     });
   }
   const mod = { exports: {} };
   script.runInThisContext()(mod.exports, createRequire(bundle), mod, bundle, dirname(bundle));
+}
+
+function writable(dir) {
+  try {
+    accessSync(dir, constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
 }

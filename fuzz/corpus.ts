@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { encodeFrame } from '../src/bytes/frame.js';
 import { imageHashBuilder, type ImageHashSpec } from '../src/core/imagehash.js';
 import { SEED_LEN } from '../src/core/limits.js';
+import { adler32OfZeros } from '../src/core/rolling.js';
 import { DeltaMatcher } from '../src/core/matcher.js';
 import type { DeltaOp } from '../src/core/ops.js';
 import { Signature, SignatureGenerator, makeSignatureParams, type SignatureChunk, type SignatureParams } from '../src/core/signature.js';
@@ -19,7 +20,7 @@ import { DeltaFileEncoder, opMessage } from '../src/format/deltafile.js';
 import { SignatureFileEncoder, sigBlocksMessage, sigHeaderMessage } from '../src/format/sigfile.js';
 import { MsgType, PROTOCOL_VERSION } from '../protocol/constants.js';
 import { encodeMessage } from '../protocol/codec.js';
-import type { Message } from '../protocol/messages.js';
+import type { Message, SubNeedMsg } from '../protocol/messages.js';
 import { corpusImage, editedImage } from './images.js';
 import { PATCH_BASIS, sha256 } from './reference.js';
 import { SESSION_BASIS, SESSION_VOLUMES } from './session.js';
@@ -48,6 +49,20 @@ function sigFile(size: number, opts: { blockSize?: number; strongAlg?: StrongAlg
   const enc = new SignatureFileEncoder(p);
   const parts = [enc.start(), ...sigChunks(p, img).map((c) => enc.chunk(c)), enc.end(sha256(img))];
   return Buffer.concat(parts);
+}
+
+/**
+ * A hostile signature file: every weak sum is that of a zero block, every
+ * strong sum is noise (fixed, so the file is reproducible). Against zeros
+ * each window is a weak hit whose strong check fails: the matcher must bound
+ * that work per byte (issue 15.3).
+ */
+function zeroWeakSigFile(blocks: number, blockSize: number): Uint8Array {
+  const p = makeSignatureParams(blocks * blockSize, SEED, { blockSize });
+  const enc = new SignatureFileEncoder(p);
+  const strong = Uint8Array.from({ length: blocks * p.strongLen }, (_, i) => (i * 149 + 7) & 0xff);
+  const weak = new Uint32Array(blocks).fill(adler32OfZeros(blockSize));
+  return Buffer.concat([enc.start(), enc.chunk({ first: 0, weak, strong }), enc.end(HASH)]);
 }
 
 /** The ops that turn `basis` into `target`, from the real signature and matcher. */
@@ -83,12 +98,18 @@ const frame = (m: Message): Uint8Array => encodeFrame(encodeMessage(m));
  * `placeholders` the seed and target hash are zero bytes, which the session
  * target replaces with the live server's seed and the matching hash.
  */
-function deltaFrames(basis: Uint8Array, target: Uint8Array, blockSize: number, opts: { mutate?: (ops: DeltaOp[]) => DeltaOp[]; placeholders?: boolean } = {}): Uint8Array {
+function deltaFrames(
+  basis: Uint8Array,
+  target: Uint8Array,
+  blockSize: number,
+  opts: { mutate?: (ops: DeltaOp[]) => DeltaOp[]; placeholders?: boolean; subNeed?: Omit<SubNeedMsg, 'type'> } = {},
+): Uint8Array {
   let ops = deltaOps(basis, target, blockSize);
   if (opts.mutate) ops = opts.mutate(ops);
   const seed = opts.placeholders ? new Uint8Array(SEED_LEN) : SEED;
   const targetHash = opts.placeholders ? new Uint8Array(32) : imageHash(target, { blockSize, strongAlg: 'sha256', seed });
   const parts = [frame({ type: MsgType.DeltaHeader, blockSize, basisSize: basis.length, basisHash: null, targetSize: target.length, strongAlgId: 1, seed })];
+  if (opts.subNeed) parts.push(frame({ type: MsgType.SubNeed, ...opts.subNeed }));
   for (const op of ops) parts.push(frame(opMessage(op)));
   parts.push(frame({ type: MsgType.DeltaEnd, targetSize: target.length, targetHash, opCount: ops.length, digest: null }));
   return Buffer.concat(parts);
@@ -161,6 +182,7 @@ export function generateSeeds(target: string): Seed[] {
         { name: 'blocks-64-len8', bytes: sigFile(1000, { blockSize: 64, strongLen: 8 }) },
         { name: 'blake2b-len32', bytes: sigFile(3000, { blockSize: 256, strongAlg: 'blake2b', strongLen: 32 }) },
         { name: 'two-chunks', bytes: sigFile(4200 * 16, { blockSize: 16, strongLen: 8 }) },
+        { name: 'zero-weak-noise-strong', bytes: zeroWeakSigFile(4, 4096) },
       ];
     case 'deltafile': {
       const basis = corpusImage(6000);
@@ -208,6 +230,8 @@ export function generateSeeds(target: string): Seed[] {
           name: 'p3-delta-copy-out-of-bounds',
           bytes: withPrefix(3, deltaFrames(SESSION_BASIS, target, 2048, { ...live, mutate: (ops) => [...ops.slice(0, 2), { kind: 'copy', offset: SESSION_BASIS.length, length: 1 }, ...ops.slice(2)] })),
         },
+        // A request for sub-block sums (blocks 1 and 2, 1 KiB sub-blocks) among the ops: legal, answered, not an op.
+        { name: 'p3-delta-subneed', bytes: withPrefix(3, deltaFrames(SESSION_BASIS, target, 2048, { ...live, subNeed: { first: 1, subSize: 1024, bitmap: Uint8Array.of(0b11) } })) },
         { name: 'p4-delta-edited', bytes: withPrefix(4, deltaFrames(SESSION_BASIS, target, 2048, live)) },
         { name: 'p5-signature', bytes: withPrefix(5, sigFrames(20_000)) },
       ];

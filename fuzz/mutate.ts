@@ -273,7 +273,7 @@ export function applyPlan(plan: Plan, corpus: readonly Uint8Array[], shape: Inpu
 export const SHAPES: Record<string, InputShape> = {
   frame: { prefix: 1, preamble: 0 },
   message: { prefix: 0, preamble: 0, single: true },
-  sigfile: { prefix: 0, preamble: 8, endType: MsgType.SigEnd, digestField: 3, count: { field: 1, of: 'blocks' } },
+  sigfile: { prefix: 0, preamble: 8, endType: MsgType.SigEnd, digestField: 3, digestCoversEndFrom: 2, count: { field: 1, of: 'blocks' } },
   deltafile: { prefix: 0, preamble: 8, endType: MsgType.DeltaEnd, digestField: 4, count: { field: 3, of: 'ops' } },
   patch: { prefix: 0, preamble: 0, endType: MsgType.DeltaEnd, count: { field: 3, of: 'ops' }, patchModel: true },
   session: { prefix: 1, preamble: 0, endType: MsgType.DeltaEnd, count: { field: 3, of: 'ops' } },

@@ -6,7 +6,9 @@
  */
 import { createHash } from 'node:crypto';
 import type { ErrorCode } from '../src/core/errors.js';
-import { MAX_LITERAL } from '../src/core/limits.js';
+import { MAX_LITERAL, MAX_SUB_SIZE, MAX_SUBS_PER_BLOCK } from '../src/core/limits.js';
+import { SUB_NEED_MAX_BLOCKS } from '../protocol/codec.js';
+import type { SubNeedMsg } from '../protocol/messages.js';
 import type { DeltaOp } from '../src/core/ops.js';
 import { FRAME_HEADER_LEN } from '../src/bytes/frame.js';
 import { imageHashBuilder } from '../src/core/imagehash.js';
@@ -84,6 +86,27 @@ export function modelPatch(basis: Uint8Array, ops: readonly DeltaOp[], targetSiz
     parts.push(piece);
   }
   return { ok: true, size, parts };
+}
+
+/**
+ * Whether the receiver of a delta answers this SubNeed (a request for
+ * sub-block sums, legal among the ops: protocol/WIRE.md) rather than refusing
+ * it: the sub-block size splits a block into 2..MAX_SUBS_PER_BLOCK pieces of at
+ * most MAX_SUB_SIZE, every block asked for is a whole block of the basis at or
+ * past `position` (the output written so far), and at most
+ * SUB_NEED_MAX_BLOCKS are asked for. The codec has already checked the rest.
+ */
+export function subNeedAccepted(m: SubNeedMsg, blockSize: number, basisSize: number, position: number): boolean {
+  const per = blockSize / m.subSize;
+  if (!Number.isInteger(per) || per < 2 || per > MAX_SUBS_PER_BLOCK || m.subSize > MAX_SUB_SIZE) return false;
+  let asked = 0;
+  for (let i = 0; i < m.bitmap.length * 8; i++) {
+    if ((m.bitmap[i >> 3]! & (1 << (i & 7))) === 0) continue;
+    const start = (m.first + i) * blockSize;
+    if (start + blockSize > basisSize || start < position) return false;
+    asked++;
+  }
+  return asked <= SUB_NEED_MAX_BLOCKS;
 }
 
 /**

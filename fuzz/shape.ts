@@ -14,7 +14,7 @@ import { decodeMessage } from '../protocol/codec.js';
 import { literalFromZ } from '../src/format/deltafile.js';
 import type { DeltaOp } from '../src/core/ops.js';
 import type { DeltaHeaderMsg, Message } from '../protocol/messages.js';
-import { imageHashOf, modelPatch, PATCH_BASIS, sha256 } from './reference.js';
+import { imageHashOf, modelPatch, PATCH_BASIS, sha256, subNeedAccepted } from './reference.js';
 
 /** How a target's input is laid out. */
 export interface InputShape {
@@ -28,6 +28,8 @@ export interface InputShape {
   endType?: number;
   /** Field index of the end record's file digest. */
   digestField?: number;
+  /** From which preamble version on the digest covers the end record up to the digest itself (signature files: 2). */
+  digestCoversEndFrom?: number;
   /** Field index of the end record's count, and what it counts. */
   count?: { field: number; of: 'ops' | 'blocks' };
   /** Rewrite the declared target size and hash from the patch model. */
@@ -280,6 +282,13 @@ export function repair(x: Parsed, shape: InputShape): void {
   if (shape.digestField !== undefined) {
     const parts: Uint8Array[] = [x.pre];
     for (const f of x.frames.slice(0, endIdx)) parts.push(u32(f.length), f);
+    const version = x.pre.length >= 6 ? (x.pre[4]! << 8) | x.pre[5]! : 0;
+    if (shape.digestCoversEndFrom !== undefined && version >= shape.digestCoversEndFrom) {
+      // The digest is the end record's last field: hash the frame up to its 32 bytes.
+      setField(endIdx, shape.digestField, new Uint8Array(32));
+      const end = x.frames[endIdx]!;
+      parts.push(u32(end.length), end.subarray(0, Math.max(0, end.length - 32)));
+    }
     setField(endIdx, shape.digestField, sha256(...parts));
   }
 }
@@ -330,6 +339,7 @@ export function modelDeltaTarget(body: Uint8Array, basis: Uint8Array): Uint8Arra
   const frames = parseInput(body, { prefix: 0, preamble: 0 }).frames;
   let header: DeltaHeaderMsg | null = null;
   const ops: DeltaOp[] = [];
+  let position = 0;
   for (const f of frames) {
     let m: Message;
     try {
@@ -340,6 +350,9 @@ export function modelDeltaTarget(body: Uint8Array, basis: Uint8Array): Uint8Arra
     if (!header) {
       if (m.type !== MsgType.DeltaHeader || m.basisSize !== basis.length) return null;
       header = m;
+    } else if (m.type === MsgType.SubNeed) {
+      // Not an op: the receiver answers it with SubSums and the output is unchanged.
+      if (!subNeedAccepted(m, header.blockSize, basis.length, position)) return null;
     } else if (m.type === MsgType.DeltaEnd) {
       const r = modelPatch(basis, ops, header.targetSize);
       if (!r.ok || r.size !== header.targetSize || m.targetSize !== r.size || m.opCount !== ops.length) return null;
@@ -349,6 +362,7 @@ export function modelDeltaTarget(body: Uint8Array, basis: Uint8Array): Uint8Arra
       const op = opOf(m);
       if (!op) return null;
       ops.push(op);
+      position += op.kind === 'copy' ? op.length : op.data.length;
     }
   }
   return null;

@@ -11,7 +11,7 @@
 import { createHash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { isSyncError, SyncError, type ErrorCode } from '../src/core/errors.js';
-import { MAX_FRAME, MAX_LITERAL, MIN_BLOCK_SIZE } from '../src/core/limits.js';
+import { MAX_FRAME, MAX_LITERAL, MIN_BLOCK_SIZE, STRONG_MISS_BURST, STRONG_MISSES_PER_BLOCK } from '../src/core/limits.js';
 import type { ImageHashSpec } from '../src/core/imagehash.js';
 import type { DeltaOp } from '../src/core/ops.js';
 import { DeltaMatcher } from '../src/core/matcher.js';
@@ -258,6 +258,24 @@ function checkMatcher(loaded: LoadedSignature, data: Uint8Array): void {
     pos += op.length;
   }
   if (pos !== target.length) throw new FuzzFinding(`matcher ops cover ${pos} bytes of a ${target.length}-byte image`);
+  checkMatcherWork(sig, m.strongHashes, target.length);
+  // Zeros with a run of another value: every window is one weak sum, the case
+  // a signature of zero-block weak sums with noise for strong sums turns into
+  // a block hash per byte unless the matcher bounds it.
+  const flat = new Uint8Array(Math.min(Math.max(imageSize, blockSize) * 4, 1 << 18));
+  flat.fill(0x41, flat.length >>> 1, (flat.length >>> 1) + 3 * blockSize);
+  const z = new DeltaMatcher(sig);
+  z.push(flat.subarray(0, h % (flat.length + 1)));
+  z.push(flat.subarray(h % (flat.length + 1)));
+  z.end();
+  checkMatcherWork(sig, z.strongHashes, flat.length);
+}
+
+/** Strong hashes the matcher may compute for `n` bytes: its budget (see strongbudget.ts) plus the per-block checks. */
+function checkMatcherWork(sig: LoadedSignature['signature'], hashes: number, n: number): void {
+  const bs = sig.params.blockSize;
+  const allowed = STRONG_MISS_BURST + (STRONG_MISSES_PER_BLOCK + 4) * Math.ceil(n / bs) + 4;
+  if (hashes > allowed) throw new FuzzFinding(`matcher computed ${hashes} strong hashes over ${n} bytes in ${bs}-byte blocks (at most ${allowed})`);
 }
 
 // ---------------------------------------------------------------- delta file

@@ -9,8 +9,16 @@ export const SIG_MAGIC = 0x52535347;
 export const DELTA_MAGIC = 0x5253444c;
 /** Wire protocol magic sent first by both peers: "RSWP". */
 export const WIRE_MAGIC = 0x52535750;
-/** Version of the signature and delta file formats. */
+/** Version of the delta file format (and of signature files before SIG_FORMAT_VERSION 2). */
 export const FORMAT_VERSION = 1;
+/**
+ * Version of the signature file format written. Version 2 extends the end
+ * record's digest over the end record itself (the basis hash, which version 1
+ * left uncovered), up to the digest's own 32 bytes. Readers take 1 and 2.
+ */
+export const SIG_FORMAT_VERSION = 2;
+/** Signature file versions read. */
+export const SIG_FORMAT_VERSIONS_READ: readonly number[] = [1, 2];
 /** Version of the wire protocol. */
 export const PROTOCOL_VERSION = 1;
 /** Bytes before the first frame of a file or a connection: magic u32 BE, version u16 BE, flags u16 BE. */

@@ -12,12 +12,27 @@
 // WebAssembly is inlined as base64 already.
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const out = join(root, 'dist/resync.cjs');
+const { version } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+
+// src/cli/yargs-cjs.ts loads yargs' CommonJS build through createRequire,
+// which esbuild cannot follow: here it becomes a plain require, bundled.
+const yargsCjs = {
+  name: 'yargs-cjs',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]dist[\\/]src[\\/]cli[\\/]yargs-cjs\.js$/ }, () => ({
+      contents: "export const makeYargs = require('yargs/yargs');",
+      loader: 'js',
+      resolveDir: root,
+    }));
+  },
+};
+
 await build({
   entryPoints: [join(root, 'dist/src/cli/main.js')],
   outfile: out,
@@ -27,7 +42,9 @@ await build({
   target: 'node20',
   external: ['@napi-rs/blake-hash'],
   // The sources find files next to themselves through import.meta.url.
-  define: { 'import.meta.url': '__resyncUrl' },
+  // RESYNC_VERSION: --version prints the package's own (src/cli/version.ts).
+  define: { 'import.meta.url': '__resyncUrl', RESYNC_VERSION: JSON.stringify(version) },
+  plugins: [yargsCjs],
   // msgpackr's optional native string decoder (msgpackr-extract) costs ~5 ms
   // of every start to find and load, and the protocol carries binary and
   // integers, hardly any strings: it is left off unless the environment says.

@@ -9,17 +9,20 @@ import { resolve } from 'node:path';
 import { PatchPlanner } from './core/patch.js';
 import { InPlacePatcher, completeCommitted, rollbackAll } from './io/inplace.js';
 import { journalPathFor, readJournal } from './io/journal.js';
+import { lockImage } from './io/lock.js';
 import { IO_CHUNK, SEED_LEN } from './core/limits.js';
 import { DeltaMatcher } from './core/matcher.js';
 import type { DeltaOp, DeltaStats } from './core/ops.js';
 import { emptyStats } from './core/ops.js';
 import { SignatureGenerator, makeSignatureParams, type Signature } from './core/signature.js';
-import { createImageHash, type StrongAlg } from './core/strong.js';
+import { StrongHasher, createImageHash, type StrongAlg } from './core/strong.js';
 import { imageHashBuilder } from './core/imagehash.js';
 import { DeltaFileDecoder, DeltaFileEncoder, type DeltaHeader, type DeltaTrailer } from './format/deltafile.js';
 import { SignatureFileDecoder, SignatureFileEncoder } from './format/sigfile.js';
 import { ioError } from './io/errors.js';
 import { openImage, readChunks, type ImageHandle } from './io/image.js';
+import { readPieces } from './io/sparse.js';
+import { adler32OfZeros } from './core/rolling.js';
 import { ImageWriter, StreamFileWriter } from './io/output.js';
 import { StreamPatcher, checkBasisSize } from './io/patcher.js';
 
@@ -68,9 +71,10 @@ export async function signatureFile(basisPath: string, sigPath: string, opts: Si
     out = await StreamFileWriter.create(sigPath);
     await out.append(enc.start());
     let done = 0;
-    for await (const chunk of readChunks(img, 0, img.size, IO_CHUNK, true)) {
-      for (const c of gen.push(chunk)) await out.append(enc.chunk(c));
-      done += chunk.length;
+    // Holes come as zero pieces, summed from cached zero-block sums without a read.
+    for await (const piece of readPieces(img, { align: params.blockSize })) {
+      for (const c of gen.push(piece.data, piece.zero)) await out.append(enc.chunk(c));
+      done += piece.data.length;
       opts.onProgress?.({ phase: 'signature', done, total: img.size });
     }
     for (const c of gen.end()) await out.append(enc.chunk(c));
@@ -126,11 +130,18 @@ export async function deltaFile(sigPath: string, newPath: string, deltaPath: str
       for (const op of ops) await out!.append(enc.op(op));
     };
     let done = 0;
-    for await (const chunk of readChunks(img)) {
-      await emit(matcher.push(chunk));
-      for (const [i, d] of matcher.takeAligned()) hash.offer(i, d);
-      hash.update(chunk);
-      done += chunk.length;
+    const holes = new HoleScan(matcher, signature);
+    for await (const piece of readPieces(img, { align: sp.blockSize, fresh: true })) {
+      if (piece.zero) {
+        hash.updateZero(piece.data.length);
+        await emit(holes.push(piece.data));
+        matcher.takeAligned();
+      } else {
+        await emit(matcher.push(piece.data));
+        for (const [i, d] of matcher.takeAligned()) hash.offer(i, d);
+        hash.update(piece.data);
+      }
+      done += piece.data.length;
       opts.onProgress?.({ phase: 'delta', done, total: img.size, matched: matcher.stats.matchedBytes, literal: matcher.stats.literalBytes });
     }
     await emit(matcher.end());
@@ -142,6 +153,61 @@ export async function deltaFile(sigPath: string, newPath: string, deltaPath: str
     throw e;
   } finally {
     await img.fh.close();
+  }
+}
+
+/**
+ * The delta scan over a hole of the new image (whole blocks of zeros, never
+ * read). Blocks whose basis block at the same offset is zero too are copies
+ * in place, taken without scanning (a hole over a hole: one copy op however
+ * long). The other blocks are scanned as zeros, which the matcher copies from
+ * whatever zero blocks the basis has, so only those cost a scan.
+ */
+class HoleScan {
+  private readonly zeroWeak: number;
+  private readonly zeroStrong: Uint8Array;
+  private readonly bs: number;
+
+  constructor(
+    private readonly matcher: DeltaMatcher,
+    private readonly sig: Signature,
+  ) {
+    const p = sig.params;
+    this.bs = p.blockSize;
+    this.zeroWeak = adler32OfZeros(p.blockSize);
+    this.zeroStrong = new StrongHasher(p.strongAlg, p.seed, p.strongLen).zeroDigest(p.blockSize).subarray(0, p.strongLen);
+  }
+
+  /** Is the basis block `i` a full block of zeros? */
+  private basisZero(i: number): boolean {
+    const sig = this.sig;
+    return i < sig.blockCount && sig.blockLength(i) === this.bs && sig.weak[i] === this.zeroWeak && sig.strongEquals(i, this.zeroStrong);
+  }
+
+  /** Ops for `zeros`, the next piece of the new image (a hole starting on a block boundary). */
+  push(zeros: Buffer): DeltaOp[] {
+    const m = this.matcher;
+    const bs = this.bs;
+    const out: DeltaOp[] = [];
+    const start = m.bytesIn;
+    const end = start + zeros.length;
+    let pos = start;
+    while (pos < end) {
+      let run = 0;
+      if (pos % bs === 0) while (pos + run + bs <= end && this.basisZero((pos + run) / bs)) run += bs;
+      if (run > 0 && m.skipAligned(run)) {
+        out.push(...m.takeSkipped());
+        pos += run;
+        continue;
+      }
+      // Not over a zero basis block, or the matcher holds part of a window:
+      // scan the zeros up to the next block that can be skipped (one block at least).
+      let n = Math.min(bs, end - pos);
+      if (run === 0) while (pos + n < end && !this.basisZero((pos + n) / bs)) n = Math.min(end - pos, n + bs);
+      out.push(...m.push(zeros.subarray(pos - start, pos - start + n)));
+      pos += n;
+    }
+    return out;
   }
 }
 
@@ -164,6 +230,8 @@ export interface InPlaceResult extends FileResult {
   bytesWritten: number;
   /** Output prefix that was already done by an interrupted run. */
   resumedFrom: number;
+  /** `resume` found no journal and the image already was the delta's result: nothing was written. */
+  nothingToResume?: boolean;
 }
 
 /** Stream the delta file's events: header first, ops, trailer last. */
@@ -269,9 +337,24 @@ async function prescanDelta(deltaPath: string, basisSize: number): Promise<{ hea
 async function patchFileInPlace(basisPath: string, deltaPath: string, opts: PatchFileOptions): Promise<InPlaceResult> {
   const t0 = performance.now();
   const jpath = journalPathFor(basisPath);
-  const img = await openImage(basisPath, 'r+');
+  // Held until the patch ends, taken before the journal is looked at: a
+  // second session must never resume or roll back a live one's journal.
+  const lock = await lockImage(basisPath, 'write');
+  let img: ImageHandle;
+  try {
+    img = await openImage(basisPath, 'r+');
+  } catch (e) {
+    await lock.release();
+    throw e;
+  }
   try {
     const st = await readJournal(jpath);
+    const done = !st && opts.resume ? await resultOf(img, deltaPath) : null;
+    if (done) {
+      // Nothing was interrupted: the patch had finished. Say so, where the
+      // basis check below would call the patched image the wrong basis.
+      return { ...emptyStats(), imageSize: img.size, bytesOut: 0, blockSize: done.blockSize, elapsedMs: performance.now() - t0, bytesWritten: 0, resumedFrom: img.size, nothingToResume: true };
+    }
     if (!st) {
       // The size first: a wrong basis is a basis mismatch, not a corrupt delta.
       const h = await readDeltaHeader(deltaPath);
@@ -300,7 +383,7 @@ async function patchFileInPlace(basisPath: string, deltaPath: string, opts: Patc
           throw new BasisMismatchError(`${basisPath} is not the image the signature was made from (SHA-256 differs); nothing was written`);
         }
       }
-      patcher = await InPlacePatcher.start(img, jpath, { id, targetSize: trailer.targetSize }, header);
+      patcher = await InPlacePatcher.start(img, jpath, { id, targetSize: trailer.targetSize }, header, { originalHash: header.basisHash });
     }
     try {
       for await (const ev of deltaEvents(deltaPath)) {
@@ -333,7 +416,21 @@ async function patchFileInPlace(basisPath: string, deltaPath: string, opts: Patc
     };
   } finally {
     await img.fh.close();
+    await lock.release();
   }
+}
+
+/**
+ * The delta's header if `img` already is what the delta builds (its size and
+ * image hash are the target's), else null. Reads the image only when the
+ * sizes agree.
+ */
+async function resultOf(img: ImageHandle, deltaPath: string): Promise<DeltaHeader | null> {
+  const { header, trailer } = await prescanDelta(deltaPath, (await readDeltaHeader(deltaPath)).basisSize);
+  if (img.size !== trailer.targetSize) return null;
+  const h = imageHashBuilder(img.size, header);
+  for await (const c of readChunks(img, 0, img.size, IO_CHUNK, true)) h.update(c);
+  return h.digest().equals(trailer.targetHash) ? header : null;
 }
 
 /** What `recover` did. */
@@ -342,21 +439,34 @@ export type RecoverOutcome = 'nothing' | 'completed' | 'rolled-back';
 /**
  * Resolve an interrupted in-place patch of `imagePath`: a verified (committed)
  * patch is completed; anything else is rolled back to the original image.
+ * Either way the result is checked against the hash the journal recorded
+ * before the journal is deleted; an image that cannot be proved to be the
+ * original or the verified result is an error (ERR_JOURNAL). A missing image
+ * or a directory is an error too, not 'nothing'.
  */
 export async function recoverImage(imagePath: string): Promise<RecoverOutcome> {
   const jpath = journalPathFor(imagePath);
-  const st = await readJournal(jpath);
-  if (!st) return 'nothing';
-  const img = await openImage(imagePath, 'r+');
+  const lock = await lockImage(imagePath, 'write');
   try {
-    if (st.committed !== null) {
-      await completeCommitted(img, jpath, st);
-      return 'completed';
+    const img = await openImage(imagePath, 'r+');
+    try {
+      const st = await readJournal(jpath);
+      if (!st) return 'nothing';
+      const outcome: RecoverOutcome = st.committed !== null ? 'completed' : 'rolled-back';
+      const proved = st.committed !== null ? await completeCommitted(img, jpath, st) : await rollbackAll(img, jpath, st);
+      if (!proved) {
+        throw new SyncError(
+          'ERR_JOURNAL',
+          `${imagePath} was ${outcome === 'completed' ? 'completed' : 'rolled back'} from its journal, but the journal (from an older resync) holds no hash to prove the result: check the image before using it`,
+          { path: imagePath, outcome },
+        );
+      }
+      return outcome;
+    } finally {
+      await img.fh.close();
     }
-    await rollbackAll(img, jpath, st);
-    return 'rolled-back';
   } finally {
-    await img.fh.close();
+    await lock.release();
   }
 }
 

@@ -17,8 +17,11 @@ export interface ServeOptions {
   secret: Uint8Array;
   /** Volumes by name; clients only ever name a volume, never a path. */
   volumes: Record<string, VolumeConfig>;
-  /** Most connections at once. Default 16. */
+  /** Most authenticated sessions at once. Default 16. */
   maxSessions?: number | undefined;
+  /** Most connections waiting to authenticate, in all (default 256) and from one source address (default 8). */
+  maxPreAuth?: number | undefined;
+  maxPreAuthPerAddress?: number | undefined;
   /** Idle timeout after authentication, ms. Default 300 000. */
   idleTimeoutMs?: number | undefined;
   /** Time allowed from connect to authenticated, ms. Default 10 000. */
@@ -53,6 +56,8 @@ export async function serve(opts: ServeOptions): Promise<ServeHandle> {
     secret: Buffer.from(opts.secret),
     volumes: opts.volumes,
     maxSessions: opts.maxSessions ?? 16,
+    maxPreAuth: opts.maxPreAuth,
+    maxPreAuthPerAddress: opts.maxPreAuthPerAddress,
     idleTimeoutMs: opts.idleTimeoutMs ?? 300_000,
     handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 10_000,
   };

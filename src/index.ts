@@ -46,7 +46,7 @@ export {
 // Network: server and client.
 export { serve, serveConfigFile, type ServeOptions, type ServeHandle } from './api-net.js';
 export { ResyncServer, type ServerEvent } from './net/server.js';
-export { loadServerConfig, readSecretFile, parseRemote, type ServerConfig, type VolumeConfig } from './net/config.js';
+export { ConfigError, loadServerConfig, readServerConfig, readSecretFile, parseRemote, type ConfigProblem, type LoadedServerConfig, type ServerConfig, type VolumeConfig } from './net/config.js';
 export { push, pull, type ClientOptions, type SyncResult } from './net/client.js';
 export { Throttle } from './net/throttle.js';
 

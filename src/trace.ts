@@ -12,3 +12,21 @@ export function trace(label: string): void {
   const cpu = process.cpuUsage();
   process.stderr.write(`trace ${process.pid} ${(Date.now() / 1000).toFixed(3)} cpu ${((cpu.user + cpu.system) / 1000).toFixed(0)}ms ${label}\n`);
 }
+
+const killAt = process.env.RESYNC_KILL_AT ?? '';
+const killHits = new Map<string, number>();
+
+/**
+ * A named moment where tests kill the process: with RESYNC_KILL_AT=label (or
+ * label:N for its Nth time) the process SIGKILLs itself there, so a crash at
+ * exactly that point (between the lock and the journal, in the middle of
+ * settling a journal) can be tested with a real process. Otherwise a no-op.
+ */
+export function killPoint(label: string): void {
+  if (!killAt || !killAt.startsWith(label)) return;
+  const [name, nth] = killAt.split(':');
+  if (name !== label) return;
+  const n = (killHits.get(label) ?? 0) + 1;
+  killHits.set(label, n);
+  if (n >= Number(nth ?? 1)) process.kill(process.pid, 'SIGKILL');
+}

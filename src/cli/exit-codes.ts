@@ -24,8 +24,12 @@ export const ExitCode = {
   JOURNAL: 9,
   /** `verify`: the images differ (not an error). */
   DIFFERENT: 10,
-  /** Interrupted by a signal; re-run to resume. */
+  /** The image is in use by another resync session; nothing was changed. */
+  LOCKED: 11,
+  /** Interrupted by SIGINT (Ctrl-C); re-run to resume. */
   INTERRUPTED: 130,
+  /** Stopped by SIGTERM; re-run to resume. */
+  TERMINATED: 143,
 } as const;
 
 const BY_CODE: Record<ErrorCode, number> = {
@@ -52,6 +56,7 @@ const BY_CODE: Record<ErrorCode, number> = {
   ERR_PERMISSION: ExitCode.DENIED,
   ERR_NOT_FOUND: ExitCode.DENIED,
   ERR_JOURNAL: ExitCode.JOURNAL,
+  ERR_LOCKED: ExitCode.LOCKED,
   ERR_INTERRUPTED: ExitCode.INTERRUPTED,
 };
 

@@ -1,22 +1,45 @@
 /** The `resync` command line. */
-import yargs, { type Argv } from 'yargs';
-import { hideBin } from 'yargs/helpers';
+import type { Argv } from 'yargs';
 import { fileCommands } from './commands/files.js';
 import { demoCommand } from './commands/demo.js';
 import { netCommands } from './commands/net.js';
 import { opsCommands } from './commands/ops.js';
 import { ExitCode } from './exit-codes.js';
+import { printError } from './render.js';
 import type { CommonArgs } from './run.js';
+import { resyncVersion } from './version.js';
+import { makeYargs } from './yargs-cjs.js';
+import { ParamError } from '../core/errors.js';
 import { trace } from '../trace.js';
 
 trace('cli: modules loaded');
 
-const base = yargs(hideBin(process.argv))
+// yargs reads a lone `-` as an empty flag ('' or true) when it fills a
+// positional: it passes as a stand-in and is put back by the middleware below.
+const DASH = '\0-';
+const args = process.argv.slice(2).map((a) => (a === '-' ? DASH : a));
+
+/** Help text width: the terminal's, or $COLUMNS when piped (e.g. into less), 40..100. */
+function helpWidth(): number {
+  const cols = process.stdout.columns || Number(process.env.COLUMNS) || 80;
+  return Math.max(40, Math.min(100, cols));
+}
+
+/** The command a usage error belongs to: the first word of the command line that names one. */
+function commandOf(names: readonly string[]): string | undefined {
+  return args.find((a) => names.includes(a));
+}
+
+const COMMANDS = ['signature', 'delta', 'patch', 'recover', 'serve', 'push', 'pull', 'verify', 'demo'] as const;
+
+const base = makeYargs(args)
   .scriptName('resync')
   .usage('$0 <command> [options]\n\nKeep a disk image in sync with another by moving only the blocks that differ.')
-  .option('json', { type: 'boolean', default: false, describe: 'print a JSON summary on stdout' })
-  .option('progress', { type: 'boolean', describe: 'show a progress bar on stderr (default: when stderr is a terminal)' })
-  .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'print nothing on success' }) as unknown as Argv<CommonArgs>;
+  // Known as flags before the command word too (`resync --json signature ...`), and not global: each
+  // command declares the ones it takes (run.ts outputOptions), so `serve --json` is refused.
+  .option('json', { type: 'boolean', global: false, hidden: true })
+  .option('progress', { type: 'boolean', global: false, hidden: true })
+  .option('quiet', { alias: 'q', type: 'boolean', global: false, hidden: true }) as unknown as Argv<CommonArgs>;
 
 let cli = fileCommands(base);
 cli = netCommands(cli);
@@ -24,15 +47,24 @@ cli = opsCommands(cli);
 cli = demoCommand(cli);
 // No top-level await: the bundle is a CommonJS script (see scripts/bundle.mjs).
 void cli
-  .demandCommand(1, 'name a command (see --help)')
+  .middleware((argv) => {
+    for (const [k, v] of Object.entries(argv)) if (v === DASH) argv[k] = '-';
+  }, true)
+  .demandCommand(1, 'name a command')
   .strict()
   .help()
   .alias('h', 'help')
-  .version()
-  .epilog('Exit codes: 0 ok, 2 usage, 3 bad input file/message, 4 verification failed, 5 I/O, 6 no space, 7 network, 8 denied, 9 journal, 10 verify: images differ, 130 interrupted. See docs/exit-codes.md.')
+  .version(resyncVersion())
+  .wrap(helpWidth())
+  .example('$0 signature recovery.img recovery.sig', 'on the recovery side: describe the stale copy')
+  .example('$0 push vm1.img dr:7873/vm1', 'make volume vm1 on host dr equal to vm1.img')
+  .epilog('Exit codes: 0 ok, 2 usage, 3 bad input file/message, 4 verification failed, 5 I/O, 6 no space, 7 network, 8 denied, 9 journal, 10 verify: images differ, 11 image locked by another session, 130 interrupted, 143 terminated. See docs/exit-codes.md.')
   .fail((msg, err) => {
-    if (err) throw err;
-    process.stderr.write(`resync: ${msg}\nRun 'resync --help' for usage.\n`);
+    // A usage error (yargs' own message, or a ParamError from an option's check): one line, JSON too with --json.
+    const command = commandOf(COMMANDS);
+    const text = (msg || err?.message || 'bad command line').replace(/\s*\n\s*/g, ' ');
+    const json = args.includes('--json') && command !== 'serve';
+    printError(json, command ?? '', new ParamError(`${text}; see 'resync ${command ? `${command} ` : ''}--help'`));
     process.exit(ExitCode.USAGE);
   })
   .parseAsync();

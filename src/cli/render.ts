@@ -1,6 +1,6 @@
 /** Console output: progress bars on a TTY, human or JSON summaries, error lines. */
 import type cliProgressNs from 'cli-progress';
-import { isSyncError } from '../core/errors.js';
+import { isSyncError, type SyncError } from '../core/errors.js';
 import type { Progress, ProgressFn } from '../api-files.js';
 
 /** Human-readable byte count. */
@@ -62,10 +62,20 @@ export class ProgressView {
   }
 }
 
-/** Print a summary: JSON on stdout with --json, else a few human lines. */
+/** Version of every `--json` object (docs/json.md); bumped when a field changes meaning or goes away. */
+export const JSON_SCHEMA = 1;
+
+/** Milliseconds as whole numbers in JSON (`elapsedMs`: 1234, not 1234.5678). */
+function jsonFields(summary: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(summary)) out[k] = typeof v === 'number' && /Ms$/.test(k) ? Math.round(v) : v;
+  return out;
+}
+
+/** Print a summary on stdout (the command's result): one JSON object with --json, else a few human lines. */
 export function printSummary(json: boolean, command: string, summary: Record<string, unknown>): void {
   if (json) {
-    process.stdout.write(JSON.stringify({ command, ok: true, ...summary }) + '\n');
+    process.stdout.write(JSON.stringify({ schema: JSON_SCHEMA, command, ok: true, ...jsonFields(summary) }) + '\n');
     return;
   }
   const parts: string[] = [];
@@ -74,14 +84,17 @@ export function printSummary(json: boolean, command: string, summary: Record<str
     const val = typeof v === 'number' && /bytes|size|matched|literal/i.test(k) && !/ops/i.test(k) ? `${fmtBytes(v)} (${v})` : typeof v === 'number' && /ms$/i.test(k) ? `${v.toFixed(0)} ms` : String(v);
     parts.push(`  ${k}: ${val}`);
   }
-  process.stderr.write(`${command}: done\n${parts.join('\n')}\n`);
+  process.stdout.write(`${command}: done\n${parts.join('\n')}\n`);
 }
 
-/** Print an error: a JSON object on stdout with --json, always one clear line on stderr. */
-export function printError(json: boolean, command: string, e: unknown): void {
+/** Print an error: a JSON object on stdout with --json, always one clear line on stderr (with a hint when there is one). */
+export function printError(json: boolean, command: string, e: unknown, hint?: string): void {
   const code = isSyncError(e) ? e.code : 'ERR_INTERNAL';
-  const msg = e instanceof Error ? e.message : String(e);
-  if (json) process.stdout.write(JSON.stringify({ command, ok: false, code, message: msg }) + '\n');
-  process.stderr.write(`resync ${command}: error ${code}: ${msg}\n`);
+  const msg = (e instanceof Error ? e.message : String(e)).replace(/\s*\n\s*/g, ' ');
+  // A config error lists every problem found, one line each, before the error line.
+  const problems = isSyncError(e) && Array.isArray(e.details.problems) ? (e.details.problems as { where: string; message: string }[]) : undefined;
+  if (json) process.stdout.write(JSON.stringify({ schema: JSON_SCHEMA, command: command || null, ok: false, code, message: msg, ...(hint ? { hint } : {}), ...(problems ? { problems } : {}) }) + '\n');
+  if (problems && problems.length > 1) for (const p of problems) process.stderr.write(`resync${command ? ` ${command}` : ''}: ${[(e as SyncError).details.source, p.where, p.message].filter((x) => x).join(': ')}\n`);
+  process.stderr.write(`resync${command ? ` ${command}` : ''}: error ${code}: ${msg}${hint ? ` (hint: ${hint})` : ''}\n`);
   if (!isSyncError(e) && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`);
 }

@@ -1,31 +1,120 @@
 /** Runs one command: progress, summary, error line and exit code. The only place that sets the exit code. */
+import type { Argv } from 'yargs';
 import type { ProgressFn } from '../api-files.js';
-import { exitCodeFor } from './exit-codes.js';
-import { printError, printSummary, ProgressView } from './render.js';
+import { existsSync } from 'node:fs';
+import { journalPathFor } from '../io/journal.js';
+import { removeLiveTempFiles } from '../io/output.js';
+import { ExitCode, exitCodeFor } from './exit-codes.js';
+import { JSON_SCHEMA, printError, printSummary, ProgressView } from './render.js';
+import { StdioSpool } from './stdio.js';
 
-/** Options every command takes. */
+/** Options every command takes (`serve` only --quiet: it has no summary or progress to show). */
 export interface CommonArgs {
   json: boolean;
   progress: boolean | undefined;
   quiet: boolean;
 }
 
-/** Run `fn`, print its summary, map errors to exit codes. */
+/** Add --json, --progress (unless `progress` is false) and --quiet to a command. */
+export function outputOptions<T>(a: Argv<T>, opts: { json?: boolean; progress?: boolean } = {}): Argv<T> {
+  let b = a;
+  if (opts.json !== false) b = b.option('json', { type: 'boolean', default: false, describe: 'print the summary (or the error) as one JSON object on stdout' });
+  if (opts.progress !== false) b = b.option('progress', { type: 'boolean', describe: 'show a progress bar on stderr (default: when stderr is a terminal)' });
+  return b.option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'print nothing on success' });
+}
+
+/** Finds a hint for an error (src/cli/hints.ts); undefined when there is none. */
+export type HintFn = (e: unknown) => Promise<string | undefined> | string | undefined;
+
+/** What a command stopped by a signal leaves behind, for the operator and for scripts. */
+export interface Interruption {
+  /** The file or volume the command was changing. */
+  target?: string | undefined;
+  /** unchanged: as before the command; journaled: mid-update under its undo journal; unknown: on a server this side cannot see. */
+  state: 'unchanged' | 'journaled' | 'unknown';
+  /** What the target is now, one sentence. */
+  message: string;
+  /** How to finish or undo it. */
+  resume?: string | undefined;
+  /** The undo journal, when state is journaled. */
+  journal?: string | undefined;
+}
+
+/** Quote a path for a shell command shown to the operator. */
+export function shq(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** What an interrupted in-place update of a local image leaves: IMAGE under its journal once writing had started. */
+export function localInterrupted(image: string, what: string, again: string): Interruption {
+  const journal = journalPathFor(image);
+  if (existsSync(journal)) {
+    return {
+      target: image,
+      state: 'journaled',
+      journal,
+      message: `${image} is mid-update under its undo journal ${journal}`,
+      resume: `${again}, or \`resync recover ${shq(image)}\` to roll it back (or finish it, if it was verified already)`,
+    };
+  }
+  return { target: image, state: 'unchanged', message: `${image} was not changed (${what})`, resume: 'run the same command again' };
+}
+
+const GENERIC: Interruption = { state: 'unchanged', message: 'no file was changed (a partial output, if any, was removed)', resume: 'run the same command again' };
+
+/**
+ * Run `fn`, print its summary, map errors to exit codes. `spool` holds `-`
+ * inputs and outputs; removed at the end. SIGINT and SIGTERM stop the
+ * command at once (an in-place update is safe at any point under its
+ * journal), remove partial temp files, say what state the target is in and
+ * how to resume (`interrupted()`), and exit 130 or 143. `interrupted: false`
+ * leaves the signals to the command (serve).
+ */
 export async function runCommand(
   command: string,
   argv: CommonArgs,
-  fn: (progress: ProgressFn) => Promise<Record<string, unknown>>,
+  fn: (progress: ProgressFn, spool: StdioSpool) => Promise<Record<string, unknown>>,
+  hint?: HintFn,
+  interrupted: (() => Interruption) | false = () => GENERIC,
 ): Promise<void> {
-  const showProgress = argv.progress ?? (process.stderr.isTTY === true && !argv.quiet && !argv.json);
+  const json = argv.json === true;
+  const showProgress = argv.progress ?? (process.stderr.isTTY === true && !argv.quiet && !json);
   const view = new ProgressView(showProgress, showProgress ? (await import('cli-progress')).default : undefined);
-  try {
-    const summary = await fn(view.fn);
+  const spool = new StdioSpool();
+  const onSignal = (signal: NodeJS.Signals): void => {
     view.stop();
-    if (!argv.quiet || argv.json) printSummary(argv.json, command, summary);
+    removeLiveTempFiles();
+    let info: Interruption;
+    try {
+      info = interrupted ? interrupted() : GENERIC;
+    } catch {
+      info = { state: 'unknown', message: 'the state of the target could not be checked' };
+    }
+    const line = `interrupted by ${signal}: ${info.message}${info.resume ? `; ${info.resume}` : ''}`;
+    if (json) {
+      const { target, state, journal, resume } = info;
+      process.stdout.write(JSON.stringify({ schema: JSON_SCHEMA, command, ok: false, code: 'ERR_INTERRUPTED', message: line, signal, target, state, journal, resume }) + '\n');
+    }
+    process.stderr.write(`\nresync ${command}: ${line}\n`);
+    process.exit(signal === 'SIGTERM' ? ExitCode.TERMINATED : ExitCode.INTERRUPTED);
+  };
+  if (interrupted !== false) {
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+  }
+  try {
+    const summary = await fn(view.fn, spool);
+    view.stop();
+    if (!argv.quiet || json) printSummary(json, command, summary);
     process.exitCode = 0;
   } catch (e) {
     view.stop();
-    printError(argv.json, command, e);
+    const h = hint ? await Promise.resolve(hint(e)).catch(() => undefined) : undefined;
+    printError(json, command, e, h);
     process.exitCode = exitCodeFor(e);
+  } finally {
+    await spool.cleanup();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
   }
 }

@@ -29,6 +29,13 @@ export function imageHashBuilder(size: number, spec: ImageHashSpec): ImageHashBu
   return new ImageHashBuilder(size, spec.blockSize, spec.strongAlg, spec.seed);
 }
 
+/** The image hash from the full digests of all of an image's blocks (a signature pass keeps them). */
+export function imageHashFromDigests(size: number, spec: ImageHashSpec, digests: Uint8Array): Buffer {
+  const b = imageHashBuilder(size, spec);
+  if (!b.skipKnown(0, size, (i) => digests.subarray(i * 32, i * 32 + 32))) throw new ParamError('cannot hash the image from its digests');
+  return b.digest();
+}
+
 /** Domain label of region hashes. */
 export const REGION_LABEL = Buffer.from('resync-region/1');
 
@@ -39,6 +46,13 @@ export const REGION_LABEL = Buffer.from('resync-region/1');
  */
 export function regionHash(fullDigests: Uint8Array): Buffer {
   return createHash('sha256').update(REGION_LABEL).update(fullDigests).digest().subarray(0, 16);
+}
+
+let zeroBuf = new Uint8Array(0);
+/** A shared read-only run of `n` zero bytes. */
+function zerosOf(n: number): Uint8Array {
+  if (zeroBuf.length < n) zeroBuf = new Uint8Array(Math.max(n, 64 * 1024));
+  return zeroBuf.subarray(0, n);
 }
 
 /** Incremental builder of the image hash. Feed bytes in order; or state known block digests. */
@@ -105,6 +119,31 @@ export class ImageHashBuilder {
         this.emit(idx, k ?? this.hasher.hash(this.partial, 0, blockLen));
         this.partialLen = 0;
       }
+    }
+  }
+
+  /**
+   * Feed `length` zero bytes (a hole) without the bytes: whole blocks take
+   * the cached digest of a zero block, so a 64 GiB hole costs one digest
+   * copy per block, not a hash of 64 GiB.
+   */
+  updateZero(length: number): void {
+    const bs = this.blockSize;
+    if (this.pos + length > this.size) throw new ParamError(`image hash fed ${this.pos + length} bytes of a ${this.size}-byte image`);
+    let left = length;
+    while (left > 0) {
+      const blockStart = this.pos - this.partialLen;
+      const blockLen = Math.min(bs, this.size - blockStart);
+      if (this.partialLen === 0 && left >= blockLen) {
+        this.emit(blockStart / bs, this.hasher.zeroDigest(blockLen));
+        this.pos += blockLen;
+        left -= blockLen;
+        continue;
+      }
+      // Part of a block: through the partial buffer, a slice of zeros at a time.
+      const take = Math.min(blockLen - this.partialLen, left);
+      this.update(zerosOf(take));
+      left -= take;
     }
   }
 

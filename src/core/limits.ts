@@ -38,6 +38,14 @@ export const MAX_FRAME = 8 * 1024 * 1024;
 export const MAX_IMAGE_SIZE = Number.MAX_SAFE_INTEGER;
 /** Weak-checksum candidates checked per position before giving up (DoS cap on crafted signatures). */
 export const MAX_WEAK_COLLISIONS = 64;
+/**
+ * Strong checks after weak hits that may fail per block length of input
+ * scanned (see strongbudget.ts): bounds the hashing a crafted signature can
+ * cause to this many block hashes per block of input.
+ */
+export const STRONG_MISSES_PER_BLOCK = 4;
+/** Failed strong checks allowed in a burst before the per-block rate applies. */
+export const STRONG_MISS_BURST = 16;
 /** Default read size for streaming images. */
 export const IO_CHUNK = 4 * 1024 * 1024;
 /**

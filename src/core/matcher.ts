@@ -14,7 +14,9 @@
  *     odd offset would be missed; that costs at most one block of literal,
  *     never correctness.
  *  3. otherwise roll the Adler-32 window byte by byte, looking each weak sum up
- *     in the signature's hash table and confirming with the strong hash.
+ *     in the signature's hash table and confirming with the strong hash. The
+ *     strong checks that fail are bounded per byte of input (strongbudget.ts):
+ *     a crafted signature cannot make the scan hash a block per byte.
  * Adjacent copies are coalesced; literals are cut at MAX_LITERAL.
  *
  * Streaming: push chunks of any size; memory is the unmatched tail (at most
@@ -29,6 +31,7 @@ import { WEAK_MIX, type Signature } from './signature.js';
 import { ROLL_SEGMENT, Roller } from './roll-wasm.js';
 import { SUB_SUM_LEN, SubSummer } from './subsum.js';
 import { StrongHasher } from './strong.js';
+import { ConstantRun, StrongBudget } from './strongbudget.js';
 
 const EMPTY = new Uint8Array(0);
 
@@ -70,6 +73,17 @@ export class DeltaMatcher {
   private readonly ownLen: number;
   /** Weak sum of a zero block. */
   private readonly zeroWeak: number;
+  /** Bounds the strong checks that weak hits of the roll cost. */
+  private readonly budget: StrongBudget;
+  private readonly run = new ConstantRun();
+  /** Byte values v for which a window of bs v's found no block in the table (so it never will). */
+  private readonly constFailed = new Uint8Array(256);
+  /** Strong hashes of windows computed so far (a work counter). */
+  strongHashes = 0;
+  /** The last findBlock was refused by the budget. */
+  private starved = false;
+  /** Absolute end of a jump over refused hits that waits for more input, or -1. */
+  private jumpTo = -1;
   /** The receiver's sub-block sums of some blocks (see useSubSums), or null. */
   private subs: { size: number; summer: SubSummer; get: (block: number) => Uint8Array | undefined } | null = null;
 
@@ -91,6 +105,12 @@ export class DeltaMatcher {
     this.zeroWeak = adler32OfZeros(this.bs);
     for (let x = 0; x < 256; x++) this.outTab[x] = ((this.bs % ADLER_MOD) * x) % ADLER_MOD;
     this.roller = opts.noWasm ? null : Roller.create(this.bs, this.outTab, sig.filter, sig.filterShift);
+    this.budget = new StrongBudget(this.bs);
+  }
+
+  /** Weak hits of the roll left unchecked because the strong-check budget was spent. */
+  get strongSkipped(): number {
+    return this.budget.skipped;
   }
 
   /**
@@ -194,6 +214,7 @@ export class DeltaMatcher {
       const start = buf.length - tl;
       if (tl < this.bs && start >= this.p) {
         const h = this.hasher.hash(buf, start, buf.length);
+        this.strongHashes++;
         const abs = this.bufPos + start;
         if (abs % this.bs === 0) this.aligned.push([abs / this.bs, h]);
         if (sig.strongEquals(last, h)) {
@@ -227,6 +248,16 @@ export class DeltaMatcher {
       // delta does not depend on how the input was cut).
       const resume = this.midRoll;
       this.midRoll = false;
+      if (resume && this.jumpTo >= 0) {
+        // Finish a jump over refused hits that the end of the input cut short.
+        const target = this.jumpTo - this.bufPos;
+        p = Math.max(p, Math.min(target, this.lit + this.maxLiteral, len - bs));
+        if (p < target && p === len - bs && !this.final) {
+          this.midRoll = true;
+          break;
+        }
+        this.jumpTo = -1;
+      }
       if (!resume) {
         // 1. The block at this very offset, then the one after the last match,
         // by strong hash alone. The aligned block goes first: when both match
@@ -328,10 +359,39 @@ export class DeltaMatcher {
           }
         }
         if (i >= 0) {
-          const found = this.findBlock(buf, p, ((b << 16) | a) >>> 0);
+          const found = this.findBlock(buf, p, ((b << 16) | a) >>> 0, true);
           if (found >= 0) {
             p = this.matched(p, found, out);
             continue outer;
+          }
+          // A window of one byte value that no block matches: the windows after
+          // it hold the very same bytes while the run lasts, so step over them
+          // (sums unchanged), up to the next aligned window, which findBlock
+          // checks against its own block.
+          const v = buf[p]!;
+          if (this.constFailed[v] && p < stop && this.run.isConstant(buf, p, this.bufPos + p, bs)) {
+            const nextAligned = bs - ((this.bufPos + p) % bs) - 1;
+            p = this.run.slide(buf, p, this.bufPos + p, bs, Math.min(stop, p + nextAligned));
+          } else if (this.starved) {
+            // Out of strong checks: every hit until the budget refills would be
+            // refused, so jump there and take the window's sums afresh.
+            this.starved = false;
+            const target = p + this.budget.gap();
+            const to = Math.min(stop, target);
+            if (to > p) {
+              p = to;
+              if (to < target && to === len - bs && !this.final) {
+                // Cut short by the end of the input: go on from here when more
+                // comes, without a lookup an uncut scan would not make.
+                this.jumpTo = this.bufPos + target;
+                this.midRoll = true;
+                break outer;
+              }
+              const s = adler32(buf, p, p + bs);
+              a = s & 0xffff;
+              b = s >>> 16;
+              roll = false;
+            }
           }
         }
         if (p + bs >= len) {
@@ -358,6 +418,7 @@ export class DeltaMatcher {
     const abs = this.bufPos + p;
     if (this.hashedAt === abs) return this.hashedDigest;
     const h = this.hasher.hash(buf, p, p + this.bs);
+    this.strongHashes++;
     if (abs % this.bs === 0) this.aligned.push([abs / this.bs, h]);
     this.hashedAt = abs;
     this.hashedDigest = h;
@@ -399,15 +460,34 @@ export class DeltaMatcher {
    * mostly, and a copy onto itself costs an in-place receiver nothing), then
    * the hash table's chain, at most MAX_WEAK_COLLISIONS candidates.
    */
-  private findBlock(buf: Uint8Array, p: number, weak: number): number {
+  private findBlock(buf: Uint8Array, p: number, weak: number, roll = false): number {
+    this.starved = false;
     const sig = this.sig;
     if (!sig.mayHave(weak)) return -1;
-    const al = this.alignedBlock(this.bufPos + p);
+    const abs = this.bufPos + p;
+    const al = this.alignedBlock(abs);
     if (al >= 0 && sig.weak[al] === weak && sig.strongEquals(al, this.windowDigest(buf, p))) return al;
     const next = sig.next;
-    for (let i = sig.head[sig.bucket(weak)]!, tries = 0; i >= 0 && tries < MAX_WEAK_COLLISIONS; i = next[i]!, tries++) {
-      if (sig.weak[i] === weak && sig.strongEquals(i, this.windowDigest(buf, p))) return i;
+    // A hit of the roll pays for a new hash from the budget (see strongbudget.ts).
+    let charged = false;
+    let i = sig.head[sig.bucket(weak)]!;
+    for (let tries = 0; i >= 0 && tries < MAX_WEAK_COLLISIONS; i = next[i]!, tries++) {
+      if (sig.weak[i] !== weak) continue;
+      if (roll && !charged && this.hashedAt !== abs) {
+        // One byte value throughout, and such a window already failed: it fails again.
+        if (this.constFailed[buf[p]!] && this.run.isConstant(buf, p, abs, this.bs)) return -1;
+        if (!this.budget.take(abs)) {
+          this.starved = true;
+          return -1;
+        }
+        charged = true;
+      }
+      if (sig.strongEquals(i, this.windowDigest(buf, p))) {
+        if (charged) this.budget.matched();
+        return i;
+      }
     }
+    if (charged && this.run.isConstant(buf, p, abs, this.bs)) this.constFailed[buf[p]!] = 1;
     return -1;
   }
 

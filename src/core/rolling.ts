@@ -3,24 +3,15 @@
  *
  * A = 1 + sum(x_i) mod 65521, B = sum over the window of the running A values
  * mod 65521; digest = B << 16 | A, so an initial digest equals zlib's adler32 of
- * the window (the `adler-32` package computes it). Rolling one byte out and one
+ * the window (the tests check it against the `adler-32` package). Rolling one byte out and one
  * in is O(1):
  *   A' = A - out + in
  *   B' = B - n*out + A' - 1
  */
-import * as adlerNs from 'adler-32';
 import { adler32Wasm, wasmAvailable } from './adler-wasm.js';
-
-// The package is CommonJS without named-export hints: Node exposes it as `default`.
-const ADLER32: typeof adlerNs = (adlerNs as unknown as { default?: typeof adlerNs }).default ?? adlerNs;
 
 /** Adler-32 modulus: the largest prime below 2^16. */
 export const ADLER_MOD = 65521;
-
-/** Adler-32 of buf[start, end) as an unsigned 32-bit number, computed by the `adler-32` package. */
-export function adler32Reference(buf: Uint8Array, start = 0, end = buf.length): number {
-  return ADLER32.buf(buf.subarray(start, end)) >>> 0;
-}
 
 /**
  * Adler-32 of buf[start, end) as an unsigned 32-bit number. In JS, sums are reduced

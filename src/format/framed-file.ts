@@ -1,7 +1,9 @@
 /**
  * Shared reader/writer for resync's framed files: preamble, then frames of
- * msgpack messages, the last of which carries a SHA-256 digest of every byte
- * before it. Pure and incremental.
+ * msgpack messages, the last of which (the end record) carries a SHA-256
+ * digest: of every byte before the end frame, or, for formats that cover the
+ * end record too (signature files from version 2), of every byte of the file
+ * but the digest's own 32, which end it. Pure and incremental.
  */
 import { createHash, type Hash } from 'node:crypto';
 import { CorruptInputError, SyncError } from '../core/errors.js';
@@ -10,6 +12,9 @@ import { PREAMBLE_LEN } from '../../protocol/constants.js';
 import { decodeMessage, encodeMessage } from '../../protocol/codec.js';
 import type { Message } from '../../protocol/messages.js';
 import { checkPreamble, encodePreamble } from './preamble.js';
+
+/** Bytes of the end record's digest. */
+const DIGEST_LEN = 32;
 
 /** Writes a framed file as buffers, keeping the running digest. */
 export class FramedFileWriter {
@@ -20,6 +25,8 @@ export class FramedFileWriter {
   constructor(
     private readonly magic: number,
     private readonly version: number,
+    /** The digest covers the end record up to the digest itself. */
+    private readonly coversEnd = false,
   ) {}
 
   /** The preamble; call first. */
@@ -32,9 +39,18 @@ export class FramedFileWriter {
     return this.emit(encodeFrame(encodeMessage(m)));
   }
 
-  /** Digest of everything emitted so far (for the end message). */
+  /** Digest of everything emitted so far. */
   digest(): Buffer {
     return this.h.copy().digest();
+  }
+
+  /** The end record, framed, with its digest (the last field, 32 bytes) filled in. */
+  end(m: Extract<Message, { digest: Uint8Array | null }>): Buffer {
+    if (!this.coversEnd) return this.message({ ...m, digest: this.digest() });
+    const frame = encodeFrame(encodeMessage({ ...m, digest: Buffer.alloc(DIGEST_LEN) }));
+    const body = frame.length - DIGEST_LEN;
+    this.h.copy().update(frame.subarray(0, body)).digest().copy(frame, body);
+    return this.emit(frame);
   }
 
   private emit(b: Buffer): Buffer {
@@ -51,18 +67,24 @@ export class FramedFileReader {
   private pre: Uint8Array = new Uint8Array(0);
   private preDone = false;
   private finished = false;
-  /** Digest of every byte before the message most recently returned. */
+  /** Digest of every byte before the message most recently returned (before its digest field, for a covered end record). */
   private digestBefore: Buffer = Buffer.alloc(0);
+
+  /** Version in the preamble; 0 until it has been read. */
+  version = 0;
 
   constructor(
     private readonly magic: number,
-    private readonly version: number,
+    /** Versions accepted. */
+    private readonly versions: number | readonly number[],
     private readonly kind: string,
     /** Type id of the final message; nothing may follow it. */
     private readonly endType: number,
+    /** From which version on the digest covers the end record (FramedFileWriter's coversEnd); Infinity: never. */
+    private readonly coversEndFrom = Infinity,
   ) {}
 
-  /** Feed bytes; returns messages with the digest of all bytes before each. */
+  /** Feed bytes; returns messages with the digest each would carry as an end record. */
   push(data: Uint8Array): { msg: Message; digestBefore: Buffer }[] {
     if (!this.preDone) {
       const joined = new Uint8Array(this.pre.length + data.length);
@@ -72,7 +94,7 @@ export class FramedFileReader {
         this.pre = joined;
         return [];
       }
-      checkPreamble(joined, this.magic, this.version, this.kind);
+      this.version = checkPreamble(joined, this.magic, this.versions, this.kind);
       this.h.update(joined.subarray(0, PREAMBLE_LEN));
       this.preDone = true;
       data = joined.subarray(PREAMBLE_LEN);
@@ -84,9 +106,13 @@ export class FramedFileReader {
     const isEnd = (p: Uint8Array): boolean => p.length > 1 && p[0]! >= 0x90 && p[0]! <= 0x9f && p[1] === this.endType;
     for (const payload of this.frames.push(data, isEnd)) {
       if (this.finished) throw new SyncError('ERR_TRAILING_DATA', `${this.kind} has data after its end`, {});
-      this.digestBefore = this.h.copy().digest();
       const lenBuf = Buffer.alloc(4);
       lenBuf.writeUInt32BE(payload.length, 0);
+      // The end record's digest is its last field; a payload shorter than it fails to decode below.
+      this.digestBefore =
+        this.version >= this.coversEndFrom && isEnd(payload) && payload.length > DIGEST_LEN
+          ? this.h.copy().update(lenBuf).update(payload.subarray(0, payload.length - DIGEST_LEN)).digest()
+          : this.h.copy().digest();
       this.h.update(lenBuf);
       this.h.update(payload);
       let msg: Message;

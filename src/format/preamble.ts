@@ -10,8 +10,8 @@ export function encodePreamble(magic: number, version: number): Buffer {
   return b;
 }
 
-/** Check a preamble; `kind` names the file for messages. */
-export function checkPreamble(b: Uint8Array, magic: number, version: number, kind: string): void {
+/** Check a preamble (`version`: the one accepted, or a list); `kind` names the file for messages. Returns the version. */
+export function checkPreamble(b: Uint8Array, magic: number, version: number | readonly number[], kind: string): number {
   if (b.length < PREAMBLE_LEN) throw new UnexpectedEofError(`${kind} preamble`, PREAMBLE_LEN, b.length);
   const buf = Buffer.from(b.buffer, b.byteOffset, PREAMBLE_LEN);
   const m = buf.readUInt32BE(0);
@@ -21,7 +21,11 @@ export function checkPreamble(b: Uint8Array, magic: number, version: number, kin
     });
   }
   const v = buf.readUInt16BE(4);
-  if (v !== version) throw new SyncError('ERR_VERSION', `${kind} format version ${v} is not supported (this build reads version ${version})`, { version: v });
+  const accepted = typeof version === 'number' ? [version] : version;
+  if (!accepted.includes(v)) {
+    throw new SyncError('ERR_VERSION', `${kind} format version ${v} is not supported (this build reads version ${accepted.join(' and ')})`, { version: v });
+  }
   const flags = buf.readUInt16BE(6);
   if (flags !== 0) throw new SyncError('ERR_VERSION', `${kind} uses flags 0x${flags.toString(16)} this build does not know`, { flags });
+  return v;
 }

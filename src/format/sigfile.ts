@@ -1,12 +1,13 @@
 /**
- * Signature files: preamble "RSSG" v1, SigHeader, SigBlocks..., SigEnd with the
- * basis hash and a digest of the file. See protocol/SPEC.md.
+ * Signature files: preamble "RSSG" v2 (v1 read too), SigHeader, SigBlocks...,
+ * SigEnd with the basis hash and a digest of the file, the basis hash
+ * included from v2 on. See protocol/SPEC.md.
  */
 import { CorruptInputError, SyncError } from '../core/errors.js';
 import { MAX_BLOCKS } from '../core/limits.js';
 import { Signature, blockCountFor, validateSignatureParams, type SignatureChunk, type SignatureParams } from '../core/signature.js';
 import { STRONG_ALGS, strongAlgFromId } from '../core/strong.js';
-import { FORMAT_VERSION, MsgType, SIG_MAGIC } from '../../protocol/constants.js';
+import { MsgType, SIG_FORMAT_VERSION, SIG_FORMAT_VERSIONS_READ, SIG_MAGIC } from '../../protocol/constants.js';
 import type { Message, SigBlocksMsg, SigHeaderMsg } from '../../protocol/messages.js';
 import { UnexpectedMessageError } from '../../protocol/errors.js';
 import { messageName } from '../../protocol/codec.js';
@@ -47,7 +48,7 @@ export function chunkFromMessage(m: SigBlocksMsg, p: SignatureParams): Signature
 
 /** Produces the bytes of a signature file. */
 export class SignatureFileEncoder {
-  private readonly w = new FramedFileWriter(SIG_MAGIC, FORMAT_VERSION);
+  private readonly w = new FramedFileWriter(SIG_MAGIC, SIG_FORMAT_VERSION, true);
   private blocks = 0;
   constructor(private readonly params: SignatureParams) {}
 
@@ -64,7 +65,7 @@ export class SignatureFileEncoder {
 
   /** End record with the basis image hash. */
   end(basisHash: Uint8Array): Buffer {
-    return this.w.message({ type: MsgType.SigEnd, blockCount: this.blocks, basisHash, digest: this.w.digest() });
+    return this.w.end({ type: MsgType.SigEnd, blockCount: this.blocks, basisHash, digest: null });
   }
 }
 
@@ -76,7 +77,8 @@ export interface LoadedSignature {
 
 /** Incremental signature file reader that builds the indexed Signature. */
 export class SignatureFileDecoder {
-  private readonly r = new FramedFileReader(SIG_MAGIC, FORMAT_VERSION, 'signature file', MsgType.SigEnd);
+  // From version 2 the digest covers the basis hash too (a flipped byte there read as a valid file).
+  private readonly r = new FramedFileReader(SIG_MAGIC, SIG_FORMAT_VERSIONS_READ, 'signature file', MsgType.SigEnd, 2);
   private sig: Signature | null = null;
   private done: LoadedSignature | null = null;
 

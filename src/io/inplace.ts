@@ -18,9 +18,10 @@ import type { DeltaOp } from '../core/ops.js';
 import { PatchPlanner } from '../core/patch.js';
 import { imageHashBuilder, type ImageHashBuilder, type ImageHashSpec } from '../core/imagehash.js';
 import { StrongHasher } from '../core/strong.js';
+import { killPoint } from '../trace.js';
 import { ioError } from './errors.js';
-import { openImage, readExactSync, type ImageHandle } from './image.js';
-import { Journal, readJournal, removeJournal, type JournalMeta, type JournalState } from './journal.js';
+import { openImage, readChunks, readExactSync, type ImageHandle } from './image.js';
+import { Journal, readJournal, type JournalHashSpec, type JournalMeta, type JournalState } from './journal.js';
 
 const BATCH = 8 * 1024 * 1024;
 const CHECKPOINT_EVERY = 64 * 1024 * 1024;
@@ -63,6 +64,8 @@ export class InPlacePatcher {
   batchBytes = BATCH;
   /** Flush while more ops arrive (off in tests that need each flush done before the next read). */
   backgroundFlush = true;
+  /** This patch made the journal (not a resume, not a new generation of a kept one): if it writes nothing, the journal goes. */
+  private fresh = false;
 
   private constructor(
     private readonly img: ImageHandle,
@@ -81,10 +84,32 @@ export class InPlacePatcher {
     this.originalSize = originalSize;
   }
 
-  /** Start a new journaled in-place patch of `img` (opened r+). */
-  static async start(img: ImageHandle, journalPath: string, meta: Omit<JournalMeta, 'originalSize'>, spec: ImageHashSpec): Promise<InPlacePatcher> {
-    const journal = await Journal.create(journalPath, { ...meta, originalSize: img.size });
-    return new InPlacePatcher(img, journal, new ExtentMap(), img.size, meta.targetSize, 0, spec);
+  /**
+   * Start a new journaled in-place patch of `img` (opened r+). `originalHash`
+   * is the image hash of `img` under `spec` (from a pass the caller made
+   * anyway); without it the image is read once to compute it, so that a
+   * rollback can always be proved. With `continueAt` (from settleJournal) the
+   * patch is a new generation of the journal kept there.
+   */
+  static async start(
+    img: ImageHandle,
+    journalPath: string,
+    meta: Omit<JournalMeta, 'originalSize' | 'originalHash' | 'hashSpec'>,
+    spec: ImageHashSpec,
+    opts: { originalHash?: Uint8Array | null; continueAt?: number | null } = {},
+  ): Promise<InPlacePatcher> {
+    const hashSpec = journalHashSpec(spec);
+    let journal: Journal;
+    if (opts.continueAt != null) {
+      // The first generation's hash proves a full rollback; this one's basis needs none.
+      journal = await Journal.extend(journalPath, opts.continueAt, { ...meta, originalSize: img.size, hashSpec });
+    } else {
+      const h = opts.originalHash ?? (await hashImage(img, img.size, hashSpec));
+      journal = await Journal.create(journalPath, { ...meta, originalSize: img.size, originalHash: Buffer.from(h).toString('hex'), hashSpec });
+    }
+    const p = new InPlacePatcher(img, journal, new ExtentMap(), img.size, meta.targetSize, 0, spec);
+    p.fresh = opts.continueAt == null;
+    return p;
   }
 
   /**
@@ -95,7 +120,8 @@ export class InPlacePatcher {
     await rollbackTail(img, journalPath, state);
     const journal = await Journal.reopen(journalPath, state.checkpointEnd);
     const extents = new ExtentMap();
-    for (const u of state.undos) if (!state.tail.includes(u)) extents.add(u.offset, u.length, u.dataAt);
+    // Only this generation's records: earlier ones saved bytes of earlier bases.
+    for (const u of state.genUndos) if (!state.tail.includes(u)) extents.add(u.offset, u.length, u.dataAt);
     const p = new InPlacePatcher(img, journal, extents, state.meta.originalSize, state.meta.targetSize, state.checkpoint, spec);
     p.fileSize = Math.max(state.meta.originalSize, state.checkpoint);
     p.frontier = p.durable = state.checkpoint;
@@ -186,7 +212,8 @@ export class InPlacePatcher {
       throw new VerifyError(`rebuilt image does not match the source: SHA-256 ${got.toString('hex')} != ${Buffer.from(targetHash).toString('hex')}`);
     }
     await this.syncImage();
-    await this.journal.commit(targetSize);
+    await this.journal.commit(targetSize, got);
+    killPoint('committed');
     try {
       await this.img.fh.truncate(targetSize);
     } catch (e) {
@@ -197,13 +224,22 @@ export class InPlacePatcher {
     await this.journal.remove();
   }
 
-  /** Stop after an error but keep progress: flush, fsync, checkpoint, keep the journal for a resume. */
+  /**
+   * Stop after an error but keep progress: flush, fsync, checkpoint, keep the
+   * journal for a resume. A patch that made the journal and wrote nothing
+   * removes it instead: the image is exactly what it was (a session refused
+   * after the journal was made must not leave the volume busy).
+   */
   async suspend(): Promise<number> {
     try {
       try {
         await this.flush();
       } catch {
         this.torn = true;
+      }
+      if (this.fresh && !this.torn && this.io.bytesWritten === 0) {
+        await this.journal.remove();
+        return 0;
       }
       // After a failed flush no checkpoint is written: recovery then undoes
       // every record since the last good one, the torn writes included.
@@ -412,6 +448,36 @@ async function restore(img: ImageHandle, journalPath: string, undos: { offset: n
   }
 }
 
+/** The journal's record of how an image hash is made. */
+export function journalHashSpec(spec: ImageHashSpec): JournalHashSpec {
+  return { blockSize: spec.blockSize, strongAlg: spec.strongAlg, seed: Buffer.from(spec.seed).toString('hex') };
+}
+
+/** Image hash of img[0, size) under a journal's hash spec (reads it all). */
+export async function hashImage(img: ImageHandle, size: number, spec: JournalHashSpec): Promise<Buffer> {
+  const h = imageHashBuilder(size, { blockSize: spec.blockSize, strongAlg: spec.strongAlg, seed: Buffer.from(spec.seed, 'hex') });
+  for await (const c of readChunks({ ...img, size }, 0, size, IO_CHUNK, true)) h.update(c);
+  return h.digest();
+}
+
+/**
+ * Check that the image holds what the journal says it should now; false when
+ * the journal carries no hash to check against (written by an older resync).
+ * A mismatch keeps the journal: it is still the record of what was there.
+ */
+async function proveImage(img: ImageHandle, journalPath: string, size: number, hash: Buffer | string | undefined | null, spec: JournalHashSpec | undefined, what: string): Promise<boolean> {
+  if (!hash || !spec) return false;
+  const want = typeof hash === 'string' ? Buffer.from(hash, 'hex') : hash;
+  const got = await hashImage(img, size, spec);
+  if (!got.equals(want)) {
+    throw new SyncError('ERR_JOURNAL', `${img.path} does not hash to the ${what} after settling its journal (something else wrote it?); the journal ${journalPath} is kept`, {
+      path: img.path,
+      journal: journalPath,
+    });
+  }
+  return true;
+}
+
 /** Undo the records after the last checkpoint: image = new[0, checkpoint) + original after it. */
 export async function rollbackTail(img: ImageHandle, journalPath: string, st: JournalState): Promise<void> {
   if (st.committed !== null) throw new SyncError('ERR_JOURNAL', 'the patch was already committed');
@@ -420,43 +486,75 @@ export async function rollbackTail(img: ImageHandle, journalPath: string, st: Jo
   await img.fh.sync();
 }
 
-/** Undo every record: the image is byte-for-byte what it was before the patch. Deletes the journal. */
-export async function rollbackAll(img: ImageHandle, journalPath: string, st: JournalState): Promise<void> {
+/**
+ * Undo every record of every generation: the image is byte-for-byte what it
+ * was before the first patch, which is checked against the first
+ * generation's hash before the journal is deleted. Safe to repeat after a
+ * crash at any point: the journal goes last, and undoing again from any
+ * partly undone state ends in the same bytes. Returns whether the result
+ * was proved (false for a journal without a hash).
+ */
+export async function rollbackAll(img: ImageHandle, journalPath: string, st: JournalState): Promise<boolean> {
   await restore(img, journalPath, st.undos);
-  if (!img.isBlockDevice) await img.fh.truncate(st.meta.originalSize);
+  killPoint('rollback-restored');
+  if (!img.isBlockDevice) await img.fh.truncate(st.base.originalSize);
   await img.fh.sync();
+  killPoint('rollback-synced');
+  const proved = await proveImage(img, journalPath, st.base.originalSize, st.base.originalHash, st.base.hashSpec, 'original image');
   const j = await Journal.reopen(journalPath, 0);
   await j.remove();
+  return proved;
 }
 
-/** Finish a committed patch whose final truncate may not have happened. Deletes the journal. */
-export async function completeCommitted(img: ImageHandle, journalPath: string, st: JournalState): Promise<void> {
+/** Finish a committed patch whose final truncate may not have happened, checked against the committed hash. Deletes the journal. */
+export async function completeCommitted(img: ImageHandle, journalPath: string, st: JournalState): Promise<boolean> {
   if (st.committed === null) throw new SyncError('ERR_JOURNAL', 'the patch was not committed');
   if (!img.isBlockDevice) await img.fh.truncate(st.committed);
   await img.fh.sync();
+  killPoint('complete-synced');
+  const proved = await proveImage(img, journalPath, st.committed, st.committedHash, st.meta.hashSpec, 'verified result');
   const j = await Journal.reopen(journalPath, 0);
   await j.remove();
+  return proved;
+}
+
+/** What settling a journal left. */
+export interface Settled {
+  /** Output prefix of the interrupted patch still in the image (0 if none). */
+  resumeFrom: number;
+  /** The journal was kept for a new generation: where it continues (pass to start()). Null: no journal. */
+  continueAt: number | null;
 }
 
 /**
- * Before a new session on an image: resolve a journal left by an interrupted
- * one. A committed patch is completed; otherwise the torn tail after the last
- * checkpoint is undone, leaving new data before the checkpoint and old data
- * after it: a consistent basis the new session finishes from, so what was
- * already applied is not sent again. Returns the checkpoint (0 if none).
+ * Before a new session on an image, under its lock: resolve a journal left
+ * by an interrupted one. A committed patch is completed. Otherwise, with
+ * `keep`, the torn tail after the last checkpoint is undone, leaving new data
+ * before the checkpoint and old data after it: a basis the new session
+ * finishes from (so what was applied is not sent again), and the journal is
+ * kept for the new session to continue, because only it can give back the
+ * original image. Without `keep` everything is rolled back and checked.
+ * Every step may be repeated after a crash.
  */
-export async function settleJournal(imagePath: string, jpath: string): Promise<number> {
+export async function settleJournal(imagePath: string, jpath: string, opts: { keep: boolean }): Promise<Settled> {
   const st = await readJournal(jpath);
-  if (!st) return 0;
+  if (!st) return { resumeFrom: 0, continueAt: null };
   const img = await openImage(imagePath, 'r+');
   try {
     if (st.committed !== null) {
       await completeCommitted(img, jpath, st);
-      return 0;
+      return { resumeFrom: 0, continueAt: null };
+    }
+    if (!opts.keep) {
+      await rollbackAll(img, jpath, st);
+      return { resumeFrom: 0, continueAt: null };
     }
     await rollbackTail(img, jpath, st);
-    await removeJournal(jpath);
-    return st.checkpoint;
+    killPoint('settle-tail-undone');
+    // Cut the undone tail off the journal (the image no longer needs it).
+    await (await Journal.reopen(jpath, st.checkpointEnd)).close();
+    killPoint('settle-cut');
+    return { resumeFrom: st.checkpoint, continueAt: st.checkpointEnd };
   } finally {
     await img.fh.close();
   }

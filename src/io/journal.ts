@@ -2,8 +2,17 @@
  * The undo journal for in-place patching. Before any range of the target is
  * overwritten, its old bytes are appended here and fsynced (write-ahead).
  * Checkpoint records mark output prefixes that are durable in the image; a
- * commit record marks a verified result. From this file alone a crashed patch
- * can be rolled back fully, or to its last checkpoint and resumed.
+ * commit record marks a verified result (its data: the result's image hash).
+ * From this file alone a crashed patch can be rolled back fully, or to its
+ * last checkpoint and resumed.
+ *
+ * A journal may hold several generations, each opened by a Meta record: a
+ * network session that retries an interrupted one undoes only the torn tail
+ * of the last generation and appends a new one, so what was applied is not
+ * sent again while every old byte stays saved. Undoing every Undo record of
+ * every generation, newest first, then cutting the image to the first
+ * generation's size, gives back the image from before the first session; the
+ * first Meta's `originalHash` proves it.
  *
  * Layout: preamble "RSJN" v1 (8 bytes), then records of a 24-byte header
  *   u8 type, 3 zero bytes, u32 BE data length, u32 BE offset-high, u32 BE
@@ -18,6 +27,7 @@ import { mkdirSync } from 'node:fs';
 import { SyncError } from '../core/errors.js';
 import { encodePreamble, checkPreamble } from '../format/preamble.js';
 import { PREAMBLE_LEN } from '../../protocol/constants.js';
+import type { StrongAlg } from '../core/strong.js';
 import { ioError } from './errors.js';
 import { syncDir } from './output.js';
 
@@ -38,6 +48,14 @@ const enum Rec {
   Commit = 4,
 }
 
+/** How an image hash in the journal was computed (see core/imagehash.ts). */
+export interface JournalHashSpec {
+  blockSize: number;
+  strongAlg: StrongAlg;
+  /** Seed, hex. */
+  seed: string;
+}
+
 /** What the journal protects. */
 export interface JournalMeta {
   /** Identifies the patch (delta file id or session id) so a resume applies the same delta. */
@@ -46,6 +64,10 @@ export interface JournalMeta {
   originalSize: number;
   /** Size the patch produces. */
   targetSize: number;
+  /** Image hash (hex) of the image before this generation, under `hashSpec`; absent in journals of older versions. */
+  originalHash?: string;
+  /** How `originalHash` and the commit record's hash are computed. */
+  hashSpec?: JournalHashSpec;
 }
 
 /** One saved range. */
@@ -58,14 +80,22 @@ export interface UndoRecord {
 
 /** A journal read back from disk. */
 export interface JournalState {
+  /** The last generation's header: the patch in progress. */
   meta: JournalMeta;
+  /** The first generation's header: the image a full rollback gives back. */
+  base: JournalMeta;
+  /** Every undo record, all generations, in order. */
   undos: UndoRecord[];
-  /** Output prefix durable in the image at the last checkpoint. */
+  /** The last generation's undo records (what its patch overwrote of its own basis). */
+  genUndos: UndoRecord[];
+  /** Output prefix durable in the image at the last generation's last checkpoint. */
   checkpoint: number;
-  /** File position just after the last checkpoint record (where a resume truncates to). */
+  /** File position just after that checkpoint record, or after the generation's Meta (where a resume truncates to). */
   checkpointEnd: number;
   /** Target size if the patch was verified and committed. */
   committed: number | null;
+  /** Image hash of the committed result, if the commit record carries it. */
+  committedHash: Buffer | null;
   /** Undo records written after the last checkpoint record: what a crash may have left half done. */
   tail: UndoRecord[];
 }
@@ -122,6 +152,23 @@ export class Journal {
     return j;
   }
 
+  /**
+   * Continue a settled journal with a new generation: cut it back to
+   * `truncateTo` (the end of the last generation's last checkpoint) and
+   * append `meta`, durably, before the new patch writes anything.
+   */
+  static async extend(path: string, truncateTo: number, meta: JournalMeta): Promise<Journal> {
+    const j = await Journal.reopen(path, truncateTo);
+    try {
+      await j.record(Rec.Meta, 0, Buffer.from(JSON.stringify(meta)));
+      await j.sync();
+    } catch (e) {
+      await j.close();
+      throw e;
+    }
+    return j;
+  }
+
   /** Reopen an existing journal for appending, cut back to `truncateTo` bytes. */
   static async reopen(path: string, truncateTo: number): Promise<Journal> {
     try {
@@ -171,9 +218,9 @@ export class Journal {
     await this.record(Rec.Checkpoint, position, Buffer.alloc(0));
   }
 
-  /** Mark the patch verified; the image is final once truncated to `size`. */
-  async commit(size: number): Promise<void> {
-    await this.record(Rec.Commit, size, Buffer.alloc(0));
+  /** Mark the patch verified; the image is final once truncated to `size`, and then hashes to `hash`. */
+  async commit(size: number, hash?: Uint8Array): Promise<void> {
+    await this.record(Rec.Commit, size, hash ?? Buffer.alloc(0));
     await this.sync();
   }
 
@@ -251,10 +298,13 @@ export async function readJournal(path: string): Promise<JournalState | null> {
     return b.subarray(0, off);
   };
   let meta: JournalMeta | null = null;
+  let base: JournalMeta | null = null;
   const undos: UndoRecord[] = [];
+  let genUndos: UndoRecord[] = [];
   let checkpoint = 0;
   let checkpointEnd = -1;
   let committed: number | null = null;
+  let committedHash: Buffer | null = null;
   let tail: UndoRecord[] = [];
   try {
     size = (await fh.stat()).size;
@@ -281,28 +331,39 @@ export async function readJournal(path: string): Promise<JournalState | null> {
       // The header is small; a longer one is a corrupt length, not a header.
       if (type === Rec.Meta && len > MAX_META) break;
       let crc = crc32(h.subarray(0, 16));
-      let metaBytes: Buffer | null = null;
+      let small: Buffer | null = null;
       for (let done = 0; done < len; ) {
         const chunk = await read(p + HDR + done, Math.min(CRC_CHUNK, len - done));
         if (chunk.length === 0) break;
         crc = crc32(chunk, crc);
-        if (type === Rec.Meta) metaBytes = chunk;
+        if (type === Rec.Meta || type === Rec.Commit) small = chunk;
         done += chunk.length;
       }
       if (crc !== h.readUInt32BE(16)) break;
-      if (type === Rec.Meta) meta = JSON.parse((metaBytes ?? Buffer.alloc(0)).toString('utf8')) as JournalMeta;
-      else if (type === Rec.Undo) {
+      if (type === Rec.Meta) {
+        // A new generation: its own checkpoints and tail start here.
+        meta = JSON.parse((small ?? Buffer.alloc(0)).toString('utf8')) as JournalMeta;
+        base ??= meta;
+        checkpoint = 0;
+        checkpointEnd = p + HDR + len;
+        tail = [];
+        genUndos = [];
+        committed = null;
+        committedHash = null;
+      } else if (type === Rec.Undo) {
         const u = { offset, length: len, dataAt: p + HDR };
         undos.push(u);
+        genUndos.push(u);
         tail.push(u);
       } else if (type === Rec.Checkpoint) {
         checkpoint = offset;
         checkpointEnd = p + HDR;
         tail = [];
-      } else if (type === Rec.Commit) committed = offset;
-      else break;
+      } else if (type === Rec.Commit) {
+        committed = offset;
+        committedHash = len === 32 && small ? Buffer.from(small) : null;
+      } else break;
       p += HDR + len;
-      if (type === Rec.Meta && checkpointEnd < 0) checkpointEnd = p;
     }
   } catch (e) {
     await fh.close().catch(() => undefined);
@@ -317,7 +378,7 @@ export async function readJournal(path: string): Promise<JournalState | null> {
     }
     throw new SyncError('ERR_JOURNAL', `journal ${path} has records but no readable header`);
   }
-  return { meta, undos, checkpoint, checkpointEnd, committed, tail };
+  return { meta, base: base ?? meta, undos, genUndos, checkpoint, checkpointEnd, committed, committedHash, tail };
 }
 
 /** Delete a journal file (after its state was resolved). */

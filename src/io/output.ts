@@ -4,6 +4,7 @@
  * the complete new one. Writes are coalesced into large sequential writes, and
  * all-zero ranges are skipped on a fresh file (they stay holes: sparse output).
  */
+import { unlinkSync } from 'node:fs';
 import { open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { ParamError } from '../core/errors.js';
 import { basename, dirname, join } from 'node:path';
@@ -12,6 +13,33 @@ import { isZeroRange } from '../core/strong.js';
 import { ioError } from './errors.js';
 
 const COALESCE = 4 * 1024 * 1024;
+
+/**
+ * Temp files being written right now, so that a process stopped by a signal
+ * can remove them synchronously on its way out (removeLiveTempFiles).
+ */
+const liveTemps = new Set<string>();
+
+/** Remove every temp file still being written (at exit on a signal); returns their paths. */
+export function removeLiveTempFiles(): string[] {
+  const gone = [...liveTemps];
+  for (const p of gone) {
+    try {
+      unlinkSync(p);
+    } catch {
+      // already gone
+    }
+  }
+  liveTemps.clear();
+  return gone;
+}
+
+let zeros: Buffer | null = null;
+/** A shared, never written, run of COALESCE zero bytes. */
+function zeroChunk(): Buffer {
+  zeros ??= Buffer.alloc(COALESCE);
+  return zeros;
+}
 
 /** A positioned writer over a temp file (atomic rename on commit) or an existing image. */
 export class ImageWriter {
@@ -46,6 +74,7 @@ export class ImageWriter {
     } catch (e) {
       throw ioError(e, 'create', tmp);
     }
+    liveTemps.add(tmp);
     return new ImageWriter(fh, tmp, finalPath, true);
   }
 
@@ -68,6 +97,22 @@ export class ImageWriter {
       return;
     }
     await this.writeDense(pos, data);
+  }
+
+  /**
+   * `length` zero bytes at `pos`, without the bytes: nothing to write on a
+   * fresh file (its unwritten ranges read as zeros); written out in place.
+   */
+  async writeZeros(pos: number, length: number): Promise<void> {
+    if (this.fresh) {
+      this.bytesWritten += length;
+      return;
+    }
+    for (let done = 0; done < length; ) {
+      const n = Math.min(COALESCE, length - done);
+      await this.writeDense(pos + done, zeroChunk().subarray(0, n));
+      done += n;
+    }
   }
 
   /** Queue `data` at `pos`, zeros included. */
@@ -103,6 +148,7 @@ export class ImageWriter {
       this.closed = true;
       if (this.path !== this.finalPath) {
         await rename(this.path, this.finalPath);
+        liveTemps.delete(this.path);
         await syncDir(dirname(this.finalPath));
       }
     } catch (e) {
@@ -126,7 +172,10 @@ export class ImageWriter {
       this.closed = true;
       await this.fh.close().catch(() => undefined);
     }
-    if (this.path !== this.finalPath) await unlink(this.path).catch(() => undefined);
+    if (this.path !== this.finalPath) {
+      await unlink(this.path).catch(() => undefined);
+      liveTemps.delete(this.path);
+    }
   }
 
   private async writeRaw(pos: number, data: Uint8Array): Promise<void> {

@@ -11,11 +11,13 @@ import { PatchPlanner } from '../core/patch.js';
 import { imageHashBuilder, type ImageHashBuilder, type ImageHashSpec } from '../core/imagehash.js';
 import { readExact, type ImageHandle } from './image.js';
 import type { ImageWriter } from './output.js';
+import { ExtentMap } from './sparse.js';
 
 /** Applies ops in order; call finish() with the source's declared size and hash. */
 export class StreamPatcher {
   readonly planner: PatchPlanner;
   private readonly hash: ImageHashBuilder;
+  private readonly extents: ExtentMap;
 
   constructor(
     private readonly basis: ImageHandle,
@@ -25,6 +27,7 @@ export class StreamPatcher {
   ) {
     this.planner = new PatchPlanner({ basisSize: basis.size, maxOutput: targetSize });
     this.hash = imageHashBuilder(targetSize, spec);
+    this.extents = new ExtentMap(basis);
   }
 
   /** Output bytes produced so far. */
@@ -40,12 +43,23 @@ export class StreamPatcher {
       await this.out.write(w.dst, w.data);
       return;
     }
-    for (let done = 0; done < w.length; ) {
-      const n = Math.min(IO_CHUNK, w.length - done);
-      const data = await readExact(this.basis, w.src + done, n);
+    // Holes of the basis are neither read nor written: they hash as zero
+    // blocks and stay holes in a fresh output (a sparse image stays sparse).
+    const end = w.src + w.length;
+    for (let src = w.src; src < end; ) {
+      const run = this.extents.span(src, end);
+      const dst = w.dst + (src - w.src);
+      if (run.zero) {
+        this.hash.updateZero(run.end - src);
+        await this.out.writeZeros(dst, run.end - src);
+        src = run.end;
+        continue;
+      }
+      const n = Math.min(IO_CHUNK, run.end - src);
+      const data = await readExact(this.basis, src, n);
       this.hash.update(data);
-      await this.out.write(w.dst + done, data);
-      done += n;
+      await this.out.write(dst, data);
+      src += n;
     }
   }
 

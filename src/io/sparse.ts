@@ -14,6 +14,8 @@ import { readExactSync, type ImageHandle } from './image.js';
 interface ExtentHelper {
   /** lseek(fd, position, whence 0 = SEEK_DATA, 1 = SEEK_HOLE): the offset, or -errno. */
   seek(fd: number, position: number, whence: 0 | 1): number;
+  /** flock(fd, 0 = unlock, 1 = shared, 2 = exclusive, never waiting): 0, or -errno. Absent in helpers built before it. */
+  lock?(fd: number, mode: 0 | 1 | 2): number;
 }
 
 let helper: ExtentHelper | null | undefined;
@@ -55,6 +57,36 @@ function nextData(img: ImageHandle, pos: number, size: number, holes: boolean): 
   return [d, e < 0 ? size : Math.min(e, size)];
 }
 
+/**
+ * Where an image's holes are, asked lazily and remembered: a patch asks once
+ * per copy, and thousands of copies into one extent cost one pair of seeks.
+ */
+export class ExtentMap {
+  /** The last answer: [from, to) is all data (zero=false) or all hole (zero=true). */
+  private from = 0;
+  private to = 0;
+  private zero = false;
+
+  constructor(private readonly img: ImageHandle) {}
+
+  /**
+   * What is at `pos` (< the image size): a hole (`zero`) or data, and where
+   * that run ends (capped at `end`). Without the helper, all is data.
+   */
+  span(pos: number, end: number): { zero: boolean; end: number } {
+    if (pos < this.from || pos >= this.to) this.look(pos);
+    return { zero: this.zero, end: Math.min(this.to, end) };
+  }
+
+  private look(pos: number): void {
+    const size = this.img.size;
+    const d = nextData(this.img, pos, size, true);
+    if (d === null) [this.from, this.to, this.zero] = [pos, size, true];
+    else if (d[0] > pos) [this.from, this.to, this.zero] = [pos, d[0], true];
+    else [this.from, this.to, this.zero] = [pos, Math.max(d[1], pos + 1), false];
+  }
+}
+
 /** A piece of an image: bytes read, or a run known to be zeros (a hole) that was not read. */
 export interface Piece {
   position: number;
@@ -75,6 +107,11 @@ export interface PieceOptions {
   holes?: boolean;
   /** Read into this buffer (at least one piece long) instead of a new one. */
   buffer?: Buffer | undefined;
+  /**
+   * Read each data piece into a buffer of its own, which stays valid for as
+   * long as the consumer keeps it (a matcher keeps views of earlier input).
+   */
+  fresh?: boolean | undefined;
 }
 
 /**
@@ -98,7 +135,7 @@ export async function* readPieces(img: ImageHandle, opts: PieceOptions = {}): As
   const { start = 0, end = img.size, chunk = IO_CHUNK, align = 1, holes = true } = opts;
   const step = pieceStep(chunk, align);
   const len = pieceBufferLength(img.size, opts);
-  const buf = opts.buffer && opts.buffer.length >= len ? opts.buffer.subarray(0, len) : Buffer.allocUnsafe(len);
+  const buf = opts.buffer && opts.buffer.length >= len ? opts.buffer.subarray(0, len) : opts.fresh ? Buffer.alloc(0) : Buffer.allocUnsafe(len);
   let zeros: Buffer | null = null;
   const up = (x: number): number => Math.min(end, Math.ceil(x / align) * align);
   const down = (x: number): number => Math.floor(x / align) * align;
@@ -114,12 +151,12 @@ export async function* readPieces(img: ImageHandle, opts: PieceOptions = {}): As
     let piece: Piece;
     if (holeEnd >= pos + align || holeEnd === end) {
       const n = Math.min(step, holeEnd - pos);
-      zeros ??= Buffer.alloc(buf.length);
+      zeros ??= Buffer.alloc(len);
       piece = { position: pos, data: zeros.subarray(0, n), zero: true };
     } else {
       // Data up to the end of the extent, rounded up to a block (pos is on a block boundary).
       const n = Math.min(step, Math.max(up(extent![1]), pos + align) - pos, end - pos);
-      piece = { position: pos, data: readExactSync(img, pos, n, buf), zero: false };
+      piece = { position: pos, data: readExactSync(img, pos, n, opts.fresh ? Buffer.allocUnsafe(n) : buf), zero: false };
     }
     pos += piece.data.length;
     sinceYield += piece.data.length;

@@ -1,15 +1,22 @@
 /*
- * resync's one native helper: where a file's data and holes are.
+ * resync's one native helper: where a file's data and holes are, and a
+ * kernel lock on an image.
  *
  * Node's fs has no lseek(), so without this every hole of a sparse image is
  * read and scanned as zeros. With it, signature and hashing passes read only
  * the allocated extents (SEEK_DATA / SEEK_HOLE, Linux 3.1+, most filesystems).
  * Everything else stays in TypeScript; when this module is not built, the
  * callers read holes like data and the results are the same.
+ *
+ * Node's fs has no flock() either. A session that writes an image holds
+ * flock(LOCK_EX) on it (readers LOCK_SH) for its whole length: the kernel
+ * drops the lock when the process dies, so a crash never leaves a lock behind
+ * (src/io/lock.ts has the lock-file fallback used when this is not built).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <node_api.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 /*
@@ -33,9 +40,34 @@ static napi_value seek_extent(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/*
+ * lock(fd, mode) with mode 0 = unlock, 1 = shared, 2 = exclusive; never waits.
+ * Returns 0, or -errno (EWOULDBLOCK: another open file holds a conflicting lock).
+ */
+static napi_value lock_file(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int32_t fd = -1, mode = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 2 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_int32(env, argv[1], &mode) != napi_ok ||
+      fd < 0 || mode < 0 || mode > 2) {
+    napi_throw_type_error(env, NULL, "lock(fd, mode 0|1|2)");
+    return NULL;
+  }
+  int op = mode == 0 ? LOCK_UN : mode == 1 ? LOCK_SH : LOCK_EX;
+  int r;
+  do r = flock(fd, op | LOCK_NB);
+  while (r < 0 && errno == EINTR);
+  napi_value out;
+  napi_create_int32(env, r < 0 ? -errno : 0, &out);
+  return out;
+}
+
 NAPI_MODULE_INIT() {
   napi_value fn;
   if (napi_create_function(env, "seek", NAPI_AUTO_LENGTH, seek_extent, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "seek", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "lock", NAPI_AUTO_LENGTH, lock_file, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "lock", fn) != napi_ok) return NULL;
   return exports;
 }

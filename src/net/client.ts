@@ -3,7 +3,8 @@ import { stat } from 'node:fs/promises';
 import { SyncError, isSyncError } from '../core/errors.js';
 import type { DeltaStats } from '../core/ops.js';
 import { defaultBlockSize } from '../core/signature.js';
-import { assertUnchanged, imageStamp, openImage, openOrCreateImage } from '../io/image.js';
+import { assertUnchanged, imageStamp, openImage, openOrCreateImage, type ImageHandle } from '../io/image.js';
+import { lockImage } from '../io/lock.js';
 import { MsgType, PROTOCOL_VERSION } from '../../protocol/constants.js';
 import { clientProof, macEquals, newNonce, serverProof } from '../../protocol/auth.js';
 import type { ReadyMsg } from '../../protocol/messages.js';
@@ -12,7 +13,7 @@ import { dial, type ClientTls, type Connection } from './connection.js';
 import { inPlaceSink, receiveDelta, receiveSignatureWithPrepass, sendDelta, sendSignature, tempFileSink } from './transfer.js';
 import { journalPathFor } from '../io/journal.js';
 import { SUBSUMS_CAP } from './subsums.js';
-import { trace } from '../trace.js';
+import { killPoint, trace } from '../trace.js';
 import { settleJournal } from '../io/inplace.js';
 
 /** Options for push and pull. */
@@ -83,7 +84,12 @@ export async function openSession(conn: Connection, mode: 'push' | 'pull' | 'ver
 /** Make the remote volume identical to the local image `imagePath`. */
 export async function push(imagePath: string, opts: ClientOptions): Promise<SyncResult> {
   const t0 = performance.now();
-  const img = await openImage(imagePath);
+  // Shared: other readers may push it too, but no session may be writing it.
+  const lock = await lockImage(imagePath, 'read');
+  const img = await openImage(imagePath).catch(async (e: unknown) => {
+    await lock.release();
+    throw e;
+  });
   let conn: Connection | null = null;
   try {
     trace('client: connecting');
@@ -107,12 +113,14 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
       bytesReceived: conn.bytesIn,
       elapsedMs: performance.now() - t0,
       verified: true,
+      bytesWritten: res.bytesWritten,
     };
   } catch (e) {
     conn?.destroy();
     throw e;
   } finally {
     await img.fh.close();
+    await lock.release();
   }
 }
 
@@ -122,28 +130,31 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
   // Block devices are always patched in place (a temp file cannot be renamed onto a device).
   const inPlace = opts.inPlace !== false || (await stat(imagePath).catch(() => null))?.isBlockDevice() === true;
   const jpath = journalPathFor(imagePath);
-  const resumedFrom = await settleJournal(imagePath, jpath).catch((e: unknown) => {
-    if (isSyncError(e) && e.details.errno === 'ENOENT') return 0;
-    throw e;
-  });
-  const basis = await openOrCreateImage(imagePath, inPlace ? 'r+' : 'r');
+  // Held for the whole session, taken before the journal is looked at: a
+  // second pull into the same image (cron) must not settle a live journal.
+  const lock = await lockImage(imagePath, 'write', { create: true });
+  let basis: ImageHandle | null = null;
   let conn: Connection | null = null;
   try {
+    const settled = await settleJournal(imagePath, jpath, { keep: inPlace });
+    const resumedFrom = settled.resumeFrom;
+    basis = await openOrCreateImage(imagePath, inPlace ? 'r+' : 'r');
+    const img = basis;
     conn = await connectAuthenticated(opts);
     const ready = await openSession(conn, 'pull', opts, basis.size);
     const bs = opts.blockSize ?? defaultBlockSize(Math.max(basis.size, ready.imageSize));
-    const before = await imageStamp(basis);
-    const sent = await sendSignature(conn, basis, bs);
+    const before = await imageStamp(img);
+    const sent = await sendSignature(conn, img, bs);
     let r;
     try {
       const sessionId = ready.sessionId;
       r = await receiveDelta(
         conn,
-        basis,
+        img,
         async (size, spec) => {
-          await assertUnchanged(basis, before);
-          if (basis.isBlockDevice && size > basis.size) throw new SyncError('ERR_PARAM', `the remote image is ${size} bytes; ${imagePath} is a ${basis.size}-byte block device`);
-          return inPlace ? inPlaceSink(basis, jpath, sessionId, size, spec, sent.fullDigests) : tempFileSink(basis, imagePath, size, spec);
+          await assertUnchanged(img, before);
+          if (img.isBlockDevice && size > img.size) throw new SyncError('ERR_PARAM', `the remote image is ${size} bytes; ${imagePath} is a ${img.size}-byte block device`);
+          return inPlace ? inPlaceSink(img, jpath, sessionId, size, spec, sent.fullDigests, settled.continueAt) : tempFileSink(img, imagePath, size, spec);
         },
         opts.onProgress,
         sent,
@@ -152,7 +163,10 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
       if (isSyncError(e) && !e.details.remote) await conn.sendErrorAndClose(e);
       throw e;
     }
-    await conn.send({ type: MsgType.Result, ok: true, bytesWritten: r.targetSize, targetHash: r.targetHash });
+    killPoint('pull-verified');
+    // The image is complete and verified here: a server that went away
+    // before hearing so changes nothing about it.
+    await conn.send({ type: MsgType.Result, ok: true, bytesWritten: r.bytesWritten, targetHash: r.targetHash }).catch(() => undefined);
     conn.end();
     return {
       ...r,
@@ -168,7 +182,8 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
     conn?.destroy();
     throw e;
   } finally {
-    await basis.fh.close();
+    await basis?.fh.close();
+    await lock.release();
   }
 }
 

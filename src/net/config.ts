@@ -1,8 +1,11 @@
 /** Server configuration: a JSON file naming volumes; the shared secret lives in its own file. */
-import { readFile, stat } from 'node:fs/promises';
+import { constants as fsc } from 'node:fs';
+import { access, readFile, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
+import * as v from 'valibot';
 import { ParamError } from '../core/errors.js';
 import { ioError } from '../io/errors.js';
+import { journalPathFor } from '../io/journal.js';
 
 /** One exported image. */
 export interface VolumeConfig {
@@ -25,8 +28,12 @@ export interface ServerConfig {
   /** Shared secret for HMAC authentication (from secretFile). */
   secret: Buffer;
   volumes: Record<string, VolumeConfig>;
-  /** Most sessions at once (authenticated or not). */
+  /** Most authenticated sessions at once. */
   maxSessions: number;
+  /** Most connections waiting to authenticate at once (default 256); they never take a session slot. */
+  maxPreAuth?: number | undefined;
+  /** Most connections waiting to authenticate from one source address (default 8). */
+  maxPreAuthPerAddress?: number | undefined;
   /** Idle timeout after authentication. */
   idleTimeoutMs: number;
   /** Time allowed from connect to authenticated. */
@@ -47,8 +54,12 @@ export async function readTlsFiles(certFile: string, keyFile: string): Promise<{
 /** Shortest secret accepted (bytes). */
 export const MIN_SECRET_LEN = 16;
 
-/** Read a secret file: its bytes, without a trailing newline. Refuses short secrets. */
-export async function readSecretFile(path: string): Promise<Buffer> {
+/**
+ * Read a secret file: its bytes, without a trailing newline. Refuses short
+ * secrets. A file other users can read is accepted with a warning, pushed onto
+ * `warnings` for the caller to show (this layer prints nothing).
+ */
+export async function readSecretFile(path: string, warnings?: string[]): Promise<Buffer> {
   let raw: Buffer;
   try {
     raw = await readFile(path);
@@ -61,9 +72,7 @@ export async function readSecretFile(path: string): Promise<Buffer> {
   if (secret.length < MIN_SECRET_LEN) throw new ParamError(`secret in ${path} is ${secret.length} bytes; use at least ${MIN_SECRET_LEN} (e.g. head -c 32 /dev/urandom | base64 > ${path})`);
   try {
     const st = await stat(path);
-    if ((st.mode & 0o077) !== 0 && process.platform !== 'win32') {
-      process.stderr.write(`resync: warning: ${path} is readable by other users; chmod 600 it\n`);
-    }
+    if ((st.mode & 0o077) !== 0 && process.platform !== 'win32') warnings?.push(`${path} is readable by other users; chmod 600 it`);
   } catch {
     // stat after a successful read: ignore
   }
@@ -72,8 +81,189 @@ export async function readSecretFile(path: string): Promise<Buffer> {
 
 const NAME_RE = /^[A-Za-z0-9._-]{1,128}$/;
 
-/** Load and check a JSON config file. Relative paths resolve against the file's directory. */
+/** One thing wrong with a server configuration, and where. */
+export interface ConfigProblem {
+  /** Dotted location in the config (`volumes.vm1.writable`) or the option (`--volume vm1`). */
+  where: string;
+  /** What is wrong, one line. */
+  message: string;
+}
+
+/** A configuration that cannot be served: every problem found, not just the first. `source` names the file ('' for options). */
+export class ConfigError extends ParamError {
+  constructor(
+    source: string,
+    readonly problems: ConfigProblem[],
+  ) {
+    const first = problems[0];
+    const more = problems.length > 1 ? ` (and ${problems.length - 1} more problem${problems.length > 2 ? 's' : ''})` : '';
+    super(`${source ? `${source}: ` : ''}${first ? `${first.where}: ${first.message}` : 'invalid'}${more}`, { source, problems });
+  }
+}
+
+/** A config file read and checked, with what is worth a warning. */
+export interface LoadedServerConfig {
+  config: ServerConfig;
+  /** Things that work but look wrong (a secret other users can read, a volume not created yet). */
+  warnings: string[];
+}
+
+const positiveInt = (what: string) =>
+  v.pipe(v.number(`${what} must be a number`), v.integer(`${what} must be a whole number`), v.minValue(1, `${what} must be at least 1`));
+
+const VolumeSchema = v.strictObject({
+  path: v.pipe(v.string('must be a string (the image file or block device)'), v.minLength(1, 'must not be empty')),
+  writable: v.optional(v.boolean('must be true or false (a JSON boolean, not a string)')),
+  inPlace: v.optional(v.boolean('must be true or false (a JSON boolean, not a string)')),
+});
+
+const TlsSchema = v.strictObject({
+  certFile: v.string('must be the path of a PEM certificate'),
+  keyFile: v.string('must be the path of a PEM private key'),
+});
+
+const ConfigSchema = v.strictObject({
+  listen: v.optional(
+    v.pipe(
+      v.string('must be "HOST:PORT"'),
+      v.check((s) => tryHostPort(s) !== null, 'must be HOST:PORT with a port up to 65535 (IPv6 in brackets)'),
+    ),
+  ),
+  secretFile: v.optional(v.pipe(v.string('must be a path'), v.minLength(1, 'must not be empty'))),
+  volumes: v.pipe(
+    v.record(v.pipe(v.string(), v.regex(NAME_RE, 'volume names are 1-128 letters, digits, ".", "_" or "-"')), VolumeSchema, 'must be an object of volumes by name'),
+    v.check((o) => Object.keys(o).length > 0, 'names no volume'),
+  ),
+  maxSessions: v.optional(positiveInt('maxSessions')),
+  maxPreAuth: v.optional(positiveInt('maxPreAuth')),
+  maxPreAuthPerAddress: v.optional(positiveInt('maxPreAuthPerAddress')),
+  idleTimeoutMs: v.optional(positiveInt('idleTimeoutMs')),
+  handshakeTimeoutMs: v.optional(positiveInt('handshakeTimeoutMs')),
+  tls: v.optional(TlsSchema),
+});
+
+/** Keys allowed at each level, for "did you mean". */
+const KEYS = {
+  top: Object.keys(ConfigSchema.entries),
+  volume: Object.keys(VolumeSchema.entries),
+  tls: Object.keys(TlsSchema.entries),
+};
+
+/** Levenshtein distance, small strings only (config keys). */
+function distance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1]!.toLowerCase() === b[j - 1]!.toLowerCase() ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length]!;
+}
+
+/** The closest allowed key to a misspelt one, if any is close. */
+export function suggestKey(key: string, allowed: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestD = Math.max(2, Math.floor(key.length / 3)) + 1;
+  for (const k of allowed) {
+    const d = distance(key, k);
+    if (d < bestD) {
+      best = k;
+      bestD = d;
+    }
+  }
+  return best;
+}
+
+function schemaProblems(issues: readonly v.BaseIssue<unknown>[]): ConfigProblem[] {
+  const out: ConfigProblem[] = [];
+  for (const i of issues) {
+    const keys = (i.path ?? []).map((p) => String(p.key));
+    const where = keys.length ? keys.join('.') : '(top level)';
+    if (i.type === 'strict_object' && i.expected === 'never') {
+      // An unknown key; its path ends with it.
+      const key = keys[keys.length - 1] ?? '';
+      const level = keys.length === 1 ? KEYS.top : keys[0] === 'volumes' ? KEYS.volume : keys[0] === 'tls' ? KEYS.tls : [];
+      const s = suggestKey(key, level);
+      out.push({ where, message: `unknown key${s ? ` (did you mean ${JSON.stringify(s)}?)` : ''}` });
+    } else if (i.kind === 'schema' && i.input === undefined && keys.length > 0) {
+      out.push({ where, message: 'is required' });
+    } else {
+      const got = i.kind === 'schema' ? `, got ${i.received}` : '';
+      out.push({ where, message: `${i.message}${got}` });
+    }
+  }
+  return out;
+}
+
+/**
+ * Check each volume's path as the server will use it: it exists and is a
+ * regular file or a block device, readable, and writable (with its journal's
+ * or temp file's directory) when the volume is; a writable volume may be
+ * missing when its directory allows creating it on the first push.
+ */
+export async function checkVolumes(volumes: Record<string, VolumeConfig>, where: (name: string) => string = (n) => `volumes.${n}.path`): Promise<{ problems: ConfigProblem[]; warnings: string[] }> {
+  const problems: ConfigProblem[] = [];
+  const warnings: string[] = [];
+  const canAccess = (p: string, mode: number): Promise<boolean> => access(p, mode).then(() => true, () => false);
+  const seen = new Map<string, string>();
+  for (const [name, vol] of Object.entries(volumes)) {
+    const at = where(name);
+    const bad = (message: string): void => void problems.push({ where: at, message: `${vol.path}: ${message}` });
+    const other = seen.get(vol.path);
+    if (other !== undefined) bad(`the same image as volume ${other}`);
+    seen.set(vol.path, name);
+    const st = await stat(vol.path).catch((e: NodeJS.ErrnoException) => e);
+    if (st instanceof Error) {
+      if (st.code !== 'ENOENT') {
+        bad(st.code === 'EACCES' ? 'permission denied' : `cannot stat (${st.code ?? st.message})`);
+        continue;
+      }
+      if (!vol.writable) {
+        bad('no such file (a read-only volume must exist)');
+        continue;
+      }
+      const dir = dirname(vol.path);
+      if (!(await canAccess(dir, fsc.W_OK | fsc.X_OK))) bad(`no such file, and its directory ${dir} does not exist or is not writable, so a push cannot create it`);
+      else warnings.push(`volume ${name}: ${vol.path} does not exist yet; the first push creates it`);
+      continue;
+    }
+    if (!st.isFile() && !st.isBlockDevice()) {
+      bad(`is ${st.isDirectory() ? 'a directory' : 'not a regular file'}; a volume is an image file or a block device`);
+      continue;
+    }
+    if (!(await canAccess(vol.path, fsc.R_OK))) bad('not readable by this user');
+    if (!vol.writable) continue;
+    if (!(await canAccess(vol.path, fsc.W_OK))) bad('not writable by this user, but the volume is writable');
+    // In place: the journal goes beside the image (or under RESYNC_JOURNAL_DIR for devices);
+    // otherwise a temp file beside the image is renamed over it.
+    let dir: string;
+    try {
+      dir = dirname(vol.inPlace === false && st.isFile() ? vol.path : journalPathFor(vol.path));
+    } catch (e) {
+      bad(`cannot make the journal directory (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
+      continue;
+    }
+    if (!(await canAccess(dir, fsc.W_OK | fsc.X_OK))) {
+      bad(`${dir} is not writable by this user; a push needs it for the ${vol.inPlace === false && st.isFile() ? 'temp file' : 'undo journal'}`);
+    }
+  }
+  return { problems, warnings };
+}
+
+/** Load and check a JSON config file (see readServerConfig); warnings are dropped. */
 export async function loadServerConfig(path: string, overrides: Partial<{ host: string; port: number; secretFile: string }> = {}): Promise<ServerConfig> {
+  return (await readServerConfig(path, overrides)).config;
+}
+
+/**
+ * Load a JSON config file and check it strictly: unknown keys, wrong types,
+ * bad volume names, and volume paths the server could not use. Every problem
+ * found is reported at once, with its location, in a ConfigError. Relative
+ * paths resolve against the file's directory.
+ */
+export async function readServerConfig(path: string, overrides: Partial<{ host: string; port: number; secretFile: string }> = {}): Promise<LoadedServerConfig> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
@@ -84,51 +274,52 @@ export async function loadServerConfig(path: string, overrides: Partial<{ host: 
   try {
     j = JSON.parse(text);
   } catch (e) {
-    throw new ParamError(`config ${path} is not valid JSON: ${(e as Error).message}`);
+    throw new ConfigError(`config ${path}`, [{ where: '(file)', message: `not valid JSON: ${(e as Error).message}` }]);
   }
-  if (typeof j !== 'object' || j === null) throw new ParamError(`config ${path} must be a JSON object`);
-  const o = j as Record<string, unknown>;
+  if (typeof j !== 'object' || j === null || Array.isArray(j)) throw new ConfigError(`config ${path}`, [{ where: '(top level)', message: 'must be a JSON object' }]);
+  const parsed = v.safeParse(ConfigSchema, j);
+  if (!parsed.success) throw new ConfigError(`config ${path}`, schemaProblems(parsed.issues));
+  const o = parsed.output;
   const base = dirname(resolve(path));
   const abs = (p: string): string => (isAbsolute(p) ? p : resolve(base, p));
-  const listen = typeof o.listen === 'string' ? o.listen : '127.0.0.1:7873';
-  const [h, p] = splitHostPort(listen);
-  const secretFile = overrides.secretFile ?? (typeof o.secretFile === 'string' ? abs(o.secretFile) : undefined);
-  if (!secretFile) throw new ParamError(`config ${path} needs "secretFile" (the shared secret is never given on the command line)`);
-  const vols: Record<string, VolumeConfig> = {};
-  const rawVols = o.volumes;
-  if (typeof rawVols !== 'object' || rawVols === null || Array.isArray(rawVols)) throw new ParamError(`config ${path} needs a "volumes" object`);
-  for (const [name, v] of Object.entries(rawVols as Record<string, unknown>)) {
-    if (!NAME_RE.test(name)) throw new ParamError(`volume name ${JSON.stringify(name)} must match ${NAME_RE}`);
-    if (typeof v !== 'object' || v === null || typeof (v as { path?: unknown }).path !== 'string') {
-      throw new ParamError(`volume ${name} needs a "path"`);
-    }
-    const vv = v as { path: string; writable?: unknown; inPlace?: unknown };
-    vols[name] = { path: abs(vv.path), writable: vv.writable === true, inPlace: vv.inPlace !== false };
-  }
-  const num = (k: string, d: number): number => {
-    const x = o[k];
-    if (x === undefined) return d;
-    if (typeof x !== 'number' || !Number.isFinite(x) || x <= 0) throw new ParamError(`config ${k} must be a positive number`);
-    return x;
-  };
+  const [h, p] = splitHostPort(o.listen ?? '127.0.0.1:7873');
+  const volumes: Record<string, VolumeConfig> = {};
+  for (const [name, vv] of Object.entries(o.volumes)) volumes[name] = { path: abs(vv.path), writable: vv.writable === true, inPlace: vv.inPlace !== false };
+  const problems: ConfigProblem[] = [];
+  const warnings: string[] = [];
+  const secretFile = overrides.secretFile ?? (o.secretFile !== undefined ? abs(o.secretFile) : undefined);
+  let secret: Buffer | undefined;
+  if (!secretFile) problems.push({ where: 'secretFile', message: 'is required (the shared secret is never given on the command line)' });
+  else secret = await readSecretFile(secretFile, warnings).catch((e: Error) => void problems.push({ where: overrides.secretFile ? '--secret-file' : 'secretFile', message: e.message }));
   let tls: { cert: Buffer; key: Buffer } | undefined;
-  if (o.tls !== undefined) {
-    const t = o.tls as { certFile?: unknown; keyFile?: unknown };
-    if (typeof t !== 'object' || t === null || typeof t.certFile !== 'string' || typeof t.keyFile !== 'string') {
-      throw new ParamError(`config "tls" needs "certFile" and "keyFile"`);
-    }
-    tls = await readTlsFiles(abs(t.certFile), abs(t.keyFile));
-  }
+  if (o.tls) tls = await readTlsFiles(abs(o.tls.certFile), abs(o.tls.keyFile)).catch((e: Error) => void problems.push({ where: 'tls', message: e.message }));
+  const vc = await checkVolumes(volumes);
+  problems.push(...vc.problems);
+  warnings.push(...vc.warnings);
+  if (problems.length > 0 || !secret) throw new ConfigError(`config ${path}`, problems);
   return {
-    tls,
-    host: overrides.host ?? h,
-    port: overrides.port ?? p,
-    secret: await readSecretFile(secretFile),
-    volumes: vols,
-    maxSessions: num('maxSessions', 16),
-    idleTimeoutMs: num('idleTimeoutMs', 300_000),
-    handshakeTimeoutMs: num('handshakeTimeoutMs', 10_000),
+    config: {
+      tls,
+      host: overrides.host ?? h,
+      port: overrides.port ?? p,
+      secret,
+      volumes,
+      maxSessions: o.maxSessions ?? 16,
+      maxPreAuth: o.maxPreAuth ?? 256,
+      maxPreAuthPerAddress: o.maxPreAuthPerAddress ?? 8,
+      idleTimeoutMs: o.idleTimeoutMs ?? 300_000,
+      handshakeTimeoutMs: o.handshakeTimeoutMs ?? 10_000,
+    },
+    warnings,
   };
+}
+
+function tryHostPort(s: string): [string, number] | null {
+  try {
+    return splitHostPort(s);
+  } catch {
+    return null;
+  }
 }
 
 /** Split "host:port" (IPv6 in brackets). */

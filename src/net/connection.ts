@@ -23,7 +23,11 @@ export interface ConnectionOptions {
   idleTimeoutMs: number;
   /** Largest frame accepted. */
   maxFrame?: number;
-  /** Most bytes per second this side sends (`--bwlimit`); unlimited if absent. */
+  /**
+   * Most bytes per second in each direction (`--bwlimit`): sends wait, and
+   * reading stops while over the rate, so TCP's flow control slows the peer
+   * too. Unlimited if absent.
+   */
   bwlimit?: number | undefined;
 }
 
@@ -57,12 +61,18 @@ export class Connection {
   private readonly queue: Message[] = [];
   private waiter: { resolve: (m: Message) => void; reject: (e: Error) => void } | null = null;
   private failure: SyncError | null = null;
+  /** Set when the peer half-closed: receiving fails once the queue is empty, sending still works. */
+  private peerEnded: SyncError | null = null;
   private preambleBuf = Buffer.alloc(0);
   private gotPreamble = false;
   private preambleWaiter: { resolve: () => void; reject: (e: Error) => void } | null = null;
+  /** Reading stopped: too many messages wait. */
   private paused = false;
+  /** Reading stopped: over the --bwlimit rate. */
+  private throttled = false;
   private idleMs: number;
   private readonly throttle: Throttle | null;
+  private readonly readThrottle: Throttle | null;
   bytesIn = 0;
   bytesOut = 0;
   /** Capabilities the peer announced in its Hello or Challenge. */
@@ -75,6 +85,7 @@ export class Connection {
   ) {
     this.frames = new FrameDecoder(opts.maxFrame ?? MAX_FRAME);
     this.throttle = opts.bwlimit ? new Throttle(opts.bwlimit) : null;
+    this.readThrottle = opts.bwlimit ? new Throttle(opts.bwlimit) : null;
     socket.setNoDelay(true);
     this.idleMs = opts.idleTimeoutMs;
     socket.setTimeout(opts.idleTimeoutMs, () => this.fail(new SyncError('ERR_TIMEOUT', `no traffic from the peer for ${Math.round(this.idleMs / 1000)} s`)));
@@ -85,7 +96,15 @@ export class Connection {
     socket.on('close', () => this.fail(new SyncError('ERR_CONNECTION', 'the connection was closed by the peer')));
     socket.on('end', () => {
       const partial = this.frames.pending > 0;
-      this.fail(new SyncError('ERR_CONNECTION', partial ? 'the peer closed the connection in the middle of a frame' : 'the peer closed the connection'));
+      const e = new SyncError('ERR_CONNECTION', partial ? 'the peer closed the connection in the middle of a frame' : 'the peer closed the connection');
+      if (!socket.allowHalfOpen) return this.fail(e);
+      // A half-close: the peer sent all it will, but may still read. What it sent is
+      // still received, and our answer (a push's Result) can still be written.
+      this.peerEnded = e;
+      this.waiter?.reject(e);
+      this.waiter = null;
+      this.preambleWaiter?.reject(e);
+      this.preambleWaiter = null;
     });
   }
 
@@ -106,7 +125,7 @@ export class Connection {
     if (!this.gotPreamble) {
       await new Promise<void>((resolve, reject) => {
         this.preambleWaiter = { resolve, reject };
-        if (this.failure) reject(this.failure);
+        if (this.failure ?? this.peerEnded) reject(this.failure ?? this.peerEnded);
       });
     }
   }
@@ -173,11 +192,12 @@ export class Connection {
     if (m) {
       if (this.paused && this.queue.length <= LOW_WATER) {
         this.paused = false;
-        this.socket.resume();
+        if (!this.throttled) this.socket.resume();
       }
       return Promise.resolve(m);
     }
     if (this.failure) return Promise.reject(this.failure);
+    if (this.peerEnded) return Promise.reject(this.peerEnded);
     // About to wait for the peer: it may be waiting for what is still gathered.
     this.flushOut();
     return new Promise((resolve, reject) => {
@@ -188,6 +208,17 @@ export class Connection {
   private onData(d: Buffer): void {
     if (this.failure) return;
     this.bytesIn += d.length;
+    const wait = this.readThrottle?.debit(d.length) ?? 0;
+    if (wait > 0 && !this.throttled) {
+      // Over the rate: read nothing more until the debt is paid. The kernel's
+      // receive buffer fills and the peer's sends slow down to the rate.
+      this.throttled = true;
+      this.socket.pause();
+      setTimeout(() => {
+        this.throttled = false;
+        if (!this.paused && !this.failure) this.socket.resume();
+      }, wait);
+    }
     try {
       if (!this.gotPreamble) {
         this.preambleBuf = Buffer.concat([this.preambleBuf, d]);

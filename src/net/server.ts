@@ -4,7 +4,7 @@
  * nothing is revealed before it succeeds), then one session on one volume.
  */
 import { SUBSUMS_CAP } from './subsums.js';
-import { trace } from '../trace.js';
+import { killPoint, trace } from '../trace.js';
 import { createServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import { randomBytes } from 'node:crypto';
@@ -15,24 +15,48 @@ import { dirname } from 'node:path';
 
 /** Largest frame accepted before authentication. */
 export const PRE_AUTH_MAX_FRAME = 4096;
+/** Default most unauthenticated connections at once, in all and from one source address. */
+export const DEFAULT_MAX_PRE_AUTH = 256;
+export const DEFAULT_MAX_PRE_AUTH_PER_ADDRESS = 8;
+/**
+ * How long a refused connection is kept open at most, reading and dropping what
+ * the peer sends: closing at once with its bytes unread would reset the
+ * connection, and the peer could lose the refusal before reading it.
+ */
+export const REFUSAL_LINGER_MS = 500;
 import { defaultBlockSize } from '../core/signature.js';
-import { assertUnchanged, imageStamp, openImage, openOrCreateImage } from '../io/image.js';
+import { assertUnchanged, imageStamp, openImage, openOrCreateImage, type ImageHandle } from '../io/image.js';
+import { lockImage, type ImageLock, type LockMode } from '../io/lock.js';
 import { MsgType, PROTOCOL_VERSION } from '../../protocol/constants.js';
 import { macEquals, newNonce, clientProof, serverProof } from '../../protocol/auth.js';
 import { Connection } from './connection.js';
 import type { ServerConfig, VolumeConfig } from './config.js';
 import { inPlaceSink, receiveDelta, receiveSignatureWithPrepass, sendDelta, sendSignature, tempFileSink } from './transfer.js';
 import { journalPathFor, readJournal } from '../io/journal.js';
+import { encodeFrame } from '../bytes/frame.js';
+import { encodePreamble } from '../format/preamble.js';
+import { encodeMessage } from '../../protocol/codec.js';
+import { WIRE_MAGIC } from '../../protocol/constants.js';
 import type { ProgressFn } from '../api-files.js';
 import { settleJournal } from '../io/inplace.js';
 
 /** One line of the server's log. */
 export interface ServerEvent {
-  level: 'info' | 'warn' | 'error';
+  level: 'debug' | 'info' | 'warn' | 'error';
   msg: string;
   peer?: string;
   volume?: string;
   code?: string;
+  /** Structured fields (byte counts, progress, durations), for JSON logs. */
+  data?: Record<string, unknown>;
+}
+
+/** What a graceful shutdown did. */
+export interface ShutdownReport {
+  /** Sessions that finished during the grace period. */
+  finished: number;
+  /** Sessions cut off when it ran out (pushes keep their journal and resume on the next push). */
+  interrupted: number;
 }
 
 /** The capabilities this build offers. */
@@ -44,6 +68,16 @@ export class ResyncServer {
   private readonly sockets = new Set<Socket>();
   private readonly writers = new Set<string>();
   private readonly readers = new Map<string, number>();
+  /** Connections in a volume session (past Open, holding a lock), and their sessions. */
+  private readonly busy = new Map<Socket, Connection>();
+  private closing = false;
+  /** Called when a volume session ends (shutdown waits on it). */
+  private readonly idleWaiters = new Set<() => void>();
+  /** Unauthenticated connections, by source address and in all. */
+  private readonly preAuth = new Map<string, number>();
+  private preAuthTotal = 0;
+  /** Authenticated sessions (at most maxSessions). */
+  private authenticated = 0;
   /** Completed sessions, for tests and logs. */
   sessionsDone = 0;
 
@@ -56,7 +90,12 @@ export class ResyncServer {
   listen(): Promise<number> {
     return new Promise((resolve, reject) => {
       const tls = this.config.tls;
-      const srv: Server = tls ? createTlsServer({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2' }, (s) => this.onSocket(s)) : createServer({ pauseOnConnect: false }, (s) => this.onSocket(s));
+      // Plain TCP keeps half-open sockets: a client that half-closes after its delta still gets
+      // its Result. Over TLS the end of the peer's stream ends the session as before (a TLS
+      // server with half-open sockets could be left holding a failed handshake's socket).
+      const srv: Server = tls
+        ? createTlsServer({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2' }, (s) => this.onSocket(s))
+        : createServer({ pauseOnConnect: false, allowHalfOpen: true }, (s) => this.onSocket(s));
       // A failed TLS handshake never reaches onSocket; keep the server quiet and healthy.
       srv.on('tlsClientError', (e: Error, s: Socket) => {
         s.destroy();
@@ -78,6 +117,54 @@ export class ResyncServer {
     return this.sockets.size;
   }
 
+  /**
+   * Graceful shutdown: stop accepting, drop connections not yet in a volume
+   * session, let running sessions finish for up to `graceMs`, then tell the
+   * rest the server is going away and close them. A push cut off that way
+   * leaves its volume under its undo journal, consistent, and resumes on the
+   * next push; every lock is released as its session unwinds. `cutShort`
+   * (a second signal) ends the grace period early.
+   */
+  async shutdown(graceMs: number, cutShort?: Promise<void>): Promise<ShutdownReport> {
+    this.closing = true;
+    const closed = new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    for (const s of this.sockets) if (!this.busy.has(s)) s.destroy();
+    const running = this.busy.size;
+    const doneBefore = this.sessionsDone;
+    this.log({ level: 'info', msg: `shutting down: ${running} session(s) running, waiting up to ${Math.round(graceMs / 1000)} s`, data: { sessions: running, graceMs } });
+    await Promise.race([this.idleWithin(graceMs), ...(cutShort ? [cutShort] : [])]);
+    const interrupted = this.busy.size;
+    if (interrupted > 0) {
+      for (const conn of this.busy.values()) void conn.sendErrorAndClose(new SyncError('ERR_BUSY', 'the server is shutting down; run the same command again to resume'));
+      // The sessions unwind (locks released, journals closed) once their connection is gone.
+      if (!(await this.idleWithin(5000))) for (const s of this.busy.keys()) s.destroy();
+      await this.idleWithin(5000);
+    }
+    for (const s of this.sockets) s.destroy();
+    await closed;
+    const report = { finished: this.sessionsDone - doneBefore, interrupted };
+    this.log({ level: interrupted > 0 ? 'warn' : 'info', msg: `stopped: ${report.finished} session(s) finished, ${interrupted} interrupted`, data: { ...report } });
+    return report;
+  }
+
+  /** Resolves true once no volume session runs, false after `ms`. */
+  private idleWithin(ms: number): Promise<boolean> {
+    if (this.busy.size === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const check = (): void => {
+        if (this.busy.size > 0) return;
+        clearTimeout(t);
+        this.idleWaiters.delete(check);
+        resolve(true);
+      };
+      const t = setTimeout(() => {
+        this.idleWaiters.delete(check);
+        resolve(false);
+      }, ms);
+      this.idleWaiters.add(check);
+    });
+  }
+
   /** Stop listening and drop every connection. */
   async close(): Promise<void> {
     for (const s of this.sockets) s.destroy();
@@ -88,19 +175,42 @@ export class ResyncServer {
     this.sockets.add(s);
     s.on('close', () => this.sockets.delete(s));
     const peer = `${s.remoteAddress}:${s.remotePort}`;
-    // Before authentication only small frames are accepted (a Hello or an Auth is < 200 bytes).
-    const conn = new Connection(s, 'server', { idleTimeoutMs: this.config.handshakeTimeoutMs, maxFrame: PRE_AUTH_MAX_FRAME });
-    if (this.sockets.size > this.config.maxSessions) {
-      // Over the cap: say so (the only thing an unauthenticated peer can learn) and close.
-      this.log({ level: 'warn', msg: `refused: ${this.sockets.size - 1} sessions already open`, peer, code: 'ERR_BUSY' });
-      void conn
-        .exchangePreamble()
-        .catch(() => undefined)
-        .then(() => conn.sendErrorAndClose(new SyncError('ERR_BUSY', 'the server is at its session limit; try again later')));
-      setTimeout(() => conn.destroy(), 2000).unref();
+    // Unauthenticated connections have their own limits, in all and per source address, and
+    // never take a session slot: a flood of them cannot keep an operator with the secret out.
+    const addr = s.remoteAddress ?? '';
+    const fromAddr = this.preAuth.get(addr) ?? 0;
+    const perAddr = this.config.maxPreAuthPerAddress ?? DEFAULT_MAX_PRE_AUTH_PER_ADDRESS;
+    if (fromAddr >= perAddr || this.preAuthTotal >= (this.config.maxPreAuth ?? DEFAULT_MAX_PRE_AUTH)) {
+      const why = fromAddr >= perAddr ? `${fromAddr} unauthenticated connections from ${addr}` : `${this.preAuthTotal} unauthenticated connections`;
+      this.log({ level: 'warn', msg: `refused: ${why} already open`, peer, code: 'ERR_BUSY' });
+      refuse(s, new SyncError('ERR_BUSY', 'too many connections are waiting to authenticate; try again later'));
       return;
     }
-    this.session(conn, peer).catch((e: unknown) => {
+    this.preAuth.set(addr, fromAddr + 1);
+    this.preAuthTotal++;
+    let waiting = true;
+    const leavePreAuth = (): void => {
+      if (!waiting) return;
+      waiting = false;
+      this.preAuthTotal--;
+      const n = (this.preAuth.get(addr) ?? 1) - 1;
+      if (n > 0) this.preAuth.set(addr, n);
+      else this.preAuth.delete(addr);
+    };
+    s.once('close', leavePreAuth);
+    // Once authenticated the connection takes a session slot, or is told ERR_BUSY.
+    const admit = (): void => {
+      leavePreAuth();
+      if (this.authenticated >= this.config.maxSessions) {
+        this.log({ level: 'warn', msg: `refused: ${this.authenticated} sessions already open`, peer, code: 'ERR_BUSY' });
+        throw new SyncError('ERR_BUSY', 'the server is at its session limit; try again later');
+      }
+      this.authenticated++;
+      s.once('close', () => this.authenticated--);
+    };
+    // Before authentication only small frames are accepted (a Hello or an Auth is < 200 bytes).
+    const conn = new Connection(s, 'server', { idleTimeoutMs: this.config.handshakeTimeoutMs, maxFrame: PRE_AUTH_MAX_FRAME });
+    this.session(conn, peer, admit).catch((e: unknown) => {
       const code = isSyncError(e) ? e.code : 'ERR_INTERNAL';
       this.log({ level: code === 'ERR_CONNECTION' ? 'warn' : 'error', msg: e instanceof Error ? e.message : String(e), peer, code });
       void conn.sendErrorAndClose(this.forClient(e));
@@ -121,7 +231,7 @@ export class ResyncServer {
     return new SyncError(e.code, msg);
   }
 
-  private async session(conn: Connection, peer: string): Promise<void> {
+  private async session(conn: Connection, peer: string, admit: () => void): Promise<void> {
     // A deadline for the whole handshake, not just per read: a slow-drip client is cut off too.
     const deadline = setTimeout(() => conn.destroy(), this.config.handshakeTimeoutMs);
     let volumeName = '';
@@ -139,6 +249,7 @@ export class ResyncServer {
       if (!macEquals(auth.mac, clientProof(this.config.secret, nonce, auth.clientNonce))) {
         throw new SyncError('ERR_AUTH', 'authentication failed');
       }
+      admit();
       await conn.send({ type: MsgType.AuthOk, mac: serverProof(this.config.secret, nonce, auth.clientNonce) });
       clearTimeout(deadline);
       conn.setIdleTimeout(this.config.idleTimeoutMs);
@@ -150,16 +261,23 @@ export class ResyncServer {
       const vol = Object.hasOwn(this.config.volumes, open.volume) ? this.config.volumes[open.volume] : undefined;
       if (!vol) throw new SyncError('ERR_NOT_FOUND', `no volume named ${JSON.stringify(open.volume)}`);
       if (open.mode === 'push' && !vol.writable) throw new SyncError('ERR_PERMISSION', `volume ${open.volume} is read-only`);
+      if (this.closing) throw new SyncError('ERR_BUSY', 'the server is shutting down; try again later');
       const release = this.lock(open.volume, open.mode === 'push');
+      this.busy.set(conn.socket, conn);
       try {
-        this.log({ level: 'info', msg: `${open.mode} started`, peer, volume: open.volume });
-        if (open.mode === 'push') await this.servePush(conn, vol, open.blockSize, open.imageSize);
-        else if (open.mode === 'pull') await this.servePull(conn, vol, hello.caps.includes('compress'), hello.caps.includes(SUBSUMS_CAP));
-        else await this.serveVerify(conn, vol, open.blockSize, open.imageSize);
+        const t0 = performance.now();
+        this.log({ level: 'info', msg: `${open.mode} started`, peer, volume: open.volume, data: { mode: open.mode, peerImageSize: open.imageSize } });
+        let stats: Record<string, unknown>;
+        if (open.mode === 'push') stats = await this.servePush(conn, vol, open.blockSize, open.imageSize);
+        else if (open.mode === 'pull') stats = await this.servePull(conn, vol, hello.caps.includes('compress'), hello.caps.includes(SUBSUMS_CAP));
+        else stats = await this.serveVerify(conn, vol, open.blockSize, open.imageSize);
         this.sessionsDone++;
-        this.log({ level: 'info', msg: `${open.mode} finished`, peer, volume: open.volume });
+        const data = { mode: open.mode, ...stats, bytesIn: conn.bytesIn, bytesOut: conn.bytesOut, elapsedMs: Math.round(performance.now() - t0) };
+        this.log({ level: 'info', msg: `${open.mode} finished`, peer, volume: open.volume, data });
       } finally {
         release();
+        this.busy.delete(conn.socket);
+        for (const w of [...this.idleWaiters]) w();
       }
       conn.end();
     } catch (e) {
@@ -170,44 +288,65 @@ export class ResyncServer {
     }
   }
 
-  private async servePush(conn: Connection, vol: VolumeConfig, blockSize: number, sourceSize: number): Promise<void> {
+  private async servePush(conn: Connection, vol: VolumeConfig, blockSize: number, sourceSize: number): Promise<Record<string, unknown>> {
     // Block devices are always patched in place (a temp file cannot be renamed onto a device).
     trace('server: push opened');
     const inPlace = vol.inPlace !== false || (await isBlockDevice(vol.path));
     const jpath = journalPathFor(vol.path);
-    const resumeFrom = await settleJournal(vol.path, jpath);
-    const basis = await openOrCreateImage(vol.path, inPlace ? 'r+' : 'r');
+    // The journal is only looked at under the image's lock: another session
+    // (a second volume name for the file, a second server) may be writing under it.
+    const lock = await this.lockImage(vol.path, 'write');
+    let basis: ImageHandle | null = null;
     try {
+      const settled = await settleJournal(vol.path, jpath, { keep: inPlace });
+      basis = await openOrCreateImage(vol.path, inPlace ? 'r+' : 'r');
       const sessionId = randomBytes(8).toString('hex');
-      await conn.send({ type: MsgType.Ready, imageSize: basis.size, sessionId, resumeFrom });
+      await conn.send({ type: MsgType.Ready, imageSize: basis.size, sessionId, resumeFrom: settled.resumeFrom });
       const progress = this.progressLogger(vol);
       const before = await imageStamp(basis);
       trace('server: signature pass started');
       const sent = await sendSignature(conn, basis, blockSize || defaultBlockSize(Math.max(basis.size, sourceSize)), progress);
-      const r = await receiveDelta(conn, basis, async (size, spec) => {
-        await assertUnchanged(basis, before);
-        if (basis.isBlockDevice && size > basis.size) {
-          throw new SyncError('ERR_PARAM', `the source is ${size} bytes but the volume is a ${basis.size}-byte block device`);
+      const img = basis;
+      const r = await receiveDelta(conn, img, async (size, spec) => {
+        await assertUnchanged(img, before);
+        if (img.isBlockDevice && size > img.size) {
+          throw new SyncError('ERR_PARAM', `the source is ${size} bytes but the volume is a ${img.size}-byte block device`);
         }
-        return inPlace ? inPlaceSink(basis, jpath, sessionId, size, spec, sent.fullDigests) : tempFileSink(basis, vol.path, size, spec);
+        return inPlace ? inPlaceSink(img, jpath, sessionId, size, spec, sent.fullDigests, settled.continueAt) : tempFileSink(img, vol.path, size, spec);
       }, progress, sent);
-      await conn.send({ type: MsgType.Result, ok: true, bytesWritten: r.targetSize, targetHash: r.targetHash });
+      await conn.send({ type: MsgType.Result, ok: true, bytesWritten: r.bytesWritten, targetHash: r.targetHash });
+      return { imageSize: r.targetSize, matchedBytes: r.matchedBytes, literalBytes: r.literalBytes, resumedFrom: settled.resumeFrom };
     } finally {
-      await basis.fh.close();
+      await basis?.fh.close();
+      await lock.release();
+    }
+  }
+
+  /** The image's cross-process lock; held by another process, the volume is busy. */
+  private async lockImage(path: string, mode: LockMode): Promise<ImageLock> {
+    try {
+      return await lockImage(path, mode, { create: mode === 'write' });
+    } catch (e) {
+      if (isSyncError(e) && e.code === 'ERR_LOCKED') throw new SyncError('ERR_BUSY', 'the volume is in use by another session (another process or another volume name for the same file)');
+      throw e;
     }
   }
 
   /** verify: send our signature; the client compares and reports; nothing is written. */
-  private async serveVerify(conn: Connection, vol: VolumeConfig, blockSize: number, clientSize: number): Promise<void> {
-    await this.refuseUnfinished(vol);
-    const img = await openImage(vol.path);
+  private async serveVerify(conn: Connection, vol: VolumeConfig, blockSize: number, clientSize: number): Promise<Record<string, unknown>> {
+    const lock = await this.lockImage(vol.path, 'read');
+    let img: ImageHandle | null = null;
     try {
+      await this.refuseUnfinished(vol);
+      img = await openImage(vol.path);
       await conn.send({ type: MsgType.Ready, imageSize: img.size, sessionId: randomBytes(8).toString('hex'), resumeFrom: 0 });
       await sendSignature(conn, img, blockSize || defaultBlockSize(Math.max(img.size, clientSize)), undefined, { twoLevel: false });
       const res = await conn.recv();
       if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
+      return { imageSize: img.size };
     } finally {
-      await img.fh.close();
+      await img?.fh.close();
+      await lock.release();
     }
   }
 
@@ -217,18 +356,23 @@ export class ResyncServer {
     }
   }
 
-  private async servePull(conn: Connection, vol: VolumeConfig, compress: boolean, subSums: boolean): Promise<void> {
-    await this.refuseUnfinished(vol);
-    const img = await openImage(vol.path);
+  private async servePull(conn: Connection, vol: VolumeConfig, compress: boolean, subSums: boolean): Promise<Record<string, unknown>> {
+    const lock = await this.lockImage(vol.path, 'read');
+    let img: ImageHandle | null = null;
     try {
+      await this.refuseUnfinished(vol);
+      img = await openImage(vol.path);
       await conn.send({ type: MsgType.Ready, imageSize: img.size, sessionId: randomBytes(8).toString('hex'), resumeFrom: 0 });
       const progress = this.progressLogger(vol);
       const rs = await receiveSignatureWithPrepass(conn, img, progress, { indexUnchanged: false });
-      await sendDelta(conn, rs, img, progress, compress, subSums);
+      const d = await sendDelta(conn, rs, img, progress, compress, subSums);
+      killPoint('pull-delta-sent');
       const res = await conn.recv();
       if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
+      return { imageSize: img.size, matchedBytes: d.matchedBytes, literalBytes: d.literalBytes };
     } finally {
-      await img.fh.close();
+      await img?.fh.close();
+      await lock.release();
     }
   }
 
@@ -247,7 +391,8 @@ export class ResyncServer {
       const eta = rate > 0 ? Math.round((p.total - p.done) / rate) : 0;
       const pct = p.total > 0 ? ((100 * p.done) / p.total).toFixed(1) : '100.0';
       const extra = p.matched !== undefined ? ` matched ${p.matched} literal ${p.literal ?? 0}` : '';
-      this.log({ level: 'info', volume, msg: `${p.phase} ${pct}% ${p.done}/${p.total} bytes, ${(rate / 1048576).toFixed(1)} MiB/s, ETA ${eta} s${extra}` });
+      const data = { phase: p.phase, done: p.done, total: p.total, bytesPerSecond: Math.round(rate), etaSeconds: eta, matched: p.matched, literal: p.literal };
+      this.log({ level: 'info', volume, msg: `${p.phase} ${pct}% ${p.done}/${p.total} bytes, ${(rate / 1048576).toFixed(1)} MiB/s, ETA ${eta} s${extra}`, data });
     };
   }
 
@@ -263,6 +408,19 @@ export class ResyncServer {
     this.readers.set(volume, (this.readers.get(volume) ?? 0) + 1);
     return () => this.readers.set(volume, (this.readers.get(volume) ?? 1) - 1);
   }
+}
+
+/**
+ * Refuse a connection at once: our preamble and an Error frame, then our end of
+ * the stream. What the peer sends meanwhile is read and dropped, and the socket
+ * is closed when the peer closes or after REFUSAL_LINGER_MS.
+ */
+function refuse(s: Socket, e: SyncError): void {
+  s.on('error', () => undefined);
+  s.on('data', () => undefined);
+  s.once('end', () => s.destroy());
+  s.end(Buffer.concat([encodePreamble(WIRE_MAGIC, PROTOCOL_VERSION), encodeFrame(encodeMessage({ type: MsgType.Error, code: e.code, message: e.message }))]));
+  setTimeout(() => s.destroy(), REFUSAL_LINGER_MS).unref();
 }
 
 async function isBlockDevice(path: string): Promise<boolean> {

@@ -2,14 +2,15 @@
  * A token-bucket byte limiter for `--bwlimit`. Writers take tokens before
  * writing; when the bucket is in debt they sleep until it is paid off, so the
  * long-run rate never exceeds `bytesPerSecond` while short bursts (at most
- * `burst` bytes saved up while idle) pass without delay.
+ * `burst` bytes saved up while idle) pass without delay. Readers debit what
+ * arrived and stop reading for the time debit() returns (see Connection).
  */
 import { ParamError } from '../core/errors.js';
 
 /** Smallest burst allowed, so tiny rates still let a frame header through without a sleep per byte. */
 const MIN_BURST = 16 * 1024;
 
-/** Limits a byte stream to a rate. One instance per direction (a connection's writes). */
+/** Limits a byte stream to a rate. One instance per direction (a connection's writes, its reads). */
 export class Throttle {
   /** Sustained rate, bytes per second. */
   readonly rate: number;
@@ -39,14 +40,21 @@ export class Throttle {
    * debt they jointly ran up, so the total rate holds for them too.
    */
   async take(n: number): Promise<void> {
-    if (!(n > 0)) return;
-    this.refill();
-    this.tokens -= n;
-    if (this.tokens >= 0) return;
+    const ms = this.debit(n);
     // Sleep off the whole debt at once: with one timer per debt (not per byte),
     // small frames cost a 1 ms timer at most and the next ones pass on the refill.
-    const ms = (-this.tokens / this.rate) * 1000;
-    await new Promise<void>((r) => setTimeout(r, Math.ceil(ms)));
+    if (ms > 0) await new Promise<void>((r) => setTimeout(r, ms));
+  }
+
+  /**
+   * Account for `n` bytes moved (or about to be); returns the milliseconds
+   * to wait before moving more, 0 when the bucket is not in debt.
+   */
+  debit(n: number): number {
+    if (!(n > 0)) return 0;
+    this.refill();
+    this.tokens -= n;
+    return this.tokens >= 0 ? 0 : Math.ceil((-this.tokens / this.rate) * 1000);
   }
 
   private refill(): void {

@@ -31,7 +31,7 @@ import { FULL_DIGEST_LEN, STRONG_ALGS, StrongHasher, isZeroRange } from '../core
 import { weakSum } from '../core/rolling.js';
 import { takeReadBuffer } from '../core/adler-wasm.js';
 import { MAX_REGION_BLOCKS, REGION_CHUNK, REGION_HASH_LEN } from '../../protocol/codec.js';
-import { imageHashBuilder, regionHash, type ImageHashSpec } from '../core/imagehash.js';
+import { imageHashBuilder, imageHashFromDigests, regionHash, type ImageHashSpec } from '../core/imagehash.js';
 import { chunkFromMessage, paramsFromHeader, sigBlocksMessage, sigHeaderMessage } from '../format/sigfile.js';
 import { headerFromMessage, literalFromZ, opMessage } from '../format/deltafile.js';
 import { readExactSync, type ImageHandle } from '../io/image.js';
@@ -406,7 +406,11 @@ export async function sendDelta(
         await subs.ask(Math.floor(pos / bs));
         await subs.until(Math.ceil(end / bs));
       }
+      const hashed = matcher.strongHashes;
       await send(matcher.push(data));
+      // Hashing counts as work too: a scan that hashes more than it reads
+      // (weak hits, bounded per byte by the matcher) still yields as often.
+      readSinceYield += (matcher.strongHashes - hashed) * bs;
       subs?.forget(Math.floor(matcher.pendingFrom / bs));
       await send(matcher.takeSkipped());
       pos = end;
@@ -472,8 +476,12 @@ export async function inPlaceSink(
   targetSize: number,
   spec: ImageHashSpec,
   basisDigests?: Uint8Array | null,
+  /** From settleJournal: continue the journal kept there with a new generation. */
+  continueAt?: number | null,
 ): Promise<DeltaSink> {
-  const p = await InPlacePatcher.start(img, journalPath, { id, targetSize }, spec);
+  // The basis's hash comes free from the digests of this side's signature pass.
+  const originalHash = basisDigests && basisDigests.length >= blockCountFor(img.size, spec.blockSize) * 32 ? imageHashFromDigests(img.size, spec, basisDigests) : null;
+  const p = await InPlacePatcher.start(img, journalPath, { id, targetSize }, spec, { originalHash, continueAt: continueAt ?? null });
   if (basisDigests) p.useBasisDigests(basisDigests);
   return {
     apply: (op) => p.apply(op),

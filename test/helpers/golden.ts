@@ -502,7 +502,7 @@ export function malformedCases(): MalformedCase[] {
   // --- signature files ---
   S('empty', 'decode', 'ERR_UNEXPECTED_EOF', 'zero-byte file', Buffer.alloc(0));
   S('bad-magic', 'decode', 'ERR_BAD_MAGIC', 'a delta preamble ("RSDL") where a signature is expected', Buffer.concat([rawPreamble(DELTA_MAGIC, 1, 0), sig.subarray(8)]));
-  S('bad-version', 'decode', 'ERR_VERSION', 'format version 2', Buffer.concat([rawPreamble(SIG_MAGIC, 2, 0), sig.subarray(8)]));
+  S('bad-version', 'decode', 'ERR_VERSION', 'format version 3', Buffer.concat([rawPreamble(SIG_MAGIC, 3, 0), sig.subarray(8)]));
   S('bad-flags', 'decode', 'ERR_VERSION', 'preamble flags 0x0001 (must be zero)', Buffer.concat([rawPreamble(SIG_MAGIC, 1, 1), sig.subarray(8)]));
   S('truncated-preamble', 'decode', 'ERR_UNEXPECTED_EOF', 'only the first 5 bytes of the preamble', sig.subarray(0, 5));
   S('truncated-header', 'decode', 'ERR_UNEXPECTED_EOF', 'cut in the middle of the SigHeader frame', sig.subarray(0, sigOffs[0]! + 10));
@@ -513,6 +513,8 @@ export function malformedCases(): MalformedCase[] {
   S('trailing-frame', 'decode', 'ERR_TRAILING_DATA', 'a complete extra SigEnd frame after SigEnd', Buffer.concat([sig, sig.subarray(sigOffs[2]!)]));
   S('digest-mismatch', 'decode', 'ERR_CORRUPT', 'one bit of a strong hash flipped (the end digest no longer matches)', flip(sig, sigOffs[2]! - 3));
   S('digest-null', 'decode', 'ERR_CORRUPT', 'SigEnd digest is nil', buildSig({ end: { digest: null } }));
+  // SigEnd ends with basisHash (bin 8, 32 bytes) then digest (bin 8, 32 bytes): the basis hash is at -66+2 .. -34.
+  S('basis-hash-flipped', 'decode', 'ERR_CORRUPT', 'one bit of the SigEnd basis hash flipped (version 2: the digest covers it)', flip(sig, sig.length - 50));
   S('frame-too-large', 'decode', 'ERR_FRAME_TOO_LARGE', 'SigHeader length prefix 0xffffffff', withLengthPrefix(sig, 0, 0xffffffff));
   S('frame-limit-plus-one', 'decode', 'ERR_FRAME_TOO_LARGE', 'SigBlocks length prefix 8 MiB + 1', withLengthPrefix(sig, 1, 8 * 1024 * 1024 + 1));
   S('not-msgpack', 'decode', 'ERR_CORRUPT', 'SigHeader payload is 0xc1 (never used in msgpack)', Buffer.concat([sig.subarray(0, 8), rawFrame(Buffer.from([0xc1]))]));

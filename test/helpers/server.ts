@@ -15,7 +15,7 @@ export interface TestServer {
   events: ServerEvent[];
 }
 
-export async function startServer(volumes: Record<string, VolumeConfig>, opts: { maxSessions?: number; handshakeTimeoutMs?: number; idleTimeoutMs?: number } = {}): Promise<TestServer> {
+export async function startServer(volumes: Record<string, VolumeConfig>, opts: { maxSessions?: number; maxPreAuth?: number; maxPreAuthPerAddress?: number; handshakeTimeoutMs?: number; idleTimeoutMs?: number } = {}): Promise<TestServer> {
   const dir = await mkdtemp(join(tmpdir(), 'resync-srv-'));
   const secret = Buffer.from(randomBytes(24).toString('base64'));
   const secretFile = join(dir, 'secret');
@@ -28,6 +28,8 @@ export async function startServer(volumes: Record<string, VolumeConfig>, opts: {
       secret,
       volumes,
       maxSessions: opts.maxSessions ?? 16,
+      maxPreAuth: opts.maxPreAuth,
+      maxPreAuthPerAddress: opts.maxPreAuthPerAddress,
       idleTimeoutMs: opts.idleTimeoutMs ?? 30_000,
       handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 5_000,
     },

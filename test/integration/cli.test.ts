@@ -6,7 +6,7 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -87,6 +87,7 @@ describe('signature, delta, patch with --json', () => {
   test('signature summary', async () => {
     const size = (await stat(basis)).size;
     expect(sigOut).toEqual({
+      schema: 1,
       command: 'signature',
       ok: true,
       imageSize: size,
@@ -149,12 +150,23 @@ describe('signature, delta, patch with --json', () => {
     expect(json(r)).toMatchObject({ blockSize: 4096 });
   });
 
-  test.concurrent('without --json: a human summary on stderr, nothing on stdout', async () => {
+  // The summary is the command's result: stdout, so `resync ... > out` keeps it (issue 14.10).
+  test.concurrent('without --json: a human summary on stdout, nothing on stderr', async () => {
     const r = await cli('signature', basis, join(d, 'human.sig'));
     expect(r.code).toBe(0);
-    expect(r.stdout).toBe('');
-    expect(r.stderr).toContain('signature: done');
-    expect(r.stderr).toContain('blockSize');
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toContain('signature: done');
+    expect(r.stdout).toContain('blockSize');
+  });
+
+  test('--json: a schema version and whole milliseconds in every object, success or failure', async () => {
+    for (const o of [sigOut, deltaOut, patchOut]) {
+      expect(o.schema).toBe(1);
+      expect(Number.isInteger(o.elapsedMs)).toBe(true);
+    }
+    const bad = await cli('patch', '--json', basis, join(d, 'no-such.delta'), join(d, 'x.img'));
+    expect(bad.code).toBe(5);
+    expect(json(bad)).toMatchObject({ schema: 1, command: 'patch', ok: false, code: 'ERR_IO' });
   });
 
   test.concurrent('--quiet prints nothing at all', async () => {
@@ -236,9 +248,11 @@ describe('corrupt input exits 3', () => {
   test.concurrent.each([...deltas.map((c) => [c.file, c.code]), ...more.map((f) => [f, table.cases.find((c) => c.file === f)!.code])])(
     'patch with %s (%s) exits 3 and leaves the output as it was',
     async (file, code) => {
-    const out = join(d, `corrupt-${file}.img`);
+    // A unique name: delta-digest-mismatch.bin is in both lists, and the two runs are concurrent.
+    const out = join(d, `corrupt-${file}-${Math.random().toString(36).slice(2)}.img`);
     await writeFile(out, PREVIOUS);
-    const r = await cli('patch', '--json', mbasis, join(MALFORMED, file), out);
+    // --force: an existing output is replaced only when asked, and even then not by a failed patch.
+    const r = await cli('patch', '--json', '--force', mbasis, join(MALFORMED, file), out);
     expect(r.code, r.stderr).toBe(3);
     expect(json(r)).toMatchObject({ ok: false, code });
     expect(oneLine(r.stderr)).toContain(code);
@@ -340,18 +354,31 @@ describe('start-up: the bundle and its code cache', () => {
     expect(await traced(CLI)).toEqual({ code: 0, cache: 'used' });
   });
 
-  test('a cache made for another bundle is not used; without one the CLI still runs', async () => {
+  test('the cache is keyed by the bundle\'s content: it survives new file times, not an edit; a run without a usable one writes it', async () => {
     const root = await mkdtemp(join(tmpdir(), 'resync-bin-'));
     try {
       await mkdir(join(root, 'bin'));
       await mkdir(join(root, 'dist'));
       for (const f of ['bin/resync.js', 'bin/package.json', 'dist/resync.cjs', 'dist/resync.cjs.cache']) await copyFile(join(ROOT, f), join(root, f));
-      // A copy has a new mtime: the cache's stamp no longer matches, whatever V8 would say.
-      expect(await traced(join(root, 'bin/resync.js'))).toEqual({ code: 0, cache: 'stale' });
+      const bin = join(root, 'bin/resync.js');
+      const bundle = join(root, 'dist/resync.cjs');
+      // npm sets every file's mtime to 1985-10-26 at install; a copy gets a new one. Neither matters.
+      const epoch = new Date('1985-10-26T08:15:00Z');
+      await utimes(bundle, epoch, epoch);
+      expect(await traced(bin)).toEqual({ code: 0, cache: 'used' });
+      // A comment changed, the length kept: V8 alone would take the cache.
+      const text = await readFile(bundle, 'utf8');
+      await writeFile(bundle, text.replace('// dist/src/', '// DIST/src/'));
+      expect((await readFile(bundle, 'utf8')).length).toBe(text.length);
+      expect(await traced(bin)).toEqual({ code: 0, cache: 'stale' });
+      expect(await traced(bin)).toEqual({ code: 0, cache: 'used' });
       await rm(join(root, 'dist/resync.cjs.cache'));
-      expect(await traced(join(root, 'bin/resync.js'))).toEqual({ code: 0, cache: 'none' });
+      expect(await traced(bin)).toEqual({ code: 0, cache: 'none' });
+      expect(await traced(bin)).toEqual({ code: 0, cache: 'used' });
+      expect((await readdir(join(root, 'dist'))).sort()).toEqual(['resync.cjs', 'resync.cjs.cache']);
     } finally {
       await rm(root, { recursive: true, force: true });
     }
   });
+
 });

@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { fc } from '@fast-check/vitest';
 import { mkdtemp, readFile, rm, writeFile, stat } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { imageHashBuilder } from '../../src/core/imagehash.js';
@@ -8,6 +10,7 @@ import { diff, signatureOf } from '../../src/core/whole.js';
 import { InPlacePatcher, rollbackAll } from '../../src/io/inplace.js';
 import { openImage } from '../../src/io/image.js';
 import { journalPathFor, readJournal } from '../../src/io/journal.js';
+import { deltaFile, patchFile, signatureFile } from '../../src/api-files.js';
 import { applyEdits, edit } from '../helpers/edits.js';
 
 let dir: string;
@@ -197,5 +200,61 @@ describe('in-place copies verified from digests, with zeros and size changes', (
     await p.finish(target.length, sha(target));
     await img.fh.close();
     expect((await readFile(path)).equals(target)).toBe(true);
+  });
+});
+
+// Regression: `patch --resume` after an in-place patch that had finished (the
+// README's sequence) found no journal, took the patched image for a wrong
+// basis and failed with ERR_BASIS_MISMATCH. Without a journal there is
+// nothing to resume: a finished image says so and is left alone, an untouched
+// basis is patched, anything else is still the wrong basis.
+describe('patch --resume without a journal', () => {
+  const fileSha = async (p: string): Promise<string> => createHash('sha256').update(await readFile(p)).digest('hex');
+
+  /** An image holding the basis, and the delta to `target`. */
+  async function pair(name: string, target: (basis: Buffer) => Buffer): Promise<{ img: string; delta: string; basis: Buffer; target: Buffer }> {
+    const basis = Buffer.from(Array.from({ length: 300_000 }, (_, i) => (i * 7 + (i >> 9)) & 255));
+    const t = target(basis);
+    const img = join(dir, `${name}.img`);
+    await writeFile(img, basis);
+    await writeFile(join(dir, `${name}.new`), t);
+    await signatureFile(img, join(dir, `${name}.sig`));
+    await deltaFile(join(dir, `${name}.sig`), join(dir, `${name}.new`), join(dir, `${name}.delta`));
+    return { img, delta: join(dir, `${name}.delta`), basis, target: t };
+  }
+  const grown = (b: Buffer): Buffer => Buffer.concat([b.subarray(0, 100_000), Buffer.alloc(5_000, 0xab), b.subarray(100_000), Buffer.alloc(7_000, 0xcd)]);
+  // The same length as the basis: only the hash tells the result from the basis.
+  const sameSize = (b: Buffer): Buffer => Buffer.concat([b.subarray(0, 100_000), Buffer.alloc(5_000, 0xab), b.subarray(105_000)]);
+
+  test.each([
+    ['a grown image', grown],
+    ['an image of the same size', sameSize],
+  ])('after a finished in-place patch (%s): nothing to resume, nothing written', async (what, target) => {
+    const p = await pair(`done-${what.length}`, target);
+    await patchFile(p.img, p.delta, p.img, { inPlace: true });
+    expect((await readFile(p.img)).equals(p.target)).toBe(true);
+    const before = await stat(p.img);
+    const r = await patchFile(p.img, p.delta, p.img, { inPlace: true, resume: true });
+    expect(r).toMatchObject({ nothingToResume: true, bytesWritten: 0, imageSize: p.target.length });
+    expect((await readFile(p.img)).equals(p.target)).toBe(true);
+    expect((await stat(p.img)).mtimeMs).toBe(before.mtimeMs);
+    expect(existsSync(journalPathFor(p.img))).toBe(false);
+  });
+
+  test('on the untouched basis (the patch never began): --resume patches it', async () => {
+    const p = await pair('untouched', grown);
+    const r = await patchFile(p.img, p.delta, p.img, { inPlace: true, resume: true });
+    expect(r).not.toHaveProperty('nothingToResume');
+    expect((await readFile(p.img)).equals(p.target)).toBe(true);
+  });
+
+  test('on an image that is neither: ERR_BASIS_MISMATCH, nothing written', async () => {
+    const p = await pair('neither', sameSize);
+    const other = Buffer.from(p.basis);
+    other.fill(1, 10, 20);
+    await writeFile(p.img, other);
+    const want = await fileSha(p.img);
+    await expect(patchFile(p.img, p.delta, p.img, { inPlace: true, resume: true })).rejects.toMatchObject({ code: 'ERR_BASIS_MISMATCH' });
+    expect(await fileSha(p.img)).toBe(want);
   });
 });

@@ -16,6 +16,7 @@ import { createHash } from 'node:crypto';
 import { cliMain, formatReport, runKillPoints } from '../../bench/killpoints.js';
 import { generateImage, randomBytes as workloadBytes } from '../../bench/workload.js';
 import { deltaFile, patchFile, recoverImage, signatureFile } from '../../src/api-files.js';
+import { releaseAllImageLocks } from '../../src/io/lock.js';
 import { JOURNAL_MAGIC, JOURNAL_VERSION, journalPathFor, readJournal } from '../../src/io/journal.js';
 import { encodePreamble } from '../../src/format/preamble.js';
 import { push } from '../../src/net/client.js';
@@ -257,6 +258,8 @@ describe('a crash at every write, sync and truncate of an in-place patch (in-pro
         const died = sw.arm(k);
         const outcome = await untilDeath(patchFile(paths.a, paths.delta, paths.a, { inPlace: true }), died);
         sw.disarm();
+        // The kernel drops a dead process's locks; the simulated death is in this process.
+        await releaseAllImageLocks();
         expect(outcome, `crash point ${k}`).toBe('died');
         points++;
         // The same wreck twice: one copy is resumed, the other rolled back.
@@ -331,6 +334,7 @@ describe('a crash at every write, sync and truncate of an in-place patch (in-pro
       const died = sw.arm(at + 1);
       expect(await untilDeath(patchFile(paths.a, paths.delta, paths.a, { inPlace: true }), died)).toBe('died');
       sw.disarm();
+      await releaseAllImageLocks();
       const st = await readJournal(journalPathFor(paths.a));
       expect(st?.checkpoint).toBeGreaterThan(0);
       const result = await patchFile(paths.a, paths.delta, paths.a, { inPlace: true, resume: true }).then(

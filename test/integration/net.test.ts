@@ -531,12 +531,12 @@ describe('session limit', () => {
   // so a connection over the cap is closed by Node before the server sends
   // anything; the client sees ERR_CONNECTION instead of an Error frame with
   // ERR_BUSY ("the server refuses more sessions", src/core/errors.ts).
+  // The slot is held by an authenticated session: connections still waiting to authenticate
+  // no longer take session slots (test/integration/server-limits.test.ts).
   test('a client over maxSessions is told ERR_BUSY', async () => {
     const one = await startServer({ x: { path: join(dir, 'cap.img'), writable: true } }, { maxSessions: 1 });
-    const hold = connect({ host: LOCAL, port: one.port });
+    const hold = await connectAuthenticated({ host: LOCAL, port: one.port, secret: one.secret, volume: 'x' });
     try {
-      await new Promise((r) => hold.once('connect', r));
-      await new Promise((r) => setTimeout(r, 50));
       const src = join(dir, 'cap-src.img');
       await writeFile(src, randomBytes(1000));
       const e = await rejection(push(src, { host: LOCAL, port: one.port, secret: one.secret, volume: 'x' }));

@@ -232,11 +232,13 @@ describe.runIf(existsSync(CLI))('resync verify (CLI)', () => {
     expect(JSON.parse(diff.stdout)).toMatchObject({ identical: false, ranges: CHANGED_RANGES, differingBytes: 3 * BS + 1000 });
   });
 
-  test('remote volume with --secret-file; human summary', async () => {
+  test('remote volume with --secret-file; human summary, ranges included, on stdout', async () => {
     const r = await cli('verify', p('a.img'), `127.0.0.1:${srv.port}/changed`, '--secret-file', srv.secretFile, '--block-size', '4K');
     expect(r.code).toBe(10);
-    expect(r.stderr).toContain('identical: false');
-    expect(r.stderr).toContain(`${3 * BS}+${2 * BS}`);
+    // The report is the result: `verify a b > out` must keep it (issue 14.10).
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toContain('identical: false');
+    expect(r.stdout).toContain(`${3 * BS}+${2 * BS}`);
     const ok = await cli('verify', p('a.img'), `127.0.0.1:${srv.port}/vol`, '--secret-file', srv.secretFile, '-q');
     expect(ok.code).toBe(0);
     expect(ok.stdout + ok.stderr).toBe('');

@@ -28,6 +28,26 @@ describe('image hash list', () => {
     },
   );
 
+  fcTest.prop([
+    fc.array(fc.record({ zero: fc.boolean(), len: fc.integer({ min: 1, max: 700 }) }), { maxLength: 20 }),
+    fc.constantFrom(16, 100, 512),
+    fc.constantFrom<'sha256' | 'blake3'>('sha256', 'blake3'),
+  ])('zero runs fed as updateZero (a hole, no bytes) give the hash of the same bytes fed in full', (runs, bs, alg) => {
+    const parts = runs.map((r, i) => (r.zero ? new Uint8Array(r.len) : Uint8Array.from({ length: r.len }, (_, k) => (i * 31 + k * 7 + 1) & 255)));
+    const img = Buffer.concat(parts);
+    const full = imageHashBuilder(img.length, { blockSize: bs, strongAlg: alg, seed });
+    full.update(img);
+    const holes = imageHashBuilder(img.length, { blockSize: bs, strongAlg: alg, seed });
+    runs.forEach((r, i) => (r.zero ? holes.updateZero(r.len) : holes.update(parts[i]!)));
+    expect(holes.digest().equals(full.digest())).toBe(true);
+  });
+
+  test('updateZero past the declared size is refused', () => {
+    const b = imageHashBuilder(100, { blockSize: 16, strongAlg: 'sha256', seed });
+    b.updateZero(60);
+    expect(() => b.updateZero(41)).toThrow(/101 bytes of a 100-byte image/);
+  });
+
   test('offered digests and skipped known blocks give the same hash; a wrong offer changes it', () => {
     const bs = 64;
     const img = Uint8Array.from({ length: 1000 }, (_, i) => (i * 37) & 255);

@@ -17,9 +17,9 @@ import type { ResyncServer } from '../../net/server.js';
 const serverMod = () => import('../../net/server.js');
 // Loaded on first use: keeps start-up short for commands that do not need it.
 const clientMod = () => import('../../net/client.js');
-import { parseSize } from '../args.js';
+import { intOption, sizeOption } from '../args.js';
 import { fmtBytes } from '../render.js';
-import { runCommand, type CommonArgs } from '../run.js';
+import { outputOptions, runCommand, type CommonArgs } from '../run.js';
 
 /** Register the demo command. */
 export function demoCommand(y: Argv<CommonArgs>): Argv<CommonArgs> {
@@ -27,14 +27,15 @@ export function demoCommand(y: Argv<CommonArgs>): Argv<CommonArgs> {
     'demo',
     'Generate a primary and a drifted recovery image, serve the recovery copy on 127.0.0.1 and push the primary to it',
     (a) =>
-      a
-        .option('size', { type: 'string', default: '256M', describe: 'image size' })
+      outputOptions(a)
+        .option('size', { type: 'string', coerce: sizeOption('size', 1), default: '256M', describe: 'image size (e.g. 64M, 1G)' })
         .option('scenario', { type: 'string', choices: SCENARIOS as unknown as string[], default: 'mixed', describe: 'how the images differ' })
-        .option('seed', { type: 'number', default: 42 })
-        .option('keep', { type: 'boolean', default: false, describe: 'keep the generated files' }),
+        .option('seed', { requiresArg: true, coerce: intOption('seed', 0, 2 ** 32 - 1), default: 42, describe: 'seed of the generated images: the same seed makes the same pair' })
+        .option('keep', { type: 'boolean', default: false, describe: 'keep the generated files' })
+        .example('$0 demo --size 64M --scenario scattered', 'a quick run on a small pair'),
     (argv) =>
       runCommand('demo', argv, async (progress) => {
-        const size = parseSize(argv.size, 'size');
+        const size = argv.size;
         const dir = await mkdtemp(join(tmpdir(), 'resync-demo-'));
         const say = (s: string): void => {
           if (!argv.quiet && !argv.json) process.stderr.write(s + '\n');

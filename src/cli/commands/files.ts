@@ -1,14 +1,18 @@
-/** `resync signature|delta|patch`: the offline file commands. */
+/** `resync signature|delta|patch|recover`: the offline file commands. */
 import type { Argv } from 'yargs';
 // Loaded on first use: keeps start-up short for commands that do not need it.
 const filesApi = () => import('../../api-files.js');
 // Loaded on first use: keeps start-up short for commands that do not need it.
 const rdiffApi = () => import('../../api-rdiff.js');
+import { ParamError } from '../../core/errors.js';
 import { RDIFF_DEFAULT_SIG_TYPE, RDIFF_SIG_TYPES, type RdiffSigType } from '../../format/rdiff/constants.js';
 import type { StrongAlg } from '../../core/strong.js';
-import { parseSize } from '../args.js';
+import { intOption, sizeOption } from '../args.js';
+import { fileKind, formatHint } from '../hints.js';
+import { checkInput, prepareOutput, type NamedInput } from '../paths.js';
+import { STDIO } from '../stdio.js';
 import { dryRunDeltaCommand } from './ops.js';
-import { runCommand, type CommonArgs } from '../run.js';
+import { localInterrupted, outputOptions, runCommand, shq, type CommonArgs } from '../run.js';
 
 const FORMAT_OPTION = {
   type: 'string',
@@ -17,6 +21,22 @@ const FORMAT_OPTION = {
   describe: "file format: resync's own, or librsync's (rdiff) signature and delta formats",
 } as const;
 
+const FORCE_OPTION = { alias: 'f', type: 'boolean', default: false, describe: 'overwrite an existing output file (never one of the inputs)' } as const;
+
+/** The inputs that are files (not `-`), for prepareOutput. */
+function files(...inputs: NamedInput[]): NamedInput[] {
+  return inputs.filter((i) => i.path !== STDIO);
+}
+
+/** --json prints on stdout: not when stdout carries the output. */
+function checkJsonOutput(json: boolean, output: string | undefined, what: string): void {
+  if (json && output === STDIO) throw new ParamError(`--json prints on standard output, which ${what} - takes: give ${what} a file name, or leave out --json`);
+}
+
+const SIG_USAGE = 'resync signature BASIS SIGNATURE';
+const DELTA_USAGE = 'resync delta SIGNATURE NEWFILE DELTA';
+const PATCH_USAGE = 'resync patch BASIS DELTA OUTPUT';
+
 /** Register the file commands. */
 export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
   return y
@@ -24,128 +44,225 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
       'signature <basis> <signature>',
       'Compute the block signature of BASIS (the old image) into SIGNATURE',
       (a) =>
-        a
-          .positional('basis', { type: 'string', demandOption: true, describe: 'image the receiver already has' })
-          .positional('signature', { type: 'string', demandOption: true, describe: 'signature file to write' })
-          .option('block-size', { alias: 'b', type: 'string', describe: 'block size (e.g. 4K, 64K); default: about sqrt(image size), 2K..128K' })
-          .option('hash', { type: 'string', choices: ['blake3', 'sha256', 'blake2b'], default: 'blake3', describe: 'strong hash algorithm (keyed BLAKE3, or SHA-256/BLAKE2b with the seed in front)' })
-          .option('strong-len', { type: 'number', default: 16, describe: 'bytes of strong hash kept per block (8..32)' })
+        outputOptions(a)
+          .positional('basis', { type: 'string', demandOption: true, describe: 'image the receiver already has (file, block device, or - for standard input)' })
+          .positional('signature', { type: 'string', demandOption: true, describe: 'signature file to write (- for standard output)' })
+          .option('force', FORCE_OPTION)
+          .option('block-size', { alias: 'b', type: 'string', coerce: sizeOption('block-size'), describe: 'block size (e.g. 4K, 64K); default: about sqrt(image size), 2K..128K' })
+          .option('hash', { type: 'string', choices: ['blake3', 'sha256', 'blake2b'], defaultDescription: 'blake3', describe: 'strong hash algorithm (keyed BLAKE3, or SHA-256/BLAKE2b with the seed in front); resync format' })
+          .option('strong-len', { requiresArg: true, coerce: intOption('strong-len', 8, 32), defaultDescription: '16', describe: 'bytes of strong hash kept per block (8..32); resync format' })
           .option('format', FORMAT_OPTION)
           .option('sig-type', {
             type: 'string',
             choices: RDIFF_SIG_TYPES,
-            default: RDIFF_DEFAULT_SIG_TYPE,
+            defaultDescription: RDIFF_DEFAULT_SIG_TYPE,
             describe: 'rdiff signature variant (--format rdiff): rollsum or RabinKarp (rk-) weak sum, MD4 or BLAKE2 strong hash',
           })
           .option('sum-size', {
             alias: 'S',
-            type: 'number',
-            default: 0,
+            requiresArg: true,
+            coerce: intOption('sum-size', -1, 32),
+            defaultDescription: '0',
             describe: 'rdiff strong sum bytes (--format rdiff): 0 = full hash, -1 = recommended minimum',
-          }),
+          })
+          .example('$0 signature recovery.img recovery.sig', 'describe the stale copy (run where it lives)')
+          .example('$0 signature --format rdiff old.img old.sig', 'a signature rdiff 2.x reads')
+          .example('$0 signature - - < old.img > old.sig', 'read standard input, write standard output'),
       (argv) =>
-        runCommand('signature', argv, async (progress) => {
-          if (argv.format === 'rdiff') {
-            const r = await (await rdiffApi()).rdiffSignatureFile(argv.basis, argv.signature, {
-              blockSize: argv['block-size'] !== undefined ? parseSize(argv['block-size'], 'block size') : undefined,
-              sigType: argv['sig-type'] as RdiffSigType,
-              strongLen: argv['sum-size'],
+        runCommand('signature', argv, async (progress, spool) => {
+          const rdiff = argv.format === 'rdiff';
+          if (rdiff && (argv.hash !== undefined || argv['strong-len'] !== undefined)) throw new ParamError('--hash and --strong-len apply to resync signatures; rdiff ones take --sig-type and --sum-size');
+          if (!rdiff && (argv['sig-type'] !== undefined || argv['sum-size'] !== undefined)) throw new ParamError('--sig-type and --sum-size apply with --format rdiff; resync signatures take --hash and --strong-len');
+          checkJsonOutput(argv.json, argv.signature, 'SIGNATURE');
+          if (argv.basis !== STDIO) await checkInput(argv.basis, 'BASIS', true);
+          const out =
+            argv.signature === STDIO
+              ? await spool.output(STDIO)
+              : await prepareOutput(argv.signature, 'SIGNATURE', { force: argv.force, inputs: files({ what: 'BASIS', path: argv.basis }), usage: SIG_USAGE });
+          const basis = await spool.input(argv.basis, 'BASIS');
+          let summary: Record<string, unknown>;
+          if (rdiff) {
+            const r = await (await rdiffApi()).rdiffSignatureFile(basis, out, {
+              blockSize: argv['block-size'],
+              sigType: (argv['sig-type'] ?? RDIFF_DEFAULT_SIG_TYPE) as RdiffSigType,
+              strongLen: argv['sum-size'] ?? 0,
               onProgress: progress,
             });
-            return { format: 'rdiff', sigType: r.sigType, imageSize: r.imageSize, blockSize: r.blockSize, strongLen: r.strongLen, signatureBytes: r.bytesOut, elapsedMs: r.elapsedMs };
+            summary = { format: 'rdiff', sigType: r.sigType, imageSize: r.imageSize, blockSize: r.blockSize, strongLen: r.strongLen, signatureBytes: r.bytesOut, elapsedMs: r.elapsedMs };
+          } else {
+            const r = await (await filesApi()).signatureFile(basis, out, {
+              blockSize: argv['block-size'],
+              strongAlg: (argv.hash ?? 'blake3') as StrongAlg,
+              strongLen: argv['strong-len'] ?? 16,
+              onProgress: progress,
+            });
+            summary = { imageSize: r.imageSize, blockSize: r.blockSize, signatureBytes: r.bytesOut, elapsedMs: r.elapsedMs };
           }
-          const r = await (await filesApi()).signatureFile(argv.basis, argv.signature, {
-            blockSize: argv['block-size'] !== undefined ? parseSize(argv['block-size'], 'block size') : undefined,
-            strongAlg: argv.hash as StrongAlg,
-            strongLen: argv['strong-len'],
-            onProgress: progress,
-          });
-          return { imageSize: r.imageSize, blockSize: r.blockSize, signatureBytes: r.bytesOut, elapsedMs: r.elapsedMs };
+          if (argv.signature === STDIO) await spool.send(out);
+          return summary;
         }),
     )
     .command(
       'delta <signature> <newfile> <delta>',
       'Scan NEWFILE against SIGNATURE and write the DELTA that turns the basis into NEWFILE',
       (a) =>
-        a
-          .positional('signature', { type: 'string', demandOption: true })
-          .positional('newfile', { type: 'string', demandOption: true, describe: 'the new image (the source)' })
-          .positional('delta', { type: 'string', demandOption: true, describe: 'delta file to write' })
+        outputOptions(a)
+          .positional('signature', { type: 'string', demandOption: true, describe: "signature of the receiver's image (- for standard input)" })
+          .positional('newfile', { type: 'string', demandOption: true, describe: 'the new image, the source (file, block device, or - for standard input)' })
+          .positional('delta', { type: 'string', demandOption: true, describe: 'delta file to write (- for standard output)' })
+          .option('force', FORCE_OPTION)
           .option('dry-run', { type: 'boolean', default: false, describe: 'report what the delta would hold and its size; write nothing (resync format)' })
           .option('format', FORMAT_OPTION)
-          .option('compress', { type: 'boolean', default: false, describe: 'compress literal data (raw DEFLATE; resync format only)' }),
+          .option('compress', { type: 'boolean', default: false, describe: 'compress literal data (raw DEFLATE; resync format only)' })
+          .example('$0 delta recovery.sig primary.img update.delta', 'what turns the recovery copy into the primary')
+          .example('$0 delta --dry-run recovery.sig primary.img -', 'how big that delta would be; writes nothing'),
       (argv) =>
-        runCommand('delta', argv, async (progress) => {
-          if (argv['dry-run']) return dryRunDeltaCommand(argv.signature, argv.newfile, argv.format, argv.compress, progress);
-          const r =
-            argv.format === 'rdiff'
-              ? await (await rdiffApi()).rdiffDeltaFile(argv.signature, argv.newfile, argv.delta, { onProgress: progress })
-              : await (await filesApi()).deltaFile(argv.signature, argv.newfile, argv.delta, { onProgress: progress, compress: argv.compress });
-          return {
-            imageSize: r.imageSize,
-            blockSize: r.blockSize,
-            matchedBytes: r.matchedBytes,
-            literalBytes: r.literalBytes,
-            copyOps: r.copyOps,
-            literalOps: r.literalOps,
-            deltaBytes: r.bytesOut,
-            elapsedMs: r.elapsedMs,
-          };
-        }),
+        runCommand(
+          'delta',
+          argv,
+          async (progress, spool) => {
+            if (argv.compress && argv.format === 'rdiff') throw new ParamError('--compress works with the resync format only: rdiff deltas have no compressed literals');
+            if (!argv['dry-run']) checkJsonOutput(argv.json, argv.delta, 'DELTA');
+            if (argv.signature !== STDIO) await checkInput(argv.signature, 'SIGNATURE', true);
+            if (argv.newfile !== STDIO) await checkInput(argv.newfile, 'NEWFILE', true);
+            const inputs = files({ what: 'SIGNATURE', path: argv.signature }, { what: 'NEWFILE', path: argv.newfile });
+            const out = argv['dry-run'] ? '' : argv.delta === STDIO ? await spool.output(STDIO) : await prepareOutput(argv.delta, 'DELTA', { force: argv.force, inputs, usage: DELTA_USAGE });
+            const sig = await spool.input(argv.signature, 'SIGNATURE');
+            const newfile = await spool.input(argv.newfile, 'NEWFILE');
+            if (argv['dry-run']) return dryRunDeltaCommand(sig, newfile, argv.format, argv.compress, progress);
+            const r =
+              argv.format === 'rdiff'
+                ? await (await rdiffApi()).rdiffDeltaFile(sig, newfile, out, { onProgress: progress })
+                : await (await filesApi()).deltaFile(sig, newfile, out, { onProgress: progress, compress: argv.compress });
+            if (argv.delta === STDIO) await spool.send(out);
+            return {
+              imageSize: r.imageSize,
+              blockSize: r.blockSize,
+              matchedBytes: r.matchedBytes,
+              literalBytes: r.literalBytes,
+              copyOps: r.copyOps,
+              literalOps: r.literalOps,
+              deltaBytes: r.bytesOut,
+              elapsedMs: r.elapsedMs,
+            };
+          },
+          async (e) => {
+            if (!isFileError(e) || argv.signature === STDIO) return undefined;
+            // Swapped SIGNATURE and NEWFILE: the image fails as a signature, and the "new file" is one.
+            const newKind = argv.newfile === STDIO ? null : await fileKind(argv.newfile);
+            if (newKind?.endsWith('signature') && !(await fileKind(argv.signature))) {
+              return `NEWFILE ${argv.newfile} is a${newKind.startsWith('rdiff') ? 'n' : ''} ${newKind}: the arguments look swapped; the order is ${DELTA_USAGE}`;
+            }
+            return formatHint(argv.signature, 'signature', argv.format);
+          },
+        ),
     )
     .command(
       'patch <basis> <delta> [output]',
       'Apply DELTA to BASIS, writing OUTPUT (a temp file renamed after verification), or BASIS itself with --in-place',
       (a) =>
-        a
-          .positional('basis', { type: 'string', demandOption: true })
-          .positional('delta', { type: 'string', demandOption: true })
-          .positional('output', { type: 'string', describe: 'new image; may be the basis itself (replaced only after verification)' })
+        outputOptions(a)
+          .positional('basis', { type: 'string', demandOption: true, describe: 'the image the signature was made from (file or block device; read at random offsets, so not -)' })
+          .positional('delta', { type: 'string', demandOption: true, describe: 'delta file (- for standard input)' })
+          .positional('output', { type: 'string', describe: 'new image (- for standard output, after verification); may be BASIS itself (replaced only after verification)' })
+          .option('force', FORCE_OPTION)
           .option('format', FORMAT_OPTION)
-          .option('in-place', { type: 'boolean', default: false, describe: 'patch BASIS itself, writing only what changed, under an undo journal (BASIS.resync-journal)' })
+          .option('in-place', { type: 'boolean', default: false, describe: 'patch BASIS itself, writing only what changed, under an undo journal (BASIS.resync-journal); resync format' })
           .option('resume', { type: 'boolean', default: false, describe: 'continue an interrupted --in-place patch of the same delta' })
+          .example('$0 patch recovery.img update.delta new.img', 'write the new image, verified before it is renamed into place')
+          .example('$0 patch --in-place recovery.img update.delta', 'rewrite only the changed blocks of recovery.img, under an undo journal')
+          .example("$0 patch --resume recovery.img update.delta", 'finish an in-place patch that was interrupted')
           .check((v) => {
-            if (!v['in-place'] && !v.resume && !v.output) throw new Error('give OUTPUT, or --in-place to patch BASIS itself');
+            if (!v['in-place'] && !v.resume && !v.output) throw new ParamError('give OUTPUT, or --in-place to patch BASIS itself');
             return true;
           }),
       (argv) =>
-        runCommand('patch', argv, async (progress) => {
-          if (argv.format === 'rdiff') {
-            const r = await (await rdiffApi()).rdiffPatchFile(argv.basis, argv.delta, argv.output ?? argv.basis, { onProgress: progress });
-            return {
-              format: 'rdiff',
-              imageSize: r.imageSize,
-              matchedBytes: r.matchedBytes,
-              literalBytes: r.literalBytes,
-              copyOps: r.copyOps,
-              literalOps: r.literalOps,
-              verified: false,
-              note: 'rdiff deltas carry no hash of the new file, so the output was not verified',
-              elapsedMs: r.elapsedMs,
-            };
-          }
-          const inPlace = argv['in-place'] || argv.resume;
-          const r = await (await filesApi()).patchFile(argv.basis, argv.delta, inPlace ? (argv.output ?? argv.basis) : argv.output!, { onProgress: progress, inPlace, resume: argv.resume });
-          return {
-            imageSize: r.imageSize,
-            matchedBytes: r.matchedBytes,
-            literalBytes: r.literalBytes,
-            copyOps: r.copyOps,
-            literalOps: r.literalOps,
-            ...('bytesWritten' in r ? { bytesWritten: r.bytesWritten, resumedFrom: r.resumedFrom } : {}),
-            verified: true,
-            elapsedMs: r.elapsedMs,
-          };
-        }),
+        runCommand(
+          'patch',
+          argv,
+          async (progress, spool) => {
+            const inPlace = argv['in-place'] || argv.resume;
+            if (argv.format === 'rdiff' && inPlace) {
+              throw new ParamError(
+                '--in-place and --resume work with the resync format only: an rdiff delta carries no hash of the new image, so an in-place patch could be neither verified nor rolled back; give OUTPUT instead',
+              );
+            }
+            if (argv.basis === STDIO) throw new ParamError('BASIS is read at random offsets, so it cannot be - (standard input): give a file or a block device');
+            if (inPlace && argv.output === STDIO) throw new ParamError('--in-place writes BASIS itself: OUTPUT cannot be - (standard output)');
+            checkJsonOutput(argv.json, argv.output, 'OUTPUT');
+            await checkInput(argv.basis, 'BASIS');
+            if (argv.delta !== STDIO) await checkInput(argv.delta, 'DELTA', true);
+            let out = inPlace ? (argv.output ?? argv.basis) : argv.output!;
+            if (!inPlace) {
+              out =
+                out === STDIO
+                  ? await spool.output(STDIO)
+                  : await prepareOutput(out, 'OUTPUT', {
+                      force: argv.force,
+                      inputs: files({ what: 'BASIS', path: argv.basis }, { what: 'DELTA', path: argv.delta }),
+                      replaces: argv.basis,
+                      usage: PATCH_USAGE,
+                    });
+            }
+            const delta = await spool.input(argv.delta, 'DELTA');
+            let summary: Record<string, unknown>;
+            if (argv.format === 'rdiff') {
+              const r = await (await rdiffApi()).rdiffPatchFile(argv.basis, delta, out, { onProgress: progress });
+              summary = {
+                format: 'rdiff',
+                imageSize: r.imageSize,
+                matchedBytes: r.matchedBytes,
+                literalBytes: r.literalBytes,
+                copyOps: r.copyOps,
+                literalOps: r.literalOps,
+                verified: false,
+                note: 'rdiff deltas carry no hash of the new file, so the output was not verified',
+                elapsedMs: r.elapsedMs,
+              };
+            } else {
+              const r = await (await filesApi()).patchFile(argv.basis, delta, out, { onProgress: progress, inPlace, resume: argv.resume });
+              summary = {
+                imageSize: r.imageSize,
+                matchedBytes: r.matchedBytes,
+                literalBytes: r.literalBytes,
+                copyOps: r.copyOps,
+                literalOps: r.literalOps,
+                ...('bytesWritten' in r ? { bytesWritten: r.bytesWritten, resumedFrom: r.resumedFrom } : {}),
+                ...('nothingToResume' in r && r.nothingToResume ? { nothingToResume: true, note: `nothing to resume: ${argv.basis} has no journal and already is the result of ${argv.delta}` } : {}),
+                verified: true,
+                elapsedMs: r.elapsedMs,
+              };
+            }
+            if (argv.output === STDIO) await spool.send(out);
+            return summary;
+          },
+          async (e) => (isFileError(e) && argv.delta !== STDIO ? formatHint(argv.delta, 'delta', argv.format) : undefined),
+          () => {
+            const inPlace = argv['in-place'] || argv.resume;
+            const target = argv.output ?? argv.basis;
+            if (!inPlace || argv.format === 'rdiff') return { target, state: 'unchanged', message: `${target} was not written (its partial temp file was removed)`, resume: 'run the same patch again' };
+            const again = `run \`resync patch ${[argv.basis, argv.delta, ...(argv.output ? [argv.output] : [])].map(shq).join(' ')} --in-place --resume\` to finish it`;
+            return localInterrupted(target, 'the patch had not started writing', again);
+          },
+        ),
     )
     .command(
       'recover <image>',
       'Resolve an interrupted --in-place patch: finish it if it was verified, else roll IMAGE back to its original contents',
-      (a) => a.positional('image', { type: 'string', demandOption: true }),
+      (a) =>
+        outputOptions(a, { progress: false })
+          .positional('image', { type: 'string', demandOption: true, describe: 'the image an in-place patch or pull was interrupted on' })
+          .example('$0 recover recovery.img', 'finish or roll back what recovery.img.resync-journal describes'),
       (argv) =>
         runCommand('recover', argv, async () => {
           const outcome = await (await filesApi()).recoverImage(argv.image);
           return { image: argv.image, outcome };
         }),
     );
+}
+
+/** Errors that a file of the wrong kind or format causes. */
+function isFileError(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  return code === 'ERR_BAD_MAGIC' || code === 'ERR_VERSION';
 }

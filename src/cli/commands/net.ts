@@ -1,18 +1,20 @@
 /** `resync serve`, `push` and `pull`. */
 import type { Argv } from 'yargs';
 import { ParamError } from '../../core/errors.js';
-import { loadServerConfig, parseRemote, readSecretFile, readTlsFiles, splitHostPort, type ServerConfig, type VolumeConfig } from '../../net/config.js';
+import { checkVolumes, ConfigError, parseRemote, readSecretFile, readServerConfig, readTlsFiles, splitHostPort, type ConfigProblem, type ServerConfig, type VolumeConfig } from '../../net/config.js';
 // Loaded on first use: keeps start-up short for commands that do not need it.
 const serverMod = () => import('../../net/server.js');
 // Loaded on first use: keeps start-up short for commands that do not need it.
 import type { ClientOptions, SyncResult } from '../../net/client.js';
 import type { ProgressFn } from '../../api-files.js';
 const clientMod = () => import('../../net/client.js');
-import { parseSize } from '../args.js';
+import { intOption, secondsOption, sizeOption } from '../args.js';
+import { networkHint } from '../hints.js';
+import { checkInput, prepareOutput } from '../paths.js';
 // Loaded on first use: keeps start-up short for commands that do not need it.
 const dryRunMod = () => import('../../dry-run.js');
 import { dryRunSummary, parseBwlimit } from './ops.js';
-import { runCommand, type CommonArgs } from '../run.js';
+import { localInterrupted, outputOptions, runCommand, type CommonArgs, type Interruption } from '../run.js';
 import { resolve } from 'node:path';
 import { readFile } from 'node:fs/promises';
 import type { ClientTls } from '../../net/connection.js';
@@ -33,10 +35,10 @@ const CLIENT_OPTIONS = {
   'secret-file': { type: 'string', describe: 'file holding the shared secret (or RESYNC_SECRET_FILE)' },
   tls: { type: 'boolean', default: false, describe: 'connect over TLS and verify the server certificate' },
   'tls-ca': { type: 'string', describe: 'PEM CA certificate to trust for --tls (default: the system store)' },
-  'block-size': { alias: 'b', type: 'string' },
+  'block-size': { alias: 'b', type: 'string', coerce: sizeOption('block-size'), describe: 'block size (e.g. 64K); default: about sqrt(image size), 2K..128K' },
   'dry-run': { type: 'boolean', default: false, describe: 'report what would be sent; nothing is written on either side' },
-  bwlimit: { type: 'string', describe: 'most bytes per second this side sends (e.g. 500K, 10M)' },
-  timeout: { type: 'number', default: 300, describe: 'seconds of silence before giving up' },
+  bwlimit: { type: 'string', describe: 'most bytes per second each way, as rsync: KiB/s as a bare number, or e.g. 500K, 10M (0: no limit)' },
+  timeout: { requiresArg: true, coerce: secondsOption('timeout'), default: 300, describe: 'seconds of silence before giving up' },
   compress: { type: 'boolean', default: false, describe: 'compress literal data (raw DEFLATE) on the wire' },
 } as const;
 
@@ -45,7 +47,7 @@ async function clientOptionsFrom(
   argv: {
     remote: string;
     'secret-file'?: string | undefined;
-    'block-size'?: string | undefined;
+    'block-size'?: number | undefined;
     timeout: number;
     bwlimit?: string | undefined;
     compress: boolean;
@@ -54,10 +56,13 @@ async function clientOptionsFrom(
   },
   onProgress: ProgressFn,
 ): Promise<ClientOptions> {
+  const warnings: string[] = [];
+  const secret = await readSecretFile(secretFileArg(argv['secret-file']), warnings);
+  for (const w of warnings) process.stderr.write(`resync: warning: ${w}\n`);
   return {
     ...parseRemote(argv.remote),
-    secret: await readSecretFile(secretFileArg(argv['secret-file'])),
-    blockSize: argv['block-size'] ? parseSize(argv['block-size'], 'block size') : undefined,
+    secret,
+    blockSize: argv['block-size'],
     idleTimeoutMs: argv.timeout * 1000,
     bwlimit: parseBwlimit(argv.bwlimit),
     compress: argv.compress,
@@ -88,14 +93,38 @@ function summary(r: SyncResult): Record<string, unknown> {
   };
 }
 
-/** Parse repeated --volume NAME=PATH[:rw|:ro]. */
-function parseVolumes(list: string[]): Record<string, VolumeConfig> {
+/** What an interrupted push leaves: the volume on the server, under its journal if the delta had started. */
+function pushInterrupted(argv: { remote: string; 'dry-run': boolean }): Interruption {
+  if (argv['dry-run']) return { target: argv.remote, state: 'unchanged', message: 'a dry run writes nothing' };
+  return {
+    target: argv.remote,
+    state: 'unknown',
+    message: `the volume ${argv.remote} is unchanged, or mid-update under the server's undo journal if the delta had started (consistent either way)`,
+    resume: 'run the same push again to resume it (the server refuses pulls of the volume until then)',
+  };
+}
+
+/**
+ * Parse repeated --volume NAME=PATH[:rw|:ro]. A suffix that looks like a mode
+ * but is not one (`:wr`, `:RW`) is refused rather than taken as part of the
+ * path, which would quietly serve a missing read-only volume.
+ */
+export function parseVolumes(list: string[]): Record<string, VolumeConfig> {
   const out: Record<string, VolumeConfig> = {};
+  const problems: ConfigProblem[] = [];
   for (const v of list) {
     const m = /^([A-Za-z0-9._-]{1,128})=(.+?)(?::(rw|ro))?$/.exec(v);
-    if (!m) throw new ParamError(`--volume ${JSON.stringify(v)} must look like NAME=PATH[:rw|:ro]`);
-    out[m[1]!] = { path: resolve(m[2]!), writable: m[3] === 'rw' };
+    if (!m) {
+      problems.push({ where: `--volume ${v}`, message: 'must look like NAME=PATH[:rw|:ro]' });
+      continue;
+    }
+    const name = m[1]!;
+    const odd = m[3] === undefined ? /:([A-Za-z]{1,5})$/.exec(m[2]!) : null;
+    if (odd) problems.push({ where: `--volume ${name}`, message: `unknown mode ":${odd[1]}" (use :rw for writable, :ro or nothing for read-only)` });
+    else if (Object.hasOwn(out, name)) problems.push({ where: `--volume ${name}`, message: 'given twice' });
+    else out[name] = { path: resolve(m[2]!), writable: m[3] === 'rw' };
   }
+  if (problems.length > 0) throw new ConfigError('', problems);
   return out;
 }
 
@@ -106,31 +135,44 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
       'serve',
       'Serve volumes (named images) to authenticated resync clients',
       (a) =>
-        a
-          .option('config', { alias: 'c', type: 'string', describe: 'JSON config file (listen, secretFile, volumes, limits)' })
+        outputOptions(a, { json: false, progress: false })
+          .option('config', { alias: 'c', type: 'string', describe: 'JSON config file (listen, secretFile, volumes, limits); see docs/user-guide.md' })
           .option('listen', { type: 'string', describe: 'HOST:PORT to listen on (default 127.0.0.1:7873)' })
           .option('volume', { type: 'string', array: true, describe: 'NAME=PATH[:rw|:ro] (repeatable; default read-only)' })
-          .option('secret-file', { type: 'string', describe: 'file holding the shared secret' })
+          .option('secret-file', { type: 'string', describe: 'file holding the shared secret (at least 16 bytes; clients give the same file)' })
           .option('tls-cert', { type: 'string', describe: 'PEM certificate: serve over TLS (with --tls-key)' })
           .option('tls-key', { type: 'string', describe: 'PEM private key for --tls-cert' })
-          .option('max-sessions', { type: 'number', default: 16 })
-          .option('idle-timeout', { type: 'number', default: 300, describe: 'seconds of silence before a session is dropped' }),
+          .option('max-sessions', { requiresArg: true, coerce: intOption('max-sessions', 1, 4096), default: 16, describe: 'most sessions served at once; more are refused with ERR_BUSY' })
+          .option('idle-timeout', { requiresArg: true, coerce: secondsOption('idle-timeout'), default: 300, describe: 'seconds of silence before a session is dropped' })
+          .option('log-format', { type: 'string', choices: ['json', 'text'], describe: 'log lines on stderr: JSON objects, or text (default: text on a terminal, else json)' })
+          .option('log-level', { type: 'string', choices: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], describe: 'least severe level logged (default info; warn with --quiet)' })
+          .option('shutdown-grace', { requiresArg: true, coerce: secondsOption('shutdown-grace'), default: 20, describe: 'seconds SIGTERM/SIGINT lets running sessions finish before they are cut off (they resume later)' })
+          .example('$0 serve --secret-file S --volume vm1=/srv/vm1.img:rw', 'serve one writable volume on 127.0.0.1:7873')
+          .example('$0 serve -c /etc/resync/server.json', 'serve what a config file lists'),
       (argv) =>
-        runCommand('serve', argv, async () => {
+        runCommand('serve', { json: false, progress: false, quiet: argv.quiet }, async () => {
           let cfg: ServerConfig;
+          const warnings: string[] = [];
           const listen = argv.listen ? splitHostPort(argv.listen) : undefined;
           if (argv.config) {
-            cfg = await loadServerConfig(argv.config, {
+            const loaded = await readServerConfig(argv.config, {
               ...(listen ? { host: listen[0], port: listen[1] } : {}),
               ...(argv['secret-file'] ? { secretFile: argv['secret-file'] } : {}),
             });
+            cfg = loaded.config;
+            warnings.push(...loaded.warnings);
           } else {
             const [host, port] = listen ?? ['127.0.0.1', 7873];
+            const volumes = parseVolumes(argv.volume ?? []);
+            if (Object.keys(volumes).length === 0) throw new ParamError('no volumes to serve: use --volume NAME=PATH[:rw] or a config file');
+            const vc = await checkVolumes(volumes, (n) => `--volume ${n}`);
+            if (vc.problems.length > 0) throw new ConfigError('', vc.problems);
+            warnings.push(...vc.warnings);
             cfg = {
               host,
               port,
-              secret: await readSecretFile(secretFileArg(argv['secret-file'])),
-              volumes: parseVolumes(argv.volume ?? []),
+              secret: await readSecretFile(secretFileArg(argv['secret-file']), warnings),
+              volumes,
               maxSessions: argv['max-sessions'],
               idleTimeoutMs: argv['idle-timeout'] * 1000,
               handshakeTimeoutMs: 10_000,
@@ -140,53 +182,83 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             if (!argv['tls-cert'] || !argv['tls-key']) throw new ParamError('--tls-cert and --tls-key go together');
             cfg.tls = await readTlsFiles(argv['tls-cert'], argv['tls-key']);
           }
-          if (Object.keys(cfg.volumes).length === 0) throw new ParamError('no volumes to serve: use --volume NAME=PATH[:rw] or a config file');
-          const server = new (await serverMod()).ResyncServer(cfg, (e) => {
-            if (!argv.quiet) process.stderr.write(`${new Date().toISOString()} ${e.level} ${e.peer ?? ''} ${e.volume ?? ''} ${e.code ?? ''} ${e.msg}\n`);
-          });
+          const logMod = await import('../log.js');
+          const format = (argv['log-format'] ?? (process.stderr.isTTY ? 'text' : 'json')) as 'json' | 'text';
+          const level = (argv['log-level'] ?? (argv.quiet ? 'warn' : 'info')) as (typeof logMod.LOG_LEVELS)[number];
+          const log = logMod.makeLogger(format, level);
+          for (const w of warnings) log.warn(w);
+          const server = new (await serverMod()).ResyncServer(cfg, (e) => logMod.logEvent(log, e));
           const port = await server.listen();
-          process.stderr.write(`resync serve: listening on ${cfg.host}:${port} with ${Object.keys(cfg.volumes).length} volume(s)\n`);
-          await new Promise<void>((res) => {
-            const stop = (): void => {
-              void server.close().then(res);
-            };
-            process.once('SIGINT', stop);
-            process.once('SIGTERM', stop);
+          log.info({ host: cfg.host, port, volumes: Object.keys(cfg.volumes), tls: cfg.tls !== undefined }, `listening on ${cfg.host}:${port} with ${Object.keys(cfg.volumes).length} volume(s)`);
+          const signal = await new Promise<NodeJS.Signals>((res) => {
+            process.once('SIGINT', () => res('SIGINT'));
+            process.once('SIGTERM', () => res('SIGTERM'));
           });
-          return { sessions: server.sessionsDone };
-        }),
+          log.info({ signal }, `${signal}: stopping`);
+          // A second signal cuts the grace period short.
+          let cut: () => void = () => undefined;
+          const again = new Promise<void>((r) => (cut = r));
+          process.once('SIGINT', () => cut());
+          process.once('SIGTERM', () => cut());
+          const grace = Math.max(0, argv['shutdown-grace']) * 1000;
+          const report = await server.shutdown(grace, again);
+          return { sessions: server.sessionsDone, ...report };
+        }, undefined, false),
     )
     .command(
       'push <image> <remote>',
       'Make the remote volume identical to the local IMAGE (primary -> recovery)',
       (a) =>
-        a
-          .positional('image', { type: 'string', demandOption: true })
+        outputOptions(a)
+          .positional('image', { type: 'string', demandOption: true, describe: 'the local image to send (file or block device)' })
           .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME' })
-          .options(CLIENT_OPTIONS),
+          .options(CLIENT_OPTIONS)
+          .example('$0 push vm1.img dr:7873/vm1', 'bring volume vm1 on host dr up to date (secret: --secret-file or RESYNC_SECRET_FILE)')
+          .example('$0 push --dry-run vm1.img dr:7873/vm1', 'how much would be sent; nothing is written'),
       (argv) =>
-        runCommand('push', argv, async (progress) => {
+        runCommand(
+          'push',
+          argv,
+          async (progress) => {
+          await checkInput(argv.image, 'IMAGE');
           const opts = await clientOptionsFrom(argv, progress);
           if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPush(argv.image, opts));
           const res = await (await clientMod()).push(argv.image, opts);
           return summary(res);
-        }),
+          },
+          (e) => networkHint(e, argv.remote),
+          () => pushInterrupted(argv),
+        ),
     )
     .command(
       'pull <remote> <image>',
       'Make the local IMAGE identical to the remote volume (failback: recovery -> primary)',
       (a) =>
-        a
+        outputOptions(a)
           .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME' })
-          .positional('image', { type: 'string', demandOption: true })
+          .positional('image', { type: 'string', demandOption: true, describe: 'the local image to update or create (file or block device)' })
           .option('in-place', { type: 'boolean', default: true, describe: 'patch IMAGE in place under an undo journal (resumable); --no-in-place writes a temp file and renames it' })
-          .options(CLIENT_OPTIONS),
+          .options(CLIENT_OPTIONS)
+          .example('$0 pull dr:7873/vm1 vm1.img', 'failback: make vm1.img equal to volume vm1 on host dr (secret: --secret-file or RESYNC_SECRET_FILE)')
+          .example('$0 pull --no-in-place dr:7873/vm1 new.img', 'write a new file, renamed into place after verification'),
       (argv) =>
-        runCommand('pull', argv, async (progress) => {
+        runCommand(
+          'pull',
+          argv,
+          async (progress) => {
+          await checkInput(argv.image, 'IMAGE');
+          // A temp file renamed over a symbolic link would replace the link: write the file it points to.
+          const image = argv['in-place'] || argv['dry-run'] ? argv.image : await prepareOutput(argv.image, 'IMAGE', { force: true, inputs: [], usage: 'resync pull REMOTE IMAGE' });
           const opts = await clientOptionsFrom(argv, progress);
-          if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPull(argv.image, opts));
-          const res = await (await clientMod()).pull(argv.image, { ...opts, inPlace: argv['in-place'] });
+          if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPull(image, opts));
+          const res = await (await clientMod()).pull(image, { ...opts, inPlace: argv['in-place'] });
           return summary(res);
-        }),
+          },
+          (e) => networkHint(e, argv.remote),
+          () =>
+            argv['dry-run']
+              ? { target: argv.image, state: 'unchanged', message: 'a dry run writes nothing' }
+              : localInterrupted(argv.image, argv['in-place'] ? 'the update had not started' : 'its partial temp file was removed', 'run the same pull again to resume it'),
+        ),
     );
 }

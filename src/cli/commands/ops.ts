@@ -9,13 +9,15 @@ const verifyMod = () => import('../../verify.js');
 import type { DryRunReport, RemoteDryRunReport } from '../../dry-run.js';
 const dryRunMod = () => import('../../dry-run.js');
 import type { ProgressFn } from '../../api-files.js';
-import { parseSize } from '../args.js';
+import { intOption, secondsOption, sizeOption } from '../args.js';
+import { networkHint } from '../hints.js';
+import { checkInput } from '../paths.js';
 import { ExitCode } from '../exit-codes.js';
 import { readFile } from 'node:fs/promises';
 import { ioError } from '../../io/errors.js';
 import type { ClientTls } from '../../net/connection.js';
 import { fmtBytes } from '../render.js';
-import { runCommand, type CommonArgs } from '../run.js';
+import { outputOptions, runCommand, type CommonArgs } from '../run.js';
 
 /** Exit code of `resync verify` when the images differ (docs/exit-codes.md). */
 export const EXIT_DIFFERENT = ExitCode.DIFFERENT;
@@ -31,12 +33,26 @@ export function isRemoteSpec(s: string): boolean {
   return REMOTE_RE.test(s);
 }
 
-/** Parse a --bwlimit value such as 500K or 10M (bytes per second); undefined when absent. */
+/**
+ * Parse a --bwlimit RATE as rsync does: a bare number is KiB per second; a
+ * suffix B, K, M, G, T or P (or KiB, MiB, ...) multiplies by powers of 1024,
+ * a two-letter one ending in B (KB, MB) by powers of 1000; any case; a
+ * fraction is allowed (1.5M). 0 means no limit. Returns bytes per second,
+ * undefined for no limit.
+ */
 export function parseBwlimit(v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
-  const n = parseSize(v, 'bandwidth limit');
-  if (n <= 0) throw new ParamError('--bwlimit must be more than 0 bytes per second');
-  return n;
+  const m = /^(\d+(?:\.\d*)?|\.\d+)([bkmgtp](?:i?b)?)?$/i.exec(v.trim());
+  if (!m) throw new ParamError(`cannot read bandwidth limit ${JSON.stringify(v)} (KiB/s as a bare number, or e.g. 500K, 1.5M, 10MB)`);
+  const unit = (m[2] ?? 'k').toLowerCase();
+  const power = 'bkmgtp'.indexOf(unit[0]!);
+  const base = unit.length === 2 && unit[1] === 'b' ? 1000 : 1024;
+  const n = Number(m[1]) * base ** power;
+  if (n === 0) return undefined;
+  // rsync rounds to whole KiB and has no rate below 1 KiB/s.
+  if (n < 1024) throw new ParamError(`bandwidth limit ${v} is below 1 KiB/s (a bare number is KiB/s, as in rsync)`);
+  if (!Number.isSafeInteger(Math.round(n))) throw new ParamError(`bandwidth limit ${v} is too large`);
+  return Math.round(n);
 }
 
 /** TLS options from --tls/--tls-ca (a CA file implies --tls). */
@@ -98,21 +114,32 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
     'verify <a> <b>',
     `Compare two images block by block and list the byte ranges that differ; writes nothing. B may be HOST:PORT/VOLUME. Exit status 0: identical, ${EXIT_DIFFERENT}: different`,
     (a) =>
-      a
+      outputOptions(a)
         .positional('a', { type: 'string', demandOption: true, describe: 'local image (file or block device)' })
         .positional('b', { type: 'string', demandOption: true, describe: 'local image, or HOST:PORT/VOLUME (prefix a path with ./ to force a file)' })
-        .option('block-size', { type: 'string', describe: 'comparison granularity (e.g. 4K); default: the block size a sync would use' })
-        .option('max-ranges', { type: 'number', default: 10_000, describe: 'most ranges listed (the byte count stays exact)' })
+        .option('block-size', { type: 'string', coerce: sizeOption('block-size'), describe: 'comparison granularity (e.g. 4K); default: the block size a sync would use' })
+        .option('max-ranges', { requiresArg: true, coerce: intOption('max-ranges', 1, 10_000_000), default: 10_000, describe: 'most ranges listed (the byte count stays exact)' })
         .option('secret-file', { type: 'string', describe: 'file holding the shared secret (remote B; or RESYNC_SECRET_FILE)' })
-        .option('bwlimit', { type: 'string', describe: 'most bytes per second to send (e.g. 500K, 10M)' })
+        .option('bwlimit', { type: 'string', describe: 'most bytes per second each way, as rsync: KiB/s as a bare number, or e.g. 500K, 10M (0: no limit)' })
         .option('tls', { type: 'boolean', default: false, describe: 'connect over TLS and verify the server certificate (remote B)' })
         .option('tls-ca', { type: 'string', describe: 'PEM CA certificate to trust for --tls (default: the system store)' })
-        .option('timeout', { type: 'number', default: 300, describe: 'seconds of silence before giving up' }),
+        .option('timeout', { requiresArg: true, coerce: secondsOption('timeout'), default: 300, describe: 'seconds of silence before giving up (remote B)' })
+        .example('$0 verify primary.img recovery.img', 'list the byte ranges where two local images differ')
+        .example('$0 verify vm1.img dr:7873/vm1', 'compare with a remote volume; only block sums cross the network'),
     async (argv) => {
       let differ = false;
-      await runCommand('verify', argv, async (progress) => {
-        const blockSize = argv['block-size'] !== undefined ? parseSize(argv['block-size'], 'block size') : undefined;
-        if (isRemoteSpec(argv.b)) {
+      await runCommand(
+        'verify',
+        argv,
+        async (progress) => {
+        const blockSize = argv['block-size'];
+        const remote = isRemoteSpec(argv.b);
+        if (!remote && (argv['secret-file'] !== undefined || argv.bwlimit !== undefined || argv.tls || argv['tls-ca'] !== undefined)) {
+          throw new ParamError(`--secret-file, --bwlimit, --tls and --tls-ca apply when B is a remote volume (HOST:PORT/VOLUME); ${argv.b} is a local path`);
+        }
+        await checkInput(argv.a, 'A');
+        if (!remote) await checkInput(argv.b, 'B');
+        if (remote) {
           const f = argv['secret-file'] ?? process.env.RESYNC_SECRET_FILE;
           if (!f) throw new ParamError('no shared secret: pass --secret-file FILE (or set RESYNC_SECRET_FILE) to verify against a remote volume');
           const r = await (await verifyMod()).verifyRemote(argv.a, {
@@ -131,7 +158,9 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
         const r = await (await verifyMod()).verifyFiles(argv.a, argv.b, { blockSize, maxRanges: argv['max-ranges'], onProgress: progress });
         differ = !r.identical;
         return verifySummary(r, argv.json, { elapsedMs: r.elapsedMs });
-      });
+        },
+        (e) => (isRemoteSpec(argv.b) ? networkHint(e, argv.b) : undefined),
+      );
       if (differ && process.exitCode === 0) process.exitCode = EXIT_DIFFERENT;
     },
   );

@@ -10,7 +10,11 @@
  *  - at end of input the window shrinks from the front (roll-out) so the
  *    basis's short last block can match the end of the new file;
  *  - adjacent copies are merged, and misses are cut every RDIFF_MAX_MISS_LEN
- *    bytes by default.
+ *    bytes by default;
+ *  - strong checks that fail are bounded per byte of input (see
+ *    core/strongbudget.ts): windows of one byte value are not re-hashed once
+ *    one failed (exact), and past a budget further weak hits are skipped, which
+ *    honest data never reaches.
  * So for a given signature the op stream matches `rdiff delta`'s command for
  * command (except for an empty signature, where rdiff's literal sizes follow
  * its buffers).
@@ -22,6 +26,7 @@ import { ParamError } from '../../core/errors.js';
 import { MAX_LITERAL, MAX_WEAK_COLLISIONS } from '../../core/limits.js';
 import type { DeltaOp, DeltaStats } from '../../core/ops.js';
 import { OpCoalescer, joinTail } from '../../core/coalescer.js';
+import { ConstantRun, StrongBudget } from '../../core/strongbudget.js';
 import { RDIFF_MAX_MISS_LEN } from './constants.js';
 import { RdiffStrongSummer, WEAK_MIX, type RdiffSignature } from './signature.js';
 import { RABINKARP_ADJ, RABINKARP_MULT, ROLLSUM_CHAR_OFFSET, RabinKarp, Rollsum, createWeakSum, type WeakSum } from './weak.js';
@@ -57,6 +62,17 @@ export class RdiffDeltaMatcher {
   private missedAt = -1;
   private ended = false;
   private scanned = 0;
+  /** Bounds the strong checks that weak hits cost. */
+  private readonly budget: StrongBudget;
+  private readonly run = new ConstantRun();
+  /** Byte values v for which a full window of v's matched no block (so it never will). */
+  private readonly constFailed = new Uint8Array(256);
+  /** Strong hashes of windows computed so far (a work counter). */
+  strongHashes = 0;
+  /** The last lookup was refused by the budget. */
+  private starved = false;
+  /** Absolute end of a jump over refused hits that waits for more input, or -1. */
+  private jumpTo = -1;
 
   constructor(sig: RdiffSignature, opts: RdiffMatcherOptions = {}) {
     this.sig = sig;
@@ -66,6 +82,35 @@ export class RdiffDeltaMatcher {
     const ml = opts.maxLiteral ?? RDIFF_MAX_MISS_LEN;
     if (!Number.isSafeInteger(ml) || ml < 1 || ml > MAX_LITERAL) throw new ParamError(`maxLiteral ${ml} is outside 1..${MAX_LITERAL}`);
     this.maxLiteral = ml;
+    this.budget = new StrongBudget(Math.max(1, this.bs));
+  }
+
+  /** Weak hits left unchecked because the strong-check budget was spent. */
+  get strongSkipped(): number {
+    return this.budget.skipped;
+  }
+
+  /**
+   * The block matching the window buf[p, p + n), or -1: sig.find, with its
+   * strong hash paid from the budget.
+   */
+  private lookup(buf: Uint8Array, p: number, n: number): number {
+    this.starved = false;
+    const sig = this.sig;
+    const wd = this.weak.digest();
+    if (!sig.hasWeak(wd)) return -1;
+    const abs = this.bufPos + p;
+    const full = n === this.bs;
+    if (full && this.constFailed[buf[p]!] && this.run.isConstant(buf, p, abs, n)) return -1;
+    if (!this.budget.take(abs)) {
+      this.starved = true;
+      return -1;
+    }
+    this.strongHashes++;
+    const i = sig.find(wd, buf, p, p + n, this.strong, MAX_WEAK_COLLISIONS);
+    if (i >= 0) this.budget.matched();
+    else if (full && this.run.isConstant(buf, p, abs, n)) this.constFailed[buf[p]!] = 1;
+    return i;
   }
 
   /** Bytes of the new file consumed so far. */
@@ -103,7 +148,7 @@ export class RdiffDeltaMatcher {
       if (w.count === 0) w.update(buf, p, len);
       if (this.missedAt !== this.bufPos + p) {
         const n = w.count;
-        const i = this.sig.find(w.digest(), buf, p, p + n, this.strong, MAX_WEAK_COLLISIONS);
+        const i = this.lookup(buf, p, n);
         if (i >= 0) {
           this.matched(p, i, n, out);
           p += n;
@@ -131,7 +176,6 @@ export class RdiffDeltaMatcher {
     const len = buf.length;
     const w = this.weak;
     const maxLit = this.maxLiteral;
-    const strong = this.strong;
     let p = this.p;
     if (sig.blockCount === 0) {
       // Nothing can match: everything is literal.
@@ -139,11 +183,25 @@ export class RdiffDeltaMatcher {
       this.p = len;
       return;
     }
+    if (this.jumpTo >= 0) {
+      // Finish a jump over refused hits that the end of the input cut short.
+      const target = this.jumpTo - this.bufPos;
+      const to = Math.min(target, this.lit + maxLit, len - bs);
+      if (to > p) {
+        p = to;
+        w.reset();
+      }
+      if (p < target && p >= len - bs) {
+        this.p = p;
+        return;
+      }
+      this.jumpTo = -1;
+    }
     while (p + bs <= len) {
       if (w.count === 0) w.update(buf, p, p + bs);
       if (p - this.lit >= maxLit) this.emitLiteral(p, out);
       if (this.missedAt !== this.bufPos + p) {
-        const i = sig.find(w.digest(), buf, p, p + bs, strong, MAX_WEAK_COLLISIONS);
+        const i = this.lookup(buf, p, bs);
         if (i >= 0) {
           this.matched(p, i, bs, out);
           p += bs;
@@ -157,7 +215,30 @@ export class RdiffDeltaMatcher {
         this.missedAt = this.bufPos + p;
         break;
       }
-      p = slide(w, sig, buf, p, Math.min(len - bs, this.lit + maxLit), bs);
+      const stop = Math.min(len - bs, this.lit + maxLit);
+      // A window of one byte value that matched nothing: the next ones hold the
+      // same bytes (and sums) while the run lasts; step over all but the last.
+      if (this.constFailed[buf[p]!] && p + 1 < stop && this.run.isConstant(buf, p, this.bufPos + p, bs)) {
+        p = this.run.slide(buf, p, this.bufPos + p, bs, stop - 1);
+      } else if (this.starved) {
+        // Out of strong checks: every hit until the budget refills would be
+        // refused, so jump there and take the window's sum afresh.
+        this.starved = false;
+        const target = p + this.budget.gap();
+        const to = Math.min(stop, target);
+        if (to > p) {
+          p = to;
+          w.reset();
+          if (to < target && to === len - bs) {
+            // Cut short by the end of the input: go on from here when more
+            // comes, without a lookup an uncut scan would not make.
+            this.jumpTo = this.bufPos + target;
+            break;
+          }
+          continue;
+        }
+      }
+      p = slide(w, sig, buf, p, stop, bs);
     }
     this.p = p;
   }

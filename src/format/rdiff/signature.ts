@@ -339,6 +339,15 @@ export class RdiffSignature {
     return -1;
   }
 
+  /** Would `find` hash the window for weak sum `w` (some block in its walk has that weak sum)? */
+  hasWeak(w: number): boolean {
+    let steps = 0;
+    for (let i = this.head[this.bucket(w)]!; i >= 0 && steps < RDIFF_MAX_CHAIN; i = this.next[i]!, steps++) {
+      if (this.weak[i] === w) return true;
+    }
+    return false;
+  }
+
   /** True when block i's strong sum equals h[0, strongLen). */
   strongAt(i: number, h: Uint8Array): boolean {
     const sl = this.params.strongLen;

@@ -1,0 +1,56 @@
+/**
+ * One-line hints added to an error when the likely cause is recognisable: a
+ * wrong secret, no server listening, a file of the other format, swapped
+ * arguments. They never change the error's code or exit status.
+ */
+import { open } from 'node:fs/promises';
+import { isSyncError } from '../core/errors.js';
+import { DELTA_MAGIC, SIG_MAGIC } from '../../protocol/constants.js';
+import { RDIFF_DELTA_MAGIC, sigTypeFromMagic } from '../format/rdiff/constants.js';
+
+/** What a file's first four bytes say it is. */
+export type FileKind = 'resync signature' | 'resync delta' | 'rdiff signature' | 'rdiff delta';
+
+/** The kind of signature or delta file at `path`, from its magic number; null for anything else. */
+export async function fileKind(path: string): Promise<FileKind | null> {
+  let magic: number;
+  try {
+    const fh = await open(path, 'r');
+    try {
+      const b = Buffer.alloc(4);
+      const { bytesRead } = await fh.read(b, 0, 4, 0);
+      if (bytesRead < 4) return null;
+      magic = b.readUInt32BE(0);
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    return null;
+  }
+  if (magic === SIG_MAGIC) return 'resync signature';
+  if (magic === DELTA_MAGIC) return 'resync delta';
+  if (magic === RDIFF_DELTA_MAGIC) return 'rdiff delta';
+  if (sigTypeFromMagic(magic) !== undefined) return 'rdiff signature';
+  return null;
+}
+
+/** Hint for a file of the wrong kind given where a `want` of `format` was expected. */
+export async function formatHint(path: string, want: 'signature' | 'delta', format: string): Promise<string | undefined> {
+  const kind = await fileKind(path);
+  if (!kind) return undefined;
+  const [fmt, what] = kind.split(' ') as ['resync' | 'rdiff', 'signature' | 'delta'];
+  if (what === want && fmt === 'rdiff' && format !== 'rdiff') return `${path} is an ${kind}: add --format rdiff`;
+  if (what === want && fmt === 'resync' && format === 'rdiff') return `${path} is a ${kind}: leave out --format rdiff`;
+  if (what !== want) return `${path} is a${fmt === 'rdiff' ? 'n' : ''} ${kind}, not a ${want}`;
+  return undefined;
+}
+
+/** Hint for a network error talking to `remote` (HOST:PORT/VOLUME). */
+export function networkHint(e: unknown, remote: string): string | undefined {
+  if (!isSyncError(e)) return undefined;
+  const addr = remote.replace(/\/[^/]*$/, '');
+  if (e.code === 'ERR_AUTH') return 'check that --secret-file (or RESYNC_SECRET_FILE) holds the same secret as the server';
+  if (e.code === 'ERR_CONNECTION' && e.details.errno === 'ECONNREFUSED') return `nothing is listening on ${addr}: is 'resync serve' running there, on that port?`;
+  if (e.code === 'ERR_CONNECTION' && (e.details.errno === 'ENOTFOUND' || e.details.errno === 'EAI_AGAIN')) return `the host in ${addr} could not be resolved`;
+  return undefined;
+}

@@ -1,0 +1,85 @@
+/**
+ * Checks on the files a command reads and writes, made before it opens any:
+ * opening a FIFO for reading blocks until a writer appears, and swapped
+ * arguments must not replace an image with a signature.
+ */
+import { lstat, realpath, stat } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import { ParamError } from '../core/errors.js';
+
+/** What a path is, in words, for one that is neither a regular file nor a block device. */
+function kindOf(st: Stats): string {
+  if (st.isDirectory()) return 'a directory';
+  if (st.isFIFO()) return 'a FIFO (named pipe)';
+  if (st.isSocket()) return 'a socket';
+  if (st.isCharacterDevice()) return 'a character device';
+  return 'not a regular file';
+}
+
+/**
+ * Refuse an input that is not a regular file or a block device (a FIFO, a
+ * directory, a character device such as /dev/stdin on a terminal). A missing
+ * or unreadable path passes: the command's own open reports it with its path.
+ * `stdin`: the command takes `-` here instead.
+ */
+export async function checkInput(path: string, what: string, stdin = false): Promise<void> {
+  const st = await stat(path).catch(() => null);
+  if (!st || st.isFile() || st.isBlockDevice()) return;
+  throw new ParamError(`${what} ${path} is ${kindOf(st)}: give a regular file or a block device${stdin ? ', or - to read standard input' : ''}`, { path });
+}
+
+/** An input a new file must not replace. */
+export interface NamedInput {
+  /** How the usage line names it (BASIS, SIGNATURE, ...). */
+  what: string;
+  path: string;
+}
+
+/** How prepareOutput treats an existing output. */
+export interface OutputRules {
+  /** Overwrite an existing file (-f/--force). */
+  force: boolean;
+  /** Inputs of the command: the output may not be any of them. */
+  inputs: NamedInput[];
+  /** An input the output may be (patch's BASIS: replaced only after verification); no --force needed. */
+  replaces?: string | undefined;
+  /** The command's usage line, quoted when the output is one of its inputs. */
+  usage: string;
+}
+
+/**
+ * Check an output path and return the path to write. A symbolic link is
+ * written through: the file it points to gets the new contents and the link
+ * stays (replacing the link with a regular file left the real image stale).
+ * A link to a missing file is refused. An existing file is replaced only with
+ * --force; a file that is one of the inputs (same device and inode, so hard
+ * links and other spellings of the path are caught) never is, except as
+ * `rules.replaces` allows.
+ */
+export async function prepareOutput(path: string, what: string, rules: OutputRules): Promise<string> {
+  const l = await lstat(path).catch(() => null);
+  if (!l) return path;
+  let real = path;
+  if (l.isSymbolicLink()) {
+    try {
+      real = await realpath(path);
+    } catch {
+      throw new ParamError(`${what} ${path} is a symbolic link to a missing file: give the path of the file itself`, { path });
+    }
+  }
+  const st = await stat(real).catch(() => null);
+  if (!st) return real;
+  let replacing = false;
+  for (const input of rules.inputs) {
+    const s = await stat(input.path).catch(() => null);
+    if (!s || s.dev !== st.dev || s.ino !== st.ino) continue;
+    if (rules.replaces !== undefined && input.path === rules.replaces) {
+      replacing = true;
+      continue;
+    }
+    throw new ParamError(`${what} ${path} is the same file as ${input.what} ${input.path}: writing it would destroy the input (usage: ${rules.usage})`, { path });
+  }
+  if (st.isDirectory()) throw new ParamError(`${what} ${path} is a directory: give a file name`, { path });
+  if (!replacing && !rules.force) throw new ParamError(`${what} ${path} already exists: pass -f (--force) to overwrite it`, { path });
+  return real;
+}

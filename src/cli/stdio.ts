@@ -1,0 +1,70 @@
+/**
+ * `-` for standard input and output, as rdiff takes it. The signature and
+ * delta formats record sizes in their headers, before the data, and a patch
+ * is verified before it is handed on, so a stream is spooled through a
+ * private temporary directory ($TMPDIR): standard input is copied to a file
+ * first, and an output bound for standard output is written to a file and
+ * copied out once the command has succeeded (a patch only after its
+ * verification). Memory stays bounded; the disk holds one extra copy.
+ */
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { ParamError } from '../core/errors.js';
+import { ioError } from '../io/errors.js';
+
+/** The path `-`: standard input or output. */
+export const STDIO = '-';
+
+/** Spool files for one command; `cleanup` removes them. */
+export class StdioSpool {
+  private dir: string | null = null;
+  private stdinUsed = '';
+
+  private async file(name: string): Promise<string> {
+    if (!this.dir) {
+      try {
+        this.dir = await mkdtemp(join(tmpdir(), 'resync-stdio-'));
+      } catch (e) {
+        throw ioError(e, 'create a temporary directory in', tmpdir());
+      }
+    }
+    return join(this.dir, name);
+  }
+
+  /** `path`, or for `-` a file holding all of standard input (`what` names the argument). */
+  async input(path: string, what: string): Promise<string> {
+    if (path !== STDIO) return path;
+    if (this.stdinUsed) throw new ParamError(`${this.stdinUsed} and ${what} cannot both be - (standard input)`);
+    this.stdinUsed = what;
+    if (process.stdin.isTTY) throw new ParamError(`${what} is - but standard input is a terminal: redirect a file or a pipe into it`);
+    const p = await this.file('stdin');
+    try {
+      await pipeline(process.stdin, createWriteStream(p, { mode: 0o600 }));
+    } catch (e) {
+      throw ioError(e, 'copy standard input to', p);
+    }
+    return p;
+  }
+
+  /** The file to write an output to: `path`, or for `-` a spool file that `send` copies to standard output. */
+  async output(path: string): Promise<string> {
+    return path === STDIO ? this.file('stdout') : path;
+  }
+
+  /** Copy a finished spool file to standard output. */
+  async send(spooled: string): Promise<void> {
+    try {
+      await pipeline(createReadStream(spooled), process.stdout, { end: false });
+    } catch (e) {
+      throw ioError(e, 'write standard output from', spooled);
+    }
+  }
+
+  /** Remove the spool files. */
+  async cleanup(): Promise<void> {
+    if (this.dir) await rm(this.dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,136 @@
+/**
+ * The server's config is checked strictly: unknown keys (with a suggestion),
+ * wrong types, every problem at once with its location, and volume paths
+ * the server could not use. Nothing is printed by this layer.
+ */
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
+import { checkVolumes, ConfigError, readServerConfig, suggestKey } from '../../src/net/config.js';
+import { parseVolumes } from '../../src/cli/commands/net.js';
+
+let dir: string;
+let secretFile: string;
+let img: string;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'resync-config-'));
+  secretFile = join(dir, 'secret');
+  await writeFile(secretFile, 'a-secret-of-twenty-four-b\n', { mode: 0o600 });
+  img = join(dir, 'vm1.img');
+  await writeFile(img, Buffer.alloc(4096));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function load(cfg: unknown): Promise<ConfigError> {
+  const f = join(dir, `c${Math.random().toString(36).slice(2)}.json`);
+  await writeFile(f, JSON.stringify(cfg));
+  const e = await readServerConfig(f).then(
+    () => null,
+    (x: unknown) => x,
+  );
+  expect(e).toBeInstanceOf(ConfigError);
+  return e as ConfigError;
+}
+
+describe('config schema', () => {
+  test('a misspelt key, a string for a boolean and an unknown top-level key are all reported, with locations', async () => {
+    const e = await load({
+      secretFile,
+      volumes: { vm1: { path: img, writeable: true }, vm2: { path: img, writable: 'true' } },
+      maxSesions: 4,
+    });
+    expect(e.code).toBe('ERR_PARAM');
+    const lines = e.problems.map((p) => `${p.where}: ${p.message}`);
+    expect(lines).toContain('volumes.vm1.writeable: unknown key (did you mean "writable"?)');
+    expect(lines).toContain('maxSesions: unknown key (did you mean "maxSessions"?)');
+    expect(lines.find((l) => l.startsWith('volumes.vm2.writable: '))).toMatch(/true or false.*got "true"/);
+    expect(e.problems).toHaveLength(3);
+    expect(e.message).toContain('and 2 more problems');
+  });
+
+  test('missing and mistyped fields, bad names and bad numbers', async () => {
+    const e = await load({ secretFile, listen: '0.0.0.0:99999', volumes: { 'bad name': { path: img }, ok: {} }, idleTimeoutMs: -1, maxSessions: 2.5, tls: { certFile: 'c' } });
+    const where = e.problems.map((p) => p.where).sort();
+    expect(where).toEqual(['idleTimeoutMs', 'listen', 'maxSessions', 'tls.keyFile', 'volumes.bad name', 'volumes.ok.path'].sort());
+    expect(e.problems.find((p) => p.where === 'volumes.ok.path')!.message).toBe('is required');
+  });
+
+  test('no volumes, or not an object', async () => {
+    expect((await load({ secretFile, volumes: {} })).problems).toEqual([{ where: 'volumes', message: expect.stringContaining('names no volume') }]);
+    expect((await load([1])).problems).toEqual([{ where: '(top level)', message: 'must be a JSON object' }]);
+  });
+
+  test('a valid config loads, with relative paths resolved against its file, and prints nothing', async () => {
+    const spy = vi.spyOn(process.stderr, 'write');
+    await chmod(secretFile, 0o644);
+    const f = join(dir, 'good.json');
+    await writeFile(f, JSON.stringify({ secretFile: 'secret', volumes: { vm1: { path: 'vm1.img', writable: true }, fresh: { path: 'new.img', writable: true } }, maxSessions: 3 }));
+    try {
+      const { config, warnings } = await readServerConfig(f);
+      expect(config.volumes.vm1).toEqual({ path: img, writable: true, inPlace: true });
+      expect(config.maxSessions).toBe(3);
+      expect(warnings.some((w) => w.includes('readable by other users'))).toBe(true);
+      expect(warnings.some((w) => w.includes('first push creates it'))).toBe(true);
+      expect(spy).not.toHaveBeenCalled();
+    } finally {
+      spy.mockRestore();
+      await chmod(secretFile, 0o600);
+    }
+  });
+
+  test('suggestions only for close keys', () => {
+    expect(suggestKey('writeable', ['path', 'writable', 'inPlace'])).toBe('writable');
+    expect(suggestKey('inplace', ['path', 'writable', 'inPlace'])).toBe('inPlace');
+    expect(suggestKey('colour', ['path', 'writable', 'inPlace'])).toBeUndefined();
+  });
+});
+
+describe('volume paths checked at start', () => {
+  test('missing read-only volume, a directory, an uncreatable writable volume, a duplicate', async () => {
+    const sub = join(dir, 'adir');
+    await mkdir(sub, { recursive: true });
+    const { problems } = await checkVolumes({
+      gone: { path: join(dir, 'missing.img'), writable: false },
+      d: { path: sub, writable: false },
+      nodir: { path: join(dir, 'no-such-dir', 'x.img'), writable: true },
+      a: { path: img, writable: false },
+      b: { path: img, writable: true },
+    });
+    const by = Object.fromEntries(problems.map((p) => [p.where, p.message]));
+    expect(by['volumes.gone.path']).toContain('no such file');
+    expect(by['volumes.d.path']).toContain('is a directory');
+    expect(by['volumes.nodir.path']).toContain('cannot create it');
+    expect(by['volumes.b.path']).toContain('the same image as volume a');
+    expect(by['volumes.a.path']).toBeUndefined();
+  });
+
+  test('a config naming a missing volume refuses to load', async () => {
+    const e = await load({ secretFile, volumes: { vm1: { path: join(dir, 'nope.img') } } });
+    expect(e.problems).toEqual([{ where: 'volumes.vm1.path', message: expect.stringContaining('no such file') }]);
+  });
+});
+
+describe('--volume', () => {
+  test(':wr, a repeated name and a malformed spec are refused; :rw, :ro and no mode are read', () => {
+    const e = (() => {
+      try {
+        parseVolumes(['vm1=/srv/vm1.img:wr', 'vm2=/a:rw', 'vm2=/b', 'oops']);
+      } catch (x) {
+        return x as ConfigError;
+      }
+      return null;
+    })();
+    expect(e).toBeInstanceOf(ConfigError);
+    expect(e!.problems.map((p) => p.where)).toEqual(['--volume vm1', '--volume vm2', '--volume oops']);
+    expect(e!.problems[0]!.message).toContain('unknown mode ":wr"');
+    expect(parseVolumes(['a=/x:rw', 'b=/y:ro', 'c=/z'])).toEqual({
+      a: { path: '/x', writable: true },
+      b: { path: '/y', writable: false },
+      c: { path: '/z', writable: false },
+    });
+  });
+});
