@@ -133,7 +133,6 @@ export class ResyncCli {
     const proc = this.meter.start(process.execPath, [
       this.cliPath,
       'serve',
-      '--json',
       '--listen',
       '127.0.0.1:0',
       ...volumes.flatMap(([name, p]) => ['--volume', `${name}=${p}:${mode}`]),
@@ -148,7 +147,8 @@ export class ResyncCli {
       port,
       stop: async () => {
         await proc.signal('SIGTERM');
-        return parseSummary(await proc.wait());
+        // serve has no --json: its log lines go to stderr and its figure here is its peak RSS.
+        return { proc: checkExit(await proc.wait()), summary: {} };
       },
     };
   }
