@@ -641,6 +641,10 @@ export function renderMarkdown(r: BenchReport, whereTimeGoes: string = WHERE_TIM
     '',
     '## Method',
     '',
+    '- `npm run bench` runs every scenario, the sparse image and the concurrent sessions with the defaults (1 GiB generated images, 5 runs, ' +
+      '64 GiB sparse image, 8 sessions) and rewrites this file; `npm run bench -- --quick` is a first look in a few minutes ' +
+      '(256 MiB, one run, three scenarios, written to `.tmp/benchmarks-quick.md`); `--help` lists the options. The real workloads are built on ' +
+      'the first run (a few minutes, mostly `mke2fs -d`) and reused after.',
     `- Generated scenarios: \`makePair(dir, scenario, ${fmtSizeArg(r.size)}, ${r.seed})\` writes a basis and a target image (zero extents left as holes). ` +
       'Nothing is evicted from the page cache between runs: the images fit in RAM, so these are warm-cache figures and measure CPU, not the disk.',
     ...(real.length > 0
