@@ -97,6 +97,22 @@ async function journalHasUndo(image: string): Promise<boolean> {
   return st !== null && st.size > MiB;
 }
 
+/**
+ * Wait until a stalled session has stopped changing its image and journal:
+ * the proxy's stall began, and both files keep their hashes for a while.
+ */
+async function quiescent(px: FaultProxy, image: string): Promise<{ journal: string | null; image: string }> {
+  await waitFor('the stall to begin', () => px.count('stall') > 0);
+  let last = '';
+  for (let same = 0; same < 3; ) {
+    await new Promise((r) => setTimeout(r, 300));
+    const now = `${await fileSha(journalPathFor(image))}/${await sha(image)}`;
+    same = now === last ? same + 1 : 0;
+    last = now;
+  }
+  return { journal: await fileSha(journalPathFor(image)), image: await sha(image) };
+}
+
 let n = 0;
 /** A fresh copy of the basis under a new name. */
 async function fresh(name: string): Promise<string> {
@@ -129,7 +145,7 @@ describe('a second session on a busy image is refused and never touches its jour
       const env: Record<string, string> = fallback ? { RESYNC_LOCK_FILE: '1' } : {};
       const local = await fresh('overlap');
       // The first pull stalls half-way through the delta, with a live journal.
-      const px = await FaultProxy.start(srv.port, { down: { stall: { after: 14 * MiB, ms: 15_000 } } });
+      const px = await FaultProxy.start(srv.port, { down: { stall: { after: 14 * MiB, ms: 60_000 } } });
       try {
         const first = start(['pull', `${LOCAL}:${px.port}/src`, local, '--secret-file', srv.secretFile, '--json'], env);
         let ended: Run | null = null;
@@ -138,8 +154,7 @@ describe('a second session on a busy image is refused and never touches its jour
           if (ended) throw new Error(`the first pull ended early: ${JSON.stringify(ended)}`);
           return journalHasUndo(local);
         });
-        const journalBefore = await fileSha(journalPathFor(local));
-        const imageBefore = await sha(local);
+        const { journal: journalBefore, image: imageBefore } = await quiescent(px, local);
 
         const second = await cli(['pull', `${LOCAL}:${srv.port}/src`, local, '--secret-file', srv.secretFile, '--json'], env);
         expect(second.code, second.stderr + second.stdout).toBe(11);
@@ -152,6 +167,7 @@ describe('a second session on a busy image is refused and never touches its jour
         expect(await fileSha(journalPathFor(local))).toBe(journalBefore);
         expect(await sha(local)).toBe(imageBefore);
 
+        px.endStalls();
         const r = await first.done;
         expect(r.code, r.stderr).toBe(0);
         expect(JSON.parse(r.stdout.trim().split('\n').pop()!)).toMatchObject({ verified: true });
@@ -167,14 +183,15 @@ describe('a second session on a busy image is refused and never touches its jour
   test('two volume names for one file on one server: the second push is ERR_BUSY, the first completes', { timeout: 60_000 }, async () => {
     const vol = await fresh('two-names');
     const s = await startServer({ a: { path: vol, writable: true }, b: { path: vol, writable: true } });
-    const px = await FaultProxy.start(s.port, { up: { stall: { after: 14 * MiB, ms: 15_000 } } });
+    const px = await FaultProxy.start(s.port, { up: { stall: { after: 14 * MiB, ms: 60_000 } } });
     try {
       const first = push(source, { host: LOCAL, port: px.port, volume: 'a', secret: s.secret });
       await waitFor('the first push to write under its journal', () => journalHasUndo(vol));
-      const journalBefore = await fileSha(journalPathFor(vol));
+      const { journal: journalBefore } = await quiescent(px, vol);
       await expect(push(source, { host: LOCAL, port: s.port, volume: 'b', secret: s.secret })).rejects.toMatchObject({ code: 'ERR_BUSY' });
       await expect(pull(join(dir, 'reader.img'), { host: LOCAL, port: s.port, volume: 'b', secret: s.secret })).rejects.toMatchObject({ code: 'ERR_BUSY' });
       expect(await fileSha(journalPathFor(vol))).toBe(journalBefore);
+      px.endStalls();
       expect((await first).verified).toBe(true);
       expect(await sha(vol)).toBe(sourceSha);
     } finally {
@@ -187,15 +204,16 @@ describe('a second session on a busy image is refused and never touches its jour
     const vol = await fresh('two-servers');
     const a = await serve([`v=${vol}:rw`], srv.secretFile);
     const b = await serve([`v=${vol}:rw`], srv.secretFile);
-    const px = await FaultProxy.start(a.port, { up: { stall: { after: 14 * MiB, ms: 15_000 } } });
+    const px = await FaultProxy.start(a.port, { up: { stall: { after: 14 * MiB, ms: 60_000 } } });
     try {
       const first = start(['push', source, `${LOCAL}:${px.port}/v`, '--secret-file', srv.secretFile, '--json']);
       await waitFor('the first push to write under its journal', () => journalHasUndo(vol));
-      const journalBefore = await fileSha(journalPathFor(vol));
+      const { journal: journalBefore } = await quiescent(px, vol);
       const second = await cli(['push', source, `${LOCAL}:${b.port}/v`, '--secret-file', srv.secretFile, '--json']);
       expect(second.code, second.stderr).toBe(7);
       expect(second.stdout).toContain('ERR_BUSY');
       expect(await fileSha(journalPathFor(vol))).toBe(journalBefore);
+      px.endStalls();
       const r = await first.done;
       expect(r.code, r.stderr).toBe(0);
       expect(await sha(vol)).toBe(sourceSha);
@@ -417,13 +435,14 @@ describe('failback after an interrupted push whose primary is gone: resync recov
   test('recover of a volume while a push is writing it is refused (ERR_BUSY) and the push completes', { timeout: 90_000 }, async () => {
     const vol = await fresh('recover-busy');
     const s = await startServer({ v: { path: vol, writable: true } });
-    const px = await FaultProxy.start(s.port, { up: { stall: { after: 14 * MiB, ms: 15_000 } } });
+    const px = await FaultProxy.start(s.port, { up: { stall: { after: 14 * MiB, ms: 60_000 } } });
     try {
       const first = push(source, { host: LOCAL, port: px.port, volume: 'v', secret: s.secret });
       await waitFor('the push to write under its journal', () => journalHasUndo(vol));
-      const journalBefore = await fileSha(journalPathFor(vol));
+      const { journal: journalBefore } = await quiescent(px, vol);
       await expect(recoverRemote({ host: LOCAL, port: s.port, volume: 'v', secret: s.secret })).rejects.toMatchObject({ code: 'ERR_BUSY' });
       expect(await fileSha(journalPathFor(vol))).toBe(journalBefore);
+      px.endStalls();
       expect((await first).verified).toBe(true);
       expect(await sha(vol)).toBe(sourceSha);
     } finally {
