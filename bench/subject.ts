@@ -62,6 +62,25 @@ function parseSummary(proc: ProcResult): ResyncRun {
   return { proc, summary: summary as Record<string, unknown> };
 }
 
+/**
+ * A stopped server's run: it exited 0, and its summary is the last record of
+ * its log (JSON lines on stderr), "stopped: N session(s) finished, ...".
+ */
+function parseServerLog(proc: ProcResult): ResyncRun {
+  checkExit(proc);
+  const last = proc.stderr.trim().split('\n').pop() ?? '';
+  let rec: unknown;
+  try {
+    rec = JSON.parse(last);
+  } catch {
+    throw new Error(`${proc.command}: expected JSON log lines on stderr, got: ${proc.stderr.slice(-500)}`);
+  }
+  if (typeof rec !== 'object' || rec === null || !String((rec as { msg?: unknown }).msg).startsWith('stopped')) {
+    throw new Error(`${proc.command}: the server did not log its stop: ${last}`);
+  }
+  return { proc, summary: rec as Record<string, unknown> };
+}
+
 /** A running `resync serve`. */
 export interface ResyncServer {
   port: number;
@@ -133,6 +152,8 @@ export class ResyncCli {
     const proc = this.meter.start(process.execPath, [
       this.cliPath,
       'serve',
+      '--log-format',
+      'json',
       '--listen',
       '127.0.0.1:0',
       ...volumes.flatMap(([name, p]) => ['--volume', `${name}=${p}:${mode}`]),
@@ -147,8 +168,7 @@ export class ResyncCli {
       port,
       stop: async () => {
         await proc.signal('SIGTERM');
-        // serve has no --json: its log lines go to stderr and its figure here is its peak RSS.
-        return { proc: checkExit(await proc.wait()), summary: {} };
+        return parseServerLog(await proc.wait());
       },
     };
   }

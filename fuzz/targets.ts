@@ -361,6 +361,11 @@ class MemorySink implements DeltaSink {
         this.hash.update(data);
         this.written += data.length;
       },
+      writeZeros: async (pos: number, length: number) => {
+        if (pos !== this.written) throw new FuzzFinding(`patcher wrote zeros at ${pos}, expected the next byte ${this.written}`);
+        this.hash.update(new Uint8Array(length));
+        this.written += length;
+      },
     };
     this.patcher = new StreamPatcher(memoryBasis(), out as unknown as ImageWriter, targetSize, spec);
   }

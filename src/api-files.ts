@@ -7,9 +7,9 @@ import { randomBytes } from 'node:crypto';
 import { BasisMismatchError, ParamError, SyncError, isSyncError } from './core/errors.js';
 import { resolve } from 'node:path';
 import { PatchPlanner } from './core/patch.js';
-import { InPlacePatcher, completeCommitted, rollbackAll } from './io/inplace.js';
+import { InPlacePatcher, completeCommitted, recoverLocked, type RecoverOutcome } from './io/inplace.js';
 import { journalPathFor, readJournal } from './io/journal.js';
-import { lockImage } from './io/lock.js';
+import { lockImage, withImageLock } from './io/lock.js';
 import { IO_CHUNK, SEED_LEN } from './core/limits.js';
 import { DeltaMatcher } from './core/matcher.js';
 import type { DeltaOp, DeltaStats } from './core/ops.js';
@@ -59,6 +59,15 @@ export interface FileResult extends DeltaStats {
   elapsedMs: number;
 }
 
+/** Read size of the signature pass: a piece is still in the CPU's cache when it is hashed (as on the wire). */
+const SIG_READ_CHUNK = 1 << 20;
+/** Read size of the delta scan. */
+const DELTA_READ_CHUNK = 1 << 20;
+/** Longest zero piece (a hole, which costs no read): a 64 GiB hole goes in 64 pieces. */
+const HOLE_CHUNK = 1 << 30;
+/** Zeros handed to the matcher at a time (it copies what it is given). */
+const SCAN_ZEROS = 1 << 20;
+
 /** Compute the signature of `basisPath` into `sigPath` (written atomically). */
 export async function signatureFile(basisPath: string, sigPath: string, opts: SignatureFileOptions = {}): Promise<FileResult> {
   const t0 = performance.now();
@@ -72,9 +81,14 @@ export async function signatureFile(basisPath: string, sigPath: string, opts: Si
     await out.append(enc.start());
     let done = 0;
     // Holes come as zero pieces, summed from cached zero-block sums without a read.
-    for await (const piece of readPieces(img, { align: params.blockSize })) {
-      for (const c of gen.push(piece.data, piece.zero)) await out.append(enc.chunk(c));
-      done += piece.data.length;
+    for await (const piece of readPieces(img, { align: params.blockSize, chunk: SIG_READ_CHUNK, holeChunk: HOLE_CHUNK })) {
+      // A long hole comes with one chunk of its zeros: push that, as often as it takes.
+      for (let at = 0; at < piece.length; ) {
+        const n = Math.min(piece.data.length, piece.length - at);
+        for (const c of gen.push(piece.data.subarray(0, n), piece.zero)) await out.append(enc.chunk(c));
+        at += n;
+      }
+      done += piece.length;
       opts.onProgress?.({ phase: 'signature', done, total: img.size });
     }
     for (const c of gen.end()) await out.append(enc.chunk(c));
@@ -131,17 +145,17 @@ export async function deltaFile(sigPath: string, newPath: string, deltaPath: str
     };
     let done = 0;
     const holes = new HoleScan(matcher, signature);
-    for await (const piece of readPieces(img, { align: sp.blockSize, fresh: true })) {
+    for await (const piece of readPieces(img, { align: sp.blockSize, alternate: true, chunk: DELTA_READ_CHUNK, holeChunk: HOLE_CHUNK })) {
       if (piece.zero) {
-        hash.updateZero(piece.data.length);
-        await emit(holes.push(piece.data));
+        hash.updateZero(piece.length);
+        await emit(holes.push(piece.length, piece.data));
         matcher.takeAligned();
       } else {
         await emit(matcher.push(piece.data));
         for (const [i, d] of matcher.takeAligned()) hash.offer(i, d);
         hash.update(piece.data);
       }
-      done += piece.data.length;
+      done += piece.length;
       opts.onProgress?.({ phase: 'delta', done, total: img.size, matched: matcher.stats.matchedBytes, literal: matcher.stats.literalBytes });
     }
     await emit(matcher.end());
@@ -184,13 +198,16 @@ class HoleScan {
     return i < sig.blockCount && sig.blockLength(i) === this.bs && sig.weak[i] === this.zeroWeak && sig.strongEquals(i, this.zeroStrong);
   }
 
-  /** Ops for `zeros`, the next piece of the new image (a hole starting on a block boundary). */
-  push(zeros: Buffer): DeltaOp[] {
+  /**
+   * Ops for the next `length` bytes of the new image, a hole starting on a
+   * block boundary; `zeros` is at least SCAN_ZEROS zero bytes, or `length`.
+   */
+  push(length: number, zeros: Buffer): DeltaOp[] {
     const m = this.matcher;
     const bs = this.bs;
     const out: DeltaOp[] = [];
     const start = m.bytesIn;
-    const end = start + zeros.length;
+    const end = start + length;
     let pos = start;
     while (pos < end) {
       let run = 0;
@@ -203,8 +220,8 @@ class HoleScan {
       // Not over a zero basis block, or the matcher holds part of a window:
       // scan the zeros up to the next block that can be skipped (one block at least).
       let n = Math.min(bs, end - pos);
-      if (run === 0) while (pos + n < end && !this.basisZero((pos + n) / bs)) n = Math.min(end - pos, n + bs);
-      out.push(...m.push(zeros.subarray(pos - start, pos - start + n)));
+      if (run === 0) while (pos + n < end && n + bs <= Math.min(SCAN_ZEROS, zeros.length) && !this.basisZero((pos + n) / bs)) n = Math.min(end - pos, n + bs);
+      out.push(...m.push(zeros.subarray(0, n)));
       pos += n;
     }
     return out;
@@ -434,7 +451,7 @@ async function resultOf(img: ImageHandle, deltaPath: string): Promise<DeltaHeade
 }
 
 /** What `recover` did. */
-export type RecoverOutcome = 'nothing' | 'completed' | 'rolled-back';
+export type { RecoverOutcome } from './io/inplace.js';
 
 /**
  * Resolve an interrupted in-place patch of `imagePath`: a verified (committed)
@@ -445,29 +462,7 @@ export type RecoverOutcome = 'nothing' | 'completed' | 'rolled-back';
  * or a directory is an error too, not 'nothing'.
  */
 export async function recoverImage(imagePath: string): Promise<RecoverOutcome> {
-  const jpath = journalPathFor(imagePath);
-  const lock = await lockImage(imagePath, 'write');
-  try {
-    const img = await openImage(imagePath, 'r+');
-    try {
-      const st = await readJournal(jpath);
-      if (!st) return 'nothing';
-      const outcome: RecoverOutcome = st.committed !== null ? 'completed' : 'rolled-back';
-      const proved = st.committed !== null ? await completeCommitted(img, jpath, st) : await rollbackAll(img, jpath, st);
-      if (!proved) {
-        throw new SyncError(
-          'ERR_JOURNAL',
-          `${imagePath} was ${outcome === 'completed' ? 'completed' : 'rolled back'} from its journal, but the journal (from an older resync) holds no hash to prove the result: check the image before using it`,
-          { path: imagePath, outcome },
-        );
-      }
-      return outcome;
-    } finally {
-      await img.fh.close();
-    }
-  } finally {
-    await lock.release();
-  }
+  return withImageLock(imagePath, 'write', async () => (await recoverLocked(imagePath, journalPathFor(imagePath))).outcome);
 }
 
 /** Hash a whole image (SHA-256), streaming. */

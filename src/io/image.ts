@@ -7,6 +7,7 @@ import { readSync } from 'node:fs';
 import { SyncError } from '../core/errors.js';
 import { IO_CHUNK } from '../core/limits.js';
 import { ioError } from './errors.js';
+import { NEW_FILE_MODE } from './filemode.js';
 
 /** An open image. */
 export interface ImageHandle {
@@ -70,7 +71,8 @@ export async function openOrCreateImage(path: string, flags: 'r' | 'r+'): Promis
   } catch (e) {
     if (!(e instanceof SyncError) || e.details.errno !== 'ENOENT') throw e;
     try {
-      await (await open(path, 'wx', 0o600)).close();
+      // 0666 less the umask, as any new file (io/filemode.ts): the image is a VM's disk, not a secret of resync's.
+      await (await open(path, 'wx', NEW_FILE_MODE)).close();
     } catch (c) {
       // Someone created it in between: open what is there.
       if ((c as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError(c, 'create', path);

@@ -11,8 +11,13 @@ import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { isZeroRange } from '../core/strong.js';
 import { ioError } from './errors.js';
+import { applyOutputMeta, outputMetaFor, type OutputMeta } from './filemode.js';
 
 const COALESCE = 4 * 1024 * 1024;
+/** Writes of signature and delta files: their encoder hands over frames of up to 1 MiB, so a larger buffer only costs memory. */
+const STREAM_COALESCE = 1024 * 1024;
+/** Holes are made of whole pages of the file: zeros are skipped a page at a time. */
+const PAGE = 4096;
 
 /**
  * Temp files being written right now, so that a process stopped by a signal
@@ -41,12 +46,27 @@ function zeroChunk(): Buffer {
   return zeros;
 }
 
+/**
+ * Dirty bytes of a fresh output after which a datasync starts in the
+ * background: writeback then runs while the patch goes on, and the fsync at
+ * commit waits for the last stretch only, not for the whole image (the
+ * kernel would start on its own only past a tenth or so of the RAM).
+ */
+const SYNC_EVERY = 128 * 1024 * 1024;
+
 /** A positioned writer over a temp file (atomic rename on commit) or an existing image. */
 export class ImageWriter {
-  private buf: Buffer = Buffer.allocUnsafe(COALESCE);
+  /** The buffer being filled, and the one a write in flight may still be reading. */
+  private buf: Buffer;
+  private spare: Buffer | null = null;
   private bufLen = 0;
   private bufPos = 0;
   private closed = false;
+  /** The write of the previous buffer, awaited before its buffer is filled again. */
+  private inflight: Promise<void> | null = null;
+  /** A background datasync (fresh outputs), and bytes written since the last one started. */
+  private syncing: Promise<void> | null = null;
+  private unsynced = 0;
   /** Bytes handed to write(). */
   bytesWritten = 0;
 
@@ -58,24 +78,37 @@ export class ImageWriter {
     readonly finalPath: string,
     /** True when writing a fresh file whose unwritten ranges read as zeros. */
     private readonly fresh: boolean,
-  ) {}
+    /** Mode and owner the output gets before it is renamed into place (null: in place, unchanged). */
+    private readonly meta: OutputMeta | null,
+    /** Bytes merged into one write. */
+    private readonly coalesce = COALESCE,
+  ) {
+    this.buf = Buffer.allocUnsafe(coalesce);
+  }
 
-  /** Temp file in the directory of `finalPath`. */
-  static async createTemp(finalPath: string): Promise<ImageWriter> {
+  /** Temp file in the directory of `finalPath`; on commit it gets the mode and owner of the file it replaces. */
+  static async createTemp(finalPath: string, coalesce = COALESCE): Promise<ImageWriter> {
     // Renaming a file over a device node would replace the node, not write the disk.
     const st = await stat(finalPath).catch(() => null);
     if (st?.isBlockDevice()) {
       throw new ParamError(`${finalPath} is a block device: it can only be patched in place (--in-place)`);
     }
+    let meta: OutputMeta;
+    try {
+      meta = await outputMetaFor(finalPath);
+    } catch (e) {
+      throw ioError(e, 'stat', finalPath);
+    }
     const tmp = join(dirname(finalPath), `.${basename(finalPath)}.resync-${randomBytes(4).toString('hex')}.tmp`);
     let fh: FileHandle;
     try {
+      // Private while incomplete; the final mode is set at commit.
       fh = await open(tmp, 'wx', 0o600);
     } catch (e) {
       throw ioError(e, 'create', tmp);
     }
     liveTemps.add(tmp);
-    return new ImageWriter(fh, tmp, finalPath, true);
+    return new ImageWriter(fh, tmp, finalPath, true, meta, coalesce);
   }
 
   /** Write into an existing image in place. */
@@ -86,17 +119,32 @@ export class ImageWriter {
     } catch (e) {
       throw ioError(e, 'open for writing', path);
     }
-    return new ImageWriter(fh, path, path, false);
+    return new ImageWriter(fh, path, path, false, null);
   }
 
-  /** Queue `data` at `pos`; sequential writes are merged; zeros on a fresh file are skipped. */
+  /**
+   * Queue `data` at `pos`; sequential writes are merged. On a fresh file,
+   * whole pages of zeros are skipped (they stay holes), also inside data
+   * that is not all zeros: a literal that spans data and a hole keeps the hole.
+   */
   async write(pos: number, data: Uint8Array): Promise<void> {
-    if (this.fresh && data.length >= 4096 && isZeroRange(data, 0, data.length)) {
-      this.bytesWritten += data.length;
-      await this.flush();
+    if (!this.fresh || data.length < PAGE) {
+      await this.writeDense(pos, data);
       return;
     }
-    await this.writeDense(pos, data);
+    let run = -1; // start in data of the non-zero stretch being collected
+    for (let off = 0; off < data.length; ) {
+      const pageEnd = Math.min(data.length, (Math.floor((pos + off) / PAGE) + 1) * PAGE - pos);
+      if (pageEnd - off === PAGE && isZeroRange(data, off, pageEnd)) {
+        if (run >= 0) await this.writeDense(pos + run, data.subarray(run, off));
+        run = -1;
+        this.bytesWritten += PAGE;
+      } else if (run < 0) {
+        run = off;
+      }
+      off = pageEnd;
+    }
+    if (run >= 0) await this.writeDense(pos + run, data.subarray(run));
   }
 
   /**
@@ -115,12 +163,15 @@ export class ImageWriter {
     }
   }
 
-  /** Queue `data` at `pos`, zeros included. */
+  /** Queue `data` at `pos`, zeros included. The caller may reuse `data` once this returns. */
   async writeDense(pos: number, data: Uint8Array): Promise<void> {
     this.bytesWritten += data.length;
-    if (this.bufLen > 0 && (pos !== this.bufPos + this.bufLen || this.bufLen + data.length > COALESCE)) await this.flush();
-    if (data.length >= COALESCE) {
+    if (this.bufLen > 0 && (pos !== this.bufPos + this.bufLen || this.bufLen + data.length > this.coalesce)) await this.flush();
+    if (data.length >= this.coalesce) {
+      // Written straight from the caller's buffer, so finished before returning.
+      await this.settle();
       await this.writeRaw(pos, data);
+      this.afterWrite(data.length);
       return;
     }
     if (this.bufLen === 0) this.bufPos = pos;
@@ -128,21 +179,57 @@ export class ImageWriter {
     this.bufLen += data.length;
   }
 
-  /** Push buffered bytes to the file. */
+  /**
+   * Start writing the buffered bytes and return without waiting for them:
+   * the next buffer fills (reads, hashing) while the kernel copies this one.
+   * At most one write is in flight; its error surfaces at the next flush,
+   * sync, commit or abort.
+   */
   async flush(): Promise<void> {
     if (this.bufLen === 0) return;
+    await this.settle();
     const n = this.bufLen;
+    const full = this.buf;
     this.bufLen = 0;
-    await this.writeRaw(this.bufPos, this.buf.subarray(0, n));
-    // The old buffer may still be referenced by an in-flight write: use a new one.
-    this.buf = Buffer.allocUnsafe(COALESCE);
+    this.buf = this.spare ?? Buffer.allocUnsafe(this.coalesce);
+    this.spare = full;
+    const w = this.writeRaw(this.bufPos, full.subarray(0, n)).then(() => this.afterWrite(n));
+    w.catch(() => undefined); // observed through settle()
+    this.inflight = w;
   }
 
-  /** Set the file's length, flush, fsync; for temp files rename over the final path. */
+  /** Wait for the write in flight, if any, and throw its error. */
+  private async settle(): Promise<void> {
+    const w = this.inflight;
+    this.inflight = null;
+    if (w) await w;
+  }
+
+  /** Count written bytes towards the next background datasync (fresh outputs only). */
+  private afterWrite(n: number): void {
+    if (!this.fresh) return;
+    this.unsynced += n;
+    if (this.unsynced < SYNC_EVERY || this.syncing) return;
+    this.unsynced = 0;
+    const s = this.fh.datasync().finally(() => {
+      if (this.syncing === s) this.syncing = null;
+    });
+    s.catch(() => undefined); // observed at commit
+    this.syncing = s;
+  }
+
+  /**
+   * Set the file's length, write out, fsync; for temp files give it the mode
+   * and owner of the file it replaces, rename it over the final path and
+   * fsync the directory.
+   */
   async commit(size: number): Promise<void> {
-    await this.flush();
     try {
+      await this.flush();
+      await this.settle();
       await this.fh.truncate(size);
+      if (this.syncing) await this.syncing;
+      if (this.meta) await applyOutputMeta(this.fh, this.meta);
       await this.fh.sync();
       await this.fh.close();
       this.closed = true;
@@ -159,6 +246,7 @@ export class ImageWriter {
   /** fsync what is written so far (for journaled in-place patching). */
   async sync(): Promise<void> {
     await this.flush();
+    await this.settle();
     try {
       await this.fh.sync();
     } catch (e) {
@@ -168,6 +256,8 @@ export class ImageWriter {
 
   /** Give up: close, and remove a temp file. The final path is untouched. */
   async abort(): Promise<void> {
+    await this.settle().catch(() => undefined);
+    await this.syncing?.catch(() => undefined);
     if (!this.closed) {
       this.closed = true;
       await this.fh.close().catch(() => undefined);
@@ -208,7 +298,7 @@ export class StreamFileWriter {
 
   /** Start writing `finalPath` atomically. */
   static async create(finalPath: string): Promise<StreamFileWriter> {
-    return new StreamFileWriter(await ImageWriter.createTemp(finalPath));
+    return new StreamFileWriter(await ImageWriter.createTemp(finalPath, STREAM_COALESCE));
   }
 
   /** Append bytes. */

@@ -5,7 +5,6 @@
  * receiver.
  */
 import { BasisMismatchError, VerifyError } from '../core/errors.js';
-import { IO_CHUNK } from '../core/limits.js';
 import type { DeltaOp } from '../core/ops.js';
 import { PatchPlanner } from '../core/patch.js';
 import { imageHashBuilder, type ImageHashBuilder, type ImageHashSpec } from '../core/imagehash.js';
@@ -13,11 +12,16 @@ import { readExact, type ImageHandle } from './image.js';
 import type { ImageWriter } from './output.js';
 import { ExtentMap } from './sparse.js';
 
+/** Read size for copies: a piece is hashed while it is still in the CPU's cache. */
+const READ_CHUNK = 1024 * 1024;
+
 /** Applies ops in order; call finish() with the source's declared size and hash. */
 export class StreamPatcher {
   readonly planner: PatchPlanner;
   private readonly hash: ImageHashBuilder;
   private readonly extents: ExtentMap;
+  /** Two read buffers for copies, taking turns. */
+  private reads: [Buffer, Buffer] | null = null;
 
   constructor(
     private readonly basis: ImageHandle,
@@ -55,11 +59,31 @@ export class StreamPatcher {
         src = run.end;
         continue;
       }
-      const n = Math.min(IO_CHUNK, run.end - src);
-      const data = await readExact(this.basis, src, n);
+      await this.copyData(src, run.end, dst);
+      src = run.end;
+    }
+  }
+
+  /**
+   * Copy basis[from, to) to the output at `dst`, with the next read in
+   * flight while a piece is hashed and handed to the writer (which copies
+   * it, so the two read buffers can take turns).
+   */
+  private async copyData(from: number, to: number, dst: number): Promise<void> {
+    this.reads ??= [Buffer.allocUnsafe(READ_CHUNK), Buffer.allocUnsafe(READ_CHUNK)];
+    const bufs = this.reads;
+    let turn = 0;
+    const read = (at: number): Promise<Buffer> => readExact(this.basis, at, Math.min(READ_CHUNK, to - at), bufs[(turn ^= 1)]);
+    let next: Promise<Buffer> | null = read(from);
+    for (let at = from; next; ) {
+      const data: Buffer = await next;
+      const after = at + data.length;
+      next = after < to ? read(after) : null;
+      // A failed read ahead is reported by the loop's next await, or not at all when this piece fails first.
+      next?.catch(() => undefined);
       this.hash.update(data);
-      await this.out.write(dst, data);
-      src += n;
+      await this.out.write(dst + (at - from), data);
+      at = after;
     }
   }
 

@@ -49,7 +49,8 @@ const ENXIO = 6;
  */
 function nextData(img: ImageHandle, pos: number, size: number, holes: boolean): [number, number] | null {
   const h = img.isBlockDevice || !holes ? null : extentHelper();
-  if (!h) return [pos, size];
+  // A handle with no descriptor (an image served from memory) has no holes to ask about.
+  if (!h || !(img.fh.fd >= 0)) return [pos, size];
   const d = h.seek(img.fh.fd, pos, 0);
   if (d === -ENXIO) return null;
   if (d < 0) return [pos, size];
@@ -90,7 +91,13 @@ export class ExtentMap {
 /** A piece of an image: bytes read, or a run known to be zeros (a hole) that was not read. */
 export interface Piece {
   position: number;
-  /** The bytes; for a zero piece a shared all-zero buffer. Valid until the next piece is asked for; do not modify. */
+  /** Bytes covered. */
+  length: number;
+  /**
+   * The bytes; for a zero piece a shared all-zero buffer, which holds only
+   * the first `chunk` bytes when `holeChunk` made the piece longer. Valid
+   * until the next piece is asked for; do not modify.
+   */
   data: Buffer;
   zero: boolean;
 }
@@ -108,10 +115,17 @@ export interface PieceOptions {
   /** Read into this buffer (at least one piece long) instead of a new one. */
   buffer?: Buffer | undefined;
   /**
-   * Read each data piece into a buffer of its own, which stays valid for as
-   * long as the consumer keeps it (a matcher keeps views of earlier input).
+   * Read data pieces into two buffers in turn, so a piece stays valid until
+   * the second data piece after it is read: a matcher keeps a view of its
+   * previous input until its next push copies it out.
    */
-  fresh?: boolean | undefined;
+  alternate?: boolean | undefined;
+  /**
+   * Largest zero piece (rounded down to `align`), default `chunk`. Zero
+   * pieces cost no read, so a long hole goes in few pieces; `data` then
+   * holds at most `chunk` of its zeros (see Piece).
+   */
+  holeChunk?: number | undefined;
 }
 
 /**
@@ -134,8 +148,10 @@ export function pieceBufferLength(size: number, opts: PieceOptions = {}): number
 export async function* readPieces(img: ImageHandle, opts: PieceOptions = {}): AsyncGenerator<Piece> {
   const { start = 0, end = img.size, chunk = IO_CHUNK, align = 1, holes = true } = opts;
   const step = pieceStep(chunk, align);
+  const holeStep = Math.max(step, pieceStep(opts.holeChunk ?? chunk, align));
   const len = pieceBufferLength(img.size, opts);
-  const buf = opts.buffer && opts.buffer.length >= len ? opts.buffer.subarray(0, len) : opts.fresh ? Buffer.alloc(0) : Buffer.allocUnsafe(len);
+  let buf = opts.buffer && opts.buffer.length >= len ? opts.buffer.subarray(0, len) : Buffer.allocUnsafe(len);
+  let other: Buffer | null = null;
   let zeros: Buffer | null = null;
   const up = (x: number): number => Math.min(end, Math.ceil(x / align) * align);
   const down = (x: number): number => Math.floor(x / align) * align;
@@ -150,16 +166,22 @@ export async function* readPieces(img: ImageHandle, opts: PieceOptions = {}): As
     const holeEnd = dataAt >= end ? end : down(dataAt);
     let piece: Piece;
     if (holeEnd >= pos + align || holeEnd === end) {
-      const n = Math.min(step, holeEnd - pos);
+      const n = Math.min(holeStep, holeEnd - pos);
       zeros ??= Buffer.alloc(len);
-      piece = { position: pos, data: zeros.subarray(0, n), zero: true };
+      piece = { position: pos, length: n, data: zeros.subarray(0, Math.min(n, len)), zero: true };
     } else {
       // Data up to the end of the extent, rounded up to a block (pos is on a block boundary).
       const n = Math.min(step, Math.max(up(extent![1]), pos + align) - pos, end - pos);
-      piece = { position: pos, data: readExactSync(img, pos, n, opts.fresh ? Buffer.allocUnsafe(n) : buf), zero: false };
+      let into = buf;
+      if (opts.alternate) {
+        other ??= Buffer.allocUnsafe(buf.length);
+        [into, other] = [other, buf];
+        buf = into;
+      }
+      piece = { position: pos, length: n, data: readExactSync(img, pos, n, into), zero: false };
     }
-    pos += piece.data.length;
-    sinceYield += piece.data.length;
+    pos += piece.length;
+    sinceYield += piece.length;
     if (sinceYield >= YIELD_EVERY_BYTES) {
       sinceYield = 0;
       await nextTurn();

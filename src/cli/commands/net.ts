@@ -17,6 +17,7 @@ import { dryRunSummary, parseBwlimit } from './ops.js';
 import { localInterrupted, outputOptions, runCommand, type CommonArgs, type Interruption } from '../run.js';
 import { resolve } from 'node:path';
 import { readFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import type { ClientTls } from '../../net/connection.js';
 import { ioError } from '../../io/errors.js';
 
@@ -69,6 +70,22 @@ async function clientOptionsFrom(
     tls: await clientTls(argv.tls, argv['tls-ca']),
     onProgress,
   };
+}
+
+/** A `recover` argument that names a remote volume (HOST:PORT/VOLUME) rather than a local image. */
+export function isRemoteVolume(arg: string): boolean {
+  return /^[^/\s]+:\d{1,5}\/[A-Za-z0-9._-]{1,128}$/.test(arg) && !existsSync(arg);
+}
+
+/** `resync recover HOST:PORT/VOLUME`: the server rolls back (or completes) the volume's unfinished update. */
+export async function recoverRemoteCommand(argv: { image: string; 'secret-file'?: string | undefined; timeout: number; tls: boolean; 'tls-ca'?: string | undefined }): Promise<Record<string, unknown>> {
+  const r = await (await clientMod()).recoverRemote({
+    ...parseRemote(argv.image),
+    secret: await readSecretFile(secretFileArg(argv['secret-file'])),
+    idleTimeoutMs: argv.timeout * 1000,
+    tls: await clientTls(argv.tls, argv['tls-ca']),
+  });
+  return { image: argv.image, outcome: r.outcome, imageSize: r.imageSize, verified: true };
 }
 
 function secretFileArg(v: string | undefined): string {
@@ -150,7 +167,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .example('$0 serve --secret-file S --volume vm1=/srv/vm1.img:rw', 'serve one writable volume on 127.0.0.1:7873')
           .example('$0 serve -c /etc/resync/server.json', 'serve what a config file lists'),
       (argv) =>
-        runCommand('serve', { json: false, progress: false, quiet: argv.quiet }, async () => {
+        runCommand('serve', { json: false, progress: false, quiet: true }, async () => {
           let cfg: ServerConfig;
           const warnings: string[] = [];
           const listen = argv.listen ? splitHostPort(argv.listen) : undefined;
@@ -186,15 +203,18 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           const format = (argv['log-format'] ?? (process.stderr.isTTY ? 'text' : 'json')) as 'json' | 'text';
           const level = (argv['log-level'] ?? (argv.quiet ? 'warn' : 'info')) as (typeof logMod.LOG_LEVELS)[number];
           const log = logMod.makeLogger(format, level);
+          // --quiet keeps the session events to warnings, not the start and stop lines
+          // (scripts wait for "listening on"); only --log-level filters those.
+          const life = argv['log-level'] ? log : log.child({}, { level: 'info' });
           for (const w of warnings) log.warn(w);
-          const server = new (await serverMod()).ResyncServer(cfg, (e) => logMod.logEvent(log, e));
+          const server = new (await serverMod()).ResyncServer(cfg, (e) => logMod.logEvent(/^(shutting down|stopped)/.test(e.msg) ? life : log, e));
           const port = await server.listen();
-          log.info({ host: cfg.host, port, volumes: Object.keys(cfg.volumes), tls: cfg.tls !== undefined }, `listening on ${cfg.host}:${port} with ${Object.keys(cfg.volumes).length} volume(s)`);
+          life.info({ host: cfg.host, port, volumes: Object.keys(cfg.volumes), tls: cfg.tls !== undefined }, `listening on ${cfg.host}:${port} with ${Object.keys(cfg.volumes).length} volume(s)`);
           const signal = await new Promise<NodeJS.Signals>((res) => {
             process.once('SIGINT', () => res('SIGINT'));
             process.once('SIGTERM', () => res('SIGTERM'));
           });
-          log.info({ signal }, `${signal}: stopping`);
+          life.info({ signal }, `${signal}: stopping`);
           // A second signal cuts the grace period short.
           let cut: () => void = () => undefined;
           const again = new Promise<void>((r) => (cut = r));
@@ -202,6 +222,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           process.once('SIGTERM', () => cut());
           const grace = Math.max(0, argv['shutdown-grace']) * 1000;
           const report = await server.shutdown(grace, again);
+          // What it did is in the log's last record ("stopped"); nothing is printed on stdout.
           return { sessions: server.sessionsDone, ...report };
         }, undefined, false),
     )
@@ -220,11 +241,11 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           'push',
           argv,
           async (progress) => {
-          await checkInput(argv.image, 'IMAGE');
-          const opts = await clientOptionsFrom(argv, progress);
-          if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPush(argv.image, opts));
-          const res = await (await clientMod()).push(argv.image, opts);
-          return summary(res);
+            await checkInput(argv.image, 'IMAGE');
+            const opts = await clientOptionsFrom(argv, progress);
+            if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPush(argv.image, opts));
+            const res = await (await clientMod()).push(argv.image, opts);
+            return summary(res);
           },
           (e) => networkHint(e, argv.remote),
           () => pushInterrupted(argv),
@@ -246,13 +267,13 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           'pull',
           argv,
           async (progress) => {
-          await checkInput(argv.image, 'IMAGE');
-          // A temp file renamed over a symbolic link would replace the link: write the file it points to.
-          const image = argv['in-place'] || argv['dry-run'] ? argv.image : await prepareOutput(argv.image, 'IMAGE', { force: true, inputs: [], usage: 'resync pull REMOTE IMAGE' });
-          const opts = await clientOptionsFrom(argv, progress);
-          if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPull(image, opts));
-          const res = await (await clientMod()).pull(image, { ...opts, inPlace: argv['in-place'] });
-          return summary(res);
+            await checkInput(argv.image, 'IMAGE');
+            // A temp file renamed over a symbolic link would replace the link: write the file it points to.
+            const image = argv['in-place'] || argv['dry-run'] ? argv.image : await prepareOutput(argv.image, 'IMAGE', { force: true, inputs: [], usage: 'resync pull REMOTE IMAGE' });
+            const opts = await clientOptionsFrom(argv, progress);
+            if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPull(image, opts));
+            const res = await (await clientMod()).pull(image, { ...opts, inPlace: argv['in-place'] });
+            return summary(res);
           },
           (e) => networkHint(e, argv.remote),
           () =>

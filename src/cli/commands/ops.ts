@@ -132,32 +132,32 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
         'verify',
         argv,
         async (progress) => {
-        const blockSize = argv['block-size'];
-        const remote = isRemoteSpec(argv.b);
-        if (!remote && (argv['secret-file'] !== undefined || argv.bwlimit !== undefined || argv.tls || argv['tls-ca'] !== undefined)) {
-          throw new ParamError(`--secret-file, --bwlimit, --tls and --tls-ca apply when B is a remote volume (HOST:PORT/VOLUME); ${argv.b} is a local path`);
-        }
-        await checkInput(argv.a, 'A');
-        if (!remote) await checkInput(argv.b, 'B');
-        if (remote) {
-          const f = argv['secret-file'] ?? process.env.RESYNC_SECRET_FILE;
-          if (!f) throw new ParamError('no shared secret: pass --secret-file FILE (or set RESYNC_SECRET_FILE) to verify against a remote volume');
-          const r = await (await verifyMod()).verifyRemote(argv.a, {
-            ...parseRemote(argv.b),
-            secret: await readSecretFile(f),
-            blockSize,
-            maxRanges: argv['max-ranges'],
-            idleTimeoutMs: argv.timeout * 1000,
-            bwlimit: parseBwlimit(argv.bwlimit),
-            tls: await tlsOptions(argv.tls, argv['tls-ca']),
-            onProgress: progress,
-          });
+          const blockSize = argv['block-size'];
+          const remote = isRemoteSpec(argv.b);
+          if (!remote && (argv['secret-file'] !== undefined || argv.bwlimit !== undefined || argv.tls || argv['tls-ca'] !== undefined)) {
+            throw new ParamError(`--secret-file, --bwlimit, --tls and --tls-ca apply when B is a remote volume (HOST:PORT/VOLUME); ${argv.b} is a local path`);
+          }
+          await checkInput(argv.a, 'A');
+          if (!remote) await checkInput(argv.b, 'B');
+          if (remote) {
+            const f = argv['secret-file'] ?? process.env.RESYNC_SECRET_FILE;
+            if (!f) throw new ParamError('no shared secret: pass --secret-file FILE (or set RESYNC_SECRET_FILE) to verify against a remote volume');
+            const r = await (await verifyMod()).verifyRemote(argv.a, {
+              ...parseRemote(argv.b),
+              secret: await readSecretFile(f),
+              blockSize,
+              maxRanges: argv['max-ranges'],
+              idleTimeoutMs: argv.timeout * 1000,
+              bwlimit: parseBwlimit(argv.bwlimit),
+              tls: await tlsOptions(argv.tls, argv['tls-ca']),
+              onProgress: progress,
+            });
+            differ = !r.identical;
+            return verifySummary(r, argv.json, { remote: argv.b, bytesSent: r.bytesSent, bytesReceived: r.bytesReceived, elapsedMs: r.elapsedMs });
+          }
+          const r = await (await verifyMod()).verifyFiles(argv.a, argv.b, { blockSize, maxRanges: argv['max-ranges'], onProgress: progress });
           differ = !r.identical;
-          return verifySummary(r, argv.json, { remote: argv.b, bytesSent: r.bytesSent, bytesReceived: r.bytesReceived, elapsedMs: r.elapsedMs });
-        }
-        const r = await (await verifyMod()).verifyFiles(argv.a, argv.b, { blockSize, maxRanges: argv['max-ranges'], onProgress: progress });
-        differ = !r.identical;
-        return verifySummary(r, argv.json, { elapsedMs: r.elapsedMs });
+          return verifySummary(r, argv.json, { elapsedMs: r.elapsedMs });
         },
         (e) => (isRemoteSpec(argv.b) ? networkHint(e, argv.b) : undefined),
       );
