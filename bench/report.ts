@@ -652,7 +652,8 @@ export function renderMarkdown(r: BenchReport, whereTimeGoes: string = WHERE_TIM
           '- Real-content scenarios (recipes in `bench/real.ts`, each described under its scenario above): built from files on this machine, ' +
             'choices drawn from a SHA-256 counter stream seeded with the run\'s seed, and cached in the bench cache directory (`--cache`) under a hash ' +
             "of the recipe version, the seed and the source files' names, sizes and mtimes, so reruns reuse them and a changed system rebuilds them. " +
-            'The source files differ between machines, so the pairs do too; the ext4 target also carries the kernel\'s own allocation choices and timestamps.',
+            'The source files differ between machines, so the pairs do too; the ext4 target also carries the kernel\'s own allocation choices and timestamps. ' +
+            'The ext4 image is changed through a loop mount when the bench runs as root, else (or with `RESYNC_BENCH_NO_MOUNT=1`) with `debugfs -w`; its description says which.',
         ]
       : []),
     "- Block size: one unmeasured `resync signature --json` of the basis gives resync's default `blockSize` for the image size; then " +
