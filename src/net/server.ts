@@ -26,6 +26,8 @@ export const DEFAULT_MAX_PRE_AUTH_PER_ADDRESS = 8;
 export const REFUSAL_LINGER_MS = 500;
 /** How long a new session waits for the volume's writer whose peer is gone to settle its journal. */
 const SETTLING_WAIT_MS = 30_000;
+/** How long a new session looks for the volume's writer to fail or finish before calling it busy. */
+const BUSY_RECHECK_MS = 2_000;
 import { defaultBlockSize } from '../core/signature.js';
 import { assertUnchanged, imageStamp, openImage, openOrCreateImage, type ImageHandle } from '../io/image.js';
 import { lockImage, type ImageLock, type LockMode } from '../io/lock.js';
@@ -425,7 +427,14 @@ export class ResyncServer {
    * (a crashed client's immediate retry), so that is waited for, briefly.
    */
   private async lock(volume: string, write: boolean, conn: Connection): Promise<() => void> {
-    const w = this.writers.get(volume);
+    let w = this.writers.get(volume);
+    // A writer whose client just vanished may not have seen its socket fail yet
+    // (a reset is read a moment later): look again for a short while before
+    // calling the volume busy.
+    for (let waited = 0; w && !w.conn.failed && waited < BUSY_RECHECK_MS; waited += 50) {
+      await new Promise((r) => setTimeout(r, 50).unref());
+      w = this.writers.get(volume);
+    }
     if (w?.conn.failed) await Promise.race([w.released, new Promise((r) => setTimeout(r, SETTLING_WAIT_MS).unref())]);
     if (this.writers.has(volume) || (write && (this.readers.get(volume) ?? 0) > 0)) {
       throw new SyncError('ERR_BUSY', `volume ${volume} is busy with another session`);

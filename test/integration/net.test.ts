@@ -269,7 +269,10 @@ describe('volumes', () => {
     await writeFile(src1, generateImage(3 * MiB, 31));
     await writeFile(src2, generateImage(3 * MiB, 32));
     await writeFile(vol('contended'), generateImage(3 * MiB, 33));
-    const results = await Promise.allSettled([push(src1, opts('contended')), push(src2, opts('contended'))]);
+    // Both held to 512 KiB/s each way, so whichever wins is still writing when
+    // the server stops waiting (2 s) for the volume to be free.
+    const slow = { bwlimit: 512 * 1024 };
+    const results = await Promise.allSettled([push(src1, opts('contended', slow)), push(src2, opts('contended', slow))]);
     const won = results.findIndex((r) => r.status === 'fulfilled');
     const lost = results.findIndex((r) => r.status === 'rejected');
     expect(won).toBeGreaterThanOrEqual(0);
