@@ -1,0 +1,41 @@
+/**
+ * The preauthenticated stdio session must stay on its own transport: a TCP
+ * client (with a shared secret) refuses a server that announces "preauth",
+ * so a network peer cannot skip the secret by offering it.
+ */
+import { createServer, type Server } from 'node:net';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { ResyncServer } from '../../src/net/server.js';
+import { connectAuthenticated } from '../../src/net/client.js';
+
+let dir: string;
+let tcp: Server;
+let port: number;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'resync-stdio-'));
+  await writeFile(join(dir, 'vm.img'), Buffer.alloc(8192, 1));
+  // A stdio-mode server, reached over TCP as a hostile relay would offer it.
+  tcp = createServer({ allowHalfOpen: true }, (s) => {
+    const srv = new ResyncServer({ host: '', port: 0, secret: Buffer.alloc(0), volumes: {}, maxSessions: 1, idleTimeoutMs: 10_000, handshakeTimeoutMs: 10_000 });
+    srv.serveStream(s, 'tcp', { allow: [dir], readOnly: false }).catch(() => undefined);
+  });
+  port = await new Promise<number>((r) => tcp.listen(0, '127.0.0.1', () => r((tcp.address() as { port: number }).port)));
+});
+
+afterAll(async () => {
+  tcp.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+test('a TCP client refuses a preauthenticated server with ERR_AUTH before opening anything', async () => {
+  const err = await connectAuthenticated({ host: '127.0.0.1', port, volume: join(dir, 'vm.img'), secret: Buffer.alloc(32, 7) }).then(
+    () => null,
+    (e: unknown) => e,
+  );
+  expect(err).toMatchObject({ code: 'ERR_AUTH' });
+  expect((err as Error).message).toMatch(/without the shared secret/);
+});
