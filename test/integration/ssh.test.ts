@@ -149,12 +149,25 @@ describe.skipIf(!existsSync(SSHD))('over ssh (a real sshd on 127.0.0.1)', () => 
     expect(p.bytesReceived as number).toBeLessThan(3 * MiB);
     expect(await sha(local)).toBe(await sha(target));
 
+    // verify and a dry run go the same way; neither writes
+    const same = await cli('verify', '--json', ...viaSsh(), local, remote(vol));
+    expect(same.code, same.stderr).toBe(0);
+    expect(json(same)).toMatchObject({ ok: true, identical: true });
+    const differs = await cli('verify', '--json', ...viaSsh(), basis, remote(vol));
+    expect(differs.code, differs.stderr).toBe(10);
+    const volSha = await sha(vol);
+    const dry = await cli('push', '--json', '--dry-run', ...viaSsh(), basis, remote(vol));
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(json(dry).literalBytes as number).toBeGreaterThan(0);
+    expect(await sha(vol)).toBe(volSha);
+
     // and into a new file
     const fresh = join(dir, 'fresh.img');
     const again = await cli('pull', '--json', ...viaSsh(), remote(vol), fresh);
     expect(again.code, again.stderr).toBe(0);
     expect(await sha(fresh)).toBe(await sha(target));
-  }, 90_000);
+    // Each run logs in anew (seconds each on a loaded machine): generous limits.
+  }, 240_000);
 
   test('a push cut by killing ssh resumes from the journal on the far side', async () => {
     const SIZE = 24 * MiB;
@@ -194,7 +207,7 @@ describe.skipIf(!existsSync(SSHD))('over ssh (a real sshd on 127.0.0.1)', () => 
     expect(s.bytesSent as number).toBeLessThan(SIZE - (s.resumedFrom as number) + 2 * MiB);
     expect(await sha(vol)).toBe(await sha(src));
     expect(existsSync(jpath)).toBe(false);
-  }, 120_000);
+  }, 180_000);
 
   test('a forced command with --allow serves paths under its directory and refuses the rest before opening them', async () => {
     const img = join(dir, 'forced-src.img');
@@ -233,7 +246,7 @@ describe.skipIf(!existsSync(SSHD))('over ssh (a real sshd on 127.0.0.1)', () => 
     expect(existsSync(journalPathFor(outside))).toBe(false);
     // nothing was pulled: the local file holds no remote data
     expect((await stat(join(dir, 'stolen.img')).catch(() => null))?.size ?? 0).toBe(0);
-  }, 90_000);
+  }, 240_000);
 
   test('a key the server does not know: a clear ERR_AUTH, exit 8, nothing written', async () => {
     const img = join(dir, 'wrong-src.img');
@@ -245,7 +258,7 @@ describe.skipIf(!existsSync(SSHD))('over ssh (a real sshd on 127.0.0.1)', () => 
     expect(j).toMatchObject({ ok: false, code: 'ERR_AUTH' });
     expect(j.message).toMatch(/ssh .*failed \(exit status 255\).*Permission denied/);
     expect(existsSync(target)).toBe(false);
-  }, 30_000);
+  }, 60_000);
 
   test('a far side without resync: a clear error naming --remote-resync', async () => {
     const img = join(dir, 'missing-src.img');
@@ -253,7 +266,7 @@ describe.skipIf(!existsSync(SSHD))('over ssh (a real sshd on 127.0.0.1)', () => 
     const r = await cli('push', '--json', '--rsh', rsh('user_key'), '--remote-resync', '/nonexistent/resync', img, remote(join(dir, 'images', 'm.img')));
     expect(r.code).toBe(7);
     expect(json(r).message).toMatch(/could not run "\/nonexistent\/resync".*--remote-resync/);
-  }, 30_000);
+  }, 60_000);
 });
 
 describe('ssh remotes on the command line', () => {
