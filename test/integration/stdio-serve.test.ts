@@ -39,3 +39,22 @@ test('a TCP client refuses a preauthenticated server with ERR_AUTH before openin
   expect(err).toMatchObject({ code: 'ERR_AUTH' });
   expect((err as Error).message).toMatch(/without the shared secret/);
 });
+
+test('over pipes (not a socket) the idle timeout still ends a silent session with ERR_TIMEOUT', async () => {
+  const { PassThrough } = await import('node:stream');
+  const { PipeDuplex } = await import('../../src/net/pipes.js');
+  const { Connection } = await import('../../src/net/connection.js');
+  const input = new PassThrough();
+  const output = new PassThrough();
+  output.resume();
+  let destroyed = false;
+  const conn = new Connection(new PipeDuplex(input, output, () => (destroyed = true)), 'client', { idleTimeoutMs: 300 });
+  const t0 = performance.now();
+  const err = await conn.exchangePreamble().then(
+    () => null,
+    (e: unknown) => e,
+  );
+  expect(err).toMatchObject({ code: 'ERR_TIMEOUT' });
+  expect(performance.now() - t0).toBeGreaterThanOrEqual(250);
+  expect(destroyed).toBe(true);
+});
