@@ -109,8 +109,12 @@ export function dialSsh(t: SshTarget, opts: ConnectionOptions): SshConnection {
     if (status === 127) {
       return new SyncError('ERR_CONNECTION', `${t.host}: the far side could not run "${t.remoteResync}"${said ? ` (${said})` : ''}; install resync there or pass --remote-resync PATH`);
     }
+    // 255 is ssh's own failure; any other status is the far side's command's.
+    if (status !== 255) {
+      return new SyncError('ERR_CONNECTION', `${t.host}: "${t.remoteResync} serve --stdio" (or the key's forced command) exited with status ${String(status)} before the session started${said ? `: ${said}` : ''}`, { sshStatus: status });
+    }
     const denied = /Permission denied|Host key verification failed|Too many authentication failures/.test(said);
-    return new SyncError(denied ? 'ERR_AUTH' : 'ERR_CONNECTION', `ssh ${t.host} failed (exit status ${String(status)})${said ? `: ${said}` : ''}`, { sshStatus: status });
+    return new SyncError(denied ? 'ERR_AUTH' : 'ERR_CONNECTION', `ssh ${t.host} failed (exit status 255)${said ? `: ${said}` : ''}`, { sshStatus: status });
   };
   return { conn, explain };
 }
