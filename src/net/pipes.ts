@@ -9,6 +9,8 @@ import { Duplex, type Readable, type Writable } from 'node:stream';
 /** One Duplex over a readable and a writable pipe; `onDestroy` runs once when it is destroyed. */
 export class PipeDuplex extends Duplex {
   private onDestroy: (() => void) | null;
+  /** Set once we end the output ourselves: its close is then expected. */
+  private outputEnding = false;
 
   constructor(
     private readonly input: Readable,
@@ -23,6 +25,11 @@ export class PipeDuplex extends Duplex {
     input.once('end', () => this.push(null));
     input.on('error', (e) => this.destroy(e));
     output.on('error', (e) => this.destroy(e));
+    // A child's stdin is destroyed without an error when the child exits: writes to it
+    // then neither fail nor drain, and a sender waiting for 'drain' would wait forever.
+    output.once('close', () => {
+      if (!this.outputEnding && !this.destroyed) this.destroy(Object.assign(new Error('the pipe to the peer closed'), { code: 'EPIPE' }));
+    });
   }
 
   override _read(): void {
@@ -30,15 +37,18 @@ export class PipeDuplex extends Duplex {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
+    if (this.output.destroyed) return cb(Object.assign(new Error('the pipe to the peer closed'), { code: 'EPIPE' }));
     if (this.output.write(chunk)) cb();
     else this.output.once('drain', () => cb());
   }
 
   override _final(cb: (e?: Error | null) => void): void {
+    this.outputEnding = true;
     this.output.end(() => cb());
   }
 
   override _destroy(e: Error | null, cb: (e?: Error | null) => void): void {
+    this.outputEnding = true;
     this.input.destroy();
     this.output.destroy();
     const f = this.onDestroy;

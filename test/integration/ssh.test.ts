@@ -181,16 +181,17 @@ describe.skipIf(!existsSync(SSHD))('over ssh (a real sshd on 127.0.0.1)', () => 
     await rm(pidFile, { force: true });
     // ssh through a shell that records its pid, so the test can kill ssh itself.
     const recording = `sh -c 'echo $$ > ${pidFile}; exec "$@"' sh ${rsh('user_key')}`;
-    const cut = cli('push', '--json', '--bwlimit', '3M', '--rsh', recording, '--remote-resync', REMOTE_RESYNC, src, remote(vol));
+    const cut = cli('push', '--json', '--bwlimit', '2M', '--rsh', recording, '--remote-resync', REMOTE_RESYNC, src, remote(vol));
     const jpath = journalPathFor(vol);
     const deadline = Date.now() + 60_000;
-    // Kill once the far side has applied a few MiB of the delta under its journal (3 MiB/s).
-    while (Date.now() < deadline && !existsSync(jpath)) await sleep(50);
-    expect(existsSync(jpath)).toBe(true);
-    await sleep(2500);
+    // Kill once the far side has applied 4 MiB of the delta under its journal (the volume grows as it is written).
+    const applied = async (): Promise<number> => (existsSync(jpath) ? ((await stat(vol).catch(() => null))?.size ?? 0) : 0);
+    while (Date.now() < deadline && (await applied()) < 4 * MiB) await sleep(25);
+    expect(await applied()).toBeGreaterThanOrEqual(4 * MiB);
+    expect(await applied()).toBeLessThan(SIZE);
     process.kill(Number((await readFile(pidFile, 'utf8')).trim()), 'SIGKILL');
     const r = await cut;
-    expect(r.code, r.stderr).toBe(7);
+    expect(r.code, `${r.stdout} ${r.stderr}`).toBe(7);
     expect(json(r)).toMatchObject({ ok: false, code: 'ERR_CONNECTION' });
     expect(existsSync(jpath)).toBe(true);
 

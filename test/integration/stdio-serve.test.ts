@@ -58,3 +58,19 @@ test('over pipes (not a socket) the idle timeout still ends a silent session wit
   expect(performance.now() - t0).toBeGreaterThanOrEqual(250);
   expect(destroyed).toBe(true);
 });
+
+test('an output pipe closed under it (an ssh child that exited) ends the stream with EPIPE instead of leaving writes waiting', async () => {
+  const { PassThrough } = await import('node:stream');
+  const { PipeDuplex } = await import('../../src/net/pipes.js');
+  const input = new PassThrough();
+  const output = new PassThrough({ highWaterMark: 16 });
+  const d = new PipeDuplex(input, output);
+  d.on('error', () => undefined);
+  // Nobody reads the output: the first write fills it and waits for 'drain'.
+  d.write(Buffer.alloc(1024));
+  const closed = new Promise((r) => d.once('close', r));
+  // What Node does to a child's stdin when the child exits: destroyed, no error.
+  output.destroy();
+  await closed;
+  expect(d.errored).toMatchObject({ code: 'EPIPE' });
+});
