@@ -410,7 +410,8 @@ export async function runKillPoints(o: KillPointOptions): Promise<KillPointRepor
      * Classify the image after a kill. `start` says what the image was when the
      * attempt began: a known hash (there was no journal), 'journal' (the attempt
      * resumed a journal, so without one now it must have finished), or
-     * 'unknown' (a server first settled an earlier journal).
+     * 'unknown' (a server first settled an earlier journal: without a journal
+     * now, the image must be the original or the new one all the same).
      */
     const afterKill = async (img: string, p: Pair, start: Start, what: string): Promise<Landing | null> => {
       const jpath = journalPathFor(img);
@@ -450,9 +451,12 @@ export async function runKillPoints(o: KillPointOptions): Promise<KillPointRepor
         log(`${what}: no journal, the image untouched`);
         return 'untouched';
       }
-      if (start.kind === 'unknown') {
+      // A session that settles an earlier journal keeps it (a new generation)
+      // unless the image is provably the original or the new one: a mixed
+      // image without a journal is corruption, whatever came before.
+      if (start.kind === 'unknown' && h === p.basisSha) {
         r.landed.settled++;
-        log(`${what}: no journal after a settled one`);
+        log(`${what}: no journal after a settled one, the image is the original`);
         return 'settled';
       }
       fail(`${what}: killed with no journal left, and the image is neither what it was nor the new image`, true);

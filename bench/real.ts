@@ -12,7 +12,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { constants as fsConstants, createWriteStream, type WriteStream } from 'node:fs';
 import { copyFile, link, lstat, mkdir, open, readdir, readFile, readlink, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, relative } from 'node:path';
 import { sha256File } from './measure.js';
@@ -181,8 +181,10 @@ async function linkOrCopy(from: string, to: string): Promise<void> {
   await mkdir(dirname(to), { recursive: true });
   try {
     await link(from, to);
-  } catch {
-    await copyFile(from, to);
+  } catch (e) {
+    // Only where a link is not allowed: never copy over an existing name, which may be a link to the source itself.
+    if (!['EXDEV', 'EPERM', 'EACCES', 'EMLINK'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
+    await copyFile(from, to, fsConstants.COPYFILE_EXCL);
   }
 }
 

@@ -641,6 +641,10 @@ export function renderMarkdown(r: BenchReport, whereTimeGoes: string = WHERE_TIM
     '',
     '## Method',
     '',
+    '- `npm run bench` runs every scenario, the sparse image and the concurrent sessions with the defaults (1 GiB generated images, 5 runs, ' +
+      '64 GiB sparse image, 8 sessions) and rewrites this file; `npm run bench -- --quick` is a first look in a few minutes ' +
+      '(256 MiB, one run, three scenarios, written to `.tmp/benchmarks-quick.md`); `--help` lists the options. The real workloads are built on ' +
+      'the first run (a few minutes, mostly `mke2fs -d`) and reused after.',
     `- Generated scenarios: \`makePair(dir, scenario, ${fmtSizeArg(r.size)}, ${r.seed})\` writes a basis and a target image (zero extents left as holes). ` +
       'Nothing is evicted from the page cache between runs: the images fit in RAM, so these are warm-cache figures and measure CPU, not the disk.',
     ...(real.length > 0
@@ -648,7 +652,8 @@ export function renderMarkdown(r: BenchReport, whereTimeGoes: string = WHERE_TIM
           '- Real-content scenarios (recipes in `bench/real.ts`, each described under its scenario above): built from files on this machine, ' +
             'choices drawn from a SHA-256 counter stream seeded with the run\'s seed, and cached in the bench cache directory (`--cache`) under a hash ' +
             "of the recipe version, the seed and the source files' names, sizes and mtimes, so reruns reuse them and a changed system rebuilds them. " +
-            'The source files differ between machines, so the pairs do too; the ext4 target also carries the kernel\'s own allocation choices and timestamps.',
+            'The source files differ between machines, so the pairs do too; the ext4 target also carries the kernel\'s own allocation choices and timestamps. ' +
+            'The ext4 image is changed through a loop mount when the bench runs as root, else (or with `RESYNC_BENCH_NO_MOUNT=1`) with `debugfs -w`; its description says which.',
         ]
       : []),
     "- Block size: one unmeasured `resync signature --json` of the basis gives resync's default `blockSize` for the image size; then " +

@@ -20,7 +20,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { describeMachine, freeBytes, fsType } from './machine.js';
-import { capture, checkExit, defaultRssMethod, describeRssMethod, killAllChildren, median, Meter, sha256File } from './measure.js';
+import { capture, checkExit, defaultRssMethod, describeRssMethod, killAllChildren, median, Meter, sha256File, sparseDifference } from './measure.js';
 import { parseRsyncStats, Rdiff, RSYNC_MAX_BLOCK, rsyncTransfer, rsyncUrl, startRsyncDaemon, syncFile, type RsyncMode } from './peers.js';
 import { prepareReal, REAL_SCENARIOS, unmountAll, type RealScenario } from './real.js';
 import {
@@ -52,7 +52,7 @@ type AnyScenario = Scenario | RealScenario;
 const ALL_SCENARIOS: readonly AnyScenario[] = [...SCENARIOS, ...REAL_SCENARIOS];
 const DEFAULT_SCENARIOS: readonly AnyScenario[] = ['scattered', 'shifted', 'mixed', 'identical', 'different', 'ext4', 'tar', 'sqlite'];
 /** --quick: a first look in a few minutes; the goals need the full run. */
-const QUICK = { size: '256M', scenarios: 'scattered,shifted,tar', runs: '1', memorySize: '0', sessions: '0' } as const;
+const QUICK = { size: '256M', scenarios: 'scattered,shifted,tar', runs: '1', memorySize: '0', sessions: '0', out: '.tmp/benchmarks-quick.md' } as const;
 const VOLUME = 'bench';
 
 function isReal(s: AnyScenario): s is RealScenario {
@@ -88,7 +88,7 @@ const USAGE = `usage: npm run bench -- [options]
   --seed N             workload seed, generated and real (default 1)
   --memory-size SIZE   sparse image for the sparse file-mode and peak-RSS run (default 64G; 0 skips it)
   --sessions N         concurrent pushes into one server for its memory growth (default 8; 0 skips it)
-  --out FILE           report to write (default docs/benchmarks.md)
+  --out FILE           report to write (default docs/benchmarks.md; with --quick, ${QUICK.out}, so a quick look never replaces the report)
   --tmp DIR            where to make the temporary directory (default: the OS temp dir unless it is tmpfs)
   --cache DIR          where the real workloads are built and kept between runs (default: resync-bench-cache beside the temporary directory)`;
 
@@ -120,7 +120,7 @@ function parseOptions(argv: string[]): Options {
       seed: { type: 'string', default: '1' },
       'memory-size': { type: 'string' },
       sessions: { type: 'string' },
-      out: { type: 'string', default: 'docs/benchmarks.md' },
+      out: { type: 'string' },
       tmp: { type: 'string' },
       cache: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
@@ -150,7 +150,7 @@ function parseOptions(argv: string[]): Options {
     memorySize,
     sessions: parseIntArg(values.sessions ?? (q ? QUICK.sessions : String(GOALS.sessions)), '--sessions', 0),
     quick: q,
-    out: values.out,
+    out: values.out ?? (q ? QUICK.out : 'docs/benchmarks.md'),
     tmpBase: values.tmp,
     cacheDir: values.cache,
   };
@@ -200,6 +200,12 @@ async function resetCopy(from: string, copy: string): Promise<void> {
 async function verify(path: string, expected: string, what: string): Promise<void> {
   const got = await sha256File(path);
   if (got !== expected) throw new VerificationError(`${what}: ${path} is not byte-identical to the target (SHA-256 ${got}, expected ${expected})`);
+}
+
+/** Throw unless the sparse file `path` is byte-identical to `target` (reading only where either holds data). */
+async function verifySparse(path: string, target: string, what: string): Promise<void> {
+  const diff = await sparseDifference(path, target);
+  if (diff !== undefined) throw new VerificationError(`${what}: ${path} ${diff}`);
 }
 
 /** Check a peer's output; a mismatch is noted in the report, not fatal. */
@@ -487,7 +493,6 @@ async function memoryRun(ctx: Context): Promise<MemoryResult> {
     const basisDataBytes = await scatterWrites(basis, size, 48, 1024 * 1024, 0.5, ctx.opts.seed);
     await capture('cp', ['--sparse=always', basis, target]);
     const targetDataBytes = await scatterWrites(target, size, 16, 1024 * 1024, 0.25, ctx.opts.seed + 1);
-    const targetHash = await sha256File(target);
 
     const sig = join(dir, 'basis.sig');
     const delta = join(dir, 'target.delta');
@@ -499,7 +504,7 @@ async function memoryRun(ctx: Context): Promise<MemoryResult> {
     const deltaBytes = (await stat(delta)).size;
     const p = await ctx.resync.patch(basis, delta, out);
     log(`  resync patch ${fmtMs(p.proc.wallMs)}, RSS ${fmtRss(p.proc.peakRssBytes)}`);
-    await verify(out, targetHash, 'resync patch (sparse image)');
+    await verifySparse(out, target, 'resync patch (sparse image)');
     for (const f of [sig, delta, out]) await rm(f, { force: true });
 
     const volume = join(dir, 'volume.img');
@@ -509,7 +514,7 @@ async function memoryRun(ctx: Context): Promise<MemoryResult> {
       () => ctx.resync.push(target, server.port, VOLUME, ctx.secretFile),
       () => server.stop(),
     );
-    await verify(volume, targetHash, 'resync push (sparse image)');
+    await verifySparse(volume, target, 'resync push (sparse image)');
     await rm(volume, { force: true });
     const push: TcpSample = {
       wallMs: pushed.client.proc.wallMs,
@@ -526,7 +531,7 @@ async function memoryRun(ctx: Context): Promise<MemoryResult> {
       () => ctx.resync.pull(source.port, VOLUME, local, ctx.secretFile),
       () => source.stop(),
     );
-    await verify(local, targetHash, 'resync pull (sparse image)');
+    await verifySparse(local, target, 'resync pull (sparse image)');
     const pull: TcpSample = {
       wallMs: pulled.client.proc.wallMs,
       wireBytes: field(pulled.client, 'bytesSent') + field(pulled.client, 'bytesReceived'),

@@ -1,10 +1,17 @@
 /**
  * The mutation fuzzer's loop. fast-check drives it: each run draws a Plan
  * (mutate.ts) from a seeded generator, so a (seed, corpus) pair always gives
- * the same sequence of inputs. Feedback is behavioural: an input whose
- * outcome label (targets.ts) was not seen before joins the in-memory corpus,
- * so the fuzzer keeps building on inputs that reached new error paths or new
- * successful shapes.
+ * the same sequence of inputs. Feedback is coverage-guided (coverage.ts): an
+ * input that makes a block of the project's code run for the first time joins
+ * the in-memory corpus. So does one whose outcome label (targets.ts) was not
+ * seen before.
+ *
+ * Reading V8's counts costs 1 to 20 ms, far more than one input of most
+ * targets, so inputs run in batches: the counts are read once per batch, and
+ * only a batch that reached new blocks is split in halves and run again until
+ * the inputs that reached them are found (the pure targets are deterministic).
+ * The batch size follows what was covered, never the clock, so a seed still
+ * gives the same inputs and the same corpus with --runs.
  *
  * A crash is anything a target throws. Crashes are deduplicated by a
  * signature (error name, message shape, first project stack frame) and
@@ -15,6 +22,7 @@ import { FuzzFinding } from './reference.js';
 import { applyPlan, planArb, SHAPES } from './mutate.js';
 import { fuzzDeltaFile, fuzzFrame, fuzzMessage, fuzzPatch, fuzzSigFile, type Outcome } from './targets.js';
 import { openSessionTarget } from './session.js';
+import { BlockCoverage, type CoverageSummary } from './coverage.js';
 
 /** The fuzz targets, in the order `--target all` runs them. */
 export const TARGET_NAMES = ['frame', 'message', 'sigfile', 'deltafile', 'patch', 'session'] as const;
@@ -74,6 +82,10 @@ export interface FuzzReport {
   crashes: Crash[];
   /** Inputs that hit an already-known crash. */
   knownHits: number;
+  /** Block coverage reached (with coverage feedback on). */
+  coverage?: CoverageSummary;
+  /** Corpus entries added for new coverage (the rest came from new outcome labels). */
+  byCoverage?: number;
 }
 
 /** Options of a run. */
@@ -98,6 +110,14 @@ export interface FuzzOptions {
    * counted but neither saved again nor allowed to stop the run.
    */
   known?: ReadonlySet<string>;
+  /**
+   * Coverage feedback from V8's block coverage (inputs that reach new blocks join
+   * the corpus). Off by default: the caller's thread must not have another
+   * inspector session taking coverage.
+   */
+  coverage?: boolean;
+  /** Inputs per coverage batch (default per target, BATCH). */
+  batch?: number;
   /** Called with every input just before it runs (the CLI's hang watchdog records it). */
   onExec?: (input: Uint8Array) => void;
   log?: (line: string) => void;
@@ -105,6 +125,14 @@ export interface FuzzOptions {
 
 /** Largest in-memory corpus kept. */
 const MAX_CORPUS = 4096;
+
+/**
+ * Most inputs run between two reads of the coverage counts, per target, so that
+ * the reads (1 to 20 ms each, more for targets that run more functions) cost
+ * well under half the time once new blocks are rare. The session target reads
+ * after every input.
+ */
+export const BATCH: Record<TargetName, number> = { frame: 256, message: 256, sigfile: 32, deltafile: 64, patch: 64, session: 1 };
 
 /**
  * A crash's identity: error name, message shape, and the first stack frame in
@@ -199,12 +227,13 @@ export async function fuzzTarget(name: TargetName, t: TargetInstance, initial: r
     recent.length = 0;
   };
 
-  const exec = async (input: Uint8Array): Promise<void> => {
+  /** Run one input; false if it crashed (then it takes no part in the coverage judgement). */
+  const exec = async (input: Uint8Array): Promise<boolean> => {
     execs++;
     const r = await runOne(input);
     if (r.error !== undefined) {
       await record(input, r.error, true);
-      return;
+      return false;
     }
     const o = r.outcome!;
     const n = outcomes.get(o);
@@ -214,28 +243,117 @@ export async function fuzzTarget(name: TargetName, t: TargetInstance, initial: r
       recent.push(input);
       if (recent.length >= checkEvery) await check();
     }
+    return true;
   };
 
-  for (const s of initial) {
-    if (stop) break;
-    await exec(s);
+  const cov = opts.coverage ? new BlockCoverage() : null;
+  const maxBatch = cov ? Math.max(1, opts.batch ?? BATCH[name]) : 1;
+  // The batch grows while batches find nothing new and shrinks when one does: early on,
+  // when most batches reach new blocks, finding the inputs in a large one costs more reads
+  // than it saves. It depends only on what was covered, so a seed still gives the same run.
+  let batchSize = 1;
+  let byCoverage = 0;
+  const join = (input: Uint8Array): void => {
+    if (corpus.includes(input) || corpus.length >= MAX_CORPUS) return;
+    corpus.push(input);
+    byCoverage++;
+  };
+  /** Run inputs again for their coverage only (their crashes were recorded on the first run). */
+  const rerun = async (inputs: readonly Uint8Array[]): Promise<void> => {
+    for (const i of inputs) {
+      opts.onExec?.(i);
+      try {
+        await t.run(i);
+      } catch {
+        // recorded on its first run
+      }
+    }
+  };
+  /**
+   * Which of `inputs` reached the blocks in `fresh` (never covered before, and
+   * counted since the last read): run the first half again and read; recurse
+   * into each half that reached some of them, down to single inputs, which join
+   * the corpus. When the first half reached none, the second half did (the
+   * targets are deterministic), so it is split without running it whole.
+   */
+  const locate = async (inputs: readonly Uint8Array[], fresh: Set<string>): Promise<void> => {
+    if (inputs.length === 1) {
+      cov!.merge(fresh);
+      join(inputs[0]!);
+      return;
+    }
+    const mid = inputs.length >>> 1;
+    const left = inputs.slice(0, mid);
+    const right = inputs.slice(mid);
+    await rerun(left);
+    const fl = cov!.take();
+    if (fl.size > 0) await locate(left, fl);
+    const rest = new Set([...fresh].filter((f) => !fl.has(f)));
+    if (rest.size > 0) {
+      if (fl.size === 0) {
+        await locate(right, rest);
+      } else {
+        await rerun(right);
+        const fr = cov!.take();
+        if (fr.size > 0) await locate(right, fr);
+      }
+    }
+    // Whatever no single input reproduced is covered all the same, so it does not come back.
+    cov!.merge(fresh);
+  };
+  /**
+   * Run a batch: every input once, then one read of the counts. The counts also
+   * hold what the mutator's repair step ran of the project's decoders while it
+   * made these inputs: blocks only it reached are found by no single input and
+   * are just merged.
+   */
+  const runBatch = async (inputs: Uint8Array[]): Promise<void> => {
+    const ok: Uint8Array[] = [];
+    for (const i of inputs) {
+      if (stop) break;
+      if (await exec(i)) ok.push(i);
+    }
+    if (!cov) return;
+    const fresh = cov.take();
+    if (fresh.size === 0) {
+      batchSize = Math.min(maxBatch, batchSize * 2);
+      return;
+    }
+    batchSize = Math.max(1, batchSize >>> 1);
+    if (ok.length === 0 || stop) cov.merge(fresh);
+    else await locate(ok, fresh);
+  };
+
+  cov?.start();
+  try {
+    for (let i = 0; i < initial.length && !stop; ) {
+      const n = batchSize;
+      await runBatch(initial.slice(i, i + n));
+      i += n;
+    }
+    const remaining = opts.runs === undefined ? Number.MAX_SAFE_INTEGER : Math.max(0, opts.runs - execs);
+    const deadline = opts.timeMs === undefined ? Infinity : t0 + opts.timeMs;
+    if (!stop && remaining > 0 && performance.now() < deadline) {
+      // The property ends the run itself (returning false, with endOnFailure) rather than
+      // using fast-check's time limit: that one races the property, so an input could still
+      // be running when the run is reported and the target closed. Inputs are made a batch
+      // at a time, all from the corpus as it stood when the batch began.
+      const pending: Uint8Array[] = [];
+      await fc.check(
+        fc.asyncProperty(planArb, async (plan) => {
+          if (stop || performance.now() >= deadline) return false;
+          pending.push(applyPlan(plan, corpus, shape, maxLen));
+          if (pending.length >= batchSize) await runBatch(pending.splice(0));
+          return true;
+        }),
+        { seed: opts.seed, numRuns: remaining, endOnFailure: true },
+      );
+      if (!stop && pending.length > 0) await runBatch(pending.splice(0));
+    }
+    if (!stop && checkEvery > 0) await check();
+  } finally {
+    cov?.stop();
   }
-  const remaining = opts.runs === undefined ? Number.MAX_SAFE_INTEGER : Math.max(0, opts.runs - execs);
-  const deadline = opts.timeMs === undefined ? Infinity : t0 + opts.timeMs;
-  if (!stop && remaining > 0 && performance.now() < deadline) {
-    // The property ends the run itself (returning false, with endOnFailure) rather than
-    // using fast-check's time limit: that one races the property, so an input could still
-    // be running when the run is reported and the target closed.
-    await fc.check(
-      fc.asyncProperty(planArb, async (plan) => {
-        if (stop || performance.now() >= deadline) return false;
-        await exec(applyPlan(plan, corpus, shape, maxLen));
-        return true;
-      }),
-      { seed: opts.seed, numRuns: remaining, endOnFailure: true },
-    );
-  }
-  if (!stop && checkEvery > 0) await check();
   return {
     target: name,
     execs,
@@ -246,6 +364,7 @@ export async function fuzzTarget(name: TargetName, t: TargetInstance, initial: r
     checks,
     crashes,
     knownHits,
+    ...(cov ? { coverage: cov.summary(), byCoverage } : {}),
   };
 }
 

@@ -23,13 +23,14 @@ import { generateSeeds } from './corpus.js';
 import type { WorkerInput, WorkerMessage } from './worker.js';
 
 const USAGE = `usage: npm run fuzz -- [--target NAME|all] [--time SECONDS | --runs N] [--seed N]
-                     [--max-len BYTES] [--keep-going] [--no-minimize] [--rss-limit-mb MB]
+                     [--max-len BYTES] [--keep-going] [--no-minimize] [--no-coverage] [--rss-limit-mb MB]
                      [--hang-ms MS] [--fixtures DIR] [--crash-dir DIR]
        npm run fuzz -- --write-corpus
        npm run fuzz -- [--target NAME] FILE...
 targets: ${TARGET_NAMES.join(', ')}
 --time is the budget for the whole run, shared equally by the targets; --runs is per target.
-Without either, the run lasts 60 s. Crashes already saved in the crash directory (open bugs,
+Without either, the run lasts 60 s. Inputs that reach new blocks of the code under test (V8 block
+coverage) join the corpus; --no-coverage keeps only the outcome labels as feedback. Crashes already saved in the crash directory (open bugs,
 each with a .txt naming its signature) are counted but do not fail the run.`;
 
 interface Summary {
@@ -43,6 +44,8 @@ interface Summary {
   crashes: number;
   knownHits: number;
   known: number;
+  coverage?: { blocksCovered: number; blocksKnown: number; functions: number; scripts: number };
+  byCoverage?: number;
 }
 
 function fail(msg: string): never {
@@ -157,6 +160,7 @@ async function main(): Promise<number> {
         'max-len': { type: 'string' },
         'keep-going': { type: 'boolean' },
         'no-minimize': { type: 'boolean' },
+        'no-coverage': { type: 'boolean' },
         'rss-limit-mb': { type: 'string' },
         'hang-ms': { type: 'string' },
         fixtures: { type: 'string' },
@@ -215,6 +219,7 @@ async function main(): Promise<number> {
         maxLen,
         keepGoing: v['keep-going'] === true,
         minimize: v['no-minimize'] !== true,
+        coverage: v['no-coverage'] !== true,
       },
       limits,
     );
@@ -231,6 +236,13 @@ async function main(): Promise<number> {
           `${s.seeds} seeds, corpus ${s.corpus}, ${s.outcomes} distinct outcomes${s.checks ? `, ${s.checks} health checks` : ''}, ` +
           `${crashes.length} new crashes${s.knownHits ? ` (${s.knownHits} inputs hit ${s.known} known open crash(es))` : ''}\n`,
       );
+      const c = s.coverage;
+      if (c) {
+        process.stdout.write(
+          `${target}: coverage ${c.blocksCovered} of ${c.blocksKnown} blocks (${((100 * c.blocksCovered) / Math.max(1, c.blocksKnown)).toFixed(1)}%) ` +
+            `in the ${c.functions} functions reached, ${c.scripts} files; ${s.byCoverage ?? 0} corpus entries for new blocks\n`,
+        );
+      }
     } else {
       process.stdout.write(`${target}: the worker stopped before reporting\n`);
       if (crashes.length === 0) crashed++;

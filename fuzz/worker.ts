@@ -20,6 +20,8 @@ export interface WorkerInput {
   maxLen: number;
   keepGoing: boolean;
   minimize: boolean;
+  /** Coverage feedback (V8 block coverage in the worker). */
+  coverage: boolean;
   /** [0]: inputs started, [1]: length of the current input; the bytes follow at offset 8. */
   shared: SharedArrayBuffer;
 }
@@ -55,6 +57,7 @@ try {
     maxLen: input.maxLen,
     keepGoing: input.keepGoing,
     minimize: input.minimize,
+    coverage: input.coverage,
     known,
     onExec: note,
     log: (line) => post({ kind: 'log', line }),

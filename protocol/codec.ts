@@ -209,6 +209,8 @@ function toArray(m: Message): unknown[] {
       return [m.type, m.imageSize, m.sessionId, m.resumeFrom];
     case 0x40:
       return [m.type, m.ok, m.bytesWritten, m.targetHash];
+    case 0x41:
+      return [m.type, m.outcome, m.imageSize];
     case 0x7f:
       return [m.type, m.code, m.message];
   }
@@ -377,7 +379,7 @@ function validate(v: unknown): Message {
     case MsgType.Open: {
       f.count(6);
       const mode = f.str(1, 'mode', 16);
-      if (mode !== 'push' && mode !== 'pull' && mode !== 'verify') throw bad(`Open: unknown mode ${JSON.stringify(mode)}`);
+      if (mode !== 'push' && mode !== 'pull' && mode !== 'verify' && mode !== 'recover') throw bad(`Open: unknown mode ${JSON.stringify(mode)}`);
       return {
         type,
         mode,
@@ -393,6 +395,12 @@ function validate(v: unknown): Message {
     case MsgType.Result:
       f.count(4);
       return { type, ok: f.bool(1, 'ok'), bytesWritten: f.uint(2, 'bytes written'), targetHash: f.bin(3, 'target hash', HASH_LEN, HASH_LEN) };
+    case MsgType.Recovered: {
+      f.count(3);
+      const outcome = f.str(1, 'outcome', 16);
+      if (outcome !== 'nothing' && outcome !== 'rolled-back' && outcome !== 'completed') throw bad(`Recovered: unknown outcome ${JSON.stringify(outcome)}`);
+      return { type, outcome, imageSize: f.uint(2, 'image size') };
+    }
     case MsgType.Error:
       f.count(3);
       return { type, code: f.str(1, 'code', 64), message: f.str(2, 'message') };

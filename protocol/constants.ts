@@ -58,12 +58,14 @@ export const MsgType = {
   Auth: 0x22,
   /** 0x23: server accepted the client (server proof). */
   AuthOk: 0x23,
-  /** 0x30: open a session on a volume (push or pull). */
+  /** 0x30: open a session on a volume (push, pull, verify or recover). */
   Open: 0x30,
   /** 0x31: session accepted (image size, block size, strong hash, resume info). */
   Ready: 0x31,
   /** 0x40: the receiver's verdict on the rebuilt image. */
   Result: 0x40,
+  /** 0x41: what a `recover` session did to the volume's unfinished update (capability "recover"). */
+  Recovered: 0x41,
   /** 0x7f: an error, with a stable code and message. */
   Error: 0x7f,
 } as const;

@@ -129,7 +129,8 @@ export interface AuthOkMsg {
 export interface OpenMsg {
   type: 0x30;
   /** 'push': the client sends the new image; 'pull': the client receives it; 'verify': compare only. */
-  mode: 'push' | 'pull' | 'verify';
+  /** 'recover' only where the server offers the "recover" capability. */
+  mode: 'push' | 'pull' | 'verify' | 'recover';
   volume: string;
   /** Size of the client's image (the source size for push, the basis size for pull). */
   imageSize: number;
@@ -153,6 +154,18 @@ export interface ResultMsg {
   ok: boolean;
   bytesWritten: number;
   targetHash: Uint8Array;
+}
+/**
+ * 0x41: the answer to Open(recover): the volume's unfinished update was
+ * rolled back to the image from before it, or completed (it had been
+ * verified), or there was none. Sent only once the server proved the result
+ * against the hash its journal recorded.
+ */
+export interface RecoveredMsg {
+  type: 0x41;
+  outcome: 'nothing' | 'rolled-back' | 'completed';
+  /** Size of the volume now. */
+  imageSize: number;
 }
 /** 0x7f */
 export interface ErrorMsg {
@@ -182,4 +195,5 @@ export type Message =
   | OpenMsg
   | ReadyMsg
   | ResultMsg
+  | RecoveredMsg
   | ErrorMsg;

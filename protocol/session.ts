@@ -9,6 +9,7 @@
  *   push:  SigHeader SigBlocks* SigEnd (S)   DeltaHeader (Copy|Literal)* DeltaEnd (C)   Result(S)
  *   pull:  SigHeader SigBlocks* SigEnd (C)   DeltaHeader (Copy|Literal)* DeltaEnd (S)   Result(C)
  *   verify: SigHeader SigBlocks* SigEnd (S)  Result(C)
+ *   recover: Open(C) Recovered(S) (no Ready: the server settles the volume's journal and answers)
  * Among the delta ops the delta side may send SubNeed; the signature side
  * answers each with one SubSums, and all are answered before DeltaEnd.
  * Error (either side) ends the session from any state.
@@ -35,6 +36,7 @@ export type SessionState =
   | 'delta-header'
   | 'delta-ops'
   | 'result'
+  | 'recovered'
   | 'done'
   | 'failed';
 
@@ -106,6 +108,8 @@ export class SessionMachine {
         return [['client', MsgType.Open]];
       case 'ready':
         return [['server', MsgType.Ready]];
+      case 'recovered':
+        return [['server', MsgType.Recovered]];
       case 'sig-header':
         return [[sigFrom, MsgType.SigHeader]];
       case 'regions':
@@ -148,7 +152,7 @@ export class SessionMachine {
         return 'open';
       case MsgType.Open:
         this.mode = mode ?? 'push';
-        return 'ready';
+        return this.mode === 'recover' ? 'recovered' : 'ready';
       case MsgType.Ready:
         return 'sig-header';
       case MsgType.SigHeader:
@@ -176,6 +180,7 @@ export class SessionMachine {
       case MsgType.DeltaEnd:
         return 'result';
       case MsgType.Result:
+      case MsgType.Recovered:
         return 'done';
       default:
         return this.st;

@@ -7,9 +7,9 @@ import { randomBytes } from 'node:crypto';
 import { BasisMismatchError, ParamError, SyncError, isSyncError } from './core/errors.js';
 import { resolve } from 'node:path';
 import { PatchPlanner } from './core/patch.js';
-import { InPlacePatcher, completeCommitted, rollbackAll } from './io/inplace.js';
+import { InPlacePatcher, completeCommitted, recoverLocked, type RecoverOutcome } from './io/inplace.js';
 import { journalPathFor, readJournal } from './io/journal.js';
-import { lockImage } from './io/lock.js';
+import { lockImage, withImageLock } from './io/lock.js';
 import { IO_CHUNK, SEED_LEN } from './core/limits.js';
 import { DeltaMatcher } from './core/matcher.js';
 import type { DeltaOp, DeltaStats } from './core/ops.js';
@@ -451,7 +451,7 @@ async function resultOf(img: ImageHandle, deltaPath: string): Promise<DeltaHeade
 }
 
 /** What `recover` did. */
-export type RecoverOutcome = 'nothing' | 'completed' | 'rolled-back';
+export type { RecoverOutcome } from './io/inplace.js';
 
 /**
  * Resolve an interrupted in-place patch of `imagePath`: a verified (committed)
@@ -462,29 +462,7 @@ export type RecoverOutcome = 'nothing' | 'completed' | 'rolled-back';
  * or a directory is an error too, not 'nothing'.
  */
 export async function recoverImage(imagePath: string): Promise<RecoverOutcome> {
-  const jpath = journalPathFor(imagePath);
-  const lock = await lockImage(imagePath, 'write');
-  try {
-    const img = await openImage(imagePath, 'r+');
-    try {
-      const st = await readJournal(jpath);
-      if (!st) return 'nothing';
-      const outcome: RecoverOutcome = st.committed !== null ? 'completed' : 'rolled-back';
-      const proved = st.committed !== null ? await completeCommitted(img, jpath, st) : await rollbackAll(img, jpath, st);
-      if (!proved) {
-        throw new SyncError(
-          'ERR_JOURNAL',
-          `${imagePath} was ${outcome === 'completed' ? 'completed' : 'rolled back'} from its journal, but the journal (from an older resync) holds no hash to prove the result: check the image before using it`,
-          { path: imagePath, outcome },
-        );
-      }
-      return outcome;
-    } finally {
-      await img.fh.close();
-    }
-  } finally {
-    await lock.release();
-  }
+  return withImageLock(imagePath, 'write', async () => (await recoverLocked(imagePath, journalPathFor(imagePath))).outcome);
 }
 
 /** Hash a whole image (SHA-256), streaming. */

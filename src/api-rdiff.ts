@@ -117,7 +117,8 @@ export async function rdiffDeltaFile(sigPath: string, newPath: string, deltaPath
       for (const op of ops) for (const part of enc.op(op)) await w.append(part);
     };
     let done = 0;
-    for await (const chunk of readChunks(img)) {
+    // Two read buffers in turn: the matcher keeps no view of a chunk once its ops are written.
+    for await (const chunk of readChunks(img, 0, img.size, IO_CHUNK, true)) {
       await emit(matcher.push(chunk));
       done += chunk.length;
       opts.onProgress?.({ phase: 'delta', done, total: img.size, matched: matcher.stats.matchedBytes, literal: matcher.stats.literalBytes });

@@ -101,7 +101,7 @@ export async function dryRunPush(image: string, opts: ClientOptions): Promise<Re
     };
     const chunk = Math.max(sp.blockSize, Math.floor(IO_CHUNK / sp.blockSize) * sp.blockSize);
     let done = 0;
-    for await (const c of readChunks(img, 0, img.size, chunk)) {
+    for await (const c of readChunks(img, 0, img.size, chunk, true)) {
       count(matcher.push(c));
       done += c.length;
       opts.onProgress?.({ phase: 'dry-run', done, total: img.size, matched: matcher.stats.matchedBytes, literal: matcher.stats.literalBytes });
@@ -201,7 +201,7 @@ async function locateBlocks(sig: Signature, img: ImageHandle, own: Uint8Array, o
   };
   const chunk = Math.max(bs, Math.floor(IO_CHUNK / bs) * bs);
   let done = 0;
-  for await (const c of readChunks(img, 0, img.size, chunk)) {
+  for await (const c of readChunks(img, 0, img.size, chunk, true)) {
     record(matcher.push(c));
     done += c.length;
     onProgress?.({ phase: 'dry-run', done, total: img.size });
@@ -344,7 +344,8 @@ export async function dryRunDelta(
     enc.compress = opts.compress === true;
     enc.start({ blockSize: sp.blockSize, basisSize: sp.imageSize, basisHash, targetSize: img.size, strongAlg: sp.strongAlg, seed: sp.seed });
     let done = 0;
-    for await (const c of readChunks(img)) {
+    // Two read buffers in turn: the matcher keeps no view of a chunk past its push, and ops are counted at once.
+    for await (const c of readChunks(img, 0, img.size, IO_CHUNK, true)) {
       for (const op of matcher.push(c)) enc.op(op);
       done += c.length;
       opts.onProgress?.({ phase: 'dry-run', done, total: img.size, matched: matcher.stats.matchedBytes, literal: matcher.stats.literalBytes });

@@ -47,7 +47,7 @@ export {
 export { serve, serveConfigFile, type ServeOptions, type ServeHandle } from './api-net.js';
 export { ResyncServer, type ServerEvent } from './net/server.js';
 export { ConfigError, loadServerConfig, readServerConfig, readSecretFile, parseRemote, type ConfigProblem, type LoadedServerConfig, type ServerConfig, type VolumeConfig } from './net/config.js';
-export { push, pull, type ClientOptions, type SyncResult } from './net/client.js';
+export { push, pull, recoverRemote, type ClientOptions, type SyncResult, type RemoteRecoverResult } from './net/client.js';
 export { Throttle } from './net/throttle.js';
 
 // Comparison and dry runs.

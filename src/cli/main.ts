@@ -30,7 +30,19 @@ function commandOf(names: readonly string[]): string | undefined {
   return args.find((a) => names.includes(a));
 }
 
+/** Options meant to be given more than once. */
+const REPEATABLE = new Set(['volume']);
+
 const COMMANDS = ['signature', 'delta', 'patch', 'recover', 'serve', 'push', 'pull', 'verify', 'demo'] as const;
+
+/** Report a usage error in one line (and as JSON with --json) and exit with the usage code. */
+function usageError(message: string): never {
+  const command = commandOf(COMMANDS);
+  const text = message.replace(/\s*\n\s*/g, ' ');
+  const json = args.includes('--json') && command !== 'serve';
+  printError(json, command ?? '', new ParamError(`${text}; see 'resync ${command ? `${command} ` : ''}--help'`));
+  process.exit(ExitCode.USAGE);
+}
 
 const base = makeYargs(args)
   .scriptName('resync')
@@ -49,6 +61,12 @@ cli = demoCommand(cli);
 void cli
   .middleware((argv) => {
     for (const [k, v] of Object.entries(argv)) if (v === DASH) argv[k] = '-';
+    // yargs makes an option given twice an array, which no command expects (only --volume repeats):
+    // which one was meant? Refused rather than one picked.
+    const twice = Object.keys(argv).filter((k) => k !== '_' && !REPEATABLE.has(k) && Array.isArray(argv[k]) && !/[A-Z]/.test(k));
+    const named = twice.find((k) => k.length > 1) ?? twice[0];
+    // (yargs passes on only its own errors from middleware: report it here.)
+    if (named !== undefined) usageError(`--${named} is given ${(argv[named] as unknown[]).length} times: give it once`);
   }, true)
   .demandCommand(1, 'name a command')
   .strict()
@@ -59,12 +77,6 @@ void cli
   .example('$0 signature recovery.img recovery.sig', 'on the recovery side: describe the stale copy')
   .example('$0 push vm1.img dr:7873/vm1', 'make volume vm1 on host dr equal to vm1.img')
   .epilog('Exit codes: 0 ok, 2 usage, 3 bad input file/message, 4 verification failed, 5 I/O, 6 no space, 7 network, 8 denied, 9 journal, 10 verify: images differ, 11 image locked by another session, 130 interrupted, 143 terminated. See docs/exit-codes.md.')
-  .fail((msg, err) => {
-    // A usage error (yargs' own message, or a ParamError from an option's check): one line, JSON too with --json.
-    const command = commandOf(COMMANDS);
-    const text = (msg || err?.message || 'bad command line').replace(/\s*\n\s*/g, ' ');
-    const json = args.includes('--json') && command !== 'serve';
-    printError(json, command ?? '', new ParamError(`${text}; see 'resync ${command ? `${command} ` : ''}--help'`));
-    process.exit(ExitCode.USAGE);
-  })
+  // A usage error (yargs' own message, or a ParamError from an option's check).
+  .fail((msg, err) => usageError(msg || err?.message || 'bad command line'))
   .parseAsync();

@@ -79,7 +79,8 @@ export async function runCommand(
 ): Promise<void> {
   const json = argv.json === true;
   const showProgress = argv.progress ?? (process.stderr.isTTY === true && !argv.quiet && !json);
-  const view = new ProgressView(showProgress, showProgress ? (await import('cli-progress')).default : undefined);
+  // Off a terminal, --progress still reports: plain lines a log or cron mail can keep.
+  const view = new ProgressView(!showProgress ? 'off' : process.stderr.isTTY === true ? 'tty' : 'lines', command);
   const spool = new StdioSpool();
   const onSignal = (signal: NodeJS.Signals): void => {
     view.stop();
@@ -105,7 +106,8 @@ export async function runCommand(
   try {
     const summary = await fn(view.fn, spool);
     view.stop();
-    if (!argv.quiet || json) printSummary(json, command, summary);
+    // With an output on stdout (`-`) the summary goes to stderr (--json is refused then).
+    if (!argv.quiet || json) printSummary(json, command, summary, spool.wroteStdout ? process.stderr : process.stdout);
     process.exitCode = 0;
   } catch (e) {
     view.stop();

@@ -22,6 +22,8 @@ export const STDIO = '-';
 export class StdioSpool {
   private dir: string | null = null;
   private stdinUsed = '';
+  /** An output went to standard output: it is not free for the summary. */
+  wroteStdout = false;
 
   private async file(name: string): Promise<string> {
     if (!this.dir) {
@@ -56,6 +58,7 @@ export class StdioSpool {
 
   /** Copy a finished spool file to standard output. */
   async send(spooled: string): Promise<void> {
+    this.wroteStdout = true;
     try {
       await pipeline(createReadStream(spooled), process.stdout, { end: false });
     } catch (e) {

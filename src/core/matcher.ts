@@ -25,7 +25,7 @@
 import { ParamError } from './errors.js';
 import { MAX_LITERAL, MAX_SUBS_PER_BLOCK, MAX_WEAK_COLLISIONS } from './limits.js';
 import type { DeltaOp, DeltaStats } from './ops.js';
-import { OpCoalescer, joinTail } from './coalescer.js';
+import { OpCoalescer, TailStore } from './coalescer.js';
 import { adler32, adler32OfZeros, ADLER_MOD } from './rolling.js';
 import { WEAK_MIX, type Signature } from './signature.js';
 import { ROLL_SEGMENT, Roller } from './roll-wasm.js';
@@ -38,6 +38,8 @@ const EMPTY = new Uint8Array(0);
 /** Streaming delta generator over one signature. */
 export class DeltaMatcher {
   private readonly ops = new OpCoalescer();
+  /** Holds what the scan keeps between pushes (see TailStore). */
+  private readonly tail = new TailStore();
   /** What the scan produced so far. */
   get stats(): DeltaStats {
     return this.ops.stats;
@@ -189,13 +191,42 @@ export class DeltaMatcher {
     this.scanned += data.length;
     const out: DeltaOp[] = [];
     if (data.length === 0) return out;
-    // Keep only what is still needed (pending literal + window) and append.
-    this.buf = joinTail(this.buf.subarray(this.lit), data);
+    const kept = this.buf.length - this.lit;
+    const bridge = 2 * this.bs;
+    if (kept > 0 && data.length > bridge) {
+      // What is kept goes into the store with only the start of data (a
+      // bridge for the window to cross); once the scan has nothing pending
+      // before data (a match landed in it), it goes on in data itself, so a
+      // chunk is copied only through literal regions. Cutting the input here
+      // changes nothing: the scan does not depend on where pushes end.
+      this.append(data.subarray(0, bridge));
+      this.scan(out);
+      if (this.lit >= kept) {
+        this.buf = data;
+        this.bufPos += kept;
+        this.p -= kept;
+        this.lit -= kept;
+      } else {
+        this.append(data.subarray(bridge));
+      }
+    } else {
+      this.append(data);
+    }
+    this.scan(out);
+    // Hold no view of `data` past this call: what the next push needs moves into our own store.
+    this.buf = this.tail.keep(this.buf, this.lit);
     this.bufPos += this.lit;
     this.p -= this.lit;
     this.lit = 0;
-    this.scan(out);
     return out;
+  }
+
+  /** Drop what is decided (before lit) and append `data` behind what is kept. */
+  private append(data: Uint8Array): void {
+    this.buf = this.tail.join(this.buf, this.lit, data);
+    this.bufPos += this.lit;
+    this.p -= this.lit;
+    this.lit = 0;
   }
 
   /** The new image is complete: match the short tail and flush. */
@@ -622,7 +653,7 @@ export class DeltaMatcher {
     }
     while (s < e) {
       const end = Math.min(e, s + this.maxLiteral);
-      this.ops.literal(buf.subarray(s, end), out);
+      this.ops.literal(this.tail.view(buf, s, end), out);
       s = end;
     }
     if (e < upTo) this.ops.copy(this.bufPos + e, upTo - e, out);

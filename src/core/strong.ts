@@ -41,7 +41,14 @@ interface NativeBlake3 {
   update(b: Uint8Array): unknown;
   digestBuffer(): Buffer;
 }
-type NativeModule = { Blake3Hasher: { newKeyed(key: Buffer): NativeBlake3 } };
+interface NativeBlake2bParam {
+  hashLength(n: number): void;
+}
+type NativeModule = {
+  Blake3Hasher: { newKeyed(key: Buffer): NativeBlake3 };
+  Blake2BParam?: new () => NativeBlake2bParam;
+  Blake2BHasher?: { withParams(p: NativeBlake2bParam): { update(b: Uint8Array): unknown; digestBuffer(): Buffer } };
+};
 let nativeModule: NativeModule | null | undefined;
 
 /** The native BLAKE3 binding, or null where it does not load (then the JS one is used). */
@@ -63,6 +70,25 @@ export function nativeBlake3(): NativeModule | null {
     }
   }
   return nativeModule;
+}
+
+/**
+ * Unkeyed BLAKE2b with an `outLen`-byte output (the output length is a
+ * parameter of the hash, not a truncation) from the native binding, or null
+ * where it does not load. About ten times the speed of the JS one.
+ */
+export function nativeBlake2b(outLen: number): ((b: Uint8Array) => Buffer) | null {
+  const mod = nativeBlake3();
+  const Param = mod?.Blake2BParam;
+  const Hasher = mod?.Blake2BHasher;
+  if (!Param || !Hasher) return null;
+  return (b) => {
+    const p = new Param();
+    p.hashLength(outLen);
+    const h = Hasher.withParams(p);
+    h.update(b);
+    return h.digestBuffer();
+  };
 }
 
 /** Keyed BLAKE3 of one range at a time, native when available. */

@@ -559,3 +559,34 @@ export async function settleJournal(imagePath: string, jpath: string, opts: { ke
     await img.fh.close();
   }
 }
+
+/** What recovering an image did. */
+export type RecoverOutcome = 'nothing' | 'completed' | 'rolled-back';
+
+/**
+ * Settle an image's journal for good, the caller holding the image's lock: a
+ * verified (committed) patch is completed, anything else rolled back to the
+ * original image, and the result checked against the journal's hash before
+ * the journal goes. A result that cannot be proved (a journal of an older
+ * resync has no hash) is ERR_JOURNAL. Returns the outcome and the image's size.
+ */
+export async function recoverLocked(imagePath: string, jpath: string): Promise<{ outcome: RecoverOutcome; size: number }> {
+  const img = await openImage(imagePath, 'r+');
+  try {
+    const st = await readJournal(jpath);
+    if (!st) return { outcome: 'nothing', size: img.size };
+    const outcome: RecoverOutcome = st.committed !== null ? 'completed' : 'rolled-back';
+    const proved = st.committed !== null ? await completeCommitted(img, jpath, st) : await rollbackAll(img, jpath, st);
+    if (!proved) {
+      throw new SyncError(
+        'ERR_JOURNAL',
+        `${imagePath} was ${outcome === 'completed' ? 'completed' : 'rolled back'} from its journal, but the journal (from an older resync) holds no hash to prove the result: check the image before using it`,
+        { path: imagePath, outcome },
+      );
+    }
+    const size = img.isBlockDevice ? img.size : outcome === 'completed' ? st.committed! : st.base.originalSize;
+    return { outcome, size };
+  } finally {
+    await img.fh.close();
+  }
+}

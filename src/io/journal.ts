@@ -140,7 +140,7 @@ export class Journal {
       fh = await open(path, 'wx+', 0o600);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'EEXIST') {
-        throw new SyncError('ERR_JOURNAL', `${path} exists: an earlier in-place patch did not finish; resume it (--resume) or roll it back (resync recover --rollback)`, { path });
+        throw new SyncError('ERR_JOURNAL', `${path} exists: an earlier in-place patch did not finish; resume it (--resume) or roll it back (resync recover IMAGE)`, { path });
       }
       throw ioError(e, 'create journal', path);
     }

@@ -18,6 +18,7 @@
  * Readers do not take that lock, they only refuse while a live writer holds it.
  */
 import { open, readFile, rename, unlink, stat, type FileHandle } from 'node:fs/promises';
+import { NEW_FILE_MODE } from './filemode.js';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
@@ -69,13 +70,19 @@ export async function lockImage(path: string, mode: LockMode, opts: { create?: b
 }
 
 async function openForLock(path: string, create: boolean): Promise<FileHandle> {
+  // Opening a FIFO would wait for a writer: refuse what cannot be an image first.
+  const st = await stat(path).catch(() => null);
+  if (st && !st.isFile() && !st.isBlockDevice() && !st.isDirectory()) {
+    throw new SyncError('ERR_IO', `cannot use ${path}: not a regular file or block device`, { path });
+  }
   try {
     return await open(path, 'r');
   } catch (e) {
     if (!create || (e as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError(e, 'open', path);
   }
   try {
-    await (await open(path, 'wx', 0o600)).close();
+    // A new image gets a new file's mode (0666 less the umask), as the output it becomes would.
+    await (await open(path, 'wx', NEW_FILE_MODE)).close();
   } catch (c) {
     // Someone created it in between: lock what is there.
     if ((c as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError(c, 'create', path);

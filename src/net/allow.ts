@@ -8,6 +8,7 @@ import { realpath } from 'node:fs/promises';
 import { basename, dirname, resolve, sep } from 'node:path';
 import { SyncError } from '../core/errors.js';
 import type { VolumeConfig } from './config.js';
+import type { OpenMsg } from '../../protocol/messages.js';
 
 /** The restriction a stdio server runs under. */
 export interface StdioAccess {
@@ -30,7 +31,7 @@ export async function realAllowDirs(dirs: string[]): Promise<string[]> {
 }
 
 /** The volume a client's requested path names, or ERR_PERMISSION / ERR_NOT_FOUND before anything is opened (the caller prefixes the path to messages). */
-export async function resolveRequested(requested: string, mode: 'push' | 'pull' | 'verify', access: StdioAccess): Promise<VolumeConfig> {
+export async function resolveRequested(requested: string, mode: OpenMsg['mode'], access: StdioAccess): Promise<VolumeConfig> {
   if (requested === '' || requested.includes('\0')) throw new SyncError('ERR_PARAM', 'the client named no image path');
   // Relative paths are taken from the first allowed directory (as rrsync does), else the login directory.
   const abs = resolve(access.allow?.[0] ?? process.cwd(), requested);
@@ -47,6 +48,6 @@ export async function resolveRequested(requested: string, mode: 'push' | 'pull' 
   if (access.allow && !access.allow.some((d) => real.startsWith(d.endsWith(sep) ? d : d + sep))) {
     throw new SyncError('ERR_PERMISSION', 'outside the directories this server allows (--allow); refused');
   }
-  if (mode === 'push' && access.readOnly) throw new SyncError('ERR_PERMISSION', 'this server is read-only (--read-only); a push is refused');
+  if ((mode === 'push' || mode === 'recover') && access.readOnly) throw new SyncError('ERR_PERMISSION', `this server is read-only (--read-only); a ${mode} is refused`);
   return { path: real, writable: !access.readOnly, inPlace: true };
 }

@@ -14,7 +14,7 @@ import { dial, type ClientTls, type Connection } from './connection.js';
 import { inPlaceSink, receiveDelta, receiveSignatureWithPrepass, sendDelta, sendSignature, tempFileSink } from './transfer.js';
 import { journalPathFor } from '../io/journal.js';
 import { SUBSUMS_CAP } from './subsums.js';
-import { killPoint, trace } from '../trace.js';
+import { trace } from '../trace.js';
 import { settleJournal } from '../io/inplace.js';
 
 /** Options for push and pull. */
@@ -192,7 +192,6 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
       if (isSyncError(e) && !e.details.remote) await conn.sendErrorAndClose(e);
       throw e;
     }
-    killPoint('pull-verified');
     // The image is complete and verified here: a server that went away
     // before hearing so changes nothing about it.
     await conn.send({ type: MsgType.Result, ok: true, bytesWritten: r.bytesWritten, targetHash: r.targetHash }).catch(() => undefined);
@@ -216,3 +215,33 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
   }
 }
 
+
+/** What a remote recover did to the volume. */
+export interface RemoteRecoverResult {
+  outcome: 'nothing' | 'rolled-back' | 'completed';
+  imageSize: number;
+}
+
+/**
+ * Ask the server to settle the volume's unfinished update (a push that was
+ * interrupted and can no longer be repeated, e.g. its primary is gone): it is
+ * rolled back to the image from before it, or completed if it had been
+ * verified, under the volume's lock, and proved against the journal's hash.
+ * Needs write access to the volume and a server with the "recover" capability.
+ */
+export async function recoverRemote(opts: ClientOptions): Promise<RemoteRecoverResult> {
+  const conn = await connectAuthenticated(opts);
+  try {
+    if (!conn.peerCaps.includes('recover')) {
+      throw new SyncError('ERR_VERSION', `the server at ${opts.host}:${opts.port} does not offer remote recover (an older resync): run 'resync recover PATH' on the server itself`);
+    }
+    await conn.send({ type: MsgType.Open, mode: 'recover', volume: opts.volume, imageSize: 0, blockSize: 0, resumeId: '' });
+    const r = await conn.recv();
+    if (r.type !== MsgType.Recovered) throw new SyncError('ERR_PROTOCOL', 'expected the recover outcome');
+    conn.end();
+    return { outcome: r.outcome, imageSize: r.imageSize };
+  } catch (e) {
+    conn.destroy();
+    throw e;
+  }
+}

@@ -212,7 +212,8 @@ export async function checkVolumes(volumes: Record<string, VolumeConfig>, where:
     const at = where(name);
     const bad = (message: string): void => void problems.push({ where: at, message: `${vol.path}: ${message}` });
     const other = seen.get(vol.path);
-    if (other !== undefined) bad(`the same image as volume ${other}`);
+    // Allowed (a read-only and a writable name for one image, say): the image's lock makes their sessions take turns.
+    if (other !== undefined) warnings.push(`${at}: ${vol.path} is also volume ${other}; sessions under the two names take turns`);
     seen.set(vol.path, name);
     const st = await stat(vol.path).catch((e: NodeJS.ErrnoException) => e);
     if (st instanceof Error) {

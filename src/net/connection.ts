@@ -311,6 +311,11 @@ export class Connection {
     if (flags !== 0) throw new SyncError('ERR_VERSION', `the peer uses preamble flags 0x${flags.toString(16)} this build does not know`, { flags });
   }
 
+  /** The connection has failed (closed, reset, timed out): nothing more will come from the peer. */
+  get failed(): boolean {
+    return this.failure !== null;
+  }
+
   private fail(e: SyncError, graceful = false): void {
     if (this.failure) return;
     this.failure = e;

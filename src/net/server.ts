@@ -4,7 +4,7 @@
  * nothing is revealed before it succeeds), then one session on one volume.
  */
 import { SUBSUMS_CAP } from './subsums.js';
-import { killPoint, trace } from '../trace.js';
+import { trace } from '../trace.js';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { resolveRequested, type StdioAccess } from './allow.js';
@@ -26,10 +26,12 @@ export const DEFAULT_MAX_PRE_AUTH_PER_ADDRESS = 8;
  * connection, and the peer could lose the refusal before reading it.
  */
 export const REFUSAL_LINGER_MS = 500;
+/** How long a new session waits for the volume's writer whose peer is gone to settle its journal. */
+const SETTLING_WAIT_MS = 30_000;
 import { defaultBlockSize } from '../core/signature.js';
 import { assertUnchanged, imageStamp, openImage, openOrCreateImage, type ImageHandle } from '../io/image.js';
 import { lockImage, type ImageLock, type LockMode } from '../io/lock.js';
-import { MsgType, PROTOCOL_VERSION } from '../../protocol/constants.js';
+import { MsgType, PROTOCOL_VERSION, WIRE_MAGIC } from '../../protocol/constants.js';
 import { macEquals, newNonce, clientProof, serverProof, PREAUTH_CAP, PREAUTH_KEY } from '../../protocol/auth.js';
 import { Connection } from './connection.js';
 import type { ServerConfig, VolumeConfig } from './config.js';
@@ -38,9 +40,8 @@ import { journalPathFor, readJournal } from '../io/journal.js';
 import { encodeFrame } from '../bytes/frame.js';
 import { encodePreamble } from '../format/preamble.js';
 import { encodeMessage } from '../../protocol/codec.js';
-import { WIRE_MAGIC } from '../../protocol/constants.js';
 import type { ProgressFn } from '../api-files.js';
-import { settleJournal } from '../io/inplace.js';
+import { recoverLocked, settleJournal } from '../io/inplace.js';
 
 /** One line of the server's log. */
 export interface ServerEvent {
@@ -61,14 +62,18 @@ export interface ShutdownReport {
   interrupted: number;
 }
 
+/** Capability: Open(recover) rolls back or completes a volume's unfinished update (answered with Recovered). */
+export const RECOVER_CAP = 'recover';
+
 /** The capabilities this build offers. */
-export const SERVER_CAPS = ['push', 'pull', 'verify', 'compress', SUBSUMS_CAP];
+export const SERVER_CAPS = ['push', 'pull', 'verify', 'compress', SUBSUMS_CAP, RECOVER_CAP];
 
 /** A running resync server. */
 export class ResyncServer {
   private server: Server | null = null;
   private readonly sockets = new Set<Socket>();
-  private readonly writers = new Set<string>();
+  /** The session writing each volume: its connection, and when it lets go. */
+  private readonly writers = new Map<string, { conn: Connection; released: Promise<void> }>();
   private readonly readers = new Map<string, number>();
   /** Connections in a volume session (past Open, holding a lock), and their sessions. */
   private readonly busy = new Map<Duplex, Connection>();
@@ -231,10 +236,7 @@ export class ResyncServer {
     // Once authenticated the connection takes a session slot, or is told ERR_BUSY.
     const admit = (): void => {
       leavePreAuth();
-      if (this.authenticated >= this.config.maxSessions) {
-        this.log({ level: 'warn', msg: `refused: ${this.authenticated} sessions already open`, peer, code: 'ERR_BUSY' });
-        throw new SyncError('ERR_BUSY', 'the server is at its session limit; try again later');
-      }
+      if (this.authenticated >= this.config.maxSessions) throw new SyncError('ERR_BUSY', `the server is at its session limit (${this.config.maxSessions}); try again later`);
       this.authenticated++;
       s.once('close', () => this.authenticated--);
     };
@@ -296,15 +298,16 @@ export class ResyncServer {
           ? this.config.volumes[open.volume]
           : undefined;
       if (!vol) throw new SyncError('ERR_NOT_FOUND', `no volume named ${JSON.stringify(open.volume)}`);
-      if (open.mode === 'push' && !vol.writable) throw new SyncError('ERR_PERMISSION', `volume ${open.volume} is read-only`);
+      if ((open.mode === 'push' || open.mode === 'recover') && !vol.writable) throw new SyncError('ERR_PERMISSION', `volume ${open.volume} is read-only`);
       if (this.closing) throw new SyncError('ERR_BUSY', 'the server is shutting down; try again later');
-      const release = this.lock(open.volume, open.mode === 'push');
+      const release = await this.lock(open.volume, open.mode === 'push' || open.mode === 'recover', conn);
       this.busy.set(conn.socket, conn);
       try {
         const t0 = performance.now();
         this.log({ level: 'info', msg: `${open.mode} started`, peer, volume: open.volume, data: { mode: open.mode, peerImageSize: open.imageSize } });
         let stats: Record<string, unknown>;
         if (open.mode === 'push') stats = await this.servePush(conn, vol, open.blockSize, open.imageSize);
+        else if (open.mode === 'recover') stats = await this.serveRecover(conn, vol);
         else if (open.mode === 'pull') stats = await this.servePull(conn, vol, hello.caps.includes('compress'), hello.caps.includes(SUBSUMS_CAP));
         else stats = await this.serveVerify(conn, vol, open.blockSize, open.imageSize);
         this.sessionsDone++;
@@ -359,12 +362,30 @@ export class ResyncServer {
   }
 
   /** The image's cross-process lock; held by another process, the volume is busy. */
-  private async lockImage(path: string, mode: LockMode): Promise<ImageLock> {
+  private async lockImage(path: string, mode: LockMode, create = mode === 'write'): Promise<ImageLock> {
     try {
-      return await lockImage(path, mode, { create: mode === 'write' });
+      return await lockImage(path, mode, { create });
     } catch (e) {
       if (isSyncError(e) && e.code === 'ERR_LOCKED') throw new SyncError('ERR_BUSY', 'the volume is in use by another session (another process or another volume name for the same file)');
       throw e;
+    }
+  }
+
+  /**
+   * recover: settle the volume's journal for good, under the same locks as a
+   * push: roll an unfinished update back to the image from before it (or
+   * complete one that was verified), prove the result against the journal's
+   * hash, and say which. The way out when the pushing side is gone.
+   */
+  private async serveRecover(conn: Connection, vol: VolumeConfig): Promise<Record<string, unknown>> {
+    const lock = await this.lockImage(vol.path, 'write', false);
+    try {
+      const r = await recoverLocked(vol.path, journalPathFor(vol.path));
+      this.log({ level: 'info', msg: `recover: ${r.outcome}`, volume: Object.entries(this.config.volumes).find(([, v]) => v === vol)?.[0] ?? vol.path });
+      await conn.send({ type: MsgType.Recovered, outcome: r.outcome, imageSize: r.size });
+      return { outcome: r.outcome, imageSize: r.size };
+    } finally {
+      await lock.release();
     }
   }
 
@@ -388,7 +409,10 @@ export class ResyncServer {
 
   private async refuseUnfinished(vol: VolumeConfig): Promise<void> {
     if (await readJournal(journalPathFor(vol.path))) {
-      throw new SyncError('ERR_BUSY', 'an earlier push to this volume did not finish; push again to complete it before reading it');
+      throw new SyncError(
+        'ERR_BUSY',
+        "an earlier push to this volume did not finish: push again to complete it, or roll it back with 'resync recover HOST:PORT/VOLUME --secret-file FILE' before reading it",
+      );
     }
   }
 
@@ -402,7 +426,6 @@ export class ResyncServer {
       const progress = this.progressLogger(vol);
       const rs = await receiveSignatureWithPrepass(conn, img, progress, { indexUnchanged: false });
       const d = await sendDelta(conn, rs, img, progress, compress, subSums);
-      killPoint('pull-delta-sent');
       const res = await conn.recv();
       if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
       return { imageSize: img.size, matchedBytes: d.matchedBytes, literalBytes: d.literalBytes };
@@ -432,14 +455,24 @@ export class ResyncServer {
     };
   }
 
-  /** Writers are exclusive; readers share. Refuses instead of waiting. */
-  private lock(volume: string, write: boolean): () => void {
+  /**
+   * Writers are exclusive; readers share. Refuses instead of waiting, except
+   * for a writer whose peer is already gone: it is only settling its journal
+   * (a crashed client's immediate retry), so that is waited for, briefly.
+   */
+  private async lock(volume: string, write: boolean, conn: Connection): Promise<() => void> {
+    const w = this.writers.get(volume);
+    if (w?.conn.failed) await Promise.race([w.released, new Promise((r) => setTimeout(r, SETTLING_WAIT_MS).unref())]);
     if (this.writers.has(volume) || (write && (this.readers.get(volume) ?? 0) > 0)) {
       throw new SyncError('ERR_BUSY', `volume ${volume} is busy with another session`);
     }
     if (write) {
-      this.writers.add(volume);
-      return () => this.writers.delete(volume);
+      let done = (): void => undefined;
+      this.writers.set(volume, { conn, released: new Promise<void>((r) => (done = r)) });
+      return () => {
+        this.writers.delete(volume);
+        done();
+      };
     }
     this.readers.set(volume, (this.readers.get(volume) ?? 0) + 1);
     return () => this.readers.set(volume, (this.readers.get(volume) ?? 1) - 1);

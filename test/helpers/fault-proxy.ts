@@ -76,6 +76,16 @@ class Lane {
   private finished = false;
   /** The opposite direction of the same connection. */
   other: Lane | null = null;
+  private stallTimer: NodeJS.Timeout | null = null;
+
+  /** End a stall now (its time is up, or the test has seen what it waited for). */
+  endStall(): void {
+    if (this.stallTimer) clearTimeout(this.stallTimer);
+    this.stallTimer = null;
+    if (!this.stalled) return;
+    this.stalled = false;
+    this.pump();
+  }
 
   constructor(
     readonly direction: Direction,
@@ -151,10 +161,8 @@ class Lane {
         this.stalled = true;
         this.onFault('stall', this.forwarded);
         if (Number.isFinite(stall.ms)) {
-          setTimeout(() => {
-            this.stalled = false;
-            this.pump();
-          }, stall.ms).unref();
+          this.stallTimer = setTimeout(() => this.endStall(), stall.ms);
+          this.stallTimer.unref();
         }
         return;
       }
@@ -213,6 +221,7 @@ export class FaultProxy {
   /** Connections accepted so far. */
   accepted = 0;
   private readonly sockets = new Set<Socket>();
+  private readonly lanes = new Set<Lane>();
 
   private constructor(
     private readonly server: Server,
@@ -247,6 +256,11 @@ export class FaultProxy {
     return this.sockets.size;
   }
 
+  /** End every stall in progress: the stalled lanes forward what they hold and go on. */
+  endStalls(): void {
+    for (const l of this.lanes) l.endStall();
+  }
+
   /** Stop listening and drop every connection. */
   async close(): Promise<void> {
     for (const s of this.sockets) s.destroy();
@@ -279,6 +293,8 @@ export class FaultProxy {
     const down = new Lane('down', server, client, rules.down, (n) => (this.bytes.down += n), fault('down'), cutAll);
     up.other = down;
     down.other = up;
+    this.lanes.add(up);
+    this.lanes.add(down);
     client.on('close', () => {
       up.sourceClosed();
       down.destinationClosed();
@@ -303,5 +319,7 @@ export class FaultProxy {
   private dispose(up: Lane, down: Lane): void {
     up.dispose();
     down.dispose();
+    this.lanes.delete(up);
+    this.lanes.delete(down);
   }
 }

@@ -64,7 +64,7 @@ afterAll(async () => {
 describe('the main export', () => {
   test('offers the documented functions and error classes', () => {
     for (const name of [
-      'signatureFile', 'deltaFile', 'patchFile', 'recoverImage', 'push', 'pull', 'serve', 'serveConfigFile',
+      'signatureFile', 'deltaFile', 'patchFile', 'recoverImage', 'push', 'pull', 'recoverRemote', 'serve', 'serveConfigFile',
       'verifyFiles', 'verifyRemote', 'dryRunPush', 'dryRunPull', 'dryRunDelta', 'signatureOf', 'diff', 'applyDelta', 'isSyncError',
     ]) {
       expect(typeof (api as Record<string, unknown>)[name], name).toBe('function');

@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { hashImage } from '../../src/api-files.js';
 import { ResyncServer } from '../../src/net/server.js';
+import { SignatureFileDecoder } from '../../src/format/sigfile.js';
 import { makePair } from '../../bench/workload.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -184,6 +185,52 @@ describe('outputs: --force to replace, never an input', () => {
   });
 });
 
+describe('pull --no-in-place into a symbolic link', () => {
+  test('writes the file the link points to; the link stays', async () => {
+    const vol = join(d, 'pull-vol.img');
+    await copyFile(target, vol);
+    const secretText = randomBytes(24).toString('base64');
+    const secretFile = join(d, 'pull-secret');
+    await writeFile(secretFile, secretText, { mode: 0o600 });
+    const server = new ResyncServer({
+      host: '127.0.0.1',
+      port: 0,
+      secret: Buffer.from(secretText),
+      volumes: { v: { path: vol, writable: false } },
+      maxSessions: 4,
+      idleTimeoutMs: 10_000,
+      handshakeTimeoutMs: 10_000,
+    });
+    const port = await server.listen();
+    try {
+      const real = join(d, 'pull-real.img');
+      await copyFile(basis, real);
+      const lnk = join(d, 'pull-link.img');
+      await symlink('pull-real.img', lnk);
+      const r = await cli('pull', '-q', '--no-in-place', '--secret-file', secretFile, `127.0.0.1:${port}/v`, lnk);
+      expect(r.code, r.stderr).toBe(0);
+      expect((await lstat(lnk)).isSymbolicLink()).toBe(true);
+      expect((await hashImage(real)).equals(await hashImage(target))).toBe(true);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe('a signature whose stored basis hash was changed', () => {
+  test('fails at once with ERR_CORRUPT (exit 3), before any delta is written', async () => {
+    const bad = join(d, 'flipped.sig');
+    const b = await readFile(sig);
+    // SigEnd ends with basisHash (bin 8, 32 bytes) then the digest (bin 8, 32 bytes).
+    b[b.length - 50]! ^= 0x01;
+    await writeFile(bad, b);
+    const r = await cli('delta', bad, target, join(d, 'flipped.delta'));
+    expect(r.code).toBe(3);
+    expect(oneLine(r)).toContain('ERR_CORRUPT');
+    expect(existsSync(join(d, 'flipped.delta'))).toBe(false);
+  });
+});
+
 describe('inputs that are not files fail at once', () => {
   let fifo: string;
   beforeAll(async () => {
@@ -235,6 +282,9 @@ describe('option values', () => {
     ['--timeout without a value', ['push', 'IMG', '127.0.0.1:9/v', '--timeout'], 'timeout'],
     ['--timeout twice', ['push', 'IMG', '127.0.0.1:9/v', '--timeout', '5', '--timeout', '6'], '--timeout'],
     ['--block-size 12Q', ['push', 'IMG', '127.0.0.1:9/v', '-b', '12Q'], '--block-size'],
+    ['--secret-file twice', ['push', 'IMG', '127.0.0.1:9/v', '--secret-file', 'S', '--secret-file', 'S'], '--secret-file is given 2 times'],
+    ['--format twice', ['signature', '--format', 'rdiff', '--format', 'resync', 'IMG', 'x.sig'], '--format is given 2 times'],
+    ['-b and --block-size', ['push', 'IMG', '127.0.0.1:9/v', '-b', '4K', '--block-size', '8K'], '--block-size is given 2 times'],
     ['--max-ranges 0', ['verify', 'IMG', 'IMG', '--max-ranges', '0'], '--max-ranges'],
     ['--strong-len 7', ['signature', 'IMG', 'x.sig', '--strong-len', '7'], '--strong-len'],
     ['--sum-size 99', ['signature', '--format', 'rdiff', 'IMG', 'x.sig', '--sum-size', '99'], '--sum-size'],
@@ -332,6 +382,12 @@ describe('help', () => {
     }
   });
 
+  test('the unbundled build wraps at words too', async () => {
+    const r = await run(MAIN, ['push', '--help'], { env: { ...process.env, COLUMNS: '50' } });
+    expect(r.code).toBe(0);
+    expect(r.stdout.toString().replace(/\s+/g, ' ')).toContain('report what would be sent; nothing is written on either side');
+  });
+
   test('serve --help offers neither --json nor --progress, and describes --max-sessions', async () => {
     const help = (await cli('serve', '--help')).stdout.toString();
     expect(help).not.toContain('--json');
@@ -420,6 +476,19 @@ describe('- for standard input and output', () => {
     expect(dl.code, dl.stderr).toBe(0);
     const p = await run(BIN, ['patch', '-q', basis, '-', '-'], { stdin: dl.stdout });
     expect(p.code, p.stderr).toBe(0);
+    expect(p.stdout.equals(await readFile(target))).toBe(true);
+  });
+
+  test('without -q the summary goes to stderr: standard output holds the data alone', async () => {
+    const s = await run(BIN, ['signature', '-', '-'], { stdin: await readFile(basis) });
+    expect(s.code, s.stderr).toBe(0);
+    expect(s.stderr).toContain('signature: done');
+    const dec = new SignatureFileDecoder();
+    dec.push(s.stdout);
+    expect(dec.end().signature.params.imageSize).toBe((await stat(basis)).size);
+    const p = await run(BIN, ['patch', basis, delta, '-']);
+    expect(p.code, p.stderr).toBe(0);
+    expect(p.stderr).toContain('patch: done');
     expect(p.stdout.equals(await readFile(target))).toBe(true);
   });
 

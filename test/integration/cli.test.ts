@@ -155,8 +155,21 @@ describe('signature, delta, patch with --json', () => {
     const r = await cli('signature', basis, join(d, 'human.sig'));
     expect(r.code).toBe(0);
     expect(r.stderr).toBe('');
-    expect(r.stdout).toContain('signature: done');
-    expect(r.stdout).toContain('blockSize');
+    // One or two dense lines (the details in --json), not a line per field.
+    const lines = r.stdout.trimEnd().split('\n');
+    expect(lines.length, r.stdout).toBeLessThanOrEqual(2);
+    expect(lines[0]).toMatch(/^signature: done: 2\.0 MiB in [\d.]+ s .*; signature [\d.]+ KiB$/);
+    expect(r.stdout).toContain('block 2.0 KiB');
+  });
+
+  test.concurrent('--progress off a terminal: plain progress lines on stderr, for logs', async () => {
+    const r = await cli('signature', '--progress', basis, join(d, 'progress.sig'));
+    expect(r.code).toBe(0);
+    const lines = r.stderr.trimEnd().split('\n');
+    const progress = lines.filter((l) => l.startsWith('resync signature: signature '));
+    expect(progress.length, r.stderr).toBeGreaterThanOrEqual(1);
+    expect(progress.at(-1)).toMatch(/ 100% 2\.0 MiB\/2\.0 MiB .*\/s ETA 0:00$/);
+    expect(r.stderr).not.toContain('\x1b');
   });
 
   test('--json: a schema version and whole milliseconds in every object, success or failure', async () => {

@@ -70,5 +70,6 @@ test('a second connection gets its preamble and Challenge while a hostile pull s
   expect(copies).toEqual([]);
   hostile.destroy();
 
-  expect(served).toBeLessThan(2000);
+  // Before the bound the scan held the event loop for minutes here.
+  expect(served).toBeLessThan(5000);
 }, 120_000);

@@ -539,7 +539,9 @@ describe.skipIf(noTmpfs !== null)(`a full disk (tmpfs)${noTmpfs ? ` - skipped: $
   test('temp mode: ERR_NO_SPACE, the basis unchanged, the temp file removed', async () => {
     const m = await fresh();
     const basis = generateImage(3 * U, 29);
-    const target = Buffer.concat([basis, workloadBytes(29, 3 * U)]);
+    // The output is sparse (the basis's 1.5 U of zero pages are never written), so the new data alone
+    // must overflow: 1.5 U of the basis's data + 5 U new, beside the 3 U image, on an 8 U disk.
+    const target = Buffer.concat([basis, workloadBytes(29, 5 * U)]);
     const delta = await deltaFor('temp', basis, target);
     await writeFile(join(m, 'img'), basis);
     for (const out of [join(m, 'img'), join(m, 'new.img')]) {

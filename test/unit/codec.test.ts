@@ -136,7 +136,7 @@ describe('round trip', () => {
 
   test('every message type id has a name and a golden example', () => {
     const ids = Object.values(MsgType).sort((a, b) => a - b);
-    expect(ids).toEqual([0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x10, 0x11, 0x12, 0x13, 0x14, 0x20, 0x21, 0x22, 0x23, 0x30, 0x31, 0x40, 0x7f]);
+    expect(ids).toEqual([0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x10, 0x11, 0x12, 0x13, 0x14, 0x20, 0x21, 0x22, 0x23, 0x30, 0x31, 0x40, 0x41, 0x7f]);
     const covered = new Set(Object.values(GOLDEN).map((m) => m.type));
     for (const id of ids) {
       expect(messageName(id)).not.toMatch(/^0x/);
@@ -352,8 +352,16 @@ describe('validation', () => {
     expectCorrupt([MsgType.SubSums, 0, 'sums']);
   });
 
+  test('Recovered: an unknown outcome or a bad size is ERR_CORRUPT; Open accepts the recover mode', () => {
+    expect(expectCorrupt([MsgType.Recovered, 'maybe', 1]).message).toMatch(/unknown outcome/);
+    expect(expectCorrupt([MsgType.Recovered, 'completed', -1]).message).toMatch(/image size/);
+    expect(expectCorrupt([MsgType.Recovered, 'completed']).message).toMatch(/Recovered/);
+    const open = { type: MsgType.Open, mode: 'recover', volume: 'v', imageSize: 0, blockSize: 0, resumeId: '' } as const;
+    expect(decodeMessage(encodeMessage(open))).toEqual(open);
+  });
+
   test('unknown message types are ERR_CORRUPT', () => {
-    for (const t of [0x00, 0x08, 0x0f, 0x15, 0x24, 0x32, 0x41, 0x7e, 0x80, 0xff, 0x1234]) {
+    for (const t of [0x00, 0x08, 0x0f, 0x15, 0x24, 0x32, 0x42, 0x7e, 0x80, 0xff, 0x1234]) {
       expect(expectCorrupt([t, 1, 2]).message).toMatch(/unknown message type/);
     }
     expectCorrupt([-1]);

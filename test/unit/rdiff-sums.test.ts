@@ -116,6 +116,28 @@ describe('rolling in O(1)', () => {
       return true;
     },
   );
+
+  fcTest.prop([fc.uint8Array({ maxLength: 700 }), fc.array(fc.nat(), { maxLength: 5 }), fc.constantFrom(...KINDS)])(
+    'update in any pieces equals rolling the bytes in one at a time (the interleaved RabinKarp loop)',
+    (data, cutsRaw, kind) => {
+      const one = kind === 'rollsum' ? new Rollsum() : new RabinKarp();
+      for (const b of data) one.rollIn(b);
+      const cuts = [...new Set(cutsRaw.map((c) => c % (data.length + 1)))].sort((a, b) => a - b);
+      const r = kind === 'rollsum' ? new Rollsum() : new RabinKarp();
+      let prev = 0;
+      for (const c of [...cuts, data.length]) {
+        r.update(data, prev, c);
+        prev = c;
+      }
+      expect(r.digest()).toBe(one.digest());
+      expect(r.count).toBe(data.length);
+      // The window then rolls on correctly (mult kept right).
+      if (data.length > 1) {
+        r.rollOut(data[0]!);
+        expect(r.digest()).toBe(weakSum(kind, data, 1, data.length));
+      }
+    },
+  );
 });
 
 describe('strong sums', () => {
@@ -153,5 +175,22 @@ describe('strong sums', () => {
     expect(Buffer.from(m.sum(z, 0, 4096))).toEqual(Buffer.from(md4(z)));
     const b = new RdiffStrongSummer('blake2', 32);
     expect(Buffer.from(b.sum(z, 1024, 4096))).toEqual(Buffer.from(blake2b(new Uint8Array(3072), { dkLen: 32 })));
+  });
+});
+
+describe('BLAKE2b strong sums: native and JS agree', () => {
+  test('the native binding loads here, and gives the JS BLAKE2b-256 at every length and truncation', async () => {
+    const { nativeBlake2b } = await import('../../src/core/strong.js');
+    expect(nativeBlake2b(32)).not.toBeNull();
+    const data = Uint8Array.from({ length: 70_000 }, (_, i) => (i * 31 + (i >> 7)) & 0xff);
+    for (const len of [8, 16, 32]) {
+      const native = new RdiffStrongSummer('blake2', len);
+      const js = new RdiffStrongSummer('blake2', len, true);
+      for (const [s, e] of [[0, 0], [0, 1], [5, 133], [100, 16_484], [0, 70_000], [1000, 1000 + 2048]] as const) {
+        const want = Buffer.from(blake2b(data.subarray(s, e), { dkLen: 32 })).subarray(0, len);
+        expect(Buffer.from(native.sum(data, s, e)).equals(want)).toBe(true);
+        expect(Buffer.from(js.sum(data, s, e)).equals(want)).toBe(true);
+      }
+    }
   });
 });

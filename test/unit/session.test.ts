@@ -53,6 +53,9 @@ function legal(mode: Mode, chunks = 2, ops: number[] = [MsgType.Copy, MsgType.Li
       return [...HANDSHAKE, ...signature, ...delta(S, ops), [C, MsgType.Result]];
     case 'verify':
       return [...HANDSHAKE, ...signature, [C, MsgType.Result]];
+    case 'recover':
+      // No Ready, no signature: the server settles the volume and answers.
+      return [...HANDSHAKE.slice(0, -1), [S, MsgType.Recovered]];
   }
 }
 
@@ -255,6 +258,37 @@ describe('out-of-order messages throw ERR_UNEXPECTED_MESSAGE', () => {
     const m = run(mode, legal(mode));
     expect(m.expected()).toEqual([]);
     for (const from of [C, S]) for (const type of ALL_TYPES.filter((t) => t !== MsgType.Error)) expect(stepError(m, from, type).code).toBe('ERR_UNEXPECTED_MESSAGE');
+  });
+});
+
+describe('recover (capability "recover")', () => {
+  test('Open(recover) is answered by Recovered from the server, and the session is done', () => {
+    const m = run('recover', legal('recover'));
+    expect(m.done).toBe(true);
+    expect(m.sessionMode).toBe('recover');
+  });
+
+  test('at every position, every message but the expected one is refused (a Ready or a signature after Open(recover) too)', () => {
+    const seq = legal('recover');
+    for (let i = 0; i <= seq.length; i++) {
+      const allowed = run('recover', seq.slice(0, i)).expected();
+      for (const from of [C, S]) {
+        for (const type of ALL_TYPES) {
+          if (type === MsgType.Error || allowed.some(([s, t]) => s === from && t === type)) continue;
+          const m = run('recover', seq.slice(0, i));
+          expect(stepError(m, from, type, type === MsgType.Open ? 'recover' : undefined).code).toBe('ERR_UNEXPECTED_MESSAGE');
+        }
+      }
+    }
+    const m = run('recover', seq.slice(0, -1));
+    expect(stepError(m, S, MsgType.Ready).code).toBe('ERR_UNEXPECTED_MESSAGE');
+  });
+
+  test('Recovered is refused in a push, pull or verify session', () => {
+    for (const mode of MODES) {
+      const m = run(mode, HANDSHAKE);
+      expect(stepError(m, S, MsgType.Recovered).code).toBe('ERR_UNEXPECTED_MESSAGE');
+    }
   });
 });
 

@@ -7,7 +7,7 @@ const rdiffApi = () => import('../../api-rdiff.js');
 import { ParamError } from '../../core/errors.js';
 import { RDIFF_DEFAULT_SIG_TYPE, RDIFF_SIG_TYPES, type RdiffSigType } from '../../format/rdiff/constants.js';
 import type { StrongAlg } from '../../core/strong.js';
-import { intOption, sizeOption } from '../args.js';
+import { intOption, secondsOption, sizeOption } from '../args.js';
 import { fileKind, formatHint } from '../hints.js';
 import { checkInput, prepareOutput, type NamedInput } from '../paths.js';
 import { STDIO } from '../stdio.js';
@@ -248,15 +248,22 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
     )
     .command(
       'recover <image>',
-      'Resolve an interrupted --in-place patch: finish it if it was verified, else roll IMAGE back to its original contents',
+      'Resolve an interrupted in-place update: finish it if it was verified, else roll IMAGE back to its original contents (checked against the hash in its journal). IMAGE may be HOST:PORT/VOLUME: the server then does it to the volume (an interrupted push whose primary is gone)',
       (a) =>
         outputOptions(a, { progress: false })
-          .positional('image', { type: 'string', demandOption: true, describe: 'the image an in-place patch or pull was interrupted on' })
-          .example('$0 recover recovery.img', 'finish or roll back what recovery.img.resync-journal describes'),
+          .positional('image', { type: 'string', demandOption: true, describe: 'an image an in-place patch or pull was interrupted on, or HOST:PORT/VOLUME' })
+          .option('secret-file', { type: 'string', describe: 'HOST:PORT/VOLUME: file holding the shared secret (or RESYNC_SECRET_FILE)' })
+          .option('tls', { type: 'boolean', default: false, describe: 'HOST:PORT/VOLUME: connect over TLS' })
+          .option('tls-ca', { type: 'string', describe: 'HOST:PORT/VOLUME: PEM CA certificate to trust for --tls' })
+          .option('timeout', { requiresArg: true, coerce: secondsOption('timeout'), default: 300, describe: 'HOST:PORT/VOLUME: seconds of silence before giving up' })
+          .example('$0 recover recovery.img', 'finish or roll back what recovery.img.resync-journal describes')
+          .example('$0 recover dr:7873/vm1 --secret-file S', 'roll back an interrupted push on the server when the primary is gone'),
       (argv) =>
         runCommand('recover', argv, async () => {
+          const net = await import('./net.js');
+          if (net.isRemoteVolume(argv.image)) return net.recoverRemoteCommand(argv);
           const outcome = await (await filesApi()).recoverImage(argv.image);
-          return { image: argv.image, outcome };
+          return { image: argv.image, outcome, verified: outcome !== 'nothing' };
         }, undefined, () => localInterrupted(argv.image, 'there was nothing to recover', `run \`resync recover ${shq(argv.image)}\` again to finish settling it`)),
     );
 }

@@ -17,6 +17,7 @@ import { dryRunSummary, parseBwlimit } from './ops.js';
 import { localInterrupted, outputOptions, runCommand, type CommonArgs, type Interruption } from '../run.js';
 import { resolve } from 'node:path';
 import { readFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import type { ClientTls } from '../../net/connection.js';
 import { parseSshRemote, splitCommand } from '../../net/ssh.js';
 import { ioError } from '../../io/errors.js';
@@ -94,6 +95,22 @@ async function clientOptionsFrom(
     secret,
     tls: await clientTls(argv.tls, argv['tls-ca']),
   };
+}
+
+/** A `recover` argument that names a remote volume (HOST:PORT/VOLUME) rather than a local image. */
+export function isRemoteVolume(arg: string): boolean {
+  return /^[^/\s]+:\d{1,5}\/[A-Za-z0-9._-]{1,128}$/.test(arg) && !existsSync(arg);
+}
+
+/** `resync recover HOST:PORT/VOLUME`: the server rolls back (or completes) the volume's unfinished update. */
+export async function recoverRemoteCommand(argv: { image: string; 'secret-file'?: string | undefined; timeout: number; tls: boolean; 'tls-ca'?: string | undefined }): Promise<Record<string, unknown>> {
+  const r = await (await clientMod()).recoverRemote({
+    ...parseRemote(argv.image),
+    secret: await readSecretFile(secretFileArg(argv['secret-file'])),
+    idleTimeoutMs: argv.timeout * 1000,
+    tls: await clientTls(argv.tls, argv['tls-ca']),
+  });
+  return { image: argv.image, outcome: r.outcome, imageSize: r.imageSize, verified: true };
 }
 
 function secretFileArg(v: string | undefined): string {
@@ -289,11 +306,11 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           'push',
           argv,
           async (progress) => {
-          await checkInput(argv.image, 'IMAGE');
-          const opts = await clientOptionsFrom(argv, progress);
-          if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPush(argv.image, opts));
-          const res = await (await clientMod()).push(argv.image, opts);
-          return summary(res);
+            await checkInput(argv.image, 'IMAGE');
+            const opts = await clientOptionsFrom(argv, progress);
+            if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPush(argv.image, opts));
+            const res = await (await clientMod()).push(argv.image, opts);
+            return summary(res);
           },
           (e) => networkHint(e, argv.remote),
           () => pushInterrupted(argv),
@@ -316,13 +333,13 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           'pull',
           argv,
           async (progress) => {
-          await checkInput(argv.image, 'IMAGE');
-          // A temp file renamed over a symbolic link would replace the link: write the file it points to.
-          const image = argv['in-place'] || argv['dry-run'] ? argv.image : await prepareOutput(argv.image, 'IMAGE', { force: true, inputs: [], usage: 'resync pull REMOTE IMAGE' });
-          const opts = await clientOptionsFrom(argv, progress);
-          if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPull(image, opts));
-          const res = await (await clientMod()).pull(image, { ...opts, inPlace: argv['in-place'] });
-          return summary(res);
+            await checkInput(argv.image, 'IMAGE');
+            // A temp file renamed over a symbolic link would replace the link: write the file it points to.
+            const image = argv['in-place'] || argv['dry-run'] ? argv.image : await prepareOutput(argv.image, 'IMAGE', { force: true, inputs: [], usage: 'resync pull REMOTE IMAGE' });
+            const opts = await clientOptionsFrom(argv, progress);
+            if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPull(image, opts));
+            const res = await (await clientMod()).pull(image, { ...opts, inPlace: argv['in-place'] });
+            return summary(res);
           },
           (e) => networkHint(e, argv.remote),
           () =>

@@ -135,54 +135,54 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
         'verify',
         argv,
         async (progress) => {
-        const blockSize = argv['block-size'];
-        // [user@]host:/path is compared over ssh unless a local file has that name.
-        const { parseSshRemote, splitCommand } = await import('../../net/ssh.js');
-        const viaSsh = !isRemoteSpec(argv.b) && !existsSync(argv.b) ? parseSshRemote(argv.b) : null;
-        if (viaSsh) {
-          if (argv['secret-file'] !== undefined || argv.tls || argv['tls-ca'] !== undefined) throw new ParamError('--secret-file, --tls and --tls-ca do not apply to an ssh remote (HOST:/path)');
+          const blockSize = argv['block-size'];
+          // [user@]host:/path is compared over ssh unless a local file has that name.
+          const { parseSshRemote, splitCommand } = await import('../../net/ssh.js');
+          const viaSsh = !isRemoteSpec(argv.b) && !existsSync(argv.b) ? parseSshRemote(argv.b) : null;
+          if (viaSsh) {
+            if (argv['secret-file'] !== undefined || argv.tls || argv['tls-ca'] !== undefined) throw new ParamError('--secret-file, --tls and --tls-ca do not apply to an ssh remote (HOST:/path)');
+            await checkInput(argv.a, 'A');
+            const r = await (await verifyMod()).verifyRemote(argv.a, {
+              host: viaSsh.host,
+              port: 0,
+              volume: viaSsh.path,
+              secret: new Uint8Array(0),
+              ssh: { rsh: splitCommand(argv.rsh ?? 'ssh'), host: viaSsh.host, remoteResync: argv['remote-resync'] ?? 'resync' },
+              blockSize,
+              maxRanges: argv['max-ranges'],
+              idleTimeoutMs: argv.timeout * 1000,
+              bwlimit: parseBwlimit(argv.bwlimit),
+              onProgress: progress,
+            });
+            differ = !r.identical;
+            return verifySummary(r, argv.json, { remote: argv.b, bytesSent: r.bytesSent, bytesReceived: r.bytesReceived, elapsedMs: r.elapsedMs });
+          }
+          if (argv.rsh !== undefined || argv['remote-resync'] !== undefined) throw new ParamError('--rsh and --remote-resync apply when B is an ssh remote ([user@]host:/path)');
+          const remote = isRemoteSpec(argv.b);
+          if (!remote && (argv['secret-file'] !== undefined || argv.bwlimit !== undefined || argv.tls || argv['tls-ca'] !== undefined)) {
+            throw new ParamError(`--secret-file, --bwlimit, --tls and --tls-ca apply when B is a remote volume (HOST:PORT/VOLUME); ${argv.b} is a local path`);
+          }
           await checkInput(argv.a, 'A');
-          const r = await (await verifyMod()).verifyRemote(argv.a, {
-            host: viaSsh.host,
-            port: 0,
-            volume: viaSsh.path,
-            secret: new Uint8Array(0),
-            ssh: { rsh: splitCommand(argv.rsh ?? 'ssh'), host: viaSsh.host, remoteResync: argv['remote-resync'] ?? 'resync' },
-            blockSize,
-            maxRanges: argv['max-ranges'],
-            idleTimeoutMs: argv.timeout * 1000,
-            bwlimit: parseBwlimit(argv.bwlimit),
-            onProgress: progress,
-          });
+          if (!remote) await checkInput(argv.b, 'B');
+          if (remote) {
+            const f = argv['secret-file'] ?? process.env.RESYNC_SECRET_FILE;
+            if (!f) throw new ParamError('no shared secret: pass --secret-file FILE (or set RESYNC_SECRET_FILE) to verify against a remote volume');
+            const r = await (await verifyMod()).verifyRemote(argv.a, {
+              ...parseRemote(argv.b),
+              secret: await readSecretFile(f),
+              blockSize,
+              maxRanges: argv['max-ranges'],
+              idleTimeoutMs: argv.timeout * 1000,
+              bwlimit: parseBwlimit(argv.bwlimit),
+              tls: await tlsOptions(argv.tls, argv['tls-ca']),
+              onProgress: progress,
+            });
+            differ = !r.identical;
+            return verifySummary(r, argv.json, { remote: argv.b, bytesSent: r.bytesSent, bytesReceived: r.bytesReceived, elapsedMs: r.elapsedMs });
+          }
+          const r = await (await verifyMod()).verifyFiles(argv.a, argv.b, { blockSize, maxRanges: argv['max-ranges'], onProgress: progress });
           differ = !r.identical;
-          return verifySummary(r, argv.json, { remote: argv.b, bytesSent: r.bytesSent, bytesReceived: r.bytesReceived, elapsedMs: r.elapsedMs });
-        }
-        if (argv.rsh !== undefined || argv['remote-resync'] !== undefined) throw new ParamError('--rsh and --remote-resync apply when B is an ssh remote ([user@]host:/path)');
-        const remote = isRemoteSpec(argv.b);
-        if (!remote && (argv['secret-file'] !== undefined || argv.bwlimit !== undefined || argv.tls || argv['tls-ca'] !== undefined)) {
-          throw new ParamError(`--secret-file, --bwlimit, --tls and --tls-ca apply when B is a remote volume (HOST:PORT/VOLUME); ${argv.b} is a local path`);
-        }
-        await checkInput(argv.a, 'A');
-        if (!remote) await checkInput(argv.b, 'B');
-        if (remote) {
-          const f = argv['secret-file'] ?? process.env.RESYNC_SECRET_FILE;
-          if (!f) throw new ParamError('no shared secret: pass --secret-file FILE (or set RESYNC_SECRET_FILE) to verify against a remote volume');
-          const r = await (await verifyMod()).verifyRemote(argv.a, {
-            ...parseRemote(argv.b),
-            secret: await readSecretFile(f),
-            blockSize,
-            maxRanges: argv['max-ranges'],
-            idleTimeoutMs: argv.timeout * 1000,
-            bwlimit: parseBwlimit(argv.bwlimit),
-            tls: await tlsOptions(argv.tls, argv['tls-ca']),
-            onProgress: progress,
-          });
-          differ = !r.identical;
-          return verifySummary(r, argv.json, { remote: argv.b, bytesSent: r.bytesSent, bytesReceived: r.bytesReceived, elapsedMs: r.elapsedMs });
-        }
-        const r = await (await verifyMod()).verifyFiles(argv.a, argv.b, { blockSize, maxRanges: argv['max-ranges'], onProgress: progress });
-        differ = !r.identical;
-        return verifySummary(r, argv.json, { elapsedMs: r.elapsedMs });
+          return verifySummary(r, argv.json, { elapsedMs: r.elapsedMs });
         },
         (e) => (isRemoteSpec(argv.b) || argv.b.includes(':') ? networkHint(e, argv.b) : undefined),
       );

@@ -25,7 +25,7 @@
 import { ParamError } from '../../core/errors.js';
 import { MAX_LITERAL, MAX_WEAK_COLLISIONS } from '../../core/limits.js';
 import type { DeltaOp, DeltaStats } from '../../core/ops.js';
-import { OpCoalescer, joinTail } from '../../core/coalescer.js';
+import { OpCoalescer, TailStore } from '../../core/coalescer.js';
 import { ConstantRun, StrongBudget } from '../../core/strongbudget.js';
 import { RDIFF_MAX_MISS_LEN } from './constants.js';
 import { RdiffStrongSummer, WEAK_MIX, type RdiffSignature } from './signature.js';
@@ -42,6 +42,8 @@ export interface RdiffMatcherOptions {
 /** Streaming delta generator over one rdiff signature. */
 export class RdiffDeltaMatcher {
   private readonly ops = new OpCoalescer();
+  /** Holds what the scan keeps between pushes (see TailStore). */
+  private readonly tail = new TailStore();
   /** What the scan produced so far. */
   get stats(): DeltaStats {
     return this.ops.stats;
@@ -124,13 +126,42 @@ export class RdiffDeltaMatcher {
     this.scanned += data.length;
     const out: DeltaOp[] = [];
     if (data.length === 0) return out;
-    // Keep only the pending literal and the window, then append.
-    this.buf = joinTail(this.buf.subarray(this.lit), data);
+    const kept = this.buf.length - this.lit;
+    const bridge = 2 * this.bs;
+    if (kept > 0 && data.length > bridge) {
+      // What is kept goes into the store with only the start of data (a
+      // bridge for the window to cross); once the scan has nothing pending
+      // before data (a match landed in it), it goes on in data itself, so a
+      // chunk is copied only through literal regions. Cutting the input here
+      // changes nothing: the scan does not depend on where pushes end.
+      this.append(data.subarray(0, bridge));
+      this.scan(out);
+      if (this.lit >= kept) {
+        this.buf = data;
+        this.bufPos += kept;
+        this.p -= kept;
+        this.lit -= kept;
+      } else {
+        this.append(data.subarray(bridge));
+      }
+    } else {
+      this.append(data);
+    }
+    this.scan(out);
+    // Hold no view of `data` past this call: what the next push needs moves into our own store.
+    this.buf = this.tail.keep(this.buf, this.lit);
     this.bufPos += this.lit;
     this.p -= this.lit;
     this.lit = 0;
-    this.scan(out);
     return out;
+  }
+
+  /** Drop what is decided (before lit) and append `data` behind what is kept. */
+  private append(data: Uint8Array): void {
+    this.buf = this.tail.join(this.buf, this.lit, data);
+    this.bufPos += this.lit;
+    this.p -= this.lit;
+    this.lit = 0;
   }
 
   /** The new file is complete: shrink the window over the tail and flush. */
@@ -253,8 +284,7 @@ export class RdiffDeltaMatcher {
   private emitLiteral(upTo: number, out: DeltaOp[]): void {
     const s = this.lit;
     if (upTo <= s) return;
-    // A view is safe: push() never writes a buffer (see joinTail).
-    this.ops.literal(this.buf.subarray(s, upTo), out);
+    this.ops.literal(this.tail.view(this.buf, s, upTo), out);
     this.lit = upTo;
   }
 

@@ -110,9 +110,24 @@ export class RabinKarp implements WeakSum {
   }
 
   update(buf: Uint8Array, start: number, end: number): void {
-    let h = this.hash;
-    for (let i = start; i < end; i++) h = (Math.imul(h, RABINKARP_MULT) + buf[i]!) | 0;
     const n = end - start;
+    // Four interleaved Horner chains with multiplier M^4 (byte i goes to chain
+    // i mod 4), combined with M^3..M^0: the same sum, but the multiplies no
+    // longer wait on each other. The scan recomputes a whole block after every
+    // match, so this runs over every matched byte.
+    const n4 = n - (n % 4);
+    let c0 = 0;
+    let c1 = 0;
+    let c2 = 0;
+    let c3 = 0;
+    for (let i = start; i < start + n4; i += 4) {
+      c0 = (Math.imul(c0, RK_M4) + buf[i]!) | 0;
+      c1 = (Math.imul(c1, RK_M4) + buf[i + 1]!) | 0;
+      c2 = (Math.imul(c2, RK_M4) + buf[i + 2]!) | 0;
+      c3 = (Math.imul(c3, RK_M4) + buf[i + 3]!) | 0;
+    }
+    let h = (Math.imul(this.hash, rabinKarpPow(n4)) + Math.imul(c0, RK_M3) + Math.imul(c1, RK_M2) + Math.imul(c2, RABINKARP_MULT) + c3) | 0;
+    for (let i = start + n4; i < end; i++) h = (Math.imul(h, RABINKARP_MULT) + buf[i]!) | 0;
     this.hash = h;
     this.mult = Math.imul(this.mult, rabinKarpPow(n));
     this.count += n;
@@ -183,3 +198,8 @@ function triangle16(n: number): number {
   const b = n % 2 === 0 ? n + 1 : (n + 1) / 2;
   return Math.imul(a % 0x10000, b % 0x10000) & 0xffff;
 }
+
+/** M^2, M^3 and M^4 mod 2^32, for RabinKarp.update's interleaved chains. */
+const RK_M2 = Math.imul(RABINKARP_MULT, RABINKARP_MULT);
+const RK_M3 = Math.imul(RK_M2, RABINKARP_MULT);
+const RK_M4 = Math.imul(RK_M2, RK_M2);
