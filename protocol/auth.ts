@@ -12,6 +12,16 @@ import { NONCE_LEN } from './codec.js';
 const CLIENT_LABEL = Buffer.from('resync/1 client');
 const SERVER_LABEL = Buffer.from('resync/1 server');
 
+/**
+ * Announced in the Challenge by a server on a transport that already
+ * authenticated the peer (ssh runs `resync serve --stdio`): the Auth/AuthOk
+ * exchange that follows uses an empty key and proves nothing. Only a client
+ * that started such a transport itself accepts it; a TCP client refuses it.
+ */
+export const PREAUTH_CAP = 'preauth';
+/** The HMAC key of a preauthenticated exchange. */
+export const PREAUTH_KEY: Uint8Array = new Uint8Array(0);
+
 /** A fresh random nonce. */
 export function newNonce(): Buffer {
   return randomBytes(NONCE_LEN);

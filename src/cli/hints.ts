@@ -49,6 +49,8 @@ export async function formatHint(path: string, want: 'signature' | 'delta', form
 export function networkHint(e: unknown, remote: string): string | undefined {
   if (!isSyncError(e)) return undefined;
   const addr = remote.replace(/\/[^/]*$/, '');
+  if (e.code === 'ERR_AUTH' && e.details.sshStatus === 255) return 'ssh refused the login: check the key (-e \'ssh -i KEY\'), the user and the host key';
+  if (e.code === 'ERR_CONNECTION' && e.details.errno === 'ENOENT' && e.message.startsWith('cannot run')) return 'install an ssh client, or name it with --rsh';
   if (e.code === 'ERR_AUTH') return 'check that --secret-file (or RESYNC_SECRET_FILE) holds the same secret as the server';
   if (e.code === 'ERR_CONNECTION' && e.details.errno === 'ECONNREFUSED') return `nothing is listening on ${addr}: is 'resync serve' running there, on that port?`;
   if (e.code === 'ERR_CONNECTION' && (e.details.errno === 'ENOTFOUND' || e.details.errno === 'EAI_AGAIN')) return `the host in ${addr} could not be resolved`;

@@ -31,7 +31,7 @@ function commandOf(names: readonly string[]): string | undefined {
 }
 
 /** Options meant to be given more than once. */
-const REPEATABLE = new Set(['volume']);
+const REPEATABLE = new Set(['volume', 'allow']);
 
 const COMMANDS = ['signature', 'delta', 'patch', 'recover', 'serve', 'push', 'pull', 'verify', 'demo'] as const;
 
@@ -61,7 +61,7 @@ cli = demoCommand(cli);
 void cli
   .middleware((argv) => {
     for (const [k, v] of Object.entries(argv)) if (v === DASH) argv[k] = '-';
-    // yargs makes an option given twice an array, which no command expects (only --volume repeats):
+    // yargs makes an option given twice an array, which no command expects (only --volume and --allow repeat):
     // which one was meant? Refused rather than one picked.
     const twice = Object.keys(argv).filter((k) => k !== '_' && !REPEATABLE.has(k) && Array.isArray(argv[k]) && !/[A-Z]/.test(k));
     const named = twice.find((k) => k.length > 1) ?? twice[0];

@@ -6,7 +6,8 @@ import { defaultBlockSize } from '../core/signature.js';
 import { assertUnchanged, imageStamp, openImage, openOrCreateImage, type ImageHandle } from '../io/image.js';
 import { lockImage } from '../io/lock.js';
 import { MsgType, PROTOCOL_VERSION } from '../../protocol/constants.js';
-import { clientProof, macEquals, newNonce, serverProof } from '../../protocol/auth.js';
+import { clientProof, macEquals, newNonce, serverProof, PREAUTH_CAP, PREAUTH_KEY } from '../../protocol/auth.js';
+import { dialSsh, type SshTarget } from './ssh.js';
 import type { ReadyMsg } from '../../protocol/messages.js';
 import type { ProgressFn } from '../api-files.js';
 import { dial, type ClientTls, type Connection } from './connection.js';
@@ -20,8 +21,11 @@ import { settleJournal } from '../io/inplace.js';
 export interface ClientOptions {
   host: string;
   port: number;
+  /** The volume name; over ssh, the image's path on the far side. */
   volume: string;
   secret: Uint8Array;
+  /** Reach the far side through ssh (`resync serve --stdio` there) instead of TCP; host, port and secret are unused. */
+  ssh?: SshTarget | undefined;
   blockSize?: number | undefined;
   /** Connect over TLS, verifying the server's certificate. */
   tls?: ClientTls | undefined;
@@ -51,26 +55,51 @@ export interface SyncResult extends DeltaStats {
 
 /** Connect and authenticate (mutually): resolves once the server proved it knows the secret too. */
 export async function connectAuthenticated(opts: ClientOptions): Promise<Connection> {
+  if (opts.ssh) {
+    const { conn, explain } = dialSsh(opts.ssh, { idleTimeoutMs: opts.idleTimeoutMs ?? 300_000, bwlimit: opts.bwlimit });
+    try {
+      return await handshake(conn, opts, true);
+    } catch (e) {
+      const why = await explain(e);
+      conn.destroy();
+      throw why;
+    }
+  }
   const conn = await dial(opts.host, opts.port, { tls: opts.tls, idleTimeoutMs: opts.idleTimeoutMs ?? 300_000, bwlimit: opts.bwlimit });
   try {
-    await conn.exchangePreamble();
-    await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify', SUBSUMS_CAP, ...(opts.compress ? ['compress'] : [])] });
-    const ch = await conn.recv();
-    if (ch.type !== MsgType.Challenge) throw new SyncError('ERR_PROTOCOL', 'expected a challenge');
-    conn.peerCaps = ch.caps;
-    if (ch.version !== PROTOCOL_VERSION) throw new SyncError('ERR_VERSION', `server speaks protocol version ${ch.version}`);
-    const cn = newNonce();
-    await conn.send({ type: MsgType.Auth, clientNonce: cn, mac: clientProof(opts.secret, ch.nonce, cn) });
-    const ok = await conn.recv();
-    if (ok.type !== MsgType.AuthOk) throw new SyncError('ERR_PROTOCOL', 'expected authentication result');
-    if (!macEquals(ok.mac, serverProof(opts.secret, ch.nonce, cn))) {
-      throw new SyncError('ERR_AUTH', 'the server could not prove it knows the shared secret');
-    }
-    return conn;
+    return await handshake(conn, opts, false);
   } catch (e) {
     conn.destroy();
     throw e;
   }
+}
+
+/**
+ * Hello, Challenge, Auth, AuthOk. Over ssh (`preauth`) the far side must be a
+ * `serve --stdio` announcing PREAUTH_CAP and the proofs use the empty key;
+ * over TCP a server announcing it is refused (it would prove nothing).
+ */
+async function handshake(conn: Connection, opts: ClientOptions, preauth: boolean): Promise<Connection> {
+  await conn.exchangePreamble();
+  await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify', SUBSUMS_CAP, ...(opts.compress ? ['compress'] : [])] });
+  const ch = await conn.recv();
+  if (ch.type !== MsgType.Challenge) throw new SyncError('ERR_PROTOCOL', 'expected a challenge');
+  conn.peerCaps = ch.caps;
+  if (ch.version !== PROTOCOL_VERSION) throw new SyncError('ERR_VERSION', `server speaks protocol version ${ch.version}`);
+  if (ch.caps.includes(PREAUTH_CAP) !== preauth) {
+    throw preauth
+      ? new SyncError('ERR_PROTOCOL', 'the far side is not a `resync serve --stdio` (check --remote-resync and any forced command)')
+      : new SyncError('ERR_AUTH', 'the server offers a session without the shared secret over TCP; refused');
+  }
+  const key = preauth ? PREAUTH_KEY : opts.secret;
+  const cn = newNonce();
+  await conn.send({ type: MsgType.Auth, clientNonce: cn, mac: clientProof(key, ch.nonce, cn) });
+  const ok = await conn.recv();
+  if (ok.type !== MsgType.AuthOk) throw new SyncError('ERR_PROTOCOL', 'expected authentication result');
+  if (!macEquals(ok.mac, serverProof(key, ch.nonce, cn))) {
+    throw new SyncError('ERR_AUTH', 'the server could not prove it knows the shared secret');
+  }
+  return conn;
 }
 
 /** Open a session on the volume after authentication; returns the server's Ready. */

@@ -1,11 +1,13 @@
 /**
- * A framed message connection over a TCP socket: preamble exchange, msgpack
+ * A framed message connection over a TCP socket (or any byte stream, such as an
+ * ssh child's pipes): preamble exchange, msgpack
  * frames with the size limit checked before buffering, send with backpressure
  * (waits for 'drain'), receive with flow control (pauses the socket when too
  * many messages wait), and an idle timeout. Every message sent or received is
  * run through the session state machine.
  */
-import { connect as netConnect, isIP, type Socket } from 'node:net';
+import { connect as netConnect, isIP, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
 import { SyncError, isSyncError, type ErrorCode } from '../core/errors.js';
 import { MAX_FRAME } from '../core/limits.js';
@@ -73,22 +75,29 @@ export class Connection {
   private idleMs: number;
   private readonly throttle: Throttle | null;
   private readonly readThrottle: Throttle | null;
+  /** Idle timer for streams that are not sockets (a socket keeps its own). */
+  private idleTimer: NodeJS.Timeout | null = null;
   bytesIn = 0;
   bytesOut = 0;
   /** Capabilities the peer announced in its Hello or Challenge. */
   peerCaps: string[] = [];
 
   constructor(
-    readonly socket: Socket,
+    readonly socket: Duplex,
     readonly side: Side,
     opts: ConnectionOptions,
   ) {
     this.frames = new FrameDecoder(opts.maxFrame ?? MAX_FRAME);
     this.throttle = opts.bwlimit ? new Throttle(opts.bwlimit) : null;
     this.readThrottle = opts.bwlimit ? new Throttle(opts.bwlimit) : null;
-    socket.setNoDelay(true);
     this.idleMs = opts.idleTimeoutMs;
-    socket.setTimeout(opts.idleTimeoutMs, () => this.fail(new SyncError('ERR_TIMEOUT', `no traffic from the peer for ${Math.round(this.idleMs / 1000)} s`)));
+    if (socket instanceof Socket) {
+      socket.setNoDelay(true);
+      socket.setTimeout(opts.idleTimeoutMs, () => this.onIdle());
+    } else {
+      this.armIdle();
+      socket.once('close', () => this.disarmIdle());
+    }
     socket.on('data', (d: Buffer) => this.onData(d));
     socket.on('error', (e: NodeJS.ErrnoException) =>
       this.fail(new SyncError('ERR_CONNECTION', `connection error: ${e.code ?? e.message}`, { errno: e.code }, { cause: e })),
@@ -111,7 +120,30 @@ export class Connection {
   /** Change the idle timeout (e.g. short before authentication, longer after). */
   setIdleTimeout(ms: number): void {
     this.idleMs = ms;
-    this.socket.setTimeout(ms);
+    if (this.socket instanceof Socket) this.socket.setTimeout(ms);
+    else {
+      this.disarmIdle();
+      this.armIdle();
+    }
+  }
+
+  private onIdle(): void {
+    this.fail(new SyncError('ERR_TIMEOUT', `no traffic from the peer for ${Math.round(this.idleMs / 1000)} s`));
+  }
+
+  /** (Re)start the idle timer of a non-socket stream: any traffic either way restarts it, as a socket's timeout does. */
+  private armIdle(): void {
+    if (this.socket instanceof Socket || this.failure) return;
+    if (this.idleTimer) this.idleTimer.refresh();
+    else {
+      this.idleTimer = setTimeout(() => this.onIdle(), this.idleMs);
+      this.idleTimer.unref();
+    }
+  }
+
+  private disarmIdle(): void {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
   }
 
   /** Change the largest frame accepted from the peer. */
@@ -208,6 +240,7 @@ export class Connection {
   private onData(d: Buffer): void {
     if (this.failure) return;
     this.bytesIn += d.length;
+    if (this.idleTimer) this.idleTimer.refresh();
     const wait = this.readThrottle?.debit(d.length) ?? 0;
     if (wait > 0 && !this.throttled) {
       // Over the rate: read nothing more until the debt is paid. The kernel's
@@ -286,6 +319,7 @@ export class Connection {
   private fail(e: SyncError, graceful = false): void {
     if (this.failure) return;
     this.failure = e;
+    this.disarmIdle();
     if (graceful) {
       this.socket.pause();
       this.end();
@@ -326,6 +360,7 @@ export class Connection {
         encodeOpFrameInto(m, b, 0);
       }
       this.bytesOut += size;
+      this.idleTimer?.refresh();
       this.socket.write(b);
     } else {
       this.out ??= Buffer.allocUnsafe(OUT_BYTES);
@@ -350,6 +385,7 @@ export class Connection {
     const b = this.out.subarray(0, this.outUsed);
     this.out = null;
     this.outUsed = 0;
+    this.idleTimer?.refresh();
     if (!this.failure) this.socket.write(b);
   }
 
@@ -357,6 +393,7 @@ export class Connection {
     await this.throttle?.take(b.length);
     if (this.failure) throw this.failure;
     this.bytesOut += b.length;
+    this.idleTimer?.refresh();
     // Write errors surface through the socket's 'error' (see fail), like those of flushOut.
     this.socket.write(b);
     // The socket's own high-water mark (16 KiB) is below one literal op:

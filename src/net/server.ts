@@ -6,6 +6,8 @@
 import { SUBSUMS_CAP } from './subsums.js';
 import { trace } from '../trace.js';
 import { createServer, type Server, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { resolveRequested, type StdioAccess } from './allow.js';
 import { createServer as createTlsServer } from 'node:tls';
 import { randomBytes } from 'node:crypto';
 import { stat } from 'node:fs/promises';
@@ -32,7 +34,7 @@ import { defaultBlockSize } from '../core/signature.js';
 import { assertUnchanged, imageStamp, openImage, openOrCreateImage, type ImageHandle } from '../io/image.js';
 import { lockImage, type ImageLock, type LockMode } from '../io/lock.js';
 import { MsgType, PROTOCOL_VERSION, WIRE_MAGIC } from '../../protocol/constants.js';
-import { macEquals, newNonce, clientProof, serverProof } from '../../protocol/auth.js';
+import { macEquals, newNonce, clientProof, serverProof, PREAUTH_CAP, PREAUTH_KEY } from '../../protocol/auth.js';
 import { Connection } from './connection.js';
 import type { ServerConfig, VolumeConfig } from './config.js';
 import { inPlaceSink, receiveDelta, receiveSignatureWithPrepass, sendDelta, sendSignature, tempFileSink } from './transfer.js';
@@ -76,7 +78,7 @@ export class ResyncServer {
   private readonly writers = new Map<string, { conn: Connection; released: Promise<void> }>();
   private readonly readers = new Map<string, number>();
   /** Connections in a volume session (past Open, holding a lock), and their sessions. */
-  private readonly busy = new Map<Socket, Connection>();
+  private readonly busy = new Map<Duplex, Connection>();
   private closing = false;
   /** Called when a volume session ends (shutdown waits on it). */
   private readonly idleWaiters = new Set<() => void>();
@@ -88,10 +90,38 @@ export class ResyncServer {
   /** Completed sessions, for tests and logs. */
   sessionsDone = 0;
 
+  /** Set when serving one preauthenticated stream (`serve --stdio`): images are named by path. */
+  private stdio: StdioAccess | null = null;
+
   constructor(
     readonly config: ServerConfig,
     private readonly log: (e: ServerEvent) => void = () => undefined,
   ) {}
+
+  /**
+   * Serve one session over a stream whose peer the transport already
+   * authenticated (ssh runs `resync serve --stdio`): no shared secret; the
+   * client names an image path, which must lie under `access.allow`.
+   * Resolves once the session ended; rejects with its error.
+   */
+  async serveStream(stream: Duplex, peer: string, access: StdioAccess): Promise<void> {
+    this.stdio = access;
+    const conn = new Connection(stream, 'server', { idleTimeoutMs: this.config.handshakeTimeoutMs, maxFrame: PRE_AUTH_MAX_FRAME });
+    const ended = new Promise<void>((r) => {
+      stream.once('close', () => r());
+      stream.once('finish', () => r());
+    });
+    try {
+      await this.session(conn, peer, () => undefined);
+    } catch (e) {
+      const code = isSyncError(e) ? e.code : 'ERR_INTERNAL';
+      this.log({ level: code === 'ERR_CONNECTION' ? 'warn' : 'error', msg: e instanceof Error ? e.message : String(e), peer, code });
+      await conn.sendErrorAndClose(this.forClient(e));
+      await ended;
+      throw e;
+    }
+    await ended;
+  }
 
   /** Listen; resolves with the bound port (useful with port 0). */
   listen(): Promise<number> {
@@ -247,14 +277,15 @@ export class ResyncServer {
         throw new SyncError('ERR_VERSION', `client speaks protocol version ${hello.version}; this server speaks version ${PROTOCOL_VERSION}`);
       }
       const nonce = newNonce();
-      await conn.send({ type: MsgType.Challenge, version: PROTOCOL_VERSION, nonce, caps: SERVER_CAPS });
+      const key = this.stdio ? PREAUTH_KEY : this.config.secret;
+      await conn.send({ type: MsgType.Challenge, version: PROTOCOL_VERSION, nonce, caps: this.stdio ? [...SERVER_CAPS, PREAUTH_CAP] : SERVER_CAPS });
       const auth = await conn.recv();
       if (auth.type !== MsgType.Auth) throw new SyncError('ERR_PROTOCOL', 'expected authentication');
-      if (!macEquals(auth.mac, clientProof(this.config.secret, nonce, auth.clientNonce))) {
+      if (!macEquals(auth.mac, clientProof(key, nonce, auth.clientNonce))) {
         throw new SyncError('ERR_AUTH', 'authentication failed');
       }
       admit();
-      await conn.send({ type: MsgType.AuthOk, mac: serverProof(this.config.secret, nonce, auth.clientNonce) });
+      await conn.send({ type: MsgType.AuthOk, mac: serverProof(key, nonce, auth.clientNonce) });
       clearTimeout(deadline);
       conn.setIdleTimeout(this.config.idleTimeoutMs);
       conn.setMaxFrame(MAX_FRAME);
@@ -262,7 +293,12 @@ export class ResyncServer {
       const open = await conn.recv();
       if (open.type !== MsgType.Open) throw new SyncError('ERR_PROTOCOL', 'expected open');
       volumeName = open.volume;
-      const vol = Object.hasOwn(this.config.volumes, open.volume) ? this.config.volumes[open.volume] : undefined;
+      // Over ssh the client names a path, checked against --allow before anything is opened.
+      const vol = this.stdio
+        ? await resolveRequested(open.volume, open.mode, this.stdio)
+        : Object.hasOwn(this.config.volumes, open.volume)
+          ? this.config.volumes[open.volume]
+          : undefined;
       if (!vol) throw new SyncError('ERR_NOT_FOUND', `no volume named ${JSON.stringify(open.volume)}`);
       if ((open.mode === 'push' || open.mode === 'recover') && !vol.writable) throw new SyncError('ERR_PERMISSION', `volume ${open.volume} is read-only`);
       if (this.closing) throw new SyncError('ERR_BUSY', 'the server is shutting down; try again later');
@@ -286,7 +322,7 @@ export class ResyncServer {
       }
       conn.end();
     } catch (e) {
-      if (isSyncError(e) && volumeName) e.message = `volume ${volumeName}: ${e.message}`;
+      if (isSyncError(e) && volumeName) e.message = `${this.stdio ? 'image' : 'volume'} ${volumeName}: ${e.message}`;
       throw e;
     } finally {
       clearTimeout(deadline);

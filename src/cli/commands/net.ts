@@ -19,6 +19,7 @@ import { resolve } from 'node:path';
 import { readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import type { ClientTls } from '../../net/connection.js';
+import { parseSshRemote, splitCommand } from '../../net/ssh.js';
 import { ioError } from '../../io/errors.js';
 
 async function clientTls(on: boolean, caFile: string | undefined): Promise<ClientTls | undefined> {
@@ -41,6 +42,8 @@ const CLIENT_OPTIONS = {
   bwlimit: { type: 'string', describe: 'most bytes per second each way, as rsync: KiB/s as a bare number, or e.g. 500K, 10M (0: no limit)' },
   timeout: { requiresArg: true, coerce: secondsOption('timeout'), default: 300, describe: 'seconds of silence before giving up' },
   compress: { type: 'boolean', default: false, describe: 'compress literal data (raw DEFLATE) on the wire' },
+  rsh: { alias: 'e', type: 'string', requiresArg: true, describe: "ssh command for a [user@]host:/path remote, e.g. 'ssh -p 2222 -i key' (default: ssh)" },
+  'remote-resync': { type: 'string', requiresArg: true, describe: 'command that runs resync on the far side of ssh (default: resync)' },
 } as const;
 
 /** ClientOptions from the options push and pull share. */
@@ -54,21 +57,43 @@ async function clientOptionsFrom(
     compress: boolean;
     tls: boolean;
     'tls-ca'?: string | undefined;
+    rsh?: string | undefined;
+    'remote-resync'?: string | undefined;
   },
   onProgress: ProgressFn,
 ): Promise<ClientOptions> {
-  const warnings: string[] = [];
-  const secret = await readSecretFile(secretFileArg(argv['secret-file']), warnings);
-  for (const w of warnings) process.stderr.write(`resync: warning: ${w}\n`);
-  return {
-    ...parseRemote(argv.remote),
-    secret,
+  const common = {
     blockSize: argv['block-size'],
     idleTimeoutMs: argv.timeout * 1000,
     bwlimit: parseBwlimit(argv.bwlimit),
     compress: argv.compress,
-    tls: await clientTls(argv.tls, argv['tls-ca']),
     onProgress,
+  };
+  const viaSsh = parseSshRemote(argv.remote);
+  if (viaSsh) {
+    // ssh authenticates both ends and encrypts: no shared secret, no TLS.
+    if (argv.tls || argv['tls-ca']) throw new ParamError('--tls does not apply to an ssh remote (HOST:/path); ssh already encrypts the session');
+    if (argv['secret-file']) throw new ParamError('--secret-file does not apply to an ssh remote (HOST:/path); ssh authenticates the peer');
+    return {
+      ...common,
+      host: viaSsh.host,
+      port: 0,
+      volume: viaSsh.path,
+      secret: new Uint8Array(0),
+      ssh: { rsh: splitCommand(argv.rsh ?? 'ssh'), host: viaSsh.host, remoteResync: argv['remote-resync'] ?? 'resync' },
+    };
+  }
+  if (argv.rsh !== undefined || argv['remote-resync'] !== undefined) {
+    throw new ParamError(`--rsh and --remote-resync need an ssh remote ([user@]host:/path); ${JSON.stringify(argv.remote)} is HOST:PORT/VOLUME`);
+  }
+  const warnings: string[] = [];
+  const secret = await readSecretFile(secretFileArg(argv['secret-file']), warnings);
+  for (const w of warnings) process.stderr.write(`resync: warning: ${w}\n`);
+  return {
+    ...common,
+    ...parseRemote(argv.remote),
+    secret,
+    tls: await clientTls(argv.tls, argv['tls-ca']),
   };
 }
 
@@ -145,6 +170,39 @@ export function parseVolumes(list: string[]): Record<string, VolumeConfig> {
   return out;
 }
 
+/** `serve --stdio`: one preauthenticated session on stdin/stdout; logs on stderr (warnings and errors unless --log-level). */
+async function serveStdio(argv: {
+  allow?: string[] | undefined;
+  'read-only': boolean;
+  config?: string | undefined;
+  listen?: string | undefined;
+  volume?: string[] | undefined;
+  'secret-file'?: string | undefined;
+  'tls-cert'?: string | undefined;
+  'tls-key'?: string | undefined;
+  'idle-timeout': number;
+  'log-format'?: string | undefined;
+  'log-level'?: string | undefined;
+}): Promise<Record<string, unknown>> {
+  for (const [flag, v] of [['--config', argv.config], ['--listen', argv.listen], ['--volume', argv.volume], ['--secret-file', argv['secret-file']], ['--tls-cert', argv['tls-cert']], ['--tls-key', argv['tls-key']]] as const) {
+    if (v !== undefined) throw new ParamError(`${flag} does not apply to --stdio (ssh authenticates the peer, and the client names the image path; restrict it with --allow DIR)`);
+  }
+  const { realAllowDirs } = await import('../../net/allow.js');
+  const allow = argv.allow ? await realAllowDirs(argv.allow) : null;
+  const logMod = await import('../log.js');
+  const log = logMod.makeLogger((argv['log-format'] ?? (process.stderr.isTTY ? 'text' : 'json')) as 'json' | 'text', (argv['log-level'] ?? 'warn') as (typeof logMod.LOG_LEVELS)[number]);
+  const cfg: ServerConfig = { host: '', port: 0, secret: Buffer.alloc(0), volumes: {}, maxSessions: 1, idleTimeoutMs: argv['idle-timeout'] * 1000, handshakeTimeoutMs: 30_000 };
+  const server = new (await serverMod()).ResyncServer(cfg, (e) => logMod.logEvent(log, e));
+  const stream = (await import('../../net/pipes.js')).stdioDuplex();
+  const peer = process.env.SSH_CLIENT?.split(' ').slice(0, 2).join(':') || 'stdio';
+  try {
+    await server.serveStream(stream, peer, { allow, readOnly: argv['read-only'] });
+  } finally {
+    stream.destroy();
+  }
+  return { sessions: server.sessionsDone };
+}
+
 /** Register the network commands. */
 export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
   return y
@@ -163,11 +221,17 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .option('idle-timeout', { requiresArg: true, coerce: secondsOption('idle-timeout'), default: 300, describe: 'seconds of silence before a session is dropped' })
           .option('log-format', { type: 'string', choices: ['json', 'text'], describe: 'log lines on stderr: JSON objects, or text (default: text on a terminal, else json)' })
           .option('log-level', { type: 'string', choices: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], describe: 'least severe level logged (default info; warn with --quiet)' })
+          .option('stdio', { type: 'boolean', default: false, describe: 'serve one session on stdin/stdout, the peer already authenticated (run by ssh; no secret); the client names the image path' })
+          .option('allow', { type: 'string', array: true, describe: 'with --stdio: serve only images under DIR (repeatable; symbolic links and .. resolved first)' })
+          .option('read-only', { type: 'boolean', default: false, describe: 'with --stdio: refuse pushes' })
           .option('shutdown-grace', { requiresArg: true, coerce: secondsOption('shutdown-grace'), default: 20, describe: 'seconds SIGTERM/SIGINT lets running sessions finish before they are cut off (they resume later)' })
           .example('$0 serve --secret-file S --volume vm1=/srv/vm1.img:rw', 'serve one writable volume on 127.0.0.1:7873')
-          .example('$0 serve -c /etc/resync/server.json', 'serve what a config file lists'),
+          .example('$0 serve -c /etc/resync/server.json', 'serve what a config file lists')
+          .example('$0 serve --stdio --allow /srv/images', 'as a forced command in authorized_keys: serve push and pull over ssh under /srv/images'),
       (argv) =>
         runCommand('serve', { json: false, progress: false, quiet: true }, async () => {
+          if (argv.stdio) return serveStdio(argv);
+          if (argv.allow !== undefined || argv['read-only']) throw new ParamError('--allow and --read-only go with --stdio');
           let cfg: ServerConfig;
           const warnings: string[] = [];
           const listen = argv.listen ? splitHostPort(argv.listen) : undefined;
@@ -232,9 +296,10 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
       (a) =>
         outputOptions(a)
           .positional('image', { type: 'string', demandOption: true, describe: 'the local image to send (file or block device)' })
-          .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME' })
+          .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME, or [user@]host:/path over ssh' })
           .options(CLIENT_OPTIONS)
           .example('$0 push vm1.img dr:7873/vm1', 'bring volume vm1 on host dr up to date (secret: --secret-file or RESYNC_SECRET_FILE)')
+          .example("$0 push -e 'ssh -p 2222' vm1.img root@dr:/srv/images/vm1.img", 'the same over ssh: resync serve --stdio runs on dr')
           .example('$0 push --dry-run vm1.img dr:7873/vm1', 'how much would be sent; nothing is written'),
       (argv) =>
         runCommand(
@@ -256,12 +321,13 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
       'Make the local IMAGE identical to the remote volume (failback: recovery -> primary)',
       (a) =>
         outputOptions(a)
-          .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME' })
+          .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME, or [user@]host:/path over ssh' })
           .positional('image', { type: 'string', demandOption: true, describe: 'the local image to update or create (file or block device)' })
           .option('in-place', { type: 'boolean', default: true, describe: 'patch IMAGE in place under an undo journal (resumable); --no-in-place writes a temp file and renames it' })
           .options(CLIENT_OPTIONS)
           .example('$0 pull dr:7873/vm1 vm1.img', 'failback: make vm1.img equal to volume vm1 on host dr (secret: --secret-file or RESYNC_SECRET_FILE)')
-          .example('$0 pull --no-in-place dr:7873/vm1 new.img', 'write a new file, renamed into place after verification'),
+          .example('$0 pull --no-in-place dr:7873/vm1 new.img', 'write a new file, renamed into place after verification')
+          .example('$0 pull root@dr:/srv/images/vm1.img vm1.img', 'failback over ssh'),
       (argv) =>
         runCommand(
           'pull',

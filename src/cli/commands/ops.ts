@@ -14,6 +14,7 @@ import { networkHint } from '../hints.js';
 import { checkInput } from '../paths.js';
 import { ExitCode } from '../exit-codes.js';
 import { readFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { ioError } from '../../io/errors.js';
 import type { ClientTls } from '../../net/connection.js';
 import { fmtBytes } from '../render.js';
@@ -124,6 +125,8 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
         .option('tls', { type: 'boolean', default: false, describe: 'connect over TLS and verify the server certificate (remote B)' })
         .option('tls-ca', { type: 'string', describe: 'PEM CA certificate to trust for --tls (default: the system store)' })
         .option('timeout', { requiresArg: true, coerce: secondsOption('timeout'), default: 300, describe: 'seconds of silence before giving up (remote B)' })
+        .option('rsh', { alias: 'e', type: 'string', requiresArg: true, describe: 'ssh command when B is [user@]host:/path (default: ssh)' })
+        .option('remote-resync', { type: 'string', requiresArg: true, describe: 'command that runs resync on the far side of ssh (default: resync)' })
         .example('$0 verify primary.img recovery.img', 'list the byte ranges where two local images differ')
         .example('$0 verify vm1.img dr:7873/vm1', 'compare with a remote volume; only block sums cross the network'),
     async (argv) => {
@@ -133,6 +136,28 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
         argv,
         async (progress) => {
           const blockSize = argv['block-size'];
+          // [user@]host:/path is compared over ssh unless a local file has that name.
+          const { parseSshRemote, splitCommand } = await import('../../net/ssh.js');
+          const viaSsh = !isRemoteSpec(argv.b) && !existsSync(argv.b) ? parseSshRemote(argv.b) : null;
+          if (viaSsh) {
+            if (argv['secret-file'] !== undefined || argv.tls || argv['tls-ca'] !== undefined) throw new ParamError('--secret-file, --tls and --tls-ca do not apply to an ssh remote (HOST:/path)');
+            await checkInput(argv.a, 'A');
+            const r = await (await verifyMod()).verifyRemote(argv.a, {
+              host: viaSsh.host,
+              port: 0,
+              volume: viaSsh.path,
+              secret: new Uint8Array(0),
+              ssh: { rsh: splitCommand(argv.rsh ?? 'ssh'), host: viaSsh.host, remoteResync: argv['remote-resync'] ?? 'resync' },
+              blockSize,
+              maxRanges: argv['max-ranges'],
+              idleTimeoutMs: argv.timeout * 1000,
+              bwlimit: parseBwlimit(argv.bwlimit),
+              onProgress: progress,
+            });
+            differ = !r.identical;
+            return verifySummary(r, argv.json, { remote: argv.b, bytesSent: r.bytesSent, bytesReceived: r.bytesReceived, elapsedMs: r.elapsedMs });
+          }
+          if (argv.rsh !== undefined || argv['remote-resync'] !== undefined) throw new ParamError('--rsh and --remote-resync apply when B is an ssh remote ([user@]host:/path)');
           const remote = isRemoteSpec(argv.b);
           if (!remote && (argv['secret-file'] !== undefined || argv.bwlimit !== undefined || argv.tls || argv['tls-ca'] !== undefined)) {
             throw new ParamError(`--secret-file, --bwlimit, --tls and --tls-ca apply when B is a remote volume (HOST:PORT/VOLUME); ${argv.b} is a local path`);
@@ -159,7 +184,7 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           differ = !r.identical;
           return verifySummary(r, argv.json, { elapsedMs: r.elapsedMs });
         },
-        (e) => (isRemoteSpec(argv.b) ? networkHint(e, argv.b) : undefined),
+        (e) => (isRemoteSpec(argv.b) || argv.b.includes(':') ? networkHint(e, argv.b) : undefined),
       );
       if (differ && process.exitCode === 0) process.exitCode = EXIT_DIFFERENT;
     },

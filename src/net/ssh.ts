@@ -1,0 +1,120 @@
+/**
+ * The ssh transport (`resync push IMAGE [user@]host:/path`): the system ssh
+ * binary runs `resync serve --stdio` on the far side, and the session speaks
+ * the usual framed protocol over the child's stdin/stdout. ssh authenticated
+ * both ends, so no shared secret is used (see PREAUTH_CAP).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { ParamError, SyncError } from '../core/errors.js';
+import { Connection, type ConnectionOptions } from './connection.js';
+import { PipeDuplex } from './pipes.js';
+
+/** Where and how to reach the far side over ssh. */
+export interface SshTarget {
+  /** The ssh command and its options, split into words (`-e 'ssh -p 2222 -i key'`). */
+  rsh: string[];
+  /** [user@]host, as ssh takes it. */
+  host: string;
+  /** The command that runs resync on the far side (a shell command line there). */
+  remoteResync: string;
+}
+
+/** Longest path a client may name (the Open message's volume field). */
+export const MAX_REMOTE_PATH = 255;
+
+/**
+ * An ssh remote, or null when `s` is a TCP remote (HOST:PORT/VOLUME: a port
+ * number before the slash). `host:/abs/path`, `host:rel/path` and
+ * `user@host:path` are ssh.
+ */
+export function parseSshRemote(s: string): { host: string; path: string } | null {
+  const m = /^((?:[^@/:\s[\]]+@)?(?:\[[^\]/\s]+\]|[^@/:\s[\]]+)):(.*)$/s.exec(s);
+  if (!m) return null;
+  const path = m[2]!;
+  if (/^\d{1,5}\//.test(path)) return null;
+  const host = m[1]!.replace(/\[([^\]]+)\]$/, '$1');
+  if (host.startsWith('-')) throw new ParamError(`remote ${JSON.stringify(s)}: a host may not start with "-"`);
+  if (path === '') throw new ParamError(`remote ${JSON.stringify(s)} names no path after the colon (use HOST:/path/to/image)`);
+  if (Buffer.byteLength(path) > MAX_REMOTE_PATH) throw new ParamError(`remote path is ${Buffer.byteLength(path)} bytes; at most ${MAX_REMOTE_PATH} are carried`);
+  return { host, path };
+}
+
+/** Split a command line into words as a POSIX shell would for quotes and backslashes (no expansions). */
+export function splitCommand(s: string): string[] {
+  const out: string[] = [];
+  let cur: string | null = null;
+  for (let i = 0; i < s.length; i++) {
+    const c = s[i]!;
+    if (c === "'") {
+      const j = s.indexOf("'", i + 1);
+      if (j < 0) throw new ParamError(`unterminated quote in ${JSON.stringify(s)}`);
+      cur = (cur ?? '') + s.slice(i + 1, j);
+      i = j;
+    } else if (c === '"') {
+      cur ??= '';
+      for (i++; i < s.length && s[i] !== '"'; i++) cur += s[i] === '\\' && /["\\$`]/.test(s[i + 1] ?? '') ? s[++i] : s[i];
+      if (i >= s.length) throw new ParamError(`unterminated quote in ${JSON.stringify(s)}`);
+    } else if (c === '\\') {
+      if (i + 1 >= s.length) throw new ParamError(`trailing backslash in ${JSON.stringify(s)}`);
+      cur = (cur ?? '') + s[++i];
+    } else if (/\s/.test(c)) {
+      if (cur !== null) out.push(cur);
+      cur = null;
+    } else cur = (cur ?? '') + c;
+  }
+  if (cur !== null) out.push(cur);
+  if (out.length === 0) throw new ParamError('--rsh is empty');
+  return out;
+}
+
+/** The last bytes ssh wrote on stderr, for error messages. */
+const TAIL = 2000;
+
+/** A Connection over `ssh HOST REMOTE-RESYNC serve --stdio`, with what ssh reports when it fails. */
+export interface SshConnection {
+  conn: Connection;
+  /** Explain a failure of the handshake with ssh's exit status and stderr (waits briefly for ssh to exit). */
+  explain(e: unknown): Promise<unknown>;
+}
+
+/** Start ssh and wrap its pipes in a Connection. */
+export function dialSsh(t: SshTarget, opts: ConnectionOptions): SshConnection {
+  const [cmd, ...args] = t.rsh;
+  const child: ChildProcess = spawn(cmd!, [...args, t.host, `${t.remoteResync} serve --stdio`], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let tail = '';
+  let spawnError: NodeJS.ErrnoException | null = null;
+  child.stderr!.setEncoding('utf8');
+  child.stderr!.on('data', (d: string) => {
+    tail = (tail + d).slice(-TAIL);
+  });
+  const exited = new Promise<void>((r) => {
+    child.once('exit', () => r());
+    child.once('error', (e: NodeJS.ErrnoException) => {
+      spawnError = e;
+      r();
+    });
+  });
+  const stream = new PipeDuplex(child.stdout!, child.stdin!, () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+  });
+  const conn = new Connection(stream, 'client', opts);
+  const explain = async (e: unknown): Promise<unknown> => {
+    // A remote Error frame speaks for itself.
+    if (e instanceof SyncError && e.details.remote) return e;
+    const done = await Promise.race([exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 3000).unref())]);
+    const said = tail.trim().split('\n').filter((l) => !/^Warning: Permanently added/.test(l)).slice(-3).join('; ');
+    if (spawnError) return new SyncError('ERR_CONNECTION', `cannot run ${cmd}: ${spawnError.code ?? spawnError.message}`, { errno: spawnError.code });
+    if (!done) return e;
+    const status = child.exitCode ?? child.signalCode;
+    if (status === 127) {
+      return new SyncError('ERR_CONNECTION', `${t.host}: the far side could not run "${t.remoteResync}"${said ? ` (${said})` : ''}; install resync there or pass --remote-resync PATH`);
+    }
+    // 255 is ssh's own failure; any other status is the far side's command's.
+    if (status !== 255) {
+      return new SyncError('ERR_CONNECTION', `${t.host}: "${t.remoteResync} serve --stdio" (or the key's forced command) exited with status ${String(status)} before the session started${said ? `: ${said}` : ''}`, { sshStatus: status });
+    }
+    const denied = /Permission denied|Host key verification failed|Too many authentication failures/.test(said);
+    return new SyncError(denied ? 'ERR_AUTH' : 'ERR_CONNECTION', `ssh ${t.host} failed (exit status 255)${said ? `: ${said}` : ''}`, { sshStatus: status });
+  };
+  return { conn, explain };
+}

@@ -1,0 +1,285 @@
+/**
+ * push and pull over ssh against a real OpenSSH server: the test starts its
+ * own sshd on 127.0.0.1 with a generated host key and user keys in a temp
+ * directory (no system configuration is read or changed), and the CLI
+ * (bin/resync.js, so `npm run build` first when running this file alone)
+ * reaches it through --rsh. The far side runs this checkout's CLI through
+ * --remote-resync, or through a forced command with --allow.
+ */
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { appendFile, copyFile, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir, userInfo } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { hashImage } from '../../src/api-files.js';
+import { journalPathFor } from '../../src/io/journal.js';
+import { makePair, randomBytes, writeImage } from '../../bench/workload.js';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const CLI = join(ROOT, 'bin/resync.js');
+const SSHD = '/usr/sbin/sshd';
+const MiB = 1024 * 1024;
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function cli(...args: string[]): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { maxBuffer: 16 * 1024 * 1024, timeout: 90_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
+    });
+  });
+}
+
+function json(r: Run): Record<string, unknown> {
+  const lines = r.stdout.trim().split('\n');
+  expect(lines, `stdout: ${r.stdout} stderr: ${r.stderr}`).toHaveLength(1);
+  return JSON.parse(lines[0]!) as Record<string, unknown>;
+}
+
+const sha = async (p: string): Promise<string> => Buffer.from(await hashImage(p)).toString('hex');
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      s.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
+    });
+  });
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+describe.skipIf(!existsSync(SSHD))('over ssh (a real sshd on 127.0.0.1)', () => {
+  let dir: string;
+  let sshd: ChildProcess;
+  let port: number;
+  let sshdLog = '';
+  const user = userInfo().username;
+  const remote = (p: string): string => `${user}@127.0.0.1:${p}`;
+  const REMOTE_RESYNC = `${process.execPath} ${CLI}`;
+  /** The ssh command with `key`; the known-hosts file is not read or written. */
+  const rsh = (key: string): string =>
+    `ssh -F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o IdentitiesOnly=yes -o IdentityAgent=none -o LogLevel=ERROR -i ${join(dir, key)} -p ${port}`;
+  /** Arguments for an ssh push or pull with the unrestricted key. */
+  const viaSsh = (key = 'user_key'): string[] => ['--rsh', rsh(key), '--remote-resync', REMOTE_RESYNC];
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'resync-ssh-'));
+    for (const k of ['host_key', 'user_key', 'forced_key', 'wrong_key']) execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', k, '-f', join(dir, k)]);
+    await mkdir(join(dir, 'images'));
+    await mkdir(join(dir, 'outside'));
+    const pub = (k: string): string => readFileSync(join(dir, `${k}.pub`), 'utf8').trim();
+    // The forced key may only run the stdio server under images/, whatever the client asks for.
+    await writeFile(
+      join(dir, 'authorized_keys'),
+      `${pub('user_key')}\ncommand="${process.execPath} ${CLI} serve --stdio --allow ${join(dir, 'images')}",no-pty,no-port-forwarding ${pub('forced_key')}\n`,
+    );
+    port = await freePort();
+    await writeFile(
+      join(dir, 'sshd_config'),
+      [
+        `Port ${port}`,
+        'ListenAddress 127.0.0.1',
+        `HostKey ${join(dir, 'host_key')}`,
+        `PidFile ${join(dir, 'sshd.pid')}`,
+        `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
+        'UsePAM no',
+        'StrictModes no',
+        'PasswordAuthentication no',
+        'KbdInteractiveAuthentication no',
+        'PermitRootLogin prohibit-password',
+        '',
+      ].join('\n'),
+    );
+    // sshd started by root needs its privilege-separation directory, which the
+    // system's own sshd service makes at boot (an empty runtime directory).
+    if (process.getuid?.() === 0 && !existsSync('/run/sshd')) mkdirSync('/run/sshd', { mode: 0o755 });
+    sshd = spawn(SSHD, ['-D', '-e', '-f', join(dir, 'sshd_config')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`sshd did not start: ${sshdLog}`)), 15_000);
+      sshd.stderr!.on('data', (d: Buffer) => {
+        sshdLog += d.toString();
+        if (sshdLog.includes('Server listening')) {
+          clearTimeout(t);
+          resolve();
+        }
+      });
+      sshd.once('exit', (c) => {
+        clearTimeout(t);
+        reject(new Error(`sshd exited (${c}): ${sshdLog}`));
+      });
+    });
+  }, 30_000);
+
+  afterAll(async () => {
+    sshd?.kill('SIGTERM');
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  test('push creates the image, then sends only what changed; pull brings it back', async () => {
+    const { basis, target } = await makePair(await mkdtemp(join(dir, 'pair-')), 'scattered', 6 * MiB, 21);
+    const vol = join(dir, 'images', 'vm.img');
+    const first = await cli('push', '--json', ...viaSsh(), basis, remote(vol));
+    expect(first.code, first.stderr).toBe(0);
+    expect(await sha(vol)).toBe(await sha(basis));
+    const second = await cli('push', '--json', ...viaSsh(), target, remote(vol));
+    expect(second.code, second.stderr).toBe(0);
+    const s = json(second);
+    expect(s).toMatchObject({ ok: true, verified: true, imageSize: 6 * MiB });
+    expect(s.matchedBytes as number).toBeGreaterThan(3 * MiB);
+    expect(await sha(vol)).toBe(await sha(target));
+    expect(existsSync(journalPathFor(vol))).toBe(false);
+
+    // pull in place over the older copy: only the changes come back
+    const local = join(dir, 'local.img');
+    await copyFile(basis, local);
+    const pulled = await cli('pull', '--json', ...viaSsh(), remote(vol), local);
+    expect(pulled.code, pulled.stderr).toBe(0);
+    const p = json(pulled);
+    expect(p).toMatchObject({ ok: true, verified: true });
+    expect(p.bytesReceived as number).toBeLessThan(3 * MiB);
+    expect(await sha(local)).toBe(await sha(target));
+
+    // verify and a dry run go the same way; neither writes
+    const same = await cli('verify', '--json', ...viaSsh(), local, remote(vol));
+    expect(same.code, same.stderr).toBe(0);
+    expect(json(same)).toMatchObject({ ok: true, identical: true });
+    const differs = await cli('verify', '--json', ...viaSsh(), basis, remote(vol));
+    expect(differs.code, differs.stderr).toBe(10);
+    const volSha = await sha(vol);
+    const dry = await cli('push', '--json', '--dry-run', ...viaSsh(), basis, remote(vol));
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(json(dry).literalBytes as number).toBeGreaterThan(0);
+    expect(await sha(vol)).toBe(volSha);
+
+    // and into a new file
+    const fresh = join(dir, 'fresh.img');
+    const again = await cli('pull', '--json', ...viaSsh(), remote(vol), fresh);
+    expect(again.code, again.stderr).toBe(0);
+    expect(await sha(fresh)).toBe(await sha(target));
+    // Each run logs in anew (seconds each on a loaded machine): generous limits.
+  }, 240_000);
+
+  test('a push cut by killing ssh resumes from the journal on the far side', async () => {
+    const SIZE = 24 * MiB;
+    const src = join(dir, 'big-src.img');
+    // random throughout: every byte is literal, so the cut falls in the middle of the delta
+    await writeFile(src, Buffer.alloc(0));
+    for (let off = 0; off < SIZE; off += 4 * MiB) await appendFile(src, randomBytes(5, 4 * MiB, off));
+    const vol = join(dir, 'images', 'big.img');
+    await writeFile(vol, Buffer.alloc(0));
+    const pidFile = join(dir, 'ssh.pid');
+    await rm(pidFile, { force: true });
+    // ssh through a shell that records its pid, so the test can kill ssh itself.
+    const recording = `sh -c 'echo $$ > ${pidFile}; exec "$@"' sh ${rsh('user_key')}`;
+    const cut = cli('push', '--json', '--bwlimit', '2M', '--rsh', recording, '--remote-resync', REMOTE_RESYNC, src, remote(vol));
+    const jpath = journalPathFor(vol);
+    const deadline = Date.now() + 60_000;
+    // Kill once the far side has applied 4 MiB of the delta under its journal (the volume grows as it is written).
+    const applied = async (): Promise<number> => (existsSync(jpath) ? ((await stat(vol).catch(() => null))?.size ?? 0) : 0);
+    while (Date.now() < deadline && (await applied()) < 4 * MiB) await sleep(25);
+    expect(await applied()).toBeGreaterThanOrEqual(4 * MiB);
+    expect(await applied()).toBeLessThan(SIZE);
+    process.kill(Number((await readFile(pidFile, 'utf8')).trim()), 'SIGKILL');
+    const r = await cut;
+    expect(r.code, `${r.stdout} ${r.stderr}`).toBe(7);
+    expect(json(r)).toMatchObject({ ok: false, code: 'ERR_CONNECTION' });
+    expect(existsSync(jpath)).toBe(true);
+
+    // The far side notices the dead channel and lets go of the volume; until then a retry is told ERR_BUSY.
+    let retry: Run;
+    for (let i = 0; ; i++) {
+      retry = await cli('push', '--json', ...viaSsh(), src, remote(vol));
+      if (retry.code !== 7 || i >= 20 || !retry.stdout.includes('ERR_BUSY')) break;
+      await sleep(500);
+    }
+    expect(retry.code, retry.stderr).toBe(0);
+    const s = json(retry);
+    expect(s.resumedFrom as number).toBeGreaterThan(1 * MiB);
+    expect(s.bytesSent as number).toBeLessThan(SIZE - (s.resumedFrom as number) + 2 * MiB);
+    expect(await sha(vol)).toBe(await sha(src));
+    expect(existsSync(jpath)).toBe(false);
+  }, 180_000);
+
+  test('a forced command with --allow serves paths under its directory and refuses the rest before opening them', async () => {
+    const img = join(dir, 'forced-src.img');
+    await writeImage(img, 1 * MiB, 9);
+    // The forced command ignores the client's command line: the path travels in the protocol.
+    const forced = ['--rsh', rsh('forced_key')];
+    const ok = await cli('push', '--json', ...forced, img, remote(join(dir, 'images', 'allowed.img')));
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(await sha(join(dir, 'images', 'allowed.img'))).toBe(await sha(img));
+    // a relative path is taken from the allowed directory
+    const rel = await cli('pull', '--json', ...forced, remote('allowed.img'), join(dir, 'rel.img'));
+    expect(rel.code, rel.stderr).toBe(0);
+    expect(await sha(join(dir, 'rel.img'))).toBe(await sha(img));
+
+    const outside = join(dir, 'outside', 'secret.img');
+    await writeFile(outside, Buffer.alloc(4096, 7));
+    const before = await sha(outside);
+    await symlink(outside, join(dir, 'images', 'link.img'));
+    const attempts: [string, string][] = [
+      ['push', outside],
+      ['push', join(dir, 'images', '..', 'outside', 'secret.img')],
+      ['push', '../outside/secret.img'],
+      ['push', join(dir, 'images', 'link.img')],
+      ['push', join(dir, 'outside', 'new.img')],
+      ['pull', '../outside/secret.img'],
+    ];
+    for (const [mode, path] of attempts) {
+      const r = mode === 'push' ? await cli('push', '--json', ...forced, img, remote(path)) : await cli('pull', '--json', ...forced, remote(path), join(dir, 'stolen.img'));
+      expect(r.code, `${mode} ${path}: ${r.stderr}`).toBe(8);
+      const j = json(r);
+      expect(j).toMatchObject({ ok: false, code: 'ERR_PERMISSION' });
+      expect(j.message).toMatch(/outside the directories this server allows/);
+    }
+    expect(await sha(outside)).toBe(before);
+    expect(existsSync(join(dir, 'outside', 'new.img'))).toBe(false);
+    expect(existsSync(journalPathFor(outside))).toBe(false);
+    // nothing was pulled: the local file holds no remote data
+    expect((await stat(join(dir, 'stolen.img')).catch(() => null))?.size ?? 0).toBe(0);
+  }, 240_000);
+
+  test('a key the server does not know: a clear ERR_AUTH, exit 8, nothing written', async () => {
+    const img = join(dir, 'wrong-src.img');
+    await writeImage(img, 64 * 1024, 3);
+    const target = join(dir, 'images', 'wrong.img');
+    const r = await cli('push', '--json', ...viaSsh('wrong_key'), img, remote(target));
+    expect(r.code, r.stderr).toBe(8);
+    const j = json(r);
+    expect(j).toMatchObject({ ok: false, code: 'ERR_AUTH' });
+    expect(j.message).toMatch(/ssh .*failed \(exit status 255\).*Permission denied/);
+    expect(existsSync(target)).toBe(false);
+  }, 60_000);
+
+  test('a far side without resync: a clear error naming --remote-resync', async () => {
+    const img = join(dir, 'missing-src.img');
+    await writeImage(img, 64 * 1024, 4);
+    const r = await cli('push', '--json', '--rsh', rsh('user_key'), '--remote-resync', '/nonexistent/resync', img, remote(join(dir, 'images', 'm.img')));
+    expect(r.code).toBe(7);
+    expect(json(r).message).toMatch(/could not run "\/nonexistent\/resync".*--remote-resync/);
+  }, 60_000);
+});
+
+describe('ssh remotes on the command line', () => {
+  test('HOST:PORT/VOLUME stays TCP; --rsh with it is refused', async () => {
+    const r = await cli('push', '--json', '--rsh', 'ssh', CLI, 'localhost:7873/vm1');
+    expect(r.code).toBe(2);
+    expect(json(r).message).toMatch(/--rsh and --remote-resync need an ssh remote/);
+  });
+
+  test('--secret-file or --tls with an ssh remote is refused', async () => {
+    const a = await cli('push', '--json', '--tls', CLI, 'host:/srv/x.img');
+    expect(a.code).toBe(2);
+    expect(json(a).message).toMatch(/--tls does not apply to an ssh remote/);
+  });
+});
