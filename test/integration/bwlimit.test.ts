@@ -61,8 +61,9 @@ describe('--bwlimit holds both directions to the rate', () => {
     const t0 = performance.now();
     const r = await pull(local, opts('source', RATE));
     const s = (performance.now() - t0) / 1000;
-    expect(r.literalBytes).toBe(SIZE);
-    expect(r.bytesReceived).toBeGreaterThan(SIZE);
+    // Random data over a zero image: all literal but for a zero byte at either end, which is copied in place.
+    expect(r.literalBytes).toBeGreaterThan(SIZE - 16);
+    expect(r.bytesReceived).toBeGreaterThan(SIZE - 16);
     expect(s).toBeGreaterThan(1.1);
     expect(s).toBeLessThan(20);
     expect(r.bytesReceived / s).toBeLessThan(RATE * 1.3);
