@@ -5,7 +5,7 @@
  * (npx tsc -p tsconfig.json).
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { execFile } from 'node:child_process';
+import { runCli, type CliRun } from '../helpers/cli.js';
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -173,19 +173,7 @@ describe('--bwlimit', () => {
   });
 });
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(...args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { timeout: 30_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
-    });
-  });
-}
+const cli = (...args: string[]): Promise<CliRun> => runCli(CLI, args, { timeoutMs: 30_000 });
 
 describe.runIf(existsSync(CLI))('CLI --dry-run and --bwlimit', () => {
   test('delta --dry-run writes no delta file', async () => {

@@ -6,7 +6,8 @@
  * reaches it through --rsh. The far side runs this checkout's CLI through
  * --remote-resync, or through a forced command with --allow.
  */
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { runCli, type CliRun } from '../helpers/cli.js';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { appendFile, copyFile, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -23,21 +24,9 @@ const CLI = join(ROOT, 'bin/resync.js');
 const SSHD = '/usr/sbin/sshd';
 const MiB = 1024 * 1024;
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+const cli = (...args: string[]): Promise<CliRun> => runCli(CLI, args, { timeoutMs: 90_000, maxBuffer: 16 * 1024 * 1024 });
 
-function cli(...args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { maxBuffer: 16 * 1024 * 1024, timeout: 90_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
-    });
-  });
-}
-
-function json(r: Run): Record<string, unknown> {
+function json(r: CliRun): Record<string, unknown> {
   const lines = r.stdout.trim().split('\n');
   expect(lines, `stdout: ${r.stdout} stderr: ${r.stderr}`).toHaveLength(1);
   return JSON.parse(lines[0]!) as Record<string, unknown>;
@@ -196,7 +185,7 @@ describe.skipIf(!existsSync(SSHD))('over ssh (a real sshd on 127.0.0.1)', () => 
     expect(existsSync(jpath)).toBe(true);
 
     // The far side notices the dead channel and lets go of the volume; until then a retry is told ERR_BUSY.
-    let retry: Run;
+    let retry: CliRun;
     for (let i = 0; ; i++) {
       retry = await cli('push', '--json', ...viaSsh(), src, remote(vol));
       if (retry.code !== 7 || i >= 20 || !retry.stdout.includes('ERR_BUSY')) break;

@@ -5,7 +5,7 @@
  * The CLI cases need a build (npx tsc -p tsconfig.json).
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { execFile } from 'node:child_process';
+import { runCli, type CliRun } from '../helpers/cli.js';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -209,19 +209,7 @@ describe('verifyRemote', () => {
   });
 });
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(...args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { timeout: 30_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
-    });
-  });
-}
+const cli = (...args: string[]): Promise<CliRun> => runCli(CLI, args, { timeoutMs: 30_000 });
 
 describe.runIf(existsSync(CLI))('resync verify (CLI)', () => {
   test('exit 0 when identical, 10 when different, with a JSON report', async () => {
