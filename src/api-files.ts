@@ -21,6 +21,7 @@ import { DeltaFileDecoder, DeltaFileEncoder, type DeltaHeader, type DeltaTrailer
 import { SignatureFileDecoder, SignatureFileEncoder } from './format/sigfile.js';
 import { ioError } from './io/errors.js';
 import { openImage, readChunks, type ImageHandle } from './io/image.js';
+import { isNbdUri, openImageOrNbd } from './io/nbd/image.js';
 import { readPieces } from './io/sparse.js';
 import { adler32OfZeros } from './core/rolling.js';
 import { ImageWriter, StreamFileWriter } from './io/output.js';
@@ -71,7 +72,7 @@ const SCAN_ZEROS = 1 << 20;
 /** Compute the signature of `basisPath` into `sigPath` (written atomically). */
 export async function signatureFile(basisPath: string, sigPath: string, opts: SignatureFileOptions = {}): Promise<FileResult> {
   const t0 = performance.now();
-  const img = await openImage(basisPath);
+  const img = await openImageOrNbd(basisPath);
   let out: StreamFileWriter | null = null;
   try {
     const params = makeSignatureParams(img.size, randomBytes(SEED_LEN), opts);
@@ -129,7 +130,7 @@ export interface DeltaFileOptions {
 export async function deltaFile(sigPath: string, newPath: string, deltaPath: string, opts: DeltaFileOptions = {}): Promise<FileResult> {
   const t0 = performance.now();
   const { signature, basisHash } = await loadSignatureFile(sigPath);
-  const img = await openImage(newPath);
+  const img = await openImageOrNbd(newPath);
   let out: StreamFileWriter | null = null;
   try {
     const enc = new DeltaFileEncoder();
@@ -272,6 +273,7 @@ async function* deltaEvents(deltaPath: string): AsyncGenerator<
  * it was. `outPath` may equal `basisPath` (the rename replaces it at the end).
  */
 export async function patchFile(basisPath: string, deltaPath: string, outPath: string, opts: PatchFileOptions = {}): Promise<FileResult | InPlaceResult> {
+  if (isNbdUri(outPath)) throw new ParamError(`patch writes files: to update the NBD export ${outPath}, use resync pull from a server holding the new image`);
   // A block device as its own output can only be patched in place.
   const dev = resolve(outPath) === resolve(basisPath) && (await stat(basisPath).catch(() => null))?.isBlockDevice() === true;
   if (opts.inPlace || opts.resume || dev) {
@@ -279,7 +281,7 @@ export async function patchFile(basisPath: string, deltaPath: string, outPath: s
     return patchFileInPlace(basisPath, deltaPath, opts);
   }
   const t0 = performance.now();
-  const basis = await openImage(basisPath);
+  const basis = await openImageOrNbd(basisPath);
   let out: ImageWriter | null = null;
   try {
     let patcher: StreamPatcher | null = null;

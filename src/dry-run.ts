@@ -13,7 +13,8 @@ import { DEFAULT_STRONG_LEN, SEED_LEN } from './core/limits.js';
 import { FRAME_HEADER_LEN } from './bytes/frame.js';
 import { DeltaFileEncoder, opMessage } from './format/deltafile.js';
 import { sigHeaderMessage } from './format/sigfile.js';
-import { openImage, readChunks, type ImageHandle } from './io/image.js';
+import { readChunks, type ImageHandle } from './io/image.js';
+import { openImageOrNbd } from './io/nbd/image.js';
 import { loadSignatureFile, type ProgressFn } from './api-files.js';
 import { connectAuthenticated, openSession, type ClientOptions } from './net/client.js';
 import { receiveSignatureWithPrepass, wireDeltaHeader } from './net/transfer.js';
@@ -82,7 +83,7 @@ async function abortSession(conn: Connection | null, e: unknown): Promise<void> 
  */
 export async function dryRunPush(image: string, opts: ClientOptions): Promise<RemoteDryRunReport> {
   const t0 = performance.now();
-  const img = await openImage(image);
+  const img = await openImageOrNbd(image);
   let conn: Connection | null = null;
   try {
     conn = await connectAuthenticated(opts);
@@ -143,7 +144,7 @@ export async function dryRunPush(image: string, opts: ClientOptions): Promise<Re
  */
 export async function dryRunPull(image: string, opts: ClientOptions): Promise<RemoteDryRunReport> {
   const t0 = performance.now();
-  const img = await openImage(image);
+  const img = await openImageOrNbd(image);
   let conn: Connection | null = null;
   try {
     conn = await connectAuthenticated(opts);
@@ -336,7 +337,7 @@ export async function dryRunDelta(
 ): Promise<DryRunReport> {
   const t0 = performance.now();
   const { signature, basisHash } = await loadSignatureFile(sigPath);
-  const img = await openImage(newPath);
+  const img = await openImageOrNbd(newPath);
   try {
     const sp = signature.params;
     const matcher = new DeltaMatcher(signature);

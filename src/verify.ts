@@ -13,7 +13,8 @@ import { blockCountFor, defaultBlockSize, type SignatureParams } from './core/si
 import { StrongHasher } from './core/strong.js';
 import { imageHashBuilder, type ImageHashBuilder } from './core/imagehash.js';
 import { chunkFromMessage, paramsFromHeader } from './format/sigfile.js';
-import { openImage, readChunks, type ImageHandle } from './io/image.js';
+import { readChunks, type ImageHandle } from './io/image.js';
+import { openImageOrNbd } from './io/nbd/image.js';
 import { connectAuthenticated, openSession, type ClientOptions } from './net/client.js';
 import type { Connection } from './net/connection.js';
 import { MsgType } from '../protocol/constants.js';
@@ -144,10 +145,10 @@ function report(ranges: RangeCollector, sizeA: number, sizeB: number, blockSize:
 export async function verifyFiles(a: string, b: string, opts: VerifyFilesOptions = {}): Promise<VerifyReport> {
   const t0 = performance.now();
   const maxRanges = checkMaxRanges(opts.maxRanges);
-  const ia = await openImage(a);
+  const ia = await openImageOrNbd(a);
   let ib: ImageHandle | null = null;
   try {
-    ib = await openImage(b);
+    ib = await openImageOrNbd(b);
     const bs = checkBlockSize(opts.blockSize ?? defaultBlockSize(Math.max(ia.size, ib.size)));
     const ranges = new RangeCollector(maxRanges);
     const min = Math.min(ia.size, ib.size);
@@ -268,7 +269,7 @@ export async function verifyRemote(image: string, opts: VerifyRemoteOptions): Pr
   const t0 = performance.now();
   const maxRanges = checkMaxRanges(opts.maxRanges);
   if (opts.blockSize !== undefined) checkBlockSize(opts.blockSize);
-  const img = await openImage(image);
+  const img = await openImageOrNbd(image);
   let conn: Connection | null = null;
   let own: OwnBlocks | null = null;
   try {

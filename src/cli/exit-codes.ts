@@ -52,6 +52,7 @@ const BY_CODE: Record<ErrorCode, number> = {
   ERR_CONNECTION: ExitCode.NETWORK,
   ERR_BUSY: ExitCode.NETWORK,
   ERR_REMOTE: ExitCode.NETWORK,
+  ERR_NBD: ExitCode.NETWORK,
   ERR_AUTH: ExitCode.DENIED,
   ERR_PERMISSION: ExitCode.DENIED,
   ERR_NOT_FOUND: ExitCode.DENIED,

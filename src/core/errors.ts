@@ -29,6 +29,7 @@ export type ErrorCode =
   | 'ERR_REMOTE' // the peer reported an error of its own
   | 'ERR_JOURNAL' // a resume journal that does not match the operation
   | 'ERR_LOCKED' // another session (another process) holds the image's lock
+  | 'ERR_NBD' // an NBD server broke the protocol, refused the export or an option, or failed a request
   | 'ERR_INTERRUPTED'; // stopped by a signal; resumable
 
 /** Base class of every error resync raises on purpose. */

@@ -15,6 +15,25 @@ export interface ImageHandle {
   path: string;
   size: number;
   isBlockDevice: boolean;
+  /** An image read over the network (an NBD export): set, reads go through it, never through a descriptor. */
+  remote?: RemoteImage | undefined;
+}
+
+/** An image behind a protocol rather than a descriptor (src/io/nbd). */
+export interface RemoteImage {
+  /** Read exactly [position, position+length) into `into` (or a new buffer). */
+  read(position: number, length: number, into?: Buffer): Promise<Buffer>;
+  /**
+   * Where data is at or after `pos` (< end): [start, end) of the next run
+   * that is not known to read as zeros, or null when the rest does. With
+   * `holes` false, all is data.
+   */
+  nextData(pos: number, end: number, holes: boolean): Promise<[number, number] | null>;
+}
+
+/** Read exactly `length` bytes at `position`: synchronously from a file or device, over the network from a remote image. */
+export async function readAt(img: ImageHandle, position: number, length: number, into?: Buffer): Promise<Buffer> {
+  return img.remote ? img.remote.read(position, length, into) : readExactSync(img, position, length, into);
 }
 
 /** Open an image for reading (or read-write) and find its size, also for block devices. */
@@ -146,6 +165,7 @@ export async function readExact(img: ImageHandle, position: number, length: numb
  * pool overhead, several times what copying 32 KiB from the page cache does.
  */
 export function readExactSync(img: ImageHandle, position: number, length: number, into?: Buffer): Buffer {
+  if (img.remote) throw new SyncError('ERR_PARAM', `${img.path} is a network image and cannot be read synchronously here`, { path: img.path });
   const buf = into ? into.subarray(0, length) : Buffer.allocUnsafe(length);
   for (let off = 0; off < length; ) off += checkedRead(img, position + off, () => readSync(img.fh.fd, buf, off, length - off, position + off));
   return buf;

@@ -158,9 +158,10 @@ export async function* readPieces(img: ImageHandle, opts: PieceOptions = {}): As
   let sinceYield = 0;
   let pos = start;
   // The data extent most recently found, reused until pos passes it.
-  let extent: [number, number] | null = start < end ? nextData(img, start, end, holes) : null;
+  const dataAfter = (at: number): Promise<[number, number] | null> | [number, number] | null => (img.remote ? img.remote.nextData(at, end, holes) : nextData(img, at, end, holes));
+  let extent: [number, number] | null = start < end ? await dataAfter(start) : null;
   while (pos < end) {
-    if (extent !== null && extent[1] <= pos) extent = nextData(img, pos, end, holes);
+    if (extent !== null && extent[1] <= pos) extent = await dataAfter(pos);
     const dataAt = extent === null ? end : Math.max(extent[0], pos);
     // Whole blocks of hole before the next data.
     const holeEnd = dataAt >= end ? end : down(dataAt);
@@ -178,7 +179,7 @@ export async function* readPieces(img: ImageHandle, opts: PieceOptions = {}): As
         [into, other] = [other, buf];
         buf = into;
       }
-      piece = { position: pos, length: n, data: readExactSync(img, pos, n, into), zero: false };
+      piece = { position: pos, length: n, data: img.remote ? await img.remote.read(pos, n, into) : readExactSync(img, pos, n, into), zero: false };
     }
     pos += piece.length;
     sinceYield += piece.length;

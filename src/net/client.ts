@@ -16,6 +16,8 @@ import { journalPathFor } from '../io/journal.js';
 import { SUBSUMS_CAP } from './subsums.js';
 import { trace } from '../trace.js';
 import { settleJournal } from '../io/inplace.js';
+import { isNbdUri, openNbdImage } from '../io/nbd/image.js';
+import { pullIntoNbd } from './nbd.js';
 
 /** Options for push and pull. */
 export interface ClientOptions {
@@ -113,10 +115,11 @@ export async function openSession(conn: Connection, mode: 'push' | 'pull' | 'ver
 /** Make the remote volume identical to the local image `imagePath`. */
 export async function push(imagePath: string, opts: ClientOptions): Promise<SyncResult> {
   const t0 = performance.now();
-  // Shared: other readers may push it too, but no session may be writing it.
-  const lock = await lockImage(imagePath, 'read');
-  const img = await openImage(imagePath).catch(async (e: unknown) => {
-    await lock.release();
+  // Shared: other readers may push it too, but no session may be writing it. (An NBD export is the server's to guard.)
+  const nbd = isNbdUri(imagePath);
+  const lock = nbd ? null : await lockImage(imagePath, 'read');
+  const img = await (nbd ? openNbdImage(imagePath) : openImage(imagePath)).catch(async (e: unknown) => {
+    await lock?.release();
     throw e;
   });
   let conn: Connection | null = null;
@@ -149,12 +152,13 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
     throw e;
   } finally {
     await img.fh.close();
-    await lock.release();
+    await lock?.release();
   }
 }
 
 /** Make the local image `imagePath` identical to the remote volume (failback). */
 export async function pull(imagePath: string, opts: ClientOptions): Promise<SyncResult> {
+  if (isNbdUri(imagePath)) return pullIntoNbd(imagePath, opts);
   const t0 = performance.now();
   // Block devices are always patched in place (a temp file cannot be renamed onto a device).
   const inPlace = opts.inPlace !== false || (await stat(imagePath).catch(() => null))?.isBlockDevice() === true;

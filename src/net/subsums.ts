@@ -18,7 +18,7 @@ import { SyncError } from '../core/errors.js';
 import { MAX_SUB_SIZE, MAX_SUBS_PER_BLOCK } from '../core/limits.js';
 import { blockCountFor, type SignatureParams } from '../core/signature.js';
 import { SUB_SUM_LEN, SubSummer } from '../core/subsum.js';
-import { readExactSync, type ImageHandle } from '../io/image.js';
+import { readAt, readExactSync, type ImageHandle } from '../io/image.js';
 import { SUB_NEED_MAX_BLOCKS, SUB_NEED_SPAN } from '../../protocol/codec.js';
 import { MsgType } from '../../protocol/constants.js';
 import type { SubNeedMsg } from '../../protocol/messages.js';
@@ -134,6 +134,24 @@ export class SubSumsAhead {
  * it may be rewritten already and cannot be asked for.
  */
 export function answerSubNeed(basis: ImageHandle, m: SubNeedMsg, sent: SignatureParams | undefined, position: number): Uint8Array {
+  const { blocks, bs, summer, out } = planSubNeed(m, sent, position);
+  const per = bs / summer.subSize;
+  const buf = Buffer.allocUnsafe(bs);
+  blocks.forEach((k, j) => summer.sums(readExactSync(basis, k * bs, bs, buf), 0, per, out, j * per * SUB_SUM_LEN));
+  return out;
+}
+
+/** answerSubNeed for a basis read over the network (an NBD export), whose reads cannot be synchronous. */
+export async function answerSubNeedRemote(basis: ImageHandle, m: SubNeedMsg, sent: SignatureParams | undefined, position: number): Promise<Uint8Array> {
+  const { blocks, bs, summer, out } = planSubNeed(m, sent, position);
+  const per = bs / summer.subSize;
+  const buf = Buffer.allocUnsafe(bs);
+  for (const [j, k] of blocks.entries()) summer.sums(await readAt(basis, k * bs, bs, buf), 0, per, out, j * per * SUB_SUM_LEN);
+  return out;
+}
+
+/** Check a SubNeed against the signature sent and the output position: the blocks asked for and where their sums go. */
+function planSubNeed(m: SubNeedMsg, sent: SignatureParams | undefined, position: number): { blocks: number[]; bs: number; summer: SubSummer; out: Uint8Array } {
   if (!sent) throw new SyncError('ERR_PROTOCOL', 'sub-block sums were asked for, but this side sent no signature');
   const bs = sent.blockSize;
   const sub = m.subSize;
@@ -151,11 +169,7 @@ export function answerSubNeed(basis: ImageHandle, m: SubNeedMsg, sent: Signature
   }
   if (blocks.length > SUB_NEED_MAX_BLOCKS) throw new SyncError('ERR_PROTOCOL', `sub-block sums asked for ${blocks.length} blocks at once (at most ${SUB_NEED_MAX_BLOCKS})`);
   const summer = summerFor(sent.seed, sub);
-  const per = bs / sub;
-  const out = new Uint8Array(blocks.length * per * SUB_SUM_LEN);
-  const buf = Buffer.allocUnsafe(bs);
-  blocks.forEach((k, j) => summer.sums(readExactSync(basis, k * bs, bs, buf), 0, per, out, j * per * SUB_SUM_LEN));
-  return out;
+  return { blocks, bs, summer, out: new Uint8Array(blocks.length * (bs / sub) * SUB_SUM_LEN) };
 }
 
 /** The summer of the last SubNeed answered: a session asks with one seed and size throughout. */

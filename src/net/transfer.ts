@@ -44,7 +44,7 @@ import { MsgType } from '../../protocol/constants.js';
 import type { DeltaHeaderMsg } from '../../protocol/messages.js';
 import type { ProgressFn } from '../api-files.js';
 import type { Connection } from './connection.js';
-import { SubSumsAhead, answerSubNeed } from './subsums.js';
+import { SubSumsAhead, answerSubNeed, answerSubNeedRemote } from './subsums.js';
 
 /** Blocks per region for two-level signatures: regions of about 1 MiB. */
 export function regionBlocksFor(blockSize: number): number {
@@ -401,7 +401,7 @@ export async function sendDelta(
       // (copied) as they are sent. Fresh buffers cost page faults and GC.
       ring ??= [Buffer.allocUnsafe(Math.min(chunk, img.size)), Buffer.allocUnsafe(Math.min(chunk, img.size))];
       turn ^= 1;
-      const data = readExactSync(img, pos, end - pos, ring[turn]);
+      const data = img.remote ? await img.remote.read(pos, end - pos, ring[turn]) : readExactSync(img, pos, end - pos, ring[turn]);
       if (subs) {
         await subs.ask(Math.floor(pos / bs));
         await subs.until(Math.ceil(end / bs));
@@ -535,7 +535,7 @@ export async function receiveDelta(
       const m = await conn.recv();
       if (m.type === MsgType.SubNeed) {
         // Not an op: answered from the basis, which is still original past the output position.
-        await conn.send({ type: MsgType.SubSums, first: m.first, sums: answerSubNeed(basis, m, sent, sink?.position ?? 0) });
+        await conn.send({ type: MsgType.SubSums, first: m.first, sums: basis.remote ? await answerSubNeedRemote(basis, m, sent, sink?.position ?? 0) : answerSubNeed(basis, m, sent, sink?.position ?? 0) });
         continue;
       }
       sink ??= await sinkReady;

@@ -21,6 +21,7 @@ import { existsSync } from 'node:fs';
 import type { ClientTls } from '../../net/connection.js';
 import { parseSshRemote, splitCommand } from '../../net/ssh.js';
 import { ioError } from '../../io/errors.js';
+import { isNbdUri } from '../../io/nbd/uri.js';
 
 async function clientTls(on: boolean, caFile: string | undefined): Promise<ClientTls | undefined> {
   if (!on && !caFile) return undefined;
@@ -295,12 +296,13 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
       'Make the remote volume identical to the local IMAGE (primary -> recovery)',
       (a) =>
         outputOptions(a)
-          .positional('image', { type: 'string', demandOption: true, describe: 'the local image to send (file or block device)' })
+          .positional('image', { type: 'string', demandOption: true, describe: 'the local image to send (file, block device, or NBD export: nbd://HOST:PORT/EXPORT, nbd+unix:///EXPORT?socket=PATH)' })
           .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME, or [user@]host:/path over ssh' })
           .options(CLIENT_OPTIONS)
           .example('$0 push vm1.img dr:7873/vm1', 'bring volume vm1 on host dr up to date (secret: --secret-file or RESYNC_SECRET_FILE)')
           .example("$0 push -e 'ssh -p 2222' vm1.img root@dr:/srv/images/vm1.img", 'the same over ssh: resync serve --stdio runs on dr')
-          .example('$0 push --dry-run vm1.img dr:7873/vm1', 'how much would be sent; nothing is written'),
+          .example('$0 push --dry-run vm1.img dr:7873/vm1', 'how much would be sent; nothing is written')
+          .example("$0 push 'nbd+unix:///vm1?socket=/run/vm1.sock' dr:7873/vm1", 'send the guest-visible content of a disk exported by qemu-nbd or qemu'),
       (argv) =>
         runCommand(
           'push',
@@ -322,7 +324,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
       (a) =>
         outputOptions(a)
           .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME, or [user@]host:/path over ssh' })
-          .positional('image', { type: 'string', demandOption: true, describe: 'the local image to update or create (file or block device)' })
+          .positional('image', { type: 'string', demandOption: true, describe: 'the local image to update or create (file, block device, or NBD export URI: patched in place, flushed)' })
           .option('in-place', { type: 'boolean', default: true, describe: 'patch IMAGE in place under an undo journal (resumable); --no-in-place writes a temp file and renames it' })
           .options(CLIENT_OPTIONS)
           .example('$0 pull dr:7873/vm1 vm1.img', 'failback: make vm1.img equal to volume vm1 on host dr (secret: --secret-file or RESYNC_SECRET_FILE)')
@@ -335,7 +337,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           async (progress) => {
             await checkInput(argv.image, 'IMAGE');
             // A temp file renamed over a symbolic link would replace the link: write the file it points to.
-            const image = argv['in-place'] || argv['dry-run'] ? argv.image : await prepareOutput(argv.image, 'IMAGE', { force: true, inputs: [], usage: 'resync pull REMOTE IMAGE' });
+            const image = argv['in-place'] || argv['dry-run'] || isNbdUri(argv.image) ? argv.image : await prepareOutput(argv.image, 'IMAGE', { force: true, inputs: [], usage: 'resync pull REMOTE IMAGE' });
             const opts = await clientOptionsFrom(argv, progress);
             if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPull(image, opts));
             const res = await (await clientMod()).pull(image, { ...opts, inPlace: argv['in-place'] });

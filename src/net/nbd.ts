@@ -1,0 +1,72 @@
+/**
+ * Sessions whose local image is an NBD export (src/io/nbd): a pull that
+ * patches the export in place. A push from an export needs no session code
+ * of its own: the export is read through ImageHandle.remote.
+ */
+import { SyncError, isSyncError } from '../core/errors.js';
+import { defaultBlockSize } from '../core/signature.js';
+import { MsgType } from '../../protocol/constants.js';
+import { openNbdImage } from '../io/nbd/image.js';
+import { NbdPatcher } from '../io/nbd/sink.js';
+import { connectAuthenticated, openSession, type ClientOptions, type SyncResult } from './client.js';
+import type { Connection } from './connection.js';
+import { receiveDelta, sendSignature, type DeltaSink } from './transfer.js';
+
+/** Make the NBD export at `uri` identical to the remote volume; the export is flushed before success is reported. */
+export async function pullIntoNbd(uri: string, opts: ClientOptions): Promise<SyncResult> {
+  const t0 = performance.now();
+  const img = await openNbdImage(uri, { write: true });
+  let conn: Connection | null = null;
+  try {
+    conn = await connectAuthenticated(opts);
+    const ready = await openSession(conn, 'pull', opts, img.size);
+    if (ready.imageSize > img.size) {
+      throw new SyncError('ERR_PARAM', `the remote image is ${ready.imageSize} bytes; the NBD export ${uri} is ${img.size} bytes (an export does not grow: resize it first)`);
+    }
+    const bs = opts.blockSize ?? defaultBlockSize(Math.max(img.size, ready.imageSize));
+    const sent = await sendSignature(conn, img, bs);
+    let r;
+    try {
+      r = await receiveDelta(
+        conn,
+        img,
+        async (size, spec): Promise<DeltaSink> => {
+          const p = await NbdPatcher.start(img, size, spec, sent.fullDigests);
+          return {
+            apply: (op) => p.apply(op),
+            get position() {
+              return p.position;
+            },
+            get stats() {
+              return p.stats;
+            },
+            finish: (size, hash) => p.finish(size, hash),
+            // Any failure puts the export back as it was: there is no journal to resume from.
+            abort: () => p.rollback(),
+          };
+        },
+        opts.onProgress,
+        sent,
+      );
+    } catch (e) {
+      if (isSyncError(e) && !e.details.remote) await conn.sendErrorAndClose(e);
+      throw e;
+    }
+    await conn.send({ type: MsgType.Result, ok: true, bytesWritten: r.bytesWritten, targetHash: r.targetHash }).catch(() => undefined);
+    conn.end();
+    return {
+      ...r,
+      imageSize: r.targetSize,
+      blockSize: bs,
+      bytesSent: conn.bytesOut,
+      bytesReceived: conn.bytesIn,
+      elapsedMs: performance.now() - t0,
+      verified: true,
+    };
+  } catch (e) {
+    conn?.destroy();
+    throw e;
+  } finally {
+    await img.nbd.close();
+  }
+}

@@ -1,0 +1,91 @@
+/**
+ * qemu-utils for tests: make qcow2 images, write into them, export them with
+ * qemu-nbd on a unix socket (or 127.0.0.1), compare guest-visible contents.
+ * Every qemu-nbd started is remembered and stopped by stopAllNbd().
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+
+/** Whether qemu-img, qemu-io and qemu-nbd are installed (the tests that need them are skipped otherwise). */
+export const hasQemu = ['qemu-img', 'qemu-io', 'qemu-nbd'].every((t) => spawnSync(t, ['--version'], { stdio: 'ignore' }).status === 0);
+
+export function qemuImg(...args: string[]): string {
+  return execFileSync('qemu-img', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/** qemu-io commands (e.g. 'write -P 0xab 1M 64k') against a qcow2 image. */
+export function qemuIo(image: string, ...cmds: string[]): void {
+  execFileSync('qemu-io', ['-f', 'qcow2', ...cmds.flatMap((c) => ['-c', c]), image], { stdio: 'ignore' });
+}
+
+/** Whether two images have the same guest-visible content (qemu-img compare exit 0; 1 = differ). */
+export function sameContent(a: string, b: string, fa = 'qcow2', fb = 'raw'): boolean {
+  const r = spawnSync('qemu-img', ['compare', '-f', fa, '-F', fb, a, b], { encoding: 'utf8' });
+  if (r.status !== 0 && r.status !== 1) throw new Error(`qemu-img compare: ${r.stderr}`);
+  return r.status === 0;
+}
+
+const running = new Set<number>();
+
+/** A running qemu-nbd. */
+export interface NbdExport {
+  uri: string;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((res) => s.listen(0, '127.0.0.1', res));
+  const port = (s.address() as { port: number }).port;
+  await new Promise<void>((res) => s.close(() => res()));
+  return port;
+}
+
+/**
+ * Export `image` with qemu-nbd (persistent, so several connections may come
+ * one after another) on a unix socket in `dir`, or on 127.0.0.1 with `tcp`.
+ * Resolves once the export accepts connections (qemu-nbd --fork returns then).
+ */
+export async function startNbd(dir: string, image: string, opts: { format?: string; readOnly?: boolean; bitmap?: string; tcp?: boolean; name?: string } = {}): Promise<NbdExport> {
+  const name = opts.name ?? 'disk';
+  const tag = `${process.pid}-${running.size}-${Date.now()}`;
+  const pidFile = join(dir, `nbd-${tag}.pid`);
+  const sock = join(dir, `nbd-${tag}.sock`);
+  const port = opts.tcp ? await freePort() : 0;
+  const args = ['--fork', '--persistent', '--pid-file', pidFile, '-f', opts.format ?? 'qcow2', '-x', name];
+  args.push(...(opts.tcp ? ['-b', '127.0.0.1', '-p', String(port)] : ['-k', sock]));
+  if (opts.readOnly) args.push('-r');
+  if (opts.bitmap) args.push('-B', opts.bitmap);
+  execFileSync('qemu-nbd', [...args, image], { stdio: 'ignore', timeout: 20_000 });
+  const pid = Number((await readFile(pidFile, 'utf8')).trim());
+  running.add(pid);
+  const uri = opts.tcp ? `nbd://127.0.0.1:${port}/${name}` : `nbd+unix:///${name}?socket=${sock}`;
+  return { uri, pid, stop: () => stopNbd(pid) };
+}
+
+/** Stop one qemu-nbd and wait until it is gone (it has closed and flushed its image then). */
+export async function stopNbd(pid: number): Promise<void> {
+  if (!running.delete(pid)) return;
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    return;
+  }
+  for (let i = 0; i < 200; i++) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  process.kill(pid, 'SIGKILL');
+}
+
+/** Stop every qemu-nbd these helpers started (afterEach/afterAll). */
+export async function stopAllNbd(): Promise<void> {
+  await Promise.all([...running].map((p) => stopNbd(p)));
+}

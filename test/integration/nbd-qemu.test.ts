@@ -1,0 +1,125 @@
+/**
+ * NBD with the real qemu tools: qcow2 images exported by qemu-nbd are pushed
+ * to a resync server and pulled into, and the guest-visible contents are
+ * compared with qemu-img compare.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { push, pull } from '../../src/net/client.js';
+import { openNbdImage } from '../../src/io/nbd/image.js';
+import { readPieces } from '../../src/io/sparse.js';
+import { NbdPatcher } from '../../src/io/nbd/sink.js';
+import { makeSignatureParams } from '../../src/core/signature.js';
+import { startServer, type TestServer } from '../helpers/server.js';
+import { hasQemu, qemuImg, qemuIo, sameContent, startNbd, stopAllNbd } from '../helpers/qemu.js';
+
+let dir: string;
+let srv: TestServer;
+const MiB = 1 << 20;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'resync-nbd-'));
+  srv = await startServer({ rec: { path: join(dir, 'recovery.img'), writable: true } });
+});
+afterEach(stopAllNbd);
+afterAll(async () => {
+  await stopAllNbd();
+  await srv.server.close();
+  await rm(dir, { recursive: true, force: true });
+  await rm(srv.dir, { recursive: true, force: true });
+});
+
+const client = () => ({ host: '127.0.0.1', port: srv.port, secret: srv.secret, volume: 'rec' });
+
+describe.skipIf(!hasQemu)('NBD against qemu-nbd', () => {
+  test('a qcow2 export is pushed by its guest-visible content, its zero runs not read', async () => {
+    const q = join(dir, 'primary.qcow2');
+    qemuImg('create', '-f', 'qcow2', q, '64M');
+    qemuIo(q, 'write -P 0xab 1M 64k', 'write -P 0x11 10M 3M', 'write -z 20M 1M');
+    await rm(join(dir, 'recovery.img'), { force: true });
+    const nbd = await startNbd(dir, q, { readOnly: true });
+
+    // The zero runs base:allocation reports come out as zero pieces, never read.
+    const img = await openNbdImage(nbd.uri);
+    let data = 0;
+    for await (const p of readPieces(img, { chunk: MiB, align: 4096 })) if (!p.zero) data += p.length;
+    await img.nbd.close();
+    expect(data).toBe(64 * 1024 + 3 * MiB);
+
+    const r = await push(nbd.uri, client());
+    expect(r.verified).toBe(true);
+    expect(r.imageSize).toBe(64 * MiB);
+    await nbd.stop();
+    expect(sameContent(q, join(dir, 'recovery.img'))).toBe(true);
+
+    // An incremental push after a small guest write sends little.
+    qemuIo(q, 'write -P 0xcd 30M 64k');
+    const nbd2 = await startNbd(dir, q, { readOnly: true, tcp: true });
+    expect(nbd2.uri).toMatch(/^nbd:\/\/127\.0\.0\.1:\d+\/disk$/);
+    const r2 = await push(nbd2.uri, client());
+    expect(r2.literalBytes).toBeLessThanOrEqual(128 * 1024);
+    await nbd2.stop();
+    expect(sameContent(q, join(dir, 'recovery.img'))).toBe(true);
+  }, 60_000);
+
+  test('a pull writes the remote volume into a qcow2 export (failback), flushed', async () => {
+    const vol = Buffer.concat([randomBytes(2 * MiB), Buffer.alloc(4 * MiB), randomBytes(2 * MiB)]);
+    await writeFile(join(dir, 'recovery.img'), vol);
+    const q = join(dir, 'local.qcow2');
+    qemuImg('create', '-f', 'qcow2', q, '8M');
+    // The local disk has data of its own.
+    qemuIo(q, 'write -P 0x55 5M 256k', 'write -P 0x66 7M 4k');
+    const nbd = await startNbd(dir, q);
+    const r = await pull(nbd.uri, client());
+    expect(r.verified).toBe(true);
+    await nbd.stop();
+    expect(sameContent(q, join(dir, 'recovery.img'))).toBe(true);
+
+    // Pulled again: nothing left to change.
+    const nbd2 = await startNbd(dir, q);
+    const r2 = await pull(nbd2.uri, client());
+    expect(r2.literalBytes).toBe(0);
+    expect(r2.bytesWritten).toBe(0);
+  }, 60_000);
+
+  test('a patch that fails verification puts the export back as it was', async () => {
+    const q = join(dir, 'rollback.qcow2');
+    qemuImg('create', '-f', 'qcow2', q, '4M');
+    qemuIo(q, 'write -P 0x42 0 1M', 'write -P 0x43 2M 1M');
+    const before = join(dir, 'rollback-before.raw');
+    qemuImg('convert', '-f', 'qcow2', '-O', 'raw', q, before);
+    const nbd = await startNbd(dir, q);
+    const img = await openNbdImage(nbd.uri, { write: true });
+    const spec = makeSignatureParams(img.size, Buffer.alloc(16), { blockSize: 4096 });
+    const p = await NbdPatcher.start(img, img.size, spec, null);
+    // Move the second MiB to the front (reads a range the patch overwrites later), then new data.
+    await p.apply({ kind: 'copy', offset: 2 * MiB, length: MiB });
+    await p.apply({ kind: 'copy', offset: 0, length: MiB });
+    await p.apply({ kind: 'literal', data: randomBytes(MiB) });
+    await p.apply({ kind: 'copy', offset: 3 * MiB, length: MiB });
+    await expect(p.finish(img.size, Buffer.alloc(32))).rejects.toMatchObject({ code: 'ERR_VERIFY_FAILED' });
+    expect(p.bytesWritten).toBe(3 * MiB);
+    await p.rollback();
+    await img.nbd.close();
+    await nbd.stop();
+    expect(sameContent(q, before)).toBe(true);
+  }, 60_000);
+
+  test('refusals: no such export, a read-only export to pull into, a volume larger than the export', async () => {
+    const q = join(dir, 'small.qcow2');
+    qemuImg('create', '-f', 'qcow2', q, '1M');
+    const ro = await startNbd(dir, q, { readOnly: true });
+    await expect(push(ro.uri.replace('/disk?', '/nosuch?'), client())).rejects.toMatchObject({ code: 'ERR_NBD', message: /refused export "nosuch"/ });
+    await expect(pull(ro.uri, client())).rejects.toMatchObject({ code: 'ERR_NBD', message: /read-only/ });
+    await ro.stop();
+    await writeFile(join(dir, 'recovery.img'), randomBytes(2 * MiB));
+    const rw = await startNbd(dir, q);
+    await expect(pull(rw.uri, client())).rejects.toMatchObject({ code: 'ERR_PARAM', message: /does not grow/ });
+    await expect(openNbdImage(rw.uri, { dirtyBitmap: 'b0' })).rejects.toMatchObject({ code: 'ERR_NBD', message: /does not offer the dirty bitmap/ });
+    await rw.stop();
+    expect((await readFile(join(dir, 'recovery.img'))).length).toBe(2 * MiB);
+  }, 60_000);
+});
