@@ -137,6 +137,7 @@ export function sampleMessages(): Message[] {
     { type: MsgType.NeedRegions, bitmap: Uint8Array.of(0b101) },
     { type: MsgType.SubNeed, first: 1, subSize: 1024, bitmap: Uint8Array.of(0b11) },
     { type: MsgType.SubSums, first: 1, sums: new Uint8Array(64).fill(5) },
+    { type: MsgType.DirtyRanges, ranges: new Uint8Array(32).fill(0), last: true },
     { type: MsgType.SigBlocks, first: 0, weak: new Uint8Array(8), strong: new Uint8Array(32) },
     { type: MsgType.SigEnd, blockCount: 2, basisHash: HASH, digest: null },
     { type: MsgType.DeltaHeader, blockSize: 2048, basisSize: 4096, basisHash: null, targetSize: 5000, strongAlgId: 1, seed: SEED },
@@ -209,7 +210,7 @@ export function generateSeeds(target: string): Seed[] {
     case 'session': {
       const pre = wirePreamble();
       const hello = frame({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push'] });
-      const open = (mode: 'push' | 'pull' | 'verify', volume: string, blockSize = 0) =>
+      const open = (mode: 'push' | 'pull' | 'verify' | 'dirty', volume: string, blockSize = 0) =>
         frame({ type: MsgType.Open, mode, volume, imageSize: SESSION_BASIS.length, blockSize, resumeId: '' });
       const target = editedImage(SESSION_BASIS, 9);
       const live = { placeholders: true };
@@ -221,6 +222,11 @@ export function generateSeeds(target: string): Seed[] {
         { name: 'p1-open-unauthenticated', bytes: withPrefix(1, open('push', SESSION_VOLUMES.inPlace)) },
         { name: 'p2-open-push', bytes: withPrefix(2, open('push', SESSION_VOLUMES.inPlace, 1024)) },
         { name: 'p2-open-verify', bytes: withPrefix(2, open('verify', SESSION_VOLUMES.readOnly)) },
+        // A dirty-bitmap push of two ranges (4 KiB at 0, 100 bytes at 8 KiB).
+        {
+          name: 'p2-open-dirty',
+          bytes: withPrefix(2, Buffer.concat([open('dirty', SESSION_VOLUMES.inPlace, 1024), frame({ type: MsgType.DirtyRanges, ranges: Buffer.from('0000000000000000000000000000100000000000000020000000000000000064', 'hex'), last: true })])),
+        },
         { name: 'p2-open-missing', bytes: withPrefix(2, open('pull', 'no-such-volume')) },
         { name: 'p2-open-readonly-push', bytes: withPrefix(2, open('push', SESSION_VOLUMES.readOnly)) },
         { name: 'p3-delta-identical', bytes: withPrefix(3, deltaFrames(SESSION_BASIS, SESSION_BASIS, 2048, live)) },

@@ -116,7 +116,7 @@ const element: fc.Arbitrary<Uint8Array> = fc.oneof(
         fc.integer(),
         fc.double(),
         fc.bigInt({ min: -(2n ** 63n), max: 2n ** 64n - 1n }),
-        fc.constantFrom<unknown>('push', 'pull', 'verify', 'vol', 'tmpvol', 'ro', 'health', '__proto__', 'constructor', '../vol', '', 'ERR_AUTH'),
+        fc.constantFrom<unknown>('push', 'pull', 'verify', 'dirty', 'vol', 'tmpvol', 'ro', 'health', '__proto__', 'constructor', '../vol', '', 'ERR_AUTH'),
         fc.string({ maxLength: 80 }),
         fc.constantFrom(8, 15, 16, 17, 31, 32, 33, 64).map((n) => new Uint8Array(n).fill(0xab)),
         fc.uint8Array({ maxLength: 96 }),

@@ -19,6 +19,10 @@ export const REGION_HASH_LEN = 16;
 export const REGION_CHUNK = 16384;
 /** Largest region (in blocks) accepted. */
 export const MAX_REGION_BLOCKS = 65536;
+/** Bytes of one range in DirtyRanges: offset and length, u64 BE each. */
+export const DIRTY_RANGE_LEN = 16;
+/** Ranges per DirtyRanges message at most. */
+export const DIRTY_CHUNK = 4096;
 
 /** Blocks one SubNeed bitmap spans at most. */
 export const SUB_NEED_SPAN = 65536;
@@ -181,6 +185,8 @@ function toArray(m: Message): unknown[] {
       return [m.type, m.first, m.subSize, m.bitmap];
     case 0x07:
       return [m.type, m.first, m.sums];
+    case 0x08:
+      return [m.type, m.ranges, m.last];
     case 0x02:
       return [m.type, m.first, m.weak, m.strong];
     case 0x03:
@@ -314,6 +320,12 @@ function validate(v: unknown): Message {
     case MsgType.NeedRegions:
       f.count(2);
       return { type, bitmap: f.bin(1, 'region bitmap', 0, MAX_BLOCKS / 8) };
+    case MsgType.DirtyRanges: {
+      f.count(3);
+      const ranges = f.bin(1, 'dirty ranges', 0, DIRTY_CHUNK * DIRTY_RANGE_LEN);
+      if (ranges.length % DIRTY_RANGE_LEN !== 0) throw bad(`DirtyRanges: ranges length is not a multiple of ${DIRTY_RANGE_LEN}`);
+      return { type, ranges, last: f.bool(2, 'last') };
+    }
     case MsgType.SubNeed: {
       f.count(4);
       const first = f.uint(1, 'first block');
@@ -379,7 +391,7 @@ function validate(v: unknown): Message {
     case MsgType.Open: {
       f.count(6);
       const mode = f.str(1, 'mode', 16);
-      if (mode !== 'push' && mode !== 'pull' && mode !== 'verify' && mode !== 'recover') throw bad(`Open: unknown mode ${JSON.stringify(mode)}`);
+      if (mode !== 'push' && mode !== 'pull' && mode !== 'verify' && mode !== 'recover' && mode !== 'dirty') throw bad(`Open: unknown mode ${JSON.stringify(mode)}`);
       return {
         type,
         mode,

@@ -40,6 +40,8 @@ export const MsgType = {
   SubNeed: 0x06,
   /** 0x07: sub-block sums answering one SubNeed (wire only). */
   SubSums: 0x07,
+  /** 0x08: byte ranges a dirty-bitmap push covers, from the client after Ready (wire only, capability "dirty"). */
+  DirtyRanges: 0x08,
   /** 0x10: delta header (block size, basis size and hash, target size). */
   DeltaHeader: 0x10,
   /** 0x11: copy a range of the basis. */

@@ -46,6 +46,14 @@ export interface SubSumsMsg {
   /** For each block asked for, in order: blockSize / subSize strong sums of strongLen bytes. */
   sums: Uint8Array;
 }
+/** 0x08 */
+export interface DirtyRangesMsg {
+  type: 0x08;
+  /** DIRTY_RANGE_LEN bytes a range: offset u64 BE, length u64 BE; in order, not overlapping, none empty. */
+  ranges: Uint8Array;
+  /** The last DirtyRanges of the session: the signature follows. */
+  last: boolean;
+}
 /** 0x02 */
 export interface SigBlocksMsg {
   type: 0x02;
@@ -130,7 +138,8 @@ export interface OpenMsg {
   type: 0x30;
   /** 'push': the client sends the new image; 'pull': the client receives it; 'verify': compare only. */
   /** 'recover' only where the server offers the "recover" capability. */
-  mode: 'push' | 'pull' | 'verify' | 'recover';
+  /** 'dirty': a push of only the byte ranges the client lists in DirtyRanges (capability "dirty"). */
+  mode: 'push' | 'pull' | 'verify' | 'recover' | 'dirty';
   volume: string;
   /** Size of the client's image (the source size for push, the basis size for pull). */
   imageSize: number;
@@ -181,6 +190,7 @@ export type Message =
   | NeedRegionsMsg
   | SubNeedMsg
   | SubSumsMsg
+  | DirtyRangesMsg
   | SigBlocksMsg
   | SigEndMsg
   | DeltaHeaderMsg

@@ -10,6 +10,8 @@
  *   pull:  SigHeader SigBlocks* SigEnd (C)   DeltaHeader (Copy|Literal)* DeltaEnd (S)   Result(C)
  *   verify: SigHeader SigBlocks* SigEnd (S)  Result(C)
  *   recover: Open(C) Recovered(S) (no Ready: the server settles the volume's journal and answers)
+ *   dirty: DirtyRanges+ (C), then as push, with SigBlocks only for the blocks the ranges touch
+ *          (the last DirtyRanges says last=true; the server checks that, the machine only the order)
  * Among the delta ops the delta side may send SubNeed; the signature side
  * answers each with one SubSums, and all are answered before DeltaEnd.
  * Error (either side) ends the session from any state.
@@ -30,6 +32,7 @@ export type SessionState =
   | 'authok'
   | 'open'
   | 'ready'
+  | 'dirty-ranges'
   | 'sig-header'
   | 'regions'
   | 'sig-blocks'
@@ -94,7 +97,7 @@ export class SessionMachine {
   expected(): [Side, number][] {
     const sigFrom: Side = this.mode === 'pull' ? 'client' : 'server';
     const deltaFrom: Side = this.mode === 'pull' ? 'server' : 'client';
-    const resultFrom: Side = this.mode === 'push' ? 'server' : 'client';
+    const resultFrom: Side = this.mode === 'push' || this.mode === 'dirty' ? 'server' : 'client';
     switch (this.st) {
       case 'hello':
         return [['client', MsgType.Hello]];
@@ -112,6 +115,11 @@ export class SessionMachine {
         return [['server', MsgType.Recovered]];
       case 'sig-header':
         return [[sigFrom, MsgType.SigHeader]];
+      case 'dirty-ranges':
+        return [
+          ['client', MsgType.DirtyRanges],
+          [sigFrom, MsgType.SigHeader],
+        ];
       case 'regions':
         return [
           [sigFrom, MsgType.RegionSums],
@@ -154,7 +162,9 @@ export class SessionMachine {
         this.mode = mode ?? 'push';
         return this.mode === 'recover' ? 'recovered' : 'ready';
       case MsgType.Ready:
-        return 'sig-header';
+        return this.mode === 'dirty' ? 'dirty-ranges' : 'sig-header';
+      case MsgType.DirtyRanges:
+        return 'dirty-ranges';
       case MsgType.SigHeader:
         return 'sig-blocks';
       case MsgType.SigBlocks:

@@ -48,6 +48,6 @@ export async function resolveRequested(requested: string, mode: OpenMsg['mode'],
   if (access.allow && !access.allow.some((d) => real.startsWith(d.endsWith(sep) ? d : d + sep))) {
     throw new SyncError('ERR_PERMISSION', 'outside the directories this server allows (--allow); refused');
   }
-  if ((mode === 'push' || mode === 'recover') && access.readOnly) throw new SyncError('ERR_PERMISSION', `this server is read-only (--read-only); a ${mode} is refused`);
+  if ((mode === 'push' || mode === 'recover' || mode === 'dirty') && access.readOnly) throw new SyncError('ERR_PERMISSION', `this server is read-only (--read-only); a ${mode} is refused`);
   return { path: real, writable: !access.readOnly, inPlace: true };
 }

@@ -18,6 +18,7 @@ import { trace } from '../trace.js';
 import { settleJournal } from '../io/inplace.js';
 import { isNbdUri, openNbdImage } from '../io/nbd/image.js';
 import { pullIntoNbd } from './nbd.js';
+import { pushDirty } from './dirty.js';
 
 /** Options for push and pull. */
 export interface ClientOptions {
@@ -39,6 +40,8 @@ export interface ClientOptions {
   /** Most bytes per second to send (`--bwlimit`); unlimited if absent. */
   bwlimit?: number | undefined;
   onProgress?: ProgressFn | undefined;
+  /** push from an NBD export: send only what this qemu dirty bitmap marks (net/dirty.ts). */
+  dirtyBitmap?: string | undefined;
 }
 
 /** What a push or pull reports. */
@@ -53,6 +56,12 @@ export interface SyncResult extends DeltaStats {
   resumedFrom?: number;
   /** Bytes written to the target (in place: only what changed). */
   bytesWritten?: number;
+  /** A dirty-bitmap push: bytes the bitmap marked. */
+  dirtyBytes?: number;
+  /** A dirty-bitmap push: bytes read from the image. */
+  bytesRead?: number;
+  /** A dirty-bitmap push verified the dirty blocks' contents, not the whole image. */
+  verifiedScope?: 'dirty';
 }
 
 /** Connect and authenticate (mutually): resolves once the server proved it knows the secret too. */
@@ -105,7 +114,7 @@ async function handshake(conn: Connection, opts: ClientOptions, preauth: boolean
 }
 
 /** Open a session on the volume after authentication; returns the server's Ready. */
-export async function openSession(conn: Connection, mode: 'push' | 'pull' | 'verify', opts: ClientOptions, imageSize: number): Promise<ReadyMsg> {
+export async function openSession(conn: Connection, mode: 'push' | 'pull' | 'verify' | 'dirty', opts: ClientOptions, imageSize: number): Promise<ReadyMsg> {
   await conn.send({ type: MsgType.Open, mode, volume: opts.volume, imageSize, blockSize: opts.blockSize ?? 0, resumeId: '' });
   const r = await conn.recv();
   if (r.type !== MsgType.Ready) throw new SyncError('ERR_PROTOCOL', 'expected ready');
@@ -114,6 +123,7 @@ export async function openSession(conn: Connection, mode: 'push' | 'pull' | 'ver
 
 /** Make the remote volume identical to the local image `imagePath`. */
 export async function push(imagePath: string, opts: ClientOptions): Promise<SyncResult> {
+  if (opts.dirtyBitmap !== undefined) return pushDirty(imagePath, opts.dirtyBitmap, opts);
   const t0 = performance.now();
   // Shared: other readers may push it too, but no session may be writing it. (An NBD export is the server's to guard.)
   const nbd = isNbdUri(imagePath);

@@ -7,7 +7,7 @@ import { SyncError, isSyncError } from '../core/errors.js';
 import { defaultBlockSize } from '../core/signature.js';
 import { MsgType } from '../../protocol/constants.js';
 import { openNbdImage } from '../io/nbd/image.js';
-import { NbdPatcher } from '../io/nbd/sink.js';
+import { UndoPatcher } from '../io/undo-patcher.js';
 import { connectAuthenticated, openSession, type ClientOptions, type SyncResult } from './client.js';
 import type { Connection } from './connection.js';
 import { receiveDelta, sendSignature, type DeltaSink } from './transfer.js';
@@ -31,7 +31,7 @@ export async function pullIntoNbd(uri: string, opts: ClientOptions): Promise<Syn
         conn,
         img,
         async (size, spec): Promise<DeltaSink> => {
-          const p = await NbdPatcher.start(img, size, spec, sent.fullDigests);
+          const p = await UndoPatcher.start(img.nbd, img.size, size, spec, sent.fullDigests);
           return {
             apply: (op) => p.apply(op),
             get position() {
@@ -40,7 +40,11 @@ export async function pullIntoNbd(uri: string, opts: ClientOptions): Promise<Syn
             get stats() {
               return p.stats;
             },
-            finish: (size, hash) => p.finish(size, hash),
+            finish: async (size, hash) => {
+              const n = await p.finish(size, hash);
+              await p.close();
+              return n;
+            },
             // Any failure puts the export back as it was: there is no journal to resume from.
             abort: () => p.rollback(),
           };

@@ -37,6 +37,7 @@ import { MsgType, PROTOCOL_VERSION, WIRE_MAGIC } from '../../protocol/constants.
 import { macEquals, newNonce, clientProof, serverProof, PREAUTH_CAP, PREAUTH_KEY } from '../../protocol/auth.js';
 import { Connection } from './connection.js';
 import type { ServerConfig, VolumeConfig } from './config.js';
+import { DIRTY_CAP, clearDirtyMarker, dirtyPushUnfinished, serveDirty } from './dirty.js';
 import { inPlaceSink, receiveDelta, receiveSignatureWithPrepass, sendDelta, sendSignature, tempFileSink } from './transfer.js';
 import { journalPathFor, readJournal } from '../io/journal.js';
 import { encodeFrame } from '../bytes/frame.js';
@@ -68,7 +69,7 @@ export interface ShutdownReport {
 export const RECOVER_CAP = 'recover';
 
 /** The capabilities this build offers. */
-export const SERVER_CAPS = ['push', 'pull', 'verify', 'compress', SUBSUMS_CAP, RECOVER_CAP];
+export const SERVER_CAPS = ['push', 'pull', 'verify', 'compress', SUBSUMS_CAP, RECOVER_CAP, DIRTY_CAP];
 
 /** A running resync server. */
 export class ResyncServer {
@@ -300,9 +301,10 @@ export class ResyncServer {
           ? this.config.volumes[open.volume]
           : undefined;
       if (!vol) throw new SyncError('ERR_NOT_FOUND', `no volume named ${JSON.stringify(open.volume)}`);
-      if ((open.mode === 'push' || open.mode === 'recover') && !vol.writable) throw new SyncError('ERR_PERMISSION', `volume ${open.volume} is read-only`);
+      const writes = open.mode === 'push' || open.mode === 'recover' || open.mode === 'dirty';
+      if (writes && !vol.writable) throw new SyncError('ERR_PERMISSION', `volume ${open.volume} is read-only`);
       if (this.closing) throw new SyncError('ERR_BUSY', 'the server is shutting down; try again later');
-      const release = await this.lock(open.volume, open.mode === 'push' || open.mode === 'recover', conn);
+      const release = await this.lock(open.volume, writes, conn);
       this.busy.set(conn.socket, conn);
       try {
         const t0 = performance.now();
@@ -310,6 +312,7 @@ export class ResyncServer {
         let stats: Record<string, unknown>;
         if (open.mode === 'push') stats = await this.servePush(conn, vol, open.blockSize, open.imageSize);
         else if (open.mode === 'recover') stats = await this.serveRecover(conn, vol);
+        else if (open.mode === 'dirty') stats = await this.serveDirtyPush(conn, vol, open.blockSize, open.imageSize);
         else if (open.mode === 'pull') stats = await this.servePull(conn, vol, hello.caps.includes('compress'), hello.caps.includes(SUBSUMS_CAP));
         else stats = await this.serveVerify(conn, vol, open.blockSize, open.imageSize);
         this.sessionsDone++;
@@ -355,6 +358,8 @@ export class ResyncServer {
         }
         return inPlace ? inPlaceSink(img, jpath, sessionId, size, spec, sent.fullDigests, settled.continueAt) : tempFileSink(img, vol.path, size, spec);
       }, progress, sent);
+      // The whole volume is verified now: an unfinished dirty-bitmap push before it no longer matters.
+      await clearDirtyMarker(vol.path);
       await conn.send({ type: MsgType.Result, ok: true, bytesWritten: r.bytesWritten, targetHash: r.targetHash });
       return { imageSize: r.targetSize, matchedBytes: r.matchedBytes, literalBytes: r.literalBytes, resumedFrom: settled.resumeFrom };
     } finally {
@@ -409,7 +414,24 @@ export class ResyncServer {
     }
   }
 
+  /** Open(dirty): write only the blocks a primary's dirty bitmap marks (net/dirty.ts). */
+  private async serveDirtyPush(conn: Connection, vol: VolumeConfig, blockSize: number, sourceSize: number): Promise<Record<string, unknown>> {
+    const lock = await this.lockImage(vol.path, 'write', false);
+    let img: ImageHandle | null = null;
+    try {
+      await this.refuseUnfinished(vol);
+      img = await openImage(vol.path, 'r+');
+      return await serveDirty(conn, img, sourceSize, blockSize, randomBytes(8).toString('hex'));
+    } finally {
+      await img?.fh.close();
+      await lock.release();
+    }
+  }
+
   private async refuseUnfinished(vol: VolumeConfig): Promise<void> {
+    if (await dirtyPushUnfinished(vol.path)) {
+      throw new SyncError('ERR_BUSY', 'an earlier dirty-bitmap push to this volume did not finish: push again without --dirty-bitmap to make it whole');
+    }
     if (await readJournal(journalPathFor(vol.path))) {
       throw new SyncError(
         'ERR_BUSY',

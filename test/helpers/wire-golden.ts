@@ -51,6 +51,12 @@ export const GOLDEN: Readonly<Record<string, Message>> = {
   '06-sub-need': { type: MsgType.SubNeed, first: 512, subSize: 1024, bitmap: Uint8Array.of(0x05) },
   // the answer: four 16-byte sums for each of the two blocks
   '07-sub-sums': { type: MsgType.SubSums, first: 512, sums: Uint8Array.from([...fill(64, 0x55), ...fill(64, 0x66)]) },
+  // A dirty-bitmap push's ranges: 64 KiB at 1 MiB and 4 KiB at 5 GiB (offset u64 BE, length u64 BE), the last message
+  '08-dirty-ranges': {
+    type: MsgType.DirtyRanges,
+    ranges: Uint8Array.from(Buffer.from('0000000000100000000000000001000000000001400000000000000000001000', 'hex')),
+    last: true,
+  },
   '10-delta-header': {
     type: MsgType.DeltaHeader,
     blockSize: 4096,

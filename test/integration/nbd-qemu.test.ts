@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { push, pull } from '../../src/net/client.js';
 import { openNbdImage } from '../../src/io/nbd/image.js';
 import { readPieces } from '../../src/io/sparse.js';
-import { NbdPatcher } from '../../src/io/nbd/sink.js';
+import { UndoPatcher } from '../../src/io/undo-patcher.js';
 import { makeSignatureParams } from '../../src/core/signature.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 import { hasQemu, qemuImg, qemuIo, sameContent, startNbd, stopAllNbd } from '../helpers/qemu.js';
@@ -94,7 +94,7 @@ describe.skipIf(!hasQemu)('NBD against qemu-nbd', () => {
     const nbd = await startNbd(dir, q);
     const img = await openNbdImage(nbd.uri, { write: true });
     const spec = makeSignatureParams(img.size, Buffer.alloc(16), { blockSize: 4096 });
-    const p = await NbdPatcher.start(img, img.size, spec, null);
+    const p = await UndoPatcher.start(img.nbd, img.size, img.size, spec, null);
     // Move the second MiB to the front (reads a range the patch overwrites later), then new data.
     await p.apply({ kind: 'copy', offset: 2 * MiB, length: MiB });
     await p.apply({ kind: 'copy', offset: 0, length: MiB });
@@ -121,5 +121,47 @@ describe.skipIf(!hasQemu)('NBD against qemu-nbd', () => {
     await expect(openNbdImage(rw.uri, { dirtyBitmap: 'b0' })).rejects.toMatchObject({ code: 'ERR_NBD', message: /does not offer the dirty bitmap/ });
     await rw.stop();
     expect((await readFile(join(dir, 'recovery.img'))).length).toBe(2 * MiB);
+  }, 60_000);
+
+  test('--dirty-bitmap: only the blocks the bitmap marks are read, summed and sent; the replica matches', async () => {
+    const q = join(dir, 'vm.qcow2');
+    qemuImg('create', '-f', 'qcow2', q, '64M');
+    qemuIo(q, 'write -P 0x21 0 8M', 'write -P 0x22 40M 4M');
+    // The full sync the bitmap starts from.
+    const full = await startNbd(dir, q, { readOnly: true });
+    await push(full.uri, client());
+    await full.stop();
+    qemuImg('bitmap', '--add', q, 'since-sync');
+    qemuIo(q, 'write -P 0xab 1M 64k', 'write -P 0xcd 50M 128k', 'write -P 0x21 2M 64k');
+    const nbd = await startNbd(dir, q, { readOnly: true, bitmap: 'since-sync' });
+    const r = await push(nbd.uri, { ...client(), dirtyBitmap: 'since-sync', blockSize: 16384 });
+    expect(r.verified).toBe(true);
+    expect(r.verifiedScope).toBe('dirty');
+    // 64k + 128k + 64k marked; the last write put back what was there, so it is copied, not sent.
+    expect(r.dirtyBytes).toBe(256 * 1024);
+    expect(r.bytesRead).toBe(256 * 1024);
+    expect(r.literalBytes).toBe(192 * 1024);
+    expect(r.bytesWritten).toBe(192 * 1024);
+    await nbd.stop();
+    expect(sameContent(q, join(dir, 'recovery.img'))).toBe(true);
+
+    // No bitmap on the export, or not over NBD: refused before anything is sent.
+    const plain = await startNbd(dir, q, { readOnly: true });
+    await expect(push(plain.uri, { ...client(), dirtyBitmap: 'since-sync' })).rejects.toMatchObject({ code: 'ERR_NBD', message: /does not offer the dirty bitmap/ });
+    await plain.stop();
+    await expect(push(join(dir, 'recovery.img'), { ...client(), dirtyBitmap: 'since-sync' })).rejects.toMatchObject({ code: 'ERR_PARAM' });
+  }, 90_000);
+
+  test('a dirty push that did not finish keeps the volume from being read until a full push', async () => {
+    await writeFile(join(dir, 'recovery.img.resync-dirty'), '');
+    const q = join(dir, 'fresh.qcow2');
+    qemuImg('create', '-f', 'qcow2', q, '4M');
+    const nbd = await startNbd(dir, q);
+    await expect(pull(nbd.uri, client())).rejects.toMatchObject({ code: 'ERR_BUSY', message: /dirty-bitmap push to this volume did not finish/ });
+    await nbd.stop();
+    const src = join(dir, 'src.raw');
+    await writeFile(src, randomBytes(4 * MiB));
+    await push(src, client());
+    await expect(readFile(join(dir, 'recovery.img.resync-dirty'))).rejects.toMatchObject({ code: 'ENOENT' });
   }, 60_000);
 });

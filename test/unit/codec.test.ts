@@ -136,7 +136,7 @@ describe('round trip', () => {
 
   test('every message type id has a name and a golden example', () => {
     const ids = Object.values(MsgType).sort((a, b) => a - b);
-    expect(ids).toEqual([0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x10, 0x11, 0x12, 0x13, 0x14, 0x20, 0x21, 0x22, 0x23, 0x30, 0x31, 0x40, 0x41, 0x7f]);
+    expect(ids).toEqual([0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x10, 0x11, 0x12, 0x13, 0x14, 0x20, 0x21, 0x22, 0x23, 0x30, 0x31, 0x40, 0x41, 0x7f]);
     const covered = new Set(Object.values(GOLDEN).map((m) => m.type));
     for (const id of ids) {
       expect(messageName(id)).not.toMatch(/^0x/);
@@ -360,8 +360,15 @@ describe('validation', () => {
     expect(decodeMessage(encodeMessage(open))).toEqual(open);
   });
 
+  test('DirtyRanges: whole 16-byte ranges only, at most DIRTY_CHUNK of them', () => {
+    expect(expectCorrupt([0x08, new Uint8Array(15), true]).message).toMatch(/multiple of 16/);
+    expect(expectCorrupt([0x08, new Uint8Array(16 * 4097), true]).message).toMatch(/dirty ranges/);
+    expect(expectCorrupt([0x08, new Uint8Array(16), 1]).message).toMatch(/last/);
+    expect(decodeMessage(encodeMessage({ type: MsgType.DirtyRanges, ranges: new Uint8Array(16 * 4096), last: false }))).toMatchObject({ type: 0x08, last: false });
+  });
+
   test('unknown message types are ERR_CORRUPT', () => {
-    for (const t of [0x00, 0x08, 0x0f, 0x15, 0x24, 0x32, 0x42, 0x7e, 0x80, 0xff, 0x1234]) {
+    for (const t of [0x00, 0x09, 0x0f, 0x15, 0x24, 0x32, 0x42, 0x7e, 0x80, 0xff, 0x1234]) {
       expect(expectCorrupt([t, 1, 2]).message).toMatch(/unknown message type/);
     }
     expectCorrupt([-1]);

@@ -53,6 +53,9 @@ function legal(mode: Mode, chunks = 2, ops: number[] = [MsgType.Copy, MsgType.Li
       return [...HANDSHAKE, ...signature, ...delta(S, ops), [C, MsgType.Result]];
     case 'verify':
       return [...HANDSHAKE, ...signature, [C, MsgType.Result]];
+    case 'dirty':
+      // The ranges first (two messages here), then a push.
+      return [...HANDSHAKE, [C, MsgType.DirtyRanges], [C, MsgType.DirtyRanges], ...signature, ...delta(C, ops), [S, MsgType.Result]];
     case 'recover':
       // No Ready, no signature: the server settles the volume and answers.
       return [...HANDSHAKE.slice(0, -1), [S, MsgType.Recovered]];
@@ -76,7 +79,7 @@ function stepError(m: SessionMachine, from: Side, type: number, mode?: Mode): Sy
   throw new Error(`${messageName(type)} from ${from} was accepted in state ${m.state}`);
 }
 
-const MODES: Mode[] = ['push', 'pull', 'verify'];
+const MODES: Mode[] = ['push', 'pull', 'verify', 'dirty'];
 
 describe('legal sessions', () => {
   test.each(MODES)('%s: the full sequence ends in done', (mode) => {

@@ -133,6 +133,8 @@ function summary(r: SyncResult): Record<string, unknown> {
     verified: r.verified,
     resumedFrom: r.resumedFrom,
     elapsedMs: r.elapsedMs,
+    // A dirty-bitmap push (net/dirty.ts): what the bitmap marked, what was read, and that only that was verified.
+    ...(r.dirtyBytes !== undefined ? { dirtyBytes: r.dirtyBytes, bytesRead: r.bytesRead, verifiedScope: r.verifiedScope } : {}),
   };
 }
 
@@ -299,6 +301,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .positional('image', { type: 'string', demandOption: true, describe: 'the local image to send (file, block device, or NBD export: nbd://HOST:PORT/EXPORT, nbd+unix:///EXPORT?socket=PATH)' })
           .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME, or [user@]host:/path over ssh' })
           .options(CLIENT_OPTIONS)
+          .option('dirty-bitmap', { type: 'string', describe: 'with an NBD image: send only the blocks this qemu dirty bitmap marks (exported as qemu:dirty-bitmap:NAME); verifies those blocks' })
           .example('$0 push vm1.img dr:7873/vm1', 'bring volume vm1 on host dr up to date (secret: --secret-file or RESYNC_SECRET_FILE)')
           .example("$0 push -e 'ssh -p 2222' vm1.img root@dr:/srv/images/vm1.img", 'the same over ssh: resync serve --stdio runs on dr')
           .example('$0 push --dry-run vm1.img dr:7873/vm1', 'how much would be sent; nothing is written')
@@ -310,8 +313,9 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           async (progress) => {
             await checkInput(argv.image, 'IMAGE');
             const opts = await clientOptionsFrom(argv, progress);
+            if (argv['dry-run'] && argv['dirty-bitmap'] !== undefined) throw new ParamError('--dry-run does not apply to --dirty-bitmap (the bitmap says what would be read)');
             if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPush(argv.image, opts));
-            const res = await (await clientMod()).push(argv.image, opts);
+            const res = await (await clientMod()).push(argv.image, { ...opts, dirtyBitmap: argv['dirty-bitmap'] });
             return summary(res);
           },
           (e) => networkHint(e, argv.remote),
