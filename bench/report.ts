@@ -552,6 +552,27 @@ export const WHERE_TIME_GOES_PLACEHOLDER = '_To be filled in from CPU profiles o
 /** The heading of the hand-written section; its body is kept when the report is rewritten. */
 export const WHERE_TIME_GOES_HEADING = '## Where time goes';
 
+/** The heading of the section bench/dirty-bitmap.ts writes; kept as it is when the report is rewritten. */
+export const DIRTY_BITMAP_HEADING = '## Dirty-bitmap pushes (qcow2 over NBD)';
+
+/** The section under `heading` (heading included, up to the next "## "), or '' if absent. */
+export function extractSection(md: string, heading: string): string {
+  const start = md.indexOf(`\n${heading}\n`);
+  if (start < 0) return '';
+  const next = md.indexOf('\n## ', start + heading.length + 2);
+  return `${(next < 0 ? md.slice(start + 1) : md.slice(start + 1, next)).trimEnd()}\n`;
+}
+
+/** `md` with the section under `heading` replaced by one with `body`, or with it appended. */
+export function replaceSection(md: string, heading: string, body: string): string {
+  const old = extractSection(md, heading);
+  const section = `${heading}\n\n${body}\n`;
+  if (!old) return `${md.trimEnd()}\n\n${section}`;
+  const start = md.indexOf(`\n${heading}\n`) + 1;
+  const next = md.indexOf('\n## ', start + heading.length + 1);
+  return `${md.slice(0, start)}${section}${next < 0 ? '' : md.slice(next)}`;
+}
+
 /** The body of the "Where time goes" section of an existing report, if any. */
 export function extractWhereTimeGoes(markdown: string): string | undefined {
   const start = markdown.indexOf(`\n${WHERE_TIME_GOES_HEADING}\n`);

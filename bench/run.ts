@@ -25,6 +25,8 @@ import { parseRsyncStats, Rdiff, RSYNC_MAX_BLOCK, rsyncTransfer, rsyncUrl, start
 import { prepareReal, REAL_SCENARIOS, unmountAll, type RealScenario } from './real.js';
 import {
   describeGenerated,
+  DIRTY_BITMAP_HEADING,
+  extractSection,
   extractWhereTimeGoes,
   fmtBytes,
   fmtMs,
@@ -664,7 +666,9 @@ async function main(): Promise<void> {
   const outPath = resolve(opts.out);
   const previous = await readFile(outPath, 'utf8').catch(() => '');
   await mkdir(dirname(outPath), { recursive: true });
-  await writeFile(outPath, renderMarkdown(report, extractWhereTimeGoes(previous) ?? WHERE_TIME_GOES_PLACEHOLDER));
+  // The dirty-bitmap section comes from its own bench (bench/dirty-bitmap.ts): kept as it was.
+  const dirty = extractSection(previous, DIRTY_BITMAP_HEADING);
+  await writeFile(outPath, renderMarkdown(report, extractWhereTimeGoes(previous) ?? WHERE_TIME_GOES_PLACEHOLDER) + (dirty ? `\n${dirty}` : ''));
   log(`wrote ${relative(process.cwd(), outPath) || outPath}; 1-minute load average ${machine.loadAvg.toFixed(2)} at start, ${(loadavg()[0] ?? 0).toFixed(2)} at end`);
 }
 
