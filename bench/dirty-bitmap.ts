@@ -188,7 +188,7 @@ async function main(): Promise<void> {
       '',
       `Goals (issue 18): at least 10x less read — ${primaryRatio >= 10 ? 'met' : 'MISSED'} (${primaryRatio.toFixed(1)}x on the primary); at least 5x less wall time — ${wallRatio >= 5 ? 'met' : 'MISSED'} (${wallRatio.toFixed(1)}x). Replica equal to the primary afterwards (\`qemu-img compare\`): ${same ? 'yes' : 'NO'}.`,
       '',
-      'The dirty push verifies the dirty blocks (both sides hash their final contents) and trusts the bitmap for the rest; a whole-image proof would read all of both images, as the full push does.',
+      'The dirty push verifies the dirty blocks (both sides hash their final contents) and trusts the bitmap for the rest; a whole-image proof would read all of both images, as the full push does. The replica reads the dirty blocks three times: for their sums, to save their old bytes before rewriting them (the undo area), and to verify them after the flush.',
     ].join('\n');
     console.log(`\n${DIRTY_BITMAP_HEADING}\n\n${body}\n`);
     const outPath = join(ROOT, values.out!);
