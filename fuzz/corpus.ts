@@ -137,7 +137,6 @@ export function sampleMessages(): Message[] {
     { type: MsgType.NeedRegions, bitmap: Uint8Array.of(0b101) },
     { type: MsgType.SubNeed, first: 1, subSize: 1024, bitmap: Uint8Array.of(0b11) },
     { type: MsgType.SubSums, first: 1, sums: new Uint8Array(64).fill(5) },
-    { type: MsgType.DirtyRanges, ranges: new Uint8Array(32).fill(0), last: true },
     { type: MsgType.SigBlocks, first: 0, weak: new Uint8Array(8), strong: new Uint8Array(32) },
     { type: MsgType.SigEnd, blockCount: 2, basisHash: HASH, digest: null },
     { type: MsgType.DeltaHeader, blockSize: 2048, basisSize: 4096, basisHash: null, targetSize: 5000, strongAlgId: 1, seed: SEED },
@@ -153,6 +152,8 @@ export function sampleMessages(): Message[] {
     { type: MsgType.Ready, imageSize: 32768, sessionId: '0123456789abcdef', resumeFrom: 0 },
     { type: MsgType.Result, ok: true, bytesWritten: 32768, targetHash: HASH },
     { type: MsgType.Error, code: 'ERR_AUTH', message: 'authentication failed' },
+    // Appended, so the seed files of the others keep their numbers.
+    { type: MsgType.DirtyRanges, ranges: new Uint8Array(32).fill(0), last: true },
   ];
 }
 
