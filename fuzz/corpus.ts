@@ -5,6 +5,7 @@
  * writes them to fixtures/fuzz/corpus/<target>/; the fuzzer and the
  * regression test read them from there.
  */
+import { nbdSeeds } from './nbd.js';
 import { readdir, readFile } from 'node:fs/promises';
 import { deflateRawSync } from 'node:zlib';
 import { join } from 'node:path';
@@ -243,6 +244,8 @@ export function generateSeeds(target: string): Seed[] {
         { name: 'p5-signature', bytes: withPrefix(5, sigFrames(20_000)) },
       ];
     }
+    case 'nbd':
+      return nbdSeeds();
     default:
       throw new Error(`no seeds for target ${target}`);
   }

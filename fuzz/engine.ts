@@ -22,10 +22,11 @@ import { FuzzFinding } from './reference.js';
 import { applyPlan, planArb, SHAPES } from './mutate.js';
 import { fuzzDeltaFile, fuzzFrame, fuzzMessage, fuzzPatch, fuzzSigFile, type Outcome } from './targets.js';
 import { openSessionTarget } from './session.js';
+import { fuzzNbd } from './nbd.js';
 import { BlockCoverage, type CoverageSummary } from './coverage.js';
 
 /** The fuzz targets, in the order `--target all` runs them. */
-export const TARGET_NAMES = ['frame', 'message', 'sigfile', 'deltafile', 'patch', 'session'] as const;
+export const TARGET_NAMES = ['frame', 'message', 'sigfile', 'deltafile', 'patch', 'session', 'nbd'] as const;
 /** A target's name. */
 export type TargetName = (typeof TARGET_NAMES)[number];
 
@@ -58,6 +59,8 @@ export async function openTarget(name: TargetName): Promise<TargetInstance> {
       return pure(fuzzPatch);
     case 'session':
       return openSessionTarget();
+    case 'nbd':
+      return pure(fuzzNbd);
   }
 }
 
@@ -132,7 +135,7 @@ const MAX_CORPUS = 4096;
  * well under half the time once new blocks are rare. The session target reads
  * after every input.
  */
-export const BATCH: Record<TargetName, number> = { frame: 256, message: 256, sigfile: 32, deltafile: 64, patch: 64, session: 1 };
+export const BATCH: Record<TargetName, number> = { frame: 256, message: 256, sigfile: 32, deltafile: 64, patch: 64, session: 1, nbd: 256 };
 
 /**
  * A crash's identity: error name, message shape, and the first stack frame in

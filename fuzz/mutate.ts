@@ -277,4 +277,6 @@ export const SHAPES: Record<string, InputShape> = {
   deltafile: { prefix: 0, preamble: 8, endType: MsgType.DeltaEnd, digestField: 4, count: { field: 3, of: 'ops' } },
   patch: { prefix: 0, preamble: 0, endType: MsgType.DeltaEnd, count: { field: 3, of: 'ops' }, patchModel: true },
   session: { prefix: 1, preamble: 0, endType: MsgType.DeltaEnd, count: { field: 3, of: 'ops' } },
+  // Raw NBD replies after a byte that picks the cut (fuzz/nbd.ts).
+  nbd: { prefix: 1, preamble: 0 },
 };

@@ -241,7 +241,8 @@ export type ReplyEvent =
  * Incremental decoder of simple and structured replies. `push` takes any
  * slice of the stream and returns the events completed; `lookup` tells which
  * request a cookie belongs to (null: not one we sent), so a chunk is checked
- * against the range it answers before its data is buffered.
+ * against the range it answers before its data is buffered. A push that
+ * throws drops the events it had completed: the connection fails with it.
  */
 export class ReplyDecoder {
   /** Received bytes not yet decoded, kept as pieces until the item at the front is complete. */
