@@ -21,7 +21,8 @@ import { DeltaFileDecoder, DeltaFileEncoder, type DeltaHeader, type DeltaTrailer
 import { SignatureFileDecoder, SignatureFileEncoder } from './format/sigfile.js';
 import { ioError } from './io/errors.js';
 import { openImage, readChunks, type ImageHandle } from './io/image.js';
-import { isNbdUri, openImageOrNbd } from './io/nbd/image.js';
+import { isNbdUri, openImageOrNbd, openNbdImage } from './io/nbd/image.js';
+import { UndoPatcher } from './io/undo-patcher.js';
 import { readPieces } from './io/sparse.js';
 import { adler32OfZeros } from './core/rolling.js';
 import { ImageWriter, StreamFileWriter } from './io/output.js';
@@ -273,7 +274,11 @@ async function* deltaEvents(deltaPath: string): AsyncGenerator<
  * it was. `outPath` may equal `basisPath` (the rename replaces it at the end).
  */
 export async function patchFile(basisPath: string, deltaPath: string, outPath: string, opts: PatchFileOptions = {}): Promise<FileResult | InPlaceResult> {
-  if (isNbdUri(outPath)) throw new ParamError(`patch writes files: to update the NBD export ${outPath}, use resync pull from a server holding the new image`);
+  if (isNbdUri(outPath)) {
+    if (outPath !== basisPath) throw new ParamError(`an NBD export is patched in place only: give ${outPath} as BASIS with --in-place`);
+    if (opts.resume) throw new ParamError('an NBD export is patched under an undo area, not a journal: a patch that failed was rolled back; run it again without --resume');
+    return patchNbdInPlace(basisPath, deltaPath, opts);
+  }
   // A block device as its own output can only be patched in place.
   const dev = resolve(outPath) === resolve(basisPath) && (await stat(basisPath).catch(() => null))?.isBlockDevice() === true;
   if (opts.inPlace || opts.resume || dev) {
@@ -317,6 +322,46 @@ export async function patchFile(basisPath: string, deltaPath: string, outPath: s
     throw e;
   } finally {
     await basis.fh.close();
+  }
+}
+
+/**
+ * Patch an NBD export in place (io/undo-patcher.ts): the old bytes of what
+ * is overwritten are kept aside and written back if the delta is malformed or
+ * the result does not verify; success only after the export was flushed.
+ */
+async function patchNbdInPlace(uri: string, deltaPath: string, opts: PatchFileOptions): Promise<InPlaceResult> {
+  const t0 = performance.now();
+  const img = await openNbdImage(uri, { write: true });
+  let p: UndoPatcher | null = null;
+  let header: DeltaHeader | null = null;
+  try {
+    let trailer: DeltaTrailer | null = null;
+    for await (const ev of deltaEvents(deltaPath)) {
+      if (ev.kind === 'header') {
+        header = ev.header;
+        checkBasisSize(img, header.basisSize);
+        if (header.targetSize > img.size) throw new ParamError(`the delta makes a ${header.targetSize}-byte image; the NBD export ${uri} is ${img.size} bytes and does not grow: resize it first`);
+        p = await UndoPatcher.start(img.nbd, img.size, header.targetSize, header, null);
+      } else if (ev.kind === 'op') {
+        await p!.apply(ev.op);
+        opts.onProgress?.({ phase: 'patch', done: p!.position, total: header!.targetSize });
+      } else {
+        trailer = ev.trailer;
+      }
+    }
+    if (!trailer || !p) throw new SyncError('ERR_UNEXPECTED_EOF', 'delta file ended without its end record', {});
+    const written = await p.finish(trailer.targetSize, trailer.targetHash);
+    await p.close();
+    return { ...p.stats, imageSize: trailer.targetSize, bytesOut: written, blockSize: header!.blockSize, elapsedMs: performance.now() - t0, bytesWritten: written, resumedFrom: 0 };
+  } catch (e) {
+    await p?.rollback().catch(() => undefined);
+    if (e instanceof SyncError && e.code === 'ERR_VERIFY_FAILED' && header?.basisHash) {
+      throw new BasisMismatchError(`${e.message}; the basis ${uri} is probably not the image the signature was made from`, e.details as Record<string, unknown>);
+    }
+    throw e;
+  } finally {
+    await img.nbd.close();
   }
 }
 

@@ -193,4 +193,38 @@ describe.skipIf(!hasQemu)('NBD against qemu-nbd', () => {
     expect(bad.code).toBe(7);
     expect(JSON.parse(bad.stdout)).toMatchObject({ ok: false, code: 'ERR_NBD' });
   }, 90_000);
+
+  test('patch --in-place into an NBD export: verified and flushed; a delta for another basis leaves it as it was', async () => {
+    const q = join(dir, 'patch.qcow2');
+    qemuImg('create', '-f', 'qcow2', q, '8M');
+    qemuIo(q, 'write -P 0x41 0 3M', 'write -P 0x42 5M 1M');
+    const nbd = await startNbd(dir, q);
+    const sig = join(dir, 'patch.sig');
+    expect((await runCli(CLI, ['signature', '--force', nbd.uri, sig])).code).toBe(0);
+    // The new image: the export's content with a block moved and some new data.
+    const img = await openNbdImage(nbd.uri);
+    const old = await img.nbd.read(0, img.size);
+    await img.nbd.close();
+    const target = Buffer.from(old);
+    old.copy(target, 6 * MiB, 0, MiB);
+    randomBytes(200_000).copy(target, 2 * MiB + 12345);
+    await writeFile(join(dir, 'patch-target.raw'), target);
+    const delta = join(dir, 'patch.delta');
+    expect((await runCli(CLI, ['delta', '--force', sig, join(dir, 'patch-target.raw'), delta])).code).toBe(0);
+    const r = await runCli(CLI, ['patch', '--json', '--in-place', nbd.uri, delta]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ ok: true, verified: true });
+    await nbd.stop();
+    expect(sameContent(q, join(dir, 'patch-target.raw'))).toBe(true);
+    // A basis that is not the delta's (the block the delta copies was changed): refused, and the export put back.
+    qemuIo(q, 'write -P 0x99 0 4k');
+    const changed = join(dir, 'patch-changed.raw');
+    qemuImg('convert', '-f', 'qcow2', '-O', 'raw', q, changed);
+    const nbd2 = await startNbd(dir, q);
+    const again = await runCli(CLI, ['patch', '--json', '--in-place', nbd2.uri, delta]);
+    expect(again.code, again.stdout).toBe(4);
+    expect(JSON.parse(again.stdout)).toMatchObject({ code: 'ERR_BASIS_MISMATCH', message: /not the image the signature was made from/ });
+    await nbd2.stop();
+    expect(sameContent(q, changed)).toBe(true);
+  }, 90_000);
 });
