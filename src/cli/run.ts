@@ -1,4 +1,5 @@
 /** Runs one command: progress, summary, error line and exit code. The only place that sets the exit code. */
+import { isNbdUri } from '../io/nbd/uri.js';
 import type { Argv } from 'yargs';
 import type { ProgressFn } from '../api-files.js';
 import { existsSync } from 'node:fs';
@@ -47,6 +48,10 @@ export function shq(s: string): string {
 
 /** What an interrupted in-place update of a local image leaves: IMAGE under its journal once writing had started. */
 export function localInterrupted(image: string, what: string, again: string): Interruption {
+  // An NBD export is written under an undo area that dies with the process: it may be part-updated.
+  if (isNbdUri(image)) {
+    return { target: image, state: 'unknown', message: `the NBD export ${image} is unchanged or part-updated (its undo area went with the process)`, resume: `${again}: it makes the export whole` };
+  }
   const journal = journalPathFor(image);
   if (existsSync(journal)) {
     return {

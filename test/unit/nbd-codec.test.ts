@@ -251,3 +251,11 @@ describe('NBD URIs', () => {
     expect(() => parseNbdUri(u)).toThrow(expect.objectContaining({ code: 'ERR_PARAM' }));
   });
 });
+
+describe('what an interrupted command says about an NBD target', () => {
+  test('a pull or in-place patch into an export reports it as possibly part-updated, never unchanged', async () => {
+    const { localInterrupted } = await import('../../src/cli/run.js');
+    const uri = 'nbd+unix:///vm1?socket=/run/vm1.sock';
+    expect(localInterrupted(uri, 'the update had not started', 'run the same pull again')).toMatchObject({ target: uri, state: 'unknown', resume: 'run the same pull again: it makes the export whole' });
+  });
+});
