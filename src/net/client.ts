@@ -33,6 +33,8 @@ export interface ClientOptions {
   compress?: boolean | undefined;
   /** pull: patch the local image in place under a journal (default true) instead of temp file + rename. */
   inPlace?: boolean | undefined;
+  /** pull in place: may move to a temp file when the delta moves most of the image (default true). */
+  tempFallback?: boolean | undefined;
   idleTimeoutMs?: number | undefined;
   /** Most bytes per second to send (`--bwlimit`); unlimited if absent. */
   bwlimit?: number | undefined;
@@ -183,7 +185,7 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
         async (size, spec) => {
           await assertUnchanged(img, before);
           if (img.isBlockDevice && size > img.size) throw new SyncError('ERR_PARAM', `the remote image is ${size} bytes; ${imagePath} is a ${img.size}-byte block device`);
-          return inPlace ? inPlaceSink(img, jpath, sessionId, size, spec, sent.fullDigests, settled.continueAt) : tempFileSink(img, imagePath, size, spec);
+          return inPlace ? inPlaceSink(img, jpath, sessionId, size, spec, sent.fullDigests, settled.continueAt, opts.tempFallback !== false) : tempFileSink(img, imagePath, size, spec);
         },
         opts.onProgress,
         sent,

@@ -353,7 +353,7 @@ export class ResyncServer {
         if (img.isBlockDevice && size > img.size) {
           throw new SyncError('ERR_PARAM', `the source is ${size} bytes but the volume is a ${img.size}-byte block device`);
         }
-        return inPlace ? inPlaceSink(img, jpath, sessionId, size, spec, sent.fullDigests, settled.continueAt) : tempFileSink(img, vol.path, size, spec);
+        return inPlace ? inPlaceSink(img, jpath, sessionId, size, spec, sent.fullDigests, settled.continueAt, vol.tempFallback !== false) : tempFileSink(img, vol.path, size, spec);
       }, progress, sent);
       await conn.send({ type: MsgType.Result, ok: true, bytesWritten: r.bytesWritten, targetHash: r.targetHash });
       return { imageSize: r.targetSize, matchedBytes: r.matchedBytes, literalBytes: r.literalBytes, resumedFrom: settled.resumeFrom };

@@ -39,6 +39,7 @@ import { pieceBufferLength, readPieces } from '../io/sparse.js';
 import { trace } from '../trace.js';
 import { ImageWriter } from '../io/output.js';
 import { StreamPatcher, checkBasisSize } from '../io/patcher.js';
+import { AdaptivePatch } from '../io/adaptive.js';
 import { InPlacePatcher } from '../io/inplace.js';
 import { MsgType } from '../../protocol/constants.js';
 import type { DeltaHeaderMsg } from '../../protocol/messages.js';
@@ -478,13 +479,16 @@ export async function inPlaceSink(
   basisDigests?: Uint8Array | null,
   /** From settleJournal: continue the journal kept there with a new generation. */
   continueAt?: number | null,
+  /** May move to a temp file when the delta turns out to move the image (io/adaptive.ts). */
+  tempFallback = true,
 ): Promise<DeltaSink> {
   // The basis's hash comes free from the digests of this side's signature pass.
   const originalHash = basisDigests && basisDigests.length >= blockCountFor(img.size, spec.blockSize) * 32 ? imageHashFromDigests(img.size, spec, basisDigests) : null;
   const p = await InPlacePatcher.start(img, journalPath, { id, targetSize }, spec, { originalHash, continueAt: continueAt ?? null });
   if (basisDigests) p.useBasisDigests(basisDigests);
+  const a = tempFallback ? new AdaptivePatch(img, p, targetSize, spec) : null;
   return {
-    apply: (op) => p.apply(op),
+    apply: (op) => (a ? a.apply(op) : p.apply(op)),
     get position() {
       return p.position;
     },
@@ -492,13 +496,17 @@ export async function inPlaceSink(
       return p.planner.stats;
     },
     finish: async (size, hash) => {
+      if (a) return a.finish(size, hash);
       await p.finish(size, hash);
       return p.io.bytesWritten;
     },
     abort: async (e) => {
       // A result that failed verification is undone; an interruption keeps its progress for a resume.
-      if (isSyncError(e) && (e.code === 'ERR_VERIFY_FAILED' || e.code === 'ERR_COPY_OUT_OF_BOUNDS' || e.code === 'ERR_CORRUPT' || e.code === 'ERR_LIMIT')) await p.rollback();
-      else await p.suspend();
+      const undo = async (): Promise<void> => {
+        if (isSyncError(e) && (e.code === 'ERR_VERIFY_FAILED' || e.code === 'ERR_COPY_OUT_OF_BOUNDS' || e.code === 'ERR_CORRUPT' || e.code === 'ERR_LIMIT')) await p.rollback();
+        else await p.suspend();
+      };
+      await (a ? a.abort(undo) : undo());
     },
   };
 }

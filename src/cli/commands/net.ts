@@ -324,6 +324,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME, or [user@]host:/path over ssh' })
           .positional('image', { type: 'string', demandOption: true, describe: 'the local image to update or create (file or block device)' })
           .option('in-place', { type: 'boolean', default: true, describe: 'patch IMAGE in place under an undo journal (resumable); --no-in-place writes a temp file and renames it' })
+          .option('temp-fallback', { type: 'boolean', default: true, describe: 'in place, switch to a temp file (renamed after verification) when the data turns out to have moved and there is room; --no-temp-fallback: in place always' })
           .options(CLIENT_OPTIONS)
           .example('$0 pull dr:7873/vm1 vm1.img', 'failback: make vm1.img equal to volume vm1 on host dr (secret: --secret-file or RESYNC_SECRET_FILE)')
           .example('$0 pull --no-in-place dr:7873/vm1 new.img', 'write a new file, renamed into place after verification')
@@ -338,7 +339,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             const image = argv['in-place'] || argv['dry-run'] ? argv.image : await prepareOutput(argv.image, 'IMAGE', { force: true, inputs: [], usage: 'resync pull REMOTE IMAGE' });
             const opts = await clientOptionsFrom(argv, progress);
             if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPull(image, opts));
-            const res = await (await clientMod()).pull(image, { ...opts, inPlace: argv['in-place'] });
+            const res = await (await clientMod()).pull(image, { ...opts, inPlace: argv['in-place'], tempFallback: argv['temp-fallback'] });
             return summary(res);
           },
           (e) => networkHint(e, argv.remote),
