@@ -23,7 +23,7 @@ import { DeltaFileDecoder, literalFromZ, type DeltaEvent } from '../src/format/d
 import type { ImageHandle } from '../src/io/image.js';
 import type { ImageWriter } from '../src/io/output.js';
 import { StreamPatcher } from '../src/io/patcher.js';
-import { receiveDelta, type DeltaSink } from '../src/net/transfer.js';
+import { receiveDelta, type DeltaSink } from '../src/net/sender.js';
 import type { Connection } from '../src/net/connection.js';
 import { MsgType } from '../protocol/constants.js';
 import { decodeMessage, encodeMessage } from '../protocol/codec.js';

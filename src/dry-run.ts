@@ -16,7 +16,7 @@ import { sigHeaderMessage } from './format/sigfile.js';
 import { openImage, readChunks, type ImageHandle } from './io/image.js';
 import { loadSignatureFile, type ProgressFn } from './api-files.js';
 import { connectAuthenticated, openSession, type ClientOptions } from './net/client.js';
-import { receiveSignatureWithPrepass, wireDeltaHeader } from './net/transfer.js';
+import { receiveSignatureWithPrepass, wireDeltaHeader } from './net/sender.js';
 import type { Connection } from './net/connection.js';
 import { encodeMessage } from '../protocol/codec.js';
 import { MsgType } from '../protocol/constants.js';

@@ -13,7 +13,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { SCENARIOS, generateImage, makePair } from '../../bench/workload.js';
 import { connectAuthenticated, pull, push, type ClientOptions } from '../../src/net/client.js';
-import { receiveSignature } from '../../src/net/transfer.js';
+import { receiveSignature } from '../../src/net/sender.js';
 import { encodeFrame, FrameDecoder } from '../../src/bytes/frame.js';
 import { encodePreamble } from '../../src/format/preamble.js';
 import { decodeMessage, encodeMessage } from '../../protocol/codec.js';
