@@ -274,8 +274,7 @@ export async function verifyRemote(image: string, opts: VerifyRemoteOptions): Pr
   try {
     conn = await connectAuthenticated(opts);
     const ready = await openSession(conn, 'verify', opts, img.size);
-    const h = await conn.recv();
-    if (h.type !== MsgType.SigHeader) throw new SyncError('ERR_PROTOCOL', 'expected a signature header');
+    const h = await conn.expect(MsgType.SigHeader, 'a signature header');
     const params = paramsFromHeader(h);
     if (params.imageSize !== ready.imageSize) {
       throw new SyncError('ERR_PROTOCOL', `the server's signature covers ${params.imageSize} bytes but it announced ${ready.imageSize}`);
@@ -340,8 +339,7 @@ async function requestAllRegions(conn: Connection, blocks: number, regionBlocks:
   const regions = Math.ceil(blocks / regionBlocks);
   let got = 0;
   while (got < regions) {
-    const m = await conn.recv();
-    if (m.type !== MsgType.RegionSums) throw new SyncError('ERR_PROTOCOL', 'expected region hashes');
+    const m = await conn.expect(MsgType.RegionSums, 'region hashes');
     const k = m.hashes.length / REGION_HASH_LEN;
     if (m.first !== got || got + k > regions) throw new SyncError('ERR_PROTOCOL', `region hashes ${m.first}..${m.first + k} out of order or past ${regions}`);
     got += k;

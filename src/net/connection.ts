@@ -12,9 +12,9 @@ import { connect as tlsConnect } from 'node:tls';
 import { SyncError, isSyncError, type ErrorCode } from '../core/errors.js';
 import { MAX_FRAME } from '../core/limits.js';
 import { encodeFrame, FrameDecoder } from '../bytes/frame.js';
-import { PREAMBLE_LEN, PROTOCOL_VERSION, WIRE_MAGIC, MsgType } from '../../protocol/constants.js';
+import { PREAMBLE_LEN, PROTOCOL_VERSION, WIRE_MAGIC, MsgType, type MsgTypeId } from '../../protocol/constants.js';
 import { decodeMessage, encodeFramedMessage, encodeMessage, encodeOpFrameInto, opFrameSize } from '../../protocol/codec.js';
-import type { Message, OpenMsg } from '../../protocol/messages.js';
+import { expectMessage, type Message, type MessageOf, type OpenMsg } from '../../protocol/messages.js';
 import { SessionMachine, type Side } from '../../protocol/session.js';
 import { encodePreamble } from '../format/preamble.js';
 import { Throttle } from './throttle.js';
@@ -205,6 +205,14 @@ export class Connection {
       m.type === MsgType.SigHeader && m.regionBlocks > 0,
     );
     return m;
+  }
+
+  /**
+   * The next message, which must be of `type`; anything else is a
+   * ProtocolError "expected `what`". Typed, so the caller needs no cast.
+   */
+  async expect<T extends MsgTypeId>(type: T, what: string): Promise<MessageOf<T>> {
+    return expectMessage(await this.recv(), type, what);
   }
 
   /** Close after flushing what was written. */

@@ -1,174 +1,27 @@
 /**
- * The two halves of a resync over a connection, used by both client and
- * server: the holder of the old image sends its signature and applies the
- * delta; the holder of the new image receives the signature and streams the
- * delta while it scans.
+ * The sending role of a resync over a connection, the same for client (push)
+ * and server (pull): the holder of the new image receives the peer's
+ * signature while hashing its own image, then scans and streams the delta.
  */
-import { randomBytes } from 'node:crypto';
-import { BasisMismatchError, SyncError, isSyncError } from '../core/errors.js';
-import { IO_CHUNK, SEED_LEN, SIG_CHUNK_BLOCKS, YIELD_EVERY_BYTES } from '../core/limits.js';
-
-/**
- * Read size of the signature passes: small enough that a piece is still in
- * the CPU's L2 cache when it is hashed right after being read (1 MiB read
- * and hashed 8% faster than 4 MiB here, on two processes at once).
- */
-const SIG_READ_CHUNK = 1024 * 1024;
-
-/**
- * A signature pass reads into a slot of the Adler-32 module's memory when
- * one is free, so the weak sums need no copy; `release` must follow.
- */
-function sigReadBuffer(img: ImageHandle, blockSize: number): ReturnType<typeof takeReadBuffer> {
-  return takeReadBuffer(pieceBufferLength(img.size, { chunk: SIG_READ_CHUNK, align: blockSize }));
-}
-
-
+import { IO_CHUNK, YIELD_EVERY_BYTES } from '../core/limits.js';
+import { SyncError } from '../core/errors.js';
 import { DeltaMatcher } from '../core/matcher.js';
 import type { DeltaOp, DeltaStats } from '../core/ops.js';
-import { Signature, SignatureGenerator, blockCountFor, makeSignatureParams, subBlockSize, type SignatureChunk, type SignatureParams } from '../core/signature.js';
+import { Signature, subBlockSize, type SignatureParams } from '../core/signature.js';
 import { FULL_DIGEST_LEN, STRONG_ALGS, StrongHasher, isZeroRange } from '../core/strong.js';
 import { weakSum } from '../core/rolling.js';
-import { takeReadBuffer } from '../core/adler-wasm.js';
-import { MAX_REGION_BLOCKS, REGION_CHUNK, REGION_HASH_LEN } from '../../protocol/codec.js';
-import { imageHashBuilder, imageHashFromDigests, regionHash, type ImageHashSpec } from '../core/imagehash.js';
-import { chunkFromMessage, paramsFromHeader, sigBlocksMessage, sigHeaderMessage } from '../format/sigfile.js';
-import { headerFromMessage, literalFromZ, opMessage } from '../format/deltafile.js';
+import { MAX_REGION_BLOCKS, REGION_HASH_LEN } from '../../protocol/codec.js';
+import { imageHashBuilder, regionHash } from '../core/imagehash.js';
+import { chunkFromMessage, paramsFromHeader } from '../format/sigfile.js';
+import { opMessage } from '../format/deltafile.js';
 import { readExactSync, type ImageHandle } from '../io/image.js';
-import { pieceBufferLength, readPieces } from '../io/sparse.js';
+import { SIG_READ_CHUNK, readPieces, sigReadBuffer } from '../io/sparse.js';
 import { trace } from '../trace.js';
-import { ImageWriter } from '../io/output.js';
-import { StreamPatcher, checkBasisSize } from '../io/patcher.js';
-import { InPlacePatcher } from '../io/inplace.js';
 import { MsgType } from '../../protocol/constants.js';
 import type { DeltaHeaderMsg } from '../../protocol/messages.js';
 import type { ProgressFn } from '../api-files.js';
 import type { Connection } from './connection.js';
-import { SubSumsAhead, answerSubNeed } from './subsums.js';
-
-/** Blocks per region for two-level signatures: regions of about 1 MiB. */
-export function regionBlocksFor(blockSize: number): number {
-  return Math.max(1, Math.floor((1 << 20) / blockSize));
-}
-
-/**
- * Stream the signature of `img` to the peer. Two-level (the default on the
- * wire for images of at least four regions): region hashes go first, and
- * block sums only for the regions the peer asks for, so an image that
- * barely changed costs a few KiB of signature instead of 20 bytes a block.
- */
-export async function sendSignature(
-  conn: Connection,
-  img: ImageHandle,
-  blockSize: number | undefined,
-  onProgress?: ProgressFn,
-  opts: { twoLevel?: boolean } = {},
-): Promise<SignatureParams & { fullDigests: Uint8Array | null }> {
-  const params = makeSignatureParams(img.size, randomBytes(SEED_LEN), { blockSize });
-  // Keep full block digests (32 bytes a block, bounded by the block-count cap) so
-  // an in-place receiver can verify untouched blocks without reading them again.
-  const gen = new SignatureGenerator(params, { keepFullDigests: true });
-  const n = blockCountFor(params.imageSize, params.blockSize);
-  const rb = regionBlocksFor(params.blockSize);
-  const R = opts.twoLevel !== false && n >= 4 * rb ? rb : 0;
-  await conn.send({ ...sigHeaderMessage(params), regionBlocks: R });
-  const sl = params.strongLen;
-  const weakAll = R ? new Uint32Array(n) : null;
-  const strongAll = R ? new Uint8Array(n * sl) : null;
-  const full = gen.fullDigests!;
-  const regions = R ? Math.ceil(n / R) : 0;
-  let regionsDone = 0;
-  let pending: Buffer[] = [];
-  let pendingFirst = 0;
-  let blocks = 0;
-  const take = async (cs: SignatureChunk[]): Promise<void> => {
-    for (const c of cs) {
-      if (!R) {
-        await conn.send(sigBlocksMessage(c));
-        blocks += c.weak.length;
-        continue;
-      }
-      weakAll!.set(c.weak, c.first);
-      strongAll!.set(c.strong, c.first * sl);
-    }
-    if (!R) return;
-    while (regionsDone < regions && gen.blocksDone >= Math.min((regionsDone + 1) * R, n)) {
-      const a = regionsDone * R;
-      const b = Math.min(a + R, n);
-      pending.push(regionHash(full.subarray(a * FULL_DIGEST_LEN, b * FULL_DIGEST_LEN)));
-      regionsDone++;
-      if (pending.length >= REGION_CHUNK || regionsDone === regions) {
-        await conn.send({ type: MsgType.RegionSums, first: pendingFirst, hashes: Buffer.concat(pending) });
-        pendingFirst = regionsDone;
-        pending = [];
-      }
-    }
-  };
-  let done = 0;
-  const slot = sigReadBuffer(img, params.blockSize);
-  try {
-    for await (const piece of readPieces(img, { chunk: SIG_READ_CHUNK, align: params.blockSize, buffer: slot?.buf })) {
-      await take(gen.push(piece.data, piece.zero));
-      done += piece.data.length;
-      onProgress?.({ phase: 'signature', done, total: img.size });
-    }
-  } finally {
-    slot?.release();
-  }
-  await take(gen.end());
-  trace('receiver: signature pass done');
-  if (R) {
-    const need = await conn.recv();
-    if (need.type !== MsgType.NeedRegions) throw new SyncError('ERR_PROTOCOL', 'expected the list of regions to send');
-    if (need.bitmap.length !== Math.ceil(regions / 8)) {
-      throw new SyncError('ERR_PROTOCOL', `region bitmap of ${need.bitmap.length} bytes for ${regions} regions`);
-    }
-    // Runs of needed blocks, at most SIG_CHUNK_BLOCKS per message.
-    let runStart = -1;
-    const flush = async (end: number): Promise<void> => {
-      for (let a = runStart; a < end; a += SIG_CHUNK_BLOCKS) {
-        const b = Math.min(end, a + SIG_CHUNK_BLOCKS);
-        await conn.send(sigBlocksMessage({ first: a, weak: weakAll!.subarray(a, b), strong: strongAll!.subarray(a * sl, b * sl) }));
-        blocks += b - a;
-      }
-      runStart = -1;
-    };
-    for (let r = 0; r < regions; r++) {
-      const needed = ((need.bitmap[r >>> 3]! >>> (r & 7)) & 1) === 1;
-      if (needed && runStart < 0) runStart = r * R;
-      if (!needed && runStart >= 0) await flush(r * R);
-    }
-    if (runStart >= 0) await flush(n);
-  }
-  await conn.send({ type: MsgType.SigEnd, blockCount: blocks, basisHash: null, digest: null });
-  return { ...params, fullDigests: gen.fullDigests };
-}
-
-/** Receive a whole one-level signature (bounded by MAX_BLOCKS), indexed for matching. */
-export async function receiveSignature(conn: Connection, expectImageSize?: number): Promise<Signature> {
-  const h = await conn.recv();
-  if (h.type !== MsgType.SigHeader) throw new SyncError('ERR_PROTOCOL', 'expected a signature header');
-  if (h.regionBlocks !== 0) throw new SyncError('ERR_PROTOCOL', 'expected a one-level signature');
-  const params = paramsFromHeader(h);
-  if (expectImageSize !== undefined && params.imageSize !== expectImageSize) {
-    throw new SyncError('ERR_PROTOCOL', `the peer's signature covers ${params.imageSize} bytes but it announced ${expectImageSize}`);
-  }
-  const sig = new Signature(params);
-  for (;;) {
-    const m = await conn.recv();
-    if (m.type === MsgType.SigBlocks) {
-      sig.addChunk(chunkFromMessage(m, params));
-      continue;
-    }
-    if (m.type === MsgType.SigEnd) {
-      if (m.blockCount !== sig.receivedBlocks || !sig.isComplete) {
-        throw new SyncError('ERR_CORRUPT', `signature ended after ${sig.receivedBlocks} of ${sig.blockCount} blocks`);
-      }
-      return sig;
-    }
-    throw new SyncError('ERR_PROTOCOL', 'expected signature blocks');
-  }
-}
+import { SubSumsAhead } from './subsums.js';
 
 /** What the delta sender saw. */
 export interface SendDeltaResult extends DeltaStats {
@@ -203,8 +56,7 @@ export async function receiveSignatureWithPrepass(
   onProgress?: ProgressFn,
   opts: { indexUnchanged?: boolean } = {},
 ): Promise<ReceivedSignature> {
-  const h = await conn.recv();
-  if (h.type !== MsgType.SigHeader) throw new SyncError('ERR_PROTOCOL', 'expected a signature header');
+  const h = await conn.expect(MsgType.SigHeader, 'a signature header');
   const params = paramsFromHeader(h);
   const R = h.regionBlocks;
   const sig = new Signature(params);
@@ -255,8 +107,7 @@ export async function receiveSignatureWithPrepass(
     const theirs = new Uint8Array(regions * REGION_HASH_LEN);
     let got = 0;
     while (got < regions) {
-      const m = await conn.recv();
-      if (m.type !== MsgType.RegionSums) throw new SyncError('ERR_PROTOCOL', 'expected region hashes');
+      const m = await conn.expect(MsgType.RegionSums, 'region hashes');
       const k = m.hashes.length / REGION_HASH_LEN;
       if (m.first !== got || got + k > regions) throw new SyncError('ERR_PROTOCOL', `region hashes ${m.first}..${m.first + k} out of order or past ${regions}`);
       theirs.set(m.hashes, got * REGION_HASH_LEN);
@@ -428,145 +279,17 @@ export async function sendDelta(
   return { ...matcher.stats, targetSize: img.size, targetHash };
 }
 
-/** What the delta receiver built. */
-export interface ReceiveDeltaResult extends DeltaStats {
-  targetSize: number;
-  targetHash: Buffer;
-  /** Bytes written to the target (in place: only what changed). */
-  bytesWritten: number;
-}
-
-/** Where received ops go: a temp file (atomic rename) or the image itself (journaled). */
-export interface DeltaSink {
-  apply(op: DeltaOp): Promise<void>;
-  readonly position: number;
-  readonly stats: DeltaStats;
-  /** Verify and make the result durable and visible. Returns bytes written. */
-  finish(targetSize: number, targetHash: Uint8Array): Promise<number>;
-  /** Called on any failure; must leave the target as it was or resumable. */
-  abort(e: unknown): Promise<void>;
-}
-
-/** A sink writing a temp file beside `outPath`, renamed over it after verification. */
-export async function tempFileSink(basis: ImageHandle, outPath: string, targetSize: number, spec: ImageHashSpec): Promise<DeltaSink> {
-  const out = await ImageWriter.createTemp(outPath);
-  const patcher = new StreamPatcher(basis, out, targetSize, spec);
-  return {
-    apply: (op) => patcher.apply(op),
-    get position() {
-      return patcher.position;
-    },
-    get stats() {
-      return patcher.planner.stats;
-    },
-    finish: async (size, hash) => {
-      patcher.finish(size, hash);
-      await out.commit(size);
-      return out.bytesWritten;
-    },
-    abort: () => out.abort(),
-  };
-}
-
-/** A sink patching `img` in place under an undo journal (see io/inplace.ts). */
-export async function inPlaceSink(
-  img: ImageHandle,
-  journalPath: string,
-  id: string,
-  targetSize: number,
-  spec: ImageHashSpec,
-  basisDigests?: Uint8Array | null,
-  /** From settleJournal: continue the journal kept there with a new generation. */
-  continueAt?: number | null,
-): Promise<DeltaSink> {
-  // The basis's hash comes free from the digests of this side's signature pass.
-  const originalHash = basisDigests && basisDigests.length >= blockCountFor(img.size, spec.blockSize) * 32 ? imageHashFromDigests(img.size, spec, basisDigests) : null;
-  const p = await InPlacePatcher.start(img, journalPath, { id, targetSize }, spec, { originalHash, continueAt: continueAt ?? null });
-  if (basisDigests) p.useBasisDigests(basisDigests);
-  return {
-    apply: (op) => p.apply(op),
-    get position() {
-      return p.position;
-    },
-    get stats() {
-      return p.planner.stats;
-    },
-    finish: async (size, hash) => {
-      await p.finish(size, hash);
-      return p.io.bytesWritten;
-    },
-    abort: async (e) => {
-      // A result that failed verification is undone; an interruption keeps its progress for a resume.
-      if (isSyncError(e) && (e.code === 'ERR_VERIFY_FAILED' || e.code === 'ERR_COPY_OUT_OF_BOUNDS' || e.code === 'ERR_CORRUPT' || e.code === 'ERR_LIMIT')) await p.rollback();
-      else await p.suspend();
-    },
-  };
-}
-
 /**
- * Receive the delta and rebuild the image through a sink made once the
- * header (with the target size) is known. On any failure the sink's abort
- * runs before the error propagates.
+ * The whole sending role: take the peer's signature, then stream the delta
+ * that turns its image into `img`. `compress`: literals go out DEFLATEd;
+ * `subSums`: the peer answers SubNeed (it announced the capability).
  */
-export async function receiveDelta(
+export async function sendFrom(
   conn: Connection,
-  basis: ImageHandle,
-  makeSink: (targetSize: number, spec: ImageHashSpec) => Promise<DeltaSink>,
-  onProgress?: ProgressFn,
-  /** The signature this side sent: the delta must be made against it. */
-  sent?: SignatureParams,
-): Promise<ReceiveDeltaResult> {
-  const h = await conn.recv();
-  if (h.type !== MsgType.DeltaHeader) throw new SyncError('ERR_PROTOCOL', 'expected a delta header');
-  checkBasisSize(basis, h.basisSize);
-  const header = headerFromMessage(h);
-  if (sent && (header.blockSize !== sent.blockSize || header.strongAlg !== sent.strongAlg || !Buffer.from(header.seed).equals(sent.seed) || header.basisSize !== sent.imageSize)) {
-    throw new SyncError('ERR_PROTOCOL', 'the delta was not made against the signature this side sent (block size, hash or seed differ)');
-  }
-  // The sink (a journal or temp file made durable) is made while the first
-  // requests for sub-block sums are answered: the sender's scan waits for those.
-  const sinkReady = makeSink(h.targetSize, header);
-  sinkReady.catch(() => undefined); // awaited below, or moot after an earlier failure
-  let sink: DeltaSink | null = null;
-  trace('receiver: delta started');
-  try {
-    let ops = 0;
-    for (;;) {
-      const m = await conn.recv();
-      if (m.type === MsgType.SubNeed) {
-        // Not an op: answered from the basis, which is still original past the output position.
-        await conn.send({ type: MsgType.SubSums, first: m.first, sums: answerSubNeed(basis, m, sent, sink?.position ?? 0) });
-        continue;
-      }
-      sink ??= await sinkReady;
-      if (m.type === MsgType.Copy) {
-        await sink.apply({ kind: 'copy', offset: m.offset, length: m.length });
-      } else if (m.type === MsgType.Literal) {
-        await sink.apply({ kind: 'literal', data: m.data });
-      } else if (m.type === MsgType.LiteralZ) {
-        await sink.apply(literalFromZ(m));
-      } else if (m.type === MsgType.DeltaEnd) {
-        trace('receiver: delta end received');
-        if (m.opCount !== ops) throw new SyncError('ERR_CORRUPT', `delta ended after ${ops} ops but the peer counted ${m.opCount}`);
-        if (m.targetSize !== h.targetSize) throw new SyncError('ERR_CORRUPT', `delta end says ${m.targetSize} bytes, header said ${h.targetSize}`);
-        const written = await sink.finish(m.targetSize, m.targetHash);
-        trace('receiver: verified and committed');
-        return { ...sink.stats, targetSize: m.targetSize, targetHash: Buffer.from(m.targetHash), bytesWritten: written };
-      } else {
-        throw new SyncError('ERR_PROTOCOL', 'expected delta ops');
-      }
-      ops++;
-      onProgress?.({ phase: 'patch', done: sink.position, total: h.targetSize, matched: sink.stats.matchedBytes, literal: sink.stats.literalBytes });
-    }
-  } catch (e) {
-    // A sink still being made is aborted once it exists (its journal is then removed or kept for a resume).
-    const made = sink ?? (await sinkReady.catch(() => null));
-    await made?.abort(e).catch(() => undefined);
-    throw e;
-  }
-}
-
-/** Refuse a basis-size mismatch early with a clear message. */
-export function assertSameSize(what: string, got: number, expected: number): void {
-  if (got !== expected) throw new BasisMismatchError(`${what} is ${got} bytes, expected ${expected}`);
+  img: ImageHandle,
+  opts: { onProgress?: ProgressFn | undefined; compress?: boolean; subSums?: boolean } = {},
+): Promise<SendDeltaResult & { blockSize: number }> {
+  const rs = await receiveSignatureWithPrepass(conn, img, opts.onProgress, { indexUnchanged: false });
+  const d = await sendDelta(conn, rs, img, opts.onProgress, opts.compress === true, opts.subSums === true);
+  return { ...d, blockSize: rs.sig.params.blockSize };
 }

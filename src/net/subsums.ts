@@ -118,8 +118,7 @@ export class SubSumsAhead {
 
   private async receiveOne(): Promise<void> {
     const req = this.asked.shift()!;
-    const m = await this.conn.recv();
-    if (m.type !== MsgType.SubSums) throw new SyncError('ERR_PROTOCOL', 'expected sub-block sums');
+    const m = await this.conn.expect(MsgType.SubSums, 'sub-block sums');
     if (m.first !== req.first || m.sums.length !== req.blocks.length * this.perBlock) {
       throw new SyncError('ERR_PROTOCOL', `sub-block sums for block ${m.first} (${m.sums.length} bytes) do not answer the request for block ${req.first} (${req.blocks.length} blocks)`);
     }

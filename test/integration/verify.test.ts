@@ -19,7 +19,7 @@ import { startServer, type TestServer } from '../helpers/server.js';
 import { ResyncServer } from '../../src/net/server.js';
 import type { Connection } from '../../src/net/connection.js';
 import type { VolumeConfig } from '../../src/net/config.js';
-import { sendSignature } from '../../src/net/sender.js';
+import { sendSignature } from '../../src/net/receiver.js';
 import { openImage } from '../../src/io/image.js';
 import { MsgType } from '../../protocol/constants.js';
 
