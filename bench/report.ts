@@ -5,7 +5,7 @@
  */
 import type { Machine } from './machine.js';
 import { median } from './measure.js';
-import type { ScenarioStats } from './workload.js';
+import type { ScenarioStats } from '../src/testing/workload.js';
 
 /** One measured process: wall time and peak RSS. */
 export interface Sample {

@@ -10,7 +10,7 @@ import type { CommonArgs } from './run.js';
 import { resyncVersion } from './version.js';
 import { makeYargs } from './yargs-cjs.js';
 import { ParamError } from '../core/errors.js';
-import { trace } from '../trace.js';
+import { trace } from '../io/trace.js';
 
 trace('cli: modules loaded');
 

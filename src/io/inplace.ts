@@ -18,7 +18,7 @@ import type { DeltaOp } from '../core/ops.js';
 import { PatchPlanner } from '../core/patch.js';
 import { imageHashBuilder, type ImageHashBuilder, type ImageHashSpec } from '../core/imagehash.js';
 import { StrongHasher } from '../core/strong.js';
-import { killPoint } from '../trace.js';
+import { killPoint } from './trace.js';
 import { ioError } from './errors.js';
 import { openImage, readChunks, readExactSync, type ImageHandle } from './image.js';
 import { Journal, readJournal, type JournalHashSpec, type JournalMeta, type JournalState } from './journal.js';

@@ -15,7 +15,7 @@ import { sendFrom } from './sender.js';
 import { receiveInto } from './receiver.js';
 import { journalPathFor } from '../io/journal.js';
 import { SUBSUMS_CAP } from './subsums.js';
-import { trace } from '../trace.js';
+import { trace } from '../io/trace.js';
 import { settleJournal } from '../io/inplace.js';
 
 /** Options for push and pull. */

@@ -16,7 +16,7 @@ import { chunkFromMessage, paramsFromHeader } from '../format/sigfile.js';
 import { opMessage } from '../format/deltafile.js';
 import { readExactSync, type ImageHandle } from '../io/image.js';
 import { SIG_READ_CHUNK, readPieces, sigReadBuffer } from '../io/sparse.js';
-import { trace } from '../trace.js';
+import { trace } from '../io/trace.js';
 import { MsgType } from '../../protocol/constants.js';
 import type { DeltaHeaderMsg } from '../../protocol/messages.js';
 import type { ProgressFn } from '../api-files.js';

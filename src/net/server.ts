@@ -4,7 +4,7 @@
  * nothing is revealed before it succeeds), then one session on one volume.
  */
 import { SUBSUMS_CAP } from './subsums.js';
-import { trace } from '../trace.js';
+import { trace } from '../io/trace.js';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { resolveRequested, type StdioAccess } from './allow.js';

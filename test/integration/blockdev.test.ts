@@ -12,7 +12,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { generateImage } from '../../bench/workload.js';
+import { generateImage } from '../../src/testing/workload.js';
 import { openImage } from '../../src/io/image.js';
 import { deltaFile, patchFile, signatureFile } from '../../src/api-files.js';
 import { push } from '../../src/net/client.js';

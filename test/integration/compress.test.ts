@@ -6,7 +6,7 @@ import { deflateRawSync } from 'node:zlib';
 import { deltaFile, patchFile, signatureFile } from '../../src/api-files.js';
 import { push, pull } from '../../src/net/client.js';
 import { literalFromZ } from '../../src/format/deltafile.js';
-import { applyScenario, generateImage } from '../../bench/workload.js';
+import { applyScenario, generateImage } from '../../src/testing/workload.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
 let dir: string;

@@ -11,7 +11,7 @@ import { join, resolve } from 'node:path';
 import { connect, createServer, type Socket } from 'node:net';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { SCENARIOS, generateImage, makePair } from '../../bench/workload.js';
+import { SCENARIOS, generateImage, makePair } from '../../src/testing/workload.js';
 import { connectAuthenticated, pull, push, type ClientOptions } from '../../src/net/client.js';
 import { receiveSignature } from '../../src/net/receiver.js';
 import { encodeFrame, FrameDecoder } from '../../src/bytes/frame.js';

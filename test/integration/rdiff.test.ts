@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { applyScenario, generateImage, type Scenario } from '../../bench/workload.js';
+import { applyScenario, generateImage, type Scenario } from '../../src/testing/workload.js';
 import { rdiffDeltaFile, rdiffPatchFile, rdiffSignatureFile } from '../../src/api-rdiff.js';
 import type { DeltaOp } from '../../src/core/ops.js';
 import { RDIFF_SIG_TYPES, type RdiffSigType } from '../../src/format/rdiff/constants.js';

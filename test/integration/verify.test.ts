@@ -11,7 +11,7 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { generateImage } from '../../bench/workload.js';
+import { generateImage } from '../../src/testing/workload.js';
 import { verifyFiles, verifyRemote } from '../../src/verify.js';
 import type { ClientOptions } from '../../src/net/client.js';
 import type { SyncError } from '../../src/core/errors.js';

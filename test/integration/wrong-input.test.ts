@@ -16,7 +16,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { generateImage, randomBytes as workloadBytes } from '../../bench/workload.js';
+import { generateImage, randomBytes as workloadBytes } from '../../src/testing/workload.js';
 import { deltaFile, patchFile, recoverImage, signatureFile } from '../../src/api-files.js';
 import { journalPathFor } from '../../src/io/journal.js';
 import { pull, push } from '../../src/net/client.js';

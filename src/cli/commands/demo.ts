@@ -8,7 +8,7 @@ import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { makePair, SCENARIOS, type Scenario } from '../../../bench/workload.js';
+import { makePair, SCENARIOS, type Scenario } from '../../testing/workload.js';
 // Loaded on first use: keeps start-up short for commands that do not need it.
 const filesApi = () => import('../../api-files.js');
 import { VerifyError } from '../../core/errors.js';
