@@ -26,20 +26,8 @@ import { adler32OfZeros } from './core/rolling.js';
 import { ImageWriter, StreamFileWriter } from './io/output.js';
 import { StreamPatcher, checkBasisSize } from './io/patcher.js';
 
-/** Progress of a long operation. */
-export interface Progress {
-  phase: string;
-  /** Bytes processed so far. */
-  done: number;
-  /** Bytes to process in all. */
-  total: number;
-  /** Optional running counters. */
-  matched?: number;
-  literal?: number;
-}
-
-/** Receives progress; called at most once per read chunk. */
-export type ProgressFn = (p: Progress) => void;
+import type { ProgressFn } from './core/progress.js';
+export type { Progress, ProgressFn } from './core/progress.js';
 
 /** Options for making a signature. */
 export interface SignatureFileOptions {

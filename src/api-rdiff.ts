@@ -7,7 +7,8 @@
  * rdiff deltas carry no size or hash of the new file, so a patch cannot be
  * verified; the result says `verified: false`.
  */
-import type { FileResult, ProgressFn } from './api-files.js';
+import type { FileResult } from './api-files.js';
+import type { ProgressFn } from './core/progress.js';
 import { IO_CHUNK, MAX_IMAGE_SIZE } from './core/limits.js';
 import { emptyStats, type DeltaOp } from './core/ops.js';
 import { PatchPlanner } from './core/patch.js';

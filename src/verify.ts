@@ -18,7 +18,7 @@ import { connectAuthenticated, openSession, type ClientOptions } from './net/cli
 import type { Connection } from './net/connection.js';
 import { MsgType } from '../protocol/constants.js';
 import { REGION_HASH_LEN } from '../protocol/codec.js';
-import type { ProgressFn } from './api-files.js';
+import type { ProgressFn } from './core/progress.js';
 
 /** Default cap on the ranges listed in a report (the byte count is always exact). */
 export const DEFAULT_MAX_RANGES = 10_000;

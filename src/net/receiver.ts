@@ -19,7 +19,7 @@ import { SIG_READ_CHUNK, readPieces, sigReadBuffer } from '../io/sparse.js';
 import { checkBasisSize } from '../io/patcher.js';
 import { inPlaceSink, tempFileSink, type DeltaSink } from '../io/sinks.js';
 import { trace } from '../io/trace.js';
-import type { ProgressFn } from '../api-files.js';
+import type { ProgressFn } from '../core/progress.js';
 import type { Connection } from './connection.js';
 import { answerSubNeed } from './subsums.js';
 

@@ -19,7 +19,7 @@ import { SIG_READ_CHUNK, readPieces, sigReadBuffer } from '../io/sparse.js';
 import { trace } from '../io/trace.js';
 import { MsgType } from '../../protocol/constants.js';
 import type { DeltaHeaderMsg } from '../../protocol/messages.js';
-import type { ProgressFn } from '../api-files.js';
+import type { ProgressFn } from '../core/progress.js';
 import type { Connection } from './connection.js';
 import { SubSumsAhead } from './subsums.js';
 

@@ -43,7 +43,7 @@ import { journalPathFor, readJournal } from '../io/journal.js';
 import { encodeFrame } from '../bytes/frame.js';
 import { encodePreamble } from '../format/preamble.js';
 import { encodeMessage } from '../../protocol/codec.js';
-import type { ProgressFn } from '../api-files.js';
+import type { ProgressFn } from '../core/progress.js';
 import { recoverLocked, settleJournal } from '../io/inplace.js';
 
 /** One line of the server's log. */

@@ -6,7 +6,7 @@ import { checkVolumes, ConfigError, parseRemote, readSecretFile, readServerConfi
 const serverMod = () => import('../../net/server.js');
 // Loaded on first use: keeps start-up short for commands that do not need it.
 import type { ClientOptions, SyncResult } from '../../net/client.js';
-import type { ProgressFn } from '../../api-files.js';
+import type { ProgressFn } from '../../core/progress.js';
 const clientMod = () => import('../../net/client.js');
 import { intOption, secondsOption, sizeOption } from '../args.js';
 import { networkHint } from '../hints.js';

@@ -8,7 +8,7 @@ const verifyMod = () => import('../../verify.js');
 // Loaded on first use: keeps start-up short for commands that do not need it.
 import type { DryRunReport, RemoteDryRunReport } from '../../dry-run.js';
 const dryRunMod = () => import('../../dry-run.js');
-import type { ProgressFn } from '../../api-files.js';
+import type { ProgressFn } from '../../core/progress.js';
 import { intOption, secondsOption, sizeOption } from '../args.js';
 import { networkHint } from '../hints.js';
 import { checkInput } from '../paths.js';
