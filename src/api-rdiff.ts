@@ -12,10 +12,10 @@ import type { ProgressFn } from './core/progress.js';
 import { IO_CHUNK, MAX_IMAGE_SIZE } from './core/limits.js';
 import { emptyStats, type DeltaOp } from './core/ops.js';
 import { PatchPlanner } from './core/patch.js';
-import type { RdiffSigType } from './format/rdiff/constants.js';
-import { RdiffDeltaDecoder, RdiffDeltaEncoder } from './format/rdiff/delta.js';
-import { RdiffDeltaMatcher } from './format/rdiff/matcher.js';
-import { RdiffSignatureGenerator, RdiffSignatureReader, rdiffSigParams, type RdiffSignature } from './format/rdiff/signature.js';
+import type { RdiffSigType } from './rdiff/constants.js';
+import { RdiffDeltaDecoder, RdiffDeltaEncoder } from './rdiff/delta.js';
+import { RdiffDeltaMatcher } from './rdiff/matcher.js';
+import { RdiffSignatureGenerator, RdiffSignatureReader, rdiffSigParams, type RdiffSignature } from './rdiff/signature.js';
 import { openImage, readChunks, readExact, type ImageHandle } from './io/image.js';
 import { ImageWriter, StreamFileWriter } from './io/output.js';
 

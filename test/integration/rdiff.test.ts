@@ -20,8 +20,8 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { applyScenario, generateImage, type Scenario } from '../../src/testing/workload.js';
 import { rdiffDeltaFile, rdiffPatchFile, rdiffSignatureFile } from '../../src/api-rdiff.js';
 import type { DeltaOp } from '../../src/core/ops.js';
-import { RDIFF_SIG_TYPES, type RdiffSigType } from '../../src/format/rdiff/constants.js';
-import { decodeRdiffDelta } from '../../src/format/rdiff/delta.js';
+import { RDIFF_SIG_TYPES, type RdiffSigType } from '../../src/rdiff/constants.js';
+import { decodeRdiffDelta } from '../../src/rdiff/delta.js';
 
 const HAVE_RDIFF = spawnSync('rdiff', ['--version'], { stdio: 'ignore' }).status === 0;
 if (!HAVE_RDIFF) console.warn('test/integration/rdiff.test.ts: `rdiff` is not on PATH, skipping the librsync interop tests (apt-get install rdiff)');

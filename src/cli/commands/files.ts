@@ -5,7 +5,7 @@ const filesApi = () => import('../../api-files.js');
 // Loaded on first use: keeps start-up short for commands that do not need it.
 const rdiffApi = () => import('../../api-rdiff.js');
 import { ParamError } from '../../core/errors.js';
-import { RDIFF_DEFAULT_SIG_TYPE, RDIFF_SIG_TYPES, type RdiffSigType } from '../../format/rdiff/constants.js';
+import { RDIFF_DEFAULT_SIG_TYPE, RDIFF_SIG_TYPES, type RdiffSigType } from '../../rdiff/constants.js';
 import type { StrongAlg } from '../../core/strong.js';
 import { intOption, secondsOption, sizeOption } from '../args.js';
 import { fileKind, formatHint } from '../hints.js';
