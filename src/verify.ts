@@ -17,8 +17,9 @@ import { openImage, readChunks, type ImageHandle } from './io/image.js';
 import { connectAuthenticated, openSession, type ClientOptions } from './net/client.js';
 import type { Connection } from './net/connection.js';
 import { MsgType } from '../protocol/constants.js';
-import { REGION_HASH_LEN } from '../protocol/codec.js';
+import { REGION_HASH_LEN } from '../protocol/constants.js';
 import type { ProgressFn } from './core/progress.js';
+import { bitmapBytes, setBit } from './bytes/bitmap.js';
 
 /** Default cap on the ranges listed in a report (the byte count is always exact). */
 export const DEFAULT_MAX_RANGES = 10_000;
@@ -344,8 +345,8 @@ async function requestAllRegions(conn: Connection, blocks: number, regionBlocks:
     if (m.first !== got || got + k > regions) throw new SyncError('ERR_PROTOCOL', `region hashes ${m.first}..${m.first + k} out of order or past ${regions}`);
     got += k;
   }
-  const bitmap = new Uint8Array(Math.ceil(regions / 8));
-  for (let r = 0; r < regions; r++) bitmap[r >>> 3]! |= 1 << (r & 7);
+  const bitmap = new Uint8Array(bitmapBytes(regions));
+  for (let r = 0; r < regions; r++) setBit(bitmap, r);
   await conn.send({ type: MsgType.NeedRegions, bitmap });
 }
 

@@ -10,7 +10,7 @@ import type { DeltaStats } from '../core/ops.js';
 import { Signature, SignatureGenerator, blockCountFor, makeSignatureParams, type SignatureChunk, type SignatureParams } from '../core/signature.js';
 import { FULL_DIGEST_LEN } from '../core/strong.js';
 import { regionHash, type ImageHashSpec } from '../core/imagehash.js';
-import { REGION_CHUNK } from '../../protocol/codec.js';
+import { REGION_CHUNK } from '../../protocol/constants.js';
 import { MsgType } from '../../protocol/constants.js';
 import { chunkFromMessage, paramsFromHeader, sigBlocksMessage, sigHeaderMessage } from '../format/sigfile.js';
 import { headerFromMessage, literalFromZ } from '../format/deltafile.js';
@@ -22,6 +22,7 @@ import { trace } from '../io/trace.js';
 import type { ProgressFn } from '../core/progress.js';
 import type { Connection } from './connection.js';
 import { answerSubNeed } from './subsums.js';
+import { bitmapBytes, testBit } from '../bytes/bitmap.js';
 
 /** Blocks per region for two-level signatures: regions of about 1 MiB. */
 export function regionBlocksFor(blockSize: number): number {
@@ -96,7 +97,7 @@ export async function sendSignature(
   trace('receiver: signature pass done');
   if (R) {
     const need = await conn.expect(MsgType.NeedRegions, 'the list of regions to send');
-    if (need.bitmap.length !== Math.ceil(regions / 8)) {
+    if (need.bitmap.length !== bitmapBytes(regions)) {
       throw new SyncError('ERR_PROTOCOL', `region bitmap of ${need.bitmap.length} bytes for ${regions} regions`);
     }
     // Runs of needed blocks, at most SIG_CHUNK_BLOCKS per message.
@@ -110,7 +111,7 @@ export async function sendSignature(
       runStart = -1;
     };
     for (let r = 0; r < regions; r++) {
-      const needed = ((need.bitmap[r >>> 3]! >>> (r & 7)) & 1) === 1;
+      const needed = testBit(need.bitmap, r);
       if (needed && runStart < 0) runStart = r * R;
       if (!needed && runStart >= 0) await flush(r * R);
     }

@@ -10,7 +10,7 @@ import type { DeltaOp, DeltaStats } from '../core/ops.js';
 import { Signature, subBlockSize, type SignatureParams } from '../core/signature.js';
 import { FULL_DIGEST_LEN, STRONG_ALGS, StrongHasher, isZeroRange } from '../core/strong.js';
 import { weakSum } from '../core/rolling.js';
-import { MAX_REGION_BLOCKS, REGION_HASH_LEN } from '../../protocol/codec.js';
+import { MAX_REGION_BLOCKS, REGION_HASH_LEN } from '../../protocol/constants.js';
 import { imageHashBuilder, regionHash } from '../core/imagehash.js';
 import { chunkFromMessage, paramsFromHeader } from '../format/sigfile.js';
 import { opMessage } from '../format/deltafile.js';
@@ -22,6 +22,7 @@ import type { DeltaHeaderMsg } from '../../protocol/messages.js';
 import type { ProgressFn } from '../core/progress.js';
 import type { Connection } from './connection.js';
 import { SubSumsAhead } from './subsums.js';
+import { bitmapBytes, setBit, testBit } from '../bytes/bitmap.js';
 
 /** What the delta sender saw. */
 export interface SendDeltaResult extends DeltaStats {
@@ -115,11 +116,11 @@ export async function receiveSignatureWithPrepass(
     }
     await pre;
     trace('sender: region hashes in, prepass done');
-    need = new Uint8Array(Math.ceil(regions / 8));
+    need = new Uint8Array(bitmapBytes(regions));
     const ownCount = ownRegions!.length / REGION_HASH_LEN;
     for (let r = 0; r < regions; r++) {
       const same = r < ownCount && Buffer.compare(theirs.subarray(r * REGION_HASH_LEN, (r + 1) * REGION_HASH_LEN), ownRegions!.subarray(r * REGION_HASH_LEN, (r + 1) * REGION_HASH_LEN)) === 0;
-      if (!same) need[r >>> 3]! |= 1 << (r & 7);
+      if (!same) setBit(need, r);
     }
     await conn.send({ type: MsgType.NeedRegions, bitmap: need });
   }
@@ -130,7 +131,7 @@ export async function receiveSignatureWithPrepass(
       if (need) {
         for (let i = c.first; i < c.first + c.weak.length; i++) {
           const r = Math.floor(i / R);
-          if (((need[r >>> 3]! >>> (r & 7)) & 1) === 0) throw new SyncError('ERR_PROTOCOL', `block ${i} was sent but its region was not requested`);
+          if (!testBit(need, r)) throw new SyncError('ERR_PROTOCOL', `block ${i} was sent but its region was not requested`);
         }
       }
       sig.addChunk(c, need === null);
@@ -151,7 +152,7 @@ export async function receiveSignatureWithPrepass(
     // Regions known identical: their blocks are ours, so our own sums stand in for theirs.
     for (let i = 0; i < sig.blockCount; i++) {
       const r = Math.floor(i / R);
-      if (((need[r >>> 3]! >>> (r & 7)) & 1) === 0) sig.fillLocal(i, ownWeak![i]!, own.subarray(i * sl, (i + 1) * sl));
+      if (!testBit(need, r)) sig.fillLocal(i, ownWeak![i]!, own.subarray(i * sl, (i + 1) * sl));
     }
   }
   trace('sender: signature complete');

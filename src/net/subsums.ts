@@ -19,10 +19,11 @@ import { MAX_SUB_SIZE, MAX_SUBS_PER_BLOCK } from '../core/limits.js';
 import { blockCountFor, type SignatureParams } from '../core/signature.js';
 import { SUB_SUM_LEN, SubSummer } from '../core/subsum.js';
 import { readExactSync, type ImageHandle } from '../io/image.js';
-import { SUB_NEED_MAX_BLOCKS, SUB_NEED_SPAN } from '../../protocol/codec.js';
+import { SUB_NEED_MAX_BLOCKS, SUB_NEED_SPAN } from '../../protocol/constants.js';
 import { MsgType } from '../../protocol/constants.js';
 import type { SubNeedMsg } from '../../protocol/messages.js';
 import type { Connection } from './connection.js';
+import { bitmapBytes, setBit, testBit } from '../bytes/bitmap.js';
 
 /** Capability both peers announce to use sub-block sums. */
 export const SUBSUMS_CAP = 'subsums-nh';
@@ -78,19 +79,19 @@ export class SubSumsAhead {
     while (this.nextBlock < limit && this.outstanding < this.most) {
       const first = this.nextBlock;
       const stop = Math.min(limit, first + SUB_NEED_SPAN);
-      const bitmap = new Uint8Array(Math.ceil((stop - first) / 8));
+      const bitmap = new Uint8Array(bitmapBytes(stop - first));
       const blocks: number[] = [];
       let i = first;
       // The first requests are small so that the first answer, which the scan waits for, comes at once.
       const most = Math.min(SUB_NEED_MAX_BLOCKS, 32 * 2 ** this.requests, this.most - this.outstanding);
       for (; i < stop && blocks.length < most; i++) {
         if (!this.wanted(i)) continue;
-        bitmap[(i - first) >>> 3]! |= 1 << ((i - first) & 7);
+        setBit(bitmap, i - first);
         blocks.push(i);
       }
       this.nextBlock = i;
       if (blocks.length === 0) continue;
-      await this.conn.send({ type: MsgType.SubNeed, first, subSize: this.subSize, bitmap: bitmap.subarray(0, Math.ceil((i - first) / 8)) });
+      await this.conn.send({ type: MsgType.SubNeed, first, subSize: this.subSize, bitmap: bitmap.subarray(0, bitmapBytes(i - first)) });
       this.asked.push({ first, blocks });
       this.outstanding += blocks.length;
       this.requests++;
@@ -142,7 +143,7 @@ export function answerSubNeed(basis: ImageHandle, m: SubNeedMsg, sent: Signature
   const n = blockCountFor(sent.imageSize, bs);
   const blocks: number[] = [];
   for (let i = 0; i < m.bitmap.length * 8; i++) {
-    if (((m.bitmap[i >>> 3]! >>> (i & 7)) & 1) === 0) continue;
+    if (!testBit(m.bitmap, i)) continue;
     const k = m.first + i;
     if ((k + 1) * bs > sent.imageSize || k >= n) throw new SyncError('ERR_PROTOCOL', `sub-block sums asked for block ${k}, which is not a whole block of the ${sent.imageSize}-byte basis`);
     if (k * bs < position) throw new SyncError('ERR_PROTOCOL', `sub-block sums asked for block ${k}, which the delta already rewrote`);

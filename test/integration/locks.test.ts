@@ -16,7 +16,7 @@ import { journalPathFor } from '../../src/io/journal.js';
 import { lockFilePathFor } from '../../src/io/lock.js';
 import { pull, push, connectAuthenticated, openSession, recoverRemote } from '../../src/net/client.js';
 import { MsgType } from '../../protocol/constants.js';
-import { SUB_NEED_SPAN } from '../../protocol/codec.js';
+import { SUB_NEED_SPAN } from '../../protocol/constants.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
