@@ -12,7 +12,7 @@ import { IO_CHUNK, MAX_BLOCKS, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE } from './core/lim
 import { blockCountFor, defaultBlockSize, type SignatureParams } from './core/signature.js';
 import { StrongHasher } from './core/strong.js';
 import { imageHashBuilder, type ImageHashBuilder } from './core/imagehash.js';
-import { chunkFromMessage, paramsFromHeader } from './format/sigfile.js';
+import { chunkFromMessage, paramsFromHeader } from '../protocol/convert.js';
 import { openImage, readChunks, type ImageHandle } from './io/image.js';
 import { connectAuthenticated, openSession, type ClientOptions } from './net/client.js';
 import type { Connection } from './net/connection.js';

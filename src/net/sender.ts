@@ -7,18 +7,16 @@ import { IO_CHUNK, YIELD_EVERY_BYTES } from '../core/limits.js';
 import { SyncError } from '../core/errors.js';
 import { DeltaMatcher } from '../core/matcher.js';
 import type { DeltaOp, DeltaStats } from '../core/ops.js';
-import { Signature, subBlockSize, type SignatureParams } from '../core/signature.js';
-import { FULL_DIGEST_LEN, STRONG_ALGS, StrongHasher, isZeroRange } from '../core/strong.js';
+import { Signature, subBlockSize } from '../core/signature.js';
+import { FULL_DIGEST_LEN, StrongHasher, isZeroRange } from '../core/strong.js';
 import { weakSum } from '../core/rolling.js';
 import { MAX_REGION_BLOCKS, REGION_HASH_LEN } from '../../protocol/constants.js';
 import { imageHashBuilder, regionHash } from '../core/imagehash.js';
-import { chunkFromMessage, paramsFromHeader } from '../format/sigfile.js';
-import { opMessage } from '../format/deltafile.js';
+import { chunkFromMessage, opMessage, paramsFromHeader, wireDeltaHeader } from '../../protocol/convert.js';
 import { readExactSync, type ImageHandle } from '../io/image.js';
 import { SIG_READ_CHUNK, readPieces, sigReadBuffer } from '../io/sparse.js';
 import { trace } from '../io/trace.js';
 import { MsgType } from '../../protocol/constants.js';
-import type { DeltaHeaderMsg } from '../../protocol/messages.js';
 import type { ProgressFn } from '../core/progress.js';
 import type { Connection } from './connection.js';
 import { SubSumsAhead } from './subsums.js';
@@ -158,19 +156,6 @@ export async function receiveSignatureWithPrepass(
   trace('sender: signature complete');
   if (!sig.isComplete) throw new SyncError('ERR_CORRUPT', `signature ended with ${sig.receivedBlocks} of ${sig.blockCount} blocks`);
   return { sig, own, targetHash: image.digest() };
-}
-
-/** The DeltaHeader a sender puts on the wire for a signature and a target size. */
-export function wireDeltaHeader(sp: SignatureParams, targetSize: number): DeltaHeaderMsg {
-  return {
-    type: MsgType.DeltaHeader,
-    blockSize: sp.blockSize,
-    basisSize: sp.imageSize,
-    basisHash: null,
-    targetSize,
-    strongAlgId: STRONG_ALGS[sp.strongAlg].id,
-    seed: sp.seed,
-  };
 }
 
 /** Scan `img` against the signature and stream the delta to the peer. */

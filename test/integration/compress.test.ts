@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { deflateRawSync } from 'node:zlib';
 import { deltaFile, patchFile, signatureFile } from '../../src/api-files.js';
 import { push, pull } from '../../src/net/client.js';
-import { literalFromZ } from '../../src/format/deltafile.js';
+import { literalFromZ } from '../../protocol/convert.js';
 import { applyScenario, generateImage } from '../../src/testing/workload.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
