@@ -9,7 +9,7 @@
 import { connect as netConnect, isIP, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
-import { SyncError, isSyncError, type ErrorCode } from '../core/errors.js';
+import { ERROR_CODES, SyncError, isSyncError, type ErrorCode } from '../core/errors.js';
 import { MAX_FRAME } from '../core/limits.js';
 import { encodeFrame, FrameDecoder } from '../bytes/frame.js';
 import { PREAMBLE_LEN, PROTOCOL_VERSION, WIRE_MAGIC, MsgType, type MsgTypeId } from '../../protocol/constants.js';
@@ -43,12 +43,11 @@ const SEND_BUFFER = 4 * 1024 * 1024;
 const HIGH_WATER = 64;
 const LOW_WATER = 8;
 
-const KNOWN_CODES = new Set<string>([
-  'ERR_PARAM', 'ERR_BAD_MAGIC', 'ERR_VERSION', 'ERR_CORRUPT', 'ERR_UNEXPECTED_EOF', 'ERR_TRAILING_DATA', 'ERR_LIMIT',
-  'ERR_COPY_OUT_OF_BOUNDS', 'ERR_BASIS_MISMATCH', 'ERR_VERIFY_FAILED', 'ERR_IO', 'ERR_NO_SPACE', 'ERR_PROTOCOL',
-  'ERR_UNEXPECTED_MESSAGE', 'ERR_FRAME_TOO_LARGE', 'ERR_AUTH', 'ERR_PERMISSION', 'ERR_NOT_FOUND', 'ERR_TIMEOUT',
-  'ERR_CONNECTION', 'ERR_BUSY', 'ERR_REMOTE', 'ERR_JOURNAL', 'ERR_INTERRUPTED',
-]);
+/**
+ * The codes a peer's Error keeps; any other becomes ERR_REMOTE. ERR_LOCKED
+ * is about a lock on the peer's own machine, which it reports as ERR_BUSY.
+ */
+const KNOWN_CODES: ReadonlySet<string> = new Set<string>(ERROR_CODES.filter((c) => c !== 'ERR_LOCKED'));
 
 /** Turn a peer's Error message into a typed error with the peer's code. */
 export function remoteError(code: string, message: string, peer: string): SyncError {
