@@ -20,7 +20,7 @@ import { imageHashBuilder } from './core/imagehash.js';
 import { DeltaFileDecoder, DeltaFileEncoder, type DeltaTrailer } from './format/deltafile.js';
 import type { DeltaHeader } from '../protocol/convert.js';
 import { SignatureFileDecoder, SignatureFileEncoder } from './format/sigfile.js';
-import { ioError } from './io/errors.js';
+import { JournalError, ioError } from './io/errors.js';
 import { openImage, readChunks, type ImageHandle } from './io/image.js';
 import { readPieces } from './io/sparse.js';
 import { adler32OfZeros } from './core/rolling.js';
@@ -371,9 +371,9 @@ async function patchFileInPlace(basisPath: string, deltaPath: string, opts: Patc
     let patcher: InPlacePatcher;
     if (st) {
       if (!opts.resume) {
-        throw new SyncError('ERR_JOURNAL', `${basisPath} has an unfinished in-place patch (${jpath}): run again with --resume, or 'resync recover ${basisPath}' to roll it back`, { journal: jpath });
+        throw new JournalError(`${basisPath} has an unfinished in-place patch (${jpath}): run again with --resume, or 'resync recover ${basisPath}' to roll it back`, { journal: jpath });
       }
-      if (st.meta.id !== id) throw new SyncError('ERR_JOURNAL', `the journal ${jpath} belongs to a different delta; roll it back with 'resync recover ${basisPath}' first`);
+      if (st.meta.id !== id) throw new JournalError(`the journal ${jpath} belongs to a different delta; roll it back with 'resync recover ${basisPath}' first`);
       if (st.committed !== null) {
         await completeCommitted(img, jpath, st);
         return { ...emptyStats(), imageSize: st.committed, bytesOut: st.committed, blockSize: header.blockSize, elapsedMs: performance.now() - t0, bytesWritten: 0, resumedFrom: st.committed };

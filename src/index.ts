@@ -80,7 +80,9 @@ export {
   VerifyError,
   BasisMismatchError,
   isSyncError,
+  ERROR_CODES,
   type ErrorCode,
 } from './core/errors.js';
+export { JournalError } from './io/errors.js';
 export { ProtocolError, UnexpectedMessageError } from '../protocol/errors.js';
 export { FrameTooLargeError } from './bytes/frame.js';

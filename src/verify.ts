@@ -20,6 +20,7 @@ import { MsgType } from '../protocol/constants.js';
 import { REGION_HASH_LEN } from '../protocol/constants.js';
 import type { ProgressFn } from './core/progress.js';
 import { bitmapBytes, setBit } from './bytes/bitmap.js';
+import { ProtocolError } from '../protocol/errors.js';
 
 /** Default cap on the ranges listed in a report (the byte count is always exact). */
 export const DEFAULT_MAX_RANGES = 10_000;
@@ -278,7 +279,7 @@ export async function verifyRemote(image: string, opts: VerifyRemoteOptions): Pr
     const h = await conn.expect(MsgType.SigHeader, 'a signature header');
     const params = paramsFromHeader(h);
     if (params.imageSize !== ready.imageSize) {
-      throw new SyncError('ERR_PROTOCOL', `the server's signature covers ${params.imageSize} bytes but it announced ${ready.imageSize}`);
+      throw new ProtocolError(`the server's signature covers ${params.imageSize} bytes but it announced ${ready.imageSize}`);
     }
     own = new OwnBlocks(img, params, opts.onProgress);
     const ranges = new RangeCollector(maxRanges);
@@ -310,7 +311,7 @@ export async function verifyRemote(image: string, opts: VerifyRemoteOptions): Pr
         }
         break;
       }
-      throw new SyncError('ERR_PROTOCOL', 'expected signature blocks');
+      throw new ProtocolError('expected signature blocks');
     }
     await own.finish();
     addSizeDifference(ranges, img.size, params.imageSize, bs);
@@ -342,7 +343,7 @@ async function requestAllRegions(conn: Connection, blocks: number, regionBlocks:
   while (got < regions) {
     const m = await conn.expect(MsgType.RegionSums, 'region hashes');
     const k = m.hashes.length / REGION_HASH_LEN;
-    if (m.first !== got || got + k > regions) throw new SyncError('ERR_PROTOCOL', `region hashes ${m.first}..${m.first + k} out of order or past ${regions}`);
+    if (m.first !== got || got + k > regions) throw new ProtocolError(`region hashes ${m.first}..${m.first + k} out of order or past ${regions}`);
     got += k;
   }
   const bitmap = new Uint8Array(bitmapBytes(regions));

@@ -17,6 +17,7 @@ import { journalPathFor } from '../io/journal.js';
 import { SUBSUMS_CAP } from './subsums.js';
 import { trace } from '../io/trace.js';
 import { settleJournal } from '../io/inplace.js';
+import { ProtocolError } from '../../protocol/errors.js';
 
 /** Options for push and pull. */
 export interface ClientOptions {
@@ -88,7 +89,7 @@ async function handshake(conn: Connection, opts: ClientOptions, preauth: boolean
   if (ch.version !== PROTOCOL_VERSION) throw new SyncError('ERR_VERSION', `server speaks protocol version ${ch.version}`);
   if (ch.caps.includes(PREAUTH_CAP) !== preauth) {
     throw preauth
-      ? new SyncError('ERR_PROTOCOL', 'the far side is not a `resync serve --stdio` (check --remote-resync and any forced command)')
+      ? new ProtocolError('the far side is not a `resync serve --stdio` (check --remote-resync and any forced command)')
       : new SyncError('ERR_AUTH', 'the server offers a session without the shared secret over TCP; refused');
   }
   const key = preauth ? PREAUTH_KEY : opts.secret;

@@ -18,6 +18,7 @@ import { expectMessage, type Message, type MessageOf, type OpenMsg } from '../..
 import { SessionMachine, type Side } from '../../protocol/session.js';
 import { encodePreamble } from '../format/preamble.js';
 import { Throttle } from './throttle.js';
+import { ProtocolError } from '../../protocol/errors.js';
 
 /** Connection options. */
 export interface ConnectionOptions {
@@ -296,7 +297,7 @@ export class Connection {
         this.socket.pause();
       }
     } catch (e) {
-      const err = isSyncError(e) ? e : new SyncError('ERR_PROTOCOL', `bad data from the peer: ${String(e)}`);
+      const err = isSyncError(e) ? e : new ProtocolError(`bad data from the peer: ${String(e)}`);
       // Tell the peer why (flushed by a graceful end), then stop reading.
       try {
         this.socket.write(encodeFrame(encodeMessage({ type: MsgType.Error, code: err.code, message: err.message })));
@@ -309,7 +310,7 @@ export class Connection {
 
   private checkPreamble(b: Buffer): void {
     const magic = b.readUInt32BE(0);
-    if (magic !== WIRE_MAGIC) throw new SyncError('ERR_PROTOCOL', `the peer does not speak the resync protocol (magic 0x${magic.toString(16)})`);
+    if (magic !== WIRE_MAGIC) throw new ProtocolError(`the peer does not speak the resync protocol (magic 0x${magic.toString(16)})`);
     const v = b.readUInt16BE(4);
     if (v !== PROTOCOL_VERSION) {
       throw new SyncError('ERR_VERSION', `the peer speaks protocol version ${v}; this build speaks version ${PROTOCOL_VERSION}`, { version: v });

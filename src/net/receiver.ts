@@ -22,6 +22,7 @@ import type { ProgressFn } from '../core/progress.js';
 import type { Connection } from './connection.js';
 import { answerSubNeed } from './subsums.js';
 import { bitmapBytes, testBit } from '../bytes/bitmap.js';
+import { ProtocolError } from '../../protocol/errors.js';
 
 /** Blocks per region for two-level signatures: regions of about 1 MiB. */
 export function regionBlocksFor(blockSize: number): number {
@@ -97,7 +98,7 @@ export async function sendSignature(
   if (R) {
     const need = await conn.expect(MsgType.NeedRegions, 'the list of regions to send');
     if (need.bitmap.length !== bitmapBytes(regions)) {
-      throw new SyncError('ERR_PROTOCOL', `region bitmap of ${need.bitmap.length} bytes for ${regions} regions`);
+      throw new ProtocolError(`region bitmap of ${need.bitmap.length} bytes for ${regions} regions`);
     }
     // Runs of needed blocks, at most SIG_CHUNK_BLOCKS per message.
     let runStart = -1;
@@ -123,10 +124,10 @@ export async function sendSignature(
 /** Receive a whole one-level signature (bounded by MAX_BLOCKS), indexed for matching. */
 export async function receiveSignature(conn: Connection, expectImageSize?: number): Promise<Signature> {
   const h = await conn.expect(MsgType.SigHeader, 'a signature header');
-  if (h.regionBlocks !== 0) throw new SyncError('ERR_PROTOCOL', 'expected a one-level signature');
+  if (h.regionBlocks !== 0) throw new ProtocolError('expected a one-level signature');
   const params = paramsFromHeader(h);
   if (expectImageSize !== undefined && params.imageSize !== expectImageSize) {
-    throw new SyncError('ERR_PROTOCOL', `the peer's signature covers ${params.imageSize} bytes but it announced ${expectImageSize}`);
+    throw new ProtocolError(`the peer's signature covers ${params.imageSize} bytes but it announced ${expectImageSize}`);
   }
   const sig = new Signature(params);
   for (;;) {
@@ -141,7 +142,7 @@ export async function receiveSignature(conn: Connection, expectImageSize?: numbe
       }
       return sig;
     }
-    throw new SyncError('ERR_PROTOCOL', 'expected signature blocks');
+    throw new ProtocolError('expected signature blocks');
   }
 }
 
@@ -170,7 +171,7 @@ export async function receiveDelta(
   checkBasisSize(basis, h.basisSize);
   const header = headerFromMessage(h);
   if (sent && (header.blockSize !== sent.blockSize || header.strongAlg !== sent.strongAlg || !Buffer.from(header.seed).equals(sent.seed) || header.basisSize !== sent.imageSize)) {
-    throw new SyncError('ERR_PROTOCOL', 'the delta was not made against the signature this side sent (block size, hash or seed differ)');
+    throw new ProtocolError('the delta was not made against the signature this side sent (block size, hash or seed differ)');
   }
   // The sink (a journal or temp file made durable) is made while the first
   // requests for sub-block sums are answered: the sender's scan waits for those.
@@ -202,7 +203,7 @@ export async function receiveDelta(
         trace('receiver: verified and committed');
         return { ...sink.stats, targetSize: m.targetSize, targetHash: Buffer.from(m.targetHash), bytesWritten: written };
       } else {
-        throw new SyncError('ERR_PROTOCOL', 'expected delta ops');
+        throw new ProtocolError('expected delta ops');
       }
       ops++;
       onProgress?.({ phase: 'patch', done: sink.position, total: h.targetSize, matched: sink.stats.matchedBytes, literal: sink.stats.literalBytes });

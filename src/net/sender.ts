@@ -21,6 +21,7 @@ import type { ProgressFn } from '../core/progress.js';
 import type { Connection } from './connection.js';
 import { SubSumsAhead } from './subsums.js';
 import { bitmapBytes, setBit, testBit } from '../bytes/bitmap.js';
+import { ProtocolError } from '../../protocol/errors.js';
 
 /** What the delta sender saw. */
 export interface SendDeltaResult extends DeltaStats {
@@ -101,14 +102,14 @@ export async function receiveSignatureWithPrepass(
   pre.catch(() => undefined);
   let need: Uint8Array | null = null;
   if (R) {
-    if (R > MAX_REGION_BLOCKS) throw new SyncError('ERR_PROTOCOL', `regions of ${R} blocks are too large`);
+    if (R > MAX_REGION_BLOCKS) throw new ProtocolError(`regions of ${R} blocks are too large`);
     const regions = Math.ceil(sig.blockCount / R);
     const theirs = new Uint8Array(regions * REGION_HASH_LEN);
     let got = 0;
     while (got < regions) {
       const m = await conn.expect(MsgType.RegionSums, 'region hashes');
       const k = m.hashes.length / REGION_HASH_LEN;
-      if (m.first !== got || got + k > regions) throw new SyncError('ERR_PROTOCOL', `region hashes ${m.first}..${m.first + k} out of order or past ${regions}`);
+      if (m.first !== got || got + k > regions) throw new ProtocolError(`region hashes ${m.first}..${m.first + k} out of order or past ${regions}`);
       theirs.set(m.hashes, got * REGION_HASH_LEN);
       got += k;
     }
@@ -129,7 +130,7 @@ export async function receiveSignatureWithPrepass(
       if (need) {
         for (let i = c.first; i < c.first + c.weak.length; i++) {
           const r = Math.floor(i / R);
-          if (!testBit(need, r)) throw new SyncError('ERR_PROTOCOL', `block ${i} was sent but its region was not requested`);
+          if (!testBit(need, r)) throw new ProtocolError(`block ${i} was sent but its region was not requested`);
         }
       }
       sig.addChunk(c, need === null);
@@ -139,7 +140,7 @@ export async function receiveSignatureWithPrepass(
       if (m.blockCount !== sig.receivedBlocks) throw new SyncError('ERR_CORRUPT', `signature end counts ${m.blockCount} blocks, ${sig.receivedBlocks} arrived`);
       break;
     }
-    throw new SyncError('ERR_PROTOCOL', 'expected signature blocks');
+    throw new ProtocolError('expected signature blocks');
   }
   await pre;
   if (need && opts.indexUnchanged === false && sig.params.imageSize === img.size && sig.receivedBlocks === 0 && need.every((b) => b === 0)) {

@@ -19,6 +19,7 @@ import { join } from 'node:path';
 import { generateImage, randomBytes as workloadBytes } from '../../src/testing/workload.js';
 import { deltaFile, patchFile, recoverImage, signatureFile } from '../../src/api-files.js';
 import { journalPathFor } from '../../src/io/journal.js';
+import { JournalError } from '../../src/io/errors.js';
 import { pull, push } from '../../src/net/client.js';
 import { encodeFrame } from '../../src/bytes/frame.js';
 import { decodeMessage, encodeMessage } from '../../protocol/codec.js';
@@ -448,7 +449,9 @@ describe('an interrupted in-place patch and the wrong way to continue it', () =>
   });
 
   test('patching again without --resume is ERR_JOURNAL, the image as it was', async () => {
-    await expect(patchFile(c.basis, c.delta, c.basis, { inPlace: true })).rejects.toMatchObject({ code: 'ERR_JOURNAL' });
+    const e = await patchFile(c.basis, c.delta, c.basis, { inPlace: true }).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(JournalError);
+    expect(e).toMatchObject({ code: 'ERR_JOURNAL' });
     expect(await sha(c.basis)).toBe(suspendedSha);
   });
 

@@ -7,6 +7,9 @@ import { describe, expect, test } from 'vitest';
 import { ERROR_CODES, SyncError } from '../../src/core/errors.js';
 import { ExitCode, exitCodeFor, exitCodesEpilog } from '../../src/cli/exit-codes.js';
 import { remoteError } from '../../src/net/connection.js';
+import { MsgType } from '../../protocol/constants.js';
+import { ProtocolError } from '../../protocol/errors.js';
+import { expectMessage } from '../../protocol/messages.js';
 
 describe('error codes', () => {
   test('every code has an exit code of its own (none falls to INTERNAL)', () => {
@@ -29,5 +32,19 @@ describe('error codes', () => {
     expect(exitCodesEpilog()).toBe(
       'Exit codes: 0 ok, 2 usage, 3 bad input file/message, 4 verification failed, 5 I/O, 6 no space, 7 network, 8 denied, 9 journal, 10 verify: images differ, 11 image locked by another session, 130 interrupted, 143 terminated. See docs/exit-codes.md.',
     );
+  });
+
+  test('a message of the wrong type is a ProtocolError naming what was expected', () => {
+    const m = { type: MsgType.AuthOk, mac: new Uint8Array(32) } as const;
+    expect(expectMessage(m, MsgType.AuthOk, 'authentication result')).toBe(m);
+    let caught: unknown;
+    try {
+      expectMessage(m, MsgType.Ready, 'ready');
+    } catch (e) {
+      caught = e;
+    }
+    expect(caught).toBeInstanceOf(ProtocolError);
+    expect((caught as ProtocolError).code).toBe('ERR_PROTOCOL');
+    expect((caught as ProtocolError).message).toBe('expected ready');
   });
 });
