@@ -38,7 +38,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { makePair, type Scenario } from '../src/testing/workload.js';
-import { deltaFile, signatureFile } from '../src/api-files.js';
+import { deltaFile, signatureFile } from '../src/api/files.js';
 import { journalPathFor, readJournal } from '../src/io/journal.js';
 import { pull, push } from '../src/net/client.js';
 import { ResyncServer } from '../src/net/server.js';

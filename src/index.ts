@@ -30,7 +30,7 @@ export {
   type FileResult,
   type InPlaceResult,
   type RecoverOutcome,
-} from './api-files.js';
+} from './api/files.js';
 
 // librsync (rdiff) signature and delta files; see docs/rdiff-interop.md.
 export {
@@ -41,10 +41,10 @@ export {
   type RdiffDeltaFileOptions,
   type RdiffPatchFileOptions,
   type RdiffFileResult,
-} from './api-rdiff.js';
+} from './api/rdiff.js';
 
 // Network: server and client.
-export { serve, serveConfigFile, type ServeOptions, type ServeHandle } from './api-net.js';
+export { serve, serveConfigFile, type ServeOptions, type ServeHandle } from './api/net.js';
 export { ResyncServer, type ServerEvent } from './net/server.js';
 export { ConfigError, loadServerConfig, readServerConfig, readSecretFile, parseRemote, type ConfigProblem, type LoadedServerConfig, type ServerConfig, type VolumeConfig } from './net/config.js';
 export { push, pull, recoverRemote, type ClientOptions, type SyncResult, type RemoteRecoverResult } from './net/client.js';
@@ -60,8 +60,8 @@ export {
   type RemoteVerifyReport,
   type VerifyFilesOptions,
   type VerifyRemoteOptions,
-} from './verify.js';
-export { dryRunPush, dryRunPull, dryRunDelta, type DryRunReport, type RemoteDryRunReport } from './dry-run.js';
+} from './api/verify.js';
+export { dryRunPush, dryRunPull, dryRunDelta, type DryRunReport, type RemoteDryRunReport } from './api/dry-run.js';
 
 // The in-memory verbs.
 export { signatureOf, diff, applyDelta, type SignatureOptions } from './core/whole.js';

@@ -3,7 +3,7 @@ import type { Argv } from 'yargs';
 import { fileCommands } from './commands/files.js';
 import { demoCommand } from './commands/demo.js';
 import { netCommands } from './commands/net.js';
-import { opsCommands } from './commands/ops.js';
+import { opsCommands } from './commands/verify.js';
 import { ExitCode, exitCodesEpilog } from './exit-codes.js';
 import { printError } from './render.js';
 import type { CommonArgs } from './run.js';

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { hashImage } from '../../src/api-files.js';
+import { hashImage } from '../../src/api/files.js';
 import { generateImage, makePair } from '../../src/testing/workload.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));

@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deflateRawSync } from 'node:zlib';
-import { deltaFile, patchFile, signatureFile } from '../../src/api-files.js';
+import { deltaFile, patchFile, signatureFile } from '../../src/api/files.js';
 import { push, pull } from '../../src/net/client.js';
 import { literalFromZ } from '../../protocol/convert.js';
 import { applyScenario, generateImage } from '../../src/testing/workload.js';

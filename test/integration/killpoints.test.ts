@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { cliMain, formatReport, runKillPoints } from '../../bench/killpoints.js';
 import { generateImage, randomBytes as workloadBytes } from '../../src/testing/workload.js';
-import { deltaFile, patchFile, recoverImage, signatureFile } from '../../src/api-files.js';
+import { deltaFile, patchFile, recoverImage, signatureFile } from '../../src/api/files.js';
 import { releaseAllImageLocks } from '../../src/io/lock.js';
 import { JOURNAL_MAGIC, JOURNAL_VERSION, journalPathFor, readJournal } from '../../src/io/journal.js';
 import { encodePreamble } from '../../src/format/preamble.js';

@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { applyScenario, generateImage, type Scenario } from '../../src/testing/workload.js';
-import { rdiffDeltaFile, rdiffPatchFile, rdiffSignatureFile } from '../../src/api-rdiff.js';
+import { rdiffDeltaFile, rdiffPatchFile, rdiffSignatureFile } from '../../src/api/rdiff.js';
 import type { DeltaOp } from '../../src/core/ops.js';
 import { RDIFF_SIG_TYPES, type RdiffSigType } from '../../src/rdiff/constants.js';
 import { decodeRdiffDelta } from '../../src/rdiff/delta.js';
@@ -28,7 +28,7 @@ if (!HAVE_RDIFF) console.warn('test/integration/rdiff.test.ts: `rdiff` is not on
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CLI = join(ROOT, 'dist/src/cli/main.js');
-const HAVE_CLI = existsSync(CLI) && existsSync(join(ROOT, 'dist/src/api-rdiff.js'));
+const HAVE_CLI = existsSync(CLI) && existsSync(join(ROOT, 'dist/src/api/rdiff.js'));
 const KiB = 1024;
 
 /** rdiff's -H/-R flags for a variant. */

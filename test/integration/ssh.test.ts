@@ -15,7 +15,7 @@ import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { hashImage } from '../../src/api-files.js';
+import { hashImage } from '../../src/api/files.js';
 import { journalPathFor } from '../../src/io/journal.js';
 import { makePair, randomBytes, writeImage } from '../../src/testing/workload.js';
 

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generateImage } from '../../src/testing/workload.js';
-import { verifyFiles, verifyRemote } from '../../src/verify.js';
+import { verifyFiles, verifyRemote } from '../../src/api/verify.js';
 import type { ClientOptions } from '../../src/net/client.js';
 import type { SyncError } from '../../src/core/errors.js';
 import { startServer, type TestServer } from '../helpers/server.js';

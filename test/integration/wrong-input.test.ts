@@ -17,7 +17,7 @@ import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateImage, randomBytes as workloadBytes } from '../../src/testing/workload.js';
-import { deltaFile, patchFile, recoverImage, signatureFile } from '../../src/api-files.js';
+import { deltaFile, patchFile, recoverImage, signatureFile } from '../../src/api/files.js';
 import { journalPathFor } from '../../src/io/journal.js';
 import { JournalError } from '../../src/io/errors.js';
 import { pull, push } from '../../src/net/client.js';
@@ -394,7 +394,7 @@ describe('a target smaller or larger than the basis the delta expects', () => {
     });
   }
 
-  // Regression (fixed: the basis size is checked first) (src/api-files.ts, patchFileInPlace): the delta was prescanned with the
+  // Regression (fixed: the basis size is checked first) (src/api/files.ts, patchFileInPlace): the delta was prescanned with the
   // copy bounds of min(image size, delta's basis size) before checkBasisSize()
   // runs, so a basis that is too short is reported as ERR_COPY_OUT_OF_BOUNDS
   // (exit code 3, "the delta is malformed") although the delta is fine and the

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { fc, test as fcTest } from '@fast-check/vitest';
-import { rdiffPatchFile } from '../../src/api-rdiff.js';
+import { rdiffPatchFile } from '../../src/api/rdiff.js';
 import { CorruptInputError, LimitExceededError, SyncError, UnexpectedEofError } from '../../src/core/errors.js';
 import { RdiffDeltaDecoder, decodeRdiffDelta, encodeRdiffDelta } from '../../src/rdiff/delta.js';
 import { rdiffDiff } from '../../src/rdiff/matcher.js';

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { makePair, SCENARIOS, type Scenario } from '../../testing/workload.js';
 // Loaded on first use: keeps start-up short for commands that do not need it.
-const filesApi = () => import('../../api-files.js');
+const filesApi = () => import('../../api/files.js');
 import { VerifyError } from '../../core/errors.js';
 // Loaded on first use: keeps start-up short for commands that do not need it.
 import type { ResyncServer } from '../../net/server.js';

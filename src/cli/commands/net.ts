@@ -12,8 +12,8 @@ import { intOption, secondsOption, sizeOption } from '../args.js';
 import { networkHint } from '../hints.js';
 import { checkInput, prepareOutput } from '../paths.js';
 // Loaded on first use: keeps start-up short for commands that do not need it.
-const dryRunMod = () => import('../../dry-run.js');
-import { dryRunSummary, parseBwlimit } from './ops.js';
+const dryRunMod = () => import('../../api/dry-run.js');
+import { dryRunSummary, parseBwlimit } from './verify.js';
 import { localInterrupted, outputOptions, runCommand, type CommonArgs, type Interruption } from '../run.js';
 import { resolve } from 'node:path';
 import { readFile } from 'node:fs/promises';

@@ -7,20 +7,20 @@
  * one read chunk per image, the report's range list (capped) and, for the
  * remote case, one signature message at a time.
  */
-import { LimitExceededError, ParamError, SyncError, isSyncError } from './core/errors.js';
-import { IO_CHUNK, MAX_BLOCKS, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE } from './core/limits.js';
-import { blockCountFor, defaultBlockSize, type SignatureParams } from './core/signature.js';
-import { StrongHasher } from './core/strong.js';
-import { imageHashBuilder, type ImageHashBuilder } from './core/imagehash.js';
-import { chunkFromMessage, paramsFromHeader } from '../protocol/convert.js';
-import { openImage, readChunks, type ImageHandle } from './io/image.js';
-import { connectAuthenticated, openSession, type ClientOptions } from './net/client.js';
-import type { Connection } from './net/connection.js';
-import { MsgType } from '../protocol/constants.js';
-import { REGION_HASH_LEN } from '../protocol/constants.js';
-import type { ProgressFn } from './core/progress.js';
-import { bitmapBytes, setBit } from './bytes/bitmap.js';
-import { ProtocolError } from '../protocol/errors.js';
+import { LimitExceededError, ParamError, SyncError, isSyncError } from '../core/errors.js';
+import { IO_CHUNK, MAX_BLOCKS, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE } from '../core/limits.js';
+import { blockCountFor, defaultBlockSize, type SignatureParams } from '../core/signature.js';
+import { StrongHasher } from '../core/strong.js';
+import { imageHashBuilder, type ImageHashBuilder } from '../core/imagehash.js';
+import { chunkFromMessage, paramsFromHeader } from '../../protocol/convert.js';
+import { openImage, readChunks, type ImageHandle } from '../io/image.js';
+import { connectAuthenticated, openSession, type ClientOptions } from '../net/client.js';
+import type { Connection } from '../net/connection.js';
+import { MsgType } from '../../protocol/constants.js';
+import { REGION_HASH_LEN } from '../../protocol/constants.js';
+import type { ProgressFn } from '../core/progress.js';
+import { bitmapBytes, setBit } from '../bytes/bitmap.js';
+import { ProtocolError } from '../../protocol/errors.js';
 
 /** Default cap on the ranges listed in a report (the byte count is always exact). */
 export const DEFAULT_MAX_RANGES = 10_000;

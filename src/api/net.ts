@@ -3,9 +3,9 @@
  * same one `resync serve` runs, with defaults for everything but the secret
  * and the volumes.
  */
-import { ParamError } from './core/errors.js';
-import { MIN_SECRET_LEN, loadServerConfig, type ServerConfig, type VolumeConfig } from './net/config.js';
-import { ResyncServer, type ServerEvent } from './net/server.js';
+import { ParamError } from '../core/errors.js';
+import { MIN_SECRET_LEN, loadServerConfig, type ServerConfig, type VolumeConfig } from '../net/config.js';
+import { ResyncServer, type ServerEvent } from '../net/server.js';
 
 /** Options for serve(); only `secret` and `volumes` are required. */
 export interface ServeOptions {

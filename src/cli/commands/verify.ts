@@ -3,11 +3,11 @@ import type { Argv } from 'yargs';
 import { ParamError } from '../../core/errors.js';
 import { parseRemote, readSecretFile } from '../../net/config.js';
 // Loaded on first use: keeps start-up short for commands that do not need it.
-import type { VerifyReport } from '../../verify.js';
-const verifyMod = () => import('../../verify.js');
+import type { VerifyReport } from '../../api/verify.js';
+const verifyMod = () => import('../../api/verify.js');
 // Loaded on first use: keeps start-up short for commands that do not need it.
-import type { DryRunReport, RemoteDryRunReport } from '../../dry-run.js';
-const dryRunMod = () => import('../../dry-run.js');
+import type { DryRunReport, RemoteDryRunReport } from '../../api/dry-run.js';
+const dryRunMod = () => import('../../api/dry-run.js');
 import type { ProgressFn } from '../../core/progress.js';
 import { intOption, secondsOption, sizeOption } from '../args.js';
 import { networkHint } from '../hints.js';

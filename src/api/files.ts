@@ -4,31 +4,31 @@
  */
 import { open, stat } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { BasisMismatchError, ParamError, SyncError, isSyncError } from './core/errors.js';
+import { BasisMismatchError, ParamError, SyncError, isSyncError } from '../core/errors.js';
 import { resolve } from 'node:path';
-import { PatchPlanner } from './core/patch.js';
-import { InPlacePatcher, completeCommitted, recoverLocked, type RecoverOutcome } from './io/inplace.js';
-import { journalPathFor, readJournal } from './io/journal.js';
-import { lockImage, withImageLock } from './io/lock.js';
-import { IO_CHUNK, SEED_LEN } from './core/limits.js';
-import { DeltaMatcher } from './core/matcher.js';
-import type { DeltaOp, DeltaStats } from './core/ops.js';
-import { emptyStats } from './core/ops.js';
-import { SignatureGenerator, makeSignatureParams, type Signature } from './core/signature.js';
-import { StrongHasher, createImageHash, type StrongAlg } from './core/strong.js';
-import { imageHashBuilder } from './core/imagehash.js';
-import { DeltaFileDecoder, DeltaFileEncoder, type DeltaTrailer } from './format/deltafile.js';
-import type { DeltaHeader } from '../protocol/convert.js';
-import { SignatureFileDecoder, SignatureFileEncoder } from './format/sigfile.js';
-import { JournalError, ioError } from './io/errors.js';
-import { openImage, readChunks, type ImageHandle } from './io/image.js';
-import { readPieces } from './io/sparse.js';
-import { adler32OfZeros } from './core/rolling.js';
-import { ImageWriter, StreamFileWriter } from './io/output.js';
-import { StreamPatcher, checkBasisSize } from './io/patcher.js';
+import { PatchPlanner } from '../core/patch.js';
+import { InPlacePatcher, completeCommitted, recoverLocked, type RecoverOutcome } from '../io/inplace.js';
+import { journalPathFor, readJournal } from '../io/journal.js';
+import { lockImage, withImageLock } from '../io/lock.js';
+import { IO_CHUNK, SEED_LEN } from '../core/limits.js';
+import { DeltaMatcher } from '../core/matcher.js';
+import type { DeltaOp, DeltaStats } from '../core/ops.js';
+import { emptyStats } from '../core/ops.js';
+import { SignatureGenerator, makeSignatureParams, type Signature } from '../core/signature.js';
+import { StrongHasher, createImageHash, type StrongAlg } from '../core/strong.js';
+import { imageHashBuilder } from '../core/imagehash.js';
+import { DeltaFileDecoder, DeltaFileEncoder, type DeltaTrailer } from '../format/deltafile.js';
+import type { DeltaHeader } from '../../protocol/convert.js';
+import { SignatureFileDecoder, SignatureFileEncoder } from '../format/sigfile.js';
+import { JournalError, ioError } from '../io/errors.js';
+import { openImage, readChunks, type ImageHandle } from '../io/image.js';
+import { readPieces } from '../io/sparse.js';
+import { adler32OfZeros } from '../core/rolling.js';
+import { ImageWriter, StreamFileWriter } from '../io/output.js';
+import { StreamPatcher, checkBasisSize } from '../io/patcher.js';
 
-import type { ProgressFn } from './core/progress.js';
-export type { Progress, ProgressFn } from './core/progress.js';
+import type { ProgressFn } from '../core/progress.js';
+export type { Progress, ProgressFn } from '../core/progress.js';
 
 /** Options for making a signature. */
 export interface SignatureFileOptions {
@@ -440,7 +440,7 @@ async function resultOf(img: ImageHandle, deltaPath: string): Promise<DeltaHeade
 }
 
 /** What `recover` did. */
-export type { RecoverOutcome } from './io/inplace.js';
+export type { RecoverOutcome } from '../io/inplace.js';
 
 /**
  * Resolve an interrupted in-place patch of `imagePath`: a verified (committed)
