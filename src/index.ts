@@ -44,10 +44,21 @@ export {
 } from './api/rdiff.js';
 
 // Network: server and client.
-export { serve, serveConfigFile, type ServeOptions, type ServeHandle } from './api/net.js';
-export { ResyncServer, type ServerEvent } from './net/server.js';
-export { ConfigError, loadServerConfig, readServerConfig, readSecretFile, parseRemote, type ConfigProblem, type LoadedServerConfig, type ServerConfig, type VolumeConfig } from './net/config.js';
-export { push, pull, recoverRemote, type ClientOptions, type SyncResult, type RemoteRecoverResult } from './net/client.js';
+export {
+  serve,
+  serveConfigFile,
+  ResyncServer,
+  push,
+  pull,
+  recoverRemote,
+  type ServeOptions,
+  type ServeHandle,
+  type ServerEvent,
+  type ClientOptions,
+  type SyncResult,
+  type RemoteRecoverResult,
+} from './api/net.js';
+export { ConfigError, loadServerConfig, readServerConfig, readSecretFile, parseRemote, type ConfigProblem, type LoadedServerConfig, type ServerConfig, type VolumeConfig } from './api/config.js';
 export { Throttle } from './net/throttle.js';
 
 // Comparison and dry runs.

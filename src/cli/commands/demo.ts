@@ -13,10 +13,10 @@ import { makePair, SCENARIOS, type Scenario } from '../../testing/workload.js';
 const filesApi = () => import('../../api/files.js');
 import { VerifyError } from '../../core/errors.js';
 // Loaded on first use: keeps start-up short for commands that do not need it.
-import type { ResyncServer } from '../../net/server.js';
-const serverMod = () => import('../../net/server.js');
+import type { ResyncServer } from '../../api/net.js';
+const serverMod = () => import('../../api/net.js');
 // Loaded on first use: keeps start-up short for commands that do not need it.
-const clientMod = () => import('../../net/client.js');
+const clientMod = () => import('../../api/net.js');
 import { intOption, sizeOption } from '../args.js';
 import { fmtBytes } from '../render.js';
 import { outputOptions, runCommand, type CommonArgs } from '../run.js';

@@ -1,13 +1,13 @@
 /** `resync serve`, `push` and `pull`. */
 import type { Argv } from 'yargs';
 import { ParamError } from '../../core/errors.js';
-import { checkVolumes, ConfigError, parseRemote, readSecretFile, readServerConfig, readTlsFiles, splitHostPort, type ConfigProblem, type ServerConfig, type VolumeConfig } from '../../net/config.js';
+import { checkVolumes, ConfigError, parseRemote, readSecretFile, readServerConfig, readTlsFiles, splitHostPort, type ConfigProblem, type ServerConfig, type VolumeConfig } from '../../api/config.js';
 // Loaded on first use: keeps start-up short for commands that do not need it.
-const serverMod = () => import('../../net/server.js');
+const serverMod = () => import('../../api/net.js');
 // Loaded on first use: keeps start-up short for commands that do not need it.
-import type { ClientOptions, SyncResult } from '../../net/client.js';
+import type { ClientOptions, SyncResult } from '../../api/net.js';
 import type { ProgressFn } from '../../core/progress.js';
-const clientMod = () => import('../../net/client.js');
+const clientMod = () => import('../../api/net.js');
 import { intOption, secondsOption, sizeOption } from '../args.js';
 import { networkHint } from '../hints.js';
 import { checkInput, prepareOutput } from '../paths.js';
@@ -18,8 +18,8 @@ import { localInterrupted, outputOptions, runCommand, type CommonArgs, type Inte
 import { resolve } from 'node:path';
 import { readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import type { ClientTls } from '../../net/connection.js';
-import { parseSshRemote, splitCommand } from '../../net/ssh.js';
+import type { ClientTls } from '../../api/config.js';
+import { parseSshRemote, splitCommand } from '../../api/config.js';
 import { ioError } from '../../io/errors.js';
 
 async function clientTls(on: boolean, caFile: string | undefined): Promise<ClientTls | undefined> {
@@ -187,13 +187,13 @@ async function serveStdio(argv: {
   for (const [flag, v] of [['--config', argv.config], ['--listen', argv.listen], ['--volume', argv.volume], ['--secret-file', argv['secret-file']], ['--tls-cert', argv['tls-cert']], ['--tls-key', argv['tls-key']]] as const) {
     if (v !== undefined) throw new ParamError(`${flag} does not apply to --stdio (ssh authenticates the peer, and the client names the image path; restrict it with --allow DIR)`);
   }
-  const { realAllowDirs } = await import('../../net/allow.js');
+  const { realAllowDirs } = await import('../../api/net.js');
   const allow = argv.allow ? await realAllowDirs(argv.allow) : null;
   const logMod = await import('../log.js');
   const log = logMod.makeLogger((argv['log-format'] ?? (process.stderr.isTTY ? 'text' : 'json')) as 'json' | 'text', (argv['log-level'] ?? 'warn') as (typeof logMod.LOG_LEVELS)[number]);
   const cfg: ServerConfig = { host: '', port: 0, secret: Buffer.alloc(0), volumes: {}, maxSessions: 1, idleTimeoutMs: argv['idle-timeout'] * 1000, handshakeTimeoutMs: 30_000 };
   const server = new (await serverMod()).ResyncServer(cfg, (e) => logMod.logEvent(log, e));
-  const stream = (await import('../../net/pipes.js')).stdioDuplex();
+  const stream = (await serverMod()).stdioDuplex();
   const peer = process.env.SSH_CLIENT?.split(' ').slice(0, 2).join(':') || 'stdio';
   try {
     await server.serveStream(stream, peer, { allow, readOnly: argv['read-only'] });

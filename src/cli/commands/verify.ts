@@ -1,7 +1,7 @@
 /** `resync verify`, and the shared pieces of the operators' options (--dry-run, --bwlimit). */
 import type { Argv } from 'yargs';
 import { ParamError } from '../../core/errors.js';
-import { parseRemote, readSecretFile } from '../../net/config.js';
+import { parseRemote, readSecretFile } from '../../api/config.js';
 // Loaded on first use: keeps start-up short for commands that do not need it.
 import type { VerifyReport } from '../../api/verify.js';
 const verifyMod = () => import('../../api/verify.js');
@@ -16,7 +16,7 @@ import { ExitCode } from '../exit-codes.js';
 import { readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { ioError } from '../../io/errors.js';
-import type { ClientTls } from '../../net/connection.js';
+import type { ClientTls } from '../../api/config.js';
 import { fmtBytes } from '../render.js';
 import { outputOptions, runCommand, type CommonArgs } from '../run.js';
 
@@ -137,7 +137,7 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
         async (progress) => {
           const blockSize = argv['block-size'];
           // [user@]host:/path is compared over ssh unless a local file has that name.
-          const { parseSshRemote, splitCommand } = await import('../../net/ssh.js');
+          const { parseSshRemote, splitCommand } = await import('../../api/config.js');
           const viaSsh = !isRemoteSpec(argv.b) && !existsSync(argv.b) ? parseSshRemote(argv.b) : null;
           if (viaSsh) {
             if (argv['secret-file'] !== undefined || argv.tls || argv['tls-ca'] !== undefined) throw new ParamError('--secret-file, --tls and --tls-ca do not apply to an ssh remote (HOST:/path)');
