@@ -7,7 +7,7 @@ const rdiffApi = () => import('../../api/rdiff.js');
 import { ParamError } from '../../core/errors.js';
 import { RDIFF_DEFAULT_SIG_TYPE, RDIFF_SIG_TYPES, type RdiffSigType } from '../../rdiff/constants.js';
 import type { StrongAlg } from '../../core/strong.js';
-import { intOption, secondsOption, sizeOption } from '../args.js';
+import { intOption, secondsOption, sizeOption } from '../options.js';
 import { fileKind, formatHint } from '../hints.js';
 import { checkInput, prepareOutput, type NamedInput } from '../paths.js';
 import { STDIO } from '../stdio.js';

@@ -8,7 +8,7 @@ const serverMod = () => import('../../api/net.js');
 import type { ClientOptions, SyncResult } from '../../api/net.js';
 import type { ProgressFn } from '../../core/progress.js';
 const clientMod = () => import('../../api/net.js');
-import { intOption, secondsOption, sizeOption } from '../args.js';
+import { intOption, secondsOption, sizeOption } from '../options.js';
 import { networkHint } from '../hints.js';
 import { checkInput, prepareOutput } from '../paths.js';
 // Loaded on first use: keeps start-up short for commands that do not need it.

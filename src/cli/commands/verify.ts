@@ -9,7 +9,7 @@ const verifyMod = () => import('../../api/verify.js');
 import type { DryRunReport, RemoteDryRunReport } from '../../api/dry-run.js';
 const dryRunMod = () => import('../../api/dry-run.js');
 import type { ProgressFn } from '../../core/progress.js';
-import { intOption, secondsOption, sizeOption } from '../args.js';
+import { intOption, secondsOption, sizeOption } from '../options.js';
 import { networkHint } from '../hints.js';
 import { checkInput } from '../paths.js';
 import { ExitCode } from '../exit-codes.js';
