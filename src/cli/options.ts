@@ -1,5 +1,12 @@
-/** Parsing helpers for command-line values. Pure. */
+/**
+ * The CLI's options in one place: parsers and yargs coercers for their
+ * values, and the options several commands share (push, pull, verify,
+ * recover) with the helpers that turn them into API options.
+ */
+import { readFile } from 'node:fs/promises';
 import { ParamError } from '../core/errors.js';
+import { ioError } from '../io/errors.js';
+import type { ClientTls } from '../api/config.js';
 
 /** Parse a size like "4096", "64K", "64KiB", "1M", "2G". */
 export function parseSize(s: string | number, what = 'size'): number {
@@ -60,4 +67,59 @@ export function sizeOption(flag: string, min = 0): (v: unknown) => number {
 /** A yargs `coerce` for a string option given once (a path, an address). */
 export function stringOption(flag: string): (v: unknown) => string {
   return (v) => String(single(flag, v));
+}
+
+/**
+ * Parse a --bwlimit RATE as rsync does: a bare number is KiB per second; a
+ * suffix B, K, M, G, T or P (or KiB, MiB, ...) multiplies by powers of 1024,
+ * a two-letter one ending in B (KB, MB) by powers of 1000; any case; a
+ * fraction is allowed (1.5M). 0 means no limit. Returns bytes per second,
+ * undefined for no limit.
+ */
+export function parseBwlimit(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const m = /^(\d+(?:\.\d*)?|\.\d+)([bkmgtp](?:i?b)?)?$/i.exec(v.trim());
+  if (!m) throw new ParamError(`cannot read bandwidth limit ${JSON.stringify(v)} (KiB/s as a bare number, or e.g. 500K, 1.5M, 10MB)`);
+  const unit = (m[2] ?? 'k').toLowerCase();
+  const power = 'bkmgtp'.indexOf(unit[0]!);
+  const base = unit.length === 2 && unit[1] === 'b' ? 1000 : 1024;
+  const n = Number(m[1]) * base ** power;
+  if (n === 0) return undefined;
+  // rsync rounds to whole KiB and has no rate below 1 KiB/s.
+  if (n < 1024) throw new ParamError(`bandwidth limit ${v} is below 1 KiB/s (a bare number is KiB/s, as in rsync)`);
+  if (!Number.isSafeInteger(Math.round(n))) throw new ParamError(`bandwidth limit ${v} is too large`);
+  return Math.round(n);
+}
+
+/** TLS options from --tls/--tls-ca (a CA file implies --tls). */
+export async function clientTls(on: boolean, caFile: string | undefined): Promise<ClientTls | undefined> {
+  if (!on && !caFile) return undefined;
+  if (!caFile) return {};
+  try {
+    return { ca: await readFile(caFile) };
+  } catch (e) {
+    throw ioError(e, 'read CA certificate', caFile);
+  }
+}
+
+/** Options push and pull share. */
+export const CLIENT_OPTIONS = {
+  'secret-file': { type: 'string', describe: 'file holding the shared secret (or RESYNC_SECRET_FILE)' },
+  tls: { type: 'boolean', default: false, describe: 'connect over TLS and verify the server certificate' },
+  'tls-ca': { type: 'string', describe: 'PEM CA certificate to trust for --tls (default: the system store)' },
+  'block-size': { alias: 'b', type: 'string', coerce: sizeOption('block-size'), describe: 'block size (e.g. 64K); default: about sqrt(image size), 2K..128K' },
+  'dry-run': { type: 'boolean', default: false, describe: 'report what would be sent; nothing is written on either side' },
+  bwlimit: { type: 'string', describe: 'most bytes per second each way, as rsync: KiB/s as a bare number, or e.g. 500K, 10M (0: no limit)' },
+  timeout: { requiresArg: true, coerce: secondsOption('timeout'), default: 300, describe: 'seconds of silence before giving up' },
+  compress: { type: 'boolean', default: false, describe: 'compress literal data (raw DEFLATE) on the wire' },
+  rsh: { alias: 'e', type: 'string', requiresArg: true, describe: "ssh command for a [user@]host:/path remote, e.g. 'ssh -p 2222 -i key' (default: ssh)" },
+  'remote-resync': { type: 'string', requiresArg: true, describe: 'command that runs resync on the far side of ssh (default: resync)' },
+} as const;
+
+
+/** The secret file from --secret-file or RESYNC_SECRET_FILE; secrets are never taken on the command line. */
+export function secretFileArg(v: string | undefined): string {
+  const f = v ?? process.env.RESYNC_SECRET_FILE;
+  if (!f) throw new ParamError('no shared secret: pass --secret-file FILE (or set RESYNC_SECRET_FILE); secrets are never taken on the command line');
+  return f;
 }

@@ -1,4 +1,4 @@
-/** `resync verify`, and the shared pieces of the operators' options (--dry-run, --bwlimit). */
+/** `resync verify`, and the dry-run summary push, pull and delta share. */
 import type { Argv } from 'yargs';
 import { ParamError } from '../../core/errors.js';
 import { parseRemote, readSecretFile } from '../../api/config.js';
@@ -9,14 +9,11 @@ const verifyMod = () => import('../../api/verify.js');
 import type { DryRunReport, RemoteDryRunReport } from '../../api/dry-run.js';
 const dryRunMod = () => import('../../api/dry-run.js');
 import type { ProgressFn } from '../../core/progress.js';
-import { intOption, secondsOption, sizeOption } from '../options.js';
+import { clientTls, intOption, parseBwlimit, secondsOption, sizeOption } from '../options.js';
 import { networkHint } from '../hints.js';
 import { checkInput } from '../paths.js';
 import { ExitCode } from '../exit-codes.js';
-import { readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import { ioError } from '../../io/errors.js';
-import type { ClientTls } from '../../api/config.js';
 import { fmtBytes } from '../render.js';
 import { outputOptions, runCommand, type CommonArgs } from '../run.js';
 
@@ -32,39 +29,6 @@ const REMOTE_RE = /^(?:\[[^\]]+\]|[^/:[\]]+):\d{1,5}\/[A-Za-z0-9._-]{1,128}$/;
 /** True if `s` names a remote volume rather than a local image. */
 export function isRemoteSpec(s: string): boolean {
   return REMOTE_RE.test(s);
-}
-
-/**
- * Parse a --bwlimit RATE as rsync does: a bare number is KiB per second; a
- * suffix B, K, M, G, T or P (or KiB, MiB, ...) multiplies by powers of 1024,
- * a two-letter one ending in B (KB, MB) by powers of 1000; any case; a
- * fraction is allowed (1.5M). 0 means no limit. Returns bytes per second,
- * undefined for no limit.
- */
-export function parseBwlimit(v: string | undefined): number | undefined {
-  if (v === undefined) return undefined;
-  const m = /^(\d+(?:\.\d*)?|\.\d+)([bkmgtp](?:i?b)?)?$/i.exec(v.trim());
-  if (!m) throw new ParamError(`cannot read bandwidth limit ${JSON.stringify(v)} (KiB/s as a bare number, or e.g. 500K, 1.5M, 10MB)`);
-  const unit = (m[2] ?? 'k').toLowerCase();
-  const power = 'bkmgtp'.indexOf(unit[0]!);
-  const base = unit.length === 2 && unit[1] === 'b' ? 1000 : 1024;
-  const n = Number(m[1]) * base ** power;
-  if (n === 0) return undefined;
-  // rsync rounds to whole KiB and has no rate below 1 KiB/s.
-  if (n < 1024) throw new ParamError(`bandwidth limit ${v} is below 1 KiB/s (a bare number is KiB/s, as in rsync)`);
-  if (!Number.isSafeInteger(Math.round(n))) throw new ParamError(`bandwidth limit ${v} is too large`);
-  return Math.round(n);
-}
-
-/** TLS options from --tls/--tls-ca (a CA file implies --tls). */
-async function tlsOptions(on: boolean, caFile: string | undefined): Promise<ClientTls | undefined> {
-  if (!on && !caFile) return undefined;
-  if (!caFile) return {};
-  try {
-    return { ca: await readFile(caFile) };
-  } catch (e) {
-    throw ioError(e, 'read CA certificate', caFile);
-  }
 }
 
 /** Summary of a dry run for printSummary. */
@@ -174,7 +138,7 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
               maxRanges: argv['max-ranges'],
               idleTimeoutMs: argv.timeout * 1000,
               bwlimit: parseBwlimit(argv.bwlimit),
-              tls: await tlsOptions(argv.tls, argv['tls-ca']),
+              tls: await clientTls(argv.tls, argv['tls-ca']),
               onProgress: progress,
             });
             differ = !r.identical;
