@@ -17,7 +17,7 @@ import { preferTempFile } from '../core/patch.js';
 import type { DeltaOp, DeltaStats } from '../core/ops.js';
 import type { ImageHashSpec } from '../core/imagehash.js';
 import { IO_CHUNK } from '../core/limits.js';
-import { trace } from '../trace.js';
+import { trace } from './trace.js';
 import type { ImageHandle } from './image.js';
 import type { InPlacePatcher } from './inplace.js';
 import { ImageWriter } from './output.js';

@@ -18,8 +18,8 @@ import type { DeltaOp } from '../core/ops.js';
 import { PatchPlanner } from '../core/patch.js';
 import { imageHashBuilder, type ImageHashBuilder, type ImageHashSpec } from '../core/imagehash.js';
 import { StrongHasher } from '../core/strong.js';
-import { killPoint } from '../trace.js';
-import { ioError } from './errors.js';
+import { killPoint } from './trace.js';
+import { JournalError, ioError } from './errors.js';
 import { openImage, readChunks, readExactSync, type ImageHandle } from './image.js';
 import { Journal, readJournal, type JournalHashSpec, type JournalMeta, type JournalState } from './journal.js';
 
@@ -460,7 +460,7 @@ export class InPlacePatcher {
 
   /** Journal the old bytes of every pending write, fsync the journal, then write the image. */
   private async flushNow(): Promise<void> {
-    if (this.torn) throw new SyncError('ERR_JOURNAL', 'an earlier write failed; the patch must be resumed from its journal');
+    if (this.torn) throw new JournalError('an earlier write failed; the patch must be resumed from its journal');
     const upTo = this.frontier;
     if (this.pending.length === 0) {
       this.durable = upTo;
@@ -580,7 +580,7 @@ async function proveImage(img: ImageHandle, journalPath: string, size: number, h
   const want = typeof hash === 'string' ? Buffer.from(hash, 'hex') : hash;
   const got = await hashImage(img, size, spec);
   if (!got.equals(want)) {
-    throw new SyncError('ERR_JOURNAL', `${img.path} does not hash to the ${what} after settling its journal (something else wrote it?); the journal ${journalPath} is kept`, {
+    throw new JournalError(`${img.path} does not hash to the ${what} after settling its journal (something else wrote it?); the journal ${journalPath} is kept`, {
       path: img.path,
       journal: journalPath,
     });
@@ -590,7 +590,7 @@ async function proveImage(img: ImageHandle, journalPath: string, size: number, h
 
 /** Undo the records after the last checkpoint: image = new[0, checkpoint) + original after it. */
 export async function rollbackTail(img: ImageHandle, journalPath: string, st: JournalState): Promise<void> {
-  if (st.committed !== null) throw new SyncError('ERR_JOURNAL', 'the patch was already committed');
+  if (st.committed !== null) throw new JournalError('the patch was already committed');
   await restore(img, journalPath, st.tail);
   if (!img.isBlockDevice) await img.fh.truncate(Math.max(st.meta.originalSize, st.checkpoint));
   await img.fh.sync();
@@ -618,7 +618,7 @@ export async function rollbackAll(img: ImageHandle, journalPath: string, st: Jou
 
 /** Finish a committed patch whose final truncate may not have happened, checked against the committed hash. Deletes the journal. */
 export async function completeCommitted(img: ImageHandle, journalPath: string, st: JournalState): Promise<boolean> {
-  if (st.committed === null) throw new SyncError('ERR_JOURNAL', 'the patch was not committed');
+  if (st.committed === null) throw new JournalError('the patch was not committed');
   if (!img.isBlockDevice) await img.fh.truncate(st.committed);
   await img.fh.sync();
   killPoint('complete-synced');

@@ -1,21 +1,23 @@
 /** `resync push` and `resync pull`: the client side of a session. */
 import { stat } from 'node:fs/promises';
-import { SyncError, isSyncError } from '../core/errors.js';
+import { SyncError } from '../core/errors.js';
 import type { DeltaStats } from '../core/ops.js';
 import { defaultBlockSize } from '../core/signature.js';
-import { assertUnchanged, imageStamp, openImage, openOrCreateImage, type ImageHandle } from '../io/image.js';
+import { openImage, openOrCreateImage, type ImageHandle } from '../io/image.js';
 import { lockImage } from '../io/lock.js';
 import { MsgType, PROTOCOL_VERSION } from '../../protocol/constants.js';
 import { clientProof, macEquals, newNonce, serverProof, PREAUTH_CAP, PREAUTH_KEY } from '../../protocol/auth.js';
 import { dialSsh, type SshTarget } from './ssh.js';
 import type { ReadyMsg } from '../../protocol/messages.js';
-import type { ProgressFn } from '../api-files.js';
+import type { ProgressFn } from '../core/progress.js';
 import { dial, type ClientTls, type Connection } from './connection.js';
-import { inPlaceSink, receiveDelta, receiveSignatureWithPrepass, sendDelta, sendSignature, tempFileSink } from './transfer.js';
+import { sendFrom } from './sender.js';
+import { receiveInto } from './receiver.js';
 import { journalPathFor } from '../io/journal.js';
 import { SUBSUMS_CAP } from './subsums.js';
-import { trace } from '../trace.js';
+import { trace } from '../io/trace.js';
 import { settleJournal } from '../io/inplace.js';
+import { ProtocolError } from '../../protocol/errors.js';
 
 /** Options for push and pull. */
 export interface ClientOptions {
@@ -84,20 +86,18 @@ export async function connectAuthenticated(opts: ClientOptions): Promise<Connect
 async function handshake(conn: Connection, opts: ClientOptions, preauth: boolean): Promise<Connection> {
   await conn.exchangePreamble();
   await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify', SUBSUMS_CAP, ...(opts.compress ? ['compress'] : [])] });
-  const ch = await conn.recv();
-  if (ch.type !== MsgType.Challenge) throw new SyncError('ERR_PROTOCOL', 'expected a challenge');
+  const ch = await conn.expect(MsgType.Challenge, 'a challenge');
   conn.peerCaps = ch.caps;
   if (ch.version !== PROTOCOL_VERSION) throw new SyncError('ERR_VERSION', `server speaks protocol version ${ch.version}`);
   if (ch.caps.includes(PREAUTH_CAP) !== preauth) {
     throw preauth
-      ? new SyncError('ERR_PROTOCOL', 'the far side is not a `resync serve --stdio` (check --remote-resync and any forced command)')
+      ? new ProtocolError('the far side is not a `resync serve --stdio` (check --remote-resync and any forced command)')
       : new SyncError('ERR_AUTH', 'the server offers a session without the shared secret over TCP; refused');
   }
   const key = preauth ? PREAUTH_KEY : opts.secret;
   const cn = newNonce();
   await conn.send({ type: MsgType.Auth, clientNonce: cn, mac: clientProof(key, ch.nonce, cn) });
-  const ok = await conn.recv();
-  if (ok.type !== MsgType.AuthOk) throw new SyncError('ERR_PROTOCOL', 'expected authentication result');
+  const ok = await conn.expect(MsgType.AuthOk, 'authentication result');
   if (!macEquals(ok.mac, serverProof(key, ch.nonce, cn))) {
     throw new SyncError('ERR_AUTH', 'the server could not prove it knows the shared secret');
   }
@@ -107,9 +107,7 @@ async function handshake(conn: Connection, opts: ClientOptions, preauth: boolean
 /** Open a session on the volume after authentication; returns the server's Ready. */
 export async function openSession(conn: Connection, mode: 'push' | 'pull' | 'verify', opts: ClientOptions, imageSize: number): Promise<ReadyMsg> {
   await conn.send({ type: MsgType.Open, mode, volume: opts.volume, imageSize, blockSize: opts.blockSize ?? 0, resumeId: '' });
-  const r = await conn.recv();
-  if (r.type !== MsgType.Ready) throw new SyncError('ERR_PROTOCOL', 'expected ready');
-  return r;
+  return conn.expect(MsgType.Ready, 'ready');
 }
 
 /** Make the remote volume identical to the local image `imagePath`. */
@@ -127,10 +125,12 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
     conn = await connectAuthenticated(opts);
     trace('client: authenticated');
     const ready = await openSession(conn, 'push', opts, img.size);
-    const rs = await receiveSignatureWithPrepass(conn, img, opts.onProgress, { indexUnchanged: false });
-    const d = await sendDelta(conn, rs, img, opts.onProgress, opts.compress === true && conn.peerCaps.includes('compress'), conn.peerCaps.includes(SUBSUMS_CAP));
-    const res = await conn.recv();
-    if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
+    const d = await sendFrom(conn, img, {
+      onProgress: opts.onProgress,
+      compress: opts.compress === true && conn.peerCaps.includes('compress'),
+      subSums: conn.peerCaps.includes(SUBSUMS_CAP),
+    });
+    const res = await conn.expect(MsgType.Result, 'result');
     if (!res.ok || !Buffer.from(res.targetHash).equals(d.targetHash)) {
       throw new SyncError('ERR_VERIFY_FAILED', 'the server could not verify the rebuilt volume');
     }
@@ -139,7 +139,7 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
       ...d,
       resumedFrom: ready.resumeFrom,
       imageSize: img.size,
-      blockSize: rs.sig.params.blockSize,
+      blockSize: d.blockSize,
       bytesSent: conn.bytesOut,
       bytesReceived: conn.bytesIn,
       elapsedMs: performance.now() - t0,
@@ -174,26 +174,21 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
     conn = await connectAuthenticated(opts);
     const ready = await openSession(conn, 'pull', opts, basis.size);
     const bs = opts.blockSize ?? defaultBlockSize(Math.max(basis.size, ready.imageSize));
-    const before = await imageStamp(img);
-    const sent = await sendSignature(conn, img, bs);
-    let r;
-    try {
-      const sessionId = ready.sessionId;
-      r = await receiveDelta(
-        conn,
-        img,
-        async (size, spec) => {
-          await assertUnchanged(img, before);
-          if (img.isBlockDevice && size > img.size) throw new SyncError('ERR_PARAM', `the remote image is ${size} bytes; ${imagePath} is a ${img.size}-byte block device`);
-          return inPlace ? inPlaceSink(img, jpath, sessionId, size, spec, sent.fullDigests, settled.continueAt, opts.tempFallback !== false) : tempFileSink(img, imagePath, size, spec);
-        },
-        opts.onProgress,
-        sent,
-      );
-    } catch (e) {
-      if (isSyncError(e) && !e.details.remote) await conn.sendErrorAndClose(e);
-      throw e;
-    }
+    const r = await receiveInto(
+      conn,
+      img,
+      bs,
+      {
+        path: imagePath,
+        inPlace,
+        journalPath: jpath,
+        sessionId: ready.sessionId,
+        continueAt: settled.continueAt,
+        tempFallback: opts.tempFallback,
+        tooLarge: (size, dev) => `the remote image is ${size} bytes; ${imagePath} is a ${dev}-byte block device`,
+      },
+      { onProgress: opts.onProgress, reportToPeer: true },
+    );
     // The image is complete and verified here: a server that went away
     // before hearing so changes nothing about it.
     await conn.send({ type: MsgType.Result, ok: true, bytesWritten: r.bytesWritten, targetHash: r.targetHash }).catch(() => undefined);
@@ -238,8 +233,7 @@ export async function recoverRemote(opts: ClientOptions): Promise<RemoteRecoverR
       throw new SyncError('ERR_VERSION', `the server at ${opts.host}:${opts.port} does not offer remote recover (an older resync): run 'resync recover PATH' on the server itself`);
     }
     await conn.send({ type: MsgType.Open, mode: 'recover', volume: opts.volume, imageSize: 0, blockSize: 0, resumeId: '' });
-    const r = await conn.recv();
-    if (r.type !== MsgType.Recovered) throw new SyncError('ERR_PROTOCOL', 'expected the recover outcome');
+    const r = await conn.expect(MsgType.Recovered, 'the recover outcome');
     conn.end();
     return { outcome: r.outcome, imageSize: r.imageSize };
   } catch (e) {

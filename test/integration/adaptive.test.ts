@@ -159,7 +159,7 @@ describe('in place, or a temp file when the data moved', () => {
     const path = join(dir, 'tamper.img');
     await writeFile(path, basis);
     const digests = digestsOf(basis);
-    digests[16 * 32] ^= 1; // block 16 (1 MiB) is rewritten by the shift and restored by the undo
+    digests[16 * 32] = (digests[16 * 32] ?? 0) ^ 1; // block 16 (1 MiB) is rewritten by the shift and restored by the undo
     const r = await begin(path, shifted.length, { holdFirst: 0, batchBytes: MiB, digests });
     try {
       let err: unknown;
