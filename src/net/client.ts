@@ -1,5 +1,6 @@
 /** `resync push` and `resync pull`: the client side of a session. */
-import { stat } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { stat, unlink } from 'node:fs/promises';
 import { SyncError } from '../core/errors.js';
 import type { DeltaStats } from '../core/ops.js';
 import { defaultBlockSize } from '../core/signature.js';
@@ -161,6 +162,10 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
   // Block devices are always patched in place (a temp file cannot be renamed onto a device).
   const inPlace = opts.inPlace !== false || (await stat(imagePath).catch(() => null))?.isBlockDevice() === true;
   const jpath = journalPathFor(imagePath);
+  const existed = await stat(imagePath).then(
+    () => true,
+    () => false,
+  );
   // Held for the whole session, taken before the journal is looked at: a
   // second pull into the same image (cron) must not settle a live journal.
   const lock = await lockImage(imagePath, 'write', { create: true });
@@ -205,6 +210,8 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
     };
   } catch (e) {
     conn?.destroy();
+    // A pull that was to create the image and wrote nothing leaves no empty file behind.
+    if (!existed && !existsSync(jpath) && (await stat(imagePath).catch(() => null))?.size === 0) await unlink(imagePath).catch(() => undefined);
     throw e;
   } finally {
     await basis?.fh.close();

@@ -200,6 +200,16 @@ describe('volumes', () => {
     expect(await same(local, src)).toBe(true);
   });
 
+  test('a failed pull into a file that did not exist leaves no empty file; over an existing empty file it leaves that file', async () => {
+    const local = join(dir, 'never-made.img');
+    await expect(pull(local, { ...opts('no-such-volume') })).rejects.toMatchObject({ code: expect.any(String) });
+    expect(existsSync(local)).toBe(false);
+    const empty = join(dir, 'was-empty.img');
+    await writeFile(empty, Buffer.alloc(0));
+    await expect(pull(empty, { ...opts('no-such-volume') })).rejects.toMatchObject({ code: expect.any(String) });
+    expect(existsSync(empty)).toBe(true);
+  });
+
   test('the image may grow and shrink, both ways', async () => {
     const base = generateImage(MiB, 7);
     const bigger = Buffer.concat([base, generateImage(MiB / 2, 8)]);
