@@ -7,6 +7,7 @@
  */
 import { readdir, readFile } from 'node:fs/promises';
 import { deflateRawSync } from 'node:zlib';
+import { literalCodec } from '../src/format/literal-codec.js';
 import { join } from 'node:path';
 import { encodeFrame } from '../src/bytes/frame.js';
 import { imageHashBuilder, type ImageHashSpec } from '../src/core/imagehash.js';
@@ -143,6 +144,7 @@ export function sampleMessages(): Message[] {
     { type: MsgType.Copy, offset: 2048, length: 2048 },
     { type: MsgType.Literal, data: Buffer.from('some literal bytes') },
     { type: MsgType.LiteralZ, length: 600, data: deflateRawSync(Buffer.alloc(600, 'abc')) },
+    literalCodec('zstd').compress(Buffer.alloc(600, 'abc'))!,
     { type: MsgType.DeltaEnd, targetSize: 5000, targetHash: HASH, opCount: 3, digest: HASH },
     { type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify'] },
     { type: MsgType.Challenge, version: PROTOCOL_VERSION, nonce: NONCE, caps: ['push'] },

@@ -15,7 +15,7 @@ import { DeltaFileEncoder, opMessage } from './format/deltafile.js';
 import { sigHeaderMessage } from './format/sigfile.js';
 import { openImage, readChunks, type ImageHandle } from './io/image.js';
 import { loadSignatureFile, type ProgressFn } from './api-files.js';
-import { connectAuthenticated, openSession, type ClientOptions } from './net/client.js';
+import { codecFor, connectAuthenticated, openSession, type ClientOptions } from './net/client.js';
 import { receiveSignatureWithPrepass, wireDeltaHeader } from './net/transfer.js';
 import type { Connection } from './net/connection.js';
 import { encodeMessage } from '../protocol/codec.js';
@@ -92,7 +92,7 @@ export async function dryRunPush(image: string, opts: ClientOptions): Promise<Re
     const signatureBytes = conn.bytesIn - sigStart;
     const sp = rs.sig.params;
     const matcher = new DeltaMatcher(rs.sig, { ownDigests: rs.own });
-    const compress = opts.compress === true;
+    const compress = codecFor(opts, conn.peerCaps);
     let deltaBytes = frameBytes(wireDeltaHeader(sp, img.size));
     let ops = 0;
     const count = (list: DeltaOp[]): void => {

@@ -8,7 +8,8 @@ import { STRONG_ALGS, strongAlgFromId, type StrongAlg } from '../core/strong.js'
 import { MIN_BLOCK_SIZE } from '../core/limits.js';
 import { DELTA_MAGIC, FORMAT_VERSION, MsgType } from '../../protocol/constants.js';
 import type { DeltaEndMsg, DeltaHeaderMsg, LiteralZMsg, Message } from '../../protocol/messages.js';
-import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import { inflateRawSync } from 'node:zlib';
+import { literalCodec, type LiteralCodec } from './literal-codec.js';
 import { UnexpectedMessageError } from '../../protocol/errors.js';
 import { messageName } from '../../protocol/codec.js';
 import { FramedFileReader, FramedFileWriter } from './framed-file.js';
@@ -40,22 +41,17 @@ export function headerFromMessage(msg: DeltaHeaderMsg): DeltaHeader {
   return { blockSize: msg.blockSize, basisSize: msg.basisSize, basisHash: msg.basisHash, targetSize: msg.targetSize, strongAlg: alg, seed: msg.seed };
 }
 
-/** Literals shorter than this are never compressed. */
-const COMPRESS_MIN = 256;
-
 /**
- * Message for an op. With `compress`, literals are sent as raw DEFLATE (level
- * 1: cheap, and VM images' text and zero-filled pages shrink a lot) when that
+ * Message for an op. With `compress`, a literal goes through the codec
+ * (`true`: raw DEFLATE at level 1, the delta file's LiteralZ) when that
  * saves at least a tenth.
  */
-export function opMessage(op: DeltaOp, compress = false): Message {
+export function opMessage(op: DeltaOp, compress: boolean | LiteralCodec | null = false): Message {
   if (op.kind === 'copy') return { type: MsgType.Copy, offset: op.offset, length: op.length };
-  if (compress && op.data.length >= COMPRESS_MIN) {
-    const z = deflateRawSync(op.data, { level: 1 });
-    if (z.length < op.data.length * 0.9) return { type: MsgType.LiteralZ, length: op.data.length, data: z };
-  }
-  return { type: MsgType.Literal, data: op.data };
+  const codec = compress === true ? (deflate1 ??= literalCodec('deflate', 1)) : compress || null;
+  return codec?.compress(op.data) ?? { type: MsgType.Literal, data: op.data };
 }
+let deflate1: LiteralCodec | undefined;
 
 /**
  * Decompress a LiteralZ message into a literal op. The output is capped at

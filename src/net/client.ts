@@ -14,6 +14,7 @@ import { dial, type ClientTls, type Connection } from './connection.js';
 import { inPlaceSink, receiveDelta, receiveSignatureWithPrepass, sendDelta, sendSignature, tempFileSink } from './transfer.js';
 import { journalPathFor } from '../io/journal.js';
 import { SUBSUMS_CAP } from './subsums.js';
+import { compressCaps, pickCodec, type CodecName, type LiteralCodec } from '../format/literal-codec.js';
 import { trace } from '../trace.js';
 import { settleJournal } from '../io/inplace.js';
 
@@ -29,8 +30,14 @@ export interface ClientOptions {
   blockSize?: number | undefined;
   /** Connect over TLS, verifying the server's certificate. */
   tls?: ClientTls | undefined;
-  /** Compress literal data with DEFLATE (push: this side compresses; pull: asks the server to). */
+  /** Compress literal data (push: this side compresses; pull: asks the server to). */
   compress?: boolean | undefined;
+  /** With `compress`: the codec, or null/absent for zstd where both sides have it, else DEFLATE. */
+  compressChoice?: CodecName | null | undefined;
+  /** With `compress`: the codec's level (default: the codec's own). */
+  compressLevel?: number | undefined;
+  /** One-line notes for the user (e.g. zstd asked for but not available, DEFLATE used). */
+  onNote?: ((msg: string) => void) | undefined;
   /** pull: patch the local image in place under a journal (default true) instead of temp file + rename. */
   inPlace?: boolean | undefined;
   idleTimeoutMs?: number | undefined;
@@ -51,6 +58,8 @@ export interface SyncResult extends DeltaStats {
   resumedFrom?: number;
   /** Bytes written to the target (in place: only what changed). */
   bytesWritten?: number;
+  /** How literals travelled compressed ("zstd:3", "deflate:1"), if at all. */
+  compression?: string;
 }
 
 /** Connect and authenticate (mutually): resolves once the server proved it knows the secret too. */
@@ -81,7 +90,7 @@ export async function connectAuthenticated(opts: ClientOptions): Promise<Connect
  */
 async function handshake(conn: Connection, opts: ClientOptions, preauth: boolean): Promise<Connection> {
   await conn.exchangePreamble();
-  await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify', SUBSUMS_CAP, ...(opts.compress ? ['compress'] : [])] });
+  await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify', SUBSUMS_CAP, ...(opts.compress ? compressCaps(opts.compressChoice ?? null, opts.compressLevel) : [])] });
   const ch = await conn.recv();
   if (ch.type !== MsgType.Challenge) throw new SyncError('ERR_PROTOCOL', 'expected a challenge');
   conn.peerCaps = ch.caps;
@@ -100,6 +109,15 @@ async function handshake(conn: Connection, opts: ClientOptions, preauth: boolean
     throw new SyncError('ERR_AUTH', 'the server could not prove it knows the shared secret');
   }
   return conn;
+}
+
+/** The codec this side's literals go through (push) or the server's will (pull); notes a fallback. */
+export function codecFor(opts: ClientOptions, peerCaps: readonly string[]): LiteralCodec | null {
+  return opts.compress ? pickCodec(opts.compressChoice ?? null, opts.compressLevel, peerCaps, opts.onNote) : null;
+}
+
+function codecName(c: LiteralCodec | null): { compression?: string } {
+  return c ? { compression: `${c.name}:${c.level}` } : {};
 }
 
 /** Open a session on the volume after authentication; returns the server's Ready. */
@@ -126,7 +144,8 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
     trace('client: authenticated');
     const ready = await openSession(conn, 'push', opts, img.size);
     const rs = await receiveSignatureWithPrepass(conn, img, opts.onProgress, { indexUnchanged: false });
-    const d = await sendDelta(conn, rs, img, opts.onProgress, opts.compress === true && conn.peerCaps.includes('compress'), conn.peerCaps.includes(SUBSUMS_CAP));
+    const codec = codecFor(opts, conn.peerCaps);
+    const d = await sendDelta(conn, rs, img, opts.onProgress, codec, conn.peerCaps.includes(SUBSUMS_CAP));
     const res = await conn.recv();
     if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
     if (!res.ok || !Buffer.from(res.targetHash).equals(d.targetHash)) {
@@ -143,6 +162,7 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
       elapsedMs: performance.now() - t0,
       verified: true,
       bytesWritten: res.bytesWritten,
+      ...codecName(codec),
     };
   } catch (e) {
     conn?.destroy();
@@ -171,6 +191,8 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
     const img = basis;
     conn = await connectAuthenticated(opts);
     const ready = await openSession(conn, 'pull', opts, basis.size);
+    // The server picks by the same rule from this side's Hello: this is what it will use.
+    const codec = codecFor(opts, conn.peerCaps);
     const bs = opts.blockSize ?? defaultBlockSize(Math.max(basis.size, ready.imageSize));
     const before = await imageStamp(img);
     const sent = await sendSignature(conn, img, bs);
@@ -205,6 +227,7 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
       bytesReceived: conn.bytesIn,
       elapsedMs: performance.now() - t0,
       verified: true,
+      ...codecName(codec),
     };
   } catch (e) {
     conn?.destroy();

@@ -34,6 +34,7 @@ import { MAX_REGION_BLOCKS, REGION_CHUNK, REGION_HASH_LEN } from '../../protocol
 import { imageHashBuilder, imageHashFromDigests, regionHash, type ImageHashSpec } from '../core/imagehash.js';
 import { chunkFromMessage, paramsFromHeader, sigBlocksMessage, sigHeaderMessage } from '../format/sigfile.js';
 import { headerFromMessage, literalFromZ, opMessage } from '../format/deltafile.js';
+import { literalFromZstd, type LiteralCodec } from '../format/literal-codec.js';
 import { readExactSync, type ImageHandle } from '../io/image.js';
 import { pieceBufferLength, readPieces } from '../io/sparse.js';
 import { trace } from '../trace.js';
@@ -327,7 +328,8 @@ export async function sendDelta(
   rs: ReceivedSignature,
   img: ImageHandle,
   onProgress?: ProgressFn,
-  compress = false,
+  /** How literals are compressed (`true`: DEFLATE at level 1); see format/literal-codec.ts. */
+  compress: boolean | LiteralCodec | null = false,
   /** The peer answers SubNeed (it announced the subsums capability). */
   subSums = false,
 ): Promise<SendDeltaResult> {
@@ -545,6 +547,8 @@ export async function receiveDelta(
         await sink.apply({ kind: 'literal', data: m.data });
       } else if (m.type === MsgType.LiteralZ) {
         await sink.apply(literalFromZ(m));
+      } else if (m.type === MsgType.LiteralZstd) {
+        await sink.apply(literalFromZstd(m));
       } else if (m.type === MsgType.DeltaEnd) {
         trace('receiver: delta end received');
         if (m.opCount !== ops) throw new SyncError('ERR_CORRUPT', `delta ended after ${ops} ops but the peer counted ${m.opCount}`);

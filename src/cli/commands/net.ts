@@ -21,6 +21,7 @@ import { existsSync } from 'node:fs';
 import type { ClientTls } from '../../net/connection.js';
 import { parseSshRemote, splitCommand } from '../../net/ssh.js';
 import { ioError } from '../../io/errors.js';
+import { checkLevel, type CodecName } from '../../format/literal-codec.js';
 
 async function clientTls(on: boolean, caFile: string | undefined): Promise<ClientTls | undefined> {
   if (!on && !caFile) return undefined;
@@ -41,7 +42,9 @@ const CLIENT_OPTIONS = {
   'dry-run': { type: 'boolean', default: false, describe: 'report what would be sent; nothing is written on either side' },
   bwlimit: { type: 'string', describe: 'most bytes per second each way, as rsync: KiB/s as a bare number, or e.g. 500K, 10M (0: no limit)' },
   timeout: { requiresArg: true, coerce: secondsOption('timeout'), default: 300, describe: 'seconds of silence before giving up' },
-  compress: { type: 'boolean', default: false, describe: 'compress literal data (raw DEFLATE) on the wire' },
+  compress: { alias: 'z', type: 'boolean', default: false, describe: 'compress literal data on the wire (zstd where both sides have it, else DEFLATE)' },
+  'compress-choice': { type: 'string', choices: ['zstd', 'deflate'], requiresArg: true, describe: 'codec for --compress (implies it); zstd falls back to deflate, with a note, where a side lacks it' },
+  'compress-level': { requiresArg: true, coerce: intOption('compress-level', 1, 19), describe: 'level for --compress (implies it): zstd 1..19 (default 3), deflate 1..9 (default 1)' },
   rsh: { alias: 'e', type: 'string', requiresArg: true, describe: "ssh command for a [user@]host:/path remote, e.g. 'ssh -p 2222 -i key' (default: ssh)" },
   'remote-resync': { type: 'string', requiresArg: true, describe: 'command that runs resync on the far side of ssh (default: resync)' },
 } as const;
@@ -55,6 +58,8 @@ async function clientOptionsFrom(
     timeout: number;
     bwlimit?: string | undefined;
     compress: boolean;
+    'compress-choice'?: string | undefined;
+    'compress-level'?: number | undefined;
     tls: boolean;
     'tls-ca'?: string | undefined;
     rsh?: string | undefined;
@@ -66,7 +71,7 @@ async function clientOptionsFrom(
     blockSize: argv['block-size'],
     idleTimeoutMs: argv.timeout * 1000,
     bwlimit: parseBwlimit(argv.bwlimit),
-    compress: argv.compress,
+    ...compressionFrom(argv.compress, argv['compress-choice'], argv['compress-level']),
     onProgress,
   };
   const viaSsh = parseSshRemote(argv.remote);
@@ -95,6 +100,14 @@ async function clientOptionsFrom(
     secret,
     tls: await clientTls(argv.tls, argv['tls-ca']),
   };
+}
+
+/** --compress, --compress-choice and --compress-level as ClientOptions: either of the last two implies the first. */
+function compressionFrom(on: boolean, choice: string | undefined, level: number | undefined): Pick<ClientOptions, 'compress' | 'compressChoice' | 'compressLevel' | 'onNote'> {
+  if (!on && choice === undefined && level === undefined) return { compress: false };
+  const name = choice === undefined ? null : (choice as CodecName);
+  if (name && level !== undefined) checkLevel(name, level);
+  return { compress: true, compressChoice: name, compressLevel: level, onNote: (msg) => process.stderr.write(`resync: note: ${msg}\n`) };
 }
 
 /** A `recover` argument that names a remote volume (HOST:PORT/VOLUME) rather than a local image. */
@@ -131,6 +144,7 @@ function summary(r: SyncResult): Record<string, unknown> {
     bytesReceived: r.bytesReceived,
     verified: r.verified,
     resumedFrom: r.resumedFrom,
+    compression: r.compression,
     elapsedMs: r.elapsedMs,
   };
 }
