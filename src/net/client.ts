@@ -256,7 +256,8 @@ export async function recoverRemote(opts: ClientOptions): Promise<RemoteRecoverR
   const conn = await connectAuthenticated(opts);
   try {
     if (!conn.peerCaps.includes('recover')) {
-      throw new SyncError('ERR_VERSION', `the server at ${opts.host}:${opts.port} does not offer remote recover (an older resync): run 'resync recover PATH' on the server itself`);
+      const where = opts.ssh ? `resync on ${opts.ssh.host}` : `the server at ${opts.host}:${opts.port}`;
+      throw new SyncError('ERR_VERSION', `${where} does not offer remote recover (an older resync): run 'resync recover PATH' on the server itself`);
     }
     await conn.send({ type: MsgType.Open, mode: 'recover', volume: opts.volume, imageSize: 0, blockSize: 0, resumeId: '' });
     const r = await conn.recv();

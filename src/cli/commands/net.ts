@@ -15,13 +15,14 @@ import { checkInput, prepareOutput } from '../paths.js';
 const dryRunMod = () => import('../../dry-run.js');
 import { dryRunSummary, parseBwlimit } from './ops.js';
 import { localInterrupted, outputOptions, runCommand, type CommonArgs, type Interruption } from '../run.js';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import type { ClientTls } from '../../net/connection.js';
 import { parseSshRemote, splitCommand } from '../../net/ssh.js';
 import { ioError } from '../../io/errors.js';
 import { checkLevel, type CodecName } from '../../format/literal-codec.js';
+import { checkPrivateSecret, lookupRemote, parseNamedRemote, type RemoteCommon } from '../client-config.js';
 
 async function clientTls(on: boolean, caFile: string | undefined): Promise<ClientTls | undefined> {
   if (!on && !caFile) return undefined;
@@ -33,96 +34,111 @@ async function clientTls(on: boolean, caFile: string | undefined): Promise<Clien
   }
 }
 
-/** Options push and pull share. */
+/** Options push and pull share. Those a named remote (@NAME) may set have no default here: absent means "not given". */
 const CLIENT_OPTIONS = {
   'secret-file': { type: 'string', describe: 'file holding the shared secret (or RESYNC_SECRET_FILE)' },
-  tls: { type: 'boolean', default: false, describe: 'connect over TLS and verify the server certificate' },
+  tls: { type: 'boolean', describe: 'connect over TLS and verify the server certificate' },
   'tls-ca': { type: 'string', describe: 'PEM CA certificate to trust for --tls (default: the system store)' },
   'block-size': { alias: 'b', type: 'string', coerce: sizeOption('block-size'), describe: 'block size (e.g. 64K); default: about sqrt(image size), 2K..128K' },
   'dry-run': { type: 'boolean', default: false, describe: 'report what would be sent; nothing is written on either side' },
   bwlimit: { type: 'string', describe: 'most bytes per second each way, as rsync: KiB/s as a bare number, or e.g. 500K, 10M (0: no limit)' },
-  timeout: { requiresArg: true, coerce: secondsOption('timeout'), default: 300, describe: 'seconds of silence before giving up' },
-  compress: { alias: 'z', type: 'boolean', default: false, describe: 'compress literal data on the wire (zstd where both sides have it, else DEFLATE)' },
+  timeout: { requiresArg: true, coerce: secondsOption('timeout'), describe: 'seconds of silence before giving up (default 300)' },
+  compress: { alias: 'z', type: 'boolean', describe: 'compress literal data on the wire (zstd where both sides have it, else DEFLATE)' },
   'compress-choice': { type: 'string', choices: ['zstd', 'deflate'], requiresArg: true, describe: 'codec for --compress (implies it); zstd falls back to deflate, with a note, where a side lacks it' },
   'compress-level': { requiresArg: true, coerce: intOption('compress-level', 1, 19), describe: 'level for --compress (implies it): zstd 1..19 (default 3), deflate 1..9 (default 1)' },
   rsh: { alias: 'e', type: 'string', requiresArg: true, describe: "ssh command for a [user@]host:/path remote, e.g. 'ssh -p 2222 -i key' (default: ssh)" },
   'remote-resync': { type: 'string', requiresArg: true, describe: 'command that runs resync on the far side of ssh (default: resync)' },
 } as const;
 
-/** ClientOptions from the options push and pull share. */
-async function clientOptionsFrom(
-  argv: {
-    remote: string;
-    'secret-file'?: string | undefined;
-    'block-size'?: number | undefined;
-    timeout: number;
-    bwlimit?: string | undefined;
-    compress: boolean;
-    'compress-choice'?: string | undefined;
-    'compress-level'?: number | undefined;
-    tls: boolean;
-    'tls-ca'?: string | undefined;
-    rsh?: string | undefined;
-    'remote-resync'?: string | undefined;
-  },
-  onProgress: ProgressFn,
-): Promise<ClientOptions> {
+/** The client options as yargs gives them. */
+interface ClientArgs {
+  remote: string;
+  'secret-file'?: string | undefined;
+  'block-size'?: number | undefined;
+  timeout?: number | undefined;
+  bwlimit?: string | undefined;
+  compress?: boolean | undefined;
+  'compress-choice'?: string | undefined;
+  'compress-level'?: number | undefined;
+  tls?: boolean | undefined;
+  'tls-ca'?: string | undefined;
+  rsh?: string | undefined;
+  'remote-resync'?: string | undefined;
+}
+
+/** ClientOptions from the options push and pull share, over what a named remote (@NAME/VOLUME) in the client config sets. */
+async function clientOptionsFrom(argv: ClientArgs, onProgress: ProgressFn): Promise<ClientOptions> {
+  const named = parseNamedRemote(argv.remote) ? await lookupRemote(argv.remote) : null;
   const common = {
     blockSize: argv['block-size'],
-    idleTimeoutMs: argv.timeout * 1000,
-    bwlimit: parseBwlimit(argv.bwlimit),
-    ...compressionFrom(argv.compress, argv['compress-choice'], argv['compress-level']),
+    idleTimeoutMs: (argv.timeout ?? named?.timeout ?? 300) * 1000,
+    bwlimit: parseBwlimit(argv.bwlimit ?? named?.bwlimit),
+    ...compressionFrom(argv, named),
     onProgress,
   };
-  const viaSsh = parseSshRemote(argv.remote);
+  const viaSsh = named ? (named.kind === 'ssh' ? { host: named.ssh, path: join(named.dir, named.volume) } : null) : parseSshRemote(argv.remote);
   if (viaSsh) {
     // ssh authenticates both ends and encrypts: no shared secret, no TLS.
     if (argv.tls || argv['tls-ca']) throw new ParamError('--tls does not apply to an ssh remote (HOST:/path); ssh already encrypts the session');
     if (argv['secret-file']) throw new ParamError('--secret-file does not apply to an ssh remote (HOST:/path); ssh authenticates the peer');
+    const cfg = named?.kind === 'ssh' ? named : undefined;
     return {
       ...common,
       host: viaSsh.host,
       port: 0,
       volume: viaSsh.path,
       secret: new Uint8Array(0),
-      ssh: { rsh: splitCommand(argv.rsh ?? 'ssh'), host: viaSsh.host, remoteResync: argv['remote-resync'] ?? 'resync' },
+      ssh: { rsh: splitCommand(argv.rsh ?? cfg?.rsh ?? 'ssh'), host: viaSsh.host, remoteResync: argv['remote-resync'] ?? cfg?.remoteResync ?? 'resync' },
     };
   }
   if (argv.rsh !== undefined || argv['remote-resync'] !== undefined) {
     throw new ParamError(`--rsh and --remote-resync need an ssh remote ([user@]host:/path); ${JSON.stringify(argv.remote)} is HOST:PORT/VOLUME`);
   }
-  const warnings: string[] = [];
-  const secret = await readSecretFile(secretFileArg(argv['secret-file']), warnings);
-  for (const w of warnings) process.stderr.write(`resync: warning: ${w}\n`);
+  const tcp = named?.kind === 'tcp' ? named : undefined;
   return {
     ...common,
-    ...parseRemote(argv.remote),
-    secret,
-    tls: await clientTls(argv.tls, argv['tls-ca']),
+    ...(tcp ? { host: tcp.host, port: tcp.port, volume: tcp.volume } : parseRemote(argv.remote)),
+    secret: await clientSecret(argv['secret-file'], tcp?.secretFile),
+    tls: await clientTls(argv.tls ?? tcp?.tls ?? false, argv['tls-ca'] ?? (argv.tls === false ? undefined : tcp?.tlsCa)),
   };
 }
 
-/** --compress, --compress-choice and --compress-level as ClientOptions: either of the last two implies the first. */
-function compressionFrom(on: boolean, choice: string | undefined, level: number | undefined): Pick<ClientOptions, 'compress' | 'compressChoice' | 'compressLevel' | 'onNote'> {
-  if (!on && choice === undefined && level === undefined) return { compress: false };
+/** The shared secret: --secret-file, else the remote's secretFile (which must be private), else RESYNC_SECRET_FILE. */
+async function clientSecret(flag: string | undefined, fromConfig: string | undefined): Promise<Uint8Array> {
+  if (flag === undefined && fromConfig !== undefined) {
+    await checkPrivateSecret(fromConfig);
+    return readSecretFile(fromConfig);
+  }
+  const warnings: string[] = [];
+  const secret = await readSecretFile(secretFileArg(flag), warnings);
+  for (const w of warnings) process.stderr.write(`resync: warning: ${w}\n`);
+  return secret;
+}
+
+/**
+ * --compress, --compress-choice and --compress-level over a named remote's
+ * compress, compressChoice and compressLevel: a choice or level implies
+ * compression unless --no-compress (or "compress": false) says otherwise.
+ */
+function compressionFrom(argv: ClientArgs, named: RemoteCommon | null): Pick<ClientOptions, 'compress' | 'compressChoice' | 'compressLevel' | 'onNote'> {
+  const choice = argv['compress-choice'] ?? named?.compressChoice;
+  const level = argv['compress-level'] ?? named?.compressLevel;
+  const on = argv.compress ?? (argv['compress-choice'] !== undefined || argv['compress-level'] !== undefined ? true : (named?.compress ?? (choice !== undefined || level !== undefined)));
+  if (!on) return { compress: false };
   const name = choice === undefined ? null : (choice as CodecName);
   if (name && level !== undefined) checkLevel(name, level);
   return { compress: true, compressChoice: name, compressLevel: level, onNote: (msg) => process.stderr.write(`resync: note: ${msg}\n`) };
 }
 
-/** A `recover` argument that names a remote volume (HOST:PORT/VOLUME) rather than a local image. */
+/** A `recover` argument that names a remote volume (HOST:PORT/VOLUME, [user@]host:/path or @NAME[/VOLUME]) rather than a local image. */
 export function isRemoteVolume(arg: string): boolean {
-  return /^[^/\s]+:\d{1,5}\/[A-Za-z0-9._-]{1,128}$/.test(arg) && !existsSync(arg);
+  return (/^[^/\s]+:\d{1,5}\/[A-Za-z0-9._-]{1,128}$/.test(arg) || parseSshRemote(arg) !== null || arg.startsWith('@')) && !existsSync(arg);
 }
 
-/** `resync recover HOST:PORT/VOLUME`: the server rolls back (or completes) the volume's unfinished update. */
-export async function recoverRemoteCommand(argv: { image: string; 'secret-file'?: string | undefined; timeout: number; tls: boolean; 'tls-ca'?: string | undefined }): Promise<Record<string, unknown>> {
-  const r = await (await clientMod()).recoverRemote({
-    ...parseRemote(argv.image),
-    secret: await readSecretFile(secretFileArg(argv['secret-file'])),
-    idleTimeoutMs: argv.timeout * 1000,
-    tls: await clientTls(argv.tls, argv['tls-ca']),
-  });
+/** `resync recover REMOTE`: the server (or `serve --stdio` over ssh) rolls back (or completes) the volume's unfinished update. */
+export async function recoverRemoteCommand(argv: Omit<ClientArgs, 'remote'> & { image: string }): Promise<Record<string, unknown>> {
+  const opts = await clientOptionsFrom({ ...argv, remote: argv.image }, () => undefined);
+  const r = await (await clientMod()).recoverRemote({ ...opts, compress: false, bwlimit: undefined });
   return { image: argv.image, outcome: r.outcome, imageSize: r.imageSize, verified: true };
 }
 
@@ -310,11 +326,12 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
       (a) =>
         outputOptions(a)
           .positional('image', { type: 'string', demandOption: true, describe: 'the local image to send (file or block device)' })
-          .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME, or [user@]host:/path over ssh' })
+          .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME, [user@]host:/path over ssh, or @NAME[/VOLUME] from the client config' })
           .options(CLIENT_OPTIONS)
           .example('$0 push vm1.img dr:7873/vm1', 'bring volume vm1 on host dr up to date (secret: --secret-file or RESYNC_SECRET_FILE)')
           .example("$0 push -e 'ssh -p 2222' vm1.img root@dr:/srv/images/vm1.img", 'the same over ssh: resync serve --stdio runs on dr')
-          .example('$0 push --dry-run vm1.img dr:7873/vm1', 'how much would be sent; nothing is written'),
+          .example('$0 push --dry-run vm1.img dr:7873/vm1', 'how much would be sent; nothing is written')
+          .example('$0 push vm1.img @dr-site/vm1', 'to volume vm1 of remote dr-site in ~/.config/resync/config.json (or $RESYNC_CONFIG)'),
       (argv) =>
         runCommand(
           'push',
@@ -335,7 +352,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
       'Make the local IMAGE identical to the remote volume (failback: recovery -> primary)',
       (a) =>
         outputOptions(a)
-          .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME, or [user@]host:/path over ssh' })
+          .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME, [user@]host:/path over ssh, or @NAME[/VOLUME] from the client config' })
           .positional('image', { type: 'string', demandOption: true, describe: 'the local image to update or create (file or block device)' })
           .option('in-place', { type: 'boolean', default: true, describe: 'patch IMAGE in place under an undo journal (resumable); --no-in-place writes a temp file and renames it' })
           .options(CLIENT_OPTIONS)
