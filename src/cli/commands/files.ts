@@ -256,8 +256,8 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .option('tls', { type: 'boolean', describe: 'HOST:PORT/VOLUME: connect over TLS' })
           .option('tls-ca', { type: 'string', describe: 'HOST:PORT/VOLUME: PEM CA certificate to trust for --tls' })
           .option('timeout', { requiresArg: true, coerce: secondsOption('timeout'), describe: 'remote: seconds of silence before giving up (default 300)' })
-          .option('rsh', { alias: 'e', type: 'string', requiresArg: true, describe: "[user@]host:/path: the ssh command, e.g. 'ssh -p 2222 -i key' (default: ssh)" })
-          .option('remote-resync', { type: 'string', requiresArg: true, describe: '[user@]host:/path: command that runs resync on the far side (default: resync)' })
+          .option('rsh', { alias: 'e', type: 'string', requiresArg: true, describe: "over ssh: the ssh command, e.g. 'ssh -p 2222 -i key' (default: ssh)" })
+          .option('remote-resync', { type: 'string', requiresArg: true, describe: 'over ssh: the command that runs resync on the far side (default: resync)' })
           .example('$0 recover recovery.img', 'finish or roll back what recovery.img.resync-journal describes')
           .example('$0 recover dr:7873/vm1 --secret-file S', 'roll back an interrupted push on the server when the primary is gone')
           .example('$0 recover root@dr:/srv/images/vm1.img', 'the same over ssh (resync serve --stdio on dr)'),
