@@ -62,6 +62,16 @@ describe('named remotes', () => {
     expect(q.code, q.stderr).toBe(0);
     expect(JSON.parse(q.stdout)).toMatchObject({ ok: true, compression: 'zstd:3' });
     expect((await readFile(join(dir, 'local.img'))).equals(target)).toBe(true);
+    // verify takes a named remote too: identical, then different (exit 10)
+    const same = await withConfig(drSite(), ['verify', '--json', join(dir, 'local.img'), '@dr-site/vm1']);
+    expect(same.code, same.stderr).toBe(0);
+    expect(JSON.parse(same.stdout)).toMatchObject({ ok: true, identical: true, remote: '@dr-site/vm1' });
+    const diff = await withConfig(drSite(), ['verify', '--json', join(dir, 'primary.img'), '@dr-site/vm1']);
+    await writeFile(join(dir, 'other.img'), basis);
+    const other = await withConfig(drSite(), ['verify', '--json', join(dir, 'other.img'), '@dr-site/vm1']);
+    expect(diff.code).toBe(0);
+    expect(other.code).toBe(10);
+    expect(JSON.parse(other.stdout)).toMatchObject({ identical: false });
   });
 
   test('a bare @NAME takes the remote\'s volume; flags override the config', async () => {

@@ -67,7 +67,7 @@ interface ClientArgs {
 }
 
 /** ClientOptions from the options push and pull share, over what a named remote (@NAME/VOLUME) in the client config sets. */
-async function clientOptionsFrom(argv: ClientArgs, onProgress: ProgressFn): Promise<ClientOptions> {
+export async function clientOptionsFrom(argv: ClientArgs, onProgress: ProgressFn): Promise<ClientOptions> {
   const named = parseNamedRemote(argv.remote) ? await lookupRemote(argv.remote) : null;
   const common = {
     blockSize: argv['block-size'],
