@@ -71,6 +71,13 @@ describe('zstd between two current builds', () => {
     expect(p.compression).toBe('zstd:9');
     expect(p.bytesReceived).toBeLessThan(p.literalBytes / 2);
     expect((await readFile(join(dir, 'local.img'))).equals(target)).toBe(true);
+    // the server did use zstd: DEFLATE of the same delta arrives bigger
+    await writeFile(join(dir, 'local.img'), basis);
+    const pd = await pull(join(dir, 'local.img'), { ...opts, compressChoice: 'deflate', compressLevel: 9 });
+    expect(pd.compression).toBe('deflate:9');
+    expect(pd.literalBytes).toBe(p.literalBytes);
+    expect(p.bytesReceived).toBeLessThan(pd.bytesReceived);
+    expect((await readFile(join(dir, 'local.img'))).equals(target)).toBe(true);
   });
 });
 
