@@ -431,7 +431,7 @@ export class ResyncServer {
       const d = await sendDelta(conn, rs, img, progress, compress, subSums);
       const res = await conn.recv();
       if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
-      return { imageSize: img.size, matchedBytes: d.matchedBytes, literalBytes: d.literalBytes };
+      return { imageSize: img.size, matchedBytes: d.matchedBytes, literalBytes: d.literalBytes, ...(compress ? { compression: `${compress.name}:${compress.level}` } : {}) };
     } finally {
       await img?.fh.close();
       await lock.release();

@@ -248,7 +248,7 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
     )
     .command(
       'recover <image>',
-      'Resolve an interrupted in-place update: finish it if it was verified, else roll IMAGE back to its original contents (checked against the hash in its journal). IMAGE may be HOST:PORT/VOLUME: the server then does it to the volume (an interrupted push whose primary is gone)',
+      'Resolve an interrupted in-place update: finish it if it was verified, else roll IMAGE back to its original contents (checked against the hash in its journal). IMAGE may be HOST:PORT/VOLUME, [user@]host:/path (over ssh) or @NAME/VOLUME (client config): the far side then does it to the volume (an interrupted push whose primary is gone)',
       (a) =>
         outputOptions(a, { progress: false })
           .positional('image', { type: 'string', demandOption: true, describe: 'an image an in-place patch or pull was interrupted on, or HOST:PORT/VOLUME, [user@]host:/path (ssh) or @NAME[/VOLUME]' })
