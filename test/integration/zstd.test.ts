@@ -1,7 +1,8 @@
 /**
  * zstd on the wire: push and pull pick it where both sides have it, fall
- * back to DEFLATE (with a note) where one side lacks it (RESYNC_ZSTD=0 acts
- * as a missing binding), and a server refuses a zstd bomb without the memory.
+ * back to DEFLATE (with a note) where one side's binding does not load (a
+ * preload makes it unresolvable; RESYNC_ZSTD=0 does the same on purpose),
+ * and a server refuses a zstd bomb without the memory.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -17,6 +18,8 @@ import { RawClient } from '../../fuzz/wire.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
 const MAIN = resolve('dist/src/cli/main.js');
+/** The environment of a process on which zstd-napi cannot be loaded (as if it had not installed). */
+const NO_ZSTD = { NODE_OPTIONS: `--require ${resolve('test/helpers/no-zstd.cjs')}` };
 
 let dir: string;
 let srv: TestServer;
@@ -82,24 +85,26 @@ describe('zstd between two current builds', () => {
 });
 
 describe('a side without zstd', () => {
-  test('a client without it asks for DEFLATE, says so, and the push and pull still work', async () => {
+  test('a client whose binding does not load asks for DEFLATE, says so, and the push and pull still work', async () => {
     await writeFile(join(dir, 'vol.img'), basis);
     const args = ['--secret-file', srv.secretFile, '--json', '--compress-choice', 'zstd'];
-    const r = await run(['push', join(dir, 'src.img'), `127.0.0.1:${srv.port}/v`, ...args], { RESYNC_ZSTD: '0' }).done;
+    const r = await run(['push', join(dir, 'src.img'), `127.0.0.1:${srv.port}/v`, ...args], NO_ZSTD).done;
     expect(r.code).toBe(0);
-    expect(r.stderr).toContain('resync: note: zstd is not available here (turned off by RESYNC_ZSTD=0); compressing with deflate');
+    expect(r.stderr).toContain("resync: note: zstd is not available here (the zstd-napi binding did not load: Cannot find module 'zstd-napi/binding'); compressing with deflate");
     expect(JSON.parse(r.stdout)).toMatchObject({ ok: true, compression: 'deflate:1' });
     await writeFile(join(dir, 'local.img'), basis);
+    // RESYNC_ZSTD=0 turns it off the same way
     const p = await run(['pull', `127.0.0.1:${srv.port}/v`, join(dir, 'local.img'), ...args], { RESYNC_ZSTD: '0' }).done;
+    expect(p.stderr).toContain('resync: note: zstd is not available here (turned off by RESYNC_ZSTD=0); compressing with deflate');
     expect(p.code).toBe(0);
     expect(JSON.parse(p.stdout)).toMatchObject({ ok: true, compression: 'deflate:1' });
     expect((await readFile(join(dir, 'local.img'))).equals(target)).toBe(true);
   });
 
-  test('a server without it does not offer it; a client asking for zstd gets DEFLATE with a note', async () => {
+  test('a server whose binding does not load does not offer it; a client asking for zstd gets DEFLATE with a note', async () => {
     const vol = join(dir, 'vol2.img');
     await writeFile(vol, basis);
-    const s = run(['serve', '--listen', '127.0.0.1:0', '--secret-file', srv.secretFile, '--volume', `w=${vol}:rw`], { RESYNC_ZSTD: '0' });
+    const s = run(['serve', '--listen', '127.0.0.1:0', '--secret-file', srv.secretFile, '--volume', `w=${vol}:rw`], NO_ZSTD);
     try {
       let log = '';
       const port = await new Promise<number>((res, rej) => {
