@@ -33,7 +33,7 @@ export interface AdaptiveState {
   switchedAt: number | null;
 }
 
-/** A delta sink (see net/transfer.ts) over an in-place patcher that may move to a temp file. */
+/** A delta sink (see io/sinks.ts) over an in-place patcher that may move to a temp file. */
 export class AdaptivePatch {
   readonly state: AdaptiveState = { switchedAt: null };
   private temp: { out: ImageWriter; patcher: StreamPatcher } | null = null;

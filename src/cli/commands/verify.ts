@@ -81,18 +81,19 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
     (a) =>
       outputOptions(a)
         .positional('a', { type: 'string', demandOption: true, describe: 'local image (file or block device)' })
-        .positional('b', { type: 'string', demandOption: true, describe: 'local image, or HOST:PORT/VOLUME (prefix a path with ./ to force a file)' })
+        .positional('b', { type: 'string', demandOption: true, describe: 'local image, or HOST:PORT/VOLUME, [user@]host:/path or @NAME[/VOLUME] (prefix a path with ./ to force a file)' })
         .option('block-size', { type: 'string', coerce: sizeOption('block-size'), describe: 'comparison granularity (e.g. 4K); default: the block size a sync would use' })
         .option('max-ranges', { requiresArg: true, coerce: intOption('max-ranges', 1, 10_000_000), default: 10_000, describe: 'most ranges listed (the byte count stays exact)' })
         .option('secret-file', { type: 'string', describe: 'file holding the shared secret (remote B; or RESYNC_SECRET_FILE)' })
         .option('bwlimit', { type: 'string', describe: 'most bytes per second each way, as rsync: KiB/s as a bare number, or e.g. 500K, 10M (0: no limit)' })
-        .option('tls', { type: 'boolean', default: false, describe: 'connect over TLS and verify the server certificate (remote B)' })
+        .option('tls', { type: 'boolean', describe: 'connect over TLS and verify the server certificate (remote B)' })
         .option('tls-ca', { type: 'string', describe: 'PEM CA certificate to trust for --tls (default: the system store)' })
-        .option('timeout', { requiresArg: true, coerce: secondsOption('timeout'), default: 300, describe: 'seconds of silence before giving up (remote B)' })
+        .option('timeout', { requiresArg: true, coerce: secondsOption('timeout'), describe: 'seconds of silence before giving up (remote B; default 300)' })
         .option('rsh', { alias: 'e', type: 'string', requiresArg: true, describe: 'ssh command when B is [user@]host:/path (default: ssh)' })
         .option('remote-resync', { type: 'string', requiresArg: true, describe: 'command that runs resync on the far side of ssh (default: resync)' })
         .example('$0 verify primary.img recovery.img', 'list the byte ranges where two local images differ')
-        .example('$0 verify vm1.img dr:7873/vm1', 'compare with a remote volume; only block sums cross the network'),
+        .example('$0 verify vm1.img dr:7873/vm1', 'compare with a remote volume; only block sums cross the network')
+        .example('$0 verify vm1.img @dr-site/vm1', 'the same with a remote named in the client config'),
     async (argv) => {
       let differ = false;
       await runCommand(
@@ -100,6 +101,14 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
         argv,
         async (progress) => {
           const blockSize = argv['block-size'];
+          if (argv.b.startsWith('@') && !existsSync(argv.b)) {
+            // A named remote from the client config, its settings under the flags.
+            await checkInput(argv.a, 'A');
+            const opts = await (await import('./net.js')).clientOptionsFrom({ ...argv, remote: argv.b, compress: false }, progress);
+            const r = await (await verifyMod()).verifyRemote(argv.a, { ...opts, maxRanges: argv['max-ranges'] });
+            differ = !r.identical;
+            return verifySummary(r, argv.json, { remote: argv.b, bytesSent: r.bytesSent, bytesReceived: r.bytesReceived, elapsedMs: r.elapsedMs });
+          }
           // [user@]host:/path is compared over ssh unless a local file has that name.
           const { parseSshRemote, splitCommand } = await import('../../api/config.js');
           const viaSsh = !isRemoteSpec(argv.b) && !existsSync(argv.b) ? parseSshRemote(argv.b) : null;
@@ -114,7 +123,7 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
               ssh: { rsh: splitCommand(argv.rsh ?? 'ssh'), host: viaSsh.host, remoteResync: argv['remote-resync'] ?? 'resync' },
               blockSize,
               maxRanges: argv['max-ranges'],
-              idleTimeoutMs: argv.timeout * 1000,
+              idleTimeoutMs: (argv.timeout ?? 300) * 1000,
               bwlimit: parseBwlimit(argv.bwlimit),
               onProgress: progress,
             });
@@ -136,9 +145,9 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
               secret: await readSecretFile(f),
               blockSize,
               maxRanges: argv['max-ranges'],
-              idleTimeoutMs: argv.timeout * 1000,
+              idleTimeoutMs: (argv.timeout ?? 300) * 1000,
               bwlimit: parseBwlimit(argv.bwlimit),
-              tls: await clientTls(argv.tls, argv['tls-ca']),
+              tls: await clientTls(argv.tls ?? false, argv['tls-ca']),
               onProgress: progress,
             });
             differ = !r.identical;
