@@ -163,11 +163,8 @@ export class DeltaMatcher extends ScanWindow {
     return a;
   }
 
-  /** The new image is complete: match the short tail and flush. */
-  end(): DeltaOp[] {
-    if (this.ended) throw new ParamError('end called twice');
-    this.ended = true;
-    const out: DeltaOp[] = [];
+  /** The new image is complete: match the short tail (end() then flushes). */
+  protected scanTail(out: DeltaOp[]): void {
     this.final = true;
     this.scan(out);
     const buf = this.buf;
@@ -189,11 +186,6 @@ export class DeltaMatcher extends ScanWindow {
         }
       }
     }
-    this.p = buf.length;
-    this.emitLiteral(buf.length, out);
-    this.ops.flush(out);
-    this.buf = EMPTY;
-    return out;
   }
 
   protected scan(out: DeltaOp[]): void {
@@ -492,7 +484,7 @@ export class DeltaMatcher extends ScanWindow {
     return np;
   }
 
-  private emitLiteral(upTo: number, out: DeltaOp[]): void {
+  protected emitLiteral(upTo: number, out: DeltaOp[]): void {
     const subs = this.subs;
     if (subs && upTo > this.lit) {
       // Sub-blocks on the grid of blocks whose sums the receiver sent: equal ones are copied in place.

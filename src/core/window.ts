@@ -44,6 +44,25 @@ export abstract class ScanWindow {
   /** Move the window over buf as far as the input allows, appending final ops to `out`. */
   protected abstract scan(out: DeltaOp[]): void;
 
+  /** No more input will come: scan what is left of buf (end() then emits the pending literal). */
+  protected abstract scanTail(out: DeltaOp[]): void;
+
+  /** Emit buf[lit, upTo) as literal ops and move lit to upTo. */
+  protected abstract emitLiteral(upTo: number, out: DeltaOp[]): void;
+
+  /** The input is complete: the last ops, the pending literal and any coalesced copy included. */
+  end(): DeltaOp[] {
+    if (this.ended) throw new ParamError('end called twice');
+    this.ended = true;
+    const out: DeltaOp[] = [];
+    this.scanTail(out);
+    this.p = this.buf.length;
+    this.emitLiteral(this.buf.length, out);
+    this.ops.flush(out);
+    this.buf = EMPTY;
+    return out;
+  }
+
   /** Feed the next bytes of input; returns the ops that are final. */
   push(data: Uint8Array): DeltaOp[] {
     if (this.ended) throw new ParamError('push after end');

@@ -31,8 +31,6 @@ import { RDIFF_MAX_MISS_LEN } from './constants.js';
 import { RdiffStrongSummer, WEAK_MIX, type RdiffSignature } from './signature.js';
 import { RABINKARP_ADJ, RABINKARP_MULT, ROLLSUM_CHAR_OFFSET, RabinKarp, Rollsum, createWeakSum, type WeakSum } from './weak.js';
 
-const EMPTY = new Uint8Array(0);
-
 /** Options for the scan. */
 export interface RdiffMatcherOptions {
   /** Longest literal op emitted (default RDIFF_MAX_MISS_LEN, like rdiff; at most MAX_LITERAL). */
@@ -98,11 +96,8 @@ export class RdiffDeltaMatcher extends ScanWindow {
     return i;
   }
 
-  /** The new file is complete: shrink the window over the tail and flush. */
-  end(): DeltaOp[] {
-    if (this.ended) throw new ParamError('end called twice');
-    this.ended = true;
-    const out: DeltaOp[] = [];
+  /** The new file is complete: shrink the window over the tail (end() then flushes). */
+  protected scanTail(out: DeltaOp[]): void {
     const buf = this.buf;
     const len = buf.length;
     const w = this.weak;
@@ -127,11 +122,6 @@ export class RdiffDeltaMatcher extends ScanWindow {
       this.missedAt = -1;
       if (p - this.lit >= this.maxLiteral) this.emitLiteral(p, out);
     }
-    this.p = len;
-    this.emitLiteral(len, out);
-    this.ops.flush(out);
-    this.buf = EMPTY;
-    return out;
   }
 
   protected scan(out: DeltaOp[]): void {
@@ -215,7 +205,7 @@ export class RdiffDeltaMatcher extends ScanWindow {
     this.missedAt = -1;
   }
 
-  private emitLiteral(upTo: number, out: DeltaOp[]): void {
+  protected emitLiteral(upTo: number, out: DeltaOp[]): void {
     const s = this.lit;
     if (upTo <= s) return;
     this.ops.literal(this.tail.view(this.buf, s, upTo), out);
