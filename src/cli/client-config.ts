@@ -15,7 +15,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import * as v from 'valibot';
 import { ParamError } from '../core/errors.js';
 import { ioError } from '../io/errors.js';
-import { ConfigError, schemaProblems, splitHostPort } from '../net/config.js';
+import { ConfigError, schemaProblems, splitHostPort } from '../api/config.js';
 
 /** A remote reached over TCP (`resync serve`). */
 export interface TcpRemote {

@@ -13,7 +13,7 @@ import { networkHint } from '../hints.js';
 import { checkInput, prepareOutput } from '../paths.js';
 // Loaded on first use: keeps start-up short for commands that do not need it.
 const dryRunMod = () => import('../../api/dry-run.js');
-import { dryRunSummary } from './verify.js';
+import { dryRunSummary } from '../render.js';
 import { localInterrupted, outputOptions, runCommand, type CommonArgs, type Interruption } from '../run.js';
 import { join, resolve } from 'node:path';
 import { existsSync } from 'node:fs';

@@ -6,7 +6,6 @@ import { parseRemote, readSecretFile } from '../../api/config.js';
 import type { VerifyReport } from '../../api/verify.js';
 const verifyMod = () => import('../../api/verify.js');
 // Loaded on first use: keeps start-up short for commands that do not need it.
-import type { DryRunReport, RemoteDryRunReport } from '../../api/dry-run.js';
 const dryRunMod = () => import('../../api/dry-run.js');
 import type { ProgressFn } from '../../core/progress.js';
 import { clientTls, intOption, parseBwlimit, secondsOption, sizeOption } from '../options.js';
@@ -14,7 +13,7 @@ import { networkHint } from '../hints.js';
 import { checkInput } from '../paths.js';
 import { ExitCode } from '../exit-codes.js';
 import { existsSync } from 'node:fs';
-import { fmtBytes } from '../render.js';
+import { dryRunSummary, fmtBytes } from '../render.js';
 import { outputOptions, runCommand, type CommonArgs } from '../run.js';
 
 /** Exit code of `resync verify` when the images differ (docs/exit-codes.md). */
@@ -31,24 +30,6 @@ export function isRemoteSpec(s: string): boolean {
   return REMOTE_RE.test(s);
 }
 
-/** Summary of a dry run for printSummary. */
-export function dryRunSummary(r: DryRunReport | RemoteDryRunReport): Record<string, unknown> {
-  return {
-    dryRun: true,
-    estimated: r.estimated || undefined,
-    imageSize: r.imageSize,
-    basisSize: r.basisSize,
-    blockSize: r.blockSize,
-    matchedBytes: r.matchedBytes,
-    literalBytes: r.literalBytes,
-    copyOps: r.copyOps,
-    literalOps: r.literalOps,
-    deltaBytes: r.deltaBytes,
-    signatureBytes: 'signatureBytes' in r ? r.signatureBytes : undefined,
-    upToDate: r.upToDate,
-    elapsedMs: r.elapsedMs,
-  };
-}
 
 /** `delta --dry-run`: the summary of what the delta would hold (resync format only). */
 export async function dryRunDeltaCommand(sigPath: string, newPath: string, format: string, compress: boolean, onProgress: ProgressFn): Promise<Record<string, unknown>> {
