@@ -20,7 +20,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { randomBytes } from './workload.js';
+import { randomBytes } from '../src/testing/workload.js';
 import { median } from './measure.js';
 import { DIRTY_BITMAP_HEADING, replaceSection } from './report.js';
 

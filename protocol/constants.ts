@@ -50,6 +50,8 @@ export const MsgType = {
   Literal: 0x12,
   /** 0x14: literal bytes compressed with raw DEFLATE (declared length, compressed data). */
   LiteralZ: 0x14,
+  /** 0x15: literal bytes compressed as one zstd frame (declared length, compressed data; wire only, capability "zstd"). */
+  LiteralZstd: 0x15,
   /** 0x13: end of delta (target size, target hash, op count, file digest). */
   DeltaEnd: 0x13,
   /** 0x20: client hello (version, capabilities). */
@@ -74,3 +76,27 @@ export const MsgType = {
 
 /** A message type id. */
 export type MsgTypeId = (typeof MsgType)[keyof typeof MsgType];
+
+/** Bytes of a region hash. */
+export const REGION_HASH_LEN = 16;
+/** Regions per RegionSums message. */
+export const REGION_CHUNK = 16384;
+/** Largest region (in blocks) accepted. */
+export const MAX_REGION_BLOCKS = 65536;
+/** Bytes of one range in DirtyRanges: offset and length, u64 BE each. */
+export const DIRTY_RANGE_LEN = 16;
+/** Ranges per DirtyRanges message at most. */
+export const DIRTY_CHUNK = 4096;
+
+/** Blocks one SubNeed bitmap spans at most. */
+export const SUB_NEED_SPAN = 65536;
+/** Blocks one SubNeed may ask for (bits set) at most: bounds the SubSums answer. */
+export const SUB_NEED_MAX_BLOCKS = 1024;
+
+/** Longest string field (volume names, error messages, capability names). */
+export const MAX_STRING = 4096;
+/** Most capability strings in a hello. */
+export const MAX_CAPS = 32;
+/** Hash and nonce field lengths. */
+export const HASH_LEN = 32;
+export const NONCE_LEN = 32;

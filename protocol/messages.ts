@@ -1,4 +1,6 @@
 /** The messages of resync's files and wire protocol, as typed values. */
+import type { MsgTypeId } from './constants.js';
+import { ProtocolError } from './errors.js';
 
 /** 0x01 */
 export interface SigHeaderMsg {
@@ -101,6 +103,14 @@ export interface LiteralZMsg {
   /** Raw DEFLATE stream. */
   data: Uint8Array;
 }
+/** 0x15 */
+export interface LiteralZstdMsg {
+  type: 0x15;
+  /** Length after decompression, 1..MAX_LITERAL. */
+  length: number;
+  /** zstd frame(s) (RFC 8878), decompressing to exactly `length` bytes. */
+  data: Uint8Array;
+}
 /** 0x13 */
 export interface DeltaEndMsg {
   type: 0x13;
@@ -197,6 +207,7 @@ export type Message =
   | CopyMsg
   | LiteralMsg
   | LiteralZMsg
+  | LiteralZstdMsg
   | DeltaEndMsg
   | HelloMsg
   | ChallengeMsg
@@ -207,3 +218,12 @@ export type Message =
   | ResultMsg
   | RecoveredMsg
   | ErrorMsg;
+
+/** The message of type `T`. */
+export type MessageOf<T extends MsgTypeId> = Extract<Message, { type: T }>;
+
+/** `m` when it is of `type`; anything else is a ProtocolError "expected `what`". */
+export function expectMessage<T extends MsgTypeId>(m: Message, type: T, what: string): MessageOf<T> {
+  if (m.type !== type) throw new ProtocolError(`expected ${what}`);
+  return m as MessageOf<T>;
+}

@@ -1,24 +1,26 @@
 /** `resync push` and `resync pull`: the client side of a session. */
-import { stat } from 'node:fs/promises';
-import { SyncError, isSyncError } from '../core/errors.js';
+import { existsSync } from 'node:fs';
+import { stat, unlink } from 'node:fs/promises';
+import { ParamError, SyncError } from '../core/errors.js';
 import type { DeltaStats } from '../core/ops.js';
 import { defaultBlockSize } from '../core/signature.js';
-import { assertUnchanged, imageStamp, openImage, openOrCreateImage, type ImageHandle } from '../io/image.js';
+import { openImage, openOrCreateImage, type ImageHandle } from '../io/image.js';
 import { lockImage } from '../io/lock.js';
 import { MsgType, PROTOCOL_VERSION } from '../../protocol/constants.js';
 import { clientProof, macEquals, newNonce, serverProof, PREAUTH_CAP, PREAUTH_KEY } from '../../protocol/auth.js';
 import { dialSsh, type SshTarget } from './ssh.js';
 import type { ReadyMsg } from '../../protocol/messages.js';
-import type { ProgressFn } from '../api-files.js';
+import type { ProgressFn } from '../core/progress.js';
 import { dial, type ClientTls, type Connection } from './connection.js';
-import { inPlaceSink, receiveDelta, receiveSignatureWithPrepass, sendDelta, sendSignature, tempFileSink } from './transfer.js';
+import { sendFrom } from './sender.js';
+import { receiveInto } from './receiver.js';
 import { journalPathFor } from '../io/journal.js';
 import { SUBSUMS_CAP } from './subsums.js';
-import { trace } from '../trace.js';
+import { compressCaps, pickCodec, type CodecName, type LiteralCodec } from '../../protocol/literal-codec.js';
+import { trace } from '../io/trace.js';
 import { settleJournal } from '../io/inplace.js';
 import { isNbdUri, openNbdImage } from '../io/nbd/image.js';
-import { pullIntoNbd } from './nbd.js';
-import { pushDirty } from './dirty.js';
+import { ProtocolError } from '../../protocol/errors.js';
 
 /** Options for push and pull. */
 export interface ClientOptions {
@@ -32,10 +34,18 @@ export interface ClientOptions {
   blockSize?: number | undefined;
   /** Connect over TLS, verifying the server's certificate. */
   tls?: ClientTls | undefined;
-  /** Compress literal data with DEFLATE (push: this side compresses; pull: asks the server to). */
+  /** Compress literal data (push: this side compresses; pull: asks the server to). */
   compress?: boolean | undefined;
+  /** With `compress`: the codec, or null/absent for zstd where both sides have it, else DEFLATE. */
+  compressChoice?: CodecName | null | undefined;
+  /** With `compress`: the codec's level (default: the codec's own). */
+  compressLevel?: number | undefined;
+  /** One-line notes for the user (e.g. zstd asked for but not available, DEFLATE used). */
+  onNote?: ((msg: string) => void) | undefined;
   /** pull: patch the local image in place under a journal (default true) instead of temp file + rename. */
   inPlace?: boolean | undefined;
+  /** pull in place: may move to a temp file when the delta moves most of the image (default true). */
+  tempFallback?: boolean | undefined;
   idleTimeoutMs?: number | undefined;
   /** Most bytes per second to send (`--bwlimit`); unlimited if absent. */
   bwlimit?: number | undefined;
@@ -62,6 +72,8 @@ export interface SyncResult extends DeltaStats {
   bytesRead?: number;
   /** A dirty-bitmap push verified the dirty blocks' contents, not the whole image. */
   verifiedScope?: 'dirty';
+  /** How literals travelled compressed ("zstd:3", "deflate:1"), if at all. */
+  compression?: string;
 }
 
 /** Connect and authenticate (mutually): resolves once the server proved it knows the secret too. */
@@ -92,38 +104,44 @@ export async function connectAuthenticated(opts: ClientOptions): Promise<Connect
  */
 async function handshake(conn: Connection, opts: ClientOptions, preauth: boolean): Promise<Connection> {
   await conn.exchangePreamble();
-  await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify', SUBSUMS_CAP, ...(opts.compress ? ['compress'] : [])] });
-  const ch = await conn.recv();
-  if (ch.type !== MsgType.Challenge) throw new SyncError('ERR_PROTOCOL', 'expected a challenge');
+  await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify', SUBSUMS_CAP, ...(opts.compress ? compressCaps(opts.compressChoice ?? null, opts.compressLevel) : [])] });
+  const ch = await conn.expect(MsgType.Challenge, 'a challenge');
   conn.peerCaps = ch.caps;
   if (ch.version !== PROTOCOL_VERSION) throw new SyncError('ERR_VERSION', `server speaks protocol version ${ch.version}`);
   if (ch.caps.includes(PREAUTH_CAP) !== preauth) {
     throw preauth
-      ? new SyncError('ERR_PROTOCOL', 'the far side is not a `resync serve --stdio` (check --remote-resync and any forced command)')
+      ? new ProtocolError('the far side is not a `resync serve --stdio` (check --remote-resync and any forced command)')
       : new SyncError('ERR_AUTH', 'the server offers a session without the shared secret over TCP; refused');
   }
   const key = preauth ? PREAUTH_KEY : opts.secret;
   const cn = newNonce();
   await conn.send({ type: MsgType.Auth, clientNonce: cn, mac: clientProof(key, ch.nonce, cn) });
-  const ok = await conn.recv();
-  if (ok.type !== MsgType.AuthOk) throw new SyncError('ERR_PROTOCOL', 'expected authentication result');
+  const ok = await conn.expect(MsgType.AuthOk, 'authentication result');
   if (!macEquals(ok.mac, serverProof(key, ch.nonce, cn))) {
     throw new SyncError('ERR_AUTH', 'the server could not prove it knows the shared secret');
   }
   return conn;
 }
 
+/** The codec this side's literals go through (push) or the server's will (pull); notes a fallback. */
+export function codecFor(opts: ClientOptions, peerCaps: readonly string[]): LiteralCodec | null {
+  return opts.compress ? pickCodec(opts.compressChoice ?? null, opts.compressLevel, peerCaps, opts.onNote) : null;
+}
+
+function codecName(c: LiteralCodec | null): { compression?: string } {
+  return c ? { compression: `${c.name}:${c.level}` } : {};
+}
+
 /** Open a session on the volume after authentication; returns the server's Ready. */
 export async function openSession(conn: Connection, mode: 'push' | 'pull' | 'verify' | 'dirty', opts: ClientOptions, imageSize: number): Promise<ReadyMsg> {
   await conn.send({ type: MsgType.Open, mode, volume: opts.volume, imageSize, blockSize: opts.blockSize ?? 0, resumeId: '' });
-  const r = await conn.recv();
-  if (r.type !== MsgType.Ready) throw new SyncError('ERR_PROTOCOL', 'expected ready');
-  return r;
+  return conn.expect(MsgType.Ready, 'ready');
 }
 
 /** Make the remote volume identical to the local image `imagePath`. */
 export async function push(imagePath: string, opts: ClientOptions): Promise<SyncResult> {
-  if (opts.dirtyBitmap !== undefined) return pushDirty(imagePath, opts.dirtyBitmap, opts);
+  // A dirty-bitmap push is its own session (net/dirty.ts); the API's push sends it there.
+  if (opts.dirtyBitmap !== undefined) throw new ParamError('a dirty-bitmap push goes through pushDirty (src/net/dirty.ts), or the API push (src/api/net.ts)');
   const t0 = performance.now();
   // Shared: other readers may push it too, but no session may be writing it. (An NBD export is the server's to guard.)
   const nbd = isNbdUri(imagePath);
@@ -138,10 +156,13 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
     conn = await connectAuthenticated(opts);
     trace('client: authenticated');
     const ready = await openSession(conn, 'push', opts, img.size);
-    const rs = await receiveSignatureWithPrepass(conn, img, opts.onProgress, { indexUnchanged: false });
-    const d = await sendDelta(conn, rs, img, opts.onProgress, opts.compress === true && conn.peerCaps.includes('compress'), conn.peerCaps.includes(SUBSUMS_CAP));
-    const res = await conn.recv();
-    if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
+    const codec = codecFor(opts, conn.peerCaps);
+    const d = await sendFrom(conn, img, {
+      onProgress: opts.onProgress,
+      compress: codec,
+      subSums: conn.peerCaps.includes(SUBSUMS_CAP),
+    });
+    const res = await conn.expect(MsgType.Result, 'result');
     if (!res.ok || !Buffer.from(res.targetHash).equals(d.targetHash)) {
       throw new SyncError('ERR_VERIFY_FAILED', 'the server could not verify the rebuilt volume');
     }
@@ -150,12 +171,13 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
       ...d,
       resumedFrom: ready.resumeFrom,
       imageSize: img.size,
-      blockSize: rs.sig.params.blockSize,
+      blockSize: d.blockSize,
       bytesSent: conn.bytesOut,
       bytesReceived: conn.bytesIn,
       elapsedMs: performance.now() - t0,
       verified: true,
       bytesWritten: res.bytesWritten,
+      ...codecName(codec),
     };
   } catch (e) {
     conn?.destroy();
@@ -168,11 +190,16 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
 
 /** Make the local image `imagePath` identical to the remote volume (failback). */
 export async function pull(imagePath: string, opts: ClientOptions): Promise<SyncResult> {
-  if (isNbdUri(imagePath)) return pullIntoNbd(imagePath, opts);
+  // Into an NBD export: pullIntoNbd (net/nbd.ts), which the API's pull sends it to.
+  if (isNbdUri(imagePath)) throw new ParamError(`${imagePath} is an NBD export: pull into it through pullIntoNbd (src/net/nbd.ts), or the API pull (src/api/net.ts)`);
   const t0 = performance.now();
   // Block devices are always patched in place (a temp file cannot be renamed onto a device).
   const inPlace = opts.inPlace !== false || (await stat(imagePath).catch(() => null))?.isBlockDevice() === true;
   const jpath = journalPathFor(imagePath);
+  const existed = await stat(imagePath).then(
+    () => true,
+    () => false,
+  );
   // Held for the whole session, taken before the journal is looked at: a
   // second pull into the same image (cron) must not settle a live journal.
   const lock = await lockImage(imagePath, 'write', { create: true });
@@ -185,27 +212,24 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
     const img = basis;
     conn = await connectAuthenticated(opts);
     const ready = await openSession(conn, 'pull', opts, basis.size);
+    // The server picks by the same rule from this side's Hello: this is what it will use.
+    const codec = codecFor(opts, conn.peerCaps);
     const bs = opts.blockSize ?? defaultBlockSize(Math.max(basis.size, ready.imageSize));
-    const before = await imageStamp(img);
-    const sent = await sendSignature(conn, img, bs);
-    let r;
-    try {
-      const sessionId = ready.sessionId;
-      r = await receiveDelta(
-        conn,
-        img,
-        async (size, spec) => {
-          await assertUnchanged(img, before);
-          if (img.isBlockDevice && size > img.size) throw new SyncError('ERR_PARAM', `the remote image is ${size} bytes; ${imagePath} is a ${img.size}-byte block device`);
-          return inPlace ? inPlaceSink(img, jpath, sessionId, size, spec, sent.fullDigests, settled.continueAt) : tempFileSink(img, imagePath, size, spec);
-        },
-        opts.onProgress,
-        sent,
-      );
-    } catch (e) {
-      if (isSyncError(e) && !e.details.remote) await conn.sendErrorAndClose(e);
-      throw e;
-    }
+    const r = await receiveInto(
+      conn,
+      img,
+      bs,
+      {
+        path: imagePath,
+        inPlace,
+        journalPath: jpath,
+        sessionId: ready.sessionId,
+        continueAt: settled.continueAt,
+        tempFallback: opts.tempFallback,
+        tooLarge: (size, dev) => `the remote image is ${size} bytes; ${imagePath} is a ${dev}-byte block device`,
+      },
+      { onProgress: opts.onProgress, reportToPeer: true },
+    );
     // The image is complete and verified here: a server that went away
     // before hearing so changes nothing about it.
     await conn.send({ type: MsgType.Result, ok: true, bytesWritten: r.bytesWritten, targetHash: r.targetHash }).catch(() => undefined);
@@ -219,9 +243,12 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
       bytesReceived: conn.bytesIn,
       elapsedMs: performance.now() - t0,
       verified: true,
+      ...codecName(codec),
     };
   } catch (e) {
     conn?.destroy();
+    // A pull that was to create the image and wrote nothing leaves no empty file behind.
+    if (!existed && !existsSync(jpath) && (await stat(imagePath).catch(() => null))?.size === 0) await unlink(imagePath).catch(() => undefined);
     throw e;
   } finally {
     await basis?.fh.close();
@@ -247,11 +274,11 @@ export async function recoverRemote(opts: ClientOptions): Promise<RemoteRecoverR
   const conn = await connectAuthenticated(opts);
   try {
     if (!conn.peerCaps.includes('recover')) {
-      throw new SyncError('ERR_VERSION', `the server at ${opts.host}:${opts.port} does not offer remote recover (an older resync): run 'resync recover PATH' on the server itself`);
+      const where = opts.ssh ? `resync on ${opts.ssh.host}` : `the server at ${opts.host}:${opts.port}`;
+      throw new SyncError('ERR_VERSION', `${where} does not offer remote recover (an older resync): run 'resync recover PATH' on the server itself`);
     }
     await conn.send({ type: MsgType.Open, mode: 'recover', volume: opts.volume, imageSize: 0, blockSize: 0, resumeId: '' });
-    const r = await conn.recv();
-    if (r.type !== MsgType.Recovered) throw new SyncError('ERR_PROTOCOL', 'expected the recover outcome');
+    const r = await conn.expect(MsgType.Recovered, 'the recover outcome');
     conn.end();
     return { outcome: r.outcome, imageSize: r.imageSize };
   } catch (e) {

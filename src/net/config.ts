@@ -19,6 +19,12 @@ export interface VolumeConfig {
    * rename it (needs free space for a full copy).
    */
   inPlace?: boolean;
+  /**
+   * In place, move to a temp file when the delta turns out to move most of
+   * the image and there is room (default true, io/adaptive.ts). False: in
+   * place always, whatever it costs.
+   */
+  tempFallback?: boolean;
 }
 
 /** Everything the server needs. */
@@ -115,6 +121,7 @@ const VolumeSchema = v.strictObject({
   path: v.pipe(v.string('must be a string (the image file or block device)'), v.minLength(1, 'must not be empty')),
   writable: v.optional(v.boolean('must be true or false (a JSON boolean, not a string)')),
   inPlace: v.optional(v.boolean('must be true or false (a JSON boolean, not a string)')),
+  tempFallback: v.optional(v.boolean('must be true or false (a JSON boolean, not a string)')),
 });
 
 const TlsSchema = v.strictObject({
@@ -176,7 +183,13 @@ export function suggestKey(key: string, allowed: readonly string[]): string | un
   return best;
 }
 
-function schemaProblems(issues: readonly v.BaseIssue<unknown>[]): ConfigProblem[] {
+/** The server config's keys at the level of an unknown key (its path, the key last). */
+function serverKeys(keys: readonly string[]): readonly string[] {
+  return keys.length === 1 ? KEYS.top : keys[0] === 'volumes' ? KEYS.volume : keys[0] === 'tls' ? KEYS.tls : [];
+}
+
+/** valibot's issues as config problems: where, and what in one line (a near key suggested for an unknown one). */
+export function schemaProblems(issues: readonly v.BaseIssue<unknown>[], keysAt: (keys: readonly string[]) => readonly string[] = serverKeys): ConfigProblem[] {
   const out: ConfigProblem[] = [];
   for (const i of issues) {
     const keys = (i.path ?? []).map((p) => String(p.key));
@@ -184,8 +197,7 @@ function schemaProblems(issues: readonly v.BaseIssue<unknown>[]): ConfigProblem[
     if (i.type === 'strict_object' && i.expected === 'never') {
       // An unknown key; its path ends with it.
       const key = keys[keys.length - 1] ?? '';
-      const level = keys.length === 1 ? KEYS.top : keys[0] === 'volumes' ? KEYS.volume : keys[0] === 'tls' ? KEYS.tls : [];
-      const s = suggestKey(key, level);
+      const s = suggestKey(key, keysAt(keys));
       out.push({ where, message: `unknown key${s ? ` (did you mean ${JSON.stringify(s)}?)` : ''}` });
     } else if (i.kind === 'schema' && i.input === undefined && keys.length > 0) {
       out.push({ where, message: 'is required' });
@@ -285,7 +297,7 @@ export async function readServerConfig(path: string, overrides: Partial<{ host: 
   const abs = (p: string): string => (isAbsolute(p) ? p : resolve(base, p));
   const [h, p] = splitHostPort(o.listen ?? '127.0.0.1:7873');
   const volumes: Record<string, VolumeConfig> = {};
-  for (const [name, vv] of Object.entries(o.volumes)) volumes[name] = { path: abs(vv.path), writable: vv.writable === true, inPlace: vv.inPlace !== false };
+  for (const [name, vv] of Object.entries(o.volumes)) volumes[name] = { path: abs(vv.path), writable: vv.writable === true, inPlace: vv.inPlace !== false, tempFallback: vv.tempFallback !== false };
   const problems: ConfigProblem[] = [];
   const warnings: string[] = [];
   const secretFile = overrides.secretFile ?? (o.secretFile !== undefined ? abs(o.secretFile) : undefined);

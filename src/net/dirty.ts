@@ -21,17 +21,14 @@ import { MAX_LITERAL, SEED_LEN, SIG_CHUNK_BLOCKS } from '../core/limits.js';
 import { weakSum } from '../core/rolling.js';
 import { blockCountFor, defaultBlockSize, makeSignatureParams, type SignatureParams } from '../core/signature.js';
 import { StrongHasher, isZeroRange } from '../core/strong.js';
-import { DIRTY_CHUNK, DIRTY_RANGE_LEN } from '../../protocol/codec.js';
-import { MsgType } from '../../protocol/constants.js';
-import { chunkFromMessage, paramsFromHeader, sigBlocksMessage, sigHeaderMessage } from '../format/sigfile.js';
-import { headerFromMessage, literalFromZ } from '../format/deltafile.js';
+import { DIRTY_CHUNK, DIRTY_RANGE_LEN, MsgType } from '../../protocol/constants.js';
+import { chunkFromMessage, headerFromMessage, literalFromZ, paramsFromHeader, sigBlocksMessage, sigHeaderMessage, wireDeltaHeader } from '../../protocol/convert.js';
 import { readAt, type ImageHandle } from '../io/image.js';
 import { ioError } from '../io/errors.js';
 import { dirtyRuns, openNbdImage, isNbdUri, type NbdImage } from '../io/nbd/image.js';
 import { UndoPatcher, fileBlockIo } from '../io/undo-patcher.js';
 import { connectAuthenticated, openSession, type ClientOptions, type SyncResult } from './client.js';
 import type { Connection } from './connection.js';
-import { wireDeltaHeader } from './transfer.js';
 
 /** The capability a server announces when it serves Open(dirty). */
 export const DIRTY_CAP = 'dirty';

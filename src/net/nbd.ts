@@ -10,7 +10,8 @@ import { openNbdImage } from '../io/nbd/image.js';
 import { UndoPatcher } from '../io/undo-patcher.js';
 import { connectAuthenticated, openSession, type ClientOptions, type SyncResult } from './client.js';
 import type { Connection } from './connection.js';
-import { receiveDelta, sendSignature, type DeltaSink } from './transfer.js';
+import { receiveDelta, sendSignature } from './receiver.js';
+import type { DeltaSink } from '../io/sinks.js';
 
 /** Make the NBD export at `uri` identical to the remote volume; the export is flushed before success is reported. */
 export async function pullIntoNbd(uri: string, opts: ClientOptions): Promise<SyncResult> {

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
-import { push, pull } from '../../src/net/client.js';
+import { push, pull } from '../../src/api/net.js';
 import { openNbdImage } from '../../src/io/nbd/image.js';
 import { readPieces } from '../../src/io/sparse.js';
 import { UndoPatcher } from '../../src/io/undo-patcher.js';

@@ -11,9 +11,9 @@ import { join, resolve } from 'node:path';
 import { connect, createServer, type Socket } from 'node:net';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { SCENARIOS, generateImage, makePair } from '../../bench/workload.js';
+import { SCENARIOS, generateImage, makePair } from '../../src/testing/workload.js';
 import { connectAuthenticated, pull, push, type ClientOptions } from '../../src/net/client.js';
-import { receiveSignature } from '../../src/net/transfer.js';
+import { receiveSignature } from '../../src/net/receiver.js';
 import { encodeFrame, FrameDecoder } from '../../src/bytes/frame.js';
 import { encodePreamble } from '../../src/format/preamble.js';
 import { decodeMessage, encodeMessage } from '../../protocol/codec.js';
@@ -200,6 +200,16 @@ describe('volumes', () => {
     expect(await same(local, src)).toBe(true);
   });
 
+  test('a failed pull into a file that did not exist leaves no empty file; over an existing empty file it leaves that file', async () => {
+    const local = join(dir, 'never-made.img');
+    await expect(pull(local, { ...opts('no-such-volume') })).rejects.toMatchObject({ code: expect.any(String) });
+    expect(existsSync(local)).toBe(false);
+    const empty = join(dir, 'was-empty.img');
+    await writeFile(empty, Buffer.alloc(0));
+    await expect(pull(empty, { ...opts('no-such-volume') })).rejects.toMatchObject({ code: expect.any(String) });
+    expect(existsSync(empty)).toBe(true);
+  });
+
   test('the image may grow and shrink, both ways', async () => {
     const base = generateImage(MiB, 7);
     const bigger = Buffer.concat([base, generateImage(MiB / 2, 8)]);
@@ -325,7 +335,8 @@ describe('authentication', () => {
       expect(r.messages.map((m) => m.type)).toEqual([MsgType.Challenge, MsgType.Error]);
       expect(errorOf(r)).toEqual({ code: 'ERR_AUTH', message: 'authentication failed' });
       const ch = r.messages[0]!;
-      expect(ch.type === MsgType.Challenge && ch.caps).toEqual(['push', 'pull', 'verify', 'compress', 'subsums-nh', 'recover', 'dirty']);
+      // "zstd": this build's binding loads (protocol/literal-codec.ts)
+      expect(ch.type === MsgType.Challenge && ch.caps).toEqual(['push', 'pull', 'verify', 'compress', 'subsums-nh', 'recover', 'dirty', 'zstd']);
     }
     const n1 = a.messages[0]!.type === MsgType.Challenge ? Buffer.from(a.messages[0].nonce) : null;
     const n2 = b.messages[0]!.type === MsgType.Challenge ? Buffer.from(b.messages[0].nonce) : null;
@@ -507,7 +518,7 @@ describe('errors in the middle of a delta', () => {
     expect((await wrongBasisPush('other')).code).toBe('ERR_BASIS_MISMATCH');
   });
 
-  // Regression (fixed) (src/io/patcher.ts checkBasisSize, reached from src/net/transfer.ts
+  // Regression (fixed) (src/io/patcher.ts checkBasisSize, reached from src/net/receiver.ts
   // receiveDelta on the server): the message names the volume's path on the
   // server ("basis /srv/.../x.img is ..."), and the server forwards it in its
   // Error frame. Clients are meant to know volumes by name only

@@ -1,123 +1,117 @@
 /** `resync serve`, `push` and `pull`. */
 import type { Argv } from 'yargs';
 import { ParamError } from '../../core/errors.js';
-import { checkVolumes, ConfigError, parseRemote, readSecretFile, readServerConfig, readTlsFiles, splitHostPort, type ConfigProblem, type ServerConfig, type VolumeConfig } from '../../net/config.js';
+import { checkVolumes, ConfigError, parseRemote, readSecretFile, readServerConfig, readTlsFiles, splitHostPort, type ConfigProblem, type ServerConfig, type VolumeConfig } from '../../api/config.js';
 // Loaded on first use: keeps start-up short for commands that do not need it.
-const serverMod = () => import('../../net/server.js');
+const serverMod = () => import('../../api/net.js');
 // Loaded on first use: keeps start-up short for commands that do not need it.
-import type { ClientOptions, SyncResult } from '../../net/client.js';
-import type { ProgressFn } from '../../api-files.js';
-const clientMod = () => import('../../net/client.js');
-import { intOption, secondsOption, sizeOption } from '../args.js';
+import type { ClientOptions, SyncResult } from '../../api/net.js';
+import type { ProgressFn } from '../../core/progress.js';
+const clientMod = () => import('../../api/net.js');
+import { CLIENT_OPTIONS, clientTls, intOption, parseBwlimit, secondsOption, secretFileArg } from '../options.js';
 import { networkHint } from '../hints.js';
 import { checkInput, prepareOutput } from '../paths.js';
 // Loaded on first use: keeps start-up short for commands that do not need it.
-const dryRunMod = () => import('../../dry-run.js');
-import { dryRunSummary, parseBwlimit } from './ops.js';
+const dryRunMod = () => import('../../api/dry-run.js');
+import { dryRunSummary } from '../render.js';
 import { localInterrupted, outputOptions, runCommand, type CommonArgs, type Interruption } from '../run.js';
-import { resolve } from 'node:path';
-import { readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { existsSync } from 'node:fs';
-import type { ClientTls } from '../../net/connection.js';
-import { parseSshRemote, splitCommand } from '../../net/ssh.js';
-import { ioError } from '../../io/errors.js';
+import { parseSshRemote, splitCommand } from '../../api/config.js';
 import { isNbdUri } from '../../io/nbd/uri.js';
+import { checkLevel, type CodecName } from '../../../protocol/literal-codec.js';
+import { checkPrivateSecret, lookupRemote, parseNamedRemote, type RemoteCommon } from '../client-config.js';
 
-async function clientTls(on: boolean, caFile: string | undefined): Promise<ClientTls | undefined> {
-  if (!on && !caFile) return undefined;
-  if (!caFile) return {};
-  try {
-    return { ca: await readFile(caFile) };
-  } catch (e) {
-    throw ioError(e, 'read CA certificate', caFile);
-  }
+/** The client options as yargs gives them. */
+interface ClientArgs {
+  remote: string;
+  'secret-file'?: string | undefined;
+  'block-size'?: number | undefined;
+  timeout?: number | undefined;
+  bwlimit?: string | undefined;
+  compress?: boolean | undefined;
+  'compress-choice'?: string | undefined;
+  'compress-level'?: number | undefined;
+  tls?: boolean | undefined;
+  'tls-ca'?: string | undefined;
+  rsh?: string | undefined;
+  'remote-resync'?: string | undefined;
 }
 
-/** Options push and pull share. */
-const CLIENT_OPTIONS = {
-  'secret-file': { type: 'string', describe: 'file holding the shared secret (or RESYNC_SECRET_FILE)' },
-  tls: { type: 'boolean', default: false, describe: 'connect over TLS and verify the server certificate' },
-  'tls-ca': { type: 'string', describe: 'PEM CA certificate to trust for --tls (default: the system store)' },
-  'block-size': { alias: 'b', type: 'string', coerce: sizeOption('block-size'), describe: 'block size (e.g. 64K); default: about sqrt(image size), 2K..128K' },
-  'dry-run': { type: 'boolean', default: false, describe: 'report what would be sent; nothing is written on either side' },
-  bwlimit: { type: 'string', describe: 'most bytes per second each way, as rsync: KiB/s as a bare number, or e.g. 500K, 10M (0: no limit)' },
-  timeout: { requiresArg: true, coerce: secondsOption('timeout'), default: 300, describe: 'seconds of silence before giving up' },
-  compress: { type: 'boolean', default: false, describe: 'compress literal data (raw DEFLATE) on the wire' },
-  rsh: { alias: 'e', type: 'string', requiresArg: true, describe: "ssh command for a [user@]host:/path remote, e.g. 'ssh -p 2222 -i key' (default: ssh)" },
-  'remote-resync': { type: 'string', requiresArg: true, describe: 'command that runs resync on the far side of ssh (default: resync)' },
-} as const;
-
-/** ClientOptions from the options push and pull share. */
-async function clientOptionsFrom(
-  argv: {
-    remote: string;
-    'secret-file'?: string | undefined;
-    'block-size'?: number | undefined;
-    timeout: number;
-    bwlimit?: string | undefined;
-    compress: boolean;
-    tls: boolean;
-    'tls-ca'?: string | undefined;
-    rsh?: string | undefined;
-    'remote-resync'?: string | undefined;
-  },
-  onProgress: ProgressFn,
-): Promise<ClientOptions> {
+/** ClientOptions from the options push and pull share, over what a named remote (@NAME/VOLUME) in the client config sets. */
+export async function clientOptionsFrom(argv: ClientArgs, onProgress: ProgressFn): Promise<ClientOptions> {
+  const named = parseNamedRemote(argv.remote) ? await lookupRemote(argv.remote) : null;
   const common = {
     blockSize: argv['block-size'],
-    idleTimeoutMs: argv.timeout * 1000,
-    bwlimit: parseBwlimit(argv.bwlimit),
-    compress: argv.compress,
+    idleTimeoutMs: (argv.timeout ?? named?.timeout ?? 300) * 1000,
+    bwlimit: parseBwlimit(argv.bwlimit ?? named?.bwlimit),
+    ...compressionFrom(argv, named),
     onProgress,
   };
-  const viaSsh = parseSshRemote(argv.remote);
+  const viaSsh = named ? (named.kind === 'ssh' ? { host: named.ssh, path: join(named.dir, named.volume) } : null) : parseSshRemote(argv.remote);
   if (viaSsh) {
     // ssh authenticates both ends and encrypts: no shared secret, no TLS.
     if (argv.tls || argv['tls-ca']) throw new ParamError('--tls does not apply to an ssh remote (HOST:/path); ssh already encrypts the session');
     if (argv['secret-file']) throw new ParamError('--secret-file does not apply to an ssh remote (HOST:/path); ssh authenticates the peer');
+    const cfg = named?.kind === 'ssh' ? named : undefined;
     return {
       ...common,
       host: viaSsh.host,
       port: 0,
       volume: viaSsh.path,
       secret: new Uint8Array(0),
-      ssh: { rsh: splitCommand(argv.rsh ?? 'ssh'), host: viaSsh.host, remoteResync: argv['remote-resync'] ?? 'resync' },
+      ssh: { rsh: splitCommand(argv.rsh ?? cfg?.rsh ?? 'ssh'), host: viaSsh.host, remoteResync: argv['remote-resync'] ?? cfg?.remoteResync ?? 'resync' },
     };
   }
   if (argv.rsh !== undefined || argv['remote-resync'] !== undefined) {
     throw new ParamError(`--rsh and --remote-resync need an ssh remote ([user@]host:/path); ${JSON.stringify(argv.remote)} is HOST:PORT/VOLUME`);
   }
-  const warnings: string[] = [];
-  const secret = await readSecretFile(secretFileArg(argv['secret-file']), warnings);
-  for (const w of warnings) process.stderr.write(`resync: warning: ${w}\n`);
+  const tcp = named?.kind === 'tcp' ? named : undefined;
   return {
     ...common,
-    ...parseRemote(argv.remote),
-    secret,
-    tls: await clientTls(argv.tls, argv['tls-ca']),
+    ...(tcp ? { host: tcp.host, port: tcp.port, volume: tcp.volume } : parseRemote(argv.remote)),
+    secret: await clientSecret(argv['secret-file'], tcp?.secretFile),
+    tls: await clientTls(argv.tls ?? tcp?.tls ?? false, argv['tls-ca'] ?? (argv.tls === false ? undefined : tcp?.tlsCa)),
   };
 }
 
-/** A `recover` argument that names a remote volume (HOST:PORT/VOLUME) rather than a local image. */
+/** The shared secret: --secret-file, else the remote's secretFile (which must be private), else RESYNC_SECRET_FILE. */
+async function clientSecret(flag: string | undefined, fromConfig: string | undefined): Promise<Uint8Array> {
+  if (flag === undefined && fromConfig !== undefined) {
+    await checkPrivateSecret(fromConfig);
+    return readSecretFile(fromConfig);
+  }
+  const warnings: string[] = [];
+  const secret = await readSecretFile(secretFileArg(flag), warnings);
+  for (const w of warnings) process.stderr.write(`resync: warning: ${w}\n`);
+  return secret;
+}
+
+/**
+ * --compress, --compress-choice and --compress-level over a named remote's
+ * compress, compressChoice and compressLevel: a choice or level implies
+ * compression unless --no-compress (or "compress": false) says otherwise.
+ */
+function compressionFrom(argv: ClientArgs, named: RemoteCommon | null): Pick<ClientOptions, 'compress' | 'compressChoice' | 'compressLevel' | 'onNote'> {
+  const choice = argv['compress-choice'] ?? named?.compressChoice;
+  const level = argv['compress-level'] ?? named?.compressLevel;
+  const on = argv.compress ?? (argv['compress-choice'] !== undefined || argv['compress-level'] !== undefined ? true : (named?.compress ?? (choice !== undefined || level !== undefined)));
+  if (!on) return { compress: false };
+  const name = choice === undefined ? null : (choice as CodecName);
+  if (name && level !== undefined) checkLevel(name, level);
+  return { compress: true, compressChoice: name, compressLevel: level, onNote: (msg) => process.stderr.write(`resync: note: ${msg}\n`) };
+}
+
+/** A `recover` argument that names a remote volume (HOST:PORT/VOLUME, [user@]host:/path or @NAME[/VOLUME]) rather than a local image. */
 export function isRemoteVolume(arg: string): boolean {
-  return /^[^/\s]+:\d{1,5}\/[A-Za-z0-9._-]{1,128}$/.test(arg) && !existsSync(arg);
+  return (/^[^/\s]+:\d{1,5}\/[A-Za-z0-9._-]{1,128}$/.test(arg) || parseSshRemote(arg) !== null || arg.startsWith('@')) && !existsSync(arg);
 }
 
-/** `resync recover HOST:PORT/VOLUME`: the server rolls back (or completes) the volume's unfinished update. */
-export async function recoverRemoteCommand(argv: { image: string; 'secret-file'?: string | undefined; timeout: number; tls: boolean; 'tls-ca'?: string | undefined }): Promise<Record<string, unknown>> {
-  const r = await (await clientMod()).recoverRemote({
-    ...parseRemote(argv.image),
-    secret: await readSecretFile(secretFileArg(argv['secret-file'])),
-    idleTimeoutMs: argv.timeout * 1000,
-    tls: await clientTls(argv.tls, argv['tls-ca']),
-  });
+/** `resync recover REMOTE`: the server (or `serve --stdio` over ssh) rolls back (or completes) the volume's unfinished update. */
+export async function recoverRemoteCommand(argv: Omit<ClientArgs, 'remote'> & { image: string }): Promise<Record<string, unknown>> {
+  const opts = await clientOptionsFrom({ ...argv, remote: argv.image }, () => undefined);
+  const r = await (await clientMod()).recoverRemote({ ...opts, compress: false, bwlimit: undefined });
   return { image: argv.image, outcome: r.outcome, imageSize: r.imageSize, verified: true };
-}
-
-function secretFileArg(v: string | undefined): string {
-  const f = v ?? process.env.RESYNC_SECRET_FILE;
-  if (!f) throw new ParamError('no shared secret: pass --secret-file FILE (or set RESYNC_SECRET_FILE); secrets are never taken on the command line');
-  return f;
 }
 
 function summary(r: SyncResult): Record<string, unknown> {
@@ -132,6 +126,7 @@ function summary(r: SyncResult): Record<string, unknown> {
     bytesReceived: r.bytesReceived,
     verified: r.verified,
     resumedFrom: r.resumedFrom,
+    compression: r.compression,
     elapsedMs: r.elapsedMs,
     // A dirty-bitmap push (net/dirty.ts): what the bitmap marked, what was read, and that only that was verified.
     ...(r.dirtyBytes !== undefined ? { dirtyBytes: r.dirtyBytes, bytesRead: r.bytesRead, verifiedScope: r.verifiedScope } : {}),
@@ -190,13 +185,13 @@ async function serveStdio(argv: {
   for (const [flag, v] of [['--config', argv.config], ['--listen', argv.listen], ['--volume', argv.volume], ['--secret-file', argv['secret-file']], ['--tls-cert', argv['tls-cert']], ['--tls-key', argv['tls-key']]] as const) {
     if (v !== undefined) throw new ParamError(`${flag} does not apply to --stdio (ssh authenticates the peer, and the client names the image path; restrict it with --allow DIR)`);
   }
-  const { realAllowDirs } = await import('../../net/allow.js');
+  const { realAllowDirs } = await import('../../api/net.js');
   const allow = argv.allow ? await realAllowDirs(argv.allow) : null;
   const logMod = await import('../log.js');
   const log = logMod.makeLogger((argv['log-format'] ?? (process.stderr.isTTY ? 'text' : 'json')) as 'json' | 'text', (argv['log-level'] ?? 'warn') as (typeof logMod.LOG_LEVELS)[number]);
   const cfg: ServerConfig = { host: '', port: 0, secret: Buffer.alloc(0), volumes: {}, maxSessions: 1, idleTimeoutMs: argv['idle-timeout'] * 1000, handshakeTimeoutMs: 30_000 };
   const server = new (await serverMod()).ResyncServer(cfg, (e) => logMod.logEvent(log, e));
-  const stream = (await import('../../net/pipes.js')).stdioDuplex();
+  const stream = (await serverMod()).stdioDuplex();
   const peer = process.env.SSH_CLIENT?.split(' ').slice(0, 2).join(':') || 'stdio';
   try {
     await server.serveStream(stream, peer, { allow, readOnly: argv['read-only'] });
@@ -299,13 +294,14 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
       (a) =>
         outputOptions(a)
           .positional('image', { type: 'string', demandOption: true, describe: 'the local image to send (file, block device, or NBD export: nbd://HOST:PORT/EXPORT, nbd+unix:///EXPORT?socket=PATH)' })
-          .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME, or [user@]host:/path over ssh' })
+          .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME, [user@]host:/path over ssh, or @NAME[/VOLUME] from the client config' })
           .options(CLIENT_OPTIONS)
           .option('dirty-bitmap', { type: 'string', describe: 'with an NBD image: send only the blocks this qemu dirty bitmap marks (exported as qemu:dirty-bitmap:NAME); verifies those blocks' })
           .example('$0 push vm1.img dr:7873/vm1', 'bring volume vm1 on host dr up to date (secret: --secret-file or RESYNC_SECRET_FILE)')
           .example("$0 push -e 'ssh -p 2222' vm1.img root@dr:/srv/images/vm1.img", 'the same over ssh: resync serve --stdio runs on dr')
           .example('$0 push --dry-run vm1.img dr:7873/vm1', 'how much would be sent; nothing is written')
-          .example("$0 push 'nbd+unix:///vm1?socket=/run/vm1.sock' dr:7873/vm1", 'send the guest-visible content of a disk exported by qemu-nbd or qemu'),
+          .example("$0 push 'nbd+unix:///vm1?socket=/run/vm1.sock' dr:7873/vm1", 'send the guest-visible content of a disk exported by qemu-nbd or qemu')
+          .example('$0 push vm1.img @dr-site/vm1', 'to volume vm1 of remote dr-site in ~/.config/resync/config.json (or $RESYNC_CONFIG)'),
       (argv) =>
         runCommand(
           'push',
@@ -327,9 +323,10 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
       'Make the local IMAGE identical to the remote volume (failback: recovery -> primary)',
       (a) =>
         outputOptions(a)
-          .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME, or [user@]host:/path over ssh' })
+          .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME, [user@]host:/path over ssh, or @NAME[/VOLUME] from the client config' })
           .positional('image', { type: 'string', demandOption: true, describe: 'the local image to update or create (file, block device, or NBD export URI: patched in place, flushed)' })
           .option('in-place', { type: 'boolean', default: true, describe: 'patch IMAGE in place under an undo journal (resumable); --no-in-place writes a temp file and renames it' })
+          .option('temp-fallback', { type: 'boolean', default: true, describe: 'in place, switch to a temp file (renamed after verification) when the data turns out to have moved and there is room; --no-temp-fallback: in place always' })
           .options(CLIENT_OPTIONS)
           .example('$0 pull dr:7873/vm1 vm1.img', 'failback: make vm1.img equal to volume vm1 on host dr (secret: --secret-file or RESYNC_SECRET_FILE)')
           .example('$0 pull --no-in-place dr:7873/vm1 new.img', 'write a new file, renamed into place after verification')
@@ -344,7 +341,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             const image = argv['in-place'] || argv['dry-run'] || isNbdUri(argv.image) ? argv.image : await prepareOutput(argv.image, 'IMAGE', { force: true, inputs: [], usage: 'resync pull REMOTE IMAGE' });
             const opts = await clientOptionsFrom(argv, progress);
             if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPull(image, opts));
-            const res = await (await clientMod()).pull(image, { ...opts, inPlace: argv['in-place'] });
+            const res = await (await clientMod()).pull(image, { ...opts, inPlace: argv['in-place'], tempFallback: argv['temp-fallback'] });
             return summary(res);
           },
           (e) => networkHint(e, argv.remote),
