@@ -8,7 +8,7 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { connectAuthenticated, openSession } from '../../src/net/client.js';
+import { connectAuthenticated, openSession, pull as clientPull, push as clientPush } from '../../src/net/client.js';
 import { blockRuns } from '../../src/net/dirty.js';
 import { MsgType } from '../../protocol/constants.js';
 import type { Connection } from '../../src/net/connection.js';
@@ -115,5 +115,11 @@ describe('Open(dirty) on the server', () => {
     const conn = await connectAuthenticated({ host: '127.0.0.1', port: srv.port, secret: srv.secret, volume: 'rec' });
     await expect(openSession(conn, 'dirty', { host: '', port: 0, secret: srv.secret, volume: 'rec' }, SIZE + BS)).rejects.toMatchObject({ code: 'ERR_PARAM', message: /needs equal sizes/ });
     conn.destroy();
+  });
+
+  test('the session-level push and pull send a dirty-bitmap push and an NBD target to their own modules, not into a file session', async () => {
+    const opts = { host: '127.0.0.1', port: srv.port, secret: srv.secret, volume: 'rec' };
+    await expect(clientPush(join(dir, 'rec.img'), { ...opts, dirtyBitmap: 'b0' })).rejects.toMatchObject({ code: 'ERR_PARAM', message: /pushDirty/ });
+    await expect(clientPull('nbd+unix:///x?socket=/nonexistent', opts)).rejects.toMatchObject({ code: 'ERR_PARAM', message: /pullIntoNbd/ });
   });
 });
