@@ -29,6 +29,7 @@ export type ErrorCode =
   | 'ERR_REMOTE' // the peer reported an error of its own
   | 'ERR_JOURNAL' // a resume journal that does not match the operation
   | 'ERR_LOCKED' // another session (another process) holds the image's lock
+  | 'ERR_PARTIAL' // a push to several replicas: some were updated, others failed
   | 'ERR_INTERRUPTED'; // stopped by a signal; resumable
 
 /** Base class of every error resync raises on purpose. */

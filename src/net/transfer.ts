@@ -35,7 +35,7 @@ import { imageHashBuilder, imageHashFromDigests, regionHash, type ImageHashSpec 
 import { chunkFromMessage, paramsFromHeader, sigBlocksMessage, sigHeaderMessage } from '../format/sigfile.js';
 import { headerFromMessage, literalFromZ, opMessage } from '../format/deltafile.js';
 import { readExactSync, type ImageHandle } from '../io/image.js';
-import { pieceBufferLength, readPieces } from '../io/sparse.js';
+import { pieceBufferLength, readPieces, type Piece } from '../io/sparse.js';
 import { trace } from '../trace.js';
 import { ImageWriter } from '../io/output.js';
 import { StreamPatcher, checkBasisSize } from '../io/patcher.js';
@@ -201,7 +201,11 @@ export async function receiveSignatureWithPrepass(
   conn: Connection,
   img: ImageHandle,
   onProgress?: ProgressFn,
-  opts: { indexUnchanged?: boolean } = {},
+  opts: {
+    indexUnchanged?: boolean;
+    /** Where the prepass gets the image's pieces (aligned to the block size), e.g. a read shared with other sessions (net/fanout.ts); default: its own read. */
+    pieces?: (blockSize: number) => Promise<AsyncIterable<Piece>>;
+  } = {},
 ): Promise<ReceivedSignature> {
   const h = await conn.recv();
   if (h.type !== MsgType.SigHeader) throw new SyncError('ERR_PROTOCOL', 'expected a signature header');
@@ -219,11 +223,12 @@ export async function receiveSignatureWithPrepass(
   const pre = (async () => {
     let i = 0;
     let done = 0;
-    const slot = sigReadBuffer(img, bs);
+    const slot = opts.pieces ? null : sigReadBuffer(img, bs);
     try {
       // Full digests of the current region, hashed once the region is complete (as regionHash does).
       const regionDigests = R ? new Uint8Array(R * FULL_DIGEST_LEN) : null;
-      for await (const { data: c, zero: hole } of readPieces(img, { chunk: SIG_READ_CHUNK, align: bs, buffer: slot?.buf })) {
+      const source = opts.pieces ? await opts.pieces(bs) : readPieces(img, { chunk: SIG_READ_CHUNK, align: bs, buffer: slot?.buf });
+      for await (const { data: c, zero: hole } of source) {
         for (let p = 0; p < c.length; p += bs, i++) {
           const e = Math.min(p + bs, c.length);
           const zero = hole || isZeroRange(c, p, e);

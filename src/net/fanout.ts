@@ -1,0 +1,255 @@
+/**
+ * `resync push IMAGE REMOTE1 REMOTE2 ...`: one scan of the primary, several
+ * replicas. Each replica gets its own session (connection, signature, delta,
+ * verification, and on its side its own journal), as a single push would;
+ * what they share is the read of the primary for the hash pass, which is the
+ * whole image (the delta scans then read only around the blocks each replica
+ * lacks, mostly from the page cache that pass filled).
+ *
+ * A replica that fails is dropped without touching the others: its session
+ * ends as a single push's would (its volume unchanged, or mid-update under
+ * its journal and resumed by the next push). One that lags does not hold the
+ * others up for long: the shared read holds at most SHARED_WINDOW pieces and
+ * detaches a consumer that stalls it for DETACH_AFTER_MS (it then reads on
+ * its own), and after the hash pass each session goes at its own pace.
+ */
+import { isSyncError, SyncError } from '../core/errors.js';
+import type { ProgressFn, Progress } from '../api-files.js';
+import { openImage, type ImageHandle } from '../io/image.js';
+import { lockImage } from '../io/lock.js';
+import { SharedRead, type SharedReadStats } from '../io/shared-read.js';
+import { readPieces, type Piece } from '../io/sparse.js';
+import { MsgType } from '../../protocol/constants.js';
+import { connectAuthenticated, openSession, type ClientOptions, type SyncResult } from './client.js';
+import type { Connection } from './connection.js';
+import { SUBSUMS_CAP } from './subsums.js';
+import { receiveSignatureWithPrepass, sendDelta } from './transfer.js';
+import { trace } from '../trace.js';
+
+/** Pieces of the shared read: 1 MiB (as a single push's hash pass), or a multiple of the replicas' common block alignment. */
+const SHARED_CHUNK = 1024 * 1024;
+/** Pieces held at once by the shared read: the whole of its memory (4 MiB at the default chunk). */
+export const SHARED_WINDOW = 4;
+/** How long one replica may hold the shared read up before it is detached onto reads of its own. */
+export const DETACH_AFTER_MS = 2000;
+/** After the first replica is ready to hash, how long the read waits for the others before it starts without them. */
+export const JOIN_WAIT_MS = 2000;
+/** Largest common alignment the shared read takes on; a replica whose block size would push it past this reads on its own. */
+const MAX_SHARED_ALIGN = 4 * 1024 * 1024;
+
+/** One destination of a multi-replica push. */
+export interface Replica {
+  /** As given on the command line (HOST:PORT/VOLUME or [user@]host:/path), for reports. */
+  remote: string;
+  opts: ClientOptions;
+}
+
+/** How one replica's session ended. */
+export type ReplicaOutcome = { remote: string; ok: true; result: SyncResult; sharedRead: boolean } | { remote: string; ok: false; error: unknown; elapsedMs: number };
+
+/** What a multi-replica push did. */
+export interface FanoutResult {
+  imageSize: number;
+  elapsedMs: number;
+  /** The shared read (null when fewer than two replicas got as far as the hash pass). */
+  read: SharedReadStats | null;
+  /** One per replica, in the order given. */
+  replicas: ReplicaOutcome[];
+}
+
+/** Tuning, for tests. */
+export interface FanoutOptions {
+  onProgress?: ProgressFn | undefined;
+  joinWaitMs?: number;
+  detachAfterMs?: number;
+  window?: number;
+}
+
+function gcd(a: number, b: number): number {
+  while (b) [a, b] = [b, a % b];
+  return a;
+}
+
+/** A replica's source of pieces for its hash pass. */
+interface Joined {
+  pieces: AsyncIterable<Piece>;
+  /** From the shared read (false: a read of its own). */
+  shared: boolean;
+}
+
+/**
+ * Hands each replica's hash pass its pieces: from one shared read for those
+ * that are ready when it starts (all of them, or whoever is after
+ * `joinWaitMs`), from a read of their own for the rest.
+ */
+class ScanGate {
+  private pending: number;
+  private readonly joined: { blockSize: number; resolve: (it: Joined) => void }[] = [];
+  private timer: NodeJS.Timeout | null = null;
+  private started = false;
+  shared: SharedRead | null = null;
+
+  constructor(
+    private readonly img: ImageHandle,
+    expected: number,
+    private readonly opts: Required<Omit<FanoutOptions, 'onProgress'>>,
+  ) {
+    this.pending = expected;
+  }
+
+  /** A replica is ready to hash with `blockSize`: its pieces, once the read starts. */
+  join(blockSize: number): Promise<Joined> {
+    if (this.started) return Promise.resolve(this.own(blockSize));
+    const p = new Promise<Joined>((resolve) => this.joined.push({ blockSize, resolve }));
+    this.pending--;
+    this.timer ??= setTimeout(() => this.start(), this.opts.joinWaitMs);
+    if (this.pending === 0) this.start();
+    return p;
+  }
+
+  /** A replica failed before it joined: no longer waited for. */
+  leave(): void {
+    if (this.started) return;
+    this.pending--;
+    if (this.pending === 0 && this.joined.length > 0) this.start();
+  }
+
+  private own(blockSize: number): Joined {
+    return { pieces: readPieces(this.img, { chunk: SHARED_CHUNK, align: blockSize }), shared: false };
+  }
+
+  private start(): void {
+    if (this.started) return;
+    this.started = true;
+    if (this.timer) clearTimeout(this.timer);
+    // Pieces must end on every sharer's block boundaries: align to their least common multiple.
+    let align = 1;
+    const sharers: typeof this.joined = [];
+    const alone: typeof this.joined = [];
+    for (const j of this.joined) {
+      const l = (align / gcd(align, j.blockSize)) * j.blockSize;
+      if (l <= MAX_SHARED_ALIGN) {
+        align = l;
+        sharers.push(j);
+      } else alone.push(j);
+    }
+    if (sharers.length < 2) alone.push(...sharers.splice(0));
+    for (const j of alone) j.resolve(this.own(j.blockSize));
+    if (sharers.length === 0) return;
+    const chunk = Math.ceil(SHARED_CHUNK / align) * align;
+    const s = new SharedRead(this.img, { chunk, align, window: this.opts.window, detachAfterMs: this.opts.detachAfterMs });
+    this.shared = s;
+    trace(`fanout: shared read for ${sharers.length} replicas, pieces of ${chunk} bytes`);
+    for (const j of sharers) j.resolve({ pieces: s.consumer(), shared: true });
+    s.start();
+  }
+}
+
+/**
+ * The per-replica progress of several sessions as one: each phase's bytes
+ * summed over the replicas, out of the image size times their number.
+ */
+function combinedProgress(onProgress: ProgressFn | undefined, n: number): (k: number) => ProgressFn | undefined {
+  if (!onProgress) return () => undefined;
+  const phases = new Map<string, Progress[]>();
+  return (k) => (p) => {
+    let list = phases.get(p.phase);
+    if (!list) phases.set(p.phase, (list = []));
+    list[k] = p;
+    let done = 0;
+    let matched = 0;
+    let literal = 0;
+    for (const q of list) {
+      if (!q) continue;
+      done += q.done;
+      matched += q.matched ?? 0;
+      literal += q.literal ?? 0;
+    }
+    const detail = p.matched !== undefined || p.literal !== undefined ? { matched, literal } : {};
+    onProgress({ phase: p.phase, done, total: p.total * n, ...detail });
+  };
+}
+
+/** Raised inside a failed replica's hash pass so it lets go of the shared read. */
+const STOPPED = (): SyncError => new SyncError('ERR_CONNECTION', 'the replica failed; its hash pass stopped');
+
+/** Push `imagePath` to every replica at once. Never throws for a replica's failure: see each outcome. */
+export async function pushToReplicas(imagePath: string, replicas: Replica[], opts: FanoutOptions = {}): Promise<FanoutResult> {
+  const t0 = performance.now();
+  const lock = await lockImage(imagePath, 'read');
+  const img = await openImage(imagePath).catch(async (e: unknown) => {
+    await lock.release();
+    throw e;
+  });
+  const gate = new ScanGate(img, replicas.length, {
+    joinWaitMs: opts.joinWaitMs ?? JOIN_WAIT_MS,
+    detachAfterMs: opts.detachAfterMs ?? DETACH_AFTER_MS,
+    window: opts.window ?? SHARED_WINDOW,
+  });
+  const progress = combinedProgress(opts.onProgress, replicas.length);
+  try {
+    const outcomes = await Promise.all(
+      replicas.map(async (r, k): Promise<ReplicaOutcome> => {
+        const started = performance.now();
+        let joined = false;
+        let failed = false;
+        let shared = false;
+        let conn: Connection | null = null;
+        try {
+          conn = await connectAuthenticated(r.opts);
+          const c = conn;
+          const ready = await openSession(c, 'push', r.opts, img.size);
+          const onProgress = progress(k);
+          const rs = await receiveSignatureWithPrepass(c, img, onProgress, {
+            indexUnchanged: false,
+            pieces: async (bs) => {
+              joined = true;
+              const j = await gate.join(bs);
+              shared = j.shared;
+              // Stop taking pieces once this replica failed, so it paces no one.
+              return (async function* () {
+                for await (const p of j.pieces) {
+                  if (failed) throw STOPPED();
+                  yield p;
+                }
+              })();
+            },
+          });
+          const d = await sendDelta(c, rs, img, onProgress, r.opts.compress === true && c.peerCaps.includes('compress'), c.peerCaps.includes(SUBSUMS_CAP));
+          const res = await c.recv();
+          if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
+          if (!res.ok || !Buffer.from(res.targetHash).equals(d.targetHash)) throw new SyncError('ERR_VERIFY_FAILED', 'the server could not verify the rebuilt volume');
+          c.end();
+          trace(`fanout: ${r.remote} done`);
+          return {
+            remote: r.remote,
+            ok: true,
+            sharedRead: shared,
+            result: {
+              ...d,
+              resumedFrom: ready.resumeFrom,
+              imageSize: img.size,
+              blockSize: rs.sig.params.blockSize,
+              bytesSent: c.bytesOut,
+              bytesReceived: c.bytesIn,
+              elapsedMs: performance.now() - started,
+              verified: true,
+              bytesWritten: res.bytesWritten,
+            },
+          };
+        } catch (e) {
+          failed = true;
+          if (!joined) gate.leave();
+          conn?.destroy();
+          trace(`fanout: ${r.remote} failed: ${isSyncError(e) ? e.code : String(e)}`);
+          return { remote: r.remote, ok: false, error: e, elapsedMs: performance.now() - started };
+        }
+      }),
+    );
+    return { imageSize: img.size, elapsedMs: performance.now() - t0, read: gate.shared?.stats ?? null, replicas: outcomes };
+  } finally {
+    gate.shared?.close();
+    await img.fh.close();
+    await lock.release();
+  }
+}
