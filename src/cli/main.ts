@@ -63,7 +63,8 @@ void cli
     for (const [k, v] of Object.entries(argv)) if (v === DASH) argv[k] = '-';
     // yargs makes an option given twice an array, which no command expects (only --volume and --allow repeat):
     // which one was meant? Refused rather than one picked.
-    const twice = Object.keys(argv).filter((k) => k !== '_' && !REPEATABLE.has(k) && Array.isArray(argv[k]) && !/[A-Z]/.test(k));
+    // (push takes several remotes: its variadic positional is an array too.)
+    const twice = Object.keys(argv).filter((k) => k !== '_' && !REPEATABLE.has(k) && !(k === 'remote' && argv._[0] === 'push') && Array.isArray(argv[k]) && !/[A-Z]/.test(k));
     const named = twice.find((k) => k.length > 1) ?? twice[0];
     // (yargs passes on only its own errors from middleware: report it here.)
     if (named !== undefined) usageError(`--${named} is given ${(argv[named] as unknown[]).length} times: give it once`);
@@ -76,7 +77,7 @@ void cli
   .wrap(helpWidth())
   .example('$0 signature recovery.img recovery.sig', 'on the recovery side: describe the stale copy')
   .example('$0 push vm1.img dr:7873/vm1', 'make volume vm1 on host dr equal to vm1.img')
-  .epilog('Exit codes: 0 ok, 2 usage, 3 bad input file/message, 4 verification failed, 5 I/O, 6 no space, 7 network, 8 denied, 9 journal, 10 verify: images differ, 11 image locked by another session, 130 interrupted, 143 terminated. See docs/exit-codes.md.')
+  .epilog('Exit codes: 0 ok, 2 usage, 3 bad input file/message, 4 verification failed, 5 I/O, 6 no space, 7 network, 8 denied, 9 journal, 10 verify: images differ, 11 image locked by another session, 12 push: some replicas failed, 130 interrupted, 143 terminated. See docs/exit-codes.md.')
   // A usage error (yargs' own message, or a ParamError from an option's check).
   .fail((msg, err) => usageError(msg || err?.message || 'bad command line'))
   .parseAsync();

@@ -1,6 +1,7 @@
 /** `resync serve`, `push` and `pull`. */
 import type { Argv } from 'yargs';
-import { ParamError } from '../../core/errors.js';
+import { isSyncError, ParamError, SyncError } from '../../core/errors.js';
+import { exitCodeFor } from '../exit-codes.js';
 import { checkVolumes, ConfigError, parseRemote, readSecretFile, readServerConfig, readTlsFiles, splitHostPort, type ConfigProblem, type ServerConfig, type VolumeConfig } from '../../net/config.js';
 // Loaded on first use: keeps start-up short for commands that do not need it.
 const serverMod = () => import('../../net/server.js');
@@ -8,6 +9,9 @@ const serverMod = () => import('../../net/server.js');
 import type { ClientOptions, SyncResult } from '../../net/client.js';
 import type { ProgressFn } from '../../api-files.js';
 const clientMod = () => import('../../net/client.js');
+// Loaded on first use: keeps start-up short for commands that do not need it.
+const fanoutMod = () => import('../../net/fanout.js');
+import type { FanoutResult } from '../../net/fanout.js';
 import { intOption, secondsOption, sizeOption } from '../args.js';
 import { networkHint } from '../hints.js';
 import { checkInput, prepareOutput } from '../paths.js';
@@ -61,6 +65,8 @@ async function clientOptionsFrom(
     'remote-resync'?: string | undefined;
   },
   onProgress: ProgressFn,
+  /** Several remotes: the secret file is read once for all of them. */
+  cache: { secret?: Promise<Uint8Array> } = {},
 ): Promise<ClientOptions> {
   const common = {
     blockSize: argv['block-size'],
@@ -86,12 +92,17 @@ async function clientOptionsFrom(
   if (argv.rsh !== undefined || argv['remote-resync'] !== undefined) {
     throw new ParamError(`--rsh and --remote-resync need an ssh remote ([user@]host:/path); ${JSON.stringify(argv.remote)} is HOST:PORT/VOLUME`);
   }
-  const warnings: string[] = [];
-  const secret = await readSecretFile(secretFileArg(argv['secret-file']), warnings);
-  for (const w of warnings) process.stderr.write(`resync: warning: ${w}\n`);
+  const where = parseRemote(argv.remote);
+  cache.secret ??= (async () => {
+    const warnings: string[] = [];
+    const secret = await readSecretFile(secretFileArg(argv['secret-file']), warnings);
+    for (const w of warnings) process.stderr.write(`resync: warning: ${w}\n`);
+    return secret;
+  })();
+  const secret = await cache.secret;
   return {
     ...common,
-    ...parseRemote(argv.remote),
+    ...where,
     secret,
     tls: await clientTls(argv.tls, argv['tls-ca']),
   };
@@ -136,14 +147,76 @@ function summary(r: SyncResult): Record<string, unknown> {
 }
 
 /** What an interrupted push leaves: the volume on the server, under its journal if the delta had started. */
-function pushInterrupted(argv: { remote: string; 'dry-run': boolean }): Interruption {
-  if (argv['dry-run']) return { target: argv.remote, state: 'unchanged', message: 'a dry run writes nothing' };
+function pushInterrupted(argv: { remote: string[]; 'dry-run': boolean }): Interruption {
+  const target = argv.remote.join(' ');
+  if (argv['dry-run']) return { target, state: 'unchanged', message: 'a dry run writes nothing' };
+  const several = argv.remote.length > 1;
   return {
-    target: argv.remote,
+    target,
     state: 'unknown',
-    message: `the volume ${argv.remote} is unchanged, or mid-update under the server's undo journal if the delta had started (consistent either way)`,
-    resume: 'run the same push again to resume it (the server refuses pulls of the volume until then)',
+    message: several
+      ? `each of the volumes ${argv.remote.join(', ')} is unchanged, updated, or mid-update under its server's undo journal (consistent either way)`
+      : `the volume ${target} is unchanged, or mid-update under the server's undo journal if the delta had started (consistent either way)`,
+    resume: `run the same push again to resume it (the server${several ? 's refuse pulls of a volume' : ' refuses pulls of the volume'} until then)`,
   };
+}
+
+/**
+ * ClientOptions for each remote of a push to several. One --secret-file
+ * serves every HOST:PORT/VOLUME remote and --tls applies to those only;
+ * --rsh and --remote-resync to the ssh ones only.
+ */
+async function replicaOptions(argv: Parameters<typeof clientOptionsFrom>[0] & { remote: string; remotes: string[] }, onProgress: ProgressFn): Promise<{ remote: string; opts: ClientOptions }[]> {
+  const seen = new Set<string>();
+  for (const r of argv.remotes) {
+    if (seen.has(r)) throw new ParamError(`remote ${JSON.stringify(r)} is given twice`);
+    seen.add(r);
+  }
+  const ssh = argv.remotes.map((r) => parseSshRemote(r) !== null);
+  const mixed = ssh.includes(true) && ssh.includes(false);
+  const cache = {};
+  const out: { remote: string; opts: ClientOptions }[] = [];
+  for (const [k, remote] of argv.remotes.entries()) {
+    const a = { ...argv, remote };
+    if (mixed && ssh[k]) Object.assign(a, { 'secret-file': undefined, tls: false, 'tls-ca': undefined });
+    if (mixed && !ssh[k]) Object.assign(a, { rsh: undefined, 'remote-resync': undefined });
+    out.push({ remote, opts: await clientOptionsFrom(a, onProgress, cache) });
+  }
+  return out;
+}
+
+/**
+ * The summary of a push to several replicas (docs/json.md): the image, the
+ * shared read and one entry per replica. Throws when any failed: ERR_PARTIAL
+ * (exit 12) if some were updated, else the first failure's code, with the
+ * report in its details so every replica is still reported.
+ */
+export function replicasSummary(r: FanoutResult, hint: (e: unknown, remote: string) => string | undefined): Record<string, unknown> {
+  const replicas = r.replicas.map((o) => {
+    if (o.ok) return { remote: o.remote, ok: true, ...summary(o.result), bytesWritten: o.result.bytesWritten, sharedRead: o.sharedRead };
+    const e = o.error;
+    const h = hint(e, o.remote);
+    return {
+      remote: o.remote,
+      ok: false,
+      code: isSyncError(e) ? e.code : 'ERR_INTERNAL',
+      message: (e instanceof Error ? e.message : String(e)).replace(/\s*\n\s*/g, ' '),
+      exitCode: exitCodeFor(e),
+      ...(h ? { hint: h } : {}),
+      elapsedMs: o.elapsedMs,
+    };
+  });
+  const report = { imageSize: r.imageSize, sharedReadBytes: r.read?.sharedBytes, elapsedMs: r.elapsedMs, replicas };
+  const failed = r.replicas.filter((o) => !o.ok);
+  if (failed.length === 0) return report;
+  const what = failed.map((o) => `${o.remote} (${isSyncError((o as { error: unknown }).error) ? ((o as { error: SyncError }).error.code) : 'ERR_INTERNAL'})`).join(', ');
+  if (failed.length < r.replicas.length) {
+    throw new SyncError('ERR_PARTIAL', `${failed.length} of ${r.replicas.length} replicas failed: ${what}; the others were updated and verified`, { report });
+  }
+  const first = (failed[0] as { error: unknown }).error;
+  const code = isSyncError(first) ? first.code : 'ERR_INTERNAL';
+  if (code === 'ERR_INTERNAL') throw first;
+  throw new SyncError(code, `every replica failed: ${what}; first: ${first instanceof Error ? first.message : String(first)}`, { report });
 }
 
 /**
@@ -291,29 +364,36 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
         }, undefined, false),
     )
     .command(
-      'push <image> <remote>',
-      'Make the remote volume identical to the local IMAGE (primary -> recovery)',
+      'push <image> <remote..>',
+      'Make the remote volume (or several replicas at once) identical to the local IMAGE (primary -> recovery)',
       (a) =>
         outputOptions(a)
           .positional('image', { type: 'string', demandOption: true, describe: 'the local image to send (file or block device)' })
-          .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME, or [user@]host:/path over ssh' })
+          .positional('remote', { type: 'string', array: true, demandOption: true, describe: 'HOST:PORT/VOLUME, or [user@]host:/path over ssh; several: each is updated from one read of IMAGE' })
           .options(CLIENT_OPTIONS)
           .example('$0 push vm1.img dr:7873/vm1', 'bring volume vm1 on host dr up to date (secret: --secret-file or RESYNC_SECRET_FILE)')
           .example("$0 push -e 'ssh -p 2222' vm1.img root@dr:/srv/images/vm1.img", 'the same over ssh: resync serve --stdio runs on dr')
-          .example('$0 push --dry-run vm1.img dr:7873/vm1', 'how much would be sent; nothing is written'),
+          .example('$0 push --dry-run vm1.img dr:7873/vm1', 'how much would be sent; nothing is written')
+          .example('$0 push vm1.img dr1:7873/vm1 dr2:7873/vm1', 'two replicas from one read of vm1.img; exit 12 if only some were updated'),
       (argv) =>
         runCommand(
           'push',
           argv,
           async (progress) => {
             await checkInput(argv.image, 'IMAGE');
-            const opts = await clientOptionsFrom(argv, progress);
+            const remotes = argv.remote.map(String);
+            if (remotes.length > 1) {
+              if (argv['dry-run']) throw new ParamError('--dry-run takes one remote; run it once per replica');
+              const replicas = await replicaOptions({ ...argv, remote: remotes[0]!, remotes }, progress);
+              return replicasSummary(await (await fanoutMod()).pushToReplicas(argv.image, replicas, { onProgress: progress }), networkHint);
+            }
+            const opts = await clientOptionsFrom({ ...argv, remote: remotes[0]! }, progress);
             if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPush(argv.image, opts));
             const res = await (await clientMod()).push(argv.image, opts);
             return summary(res);
           },
-          (e) => networkHint(e, argv.remote),
-          () => pushInterrupted(argv),
+          (e) => (argv.remote.length === 1 ? networkHint(e, String(argv.remote[0])) : undefined),
+          () => pushInterrupted({ remote: argv.remote.map(String), 'dry-run': argv['dry-run'] }),
         ),
     )
     .command(
