@@ -5,7 +5,7 @@ import type { DeltaStats } from '../core/ops.js';
 import { defaultBlockSize } from '../core/signature.js';
 import { assertUnchanged, imageStamp, openImage, openOrCreateImage, type ImageHandle } from '../io/image.js';
 import { lockImage } from '../io/lock.js';
-import { MsgType, PROTOCOL_VERSION } from '../../protocol/constants.js';
+import { MsgType, PROTOCOL_VERSION, PUSH_SEED_CAP } from '../../protocol/constants.js';
 import { clientProof, macEquals, newNonce, serverProof, PREAUTH_CAP, PREAUTH_KEY } from '../../protocol/auth.js';
 import { dialSsh, type SshTarget } from './ssh.js';
 import type { ReadyMsg } from '../../protocol/messages.js';
@@ -103,8 +103,10 @@ async function handshake(conn: Connection, opts: ClientOptions, preauth: boolean
 }
 
 /** Open a session on the volume after authentication; returns the server's Ready. */
-export async function openSession(conn: Connection, mode: 'push' | 'pull' | 'verify', opts: ClientOptions, imageSize: number): Promise<ReadyMsg> {
-  await conn.send({ type: MsgType.Open, mode, volume: opts.volume, imageSize, blockSize: opts.blockSize ?? 0, resumeId: '' });
+export async function openSession(conn: Connection, mode: 'push' | 'pull' | 'verify', opts: ClientOptions, imageSize: number, seed?: Uint8Array): Promise<ReadyMsg> {
+  // A push seed only to a server that takes one (older ones refuse a seventh field).
+  const s = mode === 'push' && seed && conn.peerCaps.includes(PUSH_SEED_CAP) ? { seed } : {};
+  await conn.send({ type: MsgType.Open, mode, volume: opts.volume, imageSize, blockSize: opts.blockSize ?? 0, resumeId: '', ...s });
   const r = await conn.recv();
   if (r.type !== MsgType.Ready) throw new SyncError('ERR_PROTOCOL', 'expected ready');
   return r;

@@ -33,7 +33,7 @@ const BUSY_RECHECK_MS = 2_000;
 import { defaultBlockSize } from '../core/signature.js';
 import { assertUnchanged, imageStamp, openImage, openOrCreateImage, type ImageHandle } from '../io/image.js';
 import { lockImage, type ImageLock, type LockMode } from '../io/lock.js';
-import { MsgType, PROTOCOL_VERSION, WIRE_MAGIC } from '../../protocol/constants.js';
+import { MsgType, PROTOCOL_VERSION, PUSH_SEED_CAP, WIRE_MAGIC } from '../../protocol/constants.js';
 import { macEquals, newNonce, clientProof, serverProof, PREAUTH_CAP, PREAUTH_KEY } from '../../protocol/auth.js';
 import { Connection } from './connection.js';
 import type { ServerConfig, VolumeConfig } from './config.js';
@@ -68,7 +68,7 @@ export interface ShutdownReport {
 export const RECOVER_CAP = 'recover';
 
 /** The capabilities this build offers. */
-export const SERVER_CAPS = ['push', 'pull', 'verify', 'compress', SUBSUMS_CAP, RECOVER_CAP];
+export const SERVER_CAPS = ['push', 'pull', 'verify', 'compress', SUBSUMS_CAP, RECOVER_CAP, PUSH_SEED_CAP];
 
 /** A running resync server. */
 export class ResyncServer {
@@ -308,7 +308,7 @@ export class ResyncServer {
         const t0 = performance.now();
         this.log({ level: 'info', msg: `${open.mode} started`, peer, volume: open.volume, data: { mode: open.mode, peerImageSize: open.imageSize } });
         let stats: Record<string, unknown>;
-        if (open.mode === 'push') stats = await this.servePush(conn, vol, open.blockSize, open.imageSize);
+        if (open.mode === 'push') stats = await this.servePush(conn, vol, open.blockSize, open.imageSize, open.seed);
         else if (open.mode === 'recover') stats = await this.serveRecover(conn, vol);
         else if (open.mode === 'pull') stats = await this.servePull(conn, vol, hello.caps.includes('compress'), hello.caps.includes(SUBSUMS_CAP));
         else stats = await this.serveVerify(conn, vol, open.blockSize, open.imageSize);
@@ -329,7 +329,7 @@ export class ResyncServer {
     }
   }
 
-  private async servePush(conn: Connection, vol: VolumeConfig, blockSize: number, sourceSize: number): Promise<Record<string, unknown>> {
+  private async servePush(conn: Connection, vol: VolumeConfig, blockSize: number, sourceSize: number, seed?: Uint8Array): Promise<Record<string, unknown>> {
     // Block devices are always patched in place (a temp file cannot be renamed onto a device).
     trace('server: push opened');
     const inPlace = vol.inPlace !== false || (await isBlockDevice(vol.path));
@@ -346,7 +346,7 @@ export class ResyncServer {
       const progress = this.progressLogger(vol);
       const before = await imageStamp(basis);
       trace('server: signature pass started');
-      const sent = await sendSignature(conn, basis, blockSize || defaultBlockSize(Math.max(basis.size, sourceSize)), progress);
+      const sent = await sendSignature(conn, basis, blockSize || defaultBlockSize(Math.max(basis.size, sourceSize)), progress, { seed });
       const img = basis;
       const r = await receiveDelta(conn, img, async (size, spec) => {
         await assertUnchanged(img, before);

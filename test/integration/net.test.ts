@@ -325,7 +325,7 @@ describe('authentication', () => {
       expect(r.messages.map((m) => m.type)).toEqual([MsgType.Challenge, MsgType.Error]);
       expect(errorOf(r)).toEqual({ code: 'ERR_AUTH', message: 'authentication failed' });
       const ch = r.messages[0]!;
-      expect(ch.type === MsgType.Challenge && ch.caps).toEqual(['push', 'pull', 'verify', 'compress', 'subsums-nh', 'recover']);
+      expect(ch.type === MsgType.Challenge && ch.caps).toEqual(['push', 'pull', 'verify', 'compress', 'subsums-nh', 'recover', 'push-seed']);
     }
     const n1 = a.messages[0]!.type === MsgType.Challenge ? Buffer.from(a.messages[0].nonce) : null;
     const n2 = b.messages[0]!.type === MsgType.Challenge ? Buffer.from(b.messages[0].nonce) : null;
