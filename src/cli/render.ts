@@ -343,6 +343,8 @@ function summaryParts(summary: Record<string, unknown>): { main: string[]; more:
   if (bs) more.push(`block ${fmtBytes(bs)}`);
   const resumed = num('resumedFrom');
   if (resumed) more.push(`resumed from ${fmtBytes(resumed)}`);
+  const passes = num('hashPasses');
+  if (passes !== undefined) more.push(`${passes} hash ${passes === 1 ? 'pass' : 'passes'} over the image`);
   // A replica of a multi-replica push whose hash pass could not join the shared read.
   if (take('sharedRead') === false) more.push('read on its own');
   const note = take('note');

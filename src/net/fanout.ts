@@ -23,7 +23,10 @@ import { MsgType } from '../../protocol/constants.js';
 import { connectAuthenticated, openSession, type ClientOptions, type SyncResult } from './client.js';
 import type { Connection } from './connection.js';
 import { SUBSUMS_CAP } from './subsums.js';
-import { receiveSignatureWithPrepass, sendDelta } from './transfer.js';
+import { hashOwnImage, receiveSignatureWithPrepass, regionBlocksFor, sendDelta, type OwnHashes } from './transfer.js';
+import type { SignatureParams } from '../core/signature.js';
+import { SEED_LEN } from '../core/limits.js';
+import { randomBytes } from 'node:crypto';
 import { trace } from '../trace.js';
 
 /** Pieces of the shared read: 1 MiB (as a single push's hash pass), or a multiple of the replicas' common block alignment. */
@@ -45,14 +48,22 @@ export interface Replica {
 }
 
 /** How one replica's session ended. */
-export type ReplicaOutcome = { remote: string; ok: true; result: SyncResult; sharedRead: boolean } | { remote: string; ok: false; error: unknown; elapsedMs: number };
+export type ReplicaOutcome = {
+  remote: string;
+  ok: true;
+  result: SyncResult;
+  /** Its hash pass did not read the image alone: it shared a read, or another replica's pass. */
+  sharedRead: boolean;
+} | { remote: string; ok: false; error: unknown; elapsedMs: number };
 
 /** What a multi-replica push did. */
 export interface FanoutResult {
   imageSize: number;
   elapsedMs: number;
-  /** The shared read (null when fewer than two replicas got as far as the hash pass). */
+  /** The shared read (null when fewer than two hash passes ran). */
   read: SharedReadStats | null;
+  /** Hash passes run over the primary: 1 when every replica's signature agreed (same block size, seed taken). */
+  hashPasses: number;
   /** One per replica, in the order given. */
   replicas: ReplicaOutcome[];
 }
@@ -63,6 +74,8 @@ export interface FanoutOptions {
   joinWaitMs?: number;
   detachAfterMs?: number;
   window?: number;
+  /** Offer the replicas one seed (default true); false gives each its own pass, for measurements. */
+  sharedSeed?: boolean;
 }
 
 function gcd(a: number, b: number): number {
@@ -92,7 +105,7 @@ class ScanGate {
   constructor(
     private readonly img: ImageHandle,
     expected: number,
-    private readonly opts: Required<Omit<FanoutOptions, 'onProgress'>>,
+    private readonly opts: Required<Pick<FanoutOptions, 'joinWaitMs' | 'detachAfterMs' | 'window'>>,
   ) {
     this.pending = expected;
   }
@@ -170,8 +183,96 @@ function combinedProgress(onProgress: ProgressFn | undefined, n: number): (k: nu
   };
 }
 
-/** Raised inside a failed replica's hash pass so it lets go of the shared read. */
-const STOPPED = (): SyncError => new SyncError('ERR_CONNECTION', 'the replica failed; its hash pass stopped');
+/** Raised inside a hash pass whose replicas all failed, so it lets go of the shared read. */
+const STOPPED = (): SyncError => new SyncError('ERR_CONNECTION', 'every replica of this hash pass failed; it stopped');
+
+/** One hash pass and the replicas that use it. */
+interface Pass {
+  /** Replica indexes using it; those that failed. */
+  users: number[];
+  failed: number;
+  /** Its pieces came from the shared read. */
+  shared: boolean;
+  /** Every replica using it had failed, and it stopped: a replica that comes later runs a new one. */
+  stopped: boolean;
+}
+
+/**
+ * The hash passes of a push to several: one per signature spec (block size,
+ * hash, seed, region size). Replicas whose servers took the command's seed
+ * (cap "push-seed") and chose the same block size share one pass, digests and
+ * image hash included; the passes that remain share the reads (ScanGate).
+ */
+class HashPasses {
+  private readonly passes = new Map<string, { pass: Pass; hashes: Promise<OwnHashes> }>();
+  /** Which pass each replica uses. */
+  private readonly of = new Map<number, Pass>();
+
+  constructor(
+    private readonly img: ImageHandle,
+    private readonly gate: ScanGate,
+    private readonly progress: (k: number) => ProgressFn | undefined,
+  ) {}
+
+  get count(): number {
+    return this.passes.size;
+  }
+
+  /** Replica `k`'s hashes under `params`: a pass already under way for the same spec, or a new one. */
+  hashes(k: number, params: SignatureParams, R: number): Promise<OwnHashes> {
+    // Servers send regions of the standard size for the block size, or none (a small or empty basis):
+    // a pass with the standard regions serves both, since one-level sessions use only its digests.
+    const std = regionBlocksFor(params.blockSize);
+    const passR = R === 0 ? std : R;
+    const key = `${params.blockSize}/${params.strongAlg}/${params.strongLen}/${passR}/${Buffer.from(params.seed).toString('hex')}`;
+    let known = this.passes.get(key);
+    if (known && !known.pass.stopped) {
+      known.pass.users.push(k);
+      this.gate.leave();
+    } else {
+      const pass: Pass = { users: [k], failed: 0, shared: false, stopped: false };
+      this.passes.set(key, (known = { pass, hashes: this.run(pass, params, passR) }));
+    }
+    this.of.set(k, known.pass);
+    return known.hashes;
+  }
+
+  /** Whether replica `k`'s hash pass did not read the image on its own (shared a read, or another replica's pass). */
+  sharedBy(k: number): boolean {
+    const p = this.of.get(k);
+    return p !== undefined && (p.shared || p.users.length > 1);
+  }
+
+  /** Replica `k` failed: a pass none of whose replicas is left stops at its next piece. */
+  failed(k: number): void {
+    const p = this.of.get(k);
+    if (p) p.failed++;
+  }
+
+  /** Whether replica `k` has a pass (it joined the gate, or left it for another's pass). */
+  has(k: number): boolean {
+    return this.of.has(k);
+  }
+
+  private async run(p: Pass, params: SignatureParams, R: number): Promise<OwnHashes> {
+    const j = await this.gate.join(params.blockSize);
+    p.shared = j.shared;
+    const pieces = (async function* () {
+      for await (const piece of j.pieces) {
+        if (p.failed === p.users.length) {
+          p.stopped = true;
+          throw STOPPED();
+        }
+        yield piece;
+      }
+    })();
+    // Every replica of the pass sees its progress.
+    const onProgress: ProgressFn = (x) => {
+      for (const k of p.users) this.progress(k)?.(x);
+    };
+    return hashOwnImage(this.img, params, R, pieces, onProgress);
+  }
+}
 
 /** Push `imagePath` to every replica at once. Never throws for a replica's failure: see each outcome. */
 export async function pushToReplicas(imagePath: string, replicas: Replica[], opts: FanoutOptions = {}): Promise<FanoutResult> {
@@ -187,34 +288,20 @@ export async function pushToReplicas(imagePath: string, replicas: Replica[], opt
     window: opts.window ?? SHARED_WINDOW,
   });
   const progress = combinedProgress(opts.onProgress, replicas.length);
+  const passes = new HashPasses(img, gate, progress);
+  // One seed for every replica that takes it: their signatures then agree, and so do the hashes of the primary.
+  const seed = opts.sharedSeed === false ? undefined : randomBytes(SEED_LEN);
   try {
     const outcomes = await Promise.all(
       replicas.map(async (r, k): Promise<ReplicaOutcome> => {
         const started = performance.now();
-        let joined = false;
-        let failed = false;
-        let shared = false;
         let conn: Connection | null = null;
         try {
           conn = await connectAuthenticated(r.opts);
           const c = conn;
-          const ready = await openSession(c, 'push', r.opts, img.size);
+          const ready = await openSession(c, 'push', r.opts, img.size, seed);
           const onProgress = progress(k);
-          const rs = await receiveSignatureWithPrepass(c, img, onProgress, {
-            indexUnchanged: false,
-            pieces: async (bs) => {
-              joined = true;
-              const j = await gate.join(bs);
-              shared = j.shared;
-              // Stop taking pieces once this replica failed, so it paces no one.
-              return (async function* () {
-                for await (const p of j.pieces) {
-                  if (failed) throw STOPPED();
-                  yield p;
-                }
-              })();
-            },
-          });
+          const rs = await receiveSignatureWithPrepass(c, img, onProgress, { indexUnchanged: false, prepass: (params, R) => passes.hashes(k, params, R) });
           const d = await sendDelta(c, rs, img, onProgress, r.opts.compress === true && c.peerCaps.includes('compress'), c.peerCaps.includes(SUBSUMS_CAP));
           const res = await c.recv();
           if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
@@ -224,7 +311,7 @@ export async function pushToReplicas(imagePath: string, replicas: Replica[], opt
           return {
             remote: r.remote,
             ok: true,
-            sharedRead: shared,
+            sharedRead: passes.sharedBy(k),
             result: {
               ...d,
               resumedFrom: ready.resumeFrom,
@@ -238,15 +325,15 @@ export async function pushToReplicas(imagePath: string, replicas: Replica[], opt
             },
           };
         } catch (e) {
-          failed = true;
-          if (!joined) gate.leave();
+          if (passes.has(k)) passes.failed(k);
+          else gate.leave();
           conn?.destroy();
           trace(`fanout: ${r.remote} failed: ${isSyncError(e) ? e.code : String(e)}`);
           return { remote: r.remote, ok: false, error: e, elapsedMs: performance.now() - started };
         }
       }),
     );
-    return { imageSize: img.size, elapsedMs: performance.now() - t0, read: gate.shared?.stats ?? null, replicas: outcomes };
+    return { imageSize: img.size, elapsedMs: performance.now() - t0, read: gate.shared?.stats ?? null, hashPasses: passes.count, replicas: outcomes };
   } finally {
     gate.shared?.close();
     await img.fh.close();

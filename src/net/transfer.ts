@@ -192,6 +192,63 @@ export interface ReceivedSignature {
   unchanged?: boolean;
 }
 
+/** What the delta side's hash pass learns of its own image under the peer's signature spec. */
+export interface OwnHashes {
+  /** Strong-hash prefixes (strongLen bytes) of every aligned block. */
+  own: Uint8Array;
+  /** Weak sums of every aligned block and hashes of every region (two-level signatures only). */
+  ownWeak: Uint32Array | null;
+  ownRegions: Uint8Array | null;
+  /** The image hash under the spec. */
+  targetHash: Buffer;
+}
+
+/**
+ * The hash pass: every aligned block of `img` under the signature's block
+ * size, hash and seed (and regions of R blocks when R > 0), read from
+ * `pieces` (aligned to the block size) or from a read of its own. Depends on
+ * nothing but those: sessions whose signatures agree on them can share one
+ * pass (net/fanout.ts).
+ */
+export async function hashOwnImage(img: ImageHandle, params: SignatureParams, R: number, pieces?: AsyncIterable<Piece> | null, onProgress?: ProgressFn): Promise<OwnHashes> {
+  const bs = params.blockSize;
+  const sl = params.strongLen;
+  const nOwn = Math.ceil(img.size / bs);
+  const own = new Uint8Array(nOwn * sl);
+  const ownWeak = R ? new Uint32Array(nOwn) : null;
+  const ownRegions = R ? new Uint8Array(Math.ceil(nOwn / R) * REGION_HASH_LEN) : null;
+  const image = imageHashBuilder(img.size, params);
+  const hasher = new StrongHasher(params.strongAlg, params.seed, sl);
+  let i = 0;
+  let done = 0;
+  const slot = pieces ? null : sigReadBuffer(img, bs);
+  try {
+    // Full digests of the current region, hashed once the region is complete (as regionHash does).
+    const regionDigests = R ? new Uint8Array(R * FULL_DIGEST_LEN) : null;
+    for await (const { data: c, zero: hole } of pieces ?? readPieces(img, { chunk: SIG_READ_CHUNK, align: bs, buffer: slot?.buf })) {
+      for (let p = 0; p < c.length; p += bs, i++) {
+        const e = Math.min(p + bs, c.length);
+        const zero = hole || isZeroRange(c, p, e);
+        const full = hasher.hash(c, p, e, zero);
+        own.set(full.subarray(0, sl), i * sl);
+        image.pushDigest(i, e - p, full);
+        if (regionDigests) {
+          ownWeak![i] = weakSum(c, p, e, zero);
+          regionDigests.set(full, (i % R) * FULL_DIGEST_LEN);
+          if ((i + 1) % R === 0 || i + 1 === nOwn) {
+            ownRegions!.set(regionHash(regionDigests.subarray(0, ((i % R) + 1) * FULL_DIGEST_LEN)), Math.floor(i / R) * REGION_HASH_LEN);
+          }
+        }
+      }
+      done += c.length;
+      onProgress?.({ phase: 'hash', done, total: img.size });
+    }
+  } finally {
+    slot?.release();
+  }
+  return { own, ownWeak, ownRegions, targetHash: image.digest() };
+}
+
 /**
  * Receive the signature while hashing our own image's aligned blocks with
  * its seed in parallel (the peer is busy computing the signature meanwhile).
@@ -204,8 +261,8 @@ export async function receiveSignatureWithPrepass(
   onProgress?: ProgressFn,
   opts: {
     indexUnchanged?: boolean;
-    /** Where the prepass gets the image's pieces (aligned to the block size), e.g. a read shared with other sessions (net/fanout.ts); default: its own read. */
-    pieces?: (blockSize: number) => Promise<AsyncIterable<Piece>>;
+    /** The hash pass, when the caller runs it (e.g. one pass shared by sessions, net/fanout.ts); default hashOwnImage on a read of its own. */
+    prepass?: (params: SignatureParams, regionBlocks: number) => Promise<OwnHashes>;
   } = {},
 ): Promise<ReceivedSignature> {
   const h = await conn.recv();
@@ -213,44 +270,9 @@ export async function receiveSignatureWithPrepass(
   const params = paramsFromHeader(h);
   const R = h.regionBlocks;
   const sig = new Signature(params);
-  const bs = params.blockSize;
   const sl = params.strongLen;
-  const nOwn = Math.ceil(img.size / bs);
-  const own = new Uint8Array(nOwn * sl);
-  const ownWeak = R ? new Uint32Array(nOwn) : null;
-  const ownRegions = R ? new Uint8Array(Math.ceil(nOwn / R) * REGION_HASH_LEN) : null;
-  const image = imageHashBuilder(img.size, params);
-  const hasher = new StrongHasher(params.strongAlg, params.seed, sl);
-  const pre = (async () => {
-    let i = 0;
-    let done = 0;
-    const slot = opts.pieces ? null : sigReadBuffer(img, bs);
-    try {
-      // Full digests of the current region, hashed once the region is complete (as regionHash does).
-      const regionDigests = R ? new Uint8Array(R * FULL_DIGEST_LEN) : null;
-      const source = opts.pieces ? await opts.pieces(bs) : readPieces(img, { chunk: SIG_READ_CHUNK, align: bs, buffer: slot?.buf });
-      for await (const { data: c, zero: hole } of source) {
-        for (let p = 0; p < c.length; p += bs, i++) {
-          const e = Math.min(p + bs, c.length);
-          const zero = hole || isZeroRange(c, p, e);
-          const full = hasher.hash(c, p, e, zero);
-          own.set(full.subarray(0, sl), i * sl);
-          image.pushDigest(i, e - p, full);
-          if (regionDigests) {
-            ownWeak![i] = weakSum(c, p, e, zero);
-            regionDigests.set(full, (i % R) * FULL_DIGEST_LEN);
-            if ((i + 1) % R === 0 || i + 1 === nOwn) {
-              ownRegions!.set(regionHash(regionDigests.subarray(0, ((i % R) + 1) * FULL_DIGEST_LEN)), Math.floor(i / R) * REGION_HASH_LEN);
-            }
-          }
-        }
-        done += c.length;
-        onProgress?.({ phase: 'hash', done, total: img.size });
-      }
-    } finally {
-      slot?.release();
-    }
-  })();
+  const prepass = opts.prepass ? opts.prepass(params, R) : hashOwnImage(img, params, R, null, onProgress);
+  const pre = prepass;
   trace('sender: prepass started');
   // If receiving fails first, the prepass must not end as an unobserved rejection.
   pre.catch(() => undefined);
@@ -268,7 +290,7 @@ export async function receiveSignatureWithPrepass(
       theirs.set(m.hashes, got * REGION_HASH_LEN);
       got += k;
     }
-    await pre;
+    const { ownRegions } = await pre;
     trace('sender: region hashes in, prepass done');
     need = new Uint8Array(Math.ceil(regions / 8));
     const ownCount = ownRegions!.length / REGION_HASH_LEN;
@@ -297,10 +319,10 @@ export async function receiveSignatureWithPrepass(
     }
     throw new SyncError('ERR_PROTOCOL', 'expected signature blocks');
   }
-  await pre;
+  const { own, ownWeak, targetHash } = await pre;
   if (need && opts.indexUnchanged === false && sig.params.imageSize === img.size && sig.receivedBlocks === 0 && need.every((b) => b === 0)) {
     trace('sender: signature complete (unchanged)');
-    return { sig, own, targetHash: image.digest(), unchanged: true };
+    return { sig, own, targetHash, unchanged: true };
   }
   if (need) {
     // Regions known identical: their blocks are ours, so our own sums stand in for theirs.
@@ -311,7 +333,7 @@ export async function receiveSignatureWithPrepass(
   }
   trace('sender: signature complete');
   if (!sig.isComplete) throw new SyncError('ERR_CORRUPT', `signature ended with ${sig.receivedBlocks} of ${sig.blockCount} blocks`);
-  return { sig, own, targetHash: image.digest() };
+  return { sig, own, targetHash };
 }
 
 /** The DeltaHeader a sender puts on the wire for a signature and a target size. */

@@ -206,7 +206,7 @@ export function replicasSummary(r: FanoutResult, hint: (e: unknown, remote: stri
       elapsedMs: o.elapsedMs,
     };
   });
-  const report = { imageSize: r.imageSize, sharedReadBytes: r.read?.sharedBytes, elapsedMs: r.elapsedMs, replicas };
+  const report = { imageSize: r.imageSize, sharedReadBytes: r.read?.sharedBytes, hashPasses: r.hashPasses, elapsedMs: r.elapsedMs, replicas };
   const failed = r.replicas.filter((o) => !o.ok);
   if (failed.length === 0) return report;
   const what = failed.map((o) => `${o.remote} (${isSyncError((o as { error: unknown }).error) ? ((o as { error: SyncError }).error.code) : 'ERR_INTERNAL'})`).join(', ');
