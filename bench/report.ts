@@ -102,8 +102,8 @@ export interface ReplicasResult {
   /** Median client peak RSS of each. */
   oneRssBytes: number;
   manyRssBytes: number;
-  /** Bytes of the primary read once for every replica (the shared hash pass), from `--json`. */
-  sharedReadBytes: number;
+  /** Hash passes the push to several ran over the target (1: one for all replicas), from `--json`. */
+  hashPasses: number;
 }
 
 /** A complete run. */
@@ -587,7 +587,7 @@ function replicasSection(r: BenchReport): string {
   return [
     `${c.replicas} \`resync serve\` processes, each with one writable volume (a sparse copy of a ${fmtBytes(c.imageSize)} \`scattered\` basis), ` +
       `and the target pushed to the first of them alone, then to all ${c.replicas} at once (\`resync push TARGET R1 R2 ...\`), alternating which goes first each run. ` +
-      `The push to several read ${fmtBytes(c.sharedReadBytes)} of the target once for all of them in its hash pass.`,
+      `The push to several ran ${c.hashPasses} hash ${c.hashPasses === 1 ? 'pass' : 'passes'} over the target for its ${c.replicas} replicas.`,
     '',
     table(
       ['push to', 'wall time (median)', 'runs', 'client peak RSS'],

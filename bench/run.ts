@@ -617,7 +617,7 @@ async function replicasRun(ctx: Context): Promise<ReplicasResult> {
     const manyMs: number[] = [];
     const oneRss: number[] = [];
     const manyRss: number[] = [];
-    let shared = 0;
+    let passes = 0;
     for (let i = 0; i < ctx.opts.runs; i++) {
       for (const many of i % 2 === 0 ? [false, true] : [true, false]) {
         const used = many ? volumes : volumes.slice(0, 1);
@@ -626,11 +626,11 @@ async function replicasRun(ctx: Context): Promise<ReplicasResult> {
         for (const v of used) await verify(v, targetHash, `resync push to ${used.length} replica(s) (run ${i + 1})`);
         (many ? manyMs : oneMs).push(r.proc.wallMs);
         (many ? manyRss : oneRss).push(r.proc.peakRssBytes);
-        if (many) shared = field(r, 'sharedReadBytes');
+        if (many) passes = field(r, 'hashPasses');
         log(`  push to ${used.length}: ${fmtMs(r.proc.wallMs)}, RSS ${fmtRss(r.proc.peakRssBytes)}`);
       }
     }
-    return { replicas: n, imageSize: size, oneMs, manyMs, oneRssBytes: median(oneRss), manyRssBytes: median(manyRss), sharedReadBytes: shared };
+    return { replicas: n, imageSize: size, oneMs, manyMs, oneRssBytes: median(oneRss), manyRssBytes: median(manyRss), hashPasses: passes };
   } finally {
     for (const s of servers) await s.stop().catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
