@@ -159,10 +159,12 @@ class ScanGate {
 }
 
 /**
- * The per-replica progress of several sessions as one: each phase's bytes
- * summed over the replicas, out of the image size times their number.
+ * The per-replica progress of several sessions as one: the hash pass as the
+ * furthest replica's (the passes share their reads and move together), the
+ * later phases' bytes summed over the replicas, out of the image size times
+ * their number.
  */
-function combinedProgress(onProgress: ProgressFn | undefined, n: number): (k: number) => ProgressFn | undefined {
+export function combinedProgress(onProgress: ProgressFn | undefined, n: number): (k: number) => ProgressFn | undefined {
   if (!onProgress) return () => undefined;
   const phases = new Map<string, Progress[]>();
   return (k) => (p) => {
@@ -177,6 +179,10 @@ function combinedProgress(onProgress: ProgressFn | undefined, n: number): (k: nu
       done += q.done;
       matched += q.matched ?? 0;
       literal += q.literal ?? 0;
+    }
+    if (p.phase === 'hash') {
+      onProgress({ phase: p.phase, done: Math.max(...list.filter((q) => q).map((q) => q.done)), total: p.total });
+      return;
     }
     const detail = p.matched !== undefined || p.literal !== undefined ? { matched, literal } : {};
     onProgress({ phase: p.phase, done, total: p.total * n, ...detail });
