@@ -46,7 +46,7 @@ import {
   type TcpSample,
 } from './report.js';
 import { field, ResyncCli, snapshotBuild, type ResyncRun, type ResyncServer } from './subject.js';
-import { makePair, randomBytes, SCENARIOS, type Scenario } from './workload.js';
+import { makePair, randomBytes, SCENARIOS, type Scenario } from '../src/testing/workload.js';
 
 const PROJECT_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 type AnyScenario = Scenario | RealScenario;

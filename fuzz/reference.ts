@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import type { ErrorCode } from '../src/core/errors.js';
 import { MAX_LITERAL, MAX_SUB_SIZE, MAX_SUBS_PER_BLOCK } from '../src/core/limits.js';
-import { SUB_NEED_MAX_BLOCKS } from '../protocol/codec.js';
+import { SUB_NEED_MAX_BLOCKS } from '../protocol/constants.js';
 import type { SubNeedMsg } from '../protocol/messages.js';
 import type { DeltaOp } from '../src/core/ops.js';
 import { FRAME_HEADER_LEN } from '../src/bytes/frame.js';

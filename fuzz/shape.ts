@@ -11,7 +11,7 @@ import { Packr, Unpackr } from 'msgpackr';
 import { FRAME_HEADER_LEN } from '../src/bytes/frame.js';
 import { MsgType } from '../protocol/constants.js';
 import { decodeMessage } from '../protocol/codec.js';
-import { literalFromZ } from '../src/format/deltafile.js';
+import { literalFromZ } from '../protocol/convert.js';
 import type { DeltaOp } from '../src/core/ops.js';
 import type { DeltaHeaderMsg, Message } from '../protocol/messages.js';
 import { imageHashOf, modelPatch, PATCH_BASIS, sha256, subNeedAccepted } from './reference.js';

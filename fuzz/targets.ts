@@ -19,15 +19,17 @@ import { adler32OfZeros } from '../src/core/rolling.js';
 import { StrongHasher, strongAlgFromId } from '../src/core/strong.js';
 import { FRAME_HEADER_LEN, FrameDecoder } from '../src/bytes/frame.js';
 import { SignatureFileDecoder, type LoadedSignature } from '../src/format/sigfile.js';
-import { DeltaFileDecoder, literalFromZ, type DeltaEvent } from '../src/format/deltafile.js';
+import { DeltaFileDecoder, type DeltaEvent } from '../src/format/deltafile.js';
+import { literalFromZ } from '../protocol/convert.js';
 import type { ImageHandle } from '../src/io/image.js';
 import type { ImageWriter } from '../src/io/output.js';
 import { StreamPatcher } from '../src/io/patcher.js';
-import { receiveDelta, type DeltaSink } from '../src/net/transfer.js';
+import { receiveDelta } from '../src/net/receiver.js';
+import type { DeltaSink } from '../src/io/sinks.js';
 import type { Connection } from '../src/net/connection.js';
-import { MsgType } from '../protocol/constants.js';
+import { MsgType, type MsgTypeId } from '../protocol/constants.js';
 import { decodeMessage, encodeMessage } from '../protocol/codec.js';
-import type { Message } from '../protocol/messages.js';
+import { expectMessage, type Message } from '../protocol/messages.js';
 import { FuzzFinding, imageHashOf, modelFrames, PATCH_BASIS, sha256 } from './reference.js';
 import { corpusImage } from './images.js';
 
@@ -453,7 +455,7 @@ function modelReceive(payloads: readonly Uint8Array[], endCode: ErrorCode): { co
 }
 
 /**
- * The receive path of a push: receiveDelta from src/net/transfer.ts driving
+ * The receive path of a push: receiveDelta from src/net/receiver.ts driving
  * StreamPatcher and PatchPlanner over an in-memory 4 KiB basis. The input is
  * a run of frames (DeltaHeader, Copy/Literal/LiteralZ..., DeltaEnd) as a peer
  * would send them. Checked against modelReceive: the same verdict, an out-of-bounds
@@ -473,12 +475,14 @@ export async function fuzzPatch(data: Uint8Array): Promise<Outcome> {
     streamError = e;
   }
   let i = 0;
+  const recv = async (): Promise<Message> => {
+    const p = payloads[i++];
+    if (!p) throw streamError ?? new SyncError('ERR_CONNECTION', 'the peer closed the connection');
+    return decodeMessage(p);
+  };
   const conn = {
-    recv: async (): Promise<Message> => {
-      const p = payloads[i++];
-      if (!p) throw streamError ?? new SyncError('ERR_CONNECTION', 'the peer closed the connection');
-      return decodeMessage(p);
-    },
+    recv,
+    expect: async (type: MsgTypeId, what: string): Promise<Message> => expectMessage(await recv(), type, what),
   } as unknown as Connection;
   let sink: MemorySink | null = null;
   let code: ErrorCode | null = null;

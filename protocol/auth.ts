@@ -7,7 +7,7 @@
  * learns that the server holds the secret too. Compares are constant-time.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { NONCE_LEN } from './codec.js';
+import { NONCE_LEN } from './constants.js';
 
 const CLIENT_LABEL = Buffer.from('resync/1 client');
 const SERVER_LABEL = Buffer.from('resync/1 server');

@@ -6,32 +6,13 @@
 import { Packr, RESERVE_START_SPACE, Unpackr } from 'msgpackr';
 import { CorruptInputError } from '../src/core/errors.js';
 import { MAX_BLOCKS, MAX_BLOCK_SIZE, MAX_LITERAL, MAX_STRONG_LEN, MAX_SUB_SIZE, MAX_SUBS_PER_BLOCK, MIN_SUB_SIZE, SEED_LEN, SIG_CHUNK_BLOCKS, SUB_SUM_LEN } from '../src/core/limits.js';
-import { MsgType } from './constants.js';
+import { FRAME_HEADER_LEN } from '../src/bytes/frame.js';
+import { HASH_LEN, MAX_CAPS, MAX_REGION_BLOCKS, MAX_STRING, MsgType, NONCE_LEN, REGION_CHUNK, REGION_HASH_LEN, SUB_NEED_MAX_BLOCKS, SUB_NEED_SPAN } from './constants.js';
 import type { Message } from './messages.js';
 
 const packr = new Packr({ useRecords: false, variableMapSize: true });
 // Maps decode to Map (never plain objects), so keys like __proto__ are inert.
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: false, int64AsType: 'number' });
-
-/** Bytes of a region hash. */
-export const REGION_HASH_LEN = 16;
-/** Regions per RegionSums message. */
-export const REGION_CHUNK = 16384;
-/** Largest region (in blocks) accepted. */
-export const MAX_REGION_BLOCKS = 65536;
-
-/** Blocks one SubNeed bitmap spans at most. */
-export const SUB_NEED_SPAN = 65536;
-/** Blocks one SubNeed may ask for (bits set) at most: bounds the SubSums answer. */
-export const SUB_NEED_MAX_BLOCKS = 1024;
-
-/** Longest string field (volume names, error messages, capability names). */
-export const MAX_STRING = 4096;
-/** Most capability strings in a hello. */
-export const MAX_CAPS = 32;
-/** Hash and nonce field lengths. */
-export const HASH_LEN = 32;
-export const NONCE_LEN = 32;
 
 const NAMES: Record<number, string> = Object.fromEntries(Object.entries(MsgType).map(([k, v]) => [v, k]));
 
@@ -53,13 +34,10 @@ export function encodeMessage(m: Message): Uint8Array {
  * returned).
  */
 export function encodeFramedMessage(m: Message): Uint8Array {
-  const b = packr.pack(toArray(m), RESERVE_START_SPACE | FRAME_HEADER_BYTES);
-  putFrameLength(b, 0, b.length - FRAME_HEADER_BYTES);
+  const b = packr.pack(toArray(m), RESERVE_START_SPACE | FRAME_HEADER_LEN);
+  putFrameLength(b, 0, b.length - FRAME_HEADER_LEN);
   return b;
 }
-
-/** Bytes of a frame's length prefix (see src/bytes/frame.ts). */
-const FRAME_HEADER_BYTES = 4;
 
 /** Bytes of the msgpack encoding of a uint below 2^32. */
 function uintLen(v: number): number {
@@ -107,12 +85,12 @@ function putFrameLength(out: Uint8Array, at: number, n: number): void {
 export function opFrameSize(m: Message): number {
   if (m.type === 0x11) {
     if (m.offset > 0xffffffff || m.length > 0xffffffff) return -1;
-    return FRAME_HEADER_BYTES + 2 + uintLen(m.offset) + uintLen(m.length);
+    return FRAME_HEADER_LEN + 2 + uintLen(m.offset) + uintLen(m.length);
   }
-  if (m.type === 0x12) return FRAME_HEADER_BYTES + 2 + binLen(m.data.length);
+  if (m.type === 0x12) return FRAME_HEADER_LEN + 2 + binLen(m.data.length);
   if (m.type === 0x07) {
     if (m.first > 0xffffffff) return -1;
-    return FRAME_HEADER_BYTES + 2 + uintLen(m.first) + binLen(m.sums.length);
+    return FRAME_HEADER_LEN + 2 + uintLen(m.first) + binLen(m.sums.length);
   }
   return -1;
 }
@@ -147,7 +125,7 @@ function putBin(out: Uint8Array, at: number, data: Uint8Array): number {
  * accepts. Returns the end.
  */
 export function encodeOpFrameInto(m: Message, out: Uint8Array, at: number): number {
-  let p = at + FRAME_HEADER_BYTES;
+  let p = at + FRAME_HEADER_LEN;
   if (m.type === 0x11) {
     out[p++] = 0x93;
     out[p++] = 0x11;
@@ -165,7 +143,7 @@ export function encodeOpFrameInto(m: Message, out: Uint8Array, at: number): numb
   } else {
     throw new Error(`no fast encoding for message type ${m.type}`);
   }
-  putFrameLength(out, at, p - at - FRAME_HEADER_BYTES);
+  putFrameLength(out, at, p - at - FRAME_HEADER_LEN);
   return p;
 }
 

@@ -75,3 +75,23 @@ export const MsgType = {
 
 /** A message type id. */
 export type MsgTypeId = (typeof MsgType)[keyof typeof MsgType];
+
+/** Bytes of a region hash. */
+export const REGION_HASH_LEN = 16;
+/** Regions per RegionSums message. */
+export const REGION_CHUNK = 16384;
+/** Largest region (in blocks) accepted. */
+export const MAX_REGION_BLOCKS = 65536;
+
+/** Blocks one SubNeed bitmap spans at most. */
+export const SUB_NEED_SPAN = 65536;
+/** Blocks one SubNeed may ask for (bits set) at most: bounds the SubSums answer. */
+export const SUB_NEED_MAX_BLOCKS = 1024;
+
+/** Longest string field (volume names, error messages, capability names). */
+export const MAX_STRING = 4096;
+/** Most capability strings in a hello. */
+export const MAX_CAPS = 32;
+/** Hash and nonce field lengths. */
+export const HASH_LEN = 32;
+export const NONCE_LEN = 32;

@@ -5,3 +5,4 @@ export * from './codec.js';
 export * from './errors.js';
 export * from './auth.js';
 export * from './session.js';
+export * from './convert.js';

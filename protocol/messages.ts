@@ -1,4 +1,6 @@
 /** The messages of resync's files and wire protocol, as typed values. */
+import type { MsgTypeId } from './constants.js';
+import { ProtocolError } from './errors.js';
 
 /** 0x01 */
 export interface SigHeaderMsg {
@@ -204,3 +206,12 @@ export type Message =
   | ResultMsg
   | RecoveredMsg
   | ErrorMsg;
+
+/** The message of type `T`. */
+export type MessageOf<T extends MsgTypeId> = Extract<Message, { type: T }>;
+
+/** `m` when it is of `type`; anything else is a ProtocolError "expected `what`". */
+export function expectMessage<T extends MsgTypeId>(m: Message, type: T, what: string): MessageOf<T> {
+  if (m.type !== type) throw new ProtocolError(`expected ${what}`);
+  return m as MessageOf<T>;
+}

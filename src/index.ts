@@ -30,7 +30,7 @@ export {
   type FileResult,
   type InPlaceResult,
   type RecoverOutcome,
-} from './api-files.js';
+} from './api/files.js';
 
 // librsync (rdiff) signature and delta files; see docs/rdiff-interop.md.
 export {
@@ -41,13 +41,24 @@ export {
   type RdiffDeltaFileOptions,
   type RdiffPatchFileOptions,
   type RdiffFileResult,
-} from './api-rdiff.js';
+} from './api/rdiff.js';
 
 // Network: server and client.
-export { serve, serveConfigFile, type ServeOptions, type ServeHandle } from './api-net.js';
-export { ResyncServer, type ServerEvent } from './net/server.js';
-export { ConfigError, loadServerConfig, readServerConfig, readSecretFile, parseRemote, type ConfigProblem, type LoadedServerConfig, type ServerConfig, type VolumeConfig } from './net/config.js';
-export { push, pull, recoverRemote, type ClientOptions, type SyncResult, type RemoteRecoverResult } from './net/client.js';
+export {
+  serve,
+  serveConfigFile,
+  ResyncServer,
+  push,
+  pull,
+  recoverRemote,
+  type ServeOptions,
+  type ServeHandle,
+  type ServerEvent,
+  type ClientOptions,
+  type SyncResult,
+  type RemoteRecoverResult,
+} from './api/net.js';
+export { ConfigError, loadServerConfig, readServerConfig, readSecretFile, parseRemote, type ConfigProblem, type LoadedServerConfig, type ServerConfig, type VolumeConfig } from './api/config.js';
 export { Throttle } from './net/throttle.js';
 
 // Comparison and dry runs.
@@ -60,8 +71,8 @@ export {
   type RemoteVerifyReport,
   type VerifyFilesOptions,
   type VerifyRemoteOptions,
-} from './verify.js';
-export { dryRunPush, dryRunPull, dryRunDelta, type DryRunReport, type RemoteDryRunReport } from './dry-run.js';
+} from './api/verify.js';
+export { dryRunPush, dryRunPull, dryRunDelta, type DryRunReport, type RemoteDryRunReport } from './api/dry-run.js';
 
 // The in-memory verbs.
 export { signatureOf, diff, applyDelta, type SignatureOptions } from './core/whole.js';
@@ -80,7 +91,9 @@ export {
   VerifyError,
   BasisMismatchError,
   isSyncError,
+  ERROR_CODES,
   type ErrorCode,
 } from './core/errors.js';
+export { JournalError } from './io/errors.js';
 export { ProtocolError, UnexpectedMessageError } from '../protocol/errors.js';
 export { FrameTooLargeError } from './bytes/frame.js';

@@ -63,6 +63,31 @@ const BY_CODE: Record<ErrorCode, number> = {
   ERR_INTERRUPTED: ExitCode.INTERRUPTED,
 };
 
+/** How --help's epilog names each exit code (INTERNAL, a bug, goes unnamed). */
+const SUMMARY: Record<keyof typeof ExitCode, string | null> = {
+  OK: 'ok',
+  INTERNAL: null,
+  USAGE: 'usage',
+  BAD_INPUT: 'bad input file/message',
+  VERIFY: 'verification failed',
+  IO: 'I/O',
+  NO_SPACE: 'no space',
+  NETWORK: 'network',
+  DENIED: 'denied',
+  JOURNAL: 'journal',
+  DIFFERENT: 'verify: images differ',
+  LOCKED: 'image locked by another session',
+  PARTIAL: 'push: some replicas failed',
+  INTERRUPTED: 'interrupted',
+  TERMINATED: 'terminated',
+};
+
+/** The exit codes in one line, for the CLI's --help epilog. */
+export function exitCodesEpilog(): string {
+  const named = (Object.keys(ExitCode) as (keyof typeof ExitCode)[]).filter((k) => SUMMARY[k] !== null);
+  return `Exit codes: ${named.map((k) => `${ExitCode[k]} ${SUMMARY[k]}`).join(', ')}. See docs/exit-codes.md.`;
+}
+
 /** Exit code for an error. */
 export function exitCodeFor(e: unknown): number {
   return isSyncError(e) ? (BY_CODE[e.code] ?? ExitCode.INTERNAL) : ExitCode.INTERNAL;

@@ -6,7 +6,7 @@
 import { open } from 'node:fs/promises';
 import { isSyncError } from '../core/errors.js';
 import { DELTA_MAGIC, SIG_MAGIC } from '../../protocol/constants.js';
-import { RDIFF_DELTA_MAGIC, sigTypeFromMagic } from '../format/rdiff/constants.js';
+import { RDIFF_DELTA_MAGIC, sigTypeFromMagic } from '../rdiff/constants.js';
 
 /** What a file's first four bytes say it is. */
 export type FileKind = 'resync signature' | 'resync delta' | 'rdiff signature' | 'rdiff delta';

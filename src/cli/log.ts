@@ -4,7 +4,7 @@
  * or as text lines for a terminal. Loaded by `serve` only.
  */
 import pino, { type Logger } from 'pino';
-import type { ServerEvent } from '../net/server.js';
+import type { ServerEvent } from '../api/net.js';
 
 /** Log levels `--log-level` takes, most verbose first. */
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;

@@ -3,14 +3,14 @@ import type { Argv } from 'yargs';
 import { fileCommands } from './commands/files.js';
 import { demoCommand } from './commands/demo.js';
 import { netCommands } from './commands/net.js';
-import { opsCommands } from './commands/ops.js';
-import { ExitCode } from './exit-codes.js';
+import { opsCommands } from './commands/verify.js';
+import { ExitCode, exitCodesEpilog } from './exit-codes.js';
 import { printError } from './render.js';
 import type { CommonArgs } from './run.js';
 import { resyncVersion } from './version.js';
 import { makeYargs } from './yargs-cjs.js';
 import { ParamError } from '../core/errors.js';
-import { trace } from '../trace.js';
+import { trace } from '../io/trace.js';
 
 trace('cli: modules loaded');
 
@@ -77,7 +77,7 @@ void cli
   .wrap(helpWidth())
   .example('$0 signature recovery.img recovery.sig', 'on the recovery side: describe the stale copy')
   .example('$0 push vm1.img dr:7873/vm1', 'make volume vm1 on host dr equal to vm1.img')
-  .epilog('Exit codes: 0 ok, 2 usage, 3 bad input file/message, 4 verification failed, 5 I/O, 6 no space, 7 network, 8 denied, 9 journal, 10 verify: images differ, 11 image locked by another session, 12 push: some replicas failed, 130 interrupted, 143 terminated. See docs/exit-codes.md.')
+  .epilog(exitCodesEpilog())
   // A usage error (yargs' own message, or a ParamError from an option's check).
   .fail((msg, err) => usageError(msg || err?.message || 'bad command line'))
   .parseAsync();

@@ -1,6 +1,6 @@
 /** Console output: progress on stderr (bars on a terminal, plain lines in logs), human or JSON summaries, error lines. */
 import { isSyncError, type SyncError } from '../core/errors.js';
-import type { Progress, ProgressFn } from '../api-files.js';
+import type { Progress, ProgressFn } from '../core/progress.js';
 
 /** Human-readable byte count. */
 export function fmtBytes(n: number): string {

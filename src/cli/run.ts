@@ -1,6 +1,6 @@
 /** Runs one command: progress, summary, error line and exit code. The only place that sets the exit code. */
 import type { Argv } from 'yargs';
-import type { ProgressFn } from '../api-files.js';
+import type { ProgressFn } from '../core/progress.js';
 import { existsSync } from 'node:fs';
 import { journalPathFor } from '../io/journal.js';
 import { removeLiveTempFiles } from '../io/output.js';

@@ -77,3 +77,20 @@ export class PatchPlanner {
     this.pos = np;
   }
 }
+
+/**
+ * Whether an in-place patch should give way to a temp file: in place, every
+ * overwritten byte is written twice (journal, then image), which is cheap
+ * while the delta changes blocks where they are and costs double when it
+ * moves most of the image (data shifted by an insertion). A temp file writes
+ * every byte once, but gives up the journal's checkpoints: an interrupted
+ * session starts over. Only moved data counts: it is redone from the local
+ * image, while literal data would have to cross the network again, so a
+ * delta of mostly new data stays in place and resumable. Switch when at
+ * least half of the output so far was moved, with enough of it seen to
+ * judge (8 MiB, or 1/256 of the image) and a quarter of the image to come.
+ */
+export function preferTempFile(position: number, moved: number, targetSize: number): boolean {
+  const evidence = Math.max(8 * 1024 * 1024, targetSize / 256);
+  return moved >= evidence && moved * 2 >= position && targetSize - position >= targetSize / 4;
+}

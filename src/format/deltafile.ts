@@ -4,77 +4,21 @@
  */
 import { CorruptInputError, SyncError } from '../core/errors.js';
 import type { DeltaOp } from '../core/ops.js';
-import { STRONG_ALGS, strongAlgFromId, type StrongAlg } from '../core/strong.js';
-import { MIN_BLOCK_SIZE } from '../core/limits.js';
 import { DELTA_MAGIC, FORMAT_VERSION, MsgType } from '../../protocol/constants.js';
-import type { DeltaEndMsg, DeltaHeaderMsg, LiteralZMsg, Message } from '../../protocol/messages.js';
-import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import type { DeltaEndMsg, Message } from '../../protocol/messages.js';
 import { UnexpectedMessageError } from '../../protocol/errors.js';
 import { messageName } from '../../protocol/codec.js';
+import { deltaHeaderMessage, headerFromMessage, literalFromZ, opMessage, type DeltaHeader } from '../../protocol/convert.js';
 import { FramedFileReader, FramedFileWriter } from './framed-file.js';
 
-/** What a delta header declares. */
-export interface DeltaHeader {
-  blockSize: number;
-  basisSize: number;
-  /** Image hash of the basis (see core/imagehash.ts), when the signature recorded it. */
-  basisHash: Uint8Array | null;
-  targetSize: number;
-  /** The signature's strong hash and seed: they define the image hashes. */
-  strongAlg: StrongAlg;
-  seed: Uint8Array;
-}
+// The converters live with the messages; re-exported for `resync/format`.
+export { headerFromMessage, literalFromZ, opMessage, type DeltaHeader };
 
 /** What a delta end record declares. */
 export interface DeltaTrailer {
   targetSize: number;
   targetHash: Uint8Array;
   opCount: number;
-}
-
-/** Header fields from a DeltaHeader message (validated). */
-export function headerFromMessage(msg: DeltaHeaderMsg): DeltaHeader {
-  const alg = strongAlgFromId(msg.strongAlgId);
-  if (!alg) throw new CorruptInputError(`delta names unknown strong hash algorithm id ${msg.strongAlgId}`);
-  if (msg.blockSize < MIN_BLOCK_SIZE) throw new CorruptInputError(`delta block size ${msg.blockSize} is implausible`);
-  return { blockSize: msg.blockSize, basisSize: msg.basisSize, basisHash: msg.basisHash, targetSize: msg.targetSize, strongAlg: alg, seed: msg.seed };
-}
-
-/** Literals shorter than this are never compressed. */
-const COMPRESS_MIN = 256;
-
-/**
- * Message for an op. With `compress`, literals are sent as raw DEFLATE (level
- * 1: cheap, and VM images' text and zero-filled pages shrink a lot) when that
- * saves at least a tenth.
- */
-export function opMessage(op: DeltaOp, compress = false): Message {
-  if (op.kind === 'copy') return { type: MsgType.Copy, offset: op.offset, length: op.length };
-  if (compress && op.data.length >= COMPRESS_MIN) {
-    const z = deflateRawSync(op.data, { level: 1 });
-    if (z.length < op.data.length * 0.9) return { type: MsgType.LiteralZ, length: op.data.length, data: z };
-  }
-  return { type: MsgType.Literal, data: op.data };
-}
-
-/**
- * Decompress a LiteralZ message into a literal op. The output is capped at
- * the declared length (itself <= MAX_LITERAL) before inflating, so a
- * decompression bomb cannot allocate more.
- */
-export function literalFromZ(m: LiteralZMsg): DeltaOp {
-  let data: Buffer;
-  let consumed: number;
-  try {
-    const r = inflateRawSync(m.data, { maxOutputLength: m.length, info: true }) as unknown as { buffer: Buffer; engine: { bytesWritten: number } };
-    data = r.buffer;
-    consumed = r.engine.bytesWritten;
-  } catch (e) {
-    throw new CorruptInputError(`compressed literal does not inflate to its declared ${m.length} bytes`, {}, { cause: e });
-  }
-  if (data.length !== m.length) throw new CorruptInputError(`compressed literal inflates to ${data.length} bytes, declared ${m.length}`);
-  if (consumed !== m.data.length) throw new CorruptInputError(`compressed literal has ${m.data.length - consumed} byte(s) after its DEFLATE stream`);
-  return { kind: 'literal', data };
 }
 
 /** Produces the bytes of a delta file. */
@@ -84,16 +28,7 @@ export class DeltaFileEncoder {
 
   /** Preamble and header. */
   start(h: DeltaHeader): Buffer {
-    const m: DeltaHeaderMsg = {
-      type: MsgType.DeltaHeader,
-      blockSize: h.blockSize,
-      basisSize: h.basisSize,
-      basisHash: h.basisHash,
-      targetSize: h.targetSize,
-      strongAlgId: STRONG_ALGS[h.strongAlg].id,
-      seed: h.seed,
-    };
-    return Buffer.concat([this.w.preamble(), this.w.message(m)]);
+    return Buffer.concat([this.w.preamble(), this.w.message(deltaHeaderMessage(h))]);
   }
 
   /** Compress literals (see opMessage). */

@@ -5,46 +5,16 @@
  */
 import { CorruptInputError, SyncError } from '../core/errors.js';
 import { MAX_BLOCKS } from '../core/limits.js';
-import { Signature, blockCountFor, validateSignatureParams, type SignatureChunk, type SignatureParams } from '../core/signature.js';
-import { STRONG_ALGS, strongAlgFromId } from '../core/strong.js';
+import { Signature, blockCountFor, type SignatureChunk, type SignatureParams } from '../core/signature.js';
 import { MsgType, SIG_FORMAT_VERSION, SIG_FORMAT_VERSIONS_READ, SIG_MAGIC } from '../../protocol/constants.js';
-import type { Message, SigBlocksMsg, SigHeaderMsg } from '../../protocol/messages.js';
+import type { Message } from '../../protocol/messages.js';
 import { UnexpectedMessageError } from '../../protocol/errors.js';
 import { messageName } from '../../protocol/codec.js';
+import { chunkFromMessage, paramsFromHeader, sigBlocksMessage, sigHeaderMessage } from '../../protocol/convert.js';
 import { FramedFileReader, FramedFileWriter } from './framed-file.js';
 
-/** Header message for signature params. */
-export function sigHeaderMessage(p: SignatureParams): SigHeaderMsg {
-  return { type: MsgType.SigHeader, blockSize: p.blockSize, imageSize: p.imageSize, strongAlgId: STRONG_ALGS[p.strongAlg].id, strongLen: p.strongLen, seed: p.seed, regionBlocks: 0 };
-}
-
-/** Signature params from a header message (validated). */
-export function paramsFromHeader(m: SigHeaderMsg): SignatureParams {
-  const alg = strongAlgFromId(m.strongAlgId);
-  if (!alg) throw new CorruptInputError(`unknown strong hash algorithm id ${m.strongAlgId}`);
-  const p: SignatureParams = { blockSize: m.blockSize, imageSize: m.imageSize, strongAlg: alg, strongLen: m.strongLen, seed: m.seed };
-  validateSignatureParams(p);
-  return p;
-}
-
-/** Blocks message for a chunk (weak sums as u32 big-endian). */
-export function sigBlocksMessage(c: SignatureChunk): SigBlocksMsg {
-  const w = Buffer.allocUnsafe(c.weak.length * 4);
-  for (let i = 0; i < c.weak.length; i++) w.writeUInt32BE(c.weak[i]!, i * 4);
-  return { type: MsgType.SigBlocks, first: c.first, weak: w, strong: c.strong };
-}
-
-/** Chunk from a blocks message; checks the strong length against the params. */
-export function chunkFromMessage(m: SigBlocksMsg, p: SignatureParams): SignatureChunk {
-  const n = m.weak.length / 4;
-  if (m.strong.length !== n * p.strongLen) {
-    throw new CorruptInputError(`signature blocks carry ${m.strong.length} strong bytes for ${n} blocks of ${p.strongLen}`);
-  }
-  const weak = new Uint32Array(n);
-  const dv = new DataView(m.weak.buffer, m.weak.byteOffset, m.weak.length);
-  for (let i = 0; i < n; i++) weak[i] = dv.getUint32(i * 4, false);
-  return { first: m.first, weak, strong: m.strong };
-}
+// The converters live with the messages; re-exported for `resync/format`.
+export { chunkFromMessage, paramsFromHeader, sigBlocksMessage, sigHeaderMessage };
 
 /** Produces the bytes of a signature file. */
 export class SignatureFileEncoder {

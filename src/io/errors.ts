@@ -12,3 +12,10 @@ export function ioError(e: unknown, what: string, path: string): SyncError {
   const reason = code === 'ENOENT' ? 'no such file' : code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : (err?.message ?? String(e));
   return new SyncError('ERR_IO', `cannot ${what} ${path}: ${reason}`, { path, errno: code }, { cause: e });
 }
+
+/** An undo journal that is in the way, does not fit the operation, or is damaged (ERR_JOURNAL). */
+export class JournalError extends SyncError {
+  constructor(message: string, details: Record<string, unknown> = {}, options?: ErrorOptions) {
+    super('ERR_JOURNAL', message, details, options);
+  }
+}

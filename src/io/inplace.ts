@@ -18,8 +18,8 @@ import type { DeltaOp } from '../core/ops.js';
 import { PatchPlanner } from '../core/patch.js';
 import { imageHashBuilder, type ImageHashBuilder, type ImageHashSpec } from '../core/imagehash.js';
 import { StrongHasher } from '../core/strong.js';
-import { killPoint } from '../trace.js';
-import { ioError } from './errors.js';
+import { killPoint } from './trace.js';
+import { JournalError, ioError } from './errors.js';
 import { openImage, readChunks, readExactSync, type ImageHandle } from './image.js';
 import { Journal, readJournal, type JournalHashSpec, type JournalMeta, type JournalState } from './journal.js';
 
@@ -62,6 +62,8 @@ export class InPlacePatcher {
 
   /** Bytes of pending writes that trigger a journaled flush (small in tests to force hazards). */
   batchBytes = BATCH;
+  /** Bytes written between checkpoints (small in tests to have checkpoints in small images). */
+  checkpointBytes = CHECKPOINT_EVERY;
   /** Flush while more ops arrive (off in tests that need each flush done before the next read). */
   backgroundFlush = true;
   /** This patch made the journal (not a resume, not a new generation of a kept one): if it writes nothing, the journal goes. */
@@ -197,8 +199,10 @@ export class InPlacePatcher {
       const { data, fromJournal } = await this.readOriginal(src, n);
       this.hash.update(data);
       // Same place and never overwritten: the bytes are already there.
-      if (!(src === dst && !fromJournal)) await this.queue(dst, data);
-      else this.frontier = dst + n;
+      if (!(src === dst && !fromJournal)) {
+        if (src !== dst) this.movedBytes += n;
+        await this.queue(dst, data);
+      } else this.frontier = dst + n;
       done += n;
     }
   }
@@ -252,6 +256,97 @@ export class InPlacePatcher {
       await this.journal.close();
     }
     return this.durable;
+  }
+
+  /**
+   * Whether this patch can be abandoned for a temp file (see abandon()): it
+   * made its own journal, nothing failed, it has the basis's digests to check
+   * the undo against, and the image is a file that a rename can replace.
+   */
+  get canAbandon(): boolean {
+    return this.fresh && !this.torn && this.resumeFrom === 0 && this.basisDigests !== null && !this.img.isBlockDevice;
+  }
+
+  /**
+   * Before abandon(): make the new output's first `position` bytes readable
+   * through readNew(). Nothing is written when no batch was flushed yet
+   * (see holdFirst): the prefix is then the image under the pending writes.
+   */
+  async drain(): Promise<number> {
+    await this.settle();
+    if (this.flushed) await this.flushNow();
+    return this.frontier;
+  }
+
+  /** The new output's bytes [pos, pos+n) (below the drained frontier): the image, with pending writes laid over it. */
+  readNew(pos: number, n: number, into: Buffer): Buffer {
+    const out = into.subarray(0, n);
+    const inFile = Math.max(0, Math.min(n, this.fileSize - pos));
+    if (inFile > 0) readExactSync({ ...this.img, size: this.fileSize }, pos, inFile, out);
+    out.fill(0, inFile);
+    for (const w of this.pending) {
+      const from = Math.max(pos, w.dst);
+      const to = Math.min(pos + n, w.dst + w.data.length);
+      if (from < to) out.set(w.data.subarray(from - w.dst, to - w.dst), from - pos);
+    }
+    return out;
+  }
+
+  /**
+   * Put the image back as it was and delete the journal, after the caller
+   * has copied the new prefix elsewhere (drain() first). Only for a patch
+   * that made its own journal (canAbandon). Every restored block is checked
+   * against the basis digests of the signature pass, so the proof costs the
+   * journaled bytes, not a read of the whole image. A crash part way leaves
+   * the journal, and the next session settles it as usual.
+   */
+  async abandon(): Promise<void> {
+    const d = this.basisDigests;
+    if (!this.canAbandon || !d) throw new SyncError('ERR_JOURNAL', 'this in-place patch cannot be abandoned');
+    await this.settle();
+    this.pending = [];
+    this.pendingBytes = 0;
+    if (!this.flushed) {
+      // Nothing reached the image: the journal holds no record to undo.
+      await this.journal.close();
+      await (await Journal.reopen(this.journal.path, 0)).remove();
+      return;
+    }
+    // A crash while undoing leaves a mix of old and new bytes: the journal then
+    // says "nothing of the new image is in place", so the next session takes the
+    // image as it finds it (a new generation) and a recover still undoes it all.
+    await this.journal.checkpoint(0);
+    await this.journal.sync();
+    await this.journal.close();
+    const st = await readJournal(this.journal.path);
+    if (st) {
+      await restore(this.img, this.journal.path, st.undos);
+      killPoint('abandon-restored');
+      await this.img.fh.truncate(this.originalSize);
+      await this.syncImage();
+      this.checkRestored(st.undos, d);
+    }
+    await (await Journal.reopen(this.journal.path, 0)).remove();
+  }
+
+  /** Every basis block an undo record touched hashes to its digest from the signature pass again. */
+  private checkRestored(undos: readonly { offset: number; length: number }[], d: Uint8Array): void {
+    const bs = this.spec.blockSize;
+    const hasher = new StrongHasher(this.spec.strongAlg, this.spec.seed, 16);
+    const buf = Buffer.allocUnsafe(bs);
+    const seen = new Set<number>();
+    for (const u of undos) {
+      const last = Math.min(u.offset + u.length, this.originalSize) - 1;
+      for (let k = Math.floor(u.offset / bs); k * bs <= last; k++) {
+        if (seen.has(k)) continue;
+        seen.add(k);
+        const len = Math.min(bs, this.originalSize - k * bs);
+        const got = hasher.hash(readExactSync(this.img, k * bs, len, buf), 0, len);
+        if (!got.equals(d.subarray(k * 32, k * 32 + 32))) {
+          throw new SyncError('ERR_JOURNAL', `${this.img.path}: block ${k} does not hash to its old digest after the undo; the journal is kept`, { path: this.img.path });
+        }
+      }
+    }
   }
 
   /** Undo everything this patch (and any run it resumed) wrote; the image is as it was. */
@@ -321,11 +416,25 @@ export class InPlacePatcher {
     return { data: parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts as Buffer[]), fromJournal };
   }
 
+  /** Bytes of copies queued to be written somewhere else than where they were read (data that moved). */
+  movedBytes = 0;
+  /**
+   * Until the first flush, while at least half of the writes are moved data,
+   * hold writes up to this many bytes (a caller deciding whether to stay in
+   * place: switching before anything reached the image costs no undo).
+   * Memory: at most this much pending data.
+   */
+  holdFirst = 0;
+  /** A batch has been flushed (or is being flushed): the image may differ from the original. */
+  private flushed = false;
+
   private async queue(dst: number, data: Uint8Array): Promise<void> {
     this.pending.push({ dst, data });
     this.pendingBytes += data.length;
     this.frontier = dst + data.length;
-    if (this.pendingBytes >= this.batchBytes) {
+    // Held back only while the writes are mostly moved data (what could lead to a switch).
+    const hold = !this.flushed && this.movedBytes * 2 >= this.pendingBytes ? this.holdFirst : 0;
+    if (this.pendingBytes >= Math.max(this.batchBytes, hold)) {
       if (!this.backgroundFlush) return this.flush();
       // One flush at a time; it runs while the next batch arrives.
       await this.settle();
@@ -351,12 +460,13 @@ export class InPlacePatcher {
 
   /** Journal the old bytes of every pending write, fsync the journal, then write the image. */
   private async flushNow(): Promise<void> {
-    if (this.torn) throw new SyncError('ERR_JOURNAL', 'an earlier write failed; the patch must be resumed from its journal');
+    if (this.torn) throw new JournalError('an earlier write failed; the patch must be resumed from its journal');
     const upTo = this.frontier;
     if (this.pending.length === 0) {
       this.durable = upTo;
       return;
     }
+    this.flushed = true;
     const batch = this.pending;
     this.pending = [];
     this.pendingBytes = 0;
@@ -410,7 +520,7 @@ export class InPlacePatcher {
       this.fileSize = Math.max(this.fileSize, w.dst + w.data.length);
     }
     this.durable = upTo;
-    if (this.sinceCheckpoint >= CHECKPOINT_EVERY) {
+    if (this.sinceCheckpoint >= this.checkpointBytes) {
       await this.syncImage();
       await this.journal.checkpoint(upTo);
       this.sinceCheckpoint = 0;
@@ -470,7 +580,7 @@ async function proveImage(img: ImageHandle, journalPath: string, size: number, h
   const want = typeof hash === 'string' ? Buffer.from(hash, 'hex') : hash;
   const got = await hashImage(img, size, spec);
   if (!got.equals(want)) {
-    throw new SyncError('ERR_JOURNAL', `${img.path} does not hash to the ${what} after settling its journal (something else wrote it?); the journal ${journalPath} is kept`, {
+    throw new JournalError(`${img.path} does not hash to the ${what} after settling its journal (something else wrote it?); the journal ${journalPath} is kept`, {
       path: img.path,
       journal: journalPath,
     });
@@ -480,7 +590,7 @@ async function proveImage(img: ImageHandle, journalPath: string, size: number, h
 
 /** Undo the records after the last checkpoint: image = new[0, checkpoint) + original after it. */
 export async function rollbackTail(img: ImageHandle, journalPath: string, st: JournalState): Promise<void> {
-  if (st.committed !== null) throw new SyncError('ERR_JOURNAL', 'the patch was already committed');
+  if (st.committed !== null) throw new JournalError('the patch was already committed');
   await restore(img, journalPath, st.tail);
   if (!img.isBlockDevice) await img.fh.truncate(Math.max(st.meta.originalSize, st.checkpoint));
   await img.fh.sync();
@@ -508,7 +618,7 @@ export async function rollbackAll(img: ImageHandle, journalPath: string, st: Jou
 
 /** Finish a committed patch whose final truncate may not have happened, checked against the committed hash. Deletes the journal. */
 export async function completeCommitted(img: ImageHandle, journalPath: string, st: JournalState): Promise<boolean> {
-  if (st.committed === null) throw new SyncError('ERR_JOURNAL', 'the patch was not committed');
+  if (st.committed === null) throw new JournalError('the patch was not committed');
   if (!img.isBlockDevice) await img.fh.truncate(st.committed);
   await img.fh.sync();
   killPoint('complete-synced');

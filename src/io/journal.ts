@@ -28,7 +28,7 @@ import { SyncError } from '../core/errors.js';
 import { encodePreamble, checkPreamble } from '../format/preamble.js';
 import { PREAMBLE_LEN } from '../../protocol/constants.js';
 import type { StrongAlg } from '../core/strong.js';
-import { ioError } from './errors.js';
+import { JournalError, ioError } from './errors.js';
 import { syncDir } from './output.js';
 
 /** Journal magic: "RSJN". */
@@ -140,7 +140,7 @@ export class Journal {
       fh = await open(path, 'wx+', 0o600);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'EEXIST') {
-        throw new SyncError('ERR_JOURNAL', `${path} exists: an earlier in-place patch did not finish; resume it (--resume) or roll it back (resync recover IMAGE)`, { path });
+        throw new JournalError(`${path} exists: an earlier in-place patch did not finish; resume it (--resume) or roll it back (resync recover IMAGE)`, { path });
       }
       throw ioError(e, 'create journal', path);
     }
@@ -230,7 +230,7 @@ export class Journal {
     let off = 0;
     while (off < length) {
       const { bytesRead } = await this.fh.read(b, off, length - off, at + off);
-      if (bytesRead === 0) throw new SyncError('ERR_JOURNAL', `journal ${this.path} is shorter than its records say`);
+      if (bytesRead === 0) throw new JournalError(`journal ${this.path} is shorter than its records say`);
       off += bytesRead;
     }
     return b;
@@ -318,7 +318,7 @@ export async function readJournal(path: string): Promise<JournalState | null> {
         await removeJournal(path);
         return null;
       }
-      throw new SyncError('ERR_JOURNAL', `${path} is not a resync journal`);
+      throw new JournalError(`${path} is not a resync journal`);
     }
     checkPreamble(head, JOURNAL_MAGIC, JOURNAL_VERSION, 'journal');
     let p = PREAMBLE_LEN;
@@ -376,7 +376,7 @@ export async function readJournal(path: string): Promise<JournalState | null> {
       await removeJournal(path);
       return null;
     }
-    throw new SyncError('ERR_JOURNAL', `journal ${path} has records but no readable header`);
+    throw new JournalError(`journal ${path} has records but no readable header`);
   }
   return { meta, base: base ?? meta, undos, genUndos, checkpoint, checkpointEnd, committed, committedHash, tail };
 }

@@ -27,7 +27,7 @@ import { SyncError } from '../core/errors.js';
 import { ioError } from './errors.js';
 import { extentHelper } from './sparse.js';
 import { journalPathFor } from './journal.js';
-import { killPoint } from '../trace.js';
+import { killPoint } from './trace.js';
 
 /** A held lock; release() is idempotent. */
 export interface ImageLock {

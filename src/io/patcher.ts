@@ -28,8 +28,10 @@ export class StreamPatcher {
     private readonly out: ImageWriter,
     targetSize: number,
     spec: ImageHashSpec,
+    /** Continue the ops another patcher started (see takeOver()); fresh by default. */
+    planner?: PatchPlanner,
   ) {
-    this.planner = new PatchPlanner({ basisSize: basis.size, maxOutput: targetSize });
+    this.planner = planner ?? new PatchPlanner({ basisSize: basis.size, maxOutput: targetSize });
     this.hash = imageHashBuilder(targetSize, spec);
     this.extents = new ExtentMap(basis);
   }
@@ -37,6 +39,16 @@ export class StreamPatcher {
   /** Output bytes produced so far. */
   get position(): number {
     return this.planner.position;
+  }
+
+  /**
+   * The next piece of an output prefix already produced elsewhere (when
+   * taking over from another patcher): hashed and written like a literal,
+   * without being planned again.
+   */
+  async takeOver(dst: number, data: Uint8Array): Promise<void> {
+    this.hash.update(data);
+    await this.out.write(dst, data);
   }
 
   /** Apply one op. */

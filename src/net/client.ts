@@ -1,21 +1,23 @@
 /** `resync push` and `resync pull`: the client side of a session. */
 import { stat } from 'node:fs/promises';
-import { SyncError, isSyncError } from '../core/errors.js';
+import { SyncError } from '../core/errors.js';
 import type { DeltaStats } from '../core/ops.js';
 import { defaultBlockSize } from '../core/signature.js';
-import { assertUnchanged, imageStamp, openImage, openOrCreateImage, type ImageHandle } from '../io/image.js';
+import { openImage, openOrCreateImage, type ImageHandle } from '../io/image.js';
 import { lockImage } from '../io/lock.js';
 import { MsgType, PROTOCOL_VERSION, PUSH_SEED_CAP } from '../../protocol/constants.js';
 import { clientProof, macEquals, newNonce, serverProof, PREAUTH_CAP, PREAUTH_KEY } from '../../protocol/auth.js';
 import { dialSsh, type SshTarget } from './ssh.js';
 import type { ReadyMsg } from '../../protocol/messages.js';
-import type { ProgressFn } from '../api-files.js';
+import type { ProgressFn } from '../core/progress.js';
 import { dial, type ClientTls, type Connection } from './connection.js';
-import { inPlaceSink, receiveDelta, receiveSignatureWithPrepass, sendDelta, sendSignature, tempFileSink } from './transfer.js';
+import { sendFrom, type PrepassFn } from './sender.js';
+import { receiveInto } from './receiver.js';
 import { journalPathFor } from '../io/journal.js';
 import { SUBSUMS_CAP } from './subsums.js';
-import { trace } from '../trace.js';
+import { trace } from '../io/trace.js';
 import { settleJournal } from '../io/inplace.js';
+import { ProtocolError } from '../../protocol/errors.js';
 
 /** Options for push and pull. */
 export interface ClientOptions {
@@ -33,6 +35,8 @@ export interface ClientOptions {
   compress?: boolean | undefined;
   /** pull: patch the local image in place under a journal (default true) instead of temp file + rename. */
   inPlace?: boolean | undefined;
+  /** pull in place: may move to a temp file when the delta moves most of the image (default true). */
+  tempFallback?: boolean | undefined;
   idleTimeoutMs?: number | undefined;
   /** Most bytes per second to send (`--bwlimit`); unlimited if absent. */
   bwlimit?: number | undefined;
@@ -82,20 +86,18 @@ export async function connectAuthenticated(opts: ClientOptions): Promise<Connect
 async function handshake(conn: Connection, opts: ClientOptions, preauth: boolean): Promise<Connection> {
   await conn.exchangePreamble();
   await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify', SUBSUMS_CAP, ...(opts.compress ? ['compress'] : [])] });
-  const ch = await conn.recv();
-  if (ch.type !== MsgType.Challenge) throw new SyncError('ERR_PROTOCOL', 'expected a challenge');
+  const ch = await conn.expect(MsgType.Challenge, 'a challenge');
   conn.peerCaps = ch.caps;
   if (ch.version !== PROTOCOL_VERSION) throw new SyncError('ERR_VERSION', `server speaks protocol version ${ch.version}`);
   if (ch.caps.includes(PREAUTH_CAP) !== preauth) {
     throw preauth
-      ? new SyncError('ERR_PROTOCOL', 'the far side is not a `resync serve --stdio` (check --remote-resync and any forced command)')
+      ? new ProtocolError('the far side is not a `resync serve --stdio` (check --remote-resync and any forced command)')
       : new SyncError('ERR_AUTH', 'the server offers a session without the shared secret over TCP; refused');
   }
   const key = preauth ? PREAUTH_KEY : opts.secret;
   const cn = newNonce();
   await conn.send({ type: MsgType.Auth, clientNonce: cn, mac: clientProof(key, ch.nonce, cn) });
-  const ok = await conn.recv();
-  if (ok.type !== MsgType.AuthOk) throw new SyncError('ERR_PROTOCOL', 'expected authentication result');
+  const ok = await conn.expect(MsgType.AuthOk, 'authentication result');
   if (!macEquals(ok.mac, serverProof(key, ch.nonce, cn))) {
     throw new SyncError('ERR_AUTH', 'the server could not prove it knows the shared secret');
   }
@@ -107,9 +109,44 @@ export async function openSession(conn: Connection, mode: 'push' | 'pull' | 'ver
   // A push seed only to a server that takes one (older ones refuse a seventh field).
   const s = mode === 'push' && seed && conn.peerCaps.includes(PUSH_SEED_CAP) ? { seed } : {};
   await conn.send({ type: MsgType.Open, mode, volume: opts.volume, imageSize, blockSize: opts.blockSize ?? 0, resumeId: '', ...s });
-  const r = await conn.recv();
-  if (r.type !== MsgType.Ready) throw new SyncError('ERR_PROTOCOL', 'expected ready');
-  return r;
+  return conn.expect(MsgType.Ready, 'ready');
+}
+
+/**
+ * One push session on an authenticated connection: Open (offering `seed`
+ * to a server that takes one), the delta, and the server's verdict, checked.
+ * `prepass`: the hash pass run by the caller (a push to several, net/fanout.ts).
+ */
+export async function pushSession(
+  conn: Connection,
+  img: ImageHandle,
+  opts: ClientOptions,
+  t0: number,
+  extra: { seed?: Uint8Array | undefined; prepass?: PrepassFn | undefined } = {},
+): Promise<SyncResult> {
+  const ready = await openSession(conn, 'push', opts, img.size, extra.seed);
+  const d = await sendFrom(conn, img, {
+    onProgress: opts.onProgress,
+    compress: opts.compress === true && conn.peerCaps.includes('compress'),
+    subSums: conn.peerCaps.includes(SUBSUMS_CAP),
+    prepass: extra.prepass,
+  });
+  const res = await conn.expect(MsgType.Result, 'result');
+  if (!res.ok || !Buffer.from(res.targetHash).equals(d.targetHash)) {
+    throw new SyncError('ERR_VERIFY_FAILED', 'the server could not verify the rebuilt volume');
+  }
+  conn.end();
+  return {
+    ...d,
+    resumedFrom: ready.resumeFrom,
+    imageSize: img.size,
+    blockSize: d.blockSize,
+    bytesSent: conn.bytesOut,
+    bytesReceived: conn.bytesIn,
+    elapsedMs: performance.now() - t0,
+    verified: true,
+    bytesWritten: res.bytesWritten,
+  };
 }
 
 /** Make the remote volume identical to the local image `imagePath`. */
@@ -126,26 +163,7 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
     trace('client: connecting');
     conn = await connectAuthenticated(opts);
     trace('client: authenticated');
-    const ready = await openSession(conn, 'push', opts, img.size);
-    const rs = await receiveSignatureWithPrepass(conn, img, opts.onProgress, { indexUnchanged: false });
-    const d = await sendDelta(conn, rs, img, opts.onProgress, opts.compress === true && conn.peerCaps.includes('compress'), conn.peerCaps.includes(SUBSUMS_CAP));
-    const res = await conn.recv();
-    if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
-    if (!res.ok || !Buffer.from(res.targetHash).equals(d.targetHash)) {
-      throw new SyncError('ERR_VERIFY_FAILED', 'the server could not verify the rebuilt volume');
-    }
-    conn.end();
-    return {
-      ...d,
-      resumedFrom: ready.resumeFrom,
-      imageSize: img.size,
-      blockSize: rs.sig.params.blockSize,
-      bytesSent: conn.bytesOut,
-      bytesReceived: conn.bytesIn,
-      elapsedMs: performance.now() - t0,
-      verified: true,
-      bytesWritten: res.bytesWritten,
-    };
+    return await pushSession(conn, img, opts, t0);
   } catch (e) {
     conn?.destroy();
     throw e;
@@ -174,26 +192,21 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
     conn = await connectAuthenticated(opts);
     const ready = await openSession(conn, 'pull', opts, basis.size);
     const bs = opts.blockSize ?? defaultBlockSize(Math.max(basis.size, ready.imageSize));
-    const before = await imageStamp(img);
-    const sent = await sendSignature(conn, img, bs);
-    let r;
-    try {
-      const sessionId = ready.sessionId;
-      r = await receiveDelta(
-        conn,
-        img,
-        async (size, spec) => {
-          await assertUnchanged(img, before);
-          if (img.isBlockDevice && size > img.size) throw new SyncError('ERR_PARAM', `the remote image is ${size} bytes; ${imagePath} is a ${img.size}-byte block device`);
-          return inPlace ? inPlaceSink(img, jpath, sessionId, size, spec, sent.fullDigests, settled.continueAt) : tempFileSink(img, imagePath, size, spec);
-        },
-        opts.onProgress,
-        sent,
-      );
-    } catch (e) {
-      if (isSyncError(e) && !e.details.remote) await conn.sendErrorAndClose(e);
-      throw e;
-    }
+    const r = await receiveInto(
+      conn,
+      img,
+      bs,
+      {
+        path: imagePath,
+        inPlace,
+        journalPath: jpath,
+        sessionId: ready.sessionId,
+        continueAt: settled.continueAt,
+        tempFallback: opts.tempFallback,
+        tooLarge: (size, dev) => `the remote image is ${size} bytes; ${imagePath} is a ${dev}-byte block device`,
+      },
+      { onProgress: opts.onProgress, reportToPeer: true },
+    );
     // The image is complete and verified here: a server that went away
     // before hearing so changes nothing about it.
     await conn.send({ type: MsgType.Result, ok: true, bytesWritten: r.bytesWritten, targetHash: r.targetHash }).catch(() => undefined);
@@ -238,8 +251,7 @@ export async function recoverRemote(opts: ClientOptions): Promise<RemoteRecoverR
       throw new SyncError('ERR_VERSION', `the server at ${opts.host}:${opts.port} does not offer remote recover (an older resync): run 'resync recover PATH' on the server itself`);
     }
     await conn.send({ type: MsgType.Open, mode: 'recover', volume: opts.volume, imageSize: 0, blockSize: 0, resumeId: '' });
-    const r = await conn.recv();
-    if (r.type !== MsgType.Recovered) throw new SyncError('ERR_PROTOCOL', 'expected the recover outcome');
+    const r = await conn.expect(MsgType.Recovered, 'the recover outcome');
     conn.end();
     return { outcome: r.outcome, imageSize: r.imageSize };
   } catch (e) {

@@ -19,6 +19,12 @@ export interface VolumeConfig {
    * rename it (needs free space for a full copy).
    */
   inPlace?: boolean;
+  /**
+   * In place, move to a temp file when the delta turns out to move most of
+   * the image and there is room (default true, io/adaptive.ts). False: in
+   * place always, whatever it costs.
+   */
+  tempFallback?: boolean;
 }
 
 /** Everything the server needs. */
@@ -115,6 +121,7 @@ const VolumeSchema = v.strictObject({
   path: v.pipe(v.string('must be a string (the image file or block device)'), v.minLength(1, 'must not be empty')),
   writable: v.optional(v.boolean('must be true or false (a JSON boolean, not a string)')),
   inPlace: v.optional(v.boolean('must be true or false (a JSON boolean, not a string)')),
+  tempFallback: v.optional(v.boolean('must be true or false (a JSON boolean, not a string)')),
 });
 
 const TlsSchema = v.strictObject({
@@ -285,7 +292,7 @@ export async function readServerConfig(path: string, overrides: Partial<{ host: 
   const abs = (p: string): string => (isAbsolute(p) ? p : resolve(base, p));
   const [h, p] = splitHostPort(o.listen ?? '127.0.0.1:7873');
   const volumes: Record<string, VolumeConfig> = {};
-  for (const [name, vv] of Object.entries(o.volumes)) volumes[name] = { path: abs(vv.path), writable: vv.writable === true, inPlace: vv.inPlace !== false };
+  for (const [name, vv] of Object.entries(o.volumes)) volumes[name] = { path: abs(vv.path), writable: vv.writable === true, inPlace: vv.inPlace !== false, tempFallback: vv.tempFallback !== false };
   const problems: ConfigProblem[] = [];
   const warnings: string[] = [];
   const secretFile = overrides.secretFile ?? (o.secretFile !== undefined ? abs(o.secretFile) : undefined);

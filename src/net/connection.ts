@@ -9,15 +9,16 @@
 import { connect as netConnect, isIP, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
-import { SyncError, isSyncError, type ErrorCode } from '../core/errors.js';
+import { ERROR_CODES, SyncError, isSyncError, type ErrorCode } from '../core/errors.js';
 import { MAX_FRAME } from '../core/limits.js';
 import { encodeFrame, FrameDecoder } from '../bytes/frame.js';
-import { PREAMBLE_LEN, PROTOCOL_VERSION, WIRE_MAGIC, MsgType } from '../../protocol/constants.js';
+import { PREAMBLE_LEN, PROTOCOL_VERSION, WIRE_MAGIC, MsgType, type MsgTypeId } from '../../protocol/constants.js';
 import { decodeMessage, encodeFramedMessage, encodeMessage, encodeOpFrameInto, opFrameSize } from '../../protocol/codec.js';
-import type { Message, OpenMsg } from '../../protocol/messages.js';
+import { expectMessage, type Message, type MessageOf, type OpenMsg } from '../../protocol/messages.js';
 import { SessionMachine, type Side } from '../../protocol/session.js';
 import { encodePreamble } from '../format/preamble.js';
 import { Throttle } from './throttle.js';
+import { ProtocolError } from '../../protocol/errors.js';
 
 /** Connection options. */
 export interface ConnectionOptions {
@@ -43,12 +44,12 @@ const SEND_BUFFER = 4 * 1024 * 1024;
 const HIGH_WATER = 64;
 const LOW_WATER = 8;
 
-const KNOWN_CODES = new Set<string>([
-  'ERR_PARAM', 'ERR_BAD_MAGIC', 'ERR_VERSION', 'ERR_CORRUPT', 'ERR_UNEXPECTED_EOF', 'ERR_TRAILING_DATA', 'ERR_LIMIT',
-  'ERR_COPY_OUT_OF_BOUNDS', 'ERR_BASIS_MISMATCH', 'ERR_VERIFY_FAILED', 'ERR_IO', 'ERR_NO_SPACE', 'ERR_PROTOCOL',
-  'ERR_UNEXPECTED_MESSAGE', 'ERR_FRAME_TOO_LARGE', 'ERR_AUTH', 'ERR_PERMISSION', 'ERR_NOT_FOUND', 'ERR_TIMEOUT',
-  'ERR_CONNECTION', 'ERR_BUSY', 'ERR_REMOTE', 'ERR_JOURNAL', 'ERR_INTERRUPTED',
-]);
+/**
+ * The codes a peer's Error keeps; any other becomes ERR_REMOTE. ERR_LOCKED
+ * is about a lock on the peer's own machine, which it reports as ERR_BUSY;
+ * ERR_PARTIAL is a client's summary of several sessions, never a peer's.
+ */
+const KNOWN_CODES: ReadonlySet<string> = new Set<string>(ERROR_CODES.filter((c) => c !== 'ERR_LOCKED' && c !== 'ERR_PARTIAL'));
 
 /** Turn a peer's Error message into a typed error with the peer's code. */
 export function remoteError(code: string, message: string, peer: string): SyncError {
@@ -207,6 +208,14 @@ export class Connection {
     return m;
   }
 
+  /**
+   * The next message, which must be of `type`; anything else is a
+   * ProtocolError "expected `what`". Typed, so the caller needs no cast.
+   */
+  async expect<T extends MsgTypeId>(type: T, what: string): Promise<MessageOf<T>> {
+    return expectMessage(await this.recv(), type, what);
+  }
+
   /** Close after flushing what was written. */
   end(): void {
     this.flushOut();
@@ -289,7 +298,7 @@ export class Connection {
         this.socket.pause();
       }
     } catch (e) {
-      const err = isSyncError(e) ? e : new SyncError('ERR_PROTOCOL', `bad data from the peer: ${String(e)}`);
+      const err = isSyncError(e) ? e : new ProtocolError(`bad data from the peer: ${String(e)}`);
       // Tell the peer why (flushed by a graceful end), then stop reading.
       try {
         this.socket.write(encodeFrame(encodeMessage({ type: MsgType.Error, code: err.code, message: err.message })));
@@ -302,7 +311,7 @@ export class Connection {
 
   private checkPreamble(b: Buffer): void {
     const magic = b.readUInt32BE(0);
-    if (magic !== WIRE_MAGIC) throw new SyncError('ERR_PROTOCOL', `the peer does not speak the resync protocol (magic 0x${magic.toString(16)})`);
+    if (magic !== WIRE_MAGIC) throw new ProtocolError(`the peer does not speak the resync protocol (magic 0x${magic.toString(16)})`);
     const v = b.readUInt16BE(4);
     if (v !== PROTOCOL_VERSION) {
       throw new SyncError('ERR_VERSION', `the peer speaks protocol version ${v}; this build speaks version ${PROTOCOL_VERSION}`, { version: v });

@@ -14,20 +14,19 @@
  * its own), and after the hash pass each session goes at its own pace.
  */
 import { isSyncError, SyncError } from '../core/errors.js';
-import type { ProgressFn, Progress } from '../api-files.js';
+import type { ProgressFn, Progress } from '../core/progress.js';
 import { openImage, type ImageHandle } from '../io/image.js';
 import { lockImage } from '../io/lock.js';
 import { SharedRead, type SharedReadStats } from '../io/shared-read.js';
 import { readPieces, type Piece } from '../io/sparse.js';
-import { MsgType } from '../../protocol/constants.js';
-import { connectAuthenticated, openSession, type ClientOptions, type SyncResult } from './client.js';
+import { connectAuthenticated, pushSession, type ClientOptions, type SyncResult } from './client.js';
 import type { Connection } from './connection.js';
-import { SUBSUMS_CAP } from './subsums.js';
-import { hashOwnImage, receiveSignatureWithPrepass, regionBlocksFor, sendDelta, type OwnHashes } from './transfer.js';
+import { hashOwnImage, type OwnHashes } from './sender.js';
+import { regionBlocksFor } from './receiver.js';
 import type { SignatureParams } from '../core/signature.js';
 import { SEED_LEN } from '../core/limits.js';
 import { randomBytes } from 'node:crypto';
-import { trace } from '../trace.js';
+import { trace } from '../io/trace.js';
 
 /** Pieces of the shared read: 1 MiB (as a single push's hash pass), or a multiple of the replicas' common block alignment. */
 const SHARED_CHUNK = 1024 * 1024;
@@ -304,32 +303,9 @@ export async function pushToReplicas(imagePath: string, replicas: Replica[], opt
         let conn: Connection | null = null;
         try {
           conn = await connectAuthenticated(r.opts);
-          const c = conn;
-          const ready = await openSession(c, 'push', r.opts, img.size, seed);
-          const onProgress = progress(k);
-          const rs = await receiveSignatureWithPrepass(c, img, onProgress, { indexUnchanged: false, prepass: (params, R) => passes.hashes(k, params, R) });
-          const d = await sendDelta(c, rs, img, onProgress, r.opts.compress === true && c.peerCaps.includes('compress'), c.peerCaps.includes(SUBSUMS_CAP));
-          const res = await c.recv();
-          if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
-          if (!res.ok || !Buffer.from(res.targetHash).equals(d.targetHash)) throw new SyncError('ERR_VERIFY_FAILED', 'the server could not verify the rebuilt volume');
-          c.end();
+          const result = await pushSession(conn, img, { ...r.opts, onProgress: progress(k) }, started, { seed, prepass: (params, R) => passes.hashes(k, params, R) });
           trace(`fanout: ${r.remote} done`);
-          return {
-            remote: r.remote,
-            ok: true,
-            sharedRead: passes.sharedBy(k),
-            result: {
-              ...d,
-              resumedFrom: ready.resumeFrom,
-              imageSize: img.size,
-              blockSize: rs.sig.params.blockSize,
-              bytesSent: c.bytesOut,
-              bytesReceived: c.bytesIn,
-              elapsedMs: performance.now() - started,
-              verified: true,
-              bytesWritten: res.bytesWritten,
-            },
-          };
+          return { remote: r.remote, ok: true, sharedRead: passes.sharedBy(k), result };
         } catch (e) {
           if (passes.has(k)) passes.failed(k);
           else gate.leave();

@@ -4,7 +4,7 @@
  * nothing is revealed before it succeeds), then one session on one volume.
  */
 import { SUBSUMS_CAP } from './subsums.js';
-import { trace } from '../trace.js';
+import { trace } from '../io/trace.js';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { resolveRequested, type StdioAccess } from './allow.js';
@@ -31,18 +31,19 @@ const SETTLING_WAIT_MS = 30_000;
 /** How long a new session looks for the volume's writer to fail or finish before calling it busy. */
 const BUSY_RECHECK_MS = 2_000;
 import { defaultBlockSize } from '../core/signature.js';
-import { assertUnchanged, imageStamp, openImage, openOrCreateImage, type ImageHandle } from '../io/image.js';
+import { openImage, openOrCreateImage, type ImageHandle } from '../io/image.js';
 import { lockImage, type ImageLock, type LockMode } from '../io/lock.js';
 import { MsgType, PROTOCOL_VERSION, PUSH_SEED_CAP, WIRE_MAGIC } from '../../protocol/constants.js';
 import { macEquals, newNonce, clientProof, serverProof, PREAUTH_CAP, PREAUTH_KEY } from '../../protocol/auth.js';
 import { Connection } from './connection.js';
 import type { ServerConfig, VolumeConfig } from './config.js';
-import { inPlaceSink, receiveDelta, receiveSignatureWithPrepass, sendDelta, sendSignature, tempFileSink } from './transfer.js';
+import { sendFrom } from './sender.js';
+import { receiveInto, sendSignature } from './receiver.js';
 import { journalPathFor, readJournal } from '../io/journal.js';
 import { encodeFrame } from '../bytes/frame.js';
 import { encodePreamble } from '../format/preamble.js';
 import { encodeMessage } from '../../protocol/codec.js';
-import type { ProgressFn } from '../api-files.js';
+import type { ProgressFn } from '../core/progress.js';
 import { recoverLocked, settleJournal } from '../io/inplace.js';
 
 /** One line of the server's log. */
@@ -271,16 +272,14 @@ export class ResyncServer {
     let volumeName = '';
     try {
       await conn.exchangePreamble();
-      const hello = await conn.recv();
-      if (hello.type !== MsgType.Hello) throw new SyncError('ERR_PROTOCOL', 'expected hello');
+      const hello = await conn.expect(MsgType.Hello, 'hello');
       if (hello.version !== PROTOCOL_VERSION) {
         throw new SyncError('ERR_VERSION', `client speaks protocol version ${hello.version}; this server speaks version ${PROTOCOL_VERSION}`);
       }
       const nonce = newNonce();
       const key = this.stdio ? PREAUTH_KEY : this.config.secret;
       await conn.send({ type: MsgType.Challenge, version: PROTOCOL_VERSION, nonce, caps: this.stdio ? [...SERVER_CAPS, PREAUTH_CAP] : SERVER_CAPS });
-      const auth = await conn.recv();
-      if (auth.type !== MsgType.Auth) throw new SyncError('ERR_PROTOCOL', 'expected authentication');
+      const auth = await conn.expect(MsgType.Auth, 'authentication');
       if (!macEquals(auth.mac, clientProof(key, nonce, auth.clientNonce))) {
         throw new SyncError('ERR_AUTH', 'authentication failed');
       }
@@ -290,8 +289,7 @@ export class ResyncServer {
       conn.setIdleTimeout(this.config.idleTimeoutMs);
       conn.setMaxFrame(MAX_FRAME);
 
-      const open = await conn.recv();
-      if (open.type !== MsgType.Open) throw new SyncError('ERR_PROTOCOL', 'expected open');
+      const open = await conn.expect(MsgType.Open, 'open');
       volumeName = open.volume;
       // Over ssh the client names a path, checked against --allow before anything is opened.
       const vol = this.stdio
@@ -344,17 +342,23 @@ export class ResyncServer {
       const sessionId = randomBytes(8).toString('hex');
       await conn.send({ type: MsgType.Ready, imageSize: basis.size, sessionId, resumeFrom: settled.resumeFrom });
       const progress = this.progressLogger(vol);
-      const before = await imageStamp(basis);
       trace('server: signature pass started');
-      const sent = await sendSignature(conn, basis, blockSize || defaultBlockSize(Math.max(basis.size, sourceSize)), progress, { seed });
-      const img = basis;
-      const r = await receiveDelta(conn, img, async (size, spec) => {
-        await assertUnchanged(img, before);
-        if (img.isBlockDevice && size > img.size) {
-          throw new SyncError('ERR_PARAM', `the source is ${size} bytes but the volume is a ${img.size}-byte block device`);
-        }
-        return inPlace ? inPlaceSink(img, jpath, sessionId, size, spec, sent.fullDigests, settled.continueAt) : tempFileSink(img, vol.path, size, spec);
-      }, progress, sent);
+      const bs = blockSize || defaultBlockSize(Math.max(basis.size, sourceSize));
+      const r = await receiveInto(
+        conn,
+        basis,
+        bs,
+        {
+          path: vol.path,
+          inPlace,
+          journalPath: jpath,
+          sessionId,
+          continueAt: settled.continueAt,
+          tempFallback: vol.tempFallback !== false,
+          tooLarge: (size, dev) => `the source is ${size} bytes but the volume is a ${dev}-byte block device`,
+        },
+        { onProgress: progress, signatureProgress: true, seed },
+      );
       await conn.send({ type: MsgType.Result, ok: true, bytesWritten: r.bytesWritten, targetHash: r.targetHash });
       return { imageSize: r.targetSize, matchedBytes: r.matchedBytes, literalBytes: r.literalBytes, resumedFrom: settled.resumeFrom };
     } finally {
@@ -400,8 +404,7 @@ export class ResyncServer {
       img = await openImage(vol.path);
       await conn.send({ type: MsgType.Ready, imageSize: img.size, sessionId: randomBytes(8).toString('hex'), resumeFrom: 0 });
       await sendSignature(conn, img, blockSize || defaultBlockSize(Math.max(img.size, clientSize)), undefined, { twoLevel: false });
-      const res = await conn.recv();
-      if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
+      await conn.expect(MsgType.Result, 'result');
       return { imageSize: img.size };
     } finally {
       await img?.fh.close();
@@ -426,10 +429,8 @@ export class ResyncServer {
       img = await openImage(vol.path);
       await conn.send({ type: MsgType.Ready, imageSize: img.size, sessionId: randomBytes(8).toString('hex'), resumeFrom: 0 });
       const progress = this.progressLogger(vol);
-      const rs = await receiveSignatureWithPrepass(conn, img, progress, { indexUnchanged: false });
-      const d = await sendDelta(conn, rs, img, progress, compress, subSums);
-      const res = await conn.recv();
-      if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
+      const d = await sendFrom(conn, img, { onProgress: progress, compress, subSums });
+      await conn.expect(MsgType.Result, 'result');
       return { imageSize: img.size, matchedBytes: d.matchedBytes, literalBytes: d.literalBytes };
     } finally {
       await img?.fh.close();

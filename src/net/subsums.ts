@@ -14,15 +14,16 @@
  * blocks the receiver has not rewritten yet (at or past its output
  * position), so the sums are always of the original bytes.
  */
-import { SyncError } from '../core/errors.js';
 import { MAX_SUB_SIZE, MAX_SUBS_PER_BLOCK } from '../core/limits.js';
 import { blockCountFor, type SignatureParams } from '../core/signature.js';
 import { SUB_SUM_LEN, SubSummer } from '../core/subsum.js';
 import { readExactSync, type ImageHandle } from '../io/image.js';
-import { SUB_NEED_MAX_BLOCKS, SUB_NEED_SPAN } from '../../protocol/codec.js';
+import { SUB_NEED_MAX_BLOCKS, SUB_NEED_SPAN } from '../../protocol/constants.js';
 import { MsgType } from '../../protocol/constants.js';
 import type { SubNeedMsg } from '../../protocol/messages.js';
 import type { Connection } from './connection.js';
+import { bitmapBytes, setBit, testBit } from '../bytes/bitmap.js';
+import { ProtocolError } from '../../protocol/errors.js';
 
 /** Capability both peers announce to use sub-block sums. */
 export const SUBSUMS_CAP = 'subsums-nh';
@@ -78,19 +79,19 @@ export class SubSumsAhead {
     while (this.nextBlock < limit && this.outstanding < this.most) {
       const first = this.nextBlock;
       const stop = Math.min(limit, first + SUB_NEED_SPAN);
-      const bitmap = new Uint8Array(Math.ceil((stop - first) / 8));
+      const bitmap = new Uint8Array(bitmapBytes(stop - first));
       const blocks: number[] = [];
       let i = first;
       // The first requests are small so that the first answer, which the scan waits for, comes at once.
       const most = Math.min(SUB_NEED_MAX_BLOCKS, 32 * 2 ** this.requests, this.most - this.outstanding);
       for (; i < stop && blocks.length < most; i++) {
         if (!this.wanted(i)) continue;
-        bitmap[(i - first) >>> 3]! |= 1 << ((i - first) & 7);
+        setBit(bitmap, i - first);
         blocks.push(i);
       }
       this.nextBlock = i;
       if (blocks.length === 0) continue;
-      await this.conn.send({ type: MsgType.SubNeed, first, subSize: this.subSize, bitmap: bitmap.subarray(0, Math.ceil((i - first) / 8)) });
+      await this.conn.send({ type: MsgType.SubNeed, first, subSize: this.subSize, bitmap: bitmap.subarray(0, bitmapBytes(i - first)) });
       this.asked.push({ first, blocks });
       this.outstanding += blocks.length;
       this.requests++;
@@ -118,10 +119,9 @@ export class SubSumsAhead {
 
   private async receiveOne(): Promise<void> {
     const req = this.asked.shift()!;
-    const m = await this.conn.recv();
-    if (m.type !== MsgType.SubSums) throw new SyncError('ERR_PROTOCOL', 'expected sub-block sums');
+    const m = await this.conn.expect(MsgType.SubSums, 'sub-block sums');
     if (m.first !== req.first || m.sums.length !== req.blocks.length * this.perBlock) {
-      throw new SyncError('ERR_PROTOCOL', `sub-block sums for block ${m.first} (${m.sums.length} bytes) do not answer the request for block ${req.first} (${req.blocks.length} blocks)`);
+      throw new ProtocolError(`sub-block sums for block ${m.first} (${m.sums.length} bytes) do not answer the request for block ${req.first} (${req.blocks.length} blocks)`);
     }
     // Keys go in ascending order, which forget() relies on.
     req.blocks.forEach((k, j) => this.got.set(k, m.sums.subarray(j * this.perBlock, (j + 1) * this.perBlock)));
@@ -134,22 +134,22 @@ export class SubSumsAhead {
  * it may be rewritten already and cannot be asked for.
  */
 export function answerSubNeed(basis: ImageHandle, m: SubNeedMsg, sent: SignatureParams | undefined, position: number): Uint8Array {
-  if (!sent) throw new SyncError('ERR_PROTOCOL', 'sub-block sums were asked for, but this side sent no signature');
+  if (!sent) throw new ProtocolError('sub-block sums were asked for, but this side sent no signature');
   const bs = sent.blockSize;
   const sub = m.subSize;
   if (bs % sub !== 0 || bs / sub < 2 || bs / sub > MAX_SUBS_PER_BLOCK || sub > MAX_SUB_SIZE) {
-    throw new SyncError('ERR_PROTOCOL', `sub-block size ${sub} does not split blocks of ${bs} bytes into 2..${MAX_SUBS_PER_BLOCK} of at most ${MAX_SUB_SIZE}`);
+    throw new ProtocolError(`sub-block size ${sub} does not split blocks of ${bs} bytes into 2..${MAX_SUBS_PER_BLOCK} of at most ${MAX_SUB_SIZE}`);
   }
   const n = blockCountFor(sent.imageSize, bs);
   const blocks: number[] = [];
   for (let i = 0; i < m.bitmap.length * 8; i++) {
-    if (((m.bitmap[i >>> 3]! >>> (i & 7)) & 1) === 0) continue;
+    if (!testBit(m.bitmap, i)) continue;
     const k = m.first + i;
-    if ((k + 1) * bs > sent.imageSize || k >= n) throw new SyncError('ERR_PROTOCOL', `sub-block sums asked for block ${k}, which is not a whole block of the ${sent.imageSize}-byte basis`);
-    if (k * bs < position) throw new SyncError('ERR_PROTOCOL', `sub-block sums asked for block ${k}, which the delta already rewrote`);
+    if ((k + 1) * bs > sent.imageSize || k >= n) throw new ProtocolError(`sub-block sums asked for block ${k}, which is not a whole block of the ${sent.imageSize}-byte basis`);
+    if (k * bs < position) throw new ProtocolError(`sub-block sums asked for block ${k}, which the delta already rewrote`);
     blocks.push(k);
   }
-  if (blocks.length > SUB_NEED_MAX_BLOCKS) throw new SyncError('ERR_PROTOCOL', `sub-block sums asked for ${blocks.length} blocks at once (at most ${SUB_NEED_MAX_BLOCKS})`);
+  if (blocks.length > SUB_NEED_MAX_BLOCKS) throw new ProtocolError(`sub-block sums asked for ${blocks.length} blocks at once (at most ${SUB_NEED_MAX_BLOCKS})`);
   const summer = summerFor(sent.seed, sub);
   const per = bs / sub;
   const out = new Uint8Array(blocks.length * per * SUB_SUM_LEN);

@@ -7,7 +7,7 @@ import { beforeAll, describe, expect, test } from 'vitest';
 import { mkdir } from 'node:fs/promises';
 import { FrameDecoder } from '../../src/bytes/frame.js';
 import { decodeMessage } from '../../protocol/codec.js';
-import { literalFromZ } from '../../src/format/deltafile.js';
+import { literalFromZ } from '../../protocol/convert.js';
 import { MsgType, PREAMBLE_LEN } from '../../protocol/constants.js';
 import type { Message } from '../../protocol/messages.js';
 import { frameOf, GOLDEN, GOLDEN_DIR, goldenPreamble, LITERAL_Z_TEXT, listGoldenFiles, readGolden, writeGoldenFiles } from '../helpers/wire-golden.js';

@@ -12,11 +12,11 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { generateImage } from '../../bench/workload.js';
+import { generateImage } from '../../src/testing/workload.js';
 import { openImage } from '../../src/io/image.js';
-import { deltaFile, patchFile, signatureFile } from '../../src/api-files.js';
+import { deltaFile, patchFile, signatureFile } from '../../src/api/files.js';
 import { push } from '../../src/net/client.js';
-import { verifyFiles, verifyRemote } from '../../src/verify.js';
+import { verifyFiles, verifyRemote } from '../../src/api/verify.js';
 import { startServer } from '../helpers/server.js';
 
 const MiB = 1024 * 1024;

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { pull, push, type ClientOptions } from '../../src/net/client.js';
-import { parseBwlimit } from '../../src/cli/commands/ops.js';
+import { parseBwlimit } from '../../src/cli/options.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
 const MiB = 1024 * 1024;

@@ -16,10 +16,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { hashImage } from '../../src/api-files.js';
+import { hashImage } from '../../src/api/files.js';
 import { ResyncServer } from '../../src/net/server.js';
 import { SignatureFileDecoder } from '../../src/format/sigfile.js';
-import { makePair } from '../../bench/workload.js';
+import { makePair } from '../../src/testing/workload.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BIN = join(ROOT, 'bin/resync.js');

@@ -11,8 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { hashImage } from '../../src/api-files.js';
-import { generateImage, makePair } from '../../bench/workload.js';
+import { hashImage } from '../../src/api/files.js';
+import { generateImage, makePair } from '../../src/testing/workload.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CLI = join(ROOT, 'bin/resync.js');

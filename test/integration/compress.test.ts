@@ -3,10 +3,10 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deflateRawSync } from 'node:zlib';
-import { deltaFile, patchFile, signatureFile } from '../../src/api-files.js';
+import { deltaFile, patchFile, signatureFile } from '../../src/api/files.js';
 import { push, pull } from '../../src/net/client.js';
-import { literalFromZ } from '../../src/format/deltafile.js';
-import { applyScenario, generateImage } from '../../bench/workload.js';
+import { literalFromZ } from '../../protocol/convert.js';
+import { applyScenario, generateImage } from '../../src/testing/workload.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
 let dir: string;

@@ -11,9 +11,9 @@ import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promi
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { generateImage, makePair, type Scenario } from '../../bench/workload.js';
-import { dryRunDelta, dryRunPull, dryRunPush, frameBytes } from '../../src/dry-run.js';
-import { deltaFile, signatureFile } from '../../src/api-files.js';
+import { generateImage, makePair, type Scenario } from '../../src/testing/workload.js';
+import { dryRunDelta, dryRunPull, dryRunPush, frameBytes } from '../../src/api/dry-run.js';
+import { deltaFile, signatureFile } from '../../src/api/files.js';
 import { pull, push, type ClientOptions } from '../../src/net/client.js';
 import { MsgType } from '../../protocol/constants.js';
 import { startServer, type TestServer } from '../helpers/server.js';

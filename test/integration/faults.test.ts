@@ -15,7 +15,7 @@ import { existsSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { makePair } from '../../bench/workload.js';
+import { makePair } from '../../src/testing/workload.js';
 import { connectAuthenticated, pull, push, type ClientOptions, type SyncResult } from '../../src/net/client.js';
 import { journalPathFor } from '../../src/io/journal.js';
 import type { SyncError } from '../../src/core/errors.js';

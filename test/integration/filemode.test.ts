@@ -10,7 +10,7 @@ import { chmod, chown, mkdtemp, open, readFile, rm, stat, writeFile } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { deltaFile, patchFile, signatureFile } from '../../src/api-files.js';
+import { deltaFile, patchFile, signatureFile } from '../../src/api/files.js';
 import { pull, push } from '../../src/net/client.js';
 import { openOrCreateImage } from '../../src/io/image.js';
 import { ImageWriter } from '../../src/io/output.js';

@@ -16,10 +16,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { deltaFile, hashImage, patchFile, signatureFile } from '../../src/api-files.js';
+import { deltaFile, hashImage, patchFile, signatureFile } from '../../src/api/files.js';
 import { defaultBlockSize } from '../../src/core/signature.js';
 import { SyncError } from '../../src/core/errors.js';
-import { generateImage, makePair, SCENARIOS, type Scenario, type ScenarioStats } from '../../bench/workload.js';
+import { generateImage, makePair, SCENARIOS, type Scenario, type ScenarioStats } from '../../src/testing/workload.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CLI = join(ROOT, 'dist/src/cli/main.js');

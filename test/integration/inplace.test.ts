@@ -10,7 +10,7 @@ import { diff, signatureOf } from '../../src/core/whole.js';
 import { InPlacePatcher, rollbackAll } from '../../src/io/inplace.js';
 import { openImage } from '../../src/io/image.js';
 import { journalPathFor, readJournal } from '../../src/io/journal.js';
-import { deltaFile, patchFile, signatureFile } from '../../src/api-files.js';
+import { deltaFile, patchFile, signatureFile } from '../../src/api/files.js';
 import { applyEdits, edit } from '../helpers/edits.js';
 
 let dir: string;

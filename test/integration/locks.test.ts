@@ -11,12 +11,12 @@ import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createHash } from 'node:crypto';
-import { makePair } from '../../bench/workload.js';
+import { makePair } from '../../src/testing/workload.js';
 import { journalPathFor } from '../../src/io/journal.js';
 import { lockFilePathFor } from '../../src/io/lock.js';
 import { pull, push, connectAuthenticated, openSession, recoverRemote } from '../../src/net/client.js';
 import { MsgType } from '../../protocol/constants.js';
-import { SUB_NEED_SPAN } from '../../protocol/codec.js';
+import { SUB_NEED_SPAN } from '../../protocol/constants.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 

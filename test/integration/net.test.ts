@@ -11,9 +11,9 @@ import { join, resolve } from 'node:path';
 import { connect, createServer, type Socket } from 'node:net';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { SCENARIOS, generateImage, makePair } from '../../bench/workload.js';
+import { SCENARIOS, generateImage, makePair } from '../../src/testing/workload.js';
 import { connectAuthenticated, pull, push, type ClientOptions } from '../../src/net/client.js';
-import { receiveSignature } from '../../src/net/transfer.js';
+import { receiveSignature } from '../../src/net/receiver.js';
 import { encodeFrame, FrameDecoder } from '../../src/bytes/frame.js';
 import { encodePreamble } from '../../src/format/preamble.js';
 import { decodeMessage, encodeMessage } from '../../protocol/codec.js';
@@ -507,7 +507,7 @@ describe('errors in the middle of a delta', () => {
     expect((await wrongBasisPush('other')).code).toBe('ERR_BASIS_MISMATCH');
   });
 
-  // Regression (fixed) (src/io/patcher.ts checkBasisSize, reached from src/net/transfer.ts
+  // Regression (fixed) (src/io/patcher.ts checkBasisSize, reached from src/net/receiver.ts
   // receiveDelta on the server): the message names the volume's path on the
   // server ("basis /srv/.../x.img is ..."), and the server forwards it in its
   // Error frame. Clients are meant to know volumes by name only

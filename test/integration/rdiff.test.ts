@@ -17,18 +17,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { applyScenario, generateImage, type Scenario } from '../../bench/workload.js';
-import { rdiffDeltaFile, rdiffPatchFile, rdiffSignatureFile } from '../../src/api-rdiff.js';
+import { applyScenario, generateImage, type Scenario } from '../../src/testing/workload.js';
+import { rdiffDeltaFile, rdiffPatchFile, rdiffSignatureFile } from '../../src/api/rdiff.js';
 import type { DeltaOp } from '../../src/core/ops.js';
-import { RDIFF_SIG_TYPES, type RdiffSigType } from '../../src/format/rdiff/constants.js';
-import { decodeRdiffDelta } from '../../src/format/rdiff/delta.js';
+import { RDIFF_SIG_TYPES, type RdiffSigType } from '../../src/rdiff/constants.js';
+import { decodeRdiffDelta } from '../../src/rdiff/delta.js';
 
 const HAVE_RDIFF = spawnSync('rdiff', ['--version'], { stdio: 'ignore' }).status === 0;
 if (!HAVE_RDIFF) console.warn('test/integration/rdiff.test.ts: `rdiff` is not on PATH, skipping the librsync interop tests (apt-get install rdiff)');
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CLI = join(ROOT, 'dist/src/cli/main.js');
-const HAVE_CLI = existsSync(CLI) && existsSync(join(ROOT, 'dist/src/api-rdiff.js'));
+const HAVE_CLI = existsSync(CLI) && existsSync(join(ROOT, 'dist/src/api/rdiff.js'));
 const KiB = 1024;
 
 /** rdiff's -H/-R flags for a variant. */

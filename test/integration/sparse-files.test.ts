@@ -9,7 +9,7 @@ import { mkdtemp, open, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { deltaFile, hashImage, patchFile, signatureFile } from '../../src/api-files.js';
+import { deltaFile, hashImage, patchFile, signatureFile } from '../../src/api/files.js';
 import { openImage } from '../../src/io/image.js';
 import { ExtentMap, extentHelper } from '../../src/io/sparse.js';
 

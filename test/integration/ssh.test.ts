@@ -15,9 +15,9 @@ import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { hashImage } from '../../src/api-files.js';
+import { hashImage } from '../../src/api/files.js';
 import { journalPathFor } from '../../src/io/journal.js';
-import { makePair, randomBytes, writeImage } from '../../bench/workload.js';
+import { makePair, randomBytes, writeImage } from '../../src/testing/workload.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CLI = join(ROOT, 'bin/resync.js');

@@ -15,7 +15,7 @@ import { openImage } from '../../src/io/image.js';
 import { makeSignatureParams, subBlockSize } from '../../src/core/signature.js';
 import { SUB_SUM_LEN, SubSummer } from '../../src/core/subsum.js';
 import { MsgType } from '../../protocol/constants.js';
-import { generateImage } from '../../bench/workload.js';
+import { generateImage } from '../../src/testing/workload.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
 let dir: string;

@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { push, pull } from '../../src/net/client.js';
-import { applyScenario, generateImage, SCENARIOS } from '../../bench/workload.js';
+import { applyScenario, generateImage, SCENARIOS } from '../../src/testing/workload.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
 let dir: string;

@@ -11,15 +11,15 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { generateImage } from '../../bench/workload.js';
-import { verifyFiles, verifyRemote } from '../../src/verify.js';
+import { generateImage } from '../../src/testing/workload.js';
+import { verifyFiles, verifyRemote } from '../../src/api/verify.js';
 import type { ClientOptions } from '../../src/net/client.js';
 import type { SyncError } from '../../src/core/errors.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 import { ResyncServer } from '../../src/net/server.js';
 import type { Connection } from '../../src/net/connection.js';
 import type { VolumeConfig } from '../../src/net/config.js';
-import { sendSignature } from '../../src/net/transfer.js';
+import { sendSignature } from '../../src/net/receiver.js';
 import { openImage } from '../../src/io/image.js';
 import { MsgType } from '../../protocol/constants.js';
 

@@ -16,9 +16,10 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { generateImage, randomBytes as workloadBytes } from '../../bench/workload.js';
-import { deltaFile, patchFile, recoverImage, signatureFile } from '../../src/api-files.js';
+import { generateImage, randomBytes as workloadBytes } from '../../src/testing/workload.js';
+import { deltaFile, patchFile, recoverImage, signatureFile } from '../../src/api/files.js';
 import { journalPathFor } from '../../src/io/journal.js';
+import { JournalError } from '../../src/io/errors.js';
 import { pull, push } from '../../src/net/client.js';
 import { encodeFrame } from '../../src/bytes/frame.js';
 import { decodeMessage, encodeMessage } from '../../protocol/codec.js';
@@ -393,7 +394,7 @@ describe('a target smaller or larger than the basis the delta expects', () => {
     });
   }
 
-  // Regression (fixed: the basis size is checked first) (src/api-files.ts, patchFileInPlace): the delta was prescanned with the
+  // Regression (fixed: the basis size is checked first) (src/api/files.ts, patchFileInPlace): the delta was prescanned with the
   // copy bounds of min(image size, delta's basis size) before checkBasisSize()
   // runs, so a basis that is too short is reported as ERR_COPY_OUT_OF_BOUNDS
   // (exit code 3, "the delta is malformed") although the delta is fine and the
@@ -448,7 +449,9 @@ describe('an interrupted in-place patch and the wrong way to continue it', () =>
   });
 
   test('patching again without --resume is ERR_JOURNAL, the image as it was', async () => {
-    await expect(patchFile(c.basis, c.delta, c.basis, { inPlace: true })).rejects.toMatchObject({ code: 'ERR_JOURNAL' });
+    const e = await patchFile(c.basis, c.delta, c.basis, { inPlace: true }).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(JournalError);
+    expect(e).toMatchObject({ code: 'ERR_JOURNAL' });
     expect(await sha(c.basis)).toBe(suspendedSha);
   });
 

@@ -143,7 +143,7 @@ describe('the delta does not depend on how the sender feeds the scan', () => {
       }
       b.push(...cut.end());
 
-      // As src/net/transfer.ts sendDelta does: skip runs of in-place blocks, read the rest.
+      // As src/net/sender.ts sendDelta does: skip runs of in-place blocks, read the rest.
       const inPlace = (i: number): boolean => i < sig.blockCount && sig.blockLength(i) === bs && sig.strongEquals(i, own.subarray(i * sl, i * sl + sl));
       const sender = new DeltaMatcher(sig, { ownDigests: own });
       const c: DeltaOp[] = [];

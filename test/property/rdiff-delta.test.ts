@@ -7,10 +7,10 @@ import { describe, expect, test } from 'vitest';
 import { fc, test as fcTest } from '@fast-check/vitest';
 import { applyDelta } from '../../src/core/whole.js';
 import type { DeltaOp } from '../../src/core/ops.js';
-import { RDIFF_SIG_TYPES, RdiffOp } from '../../src/format/rdiff/constants.js';
-import { RdiffDeltaDecoder, decodeRdiffDelta, encodeRdiffCommand, encodeRdiffDelta, paramWidth } from '../../src/format/rdiff/delta.js';
-import { RdiffDeltaMatcher, rdiffDiff } from '../../src/format/rdiff/matcher.js';
-import { RdiffSignatureGenerator, RdiffSignatureReader, rdiffSigParams, rdiffSignatureOf, readRdiffSignature } from '../../src/format/rdiff/signature.js';
+import { RDIFF_SIG_TYPES, RdiffOp } from '../../src/rdiff/constants.js';
+import { RdiffDeltaDecoder, decodeRdiffDelta, encodeRdiffCommand, encodeRdiffDelta, paramWidth } from '../../src/rdiff/delta.js';
+import { RdiffDeltaMatcher, rdiffDiff } from '../../src/rdiff/matcher.js';
+import { RdiffSignatureGenerator, RdiffSignatureReader, rdiffSigParams, rdiffSignatureOf, readRdiffSignature } from '../../src/rdiff/signature.js';
 
 /** Merge adjacent literals so op lists compare independent of how literal data was cut. */
 function normalize(ops: DeltaOp[]): Array<{ kind: 'copy'; offset: number; length: number } | { kind: 'literal'; hex: string }> {

@@ -1,6 +1,6 @@
 /** The CLI's option checks (src/cli/args.ts): every bad value is an ERR_PARAM naming the option. */
 import { describe, expect, test } from 'vitest';
-import { MAX_TIMEOUT_SECONDS, intOption, secondsOption, sizeOption } from '../../src/cli/args.js';
+import { MAX_TIMEOUT_SECONDS, intOption, secondsOption, sizeOption } from '../../src/cli/options.js';
 
 function code(f: () => unknown): string | undefined {
   try {

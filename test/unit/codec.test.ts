@@ -7,18 +7,9 @@ import {
   encodeMessage,
   encodeOpFrameInto,
   opFrameSize,
-  HASH_LEN,
-  MAX_CAPS,
-  MAX_REGION_BLOCKS,
-  MAX_STRING,
   messageName,
-  NONCE_LEN,
-  REGION_CHUNK,
-  REGION_HASH_LEN,
-  SUB_NEED_MAX_BLOCKS,
-  SUB_NEED_SPAN,
 } from '../../protocol/codec.js';
-import { MsgType } from '../../protocol/constants.js';
+import { HASH_LEN, MAX_CAPS, MAX_REGION_BLOCKS, MAX_STRING, MsgType, NONCE_LEN, REGION_CHUNK, REGION_HASH_LEN, SUB_NEED_MAX_BLOCKS, SUB_NEED_SPAN } from '../../protocol/constants.js';
 import type { Message } from '../../protocol/messages.js';
 import { SyncError } from '../../src/core/errors.js';
 import { MAX_BLOCKS, MAX_BLOCK_SIZE, MAX_LITERAL, MAX_STRONG_LEN, MAX_SUB_SIZE, MAX_SUBS_PER_BLOCK, SEED_LEN, SIG_CHUNK_BLOCKS, SUB_SUM_LEN } from '../../src/core/limits.js';

@@ -1,7 +1,7 @@
 /** The progress of a push to several replicas as one line: the shared hash pass once, the deltas summed. */
 import { describe, expect, test } from 'vitest';
 import { combinedProgress } from '../../src/net/fanout.js';
-import type { Progress } from '../../src/api-files.js';
+import type { Progress } from '../../src/core/progress.js';
 
 describe('combinedProgress', () => {
   test('hash: the furthest replica out of one image; delta: the sum out of one image per replica', () => {

@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { SyncError } from '../../src/core/errors.js';
 import { DeltaFileDecoder } from '../../src/format/deltafile.js';
 import { SignatureFileDecoder } from '../../src/format/sigfile.js';
-import { deltaFile, loadSignatureFile, patchFile } from '../../src/api-files.js';
+import { deltaFile, loadSignatureFile, patchFile } from '../../src/api/files.js';
 import { FileBuilder, MALFORMED_SPEC, imageHash, malformedBasis, validDeltaBytes, validDeltaTarget, validSigBytes } from '../helpers/golden.js';
 import { DELTA_MAGIC, MsgType, SIG_MAGIC } from '../../protocol/constants.js';
 import { MAX_BLOCKS } from '../../src/core/limits.js';

@@ -14,10 +14,10 @@ import type { DeltaOp } from '../../src/core/ops.js';
 import { adler32, adler32OfZeros } from '../../src/core/rolling.js';
 import { Signature, SignatureGenerator, makeSignatureParams } from '../../src/core/signature.js';
 import { applyDelta, signatureOf } from '../../src/core/whole.js';
-import { RDIFF_SIG_TYPES, RDIFF_SIG_SPEC, type RdiffSigType } from '../../src/format/rdiff/constants.js';
-import { RdiffDeltaMatcher } from '../../src/format/rdiff/matcher.js';
-import { RdiffSignature, readRdiffSignature, rdiffSignatureOf } from '../../src/format/rdiff/signature.js';
-import { weakSum as rdiffWeakSum, weakSumOfZeros } from '../../src/format/rdiff/weak.js';
+import { RDIFF_SIG_TYPES, RDIFF_SIG_SPEC, type RdiffSigType } from '../../src/rdiff/constants.js';
+import { RdiffDeltaMatcher } from '../../src/rdiff/matcher.js';
+import { RdiffSignature, readRdiffSignature, rdiffSignatureOf } from '../../src/rdiff/signature.js';
+import { weakSum as rdiffWeakSum, weakSumOfZeros } from '../../src/rdiff/weak.js';
 
 const KiB = 1024;
 

@@ -12,8 +12,8 @@ import { TailStore } from '../../src/core/coalescer.js';
 import { DeltaMatcher } from '../../src/core/matcher.js';
 import type { DeltaOp } from '../../src/core/ops.js';
 import { applyDelta, signatureOf } from '../../src/core/whole.js';
-import { RdiffDeltaMatcher } from '../../src/format/rdiff/matcher.js';
-import { readRdiffSignature, rdiffSignatureOf } from '../../src/format/rdiff/signature.js';
+import { RdiffDeltaMatcher } from '../../src/rdiff/matcher.js';
+import { readRdiffSignature, rdiffSignatureOf } from '../../src/rdiff/signature.js';
 
 const KiB = 1024;
 

@@ -8,12 +8,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { fc, test as fcTest } from '@fast-check/vitest';
-import { rdiffPatchFile } from '../../src/api-rdiff.js';
+import { rdiffPatchFile } from '../../src/api/rdiff.js';
 import { CorruptInputError, LimitExceededError, SyncError, UnexpectedEofError } from '../../src/core/errors.js';
-import { RdiffDeltaDecoder, decodeRdiffDelta, encodeRdiffDelta } from '../../src/format/rdiff/delta.js';
-import { rdiffDiff } from '../../src/format/rdiff/matcher.js';
-import { RdiffSignatureReader, rdiffSignatureOf, readRdiffSignature } from '../../src/format/rdiff/signature.js';
-import { weakSum } from '../../src/format/rdiff/weak.js';
+import { RdiffDeltaDecoder, decodeRdiffDelta, encodeRdiffDelta } from '../../src/rdiff/delta.js';
+import { rdiffDiff } from '../../src/rdiff/matcher.js';
+import { RdiffSignatureReader, rdiffSignatureOf, readRdiffSignature } from '../../src/rdiff/signature.js';
+import { weakSum } from '../../src/rdiff/weak.js';
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 const MAGIC = '72730236';

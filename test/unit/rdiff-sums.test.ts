@@ -6,8 +6,8 @@
 import { describe, expect, test } from 'vitest';
 import { blake2b } from '@noble/hashes/blake2.js';
 import { fc, test as fcTest } from '@fast-check/vitest';
-import { md4 } from '../../src/format/rdiff/md4.js';
-import { RdiffStrongSummer } from '../../src/format/rdiff/signature.js';
+import { md4 } from '../../src/rdiff/md4.js';
+import { RdiffStrongSummer } from '../../src/rdiff/signature.js';
 import {
   RABINKARP_INVM,
   RABINKARP_MULT,
@@ -17,8 +17,8 @@ import {
   rabinKarpPow,
   weakSum,
   weakSumOfZeros,
-} from '../../src/format/rdiff/weak.js';
-import type { RdiffWeakKind } from '../../src/format/rdiff/constants.js';
+} from '../../src/rdiff/weak.js';
+import type { RdiffWeakKind } from '../../src/rdiff/constants.js';
 
 const KINDS: RdiffWeakKind[] = ['rollsum', 'rabinkarp'];
 

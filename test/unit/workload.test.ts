@@ -13,7 +13,7 @@ import {
   randomBytes,
   writeImage,
   writeScenario,
-} from '../../bench/workload.js';
+} from '../../src/testing/workload.js';
 
 const MiB = 1024 * 1024;
 

@@ -8,16 +8,16 @@ import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { makePair, SCENARIOS, type Scenario } from '../../../bench/workload.js';
+import { makePair, SCENARIOS, type Scenario } from '../../testing/workload.js';
 // Loaded on first use: keeps start-up short for commands that do not need it.
-const filesApi = () => import('../../api-files.js');
+const filesApi = () => import('../../api/files.js');
 import { VerifyError } from '../../core/errors.js';
 // Loaded on first use: keeps start-up short for commands that do not need it.
-import type { ResyncServer } from '../../net/server.js';
-const serverMod = () => import('../../net/server.js');
+import type { ResyncServer } from '../../api/net.js';
+const serverMod = () => import('../../api/net.js');
 // Loaded on first use: keeps start-up short for commands that do not need it.
-const clientMod = () => import('../../net/client.js');
-import { intOption, sizeOption } from '../args.js';
+const clientMod = () => import('../../api/net.js');
+import { intOption, sizeOption } from '../options.js';
 import { fmtBytes } from '../render.js';
 import { outputOptions, runCommand, type CommonArgs } from '../run.js';
 

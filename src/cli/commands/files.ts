@@ -1,17 +1,17 @@
 /** `resync signature|delta|patch|recover`: the offline file commands. */
 import type { Argv } from 'yargs';
 // Loaded on first use: keeps start-up short for commands that do not need it.
-const filesApi = () => import('../../api-files.js');
+const filesApi = () => import('../../api/files.js');
 // Loaded on first use: keeps start-up short for commands that do not need it.
-const rdiffApi = () => import('../../api-rdiff.js');
+const rdiffApi = () => import('../../api/rdiff.js');
 import { ParamError } from '../../core/errors.js';
-import { RDIFF_DEFAULT_SIG_TYPE, RDIFF_SIG_TYPES, type RdiffSigType } from '../../format/rdiff/constants.js';
+import { RDIFF_DEFAULT_SIG_TYPE, RDIFF_SIG_TYPES, type RdiffSigType } from '../../rdiff/constants.js';
 import type { StrongAlg } from '../../core/strong.js';
-import { intOption, secondsOption, sizeOption } from '../args.js';
+import { intOption, secondsOption, sizeOption } from '../options.js';
 import { fileKind, formatHint } from '../hints.js';
 import { checkInput, prepareOutput, type NamedInput } from '../paths.js';
 import { STDIO } from '../stdio.js';
-import { dryRunDeltaCommand } from './ops.js';
+import { dryRunDeltaCommand } from './verify.js';
 import { localInterrupted, outputOptions, runCommand, shq, type CommonArgs } from '../run.js';
 
 const FORMAT_OPTION = {

@@ -2,53 +2,23 @@
 import type { Argv } from 'yargs';
 import { isSyncError, ParamError, SyncError } from '../../core/errors.js';
 import { exitCodeFor } from '../exit-codes.js';
-import { checkVolumes, ConfigError, parseRemote, readSecretFile, readServerConfig, readTlsFiles, splitHostPort, type ConfigProblem, type ServerConfig, type VolumeConfig } from '../../net/config.js';
+import { checkVolumes, ConfigError, parseRemote, readSecretFile, readServerConfig, readTlsFiles, splitHostPort, type ConfigProblem, type ServerConfig, type VolumeConfig } from '../../api/config.js';
 // Loaded on first use: keeps start-up short for commands that do not need it.
-const serverMod = () => import('../../net/server.js');
+const serverMod = () => import('../../api/net.js');
 // Loaded on first use: keeps start-up short for commands that do not need it.
-import type { ClientOptions, SyncResult } from '../../net/client.js';
-import type { ProgressFn } from '../../api-files.js';
-const clientMod = () => import('../../net/client.js');
-// Loaded on first use: keeps start-up short for commands that do not need it.
-const fanoutMod = () => import('../../net/fanout.js');
-import type { FanoutResult } from '../../net/fanout.js';
-import { intOption, secondsOption, sizeOption } from '../args.js';
+import type { ClientOptions, FanoutResult, SyncResult } from '../../api/net.js';
+import type { ProgressFn } from '../../core/progress.js';
+const clientMod = () => import('../../api/net.js');
+import { CLIENT_OPTIONS, clientTls, intOption, parseBwlimit, secondsOption, secretFileArg } from '../options.js';
 import { networkHint } from '../hints.js';
 import { checkInput, prepareOutput } from '../paths.js';
 // Loaded on first use: keeps start-up short for commands that do not need it.
-const dryRunMod = () => import('../../dry-run.js');
-import { dryRunSummary, parseBwlimit } from './ops.js';
+const dryRunMod = () => import('../../api/dry-run.js');
+import { dryRunSummary } from './verify.js';
 import { localInterrupted, outputOptions, runCommand, type CommonArgs, type Interruption } from '../run.js';
 import { resolve } from 'node:path';
-import { readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import type { ClientTls } from '../../net/connection.js';
-import { parseSshRemote, splitCommand } from '../../net/ssh.js';
-import { ioError } from '../../io/errors.js';
-
-async function clientTls(on: boolean, caFile: string | undefined): Promise<ClientTls | undefined> {
-  if (!on && !caFile) return undefined;
-  if (!caFile) return {};
-  try {
-    return { ca: await readFile(caFile) };
-  } catch (e) {
-    throw ioError(e, 'read CA certificate', caFile);
-  }
-}
-
-/** Options push and pull share. */
-const CLIENT_OPTIONS = {
-  'secret-file': { type: 'string', describe: 'file holding the shared secret (or RESYNC_SECRET_FILE)' },
-  tls: { type: 'boolean', default: false, describe: 'connect over TLS and verify the server certificate' },
-  'tls-ca': { type: 'string', describe: 'PEM CA certificate to trust for --tls (default: the system store)' },
-  'block-size': { alias: 'b', type: 'string', coerce: sizeOption('block-size'), describe: 'block size (e.g. 64K); default: about sqrt(image size), 2K..128K' },
-  'dry-run': { type: 'boolean', default: false, describe: 'report what would be sent; nothing is written on either side' },
-  bwlimit: { type: 'string', describe: 'most bytes per second each way, as rsync: KiB/s as a bare number, or e.g. 500K, 10M (0: no limit)' },
-  timeout: { requiresArg: true, coerce: secondsOption('timeout'), default: 300, describe: 'seconds of silence before giving up' },
-  compress: { type: 'boolean', default: false, describe: 'compress literal data (raw DEFLATE) on the wire' },
-  rsh: { alias: 'e', type: 'string', requiresArg: true, describe: "ssh command for a [user@]host:/path remote, e.g. 'ssh -p 2222 -i key' (default: ssh)" },
-  'remote-resync': { type: 'string', requiresArg: true, describe: 'command that runs resync on the far side of ssh (default: resync)' },
-} as const;
+import { parseSshRemote, splitCommand } from '../../api/config.js';
 
 /** ClientOptions from the options push and pull share. */
 async function clientOptionsFrom(
@@ -122,12 +92,6 @@ export async function recoverRemoteCommand(argv: { image: string; 'secret-file'?
     tls: await clientTls(argv.tls, argv['tls-ca']),
   });
   return { image: argv.image, outcome: r.outcome, imageSize: r.imageSize, verified: true };
-}
-
-function secretFileArg(v: string | undefined): string {
-  const f = v ?? process.env.RESYNC_SECRET_FILE;
-  if (!f) throw new ParamError('no shared secret: pass --secret-file FILE (or set RESYNC_SECRET_FILE); secrets are never taken on the command line');
-  return f;
 }
 
 function summary(r: SyncResult): Record<string, unknown> {
@@ -260,13 +224,13 @@ async function serveStdio(argv: {
   for (const [flag, v] of [['--config', argv.config], ['--listen', argv.listen], ['--volume', argv.volume], ['--secret-file', argv['secret-file']], ['--tls-cert', argv['tls-cert']], ['--tls-key', argv['tls-key']]] as const) {
     if (v !== undefined) throw new ParamError(`${flag} does not apply to --stdio (ssh authenticates the peer, and the client names the image path; restrict it with --allow DIR)`);
   }
-  const { realAllowDirs } = await import('../../net/allow.js');
+  const { realAllowDirs } = await import('../../api/net.js');
   const allow = argv.allow ? await realAllowDirs(argv.allow) : null;
   const logMod = await import('../log.js');
   const log = logMod.makeLogger((argv['log-format'] ?? (process.stderr.isTTY ? 'text' : 'json')) as 'json' | 'text', (argv['log-level'] ?? 'warn') as (typeof logMod.LOG_LEVELS)[number]);
   const cfg: ServerConfig = { host: '', port: 0, secret: Buffer.alloc(0), volumes: {}, maxSessions: 1, idleTimeoutMs: argv['idle-timeout'] * 1000, handshakeTimeoutMs: 30_000 };
   const server = new (await serverMod()).ResyncServer(cfg, (e) => logMod.logEvent(log, e));
-  const stream = (await import('../../net/pipes.js')).stdioDuplex();
+  const stream = (await serverMod()).stdioDuplex();
   const peer = process.env.SSH_CLIENT?.split(' ').slice(0, 2).join(':') || 'stdio';
   try {
     await server.serveStream(stream, peer, { allow, readOnly: argv['read-only'] });
@@ -385,7 +349,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             if (remotes.length > 1) {
               if (argv['dry-run']) throw new ParamError('--dry-run takes one remote; run it once per replica');
               const replicas = await replicaOptions({ ...argv, remote: remotes[0]!, remotes }, progress);
-              return replicasSummary(await (await fanoutMod()).pushToReplicas(argv.image, replicas, { onProgress: progress }), networkHint);
+              return replicasSummary(await (await clientMod()).pushToReplicas(argv.image, replicas, { onProgress: progress }), networkHint);
             }
             const opts = await clientOptionsFrom({ ...argv, remote: remotes[0]! }, progress);
             if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPush(argv.image, opts));
@@ -404,6 +368,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME, or [user@]host:/path over ssh' })
           .positional('image', { type: 'string', demandOption: true, describe: 'the local image to update or create (file or block device)' })
           .option('in-place', { type: 'boolean', default: true, describe: 'patch IMAGE in place under an undo journal (resumable); --no-in-place writes a temp file and renames it' })
+          .option('temp-fallback', { type: 'boolean', default: true, describe: 'in place, switch to a temp file (renamed after verification) when the data turns out to have moved and there is room; --no-temp-fallback: in place always' })
           .options(CLIENT_OPTIONS)
           .example('$0 pull dr:7873/vm1 vm1.img', 'failback: make vm1.img equal to volume vm1 on host dr (secret: --secret-file or RESYNC_SECRET_FILE)')
           .example('$0 pull --no-in-place dr:7873/vm1 new.img', 'write a new file, renamed into place after verification')
@@ -418,7 +383,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             const image = argv['in-place'] || argv['dry-run'] ? argv.image : await prepareOutput(argv.image, 'IMAGE', { force: true, inputs: [], usage: 'resync pull REMOTE IMAGE' });
             const opts = await clientOptionsFrom(argv, progress);
             if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPull(image, opts));
-            const res = await (await clientMod()).pull(image, { ...opts, inPlace: argv['in-place'] });
+            const res = await (await clientMod()).pull(image, { ...opts, inPlace: argv['in-place'], tempFallback: argv['temp-fallback'] });
             return summary(res);
           },
           (e) => networkHint(e, argv.remote),

@@ -7,18 +7,20 @@
  * one read chunk per image, the report's range list (capped) and, for the
  * remote case, one signature message at a time.
  */
-import { LimitExceededError, ParamError, SyncError, isSyncError } from './core/errors.js';
-import { IO_CHUNK, MAX_BLOCKS, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE } from './core/limits.js';
-import { blockCountFor, defaultBlockSize, type SignatureParams } from './core/signature.js';
-import { StrongHasher } from './core/strong.js';
-import { imageHashBuilder, type ImageHashBuilder } from './core/imagehash.js';
-import { chunkFromMessage, paramsFromHeader } from './format/sigfile.js';
-import { openImage, readChunks, type ImageHandle } from './io/image.js';
-import { connectAuthenticated, openSession, type ClientOptions } from './net/client.js';
-import type { Connection } from './net/connection.js';
-import { MsgType } from '../protocol/constants.js';
-import { REGION_HASH_LEN } from '../protocol/codec.js';
-import type { ProgressFn } from './api-files.js';
+import { LimitExceededError, ParamError, SyncError, isSyncError } from '../core/errors.js';
+import { IO_CHUNK, MAX_BLOCKS, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE } from '../core/limits.js';
+import { blockCountFor, defaultBlockSize, type SignatureParams } from '../core/signature.js';
+import { StrongHasher } from '../core/strong.js';
+import { imageHashBuilder, type ImageHashBuilder } from '../core/imagehash.js';
+import { chunkFromMessage, paramsFromHeader } from '../../protocol/convert.js';
+import { openImage, readChunks, type ImageHandle } from '../io/image.js';
+import { connectAuthenticated, openSession, type ClientOptions } from '../net/client.js';
+import type { Connection } from '../net/connection.js';
+import { MsgType } from '../../protocol/constants.js';
+import { REGION_HASH_LEN } from '../../protocol/constants.js';
+import type { ProgressFn } from '../core/progress.js';
+import { bitmapBytes, setBit } from '../bytes/bitmap.js';
+import { ProtocolError } from '../../protocol/errors.js';
 
 /** Default cap on the ranges listed in a report (the byte count is always exact). */
 export const DEFAULT_MAX_RANGES = 10_000;
@@ -274,11 +276,10 @@ export async function verifyRemote(image: string, opts: VerifyRemoteOptions): Pr
   try {
     conn = await connectAuthenticated(opts);
     const ready = await openSession(conn, 'verify', opts, img.size);
-    const h = await conn.recv();
-    if (h.type !== MsgType.SigHeader) throw new SyncError('ERR_PROTOCOL', 'expected a signature header');
+    const h = await conn.expect(MsgType.SigHeader, 'a signature header');
     const params = paramsFromHeader(h);
     if (params.imageSize !== ready.imageSize) {
-      throw new SyncError('ERR_PROTOCOL', `the server's signature covers ${params.imageSize} bytes but it announced ${ready.imageSize}`);
+      throw new ProtocolError(`the server's signature covers ${params.imageSize} bytes but it announced ${ready.imageSize}`);
     }
     own = new OwnBlocks(img, params, opts.onProgress);
     const ranges = new RangeCollector(maxRanges);
@@ -310,7 +311,7 @@ export async function verifyRemote(image: string, opts: VerifyRemoteOptions): Pr
         }
         break;
       }
-      throw new SyncError('ERR_PROTOCOL', 'expected signature blocks');
+      throw new ProtocolError('expected signature blocks');
     }
     await own.finish();
     addSizeDifference(ranges, img.size, params.imageSize, bs);
@@ -340,14 +341,13 @@ async function requestAllRegions(conn: Connection, blocks: number, regionBlocks:
   const regions = Math.ceil(blocks / regionBlocks);
   let got = 0;
   while (got < regions) {
-    const m = await conn.recv();
-    if (m.type !== MsgType.RegionSums) throw new SyncError('ERR_PROTOCOL', 'expected region hashes');
+    const m = await conn.expect(MsgType.RegionSums, 'region hashes');
     const k = m.hashes.length / REGION_HASH_LEN;
-    if (m.first !== got || got + k > regions) throw new SyncError('ERR_PROTOCOL', `region hashes ${m.first}..${m.first + k} out of order or past ${regions}`);
+    if (m.first !== got || got + k > regions) throw new ProtocolError(`region hashes ${m.first}..${m.first + k} out of order or past ${regions}`);
     got += k;
   }
-  const bitmap = new Uint8Array(Math.ceil(regions / 8));
-  for (let r = 0; r < regions; r++) bitmap[r >>> 3]! |= 1 << (r & 7);
+  const bitmap = new Uint8Array(bitmapBytes(regions));
+  for (let r = 0; r < regions; r++) setBit(bitmap, r);
   await conn.send({ type: MsgType.NeedRegions, bitmap });
 }
 

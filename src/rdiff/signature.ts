@@ -10,9 +10,9 @@
  * builds an index for the matcher; it trusts nothing in the file.
  */
 import { blake2b } from '@noble/hashes/blake2.js';
-import { CorruptInputError, LimitExceededError, ParamError, SyncError, UnexpectedEofError } from '../../core/errors.js';
-import { MAX_WEAK_COLLISIONS } from '../../core/limits.js';
-import { isZeroRange, nativeBlake2b } from '../../core/strong.js';
+import { CorruptInputError, LimitExceededError, ParamError, SyncError, UnexpectedEofError } from '../core/errors.js';
+import { MAX_WEAK_COLLISIONS } from '../core/limits.js';
+import { isZeroRange, nativeBlake2b } from '../core/strong.js';
 import {
   RDIFF_DEFAULT_BLOCK_LEN,
   RDIFF_DEFAULT_SIG_TYPE,

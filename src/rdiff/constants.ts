@@ -3,7 +3,7 @@
  * the defaults `rdiff` 2.3 uses. All integers in both formats are big-endian.
  * docs/rdiff-interop.md describes the layouts byte by byte.
  */
-import { MAX_BLOCKS, MAX_BLOCK_SIZE } from '../../core/limits.js';
+import { MAX_BLOCKS, MAX_BLOCK_SIZE } from '../core/limits.js';
 
 /** Delta file magic: the four bytes "rs\x02" "6". */
 export const RDIFF_DELTA_MAGIC = 0x72730236;

@@ -22,11 +22,11 @@
  * Streaming: push chunks of any size. Memory is the pending literal (at most
  * `maxLiteral`) plus one block, plus the signature.
  */
-import { ParamError } from '../../core/errors.js';
-import { MAX_LITERAL, MAX_WEAK_COLLISIONS } from '../../core/limits.js';
-import type { DeltaOp, DeltaStats } from '../../core/ops.js';
-import { OpCoalescer, TailStore } from '../../core/coalescer.js';
-import { ConstantRun, StrongBudget } from '../../core/strongbudget.js';
+import { ParamError } from '../core/errors.js';
+import { MAX_LITERAL, MAX_WEAK_COLLISIONS } from '../core/limits.js';
+import type { DeltaOp, DeltaStats } from '../core/ops.js';
+import { OpCoalescer, TailStore } from '../core/coalescer.js';
+import { ConstantRun, StrongBudget } from '../core/strongbudget.js';
 import { RDIFF_MAX_MISS_LEN } from './constants.js';
 import { RdiffStrongSummer, WEAK_MIX, type RdiffSignature } from './signature.js';
 import { RABINKARP_ADJ, RABINKARP_MULT, ROLLSUM_CHAR_OFFSET, RabinKarp, Rollsum, createWeakSum, type WeakSum } from './weak.js';

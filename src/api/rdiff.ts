@@ -7,16 +7,17 @@
  * rdiff deltas carry no size or hash of the new file, so a patch cannot be
  * verified; the result says `verified: false`.
  */
-import type { FileResult, ProgressFn } from './api-files.js';
-import { IO_CHUNK, MAX_IMAGE_SIZE } from './core/limits.js';
-import { emptyStats, type DeltaOp } from './core/ops.js';
-import { PatchPlanner } from './core/patch.js';
-import type { RdiffSigType } from './format/rdiff/constants.js';
-import { RdiffDeltaDecoder, RdiffDeltaEncoder } from './format/rdiff/delta.js';
-import { RdiffDeltaMatcher } from './format/rdiff/matcher.js';
-import { RdiffSignatureGenerator, RdiffSignatureReader, rdiffSigParams, type RdiffSignature } from './format/rdiff/signature.js';
-import { openImage, readChunks, readExact, type ImageHandle } from './io/image.js';
-import { ImageWriter, StreamFileWriter } from './io/output.js';
+import type { FileResult } from './files.js';
+import type { ProgressFn } from '../core/progress.js';
+import { IO_CHUNK, MAX_IMAGE_SIZE } from '../core/limits.js';
+import { emptyStats, type DeltaOp } from '../core/ops.js';
+import { PatchPlanner } from '../core/patch.js';
+import type { RdiffSigType } from '../rdiff/constants.js';
+import { RdiffDeltaDecoder, RdiffDeltaEncoder } from '../rdiff/delta.js';
+import { RdiffDeltaMatcher } from '../rdiff/matcher.js';
+import { RdiffSignatureGenerator, RdiffSignatureReader, rdiffSigParams, type RdiffSignature } from '../rdiff/signature.js';
+import { openImage, readChunks, readExact, type ImageHandle } from '../io/image.js';
+import { ImageWriter, StreamFileWriter } from '../io/output.js';
 
 /** Read size for signature and delta files. */
 const FILE_CHUNK = 1 << 20;

@@ -4,42 +4,31 @@
  */
 import { open, stat } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { BasisMismatchError, ParamError, SyncError, isSyncError } from './core/errors.js';
+import { BasisMismatchError, ParamError, SyncError, isSyncError } from '../core/errors.js';
 import { resolve } from 'node:path';
-import { PatchPlanner } from './core/patch.js';
-import { InPlacePatcher, completeCommitted, recoverLocked, type RecoverOutcome } from './io/inplace.js';
-import { journalPathFor, readJournal } from './io/journal.js';
-import { lockImage, withImageLock } from './io/lock.js';
-import { IO_CHUNK, SEED_LEN } from './core/limits.js';
-import { DeltaMatcher } from './core/matcher.js';
-import type { DeltaOp, DeltaStats } from './core/ops.js';
-import { emptyStats } from './core/ops.js';
-import { SignatureGenerator, makeSignatureParams, type Signature } from './core/signature.js';
-import { StrongHasher, createImageHash, type StrongAlg } from './core/strong.js';
-import { imageHashBuilder } from './core/imagehash.js';
-import { DeltaFileDecoder, DeltaFileEncoder, type DeltaHeader, type DeltaTrailer } from './format/deltafile.js';
-import { SignatureFileDecoder, SignatureFileEncoder } from './format/sigfile.js';
-import { ioError } from './io/errors.js';
-import { openImage, readChunks, type ImageHandle } from './io/image.js';
-import { readPieces } from './io/sparse.js';
-import { adler32OfZeros } from './core/rolling.js';
-import { ImageWriter, StreamFileWriter } from './io/output.js';
-import { StreamPatcher, checkBasisSize } from './io/patcher.js';
+import { PatchPlanner } from '../core/patch.js';
+import { InPlacePatcher, completeCommitted, recoverLocked, type RecoverOutcome } from '../io/inplace.js';
+import { journalPathFor, readJournal } from '../io/journal.js';
+import { lockImage, withImageLock } from '../io/lock.js';
+import { IO_CHUNK, SEED_LEN } from '../core/limits.js';
+import { DeltaMatcher } from '../core/matcher.js';
+import type { DeltaOp, DeltaStats } from '../core/ops.js';
+import { emptyStats } from '../core/ops.js';
+import { SignatureGenerator, makeSignatureParams, type Signature } from '../core/signature.js';
+import { StrongHasher, createImageHash, type StrongAlg } from '../core/strong.js';
+import { imageHashBuilder } from '../core/imagehash.js';
+import { DeltaFileDecoder, DeltaFileEncoder, type DeltaTrailer } from '../format/deltafile.js';
+import type { DeltaHeader } from '../../protocol/convert.js';
+import { SignatureFileDecoder, SignatureFileEncoder } from '../format/sigfile.js';
+import { JournalError, ioError } from '../io/errors.js';
+import { openImage, readChunks, type ImageHandle } from '../io/image.js';
+import { readPieces } from '../io/sparse.js';
+import { adler32OfZeros } from '../core/rolling.js';
+import { ImageWriter, StreamFileWriter } from '../io/output.js';
+import { StreamPatcher, checkBasisSize } from '../io/patcher.js';
 
-/** Progress of a long operation. */
-export interface Progress {
-  phase: string;
-  /** Bytes processed so far. */
-  done: number;
-  /** Bytes to process in all. */
-  total: number;
-  /** Optional running counters. */
-  matched?: number;
-  literal?: number;
-}
-
-/** Receives progress; called at most once per read chunk. */
-export type ProgressFn = (p: Progress) => void;
+import type { ProgressFn } from '../core/progress.js';
+export type { Progress, ProgressFn } from '../core/progress.js';
 
 /** Options for making a signature. */
 export interface SignatureFileOptions {
@@ -382,9 +371,9 @@ async function patchFileInPlace(basisPath: string, deltaPath: string, opts: Patc
     let patcher: InPlacePatcher;
     if (st) {
       if (!opts.resume) {
-        throw new SyncError('ERR_JOURNAL', `${basisPath} has an unfinished in-place patch (${jpath}): run again with --resume, or 'resync recover ${basisPath}' to roll it back`, { journal: jpath });
+        throw new JournalError(`${basisPath} has an unfinished in-place patch (${jpath}): run again with --resume, or 'resync recover ${basisPath}' to roll it back`, { journal: jpath });
       }
-      if (st.meta.id !== id) throw new SyncError('ERR_JOURNAL', `the journal ${jpath} belongs to a different delta; roll it back with 'resync recover ${basisPath}' first`);
+      if (st.meta.id !== id) throw new JournalError(`the journal ${jpath} belongs to a different delta; roll it back with 'resync recover ${basisPath}' first`);
       if (st.committed !== null) {
         await completeCommitted(img, jpath, st);
         return { ...emptyStats(), imageSize: st.committed, bytesOut: st.committed, blockSize: header.blockSize, elapsedMs: performance.now() - t0, bytesWritten: 0, resumedFrom: st.committed };
@@ -451,7 +440,7 @@ async function resultOf(img: ImageHandle, deltaPath: string): Promise<DeltaHeade
 }
 
 /** What `recover` did. */
-export type { RecoverOutcome } from './io/inplace.js';
+export type { RecoverOutcome } from '../io/inplace.js';
 
 /**
  * Resolve an interrupted in-place patch of `imagePath`: a verified (committed)

@@ -3,24 +3,25 @@
  * anything anywhere. The network variants open a 'verify' session, in which
  * the server only sends its volume's signature and never writes.
  */
-import { DEFAULT_STRONG_ALG } from './core/strong.js';
-import { LimitExceededError, isSyncError } from './core/errors.js';
-import { IO_CHUNK, MAX_BLOCKS, MAX_LITERAL, SIG_CHUNK_BLOCKS } from './core/limits.js';
-import { DeltaMatcher } from './core/matcher.js';
-import { emptyStats, type DeltaOp, type DeltaStats } from './core/ops.js';
-import { blockCountFor, defaultBlockSize, type Signature } from './core/signature.js';
-import { DEFAULT_STRONG_LEN, SEED_LEN } from './core/limits.js';
-import { FRAME_HEADER_LEN } from './bytes/frame.js';
-import { DeltaFileEncoder, opMessage } from './format/deltafile.js';
-import { sigHeaderMessage } from './format/sigfile.js';
-import { openImage, readChunks, type ImageHandle } from './io/image.js';
-import { loadSignatureFile, type ProgressFn } from './api-files.js';
-import { connectAuthenticated, openSession, type ClientOptions } from './net/client.js';
-import { receiveSignatureWithPrepass, wireDeltaHeader } from './net/transfer.js';
-import type { Connection } from './net/connection.js';
-import { encodeMessage } from '../protocol/codec.js';
-import { MsgType } from '../protocol/constants.js';
-import type { Message } from '../protocol/messages.js';
+import { DEFAULT_STRONG_ALG } from '../core/strong.js';
+import { LimitExceededError, isSyncError } from '../core/errors.js';
+import { IO_CHUNK, MAX_BLOCKS, MAX_LITERAL, SIG_CHUNK_BLOCKS } from '../core/limits.js';
+import { DeltaMatcher } from '../core/matcher.js';
+import { emptyStats, type DeltaOp, type DeltaStats } from '../core/ops.js';
+import { blockCountFor, defaultBlockSize, type Signature } from '../core/signature.js';
+import { DEFAULT_STRONG_LEN, SEED_LEN } from '../core/limits.js';
+import { FRAME_HEADER_LEN } from '../bytes/frame.js';
+import { DeltaFileEncoder } from '../format/deltafile.js';
+import { opMessage, sigHeaderMessage, wireDeltaHeader } from '../../protocol/convert.js';
+import { openImage, readChunks, type ImageHandle } from '../io/image.js';
+import { loadSignatureFile } from './files.js';
+import type { ProgressFn } from '../core/progress.js';
+import { connectAuthenticated, openSession, type ClientOptions } from '../net/client.js';
+import { receiveSignatureWithPrepass } from '../net/sender.js';
+import type { Connection } from '../net/connection.js';
+import { encodeMessage } from '../../protocol/codec.js';
+import { MsgType } from '../../protocol/constants.js';
+import type { Message } from '../../protocol/messages.js';
 
 /** What a dry run found. */
 export interface DryRunReport extends DeltaStats {

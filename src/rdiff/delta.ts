@@ -13,9 +13,9 @@
  * before use, literal data is handed out as it arrives in ops of at most
  * `maxLiteral` bytes (never buffered whole), and the total output is capped.
  */
-import { CorruptInputError, LimitExceededError, ParamError, SyncError, UnexpectedEofError } from '../../core/errors.js';
-import { MAX_IMAGE_SIZE, MAX_LITERAL } from '../../core/limits.js';
-import type { DeltaOp } from '../../core/ops.js';
+import { CorruptInputError, LimitExceededError, ParamError, SyncError, UnexpectedEofError } from '../core/errors.js';
+import { MAX_IMAGE_SIZE, MAX_LITERAL } from '../core/limits.js';
+import type { DeltaOp } from '../core/ops.js';
 import { RDIFF_DELTA_MAGIC, RDIFF_PARAM_WIDTHS, RdiffOp } from './constants.js';
 
 /** Bytes needed for `v` as librsync counts them: 1, 2, 4 or 8. */

@@ -1,11 +1,18 @@
 /**
- * Programmatic server: `serve()` starts a resync server in this process, the
+ * The network API: `serve()` starts a resync server in this process, the
  * same one `resync serve` runs, with defaults for everything but the secret
- * and the volumes.
+ * and the volumes; push, pull and recoverRemote are the client side. The CLI
+ * reaches the network layer through here (and ./config.ts), never directly.
  */
-import { ParamError } from './core/errors.js';
-import { MIN_SECRET_LEN, loadServerConfig, type ServerConfig, type VolumeConfig } from './net/config.js';
-import { ResyncServer, type ServerEvent } from './net/server.js';
+import { ParamError } from '../core/errors.js';
+import { MIN_SECRET_LEN, loadServerConfig, type ServerConfig, type VolumeConfig } from '../net/config.js';
+import { ResyncServer, type ServerEvent } from '../net/server.js';
+
+export { ResyncServer, type ServerEvent, type ShutdownReport } from '../net/server.js';
+export { push, pull, recoverRemote, type ClientOptions, type SyncResult, type RemoteRecoverResult } from '../net/client.js';
+export { pushToReplicas, type Replica, type ReplicaOutcome, type FanoutResult, type FanoutOptions } from '../net/fanout.js';
+export { realAllowDirs } from '../net/allow.js';
+export { stdioDuplex } from '../net/pipes.js';
 
 /** Options for serve(); only `secret` and `volumes` are required. */
 export interface ServeOptions {

@@ -1,22 +1,19 @@
-/** `resync verify`, and the shared pieces of the operators' options (--dry-run, --bwlimit). */
+/** `resync verify`, and the dry-run summary push, pull and delta share. */
 import type { Argv } from 'yargs';
 import { ParamError } from '../../core/errors.js';
-import { parseRemote, readSecretFile } from '../../net/config.js';
+import { parseRemote, readSecretFile } from '../../api/config.js';
 // Loaded on first use: keeps start-up short for commands that do not need it.
-import type { VerifyReport } from '../../verify.js';
-const verifyMod = () => import('../../verify.js');
+import type { VerifyReport } from '../../api/verify.js';
+const verifyMod = () => import('../../api/verify.js');
 // Loaded on first use: keeps start-up short for commands that do not need it.
-import type { DryRunReport, RemoteDryRunReport } from '../../dry-run.js';
-const dryRunMod = () => import('../../dry-run.js');
-import type { ProgressFn } from '../../api-files.js';
-import { intOption, secondsOption, sizeOption } from '../args.js';
+import type { DryRunReport, RemoteDryRunReport } from '../../api/dry-run.js';
+const dryRunMod = () => import('../../api/dry-run.js');
+import type { ProgressFn } from '../../core/progress.js';
+import { clientTls, intOption, parseBwlimit, secondsOption, sizeOption } from '../options.js';
 import { networkHint } from '../hints.js';
 import { checkInput } from '../paths.js';
 import { ExitCode } from '../exit-codes.js';
-import { readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import { ioError } from '../../io/errors.js';
-import type { ClientTls } from '../../net/connection.js';
 import { fmtBytes } from '../render.js';
 import { outputOptions, runCommand, type CommonArgs } from '../run.js';
 
@@ -32,39 +29,6 @@ const REMOTE_RE = /^(?:\[[^\]]+\]|[^/:[\]]+):\d{1,5}\/[A-Za-z0-9._-]{1,128}$/;
 /** True if `s` names a remote volume rather than a local image. */
 export function isRemoteSpec(s: string): boolean {
   return REMOTE_RE.test(s);
-}
-
-/**
- * Parse a --bwlimit RATE as rsync does: a bare number is KiB per second; a
- * suffix B, K, M, G, T or P (or KiB, MiB, ...) multiplies by powers of 1024,
- * a two-letter one ending in B (KB, MB) by powers of 1000; any case; a
- * fraction is allowed (1.5M). 0 means no limit. Returns bytes per second,
- * undefined for no limit.
- */
-export function parseBwlimit(v: string | undefined): number | undefined {
-  if (v === undefined) return undefined;
-  const m = /^(\d+(?:\.\d*)?|\.\d+)([bkmgtp](?:i?b)?)?$/i.exec(v.trim());
-  if (!m) throw new ParamError(`cannot read bandwidth limit ${JSON.stringify(v)} (KiB/s as a bare number, or e.g. 500K, 1.5M, 10MB)`);
-  const unit = (m[2] ?? 'k').toLowerCase();
-  const power = 'bkmgtp'.indexOf(unit[0]!);
-  const base = unit.length === 2 && unit[1] === 'b' ? 1000 : 1024;
-  const n = Number(m[1]) * base ** power;
-  if (n === 0) return undefined;
-  // rsync rounds to whole KiB and has no rate below 1 KiB/s.
-  if (n < 1024) throw new ParamError(`bandwidth limit ${v} is below 1 KiB/s (a bare number is KiB/s, as in rsync)`);
-  if (!Number.isSafeInteger(Math.round(n))) throw new ParamError(`bandwidth limit ${v} is too large`);
-  return Math.round(n);
-}
-
-/** TLS options from --tls/--tls-ca (a CA file implies --tls). */
-async function tlsOptions(on: boolean, caFile: string | undefined): Promise<ClientTls | undefined> {
-  if (!on && !caFile) return undefined;
-  if (!caFile) return {};
-  try {
-    return { ca: await readFile(caFile) };
-  } catch (e) {
-    throw ioError(e, 'read CA certificate', caFile);
-  }
 }
 
 /** Summary of a dry run for printSummary. */
@@ -137,7 +101,7 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
         async (progress) => {
           const blockSize = argv['block-size'];
           // [user@]host:/path is compared over ssh unless a local file has that name.
-          const { parseSshRemote, splitCommand } = await import('../../net/ssh.js');
+          const { parseSshRemote, splitCommand } = await import('../../api/config.js');
           const viaSsh = !isRemoteSpec(argv.b) && !existsSync(argv.b) ? parseSshRemote(argv.b) : null;
           if (viaSsh) {
             if (argv['secret-file'] !== undefined || argv.tls || argv['tls-ca'] !== undefined) throw new ParamError('--secret-file, --tls and --tls-ca do not apply to an ssh remote (HOST:/path)');
@@ -174,7 +138,7 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
               maxRanges: argv['max-ranges'],
               idleTimeoutMs: argv.timeout * 1000,
               bwlimit: parseBwlimit(argv.bwlimit),
-              tls: await tlsOptions(argv.tls, argv['tls-ca']),
+              tls: await clientTls(argv.tls, argv['tls-ca']),
               onProgress: progress,
             });
             differ = !r.identical;

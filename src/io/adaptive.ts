@@ -1,0 +1,141 @@
+/**
+ * In place, or a temp file when the delta turns out to move the image.
+ *
+ * An in-place patch journals every byte it overwrites: for blocks changed
+ * where they are (a VM disk) that is a small price, but when data shifts
+ * (an insertion near the start of an archive) nearly every byte is written
+ * twice. Once the patch sees that (core/patch.ts, preferTempFile) and the
+ * filesystem has room for a second copy, it copies the new prefix already
+ * in the image to a temp file beside it, undoes the image from the journal
+ * (checked against the signature pass's digests), deletes the journal and
+ * goes on like `--no-in-place`: the image stays as it was until the
+ * verified temp file is renamed over it.
+ */
+import { realpath, statfs } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { preferTempFile } from '../core/patch.js';
+import type { DeltaOp, DeltaStats } from '../core/ops.js';
+import type { ImageHashSpec } from '../core/imagehash.js';
+import { IO_CHUNK } from '../core/limits.js';
+import { trace } from './trace.js';
+import type { ImageHandle } from './image.js';
+import type { InPlacePatcher } from './inplace.js';
+import { ImageWriter } from './output.js';
+import { StreamPatcher } from './patcher.js';
+
+/** How often (output bytes) the switch is considered. */
+const CHECK_EVERY = 4 * 1024 * 1024;
+/** Writes held before the first flush: the 8 MiB of evidence preferTempFile wants, and a check's worth more. */
+const HOLD_FIRST = 16 * 1024 * 1024;
+/** Room left on the filesystem beyond the temp file itself. */
+const SPARE_BYTES = 64 * 1024 * 1024;
+
+/** Where the patch went: never left the image, or moved to a temp file at `switchedAt`. */
+export interface AdaptiveState {
+  switchedAt: number | null;
+}
+
+/** A delta sink (see net/transfer.ts) over an in-place patcher that may move to a temp file. */
+export class AdaptivePatch {
+  readonly state: AdaptiveState = { switchedAt: null };
+  private temp: { out: ImageWriter; patcher: StreamPatcher } | null = null;
+  private nextCheck = CHECK_EVERY;
+  /** Stop looking (no room, or not possible for this patch). */
+  private settled = false;
+
+  constructor(
+    private readonly img: ImageHandle,
+    private readonly inPlace: InPlacePatcher,
+    private readonly targetSize: number,
+    private readonly spec: ImageHashSpec,
+  ) {
+    this.settled = !inPlace.canAbandon;
+    // Judge before the first batch reaches the image, so a switch has nothing to undo.
+    if (!this.settled) inPlace.holdFirst = HOLD_FIRST;
+  }
+
+  get position(): number {
+    return this.inPlace.position;
+  }
+
+  get stats(): DeltaStats {
+    return this.inPlace.planner.stats;
+  }
+
+  async apply(op: DeltaOp): Promise<void> {
+    if (this.settled || op.kind === 'literal' || op.length <= CHECK_EVERY) return this.applyPiece(op);
+    // A long copy is judged as it goes: in pieces, counted as the one op it is.
+    const stats = this.inPlace.planner.stats;
+    const ops = stats.copyOps;
+    for (let done = 0; done < op.length; done += CHECK_EVERY) {
+      await this.applyPiece({ kind: 'copy', offset: op.offset + done, length: Math.min(CHECK_EVERY, op.length - done) });
+    }
+    stats.copyOps = ops + 1;
+  }
+
+  private async applyPiece(op: DeltaOp): Promise<void> {
+    if (this.temp) return this.temp.patcher.apply(op);
+    await this.inPlace.apply(op);
+    if (this.settled || this.inPlace.position < this.nextCheck) return;
+    this.nextCheck = this.inPlace.position + CHECK_EVERY;
+    if (!preferTempFile(this.inPlace.position, this.inPlace.movedBytes, this.targetSize)) return;
+    this.settled = true;
+    if (!(await this.roomFor(this.targetSize))) return;
+    await this.switchToTemp();
+  }
+
+  /** Verify, make durable and visible; bytes written (to the image and the temp file). */
+  async finish(size: number, hash: Uint8Array): Promise<number> {
+    if (!this.temp) {
+      await this.inPlace.finish(size, hash);
+      return this.inPlace.io.bytesWritten;
+    }
+    this.temp.patcher.finish(size, hash);
+    await this.temp.out.commit(size);
+    return this.inPlace.io.bytesWritten + this.temp.out.bytesWritten;
+  }
+
+  /**
+   * After a temp file took over, the image is already as it was: only the
+   * temp file goes. Before, the in-place rules apply (`inPlaceAbort`).
+   */
+  async abort(inPlaceAbort: () => Promise<void>): Promise<void> {
+    if (this.temp) await this.temp.out.abort();
+    else await inPlaceAbort();
+  }
+
+  /** Room for the temp file, and a rename that replaces nothing else: not a file with other hard links. */
+  private async roomFor(size: number): Promise<boolean> {
+    try {
+      if ((await this.img.fh.stat()).nlink !== 1) return false;
+      const fs = await statfs(dirname(this.img.path));
+      return fs.bavail * fs.bsize >= size + SPARE_BYTES;
+    } catch {
+      return false;
+    }
+  }
+
+  private async switchToTemp(): Promise<void> {
+    const at = await this.inPlace.drain();
+    trace(`receiver: data moved, ${this.inPlace.movedBytes} of ${at} bytes moved: switching to a temp file`);
+    // Through a symbolic link to the file it names: the rename must replace the file, not the link.
+    const out = await ImageWriter.createTemp(await realpath(this.img.path));
+    try {
+      // Its hole map is asked lazily, first after the undo below: it sees the old image.
+      const patcher = new StreamPatcher(this.img, out, this.targetSize, this.spec, this.inPlace.planner);
+      // The new prefix is in the image until the undo: copy it first.
+      const buf = Buffer.allocUnsafe(IO_CHUNK);
+      for (let pos = 0; pos < at; ) {
+        const n = Math.min(IO_CHUNK, at - pos);
+        await patcher.takeOver(pos, this.inPlace.readNew(pos, n, buf));
+        pos += n;
+      }
+      await this.inPlace.abandon();
+      this.temp = { out, patcher };
+    } catch (e) {
+      await out.abort();
+      throw e;
+    }
+    this.state.switchedAt = at;
+  }
+}

@@ -1,0 +1,88 @@
+/**
+ * Where the ops of a received delta go: a temp file renamed over the target
+ * after verification, or the target itself patched in place under an undo
+ * journal. Used by whichever side receives (server on push, client on pull).
+ */
+import { isSyncError } from '../core/errors.js';
+import { imageHashFromDigests, type ImageHashSpec } from '../core/imagehash.js';
+import type { DeltaOp, DeltaStats } from '../core/ops.js';
+import { blockCountFor } from '../core/signature.js';
+import type { ImageHandle } from './image.js';
+import { AdaptivePatch } from './adaptive.js';
+import { InPlacePatcher } from './inplace.js';
+import { ImageWriter } from './output.js';
+import { StreamPatcher } from './patcher.js';
+
+/** Where received ops go: a temp file (atomic rename) or the image itself (journaled). */
+export interface DeltaSink {
+  apply(op: DeltaOp): Promise<void>;
+  readonly position: number;
+  readonly stats: DeltaStats;
+  /** Verify and make the result durable and visible. Returns bytes written. */
+  finish(targetSize: number, targetHash: Uint8Array): Promise<number>;
+  /** Called on any failure; must leave the target as it was or resumable. */
+  abort(e: unknown): Promise<void>;
+}
+
+/** A sink writing a temp file beside `outPath`, renamed over it after verification. */
+export async function tempFileSink(basis: ImageHandle, outPath: string, targetSize: number, spec: ImageHashSpec): Promise<DeltaSink> {
+  const out = await ImageWriter.createTemp(outPath);
+  const patcher = new StreamPatcher(basis, out, targetSize, spec);
+  return {
+    apply: (op) => patcher.apply(op),
+    get position() {
+      return patcher.position;
+    },
+    get stats() {
+      return patcher.planner.stats;
+    },
+    finish: async (size, hash) => {
+      patcher.finish(size, hash);
+      await out.commit(size);
+      return out.bytesWritten;
+    },
+    abort: () => out.abort(),
+  };
+}
+
+/** A sink patching `img` in place under an undo journal (see io/inplace.ts). */
+export async function inPlaceSink(
+  img: ImageHandle,
+  journalPath: string,
+  id: string,
+  targetSize: number,
+  spec: ImageHashSpec,
+  basisDigests?: Uint8Array | null,
+  /** From settleJournal: continue the journal kept there with a new generation. */
+  continueAt?: number | null,
+  /** May move to a temp file when the delta turns out to move the image (io/adaptive.ts). */
+  tempFallback = true,
+): Promise<DeltaSink> {
+  // The basis's hash comes free from the digests of this side's signature pass.
+  const originalHash = basisDigests && basisDigests.length >= blockCountFor(img.size, spec.blockSize) * 32 ? imageHashFromDigests(img.size, spec, basisDigests) : null;
+  const p = await InPlacePatcher.start(img, journalPath, { id, targetSize }, spec, { originalHash, continueAt: continueAt ?? null });
+  if (basisDigests) p.useBasisDigests(basisDigests);
+  const a = tempFallback ? new AdaptivePatch(img, p, targetSize, spec) : null;
+  return {
+    apply: (op) => (a ? a.apply(op) : p.apply(op)),
+    get position() {
+      return p.position;
+    },
+    get stats() {
+      return p.planner.stats;
+    },
+    finish: async (size, hash) => {
+      if (a) return a.finish(size, hash);
+      await p.finish(size, hash);
+      return p.io.bytesWritten;
+    },
+    abort: async (e) => {
+      // A result that failed verification is undone; an interruption keeps its progress for a resume.
+      const undo = async (): Promise<void> => {
+        if (isSyncError(e) && (e.code === 'ERR_VERIFY_FAILED' || e.code === 'ERR_COPY_OUT_OF_BOUNDS' || e.code === 'ERR_CORRUPT' || e.code === 'ERR_LIMIT')) await p.rollback();
+        else await p.suspend();
+      };
+      await (a ? a.abort(undo) : undo());
+    },
+  };
+}

@@ -1,0 +1,277 @@
+/**
+ * The receiving role of a resync over a connection, the same for client
+ * (pull) and server (push): the holder of the old image sends its signature,
+ * then applies the delta the peer streams back through a sink (io/sinks.ts).
+ */
+import { randomBytes } from 'node:crypto';
+import { SyncError, isSyncError } from '../core/errors.js';
+import { SEED_LEN, SIG_CHUNK_BLOCKS } from '../core/limits.js';
+import type { DeltaStats } from '../core/ops.js';
+import { Signature, SignatureGenerator, blockCountFor, makeSignatureParams, type SignatureChunk, type SignatureParams } from '../core/signature.js';
+import { FULL_DIGEST_LEN } from '../core/strong.js';
+import { regionHash, type ImageHashSpec } from '../core/imagehash.js';
+import { REGION_CHUNK } from '../../protocol/constants.js';
+import { MsgType } from '../../protocol/constants.js';
+import { chunkFromMessage, headerFromMessage, literalFromZ, paramsFromHeader, sigBlocksMessage, sigHeaderMessage } from '../../protocol/convert.js';
+import { assertUnchanged, imageStamp, type ImageHandle } from '../io/image.js';
+import { SIG_READ_CHUNK, readPieces, sigReadBuffer } from '../io/sparse.js';
+import { checkBasisSize } from '../io/patcher.js';
+import { inPlaceSink, tempFileSink, type DeltaSink } from '../io/sinks.js';
+import { trace } from '../io/trace.js';
+import type { ProgressFn } from '../core/progress.js';
+import type { Connection } from './connection.js';
+import { answerSubNeed } from './subsums.js';
+import { bitmapBytes, testBit } from '../bytes/bitmap.js';
+import { ProtocolError } from '../../protocol/errors.js';
+
+/** Blocks per region for two-level signatures: regions of about 1 MiB. */
+export function regionBlocksFor(blockSize: number): number {
+  return Math.max(1, Math.floor((1 << 20) / blockSize));
+}
+
+/**
+ * Stream the signature of `img` to the peer. Two-level (the default on the
+ * wire for images of at least four regions): region hashes go first, and
+ * block sums only for the regions the peer asks for, so an image that
+ * barely changed costs a few KiB of signature instead of 20 bytes a block.
+ */
+export async function sendSignature(
+  conn: Connection,
+  img: ImageHandle,
+  blockSize: number | undefined,
+  onProgress?: ProgressFn,
+  /** `seed`: the one the delta side asked for (Open's seed, cap "push-seed"); default a random one. */
+  opts: { twoLevel?: boolean; seed?: Uint8Array | undefined } = {},
+): Promise<SignatureParams & { fullDigests: Uint8Array | null }> {
+  const params = makeSignatureParams(img.size, opts.seed ?? randomBytes(SEED_LEN), { blockSize });
+  // Keep full block digests (32 bytes a block, bounded by the block-count cap) so
+  // an in-place receiver can verify untouched blocks without reading them again.
+  const gen = new SignatureGenerator(params, { keepFullDigests: true });
+  const n = blockCountFor(params.imageSize, params.blockSize);
+  const rb = regionBlocksFor(params.blockSize);
+  const R = opts.twoLevel !== false && n >= 4 * rb ? rb : 0;
+  await conn.send({ ...sigHeaderMessage(params), regionBlocks: R });
+  const sl = params.strongLen;
+  const weakAll = R ? new Uint32Array(n) : null;
+  const strongAll = R ? new Uint8Array(n * sl) : null;
+  const full = gen.fullDigests!;
+  const regions = R ? Math.ceil(n / R) : 0;
+  let regionsDone = 0;
+  let pending: Buffer[] = [];
+  let pendingFirst = 0;
+  let blocks = 0;
+  const take = async (cs: SignatureChunk[]): Promise<void> => {
+    for (const c of cs) {
+      if (!R) {
+        await conn.send(sigBlocksMessage(c));
+        blocks += c.weak.length;
+        continue;
+      }
+      weakAll!.set(c.weak, c.first);
+      strongAll!.set(c.strong, c.first * sl);
+    }
+    if (!R) return;
+    while (regionsDone < regions && gen.blocksDone >= Math.min((regionsDone + 1) * R, n)) {
+      const a = regionsDone * R;
+      const b = Math.min(a + R, n);
+      pending.push(regionHash(full.subarray(a * FULL_DIGEST_LEN, b * FULL_DIGEST_LEN)));
+      regionsDone++;
+      if (pending.length >= REGION_CHUNK || regionsDone === regions) {
+        await conn.send({ type: MsgType.RegionSums, first: pendingFirst, hashes: Buffer.concat(pending) });
+        pendingFirst = regionsDone;
+        pending = [];
+      }
+    }
+  };
+  let done = 0;
+  const slot = sigReadBuffer(img, params.blockSize);
+  try {
+    for await (const piece of readPieces(img, { chunk: SIG_READ_CHUNK, align: params.blockSize, buffer: slot?.buf })) {
+      await take(gen.push(piece.data, piece.zero));
+      done += piece.data.length;
+      onProgress?.({ phase: 'signature', done, total: img.size });
+    }
+  } finally {
+    slot?.release();
+  }
+  await take(gen.end());
+  trace('receiver: signature pass done');
+  if (R) {
+    const need = await conn.expect(MsgType.NeedRegions, 'the list of regions to send');
+    if (need.bitmap.length !== bitmapBytes(regions)) {
+      throw new ProtocolError(`region bitmap of ${need.bitmap.length} bytes for ${regions} regions`);
+    }
+    // Runs of needed blocks, at most SIG_CHUNK_BLOCKS per message.
+    let runStart = -1;
+    const flush = async (end: number): Promise<void> => {
+      for (let a = runStart; a < end; a += SIG_CHUNK_BLOCKS) {
+        const b = Math.min(end, a + SIG_CHUNK_BLOCKS);
+        await conn.send(sigBlocksMessage({ first: a, weak: weakAll!.subarray(a, b), strong: strongAll!.subarray(a * sl, b * sl) }));
+        blocks += b - a;
+      }
+      runStart = -1;
+    };
+    for (let r = 0; r < regions; r++) {
+      const needed = testBit(need.bitmap, r);
+      if (needed && runStart < 0) runStart = r * R;
+      if (!needed && runStart >= 0) await flush(r * R);
+    }
+    if (runStart >= 0) await flush(n);
+  }
+  await conn.send({ type: MsgType.SigEnd, blockCount: blocks, basisHash: null, digest: null });
+  return { ...params, fullDigests: gen.fullDigests };
+}
+
+/** Receive a whole one-level signature (bounded by MAX_BLOCKS), indexed for matching. */
+export async function receiveSignature(conn: Connection, expectImageSize?: number): Promise<Signature> {
+  const h = await conn.expect(MsgType.SigHeader, 'a signature header');
+  if (h.regionBlocks !== 0) throw new ProtocolError('expected a one-level signature');
+  const params = paramsFromHeader(h);
+  if (expectImageSize !== undefined && params.imageSize !== expectImageSize) {
+    throw new ProtocolError(`the peer's signature covers ${params.imageSize} bytes but it announced ${expectImageSize}`);
+  }
+  const sig = new Signature(params);
+  for (;;) {
+    const m = await conn.recv();
+    if (m.type === MsgType.SigBlocks) {
+      sig.addChunk(chunkFromMessage(m, params));
+      continue;
+    }
+    if (m.type === MsgType.SigEnd) {
+      if (m.blockCount !== sig.receivedBlocks || !sig.isComplete) {
+        throw new SyncError('ERR_CORRUPT', `signature ended after ${sig.receivedBlocks} of ${sig.blockCount} blocks`);
+      }
+      return sig;
+    }
+    throw new ProtocolError('expected signature blocks');
+  }
+}
+
+/** What the delta receiver built. */
+export interface ReceiveDeltaResult extends DeltaStats {
+  targetSize: number;
+  targetHash: Buffer;
+  /** Bytes written to the target (in place: only what changed). */
+  bytesWritten: number;
+}
+
+/**
+ * Receive the delta and rebuild the image through a sink made once the
+ * header (with the target size) is known. On any failure the sink's abort
+ * runs before the error propagates.
+ */
+export async function receiveDelta(
+  conn: Connection,
+  basis: ImageHandle,
+  makeSink: (targetSize: number, spec: ImageHashSpec) => Promise<DeltaSink>,
+  onProgress?: ProgressFn,
+  /** The signature this side sent: the delta must be made against it. */
+  sent?: SignatureParams,
+): Promise<ReceiveDeltaResult> {
+  const h = await conn.expect(MsgType.DeltaHeader, 'a delta header');
+  checkBasisSize(basis, h.basisSize);
+  const header = headerFromMessage(h);
+  if (sent && (header.blockSize !== sent.blockSize || header.strongAlg !== sent.strongAlg || !Buffer.from(header.seed).equals(sent.seed) || header.basisSize !== sent.imageSize)) {
+    throw new ProtocolError('the delta was not made against the signature this side sent (block size, hash or seed differ)');
+  }
+  // The sink (a journal or temp file made durable) is made while the first
+  // requests for sub-block sums are answered: the sender's scan waits for those.
+  const sinkReady = makeSink(h.targetSize, header);
+  sinkReady.catch(() => undefined); // awaited below, or moot after an earlier failure
+  let sink: DeltaSink | null = null;
+  trace('receiver: delta started');
+  try {
+    let ops = 0;
+    for (;;) {
+      const m = await conn.recv();
+      if (m.type === MsgType.SubNeed) {
+        // Not an op: answered from the basis, which is still original past the output position.
+        await conn.send({ type: MsgType.SubSums, first: m.first, sums: answerSubNeed(basis, m, sent, sink?.position ?? 0) });
+        continue;
+      }
+      sink ??= await sinkReady;
+      if (m.type === MsgType.Copy) {
+        await sink.apply({ kind: 'copy', offset: m.offset, length: m.length });
+      } else if (m.type === MsgType.Literal) {
+        await sink.apply({ kind: 'literal', data: m.data });
+      } else if (m.type === MsgType.LiteralZ) {
+        await sink.apply(literalFromZ(m));
+      } else if (m.type === MsgType.DeltaEnd) {
+        trace('receiver: delta end received');
+        if (m.opCount !== ops) throw new SyncError('ERR_CORRUPT', `delta ended after ${ops} ops but the peer counted ${m.opCount}`);
+        if (m.targetSize !== h.targetSize) throw new SyncError('ERR_CORRUPT', `delta end says ${m.targetSize} bytes, header said ${h.targetSize}`);
+        const written = await sink.finish(m.targetSize, m.targetHash);
+        trace('receiver: verified and committed');
+        return { ...sink.stats, targetSize: m.targetSize, targetHash: Buffer.from(m.targetHash), bytesWritten: written };
+      } else {
+        throw new ProtocolError('expected delta ops');
+      }
+      ops++;
+      onProgress?.({ phase: 'patch', done: sink.position, total: h.targetSize, matched: sink.stats.matchedBytes, literal: sink.stats.literalBytes });
+    }
+  } catch (e) {
+    // A sink still being made is aborted once it exists (its journal is then removed or kept for a resume).
+    const made = sink ?? (await sinkReady.catch(() => null));
+    await made?.abort(e).catch(() => undefined);
+    throw e;
+  }
+}
+
+/** Where and how the received image is written. */
+export interface ReceiveTarget {
+  /** The image's path: a temp file beside it is renamed over it when not in place. */
+  path: string;
+  /** Patch the image in place under the journal at `journalPath`, instead of temp file + rename. */
+  inPlace: boolean;
+  journalPath: string;
+  /** The session's id, recorded in the journal. */
+  sessionId: string;
+  /** From settleJournal: continue the journal kept there with a new generation. */
+  continueAt?: number | null | undefined;
+  /** In place, may move to a temp file when the delta turns out to move the image (default true; io/adaptive.ts). */
+  tempFallback?: boolean | undefined;
+  /** The refusal for a target larger than the block device `img` is. */
+  tooLarge: (size: number, deviceSize: number) => string;
+}
+
+/**
+ * The whole receiving role: send the signature of `img` (with block size
+ * `blockSize`), then rebuild the image from the peer's delta into `target`.
+ * The image must not change between its signature and the first write.
+ */
+export async function receiveInto(
+  conn: Connection,
+  img: ImageHandle,
+  blockSize: number,
+  target: ReceiveTarget,
+  opts: {
+    onProgress?: ProgressFn | undefined;
+    /** Progress of the signature pass too (else only of the patch). */
+    signatureProgress?: boolean;
+    /** A failure while receiving the delta is sent to the peer before it propagates. */
+    reportToPeer?: boolean;
+    /** The seed the peer asked the signature to use (a push's Open, cap "push-seed"). */
+    seed?: Uint8Array | undefined;
+  } = {},
+): Promise<ReceiveDeltaResult> {
+  const before = await imageStamp(img);
+  const sent = await sendSignature(conn, img, blockSize, opts.signatureProgress ? opts.onProgress : undefined, { seed: opts.seed });
+  try {
+    return await receiveDelta(
+      conn,
+      img,
+      async (size, spec) => {
+        await assertUnchanged(img, before);
+        if (img.isBlockDevice && size > img.size) throw new SyncError('ERR_PARAM', target.tooLarge(size, img.size));
+        return target.inPlace
+          ? inPlaceSink(img, target.journalPath, target.sessionId, size, spec, sent.fullDigests, target.continueAt, target.tempFallback !== false)
+          : tempFileSink(img, target.path, size, spec);
+      },
+      opts.onProgress,
+      sent,
+    );
+  } catch (e) {
+    if (opts.reportToPeer && isSyncError(e) && !e.details.remote) await conn.sendErrorAndClose(e);
+    throw e;
+  }
+}

@@ -1,0 +1,308 @@
+/**
+ * The sending role of a resync over a connection, the same for client (push)
+ * and server (pull): the holder of the new image receives the peer's
+ * signature while hashing its own image, then scans and streams the delta.
+ */
+import { IO_CHUNK, YIELD_EVERY_BYTES } from '../core/limits.js';
+import { SyncError } from '../core/errors.js';
+import { DeltaMatcher } from '../core/matcher.js';
+import type { DeltaOp, DeltaStats } from '../core/ops.js';
+import { Signature, subBlockSize, type SignatureParams } from '../core/signature.js';
+import { FULL_DIGEST_LEN, StrongHasher, isZeroRange } from '../core/strong.js';
+import { weakSum } from '../core/rolling.js';
+import { MAX_REGION_BLOCKS, REGION_HASH_LEN } from '../../protocol/constants.js';
+import { imageHashBuilder, regionHash } from '../core/imagehash.js';
+import { chunkFromMessage, opMessage, paramsFromHeader, wireDeltaHeader } from '../../protocol/convert.js';
+import { readExactSync, type ImageHandle } from '../io/image.js';
+import { SIG_READ_CHUNK, readPieces, sigReadBuffer, type Piece } from '../io/sparse.js';
+import { trace } from '../io/trace.js';
+import { MsgType } from '../../protocol/constants.js';
+import type { ProgressFn } from '../core/progress.js';
+import type { Connection } from './connection.js';
+import { SubSumsAhead } from './subsums.js';
+import { bitmapBytes, setBit, testBit } from '../bytes/bitmap.js';
+import { ProtocolError } from '../../protocol/errors.js';
+
+/** What the delta sender saw. */
+export interface SendDeltaResult extends DeltaStats {
+  targetSize: number;
+  targetHash: Buffer;
+}
+
+/** The sender's view after the signature arrived. */
+export interface ReceivedSignature {
+  sig: Signature;
+  /** Strong-hash prefixes of the sender's own aligned blocks (same seed), strongLen bytes each. */
+  own: Uint8Array;
+  /** Image hash of the sender's image under the signature's spec. */
+  targetHash: Buffer;
+  /**
+   * Every region hash matched and the sizes are equal: the images are the
+   * same, and (when asked for with `indexUnchanged: false`) the signature was
+   * left unfilled and unindexed, since the delta is one copy.
+   */
+  unchanged?: boolean;
+}
+
+/** What the delta side's hash pass learns of its own image under the peer's signature spec. */
+export interface OwnHashes {
+  /** Strong-hash prefixes (strongLen bytes) of every aligned block. */
+  own: Uint8Array;
+  /** Weak sums of every aligned block and hashes of every region (two-level signatures only). */
+  ownWeak: Uint32Array | null;
+  ownRegions: Uint8Array | null;
+  /** The image hash under the spec. */
+  targetHash: Buffer;
+}
+
+/**
+ * The hash pass: every aligned block of `img` under the signature's block
+ * size, hash and seed (and regions of R blocks when R > 0), read from
+ * `pieces` (aligned to the block size) or from a read of its own. Depends on
+ * nothing but those: sessions whose signatures agree on them can share one
+ * pass (net/fanout.ts).
+ */
+export async function hashOwnImage(img: ImageHandle, params: SignatureParams, R: number, pieces?: AsyncIterable<Piece> | null, onProgress?: ProgressFn): Promise<OwnHashes> {
+  const bs = params.blockSize;
+  const sl = params.strongLen;
+  const nOwn = Math.ceil(img.size / bs);
+  const own = new Uint8Array(nOwn * sl);
+  const ownWeak = R ? new Uint32Array(nOwn) : null;
+  const ownRegions = R ? new Uint8Array(Math.ceil(nOwn / R) * REGION_HASH_LEN) : null;
+  const image = imageHashBuilder(img.size, params);
+  const hasher = new StrongHasher(params.strongAlg, params.seed, sl);
+  let i = 0;
+  let done = 0;
+  const slot = pieces ? null : sigReadBuffer(img, bs);
+  try {
+    // Full digests of the current region, hashed once the region is complete (as regionHash does).
+    const regionDigests = R ? new Uint8Array(R * FULL_DIGEST_LEN) : null;
+    for await (const { data: c, zero: hole } of pieces ?? readPieces(img, { chunk: SIG_READ_CHUNK, align: bs, buffer: slot?.buf })) {
+      for (let p = 0; p < c.length; p += bs, i++) {
+        const e = Math.min(p + bs, c.length);
+        const zero = hole || isZeroRange(c, p, e);
+        const full = hasher.hash(c, p, e, zero);
+        own.set(full.subarray(0, sl), i * sl);
+        image.pushDigest(i, e - p, full);
+        if (regionDigests) {
+          ownWeak![i] = weakSum(c, p, e, zero);
+          regionDigests.set(full, (i % R) * FULL_DIGEST_LEN);
+          if ((i + 1) % R === 0 || i + 1 === nOwn) {
+            ownRegions!.set(regionHash(regionDigests.subarray(0, ((i % R) + 1) * FULL_DIGEST_LEN)), Math.floor(i / R) * REGION_HASH_LEN);
+          }
+        }
+      }
+      done += c.length;
+      onProgress?.({ phase: 'hash', done, total: img.size });
+    }
+  } finally {
+    slot?.release();
+  }
+  return { own, ownWeak, ownRegions, targetHash: image.digest() };
+}
+
+/** Runs the hash pass for a signature spec, when the caller does (one pass shared by sessions, net/fanout.ts). */
+export type PrepassFn = (params: SignatureParams, regionBlocks: number) => Promise<OwnHashes>;
+
+/**
+ * Receive the signature while hashing our own image's aligned blocks with
+ * its seed in parallel (the peer is busy computing the signature meanwhile).
+ * The matcher then only compares digests for blocks that did not move, and
+ * the image hash comes for free.
+ */
+export async function receiveSignatureWithPrepass(
+  conn: Connection,
+  img: ImageHandle,
+  onProgress?: ProgressFn,
+  opts: { indexUnchanged?: boolean; prepass?: PrepassFn | undefined } = {},
+): Promise<ReceivedSignature> {
+  const h = await conn.expect(MsgType.SigHeader, 'a signature header');
+  const params = paramsFromHeader(h);
+  const R = h.regionBlocks;
+  const sig = new Signature(params);
+  const sl = params.strongLen;
+  const pre = opts.prepass ? opts.prepass(params, R) : hashOwnImage(img, params, R, null, onProgress);
+  trace('sender: prepass started');
+  // If receiving fails first, the prepass must not end as an unobserved rejection.
+  pre.catch(() => undefined);
+  let need: Uint8Array | null = null;
+  if (R) {
+    if (R > MAX_REGION_BLOCKS) throw new ProtocolError(`regions of ${R} blocks are too large`);
+    const regions = Math.ceil(sig.blockCount / R);
+    const theirs = new Uint8Array(regions * REGION_HASH_LEN);
+    let got = 0;
+    while (got < regions) {
+      const m = await conn.expect(MsgType.RegionSums, 'region hashes');
+      const k = m.hashes.length / REGION_HASH_LEN;
+      if (m.first !== got || got + k > regions) throw new ProtocolError(`region hashes ${m.first}..${m.first + k} out of order or past ${regions}`);
+      theirs.set(m.hashes, got * REGION_HASH_LEN);
+      got += k;
+    }
+    const { ownRegions } = await pre;
+    trace('sender: region hashes in, prepass done');
+    need = new Uint8Array(bitmapBytes(regions));
+    const ownCount = ownRegions!.length / REGION_HASH_LEN;
+    for (let r = 0; r < regions; r++) {
+      const same = r < ownCount && Buffer.compare(theirs.subarray(r * REGION_HASH_LEN, (r + 1) * REGION_HASH_LEN), ownRegions!.subarray(r * REGION_HASH_LEN, (r + 1) * REGION_HASH_LEN)) === 0;
+      if (!same) setBit(need, r);
+    }
+    await conn.send({ type: MsgType.NeedRegions, bitmap: need });
+  }
+  for (;;) {
+    const m = await conn.recv();
+    if (m.type === MsgType.SigBlocks) {
+      const c = chunkFromMessage(m, params);
+      if (need) {
+        for (let i = c.first; i < c.first + c.weak.length; i++) {
+          const r = Math.floor(i / R);
+          if (!testBit(need, r)) throw new ProtocolError(`block ${i} was sent but its region was not requested`);
+        }
+      }
+      sig.addChunk(c, need === null);
+      continue;
+    }
+    if (m.type === MsgType.SigEnd) {
+      if (m.blockCount !== sig.receivedBlocks) throw new SyncError('ERR_CORRUPT', `signature end counts ${m.blockCount} blocks, ${sig.receivedBlocks} arrived`);
+      break;
+    }
+    throw new ProtocolError('expected signature blocks');
+  }
+  const { own, ownWeak, targetHash } = await pre;
+  if (need && opts.indexUnchanged === false && sig.params.imageSize === img.size && sig.receivedBlocks === 0 && need.every((b) => b === 0)) {
+    trace('sender: signature complete (unchanged)');
+    return { sig, own, targetHash, unchanged: true };
+  }
+  if (need) {
+    // Regions known identical: their blocks are ours, so our own sums stand in for theirs.
+    for (let i = 0; i < sig.blockCount; i++) {
+      const r = Math.floor(i / R);
+      if (!testBit(need, r)) sig.fillLocal(i, ownWeak![i]!, own.subarray(i * sl, (i + 1) * sl));
+    }
+  }
+  trace('sender: signature complete');
+  if (!sig.isComplete) throw new SyncError('ERR_CORRUPT', `signature ended with ${sig.receivedBlocks} of ${sig.blockCount} blocks`);
+  return { sig, own, targetHash };
+}
+
+/** Scan `img` against the signature and stream the delta to the peer. */
+export async function sendDelta(
+  conn: Connection,
+  rs: ReceivedSignature,
+  img: ImageHandle,
+  onProgress?: ProgressFn,
+  compress = false,
+  /** The peer answers SubNeed (it announced the subsums capability). */
+  subSums = false,
+): Promise<SendDeltaResult> {
+  const { sig, own, targetHash } = rs;
+  const sp = sig.params;
+  if (rs.unchanged) {
+    // Same image: one copy of all of it, which an in-place receiver verifies from its own digests.
+    await conn.send(wireDeltaHeader(sp, img.size));
+    const ops = img.size > 0 ? 1 : 0;
+    if (ops) await conn.send({ type: MsgType.Copy, offset: 0, length: img.size });
+    await conn.send({ type: MsgType.DeltaEnd, targetSize: img.size, targetHash, opCount: ops, digest: null });
+    onProgress?.({ phase: 'delta', done: img.size, total: img.size, matched: img.size, literal: 0 });
+    return { matchedBytes: img.size, literalBytes: 0, copyOps: ops, literalOps: 0, targetSize: img.size, targetHash };
+  }
+  const matcher = new DeltaMatcher(sig, { ownDigests: own });
+  await conn.send(wireDeltaHeader(sp, img.size));
+  let ops = 0;
+  let done = 0;
+  const bs = sp.blockSize;
+  const sl = sp.strongLen;
+  const chunk = Math.max(bs, Math.floor(IO_CHUNK / bs) * bs);
+  // Blocks equal to the receiver's block at the same offset (known from the
+  // digests compared in the prepass) are never read again: only the ranges
+  // around changed blocks are, so a scattered change costs reads of the
+  // changed blocks, not of the image.
+  const inPlace = (i: number): boolean => i < sig.blockCount && sig.blockLength(i) === bs && sig.strongEquals(i, own.subarray(i * sl, i * sl + sl));
+  const send = async (list: DeltaOp[]): Promise<void> => {
+    for (const op of list) {
+      await conn.send(opMessage(op, compress));
+      ops++;
+    }
+  };
+  /** Where the read that starts at `pos` ends: the next in-place block, at least one block on, at most one chunk. */
+  // Blocks changed where they stand while a neighbour did not (small writes):
+  // ask the receiver for their sub-block sums, ahead of the scan.
+  const subSize = subSums ? subBlockSize(bs) : 0;
+  const whole = (i: number): boolean => i >= 0 && i < sig.blockCount && sig.blockLength(i) === bs && (i + 1) * bs <= img.size;
+  const subs =
+    subSize > 0 ? new SubSumsAhead(conn, sp, subSize, (i) => whole(i) && !inPlace(i) && ((whole(i + 1) && inPlace(i + 1)) || (whole(i - 1) && inPlace(i - 1)))) : null;
+  if (subs) matcher.useSubSums(subSize, (k) => subs.get(k));
+  const readEnd = (pos: number): number => {
+    let e = Math.min(img.size, pos + bs);
+    while (e < img.size && e - pos < chunk && !(e % bs === 0 && e + bs <= img.size && inPlace(e / bs))) e = Math.min(img.size, e + bs);
+    return e;
+  };
+  let readSinceYield = 0;
+  let ring: [Buffer, Buffer] | null = null;
+  let turn = 0;
+  for (let pos = 0; pos < img.size; ) {
+    let run = 0;
+    if (pos % bs === 0) while (run < chunk && pos + run + bs <= img.size && inPlace((pos + run) / bs)) run += bs;
+    if (run > 0 && matcher.skipAligned(run)) {
+      await send(matcher.takeSkipped());
+      pos += run;
+    } else {
+      // The matcher could not skip (it holds part of a window): feed it the bytes.
+      // Reads here are many and small (the ranges around changed blocks) and
+      // mostly from the page cache the prepass just filled: synchronous ones
+      // cost a fraction of async ones.
+      const end = run > 0 ? pos + bs : readEnd(pos);
+      // A loop of synchronous reads and sends that resolve at once never gives
+      // the event loop a turn, and V8 frees the memory of dead Buffers only
+      // in one: without these yields a 1 GiB push of new data peaked at 1.2 GB.
+      readSinceYield += end - pos;
+      if (readSinceYield >= YIELD_EVERY_BYTES) {
+        readSinceYield = 0;
+        await new Promise(setImmediate);
+      }
+      // Two read buffers take turns: the matcher keeps at most a view of the
+      // previous input until this push copies it out, and ops are encoded
+      // (copied) as they are sent. Fresh buffers cost page faults and GC.
+      ring ??= [Buffer.allocUnsafe(Math.min(chunk, img.size)), Buffer.allocUnsafe(Math.min(chunk, img.size))];
+      turn ^= 1;
+      const data = readExactSync(img, pos, end - pos, ring[turn]);
+      if (subs) {
+        await subs.ask(Math.floor(pos / bs));
+        await subs.until(Math.ceil(end / bs));
+      }
+      const hashed = matcher.strongHashes;
+      await send(matcher.push(data));
+      // Hashing counts as work too: a scan that hashes more than it reads
+      // (weak hits, bounded per byte by the matcher) still yields as often.
+      readSinceYield += (matcher.strongHashes - hashed) * bs;
+      subs?.forget(Math.floor(matcher.pendingFrom / bs));
+      await send(matcher.takeSkipped());
+      pos = end;
+    }
+    done = pos;
+    onProgress?.({ phase: 'delta', done, total: img.size, matched: matcher.stats.matchedBytes, literal: matcher.stats.literalBytes });
+  }
+  await subs?.drain();
+  for (const op of matcher.end()) {
+    await conn.send(opMessage(op, compress));
+    ops++;
+  }
+  trace('sender: delta scanned');
+  await conn.send({ type: MsgType.DeltaEnd, targetSize: img.size, targetHash, opCount: ops, digest: null });
+  return { ...matcher.stats, targetSize: img.size, targetHash };
+}
+
+/**
+ * The whole sending role: take the peer's signature, then stream the delta
+ * that turns its image into `img`. `compress`: literals go out DEFLATEd;
+ * `subSums`: the peer answers SubNeed (it announced the capability); `prepass`:
+ * the hash pass run by the caller (shared by several sessions, net/fanout.ts).
+ */
+export async function sendFrom(
+  conn: Connection,
+  img: ImageHandle,
+  opts: { onProgress?: ProgressFn | undefined; compress?: boolean; subSums?: boolean; prepass?: PrepassFn | undefined } = {},
+): Promise<SendDeltaResult & { blockSize: number }> {
+  const rs = await receiveSignatureWithPrepass(conn, img, opts.onProgress, { indexUnchanged: false, prepass: opts.prepass });
+  const d = await sendDelta(conn, rs, img, opts.onProgress, opts.compress === true, opts.subSums === true);
+  return { ...d, blockSize: rs.sig.params.blockSize };
+}

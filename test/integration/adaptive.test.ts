@@ -1,0 +1,317 @@
+/**
+ * An in-place patch that finds the delta moving the image gives way to a temp
+ * file (src/io/adaptive.ts). Real files; images large enough for the policy's
+ * 8 MiB of evidence.
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmod, link, lstat, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { imageHashBuilder, type ImageHashSpec } from '../../src/core/imagehash.js';
+import { preferTempFile } from '../../src/core/patch.js';
+import { StrongHasher } from '../../src/core/strong.js';
+import { diff, signatureOf } from '../../src/core/whole.js';
+import type { DeltaOp } from '../../src/core/ops.js';
+import { AdaptivePatch } from '../../src/io/adaptive.js';
+import { openImage } from '../../src/io/image.js';
+import { InPlacePatcher, recoverLocked, settleJournal } from '../../src/io/inplace.js';
+import { journalPathFor, readJournal } from '../../src/io/journal.js';
+import { pull, push } from '../../src/net/client.js';
+import { startServer } from '../helpers/server.js';
+
+const MiB = 1024 * 1024;
+const BS = 64 * 1024;
+const SPEC: ImageHashSpec = { blockSize: BS, strongAlg: 'blake3', seed: new Uint8Array(16).fill(7) };
+
+let dir: string;
+let basis: Buffer;
+/** 24 bytes inserted at 1 MiB: everything after moves. */
+let shifted: Buffer;
+/** Three blocks overwritten where they are. */
+let scattered: Buffer;
+let shiftedOps: DeltaOp[];
+let scatteredOps: DeltaOp[];
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'resync-adaptive-'));
+  basis = randomBytes(48 * MiB);
+  shifted = Buffer.concat([basis.subarray(0, MiB), Buffer.from('twenty-four bytes added!'), basis.subarray(MiB)]);
+  scattered = Buffer.from(basis);
+  for (const at of [3, 200, 600]) randomBytes(BS).copy(scattered, at * BS);
+  const sig = signatureOf(basis, { blockSize: BS });
+  shiftedOps = diff(sig, shifted);
+  scatteredOps = diff(sig, scattered);
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+const imageHash = (b: Uint8Array): Buffer => {
+  const h = imageHashBuilder(b.length, SPEC);
+  h.update(b);
+  return h.digest();
+};
+
+/** Full block digests of `b` under SPEC, as a receiver's signature pass keeps them. */
+function digestsOf(b: Uint8Array): Uint8Array {
+  const h = new StrongHasher(SPEC.strongAlg, SPEC.seed, 16);
+  const n = Math.ceil(b.length / BS);
+  const out = new Uint8Array(n * 32);
+  for (let k = 0; k < n; k++) out.set(h.hash(b, k * BS, Math.min(b.length, (k + 1) * BS)), k * 32);
+  return out;
+}
+
+interface Run {
+  patch: AdaptivePatch;
+  inPlace: InPlacePatcher;
+  close(): Promise<void>;
+}
+
+async function begin(path: string, targetSize: number, opts: { holdFirst?: number; batchBytes?: number; digests?: Uint8Array } = {}): Promise<Run> {
+  const img = await openImage(path, 'r+');
+  const inPlace = await InPlacePatcher.start(img, journalPathFor(path), { id: 't', targetSize }, SPEC);
+  inPlace.useBasisDigests(opts.digests ?? digestsOf(basis));
+  if (opts.batchBytes !== undefined) inPlace.batchBytes = opts.batchBytes;
+  const patch = new AdaptivePatch(img, inPlace, targetSize, SPEC);
+  if (opts.holdFirst !== undefined) inPlace.holdFirst = opts.holdFirst;
+  return { patch, inPlace, close: () => img.fh.close() };
+}
+
+async function patchAll(path: string, ops: DeltaOp[], target: Buffer, opts: Parameters<typeof begin>[2] = {}): Promise<AdaptivePatch> {
+  const r = await begin(path, target.length, opts);
+  try {
+    for (const op of ops) await r.patch.apply(op);
+    await r.patch.finish(target.length, imageHash(target));
+  } finally {
+    await r.close();
+  }
+  return r.patch;
+}
+
+const leftovers = async (): Promise<string[]> => (await readdir(dir)).filter((f) => f.endsWith('.tmp') || f.endsWith('.journal') || f.includes('resync-journal'));
+
+describe('the policy (pure)', () => {
+  test('moved data switches; blocks changed in place, too little evidence, or too little left do not', () => {
+    const G = 1024 * MiB;
+    expect(preferTempFile(12 * MiB, 10 * MiB, G)).toBe(true);
+    expect(preferTempFile(400 * MiB, 10 * MiB, G)).toBe(false); // 2.5 % rewritten: in place
+    expect(preferTempFile(6 * MiB, 6 * MiB, G)).toBe(false); // not enough seen yet
+    expect(preferTempFile(900 * MiB, 800 * MiB, G)).toBe(false); // most of the work done
+    // Evidence grows with the image: 1/256 of 100 GiB is 400 MiB.
+    expect(preferTempFile(300 * MiB, 300 * MiB, 100 * G)).toBe(false);
+    expect(preferTempFile(500 * MiB, 400 * MiB, 100 * G)).toBe(true);
+  });
+});
+
+describe('in place, or a temp file when the data moved', () => {
+  test('shifted content moves to a temp file: right bytes, mode kept, no journal or temp file left', async () => {
+    const path = join(dir, 'shift.img');
+    await writeFile(path, basis);
+    await chmod(path, 0o640);
+    const inode = (await stat(path)).ino;
+    const p = await patchAll(path, shiftedOps, shifted);
+    expect(p.state.switchedAt).not.toBeNull();
+    expect((await readFile(path)).equals(shifted)).toBe(true);
+    const st = await stat(path);
+    expect(st.ino).not.toBe(inode);
+    expect(st.mode & 0o777).toBe(0o640);
+    expect(await readJournal(journalPathFor(path))).toBeNull();
+    expect(await leftovers()).toEqual([]);
+  });
+
+  test('blocks changed where they are stay in place (same file, no switch)', async () => {
+    const path = join(dir, 'scatter.img');
+    await writeFile(path, basis);
+    const inode = (await stat(path)).ino;
+    const p = await patchAll(path, scatteredOps, scattered);
+    expect(p.state.switchedAt).toBeNull();
+    expect((await stat(path)).ino).toBe(inode);
+    expect((await readFile(path)).equals(scattered)).toBe(true);
+  });
+
+  test('a switch after batches reached the image undoes them first: the image is the basis until the rename', async () => {
+    const path = join(dir, 'flushed.img');
+    await writeFile(path, basis);
+    const r = await begin(path, shifted.length, { holdFirst: 0, batchBytes: MiB });
+    try {
+      let checked = false;
+      for (const op of shiftedOps) {
+        await r.patch.apply(op);
+        if (!checked && r.patch.state.switchedAt !== null) {
+          checked = true;
+          expect(r.inPlace.io.bytesWritten).toBeGreaterThan(0);
+          expect((await readFile(path)).equals(basis)).toBe(true);
+          expect(existsSync(journalPathFor(path))).toBe(false);
+        }
+      }
+      expect(checked).toBe(true);
+      await r.patch.finish(shifted.length, imageHash(shifted));
+    } finally {
+      await r.close();
+    }
+    expect((await readFile(path)).equals(shifted)).toBe(true);
+  });
+
+  test('an undo that does not give back the signature pass digests is refused and the journal kept', async () => {
+    const path = join(dir, 'tamper.img');
+    await writeFile(path, basis);
+    const digests = digestsOf(basis);
+    digests[16 * 32] = (digests[16 * 32] ?? 0) ^ 1; // block 16 (1 MiB) is rewritten by the shift and restored by the undo
+    const r = await begin(path, shifted.length, { holdFirst: 0, batchBytes: MiB, digests });
+    try {
+      let err: unknown;
+      try {
+        for (const op of shiftedOps) await r.patch.apply(op);
+      } catch (e) {
+        err = e;
+      }
+      expect((err as { code?: string }).code).toBe('ERR_JOURNAL');
+    } finally {
+      await r.close();
+    }
+    expect(existsSync(journalPathFor(path))).toBe(true);
+    // The journal still undoes everything: a recover proves the original.
+    const out = await recoverLocked(path, journalPathFor(path));
+    expect(out.outcome).toBe('rolled-back');
+    expect((await readFile(path)).equals(basis)).toBe(true);
+  });
+
+  test('an abort after the switch removes the temp file; the image is the basis', async () => {
+    const path = join(dir, 'abort.img');
+    await writeFile(path, basis);
+    const r = await begin(path, shifted.length);
+    try {
+      for (const op of shiftedOps) {
+        await r.patch.apply(op);
+        if (r.patch.state.switchedAt !== null) break;
+      }
+      expect(r.patch.state.switchedAt).not.toBeNull();
+      let inPlaceAborted = false;
+      await r.patch.abort(async () => {
+        inPlaceAborted = true;
+      });
+      expect(inPlaceAborted).toBe(false);
+    } finally {
+      await r.close();
+    }
+    expect((await readFile(path)).equals(basis)).toBe(true);
+    expect(await leftovers()).toEqual([]);
+  });
+
+  test('an image with another hard link stays in place (a rename would split the links)', async () => {
+    const path = join(dir, 'linked.img');
+    await writeFile(path, basis);
+    await link(path, join(dir, 'linked-too.img'));
+    const p = await patchAll(path, shiftedOps, shifted);
+    expect(p.state.switchedAt).toBeNull();
+    expect((await readFile(join(dir, 'linked-too.img'))).equals(shifted)).toBe(true);
+    await rm(join(dir, 'linked-too.img'));
+  });
+
+  test('through a symbolic link the file it names is replaced, and the link stays', async () => {
+    const real = join(dir, 'real.img');
+    const path = join(dir, 'via-link.img');
+    await writeFile(real, basis);
+    await symlink(real, path);
+    const p = await patchAll(path, shiftedOps, shifted);
+    expect(p.state.switchedAt).not.toBeNull();
+    expect((await lstat(path)).isSymbolicLink()).toBe(true);
+    expect((await readFile(real)).equals(shifted)).toBe(true);
+    await rm(path);
+  });
+});
+
+describe('killed while undoing for the switch', () => {
+  test('the journal then says nothing new is in place, and a recover gives back the original', async () => {
+    const path = join(dir, 'killed.img');
+    await writeFile(path, basis);
+    const opsPath = join(dir, 'ops.json');
+    await writeFile(opsPath, JSON.stringify(shiftedOps.map((o) => (o.kind === 'copy' ? o : { kind: 'literal', data: Buffer.from(o.data).toString('base64') }))));
+    const script = `
+      const { openImage } = await import(${JSON.stringify(new URL('../../dist/src/io/image.js', import.meta.url).href)});
+      const { InPlacePatcher } = await import(${JSON.stringify(new URL('../../dist/src/io/inplace.js', import.meta.url).href)});
+      const { AdaptivePatch } = await import(${JSON.stringify(new URL('../../dist/src/io/adaptive.js', import.meta.url).href)});
+      const { journalPathFor } = await import(${JSON.stringify(new URL('../../dist/src/io/journal.js', import.meta.url).href)});
+      const fs = await import('node:fs');
+      const spec = { blockSize: ${BS}, strongAlg: 'blake3', seed: new Uint8Array(16).fill(7) };
+      const ops = JSON.parse(fs.readFileSync(${JSON.stringify(opsPath)}, 'utf8')).map((o) => o.kind === 'copy' ? o : { kind: 'literal', data: Buffer.from(o.data, 'base64') });
+      const img = await openImage(${JSON.stringify(path)}, 'r+');
+      const p = await InPlacePatcher.start(img, journalPathFor(${JSON.stringify(path)}), { id: 't', targetSize: ${shifted.length} }, spec);
+      p.useBasisDigests(new Uint8Array(fs.readFileSync(${JSON.stringify(join(dir, 'digests.bin'))})));
+      p.batchBytes = ${MiB};
+      p.checkpointBytes = ${2 * MiB};
+      const a = new AdaptivePatch(img, p, ${shifted.length}, spec);
+      p.holdFirst = 0;
+      for (const op of ops) await a.apply(op);
+      console.log('not killed');
+    `;
+    await writeFile(join(dir, 'digests.bin'), digestsOf(basis));
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, RESYNC_KILL_AT: 'abandon-restored' }, encoding: 'utf8' });
+    expect(r.signal).toBe('SIGKILL');
+    const jpath = journalPathFor(path);
+    expect(existsSync(jpath)).toBe(true);
+    const st = await readJournal(jpath);
+    // Checkpoints were written before the switch; the last one says 0.
+    expect(st?.undos.length).toBeGreaterThan(2);
+    expect(st?.checkpoint).toBe(0);
+    // A new session takes the image as it finds it: nothing to skip.
+    const settled = await settleJournal(path, jpath, { keep: true });
+    expect(settled.resumeFrom).toBe(0);
+    const out = await recoverLocked(path, jpath);
+    expect(out.outcome).toBe('rolled-back');
+    expect((await readFile(path)).equals(basis)).toBe(true);
+    for (const f of await readdir(dir)) if (f.endsWith('.tmp')) await rm(join(dir, f));
+  });
+});
+
+describe('over the network', () => {
+  test('push of shifted data: the volume switches to a temp file; with tempFallback off it stays in place; both verified', async () => {
+    const srvDir = await mkdtemp(join(dir, 'srv-'));
+    const a = join(srvDir, 'a.img');
+    const b = join(srvDir, 'b.img');
+    const src = join(dir, 'push-src.img');
+    await writeFile(a, basis);
+    await writeFile(b, basis);
+    await writeFile(src, shifted);
+    const inodes = [(await stat(a)).ino, (await stat(b)).ino];
+    const srv = await startServer({ a: { path: a, writable: true }, b: { path: b, writable: true, tempFallback: false } });
+    try {
+      for (const volume of ['a', 'b']) {
+        const r = await push(src, { host: '127.0.0.1', port: srv.port, secret: srv.secret, volume, blockSize: BS });
+        expect(r.verified).toBe(true);
+      }
+    } finally {
+      await srv.server.close();
+    }
+    expect((await readFile(a)).equals(shifted)).toBe(true);
+    expect((await readFile(b)).equals(shifted)).toBe(true);
+    expect((await stat(a)).ino).not.toBe(inodes[0]);
+    expect((await stat(b)).ino).toBe(inodes[1]);
+    expect((await readdir(srvDir)).filter((f) => f !== 'a.img' && f !== 'b.img')).toEqual([]);
+  });
+
+  test('pull of shifted data switches; --no-temp-fallback stays in place', async () => {
+    const srvDir = await mkdtemp(join(dir, 'srv-'));
+    const vol = join(srvDir, 'v.img');
+    await writeFile(vol, shifted);
+    const srv = await startServer({ v: { path: vol, writable: false } });
+    try {
+      for (const tempFallback of [true, false]) {
+        const local = join(dir, `pull-${tempFallback}.img`);
+        await writeFile(local, basis);
+        const ino = (await stat(local)).ino;
+        const r = await pull(local, { host: '127.0.0.1', port: srv.port, secret: srv.secret, volume: 'v', blockSize: BS, tempFallback });
+        expect(r.verified).toBe(true);
+        expect((await readFile(local)).equals(shifted)).toBe(true);
+        if (tempFallback) expect((await stat(local)).ino).not.toBe(ino);
+        else expect((await stat(local)).ino).toBe(ino);
+      }
+    } finally {
+      await srv.server.close();
+    }
+    expect(await leftovers()).toEqual([]);
+  });
+});
