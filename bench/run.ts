@@ -616,6 +616,8 @@ async function replicasRun(ctx: Context): Promise<ReplicasResult> {
     const oneMs: number[] = [];
     const manyMs: number[] = [];
     const oneRss: number[] = [];
+    const oneCpu: number[] = [];
+    const manyCpu: number[] = [];
     const manyRss: number[] = [];
     let passes = 0;
     for (let i = 0; i < ctx.opts.runs; i++) {
@@ -626,11 +628,12 @@ async function replicasRun(ctx: Context): Promise<ReplicasResult> {
         for (const v of used) await verify(v, targetHash, `resync push to ${used.length} replica(s) (run ${i + 1})`);
         (many ? manyMs : oneMs).push(r.proc.wallMs);
         (many ? manyRss : oneRss).push(r.proc.peakRssBytes);
+        (many ? manyCpu : oneCpu).push(r.proc.cpuMs);
         if (many) passes = field(r, 'hashPasses');
-        log(`  push to ${used.length}: ${fmtMs(r.proc.wallMs)}, RSS ${fmtRss(r.proc.peakRssBytes)}`);
+        log(`  push to ${used.length}: ${fmtMs(r.proc.wallMs)}, client CPU ${fmtMs(r.proc.cpuMs)}, RSS ${fmtRss(r.proc.peakRssBytes)}`);
       }
     }
-    return { replicas: n, imageSize: size, oneMs, manyMs, oneRssBytes: median(oneRss), manyRssBytes: median(manyRss), hashPasses: passes };
+    return { replicas: n, imageSize: size, oneMs, manyMs, oneCpuMs: oneCpu, manyCpuMs: manyCpu, oneRssBytes: median(oneRss), manyRssBytes: median(manyRss), hashPasses: passes };
   } finally {
     for (const s of servers) await s.stop().catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
