@@ -167,7 +167,7 @@ function parseOptions(argv: string[]): Options {
 /** The command line that reproduces a run with these options. */
 function reproduceCommand(o: Options): string {
   return (
-    `npm run bench -- --size ${fmtSizeArg(o.size)} --scenarios ${o.scenarios.join(',')} --runs ${o.runs} ` +
+    `npm run bench -- --size ${fmtSizeArg(o.size)} --scenarios ${o.scenarios.length > 0 ? o.scenarios.join(',') : "''"} --runs ${o.runs} ` +
     `--seed ${o.seed} --memory-size ${fmtSizeArg(o.memorySize)} --sessions ${o.sessions} --replicas ${o.replicas} --out ${o.out}`
   );
 }
