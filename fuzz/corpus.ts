@@ -7,6 +7,7 @@
  */
 import { readdir, readFile } from 'node:fs/promises';
 import { deflateRawSync } from 'node:zlib';
+import { literalCodec, type LiteralCodec } from '../protocol/literal-codec.js';
 import { join } from 'node:path';
 import { encodeFrame } from '../src/bytes/frame.js';
 import { imageHashBuilder, type ImageHashSpec } from '../src/core/imagehash.js';
@@ -103,7 +104,7 @@ function deltaFrames(
   basis: Uint8Array,
   target: Uint8Array,
   blockSize: number,
-  opts: { mutate?: (ops: DeltaOp[]) => DeltaOp[]; placeholders?: boolean; subNeed?: Omit<SubNeedMsg, 'type'> } = {},
+  opts: { mutate?: (ops: DeltaOp[]) => DeltaOp[]; placeholders?: boolean; subNeed?: Omit<SubNeedMsg, 'type'>; codec?: LiteralCodec } = {},
 ): Uint8Array {
   let ops = deltaOps(basis, target, blockSize);
   if (opts.mutate) ops = opts.mutate(ops);
@@ -111,7 +112,7 @@ function deltaFrames(
   const targetHash = opts.placeholders ? new Uint8Array(32) : imageHash(target, { blockSize, strongAlg: 'sha256', seed });
   const parts = [frame({ type: MsgType.DeltaHeader, blockSize, basisSize: basis.length, basisHash: null, targetSize: target.length, strongAlgId: 1, seed })];
   if (opts.subNeed) parts.push(frame({ type: MsgType.SubNeed, ...opts.subNeed }));
-  for (const op of ops) parts.push(frame(opMessage(op)));
+  for (const op of ops) parts.push(frame(opMessage(op, opts.codec)));
   parts.push(frame({ type: MsgType.DeltaEnd, targetSize: target.length, targetHash, opCount: ops.length, digest: null }));
   return Buffer.concat(parts);
 }
@@ -128,6 +129,13 @@ function sigFrames(size: number): Uint8Array {
 }
 
 const withPrefix = (b: number, rest: Uint8Array): Uint8Array => Buffer.concat([Uint8Array.of(b), rest]);
+
+/** `img` with 1200 bytes of repetitive text written over its middle: literals that compress. */
+function withText(img: Uint8Array): Uint8Array {
+  const out = Buffer.from(img);
+  Buffer.from('resync zstd literal '.repeat(60)).copy(out, Math.floor(img.length / 2) - 600);
+  return out;
+}
 
 /** One message of each type, valid. */
 export function sampleMessages(): Message[] {
@@ -153,6 +161,8 @@ export function sampleMessages(): Message[] {
     { type: MsgType.Ready, imageSize: 32768, sessionId: '0123456789abcdef', resumeFrom: 0 },
     { type: MsgType.Result, ok: true, bytesWritten: 32768, targetHash: HASH },
     { type: MsgType.Error, code: 'ERR_AUTH', message: 'authentication failed' },
+    // last, so that the seeds of the messages before keep their file names
+    literalCodec('zstd').compress(Buffer.alloc(600, 'abc'))!,
   ];
 }
 
@@ -201,6 +211,9 @@ export function generateSeeds(target: string): Seed[] {
         { name: 'edited', bytes: deltaFrames(PATCH_BASIS, target, 256) },
         { name: 'reordered', bytes: deltaFrames(PATCH_BASIS, Buffer.concat([PATCH_BASIS.subarray(2048), PATCH_BASIS.subarray(0, 2048)]), 512) },
         { name: 'empty-target', bytes: deltaFrames(PATCH_BASIS, new Uint8Array(0), 512) },
+        // New text in the middle: its literals travel compressed (LiteralZstd, LiteralZ).
+        { name: 'text-zstd', bytes: deltaFrames(PATCH_BASIS, withText(PATCH_BASIS), 512, { codec: literalCodec('zstd') }) },
+        { name: 'text-deflate', bytes: deltaFrames(PATCH_BASIS, withText(PATCH_BASIS), 512, { codec: literalCodec('deflate') }) },
         {
           name: 'copy-out-of-bounds',
           bytes: deltaFrames(PATCH_BASIS, PATCH_BASIS, 512, { mutate: (ops) => [{ kind: 'copy', offset: PATCH_BASIS.length - 100, length: 200 }, ...ops] }),
@@ -234,6 +247,7 @@ export function generateSeeds(target: string): Seed[] {
         // A request for sub-block sums (blocks 1 and 2, 1 KiB sub-blocks) among the ops: legal, answered, not an op.
         { name: 'p3-delta-subneed', bytes: withPrefix(3, deltaFrames(SESSION_BASIS, target, 2048, { ...live, subNeed: { first: 1, subSize: 1024, bitmap: Uint8Array.of(0b11) } })) },
         { name: 'p4-delta-edited', bytes: withPrefix(4, deltaFrames(SESSION_BASIS, target, 2048, live)) },
+        { name: 'p3-delta-zstd', bytes: withPrefix(3, deltaFrames(SESSION_BASIS, withText(SESSION_BASIS), 2048, { ...live, codec: literalCodec('zstd') })) },
         { name: 'p5-signature', bytes: withPrefix(5, sigFrames(20_000)) },
       ];
     }

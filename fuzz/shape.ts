@@ -12,6 +12,7 @@ import { FRAME_HEADER_LEN } from '../src/bytes/frame.js';
 import { MsgType } from '../protocol/constants.js';
 import { decodeMessage } from '../protocol/codec.js';
 import { literalFromZ } from '../protocol/convert.js';
+import { literalFromZstd } from '../protocol/literal-codec.js';
 import type { DeltaOp } from '../src/core/ops.js';
 import type { DeltaHeaderMsg, Message } from '../protocol/messages.js';
 import { imageHashOf, modelPatch, PATCH_BASIS, sha256, subNeedAccepted } from './reference.js';
@@ -270,7 +271,7 @@ export function repair(x: Parsed, shape: InputShape): void {
     let n = 0;
     for (const f of before) {
       const t = typeOf(f);
-      if (shape.count.of === 'ops' && (t === MsgType.Copy || t === MsgType.Literal || t === MsgType.LiteralZ)) n++;
+      if (shape.count.of === 'ops' && (t === MsgType.Copy || t === MsgType.Literal || t === MsgType.LiteralZ || t === MsgType.LiteralZstd)) n++;
       if (shape.count.of === 'blocks' && t === MsgType.SigBlocks) {
         const w = unpackValue(splitArray(f)?.[2] ?? new Uint8Array(0));
         if (w instanceof Uint8Array) n += Math.floor(w.length / 4);
@@ -368,13 +369,13 @@ export function modelDeltaTarget(body: Uint8Array, basis: Uint8Array): Uint8Arra
   return null;
 }
 
-/** The op a message carries; null if it is no op, false if it is a LiteralZ that does not inflate. */
+/** The op a message carries; null if it is no op, false if it is a LiteralZ or LiteralZstd that does not decompress. */
 function opOf(m: Message): DeltaOp | null | false {
   if (m.type === MsgType.Copy) return { kind: 'copy', offset: m.offset, length: m.length };
   if (m.type === MsgType.Literal) return { kind: 'literal', data: m.data };
-  if (m.type !== MsgType.LiteralZ) return null;
+  if (m.type !== MsgType.LiteralZ && m.type !== MsgType.LiteralZstd) return null;
   try {
-    return literalFromZ(m);
+    return m.type === MsgType.LiteralZ ? literalFromZ(m) : literalFromZstd(m);
   } catch {
     return false;
   }

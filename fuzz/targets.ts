@@ -21,6 +21,7 @@ import { FRAME_HEADER_LEN, FrameDecoder } from '../src/bytes/frame.js';
 import { SignatureFileDecoder, type LoadedSignature } from '../src/format/sigfile.js';
 import { DeltaFileDecoder, type DeltaEvent } from '../src/format/deltafile.js';
 import { literalFromZ } from '../protocol/convert.js';
+import { literalFromZstd } from '../protocol/literal-codec.js';
 import type { ImageHandle } from '../src/io/image.js';
 import type { ImageWriter } from '../src/io/output.js';
 import { StreamPatcher } from '../src/io/patcher.js';
@@ -428,12 +429,12 @@ function modelReceive(payloads: readonly Uint8Array[], endCode: ErrorCode): { co
       if (size + m.length > h.targetSize) return fail('ERR_LIMIT');
       parts.push(PATCH_BASIS.subarray(m.offset, m.offset + m.length));
       size += m.length;
-    } else if (m.type === MsgType.Literal || m.type === MsgType.LiteralZ) {
+    } else if (m.type === MsgType.Literal || m.type === MsgType.LiteralZ || m.type === MsgType.LiteralZstd) {
       let data = m.type === MsgType.Literal ? m.data : null;
-      if (m.type === MsgType.LiteralZ) {
-        // The compressed form's definition (inflate, capped at the declared length) is literalFromZ's.
+      if (m.type !== MsgType.Literal) {
+        // The compressed forms' definition (decompress, capped at the declared length) is literalFromZ's and literalFromZstd's.
         try {
-          const op = literalFromZ(m);
+          const op = m.type === MsgType.LiteralZ ? literalFromZ(m) : literalFromZstd(m);
           data = op.kind === 'literal' ? op.data : null;
         } catch (e) {
           if (isSyncError(e)) return fail(e.code);

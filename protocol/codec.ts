@@ -172,6 +172,7 @@ function toArray(m: Message): unknown[] {
     case 0x13:
       return [m.type, m.targetSize, m.targetHash, m.opCount, m.digest];
     case 0x14:
+    case 0x15:
       return [m.type, m.length, m.data];
     case 0x20:
       return [m.type, m.version, m.caps];
@@ -331,6 +332,7 @@ function validate(v: unknown): Message {
       f.count(2);
       return { type, data: f.bin(1, 'data', 1, MAX_LITERAL) };
     case MsgType.LiteralZ:
+    case MsgType.LiteralZstd:
       f.count(3);
       return { type, length: f.uint(1, 'length', MAX_LITERAL), data: f.bin(2, 'compressed data', 1, MAX_LITERAL + 1024) };
     case MsgType.DeltaEnd:

@@ -51,6 +51,8 @@ export const MsgType = {
   Literal: 0x12,
   /** 0x14: literal bytes compressed with raw DEFLATE (declared length, compressed data). */
   LiteralZ: 0x14,
+  /** 0x15: literal bytes compressed as one zstd frame (declared length, compressed data; wire only, capability "zstd"). */
+  LiteralZstd: 0x15,
   /** 0x13: end of delta (target size, target hash, op count, file digest). */
   DeltaEnd: 0x13,
   /** 0x20: client hello (version, capabilities). */

@@ -4,13 +4,14 @@
  * wire alike: the protocol owns its messages. Values from a peer or a file
  * are validated on the way in.
  */
-import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import { inflateRawSync } from 'node:zlib';
 import { CorruptInputError } from '../src/core/errors.js';
 import { MIN_BLOCK_SIZE } from '../src/core/limits.js';
 import type { DeltaOp } from '../src/core/ops.js';
 import { validateSignatureParams, type SignatureChunk, type SignatureParams } from '../src/core/signature.js';
 import { STRONG_ALGS, strongAlgFromId, type StrongAlg } from '../src/core/strong.js';
 import { MsgType } from './constants.js';
+import { literalCodec, type LiteralCodec } from './literal-codec.js';
 import type { DeltaHeaderMsg, LiteralZMsg, Message, SigBlocksMsg, SigHeaderMsg } from './messages.js';
 
 /** Header message for signature params. */
@@ -84,22 +85,17 @@ export function wireDeltaHeader(sp: SignatureParams, targetSize: number): DeltaH
   return deltaHeaderMessage({ blockSize: sp.blockSize, basisSize: sp.imageSize, basisHash: null, targetSize, strongAlg: sp.strongAlg, seed: sp.seed });
 }
 
-/** Literals shorter than this are never compressed. */
-const COMPRESS_MIN = 256;
-
 /**
- * Message for an op. With `compress`, literals are sent as raw DEFLATE (level
- * 1: cheap, and VM images' text and zero-filled pages shrink a lot) when that
+ * Message for an op. With `compress`, a literal goes through the codec
+ * (`true`: raw DEFLATE at level 1, the delta file's LiteralZ) when that
  * saves at least a tenth.
  */
-export function opMessage(op: DeltaOp, compress = false): Message {
+export function opMessage(op: DeltaOp, compress: boolean | LiteralCodec | null = false): Message {
   if (op.kind === 'copy') return { type: MsgType.Copy, offset: op.offset, length: op.length };
-  if (compress && op.data.length >= COMPRESS_MIN) {
-    const z = deflateRawSync(op.data, { level: 1 });
-    if (z.length < op.data.length * 0.9) return { type: MsgType.LiteralZ, length: op.data.length, data: z };
-  }
-  return { type: MsgType.Literal, data: op.data };
+  const codec = compress === true ? (deflate1 ??= literalCodec('deflate', 1)) : compress || null;
+  return codec?.compress(op.data) ?? { type: MsgType.Literal, data: op.data };
 }
+let deflate1: LiteralCodec | undefined;
 
 /**
  * Decompress a LiteralZ message into a literal op. The output is capped at

@@ -95,6 +95,14 @@ export interface LiteralZMsg {
   /** Raw DEFLATE stream. */
   data: Uint8Array;
 }
+/** 0x15 */
+export interface LiteralZstdMsg {
+  type: 0x15;
+  /** Length after decompression, 1..MAX_LITERAL. */
+  length: number;
+  /** zstd frame(s) (RFC 8878), decompressing to exactly `length` bytes. */
+  data: Uint8Array;
+}
 /** 0x13 */
 export interface DeltaEndMsg {
   type: 0x13;
@@ -196,6 +204,7 @@ export type Message =
   | CopyMsg
   | LiteralMsg
   | LiteralZMsg
+  | LiteralZstdMsg
   | DeltaEndMsg
   | HelloMsg
   | ChallengeMsg

@@ -74,7 +74,7 @@ export class SessionMachine {
       return this.st;
     }
     // The long runs (delta ops, block sums) stay in their state: checked without building the allowed list.
-    if (this.st === 'delta-ops' && (type === MsgType.Copy || type === MsgType.Literal || type === MsgType.LiteralZ) && from === (this.mode === 'pull' ? 'server' : 'client')) return this.st;
+    if (this.st === 'delta-ops' && (type === MsgType.Copy || type === MsgType.Literal || type === MsgType.LiteralZ || type === MsgType.LiteralZstd) && from === (this.mode === 'pull' ? 'server' : 'client')) return this.st;
     if (this.st === 'sig-blocks' && type === MsgType.SigBlocks && from === (this.mode === 'pull' ? 'client' : 'server')) return this.st;
     const want = this.expected();
     const ok = want.some(([side, t]) => side === from && t === type);
@@ -129,6 +129,7 @@ export class SessionMachine {
           [deltaFrom, MsgType.Copy],
           [deltaFrom, MsgType.Literal],
           [deltaFrom, MsgType.LiteralZ],
+          [deltaFrom, MsgType.LiteralZstd],
           [deltaFrom, MsgType.SubNeed],
           ...(this.subsOut > 0 ? [[sigFrom, MsgType.SubSums] as [Side, number]] : [[deltaFrom, MsgType.DeltaEnd] as [Side, number]]),
         ];
@@ -170,6 +171,7 @@ export class SessionMachine {
       case MsgType.Copy:
       case MsgType.Literal:
       case MsgType.LiteralZ:
+      case MsgType.LiteralZstd:
         return 'delta-ops';
       case MsgType.SubNeed:
         this.subsOut++;

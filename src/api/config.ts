@@ -12,6 +12,7 @@ export {
   readSecretFile,
   readServerConfig,
   readTlsFiles,
+  schemaProblems,
   splitHostPort,
   type ConfigProblem,
   type LoadedServerConfig,

@@ -16,7 +16,7 @@ import { opMessage, sigHeaderMessage, wireDeltaHeader } from '../../protocol/con
 import { openImage, readChunks, type ImageHandle } from '../io/image.js';
 import { loadSignatureFile } from './files.js';
 import type { ProgressFn } from '../core/progress.js';
-import { connectAuthenticated, openSession, type ClientOptions } from '../net/client.js';
+import { codecFor, connectAuthenticated, openSession, type ClientOptions } from '../net/client.js';
 import { receiveSignatureWithPrepass } from '../net/sender.js';
 import type { Connection } from '../net/connection.js';
 import { encodeMessage } from '../../protocol/codec.js';
@@ -93,7 +93,7 @@ export async function dryRunPush(image: string, opts: ClientOptions): Promise<Re
     const signatureBytes = conn.bytesIn - sigStart;
     const sp = rs.sig.params;
     const matcher = new DeltaMatcher(rs.sig, { ownDigests: rs.own });
-    const compress = opts.compress === true;
+    const compress = codecFor(opts, conn.peerCaps);
     let deltaBytes = frameBytes(wireDeltaHeader(sp, img.size));
     let ops = 0;
     const count = (list: DeltaOp[]): void => {

@@ -105,13 +105,15 @@ export async function clientTls(on: boolean, caFile: string | undefined): Promis
 /** Options push and pull share. */
 export const CLIENT_OPTIONS = {
   'secret-file': { type: 'string', describe: 'file holding the shared secret (or RESYNC_SECRET_FILE)' },
-  tls: { type: 'boolean', default: false, describe: 'connect over TLS and verify the server certificate' },
+  tls: { type: 'boolean', describe: 'connect over TLS and verify the server certificate' },
   'tls-ca': { type: 'string', describe: 'PEM CA certificate to trust for --tls (default: the system store)' },
   'block-size': { alias: 'b', type: 'string', coerce: sizeOption('block-size'), describe: 'block size (e.g. 64K); default: about sqrt(image size), 2K..128K' },
   'dry-run': { type: 'boolean', default: false, describe: 'report what would be sent; nothing is written on either side' },
   bwlimit: { type: 'string', describe: 'most bytes per second each way, as rsync: KiB/s as a bare number, or e.g. 500K, 10M (0: no limit)' },
-  timeout: { requiresArg: true, coerce: secondsOption('timeout'), default: 300, describe: 'seconds of silence before giving up' },
-  compress: { type: 'boolean', default: false, describe: 'compress literal data (raw DEFLATE) on the wire' },
+  timeout: { requiresArg: true, coerce: secondsOption('timeout'), describe: 'seconds of silence before giving up (default 300)' },
+  compress: { alias: 'z', type: 'boolean', describe: 'compress literal data on the wire (zstd where both sides have it, else DEFLATE)' },
+  'compress-choice': { type: 'string', choices: ['zstd', 'deflate'], requiresArg: true, describe: 'codec for --compress (implies it); zstd falls back to deflate, with a note, where a side lacks it' },
+  'compress-level': { requiresArg: true, coerce: intOption('compress-level', 1, 19), describe: 'level for --compress (implies it): zstd 1..19 (default 3), deflate 1..9 (default 1)' },
   rsh: { alias: 'e', type: 'string', requiresArg: true, describe: "ssh command for a [user@]host:/path remote, e.g. 'ssh -p 2222 -i key' (default: ssh)" },
   'remote-resync': { type: 'string', requiresArg: true, describe: 'command that runs resync on the far side of ssh (default: resync)' },
 } as const;

@@ -1,6 +1,7 @@
 /** Console output: progress on stderr (bars on a terminal, plain lines in logs), human or JSON summaries, error lines. */
 import { isSyncError, type SyncError } from '../core/errors.js';
 import type { Progress, ProgressFn } from '../core/progress.js';
+import type { DryRunReport, RemoteDryRunReport } from '../api/dry-run.js';
 
 /** Human-readable byte count. */
 export function fmtBytes(n: number): string {
@@ -399,4 +400,23 @@ export function printError(json: boolean, command: string, e: unknown, hint?: st
   if (problems && problems.length > 1) for (const p of problems) process.stderr.write(`resync${command ? ` ${command}` : ''}: ${[(e as SyncError).details.source, p.where, p.message].filter((x) => x).join(': ')}\n`);
   process.stderr.write(`resync${command ? ` ${command}` : ''}: error ${code}: ${msg}${hint ? ` (hint: ${hint})` : ''}\n`);
   if (!isSyncError(e) && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`);
+}
+
+/** Summary of a dry run for printSummary. */
+export function dryRunSummary(r: DryRunReport | RemoteDryRunReport): Record<string, unknown> {
+  return {
+    dryRun: true,
+    estimated: r.estimated || undefined,
+    imageSize: r.imageSize,
+    basisSize: r.basisSize,
+    blockSize: r.blockSize,
+    matchedBytes: r.matchedBytes,
+    literalBytes: r.literalBytes,
+    copyOps: r.copyOps,
+    literalOps: r.literalOps,
+    deltaBytes: r.deltaBytes,
+    signatureBytes: 'signatureBytes' in r ? r.signatureBytes : undefined,
+    upToDate: r.upToDate,
+    elapsedMs: r.elapsedMs,
+  };
 }

@@ -24,8 +24,8 @@
  */
 import { ParamError } from './errors.js';
 import { MAX_LITERAL, MAX_SUBS_PER_BLOCK, MAX_WEAK_COLLISIONS } from './limits.js';
-import type { DeltaOp, DeltaStats } from './ops.js';
-import { OpCoalescer, TailStore } from './coalescer.js';
+import type { DeltaOp } from './ops.js';
+import { ScanWindow } from './window.js';
 import { adler32, adler32OfZeros, ADLER_MOD } from './rolling.js';
 import { WEAK_MIX, type Signature } from './signature.js';
 import { ROLL_SEGMENT, Roller } from './roll-wasm.js';
@@ -36,31 +36,14 @@ import { ConstantRun, StrongBudget } from './strongbudget.js';
 const EMPTY = new Uint8Array(0);
 
 /** Streaming delta generator over one signature. */
-export class DeltaMatcher {
-  private readonly ops = new OpCoalescer();
-  /** Holds what the scan keeps between pushes (see TailStore). */
-  private readonly tail = new TailStore();
-  /** What the scan produced so far. */
-  get stats(): DeltaStats {
-    return this.ops.stats;
-  }
+export class DeltaMatcher extends ScanWindow {
   private readonly sig: Signature;
   private readonly hasher: StrongHasher;
-  private readonly bs: number;
   private readonly maxLiteral: number;
-  /** Unprocessed input; buf[0] is at absolute position bufPos. */
-  private buf: Uint8Array = EMPTY;
-  private bufPos = 0;
-  /** Window start within buf. */
-  private p = 0;
-  /** Start of the pending literal within buf (<= p). */
-  private lit = 0;
   /** Block expected at the window (the one after the last match), or -1. */
   private expected = 0;
-  private ended = false;
   /** end() is scanning: no more input will come, so never wait for it. */
   private final = false;
-  private scanned = 0;
   /** Strong digest of the window at absolute `hashedAt` (-1: none): each aligned window is hashed once. */
   private hashedAt = -1;
   private hashedDigest: Uint8Array = EMPTY;
@@ -96,10 +79,10 @@ export class DeltaMatcher {
    * compares instead of hashing.
    */
   constructor(sig: Signature, opts: { maxLiteral?: number; ownDigests?: Uint8Array; noWasm?: boolean } = {}) {
+    super(sig.params.blockSize);
     if (!sig.isComplete) throw new ParamError('the signature is incomplete');
     sig.seal();
     this.sig = sig;
-    this.bs = sig.params.blockSize;
     this.hasher = new StrongHasher(sig.params.strongAlg, sig.params.seed, sig.params.strongLen);
     this.maxLiteral = Math.max(1, Math.min(opts.maxLiteral ?? MAX_LITERAL, MAX_LITERAL));
     this.ownDigests = opts.ownDigests ?? null;
@@ -180,60 +163,8 @@ export class DeltaMatcher {
     return a;
   }
 
-  /** Bytes of new image consumed so far. */
-  get bytesIn(): number {
-    return this.scanned;
-  }
-
-  /** Feed the next bytes of the new image; returns ops that are final. */
-  push(data: Uint8Array): DeltaOp[] {
-    if (this.ended) throw new ParamError('push after end');
-    this.scanned += data.length;
-    const out: DeltaOp[] = [];
-    if (data.length === 0) return out;
-    const kept = this.buf.length - this.lit;
-    const bridge = 2 * this.bs;
-    if (kept > 0 && data.length > bridge) {
-      // What is kept goes into the store with only the start of data (a
-      // bridge for the window to cross); once the scan has nothing pending
-      // before data (a match landed in it), it goes on in data itself, so a
-      // chunk is copied only through literal regions. Cutting the input here
-      // changes nothing: the scan does not depend on where pushes end.
-      this.append(data.subarray(0, bridge));
-      this.scan(out);
-      if (this.lit >= kept) {
-        this.buf = data;
-        this.bufPos += kept;
-        this.p -= kept;
-        this.lit -= kept;
-      } else {
-        this.append(data.subarray(bridge));
-      }
-    } else {
-      this.append(data);
-    }
-    this.scan(out);
-    // Hold no view of `data` past this call: what the next push needs moves into our own store.
-    this.buf = this.tail.keep(this.buf, this.lit);
-    this.bufPos += this.lit;
-    this.p -= this.lit;
-    this.lit = 0;
-    return out;
-  }
-
-  /** Drop what is decided (before lit) and append `data` behind what is kept. */
-  private append(data: Uint8Array): void {
-    this.buf = this.tail.join(this.buf, this.lit, data);
-    this.bufPos += this.lit;
-    this.p -= this.lit;
-    this.lit = 0;
-  }
-
-  /** The new image is complete: match the short tail and flush. */
-  end(): DeltaOp[] {
-    if (this.ended) throw new ParamError('end called twice');
-    this.ended = true;
-    const out: DeltaOp[] = [];
+  /** The new image is complete: match the short tail (end() then flushes). */
+  protected scanTail(out: DeltaOp[]): void {
     this.final = true;
     this.scan(out);
     const buf = this.buf;
@@ -255,14 +186,9 @@ export class DeltaMatcher {
         }
       }
     }
-    this.p = buf.length;
-    this.emitLiteral(buf.length, out);
-    this.ops.flush(out);
-    this.buf = EMPTY;
-    return out;
   }
 
-  private scan(out: DeltaOp[]): void {
+  protected scan(out: DeltaOp[]): void {
     const sig = this.sig;
     const bs = this.bs;
     const buf = this.buf;
@@ -558,7 +484,7 @@ export class DeltaMatcher {
     return np;
   }
 
-  private emitLiteral(upTo: number, out: DeltaOp[]): void {
+  protected emitLiteral(upTo: number, out: DeltaOp[]): void {
     const subs = this.subs;
     if (subs && upTo > this.lit) {
       // Sub-blocks on the grid of blocks whose sums the receiver sent: equal ones are copied in place.

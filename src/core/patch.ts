@@ -88,9 +88,9 @@ export class PatchPlanner {
  * image, while literal data would have to cross the network again, so a
  * delta of mostly new data stays in place and resumable. Switch when at
  * least half of the output so far was moved, with enough of it seen to
- * judge (8 MiB, or 1/256 of the image) and a quarter of the image to come.
+ * judge (6 MiB, or 1/256 of the image) and a quarter of the image to come.
  */
 export function preferTempFile(position: number, moved: number, targetSize: number): boolean {
-  const evidence = Math.max(8 * 1024 * 1024, targetSize / 256);
+  const evidence = Math.max(6 * 1024 * 1024, targetSize / 256);
   return moved >= evidence && moved * 2 >= position && targetSize - position >= targetSize / 4;
 }

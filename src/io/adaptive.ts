@@ -24,9 +24,7 @@ import { ImageWriter } from './output.js';
 import { StreamPatcher } from './patcher.js';
 
 /** How often (output bytes) the switch is considered. */
-const CHECK_EVERY = 4 * 1024 * 1024;
-/** Writes held before the first flush: the 8 MiB of evidence preferTempFile wants, and a check's worth more. */
-const HOLD_FIRST = 16 * 1024 * 1024;
+const CHECK_EVERY = 1024 * 1024;
 /** Room left on the filesystem beyond the temp file itself. */
 const SPARE_BYTES = 64 * 1024 * 1024;
 
@@ -35,7 +33,7 @@ export interface AdaptiveState {
   switchedAt: number | null;
 }
 
-/** A delta sink (see net/transfer.ts) over an in-place patcher that may move to a temp file. */
+/** A delta sink (see io/sinks.ts) over an in-place patcher that may move to a temp file. */
 export class AdaptivePatch {
   readonly state: AdaptiveState = { switchedAt: null };
   private temp: { out: ImageWriter; patcher: StreamPatcher } | null = null;
@@ -49,9 +47,9 @@ export class AdaptivePatch {
     private readonly targetSize: number,
     private readonly spec: ImageHashSpec,
   ) {
+    // Judged every MiB: data moved from the start is seen (6 MiB) before the
+    // first 8 MiB batch reaches the image, so such a switch has nothing to undo.
     this.settled = !inPlace.canAbandon;
-    // Judge before the first batch reaches the image, so a switch has nothing to undo.
-    if (!this.settled) inPlace.holdFirst = HOLD_FIRST;
   }
 
   get position(): number {

@@ -269,8 +269,8 @@ export class InPlacePatcher {
 
   /**
    * Before abandon(): make the new output's first `position` bytes readable
-   * through readNew(). Nothing is written when no batch was flushed yet
-   * (see holdFirst): the prefix is then the image under the pending writes.
+   * through readNew(). Nothing is written when no batch was flushed yet: the
+   * prefix is then the image under the pending writes.
    */
   async drain(): Promise<number> {
     await this.settle();
@@ -418,13 +418,6 @@ export class InPlacePatcher {
 
   /** Bytes of copies queued to be written somewhere else than where they were read (data that moved). */
   movedBytes = 0;
-  /**
-   * Until the first flush, while at least half of the writes are moved data,
-   * hold writes up to this many bytes (a caller deciding whether to stay in
-   * place: switching before anything reached the image costs no undo).
-   * Memory: at most this much pending data.
-   */
-  holdFirst = 0;
   /** A batch has been flushed (or is being flushed): the image may differ from the original. */
   private flushed = false;
 
@@ -432,9 +425,7 @@ export class InPlacePatcher {
     this.pending.push({ dst, data });
     this.pendingBytes += data.length;
     this.frontier = dst + data.length;
-    // Held back only while the writes are mostly moved data (what could lead to a switch).
-    const hold = !this.flushed && this.movedBytes * 2 >= this.pendingBytes ? this.holdFirst : 0;
-    if (this.pendingBytes >= Math.max(this.batchBytes, hold)) {
+    if (this.pendingBytes >= this.batchBytes) {
       if (!this.backgroundFlush) return this.flush();
       // One flush at a time; it runs while the next batch arrives.
       await this.settle();

@@ -1,5 +1,6 @@
 /** `resync push` and `resync pull`: the client side of a session. */
-import { stat } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { stat, unlink } from 'node:fs/promises';
 import { SyncError } from '../core/errors.js';
 import type { DeltaStats } from '../core/ops.js';
 import { defaultBlockSize } from '../core/signature.js';
@@ -15,6 +16,7 @@ import { sendFrom, type PrepassFn } from './sender.js';
 import { receiveInto } from './receiver.js';
 import { journalPathFor } from '../io/journal.js';
 import { SUBSUMS_CAP } from './subsums.js';
+import { compressCaps, pickCodec, type CodecName, type LiteralCodec } from '../../protocol/literal-codec.js';
 import { trace } from '../io/trace.js';
 import { settleJournal } from '../io/inplace.js';
 import { ProtocolError } from '../../protocol/errors.js';
@@ -31,8 +33,14 @@ export interface ClientOptions {
   blockSize?: number | undefined;
   /** Connect over TLS, verifying the server's certificate. */
   tls?: ClientTls | undefined;
-  /** Compress literal data with DEFLATE (push: this side compresses; pull: asks the server to). */
+  /** Compress literal data (push: this side compresses; pull: asks the server to). */
   compress?: boolean | undefined;
+  /** With `compress`: the codec, or null/absent for zstd where both sides have it, else DEFLATE. */
+  compressChoice?: CodecName | null | undefined;
+  /** With `compress`: the codec's level (default: the codec's own). */
+  compressLevel?: number | undefined;
+  /** One-line notes for the user (e.g. zstd asked for but not available, DEFLATE used). */
+  onNote?: ((msg: string) => void) | undefined;
   /** pull: patch the local image in place under a journal (default true) instead of temp file + rename. */
   inPlace?: boolean | undefined;
   /** pull in place: may move to a temp file when the delta moves most of the image (default true). */
@@ -55,6 +63,8 @@ export interface SyncResult extends DeltaStats {
   resumedFrom?: number;
   /** Bytes written to the target (in place: only what changed). */
   bytesWritten?: number;
+  /** How literals travelled compressed ("zstd:3", "deflate:1"), if at all. */
+  compression?: string;
 }
 
 /** Connect and authenticate (mutually): resolves once the server proved it knows the secret too. */
@@ -85,7 +95,7 @@ export async function connectAuthenticated(opts: ClientOptions): Promise<Connect
  */
 async function handshake(conn: Connection, opts: ClientOptions, preauth: boolean): Promise<Connection> {
   await conn.exchangePreamble();
-  await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify', SUBSUMS_CAP, ...(opts.compress ? ['compress'] : [])] });
+  await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify', SUBSUMS_CAP, ...(opts.compress ? compressCaps(opts.compressChoice ?? null, opts.compressLevel) : [])] });
   const ch = await conn.expect(MsgType.Challenge, 'a challenge');
   conn.peerCaps = ch.caps;
   if (ch.version !== PROTOCOL_VERSION) throw new SyncError('ERR_VERSION', `server speaks protocol version ${ch.version}`);
@@ -102,6 +112,15 @@ async function handshake(conn: Connection, opts: ClientOptions, preauth: boolean
     throw new SyncError('ERR_AUTH', 'the server could not prove it knows the shared secret');
   }
   return conn;
+}
+
+/** The codec this side's literals go through (push) or the server's will (pull); notes a fallback. */
+export function codecFor(opts: ClientOptions, peerCaps: readonly string[]): LiteralCodec | null {
+  return opts.compress ? pickCodec(opts.compressChoice ?? null, opts.compressLevel, peerCaps, opts.onNote) : null;
+}
+
+function codecName(c: LiteralCodec | null): { compression?: string } {
+  return c ? { compression: `${c.name}:${c.level}` } : {};
 }
 
 /** Open a session on the volume after authentication; returns the server's Ready. */
@@ -125,9 +144,10 @@ export async function pushSession(
   extra: { seed?: Uint8Array | undefined; prepass?: PrepassFn | undefined } = {},
 ): Promise<SyncResult> {
   const ready = await openSession(conn, 'push', opts, img.size, extra.seed);
+  const codec = codecFor(opts, conn.peerCaps);
   const d = await sendFrom(conn, img, {
     onProgress: opts.onProgress,
-    compress: opts.compress === true && conn.peerCaps.includes('compress'),
+    compress: codec,
     subSums: conn.peerCaps.includes(SUBSUMS_CAP),
     prepass: extra.prepass,
   });
@@ -146,6 +166,7 @@ export async function pushSession(
     elapsedMs: performance.now() - t0,
     verified: true,
     bytesWritten: res.bytesWritten,
+    ...codecName(codec),
   };
 }
 
@@ -179,6 +200,10 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
   // Block devices are always patched in place (a temp file cannot be renamed onto a device).
   const inPlace = opts.inPlace !== false || (await stat(imagePath).catch(() => null))?.isBlockDevice() === true;
   const jpath = journalPathFor(imagePath);
+  const existed = await stat(imagePath).then(
+    () => true,
+    () => false,
+  );
   // Held for the whole session, taken before the journal is looked at: a
   // second pull into the same image (cron) must not settle a live journal.
   const lock = await lockImage(imagePath, 'write', { create: true });
@@ -191,6 +216,8 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
     const img = basis;
     conn = await connectAuthenticated(opts);
     const ready = await openSession(conn, 'pull', opts, basis.size);
+    // The server picks by the same rule from this side's Hello: this is what it will use.
+    const codec = codecFor(opts, conn.peerCaps);
     const bs = opts.blockSize ?? defaultBlockSize(Math.max(basis.size, ready.imageSize));
     const r = await receiveInto(
       conn,
@@ -220,9 +247,12 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
       bytesReceived: conn.bytesIn,
       elapsedMs: performance.now() - t0,
       verified: true,
+      ...codecName(codec),
     };
   } catch (e) {
     conn?.destroy();
+    // A pull that was to create the image and wrote nothing leaves no empty file behind.
+    if (!existed && !existsSync(jpath) && (await stat(imagePath).catch(() => null))?.size === 0) await unlink(imagePath).catch(() => undefined);
     throw e;
   } finally {
     await basis?.fh.close();
@@ -248,7 +278,8 @@ export async function recoverRemote(opts: ClientOptions): Promise<RemoteRecoverR
   const conn = await connectAuthenticated(opts);
   try {
     if (!conn.peerCaps.includes('recover')) {
-      throw new SyncError('ERR_VERSION', `the server at ${opts.host}:${opts.port} does not offer remote recover (an older resync): run 'resync recover PATH' on the server itself`);
+      const where = opts.ssh ? `resync on ${opts.ssh.host}` : `the server at ${opts.host}:${opts.port}`;
+      throw new SyncError('ERR_VERSION', `${where} does not offer remote recover (an older resync): run 'resync recover PATH' on the server itself`);
     }
     await conn.send({ type: MsgType.Open, mode: 'recover', volume: opts.volume, imageSize: 0, blockSize: 0, resumeId: '' });
     const r = await conn.expect(MsgType.Recovered, 'the recover outcome');

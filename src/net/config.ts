@@ -183,7 +183,13 @@ export function suggestKey(key: string, allowed: readonly string[]): string | un
   return best;
 }
 
-function schemaProblems(issues: readonly v.BaseIssue<unknown>[]): ConfigProblem[] {
+/** The server config's keys at the level of an unknown key (its path, the key last). */
+function serverKeys(keys: readonly string[]): readonly string[] {
+  return keys.length === 1 ? KEYS.top : keys[0] === 'volumes' ? KEYS.volume : keys[0] === 'tls' ? KEYS.tls : [];
+}
+
+/** valibot's issues as config problems: where, and what in one line (a near key suggested for an unknown one). */
+export function schemaProblems(issues: readonly v.BaseIssue<unknown>[], keysAt: (keys: readonly string[]) => readonly string[] = serverKeys): ConfigProblem[] {
   const out: ConfigProblem[] = [];
   for (const i of issues) {
     const keys = (i.path ?? []).map((p) => String(p.key));
@@ -191,8 +197,7 @@ function schemaProblems(issues: readonly v.BaseIssue<unknown>[]): ConfigProblem[
     if (i.type === 'strict_object' && i.expected === 'never') {
       // An unknown key; its path ends with it.
       const key = keys[keys.length - 1] ?? '';
-      const level = keys.length === 1 ? KEYS.top : keys[0] === 'volumes' ? KEYS.volume : keys[0] === 'tls' ? KEYS.tls : [];
-      const s = suggestKey(key, level);
+      const s = suggestKey(key, keysAt(keys));
       out.push({ where, message: `unknown key${s ? ` (did you mean ${JSON.stringify(s)}?)` : ''}` });
     } else if (i.kind === 'schema' && i.input === undefined && keys.length > 0) {
       out.push({ where, message: 'is required' });

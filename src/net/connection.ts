@@ -35,7 +35,7 @@ export interface ConnectionOptions {
 }
 
 /** Messages sent in long runs, whose frames are gathered and written together. */
-const BATCHED: ReadonlySet<number> = new Set([MsgType.Copy, MsgType.Literal, MsgType.LiteralZ, MsgType.SigBlocks]);
+const BATCHED: ReadonlySet<number> = new Set([MsgType.Copy, MsgType.Literal, MsgType.LiteralZ, MsgType.LiteralZstd, MsgType.SigBlocks]);
 /** Size of the buffer batched frames gather in: one write each time it fills. */
 const OUT_BYTES = 256 * 1024;
 

@@ -13,6 +13,7 @@ import { regionHash, type ImageHashSpec } from '../core/imagehash.js';
 import { REGION_CHUNK } from '../../protocol/constants.js';
 import { MsgType } from '../../protocol/constants.js';
 import { chunkFromMessage, headerFromMessage, literalFromZ, paramsFromHeader, sigBlocksMessage, sigHeaderMessage } from '../../protocol/convert.js';
+import { literalFromZstd } from '../../protocol/literal-codec.js';
 import { assertUnchanged, imageStamp, type ImageHandle } from '../io/image.js';
 import { SIG_READ_CHUNK, readPieces, sigReadBuffer } from '../io/sparse.js';
 import { checkBasisSize } from '../io/patcher.js';
@@ -196,6 +197,8 @@ export async function receiveDelta(
         await sink.apply({ kind: 'literal', data: m.data });
       } else if (m.type === MsgType.LiteralZ) {
         await sink.apply(literalFromZ(m));
+      } else if (m.type === MsgType.LiteralZstd) {
+        await sink.apply(literalFromZstd(m));
       } else if (m.type === MsgType.DeltaEnd) {
         trace('receiver: delta end received');
         if (m.opCount !== ops) throw new SyncError('ERR_CORRUPT', `delta ended after ${ops} ops but the peer counted ${m.opCount}`);

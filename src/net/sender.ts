@@ -13,6 +13,7 @@ import { weakSum } from '../core/rolling.js';
 import { MAX_REGION_BLOCKS, REGION_HASH_LEN } from '../../protocol/constants.js';
 import { imageHashBuilder, regionHash } from '../core/imagehash.js';
 import { chunkFromMessage, opMessage, paramsFromHeader, wireDeltaHeader } from '../../protocol/convert.js';
+import type { LiteralCodec } from '../../protocol/literal-codec.js';
 import { readExactSync, type ImageHandle } from '../io/image.js';
 import { SIG_READ_CHUNK, readPieces, sigReadBuffer, type Piece } from '../io/sparse.js';
 import { trace } from '../io/trace.js';
@@ -190,7 +191,8 @@ export async function sendDelta(
   rs: ReceivedSignature,
   img: ImageHandle,
   onProgress?: ProgressFn,
-  compress = false,
+  /** How literals are compressed (`true`: DEFLATE at level 1); see protocol/literal-codec.ts. */
+  compress: boolean | LiteralCodec | null = false,
   /** The peer answers SubNeed (it announced the subsums capability). */
   subSums = false,
 ): Promise<SendDeltaResult> {
@@ -293,16 +295,16 @@ export async function sendDelta(
 
 /**
  * The whole sending role: take the peer's signature, then stream the delta
- * that turns its image into `img`. `compress`: literals go out DEFLATEd;
+ * that turns its image into `img`. `compress`: the codec literals go out with;
  * `subSums`: the peer answers SubNeed (it announced the capability); `prepass`:
  * the hash pass run by the caller (shared by several sessions, net/fanout.ts).
  */
 export async function sendFrom(
   conn: Connection,
   img: ImageHandle,
-  opts: { onProgress?: ProgressFn | undefined; compress?: boolean; subSums?: boolean; prepass?: PrepassFn | undefined } = {},
+  opts: { onProgress?: ProgressFn | undefined; compress?: boolean | LiteralCodec | null; subSums?: boolean; prepass?: PrepassFn | undefined } = {},
 ): Promise<SendDeltaResult & { blockSize: number }> {
   const rs = await receiveSignatureWithPrepass(conn, img, opts.onProgress, { indexUnchanged: false, prepass: opts.prepass });
-  const d = await sendDelta(conn, rs, img, opts.onProgress, opts.compress === true, opts.subSums === true);
+  const d = await sendDelta(conn, rs, img, opts.onProgress, opts.compress ?? false, opts.subSums === true);
   return { ...d, blockSize: rs.sig.params.blockSize };
 }

@@ -4,6 +4,7 @@
  * nothing is revealed before it succeeds), then one session on one volume.
  */
 import { SUBSUMS_CAP } from './subsums.js';
+import { levelFromCaps, pickCodec, zstdStatus, ZSTD_CAP, type LiteralCodec } from '../../protocol/literal-codec.js';
 import { trace } from '../io/trace.js';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -68,8 +69,8 @@ export interface ShutdownReport {
 /** Capability: Open(recover) rolls back or completes a volume's unfinished update (answered with Recovered). */
 export const RECOVER_CAP = 'recover';
 
-/** The capabilities this build offers. */
-export const SERVER_CAPS = ['push', 'pull', 'verify', 'compress', SUBSUMS_CAP, RECOVER_CAP, PUSH_SEED_CAP];
+/** The capabilities this build offers ("zstd" only where the binding loads). */
+export const SERVER_CAPS = ['push', 'pull', 'verify', 'compress', SUBSUMS_CAP, RECOVER_CAP, PUSH_SEED_CAP, ...(zstdStatus().available ? [ZSTD_CAP] : [])];
 
 /** A running resync server. */
 export class ResyncServer {
@@ -308,7 +309,7 @@ export class ResyncServer {
         let stats: Record<string, unknown>;
         if (open.mode === 'push') stats = await this.servePush(conn, vol, open.blockSize, open.imageSize, open.seed);
         else if (open.mode === 'recover') stats = await this.serveRecover(conn, vol);
-        else if (open.mode === 'pull') stats = await this.servePull(conn, vol, hello.caps.includes('compress'), hello.caps.includes(SUBSUMS_CAP));
+        else if (open.mode === 'pull') stats = await this.servePull(conn, vol, pickCodec(null, levelFromCaps(hello.caps), hello.caps), hello.caps.includes(SUBSUMS_CAP));
         else stats = await this.serveVerify(conn, vol, open.blockSize, open.imageSize);
         this.sessionsDone++;
         const data = { mode: open.mode, ...stats, bytesIn: conn.bytesIn, bytesOut: conn.bytesOut, elapsedMs: Math.round(performance.now() - t0) };
@@ -421,7 +422,7 @@ export class ResyncServer {
     }
   }
 
-  private async servePull(conn: Connection, vol: VolumeConfig, compress: boolean, subSums: boolean): Promise<Record<string, unknown>> {
+  private async servePull(conn: Connection, vol: VolumeConfig, compress: LiteralCodec | null, subSums: boolean): Promise<Record<string, unknown>> {
     const lock = await this.lockImage(vol.path, 'read');
     let img: ImageHandle | null = null;
     try {
@@ -431,7 +432,7 @@ export class ResyncServer {
       const progress = this.progressLogger(vol);
       const d = await sendFrom(conn, img, { onProgress: progress, compress, subSums });
       await conn.expect(MsgType.Result, 'result');
-      return { imageSize: img.size, matchedBytes: d.matchedBytes, literalBytes: d.literalBytes };
+      return { imageSize: img.size, matchedBytes: d.matchedBytes, literalBytes: d.literalBytes, ...(compress ? { compression: `${compress.name}:${compress.level}` } : {}) };
     } finally {
       await img?.fh.close();
       await lock.release();

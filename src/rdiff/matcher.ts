@@ -24,14 +24,12 @@
  */
 import { ParamError } from '../core/errors.js';
 import { MAX_LITERAL, MAX_WEAK_COLLISIONS } from '../core/limits.js';
-import type { DeltaOp, DeltaStats } from '../core/ops.js';
-import { OpCoalescer, TailStore } from '../core/coalescer.js';
+import type { DeltaOp } from '../core/ops.js';
+import { ScanWindow } from '../core/window.js';
 import { ConstantRun, StrongBudget } from '../core/strongbudget.js';
 import { RDIFF_MAX_MISS_LEN } from './constants.js';
 import { RdiffStrongSummer, WEAK_MIX, type RdiffSignature } from './signature.js';
 import { RABINKARP_ADJ, RABINKARP_MULT, ROLLSUM_CHAR_OFFSET, RabinKarp, Rollsum, createWeakSum, type WeakSum } from './weak.js';
-
-const EMPTY = new Uint8Array(0);
 
 /** Options for the scan. */
 export interface RdiffMatcherOptions {
@@ -40,30 +38,13 @@ export interface RdiffMatcherOptions {
 }
 
 /** Streaming delta generator over one rdiff signature. */
-export class RdiffDeltaMatcher {
-  private readonly ops = new OpCoalescer();
-  /** Holds what the scan keeps between pushes (see TailStore). */
-  private readonly tail = new TailStore();
-  /** What the scan produced so far. */
-  get stats(): DeltaStats {
-    return this.ops.stats;
-  }
+export class RdiffDeltaMatcher extends ScanWindow {
   private readonly sig: RdiffSignature;
-  private readonly bs: number;
   private readonly strong: RdiffStrongSummer;
   private readonly weak: WeakSum;
   private readonly maxLiteral: number;
-  /** Unprocessed input; buf[0] is at absolute position bufPos. */
-  private buf: Uint8Array = EMPTY;
-  private bufPos = 0;
-  /** Window start within buf. */
-  private p = 0;
-  /** Start of the pending literal within buf (<= p). */
-  private lit = 0;
   /** Absolute position whose current window was already looked up and missed, or -1. */
   private missedAt = -1;
-  private ended = false;
-  private scanned = 0;
   /** Bounds the strong checks that weak hits cost. */
   private readonly budget: StrongBudget;
   private readonly run = new ConstantRun();
@@ -77,8 +58,8 @@ export class RdiffDeltaMatcher {
   private jumpTo = -1;
 
   constructor(sig: RdiffSignature, opts: RdiffMatcherOptions = {}) {
+    super(sig.params.blockLen);
     this.sig = sig;
-    this.bs = sig.params.blockLen;
     this.strong = new RdiffStrongSummer(sig.strongKind, sig.params.strongLen);
     this.weak = createWeakSum(sig.weakKind);
     const ml = opts.maxLiteral ?? RDIFF_MAX_MISS_LEN;
@@ -115,60 +96,8 @@ export class RdiffDeltaMatcher {
     return i;
   }
 
-  /** Bytes of the new file consumed so far. */
-  get bytesIn(): number {
-    return this.scanned;
-  }
-
-  /** Feed the next bytes of the new file; returns the ops that are final. */
-  push(data: Uint8Array): DeltaOp[] {
-    if (this.ended) throw new ParamError('push after end');
-    this.scanned += data.length;
-    const out: DeltaOp[] = [];
-    if (data.length === 0) return out;
-    const kept = this.buf.length - this.lit;
-    const bridge = 2 * this.bs;
-    if (kept > 0 && data.length > bridge) {
-      // What is kept goes into the store with only the start of data (a
-      // bridge for the window to cross); once the scan has nothing pending
-      // before data (a match landed in it), it goes on in data itself, so a
-      // chunk is copied only through literal regions. Cutting the input here
-      // changes nothing: the scan does not depend on where pushes end.
-      this.append(data.subarray(0, bridge));
-      this.scan(out);
-      if (this.lit >= kept) {
-        this.buf = data;
-        this.bufPos += kept;
-        this.p -= kept;
-        this.lit -= kept;
-      } else {
-        this.append(data.subarray(bridge));
-      }
-    } else {
-      this.append(data);
-    }
-    this.scan(out);
-    // Hold no view of `data` past this call: what the next push needs moves into our own store.
-    this.buf = this.tail.keep(this.buf, this.lit);
-    this.bufPos += this.lit;
-    this.p -= this.lit;
-    this.lit = 0;
-    return out;
-  }
-
-  /** Drop what is decided (before lit) and append `data` behind what is kept. */
-  private append(data: Uint8Array): void {
-    this.buf = this.tail.join(this.buf, this.lit, data);
-    this.bufPos += this.lit;
-    this.p -= this.lit;
-    this.lit = 0;
-  }
-
-  /** The new file is complete: shrink the window over the tail and flush. */
-  end(): DeltaOp[] {
-    if (this.ended) throw new ParamError('end called twice');
-    this.ended = true;
-    const out: DeltaOp[] = [];
+  /** The new file is complete: shrink the window over the tail (end() then flushes). */
+  protected scanTail(out: DeltaOp[]): void {
     const buf = this.buf;
     const len = buf.length;
     const w = this.weak;
@@ -193,14 +122,9 @@ export class RdiffDeltaMatcher {
       this.missedAt = -1;
       if (p - this.lit >= this.maxLiteral) this.emitLiteral(p, out);
     }
-    this.p = len;
-    this.emitLiteral(len, out);
-    this.ops.flush(out);
-    this.buf = EMPTY;
-    return out;
   }
 
-  private scan(out: DeltaOp[]): void {
+  protected scan(out: DeltaOp[]): void {
     const sig = this.sig;
     const bs = this.bs;
     const buf = this.buf;
@@ -281,7 +205,7 @@ export class RdiffDeltaMatcher {
     this.missedAt = -1;
   }
 
-  private emitLiteral(upTo: number, out: DeltaOp[]): void {
+  protected emitLiteral(upTo: number, out: DeltaOp[]): void {
     const s = this.lit;
     if (upTo <= s) return;
     this.ops.literal(this.tail.view(this.buf, s, upTo), out);

@@ -8,6 +8,7 @@ import { mkdir } from 'node:fs/promises';
 import { FrameDecoder } from '../../src/bytes/frame.js';
 import { decodeMessage } from '../../protocol/codec.js';
 import { literalFromZ } from '../../protocol/convert.js';
+import { literalFromZstd } from '../../protocol/literal-codec.js';
 import { MsgType, PREAMBLE_LEN } from '../../protocol/constants.js';
 import type { Message } from '../../protocol/messages.js';
 import { frameOf, GOLDEN, GOLDEN_DIR, goldenPreamble, LITERAL_Z_TEXT, listGoldenFiles, readGolden, writeGoldenFiles } from '../helpers/wire-golden.js';
@@ -59,6 +60,14 @@ describe('golden wire frames', () => {
     const m = GOLDEN['14-literal-z']!;
     if (m.type !== MsgType.LiteralZ) throw new Error('14-literal-z is not a LiteralZ');
     const op = literalFromZ(m);
+    expect(op.kind === 'literal' && Buffer.from(op.data).toString()).toBe(LITERAL_Z_TEXT);
+    expect(m.length).toBe(LITERAL_Z_TEXT.length);
+  });
+
+  test('the zstd literal decompresses to the same text', () => {
+    const m = GOLDEN['15-literal-zstd']!;
+    if (m.type !== MsgType.LiteralZstd) throw new Error('15-literal-zstd is not a LiteralZstd');
+    const op = literalFromZstd(m);
     expect(op.kind === 'literal' && Buffer.from(op.data).toString()).toBe(LITERAL_Z_TEXT);
     expect(m.length).toBe(LITERAL_Z_TEXT.length);
   });

@@ -66,6 +66,8 @@ export const GOLDEN: Readonly<Record<string, Message>> = {
   '13-delta-end': { type: MsgType.DeltaEnd, targetSize: 16781312, targetHash: seq(32, 0xe0), opCount: 3, digest: null },
   // raw DEFLATE of LITERAL_Z_TEXT, pinned as bytes (zlib builds may compress differently)
   '14-literal-z': { type: MsgType.LiteralZ, length: 113, data: Uint8Array.from(Buffer.from('2b4a2daecc4b5628a217c50500', 'hex')) },
+  // one zstd frame (level 3, content size in the header, no checksum) of the same text, pinned as bytes
+  '15-literal-zstd': { type: MsgType.LiteralZstd, length: 113, data: Uint8Array.from(Buffer.from('28b52ffd20717d000040726573796e63200a010046693102', 'hex')) },
   '20-hello': { type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify', 'compress'] },
   '21-challenge': { type: MsgType.Challenge, version: PROTOCOL_VERSION, nonce: seq(32, 0x00), caps: ['push', 'pull', 'verify', 'compress'] },
   '22-auth': { type: MsgType.Auth, clientNonce: seq(32, 0x40), mac: fill(32, 0xaa) },
@@ -77,7 +79,7 @@ export const GOLDEN: Readonly<Record<string, Message>> = {
   '7f-error': { type: MsgType.Error, code: 'ERR_BUSY', message: 'volume vm-disk-01 is busy with another session' },
 };
 
-/** What the 14-literal-z fixture inflates to. */
+/** What the 14-literal-z and 15-literal-zstd fixtures decompress to. */
 export const LITERAL_Z_TEXT = `${'resync '.repeat(16)}\n`;
 
 /** The connection preamble this build sends, kept beside the frames as `preamble.hex`. */

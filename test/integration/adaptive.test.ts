@@ -1,7 +1,7 @@
 /**
  * An in-place patch that finds the delta moving the image gives way to a temp
  * file (src/io/adaptive.ts). Real files; images large enough for the policy's
- * 8 MiB of evidence.
+ * 6 MiB of evidence.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { spawnSync } from 'node:child_process';
@@ -70,13 +70,12 @@ interface Run {
   close(): Promise<void>;
 }
 
-async function begin(path: string, targetSize: number, opts: { holdFirst?: number; batchBytes?: number; digests?: Uint8Array } = {}): Promise<Run> {
+async function begin(path: string, targetSize: number, opts: { batchBytes?: number; digests?: Uint8Array } = {}): Promise<Run> {
   const img = await openImage(path, 'r+');
   const inPlace = await InPlacePatcher.start(img, journalPathFor(path), { id: 't', targetSize }, SPEC);
   inPlace.useBasisDigests(opts.digests ?? digestsOf(basis));
   if (opts.batchBytes !== undefined) inPlace.batchBytes = opts.batchBytes;
   const patch = new AdaptivePatch(img, inPlace, targetSize, SPEC);
-  if (opts.holdFirst !== undefined) inPlace.holdFirst = opts.holdFirst;
   return { patch, inPlace, close: () => img.fh.close() };
 }
 
@@ -98,7 +97,7 @@ describe('the policy (pure)', () => {
     const G = 1024 * MiB;
     expect(preferTempFile(12 * MiB, 10 * MiB, G)).toBe(true);
     expect(preferTempFile(400 * MiB, 10 * MiB, G)).toBe(false); // 2.5 % rewritten: in place
-    expect(preferTempFile(6 * MiB, 6 * MiB, G)).toBe(false); // not enough seen yet
+    expect(preferTempFile(5 * MiB, 5 * MiB, G)).toBe(false); // not enough seen yet
     expect(preferTempFile(900 * MiB, 800 * MiB, G)).toBe(false); // most of the work done
     // Evidence grows with the image: 1/256 of 100 GiB is 400 MiB.
     expect(preferTempFile(300 * MiB, 300 * MiB, 100 * G)).toBe(false);
@@ -122,6 +121,25 @@ describe('in place, or a temp file when the data moved', () => {
     expect(await leftovers()).toEqual([]);
   });
 
+  test('data moved from the start is seen before the first batch reaches the image: the switch has nothing to undo', async () => {
+    const path = join(dir, 'early.img');
+    await writeFile(path, basis);
+    const r = await begin(path, shifted.length);
+    try {
+      for (const op of shiftedOps) {
+        await r.patch.apply(op);
+        if (r.patch.state.switchedAt !== null) break;
+      }
+      expect(r.patch.state.switchedAt).not.toBeNull();
+      expect(r.inPlace.io.bytesWritten).toBe(0);
+      expect(r.inPlace.io.bytesJournaled).toBe(0);
+      await r.patch.abort(() => Promise.resolve());
+    } finally {
+      await r.close();
+    }
+    expect((await readFile(path)).equals(basis)).toBe(true);
+  });
+
   test('blocks changed where they are stay in place (same file, no switch)', async () => {
     const path = join(dir, 'scatter.img');
     await writeFile(path, basis);
@@ -135,7 +153,7 @@ describe('in place, or a temp file when the data moved', () => {
   test('a switch after batches reached the image undoes them first: the image is the basis until the rename', async () => {
     const path = join(dir, 'flushed.img');
     await writeFile(path, basis);
-    const r = await begin(path, shifted.length, { holdFirst: 0, batchBytes: MiB });
+    const r = await begin(path, shifted.length, { batchBytes: MiB });
     try {
       let checked = false;
       for (const op of shiftedOps) {
@@ -160,7 +178,7 @@ describe('in place, or a temp file when the data moved', () => {
     await writeFile(path, basis);
     const digests = digestsOf(basis);
     digests[16 * 32] = (digests[16 * 32] ?? 0) ^ 1; // block 16 (1 MiB) is rewritten by the shift and restored by the undo
-    const r = await begin(path, shifted.length, { holdFirst: 0, batchBytes: MiB, digests });
+    const r = await begin(path, shifted.length, { batchBytes: MiB, digests });
     try {
       let err: unknown;
       try {
@@ -244,7 +262,6 @@ describe('killed while undoing for the switch', () => {
       p.batchBytes = ${MiB};
       p.checkpointBytes = ${2 * MiB};
       const a = new AdaptivePatch(img, p, ${shifted.length}, spec);
-      p.holdFirst = 0;
       for (const op of ops) await a.apply(op);
       console.log('not killed');
     `;

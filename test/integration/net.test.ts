@@ -200,6 +200,16 @@ describe('volumes', () => {
     expect(await same(local, src)).toBe(true);
   });
 
+  test('a failed pull into a file that did not exist leaves no empty file; over an existing empty file it leaves that file', async () => {
+    const local = join(dir, 'never-made.img');
+    await expect(pull(local, { ...opts('no-such-volume') })).rejects.toMatchObject({ code: expect.any(String) });
+    expect(existsSync(local)).toBe(false);
+    const empty = join(dir, 'was-empty.img');
+    await writeFile(empty, Buffer.alloc(0));
+    await expect(pull(empty, { ...opts('no-such-volume') })).rejects.toMatchObject({ code: expect.any(String) });
+    expect(existsSync(empty)).toBe(true);
+  });
+
   test('the image may grow and shrink, both ways', async () => {
     const base = generateImage(MiB, 7);
     const bigger = Buffer.concat([base, generateImage(MiB / 2, 8)]);
@@ -325,7 +335,8 @@ describe('authentication', () => {
       expect(r.messages.map((m) => m.type)).toEqual([MsgType.Challenge, MsgType.Error]);
       expect(errorOf(r)).toEqual({ code: 'ERR_AUTH', message: 'authentication failed' });
       const ch = r.messages[0]!;
-      expect(ch.type === MsgType.Challenge && ch.caps).toEqual(['push', 'pull', 'verify', 'compress', 'subsums-nh', 'recover', 'push-seed']);
+      // "zstd": this build's binding loads (protocol/literal-codec.ts)
+      expect(ch.type === MsgType.Challenge && ch.caps).toEqual(['push', 'pull', 'verify', 'compress', 'subsums-nh', 'recover', 'push-seed', 'zstd']);
     }
     const n1 = a.messages[0]!.type === MsgType.Challenge ? Buffer.from(a.messages[0].nonce) : null;
     const n2 = b.messages[0]!.type === MsgType.Challenge ? Buffer.from(b.messages[0].nonce) : null;

@@ -180,13 +180,16 @@ describe.skipIf(!existsSync(SSHD))('over ssh (a real sshd on 127.0.0.1)', () => 
     expect(existsSync(missing)).toBe(false);
   }, 120_000);
 
-  test('a push cut by killing ssh resumes from the journal on the far side', async () => {
-    const SIZE = 24 * MiB;
-    const src = join(dir, 'big-src.img');
-    // random throughout: every byte is literal, so the cut falls in the middle of the delta
+  /**
+   * Push `size` bytes of random data (every byte literal) into an empty
+   * `vol` over ssh and kill ssh once the far side has applied 4 MiB of it
+   * under its journal; resolves with the source and the journal's path.
+   */
+  async function cutPush(vol: string, size: number, seed: number): Promise<{ src: string; jpath: string }> {
+    const SIZE = size;
+    const src = join(dir, `${seed}-src.img`);
     await writeFile(src, Buffer.alloc(0));
-    for (let off = 0; off < SIZE; off += 4 * MiB) await appendFile(src, randomBytes(5, 4 * MiB, off));
-    const vol = join(dir, 'images', 'big.img');
+    for (let off = 0; off < SIZE; off += 4 * MiB) await appendFile(src, randomBytes(seed, 4 * MiB, off));
     await writeFile(vol, Buffer.alloc(0));
     const pidFile = join(dir, 'ssh.pid');
     await rm(pidFile, { force: true });
@@ -205,20 +208,58 @@ describe.skipIf(!existsSync(SSHD))('over ssh (a real sshd on 127.0.0.1)', () => 
     expect(r.code, `${r.stdout} ${r.stderr}`).toBe(7);
     expect(json(r)).toMatchObject({ ok: false, code: 'ERR_CONNECTION' });
     expect(existsSync(jpath)).toBe(true);
+    return { src, jpath };
+  }
 
-    // The far side notices the dead channel and lets go of the volume; until then a retry is told ERR_BUSY.
-    let retry: CliRun;
+  /** Run until the far side has let go of the volume after a cut (it answers ERR_BUSY until it notices the dead channel). */
+  async function whenFree(run: () => Promise<CliRun>): Promise<CliRun> {
     for (let i = 0; ; i++) {
-      retry = await cli('push', '--json', ...viaSsh(), src, remote(vol));
-      if (retry.code !== 7 || i >= 20 || !retry.stdout.includes('ERR_BUSY')) break;
+      const r = await run();
+      if (r.code !== 7 || i >= 20 || !r.stdout.includes('ERR_BUSY')) return r;
       await sleep(500);
     }
+  }
+
+  test('a push cut by killing ssh resumes from the journal on the far side', async () => {
+    const SIZE = 24 * MiB;
+    const vol = join(dir, 'images', 'big.img');
+    const { src, jpath } = await cutPush(vol, SIZE, 5);
+
+    // The far side notices the dead channel and lets go of the volume; until then a retry is told ERR_BUSY.
+    const retry = await whenFree(() => cli('push', '--json', ...viaSsh(), src, remote(vol)));
     expect(retry.code, retry.stderr).toBe(0);
     const s = json(retry);
     expect(s.resumedFrom as number).toBeGreaterThan(1 * MiB);
     expect(s.bytesSent as number).toBeLessThan(SIZE - (s.resumedFrom as number) + 2 * MiB);
     expect(await sha(vol)).toBe(await sha(src));
     expect(existsSync(jpath)).toBe(false);
+  }, 180_000);
+
+  test('recover over ssh rolls back a cut push on the far side, by path and by a named remote; --allow limits it too', async () => {
+    const vol = join(dir, 'images', 'cut.img');
+    const { jpath } = await cutPush(vol, 12 * MiB, 7);
+    const r = await whenFree(() => cli('recover', '--json', ...viaSsh(), remote(vol)));
+    expect(r.code, r.stderr).toBe(0);
+    expect(json(r)).toMatchObject({ ok: true, outcome: 'rolled-back', imageSize: 0, verified: true });
+    expect((await stat(vol)).size).toBe(0);
+    expect(existsSync(jpath)).toBe(false);
+
+    // The same through the client config; nothing is left to do now.
+    const config = join(dir, 'client.json');
+    await writeFile(config, JSON.stringify({ remotes: { dr: { ssh: `${user}@127.0.0.1`, dir: join(dir, 'images'), rsh: rsh('user_key'), remoteResync: REMOTE_RESYNC } } }));
+    const again = await runCli(CLI, ['recover', '--json', '@dr/cut.img'], { timeoutMs: 90_000, env: { RESYNC_CONFIG: config } });
+    expect(again.code, again.stderr).toBe(0);
+    expect(json(again)).toMatchObject({ ok: true, outcome: 'nothing' });
+
+    // The forced command's --allow applies to recover as to push: outside it, refused before anything is opened.
+    const outside = join(dir, 'outside', 'x.img');
+    await writeFile(outside, Buffer.alloc(4096, 1));
+    const refused = await cli('recover', '--json', '--rsh', rsh('forced_key'), remote(outside));
+    expect(refused.code).not.toBe(0);
+    expect(json(refused)).toMatchObject({ ok: false, code: 'ERR_PERMISSION' });
+    const inside = await cli('recover', '--json', '--rsh', rsh('forced_key'), remote(vol));
+    expect(inside.code, inside.stderr).toBe(0);
+    expect(json(inside)).toMatchObject({ ok: true, outcome: 'nothing' });
   }, 180_000);
 
   test('a forced command with --allow serves paths under its directory and refuses the rest before opening them', async () => {

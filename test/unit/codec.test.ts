@@ -87,6 +87,7 @@ const arbMessage: fc.Arbitrary<Message> = fc.oneof(
   fc.record({ type: fc.constant(MsgType.Copy), offset: u, length: u }),
   fc.record({ type: fc.constant(MsgType.Literal), data: bytes(1, 2000) }),
   fc.record({ type: fc.constant(MsgType.LiteralZ), length: fc.nat({ max: MAX_LITERAL }), data: bytes(1, 2000) }),
+  fc.record({ type: fc.constant(MsgType.LiteralZstd), length: fc.nat({ max: MAX_LITERAL }), data: bytes(1, 2000) }),
   fc.record({ type: fc.constant(MsgType.DeltaEnd), targetSize: u, targetHash: hash, opCount: u, digest: fc.option(hash) }),
   fc.record({ type: fc.constant(MsgType.Hello), version: fc.nat({ max: 0xffff }), caps }),
   fc.record({ type: fc.constant(MsgType.Challenge), version: fc.nat({ max: 0xffff }), nonce: bytes(NONCE_LEN, NONCE_LEN), caps }),
@@ -128,7 +129,7 @@ describe('round trip', () => {
 
   test('every message type id has a name and a golden example', () => {
     const ids = Object.values(MsgType).sort((a, b) => a - b);
-    expect(ids).toEqual([0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x10, 0x11, 0x12, 0x13, 0x14, 0x20, 0x21, 0x22, 0x23, 0x30, 0x31, 0x40, 0x41, 0x7f]);
+    expect(ids).toEqual([0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x20, 0x21, 0x22, 0x23, 0x30, 0x31, 0x40, 0x41, 0x7f]);
     const covered = new Set(Object.values(GOLDEN).map((m) => m.type));
     for (const id of ids) {
       expect(messageName(id)).not.toMatch(/^0x/);
@@ -141,6 +142,7 @@ describe('round trip', () => {
     const maxima: Message[] = [
       { type: MsgType.Literal, data: new Uint8Array(MAX_LITERAL) },
       { type: MsgType.LiteralZ, length: MAX_LITERAL, data: new Uint8Array(MAX_LITERAL + 1024) },
+      { type: MsgType.LiteralZstd, length: MAX_LITERAL, data: new Uint8Array(MAX_LITERAL + 1024) },
       { type: MsgType.RegionSums, first: 0, hashes: new Uint8Array(REGION_CHUNK * REGION_HASH_LEN) },
       { type: MsgType.NeedRegions, bitmap: new Uint8Array(MAX_BLOCKS / 8) },
       { type: MsgType.SigBlocks, first: 0, weak: new Uint8Array(SIG_CHUNK_BLOCKS * 4), strong: new Uint8Array(SIG_CHUNK_BLOCKS * MAX_STRONG_LEN) },
@@ -189,6 +191,7 @@ const VALID: Record<string, unknown[]> = {
   Copy: [0x11, 0, 4096],
   Literal: [0x12, Uint8Array.of(1)],
   LiteralZ: [0x14, 10, Uint8Array.of(1, 2, 3)],
+  LiteralZstd: [0x15, 10, Uint8Array.of(1, 2, 3)],
   DeltaEnd: [0x13, 10, h32, 3, null],
   Hello: [0x20, 1, ['push']],
   Challenge: [0x21, 1, n32, ['push']],
@@ -215,6 +218,7 @@ const INT_FIELDS: Record<string, number[]> = {
   DeltaHeader: [1, 2, 4, 5],
   Copy: [1, 2],
   LiteralZ: [1],
+  LiteralZstd: [1],
   DeltaEnd: [1, 3],
   Hello: [1],
   Challenge: [1],
@@ -251,6 +255,7 @@ describe('validation', () => {
     expectCorrupt(withField('SigHeader', 4, MAX_STRONG_LEN + 1));
     expectCorrupt(withField('SigHeader', 6, MAX_REGION_BLOCKS + 1));
     expectCorrupt(withField('LiteralZ', 1, MAX_LITERAL + 1));
+    expectCorrupt(withField('LiteralZstd', 1, MAX_LITERAL + 1));
     expectCorrupt(withField('DeltaHeader', 1, MAX_BLOCK_SIZE + 1));
     expectCorrupt(withField('DeltaHeader', 5, 256));
     expectCorrupt(withField('Hello', 1, 0x10000));
@@ -306,6 +311,8 @@ describe('validation', () => {
     expectCorrupt(withField('NeedRegions', 1, null));
     expectCorrupt(withField('LiteralZ', 2, new Uint8Array(0)));
     expectCorrupt(withField('LiteralZ', 2, new Uint8Array(MAX_LITERAL + 1025)));
+    expectCorrupt(withField('LiteralZstd', 2, new Uint8Array(0)));
+    expectCorrupt(withField('LiteralZstd', 2, new Uint8Array(MAX_LITERAL + 1025)));
   });
 
   test('strings over their limit are ERR_CORRUPT', () => {
@@ -365,7 +372,7 @@ describe('validation', () => {
   });
 
   test('unknown message types are ERR_CORRUPT', () => {
-    for (const t of [0x00, 0x08, 0x0f, 0x15, 0x24, 0x32, 0x42, 0x7e, 0x80, 0xff, 0x1234]) {
+    for (const t of [0x00, 0x08, 0x0f, 0x16, 0x24, 0x32, 0x42, 0x7e, 0x80, 0xff, 0x1234]) {
       expect(expectCorrupt([t, 1, 2]).message).toMatch(/unknown message type/);
     }
     expectCorrupt([-1]);

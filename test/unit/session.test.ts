@@ -91,7 +91,7 @@ describe('legal sessions', () => {
   });
 
   test.each(['push', 'pull'] as const)('%s: many chunks and ops in any mix of copy, literal and compressed literal', (mode) => {
-    const kinds = [MsgType.Literal, MsgType.Copy, MsgType.LiteralZ, MsgType.Copy];
+    const kinds = [MsgType.Literal, MsgType.Copy, MsgType.LiteralZ, MsgType.Copy, MsgType.LiteralZstd];
     const ops = Array.from({ length: 100 }, (_, i) => kinds[i % kinds.length]!);
     expect(run(mode, legal(mode, 50, ops)).done).toBe(true);
   });
@@ -226,6 +226,7 @@ describe('out-of-order messages throw ERR_UNEXPECTED_MESSAGE', () => {
     expect(stepError(m, C, MsgType.Copy).code).toBe('ERR_UNEXPECTED_MESSAGE');
     expect(stepError(m, C, MsgType.Literal).code).toBe('ERR_UNEXPECTED_MESSAGE');
     expect(stepError(m, C, MsgType.LiteralZ).code).toBe('ERR_UNEXPECTED_MESSAGE');
+    expect(stepError(m, C, MsgType.LiteralZstd).code).toBe('ERR_UNEXPECTED_MESSAGE');
     expect(stepError(m, C, MsgType.DeltaEnd).code).toBe('ERR_UNEXPECTED_MESSAGE');
   });
 

@@ -248,16 +248,19 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
     )
     .command(
       'recover <image>',
-      'Resolve an interrupted in-place update: finish it if it was verified, else roll IMAGE back to its original contents (checked against the hash in its journal). IMAGE may be HOST:PORT/VOLUME: the server then does it to the volume (an interrupted push whose primary is gone)',
+      'Resolve an interrupted in-place update: finish it if it was verified, else roll IMAGE back to its original contents (checked against the hash in its journal). IMAGE may be HOST:PORT/VOLUME, [user@]host:/path (over ssh) or @NAME/VOLUME (client config): the far side then does it to the volume (an interrupted push whose primary is gone)',
       (a) =>
         outputOptions(a, { progress: false })
-          .positional('image', { type: 'string', demandOption: true, describe: 'an image an in-place patch or pull was interrupted on, or HOST:PORT/VOLUME' })
+          .positional('image', { type: 'string', demandOption: true, describe: 'an image an in-place patch or pull was interrupted on, or HOST:PORT/VOLUME, [user@]host:/path (ssh) or @NAME[/VOLUME]' })
           .option('secret-file', { type: 'string', describe: 'HOST:PORT/VOLUME: file holding the shared secret (or RESYNC_SECRET_FILE)' })
-          .option('tls', { type: 'boolean', default: false, describe: 'HOST:PORT/VOLUME: connect over TLS' })
+          .option('tls', { type: 'boolean', describe: 'HOST:PORT/VOLUME: connect over TLS' })
           .option('tls-ca', { type: 'string', describe: 'HOST:PORT/VOLUME: PEM CA certificate to trust for --tls' })
-          .option('timeout', { requiresArg: true, coerce: secondsOption('timeout'), default: 300, describe: 'HOST:PORT/VOLUME: seconds of silence before giving up' })
+          .option('timeout', { requiresArg: true, coerce: secondsOption('timeout'), describe: 'remote: seconds of silence before giving up (default 300)' })
+          .option('rsh', { alias: 'e', type: 'string', requiresArg: true, describe: "over ssh: the ssh command, e.g. 'ssh -p 2222 -i key' (default: ssh)" })
+          .option('remote-resync', { type: 'string', requiresArg: true, describe: 'over ssh: the command that runs resync on the far side (default: resync)' })
           .example('$0 recover recovery.img', 'finish or roll back what recovery.img.resync-journal describes')
-          .example('$0 recover dr:7873/vm1 --secret-file S', 'roll back an interrupted push on the server when the primary is gone'),
+          .example('$0 recover dr:7873/vm1 --secret-file S', 'roll back an interrupted push on the server when the primary is gone')
+          .example('$0 recover root@dr:/srv/images/vm1.img', 'the same over ssh (resync serve --stdio on dr)'),
       (argv) =>
         runCommand('recover', argv, async () => {
           const net = await import('./net.js');

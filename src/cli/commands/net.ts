@@ -14,83 +14,103 @@ import { networkHint } from '../hints.js';
 import { checkInput, prepareOutput } from '../paths.js';
 // Loaded on first use: keeps start-up short for commands that do not need it.
 const dryRunMod = () => import('../../api/dry-run.js');
-import { dryRunSummary } from './verify.js';
+import { dryRunSummary } from '../render.js';
 import { localInterrupted, outputOptions, runCommand, type CommonArgs, type Interruption } from '../run.js';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { existsSync } from 'node:fs';
 import { parseSshRemote, splitCommand } from '../../api/config.js';
+import { checkLevel, type CodecName } from '../../../protocol/literal-codec.js';
+import { checkPrivateSecret, lookupRemote, parseNamedRemote, type RemoteCommon } from '../client-config.js';
 
-/** ClientOptions from the options push and pull share. */
-async function clientOptionsFrom(
-  argv: {
-    remote: string;
-    'secret-file'?: string | undefined;
-    'block-size'?: number | undefined;
-    timeout: number;
-    bwlimit?: string | undefined;
-    compress: boolean;
-    tls: boolean;
-    'tls-ca'?: string | undefined;
-    rsh?: string | undefined;
-    'remote-resync'?: string | undefined;
-  },
-  onProgress: ProgressFn,
-  /** Several remotes: the secret file is read once for all of them. */
-  cache: { secret?: Promise<Uint8Array> } = {},
-): Promise<ClientOptions> {
+/** The client options as yargs gives them. */
+interface ClientArgs {
+  remote: string;
+  'secret-file'?: string | undefined;
+  'block-size'?: number | undefined;
+  timeout?: number | undefined;
+  bwlimit?: string | undefined;
+  compress?: boolean | undefined;
+  'compress-choice'?: string | undefined;
+  'compress-level'?: number | undefined;
+  tls?: boolean | undefined;
+  'tls-ca'?: string | undefined;
+  rsh?: string | undefined;
+  'remote-resync'?: string | undefined;
+}
+
+/** ClientOptions from the options push and pull share, over what a named remote (@NAME/VOLUME) in the client config sets. */
+export async function clientOptionsFrom(argv: ClientArgs, onProgress: ProgressFn): Promise<ClientOptions> {
+  const named = parseNamedRemote(argv.remote) ? await lookupRemote(argv.remote) : null;
   const common = {
     blockSize: argv['block-size'],
-    idleTimeoutMs: argv.timeout * 1000,
-    bwlimit: parseBwlimit(argv.bwlimit),
-    compress: argv.compress,
+    idleTimeoutMs: (argv.timeout ?? named?.timeout ?? 300) * 1000,
+    bwlimit: parseBwlimit(argv.bwlimit ?? named?.bwlimit),
+    ...compressionFrom(argv, named),
     onProgress,
   };
-  const viaSsh = parseSshRemote(argv.remote);
+  const viaSsh = named ? (named.kind === 'ssh' ? { host: named.ssh, path: join(named.dir, named.volume) } : null) : parseSshRemote(argv.remote);
   if (viaSsh) {
     // ssh authenticates both ends and encrypts: no shared secret, no TLS.
     if (argv.tls || argv['tls-ca']) throw new ParamError('--tls does not apply to an ssh remote (HOST:/path); ssh already encrypts the session');
     if (argv['secret-file']) throw new ParamError('--secret-file does not apply to an ssh remote (HOST:/path); ssh authenticates the peer');
+    const cfg = named?.kind === 'ssh' ? named : undefined;
     return {
       ...common,
       host: viaSsh.host,
       port: 0,
       volume: viaSsh.path,
       secret: new Uint8Array(0),
-      ssh: { rsh: splitCommand(argv.rsh ?? 'ssh'), host: viaSsh.host, remoteResync: argv['remote-resync'] ?? 'resync' },
+      ssh: { rsh: splitCommand(argv.rsh ?? cfg?.rsh ?? 'ssh'), host: viaSsh.host, remoteResync: argv['remote-resync'] ?? cfg?.remoteResync ?? 'resync' },
     };
   }
   if (argv.rsh !== undefined || argv['remote-resync'] !== undefined) {
     throw new ParamError(`--rsh and --remote-resync need an ssh remote ([user@]host:/path); ${JSON.stringify(argv.remote)} is HOST:PORT/VOLUME`);
   }
-  const where = parseRemote(argv.remote);
-  cache.secret ??= (async () => {
-    const warnings: string[] = [];
-    const secret = await readSecretFile(secretFileArg(argv['secret-file']), warnings);
-    for (const w of warnings) process.stderr.write(`resync: warning: ${w}\n`);
-    return secret;
-  })();
-  const secret = await cache.secret;
+  const tcp = named?.kind === 'tcp' ? named : undefined;
   return {
     ...common,
-    ...where,
-    secret,
-    tls: await clientTls(argv.tls, argv['tls-ca']),
+    ...(tcp ? { host: tcp.host, port: tcp.port, volume: tcp.volume } : parseRemote(argv.remote)),
+    secret: await clientSecret(argv['secret-file'], tcp?.secretFile),
+    tls: await clientTls(argv.tls ?? tcp?.tls ?? false, argv['tls-ca'] ?? (argv.tls === false ? undefined : tcp?.tlsCa)),
   };
 }
 
-/** A `recover` argument that names a remote volume (HOST:PORT/VOLUME) rather than a local image. */
-export function isRemoteVolume(arg: string): boolean {
-  return /^[^/\s]+:\d{1,5}\/[A-Za-z0-9._-]{1,128}$/.test(arg) && !existsSync(arg);
+/** The shared secret: --secret-file, else the remote's secretFile (which must be private), else RESYNC_SECRET_FILE. */
+async function clientSecret(flag: string | undefined, fromConfig: string | undefined): Promise<Uint8Array> {
+  if (flag === undefined && fromConfig !== undefined) {
+    await checkPrivateSecret(fromConfig);
+    return readSecretFile(fromConfig);
+  }
+  const warnings: string[] = [];
+  const secret = await readSecretFile(secretFileArg(flag), warnings);
+  for (const w of warnings) process.stderr.write(`resync: warning: ${w}\n`);
+  return secret;
 }
 
-/** `resync recover HOST:PORT/VOLUME`: the server rolls back (or completes) the volume's unfinished update. */
-export async function recoverRemoteCommand(argv: { image: string; 'secret-file'?: string | undefined; timeout: number; tls: boolean; 'tls-ca'?: string | undefined }): Promise<Record<string, unknown>> {
-  const r = await (await clientMod()).recoverRemote({
-    ...parseRemote(argv.image),
-    secret: await readSecretFile(secretFileArg(argv['secret-file'])),
-    idleTimeoutMs: argv.timeout * 1000,
-    tls: await clientTls(argv.tls, argv['tls-ca']),
-  });
+/**
+ * --compress, --compress-choice and --compress-level over a named remote's
+ * compress, compressChoice and compressLevel: a choice or level implies
+ * compression unless --no-compress (or "compress": false) says otherwise.
+ */
+function compressionFrom(argv: ClientArgs, named: RemoteCommon | null): Pick<ClientOptions, 'compress' | 'compressChoice' | 'compressLevel' | 'onNote'> {
+  const choice = argv['compress-choice'] ?? named?.compressChoice;
+  const level = argv['compress-level'] ?? named?.compressLevel;
+  const on = argv.compress ?? (argv['compress-choice'] !== undefined || argv['compress-level'] !== undefined ? true : (named?.compress ?? (choice !== undefined || level !== undefined)));
+  if (!on) return { compress: false };
+  const name = choice === undefined ? null : (choice as CodecName);
+  if (name && level !== undefined) checkLevel(name, level);
+  return { compress: true, compressChoice: name, compressLevel: level, onNote: (msg) => process.stderr.write(`resync: note: ${msg}\n`) };
+}
+
+/** A `recover` argument that names a remote volume (HOST:PORT/VOLUME, [user@]host:/path or @NAME[/VOLUME]) rather than a local image. */
+export function isRemoteVolume(arg: string): boolean {
+  return (/^[^/\s]+:\d{1,5}\/[A-Za-z0-9._-]{1,128}$/.test(arg) || parseSshRemote(arg) !== null || arg.startsWith('@')) && !existsSync(arg);
+}
+
+/** `resync recover REMOTE`: the server (or `serve --stdio` over ssh) rolls back (or completes) the volume's unfinished update. */
+export async function recoverRemoteCommand(argv: Omit<ClientArgs, 'remote'> & { image: string }): Promise<Record<string, unknown>> {
+  const opts = await clientOptionsFrom({ ...argv, remote: argv.image }, () => undefined);
+  const r = await (await clientMod()).recoverRemote({ ...opts, compress: false, bwlimit: undefined });
   return { image: argv.image, outcome: r.outcome, imageSize: r.imageSize, verified: true };
 }
 
@@ -106,6 +126,7 @@ function summary(r: SyncResult): Record<string, unknown> {
     bytesReceived: r.bytesReceived,
     verified: r.verified,
     resumedFrom: r.resumedFrom,
+    compression: r.compression,
     elapsedMs: r.elapsedMs,
   };
 }
@@ -138,13 +159,12 @@ async function replicaOptions(argv: Parameters<typeof clientOptionsFrom>[0] & { 
   }
   const ssh = argv.remotes.map((r) => parseSshRemote(r) !== null);
   const mixed = ssh.includes(true) && ssh.includes(false);
-  const cache = {};
   const out: { remote: string; opts: ClientOptions }[] = [];
   for (const [k, remote] of argv.remotes.entries()) {
     const a = { ...argv, remote };
     if (mixed && ssh[k]) Object.assign(a, { 'secret-file': undefined, tls: false, 'tls-ca': undefined });
     if (mixed && !ssh[k]) Object.assign(a, { rsh: undefined, 'remote-resync': undefined });
-    out.push({ remote, opts: await clientOptionsFrom(a, onProgress, cache) });
+    out.push({ remote, opts: await clientOptionsFrom(a, onProgress) });
   }
   return out;
 }
@@ -333,11 +353,12 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
       (a) =>
         outputOptions(a)
           .positional('image', { type: 'string', demandOption: true, describe: 'the local image to send (file or block device)' })
-          .positional('remote', { type: 'string', array: true, demandOption: true, describe: 'HOST:PORT/VOLUME, or [user@]host:/path over ssh; several: each is updated from one read of IMAGE' })
+          .positional('remote', { type: 'string', array: true, demandOption: true, describe: 'HOST:PORT/VOLUME, [user@]host:/path over ssh, or @NAME[/VOLUME] from the client config; several: each is updated from one read of IMAGE' })
           .options(CLIENT_OPTIONS)
           .example('$0 push vm1.img dr:7873/vm1', 'bring volume vm1 on host dr up to date (secret: --secret-file or RESYNC_SECRET_FILE)')
           .example("$0 push -e 'ssh -p 2222' vm1.img root@dr:/srv/images/vm1.img", 'the same over ssh: resync serve --stdio runs on dr')
           .example('$0 push --dry-run vm1.img dr:7873/vm1', 'how much would be sent; nothing is written')
+          .example('$0 push vm1.img @dr-site/vm1', 'to volume vm1 of remote dr-site in ~/.config/resync/config.json (or $RESYNC_CONFIG)')
           .example('$0 push vm1.img dr1:7873/vm1 dr2:7873/vm1', 'two replicas from one read of vm1.img; exit 12 if only some were updated'),
       (argv) =>
         runCommand(
@@ -365,7 +386,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
       'Make the local IMAGE identical to the remote volume (failback: recovery -> primary)',
       (a) =>
         outputOptions(a)
-          .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME, or [user@]host:/path over ssh' })
+          .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME, [user@]host:/path over ssh, or @NAME[/VOLUME] from the client config' })
           .positional('image', { type: 'string', demandOption: true, describe: 'the local image to update or create (file or block device)' })
           .option('in-place', { type: 'boolean', default: true, describe: 'patch IMAGE in place under an undo journal (resumable); --no-in-place writes a temp file and renames it' })
           .option('temp-fallback', { type: 'boolean', default: true, describe: 'in place, switch to a temp file (renamed after verification) when the data turns out to have moved and there is room; --no-temp-fallback: in place always' })

@@ -6,7 +6,6 @@ import { parseRemote, readSecretFile } from '../../api/config.js';
 import type { VerifyReport } from '../../api/verify.js';
 const verifyMod = () => import('../../api/verify.js');
 // Loaded on first use: keeps start-up short for commands that do not need it.
-import type { DryRunReport, RemoteDryRunReport } from '../../api/dry-run.js';
 const dryRunMod = () => import('../../api/dry-run.js');
 import type { ProgressFn } from '../../core/progress.js';
 import { clientTls, intOption, parseBwlimit, secondsOption, sizeOption } from '../options.js';
@@ -14,7 +13,7 @@ import { networkHint } from '../hints.js';
 import { checkInput } from '../paths.js';
 import { ExitCode } from '../exit-codes.js';
 import { existsSync } from 'node:fs';
-import { fmtBytes } from '../render.js';
+import { dryRunSummary, fmtBytes } from '../render.js';
 import { outputOptions, runCommand, type CommonArgs } from '../run.js';
 
 /** Exit code of `resync verify` when the images differ (docs/exit-codes.md). */
@@ -31,24 +30,6 @@ export function isRemoteSpec(s: string): boolean {
   return REMOTE_RE.test(s);
 }
 
-/** Summary of a dry run for printSummary. */
-export function dryRunSummary(r: DryRunReport | RemoteDryRunReport): Record<string, unknown> {
-  return {
-    dryRun: true,
-    estimated: r.estimated || undefined,
-    imageSize: r.imageSize,
-    basisSize: r.basisSize,
-    blockSize: r.blockSize,
-    matchedBytes: r.matchedBytes,
-    literalBytes: r.literalBytes,
-    copyOps: r.copyOps,
-    literalOps: r.literalOps,
-    deltaBytes: r.deltaBytes,
-    signatureBytes: 'signatureBytes' in r ? r.signatureBytes : undefined,
-    upToDate: r.upToDate,
-    elapsedMs: r.elapsedMs,
-  };
-}
 
 /** `delta --dry-run`: the summary of what the delta would hold (resync format only). */
 export async function dryRunDeltaCommand(sigPath: string, newPath: string, format: string, compress: boolean, onProgress: ProgressFn): Promise<Record<string, unknown>> {
@@ -81,18 +62,19 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
     (a) =>
       outputOptions(a)
         .positional('a', { type: 'string', demandOption: true, describe: 'local image (file or block device)' })
-        .positional('b', { type: 'string', demandOption: true, describe: 'local image, or HOST:PORT/VOLUME (prefix a path with ./ to force a file)' })
+        .positional('b', { type: 'string', demandOption: true, describe: 'local image, or HOST:PORT/VOLUME, [user@]host:/path or @NAME[/VOLUME] (prefix a path with ./ to force a file)' })
         .option('block-size', { type: 'string', coerce: sizeOption('block-size'), describe: 'comparison granularity (e.g. 4K); default: the block size a sync would use' })
         .option('max-ranges', { requiresArg: true, coerce: intOption('max-ranges', 1, 10_000_000), default: 10_000, describe: 'most ranges listed (the byte count stays exact)' })
         .option('secret-file', { type: 'string', describe: 'file holding the shared secret (remote B; or RESYNC_SECRET_FILE)' })
         .option('bwlimit', { type: 'string', describe: 'most bytes per second each way, as rsync: KiB/s as a bare number, or e.g. 500K, 10M (0: no limit)' })
-        .option('tls', { type: 'boolean', default: false, describe: 'connect over TLS and verify the server certificate (remote B)' })
+        .option('tls', { type: 'boolean', describe: 'connect over TLS and verify the server certificate (remote B)' })
         .option('tls-ca', { type: 'string', describe: 'PEM CA certificate to trust for --tls (default: the system store)' })
-        .option('timeout', { requiresArg: true, coerce: secondsOption('timeout'), default: 300, describe: 'seconds of silence before giving up (remote B)' })
+        .option('timeout', { requiresArg: true, coerce: secondsOption('timeout'), describe: 'seconds of silence before giving up (remote B; default 300)' })
         .option('rsh', { alias: 'e', type: 'string', requiresArg: true, describe: 'ssh command when B is [user@]host:/path (default: ssh)' })
         .option('remote-resync', { type: 'string', requiresArg: true, describe: 'command that runs resync on the far side of ssh (default: resync)' })
         .example('$0 verify primary.img recovery.img', 'list the byte ranges where two local images differ')
-        .example('$0 verify vm1.img dr:7873/vm1', 'compare with a remote volume; only block sums cross the network'),
+        .example('$0 verify vm1.img dr:7873/vm1', 'compare with a remote volume; only block sums cross the network')
+        .example('$0 verify vm1.img @dr-site/vm1', 'the same with a remote named in the client config'),
     async (argv) => {
       let differ = false;
       await runCommand(
@@ -100,6 +82,14 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
         argv,
         async (progress) => {
           const blockSize = argv['block-size'];
+          if (argv.b.startsWith('@') && !existsSync(argv.b)) {
+            // A named remote from the client config, its settings under the flags.
+            await checkInput(argv.a, 'A');
+            const opts = await (await import('./net.js')).clientOptionsFrom({ ...argv, remote: argv.b, compress: false }, progress);
+            const r = await (await verifyMod()).verifyRemote(argv.a, { ...opts, maxRanges: argv['max-ranges'] });
+            differ = !r.identical;
+            return verifySummary(r, argv.json, { remote: argv.b, bytesSent: r.bytesSent, bytesReceived: r.bytesReceived, elapsedMs: r.elapsedMs });
+          }
           // [user@]host:/path is compared over ssh unless a local file has that name.
           const { parseSshRemote, splitCommand } = await import('../../api/config.js');
           const viaSsh = !isRemoteSpec(argv.b) && !existsSync(argv.b) ? parseSshRemote(argv.b) : null;
@@ -114,7 +104,7 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
               ssh: { rsh: splitCommand(argv.rsh ?? 'ssh'), host: viaSsh.host, remoteResync: argv['remote-resync'] ?? 'resync' },
               blockSize,
               maxRanges: argv['max-ranges'],
-              idleTimeoutMs: argv.timeout * 1000,
+              idleTimeoutMs: (argv.timeout ?? 300) * 1000,
               bwlimit: parseBwlimit(argv.bwlimit),
               onProgress: progress,
             });
@@ -136,9 +126,9 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
               secret: await readSecretFile(f),
               blockSize,
               maxRanges: argv['max-ranges'],
-              idleTimeoutMs: argv.timeout * 1000,
+              idleTimeoutMs: (argv.timeout ?? 300) * 1000,
               bwlimit: parseBwlimit(argv.bwlimit),
-              tls: await clientTls(argv.tls, argv['tls-ca']),
+              tls: await clientTls(argv.tls ?? false, argv['tls-ca']),
               onProgress: progress,
             });
             differ = !r.identical;
