@@ -2,9 +2,11 @@
  * `resync push IMAGE REMOTE1 REMOTE2 ...`: one scan of the primary, several
  * replicas. Each replica gets its own session (connection, signature, delta,
  * verification, and on its side its own journal), as a single push would;
- * what they share is the read of the primary for the hash pass, which is the
- * whole image (the delta scans then read only around the blocks each replica
- * lacks, mostly from the page cache that pass filled).
+ * what they share is the hash pass over the primary, which reads the whole
+ * image: one pass for all replicas whose signatures agree (the command offers
+ * them one seed, cap "push-seed"), and one read for the passes that remain.
+ * The delta scans then read only around the blocks each replica lacks,
+ * mostly from the page cache that pass filled.
  *
  * A replica that fails is dropped without touching the others: its session
  * ends as a single push's would (its volume unchanged, or mid-update under
