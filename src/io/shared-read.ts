@@ -122,7 +122,7 @@ export class SharedRead {
     this.go();
   }
 
-  /** Give back the read buffers; call once every consumer is done. */
+  /** Give back the read buffers: done when the last consumer finishes, or call it once they all are (again is harmless). */
   close(): void {
     for (const r of this.releases.splice(0)) r();
     void this.source.return(undefined);
@@ -158,6 +158,8 @@ export class SharedRead {
     void c.own?.return(undefined);
     this.release();
     this.notify();
+    // The last one out gives the buffers back (the sessions go on with their deltas).
+    if (this.consumers.every((x) => x.done)) this.close();
   }
 
   /** Drop pieces no attached consumer holds any more. */
