@@ -62,6 +62,8 @@ export interface ProcResult {
   wallMs: number;
   /** Peak resident set size in bytes (see the module comment for which processes count). */
   peakRssBytes: number;
+  /** CPU time (user + system) of the program and the children it reaped, in ms; NaN when not known (the /proc polling method). */
+  cpuMs: number;
   code: number | null;
   signal: NodeJS.Signals | null;
   stdout: string;
@@ -139,7 +141,7 @@ export class Measured {
     private readonly opts: MeasureOptions,
   ) {
     this.command = [cmd, ...args].join(' ');
-    const [file, argv] = opts.method === 'time' ? [TIME_BIN, ['-o', opts.rssFile, '-f', '%M', cmd, ...args]] : [cmd, [...args]];
+    const [file, argv] = opts.method === 'time' ? [TIME_BIN, ['-o', opts.rssFile, '-f', '%M %U %S', cmd, ...args]] : [cmd, [...args]];
     this.child = spawn(file, argv, { cwd: opts.cwd, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
     live.add(this.child);
     this.child.stdout?.setEncoding('utf8').on('data', (s: string) => (this.stdout += s));
@@ -162,9 +164,9 @@ export class Measured {
       this.child.once('close', (code, signal) => {
         live.delete(this.child);
         if (this.poller) clearInterval(this.poller);
-        void this.peakRss().then(
-          (peakRssBytes) =>
-            resolve({ command: this.command, wallMs: this.wallMs, peakRssBytes, code, signal, stdout: this.stdout, stderr: this.stderr }),
+        void this.report().then(
+          ({ peakRssBytes, cpuMs }) =>
+            resolve({ command: this.command, wallMs: this.wallMs, peakRssBytes, cpuMs, code, signal, stdout: this.stdout, stderr: this.stderr }),
           reject,
         );
       });
@@ -179,19 +181,20 @@ export class Measured {
     for (const p of await treeOf(pid)) this.polledHwm = Math.max(this.polledHwm, await vmHwm(p));
   }
 
-  private async peakRss(): Promise<number> {
-    if (this.opts.method === 'poll') return this.polledHwm;
+  /** Peak RSS and CPU time from GNU time's report ("KIB USER-SECONDS SYSTEM-SECONDS"), or the polled peak. */
+  private async report(): Promise<{ peakRssBytes: number; cpuMs: number }> {
+    if (this.opts.method === 'poll') return { peakRssBytes: this.polledHwm, cpuMs: Number.NaN };
     let text: string;
     try {
       text = await readFile(this.opts.rssFile, 'utf8');
       await rm(this.opts.rssFile, { force: true });
     } catch {
-      return 0;
+      return { peakRssBytes: 0, cpuMs: Number.NaN };
     }
-    // When the program was killed by a signal, GNU time writes a line saying so before the figure.
+    // When the program was killed by a signal, GNU time writes a line saying so before the figures.
     const lines = text.trim().split('\n');
-    const last = lines[lines.length - 1] ?? '';
-    return /^\d+$/.test(last) ? Number(last) * 1024 : 0;
+    const m = /^(\d+) (\d+(?:\.\d+)?) (\d+(?:\.\d+)?)$/.exec(lines[lines.length - 1] ?? '');
+    return m ? { peakRssBytes: Number(m[1]) * 1024, cpuMs: (Number(m[2]) + Number(m[3])) * 1000 } : { peakRssBytes: 0, cpuMs: Number.NaN };
   }
 
   /** Stdout and stderr collected so far. */

@@ -92,6 +92,23 @@ export interface SessionsResult {
   manyWallMs: number;
 }
 
+/** `resync push` to one replica and to several at once (each its own `resync serve`), alternating. */
+export interface ReplicasResult {
+  replicas: number;
+  imageSize: number;
+  /** Wall time of each push to one replica, and to all of them, in run order. */
+  oneMs: number[];
+  manyMs: number[];
+  /** CPU time of the client (the primary's side) of each push, in run order (NaN where not measured). */
+  oneCpuMs: number[];
+  manyCpuMs: number[];
+  /** Median client peak RSS of each. */
+  oneRssBytes: number;
+  manyRssBytes: number;
+  /** Hash passes the push to several ran over the target (1: one for all replicas), from `--json`. */
+  hashPasses: number;
+}
+
 /** A complete run. */
 export interface BenchReport {
   machine: Machine;
@@ -108,6 +125,8 @@ export interface BenchReport {
   memorySize: number;
   memory: MemoryResult | undefined;
   sessions: SessionsResult | undefined;
+  /** The several-replicas run (absent: skipped). */
+  replicas?: ReplicasResult | undefined;
   /** Median wall time of `resync --version` and `rdiff --version`: the fixed cost in every resync figure. */
   startup: { resyncMs: number; rdiffMs: number };
 }
@@ -148,6 +167,9 @@ export const GOALS = {
   /** Server RSS growth per concurrent session, and how many sessions. */
   sessionGrowthBytes: 20e6,
   sessions: 8,
+  /** A push to `replicas` replicas at once: at most this multiple of one push's wall time (issue 18). */
+  replicasRatio: 1.25,
+  replicas: 2,
 } as const;
 
 const KiB = 1024;
@@ -383,7 +405,23 @@ export function globalVerdicts(r: BenchReport): Verdict[] {
       else out.push({ goal, key: 'sessions', status: per <= GOALS.sessionGrowthBytes ? 'met' : 'not met', value: fmtRss(per), evidence: text });
     }
   }
+  {
+    const goal = `Pushing to ${GOALS.replicas} replicas at once costs <= ${GOALS.replicasRatio}x the wall time of one push`;
+    const c = r.replicas;
+    if (!c) out.push({ goal, key: 'replicas', status: 'not measured', value: 'n/a', evidence: 'the several-replicas run was skipped' });
+    else {
+      const ratio = replicasRatio(c);
+      const text = `push to 1: ${fmtMs(median(c.oneMs))}, to ${c.replicas}: ${fmtMs(median(c.manyMs))} (medians of ${c.oneMs.length}): ${ratio.toFixed(2)}x`;
+      if (c.replicas !== GOALS.replicas) out.push({ goal, key: 'replicas', status: 'not measured', value: ratio.toFixed(2), evidence: `ran with ${c.replicas} replicas: ${text}` });
+      else out.push({ goal, key: 'replicas', status: ratio <= GOALS.replicasRatio ? 'met' : 'not met', value: ratio.toFixed(2), evidence: text });
+    }
+  }
   return out;
+}
+
+/** Median wall time of the push to several over that of the push to one. */
+export function replicasRatio(c: ReplicasResult): number {
+  return median(c.manyMs) / median(c.oneMs);
 }
 
 /** RSS growth per session beyond the first. */
@@ -546,6 +584,34 @@ function sessionsSection(r: BenchReport): string {
   );
 }
 
+/** A median CPU time, or "n/a" when the RSS method could not measure it. */
+function fmtCpu(xs: readonly number[]): string {
+  const m = median(xs);
+  return Number.isFinite(m) ? fmtMs(m) : 'n/a';
+}
+
+function replicasSection(r: BenchReport): string {
+  const c = r.replicas;
+  if (!c) return 'Skipped in this run (`--replicas 0`).';
+  return [
+    `${c.replicas} \`resync serve\` processes, each with one writable volume (a sparse copy of a ${fmtBytes(c.imageSize)} \`scattered\` basis), ` +
+      `and the target pushed to the first of them alone, then to all ${c.replicas} at once (\`resync push TARGET R1 R2 ...\`), alternating which goes first each run. ` +
+      `The push to several ran ${c.hashPasses} hash ${c.hashPasses === 1 ? 'pass' : 'passes'} over the target for its ${c.replicas} replicas.`,
+    '',
+    table(
+      ['push to', 'wall time (median)', 'runs', 'client CPU time (median)', 'client peak RSS'],
+      [
+        ['1 replica', fmtMs(median(c.oneMs)), c.oneMs.map(fmtMs).join(', '), fmtCpu(c.oneCpuMs), fmtRss(c.oneRssBytes)],
+        [`${c.replicas} replicas`, fmtMs(median(c.manyMs)), c.manyMs.map(fmtMs).join(', '), fmtCpu(c.manyCpuMs), fmtRss(c.manyRssBytes)],
+      ],
+    ),
+    '',
+    `Wall-time ratio ${replicasRatio(c).toFixed(2)}; client CPU-time ratio ${(median(c.manyCpuMs) / median(c.oneCpuMs)).toFixed(2)}. ` +
+      `The ${c.replicas} servers run on the same machine as the client, so their signature passes (each reads and hashes its own volume) compete with it for the CPUs; ` +
+      "replicas on hosts of their own would not. The client's CPU time is what the primary pays.",
+  ].join('\n');
+}
+
 /** Default text of the section that is filled in by hand from profiles. */
 export const WHERE_TIME_GOES_PLACEHOLDER = '_To be filled in from CPU profiles of `resync delta` and `resync push` on these workloads._';
 
@@ -606,6 +672,7 @@ export function renderTables(r: BenchReport): string {
   }
   parts.push(`## Memory and sparse file mode: ${fmtBytes(r.memorySize)} sparse image`, '', memorySection(r), '');
   parts.push('## Concurrent sessions', '', sessionsSection(r), '');
+  parts.push('## Several replicas', '', replicasSection(r), '');
   return parts.join('\n');
 }
 
@@ -708,6 +775,9 @@ export function renderMarkdown(r: BenchReport, whereTimeGoes: string = WHERE_TIM
     `- Sparse image: signature, delta and patch once each, then one push and one pull with \`resync serve\`; the peers are not run there. ` +
       `Concurrent sessions: server peak RSS with one push, then (a fresh server) with ${r.sessions?.sessions ?? GOALS.sessions} pushes at once, ` +
       'each to its own volume; growth per session = (many - one) / (sessions - 1).',
+    `- Several replicas (\`--replicas N\`, default ${GOALS.replicas}): one \`resync serve\` per replica, started once; every run resets the volumes to the basis ` +
+      '(as for push) and times `resync push TARGET 127.0.0.1:P1/NAME` and `resync push TARGET 127.0.0.1:P1/NAME ... 127.0.0.1:PN/NAME`, the order swapping every run; ' +
+      "each volume is checked by SHA-256 after each push. Client CPU time is GNU time's user + system time.",
     '- Every resync output (the patched file, the served volume after each push, the local image after each pull) is compared with the target by SHA-256; ' +
       "the bench exits non-zero if one differs. The peers' outputs are checked the same way and any mismatch is listed under the scenario.",
     "- resync is run from a copy of the build taken when the bench starts (`node bin/resync.js`: the bundle `dist/resync.cjs` with its code cache, and the native extent helper from `build/`), so a rebuild during the run cannot change it.",

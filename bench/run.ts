@@ -42,11 +42,12 @@ import {
   type MemoryResult,
   type Sample,
   type ScenarioResult,
+  type ReplicasResult,
   type SessionsResult,
   type TcpRuns,
   type TcpSample,
 } from './report.js';
-import { field, ResyncCli, snapshotBuild, type ResyncRun } from './subject.js';
+import { field, ResyncCli, snapshotBuild, type ResyncRun, type ResyncServer } from './subject.js';
 import { makePair, randomBytes, SCENARIOS, type Scenario } from '../src/testing/workload.js';
 
 const PROJECT_ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -54,7 +55,7 @@ type AnyScenario = Scenario | RealScenario;
 const ALL_SCENARIOS: readonly AnyScenario[] = [...SCENARIOS, ...REAL_SCENARIOS];
 const DEFAULT_SCENARIOS: readonly AnyScenario[] = ['scattered', 'shifted', 'mixed', 'identical', 'different', 'ext4', 'tar', 'sqlite'];
 /** --quick: a first look in a few minutes; the goals need the full run. */
-const QUICK = { size: '256M', scenarios: 'scattered,shifted,tar', runs: '1', memorySize: '0', sessions: '0', out: '.tmp/benchmarks-quick.md' } as const;
+const QUICK = { size: '256M', scenarios: 'scattered,shifted,tar', runs: '1', memorySize: '0', sessions: '0', replicas: '0', out: '.tmp/benchmarks-quick.md' } as const;
 const VOLUME = 'bench';
 
 function isReal(s: AnyScenario): s is RealScenario {
@@ -75,6 +76,8 @@ interface Options {
   memorySize: number;
   /** Concurrent pushes for the server-memory run; 0 skips it. */
   sessions: number;
+  /** Replicas for the one-scan-several-replicas run; 0 skips it. */
+  replicas: number;
   quick: boolean;
   /** Report path as given (relative to the current directory). */
   out: string;
@@ -90,6 +93,7 @@ const USAGE = `usage: npm run bench -- [options]
   --seed N             workload seed, generated and real (default 1)
   --memory-size SIZE   sparse image for the sparse file-mode and peak-RSS run (default 64G; 0 skips it)
   --sessions N         concurrent pushes into one server for its memory growth (default 8; 0 skips it)
+  --replicas N         push to one replica, then to N at once, alternating (default 2; 0 skips it)
   --out FILE           report to write (default docs/benchmarks.md; with --quick, ${QUICK.out}, so a quick look never replaces the report)
   --tmp DIR            where to make the temporary directory (default: the OS temp dir unless it is tmpfs)
   --cache DIR          where the real workloads are built and kept between runs (default: resync-bench-cache beside the temporary directory)`;
@@ -122,6 +126,7 @@ function parseOptions(argv: string[]): Options {
       seed: { type: 'string', default: '1' },
       'memory-size': { type: 'string' },
       sessions: { type: 'string' },
+      replicas: { type: 'string' },
       out: { type: 'string' },
       tmp: { type: 'string' },
       cache: { type: 'string' },
@@ -144,6 +149,8 @@ function parseOptions(argv: string[]): Options {
   if (size < 1024 * 1024) throw new Error('--size must be at least 1M');
   const memorySize = parseSizeArg(values['memory-size'] ?? (q ? QUICK.memorySize : '64G'), '--memory-size');
   if (memorySize !== 0 && memorySize < 64 * 1024 * 1024) throw new Error('--memory-size must be 0 (skip) or at least 64M');
+  const replicas = parseIntArg(values.replicas ?? (q ? QUICK.replicas : String(GOALS.replicas)), '--replicas', 0);
+  if (replicas === 1) throw new Error('--replicas must be 0 (skip) or at least 2');
   return {
     size,
     scenarios: scenarios as AnyScenario[],
@@ -151,6 +158,7 @@ function parseOptions(argv: string[]): Options {
     seed: parseIntArg(values.seed, '--seed', 0),
     memorySize,
     sessions: parseIntArg(values.sessions ?? (q ? QUICK.sessions : String(GOALS.sessions)), '--sessions', 0),
+    replicas,
     quick: q,
     out: values.out ?? (q ? QUICK.out : 'docs/benchmarks.md'),
     tmpBase: values.tmp,
@@ -161,8 +169,8 @@ function parseOptions(argv: string[]): Options {
 /** The command line that reproduces a run with these options. */
 function reproduceCommand(o: Options): string {
   return (
-    `npm run bench -- --size ${fmtSizeArg(o.size)} --scenarios ${o.scenarios.join(',')} --runs ${o.runs} ` +
-    `--seed ${o.seed} --memory-size ${fmtSizeArg(o.memorySize)} --sessions ${o.sessions} --out ${o.out}`
+    `npm run bench -- --size ${fmtSizeArg(o.size)} --scenarios ${o.scenarios.length > 0 ? o.scenarios.join(',') : "''"} --runs ${o.runs} ` +
+    `--seed ${o.seed} --memory-size ${fmtSizeArg(o.memorySize)} --sessions ${o.sessions} --replicas ${o.replicas} --out ${o.out}`
   );
 }
 
@@ -589,6 +597,51 @@ async function sessionsRun(ctx: Context): Promise<SessionsResult> {
   }
 }
 
+/**
+ * A push to one replica against a push to `replicas` at once, each replica
+ * its own `resync serve`, the order swapping every run: what the one scan of
+ * the primary saves (issue 18: at most 1.25x the wall time of one push).
+ */
+async function replicasRun(ctx: Context): Promise<ReplicasResult> {
+  const n = ctx.opts.replicas;
+  const size = Math.min(ctx.opts.size, 512 * 1024 * 1024);
+  const dir = join(ctx.tmp, 'replicas');
+  await mkdir(dir);
+  const servers: ResyncServer[] = [];
+  try {
+    log(`replicas: push to 1 and to ${n} of ${fmtBytes(size)} (scattered)`);
+    const { basis, target } = await makePair(dir, 'scattered', size, ctx.opts.seed);
+    const targetHash = await sha256File(target);
+    const volumes = Array.from({ length: n }, (_, k) => join(dir, `replica-${k}.img`));
+    for (const v of volumes) servers.push(await ctx.resync.serve(VOLUME, v, ctx.secretFile));
+    const ports = servers.map((s) => s.port);
+    const oneMs: number[] = [];
+    const manyMs: number[] = [];
+    const oneRss: number[] = [];
+    const oneCpu: number[] = [];
+    const manyCpu: number[] = [];
+    const manyRss: number[] = [];
+    let passes = 0;
+    for (let i = 0; i < ctx.opts.runs; i++) {
+      for (const many of i % 2 === 0 ? [false, true] : [true, false]) {
+        const used = many ? volumes : volumes.slice(0, 1);
+        for (const v of used) await resetCopy(basis, v);
+        const r = many ? await ctx.resync.pushMany(target, ports, VOLUME, ctx.secretFile) : await ctx.resync.push(target, ports[0]!, VOLUME, ctx.secretFile);
+        for (const v of used) await verify(v, targetHash, `resync push to ${used.length} replica(s) (run ${i + 1})`);
+        (many ? manyMs : oneMs).push(r.proc.wallMs);
+        (many ? manyRss : oneRss).push(r.proc.peakRssBytes);
+        (many ? manyCpu : oneCpu).push(r.proc.cpuMs);
+        if (many) passes = field(r, 'hashPasses');
+        log(`  push to ${used.length}: ${fmtMs(r.proc.wallMs)}, client CPU ${fmtMs(r.proc.cpuMs)}, RSS ${fmtRss(r.proc.peakRssBytes)}`);
+      }
+    }
+    return { replicas: n, imageSize: size, oneMs, manyMs, oneCpuMs: oneCpu, manyCpuMs: manyCpu, oneRssBytes: median(oneRss), manyRssBytes: median(manyRss), hashPasses: passes };
+  } finally {
+    for (const s of servers) await s.stop().catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 /** Median wall time of starting each program just to print its version. */
 async function measureStartup(ctx: Context): Promise<{ resyncMs: number; rdiffMs: number }> {
   const ours: number[] = [];
@@ -645,6 +698,7 @@ async function main(): Promise<void> {
   for (const s of opts.scenarios) scenarios.push(await runScenario(ctx, s));
   const memory = opts.memorySize > 0 ? await memoryRun(ctx) : undefined;
   const sessions = opts.sessions > 0 ? await sessionsRun(ctx) : undefined;
+  const replicas = opts.replicas > 1 ? await replicasRun(ctx) : undefined;
 
   const report: BenchReport = {
     machine: { ...machine, loadAvgEnd: loadavg()[0] ?? 0 },
@@ -658,6 +712,7 @@ async function main(): Promise<void> {
     memorySize: opts.memorySize,
     memory,
     sessions,
+    replicas,
     startup,
   };
   process.stdout.write(`\n${renderTables(report)}\n`);

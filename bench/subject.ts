@@ -130,6 +130,11 @@ export class ResyncCli {
     ]);
   }
 
+  /** `resync push IMAGE 127.0.0.1:PORT1/VOLUME 127.0.0.1:PORT2/VOLUME ...`: several replicas from one read. */
+  pushMany(image: string, ports: readonly number[], volume: string, secretFile: string): Promise<ResyncRun> {
+    return this.run(['push', '--json', '--secret-file', secretFile, image, ...ports.map((p) => `127.0.0.1:${p}/${volume}`)]);
+  }
+
   /** `resync pull 127.0.0.1:PORT/VOLUME IMAGE` (in place, the default). */
   pull(port: number, volume: string, image: string, secretFile: string, blockSize?: number): Promise<ResyncRun> {
     return this.run([

@@ -185,7 +185,7 @@ function toArray(m: Message): unknown[] {
     case 0x23:
       return [m.type, m.mac];
     case 0x30:
-      return [m.type, m.mode, m.volume, m.imageSize, m.blockSize, m.resumeId];
+      return m.seed ? [m.type, m.mode, m.volume, m.imageSize, m.blockSize, m.resumeId, m.seed] : [m.type, m.mode, m.volume, m.imageSize, m.blockSize, m.resumeId];
     case 0x31:
       return [m.type, m.imageSize, m.sessionId, m.resumeFrom];
     case 0x40:
@@ -365,9 +365,11 @@ function validate(v: unknown): Message {
       f.count(2);
       return { type, mac: f.bin(1, 'mac', HASH_LEN, HASH_LEN) };
     case MsgType.Open: {
-      f.count(6);
+      // A seventh field, the push seed, only for push (cap "push-seed").
+      if (v.length !== 7) f.count(6);
       const mode = f.str(1, 'mode', 16);
       if (mode !== 'push' && mode !== 'pull' && mode !== 'verify' && mode !== 'recover' && mode !== 'dirty') throw bad(`Open: unknown mode ${JSON.stringify(mode)}`);
+      if (v.length === 7 && mode !== 'push') throw bad(`Open: a seed goes with push only, not ${mode}`);
       return {
         type,
         mode,
@@ -375,6 +377,7 @@ function validate(v: unknown): Message {
         imageSize: f.uint(3, 'image size'),
         blockSize: f.uint(4, 'block size', MAX_BLOCK_SIZE),
         resumeId: f.str(5, 'resume id', 64),
+        ...(v.length === 7 ? { seed: f.bin(6, 'seed', SEED_LEN, SEED_LEN) } : {}),
       };
     }
     case MsgType.Ready:

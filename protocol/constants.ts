@@ -24,6 +24,9 @@ export const PROTOCOL_VERSION = 1;
 /** Bytes before the first frame of a file or a connection: magic u32 BE, version u16 BE, flags u16 BE. */
 export const PREAMBLE_LEN = 8;
 
+/** Capability: the server takes its push signature's seed from Open's seventh field (WIRE.md, Open). */
+export const PUSH_SEED_CAP = 'push-seed';
+
 /** Message type ids: the first element of every msgpack message array. */
 export const MsgType = {
   /** 0x01: signature header (block size, image size, strong hash, seed). */

@@ -157,6 +157,13 @@ export interface OpenMsg {
   blockSize: number;
   /** Session id to resume, or empty. */
   resumeId: string;
+  /**
+   * push only, to a server offering the "push-seed" capability: the seed the
+   * server's signature must use (SEED_LEN bytes). A push to several replicas
+   * gives them all the same one, so the primary hashes its image once for all.
+   * Absent: the server picks a random seed (and the message has 6 fields).
+   */
+  seed?: Uint8Array | undefined;
 }
 /** 0x31 */
 export interface ReadyMsg {

@@ -27,6 +27,7 @@ export async function push(image: string, opts: ClientOptions): Promise<SyncResu
 export async function pull(image: string, opts: ClientOptions): Promise<SyncResult> {
   return isNbdUri(image) ? pullIntoNbd(image, opts) : pullImage(image, opts);
 }
+export { pushToReplicas, type Replica, type ReplicaOutcome, type FanoutResult, type FanoutOptions } from '../net/fanout.js';
 export { realAllowDirs } from '../net/allow.js';
 export { stdioDuplex } from '../net/pipes.js';
 

@@ -26,6 +26,8 @@ export const ExitCode = {
   DIFFERENT: 10,
   /** The image is in use by another resync session; nothing was changed. */
   LOCKED: 11,
+  /** A push to several replicas updated some of them and failed for others. */
+  PARTIAL: 12,
   /** Interrupted by SIGINT (Ctrl-C); re-run to resume. */
   INTERRUPTED: 130,
   /** Stopped by SIGTERM; re-run to resume. */
@@ -58,6 +60,7 @@ const BY_CODE: Record<ErrorCode, number> = {
   ERR_NOT_FOUND: ExitCode.DENIED,
   ERR_JOURNAL: ExitCode.JOURNAL,
   ERR_LOCKED: ExitCode.LOCKED,
+  ERR_PARTIAL: ExitCode.PARTIAL,
   ERR_INTERRUPTED: ExitCode.INTERRUPTED,
 };
 
@@ -75,6 +78,7 @@ const SUMMARY: Record<keyof typeof ExitCode, string | null> = {
   JOURNAL: 'journal',
   DIFFERENT: 'verify: images differ',
   LOCKED: 'image locked by another session',
+  PARTIAL: 'push: some replicas failed',
   INTERRUPTED: 'interrupted',
   TERMINATED: 'terminated',
 };

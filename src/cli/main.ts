@@ -63,7 +63,8 @@ void cli
     for (const [k, v] of Object.entries(argv)) if (v === DASH) argv[k] = '-';
     // yargs makes an option given twice an array, which no command expects (only --volume and --allow repeat):
     // which one was meant? Refused rather than one picked.
-    const twice = Object.keys(argv).filter((k) => k !== '_' && !REPEATABLE.has(k) && Array.isArray(argv[k]) && !/[A-Z]/.test(k));
+    // (push takes several remotes: its variadic positional is an array too.)
+    const twice = Object.keys(argv).filter((k) => k !== '_' && !REPEATABLE.has(k) && !(k === 'remote' && argv._[0] === 'push') && Array.isArray(argv[k]) && !/[A-Z]/.test(k));
     const named = twice.find((k) => k.length > 1) ?? twice[0];
     // (yargs passes on only its own errors from middleware: report it here.)
     if (named !== undefined) usageError(`--${named} is given ${(argv[named] as unknown[]).length} times: give it once`);

@@ -274,6 +274,26 @@ function stderrEnv(): ProgressEnv {
  * Keys it does not know are shown as `key: value`. Pure.
  */
 export function formatSummary(command: string, summary: Record<string, unknown>): string {
+  const { main, more, replicas } = summaryParts(summary);
+  const first = `${command}: done${main.length ? `: ${main.join('; ')}` : ''}`;
+  return [more.length ? `${first}\n  ${more.join('; ')}` : first, ...replicas].join('\n');
+}
+
+/**
+ * One line per replica of a push to several (`replicas` in its summary): the
+ * remote, then what a single push's summary says, or why it failed. Pure.
+ */
+export function formatReplicaLines(replicas: unknown): string[] {
+  if (!Array.isArray(replicas)) return [];
+  return replicas.map((r: Record<string, unknown>) => {
+    const { remote, ok, code, message, hint, exitCode: _exit, ...rest } = r;
+    if (ok !== true) return `  ${String(remote)}: failed: error ${String(code)}: ${String(message)}${typeof hint === 'string' ? ` (hint: ${hint})` : ''}`;
+    const { main, more } = summaryParts(rest);
+    return `  ${String(remote)}: ${[...main, ...more].join('; ')}`;
+  });
+}
+
+function summaryParts(summary: Record<string, unknown>): { main: string[]; more: string[]; replicas: string[] } {
   const s = { ...summary };
   const take = (k: string): unknown => {
     const v = s[k];
@@ -285,11 +305,13 @@ export function formatSummary(command: string, summary: Record<string, unknown>)
     return typeof v === 'number' ? v : undefined;
   };
   const main: string[] = [];
+  const replicas = take('replicas');
   const size = num('imageSize');
   const ms = num('elapsedMs');
+  const fanout = Array.isArray(replicas) ? ` to ${replicas.length} replicas` : '';
   if (size !== undefined) {
     const secs = ms !== undefined ? ms / 1000 : undefined;
-    main.push(`${fmtBytes(size)}${secs !== undefined ? ` in ${secs.toFixed(secs < 10 ? 2 : 1)} s${secs > 0 ? ` (${fmtBytes(size / secs)}/s)` : ''}` : ''}`);
+    main.push(`${fmtBytes(size)}${fanout}${secs !== undefined ? ` in ${secs.toFixed(secs < 10 ? 2 : 1)} s${secs > 0 ? ` (${fmtBytes(size / secs)}/s)` : ''}` : ''}`);
   } else if (ms !== undefined) main.push(`${(ms / 1000).toFixed(2)} s`);
   const matched = num('matchedBytes');
   const literal = num('literalBytes');
@@ -301,6 +323,7 @@ export function formatSummary(command: string, summary: Record<string, unknown>)
     ['signatureBytes', 'signature'],
     ['deltaBytes', 'delta'],
     ['bytesWritten', 'wrote'],
+    ['sharedReadBytes', 'read once'],
   ] as const) {
     const v = num(k);
     if (v !== undefined) main.push(`${name} ${fmtBytes(v)}`);
@@ -321,6 +344,10 @@ export function formatSummary(command: string, summary: Record<string, unknown>)
   if (bs) more.push(`block ${fmtBytes(bs)}`);
   const resumed = num('resumedFrom');
   if (resumed) more.push(`resumed from ${fmtBytes(resumed)}`);
+  const passes = num('hashPasses');
+  if (passes !== undefined) more.push(`${passes} hash ${passes === 1 ? 'pass' : 'passes'} over the image`);
+  // A replica of a multi-replica push whose hash pass could not join the shared read.
+  if (take('sharedRead') === false) more.push('read on its own');
   const note = take('note');
   for (const [k, v] of Object.entries(s)) {
     if (v === undefined) continue;
@@ -328,8 +355,7 @@ export function formatSummary(command: string, summary: Record<string, unknown>)
     more.push(`${k}: ${shown}`);
   }
   if (typeof note === 'string') more.push(note);
-  const first = `${command}: done${main.length ? `: ${main.join('; ')}` : ''}`;
-  return more.length ? `${first}\n  ${more.join('; ')}` : first;
+  return { main, more, replicas: formatReplicaLines(replicas) };
 }
 
 /** Version of every `--json` object (docs/json.md); bumped when a field changes meaning or goes away. */
@@ -338,7 +364,10 @@ export const JSON_SCHEMA = 1;
 /** Milliseconds as whole numbers in JSON (`elapsedMs`: 1234, not 1234.5678). */
 function jsonFields(summary: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(summary)) out[k] = typeof v === 'number' && /Ms$/.test(k) ? Math.round(v) : v;
+  for (const [k, v] of Object.entries(summary)) {
+    // The entries of a list of objects (`replicas`) the same way.
+    out[k] = typeof v === 'number' && /Ms$/.test(k) ? Math.round(v) : Array.isArray(v) ? v.map((x: unknown) => (typeof x === 'object' && x !== null && !Array.isArray(x) ? jsonFields(x as Record<string, unknown>) : x)) : v;
+  }
   return out;
 }
 
@@ -360,7 +389,14 @@ export function printError(json: boolean, command: string, e: unknown, hint?: st
   const msg = (e instanceof Error ? e.message : String(e)).replace(/\s*\n\s*/g, ' ');
   // A config error lists every problem found, one line each, before the error line.
   const problems = isSyncError(e) && Array.isArray(e.details.problems) ? (e.details.problems as { where: string; message: string }[]) : undefined;
-  if (json) process.stdout.write(JSON.stringify({ schema: JSON_SCHEMA, command: command || null, ok: false, code, message: msg, ...(hint ? { hint } : {}), ...(problems ? { problems } : {}) }) + '\n');
+  // A push to several replicas that failed for some: what each did, with the error (docs/json.md).
+  const report = isSyncError(e) && typeof e.details.report === 'object' && e.details.report !== null ? (e.details.report as Record<string, unknown>) : undefined;
+  if (json) process.stdout.write(JSON.stringify({ schema: JSON_SCHEMA, command: command || null, ok: false, code, message: msg, ...(hint ? { hint } : {}), ...(problems ? { problems } : {}), ...(report ? jsonFields(report) : {}) }) + '\n');
+  else if (report && Array.isArray(report.replicas)) {
+    const n = report.replicas.length;
+    const done = report.replicas.filter((r: { ok?: unknown }) => r.ok === true).length;
+    process.stdout.write(`${command}: ${done} of ${n} replicas updated\n${formatReplicaLines(report.replicas).join('\n')}\n`);
+  }
   if (problems && problems.length > 1) for (const p of problems) process.stderr.write(`resync${command ? ` ${command}` : ''}: ${[(e as SyncError).details.source, p.where, p.message].filter((x) => x).join(': ')}\n`);
   process.stderr.write(`resync${command ? ` ${command}` : ''}: error ${code}: ${msg}${hint ? ` (hint: ${hint})` : ''}\n`);
   if (!isSyncError(e) && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`);

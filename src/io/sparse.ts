@@ -122,6 +122,12 @@ export interface PieceOptions {
    */
   alternate?: boolean | undefined;
   /**
+   * Read data pieces into these buffers in turn (each at least one piece
+   * long), for a reader that holds several pieces at once (io/shared-read.ts).
+   * Entries may be replaced between pieces. Overrides `buffer` and `alternate`.
+   */
+  ring?: Buffer[] | undefined;
+  /**
    * Largest zero piece (rounded down to `align`), default `chunk`. Zero
    * pieces cost no read, so a long hole goes in few pieces; `data` then
    * holds at most `chunk` of its zeros (see Piece).
@@ -151,12 +157,13 @@ export async function* readPieces(img: ImageHandle, opts: PieceOptions = {}): As
   const step = pieceStep(chunk, align);
   const holeStep = Math.max(step, pieceStep(opts.holeChunk ?? chunk, align));
   const len = pieceBufferLength(img.size, opts);
-  let buf = opts.buffer && opts.buffer.length >= len ? opts.buffer.subarray(0, len) : Buffer.allocUnsafe(len);
+  let buf = opts.ring ? Buffer.alloc(0) : opts.buffer && opts.buffer.length >= len ? opts.buffer.subarray(0, len) : Buffer.allocUnsafe(len);
   let other: Buffer | null = null;
   let zeros: Buffer | null = null;
   const up = (x: number): number => Math.min(end, Math.ceil(x / align) * align);
   const down = (x: number): number => Math.floor(x / align) * align;
   let sinceYield = 0;
+  let turn = 0;
   let pos = start;
   // The data extent most recently found, reused until pos passes it.
   const dataAfter = (at: number): Promise<[number, number] | null> | [number, number] | null => (img.remote ? img.remote.nextData(at, end, holes) : nextData(img, at, end, holes));
@@ -175,7 +182,10 @@ export async function* readPieces(img: ImageHandle, opts: PieceOptions = {}): As
       // Data up to the end of the extent, rounded up to a block (pos is on a block boundary).
       const n = Math.min(step, Math.max(up(extent![1]), pos + align) - pos, end - pos);
       let into = buf;
-      if (opts.alternate) {
+      if (opts.ring) {
+        into = opts.ring[turn]!;
+        turn = (turn + 1) % opts.ring.length;
+      } else if (opts.alternate) {
         other ??= Buffer.allocUnsafe(buf.length);
         [into, other] = [other, buf];
         buf = into;

@@ -6,13 +6,13 @@ import type { DeltaStats } from '../core/ops.js';
 import { defaultBlockSize } from '../core/signature.js';
 import { openImage, openOrCreateImage, type ImageHandle } from '../io/image.js';
 import { lockImage } from '../io/lock.js';
-import { MsgType, PROTOCOL_VERSION } from '../../protocol/constants.js';
+import { MsgType, PROTOCOL_VERSION, PUSH_SEED_CAP } from '../../protocol/constants.js';
 import { clientProof, macEquals, newNonce, serverProof, PREAUTH_CAP, PREAUTH_KEY } from '../../protocol/auth.js';
 import { dialSsh, type SshTarget } from './ssh.js';
 import type { ReadyMsg } from '../../protocol/messages.js';
 import type { ProgressFn } from '../core/progress.js';
 import { dial, type ClientTls, type Connection } from './connection.js';
-import { sendFrom } from './sender.js';
+import { sendFrom, type PrepassFn } from './sender.js';
 import { receiveInto } from './receiver.js';
 import { journalPathFor } from '../io/journal.js';
 import { SUBSUMS_CAP } from './subsums.js';
@@ -133,9 +133,50 @@ function codecName(c: LiteralCodec | null): { compression?: string } {
 }
 
 /** Open a session on the volume after authentication; returns the server's Ready. */
-export async function openSession(conn: Connection, mode: 'push' | 'pull' | 'verify' | 'dirty', opts: ClientOptions, imageSize: number): Promise<ReadyMsg> {
-  await conn.send({ type: MsgType.Open, mode, volume: opts.volume, imageSize, blockSize: opts.blockSize ?? 0, resumeId: '' });
+export async function openSession(conn: Connection, mode: 'push' | 'pull' | 'verify' | 'dirty', opts: ClientOptions, imageSize: number, seed?: Uint8Array): Promise<ReadyMsg> {
+  // A push seed only to a server that takes one (older ones refuse a seventh field).
+  const s = mode === 'push' && seed && conn.peerCaps.includes(PUSH_SEED_CAP) ? { seed } : {};
+  await conn.send({ type: MsgType.Open, mode, volume: opts.volume, imageSize, blockSize: opts.blockSize ?? 0, resumeId: '', ...s });
   return conn.expect(MsgType.Ready, 'ready');
+}
+
+/**
+ * One push session on an authenticated connection: Open (offering `seed`
+ * to a server that takes one), the delta, and the server's verdict, checked.
+ * `prepass`: the hash pass run by the caller (a push to several, net/fanout.ts).
+ */
+export async function pushSession(
+  conn: Connection,
+  img: ImageHandle,
+  opts: ClientOptions,
+  t0: number,
+  extra: { seed?: Uint8Array | undefined; prepass?: PrepassFn | undefined } = {},
+): Promise<SyncResult> {
+  const ready = await openSession(conn, 'push', opts, img.size, extra.seed);
+  const codec = codecFor(opts, conn.peerCaps);
+  const d = await sendFrom(conn, img, {
+    onProgress: opts.onProgress,
+    compress: codec,
+    subSums: conn.peerCaps.includes(SUBSUMS_CAP),
+    prepass: extra.prepass,
+  });
+  const res = await conn.expect(MsgType.Result, 'result');
+  if (!res.ok || !Buffer.from(res.targetHash).equals(d.targetHash)) {
+    throw new SyncError('ERR_VERIFY_FAILED', 'the server could not verify the rebuilt volume');
+  }
+  conn.end();
+  return {
+    ...d,
+    resumedFrom: ready.resumeFrom,
+    imageSize: img.size,
+    blockSize: d.blockSize,
+    bytesSent: conn.bytesOut,
+    bytesReceived: conn.bytesIn,
+    elapsedMs: performance.now() - t0,
+    verified: true,
+    bytesWritten: res.bytesWritten,
+    ...codecName(codec),
+  };
 }
 
 /** Make the remote volume identical to the local image `imagePath`. */
@@ -155,30 +196,7 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
     trace('client: connecting');
     conn = await connectAuthenticated(opts);
     trace('client: authenticated');
-    const ready = await openSession(conn, 'push', opts, img.size);
-    const codec = codecFor(opts, conn.peerCaps);
-    const d = await sendFrom(conn, img, {
-      onProgress: opts.onProgress,
-      compress: codec,
-      subSums: conn.peerCaps.includes(SUBSUMS_CAP),
-    });
-    const res = await conn.expect(MsgType.Result, 'result');
-    if (!res.ok || !Buffer.from(res.targetHash).equals(d.targetHash)) {
-      throw new SyncError('ERR_VERIFY_FAILED', 'the server could not verify the rebuilt volume');
-    }
-    conn.end();
-    return {
-      ...d,
-      resumedFrom: ready.resumeFrom,
-      imageSize: img.size,
-      blockSize: d.blockSize,
-      bytesSent: conn.bytesOut,
-      bytesReceived: conn.bytesIn,
-      elapsedMs: performance.now() - t0,
-      verified: true,
-      bytesWritten: res.bytesWritten,
-      ...codecName(codec),
-    };
+    return await pushSession(conn, img, opts, t0);
   } catch (e) {
     conn?.destroy();
     throw e;

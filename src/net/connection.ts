@@ -46,9 +46,10 @@ const LOW_WATER = 8;
 
 /**
  * The codes a peer's Error keeps; any other becomes ERR_REMOTE. ERR_LOCKED
- * is about a lock on the peer's own machine, which it reports as ERR_BUSY.
+ * is about a lock on the peer's own machine, which it reports as ERR_BUSY;
+ * ERR_PARTIAL is a client's summary of several sessions, never a peer's.
  */
-const KNOWN_CODES: ReadonlySet<string> = new Set<string>(ERROR_CODES.filter((c) => c !== 'ERR_LOCKED'));
+const KNOWN_CODES: ReadonlySet<string> = new Set<string>(ERROR_CODES.filter((c) => c !== 'ERR_LOCKED' && c !== 'ERR_PARTIAL'));
 
 /** Turn a peer's Error message into a typed error with the peer's code. */
 export function remoteError(code: string, message: string, peer: string): SyncError {

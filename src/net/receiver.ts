@@ -41,9 +41,10 @@ export async function sendSignature(
   img: ImageHandle,
   blockSize: number | undefined,
   onProgress?: ProgressFn,
-  opts: { twoLevel?: boolean } = {},
+  /** `seed`: the one the delta side asked for (Open's seed, cap "push-seed"); default a random one. */
+  opts: { twoLevel?: boolean; seed?: Uint8Array | undefined } = {},
 ): Promise<SignatureParams & { fullDigests: Uint8Array | null }> {
-  const params = makeSignatureParams(img.size, randomBytes(SEED_LEN), { blockSize });
+  const params = makeSignatureParams(img.size, opts.seed ?? randomBytes(SEED_LEN), { blockSize });
   // Keep full block digests (32 bytes a block, bounded by the block-count cap) so
   // an in-place receiver can verify untouched blocks without reading them again.
   const gen = new SignatureGenerator(params, { keepFullDigests: true });
@@ -252,10 +253,12 @@ export async function receiveInto(
     signatureProgress?: boolean;
     /** A failure while receiving the delta is sent to the peer before it propagates. */
     reportToPeer?: boolean;
+    /** The seed the peer asked the signature to use (a push's Open, cap "push-seed"). */
+    seed?: Uint8Array | undefined;
   } = {},
 ): Promise<ReceiveDeltaResult> {
   const before = await imageStamp(img);
-  const sent = await sendSignature(conn, img, blockSize, opts.signatureProgress ? opts.onProgress : undefined);
+  const sent = await sendSignature(conn, img, blockSize, opts.signatureProgress ? opts.onProgress : undefined, { seed: opts.seed });
   try {
     return await receiveDelta(
       conn,

@@ -7,7 +7,7 @@ import { IO_CHUNK, YIELD_EVERY_BYTES } from '../core/limits.js';
 import { SyncError } from '../core/errors.js';
 import { DeltaMatcher } from '../core/matcher.js';
 import type { DeltaOp, DeltaStats } from '../core/ops.js';
-import { Signature, subBlockSize } from '../core/signature.js';
+import { Signature, subBlockSize, type SignatureParams } from '../core/signature.js';
 import { FULL_DIGEST_LEN, StrongHasher, isZeroRange } from '../core/strong.js';
 import { weakSum } from '../core/rolling.js';
 import { MAX_REGION_BLOCKS, REGION_HASH_LEN } from '../../protocol/constants.js';
@@ -15,7 +15,7 @@ import { imageHashBuilder, regionHash } from '../core/imagehash.js';
 import { chunkFromMessage, opMessage, paramsFromHeader, wireDeltaHeader } from '../../protocol/convert.js';
 import type { LiteralCodec } from '../../protocol/literal-codec.js';
 import { readExactSync, type ImageHandle } from '../io/image.js';
-import { SIG_READ_CHUNK, readPieces, sigReadBuffer } from '../io/sparse.js';
+import { SIG_READ_CHUNK, readPieces, sigReadBuffer, type Piece } from '../io/sparse.js';
 import { trace } from '../io/trace.js';
 import { MsgType } from '../../protocol/constants.js';
 import type { ProgressFn } from '../core/progress.js';
@@ -45,6 +45,66 @@ export interface ReceivedSignature {
   unchanged?: boolean;
 }
 
+/** What the delta side's hash pass learns of its own image under the peer's signature spec. */
+export interface OwnHashes {
+  /** Strong-hash prefixes (strongLen bytes) of every aligned block. */
+  own: Uint8Array;
+  /** Weak sums of every aligned block and hashes of every region (two-level signatures only). */
+  ownWeak: Uint32Array | null;
+  ownRegions: Uint8Array | null;
+  /** The image hash under the spec. */
+  targetHash: Buffer;
+}
+
+/**
+ * The hash pass: every aligned block of `img` under the signature's block
+ * size, hash and seed (and regions of R blocks when R > 0), read from
+ * `pieces` (aligned to the block size) or from a read of its own. Depends on
+ * nothing but those: sessions whose signatures agree on them can share one
+ * pass (net/fanout.ts).
+ */
+export async function hashOwnImage(img: ImageHandle, params: SignatureParams, R: number, pieces?: AsyncIterable<Piece> | null, onProgress?: ProgressFn): Promise<OwnHashes> {
+  const bs = params.blockSize;
+  const sl = params.strongLen;
+  const nOwn = Math.ceil(img.size / bs);
+  const own = new Uint8Array(nOwn * sl);
+  const ownWeak = R ? new Uint32Array(nOwn) : null;
+  const ownRegions = R ? new Uint8Array(Math.ceil(nOwn / R) * REGION_HASH_LEN) : null;
+  const image = imageHashBuilder(img.size, params);
+  const hasher = new StrongHasher(params.strongAlg, params.seed, sl);
+  let i = 0;
+  let done = 0;
+  const slot = pieces ? null : sigReadBuffer(img, bs);
+  try {
+    // Full digests of the current region, hashed once the region is complete (as regionHash does).
+    const regionDigests = R ? new Uint8Array(R * FULL_DIGEST_LEN) : null;
+    for await (const { data: c, zero: hole } of pieces ?? readPieces(img, { chunk: SIG_READ_CHUNK, align: bs, buffer: slot?.buf })) {
+      for (let p = 0; p < c.length; p += bs, i++) {
+        const e = Math.min(p + bs, c.length);
+        const zero = hole || isZeroRange(c, p, e);
+        const full = hasher.hash(c, p, e, zero);
+        own.set(full.subarray(0, sl), i * sl);
+        image.pushDigest(i, e - p, full);
+        if (regionDigests) {
+          ownWeak![i] = weakSum(c, p, e, zero);
+          regionDigests.set(full, (i % R) * FULL_DIGEST_LEN);
+          if ((i + 1) % R === 0 || i + 1 === nOwn) {
+            ownRegions!.set(regionHash(regionDigests.subarray(0, ((i % R) + 1) * FULL_DIGEST_LEN)), Math.floor(i / R) * REGION_HASH_LEN);
+          }
+        }
+      }
+      done += c.length;
+      onProgress?.({ phase: 'hash', done, total: img.size });
+    }
+  } finally {
+    slot?.release();
+  }
+  return { own, ownWeak, ownRegions, targetHash: image.digest() };
+}
+
+/** Runs the hash pass for a signature spec, when the caller does (one pass shared by sessions, net/fanout.ts). */
+export type PrepassFn = (params: SignatureParams, regionBlocks: number) => Promise<OwnHashes>;
+
 /**
  * Receive the signature while hashing our own image's aligned blocks with
  * its seed in parallel (the peer is busy computing the signature meanwhile).
@@ -55,49 +115,14 @@ export async function receiveSignatureWithPrepass(
   conn: Connection,
   img: ImageHandle,
   onProgress?: ProgressFn,
-  opts: { indexUnchanged?: boolean } = {},
+  opts: { indexUnchanged?: boolean; prepass?: PrepassFn | undefined } = {},
 ): Promise<ReceivedSignature> {
   const h = await conn.expect(MsgType.SigHeader, 'a signature header');
   const params = paramsFromHeader(h);
   const R = h.regionBlocks;
   const sig = new Signature(params);
-  const bs = params.blockSize;
   const sl = params.strongLen;
-  const nOwn = Math.ceil(img.size / bs);
-  const own = new Uint8Array(nOwn * sl);
-  const ownWeak = R ? new Uint32Array(nOwn) : null;
-  const ownRegions = R ? new Uint8Array(Math.ceil(nOwn / R) * REGION_HASH_LEN) : null;
-  const image = imageHashBuilder(img.size, params);
-  const hasher = new StrongHasher(params.strongAlg, params.seed, sl);
-  const pre = (async () => {
-    let i = 0;
-    let done = 0;
-    const slot = sigReadBuffer(img, bs);
-    try {
-      // Full digests of the current region, hashed once the region is complete (as regionHash does).
-      const regionDigests = R ? new Uint8Array(R * FULL_DIGEST_LEN) : null;
-      for await (const { data: c, zero: hole } of readPieces(img, { chunk: SIG_READ_CHUNK, align: bs, buffer: slot?.buf })) {
-        for (let p = 0; p < c.length; p += bs, i++) {
-          const e = Math.min(p + bs, c.length);
-          const zero = hole || isZeroRange(c, p, e);
-          const full = hasher.hash(c, p, e, zero);
-          own.set(full.subarray(0, sl), i * sl);
-          image.pushDigest(i, e - p, full);
-          if (regionDigests) {
-            ownWeak![i] = weakSum(c, p, e, zero);
-            regionDigests.set(full, (i % R) * FULL_DIGEST_LEN);
-            if ((i + 1) % R === 0 || i + 1 === nOwn) {
-              ownRegions!.set(regionHash(regionDigests.subarray(0, ((i % R) + 1) * FULL_DIGEST_LEN)), Math.floor(i / R) * REGION_HASH_LEN);
-            }
-          }
-        }
-        done += c.length;
-        onProgress?.({ phase: 'hash', done, total: img.size });
-      }
-    } finally {
-      slot?.release();
-    }
-  })();
+  const pre = opts.prepass ? opts.prepass(params, R) : hashOwnImage(img, params, R, null, onProgress);
   trace('sender: prepass started');
   // If receiving fails first, the prepass must not end as an unobserved rejection.
   pre.catch(() => undefined);
@@ -114,7 +139,7 @@ export async function receiveSignatureWithPrepass(
       theirs.set(m.hashes, got * REGION_HASH_LEN);
       got += k;
     }
-    await pre;
+    const { ownRegions } = await pre;
     trace('sender: region hashes in, prepass done');
     need = new Uint8Array(bitmapBytes(regions));
     const ownCount = ownRegions!.length / REGION_HASH_LEN;
@@ -143,10 +168,10 @@ export async function receiveSignatureWithPrepass(
     }
     throw new ProtocolError('expected signature blocks');
   }
-  await pre;
+  const { own, ownWeak, targetHash } = await pre;
   if (need && opts.indexUnchanged === false && sig.params.imageSize === img.size && sig.receivedBlocks === 0 && need.every((b) => b === 0)) {
     trace('sender: signature complete (unchanged)');
-    return { sig, own, targetHash: image.digest(), unchanged: true };
+    return { sig, own, targetHash, unchanged: true };
   }
   if (need) {
     // Regions known identical: their blocks are ours, so our own sums stand in for theirs.
@@ -157,7 +182,7 @@ export async function receiveSignatureWithPrepass(
   }
   trace('sender: signature complete');
   if (!sig.isComplete) throw new SyncError('ERR_CORRUPT', `signature ended with ${sig.receivedBlocks} of ${sig.blockCount} blocks`);
-  return { sig, own, targetHash: image.digest() };
+  return { sig, own, targetHash };
 }
 
 /** Scan `img` against the signature and stream the delta to the peer. */
@@ -271,14 +296,15 @@ export async function sendDelta(
 /**
  * The whole sending role: take the peer's signature, then stream the delta
  * that turns its image into `img`. `compress`: the codec literals go out with;
- * `subSums`: the peer answers SubNeed (it announced the capability).
+ * `subSums`: the peer answers SubNeed (it announced the capability); `prepass`:
+ * the hash pass run by the caller (shared by several sessions, net/fanout.ts).
  */
 export async function sendFrom(
   conn: Connection,
   img: ImageHandle,
-  opts: { onProgress?: ProgressFn | undefined; compress?: boolean | LiteralCodec | null; subSums?: boolean } = {},
+  opts: { onProgress?: ProgressFn | undefined; compress?: boolean | LiteralCodec | null; subSums?: boolean; prepass?: PrepassFn | undefined } = {},
 ): Promise<SendDeltaResult & { blockSize: number }> {
-  const rs = await receiveSignatureWithPrepass(conn, img, opts.onProgress, { indexUnchanged: false });
+  const rs = await receiveSignatureWithPrepass(conn, img, opts.onProgress, { indexUnchanged: false, prepass: opts.prepass });
   const d = await sendDelta(conn, rs, img, opts.onProgress, opts.compress ?? false, opts.subSums === true);
   return { ...d, blockSize: rs.sig.params.blockSize };
 }

@@ -34,7 +34,7 @@ const BUSY_RECHECK_MS = 2_000;
 import { defaultBlockSize } from '../core/signature.js';
 import { openImage, openOrCreateImage, type ImageHandle } from '../io/image.js';
 import { lockImage, type ImageLock, type LockMode } from '../io/lock.js';
-import { MsgType, PROTOCOL_VERSION, WIRE_MAGIC } from '../../protocol/constants.js';
+import { MsgType, PROTOCOL_VERSION, PUSH_SEED_CAP, WIRE_MAGIC } from '../../protocol/constants.js';
 import { macEquals, newNonce, clientProof, serverProof, PREAUTH_CAP, PREAUTH_KEY } from '../../protocol/auth.js';
 import { Connection } from './connection.js';
 import type { ServerConfig, VolumeConfig } from './config.js';
@@ -71,7 +71,7 @@ export interface ShutdownReport {
 export const RECOVER_CAP = 'recover';
 
 /** The capabilities this build offers ("zstd" only where the binding loads). */
-export const SERVER_CAPS = ['push', 'pull', 'verify', 'compress', SUBSUMS_CAP, RECOVER_CAP, DIRTY_CAP, ...(zstdStatus().available ? [ZSTD_CAP] : [])];
+export const SERVER_CAPS = ['push', 'pull', 'verify', 'compress', SUBSUMS_CAP, RECOVER_CAP, DIRTY_CAP, PUSH_SEED_CAP, ...(zstdStatus().available ? [ZSTD_CAP] : [])];
 
 /** A running resync server. */
 export class ResyncServer {
@@ -309,7 +309,7 @@ export class ResyncServer {
         const t0 = performance.now();
         this.log({ level: 'info', msg: `${open.mode} started`, peer, volume: open.volume, data: { mode: open.mode, peerImageSize: open.imageSize } });
         let stats: Record<string, unknown>;
-        if (open.mode === 'push') stats = await this.servePush(conn, vol, open.blockSize, open.imageSize);
+        if (open.mode === 'push') stats = await this.servePush(conn, vol, open.blockSize, open.imageSize, open.seed);
         else if (open.mode === 'recover') stats = await this.serveRecover(conn, vol);
         else if (open.mode === 'dirty') stats = await this.serveDirtyPush(conn, vol, open.blockSize, open.imageSize);
         else if (open.mode === 'pull') stats = await this.servePull(conn, vol, pickCodec(null, levelFromCaps(hello.caps), hello.caps), hello.caps.includes(SUBSUMS_CAP));
@@ -331,7 +331,7 @@ export class ResyncServer {
     }
   }
 
-  private async servePush(conn: Connection, vol: VolumeConfig, blockSize: number, sourceSize: number): Promise<Record<string, unknown>> {
+  private async servePush(conn: Connection, vol: VolumeConfig, blockSize: number, sourceSize: number, seed?: Uint8Array): Promise<Record<string, unknown>> {
     // Block devices are always patched in place (a temp file cannot be renamed onto a device).
     trace('server: push opened');
     const inPlace = vol.inPlace !== false || (await isBlockDevice(vol.path));
@@ -361,7 +361,7 @@ export class ResyncServer {
           tempFallback: vol.tempFallback !== false,
           tooLarge: (size, dev) => `the source is ${size} bytes but the volume is a ${dev}-byte block device`,
         },
-        { onProgress: progress, signatureProgress: true },
+        { onProgress: progress, signatureProgress: true, seed },
       );
       // The whole volume is verified now: an unfinished dirty-bitmap push before it no longer matters.
       await clearDirtyMarker(vol.path);

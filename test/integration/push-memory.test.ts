@@ -2,8 +2,8 @@
  * The push sender's memory stays bounded when every byte is new: its scan
  * reads synchronously and sends ops that resolve at once, and without turns
  * of the event loop V8 never freed the dead read buffers (a 1 GiB push of new
- * data peaked at 1.2 GB). Real processes on 127.0.0.1, peak RSS from the
- * kernel.
+ * data peaked at 1.2 GB). A push to two replicas at once stays within the
+ * same bound. Real processes on 127.0.0.1, peak RSS from the kernel.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -22,6 +22,39 @@ const SIZE = 512 * MiB;
 
 let dir: string;
 let server: ChildProcess | null = null;
+const others: ChildProcess[] = [];
+
+/** `resync serve` with one writable volume; resolves with the child and its port. */
+async function serveVolume(image: string, secret: string): Promise<{ child: ChildProcess; port: number }> {
+  const child = spawn(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--volume', `v=${image}:rw`, '--secret-file', secret], { stdio: ['ignore', 'pipe', 'pipe'] });
+  others.push(child);
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = '';
+    const look = (c: Buffer): void => {
+      out += c.toString();
+      const m = /listening on 127\.0\.0\.1:(\d+)/.exec(out);
+      if (m) resolve(Number(m[1]));
+    };
+    child.stdout!.on('data', look);
+    child.stderr!.on('data', look);
+    child.on('exit', () => reject(new Error(`server exited: ${out}`)));
+  });
+  return { child, port };
+}
+
+/** `resync push --json ARGS` with the peak RSS hook: its summary (it must exit 0) and peak RSS in bytes. */
+async function pushPeak(args: string[]): Promise<{ summary: unknown; peak: number }> {
+  const push = spawn(process.execPath, ['--import', RSS_HOOK, CLI, 'push', ...args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  push.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+  push.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  const code = await new Promise<number | null>((resolve) => push.on('close', resolve));
+  expect(code, stderr).toBe(0);
+  const peak = Number(/PEAK_RSS (\d+)/.exec(stderr)?.[1]);
+  expect(peak).toBeGreaterThan(0);
+  return { summary: JSON.parse(stdout), peak };
+}
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'resync-pushmem-'));
@@ -29,6 +62,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   server?.kill('SIGKILL');
+  for (const c of others) c.kill('SIGKILL');
   await rm(dir, { recursive: true, force: true });
 });
 
@@ -47,31 +81,40 @@ describe('push sender memory', () => {
       for (let p = 0; p < SIZE; p += 8 * MiB) await t.write(randomBytes(8 * MiB), 0, 8 * MiB, p);
       await t.close();
 
-      server = spawn(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--volume', `v=${basis}:rw`, '--secret-file', secret], { stdio: ['ignore', 'pipe', 'pipe'] });
-      const port = await new Promise<number>((resolve, reject) => {
-        let out = '';
-        const look = (c: Buffer): void => {
-          out += c.toString();
-          const m = /listening on 127\.0\.0\.1:(\d+)/.exec(out);
-          if (m) resolve(Number(m[1]));
-        };
-        server!.stdout!.on('data', look);
-        server!.stderr!.on('data', look);
-        server!.on('exit', () => reject(new Error(`server exited: ${out}`)));
-      });
+      const served = await serveVolume(basis, secret);
+      server = served.child;
+      const port = served.port;
 
-      const push = spawn(process.execPath, ['--import', RSS_HOOK, CLI, 'push', target, `127.0.0.1:${port}/v`, '--secret-file', secret, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      push.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-      push.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-      const code = await new Promise<number | null>((resolve) => push.on('close', resolve));
-      expect(code, stderr).toBe(0);
-      const r = JSON.parse(stdout) as { literalBytes: number; verified: boolean };
+      const { summary, peak } = await pushPeak([target, `127.0.0.1:${port}/v`, '--secret-file', secret]);
+      const r = summary as { literalBytes: number; verified: boolean };
       expect(r.verified).toBe(true);
       expect(r.literalBytes).toBeGreaterThan(SIZE * 0.99);
-      const peak = Number(/PEAK_RSS (\d+)/.exec(stderr)?.[1]);
-      expect(peak).toBeGreaterThan(0);
+      expect(peak).toBeLessThan(250 * 1e6);
+    },
+    120_000,
+  );
+
+  test(
+    'pushing 256 MiB of all-new data to two replicas at once peaks under the same 250 MB',
+    async () => {
+      const size = 256 * MiB;
+      const secret = join(dir, 'secret2');
+      await writeFile(secret, randomBytes(32).toString('base64'), { mode: 0o600 });
+      const target = join(dir, 'new2.img');
+      const t = await open(target, 'w');
+      for (let p = 0; p < size; p += 8 * MiB) await t.write(randomBytes(8 * MiB), 0, 8 * MiB, p);
+      await t.close();
+      const ports: number[] = [];
+      for (const name of ['r1.img', 'r2.img']) {
+        const b = await open(join(dir, name), 'w');
+        await b.truncate(size); // sparse zeros
+        await b.close();
+        ports.push((await serveVolume(join(dir, name), secret)).port);
+      }
+      const { summary, peak } = await pushPeak([target, ...ports.map((p) => `127.0.0.1:${p}/v`), '--secret-file', secret]);
+      const r = summary as { hashPasses: number; replicas: { ok: boolean; literalBytes: number }[] };
+      expect(r.hashPasses).toBe(1);
+      for (const x of r.replicas) expect(x.ok && x.literalBytes > size * 0.99).toBe(true);
       expect(peak).toBeLessThan(250 * 1e6);
     },
     120_000,

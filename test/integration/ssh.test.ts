@@ -158,6 +158,28 @@ describe.skipIf(!existsSync(SSHD))('over ssh (a real sshd on 127.0.0.1)', () => 
     // Each run logs in anew (seconds each on a loaded machine): generous limits.
   }, 240_000);
 
+  test('push to several ssh replicas: each updated from one read; one that cannot open its path fails alone (exit 12)', async () => {
+    const src = join(dir, 'fan-src.img');
+    await writeFile(src, randomBytes(9, 5 * MiB));
+    const [a, b] = [join(dir, 'images', 'fan-a.img'), join(dir, 'images', 'fan-b.img')];
+    await writeFile(a, Buffer.alloc(0));
+    await writeFile(b, randomBytes(10, 5 * MiB));
+    const ok = await cli('push', '--json', ...viaSsh(), src, remote(a), remote(b));
+    expect(ok.code, ok.stderr).toBe(0);
+    const o = json(ok);
+    expect(o).toMatchObject({ ok: true, hashPasses: 1 });
+    expect((o.replicas as Record<string, unknown>[]).map((r) => r.remote)).toEqual([remote(a), remote(b)]);
+    for (const f of [a, b]) expect(await sha(f)).toBe(await sha(src));
+    const missing = join(dir, 'no-such-dir', 'x.img');
+    const partial = await cli('push', '--json', ...viaSsh(), src, remote(a), remote(missing));
+    expect(partial.code, partial.stderr).toBe(12);
+    const p = json(partial);
+    expect(p).toMatchObject({ ok: false, code: 'ERR_PARTIAL' });
+    expect((p.replicas as Record<string, unknown>[]).map((r) => r.ok)).toEqual([true, false]);
+    expect(await sha(a)).toBe(await sha(src));
+    expect(existsSync(missing)).toBe(false);
+  }, 120_000);
+
   /**
    * Push `size` bytes of random data (every byte literal) into an empty
    * `vol` over ssh and kill ssh once the far side has applied 4 MiB of it

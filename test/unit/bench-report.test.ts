@@ -5,6 +5,8 @@ import {
   globalVerdicts,
   GOALS,
   renderMarkdown,
+  renderTables,
+  replicasRatio,
   scenarioVerdicts,
   sessionGrowth,
   type BenchReport,
@@ -149,6 +151,23 @@ describe('bench goals', () => {
     expect(worse?.status).toBe('not met');
     const fewer = globalVerdicts(report([], { sessions: { ...c, sessions: 4 } })).find((x) => x.key === 'sessions');
     expect(fewer?.status).toBe('not measured');
+  });
+
+  test('several replicas: the ratio of the medians, judged at 2 replicas only, and a section with every run', () => {
+    const c = { replicas: 2, imageSize: 512 * 1024 ** 2, oneMs: [1000, 900, 1100], manyMs: [1300, 1200, 1250], oneCpuMs: [800, 700, 900], manyCpuMs: [1000, 900, 950], oneRssBytes: 80e6, manyRssBytes: 90e6, hashPasses: 1 };
+    expect(replicasRatio(c)).toBe(1.25);
+    const v = globalVerdicts(report([], { replicas: c })).find((x) => x.key === 'replicas');
+    expect(v?.status).toBe('met');
+    expect(v?.evidence).toContain('1.25x');
+    const slower = globalVerdicts(report([], { replicas: { ...c, manyMs: [1300, 1260, 1300] } })).find((x) => x.key === 'replicas');
+    expect(slower?.status).toBe('not met');
+    const three = globalVerdicts(report([], { replicas: { ...c, replicas: 3 } })).find((x) => x.key === 'replicas');
+    expect(three?.status).toBe('not measured');
+    expect(globalVerdicts(report([])).find((x) => x.key === 'replicas')?.status).toBe('not measured');
+    const md = renderTables(report([], { replicas: c }));
+    expect(md).toContain('## Several replicas');
+    expect(md).toContain('| 2 replicas | 1.25 s | 1.30 s, 1.20 s, 1.25 s | 950 ms | 90 MB |');
+    expect(md).toContain('client CPU-time ratio 1.19');
   });
 
   test('the sparse goals are only judged at 64 GiB', () => {

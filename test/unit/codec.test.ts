@@ -101,6 +101,7 @@ const arbMessage: fc.Arbitrary<Message> = fc.oneof(
     blockSize: fc.nat({ max: MAX_BLOCK_SIZE }),
     resumeId: str(64),
   }),
+  fc.record({ type: fc.constant(MsgType.Open), mode: fc.constant('push' as const), volume: str(255), imageSize: u, blockSize: fc.nat({ max: MAX_BLOCK_SIZE }), resumeId: str(64), seed: bytes(SEED_LEN, SEED_LEN) }),
   fc.record({ type: fc.constant(MsgType.Ready), imageSize: u, sessionId: str(64), resumeFrom: u }),
   fc.record({ type: fc.constant(MsgType.Result), ok: fc.boolean(), bytesWritten: u, targetHash: hash }),
   fc.record({ type: fc.constant(MsgType.Error), code: str(64), message: str(MAX_STRING) }),
@@ -233,7 +234,9 @@ describe('validation', () => {
 
   test.each(Object.keys(VALID))('%s: one field too many or too few is ERR_CORRUPT', (name) => {
     const a = VALID[name]!;
-    expect(expectCorrupt([...a, 0]).message).toMatch(/expected \d+ fields/);
+    // Open may have a seventh field, the push seed, which 0 is not.
+    expect(expectCorrupt([...a, 0]).message).toMatch(name === 'Open' ? /seed/ : /expected \d+ fields/);
+    expect(expectCorrupt([...a, 0, 0]).message).toMatch(/expected \d+ fields/);
     expect(expectCorrupt(a.slice(0, -1)).message).toMatch(/expected \d+ fields/);
     expectCorrupt(a.slice(0, 1));
   });
@@ -323,6 +326,16 @@ describe('validation', () => {
     expectCorrupt(withField('Challenge', 3, ['push', 7]));
     // the limit counts UTF-16 code units: 128 astral characters are 256 units
     expectCorrupt(withField('Open', 2, '\u{1F600}'.repeat(128)));
+  });
+
+  test("Open's push seed: 16 bytes, with push only", () => {
+    const seed = new Uint8Array(SEED_LEN).fill(7);
+    const m = decodeMessage(pack([...VALID.Open!, seed]));
+    expect(m.type === MsgType.Open && Buffer.from(m.seed!).equals(Buffer.from(seed))).toBe(true);
+    expect(decodeMessage(pack(VALID.Open!))).not.toHaveProperty('seed');
+    expectCorrupt([...VALID.Open!, new Uint8Array(SEED_LEN - 1)]);
+    expectCorrupt([...VALID.Open!, new Uint8Array(SEED_LEN + 1)]);
+    expect(expectCorrupt([0x30, 'pull', 'vol', 10, 0, '', seed]).message).toMatch(/push only/);
   });
 
   test('non-string strings, non-boolean booleans and unknown modes are ERR_CORRUPT', () => {

@@ -21,8 +21,8 @@ describe('error codes', () => {
     for (const c of ERROR_CODES) expect(doc, c).toContain(`\`${c}\``);
   });
 
-  test("a peer's error keeps its code, except ERR_LOCKED (the peer's own lock) and codes we do not know", () => {
-    for (const c of ERROR_CODES) expect(remoteError(c, 'm', 'server').code).toBe(c === 'ERR_LOCKED' ? 'ERR_REMOTE' : c);
+  test("a peer's error keeps its code, except ERR_LOCKED (the peer's own lock), ERR_PARTIAL (a client's summary) and codes we do not know", () => {
+    for (const c of ERROR_CODES) expect(remoteError(c, 'm', 'server').code).toBe(c === 'ERR_LOCKED' || c === 'ERR_PARTIAL' ? 'ERR_REMOTE' : c);
     const e = remoteError('ERR_FROM_THE_FUTURE', 'm', 'server');
     expect(e.code).toBe('ERR_REMOTE');
     expect(e.details.remoteCode).toBe('ERR_FROM_THE_FUTURE');
@@ -30,7 +30,7 @@ describe('error codes', () => {
 
   test('the --help epilog lists every exit code but INTERNAL, as it did when written by hand', () => {
     expect(exitCodesEpilog()).toBe(
-      'Exit codes: 0 ok, 2 usage, 3 bad input file/message, 4 verification failed, 5 I/O, 6 no space, 7 network, 8 denied, 9 journal, 10 verify: images differ, 11 image locked by another session, 130 interrupted, 143 terminated. See docs/exit-codes.md.',
+      'Exit codes: 0 ok, 2 usage, 3 bad input file/message, 4 verification failed, 5 I/O, 6 no space, 7 network, 8 denied, 9 journal, 10 verify: images differ, 11 image locked by another session, 12 push: some replicas failed, 130 interrupted, 143 terminated. See docs/exit-codes.md.',
     );
   });
 

@@ -218,6 +218,25 @@ describe('formatSummary', () => {
     );
   });
 
+  test('a push to several replicas: the image and the shared read, then one line per replica, failures with their code and hint', () => {
+    const s = formatSummary('push', {
+      imageSize: 64 * MiB,
+      sharedReadBytes: 64 * MiB,
+      elapsedMs: 2000,
+      replicas: [
+        { remote: 'dr1:7873/vm1', ok: true, imageSize: 64 * MiB, blockSize: 8192, matchedBytes: 63 * MiB, literalBytes: MiB, copyOps: 3, literalOps: 2, bytesSent: MiB, bytesReceived: 2048, verified: true, resumedFrom: 0, elapsedMs: 1000, bytesWritten: MiB, sharedRead: true },
+        { remote: 'dr2:7873/vm1', ok: true, imageSize: 64 * MiB, blockSize: 16384, matchedBytes: 64 * MiB, literalBytes: 0, copyOps: 1, literalOps: 0, bytesSent: 300, bytesReceived: 900, verified: true, elapsedMs: 500, bytesWritten: 0, sharedRead: false },
+        { remote: 'dr3:7873/vm1', ok: false, code: 'ERR_AUTH', message: 'server: authentication failed', exitCode: 8, hint: 'check the secret', elapsedMs: 30 },
+      ],
+    });
+    expect(s.split('\n')).toEqual([
+      'push: done: 64.0 MiB to 3 replicas in 2.00 s (32.0 MiB/s); read once 64.0 MiB',
+      '  dr1:7873/vm1: 64.0 MiB in 1.00 s (64.0 MiB/s); matched 63.0 MiB, literal 1.0 MiB; sent 1.0 MiB, received 2.0 KiB; wrote 1.0 MiB; verified; 3 copies, 2 literals; block 8.0 KiB',
+      '  dr2:7873/vm1: 64.0 MiB in 0.50 s (128.0 MiB/s); matched 64.0 MiB, literal 0 B; sent 300 B, received 900 B; wrote 0 B; verified; 1 copy, 0 literals; block 16.0 KiB; read on its own',
+      '  dr3:7873/vm1: failed: error ERR_AUTH: server: authentication failed (hint: check the secret)',
+    ]);
+  });
+
   test('one copy, one literal', () => {
     expect(formatSummary('delta', { copyOps: 1, literalOps: 1 })).toBe('delta: done\n  1 copy, 1 literal');
   });

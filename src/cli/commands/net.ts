@@ -1,11 +1,12 @@
 /** `resync serve`, `push` and `pull`. */
 import type { Argv } from 'yargs';
-import { ParamError } from '../../core/errors.js';
+import { isSyncError, ParamError, SyncError } from '../../core/errors.js';
+import { exitCodeFor } from '../exit-codes.js';
 import { checkVolumes, ConfigError, parseRemote, readSecretFile, readServerConfig, readTlsFiles, splitHostPort, type ConfigProblem, type ServerConfig, type VolumeConfig } from '../../api/config.js';
 // Loaded on first use: keeps start-up short for commands that do not need it.
 const serverMod = () => import('../../api/net.js');
 // Loaded on first use: keeps start-up short for commands that do not need it.
-import type { ClientOptions, SyncResult } from '../../api/net.js';
+import type { ClientOptions, FanoutResult, SyncResult } from '../../api/net.js';
 import type { ProgressFn } from '../../core/progress.js';
 const clientMod = () => import('../../api/net.js');
 import { CLIENT_OPTIONS, clientTls, intOption, parseBwlimit, secondsOption, secretFileArg } from '../options.js';
@@ -134,14 +135,75 @@ function summary(r: SyncResult): Record<string, unknown> {
 }
 
 /** What an interrupted push leaves: the volume on the server, under its journal if the delta had started. */
-function pushInterrupted(argv: { remote: string; 'dry-run': boolean }): Interruption {
-  if (argv['dry-run']) return { target: argv.remote, state: 'unchanged', message: 'a dry run writes nothing' };
+function pushInterrupted(argv: { remote: string[]; 'dry-run': boolean }): Interruption {
+  const target = argv.remote.join(' ');
+  if (argv['dry-run']) return { target, state: 'unchanged', message: 'a dry run writes nothing' };
+  const several = argv.remote.length > 1;
   return {
-    target: argv.remote,
+    target,
     state: 'unknown',
-    message: `the volume ${argv.remote} is unchanged, or mid-update under the server's undo journal if the delta had started (consistent either way)`,
-    resume: 'run the same push again to resume it (the server refuses pulls of the volume until then)',
+    message: several
+      ? `each of the volumes ${argv.remote.join(', ')} is unchanged, updated, or mid-update under its server's undo journal (consistent either way)`
+      : `the volume ${target} is unchanged, or mid-update under the server's undo journal if the delta had started (consistent either way)`,
+    resume: `run the same push again to resume it (the server${several ? 's refuse pulls of a volume' : ' refuses pulls of the volume'} until then)`,
   };
+}
+
+/**
+ * ClientOptions for each remote of a push to several. One --secret-file
+ * serves every HOST:PORT/VOLUME remote and --tls applies to those only;
+ * --rsh and --remote-resync to the ssh ones only.
+ */
+async function replicaOptions(argv: Parameters<typeof clientOptionsFrom>[0] & { remote: string; remotes: string[] }, onProgress: ProgressFn): Promise<{ remote: string; opts: ClientOptions }[]> {
+  const seen = new Set<string>();
+  for (const r of argv.remotes) {
+    if (seen.has(r)) throw new ParamError(`remote ${JSON.stringify(r)} is given twice`);
+    seen.add(r);
+  }
+  const ssh = argv.remotes.map((r) => parseSshRemote(r) !== null);
+  const mixed = ssh.includes(true) && ssh.includes(false);
+  const out: { remote: string; opts: ClientOptions }[] = [];
+  for (const [k, remote] of argv.remotes.entries()) {
+    const a = { ...argv, remote };
+    if (mixed && ssh[k]) Object.assign(a, { 'secret-file': undefined, tls: false, 'tls-ca': undefined });
+    if (mixed && !ssh[k]) Object.assign(a, { rsh: undefined, 'remote-resync': undefined });
+    out.push({ remote, opts: await clientOptionsFrom(a, onProgress) });
+  }
+  return out;
+}
+
+/**
+ * The summary of a push to several replicas (docs/json.md): the image, the
+ * shared read and one entry per replica. Throws when any failed: ERR_PARTIAL
+ * (exit 12) if some were updated, else the first failure's code, with the
+ * report in its details so every replica is still reported.
+ */
+export function replicasSummary(r: FanoutResult, hint: (e: unknown, remote: string) => string | undefined): Record<string, unknown> {
+  const replicas = r.replicas.map((o) => {
+    if (o.ok) return { remote: o.remote, ok: true, ...summary(o.result), bytesWritten: o.result.bytesWritten, sharedRead: o.sharedRead };
+    const e = o.error;
+    const h = hint(e, o.remote);
+    return {
+      remote: o.remote,
+      ok: false,
+      code: isSyncError(e) ? e.code : 'ERR_INTERNAL',
+      message: (e instanceof Error ? e.message : String(e)).replace(/\s*\n\s*/g, ' '),
+      exitCode: exitCodeFor(e),
+      ...(h ? { hint: h } : {}),
+      elapsedMs: o.elapsedMs,
+    };
+  });
+  const report = { imageSize: r.imageSize, sharedReadBytes: r.read?.sharedBytes, hashPasses: r.hashPasses, elapsedMs: r.elapsedMs, replicas };
+  const failed = r.replicas.filter((o) => !o.ok);
+  if (failed.length === 0) return report;
+  const what = failed.map((o) => `${o.remote} (${isSyncError((o as { error: unknown }).error) ? ((o as { error: SyncError }).error.code) : 'ERR_INTERNAL'})`).join(', ');
+  if (failed.length < r.replicas.length) {
+    throw new SyncError('ERR_PARTIAL', `${failed.length} of ${r.replicas.length} replicas failed: ${what}; the others were updated and verified`, { report });
+  }
+  const first = (failed[0] as { error: unknown }).error;
+  const code = isSyncError(first) ? first.code : 'ERR_INTERNAL';
+  if (code === 'ERR_INTERNAL') throw first;
+  throw new SyncError(code, `every replica failed: ${what}; first: ${first instanceof Error ? first.message : String(first)}`, { report });
 }
 
 /**
@@ -289,33 +351,41 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
         }, undefined, false),
     )
     .command(
-      'push <image> <remote>',
-      'Make the remote volume identical to the local IMAGE (primary -> recovery)',
+      'push <image> <remote..>',
+      'Make the remote volume (or several replicas at once) identical to the local IMAGE (primary -> recovery)',
       (a) =>
         outputOptions(a)
           .positional('image', { type: 'string', demandOption: true, describe: 'the local image to send (file, block device, or NBD export: nbd://HOST:PORT/EXPORT, nbd+unix:///EXPORT?socket=PATH)' })
-          .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME, [user@]host:/path over ssh, or @NAME[/VOLUME] from the client config' })
+          .positional('remote', { type: 'string', demandOption: true, array: true, describe: 'HOST:PORT/VOLUME, [user@]host:/path over ssh, or @NAME[/VOLUME] from the client config; several: each is updated from one read of IMAGE' })
           .options(CLIENT_OPTIONS)
           .option('dirty-bitmap', { type: 'string', describe: 'with an NBD image: send only the blocks this qemu dirty bitmap marks (exported as qemu:dirty-bitmap:NAME); verifies those blocks' })
           .example('$0 push vm1.img dr:7873/vm1', 'bring volume vm1 on host dr up to date (secret: --secret-file or RESYNC_SECRET_FILE)')
           .example("$0 push -e 'ssh -p 2222' vm1.img root@dr:/srv/images/vm1.img", 'the same over ssh: resync serve --stdio runs on dr')
           .example('$0 push --dry-run vm1.img dr:7873/vm1', 'how much would be sent; nothing is written')
           .example("$0 push 'nbd+unix:///vm1?socket=/run/vm1.sock' dr:7873/vm1", 'send the guest-visible content of a disk exported by qemu-nbd or qemu')
-          .example('$0 push vm1.img @dr-site/vm1', 'to volume vm1 of remote dr-site in ~/.config/resync/config.json (or $RESYNC_CONFIG)'),
+          .example('$0 push vm1.img @dr-site/vm1', 'to volume vm1 of remote dr-site in ~/.config/resync/config.json (or $RESYNC_CONFIG)')
+          .example('$0 push vm1.img dr1:7873/vm1 dr2:7873/vm1', 'two replicas from one read of vm1.img; exit 12 if only some were updated'),
       (argv) =>
         runCommand(
           'push',
           argv,
           async (progress) => {
             await checkInput(argv.image, 'IMAGE');
-            const opts = await clientOptionsFrom(argv, progress);
+            const remotes = argv.remote.map(String);
+            if (remotes.length > 1) {
+              if (argv['dry-run']) throw new ParamError('--dry-run takes one remote; run it once per replica');
+              if (argv['dirty-bitmap'] !== undefined || isNbdUri(argv.image)) throw new ParamError('a push from an NBD export (or with --dirty-bitmap) takes one remote; run it once per replica');
+              const replicas = await replicaOptions({ ...argv, remote: remotes[0]!, remotes }, progress);
+              return replicasSummary(await (await clientMod()).pushToReplicas(argv.image, replicas, { onProgress: progress }), networkHint);
+            }
+            const opts = await clientOptionsFrom({ ...argv, remote: remotes[0]! }, progress);
             if (argv['dry-run'] && argv['dirty-bitmap'] !== undefined) throw new ParamError('--dry-run does not apply to --dirty-bitmap (the bitmap says what would be read)');
             if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPush(argv.image, opts));
             const res = await (await clientMod()).push(argv.image, { ...opts, dirtyBitmap: argv['dirty-bitmap'] });
             return summary(res);
           },
-          (e) => networkHint(e, argv.remote),
-          () => pushInterrupted(argv),
+          (e) => (argv.remote.length === 1 ? networkHint(e, String(argv.remote[0])) : undefined),
+          () => pushInterrupted({ remote: argv.remote.map(String), 'dry-run': argv['dry-run'] }),
         ),
     )
     .command(
