@@ -78,8 +78,10 @@ export class AdaptivePatch {
     this.nextCheck = this.inPlace.position + CHECK_EVERY;
     if (!preferTempFile(this.inPlace.position, this.inPlace.movedBytes, this.targetSize)) return;
     this.settled = true;
-    if (!(await this.roomFor(this.targetSize))) return;
-    await this.switchToTemp();
+    // Through a symbolic link to the file it names: the rename must replace the file, not the link.
+    const finalPath = await realpath(this.img.path).catch(() => null);
+    if (finalPath === null || !(await this.roomFor(finalPath, this.targetSize))) return;
+    await this.switchToTemp(finalPath);
   }
 
   /** Verify, make durable and visible; bytes written (to the image and the temp file). */
@@ -103,21 +105,20 @@ export class AdaptivePatch {
   }
 
   /** Room for the temp file, and a rename that replaces nothing else: not a file with other hard links. */
-  private async roomFor(size: number): Promise<boolean> {
+  private async roomFor(finalPath: string, size: number): Promise<boolean> {
     try {
       if ((await this.img.fh.stat()).nlink !== 1) return false;
-      const fs = await statfs(dirname(this.img.path));
+      const fs = await statfs(dirname(finalPath));
       return fs.bavail * fs.bsize >= size + SPARE_BYTES;
     } catch {
       return false;
     }
   }
 
-  private async switchToTemp(): Promise<void> {
+  private async switchToTemp(finalPath: string): Promise<void> {
     const at = await this.inPlace.drain();
     trace(`receiver: data moved, ${this.inPlace.movedBytes} of ${at} bytes moved: switching to a temp file`);
-    // Through a symbolic link to the file it names: the rename must replace the file, not the link.
-    const out = await ImageWriter.createTemp(await realpath(this.img.path));
+    const out = await ImageWriter.createTemp(finalPath);
     try {
       // Its hole map is asked lazily, first after the undo below: it sees the old image.
       const patcher = new StreamPatcher(this.img, out, this.targetSize, this.spec, this.inPlace.planner);
