@@ -31,7 +31,6 @@ import { WEAK_MIX, type Signature } from './signature.js';
 import { ROLL_SEGMENT, Roller } from './roll-wasm.js';
 import { SUB_SUM_LEN, SubSummer } from './subsum.js';
 import { StrongHasher } from './strong.js';
-import { ConstantRun, StrongBudget } from './strongbudget.js';
 
 const EMPTY = new Uint8Array(0);
 
@@ -58,17 +57,6 @@ export class DeltaMatcher extends ScanWindow {
   private readonly ownLen: number;
   /** Weak sum of a zero block. */
   private readonly zeroWeak: number;
-  /** Bounds the strong checks that weak hits of the roll cost. */
-  private readonly budget: StrongBudget;
-  private readonly run = new ConstantRun();
-  /** Byte values v for which a window of bs v's found no block in the table (so it never will). */
-  private readonly constFailed = new Uint8Array(256);
-  /** Strong hashes of windows computed so far (a work counter). */
-  strongHashes = 0;
-  /** The last findBlock was refused by the budget. */
-  private starved = false;
-  /** Absolute end of a jump over refused hits that waits for more input, or -1. */
-  private jumpTo = -1;
   /** The receiver's sub-block sums of some blocks (see useSubSums), or null. */
   private subs: { size: number; summer: SubSummer; get: (block: number) => Uint8Array | undefined } | null = null;
 
@@ -90,12 +78,6 @@ export class DeltaMatcher extends ScanWindow {
     this.zeroWeak = adler32OfZeros(this.bs);
     for (let x = 0; x < 256; x++) this.outTab[x] = ((this.bs % ADLER_MOD) * x) % ADLER_MOD;
     this.roller = opts.noWasm ? null : Roller.create(this.bs, this.outTab, sig.filter, sig.filterShift);
-    this.budget = new StrongBudget(this.bs);
-  }
-
-  /** Weak hits of the roll left unchecked because the strong-check budget was spent. */
-  get strongSkipped(): number {
-    return this.budget.skipped;
   }
 
   /**

@@ -8,6 +8,7 @@
 import type { DeltaOp, DeltaStats } from './ops.js';
 import { OpCoalescer, TailStore } from './coalescer.js';
 import { ParamError } from './errors.js';
+import { ConstantRun, StrongBudget } from './strongbudget.js';
 
 const EMPTY = new Uint8Array(0);
 
@@ -26,10 +27,30 @@ export abstract class ScanWindow {
   protected ended = false;
   protected scanned = 0;
 
+  // The defences against crafted signatures (strongbudget.ts), each matcher applying them its way.
+  /** Bounds the strong checks that weak hits cost. */
+  protected readonly budget: StrongBudget;
+  protected readonly run = new ConstantRun();
+  /** Byte values v for which a full window of v's matched no block (so it never will). */
+  protected readonly constFailed = new Uint8Array(256);
+  /** Strong hashes of windows computed so far (a work counter). */
+  strongHashes = 0;
+  /** The last lookup was refused by the budget. */
+  protected starved = false;
+  /** Absolute end of a jump over refused hits that waits for more input, or -1. */
+  protected jumpTo = -1;
+
   constructor(
     /** The signature's block size: the window's length. */
     protected readonly bs: number,
-  ) {}
+  ) {
+    this.budget = new StrongBudget(Math.max(1, bs));
+  }
+
+  /** Weak hits left unchecked because the strong-check budget was spent. */
+  get strongSkipped(): number {
+    return this.budget.skipped;
+  }
 
   /** What the scan produced so far. */
   get stats(): DeltaStats {

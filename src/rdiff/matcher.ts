@@ -26,7 +26,6 @@ import { ParamError } from '../core/errors.js';
 import { MAX_LITERAL, MAX_WEAK_COLLISIONS } from '../core/limits.js';
 import type { DeltaOp } from '../core/ops.js';
 import { ScanWindow } from '../core/window.js';
-import { ConstantRun, StrongBudget } from '../core/strongbudget.js';
 import { RDIFF_MAX_MISS_LEN } from './constants.js';
 import { RdiffStrongSummer, WEAK_MIX, type RdiffSignature } from './signature.js';
 import { RABINKARP_ADJ, RABINKARP_MULT, ROLLSUM_CHAR_OFFSET, RabinKarp, Rollsum, createWeakSum, type WeakSum } from './weak.js';
@@ -45,17 +44,6 @@ export class RdiffDeltaMatcher extends ScanWindow {
   private readonly maxLiteral: number;
   /** Absolute position whose current window was already looked up and missed, or -1. */
   private missedAt = -1;
-  /** Bounds the strong checks that weak hits cost. */
-  private readonly budget: StrongBudget;
-  private readonly run = new ConstantRun();
-  /** Byte values v for which a full window of v's matched no block (so it never will). */
-  private readonly constFailed = new Uint8Array(256);
-  /** Strong hashes of windows computed so far (a work counter). */
-  strongHashes = 0;
-  /** The last lookup was refused by the budget. */
-  private starved = false;
-  /** Absolute end of a jump over refused hits that waits for more input, or -1. */
-  private jumpTo = -1;
 
   constructor(sig: RdiffSignature, opts: RdiffMatcherOptions = {}) {
     super(sig.params.blockLen);
@@ -65,12 +53,6 @@ export class RdiffDeltaMatcher extends ScanWindow {
     const ml = opts.maxLiteral ?? RDIFF_MAX_MISS_LEN;
     if (!Number.isSafeInteger(ml) || ml < 1 || ml > MAX_LITERAL) throw new ParamError(`maxLiteral ${ml} is outside 1..${MAX_LITERAL}`);
     this.maxLiteral = ml;
-    this.budget = new StrongBudget(Math.max(1, this.bs));
-  }
-
-  /** Weak hits left unchecked because the strong-check budget was spent. */
-  get strongSkipped(): number {
-    return this.budget.skipped;
   }
 
   /**
