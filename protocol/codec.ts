@@ -76,7 +76,7 @@ function putFrameLength(out: Uint8Array, at: number, n: number): void {
 }
 
 /**
- * Size of the whole frame of a Copy, Literal or SubSums message when the fast
+ * Size of the whole frame of a Copy, Literal (plain or compressed) or SubSums message when the fast
  * encoder below handles it (integers below 2^32), else -1. These are most of
  * the traffic of a sync: encoding them straight into the connection's send
  * buffer saves msgpackr's intermediate buffers (a fresh one per large
@@ -91,6 +91,10 @@ export function opFrameSize(m: Message): number {
   if (m.type === 0x07) {
     if (m.first > 0xffffffff) return -1;
     return FRAME_HEADER_LEN + 2 + uintLen(m.first) + binLen(m.sums.length);
+  }
+  if (m.type === 0x14 || m.type === 0x15) {
+    if (m.length > 0xffffffff) return -1;
+    return FRAME_HEADER_LEN + 2 + uintLen(m.length) + binLen(m.data.length);
   }
   return -1;
 }
@@ -120,7 +124,7 @@ function putBin(out: Uint8Array, at: number, data: Uint8Array): number {
 }
 
 /**
- * Write the frame of a Copy, Literal or SubSums message at out[at..]: byte for byte what
+ * Write the frame of a Copy, Literal (plain or compressed) or SubSums message at out[at..]: byte for byte what
  * encodeFramedMessage makes (a test compares them), for ops opFrameSize
  * accepts. Returns the end.
  */
@@ -140,6 +144,11 @@ export function encodeOpFrameInto(m: Message, out: Uint8Array, at: number): numb
     out[p++] = 0x07;
     p = putUint(out, p, m.first);
     p = putBin(out, p, m.sums);
+  } else if (m.type === 0x14 || m.type === 0x15) {
+    out[p++] = 0x93;
+    out[p++] = m.type;
+    p = putUint(out, p, m.length);
+    p = putBin(out, p, m.data);
   } else {
     throw new Error(`no fast encoding for message type ${m.type}`);
   }

@@ -132,7 +132,8 @@ export async function deltaFile(sigPath: string, newPath: string, deltaPath: str
     const header: DeltaHeader = { blockSize: sp.blockSize, basisSize: sp.imageSize, basisHash, targetSize: img.size, strongAlg: sp.strongAlg, seed: sp.seed };
     await out.append(enc.start(header));
     const emit = async (ops: DeltaOp[]): Promise<void> => {
-      for (const op of ops) await out!.append(enc.op(op));
+      // StreamFileWriter copies or writes what it is given before returning.
+      for (const op of ops) await out!.append(enc.opTransient(op));
     };
     let done = 0;
     const holes = new HoleScan(matcher, signature);

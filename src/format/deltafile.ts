@@ -40,6 +40,16 @@ export class DeltaFileEncoder {
     return this.w.message(opMessage(op, this.compress));
   }
 
+  /**
+   * One op, as bytes valid only until the next call (they are encoded into
+   * one scratch buffer): for a writer that copies them out at once, so a
+   * delta of many literals makes no garbage buffers.
+   */
+  opTransient(op: DeltaOp): Uint8Array {
+    this.ops++;
+    return this.w.messageTransient(opMessage(op, this.compress));
+  }
+
   /** End record. */
   end(targetSize: number, targetHash: Uint8Array): Buffer {
     return this.w.message({ type: MsgType.DeltaEnd, targetSize, targetHash, opCount: this.ops, digest: this.w.digest() });

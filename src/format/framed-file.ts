@@ -9,7 +9,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { CorruptInputError, SyncError } from '../core/errors.js';
 import { encodeFrame, FrameDecoder } from '../bytes/frame.js';
 import { PREAMBLE_LEN } from '../../protocol/constants.js';
-import { decodeMessage, encodeMessage } from '../../protocol/codec.js';
+import { decodeMessage, encodeMessage, encodeOpFrameInto, opFrameSize } from '../../protocol/codec.js';
 import type { Message } from '../../protocol/messages.js';
 import { checkPreamble, encodePreamble } from './preamble.js';
 
@@ -36,7 +36,24 @@ export class FramedFileWriter {
 
   /** One framed message. */
   message(m: Message): Buffer {
-    return this.emit(encodeFrame(encodeMessage(m)));
+    // Ops (most of a delta file) are encoded straight into their frame: through
+    // msgpackr, each large literal cost a growing scratch buffer and a copy.
+    const n = opFrameSize(m);
+    if (n < 0) return this.emit(encodeFrame(encodeMessage(m)));
+    const b = Buffer.allocUnsafe(n);
+    encodeOpFrameInto(m, b, 0);
+    return this.emit(b);
+  }
+
+  private scratch: Buffer | null = null;
+
+  /** One framed message, in a scratch buffer that the next call reuses. */
+  messageTransient(m: Message): Uint8Array {
+    const n = opFrameSize(m);
+    if (n < 0) return this.message(m);
+    if (!this.scratch || this.scratch.length < n) this.scratch = Buffer.allocUnsafe(Math.max(n, 64 * 1024));
+    encodeOpFrameInto(m, this.scratch, 0);
+    return this.emit(this.scratch.subarray(0, n));
   }
 
   /** Digest of everything emitted so far. */
@@ -53,7 +70,7 @@ export class FramedFileWriter {
     return this.emit(frame);
   }
 
-  private emit(b: Buffer): Buffer {
+  private emit<T extends Uint8Array>(b: T): T {
     this.h.update(b);
     this.bytesOut += b.length;
     return b;

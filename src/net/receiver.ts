@@ -53,8 +53,9 @@ export async function sendSignature(
   const R = opts.twoLevel !== false && n >= 4 * rb ? rb : 0;
   await conn.send({ ...sigHeaderMessage(params), regionBlocks: R });
   const sl = params.strongLen;
+  // Strong sums are prefixes of the full digests kept anyway: only the weak
+  // ones need an array of their own (n * strongLen bytes saved, 8 MiB at 64 GiB).
   const weakAll = R ? new Uint32Array(n) : null;
-  const strongAll = R ? new Uint8Array(n * sl) : null;
   const full = gen.fullDigests!;
   const regions = R ? Math.ceil(n / R) : 0;
   let regionsDone = 0;
@@ -69,7 +70,6 @@ export async function sendSignature(
         continue;
       }
       weakAll!.set(c.weak, c.first);
-      strongAll!.set(c.strong, c.first * sl);
     }
     if (!R) return;
     while (regionsDone < regions && gen.blocksDone >= Math.min((regionsDone + 1) * R, n)) {
@@ -107,7 +107,9 @@ export async function sendSignature(
     const flush = async (end: number): Promise<void> => {
       for (let a = runStart; a < end; a += SIG_CHUNK_BLOCKS) {
         const b = Math.min(end, a + SIG_CHUNK_BLOCKS);
-        await conn.send(sigBlocksMessage({ first: a, weak: weakAll!.subarray(a, b), strong: strongAll!.subarray(a * sl, b * sl) }));
+        const strong = Buffer.allocUnsafe((b - a) * sl);
+        for (let i = a; i < b; i++) strong.set(full.subarray(i * FULL_DIGEST_LEN, i * FULL_DIGEST_LEN + sl), (i - a) * sl);
+        await conn.send(sigBlocksMessage({ first: a, weak: weakAll!.subarray(a, b), strong }));
         blocks += b - a;
       }
       runStart = -1;
