@@ -780,7 +780,7 @@ export function renderMarkdown(r: BenchReport, whereTimeGoes: string = WHERE_TIM
       "each volume is checked by SHA-256 after each push. Client CPU time is GNU time's user + system time.",
     '- Every resync output (the patched file, the served volume after each push, the local image after each pull) is compared with the target by SHA-256; ' +
       "the bench exits non-zero if one differs. The peers' outputs are checked the same way and any mismatch is listed under the scenario.",
-    "- resync is run from a copy of the build taken when the bench starts (`node bin/resync.js`: the bundle `dist/resync.cjs` with its code cache, and the native extent helper from `build/`), so a rebuild during the run cannot change it.",
+    "- resync is run from a copy of the build taken when the bench starts (`node bin/resync.js` with the node options of its `#!` line, as the installed `resync` command runs: the bundle `dist/resync.cjs` with its code cache, and the native extent helper from `build/`), so a rebuild during the run cannot change it.",
     '',
     WHERE_TIME_GOES_HEADING,
     '',

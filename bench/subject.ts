@@ -1,9 +1,10 @@
 /**
- * resync as the bench runs it: `node bin/resync.js` (the bundle with its code
+ * resync as the bench runs it: `node [options of its #! line] bin/resync.js` (the bundle with its code
  * cache), with the native extent helper (build/), from a copy of the build
  * taken when the bench starts, so that a rebuild in the working tree during a
  * long run cannot change the program halfway.
  */
+import { readFileSync } from 'node:fs';
 import { cp, mkdir, stat, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { checkExit, waitFor, type Meter, type ProcResult } from './measure.js';
@@ -31,6 +32,17 @@ export async function snapshotBuild(projectRoot: string, dest: string): Promise<
   await cp(join(projectRoot, 'package.json'), join(dest, 'package.json'));
   await symlink(join(projectRoot, 'node_modules'), join(dest, 'node_modules'), 'dir');
   return join(dest, 'bin', 'resync.js');
+}
+
+/**
+ * The node options on the CLI's `#!/usr/bin/env -S node ...` line: what the
+ * installed `resync` command runs with, so the bench, which starts it as
+ * `node bin/resync.js`, measures the same program.
+ */
+export function binNodeArgs(cliPath: string): string[] {
+  const first = readFileSync(cliPath, 'utf8').split('\n', 1)[0] ?? '';
+  const m = /^#!\S*env -S node((?:\s+--?\S+)*)\s*$/.exec(first);
+  return m ? m[1]!.trim().split(/\s+/).filter(Boolean) : [];
 }
 
 /** A measured resync command and its `--json` summary. */
@@ -90,14 +102,19 @@ export interface ResyncServer {
 
 /** The resync CLI, every command run with `--json` and measured. */
 export class ResyncCli {
+  /** Node options from the CLI's first line (see binNodeArgs), then the CLI. */
+  readonly nodeArgs: string[];
+
   constructor(
     private readonly meter: Meter,
     /** Path of the CLI entry point. */
     readonly cliPath: string,
-  ) {}
+  ) {
+    this.nodeArgs = [...binNodeArgs(cliPath), cliPath];
+  }
 
   private async run(args: string[]): Promise<ResyncRun> {
-    return parseSummary(await this.meter.run(process.execPath, [this.cliPath, ...args]));
+    return parseSummary(await this.meter.run(process.execPath, [...this.nodeArgs, ...args]));
   }
 
   // --force: repeated runs write the same outputs again.
@@ -155,7 +172,7 @@ export class ResyncCli {
   async serve(volume: string | readonly (readonly [string, string])[], path: string, secretFile: string, mode: 'rw' | 'ro' = 'rw'): Promise<ResyncServer> {
     const volumes = typeof volume === 'string' ? [[volume, path] as const] : volume;
     const proc = this.meter.start(process.execPath, [
-      this.cliPath,
+      ...this.nodeArgs,
       'serve',
       '--log-format',
       'json',

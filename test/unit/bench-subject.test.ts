@@ -1,0 +1,27 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, test } from 'vitest';
+import { binNodeArgs } from '../../bench/subject.js';
+
+describe('the bench runs resync with the options of its own first line', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'resync-bin-'));
+  const script = (first: string): string => {
+    const p = join(dir, `${Math.random().toString(36).slice(2)}.js`);
+    writeFileSync(p, `${first}\n'use strict';\n`);
+    return p;
+  };
+
+  test('the shipped CLI: the options the installed command gets', () => {
+    const args = binNodeArgs(fileURLToPath(new URL('../../bin/resync.js', import.meta.url)));
+    expect(args.every((a) => a.startsWith('--'))).toBe(true);
+    expect(args).toContain('--max-semi-space-size=1');
+  });
+
+  test('env -S with options, plain env, no shebang', () => {
+    expect(binNodeArgs(script('#!/usr/bin/env -S node --a=1 --b'))).toEqual(['--a=1', '--b']);
+    expect(binNodeArgs(script('#!/usr/bin/env node'))).toEqual([]);
+    expect(binNodeArgs(script("'use strict';"))).toEqual([]);
+  });
+});
