@@ -25,6 +25,7 @@ import { connectAuthenticated, pushSession, type ClientOptions, type SyncResult 
 import type { Connection } from './connection.js';
 import { hashOwnImage, type OwnHashes } from './sender.js';
 import { regionBlocksFor } from './receiver.js';
+import { SCAN_JOIN_WAIT_MS, SharedScans, type SharedScanStats } from './shared-scan.js';
 import type { SignatureParams } from '../core/signature.js';
 import { SEED_LEN } from '../core/limits.js';
 import { randomBytes } from 'node:crypto';
@@ -55,6 +56,8 @@ export type ReplicaOutcome = {
   result: SyncResult;
   /** Its hash pass did not read the image alone: it shared a read, or another replica's pass. */
   sharedRead: boolean;
+  /** Its delta came from a scan shared with other replicas (their signatures were identical). */
+  sharedScan: boolean;
 } | { remote: string; ok: false; error: unknown; elapsedMs: number };
 
 /** What a multi-replica push did. */
@@ -65,6 +68,8 @@ export interface FanoutResult {
   read: SharedReadStats | null;
   /** Hash passes run over the primary: 1 when every replica's signature agreed (same block size, seed taken). */
   hashPasses: number;
+  /** The delta scans run over the primary: fewer than the replicas when some shared one. */
+  scans: SharedScanStats;
   /** One per replica, in the order given. */
   replicas: ReplicaOutcome[];
 }
@@ -77,6 +82,8 @@ export interface FanoutOptions {
   window?: number;
   /** Offer the replicas one seed (default true); false gives each its own pass, for measurements. */
   sharedSeed?: boolean;
+  /** Let replicas with identical signatures share one delta scan (default true); false gives each its own, for measurements. */
+  sharedScan?: boolean;
 }
 
 function gcd(a: number, b: number): number {
@@ -298,6 +305,7 @@ export async function pushToReplicas(imagePath: string, replicas: Replica[], opt
   const passes = new HashPasses(img, gate, progress);
   // One seed for every replica that takes it: their signatures then agree, and so do the hashes of the primary.
   const seed = opts.sharedSeed === false ? undefined : randomBytes(SEED_LEN);
+  const scans = new SharedScans(img, replicas.length, { joinWaitMs: opts.joinWaitMs ?? SCAN_JOIN_WAIT_MS, detachAfterMs: opts.detachAfterMs ?? DETACH_AFTER_MS });
   try {
     const outcomes = await Promise.all(
       replicas.map(async (r, k): Promise<ReplicaOutcome> => {
@@ -305,10 +313,17 @@ export async function pushToReplicas(imagePath: string, replicas: Replica[], opt
         let conn: Connection | null = null;
         try {
           conn = await connectAuthenticated(r.opts);
-          const result = await pushSession(conn, img, { ...r.opts, onProgress: progress(k) }, started, { seed, prepass: (params, R) => passes.hashes(k, params, R) });
+          // A replica held to a bandwidth limit is paced on purpose: it scans alone rather than pace the others.
+          const alone = opts.sharedScan === false || r.opts.bwlimit !== undefined;
+          const result = await pushSession(conn, img, { ...r.opts, onProgress: progress(k) }, started, {
+            seed,
+            prepass: (params, R) => passes.hashes(k, params, R),
+            delta: scans.delta(k, alone),
+          });
           trace(`fanout: ${r.remote} done`);
-          return { remote: r.remote, ok: true, sharedRead: passes.sharedBy(k), result };
+          return { remote: r.remote, ok: true, sharedRead: passes.sharedBy(k), sharedScan: scans.sharedBy(k), result };
         } catch (e) {
+          scans.leave(k);
           if (passes.has(k)) passes.failed(k);
           else gate.leave();
           conn?.destroy();
@@ -317,7 +332,7 @@ export async function pushToReplicas(imagePath: string, replicas: Replica[], opt
         }
       }),
     );
-    return { imageSize: img.size, elapsedMs: performance.now() - t0, read: gate.shared?.stats ?? null, hashPasses: passes.count, replicas: outcomes };
+    return { imageSize: img.size, elapsedMs: performance.now() - t0, read: gate.shared?.stats ?? null, hashPasses: passes.count, scans: scans.stats, replicas: outcomes };
   } finally {
     gate.shared?.close();
     await img.fh.close();
