@@ -153,6 +153,8 @@ export class SharedScans {
       else groups.push([e]);
     }
     for (const g of groups) {
+      // In the replicas' order: the first that answers SubNeed leads, whichever signature came in first.
+      g.sort((x, y) => x.k - y.k);
       if (g.length === 1) {
         const e = g[0]!;
         this.own(e.conn, e.rs, e.onProgress, e.codec, e.subSums).then(e.resolve, e.reject);
