@@ -6,14 +6,17 @@
  * image: one pass for all replicas whose signatures agree (the command offers
  * them one seed, cap "push-seed"), and one read for the passes that remain.
  * The delta scans then read only around the blocks each replica lacks,
- * mostly from the page cache that pass filled.
+ * mostly from the page cache that pass filled; replicas whose signatures are
+ * identical (copies of the same old primary) lack the same blocks and share
+ * one delta scan too (net/shared-scan.ts).
  *
  * A replica that fails is dropped without touching the others: its session
  * ends as a single push's would (its volume unchanged, or mid-update under
  * its journal and resumed by the next push). One that lags does not hold the
  * others up for long: the shared read holds at most SHARED_WINDOW pieces and
  * detaches a consumer that stalls it for DETACH_AFTER_MS (it then reads on
- * its own), and after the hash pass each session goes at its own pace.
+ * its own), and a shared delta scan detaches a connection that holds it up
+ * as long (it then scans on its own from where it was).
  */
 import { isSyncError, SyncError } from '../core/errors.js';
 import type { ProgressFn, Progress } from '../core/progress.js';
@@ -35,7 +38,7 @@ import { trace } from '../io/trace.js';
 const SHARED_CHUNK = 1024 * 1024;
 /** Pieces held at once by the shared read: the whole of its memory (4 MiB at the default chunk). */
 export const SHARED_WINDOW = 4;
-/** How long one replica may hold the shared read up before it is detached onto reads of its own. */
+/** How long one replica may hold the shared read (or a shared delta scan) up before it is detached onto reads (a scan) of its own. */
 export const DETACH_AFTER_MS = 2000;
 /** After the first replica is ready to hash, how long the read waits for the others before it starts without them. */
 export const JOIN_WAIT_MS = 2000;
@@ -313,12 +316,10 @@ export async function pushToReplicas(imagePath: string, replicas: Replica[], opt
         let conn: Connection | null = null;
         try {
           conn = await connectAuthenticated(r.opts);
-          // A replica held to a bandwidth limit is paced on purpose: it scans alone rather than pace the others.
-          const alone = opts.sharedScan === false || r.opts.bwlimit !== undefined;
           const result = await pushSession(conn, img, { ...r.opts, onProgress: progress(k) }, started, {
             seed,
             prepass: (params, R) => passes.hashes(k, params, R),
-            delta: scans.delta(k, alone),
+            delta: scans.delta(k, { pace: r.opts.bwlimit, alone: opts.sharedScan === false }),
           });
           trace(`fanout: ${r.remote} done`);
           return { remote: r.remote, ok: true, sharedRead: passes.sharedBy(k), sharedScan: scans.sharedBy(k), result };

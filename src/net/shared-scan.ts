@@ -9,7 +9,8 @@
  * complete (or SCAN_JOIN_WAIT_MS after the first, or when the others have
  * failed or need no scan): sessions whose signatures are identical (the
  * same spec, seed, weak sums and strong digests, after the fill of unchanged
- * regions) share one scan; any other runs its own, as a single push would.
+ * regions) and whose connections are held to the same --bwlimit share one
+ * scan; any other runs its own, as a single push would.
  *
  * Sub-block sums (net/subsums.ts) are asked of one connection only, the
  * leader: the blocks are the same on every replica of the group (their
@@ -70,6 +71,7 @@ interface Entry {
   onProgress: ProgressFn | undefined;
   codec: boolean | LiteralCodec | null;
   subSums: boolean;
+  pace: number | undefined;
   resolve: (r: SendDeltaResult) => void;
   reject: (e: unknown) => void;
 }
@@ -106,17 +108,21 @@ export class SharedScans {
     this.pending = expected;
   }
 
-  /** Replica k's delta; `alone`: never shares (it is paced on purpose, e.g. --bwlimit). */
-  delta(k: number, alone = false): DeltaFn {
+  /**
+   * Replica k's delta. `pace`: the bytes per second its connection is held
+   * to (--bwlimit), if any: it shares only with replicas held to the same,
+   * which the shared scan would not slow. `alone`: it never shares.
+   */
+  delta(k: number, opts: { pace?: number | undefined; alone?: boolean } = {}): DeltaFn {
     return (conn, rs, _img, onProgress, codec, subSums) => {
-      if (rs.unchanged || alone || this.decided || this.seen.has(k)) {
+      if (rs.unchanged || opts.alone || this.decided || this.seen.has(k)) {
         this.leave(k);
         return this.own(conn, rs, onProgress, codec, subSums);
       }
       this.seen.add(k);
       this.pending--;
       return new Promise<SendDeltaResult>((resolve, reject) => {
-        this.joined.push({ k, conn, rs, onProgress, codec, subSums, resolve, reject });
+        this.joined.push({ k, conn, rs, onProgress, codec, subSums, pace: opts.pace, resolve, reject });
         this.timer ??= setTimeout(() => this.decide(), this.opts.joinWaitMs);
         if (this.pending === 0) this.decide();
       });
@@ -148,7 +154,7 @@ export class SharedScans {
     if (this.timer) clearTimeout(this.timer);
     const groups: Entry[][] = [];
     for (const e of this.joined.splice(0)) {
-      const g = groups.find((x) => sameSignature(x[0]!.rs, e.rs));
+      const g = groups.find((x) => x[0]!.pace === e.pace && sameSignature(x[0]!.rs, e.rs));
       if (g) g.push(e);
       else groups.push([e]);
     }

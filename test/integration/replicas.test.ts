@@ -123,8 +123,10 @@ describe('push to several replicas', () => {
     const [f, s] = r.replicas.map((o) => (o.ok ? o.result : null));
     expect(s!.elapsedMs).toBeGreaterThan(3000);
     expect(f!.elapsedMs).toBeLessThan(s!.elapsedMs / 2);
-    // One hash pass for both; the slow one's delta goes at its own pace.
+    // One hash pass for both; the slow one's delta goes at its own pace: the same signature (both were
+    // empty), but held to another rate, so each has a delta scan of its own.
     expect(r.hashPasses).toBe(1);
+    expect(r.scans).toEqual({ scans: 2, sharedScans: 0, detached: 0 });
     for (const x of ['f.img', 'g.img']) expect((await readFile(p(x))).equals(primary), x).toBe(true);
   });
 });

@@ -52,11 +52,11 @@ function scattered(seed: number): Buffer {
   return b;
 }
 
-/** The primary with every other 64 KiB rewritten: half the image goes as literals, a long delta. */
-function halfRewritten(): Buffer {
-  const b = Buffer.from(primary);
+/** `of` with `every - 1` of each `every` pieces of 64 KiB rewritten: a long delta, with changed blocks next to unchanged ones. */
+function rewritten(of: Buffer, every: number): Buffer {
+  const b = Buffer.from(of);
   const junk = randomBytes(64 * 1024);
-  for (let o = 0; o + 64 * 1024 <= b.length; o += 128 * 1024) junk.copy(b, o);
+  for (let o = 0; o + 64 * 1024 <= b.length; o += 64 * 1024) if ((o / (64 * 1024)) % every !== 0) junk.copy(b, o);
   return b;
 }
 
@@ -132,7 +132,7 @@ describe('one delta scan for several replicas', () => {
   });
 
   test.each([0, 1])('replica %i of two sharing a scan, its connection cut mid-delta, fails alone; the other ends equal to the primary', async (dies) => {
-    const base = halfRewritten();
+    const base = rewritten(primary, 2);
     const a = await replica(`cut${dies}a.img`, base);
     const b = await replica(`cut${dies}b.img`, base);
     const s = [a, b][dies]!;
@@ -153,16 +153,20 @@ describe('one delta scan for several replicas', () => {
     [0, 'the leader, asked for sub-block sums'],
     [1, 'a follower'],
   ])('replica %i (%s) that stalls mid-delta is detached onto its own scan: the other does not wait for it, and both end equal to the primary', async (stalls) => {
-    const base = halfRewritten();
+    // 48 MiB of literals: far more than the sockets, the proxy and the sender's queue hold, so the
+    // stalled connection holds the scan up long before its delta is all sent.
+    const big = randomBytes(64 * MiB);
+    await writeFile(p(`stall${stalls}.img`), big);
+    const base = rewritten(big, 4);
     const a = await replica(`stall${stalls}a.img`, base);
     const b = await replica(`stall${stalls}b.img`, base);
     const s = [a, b][stalls]!;
-    const STALL_MS = 4000;
-    const proxy = await FaultProxy.start(s.port, { up: { stall: { after: 2 * MiB, ms: STALL_MS } } });
+    const STALL_MS = 8000;
+    const proxy = await FaultProxy.start(s.port, { up: { stall: { after: 256 * 1024, ms: STALL_MS } } });
     proxies.push(proxy);
     const reps = [to(a), to(b)];
     reps[stalls] = to(s, {}, proxy.port);
-    const r = await pushToReplicas(p('primary.img'), reps, { detachAfterMs: 300 });
+    const r = await pushToReplicas(p(`stall${stalls}.img`), reps, { detachAfterMs: 300 });
     const rs = results(r.replicas);
     expect(proxy.count('stall')).toBe(1);
     expect(r.scans).toEqual({ scans: 2, sharedScans: 1, detached: 1 });
@@ -171,7 +175,7 @@ describe('one delta scan for several replicas', () => {
     expect(rs[stalls]!.elapsedMs).toBeGreaterThan(STALL_MS);
     // The stalled one's ops came from two scans, and still build the primary.
     expect(rs.every((x) => x.verified)).toBe(true);
-    for (const f of [`stall${stalls}a.img`, `stall${stalls}b.img`]) expect((await readFile(p(f))).equals(primary), f).toBe(true);
-    expect(rs[stalls]!.matchedBytes + rs[stalls]!.literalBytes).toBe(SIZE);
+    for (const f of [`stall${stalls}a.img`, `stall${stalls}b.img`]) expect((await readFile(p(f))).equals(big), f).toBe(true);
+    expect(rs[stalls]!.matchedBytes + rs[stalls]!.literalBytes).toBe(big.length);
   });
 });
