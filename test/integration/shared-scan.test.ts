@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { pushToReplicas, type Replica, type ReplicaOutcome } from '../../src/net/fanout.js';
 import type { ClientOptions, SyncResult } from '../../src/net/client.js';
-import { startServer, type TestServer } from '../helpers/server.js';
+import { startReplica, type TestServer } from '../helpers/server.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
 
 const MiB = 1024 * 1024;
@@ -26,8 +26,7 @@ let primary: Buffer;
 const p = (...parts: string[]): string => join(dir, ...parts);
 
 async function replica(name: string, content: Buffer): Promise<TestServer> {
-  await writeFile(p(name), content);
-  const s = await startServer({ vol: { path: p(name), writable: true } });
+  const s = await startReplica(p(name), content);
   servers.push(s);
   return s;
 }
