@@ -226,8 +226,6 @@ export interface ScanOptions {
   onProgress?: ProgressFn | undefined;
   /** Asked before each read: true makes the scan take new read buffers (the old ones may still be read by someone else). */
   renewBuffers?: () => boolean;
-  /** Called with the DeltaMatcher before the first input (tests count the scans). */
-  onMatcher?: (m: DeltaMatcher) => void;
 }
 
 /**
@@ -241,7 +239,6 @@ export async function scanDelta(rs: ReceivedSignature, img: ImageHandle, emit: (
   const matcher = new DeltaMatcher(sig, { ownDigests: own });
   const start = opts.start ?? 0;
   if (start > 0) matcher.startAt(start);
-  opts.onMatcher?.(matcher);
   const onProgress = opts.onProgress;
   const bs = sp.blockSize;
   const chunk = Math.max(bs, Math.floor(IO_CHUNK / bs) * bs);
@@ -254,6 +251,9 @@ export async function scanDelta(rs: ReceivedSignature, img: ImageHandle, emit: (
   if (subs) matcher.useSubSums(subs.subSize, (k) => subs.get(k));
   /** Where the read that starts at `pos` ends: the next in-place block, at least one block on, at most one chunk. */
   const readEnd = (pos: number): number => {
+    // A scan started off the block grid (detached from a shared one) first gets back onto it,
+    // where blocks in place are skipped again.
+    if (pos % bs !== 0) return Math.min(img.size, Math.ceil(pos / bs) * bs);
     let e = Math.min(img.size, pos + bs);
     while (e < img.size && e - pos < chunk && !(e % bs === 0 && e + bs <= img.size && inPlace(e / bs))) e = Math.min(img.size, e + bs);
     return e;
