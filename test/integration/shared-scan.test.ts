@@ -2,7 +2,8 @@
  * One delta scan for several replicas (net/shared-scan.ts), against
  * in-process servers on 127.0.0.1 with real files: replicas whose signatures
  * are identical get their ops from one scan and end byte-equal to the
- * primary; replicas with different bases scan each for itself; a replica
+ * primary; replicas with different bases, or held to different --bwlimit
+ * rates, scan each for itself; a replica
  * whose connection dies mid-delta fails alone; one that stalls is detached
  * onto a scan of its own and neither holds the other up nor ends wrong.
  */
@@ -128,6 +129,17 @@ describe('one delta scan for several replicas', () => {
     expect(r.scans).toEqual({ scans: 2, sharedScans: 1, detached: 0 });
     expect(r.replicas.map((o) => o.ok && o.sharedScan)).toEqual([false, true, true]);
     for (const f of ['e.img', 'f.img', 'g.img']) expect((await readFile(p(f))).equals(primary), f).toBe(true);
+  });
+
+  test('replicas held to the same --bwlimit share a scan; one held to another rate does not', async () => {
+    const empty = Buffer.alloc(0);
+    const [a, b, c] = [await replica('h.img', empty), await replica('i.img', empty), await replica('j.img', empty)];
+    const rate = { bwlimit: 64 * MiB };
+    const r = await pushToReplicas(p('primary.img'), [to(a, rate), to(b, rate), to(c, { bwlimit: 128 * MiB })]);
+    results(r.replicas);
+    expect(r.scans).toEqual({ scans: 2, sharedScans: 1, detached: 0 });
+    expect(r.replicas.map((o) => o.ok && o.sharedScan)).toEqual([true, true, false]);
+    for (const f of ['h.img', 'i.img', 'j.img']) expect((await readFile(p(f))).equals(primary), f).toBe(true);
   });
 
   test.each([0, 1])('replica %i of two sharing a scan, its connection cut mid-delta, fails alone; the other ends equal to the primary', async (dies) => {
