@@ -13,13 +13,15 @@
  * scan; any other runs its own, as a single push would.
  *
  * Sub-block sums (net/subsums.ts) are asked of one connection only, the
- * leader: the blocks are the same on every replica of the group (their
+ * leader (the group's first replica in the command line's order whose server
+ * answers SubNeed): the blocks are the same on every replica of the group (their
  * strong digests agree), so its answers serve all, and the other
  * connections never see a SubNeed.
  *
  * Each connection keeps its own backpressure, and the scan goes at the pace
  * of the slowest. A connection that fails is dropped alone. One that holds
- * the scan up for DETACH_AFTER_MS while another waits on it is detached: it
+ * the scan up for the detach time (DETACH_AFTER_MS, 2 s) while another
+ * waits on it is detached: it
  * goes on with a scan of its own from the end of the last op it was handed
  * (a new matcher started there: the ops it got so far build its image up to
  * that point, and the rest of the stream need not come from the same scan).
