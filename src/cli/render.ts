@@ -346,6 +346,9 @@ function summaryParts(summary: Record<string, unknown>): { main: string[]; more:
   if (resumed) more.push(`resumed from ${fmtBytes(resumed)}`);
   const passes = num('hashPasses');
   if (passes !== undefined) more.push(`${passes} hash ${passes === 1 ? 'pass' : 'passes'} over the image`);
+  // How the delta scans were shared: in the JSON only, the lines stay as they were.
+  take('deltaScans');
+  take('sharedScan');
   // A replica of a multi-replica push whose hash pass could not join the shared read.
   if (take('sharedRead') === false) more.push('read on its own');
   const note = take('note');

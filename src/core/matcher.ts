@@ -109,6 +109,19 @@ export class DeltaMatcher extends ScanWindow {
   }
 
   /**
+   * Begin at absolute input position `pos` instead of 0, before any input:
+   * the ops then build the image from `pos` on. A scan that leaves a shared
+   * one mid-image (net/shared-scan.ts) goes on this way.
+   */
+  startAt(pos: number): void {
+    if (this.scanned > 0 || this.buf.length > 0 || this.ended) throw new ParamError('startAt after input was pushed');
+    if (!Number.isSafeInteger(pos) || pos < 0) throw new ParamError(`scan start ${pos} is not a position`);
+    this.bufPos = pos;
+    this.onGrid = pos % this.bs === 0;
+    this.expected = this.onGrid ? pos / this.bs : -1;
+  }
+
+  /**
    * Sums of sub-blocks (`size` bytes each, SUB_SUM_LEN-byte sums under the
    * signature's seed, see subsum.ts) of basis blocks, for the blocks `get`
    * knows. A literal over such a block keeps only the sub-blocks that

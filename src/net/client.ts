@@ -12,7 +12,7 @@ import { dialSsh, type SshTarget } from './ssh.js';
 import type { ReadyMsg } from '../../protocol/messages.js';
 import type { ProgressFn } from '../core/progress.js';
 import { dial, type ClientTls, type Connection } from './connection.js';
-import { sendFrom, type PrepassFn } from './sender.js';
+import { sendFrom, type DeltaFn, type PrepassFn } from './sender.js';
 import { receiveInto } from './receiver.js';
 import { journalPathFor } from '../io/journal.js';
 import { SUBSUMS_CAP } from './subsums.js';
@@ -143,14 +143,15 @@ export async function openSession(conn: Connection, mode: 'push' | 'pull' | 'ver
 /**
  * One push session on an authenticated connection: Open (offering `seed`
  * to a server that takes one), the delta, and the server's verdict, checked.
- * `prepass`: the hash pass run by the caller (a push to several, net/fanout.ts).
+ * `prepass`: the hash pass run by the caller, `delta`: the delta scan it runs
+ * (a push to several, net/fanout.ts).
  */
 export async function pushSession(
   conn: Connection,
   img: ImageHandle,
   opts: ClientOptions,
   t0: number,
-  extra: { seed?: Uint8Array | undefined; prepass?: PrepassFn | undefined } = {},
+  extra: { seed?: Uint8Array | undefined; prepass?: PrepassFn | undefined; delta?: DeltaFn | undefined } = {},
 ): Promise<SyncResult> {
   const ready = await openSession(conn, 'push', opts, img.size, extra.seed);
   const codec = codecFor(opts, conn.peerCaps);
@@ -159,6 +160,7 @@ export async function pushSession(
     compress: codec,
     subSums: conn.peerCaps.includes(SUBSUMS_CAP),
     prepass: extra.prepass,
+    delta: extra.delta,
   });
   const res = await conn.expect(MsgType.Result, 'result');
   if (!res.ok || !Buffer.from(res.targetHash).equals(d.targetHash)) {

@@ -6,14 +6,17 @@
  * image: one pass for all replicas whose signatures agree (the command offers
  * them one seed, cap "push-seed"), and one read for the passes that remain.
  * The delta scans then read only around the blocks each replica lacks,
- * mostly from the page cache that pass filled.
+ * mostly from the page cache that pass filled; replicas whose signatures are
+ * identical (copies of the same old primary) lack the same blocks and share
+ * one delta scan too (net/shared-scan.ts).
  *
  * A replica that fails is dropped without touching the others: its session
  * ends as a single push's would (its volume unchanged, or mid-update under
  * its journal and resumed by the next push). One that lags does not hold the
  * others up for long: the shared read holds at most SHARED_WINDOW pieces and
  * detaches a consumer that stalls it for DETACH_AFTER_MS (it then reads on
- * its own), and after the hash pass each session goes at its own pace.
+ * its own), and a shared delta scan detaches a connection that holds it up
+ * as long (it then scans on its own from where it was).
  */
 import { isSyncError, SyncError } from '../core/errors.js';
 import type { ProgressFn, Progress } from '../core/progress.js';
@@ -25,6 +28,7 @@ import { connectAuthenticated, pushSession, type ClientOptions, type SyncResult 
 import type { Connection } from './connection.js';
 import { hashOwnImage, type OwnHashes } from './sender.js';
 import { regionBlocksFor } from './receiver.js';
+import { SCAN_JOIN_WAIT_MS, SharedScans, type SharedScanStats } from './shared-scan.js';
 import type { SignatureParams } from '../core/signature.js';
 import { SEED_LEN } from '../core/limits.js';
 import { randomBytes } from 'node:crypto';
@@ -34,7 +38,7 @@ import { trace } from '../io/trace.js';
 const SHARED_CHUNK = 1024 * 1024;
 /** Pieces held at once by the shared read: the whole of its memory (4 MiB at the default chunk). */
 export const SHARED_WINDOW = 4;
-/** How long one replica may hold the shared read up before it is detached onto reads of its own. */
+/** How long one replica may hold the shared read (or a shared delta scan) up before it is detached onto reads (a scan) of its own. */
 export const DETACH_AFTER_MS = 2000;
 /** After the first replica is ready to hash, how long the read waits for the others before it starts without them. */
 export const JOIN_WAIT_MS = 2000;
@@ -55,6 +59,8 @@ export type ReplicaOutcome = {
   result: SyncResult;
   /** Its hash pass did not read the image alone: it shared a read, or another replica's pass. */
   sharedRead: boolean;
+  /** Its delta came from a scan shared with other replicas (their signatures were identical). */
+  sharedScan: boolean;
 } | { remote: string; ok: false; error: unknown; elapsedMs: number };
 
 /** What a multi-replica push did. */
@@ -65,6 +71,8 @@ export interface FanoutResult {
   read: SharedReadStats | null;
   /** Hash passes run over the primary: 1 when every replica's signature agreed (same block size, seed taken). */
   hashPasses: number;
+  /** The delta scans run over the primary: fewer than the replicas when some shared one. */
+  scans: SharedScanStats;
   /** One per replica, in the order given. */
   replicas: ReplicaOutcome[];
 }
@@ -77,6 +85,8 @@ export interface FanoutOptions {
   window?: number;
   /** Offer the replicas one seed (default true); false gives each its own pass, for measurements. */
   sharedSeed?: boolean;
+  /** Let replicas with identical signatures share one delta scan (default true); false gives each its own, for measurements. */
+  sharedScan?: boolean;
 }
 
 function gcd(a: number, b: number): number {
@@ -298,6 +308,7 @@ export async function pushToReplicas(imagePath: string, replicas: Replica[], opt
   const passes = new HashPasses(img, gate, progress);
   // One seed for every replica that takes it: their signatures then agree, and so do the hashes of the primary.
   const seed = opts.sharedSeed === false ? undefined : randomBytes(SEED_LEN);
+  const scans = new SharedScans(img, replicas.length, { joinWaitMs: opts.joinWaitMs ?? SCAN_JOIN_WAIT_MS, detachAfterMs: opts.detachAfterMs ?? DETACH_AFTER_MS });
   try {
     const outcomes = await Promise.all(
       replicas.map(async (r, k): Promise<ReplicaOutcome> => {
@@ -305,10 +316,15 @@ export async function pushToReplicas(imagePath: string, replicas: Replica[], opt
         let conn: Connection | null = null;
         try {
           conn = await connectAuthenticated(r.opts);
-          const result = await pushSession(conn, img, { ...r.opts, onProgress: progress(k) }, started, { seed, prepass: (params, R) => passes.hashes(k, params, R) });
+          const result = await pushSession(conn, img, { ...r.opts, onProgress: progress(k) }, started, {
+            seed,
+            prepass: (params, R) => passes.hashes(k, params, R),
+            delta: scans.delta(k, { pace: r.opts.bwlimit, alone: opts.sharedScan === false }),
+          });
           trace(`fanout: ${r.remote} done`);
-          return { remote: r.remote, ok: true, sharedRead: passes.sharedBy(k), result };
+          return { remote: r.remote, ok: true, sharedRead: passes.sharedBy(k), sharedScan: scans.sharedBy(k), result };
         } catch (e) {
+          scans.leave(k);
           if (passes.has(k)) passes.failed(k);
           else gate.leave();
           conn?.destroy();
@@ -317,7 +333,7 @@ export async function pushToReplicas(imagePath: string, replicas: Replica[], opt
         }
       }),
     );
-    return { imageSize: img.size, elapsedMs: performance.now() - t0, read: gate.shared?.stats ?? null, hashPasses: passes.count, replicas: outcomes };
+    return { imageSize: img.size, elapsedMs: performance.now() - t0, read: gate.shared?.stats ?? null, hashPasses: passes.count, scans: scans.stats, replicas: outcomes };
   } finally {
     gate.shared?.close();
     await img.fh.close();

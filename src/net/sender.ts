@@ -185,55 +185,75 @@ export async function receiveSignatureWithPrepass(
   return { sig, own, targetHash };
 }
 
-/** Scan `img` against the signature and stream the delta to the peer. */
-export async function sendDelta(
-  conn: Connection,
-  rs: ReceivedSignature,
-  img: ImageHandle,
-  onProgress?: ProgressFn,
-  /** How literals are compressed (`true`: DEFLATE at level 1); see protocol/literal-codec.ts. */
-  compress: boolean | LiteralCodec | null = false,
-  /** The peer answers SubNeed (it announced the subsums capability). */
-  subSums = false,
-): Promise<SendDeltaResult> {
-  const { sig, own, targetHash } = rs;
+/** How a delta scan gets the receiver's sub-block sums (SubSumsAhead, or one shared by several connections). */
+export interface SubSumSource {
+  readonly subSize: number;
+  get(block: number): Uint8Array | undefined;
+  ask(at: number): Promise<void>;
+  until(limit: number): Promise<void>;
+  forget(block: number): void;
+  drain(): Promise<void>;
+}
+
+/** Whether aligned block i of our image equals the receiver's block i (from the digests the prepass compared). */
+function inPlaceTest(rs: ReceivedSignature): (i: number) => boolean {
+  const { sig, own } = rs;
+  const bs = sig.params.blockSize;
+  const sl = sig.params.strongLen;
+  return (i) => i < sig.blockCount && sig.blockLength(i) === bs && sig.strongEquals(i, own.subarray(i * sl, i * sl + sl));
+}
+
+/**
+ * The sub-block sums to ask `conn` for, or null when the peer does not answer
+ * SubNeed: blocks changed where they stand while a neighbour did not (small
+ * writes), asked for ahead of the scan.
+ */
+export function subSumsFor(conn: Connection, rs: ReceivedSignature, img: ImageHandle, subSums: boolean): SubSumsAhead | null {
+  const sig = rs.sig;
+  const bs = sig.params.blockSize;
+  const subSize = subSums ? subBlockSize(bs) : 0;
+  if (subSize <= 0) return null;
+  const inPlace = inPlaceTest(rs);
+  const whole = (i: number): boolean => i >= 0 && i < sig.blockCount && sig.blockLength(i) === bs && (i + 1) * bs <= img.size;
+  return new SubSumsAhead(conn, sig.params, subSize, (i) => whole(i) && !inPlace(i) && ((whole(i + 1) && inPlace(i + 1)) || (whole(i - 1) && inPlace(i - 1))));
+}
+
+/** Where a scan starts and what it uses besides the signature. */
+export interface ScanOptions {
+  /** Absolute position to start at (a scan that leaves a shared one mid-image); 0 by default. */
+  start?: number;
+  subs?: SubSumSource | null;
+  onProgress?: ProgressFn | undefined;
+  /** Asked before each read: true makes the scan take new read buffers (the old ones may still be read by someone else). */
+  renewBuffers?: () => boolean;
+}
+
+/**
+ * The delta scan of `img` against the signature from `opts.start` on: every
+ * op goes to `emit`, in order, the last ones included (the caller sends the
+ * header before and DeltaEnd after). Returns the matcher's counts.
+ */
+export async function scanDelta(rs: ReceivedSignature, img: ImageHandle, emit: (ops: DeltaOp[]) => Promise<void>, opts: ScanOptions = {}): Promise<DeltaStats> {
+  const { sig, own } = rs;
   const sp = sig.params;
-  if (rs.unchanged) {
-    // Same image: one copy of all of it, which an in-place receiver verifies from its own digests.
-    await conn.send(wireDeltaHeader(sp, img.size));
-    const ops = img.size > 0 ? 1 : 0;
-    if (ops) await conn.send({ type: MsgType.Copy, offset: 0, length: img.size });
-    await conn.send({ type: MsgType.DeltaEnd, targetSize: img.size, targetHash, opCount: ops, digest: null });
-    onProgress?.({ phase: 'delta', done: img.size, total: img.size, matched: img.size, literal: 0 });
-    return { matchedBytes: img.size, literalBytes: 0, copyOps: ops, literalOps: 0, targetSize: img.size, targetHash };
-  }
   const matcher = new DeltaMatcher(sig, { ownDigests: own });
-  await conn.send(wireDeltaHeader(sp, img.size));
-  let ops = 0;
-  let done = 0;
+  const start = opts.start ?? 0;
+  if (start > 0) matcher.startAt(start);
+  const onProgress = opts.onProgress;
   const bs = sp.blockSize;
-  const sl = sp.strongLen;
   const chunk = Math.max(bs, Math.floor(IO_CHUNK / bs) * bs);
   // Blocks equal to the receiver's block at the same offset (known from the
   // digests compared in the prepass) are never read again: only the ranges
   // around changed blocks are, so a scattered change costs reads of the
   // changed blocks, not of the image.
-  const inPlace = (i: number): boolean => i < sig.blockCount && sig.blockLength(i) === bs && sig.strongEquals(i, own.subarray(i * sl, i * sl + sl));
-  const send = async (list: DeltaOp[]): Promise<void> => {
-    for (const op of list) {
-      await conn.send(opMessage(op, compress));
-      ops++;
-    }
-  };
+  const inPlace = inPlaceTest(rs);
+  const subs = opts.subs ?? null;
+  if (subs) matcher.useSubSums(subs.subSize, (k) => subs.get(k));
   /** Where the read that starts at `pos` ends: the next in-place block, at least one block on, at most one chunk. */
-  // Blocks changed where they stand while a neighbour did not (small writes):
-  // ask the receiver for their sub-block sums, ahead of the scan.
-  const subSize = subSums ? subBlockSize(bs) : 0;
-  const whole = (i: number): boolean => i >= 0 && i < sig.blockCount && sig.blockLength(i) === bs && (i + 1) * bs <= img.size;
-  const subs =
-    subSize > 0 ? new SubSumsAhead(conn, sp, subSize, (i) => whole(i) && !inPlace(i) && ((whole(i + 1) && inPlace(i + 1)) || (whole(i - 1) && inPlace(i - 1)))) : null;
-  if (subs) matcher.useSubSums(subSize, (k) => subs.get(k));
   const readEnd = (pos: number): number => {
+    // A scan started off the block grid (detached from a shared one) first gets back onto it,
+    // where blocks in place are skipped again.
+    if (pos % bs !== 0) return Math.min(img.size, Math.ceil(pos / bs) * bs);
     let e = Math.min(img.size, pos + bs);
     while (e < img.size && e - pos < chunk && !(e % bs === 0 && e + bs <= img.size && inPlace(e / bs))) e = Math.min(img.size, e + bs);
     return e;
@@ -241,11 +261,11 @@ export async function sendDelta(
   let readSinceYield = 0;
   let ring: [Buffer, Buffer] | null = null;
   let turn = 0;
-  for (let pos = 0; pos < img.size; ) {
+  for (let pos = start; pos < img.size; ) {
     let run = 0;
     if (pos % bs === 0) while (run < chunk && pos + run + bs <= img.size && inPlace((pos + run) / bs)) run += bs;
     if (run > 0 && matcher.skipAligned(run)) {
-      await send(matcher.takeSkipped());
+      await emit(matcher.takeSkipped());
       pos += run;
     } else {
       // The matcher could not skip (it holds part of a window): feed it the bytes.
@@ -264,6 +284,7 @@ export async function sendDelta(
       // Two read buffers take turns: the matcher keeps at most a view of the
       // previous input until this push copies it out, and ops are encoded
       // (copied) as they are sent. Fresh buffers cost page faults and GC.
+      if (opts.renewBuffers?.()) ring = null;
       ring ??= [Buffer.allocUnsafe(Math.min(chunk, img.size)), Buffer.allocUnsafe(Math.min(chunk, img.size))];
       turn ^= 1;
       const data = img.remote ? await img.remote.read(pos, end - pos, ring[turn]) : readExactSync(img, pos, end - pos, ring[turn]);
@@ -272,39 +293,87 @@ export async function sendDelta(
         await subs.until(Math.ceil(end / bs));
       }
       const hashed = matcher.strongHashes;
-      await send(matcher.push(data));
+      await emit(matcher.push(data));
       // Hashing counts as work too: a scan that hashes more than it reads
       // (weak hits, bounded per byte by the matcher) still yields as often.
       readSinceYield += (matcher.strongHashes - hashed) * bs;
       subs?.forget(Math.floor(matcher.pendingFrom / bs));
-      await send(matcher.takeSkipped());
+      await emit(matcher.takeSkipped());
       pos = end;
     }
-    done = pos;
-    onProgress?.({ phase: 'delta', done, total: img.size, matched: matcher.stats.matchedBytes, literal: matcher.stats.literalBytes });
+    onProgress?.({ phase: 'delta', done: pos, total: img.size, matched: matcher.stats.matchedBytes, literal: matcher.stats.literalBytes });
   }
   await subs?.drain();
-  for (const op of matcher.end()) {
-    await conn.send(opMessage(op, compress));
-    ops++;
-  }
+  await emit(matcher.end());
+  return matcher.stats;
+}
+
+/** Runs the delta of one session (sendDelta, or a scan shared by several sessions: net/shared-scan.ts). */
+export type DeltaFn = (
+  conn: Connection,
+  rs: ReceivedSignature,
+  img: ImageHandle,
+  onProgress: ProgressFn | undefined,
+  compress: boolean | LiteralCodec | null,
+  subSums: boolean,
+) => Promise<SendDeltaResult>;
+
+/** Scan `img` against the signature and stream the delta to the peer. */
+export async function sendDelta(
+  conn: Connection,
+  rs: ReceivedSignature,
+  img: ImageHandle,
+  onProgress?: ProgressFn,
+  /** How literals are compressed (`true`: DEFLATE at level 1); see protocol/literal-codec.ts. */
+  compress: boolean | LiteralCodec | null = false,
+  /** The peer answers SubNeed (it announced the subsums capability). */
+  subSums = false,
+): Promise<SendDeltaResult> {
+  const { sig, targetHash } = rs;
+  const sp = sig.params;
+  if (rs.unchanged) return sendUnchanged(conn, rs, img, onProgress);
+  await conn.send(wireDeltaHeader(sp, img.size));
+  let ops = 0;
+  const stats = await scanDelta(
+    rs,
+    img,
+    async (list) => {
+      for (const op of list) {
+        await conn.send(opMessage(op, compress));
+        ops++;
+      }
+    },
+    { subs: subSumsFor(conn, rs, img, subSums), onProgress },
+  );
   trace('sender: delta scanned');
   await conn.send({ type: MsgType.DeltaEnd, targetSize: img.size, targetHash, opCount: ops, digest: null });
-  return { ...matcher.stats, targetSize: img.size, targetHash };
+  return { ...stats, targetSize: img.size, targetHash };
+}
+
+/** Same image: one copy of all of it, which an in-place receiver verifies from its own digests. */
+export async function sendUnchanged(conn: Connection, rs: ReceivedSignature, img: ImageHandle, onProgress?: ProgressFn): Promise<SendDeltaResult> {
+  const targetHash = rs.targetHash;
+  await conn.send(wireDeltaHeader(rs.sig.params, img.size));
+  const ops = img.size > 0 ? 1 : 0;
+  if (ops) await conn.send({ type: MsgType.Copy, offset: 0, length: img.size });
+  await conn.send({ type: MsgType.DeltaEnd, targetSize: img.size, targetHash, opCount: ops, digest: null });
+  onProgress?.({ phase: 'delta', done: img.size, total: img.size, matched: img.size, literal: 0 });
+  return { matchedBytes: img.size, literalBytes: 0, copyOps: ops, literalOps: 0, targetSize: img.size, targetHash };
 }
 
 /**
  * The whole sending role: take the peer's signature, then stream the delta
  * that turns its image into `img`. `compress`: the codec literals go out with;
  * `subSums`: the peer answers SubNeed (it announced the capability); `prepass`:
- * the hash pass run by the caller (shared by several sessions, net/fanout.ts).
+ * the hash pass run by the caller (shared by several sessions, net/fanout.ts);
+ * `delta`: the delta run by the caller (a scan shared by several, net/shared-scan.ts).
  */
 export async function sendFrom(
   conn: Connection,
   img: ImageHandle,
-  opts: { onProgress?: ProgressFn | undefined; compress?: boolean | LiteralCodec | null; subSums?: boolean; prepass?: PrepassFn | undefined } = {},
+  opts: { onProgress?: ProgressFn | undefined; compress?: boolean | LiteralCodec | null; subSums?: boolean; prepass?: PrepassFn | undefined; delta?: DeltaFn | undefined } = {},
 ): Promise<SendDeltaResult & { blockSize: number }> {
   const rs = await receiveSignatureWithPrepass(conn, img, opts.onProgress, { indexUnchanged: false, prepass: opts.prepass });
-  const d = await sendDelta(conn, rs, img, opts.onProgress, opts.compress ?? false, opts.subSums === true);
+  const d = await (opts.delta ?? sendDelta)(conn, rs, img, opts.onProgress, opts.compress ?? false, opts.subSums === true);
   return { ...d, blockSize: rs.sig.params.blockSize };
 }

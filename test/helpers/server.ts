@@ -38,3 +38,9 @@ export async function startServer(volumes: Record<string, VolumeConfig>, opts: {
   const port = await server.listen();
   return { server, port, secret, secretFile, dir, events };
 }
+
+/** A server with one writable volume `vol`, the file `path` written with `content` first (a replica of a push to several). */
+export async function startReplica(path: string, content: Uint8Array): Promise<TestServer> {
+  await writeFile(path, content);
+  return startServer({ vol: { path, writable: true } });
+}

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { pushToReplicas, type Replica } from '../../src/net/fanout.js';
 import type { ClientOptions } from '../../src/net/client.js';
-import { startServer, type TestServer } from '../helpers/server.js';
+import { startReplica, startServer, type TestServer } from '../helpers/server.js';
 import { isSyncError } from '../../src/core/errors.js';
 
 const MiB = 1024 * 1024;
@@ -26,8 +26,7 @@ const p = (...parts: string[]): string => join(dir, ...parts);
 
 /** A server with one writable volume `vol` at `name`, holding `content`. */
 async function replica(name: string, content: Buffer): Promise<TestServer> {
-  await writeFile(p(name), content);
-  const s = await startServer({ vol: { path: p(name), writable: true } });
+  const s = await startReplica(p(name), content);
   servers.push(s);
   return s;
 }
@@ -123,8 +122,10 @@ describe('push to several replicas', () => {
     const [f, s] = r.replicas.map((o) => (o.ok ? o.result : null));
     expect(s!.elapsedMs).toBeGreaterThan(3000);
     expect(f!.elapsedMs).toBeLessThan(s!.elapsedMs / 2);
-    // One hash pass for both; the slow one's delta goes at its own pace.
+    // One hash pass for both; the slow one's delta goes at its own pace: the same signature (both were
+    // empty), but held to another rate, so each has a delta scan of its own.
     expect(r.hashPasses).toBe(1);
+    expect(r.scans).toEqual({ scans: 2, sharedScans: 0, detached: 0 });
     for (const x of ['f.img', 'g.img']) expect((await readFile(p(x))).equals(primary), x).toBe(true);
   });
 });

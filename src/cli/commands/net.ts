@@ -180,7 +180,7 @@ async function replicaOptions(argv: Parameters<typeof clientOptionsFrom>[0] & { 
  */
 export function replicasSummary(r: FanoutResult, hint: (e: unknown, remote: string) => string | undefined): Record<string, unknown> {
   const replicas = r.replicas.map((o) => {
-    if (o.ok) return { remote: o.remote, ok: true, ...summary(o.result), bytesWritten: o.result.bytesWritten, sharedRead: o.sharedRead };
+    if (o.ok) return { remote: o.remote, ok: true, ...summary(o.result), bytesWritten: o.result.bytesWritten, sharedRead: o.sharedRead, sharedScan: o.sharedScan };
     const e = o.error;
     const h = hint(e, o.remote);
     return {
@@ -193,7 +193,7 @@ export function replicasSummary(r: FanoutResult, hint: (e: unknown, remote: stri
       elapsedMs: o.elapsedMs,
     };
   });
-  const report = { imageSize: r.imageSize, sharedReadBytes: r.read?.sharedBytes, hashPasses: r.hashPasses, elapsedMs: r.elapsedMs, replicas };
+  const report = { imageSize: r.imageSize, sharedReadBytes: r.read?.sharedBytes, hashPasses: r.hashPasses, deltaScans: r.scans.scans, elapsedMs: r.elapsedMs, replicas };
   const failed = r.replicas.filter((o) => !o.ok);
   if (failed.length === 0) return report;
   const what = failed.map((o) => `${o.remote} (${isSyncError((o as { error: unknown }).error) ? ((o as { error: SyncError }).error.code) : 'ERR_INTERNAL'})`).join(', ');
