@@ -17,7 +17,11 @@ const { dirname, join } = require('node:path');
 const { Script } = require('node:vm');
 
 const bundle = join(__dirname, '..', 'dist', 'resync.cjs');
-const cacheFile = `${bundle}.cache`;
+// V8 rejects a code cache made under other flags, so each set of node
+// options (the #! line's, none, a profiler's) has its own cache file: one
+// shared file would be rewritten by every run that alternates between them.
+const flags = process.execArgv.join(' ');
+const cacheFile = flags ? `${bundle}.${createHash('sha256').update(flags).digest('hex').slice(0, 12)}.cache` : `${bundle}.cache`;
 
 let bytes;
 try {

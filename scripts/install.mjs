@@ -9,14 +9,11 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { writeCodeCaches } from './code-cache.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 spawnSync(process.execPath, [join(root, 'scripts/build-native.mjs')], { stdio: 'inherit' });
 if (existsSync(join(root, 'dist/resync.cjs'))) {
-  const r = spawnSync(process.execPath, [join(root, 'bin/resync.js'), '--version'], {
-    env: { ...process.env, RESYNC_WRITE_CODE_CACHE: '1' },
-    stdio: 'ignore',
-  });
   // Not fatal: without a cache the CLI compiles at each start.
-  if (r.status !== 0) console.warn(`resync: no code cache written (resync --version exited with ${r.status ?? r.signal}); the CLI compiles at each start`);
+  for (const why of writeCodeCaches(root)) console.warn(`resync: no code cache written (${why}); the CLI compiles at each start`);
 }

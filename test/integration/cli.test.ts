@@ -367,6 +367,18 @@ describe('start-up: the bundle and its code cache', () => {
     expect(await traced(CLI)).toEqual({ code: 0, cache: 'used' });
   });
 
+  test('run as the resync command (node options from its #! line) and as node bin/resync.js, each start uses a cache: neither rewrites the other\'s', async () => {
+    const asCommand = (): Promise<string | undefined> =>
+      new Promise((resolve) => {
+        // Executed, so the kernel runs the #! line (env -S node --max-semi-space-size=...).
+        execFile(CLI, ['--version'], { env: { ...process.env, RESYNC_TRACE: '1' }, timeout: 60_000 }, (_err, _stdout, stderr) => resolve(/code cache (\w+)/.exec(stderr)?.[1]));
+      });
+    for (let i = 0; i < 2; i++) {
+      expect(await asCommand()).toBe('used');
+      expect(await traced(CLI)).toEqual({ code: 0, cache: 'used' });
+    }
+  });
+
   test('the cache is keyed by the bundle\'s content: it survives new file times, not an edit; a run without a usable one writes it', async () => {
     const root = await mkdtemp(join(tmpdir(), 'resync-bin-'));
     try {
