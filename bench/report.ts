@@ -107,6 +107,8 @@ export interface ReplicasResult {
   manyRssBytes: number;
   /** Hash passes the push to several ran over the target (1: one for all replicas), from `--json`. */
   hashPasses: number;
+  /** Delta scans it ran (1: one shared by all replicas, their signatures being identical), from `--json`. */
+  deltaScans?: number;
 }
 
 /** A complete run. */
@@ -596,7 +598,8 @@ function replicasSection(r: BenchReport): string {
   return [
     `${c.replicas} \`resync serve\` processes, each with one writable volume (a sparse copy of a ${fmtBytes(c.imageSize)} \`scattered\` basis), ` +
       `and the target pushed to the first of them alone, then to all ${c.replicas} at once (\`resync push TARGET R1 R2 ...\`), alternating which goes first each run. ` +
-      `The push to several ran ${c.hashPasses} hash ${c.hashPasses === 1 ? 'pass' : 'passes'} over the target for its ${c.replicas} replicas.`,
+      `The push to several ran ${c.hashPasses} hash ${c.hashPasses === 1 ? 'pass' : 'passes'} over the target for its ${c.replicas} replicas` +
+      (c.deltaScans !== undefined ? ` and ${c.deltaScans} delta ${c.deltaScans === 1 ? 'scan' : 'scans'}.` : '.'),
     '',
     table(
       ['push to', 'wall time (median)', 'runs', 'client CPU time (median)', 'client peak RSS'],

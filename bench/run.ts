@@ -622,6 +622,7 @@ async function replicasRun(ctx: Context): Promise<ReplicasResult> {
     const manyCpu: number[] = [];
     const manyRss: number[] = [];
     let passes = 0;
+    let scans = 0;
     for (let i = 0; i < ctx.opts.runs; i++) {
       for (const many of i % 2 === 0 ? [false, true] : [true, false]) {
         const used = many ? volumes : volumes.slice(0, 1);
@@ -631,11 +632,14 @@ async function replicasRun(ctx: Context): Promise<ReplicasResult> {
         (many ? manyMs : oneMs).push(r.proc.wallMs);
         (many ? manyRss : oneRss).push(r.proc.peakRssBytes);
         (many ? manyCpu : oneCpu).push(r.proc.cpuMs);
-        if (many) passes = field(r, 'hashPasses');
+        if (many) {
+          passes = field(r, 'hashPasses');
+          scans = field(r, 'deltaScans');
+        }
         log(`  push to ${used.length}: ${fmtMs(r.proc.wallMs)}, client CPU ${fmtMs(r.proc.cpuMs)}, RSS ${fmtRss(r.proc.peakRssBytes)}`);
       }
     }
-    return { replicas: n, imageSize: size, oneMs, manyMs, oneCpuMs: oneCpu, manyCpuMs: manyCpu, oneRssBytes: median(oneRss), manyRssBytes: median(manyRss), hashPasses: passes };
+    return { replicas: n, imageSize: size, oneMs, manyMs, oneCpuMs: oneCpu, manyCpuMs: manyCpu, oneRssBytes: median(oneRss), manyRssBytes: median(manyRss), hashPasses: passes, deltaScans: scans };
   } finally {
     for (const s of servers) await s.stop().catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
