@@ -263,7 +263,12 @@ export class Journal {
     await this.append(Buffer.concat([header(type, offset, data), data]));
   }
 
-  /** Append `parts` (`total` bytes) with one gathered write (libuv repeats it until all is written or it fails). */
+  /**
+   * Append `parts` (`total` bytes) with one gathered write. libuv repeats it
+   * until all is written, but on an error after some bytes (a full disk) it
+   * returns the short count without the error: the rest is then written on
+   * its own, which reports that error (ERR_NO_SPACE, not a vague short write).
+   */
   private async appendAll(parts: Uint8Array[], total: number): Promise<void> {
     let written: number;
     try {
@@ -271,7 +276,20 @@ export class Journal {
     } catch (e) {
       throw ioError(e, 'write journal', this.path);
     }
-    if (written !== total) throw new JournalError(`journal ${this.path}: wrote ${written} of ${total} bytes`);
+    if (written < total) {
+      const base = this.size;
+      let pos = 0;
+      for (const p of parts) {
+        const end = pos + p.length;
+        if (end > written) {
+          const from = Math.max(0, written - pos);
+          this.size = base + pos + from;
+          await this.append(p.subarray(from));
+        }
+        pos = end;
+      }
+      return;
+    }
     this.size += total;
   }
 
