@@ -128,7 +128,8 @@ export function codecFor(opts: ClientOptions, peerCaps: readonly string[]): Lite
   return opts.compress ? pickCodec(opts.compressChoice ?? null, opts.compressLevel, peerCaps, opts.onNote) : null;
 }
 
-function codecName(c: LiteralCodec | null): { compression?: string } {
+/** The summary's `compression` field for a codec. */
+export function codecName(c: LiteralCodec | null): { compression?: string } {
   return c ? { compression: `${c.name}:${c.level}` } : {};
 }
 

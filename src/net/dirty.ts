@@ -22,12 +22,15 @@ import { weakSum } from '../core/rolling.js';
 import { blockCountFor, defaultBlockSize, makeSignatureParams, type SignatureParams } from '../core/signature.js';
 import { StrongHasher, isZeroRange } from '../core/strong.js';
 import { DIRTY_CHUNK, DIRTY_RANGE_LEN, MsgType } from '../../protocol/constants.js';
-import { chunkFromMessage, headerFromMessage, literalFromZ, paramsFromHeader, sigBlocksMessage, sigHeaderMessage, wireDeltaHeader } from '../../protocol/convert.js';
+import { chunkFromMessage, headerFromMessage, literalFromZ, opMessage, paramsFromHeader, sigBlocksMessage, sigHeaderMessage, wireDeltaHeader } from '../../protocol/convert.js';
+import { literalFromZstd, type LiteralCodec } from '../../protocol/literal-codec.js';
+import type { Message } from '../../protocol/messages.js';
+import type { DeltaOp } from '../core/ops.js';
 import { readAt, type ImageHandle } from '../io/image.js';
 import { ioError } from '../io/errors.js';
 import { dirtyRuns, openNbdImage, isNbdUri, type NbdImage } from '../io/nbd/image.js';
 import { UndoPatcher, fileBlockIo } from '../io/undo-patcher.js';
-import { connectAuthenticated, openSession, type ClientOptions, type SyncResult } from './client.js';
+import { codecFor, codecName, connectAuthenticated, openSession, type ClientOptions, type SyncResult } from './client.js';
 import type { Connection } from './connection.js';
 
 /** The capability a server announces when it serves Open(dirty). */
@@ -148,7 +151,9 @@ export async function pushDirty(imagePath: string, bitmap: string, opts: ClientO
     if (p.imageSize !== img.size) throw new SyncError('ERR_PROTOCOL', `the signature covers ${p.imageSize} bytes, the image is ${img.size}`);
     const runs = blockRuns(ranges, p.blockSize, img.size);
     const theirs = await receiveDirtySums(conn, runs, p);
-    const sent = await sendDirtyDelta(conn, img, runs, p, theirs);
+    // Chosen as a plain push chooses: from --compress and what the server announced.
+    const codec = codecFor(opts, conn.peerCaps);
+    const sent = await sendDirtyDelta(conn, img, runs, p, theirs, codec);
     const res = await conn.recv();
     if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
     if (!res.ok || !Buffer.from(res.targetHash).equals(sent.hash)) throw new SyncError('ERR_VERIFY_FAILED', 'the server could not verify the dirty blocks it wrote');
@@ -165,6 +170,7 @@ export async function pushDirty(imagePath: string, bitmap: string, opts: ClientO
       bytesWritten: res.bytesWritten,
       dirtyBytes,
       bytesRead: sent.bytesRead,
+      ...codecName(codec),
     };
   } catch (e) {
     conn?.destroy();
@@ -207,6 +213,7 @@ async function sendDirtyDelta(
   runs: [number, number][],
   p: SignatureParams,
   theirs: Uint8Array,
+  codec: LiteralCodec | null,
 ): Promise<{ hash: Buffer; bytesRead: number; stats: { matchedBytes: number; literalBytes: number; copyOps: number; literalOps: number } }> {
   const stats = { matchedBytes: 0, literalBytes: 0, copyOps: 0, literalOps: 0 };
   const hasher = new StrongHasher(p.strongAlg, p.seed, p.strongLen);
@@ -230,7 +237,7 @@ async function sendDirtyDelta(
   };
   const flushLiteral = async (): Promise<void> => {
     if (litLen > 0) {
-      await conn.send({ type: MsgType.Literal, data: lit.length === 1 ? lit[0]! : Buffer.concat(lit) });
+      await conn.send(opMessage({ kind: 'literal', data: lit.length === 1 ? lit[0]! : Buffer.concat(lit) }, codec));
       ops++;
       stats.literalOps++;
       stats.literalBytes += litLen;
@@ -398,9 +405,7 @@ async function receiveDirtyDelta(conn: Connection, img: ImageHandle, runs: [numb
         await conn.send({ type: MsgType.Result, ok: true, bytesWritten: written, targetHash: got });
         return { imageSize: img.size, dirtyBlocks: runs.reduce((t, [a, b]) => t + b - a, 0), matchedBytes: patcher.stats.matchedBytes, literalBytes: patcher.stats.literalBytes };
       }
-      const op =
-        m.type === MsgType.Copy ? ({ kind: 'copy', offset: m.offset, length: m.length } as const) : m.type === MsgType.Literal ? ({ kind: 'literal', data: m.data } as const) : m.type === MsgType.LiteralZ ? literalFromZ(m) : null;
-      if (!op) throw new SyncError('ERR_PROTOCOL', 'expected delta ops');
+      const op = deltaOpFrom(m);
       const at = patcher.position;
       const len = op.kind === 'copy' ? op.length : op.data.length;
       if (!(op.kind === 'copy' && op.offset === at) && !inside(at, at + len)) {
@@ -417,5 +422,26 @@ async function receiveDirtyDelta(conn: Connection, img: ImageHandle, runs: [numb
       await clearDirtyMarker(img.path);
     }
     throw e;
+  }
+}
+
+/**
+ * The op a delta message carries. Compressed literals are inflated into
+ * their declared length (at most MAX_LITERAL) and refused with ERR_CORRUPT
+ * when they do not fit it; a zstd one from a peer that ignored this side's
+ * capabilities is ERR_PROTOCOL.
+ */
+function deltaOpFrom(m: Message): DeltaOp {
+  switch (m.type) {
+    case MsgType.Copy:
+      return { kind: 'copy', offset: m.offset, length: m.length };
+    case MsgType.Literal:
+      return { kind: 'literal', data: m.data };
+    case MsgType.LiteralZ:
+      return literalFromZ(m);
+    case MsgType.LiteralZstd:
+      return literalFromZstd(m);
+    default:
+      throw new SyncError('ERR_PROTOCOL', 'expected delta ops');
   }
 }

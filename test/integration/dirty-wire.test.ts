@@ -8,9 +8,11 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { deflateRawSync } from 'node:zlib';
 import { connectAuthenticated, openSession, pull as clientPull, push as clientPush } from '../../src/net/client.js';
 import { blockRuns } from '../../src/net/dirty.js';
 import { MsgType } from '../../protocol/constants.js';
+import { literalCodec } from '../../protocol/literal-codec.js';
 import type { Connection } from '../../src/net/connection.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
@@ -79,6 +81,30 @@ describe('Open(dirty) on the server', () => {
     await expect(conn.recv()).rejects.toMatchObject({ code: 'ERR_PROTOCOL', message: /outside the dirty blocks/ });
     conn.destroy();
     expect((await readFile(join(dir, 'rec.img'))).equals(vol)).toBe(true);
+  });
+
+  test('a compressed literal that inflates past its declared length is ERR_CORRUPT, zstd and DEFLATE alike; nothing changes', async () => {
+    const vol = randomBytes(SIZE);
+    await writeFile(join(dir, 'rec.img'), vol);
+    // Two blocks' worth compressed, declared as the one dirty block: the decoder stops at the declared length.
+    const two = Buffer.alloc(2 * BS, 0x61);
+    const zstd = literalCodec('zstd').compress(two);
+    expect(zstd?.type).toBe(MsgType.LiteralZstd);
+    for (const m of [
+      { ...zstd!, length: BS },
+      { type: MsgType.LiteralZ, length: BS, data: deflateRawSync(two) },
+    ] as const) {
+      const { conn, seed } = await openDirty(ranges([2 * BS, BS]));
+      // The server offered zstd, so a zstd literal is a decoding matter, not a protocol breach.
+      expect(conn.peerCaps).toContain('zstd');
+      await conn.send(header(seed));
+      await conn.send({ type: MsgType.Copy, offset: 0, length: 2 * BS });
+      await conn.send(m);
+      await expect(conn.recv()).rejects.toMatchObject({ code: 'ERR_CORRUPT', message: /declared 4096 bytes/ });
+      conn.destroy();
+      expect((await readFile(join(dir, 'rec.img'))).equals(vol)).toBe(true);
+      await expect(stat(join(dir, 'rec.img.resync-dirty'))).rejects.toMatchObject({ code: 'ENOENT' });
+    }
   });
 
   test('a dirty hash that does not match undoes the writes', async () => {

@@ -4,7 +4,7 @@
  * compared with qemu-img compare.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +14,7 @@ import { openNbdImage } from '../../src/io/nbd/image.js';
 import { readPieces } from '../../src/io/sparse.js';
 import { UndoPatcher } from '../../src/io/undo-patcher.js';
 import { makeSignatureParams } from '../../src/core/signature.js';
+import { zstdStatus } from '../../protocol/literal-codec.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 import { runCli } from '../helpers/cli.js';
 import { hasQemu, qemuImg, qemuIo, sameContent, startNbd, stopAllNbd } from '../helpers/qemu.js';
@@ -153,6 +154,54 @@ describe.skipIf(!hasQemu)('NBD against qemu-nbd', () => {
     await expect(push(plain.uri, { ...client(), dirtyBitmap: 'since-sync' })).rejects.toMatchObject({ code: 'ERR_NBD', message: /does not offer the dirty bitmap/ });
     await plain.stop();
     await expect(push(join(dir, 'recovery.img'), { ...client(), dirtyBitmap: 'since-sync' })).rejects.toMatchObject({ code: 'ERR_PARAM' });
+  }, 90_000);
+
+  test('push --dirty-bitmap --compress: the dirty literals travel compressed, by the codec and level asked for, and the replica matches', async () => {
+    const q = join(dir, 'zvm.qcow2');
+    qemuImg('create', '-f', 'qcow2', q, '32M');
+    qemuIo(q, 'write -P 0x41 0 4M');
+    const full = await startNbd(dir, q, { readOnly: true });
+    await push(full.uri, client());
+    await full.stop();
+    // The replica as the full sync left it: each push below starts from it.
+    const synced = join(dir, 'zvm-synced.raw');
+    await copyFile(join(dir, 'recovery.img'), synced);
+    qemuImg('bitmap', '--add', q, 'b1');
+    // What a guest writes: log text (compresses well) and some random bytes (does not).
+    const text = join(dir, 'zvm-log.txt');
+    let log = '';
+    for (let i = 0; log.length < 256 * 1024; i++) log += `Dec  5 05:${String(i % 60).padStart(2, '0')}:17 vm1 kernel: eth0: rx ${(i * 7919) % 100003} packets, ${(i * 104729) % 1000003} bytes\n`;
+    await writeFile(text, log.slice(0, 256 * 1024));
+    const noise = join(dir, 'zvm-noise.bin');
+    await writeFile(noise, randomBytes(64 * 1024));
+    qemuIo(q, `write -s ${text} 1M 256k`, `write -s ${noise} 9M 64k`, `write -s ${text} 20M 256k`);
+    const nbd = await startNbd(dir, q, { readOnly: true, bitmap: 'b1' });
+    const remote = `127.0.0.1:${srv.port}/rec`;
+    const run = async (flags: string[], env?: Record<string, string>) => {
+      await copyFile(synced, join(dir, 'recovery.img'));
+      const r = await runCli(CLI, ['push', '--json', '--dirty-bitmap', 'b1', ...flags, '--secret-file', srv.secretFile, nbd.uri, remote], { env });
+      expect(r.code, r.stderr).toBe(0);
+      expect(sameContent(q, join(dir, 'recovery.img'))).toBe(true);
+      return { out: JSON.parse(r.stdout) as Record<string, unknown>, stderr: r.stderr };
+    };
+    const plain = (await run(['--no-compress'])).out;
+    expect(plain).toMatchObject({ ok: true, verifiedScope: 'dirty', dirtyBytes: 576 * 1024, literalBytes: 576 * 1024 });
+    expect(plain.compression).toBeUndefined();
+    // The best both sides have by default: zstd at its level 3 here (DEFLATE at 1 where zstd-napi does not load).
+    const best = (await run(['--compress'])).out;
+    expect(best).toMatchObject({ ok: true, literalBytes: 576 * 1024, compression: zstdStatus().available ? 'zstd:3' : 'deflate:1' });
+    const deflate = (await run(['--compress-choice', 'deflate', '--compress-level', '6'])).out;
+    expect(deflate).toMatchObject({ ok: true, literalBytes: 576 * 1024, compression: 'deflate:6' });
+    // Where zstd does not load, an explicit zstd choice falls back to DEFLATE with a note, as a plain push does.
+    const fallback = await run(['--compress-choice', 'zstd'], { RESYNC_ZSTD: '0' });
+    expect(fallback.out).toMatchObject({ ok: true, compression: 'deflate:1' });
+    expect(fallback.stderr).toContain('resync: note: zstd is not available here (turned off by RESYNC_ZSTD=0); compressing with deflate');
+    // bytesSent counts what went on the wire: the text shrinks, the random 64 KiB cannot.
+    for (const c of [best, deflate, fallback.out]) {
+      expect(c.bytesSent as number).toBeLessThan((plain.bytesSent as number) * 0.5);
+      expect(c.bytesSent as number).toBeGreaterThan(64 * 1024);
+    }
+    await nbd.stop();
   }, 90_000);
 
   test('a dirty push that did not finish keeps the volume from being read until a full push', async () => {
