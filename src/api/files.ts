@@ -10,6 +10,7 @@ import { PatchPlanner } from '../core/patch.js';
 import { InPlacePatcher, completeCommitted, recoverLocked, type RecoverOutcome } from '../io/inplace.js';
 import { journalPathFor, readJournal } from '../io/journal.js';
 import { lockImage, withImageLock } from '../io/lock.js';
+import { dropSigCache, sigCachePathFor } from '../io/sigcache.js';
 import { IO_CHUNK, SEED_LEN } from '../core/limits.js';
 import { DeltaMatcher } from '../core/matcher.js';
 import type { DeltaOp, DeltaStats } from '../core/ops.js';
@@ -396,6 +397,8 @@ async function patchFileInPlace(basisPath: string, deltaPath: string, opts: Patc
   let img: ImageHandle;
   try {
     img = await openImage(basisPath, 'r+');
+    // A receiver's signature cache (io/sigcache.ts) would no longer describe the image.
+    await dropSigCache(sigCachePathFor(basisPath));
   } catch (e) {
     await lock.release();
     throw e;
