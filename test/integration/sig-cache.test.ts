@@ -8,6 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, open, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -55,6 +56,16 @@ async function withServer<T>(vols: Record<string, VolumeConfig>, fn: (s: TestSer
     await s.server.close();
     await rm(s.dir, { recursive: true, force: true });
   }
+}
+
+/** A volume and a source file, both `v0` (generated from `seed`). */
+async function pair(name: string, seed: number, size = SIZE): Promise<{ vol: string; src: string; v0: Buffer }> {
+  const vol = join(dir, `${name}-vol.img`);
+  const src = join(dir, `${name}-src.img`);
+  const v0 = generateImage(size, seed);
+  await writeFile(vol, v0);
+  await writeFile(src, v0);
+  return { vol, src, v0 };
 }
 
 const client = (s: TestServer, volume = 'v') => ({ host: '127.0.0.1', port: s.port, secret: s.secret, volume });
@@ -162,11 +173,7 @@ describe('push: the second session sends its signature from the cache', () => {
 
 describe('a cache that no longer describes the image is not used', () => {
   test('a byte written behind resync\'s back, mtime put back to the nanosecond: ctime differs, full read, correct result', async () => {
-    const vol = join(dir, 'b-vol.img');
-    const src = join(dir, 'b-src.img');
-    const v0 = generateImage(SIZE, 4);
-    await writeFile(vol, v0);
-    await writeFile(src, v0);
+    const { vol, src, v0 } = await pair('b', 4);
     await withServer({ v: { path: vol, writable: true } }, async (s) => {
       await push(src, client(s));
       expect(existsSync(sigCachePathFor(vol)!)).toBe(true);
@@ -187,7 +194,7 @@ describe('a cache that no longer describes the image is not used', () => {
       const read = signatureReads.bytes;
       await push(src, client(s));
       expect(sigCacheStats.used).toBe(used);
-      expect(sigCacheStats.lastIgnored).toMatch(/changed/);
+      expect(sigCacheStats.lastIgnored).toMatch(/changed since/);
       expect(signatureReads.bytes - read).toBe(SIZE);
       expect((await readFile(vol)).equals(v0)).toBe(true);
     });
@@ -231,12 +238,50 @@ describe('a cache that no longer describes the image is not used', () => {
     });
   }
 
+  /** Edit a cache's header and seal it again with a good checksum: only the rule under test can refuse it. */
+  async function reseal(p: string, edit: (head: Buffer) => void): Promise<void> {
+    const b = await readFile(p);
+    edit(b);
+    createHash('sha256').update(b.subarray(0, b.length - 32)).digest().copy(b, b.length - 32);
+    await writeFile(p, b);
+  }
+
+  /** Push once, `tamper` with the volume and its cache, push again: the cache must be refused for `why`, and the volume right. */
+  async function refusedAfter(name: string, seed: number, tamper: (vol: string) => Promise<void>, why: RegExp): Promise<void> {
+    const { vol, src, v0 } = await pair(name, seed);
+    await withServer({ v: { path: vol, writable: true } }, async (s) => {
+      await push(src, client(s));
+      await tamper(vol);
+      const used = sigCacheStats.used;
+      await push(src, client(s));
+      expect(sigCacheStats.used).toBe(used);
+      expect(sigCacheStats.lastIgnored).toMatch(why);
+      expect((await readFile(vol)).equals(v0)).toBe(true);
+    });
+  }
+
+  test('racy: a cache stamped in the tick of the image\'s last change is not used', async () => {
+    await refusedAfter('r', 19, async (vol) => {
+      const st = await stat(vol, { bigint: true });
+      await reseal(sigCachePathFor(vol)!, (h) => h.writeBigInt64BE(st.ctimeNs, 80));
+    }, /tick/);
+  });
+
+  test('coarse timestamps (no sub-second part): no cache is used', async () => {
+    await refusedAfter('co', 20, async (vol) => {
+      // As a filesystem with whole-second times would have it: mtime on a second, and the cache made to agree.
+      expect(spawnSync('touch', ['-m', '-d', '@1700000000', vol]).status).toBe(0);
+      const st = await stat(vol, { bigint: true });
+      await reseal(sigCachePathFor(vol)!, (h) => {
+        h.writeBigInt64BE(st.mtimeNs, 64);
+        h.writeBigInt64BE(st.ctimeNs, 72);
+        h.writeBigInt64BE(st.ctimeNs + 1_000_000_000n, 80);
+      });
+    }, /coarse/);
+  });
+
   test('a seed asked by the peer that differs from the cache\'s: no cache, the asked seed is used', async () => {
-    const vol = join(dir, 's-vol.img');
-    const src = join(dir, 's-src.img');
-    const v0 = generateImage(SIZE, 6);
-    await writeFile(vol, v0);
-    await writeFile(src, v0);
+    const { vol, src, v0 } = await pair('s', 6);
     await withServer({ v: { path: vol, writable: true } }, async (s) => {
       await push(src, client(s));
       const cacheSeed = (await readFile(sigCachePathFor(vol)!)).subarray(32, 48);
