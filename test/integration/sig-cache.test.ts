@@ -404,3 +404,53 @@ describe('pull', () => {
     });
   });
 });
+
+describe('push: a server killed mid-session', () => {
+  /** `resync serve` as a child process on 127.0.0.1 with volume v=`vol`, killed at `killAt`. */
+  async function serveChild(vol: string, secretFile: string, killAt: string): Promise<{ port: number; exited: Promise<string | number | null> }> {
+    const c = spawn(process.execPath, [cliMain(), 'serve', '--listen', '127.0.0.1:0', '--secret-file', secretFile, '--volume', `v=${vol}:rw`], {
+      env: { ...process.env, RESYNC_KILL_AT: killAt },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    const exited = new Promise<string | number | null>((res) => c.once('close', (code, signal) => res(signal ?? code)));
+    const port = await new Promise<number>((res, rej) => {
+      let text = '';
+      c.stderr!.on('data', (d: Buffer) => {
+        text += d.toString();
+        const m = /listening on [^\s]+:(\d+)/.exec(text);
+        if (m) res(Number(m[1]));
+      });
+      void exited.then(() => rej(new Error(`resync serve exited:\n${text}`)));
+    });
+    return { port, exited };
+  }
+
+  test('killed after its first write to the volume: no cache is left, the next push reads the volume and completes it', { timeout: 60_000 }, async () => {
+    expect(existsSync(cliMain()), `${cliMain()} is missing: run npx tsc -p tsconfig.json first`).toBe(true);
+    const { vol, src, v0 } = await pair('kp', 21);
+    await withServer({ v: { path: vol, writable: true } }, async (s) => {
+      await writeFile(src, scatter(v0, 22));
+      await push(src, client(s));
+      expect(existsSync(sigCachePathFor(vol)!)).toBe(true);
+    });
+    const s2 = scatter(v0, 23, 200);
+    await writeFile(src, s2);
+    const secretFile = join(dir, 'kp-secret');
+    const secret = Buffer.from('a-secret-of-at-least-16-bytes');
+    await writeFile(secretFile, secret, { mode: 0o600 });
+    const child = await serveChild(vol, secretFile, 'inplace-written');
+    await expect(push(src, { host: '127.0.0.1', port: child.port, secret, volume: 'v' })).rejects.toThrow();
+    expect(await child.exited).toBe('SIGKILL');
+    expect(existsSync(journalPathFor(vol))).toBe(true);
+    expect(existsSync(sigCachePathFor(vol)!)).toBe(false);
+    await withServer({ v: { path: vol, writable: true } }, async (s) => {
+      const used = sigCacheStats.used;
+      const read = signatureReads.bytes;
+      await push(src, client(s));
+      expect(sigCacheStats.used).toBe(used);
+      expect(signatureReads.bytes - read).toBe(SIZE);
+      expect((await readFile(vol)).equals(s2)).toBe(true);
+      await expectCacheDescribes(vol, await cacheBlockSize(vol));
+    });
+  });
+});
