@@ -273,6 +273,8 @@ export async function writeSigCache(img: ImageHandle, path: string, size: number
     const sameExtent = (i: number): boolean => (i + 1) * s.blockSize <= Math.min(size, s.basisSize) || (size === s.basisSize && i < oldN);
     const hasher = new StrongHasher(s.strongAlg, s.seed, 16);
     const block = Buffer.allocUnsafe(s.blockSize);
+    // A view, so that copying a digest allocates nothing (2M blocks at 64 GiB).
+    const full = Buffer.from(s.full.buffer, s.full.byteOffset, s.full.byteLength);
     const buf = Buffer.allocUnsafe(CHUNK_RECORDS * SIG_CACHE_RECORD);
     for (let i = 0; i < n; i += CHUNK_RECORDS) {
       const k = Math.min(CHUNK_RECORDS, n - i);
@@ -281,7 +283,7 @@ export async function writeSigCache(img: ImageHandle, path: string, size: number
         const at = j * SIG_CACHE_RECORD;
         if (sameExtent(b) && !s.written(b)) {
           buf.writeUInt32BE(s.weak[b]!, at);
-          buf.set(s.full.subarray(b * FULL_DIGEST_LEN, (b + 1) * FULL_DIGEST_LEN), at + 4);
+          full.copy(buf, at + 4, b * FULL_DIGEST_LEN, (b + 1) * FULL_DIGEST_LEN);
         } else {
           const len = Math.min(s.blockSize, size - b * s.blockSize);
           const data = readExactSync({ ...img, size }, b * s.blockSize, len, block);

@@ -41,7 +41,7 @@ function scatter(b: Buffer, seed: number, count = 20): Buffer {
   const out = Buffer.from(b);
   let x = seed;
   for (let k = 0; k < count; k++) {
-    x = (x * 1103515245 + 12345) >>> 0;
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
     const at = (x % Math.floor(out.length / 4096)) * 4096;
     out.fill((x >>> 8) & 0xff, at, at + 4096);
   }
