@@ -17,7 +17,7 @@
  * was verified and fsynced. Anything else, and any error reading it, means a
  * full signature pass. The format is in docs/sig-cache.md.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { open, rename, stat, unlink } from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
 import { dirname } from 'node:path';
@@ -242,7 +242,8 @@ const STAMP_TRIES = 30;
  * or racy timestamps. A failure to write is only traced: the session is done.
  */
 export async function writeSigCache(img: ImageHandle, path: string, size: number, s: SessionSums): Promise<boolean> {
-  const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`;
+  // One name: the session holds the image's lock, and a temp file left by a killed writer is replaced.
+  const tmp = `${path}.tmp`;
   let renamed = false;
   let fh: import('node:fs/promises').FileHandle | null = null;
   try {
@@ -250,6 +251,7 @@ export async function writeSigCache(img: ImageHandle, path: string, size: number
     const bad = unfit(img, st) ?? (Number(st.size) !== size ? 'size differs from the result' : null);
     if (bad) return skip(path, bad);
     if ((await stat(dirname(path), { bigint: true })).dev !== st.dev) return skip(path, 'its directory is on another filesystem than the image');
+    await unlink(tmp).catch(() => undefined);
     fh = await open(tmp, 'wx', 0o600);
     const n = blockCountFor(size, s.blockSize);
     const head0 = Buffer.alloc(SIG_CACHE_HEADER);

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, open, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { link, mkdtemp, open, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cliMain } from '../../bench/killpoints.js';
@@ -338,6 +338,38 @@ describe('turned off, or not in place', () => {
       await push(src, client(s, 't'));
       expect(existsSync(sigCachePathFor(vol)!)).toBe(false);
       expect((await readFile(vol)).equals(s2)).toBe(true);
+    });
+  });
+});
+
+describe('where no cache is kept', () => {
+  test('an image with a second hard link: no cache is written, and one left from before is not used', async () => {
+    const { vol, src, v0 } = await pair('hl', 24);
+    await withServer({ v: { path: vol, writable: true } }, async (s) => {
+      await writeFile(src, scatter(v0, 25));
+      await push(src, client(s));
+      expect(existsSync(sigCachePathFor(vol)!)).toBe(true);
+      // link() changes ctime too: the refusal must come from the link count, checked first.
+      await link(vol, join(dir, 'hl-other-name.img'));
+      const s2 = scatter(v0, 26);
+      await writeFile(src, s2);
+      const used = sigCacheStats.used;
+      await push(src, client(s));
+      expect(sigCacheStats.used).toBe(used);
+      expect(sigCacheStats.lastIgnored).toMatch(/2 links/);
+      expect(existsSync(sigCachePathFor(vol)!)).toBe(false);
+      expect((await readFile(vol)).equals(s2)).toBe(true);
+    });
+  });
+
+  test('a temp file left by a killed cache writer is replaced, and the cache written', async () => {
+    const { vol, src, v0 } = await pair('lt', 27);
+    await writeFile(`${sigCachePathFor(vol)!}.tmp`, Buffer.alloc(1000, 1));
+    await withServer({ v: { path: vol, writable: true } }, async (s) => {
+      await writeFile(src, scatter(v0, 28));
+      await push(src, client(s));
+      expect(existsSync(`${sigCachePathFor(vol)!}.tmp`)).toBe(false);
+      await expectCacheDescribes(vol, await cacheBlockSize(vol));
     });
   });
 });
