@@ -121,7 +121,7 @@ export async function loadSigCache(img: ImageHandle, path: string, want: { block
     // Nothing is trusted before the checksum over the whole file has been checked.
     const sha = createHash('sha256').update(head);
     const weak = new Uint32Array(n);
-    const full = new Uint8Array(n * FULL_DIGEST_LEN);
+    const full = Buffer.alloc(n * FULL_DIGEST_LEN);
     const buf = Buffer.allocUnsafe(CHUNK_RECORDS * SIG_CACHE_RECORD);
     for (let i = 0; i < n; i += CHUNK_RECORDS) {
       const k = Math.min(CHUNK_RECORDS, n - i);
@@ -131,7 +131,7 @@ export async function loadSigCache(img: ImageHandle, path: string, want: { block
       for (let j = 0; j < k; j++) {
         const at = j * SIG_CACHE_RECORD;
         weak[i + j] = part.readUInt32BE(at);
-        full.set(part.subarray(at + 4, at + SIG_CACHE_RECORD), (i + j) * FULL_DIGEST_LEN);
+        part.copy(full, (i + j) * FULL_DIGEST_LEN, at + 4, at + SIG_CACHE_RECORD);
       }
     }
     const trailer = Buffer.alloc(TRAILER);
