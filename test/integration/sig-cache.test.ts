@@ -324,6 +324,23 @@ describe('turned off, or not in place', () => {
     });
   });
 
+  test('shifted data after a cached signature: the in-place patch moves to a temp file, verified from the cached digests; no cache after', async () => {
+    const { vol, src, v0 } = await pair('sh', 29);
+    await withServer({ v: { path: vol, writable: true } }, async (s) => {
+      await writeFile(src, scatter(v0, 30));
+      await push(src, client(s));
+      const shifted = Buffer.concat([v0.subarray(0, MiB), Buffer.from('inserted, so the rest moves'), v0.subarray(MiB)]);
+      await writeFile(src, shifted);
+      const ino = (await stat(vol)).ino;
+      const used = sigCacheStats.used;
+      await push(src, client(s));
+      expect(sigCacheStats.used).toBe(used + 1);
+      expect((await stat(vol)).ino).not.toBe(ino);
+      expect((await readFile(vol)).equals(shifted)).toBe(true);
+      expect(existsSync(sigCachePathFor(vol)!)).toBe(false);
+    });
+  });
+
   test('a temp-file session deletes an old cache and keeps none (the image is another file after the rename)', async () => {
     const vol = join(dir, 't-vol.img');
     const src = join(dir, 't-src.img');
