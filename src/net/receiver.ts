@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { SyncError, isSyncError } from '../core/errors.js';
 import { SEED_LEN, SIG_CHUNK_BLOCKS } from '../core/limits.js';
 import type { DeltaStats } from '../core/ops.js';
-import { Signature, SignatureGenerator, blockCountFor, makeSignatureParams, type SignatureChunk, type SignatureParams } from '../core/signature.js';
+import { Signature, SignatureGenerator, blockCountFor, chunkFromDigests, makeSignatureParams, type SignatureChunk, type SignatureParams } from '../core/signature.js';
 import { DEFAULT_STRONG_ALG, FULL_DIGEST_LEN } from '../core/strong.js';
 import { regionHash, type ImageHashSpec } from '../core/imagehash.js';
 import { REGION_CHUNK } from '../../protocol/constants.js';
@@ -71,9 +71,7 @@ export async function sendSignature(
   let blocks = 0;
   /** Blocks [a, b) as one SigBlocks message. */
   const sendBlocks = async (a: number, b: number): Promise<void> => {
-    const strong = Buffer.allocUnsafe((b - a) * sl);
-    for (let i = a; i < b; i++) strong.set(full.subarray(i * FULL_DIGEST_LEN, i * FULL_DIGEST_LEN + sl), (i - a) * sl);
-    await conn.send(sigBlocksMessage({ first: a, weak: weakAll.subarray(a, b), strong }));
+    await conn.send(sigBlocksMessage(chunkFromDigests(a, b, weakAll, full, sl)));
     blocks += b - a;
   };
   /** Region hashes of every region whose blocks are all summed (`done` of them). */

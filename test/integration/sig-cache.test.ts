@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { cliMain } from '../../bench/killpoints.js';
 import { generateImage } from '../../src/testing/workload.js';
 import { SignatureGenerator, makeSignatureParams } from '../../src/core/signature.js';
+import { deltaFile, loadSignatureFile, patchFile, signatureFile } from '../../src/api/files.js';
 import { openImage } from '../../src/io/image.js';
 import { journalPathFor } from '../../src/io/journal.js';
 import { SIG_CACHE_HEADER, loadSigCache, sigCachePathFor, sigCacheStats } from '../../src/io/sigcache.js';
@@ -356,6 +357,40 @@ describe('turned off, or not in place', () => {
       expect(existsSync(sigCachePathFor(vol)!)).toBe(false);
       expect((await readFile(vol)).equals(s2)).toBe(true);
     });
+  });
+});
+
+describe('resync signature (file mode)', () => {
+  test('takes the sums from a valid cache without reading the image; the signature is exact and a delta from it rebuilds the target', async () => {
+    const { vol, src, v0 } = await pair('fm', 31);
+    await withServer({ v: { path: vol, writable: true } }, async (s) => {
+      await writeFile(src, scatter(v0, 32));
+      await push(src, client(s));
+    });
+    const bs = await cacheBlockSize(vol);
+    const cacheSeed = (await readFile(sigCachePathFor(vol)!)).subarray(32, 48);
+    const used = sigCacheStats.used;
+    const sigPath = join(dir, 'fm.sig');
+    await signatureFile(vol, sigPath, { blockSize: bs });
+    expect(sigCacheStats.used).toBe(used + 1);
+    // The same file a pass over the image makes under that seed: weak sums, strong hashes and the basis hash.
+    const { signature, basisHash } = await loadSignatureFile(sigPath);
+    expect(Buffer.from(signature.params.seed).equals(cacheSeed)).toBe(true);
+    const data = await readFile(vol);
+    const gen = new SignatureGenerator(makeSignatureParams(data.length, cacheSeed, { blockSize: bs }));
+    const chunks = [...gen.push(data), ...gen.end()];
+    const n = signature.blockCount;
+    expect(Array.from(signature.weak.subarray(0, n))).toEqual(chunks.flatMap((c) => Array.from(c.weak)));
+    expect(Buffer.from(signature.strong.subarray(0, n * 16)).equals(Buffer.concat(chunks.map((c) => c.strong)))).toBe(true);
+    expect(Buffer.from(basisHash!).equals(gen.imageHash())).toBe(true);
+    const next = scatter(data, 33);
+    await writeFile(join(dir, 'fm-next.img'), next);
+    await deltaFile(sigPath, join(dir, 'fm-next.img'), join(dir, 'fm.delta'));
+    await patchFile(vol, join(dir, 'fm.delta'), join(dir, 'fm-out.img'));
+    expect((await readFile(join(dir, 'fm-out.img'))).equals(next)).toBe(true);
+    // --no-sig-cache reads the image.
+    await signatureFile(vol, sigPath, { blockSize: bs, sigCache: false });
+    expect(sigCacheStats.used).toBe(used + 1);
   });
 });
 
