@@ -40,6 +40,11 @@ export interface TcpRuns {
   inplace: TcpSample[];
   /** rsync's default: a temporary file renamed over the destination. */
   temp: TcpSample[];
+  /**
+   * push only: a second sync into the same replica right after `resync`'s
+   * (the basis pushed back), its signature from the receiver's cache.
+   */
+  resyncWarm?: TcpSample[] | undefined;
 }
 
 /** Everything measured for one scenario. */
@@ -526,10 +531,13 @@ function scenarioTcpTable(s: ScenarioResult, dir: 'push' | 'pull'): string {
   const labels = ['end-to-end wall time', 'bytes on the wire', 'peak RSS sender', 'peak RSS receiver'];
   const title = dir === 'push' ? 'push (127.0.0.1)' : 'pull (127.0.0.1)';
   const ours = dir === 'push' ? 'resync push -> serve' : 'resync pull <- serve';
-  return table(
-    [title, ours, `rsync --inplace ${dir === 'push' ? '->' : '<-'} daemon`, `rsync (temp file) ${dir === 'push' ? '->' : '<-'} daemon`, `resync / ${MODE_NAME[y.mode]}`],
-    labels.map((l, i) => [l, a[i] ?? '', b[i] ?? '', c[i] ?? '', ratios[i] ?? '']),
-  );
+  const rows = labels.map((l, i) => [l, a[i] ?? '', b[i] ?? '', c[i] ?? '', ratios[i] ?? '']);
+  const warm = t.resyncWarm ?? [];
+  if (warm.length > 0) {
+    // rsync keeps nothing between runs: its second sync costs what its first did.
+    rows.push(['wall time, second sync into the same replica (signature cache)', fmtWall(warm.map((x) => x.wallMs)), '', '', fmtRatio(medTcp(warm, 'wallMs'), medTcp(yard, 'wallMs'))]);
+  }
+  return table([title, ours, `rsync --inplace ${dir === 'push' ? '->' : '<-'} daemon`, `rsync (temp file) ${dir === 'push' ? '->' : '<-'} daemon`, `resync / ${MODE_NAME[y.mode]}`], rows);
 }
 
 function summaryTable(r: BenchReport): string {
@@ -758,7 +766,10 @@ export function renderMarkdown(r: BenchReport, whereTimeGoes: string = WHERE_TIM
       'with `use chroot = no` and one writable module), and the client is timed: `resync push TARGET 127.0.0.1:PORT/NAME --secret-file F --block-size B`, ' +
       '`rsync --no-whole-file --inplace --stats --ignore-times -B B TARGET rsync://127.0.0.1:P/vol/NAME`, and the same without `--inplace` ' +
       "(rsync's default: a temporary file renamed over the destination). `--no-whole-file` so rsync uses its delta algorithm on loopback; " +
-      '`--ignore-times` so it never skips the file on a size-and-mtime match.',
+      '`--ignore-times` so it never skips the file on a size-and-mtime match. ' +
+      'Right after resync\'s push a second server process takes a second sync into the same replica, `resync push BASIS ...` (the same changes undone), ' +
+      "timed the same way: its signature comes from the signature cache the first push left beside the volume (docs/sig-cache.md); the cold figures " +
+      'above never have one (the reset deletes it). Its ratio is to the same rsync figure: rsync keeps nothing between syncs.',
     '- Pull, per run: the local copy is reset to the basis the same way; the server serves the target (`resync serve --volume NAME=TARGET:ro`, or a ' +
       'daemon module holding a hard link to it) and the client is timed: `resync pull 127.0.0.1:PORT/NAME LOCAL --secret-file F --block-size B` ' +
       '(in place, the default), and `rsync ... rsync://127.0.0.1:P/vol/NAME LOCAL` in both modes.',

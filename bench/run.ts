@@ -200,6 +200,7 @@ function sampleOf(r: ResyncRun): Sample {
 async function resetCopy(from: string, copy: string): Promise<void> {
   await rm(copy, { force: true });
   await rm(`${copy}.resync-journal`, { force: true });
+  await rm(`${copy}.resync-sig`, { force: true });
   await capture('cp', ['--sparse=always', from, copy]);
   // Write the copy back now, so that neither tool pays for the reset: a
   // receiver that fsyncs (resync) would otherwise flush the whole fresh copy.
@@ -345,6 +346,7 @@ async function tcpMode(
   const rsyncDest = join(pushModule, 'image.img');
   await linkOrCopy(pair.target, join(pullModule, 'image.img'));
 
+  let basisHash: string | undefined;
   const resyncPush = async (i: number): Promise<void> => {
     await resetCopy(pair.basis, volume);
     const server = await ctx.resync.serve(VOLUME, volume, ctx.secretFile);
@@ -361,6 +363,23 @@ async function tcpMode(
     };
     push.resync.push(s);
     log(`  resync push          ${fmtMs(s.wallMs)}, ${fmtBytes(s.wireBytes)} on the wire, RSS ${fmtRss(s.senderRssBytes)} / ${fmtRss(s.receiverRssBytes)}`);
+    // A second sync into the same replica (the basis pushed back: the same changes undone), by a new
+    // server process: its signature comes from the cache the first push left (docs/sig-cache.md).
+    basisHash ??= await sha256File(pair.basis);
+    const again = await ctx.resync.serve(VOLUME, volume, ctx.secretFile);
+    const warm = await againstServer(
+      () => ctx.resync.push(pair.basis, again.port, VOLUME, ctx.secretFile, blockSize),
+      () => again.stop(),
+    );
+    await verify(volume, basisHash, `resync push, second sync (run ${i + 1})`);
+    const w: TcpSample = {
+      wallMs: warm.client.proc.wallMs,
+      wireBytes: field(warm.client, 'bytesSent') + field(warm.client, 'bytesReceived'),
+      senderRssBytes: warm.client.proc.peakRssBytes,
+      receiverRssBytes: warm.server.proc.peakRssBytes,
+    };
+    (push.resyncWarm ??= []).push(w);
+    log(`  resync push again    ${fmtMs(w.wallMs)}, ${fmtBytes(w.wireBytes)} on the wire, RSS ${fmtRss(w.senderRssBytes)} / ${fmtRss(w.receiverRssBytes)} (signature cache)`);
   };
 
   const resyncPull = async (i: number): Promise<void> => {
@@ -417,7 +436,7 @@ async function tcpMode(
       if (step) await step(i);
     }
   }
-  for (const f of [volume, `${volume}.resync-journal`, local, `${local}.resync-journal`, rsyncDest]) await rm(f, { force: true });
+  for (const f of [volume, `${volume}.resync-journal`, `${volume}.resync-sig`, local, `${local}.resync-journal`, `${local}.resync-sig`, rsyncDest]) await rm(f, { force: true });
   return { push, pull };
 }
 

@@ -10,13 +10,14 @@ import { PatchPlanner } from '../core/patch.js';
 import { InPlacePatcher, completeCommitted, recoverLocked, type RecoverOutcome } from '../io/inplace.js';
 import { journalPathFor, readJournal } from '../io/journal.js';
 import { lockImage, withImageLock } from '../io/lock.js';
-import { IO_CHUNK, SEED_LEN } from '../core/limits.js';
+import { dropSigCache, loadSigCache, sigCachePathFor } from '../io/sigcache.js';
+import { IO_CHUNK, SEED_LEN, SIG_CHUNK_BLOCKS } from '../core/limits.js';
 import { DeltaMatcher } from '../core/matcher.js';
 import type { DeltaOp, DeltaStats } from '../core/ops.js';
 import { emptyStats } from '../core/ops.js';
-import { SignatureGenerator, makeSignatureParams, type Signature } from '../core/signature.js';
+import { SignatureGenerator, blockCountFor, chunkFromDigests, makeSignatureParams, type Signature } from '../core/signature.js';
 import { StrongHasher, createImageHash, type StrongAlg } from '../core/strong.js';
-import { imageHashBuilder } from '../core/imagehash.js';
+import { imageHashBuilder, imageHashFromDigests } from '../core/imagehash.js';
 import { DeltaFileDecoder, DeltaFileEncoder, type DeltaTrailer } from '../format/deltafile.js';
 import type { DeltaHeader } from '../../protocol/convert.js';
 import { SignatureFileDecoder, SignatureFileEncoder } from '../format/sigfile.js';
@@ -38,6 +39,8 @@ export interface SignatureFileOptions {
   strongAlg?: StrongAlg | undefined;
   strongLen?: number | undefined;
   onProgress?: ProgressFn | undefined;
+  /** Use the image's signature cache when it is valid (default true; io/sigcache.ts): the image is then not read. */
+  sigCache?: boolean | undefined;
 }
 
 /** What a file operation reports. */
@@ -65,11 +68,22 @@ export async function signatureFile(basisPath: string, sigPath: string, opts: Si
   const img = await openImageOrNbd(basisPath);
   let out: StreamFileWriter | null = null;
   try {
-    const params = makeSignatureParams(img.size, randomBytes(SEED_LEN), opts);
-    const gen = new SignatureGenerator(params);
+    const base = makeSignatureParams(img.size, new Uint8Array(SEED_LEN), opts);
+    // The receiver's signature cache of the image (io/sigcache.ts), when valid: no read.
+    const cachePath = opts.sigCache !== false && !img.remote && !img.isBlockDevice ? sigCachePathFor(basisPath) : null;
+    const cached = cachePath ? await loadSigCache(img, cachePath, { blockSize: base.blockSize, strongAlg: base.strongAlg }) : null;
+    const params = { ...base, seed: cached?.seed ?? randomBytes(SEED_LEN) };
     const enc = new SignatureFileEncoder(params);
     out = await StreamFileWriter.create(sigPath);
     await out.append(enc.start());
+    if (cached) {
+      const n = blockCountFor(img.size, params.blockSize);
+      for (let a = 0; a < n; a += SIG_CHUNK_BLOCKS) await out.append(enc.chunk(chunkFromDigests(a, Math.min(n, a + SIG_CHUNK_BLOCKS), cached.weak, cached.full, params.strongLen)));
+      await out.append(enc.end(imageHashFromDigests(img.size, params, cached.full)));
+      await out.commit();
+      return { ...emptyStats(), imageSize: img.size, bytesOut: out.size, blockSize: params.blockSize, elapsedMs: performance.now() - t0 };
+    }
+    const gen = new SignatureGenerator(params);
     let done = 0;
     // Holes come as zero pieces, summed from cached zero-block sums without a read.
     for await (const piece of readPieces(img, { align: params.blockSize, chunk: SIG_READ_CHUNK, holeChunk: HOLE_CHUNK })) {
@@ -397,6 +411,8 @@ async function patchFileInPlace(basisPath: string, deltaPath: string, opts: Patc
   let img: ImageHandle;
   try {
     img = await openImage(basisPath, 'r+');
+    // A receiver's signature cache (io/sigcache.ts) would no longer describe the image.
+    await dropSigCache(sigCachePathFor(basisPath));
   } catch (e) {
     await lock.release();
     throw e;

@@ -123,6 +123,16 @@ export function makeSignatureParams(
 }
 
 /**
+ * Blocks [a, b) as a signature chunk from kept sums: weak sums, and full
+ * digests (FULL_DIGEST_LEN bytes a block) whose prefixes are the strong hashes.
+ */
+export function chunkFromDigests(a: number, b: number, weak: Uint32Array, full: Uint8Array, strongLen: number): SignatureChunk {
+  const strong = Buffer.allocUnsafe((b - a) * strongLen);
+  for (let i = a; i < b; i++) strong.set(full.subarray(i * FULL_DIGEST_LEN, i * FULL_DIGEST_LEN + strongLen), (i - a) * strongLen);
+  return { first: a, weak: weak.subarray(a, b), strong };
+}
+
+/**
  * Streaming signature generator. Push the image's bytes (any chunking); it
  * returns chunks of at most SIG_CHUNK_BLOCKS block sums. Memory: one partial
  * block plus one chunk.

@@ -19,6 +19,7 @@ import { PatchPlanner } from '../core/patch.js';
 import { imageHashBuilder, type ImageHashBuilder, type ImageHashSpec } from '../core/imagehash.js';
 import { StrongHasher } from '../core/strong.js';
 import { killPoint } from './trace.js';
+import { dropSigCache, sigCachePathFor } from './sigcache.js';
 import { JournalError, ioError } from './errors.js';
 import { openImage, readChunks, readExactSync, type ImageHandle } from './image.js';
 import { Journal, readJournal, type JournalHashSpec, type JournalMeta, type JournalState } from './journal.js';
@@ -57,6 +58,8 @@ export class InPlacePatcher {
   private basisDigests: Uint8Array | null = null;
   private readonly spec: ImageHashSpec;
   private readonly originalSize: number;
+  /** A bit a block (the image hash's block size): this patch wrote into it (io/sigcache.ts keeps the others' sums). */
+  private readonly written: Uint8Array;
   /** Block hasher for the image hash's spec (the digest of a zero block), and zeros to feed; made on first use. */
   private zeroBlock: { hasher: StrongHasher; bytes: Uint8Array } | null = null;
 
@@ -80,6 +83,7 @@ export class InPlacePatcher {
     spec: ImageHashSpec,
   ) {
     this.planner = new PatchPlanner({ basisSize: originalSize, maxOutput: targetSize });
+    this.written = new Uint8Array(Math.ceil(Math.ceil(Math.max(originalSize, targetSize) / spec.blockSize) / 8));
     this.hash = imageHashBuilder(targetSize, spec);
     this.fileSize = img.size;
     this.spec = spec;
@@ -137,6 +141,11 @@ export class InPlacePatcher {
    */
   useBasisDigests(d: Uint8Array): void {
     this.basisDigests = d;
+  }
+
+  /** This patch wrote into block `i` of the image (at the image hash's block size). */
+  wroteBlock(i: number): boolean {
+    return i >= 0 && i < this.written.length * 8 && (this.written[i >>> 3]! & (1 << (i & 7))) !== 0;
   }
 
   /** Output bytes planned so far. */
@@ -504,7 +513,12 @@ export class InPlacePatcher {
     }
     await this.journal.sync();
     // Synchronous for the same reason as the reads; durability comes from the fsyncs, not from waiting here.
+    const bs = this.spec.blockSize;
+    for (const w of writes) {
+      for (let k = Math.floor(w.dst / bs); k * bs < w.dst + w.data.length; k++) this.written[k >>> 3]! |= 1 << (k & 7);
+    }
     for (const w of writes) writeAllSync(this.img, w.dst, w.data);
+    killPoint('inplace-written');
     for (const w of writes) {
       this.io.bytesWritten += w.data.length;
       this.sinceCheckpoint += w.data.length;
@@ -640,6 +654,8 @@ export interface Settled {
 export async function settleJournal(imagePath: string, jpath: string, opts: { keep: boolean }): Promise<Settled> {
   const st = await readJournal(jpath);
   if (!st) return { resumeFrom: 0, continueAt: null };
+  // Settling writes the image (a cache should not have outlived the first write; make sure).
+  await dropSigCache(sigCachePathFor(imagePath));
   const img = await openImage(imagePath, 'r+');
   try {
     if (st.committed !== null) {
@@ -676,6 +692,7 @@ export async function recoverLocked(imagePath: string, jpath: string): Promise<{
   try {
     const st = await readJournal(jpath);
     if (!st) return { outcome: 'nothing', size: img.size };
+    await dropSigCache(sigCachePathFor(imagePath));
     const outcome: RecoverOutcome = st.committed !== null ? 'completed' : 'rolled-back';
     const proved = st.committed !== null ? await completeCommitted(img, jpath, st) : await rollbackAll(img, jpath, st);
     if (!proved) {

@@ -22,6 +22,12 @@ export interface DeltaSink {
   finish(targetSize: number, targetHash: Uint8Array): Promise<number>;
   /** Called on any failure; must leave the target as it was or resumable. */
   abort(e: unknown): Promise<void>;
+  /**
+   * After finish: which blocks (at the signature's block size) of the image
+   * file were written, for the signature cache; null or absent where the
+   * image was replaced by another file.
+   */
+  writtenBlocks?(): ((i: number) => boolean) | null;
 }
 
 /** A sink writing a temp file beside `outPath`, renamed over it after verification. */
@@ -84,5 +90,6 @@ export async function inPlaceSink(
       };
       await (a ? a.abort(undo) : undo());
     },
+    writtenBlocks: () => (a && a.state.switchedAt !== null ? null : (i) => p.wroteBlock(i)),
   };
 }

@@ -19,6 +19,7 @@ import { SUBSUMS_CAP } from './subsums.js';
 import { compressCaps, pickCodec, type CodecName, type LiteralCodec } from '../../protocol/literal-codec.js';
 import { trace } from '../io/trace.js';
 import { settleJournal } from '../io/inplace.js';
+import { sigCachePathFor } from '../io/sigcache.js';
 import { isNbdUri, openNbdImage } from '../io/nbd/image.js';
 import { ProtocolError } from '../../protocol/errors.js';
 
@@ -46,6 +47,8 @@ export interface ClientOptions {
   inPlace?: boolean | undefined;
   /** pull in place: may move to a temp file when the delta moves most of the image (default true). */
   tempFallback?: boolean | undefined;
+  /** pull: keep the local image's block sums after a session and use them for the next one's signature (default true; io/sigcache.ts). */
+  sigCache?: boolean | undefined;
   idleTimeoutMs?: number | undefined;
   /** Most bytes per second to send (`--bwlimit`); unlimited if absent. */
   bwlimit?: number | undefined;
@@ -247,6 +250,7 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
         sessionId: ready.sessionId,
         continueAt: settled.continueAt,
         tempFallback: opts.tempFallback,
+        sigCache: { path: sigCachePathFor(imagePath), use: opts.sigCache !== false },
         tooLarge: (size, dev) => `the remote image is ${size} bytes; ${imagePath} is a ${dev}-byte block device`,
       },
       { onProgress: opts.onProgress, reportToPeer: true },

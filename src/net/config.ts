@@ -25,6 +25,12 @@ export interface VolumeConfig {
    * place always, whatever it costs.
    */
   tempFallback?: boolean;
+  /**
+   * Keep the volume's block sums after each push and send the next push's
+   * signature from them instead of reading the whole image (default true;
+   * io/sigcache.ts). False: every push reads the image.
+   */
+  sigCache?: boolean;
 }
 
 /** Everything the server needs. */
@@ -122,6 +128,7 @@ const VolumeSchema = v.strictObject({
   writable: v.optional(v.boolean('must be true or false (a JSON boolean, not a string)')),
   inPlace: v.optional(v.boolean('must be true or false (a JSON boolean, not a string)')),
   tempFallback: v.optional(v.boolean('must be true or false (a JSON boolean, not a string)')),
+  sigCache: v.optional(v.boolean('must be true or false (a JSON boolean, not a string)')),
 });
 
 const TlsSchema = v.strictObject({
@@ -297,7 +304,7 @@ export async function readServerConfig(path: string, overrides: Partial<{ host: 
   const abs = (p: string): string => (isAbsolute(p) ? p : resolve(base, p));
   const [h, p] = splitHostPort(o.listen ?? '127.0.0.1:7873');
   const volumes: Record<string, VolumeConfig> = {};
-  for (const [name, vv] of Object.entries(o.volumes)) volumes[name] = { path: abs(vv.path), writable: vv.writable === true, inPlace: vv.inPlace !== false, tempFallback: vv.tempFallback !== false };
+  for (const [name, vv] of Object.entries(o.volumes)) volumes[name] = { path: abs(vv.path), writable: vv.writable === true, inPlace: vv.inPlace !== false, tempFallback: vv.tempFallback !== false, sigCache: vv.sigCache !== false };
   const problems: ConfigProblem[] = [];
   const warnings: string[] = [];
   const secretFile = overrides.secretFile ?? (o.secretFile !== undefined ? abs(o.secretFile) : undefined);

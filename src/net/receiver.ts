@@ -7,8 +7,8 @@ import { randomBytes } from 'node:crypto';
 import { SyncError, isSyncError } from '../core/errors.js';
 import { SEED_LEN, SIG_CHUNK_BLOCKS } from '../core/limits.js';
 import type { DeltaStats } from '../core/ops.js';
-import { Signature, SignatureGenerator, blockCountFor, makeSignatureParams, type SignatureChunk, type SignatureParams } from '../core/signature.js';
-import { FULL_DIGEST_LEN } from '../core/strong.js';
+import { Signature, SignatureGenerator, blockCountFor, chunkFromDigests, makeSignatureParams, type SignatureChunk, type SignatureParams } from '../core/signature.js';
+import { DEFAULT_STRONG_ALG, FULL_DIGEST_LEN } from '../core/strong.js';
 import { regionHash, type ImageHashSpec } from '../core/imagehash.js';
 import { REGION_CHUNK } from '../../protocol/constants.js';
 import { MsgType } from '../../protocol/constants.js';
@@ -19,11 +19,15 @@ import { SIG_READ_CHUNK, readPieces, sigReadBuffer } from '../io/sparse.js';
 import { checkBasisSize } from '../io/patcher.js';
 import { inPlaceSink, tempFileSink, type DeltaSink } from '../io/sinks.js';
 import { trace } from '../io/trace.js';
+import { dropSigCache, loadSigCache, writeSigCache, type CachedSums } from '../io/sigcache.js';
 import type { ProgressFn } from '../core/progress.js';
 import type { Connection } from './connection.js';
 import { answerSubNeed, answerSubNeedRemote } from './subsums.js';
 import { bitmapBytes, testBit } from '../bytes/bitmap.js';
 import { ProtocolError } from '../../protocol/errors.js';
+
+/** Bytes of images this process read for signatures it sent (tests show a cached signature reads none). */
+export const signatureReads = { bytes: 0 };
 
 /** Blocks per region for two-level signatures: regions of about 1 MiB. */
 export function regionBlocksFor(blockSize: number): number {
@@ -35,6 +39,8 @@ export function regionBlocksFor(blockSize: number): number {
  * wire for images of at least four regions): region hashes go first, and
  * block sums only for the regions the peer asks for, so an image that
  * barely changed costs a few KiB of signature instead of 20 bytes a block.
+ * With `cached` (io/sigcache.ts, valid for this image and block size) the
+ * sums come from it and the image is not read.
  */
 export async function sendSignature(
   conn: Connection,
@@ -42,37 +48,35 @@ export async function sendSignature(
   blockSize: number | undefined,
   onProgress?: ProgressFn,
   /** `seed`: the one the delta side asked for (Open's seed, cap "push-seed"); default a random one. */
-  opts: { twoLevel?: boolean; seed?: Uint8Array | undefined } = {},
-): Promise<SignatureParams & { fullDigests: Uint8Array | null }> {
-  const params = makeSignatureParams(img.size, opts.seed ?? randomBytes(SEED_LEN), { blockSize });
-  // Keep full block digests (32 bytes a block, bounded by the block-count cap) so
-  // an in-place receiver can verify untouched blocks without reading them again.
-  const gen = new SignatureGenerator(params, { keepFullDigests: true });
+  opts: { twoLevel?: boolean; seed?: Uint8Array | undefined; cached?: CachedSums | null | undefined } = {},
+): Promise<SignatureParams & { fullDigests: Uint8Array; weak: Uint32Array }> {
+  const cached = opts.cached ?? null;
+  const params = makeSignatureParams(img.size, cached?.seed ?? opts.seed ?? randomBytes(SEED_LEN), { blockSize });
   const n = blockCountFor(params.imageSize, params.blockSize);
+  // Full block digests (32 bytes a block, bounded by the block-count cap) are
+  // kept so an in-place receiver can verify untouched blocks without reading
+  // them again; the strong hashes sent are their prefixes, and the weak sums
+  // (4 bytes a block) are kept for the regions asked later and the cache.
+  const gen = cached ? null : new SignatureGenerator(params, { keepFullDigests: true });
+  const full = cached ? cached.full : gen!.fullDigests!;
+  const weakAll = cached ? cached.weak : new Uint32Array(n);
   const rb = regionBlocksFor(params.blockSize);
   const R = opts.twoLevel !== false && n >= 4 * rb ? rb : 0;
   await conn.send({ ...sigHeaderMessage(params), regionBlocks: R });
   const sl = params.strongLen;
-  // Strong sums are prefixes of the full digests kept anyway: only the weak
-  // ones need an array of their own (n * strongLen bytes saved, 8 MiB at 64 GiB).
-  const weakAll = R ? new Uint32Array(n) : null;
-  const full = gen.fullDigests!;
   const regions = R ? Math.ceil(n / R) : 0;
   let regionsDone = 0;
   let pending: Buffer[] = [];
   let pendingFirst = 0;
   let blocks = 0;
-  const take = async (cs: SignatureChunk[]): Promise<void> => {
-    for (const c of cs) {
-      if (!R) {
-        await conn.send(sigBlocksMessage(c));
-        blocks += c.weak.length;
-        continue;
-      }
-      weakAll!.set(c.weak, c.first);
-    }
-    if (!R) return;
-    while (regionsDone < regions && gen.blocksDone >= Math.min((regionsDone + 1) * R, n)) {
+  /** Blocks [a, b) as one SigBlocks message. */
+  const sendBlocks = async (a: number, b: number): Promise<void> => {
+    await conn.send(sigBlocksMessage(chunkFromDigests(a, b, weakAll, full, sl)));
+    blocks += b - a;
+  };
+  /** Region hashes of every region whose blocks are all summed (`done` of them). */
+  const regionsUpTo = async (done: number): Promise<void> => {
+    while (regionsDone < regions && done >= Math.min((regionsDone + 1) * R, n)) {
       const a = regionsDone * R;
       const b = Math.min(a + R, n);
       pending.push(regionHash(full.subarray(a * FULL_DIGEST_LEN, b * FULL_DIGEST_LEN)));
@@ -84,19 +88,36 @@ export async function sendSignature(
       }
     }
   };
-  let done = 0;
-  const slot = sigReadBuffer(img, params.blockSize);
-  try {
-    for await (const piece of readPieces(img, { chunk: SIG_READ_CHUNK, align: params.blockSize, buffer: slot?.buf })) {
-      await take(gen.push(piece.data, piece.zero));
-      done += piece.data.length;
-      onProgress?.({ phase: 'signature', done, total: img.size });
+  const take = async (cs: SignatureChunk[]): Promise<void> => {
+    for (const c of cs) {
+      weakAll.set(c.weak, c.first);
+      if (!R) {
+        await conn.send(sigBlocksMessage(c));
+        blocks += c.weak.length;
+      }
     }
-  } finally {
-    slot?.release();
+    if (R) await regionsUpTo(gen!.blocksDone);
+  };
+  if (gen) {
+    let done = 0;
+    const slot = sigReadBuffer(img, params.blockSize);
+    try {
+      for await (const piece of readPieces(img, { chunk: SIG_READ_CHUNK, align: params.blockSize, buffer: slot?.buf })) {
+        await take(gen.push(piece.data, piece.zero));
+        done += piece.data.length;
+        signatureReads.bytes += piece.data.length;
+        onProgress?.({ phase: 'signature', done, total: img.size });
+      }
+    } finally {
+      slot?.release();
+    }
+    await take(gen.end());
+    trace('receiver: signature pass done');
+  } else if (R) {
+    await regionsUpTo(n);
+  } else {
+    for (let a = 0; a < n; a += SIG_CHUNK_BLOCKS) await sendBlocks(a, Math.min(n, a + SIG_CHUNK_BLOCKS));
   }
-  await take(gen.end());
-  trace('receiver: signature pass done');
   if (R) {
     const need = await conn.expect(MsgType.NeedRegions, 'the list of regions to send');
     if (need.bitmap.length !== bitmapBytes(regions)) {
@@ -105,13 +126,7 @@ export async function sendSignature(
     // Runs of needed blocks, at most SIG_CHUNK_BLOCKS per message.
     let runStart = -1;
     const flush = async (end: number): Promise<void> => {
-      for (let a = runStart; a < end; a += SIG_CHUNK_BLOCKS) {
-        const b = Math.min(end, a + SIG_CHUNK_BLOCKS);
-        const strong = Buffer.allocUnsafe((b - a) * sl);
-        for (let i = a; i < b; i++) strong.set(full.subarray(i * FULL_DIGEST_LEN, i * FULL_DIGEST_LEN + sl), (i - a) * sl);
-        await conn.send(sigBlocksMessage({ first: a, weak: weakAll!.subarray(a, b), strong }));
-        blocks += b - a;
-      }
+      for (let a = runStart; a < end; a += SIG_CHUNK_BLOCKS) await sendBlocks(a, Math.min(end, a + SIG_CHUNK_BLOCKS));
       runStart = -1;
     };
     for (let r = 0; r < regions; r++) {
@@ -122,7 +137,7 @@ export async function sendSignature(
     if (runStart >= 0) await flush(n);
   }
   await conn.send({ type: MsgType.SigEnd, blockCount: blocks, basisHash: null, digest: null });
-  return { ...params, fullDigests: gen.fullDigests };
+  return { ...params, fullDigests: full, weak: weakAll };
 }
 
 /** Receive a whole one-level signature (bounded by MAX_BLOCKS), indexed for matching. */
@@ -237,6 +252,13 @@ export interface ReceiveTarget {
   tempFallback?: boolean | undefined;
   /** The refusal for a target larger than the block device `img` is. */
   tooLarge: (size: number, deviceSize: number) => string;
+  /**
+   * The image's signature cache (io/sigcache.ts): `path` from
+   * sigCachePathFor (null for a device), deleted before the image is written
+   * in any case; with `use`, read for the signature and written after an
+   * in-place session that verified.
+   */
+  sigCache?: { path: string | null; use: boolean } | undefined;
 }
 
 /**
@@ -260,17 +282,24 @@ export async function receiveInto(
   } = {},
 ): Promise<ReceiveDeltaResult> {
   const before = await imageStamp(img);
-  const sent = await sendSignature(conn, img, blockSize, opts.signatureProgress ? opts.onProgress : undefined, { seed: opts.seed });
+  const cache = target.sigCache?.use && target.sigCache.path && !img.isBlockDevice && !img.remote ? target.sigCache : null;
+  const cached = cache ? await loadSigCache(img, cache.path!, { blockSize, strongAlg: DEFAULT_STRONG_ALG, seed: opts.seed }) : null;
+  const sent = await sendSignature(conn, img, blockSize, opts.signatureProgress ? opts.onProgress : undefined, { seed: opts.seed, cached });
+  let sink: DeltaSink | null = null;
+  let result: ReceiveDeltaResult;
   try {
-    return await receiveDelta(
+    result = await receiveDelta(
       conn,
       img,
       async (size, spec) => {
         await assertUnchanged(img, before);
         if (img.isBlockDevice && size > img.size) throw new SyncError('ERR_PARAM', target.tooLarge(size, img.size));
-        return target.inPlace
-          ? inPlaceSink(img, target.journalPath, target.sessionId, size, spec, sent.fullDigests, target.continueAt, target.tempFallback !== false)
-          : tempFileSink(img, target.path, size, spec);
+        // Before anything can write the image: a crash from here on must find no cache of it.
+        await dropSigCache(target.sigCache?.path ?? null);
+        sink = target.inPlace
+          ? await inPlaceSink(img, target.journalPath, target.sessionId, size, spec, sent.fullDigests, target.continueAt, target.tempFallback !== false)
+          : await tempFileSink(img, target.path, size, spec);
+        return sink;
       },
       opts.onProgress,
       sent,
@@ -279,4 +308,10 @@ export async function receiveInto(
     if (opts.reportToPeer && isSyncError(e) && !e.details.remote) await conn.sendErrorAndClose(e);
     throw e;
   }
+  // Verified and fsynced: what this session knows of the image becomes the next one's signature.
+  const written = (sink as DeltaSink | null)?.writtenBlocks?.() ?? null;
+  if (cache && written) {
+    await writeSigCache(img, cache.path!, result.targetSize, { ...sent, basisSize: sent.imageSize, weak: sent.weak, full: sent.fullDigests, written });
+  }
+  return result;
 }

@@ -47,6 +47,7 @@ import { encodePreamble } from '../format/preamble.js';
 import { encodeMessage } from '../../protocol/codec.js';
 import type { ProgressFn } from '../core/progress.js';
 import { recoverLocked, settleJournal } from '../io/inplace.js';
+import { dropSigCache, sigCachePathFor } from '../io/sigcache.js';
 
 /** One line of the server's log. */
 export interface ServerEvent {
@@ -359,6 +360,7 @@ export class ResyncServer {
           sessionId,
           continueAt: settled.continueAt,
           tempFallback: vol.tempFallback !== false,
+          sigCache: { path: sigCachePathFor(vol.path), use: vol.sigCache !== false },
           tooLarge: (size, dev) => `the source is ${size} bytes but the volume is a ${dev}-byte block device`,
         },
         { onProgress: progress, signatureProgress: true, seed },
@@ -425,6 +427,7 @@ export class ResyncServer {
     try {
       await this.refuseUnfinished(vol);
       img = await openImage(vol.path, 'r+');
+      await dropSigCache(sigCachePathFor(vol.path));
       return await serveDirty(conn, img, sourceSize, blockSize, randomBytes(8).toString('hex'));
     } finally {
       await img?.fh.close();

@@ -190,4 +190,15 @@ describe('bench goals', () => {
     expect(md).toMatch(/\| tar \(real\) \| \*\*MISSED\*\* \(3\.75\) \| met \(0\.63\) \|/);
     expect(extractWhereTimeGoes(md)).toBe('profiles say: hashing');
   });
+
+  test('a second sync into the same replica (signature cache) is its own row of the push table, beside the cold figures', () => {
+    const s = goodScenario();
+    const cold = renderTables(report([s]));
+    expect(cold).not.toMatch(/second sync/);
+    s.push.resyncWarm = tcp([300, 320, 310], 900);
+    const md = renderTables(report([s]));
+    // Median 310 ms against the faster rsync mode's 800 ms; the cold row is unchanged.
+    expect(md).toMatch(/\| wall time, second sync into the same replica \(signature cache\) \| [^|]*310 ms[^|]*\| +\| +\| 0\.39 /);
+    expect(md).toContain(cold.split('\n').find((l) => l.startsWith('| end-to-end wall time'))!);
+  });
 });

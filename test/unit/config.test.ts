@@ -71,7 +71,7 @@ describe('config schema', () => {
     await writeFile(f, JSON.stringify({ secretFile: 'secret', volumes: { vm1: { path: 'vm1.img', writable: true }, fresh: { path: 'new.img', writable: true } }, maxSessions: 3 }));
     try {
       const { config, warnings } = await readServerConfig(f);
-      expect(config.volumes.vm1).toEqual({ path: img, writable: true, inPlace: true, tempFallback: true });
+      expect(config.volumes.vm1).toEqual({ path: img, writable: true, inPlace: true, tempFallback: true, sigCache: true });
       expect(config.maxSessions).toBe(3);
       expect(warnings.some((w) => w.includes('readable by other users'))).toBe(true);
       expect(warnings.some((w) => w.includes('first push creates it'))).toBe(true);

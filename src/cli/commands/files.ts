@@ -52,6 +52,7 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .option('hash', { type: 'string', choices: ['blake3', 'sha256', 'blake2b'], defaultDescription: 'blake3', describe: 'strong hash algorithm (keyed BLAKE3, or SHA-256/BLAKE2b with the seed in front); resync format' })
           .option('strong-len', { requiresArg: true, coerce: intOption('strong-len', 8, 32), defaultDescription: '16', describe: 'bytes of strong hash kept per block (8..32); resync format' })
           .option('format', FORMAT_OPTION)
+          .option('sig-cache', { type: 'boolean', default: true, describe: "take the sums from BASIS's signature cache (BASIS.resync-sig, left by an in-place push or pull) when it is valid, instead of reading BASIS; --no-sig-cache: read it" })
           .option('sig-type', {
             type: 'string',
             choices: RDIFF_SIG_TYPES,
@@ -95,6 +96,7 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
               strongAlg: (argv.hash ?? 'blake3') as StrongAlg,
               strongLen: argv['strong-len'] ?? 16,
               onProgress: progress,
+              sigCache: argv.basis !== STDIO && argv['sig-cache'],
             });
             summary = { imageSize: r.imageSize, blockSize: r.blockSize, signatureBytes: r.bytesOut, elapsedMs: r.elapsedMs };
           }

@@ -396,6 +396,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .positional('remote', { type: 'string', demandOption: true, describe: 'HOST:PORT/VOLUME, [user@]host:/path over ssh, or @NAME[/VOLUME] from the client config' })
           .positional('image', { type: 'string', demandOption: true, describe: 'the local image to update or create (file, block device, or NBD export URI: patched in place, flushed)' })
           .option('in-place', { type: 'boolean', default: true, describe: 'patch IMAGE in place under an undo journal (resumable); --no-in-place writes a temp file and renames it' })
+          .option('sig-cache', { type: 'boolean', default: true, describe: "keep the image's block sums beside it (IMAGE.resync-sig) after a pull, so the next pull's signature does not read the whole image; --no-sig-cache: read it every time" })
           .option('temp-fallback', { type: 'boolean', default: true, describe: 'in place, switch to a temp file (renamed after verification) when the data turns out to have moved and there is room; --no-temp-fallback: in place always' })
           .options(CLIENT_OPTIONS)
           .example('$0 pull dr:7873/vm1 vm1.img', 'failback: make vm1.img equal to volume vm1 on host dr (secret: --secret-file or RESYNC_SECRET_FILE)')
@@ -411,7 +412,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             const image = argv['in-place'] || argv['dry-run'] || isNbdUri(argv.image) ? argv.image : await prepareOutput(argv.image, 'IMAGE', { force: true, inputs: [], usage: 'resync pull REMOTE IMAGE' });
             const opts = await clientOptionsFrom(argv, progress);
             if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPull(image, opts));
-            const res = await (await clientMod()).pull(image, { ...opts, inPlace: argv['in-place'], tempFallback: argv['temp-fallback'] });
+            const res = await (await clientMod()).pull(image, { ...opts, inPlace: argv['in-place'], tempFallback: argv['temp-fallback'], sigCache: argv['sig-cache'] });
             return summary(res);
           },
           (e) => networkHint(e, argv.remote),
