@@ -4,7 +4,7 @@
  * verification, and on its side its own journal), as a single push would;
  * what they share is the hash pass over the primary, which reads the whole
  * image: one pass for all replicas whose signatures agree (the command offers
- * them one seed, cap "push-seed"), and one read for the passes that remain.
+ * them one seed, cap "push-seed", see SeedRelay), and one read for the passes that remain.
  * The delta scans then read only around the blocks each replica lacks,
  * mostly from the page cache that pass filled; replicas whose signatures are
  * identical (copies of the same old primary) lack the same blocks and share
@@ -75,6 +75,32 @@ export interface FanoutResult {
   scans: SharedScanStats;
   /** One per replica, in the order given. */
   replicas: ReplicaOutcome[];
+}
+
+/**
+ * The seed the replicas are offered. The first replica is opened without
+ * one, so a server holding a signature cache (io/sigcache.ts) answers under
+ * its cache's seed; the others are then offered that seed, so their caches,
+ * written under it by the last push to all of them, serve too, and all the
+ * signatures still agree (one hash pass). A first replica that fails, or has
+ * not answered within the join wait, leaves the others a fresh random seed.
+ */
+class SeedRelay {
+  readonly seed: Promise<Uint8Array>;
+  private resolve!: (s: Uint8Array) => void;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(waitMs: number) {
+    this.seed = new Promise((r) => (this.resolve = r));
+    this.timer = setTimeout(() => this.settle(randomBytes(SEED_LEN)), waitMs);
+    this.timer.unref();
+  }
+
+  /** The first answer wins. */
+  settle(seed: Uint8Array): void {
+    clearTimeout(this.timer);
+    this.resolve(seed);
+  }
 }
 
 /** Tuning, for tests. */
@@ -307,7 +333,7 @@ export async function pushToReplicas(imagePath: string, replicas: Replica[], opt
   const progress = combinedProgress(opts.onProgress, replicas.length);
   const passes = new HashPasses(img, gate, progress);
   // One seed for every replica that takes it: their signatures then agree, and so do the hashes of the primary.
-  const seed = opts.sharedSeed === false ? undefined : randomBytes(SEED_LEN);
+  const relay = opts.sharedSeed === false ? null : new SeedRelay(opts.joinWaitMs ?? JOIN_WAIT_MS);
   const scans = new SharedScans(img, replicas.length, { joinWaitMs: opts.joinWaitMs ?? SCAN_JOIN_WAIT_MS, detachAfterMs: opts.detachAfterMs ?? DETACH_AFTER_MS });
   try {
     const outcomes = await Promise.all(
@@ -316,14 +342,22 @@ export async function pushToReplicas(imagePath: string, replicas: Replica[], opt
         let conn: Connection | null = null;
         try {
           conn = await connectAuthenticated(r.opts);
+          const first = k === 0;
+          const seed = relay && !first ? await relay.seed : undefined;
           const result = await pushSession(conn, img, { ...r.opts, onProgress: progress(k) }, started, {
             seed,
-            prepass: (params, R) => passes.hashes(k, params, R),
+            prepass: (params, R) => {
+              if (first) relay?.settle(params.seed);
+              return passes.hashes(k, params, R);
+            },
             delta: scans.delta(k, { pace: r.opts.bwlimit, alone: opts.sharedScan === false }),
           });
+          // A session that never hashed (nothing asked of it) must not keep the others waiting.
+          if (first) relay?.settle(randomBytes(SEED_LEN));
           trace(`fanout: ${r.remote} done`);
           return { remote: r.remote, ok: true, sharedRead: passes.sharedBy(k), sharedScan: scans.sharedBy(k), result };
         } catch (e) {
+          if (k === 0) relay?.settle(randomBytes(SEED_LEN));
           scans.leave(k);
           if (passes.has(k)) passes.failed(k);
           else gate.leave();

@@ -21,6 +21,7 @@ import { openImage } from '../../src/io/image.js';
 import { journalPathFor } from '../../src/io/journal.js';
 import { SIG_CACHE_HEADER, loadSigCache, sigCachePathFor, sigCacheStats } from '../../src/io/sigcache.js';
 import { connectAuthenticated, pull, push, pushSession } from '../../src/net/client.js';
+import { pushToReplicas } from '../../src/net/fanout.js';
 import { signatureReads } from '../../src/net/receiver.js';
 import type { VolumeConfig } from '../../src/net/config.js';
 import { startServer, type TestServer } from '../helpers/server.js';
@@ -168,6 +169,33 @@ describe('push: the second session sends its signature from the cache', () => {
       expect(sigCacheStats.used).toBe(used + 1);
       expect(signatureReads.bytes).toBe(read);
       expect((await readFile(vol)).equals(s2)).toBe(true);
+    });
+  });
+});
+
+describe('push to several replicas', () => {
+  test('the replicas\' caches serve the next push to all of them: the first replica answers under its cache\'s seed, the others are offered it; one hash pass', async () => {
+    const { vol: a, src, v0 } = await pair('fan-a', 7);
+    const b = join(dir, 'fan-b-vol.img');
+    await writeFile(b, v0);
+    await withServer({ a: { path: a, writable: true }, b: { path: b, writable: true } }, async (s) => {
+      const reps = ['a', 'b'].map((v) => ({ remote: `127.0.0.1:${s.port}/${v}`, opts: client(s, v) }));
+      const s1 = scatter(v0, 71);
+      await writeFile(src, s1);
+      const first = await pushToReplicas(src, reps);
+      for (const o of first.replicas) expect(o.ok).toBe(true);
+      for (const f of [a, b]) expect(existsSync(sigCachePathFor(f)!), f).toBe(true);
+
+      const s2 = scatter(s1, 72);
+      await writeFile(src, s2);
+      const used = sigCacheStats.used;
+      const read = signatureReads.bytes;
+      const second = await pushToReplicas(src, reps);
+      for (const o of second.replicas) expect(o.ok).toBe(true);
+      expect(sigCacheStats.used, sigCacheStats.lastIgnored).toBe(used + 2);
+      expect(signatureReads.bytes).toBe(read);
+      expect(second.hashPasses).toBe(1);
+      for (const f of [a, b]) expect((await readFile(f)).equals(s2), f).toBe(true);
     });
   });
 });
