@@ -33,7 +33,9 @@ const yargsCjs = {
   },
 };
 
-const common = {
+await build({
+  entryPoints: [join(root, 'dist/src/cli/main.js')],
+  outfile: out,
   bundle: true,
   platform: 'node',
   format: 'cjs',
@@ -52,12 +54,7 @@ const common = {
       " process.env.MSGPACKR_NATIVE_ACCELERATION_DISABLED ??= 'true';",
   },
   logLevel: 'warning',
-};
-await build({ ...common, entryPoints: [join(root, 'dist/src/cli/main.js')], outfile: out });
-// The worker that hashes an image beside the delta scan (src/io/hash-offload.ts)
-// loads a script of its own: this one, beside the bundle, and small, so that
-// the worker starts without compiling the whole CLI.
-await build({ ...common, entryPoints: [join(root, 'dist/src/io/hash-worker.js')], outfile: join(root, 'dist/resync-hash-worker.cjs') });
+});
 // The bundle of earlier builds (an ES module, which cannot use a code cache).
 rmSync(join(root, 'dist/resync.mjs'), { force: true });
 

@@ -25,8 +25,7 @@ import { JournalError, ioError } from '../io/errors.js';
 import { openImage, readChunks, type ImageHandle } from '../io/image.js';
 import { isNbdUri, openImageOrNbd, openNbdImage } from '../io/nbd/image.js';
 import { UndoPatcher } from '../io/undo-patcher.js';
-import { pieceBufferLength, readPieces } from '../io/sparse.js';
-import { ImageHashWorker, useHashWorker } from '../io/hash-offload.js';
+import { readPieces } from '../io/sparse.js';
 import { adler32OfZeros } from '../core/rolling.js';
 import { ImageWriter, StreamFileWriter } from '../io/output.js';
 import { StreamPatcher, checkBasisSize } from '../io/patcher.js';
@@ -126,12 +125,6 @@ export interface DeltaFileOptions {
   onProgress?: ProgressFn | undefined;
   /** Compress literal data with raw DEFLATE (LiteralZ records). */
   compress?: boolean | undefined;
-  /**
-   * Hash the new image on a worker thread when it is at least this large,
-   * whatever the cores (tests). By default: from HASH_WORKER_MIN_SIZE, with
-   * two cores or more.
-   */
-  hashWorkerMinSize?: number | undefined;
 }
 
 /**
@@ -140,29 +133,15 @@ export interface DeltaFileOptions {
  */
 export async function deltaFile(sigPath: string, newPath: string, deltaPath: string, opts: DeltaFileOptions = {}): Promise<FileResult> {
   const t0 = performance.now();
-  // The image hash goes to a worker thread when it pays (io/hash-offload.ts),
-  // started first so that its start-up overlaps loading the signature.
-  const size = isNbdUri(newPath) ? 0 : await stat(newPath).then((s) => (s.isFile() ? s.size : 0), () => 0);
-  const hw = size > 0 && useHashWorker(size, opts.hashWorkerMinSize) ? new ImageHashWorker() : null;
-  let signature: Signature;
-  let basisHash: Uint8Array | null;
-  let img: ImageHandle;
-  try {
-    ({ signature, basisHash } = await loadSignatureFile(sigPath));
-    img = await openImageOrNbd(newPath);
-  } catch (e) {
-    await hw?.close();
-    throw e;
-  }
+  const { signature, basisHash } = await loadSignatureFile(sigPath);
+  const img = await openImageOrNbd(newPath);
   let out: StreamFileWriter | null = null;
   try {
     const enc = new DeltaFileEncoder();
     enc.compress = opts.compress === true;
     const matcher = new DeltaMatcher(signature);
     const sp = signature.params;
-    // Pieces are read into the worker's shared ring and hashed there, beside the scan.
-    hw?.init(img.size, sp, pieceBufferLength(img.size, { chunk: DELTA_READ_CHUNK, align: sp.blockSize }));
-    const hash = hw ? null : imageHashBuilder(img.size, sp);
+    const hash = imageHashBuilder(img.size, sp);
     out = await StreamFileWriter.create(deltaPath);
     const header: DeltaHeader = { blockSize: sp.blockSize, basisSize: sp.imageSize, basisHash, targetSize: img.size, strongAlg: sp.strongAlg, seed: sp.seed };
     await out.append(enc.start(header));
@@ -171,42 +150,28 @@ export async function deltaFile(sigPath: string, newPath: string, deltaPath: str
       for (const op of ops) await out!.append(enc.opTransient(op));
     };
     let done = 0;
-    let slot = 0;
     const holes = new HoleScan(matcher, signature);
-    const pieces = readPieces(img, { align: sp.blockSize, alternate: true, ring: hw?.ring, chunk: DELTA_READ_CHUNK, holeChunk: HOLE_CHUNK })[Symbol.asyncIterator]();
-    for (;;) {
-      // The next data piece is read into ring slot `slot`: the worker's, or a private one while it is busy.
-      hw?.prepare(slot);
-      const next = await pieces.next();
-      if (next.done) break;
-      const piece = next.value;
+    for await (const piece of readPieces(img, { align: sp.blockSize, alternate: true, chunk: DELTA_READ_CHUNK, holeChunk: HOLE_CHUNK })) {
       if (piece.zero) {
-        if (hw) hw.updateZero(piece.length);
-        else hash!.updateZero(piece.length);
+        hash.updateZero(piece.length);
         await emit(holes.push(piece.length, piece.data));
         matcher.takeAligned();
-      } else if (hw) {
-        // Scanned first, so that the worker skips the blocks the scan hashed.
-        await emit(matcher.push(piece.data));
-        hw.update(slot, piece, matcher.takeAligned());
-        slot = (slot + 1) % hw.ring.length;
       } else {
         await emit(matcher.push(piece.data));
-        for (const [i, d] of matcher.takeAligned()) hash!.offer(i, d);
-        hash!.update(piece.data);
+        for (const [i, d] of matcher.takeAligned()) hash.offer(i, d);
+        hash.update(piece.data);
       }
       done += piece.length;
       opts.onProgress?.({ phase: 'delta', done, total: img.size, matched: matcher.stats.matchedBytes, literal: matcher.stats.literalBytes });
     }
     await emit(matcher.end());
-    await out.append(enc.end(img.size, hw ? await hw.digest() : hash!.digest()));
+    await out.append(enc.end(img.size, hash.digest()));
     await out.commit();
     return { ...matcher.stats, imageSize: img.size, bytesOut: out.size, blockSize: signature.params.blockSize, elapsedMs: performance.now() - t0 };
   } catch (e) {
     await out?.abort();
     throw e;
   } finally {
-    await hw?.close();
     await img.fh.close();
   }
 }

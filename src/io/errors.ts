@@ -19,10 +19,3 @@ export class JournalError extends SyncError {
     super('ERR_JOURNAL', message, details, options);
   }
 }
-
-/** The worker thread that hashes an image failed (io/hash-offload.ts): the operation stops, nothing is written (ERR_IO). */
-export class HashWorkerError extends SyncError {
-  constructor(message: string, cause?: unknown) {
-    super('ERR_IO', message, {}, cause === undefined ? undefined : { cause });
-  }
-}
