@@ -279,8 +279,14 @@ export async function receiveInto(
     reportToPeer?: boolean;
     /** The seed the peer asked the signature to use (a push's Open, cap "push-seed"). */
     seed?: Uint8Array | undefined;
+    /**
+     * Leave the signature cache to the caller (`writeSigCache` on the
+     * result): a server writes it after its Result, still under the image's
+     * lock, so the client does not wait for it.
+     */
+    deferSigCache?: boolean;
   } = {},
-): Promise<ReceiveDeltaResult> {
+): Promise<ReceiveDeltaResult & { writeSigCache?: () => Promise<void> }> {
   const before = await imageStamp(img);
   const cache = target.sigCache?.use && target.sigCache.path && !img.isBlockDevice && !img.remote ? target.sigCache : null;
   const cached = cache ? await loadSigCache(img, cache.path!, { blockSize, strongAlg: DEFAULT_STRONG_ALG, seed: opts.seed }) : null;
@@ -311,7 +317,11 @@ export async function receiveInto(
   // Verified and fsynced: what this session knows of the image becomes the next one's signature.
   const written = (sink as DeltaSink | null)?.writtenBlocks?.() ?? null;
   if (cache && written) {
-    await writeSigCache(img, cache.path!, result.targetSize, { ...sent, basisSize: sent.imageSize, weak: sent.weak, full: sent.fullDigests, written });
+    const write = async (): Promise<void> => {
+      await writeSigCache(img, cache.path!, result.targetSize, { ...sent, basisSize: sent.imageSize, weak: sent.weak, full: sent.fullDigests, written });
+    };
+    if (opts.deferSigCache) return { ...result, writeSigCache: write };
+    await write();
   }
   return result;
 }

@@ -81,6 +81,8 @@ export class ResyncServer {
   /** The session writing each volume: its connection, and when it lets go. */
   private readonly writers = new Map<string, { conn: Connection; released: Promise<void> }>();
   private readonly readers = new Map<string, number>();
+  /** Writing sessions past their Result, finishing their signature cache: the next session for the volume waits for them. */
+  private readonly finishing = new WeakSet<Connection>();
   /** Connections in a volume session (past Open, holding a lock), and their sessions. */
   private readonly busy = new Map<Duplex, Connection>();
   private closing = false;
@@ -186,6 +188,11 @@ export class ResyncServer {
     const report = { finished: this.sessionsDone - doneBefore, interrupted };
     this.log({ level: interrupted > 0 ? 'warn' : 'info', msg: `stopped: ${report.finished} session(s) finished, ${interrupted} interrupted`, data: { ...report } });
     return report;
+  }
+
+  /** Resolves once no volume session runs (a push's session ends after its client has the Result: see servePush). */
+  async idle(): Promise<void> {
+    while (!(await this.idleWithin(60_000)));
   }
 
   /** Resolves true once no volume session runs, false after `ms`. */
@@ -363,11 +370,17 @@ export class ResyncServer {
           sigCache: { path: sigCachePathFor(vol.path), use: vol.sigCache !== false },
           tooLarge: (size, dev) => `the source is ${size} bytes but the volume is a ${dev}-byte block device`,
         },
-        { onProgress: progress, signatureProgress: true, seed },
+        { onProgress: progress, signatureProgress: true, seed, deferSigCache: true },
       );
       // The whole volume is verified now: an unfinished dirty-bitmap push before it no longer matters.
       await clearDirtyMarker(vol.path);
       await conn.send({ type: MsgType.Result, ok: true, bytesWritten: r.bytesWritten, targetHash: r.targetHash });
+      if (r.writeSigCache) {
+        // The client has its answer; the cache is written still under the image's
+        // lock, and a session asking for the volume meanwhile waits (lock()).
+        this.finishing.add(conn);
+        await r.writeSigCache();
+      }
       return { imageSize: r.targetSize, matchedBytes: r.matchedBytes, literalBytes: r.literalBytes, resumedFrom: settled.resumeFrom };
     } finally {
       await basis?.fh.close();
@@ -487,18 +500,19 @@ export class ResyncServer {
   /**
    * Writers are exclusive; readers share. Refuses instead of waiting, except
    * for a writer whose peer is already gone: it is only settling its journal
-   * (a crashed client's immediate retry), so that is waited for, briefly.
+   * (a crashed client's immediate retry), and one past its Result, writing
+   * its signature cache (a script's next command): those are waited for, briefly.
    */
   private async lock(volume: string, write: boolean, conn: Connection): Promise<() => void> {
     let w = this.writers.get(volume);
     // A writer whose client just vanished may not have seen its socket fail yet
     // (a reset is read a moment later): look again for a short while before
     // calling the volume busy.
-    for (let waited = 0; w && !w.conn.failed && waited < BUSY_RECHECK_MS; waited += 50) {
+    for (let waited = 0; w && !w.conn.failed && !this.finishing.has(w.conn) && waited < BUSY_RECHECK_MS; waited += 50) {
       await new Promise((r) => setTimeout(r, 50).unref());
       w = this.writers.get(volume);
     }
-    if (w?.conn.failed) await Promise.race([w.released, new Promise((r) => setTimeout(r, SETTLING_WAIT_MS).unref())]);
+    if (w && (w.conn.failed || this.finishing.has(w.conn))) await Promise.race([w.released, new Promise((r) => setTimeout(r, SETTLING_WAIT_MS).unref())]);
     if (this.writers.has(volume) || (write && (this.readers.get(volume) ?? 0) > 0)) {
       throw new SyncError('ERR_BUSY', `volume ${volume} is busy with another session`);
     }

@@ -20,8 +20,9 @@ import { deltaFile, loadSignatureFile, patchFile, signatureFile } from '../../sr
 import { openImage } from '../../src/io/image.js';
 import { journalPathFor } from '../../src/io/journal.js';
 import { SIG_CACHE_HEADER, loadSigCache, sigCachePathFor, sigCacheStats } from '../../src/io/sigcache.js';
-import { connectAuthenticated, pull, push, pushSession } from '../../src/net/client.js';
-import { pushToReplicas } from '../../src/net/fanout.js';
+import { connectAuthenticated, pull, push as pushNow, pushSession, type ClientOptions } from '../../src/net/client.js';
+import { pushToReplicas as pushToReplicasNow, type Replica } from '../../src/net/fanout.js';
+import type { ResyncServer } from '../../src/net/server.js';
 import { signatureReads } from '../../src/net/receiver.js';
 import type { VolumeConfig } from '../../src/net/config.js';
 import { startServer, type TestServer } from '../helpers/server.js';
@@ -50,8 +51,25 @@ function scatter(b: Buffer, seed: number, count = 20): Buffer {
   return out;
 }
 
+/** In-process servers by port: a push's server writes the volume's cache after its client has the Result. */
+const byPort = new Map<number, ResyncServer>();
+
+/** A push that returns once its server's session ended too (its cache written). */
+async function push(image: string, o: ClientOptions): Promise<Awaited<ReturnType<typeof pushNow>>> {
+  const r = await pushNow(image, o);
+  await byPort.get(o.port)?.idle();
+  return r;
+}
+
+async function pushToReplicas(image: string, reps: Replica[]): Promise<Awaited<ReturnType<typeof pushToReplicasNow>>> {
+  const r = await pushToReplicasNow(image, reps);
+  for (const rep of reps) await byPort.get(rep.opts.port)?.idle();
+  return r;
+}
+
 async function withServer<T>(vols: Record<string, VolumeConfig>, fn: (s: TestServer) => Promise<T>): Promise<T> {
   const s = await startServer(vols);
+  byPort.set(s.port, s.server);
   try {
     return await fn(s);
   } finally {
@@ -130,6 +148,22 @@ describe('push: the second session sends its signature from the cache', () => {
       expect(sigCacheStats.used).toBe(used3 + 1);
       expect(signatureReads.bytes).toBe(read);
       expect((await readFile(vol)).equals(s3)).toBe(true);
+    });
+  });
+
+  test('back-to-back pushes while the server writes the cache after each Result: each next session waits for the last, none is ERR_BUSY', async () => {
+    // 32 MiB rewritten in full: the cache write reads back and hashes all of it, a window the next push falls into.
+    const { vol, src } = await pair('b2b', 9, 32 * MiB);
+    await withServer({ v: { path: vol, writable: true } }, async (s) => {
+      const images = [generateImage(32 * MiB, 91), generateImage(32 * MiB, 92), generateImage(32 * MiB, 93)];
+      for (const img of images) {
+        await writeFile(src, img);
+        // pushNow: no wait for the server's session to end.
+        await pushNow(src, client(s));
+      }
+      await s.server.idle();
+      expect((await readFile(vol)).equals(images[2]!)).toBe(true);
+      await expectCacheDescribes(vol, await cacheBlockSize(vol));
     });
   });
 
