@@ -378,7 +378,9 @@ export class ResyncServer {
       if (r.writeSigCache) {
         // The client has its answer; the cache is written still under the image's
         // lock, and a session asking for the volume meanwhile waits (lock()).
+        // Nothing more goes to the client: closing now frees its session slot.
         this.finishing.add(conn);
+        conn.end();
         await r.writeSigCache();
       }
       return { imageSize: r.targetSize, matchedBytes: r.matchedBytes, literalBytes: r.literalBytes, resumedFrom: settled.resumeFrom };
