@@ -1,5 +1,5 @@
 /** Start a real resync server on 127.0.0.1 with an ephemeral port, for tests. */
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -43,4 +43,12 @@ export async function startServer(volumes: Record<string, VolumeConfig>, opts: {
 export async function startReplica(path: string, content: Uint8Array): Promise<TestServer> {
   await writeFile(path, content);
   return startServer({ vol: { path, writable: true } });
+}
+
+/** Close test servers and remove their directories. */
+export async function closeServers(servers: readonly TestServer[]): Promise<void> {
+  for (const s of servers) {
+    await s.server.close();
+    await rm(s.dir, { recursive: true, force: true });
+  }
 }

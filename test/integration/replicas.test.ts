@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { pushToReplicas, type Replica } from '../../src/net/fanout.js';
 import type { ClientOptions } from '../../src/net/client.js';
-import { startReplica, startServer, type TestServer } from '../helpers/server.js';
+import { closeServers, startReplica, startServer, type TestServer } from '../helpers/server.js';
 import { isSyncError } from '../../src/core/errors.js';
 
 const MiB = 1024 * 1024;
@@ -50,10 +50,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const s of servers) {
-    await s.server.close();
-    await rm(s.dir, { recursive: true, force: true });
-  }
+  await closeServers(servers);
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { pushToReplicas, type Replica, type ReplicaOutcome } from '../../src/net/fanout.js';
 import type { ClientOptions, SyncResult } from '../../src/net/client.js';
-import { startReplica, type TestServer } from '../helpers/server.js';
+import { closeServers, startReplica, type TestServer } from '../helpers/server.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
 
 const MiB = 1024 * 1024;
@@ -74,10 +74,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const x of proxies) await x.close();
-  for (const s of servers) {
-    await s.server.close();
-    await rm(s.dir, { recursive: true, force: true });
-  }
+  await closeServers(servers);
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
