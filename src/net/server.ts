@@ -217,6 +217,9 @@ export class ResyncServer {
   async close(): Promise<void> {
     for (const s of this.sockets) s.destroy();
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    // Sessions unwind once their connection is gone; one past its Result is
+    // still writing its volume's signature cache: nothing is left writing after this.
+    await this.idleWithin(10_000);
   }
 
   private onSocket(s: Socket): void {

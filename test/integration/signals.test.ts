@@ -109,6 +109,8 @@ describe('serve: structured logs and graceful shutdown', () => {
     started.push(srv);
     const push = run('push', p('log-src.img'), `127.0.0.1:${port}/v`, '--secret-file', secretFile, '--json');
     expect(await push.done, push.stderr).toBe(0);
+    // The server's session ends a moment after the client's (it writes the volume's signature cache after the Result).
+    await until('the server to finish the push', () => srv.stderr.includes('push finished'));
     srv.child.kill('SIGTERM');
     expect(await srv.done).toBe(0);
     const recs = records(srv);
