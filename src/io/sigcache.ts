@@ -28,7 +28,7 @@ import { FULL_DIGEST_LEN, STRONG_ALGS, StrongHasher, type StrongAlg } from '../c
 import { ioError } from './errors.js';
 import { readExactSync, type ImageHandle } from './image.js';
 import { syncDir } from './output.js';
-import { trace } from './trace.js';
+import { killPoint, trace } from './trace.js';
 
 /** First bytes of a cache file. */
 export const SIG_CACHE_MAGIC = Buffer.from('RSYSIGC\n');
@@ -302,6 +302,8 @@ export async function writeSigCache(img: ImageHandle, path: string, size: number
     await fh.sync();
     await fh.close();
     fh = null;
+    // Tests kill here: a server past its Result, its cache whole but not yet in place.
+    killPoint('sigcache-written');
     await rename(tmp, path);
     renamed = true;
     await syncDir(dirname(path));

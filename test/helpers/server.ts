@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ResyncServer, type ServerEvent } from '../../src/net/server.js';
 import type { VolumeConfig } from '../../src/net/config.js';
+import type { ClientOptions } from '../../src/net/client.js';
+import type { Replica } from '../../src/net/fanout.js';
 
 export interface TestServer {
   server: ResyncServer;
@@ -51,4 +53,9 @@ export async function closeServers(servers: readonly TestServer[]): Promise<void
     await s.server.close();
     await rm(s.dir, { recursive: true, force: true });
   }
+}
+
+/** A test server's volume `vol` as a replica of a multi-replica push (through `port`: a proxy in front of it, say). */
+export function replicaOf(s: TestServer, extra: Partial<ClientOptions> = {}, port = s.port): Replica {
+  return { remote: `127.0.0.1:${port}/vol`, opts: { host: '127.0.0.1', port, volume: 'vol', secret: s.secret, ...extra } };
 }

@@ -11,9 +11,8 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { pushToReplicas, type Replica } from '../../src/net/fanout.js';
-import type { ClientOptions } from '../../src/net/client.js';
-import { closeServers, startReplica, startServer, type TestServer } from '../helpers/server.js';
+import { pushToReplicas } from '../../src/net/fanout.js';
+import { closeServers, replicaOf, startReplica, startServer, type TestServer } from '../helpers/server.js';
 import { isSyncError } from '../../src/core/errors.js';
 
 const MiB = 1024 * 1024;
@@ -31,10 +30,7 @@ async function replica(name: string, content: Buffer): Promise<TestServer> {
   return s;
 }
 
-const to = (s: TestServer, extra: Partial<ClientOptions> = {}): Replica => ({
-  remote: `127.0.0.1:${s.port}/vol`,
-  opts: { host: '127.0.0.1', port: s.port, volume: 'vol', secret: s.secret, ...extra },
-});
+const to = replicaOf;
 
 /** The primary with a few scattered edits: what a replica one update behind holds. */
 function older(): Buffer {

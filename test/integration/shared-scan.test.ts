@@ -12,9 +12,9 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { pushToReplicas, type Replica, type ReplicaOutcome } from '../../src/net/fanout.js';
-import type { ClientOptions, SyncResult } from '../../src/net/client.js';
-import { closeServers, startReplica, type TestServer } from '../helpers/server.js';
+import { pushToReplicas, type ReplicaOutcome } from '../../src/net/fanout.js';
+import type { SyncResult } from '../../src/net/client.js';
+import { closeServers, replicaOf, startReplica, type TestServer } from '../helpers/server.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
 
 const MiB = 1024 * 1024;
@@ -32,10 +32,7 @@ async function replica(name: string, content: Buffer): Promise<TestServer> {
   return s;
 }
 
-const to = (s: TestServer, extra: Partial<ClientOptions> = {}, port = s.port): Replica => ({
-  remote: `127.0.0.1:${port}/vol`,
-  opts: { host: '127.0.0.1', port, volume: 'vol', secret: s.secret, ...extra },
-});
+const to = replicaOf;
 
 const bases = new Map<number, Buffer>();
 /**

@@ -571,6 +571,38 @@ describe('push: a server killed mid-session', () => {
     return { port, exited };
   }
 
+  /** After a kill: the next push finds no cache, reads the volume for its signature, ends equal to `want`, and leaves an exact cache. */
+  async function nextPushReadsVolume(vol: string, src: string, want: Buffer): Promise<void> {
+    await withServer({ v: { path: vol, writable: true } }, async (s) => {
+      const used = sigCacheStats.used;
+      const read = signatureReads.bytes;
+      await push(src, client(s));
+      expect(sigCacheStats.used).toBe(used);
+      expect(signatureReads.bytes - read).toBe(SIZE);
+      expect((await readFile(vol)).equals(want)).toBe(true);
+      await expectCacheDescribes(vol, await cacheBlockSize(vol));
+    });
+  }
+
+  test('killed while writing the cache after its Result: the push succeeded, no cache is in place, the next push reads the volume and is correct', { timeout: 60_000 }, async () => {
+    const { vol, src, v0 } = await pair('kc', 31);
+    const s1 = scatter(v0, 32, 100);
+    await writeFile(src, s1);
+    const secretFile = join(dir, 'kc-secret');
+    const secret = Buffer.from('a-secret-of-at-least-16-bytes');
+    await writeFile(secretFile, secret, { mode: 0o600 });
+    const child = await serveChild(vol, secretFile, 'sigcache-written');
+    // The client has its verified Result before the server starts on the cache.
+    const r = await pushNow(src, { host: '127.0.0.1', port: child.port, secret, volume: 'v' });
+    expect(r.literalBytes).toBeGreaterThan(0);
+    expect(await child.exited).toBe('SIGKILL');
+    expect((await readFile(vol)).equals(s1)).toBe(true);
+    expect(existsSync(sigCachePathFor(vol)!)).toBe(false);
+    const s2 = scatter(s1, 33);
+    await writeFile(src, s2);
+    await nextPushReadsVolume(vol, src, s2);
+  });
+
   test('killed after its first write to the volume: no cache is left, the next push reads the volume and completes it', { timeout: 60_000 }, async () => {
     expect(existsSync(cliMain()), `${cliMain()} is missing: run npx tsc -p tsconfig.json first`).toBe(true);
     const { vol, src, v0 } = await pair('kp', 21);
@@ -589,14 +621,6 @@ describe('push: a server killed mid-session', () => {
     expect(await child.exited).toBe('SIGKILL');
     expect(existsSync(journalPathFor(vol))).toBe(true);
     expect(existsSync(sigCachePathFor(vol)!)).toBe(false);
-    await withServer({ v: { path: vol, writable: true } }, async (s) => {
-      const used = sigCacheStats.used;
-      const read = signatureReads.bytes;
-      await push(src, client(s));
-      expect(sigCacheStats.used).toBe(used);
-      expect(signatureReads.bytes - read).toBe(SIZE);
-      expect((await readFile(vol)).equals(s2)).toBe(true);
-      await expectCacheDescribes(vol, await cacheBlockSize(vol));
-    });
+    await nextPushReadsVolume(vol, src, s2);
   });
 });
