@@ -198,7 +198,7 @@ function toArray(m: Message): unknown[] {
     case 0x31:
       return [m.type, m.imageSize, m.sessionId, m.resumeFrom];
     case 0x40:
-      return [m.type, m.ok, m.bytesWritten, m.targetHash];
+      return m.imageHash ? [m.type, m.ok, m.bytesWritten, m.targetHash, m.imageHash] : [m.type, m.ok, m.bytesWritten, m.targetHash];
     case 0x41:
       return [m.type, m.outcome, m.imageSize];
     case 0x7f:
@@ -393,8 +393,15 @@ function validate(v: unknown): Message {
       f.count(4);
       return { type, imageSize: f.uint(1, 'image size'), sessionId: f.str(2, 'session id', 64), resumeFrom: f.uint(3, 'resume offset') };
     case MsgType.Result:
-      f.count(4);
-      return { type, ok: f.bool(1, 'ok'), bytesWritten: f.uint(2, 'bytes written'), targetHash: f.bin(3, 'target hash', HASH_LEN, HASH_LEN) };
+      // A fifth field, the whole image's hash after a dirty push (cap "dirty-image").
+      if (v.length !== 5) f.count(4);
+      return {
+        type,
+        ok: f.bool(1, 'ok'),
+        bytesWritten: f.uint(2, 'bytes written'),
+        targetHash: f.bin(3, 'target hash', HASH_LEN, HASH_LEN),
+        ...(v.length === 5 ? { imageHash: f.bin(4, 'image hash', HASH_LEN, HASH_LEN) } : {}),
+      };
     case MsgType.Recovered: {
       f.count(3);
       const outcome = f.str(1, 'outcome', 16);

@@ -26,6 +26,11 @@ export const PREAMBLE_LEN = 8;
 
 /** Capability: the server takes its push signature's seed from Open's seventh field (WIRE.md, Open). */
 export const PUSH_SEED_CAP = 'push-seed';
+/**
+ * Capability, listed by both sides: a dirty push is verified over the whole
+ * image by hashes (SigEnd's basisHash and Result's fifth field; WIRE.md, DirtyRanges).
+ */
+export const DIRTY_IMAGE_CAP = 'dirty-image';
 
 /** Message type ids: the first element of every msgpack message array. */
 export const MsgType = {

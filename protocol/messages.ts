@@ -180,6 +180,13 @@ export interface ResultMsg {
   ok: boolean;
   bytesWritten: number;
   targetHash: Uint8Array;
+  /**
+   * A dirty push only, to a client that listed the "dirty-image" capability,
+   * from a server that had a valid signature cache of the volume: the image
+   * hash of the whole volume after the push (WIRE.md, DirtyRanges).
+   * Absent: the message has 4 fields.
+   */
+  imageHash?: Uint8Array | undefined;
 }
 /**
  * 0x41: the answer to Open(recover): the volume's unfinished update was

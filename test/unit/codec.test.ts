@@ -104,6 +104,7 @@ const arbMessage: fc.Arbitrary<Message> = fc.oneof(
   fc.record({ type: fc.constant(MsgType.Open), mode: fc.constant('push' as const), volume: str(255), imageSize: u, blockSize: fc.nat({ max: MAX_BLOCK_SIZE }), resumeId: str(64), seed: bytes(SEED_LEN, SEED_LEN) }),
   fc.record({ type: fc.constant(MsgType.Ready), imageSize: u, sessionId: str(64), resumeFrom: u }),
   fc.record({ type: fc.constant(MsgType.Result), ok: fc.boolean(), bytesWritten: u, targetHash: hash }),
+  fc.record({ type: fc.constant(MsgType.Result), ok: fc.boolean(), bytesWritten: u, targetHash: hash, imageHash: hash }),
   fc.record({ type: fc.constant(MsgType.Error), code: str(64), message: str(MAX_STRING) }),
 );
 
@@ -234,8 +235,8 @@ describe('validation', () => {
 
   test.each(Object.keys(VALID))('%s: one field too many or too few is ERR_CORRUPT', (name) => {
     const a = VALID[name]!;
-    // Open may have a seventh field, the push seed, which 0 is not.
-    expect(expectCorrupt([...a, 0]).message).toMatch(name === 'Open' ? /seed/ : /expected \d+ fields/);
+    // Open may have a seventh field, the push seed, and Result a fifth, the image hash: 0 is neither.
+    expect(expectCorrupt([...a, 0]).message).toMatch(name === 'Open' ? /seed/ : name === 'Result' ? /image hash/ : /expected \d+ fields/);
     expect(expectCorrupt([...a, 0, 0]).message).toMatch(/expected \d+ fields/);
     expect(expectCorrupt(a.slice(0, -1)).message).toMatch(/expected \d+ fields/);
     expectCorrupt(a.slice(0, 1));
@@ -336,6 +337,16 @@ describe('validation', () => {
     expectCorrupt([...VALID.Open!, new Uint8Array(SEED_LEN - 1)]);
     expectCorrupt([...VALID.Open!, new Uint8Array(SEED_LEN + 1)]);
     expect(expectCorrupt([0x30, 'pull', 'vol', 10, 0, '', seed]).message).toMatch(/push only/);
+  });
+
+  test("Result's image hash (a dirty push, cap dirty-image): 32 bytes or absent", () => {
+    const h = new Uint8Array(HASH_LEN).fill(9);
+    const m = decodeMessage(pack([...VALID.Result!, h]));
+    expect(m.type === MsgType.Result && Buffer.from(m.imageHash!).equals(Buffer.from(h))).toBe(true);
+    expect(decodeMessage(pack(VALID.Result!))).not.toHaveProperty('imageHash');
+    expectCorrupt([...VALID.Result!, new Uint8Array(HASH_LEN - 1)]);
+    expectCorrupt([...VALID.Result!, new Uint8Array(HASH_LEN + 1)]);
+    expectCorrupt([...VALID.Result!, null]);
   });
 
   test('non-string strings, non-boolean booleans and unknown modes are ERR_CORRUPT', () => {
