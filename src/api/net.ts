@@ -29,6 +29,7 @@ export async function pull(image: string, opts: ClientOptions): Promise<SyncResu
 }
 export { pushToReplicas, type Replica, type ReplicaOutcome, type FanoutResult, type FanoutOptions } from '../net/fanout.js';
 export { realAllowDirs } from '../net/allow.js';
+export { defaultStateDir } from '../io/digestcache.js';
 export { stdioDuplex } from '../net/pipes.js';
 
 /** Options for serve(); only `secret` and `volumes` are required. */

@@ -6,13 +6,15 @@ import type { DeltaStats } from '../core/ops.js';
 import { defaultBlockSize } from '../core/signature.js';
 import { openImage, openOrCreateImage, type ImageHandle } from '../io/image.js';
 import { lockImage } from '../io/lock.js';
-import { MsgType, PROTOCOL_VERSION, PUSH_SEED_CAP } from '../../protocol/constants.js';
+import { DIRTY_IMAGE_CAP, MsgType, PROTOCOL_VERSION, PUSH_SEED_CAP } from '../../protocol/constants.js';
 import { clientProof, macEquals, newNonce, serverProof, PREAUTH_CAP, PREAUTH_KEY } from '../../protocol/auth.js';
 import { dialSsh, type SshTarget } from './ssh.js';
 import type { ReadyMsg } from '../../protocol/messages.js';
 import type { ProgressFn } from '../core/progress.js';
 import { dial, type ClientTls, type Connection } from './connection.js';
-import { sendFrom, type DeltaFn, type PrepassFn } from './sender.js';
+import { hashOwnImage, sendFrom, type DeltaFn, type PrepassFn } from './sender.js';
+import { DigestCacheWriter, digestCachePath } from '../io/digestcache.js';
+import type { SignatureParams } from '../core/signature.js';
 import { receiveInto } from './receiver.js';
 import { journalPathFor } from '../io/journal.js';
 import { SUBSUMS_CAP } from './subsums.js';
@@ -55,6 +57,13 @@ export interface ClientOptions {
   onProgress?: ProgressFn | undefined;
   /** push from an NBD export: send only what this qemu dirty bitmap marks (net/dirty.ts). */
   dirtyBitmap?: string | undefined;
+  /**
+   * push from an NBD export: keep the export's block digests as this replica
+   * has them in this directory (io/digestcache.ts), so that a dirty-bitmap
+   * push verifies the whole image. Absent or null: none kept (the CLI's
+   * default is `$XDG_STATE_HOME/resync`).
+   */
+  stateDir?: string | null | undefined;
 }
 
 /** What a push or pull reports. */
@@ -73,10 +82,18 @@ export interface SyncResult extends DeltaStats {
   dirtyBytes?: number;
   /** A dirty-bitmap push: bytes read from the image. */
   bytesRead?: number;
-  /** A dirty-bitmap push verified the dirty blocks' contents, not the whole image. */
-  verifiedScope?: 'dirty';
+  /**
+   * A dirty-bitmap push: "dirty" when it verified the dirty blocks' contents
+   * only, "image" when the whole image too, by hashes (net/dirty.ts).
+   */
+  verifiedScope?: 'dirty' | 'image';
   /** How literals travelled compressed ("zstd:3", "deflate:1"), if at all. */
   compression?: string;
+}
+
+/** The replica an options object names, as the digest cache keys it: `HOST:PORT/VOLUME`, or `ssh:HOST:PATH`. */
+export function remoteName(opts: ClientOptions): string {
+  return opts.ssh ? `ssh:${opts.ssh.host}:${opts.volume}` : `${opts.host}:${opts.port}/${opts.volume}`;
 }
 
 /** Connect and authenticate (mutually): resolves once the server proved it knows the secret too. */
@@ -107,7 +124,7 @@ export async function connectAuthenticated(opts: ClientOptions): Promise<Connect
  */
 async function handshake(conn: Connection, opts: ClientOptions, preauth: boolean): Promise<Connection> {
   await conn.exchangePreamble();
-  await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify', SUBSUMS_CAP, ...(opts.compress ? compressCaps(opts.compressChoice ?? null, opts.compressLevel) : [])] });
+  await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify', SUBSUMS_CAP, DIRTY_IMAGE_CAP, ...(opts.compress ? compressCaps(opts.compressChoice ?? null, opts.compressLevel) : [])] });
   const ch = await conn.expect(MsgType.Challenge, 'a challenge');
   conn.peerCaps = ch.caps;
   if (ch.version !== PROTOCOL_VERSION) throw new SyncError('ERR_VERSION', `server speaks protocol version ${ch.version}`);
@@ -202,7 +219,27 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
     trace('client: connecting');
     conn = await connectAuthenticated(opts);
     trace('client: authenticated');
-    return await pushSession(conn, img, opts, t0);
+    // From an export, the hash pass's digests become its digest cache for this replica once the push verified.
+    const digests = nbd && opts.stateDir != null ? await DigestCacheWriter.start(digestCachePath(opts.stateDir, imagePath, remoteName(opts))) : null;
+    if (!digests) return await pushSession(conn, img, opts, t0);
+    const pass: { spec?: SignatureParams; hash?: Uint8Array } = {};
+    try {
+      const r = await pushSession(conn, img, opts, t0, {
+        prepass: async (params, R) => {
+          const own = await hashOwnImage(img, params, R, null, opts.onProgress, (i, full) => digests.add(i, full));
+          pass.spec = params;
+          pass.hash = own.targetHash;
+          return own;
+        },
+      });
+      // The server verified this image hash (pushSession checked its Result against it).
+      if (pass.spec && pass.hash) await digests.finish(pass.spec, pass.hash);
+      else digests.abandon();
+      return r;
+    } catch (e) {
+      digests.abandon();
+      throw e;
+    }
   } catch (e) {
     conn?.destroy();
     throw e;

@@ -19,9 +19,11 @@ import { rm, open } from 'node:fs/promises';
 import { LimitExceededError, ParamError, SyncError, VerifyError } from '../core/errors.js';
 import { MAX_LITERAL, SEED_LEN, SIG_CHUNK_BLOCKS } from '../core/limits.js';
 import { weakSum } from '../core/rolling.js';
-import { blockCountFor, defaultBlockSize, makeSignatureParams, type SignatureParams } from '../core/signature.js';
-import { StrongHasher, isZeroRange } from '../core/strong.js';
-import { DIRTY_CHUNK, DIRTY_RANGE_LEN, MsgType } from '../../protocol/constants.js';
+import { blockCountFor, chunkFromDigests, defaultBlockSize, makeSignatureParams, type SignatureParams } from '../core/signature.js';
+import { DEFAULT_STRONG_ALG, FULL_DIGEST_LEN, StrongHasher, isZeroRange } from '../core/strong.js';
+import { imageHashFromDigests } from '../core/imagehash.js';
+import { dropSigCache, loadSigCache, sigCachePathFor, writeSigCache, type CachedSums } from '../io/sigcache.js';
+import { DIRTY_CHUNK, DIRTY_IMAGE_CAP, DIRTY_RANGE_LEN, MsgType } from '../../protocol/constants.js';
 import { chunkFromMessage, headerFromMessage, literalFromZ, opMessage, paramsFromHeader, sigBlocksMessage, sigHeaderMessage, wireDeltaHeader } from '../../protocol/convert.js';
 import { literalFromZstd, type LiteralCodec } from '../../protocol/literal-codec.js';
 import type { Message } from '../../protocol/messages.js';
@@ -30,7 +32,8 @@ import { readAt, type ImageHandle } from '../io/image.js';
 import { ioError } from '../io/errors.js';
 import { dirtyRuns, openNbdImage, isNbdUri, type NbdImage } from '../io/nbd/image.js';
 import { UndoPatcher, fileBlockIo } from '../io/undo-patcher.js';
-import { codecFor, codecName, connectAuthenticated, openSession, type ClientOptions, type SyncResult } from './client.js';
+import { codecFor, codecName, connectAuthenticated, openSession, remoteName, type ClientOptions, type SyncResult } from './client.js';
+import { advanceDigestCache, digestCachePath } from '../io/digestcache.js';
 import type { Connection } from './connection.js';
 
 /** The capability a server announces when it serves Open(dirty). */
@@ -151,13 +154,25 @@ export async function pushDirty(imagePath: string, bitmap: string, opts: ClientO
     if (p.imageSize !== img.size) throw new SyncError('ERR_PROTOCOL', `the signature covers ${p.imageSize} bytes, the image is ${img.size}`);
     const runs = blockRuns(ranges, p.blockSize, img.size);
     const theirs = await receiveDirtySums(conn, runs, p);
+    // Image hashes only from a server that offers them (this side listed the cap in its Hello).
+    const hashes = conn.peerCaps.includes(DIRTY_IMAGE_CAP);
     // Chosen as a plain push chooses: from --compress and what the server announced.
     const codec = codecFor(opts, conn.peerCaps);
-    const sent = await sendDirtyDelta(conn, img, runs, p, theirs, codec);
+    const sent = await sendDirtyDelta(conn, img, runs, p, theirs.sums, codec);
     const res = await conn.recv();
     if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
     if (!res.ok || !Buffer.from(res.targetHash).equals(sent.hash)) throw new SyncError('ERR_VERIFY_FAILED', 'the server could not verify the dirty blocks it wrote');
     conn.end();
+    // The dirty blocks are in place and verified; the primary's digest cache may extend that to the whole image.
+    const whole =
+      opts.stateDir != null &&
+      (await advanceDigestCache(digestCachePath(opts.stateDir, imagePath, remoteName(opts)), {
+        params: p,
+        before: hashes ? theirs.before : null,
+        after: hashes ? (res.imageHash ?? null) : null,
+        runs,
+        digests: sent.digests,
+      }));
     return {
       ...sent.stats,
       imageSize: img.size,
@@ -166,7 +181,7 @@ export async function pushDirty(imagePath: string, bitmap: string, opts: ClientO
       bytesReceived: conn.bytesIn,
       elapsedMs: performance.now() - t0,
       verified: true,
-      verifiedScope: 'dirty',
+      verifiedScope: whole ? 'image' : 'dirty',
       bytesWritten: res.bytesWritten,
       dirtyBytes,
       bytesRead: sent.bytesRead,
@@ -180,8 +195,12 @@ export async function pushDirty(imagePath: string, bitmap: string, opts: ClientO
   }
 }
 
-/** The server's strong sums of the dirty blocks, in order (strongLen bytes each); they must come in order and be exactly those. */
-async function receiveDirtySums(conn: Connection, runs: [number, number][], p: SignatureParams): Promise<Uint8Array> {
+/**
+ * The server's strong sums of the dirty blocks, in order (strongLen bytes
+ * each); they must come in order and be exactly those. With them, SigEnd's
+ * basisHash: the image hash of the volume before the push, or null.
+ */
+async function receiveDirtySums(conn: Connection, runs: [number, number][], p: SignatureParams): Promise<{ sums: Uint8Array; before: Uint8Array | null }> {
   const total = runs.reduce((t, [a, b]) => t + b - a, 0);
   const sl = p.strongLen;
   const out = new Uint8Array(total * sl);
@@ -192,7 +211,7 @@ async function receiveDirtySums(conn: Connection, runs: [number, number][], p: S
     const m = await conn.recv();
     if (m.type === MsgType.SigEnd) {
       if (got !== total || m.blockCount !== total) throw new SyncError('ERR_CORRUPT', `dirty signature ended after ${got} of ${total} blocks`);
-      return out;
+      return { sums: out, before: m.basisHash };
     }
     if (m.type !== MsgType.SigBlocks) throw new SyncError('ERR_PROTOCOL', 'expected signature blocks');
     const c = chunkFromMessage(m, p);
@@ -214,8 +233,10 @@ async function sendDirtyDelta(
   p: SignatureParams,
   theirs: Uint8Array,
   codec: LiteralCodec | null,
-): Promise<{ hash: Buffer; bytesRead: number; stats: { matchedBytes: number; literalBytes: number; copyOps: number; literalOps: number } }> {
+): Promise<{ hash: Buffer; digests: Uint8Array; bytesRead: number; stats: { matchedBytes: number; literalBytes: number; copyOps: number; literalOps: number } }> {
   const stats = { matchedBytes: 0, literalBytes: 0, copyOps: 0, literalOps: 0 };
+  // The dirty blocks' full digests, in order: for the digest cache (32 bytes a dirty block).
+  const digests = new Uint8Array((theirs.length / p.strongLen) * FULL_DIGEST_LEN);
   const hasher = new StrongHasher(p.strongAlg, p.seed, p.strongLen);
   const dh = dirtyHasher(p);
   const sl = p.strongLen;
@@ -255,6 +276,7 @@ async function sendDirtyDelta(
     }
     const full = hasher.hash(data, s, e, isZeroRange(data, s, e));
     dh.push(i, full);
+    digests.set(full.subarray(0, FULL_DIGEST_LEN), j * FULL_DIGEST_LEN);
     const same = Buffer.compare(full.subarray(0, sl), theirs.subarray(j * sl, (j + 1) * sl)) === 0;
     j++;
     if (same) {
@@ -274,7 +296,7 @@ async function sendDirtyDelta(
   await flushCopy();
   const hash = dh.digest();
   await conn.send({ type: MsgType.DeltaEnd, targetSize: img.size, targetHash: hash, opCount: ops, digest: null });
-  return { hash, bytesRead, stats };
+  return { hash, digests, bytesRead, stats };
 }
 
 /** The marker a dirty push leaves while it writes: a crash in between leaves the volume refused for reading until a full push. */
@@ -294,42 +316,92 @@ export async function clearDirtyMarker(volumePath: string): Promise<void> {
   await rm(dirtyMarkerPath(volumePath), { force: true });
 }
 
+/** How the server treats the volume's signature cache in a dirty push. */
+export interface DirtyServeOptions {
+  /** Use and keep the volume's signature cache (the volume's `sigCache` setting). */
+  sigCache: boolean;
+  /** The client listed DIRTY_IMAGE_CAP: send the image hashes before and after. */
+  imageHashes: boolean;
+}
+
+/** What serving a dirty push leaves to do once the client has its Result. */
+export interface DirtyServed {
+  stats: Record<string, unknown>;
+  /** Write the volume's signature cache again (after the Result: the client does not wait for it). */
+  writeSigCache?: () => Promise<void>;
+}
+
 /**
  * The server's side of Open(dirty) on `img` (open read-write, locked, with
  * no unfinished update): Ready is sent; ranges, signature, delta, Result.
+ *
+ * With a valid signature cache of the volume at the session's block size,
+ * the signature's seed is the cache's and the dirty blocks' sums come from
+ * it; the cache's digest list gives the image hash before the push (sent in
+ * SigEnd's basisHash), and with the dirty blocks' digests as read back after
+ * the writes, the image hash after it (Result's fifth field): the hash a
+ * plain push verifies, without reading the clean blocks. The cache is
+ * deleted before the first write and written again from that list once the
+ * push verified.
  */
-export async function serveDirty(conn: Connection, img: ImageHandle, sourceSize: number, blockSize: number, sessionId: string): Promise<Record<string, unknown>> {
+export async function serveDirty(conn: Connection, img: ImageHandle, sourceSize: number, blockSize: number, sessionId: string, opts: DirtyServeOptions): Promise<DirtyServed> {
   if (sourceSize !== img.size) {
     throw new SyncError('ERR_PARAM', `the image is ${sourceSize} bytes and the volume ${img.size}: a dirty-bitmap push needs equal sizes; push without --dirty-bitmap`);
   }
+  const bs = blockSize || defaultBlockSize(img.size);
+  const cachePath = sigCachePathFor(img.path);
+  const cached = opts.sigCache && cachePath ? await loadSigCache(img, cachePath, { blockSize: bs, strongAlg: DEFAULT_STRONG_ALG }) : null;
+  // Before anything is written: a crash from here on leaves no cache of the volume as it was.
+  await dropSigCache(cachePath);
   await conn.send({ type: MsgType.Ready, imageSize: img.size, sessionId, resumeFrom: 0 });
   const ranges = await receiveRanges(conn, img.size);
-  const p = makeSignatureParams(img.size, randomBytes(SEED_LEN), { blockSize: blockSize || defaultBlockSize(img.size) });
+  const p = makeSignatureParams(img.size, cached?.seed ?? randomBytes(SEED_LEN), { blockSize: bs });
+  const before = cached ? imageHashFromDigests(img.size, p, cached.full) : null;
   const runs = blockRuns(ranges, p.blockSize, img.size);
   await conn.send(sigHeaderMessage(p));
-  const hasher = new StrongHasher(p.strongAlg, p.seed, p.strongLen);
-  const sl = p.strongLen;
-  let first = -1;
-  let weak: number[] = [];
-  let strong: Buffer[] = [];
   let blocks = 0;
-  const flush = async (): Promise<void> => {
-    if (weak.length) await conn.send(sigBlocksMessage({ first, weak: Uint32Array.from(weak), strong: Buffer.concat(strong) }));
-    blocks += weak.length;
-    weak = [];
-    strong = [];
+  if (cached) {
+    // The cache has every block's sums: the volume is not read for them.
+    for (const [a, b] of runs) {
+      for (let i = a; i < b; i += SIG_CHUNK_BLOCKS) {
+        const j = Math.min(b, i + SIG_CHUNK_BLOCKS);
+        await conn.send(sigBlocksMessage(chunkFromDigests(i, j, cached.weak, cached.full, p.strongLen)));
+        blocks += j - i;
+      }
+    }
+  } else {
+    const hasher = new StrongHasher(p.strongAlg, p.seed, p.strongLen);
+    const sl = p.strongLen;
+    let first = -1;
+    let weak: number[] = [];
+    let strong: Buffer[] = [];
+    const flush = async (): Promise<void> => {
+      if (weak.length) await conn.send(sigBlocksMessage({ first, weak: Uint32Array.from(weak), strong: Buffer.concat(strong) }));
+      blocks += weak.length;
+      weak = [];
+      strong = [];
+    };
+    const read = (at: number, len: number): Promise<Buffer> => readAt(img, at, len);
+    await forEachBlock(read, runs, p, async (i, data, s, e) => {
+      if (weak.length && (first + weak.length !== i || weak.length >= SIG_CHUNK_BLOCKS)) await flush();
+      if (!weak.length) first = i;
+      const zero = isZeroRange(data, s, e);
+      weak.push(weakSum(data, s, e, zero));
+      strong.push(hasher.hash(data, s, e, zero).subarray(0, sl));
+    });
+    await flush();
+  }
+  await conn.send({ type: MsgType.SigEnd, blockCount: blocks, basisHash: opts.imageHashes ? before : null, digest: null });
+  const stats = await receiveDirtyDelta(conn, img, runs, p, cached, opts.imageHashes);
+  if (!cached || !cachePath) return { stats };
+  const sums = cached;
+  return {
+    stats,
+    writeSigCache: async () => {
+      // The dirty blocks' sums were replaced as they were read back: nothing is read again.
+      await writeSigCache(img, cachePath, img.size, { seed: p.seed, blockSize: p.blockSize, strongAlg: p.strongAlg, basisSize: img.size, weak: sums.weak, full: sums.full, written: () => false });
+    },
   };
-  const read = (at: number, len: number): Promise<Buffer> => readAt(img, at, len);
-  await forEachBlock(read, runs, p, async (i, data, s, e) => {
-    if (weak.length && (first + weak.length !== i || weak.length >= SIG_CHUNK_BLOCKS)) await flush();
-    if (!weak.length) first = i;
-    const zero = isZeroRange(data, s, e);
-    weak.push(weakSum(data, s, e, zero));
-    strong.push(hasher.hash(data, s, e, zero).subarray(0, sl));
-  });
-  await flush();
-  await conn.send({ type: MsgType.SigEnd, blockCount: blocks, basisHash: null, digest: null });
-  return receiveDirtyDelta(conn, img, runs, p);
 }
 
 /** DirtyRanges until `last`: in order, not overlapping, inside the volume, within MAX_DIRTY_RANGES. */
@@ -362,8 +434,20 @@ async function receiveRanges(conn: Connection, size: number): Promise<Float64Arr
   }
 }
 
-/** Apply the delta under an undo area, writing only inside the dirty blocks; verify by the dirty hash re-read from the volume. */
-async function receiveDirtyDelta(conn: Connection, img: ImageHandle, runs: [number, number][], p: SignatureParams): Promise<Record<string, unknown>> {
+/**
+ * Apply the delta under an undo area, writing only inside the dirty blocks;
+ * verify by the dirty hash re-read from the volume. With `cached`, the sums
+ * of the blocks read back replace theirs in it, and the Result carries the
+ * image hash of the whole list when the client asked (`imageHash`).
+ */
+async function receiveDirtyDelta(
+  conn: Connection,
+  img: ImageHandle,
+  runs: [number, number][],
+  p: SignatureParams,
+  cached: CachedSums | null,
+  imageHash: boolean,
+): Promise<Record<string, unknown>> {
   const h = await conn.recv();
   if (h.type !== MsgType.DeltaHeader) throw new SyncError('ERR_PROTOCOL', 'expected a delta header');
   const header = headerFromMessage(h);
@@ -396,13 +480,21 @@ async function receiveDirtyDelta(conn: Connection, img: ImageHandle, runs: [numb
         const written = await patcher.finish(m.targetSize, m.targetHash);
         const dh = dirtyHasher(p);
         const hasher = new StrongHasher(p.strongAlg, p.seed, p.strongLen);
-        await forEachBlock((at, len) => readAt(img, at, len), runs, p, (i, data, s, e) => dh.push(i, hasher.hash(data, s, e)));
+        await forEachBlock((at, len) => readAt(img, at, len), runs, p, (i, data, s, e) => {
+          const full = hasher.hash(data, s, e);
+          dh.push(i, full);
+          if (cached) {
+            cached.full.set(full.subarray(0, FULL_DIGEST_LEN), i * FULL_DIGEST_LEN);
+            cached.weak[i] = weakSum(data, s, e, false);
+          }
+        });
         const got = dh.digest();
         if (!got.equals(m.targetHash)) throw new VerifyError(`the dirty blocks written do not match the source: ${got.toString('hex')} != ${Buffer.from(m.targetHash).toString('hex')}`);
         verified = true;
         await patcher.close();
         await clearDirtyMarker(img.path);
-        await conn.send({ type: MsgType.Result, ok: true, bytesWritten: written, targetHash: got });
+        const after = cached && imageHash ? { imageHash: imageHashFromDigests(img.size, p, cached.full) } : {};
+        await conn.send({ type: MsgType.Result, ok: true, bytesWritten: written, targetHash: got, ...after });
         return { imageSize: img.size, dirtyBlocks: runs.reduce((t, [a, b]) => t + b - a, 0), matchedBytes: patcher.stats.matchedBytes, literalBytes: patcher.stats.literalBytes };
       }
       const op = deltaOpFrom(m);

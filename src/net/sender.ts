@@ -61,9 +61,17 @@ export interface OwnHashes {
  * size, hash and seed (and regions of R blocks when R > 0), read from
  * `pieces` (aligned to the block size) or from a read of its own. Depends on
  * nothing but those: sessions whose signatures agree on them can share one
- * pass (net/fanout.ts).
+ * pass (net/fanout.ts). `onDigest` gets every block's full digest in order
+ * (the primary's digest cache, io/digestcache.ts).
  */
-export async function hashOwnImage(img: ImageHandle, params: SignatureParams, R: number, pieces?: AsyncIterable<Piece> | null, onProgress?: ProgressFn): Promise<OwnHashes> {
+export async function hashOwnImage(
+  img: ImageHandle,
+  params: SignatureParams,
+  R: number,
+  pieces?: AsyncIterable<Piece> | null,
+  onProgress?: ProgressFn,
+  onDigest?: (i: number, full: Uint8Array) => void,
+): Promise<OwnHashes> {
   const bs = params.blockSize;
   const sl = params.strongLen;
   const nOwn = Math.ceil(img.size / bs);
@@ -85,6 +93,7 @@ export async function hashOwnImage(img: ImageHandle, params: SignatureParams, R:
         const full = hasher.hash(c, p, e, zero);
         own.set(full.subarray(0, sl), i * sl);
         image.pushDigest(i, e - p, full);
+        onDigest?.(i, full);
         if (regionDigests) {
           ownWeak![i] = weakSum(c, p, e, zero);
           regionDigests.set(full, (i % R) * FULL_DIGEST_LEN);

@@ -34,7 +34,7 @@ const BUSY_RECHECK_MS = 2_000;
 import { defaultBlockSize } from '../core/signature.js';
 import { openImage, openOrCreateImage, type ImageHandle } from '../io/image.js';
 import { lockImage, type ImageLock, type LockMode } from '../io/lock.js';
-import { MsgType, PROTOCOL_VERSION, PUSH_SEED_CAP, WIRE_MAGIC } from '../../protocol/constants.js';
+import { DIRTY_IMAGE_CAP, MsgType, PROTOCOL_VERSION, PUSH_SEED_CAP, WIRE_MAGIC } from '../../protocol/constants.js';
 import { macEquals, newNonce, clientProof, serverProof, PREAUTH_CAP, PREAUTH_KEY } from '../../protocol/auth.js';
 import { Connection } from './connection.js';
 import type { ServerConfig, VolumeConfig } from './config.js';
@@ -47,7 +47,7 @@ import { encodePreamble } from '../format/preamble.js';
 import { encodeMessage } from '../../protocol/codec.js';
 import type { ProgressFn } from '../core/progress.js';
 import { recoverLocked, settleJournal } from '../io/inplace.js';
-import { dropSigCache, sigCachePathFor } from '../io/sigcache.js';
+import { sigCachePathFor } from '../io/sigcache.js';
 
 /** One line of the server's log. */
 export interface ServerEvent {
@@ -72,7 +72,7 @@ export interface ShutdownReport {
 export const RECOVER_CAP = 'recover';
 
 /** The capabilities this build offers ("zstd" only where the binding loads). */
-export const SERVER_CAPS = ['push', 'pull', 'verify', 'compress', SUBSUMS_CAP, RECOVER_CAP, DIRTY_CAP, PUSH_SEED_CAP, ...(zstdStatus().available ? [ZSTD_CAP] : [])];
+export const SERVER_CAPS = ['push', 'pull', 'verify', 'compress', SUBSUMS_CAP, RECOVER_CAP, DIRTY_CAP, DIRTY_IMAGE_CAP, PUSH_SEED_CAP, ...(zstdStatus().available ? [ZSTD_CAP] : [])];
 
 /** A running resync server. */
 export class ResyncServer {
@@ -322,7 +322,7 @@ export class ResyncServer {
         let stats: Record<string, unknown>;
         if (open.mode === 'push') stats = await this.servePush(conn, vol, open.blockSize, open.imageSize, open.seed);
         else if (open.mode === 'recover') stats = await this.serveRecover(conn, vol);
-        else if (open.mode === 'dirty') stats = await this.serveDirtyPush(conn, vol, open.blockSize, open.imageSize);
+        else if (open.mode === 'dirty') stats = await this.serveDirtyPush(conn, vol, open.blockSize, open.imageSize, hello.caps.includes(DIRTY_IMAGE_CAP) && SERVER_CAPS.includes(DIRTY_IMAGE_CAP));
         else if (open.mode === 'pull') stats = await this.servePull(conn, vol, pickCodec(null, levelFromCaps(hello.caps), hello.caps), hello.caps.includes(SUBSUMS_CAP));
         else stats = await this.serveVerify(conn, vol, open.blockSize, open.imageSize);
         this.sessionsDone++;
@@ -439,14 +439,20 @@ export class ResyncServer {
   }
 
   /** Open(dirty): write only the blocks a primary's dirty bitmap marks (net/dirty.ts). */
-  private async serveDirtyPush(conn: Connection, vol: VolumeConfig, blockSize: number, sourceSize: number): Promise<Record<string, unknown>> {
+  private async serveDirtyPush(conn: Connection, vol: VolumeConfig, blockSize: number, sourceSize: number, imageHashes: boolean): Promise<Record<string, unknown>> {
     const lock = await this.lockImage(vol.path, 'write', false);
     let img: ImageHandle | null = null;
     try {
       await this.refuseUnfinished(vol);
       img = await openImage(vol.path, 'r+');
-      await dropSigCache(sigCachePathFor(vol.path));
-      return await serveDirty(conn, img, sourceSize, blockSize, randomBytes(8).toString('hex'));
+      const r = await serveDirty(conn, img, sourceSize, blockSize, randomBytes(8).toString('hex'), { sigCache: vol.sigCache !== false, imageHashes });
+      if (r.writeSigCache) {
+        // As after a push: the client has its Result; the cache is written under the lock.
+        this.finishing.add(conn);
+        conn.end();
+        await r.writeSigCache();
+      }
+      return r.stats;
     } finally {
       await img?.fh.close();
       await lock.release();

@@ -48,12 +48,13 @@ async function freePort(): Promise<number> {
  * Export `image` with qemu-nbd (persistent, so several connections may come
  * one after another) on a unix socket in `dir`, or on 127.0.0.1 with `tcp`.
  * Resolves once the export accepts connections (qemu-nbd --fork returns then).
+ * `socket`: that socket path (the same URI from one export to the next, as a running VM's export keeps).
  */
-export async function startNbd(dir: string, image: string, opts: { format?: string; readOnly?: boolean; bitmap?: string; tcp?: boolean; name?: string } = {}): Promise<NbdExport> {
+export async function startNbd(dir: string, image: string, opts: { format?: string; readOnly?: boolean; bitmap?: string; tcp?: boolean; name?: string; socket?: string } = {}): Promise<NbdExport> {
   const name = opts.name ?? 'disk';
   const tag = `${process.pid}-${running.size}-${Date.now()}`;
   const pidFile = join(dir, `nbd-${tag}.pid`);
-  const sock = join(dir, `nbd-${tag}.sock`);
+  const sock = opts.socket ?? join(dir, `nbd-${tag}.sock`);
   const port = opts.tcp ? await freePort() : 0;
   const args = ['--fork', '--persistent', '--pid-file', pidFile, '-f', opts.format ?? 'qcow2', '-x', name];
   args.push(...(opts.tcp ? ['-b', '127.0.0.1', '-p', String(port)] : ['-k', sock]));

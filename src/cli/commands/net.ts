@@ -129,7 +129,7 @@ function summary(r: SyncResult): Record<string, unknown> {
     resumedFrom: r.resumedFrom,
     compression: r.compression,
     elapsedMs: r.elapsedMs,
-    // A dirty-bitmap push (net/dirty.ts): what the bitmap marked, what was read, and that only that was verified.
+    // A dirty-bitmap push (net/dirty.ts): what the bitmap marked, what was read, and what was verified (the dirty blocks or the whole image).
     ...(r.dirtyBytes !== undefined ? { dirtyBytes: r.dirtyBytes, bytesRead: r.bytesRead, verifiedScope: r.verifiedScope } : {}),
   };
 }
@@ -358,7 +358,12 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .positional('image', { type: 'string', demandOption: true, describe: 'the local image to send (file, block device, or NBD export: nbd://HOST:PORT/EXPORT, nbd+unix:///EXPORT?socket=PATH)' })
           .positional('remote', { type: 'string', demandOption: true, array: true, describe: 'HOST:PORT/VOLUME, [user@]host:/path over ssh, or @NAME[/VOLUME] from the client config; several: each is updated from one read of IMAGE' })
           .options(CLIENT_OPTIONS)
-          .option('dirty-bitmap', { type: 'string', describe: 'with an NBD image: send only the blocks this qemu dirty bitmap marks (exported as qemu:dirty-bitmap:NAME); verifies those blocks' })
+          .option('dirty-bitmap', {
+            type: 'string',
+            describe: 'with an NBD image: send only the blocks this qemu dirty bitmap marks (exported as qemu:dirty-bitmap:NAME); verifies those blocks, and the whole image where the digest cache and the server allow',
+          })
+          .option('state-dir', { type: 'string', describe: "with an NBD image: where the export's block digests per replica are kept (default $XDG_STATE_HOME/resync or ~/.local/state/resync)" })
+          .option('digest-cache', { type: 'boolean', default: true, describe: "with an NBD image: keep the export's block digests after a verified push so that a --dirty-bitmap push verifies the whole image; --no-digest-cache: keep none" })
           .example('$0 push vm1.img dr:7873/vm1', 'bring volume vm1 on host dr up to date (secret: --secret-file or RESYNC_SECRET_FILE)')
           .example("$0 push -e 'ssh -p 2222' vm1.img root@dr:/srv/images/vm1.img", 'the same over ssh: resync serve --stdio runs on dr')
           .example('$0 push --dry-run vm1.img dr:7873/vm1', 'how much would be sent; nothing is written')
@@ -381,7 +386,9 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             const opts = await clientOptionsFrom({ ...argv, remote: remotes[0]! }, progress);
             if (argv['dry-run'] && argv['dirty-bitmap'] !== undefined) throw new ParamError('--dry-run does not apply to --dirty-bitmap (the bitmap says what would be read)');
             if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPush(argv.image, opts));
-            const res = await (await clientMod()).push(argv.image, { ...opts, dirtyBitmap: argv['dirty-bitmap'] });
+            const mod = await clientMod();
+            const stateDir = argv['digest-cache'] ? (argv['state-dir'] ?? mod.defaultStateDir()) : null;
+            const res = await mod.push(argv.image, { ...opts, dirtyBitmap: argv['dirty-bitmap'], stateDir });
             return summary(res);
           },
           (e) => (argv.remote.length === 1 ? networkHint(e, String(argv.remote[0])) : undefined),
