@@ -179,7 +179,7 @@ export class DigestCacheWriter {
 
   /**
    * The push verified the image hash `imageHash` under `p` (its signature's
-   * spec): put the cache in place. Never throws; false (traced) when not written.
+   * seed, block size and hash, and the export's size): put the cache in place. Never throws; false (traced) when not written.
    */
   async finish(p: SignatureParams, imageHash: Uint8Array): Promise<boolean> {
     this.flush();

@@ -232,8 +232,9 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
           return own;
         },
       });
-      // The server verified this image hash (pushSession checked its Result against it).
-      if (pass.spec && pass.hash) await digests.finish(pass.spec, pass.hash);
+      // The server verified this image hash (pushSession checked its Result against it). The
+      // signature's spec is the volume's as it was: the size is the export's.
+      if (pass.spec && pass.hash) await digests.finish({ ...pass.spec, imageSize: img.size }, pass.hash);
       else digests.abandon();
       return r;
     } catch (e) {

@@ -4,7 +4,7 @@
  * compared with qemu-img compare.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
-import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -224,21 +224,25 @@ describe.skipIf(!hasQemu)('NBD against qemu-nbd', () => {
     await writeFile(join(dir, 'recovery.img'), Buffer.alloc(16 * MiB));
     const first = await startNbd(dir, q, { readOnly: true });
     const remote = `127.0.0.1:${srv.port}/rec`;
-    const full = await runCli(CLI, ['push', '--json', '--secret-file', srv.secretFile, first.uri, remote]);
+    // The export's digest cache goes to a state directory of the test's own, not the user's.
+    const env = { XDG_STATE_HOME: join(dir, 'cli-state') };
+    const full = await runCli(CLI, ['push', '--json', '--secret-file', srv.secretFile, first.uri, remote], { env });
     expect(full.code, full.stderr).toBe(0);
     await first.stop();
     qemuImg('bitmap', '--add', q, 'b0');
     qemuIo(q, 'write -P 0x32 8M 64k');
     const nbd = await startNbd(dir, q, { readOnly: true, bitmap: 'b0' });
-    const r = await runCli(CLI, ['push', '--json', '--dirty-bitmap', 'b0', '--secret-file', srv.secretFile, nbd.uri, remote]);
+    // Another socket than the full push's: another export as far as the digest cache knows, so the dirty blocks are what is verified.
+    const r = await runCli(CLI, ['push', '--json', '--dirty-bitmap', 'b0', '--secret-file', srv.secretFile, nbd.uri, remote], { env });
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout)).toMatchObject({ ok: true, verified: true, verifiedScope: 'dirty', dirtyBytes: 65536, literalBytes: 65536 });
+    expect((await readdir(join(dir, 'cli-state', 'resync'))).filter((f) => f.startsWith('digests-'))).toHaveLength(1);
     const sig = join(dir, 'cli.sig');
     expect((await runCli(CLI, ['signature', '--force', nbd.uri, sig])).code).toBe(0);
     expect((await runCli(CLI, ['delta', '--force', sig, join(dir, 'recovery.img'), join(dir, 'cli.delta')])).code).toBe(0);
     const v = await runCli(CLI, ['verify', '--json', nbd.uri, join(dir, 'recovery.img')]);
     expect(v.code, v.stderr).toBe(0);
-    const bad = await runCli(CLI, ['push', '--json', '--secret-file', srv.secretFile, nbd.uri.replace('/disk?', '/nosuch?'), remote]);
+    const bad = await runCli(CLI, ['push', '--json', '--secret-file', srv.secretFile, nbd.uri.replace('/disk?', '/nosuch?'), remote], { env });
     expect(bad.code).toBe(7);
     expect(JSON.parse(bad.stdout)).toMatchObject({ ok: false, code: 'ERR_NBD' });
   }, 90_000);
