@@ -10,6 +10,12 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { deflateRawSync } from 'node:zlib';
 import { connectAuthenticated, openSession, pull as clientPull, push as clientPush } from '../../src/net/client.js';
+import { dial } from '../../src/net/connection.js';
+import { clientProof, newNonce } from '../../protocol/auth.js';
+import { PROTOCOL_VERSION } from '../../protocol/constants.js';
+import { imageHashFromDigests } from '../../src/core/imagehash.js';
+import { makeSignatureParams } from '../../src/core/signature.js';
+import { StrongHasher } from '../../src/core/strong.js';
 import { blockRuns } from '../../src/net/dirty.js';
 import { MsgType } from '../../protocol/constants.js';
 import { literalCodec } from '../../protocol/literal-codec.js';
@@ -40,9 +46,22 @@ function ranges(...rs: [number, number][]): Buffer {
   return b;
 }
 
+/** A client of an older build: its Hello lists only `caps`. */
+async function connectWith(caps: string[]): Promise<Connection> {
+  const conn = await dial('127.0.0.1', srv.port, { idleTimeoutMs: 30_000 });
+  await conn.exchangePreamble();
+  await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps });
+  const ch = await conn.expect(MsgType.Challenge, 'challenge');
+  conn.peerCaps = ch.caps;
+  const cn = newNonce();
+  await conn.send({ type: MsgType.Auth, clientNonce: cn, mac: clientProof(srv.secret, ch.nonce, cn) });
+  await conn.expect(MsgType.AuthOk, 'auth ok');
+  return conn;
+}
+
 /** Open(dirty) with the given ranges; returns the connection after SigEnd and the block numbers summed. */
-async function openDirty(rs: Buffer): Promise<{ conn: Connection; blocks: number[]; seed: Uint8Array }> {
-  const conn = await connectAuthenticated({ host: '127.0.0.1', port: srv.port, secret: srv.secret, volume: 'rec', blockSize: BS });
+async function openDirty(rs: Buffer, caps?: string[]): Promise<{ conn: Connection; blocks: number[]; seed: Uint8Array; basisHash: Uint8Array | null }> {
+  const conn = caps ? await connectWith(caps) : await connectAuthenticated({ host: '127.0.0.1', port: srv.port, secret: srv.secret, volume: 'rec', blockSize: BS });
   expect(conn.peerCaps).toContain('dirty');
   await openSession(conn, 'dirty', { host: '', port: 0, secret: srv.secret, volume: 'rec', blockSize: BS }, SIZE);
   await conn.send({ type: MsgType.DirtyRanges, ranges: rs, last: true });
@@ -51,11 +70,10 @@ async function openDirty(rs: Buffer): Promise<{ conn: Connection; blocks: number
   const blocks: number[] = [];
   for (;;) {
     const m = await conn.recv();
-    if (m.type === MsgType.SigEnd) break;
+    if (m.type === MsgType.SigEnd) return { conn, blocks, seed: h.seed, basisHash: m.basisHash };
     if (m.type !== MsgType.SigBlocks) throw new Error('expected SigBlocks');
     for (let i = 0; i < m.weak.length / 4; i++) blocks.push(m.first + i);
   }
-  return { conn, blocks, seed: h.seed };
 }
 
 const header = (seed: Uint8Array) => ({ type: MsgType.DeltaHeader, blockSize: BS, basisSize: SIZE, basisHash: null, targetSize: SIZE, strongAlgId: 1, seed }) as const;
@@ -120,6 +138,33 @@ describe('Open(dirty) on the server', () => {
     conn.destroy();
     expect((await readFile(join(dir, 'rec.img'))).equals(vol)).toBe(true);
     await expect(stat(join(dir, 'rec.img.resync-dirty'))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  test('with a valid signature cache, the image hash before the push goes to a client that lists "dirty-image", and only to one', async () => {
+    const vol = randomBytes(SIZE);
+    const src = join(dir, 'src.img');
+    await writeFile(src, vol);
+    const opts = { host: '127.0.0.1', port: srv.port, secret: srv.secret, volume: 'rec', blockSize: BS };
+    // A plain push leaves the volume with its signature cache.
+    await writeFile(join(dir, 'rec.img'), Buffer.alloc(SIZE));
+    await clientPush(src, opts);
+    await srv.server.idle();
+    const a = await openDirty(ranges([BS, 10]));
+    expect(a.conn.peerCaps).toContain('dirty-image');
+    // The cache's seed, and the hash of the volume's digests under it: what a plain push verifies.
+    const p = makeSignatureParams(SIZE, a.seed, { blockSize: BS });
+    const h = new StrongHasher(p.strongAlg, a.seed, 32);
+    const digests = Buffer.concat(Array.from({ length: SIZE / BS }, (_, i) => Buffer.from(h.hash(vol, i * BS, (i + 1) * BS).subarray(0, 32))));
+    expect(Buffer.from(a.basisHash!).equals(imageHashFromDigests(SIZE, p, digests))).toBe(true);
+    a.conn.destroy();
+    await srv.server.idle();
+    // The session dropped the cache before it could write; a push makes a new one. A client of an older build gets nil.
+    await clientPush(src, opts);
+    await srv.server.idle();
+    const b = await openDirty(ranges([BS, 10]), ['push', 'pull', 'verify']);
+    expect(b.basisHash).toBeNull();
+    b.conn.destroy();
+    expect((await readFile(join(dir, 'rec.img'))).equals(vol)).toBe(true);
   });
 
   test.each([
