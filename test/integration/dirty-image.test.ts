@@ -10,6 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { mkdtemp, open, readFile, readdir, rm, stat, utimes } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { push } from '../../src/api/net.js';
 import { SERVER_CAPS } from '../../src/net/server.js';
 import { DIRTY_IMAGE_CAP } from '../../protocol/constants.js';
@@ -18,8 +19,10 @@ import { loadSigCache } from '../../src/io/sigcache.js';
 import { openImage } from '../../src/io/image.js';
 import { StrongHasher } from '../../src/core/strong.js';
 import { startServer, type TestServer } from '../helpers/server.js';
+import { runCli } from '../helpers/cli.js';
 import { hasQemu, qemuImg, qemuIo, sameContent, startNbd, stopAllNbd } from '../helpers/qemu.js';
 
+const CLI = join(fileURLToPath(new URL('../..', import.meta.url)), 'bin/resync.js');
 let dir: string;
 let srv: TestServer;
 const KiB = 1024;
@@ -170,6 +173,33 @@ describe.skipIf(!hasQemu)('dirty pushes verified over the whole image', () => {
     } finally {
       SERVER_CAPS.splice(at, 0, DIRTY_IMAGE_CAP);
     }
+  }, 120_000);
+
+  test('through the CLI: --state-dir keeps the digest cache, --no-digest-cache keeps none', async () => {
+    const q = join(dir, 'cli.qcow2');
+    const socket = join(dir, 'cli.sock');
+    const state = join(dir, 'cli-state');
+    await rm(join(dir, 'replica.img'), { force: true });
+    qemuImg('create', '-f', 'qcow2', q, '16M');
+    qemuIo(q, 'write -P 0x31 0 4M');
+    qemuImg('bitmap', '--add', q, 'b0');
+    const remote = `127.0.0.1:${srv.port}/rec`;
+    const cli = async (...args: string[]) => {
+      const nbd = await startNbd(dir, q, { readOnly: true, bitmap: 'b0', socket });
+      const r = await runCli(CLI, ['push', '--json', '--block-size', String(BS), '--secret-file', srv.secretFile, ...args, nbd.uri, remote]);
+      await nbd.stop();
+      await srv.server.idle();
+      expect(r.code, r.stderr).toBe(0);
+      return JSON.parse(r.stdout) as Record<string, unknown>;
+    };
+    await cli('--state-dir', state);
+    expect(await digestFiles(state)).toHaveLength(1);
+    qemuIo(q, 'write -P 0x32 8M 64k');
+    expect(await cli('--dirty-bitmap', 'b0', '--state-dir', state)).toMatchObject({ ok: true, verifiedScope: 'image', dirtyBytes: 64 * KiB, bytesRead: 64 * KiB });
+    // Without the cache, the same push verifies the dirty blocks only (and leaves the cache as it was).
+    expect(await cli('--dirty-bitmap', 'b0', '--state-dir', state, '--no-digest-cache')).toMatchObject({ ok: true, verifiedScope: 'dirty' });
+    expect(await digestFiles(state)).toHaveLength(1);
+    expect(sameContent(q, join(dir, 'replica.img'))).toBe(true);
   }, 120_000);
 
   test('a dirty push with no digest cache verifies the dirty blocks, keeps none, and leaves the server cache describing the replica', async () => {
