@@ -516,6 +516,19 @@ async function scatterWrites(path: string, size: number, count: number, chunk: n
   return count * chunk;
 }
 
+/** A push's or pull's figures from its client and server runs (the client sends on a push, receives on a pull). */
+function tcpSampleOf(r: { client: ResyncRun; server: { proc: { peakRssBytes: number } } }, dir: 'push' | 'pull'): TcpSample {
+  const [sender, receiver] = dir === 'push' ? [r.client.proc, r.server.proc] : [r.server.proc, r.client.proc];
+  const t: TcpSample = {
+    wallMs: r.client.proc.wallMs,
+    wireBytes: field(r.client, 'bytesSent') + field(r.client, 'bytesReceived'),
+    senderRssBytes: sender.peakRssBytes,
+    receiverRssBytes: receiver.peakRssBytes,
+  };
+  log(`  resync ${dir} ${fmtMs(t.wallMs)}, RSS ${fmtRss(t.senderRssBytes)} / ${fmtRss(t.receiverRssBytes)}`);
+  return t;
+}
+
 /** Every command once on a basis/target pair: the file commands, then a push and a pull against `resync serve`. */
 async function everyCommandOnce(
   ctx: Context,
@@ -547,13 +560,7 @@ async function everyCommandOnce(
   );
   await check(volume, target, `resync push (${what})`);
   await rm(volume, { force: true });
-  const push: TcpSample = {
-    wallMs: pushed.client.proc.wallMs,
-    wireBytes: field(pushed.client, 'bytesSent') + field(pushed.client, 'bytesReceived'),
-    senderRssBytes: pushed.client.proc.peakRssBytes,
-    receiverRssBytes: pushed.server.proc.peakRssBytes,
-  };
-  log(`  resync push ${fmtMs(push.wallMs)}, RSS ${fmtRss(push.senderRssBytes)} / ${fmtRss(push.receiverRssBytes)}`);
+  const push = tcpSampleOf(pushed, 'push');
 
   const local = join(dir, 'local.img');
   await resetCopy(basis, local);
@@ -563,13 +570,7 @@ async function everyCommandOnce(
     () => source.stop(),
   );
   await check(local, target, `resync pull (${what})`);
-  const pull: TcpSample = {
-    wallMs: pulled.client.proc.wallMs,
-    wireBytes: field(pulled.client, 'bytesSent') + field(pulled.client, 'bytesReceived'),
-    senderRssBytes: pulled.server.proc.peakRssBytes,
-    receiverRssBytes: pulled.client.proc.peakRssBytes,
-  };
-  log(`  resync pull ${fmtMs(pull.wallMs)}, RSS ${fmtRss(pull.senderRssBytes)} / ${fmtRss(pull.receiverRssBytes)}`);
+  const pull = tcpSampleOf(pulled, 'pull');
   await rm(local, { force: true });
   return { blockSize: field(s, 'blockSize'), signature: sampleOf(s), delta: sampleOf(d), patch: sampleOf(p), deltaBytes, push, pull };
 }
