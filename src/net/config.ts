@@ -5,7 +5,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import * as v from 'valibot';
 import { ParamError } from '../core/errors.js';
 import { ioError } from '../io/errors.js';
-import { journalPathFor } from '../io/journal.js';
+import { journalPathFor } from '../io/journal-path.js';
 
 /** One exported image. */
 export interface VolumeConfig {
