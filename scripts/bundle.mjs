@@ -12,7 +12,7 @@
 // WebAssembly is inlined as base64 already.
 import { build } from 'esbuild';
 import { writeCodeCaches } from './code-cache.mjs';
-import { readFileSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -55,8 +55,10 @@ await build({
   },
   logLevel: 'warning',
 });
-// The bundle of earlier builds (an ES module, which cannot use a code cache).
+// The bundle of earlier builds (an ES module, which cannot use a code cache),
+// and the code caches of the last bundle, some under names no run uses now.
 rmSync(join(root, 'dist/resync.mjs'), { force: true });
+for (const f of readdirSync(join(root, 'dist'))) if (/^resync\.cjs\..*cache$/.test(f)) rmSync(join(root, 'dist', f), { force: true });
 
 // Runs of the CLI write the caches of what they compiled (scripts/code-cache.mjs).
 for (const why of writeCodeCaches(root)) console.warn(`bundle: no code cache written (${why}); the CLI compiles at each start`);

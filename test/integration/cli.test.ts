@@ -406,4 +406,92 @@ describe('start-up: the bundle and its code cache', () => {
     }
   });
 
+  /** A copy of the built CLI (bin and bundle, with its cache) in a temporary directory. */
+  async function copyOfCli(): Promise<{ root: string; bin: string; bundle: string }> {
+    const root = await mkdtemp(join(tmpdir(), 'resync-bin-'));
+    await mkdir(join(root, 'bin'));
+    await mkdir(join(root, 'dist'));
+    for (const f of ['bin/resync.js', 'bin/package.json', 'dist/resync.cjs', 'dist/resync.cjs.cache']) await copyFile(join(ROOT, f), join(root, f));
+    return { root, bin: join(root, 'bin/resync.js'), bundle: join(root, 'dist/resync.cjs') };
+  }
+
+  /** Run a bin/resync.js --version with RESYNC_TRACE set; returns how the code cache was taken ('used (by stamp)', 'stale', ...). */
+  function how(bin: string, env: Record<string, string> = {}): Promise<string | undefined> {
+    return new Promise((resolve) => {
+      execFile(process.execPath, [bin, '--version'], { env: { ...process.env, RESYNC_TRACE: '1', ...env }, timeout: 60_000 }, (_err, _stdout, stderr) => resolve(/code cache (\w+(?: \(by \w+\))?)/.exec(stderr)?.[1]));
+    });
+  }
+
+  /** File times can be as coarse as a clock tick: the CLI trusts a stamp only a second after the bundle's last change. */
+  const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 1100));
+
+  test('a settled bundle is known by its stamp, without hashing it; a touch, a rewrite or an edit sends the next start back to its content', async () => {
+    const { root, bin, bundle } = await copyOfCli();
+    try {
+      // The copied cache carries the stamp of another file: the content decides, and a fresh copy is not stamped yet.
+      expect(await how(bin)).toBe('used (by content)');
+      await settle();
+      expect(await how(bin)).toBe('used (by content)');
+      expect(await how(bin)).toBe('used (by stamp)');
+      const epoch = new Date('1985-10-26T08:15:00Z');
+      await utimes(bundle, epoch, epoch);
+      await settle();
+      expect(await how(bin)).toBe('used (by content)');
+      expect(await how(bin)).toBe('used (by stamp)');
+      // The same bytes written again: a new ctime, the same content.
+      await writeFile(bundle, await readFile(bundle));
+      await settle();
+      expect(await how(bin)).toBe('used (by content)');
+      expect(await how(bin)).toBe('used (by stamp)');
+      // An edit of the same length: V8 alone would take the cache.
+      const text = await readFile(bundle, 'utf8');
+      await writeFile(bundle, text.replace('// dist/src/', '// DIST/src/'));
+      await settle();
+      expect(await how(bin)).toBe('stale');
+      expect(await how(bin)).toBe('used (by stamp)');
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  test('within a second of a change to the bundle the stamp is not trusted, even one the build wrote', async () => {
+    const { root, bin } = await copyOfCli();
+    try {
+      // As the build does right after writing the bundle: the cache is written with this bundle's stamp.
+      expect(await how(bin, { RESYNC_WRITE_CODE_CACHE: '1' })).toBe('used (by content)');
+      // A write in the same clock tick would keep that stamp: this soon after, the content still decides.
+      expect(await how(bin)).toBe('used (by content)');
+      await settle();
+      expect(await how(bin)).toBe('used (by stamp)');
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  test('resync --version, its cache known by its stamp, loads no crypto, TLS, processes or compression', async () => {
+    const { root, bin } = await copyOfCli();
+    try {
+      await settle();
+      // Loaded built-ins, printed at exit by a preloaded script (whose option gets a cache file of its own).
+      const spy = join(root, 'spy.cjs');
+      await writeFile(spy, "process.on('exit', () => process.stderr.write('loaded ' + process.moduleLoadList.filter((m) => m.startsWith('NativeModule ')).map((m) => m.slice(13)).join(' ') + '\\n'));\n");
+      const run = (): Promise<{ cache?: string; loaded: string[] }> =>
+        new Promise((resolve) => {
+          execFile(process.execPath, ['-r', spy, bin, '--version'], { env: { ...process.env, RESYNC_TRACE: '1' }, timeout: 60_000 }, (_err, _stdout, stderr) =>
+            resolve({ cache: /code cache (\w+(?: \(by \w+\))?)/.exec(stderr)?.[1], loaded: /^loaded (.*)$/m.exec(stderr)?.[1]?.split(' ') ?? [] }),
+          );
+        });
+      // The first run has no cache for these options and writes one; the second checks its content and stamps it.
+      await run();
+      await run();
+      const r = await run();
+      expect(r.cache).toBe('used (by stamp)');
+      expect(r.loaded).toContain('vm');
+      // (Not node:net: Node writes to a pipe, as stdout and stderr are here, through a net socket.)
+      expect(r.loaded.filter((m) => /^(crypto|tls|child_process|zlib|dgram|worker_threads|http|assert\/strict)$/.test(m))).toEqual([]);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
 });

@@ -7,8 +7,9 @@ import type { Argv } from 'yargs';
 import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
-import { makePair, SCENARIOS, type Scenario } from '../../testing/workload.js';
+import { SCENARIOS, type Scenario } from '../../testing/scenarios.js';
+// Loaded on first use: keeps start-up short for commands that do not need it.
+const workload = () => import('../../testing/workload.js');
 // Loaded on first use: keeps start-up short for commands that do not need it.
 const filesApi = () => import('../../api/files.js');
 import { VerifyError } from '../../core/errors.js';
@@ -44,8 +45,8 @@ export function demoCommand(y: Argv<CommonArgs>): Argv<CommonArgs> {
         try {
           say(`generating a ${fmtBytes(size)} VM image and a '${argv.scenario}' drifted copy in ${dir} ...`);
           // basis = the stale recovery copy, target = the primary it must become
-          const pair = await makePair(dir, argv.scenario as Scenario, size, argv.seed);
-          const secret = randomBytes(32);
+          const pair = await (await workload()).makePair(dir, argv.scenario as Scenario, size, argv.seed);
+          const secret = (await import('node:crypto')).randomBytes(32);
           await writeFile(join(dir, 'secret'), secret, { mode: 0o600 });
           server = new (await serverMod()).ResyncServer({
             host: '127.0.0.1',
