@@ -11,9 +11,10 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { ParamError } from '../core/errors.js';
 import { ioError } from '../io/errors.js';
+// Loaded on first use: node:stream costs every start several ms, and most commands take no `-`.
+const streams = () => import('node:stream/promises');
 
 /** The path `-`: standard input or output. */
 export const STDIO = '-';
@@ -44,7 +45,7 @@ export class StdioSpool {
     if (process.stdin.isTTY) throw new ParamError(`${what} is - but standard input is a terminal: redirect a file or a pipe into it`);
     const p = await this.file('stdin');
     try {
-      await pipeline(process.stdin, createWriteStream(p, { mode: 0o600 }));
+      await (await streams()).pipeline(process.stdin, createWriteStream(p, { mode: 0o600 }));
     } catch (e) {
       throw ioError(e, 'copy standard input to', p);
     }
@@ -60,7 +61,7 @@ export class StdioSpool {
   async send(spooled: string): Promise<void> {
     this.wroteStdout = true;
     try {
-      await pipeline(createReadStream(spooled), process.stdout, { end: false });
+      await (await streams()).pipeline(createReadStream(spooled), process.stdout, { end: false });
     } catch (e) {
       throw ioError(e, 'write standard output from', spooled);
     }
