@@ -112,9 +112,13 @@ function stampOf(s) {
   return b;
 }
 
-/** Changed within the last second (file times can be as coarse as a clock tick). */
+/**
+ * Changed within the last second (file times can be as coarse as a clock
+ * tick). RESYNC_CODE_CACHE_SETTLE_MS sets another span, for tests.
+ */
 function recent(s) {
-  return BigInt(Date.now()) * 1_000_000n - s.ctimeNs < 1_000_000_000n;
+  const ms = Number(process.env.RESYNC_CODE_CACHE_SETTLE_MS || 1000);
+  return BigInt(Date.now()) * 1_000_000n - s.ctimeNs < BigInt(Number.isSafeInteger(ms) && ms >= 0 ? ms : 1000) * 1_000_000n;
 }
 
 function sha256(bytes) {

@@ -4,7 +4,8 @@
  * the usual framed protocol over the child's stdin/stdout. ssh authenticated
  * both ends, so no shared secret is used (see PREAUTH_CAP).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { SyncError } from '../core/errors.js';
 import { Connection, type ConnectionOptions } from './connection.js';
 import { PipeDuplex } from './pipes.js';
@@ -34,6 +35,8 @@ export interface SshConnection {
 /** Start ssh and wrap its pipes in a Connection. */
 export function dialSsh(t: SshTarget, opts: ConnectionOptions): SshConnection {
   const [cmd, ...args] = t.rsh;
+  // node:child_process (with dgram and more) is loaded here, by an ssh session, not by every client.
+  const { spawn } = createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process');
   const child: ChildProcess = spawn(cmd!, [...args, t.host, `${t.remoteResync} serve --stdio`], { stdio: ['pipe', 'pipe', 'pipe'] });
   let tail = '';
   let spawnError: NodeJS.ErrnoException | null = null;

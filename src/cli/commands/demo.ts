@@ -17,7 +17,7 @@ import { VerifyError } from '../../core/errors.js';
 import type { ResyncServer } from '../../api/net.js';
 const serverMod = () => import('../../api/net.js');
 // Loaded on first use: keeps start-up short for commands that do not need it.
-const clientMod = () => import('../../api/net.js');
+const clientMod = () => import('../../api/client.js');
 import { intOption, sizeOption } from '../options.js';
 import { fmtBytes } from '../render.js';
 import { outputOptions, runCommand, type CommonArgs } from '../run.js';

@@ -6,9 +6,9 @@ import { checkVolumes, ConfigError, parseRemote, readSecretFile, readServerConfi
 // Loaded on first use: keeps start-up short for commands that do not need it.
 const serverMod = () => import('../../api/net.js');
 // Loaded on first use: keeps start-up short for commands that do not need it.
-import type { ClientOptions, FanoutResult, SyncResult } from '../../api/net.js';
+import type { ClientOptions, FanoutResult, SyncResult } from '../../api/client.js';
 import type { ProgressFn } from '../../core/progress.js';
-const clientMod = () => import('../../api/net.js');
+const clientMod = () => import('../../api/client.js');
 import { CLIENT_OPTIONS, clientTls, intOption, parseBwlimit, secondsOption, secretFileArg } from '../options.js';
 import { networkHint } from '../hints.js';
 import { checkInput, prepareOutput } from '../paths.js';
