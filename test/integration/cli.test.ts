@@ -490,7 +490,7 @@ describe('start-up: the bundle and its code cache', () => {
     });
   }
 
-  test('resync --version, its cache known by its stamp, loads no crypto, TLS, processes, compression or assert', async () => {
+  test('resync --version, its cache known by its stamp, loads no crypto, TLS, processes, compression, assert or fs/promises', async () => {
     const { root, bin } = await copyOfCli();
     try {
       // The first run has no cache for the spy's options and writes one, with the stamp.
@@ -499,7 +499,7 @@ describe('start-up: the bundle and its code cache', () => {
       expect(r.cache).toBe('used (by stamp)');
       expect(r.loaded).toContain('vm');
       // (Not node:net: Node writes to a pipe, as stdout and stderr are here, through a net socket.)
-      expect(r.loaded.filter((m) => /^(crypto|tls|child_process|zlib|dgram|worker_threads|http|assert)$/.test(m))).toEqual([]);
+      expect(r.loaded.filter((m) => /^(crypto|tls|child_process|zlib|dgram|worker_threads|http|assert|fs\/promises)$/.test(m))).toEqual([]);
     } finally {
       await rm(root, { recursive: true, force: true });
     }
