@@ -9,6 +9,7 @@ import { isNbdUri } from '../io/nbd/uri.js';
 
 export { recoverRemote, type ClientOptions, type SyncResult, type RemoteRecoverResult } from '../net/client.js';
 export { pushToReplicas, type Replica, type ReplicaOutcome, type FanoutResult, type FanoutOptions } from '../net/fanout.js';
+export { defaultStateDir } from '../io/digestcache.js';
 
 /**
  * Make the remote volume identical to the local image. With `dirtyBitmap`

@@ -12,7 +12,6 @@ import { ResyncServer, type ServerEvent } from '../net/server.js';
 export { ResyncServer, type ServerEvent, type ShutdownReport } from '../net/server.js';
 export * from './client.js';
 export { realAllowDirs } from '../net/allow.js';
-export { defaultStateDir } from '../io/digestcache.js';
 export { stdioDuplex } from '../net/pipes.js';
 
 /** Options for serve(); only `secret` and `volumes` are required. */
