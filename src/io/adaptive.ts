@@ -47,9 +47,11 @@ export class AdaptivePatch {
     private readonly targetSize: number,
     private readonly spec: ImageHashSpec,
   ) {
-    // Judged every MiB: data moved from the start is seen (6 MiB) before the
-    // first 8 MiB batch reaches the image, so such a switch has nothing to undo.
+    // Judged every MiB: data moved in the first few MiB is seen (6 MiB of it)
+    // before the first batch (held to 16 MiB meanwhile) reaches the image, so
+    // such a switch has nothing to undo.
     this.settled = !inPlace.canAbandon;
+    inPlace.holdFirstBatch = !this.settled;
   }
 
   get position(): number {
@@ -120,15 +122,17 @@ export class AdaptivePatch {
     trace(`receiver: data moved, ${this.inPlace.movedBytes} of ${at} bytes moved: switching to a temp file`);
     const out = await ImageWriter.createTemp(finalPath);
     try {
-      // Its hole map is asked lazily, first after the undo below: it sees the old image.
-      const patcher = new StreamPatcher(this.img, out, this.targetSize, this.spec, this.inPlace.planner);
-      // The new prefix is in the image until the undo: copy it first.
-      const buf = Buffer.allocUnsafe(IO_CHUNK);
+      // The new prefix is in the image (or the batch not yet written) until
+      // the undo: copy it first, read straight into the writer's buffer. It
+      // was hashed on its way in: the hash goes on from there.
       for (let pos = 0; pos < at; ) {
         const n = Math.min(IO_CHUNK, at - pos);
-        await patcher.takeOver(pos, this.inPlace.readNew(pos, n, buf));
+        this.inPlace.readNew(pos, n, await out.reserve(pos, n));
+        await out.fillReserved(n);
         pos += n;
       }
+      // Its hole map is asked lazily, first after the undo below: it sees the old image.
+      const patcher = new StreamPatcher(this.img, out, this.targetSize, this.spec, { planner: this.inPlace.planner, hash: this.inPlace.handOverHash() });
       await this.inPlace.abandon();
       this.temp = { out, patcher };
     } catch (e) {
@@ -136,5 +140,6 @@ export class AdaptivePatch {
       throw e;
     }
     this.state.switchedAt = at;
+    trace('receiver: the temp file took over');
   }
 }

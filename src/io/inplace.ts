@@ -67,6 +67,13 @@ export class InPlacePatcher {
   batchBytes = BATCH;
   /** Bytes written between checkpoints (small in tests to have checkpoints in small images). */
   checkpointBytes = CHECKPOINT_EVERY;
+  /**
+   * The first batch waits for twice batchBytes (set while a switch to a temp
+   * file is still open, io/adaptive.ts): a switch before it reaches the image
+   * has nothing to undo, and no more is held than when one batch is written
+   * while the next fills.
+   */
+  holdFirstBatch = false;
   /** Flush while more ops arrive (off in tests that need each flush done before the next read). */
   backgroundFlush = true;
   /** This patch made the journal (not a resume, not a new generation of a kept one): if it writes nothing, the journal goes. */
@@ -302,6 +309,14 @@ export class InPlacePatcher {
   }
 
   /**
+   * The image hash of the output so far (the drained prefix), for the patcher
+   * that takes over after abandon(): what this one hashed is not hashed again.
+   */
+  handOverHash(): ImageHashBuilder {
+    return this.hash;
+  }
+
+  /**
    * Put the image back as it was and delete the journal, after the caller
    * has copied the new prefix elsewhere (drain() first). Only for a patch
    * that made its own journal (canAbandon). Every restored block is checked
@@ -434,7 +449,7 @@ export class InPlacePatcher {
     this.pending.push({ dst, data });
     this.pendingBytes += data.length;
     this.frontier = dst + data.length;
-    if (this.pendingBytes >= this.batchBytes) {
+    if (this.pendingBytes >= (this.holdFirstBatch && !this.flushed ? 2 * this.batchBytes : this.batchBytes)) {
       if (!this.backgroundFlush) return this.flush();
       // One flush at a time; it runs while the next batch arrives.
       await this.settle();

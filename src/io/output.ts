@@ -59,6 +59,8 @@ export class ImageWriter {
   /** The buffer being filled, and the one a write in flight may still be reading. */
   private buf: Buffer;
   private spare: Buffer | null = null;
+  /** Where fillReserved() moves filled bytes that hold zero pages. */
+  private scratch: Buffer | null = null;
   private bufLen = 0;
   private bufPos = 0;
   private closed = false;
@@ -145,6 +147,41 @@ export class ImageWriter {
       off = pageEnd;
     }
     if (run >= 0) await this.writeDense(pos + run, data.subarray(run));
+  }
+
+  /**
+   * Room for the next `n` bytes at `pos` inside the write buffer, for a
+   * caller that reads them straight into it: a copy then costs no copy of
+   * its own. fillReserved(n) queues them; no other call may come between.
+   */
+  async reserve(pos: number, n: number): Promise<Buffer> {
+    if (n > this.coalesce) throw new ParamError(`cannot reserve ${n} bytes in a ${this.coalesce}-byte write buffer`);
+    if (this.bufLen > 0 && (pos !== this.bufPos + this.bufLen || this.bufLen + n > this.coalesce)) await this.flush();
+    if (this.bufLen === 0) this.bufPos = pos;
+    return this.buf.subarray(this.bufLen, this.bufLen + n);
+  }
+
+  /** The `n` bytes reserve() made room for are filled: queue them (whole zero pages of a fresh file still stay holes). */
+  async fillReserved(n: number): Promise<void> {
+    const start = this.bufLen;
+    const pos = this.bufPos + start;
+    if (this.fresh && this.hasZeroPage(pos, this.buf, start, n)) {
+      // Rare in data: through write(), which skips them, from a copy (write() fills this same buffer).
+      if (!this.scratch || this.scratch.length < n) this.scratch = Buffer.allocUnsafe(n);
+      this.buf.copy(this.scratch, 0, start, start + n);
+      await this.write(pos, this.scratch.subarray(0, n));
+      return;
+    }
+    this.bufLen += n;
+    this.bytesWritten += n;
+  }
+
+  /** Whether data[start, start+n), to be written at `pos`, holds a whole page of the file that is all zeros. */
+  private hasZeroPage(pos: number, data: Uint8Array, start: number, n: number): boolean {
+    for (let p = Math.ceil(pos / PAGE) * PAGE; p + PAGE <= pos + n; p += PAGE) {
+      if (isZeroRange(data, start + p - pos, start + p - pos + PAGE)) return true;
+    }
+    return false;
   }
 
   /**
