@@ -37,6 +37,8 @@ export interface AdaptiveState {
 export class AdaptivePatch {
   readonly state: AdaptiveState = { switchedAt: null };
   private temp: { out: ImageWriter; patcher: StreamPatcher } | null = null;
+  /** The journal of an untouched image being deleted after the switch. */
+  private dropping: Promise<void> | null = null;
   private nextCheck = CHECK_EVERY;
   /** Stop looking (no room, or not possible for this patch). */
   private settled = false;
@@ -93,6 +95,7 @@ export class AdaptivePatch {
       return this.inPlace.io.bytesWritten;
     }
     this.temp.patcher.finish(size, hash);
+    await this.dropping;
     await this.temp.out.commit(size);
     return this.inPlace.io.bytesWritten + this.temp.out.bytesWritten;
   }
@@ -102,8 +105,10 @@ export class AdaptivePatch {
    * temp file goes. Before, the in-place rules apply (`inPlaceAbort`).
    */
   async abort(inPlaceAbort: () => Promise<void>): Promise<void> {
-    if (this.temp) await this.temp.out.abort();
-    else await inPlaceAbort();
+    if (this.temp) {
+      await this.dropping?.catch(() => undefined);
+      await this.temp.out.abort();
+    } else await inPlaceAbort();
   }
 
   /** Room for the temp file, and a rename that replaces nothing else: not a file with other hard links. */
@@ -133,7 +138,15 @@ export class AdaptivePatch {
       }
       // Its hole map is asked lazily, first after the undo below: it sees the old image.
       const patcher = new StreamPatcher(this.img, out, this.targetSize, this.spec, { planner: this.inPlace.planner, hash: this.inPlace.handOverHash() });
-      await this.inPlace.abandon();
+      if (this.inPlace.imageUntouched) {
+        // Only the journal goes: in the background, done before the rename (a
+        // journal left beside the new image would be settled against it).
+        this.dropping = this.inPlace.abandon();
+        this.dropping.catch(() => undefined); // awaited by finish() or abort()
+      } else {
+        // The copies that follow read the image: it must be the basis again first.
+        await this.inPlace.abandon();
+      }
       this.temp = { out, patcher };
     } catch (e) {
       await out.abort();

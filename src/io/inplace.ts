@@ -283,6 +283,11 @@ export class InPlacePatcher {
     return this.fresh && !this.torn && this.resumeFrom === 0 && this.basisDigests !== null && !this.img.isBlockDevice;
   }
 
+  /** Nothing of this patch reached the image (abandon() then only deletes the journal). */
+  get imageUntouched(): boolean {
+    return !this.flushed;
+  }
+
   /**
    * Before abandon(): make the new output's first `position` bytes readable
    * through readNew(). Nothing is written when no batch was flushed yet: the
@@ -332,8 +337,7 @@ export class InPlacePatcher {
     this.pendingBytes = 0;
     if (!this.flushed) {
       // Nothing reached the image: the journal holds no record to undo.
-      await this.journal.close();
-      await (await Journal.reopen(this.journal.path, 0)).remove();
+      await this.journal.remove();
       return;
     }
     // A crash while undoing leaves a mix of old and new bytes: the journal then

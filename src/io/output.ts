@@ -52,7 +52,7 @@ function zeroChunk(): Buffer {
  * commit waits for the last stretch only, not for the whole image (the
  * kernel would start on its own only past a tenth or so of the RAM).
  */
-const SYNC_EVERY = 128 * 1024 * 1024;
+const SYNC_EVERY = 32 * 1024 * 1024;
 
 /** A positioned writer over a temp file (atomic rename on commit) or an existing image. */
 export class ImageWriter {
