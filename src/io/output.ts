@@ -68,6 +68,8 @@ export class ImageWriter {
   private inflight: Promise<void> | null = null;
   /** A background datasync (fresh outputs), and bytes written since the last one started. */
   private syncing: Promise<void> | null = null;
+  /** The first background datasync's failure, thrown at commit. */
+  private syncError: unknown = null;
   private unsynced = 0;
   /** Bytes handed to write(). */
   bytesWritten = 0;
@@ -248,10 +250,17 @@ export class ImageWriter {
     this.unsynced += n;
     if (this.unsynced < SYNC_EVERY || this.syncing) return;
     this.unsynced = 0;
-    const s = this.fh.datasync().finally(() => {
-      if (this.syncing === s) this.syncing = null;
-    });
-    s.catch(() => undefined); // observed at commit
+    // A failed writeback is reported to one fsync of this descriptor only:
+    // its error is kept for the commit, whose own fsync may then succeed.
+    const s = this.fh.datasync().then(
+      () => {
+        if (this.syncing === s) this.syncing = null;
+      },
+      (e: unknown) => {
+        this.syncError ??= e;
+        if (this.syncing === s) this.syncing = null;
+      },
+    );
     this.syncing = s;
   }
 
@@ -266,6 +275,7 @@ export class ImageWriter {
       await this.settle();
       await this.fh.truncate(size);
       if (this.syncing) await this.syncing;
+      if (this.syncError !== null) throw this.syncError;
       if (this.meta) await applyOutputMeta(this.fh, this.meta);
       await this.fh.sync();
       await this.fh.close();
