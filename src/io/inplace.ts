@@ -68,10 +68,10 @@ export class InPlacePatcher {
   /** Bytes written between checkpoints (small in tests to have checkpoints in small images). */
   checkpointBytes = CHECKPOINT_EVERY;
   /**
-   * The first batch waits for twice batchBytes (set while a switch to a temp
-   * file is still open, io/adaptive.ts): a switch before it reaches the image
-   * has nothing to undo, and no more is held than when one batch is written
-   * while the next fills.
+   * The first batch waits for twice batchBytes while a switch to a temp file
+   * is still open (io/adaptive.ts) and the data moved so far would allow one:
+   * a switch before it reaches the image has nothing to undo. A patch that
+   * writes where it reads (a VM disk) moves nothing and is not held.
    */
   holdFirstBatch = false;
   /** Flush while more ops arrive (off in tests that need each flush done before the next read). */
@@ -453,7 +453,7 @@ export class InPlacePatcher {
     this.pending.push({ dst, data });
     this.pendingBytes += data.length;
     this.frontier = dst + data.length;
-    if (this.pendingBytes >= (this.holdFirstBatch && !this.flushed ? 2 * this.batchBytes : this.batchBytes)) {
+    if (this.pendingBytes >= (this.holdingFirst() ? 2 * this.batchBytes : this.batchBytes)) {
       if (!this.backgroundFlush) return this.flush();
       // One flush at a time; it runs while the next batch arrives.
       await this.settle();
@@ -461,6 +461,11 @@ export class InPlacePatcher {
       f.catch(() => undefined); // observed by settle()
       this.inFlight = f;
     }
+  }
+
+  /** The first batch is held (see holdFirstBatch) while at least half of the output so far moved, as a switch needs. */
+  private holdingFirst(): boolean {
+    return this.holdFirstBatch && !this.flushed && this.movedBytes * 2 >= this.frontier;
   }
 
   /** Wait for the flush running in the background, if any; rethrows its failure. */

@@ -169,6 +169,29 @@ describe('in place, or a temp file when the data moved', () => {
     expect(await leftovers()).toEqual([]);
   });
 
+  test('a patch that moves nothing writes its first batch at 8 MiB: only a possible switch holds it', async () => {
+    // 12 MiB rewritten where it is: literals, nothing moved.
+    const target = Buffer.concat([randomBytes(12 * MiB), basis.subarray(12 * MiB)]);
+    const ops = diff(signatureOf(basis, { blockSize: BS }), target);
+    const path = join(dir, 'unheld.img');
+    await writeFile(path, basis);
+    const r = await begin(path, target.length);
+    r.inPlace.backgroundFlush = false;
+    try {
+      for (const op of ops) {
+        await r.patch.apply(op);
+        if (r.patch.position >= 10 * MiB) break;
+      }
+      expect(r.inPlace.movedBytes).toBe(0);
+      expect(r.inPlace.io.bytesJournaled).toBeGreaterThanOrEqual(8 * MiB);
+      expect(r.inPlace.io.bytesJournaled).toBeLessThan(10 * MiB);
+      await r.patch.abort(() => r.inPlace.rollback());
+    } finally {
+      await r.close();
+    }
+    expect((await readFile(path)).equals(basis)).toBe(true);
+  });
+
   test('blocks changed where they are stay in place (same file, no switch)', async () => {
     const path = join(dir, 'scatter.img');
     await writeFile(path, basis);
