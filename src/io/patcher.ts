@@ -4,7 +4,9 @@
  * verifying size and SHA-256 at the end. Shared by file `patch` and the TCP
  * receiver.
  */
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { BasisMismatchError, ParamError, VerifyError } from '../core/errors.js';
+import { YIELD_EVERY_BYTES } from '../core/limits.js';
 import type { DeltaOp } from '../core/ops.js';
 import { PatchPlanner } from '../core/patch.js';
 import { imageHashBuilder, type ImageHashBuilder, type ImageHashSpec } from '../core/imagehash.js';
@@ -20,6 +22,8 @@ export class StreamPatcher {
   readonly planner: PatchPlanner;
   private readonly hash: ImageHashBuilder;
   private readonly extents: ExtentMap;
+  /** Bytes copied since the last turn of the event loop. */
+  private sinceYield = 0;
 
   constructor(
     private readonly basis: ImageHandle,
@@ -85,6 +89,12 @@ export class StreamPatcher {
       this.hash.update(slot);
       await this.out.fillReserved(n);
       at += n;
+      // Reads that complete at once: let the socket and timers be served between long runs of them.
+      this.sinceYield += n;
+      if (this.sinceYield >= YIELD_EVERY_BYTES) {
+        this.sinceYield = 0;
+        await nextTurn();
+      }
     }
   }
 
