@@ -75,9 +75,10 @@ export class StreamPatcher {
   /**
    * Copy basis[from, to) to the output at `dst`: each piece is read straight
    * into the writer's buffer and hashed there, so the bytes are copied once
-   * (by the read). Synchronous reads from a file: the basis was just read
-   * for the signature (page cache), and an async read costs the main thread
-   * more in hand-offs than the copy does.
+   * (by the read). Synchronous reads from a file: a receiver's basis was
+   * just read for its signature (page cache), runs of copies are sequential
+   * (the kernel reads ahead), and an async read costs the main thread more
+   * in hand-offs than the copy does.
    */
   private async copyData(from: number, to: number, dst: number): Promise<void> {
     for (let at = from; at < to; ) {
