@@ -37,6 +37,8 @@ export interface AdaptiveState {
 export class AdaptivePatch {
   readonly state: AdaptiveState = { switchedAt: null };
   private temp: { out: ImageWriter; patcher: StreamPatcher } | null = null;
+  /** The journal of an untouched image being deleted after the switch. */
+  private dropping: Promise<void> | null = null;
   private nextCheck = CHECK_EVERY;
   /** Stop looking (no room, or not possible for this patch). */
   private settled = false;
@@ -47,9 +49,11 @@ export class AdaptivePatch {
     private readonly targetSize: number,
     private readonly spec: ImageHashSpec,
   ) {
-    // Judged every MiB: data moved from the start is seen (6 MiB) before the
-    // first 8 MiB batch reaches the image, so such a switch has nothing to undo.
+    // Judged every MiB: data moved in the first few MiB is seen (6 MiB of it)
+    // before the first batch (held to 16 MiB meanwhile) reaches the image, so
+    // such a switch has nothing to undo.
     this.settled = !inPlace.canAbandon;
+    inPlace.holdFirstBatch = !this.settled;
   }
 
   get position(): number {
@@ -91,6 +95,7 @@ export class AdaptivePatch {
       return this.inPlace.io.bytesWritten;
     }
     this.temp.patcher.finish(size, hash);
+    await this.dropping;
     await this.temp.out.commit(size);
     return this.inPlace.io.bytesWritten + this.temp.out.bytesWritten;
   }
@@ -100,8 +105,10 @@ export class AdaptivePatch {
    * temp file goes. Before, the in-place rules apply (`inPlaceAbort`).
    */
   async abort(inPlaceAbort: () => Promise<void>): Promise<void> {
-    if (this.temp) await this.temp.out.abort();
-    else await inPlaceAbort();
+    if (this.temp) {
+      await this.dropping?.catch(() => undefined);
+      await this.temp.out.abort();
+    } else await inPlaceAbort();
   }
 
   /** Room for the temp file, and a rename that replaces nothing else: not a file with other hard links. */
@@ -120,21 +127,32 @@ export class AdaptivePatch {
     trace(`receiver: data moved, ${this.inPlace.movedBytes} of ${at} bytes moved: switching to a temp file`);
     const out = await ImageWriter.createTemp(finalPath);
     try {
-      // Its hole map is asked lazily, first after the undo below: it sees the old image.
-      const patcher = new StreamPatcher(this.img, out, this.targetSize, this.spec, this.inPlace.planner);
-      // The new prefix is in the image until the undo: copy it first.
-      const buf = Buffer.allocUnsafe(IO_CHUNK);
+      // The new prefix is in the image (or the batch not yet written) until
+      // the undo: copy it first, read straight into the writer's buffer. It
+      // was hashed on its way in: the hash goes on from there.
       for (let pos = 0; pos < at; ) {
         const n = Math.min(IO_CHUNK, at - pos);
-        await patcher.takeOver(pos, this.inPlace.readNew(pos, n, buf));
+        this.inPlace.readNew(pos, n, await out.reserve(pos, n));
+        await out.fillReserved(n);
         pos += n;
       }
-      await this.inPlace.abandon();
+      // Its hole map is asked lazily, first after the undo below: it sees the old image.
+      const patcher = new StreamPatcher(this.img, out, this.targetSize, this.spec, { planner: this.inPlace.planner, hash: this.inPlace.handOverHash() });
+      if (this.inPlace.imageUntouched) {
+        // Only the journal goes: in the background, done before the rename (a
+        // journal left beside the new image would be settled against it).
+        this.dropping = this.inPlace.abandon();
+        this.dropping.catch(() => undefined); // awaited by finish() or abort()
+      } else {
+        // The copies that follow read the image: it must be the basis again first.
+        await this.inPlace.abandon();
+      }
       this.temp = { out, patcher };
     } catch (e) {
       await out.abort();
       throw e;
     }
     this.state.switchedAt = at;
+    trace('receiver: the temp file took over');
   }
 }

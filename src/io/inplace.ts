@@ -67,6 +67,13 @@ export class InPlacePatcher {
   batchBytes = BATCH;
   /** Bytes written between checkpoints (small in tests to have checkpoints in small images). */
   checkpointBytes = CHECKPOINT_EVERY;
+  /**
+   * The first batch waits for twice batchBytes while a switch to a temp file
+   * is still open (io/adaptive.ts) and the data moved so far would allow one:
+   * a switch before it reaches the image has nothing to undo. A patch that
+   * writes where it reads (a VM disk) moves nothing and is not held.
+   */
+  holdFirstBatch = false;
   /** Flush while more ops arrive (off in tests that need each flush done before the next read). */
   backgroundFlush = true;
   /** This patch made the journal (not a resume, not a new generation of a kept one): if it writes nothing, the journal goes. */
@@ -276,6 +283,11 @@ export class InPlacePatcher {
     return this.fresh && !this.torn && this.resumeFrom === 0 && this.basisDigests !== null && !this.img.isBlockDevice;
   }
 
+  /** Nothing of this patch reached the image (abandon() then only deletes the journal). */
+  get imageUntouched(): boolean {
+    return !this.flushed;
+  }
+
   /**
    * Before abandon(): make the new output's first `position` bytes readable
    * through readNew(). Nothing is written when no batch was flushed yet: the
@@ -302,6 +314,14 @@ export class InPlacePatcher {
   }
 
   /**
+   * The image hash of the output so far (the drained prefix), for the patcher
+   * that takes over after abandon(): what this one hashed is not hashed again.
+   */
+  handOverHash(): ImageHashBuilder {
+    return this.hash;
+  }
+
+  /**
    * Put the image back as it was and delete the journal, after the caller
    * has copied the new prefix elsewhere (drain() first). Only for a patch
    * that made its own journal (canAbandon). Every restored block is checked
@@ -317,8 +337,7 @@ export class InPlacePatcher {
     this.pendingBytes = 0;
     if (!this.flushed) {
       // Nothing reached the image: the journal holds no record to undo.
-      await this.journal.close();
-      await (await Journal.reopen(this.journal.path, 0)).remove();
+      await this.journal.remove();
       return;
     }
     // A crash while undoing leaves a mix of old and new bytes: the journal then
@@ -434,7 +453,7 @@ export class InPlacePatcher {
     this.pending.push({ dst, data });
     this.pendingBytes += data.length;
     this.frontier = dst + data.length;
-    if (this.pendingBytes >= this.batchBytes) {
+    if (this.pendingBytes >= (this.holdingFirst() ? 2 * this.batchBytes : this.batchBytes)) {
       if (!this.backgroundFlush) return this.flush();
       // One flush at a time; it runs while the next batch arrives.
       await this.settle();
@@ -442,6 +461,11 @@ export class InPlacePatcher {
       f.catch(() => undefined); // observed by settle()
       this.inFlight = f;
     }
+  }
+
+  /** The first batch is held (see holdFirstBatch) while at least half of the output so far moved, as a switch needs. */
+  private holdingFirst(): boolean {
+    return this.holdFirstBatch && !this.flushed && this.movedBytes * 2 >= this.frontier;
   }
 
   /** Wait for the flush running in the background, if any; rethrows its failure. */

@@ -33,13 +33,15 @@ function zeroChunk(): Buffer {
  * commit waits for the last stretch only, not for the whole image (the
  * kernel would start on its own only past a tenth or so of the RAM).
  */
-const SYNC_EVERY = 128 * 1024 * 1024;
+const SYNC_EVERY = 32 * 1024 * 1024;
 
 /** A positioned writer over a temp file (atomic rename on commit) or an existing image. */
 export class ImageWriter {
   /** The buffer being filled, and the one a write in flight may still be reading. */
   private buf: Buffer;
   private spare: Buffer | null = null;
+  /** Where fillReserved() moves filled bytes that hold zero pages. */
+  private scratch: Buffer | null = null;
   private bufLen = 0;
   private bufPos = 0;
   private closed = false;
@@ -47,6 +49,8 @@ export class ImageWriter {
   private inflight: Promise<void> | null = null;
   /** A background datasync (fresh outputs), and bytes written since the last one started. */
   private syncing: Promise<void> | null = null;
+  /** The first background datasync's failure, thrown at commit. */
+  private syncError: unknown = null;
   private unsynced = 0;
   /** Bytes handed to write(). */
   bytesWritten = 0;
@@ -129,6 +133,41 @@ export class ImageWriter {
   }
 
   /**
+   * Room for the next `n` bytes at `pos` inside the write buffer, for a
+   * caller that reads them straight into it: a copy then costs no copy of
+   * its own. fillReserved(n) queues them; no other call may come between.
+   */
+  async reserve(pos: number, n: number): Promise<Buffer> {
+    if (n > this.coalesce) throw new ParamError(`cannot reserve ${n} bytes in a ${this.coalesce}-byte write buffer`);
+    if (this.bufLen > 0 && (pos !== this.bufPos + this.bufLen || this.bufLen + n > this.coalesce)) await this.flush();
+    if (this.bufLen === 0) this.bufPos = pos;
+    return this.buf.subarray(this.bufLen, this.bufLen + n);
+  }
+
+  /** The `n` bytes reserve() made room for are filled: queue them (whole zero pages of a fresh file still stay holes). */
+  async fillReserved(n: number): Promise<void> {
+    const start = this.bufLen;
+    const pos = this.bufPos + start;
+    if (this.fresh && this.hasZeroPage(pos, this.buf, start, n)) {
+      // Rare in data: through write(), which skips them, from a copy (write() fills this same buffer).
+      if (!this.scratch || this.scratch.length < n) this.scratch = Buffer.allocUnsafe(n);
+      this.buf.copy(this.scratch, 0, start, start + n);
+      await this.write(pos, this.scratch.subarray(0, n));
+      return;
+    }
+    this.bufLen += n;
+    this.bytesWritten += n;
+  }
+
+  /** Whether data[start, start+n), to be written at `pos`, holds a whole page of the file that is all zeros. */
+  private hasZeroPage(pos: number, data: Uint8Array, start: number, n: number): boolean {
+    for (let p = Math.ceil(pos / PAGE) * PAGE; p + PAGE <= pos + n; p += PAGE) {
+      if (isZeroRange(data, start + p - pos, start + p - pos + PAGE)) return true;
+    }
+    return false;
+  }
+
+  /**
    * `length` zero bytes at `pos`, without the bytes: nothing to write on a
    * fresh file (its unwritten ranges read as zeros); written out in place.
    */
@@ -192,10 +231,17 @@ export class ImageWriter {
     this.unsynced += n;
     if (this.unsynced < SYNC_EVERY || this.syncing) return;
     this.unsynced = 0;
-    const s = this.fh.datasync().finally(() => {
-      if (this.syncing === s) this.syncing = null;
-    });
-    s.catch(() => undefined); // observed at commit
+    // A failed writeback is reported to one fsync of this descriptor only:
+    // its error is kept for the commit, whose own fsync may then succeed.
+    const s = this.fh.datasync().then(
+      () => {
+        if (this.syncing === s) this.syncing = null;
+      },
+      (e: unknown) => {
+        this.syncError ??= e;
+        if (this.syncing === s) this.syncing = null;
+      },
+    );
     this.syncing = s;
   }
 
@@ -210,6 +256,7 @@ export class ImageWriter {
       await this.settle();
       await this.fh.truncate(size);
       if (this.syncing) await this.syncing;
+      if (this.syncError !== null) throw this.syncError;
       if (this.meta) await applyOutputMeta(this.fh, this.meta);
       await this.fh.sync();
       await this.fh.close();

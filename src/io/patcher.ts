@@ -4,11 +4,13 @@
  * verifying size and SHA-256 at the end. Shared by file `patch` and the TCP
  * receiver.
  */
-import { BasisMismatchError, VerifyError } from '../core/errors.js';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { BasisMismatchError, ParamError, VerifyError } from '../core/errors.js';
+import { YIELD_EVERY_BYTES } from '../core/limits.js';
 import type { DeltaOp } from '../core/ops.js';
 import { PatchPlanner } from '../core/patch.js';
 import { imageHashBuilder, type ImageHashBuilder, type ImageHashSpec } from '../core/imagehash.js';
-import { readExact, type ImageHandle } from './image.js';
+import { readAt, type ImageHandle } from './image.js';
 import type { ImageWriter } from './output.js';
 import { ExtentMap } from './sparse.js';
 
@@ -20,35 +22,29 @@ export class StreamPatcher {
   readonly planner: PatchPlanner;
   private readonly hash: ImageHashBuilder;
   private readonly extents: ExtentMap;
-  /** Two read buffers for copies, taking turns. */
-  private reads: [Buffer, Buffer] | null = null;
+  /** Bytes copied since the last turn of the event loop. */
+  private sinceYield = 0;
 
   constructor(
     private readonly basis: ImageHandle,
     private readonly out: ImageWriter,
     targetSize: number,
     spec: ImageHashSpec,
-    /** Continue the ops another patcher started (see takeOver()); fresh by default. */
-    planner?: PatchPlanner,
+    /**
+     * Continue the ops another patcher started, with its planner and the
+     * image hash of the output it produced (already in `out`); fresh by default.
+     */
+    from?: { planner: PatchPlanner; hash: ImageHashBuilder },
   ) {
-    this.planner = planner ?? new PatchPlanner({ basisSize: basis.size, maxOutput: targetSize });
-    this.hash = imageHashBuilder(targetSize, spec);
+    this.planner = from?.planner ?? new PatchPlanner({ basisSize: basis.size, maxOutput: targetSize });
+    this.hash = from?.hash ?? imageHashBuilder(targetSize, spec);
+    if (this.hash.position !== this.planner.position) throw new ParamError(`image hash at ${this.hash.position}, output at ${this.planner.position}`);
     this.extents = new ExtentMap(basis);
   }
 
   /** Output bytes produced so far. */
   get position(): number {
     return this.planner.position;
-  }
-
-  /**
-   * The next piece of an output prefix already produced elsewhere (when
-   * taking over from another patcher): hashed and written like a literal,
-   * without being planned again.
-   */
-  async takeOver(dst: number, data: Uint8Array): Promise<void> {
-    this.hash.update(data);
-    await this.out.write(dst, data);
   }
 
   /** Apply one op. */
@@ -77,25 +73,29 @@ export class StreamPatcher {
   }
 
   /**
-   * Copy basis[from, to) to the output at `dst`, with the next read in
-   * flight while a piece is hashed and handed to the writer (which copies
-   * it, so the two read buffers can take turns).
+   * Copy basis[from, to) to the output at `dst`: each piece is read straight
+   * into the writer's buffer and hashed there, so the bytes are copied once
+   * (by the read). Synchronous reads from a file: a receiver's basis was
+   * just read for its signature (page cache), runs of copies are sequential
+   * (the kernel reads ahead), and an async read costs the main thread more
+   * in hand-offs than the copy does.
    */
   private async copyData(from: number, to: number, dst: number): Promise<void> {
-    this.reads ??= [Buffer.allocUnsafe(READ_CHUNK), Buffer.allocUnsafe(READ_CHUNK)];
-    const bufs = this.reads;
-    let turn = 0;
-    const read = (at: number): Promise<Buffer> => readExact(this.basis, at, Math.min(READ_CHUNK, to - at), bufs[(turn ^= 1)]);
-    let next: Promise<Buffer> | null = read(from);
-    for (let at = from; next; ) {
-      const data: Buffer = await next;
-      const after = at + data.length;
-      next = after < to ? read(after) : null;
-      // A failed read ahead is reported by the loop's next await, or not at all when this piece fails first.
-      next?.catch(() => undefined);
-      this.hash.update(data);
-      await this.out.write(dst + (at - from), data);
-      at = after;
+    for (let at = from; at < to; ) {
+      const n = Math.min(READ_CHUNK, to - at);
+      const slot = await this.out.reserve(dst + (at - from), n);
+      const data = await readAt(this.basis, at, n, slot);
+      // A network image may hand back a buffer of its own.
+      if (data.buffer !== slot.buffer || data.byteOffset !== slot.byteOffset) slot.set(data);
+      this.hash.update(slot);
+      await this.out.fillReserved(n);
+      at += n;
+      // Reads that complete at once: let the socket and timers be served between long runs of them.
+      this.sinceYield += n;
+      if (this.sinceYield >= YIELD_EVERY_BYTES) {
+        this.sinceYield = 0;
+        await nextTurn();
+      }
     }
   }
 

@@ -140,6 +140,58 @@ describe('in place, or a temp file when the data moved', () => {
     expect((await readFile(path)).equals(basis)).toBe(true);
   });
 
+  test('a first batch past 8 MiB is held while the switch is open: rewritten data, then moved data, still switch with nothing to undo', async () => {
+    // 3 MiB rewritten (literals, written where they are) and then everything
+    // moved: the evidence is complete at about 9 MiB of output, past one batch.
+    const target = Buffer.concat([randomBytes(3 * MiB), Buffer.from('twenty-four bytes added!'), basis.subarray(3 * MiB)]);
+    const ops = diff(signatureOf(basis, { blockSize: BS }), target);
+    const path = join(dir, 'held.img');
+    await writeFile(path, basis);
+    const r = await begin(path, target.length);
+    try {
+      let checked = false;
+      for (const op of ops) {
+        await r.patch.apply(op);
+        if (checked || r.patch.state.switchedAt === null) continue;
+        checked = true;
+        expect(r.patch.state.switchedAt).toBeGreaterThan(8 * MiB);
+        expect(r.inPlace.io.bytesWritten).toBe(0);
+        expect(r.inPlace.io.bytesJournaled).toBe(0);
+        expect((await readFile(path)).equals(basis)).toBe(true);
+      }
+      expect(checked).toBe(true);
+      // The temp file took the prefix over with its hash: the result verifies.
+      await r.patch.finish(target.length, imageHash(target));
+    } finally {
+      await r.close();
+    }
+    expect((await readFile(path)).equals(target)).toBe(true);
+    expect(await leftovers()).toEqual([]);
+  });
+
+  test('a patch that moves nothing writes its first batch at 8 MiB: only a possible switch holds it', async () => {
+    // 12 MiB rewritten where it is: literals, nothing moved.
+    const target = Buffer.concat([randomBytes(12 * MiB), basis.subarray(12 * MiB)]);
+    const ops = diff(signatureOf(basis, { blockSize: BS }), target);
+    const path = join(dir, 'unheld.img');
+    await writeFile(path, basis);
+    const r = await begin(path, target.length);
+    r.inPlace.backgroundFlush = false;
+    try {
+      for (const op of ops) {
+        await r.patch.apply(op);
+        if (r.patch.position >= 10 * MiB) break;
+      }
+      expect(r.inPlace.movedBytes).toBe(0);
+      expect(r.inPlace.io.bytesJournaled).toBeGreaterThanOrEqual(8 * MiB);
+      expect(r.inPlace.io.bytesJournaled).toBeLessThan(10 * MiB);
+      await r.patch.abort(() => r.inPlace.rollback());
+    } finally {
+      await r.close();
+    }
+    expect((await readFile(path)).equals(basis)).toBe(true);
+  });
+
   test('blocks changed where they are stay in place (same file, no switch)', async () => {
     const path = join(dir, 'scatter.img');
     await writeFile(path, basis);

@@ -130,6 +130,26 @@ describe('file mode', () => {
     await w.abort();
     expect(await readFile(final, 'utf8')).toBe('keep me');
   });
+
+  test('a background datasync that fails fails the commit, even when the final fsync then succeeds', async () => {
+    const final = join(dir, 'o6.img');
+    await writeFile(final, 'keep me');
+    const w = await ImageWriter.createTemp(final);
+    // A writeback error is reported to one fsync of the descriptor: here the background one, and only once.
+    let failed = 0;
+    w.fh.datasync = () => {
+      failed++;
+      return Promise.reject(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }));
+    };
+    const piece = randomBytes(4 * MiB);
+    for (let at = 0; at < 40 * MiB; at += piece.length) await w.write(at, piece);
+    await w.flush();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(failed).toBeGreaterThan(0);
+    await expect(w.commit(40 * MiB)).rejects.toMatchObject({ code: 'ERR_IO' });
+    await w.abort();
+    expect(await readFile(final, 'utf8')).toBe('keep me');
+  });
 });
 
 describe('over the network', () => {

@@ -137,3 +137,29 @@ describe('ExtentMap', () => {
     }
   });
 });
+
+describe('copies out of a basis whose zeros are written out', () => {
+  test('zero pages inside copied data stay holes in a fresh output, also where a copy starts or ends mid-page', async () => {
+    // Dense: the zeros are data to the hole map, so they reach the writer inside copies.
+    const pieces = [bytes(10 * KiB + 100, 7), Buffer.alloc(3 * MiB), bytes(2 * MiB + 5, 8), Buffer.alloc(64 * KiB + 1), bytes(300 * KiB, 9)];
+    const basisBytes = Buffer.concat(pieces);
+    const basis = join(dir, 'dense-basis.img');
+    const fh = await open(basis, 'w');
+    await fh.write(basisBytes);
+    await fh.close();
+    // Shifted by 100 bytes: every copy lands off the page grid of the basis.
+    const targetBytes = Buffer.concat([bytes(100, 10), basisBytes]);
+    const target = join(dir, 'dense-target.img');
+    const th = await open(target, 'w');
+    await th.write(targetBytes);
+    await th.close();
+    await signatureFile(basis, join(dir, 'dense.sig'), { blockSize: 4096 });
+    const d = await deltaFile(join(dir, 'dense.sig'), target, join(dir, 'dense.delta'));
+    expect(d.matchedBytes).toBeGreaterThan(5 * MiB);
+    const out = join(dir, 'dense.out');
+    await patchFile(basis, join(dir, 'dense.delta'), out);
+    expect((await readFile(out)).equals(targetBytes)).toBe(true);
+    // About 2.3 MiB of data; the 3 MiB of zeros became a hole.
+    expect((await stat(out)).blocks * 512).toBeLessThan(3 * MiB);
+  });
+});
