@@ -25,6 +25,7 @@ import { JournalError, ioError } from '../io/errors.js';
 import { openImage, readChunks, type ImageHandle } from '../io/image.js';
 import { isNbdUri, openImageOrNbd, openNbdImage } from '../io/nbd/image.js';
 import { UndoPatcher } from '../io/undo-patcher.js';
+import { trace } from '../io/trace.js';
 import { readPieces } from '../io/sparse.js';
 import { adler32OfZeros } from '../core/rolling.js';
 import { ImageWriter, StreamFileWriter } from '../io/output.js';
@@ -300,12 +301,14 @@ export async function patchFile(basisPath: string, deltaPath: string, outPath: s
       if (ev.kind === 'header') {
         header = ev.header;
         checkBasisSize(basis, header.basisSize);
+        trace('patch: header read');
         out = await ImageWriter.createTemp(outPath);
         patcher = new StreamPatcher(basis, out, header.targetSize, header);
       } else if (ev.kind === 'op') {
         await patcher!.apply(ev.op);
         opts.onProgress?.({ phase: 'patch', done: patcher!.position, total: header!.targetSize });
       } else {
+        trace('patch: ops applied');
         try {
           patcher!.finish(ev.trailer.targetSize, ev.trailer.targetHash);
         } catch (e) {
@@ -319,7 +322,9 @@ export async function patchFile(basisPath: string, deltaPath: string, outPath: s
     }
     // The loop ran to the end of the file, so trailing bytes were rejected before this commit.
     if (!trailer) throw new SyncError('ERR_UNEXPECTED_EOF', 'delta file ended without its end record', {});
+    trace('patch: verified');
     await out!.commit(trailer.targetSize);
+    trace('patch: committed');
     return { ...patcher!.planner.stats, imageSize: trailer.targetSize, bytesOut: trailer.targetSize, blockSize: header!.blockSize, elapsedMs: performance.now() - t0 };
   } catch (e) {
     await out?.abort();
