@@ -4,7 +4,9 @@
  * verifying size and SHA-256 at the end. Shared by file `patch` and the TCP
  * receiver.
  */
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { BasisMismatchError, VerifyError } from '../core/errors.js';
+import { YIELD_EVERY_BYTES } from '../core/limits.js';
 import type { DeltaOp } from '../core/ops.js';
 import { PatchPlanner } from '../core/patch.js';
 import { imageHashBuilder, type ImageHashBuilder, type ImageHashSpec } from '../core/imagehash.js';
@@ -20,6 +22,8 @@ export class StreamPatcher {
   readonly planner: PatchPlanner;
   private readonly hash: ImageHashBuilder;
   private readonly extents: ExtentMap;
+  /** Bytes copied since the event loop last had a turn. */
+  private sinceYield = 0;
 
   constructor(
     private readonly basis: ImageHandle,
@@ -88,6 +92,13 @@ export class StreamPatcher {
       this.hash.update(data);
       await this.out.fill(data.length);
       at += data.length;
+      // Reads that never wait would keep the event loop from a turn for a
+      // whole long copy: sockets, timers and signals are served here.
+      this.sinceYield += data.length;
+      if (this.sinceYield >= YIELD_EVERY_BYTES) {
+        this.sinceYield = 0;
+        await nextTurn();
+      }
     }
   }
 
