@@ -264,7 +264,8 @@ export interface InPlaceResult extends FileResult {
  * Stream the delta file's events: header first, ops, trailer last. With
  * `transient`, a literal's data is valid only until the next event is asked
  * for (the reader's buffer is used again): for consumers that copy or write
- * it before that, not for one that queues it (the in-place patchers).
+ * it before that, not for one that queues it (the in-place patchers). The
+ * header and the trailer are always copies of their own: they are kept.
  */
 async function* deltaEvents(deltaPath: string, transient = false): AsyncGenerator<
   { kind: 'header'; header: DeltaHeader } | { kind: 'op'; op: DeltaOp } | { kind: 'end'; trailer: DeltaTrailer }
@@ -273,7 +274,18 @@ async function* deltaEvents(deltaPath: string, transient = false): AsyncGenerato
   try {
     const dec = new DeltaFileDecoder();
     // Pieces of whole frames: a literal's data is a view of the piece, not a copy.
-    for await (const piece of readFramePieces(d, PREAMBLE_LEN, transient)) yield* dec.push(piece);
+    for await (const piece of readFramePieces(d, PREAMBLE_LEN, transient)) {
+      for (const ev of dec.push(piece)) {
+        if (ev.kind === 'header') {
+          const h = ev.header;
+          yield { kind: 'header', header: { ...h, seed: Buffer.from(h.seed), basisHash: h.basisHash && Buffer.from(h.basisHash) } };
+        } else if (ev.kind === 'end') {
+          yield { kind: 'end', trailer: { ...ev.trailer, targetHash: Buffer.from(ev.trailer.targetHash) } };
+        } else {
+          yield ev;
+        }
+      }
+    }
     dec.end();
   } finally {
     await d.fh.close();

@@ -4,10 +4,12 @@
  * from two reads), with a truncated tail or an oversized frame header passed
  * on for the decoder to report; with reuse off, every piece stays intact.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { copyFile, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { deltaFile, patchFile, signatureFile } from '../../src/api/files.js';
 import { MAX_FRAME } from '../../src/core/limits.js';
 import { openImage } from '../../src/io/image.js';
 import { readFramePieces } from '../../src/io/framed-read.js';
@@ -106,5 +108,33 @@ describe('readFramePieces', () => {
     await writeFile(path, Buffer.concat([bytes, bad]));
     const { copies } = await pieces(path, 8, true, 64);
     expect(Buffer.concat(copies).equals(Buffer.concat([bytes, bad]))).toBe(true);
+  });
+});
+
+describe('patches from a delta larger than the reader\'s buffer', () => {
+  // 12 MiB of new data: a delta of three buffers and more, read piece by piece.
+  test('the header and trailer outlive the pieces they came in: a temp-file patch and an in-place patch both complete', async () => {
+    const old = randomBytes(12 * 1024 * 1024);
+    const neu = Buffer.from(old);
+    randomBytes(10 * 1024 * 1024).copy(neu, 1024 * 1024);
+    const basis = join(dir, 'big-basis.img');
+    const target = join(dir, 'big-target.img');
+    await writeFile(basis, old);
+    await writeFile(target, neu);
+    const sig = join(dir, 'big.sig');
+    const delta = join(dir, 'big.delta');
+    await signatureFile(basis, sig, { sigCache: false });
+    await deltaFile(sig, target, delta);
+    expect((await stat(delta)).size).toBeGreaterThan(8 * 1024 * 1024);
+
+    const out = join(dir, 'big-out.img');
+    await patchFile(basis, delta, out);
+    expect((await readFile(out)).equals(neu)).toBe(true);
+
+    // In place, the basis is checked against the hash in the delta's header after the whole delta was prescanned.
+    const inPlace = join(dir, 'big-inplace.img');
+    await copyFile(basis, inPlace);
+    await patchFile(inPlace, delta, inPlace, { inPlace: true });
+    expect((await readFile(inPlace)).equals(neu)).toBe(true);
   });
 });
