@@ -62,7 +62,7 @@ export class ImageWriter {
   /** The buffer being filled, and the one a write in flight may still be reading. */
   private buf: Buffer;
   private spare: Buffer | null = null;
-  /** Where fill() moves what follows a zero page (allocated on first use). */
+  /** Where fill() moves what follows a zero page (allocated on first use, as large as needed). */
   private scratch: Buffer | null = null;
   private bufLen = 0;
   private bufPos = 0;
@@ -197,8 +197,9 @@ export class ImageWriter {
     }
     this.bufLen = zero;
     this.bytesWritten += zero - start;
-    this.scratch ??= Buffer.allocUnsafe(this.coalesce);
-    const rest = this.scratch.subarray(0, start + n - zero);
+    const len = start + n - zero;
+    if (!this.scratch || this.scratch.length < len) this.scratch = Buffer.allocUnsafe(len);
+    const rest = this.scratch.subarray(0, len);
     this.buf.copy(rest, 0, zero, start + n);
     await this.write(pos + (zero - start), rest);
   }
