@@ -6,7 +6,7 @@
  * Prints the tables and the goals, and writes them to docs/benchmarks.md.
  *
  *   npm run bench -- [--quick] [--size 1G] [--scenarios scattered,ext4,...] [--runs 5]
- *                    [--seed 1] [--memory-size 64G] [--sessions 8] [--out docs/benchmarks.md]
+ *                    [--seed 1] [--memory-size 64G] [--rss-size 1G] [--sessions 8] [--out docs/benchmarks.md]
  *                    [--tmp DIR] [--cache DIR]
  *
  * Exits non-zero if any file resync produced differs from its target
@@ -40,6 +40,7 @@ import {
   type BenchReport,
   type FileModeRuns,
   type MemoryResult,
+  type RssResult,
   type Sample,
   type ScenarioResult,
   type ReplicasResult,
@@ -55,7 +56,7 @@ type AnyScenario = Scenario | RealScenario;
 const ALL_SCENARIOS: readonly AnyScenario[] = [...SCENARIOS, ...REAL_SCENARIOS];
 const DEFAULT_SCENARIOS: readonly AnyScenario[] = ['scattered', 'shifted', 'mixed', 'identical', 'different', 'ext4', 'tar', 'sqlite'];
 /** --quick: a first look in a few minutes; the goals need the full run. */
-const QUICK = { size: '256M', scenarios: 'scattered,shifted,tar', runs: '1', memorySize: '0', sessions: '0', replicas: '0', out: '.tmp/benchmarks-quick.md' } as const;
+const QUICK = { size: '256M', scenarios: 'scattered,shifted,tar', runs: '1', memorySize: '0', rssSize: '0', sessions: '0', replicas: '0', out: '.tmp/benchmarks-quick.md' } as const;
 const VOLUME = 'bench';
 
 function isReal(s: AnyScenario): s is RealScenario {
@@ -74,6 +75,8 @@ interface Options {
   seed: number;
   /** 0 skips the sparse-image run. */
   memorySize: number;
+  /** Generated images for the peak-RSS run of every command (the 1 GiB goal); 0 skips it. */
+  rssSize: number;
   /** Concurrent pushes for the server-memory run; 0 skips it. */
   sessions: number;
   /** Replicas for the one-scan-several-replicas run; 0 skips it. */
@@ -92,6 +95,8 @@ const USAGE = `usage: npm run bench -- [options]
   --runs N             runs per measurement, tools alternating; medians are reported (default 5)
   --seed N             workload seed, generated and real (default 1)
   --memory-size SIZE   sparse image for the sparse file-mode and peak-RSS run (default 64G; 0 skips it)
+  --rss-size SIZE      generated scattered and shifted images on which every command runs once for its peak RSS
+                       (default 1G, the size of the RSS goal; 0 skips it; not needed when --size is 1G)
   --sessions N         concurrent pushes into one server for its memory growth (default 8; 0 skips it)
   --replicas N         push to one replica, then to N at once, alternating (default 2; 0 skips it)
   --out FILE           report to write (default docs/benchmarks.md; with --quick, ${QUICK.out}, so a quick look never replaces the report)
@@ -125,6 +130,7 @@ function parseOptions(argv: string[]): Options {
       runs: { type: 'string' },
       seed: { type: 'string', default: '1' },
       'memory-size': { type: 'string' },
+      'rss-size': { type: 'string' },
       sessions: { type: 'string' },
       replicas: { type: 'string' },
       out: { type: 'string' },
@@ -149,6 +155,8 @@ function parseOptions(argv: string[]): Options {
   if (size < 1024 * 1024) throw new Error('--size must be at least 1M');
   const memorySize = parseSizeArg(values['memory-size'] ?? (q ? QUICK.memorySize : '64G'), '--memory-size');
   if (memorySize !== 0 && memorySize < 64 * 1024 * 1024) throw new Error('--memory-size must be 0 (skip) or at least 64M');
+  const rssSize = parseSizeArg(values['rss-size'] ?? (q ? QUICK.rssSize : '1G'), '--rss-size');
+  if (rssSize !== 0 && rssSize < 64 * 1024 * 1024) throw new Error('--rss-size must be 0 (skip) or at least 64M');
   const replicas = parseIntArg(values.replicas ?? (q ? QUICK.replicas : String(GOALS.replicas)), '--replicas', 0);
   if (replicas === 1) throw new Error('--replicas must be 0 (skip) or at least 2');
   return {
@@ -157,6 +165,7 @@ function parseOptions(argv: string[]): Options {
     runs: parseIntArg(values.runs ?? (q ? QUICK.runs : '5'), '--runs', 1),
     seed: parseIntArg(values.seed, '--seed', 0),
     memorySize,
+    rssSize,
     sessions: parseIntArg(values.sessions ?? (q ? QUICK.sessions : String(GOALS.sessions)), '--sessions', 0),
     replicas,
     quick: q,
@@ -170,7 +179,7 @@ function parseOptions(argv: string[]): Options {
 function reproduceCommand(o: Options): string {
   return (
     `npm run bench -- --size ${fmtSizeArg(o.size)} --scenarios ${o.scenarios.length > 0 ? o.scenarios.join(',') : "''"} --runs ${o.runs} ` +
-    `--seed ${o.seed} --memory-size ${fmtSizeArg(o.memorySize)} --sessions ${o.sessions} --replicas ${o.replicas} --out ${o.out}`
+    `--seed ${o.seed} --memory-size ${fmtSizeArg(o.memorySize)} --rss-size ${fmtSizeArg(o.rssSize)} --sessions ${o.sessions} --replicas ${o.replicas} --out ${o.out}`
   );
 }
 
@@ -507,6 +516,65 @@ async function scatterWrites(path: string, size: number, count: number, chunk: n
   return count * chunk;
 }
 
+/** A push's or pull's figures from its client and server runs (the client sends on a push, receives on a pull). */
+function tcpSampleOf(r: { client: ResyncRun; server: { proc: { peakRssBytes: number } } }, dir: 'push' | 'pull'): TcpSample {
+  const [sender, receiver] = dir === 'push' ? [r.client.proc, r.server.proc] : [r.server.proc, r.client.proc];
+  const t: TcpSample = {
+    wallMs: r.client.proc.wallMs,
+    wireBytes: field(r.client, 'bytesSent') + field(r.client, 'bytesReceived'),
+    senderRssBytes: sender.peakRssBytes,
+    receiverRssBytes: receiver.peakRssBytes,
+  };
+  log(`  resync ${dir} ${fmtMs(t.wallMs)}, RSS ${fmtRss(t.senderRssBytes)} / ${fmtRss(t.receiverRssBytes)}`);
+  return t;
+}
+
+/** Every command once on a basis/target pair: the file commands, then a push and a pull against `resync serve`. */
+async function everyCommandOnce(
+  ctx: Context,
+  dir: string,
+  basis: string,
+  target: string,
+  check: (path: string, target: string, what: string) => Promise<void>,
+  what: string,
+): Promise<Omit<MemoryResult, 'imageSize' | 'basisDataBytes' | 'targetDataBytes'>> {
+  const sig = join(dir, 'basis.sig');
+  const delta = join(dir, 'target.delta');
+  const out = join(dir, 'patched.img');
+  const s = await ctx.resync.signature(basis, sig);
+  log(`  resync signature ${fmtMs(s.proc.wallMs)}, RSS ${fmtRss(s.proc.peakRssBytes)}`);
+  const d = await ctx.resync.delta(sig, target, delta);
+  log(`  resync delta ${fmtMs(d.proc.wallMs)}, RSS ${fmtRss(d.proc.peakRssBytes)}`);
+  const deltaBytes = (await stat(delta)).size;
+  const p = await ctx.resync.patch(basis, delta, out);
+  log(`  resync patch ${fmtMs(p.proc.wallMs)}, RSS ${fmtRss(p.proc.peakRssBytes)}`);
+  await check(out, target, `resync patch (${what})`);
+  for (const f of [sig, delta, out]) await rm(f, { force: true });
+
+  const volume = join(dir, 'volume.img');
+  await resetCopy(basis, volume);
+  const server = await ctx.resync.serve(VOLUME, volume, ctx.secretFile);
+  const pushed = await againstServer(
+    () => ctx.resync.push(target, server.port, VOLUME, ctx.secretFile),
+    () => server.stop(),
+  );
+  await check(volume, target, `resync push (${what})`);
+  await rm(volume, { force: true });
+  const push = tcpSampleOf(pushed, 'push');
+
+  const local = join(dir, 'local.img');
+  await resetCopy(basis, local);
+  const source = await ctx.resync.serve(VOLUME, target, ctx.secretFile, 'ro');
+  const pulled = await againstServer(
+    () => ctx.resync.pull(source.port, VOLUME, local, ctx.secretFile),
+    () => source.stop(),
+  );
+  await check(local, target, `resync pull (${what})`);
+  const pull = tcpSampleOf(pulled, 'pull');
+  await rm(local, { force: true });
+  return { blockSize: field(s, 'blockSize'), signature: sampleOf(s), delta: sampleOf(d), patch: sampleOf(p), deltaBytes, push, pull };
+}
+
 /** A sparse image holding 64 MiB of data (48 MiB in the basis, 16 MiB more written into the target): file mode, push and pull. */
 async function memoryRun(ctx: Context): Promise<MemoryResult> {
   const size = ctx.opts.memorySize;
@@ -523,66 +591,31 @@ async function memoryRun(ctx: Context): Promise<MemoryResult> {
     await capture('cp', ['--sparse=always', basis, target]);
     const targetDataBytes = await scatterWrites(target, size, 16, 1024 * 1024, 0.25, ctx.opts.seed + 1);
 
-    const sig = join(dir, 'basis.sig');
-    const delta = join(dir, 'target.delta');
-    const out = join(dir, 'patched.img');
-    const s = await ctx.resync.signature(basis, sig);
-    log(`  resync signature ${fmtMs(s.proc.wallMs)}, RSS ${fmtRss(s.proc.peakRssBytes)}`);
-    const d = await ctx.resync.delta(sig, target, delta);
-    log(`  resync delta ${fmtMs(d.proc.wallMs)}, RSS ${fmtRss(d.proc.peakRssBytes)}`);
-    const deltaBytes = (await stat(delta)).size;
-    const p = await ctx.resync.patch(basis, delta, out);
-    log(`  resync patch ${fmtMs(p.proc.wallMs)}, RSS ${fmtRss(p.proc.peakRssBytes)}`);
-    await verifySparse(out, target, 'resync patch (sparse image)');
-    for (const f of [sig, delta, out]) await rm(f, { force: true });
-
-    const volume = join(dir, 'volume.img');
-    await resetCopy(basis, volume);
-    const server = await ctx.resync.serve(VOLUME, volume, ctx.secretFile);
-    const pushed = await againstServer(
-      () => ctx.resync.push(target, server.port, VOLUME, ctx.secretFile),
-      () => server.stop(),
-    );
-    await verifySparse(volume, target, 'resync push (sparse image)');
-    await rm(volume, { force: true });
-    const push: TcpSample = {
-      wallMs: pushed.client.proc.wallMs,
-      wireBytes: field(pushed.client, 'bytesSent') + field(pushed.client, 'bytesReceived'),
-      senderRssBytes: pushed.client.proc.peakRssBytes,
-      receiverRssBytes: pushed.server.proc.peakRssBytes,
-    };
-    log(`  resync push ${fmtMs(push.wallMs)}, RSS ${fmtRss(push.senderRssBytes)} / ${fmtRss(push.receiverRssBytes)}`);
-
-    const local = join(dir, 'local.img');
-    await resetCopy(basis, local);
-    const source = await ctx.resync.serve(VOLUME, target, ctx.secretFile, 'ro');
-    const pulled = await againstServer(
-      () => ctx.resync.pull(source.port, VOLUME, local, ctx.secretFile),
-      () => source.stop(),
-    );
-    await verifySparse(local, target, 'resync pull (sparse image)');
-    const pull: TcpSample = {
-      wallMs: pulled.client.proc.wallMs,
-      wireBytes: field(pulled.client, 'bytesSent') + field(pulled.client, 'bytesReceived'),
-      senderRssBytes: pulled.server.proc.peakRssBytes,
-      receiverRssBytes: pulled.client.proc.peakRssBytes,
-    };
-    log(`  resync pull ${fmtMs(pull.wallMs)}, RSS ${fmtRss(pull.senderRssBytes)} / ${fmtRss(pull.receiverRssBytes)}`);
-    return {
-      imageSize: size,
-      basisDataBytes,
-      targetDataBytes,
-      blockSize: field(s, 'blockSize'),
-      signature: sampleOf(s),
-      delta: sampleOf(d),
-      patch: sampleOf(p),
-      deltaBytes,
-      push,
-      pull,
-    };
+    const once = await everyCommandOnce(ctx, dir, basis, target, verifySparse, 'sparse image');
+    return { imageSize: size, basisDataBytes, targetDataBytes, ...once };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** Every command once on generated `scattered` and `shifted` pairs of --rss-size: the peak RSS goal at 1 GiB. */
+async function rssRun(ctx: Context): Promise<RssResult> {
+  const size = ctx.opts.rssSize;
+  const out: RssResult = { imageSize: size, scenarios: [] };
+  for (const scenario of ['scattered', 'shifted'] as const) {
+    const dir = join(ctx.tmp, `rss-${scenario}`);
+    await mkdir(dir);
+    try {
+      log(`rss: ${scenario} at ${fmtBytes(size)}, every command once`);
+      const { basis, target } = await makePair(dir, scenario, size, ctx.opts.seed);
+      const targetHash = await sha256File(target);
+      const once = await everyCommandOnce(ctx, dir, basis, target, (path, _t, what) => verify(path, targetHash, what), `${scenario} at ${fmtBytes(size)}`);
+      out.scenarios.push({ scenario, ...once });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+  return out;
 }
 
 /** Server peak RSS with one push, then with `sessions` pushes at once (each to its own volume). */
@@ -720,6 +753,7 @@ async function main(): Promise<void> {
   const scenarios: ScenarioResult[] = [];
   for (const s of opts.scenarios) scenarios.push(await runScenario(ctx, s));
   const memory = opts.memorySize > 0 ? await memoryRun(ctx) : undefined;
+  const rss = opts.rssSize > 0 ? await rssRun(ctx) : undefined;
   const sessions = opts.sessions > 0 ? await sessionsRun(ctx) : undefined;
   const replicas = opts.replicas > 1 ? await replicasRun(ctx) : undefined;
 
@@ -734,6 +768,7 @@ async function main(): Promise<void> {
     scenarios,
     memorySize: opts.memorySize,
     memory,
+    rss,
     sessions,
     replicas,
     startup,

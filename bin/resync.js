@@ -10,8 +10,7 @@
 // CommonJS script (bin/package.json): starting the ES module loader for this
 // file alone cost ~4 ms of every start.
 'use strict';
-const { createHash } = require('node:crypto');
-const { accessSync, constants, readFileSync, renameSync, unlinkSync, writeFileSync } = require('node:fs');
+const { accessSync, closeSync, constants, fstatSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } = require('node:fs');
 const { createRequire } = require('node:module');
 const { dirname, join } = require('node:path');
 const { Script } = require('node:vm');
@@ -21,50 +20,77 @@ const bundle = join(__dirname, '..', 'dist', 'resync.cjs');
 // options (the #! line's, none, a profiler's) has its own cache file: one
 // shared file would be rewritten by every run that alternates between them.
 const flags = process.execArgv.join(' ');
-const cacheFile = flags ? `${bundle}.${createHash('sha256').update(flags).digest('hex').slice(0, 12)}.cache` : `${bundle}.cache`;
+const cacheFile = flags ? `${bundle}.${fnv1a(flags)}.cache` : `${bundle}.cache`;
 
-let bytes;
+// The cache file: the SHA-256 of the bundle it was made from, the bundle's
+// stat stamp when it was checked, then V8's data. V8 checks a cache against
+// the source's length only, so the cache must name its bundle's content. Not
+// by size and mtime alone: npm sets every file's mtime to a fixed date at
+// install, and a copy gets a new one. Hashing the bundle at every start
+// costs ~15 ms (node:crypto loads, then hashes a megabyte), so a start whose
+// stat of the bundle equals the stamp skips it: inode and ctime change with
+// any write, copy or utimes, and no one can set a ctime.
+const DIGEST = 32;
+const STAMP = 40;
+const HEAD = DIGEST + STAMP;
+
+let fd;
 try {
-  bytes = readFileSync(bundle);
+  fd = openSync(bundle, 'r');
 } catch (e) {
   if (e?.code !== 'ENOENT') throw e;
 }
 
-if (bytes === undefined) {
+if (fd === undefined) {
   import('../dist/src/cli/main.js').catch((e) => {
     console.error(e);
     process.exit(1);
   });
 } else {
-  // V8 checks a cache against the source's length only, so the cache carries
-  // the SHA-256 of the bundle it was made from (32 bytes in front). Not size
-  // and mtime: npm sets every file's mtime to a fixed date at install, and a
-  // copy gets a new one, so a stamp of them matches the wrong bundle or never.
-  const digest = createHash('sha256').update(bytes).digest();
-  let cachedData;
-  let cache = 'none';
+  // Stamped around the read: a write in between changes the ctime, and
+  // then the stamp is not trusted for these bytes.
+  const st = fstatSync(fd, { bigint: true });
+  const bytes = readFileSync(fd);
+  const stamp = stampOf(st);
+  const steady = stamp.equals(stampOf(fstatSync(fd, { bigint: true }))) && !recent(st);
+  closeSync(fd);
+  let c;
   try {
-    const c = readFileSync(cacheFile);
-    cache = 'stale';
-    if (c.length > 32 && digest.equals(c.subarray(0, 32))) cachedData = c.subarray(32);
+    c = readFileSync(cacheFile);
   } catch {
     // no cache: compile
+  }
+  let cache = c === undefined ? 'none' : 'stale';
+  let digest;
+  let cachedData;
+  if (c !== undefined && c.length > HEAD) {
+    // A ctime of this very moment may be shared by a write still to come in
+    // the same clock tick: then the content decides.
+    if (steady && stamp.equals(c.subarray(DIGEST, HEAD))) cachedData = c.subarray(HEAD);
+    else if ((digest = sha256(bytes)).equals(c.subarray(0, DIGEST))) cachedData = c.subarray(HEAD);
   }
   // Strict, as the ES modules it was bundled from.
   const script = new Script(`(function (exports, require, module, __filename, __dirname) {'use strict';${bytes.toString('utf8')}\n})`, { filename: bundle, cachedData });
   if (cachedData) cache = script.cachedDataRejected ? 'rejected' : 'used';
   if (process.env.RESYNC_TRACE) {
     const cpu = process.cpuUsage();
-    process.stderr.write(`trace ${process.pid} ${(Date.now() / 1000).toFixed(3)} cpu ${((cpu.user + cpu.system) / 1000).toFixed(0)}ms code cache ${cache}\n`);
+    const how = cache === 'used' ? (digest === undefined ? ' (by stamp)' : ' (by content)') : '';
+    process.stderr.write(`trace ${process.pid} ${(Date.now() / 1000).toFixed(3)} cpu ${((cpu.user + cpu.system) / 1000).toFixed(0)}ms code cache ${cache}${how}\n`);
   }
   // The build and the install script ask for a cache; a run without a usable
-  // one (install scripts off, a new Node) writes it if it may, so the next
-  // start has it. Through a rename: runs at once never see half a file.
-  if (process.env.RESYNC_WRITE_CODE_CACHE || (cache !== 'used' && writable(dirname(bundle)))) {
+  // one (install scripts off, a new Node), or whose stamp is out of date,
+  // writes it if it may, so the next start has it. Through a rename: runs at
+  // once never see half a file.
+  const restamp = cache === 'used' && digest !== undefined && steady;
+  if (process.env.RESYNC_WRITE_CODE_CACHE || ((cache !== 'used' || restamp) && writable(dirname(bundle)))) {
     process.once('exit', () => {
       const tmp = `${cacheFile}.${process.pid}.tmp`;
       try {
-        writeFileSync(tmp, Buffer.concat([digest, script.createCachedData()]));
+        const data = restamp && !process.env.RESYNC_WRITE_CODE_CACHE ? cachedData : script.createCachedData();
+        // A stamp is kept once the bundle has settled, or from the build and
+        // the install script, which wrote the bundle and run alone.
+        const keep = steady || (process.env.RESYNC_WRITE_CODE_CACHE && stamp.equals(stampOf(statSync(bundle, { bigint: true }))));
+        writeFileSync(tmp, Buffer.concat([digest ?? sha256(bytes), keep ? stamp : Buffer.alloc(STAMP), data]));
         renameSync(tmp, cacheFile);
       } catch {
         try {
@@ -77,6 +103,33 @@ if (bytes === undefined) {
   }
   const mod = { exports: {} };
   script.runInThisContext()(mod.exports, createRequire(bundle), mod, bundle, dirname(bundle));
+}
+
+/** What a write, a copy or a touch of the bundle changes: device, inode, size, mtime, ctime. */
+function stampOf(s) {
+  const b = Buffer.alloc(STAMP);
+  [s.dev, s.ino, s.size, s.mtimeNs, s.ctimeNs].forEach((v, i) => b.writeBigUInt64LE(BigInt.asUintN(64, v), i * 8));
+  return b;
+}
+
+/**
+ * Changed within the last second (file times can be as coarse as a clock
+ * tick). RESYNC_CODE_CACHE_SETTLE_MS sets another span, for tests.
+ */
+function recent(s) {
+  const ms = Number(process.env.RESYNC_CODE_CACHE_SETTLE_MS || 1000);
+  return BigInt(Date.now()) * 1_000_000n - s.ctimeNs < BigInt(Number.isSafeInteger(ms) && ms >= 0 ? ms : 1000) * 1_000_000n;
+}
+
+function sha256(bytes) {
+  return require('node:crypto').createHash('sha256').update(bytes).digest();
+}
+
+/** A short name for a set of node options (32-bit FNV-1a, hex). */
+function fnv1a(s) {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  return (h >>> 0).toString(16).padStart(8, '0');
 }
 
 function writable(dir) {

@@ -12,7 +12,7 @@
 // WebAssembly is inlined as base64 already.
 import { build } from 'esbuild';
 import { writeCodeCaches } from './code-cache.mjs';
-import { readFileSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -33,6 +33,28 @@ const yargsCjs = {
   },
 };
 
+// yargs loads node:assert (~2-6 ms of every start: its error classes and
+// colours) for two sanity checks, strictEqual and notStrictEqual: it gets
+// those two instead.
+const yargsAssert = {
+  name: 'yargs-assert',
+  setup(b) {
+    b.onResolve({ filter: /^(node:)?assert$/ }, (a) => (/[\\/]node_modules[\\/]yargs[\\/]/.test(a.importer) ? { path: 'assert', namespace: 'yargs-assert' } : undefined));
+    b.onLoad({ filter: /.*/, namespace: 'yargs-assert' }, () => ({
+      contents: [
+        'function fail(a, b, op, message) {',
+        '  const e = new Error(message ?? `expected ${String(a)} ${op} ${String(b)}`);',
+        "  e.code = 'ERR_ASSERTION';",
+        '  throw e;',
+        '}',
+        "exports.strictEqual = (a, b, message) => { if (!Object.is(a, b)) fail(a, b, '===', message); };",
+        "exports.notStrictEqual = (a, b, message) => { if (Object.is(a, b)) fail(a, b, '!==', message); };",
+      ].join('\n'),
+      loader: 'js',
+    }));
+  },
+};
+
 await build({
   entryPoints: [join(root, 'dist/src/cli/main.js')],
   outfile: out,
@@ -44,7 +66,10 @@ await build({
   // The sources find files next to themselves through import.meta.url.
   // RESYNC_VERSION: --version prints the package's own (src/cli/version.ts).
   define: { 'import.meta.url': '__resyncUrl', RESYNC_VERSION: JSON.stringify(version) },
-  plugins: [yargsCjs],
+  plugins: [yargsCjs, yargsAssert],
+  // The bundle runs as a vm.Script, which has no loader for import(): a
+  // dynamic import of a built-in (loaded on first use) becomes a require.
+  supported: { 'dynamic-import': false },
   // msgpackr's optional native string decoder (msgpackr-extract) costs ~5 ms
   // of every start to find and load, and the protocol carries binary and
   // integers, hardly any strings: it is left off unless the environment says.
@@ -55,8 +80,10 @@ await build({
   },
   logLevel: 'warning',
 });
-// The bundle of earlier builds (an ES module, which cannot use a code cache).
+// The bundle of earlier builds (an ES module, which cannot use a code cache),
+// and the code caches of the last bundle, some under names no run uses now.
 rmSync(join(root, 'dist/resync.mjs'), { force: true });
+for (const f of readdirSync(join(root, 'dist'))) if (/^resync\.cjs\..*cache$/.test(f)) rmSync(join(root, 'dist', f), { force: true });
 
 // Runs of the CLI write the caches of what they compiled (scripts/code-cache.mjs).
 for (const why of writeCodeCaches(root)) console.warn(`bundle: no code cache written (${why}); the CLI compiles at each start`);

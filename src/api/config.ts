@@ -19,5 +19,6 @@ export {
   type ServerConfig,
   type VolumeConfig,
 } from '../net/config.js';
-export { parseSshRemote, splitCommand, type SshTarget } from '../net/ssh.js';
+export { parseSshRemote, splitCommand } from '../net/ssh-remote.js';
+export type { SshTarget } from '../net/ssh.js';
 export type { ClientTls } from '../net/connection.js';

@@ -1,33 +1,16 @@
 /**
  * The network API: `serve()` starts a resync server in this process, the
  * same one `resync serve` runs, with defaults for everything but the secret
- * and the volumes; push, pull and recoverRemote are the client side. The CLI
- * reaches the network layer through here (and ./config.ts), never directly.
+ * and the volumes; push, pull and recoverRemote are the client side
+ * (./client.ts, which a client may import alone). The CLI reaches the
+ * network layer through here, ./client.ts and ./config.ts, never directly.
  */
-import { pull as pullImage, push as pushImage, type ClientOptions, type SyncResult } from '../net/client.js';
-import { pushDirty } from '../net/dirty.js';
-import { pullIntoNbd } from '../net/nbd.js';
-import { isNbdUri } from '../io/nbd/uri.js';
 import { ParamError } from '../core/errors.js';
 import { MIN_SECRET_LEN, loadServerConfig, type ServerConfig, type VolumeConfig } from '../net/config.js';
 import { ResyncServer, type ServerEvent } from '../net/server.js';
 
 export { ResyncServer, type ServerEvent, type ShutdownReport } from '../net/server.js';
-export { recoverRemote, type ClientOptions, type SyncResult, type RemoteRecoverResult } from '../net/client.js';
-
-/**
- * Make the remote volume identical to the local image. With `dirtyBitmap`
- * (an NBD image), only what that qemu dirty bitmap marks (net/dirty.ts).
- */
-export async function push(image: string, opts: ClientOptions): Promise<SyncResult> {
-  return opts.dirtyBitmap !== undefined ? pushDirty(image, opts.dirtyBitmap, opts) : pushImage(image, opts);
-}
-
-/** Make the local image (a file, a block device or an NBD export) identical to the remote volume. */
-export async function pull(image: string, opts: ClientOptions): Promise<SyncResult> {
-  return isNbdUri(image) ? pullIntoNbd(image, opts) : pullImage(image, opts);
-}
-export { pushToReplicas, type Replica, type ReplicaOutcome, type FanoutResult, type FanoutOptions } from '../net/fanout.js';
+export * from './client.js';
 export { realAllowDirs } from '../net/allow.js';
 export { stdioDuplex } from '../net/pipes.js';
 

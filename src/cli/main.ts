@@ -30,6 +30,11 @@ function commandOf(names: readonly string[]): string | undefined {
   return args.find((a) => names.includes(a));
 }
 
+/** The part of yargs' undocumented internals used below. */
+interface YargsInternals {
+  getInternalMethods?: () => { getUsageInstance?: () => { cacheHelpMessage?: () => void } | undefined };
+}
+
 /** Options meant to be given more than once. */
 const REPEATABLE = new Set(['volume', 'allow']);
 
@@ -57,6 +62,13 @@ let cli = fileCommands(base);
 cli = netCommands(cli);
 cli = opsCommands(cli);
 cli = demoCommand(cli);
+// Before a command's handler runs, yargs renders that command's whole help
+// text and keeps it, to show should the handler fail: ~7 ms of every start,
+// for nothing here (the .fail handler below prints one line, never the help;
+// --help renders it when asked). Through yargs' internal methods, so a yargs
+// without them just keeps its default.
+const usage = (cli as unknown as YargsInternals).getInternalMethods?.().getUsageInstance?.();
+if (typeof usage?.cacheHelpMessage === 'function') usage.cacheHelpMessage = () => undefined;
 // No top-level await: the bundle is a CommonJS script (see scripts/bundle.mjs).
 void cli
   .middleware((argv) => {

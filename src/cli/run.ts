@@ -3,11 +3,12 @@ import { isNbdUri } from '../io/nbd/uri.js';
 import type { Argv } from 'yargs';
 import type { ProgressFn } from '../core/progress.js';
 import { existsSync } from 'node:fs';
-import { journalPathFor } from '../io/journal.js';
-import { removeLiveTempFiles } from '../io/output.js';
+import { journalPathFor } from '../io/journal-path.js';
+import { removeLiveTempFiles } from '../io/live-temps.js';
 import { ExitCode, exitCodeFor } from './exit-codes.js';
 import { JSON_SCHEMA, printError, printSummary, ProgressView } from './render.js';
 import { StdioSpool } from './stdio.js';
+import { trace } from '../io/trace.js';
 
 /** Options every command takes (`serve` only --quiet: it has no summary or progress to show). */
 export interface CommonArgs {
@@ -82,6 +83,7 @@ export async function runCommand(
   hint?: HintFn,
   interrupted: (() => Interruption) | false = () => GENERIC,
 ): Promise<void> {
+  trace(`cli: ${command} started`);
   const json = argv.json === true;
   const showProgress = argv.progress ?? (process.stderr.isTTY === true && !argv.quiet && !json);
   // Off a terminal, --progress still reports: plain lines a log or cron mail can keep.

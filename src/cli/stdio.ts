@@ -7,13 +7,14 @@
  * copied out once the command has succeeded (a patch only after its
  * verification). Memory stays bounded; the disk holds one extra copy.
  */
-import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+// fs.promises, not node:fs/promises: loaded by the first call, not at every start (~5 ms).
+import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { ParamError } from '../core/errors.js';
 import { ioError } from '../io/errors.js';
+// Loaded on first use: node:stream costs every start several ms, and most commands take no `-`.
+const streams = () => import('node:stream/promises');
 
 /** The path `-`: standard input or output. */
 export const STDIO = '-';
@@ -28,7 +29,7 @@ export class StdioSpool {
   private async file(name: string): Promise<string> {
     if (!this.dir) {
       try {
-        this.dir = await mkdtemp(join(tmpdir(), 'resync-stdio-'));
+        this.dir = await fsp.mkdtemp(join(tmpdir(), 'resync-stdio-'));
       } catch (e) {
         throw ioError(e, 'create a temporary directory in', tmpdir());
       }
@@ -44,7 +45,7 @@ export class StdioSpool {
     if (process.stdin.isTTY) throw new ParamError(`${what} is - but standard input is a terminal: redirect a file or a pipe into it`);
     const p = await this.file('stdin');
     try {
-      await pipeline(process.stdin, createWriteStream(p, { mode: 0o600 }));
+      await (await streams()).pipeline(process.stdin, createWriteStream(p, { mode: 0o600 }));
     } catch (e) {
       throw ioError(e, 'copy standard input to', p);
     }
@@ -60,7 +61,7 @@ export class StdioSpool {
   async send(spooled: string): Promise<void> {
     this.wroteStdout = true;
     try {
-      await pipeline(createReadStream(spooled), process.stdout, { end: false });
+      await (await streams()).pipeline(createReadStream(spooled), process.stdout, { end: false });
     } catch (e) {
       throw ioError(e, 'write standard output from', spooled);
     }
@@ -68,6 +69,6 @@ export class StdioSpool {
 
   /** Remove the spool files. */
   async cleanup(): Promise<void> {
-    if (this.dir) await rm(this.dir, { recursive: true, force: true });
+    if (this.dir) await fsp.rm(this.dir, { recursive: true, force: true });
   }
 }

@@ -22,14 +22,14 @@
  */
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
-import { dirname, join, resolve } from 'node:path';
-import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { SyncError } from '../core/errors.js';
 import { encodePreamble, checkPreamble } from '../format/preamble.js';
 import { PREAMBLE_LEN } from '../../protocol/constants.js';
 import type { StrongAlg } from '../core/strong.js';
 import { JournalError, ioError } from './errors.js';
 import { syncDir } from './output.js';
+export { journalPathFor } from './journal-path.js';
 
 /** Journal magic: "RSJN". */
 export const JOURNAL_MAGIC = 0x52534a4e;
@@ -98,21 +98,6 @@ export interface JournalState {
   committedHash: Buffer | null;
   /** Undo records written after the last checkpoint record: what a crash may have left half done. */
   tail: UndoRecord[];
-}
-
-/**
- * Journal path for an image: beside it, except for devices under /dev (a
- * memory file system: the journal would not survive the reboot it exists
- * for), whose journals go to $RESYNC_JOURNAL_DIR or /var/lib/resync.
- */
-export function journalPathFor(imagePath: string): string {
-  const abs = resolve(imagePath);
-  if (abs.startsWith('/dev/')) {
-    const dir = process.env.RESYNC_JOURNAL_DIR ?? '/var/lib/resync';
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    return join(dir, `${abs.slice(5).replace(/\//g, '_')}.resync-journal`);
-  }
-  return `${imagePath}.resync-journal`;
 }
 
 function header(type: Rec, offset: number, data: Uint8Array): Buffer {

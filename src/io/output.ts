@@ -4,7 +4,6 @@
  * the complete new one. Writes are coalesced into large sequential writes, and
  * all-zero ranges are skipped on a fresh file (they stay holes: sparse output).
  */
-import { unlinkSync } from 'node:fs';
 import { open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { ParamError } from '../core/errors.js';
 import { basename, dirname, join } from 'node:path';
@@ -13,32 +12,14 @@ import { isZeroRange } from '../core/strong.js';
 import { ioError } from './errors.js';
 import { killPoint, trace } from './trace.js';
 import { applyOutputMeta, outputMetaFor, type OutputMeta } from './filemode.js';
+import { liveTemps } from './live-temps.js';
+export { removeLiveTempFiles } from './live-temps.js';
 
 const COALESCE = 4 * 1024 * 1024;
 /** Writes of signature and delta files: their encoder hands over frames of up to 1 MiB, so a larger buffer only costs memory. */
 const STREAM_COALESCE = 1024 * 1024;
 /** Holes are made of whole pages of the file: zeros are skipped a page at a time. */
 const PAGE = 4096;
-
-/**
- * Temp files being written right now, so that a process stopped by a signal
- * can remove them synchronously on its way out (removeLiveTempFiles).
- */
-const liveTemps = new Set<string>();
-
-/** Remove every temp file still being written (at exit on a signal); returns their paths. */
-export function removeLiveTempFiles(): string[] {
-  const gone = [...liveTemps];
-  for (const p of gone) {
-    try {
-      unlinkSync(p);
-    } catch {
-      // already gone
-    }
-  }
-  liveTemps.clear();
-  return gone;
-}
 
 let zeros: Buffer | null = null;
 /** A shared, never written, run of COALESCE zero bytes. */

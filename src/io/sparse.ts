@@ -6,39 +6,18 @@
  * this hash every byte they read, and on a busy machine a thread-pool read
  * per chunk costs more in hand-offs than it overlaps.
  */
-import { createRequire } from 'node:module';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { IO_CHUNK, YIELD_EVERY_BYTES } from '../core/limits.js';
 import { takeReadBuffer } from '../core/adler-wasm.js';
+import { nativeHelper, type NativeHelper } from '../core/native.js';
 import { readExactSync, type ImageHandle } from './image.js';
 
-interface ExtentHelper {
-  /** lseek(fd, position, whence 0 = SEEK_DATA, 1 = SEEK_HOLE): the offset, or -errno. */
-  seek(fd: number, position: number, whence: 0 | 1): number;
-  /** flock(fd, 0 = unlock, 1 = shared, 2 = exclusive, never waiting): 0, or -errno. Absent in helpers built before it. */
-  lock?(fd: number, mode: 0 | 1 | 2): number;
-}
-
-let helper: ExtentHelper | null | undefined;
+/** The native helper's extent and lock calls (src/core/native.ts loads it). */
+export type ExtentHelper = NativeHelper;
 
 /** The native helper, or null when it is not built or RESYNC_NO_NATIVE=1. */
 export function extentHelper(): ExtentHelper | null {
-  if (helper === undefined) {
-    helper = null;
-    if (process.env.RESYNC_NO_NATIVE !== '1') {
-      // build/ at the package root, seen from dist/ (the bundle), dist/src/io (the build) or src/io (tests).
-      const require = createRequire(import.meta.url);
-      for (const rel of ['../build/extents.node', '../../../build/extents.node', '../../build/extents.node']) {
-        try {
-          helper = require(rel) as ExtentHelper;
-          break;
-        } catch {
-          // not there, or not built (no compiler or headers at install): read holes like data
-        }
-      }
-    }
-  }
-  return helper;
+  return nativeHelper();
 }
 
 const ENXIO = 6;

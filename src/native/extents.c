@@ -1,6 +1,6 @@
 /*
- * resync's one native helper: where a file's data and holes are, and a
- * kernel lock on an image.
+ * resync's one native helper: where a file's data and holes are, a kernel
+ * lock on an image, and keyed BLAKE3 tuned for single blocks (blake3.c).
  *
  * Node's fs has no lseek(), so without this every hole of a sparse image is
  * read and scanned as zeros. With it, signature and hashing passes read only
@@ -16,6 +16,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <node_api.h>
+#include <stdint.h>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -63,11 +64,57 @@ static napi_value lock_file(napi_env env, napi_callback_info info) {
   return out;
 }
 
+int resync_blake3_keyed(const uint32_t key[8], const uint8_t *msg, size_t len, uint8_t out[32]);
+int resync_blake3_lanes(void);
+
+/* blake3Lanes(): how many chunks one vector instruction works on here (4, 8 or 16). */
+static napi_value blake3_lanes(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value out;
+  napi_create_int32(env, resync_blake3_lanes(), &out);
+  return out;
+}
+
+/* Bytes of a Uint8Array (a Buffer included), or NULL with a TypeError thrown. */
+static uint8_t *bytes_of(napi_env env, napi_value v, size_t *len) {
+  napi_typedarray_type type;
+  void *data = NULL;
+  if (napi_get_typedarray_info(env, v, &type, len, &data, NULL, NULL) != napi_ok || type != napi_uint8_array) return NULL;
+  return data ? data : (uint8_t *)"";
+}
+
+/*
+ * blake3Keyed(keyAndOut, data, start, end): the keyed BLAKE3 of
+ * data[start, end) into keyAndOut[32, 64), keyAndOut[0, 32) being the key.
+ * One buffer for both, and no Buffer made here: each typed array N-API looks
+ * at or creates costs about as much as hashing a few KiB.
+ */
+static napi_value blake3_keyed(napi_env env, napi_callback_info info) {
+  size_t argc = 4, keyLen = 0, dataLen = 0;
+  napi_value argv[4];
+  int64_t start = 0, end = 0;
+  uint8_t *key = NULL, *data = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 4 || !(key = bytes_of(env, argv[0], &keyLen)) ||
+      keyLen != 64 || !(data = bytes_of(env, argv[1], &dataLen)) || napi_get_value_int64(env, argv[2], &start) != napi_ok ||
+      napi_get_value_int64(env, argv[3], &end) != napi_ok || start < 0 || end < start || (uint64_t)end > dataLen) {
+    napi_throw_type_error(env, NULL, "blake3Keyed(keyAndOut: 64 bytes, data: Uint8Array, 0 <= start <= end <= data.length)");
+    return NULL;
+  }
+  uint32_t k[8];
+  for (int i = 0; i < 8; i++) k[i] = (uint32_t)key[4 * i] | (uint32_t)key[4 * i + 1] << 8 | (uint32_t)key[4 * i + 2] << 16 | (uint32_t)key[4 * i + 3] << 24;
+  if (resync_blake3_keyed(k, data + start, (size_t)(end - start), key + 32) != 0) napi_throw_error(env, NULL, "blake3Keyed: out of memory");
+  return NULL;
+}
+
 NAPI_MODULE_INIT() {
   napi_value fn;
   if (napi_create_function(env, "seek", NAPI_AUTO_LENGTH, seek_extent, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "seek", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "lock", NAPI_AUTO_LENGTH, lock_file, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "lock", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "blake3Keyed", NAPI_AUTO_LENGTH, blake3_keyed, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "blake3Keyed", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "blake3Lanes", NAPI_AUTO_LENGTH, blake3_lanes, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "blake3Lanes", fn) != napi_ok) return NULL;
   return exports;
 }

@@ -1,11 +1,11 @@
 /** Server configuration: a JSON file naming volumes; the shared secret lives in its own file. */
-import { constants as fsc } from 'node:fs';
-import { access, readFile, stat } from 'node:fs/promises';
+// fs.promises, not node:fs/promises: loaded by the first call, not at every start (~5 ms).
+import { constants as fsc, promises as fsp } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import * as v from 'valibot';
 import { ParamError } from '../core/errors.js';
 import { ioError } from '../io/errors.js';
-import { journalPathFor } from '../io/journal.js';
+import { journalPathFor } from '../io/journal-path.js';
 
 /** One exported image. */
 export interface VolumeConfig {
@@ -57,7 +57,7 @@ export interface ServerConfig {
 /** Read a TLS certificate and key (PEM). */
 export async function readTlsFiles(certFile: string, keyFile: string): Promise<{ cert: Buffer; key: Buffer }> {
   try {
-    return { cert: await readFile(certFile), key: await readFile(keyFile) };
+    return { cert: await fsp.readFile(certFile), key: await fsp.readFile(keyFile) };
   } catch (e) {
     throw ioError(e, 'read TLS certificate or key', `${certFile} / ${keyFile}`);
   }
@@ -74,7 +74,7 @@ export const MIN_SECRET_LEN = 16;
 export async function readSecretFile(path: string, warnings?: string[]): Promise<Buffer> {
   let raw: Buffer;
   try {
-    raw = await readFile(path);
+    raw = await fsp.readFile(path);
   } catch (e) {
     throw ioError(e, 'read secret file', path);
   }
@@ -83,7 +83,7 @@ export async function readSecretFile(path: string, warnings?: string[]): Promise
   const secret = raw.subarray(0, end);
   if (secret.length < MIN_SECRET_LEN) throw new ParamError(`secret in ${path} is ${secret.length} bytes; use at least ${MIN_SECRET_LEN} (e.g. head -c 32 /dev/urandom | base64 > ${path})`);
   try {
-    const st = await stat(path);
+    const st = await fsp.stat(path);
     if ((st.mode & 0o077) !== 0 && process.platform !== 'win32') warnings?.push(`${path} is readable by other users; chmod 600 it`);
   } catch {
     // stat after a successful read: ignore
@@ -225,7 +225,7 @@ export function schemaProblems(issues: readonly v.BaseIssue<unknown>[], keysAt: 
 export async function checkVolumes(volumes: Record<string, VolumeConfig>, where: (name: string) => string = (n) => `volumes.${n}.path`): Promise<{ problems: ConfigProblem[]; warnings: string[] }> {
   const problems: ConfigProblem[] = [];
   const warnings: string[] = [];
-  const canAccess = (p: string, mode: number): Promise<boolean> => access(p, mode).then(() => true, () => false);
+  const canAccess = (p: string, mode: number): Promise<boolean> => fsp.access(p, mode).then(() => true, () => false);
   const seen = new Map<string, string>();
   for (const [name, vol] of Object.entries(volumes)) {
     const at = where(name);
@@ -234,7 +234,7 @@ export async function checkVolumes(volumes: Record<string, VolumeConfig>, where:
     // Allowed (a read-only and a writable name for one image, say): the image's lock makes their sessions take turns.
     if (other !== undefined) warnings.push(`${at}: ${vol.path} is also volume ${other}; sessions under the two names take turns`);
     seen.set(vol.path, name);
-    const st = await stat(vol.path).catch((e: NodeJS.ErrnoException) => e);
+    const st = await fsp.stat(vol.path).catch((e: NodeJS.ErrnoException) => e);
     if (st instanceof Error) {
       if (st.code !== 'ENOENT') {
         bad(st.code === 'EACCES' ? 'permission denied' : `cannot stat (${st.code ?? st.message})`);
@@ -286,7 +286,7 @@ export async function loadServerConfig(path: string, overrides: Partial<{ host: 
 export async function readServerConfig(path: string, overrides: Partial<{ host: string; port: number; secretFile: string }> = {}): Promise<LoadedServerConfig> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = await fsp.readFile(path, 'utf8');
   } catch (e) {
     throw ioError(e, 'read config', path);
   }

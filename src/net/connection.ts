@@ -8,7 +8,7 @@
  */
 import { connect as netConnect, isIP, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { connect as tlsConnect } from 'node:tls';
+import { createRequire } from 'node:module';
 import { ERROR_CODES, SyncError, isSyncError, type ErrorCode } from '../core/errors.js';
 import { MAX_FRAME } from '../core/limits.js';
 import { encodeFrame, FrameDecoder } from '../bytes/frame.js';
@@ -445,7 +445,8 @@ export interface ClientTls {
 export function dial(host: string, port: number, opts: ConnectionOptions & { connectTimeoutMs?: number; tls?: ClientTls | undefined }): Promise<Connection> {
   return new Promise((resolve, reject) => {
     const s: Socket = opts.tls
-      ? tlsConnect({ host, port, ca: opts.tls.ca, servername: opts.tls.servername ?? (isIP(host) ? undefined : host), rejectUnauthorized: true })
+      ? // node:tls is loaded by the first TLS connection, not by every client.
+        (createRequire(import.meta.url)('node:tls') as typeof import('node:tls')).connect({ host, port, ca: opts.tls.ca, servername: opts.tls.servername ?? (isIP(host) ? undefined : host), rejectUnauthorized: true })
       : netConnect({ host, port });
     const ready = opts.tls ? 'secureConnect' : 'connect';
     const t = setTimeout(() => {

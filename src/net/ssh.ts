@@ -4,10 +4,13 @@
  * the usual framed protocol over the child's stdin/stdout. ssh authenticated
  * both ends, so no shared secret is used (see PREAUTH_CAP).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { ParamError, SyncError } from '../core/errors.js';
+import type { ChildProcess } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { SyncError } from '../core/errors.js';
 import { Connection, type ConnectionOptions } from './connection.js';
 import { PipeDuplex } from './pipes.js';
+// The parsing half lives apart so the CLI can load it without sockets and processes.
+export { MAX_REMOTE_PATH, parseSshRemote, splitCommand } from './ssh-remote.js';
 
 /** Where and how to reach the far side over ssh. */
 export interface SshTarget {
@@ -17,54 +20,6 @@ export interface SshTarget {
   host: string;
   /** The command that runs resync on the far side (a shell command line there). */
   remoteResync: string;
-}
-
-/** Longest path a client may name (the Open message's volume field). */
-export const MAX_REMOTE_PATH = 255;
-
-/**
- * An ssh remote, or null when `s` is a TCP remote (HOST:PORT/VOLUME: a port
- * number before the slash). `host:/abs/path`, `host:rel/path` and
- * `user@host:path` are ssh.
- */
-export function parseSshRemote(s: string): { host: string; path: string } | null {
-  const m = /^((?:[^@/:\s[\]]+@)?(?:\[[^\]/\s]+\]|[^@/:\s[\]]+)):(.*)$/s.exec(s);
-  if (!m) return null;
-  const path = m[2]!;
-  if (/^\d{1,5}\//.test(path)) return null;
-  const host = m[1]!.replace(/\[([^\]]+)\]$/, '$1');
-  if (host.startsWith('-')) throw new ParamError(`remote ${JSON.stringify(s)}: a host may not start with "-"`);
-  if (path === '') throw new ParamError(`remote ${JSON.stringify(s)} names no path after the colon (use HOST:/path/to/image)`);
-  if (Buffer.byteLength(path) > MAX_REMOTE_PATH) throw new ParamError(`remote path is ${Buffer.byteLength(path)} bytes; at most ${MAX_REMOTE_PATH} are carried`);
-  return { host, path };
-}
-
-/** Split a command line into words as a POSIX shell would for quotes and backslashes (no expansions). */
-export function splitCommand(s: string): string[] {
-  const out: string[] = [];
-  let cur: string | null = null;
-  for (let i = 0; i < s.length; i++) {
-    const c = s[i]!;
-    if (c === "'") {
-      const j = s.indexOf("'", i + 1);
-      if (j < 0) throw new ParamError(`unterminated quote in ${JSON.stringify(s)}`);
-      cur = (cur ?? '') + s.slice(i + 1, j);
-      i = j;
-    } else if (c === '"') {
-      cur ??= '';
-      for (i++; i < s.length && s[i] !== '"'; i++) cur += s[i] === '\\' && /["\\$`]/.test(s[i + 1] ?? '') ? s[++i] : s[i];
-      if (i >= s.length) throw new ParamError(`unterminated quote in ${JSON.stringify(s)}`);
-    } else if (c === '\\') {
-      if (i + 1 >= s.length) throw new ParamError(`trailing backslash in ${JSON.stringify(s)}`);
-      cur = (cur ?? '') + s[++i];
-    } else if (/\s/.test(c)) {
-      if (cur !== null) out.push(cur);
-      cur = null;
-    } else cur = (cur ?? '') + c;
-  }
-  if (cur !== null) out.push(cur);
-  if (out.length === 0) throw new ParamError('--rsh is empty');
-  return out;
 }
 
 /** The last bytes ssh wrote on stderr, for error messages. */
@@ -80,6 +35,8 @@ export interface SshConnection {
 /** Start ssh and wrap its pipes in a Connection. */
 export function dialSsh(t: SshTarget, opts: ConnectionOptions): SshConnection {
   const [cmd, ...args] = t.rsh;
+  // node:child_process (with dgram and more) is loaded here, by an ssh session, not by every client.
+  const { spawn } = createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process');
   const child: ChildProcess = spawn(cmd!, [...args, t.host, `${t.remoteResync} serve --stdio`], { stdio: ['pipe', 'pipe', 'pipe'] });
   let tail = '';
   let spawnError: NodeJS.ErrnoException | null = null;

@@ -15,15 +15,8 @@ import { open } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 
-export type Scenario = 'identical' | 'scattered' | 'shifted' | 'mixed' | 'different';
-
-export const SCENARIOS: readonly Scenario[] = Object.freeze([
-  'identical',
-  'scattered',
-  'shifted',
-  'mixed',
-  'different',
-] as const);
+import type { Scenario } from './scenarios.js';
+export { SCENARIOS, type Scenario } from './scenarios.js';
 
 export interface ScenarioStats {
   basisSize: number;

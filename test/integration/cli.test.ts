@@ -406,4 +406,126 @@ describe('start-up: the bundle and its code cache', () => {
     }
   });
 
+  /** A copy of the built CLI (bin and bundle, with its cache) in a temporary directory. */
+  async function copyOfCli(): Promise<{ root: string; bin: string; bundle: string }> {
+    const root = await mkdtemp(join(tmpdir(), 'resync-bin-'));
+    await mkdir(join(root, 'bin'));
+    await mkdir(join(root, 'dist'));
+    for (const f of ['bin/resync.js', 'bin/package.json', 'dist/resync.cjs', 'dist/resync.cjs.cache']) await copyFile(join(ROOT, f), join(root, f));
+    return { root, bin: join(root, 'bin/resync.js'), bundle: join(root, 'dist/resync.cjs') };
+  }
+
+  /** Run a bin/resync.js --version with RESYNC_TRACE set; returns how the code cache was taken ('used (by stamp)', 'stale', ...). */
+  function how(bin: string, env: Record<string, string> = {}): Promise<string | undefined> {
+    return new Promise((resolve) => {
+      execFile(process.execPath, [bin, '--version'], { env: { ...process.env, RESYNC_TRACE: '1', ...env }, timeout: 60_000 }, (_err, _stdout, stderr) => resolve(/code cache (\w+(?: \(by \w+\))?)/.exec(stderr)?.[1]));
+    });
+  }
+
+  // File times can be as coarse as a clock tick: the CLI trusts a stamp only a second after the bundle's last change,
+  // or what RESYNC_CODE_CACHE_SETTLE_MS says (so that these tests do not hang on the clock, or race it on a busy machine).
+  const SETTLED = { RESYNC_CODE_CACHE_SETTLE_MS: '0' };
+  const RECENT = { RESYNC_CODE_CACHE_SETTLE_MS: '3600000' };
+
+  test('a settled bundle is known by its stamp, without hashing it; a touch, a rewrite or an edit sends the next start back to its content', async () => {
+    const { root, bin, bundle } = await copyOfCli();
+    try {
+      // The copied cache carries the stamp of another file: the content decides, and the stamp is brought up to date.
+      expect(await how(bin, SETTLED)).toBe('used (by content)');
+      expect(await how(bin, SETTLED)).toBe('used (by stamp)');
+      const epoch = new Date('1985-10-26T08:15:00Z');
+      await utimes(bundle, epoch, epoch);
+      expect(await how(bin, SETTLED)).toBe('used (by content)');
+      expect(await how(bin, SETTLED)).toBe('used (by stamp)');
+      // The same bytes written again: a new ctime, the same content.
+      await writeFile(bundle, await readFile(bundle));
+      expect(await how(bin, SETTLED)).toBe('used (by content)');
+      expect(await how(bin, SETTLED)).toBe('used (by stamp)');
+      // An edit of the same length: V8 alone would take the cache.
+      const text = await readFile(bundle, 'utf8');
+      await writeFile(bundle, text.replace('// dist/src/', '// DIST/src/'));
+      expect(await how(bin, SETTLED)).toBe('stale');
+      expect(await how(bin, SETTLED)).toBe('used (by stamp)');
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  test('while the bundle is freshly changed the stamp is not trusted, even one the build wrote', async () => {
+    const { root, bin } = await copyOfCli();
+    try {
+      // As the build does right after writing the bundle: the cache is written with this bundle's stamp.
+      expect(await how(bin, { ...RECENT, RESYNC_WRITE_CODE_CACHE: '1' })).toBe('used (by content)');
+      // A write in the same clock tick would keep that stamp: the content decides, and nothing is rewritten.
+      expect(await how(bin, RECENT)).toBe('used (by content)');
+      expect(await how(bin, RECENT)).toBe('used (by content)');
+      // Settled: the stamp the build wrote is taken.
+      expect(await how(bin, SETTLED)).toBe('used (by stamp)');
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  test('resync demo, whose generator and node:crypto load when it runs, makes, pushes and verifies its pair', async () => {
+    const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      execFile(CLI, ['demo', '--size', '1M', '--json'], { timeout: 120_000 }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? -1) : 0, stdout, stderr }));
+    });
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ command: 'demo', ok: true, verified: true });
+  });
+
+  /** Run `node -r SPY bin args`: the preloaded spy prints the built-ins loaded, at exit. */
+  async function withSpy(dir: string, bin: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number; stderr: string; cache?: string; loaded: string[] }> {
+    const spy = join(dir, 'spy.cjs');
+    await writeFile(spy, "process.on('exit', () => process.stderr.write('loaded ' + process.moduleLoadList.filter((m) => m.startsWith('NativeModule ')).map((m) => m.slice(13)).join(' ') + '\\n'));\n");
+    return new Promise((resolve) => {
+      execFile(process.execPath, ['-r', spy, bin, ...args], { env: { ...process.env, RESYNC_TRACE: '1', ...env }, timeout: 60_000 }, (err, _stdout, stderr) =>
+        resolve({
+          code: err ? ((err as { code?: number }).code ?? -1) : 0,
+          stderr,
+          cache: /code cache (\w+(?: \(by \w+\))?)/.exec(stderr)?.[1],
+          loaded: /^loaded (.*)$/m.exec(stderr)?.[1]?.split(' ') ?? [],
+        }),
+      );
+    });
+  }
+
+  test('resync --version, its cache known by its stamp, loads no crypto, TLS, processes, compression, assert or fs/promises', async () => {
+    const { root, bin } = await copyOfCli();
+    try {
+      // The first run has no cache for the spy's options and writes one, with the stamp.
+      await withSpy(root, bin, ['--version'], SETTLED);
+      const r = await withSpy(root, bin, ['--version'], SETTLED);
+      expect(r.cache).toBe('used (by stamp)');
+      expect(r.loaded).toContain('vm');
+      // (Not node:net: Node writes to a pipe, as stdout and stderr are here, through a net socket.)
+      expect(r.loaded.filter((m) => /^(crypto|tls|child_process|zlib|dgram|worker_threads|http|assert|fs\/promises)$/.test(m))).toEqual([]);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  test('a push over TCP loads neither TLS (nor so the server) nor child processes (ssh)', async () => {
+    const d = await mkdtemp(join(tmpdir(), 'resync-push-spy-'));
+    await writeFile(join(d, 'secret'), 'a shared secret of the test, long enough\n', { mode: 0o600 });
+    await writeFile(join(d, 'image.img'), Buffer.alloc(256 * 1024, 7));
+    const { spawn } = await import('node:child_process');
+    const server = spawn(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--secret-file', join(d, 'secret'), '--volume', `vol=${join(d, 'replica.img')}:rw`], { stdio: ['ignore', 'ignore', 'pipe'] });
+    try {
+      let log = '';
+      server.stderr.on('data', (b: Buffer) => (log += b.toString()));
+      const t0 = Date.now();
+      while (!/listening on 127\.0\.0\.1:\d+/.test(log) && server.exitCode === null && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 10));
+      const port = /listening on 127\.0\.0\.1:(\d+)/.exec(log)?.[1];
+      expect(port, log).toBeDefined();
+      const r = await withSpy(d, CLI, ['push', '--quiet', '--secret-file', join(d, 'secret'), join(d, 'image.img'), `127.0.0.1:${port}/vol`]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.loaded).toContain('net');
+      expect(r.loaded.filter((m) => /^(tls|_tls_wrap|child_process|dgram|worker_threads|http|assert)$/.test(m))).toEqual([]);
+      expect(await readFile(join(d, 'replica.img'))).toEqual(await readFile(join(d, 'image.img')));
+    } finally {
+      server.kill('SIGKILL');
+      await rm(d, { recursive: true, force: true });
+    }
+  });
 });

@@ -183,6 +183,24 @@ describe('bench goals', () => {
     expect(small.find((v) => v.key === 'sparse')?.status).toBe('not measured');
   });
 
+  test('the 1 GiB RSS goal is judged from the every-command run at 1 GiB, its largest figure named, and only at 1 GiB', () => {
+    const sample = (rssBytes: number): Sample => ({ wallMs: 1000, rssBytes });
+    const t = (sender: number, receiver: number): TcpSample => ({ wallMs: 1000, wireBytes: 10, senderRssBytes: sender, receiverRssBytes: receiver });
+    const once = { blockSize: 32768, signature: sample(60e6), delta: sample(70e6), patch: sample(80e6), deltaBytes: 1, push: t(75e6, 90e6), pull: t(85e6, 95e6) };
+    const rss = { imageSize: GOALS.rssImage, scenarios: [{ scenario: 'scattered', ...once }, { scenario: 'shifted', ...once, push: t(75e6, 99e6) }] };
+    const met = globalVerdicts(report([], { rss })).find((v) => v.key === 'rss 1G');
+    expect(met?.status).toBe('met');
+    expect(met?.evidence).toContain('largest 99 MB (serve (push) on shifted)');
+    const over = globalVerdicts(report([], { rss: { ...rss, scenarios: [rss.scenarios[0]!, { ...rss.scenarios[1]!, patch: sample(101e6) }] } })).find((v) => v.key === 'rss 1G');
+    expect(over?.status).toBe('not met');
+    expect(over?.evidence).toContain('patch on shifted');
+    const small = globalVerdicts(report([], { rss: { ...rss, imageSize: 512 * 1024 ** 2 } })).find((v) => v.key === 'rss 1G');
+    expect(small?.status).toBe('not measured');
+    const md = renderTables(report([], { rss }));
+    expect(md).toContain('## Peak RSS of every command at 1.00 GiB');
+    expect(md).toContain('| serve (push) | 90 MB | 99 MB |');
+  });
+
   test('the report shows misses plainly and keeps the hand-written section', () => {
     const s = goodScenario();
     s.push.resync = tcp([3000, 3000, 3000], 1000);

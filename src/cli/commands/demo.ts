@@ -4,11 +4,13 @@
  * it, and check the result. What `npm start` runs.
  */
 import type { Argv } from 'yargs';
-import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+// fs.promises, not node:fs/promises: loaded by the first call, not at every start (~5 ms).
+import { promises as fsp } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
-import { makePair, SCENARIOS, type Scenario } from '../../testing/workload.js';
+import { SCENARIOS, type Scenario } from '../../testing/scenarios.js';
+// Loaded on first use: keeps start-up short for commands that do not need it.
+const workload = () => import('../../testing/workload.js');
 // Loaded on first use: keeps start-up short for commands that do not need it.
 const filesApi = () => import('../../api/files.js');
 import { VerifyError } from '../../core/errors.js';
@@ -16,7 +18,7 @@ import { VerifyError } from '../../core/errors.js';
 import type { ResyncServer } from '../../api/net.js';
 const serverMod = () => import('../../api/net.js');
 // Loaded on first use: keeps start-up short for commands that do not need it.
-const clientMod = () => import('../../api/net.js');
+const clientMod = () => import('../../api/client.js');
 import { intOption, sizeOption } from '../options.js';
 import { fmtBytes } from '../render.js';
 import { outputOptions, runCommand, type CommonArgs } from '../run.js';
@@ -36,7 +38,7 @@ export function demoCommand(y: Argv<CommonArgs>): Argv<CommonArgs> {
     (argv) =>
       runCommand('demo', argv, async (progress) => {
         const size = argv.size;
-        const dir = await mkdtemp(join(tmpdir(), 'resync-demo-'));
+        const dir = await fsp.mkdtemp(join(tmpdir(), 'resync-demo-'));
         const say = (s: string): void => {
           if (!argv.quiet && !argv.json) process.stderr.write(s + '\n');
         };
@@ -44,9 +46,9 @@ export function demoCommand(y: Argv<CommonArgs>): Argv<CommonArgs> {
         try {
           say(`generating a ${fmtBytes(size)} VM image and a '${argv.scenario}' drifted copy in ${dir} ...`);
           // basis = the stale recovery copy, target = the primary it must become
-          const pair = await makePair(dir, argv.scenario as Scenario, size, argv.seed);
-          const secret = randomBytes(32);
-          await writeFile(join(dir, 'secret'), secret, { mode: 0o600 });
+          const pair = await (await workload()).makePair(dir, argv.scenario as Scenario, size, argv.seed);
+          const secret = (await import('node:crypto')).randomBytes(32);
+          await fsp.writeFile(join(dir, 'secret'), secret, { mode: 0o600 });
           server = new (await serverMod()).ResyncServer({
             host: '127.0.0.1',
             port: 0,
@@ -61,7 +63,7 @@ export function demoCommand(y: Argv<CommonArgs>): Argv<CommonArgs> {
           const r = await (await clientMod()).push(pair.target, { host: '127.0.0.1', port, volume: 'recovery', secret, onProgress: progress });
           const [a, b] = await Promise.all([(await filesApi()).hashImage(pair.basis), (await filesApi()).hashImage(pair.target)]);
           if (!a.equals(b)) throw new VerifyError('demo: the recovery copy differs from the primary after the push');
-          const targetSize = (await stat(pair.target)).size;
+          const targetSize = (await fsp.stat(pair.target)).size;
           const wire = r.bytesSent + r.bytesReceived;
           say(
             `push: ${fmtBytes(r.matchedBytes)} matched, ${fmtBytes(r.literalBytes)} sent as literals, ` +
@@ -81,7 +83,7 @@ export function demoCommand(y: Argv<CommonArgs>): Argv<CommonArgs> {
           };
         } finally {
           await server?.close();
-          if (!argv.keep) await rm(dir, { recursive: true, force: true });
+          if (!argv.keep) await fsp.rm(dir, { recursive: true, force: true });
         }
       }),
   );

@@ -6,9 +6,9 @@ import { checkVolumes, ConfigError, parseRemote, readSecretFile, readServerConfi
 // Loaded on first use: keeps start-up short for commands that do not need it.
 const serverMod = () => import('../../api/net.js');
 // Loaded on first use: keeps start-up short for commands that do not need it.
-import type { ClientOptions, FanoutResult, SyncResult } from '../../api/net.js';
+import type { ClientOptions, FanoutResult, SyncResult } from '../../api/client.js';
 import type { ProgressFn } from '../../core/progress.js';
-const clientMod = () => import('../../api/net.js');
+const clientMod = () => import('../../api/client.js');
 import { CLIENT_OPTIONS, clientTls, intOption, parseBwlimit, secondsOption, secretFileArg } from '../options.js';
 import { networkHint } from '../hints.js';
 import { checkInput, prepareOutput } from '../paths.js';
@@ -20,7 +20,7 @@ import { join, resolve } from 'node:path';
 import { existsSync } from 'node:fs';
 import { parseSshRemote, splitCommand } from '../../api/config.js';
 import { isNbdUri } from '../../io/nbd/uri.js';
-import { checkLevel, type CodecName } from '../../../protocol/literal-codec.js';
+import type { CodecName } from '../../../protocol/literal-codec.js';
 import { checkPrivateSecret, lookupRemote, parseNamedRemote, type RemoteCommon } from '../client-config.js';
 
 /** The client options as yargs gives them. */
@@ -46,7 +46,7 @@ export async function clientOptionsFrom(argv: ClientArgs, onProgress: ProgressFn
     blockSize: argv['block-size'],
     idleTimeoutMs: (argv.timeout ?? named?.timeout ?? 300) * 1000,
     bwlimit: parseBwlimit(argv.bwlimit ?? named?.bwlimit),
-    ...compressionFrom(argv, named),
+    ...(await compressionFrom(argv, named)),
     onProgress,
   };
   const viaSsh = named ? (named.kind === 'ssh' ? { host: named.ssh, path: join(named.dir, named.volume) } : null) : parseSshRemote(argv.remote);
@@ -93,13 +93,14 @@ async function clientSecret(flag: string | undefined, fromConfig: string | undef
  * compress, compressChoice and compressLevel: a choice or level implies
  * compression unless --no-compress (or "compress": false) says otherwise.
  */
-function compressionFrom(argv: ClientArgs, named: RemoteCommon | null): Pick<ClientOptions, 'compress' | 'compressChoice' | 'compressLevel' | 'onNote'> {
+async function compressionFrom(argv: ClientArgs, named: RemoteCommon | null): Promise<Pick<ClientOptions, 'compress' | 'compressChoice' | 'compressLevel' | 'onNote'>> {
   const choice = argv['compress-choice'] ?? named?.compressChoice;
   const level = argv['compress-level'] ?? named?.compressLevel;
   const on = argv.compress ?? (argv['compress-choice'] !== undefined || argv['compress-level'] !== undefined ? true : (named?.compress ?? (choice !== undefined || level !== undefined)));
   if (!on) return { compress: false };
   const name = choice === undefined ? null : (choice as CodecName);
-  if (name && level !== undefined) checkLevel(name, level);
+  // (Loaded here: the codecs bring zlib, which other commands do without.)
+  if (name && level !== undefined) (await import('../../../protocol/literal-codec.js')).checkLevel(name, level);
   return { compress: true, compressChoice: name, compressLevel: level, onNote: (msg) => process.stderr.write(`resync: note: ${msg}\n`) };
 }
 

@@ -7,7 +7,7 @@
 import type { FileHandle } from 'node:fs/promises';
 import { openImage, type ImageHandle, type RemoteImage } from '../image.js';
 import { NBD_STATE_DIRTY, NBD_STATE_ZERO, NbdError } from './codec.js';
-import { NbdClient, type NbdExtent } from './client.js';
+import type { NbdClient, NbdExtent } from './client.js';
 import { isNbdUri, parseNbdUri } from './uri.js';
 
 export { isNbdUri };
@@ -66,6 +66,8 @@ class ExtentWalker {
 export async function openNbdImage(uri: string, opts: NbdImageOptions = {}): Promise<NbdImage> {
   const addr = parseNbdUri(uri);
   const contexts = [BASE_ALLOCATION, ...(opts.dirtyBitmap !== undefined ? [dirtyBitmapContext(opts.dirtyBitmap)] : [])];
+  // The client (and node:net) is loaded here: file commands on plain files do without it.
+  const { NbdClient } = await import('./client.js');
   const nbd = await NbdClient.connect(addr, { metaContexts: contexts });
   try {
     if (opts.write && nbd.readOnly) throw new NbdError(`the NBD export ${uri} is read-only`);

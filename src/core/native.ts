@@ -1,0 +1,40 @@
+/**
+ * The optional native helper (src/native/, built into build/extents.node by
+ * scripts/build-native.mjs). Loading it is the only thing done here; the io
+ * layer uses its extent and lock calls, the core its BLAKE3.
+ */
+import { createRequire } from 'node:module';
+
+/** What build/extents.node exports; helpers built before a call was added lack it. */
+export interface NativeHelper {
+  /** lseek(fd, position, whence 0 = SEEK_DATA, 1 = SEEK_HOLE): the offset, or -errno. */
+  seek(fd: number, position: number, whence: 0 | 1): number;
+  /** flock(fd, 0 = unlock, 1 = shared, 2 = exclusive, never waiting): 0, or -errno. */
+  lock?(fd: number, mode: 0 | 1 | 2): number;
+  /** Keyed BLAKE3 of data[start, end) into keyAndOut[32, 64); keyAndOut[0, 32) is the key. */
+  blake3Keyed?(keyAndOut: Uint8Array, data: Uint8Array, start: number, end: number): void;
+  /** Chunks hashed side by side by blake3Keyed on this CPU: 16 (AVX-512), 8 (AVX2) or 4. */
+  blake3Lanes?(): number;
+}
+
+let helper: NativeHelper | null | undefined;
+
+/** The native helper, or null when it is not built or RESYNC_NO_NATIVE=1. */
+export function nativeHelper(): NativeHelper | null {
+  if (helper === undefined) {
+    helper = null;
+    if (process.env.RESYNC_NO_NATIVE !== '1') {
+      // build/ at the package root, seen from dist/ (the bundle), dist/src/core (the build) or src/core (tests).
+      const require = createRequire(import.meta.url);
+      for (const rel of ['../build/extents.node', '../../../build/extents.node', '../../build/extents.node']) {
+        try {
+          helper = require(rel) as NativeHelper;
+          break;
+        } catch {
+          // not there, or not built (no compiler or headers at install): the callers do without
+        }
+      }
+    }
+  }
+  return helper;
+}
