@@ -11,6 +11,7 @@
  * once it has parsed it; the part of a frame that did not fit is moved to
  * the front of the buffer and the rest read behind it.
  */
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { FRAME_HEADER_LEN } from '../bytes/frame.js';
 import { MAX_FRAME } from '../core/limits.js';
 import { readExactSync, type ImageHandle } from './image.js';
@@ -38,6 +39,10 @@ export async function* readFramePieces(img: ImageHandle, preamble: number, reuse
     // Fill the buffer (or read what is left of the file).
     const n = Math.min(buf.length - end, size - (pos + end));
     if (n > 0) {
+      // A read that never waits gives the event loop no turn, and a piece of
+      // copies can stand for gigabytes of work: a turn per read, as a
+      // thread-pool read gave, so signals and timers are served.
+      if (pos + end > 0) await nextTurn();
       readExactSync(img, pos + end, n, buf.subarray(end, end + n));
       end += n;
     }

@@ -82,6 +82,29 @@ describe('readFramePieces', () => {
     expect(buffers.size).toBeLessThan(given.length);
   });
 
+  test('the event loop gets a turn between reads (the reads themselves never wait)', async () => {
+    const { bytes } = framed(8, Array.from({ length: 40 }, (_, k) => 10 + k));
+    const path = join(dir, 'turns.bin');
+    await writeFile(path, bytes);
+    let turns = 0;
+    let done = false;
+    const tick = (): void => {
+      turns++;
+      if (!done) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const img = await openImage(path);
+    const seen: number[] = [];
+    try {
+      for await (const _ of readFramePieces(img, 8, true, 64)) seen.push(turns);
+    } finally {
+      done = true;
+      await img.fh.close();
+    }
+    expect(seen.length).toBeGreaterThan(10);
+    expect(seen[seen.length - 1]).toBeGreaterThan(seen.length / 2);
+  });
+
   test('a truncated last frame, and a file that ends inside a frame header, come last as they are', async () => {
     const { bytes } = framed(8, [10, 100, 20]);
     for (const cut of [bytes.length - 5, bytes.length - 22, 8 + 14 + 2]) {
