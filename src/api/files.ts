@@ -25,6 +25,9 @@ import { JournalError, ioError } from '../io/errors.js';
 import { openImage, readChunks, type ImageHandle } from '../io/image.js';
 import { isNbdUri, openImageOrNbd, openNbdImage } from '../io/nbd/image.js';
 import { UndoPatcher } from '../io/undo-patcher.js';
+import { readFramePieces } from '../io/framed-read.js';
+import { PREAMBLE_LEN } from '../../protocol/constants.js';
+import { trace } from '../io/trace.js';
 import { readPieces } from '../io/sparse.js';
 import { adler32OfZeros } from '../core/rolling.js';
 import { ImageWriter, StreamFileWriter } from '../io/output.js';
@@ -257,14 +260,32 @@ export interface InPlaceResult extends FileResult {
   nothingToResume?: boolean;
 }
 
-/** Stream the delta file's events: header first, ops, trailer last. */
-async function* deltaEvents(deltaPath: string): AsyncGenerator<
+/**
+ * Stream the delta file's events: header first, ops, trailer last. With
+ * `transient`, a literal's data is valid only until the next event is asked
+ * for (the reader's buffer is used again): for consumers that copy or write
+ * it before that, not for one that queues it (the in-place patchers). The
+ * header and the trailer are always copies of their own: they are kept.
+ */
+async function* deltaEvents(deltaPath: string, transient = false): AsyncGenerator<
   { kind: 'header'; header: DeltaHeader } | { kind: 'op'; op: DeltaOp } | { kind: 'end'; trailer: DeltaTrailer }
 > {
   const d = await openImage(deltaPath);
   try {
     const dec = new DeltaFileDecoder();
-    for await (const chunk of readChunks(d, 0, d.size, 1 << 20)) yield* dec.push(chunk);
+    // Pieces of whole frames: a literal's data is a view of the piece, not a copy.
+    for await (const piece of readFramePieces(d, PREAMBLE_LEN, transient)) {
+      for (const ev of dec.push(piece)) {
+        if (ev.kind === 'header') {
+          const h = ev.header;
+          yield { kind: 'header', header: { ...h, seed: Buffer.from(h.seed), basisHash: h.basisHash && Buffer.from(h.basisHash) } };
+        } else if (ev.kind === 'end') {
+          yield { kind: 'end', trailer: { ...ev.trailer, targetHash: Buffer.from(ev.trailer.targetHash) } };
+        } else {
+          yield ev;
+        }
+      }
+    }
     dec.end();
   } finally {
     await d.fh.close();
@@ -296,16 +317,19 @@ export async function patchFile(basisPath: string, deltaPath: string, outPath: s
     let patcher: StreamPatcher | null = null;
     let header: DeltaHeader | null = null;
     let trailer: DeltaTrailer | null = null;
-    for await (const ev of deltaEvents(deltaPath)) {
+    // StreamPatcher hashes and copies (or writes) a literal before it returns.
+    for await (const ev of deltaEvents(deltaPath, true)) {
       if (ev.kind === 'header') {
         header = ev.header;
         checkBasisSize(basis, header.basisSize);
+        trace('patch: header read');
         out = await ImageWriter.createTemp(outPath);
         patcher = new StreamPatcher(basis, out, header.targetSize, header);
       } else if (ev.kind === 'op') {
         await patcher!.apply(ev.op);
         opts.onProgress?.({ phase: 'patch', done: patcher!.position, total: header!.targetSize });
       } else {
+        trace('patch: ops applied');
         try {
           patcher!.finish(ev.trailer.targetSize, ev.trailer.targetHash);
         } catch (e) {
@@ -319,7 +343,9 @@ export async function patchFile(basisPath: string, deltaPath: string, outPath: s
     }
     // The loop ran to the end of the file, so trailing bytes were rejected before this commit.
     if (!trailer) throw new SyncError('ERR_UNEXPECTED_EOF', 'delta file ended without its end record', {});
+    trace('patch: verified');
     await out!.commit(trailer.targetSize);
+    trace('patch: committed');
     return { ...patcher!.planner.stats, imageSize: trailer.targetSize, bytesOut: trailer.targetSize, blockSize: header!.blockSize, elapsedMs: performance.now() - t0 };
   } catch (e) {
     await out?.abort();
@@ -371,7 +397,7 @@ async function patchNbdInPlace(uri: string, deltaPath: string, opts: PatchFileOp
 
 /** The delta's header alone. */
 async function readDeltaHeader(deltaPath: string): Promise<DeltaHeader> {
-  for await (const ev of deltaEvents(deltaPath)) {
+  for await (const ev of deltaEvents(deltaPath, true)) {
     if (ev.kind === 'header') return ev.header;
   }
   throw new SyncError('ERR_UNEXPECTED_EOF', 'delta file ended before its header', {});
@@ -382,7 +408,8 @@ async function prescanDelta(deltaPath: string, basisSize: number): Promise<{ hea
   let header: DeltaHeader | null = null;
   let planner: PatchPlanner | null = null;
   let trailer: DeltaTrailer | null = null;
-  for await (const ev of deltaEvents(deltaPath)) {
+  // The planner keeps no op's data.
+  for await (const ev of deltaEvents(deltaPath, true)) {
     if (ev.kind === 'header') {
       header = ev.header;
       planner = new PatchPlanner({ basisSize: Math.min(basisSize, header.basisSize), maxOutput: header.targetSize });

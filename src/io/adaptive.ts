@@ -131,10 +131,10 @@ export class AdaptivePatch {
       // the undo: copy it first, read straight into the writer's buffer. It
       // was hashed on its way in: the hash goes on from there.
       for (let pos = 0; pos < at; ) {
-        const n = Math.min(IO_CHUNK, at - pos);
-        this.inPlace.readNew(pos, n, await out.reserve(pos, n));
-        await out.fillReserved(n);
-        pos += n;
+        const room = await out.reserve(pos, Math.min(IO_CHUNK, at - pos));
+        this.inPlace.readNew(pos, room.length, room);
+        await out.fill(room.length);
+        pos += room.length;
       }
       // Its hole map is asked lazily, first after the undo below: it sees the old image.
       const patcher = new StreamPatcher(this.img, out, this.targetSize, this.spec, { planner: this.inPlace.planner, hash: this.inPlace.handOverHash() });

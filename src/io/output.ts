@@ -10,6 +10,7 @@ import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { isZeroRange } from '../core/strong.js';
 import { ioError } from './errors.js';
+import { killPoint, trace } from './trace.js';
 import { applyOutputMeta, outputMetaFor, type OutputMeta } from './filemode.js';
 import { liveTemps } from './live-temps.js';
 export { removeLiveTempFiles } from './live-temps.js';
@@ -31,7 +32,9 @@ function zeroChunk(): Buffer {
  * Dirty bytes of a fresh output after which a datasync starts in the
  * background: writeback then runs while the patch goes on, and the fsync at
  * commit waits for the last stretch only, not for the whole image (the
- * kernel would start on its own only past a tenth or so of the RAM).
+ * kernel would start on its own only past a tenth or so of the RAM). At
+ * 32 MiB the wait at commit was half what it was at 128 (30 against 60 ms
+ * on 200-500 MiB outputs; docs/benchmarks.md, "Where time goes").
  */
 const SYNC_EVERY = 32 * 1024 * 1024;
 
@@ -40,7 +43,7 @@ export class ImageWriter {
   /** The buffer being filled, and the one a write in flight may still be reading. */
   private buf: Buffer;
   private spare: Buffer | null = null;
-  /** Where fillReserved() moves filled bytes that hold zero pages. */
+  /** Where fill() moves what follows a zero page (allocated on first use, as large as needed). */
   private scratch: Buffer | null = null;
   private bufLen = 0;
   private bufPos = 0;
@@ -133,41 +136,6 @@ export class ImageWriter {
   }
 
   /**
-   * Room for the next `n` bytes at `pos` inside the write buffer, for a
-   * caller that reads them straight into it: a copy then costs no copy of
-   * its own. fillReserved(n) queues them; no other call may come between.
-   */
-  async reserve(pos: number, n: number): Promise<Buffer> {
-    if (n > this.coalesce) throw new ParamError(`cannot reserve ${n} bytes in a ${this.coalesce}-byte write buffer`);
-    if (this.bufLen > 0 && (pos !== this.bufPos + this.bufLen || this.bufLen + n > this.coalesce)) await this.flush();
-    if (this.bufLen === 0) this.bufPos = pos;
-    return this.buf.subarray(this.bufLen, this.bufLen + n);
-  }
-
-  /** The `n` bytes reserve() made room for are filled: queue them (whole zero pages of a fresh file still stay holes). */
-  async fillReserved(n: number): Promise<void> {
-    const start = this.bufLen;
-    const pos = this.bufPos + start;
-    if (this.fresh && this.hasZeroPage(pos, this.buf, start, n)) {
-      // Rare in data: through write(), which skips them, from a copy (write() fills this same buffer).
-      if (!this.scratch || this.scratch.length < n) this.scratch = Buffer.allocUnsafe(n);
-      this.buf.copy(this.scratch, 0, start, start + n);
-      await this.write(pos, this.scratch.subarray(0, n));
-      return;
-    }
-    this.bufLen += n;
-    this.bytesWritten += n;
-  }
-
-  /** Whether data[start, start+n), to be written at `pos`, holds a whole page of the file that is all zeros. */
-  private hasZeroPage(pos: number, data: Uint8Array, start: number, n: number): boolean {
-    for (let p = Math.ceil(pos / PAGE) * PAGE; p + PAGE <= pos + n; p += PAGE) {
-      if (isZeroRange(data, start + p - pos, start + p - pos + PAGE)) return true;
-    }
-    return false;
-  }
-
-  /**
    * `length` zero bytes at `pos`, without the bytes: nothing to write on a
    * fresh file (its unwritten ranges read as zeros); written out in place.
    */
@@ -181,6 +149,42 @@ export class ImageWriter {
       await this.writeDense(pos + done, zeroChunk().subarray(0, n));
       done += n;
     }
+  }
+
+  /**
+   * Room in the write buffer for output bytes at `pos`, at most `want` of
+   * them (fewer at the end of the buffer, never none): the caller fills its
+   * start (a read lands there with no copy of its own) and hands the bytes
+   * over with fill() before anything else is written.
+   */
+  async reserve(pos: number, want: number): Promise<Buffer> {
+    if (this.bufLen > 0 && (pos !== this.bufPos + this.bufLen || this.bufLen === this.coalesce)) await this.flush();
+    if (this.bufLen === 0) this.bufPos = pos;
+    return this.buf.subarray(this.bufLen, Math.min(this.coalesce, this.bufLen + want));
+  }
+
+  /**
+   * The first `n` bytes of the room reserve() gave now hold output data:
+   * queue them as write() would. Whole pages of zeros in them stay holes on
+   * a fresh file: what follows the first such page goes through write()
+   * from a copy (rare: a basis keeps most of its zeros in holes).
+   */
+  async fill(n: number): Promise<void> {
+    const start = this.bufLen;
+    const pos = this.bufPos + start;
+    const zero = this.fresh ? firstZeroPage(this.buf, start, start + n, pos) : -1;
+    if (zero < 0) {
+      this.bufLen += n;
+      this.bytesWritten += n;
+      return;
+    }
+    this.bufLen = zero;
+    this.bytesWritten += zero - start;
+    const len = start + n - zero;
+    if (!this.scratch || this.scratch.length < len) this.scratch = Buffer.allocUnsafe(len);
+    const rest = this.scratch.subarray(0, len);
+    this.buf.copy(rest, 0, zero, start + n);
+    await this.write(pos + (zero - start), rest);
   }
 
   /** Queue `data` at `pos`, zeros included. The caller may reuse `data` once this returns. */
@@ -243,6 +247,7 @@ export class ImageWriter {
       },
     );
     this.syncing = s;
+    killPoint('output-datasync');
   }
 
   /**
@@ -255,14 +260,19 @@ export class ImageWriter {
       await this.flush();
       await this.settle();
       await this.fh.truncate(size);
+      trace('output: written');
       if (this.syncing) await this.syncing;
       if (this.syncError !== null) throw this.syncError;
       if (this.meta) await applyOutputMeta(this.fh, this.meta);
       await this.fh.sync();
+      trace('output: synced');
+      killPoint('output-synced');
       await this.fh.close();
       this.closed = true;
       if (this.path !== this.finalPath) {
         await rename(this.path, this.finalPath);
+        trace('output: renamed');
+        killPoint('output-renamed');
         liveTemps.delete(this.path);
         await syncDir(dirname(this.finalPath));
       }
@@ -307,6 +317,18 @@ export class ImageWriter {
       }
     }
   }
+}
+
+/**
+ * Offset in `buf` of the first whole page of the file (pages counted from
+ * file offset 0, `buf[start]` being at file offset `pos`) within [start,
+ * end) that is all zeros, or -1.
+ */
+function firstZeroPage(buf: Buffer, start: number, end: number, pos: number): number {
+  for (let off = start + ((PAGE - (pos % PAGE)) % PAGE); off + PAGE <= end; off += PAGE) {
+    if (isZeroRange(buf, off, off + PAGE)) return off;
+  }
+  return -1;
 }
 
 /** fsync a directory so a rename in it is durable. */

@@ -82,13 +82,14 @@ export class StreamPatcher {
    */
   private async copyData(from: number, to: number, dst: number): Promise<void> {
     for (let at = from; at < to; ) {
-      const n = Math.min(READ_CHUNK, to - at);
-      const slot = await this.out.reserve(dst + (at - from), n);
+      // The room may be shorter than asked (the end of the writer's buffer), never empty.
+      const slot = await this.out.reserve(dst + (at - from), Math.min(READ_CHUNK, to - at));
+      const n = slot.length;
       const data = await readAt(this.basis, at, n, slot);
       // A network image may hand back a buffer of its own.
       if (data.buffer !== slot.buffer || data.byteOffset !== slot.byteOffset) slot.set(data);
       this.hash.update(slot);
-      await this.out.fillReserved(n);
+      await this.out.fill(n);
       at += n;
       // Reads that complete at once: let the socket and timers be served between long runs of them.
       this.sinceYield += n;

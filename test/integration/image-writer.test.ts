@@ -1,0 +1,236 @@
+/**
+ * The image writer's fast path for copies: a read lands straight in the
+ * writer's buffer (reserve, then fill). The file must come out byte for byte
+ * as write() makes it, with whole zero pages left as holes on a fresh file,
+ * and a patch from a basis whose zeros are written out (not holes) must
+ * still verify and come out sparse.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { deltaFile, hashImage, patchFile, signatureFile } from '../../src/api/files.js';
+import { ImageWriter } from '../../src/io/output.js';
+import { runCli } from '../helpers/cli.js';
+
+/** The built CLI: the kill points below stop a real process. */
+const MAIN = resolve('dist/src/cli/main.js');
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'resync-image-writer-'));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** Bytes with no zero byte in them, from a seed. */
+function bytes(n: number, seed: number): Buffer {
+  const b = Buffer.allocUnsafe(n);
+  let x = (seed * 2654435761 + 1) >>> 0;
+  for (let i = 0; i < n; i++) {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+    b[i] = (x >>> 24) | 1;
+  }
+  return b;
+}
+
+/** Data with zero runs: `pages` gives, per 4 KiB of the result, whether it is zeros. */
+function withZeroPages(pages: boolean[], seed: number): Buffer {
+  const b = bytes(pages.length * 4 * KiB, seed);
+  pages.forEach((z, i) => {
+    if (z) b.fill(0, i * 4 * KiB, (i + 1) * 4 * KiB);
+  });
+  return b;
+}
+
+/** Put `data` at `pos` through reserve()/fill(), in pieces of at most `piece` bytes. */
+async function fillAt(w: ImageWriter, pos: number, data: Buffer, piece: number): Promise<void> {
+  for (let at = 0; at < data.length; ) {
+    const room = await w.reserve(pos + at, Math.min(piece, data.length - at));
+    const n = room.length;
+    expect(n).toBeGreaterThan(0);
+    data.copy(room, 0, at, at + n);
+    await w.fill(n);
+    at += n;
+  }
+}
+
+async function allocated(path: string): Promise<number> {
+  return (await stat(path)).blocks * 512;
+}
+
+describe('ImageWriter.reserve and fill', () => {
+  test('data filled in place comes out as the same bytes, its zero pages holes, at any alignment', async () => {
+    // Pages: data, zeros, data, 3 zeros, data; then a stretch placed off the page grid.
+    const a = withZeroPages([false, true, false, true, true, true, false], 1);
+    const b = Buffer.concat([bytes(1000, 2), Buffer.alloc(9 * KiB), bytes(3000, 3)]);
+    const size = 64 * KiB + 777 + b.length;
+    const final = join(dir, 'fill.img');
+    const w = await ImageWriter.createTemp(final);
+    // Pieces of whole pages: a zero page cut between two pieces is not seen whole by either, and is written.
+    await fillAt(w, 0, a, 8 * KiB);
+    await fillAt(w, 64 * KiB + 777, b, 1 * MiB);
+    await w.commit(size);
+
+    const want = Buffer.alloc(size);
+    a.copy(want, 0);
+    b.copy(want, 64 * KiB + 777);
+    expect((await readFile(final)).equals(want)).toBe(true);
+    // 3 data pages of `a`, and 3 of `b` (its 9 KiB of zeros hold one whole page of the file, a hole);
+    // the filesystem may add a block of its own for the map of that many extents.
+    expect(await allocated(final)).toBeLessThanOrEqual(7 * 4 * KiB);
+    const ref = join(dir, 'fill-ref.img');
+    const r = await ImageWriter.createTemp(ref);
+    await r.write(0, a);
+    await r.write(64 * KiB + 777, b);
+    await r.commit(size);
+    expect(await allocated(final)).toBe(await allocated(ref));
+  });
+
+  test('the same pieces through write() and through reserve()/fill() give the same file and the same holes', async () => {
+    const pages = Array.from({ length: 600 }, (_, i) => i % 7 === 3 || (i > 200 && i < 260) || i % 13 === 0);
+    const data = withZeroPages(pages, 4);
+    const viaWrite = join(dir, 'via-write.img');
+    const viaFill = join(dir, 'via-fill.img');
+    const w1 = await ImageWriter.createTemp(viaWrite);
+    // Off the grid by 100 bytes, so the file's pages straddle the data's.
+    for (let at = 0; at < data.length; at += 256 * KiB) await w1.write(100 + at, data.subarray(at, at + 256 * KiB));
+    await w1.commit(100 + data.length);
+    const w2 = await ImageWriter.createTemp(viaFill);
+    await fillAt(w2, 100, data, 256 * KiB);
+    await w2.commit(100 + data.length);
+    expect((await readFile(viaFill)).equals(await readFile(viaWrite))).toBe(true);
+    expect(await allocated(viaFill)).toBe(await allocated(viaWrite));
+    expect(await allocated(viaFill)).toBeLessThan(data.length);
+  });
+
+  test('room never runs past the buffer: a piece larger than what is left is cut, and the rest goes in the next buffer', async () => {
+    const final = join(dir, 'room.img');
+    const w = await ImageWriter.createTemp(final);
+    const data = bytes(9 * MiB, 5);
+    // 3 MiB first, then ask for 2 MiB: 1 MiB fits in the 4 MiB buffer.
+    await fillAt(w, 0, data.subarray(0, 3 * MiB), 3 * MiB);
+    const room = await w.reserve(3 * MiB, 2 * MiB);
+    expect(room.length).toBe(1 * MiB);
+    data.copy(room, 0, 3 * MiB, 4 * MiB);
+    await w.fill(room.length);
+    await fillAt(w, 4 * MiB, data.subarray(4 * MiB), 2 * MiB);
+    await w.commit(data.length);
+    expect((await readFile(final)).equals(data)).toBe(true);
+  });
+
+  test('a reserve at a position that does not follow the buffered bytes writes those out first', async () => {
+    const final = join(dir, 'jump.img');
+    const w = await ImageWriter.createTemp(final);
+    await fillAt(w, 0, bytes(10 * KiB, 6), 64 * KiB);
+    await fillAt(w, 1 * MiB, bytes(10 * KiB, 7), 64 * KiB);
+    await w.commit(1 * MiB + 10 * KiB);
+    const got = await readFile(final);
+    expect(got.subarray(0, 10 * KiB).equals(bytes(10 * KiB, 6))).toBe(true);
+    expect(got.subarray(10 * KiB, 1 * MiB).equals(Buffer.alloc(1 * MiB - 10 * KiB))).toBe(true);
+    expect(got.subarray(1 * MiB).equals(bytes(10 * KiB, 7))).toBe(true);
+  });
+
+  test('in place (not a fresh file), zero pages are written: the old bytes under them do not survive', async () => {
+    const path = join(dir, 'inplace.img');
+    await writeFile(path, bytes(64 * KiB, 8));
+    const w = await ImageWriter.openInPlace(path);
+    const data = withZeroPages([false, true, true, false], 9);
+    await fillAt(w, 8 * KiB, data, 64 * KiB);
+    await w.commit(64 * KiB);
+    const want = bytes(64 * KiB, 8);
+    data.copy(want, 8 * KiB);
+    expect((await readFile(path)).equals(want)).toBe(true);
+  });
+});
+
+describe('patch from a basis whose zeros are written out', () => {
+  test('copies of zero pages the basis stores as data leave holes in the output, and it verifies', async () => {
+    // 8 MiB: data and zero stretches, all of it allocated in the basis (no holes there).
+    const pages = Array.from({ length: 2048 }, (_, i) => (i >= 300 && i < 1000) || (i >= 1500 && i % 3 !== 0));
+    const basisBytes = withZeroPages(pages, 10);
+    const basis = join(dir, 'dense-basis.img');
+    const fh = await open(basis, 'w');
+    await fh.write(basisBytes);
+    await fh.close();
+    expect(await allocated(basis)).toBeGreaterThanOrEqual(basisBytes.length);
+    // The target: the basis with a few changes in its data.
+    const targetBytes = Buffer.from(basisBytes);
+    bytes(5000, 11).copy(targetBytes, 100 * KiB);
+    bytes(3000, 12).copy(targetBytes, 7 * MiB + 123);
+    const target = join(dir, 'dense-target.img');
+    await writeFile(target, targetBytes);
+
+    const sig = join(dir, 'dense.sig');
+    const delta = join(dir, 'dense.delta');
+    const out = join(dir, 'dense.out');
+    await signatureFile(basis, sig, { blockSize: 4096, sigCache: false });
+    const d = await deltaFile(sig, target, delta);
+    expect(d.literalBytes).toBeLessThan(64 * KiB);
+    await patchFile(basis, delta, out);
+    expect((await hashImage(out)).equals(await hashImage(target))).toBe(true);
+    expect((await readFile(out)).equals(targetBytes)).toBe(true);
+    // About 2.7 MiB of the target is zero pages: none of them were written.
+    const zeroPages = pages.filter((z) => z).length;
+    expect(await allocated(out)).toBeLessThanOrEqual(basisBytes.length - (zeroPages - 4) * 4 * KiB);
+  });
+});
+
+describe('a patch killed while it writes its output', () => {
+  // 40 MiB: past the first background datasync (every 32 MiB written).
+  const size = 40 * MiB;
+  let basis: string;
+  let target: string;
+  let delta: string;
+  let targetHash: Buffer;
+  beforeAll(async () => {
+    basis = join(dir, 'kill-basis.img');
+    target = join(dir, 'kill-target.img');
+    delta = join(dir, 'kill.delta');
+    const b = randomBytes(size);
+    await writeFile(basis, b);
+    randomBytes(200 * KiB).copy(b, 5 * MiB);
+    randomBytes(100 * KiB).copy(b, 37 * MiB);
+    await writeFile(target, b);
+    targetHash = await hashImage(target);
+    await signatureFile(basis, join(dir, 'kill.sig'), { sigCache: false });
+    await deltaFile(join(dir, 'kill.sig'), target, delta);
+  });
+
+  const temps = async (name: string): Promise<string[]> => (await readdir(dir)).filter((f) => f.startsWith(`.${name}.resync-`));
+
+  test.each([
+    ['output-datasync', 'in the middle of writing'],
+    ['output-synced', 'after the fsync, before the rename'],
+  ])('at %s (%s): an existing output keeps its old bytes, a new one does not appear; the same patch then succeeds', async (point) => {
+    const old = join(dir, `kill-old-${point}.img`);
+    const none = join(dir, `kill-none-${point}.img`);
+    await writeFile(old, 'the old output');
+    for (const out of [old, none]) {
+      const r = await runCli(MAIN, ['patch', basis, delta, out, '--force'], { env: { RESYNC_KILL_AT: point } });
+      expect(r.code).toBe(-1); // killed
+      // A stray temp file may stay (nothing runs after SIGKILL to remove it); the output is untouched.
+      expect((await temps(out.split('/').pop()!)).length).toBe(1);
+    }
+    expect(await readFile(old, 'utf8')).toBe('the old output');
+    await expect(stat(none)).rejects.toMatchObject({ code: 'ENOENT' });
+    const again = await runCli(MAIN, ['patch', basis, delta, old, '--force']);
+    expect(again.code).toBe(0);
+    expect((await hashImage(old)).equals(targetHash)).toBe(true);
+  });
+
+  test('after the rename, before the directory fsync: the output is the whole, verified result', async () => {
+    const out = join(dir, 'kill-renamed.img');
+    await writeFile(out, 'the old output');
+    const r = await runCli(MAIN, ['patch', basis, delta, out, '--force'], { env: { RESYNC_KILL_AT: 'output-renamed' } });
+    expect(r.code).toBe(-1);
+    expect((await stat(out)).size).toBe(size);
+    expect((await hashImage(out)).equals(targetHash)).toBe(true);
+    expect(await temps('kill-renamed.img')).toEqual([]);
+  });
+});
