@@ -44,6 +44,18 @@ export class InPlacePatcher {
   private readonly hash: ImageHashBuilder;
   private pending: { dst: number; data: Uint8Array }[] = [];
   private pendingBytes = 0;
+  /**
+   * The pending batch's bytes, copied into one buffer: batch buffers (and the
+   * old-bytes buffer of writeBatch) are reused batch after batch. Each write
+   * keeping its own buffer (a literal's socket chunk, a fresh read) kept it
+   * for a whole batch, long enough to reach V8's old generation, where it
+   * waited for a full GC: a receiver carried 50-70 MB of such garbage.
+   */
+  private arena: Buffer | null = null;
+  private arenaUsed = 0;
+  /** Batch buffers whose batch is written, for the next batches. */
+  private readonly spareArenas: Buffer[] = [];
+  private oldScratch: Buffer | null = null;
   /** The flush running in the background while more ops arrive (at most one). */
   private inFlight: Promise<void> | null = null;
   private sinceCheckpoint = 0;
@@ -205,7 +217,7 @@ export class InPlacePatcher {
       const n = Math.min(IO_CHUNK, w.length - done);
       const src = w.src + done;
       const dst = w.dst + done;
-      const { data, fromJournal } = await this.readOriginal(src, n);
+      const { data, fromJournal } = await this.readOriginal(src, n, await this.room(n));
       this.hash.update(data);
       // Same place and never overwritten: the bytes are already there.
       if (!(src === dst && !fromJournal)) {
@@ -315,6 +327,7 @@ export class InPlacePatcher {
     await this.settle();
     this.pending = [];
     this.pendingBytes = 0;
+    this.arenaUsed = 0;
     if (!this.flushed) {
       // Nothing reached the image: the journal holds no record to undo.
       await this.journal.close();
@@ -363,6 +376,7 @@ export class InPlacePatcher {
     await this.settle().catch(() => undefined);
     this.pending = [];
     this.pendingBytes = 0;
+    this.arenaUsed = 0;
     await this.journal.sync();
     await this.journal.close();
     const st = await readJournal(this.journal.path);
@@ -410,8 +424,8 @@ export class InPlacePatcher {
    * them, so nothing it writes can land between the lookup and the read.
    * Journal bytes never change once written, so those reads may wait.
    */
-  private async readOriginal(src: number, n: number): Promise<{ data: Buffer; fromJournal: boolean }> {
-    if (this.extents.count === 0 || src >= this.extents.end) return { data: readExactSync(this.img, src, n), fromJournal: false };
+  private async readOriginal(src: number, n: number, into?: Buffer): Promise<{ data: Buffer; fromJournal: boolean }> {
+    if (this.extents.count === 0 || src >= this.extents.end) return { data: readExactSync(this.img, src, n, into), fromJournal: false };
     const segs = this.extents.resolve(src, n);
     const parts: (Buffer | { at: number; length: number })[] = segs.map((s) => (s.from === 'image' ? readExactSync(this.img, s.at, s.length) : { at: s.at, length: s.length }));
     let fromJournal = false;
@@ -430,18 +444,40 @@ export class InPlacePatcher {
   /** A batch has been flushed (or is being flushed): the image may differ from the original. */
   private flushed = false;
 
-  private async queue(dst: number, data: Uint8Array): Promise<void> {
+  /**
+   * The free part of the batch buffer for a write of `n` bytes; undefined
+   * when it is larger than a batch (it then keeps its own buffer). A write
+   * that would take the batch past its size starts the batch's flush first:
+   * a batch never outgrows its buffer (nor the old-bytes buffer).
+   */
+  private async room(n: number): Promise<Buffer | undefined> {
+    if (this.pendingBytes > 0 && this.pendingBytes + n > this.batchBytes) await this.startFlush();
+    this.arena ??= this.spareArenas.pop() ?? Buffer.allocUnsafe(this.batchBytes);
+    return this.arenaUsed + n <= this.arena.length ? this.arena.subarray(this.arenaUsed) : undefined;
+  }
+
+  private async queue(dst: number, write: Uint8Array): Promise<void> {
+    let data = write;
+    const free = await this.room(write.length);
+    if (free) {
+      // Read straight into the batch buffer (a copy's bytes), or copied there.
+      if (write.buffer !== free.buffer || write.byteOffset !== free.byteOffset) free.set(write);
+      data = free.subarray(0, write.length);
+      this.arenaUsed += write.length;
+    }
     this.pending.push({ dst, data });
     this.pendingBytes += data.length;
     this.frontier = dst + data.length;
-    if (this.pendingBytes >= this.batchBytes) {
-      if (!this.backgroundFlush) return this.flush();
-      // One flush at a time; it runs while the next batch arrives.
-      await this.settle();
-      const f = this.flushNow();
-      f.catch(() => undefined); // observed by settle()
-      this.inFlight = f;
-    }
+    if (this.pendingBytes >= this.batchBytes) await this.startFlush();
+  }
+
+  private async startFlush(): Promise<void> {
+    if (!this.backgroundFlush) return this.flush();
+    // One flush at a time; it runs while the next batch arrives.
+    await this.settle();
+    const f = this.flushNow();
+    f.catch(() => undefined); // observed by settle()
+    this.inFlight = f;
   }
 
   /** Wait for the flush running in the background, if any; rethrows its failure. */
@@ -468,14 +504,19 @@ export class InPlacePatcher {
     }
     this.flushed = true;
     const batch = this.pending;
+    const arena = this.arena;
     this.pending = [];
     this.pendingBytes = 0;
+    this.arena = null;
+    this.arenaUsed = 0;
     try {
       await this.writeBatch(batch, upTo);
     } catch (e) {
       this.torn = true;
       throw e;
     }
+    // Written and journaled: nothing refers to the batch's bytes any more.
+    if (arena) this.spareArenas.push(arena);
   }
 
   private async writeBatch(batch: { dst: number; data: Uint8Array }[], upTo: number): Promise<void> {
@@ -484,7 +525,9 @@ export class InPlacePatcher {
     // each costs the main thread more than copying the pages does.
     const img = { ...this.img, size: this.fileSize };
     const oldLens = batch.map((w) => Math.max(0, Math.min(w.data.length, this.fileSize - w.dst)));
-    const oldBuf = Buffer.allocUnsafe(oldLens.reduce((a, b) => a + b, 0));
+    const oldTotal = oldLens.reduce((a, b) => a + b, 0);
+    if (!this.oldScratch || this.oldScratch.length < oldTotal) this.oldScratch = Buffer.allocUnsafe(Math.max(oldTotal, this.batchBytes));
+    const oldBuf = this.oldScratch;
     let at = 0;
     const olds = batch.map((w, k) => {
       const n = oldLens[k]!;
