@@ -71,3 +71,52 @@ test('reading resumes as messages are taken, and every message arrives whole', a
   expect(conn.bytesIn).toBe(sent);
   expect(maxAhead).toBeLessThanOrEqual(QUEUE_BYTES + MAX_LITERAL + 256 * 1024);
 });
+
+/** Send a mixed run of ops (literals up to MAX_LITERAL, copies) and check that every one arrives as sent. */
+async function roundTrip(sender: Connection, receiver: Connection): Promise<void> {
+  sender.session.step = () => 'delta-ops';
+  receiver.session.step = () => 'delta-ops';
+  const sizes = Array.from({ length: 120 }, (_, k) => [100, 5000, 300 * 1024, MAX_LITERAL, 64 * 1024][k % 5]!);
+  const sending = (async () => {
+    // One input buffer, overwritten for every op: the connection must have taken its bytes when send returns.
+    const input = Buffer.alloc(MAX_LITERAL);
+    for (const [k, n] of sizes.entries()) {
+      input.fill(k & 255, 0, n);
+      await sender.send({ type: MsgType.Literal, data: input.subarray(0, n) });
+      await sender.send({ type: MsgType.Copy, offset: k, length: n });
+    }
+  })();
+  for (const [k, n] of sizes.entries()) {
+    const lit = await receiver.recv();
+    expect(lit.type === MsgType.Literal && lit.data.length === n && lit.data.every((b) => b === (k & 255))).toBe(true);
+    expect(await receiver.recv()).toEqual({ type: MsgType.Copy, offset: k, length: n });
+    // A slow reader now and then, so the sender's socket buffer fills and its buffers wait to be written.
+    if (k % 10 === 0) await sleep(20);
+  }
+  await sending;
+}
+
+test('ops sent over a socket arrive as sent while the sender reuses its frame buffers', async () => {
+  server = createServer((s) => sockets.push(s));
+  await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
+  const accepted = new Promise<Socket>((r) => server!.once('connection', r));
+  const sock = connect((server.address() as { port: number }).port, '127.0.0.1');
+  sockets.push(sock);
+  const sender = new Connection(sock, 'client', { idleTimeoutMs: 10_000 });
+  const receiver = new Connection(await accepted, 'server', { idleTimeoutMs: 10_000 });
+  await Promise.all([sender.exchangePreamble(), receiver.exchangePreamble()]);
+  await roundTrip(sender, receiver);
+});
+
+test('ops sent through pipes (as to ssh) arrive as sent: a pipe may call back before its chunk is written, so no buffer is reused', async () => {
+  const { PassThrough } = await import('node:stream');
+  const { PipeDuplex } = await import('../../src/net/pipes.js');
+  const aToB = new PassThrough({ highWaterMark: 64 * 1024 });
+  const bToA = new PassThrough();
+  const sender = new Connection(new PipeDuplex(bToA, aToB), 'client', { idleTimeoutMs: 10_000 });
+  const receiver = new Connection(new PipeDuplex(aToB, bToA), 'server', { idleTimeoutMs: 10_000 });
+  await Promise.all([sender.exchangePreamble(), receiver.exchangePreamble()]);
+  await roundTrip(sender, receiver);
+  sender.destroy();
+  receiver.destroy();
+});
