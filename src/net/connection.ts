@@ -8,9 +8,9 @@
  */
 import { connect as netConnect, isIP, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { connect as tlsConnect, TLSSocket } from 'node:tls';
+import { connect as tlsConnect } from 'node:tls';
 import { ERROR_CODES, SyncError, isSyncError, type ErrorCode } from '../core/errors.js';
-import { MAX_FRAME, MAX_LITERAL } from '../core/limits.js';
+import { MAX_FRAME } from '../core/limits.js';
 import { encodeFrame, FrameDecoder } from '../bytes/frame.js';
 import { PREAMBLE_LEN, PROTOCOL_VERSION, WIRE_MAGIC, MsgType, type MsgTypeId } from '../../protocol/constants.js';
 import { decodeMessage, encodeFramedMessage, encodeMessage, encodeOpFrameInto, opFrameSize } from '../../protocol/codec.js';
@@ -41,10 +41,6 @@ const OUT_BYTES = 256 * 1024;
 
 /** Bytes queued in the socket before send() waits for 'drain'. */
 const SEND_BUFFER = 4 * 1024 * 1024;
-/** Buffer of a large op's frame (a literal of up to MAX_LITERAL bytes and its few bytes of header). */
-const BIG_FRAME = MAX_LITERAL + 64;
-/** Buffers of each size kept for reuse once written. */
-const POOL_KEPT = 4;
 /** Messages waiting to be taken (recv) at which reading stops, and at or below which it resumes. */
 const HIGH_WATER = 64;
 const LOW_WATER = 8;
@@ -362,22 +358,6 @@ export class Connection {
   private out: Buffer | null = null;
   private outUsed = 0;
   private outFlushQueued = false;
-  /**
-   * Buffers the socket has written, for the next frames: large ops, and
-   * gathered ones. A new buffer each time stayed until a GC, up to the whole
-   * delta (50 MB sending the sqlite workload).
-   */
-  private readonly bigFrames: Buffer[] = [];
-  private readonly outBuffers: Buffer[] = [];
-  /**
-   * A plain TCP socket calls a write's callback once the kernel has the
-   * bytes, so the buffer may be filled again then. Other streams may call it
-   * earlier (a pipe to ssh calls it while the child's stdin still holds the
-   * chunk), so they get a new buffer each time.
-   */
-  private get reuseFrames(): boolean {
-    return this.socket instanceof Socket && !(this.socket instanceof TLSSocket);
-  }
 
   /**
    * A message of a long run (delta ops, block sums): its frame is gathered
@@ -396,17 +376,16 @@ export class Connection {
     if (this.out && this.outUsed + size > this.out.length) this.flushOut();
     if (size > OUT_BYTES) {
       // A large literal goes out in a buffer of its own (the caller may reuse its data once this returns).
+      let b = frame;
+      if (!b) {
+        b = Buffer.allocUnsafe(size);
+        encodeOpFrameInto(m, b, 0);
+      }
       this.bytesOut += size;
       this.idleTimer?.refresh();
-      if (frame) this.socket.write(frame);
-      else {
-        const pool = size <= BIG_FRAME && this.reuseFrames ? this.bigFrames : null;
-        const b = pool ? (pool.pop() ?? Buffer.allocUnsafe(BIG_FRAME)) : Buffer.allocUnsafe(size);
-        encodeOpFrameInto(m, b, 0);
-        this.writeKept(b, size, pool);
-      }
+      this.socket.write(b);
     } else {
-      this.out ??= this.outBuffers.pop() ?? Buffer.allocUnsafe(OUT_BYTES);
+      this.out ??= Buffer.allocUnsafe(OUT_BYTES);
       if (frame) this.out.set(frame, this.outUsed);
       else encodeOpFrameInto(m, this.out, this.outUsed);
       this.outUsed += size;
@@ -425,23 +404,11 @@ export class Connection {
   /** Write out the gathered frames. Write errors surface through the socket's 'error' (see fail). */
   private flushOut(): void {
     if (!this.out || this.outUsed === 0) return;
-    const b = this.out;
-    const n = this.outUsed;
+    const b = this.out.subarray(0, this.outUsed);
     this.out = null;
     this.outUsed = 0;
     this.idleTimer?.refresh();
-    if (!this.failure) this.writeKept(b, n, this.outBuffers);
-  }
-
-  /** Write b[0, n); once the socket has written it, b goes back to `pool` (if any, and if the stream allows). */
-  private writeKept(b: Buffer, n: number, pool: Buffer[] | null): void {
-    if (!pool || !this.reuseFrames) {
-      this.socket.write(b.subarray(0, n));
-      return;
-    }
-    this.socket.write(b.subarray(0, n), (e) => {
-      if (!e && pool.length < POOL_KEPT) pool.push(b);
-    });
+    if (!this.failure) this.socket.write(b);
   }
 
   private async writeRaw(b: Uint8Array): Promise<void> {
