@@ -26,6 +26,8 @@ import { Journal, readJournal, type JournalHashSpec, type JournalMeta, type Jour
 
 const BATCH = 8 * 1024 * 1024;
 const CHECKPOINT_EVERY = 64 * 1024 * 1024;
+/** Old bytes read and journaled at a time while a batch is flushed. */
+const OLD_CHUNK = 1024 * 1024;
 
 /** Counters of what the in-place patch did to the disk. */
 export interface InPlaceStats {
@@ -44,6 +46,18 @@ export class InPlacePatcher {
   private readonly hash: ImageHashBuilder;
   private pending: { dst: number; data: Uint8Array }[] = [];
   private pendingBytes = 0;
+  /**
+   * The pending batch's bytes, copied into one buffer: batch buffers (and the
+   * old-bytes buffer of writeBatch) are reused batch after batch. Each write
+   * keeping its own buffer (a literal's socket chunk, a fresh read) kept it
+   * for a whole batch, long enough to reach V8's old generation, where it
+   * waited for a full GC: a receiver carried 50-70 MB of such garbage.
+   */
+  private arena: Buffer | null = null;
+  private arenaUsed = 0;
+  /** Batch buffers whose batch is written, for the next batches. */
+  private readonly spareArenas: Buffer[] = [];
+  private oldScratch: Buffer | null = null;
   /** The flush running in the background while more ops arrive (at most one). */
   private inFlight: Promise<void> | null = null;
   private sinceCheckpoint = 0;
@@ -212,7 +226,7 @@ export class InPlacePatcher {
       const n = Math.min(IO_CHUNK, w.length - done);
       const src = w.src + done;
       const dst = w.dst + done;
-      const { data, fromJournal } = await this.readOriginal(src, n);
+      const { data, fromJournal } = await this.readOriginal(src, n, await this.room(n));
       this.hash.update(data);
       // Same place and never overwritten: the bytes are already there.
       if (!(src === dst && !fromJournal)) {
@@ -335,6 +349,7 @@ export class InPlacePatcher {
     await this.settle();
     this.pending = [];
     this.pendingBytes = 0;
+    this.arenaUsed = 0;
     if (!this.flushed) {
       // Nothing reached the image: the journal holds no record to undo.
       await this.journal.remove();
@@ -382,6 +397,7 @@ export class InPlacePatcher {
     await this.settle().catch(() => undefined);
     this.pending = [];
     this.pendingBytes = 0;
+    this.arenaUsed = 0;
     await this.journal.sync();
     await this.journal.close();
     const st = await readJournal(this.journal.path);
@@ -429,8 +445,8 @@ export class InPlacePatcher {
    * them, so nothing it writes can land between the lookup and the read.
    * Journal bytes never change once written, so those reads may wait.
    */
-  private async readOriginal(src: number, n: number): Promise<{ data: Buffer; fromJournal: boolean }> {
-    if (this.extents.count === 0 || src >= this.extents.end) return { data: readExactSync(this.img, src, n), fromJournal: false };
+  private async readOriginal(src: number, n: number, into?: Buffer): Promise<{ data: Buffer; fromJournal: boolean }> {
+    if (this.extents.count === 0 || src >= this.extents.end) return { data: readExactSync(this.img, src, n, into), fromJournal: false };
     const segs = this.extents.resolve(src, n);
     const parts: (Buffer | { at: number; length: number })[] = segs.map((s) => (s.from === 'image' ? readExactSync(this.img, s.at, s.length) : { at: s.at, length: s.length }));
     let fromJournal = false;
@@ -449,18 +465,48 @@ export class InPlacePatcher {
   /** A batch has been flushed (or is being flushed): the image may differ from the original. */
   private flushed = false;
 
-  private async queue(dst: number, data: Uint8Array): Promise<void> {
+  /**
+   * The free part of the batch buffer for a write of `n` bytes; undefined
+   * when it is larger than a batch (it then keeps its own buffer). A write
+   * that would take the batch past its size starts the batch's flush first:
+   * a batch never outgrows its buffer (nor the old-bytes buffer).
+   */
+  private async room(n: number): Promise<Buffer | undefined> {
+    if (this.pendingBytes > 0 && this.pendingBytes + n > this.batchLimit()) await this.startFlush();
+    this.arena ??= this.spareArenas.pop() ?? Buffer.allocUnsafe(this.batchBytes);
+    return this.arenaUsed + n <= this.arena.length ? this.arena.subarray(this.arenaUsed) : undefined;
+  }
+
+  private async queue(dst: number, write: Uint8Array): Promise<void> {
+    let data = write;
+    const free = await this.room(write.length);
+    if (free) {
+      // Read straight into the batch buffer (a copy's bytes), or copied there.
+      if (write.buffer !== free.buffer || write.byteOffset !== free.byteOffset) free.set(write);
+      data = free.subarray(0, write.length);
+      this.arenaUsed += write.length;
+    } else if (write.length <= this.batchBytes) {
+      // A held first batch past the batch buffer (see holdFirstBatch): the caller may reuse its buffer.
+      data = Buffer.from(write);
+    }
     this.pending.push({ dst, data });
     this.pendingBytes += data.length;
     this.frontier = dst + data.length;
-    if (this.pendingBytes >= (this.holdingFirst() ? 2 * this.batchBytes : this.batchBytes)) {
-      if (!this.backgroundFlush) return this.flush();
-      // One flush at a time; it runs while the next batch arrives.
-      await this.settle();
-      const f = this.flushNow();
-      f.catch(() => undefined); // observed by settle()
-      this.inFlight = f;
-    }
+    if (this.pendingBytes >= this.batchLimit()) await this.startFlush();
+  }
+
+  /** Bytes a batch gathers before its flush starts: twice batchBytes while the first batch is held. */
+  private batchLimit(): number {
+    return this.holdingFirst() ? 2 * this.batchBytes : this.batchBytes;
+  }
+
+  private async startFlush(): Promise<void> {
+    if (!this.backgroundFlush) return this.flush();
+    // One flush at a time; it runs while the next batch arrives.
+    await this.settle();
+    const f = this.flushNow();
+    f.catch(() => undefined); // observed by settle()
+    this.inFlight = f;
   }
 
   /** The first batch is held (see holdFirstBatch) while at least half of the output so far moved, as a switch needs. */
@@ -492,48 +538,58 @@ export class InPlacePatcher {
     }
     this.flushed = true;
     const batch = this.pending;
+    const arena = this.arena;
     this.pending = [];
     this.pendingBytes = 0;
+    this.arena = null;
+    this.arenaUsed = 0;
     try {
       await this.writeBatch(batch, upTo);
     } catch (e) {
       this.torn = true;
       throw e;
     }
+    // Written and journaled: nothing refers to the batch's bytes any more.
+    if (arena) this.spareArenas.push(arena);
   }
 
   private async writeBatch(batch: { dst: number; data: Uint8Array }[], upTo: number): Promise<void> {
-    // Old bytes of every write, into one buffer, synchronously: a batch is
+    // Old bytes of the writes, into one buffer, synchronously: a batch is
     // typically thousands of small writes, and one thread-pool round trip
-    // each costs the main thread more than copying the pages does.
+    // each costs the main thread more than copying the pages does. A group of
+    // writes with up to OLD_CHUNK old bytes at a time, each group journaled
+    // before the next is read (nothing reaches the image before the fsync
+    // below): a buffer for a whole batch's old bytes was 8 MiB more of RSS.
     const img = { ...this.img, size: this.fileSize };
-    const oldLens = batch.map((w) => Math.max(0, Math.min(w.data.length, this.fileSize - w.dst)));
-    const oldBuf = Buffer.allocUnsafe(oldLens.reduce((a, b) => a + b, 0));
-    let at = 0;
-    const olds = batch.map((w, k) => {
-      const n = oldLens[k]!;
-      const old = n > 0 ? readExactSync(img, w.dst, n, oldBuf.subarray(at, at + n)) : oldBuf.subarray(at, at);
-      at += n;
-      return old;
-    });
+    const oldLen = (w: { dst: number; data: Uint8Array }): number => Math.max(0, Math.min(w.data.length, this.fileSize - w.dst));
     const writes: { dst: number; data: Uint8Array }[] = [];
-    const undos: { offset: number; old: Uint8Array }[] = [];
-    batch.forEach((w, k) => {
-      const old = olds[k]!;
-      if (old.length === w.data.length && old.equals(w.data)) return;
-      writes.push(w);
-      if (old.length > 0) undos.push({ offset: w.dst, old });
-    });
+    for (let i = 0; i < batch.length; ) {
+      let j = i;
+      let total = 0;
+      while (j < batch.length && (j === i || total + oldLen(batch[j]!) <= OLD_CHUNK)) total += oldLen(batch[j++]!);
+      if (!this.oldScratch || this.oldScratch.length < total) this.oldScratch = Buffer.allocUnsafe(Math.max(total, OLD_CHUNK));
+      const undos: { offset: number; old: Uint8Array }[] = [];
+      let at = 0;
+      for (; i < j; i++) {
+        const w = batch[i]!;
+        const n = oldLen(w);
+        const old = n > 0 ? readExactSync(img, w.dst, n, this.oldScratch.subarray(at, at + n)) : this.oldScratch.subarray(at, at);
+        at += n;
+        if (old.length === w.data.length && old.equals(w.data)) continue;
+        writes.push(w);
+        if (n > 0) undos.push({ offset: w.dst, old });
+      }
+      if (undos.length > 0) {
+        const saved = await this.journal.saveUndos(undos);
+        undos.forEach((u, k) => {
+          this.extents.add(u.offset, u.old.length, saved[k]!);
+          this.io.bytesJournaled += u.old.length;
+        });
+      }
+    }
     if (writes.length === 0) {
       this.durable = upTo;
       return;
-    }
-    if (undos.length > 0) {
-      const at = await this.journal.saveUndos(undos);
-      undos.forEach((u, k) => {
-        this.extents.add(u.offset, u.old.length, at[k]!);
-        this.io.bytesJournaled += u.old.length;
-      });
     }
     await this.journal.sync();
     // Synchronous for the same reason as the reads; durability comes from the fsyncs, not from waiting here.

@@ -3,7 +3,7 @@
  * ssh child's pipes): preamble exchange, msgpack
  * frames with the size limit checked before buffering, send with backpressure
  * (waits for 'drain'), receive with flow control (pauses the socket when too
- * many messages wait), and an idle timeout. Every message sent or received is
+ * many messages or bytes of them wait), and an idle timeout. Every message sent or received is
  * run through the session state machine.
  */
 import { connect as netConnect, isIP, Socket } from 'node:net';
@@ -41,8 +41,15 @@ const OUT_BYTES = 256 * 1024;
 
 /** Bytes queued in the socket before send() waits for 'drain'. */
 const SEND_BUFFER = 4 * 1024 * 1024;
+/** Messages waiting to be taken (recv) at which reading stops, and at or below which it resumes. */
 const HIGH_WATER = 64;
 const LOW_WATER = 8;
+/**
+ * Payload bytes waiting to be taken at which reading stops (and a quarter of
+ * it, at or below which it resumes): 64 messages can be 64 literals of 1 MiB,
+ * read ahead of a receiver that writes slower than the network brings them.
+ */
+export const QUEUE_BYTES = 4 * 1024 * 1024;
 
 /**
  * The codes a peer's Error keeps; any other becomes ERR_REMOTE. ERR_LOCKED
@@ -62,6 +69,9 @@ export class Connection {
   readonly session = new SessionMachine();
   private readonly frames: FrameDecoder;
   private readonly queue: Message[] = [];
+  /** Payload bytes of each queued message (same order), and their sum. */
+  private readonly queueSizes: number[] = [];
+  private queuedBytes = 0;
   private waiter: { resolve: (m: Message) => void; reject: (e: Error) => void } | null = null;
   private failure: SyncError | null = null;
   /** Set when the peer half-closed: receiving fails once the queue is empty, sending still works. */
@@ -231,7 +241,8 @@ export class Connection {
   private next(): Promise<Message> {
     const m = this.queue.shift();
     if (m) {
-      if (this.paused && this.queue.length <= LOW_WATER) {
+      this.queuedBytes -= this.queueSizes.shift()!;
+      if (this.paused && this.queue.length <= LOW_WATER && this.queuedBytes <= QUEUE_BYTES / 4) {
         this.paused = false;
         if (!this.throttled) this.socket.resume();
       }
@@ -291,9 +302,11 @@ export class Connection {
           w.resolve(m);
         } else {
           this.queue.push(m);
+          this.queueSizes.push(payload.length);
+          this.queuedBytes += payload.length;
         }
       }
-      if (!this.paused && this.queue.length >= HIGH_WATER) {
+      if (!this.paused && (this.queue.length >= HIGH_WATER || this.queuedBytes >= QUEUE_BYTES)) {
         this.paused = true;
         this.socket.pause();
       }

@@ -10,7 +10,7 @@ import type { DeltaStats } from '../core/ops.js';
 import { Signature, SignatureGenerator, blockCountFor, chunkFromDigests, makeSignatureParams, type SignatureChunk, type SignatureParams } from '../core/signature.js';
 import { DEFAULT_STRONG_ALG, FULL_DIGEST_LEN } from '../core/strong.js';
 import { regionHash, type ImageHashSpec } from '../core/imagehash.js';
-import { REGION_CHUNK } from '../../protocol/constants.js';
+import { REGION_CHUNK, REGION_HASH_LEN } from '../../protocol/constants.js';
 import { MsgType } from '../../protocol/constants.js';
 import { chunkFromMessage, headerFromMessage, literalFromZ, paramsFromHeader, sigBlocksMessage, sigHeaderMessage } from '../../protocol/convert.js';
 import { literalFromZstd } from '../../protocol/literal-codec.js';
@@ -66,7 +66,10 @@ export async function sendSignature(
   const sl = params.strongLen;
   const regions = R ? Math.ceil(n / R) : 0;
   let regionsDone = 0;
-  let pending: Buffer[] = [];
+  // Region hashes go into one buffer, a message's worth: a Buffer each, kept
+  // until the message went, reached V8's old generation and stayed there until
+  // a full GC (14 MB of heap at 64 GiB).
+  const pending = R ? Buffer.allocUnsafe(Math.min(regions, REGION_CHUNK) * REGION_HASH_LEN) : null;
   let pendingFirst = 0;
   let blocks = 0;
   /** Blocks [a, b) as one SigBlocks message. */
@@ -79,12 +82,12 @@ export async function sendSignature(
     while (regionsDone < regions && done >= Math.min((regionsDone + 1) * R, n)) {
       const a = regionsDone * R;
       const b = Math.min(a + R, n);
-      pending.push(regionHash(full.subarray(a * FULL_DIGEST_LEN, b * FULL_DIGEST_LEN)));
+      pending!.set(regionHash(full.subarray(a * FULL_DIGEST_LEN, b * FULL_DIGEST_LEN)), (regionsDone - pendingFirst) * REGION_HASH_LEN);
       regionsDone++;
-      if (pending.length >= REGION_CHUNK || regionsDone === regions) {
-        await conn.send({ type: MsgType.RegionSums, first: pendingFirst, hashes: Buffer.concat(pending) });
+      if (regionsDone - pendingFirst >= REGION_CHUNK || regionsDone === regions) {
+        // Encoded into a frame of its own before send returns: the buffer can be filled again.
+        await conn.send({ type: MsgType.RegionSums, first: pendingFirst, hashes: pending!.subarray(0, (regionsDone - pendingFirst) * REGION_HASH_LEN) });
         pendingFirst = regionsDone;
-        pending = [];
       }
     }
   };

@@ -132,6 +132,58 @@ describe('in-place patching with dependencies between writes and copies', () => 
   });
 });
 
+describe('batch buffers', () => {
+  const bs = 256;
+  const pattern = (n: number, k: number): Buffer => Buffer.from(Array.from({ length: n }, (_, i) => ((i * 2654435761 * k) >>> 13) & 255));
+
+  /** Patch with 1 KiB batches in the background, the literal bytes handed over in one buffer that is scribbled over after every op. */
+  async function patchReusingInput(name: string, basis: Buffer, target: Buffer): Promise<{ image: Buffer; bigAllocs: number }> {
+    const path = join(dir, name);
+    await writeFile(path, basis);
+    const ops = diff(signatureOf(basis, { blockSize: bs }), target, 4096);
+    const img = await openImage(path, 'r+');
+    const batch = 1024;
+    let bigAllocs = 0;
+    const allocUnsafe = Buffer.allocUnsafe;
+    try {
+      const p = await InPlacePatcher.start(img, journalPathFor(path), { id: 't', targetSize: target.length }, SPEC);
+      p.batchBytes = batch;
+      // Count buffers of a batch's size or more made while the ops are applied.
+      Buffer.allocUnsafe = (n: number) => {
+        if (n >= batch) bigAllocs++;
+        return allocUnsafe(n);
+      };
+      const input = Buffer.alloc(4096);
+      for (const op of ops) {
+        if (op.kind === 'literal') {
+          input.set(op.data);
+          await p.apply({ kind: 'literal', data: input.subarray(0, op.data.length) });
+          // A receiver reuses its buffers (socket chunks, frames) once apply returns.
+          input.fill(0xee);
+        } else await p.apply(op);
+      }
+      Buffer.allocUnsafe = allocUnsafe;
+      await p.finish(target.length, sha(target));
+    } finally {
+      Buffer.allocUnsafe = allocUnsafe;
+      await img.fh.close();
+    }
+    return { image: await readFile(path), bigAllocs };
+  }
+
+  test('a literal is copied out when applied, and batch buffers are reused batch after batch', async () => {
+    // Every fourth block replaced, and the second half shifted by one block (copies that move): every write
+    // smaller than a batch, 64 batches.
+    const basis = pattern(257 * bs, 7);
+    const fresh = pattern(256 * bs, 11);
+    const target = Buffer.concat(Array.from({ length: 256 }, (_, k) => (k % 4 === 0 ? fresh.subarray(k * bs, (k + 1) * bs) : basis.subarray((k + (k >= 128 ? 1 : 0)) * bs, (k + (k >= 128 ? 2 : 1)) * bs))));
+    const { image, bigAllocs } = await patchReusingInput('batchbuf.img', basis, target);
+    expect(image.equals(target)).toBe(true);
+    // Two batch buffers (one filling, one being written) and one for the old bytes, for about 64 batches.
+    expect(bigAllocs).toBeLessThanOrEqual(3);
+  });
+});
+
 describe('untouched blocks verified from the signature pass digests', () => {
   test('correct digests verify without reading; a tampered digest fails verification and rolls back', async () => {
     const { SignatureGenerator, makeSignatureParams } = await import('../../src/core/signature.js');

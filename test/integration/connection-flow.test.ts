@@ -1,0 +1,122 @@
+import { afterEach, expect, test } from 'vitest';
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { Connection, QUEUE_BYTES } from '../../src/net/connection.js';
+import { encodeFramedMessage } from '../../protocol/codec.js';
+import { MsgType, PROTOCOL_VERSION, WIRE_MAGIC } from '../../protocol/constants.js';
+import { encodePreamble } from '../../src/format/preamble.js';
+import { MAX_LITERAL } from '../../src/core/limits.js';
+
+let server: Server | null = null;
+const sockets: Socket[] = [];
+afterEach(async () => {
+  for (const s of sockets.splice(0)) s.destroy();
+  await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
+  server = null;
+});
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * A receiving Connection on a real socket whose peer writes `count` literals
+ * of `MAX_LITERAL` bytes as fast as the socket takes them. The receiver's
+ * session machine is told it is in the middle of a delta, so its checks let
+ * the literals through.
+ */
+async function flood(count: number): Promise<{ conn: Connection; sent: number; frameLen: number }> {
+  const frame = encodeFramedMessage({ type: MsgType.Literal, data: Buffer.alloc(MAX_LITERAL, 7) });
+  let writer: Socket | null = null;
+  server = createServer((s) => {
+    sockets.push(s);
+    writer = s;
+  });
+  await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
+  const port = (server.address() as { port: number }).port;
+  const sock = connect(port, '127.0.0.1');
+  sockets.push(sock);
+  await new Promise<void>((r) => sock.once('connect', r));
+  const conn = new Connection(sock, 'server', { idleTimeoutMs: 10_000 });
+  conn.session.step = () => 'delta-ops';
+  while (!writer) await sleep(5);
+  const w = writer as Socket;
+  w.write(encodePreamble(WIRE_MAGIC, PROTOCOL_VERSION));
+  for (let k = 0; k < count; k++) w.write(frame);
+  return { conn, sent: encodePreamble(WIRE_MAGIC, PROTOCOL_VERSION).length + count * frame.length, frameLen: frame.length };
+}
+
+test('a receiver that takes no message stops reading after QUEUE_BYTES of payload, not after 64 messages', async () => {
+  const { conn, sent } = await flood(48);
+  // Time for the peer's 48 MiB to arrive, were they read.
+  let last = -1;
+  while (conn.bytesIn !== last) {
+    last = conn.bytesIn;
+    await sleep(100);
+  }
+  // The queue bound, one frame read past it, and what the socket reads ahead of a pause.
+  expect(conn.bytesIn).toBeLessThanOrEqual(QUEUE_BYTES + MAX_LITERAL + 256 * 1024);
+  expect(conn.bytesIn).toBeLessThan(sent);
+});
+
+test('reading resumes as messages are taken, and every message arrives whole', async () => {
+  const count = 24;
+  const { conn, sent } = await flood(count);
+  let maxAhead = 0;
+  for (let k = 0; k < count; k++) {
+    const m = await conn.recv();
+    expect(m.type).toBe(MsgType.Literal);
+    expect(m.type === MsgType.Literal && m.data.length === MAX_LITERAL && m.data[MAX_LITERAL - 1] === 7).toBe(true);
+    // A slow sink: bytes read but not yet taken stay bounded while it writes.
+    await sleep(10);
+    maxAhead = Math.max(maxAhead, conn.bytesIn - (k + 1) * MAX_LITERAL);
+  }
+  expect(conn.bytesIn).toBe(sent);
+  expect(maxAhead).toBeLessThanOrEqual(QUEUE_BYTES + MAX_LITERAL + 256 * 1024);
+});
+
+/** Send a mixed run of ops (literals up to MAX_LITERAL, copies) and check that every one arrives as sent. */
+async function roundTrip(sender: Connection, receiver: Connection): Promise<void> {
+  sender.session.step = () => 'delta-ops';
+  receiver.session.step = () => 'delta-ops';
+  const sizes = Array.from({ length: 120 }, (_, k) => [100, 5000, 300 * 1024, MAX_LITERAL, 64 * 1024][k % 5]!);
+  const sending = (async () => {
+    // One input buffer, overwritten for every op: the connection must have taken its bytes when send returns.
+    const input = Buffer.alloc(MAX_LITERAL);
+    for (const [k, n] of sizes.entries()) {
+      input.fill(k & 255, 0, n);
+      await sender.send({ type: MsgType.Literal, data: input.subarray(0, n) });
+      await sender.send({ type: MsgType.Copy, offset: k, length: n });
+    }
+  })();
+  for (const [k, n] of sizes.entries()) {
+    const lit = await receiver.recv();
+    expect(lit.type === MsgType.Literal && lit.data.length === n && lit.data.every((b) => b === (k & 255))).toBe(true);
+    expect(await receiver.recv()).toEqual({ type: MsgType.Copy, offset: k, length: n });
+    // A slow reader now and then, so the sender's socket buffer fills and its buffers wait to be written.
+    if (k % 10 === 0) await sleep(20);
+  }
+  await sending;
+}
+
+test('ops sent over a socket arrive as sent while the sender reuses its frame buffers', async () => {
+  server = createServer((s) => sockets.push(s));
+  await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
+  const accepted = new Promise<Socket>((r) => server!.once('connection', r));
+  const sock = connect((server.address() as { port: number }).port, '127.0.0.1');
+  sockets.push(sock);
+  const sender = new Connection(sock, 'client', { idleTimeoutMs: 10_000 });
+  const receiver = new Connection(await accepted, 'server', { idleTimeoutMs: 10_000 });
+  await Promise.all([sender.exchangePreamble(), receiver.exchangePreamble()]);
+  await roundTrip(sender, receiver);
+});
+
+test('ops sent through pipes (as to ssh) arrive as sent: a pipe may call back before its chunk is written, so no buffer is reused', async () => {
+  const { PassThrough } = await import('node:stream');
+  const { PipeDuplex } = await import('../../src/net/pipes.js');
+  const aToB = new PassThrough({ highWaterMark: 64 * 1024 });
+  const bToA = new PassThrough();
+  const sender = new Connection(new PipeDuplex(bToA, aToB), 'client', { idleTimeoutMs: 10_000 });
+  const receiver = new Connection(new PipeDuplex(aToB, bToA), 'server', { idleTimeoutMs: 10_000 });
+  await Promise.all([sender.exchangePreamble(), receiver.exchangePreamble()]);
+  await roundTrip(sender, receiver);
+  sender.destroy();
+  receiver.destroy();
+});
