@@ -137,7 +137,7 @@ describe('batch buffers', () => {
   const pattern = (n: number, k: number): Buffer => Buffer.from(Array.from({ length: n }, (_, i) => ((i * 2654435761 * k) >>> 13) & 255));
 
   /** Patch with 1 KiB batches in the background, the literal bytes handed over in one buffer that is scribbled over after every op. */
-  async function patchReusingInput(name: string, basis: Buffer, target: Buffer): Promise<{ image: Buffer; bigAllocs: number }> {
+  async function patchReusingInput(name: string, basis: Buffer, target: Buffer, hold = false): Promise<{ image: Buffer; bigAllocs: number }> {
     const path = join(dir, name);
     await writeFile(path, basis);
     const ops = diff(signatureOf(basis, { blockSize: bs }), target, 4096);
@@ -148,6 +148,7 @@ describe('batch buffers', () => {
     try {
       const p = await InPlacePatcher.start(img, journalPathFor(path), { id: 't', targetSize: target.length }, SPEC);
       p.batchBytes = batch;
+      p.holdFirstBatch = hold;
       // Count buffers of a batch's size or more made while the ops are applied.
       Buffer.allocUnsafe = (n: number) => {
         if (n >= batch) bigAllocs++;
@@ -181,6 +182,15 @@ describe('batch buffers', () => {
     expect(image.equals(target)).toBe(true);
     // Two batch buffers (one filling, one being written) and one for the old bytes, for about 64 batches.
     expect(bigAllocs).toBeLessThanOrEqual(3);
+  });
+  test('a held first batch (a switch to a temp file still possible) also copies out literals past its batch buffer', async () => {
+    // Everything shifted by one block from the start, so the first batch is held for twice the batch size:
+    // its second half does not fit the batch buffer, and the caller still reuses its literal buffer.
+    const basis = pattern(257 * bs, 5);
+    const fresh = pattern(256 * bs, 13);
+    const target = Buffer.concat(Array.from({ length: 256 }, (_, k) => (k % 4 === 0 ? fresh.subarray(k * bs, (k + 1) * bs) : basis.subarray((k + 1) * bs, (k + 2) * bs))));
+    const { image } = await patchReusingInput('heldbatch.img', basis, target, true);
+    expect(image.equals(target)).toBe(true);
   });
 });
 
