@@ -348,8 +348,20 @@ function memoryBasis(): ImageHandle {
       return { bytesRead: len, buffer: buf };
     },
   };
-  return { fh: fh as unknown as FileHandle, path: '<patch basis>', size: PATCH_BASIS.length, isBlockDevice: false };
+  // Copies read through `remote`, as from a network image: there is no descriptor to read synchronously.
+  const remote = {
+    read: async (pos: number, len: number, into?: Buffer): Promise<Buffer> => {
+      const buf = into ? into.subarray(0, len) : Buffer.alloc(len);
+      await fh.read(buf, 0, len, pos);
+      return buf;
+    },
+    nextData: async (pos: number, end: number): Promise<[number, number] | null> => (pos < end ? [pos, end] : null),
+  };
+  return { fh: fh as unknown as FileHandle, path: '<patch basis>', size: PATCH_BASIS.length, isBlockDevice: false, remote };
 }
+
+/** Most room a patcher may ask the writer for at once (ImageWriter's write buffer). */
+const MAX_ROOM = 4 * 1024 * 1024;
 
 /** A sink that hashes StreamPatcher's output and checks that writes are sequential. */
 class MemorySink implements DeltaSink {
@@ -358,6 +370,7 @@ class MemorySink implements DeltaSink {
   readonly hash = new HashTap();
 
   constructor(targetSize: number, spec: ImageHashSpec) {
+    let room: Buffer | null = null;
     const out = {
       write: async (pos: number, data: Uint8Array) => {
         if (pos !== this.written) throw new FuzzFinding(`patcher wrote at ${pos}, expected the next byte ${this.written}`);
@@ -368,6 +381,19 @@ class MemorySink implements DeltaSink {
         if (pos !== this.written) throw new FuzzFinding(`patcher wrote zeros at ${pos}, expected the next byte ${this.written}`);
         this.hash.update(new Uint8Array(length));
         this.written += length;
+      },
+      // Copies are read into room the writer lends (ImageWriter.reserve), then handed over (fill).
+      reserve: async (pos: number, want: number) => {
+        if (pos !== this.written) throw new FuzzFinding(`patcher reserved room at ${pos}, expected the next byte ${this.written}`);
+        if (!Number.isSafeInteger(want) || want <= 0 || want > MAX_ROOM) throw new FuzzFinding(`patcher asked for ${want} bytes of room`);
+        room = Buffer.alloc(want);
+        return room;
+      },
+      fill: async (n: number) => {
+        if (!room || n <= 0 || n > room.length) throw new FuzzFinding(`patcher filled ${n} bytes of ${room?.length ?? 0} reserved`);
+        this.hash.update(room.subarray(0, n));
+        this.written += n;
+        room = null;
       },
     };
     this.patcher = new StreamPatcher(memoryBasis(), out as unknown as ImageWriter, targetSize, spec);
