@@ -17,7 +17,7 @@ import { preferTempFile } from '../core/patch.js';
 import type { DeltaOp, DeltaStats } from '../core/ops.js';
 import type { ImageHashSpec } from '../core/imagehash.js';
 import { IO_CHUNK } from '../core/limits.js';
-import { trace } from './trace.js';
+import { killPoint, trace } from './trace.js';
 import type { ImageHandle } from './image.js';
 import type { InPlacePatcher } from './inplace.js';
 import { ImageWriter } from './output.js';
@@ -96,6 +96,8 @@ export class AdaptivePatch {
     }
     this.temp.patcher.finish(size, hash);
     await this.dropping;
+    // The worst moment for dropping the journal early: it is gone and the temp file not yet renamed.
+    killPoint('switch-journal-dropped');
     await this.temp.out.commit(size);
     return this.inPlace.io.bytesWritten + this.temp.out.bytesWritten;
   }

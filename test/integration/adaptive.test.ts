@@ -336,6 +336,42 @@ describe('killed while undoing for the switch', () => {
   });
 });
 
+describe('killed after a switch that left the image untouched', () => {
+  test('with the journal dropped and the temp file not yet renamed: the image is the original, and the next patch completes', async () => {
+    const path = join(dir, 'killed-untouched.img');
+    await writeFile(path, basis);
+    const opsPath = join(dir, 'ops-untouched.json');
+    await writeFile(opsPath, JSON.stringify(shiftedOps.map((o) => (o.kind === 'copy' ? o : { kind: 'literal', data: Buffer.from(o.data).toString('base64') }))));
+    await writeFile(join(dir, 'digests-untouched.bin'), digestsOf(basis));
+    const dist = (m: string): string => JSON.stringify(new URL(`../../dist/src/${m}`, import.meta.url).href);
+    const script = `
+      const { openImage } = await import(${dist('io/image.js')});
+      const { InPlacePatcher } = await import(${dist('io/inplace.js')});
+      const { AdaptivePatch } = await import(${dist('io/adaptive.js')});
+      const { journalPathFor } = await import(${dist('io/journal.js')});
+      const fs = await import('node:fs');
+      const spec = { blockSize: ${BS}, strongAlg: 'blake3', seed: new Uint8Array(16).fill(7) };
+      const ops = JSON.parse(fs.readFileSync(${JSON.stringify(opsPath)}, 'utf8')).map((o) => o.kind === 'copy' ? o : { kind: 'literal', data: Buffer.from(o.data, 'base64') });
+      const img = await openImage(${JSON.stringify(path)}, 'r+');
+      const p = await InPlacePatcher.start(img, journalPathFor(${JSON.stringify(path)}), { id: 't', targetSize: ${shifted.length} }, spec);
+      p.useBasisDigests(new Uint8Array(fs.readFileSync(${JSON.stringify(join(dir, 'digests-untouched.bin'))})));
+      const a = new AdaptivePatch(img, p, ${shifted.length}, spec);
+      for (const op of ops) await a.apply(op);
+      if (a.state.switchedAt === null || p.io.bytesWritten !== 0) throw new Error('expected a switch with nothing written to the image');
+      await a.finish(${shifted.length}, Buffer.from(${JSON.stringify(imageHash(shifted).toString('hex'))}, 'hex'));
+      console.log('not killed');
+    `;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, RESYNC_KILL_AT: 'switch-journal-dropped' }, encoding: 'utf8' });
+    expect(r.signal, r.stderr + r.stdout).toBe('SIGKILL');
+    expect((await readFile(path)).equals(basis)).toBe(true);
+    expect(existsSync(journalPathFor(path))).toBe(false);
+    // The next session starts from the original image and finishes.
+    await patchAll(path, shiftedOps, shifted);
+    expect((await readFile(path)).equals(shifted)).toBe(true);
+    for (const f of await readdir(dir)) if (f.endsWith('.tmp')) await rm(join(dir, f));
+  });
+});
+
 describe('over the network', () => {
   test('push of shifted data: the volume switches to a temp file; with tempFallback off it stays in place; both verified', async () => {
     const srvDir = await mkdtemp(join(dir, 'srv-'));
