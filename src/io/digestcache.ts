@@ -28,6 +28,7 @@ import { SEED_LEN } from '../core/limits.js';
 import { blockCountFor, type SignatureParams } from '../core/signature.js';
 import { FULL_DIGEST_LEN, STRONG_ALGS } from '../core/strong.js';
 import { syncDir } from './output.js';
+import { readFull } from './sigcache.js';
 import { trace } from './trace.js';
 
 export const DIGEST_CACHE_MAGIC = Buffer.from('RSYDIGC\n');
@@ -96,14 +97,6 @@ function parseHeader(b: Buffer): Header | string {
 /** A temp file beside `path`, its own per process and call (two pushes may run at once). */
 function tempOf(path: string): string {
   return `${path}.${process.pid}.${Math.random().toString(36).slice(2, 10)}.tmp`;
-}
-
-async function readFull(fh: FileHandle, into: Buffer, pos: number): Promise<void> {
-  for (let done = 0; done < into.length; ) {
-    const { bytesRead } = await fh.read(into, done, into.length - done, pos + done);
-    if (bytesRead === 0) throw new Error('short read');
-    done += bytesRead;
-  }
 }
 
 /** Put `tmp` in place of `path` durably; the temp is gone either way. */

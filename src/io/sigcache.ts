@@ -147,7 +147,8 @@ export async function loadSigCache(img: ImageHandle, path: string, want: { block
   }
 }
 
-async function readFull(fh: import('node:fs/promises').FileHandle, into: Buffer, pos: number): Promise<void> {
+/** Fill `into` from `pos` of a cache file; a file that ends first is corrupt (the callers' error handling says so). */
+export async function readFull(fh: import('node:fs/promises').FileHandle, into: Buffer, pos: number): Promise<void> {
   for (let done = 0; done < into.length; ) {
     const { bytesRead } = await fh.read(into, done, into.length - done, pos + done);
     if (bytesRead === 0) throw new Error('short read');
