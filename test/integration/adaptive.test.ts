@@ -4,7 +4,7 @@
  * 6 MiB of evidence.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { spawnSync } from 'node:child_process';
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmod, link, lstat, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
@@ -294,31 +294,51 @@ describe('in place, or a temp file when the data moved', () => {
   });
 });
 
+/**
+ * Patch `path` (the basis) to `shifted` in place with the switch on, in a
+ * child process run with RESYNC_KILL_AT=`killAt`. `batchBytes`: the in-place
+ * batch size; `untouched`: the switch must find the image untouched, and
+ * the patch goes on to finish().
+ */
+async function runUntilKilled(path: string, killAt: string, o: { batchBytes?: number; untouched?: boolean }): Promise<SpawnSyncReturns<string>> {
+  const opsPath = `${path}.ops.json`;
+  const digestsPath = `${path}.digests`;
+  await writeFile(opsPath, JSON.stringify(shiftedOps.map((op) => (op.kind === 'copy' ? op : { kind: 'literal', data: Buffer.from(op.data).toString('base64') }))));
+  await writeFile(digestsPath, digestsOf(basis));
+  const dist = (m: string): string => JSON.stringify(new URL(`../../dist/src/${m}`, import.meta.url).href);
+  const script = `
+    const { openImage } = await import(${dist('io/image.js')});
+    const { InPlacePatcher } = await import(${dist('io/inplace.js')});
+    const { AdaptivePatch } = await import(${dist('io/adaptive.js')});
+    const { journalPathFor } = await import(${dist('io/journal.js')});
+    const fs = await import('node:fs');
+    const spec = { blockSize: ${BS}, strongAlg: 'blake3', seed: new Uint8Array(16).fill(7) };
+    const ops = JSON.parse(fs.readFileSync(${JSON.stringify(opsPath)}, 'utf8')).map((o) => o.kind === 'copy' ? o : { kind: 'literal', data: Buffer.from(o.data, 'base64') });
+    const img = await openImage(${JSON.stringify(path)}, 'r+');
+    const p = await InPlacePatcher.start(img, journalPathFor(${JSON.stringify(path)}), { id: 't', targetSize: ${shifted.length} }, spec);
+    p.useBasisDigests(new Uint8Array(fs.readFileSync(${JSON.stringify(digestsPath)})));
+    ${o.batchBytes !== undefined ? `p.batchBytes = ${o.batchBytes}; p.checkpointBytes = ${2 * o.batchBytes};` : ''}
+    const a = new AdaptivePatch(img, p, ${shifted.length}, spec);
+    for (const op of ops) await a.apply(op);
+    ${
+      o.untouched
+        ? `if (a.state.switchedAt === null || p.io.bytesWritten !== 0) throw new Error('expected a switch with nothing written to the image');
+    await a.finish(${shifted.length}, Buffer.from(${JSON.stringify(imageHash(shifted).toString('hex'))}, 'hex'));`
+        : ''
+    }
+    console.log('not killed');
+  `;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, RESYNC_KILL_AT: killAt }, encoding: 'utf8' });
+  await rm(opsPath);
+  await rm(digestsPath);
+  return r;
+}
+
 describe('killed while undoing for the switch', () => {
   test('the journal then says nothing new is in place, and a recover gives back the original', async () => {
     const path = join(dir, 'killed.img');
     await writeFile(path, basis);
-    const opsPath = join(dir, 'ops.json');
-    await writeFile(opsPath, JSON.stringify(shiftedOps.map((o) => (o.kind === 'copy' ? o : { kind: 'literal', data: Buffer.from(o.data).toString('base64') }))));
-    const script = `
-      const { openImage } = await import(${JSON.stringify(new URL('../../dist/src/io/image.js', import.meta.url).href)});
-      const { InPlacePatcher } = await import(${JSON.stringify(new URL('../../dist/src/io/inplace.js', import.meta.url).href)});
-      const { AdaptivePatch } = await import(${JSON.stringify(new URL('../../dist/src/io/adaptive.js', import.meta.url).href)});
-      const { journalPathFor } = await import(${JSON.stringify(new URL('../../dist/src/io/journal.js', import.meta.url).href)});
-      const fs = await import('node:fs');
-      const spec = { blockSize: ${BS}, strongAlg: 'blake3', seed: new Uint8Array(16).fill(7) };
-      const ops = JSON.parse(fs.readFileSync(${JSON.stringify(opsPath)}, 'utf8')).map((o) => o.kind === 'copy' ? o : { kind: 'literal', data: Buffer.from(o.data, 'base64') });
-      const img = await openImage(${JSON.stringify(path)}, 'r+');
-      const p = await InPlacePatcher.start(img, journalPathFor(${JSON.stringify(path)}), { id: 't', targetSize: ${shifted.length} }, spec);
-      p.useBasisDigests(new Uint8Array(fs.readFileSync(${JSON.stringify(join(dir, 'digests.bin'))})));
-      p.batchBytes = ${MiB};
-      p.checkpointBytes = ${2 * MiB};
-      const a = new AdaptivePatch(img, p, ${shifted.length}, spec);
-      for (const op of ops) await a.apply(op);
-      console.log('not killed');
-    `;
-    await writeFile(join(dir, 'digests.bin'), digestsOf(basis));
-    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, RESYNC_KILL_AT: 'abandon-restored' }, encoding: 'utf8' });
+    const r = await runUntilKilled(path, 'abandon-restored', { batchBytes: MiB });
     expect(r.signal).toBe('SIGKILL');
     const jpath = journalPathFor(path);
     expect(existsSync(jpath)).toBe(true);
@@ -340,28 +360,7 @@ describe('killed after a switch that left the image untouched', () => {
   test('with the journal dropped and the temp file not yet renamed: the image is the original, and the next patch completes', async () => {
     const path = join(dir, 'killed-untouched.img');
     await writeFile(path, basis);
-    const opsPath = join(dir, 'ops-untouched.json');
-    await writeFile(opsPath, JSON.stringify(shiftedOps.map((o) => (o.kind === 'copy' ? o : { kind: 'literal', data: Buffer.from(o.data).toString('base64') }))));
-    await writeFile(join(dir, 'digests-untouched.bin'), digestsOf(basis));
-    const dist = (m: string): string => JSON.stringify(new URL(`../../dist/src/${m}`, import.meta.url).href);
-    const script = `
-      const { openImage } = await import(${dist('io/image.js')});
-      const { InPlacePatcher } = await import(${dist('io/inplace.js')});
-      const { AdaptivePatch } = await import(${dist('io/adaptive.js')});
-      const { journalPathFor } = await import(${dist('io/journal.js')});
-      const fs = await import('node:fs');
-      const spec = { blockSize: ${BS}, strongAlg: 'blake3', seed: new Uint8Array(16).fill(7) };
-      const ops = JSON.parse(fs.readFileSync(${JSON.stringify(opsPath)}, 'utf8')).map((o) => o.kind === 'copy' ? o : { kind: 'literal', data: Buffer.from(o.data, 'base64') });
-      const img = await openImage(${JSON.stringify(path)}, 'r+');
-      const p = await InPlacePatcher.start(img, journalPathFor(${JSON.stringify(path)}), { id: 't', targetSize: ${shifted.length} }, spec);
-      p.useBasisDigests(new Uint8Array(fs.readFileSync(${JSON.stringify(join(dir, 'digests-untouched.bin'))})));
-      const a = new AdaptivePatch(img, p, ${shifted.length}, spec);
-      for (const op of ops) await a.apply(op);
-      if (a.state.switchedAt === null || p.io.bytesWritten !== 0) throw new Error('expected a switch with nothing written to the image');
-      await a.finish(${shifted.length}, Buffer.from(${JSON.stringify(imageHash(shifted).toString('hex'))}, 'hex'));
-      console.log('not killed');
-    `;
-    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, RESYNC_KILL_AT: 'switch-journal-dropped' }, encoding: 'utf8' });
+    const r = await runUntilKilled(path, 'switch-journal-dropped', { untouched: true });
     expect(r.signal, r.stderr + r.stdout).toBe('SIGKILL');
     expect((await readFile(path)).equals(basis)).toBe(true);
     expect(existsSync(journalPathFor(path))).toBe(false);
