@@ -116,6 +116,8 @@ export async function runCommand(
     // With an output on stdout (`-`) the summary goes to stderr (--json is refused then).
     if (!argv.quiet || json) printSummary(json, command, summary, spool.wroteStdout ? process.stderr : process.stdout);
     process.exitCode = 0;
+    trace(`cli: ${command} done`);
+    process.once('exit', () => trace('cli: exit'));
   } catch (e) {
     view.stop();
     const h = hint ? await Promise.resolve(hint(e)).catch(() => undefined) : undefined;

@@ -184,6 +184,7 @@ export async function pushSession(
     delta: extra.delta,
   });
   const res = await conn.expect(MsgType.Result, 'result');
+  trace('client: result received');
   if (!res.ok || !Buffer.from(res.targetHash).equals(d.targetHash)) {
     throw new SyncError('ERR_VERIFY_FAILED', 'the server could not verify the rebuilt volume');
   }

@@ -378,14 +378,14 @@ export class ResyncServer {
       // The whole volume is verified now: an unfinished dirty-bitmap push before it no longer matters.
       await clearDirtyMarker(vol.path);
       await conn.send({ type: MsgType.Result, ok: true, bytesWritten: r.bytesWritten, targetHash: r.targetHash });
-      if (r.writeSigCache) {
-        // The client has its answer; the cache is written still under the image's
-        // lock, and a session asking for the volume meanwhile waits (lock()).
-        // Nothing more goes to the client: closing now frees its session slot.
-        this.finishing.add(conn);
-        conn.end();
-        await r.writeSigCache();
-      }
+      trace('server: result sent');
+      // Nothing more goes to the client: closing now frees it, before the
+      // session's own ending (the signature cache; closing the basis, which
+      // after a rename frees the replaced file's pages: 80 ms at 200 MiB). A
+      // session asking for the volume meanwhile waits for the lock (lock()).
+      this.finishing.add(conn);
+      conn.end();
+      await r.writeSigCache?.();
       return { imageSize: r.targetSize, matchedBytes: r.matchedBytes, literalBytes: r.literalBytes, resumedFrom: settled.resumeFrom };
     } finally {
       await basis?.fh.close();
