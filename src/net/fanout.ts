@@ -40,8 +40,20 @@ const SHARED_CHUNK = 1024 * 1024;
 export const SHARED_WINDOW = 4;
 /** How long one replica may hold the shared read (or a shared delta scan) up before it is detached onto reads (a scan) of its own. */
 export const DETACH_AFTER_MS = 2000;
-/** After the first replica is ready to hash, how long the read waits for the others before it starts without them. */
+/**
+ * After the first replica is ready to hash, how long the read waits for the
+ * others before it starts without them: this, or as long as the first took
+ * to get there, whichever is longer (the others connect at the same time and
+ * a login over ssh can take seconds), but never more than MAX_JOIN_WAIT_MS.
+ * Giving up costs a second read of the whole primary; waiting costs this.
+ */
 export const JOIN_WAIT_MS = 2000;
+export const MAX_JOIN_WAIT_MS = 30_000;
+
+/** How long to wait for the others, `setupMs` being how long getting ready took. */
+function joinWait(minMs: number, setupMs: number): number {
+  return Math.min(MAX_JOIN_WAIT_MS, Math.max(minMs, setupMs));
+}
 /** Largest common alignment the shared read takes on; a replica whose block size would push it past this reads on its own. */
 const MAX_SHARED_ALIGN = 4 * 1024 * 1024;
 
@@ -83,22 +95,33 @@ export interface FanoutResult {
  * its cache's seed; the others are then offered that seed, so their caches,
  * written under it by the last push to all of them, serve too, and all the
  * signatures still agree (one hash pass). A first replica that fails, or has
- * not answered within the join wait, leaves the others a fresh random seed.
+ * not answered within a replica's join wait after that replica connected,
+ * leaves the others a fresh random seed (one for all of them).
  */
 class SeedRelay {
-  readonly seed: Promise<Uint8Array>;
+  private readonly seed: Promise<Uint8Array>;
   private resolve!: (s: Uint8Array) => void;
-  private readonly timer: NodeJS.Timeout;
 
-  constructor(waitMs: number) {
+  constructor(private readonly waitMs: number) {
     this.seed = new Promise((r) => (this.resolve = r));
-    this.timer = setTimeout(() => this.settle(randomBytes(SEED_LEN)), waitMs);
-    this.timer.unref();
+  }
+
+  /**
+   * The seed for a replica that connected in `connectMs`: the first
+   * replica's, waited for as long as this one took to connect (the first is
+   * likely still logging in too) or the join wait, whichever is longer.
+   */
+  async forReplica(connectMs: number): Promise<Uint8Array> {
+    const timer = setTimeout(() => this.settle(randomBytes(SEED_LEN)), joinWait(this.waitMs, connectMs));
+    try {
+      return await this.seed;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** The first answer wins. */
   settle(seed: Uint8Array): void {
-    clearTimeout(this.timer);
     this.resolve(seed);
   }
 }
@@ -137,6 +160,7 @@ class ScanGate {
   private readonly joined: { blockSize: number; resolve: (it: Joined) => void }[] = [];
   private timer: NodeJS.Timeout | null = null;
   private started = false;
+  private readonly created = performance.now();
   shared: SharedRead | null = null;
 
   constructor(
@@ -152,7 +176,7 @@ class ScanGate {
     if (this.started) return Promise.resolve(this.own(blockSize));
     const p = new Promise<Joined>((resolve) => this.joined.push({ blockSize, resolve }));
     this.pending--;
-    this.timer ??= setTimeout(() => this.start(), this.opts.joinWaitMs);
+    this.timer ??= setTimeout(() => this.start(), joinWait(this.opts.joinWaitMs, performance.now() - this.created));
     if (this.pending === 0) this.start();
     return p;
   }
@@ -343,7 +367,7 @@ export async function pushToReplicas(imagePath: string, replicas: Replica[], opt
         try {
           conn = await connectAuthenticated(r.opts);
           const first = k === 0;
-          const seed = relay && !first ? await relay.seed : undefined;
+          const seed = relay && !first ? await relay.forReplica(performance.now() - started) : undefined;
           const result = await pushSession(conn, img, { ...r.opts, onProgress: progress(k) }, started, {
             seed,
             prepass: (params, R) => {

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { pushToReplicas } from '../../src/net/fanout.js';
 import { closeServers, replicaOf, startReplica, startServer, type TestServer } from '../helpers/server.js';
+import { FaultProxy } from '../helpers/fault-proxy.js';
 import { isSyncError } from '../../src/core/errors.js';
 
 const MiB = 1024 * 1024;
@@ -104,6 +105,24 @@ describe('push to several replicas', () => {
     expect(codes).toEqual([null, 'ERR_AUTH', 'ERR_CONNECTION']);
     expect((await readFile(p('d.img'))).equals(primary)).toBe(true);
     expect((await readFile(p('e.img'))).equals(before)).toBe(true);
+  });
+
+  test('replicas slow to connect (a login over ssh) still wait for each other: one seed and one read', async () => {
+    const a = await replica('k.img', older());
+    const b = await replica('l.img', older());
+    // Every connection's first answer from its server is held: 600 and 900 ms of "login", against a join wait of 100.
+    const pa = await FaultProxy.start(a.port, { down: { stall: { ms: 600 } } });
+    const pb = await FaultProxy.start(b.port, { down: { stall: { ms: 900 } } });
+    try {
+      const r = await pushToReplicas(p('primary.img'), [to(a, {}, pa.port), to(b, {}, pb.port)], { joinWaitMs: 100 });
+      expect(r.replicas.map((o) => o.ok)).toEqual([true, true]);
+      expect(pa.count('stall') + pb.count('stall')).toBe(2);
+      expect(r.hashPasses).toBe(1);
+      expect(r.replicas.every((o) => o.ok && o.sharedRead)).toBe(true);
+      for (const f of ['k.img', 'l.img']) expect((await readFile(p(f))).equals(primary), f).toBe(true);
+    } finally {
+      await Promise.all([pa.close(), pb.close()]);
+    }
   });
 
   test('a slow replica (--bwlimit) does not slow the others', async () => {
