@@ -133,6 +133,9 @@ export interface ReplicasResult {
   hashPasses: number;
   /** Delta scans it ran (1: one shared by all replicas, their signatures being identical), from `--json`. */
   deltaScans?: number;
+  /** Wall time of the next sync of the same replicas (the basis pushed back, signature caches present), to one and to all. */
+  warmOneMs?: number[];
+  warmManyMs?: number[];
 }
 
 /** A complete run. */
@@ -654,6 +657,14 @@ function replicasSection(r: BenchReport): string {
     `Wall-time ratio ${replicasRatio(c).toFixed(2)}; client CPU-time ratio ${(median(c.manyCpuMs) / median(c.oneCpuMs)).toFixed(2)}. ` +
       `The ${c.replicas} servers run on the same machine as the client, so their signature passes (each reads and hashes its own volume) compete with it for the CPUs; ` +
       "replicas on hosts of their own would not. The client's CPU time is what the primary pays.",
+    ...(c.warmOneMs?.length && c.warmManyMs?.length
+      ? [
+          '',
+          `After each push, the basis was pushed back to the same replicas (to 1, or to all ${c.replicas}): the next sync of replicas that only resync writes, ` +
+            `each server answering from the signature cache the push left (docs/sig-cache.md). The goal is judged on the cold pushes above. ` +
+            `Push back to 1: ${fmtMs(median(c.warmOneMs))}, to ${c.replicas}: ${fmtMs(median(c.warmManyMs))} (medians): ${(median(c.warmManyMs) / median(c.warmOneMs)).toFixed(2)}x.`,
+        ]
+      : []),
   ].join('\n');
 }
 
@@ -826,7 +837,8 @@ export function renderMarkdown(r: BenchReport, whereTimeGoes: string = WHERE_TIM
       'each to its own volume; growth per session = (many - one) / (sessions - 1).',
     `- Several replicas (\`--replicas N\`, default ${GOALS.replicas}): one \`resync serve\` per replica, started once; every run resets the volumes to the basis ` +
       '(as for push) and times `resync push TARGET 127.0.0.1:P1/NAME` and `resync push TARGET 127.0.0.1:P1/NAME ... 127.0.0.1:PN/NAME`, the order swapping every run; ' +
-      "each volume is checked by SHA-256 after each push. Client CPU time is GNU time's user + system time.",
+      "each volume is checked by SHA-256 after each push; then the basis is pushed back to the same replicas (the signature caches the push left serve their signatures), " +
+      "and each volume is checked against the basis. Client CPU time is GNU time's user + system time.",
     '- Every resync output (the patched file, the served volume after each push, the local image after each pull) is compared with the target by SHA-256; ' +
       "the bench exits non-zero if one differs. The peers' outputs are checked the same way and any mismatch is listed under the scenario.",
     "- resync is run from a copy of the build taken when the bench starts (`node bin/resync.js` with the node options of its `#!` line, as the installed `resync` command runs: the bundle `dist/resync.cjs` with its code cache, and the native extent helper from `build/`), so a rebuild during the run cannot change it.",

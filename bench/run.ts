@@ -664,6 +664,7 @@ async function replicasRun(ctx: Context): Promise<ReplicasResult> {
     log(`replicas: push to 1 and to ${n} of ${fmtBytes(size)} (scattered)`);
     const { basis, target } = await makePair(dir, 'scattered', size, ctx.opts.seed);
     const targetHash = await sha256File(target);
+    const basisHash = await sha256File(basis);
     const volumes = Array.from({ length: n }, (_, k) => join(dir, `replica-${k}.img`));
     for (const v of volumes) servers.push(await ctx.resync.serve(VOLUME, v, ctx.secretFile));
     const ports = servers.map((s) => s.port);
@@ -673,6 +674,8 @@ async function replicasRun(ctx: Context): Promise<ReplicasResult> {
     const oneCpu: number[] = [];
     const manyCpu: number[] = [];
     const manyRss: number[] = [];
+    const warmOneMs: number[] = [];
+    const warmManyMs: number[] = [];
     let passes = 0;
     let scans = 0;
     for (let i = 0; i < ctx.opts.runs; i++) {
@@ -689,9 +692,28 @@ async function replicasRun(ctx: Context): Promise<ReplicasResult> {
           scans = field(r, 'deltaScans');
         }
         log(`  push to ${used.length}: ${fmtMs(r.proc.wallMs)}, client CPU ${fmtMs(r.proc.cpuMs)}, RSS ${fmtRss(r.proc.peakRssBytes)}`);
+        // The next sync of the same replicas (the basis pushed back): each server
+        // now has the signature cache the push left, as replicas that only resync writes do.
+        const w = many ? await ctx.resync.pushMany(basis, ports, VOLUME, ctx.secretFile) : await ctx.resync.push(basis, ports[0]!, VOLUME, ctx.secretFile);
+        for (const v of used) await verify(v, basisHash, `resync push back to ${used.length} replica(s) (run ${i + 1})`);
+        (many ? warmManyMs : warmOneMs).push(w.proc.wallMs);
+        log(`  push back to ${used.length} (signature caches): ${fmtMs(w.proc.wallMs)}`);
       }
     }
-    return { replicas: n, imageSize: size, oneMs, manyMs, oneCpuMs: oneCpu, manyCpuMs: manyCpu, oneRssBytes: median(oneRss), manyRssBytes: median(manyRss), hashPasses: passes, deltaScans: scans };
+    return {
+      replicas: n,
+      imageSize: size,
+      oneMs,
+      manyMs,
+      oneCpuMs: oneCpu,
+      manyCpuMs: manyCpu,
+      oneRssBytes: median(oneRss),
+      manyRssBytes: median(manyRss),
+      hashPasses: passes,
+      deltaScans: scans,
+      warmOneMs,
+      warmManyMs,
+    };
   } finally {
     for (const s of servers) await s.stop().catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
