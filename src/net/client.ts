@@ -61,7 +61,9 @@ export interface ClientOptions {
    * push from an NBD export: keep the export's block digests as this replica
    * has them in this directory (io/digestcache.ts), so that a dirty-bitmap
    * push verifies the whole image. Absent or null: none kept (the CLI's
-   * default is `$XDG_STATE_HOME/resync`).
+   * default is `$XDG_STATE_HOME/resync`). Also where the undo journal of an
+   * export is looked for (push from it: refused while there is one) and
+   * kept (pull into it); absent or null: the default state directory.
    */
   stateDir?: string | null | undefined;
 }
@@ -89,6 +91,8 @@ export interface SyncResult extends DeltaStats {
   verifiedScope?: 'dirty' | 'image';
   /** How literals travelled compressed ("zstd:3", "deflate:1"), if at all. */
   compression?: string;
+  /** pull into an NBD export: what a killed earlier pull or patch left was rolled back first (io/nbd/undo.ts). */
+  recovered?: 'rolled-back' | 'completed';
 }
 
 /** The replica an options object names, as the digest cache keys it: `HOST:PORT/VOLUME`, or `ssh:HOST:PATH`. */
@@ -211,7 +215,7 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
   // Shared: other readers may push it too, but no session may be writing it. (An NBD export is the server's to guard.)
   const nbd = isNbdUri(imagePath);
   const lock = nbd ? null : await lockImage(imagePath, 'read');
-  const img = await (nbd ? openNbdImage(imagePath) : openImage(imagePath)).catch(async (e: unknown) => {
+  const img = await (nbd ? openNbdImage(imagePath, { stateDir: opts.stateDir }) : openImage(imagePath)).catch(async (e: unknown) => {
     await lock?.release();
     throw e;
   });
