@@ -7,10 +7,9 @@
  *
  * The kill tests run the built CLI (dist/).
  */
-import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { beforeAll, describe, expect, test } from 'vitest';
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, readFile, rm, stat, truncate, writeFile, open } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { copyFile, mkdir, readFile, rm, stat, truncate, writeFile, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
@@ -21,29 +20,21 @@ import { Journal, readJournal } from '../../src/io/journal.js';
 import { nbdIdentity, nbdJournalMeta, nbdJournalPath, settleNbdJournal } from '../../src/io/nbd/undo.js';
 import { makeSignatureParams } from '../../src/core/signature.js';
 import { imageHashBuilder } from '../../src/core/imagehash.js';
-import { startServer, type TestServer } from '../helpers/server.js';
+import type { TestServer } from '../helpers/server.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
 import { runCli } from '../helpers/cli.js';
-import { hasQemu, qemuImg, qemuIo, sameContent, startNbd, stopAllNbd, type NbdExport } from '../helpers/qemu.js';
+import { hasQemu, nbdTestBed, qemuImg, qemuIo, sameContent, startNbd, type NbdExport } from '../helpers/qemu.js';
 
 const CLI = join(fileURLToPath(new URL('../..', import.meta.url)), 'bin/resync.js');
 const MiB = 1 << 20;
 
+const bed = nbdTestBed('resync-nbdundo-', 'recovery.img');
 let dir: string;
 let state: string;
 let srv: TestServer;
-
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'resync-nbdundo-'));
+beforeAll(() => {
+  ({ dir, srv } = bed);
   state = join(dir, 'state');
-  srv = await startServer({ rec: { path: join(dir, 'recovery.img'), writable: true } });
-});
-afterEach(stopAllNbd);
-afterAll(async () => {
-  await stopAllNbd();
-  await srv.server.close();
-  await rm(dir, { recursive: true, force: true });
-  await rm(srv.dir, { recursive: true, force: true });
 });
 
 /** A qcow2 image of `size` MiB with data of its own, and a raw copy of its content. */
@@ -70,6 +61,27 @@ async function journaledPatcher(img: NbdImage, batch: number): Promise<{ p: Undo
   return { p, path, spec };
 }
 
+/** An 8 MiB export patched under its journal in batches of `batch` and left unfinished (the process died); returns what is needed to settle it. */
+async function crashedPatch(name: string, batch: number): Promise<{ d: { q: string; raw: string }; nbd: NbdExport; path: string }> {
+  const d = localDisk(name, 8);
+  const nbd = await startNbd(dir, d.q);
+  const img = await openNbdImage(nbd.uri, { write: true });
+  const { p, path } = await journaledPatcher(img, batch);
+  await writeMost(p);
+  await img.nbd.close();
+  return { d, nbd, path };
+}
+
+/** Settle the export's journal over a new connection. */
+async function settleAgain(uri: string, path: string): Promise<Awaited<ReturnType<typeof settleNbdJournal>>> {
+  const img = await openNbdImage(uri, { write: true });
+  try {
+    return await settleNbdJournal(img, path);
+  } finally {
+    await img.nbd.close();
+  }
+}
+
 /** Apply a delta that moves data and writes new data over the whole 8 MiB image, leaving the patch unfinished (a process that died). */
 async function writeMost(p: UndoPatcher): Promise<void> {
   const literal = async (n: number) => {
@@ -83,12 +95,7 @@ async function writeMost(p: UndoPatcher): Promise<void> {
 
 describe.skipIf(!hasQemu)('the journal of an NBD export', () => {
   test('round trip: the header names the export and its size; a rollback from the file alone gives back the original, proved', async () => {
-    const d = localDisk('rt', 8);
-    const nbd = await startNbd(dir, d.q);
-    const img = await openNbdImage(nbd.uri, { write: true });
-    const { p, path } = await journaledPatcher(img, MiB);
-    await writeMost(p);
-    expect(p.bytesWritten).toBeGreaterThan(4 * MiB);
+    const { d, nbd, path } = await crashedPatch('rt', MiB);
     const st = (await readJournal(path))!;
     expect(st.base.export).toBe(nbdIdentity(nbd.uri));
     expect(st.base.originalSize).toBe(8 * MiB);
@@ -96,70 +103,44 @@ describe.skipIf(!hasQemu)('the journal of an NBD export', () => {
     expect(st.undos.reduce((n, u) => n + u.length, 0)).toBe(7 * MiB);
     // A reader is refused while the journal is there.
     await expect(openNbdImage(nbd.uri, { stateDir: state })).rejects.toMatchObject({ code: 'ERR_JOURNAL', message: /unfinished update/ });
-    await img.nbd.close();
-    // The patcher is gone (its process died): only the journal is left.
-    const again = await openNbdImage(nbd.uri, { write: true });
-    expect(await settleNbdJournal(again, path)).toMatchObject({ outcome: 'rolled-back', proved: true });
-    await again.nbd.close();
+    expect(await settleAgain(nbd.uri, path)).toMatchObject({ outcome: 'rolled-back', proved: true });
     expect(existsSync(path)).toBe(false);
     await nbd.stop();
     expect(sameContent(d.q, d.raw)).toBe(true);
   }, 60_000);
 
   test('a torn last record (its batch never reached the export) is dropped; the records before it are undone', async () => {
-    const d = localDisk('torn', 8);
-    const nbd = await startNbd(dir, d.q);
-    const img = await openNbdImage(nbd.uri, { write: true });
-    // Batches of 4 MiB: the last literal's old bytes are journaled, its write held.
-    const { p, path } = await journaledPatcher(img, 4 * MiB);
-    await writeMost(p);
-    await img.nbd.close();
-    const st = (await readJournal(path))!;
-    const last = st.undos.at(-1)!;
+    // Batches of 4 MiB: the last literals' old bytes are journaled, their writes held.
+    const { d, nbd, path } = await crashedPatch('torn', 4 * MiB);
+    const last = (await readJournal(path))!.undos.at(-1)!;
     await truncate(path, last.dataAt + last.length - 1000);
-    const again = await openNbdImage(nbd.uri, { write: true });
-    expect(await settleNbdJournal(again, path)).toMatchObject({ outcome: 'rolled-back', proved: true });
-    await again.nbd.close();
+    expect(await settleAgain(nbd.uri, path)).toMatchObject({ outcome: 'rolled-back', proved: true });
     await nbd.stop();
     expect(sameContent(d.q, d.raw)).toBe(true);
   }, 60_000);
 
   test('a corrupt record ends the journal: the rollback cannot be proved, so it is refused and the journal kept', async () => {
-    const d = localDisk('corrupt', 8);
-    const nbd = await startNbd(dir, d.q);
-    const img = await openNbdImage(nbd.uri, { write: true });
-    const { p, path } = await journaledPatcher(img, MiB);
-    await writeMost(p);
-    await img.nbd.close();
-    const st = (await readJournal(path))!;
+    const { nbd, path } = await crashedPatch('corrupt', MiB);
+    const at = (await readJournal(path))!.undos[0]!.dataAt + 10;
     // Flip a byte in the first record's saved data: its CRC no longer holds.
     const fh = await open(path, 'r+');
     const b = Buffer.alloc(1);
-    await fh.read(b, 0, 1, st.undos[0]!.dataAt + 10);
+    await fh.read(b, 0, 1, at);
     b[0] = b[0]! ^ 0xff;
-    await fh.write(b, 0, 1, st.undos[0]!.dataAt + 10);
+    await fh.write(b, 0, 1, at);
     await fh.close();
-    const again = await openNbdImage(nbd.uri, { write: true });
-    await expect(settleNbdJournal(again, path)).rejects.toMatchObject({ code: 'ERR_JOURNAL' });
-    await again.nbd.close();
+    await expect(settleAgain(nbd.uri, path)).rejects.toMatchObject({ code: 'ERR_JOURNAL', message: /does not hash to its original/ });
     expect(existsSync(path)).toBe(true);
   }, 60_000);
 
   test('a journal that names another export, or another size, is refused and never applied', async () => {
-    const d = localDisk('mine', 8);
+    const { d, nbd, path } = await crashedPatch('mine', MiB);
     const other = localDisk('other', 8);
-    const nbd = await startNbd(dir, d.q);
-    const img = await openNbdImage(nbd.uri, { write: true });
-    const { p, path } = await journaledPatcher(img, MiB);
-    await writeMost(p);
-    await img.nbd.close();
     // The same journal where the other export's would be.
     const on = await startNbd(dir, other.q);
     const otherPath = nbdJournalPath(state, on.uri);
     await copyFile(path, otherPath);
-    const o = await openNbdImage(on.uri, { write: true });
-    await expect(settleNbdJournal(o, otherPath)).rejects.toMatchObject({ code: 'ERR_JOURNAL', message: /belongs to nbd\+unix/ });
-    await o.nbd.close();
+    await expect(settleAgain(on.uri, otherPath)).rejects.toMatchObject({ code: 'ERR_JOURNAL', message: /belongs to nbd\+unix/ });
     await on.stop();
     expect(sameContent(other.q, other.raw)).toBe(true);
     expect(existsSync(otherPath)).toBe(true);
@@ -168,11 +149,9 @@ describe.skipIf(!hasQemu)('the journal of an NBD export', () => {
     const j = await Journal.create(wrongSize, { id: 'x', export: nbdIdentity(nbd.uri), originalSize: 16 * MiB, targetSize: 16 * MiB });
     await j.saveUndo(0, Buffer.alloc(4096, 1));
     await j.close();
-    const mine = await openNbdImage(nbd.uri, { write: true });
-    await expect(settleNbdJournal(mine, wrongSize)).rejects.toMatchObject({ code: 'ERR_JOURNAL', message: /of 16777216 bytes/ });
+    await expect(settleAgain(nbd.uri, wrongSize)).rejects.toMatchObject({ code: 'ERR_JOURNAL', message: /of 16777216 bytes/ });
     // The real one still rolls back.
-    await settleNbdJournal(mine, path);
-    await mine.nbd.close();
+    expect(await settleAgain(nbd.uri, path)).toMatchObject({ outcome: 'rolled-back' });
     await nbd.stop();
     expect(sameContent(d.q, d.raw)).toBe(true);
   }, 60_000);
