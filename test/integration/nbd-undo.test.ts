@@ -192,7 +192,8 @@ describe.skipIf(!hasQemu)('a pull into an NBD export killed mid-write', () => {
   test('the export is refused as a source; the same pull again rolls back, completes, and the export equals the volume', async () => {
     expect(existsSync(CLI)).toBe(true);
     const { d, nbd, journal } = await killedPull('killed');
-    expect((await stat(journal)).size).toBeGreaterThan(8 * MiB);
+    // At least the first batch (2 MiB) of old bytes.
+    expect((await stat(journal)).size).toBeGreaterThan(2 * MiB);
     // Part-updated: neither the original nor the volume.
     const img = await openNbdImage(nbd.uri, { write: true });
     const now = await img.nbd.read(0, img.size);
