@@ -220,8 +220,12 @@ describe.skipIf(!hasQemu)('a pull into an NBD export killed mid-write', () => {
     expect(sameContent(d.q, join(dir, 'recovery-copy.raw'))).toBe(true);
   }, 120_000);
 
-  test('recover rolls the export back to exactly its original content', async () => {
+  test('recover rolls the export back to exactly its original content, also after being killed itself mid-rollback', async () => {
     const { d, nbd, journal } = await killedPull('recover');
+    // Killed after writing the old bytes back, before the flush and the journal's deletion.
+    const killed = await runCli(CLI, ['recover', '--json', nbd.uri], { env: { ...env(), RESYNC_KILL_AT: 'nbd-rollback-written' } });
+    expect(killed.code, killed.stderr).toBe(-1);
+    expect(existsSync(journal)).toBe(true);
     const r = await runCli(CLI, ['recover', '--json', nbd.uri], { env: env() });
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout)).toMatchObject({ ok: true, outcome: 'rolled-back', verified: true });
@@ -241,6 +245,26 @@ describe.skipIf(!hasQemu)('a pull into an NBD export killed mid-write', () => {
     const again = await runCli(CLI, pullArgs(nbd.uri), { env: env(), timeoutMs: 60_000 });
     expect(again.code, again.stderr).toBe(0);
     expect(JSON.parse(again.stdout)).toMatchObject({ ok: true, recovered: 'rolled-back' });
+    await nbd.stop();
+    expect(sameContent(d.q, join(dir, 'recovery-copy.raw'))).toBe(true);
+  }, 120_000);
+
+  test('patch --in-place into an export, killed mid-write: the same patch again rolls back first and completes', async () => {
+    const d = localDisk('patched', SIZE);
+    const nbd = await startNbd(dir, d.q);
+    const sig = join(dir, 'patched.sig');
+    const delta = join(dir, 'patched.delta');
+    expect((await runCli(CLI, ['signature', '--force', nbd.uri, sig], { env: env() })).code).toBe(0);
+    expect((await runCli(CLI, ['delta', '--force', sig, join(dir, 'recovery-copy.raw'), delta], { env: env() })).code).toBe(0);
+    const args = ['patch', '--json', '--in-place', nbd.uri, delta];
+    expect((await runCli(CLI, args, { env: { ...env(), RESYNC_KILL_AT: 'nbd-batch-written' } })).code).toBe(-1);
+    const journal = nbdJournalPath(join(dir, 'cli-state', 'resync'), nbd.uri);
+    expect(existsSync(journal)).toBe(true);
+    const again = await runCli(CLI, args, { env: env(), timeoutMs: 60_000 });
+    expect(again.code, again.stderr).toBe(0);
+    expect(JSON.parse(again.stdout)).toMatchObject({ ok: true, verified: true, recovered: 'rolled-back' });
+    expect(again.stderr).toMatch(/resync patch: note: rolled back/);
+    expect(existsSync(journal)).toBe(false);
     await nbd.stop();
     expect(sameContent(d.q, join(dir, 'recovery-copy.raw'))).toBe(true);
   }, 120_000);
