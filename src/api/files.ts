@@ -9,7 +9,7 @@ import { resolve } from 'node:path';
 import { PatchPlanner } from '../core/patch.js';
 import { InPlacePatcher, completeCommitted, recoverLocked, type RecoverOutcome } from '../io/inplace.js';
 import { journalPathFor, readJournal } from '../io/journal.js';
-import { lockImage, withImageLock } from '../io/lock.js';
+import { lockImage, withImageLock, type ImageLock } from '../io/lock.js';
 import { dropSigCache, loadSigCache, sigCachePathFor } from '../io/sigcache.js';
 import { IO_CHUNK, SEED_LEN, SIG_CHUNK_BLOCKS } from '../core/limits.js';
 import { DeltaMatcher } from '../core/matcher.js';
@@ -25,7 +25,7 @@ import { JournalError, ioError } from '../io/errors.js';
 import { openImage, readChunks, type ImageHandle } from '../io/image.js';
 import { isNbdUri, openImageOrNbd, openNbdImage } from '../io/nbd/image.js';
 import { UndoPatcher } from '../io/undo-patcher.js';
-import { nbdJournalMeta, prepareNbdWrite, settleNbdJournal, nbdJournalPath } from '../io/nbd/undo.js';
+import { lockNbdExport, nbdJournalMeta, prepareNbdWrite, settleNbdJournal } from '../io/nbd/undo.js';
 import { defaultStateDir } from '../io/state-dir.js';
 import { readFramePieces } from '../io/framed-read.js';
 import { PREAMBLE_LEN } from '../../protocol/constants.js';
@@ -378,8 +378,11 @@ async function patchNbdInPlace(uri: string, deltaPath: string, opts: PatchFileOp
   const img = await openNbdImage(uri, { write: true });
   let p: UndoPatcher | null = null;
   let header: DeltaHeader | null = null;
+  let lock: ImageLock | null = null;
   try {
-    const { path: journal, settled } = await prepareNbdWrite(img, opts.stateDir ?? defaultStateDir(), opts.onNote);
+    const prep = await prepareNbdWrite(img, opts.stateDir ?? defaultStateDir(), opts.onNote);
+    lock = prep.lock;
+    const { path: journal, settled } = prep;
     let trailer: DeltaTrailer | null = null;
     for await (const ev of deltaEvents(deltaPath)) {
       if (ev.kind === 'header') {
@@ -415,6 +418,7 @@ async function patchNbdInPlace(uri: string, deltaPath: string, opts: PatchFileOp
     throw e;
   } finally {
     await img.nbd.close();
+    await lock?.release();
   }
 }
 
@@ -576,11 +580,16 @@ export async function recoverImage(imagePath: string, opts: { stateDir?: string 
  * was checked against a hash (a pull's journal records the original's).
  */
 export async function recoverNbd(uri: string, stateDir: string): Promise<{ outcome: RecoverOutcome; proved: boolean }> {
-  const img = await openNbdImage(uri, { write: true });
+  const { path, lock } = await lockNbdExport(stateDir, uri);
   try {
-    return await settleNbdJournal(img, nbdJournalPath(stateDir, uri));
+    const img = await openNbdImage(uri, { write: true });
+    try {
+      return await settleNbdJournal(img, path);
+    } finally {
+      await img.nbd.close();
+    }
   } finally {
-    await img.nbd.close();
+    await lock.release();
   }
 }
 

@@ -11,6 +11,7 @@ import { imageHashFromDigests } from '../core/imagehash.js';
 import { defaultStateDir } from '../io/state-dir.js';
 import { openNbdImage } from '../io/nbd/image.js';
 import { nbdJournalMeta, prepareNbdWrite } from '../io/nbd/undo.js';
+import type { ImageLock } from '../io/lock.js';
 import { UndoPatcher } from '../io/undo-patcher.js';
 import { connectAuthenticated, openSession, type ClientOptions, type SyncResult } from './client.js';
 import type { Connection } from './connection.js';
@@ -26,8 +27,11 @@ export async function pullIntoNbd(uri: string, opts: ClientOptions): Promise<Syn
   const t0 = performance.now();
   const img = await openNbdImage(uri, { write: true });
   let conn: Connection | null = null;
+  let lock: ImageLock | null = null;
   try {
-    const { path: journal, settled } = await prepareNbdWrite(img, opts.stateDir ?? defaultStateDir(), opts.onNote);
+    const prep = await prepareNbdWrite(img, opts.stateDir ?? defaultStateDir(), opts.onNote);
+    lock = prep.lock;
+    const { path: journal, settled } = prep;
     conn = await connectAuthenticated(opts);
     const ready = await openSession(conn, 'pull', opts, img.size);
     if (ready.imageSize > img.size) {
@@ -85,5 +89,6 @@ export async function pullIntoNbd(uri: string, opts: ClientOptions): Promise<Syn
     throw e;
   } finally {
     await img.nbd.close();
+    await lock?.release();
   }
 }

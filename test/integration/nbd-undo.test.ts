@@ -17,7 +17,8 @@ import { pull } from '../../src/api/net.js';
 import { openNbdImage, type NbdImage } from '../../src/io/nbd/image.js';
 import { UndoPatcher } from '../../src/io/undo-patcher.js';
 import { Journal, readJournal } from '../../src/io/journal.js';
-import { nbdIdentity, nbdJournalMeta, nbdJournalPath, settleNbdJournal } from '../../src/io/nbd/undo.js';
+import { lockNbdExport, nbdIdentity, nbdJournalMeta, nbdJournalPath, settleNbdJournal } from '../../src/io/nbd/undo.js';
+import { recoverNbd } from '../../src/api/files.js';
 import { makeSignatureParams } from '../../src/core/signature.js';
 import { imageHashBuilder } from '../../src/core/imagehash.js';
 import type { TestServer } from '../helpers/server.js';
@@ -152,6 +153,21 @@ describe.skipIf(!hasQemu)('the journal of an NBD export', () => {
     await expect(settleAgain(nbd.uri, wrongSize)).rejects.toMatchObject({ code: 'ERR_JOURNAL', message: /of 16777216 bytes/ });
     // The real one still rolls back.
     expect(await settleAgain(nbd.uri, path)).toMatchObject({ outcome: 'rolled-back' });
+    await nbd.stop();
+    expect(sameContent(d.q, d.raw)).toBe(true);
+  }, 60_000);
+
+  test('a second writer is refused while one holds the export, and does not touch its journal', async () => {
+    const { d, nbd, path } = await crashedPatch('locked', MiB);
+    const held = await lockNbdExport(state, nbd.uri);
+    try {
+      await expect(pull(nbd.uri, { host: '127.0.0.1', port: srv.port, secret: srv.secret, volume: 'rec', stateDir: state })).rejects.toMatchObject({ code: 'ERR_LOCKED' });
+      await expect(recoverNbd(nbd.uri, state)).rejects.toMatchObject({ code: 'ERR_LOCKED' });
+      expect(existsSync(path)).toBe(true);
+    } finally {
+      await held.lock.release();
+    }
+    expect(await recoverNbd(nbd.uri, state)).toEqual({ outcome: 'rolled-back', bytes: 7 * MiB, proved: true });
     await nbd.stop();
     expect(sameContent(d.q, d.raw)).toBe(true);
   }, 60_000);

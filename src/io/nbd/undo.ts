@@ -5,7 +5,8 @@
  * so a process killed mid-write leaves a record of it. The next command
  * that writes the export rolls it back first (settleNbdJournal); commands
  * that read the export refuse it while the journal is there
- * (refuseUnsettledExport): they would read a half-updated disk.
+ * (refuseUnsettledExport): they would read a half-updated disk. Writers
+ * hold a lock file beside the journal for their whole length.
  *
  * The journal has the file journal's format (io/journal.ts); its Meta record
  * names the export and its size, and a journal naming another export or
@@ -18,6 +19,7 @@ import type { ImageHashSpec } from '../../core/imagehash.js';
 import { JournalError, ioError } from '../errors.js';
 import { readJournal, removeJournal, Journal, type JournalMeta } from '../journal.js';
 import { hashImage, journalHashSpec } from '../inplace.js';
+import { lockImage, type ImageLock } from '../lock.js';
 import { killPoint } from '../trace.js';
 import type { NbdImage } from './image.js';
 import { nbdIdentity, nbdJournalPath } from './journal-path.js';
@@ -29,7 +31,7 @@ export function refuseUnsettledExport(uri: string, stateDir: string): void {
   const path = nbdJournalPath(stateDir, uri);
   if (!existsSync(path)) return;
   throw new JournalError(
-    `the NBD export ${uri} has an unfinished update (its undo journal ${path} is left from a pull or patch that was killed): run that pull or patch again, or 'resync recover ${uri}' to roll it back`,
+    `the NBD export ${uri} has an unfinished update (its undo journal ${path}: a pull or patch into it is running, or was killed): run that pull or patch again, or 'resync recover ${uri}' to roll it back`,
     { export: uri, journal: path },
   );
 }
@@ -90,15 +92,31 @@ export async function settleNbdJournal(img: NbdImage, path: string): Promise<{ o
  * back (or drop) what a killed one left, and name the new journal. `say`
  * hears about a rollback.
  */
-export async function prepareNbdWrite(img: NbdImage, stateDir: string, say?: (msg: string) => void): Promise<{ path: string; settled: NbdSettled }> {
+export async function prepareNbdWrite(img: NbdImage, stateDir: string, say?: (msg: string) => void): Promise<{ path: string; settled: NbdSettled; lock: ImageLock }> {
+  const { path, lock } = await lockNbdExport(stateDir, img.path);
+  try {
+    const s = await settleNbdJournal(img, path);
+    if (s.outcome === 'rolled-back') say?.(`rolled back the unfinished update of ${img.path} left by a killed pull or patch (${s.bytes} bytes put back from ${path}); carrying on`);
+    if (s.outcome === 'completed') say?.(`the last update of ${img.path} had finished; removed its leftover journal ${path}`);
+    return { path, settled: s.outcome, lock };
+  } catch (e) {
+    await lock.release();
+    throw e;
+  }
+}
+
+/**
+ * Make the state directory and take the export's writer lock (a lock file
+ * beside its journal, io/lock.ts): a second pull, patch or recover of the
+ * export is refused (ERR_LOCKED) instead of rolling back the first one's
+ * live journal under it. Returns the journal's path and the lock to release.
+ */
+export async function lockNbdExport(stateDir: string, uri: string): Promise<{ path: string; lock: ImageLock }> {
   await mkdir(stateDir, { recursive: true, mode: 0o700 }).catch((e: unknown) => {
     throw ioError(e, 'create the state directory', stateDir);
   });
-  const path = nbdJournalPath(stateDir, img.path);
-  const s = await settleNbdJournal(img, path);
-  if (s.outcome === 'rolled-back') say?.(`rolled back the unfinished update of ${img.path} left by a killed pull or patch (${s.bytes} bytes put back from ${path}); carrying on`);
-  if (s.outcome === 'completed') say?.(`the last update of ${img.path} had finished; removed its leftover journal ${path}`);
-  return { path, settled: s.outcome };
+  const path = nbdJournalPath(stateDir, uri);
+  return { path, lock: await lockImage(path.replace(/\.resync-journal$/, '.lock'), 'write', { create: true }) };
 }
 
 /** The header of a new export journal: the export, its size, and the hash that proves a rollback when the caller has it. */
