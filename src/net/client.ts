@@ -66,6 +66,8 @@ export interface ClientOptions {
    * kept (pull into it); absent or null: the default state directory.
    */
   stateDir?: string | null | undefined;
+  /** push from an NBD export: false keeps no digest cache in `stateDir` (which then only locates the export's undo journal). */
+  digestCache?: boolean | undefined;
 }
 
 /** What a push or pull reports. */
@@ -225,7 +227,7 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
     conn = await connectAuthenticated(opts);
     trace('client: authenticated');
     // From an export, the hash pass's digests become its digest cache for this replica once the push verified.
-    const digests = nbd && opts.stateDir != null ? await DigestCacheWriter.start(digestCachePath(opts.stateDir, imagePath, remoteName(opts))) : null;
+    const digests = nbd && opts.stateDir != null && opts.digestCache !== false ? await DigestCacheWriter.start(digestCachePath(opts.stateDir, imagePath, remoteName(opts))) : null;
     if (!digests) return await pushSession(conn, img, opts, t0);
     const pass: { spec?: SignatureParams; hash?: Uint8Array } = {};
     try {

@@ -166,6 +166,7 @@ export async function pushDirty(imagePath: string, bitmap: string, opts: ClientO
     // The dirty blocks are in place and verified; the primary's digest cache may extend that to the whole image.
     const whole =
       opts.stateDir != null &&
+      opts.digestCache !== false &&
       (await advanceDigestCache(digestCachePath(opts.stateDir, imagePath, remoteName(opts)), {
         params: p,
         before: hashes ? theirs.before : null,

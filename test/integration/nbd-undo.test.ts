@@ -220,6 +220,10 @@ describe.skipIf(!hasQemu)('a pull into an NBD export killed mid-write', () => {
     const push = await runCli(CLI, ['push', '--json', '--secret-file', srv.secretFile, nbd.uri, `127.0.0.1:${srv.port}/rec`], { env: env() });
     expect(push.code, push.stderr).toBe(9);
     expect(JSON.parse(push.stdout)).toMatchObject({ ok: false, code: 'ERR_JOURNAL', message: expect.stringMatching(/unfinished update.*run that pull or patch again, or 'resync recover nbd\+unix/) });
+    // --state-dir finds the journal with --no-digest-cache too.
+    const elsewhere = { XDG_STATE_HOME: join(dir, 'elsewhere') };
+    const pushArgs = ['push', '--json', '--no-digest-cache', '--secret-file', srv.secretFile, nbd.uri, `127.0.0.1:${srv.port}/rec`];
+    expect((await runCli(CLI, [...pushArgs, '--state-dir', join(dir, 'cli-state', 'resync')], { env: elsewhere })).code).toBe(9);
     const verify = await runCli(CLI, ['verify', nbd.uri, join(dir, 'recovery-copy.raw')], { env: env() });
     expect(verify.code).toBe(9);
     const sig = await runCli(CLI, ['signature', '--force', nbd.uri, join(dir, 'killed.sig')], { env: env() });

@@ -388,8 +388,8 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             if (argv['dry-run'] && argv['dirty-bitmap'] !== undefined) throw new ParamError('--dry-run does not apply to --dirty-bitmap (the bitmap says what would be read)');
             if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPush(argv.image, opts));
             const mod = await clientMod();
-            const stateDir = argv['digest-cache'] ? (argv['state-dir'] ?? mod.defaultStateDir()) : null;
-            const res = await mod.push(argv.image, { ...opts, dirtyBitmap: argv['dirty-bitmap'], stateDir });
+            const stateDir = argv['state-dir'] ?? mod.defaultStateDir();
+            const res = await mod.push(argv.image, { ...opts, dirtyBitmap: argv['dirty-bitmap'], stateDir, digestCache: argv['digest-cache'] });
             return summary(res);
           },
           (e) => (argv.remote.length === 1 ? networkHint(e, String(argv.remote[0])) : undefined),
