@@ -12,10 +12,10 @@
  * the state directory: io/nbd/undo.ts): writes are held in batches, and each
  * batch's old bytes are fdatasynced before any of it reaches the image
  * (while the next batch is read and journaled), so a process killed at any
- * point leaves the image restorable from the journal.
- * The image is flushed and a commit record written before the journal is
- * deleted. Without it the records go to an unlinked temp file that vanishes
- * with the process (the dirty-bitmap push's receiver keeps its own marker).
+ * point leaves the image restorable from the journal. The image is flushed
+ * and a commit record written before the journal is deleted. Without it the
+ * records go to an unlinked temp file that vanishes with the process (the
+ * dirty-bitmap push's receiver keeps its own marker).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -133,11 +133,6 @@ export class UndoPatcher {
 
   get stats(): DeltaStats {
     return this.planner.stats;
-  }
-
-  /** The durable journal's path, or null. */
-  get journalPath(): string | null {
-    return this.durable ? this.journal.path : null;
   }
 
   async apply(op: DeltaOp): Promise<void> {
