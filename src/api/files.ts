@@ -9,7 +9,7 @@ import { resolve } from 'node:path';
 import { PatchPlanner } from '../core/patch.js';
 import { InPlacePatcher, completeCommitted, recoverLocked, type RecoverOutcome } from '../io/inplace.js';
 import { journalPathFor, readJournal } from '../io/journal.js';
-import { lockImage, withImageLock } from '../io/lock.js';
+import { lockImage, withImageLock, type ImageLock } from '../io/lock.js';
 import { dropSigCache, loadSigCache, sigCachePathFor } from '../io/sigcache.js';
 import { IO_CHUNK, SEED_LEN, SIG_CHUNK_BLOCKS } from '../core/limits.js';
 import { DeltaMatcher } from '../core/matcher.js';
@@ -25,6 +25,8 @@ import { JournalError, ioError } from '../io/errors.js';
 import { openImage, readChunks, type ImageHandle } from '../io/image.js';
 import { isNbdUri, openImageOrNbd, openNbdImage } from '../io/nbd/image.js';
 import { UndoPatcher } from '../io/undo-patcher.js';
+import { lockNbdExport, nbdJournalMeta, prepareNbdWrite, settleNbdJournal } from '../io/nbd/undo.js';
+import { defaultStateDir } from '../io/state-dir.js';
 import { readFramePieces } from '../io/framed-read.js';
 import { PREAMBLE_LEN } from '../../protocol/constants.js';
 import { trace } from '../io/trace.js';
@@ -248,6 +250,13 @@ export interface PatchFileOptions {
   inPlace?: boolean | undefined;
   /** Continue an interrupted in-place patch of the same delta from its journal. */
   resume?: boolean | undefined;
+  /**
+   * An NBD export as BASIS: where its undo journal is kept (io/nbd/undo.ts);
+   * absent: the default state directory ($XDG_STATE_HOME/resync).
+   */
+  stateDir?: string | undefined;
+  /** One-line notes for the user (an NBD export's leftover journal rolled back first). */
+  onNote?: ((msg: string) => void) | undefined;
 }
 
 /** What an in-place patch reports in addition. */
@@ -258,6 +267,8 @@ export interface InPlaceResult extends FileResult {
   resumedFrom: number;
   /** `resume` found no journal and the image already was the delta's result: nothing was written. */
   nothingToResume?: boolean;
+  /** An NBD export: what a killed earlier pull or patch left was rolled back (or, if it had finished, its journal dropped) first. */
+  recovered?: 'rolled-back' | 'completed';
 }
 
 /**
@@ -301,7 +312,7 @@ async function* deltaEvents(deltaPath: string, transient = false): AsyncGenerato
 export async function patchFile(basisPath: string, deltaPath: string, outPath: string, opts: PatchFileOptions = {}): Promise<FileResult | InPlaceResult> {
   if (isNbdUri(outPath)) {
     if (outPath !== basisPath) throw new ParamError(`an NBD export is patched in place only: give ${outPath} as BASIS with --in-place`);
-    if (opts.resume) throw new ParamError('an NBD export is patched under an undo area, not a journal: a patch that failed was rolled back; run it again without --resume');
+    if (opts.resume) throw new ParamError('an NBD export is not resumed: a patch that failed was rolled back, and one that was killed is rolled back by the next; run it again without --resume');
     return patchNbdInPlace(basisPath, deltaPath, opts);
   }
   // A block device as its own output can only be patched in place.
@@ -311,7 +322,7 @@ export async function patchFile(basisPath: string, deltaPath: string, outPath: s
     return patchFileInPlace(basisPath, deltaPath, opts);
   }
   const t0 = performance.now();
-  const basis = await openImageOrNbd(basisPath);
+  const basis = await openImageOrNbd(basisPath, opts.stateDir);
   let out: ImageWriter | null = null;
   try {
     let patcher: StreamPatcher | null = null;
@@ -357,22 +368,28 @@ export async function patchFile(basisPath: string, deltaPath: string, outPath: s
 
 /**
  * Patch an NBD export in place (io/undo-patcher.ts): the old bytes of what
- * is overwritten are kept aside and written back if the delta is malformed or
- * the result does not verify; success only after the export was flushed.
+ * is overwritten are saved in the export's undo journal (io/nbd/undo.ts) and
+ * written back if the delta is malformed or the result does not verify;
+ * success only after the export was flushed. A journal a killed pull or
+ * patch left is rolled back first.
  */
 async function patchNbdInPlace(uri: string, deltaPath: string, opts: PatchFileOptions): Promise<InPlaceResult> {
   const t0 = performance.now();
   const img = await openNbdImage(uri, { write: true });
   let p: UndoPatcher | null = null;
   let header: DeltaHeader | null = null;
+  let lock: ImageLock | null = null;
   try {
+    const prep = await prepareNbdWrite(img, opts.stateDir ?? defaultStateDir(), opts.onNote);
+    lock = prep.lock;
+    const { path: journal, settled } = prep;
     let trailer: DeltaTrailer | null = null;
     for await (const ev of deltaEvents(deltaPath)) {
       if (ev.kind === 'header') {
         header = ev.header;
         checkBasisSize(img, header.basisSize);
         if (header.targetSize > img.size) throw new ParamError(`the delta makes a ${header.targetSize}-byte image; the NBD export ${uri} is ${img.size} bytes and does not grow: resize it first`);
-        p = await UndoPatcher.start(img.nbd, img.size, header.targetSize, header, null);
+        p = await UndoPatcher.start(img.nbd, img.size, header.targetSize, header, null, { journal: { path: journal, meta: nbdJournalMeta(img, header.targetSize, header, null) } });
       } else if (ev.kind === 'op') {
         await p!.apply(ev.op);
         opts.onProgress?.({ phase: 'patch', done: p!.position, total: header!.targetSize });
@@ -383,7 +400,16 @@ async function patchNbdInPlace(uri: string, deltaPath: string, opts: PatchFileOp
     if (!trailer || !p) throw new SyncError('ERR_UNEXPECTED_EOF', 'delta file ended without its end record', {});
     const written = await p.finish(trailer.targetSize, trailer.targetHash);
     await p.close();
-    return { ...p.stats, imageSize: trailer.targetSize, bytesOut: written, blockSize: header!.blockSize, elapsedMs: performance.now() - t0, bytesWritten: written, resumedFrom: 0 };
+    return {
+      ...p.stats,
+      imageSize: trailer.targetSize,
+      bytesOut: written,
+      blockSize: header!.blockSize,
+      elapsedMs: performance.now() - t0,
+      bytesWritten: written,
+      resumedFrom: 0,
+      ...(settled !== 'nothing' ? { recovered: settled } : {}),
+    };
   } catch (e) {
     await p?.rollback().catch(() => undefined);
     if (e instanceof SyncError && e.code === 'ERR_VERIFY_FAILED' && header?.basisHash) {
@@ -392,6 +418,7 @@ async function patchNbdInPlace(uri: string, deltaPath: string, opts: PatchFileOp
     throw e;
   } finally {
     await img.nbd.close();
+    await lock?.release();
   }
 }
 
@@ -541,8 +568,29 @@ export type { RecoverOutcome } from '../io/inplace.js';
  * original or the verified result is an error (ERR_JOURNAL). A missing image
  * or a directory is an error too, not 'nothing'.
  */
-export async function recoverImage(imagePath: string): Promise<RecoverOutcome> {
+export async function recoverImage(imagePath: string, opts: { stateDir?: string | undefined } = {}): Promise<RecoverOutcome> {
+  if (isNbdUri(imagePath)) return (await recoverNbd(imagePath, opts.stateDir ?? defaultStateDir())).outcome;
   return withImageLock(imagePath, 'write', async () => (await recoverLocked(imagePath, journalPathFor(imagePath))).outcome);
+}
+
+/**
+ * `recover` of an NBD export: roll back what a killed pull or patch left
+ * under the export's undo journal in `stateDir` (or drop the journal of one
+ * that had finished); 'nothing' when there is none. `proved`: the result
+ * was checked against a hash (a pull's journal records the original's).
+ */
+export async function recoverNbd(uri: string, stateDir: string): Promise<{ outcome: RecoverOutcome; proved: boolean }> {
+  const { path, lock } = await lockNbdExport(stateDir, uri);
+  try {
+    const img = await openNbdImage(uri, { write: true });
+    try {
+      return await settleNbdJournal(img, path);
+    } finally {
+      await img.nbd.close();
+    }
+  } finally {
+    await lock.release();
+  }
 }
 
 /** Hash a whole image (SHA-256), streaming. */

@@ -4,6 +4,8 @@ import type { Argv } from 'yargs';
 import type { ProgressFn } from '../core/progress.js';
 import { existsSync } from 'node:fs';
 import { journalPathFor } from '../io/journal-path.js';
+import { nbdJournalPath } from '../io/nbd/journal-path.js';
+import { defaultStateDir } from '../io/state-dir.js';
 import { removeLiveTempFiles } from '../io/live-temps.js';
 import { ExitCode, exitCodeFor } from './exit-codes.js';
 import { JSON_SCHEMA, printError, printSummary, ProgressView } from './render.js';
@@ -47,14 +49,24 @@ export function shq(s: string): string {
   return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-/** What an interrupted in-place update of a local image leaves: IMAGE under its journal once writing had started. */
-export function localInterrupted(image: string, what: string, again: string): Interruption {
-  // An NBD export is written under an undo area that dies with the process: it may be part-updated.
-  if (isNbdUri(image)) {
-    return { target: image, state: 'unknown', message: `the NBD export ${image} is unchanged or part-updated (its undo area went with the process)`, resume: `${again}: it makes the export whole` };
+/**
+ * What an interrupted in-place update of a local image leaves: IMAGE under
+ * its journal once writing had started (an NBD export's journal is in
+ * `stateDir`, default the state directory).
+ */
+export function localInterrupted(image: string, what: string, again: string, stateDir?: string): Interruption {
+  const nbd = isNbdUri(image);
+  const journal = nbd ? nbdJournalPath(stateDir ?? defaultStateDir(), image) : journalPathFor(image);
+  if (nbd && existsSync(journal)) {
+    return {
+      target: image,
+      state: 'journaled',
+      journal,
+      message: `the NBD export ${image} is mid-update under its undo journal ${journal}`,
+      resume: `${again} (it rolls the export back first), or \`resync recover ${shq(image)}${stateDir !== undefined ? ` --state-dir ${shq(stateDir)}` : ''}\` to roll it back`,
+    };
   }
-  const journal = journalPathFor(image);
-  if (existsSync(journal)) {
+  if (!nbd && existsSync(journal)) {
     return {
       target: image,
       state: 'journaled',

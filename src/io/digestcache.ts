@@ -20,7 +20,6 @@
 import { createHash } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { ParamError, VerifyError } from '../core/errors.js';
 import { imageHashBuilder } from '../core/imagehash.js';
@@ -38,11 +37,7 @@ export const DIGEST_CACHE_HEADER = 144;
 /** Digests a read or write. */
 const CHUNK = 8192;
 
-/** The state directory: `$XDG_STATE_HOME/resync`, else `~/.local/state/resync`. */
-export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
-  const x = env.XDG_STATE_HOME;
-  return x && x.startsWith('/') ? join(x, 'resync') : join(homedir(), '.local', 'state', 'resync');
-}
+export { defaultStateDir } from './state-dir.js';
 
 /**
  * The cache file for pushes of `source` (the export's URI) to `remote` (a

@@ -68,6 +68,8 @@ export interface JournalMeta {
   originalHash?: string;
   /** How `originalHash` and the commit record's hash are computed. */
   hashSpec?: JournalHashSpec;
+  /** The NBD export the journal belongs to (io/nbd/undo.ts), as a normalized URI; absent for a file's journal. */
+  export?: string;
 }
 
 /** One saved range. */
@@ -227,6 +229,15 @@ export class Journal {
   async sync(): Promise<void> {
     try {
       await this.fh.sync();
+    } catch (e) {
+      throw ioError(e, 'sync journal', this.path);
+    }
+  }
+
+  /** fdatasync the journal: its records (and its length), not its timestamps. */
+  async syncData(): Promise<void> {
+    try {
+      await this.fh.datasync();
     } catch (e) {
       throw ioError(e, 'sync journal', this.path);
     }

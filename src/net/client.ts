@@ -61,9 +61,13 @@ export interface ClientOptions {
    * push from an NBD export: keep the export's block digests as this replica
    * has them in this directory (io/digestcache.ts), so that a dirty-bitmap
    * push verifies the whole image. Absent or null: none kept (the CLI's
-   * default is `$XDG_STATE_HOME/resync`).
+   * default is `$XDG_STATE_HOME/resync`). Also where the undo journal of an
+   * export is looked for (push from it: refused while there is one) and
+   * kept (pull into it); absent or null: the default state directory.
    */
   stateDir?: string | null | undefined;
+  /** push from an NBD export: false keeps no digest cache in `stateDir` (which then only locates the export's undo journal). */
+  digestCache?: boolean | undefined;
 }
 
 /** What a push or pull reports. */
@@ -89,6 +93,8 @@ export interface SyncResult extends DeltaStats {
   verifiedScope?: 'dirty' | 'image';
   /** How literals travelled compressed ("zstd:3", "deflate:1"), if at all. */
   compression?: string;
+  /** pull into an NBD export: what a killed earlier pull or patch left was rolled back first (io/nbd/undo.ts). */
+  recovered?: 'rolled-back' | 'completed';
 }
 
 /** The replica an options object names, as the digest cache keys it: `HOST:PORT/VOLUME`, or `ssh:HOST:PATH`. */
@@ -211,7 +217,7 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
   // Shared: other readers may push it too, but no session may be writing it. (An NBD export is the server's to guard.)
   const nbd = isNbdUri(imagePath);
   const lock = nbd ? null : await lockImage(imagePath, 'read');
-  const img = await (nbd ? openNbdImage(imagePath) : openImage(imagePath)).catch(async (e: unknown) => {
+  const img = await (nbd ? openNbdImage(imagePath, { stateDir: opts.stateDir }) : openImage(imagePath)).catch(async (e: unknown) => {
     await lock?.release();
     throw e;
   });
@@ -221,7 +227,7 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
     conn = await connectAuthenticated(opts);
     trace('client: authenticated');
     // From an export, the hash pass's digests become its digest cache for this replica once the push verified.
-    const digests = nbd && opts.stateDir != null ? await DigestCacheWriter.start(digestCachePath(opts.stateDir, imagePath, remoteName(opts))) : null;
+    const digests = nbd && opts.stateDir != null && opts.digestCache !== false ? await DigestCacheWriter.start(digestCachePath(opts.stateDir, imagePath, remoteName(opts))) : null;
     if (!digests) return await pushSession(conn, img, opts, t0);
     const pass: { spec?: SignatureParams; hash?: Uint8Array } = {};
     try {

@@ -116,7 +116,7 @@ export type DirtyPushResult = SyncResult & Required<Pick<SyncResult, 'dirtyBytes
 export async function pushDirty(imagePath: string, bitmap: string, opts: ClientOptions): Promise<DirtyPushResult> {
   if (!isNbdUri(imagePath)) throw new ParamError(`--dirty-bitmap reads a qemu dirty bitmap over NBD: give the image as nbd://HOST:PORT/EXPORT or nbd+unix:///EXPORT?socket=PATH, not ${imagePath}`);
   const t0 = performance.now();
-  const img = await openNbdImage(imagePath, { dirtyBitmap: bitmap });
+  const img = await openNbdImage(imagePath, { dirtyBitmap: bitmap, stateDir: opts.stateDir });
   let conn: Connection | null = null;
   try {
     // Byte ranges first, as pairs in a typed array (16 bytes a range).
@@ -166,6 +166,7 @@ export async function pushDirty(imagePath: string, bitmap: string, opts: ClientO
     // The dirty blocks are in place and verified; the primary's digest cache may extend that to the whole image.
     const whole =
       opts.stateDir != null &&
+      opts.digestCache !== false &&
       (await advanceDigestCache(digestCachePath(opts.stateDir, imagePath, remoteName(opts)), {
         params: p,
         before: hashes ? theirs.before : null,

@@ -1,24 +1,37 @@
 /**
  * Sessions whose local image is an NBD export (src/io/nbd): a pull that
- * patches the export in place. A push from an export needs no session code
- * of its own: the export is read through ImageHandle.remote.
+ * patches the export in place, under an undo journal in the state directory
+ * (io/nbd/undo.ts). A push from an export needs no session code of its own:
+ * the export is read through ImageHandle.remote.
  */
 import { SyncError, isSyncError } from '../core/errors.js';
-import { defaultBlockSize } from '../core/signature.js';
+import { blockCountFor, defaultBlockSize } from '../core/signature.js';
 import { MsgType } from '../../protocol/constants.js';
+import { imageHashFromDigests } from '../core/imagehash.js';
+import { defaultStateDir } from '../io/state-dir.js';
 import { openNbdImage } from '../io/nbd/image.js';
+import { nbdJournalMeta, prepareNbdWrite } from '../io/nbd/undo.js';
+import type { ImageLock } from '../io/lock.js';
 import { UndoPatcher } from '../io/undo-patcher.js';
 import { connectAuthenticated, openSession, type ClientOptions, type SyncResult } from './client.js';
 import type { Connection } from './connection.js';
 import { receiveDelta, sendSignature } from './receiver.js';
 import type { DeltaSink } from '../io/sinks.js';
 
-/** Make the NBD export at `uri` identical to the remote volume; the export is flushed before success is reported. */
+/**
+ * Make the NBD export at `uri` identical to the remote volume; the export is
+ * flushed before success is reported. What a killed earlier pull or patch
+ * left is rolled back first.
+ */
 export async function pullIntoNbd(uri: string, opts: ClientOptions): Promise<SyncResult> {
   const t0 = performance.now();
   const img = await openNbdImage(uri, { write: true });
   let conn: Connection | null = null;
+  let lock: ImageLock | null = null;
   try {
+    const prep = await prepareNbdWrite(img, opts.stateDir ?? defaultStateDir(), opts.onNote);
+    lock = prep.lock;
+    const { path: journal, settled } = prep;
     conn = await connectAuthenticated(opts);
     const ready = await openSession(conn, 'pull', opts, img.size);
     if (ready.imageSize > img.size) {
@@ -32,7 +45,9 @@ export async function pullIntoNbd(uri: string, opts: ClientOptions): Promise<Syn
         conn,
         img,
         async (size, spec): Promise<DeltaSink> => {
-          const p = await UndoPatcher.start(img.nbd, img.size, size, spec, sent.fullDigests);
+          // The signature pass's digests give the export's own image hash: a rollback is proved by it.
+          const original = sent.fullDigests.length >= blockCountFor(img.size, spec.blockSize) * 32 ? imageHashFromDigests(img.size, spec, sent.fullDigests) : null;
+          const p = await UndoPatcher.start(img.nbd, img.size, size, spec, sent.fullDigests, { journal: { path: journal, meta: nbdJournalMeta(img, size, spec, original) } });
           return {
             apply: (op) => p.apply(op),
             get position() {
@@ -46,7 +61,7 @@ export async function pullIntoNbd(uri: string, opts: ClientOptions): Promise<Syn
               await p.close();
               return n;
             },
-            // Any failure puts the export back as it was: there is no journal to resume from.
+            // Any failure puts the export back as it was (the journal is for a crash, not a resume); if that fails, the journal stays for the next command.
             abort: () => p.rollback(),
           };
         },
@@ -67,11 +82,13 @@ export async function pullIntoNbd(uri: string, opts: ClientOptions): Promise<Syn
       bytesReceived: conn.bytesIn,
       elapsedMs: performance.now() - t0,
       verified: true,
+      ...(settled !== 'nothing' ? { recovered: settled } : {}),
     };
   } catch (e) {
     conn?.destroy();
     throw e;
   } finally {
     await img.nbd.close();
+    await lock?.release();
   }
 }

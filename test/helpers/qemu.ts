@@ -4,9 +4,12 @@
  * Every qemu-nbd started is remembered and stopped by stopAllNbd().
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll } from 'vitest';
+import { startServer, type TestServer } from './server.js';
 
 /** Whether qemu-img, qemu-io and qemu-nbd are installed (the tests that need them are skipped otherwise). */
 export const hasQemu = ['qemu-img', 'qemu-io', 'qemu-nbd'].every((t) => spawnSync(t, ['--version'], { stdio: 'ignore' }).status === 0);
@@ -89,4 +92,26 @@ export async function stopNbd(pid: number): Promise<void> {
 /** Stop every qemu-nbd these helpers started (afterEach/afterAll). */
 export async function stopAllNbd(): Promise<void> {
   await Promise.all([...running].map((p) => stopNbd(p)));
+}
+
+/**
+ * For a test file: a temp directory and a resync server whose writable
+ * volume `rec` is `volumeFile` in it, made before the tests and removed
+ * after them; every qemu-nbd is stopped after each test. Read the fields in
+ * tests (they are set in beforeAll).
+ */
+export function nbdTestBed(prefix: string, volumeFile: string): { dir: string; srv: TestServer } {
+  const bed = {} as { dir: string; srv: TestServer };
+  beforeAll(async () => {
+    bed.dir = await mkdtemp(join(tmpdir(), prefix));
+    bed.srv = await startServer({ rec: { path: join(bed.dir, volumeFile), writable: true } });
+  });
+  afterEach(stopAllNbd);
+  afterAll(async () => {
+    await stopAllNbd();
+    await bed.srv?.server.close();
+    if (bed.dir) await rm(bed.dir, { recursive: true, force: true });
+    if (bed.srv) await rm(bed.srv.dir, { recursive: true, force: true });
+  });
+  return bed;
 }

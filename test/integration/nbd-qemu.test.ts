@@ -26,6 +26,8 @@ const MiB = 1 << 20;
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'resync-nbd-'));
+  // Export journals (io/nbd/undo.ts) go to the default state directory: keep them here.
+  process.env.XDG_STATE_HOME = join(dir, 'state');
   srv = await startServer({ rec: { path: join(dir, 'recovery.img'), writable: true } });
 });
 afterEach(stopAllNbd);

@@ -4,7 +4,7 @@
  */
 import { afterEach, describe, expect, test } from 'vitest';
 import { createServer, type Server, type Socket } from 'node:net';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -253,9 +253,26 @@ describe('NBD URIs', () => {
 });
 
 describe('what an interrupted command says about an NBD target', () => {
-  test('a pull or in-place patch into an export reports it as possibly part-updated, never unchanged', async () => {
+  // An export is written under its undo journal in the state directory (io/nbd/undo.ts): the journal says
+  // whether the export may be part-updated, as a file's journal does (it was "unknown" while the undo data
+  // went with the process).
+  test('a pull or in-place patch into an export: journaled while its journal is there, else unchanged', async () => {
     const { localInterrupted } = await import('../../src/cli/run.js');
-    const uri = 'nbd+unix:///vm1?socket=/run/vm1.sock';
-    expect(localInterrupted(uri, 'the update had not started', 'run the same pull again')).toMatchObject({ target: uri, state: 'unknown', resume: 'run the same pull again: it makes the export whole' });
+    const { nbdJournalPath } = await import('../../src/io/nbd/journal-path.js');
+    const state = await mkdtemp(join(tmpdir(), 'resync-nbd-state-'));
+    try {
+      const uri = 'nbd+unix:///vm1?socket=/run/vm1.sock';
+      expect(localInterrupted(uri, 'the update had not started', 'run the same pull again', state)).toMatchObject({ target: uri, state: 'unchanged' });
+      const journal = nbdJournalPath(state, uri);
+      await writeFile(journal, 'x');
+      expect(localInterrupted(uri, 'the update had not started', 'run the same pull again', state)).toMatchObject({
+        target: uri,
+        state: 'journaled',
+        journal,
+        resume: `run the same pull again (it rolls the export back first), or \`resync recover '${uri}' --state-dir ${state}\` to roll it back`,
+      });
+    } finally {
+      await rm(state, { recursive: true, force: true });
+    }
   });
 });

@@ -13,12 +13,19 @@ import { checkInput, prepareOutput, type NamedInput } from '../paths.js';
 import { STDIO } from '../stdio.js';
 import { dryRunDeltaCommand } from './verify.js';
 import { localInterrupted, outputOptions, runCommand, shq, type CommonArgs } from '../run.js';
+import { isNbdUri } from '../../io/nbd/uri.js';
+import { defaultStateDir } from '../../io/state-dir.js';
 
 const FORMAT_OPTION = {
   type: 'string',
   choices: ['resync', 'rdiff'],
   default: 'resync',
   describe: "file format: resync's own, or librsync's (rdiff) signature and delta formats",
+} as const;
+
+const STATE_DIR_OPTION = {
+  type: 'string',
+  describe: 'with an NBD export (nbd://, nbd+unix://): where its undo journal is kept while it is written, and a killed update\'s is found (default $XDG_STATE_HOME/resync or ~/.local/state/resync)',
 } as const;
 
 const FORCE_OPTION = { alias: 'f', type: 'boolean', default: false, describe: 'overwrite an existing output file (never one of the inputs)' } as const;
@@ -171,6 +178,7 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .option('format', FORMAT_OPTION)
           .option('in-place', { type: 'boolean', default: false, describe: 'patch BASIS itself, writing only what changed, under an undo journal (BASIS.resync-journal); resync format' })
           .option('resume', { type: 'boolean', default: false, describe: 'continue an interrupted --in-place patch of the same delta' })
+          .option('state-dir', STATE_DIR_OPTION)
           .example('$0 patch recovery.img update.delta new.img', 'write the new image, verified before it is renamed into place')
           .example('$0 patch --in-place recovery.img update.delta', 'rewrite only the changed blocks of recovery.img, under an undo journal')
           .example("$0 patch --resume recovery.img update.delta", 'finish an in-place patch that was interrupted')
@@ -222,7 +230,8 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
                 elapsedMs: r.elapsedMs,
               };
             } else {
-              const r = await (await filesApi()).patchFile(argv.basis, delta, out, { onProgress: progress, inPlace, resume: argv.resume });
+              const note = (msg: string): void => void (argv.quiet ? undefined : process.stderr.write(`resync patch: note: ${msg}\n`));
+              const r = await (await filesApi()).patchFile(argv.basis, delta, out, { onProgress: progress, inPlace, resume: argv.resume, stateDir: argv['state-dir'], onNote: note });
               summary = {
                 imageSize: r.imageSize,
                 matchedBytes: r.matchedBytes,
@@ -230,6 +239,7 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
                 copyOps: r.copyOps,
                 literalOps: r.literalOps,
                 ...('bytesWritten' in r ? { bytesWritten: r.bytesWritten, resumedFrom: r.resumedFrom } : {}),
+                ...('recovered' in r && r.recovered ? { recovered: r.recovered } : {}),
                 ...('nothingToResume' in r && r.nothingToResume ? { nothingToResume: true, note: `nothing to resume: ${argv.basis} has no journal and already is the result of ${argv.delta}` } : {}),
                 verified: true,
                 elapsedMs: r.elapsedMs,
@@ -244,13 +254,13 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             const target = argv.output ?? argv.basis;
             if (!inPlace || argv.format === 'rdiff') return { target, state: 'unchanged', message: `${target} was not written (its partial temp file was removed)`, resume: 'run the same patch again' };
             const again = `run \`resync patch ${[argv.basis, argv.delta, ...(argv.output ? [argv.output] : [])].map(shq).join(' ')} --in-place --resume\` to finish it`;
-            return localInterrupted(target, 'the patch had not started writing', again);
+            return localInterrupted(target, 'the patch had not started writing', isNbdUri(target) ? `run the same patch again` : again, argv['state-dir']);
           },
         ),
     )
     .command(
       'recover <image>',
-      'Resolve an interrupted in-place update: finish it if it was verified, else roll IMAGE back to its original contents (checked against the hash in its journal). IMAGE may be HOST:PORT/VOLUME, [user@]host:/path (over ssh) or @NAME/VOLUME (client config): the far side then does it to the volume (an interrupted push whose primary is gone)',
+      'Resolve an interrupted in-place update: finish it if it was verified, else roll IMAGE back to its original contents (checked against the hash in its journal). IMAGE may be HOST:PORT/VOLUME, [user@]host:/path (over ssh) or @NAME/VOLUME (client config): the far side then does it to the volume (an interrupted push whose primary is gone). IMAGE may be an NBD export (nbd://, nbd+unix://) a killed pull or patch was writing: rolled back from its undo journal in the state directory',
       (a) =>
         outputOptions(a, { progress: false })
           .positional('image', { type: 'string', demandOption: true, describe: 'an image an in-place patch or pull was interrupted on, or HOST:PORT/VOLUME, [user@]host:/path (ssh) or @NAME[/VOLUME]' })
@@ -260,16 +270,22 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .option('timeout', { requiresArg: true, coerce: secondsOption('timeout'), describe: 'remote: seconds of silence before giving up (default 300)' })
           .option('rsh', { alias: 'e', type: 'string', requiresArg: true, describe: "over ssh: the ssh command, e.g. 'ssh -p 2222 -i key' (default: ssh)" })
           .option('remote-resync', { type: 'string', requiresArg: true, describe: 'over ssh: the command that runs resync on the far side (default: resync)' })
+          .option('state-dir', STATE_DIR_OPTION)
           .example('$0 recover recovery.img', 'finish or roll back what recovery.img.resync-journal describes')
           .example('$0 recover dr:7873/vm1 --secret-file S', 'roll back an interrupted push on the server when the primary is gone')
-          .example('$0 recover root@dr:/srv/images/vm1.img', 'the same over ssh (resync serve --stdio on dr)'),
+          .example('$0 recover root@dr:/srv/images/vm1.img', 'the same over ssh (resync serve --stdio on dr)')
+          .example("$0 recover 'nbd+unix:///vm1?socket=/run/vm1.sock'", 'roll back what a killed pull into that NBD export left'),
       (argv) =>
         runCommand('recover', argv, async () => {
+          if (isNbdUri(argv.image)) {
+            const r = await (await filesApi()).recoverNbd(argv.image, argv['state-dir'] ?? defaultStateDir());
+            return { image: argv.image, outcome: r.outcome, verified: r.proved };
+          }
           const net = await import('./net.js');
           if (net.isRemoteVolume(argv.image)) return net.recoverRemoteCommand(argv);
           const outcome = await (await filesApi()).recoverImage(argv.image);
           return { image: argv.image, outcome, verified: outcome !== 'nothing' };
-        }, undefined, () => localInterrupted(argv.image, 'there was nothing to recover', `run \`resync recover ${shq(argv.image)}\` again to finish settling it`)),
+        }, undefined, () => localInterrupted(argv.image, 'there was nothing to recover', `run \`resync recover ${shq(argv.image)}\` again to finish settling it`, argv['state-dir'])),
     );
 }
 

@@ -363,7 +363,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             type: 'string',
             describe: 'with an NBD image: send only the blocks this qemu dirty bitmap marks (exported as qemu:dirty-bitmap:NAME); verifies those blocks, and the whole image where the digest cache and the server allow',
           })
-          .option('state-dir', { type: 'string', describe: "with an NBD image: where the export's block digests per replica are kept (default $XDG_STATE_HOME/resync or ~/.local/state/resync)" })
+          .option('state-dir', { type: 'string', describe: "with an NBD image: where the export's block digests per replica are kept, and its undo journal if a pull into it was killed (default $XDG_STATE_HOME/resync or ~/.local/state/resync)" })
           .option('digest-cache', { type: 'boolean', default: true, describe: "with an NBD image: keep the export's block digests after a verified push so that a --dirty-bitmap push verifies the whole image; --no-digest-cache: keep none" })
           .example('$0 push vm1.img dr:7873/vm1', 'bring volume vm1 on host dr up to date (secret: --secret-file or RESYNC_SECRET_FILE)')
           .example("$0 push -e 'ssh -p 2222' vm1.img root@dr:/srv/images/vm1.img", 'the same over ssh: resync serve --stdio runs on dr')
@@ -388,8 +388,8 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             if (argv['dry-run'] && argv['dirty-bitmap'] !== undefined) throw new ParamError('--dry-run does not apply to --dirty-bitmap (the bitmap says what would be read)');
             if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPush(argv.image, opts));
             const mod = await clientMod();
-            const stateDir = argv['digest-cache'] ? (argv['state-dir'] ?? mod.defaultStateDir()) : null;
-            const res = await mod.push(argv.image, { ...opts, dirtyBitmap: argv['dirty-bitmap'], stateDir });
+            const stateDir = argv['state-dir'] ?? mod.defaultStateDir();
+            const res = await mod.push(argv.image, { ...opts, dirtyBitmap: argv['dirty-bitmap'], stateDir, digestCache: argv['digest-cache'] });
             return summary(res);
           },
           (e) => (argv.remote.length === 1 ? networkHint(e, String(argv.remote[0])) : undefined),
@@ -406,6 +406,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .option('in-place', { type: 'boolean', default: true, describe: 'patch IMAGE in place under an undo journal (resumable); --no-in-place writes a temp file and renames it' })
           .option('sig-cache', { type: 'boolean', default: true, describe: "keep the image's block sums beside it (IMAGE.resync-sig) after a pull, so the next pull's signature does not read the whole image; --no-sig-cache: read it every time" })
           .option('temp-fallback', { type: 'boolean', default: true, describe: 'in place, switch to a temp file (renamed after verification) when the data turns out to have moved and there is room; --no-temp-fallback: in place always' })
+          .option('state-dir', { type: 'string', describe: "with an NBD export: where its undo journal is kept while the pull writes it, and a killed pull's is found and rolled back (default $XDG_STATE_HOME/resync or ~/.local/state/resync)" })
           .options(CLIENT_OPTIONS)
           .example('$0 pull dr:7873/vm1 vm1.img', 'failback: make vm1.img equal to volume vm1 on host dr (secret: --secret-file or RESYNC_SECRET_FILE)')
           .example('$0 pull --no-in-place dr:7873/vm1 new.img', 'write a new file, renamed into place after verification')
@@ -420,14 +421,22 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             const image = argv['in-place'] || argv['dry-run'] || isNbdUri(argv.image) ? argv.image : await prepareOutput(argv.image, 'IMAGE', { force: true, inputs: [], usage: 'resync pull REMOTE IMAGE' });
             const opts = await clientOptionsFrom(argv, progress);
             if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPull(image, opts));
-            const res = await (await clientMod()).pull(image, { ...opts, inPlace: argv['in-place'], tempFallback: argv['temp-fallback'], sigCache: argv['sig-cache'] });
-            return summary(res);
+            const note = (msg: string): void => void (argv.quiet ? undefined : process.stderr.write(`resync pull: note: ${msg}\n`));
+            const res = await (await clientMod()).pull(image, {
+              ...opts,
+              inPlace: argv['in-place'],
+              tempFallback: argv['temp-fallback'],
+              sigCache: argv['sig-cache'],
+              stateDir: argv['state-dir'],
+              onNote: opts.onNote ?? note,
+            });
+            return { ...summary(res), ...(res.recovered ? { recovered: res.recovered } : {}) };
           },
           (e) => networkHint(e, argv.remote),
           () =>
             argv['dry-run']
               ? { target: argv.image, state: 'unchanged', message: 'a dry run writes nothing' }
-              : localInterrupted(argv.image, argv['in-place'] ? 'the update had not started' : 'its partial temp file was removed', 'run the same pull again to resume it'),
+              : localInterrupted(argv.image, argv['in-place'] ? 'the update had not started' : 'its partial temp file was removed', 'run the same pull again to resume it', argv['state-dir']),
         ),
     );
 }

@@ -356,14 +356,20 @@ export class NbdClient {
     return buf;
   }
 
-  /** Write `data` at `position`. */
-  async write(position: number, data: Uint8Array): Promise<void> {
+  /**
+   * Write `data` at `position`. `stable`: the caller leaves `data` as it is
+   * until this settles, also when it fails (a batch buffer of
+   * io/undo-patcher.ts), so it is not copied: copies of a batch in flight
+   * lived long enough to reach V8's old generation and piled up there.
+   */
+  async write(position: number, data: Uint8Array, stable = false): Promise<void> {
     this.assertWritable();
     const parts: Promise<InFlight>[] = [];
     for (let at = 0; at < data.length; at += NBD_IO_CHUNK) {
       const n = Math.min(NBD_IO_CHUNK, data.length - at);
-      // Copied: the caller may reuse its buffer once this resolves, but the socket may still hold it.
-      parts.push(this.request(NbdCmd.WRITE, position + at, n, { data: Buffer.from(data.subarray(at, at + n)) }));
+      // Copied otherwise: the caller may reuse its buffer once this resolves, but the socket may still hold it.
+      const piece = data.subarray(at, at + n);
+      parts.push(this.request(NbdCmd.WRITE, position + at, n, { data: stable ? Buffer.from(piece.buffer, piece.byteOffset, piece.length) : Buffer.from(piece) }));
     }
     await settleAll(parts);
   }

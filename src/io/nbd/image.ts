@@ -9,6 +9,8 @@ import { openImage, type ImageHandle, type RemoteImage } from '../image.js';
 import { NBD_STATE_DIRTY, NBD_STATE_ZERO, NbdError } from './codec.js';
 import type { NbdClient, NbdExtent } from './client.js';
 import { isNbdUri, parseNbdUri } from './uri.js';
+import { refuseUnsettledExport } from './undo.js';
+import { defaultStateDir } from '../state-dir.js';
 
 export { isNbdUri };
 
@@ -26,6 +28,13 @@ export interface NbdImageOptions {
   write?: boolean;
   /** Also negotiate this qemu dirty bitmap (the export must offer it: `qemu-nbd -B NAME`). */
   dirtyBitmap?: string | undefined;
+  /**
+   * Where the export's undo journal would be (io/nbd/undo.ts; absent or
+   * null: the default state directory). Opened to read, an export with one
+   * is refused (a killed pull or patch left it part-updated); opened to
+   * write, the caller settles it.
+   */
+  stateDir?: string | null | undefined;
 }
 
 /** An open NBD export. */
@@ -65,6 +74,7 @@ class ExtentWalker {
 /** Open `uri` (nbd:// or nbd+unix://) as an image. */
 export async function openNbdImage(uri: string, opts: NbdImageOptions = {}): Promise<NbdImage> {
   const addr = parseNbdUri(uri);
+  if (!opts.write) refuseUnsettledExport(uri, opts.stateDir ?? defaultStateDir());
   const contexts = [BASE_ALLOCATION, ...(opts.dirtyBitmap !== undefined ? [dirtyBitmapContext(opts.dirtyBitmap)] : [])];
   // The client (and node:net) is loaded here: file commands on plain files do without it.
   const { NbdClient } = await import('./client.js');
@@ -142,7 +152,7 @@ export async function* dirtyRuns(img: NbdImage, bitmap: string): AsyncGenerator<
   if (run) yield run;
 }
 
-/** Open an image argument for reading: an NBD URI over NBD, anything else as a file or block device. */
-export async function openImageOrNbd(path: string): Promise<ImageHandle> {
-  return isNbdUri(path) ? openNbdImage(path) : openImage(path);
+/** Open an image argument for reading: an NBD URI over NBD (refused while it has an undo journal in `stateDir`), anything else as a file or block device. */
+export async function openImageOrNbd(path: string, stateDir?: string | null): Promise<ImageHandle> {
+  return isNbdUri(path) ? openNbdImage(path, { stateDir }) : openImage(path);
 }

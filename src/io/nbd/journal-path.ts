@@ -1,0 +1,24 @@
+/** Where an NBD export's undo journal lives (io/nbd/undo.ts): apart so the CLI can name it without loading the journal code. */
+import { createHash } from 'node:crypto';
+import { join, resolve } from 'node:path';
+import { parseNbdUri } from './uri.js';
+
+/**
+ * The export's identity as a normalized URI: the host in lower case with
+ * its port spelled out, or the socket's absolute path, and the export name.
+ * Two spellings of one export (`nbd://H/x` and `nbd://h:10809/x`) share a
+ * journal; `localhost` and `127.0.0.1` do not (give the same URI each time).
+ */
+export function nbdIdentity(uri: string): string {
+  const a = parseNbdUri(uri);
+  const name = encodeURIComponent(a.exportName);
+  if (a.socket !== undefined) return `nbd+unix:///${name}?socket=${encodeURIComponent(resolve(a.socket))}`;
+  const host = a.host!.toLowerCase();
+  return `nbd://${host.includes(':') ? `[${host}]` : host}:${a.port}/${name}`;
+}
+
+/** Where the undo journal of the export at `uri` lives in `stateDir`. */
+export function nbdJournalPath(stateDir: string, uri: string): string {
+  const h = createHash('sha256').update('resync-nbd-undo/1\0').update(nbdIdentity(uri)).digest('hex');
+  return join(stateDir, `nbd-undo-${h.slice(0, 32)}.resync-journal`);
+}

@@ -1,0 +1,132 @@
+/**
+ * The undo journal of an NBD export: a pull or `patch --in-place` into an
+ * export saves the old bytes of what it overwrites in a journal in the
+ * state directory (io/undo-patcher.ts), named after the export's identity,
+ * so a process killed mid-write leaves a record of it. The next command
+ * that writes the export rolls it back first (settleNbdJournal); commands
+ * that read the export refuse it while the journal is there
+ * (refuseUnsettledExport): they would read a half-updated disk. Writers
+ * hold a lock file beside the journal for their whole length.
+ *
+ * The journal has the file journal's format (io/journal.ts); its Meta record
+ * names the export and its size, and a journal naming another export or
+ * size is never applied.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import type { ImageHashSpec } from '../../core/imagehash.js';
+import { JournalError, ioError } from '../errors.js';
+import { readJournal, removeJournal, Journal, type JournalMeta } from '../journal.js';
+import { hashImage, journalHashSpec } from '../inplace.js';
+import { lockImage, type ImageLock } from '../lock.js';
+import { killPoint } from '../trace.js';
+import type { NbdImage } from './image.js';
+import { nbdIdentity, nbdJournalPath } from './journal-path.js';
+
+export { nbdIdentity, nbdJournalPath };
+
+/** Refuse to read an export that a killed pull or patch left under its journal. */
+export function refuseUnsettledExport(uri: string, stateDir: string): void {
+  const path = nbdJournalPath(stateDir, uri);
+  if (!existsSync(path)) return;
+  throw new JournalError(
+    `the NBD export ${uri} has an unfinished update (its undo journal ${path}: a pull or patch into it is running, or was killed): run that pull or patch again, or 'resync recover ${uri}' to roll it back`,
+    { export: uri, journal: path },
+  );
+}
+
+/** What settling an export's journal did. */
+export type NbdSettled = 'nothing' | 'rolled-back' | 'completed';
+
+/**
+ * Resolve the journal a killed pull or patch left for `img` (open for
+ * writing): a committed update (verified and flushed) only loses its
+ * journal; anything else is rolled back, newest record first, the export
+ * flushed, and, where the journal recorded the original image's hash, the
+ * export read once to prove it, before the journal is deleted. Safe to
+ * repeat after a crash at any point: the journal goes last.
+ */
+export async function settleNbdJournal(img: NbdImage, path: string): Promise<{ outcome: NbdSettled; bytes: number; proved: boolean }> {
+  const st = await readJournal(path);
+  if (!st) return { outcome: 'nothing', bytes: 0, proved: false };
+  const want = nbdIdentity(img.path);
+  if (st.base.export !== want || st.base.originalSize !== img.size) {
+    throw new JournalError(
+      `the journal ${path} belongs to ${st.base.export ?? 'no NBD export'} of ${st.base.originalSize} bytes, not to ${want} of ${img.size} bytes: it is not applied; move it away if that export is gone`,
+      { journal: path, export: img.path },
+    );
+  }
+  if (st.committed !== null) {
+    // The commit record follows the verification and the export's flush.
+    await removeJournal(path);
+    return { outcome: 'completed', bytes: 0, proved: true };
+  }
+  const j = await Journal.openRead(path);
+  let bytes = 0;
+  try {
+    for (let i = st.undos.length - 1; i >= 0; i--) {
+      const u = st.undos[i]!;
+      await img.nbd.write(u.offset, await j.readSaved(u.dataAt, u.length));
+      bytes += u.length;
+    }
+  } finally {
+    await j.close();
+  }
+  killPoint('nbd-rollback-written');
+  await img.nbd.flush();
+  const spec = st.base.hashSpec;
+  const proved = st.base.originalHash !== undefined && spec !== undefined;
+  if (proved && !(await hashImage(img, img.size, spec)).equals(Buffer.from(st.base.originalHash!, 'hex'))) {
+    throw new JournalError(`the NBD export ${img.path} does not hash to its original image after rolling back its journal (something else wrote it?); the journal ${path} is kept`, {
+      journal: path,
+      export: img.path,
+    });
+  }
+  await removeJournal(path);
+  return { outcome: 'rolled-back', bytes, proved };
+}
+
+/**
+ * Before a pull or patch writes the export: make the state directory, roll
+ * back (or drop) what a killed one left, and name the new journal. `say`
+ * hears about a rollback.
+ */
+export async function prepareNbdWrite(img: NbdImage, stateDir: string, say?: (msg: string) => void): Promise<{ path: string; settled: NbdSettled; lock: ImageLock }> {
+  const { path, lock } = await lockNbdExport(stateDir, img.path);
+  try {
+    const s = await settleNbdJournal(img, path);
+    if (s.outcome === 'rolled-back') say?.(`rolled back the unfinished update of ${img.path} left by a killed pull or patch (${s.bytes} bytes put back from ${path}); carrying on`);
+    if (s.outcome === 'completed') say?.(`the last update of ${img.path} had finished; removed its leftover journal ${path}`);
+    return { path, settled: s.outcome, lock };
+  } catch (e) {
+    await lock.release();
+    throw e;
+  }
+}
+
+/**
+ * Make the state directory and take the export's writer lock (a lock file
+ * beside its journal, io/lock.ts): a second pull, patch or recover of the
+ * export is refused (ERR_LOCKED) instead of rolling back the first one's
+ * live journal under it. Returns the journal's path and the lock to release.
+ */
+export async function lockNbdExport(stateDir: string, uri: string): Promise<{ path: string; lock: ImageLock }> {
+  await mkdir(stateDir, { recursive: true, mode: 0o700 }).catch((e: unknown) => {
+    throw ioError(e, 'create the state directory', stateDir);
+  });
+  const path = nbdJournalPath(stateDir, uri);
+  return { path, lock: await lockImage(path.replace(/\.resync-journal$/, '.lock'), 'write', { create: true }) };
+}
+
+/** The header of a new export journal: the export, its size, and the hash that proves a rollback when the caller has it. */
+export function nbdJournalMeta(img: NbdImage, targetSize: number, spec: ImageHashSpec, originalHash: Uint8Array | null): JournalMeta {
+  return {
+    id: randomBytes(8).toString('hex'),
+    export: nbdIdentity(img.path),
+    originalSize: img.size,
+    targetSize,
+    hashSpec: journalHashSpec(spec),
+    ...(originalHash ? { originalHash: Buffer.from(originalHash).toString('hex') } : {}),
+  };
+}
