@@ -9,6 +9,7 @@
  */
 import { beforeAll, describe, expect, test } from 'vitest';
 import { existsSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { copyFile, mkdir, readFile, rm, stat, truncate, writeFile, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -284,6 +285,29 @@ describe.skipIf(!hasQemu)('a pull into an NBD export killed mid-write', () => {
     expect(again.code, again.stderr).toBe(0);
     expect(JSON.parse(again.stdout)).toMatchObject({ ok: true, verified: true, recovered: 'rolled-back' });
     expect(again.stderr).toMatch(/resync patch: note: rolled back/);
+    expect(existsSync(journal)).toBe(false);
+    await nbd.stop();
+    expect(sameContent(d.q, join(dir, 'recovery-copy.raw'))).toBe(true);
+  }, 120_000);
+
+  test('SIGTERM mid-write: exit 143 naming the journal; the same pull again rolls back and completes', async () => {
+    const d = localDisk('sigterm', SIZE);
+    const nbd = await startNbd(dir, d.q);
+    const journal = nbdJournalPath(join(dir, 'cli-state', 'resync'), nbd.uri);
+    // Slowed to 2 MiB/s, so the signal comes while the delta is being written.
+    const child = spawn(process.execPath, [CLI, ...pullArgs(nbd.uri), '--bwlimit', '2M'], { env: { ...process.env, ...env() } });
+    let stdout = '';
+    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+    const done = new Promise<number | null>((res) => child.on('close', (code) => res(code)));
+    for (let i = 0; i < 400 && !existsSync(journal); i++) await new Promise((res) => setTimeout(res, 50));
+    expect(existsSync(journal)).toBe(true);
+    child.kill('SIGTERM');
+    expect(await done).toBe(143);
+    expect(JSON.parse(stdout)).toMatchObject({ ok: false, code: 'ERR_INTERRUPTED', signal: 'SIGTERM', state: 'journaled', journal });
+    expect(existsSync(journal)).toBe(true);
+    const again = await runCli(CLI, pullArgs(nbd.uri), { env: env(), timeoutMs: 60_000 });
+    expect(again.code, again.stderr).toBe(0);
+    expect(JSON.parse(again.stdout)).toMatchObject({ ok: true, verified: true, recovered: 'rolled-back' });
     expect(existsSync(journal)).toBe(false);
     await nbd.stop();
     expect(sameContent(d.q, join(dir, 'recovery-copy.raw'))).toBe(true);
