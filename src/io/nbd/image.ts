@@ -9,7 +9,7 @@ import { openImage, type ImageHandle, type RemoteImage } from '../image.js';
 import { NBD_STATE_DIRTY, NBD_STATE_ZERO, NbdError } from './codec.js';
 import type { NbdClient, NbdExtent } from './client.js';
 import { isNbdUri, parseNbdUri } from './uri.js';
-import { refuseUnsettledExport } from './undo.js';
+import { refuseUnsettledExport } from './journal-path.js';
 import { defaultStateDir } from '../state-dir.js';
 
 export { isNbdUri };

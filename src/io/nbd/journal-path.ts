@@ -1,6 +1,8 @@
-/** Where an NBD export's undo journal lives (io/nbd/undo.ts): apart so the CLI can name it without loading the journal code. */
+/** Where an NBD export's undo journal lives (io/nbd/undo.ts), and the readers' refusal while one exists: apart so the CLI and the image opener need not load the journal code. */
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { JournalError } from '../errors.js';
 import { parseNbdUri } from './uri.js';
 
 /**
@@ -21,4 +23,14 @@ export function nbdIdentity(uri: string): string {
 export function nbdJournalPath(stateDir: string, uri: string): string {
   const h = createHash('sha256').update('resync-nbd-undo/1\0').update(nbdIdentity(uri)).digest('hex');
   return join(stateDir, `nbd-undo-${h.slice(0, 32)}.resync-journal`);
+}
+
+/** Refuse to read an export that a killed pull or patch left under its journal. */
+export function refuseUnsettledExport(uri: string, stateDir: string): void {
+  const path = nbdJournalPath(stateDir, uri);
+  if (!existsSync(path)) return;
+  throw new JournalError(
+    `the NBD export ${uri} has an unfinished update (its undo journal ${path}: a pull or patch into it is running, or was killed): run that pull or patch again, or 'resync recover ${uri}' to roll it back`,
+    { export: uri, journal: path },
+  );
 }

@@ -13,7 +13,6 @@
  * size is never applied.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import type { ImageHashSpec } from '../../core/imagehash.js';
 import { JournalError, ioError } from '../errors.js';
@@ -22,19 +21,9 @@ import { hashImage, journalHashSpec } from '../inplace.js';
 import { lockImage, type ImageLock } from '../lock.js';
 import { killPoint } from '../trace.js';
 import type { NbdImage } from './image.js';
-import { nbdIdentity, nbdJournalPath } from './journal-path.js';
+import { nbdIdentity, nbdJournalPath, refuseUnsettledExport } from './journal-path.js';
 
-export { nbdIdentity, nbdJournalPath };
-
-/** Refuse to read an export that a killed pull or patch left under its journal. */
-export function refuseUnsettledExport(uri: string, stateDir: string): void {
-  const path = nbdJournalPath(stateDir, uri);
-  if (!existsSync(path)) return;
-  throw new JournalError(
-    `the NBD export ${uri} has an unfinished update (its undo journal ${path}: a pull or patch into it is running, or was killed): run that pull or patch again, or 'resync recover ${uri}' to roll it back`,
-    { export: uri, journal: path },
-  );
-}
+export { nbdIdentity, nbdJournalPath, refuseUnsettledExport };
 
 /** What settling an export's journal did. */
 export type NbdSettled = 'nothing' | 'rolled-back' | 'completed';
