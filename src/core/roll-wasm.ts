@@ -68,7 +68,11 @@ export class Roller {
     r.ensure(TABLE_BYTES + filter.byteLength);
     const mem = new Uint8Array(x.memory.buffer);
     mem.set(new Uint8Array(outTab.buffer, outTab.byteOffset, TABLE_BYTES), 0);
-    mem.set(new Uint8Array(filter.buffer, filter.byteOffset, filter.byteLength), TABLE_BYTES);
+    // A fresh instance's memory is zeros, and pages of it never written are
+    // never backed: only the filter's set words are copied (a sparse image's
+    // filter is almost all zeros, and a copy of all of it cost its 4 MiB).
+    const words = new Int32Array(x.memory.buffer, TABLE_BYTES, filter.length);
+    for (let k = 0; k < filter.length; k++) if (filter[k] !== 0) words[k] = filter[k]!;
     return r;
   }
 

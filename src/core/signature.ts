@@ -20,7 +20,7 @@ import {
   SIG_CHUNK_BLOCKS,
   TARGET_MAX_BLOCKS,
 } from './limits.js';
-import { weakSum } from './rolling.js';
+import { adler32OfZeros, weakSum } from './rolling.js';
 import { DEFAULT_STRONG_ALG, FULL_DIGEST_LEN, STRONG_ALGS, StrongHasher, isZeroRange, type StrongAlg } from './strong.js';
 import { ImageHashBuilder } from './imagehash.js';
 
@@ -244,17 +244,19 @@ export class SignatureGenerator {
 
 /**
  * A signature held in typed arrays, with an index from weak sum to blocks
- * (chained hash table behind a bit filter). Storage grows as blocks arrive,
- * so a header that announces millions of blocks costs nothing until they are
- * actually sent; the index is built by seal() once every block is present.
+ * (chained hash table behind a bit filter); the index is built by seal() once
+ * every block is present. Storage is sized once from the header's block
+ * count: zeroed typed arrays are mapped lazily, so a header that announces
+ * millions of blocks costs address space, not memory, until they are sent,
+ * and no array is copied into a larger one as blocks arrive (growing by
+ * doubling left up to 1.5x the final arrays to the garbage collector).
  */
 export class Signature {
   readonly params: SignatureParams;
   readonly blockCount: number;
-  private weakArr: Uint32Array;
-  private strongArr: Uint8Array;
-  private filled: Uint8Array;
-  private cap: number;
+  private readonly weakArr: Uint32Array;
+  private readonly strongArr: Uint8Array;
+  private readonly filled: Uint8Array;
   /** Bucket heads (block index or -1), size a power of two >= 2 * blockCount. */
   head: Int32Array = new Int32Array(0);
   /** Next block in the same bucket, or -1. */
@@ -277,10 +279,9 @@ export class Signature {
     validateSignatureParams(params);
     this.params = params;
     this.blockCount = blockCountFor(params.imageSize, params.blockSize);
-    this.cap = Math.min(this.blockCount, 4096);
-    this.weakArr = new Uint32Array(this.cap);
-    this.strongArr = new Uint8Array(this.cap * params.strongLen);
-    this.filled = new Uint8Array(this.cap);
+    this.weakArr = new Uint32Array(this.blockCount);
+    this.strongArr = new Uint8Array(this.blockCount * params.strongLen);
+    this.filled = new Uint8Array(this.blockCount);
   }
 
   /** Weak sums, one per block. */
@@ -307,34 +308,39 @@ export class Signature {
   seal(): void {
     if (this.sealed) return;
     if (!this.isComplete) throw new CorruptInputError(`signature has ${this.received} of ${this.blockCount} blocks`);
+    const keys = this.indexedBound();
     let tableBits = 10;
-    while (1 << tableBits < this.blockCount * 2) tableBits++;
+    while (1 << tableBits < keys * 2) tableBits++;
     this.head = new Int32Array(1 << tableBits).fill(-1);
-    this.next = new Int32Array(this.blockCount).fill(-1);
+    // Not filled: insert() sets next[i] before block i joins a chain, and only
+    // chained blocks are followed, so the pages of blocks never indexed (the
+    // zero blocks of a sparse image) are never touched.
+    this.next = new Int32Array(this.blockCount);
     this.bucketShift = 32 - tableBits;
     let filterBits = 16;
-    while (filterBits < 27 && 2 ** filterBits < this.blockCount * 64) filterBits++;
+    while (filterBits < 27 && 2 ** filterBits < keys * 64) filterBits++;
     this.filter = new Int32Array(2 ** (filterBits - 5));
     this.filterShift = 32 - filterBits;
     for (let i = 0; i < this.blockCount; i++) this.insert(i);
     this.sealed = true;
   }
 
-  private ensure(end: number): void {
-    if (end <= this.cap) return;
-    let cap = this.cap;
-    while (cap < end) cap = Math.min(this.blockCount, Math.max(cap * 2, 4096));
-    const sl = this.params.strongLen;
-    const w = new Uint32Array(cap);
-    w.set(this.weakArr);
-    const st = new Uint8Array(cap * sl);
-    st.set(this.strongArr);
-    const f = new Uint8Array(cap);
-    f.set(this.filled);
-    this.weakArr = w;
-    this.strongArr = st;
-    this.filled = f;
-    this.cap = cap;
+  /**
+   * At least the number of blocks insert() indexes, give or take one: the
+   * full-length ones, with every block whose weak sum is that of a zero block
+   * counted once (zero blocks are duplicates of the first, which alone is
+   * indexed). The table and the filter are sized from it: a sparse image's
+   * millions of zero blocks would otherwise cost a table of millions of
+   * empty buckets, all of it touched by the fill.
+   */
+  private indexedBound(): number {
+    const bs = this.params.blockSize;
+    const zeroWeak = adler32OfZeros(bs);
+    const w = this.weakArr;
+    let n = 1;
+    const full = this.params.imageSize % bs === 0 ? this.blockCount : this.blockCount - 1;
+    for (let i = 0; i < full; i++) if (w[i] !== zeroWeak) n++;
+    return n;
   }
 
   /** Length of block `i` (the last may be short). */
@@ -361,7 +367,6 @@ export class Signature {
       throw new CorruptInputError(`signature chunk carries ${c.strong.length} strong bytes, expected ${n * sl}`);
     }
     if (this.sealed) throw new CorruptInputError('signature chunk after the signature was complete');
-    this.ensure(c.first + n);
     this.weakArr.set(c.weak, c.first);
     this.strongArr.set(c.strong, c.first * sl);
     for (let k = 0; k < n; k++) this.mark(c.first + k);
@@ -371,7 +376,6 @@ export class Signature {
   /** Set block i's sums from the local side's own data (a region known identical). */
   fillLocal(i: number, weak: number, strong: Uint8Array): void {
     if (i < 0 || i >= this.blockCount || this.sealed) throw new CorruptInputError(`block ${i} cannot be filled locally`);
-    this.ensure(i + 1);
     if (this.filled[i]) throw new CorruptInputError(`block ${i} is already present`);
     this.weakArr[i] = weak;
     this.strongArr.set(strong.subarray(0, this.params.strongLen), i * this.params.strongLen);
@@ -380,7 +384,7 @@ export class Signature {
 
   /** True if block i has its sums. */
   has(i: number): boolean {
-    return i < this.cap && this.filled[i] === 1;
+    return i >= 0 && i < this.blockCount && this.filled[i] === 1;
   }
 
   private mark(i: number): void {
