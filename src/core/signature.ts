@@ -23,6 +23,7 @@ import {
 import { adler32OfZeros, weakSum } from './rolling.js';
 import { DEFAULT_STRONG_ALG, FULL_DIGEST_LEN, STRONG_ALGS, StrongHasher, isZeroRange, type StrongAlg } from './strong.js';
 import { ImageHashBuilder } from './imagehash.js';
+import { BlockDigests, type DigestBytes } from './digests.js';
 
 /** Multiplier (2^32 / golden ratio) that spreads weak sums over buckets and filter bits. */
 export const WEAK_MIX = 0x9e3779b1;
@@ -126,7 +127,7 @@ export function makeSignatureParams(
  * Blocks [a, b) as a signature chunk from kept sums: weak sums, and full
  * digests (FULL_DIGEST_LEN bytes a block) whose prefixes are the strong hashes.
  */
-export function chunkFromDigests(a: number, b: number, weak: Uint32Array, full: Uint8Array, strongLen: number): SignatureChunk {
+export function chunkFromDigests(a: number, b: number, weak: Uint32Array, full: DigestBytes, strongLen: number): SignatureChunk {
   const strong = Buffer.allocUnsafe((b - a) * strongLen);
   for (let i = a; i < b; i++) strong.set(full.subarray(i * FULL_DIGEST_LEN, i * FULL_DIGEST_LEN + strongLen), (i - a) * strongLen);
   return { first: a, weak: weak.subarray(a, b), strong };
@@ -150,8 +151,8 @@ export class SignatureGenerator {
   private pendCount = 0;
   private pendFirst = 0;
   private readonly image: ImageHashBuilder;
-  /** Full 32-byte block digests, kept when the caller asks (in-place receivers reuse them). */
-  readonly fullDigests: Uint8Array | null;
+  /** Full 32-byte block digests, kept when the caller asks (in-place receivers reuse them); zero blocks' elided. */
+  readonly fullDigests: BlockDigests | null;
 
   constructor(params: SignatureParams, opts: { keepFullDigests?: boolean } = {}) {
     validateSignatureParams(params);
@@ -160,7 +161,7 @@ export class SignatureGenerator {
     this.pendStrong = new Uint8Array(SIG_CHUNK_BLOCKS * params.strongLen);
     this.partial = new Uint8Array(params.blockSize);
     this.image = new ImageHashBuilder(params.imageSize, params.blockSize, params.strongAlg, params.seed);
-    this.fullDigests = opts.keepFullDigests ? new Uint8Array(blockCountFor(params.imageSize, params.blockSize) * FULL_DIGEST_LEN) : null;
+    this.fullDigests = opts.keepFullDigests ? new BlockDigests(blockCountFor(params.imageSize, params.blockSize)) : null;
   }
 
   /** Blocks whose sums are computed so far. */
@@ -228,7 +229,7 @@ export class SignatureGenerator {
     for (let k = 0, at = this.pendCount * sl; k < sl; k++) this.pendStrong[at + k] = full[k]!;
     this.pendCount++;
     this.image.pushDigest(this.nextBlock, end - start, full);
-    this.fullDigests?.set(full, this.nextBlock * FULL_DIGEST_LEN);
+    this.fullDigests?.put(this.nextBlock, full, zero && end - start === this.params.blockSize);
     this.nextBlock++;
     if (this.pendCount >= SIG_CHUNK_BLOCKS) this.flush(out);
   }
