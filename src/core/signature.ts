@@ -276,12 +276,20 @@ export class Signature {
   /** End of the last chunk added: chunks come in increasing order, gaps allowed (two-level signatures). */
   private chunkEnd = 0;
 
-  constructor(params: SignatureParams) {
+  /**
+   * `storage`: arrays of the right lengths to hold the sums in, taken over
+   * (not copied) — a sender's sums of its own blocks, most of which become
+   * the signature's where the two images agree (see adoptLocal).
+   */
+  constructor(params: SignatureParams, storage?: { weak: Uint32Array; strong: Uint8Array }) {
     validateSignatureParams(params);
     this.params = params;
     this.blockCount = blockCountFor(params.imageSize, params.blockSize);
-    this.weakArr = new Uint32Array(this.blockCount);
-    this.strongArr = new Uint8Array(this.blockCount * params.strongLen);
+    if (storage && (storage.weak.length !== this.blockCount || storage.strong.length !== this.blockCount * params.strongLen)) {
+      throw new ParamError(`signature storage for ${storage.weak.length} blocks, ${this.blockCount} needed`);
+    }
+    this.weakArr = storage?.weak ?? new Uint32Array(this.blockCount);
+    this.strongArr = storage?.strong ?? new Uint8Array(this.blockCount * params.strongLen);
     this.filled = new Uint8Array(this.blockCount);
   }
 
@@ -380,6 +388,12 @@ export class Signature {
     if (this.filled[i]) throw new CorruptInputError(`block ${i} is already present`);
     this.weakArr[i] = weak;
     this.strongArr.set(strong.subarray(0, this.params.strongLen), i * this.params.strongLen);
+    this.mark(i);
+  }
+
+  /** Take block i's sums as they already stand in the storage given to the constructor (a region known identical). */
+  adoptLocal(i: number): void {
+    if (i < 0 || i >= this.blockCount || this.sealed) throw new CorruptInputError(`block ${i} cannot be filled locally`);
     this.mark(i);
   }
 
