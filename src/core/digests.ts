@@ -25,7 +25,9 @@ export interface DigestBytes {
  */
 export class BlockDigests implements DigestBytes {
   readonly length: number;
-  private readonly bytes: Buffer;
+  private readonly bytes: Uint8Array;
+  /** The same memory as a Buffer, for copies that allocate nothing. */
+  private readonly asBuffer: Buffer;
   /** Bit i: block i is a full-length zero block, its digest `zeroDigest`. */
   private readonly zero: Uint8Array;
   private zeroDigest: Buffer | null = null;
@@ -34,7 +36,8 @@ export class BlockDigests implements DigestBytes {
 
   constructor(readonly count: number) {
     this.length = count * FULL_DIGEST_LEN;
-    this.bytes = Buffer.alloc(this.length);
+    this.bytes = new Uint8Array(this.length);
+    this.asBuffer = Buffer.from(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength);
     this.zero = new Uint8Array((count + 7) >>> 3);
   }
 
@@ -74,7 +77,7 @@ export class BlockDigests implements DigestBytes {
   /** Copy block i's digest to into[at, at + 32), allocating nothing. */
   copyTo(i: number, into: Uint8Array, at: number): void {
     if (this.isZero(i)) this.zeroDigest!.copy(into, at);
-    else this.bytes.copy(into, at, i * FULL_DIGEST_LEN, (i + 1) * FULL_DIGEST_LEN);
+    else this.asBuffer.copy(into, at, i * FULL_DIGEST_LEN, (i + 1) * FULL_DIGEST_LEN);
   }
 
   subarray(begin: number, end: number): Uint8Array {

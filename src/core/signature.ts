@@ -129,7 +129,9 @@ export function makeSignatureParams(
  */
 export function chunkFromDigests(a: number, b: number, weak: Uint32Array, full: DigestBytes, strongLen: number): SignatureChunk {
   const strong = Buffer.allocUnsafe((b - a) * strongLen);
-  for (let i = a; i < b; i++) strong.set(full.subarray(i * FULL_DIGEST_LEN, i * FULL_DIGEST_LEN + strongLen), (i - a) * strongLen);
+  // One read of the range: a view, or one copy where some digests are elided (core/digests.ts).
+  const src = full.subarray(a * FULL_DIGEST_LEN, b * FULL_DIGEST_LEN);
+  for (let i = 0; i < b - a; i++) strong.set(src.subarray(i * FULL_DIGEST_LEN, i * FULL_DIGEST_LEN + strongLen), i * strongLen);
   return { first: a, weak: weak.subarray(a, b), strong };
 }
 
