@@ -247,19 +247,18 @@ export class SignatureGenerator {
 
 /**
  * A signature held in typed arrays, with an index from weak sum to blocks
- * (chained hash table behind a bit filter); the index is built by seal() once
- * every block is present. Storage is sized once from the header's block
- * count: zeroed typed arrays are mapped lazily, so a header that announces
- * millions of blocks costs address space, not memory, until they are sent,
- * and no array is copied into a larger one as blocks arrive (growing by
- * doubling left up to 1.5x the final arrays to the garbage collector).
+ * (chained hash table behind a bit filter). Storage grows as blocks arrive,
+ * so a header that announces millions of blocks costs nothing until they are
+ * actually sent (unless the caller gives storage of its own); the index is
+ * built by seal() once every block is present.
  */
 export class Signature {
   readonly params: SignatureParams;
   readonly blockCount: number;
-  private readonly weakArr: Uint32Array;
-  private readonly strongArr: Uint8Array;
-  private readonly filled: Uint8Array;
+  private weakArr: Uint32Array;
+  private strongArr: Uint8Array;
+  private filled: Uint8Array;
+  private cap: number;
   /** Bucket heads (block index or -1), size a power of two >= 2 * blockCount. */
   head: Int32Array = new Int32Array(0);
   /** Next block in the same bucket, or -1. */
@@ -290,9 +289,10 @@ export class Signature {
     if (storage && (storage.weak.length !== this.blockCount || storage.strong.length !== this.blockCount * params.strongLen)) {
       throw new ParamError(`signature storage for ${storage.weak.length} blocks, ${this.blockCount} needed`);
     }
-    this.weakArr = storage?.weak ?? new Uint32Array(this.blockCount);
-    this.strongArr = storage?.strong ?? new Uint8Array(this.blockCount * params.strongLen);
-    this.filled = new Uint8Array(this.blockCount);
+    this.cap = storage ? this.blockCount : Math.min(this.blockCount, 4096);
+    this.weakArr = storage?.weak ?? new Uint32Array(this.cap);
+    this.strongArr = storage?.strong ?? new Uint8Array(this.cap * params.strongLen);
+    this.filled = new Uint8Array(this.cap);
   }
 
   /** Weak sums, one per block. */
@@ -334,6 +334,23 @@ export class Signature {
     this.filterShift = 32 - filterBits;
     for (let i = 0; i < this.blockCount; i++) this.insert(i);
     this.sealed = true;
+  }
+
+  private ensure(end: number): void {
+    if (end <= this.cap) return;
+    let cap = this.cap;
+    while (cap < end) cap = Math.min(this.blockCount, Math.max(cap * 2, 4096));
+    const sl = this.params.strongLen;
+    const w = new Uint32Array(cap);
+    w.set(this.weakArr);
+    const st = new Uint8Array(cap * sl);
+    st.set(this.strongArr);
+    const f = new Uint8Array(cap);
+    f.set(this.filled);
+    this.weakArr = w;
+    this.strongArr = st;
+    this.filled = f;
+    this.cap = cap;
   }
 
   /**
@@ -378,6 +395,7 @@ export class Signature {
       throw new CorruptInputError(`signature chunk carries ${c.strong.length} strong bytes, expected ${n * sl}`);
     }
     if (this.sealed) throw new CorruptInputError('signature chunk after the signature was complete');
+    this.ensure(c.first + n);
     this.weakArr.set(c.weak, c.first);
     this.strongArr.set(c.strong, c.first * sl);
     for (let k = 0; k < n; k++) this.mark(c.first + k);
@@ -387,6 +405,7 @@ export class Signature {
   /** Set block i's sums from the local side's own data (a region known identical). */
   fillLocal(i: number, weak: number, strong: Uint8Array): void {
     if (i < 0 || i >= this.blockCount || this.sealed) throw new CorruptInputError(`block ${i} cannot be filled locally`);
+    this.ensure(i + 1);
     if (this.filled[i]) throw new CorruptInputError(`block ${i} is already present`);
     this.weakArr[i] = weak;
     this.strongArr.set(strong.subarray(0, this.params.strongLen), i * this.params.strongLen);
@@ -395,13 +414,13 @@ export class Signature {
 
   /** Take block i's sums as they already stand in the storage given to the constructor (a region known identical). */
   adoptLocal(i: number): void {
-    if (i < 0 || i >= this.blockCount || this.sealed) throw new CorruptInputError(`block ${i} cannot be filled locally`);
+    if (i < 0 || i >= this.cap || this.sealed) throw new CorruptInputError(`block ${i} cannot be filled locally`);
     this.mark(i);
   }
 
   /** True if block i has its sums. */
   has(i: number): boolean {
-    return i >= 0 && i < this.blockCount && this.filled[i] === 1;
+    return i >= 0 && i < this.cap && this.filled[i] === 1;
   }
 
   private mark(i: number): void {

@@ -1,8 +1,9 @@
 /**
- * The Signature's storage is sized once from the header's block count (no
- * growing copies), and its index is sized from the blocks it indexes, not
- * from the block count: a sparse image's zero blocks are one entry. These
- * pin the edges of both, and that matching is unchanged by them.
+ * The Signature's storage grows with the blocks that arrive, or is the
+ * caller's own (a sender's sums, taken over), and its index is sized from
+ * the blocks it indexes, not from the block count: a sparse image's zero
+ * blocks are one entry. These pin the edges of both, and that matching is
+ * unchanged by them.
  */
 import { randomBytes } from 'node:crypto';
 import { describe, expect, test } from 'vitest';
@@ -20,14 +21,14 @@ function sparse(n: number, dataBlocks: number[], tail = 0): Uint8Array {
 }
 
 describe('Signature storage', () => {
-  test('arrays are the full block count from the start, for empty, exact and short-tailed images', () => {
+  test('arrays reach the full block count, for empty, exact and short-tailed images, blocks arriving out of order', () => {
     for (const size of [0, 1, bs - 1, bs, bs + 1, 10 * bs, 10 * bs + 17, 5000 * bs + 1]) {
       const p = makeSignatureParams(size, new Uint8Array(16), { blockSize: bs });
       const sig = new Signature(p);
       const n = Math.ceil(size / bs);
       expect(sig.blockCount).toBe(n);
-      expect(sig.weak.length).toBe(n);
-      expect(sig.strong.length).toBe(n * p.strongLen);
+      // Nothing is reserved beyond the first 4096 blocks before they arrive.
+      expect(sig.weak.length).toBe(Math.min(n, 4096));
       expect(sig.has(-1)).toBe(false);
       expect(sig.has(n)).toBe(false);
       if (n === 0) {
@@ -42,8 +43,35 @@ describe('Signature storage', () => {
       for (let i = 0; i < n - 1; i++) sig.fillLocal(i, i, randomBytes(p.strongLen));
       expect(sig.isComplete).toBe(true);
       sig.seal();
+      expect(sig.weak.length).toBe(n);
+      expect(sig.strong.length).toBe(n * p.strongLen);
       expect(sig.weak[n - 1]).toBe(7);
     }
+  });
+
+  test("storage given by the caller is taken over, not copied, and adoptLocal takes the sums in it", () => {
+    const n = 5000;
+    const p = makeSignatureParams(n * bs - 5, new Uint8Array(16), { blockSize: bs });
+    const weak = Uint32Array.from({ length: n }, (_, i) => i * 7 + 1);
+    const strong = randomBytes(n * p.strongLen);
+    expect(() => new Signature(p, { weak: weak.subarray(1), strong })).toThrow();
+    expect(() => new Signature(p, { weak, strong: strong.subarray(1) })).toThrow();
+    const sig = new Signature(p, { weak, strong });
+    expect(sig.weak).toBe(weak);
+    expect(sig.strong).toBe(strong);
+    // Block 10 arrives from the peer and overwrites the sums there; the rest are taken as they stand.
+    const theirs = randomBytes(p.strongLen);
+    sig.addChunk({ first: 10, weak: Uint32Array.of(99), strong: theirs }, false);
+    for (let i = 0; i < n; i++) if (i !== 10) sig.adoptLocal(i);
+    expect(() => sig.adoptLocal(3)).toThrow(CorruptInputError);
+    expect(sig.isComplete).toBe(true);
+    expect(weak[10]).toBe(99);
+    expect(Buffer.from(strong.subarray(10 * p.strongLen, 11 * p.strongLen)).equals(theirs)).toBe(true);
+    expect(sig.weak[4999]).toBe(4999 * 7 + 1);
+    sig.seal();
+    // Without storage of its own, a block past what arrived cannot be adopted.
+    const bare = new Signature(p);
+    expect(() => bare.adoptLocal(n - 1)).toThrow(CorruptInputError);
   });
 
   test('a block past the end, or one given twice, is still refused', () => {
