@@ -18,7 +18,7 @@ import { openImageOrNbd } from '../io/nbd/image.js';
 import { loadSignatureFile } from './files.js';
 import type { ProgressFn } from '../core/progress.js';
 import { codecFor, connectAuthenticated, openSession, type ClientOptions } from '../net/client.js';
-import { receiveSignatureWithPrepass } from '../net/sender.js';
+import { receiveSignatureWithPrepass, type ReceivedSignature } from '../net/sender.js';
 import type { Connection } from '../net/connection.js';
 import { encodeMessage } from '../../protocol/codec.js';
 import { MsgType } from '../../protocol/constants.js';
@@ -93,7 +93,7 @@ export async function dryRunPush(image: string, opts: ClientOptions): Promise<Re
     const rs = await receiveSignatureWithPrepass(conn, img, opts.onProgress);
     const signatureBytes = conn.bytesIn - sigStart;
     const sp = rs.sig.params;
-    const matcher = new DeltaMatcher(rs.sig, { ownDigests: rs.own });
+    const matcher = new DeltaMatcher(rs.sig, { ownDigests: rs.ownAt });
     const compress = codecFor(opts, conn.peerCaps);
     let deltaBytes = frameBytes(wireDeltaHeader(sp, img.size));
     let ops = 0;
@@ -110,7 +110,7 @@ export async function dryRunPush(image: string, opts: ClientOptions): Promise<Re
     }
     count(matcher.end());
     deltaBytes += frameBytes({ type: MsgType.DeltaEnd, targetSize: img.size, targetHash: rs.targetHash, opCount: ops, digest: null });
-    const upToDate = sp.imageSize === img.size && Buffer.from(rs.own.buffer, rs.own.byteOffset, rs.own.length).equals(rs.sig.strong);
+    const upToDate = sp.imageSize === img.size && sameBlocks(rs);
     await finishSession(conn, upToDate, rs.targetHash);
     return {
       ...matcher.stats,
@@ -153,9 +153,9 @@ export async function dryRunPull(image: string, opts: ClientOptions): Promise<Re
     const rs = await receiveSignatureWithPrepass(conn, img, opts.onProgress);
     const sig = rs.sig;
     const sp = sig.params;
-    const foundAt = await locateBlocks(sig, img, rs.own, opts.onProgress);
-    const est = simulatePullDelta(sig, foundAt, rs.own, img.size);
-    const upToDate = sp.imageSize === img.size && Buffer.from(rs.own.buffer, rs.own.byteOffset, rs.own.length).equals(sig.strong);
+    const foundAt = await locateBlocks(sig, img, rs.ownAt, opts.onProgress);
+    const est = simulatePullDelta(sig, foundAt, rs.ownAt, img.size);
+    const upToDate = sp.imageSize === img.size && sameBlocks(rs);
     await finishSession(conn, upToDate, rs.targetHash);
     return {
       ...est.stats,
@@ -178,12 +178,18 @@ export async function dryRunPull(image: string, opts: ClientOptions): Promise<Re
   }
 }
 
+/** Every block of the signature equals our block at the same index (the sizes being equal: the images are the same). */
+function sameBlocks(rs: ReceivedSignature): boolean {
+  for (let i = 0; i < rs.sig.blockCount; i++) if (!rs.sig.strongEquals(i, rs.ownAt(i))) return false;
+  return true;
+}
+
 /** For each block of `sig`, the offset in `img` where it occurs (first found), or -1. */
-async function locateBlocks(sig: Signature, img: ImageHandle, own: Uint8Array, onProgress?: ProgressFn): Promise<Float64Array> {
+async function locateBlocks(sig: Signature, img: ImageHandle, ownAt: (i: number) => Uint8Array, onProgress?: ProgressFn): Promise<Float64Array> {
   if (sig.blockCount > MAX_BLOCKS) throw new LimitExceededError('signature block count', sig.blockCount, MAX_BLOCKS);
   const foundAt = new Float64Array(sig.blockCount).fill(-1);
   const bs = sig.params.blockSize;
-  const matcher = new DeltaMatcher(sig, { ownDigests: own });
+  const matcher = new DeltaMatcher(sig, { ownDigests: ownAt });
   let pos = 0;
   const record = (ops: DeltaOp[]): void => {
     for (const op of ops) {
@@ -244,17 +250,16 @@ function shareAmongDuplicates(sig: Signature, foundAt: Float64Array): void {
  * right after the previous copy's source (`own`: this image's aligned block
  * hashes) continues that copy.
  */
-function simulatePullDelta(sig: Signature, foundAt: Float64Array, own: Uint8Array, localSize: number): { stats: DeltaStats; bytes: number } {
+function simulatePullDelta(sig: Signature, foundAt: Float64Array, ownAt: (i: number) => Uint8Array, localSize: number): { stats: DeltaStats; bytes: number } {
   const stats = emptyStats();
   const sp = sig.params;
   const bs = sp.blockSize;
-  const sl = sp.strongLen;
   const continues = (i: number, at: number): boolean => {
     if (at % bs !== 0) return false;
     const k = at / bs;
     const len = sig.blockLength(i);
     if (Math.min(bs, localSize - at) !== len) return false;
-    return sig.strongEquals(i, own.subarray(k * sl, k * sl + sl));
+    return sig.strongEquals(i, ownAt(k));
   };
   // The server's header names this image as the basis.
   let bytes = frameBytes(wireDeltaHeader({ ...sp, imageSize: localSize }, sp.imageSize));

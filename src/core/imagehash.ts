@@ -14,6 +14,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { ParamError, VerifyError } from './errors.js';
 import { StrongHasher, type StrongAlg } from './strong.js';
+import type { DigestBytes } from './digests.js';
 
 const LABEL = Buffer.from('resync-image/1');
 
@@ -30,7 +31,7 @@ export function imageHashBuilder(size: number, spec: ImageHashSpec): ImageHashBu
 }
 
 /** The image hash from the full digests of all of an image's blocks (a signature pass keeps them). */
-export function imageHashFromDigests(size: number, spec: ImageHashSpec, digests: Uint8Array): Buffer {
+export function imageHashFromDigests(size: number, spec: ImageHashSpec, digests: DigestBytes): Buffer {
   const b = imageHashBuilder(size, spec);
   if (!b.skipKnown(0, size, (i) => digests.subarray(i * 32, i * 32 + 32))) throw new ParamError('cannot hash the image from its digests');
   return b.digest();

@@ -51,10 +51,10 @@ export class DeltaMatcher extends ScanWindow {
   /** (blockSize * byte) mod 65521 for every byte value: the roll's only multiplication. */
   private readonly outTab = new Int32Array(256);
 
-  private readonly ownDigests: Uint8Array | null;
+  /** Our aligned block i's strong-hash prefix, when known ahead. */
+  private readonly ownDigest: ((i: number) => Uint8Array) | null;
   /** The rolling loop in WebAssembly, when available. */
   private readonly roller: Roller | null;
-  private readonly ownLen: number;
   /** Weak sum of a zero block. */
   private readonly zeroWeak: number;
   /** The receiver's sub-block sums of some blocks (see useSubSums), or null. */
@@ -64,17 +64,18 @@ export class DeltaMatcher extends ScanWindow {
    * `ownDigests`: optional strong-hash prefixes (signature strongLen bytes
    * each, same seed) of the NEW image's aligned blocks, computed ahead (e.g.
    * while the signature was still arriving). The aligned fast path then
-   * compares instead of hashing.
+   * compares instead of hashing. Or a function giving block i's prefix.
    */
-  constructor(sig: Signature, opts: { maxLiteral?: number; ownDigests?: Uint8Array; noWasm?: boolean } = {}) {
+  constructor(sig: Signature, opts: { maxLiteral?: number; ownDigests?: Uint8Array | ((i: number) => Uint8Array); noWasm?: boolean } = {}) {
     super(sig.params.blockSize);
     if (!sig.isComplete) throw new ParamError('the signature is incomplete');
     sig.seal();
     this.sig = sig;
     this.hasher = new StrongHasher(sig.params.strongAlg, sig.params.seed, sig.params.strongLen);
     this.maxLiteral = Math.max(1, Math.min(opts.maxLiteral ?? MAX_LITERAL, MAX_LITERAL));
-    this.ownDigests = opts.ownDigests ?? null;
-    this.ownLen = sig.params.strongLen;
+    const own = opts.ownDigests ?? null;
+    const sl = sig.params.strongLen;
+    this.ownDigest = own === null || typeof own === 'function' ? own : (i) => own.subarray(i * sl, i * sl + sl);
     this.zeroWeak = adler32OfZeros(this.bs);
     for (let x = 0; x < 256; x++) this.outTab[x] = ((this.bs % ADLER_MOD) * x) % ADLER_MOD;
     this.roller = opts.noWasm ? null : Roller.create(this.bs, this.outTab, sig.filter, sig.filterShift);
@@ -219,10 +220,10 @@ export class DeltaMatcher extends ScanWindow {
         const al = this.alignedBlock(abs);
         const exp = this.expected;
         const tryExp = exp >= 0 && exp !== al && exp < sig.blockCount && sig.blockLength(exp) === bs;
-        const own = this.ownDigests;
+        const own = this.ownDigest;
         if (al >= 0 || tryExp) {
           // Digests of our own aligned blocks may have been computed ahead: compare, do not hash.
-          const win = own && al >= 0 ? own.subarray(al * this.ownLen, al * this.ownLen + this.ownLen) : this.windowDigest(buf, p);
+          const win = own && al >= 0 ? own(al) : this.windowDigest(buf, p);
           const hit = al >= 0 && sig.strongEquals(al, win) ? al : tryExp && sig.strongEquals(exp, win) ? exp : -1;
           if (hit >= 0) {
             p = this.matched(p, hit, out);
@@ -389,8 +390,8 @@ export class DeltaMatcher extends ScanWindow {
     // A zero block matches zeros at any offset, so it says nothing about alignment.
     if (!zeroOk && sig.weak[next] === this.zeroWeak) return false;
     // Our own digests answer without the bytes; otherwise hash them when they are here.
-    const own = this.ownDigests;
-    if (own) return sig.strongEquals(next, own.subarray(next * this.ownLen, next * this.ownLen + this.ownLen));
+    const own = this.ownDigest;
+    if (own) return sig.strongEquals(next, own(next));
     if (p + 2 * bs > buf.length) return this.final ? false : 'wait';
     return sig.strongEquals(next, this.windowDigest(buf, p + bs));
   }

@@ -10,6 +10,8 @@ import { ROLL_WASM_BASE64 } from './roll-wasm-bytes.js';
 
 const PAGE = 64 * 1024;
 const TABLE_BYTES = 1024;
+/** The filter is copied in pages of this size, those all zero left out. */
+const FILTER_PAGE = 4096;
 /** Least bytes copied into wasm memory at a time. */
 const COPY_AHEAD = 256 * 1024;
 /** Most bytes one roll call slides before the caller covers more input. */
@@ -68,7 +70,16 @@ export class Roller {
     r.ensure(TABLE_BYTES + filter.byteLength);
     const mem = new Uint8Array(x.memory.buffer);
     mem.set(new Uint8Array(outTab.buffer, outTab.byteOffset, TABLE_BYTES), 0);
-    mem.set(new Uint8Array(filter.buffer, filter.byteOffset, filter.byteLength), TABLE_BYTES);
+    // A fresh instance's memory is zeros, and pages of it never written are
+    // never backed: only the filter's pages that have a bit set are copied (a
+    // sparse image's filter is almost all zeros, and a copy of all of it cost
+    // its 4 MiB).
+    const src = Buffer.from(filter.buffer, filter.byteOffset, filter.byteLength);
+    const zeros = Buffer.alloc(Math.min(FILTER_PAGE, src.length));
+    for (let at = 0; at < src.length; at += FILTER_PAGE) {
+      const page = src.subarray(at, at + FILTER_PAGE);
+      if (page.length !== zeros.length || !page.equals(zeros)) mem.set(page, TABLE_BYTES + at);
+    }
     return r;
   }
 

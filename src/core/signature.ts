@@ -20,9 +20,10 @@ import {
   SIG_CHUNK_BLOCKS,
   TARGET_MAX_BLOCKS,
 } from './limits.js';
-import { weakSum } from './rolling.js';
+import { adler32OfZeros, weakSum } from './rolling.js';
 import { DEFAULT_STRONG_ALG, FULL_DIGEST_LEN, STRONG_ALGS, StrongHasher, isZeroRange, type StrongAlg } from './strong.js';
 import { ImageHashBuilder } from './imagehash.js';
+import { BlockDigests, type DigestBytes } from './digests.js';
 
 /** Multiplier (2^32 / golden ratio) that spreads weak sums over buckets and filter bits. */
 export const WEAK_MIX = 0x9e3779b1;
@@ -126,9 +127,11 @@ export function makeSignatureParams(
  * Blocks [a, b) as a signature chunk from kept sums: weak sums, and full
  * digests (FULL_DIGEST_LEN bytes a block) whose prefixes are the strong hashes.
  */
-export function chunkFromDigests(a: number, b: number, weak: Uint32Array, full: Uint8Array, strongLen: number): SignatureChunk {
+export function chunkFromDigests(a: number, b: number, weak: Uint32Array, full: DigestBytes, strongLen: number): SignatureChunk {
   const strong = Buffer.allocUnsafe((b - a) * strongLen);
-  for (let i = a; i < b; i++) strong.set(full.subarray(i * FULL_DIGEST_LEN, i * FULL_DIGEST_LEN + strongLen), (i - a) * strongLen);
+  // One read of the range: a view, or one copy where some digests are elided (core/digests.ts).
+  const src = full.subarray(a * FULL_DIGEST_LEN, b * FULL_DIGEST_LEN);
+  for (let i = 0; i < b - a; i++) strong.set(src.subarray(i * FULL_DIGEST_LEN, i * FULL_DIGEST_LEN + strongLen), i * strongLen);
   return { first: a, weak: weak.subarray(a, b), strong };
 }
 
@@ -150,8 +153,8 @@ export class SignatureGenerator {
   private pendCount = 0;
   private pendFirst = 0;
   private readonly image: ImageHashBuilder;
-  /** Full 32-byte block digests, kept when the caller asks (in-place receivers reuse them). */
-  readonly fullDigests: Uint8Array | null;
+  /** Full 32-byte block digests, kept when the caller asks (in-place receivers reuse them); zero blocks' elided. */
+  readonly fullDigests: BlockDigests | null;
 
   constructor(params: SignatureParams, opts: { keepFullDigests?: boolean } = {}) {
     validateSignatureParams(params);
@@ -160,7 +163,7 @@ export class SignatureGenerator {
     this.pendStrong = new Uint8Array(SIG_CHUNK_BLOCKS * params.strongLen);
     this.partial = new Uint8Array(params.blockSize);
     this.image = new ImageHashBuilder(params.imageSize, params.blockSize, params.strongAlg, params.seed);
-    this.fullDigests = opts.keepFullDigests ? new Uint8Array(blockCountFor(params.imageSize, params.blockSize) * FULL_DIGEST_LEN) : null;
+    this.fullDigests = opts.keepFullDigests ? new BlockDigests(blockCountFor(params.imageSize, params.blockSize)) : null;
   }
 
   /** Blocks whose sums are computed so far. */
@@ -228,7 +231,7 @@ export class SignatureGenerator {
     for (let k = 0, at = this.pendCount * sl; k < sl; k++) this.pendStrong[at + k] = full[k]!;
     this.pendCount++;
     this.image.pushDigest(this.nextBlock, end - start, full);
-    this.fullDigests?.set(full, this.nextBlock * FULL_DIGEST_LEN);
+    this.fullDigests?.put(this.nextBlock, full, zero && end - start === this.params.blockSize);
     this.nextBlock++;
     if (this.pendCount >= SIG_CHUNK_BLOCKS) this.flush(out);
   }
@@ -246,7 +249,8 @@ export class SignatureGenerator {
  * A signature held in typed arrays, with an index from weak sum to blocks
  * (chained hash table behind a bit filter). Storage grows as blocks arrive,
  * so a header that announces millions of blocks costs nothing until they are
- * actually sent; the index is built by seal() once every block is present.
+ * actually sent (unless the caller gives storage of its own); the index is
+ * built by seal() once every block is present.
  */
 export class Signature {
   readonly params: SignatureParams;
@@ -273,13 +277,21 @@ export class Signature {
   /** End of the last chunk added: chunks come in increasing order, gaps allowed (two-level signatures). */
   private chunkEnd = 0;
 
-  constructor(params: SignatureParams) {
+  /**
+   * `storage`: arrays of the right lengths to hold the sums in, taken over
+   * (not copied) — a sender's sums of its own blocks, most of which become
+   * the signature's where the two images agree (see adoptLocal).
+   */
+  constructor(params: SignatureParams, storage?: { weak: Uint32Array; strong: Uint8Array }) {
     validateSignatureParams(params);
     this.params = params;
     this.blockCount = blockCountFor(params.imageSize, params.blockSize);
-    this.cap = Math.min(this.blockCount, 4096);
-    this.weakArr = new Uint32Array(this.cap);
-    this.strongArr = new Uint8Array(this.cap * params.strongLen);
+    if (storage && (storage.weak.length !== this.blockCount || storage.strong.length !== this.blockCount * params.strongLen)) {
+      throw new ParamError(`signature storage for ${storage.weak.length} blocks, ${this.blockCount} needed`);
+    }
+    this.cap = storage ? this.blockCount : Math.min(this.blockCount, 4096);
+    this.weakArr = storage?.weak ?? new Uint32Array(this.cap);
+    this.strongArr = storage?.strong ?? new Uint8Array(this.cap * params.strongLen);
     this.filled = new Uint8Array(this.cap);
   }
 
@@ -307,13 +319,17 @@ export class Signature {
   seal(): void {
     if (this.sealed) return;
     if (!this.isComplete) throw new CorruptInputError(`signature has ${this.received} of ${this.blockCount} blocks`);
+    const keys = this.indexedBound();
     let tableBits = 10;
-    while (1 << tableBits < this.blockCount * 2) tableBits++;
+    while (1 << tableBits < keys * 2) tableBits++;
     this.head = new Int32Array(1 << tableBits).fill(-1);
-    this.next = new Int32Array(this.blockCount).fill(-1);
+    // Not filled: insert() sets next[i] before block i joins a chain, and only
+    // chained blocks are followed, so the pages of blocks never indexed (the
+    // zero blocks of a sparse image) are never touched.
+    this.next = new Int32Array(this.blockCount);
     this.bucketShift = 32 - tableBits;
     let filterBits = 16;
-    while (filterBits < 27 && 2 ** filterBits < this.blockCount * 64) filterBits++;
+    while (filterBits < 27 && 2 ** filterBits < keys * 64) filterBits++;
     this.filter = new Int32Array(2 ** (filterBits - 5));
     this.filterShift = 32 - filterBits;
     for (let i = 0; i < this.blockCount; i++) this.insert(i);
@@ -335,6 +351,24 @@ export class Signature {
     this.strongArr = st;
     this.filled = f;
     this.cap = cap;
+  }
+
+  /**
+   * At least the number of blocks insert() indexes, give or take one: the
+   * full-length ones, with every block whose weak sum is that of a zero block
+   * counted once (zero blocks are duplicates of the first, which alone is
+   * indexed). The table and the filter are sized from it: a sparse image's
+   * millions of zero blocks would otherwise cost a table of millions of
+   * empty buckets, all of it touched by the fill.
+   */
+  private indexedBound(): number {
+    const bs = this.params.blockSize;
+    const zeroWeak = adler32OfZeros(bs);
+    const w = this.weakArr;
+    let n = 1;
+    const full = this.params.imageSize % bs === 0 ? this.blockCount : this.blockCount - 1;
+    for (let i = 0; i < full; i++) if (w[i] !== zeroWeak) n++;
+    return n;
   }
 
   /** Length of block `i` (the last may be short). */
@@ -378,9 +412,15 @@ export class Signature {
     this.mark(i);
   }
 
+  /** Take block i's sums as they already stand in the storage given to the constructor (a region known identical). */
+  adoptLocal(i: number): void {
+    if (i < 0 || i >= this.cap || this.sealed) throw new CorruptInputError(`block ${i} cannot be filled locally`);
+    this.mark(i);
+  }
+
   /** True if block i has its sums. */
   has(i: number): boolean {
-    return i < this.cap && this.filled[i] === 1;
+    return i >= 0 && i < this.cap && this.filled[i] === 1;
   }
 
   private mark(i: number): void {

@@ -18,6 +18,7 @@ import type { DeltaOp } from '../core/ops.js';
 import { PatchPlanner } from '../core/patch.js';
 import { imageHashBuilder, type ImageHashBuilder, type ImageHashSpec } from '../core/imagehash.js';
 import { StrongHasher } from '../core/strong.js';
+import type { DigestBytes } from '../core/digests.js';
 import { killPoint } from './trace.js';
 import { dropSigCache, sigCachePathFor } from './sigcache.js';
 import { JournalError, ioError } from './errors.js';
@@ -69,7 +70,7 @@ export class InPlacePatcher {
   private torn = false;
   /** Current length of the image file (grows as output passes the old end). */
   private fileSize: number;
-  private basisDigests: Uint8Array | null = null;
+  private basisDigests: DigestBytes | null = null;
   private readonly spec: ImageHashSpec;
   private readonly originalSize: number;
   /** A bit a block (the image hash's block size): this patch wrote into it (io/sigcache.ts keeps the others' sums). */
@@ -160,7 +161,7 @@ export class InPlacePatcher {
    * A copy of whole blocks onto themselves (unchanged data, never overwritten)
    * is then verified from these digests instead of being read back.
    */
-  useBasisDigests(d: Uint8Array): void {
+  useBasisDigests(d: DigestBytes): void {
     this.basisDigests = d;
   }
 
@@ -373,7 +374,7 @@ export class InPlacePatcher {
   }
 
   /** Every basis block an undo record touched hashes to its digest from the signature pass again. */
-  private checkRestored(undos: readonly { offset: number; length: number }[], d: Uint8Array): void {
+  private checkRestored(undos: readonly { offset: number; length: number }[], d: DigestBytes): void {
     const bs = this.spec.blockSize;
     const hasher = new StrongHasher(this.spec.strongAlg, this.spec.seed, 16);
     const buf = Buffer.allocUnsafe(bs);
@@ -410,7 +411,7 @@ export class InPlacePatcher {
    * unchanged since), so nothing is read. Writes into zero regions leave
    * many such parts beside their literals.
    */
-  private async hashInPlace(start: number, length: number, d: Uint8Array): Promise<void> {
+  private async hashInPlace(start: number, length: number, d: DigestBytes): Promise<void> {
     const bs = this.hash.blockSize;
     const k = Math.floor(start / bs);
     if ((k + 1) * bs <= this.originalSize && Math.floor((start + length - 1) / bs) === k) {

@@ -24,6 +24,7 @@ import { dirname } from 'node:path';
 import { SEED_LEN } from '../core/limits.js';
 import { weakSum } from '../core/rolling.js';
 import { blockCountFor } from '../core/signature.js';
+import { BlockDigests } from '../core/digests.js';
 import { FULL_DIGEST_LEN, STRONG_ALGS, StrongHasher, type StrongAlg } from '../core/strong.js';
 import { ioError } from './errors.js';
 import { readExactSync, type ImageHandle } from './image.js';
@@ -51,8 +52,8 @@ export interface CachedSums {
   seed: Buffer;
   /** One weak sum a block. */
   weak: Uint32Array;
-  /** Full digests, FULL_DIGEST_LEN bytes a block (strong hashes are their prefixes). */
-  full: Uint8Array;
+  /** Full digests, FULL_DIGEST_LEN bytes a block (strong hashes are their prefixes); zero blocks' elided. */
+  full: BlockDigests;
 }
 
 /** Counters for tests and traces (this process's sessions). */
@@ -121,7 +122,10 @@ export async function loadSigCache(img: ImageHandle, path: string, want: { block
     // Nothing is trusted before the checksum over the whole file has been checked.
     const sha = createHash('sha256').update(head);
     const weak = new Uint32Array(n);
-    const full = Buffer.alloc(n * FULL_DIGEST_LEN);
+    const full = new BlockDigests(n);
+    // Full-length zero blocks are marked as such, and their digests not stored (core/digests.ts).
+    const zero = new StrongHasher(want.strongAlg, h.seed, 16).zeroDigest(want.blockSize);
+    const whole = Number(st.size) % want.blockSize === 0 ? n : n - 1;
     const buf = Buffer.allocUnsafe(CHUNK_RECORDS * SIG_CACHE_RECORD);
     for (let i = 0; i < n; i += CHUNK_RECORDS) {
       const k = Math.min(CHUNK_RECORDS, n - i);
@@ -131,7 +135,8 @@ export async function loadSigCache(img: ImageHandle, path: string, want: { block
       for (let j = 0; j < k; j++) {
         const at = j * SIG_CACHE_RECORD;
         weak[i + j] = part.readUInt32BE(at);
-        part.copy(full, (i + j) * FULL_DIGEST_LEN, at + 4, at + SIG_CACHE_RECORD);
+        const d = part.subarray(at + 4, at + SIG_CACHE_RECORD);
+        full.put(i + j, d, i + j < whole && d.equals(zero));
       }
     }
     const trailer = Buffer.alloc(TRAILER);
@@ -225,7 +230,8 @@ export interface SessionSums {
   /** The image's size when the sums were taken. */
   basisSize: number;
   weak: Uint32Array;
-  full: Uint8Array;
+  /** The signature pass's digests, or a plain array of them. */
+  full: BlockDigests | Uint8Array;
   /** Block `i` of the image was written by the session (its old sums are stale). */
   written: (i: number) => boolean;
 }
@@ -276,9 +282,14 @@ export async function writeSigCache(img: ImageHandle, path: string, size: number
     const sameExtent = (i: number): boolean => (i + 1) * s.blockSize <= Math.min(size, s.basisSize) || (size === s.basisSize && i < oldN);
     const hasher = new StrongHasher(s.strongAlg, s.seed, 16);
     const block = Buffer.allocUnsafe(s.blockSize);
-    // A view, so that copying a digest allocates nothing (2M blocks at 64 GiB).
-    const full = Buffer.from(s.full.buffer, s.full.byteOffset, s.full.byteLength);
     const buf = Buffer.allocUnsafe(CHUNK_RECORDS * SIG_CACHE_RECORD);
+    // Copies that allocate nothing (2M blocks at 64 GiB): from the digests, or a view of a plain array.
+    const sf = s.full;
+    const view = sf instanceof BlockDigests ? null : Buffer.from(sf.buffer, sf.byteOffset, sf.byteLength);
+    const copyDigest = (b: number, at: number): void => {
+      if (view) view.copy(buf, at, b * FULL_DIGEST_LEN, (b + 1) * FULL_DIGEST_LEN);
+      else (sf as BlockDigests).copyTo(b, buf, at);
+    };
     for (let i = 0; i < n; i += CHUNK_RECORDS) {
       const k = Math.min(CHUNK_RECORDS, n - i);
       for (let j = 0; j < k; j++) {
@@ -286,7 +297,7 @@ export async function writeSigCache(img: ImageHandle, path: string, size: number
         const at = j * SIG_CACHE_RECORD;
         if (sameExtent(b) && !s.written(b)) {
           buf.writeUInt32BE(s.weak[b]!, at);
-          full.copy(buf, at + 4, b * FULL_DIGEST_LEN, (b + 1) * FULL_DIGEST_LEN);
+          copyDigest(b, at + 4);
         } else {
           const len = Math.min(s.blockSize, size - b * s.blockSize);
           const data = readExactSync({ ...img, size }, b * s.blockSize, len, block);

@@ -5,6 +5,7 @@
  */
 import { isSyncError } from '../core/errors.js';
 import { imageHashFromDigests, type ImageHashSpec } from '../core/imagehash.js';
+import type { DigestBytes } from '../core/digests.js';
 import type { DeltaOp, DeltaStats } from '../core/ops.js';
 import { blockCountFor } from '../core/signature.js';
 import type { ImageHandle } from './image.js';
@@ -58,7 +59,7 @@ export async function inPlaceSink(
   id: string,
   targetSize: number,
   spec: ImageHashSpec,
-  basisDigests?: Uint8Array | null,
+  basisDigests?: DigestBytes | null,
   /** From settleJournal: continue the journal kept there with a new generation. */
   continueAt?: number | null,
   /** May move to a temp file when the delta turns out to move the image (io/adaptive.ts). */

@@ -26,6 +26,7 @@ import { imageHashBuilder, type ImageHashSpec } from '../core/imagehash.js';
 import type { DeltaOp, DeltaStats } from '../core/ops.js';
 import { PatchPlanner } from '../core/patch.js';
 import { FULL_DIGEST_LEN, isZeroRange } from '../core/strong.js';
+import type { DigestBytes } from '../core/digests.js';
 import { ioError } from './errors.js';
 import { readAt, type ImageHandle } from './image.js';
 import { Journal, type JournalMeta } from './journal.js';
@@ -100,7 +101,7 @@ export class UndoPatcher {
     targetSize: number,
     spec: ImageHashSpec,
     /** Full block digests of the image as it was (from this side's signature pass), or null. */
-    private readonly basisDigests: Uint8Array | null,
+    private readonly basisDigests: DigestBytes | null,
     opts: UndoOptions,
   ) {
     this.planner = new PatchPlanner({ basisSize, maxOutput: targetSize });
@@ -109,7 +110,7 @@ export class UndoPatcher {
   }
 
   /** Start patching a `basisSize`-byte image through `io` towards a `targetSize`-byte one (no larger: it does not grow). */
-  static async start(io: BlockIo, basisSize: number, targetSize: number, spec: ImageHashSpec, basisDigests: Uint8Array | null, opts: UndoOptions = {}): Promise<UndoPatcher> {
+  static async start(io: BlockIo, basisSize: number, targetSize: number, spec: ImageHashSpec, basisDigests: DigestBytes | null, opts: UndoOptions = {}): Promise<UndoPatcher> {
     if (opts.journal) {
       const j = await Journal.create(opts.journal.path, opts.journal.meta);
       return new UndoPatcher(io, j, true, basisSize, targetSize, spec, basisDigests, opts);

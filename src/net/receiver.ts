@@ -9,6 +9,7 @@ import { SEED_LEN, SIG_CHUNK_BLOCKS } from '../core/limits.js';
 import type { DeltaStats } from '../core/ops.js';
 import { Signature, SignatureGenerator, blockCountFor, chunkFromDigests, makeSignatureParams, type SignatureChunk, type SignatureParams } from '../core/signature.js';
 import { DEFAULT_STRONG_ALG, FULL_DIGEST_LEN } from '../core/strong.js';
+import type { BlockDigests } from '../core/digests.js';
 import { regionHash, type ImageHashSpec } from '../core/imagehash.js';
 import { REGION_CHUNK, REGION_HASH_LEN } from '../../protocol/constants.js';
 import { MsgType } from '../../protocol/constants.js';
@@ -49,7 +50,7 @@ export async function sendSignature(
   onProgress?: ProgressFn,
   /** `seed`: the one the delta side asked for (Open's seed, cap "push-seed"); default a random one. */
   opts: { twoLevel?: boolean; seed?: Uint8Array | undefined; cached?: CachedSums | null | undefined } = {},
-): Promise<SignatureParams & { fullDigests: Uint8Array; weak: Uint32Array }> {
+): Promise<SignatureParams & { fullDigests: BlockDigests; weak: Uint32Array }> {
   const cached = opts.cached ?? null;
   const params = makeSignatureParams(img.size, cached?.seed ?? opts.seed ?? randomBytes(SEED_LEN), { blockSize });
   const n = blockCountFor(params.imageSize, params.blockSize);

@@ -12,6 +12,7 @@ import { sendSignature, regionBlocksFor } from '../../src/net/receiver.js';
 import { openImage } from '../../src/io/image.js';
 import { regionHash } from '../../src/core/imagehash.js';
 import { FULL_DIGEST_LEN } from '../../src/core/strong.js';
+import type { DigestBytes } from '../../src/core/digests.js';
 import { decodeMessage, encodeMessage } from '../../protocol/codec.js';
 import { MsgType, REGION_CHUNK, REGION_HASH_LEN } from '../../protocol/constants.js';
 import type { Connection } from '../../src/net/connection.js';
@@ -42,7 +43,7 @@ test('region hashes spread over several RegionSums messages each match their reg
     expect: async () => ({ type: MsgType.NeedRegions, bitmap: Buffer.alloc(Math.ceil(regions / 8)) }),
   } as unknown as Connection;
   const img = await openImage(path);
-  let full: Uint8Array;
+  let full: DigestBytes;
   try {
     full = (await sendSignature(conn, img, BS, undefined, { twoLevel: true })).fullDigests;
   } finally {

@@ -100,8 +100,12 @@ async function expectCacheDescribes(path: string, blockSize: number): Promise<vo
     const weak: number[] = [];
     const data = await readFile(path);
     for (const ch of [...gen.push(data), ...gen.end()]) weak.push(...ch.weak);
-    expect(Buffer.from(c!.full).equals(Buffer.from(gen.fullDigests!))).toBe(true);
+    expect(Buffer.from(c!.full.subarray(0, c!.full.length)).equals(Buffer.from(gen.fullDigests!.subarray(0, gen.fullDigests!.length)))).toBe(true);
     expect(Array.from(c!.weak)).toEqual(weak);
+    // Zero blocks are marked on load, their digests not stored (core/digests.ts).
+    let zeros = 0;
+    for (let at = 0; at + blockSize <= data.length; at += blockSize) if (data.subarray(at, at + blockSize).every((x) => x === 0)) zeros++;
+    expect(c!.full.elidedBlocks).toBe(zeros);
   } finally {
     await img.fh.close();
   }

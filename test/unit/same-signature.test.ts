@@ -15,7 +15,7 @@ const hash = randomBytes(32);
 
 function received(basis: Uint8Array, opts: { seed?: Uint8Array; blockSize?: number; targetHash?: Buffer } = {}): ReceivedSignature {
   const sig = signatureOf(basis, { blockSize: opts.blockSize ?? 4 * KiB, seed: opts.seed ?? seed });
-  return { sig, own: new Uint8Array(0), targetHash: opts.targetHash ?? hash };
+  return { sig, own: new Uint8Array(0), ownAt: () => new Uint8Array(0), targetHash: opts.targetHash ?? hash };
 }
 
 describe('sameSignature', () => {
