@@ -1,5 +1,6 @@
 /** Where an NBD export's undo journal lives (io/nbd/undo.ts), and the readers' refusal while one exists: apart so the CLI and the image opener need not load the journal code. */
-import { createHash } from 'node:crypto';
+// Not node:crypto: the CLI names this path on an interruption, and `resync --version` loads no crypto.
+import { sha256 } from '@noble/hashes/sha2.js';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { JournalError } from '../errors.js';
@@ -21,7 +22,7 @@ export function nbdIdentity(uri: string): string {
 
 /** Where the undo journal of the export at `uri` lives in `stateDir`. */
 export function nbdJournalPath(stateDir: string, uri: string): string {
-  const h = createHash('sha256').update('resync-nbd-undo/1\0').update(nbdIdentity(uri)).digest('hex');
+  const h = Buffer.from(sha256(Buffer.from(`resync-nbd-undo/1\0${nbdIdentity(uri)}`))).toString('hex');
   return join(stateDir, `nbd-undo-${h.slice(0, 32)}.resync-journal`);
 }
 
