@@ -347,9 +347,7 @@ export class InPlacePatcher {
     const d = this.basisDigests;
     if (!this.canAbandon || !d) throw new SyncError('ERR_JOURNAL', 'this in-place patch cannot be abandoned');
     await this.settle();
-    this.pending = [];
-    this.pendingBytes = 0;
-    this.arenaUsed = 0;
+    this.release();
     if (!this.flushed) {
       // Nothing reached the image: the journal holds no record to undo.
       await this.journal.remove();
@@ -370,6 +368,21 @@ export class InPlacePatcher {
       this.checkRestored(st.undos, d);
     }
     await (await Journal.reopen(this.journal.path, 0)).remove();
+  }
+
+  /**
+   * Drop the pending batch and every buffer of this patch: after abandon()
+   * the temp file's writer carries on, and these (two batches, 16 MiB and
+   * more) would stay referenced for the rest of the session.
+   */
+  private release(): void {
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.arena = null;
+    this.arenaUsed = 0;
+    this.spareArenas.length = 0;
+    this.oldScratch = null;
+    this.scratch = null;
   }
 
   /** Every basis block an undo record touched hashes to its digest from the signature pass again. */
@@ -448,6 +461,22 @@ export class InPlacePatcher {
   private async readOriginal(src: number, n: number, into?: Buffer): Promise<{ data: Buffer; fromJournal: boolean }> {
     if (this.extents.count === 0 || src >= this.extents.end) return { data: readExactSync(this.img, src, n, into), fromJournal: false };
     const segs = this.extents.resolve(src, n);
+    if (into && into.length >= n) {
+      // Each piece read straight into place: no buffer of its own to become garbage.
+      const data = into.subarray(0, n);
+      let off = 0;
+      const saved: { at: number; length: number; off: number }[] = [];
+      for (const s of segs) {
+        if (s.from === 'image') readExactSync(this.img, s.at, s.length, data.subarray(off, off + s.length));
+        else saved.push({ at: s.at, length: s.length, off });
+        off += s.length;
+      }
+      for (const s of saved) {
+        await this.journal.readSaved(s.at, s.length, data.subarray(s.off, s.off + s.length));
+        this.io.bytesFromJournal += s.length;
+      }
+      return { data, fromJournal: saved.length > 0 };
+    }
     const parts: (Buffer | { at: number; length: number })[] = segs.map((s) => (s.from === 'image' ? readExactSync(this.img, s.at, s.length) : { at: s.at, length: s.length }));
     let fromJournal = false;
     for (let k = 0; k < parts.length; k++) {
@@ -633,10 +662,16 @@ function writeAllSync(img: ImageHandle, pos: number, data: Uint8Array): void {
 
 async function restore(img: ImageHandle, journalPath: string, undos: { offset: number; length: number; dataAt: number }[]): Promise<void> {
   const j = await Journal.openRead(journalPath);
+  // Through one buffer, a record OLD_CHUNK at a time: a buffer per record was
+  // garbage as large as the journal, and a switch to a temp file undoes one.
+  const buf = Buffer.allocUnsafe(OLD_CHUNK);
   try {
     for (let i = undos.length - 1; i >= 0; i--) {
       const u = undos[i]!;
-      writeAllSync(img, u.offset, await j.readSaved(u.dataAt, u.length));
+      for (let k = 0; k < u.length; k += OLD_CHUNK) {
+        const n = Math.min(OLD_CHUNK, u.length - k);
+        writeAllSync(img, u.offset + k, await j.readSaved(u.dataAt + k, n, buf));
+      }
     }
   } finally {
     await j.close();
