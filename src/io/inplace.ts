@@ -22,7 +22,7 @@ import { killPoint } from './trace.js';
 import { dropSigCache, sigCachePathFor } from './sigcache.js';
 import { JournalError, ioError } from './errors.js';
 import { openImage, readChunks, readExactSync, type ImageHandle } from './image.js';
-import { Journal, readJournal, type JournalHashSpec, type JournalMeta, type JournalState } from './journal.js';
+import { Journal, readJournal, type JournalHashSpec, type JournalMeta, type JournalState, type UndoRecord } from './journal.js';
 
 const BATCH = 8 * 1024 * 1024;
 const CHECKPOINT_EVERY = 64 * 1024 * 1024;
@@ -297,6 +297,12 @@ export class InPlacePatcher {
     return this.fresh && !this.torn && this.resumeFrom === 0 && this.basisDigests !== null && !this.img.isBlockDevice;
   }
 
+  /** Bytes of buffers this patch keeps for its batches, old bytes and reads (none once abandoned). */
+  get bufferBytes(): number {
+    const len = (b: Buffer | null): number => b?.length ?? 0;
+    return len(this.arena) + this.spareArenas.reduce((n, b) => n + b.length, 0) + len(this.oldScratch) + len(this.scratch);
+  }
+
   /** Nothing of this patch reached the image (abandon() then only deletes the journal). */
   get imageUntouched(): boolean {
     return !this.flushed;
@@ -311,6 +317,15 @@ export class InPlacePatcher {
     await this.settle();
     if (this.flushed) await this.flushNow();
     return this.frontier;
+  }
+
+  /**
+   * The batch buffers that hold no pending write (after drain(): all of them
+   * once a batch was flushed), given up for the temp file's writer: buffers
+   * of their own would be 8 MiB more while these wait for a full GC.
+   */
+  takeSpareBuffers(): Buffer[] {
+    return this.spareArenas.splice(0);
   }
 
   /** The new output's bytes [pos, pos+n) (below the drained frontier): the image, with pending writes laid over it. */
@@ -358,16 +373,16 @@ export class InPlacePatcher {
     // image as it finds it (a new generation) and a recover still undoes it all.
     await this.journal.checkpoint(0);
     await this.journal.sync();
-    await this.journal.close();
-    const st = await readJournal(this.journal.path);
-    if (st) {
-      await restore(this.img, this.journal.path, st.undos);
-      killPoint('abandon-restored');
-      await this.img.fh.truncate(this.originalSize);
-      await this.syncImage();
-      this.checkRestored(st.undos, d);
-    }
-    await (await Journal.reopen(this.journal.path, 0)).remove();
+    // The records to undo are this patch's own (it made the journal): the
+    // extent map holds each overwritten range once with where its old bytes
+    // are, so the journal is not parsed again. The check below proves the result.
+    const undos = [...this.extents.entries()].map((e) => ({ offset: e.start, length: e.length, dataAt: e.savedAt }));
+    await restoreFrom(this.img, this.journal, undos);
+    killPoint('abandon-restored');
+    await this.img.fh.truncate(this.originalSize);
+    await this.syncImage();
+    this.checkRestored(undos, d);
+    await this.journal.remove();
   }
 
   /**
@@ -660,21 +675,26 @@ function writeAllSync(img: ImageHandle, pos: number, data: Uint8Array): void {
   }
 }
 
-async function restore(img: ImageHandle, journalPath: string, undos: { offset: number; length: number; dataAt: number }[]): Promise<void> {
+async function restore(img: ImageHandle, journalPath: string, undos: readonly UndoRecord[]): Promise<void> {
   const j = await Journal.openRead(journalPath);
+  try {
+    await restoreFrom(img, j, undos);
+  } finally {
+    await j.close();
+  }
+}
+
+/** Write the undo records' saved bytes back, newest first (a range saved twice ends with its oldest bytes). */
+async function restoreFrom(img: ImageHandle, j: Journal, undos: readonly UndoRecord[]): Promise<void> {
   // Through one buffer, a record OLD_CHUNK at a time: a buffer per record was
   // garbage as large as the journal, and a switch to a temp file undoes one.
   const buf = Buffer.allocUnsafe(OLD_CHUNK);
-  try {
-    for (let i = undos.length - 1; i >= 0; i--) {
-      const u = undos[i]!;
-      for (let k = 0; k < u.length; k += OLD_CHUNK) {
-        const n = Math.min(OLD_CHUNK, u.length - k);
-        writeAllSync(img, u.offset + k, await j.readSaved(u.dataAt + k, n, buf));
-      }
+  for (let i = undos.length - 1; i >= 0; i--) {
+    const u = undos[i]!;
+    for (let k = 0; k < u.length; k += OLD_CHUNK) {
+      const n = Math.min(OLD_CHUNK, u.length - k);
+      writeAllSync(img, u.offset + k, await j.readSaved(u.dataAt + k, n, buf));
     }
-  } finally {
-    await j.close();
   }
 }
 

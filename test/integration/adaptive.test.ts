@@ -215,6 +215,8 @@ describe('in place, or a temp file when the data moved', () => {
           expect(r.inPlace.io.bytesWritten).toBeGreaterThan(0);
           expect((await readFile(path)).equals(basis)).toBe(true);
           expect(existsSync(journalPathFor(path))).toBe(false);
+          // Its batch buffers went to the temp file's writer or were dropped: none is kept for the rest of the session.
+          expect(r.inPlace.bufferBytes).toBe(0);
         }
       }
       expect(checked).toBe(true);
