@@ -310,19 +310,20 @@ export class InPlacePatcher {
 
   /**
    * Before abandon(): make the new output's first `position` bytes readable
-   * through readNew(). Nothing is written when no batch was flushed yet: the
-   * prefix is then the image under the pending writes.
+   * through readNew(): the flush in flight is waited for, and nothing more
+   * is written. The prefix is the image (with the batches already flushed)
+   * under the pending writes; a pending batch that is to be dropped is not
+   * journaled, fsynced and written first only to be undone.
    */
   async drain(): Promise<number> {
     await this.settle();
-    if (this.flushed) await this.flushNow();
     return this.frontier;
   }
 
   /**
-   * The batch buffers that hold no pending write (after drain(): all of them
-   * once a batch was flushed), given up for the temp file's writer: buffers
-   * of their own would be 8 MiB more while these wait for a full GC.
+   * The batch buffers that hold no pending write (after drain(): the one a
+   * finished flush freed), given up for the temp file's writer: buffers of
+   * its own would be 8 MiB more while this one waits for a full GC.
    */
   takeSpareBuffers(): Buffer[] {
     return this.spareArenas.splice(0);

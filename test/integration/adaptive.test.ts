@@ -227,6 +227,30 @@ describe('in place, or a temp file when the data moved', () => {
     expect((await readFile(path)).equals(shifted)).toBe(true);
   });
 
+  test('the batch pending at a switch is dropped, not journaled and written only to be undone', async () => {
+    const path = join(dir, 'pending.img');
+    await writeFile(path, basis);
+    const r = await begin(path, shifted.length, { batchBytes: 5 * MiB / 2 });
+    r.inPlace.backgroundFlush = false;
+    try {
+      for (const op of shiftedOps) {
+        await r.patch.apply(op);
+        if (r.patch.state.switchedAt !== null) break;
+      }
+      const at = r.patch.state.switchedAt!;
+      expect(at).not.toBeNull();
+      // Batches reached the image before the switch; what followed the last one did not.
+      expect(r.inPlace.io.bytesWritten).toBeGreaterThan(0);
+      expect(r.inPlace.io.bytesJournaled).toBe(r.inPlace.io.bytesWritten);
+      expect(r.inPlace.io.bytesJournaled).toBeLessThan(at - MiB - MiB / 2);
+      await r.patch.abort(() => Promise.resolve());
+    } finally {
+      await r.close();
+    }
+    expect((await readFile(path)).equals(basis)).toBe(true);
+    expect(await leftovers()).toEqual([]);
+  });
+
   test('an undo that does not give back the signature pass digests is refused and the journal kept', async () => {
     const path = join(dir, 'tamper.img');
     await writeFile(path, basis);
