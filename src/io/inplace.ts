@@ -374,6 +374,10 @@ export class InPlacePatcher {
     // image as it finds it (a new generation) and a recover still undoes it all.
     await this.journal.checkpoint(0);
     await this.journal.sync();
+    // From here only the journal describes the image: a failure below must
+    // not let suspend() write a checkpoint over that 0.
+    this.torn = true;
+    this.durable = 0;
     // The records to undo are this patch's own (it made the journal): the
     // extent map holds each overwritten range once with where its old bytes
     // are, so the journal is not parsed again. The check below proves the result.

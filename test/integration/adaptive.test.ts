@@ -265,10 +265,13 @@ describe('in place, or a temp file when the data moved', () => {
         err = e;
       }
       expect((err as { code?: string }).code).toBe('ERR_JOURNAL');
+      // The session ends as a server's would, keeping progress: nothing is in place any more, and the journal still says so.
+      await r.patch.abort(async () => void (await r.inPlace.suspend()));
     } finally {
       await r.close();
     }
     expect(existsSync(journalPathFor(path))).toBe(true);
+    expect((await readJournal(journalPathFor(path)))!.checkpoint).toBe(0);
     // The journal still undoes everything: a recover proves the original.
     const out = await recoverLocked(path, journalPathFor(path));
     expect(out.outcome).toBe('rolled-back');
