@@ -70,10 +70,11 @@ export class ImageWriter {
     private readonly meta: OutputMeta | null,
     /** Bytes merged into one write. */
     private readonly coalesce = COALESCE,
-    /** Buffers to write through instead of new ones (at least `coalesce` bytes each; at most two are used). */
+    /** Memory to write through instead of new buffers: the first two `coalesce`-sized pieces it holds are used. */
     buffers: readonly Buffer[] = [],
   ) {
-    const [a, b] = buffers.filter((x) => x.length >= coalesce).map((x) => x.subarray(0, coalesce));
+    const pieces = buffers.flatMap((x) => Array.from({ length: Math.floor(x.length / coalesce) }, (_, k) => x.subarray(k * coalesce, (k + 1) * coalesce)));
+    const [a, b] = pieces;
     this.buf = a ?? Buffer.allocUnsafe(coalesce);
     this.spare = b ?? null;
   }
