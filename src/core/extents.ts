@@ -50,6 +50,11 @@ export class ExtentMap {
     this.n++;
   }
 
+  /** The extents in order: [start, end) and where its old contents were saved. */
+  *entries(): Generator<{ start: number; length: number; savedAt: number }> {
+    for (let i = 0; i < this.n; i++) yield { start: this.starts[i]!, length: this.ends[i]! - this.starts[i]!, savedAt: this.saved[i]! };
+  }
+
   /** Split a read of [start, start+length) of the ORIGINAL image into image and saved pieces. */
   resolve(start: number, length: number): ReadSegment[] {
     const out: ReadSegment[] = [];

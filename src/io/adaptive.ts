@@ -127,7 +127,7 @@ export class AdaptivePatch {
   private async switchToTemp(finalPath: string): Promise<void> {
     const at = await this.inPlace.drain();
     trace(`receiver: data moved, ${this.inPlace.movedBytes} of ${at} bytes moved: switching to a temp file`);
-    const out = await ImageWriter.createTemp(finalPath);
+    const out = await ImageWriter.createTemp(finalPath, undefined, this.inPlace.takeSpareBuffers());
     try {
       // The new prefix is in the image (or the batch not yet written) until
       // the undo: copy it first, read straight into the writer's buffer. It

@@ -23,7 +23,7 @@ import { killPoint } from './trace.js';
 import { dropSigCache, sigCachePathFor } from './sigcache.js';
 import { JournalError, ioError } from './errors.js';
 import { openImage, readChunks, readExactSync, type ImageHandle } from './image.js';
-import { Journal, readJournal, type JournalHashSpec, type JournalMeta, type JournalState } from './journal.js';
+import { Journal, readJournal, type JournalHashSpec, type JournalMeta, type JournalState, type UndoRecord } from './journal.js';
 
 const BATCH = 8 * 1024 * 1024;
 const CHECKPOINT_EVERY = 64 * 1024 * 1024;
@@ -298,6 +298,12 @@ export class InPlacePatcher {
     return this.fresh && !this.torn && this.resumeFrom === 0 && this.basisDigests !== null && !this.img.isBlockDevice;
   }
 
+  /** Bytes of buffers this patch keeps for its batches, old bytes and reads (none once abandoned). */
+  get bufferBytes(): number {
+    const len = (b: Buffer | null): number => b?.length ?? 0;
+    return len(this.arena) + this.spareArenas.reduce((n, b) => n + b.length, 0) + len(this.oldScratch) + len(this.scratch);
+  }
+
   /** Nothing of this patch reached the image (abandon() then only deletes the journal). */
   get imageUntouched(): boolean {
     return !this.flushed;
@@ -305,13 +311,23 @@ export class InPlacePatcher {
 
   /**
    * Before abandon(): make the new output's first `position` bytes readable
-   * through readNew(). Nothing is written when no batch was flushed yet: the
-   * prefix is then the image under the pending writes.
+   * through readNew(): the flush in flight is waited for, and nothing more
+   * is written. The prefix is the image (with the batches already flushed)
+   * under the pending writes; a pending batch that is to be dropped is not
+   * journaled, fsynced and written first only to be undone.
    */
   async drain(): Promise<number> {
     await this.settle();
-    if (this.flushed) await this.flushNow();
     return this.frontier;
+  }
+
+  /**
+   * The batch buffers that hold no pending write (after drain(): the one a
+   * finished flush freed), given up for the temp file's writer: buffers of
+   * its own would be 8 MiB more while this one waits for a full GC.
+   */
+  takeSpareBuffers(): Buffer[] {
+    return this.spareArenas.splice(0);
   }
 
   /** The new output's bytes [pos, pos+n) (below the drained frontier): the image, with pending writes laid over it. */
@@ -348,9 +364,7 @@ export class InPlacePatcher {
     const d = this.basisDigests;
     if (!this.canAbandon || !d) throw new SyncError('ERR_JOURNAL', 'this in-place patch cannot be abandoned');
     await this.settle();
-    this.pending = [];
-    this.pendingBytes = 0;
-    this.arenaUsed = 0;
+    this.release();
     if (!this.flushed) {
       // Nothing reached the image: the journal holds no record to undo.
       await this.journal.remove();
@@ -361,16 +375,35 @@ export class InPlacePatcher {
     // image as it finds it (a new generation) and a recover still undoes it all.
     await this.journal.checkpoint(0);
     await this.journal.sync();
-    await this.journal.close();
-    const st = await readJournal(this.journal.path);
-    if (st) {
-      await restore(this.img, this.journal.path, st.undos);
-      killPoint('abandon-restored');
-      await this.img.fh.truncate(this.originalSize);
-      await this.syncImage();
-      this.checkRestored(st.undos, d);
-    }
-    await (await Journal.reopen(this.journal.path, 0)).remove();
+    // From here only the journal describes the image: a failure below must
+    // not let suspend() write a checkpoint over that 0.
+    this.torn = true;
+    this.durable = 0;
+    // The records to undo are this patch's own (it made the journal): the
+    // extent map holds each overwritten range once with where its old bytes
+    // are, so the journal is not parsed again. The check below proves the result.
+    const undos = [...this.extents.entries()].map((e) => ({ offset: e.start, length: e.length, dataAt: e.savedAt }));
+    await restoreFrom(this.img, this.journal, undos);
+    killPoint('abandon-restored');
+    await this.img.fh.truncate(this.originalSize);
+    await this.syncImage();
+    this.checkRestored(undos, d);
+    await this.journal.remove();
+  }
+
+  /**
+   * Drop the pending batch and every buffer of this patch: after abandon()
+   * the temp file's writer carries on, and these (two batches, 16 MiB and
+   * more) would stay referenced for the rest of the session.
+   */
+  private release(): void {
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.arena = null;
+    this.arenaUsed = 0;
+    this.spareArenas.length = 0;
+    this.oldScratch = null;
+    this.scratch = null;
   }
 
   /** Every basis block an undo record touched hashes to its digest from the signature pass again. */
@@ -449,6 +482,22 @@ export class InPlacePatcher {
   private async readOriginal(src: number, n: number, into?: Buffer): Promise<{ data: Buffer; fromJournal: boolean }> {
     if (this.extents.count === 0 || src >= this.extents.end) return { data: readExactSync(this.img, src, n, into), fromJournal: false };
     const segs = this.extents.resolve(src, n);
+    if (into && into.length >= n) {
+      // Each piece read straight into place: no buffer of its own to become garbage.
+      const data = into.subarray(0, n);
+      let off = 0;
+      const saved: { at: number; length: number; off: number }[] = [];
+      for (const s of segs) {
+        if (s.from === 'image') readExactSync(this.img, s.at, s.length, data.subarray(off, off + s.length));
+        else saved.push({ at: s.at, length: s.length, off });
+        off += s.length;
+      }
+      for (const s of saved) {
+        await this.journal.readSaved(s.at, s.length, data.subarray(s.off, s.off + s.length));
+        this.io.bytesFromJournal += s.length;
+      }
+      return { data, fromJournal: saved.length > 0 };
+    }
     const parts: (Buffer | { at: number; length: number })[] = segs.map((s) => (s.from === 'image' ? readExactSync(this.img, s.at, s.length) : { at: s.at, length: s.length }));
     let fromJournal = false;
     for (let k = 0; k < parts.length; k++) {
@@ -632,15 +681,26 @@ function writeAllSync(img: ImageHandle, pos: number, data: Uint8Array): void {
   }
 }
 
-async function restore(img: ImageHandle, journalPath: string, undos: { offset: number; length: number; dataAt: number }[]): Promise<void> {
+async function restore(img: ImageHandle, journalPath: string, undos: readonly UndoRecord[]): Promise<void> {
   const j = await Journal.openRead(journalPath);
   try {
-    for (let i = undos.length - 1; i >= 0; i--) {
-      const u = undos[i]!;
-      writeAllSync(img, u.offset, await j.readSaved(u.dataAt, u.length));
-    }
+    await restoreFrom(img, j, undos);
   } finally {
     await j.close();
+  }
+}
+
+/** Write the undo records' saved bytes back, newest first (a range saved twice ends with its oldest bytes). */
+async function restoreFrom(img: ImageHandle, j: Journal, undos: readonly UndoRecord[]): Promise<void> {
+  // Through one buffer, a record OLD_CHUNK at a time: a buffer per record was
+  // garbage as large as the journal, and a switch to a temp file undoes one.
+  const buf = Buffer.allocUnsafe(OLD_CHUNK);
+  for (let i = undos.length - 1; i >= 0; i--) {
+    const u = undos[i]!;
+    for (let k = 0; k < u.length; k += OLD_CHUNK) {
+      const n = Math.min(OLD_CHUNK, u.length - k);
+      writeAllSync(img, u.offset + k, await j.readSaved(u.dataAt + k, n, buf));
+    }
   }
 }
 

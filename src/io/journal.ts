@@ -214,8 +214,8 @@ export class Journal {
   }
 
   /** Read saved bytes back. */
-  async readSaved(at: number, length: number): Promise<Buffer> {
-    const b = Buffer.allocUnsafe(length);
+  async readSaved(at: number, length: number, into?: Buffer): Promise<Buffer> {
+    const b = into && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
     let off = 0;
     while (off < length) {
       const { bytesRead } = await this.fh.read(b, off, length - off, at + off);
@@ -315,8 +315,14 @@ export async function readJournal(path: string): Promise<JournalState | null> {
   // Streamed record by record: a journal holds the old bytes of everything a
   // patch overwrote (up to the image's size), so it is never read whole.
   let size: number;
-  const read = async (at: number, n: number): Promise<Buffer> => {
-    const b = Buffer.allocUnsafe(n);
+  // Data is read into one buffer, reused: a fresh one per chunk left tens of
+  // MB of garbage behind a large journal until the next full GC. Headers have
+  // their own (a record's header is checked after its data).
+  let scratch = Buffer.alloc(0);
+  const hdr = Buffer.allocUnsafe(Math.max(HDR, PREAMBLE_LEN));
+  const read = async (at: number, n: number, into?: Buffer): Promise<Buffer> => {
+    if (!into && scratch.length < n) scratch = Buffer.allocUnsafe(n);
+    const b = into ?? scratch;
     let off = 0;
     while (off < n) {
       const { bytesRead } = await fh.read(b, off, n - off, at + off);
@@ -339,7 +345,7 @@ export async function readJournal(path: string): Promise<JournalState | null> {
     // A journal torn before its header record was durable protects nothing: no
     // image write happens until the header is fsynced. Such a file is removed.
     const preamble = encodePreamble(JOURNAL_MAGIC, JOURNAL_VERSION);
-    const head = await read(0, Math.min(size, PREAMBLE_LEN));
+    const head = await read(0, Math.min(size, PREAMBLE_LEN), hdr);
     if (size < PREAMBLE_LEN) {
       if (preamble.subarray(0, head.length).equals(head)) {
         await fh.close();
@@ -351,7 +357,7 @@ export async function readJournal(path: string): Promise<JournalState | null> {
     checkPreamble(head, JOURNAL_MAGIC, JOURNAL_VERSION, 'journal');
     let p = PREAMBLE_LEN;
     while (p + HDR <= size) {
-      const h = await read(p, HDR);
+      const h = await read(p, HDR, hdr);
       const type = h[0]!;
       const len = h.readUInt32BE(4);
       const offset = h.readUInt32BE(8) * 0x1_0000_0000 + h.readUInt32BE(12);
@@ -364,7 +370,7 @@ export async function readJournal(path: string): Promise<JournalState | null> {
         const chunk = await read(p + HDR + done, Math.min(CRC_CHUNK, len - done));
         if (chunk.length === 0) break;
         crc = crc32(chunk, crc);
-        if (type === Rec.Meta || type === Rec.Commit) small = chunk;
+        if (type === Rec.Meta || type === Rec.Commit) small = Buffer.from(chunk);
         done += chunk.length;
       }
       if (crc !== h.readUInt32BE(16)) break;
@@ -389,7 +395,7 @@ export async function readJournal(path: string): Promise<JournalState | null> {
         tail = [];
       } else if (type === Rec.Commit) {
         committed = offset;
-        committedHash = len === 32 && small ? Buffer.from(small) : null;
+        committedHash = len === 32 && small ? small : null;
       } else break;
       p += HDR + len;
     }

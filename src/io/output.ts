@@ -70,12 +70,21 @@ export class ImageWriter {
     private readonly meta: OutputMeta | null,
     /** Bytes merged into one write. */
     private readonly coalesce = COALESCE,
+    /** Memory to write through instead of new buffers: the first two `coalesce`-sized pieces it holds are used. */
+    buffers: readonly Buffer[] = [],
   ) {
-    this.buf = Buffer.allocUnsafe(coalesce);
+    const pieces = buffers.flatMap((x) => Array.from({ length: Math.floor(x.length / coalesce) }, (_, k) => x.subarray(k * coalesce, (k + 1) * coalesce)));
+    const [a, b] = pieces;
+    this.buf = a ?? Buffer.allocUnsafe(coalesce);
+    this.spare = b ?? null;
   }
 
-  /** Temp file in the directory of `finalPath`; on commit it gets the mode and owner of the file it replaces. */
-  static async createTemp(finalPath: string, coalesce = COALESCE): Promise<ImageWriter> {
+  /**
+   * Temp file in the directory of `finalPath`; on commit it gets the mode and
+   * owner of the file it replaces. `buffers`: see the constructor (a patch
+   * that moves to a temp file part way hands over its own).
+   */
+  static async createTemp(finalPath: string, coalesce = COALESCE, buffers: readonly Buffer[] = []): Promise<ImageWriter> {
     // Renaming a file over a device node would replace the node, not write the disk.
     const st = await stat(finalPath).catch(() => null);
     if (st?.isBlockDevice()) {
@@ -96,7 +105,7 @@ export class ImageWriter {
       throw ioError(e, 'create', tmp);
     }
     liveTemps.add(tmp);
-    return new ImageWriter(fh, tmp, finalPath, true, meta, coalesce);
+    return new ImageWriter(fh, tmp, finalPath, true, meta, coalesce, buffers);
   }
 
   /** Write into an existing image in place. */

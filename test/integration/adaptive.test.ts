@@ -215,6 +215,8 @@ describe('in place, or a temp file when the data moved', () => {
           expect(r.inPlace.io.bytesWritten).toBeGreaterThan(0);
           expect((await readFile(path)).equals(basis)).toBe(true);
           expect(existsSync(journalPathFor(path))).toBe(false);
+          // Its batch buffers went to the temp file's writer or were dropped: none is kept for the rest of the session.
+          expect(r.inPlace.bufferBytes).toBe(0);
         }
       }
       expect(checked).toBe(true);
@@ -223,6 +225,30 @@ describe('in place, or a temp file when the data moved', () => {
       await r.close();
     }
     expect((await readFile(path)).equals(shifted)).toBe(true);
+  });
+
+  test('the batch pending at a switch is dropped, not journaled and written only to be undone', async () => {
+    const path = join(dir, 'pending.img');
+    await writeFile(path, basis);
+    const r = await begin(path, shifted.length, { batchBytes: 5 * MiB / 2 });
+    r.inPlace.backgroundFlush = false;
+    try {
+      for (const op of shiftedOps) {
+        await r.patch.apply(op);
+        if (r.patch.state.switchedAt !== null) break;
+      }
+      const at = r.patch.state.switchedAt!;
+      expect(at).not.toBeNull();
+      // Batches reached the image before the switch; what followed the last one did not.
+      expect(r.inPlace.io.bytesWritten).toBeGreaterThan(0);
+      expect(r.inPlace.io.bytesJournaled).toBe(r.inPlace.io.bytesWritten);
+      expect(r.inPlace.io.bytesJournaled).toBeLessThan(at - MiB - MiB / 2);
+      await r.patch.abort(() => Promise.resolve());
+    } finally {
+      await r.close();
+    }
+    expect((await readFile(path)).equals(basis)).toBe(true);
+    expect(await leftovers()).toEqual([]);
   });
 
   test('an undo that does not give back the signature pass digests is refused and the journal kept', async () => {
@@ -239,10 +265,13 @@ describe('in place, or a temp file when the data moved', () => {
         err = e;
       }
       expect((err as { code?: string }).code).toBe('ERR_JOURNAL');
+      // The session ends as a server's would, keeping progress: nothing is in place any more, and the journal still says so.
+      await r.patch.abort(async () => void (await r.inPlace.suspend()));
     } finally {
       await r.close();
     }
     expect(existsSync(journalPathFor(path))).toBe(true);
+    expect((await readJournal(journalPathFor(path)))!.checkpoint).toBe(0);
     // The journal still undoes everything: a recover proves the original.
     const out = await recoverLocked(path, journalPathFor(path));
     expect(out.outcome).toBe('rolled-back');

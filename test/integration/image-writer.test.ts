@@ -109,6 +109,47 @@ describe('ImageWriter.reserve and fill', () => {
     expect(await allocated(viaFill)).toBeLessThan(data.length);
   });
 
+  test('buffers handed over are written through (no buffers of its own), and the result is the same', async () => {
+    const final = join(dir, 'given.img');
+    const given = [Buffer.alloc(4 * MiB), Buffer.alloc(4 * MiB)];
+    const w = await ImageWriter.createTemp(final, 4 * MiB, given);
+    const data = bytes(11 * MiB, 6);
+    const first = await w.reserve(0, 3 * MiB);
+    // The room is the start of the first buffer given.
+    expect(first.buffer === given[0]!.buffer).toBe(true);
+    data.copy(first, 0, 0, 3 * MiB);
+    await w.fill(3 * MiB);
+    await fillAt(w, 3 * MiB, data.subarray(3 * MiB, 6 * MiB), 1 * MiB);
+    // Past the first 4 MiB: the next buffer is the second one given, not a new one.
+    const next = await w.reserve(6 * MiB, MiB);
+    expect(next.buffer === given[1]!.buffer).toBe(true);
+    data.copy(next, 0, 6 * MiB, 6 * MiB + next.length);
+    await w.fill(next.length);
+    await fillAt(w, 6 * MiB + next.length, data.subarray(6 * MiB + next.length), MiB);
+    await w.commit(data.length);
+    expect((await readFile(final)).equals(data)).toBe(true);
+  });
+
+  test('one buffer given that holds two write buffers is cut in two', async () => {
+    const final = join(dir, 'halves.img');
+    const given = Buffer.alloc(8 * MiB);
+    const w = await ImageWriter.createTemp(final, 4 * MiB, [given]);
+    const data = bytes(9 * MiB, 7);
+    const seen = new Set<number>();
+    for (let at = 0; at < data.length; ) {
+      const room = await w.reserve(at, Math.min(MiB, data.length - at));
+      // Every room is in the given buffer: its first half, then its second, then the first again.
+      expect(room.buffer === given.buffer).toBe(true);
+      seen.add(Math.floor((room.byteOffset - given.byteOffset) / (4 * MiB)));
+      data.copy(room, 0, at, at + room.length);
+      await w.fill(room.length);
+      at += room.length;
+    }
+    expect([...seen].sort()).toEqual([0, 1]);
+    await w.commit(data.length);
+    expect((await readFile(final)).equals(data)).toBe(true);
+  });
+
   test('room never runs past the buffer: a piece larger than what is left is cut, and the rest goes in the next buffer', async () => {
     const final = join(dir, 'room.img');
     const w = await ImageWriter.createTemp(final);

@@ -1,14 +1,17 @@
 /**
  * readJournal streams the journal record by record (it may hold as many old
  * bytes as the image): records larger than its read chunk are checked whole,
- * and it stops at the first torn or corrupt record as before.
+ * and it stops at the first torn or corrupt record as before. Reading and
+ * undoing go through reused buffers, not one per record.
  */
-import { mkdtemp, open, rm, stat, truncate } from 'node:fs/promises';
+import { mkdtemp, open, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 import { Journal, readJournal } from '../../src/io/journal.js';
+import { rollbackAll } from '../../src/io/inplace.js';
+import { openImage } from '../../src/io/image.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -60,5 +63,39 @@ describe('readJournal', () => {
     await fh.close();
     const st = (await readJournal(path))!;
     expect(st.undos).toEqual([]);
+  });
+
+  test('a journal of many records is read and undone through reused buffers, not one per record', async () => {
+    const MiB = 1 << 20;
+    const original = randomBytes(48 * MiB);
+    const image = join(dir, 'many.img');
+    await writeFile(image, original);
+    const path = join(dir, 'many.journal');
+    const j = await Journal.create(path, { id: 'm', originalSize: original.length, targetSize: original.length });
+    for (let k = 0; k < 40; k++) await j.saveUndo(k * MiB, original.subarray(k * MiB, (k + 1) * MiB));
+    await j.close();
+    // The image as a torn patch left it: the journaled ranges rewritten.
+    const fh = await open(image, 'r+');
+    await fh.write(randomBytes(40 * MiB), 0, 40 * MiB, 0);
+    await fh.close();
+    const spy = vi.spyOn(Buffer, 'allocUnsafe');
+    const large = (): number => spy.mock.calls.filter(([n]) => n >= 64 * 1024).length;
+    try {
+      const st = (await readJournal(path))!;
+      expect(st.undos).toHaveLength(40);
+      expect(large()).toBeLessThanOrEqual(2);
+      spy.mockClear();
+      const img = await openImage(image, 'r+');
+      try {
+        await rollbackAll(img, path, st);
+      } finally {
+        await img.fh.close();
+      }
+      // The journal read again and the undo: a buffer each (40 records of 1 MiB were 80).
+      expect(large()).toBeLessThanOrEqual(4);
+    } finally {
+      spy.mockRestore();
+    }
+    expect((await readFile(image)).equals(original)).toBe(true);
   });
 });
