@@ -6,9 +6,8 @@
  * behind resync's back, a digest cache that does not check, and a server
  * without the cap all fall back to scope "dirty", never "image".
  */
-import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
-import { mkdtemp, open, readFile, readdir, rm, stat, utimes } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { beforeAll, describe, expect, test } from 'vitest';
+import { open, readFile, readdir, rm, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { push } from '../../src/api/net.js';
@@ -18,9 +17,9 @@ import { DIGEST_CACHE_HEADER } from '../../src/io/digestcache.js';
 import { loadSigCache } from '../../src/io/sigcache.js';
 import { openImage } from '../../src/io/image.js';
 import { StrongHasher } from '../../src/core/strong.js';
-import { startServer, type TestServer } from '../helpers/server.js';
+import type { TestServer } from '../helpers/server.js';
 import { runCli } from '../helpers/cli.js';
-import { hasQemu, qemuImg, qemuIo, sameContent, startNbd, stopAllNbd } from '../helpers/qemu.js';
+import { hasQemu, nbdTestBed, qemuImg, qemuIo, sameContent, startNbd } from '../helpers/qemu.js';
 
 const CLI = join(fileURLToPath(new URL('../..', import.meta.url)), 'bin/resync.js');
 let dir: string;
@@ -28,16 +27,9 @@ let srv: TestServer;
 const KiB = 1024;
 const BS = 16 * KiB;
 
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'resync-dirtyimg-'));
-  srv = await startServer({ rec: { path: join(dir, 'replica.img'), writable: true } });
-});
-afterEach(stopAllNbd);
-afterAll(async () => {
-  await stopAllNbd();
-  await srv.server.close();
-  await rm(dir, { recursive: true, force: true });
-  await rm(srv.dir, { recursive: true, force: true });
+const bed = nbdTestBed('resync-dirtyimg-', 'replica.img');
+beforeAll(() => {
+  ({ dir, srv } = bed);
 });
 
 /**

@@ -3,9 +3,8 @@
  * to a resync server and pulled into, and the guest-visible contents are
  * compared with qemu-img compare.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
-import { copyFile, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { beforeAll, describe, expect, test } from 'vitest';
+import { copyFile, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
@@ -15,27 +14,20 @@ import { readPieces } from '../../src/io/sparse.js';
 import { UndoPatcher } from '../../src/io/undo-patcher.js';
 import { makeSignatureParams } from '../../src/core/signature.js';
 import { zstdStatus } from '../../protocol/literal-codec.js';
-import { startServer, type TestServer } from '../helpers/server.js';
+import type { TestServer } from '../helpers/server.js';
 import { runCli } from '../helpers/cli.js';
-import { hasQemu, qemuImg, qemuIo, sameContent, startNbd, stopAllNbd } from '../helpers/qemu.js';
+import { hasQemu, nbdTestBed, qemuImg, qemuIo, sameContent, startNbd } from '../helpers/qemu.js';
 
 const CLI = join(fileURLToPath(new URL('../..', import.meta.url)), 'bin/resync.js');
 let dir: string;
 let srv: TestServer;
 const MiB = 1 << 20;
 
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'resync-nbd-'));
+const bed = nbdTestBed('resync-nbd-', 'recovery.img');
+beforeAll(() => {
+  ({ dir, srv } = bed);
   // Export journals (io/nbd/undo.ts) go to the default state directory: keep them here.
   process.env.XDG_STATE_HOME = join(dir, 'state');
-  srv = await startServer({ rec: { path: join(dir, 'recovery.img'), writable: true } });
-});
-afterEach(stopAllNbd);
-afterAll(async () => {
-  await stopAllNbd();
-  await srv.server.close();
-  await rm(dir, { recursive: true, force: true });
-  await rm(srv.dir, { recursive: true, force: true });
 });
 
 const client = () => ({ host: '127.0.0.1', port: srv.port, secret: srv.secret, volume: 'rec' });
