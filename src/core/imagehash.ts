@@ -37,6 +37,15 @@ export function imageHashFromDigests(size: number, spec: ImageHashSpec, digests:
   return b.digest();
 }
 
+/**
+ * The image hash from this side's signature-pass digests when they cover
+ * every block of the `size`-byte image (the hash an undo journal proves a
+ * rollback by), else null.
+ */
+export function imageHashIfCovered(size: number, spec: ImageHashSpec, digests: DigestBytes | null | undefined): Buffer | null {
+  return digests && digests.length >= Math.ceil(size / spec.blockSize) * 32 ? imageHashFromDigests(size, spec, digests) : null;
+}
+
 /** Domain label of region hashes. */
 export const REGION_LABEL = Buffer.from('resync-region/1');
 

@@ -4,10 +4,9 @@
  * journal. Used by whichever side receives (server on push, client on pull).
  */
 import { isSyncError } from '../core/errors.js';
-import { imageHashFromDigests, type ImageHashSpec } from '../core/imagehash.js';
+import { imageHashIfCovered, type ImageHashSpec } from '../core/imagehash.js';
 import type { DigestBytes } from '../core/digests.js';
 import type { DeltaOp, DeltaStats } from '../core/ops.js';
-import { blockCountFor } from '../core/signature.js';
 import type { ImageHandle } from './image.js';
 import { AdaptivePatch } from './adaptive.js';
 import { InPlacePatcher } from './inplace.js';
@@ -66,7 +65,7 @@ export async function inPlaceSink(
   tempFallback = true,
 ): Promise<DeltaSink> {
   // The basis's hash comes free from the digests of this side's signature pass.
-  const originalHash = basisDigests && basisDigests.length >= blockCountFor(img.size, spec.blockSize) * 32 ? imageHashFromDigests(img.size, spec, basisDigests) : null;
+  const originalHash = imageHashIfCovered(img.size, spec, basisDigests);
   const p = await InPlacePatcher.start(img, journalPath, { id, targetSize }, spec, { originalHash, continueAt: continueAt ?? null });
   if (basisDigests) p.useBasisDigests(basisDigests);
   const a = tempFallback ? new AdaptivePatch(img, p, targetSize, spec) : null;

@@ -5,9 +5,9 @@
  * the export is read through ImageHandle.remote.
  */
 import { SyncError, isSyncError } from '../core/errors.js';
-import { blockCountFor, defaultBlockSize } from '../core/signature.js';
+import { defaultBlockSize } from '../core/signature.js';
 import { MsgType } from '../../protocol/constants.js';
-import { imageHashFromDigests } from '../core/imagehash.js';
+import { imageHashIfCovered } from '../core/imagehash.js';
 import { defaultStateDir } from '../io/state-dir.js';
 import { openNbdImage } from '../io/nbd/image.js';
 import { nbdJournalMeta, prepareNbdWrite } from '../io/nbd/undo.js';
@@ -46,7 +46,7 @@ export async function pullIntoNbd(uri: string, opts: ClientOptions): Promise<Syn
         img,
         async (size, spec): Promise<DeltaSink> => {
           // The signature pass's digests give the export's own image hash: a rollback is proved by it.
-          const original = sent.fullDigests.length >= blockCountFor(img.size, spec.blockSize) * 32 ? imageHashFromDigests(img.size, spec, sent.fullDigests) : null;
+          const original = imageHashIfCovered(img.size, spec, sent.fullDigests);
           const p = await UndoPatcher.start(img.nbd, img.size, size, spec, sent.fullDigests, { journal: { path: journal, meta: nbdJournalMeta(img, size, spec, original) } });
           return {
             apply: (op) => p.apply(op),
