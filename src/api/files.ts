@@ -25,7 +25,7 @@ import { JournalError, ioError } from '../io/errors.js';
 import { openImage, readChunks, type ImageHandle } from '../io/image.js';
 import { isNbdUri, openImageOrNbd, openNbdImage } from '../io/nbd/image.js';
 import { UndoPatcher } from '../io/undo-patcher.js';
-import { lockNbdExport, nbdJournalMeta, prepareNbdWrite, settleNbdJournal } from '../io/nbd/undo.js';
+import { nbdJournalMeta, prepareNbdWrite, recoverNbdExport } from '../io/nbd/undo.js';
 import { defaultStateDir } from '../io/state-dir.js';
 import { readFramePieces } from '../io/framed-read.js';
 import { PREAMBLE_LEN } from '../../protocol/constants.js';
@@ -580,17 +580,8 @@ export async function recoverImage(imagePath: string, opts: { stateDir?: string 
  * was checked against a hash (a pull's journal records the original's).
  */
 export async function recoverNbd(uri: string, stateDir: string): Promise<{ outcome: RecoverOutcome; proved: boolean }> {
-  const { path, lock } = await lockNbdExport(stateDir, uri);
-  try {
-    const img = await openNbdImage(uri, { write: true });
-    try {
-      return await settleNbdJournal(img, path);
-    } finally {
-      await img.nbd.close();
-    }
-  } finally {
-    await lock.release();
-  }
+  const { outcome, proved } = await recoverNbdExport(uri, stateDir);
+  return { outcome, proved };
 }
 
 /** Hash a whole image (SHA-256), streaming. */

@@ -33,6 +33,8 @@ export interface ServeOptions {
   idleTimeoutMs?: number | undefined;
   /** Time allowed from connect to authenticated, ms. Default 10 000. */
   handshakeTimeoutMs?: number | undefined;
+  /** Where NBD volumes (a `path` that is an nbd:// or nbd+unix:// URI) keep their undo journals and locks. Default $XDG_STATE_HOME/resync. */
+  stateDir?: string | undefined;
   /** Receives one event per session start, end and failure. */
   onEvent?: ((e: ServerEvent) => void) | undefined;
 }
@@ -67,6 +69,7 @@ export async function serve(opts: ServeOptions): Promise<ServeHandle> {
     maxPreAuthPerAddress: opts.maxPreAuthPerAddress,
     idleTimeoutMs: opts.idleTimeoutMs ?? 300_000,
     handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 10_000,
+    stateDir: opts.stateDir,
   };
   return start(config, opts.onEvent);
 }

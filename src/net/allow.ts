@@ -9,6 +9,7 @@ import { basename, dirname, resolve, sep } from 'node:path';
 import { SyncError } from '../core/errors.js';
 import type { VolumeConfig } from './config.js';
 import type { OpenMsg } from '../../protocol/messages.js';
+import { isNbdUri } from '../io/nbd/uri.js';
 
 /** The restriction a stdio server runs under. */
 export interface StdioAccess {
@@ -33,6 +34,8 @@ export async function realAllowDirs(dirs: string[]): Promise<string[]> {
 /** The volume a client's requested path names, or ERR_PERMISSION / ERR_NOT_FOUND before anything is opened (the caller prefixes the path to messages). */
 export async function resolveRequested(requested: string, mode: OpenMsg['mode'], access: StdioAccess): Promise<VolumeConfig> {
   if (requested === '' || requested.includes('\0')) throw new SyncError('ERR_PARAM', 'the client named no image path');
+  // The server opens only the NBD exports its operator configured as volumes; a stdio server has none.
+  if (isNbdUri(requested)) throw new SyncError('ERR_PERMISSION', 'an NBD export cannot be named by the client; the server operator serves one as a volume (resync serve --volume NAME=nbd://...)');
   // Relative paths are taken from the first allowed directory (as rrsync does), else the login directory.
   const abs = resolve(access.allow?.[0] ?? process.cwd(), requested);
   let real: string;

@@ -6,10 +6,17 @@ import * as v from 'valibot';
 import { ParamError } from '../core/errors.js';
 import { ioError } from '../io/errors.js';
 import { journalPathFor } from '../io/journal-path.js';
+import { isNbdUri, parseNbdUri } from '../io/nbd/uri.js';
+import { nbdIdentity } from '../io/nbd/journal-path.js';
+import { defaultStateDir } from '../io/state-dir.js';
 
 /** One exported image. */
 export interface VolumeConfig {
-  /** Image path on the server. Clients only ever name the volume. */
+  /**
+   * Image path on the server, or an NBD export's URI (`nbd://HOST[:PORT]/EXPORT`,
+   * `nbd+unix:///EXPORT?socket=/abs/path`: net/nbd-volume.ts). Clients only
+   * ever name the volume.
+   */
   path: string;
   /** Whether clients may push to it (overwrite it). Default false. */
   writable: boolean;
@@ -52,6 +59,8 @@ export interface ServerConfig {
   handshakeTimeoutMs: number;
   /** Optional TLS (confidentiality on untrusted links); authentication stays the shared-secret HMAC. */
   tls?: { cert: Buffer; key: Buffer } | undefined;
+  /** Where NBD volumes' undo journals and locks are kept (default: io/state-dir.ts). */
+  stateDir?: string | undefined;
 }
 
 /** Read a TLS certificate and key (PEM). */
@@ -154,6 +163,7 @@ const ConfigSchema = v.strictObject({
   idleTimeoutMs: v.optional(positiveInt('idleTimeoutMs')),
   handshakeTimeoutMs: v.optional(positiveInt('handshakeTimeoutMs')),
   tls: v.optional(TlsSchema),
+  stateDir: v.optional(v.pipe(v.string('must be a path'), v.minLength(1, 'must not be empty'))),
 });
 
 /** Keys allowed at each level, for "did you mean". */
@@ -216,13 +226,29 @@ export function schemaProblems(issues: readonly v.BaseIssue<unknown>[], keysAt: 
   return out;
 }
 
+/** How long the start-up check waits for an NBD volume's export to answer. */
+const NBD_CHECK_TIMEOUT_MS = 10_000;
+
+/** What checkVolumes checks against. */
+export interface VolumeCheckOptions {
+  /** The state directory NBD volumes' journals and locks go in (default: io/state-dir.ts). */
+  stateDir?: string | undefined;
+  /** Connect to each NBD volume's export (default true). */
+  connect?: boolean | undefined;
+}
+
 /**
  * Check each volume's path as the server will use it: it exists and is a
  * regular file or a block device, readable, and writable (with its journal's
  * or temp file's directory) when the volume is; a writable volume may be
- * missing when its directory allows creating it on the first push.
+ * missing when its directory allows creating it on the first push. An NBD
+ * volume is checked by checkNbdVolume.
  */
-export async function checkVolumes(volumes: Record<string, VolumeConfig>, where: (name: string) => string = (n) => `volumes.${n}.path`): Promise<{ problems: ConfigProblem[]; warnings: string[] }> {
+export async function checkVolumes(
+  volumes: Record<string, VolumeConfig>,
+  where: (name: string) => string = (n) => `volumes.${n}.path`,
+  opts: VolumeCheckOptions = {},
+): Promise<{ problems: ConfigProblem[]; warnings: string[] }> {
   const problems: ConfigProblem[] = [];
   const warnings: string[] = [];
   const canAccess = (p: string, mode: number): Promise<boolean> => fsp.access(p, mode).then(() => true, () => false);
@@ -230,10 +256,18 @@ export async function checkVolumes(volumes: Record<string, VolumeConfig>, where:
   for (const [name, vol] of Object.entries(volumes)) {
     const at = where(name);
     const bad = (message: string): void => void problems.push({ where: at, message: `${vol.path}: ${message}` });
-    const other = seen.get(vol.path);
+    const nbd = isNbdUri(vol.path);
+    let key = vol.path;
+    if (nbd) {
+      const id = await checkNbdVolume(vol, opts, bad);
+      if (id === null) continue;
+      key = id;
+    }
+    const other = seen.get(key);
     // Allowed (a read-only and a writable name for one image, say): the image's lock makes their sessions take turns.
     if (other !== undefined) warnings.push(`${at}: ${vol.path} is also volume ${other}; sessions under the two names take turns`);
-    seen.set(vol.path, name);
+    seen.set(key, name);
+    if (nbd) continue;
     const st = await fsp.stat(vol.path).catch((e: NodeJS.ErrnoException) => e);
     if (st instanceof Error) {
       if (st.code !== 'ENOENT') {
@@ -272,8 +306,62 @@ export async function checkVolumes(volumes: Record<string, VolumeConfig>, where:
   return { problems, warnings };
 }
 
+/**
+ * An NBD volume as the server will use it: a well-formed URI (a unix
+ * socket's path absolute: the server's working directory is no place to
+ * look for it), always patched in place, a state directory it can keep the
+ * export's journal and lock in, and (unless `opts.connect` is false) an
+ * export that answers, writable when the volume is. Returns the export's
+ * identity, or null after reporting through `bad` what makes it unusable.
+ */
+async function checkNbdVolume(vol: VolumeConfig, opts: VolumeCheckOptions, bad: (message: string) => void): Promise<string | null> {
+  let addr;
+  try {
+    addr = parseNbdUri(vol.path);
+  } catch (e) {
+    const msg = (e as Error).message;
+    bad(`not a usable NBD URI (${msg.startsWith('not an NBD URI') ? 'malformed' : msg.replace(`${vol.path}: `, '')}); use nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=/PATH`);
+    return null;
+  }
+  if (addr.socket !== undefined && !isAbsolute(addr.socket)) {
+    bad(`the socket path ${addr.socket} must be absolute (nbd+unix:///EXPORT?socket=/PATH)`);
+    return null;
+  }
+  if (vol.inPlace === false) {
+    bad('an NBD export is always patched in place (under its undo journal in the state directory); drop "inPlace": false');
+    return null;
+  }
+  const stateDir = opts.stateDir ?? defaultStateDir();
+  // Its journal and lock live there: made now (as the first session would), so a wrong one shows at start.
+  const made = await fsp.mkdir(stateDir, { recursive: true, mode: 0o700 }).then(
+    () => fsp.access(stateDir, fsc.W_OK | fsc.X_OK).then(() => null, () => 'not writable by this user'),
+    (e: NodeJS.ErrnoException) => e.code ?? e.message,
+  );
+  if (made !== null) {
+    bad(`the state directory ${stateDir} (for the export's undo journal and lock; --state-dir or "stateDir") cannot be used: ${made}`);
+    return null;
+  }
+  if (opts.connect !== false) {
+    // Loaded here: node:net and the NBD client are for a server with an NBD volume only.
+    const { NbdClient } = await import('../io/nbd/client.js');
+    try {
+      const c = await NbdClient.connect(addr, { timeoutMs: NBD_CHECK_TIMEOUT_MS });
+      const readOnly = c.readOnly;
+      await c.close();
+      if (vol.writable && readOnly) {
+        bad('the export is read-only, but the volume is writable (export it without --read-only, or serve the volume :ro)');
+        return null;
+      }
+    } catch (e) {
+      bad(`cannot open the export (${(e as Error).message}); is qemu-nbd (with --persistent) or qemu-storage-daemon serving it?`);
+      return null;
+    }
+  }
+  return nbdIdentity(vol.path);
+}
+
 /** Load and check a JSON config file (see readServerConfig); warnings are dropped. */
-export async function loadServerConfig(path: string, overrides: Partial<{ host: string; port: number; secretFile: string }> = {}): Promise<ServerConfig> {
+export async function loadServerConfig(path: string, overrides: Partial<{ host: string; port: number; secretFile: string; stateDir: string }> = {}): Promise<ServerConfig> {
   return (await readServerConfig(path, overrides)).config;
 }
 
@@ -283,7 +371,7 @@ export async function loadServerConfig(path: string, overrides: Partial<{ host: 
  * found is reported at once, with its location, in a ConfigError. Relative
  * paths resolve against the file's directory.
  */
-export async function readServerConfig(path: string, overrides: Partial<{ host: string; port: number; secretFile: string }> = {}): Promise<LoadedServerConfig> {
+export async function readServerConfig(path: string, overrides: Partial<{ host: string; port: number; secretFile: string; stateDir: string }> = {}): Promise<LoadedServerConfig> {
   let text: string;
   try {
     text = await fsp.readFile(path, 'utf8');
@@ -302,9 +390,11 @@ export async function readServerConfig(path: string, overrides: Partial<{ host: 
   const o = parsed.output;
   const base = dirname(resolve(path));
   const abs = (p: string): string => (isAbsolute(p) ? p : resolve(base, p));
+  // An NBD volume's URI is not a path: taken as it is (checkVolumes checks it).
+  const volumePath = (p: string): string => (isNbdUri(p) ? p : abs(p));
   const [h, p] = splitHostPort(o.listen ?? '127.0.0.1:7873');
   const volumes: Record<string, VolumeConfig> = {};
-  for (const [name, vv] of Object.entries(o.volumes)) volumes[name] = { path: abs(vv.path), writable: vv.writable === true, inPlace: vv.inPlace !== false, tempFallback: vv.tempFallback !== false, sigCache: vv.sigCache !== false };
+  for (const [name, vv] of Object.entries(o.volumes)) volumes[name] = { path: volumePath(vv.path), writable: vv.writable === true, inPlace: vv.inPlace !== false, tempFallback: vv.tempFallback !== false, sigCache: vv.sigCache !== false };
   const problems: ConfigProblem[] = [];
   const warnings: string[] = [];
   const secretFile = overrides.secretFile ?? (o.secretFile !== undefined ? abs(o.secretFile) : undefined);
@@ -313,7 +403,8 @@ export async function readServerConfig(path: string, overrides: Partial<{ host: 
   else secret = await readSecretFile(secretFile, warnings).catch((e: Error) => void problems.push({ where: overrides.secretFile ? '--secret-file' : 'secretFile', message: e.message }));
   let tls: { cert: Buffer; key: Buffer } | undefined;
   if (o.tls) tls = await readTlsFiles(abs(o.tls.certFile), abs(o.tls.keyFile)).catch((e: Error) => void problems.push({ where: 'tls', message: e.message }));
-  const vc = await checkVolumes(volumes);
+  const stateDir = overrides.stateDir ?? (o.stateDir !== undefined ? abs(o.stateDir) : undefined);
+  const vc = await checkVolumes(volumes, undefined, { stateDir });
   problems.push(...vc.problems);
   warnings.push(...vc.warnings);
   if (problems.length > 0 || !secret) throw new ConfigError(`config ${path}`, problems);
@@ -329,6 +420,7 @@ export async function readServerConfig(path: string, overrides: Partial<{ host: 
       maxPreAuthPerAddress: o.maxPreAuthPerAddress ?? 8,
       idleTimeoutMs: o.idleTimeoutMs ?? 300_000,
       handshakeTimeoutMs: o.handshakeTimeoutMs ?? 10_000,
+      stateDir,
     },
     warnings,
   };

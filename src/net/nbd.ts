@@ -7,9 +7,10 @@
 import { SyncError, isSyncError } from '../core/errors.js';
 import { defaultBlockSize } from '../core/signature.js';
 import { MsgType } from '../../protocol/constants.js';
-import { imageHashIfCovered } from '../core/imagehash.js';
+import { imageHashIfCovered, type ImageHashSpec } from '../core/imagehash.js';
+import type { BlockDigests } from '../core/digests.js';
 import { defaultStateDir } from '../io/state-dir.js';
-import { openNbdImage } from '../io/nbd/image.js';
+import { openNbdImage, type NbdImage } from '../io/nbd/image.js';
 import { nbdJournalMeta, prepareNbdWrite } from '../io/nbd/undo.js';
 import type { ImageLock } from '../io/lock.js';
 import { UndoPatcher } from '../io/undo-patcher.js';
@@ -34,9 +35,7 @@ export async function pullIntoNbd(uri: string, opts: ClientOptions): Promise<Syn
     const { path: journal, settled } = prep;
     conn = await connectAuthenticated(opts);
     const ready = await openSession(conn, 'pull', opts, img.size);
-    if (ready.imageSize > img.size) {
-      throw new SyncError('ERR_PARAM', `the remote image is ${ready.imageSize} bytes; the NBD export ${uri} is ${img.size} bytes (an export does not grow: resize it first)`);
-    }
+    if (ready.imageSize > img.size) throw exportTooSmall('the remote image', ready.imageSize, img);
     const bs = opts.blockSize ?? defaultBlockSize(Math.max(img.size, ready.imageSize));
     const sent = await sendSignature(conn, img, bs);
     let r;
@@ -44,27 +43,7 @@ export async function pullIntoNbd(uri: string, opts: ClientOptions): Promise<Syn
       r = await receiveDelta(
         conn,
         img,
-        async (size, spec): Promise<DeltaSink> => {
-          // The signature pass's digests give the export's own image hash: a rollback is proved by it.
-          const original = imageHashIfCovered(img.size, spec, sent.fullDigests);
-          const p = await UndoPatcher.start(img.nbd, img.size, size, spec, sent.fullDigests, { journal: { path: journal, meta: nbdJournalMeta(img, size, spec, original) } });
-          return {
-            apply: (op) => p.apply(op),
-            get position() {
-              return p.position;
-            },
-            get stats() {
-              return p.stats;
-            },
-            finish: async (size, hash) => {
-              const n = await p.finish(size, hash);
-              await p.close();
-              return n;
-            },
-            // Any failure puts the export back as it was (the journal is for a crash, not a resume); if that fails, the journal stays for the next command.
-            abort: () => p.rollback(),
-          };
-        },
+        nbdUndoSink(img, journal, sent.fullDigests),
         opts.onProgress,
         sent,
       );
@@ -91,4 +70,41 @@ export async function pullIntoNbd(uri: string, opts: ClientOptions): Promise<Syn
     await img.nbd.close();
     await lock?.release();
   }
+}
+
+/** The refusal of an image larger than the export it would go into. */
+export function exportTooSmall(what: string, size: number, img: NbdImage): SyncError {
+  return new SyncError('ERR_PARAM', `${what} is ${size} bytes; the NBD export ${img.path} is ${img.size} bytes (an export does not grow: resize it first)`);
+}
+
+/**
+ * The sink a receiver patches an export through (receiveDelta's makeSink):
+ * an UndoPatcher whose old bytes go to the export's durable journal at
+ * `journal`, verified and flushed before it commits. Any failure puts the
+ * export back as it was (the journal is for a crash, not a resume); if that
+ * fails, the journal stays for the next writer or `recover`.
+ * `basisDigests`: the full digests of the signature this side sent.
+ */
+export function nbdUndoSink(img: NbdImage, journal: string, basisDigests: BlockDigests): (size: number, spec: ImageHashSpec) => Promise<DeltaSink> {
+  return async (size, spec) => {
+    if (size > img.size) throw exportTooSmall('the delta makes an image that', size, img);
+    // The signature pass's digests give the export's own image hash: a rollback is proved by it.
+    const original = imageHashIfCovered(img.size, spec, basisDigests);
+    const p = await UndoPatcher.start(img.nbd, img.size, size, spec, basisDigests, { journal: { path: journal, meta: nbdJournalMeta(img, size, spec, original) } });
+    return {
+      apply: (op) => p.apply(op),
+      get position() {
+        return p.position;
+      },
+      get stats() {
+        return p.stats;
+      },
+      finish: async (size, hash) => {
+        const n = await p.finish(size, hash);
+        await p.close();
+        return n;
+      },
+      abort: () => p.rollback(),
+    };
+  };
 }

@@ -48,6 +48,9 @@ import { encodeMessage } from '../../protocol/codec.js';
 import type { ProgressFn } from '../core/progress.js';
 import { recoverLocked, settleJournal } from '../io/inplace.js';
 import { sigCachePathFor } from '../io/sigcache.js';
+import { defaultStateDir } from '../io/state-dir.js';
+import { recoverNbdExport } from '../io/nbd/undo.js';
+import { isNbdVolume, openNbdVolume, servePushIntoNbd } from './nbd-volume.js';
 
 /** One line of the server's log. */
 export interface ServerEvent {
@@ -268,13 +271,15 @@ export class ResyncServer {
   /** The error as the client may see it: same code, no server paths or internals. */
   private forClient(e: unknown): SyncError {
     if (!isSyncError(e)) return new SyncError('ERR_REMOTE', 'internal server error (see the server log)');
-    if (e.code === 'ERR_IO' || e.code === 'ERR_NO_SPACE' || e.code === 'ERR_JOURNAL') {
+    // (A refusal worded for the client, with no server paths, says more than "see the server log".)
+    if ((e.code === 'ERR_IO' || e.code === 'ERR_NO_SPACE' || e.code === 'ERR_JOURNAL') && e.details.forClient !== true) {
       return new SyncError(e.code, `the server could not ${e.code === 'ERR_NO_SPACE' ? 'write the volume: no space left' : 'access the volume'} (see the server log)`);
     }
     let msg = e.message;
     for (const [name, v] of Object.entries(this.config.volumes)) {
       msg = msg.split(v.path).join(`volume ${name}`);
-      msg = msg.split(dirname(v.path)).join('<volume directory>');
+      // An NBD volume's URI has no directory to hide (its socket's path went with the URI).
+      if (!isNbdVolume(v)) msg = msg.split(dirname(v.path)).join('<volume directory>');
     }
     return new SyncError(e.code, msg);
   }
@@ -342,7 +347,17 @@ export class ResyncServer {
     }
   }
 
+  /** Where NBD volumes' undo journals and locks live (io/nbd/undo.ts). */
+  private get stateDir(): string {
+    return this.config.stateDir ?? defaultStateDir();
+  }
+
   private async servePush(conn: Connection, vol: VolumeConfig, blockSize: number, sourceSize: number, seed?: Uint8Array): Promise<Record<string, unknown>> {
+    if (isNbdVolume(vol)) {
+      const volume = this.volumeName(vol);
+      const note = (msg: string): void => this.log({ level: 'warn', msg, volume });
+      return servePushIntoNbd(conn, { uri: vol.path, stateDir: this.stateDir, blockSize, sourceSize, seed, onProgress: this.progressLogger(vol), note });
+    }
     // Block devices are always patched in place (a temp file cannot be renamed onto a device).
     trace('server: push opened');
     const inPlace = vol.inPlace !== false || (await isBlockDevice(vol.path));
@@ -398,7 +413,7 @@ export class ResyncServer {
     try {
       return await lockImage(path, mode, { create });
     } catch (e) {
-      if (isSyncError(e) && e.code === 'ERR_LOCKED') throw new SyncError('ERR_BUSY', 'the volume is in use by another session (another process or another volume name for the same file)');
+      if (isSyncError(e) && e.code === 'ERR_LOCKED') throw busyVolume();
       throw e;
     }
   }
@@ -410,10 +425,18 @@ export class ResyncServer {
    * hash, and say which. The way out when the pushing side is gone.
    */
   private async serveRecover(conn: Connection, vol: VolumeConfig): Promise<Record<string, unknown>> {
+    if (isNbdVolume(vol)) {
+      const r = await recoverNbdExport(vol.path, this.stateDir).catch((e: unknown) => {
+        throw isSyncError(e) && e.code === 'ERR_LOCKED' ? busyVolume() : e;
+      });
+      this.log({ level: 'info', msg: `recover: ${r.outcome}`, volume: this.volumeName(vol) });
+      await conn.send({ type: MsgType.Recovered, outcome: r.outcome, imageSize: r.size });
+      return { outcome: r.outcome, imageSize: r.size };
+    }
     const lock = await this.lockImage(vol.path, 'write', false);
     try {
       const r = await recoverLocked(vol.path, journalPathFor(vol.path));
-      this.log({ level: 'info', msg: `recover: ${r.outcome}`, volume: Object.entries(this.config.volumes).find(([, v]) => v === vol)?.[0] ?? vol.path });
+      this.log({ level: 'info', msg: `recover: ${r.outcome}`, volume: this.volumeName(vol) });
       await conn.send({ type: MsgType.Recovered, outcome: r.outcome, imageSize: r.size });
       return { outcome: r.outcome, imageSize: r.size };
     } finally {
@@ -423,23 +446,21 @@ export class ResyncServer {
 
   /** verify: send our signature; the client compares and reports; nothing is written. */
   private async serveVerify(conn: Connection, vol: VolumeConfig, blockSize: number, clientSize: number): Promise<Record<string, unknown>> {
-    const lock = await this.lockImage(vol.path, 'read');
-    let img: ImageHandle | null = null;
+    const { img, release } = await this.openToRead(vol);
     try {
-      await this.refuseUnfinished(vol);
-      img = await openImage(vol.path);
       await conn.send({ type: MsgType.Ready, imageSize: img.size, sessionId: randomBytes(8).toString('hex'), resumeFrom: 0 });
       await sendSignature(conn, img, blockSize || defaultBlockSize(Math.max(img.size, clientSize)), undefined, { twoLevel: false });
       await conn.expect(MsgType.Result, 'result');
       return { imageSize: img.size };
     } finally {
-      await img?.fh.close();
-      await lock.release();
+      await release();
     }
   }
 
   /** Open(dirty): write only the blocks a primary's dirty bitmap marks (net/dirty.ts). */
   private async serveDirtyPush(conn: Connection, vol: VolumeConfig, blockSize: number, sourceSize: number, imageHashes: boolean): Promise<Record<string, unknown>> {
+    // Its crash marker is a file beside the volume, and an export has no beside.
+    if (isNbdVolume(vol)) throw new SyncError('ERR_PARAM', 'the volume is an NBD export: a --dirty-bitmap push into it is not supported; push without --dirty-bitmap');
     const lock = await this.lockImage(vol.path, 'write', false);
     let img: ImageHandle | null = null;
     try {
@@ -459,6 +480,30 @@ export class ResyncServer {
     }
   }
 
+  /**
+   * The volume opened to be read (a pull or verify) under its shared lock,
+   * refused while an earlier push is unfinished; `release` closes it and
+   * lets the lock go.
+   */
+  private async openToRead(vol: VolumeConfig): Promise<{ img: ImageHandle; release: () => Promise<void> }> {
+    if (isNbdVolume(vol)) return openNbdVolume(vol.path, this.stateDir);
+    const lock = await this.lockImage(vol.path, 'read');
+    try {
+      await this.refuseUnfinished(vol);
+      const img = await openImage(vol.path);
+      return {
+        img,
+        release: async () => {
+          await img.fh.close();
+          await lock.release();
+        },
+      };
+    } catch (e) {
+      await lock.release();
+      throw e;
+    }
+  }
+
   private async refuseUnfinished(vol: VolumeConfig): Promise<void> {
     if (await dirtyPushUnfinished(vol.path)) {
       throw new SyncError('ERR_BUSY', 'an earlier dirty-bitmap push to this volume did not finish: push again without --dirty-bitmap to make it whole');
@@ -472,20 +517,21 @@ export class ResyncServer {
   }
 
   private async servePull(conn: Connection, vol: VolumeConfig, compress: LiteralCodec | null, subSums: boolean): Promise<Record<string, unknown>> {
-    const lock = await this.lockImage(vol.path, 'read');
-    let img: ImageHandle | null = null;
+    const { img, release } = await this.openToRead(vol);
     try {
-      await this.refuseUnfinished(vol);
-      img = await openImage(vol.path);
       await conn.send({ type: MsgType.Ready, imageSize: img.size, sessionId: randomBytes(8).toString('hex'), resumeFrom: 0 });
       const progress = this.progressLogger(vol);
       const d = await sendFrom(conn, img, { onProgress: progress, compress, subSums });
       await conn.expect(MsgType.Result, 'result');
       return { imageSize: img.size, matchedBytes: d.matchedBytes, literalBytes: d.literalBytes, ...(compress ? { compression: `${compress.name}:${compress.level}` } : {}) };
     } finally {
-      await img?.fh.close();
-      await lock.release();
+      await release();
     }
+  }
+
+  /** The name a volume is configured under, for logs. */
+  private volumeName(vol: VolumeConfig): string {
+    return Object.entries(this.config.volumes).find(([, v]) => v === vol)?.[0] ?? vol.path;
   }
 
   /** A progress callback that logs a line per phase change and at most every 5 s. */
@@ -493,7 +539,7 @@ export class ResyncServer {
     let last = 0;
     let phase = '';
     const t0 = performance.now();
-    const volume = Object.entries(this.config.volumes).find(([, v]) => v === vol)?.[0] ?? vol.path;
+    const volume = this.volumeName(vol);
     return (p) => {
       const now = performance.now();
       if (p.phase === phase && now - last < 5000 && p.done < p.total) return;
@@ -551,6 +597,11 @@ function refuse(s: Socket, e: SyncError): void {
   s.once('end', () => s.destroy());
   s.end(Buffer.concat([encodePreamble(WIRE_MAGIC, PROTOCOL_VERSION), encodeFrame(encodeMessage({ type: MsgType.Error, code: e.code, message: e.message }))]));
   setTimeout(() => s.destroy(), REFUSAL_LINGER_MS).unref();
+}
+
+/** A volume another session holds through its lock (another process, another volume name for the same image). */
+function busyVolume(): SyncError {
+  return new SyncError('ERR_BUSY', 'the volume is in use by another session (another process, or another volume name for the same image or NBD export)');
 }
 
 async function isBlockDevice(path: string): Promise<boolean> {

@@ -52,8 +52,9 @@ async function freePort(): Promise<number> {
  * one after another) on a unix socket in `dir`, or on 127.0.0.1 with `tcp`.
  * Resolves once the export accepts connections (qemu-nbd --fork returns then).
  * `socket`: that socket path (the same URI from one export to the next, as a running VM's export keeps).
+ * `shared`: most clients at once (qemu-nbd's default is 1: a second waits).
  */
-export async function startNbd(dir: string, image: string, opts: { format?: string; readOnly?: boolean; bitmap?: string; tcp?: boolean; name?: string; socket?: string } = {}): Promise<NbdExport> {
+export async function startNbd(dir: string, image: string, opts: { format?: string; readOnly?: boolean; bitmap?: string; tcp?: boolean; name?: string; socket?: string; shared?: number } = {}): Promise<NbdExport> {
   const name = opts.name ?? 'disk';
   const tag = `${process.pid}-${running.size}-${Date.now()}`;
   const pidFile = join(dir, `nbd-${tag}.pid`);
@@ -63,6 +64,7 @@ export async function startNbd(dir: string, image: string, opts: { format?: stri
   args.push(...(opts.tcp ? ['-b', '127.0.0.1', '-p', String(port)] : ['-k', sock]));
   if (opts.readOnly) args.push('-r');
   if (opts.bitmap) args.push('-B', opts.bitmap);
+  if (opts.shared !== undefined) args.push('--shared', String(opts.shared));
   execFileSync('qemu-nbd', [...args, image], { stdio: 'ignore', timeout: 20_000 });
   const pid = Number((await readFile(pidFile, 'utf8')).trim());
   running.add(pid);

@@ -17,7 +17,7 @@ export interface TestServer {
   events: ServerEvent[];
 }
 
-export async function startServer(volumes: Record<string, VolumeConfig>, opts: { maxSessions?: number; maxPreAuth?: number; maxPreAuthPerAddress?: number; handshakeTimeoutMs?: number; idleTimeoutMs?: number } = {}): Promise<TestServer> {
+export async function startServer(volumes: Record<string, VolumeConfig>, opts: { maxSessions?: number; maxPreAuth?: number; maxPreAuthPerAddress?: number; handshakeTimeoutMs?: number; idleTimeoutMs?: number; stateDir?: string } = {}): Promise<TestServer> {
   const dir = await mkdtemp(join(tmpdir(), 'resync-srv-'));
   const secret = Buffer.from(randomBytes(24).toString('base64'));
   const secretFile = join(dir, 'secret');
@@ -34,6 +34,8 @@ export async function startServer(volumes: Record<string, VolumeConfig>, opts: {
       maxPreAuthPerAddress: opts.maxPreAuthPerAddress,
       idleTimeoutMs: opts.idleTimeoutMs ?? 30_000,
       handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 5_000,
+      // NBD volumes' journals and locks: the test's own, never the user's state directory.
+      stateDir: opts.stateDir ?? join(dir, 'state'),
     },
     (e) => events.push(e),
   );

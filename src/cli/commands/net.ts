@@ -210,7 +210,9 @@ export function replicasSummary(r: FanoutResult, hint: (e: unknown, remote: stri
 /**
  * Parse repeated --volume NAME=PATH[:rw|:ro]. A suffix that looks like a mode
  * but is not one (`:wr`, `:RW`) is refused rather than taken as part of the
- * path, which would quietly serve a missing read-only volume.
+ * path, which would quietly serve a missing read-only volume. PATH may be an
+ * NBD URI (nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=/PATH), taken
+ * as it is: checkVolumes checks it.
  */
 export function parseVolumes(list: string[]): Record<string, VolumeConfig> {
   const out: Record<string, VolumeConfig> = {};
@@ -225,7 +227,7 @@ export function parseVolumes(list: string[]): Record<string, VolumeConfig> {
     const odd = m[3] === undefined ? /:([A-Za-z]{1,5})$/.exec(m[2]!) : null;
     if (odd) problems.push({ where: `--volume ${name}`, message: `unknown mode ":${odd[1]}" (use :rw for writable, :ro or nothing for read-only)` });
     else if (Object.hasOwn(out, name)) problems.push({ where: `--volume ${name}`, message: 'given twice' });
-    else out[name] = { path: resolve(m[2]!), writable: m[3] === 'rw' };
+    else out[name] = { path: isNbdUri(m[2]!) ? m[2]! : resolve(m[2]!), writable: m[3] === 'rw' };
   }
   if (problems.length > 0) throw new ConfigError('', problems);
   return out;
@@ -241,11 +243,12 @@ async function serveStdio(argv: {
   'secret-file'?: string | undefined;
   'tls-cert'?: string | undefined;
   'tls-key'?: string | undefined;
+  'state-dir'?: string | undefined;
   'idle-timeout': number;
   'log-format'?: string | undefined;
   'log-level'?: string | undefined;
 }): Promise<Record<string, unknown>> {
-  for (const [flag, v] of [['--config', argv.config], ['--listen', argv.listen], ['--volume', argv.volume], ['--secret-file', argv['secret-file']], ['--tls-cert', argv['tls-cert']], ['--tls-key', argv['tls-key']]] as const) {
+  for (const [flag, v] of [['--config', argv.config], ['--listen', argv.listen], ['--volume', argv.volume], ['--secret-file', argv['secret-file']], ['--tls-cert', argv['tls-cert']], ['--tls-key', argv['tls-key']], ['--state-dir', argv['state-dir']]] as const) {
     if (v !== undefined) throw new ParamError(`${flag} does not apply to --stdio (ssh authenticates the peer, and the client names the image path; restrict it with --allow DIR)`);
   }
   const { realAllowDirs } = await import('../../api/net.js');
@@ -274,7 +277,8 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
         outputOptions(a, { json: false, progress: false })
           .option('config', { alias: 'c', type: 'string', describe: 'JSON config file (listen, secretFile, volumes, limits); see docs/user-guide.md' })
           .option('listen', { type: 'string', describe: 'HOST:PORT to listen on (default 127.0.0.1:7873)' })
-          .option('volume', { type: 'string', array: true, describe: 'NAME=PATH[:rw|:ro] (repeatable; default read-only)' })
+          .option('volume', { type: 'string', array: true, describe: 'NAME=PATH[:rw|:ro] (repeatable; default read-only); PATH a file, a block device, or an NBD export (nbd://HOST:PORT/EXPORT, nbd+unix:///EXPORT?socket=/PATH)' })
+          .option('state-dir', { type: 'string', describe: "where NBD volumes' undo journals and locks are kept (default $XDG_STATE_HOME/resync or ~/.local/state/resync)" })
           .option('secret-file', { type: 'string', describe: 'file holding the shared secret (at least 16 bytes; clients give the same file)' })
           .option('tls-cert', { type: 'string', describe: 'PEM certificate: serve over TLS (with --tls-key)' })
           .option('tls-key', { type: 'string', describe: 'PEM private key for --tls-cert' })
@@ -288,6 +292,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .option('shutdown-grace', { requiresArg: true, coerce: secondsOption('shutdown-grace'), default: 20, describe: 'seconds SIGTERM/SIGINT lets running sessions finish before they are cut off (they resume later)' })
           .example('$0 serve --secret-file S --volume vm1=/srv/vm1.img:rw', 'serve one writable volume on 127.0.0.1:7873')
           .example('$0 serve -c /etc/resync/server.json', 'serve what a config file lists')
+          .example("$0 serve --secret-file S --volume 'vm1=nbd+unix:///vm1?socket=/run/vm1.sock:rw'", 'serve the qcow2 disk qemu-nbd exports there: pushes patch it in place under an undo journal')
           .example('$0 serve --stdio --allow /srv/images', 'as a forced command in authorized_keys: serve push and pull over ssh under /srv/images'),
       (argv) =>
         runCommand('serve', { json: false, progress: false, quiet: true }, async () => {
@@ -300,6 +305,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             const loaded = await readServerConfig(argv.config, {
               ...(listen ? { host: listen[0], port: listen[1] } : {}),
               ...(argv['secret-file'] ? { secretFile: argv['secret-file'] } : {}),
+              ...(argv['state-dir'] ? { stateDir: resolve(argv['state-dir']) } : {}),
             });
             cfg = loaded.config;
             warnings.push(...loaded.warnings);
@@ -307,7 +313,8 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             const [host, port] = listen ?? ['127.0.0.1', 7873];
             const volumes = parseVolumes(argv.volume ?? []);
             if (Object.keys(volumes).length === 0) throw new ParamError('no volumes to serve: use --volume NAME=PATH[:rw] or a config file');
-            const vc = await checkVolumes(volumes, (n) => `--volume ${n}`);
+            const stateDir = argv['state-dir'] !== undefined ? resolve(argv['state-dir']) : undefined;
+            const vc = await checkVolumes(volumes, (n) => `--volume ${n}`, { stateDir });
             if (vc.problems.length > 0) throw new ConfigError('', vc.problems);
             warnings.push(...vc.warnings);
             cfg = {
@@ -318,6 +325,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
               maxSessions: argv['max-sessions'],
               idleTimeoutMs: argv['idle-timeout'] * 1000,
               handshakeTimeoutMs: 10_000,
+              stateDir,
             };
           }
           if (argv['tls-cert'] || argv['tls-key']) {

@@ -18,9 +18,9 @@ import type { ImageHashSpec } from '../../core/imagehash.js';
 import { JournalError, ioError } from '../errors.js';
 import { readJournal, removeJournal, Journal, type JournalMeta } from '../journal.js';
 import { hashImage, journalHashSpec } from '../inplace.js';
-import { lockImage, type ImageLock } from '../lock.js';
+import { lockImage, type ImageLock, type LockMode } from '../lock.js';
 import { killPoint } from '../trace.js';
-import type { NbdImage } from './image.js';
+import { openNbdImage, type NbdImage } from './image.js';
 import { nbdIdentity, nbdJournalPath, refuseUnsettledExport } from './journal-path.js';
 
 export { nbdIdentity, nbdJournalPath, refuseUnsettledExport };
@@ -98,14 +98,37 @@ export async function prepareNbdWrite(img: NbdImage, stateDir: string, say?: (ms
  * Make the state directory and take the export's writer lock (a lock file
  * beside its journal, io/lock.ts): a second pull, patch or recover of the
  * export is refused (ERR_LOCKED) instead of rolling back the first one's
- * live journal under it. Returns the journal's path and the lock to release.
+ * live journal under it. `read`: the shared lock a reader holds (a served
+ * pull or verify of an NBD volume), which keeps writers out meanwhile.
+ * Returns the journal's path and the lock to release.
  */
-export async function lockNbdExport(stateDir: string, uri: string): Promise<{ path: string; lock: ImageLock }> {
+export async function lockNbdExport(stateDir: string, uri: string, mode: LockMode = 'write'): Promise<{ path: string; lock: ImageLock }> {
   await mkdir(stateDir, { recursive: true, mode: 0o700 }).catch((e: unknown) => {
     throw ioError(e, 'create the state directory', stateDir);
   });
   const path = nbdJournalPath(stateDir, uri);
-  return { path, lock: await lockImage(path.replace(/\.resync-journal$/, '.lock'), 'write', { create: true }) };
+  return { path, lock: await lockImage(path.replace(/\.resync-journal$/, '.lock'), mode, { create: true }) };
+}
+
+/**
+ * `recover` of an NBD export: under its writer lock, roll back what a
+ * killed pull, patch or push left under its undo journal in `stateDir` (or
+ * drop the journal of one that had finished); 'nothing' when there is none.
+ * `proved`: the result was checked against a hash (a pull's or push's
+ * journal records the original's); `size`: the export's.
+ */
+export async function recoverNbdExport(uri: string, stateDir: string): Promise<{ outcome: NbdSettled; proved: boolean; size: number }> {
+  const { path, lock } = await lockNbdExport(stateDir, uri);
+  try {
+    const img = await openNbdImage(uri, { write: true });
+    try {
+      return { ...(await settleNbdJournal(img, path)), size: img.size };
+    } finally {
+      await img.nbd.close();
+    }
+  } finally {
+    await lock.release();
+  }
 }
 
 /** The header of a new export journal: the export, its size, and the hash that proves a rollback when the caller has it. */
