@@ -579,9 +579,9 @@ export async function recoverImage(imagePath: string, opts: { stateDir?: string 
  * that had finished); 'nothing' when there is none. `proved`: the result
  * was checked against a hash (a pull's journal records the original's).
  */
-export async function recoverNbd(uri: string, stateDir: string): Promise<{ outcome: RecoverOutcome; proved: boolean }> {
-  const { outcome, proved } = await recoverNbdExport(uri, stateDir);
-  return { outcome, proved };
+export async function recoverNbd(uri: string, stateDir: string): Promise<{ outcome: RecoverOutcome; proved: boolean; bytes: number }> {
+  const { outcome, proved, bytes } = await recoverNbdExport(uri, stateDir);
+  return { outcome, proved, bytes };
 }
 
 /** Hash a whole image (SHA-256), streaming. */

@@ -115,9 +115,9 @@ export async function lockNbdExport(stateDir: string, uri: string, mode: LockMod
  * killed pull, patch or push left under its undo journal in `stateDir` (or
  * drop the journal of one that had finished); 'nothing' when there is none.
  * `proved`: the result was checked against a hash (a pull's or push's
- * journal records the original's); `size`: the export's.
+ * journal records the original's); `bytes`: put back; `size`: the export's.
  */
-export async function recoverNbdExport(uri: string, stateDir: string): Promise<{ outcome: NbdSettled; proved: boolean; size: number }> {
+export async function recoverNbdExport(uri: string, stateDir: string): Promise<{ outcome: NbdSettled; proved: boolean; bytes: number; size: number }> {
   const { path, lock } = await lockNbdExport(stateDir, uri);
   try {
     const img = await openNbdImage(uri, { write: true });
