@@ -353,7 +353,7 @@ async function checkNbdVolume(vol: VolumeConfig, opts: VolumeCheckOptions, bad: 
         return null;
       }
     } catch (e) {
-      bad(`cannot open the export (${(e as Error).message}); is qemu-nbd (with --persistent) or qemu-storage-daemon serving it?`);
+      bad(`cannot open the export (${(e as Error).message}); is qemu-nbd (with --persistent, and --shared=N for sessions at once) or qemu-storage-daemon serving it?`);
       return null;
     }
   }

@@ -149,6 +149,23 @@ describe.skipIf(!hasQemu)('an NBD export as a served volume', () => {
     expect(sameContent(d.q, src)).toBe(true);
   }, 120_000);
 
+  test('a --dirty-bitmap push into an NBD volume is refused (ERR_PARAM: its crash marker would need a file beside the volume) and the export is untouched', async () => {
+    const d = recoveryDisk('dirty');
+    const vol = await startNbd(dir, d.q);
+    const p = join(dir, 'dirty-primary.qcow2');
+    qemuImg('create', '-f', 'qcow2', p, `${SIZE}M`);
+    qemuImg('bitmap', '--add', p, 'b0');
+    qemuIo(p, 'write -P 0x99 1M 64k');
+    const src = await startNbd(dir, p, { readOnly: true, bitmap: 'b0' });
+    const s = await server({ rec: { path: vol.uri, writable: true } });
+    await expect(push(src.uri, client(s, 'rec', { dirtyBitmap: 'b0', stateDir: join(dir, 'dirty-client-state') }))).rejects.toMatchObject({
+      code: 'ERR_PARAM',
+      message: expect.stringMatching(/NBD export: a --dirty-bitmap push into it is not supported; push without --dirty-bitmap/),
+    });
+    await vol.stop();
+    expect(sameContent(d.q, d.raw)).toBe(true);
+  }, 60_000);
+
   test('a push to several replicas, one of them an NBD volume, updates and verifies both', async () => {
     const d = recoveryDisk('fan');
     const nbd = await startNbd(dir, d.q);
