@@ -149,6 +149,26 @@ describe.skipIf(!hasQemu)('an NBD export as a served volume', () => {
     expect(sameContent(d.q, src)).toBe(true);
   }, 120_000);
 
+  test('a server shutting down mid-push puts the export back as it was and leaves no journal', async () => {
+    const d = recoveryDisk('shutdown');
+    const nbd = await startNbd(dir, d.q);
+    const s = await startServer({ rec: { path: nbd.uri, writable: true } });
+    const journal = nbdJournalPath(join(s.dir, 'state'), nbd.uri);
+    const src = await primary('shutdown-src');
+    // Slowed to 4 MiB/s: the shutdown comes while the delta is being written.
+    const pushing = push(src, client(s, 'rec', { bwlimit: 4 * MiB }));
+    pushing.catch(() => undefined);
+    for (let i = 0; i < 400 && !existsSync(journal); i++) await new Promise((r) => setTimeout(r, 25));
+    expect(existsSync(journal)).toBe(true);
+    const report = await s.server.shutdown(0);
+    expect(report.interrupted).toBe(1);
+    await expect(pushing).rejects.toMatchObject({ code: 'ERR_BUSY' });
+    expect(existsSync(journal)).toBe(false);
+    await rm(s.dir, { recursive: true, force: true });
+    await nbd.stop();
+    expect(sameContent(d.q, d.raw)).toBe(true);
+  }, 60_000);
+
   test('a --dirty-bitmap push into an NBD volume is refused (ERR_PARAM: its crash marker would need a file beside the volume) and the export is untouched', async () => {
     const d = recoveryDisk('dirty');
     const vol = await startNbd(dir, d.q);
@@ -248,6 +268,27 @@ describe.skipIf(!hasQemu)('a server killed mid-push into an NBD volume', () => {
       srv.child.kill('SIGTERM');
       await srv.exited;
     }
+    await nbd.stop();
+    expect(sameContent(d.q, src)).toBe(true);
+  }, 120_000);
+
+  test('killed after the final flush, before the commit record: the next push rolls back and pushes again', async () => {
+    const state = join(dir, 'kill-state-3');
+    const src = await primary('kill-src-3');
+    const d = recoveryDisk('kill3');
+    const nbd = await startNbd(dir, d.q);
+    const killed = await cliServer(nbd.uri, state, secretFile, { RESYNC_KILL_AT: 'nbd-flushed' });
+    await expect(push(src, { host: '127.0.0.1', port: killed.port, secret, volume: 'rec' })).rejects.toMatchObject({ code: 'ERR_CONNECTION' });
+    expect(await killed.exited).toBe('SIGKILL');
+    expect(existsSync(nbdJournalPath(state, nbd.uri))).toBe(true);
+    const srv = await cliServer(nbd.uri, state, secretFile);
+    try {
+      expect((await push(src, { host: '127.0.0.1', port: srv.port, secret, volume: 'rec' })).verified).toBe(true);
+    } finally {
+      srv.child.kill('SIGTERM');
+      await srv.exited;
+    }
+    expect(existsSync(nbdJournalPath(state, nbd.uri))).toBe(false);
     await nbd.stop();
     expect(sameContent(d.q, src)).toBe(true);
   }, 120_000);
