@@ -225,6 +225,22 @@ describe.skipIf(!hasQemu)('a pull into an NBD export killed mid-write', () => {
     const elsewhere = { XDG_STATE_HOME: join(dir, 'elsewhere') };
     const pushArgs = ['push', '--json', '--no-digest-cache', '--secret-file', srv.secretFile, nbd.uri, `127.0.0.1:${srv.port}/rec`];
     expect((await runCli(CLI, [...pushArgs, '--state-dir', join(dir, 'cli-state', 'resync')], { env: elsewhere })).code).toBe(9);
+    // So do the reading commands, each given the state directory instead of finding it in the environment.
+    const stateDir = ['--state-dir', join(dir, 'cli-state', 'resync')];
+    const copySig = join(dir, 'copy.sig');
+    expect((await runCli(CLI, ['signature', '--force', join(dir, 'recovery-copy.raw'), copySig])).code).toBe(0);
+    for (const args of [
+      ['verify', '--json', nbd.uri, join(dir, 'recovery-copy.raw')],
+      ['signature', '--json', '--force', nbd.uri, join(dir, 'killed.sig')],
+      ['delta', '--json', '--force', copySig, nbd.uri, join(dir, 'killed.delta')],
+      ['delta', '--json', '--dry-run', copySig, nbd.uri, '-'],
+      [...pushArgs.slice(0, 2), '--dry-run', ...pushArgs.slice(2)],
+    ]) {
+      const r = await runCli(CLI, [...args, ...stateDir], { env: elsewhere });
+      expect(r.code, `${args[0]}: ${r.stderr}`).toBe(9);
+      expect(JSON.parse(r.stdout)).toMatchObject({ ok: false, code: 'ERR_JOURNAL' });
+    }
+    expect(existsSync(join(dir, 'killed.delta'))).toBe(false);
     const verify = await runCli(CLI, ['verify', nbd.uri, join(dir, 'recovery-copy.raw')], { env: env() });
     expect(verify.code).toBe(9);
     const sig = await runCli(CLI, ['signature', '--force', nbd.uri, join(dir, 'killed.sig')], { env: env() });
