@@ -21,7 +21,7 @@ import { hashImage, journalHashSpec } from '../inplace.js';
 import { lockImage, type ImageLock } from '../lock.js';
 import { killPoint } from '../trace.js';
 import type { NbdImage } from './image.js';
-import { nbdIdentity, nbdJournalPath, refuseUnsettledExport } from './journal-path.js';
+import { findUnsettledJournal, nbdIdentity, nbdJournalPath, refuseUnsettledExport } from './journal-path.js';
 
 export { nbdIdentity, nbdJournalPath, refuseUnsettledExport };
 
@@ -105,7 +105,20 @@ export async function lockNbdExport(stateDir: string, uri: string): Promise<{ pa
     throw ioError(e, 'create the state directory', stateDir);
   });
   const path = nbdJournalPath(stateDir, uri);
-  return { path, lock: await lockImage(path.replace(/\.resync-journal$/, '.lock'), 'write', { create: true }) };
+  const lock = await lockImage(path.replace(/\.resync-journal$/, '.lock'), 'write', { create: true });
+  // A journal of the same export made under another spelling of its URI is that spelling's to settle.
+  const other = await findUnsettledJournal(uri, stateDir).catch(async (e: unknown) => {
+    await lock.release();
+    throw e;
+  });
+  if (other?.otherName !== undefined) {
+    await lock.release();
+    throw new JournalError(
+      `the NBD export ${uri} has an update in progress, or a killed one, journaled under another name for it, ${other.otherName} (${other.path}): run 'resync recover ${other.otherName}' (or the pull or patch again with that URI) first`,
+      { export: uri, journal: other.path },
+    );
+  }
+  return { path, lock };
 }
 
 /** The header of a new export journal: the export, its size, and the hash that proves a rollback when the caller has it. */
