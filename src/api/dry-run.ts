@@ -84,7 +84,7 @@ async function abortSession(conn: Connection | null, e: unknown): Promise<void> 
  */
 export async function dryRunPush(image: string, opts: ClientOptions): Promise<RemoteDryRunReport> {
   const t0 = performance.now();
-  const img = await openImageOrNbd(image);
+  const img = await openImageOrNbd(image, opts.stateDir);
   let conn: Connection | null = null;
   try {
     conn = await connectAuthenticated(opts);
@@ -145,7 +145,7 @@ export async function dryRunPush(image: string, opts: ClientOptions): Promise<Re
  */
 export async function dryRunPull(image: string, opts: ClientOptions): Promise<RemoteDryRunReport> {
   const t0 = performance.now();
-  const img = await openImageOrNbd(image);
+  const img = await openImageOrNbd(image, opts.stateDir);
   let conn: Connection | null = null;
   try {
     conn = await connectAuthenticated(opts);
@@ -339,11 +339,11 @@ function signatureWireBytes(size: number, blockSize: number): number {
 export async function dryRunDelta(
   sigPath: string,
   newPath: string,
-  opts: { compress?: boolean | undefined; onProgress?: ProgressFn | undefined } = {},
+  opts: { compress?: boolean | undefined; onProgress?: ProgressFn | undefined; stateDir?: string | undefined } = {},
 ): Promise<DryRunReport> {
   const t0 = performance.now();
   const { signature, basisHash } = await loadSignatureFile(sigPath);
-  const img = await openImageOrNbd(newPath);
+  const img = await openImageOrNbd(newPath, opts.stateDir);
   try {
     const sp = signature.params;
     const matcher = new DeltaMatcher(signature);

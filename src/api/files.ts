@@ -46,6 +46,8 @@ export interface SignatureFileOptions {
   onProgress?: ProgressFn | undefined;
   /** Use the image's signature cache when it is valid (default true; io/sigcache.ts): the image is then not read. */
   sigCache?: boolean | undefined;
+  /** With an NBD export: the state directory whose undo journal, if any, makes it refused (default defaultStateDir()). */
+  stateDir?: string | undefined;
 }
 
 /** What a file operation reports. */
@@ -70,7 +72,7 @@ const SCAN_ZEROS = 1 << 20;
 /** Compute the signature of `basisPath` into `sigPath` (written atomically). */
 export async function signatureFile(basisPath: string, sigPath: string, opts: SignatureFileOptions = {}): Promise<FileResult> {
   const t0 = performance.now();
-  const img = await openImageOrNbd(basisPath);
+  const img = await openImageOrNbd(basisPath, opts.stateDir);
   let out: StreamFileWriter | null = null;
   try {
     const base = makeSignatureParams(img.size, new Uint8Array(SEED_LEN), opts);
@@ -130,6 +132,8 @@ export interface DeltaFileOptions {
   onProgress?: ProgressFn | undefined;
   /** Compress literal data with raw DEFLATE (LiteralZ records). */
   compress?: boolean | undefined;
+  /** With an NBD export: the state directory whose undo journal, if any, makes it refused (default defaultStateDir()). */
+  stateDir?: string | undefined;
 }
 
 /**
@@ -139,7 +143,7 @@ export interface DeltaFileOptions {
 export async function deltaFile(sigPath: string, newPath: string, deltaPath: string, opts: DeltaFileOptions = {}): Promise<FileResult> {
   const t0 = performance.now();
   const { signature, basisHash } = await loadSignatureFile(sigPath);
-  const img = await openImageOrNbd(newPath);
+  const img = await openImageOrNbd(newPath, opts.stateDir);
   let out: StreamFileWriter | null = null;
   try {
     const enc = new DeltaFileEncoder();

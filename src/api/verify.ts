@@ -62,6 +62,8 @@ export interface VerifyFilesOptions {
   /** Most ranges listed in the report (default DEFAULT_MAX_RANGES). */
   maxRanges?: number | undefined;
   onProgress?: ProgressFn | undefined;
+  /** With an NBD export: the state directory whose undo journal, if any, makes it refused (default defaultStateDir()). */
+  stateDir?: string | undefined;
 }
 
 /** Options for verifyRemote: how to reach the volume, plus the report's range cap. */
@@ -147,10 +149,10 @@ function report(ranges: RangeCollector, sizeA: number, sizeB: number, blockSize:
 export async function verifyFiles(a: string, b: string, opts: VerifyFilesOptions = {}): Promise<VerifyReport> {
   const t0 = performance.now();
   const maxRanges = checkMaxRanges(opts.maxRanges);
-  const ia = await openImageOrNbd(a);
+  const ia = await openImageOrNbd(a, opts.stateDir);
   let ib: ImageHandle | null = null;
   try {
-    ib = await openImageOrNbd(b);
+    ib = await openImageOrNbd(b, opts.stateDir);
     const bs = checkBlockSize(opts.blockSize ?? defaultBlockSize(Math.max(ia.size, ib.size)));
     const ranges = new RangeCollector(maxRanges);
     const min = Math.min(ia.size, ib.size);
@@ -271,7 +273,7 @@ export async function verifyRemote(image: string, opts: VerifyRemoteOptions): Pr
   const t0 = performance.now();
   const maxRanges = checkMaxRanges(opts.maxRanges);
   if (opts.blockSize !== undefined) checkBlockSize(opts.blockSize);
-  const img = await openImageOrNbd(image);
+  const img = await openImageOrNbd(image, opts.stateDir);
   let conn: Connection | null = null;
   let own: OwnBlocks | null = null;
   try {

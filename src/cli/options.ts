@@ -126,3 +126,9 @@ export function secretFileArg(v: string | undefined): string {
   if (!f) throw new ParamError('no shared secret: pass --secret-file FILE (or set RESYNC_SECRET_FILE); secrets are never taken on the command line');
   return f;
 }
+
+/** --state-dir of the commands that only read an image: where an NBD export's pending undo journal would be. */
+export const READ_STATE_DIR_OPTION = {
+  type: 'string',
+  describe: "with an NBD export (nbd://, nbd+unix://): the state directory of the pulls and patches that write it; the export is refused while a killed one's undo journal is there (default $XDG_STATE_HOME/resync or ~/.local/state/resync)",
+} as const;

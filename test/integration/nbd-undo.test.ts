@@ -10,7 +10,7 @@
 import { beforeAll, describe, expect, test } from 'vitest';
 import { existsSync } from 'node:fs';
 import { spawn } from 'node:child_process';
-import { copyFile, mkdir, readFile, rm, stat, truncate, writeFile, open } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, rm, stat, symlink, truncate, writeFile, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
@@ -19,6 +19,7 @@ import { openNbdImage, type NbdImage } from '../../src/io/nbd/image.js';
 import { UndoPatcher } from '../../src/io/undo-patcher.js';
 import { Journal, readJournal } from '../../src/io/journal.js';
 import { lockNbdExport, nbdIdentity, nbdJournalMeta, nbdJournalPath, settleNbdJournal } from '../../src/io/nbd/undo.js';
+import { sameExport } from '../../src/io/nbd/journal-path.js';
 import { recoverNbd } from '../../src/api/files.js';
 import { makeSignatureParams } from '../../src/core/signature.js';
 import { imageHashBuilder } from '../../src/core/imagehash.js';
@@ -47,6 +48,16 @@ function localDisk(name: string, size: number): { q: string; raw: string } {
   const raw = join(dir, `${name}-before.raw`);
   qemuImg('convert', '-f', 'qcow2', '-O', 'raw', q, raw);
   return { q, raw };
+}
+
+/** The export's whole content (opened as a writer would, so a pending journal does not refuse it). */
+async function readNbd(uri: string): Promise<Buffer> {
+  const img = await openNbdImage(uri, { write: true });
+  try {
+    return await img.nbd.read(0, img.size);
+  } finally {
+    await img.nbd.close();
+  }
 }
 
 /** A patcher over `img` whose undo data goes to its journal in `state`, with small batches. */
@@ -196,9 +207,9 @@ describe.skipIf(!hasQemu)('a pull into an NBD export killed mid-write', () => {
   const pullArgs = (uri: string) => ['pull', '--json', '--secret-file', srv.secretFile, `127.0.0.1:${srv.port}/rec`, uri];
 
   /** Start a pull of the volume into a fresh export and SIGKILL it once its first batch reached the export. */
-  async function killedPull(name: string): Promise<{ d: { q: string; raw: string }; nbd: NbdExport; journal: string }> {
+  async function killedPull(name: string, tcp = false): Promise<{ d: { q: string; raw: string }; nbd: NbdExport; journal: string }> {
     const d = localDisk(name, SIZE);
-    const nbd = await startNbd(dir, d.q);
+    const nbd = await startNbd(dir, d.q, { tcp });
     const r = await runCli(CLI, pullArgs(nbd.uri), { env: { ...env(), RESYNC_KILL_AT: 'nbd-batch-written' } });
     expect(r.code, r.stderr).toBe(-1);
     const journal = nbdJournalPath(join(dir, 'cli-state', 'resync'), nbd.uri);
@@ -225,6 +236,22 @@ describe.skipIf(!hasQemu)('a pull into an NBD export killed mid-write', () => {
     const elsewhere = { XDG_STATE_HOME: join(dir, 'elsewhere') };
     const pushArgs = ['push', '--json', '--no-digest-cache', '--secret-file', srv.secretFile, nbd.uri, `127.0.0.1:${srv.port}/rec`];
     expect((await runCli(CLI, [...pushArgs, '--state-dir', join(dir, 'cli-state', 'resync')], { env: elsewhere })).code).toBe(9);
+    // So do the reading commands, each given the state directory instead of finding it in the environment.
+    const stateDir = ['--state-dir', join(dir, 'cli-state', 'resync')];
+    const copySig = join(dir, 'copy.sig');
+    expect((await runCli(CLI, ['signature', '--force', join(dir, 'recovery-copy.raw'), copySig])).code).toBe(0);
+    for (const args of [
+      ['verify', '--json', nbd.uri, join(dir, 'recovery-copy.raw')],
+      ['signature', '--json', '--force', nbd.uri, join(dir, 'killed.sig')],
+      ['delta', '--json', '--force', copySig, nbd.uri, join(dir, 'killed.delta')],
+      ['delta', '--json', '--dry-run', copySig, nbd.uri, '-'],
+      [...pushArgs.slice(0, 2), '--dry-run', ...pushArgs.slice(2)],
+    ]) {
+      const r = await runCli(CLI, [...args, ...stateDir], { env: elsewhere });
+      expect(r.code, `${args[0]}: ${r.stderr}`).toBe(9);
+      expect(JSON.parse(r.stdout)).toMatchObject({ ok: false, code: 'ERR_JOURNAL' });
+    }
+    expect(existsSync(join(dir, 'killed.delta'))).toBe(false);
     const verify = await runCli(CLI, ['verify', nbd.uri, join(dir, 'recovery-copy.raw')], { env: env() });
     expect(verify.code).toBe(9);
     const sig = await runCli(CLI, ['signature', '--force', nbd.uri, join(dir, 'killed.sig')], { env: env() });
@@ -240,6 +267,47 @@ describe.skipIf(!hasQemu)('a pull into an NBD export killed mid-write', () => {
     await nbd.stop();
     expect(sameContent(d.q, join(dir, 'recovery-copy.raw'))).toBe(true);
   }, 120_000);
+
+  test('another spelling of the same export (localhost for 127.0.0.1, a link to the socket) finds its journal: refused, never read or written', async () => {
+    const { d, nbd, journal } = await killedPull('spelling', true);
+    const other = nbd.uri.replace('//127.0.0.1:', '//localhost:');
+    expect(other).not.toBe(nbd.uri);
+    // Its own journal file is another one, which does not exist.
+    expect(nbdJournalPath(join(dir, 'cli-state', 'resync'), other)).not.toBe(journal);
+    const partial = await readNbd(nbd.uri);
+    for (const args of [
+      ['signature', '--json', '--force', other, join(dir, 'spelling.sig')],
+      ['push', '--json', '--secret-file', srv.secretFile, other, `127.0.0.1:${srv.port}/rec`],
+      pullArgs(other),
+      ['recover', '--json', other],
+    ]) {
+      const r = await runCli(CLI, args, { env: env(), timeoutMs: 60_000 });
+      expect(r.code, `${args[0]}: ${r.stderr}`).toBe(9);
+      expect(JSON.parse(r.stdout)).toMatchObject({ ok: false, code: 'ERR_JOURNAL', message: expect.stringContaining(`nbd://127.0.0.1:`) });
+    }
+    // Nothing was written or rolled back under the other name; the journal is still there.
+    expect((await readNbd(nbd.uri)).equals(partial)).toBe(true);
+    expect(existsSync(journal)).toBe(true);
+    // The name it was made under settles it.
+    const rec = await runCli(CLI, ['recover', '--json', nbd.uri], { env: env(), timeoutMs: 60_000 });
+    expect(rec.code, rec.stderr).toBe(0);
+    expect(existsSync(journal)).toBe(false);
+    await nbd.stop();
+    expect(sameContent(d.q, d.raw)).toBe(true);
+  }, 120_000);
+
+  test('sameExport: one socket through a symbolic link, one port on one address; other names, ports and sockets differ', async () => {
+    const sock = join(dir, 'same.sock');
+    await writeFile(sock, '');
+    await symlink(sock, join(dir, 'link.sock'));
+    expect(await sameExport(`nbd+unix:///x?socket=${sock}`, `nbd+unix:///x?socket=${join(dir, 'link.sock')}`)).toBe(true);
+    expect(await sameExport(`nbd+unix:///x?socket=${sock}`, `nbd+unix:///y?socket=${sock}`)).toBe(false);
+    expect(await sameExport(`nbd+unix:///x?socket=${sock}`, `nbd+unix:///x?socket=${join(dir, 'other.sock')}`)).toBe(false);
+    expect(await sameExport('nbd://localhost:7000/x', 'nbd://127.0.0.1:7000/x')).toBe(true);
+    expect(await sameExport('nbd://localhost:7000/x', 'nbd://127.0.0.1:7001/x')).toBe(false);
+    expect(await sameExport('nbd://127.0.0.2:7000/x', 'nbd://127.0.0.1:7000/x')).toBe(false);
+    expect(await sameExport(`nbd://127.0.0.1:7000/x`, `nbd+unix:///x?socket=${sock}`)).toBe(false);
+  });
 
   test('recover rolls the export back to exactly its original content, also after being killed itself mid-rollback', async () => {
     const { d, nbd, journal } = await killedPull('recover');

@@ -7,7 +7,7 @@ const rdiffApi = () => import('../../api/rdiff.js');
 import { ParamError } from '../../core/errors.js';
 import { RDIFF_DEFAULT_SIG_TYPE, RDIFF_SIG_TYPES, type RdiffSigType } from '../../rdiff/constants.js';
 import type { StrongAlg } from '../../core/strong.js';
-import { intOption, secondsOption, sizeOption } from '../options.js';
+import { intOption, READ_STATE_DIR_OPTION, secondsOption, sizeOption } from '../options.js';
 import { fileKind, formatHint } from '../hints.js';
 import { checkInput, prepareOutput, type NamedInput } from '../paths.js';
 import { STDIO } from '../stdio.js';
@@ -60,6 +60,7 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .option('strong-len', { requiresArg: true, coerce: intOption('strong-len', 8, 32), defaultDescription: '16', describe: 'bytes of strong hash kept per block (8..32); resync format' })
           .option('format', FORMAT_OPTION)
           .option('sig-cache', { type: 'boolean', default: true, describe: "take the sums from BASIS's signature cache (BASIS.resync-sig, left by an in-place push or pull) when it is valid, instead of reading BASIS; --no-sig-cache: read it" })
+          .option('state-dir', READ_STATE_DIR_OPTION)
           .option('sig-type', {
             type: 'string',
             choices: RDIFF_SIG_TYPES,
@@ -104,6 +105,7 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
               strongLen: argv['strong-len'] ?? 16,
               onProgress: progress,
               sigCache: argv.basis !== STDIO && argv['sig-cache'],
+              stateDir: argv['state-dir'],
             });
             summary = { imageSize: r.imageSize, blockSize: r.blockSize, signatureBytes: r.bytesOut, elapsedMs: r.elapsedMs };
           }
@@ -123,6 +125,7 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .option('dry-run', { type: 'boolean', default: false, describe: 'report what the delta would hold and its size; write nothing (resync format)' })
           .option('format', FORMAT_OPTION)
           .option('compress', { type: 'boolean', default: false, describe: 'compress literal data (raw DEFLATE; resync format only)' })
+          .option('state-dir', READ_STATE_DIR_OPTION)
           .example('$0 delta recovery.sig primary.img update.delta', 'what turns the recovery copy into the primary')
           .example('$0 delta --dry-run recovery.sig primary.img -', 'how big that delta would be; writes nothing'),
       (argv) =>
@@ -138,11 +141,11 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             const out = argv['dry-run'] ? '' : argv.delta === STDIO ? await spool.output(STDIO) : await prepareOutput(argv.delta, 'DELTA', { force: argv.force, inputs, usage: DELTA_USAGE });
             const sig = await spool.input(argv.signature, 'SIGNATURE');
             const newfile = await spool.input(argv.newfile, 'NEWFILE');
-            if (argv['dry-run']) return dryRunDeltaCommand(sig, newfile, argv.format, argv.compress, progress);
+            if (argv['dry-run']) return dryRunDeltaCommand(sig, newfile, argv.format, argv.compress, progress, argv['state-dir']);
             const r =
               argv.format === 'rdiff'
                 ? await (await rdiffApi()).rdiffDeltaFile(sig, newfile, out, { onProgress: progress })
-                : await (await filesApi()).deltaFile(sig, newfile, out, { onProgress: progress, compress: argv.compress });
+                : await (await filesApi()).deltaFile(sig, newfile, out, { onProgress: progress, compress: argv.compress, stateDir: argv['state-dir'] });
             if (argv.delta === STDIO) await spool.send(out);
             return {
               imageSize: r.imageSize,

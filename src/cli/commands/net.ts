@@ -394,7 +394,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             }
             const opts = await clientOptionsFrom({ ...argv, remote: remotes[0]! }, progress);
             if (argv['dry-run'] && argv['dirty-bitmap'] !== undefined) throw new ParamError('--dry-run does not apply to --dirty-bitmap (the bitmap says what would be read)');
-            if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPush(argv.image, opts));
+            if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPush(argv.image, { ...opts, stateDir: argv['state-dir'] }));
             const mod = await clientMod();
             const stateDir = argv['state-dir'] ?? mod.defaultStateDir();
             const res = await mod.push(argv.image, { ...opts, dirtyBitmap: argv['dirty-bitmap'], stateDir, digestCache: argv['digest-cache'] });
@@ -428,7 +428,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             // A temp file renamed over a symbolic link would replace the link: write the file it points to.
             const image = argv['in-place'] || argv['dry-run'] || isNbdUri(argv.image) ? argv.image : await prepareOutput(argv.image, 'IMAGE', { force: true, inputs: [], usage: 'resync pull REMOTE IMAGE' });
             const opts = await clientOptionsFrom(argv, progress);
-            if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPull(image, opts));
+            if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPull(image, { ...opts, stateDir: argv['state-dir'] }));
             const note = (msg: string): void => void (argv.quiet ? undefined : process.stderr.write(`resync pull: note: ${msg}\n`));
             const res = await (await clientMod()).pull(image, {
               ...opts,

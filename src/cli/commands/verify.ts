@@ -8,7 +8,7 @@ const verifyMod = () => import('../../api/verify.js');
 // Loaded on first use: keeps start-up short for commands that do not need it.
 const dryRunMod = () => import('../../api/dry-run.js');
 import type { ProgressFn } from '../../core/progress.js';
-import { clientTls, intOption, parseBwlimit, secondsOption, sizeOption } from '../options.js';
+import { clientTls, intOption, parseBwlimit, READ_STATE_DIR_OPTION, secondsOption, sizeOption } from '../options.js';
 import { networkHint } from '../hints.js';
 import { checkInput } from '../paths.js';
 import { ExitCode } from '../exit-codes.js';
@@ -32,9 +32,9 @@ export function isRemoteSpec(s: string): boolean {
 
 
 /** `delta --dry-run`: the summary of what the delta would hold (resync format only). */
-export async function dryRunDeltaCommand(sigPath: string, newPath: string, format: string, compress: boolean, onProgress: ProgressFn): Promise<Record<string, unknown>> {
+export async function dryRunDeltaCommand(sigPath: string, newPath: string, format: string, compress: boolean, onProgress: ProgressFn, stateDir?: string): Promise<Record<string, unknown>> {
   if (format !== 'resync') throw new ParamError('--dry-run works with the resync format only');
-  return dryRunSummary(await (await dryRunMod()).dryRunDelta(sigPath, newPath, { compress, onProgress }));
+  return dryRunSummary(await (await dryRunMod()).dryRunDelta(sigPath, newPath, { compress, onProgress, stateDir }));
 }
 
 function verifySummary(r: VerifyReport, json: boolean, extra: Record<string, unknown>): Record<string, unknown> {
@@ -72,6 +72,7 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
         .option('timeout', { requiresArg: true, coerce: secondsOption('timeout'), describe: 'seconds of silence before giving up (remote B; default 300)' })
         .option('rsh', { alias: 'e', type: 'string', requiresArg: true, describe: 'ssh command when B is [user@]host:/path (default: ssh)' })
         .option('remote-resync', { type: 'string', requiresArg: true, describe: 'command that runs resync on the far side of ssh (default: resync)' })
+        .option('state-dir', READ_STATE_DIR_OPTION)
         .example('$0 verify primary.img recovery.img', 'list the byte ranges where two local images differ')
         .example('$0 verify vm1.img dr:7873/vm1', 'compare with a remote volume; only block sums cross the network')
         .example('$0 verify vm1.img @dr-site/vm1', 'the same with a remote named in the client config'),
@@ -86,7 +87,7 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             // A named remote from the client config, its settings under the flags.
             await checkInput(argv.a, 'A');
             const opts = await (await import('./net.js')).clientOptionsFrom({ ...argv, remote: argv.b, compress: false }, progress);
-            const r = await (await verifyMod()).verifyRemote(argv.a, { ...opts, maxRanges: argv['max-ranges'] });
+            const r = await (await verifyMod()).verifyRemote(argv.a, { ...opts, maxRanges: argv['max-ranges'], stateDir: argv['state-dir'] });
             differ = !r.identical;
             return verifySummary(r, argv.json, { remote: argv.b, bytesSent: r.bytesSent, bytesReceived: r.bytesReceived, elapsedMs: r.elapsedMs });
           }
@@ -104,6 +105,7 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
               ssh: { rsh: splitCommand(argv.rsh ?? 'ssh'), host: viaSsh.host, remoteResync: argv['remote-resync'] ?? 'resync' },
               blockSize,
               maxRanges: argv['max-ranges'],
+              stateDir: argv['state-dir'],
               idleTimeoutMs: (argv.timeout ?? 300) * 1000,
               bwlimit: parseBwlimit(argv.bwlimit),
               onProgress: progress,
@@ -126,6 +128,7 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
               secret: await readSecretFile(f),
               blockSize,
               maxRanges: argv['max-ranges'],
+              stateDir: argv['state-dir'],
               idleTimeoutMs: (argv.timeout ?? 300) * 1000,
               bwlimit: parseBwlimit(argv.bwlimit),
               tls: await clientTls(argv.tls ?? false, argv['tls-ca']),
@@ -134,7 +137,7 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             differ = !r.identical;
             return verifySummary(r, argv.json, { remote: argv.b, bytesSent: r.bytesSent, bytesReceived: r.bytesReceived, elapsedMs: r.elapsedMs });
           }
-          const r = await (await verifyMod()).verifyFiles(argv.a, argv.b, { blockSize, maxRanges: argv['max-ranges'], onProgress: progress });
+          const r = await (await verifyMod()).verifyFiles(argv.a, argv.b, { blockSize, maxRanges: argv['max-ranges'], onProgress: progress, stateDir: argv['state-dir'] });
           differ = !r.identical;
           return verifySummary(r, argv.json, { elapsedMs: r.elapsedMs });
         },

@@ -74,7 +74,7 @@ class ExtentWalker {
 /** Open `uri` (nbd:// or nbd+unix://) as an image. */
 export async function openNbdImage(uri: string, opts: NbdImageOptions = {}): Promise<NbdImage> {
   const addr = parseNbdUri(uri);
-  if (!opts.write) refuseUnsettledExport(uri, opts.stateDir ?? defaultStateDir());
+  if (!opts.write) await refuseUnsettledExport(uri, opts.stateDir ?? defaultStateDir());
   const contexts = [BASE_ALLOCATION, ...(opts.dirtyBitmap !== undefined ? [dirtyBitmapContext(opts.dirtyBitmap)] : [])];
   // The client (and node:net) is loaded here: file commands on plain files do without it.
   const { NbdClient } = await import('./client.js');

@@ -21,7 +21,7 @@ import { hashImage, journalHashSpec } from '../inplace.js';
 import { lockImage, type ImageLock, type LockMode } from '../lock.js';
 import { killPoint } from '../trace.js';
 import { openNbdImage, type NbdImage } from './image.js';
-import { nbdIdentity, nbdJournalPath, refuseUnsettledExport } from './journal-path.js';
+import { findUnsettledJournal, nbdIdentity, nbdJournalPath, refuseUnsettledExport } from './journal-path.js';
 
 export { nbdIdentity, nbdJournalPath, refuseUnsettledExport };
 
@@ -107,7 +107,20 @@ export async function lockNbdExport(stateDir: string, uri: string, mode: LockMod
     throw ioError(e, 'create the state directory', stateDir);
   });
   const path = nbdJournalPath(stateDir, uri);
-  return { path, lock: await lockImage(path.replace(/\.resync-journal$/, '.lock'), mode, { create: true }) };
+  const lock = await lockImage(path.replace(/\.resync-journal$/, '.lock'), mode, { create: true });
+  // A journal of the same export made under another spelling of its URI is that spelling's to settle.
+  const other = await findUnsettledJournal(uri, stateDir).catch(async (e: unknown) => {
+    await lock.release();
+    throw e;
+  });
+  if (other?.otherName !== undefined) {
+    await lock.release();
+    throw new JournalError(
+      `the NBD export ${uri} has an update in progress, or a killed one, journaled under another name for it, ${other.otherName} (${other.path}): run 'resync recover ${other.otherName}' (or the pull or patch again with that URI) first`,
+      { export: uri, journal: other.path },
+    );
+  }
+  return { path, lock };
 }
 
 /**
