@@ -216,7 +216,7 @@ describe('the service unit and the server setup in the user guide', () => {
     expect(r, r.stderr).toMatchObject({ code: 0, stderr: '' });
   });
 
-  test('under ProtectSystem=strict the unit leaves the volumes and the device journals directory writable', async () => {
+  test('under ProtectSystem=strict the unit leaves the volumes, the device journals directory and the state directory writable', async () => {
     const d = directives(readFileSync(unitPath(), 'utf8'));
     expect(d).toContainEqual(['ProtectSystem', 'strict']);
     const writable = [
@@ -238,6 +238,11 @@ describe('the service unit and the server setup in the user guide', () => {
     }
     const under = (p: string): boolean => writable.some((w) => p === w || p.startsWith(`${w}/`));
     expect(under(journalDir), `${journalDir} in ${writable.join(' ')}`).toBe(true);
+    // Where NBD volumes' undo journals and locks go: the state directory, with the unit's environment (the account has no home).
+    const xdg = d.filter(([k]) => k === 'Environment').map(([, v]) => /^XDG_STATE_HOME=(.*)$/.exec(v)?.[1]).find((v) => v !== undefined);
+    const { defaultStateDir } = await import('../../src/io/state-dir.js');
+    const stateDir = defaultStateDir(xdg !== undefined ? { XDG_STATE_HOME: xdg } : {});
+    expect(under(stateDir), `${stateDir} in ${writable.join(' ')}`).toBe(true);
     // The guide's example volumes live in /srv/images.
     expect(under('/srv/images/vm1.img')).toBe(true);
   });
