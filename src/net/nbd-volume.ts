@@ -10,13 +10,13 @@
  * and no dirty-push marker apply.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { SyncError } from '../core/errors.js';
 import { defaultBlockSize } from '../core/signature.js';
 import type { ProgressFn } from '../core/progress.js';
 import { MsgType } from '../../protocol/constants.js';
 import { openNbdImage, type NbdImage } from '../io/nbd/image.js';
-import { lockNbdExport, nbdJournalPath, settleNbdJournal } from '../io/nbd/undo.js';
+import { lockNbdExport, settleNbdJournal } from '../io/nbd/undo.js';
+import { findUnsettledJournal } from '../io/nbd/journal-path.js';
 import type { ImageLock } from '../io/lock.js';
 import { isNbdUri } from '../io/nbd/uri.js';
 import type { Connection } from './connection.js';
@@ -89,7 +89,8 @@ export async function servePushIntoNbd(conn: Connection, a: NbdPushArgs): Promis
 export async function openNbdVolume(uri: string, stateDir: string): Promise<{ img: NbdImage; release: () => Promise<void> }> {
   const { lock } = await lockVolume(stateDir, uri, 'read');
   try {
-    if (existsSync(nbdJournalPath(stateDir, uri))) {
+    // Its own journal, or one made under another spelling of the export's URI.
+    if (await findUnsettledJournal(uri, stateDir)) {
       throw new SyncError(
         'ERR_JOURNAL',
         "an earlier push to this volume did not finish (the NBD export is under its undo journal): push again to complete it, or roll it back with 'resync recover HOST:PORT/VOLUME --secret-file FILE' before reading it",
