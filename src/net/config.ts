@@ -7,7 +7,7 @@ import { ParamError } from '../core/errors.js';
 import { ioError } from '../io/errors.js';
 import { journalPathFor } from '../io/journal-path.js';
 import { isNbdUri, parseNbdUri } from '../io/nbd/uri.js';
-import { nbdIdentity } from '../io/nbd/journal-path.js';
+import { nbdIdentity, sameExport } from '../io/nbd/journal-path.js';
 import { defaultStateDir } from '../io/state-dir.js';
 
 /** One exported image. */
@@ -253,6 +253,7 @@ export async function checkVolumes(
   const warnings: string[] = [];
   const canAccess = (p: string, mode: number): Promise<boolean> => fsp.access(p, mode).then(() => true, () => false);
   const seen = new Map<string, string>();
+  const nbdSeen: { name: string; id: string; uri: string }[] = [];
   for (const [name, vol] of Object.entries(volumes)) {
     const at = where(name);
     const bad = (message: string): void => void problems.push({ where: at, message: `${vol.path}: ${message}` });
@@ -262,6 +263,14 @@ export async function checkVolumes(
       const id = await checkNbdVolume(vol, opts, bad);
       if (id === null) continue;
       key = id;
+      // Two spellings of one export take different locks, so their writers would not take turns.
+      let twin: string | undefined;
+      for (const o of nbdSeen) if (o.id !== id && (await sameExport(o.uri, vol.path))) twin = o.name;
+      nbdSeen.push({ name, id, uri: vol.path });
+      if (twin !== undefined) {
+        bad(`is the NBD export of volume ${twin} under another spelling of its URI; give both volumes the same URI (their sessions then take turns) or serve it once`);
+        continue;
+      }
     }
     const other = seen.get(key);
     // Allowed (a read-only and a writable name for one image, say): the image's lock makes their sessions take turns.

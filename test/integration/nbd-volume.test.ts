@@ -397,6 +397,19 @@ describe('NBD volume specs', () => {
     expect((e as ConfigError).problems).toEqual([{ where: 'volumes.v.path', message: expect.stringMatching(/always patched in place/) }]);
   }, 60_000);
 
+  test.skipIf(!hasQemu)('two volumes on one export under two spellings of its URI (their locks would differ) are refused; one spelling twice is a warning', async () => {
+    const d = recoveryDisk('twin');
+    const nbd = await startNbd(dir, d.q, { tcp: true });
+    const other = nbd.uri.replace('//127.0.0.1:', '//localhost:');
+    const state = join(dir, 'twin-state');
+    const twins = await checkVolumes({ a: { path: nbd.uri, writable: true }, b: { path: other, writable: true } }, undefined, { stateDir: state });
+    expect(twins.problems).toEqual([{ where: 'volumes.b.path', message: expect.stringMatching(/is the NBD export of volume a under another spelling/) }]);
+    const same = await checkVolumes({ a: { path: nbd.uri, writable: true }, b: { path: nbd.uri, writable: false } }, undefined, { stateDir: state });
+    expect(same.problems).toEqual([]);
+    expect(same.warnings).toEqual([expect.stringMatching(/is also volume a; sessions under the two names take turns/)]);
+    await nbd.stop();
+  }, 60_000);
+
   test('serve --stdio never opens an NBD URI a client names', async () => {
     await expect(resolveRequested(`nbd+unix:///x?socket=${join(dir, 's.sock')}`, 'pull', { allow: [dir], readOnly: false })).rejects.toMatchObject({ code: 'ERR_PERMISSION', message: expect.stringMatching(/NBD export cannot be named by the client/) });
     await expect(resolveRequested('nbd://127.0.0.1:10809/x', 'push', { allow: null, readOnly: false })).rejects.toMatchObject({ code: 'ERR_PERMISSION' });
