@@ -36,7 +36,14 @@ export class FrameDecoder {
   /** Total bytes consumed (for error offsets and progress). */
   bytesIn = 0;
 
-  constructor(maxFrame = MAX_FRAME) {
+  constructor(
+    maxFrame = MAX_FRAME,
+    /**
+     * Memory for a payload that spans pushed chunks (n bytes, to be filled):
+     * a reader may hand out reused memory; fresh by default.
+     */
+    private readonly alloc: (n: number) => Uint8Array = (n) => new Uint8Array(n),
+  ) {
     this.maxFrame = maxFrame;
   }
 
@@ -100,7 +107,7 @@ export class FrameDecoder {
       this.buffered -= n;
       return r;
     }
-    const r = new Uint8Array(n);
+    const r = this.alloc(n);
     let off = 0;
     while (off < n) {
       const c = this.chunks[0]!;

@@ -195,7 +195,7 @@ export class InPlacePatcher {
     if (w.kind === 'literal') {
       const data = w.data.subarray(skip);
       this.hash.update(data);
-      await this.queue(w.dst + skip, data);
+      await this.queue(w.dst + skip, data, false);
       return;
     }
     const d = this.basisDigests;
@@ -527,7 +527,13 @@ export class InPlacePatcher {
     return this.arenaUsed + n <= this.arena.length ? this.arena.subarray(this.arenaUsed) : undefined;
   }
 
-  private async queue(dst: number, write: Uint8Array): Promise<void> {
+  /**
+   * Queue `write` for the batch: copied into the batch buffer, or kept as it
+   * is where it does not fit and is `owned` (a fresh read nobody else has).
+   * Literal data is never owned: its caller may fill that memory again once
+   * apply returns (net/connection.ts, lendPayloads).
+   */
+  private async queue(dst: number, write: Uint8Array, owned = true): Promise<void> {
     let data = write;
     const free = await this.room(write.length);
     if (free) {
@@ -535,8 +541,8 @@ export class InPlacePatcher {
       if (write.buffer !== free.buffer || write.byteOffset !== free.byteOffset) free.set(write);
       data = free.subarray(0, write.length);
       this.arenaUsed += write.length;
-    } else if (write.length <= this.batchBytes) {
-      // A held first batch past the batch buffer (see holdFirstBatch): the caller may reuse its buffer.
+    } else if (write.length <= this.batchBytes || !owned) {
+      // A held first batch past the batch buffer (see holdFirstBatch), or data that is not ours to keep.
       data = Buffer.from(write);
     }
     this.pending.push({ dst, data });

@@ -211,7 +211,11 @@ export async function receiveDelta(
         await conn.send({ type: MsgType.SubSums, first: m.first, sums: basis.remote ? await answerSubNeedRemote(basis, m, sent, sink?.position ?? 0) : answerSubNeed(basis, m, sent, sink?.position ?? 0) });
         continue;
       }
-      sink ??= await sinkReady;
+      if (!sink) {
+        sink = await sinkReady;
+        // Literals are copied by the sink: their frames may be read into reused memory.
+        if (sink.copiesLiterals) conn.lendPayloads(true);
+      }
       if (m.type === MsgType.Copy) {
         await sink.apply({ kind: 'copy', offset: m.offset, length: m.length });
       } else if (m.type === MsgType.Literal) {
@@ -238,6 +242,8 @@ export async function receiveDelta(
     const made = sink ?? (await sinkReady.catch(() => null));
     await made?.abort(e).catch(() => undefined);
     throw e;
+  } finally {
+    conn.lendPayloads(false);
   }
 }
 
