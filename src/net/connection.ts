@@ -12,6 +12,7 @@ import { createRequire } from 'node:module';
 import { ERROR_CODES, SyncError, isSyncError, type ErrorCode } from '../core/errors.js';
 import { MAX_FRAME, MAX_LITERAL } from '../core/limits.js';
 import { encodeFrame, FrameDecoder } from '../bytes/frame.js';
+import { LendRing } from '../bytes/lend-ring.js';
 import { PREAMBLE_LEN, PROTOCOL_VERSION, WIRE_MAGIC, MsgType, type MsgTypeId } from '../../protocol/constants.js';
 import { decodeMessage, encodeFramedMessage, encodeMessage, encodeOpFrameHead, encodeOpFrameInto, opFrameSize, opFrameTail } from '../../protocol/codec.js';
 import { expectMessage, type Message, type MessageOf, type OpenMsg } from '../../protocol/messages.js';
@@ -51,16 +52,14 @@ const LOW_WATER = 8;
  * it, at or below which it resumes): 64 messages can be 64 literals of 1 MiB,
  * read ahead of a receiver that writes slower than the network brings them.
  */
-export const QUEUE_BYTES = 4 * 1024 * 1024;
+export const QUEUE_BYTES = 2 * 1024 * 1024;
 /**
- * Payloads lent (see lendPayloads) are reassembled in buffers of this size,
- * room for a literal of MAX_LITERAL bytes and its frame; smaller payloads
- * than LEND_MIN, and larger ones, get memory of their own.
+ * Payloads lent (see lendPayloads) are reassembled in a ring of this size:
+ * what QUEUE_BYTES of queued messages take, the one being read and the one
+ * the caller holds (a literal frame is at most MAX_LITERAL and a few bytes).
+ * Payloads the ring has no room for get memory of their own.
  */
-const LEND_SLOT = MAX_LITERAL + 64;
-const LEND_MIN = 64 * 1024;
-/** Lending buffers kept for reuse: what QUEUE_BYTES of queued payloads take, and two more. */
-const MAX_SPARE_LENT = Math.ceil(QUEUE_BYTES / LEND_SLOT) + 2;
+const LEND_RING = QUEUE_BYTES + 2 * (MAX_LITERAL + 64);
 
 /**
  * The codes a peer's Error keeps; any other becomes ERR_REMOTE. ERR_LOCKED
@@ -83,16 +82,12 @@ export class Connection {
   /** Payload bytes of each queued message (same order), and their sum. */
   private readonly queueSizes: number[] = [];
   private queuedBytes = 0;
-  /** The lending buffer each queued message's payload is in, or null (same order). */
-  private readonly queueSlots: (ArrayBuffer | null)[] = [];
-  /** Lending (see lendPayloads): spare buffers, and the one of the message recv() returned last. */
+  /** The lent payload of each queued message, or null (same order). */
+  private readonly queueLent: (Uint8Array | null)[] = [];
+  /** Lending (see lendPayloads): the ring, and the payload of the message recv() returned last. */
   private lending = false;
-  private readonly spareLent: ArrayBuffer[] = [];
-  private lentNow: ArrayBuffer | null = null;
-  /** Every lending buffer made: a payload is in one exactly when its memory is one of these. */
-  private readonly lentBuffers = new WeakSet<ArrayBufferLike>();
-  /** Lending buffers ever allocated (a bound on the receiver's buffers, for tests). */
-  lentAllocated = 0;
+  readonly lent = new LendRing(LEND_RING);
+  private lentNow: Uint8Array | null = null;
   private waiter: { resolve: (m: Message) => void; reject: (e: Error) => void } | null = null;
   private failure: SyncError | null = null;
   /** Set when the peer half-closed: receiving fails once the queue is empty, sending still works. */
@@ -268,38 +263,25 @@ export class Connection {
    */
   lendPayloads(on: boolean): void {
     this.lending = on;
-    if (!on) this.lentNow = null;
   }
 
-  /** Memory for a payload of n bytes that spans socket reads: a lending buffer when lending and it fits. */
+  /** Memory for a payload of n bytes that spans socket reads: lent from the ring when lending and it fits. */
   private payloadMemory(n: number): Uint8Array {
-    if (!this.lending || n < LEND_MIN || n > LEND_SLOT) return new Uint8Array(n);
-    let b = this.spareLent.pop();
-    if (!b) {
-      b = new ArrayBuffer(LEND_SLOT);
-      this.lentBuffers.add(b);
-      this.lentAllocated++;
-    }
-    return new Uint8Array(b, 0, n);
+    return (this.lending ? this.lent.lend(n) : null) ?? new Uint8Array(n);
   }
 
-  /** The caller is done with the message recv() returned last: its lending buffer may be filled again. */
-  private returnLent(): void {
+  /** The caller is done with the message recv() returned last: its payload's memory may be lent again. */
+  private giveBackLent(): void {
     const b = this.lentNow;
     this.lentNow = null;
-    if (b && this.lending && this.spareLent.length < MAX_SPARE_LENT) this.spareLent.push(b);
-  }
-
-  /** The lending buffer `payload` lies in, if it does. */
-  private slotOf(payload: Uint8Array): ArrayBuffer | null {
-    return this.lentBuffers.has(payload.buffer) ? (payload.buffer as ArrayBuffer) : null;
+    if (b) this.lent.giveBack(b);
   }
 
   private next(): Promise<Message> {
-    this.returnLent();
+    this.giveBackLent();
     const m = this.queue.shift();
     if (m) {
-      this.lentNow = this.queueSlots.shift()!;
+      this.lentNow = this.queueLent.shift()!;
       this.queuedBytes -= this.queueSizes.shift()!;
       if (this.paused && this.queue.length <= LOW_WATER && this.queuedBytes <= QUEUE_BYTES / 4) {
         this.paused = false;
@@ -342,7 +324,17 @@ export class Connection {
         this.preambleWaiter?.resolve();
         this.preambleWaiter = null;
       }
-      for (const payload of this.frames.push(d)) {
+      for (let payload of this.frames.push(d)) {
+        if (this.lending && !this.waiter && payload.length > 0 && !this.lent.owns(payload)) {
+          // It waits in the queue: as a view it would keep the whole socket read
+          // it lies in alive for as long, long enough (a flush's fsync) for V8
+          // to move those reads to its old generation, which it frees late.
+          const r = this.lent.lend(payload.length);
+          if (r) {
+            r.set(payload);
+            payload = r;
+          }
+        }
         const m = decodeMessage(payload);
         if (m.type === MsgType.Error) {
           // The peer gave up: from now on every send and receive reports its reason,
@@ -358,12 +350,12 @@ export class Connection {
         if (this.waiter) {
           const w = this.waiter;
           this.waiter = null;
-          this.lentNow = this.slotOf(payload);
+          this.lentNow = this.lent.owns(payload) ? payload : null;
           w.resolve(m);
         } else {
           this.queue.push(m);
           this.queueSizes.push(payload.length);
-          this.queueSlots.push(this.slotOf(payload));
+          this.queueLent.push(this.lent.owns(payload) ? payload : null);
           this.queuedBytes += payload.length;
         }
       }
@@ -426,6 +418,15 @@ export class Connection {
    * 1 MiB literals made one per literal, garbage until V8 collected it.
    */
   private readonly spareOut: Buffer[] = [];
+  /**
+   * A plain TCP socket calls a write's callback once the kernel has the
+   * bytes. Other streams may call it earlier (a pipe to ssh calls back while
+   * the child's stdin still holds the chunk; TLS is not relied on either), so
+   * their out buffers are not filled again: each write has a new one.
+   */
+  private get reuseOut(): boolean {
+    return this.socket instanceof Socket && (this.socket as { encrypted?: boolean }).encrypted !== true;
+  }
   /** Out buffers handed to the socket and not yet written (their bytes are in writableLength). */
   outInFlight = 0;
   /** Out buffers ever allocated (a bound on the sender's buffers, for tests). */
@@ -510,10 +511,10 @@ export class Connection {
       return;
     }
     this.outInFlight++;
-    // Written (or dropped with the socket): the buffer may be filled again.
     this.socket.write(b, () => {
       this.outInFlight--;
-      if (this.spareOut.length < MAX_SPARE_OUT) this.spareOut.push(out);
+      // Written (or dropped with the socket): the buffer may be filled again.
+      if (this.reuseOut && this.spareOut.length < MAX_SPARE_OUT) this.spareOut.push(out);
       const w = this.outWaiter;
       this.outWaiter = null;
       w?.();

@@ -74,7 +74,11 @@ async function begin(path: string, targetSize: number, opts: { batchBytes?: numb
   const img = await openImage(path, 'r+');
   const inPlace = await InPlacePatcher.start(img, journalPathFor(path), { id: 't', targetSize }, SPEC);
   inPlace.useBasisDigests(opts.digests ?? digestsOf(basis));
-  if (opts.batchBytes !== undefined) inPlace.batchBytes = opts.batchBytes;
+  if (opts.batchBytes !== undefined) {
+    inPlace.batchBytes = opts.batchBytes;
+    inPlace.firstBatchBytes = opts.batchBytes;
+    inPlace.holdFirstBytes = 2 * opts.batchBytes;
+  }
   const patch = new AdaptivePatch(img, inPlace, targetSize, SPEC);
   return { patch, inPlace, close: () => img.fh.close() };
 }
@@ -346,7 +350,7 @@ async function runUntilKilled(path: string, killAt: string, o: { batchBytes?: nu
     const img = await openImage(${JSON.stringify(path)}, 'r+');
     const p = await InPlacePatcher.start(img, journalPathFor(${JSON.stringify(path)}), { id: 't', targetSize: ${shifted.length} }, spec);
     p.useBasisDigests(new Uint8Array(fs.readFileSync(${JSON.stringify(digestsPath)})));
-    ${o.batchBytes !== undefined ? `p.batchBytes = ${o.batchBytes}; p.checkpointBytes = ${2 * o.batchBytes};` : ''}
+    ${o.batchBytes !== undefined ? `p.batchBytes = ${o.batchBytes}; p.firstBatchBytes = ${o.batchBytes}; p.holdFirstBytes = ${2 * o.batchBytes}; p.checkpointBytes = ${2 * o.batchBytes};` : ''}
     const a = new AdaptivePatch(img, p, ${shifted.length}, spec);
     for (const op of ops) await a.apply(op);
     ${
