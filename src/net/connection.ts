@@ -42,8 +42,10 @@ const OUT_BYTES = 256 * 1024;
 
 /** Bytes queued in the socket before send() waits for 'drain'. */
 const SEND_BUFFER = 4 * 1024 * 1024;
-/** Written out buffers kept for reuse: as many as SEND_BUFFER holds, and two more. */
-const MAX_SPARE_OUT = SEND_BUFFER / OUT_BYTES + 2;
+/** Out buffers handed to the stream and not called back yet at which a send waits: SEND_BUFFER's worth. */
+const OUT_IN_FLIGHT = SEND_BUFFER / OUT_BYTES;
+/** Written out buffers kept for reuse: all there can be (a send may hand over a 1 MiB literal's worth past the bound). */
+const MAX_SPARE_OUT = OUT_IN_FLIGHT + Math.ceil((MAX_LITERAL + 64) / OUT_BYTES) + 2;
 /** Messages waiting to be taken (recv) at which reading stops, and at or below which it resumes. */
 const HIGH_WATER = 64;
 const LOW_WATER = 8;
@@ -469,7 +471,7 @@ export class Connection {
     // A write the kernel took at once calls back on a later tick, which a
     // sender that never waits does not give: the buffers it still holds count
     // too, or they pile up (41 of them, 10 MiB, in a 55 MiB push of literals).
-    while (this.outInFlight > MAX_SPARE_OUT - 2 && !this.failure) await new Promise<void>((resolve) => (this.outWaiter = resolve));
+    while (this.outInFlight > OUT_IN_FLIGHT && !this.failure) await new Promise<void>((resolve) => (this.outWaiter = resolve));
   }
 
   /** The buffer frames gather in: a spare one, or a new one. */
