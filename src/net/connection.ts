@@ -328,17 +328,7 @@ export class Connection {
         this.preambleWaiter?.resolve();
         this.preambleWaiter = null;
       }
-      for (let payload of this.frames.push(d)) {
-        if (this.lending && !this.waiter && payload.length > 0 && !this.lent.owns(payload)) {
-          // It waits in the queue: as a view it would keep the whole socket read
-          // it lies in alive for as long, often long enough (a flush's fsync) for
-          // V8 to move those reads to its old generation, which it frees late.
-          const r = this.lent.lend(payload.length);
-          if (r) {
-            r.set(payload);
-            payload = r;
-          }
-        }
+      for (const payload of this.frames.push(d)) {
         const m = decodeMessage(payload);
         if (m.type === MsgType.Error) {
           // The peer gave up: from now on every send and receive reports its reason,

@@ -46,4 +46,20 @@ describe('LendRing', () => {
     expect(r.owns(a)).toBe(true);
     expect(r.owns(new Uint8Array(8))).toBe(false);
   });
+
+  test('starts small and grows, once nothing is lent, to what the misses needed, never past its size', () => {
+    const KiB = 1024;
+    const r = new LendRing(1024 * KiB);
+    const a = r.lend(200 * KiB)!;
+    expect(r.lend(200 * KiB)).toBeNull(); // 256 KiB to start with
+    r.giveBack(a);
+    const b = r.lend(200 * KiB)!;
+    const c = r.lend(200 * KiB)!; // grown to hold both
+    expect(c.byteOffset).toBe(b.byteOffset + 200 * KiB);
+    r.giveBack(b);
+    r.giveBack(c);
+    expect(r.lend(1024 * KiB)).toBeNull();
+    expect(r.lend(1024 * KiB)!.length).toBe(1024 * KiB);
+    expect(r.lend(1)).toBeNull();
+  });
 });
