@@ -249,7 +249,7 @@ export async function receiveDelta(
     await made?.abort(e).catch(() => undefined);
     throw e;
   } finally {
-    conn.lendPayloads(false);
+    if (lend) conn.lendPayloads(false);
   }
 }
 
