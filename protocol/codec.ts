@@ -104,8 +104,8 @@ function binLen(n: number): number {
   return (n < 0x100 ? 2 : n < 0x10000 ? 3 : 5) + n;
 }
 
-function putBin(out: Uint8Array, at: number, data: Uint8Array): number {
-  const n = data.length;
+/** The msgpack bin header of n bytes at out[at..]; the n bytes follow at the returned position. */
+function putBinHead(out: Uint8Array, at: number, n: number): number {
   let p = at;
   if (n < 0x100) {
     out[p++] = 0xc4;
@@ -119,8 +119,7 @@ function putBin(out: Uint8Array, at: number, data: Uint8Array): number {
     putFrameLength(out, p, n);
     p += 4;
   }
-  out.set(data, p);
-  return p + n;
+  return p;
 }
 
 /**
@@ -129,6 +128,29 @@ function putBin(out: Uint8Array, at: number, data: Uint8Array): number {
  * accepts. Returns the end.
  */
 export function encodeOpFrameInto(m: Message, out: Uint8Array, at: number): number {
+  const p = encodeOpFrameHead(m, out, at);
+  const tail = opFrameTail(m);
+  if (!tail) return p;
+  out.set(tail, p);
+  return p + tail.length;
+}
+
+/**
+ * The bytes an op frame ends with (a literal's data, the sums of a SubSums),
+ * or null for a Copy: encodeOpFrameHead writes everything before them.
+ */
+export function opFrameTail(m: Message): Uint8Array | null {
+  if (m.type === 0x12 || m.type === 0x14 || m.type === 0x15) return m.data;
+  if (m.type === 0x07) return m.sums;
+  return null;
+}
+
+/**
+ * Write the frame of an op opFrameSize accepts at out[at..], all but its
+ * tail (opFrameTail), which belongs at the returned position: a sender can
+ * copy a large literal into its buffers in pieces.
+ */
+export function encodeOpFrameHead(m: Message, out: Uint8Array, at: number): number {
   let p = at + FRAME_HEADER_LEN;
   if (m.type === 0x11) {
     out[p++] = 0x93;
@@ -138,21 +160,21 @@ export function encodeOpFrameInto(m: Message, out: Uint8Array, at: number): numb
   } else if (m.type === 0x12) {
     out[p++] = 0x92;
     out[p++] = 0x12;
-    p = putBin(out, p, m.data);
+    p = putBinHead(out, p, m.data.length);
   } else if (m.type === 0x07) {
     out[p++] = 0x93;
     out[p++] = 0x07;
     p = putUint(out, p, m.first);
-    p = putBin(out, p, m.sums);
+    p = putBinHead(out, p, m.sums.length);
   } else if (m.type === 0x14 || m.type === 0x15) {
     out[p++] = 0x93;
     out[p++] = m.type;
     p = putUint(out, p, m.length);
-    p = putBin(out, p, m.data);
+    p = putBinHead(out, p, m.data.length);
   } else {
     throw new Error(`no fast encoding for message type ${m.type}`);
   }
-  putFrameLength(out, at, p - at - FRAME_HEADER_LEN);
+  putFrameLength(out, at, p - at - FRAME_HEADER_LEN + (opFrameTail(m)?.length ?? 0));
   return p;
 }
 

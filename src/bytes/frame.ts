@@ -31,12 +31,23 @@ export class FrameDecoder {
   private buffered = 0;
   /** Payload length of the frame being read, or -1 while reading a header. */
   private want = -1;
+  /** Memory of the incomplete frame being read (want bytes), and how much of it is filled; chunks is then empty. */
+  private partial: Uint8Array | null = null;
+  private partialFill = 0;
   /** True once a `stop` predicate ended parsing; later bytes are not parsed. */
   private stopped = false;
   /** Total bytes consumed (for error offsets and progress). */
   bytesIn = 0;
 
-  constructor(maxFrame = MAX_FRAME) {
+  constructor(
+    maxFrame = MAX_FRAME,
+    /**
+     * Memory for a payload that spans pushed chunks (n bytes, to be filled),
+     * taken when its header is read: a reader may hand out reused memory;
+     * fresh by default.
+     */
+    private readonly alloc: (n: number) => Uint8Array = (n) => new Uint8Array(n),
+  ) {
     this.maxFrame = maxFrame;
   }
 
@@ -59,6 +70,22 @@ export class FrameDecoder {
   push(data: Uint8Array, stop?: (payload: Uint8Array) => boolean): Uint8Array[] {
     this.bytesIn += data.length;
     const out: Uint8Array[] = [];
+    if (this.partial) {
+      // The frame being read has its memory: its bytes go straight there.
+      const k = Math.min(this.want - this.partialFill, data.length);
+      this.partial.set(data.subarray(0, k), this.partialFill);
+      this.partialFill += k;
+      this.buffered += k;
+      data = data.subarray(k);
+      if (this.partialFill < this.want) return out;
+      const payload = this.partial;
+      this.partial = null;
+      this.partialFill = 0;
+      this.buffered -= this.want;
+      this.want = -1;
+      out.push(payload);
+      if (stop?.(payload)) this.stopped = true;
+    }
     if (data.length > 0) {
       this.chunks.push(data);
       this.buffered += data.length;
@@ -72,7 +99,22 @@ export class FrameDecoder {
         if (len > this.maxFrame) throw new FrameTooLargeError(len, this.maxFrame);
         this.want = len;
       }
-      if (this.buffered < this.want) break;
+      if (this.buffered < this.want) {
+        // Incomplete: its memory now (the length is within the limit), and the
+        // bytes it has so far moved there. Holding the pushed chunks until the
+        // frame completes kept each for as long as a 1 MiB literal takes to
+        // arrive, long enough for V8 to move them to its old generation, which
+        // it frees late (megabytes of a receiver's peak).
+        if (this.want > 0) {
+          this.partial = this.alloc(this.want);
+          for (const c of this.chunks) {
+            this.partial.set(c, this.partialFill);
+            this.partialFill += c.length;
+          }
+          this.chunks = [];
+        }
+        break;
+      }
       const payload = this.take(this.want);
       out.push(payload);
       this.want = -1;
@@ -100,7 +142,7 @@ export class FrameDecoder {
       this.buffered -= n;
       return r;
     }
-    const r = new Uint8Array(n);
+    const r = this.alloc(n);
     let off = 0;
     while (off < n) {
       const c = this.chunks[0]!;

@@ -18,11 +18,36 @@ import { emptyStats, type DeltaOp, type DeltaStats } from './ops.js';
  * ops of its push are consumed; the matchers keep nothing else of it once
  * push returns (`keep` moves what they still need into the store), so the
  * readers can read into two buffers in turn.
+ *
+ * With `reuse`, those copies go into blocks that the next push (or end)
+ * fills again instead of a new array each: a caller that consumes a push's
+ * ops before it pushes again then makes no garbage of them (a push sender
+ * left 15 MB of such copies to V8, which frees dead arrays late).
  */
 const EMPTY = new Uint8Array(0);
+/** Size of a block literal copies are made in (reuse mode): a literal is at most 1 MiB. */
+const LENT_BLOCK = 1 << 20;
 
 export class TailStore {
   private store = new Uint8Array(0);
+  /** Reuse mode: the blocks literal copies go into, the one being filled and its fill. */
+  private lent: Uint8Array[] = [];
+  private lentBlock = 0;
+  private lentUsed = 0;
+
+  constructor(private readonly reuse = false) {}
+
+  /** Reuse mode: the literal data handed out so far is no longer read, its blocks are filled again. */
+  release(): void {
+    this.lentBlock = 0;
+    this.lentUsed = 0;
+  }
+
+  /** Reuse mode: the literal data handed out so far may still be read: later copies go to new blocks. */
+  renew(): void {
+    this.lent = [];
+    this.release();
+  }
 
   /** buf[from, buf.length) followed by data, as one array (buf is the last one this returned, or any input chunk). */
   join(buf: Uint8Array, from: number, data: Uint8Array): Uint8Array {
@@ -64,9 +89,24 @@ export class TailStore {
     return this.join(buf, from, EMPTY);
   }
 
-  /** buf[start, end) as literal data that stays valid: a copy when it lies in the store, else a view. */
+  /**
+   * buf[start, end) as literal data that stays valid (in reuse mode, until
+   * release): a copy when it lies in the store, else a view.
+   */
   view(buf: Uint8Array, start: number, end: number): Uint8Array {
-    return buf.buffer === this.store.buffer ? buf.slice(start, end) : buf.subarray(start, end);
+    if (buf.buffer !== this.store.buffer) return buf.subarray(start, end);
+    if (!this.reuse) return buf.slice(start, end);
+    const n = end - start;
+    let b = this.lent[this.lentBlock];
+    if (b && this.lentUsed + n > b.length && this.lentUsed > 0) {
+      b = this.lent[++this.lentBlock];
+      this.lentUsed = 0;
+    }
+    if (!b || n > b.length) this.lent[this.lentBlock] = b = new Uint8Array(Math.max(n, LENT_BLOCK));
+    const v = b.subarray(this.lentUsed, this.lentUsed + n);
+    v.set(buf.subarray(start, end));
+    this.lentUsed += n;
+    return v;
   }
 }
 

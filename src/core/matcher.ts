@@ -65,9 +65,11 @@ export class DeltaMatcher extends ScanWindow {
    * each, same seed) of the NEW image's aligned blocks, computed ahead (e.g.
    * while the signature was still arriving). The aligned fast path then
    * compares instead of hashing. Or a function giving block i's prefix.
+   * `reuseLiterals`: the caller consumes (copies) the ops of each call before
+   * the next push or end, so literal data may live in reused memory (ScanWindow).
    */
-  constructor(sig: Signature, opts: { maxLiteral?: number; ownDigests?: Uint8Array | ((i: number) => Uint8Array); noWasm?: boolean } = {}) {
-    super(sig.params.blockSize);
+  constructor(sig: Signature, opts: { maxLiteral?: number; ownDigests?: Uint8Array | ((i: number) => Uint8Array); noWasm?: boolean; reuseLiterals?: boolean } = {}) {
+    super(sig.params.blockSize, opts.reuseLiterals === true);
     if (!sig.isComplete) throw new ParamError('the signature is incomplete');
     sig.seal();
     this.sig = sig;

@@ -16,7 +16,7 @@ const EMPTY = new Uint8Array(0);
 export abstract class ScanWindow {
   protected readonly ops = new OpCoalescer();
   /** Holds what the scan keeps between pushes (see TailStore). */
-  protected readonly tail = new TailStore();
+  protected readonly tail: TailStore;
   /** Unprocessed input; buf[0] is at absolute position bufPos. */
   protected buf: Uint8Array = EMPTY;
   protected bufPos = 0;
@@ -43,8 +43,19 @@ export abstract class ScanWindow {
   constructor(
     /** The signature's block size: the window's length. */
     protected readonly bs: number,
+    /**
+     * Literal data copied out of the kept input goes into reused memory: the
+     * ops a call returns stay valid only until the next push or end (TailStore).
+     */
+    reuseLiterals = false,
   ) {
     this.budget = new StrongBudget(Math.max(1, bs));
+    this.tail = new TailStore(reuseLiterals);
+  }
+
+  /** With reuseLiterals: literal data handed out so far may still be read after the next push (a consumer that fell behind). */
+  renewLiterals(): void {
+    this.tail.renew();
   }
 
   /** Weak hits left unchecked because the strong-check budget was spent. */
@@ -75,6 +86,7 @@ export abstract class ScanWindow {
   end(): DeltaOp[] {
     if (this.ended) throw new ParamError('end called twice');
     this.ended = true;
+    this.tail.release();
     const out: DeltaOp[] = [];
     this.scanTail(out);
     this.p = this.buf.length;
@@ -87,6 +99,7 @@ export abstract class ScanWindow {
   /** Feed the next bytes of input; returns the ops that are final. */
   push(data: Uint8Array): DeltaOp[] {
     if (this.ended) throw new ParamError('push after end');
+    this.tail.release();
     this.scanned += data.length;
     const out: DeltaOp[] = [];
     if (data.length === 0) return out;

@@ -25,10 +25,26 @@ import { JournalError, ioError } from './errors.js';
 import { openImage, readChunks, readExactSync, type ImageHandle } from './image.js';
 import { Journal, readJournal, type JournalHashSpec, type JournalMeta, type JournalState, type UndoRecord } from './journal.js';
 
-const BATCH = 8 * 1024 * 1024;
+/**
+ * Bytes of writes a batch gathers before its flush: two batch buffers (one
+ * filling, one being written) were most of an in-place receiver's memory (16
+ * MiB at 8 MiB batches). Smaller batches cost a journal fsync per 2 MiB, in
+ * the background while the next batch arrives; no slower on the bench's pairs.
+ */
+const BATCH = 2 * 1024 * 1024;
+/**
+ * While a switch to a temp file is open (holdFirstBatch), the first batch
+ * waits for FIRST_BATCH bytes of output, and for HOLD_FIRST while at least
+ * half of the output moved: past the 6 MiB of evidence a switch is judged by
+ * (core/patch.ts), so a switch comes before anything reaches the image.
+ */
+const FIRST_BATCH = 8 * 1024 * 1024;
+const HOLD_FIRST = 16 * 1024 * 1024;
 const CHECKPOINT_EVERY = 64 * 1024 * 1024;
 /** Old bytes read and journaled at a time while a batch is flushed. */
 const OLD_CHUNK = 1024 * 1024;
+/** Bytes of a copy read (and queued) at a time. */
+const COPY_PIECE = 1024 * 1024;
 
 /** Counters of what the in-place patch did to the disk. */
 export interface InPlaceStats {
@@ -83,12 +99,16 @@ export class InPlacePatcher {
   /** Bytes written between checkpoints (small in tests to have checkpoints in small images). */
   checkpointBytes = CHECKPOINT_EVERY;
   /**
-   * The first batch waits for twice batchBytes while a switch to a temp file
-   * is still open (io/adaptive.ts) and the data moved so far would allow one:
-   * a switch before it reaches the image has nothing to undo. A patch that
-   * writes where it reads (a VM disk) moves nothing and is not held.
+   * While a switch to a temp file is still open (io/adaptive.ts), the first
+   * batch waits for firstBatchBytes of output, and for holdFirstBytes while
+   * the data moved so far would allow a switch: a switch before it reaches
+   * the image has nothing to undo. A patch that writes where it reads (a VM
+   * disk) moves nothing and is not held past firstBatchBytes. What does not
+   * fit the batch buffer meanwhile is in buffers of its own.
    */
   holdFirstBatch = false;
+  firstBatchBytes = FIRST_BATCH;
+  holdFirstBytes = HOLD_FIRST;
   /** Flush while more ops arrive (off in tests that need each flush done before the next read). */
   backgroundFlush = true;
   /** This patch made the journal (not a resume, not a new generation of a kept one): if it writes nothing, the journal goes. */
@@ -195,7 +215,7 @@ export class InPlacePatcher {
     if (w.kind === 'literal') {
       const data = w.data.subarray(skip);
       this.hash.update(data);
-      await this.queue(w.dst + skip, data);
+      await this.queue(w.dst + skip, data, false);
       return;
     }
     const d = this.basisDigests;
@@ -223,8 +243,9 @@ export class InPlacePatcher {
     // No need to wait for a background flush: it journals old bytes and adds
     // them to the extent map before it writes the image, so a read sees the
     // original bytes either in the image (not yet written) or in the journal.
+    // In pieces that fit a batch buffer: a larger one got a buffer of its own.
     for (let done = skip; done < w.length; ) {
-      const n = Math.min(IO_CHUNK, w.length - done);
+      const n = Math.min(COPY_PIECE, w.length - done);
       const src = w.src + done;
       const dst = w.dst + done;
       const { data, fromJournal } = await this.readOriginal(src, n, await this.room(n));
@@ -464,9 +485,9 @@ export class InPlacePatcher {
     // Synchronous: these are many small reads (the unchanged parts of changed
     // blocks) of pages the signature pass just read; an async read costs more
     // in hand-offs than the copy.
-    this.scratch ??= Buffer.allocUnsafe(IO_CHUNK);
+    this.scratch ??= Buffer.allocUnsafe(OLD_CHUNK);
     for (let done = 0; done < length; ) {
-      const n = Math.min(IO_CHUNK, length - done);
+      const n = Math.min(OLD_CHUNK, length - done);
       this.hash.update(readExactSync(this.img, start + done, n, this.scratch));
       done += n;
     }
@@ -527,7 +548,13 @@ export class InPlacePatcher {
     return this.arenaUsed + n <= this.arena.length ? this.arena.subarray(this.arenaUsed) : undefined;
   }
 
-  private async queue(dst: number, write: Uint8Array): Promise<void> {
+  /**
+   * Queue `write` for the batch: copied into the batch buffer, or kept as it
+   * is where it does not fit and is `owned` (a fresh read nobody else has).
+   * Literal data is never owned: its caller may fill that memory again once
+   * apply returns (net/connection.ts, lendPayloads).
+   */
+  private async queue(dst: number, write: Uint8Array, owned = true): Promise<void> {
     let data = write;
     const free = await this.room(write.length);
     if (free) {
@@ -535,8 +562,8 @@ export class InPlacePatcher {
       if (write.buffer !== free.buffer || write.byteOffset !== free.byteOffset) free.set(write);
       data = free.subarray(0, write.length);
       this.arenaUsed += write.length;
-    } else if (write.length <= this.batchBytes) {
-      // A held first batch past the batch buffer (see holdFirstBatch): the caller may reuse its buffer.
+    } else if (write.length <= this.batchBytes || !owned) {
+      // A held first batch past the batch buffer (see holdFirstBatch), or data that is not ours to keep.
       data = Buffer.from(write);
     }
     this.pending.push({ dst, data });
@@ -545,9 +572,10 @@ export class InPlacePatcher {
     if (this.pendingBytes >= this.batchLimit()) await this.startFlush();
   }
 
-  /** Bytes a batch gathers before its flush starts: twice batchBytes while the first batch is held. */
+  /** Bytes a batch gathers before its flush starts (more for a held first batch, see holdFirstBatch). */
   private batchLimit(): number {
-    return this.holdingFirst() ? 2 * this.batchBytes : this.batchBytes;
+    if (!this.holdFirstBatch || this.flushed) return this.batchBytes;
+    return Math.max(this.batchBytes, this.movedBytes * 2 >= this.frontier ? this.holdFirstBytes : this.firstBatchBytes);
   }
 
   private async startFlush(): Promise<void> {
@@ -559,10 +587,6 @@ export class InPlacePatcher {
     this.inFlight = f;
   }
 
-  /** The first batch is held (see holdFirstBatch) while at least half of the output so far moved, as a switch needs. */
-  private holdingFirst(): boolean {
-    return this.holdFirstBatch && !this.flushed && this.movedBytes * 2 >= this.frontier;
-  }
 
   /** Wait for the flush running in the background, if any; rethrows its failure. */
   private async settle(): Promise<void> {

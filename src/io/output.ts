@@ -85,6 +85,8 @@ export class ImageWriter {
    * that moves to a temp file part way hands over its own).
    */
   static async createTemp(finalPath: string, coalesce = COALESCE, buffers: readonly Buffer[] = []): Promise<ImageWriter> {
+    // Buffers handed over that are smaller than a write set its size: no new memory beside them.
+    if (buffers.length > 0) coalesce = Math.min(coalesce, Math.max(...buffers.map((b) => b.length)));
     // Renaming a file over a device node would replace the node, not write the disk.
     const st = await stat(finalPath).catch(() => null);
     if (st?.isBlockDevice()) {

@@ -28,6 +28,11 @@ export interface DeltaSink {
    * image was replaced by another file.
    */
   writtenBlocks?(): ((i: number) => boolean) | null;
+  /**
+   * apply() is done with a literal's data once it resolves (it copied what it
+   * keeps): the data may then be memory the caller fills again.
+   */
+  readonly copiesLiterals?: boolean;
 }
 
 /** A sink writing a temp file beside `outPath`, renamed over it after verification. */
@@ -48,6 +53,7 @@ export async function tempFileSink(basis: ImageHandle, outPath: string, targetSi
       return out.bytesWritten;
     },
     abort: () => out.abort(),
+    copiesLiterals: true,
   };
 }
 
@@ -91,5 +97,6 @@ export async function inPlaceSink(
       await (a ? a.abort(undo) : undo());
     },
     writtenBlocks: () => (a && a.state.switchedAt !== null ? null : (i) => p.wroteBlock(i)),
+    copiesLiterals: true,
   };
 }

@@ -10,10 +10,11 @@ import { connect as netConnect, isIP, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createRequire } from 'node:module';
 import { ERROR_CODES, SyncError, isSyncError, type ErrorCode } from '../core/errors.js';
-import { MAX_FRAME } from '../core/limits.js';
+import { MAX_FRAME, MAX_LITERAL } from '../core/limits.js';
 import { encodeFrame, FrameDecoder } from '../bytes/frame.js';
+import { LendRing } from '../bytes/lend-ring.js';
 import { PREAMBLE_LEN, PROTOCOL_VERSION, WIRE_MAGIC, MsgType, type MsgTypeId } from '../../protocol/constants.js';
-import { decodeMessage, encodeFramedMessage, encodeMessage, encodeOpFrameInto, opFrameSize } from '../../protocol/codec.js';
+import { decodeMessage, encodeFramedMessage, encodeMessage, encodeOpFrameHead, encodeOpFrameInto, opFrameSize, opFrameTail } from '../../protocol/codec.js';
 import { expectMessage, type Message, type MessageOf, type OpenMsg } from '../../protocol/messages.js';
 import { SessionMachine, type Side } from '../../protocol/session.js';
 import { encodePreamble } from '../format/preamble.js';
@@ -36,11 +37,15 @@ export interface ConnectionOptions {
 
 /** Messages sent in long runs, whose frames are gathered and written together. */
 const BATCHED: ReadonlySet<number> = new Set([MsgType.Copy, MsgType.Literal, MsgType.LiteralZ, MsgType.LiteralZstd, MsgType.SigBlocks]);
-/** Size of the buffer batched frames gather in: one write each time it fills. */
+/** Size of the buffers batched frames gather in: one write each time one fills. */
 const OUT_BYTES = 256 * 1024;
 
 /** Bytes queued in the socket before send() waits for 'drain'. */
 const SEND_BUFFER = 4 * 1024 * 1024;
+/** Out buffers handed to the stream and not called back yet at which a send waits: SEND_BUFFER's worth. */
+const OUT_IN_FLIGHT = SEND_BUFFER / OUT_BYTES;
+/** Written out buffers kept for reuse: all there can be (a send may hand over a 1 MiB literal's worth past the bound). */
+const MAX_SPARE_OUT = OUT_IN_FLIGHT + Math.ceil((MAX_LITERAL + 64) / OUT_BYTES) + 2;
 /** Messages waiting to be taken (recv) at which reading stops, and at or below which it resumes. */
 const HIGH_WATER = 64;
 const LOW_WATER = 8;
@@ -48,8 +53,17 @@ const LOW_WATER = 8;
  * Payload bytes waiting to be taken at which reading stops (and a quarter of
  * it, at or below which it resumes): 64 messages can be 64 literals of 1 MiB,
  * read ahead of a receiver that writes slower than the network brings them.
+ * The kernel's socket buffers hold more: 1 MiB here is as fast as 4 MiB was,
+ * and a receiver's ring of lent payloads (below) is 2 MiB smaller.
  */
-export const QUEUE_BYTES = 4 * 1024 * 1024;
+export const QUEUE_BYTES = 1024 * 1024;
+/**
+ * Payloads lent (see lendPayloads) are reassembled in a ring of this size:
+ * what QUEUE_BYTES of queued messages take, the one being read and the one
+ * the caller holds (a literal frame is at most MAX_LITERAL and a few bytes).
+ * Payloads the ring has no room for get memory of their own.
+ */
+const LEND_RING = QUEUE_BYTES + 2 * (MAX_LITERAL + 64);
 
 /**
  * The codes a peer's Error keeps; any other becomes ERR_REMOTE. ERR_LOCKED
@@ -72,6 +86,12 @@ export class Connection {
   /** Payload bytes of each queued message (same order), and their sum. */
   private readonly queueSizes: number[] = [];
   private queuedBytes = 0;
+  /** The lent payload of each queued message, or null (same order). */
+  private readonly queueLent: (Uint8Array | null)[] = [];
+  /** Lending (see lendPayloads): the ring, and the payload of the message recv() returned last. */
+  private lending = false;
+  readonly lent = new LendRing(LEND_RING);
+  private lentNow: Uint8Array | null = null;
   private waiter: { resolve: (m: Message) => void; reject: (e: Error) => void } | null = null;
   private failure: SyncError | null = null;
   /** Set when the peer half-closed: receiving fails once the queue is empty, sending still works. */
@@ -98,7 +118,7 @@ export class Connection {
     readonly side: Side,
     opts: ConnectionOptions,
   ) {
-    this.frames = new FrameDecoder(opts.maxFrame ?? MAX_FRAME);
+    this.frames = new FrameDecoder(opts.maxFrame ?? MAX_FRAME, (n) => this.payloadMemory(n));
     this.throttle = opts.bwlimit ? new Throttle(opts.bwlimit) : null;
     this.readThrottle = opts.bwlimit ? new Throttle(opts.bwlimit) : null;
     this.idleMs = opts.idleTimeoutMs;
@@ -238,9 +258,34 @@ export class Connection {
     this.socket.destroy();
   }
 
+  /**
+   * While on, a message recv() returns may have its bytes (a literal's data)
+   * in memory that is filled again once recv() is called next: the caller
+   * must be done with a message, or have copied what it keeps, by then. A
+   * receiver of 1 MiB literals otherwise got a new buffer for each (its
+   * frame spans the socket's reads), garbage until V8 collected it.
+   */
+  lendPayloads(on: boolean): void {
+    this.lending = on;
+  }
+
+  /** Memory for a payload of n bytes that spans socket reads: lent from the ring when lending and it fits. */
+  private payloadMemory(n: number): Uint8Array {
+    return (this.lending ? this.lent.lend(n) : null) ?? new Uint8Array(n);
+  }
+
+  /** The caller is done with the message recv() returned last: its payload's memory may be lent again. */
+  private giveBackLent(): void {
+    const b = this.lentNow;
+    this.lentNow = null;
+    if (b) this.lent.giveBack(b);
+  }
+
   private next(): Promise<Message> {
+    this.giveBackLent();
     const m = this.queue.shift();
     if (m) {
+      this.lentNow = this.queueLent.shift()!;
       this.queuedBytes -= this.queueSizes.shift()!;
       if (this.paused && this.queue.length <= LOW_WATER && this.queuedBytes <= QUEUE_BYTES / 4) {
         this.paused = false;
@@ -299,10 +344,12 @@ export class Connection {
         if (this.waiter) {
           const w = this.waiter;
           this.waiter = null;
+          this.lentNow = this.lent.owns(payload) ? payload : null;
           w.resolve(m);
         } else {
           this.queue.push(m);
           this.queueSizes.push(payload.length);
+          this.queueLent.push(this.lent.owns(payload) ? payload : null);
           this.queuedBytes += payload.length;
         }
       }
@@ -358,14 +405,34 @@ export class Connection {
   private out: Buffer | null = null;
   private outUsed = 0;
   private outFlushQueued = false;
+  /**
+   * Out buffers the socket has written, for the next frames: a buffer is
+   * filled again only after its write's callback, so what the socket holds
+   * is never overwritten. No frame gets a buffer of its own: a sender of
+   * 1 MiB literals made one per literal, garbage until V8 collected it.
+   */
+  private readonly spareOut: Buffer[] = [];
+  /**
+   * A plain TCP socket calls a write's callback once the kernel has the
+   * bytes. Other streams may call it earlier (a pipe to ssh calls back while
+   * the child's stdin still holds the chunk; TLS is not relied on either), so
+   * their out buffers are not filled again: each write has a new one.
+   */
+  private get reuseOut(): boolean {
+    return this.socket instanceof Socket && (this.socket as { encrypted?: boolean }).encrypted !== true;
+  }
+  /** Out buffers handed to the socket and not yet written (their bytes are in writableLength). */
+  outInFlight = 0;
+  /** Out buffers ever allocated (a bound on the sender's buffers, for tests). */
+  outAllocated = 0;
 
   /**
    * A message of a long run (delta ops, block sums): its frame is gathered
    * with the next ones and they go out in one write when OUT_BYTES are
    * gathered or when the sender's loop yields (nextTick), instead of one
    * socket write each. Copy and Literal ops are encoded straight into the
-   * buffer. Any other message, and waiting for the peer, write out what was
-   * gathered first.
+   * buffer, a large literal across several. Any other message, and waiting
+   * for the peer, write out what was gathered first.
    */
   private async sendBatched(m: Message): Promise<void> {
     const fast = opFrameSize(m);
@@ -373,43 +440,83 @@ export class Connection {
     const size = frame ? frame.length : fast;
     await this.throttle?.take(size);
     if (this.failure) throw this.failure;
-    if (this.out && this.outUsed + size > this.out.length) this.flushOut();
-    if (size > OUT_BYTES) {
-      // A large literal goes out in a buffer of its own (the caller may reuse its data once this returns).
-      let b = frame;
-      if (!b) {
-        b = Buffer.allocUnsafe(size);
-        encodeOpFrameInto(m, b, 0);
-      }
-      this.bytesOut += size;
-      this.idleTimer?.refresh();
-      this.socket.write(b);
-    } else {
-      this.out ??= Buffer.allocUnsafe(OUT_BYTES);
-      if (frame) this.out.set(frame, this.outUsed);
-      else encodeOpFrameInto(m, this.out, this.outUsed);
-      this.outUsed += size;
-      this.bytesOut += size;
-      if (!this.outFlushQueued) {
-        this.outFlushQueued = true;
-        process.nextTick(() => {
-          this.outFlushQueued = false;
-          this.flushOut();
-        });
-      }
+    this.bytesOut += size;
+    if (frame) this.gather(frame);
+    else if (this.out && this.outUsed + size <= this.out.length) this.outUsed = encodeOpFrameInto(m, this.out, this.outUsed);
+    else {
+      // The frame's head into a buffer with room for it, then its data in pieces
+      // (the caller may reuse the data once this returns: it is copied).
+      const tail = opFrameTail(m);
+      if (this.out && this.out.length - this.outUsed < size - (tail?.length ?? 0)) this.flushOut();
+      this.outUsed = encodeOpFrameHead(m, this.outBuffer(), this.outUsed);
+      if (tail) this.gather(tail);
+    }
+    if (this.out && this.outUsed === this.out.length) this.flushOut();
+    if (this.outUsed > 0 && !this.outFlushQueued) {
+      this.outFlushQueued = true;
+      process.nextTick(() => {
+        this.outFlushQueued = false;
+        this.flushOut();
+      });
     }
     if (this.socket.writableLength > SEND_BUFFER && this.socket.writableNeedDrain) await this.drained();
+    // A write the kernel took at once calls back on a later tick, which a
+    // sender that never waits does not give: the buffers it still holds count
+    // too, or they pile up (41 of them, 10 MiB, in a 55 MiB push of literals).
+    while (this.outInFlight > OUT_IN_FLIGHT && !this.failure) await new Promise<void>((resolve) => (this.outWaiter = resolve));
+  }
+
+  /** The buffer frames gather in: a spare one, or a new one. */
+  private outBuffer(): Buffer {
+    if (!this.out) {
+      let b = this.spareOut.pop();
+      if (!b) {
+        b = Buffer.allocUnsafe(OUT_BYTES);
+        this.outAllocated++;
+      }
+      this.out = b;
+      this.outUsed = 0;
+    }
+    return this.out;
+  }
+
+  /** Copy `b` behind the gathered frames, writing out each buffer it fills. */
+  private gather(b: Uint8Array): void {
+    for (let at = 0; at < b.length; ) {
+      const out = this.outBuffer();
+      const n = Math.min(out.length - this.outUsed, b.length - at);
+      out.set(b.subarray(at, at + n), this.outUsed);
+      this.outUsed += n;
+      at += n;
+      if (this.outUsed === out.length) this.flushOut();
+    }
   }
 
   /** Write out the gathered frames. Write errors surface through the socket's 'error' (see fail). */
   private flushOut(): void {
     if (!this.out || this.outUsed === 0) return;
-    const b = this.out.subarray(0, this.outUsed);
+    const out = this.out;
+    const b = out.subarray(0, this.outUsed);
     this.out = null;
     this.outUsed = 0;
     this.idleTimer?.refresh();
-    if (!this.failure) this.socket.write(b);
+    if (this.failure) {
+      this.spareOut.push(out);
+      return;
+    }
+    this.outInFlight++;
+    this.socket.write(b, () => {
+      this.outInFlight--;
+      // Written (or dropped with the socket): the buffer may be filled again.
+      if (this.reuseOut && this.spareOut.length < MAX_SPARE_OUT) this.spareOut.push(out);
+      const w = this.outWaiter;
+      this.outWaiter = null;
+      w?.();
+    });
   }
+
+  /** Resolved by the next write callback of an out buffer (see sendBatched). */
+  private outWaiter: (() => void) | null = null;
 
   private async writeRaw(b: Uint8Array): Promise<void> {
     await this.throttle?.take(b.length);

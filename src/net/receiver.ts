@@ -189,6 +189,12 @@ export async function receiveDelta(
   onProgress?: ProgressFn,
   /** The signature this side sent: the delta must be made against it. */
   sent?: SignatureParams,
+  /**
+   * The sinks makeSink makes copy literal data (DeltaSink.copiesLiterals):
+   * large frames are then read into memory the connection lends and takes
+   * back at the next message, instead of a new array each.
+   */
+  lend = false,
 ): Promise<ReceiveDeltaResult> {
   const h = await conn.expect(MsgType.DeltaHeader, 'a delta header');
   checkBasisSize(basis, h.basisSize);
@@ -202,6 +208,7 @@ export async function receiveDelta(
   sinkReady.catch(() => undefined); // awaited below, or moot after an earlier failure
   let sink: DeltaSink | null = null;
   trace('receiver: delta started');
+  if (lend) conn.lendPayloads(true);
   try {
     let ops = 0;
     for (;;) {
@@ -211,7 +218,10 @@ export async function receiveDelta(
         await conn.send({ type: MsgType.SubSums, first: m.first, sums: basis.remote ? await answerSubNeedRemote(basis, m, sent, sink?.position ?? 0) : answerSubNeed(basis, m, sent, sink?.position ?? 0) });
         continue;
       }
-      sink ??= await sinkReady;
+      if (!sink) {
+        sink = await sinkReady;
+        if (lend && !sink.copiesLiterals) throw new Error('lent literals need a sink that copies them');
+      }
       if (m.type === MsgType.Copy) {
         await sink.apply({ kind: 'copy', offset: m.offset, length: m.length });
       } else if (m.type === MsgType.Literal) {
@@ -238,6 +248,8 @@ export async function receiveDelta(
     const made = sink ?? (await sinkReady.catch(() => null));
     await made?.abort(e).catch(() => undefined);
     throw e;
+  } finally {
+    if (lend) conn.lendPayloads(false);
   }
 }
 
@@ -313,6 +325,7 @@ export async function receiveInto(
       },
       opts.onProgress,
       sent,
+      true,
     );
   } catch (e) {
     if (opts.reportToPeer && isSyncError(e) && !e.details.remote) await conn.sendErrorAndClose(e);

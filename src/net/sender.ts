@@ -278,7 +278,9 @@ export interface ScanOptions {
 export async function scanDelta(rs: ReceivedSignature, img: ImageHandle, emit: (ops: DeltaOp[]) => Promise<void>, opts: ScanOptions = {}): Promise<DeltaStats> {
   const { sig, ownAt } = rs;
   const sp = sig.params;
-  const matcher = new DeltaMatcher(sig, { ownDigests: ownAt });
+  // Every emit has copied (encoded) the ops it was given before it returns, or
+  // else (a shared scan's member that fell behind) renewBuffers says so.
+  const matcher = new DeltaMatcher(sig, { ownDigests: ownAt, reuseLiterals: true });
   const start = opts.start ?? 0;
   if (start > 0) matcher.startAt(start);
   const onProgress = opts.onProgress;
@@ -326,7 +328,10 @@ export async function scanDelta(rs: ReceivedSignature, img: ImageHandle, emit: (
       // Two read buffers take turns: the matcher keeps at most a view of the
       // previous input until this push copies it out, and ops are encoded
       // (copied) as they are sent. Fresh buffers cost page faults and GC.
-      if (opts.renewBuffers?.()) ring = null;
+      if (opts.renewBuffers?.()) {
+        ring = null;
+        matcher.renewLiterals();
+      }
       ring ??= [Buffer.allocUnsafe(Math.min(chunk, img.size)), Buffer.allocUnsafe(Math.min(chunk, img.size))];
       turn ^= 1;
       const data = img.remote ? await img.remote.read(pos, end - pos, ring[turn]) : readExactSync(img, pos, end - pos, ring[turn]);

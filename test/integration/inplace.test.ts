@@ -148,6 +148,8 @@ describe('batch buffers', () => {
     try {
       const p = await InPlacePatcher.start(img, journalPathFor(path), { id: 't', targetSize: target.length }, SPEC);
       p.batchBytes = batch;
+      p.firstBatchBytes = batch;
+      p.holdFirstBytes = 2 * batch;
       p.holdFirstBatch = hold;
       // Count buffers of a batch's size or more made while the ops are applied.
       Buffer.allocUnsafe = (n: number) => {

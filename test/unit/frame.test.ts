@@ -229,3 +229,37 @@ describe('FrameDecoder: truncated streams', () => {
     expect(() => new FrameDecoder().end()).not.toThrow();
   });
 });
+
+describe('incomplete frames', () => {
+  test('take their memory when the header is read, and keep no pushed chunk: a reader may reuse its read buffer', () => {
+    const payload = Uint8Array.from({ length: 100_000 }, (_, i) => (i * 7) & 255);
+    const framed = encodeFrame(payload);
+    const asked: number[] = [];
+    const dec = new FrameDecoder(MAX_FRAME, (n) => {
+      asked.push(n);
+      return new Uint8Array(n);
+    });
+    // One read buffer, overwritten after every push (as a socket reading into a static buffer does).
+    const read = new Uint8Array(7000);
+    const out: Uint8Array[] = [];
+    for (let p = 0; p < framed.length; p += read.length) {
+      const n = Math.min(read.length, framed.length - p);
+      read.set(framed.subarray(p, p + n));
+      out.push(...dec.push(read.subarray(0, n)));
+      read.fill(0xee);
+      if (p + n < framed.length) expect(dec.pending).toBe(p + n - 4);
+    }
+    expect(asked).toEqual([payload.length]);
+    expect(out.length).toBe(1);
+    expect(Buffer.from(out[0]!).equals(Buffer.from(payload))).toBe(true);
+    expect(dec.pending).toBe(0);
+    dec.end();
+  });
+
+  test('a stream that ends inside one reports the bytes it had', () => {
+    const dec = new FrameDecoder();
+    dec.push(encodeFrame(new Uint8Array(50)).subarray(0, 30));
+    expect(dec.pending).toBe(26);
+    expect(() => dec.end()).toThrow(/frame payload/);
+  });
+});

@@ -110,3 +110,47 @@ describe('TailStore', () => {
     expect(t.join(buf, buf.length, d)).toBe(d);
   });
 });
+
+describe('literals in reused memory (reuseLiterals)', () => {
+  test('a caller that copies each push\'s ops before the next gets the same delta, from a few blocks of memory', () => {
+    const { basis, target } = workload();
+    const sig = signatureOf(basis, { blockSize: 2 * KiB });
+    for (const size of [1000, 5 * KiB + 3, 64 * KiB]) {
+      // Short literals: many of them, most copied out of the kept input.
+      const expected = throughOneBuffer(new DeltaMatcher(sig, { maxLiteral: 3 * KiB }), target, size);
+      const m = new DeltaMatcher(sig, { maxLiteral: 3 * KiB, reuseLiterals: true });
+      const ring = Buffer.alloc(size);
+      const got: DeltaOp[] = [];
+      // The memory literal data lay in, other than the pushed chunk: a new array for each copied out of the store before.
+      const arrays = new Set<ArrayBufferLike>();
+      const take = (ops: DeltaOp[]): void => {
+        for (const o of ops) if (o.kind === 'literal' && o.data.buffer !== ring.buffer) arrays.add(o.data.buffer);
+        got.push(...owned(ops));
+      };
+      for (let p = 0; p < target.length; p += size) {
+        const n = Math.min(size, target.length - p);
+        ring.set(target.subarray(p, p + n));
+        take(m.push(ring.subarray(0, n)));
+        ring.fill(0xa5);
+      }
+      take(m.end());
+      expect(flat(got)).toEqual(flat(expected));
+      expect(arrays.size).toBeGreaterThan(0);
+      expect(arrays.size).toBeLessThanOrEqual(2);
+    }
+  });
+
+  test('renewLiterals leaves the literal data handed out so far as it was', () => {
+    const { basis, target } = workload();
+    const m = new DeltaMatcher(signatureOf(basis, { blockSize: 2 * KiB }), { reuseLiterals: true });
+    const kept: DeltaOp[] = [];
+    for (let p = 0; p < target.length; p += 1000) {
+      // Every push's ops are kept as returned (a member of a shared scan that fell behind): renewed each time.
+      m.renewLiterals();
+      kept.push(...m.push(Uint8Array.from(target.subarray(p, p + 1000))));
+    }
+    m.renewLiterals();
+    kept.push(...m.end());
+    expect(Buffer.from(applyDelta(basis, kept, target.length)).equals(target)).toBe(true);
+  });
+});
