@@ -104,7 +104,8 @@ async function roundTrip(sender: Connection, receiver: Connection): Promise<numb
   return inFlight;
 }
 
-test('ops sent over a socket arrive as sent while the sender reuses its frame buffers', async () => {
+/** Two connections over a real TCP socket on 127.0.0.1, preambles exchanged. */
+async function tcpPair(): Promise<{ sender: Connection; receiver: Connection }> {
   server = createServer((s) => sockets.push(s));
   await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
   const accepted = new Promise<Socket>((r) => server!.once('connection', r));
@@ -113,6 +114,11 @@ test('ops sent over a socket arrive as sent while the sender reuses its frame bu
   const sender = new Connection(sock, 'client', { idleTimeoutMs: 10_000 });
   const receiver = new Connection(await accepted, 'server', { idleTimeoutMs: 10_000 });
   await Promise.all([sender.exchangePreamble(), receiver.exchangePreamble()]);
+  return { sender, receiver };
+}
+
+test('ops sent over a socket arrive as sent while the sender reuses its frame buffers', async () => {
+  const { sender, receiver } = await tcpPair();
   const inFlight = await roundTrip(sender, receiver);
   // 37 MiB of frames through 256 KiB buffers: the same few again and again (a
   // new one for every write left the sender's frames to V8 until a GC), and no
@@ -123,14 +129,7 @@ test('ops sent over a socket arrive as sent while the sender reuses its frame bu
 });
 
 test('a receiver lending its payloads reassembles large frames in its ring, each given back at the next recv', async () => {
-  server = createServer((s) => sockets.push(s));
-  await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
-  const accepted = new Promise<Socket>((r) => server!.once('connection', r));
-  const sock = connect((server.address() as { port: number }).port, '127.0.0.1');
-  sockets.push(sock);
-  const sender = new Connection(sock, 'client', { idleTimeoutMs: 10_000 });
-  const receiver = new Connection(await accepted, 'server', { idleTimeoutMs: 10_000 });
-  await Promise.all([sender.exchangePreamble(), receiver.exchangePreamble()]);
+  const { sender, receiver } = await tcpPair();
   receiver.lendPayloads(true);
   // roundTrip checks each literal before it takes the next message, as a receiver that copies them does.
   await roundTrip(sender, receiver);
