@@ -30,6 +30,19 @@ export function sameContent(a: string, b: string, fa = 'qcow2', fb = 'raw'): boo
   return r.status === 0;
 }
 
+/**
+ * A qcow2 image `dir/NAME.qcow2` of `sizeMiB` MiB written with `writes`
+ * (qemu-io commands), and `dir/NAME-before.raw`, a raw copy of its content.
+ */
+export function qcow2Disk(dir: string, name: string, sizeMiB: number, ...writes: string[]): { q: string; raw: string } {
+  const q = join(dir, `${name}.qcow2`);
+  qemuImg('create', '-f', 'qcow2', q, `${sizeMiB}M`);
+  if (writes.length > 0) qemuIo(q, ...writes);
+  const raw = join(dir, `${name}-before.raw`);
+  qemuImg('convert', '-f', 'qcow2', '-O', 'raw', q, raw);
+  return { q, raw };
+}
+
 const running = new Set<number>();
 
 /** A running qemu-nbd. */

@@ -16,7 +16,7 @@ import { makeSignatureParams } from '../../src/core/signature.js';
 import { zstdStatus } from '../../protocol/literal-codec.js';
 import type { TestServer } from '../helpers/server.js';
 import { runCli } from '../helpers/cli.js';
-import { hasQemu, nbdTestBed, qemuImg, qemuIo, sameContent, startNbd } from '../helpers/qemu.js';
+import { hasQemu, qcow2Disk, nbdTestBed, qemuImg, qemuIo, sameContent, startNbd } from '../helpers/qemu.js';
 
 const CLI = join(fileURLToPath(new URL('../..', import.meta.url)), 'bin/resync.js');
 let dir: string;
@@ -84,11 +84,7 @@ describe.skipIf(!hasQemu)('NBD against qemu-nbd', () => {
   }, 60_000);
 
   test('a patch that fails verification puts the export back as it was', async () => {
-    const q = join(dir, 'rollback.qcow2');
-    qemuImg('create', '-f', 'qcow2', q, '4M');
-    qemuIo(q, 'write -P 0x42 0 1M', 'write -P 0x43 2M 1M');
-    const before = join(dir, 'rollback-before.raw');
-    qemuImg('convert', '-f', 'qcow2', '-O', 'raw', q, before);
+    const { q, raw: before } = qcow2Disk(dir, 'rollback', 4, 'write -P 0x42 0 1M', 'write -P 0x43 2M 1M');
     const nbd = await startNbd(dir, q);
     const img = await openNbdImage(nbd.uri, { write: true });
     const spec = makeSignatureParams(img.size, Buffer.alloc(16), { blockSize: 4096 });

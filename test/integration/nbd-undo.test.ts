@@ -26,7 +26,7 @@ import { imageHashBuilder } from '../../src/core/imagehash.js';
 import type { TestServer } from '../helpers/server.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
 import { runCli } from '../helpers/cli.js';
-import { hasQemu, nbdTestBed, qemuImg, qemuIo, sameContent, startNbd, type NbdExport } from '../helpers/qemu.js';
+import { hasQemu, qcow2Disk, nbdTestBed, sameContent, startNbd, type NbdExport } from '../helpers/qemu.js';
 
 const CLI = join(fileURLToPath(new URL('../..', import.meta.url)), 'bin/resync.js');
 const MiB = 1 << 20;
@@ -42,12 +42,7 @@ beforeAll(() => {
 
 /** A qcow2 image of `size` MiB with data of its own, and a raw copy of its content. */
 function localDisk(name: string, size: number): { q: string; raw: string } {
-  const q = join(dir, `${name}.qcow2`);
-  qemuImg('create', '-f', 'qcow2', q, `${size}M`);
-  qemuIo(q, 'write -P 0x55 0 3M', `write -P 0x66 ${size - 5}M 4M`, `write -P 0x77 ${size - 1}M 64k`);
-  const raw = join(dir, `${name}-before.raw`);
-  qemuImg('convert', '-f', 'qcow2', '-O', 'raw', q, raw);
-  return { q, raw };
+  return qcow2Disk(dir, name, size, 'write -P 0x55 0 3M', `write -P 0x66 ${size - 5}M 4M`, `write -P 0x77 ${size - 1}M 64k`);
 }
 
 /** The export's whole content (opened as a writer would, so a pending journal does not refuse it). */

@@ -26,7 +26,7 @@ import { nbdJournalPath } from '../../src/io/nbd/undo.js';
 import { openNbdImage } from '../../src/io/nbd/image.js';
 import { closeServers, startServer, type TestServer } from '../helpers/server.js';
 import { runCli } from '../helpers/cli.js';
-import { hasQemu, qemuImg, qemuIo, sameContent, startNbd, stopAllNbd, type NbdExport } from '../helpers/qemu.js';
+import { hasQemu, qcow2Disk, qemuImg, qemuIo, sameContent, startNbd, stopAllNbd, type NbdExport } from '../helpers/qemu.js';
 
 const CLI = join(fileURLToPath(new URL('../..', import.meta.url)), 'bin/resync.js');
 const MiB = 1 << 20;
@@ -45,12 +45,7 @@ afterAll(async () => {
 
 /** A qcow2 recovery disk of SIZE MiB with data of its own, and a raw copy of its content. */
 function recoveryDisk(name: string): { q: string; raw: string } {
-  const q = join(dir, `${name}.qcow2`);
-  qemuImg('create', '-f', 'qcow2', q, `${SIZE}M`);
-  qemuIo(q, 'write -P 0x55 0 3M', `write -P 0x66 ${SIZE - 5}M 4M`);
-  const raw = join(dir, `${name}-before.raw`);
-  qemuImg('convert', '-f', 'qcow2', '-O', 'raw', q, raw);
-  return { q, raw };
+  return qcow2Disk(dir, name, SIZE, 'write -P 0x55 0 3M', `write -P 0x66 ${SIZE - 5}M 4M`);
 }
 
 /** A raw primary of SIZE MiB: random data with a hole in the middle. */
@@ -121,11 +116,7 @@ describe.skipIf(!hasQemu)('an NBD export as a served volume', () => {
   }, 120_000);
 
   test('a served pull and verify read only the data of the export: the zero runs its base:allocation reports are skipped', async () => {
-    const q = join(dir, 'sparse.qcow2');
-    qemuImg('create', '-f', 'qcow2', q, '64M');
-    qemuIo(q, 'write -P 0x5a 1M 512k', 'write -P 0x6b 40M 512k');
-    const raw = join(dir, 'sparse.raw');
-    qemuImg('convert', '-f', 'qcow2', '-O', 'raw', q, raw);
+    const { q, raw } = qcow2Disk(dir, 'sparse', 64, 'write -P 0x5a 1M 512k', 'write -P 0x6b 40M 512k');
     const nbd = await startNbd(dir, q, { readOnly: true, shared: 4 });
     // A unix socket in front of qemu-nbd's, counting what the export sends.
     const real = /socket=(.*)$/.exec(nbd.uri)![1]!;
