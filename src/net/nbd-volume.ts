@@ -16,7 +16,6 @@ import type { ProgressFn } from '../core/progress.js';
 import { MsgType } from '../../protocol/constants.js';
 import { openNbdImage, type NbdImage } from '../io/nbd/image.js';
 import { lockNbdExport, settleNbdJournal } from '../io/nbd/undo.js';
-import { findUnsettledJournal } from '../io/nbd/journal-path.js';
 import type { ImageLock } from '../io/lock.js';
 import { isNbdUri } from '../io/nbd/uri.js';
 import type { Connection } from './connection.js';
@@ -89,15 +88,16 @@ export async function servePushIntoNbd(conn: Connection, a: NbdPushArgs): Promis
 export async function openNbdVolume(uri: string, stateDir: string): Promise<{ img: NbdImage; release: () => Promise<void> }> {
   const { lock } = await lockVolume(stateDir, uri, 'read');
   try {
-    // Its own journal, or one made under another spelling of the export's URI.
-    if (await findUnsettledJournal(uri, stateDir)) {
+    // Opened to read, an export under a journal (its own, or one made under another
+    // spelling of its URI) is refused; said here for the client, without server paths.
+    const img = await openNbdImage(uri, { stateDir }).catch((e: unknown) => {
+      if (!(e instanceof SyncError && e.code === 'ERR_JOURNAL')) throw e;
       throw new SyncError(
         'ERR_JOURNAL',
         "an earlier push to this volume did not finish (the NBD export is under its undo journal): push again to complete it, or roll it back with 'resync recover HOST:PORT/VOLUME --secret-file FILE' before reading it",
         { forClient: true },
       );
-    }
-    const img = await openNbdImage(uri, { stateDir });
+    });
     return {
       img,
       release: async () => {
