@@ -179,6 +179,27 @@ describe.skipIf(!hasQemu)('the journal of an NBD export', () => {
     expect(sameContent(d.q, d.raw)).toBe(true);
   }, 60_000);
 
+  test('the lock of an export covers its other names: a link to its socket, localhost for 127.0.0.1; not another export', async () => {
+    const sock = join(dir, 'locked.sock');
+    await writeFile(sock, '');
+    await symlink(sock, join(dir, 'locked-link.sock'));
+    const held = await lockNbdExport(state, `nbd+unix:///x?socket=${sock}`);
+    const tcp = await lockNbdExport(state, 'nbd://127.0.0.1:7000/x', 'read');
+    try {
+      await expect(lockNbdExport(state, `nbd+unix:///x?socket=${join(dir, 'locked-link.sock')}`, 'read')).rejects.toMatchObject({ code: 'ERR_LOCKED', message: /under this or another name/ });
+      await expect(lockNbdExport(state, 'nbd://localhost:7000/x')).rejects.toMatchObject({ code: 'ERR_LOCKED' });
+      // Readers share; another export name, port or socket is another lock.
+      await (await lockNbdExport(state, 'nbd://localhost:7000/x', 'read')).lock.release();
+      for (const u of [`nbd+unix:///y?socket=${sock}`, 'nbd://127.0.0.1:7001/x', 'nbd://127.0.0.2:7000/x']) await (await lockNbdExport(state, u)).lock.release();
+    } finally {
+      await held.lock.release();
+      await tcp.lock.release();
+    }
+    // Released: the other names are free.
+    await (await lockNbdExport(state, `nbd+unix:///x?socket=${join(dir, 'locked-link.sock')}`)).lock.release();
+    await (await lockNbdExport(state, 'nbd://localhost:7000/x')).lock.release();
+  });
+
   test('identity: two spellings of one export share a journal; other hosts, ports, sockets and names do not', () => {
     expect(nbdIdentity('nbd://Host.Example/vm1')).toBe('nbd://host.example:10809/vm1');
     expect(nbdJournalPath('/s', 'nbd://HOST.example:10809/vm1')).toBe(nbdJournalPath('/s', 'nbd://host.example/vm1'));
@@ -372,6 +393,46 @@ describe.skipIf(!hasQemu)('a pull into an NBD export killed mid-write', () => {
     expect(again.code, again.stderr).toBe(0);
     expect(JSON.parse(again.stdout)).toMatchObject({ ok: true, verified: true, recovered: 'rolled-back' });
     expect(existsSync(journal)).toBe(false);
+    await nbd.stop();
+    expect(sameContent(d.q, join(dir, 'recovery-copy.raw'))).toBe(true);
+  }, 120_000);
+
+  test('two writers under two names for one export (127.0.0.1, localhost): the second is refused while the first runs, also before it has a journal; killed, the first leaves its journal to its own name', async () => {
+    const d = localDisk('twonames', SIZE);
+    // More than one client at a time (qemu-nbd serves one unless told otherwise), as qemu-storage-daemon does.
+    const nbd = await startNbd(dir, d.q, { tcp: true, shared: 4 });
+    const other = nbd.uri.replace('//127.0.0.1:', '//localhost:');
+    const cliState = join(dir, 'cli-state', 'resync');
+    const journal = nbdJournalPath(cliState, nbd.uri);
+    const refused = async (): Promise<void> => {
+      const r = await runCli(CLI, pullArgs(other), { env: env(), timeoutMs: 60_000 });
+      expect(r.code, r.stderr).toBe(11);
+      expect(JSON.parse(r.stdout)).toMatchObject({ ok: false, code: 'ERR_LOCKED', message: expect.stringContaining('under this or another name for it') });
+    };
+    // A writer that holds the export but has written nothing yet: no journal under either name.
+    const held = await lockNbdExport(cliState, nbd.uri);
+    try {
+      await refused();
+      await expect(lockNbdExport(cliState, other, 'read')).rejects.toMatchObject({ code: 'ERR_LOCKED' });
+      expect(existsSync(journal) || existsSync(nbdJournalPath(cliState, other))).toBe(false);
+    } finally {
+      await held.lock.release();
+    }
+    // A running pull (slowed to 2 MiB/s) under the first name.
+    const child = spawn(process.execPath, [CLI, ...pullArgs(nbd.uri), '--bwlimit', '2M'], { env: { ...process.env, ...env() } });
+    const done = new Promise<number | null>((res) => child.on('close', (code) => res(code)));
+    for (let i = 0; i < 400 && !existsSync(journal); i++) await new Promise((res) => setTimeout(res, 50));
+    expect(existsSync(journal)).toBe(true);
+    await refused();
+    // Its locks die with it; its journal stays, for its own name to settle.
+    child.kill('SIGKILL');
+    await done;
+    const after = await runCli(CLI, pullArgs(other), { env: env(), timeoutMs: 60_000 });
+    expect(after.code, after.stderr).toBe(9);
+    expect(JSON.parse(after.stdout)).toMatchObject({ ok: false, code: 'ERR_JOURNAL', message: expect.stringContaining(nbd.uri) });
+    const again = await runCli(CLI, pullArgs(nbd.uri), { env: env(), timeoutMs: 60_000 });
+    expect(again.code, again.stderr).toBe(0);
+    expect(JSON.parse(again.stdout)).toMatchObject({ ok: true, verified: true, recovered: 'rolled-back' });
     await nbd.stop();
     expect(sameContent(d.q, join(dir, 'recovery-copy.raw'))).toBe(true);
   }, 120_000);

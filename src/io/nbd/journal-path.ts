@@ -63,7 +63,26 @@ export async function findUnsettledJournal(uri: string, stateDir: string): Promi
   return null;
 }
 
-/** Whether two NBD URIs reach the same export (see findUnsettledJournal). Unparsable or unresolvable: not the same. */
+/**
+ * The ways an export is reached, as keys two spellings of it share at least
+ * one of: the socket file after symbolic links, or each address its host
+ * resolves to with the port; with the export name. A host that does not
+ * resolve keeps its own name.
+ */
+async function reachKeys(a: NbdAddress): Promise<string[]> {
+  const name = encodeURIComponent(a.exportName);
+  if (a.socket !== undefined) {
+    const { realpath } = await import('node:fs/promises');
+    const real = await realpath(resolve(a.socket)).catch(() => resolve(a.socket!));
+    return [`unix ${encodeURIComponent(real)} ${name}`];
+  }
+  const { lookup } = await import('node:dns/promises');
+  const found = await lookup(a.host!, { all: true }).catch(() => []);
+  const hosts = found.length > 0 ? found.map((r) => r.address) : [a.host!.toLowerCase()];
+  return [...new Set(hosts.map((h) => `tcp ${h} ${a.port} ${name}`))].sort();
+}
+
+/** Whether two NBD URIs reach the same export (see findUnsettledJournal). Unparsable: not the same; an unresolvable host only by its own name. */
 export async function sameExport(a: string, b: string): Promise<boolean> {
   let x: NbdAddress, y: NbdAddress;
   try {
@@ -72,19 +91,22 @@ export async function sameExport(a: string, b: string): Promise<boolean> {
   } catch {
     return false;
   }
-  if (x.exportName !== y.exportName) return false;
-  if (x.socket !== undefined || y.socket !== undefined) {
-    if (x.socket === undefined || y.socket === undefined) return false;
-    const { realpath } = await import('node:fs/promises');
-    const real = (p: string) => realpath(resolve(p)).catch(() => resolve(p));
-    return (await real(x.socket)) === (await real(y.socket));
-  }
-  if (x.port !== y.port) return false;
-  const { lookup } = await import('node:dns/promises');
-  const addrs = async (h: string) => new Set((await lookup(h, { all: true }).catch(() => [])).map((r) => r.address));
-  const [ax, ay] = await Promise.all([addrs(x.host!), addrs(y.host!)]);
-  for (const v of ax) if (ay.has(v)) return true;
-  return false;
+  if (x.exportName !== y.exportName || (x.socket === undefined) !== (y.socket === undefined)) return false;
+  if (x.socket === undefined && x.port !== y.port) return false;
+  const [kx, ky] = await Promise.all([reachKeys(x), reachKeys(y)]);
+  return kx.some((k) => ky.includes(k));
+}
+
+/**
+ * The lock files an export's sessions also hold, one per way of reaching
+ * it (reachKeys): two spellings of one export (`localhost` and
+ * `127.0.0.1`, a link to its socket) share one, so two writers under two
+ * names are refused before either has made a journal. Sorted: every
+ * session takes them in the same order.
+ */
+export async function exportLockPaths(stateDir: string, uri: string): Promise<string[]> {
+  const keys = await reachKeys(parseNbdUri(uri));
+  return keys.map((k) => join(stateDir, `nbd-export-${Buffer.from(sha256(Buffer.from(`resync-nbd-export/1\0${k}`))).toString('hex').slice(0, 32)}.lock`));
 }
 
 /** Refuse to read an export that a killed pull or patch left under its journal (under any spelling of its URI). */

@@ -15,13 +15,14 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import type { ImageHashSpec } from '../../core/imagehash.js';
+import { SyncError } from '../../core/errors.js';
 import { JournalError, ioError } from '../errors.js';
 import { readJournal, removeJournal, Journal, type JournalMeta } from '../journal.js';
 import { hashImage, journalHashSpec } from '../inplace.js';
 import { lockImage, type ImageLock, type LockMode } from '../lock.js';
 import { killPoint } from '../trace.js';
 import { openNbdImage, type NbdImage } from './image.js';
-import { findUnsettledJournal, nbdIdentity, nbdJournalPath, refuseUnsettledExport } from './journal-path.js';
+import { exportLockPaths, findUnsettledJournal, nbdIdentity, nbdJournalPath, refuseUnsettledExport } from './journal-path.js';
 
 export { nbdIdentity, nbdJournalPath, refuseUnsettledExport };
 
@@ -107,9 +108,31 @@ export async function lockNbdExport(stateDir: string, uri: string, mode: LockMod
     throw ioError(e, 'create the state directory', stateDir);
   });
   const path = nbdJournalPath(stateDir, uri);
-  const lock = await lockImage(path.replace(/\.resync-journal$/, '.lock'), mode, { create: true });
+  const own = await lockImage(path.replace(/\.resync-journal$/, '.lock'), mode, { create: true });
+  const held: ImageLock[] = [own];
+  const lock: ImageLock = {
+    path: own.path,
+    kind: own.kind,
+    release: async () => {
+      for (const l of held.reverse()) await l.release();
+      held.length = 0;
+    },
+  };
   // A journal of the same export made under another spelling of its URI is that spelling's to settle.
-  const other = await findUnsettledJournal(uri, stateDir).catch(async (e: unknown) => {
+  const other = await (async () => {
+    // Under another spelling, a second session's own lock is another file: these are shared by every spelling.
+    for (const p of await exportLockPaths(stateDir, uri)) {
+      held.push(
+        await lockImage(p, mode, { create: true }).catch((e: unknown) => {
+          if (e instanceof SyncError && e.code === 'ERR_LOCKED') {
+            throw new SyncError('ERR_LOCKED', `the NBD export ${uri} is in use by another resync session, under this or another name for it (${p}); nothing was changed: try again when it has finished`, { export: uri, path: p });
+          }
+          throw e;
+        }),
+      );
+    }
+    return findUnsettledJournal(uri, stateDir);
+  })().catch(async (e: unknown) => {
     await lock.release();
     throw e;
   });
