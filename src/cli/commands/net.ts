@@ -146,7 +146,8 @@ function pushInterrupted(argv: { remote: string[]; 'dry-run': boolean }): Interr
     message: several
       ? `each of the volumes ${argv.remote.join(', ')} is unchanged, updated, or mid-update under its server's undo journal (consistent either way)`
       : `the volume ${target} is unchanged, or mid-update under the server's undo journal if the delta had started (consistent either way)`,
-    resume: `run the same push again to resume it (the server${several ? 's refuse pulls of a volume' : ' refuses pulls of the volume'} until then)`,
+    // A file volume resumes from its journal; an NBD volume's server rolls the export back and the push starts over.
+    resume: `run the same push again: it resumes a file volume where it stopped, or rolls an NBD export volume back and starts over (the server${several ? 's refuse pulls of a volume' : ' refuses pulls of the volume'} until then)`,
   };
 }
 
