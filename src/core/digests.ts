@@ -52,7 +52,7 @@ export class BlockDigests implements DigestBytes {
    */
   put(i: number, digest: Uint8Array, zero = false): void {
     if (i < 0 || i >= this.count || digest.length < FULL_DIGEST_LEN) throw new CorruptInputError(`digest of block ${i} does not fit ${this.count} blocks`);
-    const d = digest.subarray(0, FULL_DIGEST_LEN);
+    const d = digest.length === FULL_DIGEST_LEN ? digest : digest.subarray(0, FULL_DIGEST_LEN);
     if (zero) {
       this.zeroDigest ??= Buffer.from(d);
       if (equal(this.zeroDigest, d)) {

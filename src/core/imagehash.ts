@@ -33,7 +33,7 @@ export function imageHashBuilder(size: number, spec: ImageHashSpec): ImageHashBu
 /** The image hash from the full digests of all of an image's blocks (a signature pass keeps them). */
 export function imageHashFromDigests(size: number, spec: ImageHashSpec, digests: DigestBytes): Buffer {
   const b = imageHashBuilder(size, spec);
-  if (!b.skipKnown(0, size, (i) => digests.subarray(i * 32, i * 32 + 32))) throw new ParamError('cannot hash the image from its digests');
+  if (!b.skipKnown(0, size, digests)) throw new ParamError('cannot hash the image from its digests');
   return b.digest();
 }
 
@@ -115,7 +115,7 @@ export class ImageHashBuilder {
         // Nothing to hash; just count the bytes.
         this.partialLen += take;
       } else if (this.partialLen === 0 && take === blockLen) {
-        this.emit(idx, this.hasher.hash(data, p, p + take));
+        this.emit(idx, this.hasher.hashTemp(data, p, p + take));
         p += take;
         this.pos += take;
         continue;
@@ -126,7 +126,7 @@ export class ImageHashBuilder {
       p += take;
       this.pos += take;
       if (this.partialLen === blockLen) {
-        this.emit(idx, k ?? this.hasher.hash(this.partial, 0, blockLen));
+        this.emit(idx, k ?? this.hasher.hashTemp(this.partial, 0, blockLen));
         this.partialLen = 0;
       }
     }
@@ -167,13 +167,25 @@ export class ImageHashBuilder {
   /**
    * Advance over whole blocks whose digests the caller knows (an untouched
    * range of an in-place target). `start` must be the current, block-aligned
-   * position. Returns false (and consumes nothing) if that is not the case.
+   * position. Returns false (and consumes nothing) if that is not the case, or
+   * `digests` (32 bytes a block, by block number) stops short of the range.
    */
-  skipKnown(start: number, length: number, digestOf: (i: number) => Uint8Array): boolean {
+  skipKnown(start: number, length: number, digests: DigestBytes): boolean {
     const bs = this.blockSize;
     const end = start + length;
     if (start !== this.pos || this.partialLen !== 0 || start % bs !== 0 || (end % bs !== 0 && end !== this.size)) return false;
-    for (let i = start / bs; i * bs < end; i++) this.emit(i, digestOf(i));
+    const last = Math.ceil(end / bs);
+    if (digests.length < last * 32) return false;
+    // A run of digests at a time, straight into the pending ones: a view per block costs more than its copy.
+    for (let i = start / bs; i < last; ) {
+      const n = Math.min((this.pend.length - this.pendLen) / 32, last - i);
+      const run = digests.subarray(i * 32, (i + n) * 32);
+      if (this.known.size > 0) for (let j = i; j < i + n; j++) this.known.delete(j);
+      this.pend.set(run, this.pendLen);
+      this.pendLen += n * 32;
+      if (this.pendLen === this.pend.length) this.drain();
+      i += n;
+    }
     this.pos = end;
     return true;
   }

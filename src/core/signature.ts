@@ -227,7 +227,8 @@ export class SignatureGenerator {
     const zero = knownZero || isZeroRange(buf, start, end);
     const sl = this.params.strongLen;
     this.pendWeak[this.pendCount] = weakSum(buf, start, end, zero);
-    const full = this.hasher.hash(buf, start, end, zero);
+    // Copied at once below (strong sums, image hash, kept digests): no digest of its own.
+    const full = this.hasher.hashTemp(buf, start, end, zero);
     for (let k = 0, at = this.pendCount * sl; k < sl; k++) this.pendStrong[at + k] = full[k]!;
     this.pendCount++;
     this.image.pushDigest(this.nextBlock, end - start, full);

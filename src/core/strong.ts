@@ -96,8 +96,15 @@ export function nativeBlake2b(outLen: number): ((b: Uint8Array) => Buffer) | nul
   };
 }
 
-/** Keyed BLAKE3 of one range at a time: resync's own native helper, else @napi-rs/blake-hash, else JS. */
-function blake3Keyed(seed: Uint8Array, forceJs: boolean): (b: Uint8Array, start: number, end: number) => Buffer {
+type RangeHash = (b: Uint8Array, start: number, end: number) => Buffer;
+
+/**
+ * Keyed BLAKE3 of one range at a time: resync's own native helper, else
+ * @napi-rs/blake-hash, else JS. `temp` may return the same memory every
+ * call (a digest valid until the next one), which spares the native path an
+ * allocation and a copy per block.
+ */
+function blake3Keyed(seed: Uint8Array, forceJs: boolean): { hash: RangeHash; temp: RangeHash } {
   const key = blake3Key(seed);
   const helper = forceJs ? null : nativeHelper();
   const own = helper?.blake3Keyed;
@@ -106,23 +113,32 @@ function blake3Keyed(seed: Uint8Array, forceJs: boolean): (b: Uint8Array, start:
     // Key in, digest out through one buffer: the call then makes no objects (native/extents.c).
     const io = Buffer.alloc(64);
     key.copy(io, 0);
-    return (b, start, end) => {
-      own(io, b, start, end);
-      const d = Buffer.allocUnsafe(32);
-      io.copy(d, 0, 32, 64);
-      return d;
+    const out = io.subarray(32, 64);
+    return {
+      hash: (b, start, end) => {
+        own(io, b, start, end);
+        const d = Buffer.allocUnsafe(32);
+        io.copy(d, 0, 32, 64);
+        return d;
+      },
+      temp: (b, start, end) => {
+        own(io, b, start, end);
+        return out;
+      },
     };
   }
   const mod = forceJs ? null : nativeBlake3();
   if (mod) {
     const h = mod.Blake3Hasher.newKeyed(key);
-    return (b, start, end) => {
+    const hash: RangeHash = (b, start, end) => {
       h.reset();
       h.update(b.subarray(start, end));
       return h.digestBuffer();
     };
+    return { hash, temp: hash };
   }
-  return (b, start, end) => Buffer.from(blake3Js(b.subarray(start, end), { key }));
+  const hash: RangeHash = (b, start, end) => Buffer.from(blake3Js(b.subarray(start, end), { key }));
+  return { hash, temp: hash };
 }
 
 /** Name of a supported strong hash algorithm. */
@@ -159,7 +175,7 @@ export class StrongHasher {
   readonly seed: Uint8Array;
   private readonly zeroCache = new Map<number, Buffer>();
 
-  private readonly b3: ((b: Uint8Array, start: number, end: number) => Buffer) | null;
+  private readonly b3: { hash: RangeHash; temp: RangeHash } | null;
 
   /** `forceJs` selects the JS BLAKE3 even where the native one loads (tests compare the two). */
   constructor(alg: StrongAlg, seed: Uint8Array, len: number, forceJs = false) {
@@ -186,6 +202,16 @@ export class StrongHasher {
     return this.raw(buf, start, end);
   }
 
+  /**
+   * hash(), into memory that the next hashTemp() of this hasher may reuse:
+   * for callers that copy the digest at once (a signature pass, the image
+   * hash), not for one that keeps it.
+   */
+  hashTemp(buf: Uint8Array, start: number, end: number, zero?: boolean): Buffer {
+    if (zero ?? (end - start >= 512 && isZeroRange(buf, start, end))) return this.zeroDigest(end - start);
+    return this.b3 ? this.b3.temp(buf, start, end) : this.raw(buf, start, end);
+  }
+
   /** Digest of `n` zero bytes (computed once per length). */
   zeroDigest(n: number): Buffer {
     let z = this.zeroCache.get(n);
@@ -197,7 +223,7 @@ export class StrongHasher {
   }
 
   private raw(buf: Uint8Array, start: number, end: number): Buffer {
-    if (this.b3) return this.b3(buf, start, end);
+    if (this.b3) return this.b3.hash(buf, start, end);
     const h = createHash(STRONG_ALGS[this.alg].openssl);
     h.update(this.seed);
     h.update(buf.subarray(start, end));

@@ -235,7 +235,7 @@ export class InPlacePatcher {
       // A short last block counts as known only where the basis ends there too
       // (its digest covers the basis's block, which may be longer).
       const whole = end === this.hash.size && end === this.originalSize ? end : Math.floor(end / bs) * bs;
-      if (whole > pos && this.hash.skipKnown(pos, whole - pos, (i) => d.subarray(i * 32, i * 32 + 32))) pos = whole;
+      if (whole > pos && this.hash.skipKnown(pos, whole - pos, d)) pos = whole;
       if (end > pos) await this.hashInPlace(pos, end - pos, d);
       this.frontier = end;
       return;

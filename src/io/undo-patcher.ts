@@ -25,7 +25,7 @@ import { ExtentMap } from '../core/extents.js';
 import { imageHashBuilder, type ImageHashSpec } from '../core/imagehash.js';
 import type { DeltaOp, DeltaStats } from '../core/ops.js';
 import { PatchPlanner } from '../core/patch.js';
-import { FULL_DIGEST_LEN, isZeroRange } from '../core/strong.js';
+import { isZeroRange } from '../core/strong.js';
 import type { DigestBytes } from '../core/digests.js';
 import { ioError } from './errors.js';
 import { readAt, type ImageHandle } from './image.js';
@@ -147,7 +147,7 @@ export class UndoPatcher {
     if (!this.hashWhole && w.src === w.dst) return;
     const d = this.basisDigests;
     // Data that stays where it is: nothing to write, and its digests are known from the signature pass.
-    if (w.src === w.dst && d && this.hash.skipKnown(w.src, w.length, (i) => d.subarray(i * FULL_DIGEST_LEN, (i + 1) * FULL_DIGEST_LEN))) return;
+    if (w.src === w.dst && d && this.hash.skipKnown(w.src, w.length, d)) return;
     // A chunk at a time, each resolved when it is read: a copy may read what an earlier chunk of it overwrote.
     for (let rel = 0; rel < w.length; rel += COPY_CHUNK) {
       const n = Math.min(COPY_CHUNK, w.length - rel);
