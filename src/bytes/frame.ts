@@ -66,8 +66,25 @@ export class FrameDecoder {
    * returns true for a payload, parsing stops after it and the remaining
    * bytes stay buffered (`pending`): a reader uses this to treat whatever
    * follows an end record as trailing data, not as another frame.
+   * `volatile`: `data`'s memory is filled again once this returns (a
+   * socket's own read buffer): what stays buffered is copied. Payloads
+   * returned may still lie in it; the caller copies those it keeps.
    */
-  push(data: Uint8Array, stop?: (payload: Uint8Array) => boolean): Uint8Array[] {
+  push(data: Uint8Array, stop?: (payload: Uint8Array) => boolean, volatile = false): Uint8Array[] {
+    const out = this.parse(data, stop);
+    if (volatile && this.chunks.length > 0 && this.chunks.some((c) => c.buffer === data.buffer)) {
+      const kept = new Uint8Array(this.chunks.reduce((n, c) => n + c.length, 0));
+      let at = 0;
+      for (const c of this.chunks) {
+        kept.set(c, at);
+        at += c.length;
+      }
+      this.chunks = [kept];
+    }
+    return out;
+  }
+
+  private parse(data: Uint8Array, stop?: (payload: Uint8Array) => boolean): Uint8Array[] {
     this.bytesIn += data.length;
     const out: Uint8Array[] = [];
     if (this.partial) {

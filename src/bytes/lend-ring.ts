@@ -32,13 +32,30 @@ export class LendRing {
     this.cap = Math.min(size, START);
   }
 
+  /**
+   * Take the whole size from the next lend on, without growing by steps: a
+   * receiver of a literal stream keeps its ring busy, so a ring that may grow
+   * only while nothing is lent stays small, and every payload it cannot hold
+   * gets memory of its own (garbage megabytes a second).
+   */
+  reserve(): void {
+    if (this.cap === this.size) return;
+    if (this.live.length > 0) {
+      // Memory lent now stays where it is: the ring is made again once all is back.
+      this.want = this.size;
+      return;
+    }
+    this.cap = this.size;
+    this.mem = null;
+  }
+
   /** n bytes of the ring, or null when they do not fit in its free part. */
   lend(n: number): Uint8Array | null {
     if (n <= 0 || n > this.size) return null;
     if (this.live.length === 0) {
       this.head = 0;
       // Larger only when needed: a peer of small frames never costs the whole size.
-      if (this.want > this.cap) {
+      if (this.want > this.cap && this.cap < this.size) {
         this.cap = Math.min(this.size, Math.max(2 * this.cap, this.want));
         this.mem = null;
       }

@@ -6,7 +6,7 @@
  * many messages or bytes of them wait), and an idle timeout. Every message sent or received is
  * run through the session state machine.
  */
-import { connect as netConnect, isIP, Socket } from 'node:net';
+import { isIP, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createRequire } from 'node:module';
 import { ERROR_CODES, SyncError, isSyncError, type ErrorCode } from '../core/errors.js';
@@ -19,6 +19,7 @@ import { expectMessage, type Message, type MessageOf, type OpenMsg } from '../..
 import { SessionMachine, type Side } from '../../protocol/session.js';
 import { encodePreamble } from '../format/preamble.js';
 import { Throttle } from './throttle.js';
+import { ownReadsConnect, takeOwnReads } from './own-reads.js';
 import { ProtocolError } from '../../protocol/errors.js';
 
 /** Connection options. */
@@ -60,10 +61,12 @@ export const QUEUE_BYTES = 1024 * 1024;
 /**
  * Payloads lent (see lendPayloads) are reassembled in a ring of this size:
  * what QUEUE_BYTES of queued messages take, the one being read and the one
- * the caller holds (a literal frame is at most MAX_LITERAL and a few bytes).
- * Payloads the ring has no room for get memory of their own.
+ * the caller holds (a literal frame is at most MAX_LITERAL and a few bytes),
+ * and one more for what a payload that does not fit before the ring's end
+ * leaves unused there. Payloads the ring has no room for get memory of
+ * their own.
  */
-const LEND_RING = QUEUE_BYTES + 2 * (MAX_LITERAL + 64);
+const LEND_RING = QUEUE_BYTES + 3 * (MAX_LITERAL + 64);
 
 /**
  * The codes a peer's Error keeps; any other becomes ERR_REMOTE. ERR_LOCKED
@@ -129,7 +132,8 @@ export class Connection {
       this.armIdle();
       socket.once('close', () => this.disarmIdle());
     }
-    socket.on('data', (d: Buffer) => this.onData(d));
+    // A plain TCP socket made by net/own-reads.ts reads into one buffer of its own: each chunk is valid only during the call.
+    if (!takeOwnReads(socket, (d) => this.onData(d, true))) socket.on('data', (d: Buffer) => this.onData(d));
     socket.on('error', (e: NodeJS.ErrnoException) =>
       this.fail(new SyncError('ERR_CONNECTION', `connection error: ${e.code ?? e.message}`, { errno: e.code }, { cause: e })),
     );
@@ -267,11 +271,15 @@ export class Connection {
    */
   lendPayloads(on: boolean): void {
     this.lending = on;
+    // Whoever lends takes a stream of literals: the ring at its size at once.
+    if (on) this.lent.reserve();
   }
 
   /** Memory for a payload of n bytes that spans socket reads: lent from the ring when lending and it fits. */
-  private payloadMemory(n: number): Uint8Array {
-    return (this.lending ? this.lent.lend(n) : null) ?? new Uint8Array(n);
+  private payloadMemory(n: number, from?: Uint8Array): Uint8Array {
+    const m = (this.lending ? this.lent.lend(n) : null) ?? (from && n < 4096 ? Buffer.allocUnsafe(n) : new Uint8Array(n));
+    if (from) m.set(from);
+    return m;
   }
 
   /** The caller is done with the message recv() returned last: its payload's memory may be lent again. */
@@ -302,7 +310,7 @@ export class Connection {
     });
   }
 
-  private onData(d: Buffer): void {
+  private onData(d: Buffer, volatile = false): void {
     if (this.failure) return;
     this.bytesIn += d.length;
     if (this.idleTimer) this.idleTimer.refresh();
@@ -328,7 +336,9 @@ export class Connection {
         this.preambleWaiter?.resolve();
         this.preambleWaiter = null;
       }
-      for (const payload of this.frames.push(d)) {
+      for (let payload of this.frames.push(d, undefined, volatile)) {
+        // Still in the socket's read buffer, which the next read fills: a copy, so the message keeps its bytes.
+        if (volatile && payload.buffer === d.buffer) payload = this.payloadMemory(payload.length, payload);
         const m = decodeMessage(payload);
         if (m.type === MsgType.Error) {
           // The peer gave up: from now on every send and receive reports its reason,
@@ -567,7 +577,7 @@ export function dial(host: string, port: number, opts: ConnectionOptions & { con
     const s: Socket = opts.tls
       ? // node:tls is loaded by the first TLS connection, not by every client.
         (createRequire(import.meta.url)('node:tls') as typeof import('node:tls')).connect({ host, port, ca: opts.tls.ca, servername: opts.tls.servername ?? (isIP(host) ? undefined : host), rejectUnauthorized: true })
-      : netConnect({ host, port });
+      : ownReadsConnect(host, port);
     const ready = opts.tls ? 'secureConnect' : 'connect';
     const t = setTimeout(() => {
       s.destroy();

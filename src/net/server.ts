@@ -37,6 +37,7 @@ import { lockImage, type ImageLock, type LockMode } from '../io/lock.js';
 import { DIRTY_IMAGE_CAP, MsgType, PROTOCOL_VERSION, PUSH_SEED_CAP, WIRE_MAGIC } from '../../protocol/constants.js';
 import { macEquals, newNonce, clientProof, serverProof, PREAUTH_CAP, PREAUTH_KEY } from '../../protocol/auth.js';
 import { Connection } from './connection.js';
+import { adoptOwnReads, takeOwnReads } from './own-reads.js';
 import type { ServerConfig, VolumeConfig } from './config.js';
 import { DIRTY_CAP, clearDirtyMarker, dirtyPushUnfinished, serveDirty } from './dirty.js';
 import { sendFrom } from './sender.js';
@@ -141,7 +142,8 @@ export class ResyncServer {
       // server with half-open sockets could be left holding a failed handshake's socket).
       const srv: Server = tls
         ? createTlsServer({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2' }, (s) => this.onSocket(s))
-        : createServer({ pauseOnConnect: false, allowHalfOpen: true }, (s) => this.onSocket(s));
+        : // Accepted paused, each connection is moved into a socket that reads into a buffer of its own (net/own-reads.ts).
+          createServer({ pauseOnConnect: true, allowHalfOpen: true }, (s) => this.onSocket(adoptOwnReads(s)));
       // A failed TLS handshake never reaches onSocket; keep the server quiet and healthy.
       srv.on('tlsClientError', (e: Error, s: Socket) => {
         s.destroy();
@@ -593,7 +595,7 @@ export class ResyncServer {
  */
 function refuse(s: Socket, e: SyncError): void {
   s.on('error', () => undefined);
-  s.on('data', () => undefined);
+  if (!takeOwnReads(s, () => undefined)) s.on('data', () => undefined);
   s.once('end', () => s.destroy());
   s.end(Buffer.concat([encodePreamble(WIRE_MAGIC, PROTOCOL_VERSION), encodeFrame(encodeMessage({ type: MsgType.Error, code: e.code, message: e.message }))]));
   setTimeout(() => s.destroy(), REFUSAL_LINGER_MS).unref();

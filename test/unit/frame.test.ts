@@ -97,6 +97,25 @@ describe('FrameDecoder: any split of the stream gives the same frames', () => {
     expect(() => d.end()).not.toThrow();
   });
 
+  fcTest.prop([fc.array(fc.uint8Array({ minLength: 1, maxLength: 200 }), { maxLength: 12 }), fc.array(fc.integer({ min: 1, max: 64 }), { maxLength: 12 })])(
+    'volatile input (one read buffer filled again for every chunk): what stays buffered is its own copy',
+    (payloads, sizes) => {
+      const s = stream(payloads);
+      const d = new FrameDecoder();
+      const read = new Uint8Array(64);
+      const got: string[] = [];
+      for (let at = 0, k = 0; at < s.length; k++) {
+        const n = Math.min(sizes.length > 0 ? sizes[k % sizes.length]! : 64, s.length - at);
+        read.set(s.subarray(at, at + n));
+        // Payloads still in the read buffer are used before the next read, as a caller that copies them does.
+        for (const p of d.push(read.subarray(0, n), undefined, true)) got.push(Buffer.from(p).toString('hex'));
+        read.fill(0xee);
+        at += n;
+      }
+      expect(got).toEqual(hex(payloads));
+    },
+  );
+
   fcTest.prop([fc.array(fc.uint8Array({ minLength: 1, maxLength: 200 }), { maxLength: 12 }), fc.array(fc.nat(), { maxLength: 12 })])(
     'random frames cut at random points',
     (payloads, cuts) => {

@@ -62,4 +62,25 @@ describe('LendRing', () => {
     expect(r.lend(1024 * KiB)!.length).toBe(1024 * KiB);
     expect(r.lend(1)).toBeNull();
   });
+
+  test('reserve takes the whole size at once (after what is lent comes back), and a ring at its size is never made again', () => {
+    const KiB = 1024;
+    const r = new LendRing(1024 * KiB);
+    const a = r.lend(10 * KiB)!;
+    r.reserve();
+    // Lent memory stays where it is: the small ring until it is all back.
+    expect(r.lend(300 * KiB)).toBeNull();
+    r.giveBack(a);
+    const b = r.lend(600 * KiB)!;
+    const c = r.lend(400 * KiB)!;
+    expect(c.buffer).toBe(b.buffer);
+    // A miss past the size, then all given back: the same memory is lent again.
+    expect(r.lend(100 * KiB)).toBeNull();
+    r.giveBack(b);
+    r.giveBack(c);
+    expect(r.lend(8)!.buffer).toBe(b.buffer);
+    const fresh = new LendRing(512 * KiB);
+    fresh.reserve();
+    expect(fresh.lend(500 * KiB)!.length).toBe(500 * KiB);
+  });
 });
