@@ -254,8 +254,16 @@ export class Connection {
   end(): void {
     this.flushOut();
     if (!this.socket.destroyed) this.socket.end();
+    // Nothing more is taken from the peer, but its end must still be read (a
+    // socket reading into its own buffer reads nothing while paused): what
+    // comes is dropped, and its FIN closes the connection at once.
+    this.ending = true;
+    this.socket.resume();
     setTimeout(() => this.socket.destroy(), 2000).unref();
   }
+
+  /** end() was called: whatever the peer still sends is dropped. */
+  private ending = false;
 
   /** Drop the connection at once. */
   destroy(): void {
@@ -311,7 +319,7 @@ export class Connection {
   }
 
   private onData(d: Buffer, volatile = false): void {
-    if (this.failure) return;
+    if (this.failure || this.ending) return;
     this.bytesIn += d.length;
     if (this.idleTimer) this.idleTimer.refresh();
     const wait = this.readThrottle?.debit(d.length) ?? 0;
@@ -400,7 +408,7 @@ export class Connection {
     this.failure = e;
     this.disarmIdle();
     if (graceful) {
-      this.socket.pause();
+      // Read on and drop (see end()): the peer's FIN still closes the connection.
       this.end();
     } else {
       this.socket.destroy();

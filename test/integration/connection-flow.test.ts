@@ -149,6 +149,25 @@ test('over sockets that read into one buffer of their own, messages queued while
   }
 });
 
+test('a connection that ends while its reading is stopped (a full queue) still reads the peer\'s end, and closes on it', async () => {
+  const { sender, receiver } = await ownReadsPair();
+  sender.session.step = () => 'delta-ops';
+  receiver.session.step = () => 'delta-ops';
+  // More than the receive queue holds, never taken: the receiver stops reading.
+  const data = Buffer.alloc(MAX_LITERAL, 1);
+  const sending = (async () => {
+    for (let k = 0; k < 8; k++) await sender.send({ type: MsgType.Literal, data });
+  })();
+  await sleep(200);
+  const closed = new Promise<void>((r) => receiver.socket.once('close', () => r()));
+  receiver.end();
+  await sending.catch(() => undefined);
+  sender.end();
+  await closed;
+  // Closed by the peer's FIN, read and dropped, not by the timer that destroys an unfinished socket.
+  expect((receiver.socket as Socket).readableEnded).toBe(true);
+});
+
 test('ops sent over a socket arrive as sent while the sender reuses its frame buffers', async () => {
   const { sender, receiver } = await tcpPair();
   const inFlight = await roundTrip(sender, receiver);
