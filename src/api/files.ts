@@ -148,7 +148,8 @@ export async function deltaFile(sigPath: string, newPath: string, deltaPath: str
   try {
     const enc = new DeltaFileEncoder();
     enc.compress = opts.compress === true;
-    const matcher = new DeltaMatcher(signature);
+    // Each call's ops are written (copied) before the next push: literals may come in reused memory.
+    const matcher = new DeltaMatcher(signature, { reuseLiterals: true });
     const sp = signature.params;
     const hash = imageHashBuilder(img.size, sp);
     out = await StreamFileWriter.create(deltaPath);
