@@ -45,6 +45,14 @@ function localDisk(name: string, size: number): { q: string; raw: string } {
   return qcow2Disk(dir, name, size, 'write -P 0x55 0 3M', `write -P 0x66 ${size - 5}M 4M`, `write -P 0x77 ${size - 1}M 64k`);
 }
 
+/** A file standing for an NBD server's socket, and a symbolic link to it: two spellings of one socket path. */
+async function socketAndLink(name: string): Promise<[string, string]> {
+  const sock = join(dir, `${name}.sock`);
+  await writeFile(sock, '');
+  await symlink(sock, join(dir, `${name}-link.sock`));
+  return [sock, join(dir, `${name}-link.sock`)];
+}
+
 /** The export's whole content (opened as a writer would, so a pending journal does not refuse it). */
 async function readNbd(uri: string): Promise<Buffer> {
   const img = await openNbdImage(uri, { write: true });
@@ -180,13 +188,11 @@ describe.skipIf(!hasQemu)('the journal of an NBD export', () => {
   }, 60_000);
 
   test('the lock of an export covers its other names: a link to its socket, localhost for 127.0.0.1; not another export', async () => {
-    const sock = join(dir, 'locked.sock');
-    await writeFile(sock, '');
-    await symlink(sock, join(dir, 'locked-link.sock'));
+    const [sock, link] = await socketAndLink('locked');
     const held = await lockNbdExport(state, `nbd+unix:///x?socket=${sock}`);
     const tcp = await lockNbdExport(state, 'nbd://127.0.0.1:7000/x', 'read');
     try {
-      await expect(lockNbdExport(state, `nbd+unix:///x?socket=${join(dir, 'locked-link.sock')}`, 'read')).rejects.toMatchObject({ code: 'ERR_LOCKED', message: /under this or another name/ });
+      await expect(lockNbdExport(state, `nbd+unix:///x?socket=${link}`, 'read')).rejects.toMatchObject({ code: 'ERR_LOCKED', message: /under this or another name/ });
       await expect(lockNbdExport(state, 'nbd://localhost:7000/x')).rejects.toMatchObject({ code: 'ERR_LOCKED' });
       // Readers share; another export name, port or socket is another lock.
       await (await lockNbdExport(state, 'nbd://localhost:7000/x', 'read')).lock.release();
@@ -196,7 +202,7 @@ describe.skipIf(!hasQemu)('the journal of an NBD export', () => {
       await tcp.lock.release();
     }
     // Released: the other names are free.
-    await (await lockNbdExport(state, `nbd+unix:///x?socket=${join(dir, 'locked-link.sock')}`)).lock.release();
+    await (await lockNbdExport(state, `nbd+unix:///x?socket=${link}`)).lock.release();
     await (await lockNbdExport(state, 'nbd://localhost:7000/x')).lock.release();
   });
 
@@ -313,10 +319,8 @@ describe.skipIf(!hasQemu)('a pull into an NBD export killed mid-write', () => {
   }, 120_000);
 
   test('sameExport: one socket through a symbolic link, one port on one address; other names, ports and sockets differ', async () => {
-    const sock = join(dir, 'same.sock');
-    await writeFile(sock, '');
-    await symlink(sock, join(dir, 'link.sock'));
-    expect(await sameExport(`nbd+unix:///x?socket=${sock}`, `nbd+unix:///x?socket=${join(dir, 'link.sock')}`)).toBe(true);
+    const [sock, link] = await socketAndLink('same');
+    expect(await sameExport(`nbd+unix:///x?socket=${sock}`, `nbd+unix:///x?socket=${link}`)).toBe(true);
     expect(await sameExport(`nbd+unix:///x?socket=${sock}`, `nbd+unix:///y?socket=${sock}`)).toBe(false);
     expect(await sameExport(`nbd+unix:///x?socket=${sock}`, `nbd+unix:///x?socket=${join(dir, 'other.sock')}`)).toBe(false);
     expect(await sameExport('nbd://localhost:7000/x', 'nbd://127.0.0.1:7000/x')).toBe(true);
