@@ -267,7 +267,7 @@ export class Signature {
   /** Bucket = mix(weak) >>> bucketShift. */
   bucketShift = 32;
   /**
-   * Bit filter over mix(weak) >>> filterShift, ~64 bits per block: almost every
+   * Bit filter over mix(weak) >>> filterShift, 64-512 bits per block: almost every
    * position that matches nothing is rejected with one bit test, and the branch
    * stays predictable (the hash table alone would be hit ~1/3 of the time).
    */
@@ -329,8 +329,12 @@ export class Signature {
     // zero blocks of a sparse image) are never touched.
     this.next = new Int32Array(this.blockCount);
     this.bucketShift = 32 - tableBits;
+    // 512 bits a block while the filter fits in 2 MiB, then at least 64 (at
+    // most 16 MiB): every filter hit costs the scan a return from its
+    // WebAssembly loop and a table lookup, and at 64 bits a block one came
+    // every ~64 bytes of changed data.
     let filterBits = 16;
-    while (filterBits < 27 && 2 ** filterBits < keys * 64) filterBits++;
+    while (filterBits < 27 && 2 ** filterBits < Math.max(Math.min(keys * 512, 2 ** 24), keys * 64)) filterBits++;
     this.filter = new Int32Array(2 ** (filterBits - 5));
     this.filterShift = 32 - filterBits;
     for (let i = 0; i < this.blockCount; i++) this.insert(i);
