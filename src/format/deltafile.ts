@@ -84,7 +84,7 @@ export class DeltaFileDecoder {
     if (!this.ended) throw new SyncError('ERR_UNEXPECTED_EOF', 'delta file is truncated: no end record', {});
   }
 
-  private onMessage(msg: Message, digestBefore: Buffer): DeltaEvent {
+  private onMessage(msg: Message, digestBefore: Buffer | null): DeltaEvent {
     if (!this.header) {
       if (msg.type !== MsgType.DeltaHeader) throw new UnexpectedMessageError(messageName(msg.type), 'start', ['DeltaHeader']);
       this.header = headerFromMessage(msg);
@@ -107,12 +107,12 @@ export class DeltaFileDecoder {
     }
   }
 
-  private checkEnd(msg: DeltaEndMsg, digestBefore: Buffer): DeltaTrailer {
+  private checkEnd(msg: DeltaEndMsg, digestBefore: Buffer | null): DeltaTrailer {
     if (msg.opCount !== this.ops) throw new CorruptInputError(`delta file holds ${this.ops} ops but its end record says ${msg.opCount}`);
     if (msg.targetSize !== this.header!.targetSize) {
       throw new CorruptInputError(`delta end record says ${msg.targetSize} bytes, header said ${this.header!.targetSize}`);
     }
-    if (!msg.digest || !digestBefore.equals(msg.digest)) throw new CorruptInputError('delta file digest does not match its contents');
+    if (!msg.digest || !digestBefore || !digestBefore.equals(msg.digest)) throw new CorruptInputError('delta file digest does not match its contents');
     this.ended = true;
     return { targetSize: msg.targetSize, targetHash: msg.targetHash, opCount: msg.opCount };
   }

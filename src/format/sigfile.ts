@@ -64,7 +64,7 @@ export class SignatureFileDecoder {
     return this.done;
   }
 
-  private onMessage(msg: Message, digestBefore: Buffer): void {
+  private onMessage(msg: Message, digestBefore: Buffer | null): void {
     if (!this.sig) {
       if (msg.type !== MsgType.SigHeader) throw new UnexpectedMessageError(messageName(msg.type), 'start', ['SigHeader']);
       if (msg.regionBlocks !== 0) throw new CorruptInputError('signature files carry every block (regionBlocks must be 0)');
@@ -81,7 +81,7 @@ export class SignatureFileDecoder {
       if (msg.blockCount !== this.sig.receivedBlocks || !this.sig.isComplete) {
         throw new CorruptInputError(`signature file ends after ${this.sig.receivedBlocks} of ${this.sig.blockCount} blocks (end record says ${msg.blockCount})`);
       }
-      if (!msg.digest || !digestBefore.equals(msg.digest)) throw new CorruptInputError('signature file digest does not match its contents');
+      if (!msg.digest || !digestBefore || !digestBefore.equals(msg.digest)) throw new CorruptInputError('signature file digest does not match its contents');
       this.done = { signature: this.sig, basisHash: msg.basisHash };
       return;
     }
