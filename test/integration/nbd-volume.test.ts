@@ -286,8 +286,13 @@ describe.skipIf(!hasQemu)('a server killed mid-push into an NBD volume', () => {
       const opts = { host: '127.0.0.1', port: srv.port, secret, volume: 'rec' };
       await expect(pull(join(dir, 'kill-back.raw'), opts)).rejects.toMatchObject({ code: 'ERR_JOURNAL', message: expect.stringMatching(/did not finish.*resync recover/) });
       await expect(verifyRemote(src, opts)).rejects.toMatchObject({ code: 'ERR_JOURNAL' });
-      const r = await push(src, opts);
-      expect(r.verified).toBe(true);
+      // The pushing client hears of the rollback (Ready), on stderr and in its JSON.
+      const r = await runCli(CLI, ['push', '--json', '--secret-file', secretFile, src, `127.0.0.1:${srv.port}/rec`], { timeoutMs: 60_000 });
+      expect(r.code, r.stderr).toBe(0);
+      const out = JSON.parse(r.stdout) as { rolledBack?: { bytes: number } };
+      expect(out).toMatchObject({ ok: true, verified: true, recovered: 'rolled-back', rolledBack: { verified: true } });
+      expect(out.rolledBack!.bytes).toBeGreaterThan(0);
+      expect(r.stderr).toMatch(new RegExp(`resync push: note: 127\\.0\\.0\\.1:${srv.port}/rec: the server rolled back an unfinished earlier push into this volume before this push \\(${out.rolledBack!.bytes} bytes put back, checked against the hash of the image from before it\\)`));
       expect(existsSync(journal)).toBe(false);
     } finally {
       srv.child.kill('SIGTERM');
@@ -308,7 +313,14 @@ describe.skipIf(!hasQemu)('a server killed mid-push into an NBD volume', () => {
     expect(existsSync(nbdJournalPath(state, nbd.uri))).toBe(true);
     const srv = await cliServer(nbd.uri, state, secretFile);
     try {
-      expect((await push(src, { host: '127.0.0.1', port: srv.port, secret, volume: 'rec' })).verified).toBe(true);
+      const notes: string[] = [];
+      const r = await push(src, { host: '127.0.0.1', port: srv.port, secret, volume: 'rec', onNote: (m) => notes.push(m) });
+      expect(r).toMatchObject({ verified: true, recovered: 'rolled-back', rolledBack: { verified: true } });
+      expect(notes).toEqual([expect.stringMatching(/the server rolled back an unfinished earlier push/)]);
+      // Nothing is left to settle: the push after it hears of no rollback.
+      const again = await push(src, { host: '127.0.0.1', port: srv.port, secret, volume: 'rec' });
+      expect(again).not.toHaveProperty('recovered');
+      expect(again).not.toHaveProperty('rolledBack');
     } finally {
       srv.child.kill('SIGTERM');
       await srv.exited;
