@@ -368,7 +368,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
       'Make the remote volume (or several replicas at once) identical to the local IMAGE (primary -> recovery)',
       (a) =>
         outputOptions(a)
-          .positional('image', { type: 'string', demandOption: true, describe: 'the local image to send (file, block device, or NBD export: nbd://HOST:PORT/EXPORT, nbd+unix:///EXPORT?socket=PATH)' })
+          .positional('image', { type: 'string', demandOption: true, describe: 'the local image to send (file, block device, or NBD export: nbd://HOST:PORT/EXPORT, nbd+unix:///EXPORT?socket=PATH; over TLS nbds://HOST:PORT/EXPORT?tls-certificates=DIR)' })
           .positional('remote', { type: 'string', demandOption: true, array: true, describe: 'HOST:PORT/VOLUME, [user@]host:/path over ssh, or @NAME[/VOLUME] from the client config; several: each is updated from one read of IMAGE' })
           .options(CLIENT_OPTIONS)
           .option('dirty-bitmap', {
