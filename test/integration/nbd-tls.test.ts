@@ -15,6 +15,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { openNbdImage } from '../../src/io/nbd/image.js';
+import { push } from '../../src/api/net.js';
+import { checkVolumes } from '../../src/net/config.js';
 import { closeServers, startServer, type TestServer } from '../helpers/server.js';
 import { runCli } from '../helpers/cli.js';
 import { hasQemu, qcow2Disk, sameContent, startNbd, stopAllNbd, tlsCerts, type TlsCerts } from '../helpers/qemu.js';
@@ -178,4 +180,42 @@ describe.skipIf(!hasQemu || !hasOpenssl)('NBD over TLS with qemu-nbd', () => {
     await expect(openNbdImage(`nbds://127.0.0.1:9/x?tls-certificates=${empty}`)).rejects.toMatchObject({ code: 'ERR_NBD_TLS', reason: 'certificates', message: expect.stringMatching(/cannot read .*tls-empty\/ca-cert\.pem \(ENOENT\)/) });
     await expect(openNbdImage(`nbds://127.0.0.1:9/x?tls-certificates=${half}`)).rejects.toMatchObject({ code: 'ERR_NBD_TLS', reason: 'certificates', message: expect.stringMatching(/client-cert\.pem is there but .*client-key\.pem is not/) });
   });
+
+  test('a served volume over nbds+unix: a push patches the export over TLS; a relative tls-certificates is refused at start', async () => {
+    const d = disk('served');
+    const nbd = await startNbd(dir, d.q, { tls: { dir: certs.server }, shared: 4 });
+    const uri = withParams(nbd.uri, { 'tls-certificates': certs.ca, 'tls-hostname': 'localhost' });
+    const state = join(dir, 'state-served');
+    const { problems } = await checkVolumes({ good: { path: uri, writable: true }, rel: { path: withParams(nbd.uri, { 'tls-certificates': 'tls-ca', 'tls-hostname': 'localhost' }), writable: true } }, (n) => n, { stateDir: state });
+    expect(problems).toEqual([{ where: 'rel', message: expect.stringMatching(/the certificate directory tls-ca must be absolute \(tls-certificates=\/DIR\)/) }]);
+    const s = await startServer({ tlsvol: { path: uri, writable: true } }, { stateDir: state });
+    try {
+      const r = await push(volume, { host: '127.0.0.1', port: s.port, secret: s.secret, volume: 'tlsvol' });
+      expect(r.verified).toBe(true);
+    } finally {
+      await closeServers([s]);
+    }
+    await nbd.stop();
+    expect(sameContent(d.q, volume)).toBe(true);
+  }, 120_000);
+
+  test('node:tls is loaded for an nbds:// export only, not for a plain one', async () => {
+    const spy = join(dir, 'spy.cjs');
+    await writeFile(spy, "process.on('exit', () => process.stderr.write('loaded ' + process.moduleLoadList.filter((m) => m.startsWith('NativeModule ')).map((m) => m.slice(13)).join(' ') + '\\n'));\n");
+    const loaded = async (uri: string): Promise<string[]> => {
+      const { execFile } = await import('node:child_process');
+      return new Promise((resolve, reject) => {
+        execFile(process.execPath, ['-r', spy, CLI, 'signature', '--state-dir', join(dir, 'state-spy'), uri, join(dir, 'spy.sig'), '-f'], { timeout: 60_000 }, (err, _out, stderr) => {
+          if (err) return reject(new Error(stderr));
+          resolve(/^loaded (.*)$/m.exec(stderr)?.[1]?.split(' ') ?? []);
+        });
+      });
+    };
+    const d = disk('spy');
+    const plain = await startNbd(dir, d.q, { tcp: true });
+    expect((await loaded(plain.uri)).filter((m) => /^(tls|_tls_wrap|_tls_common)$/.test(m))).toEqual([]);
+    await plain.stop();
+    const secure = await startNbd(dir, d.q, { tcp: true, tls: { dir: certs.server } });
+    expect(await loaded(withParams(secure.uri, { 'tls-certificates': certs.ca }))).toContain('tls');
+  }, 120_000);
 });
