@@ -157,7 +157,7 @@ export class NbdClient {
     const timeoutMs = opts.timeoutMs ?? 60_000;
     c.timeoutMs = timeoutMs;
     sock.setTimeout(timeoutMs, () => c.fail(c.timeoutError()));
-    sock.on('error', (e: NodeJS.ErrnoException) => c.fail(new SyncError('ERR_CONNECTION', `NBD server ${addr.display}: ${e.code ?? e.message}`, { errno: e.code })));
+    sock.on('error', (e: NodeJS.ErrnoException) => c.fail(c.connectionError(e)));
     // Under TLS, the TLS socket says how it ended (startTls).
     sock.on('close', () => c.sock === sock && c.fail(new NbdError(`the NBD server ${addr.display} closed the connection`)));
     c.onFail = (e) => reader.fail(e);
@@ -206,7 +206,7 @@ export class NbdClient {
     this.sock = t;
     t.setTimeout(this.timeoutMs, () => this.fail(this.timeoutError()));
     // An alert after the handshake (TLS 1.3: the server refusing our certificate) is a TLS failure, not a dropped line.
-    t.on('error', (e: NodeJS.ErrnoException) => this.fail(e.code?.startsWith('ERR_SSL') ? tlsFailure(e, this.address) : new SyncError('ERR_CONNECTION', `NBD server ${this.address.display}: ${e.code ?? e.message}`, { errno: e.code })));
+    t.on('error', (e: NodeJS.ErrnoException) => this.fail(e.code?.startsWith('ERR_SSL') ? tlsFailure(e, this.address) : this.connectionError(e)));
     // A server that refuses our certificate (or the lack of one) under TLS 1.3 just closes, before it answers anything.
     let heard = false;
     t.once('data', () => (heard = true));
@@ -225,6 +225,11 @@ export class NbdClient {
   private timeoutMs = 60_000;
   /** Runs while requests are in flight; each reply chunk restarts it. */
   private timer: NodeJS.Timeout | null = null;
+
+  /** A socket error as ERR_CONNECTION. */
+  private connectionError(e: NodeJS.ErrnoException): SyncError {
+    return new SyncError('ERR_CONNECTION', `NBD server ${this.address.display}: ${e.code ?? e.message}`, { errno: e.code });
+  }
 
   private timeoutError(): SyncError {
     return new SyncError('ERR_TIMEOUT', `the NBD server ${this.address.display} did not answer for ${this.timeoutMs / 1000} s`);
