@@ -24,6 +24,10 @@ import { parseVolumes } from '../../src/cli/commands/net.js';
 import { resolveRequested } from '../../src/net/allow.js';
 import { nbdJournalPath } from '../../src/io/nbd/undo.js';
 import { openNbdImage } from '../../src/io/nbd/image.js';
+import { dial } from '../../src/net/connection.js';
+import { clientProof, newNonce } from '../../protocol/auth.js';
+import { MsgType, PROTOCOL_VERSION } from '../../protocol/constants.js';
+import type { ReadyMsg } from '../../protocol/messages.js';
 import { closeServers, startServer, type TestServer } from '../helpers/server.js';
 import { runCli } from '../helpers/cli.js';
 import { hasQemu, qcow2Disk, qemuImg, qemuIo, sameContent, startNbd, stopAllNbd, type NbdExport } from '../helpers/qemu.js';
@@ -328,6 +332,39 @@ describe.skipIf(!hasQemu)('a server killed mid-push into an NBD volume', () => {
     expect(existsSync(nbdJournalPath(state, nbd.uri))).toBe(false);
     await nbd.stop();
     expect(sameContent(d.q, src)).toBe(true);
+  }, 120_000);
+
+  test('a client that does not list "ready-settled" (an older one) gets the four-field Ready it can read; the export is rolled back all the same', async () => {
+    const state = join(dir, 'kill-state-4');
+    const src = await primary('kill-src-4');
+    const { d, nbd, journal } = await killedPush('kill4', src, state);
+    const srv = await cliServer(nbd.uri, state, secretFile);
+    let ready: ReadyMsg;
+    try {
+      // The handshake an older client makes: its Hello lists the caps it knew of.
+      const conn = await dial('127.0.0.1', srv.port, { idleTimeoutMs: 30_000 });
+      try {
+        await conn.exchangePreamble();
+        await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify', 'subsums-nh', 'dirty-image'] });
+        const ch = await conn.expect(MsgType.Challenge, 'a challenge');
+        const cn = newNonce();
+        await conn.send({ type: MsgType.Auth, clientNonce: cn, mac: clientProof(secret, ch.nonce, cn) });
+        await conn.expect(MsgType.AuthOk, 'authentication result');
+        await conn.send({ type: MsgType.Open, mode: 'push', volume: 'rec', imageSize: SIZE * MiB, blockSize: 0, resumeId: '' });
+        ready = await conn.expect(MsgType.Ready, 'ready');
+      } finally {
+        conn.destroy();
+      }
+      expect(ready).not.toHaveProperty('settled');
+      // The session is gone: the server's push ends there, and the rollback it did first stays.
+      for (let i = 0; i < 100 && existsSync(journal); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(existsSync(journal)).toBe(false);
+    } finally {
+      srv.child.kill('SIGTERM');
+      await srv.exited;
+    }
+    await nbd.stop();
+    expect(sameContent(d.q, d.raw)).toBe(true);
   }, 120_000);
 
   test('resync recover HOST:PORT/VOLUME rolls the export back to exactly what it was', async () => {
