@@ -389,11 +389,12 @@ describe.skipIf(!hasQemu)('a server killed mid-push into an NBD volume', () => {
 
 describe('NBD volume specs', () => {
   test('--volume NAME=URI[:rw|:ro] keeps the URI as it is and takes the mode off its end', () => {
-    const v = parseVolumes(['a=nbd+unix:///vm1?socket=/run/vm1.sock:rw', 'b=nbd://dr:10809/vm1', 'c=nbd://[::1]:10809/vm1:ro']);
+    const v = parseVolumes(['a=nbd+unix:///vm1?socket=/run/vm1.sock:rw', 'b=nbd://dr:10809/vm1', 'c=nbd://[::1]:10809/vm1:ro', 'd=nbds+unix:///vm1?socket=/run/vm1.sock&tls-certificates=/etc/pki/nbd&tls-hostname=localhost:rw']);
     expect(v).toEqual({
       a: { path: 'nbd+unix:///vm1?socket=/run/vm1.sock', writable: true },
       b: { path: 'nbd://dr:10809/vm1', writable: false },
       c: { path: 'nbd://[::1]:10809/vm1', writable: false },
+      d: { path: 'nbds+unix:///vm1?socket=/run/vm1.sock&tls-certificates=/etc/pki/nbd&tls-hostname=localhost', writable: true },
     });
     expect(() => parseVolumes(['a=nbd://dr:10809/vm1:wr'])).toThrow(ConfigError);
   });

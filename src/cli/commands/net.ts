@@ -215,7 +215,7 @@ export function replicasSummary(r: FanoutResult, hint: (e: unknown, remote: stri
  * Parse repeated --volume NAME=PATH[:rw|:ro]. A suffix that looks like a mode
  * but is not one (`:wr`, `:RW`) is refused rather than taken as part of the
  * path, which would quietly serve a missing read-only volume. PATH may be an
- * NBD URI (nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=/PATH), taken
+ * NBD URI (nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=/PATH, or nbds:// and nbds+unix:// over TLS), taken
  * as it is: checkVolumes checks it.
  */
 export function parseVolumes(list: string[]): Record<string, VolumeConfig> {
