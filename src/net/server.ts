@@ -277,6 +277,8 @@ export class ResyncServer {
     if ((e.code === 'ERR_IO' || e.code === 'ERR_NO_SPACE' || e.code === 'ERR_JOURNAL') && e.details.forClient !== true) {
       return new SyncError(e.code, `the server could not ${e.code === 'ERR_NO_SPACE' ? 'write the volume: no space left' : 'access the volume'} (see the server log)`);
     }
+    // Its message names the server's certificate files: the operator's to read.
+    if (e.code === 'ERR_NBD_TLS') return new SyncError(e.code, "the server could not set up TLS with the volume's NBD export (see the server log)");
     let msg = e.message;
     for (const [name, v] of Object.entries(this.config.volumes)) {
       msg = msg.split(v.path).join(`volume ${name}`);

@@ -181,17 +181,23 @@ describe.skipIf(!hasQemu || !hasOpenssl)('NBD over TLS with qemu-nbd', () => {
     await expect(openNbdImage(`nbds://127.0.0.1:9/x?tls-certificates=${half}`)).rejects.toMatchObject({ code: 'ERR_NBD_TLS', reason: 'certificates', message: expect.stringMatching(/client-cert\.pem is there but .*client-key\.pem is not/) });
   });
 
-  test('a served volume over nbds+unix: a push patches the export over TLS; a relative tls-certificates is refused at start', async () => {
+  test('a served volume over nbds+unix: a push patches the export over TLS; a relative tls-certificates is refused at start; an untrusted one reaches the client without server paths', async () => {
     const d = disk('served');
     const nbd = await startNbd(dir, d.q, { tls: { dir: certs.server }, shared: 4 });
     const uri = withParams(nbd.uri, { 'tls-certificates': certs.ca, 'tls-hostname': 'localhost' });
     const state = join(dir, 'state-served');
     const { problems } = await checkVolumes({ good: { path: uri, writable: true }, rel: { path: withParams(nbd.uri, { 'tls-certificates': 'tls-ca', 'tls-hostname': 'localhost' }), writable: true } }, (n) => n, { stateDir: state });
     expect(problems).toEqual([{ where: 'rel', message: expect.stringMatching(/the certificate directory tls-ca must be absolute \(tls-certificates=\/DIR\)/) }]);
-    const s = await startServer({ tlsvol: { path: uri, writable: true } }, { stateDir: state });
+    const untrusted = withParams(nbd.uri, { 'tls-certificates': certs.otherCa, 'tls-hostname': 'localhost' });
+    const s = await startServer({ tlsvol: { path: uri, writable: true }, bad: { path: untrusted, writable: true } }, { stateDir: state });
     try {
       const r = await push(volume, { host: '127.0.0.1', port: s.port, secret: s.secret, volume: 'tlsvol' });
       expect(r.verified).toBe(true);
+      // A volume whose export's certificate the server does not trust: the client hears the code, not the server's paths.
+      const e = await push(volume, { host: '127.0.0.1', port: s.port, secret: s.secret, volume: 'bad' }).then(() => null, (x: unknown) => x as Error & { code: string });
+      expect(e).toMatchObject({ code: 'ERR_NBD_TLS', message: expect.stringMatching(/could not set up TLS with the volume's NBD export \(see the server log\)/) });
+      expect(e!.message).not.toContain(dir);
+      expect(s.events.some((ev) => ev.code === 'ERR_NBD_TLS' && ev.msg.includes(certs.otherCa))).toBe(true);
     } finally {
       await closeServers([s]);
     }
