@@ -41,7 +41,7 @@ export function isNbdUri(s: string): boolean {
   return /^nbds?(\+unix)?:\/\//i.test(s);
 }
 
-/** The query parameters each form takes. */
+/** The query parameters of the TLS forms (libnbd spells tls-certificates and tls-hostname so too). */
 const TLS_PARAMS = ['tls-certificates', 'tls-hostname', 'tls-verify-hostname'];
 
 /** Parse an NBD URI; anything else, or a malformed one, is a ParamError. */
@@ -69,22 +69,20 @@ export function parseNbdUri(s: string): NbdAddress {
       throw new ParamError(`${s}: unknown query parameter ${p}= (${takes.length ? `this form takes ${takes.join(', ')}` : 'an nbd:// URI takes none'})`);
     }
   }
-  const tls = secure ? tlsParams(s, u, unix) : undefined;
   if (unix) {
     const socket = u.searchParams.get('socket');
     if (!socket) throw new ParamError(`${s}: an ${m[0]!.slice(0, -1)} URI needs ?socket=PATH`);
     if (u.host) throw new ParamError(`${s}: an ${m[0]!.slice(0, -1)} URI has no host (${m[0]}///EXPORT?socket=PATH)`);
-    return { socket, exportName, ...(tls ? { tls } : {}), display: s };
+    return { socket, exportName, ...(secure ? { tls: tlsParams(s, u, null) } : {}), display: s };
   }
   if (!u.hostname) throw new ParamError(`${s}: an ${m[1]} URI needs a host (${m[1]}://HOST:PORT/EXPORT)`);
   const port = u.port ? Number(u.port) : 10809;
   const host = u.hostname.replace(/^\[(.*)\]$/, '$1');
-  if (tls && tls.hostname === '') tls.hostname = host;
-  return { host, port, exportName, ...(tls ? { tls } : {}), display: s };
+  return { host, port, exportName, ...(secure ? { tls: tlsParams(s, u, host) } : {}), display: s };
 }
 
-/** The TLS parameters of an nbds URI; hostname '' stands for "the URI's host" until the caller knows it. */
-function tlsParams(s: string, u: URL, unix: boolean): NbdTlsParams {
+/** The TLS parameters of an nbds URI; `host`: the name to check by default (null for a socket, which has none). */
+function tlsParams(s: string, u: URL, host: string | null): NbdTlsParams {
   const one = (p: string): string | undefined => {
     const all = u.searchParams.getAll(p);
     if (all.length > 1) throw new ParamError(`${s}: ${p}= is given twice`);
@@ -98,8 +96,8 @@ function tlsParams(s: string, u: URL, unix: boolean): NbdTlsParams {
   if (verify !== undefined && verify !== 'yes' && verify !== 'no') throw new ParamError(`${s}: tls-verify-hostname= takes yes or no, not ${JSON.stringify(verify)}`);
   if (verify === 'no' && name !== undefined) throw new ParamError(`${s}: tls-hostname= and tls-verify-hostname=no contradict each other`);
   // A socket has no name to check the certificate against: the user says which, or that none is checked.
-  if (unix && name === undefined && verify !== 'no') {
+  if (host === null && name === undefined && verify !== 'no') {
     throw new ParamError(`${s}: an nbds+unix URI needs tls-hostname=NAME (a name in the server's certificate) or, to accept any name the trusted CA signed, tls-verify-hostname=no`);
   }
-  return { ...(dir !== undefined ? { certificates: dir } : {}), hostname: verify === 'no' ? null : (name ?? '') };
+  return { ...(dir !== undefined ? { certificates: dir } : {}), hostname: verify === 'no' ? null : (name ?? host) };
 }
