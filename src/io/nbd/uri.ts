@@ -41,7 +41,7 @@ export function isNbdUri(s: string): boolean {
   return /^nbds?(\+unix)?:\/\//i.test(s);
 }
 
-/** The query parameters of the TLS forms (libnbd spells tls-certificates and tls-hostname so too). */
+/** The query parameters of the TLS forms (tls-certificates= as libnbd spells it). */
 const TLS_PARAMS = ['tls-certificates', 'tls-hostname', 'tls-verify-hostname'];
 
 /** Parse an NBD URI; anything else, or a malformed one, is a ParamError. */
