@@ -68,7 +68,13 @@ export function tlsFailure(e: unknown, addr: NbdAddress): NbdTlsError {
     return new NbdTlsError('hostname', `${who} presented a certificate for another name (${err.message}); name one it carries with tls-hostname=NAME`, { tlsCode: code }, { cause: e });
   }
   if (UNTRUSTED.test(code) && !/ALERT/.test(code)) {
-    const trust = dir !== undefined ? `the CA in ${join(dir, CA_CERT)} did not sign it` : "no CA Node trusts signed it: give the server's CA with tls-certificates=DIR (DIR/ca-cert.pem)";
+    // Expired, not yet valid, or for another use: the CA is not the question then.
+    const signer = /ISSUER|SELF_SIGNED|UNABLE_TO_VERIFY|CHAIN|SIGNATURE/.test(code);
+    const trust = !signer
+      ? 'check its dates and purpose'
+      : dir !== undefined
+        ? `the CA in ${join(dir, CA_CERT)} did not sign it`
+        : "no CA Node trusts signed it: give the server's CA with tls-certificates=DIR (DIR/ca-cert.pem)";
     return new NbdTlsError('untrusted', `${who} presented a certificate that is not trusted (${code}): ${trust}`, { tlsCode: code }, { cause: e });
   }
   // The server's alerts: most often, it wants a client certificate we did not give or it does not trust.
