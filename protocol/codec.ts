@@ -7,8 +7,8 @@ import { Packr, RESERVE_START_SPACE, Unpackr } from 'msgpackr';
 import { CorruptInputError } from '../src/core/errors.js';
 import { MAX_BLOCKS, MAX_BLOCK_SIZE, MAX_LITERAL, MAX_STRONG_LEN, MAX_SUB_SIZE, MAX_SUBS_PER_BLOCK, MIN_SUB_SIZE, SEED_LEN, SIG_CHUNK_BLOCKS, SUB_SUM_LEN } from '../src/core/limits.js';
 import { FRAME_HEADER_LEN } from '../src/bytes/frame.js';
-import { DIRTY_CHUNK, DIRTY_RANGE_LEN, HASH_LEN, MAX_CAPS, MAX_REGION_BLOCKS, MAX_STRING, MsgType, NONCE_LEN, REGION_CHUNK, REGION_HASH_LEN, SUB_NEED_MAX_BLOCKS, SUB_NEED_SPAN } from './constants.js';
-import type { Message } from './messages.js';
+import { DIRTY_CHUNK, DIRTY_RANGE_LEN, HASH_LEN, MAX_CAPS, MAX_REGION_BLOCKS, MAX_STRING, MsgType, NONCE_LEN, REGION_CHUNK, REGION_HASH_LEN, SETTLED_OUTCOMES, SUB_NEED_MAX_BLOCKS, SUB_NEED_SPAN } from './constants.js';
+import type { Message, ReadySettled } from './messages.js';
 
 const packr = new Packr({ useRecords: false, variableMapSize: true });
 // Maps decode to Map (never plain objects), so keys like __proto__ are inert.
@@ -218,7 +218,7 @@ function toArray(m: Message): unknown[] {
     case 0x30:
       return m.seed ? [m.type, m.mode, m.volume, m.imageSize, m.blockSize, m.resumeId, m.seed] : [m.type, m.mode, m.volume, m.imageSize, m.blockSize, m.resumeId];
     case 0x31:
-      return [m.type, m.imageSize, m.sessionId, m.resumeFrom];
+      return m.settled ? [m.type, m.imageSize, m.sessionId, m.resumeFrom, [m.settled.outcome, m.settled.bytes, m.settled.proved]] : [m.type, m.imageSize, m.sessionId, m.resumeFrom];
     case 0x40:
       return m.imageHash ? [m.type, m.ok, m.bytesWritten, m.targetHash, m.imageHash] : [m.type, m.ok, m.bytesWritten, m.targetHash];
     case 0x41:
@@ -282,6 +282,12 @@ class Fields {
       if (typeof s !== 'string' || s.length > 64) throw bad(`${this.name}: ${what}[${k}] must be a short string`);
       return s;
     });
+  }
+  /** A nested array of exactly `n` fields, to read like the message's own. */
+  list(i: number, what: string, n: number): Fields {
+    const x = this.at(i, what);
+    if (!Array.isArray(x) || x.length !== n) throw bad(`${this.name}: ${what} must be a list of ${n} fields, got ${Array.isArray(x) ? `${x.length}` : describe(x)}`);
+    return new Fields(x, `${this.name} ${what}`);
   }
   count(n: number): void {
     if (this.a.length !== n) throw bad(`${this.name}: expected ${n} fields, got ${this.a.length}`);
@@ -411,9 +417,16 @@ function validate(v: unknown): Message {
         ...(v.length === 7 ? { seed: f.bin(6, 'seed', SEED_LEN, SEED_LEN) } : {}),
       };
     }
-    case MsgType.Ready:
-      f.count(4);
-      return { type, imageSize: f.uint(1, 'image size'), sessionId: f.str(2, 'session id', 64), resumeFrom: f.uint(3, 'resume offset') };
+    case MsgType.Ready: {
+      // A fifth field, an earlier push's journal settled first (cap "ready-settled").
+      if (v.length !== 5) f.count(4);
+      const ready = { type, imageSize: f.uint(1, 'image size'), sessionId: f.str(2, 'session id', 64), resumeFrom: f.uint(3, 'resume offset') };
+      if (v.length === 4) return ready;
+      const s = f.list(4, 'settled', 3);
+      const outcome = s.str(0, 'outcome', 16);
+      if (!(SETTLED_OUTCOMES as readonly string[]).includes(outcome)) throw bad(`Ready: unknown settled outcome ${JSON.stringify(outcome)}`);
+      return { ...ready, settled: { outcome: outcome as ReadySettled['outcome'], bytes: s.uint(1, 'bytes put back'), proved: s.bool(2, 'proved') } };
+    }
     case MsgType.Result:
       // A fifth field, the whole image's hash after a dirty push (cap "dirty-image").
       if (v.length !== 5) f.count(4);

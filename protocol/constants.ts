@@ -31,6 +31,13 @@ export const PUSH_SEED_CAP = 'push-seed';
  * image by hashes (SigEnd's basisHash and Result's fifth field; WIRE.md, DirtyRanges).
  */
 export const DIRTY_IMAGE_CAP = 'dirty-image';
+/**
+ * Capability, listed by a client: it reads Ready's fifth field, what the
+ * server did to an unfinished earlier push before this one (WIRE.md, Ready).
+ */
+export const SETTLED_CAP = 'ready-settled';
+/** Outcomes Ready's fifth field may carry: a leftover journal was rolled back, or only removed (its update had finished). */
+export const SETTLED_OUTCOMES = ['rolled-back', 'completed'] as const;
 
 /** Message type ids: the first element of every msgpack message array. */
 export const MsgType = {

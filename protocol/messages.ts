@@ -173,6 +173,22 @@ export interface ReadyMsg {
   sessionId: string;
   /** Bytes of the target already applied in an interrupted earlier session (resume point), 0 if none. */
   resumeFrom: number;
+  /**
+   * push into an NBD export volume only, to a client that listed the
+   * "ready-settled" capability: the server found the undo journal of an
+   * unfinished earlier push and settled it before this one. Absent: the
+   * message has 4 fields.
+   */
+  settled?: ReadySettled | undefined;
+}
+/** What a server did with an earlier push's leftover undo journal (Ready's fifth field). */
+export interface ReadySettled {
+  /** 'rolled-back': its writes were undone; 'completed': it had finished, only the journal was left. */
+  outcome: 'rolled-back' | 'completed';
+  /** Bytes put back (0 for completed). */
+  bytes: number;
+  /** The rolled-back volume was checked against the hash its journal recorded. */
+  proved: boolean;
 }
 /** 0x40 */
 export interface ResultMsg {

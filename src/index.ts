@@ -102,3 +102,4 @@ export {
 export { JournalError } from './io/errors.js';
 export { ProtocolError, UnexpectedMessageError } from '../protocol/errors.js';
 export { FrameTooLargeError } from './bytes/frame.js';
+export { NbdError, NbdTlsError, type NbdTlsReason } from './io/nbd/codec.js';

@@ -58,6 +58,7 @@ const BY_CODE: Record<ErrorCode, number> = {
   ERR_AUTH: ExitCode.DENIED,
   ERR_PERMISSION: ExitCode.DENIED,
   ERR_NOT_FOUND: ExitCode.DENIED,
+  ERR_NBD_TLS: ExitCode.DENIED,
   ERR_JOURNAL: ExitCode.JOURNAL,
   ERR_LOCKED: ExitCode.LOCKED,
   ERR_PARTIAL: ExitCode.PARTIAL,

@@ -130,5 +130,5 @@ export function secretFileArg(v: string | undefined): string {
 /** --state-dir of the commands that only read an image: where an NBD export's pending undo journal would be. */
 export const READ_STATE_DIR_OPTION = {
   type: 'string',
-  describe: "with an NBD export (nbd://, nbd+unix://): the state directory of the pulls and patches that write it; the export is refused while a killed one's undo journal is there (default $XDG_STATE_HOME/resync or ~/.local/state/resync)",
+  describe: "with an NBD export (nbd://, nbd+unix://, nbds://, nbds+unix://): the state directory of the pulls and patches that write it; the export is refused while a killed one's undo journal is there (default $XDG_STATE_HOME/resync or ~/.local/state/resync)",
 } as const;

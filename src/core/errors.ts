@@ -35,6 +35,7 @@ export const ERROR_CODES = [
   'ERR_JOURNAL', // a resume journal that does not match the operation
   'ERR_LOCKED', // another session (another process) holds the image's lock
   'ERR_NBD', // an NBD server broke the protocol, refused the export or an option, or failed a request
+  'ERR_NBD_TLS', // TLS with an NBD server could not be set up or verified (nbds://), or the server requires it (nbd://)
   'ERR_PARTIAL', // a push to several replicas: some were updated, others failed
   'ERR_INTERRUPTED', // stopped by a signal; resumable
 ] as const;

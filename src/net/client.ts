@@ -6,10 +6,10 @@ import type { DeltaStats } from '../core/ops.js';
 import { defaultBlockSize } from '../core/signature.js';
 import { openImage, openOrCreateImage, type ImageHandle } from '../io/image.js';
 import { lockImage } from '../io/lock.js';
-import { DIRTY_IMAGE_CAP, MsgType, PROTOCOL_VERSION, PUSH_SEED_CAP } from '../../protocol/constants.js';
+import { DIRTY_IMAGE_CAP, MsgType, PROTOCOL_VERSION, PUSH_SEED_CAP, SETTLED_CAP } from '../../protocol/constants.js';
 import { clientProof, macEquals, newNonce, serverProof, PREAUTH_CAP, PREAUTH_KEY } from '../../protocol/auth.js';
 import { dialSsh, type SshTarget } from './ssh.js';
-import type { ReadyMsg } from '../../protocol/messages.js';
+import type { ReadyMsg, ReadySettled } from '../../protocol/messages.js';
 import type { ProgressFn } from '../core/progress.js';
 import { dial, type ClientTls, type Connection } from './connection.js';
 import { hashOwnImage, sendFrom, type DeltaFn, type PrepassFn } from './sender.js';
@@ -93,8 +93,27 @@ export interface SyncResult extends DeltaStats {
   verifiedScope?: 'dirty' | 'image';
   /** How literals travelled compressed ("zstd:3", "deflate:1"), if at all. */
   compression?: string;
-  /** pull into an NBD export: what a killed earlier pull or patch left was rolled back first (io/nbd/undo.ts). */
+  /**
+   * pull into an NBD export: what a killed earlier pull or patch left was
+   * rolled back first (io/nbd/undo.ts); push into a server's NBD export
+   * volume: the same, done by the server to an unfinished earlier push.
+   */
   recovered?: 'rolled-back' | 'completed';
+  /** push: the server rolled back an unfinished earlier push before this one: bytes put back, and whether it checked the result against the journal's hash. */
+  rolledBack?: { bytes: number; verified: boolean };
+}
+
+/** What a push's result says of the journal the server settled before it (Ready's fifth field), and the line for the user. */
+function settledReport(s: ReadySettled | undefined, remote: string): { fields: Pick<SyncResult, 'recovered' | 'rolledBack'>; note?: string } {
+  if (!s) return { fields: {} };
+  if (s.outcome === 'completed') {
+    return { fields: { recovered: 'completed' }, note: `${remote}: the server found that an earlier push into this volume had finished before it was cut off, and removed its leftover journal` };
+  }
+  const how = s.proved ? 'checked against the hash of the image from before it' : 'not checked against a hash';
+  return {
+    fields: { recovered: 'rolled-back', rolledBack: { bytes: s.bytes, verified: s.proved } },
+    note: `${remote}: the server rolled back an unfinished earlier push into this volume before this push (${s.bytes} bytes put back, ${how})`,
+  };
 }
 
 /** The replica an options object names, as the digest cache keys it: `HOST:PORT/VOLUME`, or `ssh:HOST:PATH`. */
@@ -130,7 +149,7 @@ export async function connectAuthenticated(opts: ClientOptions): Promise<Connect
  */
 async function handshake(conn: Connection, opts: ClientOptions, preauth: boolean): Promise<Connection> {
   await conn.exchangePreamble();
-  await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify', SUBSUMS_CAP, DIRTY_IMAGE_CAP, ...(opts.compress ? compressCaps(opts.compressChoice ?? null, opts.compressLevel) : [])] });
+  await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify', SUBSUMS_CAP, DIRTY_IMAGE_CAP, SETTLED_CAP, ...(opts.compress ? compressCaps(opts.compressChoice ?? null, opts.compressLevel) : [])] });
   const ch = await conn.expect(MsgType.Challenge, 'a challenge');
   conn.peerCaps = ch.caps;
   if (ch.version !== PROTOCOL_VERSION) throw new SyncError('ERR_VERSION', `server speaks protocol version ${ch.version}`);
@@ -181,6 +200,9 @@ export async function pushSession(
   extra: { seed?: Uint8Array | undefined; prepass?: PrepassFn | undefined; delta?: DeltaFn | undefined } = {},
 ): Promise<SyncResult> {
   const ready = await openSession(conn, 'push', opts, img.size, extra.seed);
+  // Said now, not with the result: the rollback happened even if this push fails.
+  const settled = settledReport(ready.settled, remoteName(opts));
+  if (settled.note) opts.onNote?.(settled.note);
   const codec = codecFor(opts, conn.peerCaps);
   const d = await sendFrom(conn, img, {
     onProgress: opts.onProgress,
@@ -206,6 +228,7 @@ export async function pushSession(
     verified: true,
     bytesWritten: res.bytesWritten,
     ...codecName(codec),
+    ...settled.fields,
   };
 }
 

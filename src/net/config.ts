@@ -329,11 +329,15 @@ async function checkNbdVolume(vol: VolumeConfig, opts: VolumeCheckOptions, bad: 
     addr = parseNbdUri(vol.path);
   } catch (e) {
     const msg = (e as Error).message;
-    bad(`not a usable NBD URI (${msg.startsWith('not an NBD URI') ? 'malformed' : msg.replace(`${vol.path}: `, '')}); use nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=/PATH`);
+    bad(`not a usable NBD URI (${msg.startsWith('not an NBD URI') ? 'malformed' : msg.replace(`${vol.path}: `, '')}); use nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=/PATH (nbds:// or nbds+unix:// over TLS)`);
     return null;
   }
   if (addr.socket !== undefined && !isAbsolute(addr.socket)) {
     bad(`the socket path ${addr.socket} must be absolute (nbd+unix:///EXPORT?socket=/PATH)`);
+    return null;
+  }
+  if (addr.tls?.certificates !== undefined && !isAbsolute(addr.tls.certificates)) {
+    bad(`the certificate directory ${addr.tls.certificates} must be absolute (tls-certificates=/DIR)`);
     return null;
   }
   if (vol.inPlace === false) {

@@ -40,6 +40,8 @@ export interface NbdPushArgs {
   onProgress?: ProgressFn | undefined;
   /** Hears about a journal rolled back before the push. */
   note: (msg: string) => void;
+  /** The client listed "ready-settled": Ready tells it about a journal settled before the push. */
+  tellSettled?: boolean | undefined;
 }
 
 /** Take the export's lock for a session: held by another session (another volume name, another process), the volume is busy. */
@@ -67,7 +69,9 @@ export async function servePushIntoNbd(conn: Connection, a: NbdPushArgs): Promis
     if (s.outcome === 'rolled-back') a.note(`rolled back the unfinished update of the export left by a killed session (${s.bytes} bytes put back from ${journal})`);
     if (s.outcome === 'completed') a.note(`the last update of the export had finished; removed its leftover journal ${journal}`);
     if (a.sourceSize > img.size) throw exportTooSmall('the source', a.sourceSize, img);
-    await conn.send({ type: MsgType.Ready, imageSize: img.size, sessionId: randomBytes(8).toString('hex'), resumeFrom: 0 });
+    // The client hears it too: its earlier push was undone (or had finished), not resumed. No server paths in it.
+    const settled = a.tellSettled && s.outcome !== 'nothing' ? { settled: { outcome: s.outcome, bytes: s.bytes, proved: s.proved } } : {};
+    await conn.send({ type: MsgType.Ready, imageSize: img.size, sessionId: randomBytes(8).toString('hex'), resumeFrom: 0, ...settled });
     const bs = a.blockSize || defaultBlockSize(Math.max(img.size, a.sourceSize));
     const sent = await sendSignature(conn, img, bs, a.onProgress, { seed: a.seed });
     const r = await receiveDelta(conn, img, nbdUndoSink(img, journal, sent.fullDigests), a.onProgress, sent);

@@ -34,7 +34,7 @@ const BUSY_RECHECK_MS = 2_000;
 import { defaultBlockSize } from '../core/signature.js';
 import { openImage, openOrCreateImage, type ImageHandle } from '../io/image.js';
 import { lockImage, type ImageLock, type LockMode } from '../io/lock.js';
-import { DIRTY_IMAGE_CAP, MsgType, PROTOCOL_VERSION, PUSH_SEED_CAP, WIRE_MAGIC } from '../../protocol/constants.js';
+import { DIRTY_IMAGE_CAP, MsgType, PROTOCOL_VERSION, PUSH_SEED_CAP, SETTLED_CAP, WIRE_MAGIC } from '../../protocol/constants.js';
 import { macEquals, newNonce, clientProof, serverProof, PREAUTH_CAP, PREAUTH_KEY } from '../../protocol/auth.js';
 import { Connection } from './connection.js';
 import { adoptOwnReads, takeOwnReads } from './own-reads.js';
@@ -277,6 +277,8 @@ export class ResyncServer {
     if ((e.code === 'ERR_IO' || e.code === 'ERR_NO_SPACE' || e.code === 'ERR_JOURNAL') && e.details.forClient !== true) {
       return new SyncError(e.code, `the server could not ${e.code === 'ERR_NO_SPACE' ? 'write the volume: no space left' : 'access the volume'} (see the server log)`);
     }
+    // Its message names the server's certificate files: the operator's to read.
+    if (e.code === 'ERR_NBD_TLS') return new SyncError(e.code, "the server could not set up TLS with the volume's NBD export (see the server log)");
     let msg = e.message;
     for (const [name, v] of Object.entries(this.config.volumes)) {
       msg = msg.split(v.path).join(`volume ${name}`);
@@ -327,7 +329,7 @@ export class ResyncServer {
         const t0 = performance.now();
         this.log({ level: 'info', msg: `${open.mode} started`, peer, volume: open.volume, data: { mode: open.mode, peerImageSize: open.imageSize } });
         let stats: Record<string, unknown>;
-        if (open.mode === 'push') stats = await this.servePush(conn, vol, open.blockSize, open.imageSize, open.seed);
+        if (open.mode === 'push') stats = await this.servePush(conn, vol, open.blockSize, open.imageSize, open.seed, hello.caps.includes(SETTLED_CAP));
         else if (open.mode === 'recover') stats = await this.serveRecover(conn, vol);
         else if (open.mode === 'dirty') stats = await this.serveDirtyPush(conn, vol, open.blockSize, open.imageSize, hello.caps.includes(DIRTY_IMAGE_CAP) && SERVER_CAPS.includes(DIRTY_IMAGE_CAP));
         else if (open.mode === 'pull') stats = await this.servePull(conn, vol, pickCodec(null, levelFromCaps(hello.caps), hello.caps), hello.caps.includes(SUBSUMS_CAP));
@@ -354,11 +356,11 @@ export class ResyncServer {
     return this.config.stateDir ?? defaultStateDir();
   }
 
-  private async servePush(conn: Connection, vol: VolumeConfig, blockSize: number, sourceSize: number, seed?: Uint8Array): Promise<Record<string, unknown>> {
+  private async servePush(conn: Connection, vol: VolumeConfig, blockSize: number, sourceSize: number, seed: Uint8Array | undefined, tellSettled: boolean): Promise<Record<string, unknown>> {
     if (isNbdVolume(vol)) {
       const volume = this.volumeName(vol);
       const note = (msg: string): void => this.log({ level: 'warn', msg, volume });
-      return servePushIntoNbd(conn, { uri: vol.path, stateDir: this.stateDir, blockSize, sourceSize, seed, onProgress: this.progressLogger(vol), note });
+      return servePushIntoNbd(conn, { uri: vol.path, stateDir: this.stateDir, blockSize, sourceSize, seed, onProgress: this.progressLogger(vol), note, tellSettled });
     }
     // Block devices are always patched in place (a temp file cannot be renamed onto a device).
     trace('server: push opened');

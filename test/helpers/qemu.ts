@@ -66,8 +66,15 @@ async function freePort(): Promise<number> {
  * Resolves once the export accepts connections (qemu-nbd --fork returns then).
  * `socket`: that socket path (the same URI from one export to the next, as a running VM's export keeps).
  * `shared`: most clients at once (qemu-nbd's default is 1: a second waits).
+ * `tls`: TLS required, with the x509 directory `dir` (ca-cert.pem, server-cert.pem, server-key.pem;
+ * tlsCerts() makes one), client certificates checked with `verifyPeer`; the URI is then nbds:// or
+ * nbds+unix:// without its tls- parameters.
  */
-export async function startNbd(dir: string, image: string, opts: { format?: string; readOnly?: boolean; bitmap?: string; tcp?: boolean; name?: string; socket?: string; shared?: number } = {}): Promise<NbdExport> {
+export async function startNbd(
+  dir: string,
+  image: string,
+  opts: { format?: string; readOnly?: boolean; bitmap?: string; tcp?: boolean; name?: string; socket?: string; shared?: number; tls?: { dir: string; verifyPeer?: boolean } } = {},
+): Promise<NbdExport> {
   const name = opts.name ?? 'disk';
   const tag = `${process.pid}-${running.size}-${Date.now()}`;
   const pidFile = join(dir, `nbd-${tag}.pid`);
@@ -78,11 +85,47 @@ export async function startNbd(dir: string, image: string, opts: { format?: stri
   if (opts.readOnly) args.push('-r');
   if (opts.bitmap) args.push('-B', opts.bitmap);
   if (opts.shared !== undefined) args.push('--shared', String(opts.shared));
+  if (opts.tls) args.push('--object', `tls-creds-x509,id=tls0,dir=${opts.tls.dir},endpoint=server,verify-peer=${opts.tls.verifyPeer ? 'yes' : 'no'}`, '--tls-creds', 'tls0');
   execFileSync('qemu-nbd', [...args, image], { stdio: 'ignore', timeout: 20_000 });
   const pid = Number((await readFile(pidFile, 'utf8')).trim());
   running.add(pid);
-  const uri = opts.tcp ? `nbd://127.0.0.1:${port}/${name}` : `nbd+unix:///${name}?socket=${sock}`;
+  const s = opts.tls ? 's' : '';
+  const uri = opts.tcp ? `nbd${s}://127.0.0.1:${port}/${name}` : `nbd${s}+unix:///${name}?socket=${sock}`;
   return { uri, pid, stop: () => stopNbd(pid) };
+}
+
+/** x509 directories in qemu's layout, made by openssl for TLS tests. */
+export interface TlsCerts {
+  /** For qemu-nbd: ca-cert.pem, server-cert.pem and server-key.pem (for 127.0.0.1 and localhost). */
+  server: string;
+  /** For resync: ca-cert.pem only. */
+  ca: string;
+  /** For resync: ca-cert.pem, client-cert.pem and client-key.pem (a client certificate of the same CA). */
+  client: string;
+  /** For resync: the ca-cert.pem of another CA, which signed nothing here. */
+  otherCa: string;
+}
+
+/** Make a CA, a server certificate (subjectAltName IP:127.0.0.1, DNS:localhost) and a client certificate under `dir`. */
+export async function tlsCerts(dir: string): Promise<TlsCerts> {
+  const { mkdir, copyFile, writeFile } = await import('node:fs/promises');
+  const d = (n: string): string => join(dir, n);
+  const dirs: TlsCerts = { server: d('tls-server'), ca: d('tls-ca'), client: d('tls-client'), otherCa: d('tls-other-ca') };
+  for (const x of [...Object.values(dirs), d('tls-work')]) await mkdir(x, { recursive: true });
+  const ssl = (...args: string[]): void => void execFileSync('openssl', args, { stdio: 'ignore', cwd: d('tls-work') });
+  const ca = (name: string, out: string): void =>
+    ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}-key.pem`, '-out', out, '-days', '2', '-subj', `/CN=${name}`, '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
+  ca('resync-test-ca', join(dirs.server, 'ca-cert.pem'));
+  ca('another-ca', join(dirs.otherCa, 'ca-cert.pem'));
+  const signed = async (cn: string, key: string, out: string, ext: string): Promise<void> => {
+    await writeFile(d(`tls-work/${cn}.ext`), ext);
+    ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', `${cn}.csr`, '-subj', `/CN=${cn}`);
+    ssl('x509', '-req', '-in', `${cn}.csr`, '-CA', join(dirs.server, 'ca-cert.pem'), '-CAkey', 'resync-test-ca-key.pem', '-CAcreateserial', '-out', out, '-days', '2', '-extfile', `${cn}.ext`);
+  };
+  await signed('localhost', join(dirs.server, 'server-key.pem'), join(dirs.server, 'server-cert.pem'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
+  await signed('resync-client', join(dirs.client, 'client-key.pem'), join(dirs.client, 'client-cert.pem'), 'extendedKeyUsage=clientAuth\n');
+  for (const x of [dirs.ca, dirs.client]) await copyFile(join(dirs.server, 'ca-cert.pem'), join(x, 'ca-cert.pem'));
+  return dirs;
 }
 
 /** Stop one qemu-nbd and wait until it is gone (it has closed and flushed its image then). */

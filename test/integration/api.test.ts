@@ -69,7 +69,7 @@ describe('the main export', () => {
     ]) {
       expect(typeof (api as Record<string, unknown>)[name], name).toBe('function');
     }
-    for (const name of ['SyncError', 'ParamError', 'CorruptInputError', 'VerifyError', 'BasisMismatchError', 'ProtocolError', 'JournalError', 'UnexpectedMessageError', 'FrameTooLargeError']) {
+    for (const name of ['SyncError', 'ParamError', 'CorruptInputError', 'VerifyError', 'BasisMismatchError', 'ProtocolError', 'JournalError', 'UnexpectedMessageError', 'FrameTooLargeError', 'NbdError', 'NbdTlsError']) {
       const C = (api as Record<string, unknown>)[name] as new (...a: never[]) => unknown;
       expect(C.prototype instanceof SyncError || C === SyncError, name).toBe(true);
     }

@@ -24,6 +24,10 @@ import { parseVolumes } from '../../src/cli/commands/net.js';
 import { resolveRequested } from '../../src/net/allow.js';
 import { nbdJournalPath } from '../../src/io/nbd/undo.js';
 import { openNbdImage } from '../../src/io/nbd/image.js';
+import { dial } from '../../src/net/connection.js';
+import { clientProof, newNonce } from '../../protocol/auth.js';
+import { MsgType, PROTOCOL_VERSION } from '../../protocol/constants.js';
+import type { ReadyMsg } from '../../protocol/messages.js';
 import { closeServers, startServer, type TestServer } from '../helpers/server.js';
 import { runCli } from '../helpers/cli.js';
 import { hasQemu, qcow2Disk, qemuImg, qemuIo, sameContent, startNbd, stopAllNbd, type NbdExport } from '../helpers/qemu.js';
@@ -271,6 +275,18 @@ describe.skipIf(!hasQemu)('a server killed mid-push into an NBD volume', () => {
     return { d, nbd, journal };
   }
 
+  /** Run `fn` against a fresh `resync serve` of the export (its state directory `state`), then stop the server and the export (its content is then on disk). */
+  async function servedThenStopped(nbd: NbdExport, state: string, fn: (port: number) => Promise<void>): Promise<void> {
+    const srv = await cliServer(nbd.uri, state, secretFile);
+    try {
+      await fn(srv.port);
+    } finally {
+      srv.child.kill('SIGTERM');
+      await srv.exited;
+    }
+    await nbd.stop();
+  }
+
   test('the volume is refused to readers (ERR_JOURNAL); the next push rolls the export back first and completes', async () => {
     const state = join(dir, 'kill-state-1');
     const src = await primary('kill-src-1');
@@ -281,19 +297,19 @@ describe.skipIf(!hasQemu)('a server killed mid-push into an NBD volume', () => {
     await img.nbd.close();
     expect(now.equals(await readFile(d.raw))).toBe(false);
     expect(now.equals(await readFile(src))).toBe(false);
-    const srv = await cliServer(nbd.uri, state, secretFile);
-    try {
-      const opts = { host: '127.0.0.1', port: srv.port, secret, volume: 'rec' };
+    await servedThenStopped(nbd, state, async (port) => {
+      const opts = { host: '127.0.0.1', port, secret, volume: 'rec' };
       await expect(pull(join(dir, 'kill-back.raw'), opts)).rejects.toMatchObject({ code: 'ERR_JOURNAL', message: expect.stringMatching(/did not finish.*resync recover/) });
       await expect(verifyRemote(src, opts)).rejects.toMatchObject({ code: 'ERR_JOURNAL' });
-      const r = await push(src, opts);
-      expect(r.verified).toBe(true);
+      // The pushing client hears of the rollback (Ready), on stderr and in its JSON.
+      const r = await runCli(CLI, ['push', '--json', '--secret-file', secretFile, src, `127.0.0.1:${port}/rec`], { timeoutMs: 60_000 });
+      expect(r.code, r.stderr).toBe(0);
+      const out = JSON.parse(r.stdout) as { rolledBack?: { bytes: number } };
+      expect(out).toMatchObject({ ok: true, verified: true, recovered: 'rolled-back', rolledBack: { verified: true } });
+      expect(out.rolledBack!.bytes).toBeGreaterThan(0);
+      expect(r.stderr).toMatch(new RegExp(`resync push: note: 127\\.0\\.0\\.1:${port}/rec: the server rolled back an unfinished earlier push into this volume before this push \\(${out.rolledBack!.bytes} bytes put back, checked against the hash of the image from before it\\)`));
       expect(existsSync(journal)).toBe(false);
-    } finally {
-      srv.child.kill('SIGTERM');
-      await srv.exited;
-    }
-    await nbd.stop();
+    });
     expect(sameContent(d.q, src)).toBe(true);
   }, 120_000);
 
@@ -306,45 +322,71 @@ describe.skipIf(!hasQemu)('a server killed mid-push into an NBD volume', () => {
     await expect(push(src, { host: '127.0.0.1', port: killed.port, secret, volume: 'rec' })).rejects.toMatchObject({ code: 'ERR_CONNECTION' });
     expect(await killed.exited).toBe('SIGKILL');
     expect(existsSync(nbdJournalPath(state, nbd.uri))).toBe(true);
-    const srv = await cliServer(nbd.uri, state, secretFile);
-    try {
-      expect((await push(src, { host: '127.0.0.1', port: srv.port, secret, volume: 'rec' })).verified).toBe(true);
-    } finally {
-      srv.child.kill('SIGTERM');
-      await srv.exited;
-    }
+    await servedThenStopped(nbd, state, async (port) => {
+      const notes: string[] = [];
+      const r = await push(src, { host: '127.0.0.1', port, secret, volume: 'rec', onNote: (m) => notes.push(m) });
+      expect(r).toMatchObject({ verified: true, recovered: 'rolled-back', rolledBack: { verified: true } });
+      expect(notes).toEqual([expect.stringMatching(/the server rolled back an unfinished earlier push/)]);
+      // Nothing is left to settle: the push after it hears of no rollback.
+      const again = await push(src, { host: '127.0.0.1', port, secret, volume: 'rec' });
+      expect(again).not.toHaveProperty('recovered');
+      expect(again).not.toHaveProperty('rolledBack');
+    });
     expect(existsSync(nbdJournalPath(state, nbd.uri))).toBe(false);
-    await nbd.stop();
     expect(sameContent(d.q, src)).toBe(true);
+  }, 120_000);
+
+  test('a client that does not list "ready-settled" (an older one) gets the four-field Ready it can read; the export is rolled back all the same', async () => {
+    const state = join(dir, 'kill-state-4');
+    const src = await primary('kill-src-4');
+    const { d, nbd, journal } = await killedPush('kill4', src, state);
+    let ready: ReadyMsg;
+    await servedThenStopped(nbd, state, async (port) => {
+      // The handshake an older client makes: its Hello lists the caps it knew of.
+      const conn = await dial('127.0.0.1', port, { idleTimeoutMs: 30_000 });
+      try {
+        await conn.exchangePreamble();
+        await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify', 'subsums-nh', 'dirty-image'] });
+        const ch = await conn.expect(MsgType.Challenge, 'a challenge');
+        const cn = newNonce();
+        await conn.send({ type: MsgType.Auth, clientNonce: cn, mac: clientProof(secret, ch.nonce, cn) });
+        await conn.expect(MsgType.AuthOk, 'authentication result');
+        await conn.send({ type: MsgType.Open, mode: 'push', volume: 'rec', imageSize: SIZE * MiB, blockSize: 0, resumeId: '' });
+        ready = await conn.expect(MsgType.Ready, 'ready');
+      } finally {
+        conn.destroy();
+      }
+      expect(ready).not.toHaveProperty('settled');
+      // The session is gone: the server's push ends there, and the rollback it did first stays.
+      for (let i = 0; i < 100 && existsSync(journal); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(existsSync(journal)).toBe(false);
+    });
+    expect(sameContent(d.q, d.raw)).toBe(true);
   }, 120_000);
 
   test('resync recover HOST:PORT/VOLUME rolls the export back to exactly what it was', async () => {
     const state = join(dir, 'kill-state-2');
     const src = await primary('kill-src-2');
     const { d, nbd, journal } = await killedPush('kill2', src, state);
-    const srv = await cliServer(nbd.uri, state, secretFile);
-    try {
-      const r = await runCli(CLI, ['recover', '--json', '--secret-file', secretFile, `127.0.0.1:${srv.port}/rec`]);
+    await servedThenStopped(nbd, state, async (port) => {
+      const r = await runCli(CLI, ['recover', '--json', '--secret-file', secretFile, `127.0.0.1:${port}/rec`]);
       expect(r.code, r.stderr).toBe(0);
       expect(JSON.parse(r.stdout)).toMatchObject({ ok: true, outcome: 'rolled-back', imageSize: SIZE * MiB });
       expect(existsSync(journal)).toBe(false);
-      expect((await recoverRemote({ host: '127.0.0.1', port: srv.port, secret, volume: 'rec' })).outcome).toBe('nothing');
-    } finally {
-      srv.child.kill('SIGTERM');
-      await srv.exited;
-    }
-    await nbd.stop();
+      expect((await recoverRemote({ host: '127.0.0.1', port, secret, volume: 'rec' })).outcome).toBe('nothing');
+    });
     expect(sameContent(d.q, d.raw)).toBe(true);
   }, 120_000);
 });
 
 describe('NBD volume specs', () => {
   test('--volume NAME=URI[:rw|:ro] keeps the URI as it is and takes the mode off its end', () => {
-    const v = parseVolumes(['a=nbd+unix:///vm1?socket=/run/vm1.sock:rw', 'b=nbd://dr:10809/vm1', 'c=nbd://[::1]:10809/vm1:ro']);
+    const v = parseVolumes(['a=nbd+unix:///vm1?socket=/run/vm1.sock:rw', 'b=nbd://dr:10809/vm1', 'c=nbd://[::1]:10809/vm1:ro', 'd=nbds+unix:///vm1?socket=/run/vm1.sock&tls-certificates=/etc/pki/nbd&tls-hostname=localhost:rw']);
     expect(v).toEqual({
       a: { path: 'nbd+unix:///vm1?socket=/run/vm1.sock', writable: true },
       b: { path: 'nbd://dr:10809/vm1', writable: false },
       c: { path: 'nbd://[::1]:10809/vm1', writable: false },
+      d: { path: 'nbds+unix:///vm1?socket=/run/vm1.sock&tls-certificates=/etc/pki/nbd&tls-hostname=localhost', writable: true },
     });
     expect(() => parseVolumes(['a=nbd://dr:10809/vm1:wr'])).toThrow(ConfigError);
   });

@@ -103,6 +103,13 @@ const arbMessage: fc.Arbitrary<Message> = fc.oneof(
   }),
   fc.record({ type: fc.constant(MsgType.Open), mode: fc.constant('push' as const), volume: str(255), imageSize: u, blockSize: fc.nat({ max: MAX_BLOCK_SIZE }), resumeId: str(64), seed: bytes(SEED_LEN, SEED_LEN) }),
   fc.record({ type: fc.constant(MsgType.Ready), imageSize: u, sessionId: str(64), resumeFrom: u }),
+  fc.record({
+    type: fc.constant(MsgType.Ready),
+    imageSize: u,
+    sessionId: str(64),
+    resumeFrom: u,
+    settled: fc.record({ outcome: fc.constantFrom('rolled-back' as const, 'completed' as const), bytes: u, proved: fc.boolean() }),
+  }),
   fc.record({ type: fc.constant(MsgType.Result), ok: fc.boolean(), bytesWritten: u, targetHash: hash }),
   fc.record({ type: fc.constant(MsgType.Result), ok: fc.boolean(), bytesWritten: u, targetHash: hash, imageHash: hash }),
   fc.record({ type: fc.constant(MsgType.Error), code: str(64), message: str(MAX_STRING) }),
@@ -235,8 +242,8 @@ describe('validation', () => {
 
   test.each(Object.keys(VALID))('%s: one field too many or too few is ERR_CORRUPT', (name) => {
     const a = VALID[name]!;
-    // Open may have a seventh field, the push seed, and Result a fifth, the image hash: 0 is neither.
-    expect(expectCorrupt([...a, 0]).message).toMatch(name === 'Open' ? /seed/ : name === 'Result' ? /image hash/ : /expected \d+ fields/);
+    // Open may have a seventh field, the push seed, Result a fifth, the image hash, and Ready a fifth, the settled journal: 0 is none of them.
+    expect(expectCorrupt([...a, 0]).message).toMatch(name === 'Open' ? /seed/ : name === 'Result' ? /image hash/ : name === 'Ready' ? /settled/ : /expected \d+ fields/);
     expect(expectCorrupt([...a, 0, 0]).message).toMatch(/expected \d+ fields/);
     expect(expectCorrupt(a.slice(0, -1)).message).toMatch(/expected \d+ fields/);
     expectCorrupt(a.slice(0, 1));
@@ -347,6 +354,19 @@ describe('validation', () => {
     expectCorrupt([...VALID.Result!, new Uint8Array(HASH_LEN - 1)]);
     expectCorrupt([...VALID.Result!, new Uint8Array(HASH_LEN + 1)]);
     expectCorrupt([...VALID.Result!, null]);
+  });
+
+  test("Ready's settled journal (a push into an NBD export volume, cap ready-settled): [outcome, bytes, proved] or absent", () => {
+    const m = decodeMessage(pack([...VALID.Ready!, ['rolled-back', 4096, true]]));
+    expect(m.type === MsgType.Ready && m.settled).toEqual({ outcome: 'rolled-back', bytes: 4096, proved: true });
+    expect(decodeMessage(pack(VALID.Ready!))).not.toHaveProperty('settled');
+    expect(expectCorrupt([...VALID.Ready!, ['nothing', 0, true]]).message).toMatch(/unknown settled outcome "nothing"/);
+    expect(expectCorrupt([...VALID.Ready!, ['rolled-back', 1, true, 0]]).message).toMatch(/settled must be a list of 3 fields, got 4/);
+    expect(expectCorrupt([...VALID.Ready!, ['rolled-back', 1]]).message).toMatch(/list of 3 fields/);
+    expect(expectCorrupt([...VALID.Ready!, ['rolled-back', -1, true]]).message).toMatch(/bytes put back must be an integer/);
+    expect(expectCorrupt([...VALID.Ready!, ['completed', 0, 1]]).message).toMatch(/proved must be a boolean/);
+    expectCorrupt([...VALID.Ready!, ['x'.repeat(17), 0, true]]);
+    expectCorrupt([...VALID.Ready!, null]);
   });
 
   test('non-string strings, non-boolean booleans and unknown modes are ERR_CORRUPT', () => {

@@ -247,8 +247,32 @@ describe('NBD URIs', () => {
     expect(parseNbdUri('nbd+unix:///disk?socket=/run/q.sock')).toMatchObject({ socket: '/run/q.sock', exportName: 'disk' });
     expect(parseNbdUri('nbd+unix://?socket=/s')).toMatchObject({ exportName: '' });
   });
-  test.each(['nbd+unix:///x', 'nbd:///x', 'nbds://h/x', 'nbd://h/x?tls=1'])('%s is refused', (u) => {
-    expect(() => parseNbdUri(u)).toThrow(expect.objectContaining({ code: 'ERR_PARAM' }));
+  test('TLS forms (nbds://, nbds+unix://): the certificate directory, and the name the server must carry', () => {
+    expect(parseNbdUri('nbd://h/x').tls).toBeUndefined();
+    expect(parseNbdUri('nbds://H.example:1234/vm?tls-certificates=/etc/pki/nbd')).toMatchObject({ host: 'H.example', port: 1234, exportName: 'vm', tls: { certificates: '/etc/pki/nbd', hostname: 'H.example' } });
+    expect(parseNbdUri('nbds://127.0.0.1/x').tls).toEqual({ hostname: '127.0.0.1' });
+    expect(parseNbdUri('nbds://127.0.0.1/x?tls-hostname=dr.example').tls).toEqual({ hostname: 'dr.example' });
+    expect(parseNbdUri('nbds://h/x?tls-verify-hostname=no').tls).toEqual({ hostname: null });
+    expect(parseNbdUri('nbds+unix:///vm?socket=/run/s&tls-hostname=localhost&tls-certificates=/c')).toMatchObject({ socket: '/run/s', exportName: 'vm', tls: { certificates: '/c', hostname: 'localhost' } });
+    expect(parseNbdUri('nbds+unix:///vm?socket=/run/s&tls-verify-hostname=no').tls).toEqual({ hostname: null });
+    expect(parseNbdUri('NBDS://h/x').tls).toBeDefined();
+  });
+  test.each([
+    ['nbd+unix:///x', /needs \?socket=PATH/],
+    ['nbd:///x', /needs a host/],
+    ['nbd://h/x?tls=1', /unknown query parameter tls=.*takes none/],
+    ['nbd://h/x?tls-certificates=/c', /applies to TLS only: use nbds:\/\//],
+    ['nbd+unix:///x?socket=/s&tls-hostname=h', /applies to TLS only: use nbds\+unix:\/\//],
+    ['nbds://h/x?socket=/s', /unknown query parameter socket=/],
+    ['nbds+unix:///x?socket=/s', /needs tls-hostname=NAME .* or, to accept any name the trusted CA signed, tls-verify-hostname=no/],
+    ['nbds+unix:///x?tls-hostname=h', /needs \?socket=PATH/],
+    ['nbds://h/x?tls-verify-hostname=maybe', /takes yes or no/],
+    ['nbds://h/x?tls-verify-hostname=no&tls-hostname=h', /contradict/],
+    ['nbds://h/x?tls-certificates=', /needs a directory/],
+    ['nbds://h/x?tls-certificates=/a&tls-certificates=/b', /given twice/],
+    ['nbdx://h/x', /unsupported NBD URI scheme/],
+  ])('%s is refused', (u, why) => {
+    expect(() => parseNbdUri(u)).toThrow(expect.objectContaining({ code: 'ERR_PARAM', message: expect.stringMatching(why) }));
   });
 });
 

@@ -25,7 +25,7 @@ const FORMAT_OPTION = {
 
 const STATE_DIR_OPTION = {
   type: 'string',
-  describe: 'with an NBD export (nbd://, nbd+unix://): where its undo journal is kept while it is written, and a killed update\'s is found (default $XDG_STATE_HOME/resync or ~/.local/state/resync)',
+  describe: 'with an NBD export (nbd://, nbd+unix://, nbds://, nbds+unix://): where its undo journal is kept while it is written, and a killed update\'s is found (default $XDG_STATE_HOME/resync or ~/.local/state/resync)',
 } as const;
 
 const FORCE_OPTION = { alias: 'f', type: 'boolean', default: false, describe: 'overwrite an existing output file (never one of the inputs)' } as const;
@@ -263,7 +263,7 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
     )
     .command(
       'recover <image>',
-      'Resolve an interrupted in-place update: finish it if it was verified, else roll IMAGE back to its original contents (checked against the hash in its journal). IMAGE may be HOST:PORT/VOLUME, [user@]host:/path (over ssh) or @NAME/VOLUME (client config): the far side then does it to the volume (an interrupted push whose primary is gone). IMAGE may be an NBD export (nbd://, nbd+unix://) a killed pull or patch was writing: rolled back from its undo journal in the state directory',
+      'Resolve an interrupted in-place update: finish it if it was verified, else roll IMAGE back to its original contents (checked against the hash in its journal). IMAGE may be HOST:PORT/VOLUME, [user@]host:/path (over ssh) or @NAME/VOLUME (client config): the far side then does it to the volume (an interrupted push whose primary is gone). IMAGE may be an NBD export (nbd://, nbd+unix://, nbds:// or nbds+unix:// over TLS) a killed pull or patch was writing: rolled back from its undo journal in the state directory',
       (a) =>
         outputOptions(a, { progress: false })
           .positional('image', { type: 'string', demandOption: true, describe: 'an image an in-place patch or pull was interrupted on, or HOST:PORT/VOLUME, [user@]host:/path (ssh) or @NAME[/VOLUME]' })

@@ -132,6 +132,9 @@ function summary(r: SyncResult): Record<string, unknown> {
     elapsedMs: r.elapsedMs,
     // A dirty-bitmap push (net/dirty.ts): what the bitmap marked, what was read, and what was verified (the dirty blocks or the whole image).
     ...(r.dirtyBytes !== undefined ? { dirtyBytes: r.dirtyBytes, bytesRead: r.bytesRead, verifiedScope: r.verifiedScope } : {}),
+    // What a killed earlier pull (into an NBD export), or push (into a server's NBD export volume), left and was settled first.
+    ...(r.recovered ? { recovered: r.recovered } : {}),
+    ...(r.rolledBack ? { rolledBack: r.rolledBack } : {}),
   };
 }
 
@@ -212,7 +215,7 @@ export function replicasSummary(r: FanoutResult, hint: (e: unknown, remote: stri
  * Parse repeated --volume NAME=PATH[:rw|:ro]. A suffix that looks like a mode
  * but is not one (`:wr`, `:RW`) is refused rather than taken as part of the
  * path, which would quietly serve a missing read-only volume. PATH may be an
- * NBD URI (nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=/PATH), taken
+ * NBD URI (nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=/PATH, or nbds:// and nbds+unix:// over TLS), taken
  * as it is: checkVolumes checks it.
  */
 export function parseVolumes(list: string[]): Record<string, VolumeConfig> {
@@ -365,7 +368,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
       'Make the remote volume (or several replicas at once) identical to the local IMAGE (primary -> recovery)',
       (a) =>
         outputOptions(a)
-          .positional('image', { type: 'string', demandOption: true, describe: 'the local image to send (file, block device, or NBD export: nbd://HOST:PORT/EXPORT, nbd+unix:///EXPORT?socket=PATH)' })
+          .positional('image', { type: 'string', demandOption: true, describe: 'the local image to send (file, block device, or NBD export: nbd://HOST:PORT/EXPORT, nbd+unix:///EXPORT?socket=PATH; over TLS nbds://HOST:PORT/EXPORT?tls-certificates=DIR)' })
           .positional('remote', { type: 'string', demandOption: true, array: true, describe: 'HOST:PORT/VOLUME, [user@]host:/path over ssh, or @NAME[/VOLUME] from the client config; several: each is updated from one read of IMAGE' })
           .options(CLIENT_OPTIONS)
           .option('dirty-bitmap', {
@@ -387,10 +390,12 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           async (progress) => {
             await checkInput(argv.image, 'IMAGE');
             const remotes = argv.remote.map(String);
+            // A server that rolled back an unfinished earlier push into its volume says so (Ready).
+            const note = (msg: string): void => void (argv.quiet ? undefined : process.stderr.write(`resync push: note: ${msg}\n`));
             if (remotes.length > 1) {
               if (argv['dry-run']) throw new ParamError('--dry-run takes one remote; run it once per replica');
               if (argv['dirty-bitmap'] !== undefined || isNbdUri(argv.image)) throw new ParamError('a push from an NBD export (or with --dirty-bitmap) takes one remote; run it once per replica');
-              const replicas = await replicaOptions({ ...argv, remote: remotes[0]!, remotes }, progress);
+              const replicas = (await replicaOptions({ ...argv, remote: remotes[0]!, remotes }, progress)).map((r) => ({ ...r, opts: { ...r.opts, onNote: r.opts.onNote ?? note } }));
               return replicasSummary(await (await clientMod()).pushToReplicas(argv.image, replicas, { onProgress: progress }), networkHint);
             }
             const opts = await clientOptionsFrom({ ...argv, remote: remotes[0]! }, progress);
@@ -398,7 +403,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPush(argv.image, { ...opts, stateDir: argv['state-dir'] }));
             const mod = await clientMod();
             const stateDir = argv['state-dir'] ?? mod.defaultStateDir();
-            const res = await mod.push(argv.image, { ...opts, dirtyBitmap: argv['dirty-bitmap'], stateDir, digestCache: argv['digest-cache'] });
+            const res = await mod.push(argv.image, { ...opts, dirtyBitmap: argv['dirty-bitmap'], stateDir, digestCache: argv['digest-cache'], onNote: opts.onNote ?? note });
             return summary(res);
           },
           (e) => (argv.remote.length === 1 ? networkHint(e, String(argv.remote[0])) : undefined),
@@ -439,7 +444,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
               stateDir: argv['state-dir'],
               onNote: opts.onNote ?? note,
             });
-            return { ...summary(res), ...(res.recovered ? { recovered: res.recovered } : {}) };
+            return summary(res);
           },
           (e) => networkHint(e, argv.remote),
           () =>

@@ -16,6 +16,7 @@ import {
   NbdInfo,
   NbdOpt,
   NbdRep,
+  NbdTlsError,
   ReplyDecoder,
   decodeGreeting,
   decodeInfo,
@@ -32,6 +33,7 @@ import {
   type ReplyEvent,
 } from './codec.js';
 import type { NbdAddress } from './uri.js';
+import { CLIENT_CERT, CLIENT_KEY, loadTlsCredentials, startTls, tlsFailure, type NbdTlsCredentials } from './tls.js';
 
 /** Requests in flight at once. */
 const MAX_IN_FLIGHT = 4;
@@ -138,12 +140,15 @@ export class NbdClient {
   private closed = false;
 
   private constructor(
-    private readonly sock: Socket,
+    /** The connection: the TCP or unix socket, or the TLS socket over it once STARTTLS went through. */
+    private sock: Socket,
     readonly address: NbdAddress,
   ) {}
 
   /** Connect, negotiate and enter transmission on `addr`'s export. */
   static async connect(addr: NbdAddress, opts: NbdConnectOptions = {}): Promise<NbdClient> {
+    // Read before connecting: a missing certificate fails without touching the server.
+    const creds = addr.tls ? loadTlsCredentials(addr.tls) : null;
     const where = addr.socket !== undefined ? { path: addr.socket } : { host: addr.host!, port: addr.port! };
     const sock = connect(where);
     sock.setNoDelay(true);
@@ -152,29 +157,79 @@ export class NbdClient {
     const timeoutMs = opts.timeoutMs ?? 60_000;
     c.timeoutMs = timeoutMs;
     sock.setTimeout(timeoutMs, () => c.fail(c.timeoutError()));
-    sock.on('error', (e: NodeJS.ErrnoException) => c.fail(new SyncError('ERR_CONNECTION', `NBD server ${addr.display}: ${e.code ?? e.message}`, { errno: e.code })));
-    sock.on('close', () => c.fail(new NbdError(`the NBD server ${addr.display} closed the connection`)));
+    sock.on('error', (e: NodeJS.ErrnoException) => c.fail(c.connectionError(e)));
+    // Under TLS, the TLS socket says how it ended (startTls).
+    sock.on('close', () => c.sock === sock && c.fail(new NbdError(`the NBD server ${addr.display} closed the connection`)));
     c.onFail = (e) => reader.fail(e);
+    let last = reader;
     try {
-      await c.handshake(reader, opts.metaContexts ?? []);
+      last = await c.handshake(reader, opts.metaContexts ?? [], creds);
     } catch (e) {
+      c.sock.destroy();
       sock.destroy();
       throw e;
     }
-    const rest = reader.detach();
+    const rest = last.detach();
     c.onFail = null;
     // From here quiet is fine while nothing is asked (a pull waits on its resync peer for minutes): requests have their own timer.
     sock.setTimeout(0);
+    c.sock.setTimeout(0);
     c.decoder = new ReplyDecoder((cookie) => c.inFlight.get(cookie)?.req ?? null);
-    sock.on('data', (b: Buffer) => c.onData(b));
+    c.sock.on('data', (b: Buffer) => c.onData(b));
     if (rest.length) c.onData(rest);
     return c;
+  }
+
+  /**
+   * NBD_OPT_STARTTLS, then the TLS handshake over the same socket; returns
+   * the reader of the TLS socket, which carries the rest of the session. A
+   * server that refuses the option is refused in turn: nothing more goes in
+   * plaintext.
+   */
+  private async startTls(r: HandshakeReader, creds: NbdTlsCredentials): Promise<HandshakeReader> {
+    const err = await this.option(r, NbdOpt.STARTTLS, Buffer.alloc(0), () => {
+      throw new NbdError('unexpected reply to NBD_OPT_STARTTLS');
+    });
+    if (err) {
+      throw new NbdTlsError('not-offered', `the NBD server ${this.address.display} does not do TLS (NBD_OPT_STARTTLS: ${err.text}); refusing to go on in plaintext: use nbd:// if that is meant`);
+    }
+    // The TLS records start right after the ACK: a byte before them is a broken server.
+    if (r.detach().length) throw new NbdError('the NBD server sent data after acknowledging NBD_OPT_STARTTLS');
+    const plain = this.sock;
+    const onFail = this.onFail;
+    const t = await new Promise<Socket>((resolve, reject) => {
+      // A timeout or a dropped connection during the handshake ends it too.
+      this.onFail = reject;
+      startTls(plain, this.address, creds).then(resolve, reject);
+    });
+    this.onFail = onFail;
+    this.sock = t;
+    t.setTimeout(this.timeoutMs, () => this.fail(this.timeoutError()));
+    // An alert after the handshake (TLS 1.3: the server refusing our certificate) is a TLS failure, not a dropped line.
+    t.on('error', (e: NodeJS.ErrnoException) => this.fail(e.code?.startsWith('ERR_SSL') ? tlsFailure(e, this.address) : this.connectionError(e)));
+    // A server that refuses our certificate (or the lack of one) under TLS 1.3 just closes, before it answers anything.
+    let heard = false;
+    t.once('data', () => (heard = true));
+    t.on('close', () => {
+      if (heard) return this.fail(new NbdError(`the NBD server ${this.address.display} closed the connection`));
+      const dir = this.address.tls?.certificates;
+      const why = creds.cert ? `it may not trust the client certificate ${dir}/${CLIENT_CERT}` : `it may require a client certificate (${CLIENT_CERT} and ${CLIENT_KEY} in the tls-certificates directory)`;
+      this.fail(new NbdTlsError('handshake', `the NBD server ${this.address.display} closed the connection right after the TLS handshake: ${why}`));
+    });
+    const reader = new HandshakeReader(t);
+    this.onFail = (e) => reader.fail(e);
+    return reader;
   }
 
   private onFail: ((e: Error) => void) | null = null;
   private timeoutMs = 60_000;
   /** Runs while requests are in flight; each reply chunk restarts it. */
   private timer: NodeJS.Timeout | null = null;
+
+  /** A socket error as ERR_CONNECTION. */
+  private connectionError(e: NodeJS.ErrnoException): SyncError {
+    return new SyncError('ERR_CONNECTION', `NBD server ${this.address.display}: ${e.code ?? e.message}`, { errno: e.code });
+  }
 
   private timeoutError(): SyncError {
     return new SyncError('ERR_TIMEOUT', `the NBD server ${this.address.display} did not answer for ${this.timeoutMs / 1000} s`);
@@ -189,17 +244,24 @@ export class NbdClient {
     else this.timer = setTimeout(() => this.fail(this.timeoutError()), this.timeoutMs);
   }
 
-  private async handshake(r: HandshakeReader, wanted: string[]): Promise<void> {
-    const { flags } = decodeGreeting(await r.read(18));
+  /** The handshake up to transmission; returns the reader it ended with (the TLS socket's after STARTTLS). */
+  private async handshake(first: HandshakeReader, wanted: string[], creds: NbdTlsCredentials | null): Promise<HandshakeReader> {
+    const { flags } = decodeGreeting(await first.read(18));
     const noZeroes = (flags & NBD_FLAG_NO_ZEROES) !== 0;
     const cf = Buffer.alloc(4);
     cf.writeUInt32BE(NBD_FLAG_FIXED_NEWSTYLE | (noZeroes ? NBD_FLAG_NO_ZEROES : 0));
     this.sock.write(cf);
+    // TLS first: every later option, the export name included, goes inside it.
+    const r = creds ? await this.startTls(first, creds) : first;
     const name = this.address.exportName;
     // Structured replies first: holes in reads and block status need them.
     const sr = await this.option(r, NbdOpt.STRUCTURED_REPLY, Buffer.alloc(0), () => {
       throw new NbdError('unexpected reply to NBD_OPT_STRUCTURED_REPLY');
     });
+    if (sr?.type === NbdRep.ERR_TLS_REQD) {
+      const tlsUri = this.address.display.replace(/^nbd(\+unix)?:/i, (_m, unix: string | undefined) => `nbds${unix ?? ''}:`);
+      throw new NbdTlsError('required', `the NBD server ${this.address.display} requires TLS: use ${tlsUri} (with tls-certificates=DIR holding its CA's ca-cert.pem${this.address.socket !== undefined ? ', and tls-hostname=NAME' : ''})`);
+    }
     this.structured = sr === null;
     if (this.structured && wanted.length) {
       const err = await this.option(r, NbdOpt.SET_META_CONTEXT, encodeMetaContextData(name, wanted), (type, d) => {
@@ -222,6 +284,7 @@ export class NbdClient {
     });
     if (err) throw new NbdError(`the NBD server ${this.address.display} refused export ${JSON.stringify(name)}: ${err.text}`, { export: name });
     if (!got) throw new NbdError('the NBD server entered transmission without saying the export size');
+    return r;
   }
 
   /**

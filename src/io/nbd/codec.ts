@@ -30,6 +30,7 @@ export const NbdOpt = {
   ABORT: 2,
   INFO: 6,
   GO: 7,
+  STARTTLS: 5,
   STRUCTURED_REPLY: 8,
   SET_META_CONTEXT: 10,
 } as const;
@@ -43,6 +44,7 @@ export const NbdRep = {
   ERR_UNSUP: 0x80000001,
   ERR_POLICY: 0x80000002,
   ERR_INVALID: 0x80000003,
+  ERR_TLS_REQD: 0x80000005,
   ERR_UNKNOWN: 0x80000006,
 } as const;
 
@@ -90,6 +92,36 @@ export const NBD_MAX_EXTENTS = 128 * 1024;
 export class NbdError extends SyncError {
   constructor(message: string, details: Record<string, unknown> = {}) {
     super('ERR_NBD', message, details);
+  }
+}
+
+/** Why TLS with an NBD server failed (NbdTlsError's `reason`, also in its details). */
+export type NbdTlsReason =
+  /** nbds://: the server answered NBD_OPT_STARTTLS with an error (it has no TLS). */
+  | 'not-offered'
+  /** nbd://: the server takes no option before TLS. */
+  | 'required'
+  /** The server's certificate is not signed by a trusted CA (or is expired, or malformed). */
+  | 'untrusted'
+  /** The certificate is trusted but names another host. */
+  | 'hostname'
+  /** The tls-certificates directory lacks a file, or one cannot be read. */
+  | 'certificates'
+  /** Anything else in the TLS handshake (the server refused our certificate, or closed). */
+  | 'handshake';
+
+/**
+ * TLS with an NBD server could not be set up or verified: nothing past the
+ * greeting was sent in plaintext, and the connection is closed.
+ */
+export class NbdTlsError extends SyncError {
+  constructor(
+    readonly reason: NbdTlsReason,
+    message: string,
+    details: Record<string, unknown> = {},
+    options?: ErrorOptions,
+  ) {
+    super('ERR_NBD_TLS', message, { reason, ...details }, options);
   }
 }
 
@@ -217,6 +249,7 @@ export function optionErrorText(type: number, d: Buffer): string {
     [NbdRep.ERR_POLICY]: 'refused by policy',
     [NbdRep.ERR_INVALID]: 'invalid',
     [NbdRep.ERR_UNKNOWN]: 'no such export',
+    [NbdRep.ERR_TLS_REQD]: 'TLS required',
   };
   const msg = d.toString('utf8').replace(/[^\x20-\x7e]/g, '?');
   return `${names[type] ?? `error ${type & 0x7fffffff}`}${msg ? ` (${msg})` : ''}`;
