@@ -1,7 +1,7 @@
 /**
- * The matcher's rolling loop in WebAssembly (src/core/roll-wasm.wat): slides
- * the Adler-32 window over bytes no block can match at about a quarter of the
- * JS loop's cost. One Roller per matcher: it holds the out table, a copy of
+ * The matcher's rolling loop in WebAssembly (src/core/roll-wasm.wat, four
+ * windows at a time with SIMD): slides the Adler-32 window over bytes no block
+ * can match at a fraction of the JS loop's cost. One Roller per matcher: it holds the out table, a copy of
  * the signature's filter and a copy of the current input buffer in its own
  * wasm memory. Returns null where WebAssembly is unavailable; the matcher
  * then keeps its JS loop.

@@ -329,12 +329,13 @@ export class Signature {
     // zero blocks of a sparse image) are never touched.
     this.next = new Int32Array(this.blockCount);
     this.bucketShift = 32 - tableBits;
-    // 512 bits a block while the filter fits in 2 MiB, then at least 64 (at
+    // 512 bits a block while the filter fits in 1 MiB, then at least 64 (at
     // most 16 MiB): every filter hit costs the scan a return from its
     // WebAssembly loop and a table lookup, and at 64 bits a block one came
-    // every ~64 bytes of changed data.
+    // every ~64 bytes of changed data. Not more than 1 MiB for that: the
+    // scanning side keeps it twice (here and in the loop's memory).
     let filterBits = 16;
-    while (filterBits < 27 && 2 ** filterBits < Math.max(Math.min(keys * 512, 2 ** 24), keys * 64)) filterBits++;
+    while (filterBits < 27 && 2 ** filterBits < Math.max(Math.min(keys * 512, 2 ** 23), keys * 64)) filterBits++;
     this.filter = new Int32Array(2 ** (filterBits - 5));
     this.filterShift = 32 - filterBits;
     for (let i = 0; i < this.blockCount; i++) this.insert(i);
