@@ -111,7 +111,11 @@ export class FrameDecoder {
     for (;;) {
       if (this.want < 0) {
         if (this.buffered < FRAME_HEADER_LEN) break;
-        const h = this.take(FRAME_HEADER_LEN);
+        // A header split across chunks is joined in memory of its own: the
+        // payload allocator may lend, and what it lends comes back only with
+        // a payload handed out (a header lent was never given back, and held
+        // a receiver's ring at that spot for the rest of the session).
+        const h = this.take(FRAME_HEADER_LEN, false);
         const len = ((h[0]! << 24) | (h[1]! << 16) | (h[2]! << 8) | h[3]!) >>> 0;
         if (len > this.maxFrame) throw new FrameTooLargeError(len, this.maxFrame);
         this.want = len;
@@ -149,7 +153,8 @@ export class FrameDecoder {
     if (this.buffered > 0) throw new UnexpectedEofError('frame header', FRAME_HEADER_LEN, this.buffered);
   }
 
-  private take(n: number): Uint8Array {
+  /** The next n buffered bytes; joined, when they span chunks, in `alloc`'s memory if they are a payload. */
+  private take(n: number, payload = true): Uint8Array {
     if (n === 0) return new Uint8Array(0);
     const first = this.chunks[0]!;
     if (first.length >= n) {
@@ -159,7 +164,7 @@ export class FrameDecoder {
       this.buffered -= n;
       return r;
     }
-    const r = this.alloc(n);
+    const r = payload ? this.alloc(n) : new Uint8Array(n);
     let off = 0;
     while (off < n) {
       const c = this.chunks[0]!;

@@ -23,6 +23,12 @@ export class LendRing {
   private readonly live: { start: number; end: number; back: boolean }[] = [];
   /** Where the next range starts. */
   private head = 0;
+  /**
+   * The smaller ring reserve() replaced while some of it was lent: never lent
+   * again, dropped once those ranges are back (start offset -> length).
+   */
+  private retired: Uint8Array | null = null;
+  private retiredLive = new Map<number, number>();
   /** Bytes lent and not given back (the ring's bound on them is its size). */
   inUse = 0;
   /** Requests the ring could not serve (they got memory of their own). */
@@ -40,10 +46,16 @@ export class LendRing {
    */
   reserve(): void {
     if (this.cap === this.size) return;
-    if (this.live.length > 0) {
-      // Memory lent now stays where it is: the ring is made again once all is back.
-      this.want = this.size;
-      return;
+    if (this.live.length > 0 && this.mem !== null) {
+      // What is lent now stays where it is, in the small ring, and comes back
+      // in its own time; new lends come from the whole size at once. (Waiting
+      // for all of it to come back first could wait for good: a literal
+      // stream always has something lent, and each miss is a payload of its
+      // own, 70 MB of them in one pull.)
+      this.retired = this.mem;
+      this.retiredLive = new Map(this.live.filter((x) => !x.back).map((x) => [x.start, x.end - x.start]));
+      this.live.length = 0;
+      this.head = 0;
     }
     this.cap = this.size;
     this.mem = null;
@@ -84,7 +96,7 @@ export class LendRing {
 
   /** Whether `b` is memory of this ring. */
   owns(b: Uint8Array): boolean {
-    return this.mem !== null && b.buffer === this.mem.buffer;
+    return (this.mem !== null && b.buffer === this.mem.buffer) || (this.retired !== null && b.buffer === this.retired.buffer);
   }
 
   /**
@@ -93,7 +105,18 @@ export class LendRing {
    * every older one is, so nothing lent is ever lent twice.
    */
   giveBack(b: Uint8Array): void {
-    const start = b.byteOffset - this.mem!.byteOffset;
+    const old = this.retired;
+    if (old !== null && b.buffer === old.buffer) {
+      const n = this.retiredLive.get(b.byteOffset - old.byteOffset);
+      if (n === undefined) return;
+      this.retiredLive.delete(b.byteOffset - old.byteOffset);
+      this.inUse -= n;
+      if (this.retiredLive.size === 0) this.retired = null;
+      return;
+    }
+    // Not of this ring (a retired ring's, given back twice): nothing to free.
+    if (this.mem === null || b.buffer !== this.mem.buffer) return;
+    const start = b.byteOffset - this.mem.byteOffset;
     const r = this.live.find((x) => x.start === start && !x.back);
     if (!r) return;
     r.back = true;

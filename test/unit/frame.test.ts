@@ -133,6 +133,27 @@ describe('FrameDecoder: any split of the stream gives the same frames', () => {
   );
 });
 
+describe('FrameDecoder: the payload allocator', () => {
+  test('only payloads handed out take its memory: a header split across chunks is joined elsewhere', () => {
+    // A lending reader (net/connection.ts) gets lent memory back only with the payloads it hands out.
+    const given: Uint8Array[] = [];
+    const d = new FrameDecoder(MAX_FRAME, (n) => {
+      const m = new Uint8Array(n);
+      given.push(m);
+      return m;
+    });
+    const payloads = [Buffer.from('hello world'), Buffer.alloc(600, 7), Buffer.from('x')];
+    const stream = Buffer.concat(payloads.map((p) => encodeFrame(p)));
+    // Cuts inside the first and third headers and inside the second payload.
+    const cuts = [0, 2, 3, 20, 300, 623, 626, stream.length];
+    const out: Uint8Array[] = [];
+    for (let i = 1; i < cuts.length; i++) out.push(...d.push(stream.subarray(cuts[i - 1], cuts[i])));
+    expect(out.map((o) => Buffer.from(o))).toEqual(payloads);
+    expect(given.length).toBeGreaterThan(0);
+    for (const g of given) expect(out.some((o) => o.buffer === g.buffer)).toBe(true);
+  });
+});
+
 describe('FrameDecoder: zero-length frames', () => {
   test('an empty frame followed by more bytes in the same push decodes to an empty payload', () => {
     const d = new FrameDecoder();

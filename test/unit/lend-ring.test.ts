@@ -63,17 +63,31 @@ describe('LendRing', () => {
     expect(r.lend(1)).toBeNull();
   });
 
-  test('reserve takes the whole size at once (after what is lent comes back), and a ring at its size is never made again', () => {
+  test('reserve takes the whole size at once, even while some is lent, and a ring at its size is never made again', () => {
     const KiB = 1024;
     const r = new LendRing(1024 * KiB);
     const a = r.lend(10 * KiB)!;
+    a.fill(0xaa);
     r.reserve();
-    // Lent memory stays where it is: the small ring until it is all back.
-    expect(r.lend(300 * KiB)).toBeNull();
+    // What is lent stays where it is (the small ring); new lends come from the whole size at once.
+    expect(r.owns(a)).toBe(true);
+    const big = r.lend(900 * KiB)!;
+    expect(big).not.toBeNull();
+    expect(big.buffer).not.toBe(a.buffer);
+    big.fill(0x55);
+    expect(a.every((x) => x === 0xaa)).toBe(true);
+    expect(r.misses).toBe(0);
+    expect(r.inUse).toBe(910 * KiB);
     r.giveBack(a);
+    r.giveBack(a); // twice: counted once
+    expect(r.owns(a)).toBe(false);
+    expect(r.inUse).toBe(900 * KiB);
+    r.giveBack(big);
+    expect(r.inUse).toBe(0);
     const b = r.lend(600 * KiB)!;
     const c = r.lend(400 * KiB)!;
     expect(c.buffer).toBe(b.buffer);
+    expect(b.buffer).toBe(big.buffer);
     // A miss past the size, then all given back: the same memory is lent again.
     expect(r.lend(100 * KiB)).toBeNull();
     r.giveBack(b);
