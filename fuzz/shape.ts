@@ -15,7 +15,9 @@ import { literalFromZ } from '../protocol/convert.js';
 import { literalFromZstd } from '../protocol/literal-codec.js';
 import type { DeltaOp } from '../src/core/ops.js';
 import type { DeltaHeaderMsg, Message } from '../protocol/messages.js';
-import { imageHashOf, modelPatch, PATCH_BASIS, sha256, subNeedAccepted } from './reference.js';
+import { imageHashOf, modelPatch, PATCH_BASIS, subNeedAccepted } from './reference.js';
+import { createStreamDigest } from '../src/core/stream-digest.js';
+import { fileDigestAlg } from '../src/format/framed-file.js';
 
 /** How a target's input is laid out. */
 export interface InputShape {
@@ -290,7 +292,11 @@ export function repair(x: Parsed, shape: InputShape): void {
       const end = x.frames[endIdx]!;
       parts.push(u32(end.length), end.subarray(0, Math.max(0, end.length - 32)));
     }
-    setField(endIdx, shape.digestField, sha256(...parts));
+    // The digest the preamble's format and version call for: SHA-256, or keyed BLAKE3 for delta files from version 2.
+    const magic = x.pre.length >= 4 ? ((x.pre[0]! << 24) | (x.pre[1]! << 16) | (x.pre[2]! << 8) | x.pre[3]!) >>> 0 : 0;
+    const h = createStreamDigest(fileDigestAlg(magic, version));
+    for (const p of parts) h.update(p);
+    setField(endIdx, shape.digestField, h.digest());
   }
 }
 

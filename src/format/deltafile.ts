@@ -1,10 +1,11 @@
 /**
- * Delta files: preamble "RSDL" v1, DeltaHeader, Copy/Literal ops, DeltaEnd with
- * the target size and SHA-256 and a digest of the file. See protocol/SPEC.md.
+ * Delta files: preamble "RSDL" v2 (v1 read too), DeltaHeader, Copy/Literal
+ * ops, DeltaEnd with the target size and image hash and a digest of the file
+ * (keyed BLAKE3 from v2, SHA-256 in v1). See protocol/SPEC.md.
  */
 import { CorruptInputError, SyncError } from '../core/errors.js';
 import type { DeltaOp } from '../core/ops.js';
-import { DELTA_MAGIC, FORMAT_VERSION, MsgType } from '../../protocol/constants.js';
+import { DELTA_FORMAT_VERSION, DELTA_FORMAT_VERSIONS_READ, DELTA_MAGIC, MsgType } from '../../protocol/constants.js';
 import type { DeltaEndMsg, Message } from '../../protocol/messages.js';
 import { UnexpectedMessageError } from '../../protocol/errors.js';
 import { messageName } from '../../protocol/codec.js';
@@ -23,7 +24,7 @@ export interface DeltaTrailer {
 
 /** Produces the bytes of a delta file. */
 export class DeltaFileEncoder {
-  private readonly w = new FramedFileWriter(DELTA_MAGIC, FORMAT_VERSION);
+  private readonly w = new FramedFileWriter(DELTA_MAGIC, DELTA_FORMAT_VERSION);
   private ops = 0;
 
   /** Preamble and header. */
@@ -66,7 +67,7 @@ export type DeltaEvent = { kind: 'header'; header: DeltaHeader } | { kind: 'op';
 
 /** Incremental delta file reader; validates order, counts and the file digest. */
 export class DeltaFileDecoder {
-  private readonly r = new FramedFileReader(DELTA_MAGIC, FORMAT_VERSION, 'delta file', MsgType.DeltaEnd);
+  private readonly r = new FramedFileReader(DELTA_MAGIC, DELTA_FORMAT_VERSIONS_READ, 'delta file', MsgType.DeltaEnd);
   private header: DeltaHeader | null = null;
   private ops = 0;
   private ended = false;

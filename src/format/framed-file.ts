@@ -1,14 +1,15 @@
 /**
  * Shared reader/writer for resync's framed files: preamble, then frames of
- * msgpack messages, the last of which (the end record) carries a SHA-256
- * digest: of every byte before the end frame, or, for formats that cover the
- * end record too (signature files from version 2), of every byte of the file
- * but the digest's own 32, which end it. Pure and incremental.
+ * msgpack messages, the last of which (the end record) carries a digest: of
+ * every byte before the end frame, or, for formats that cover the end record
+ * too (signature files from version 2), of every byte of the file but the
+ * digest's own 32, which end it. SHA-256, or keyed BLAKE3 for delta files
+ * from version 2 (fileDigestAlg). Pure and incremental.
  */
-import { createHash, type Hash } from 'node:crypto';
 import { CorruptInputError, SyncError } from '../core/errors.js';
+import { createStreamDigest, type StreamDigest, type StreamDigestAlg } from '../core/stream-digest.js';
 import { encodeFrame, FrameDecoder } from '../bytes/frame.js';
-import { PREAMBLE_LEN } from '../../protocol/constants.js';
+import { DELTA_MAGIC, PREAMBLE_LEN } from '../../protocol/constants.js';
 import { decodeMessage, encodeMessage, encodeOpFrameInto, opFrameSize } from '../../protocol/codec.js';
 import type { Message } from '../../protocol/messages.js';
 import { checkPreamble, encodePreamble } from './preamble.js';
@@ -16,9 +17,14 @@ import { checkPreamble, encodePreamble } from './preamble.js';
 /** Bytes of the end record's digest. */
 const DIGEST_LEN = 32;
 
+/** The digest a file of this magic and version carries: keyed BLAKE3 for delta files from version 2, else SHA-256. */
+export function fileDigestAlg(magic: number, version: number): StreamDigestAlg {
+  return magic === DELTA_MAGIC && version >= 2 ? 'blake3' : 'sha256';
+}
+
 /** Writes a framed file as buffers, keeping the running digest. */
 export class FramedFileWriter {
-  private readonly h: Hash = createHash('sha256');
+  private readonly h: StreamDigest;
   /** Bytes produced so far. */
   bytesOut = 0;
 
@@ -27,7 +33,9 @@ export class FramedFileWriter {
     private readonly version: number,
     /** The digest covers the end record up to the digest itself. */
     private readonly coversEnd = false,
-  ) {}
+  ) {
+    this.h = createStreamDigest(fileDigestAlg(magic, version));
+  }
 
   /** The preamble; call first. */
   preamble(): Buffer {
@@ -58,7 +66,7 @@ export class FramedFileWriter {
 
   /** Digest of everything emitted so far. */
   digest(): Buffer {
-    return this.h.copy().digest();
+    return this.h.digest();
   }
 
   /** The end record, framed, with its digest (the last field, 32 bytes) filled in. */
@@ -66,7 +74,7 @@ export class FramedFileWriter {
     if (!this.coversEnd) return this.message({ ...m, digest: this.digest() });
     const frame = encodeFrame(encodeMessage({ ...m, digest: Buffer.alloc(DIGEST_LEN) }));
     const body = frame.length - DIGEST_LEN;
-    this.h.copy().update(frame.subarray(0, body)).digest().copy(frame, body);
+    this.h.digest(frame.subarray(0, body)).copy(frame, body);
     return this.emit(frame);
   }
 
@@ -80,7 +88,8 @@ export class FramedFileWriter {
 /** Reads a framed file incrementally; yields validated messages. */
 export class FramedFileReader {
   private readonly frames = new FrameDecoder();
-  private readonly h: Hash = createHash('sha256');
+  /** The running digest, from the preamble on (its algorithm depends on the version). */
+  private h: StreamDigest | null = null;
   private pre: Uint8Array = new Uint8Array(0);
   private preDone = false;
   private finished = false;
@@ -117,6 +126,7 @@ export class FramedFileReader {
         return [];
       }
       this.version = checkPreamble(joined, this.magic, this.versions, this.kind);
+      this.h = createStreamDigest(fileDigestAlg(this.magic, this.version));
       this.h.update(joined.subarray(0, PREAMBLE_LEN));
       this.preDone = true;
       data = joined.subarray(PREAMBLE_LEN);
@@ -126,6 +136,7 @@ export class FramedFileReader {
     if (this.finished) throw new SyncError('ERR_TRAILING_DATA', `${this.kind} has ${data.length} byte(s) after its end`, {});
     // Stop at the end record so whatever follows is reported as trailing data.
     const isEnd = (p: Uint8Array): boolean => p.length > 1 && p[0]! >= 0x90 && p[0]! <= 0x9f && p[1] === this.endType;
+    const h = this.h!;
     for (const payload of this.frames.push(data, isEnd)) {
       if (this.finished) throw new SyncError('ERR_TRAILING_DATA', `${this.kind} has data after its end`, {});
       const lenBuf = this.lenBuf;
@@ -143,13 +154,17 @@ export class FramedFileReader {
       if (msg.type === this.endType) {
         this.finished = true;
         // The end record's digest is its last field.
-        digestBefore =
-          this.version >= this.coversEndFrom && payload.length > DIGEST_LEN
-            ? this.h.copy().update(lenBuf).update(payload.subarray(0, payload.length - DIGEST_LEN)).digest()
-            : this.h.copy().digest();
+        // Nothing is hashed after it: the end record is the last frame.
+        if (this.version >= this.coversEndFrom && payload.length > DIGEST_LEN) {
+          h.update(lenBuf);
+          digestBefore = h.digest(payload.subarray(0, payload.length - DIGEST_LEN));
+        } else {
+          digestBefore = h.digest();
+        }
+      } else {
+        h.update(lenBuf);
+        h.update(payload);
       }
-      this.h.update(lenBuf);
-      this.h.update(payload);
       out.push({ msg, digestBefore });
     }
     if (this.finished && this.frames.pending > 0) {

@@ -8,6 +8,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, test } from 'vitest';
+import { blake3 as blake3Js } from '@noble/hashes/blake3.js';
 import { applyDelta, signatureOf } from '../../src/core/whole.js';
 import { DeltaFileDecoder, type DeltaEvent } from '../../src/format/deltafile.js';
 import { SignatureFileDecoder } from '../../src/format/sigfile.js';
@@ -174,6 +175,39 @@ describe('version 1 signature files', () => {
     // Everything but the preamble's version and the end record's digest is the same bytes.
     expect(v1.length).toBe(v2.length);
     expect(v1.subarray(6, -32)).toEqual(Buffer.from(v2).subarray(6, -32));
+  });
+});
+
+describe('version 1 delta files', () => {
+  // fixtures/golden-v1/ holds deltas as version 1 wrote them (a SHA-256 file
+  // digest); they are never rewritten.
+  const events = (b: Uint8Array) => decodeDelta(b);
+  test.each(['tiny', 'blake3', 'compressed'])('%s.delta.bin of version 1 still reads, with the same ops and hashes as version 2', (name) => {
+    const v1 = readFileSync(join(ROOT, 'fixtures/golden-v1', `${name}.delta.bin`));
+    expect(v1.readUInt16BE(4)).toBe(1);
+    const v2 = goldenFiles().find((f) => f.file === `${name}.delta.bin`)!.bytes;
+    expect(v2.readUInt16BE(4)).toBe(2);
+    expect(events(v1)).toEqual(events(v2));
+    // Everything but the preamble's version and the end record's digest is the same bytes.
+    expect(v1.length).toBe(v2.length);
+    expect(v1.subarray(6, -32)).toEqual(Buffer.from(v2).subarray(6, -32));
+    // A version 1 file whose digest is the BLAKE3 one is refused, and the other way round.
+    const swapped = Buffer.concat([v1.subarray(0, -32), Buffer.from(v2).subarray(-32)]);
+    expect(() => events(swapped)).toThrow(expect.objectContaining({ code: 'ERR_CORRUPT' }));
+    const v2old = Buffer.concat([Buffer.from(v2).subarray(0, -32), v1.subarray(-32)]);
+    expect(() => events(v2old)).toThrow(expect.objectContaining({ code: 'ERR_CORRUPT' }));
+  });
+
+  test('the digests are as SPEC §2.4 defines them: SHA-256 (v1) or BLAKE3 keyed with "resync file digest, BLAKE3 keyed" (v2) of the file before the end frame', () => {
+    for (const name of ['tiny', 'blake3', 'compressed']) {
+      const v1 = readFileSync(join(ROOT, 'fixtures/golden-v1', `${name}.delta.bin`));
+      const v2 = Buffer.from(goldenFiles().find((f) => f.file === `${name}.delta.bin`)!.bytes);
+      const endAt = frameOffsets(v2).at(-2)!;
+      expect(v1.subarray(-32)).toEqual(sha256(v1.subarray(0, endAt)));
+      const key = Buffer.from('resync file digest, BLAKE3 keyed', 'latin1');
+      expect(key.length).toBe(32);
+      expect(v2.subarray(-32)).toEqual(Buffer.from(blake3Js(v2.subarray(0, endAt), { key })));
+    }
   });
 });
 

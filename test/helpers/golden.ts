@@ -20,7 +20,7 @@ import { FramedFileWriter } from '../../src/format/framed-file.js';
 import { encodeFrame } from '../../src/bytes/frame.js';
 import { MAX_LITERAL } from '../../src/core/limits.js';
 import { deflateRawSync } from 'node:zlib';
-import { DELTA_MAGIC, FORMAT_VERSION, MsgType, SIG_MAGIC } from '../../protocol/constants.js';
+import { DELTA_FORMAT_VERSION, DELTA_MAGIC, FORMAT_VERSION, MsgType, SIG_MAGIC } from '../../protocol/constants.js';
 import type { Message } from '../../protocol/messages.js';
 import type { ErrorCode } from '../../src/core/errors.js';
 
@@ -265,7 +265,7 @@ export class FileBuilder {
   private readonly parts: Buffer[] = [];
   private readonly w: FramedFileWriter;
 
-  constructor(magic: number, version = FORMAT_VERSION) {
+  constructor(magic: number, version = magic === DELTA_MAGIC ? DELTA_FORMAT_VERSION : FORMAT_VERSION) {
     this.w = new FramedFileWriter(magic, version);
     this.parts.push(this.w.preamble());
   }
@@ -276,7 +276,7 @@ export class FileBuilder {
     return this;
   }
 
-  /** SHA-256 of every byte appended through msg() so far. */
+  /** The file digest (SHA-256, or keyed BLAKE3 for a delta file of version 2) of every byte appended through msg() so far. */
   digest(): Buffer {
     return this.w.digest();
   }

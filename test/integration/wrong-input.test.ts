@@ -22,6 +22,8 @@ import { journalPathFor } from '../../src/io/journal.js';
 import { JournalError } from '../../src/io/errors.js';
 import { pull, push } from '../../src/net/client.js';
 import { encodeFrame } from '../../src/bytes/frame.js';
+import { createStreamDigest } from '../../src/core/stream-digest.js';
+import { fileDigestAlg } from '../../src/format/framed-file.js';
 import { decodeMessage, encodeMessage } from '../../protocol/codec.js';
 import { MsgType, PREAMBLE_LEN } from '../../protocol/constants.js';
 import type { Message } from '../../protocol/messages.js';
@@ -269,11 +271,13 @@ function frames(file: Buffer): { preamble: Buffer; payloads: Buffer[] } {
 
 /** Re-encode messages as a framed file with a correct trailing digest (the end message's `digest`). */
 function reframe(preamble: Buffer, msgs: Message[]): Buffer {
-  const h = createHash('sha256').update(preamble);
+  // The digest the preamble's format and version call for (SHA-256, or keyed BLAKE3 for delta files from version 2).
+  const h = createStreamDigest(fileDigestAlg(preamble.readUInt32BE(0), preamble.readUInt16BE(4)));
+  h.update(preamble);
   const parts: Buffer[] = [preamble];
   for (const m of msgs) {
     let msg = m;
-    if ((m.type === MsgType.SigEnd || m.type === MsgType.DeltaEnd) && 'digest' in m) msg = { ...m, digest: h.copy().digest() };
+    if ((m.type === MsgType.SigEnd || m.type === MsgType.DeltaEnd) && 'digest' in m) msg = { ...m, digest: h.digest() };
     const f = encodeFrame(encodeMessage(msg));
     h.update(f);
     parts.push(f);
