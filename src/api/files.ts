@@ -138,7 +138,7 @@ export interface DeltaFileOptions {
 
 /**
  * Scan `newPath` against the signature in `sigPath` and write the delta to
- * `deltaPath` (atomically). The delta ends with the SHA-256 of the new image.
+ * `deltaPath` (atomically). The delta ends with the image hash of the new image (protocol/SPEC.md §3.7).
  */
 export async function deltaFile(sigPath: string, newPath: string, deltaPath: string, opts: DeltaFileOptions = {}): Promise<FileResult> {
   const t0 = performance.now();
