@@ -257,7 +257,10 @@ export class UndoPatcher {
     await this.settle();
     await this.io.flush();
     killPoint('nbd-flushed');
-    if (this.durable) await this.journal.commit(targetSize, got ?? targetHash);
+    if (this.durable) {
+      await this.journal.commit(targetSize, got ?? targetHash);
+      killPoint('nbd-committed');
+    }
     return this.bytesWritten;
   }
 

@@ -185,7 +185,7 @@ describe.skipIf(!hasQemu)('NBD against qemu-nbd', () => {
     // Where zstd does not load, an explicit zstd choice falls back to DEFLATE with a note, as a plain push does.
     const fallback = await run(['--compress-choice', 'zstd'], { RESYNC_ZSTD: '0' });
     expect(fallback.out).toMatchObject({ ok: true, compression: 'deflate:1' });
-    expect(fallback.stderr).toContain('resync: note: zstd is not available here (turned off by RESYNC_ZSTD=0); compressing with deflate');
+    expect(fallback.stderr).toContain('resync push: note: zstd is not available here (turned off by RESYNC_ZSTD=0); compressing with deflate');
     // bytesSent counts what went on the wire: the text shrinks, the random 64 KiB cannot.
     for (const c of [best, deflate, fallback.out]) {
       expect(c.bytesSent as number).toBeLessThan((plain.bytesSent as number) * 0.5);

@@ -336,6 +336,31 @@ describe.skipIf(!hasQemu)('a server killed mid-push into an NBD volume', () => {
     expect(sameContent(d.q, src)).toBe(true);
   }, 120_000);
 
+  test('killed after the commit record, before the journal is removed: the next push hears the earlier one had finished, and the export keeps it', async () => {
+    const state = join(dir, 'kill-state-5');
+    const src = await primary('kill-src-5');
+    const d = recoveryDisk('kill5');
+    const nbd = await startNbd(dir, d.q);
+    const killed = await cliServer(nbd.uri, state, secretFile, { RESYNC_KILL_AT: 'nbd-committed' });
+    await expect(push(src, { host: '127.0.0.1', port: killed.port, secret, volume: 'rec' })).rejects.toMatchObject({ code: 'ERR_CONNECTION' });
+    expect(await killed.exited).toBe('SIGKILL');
+    expect(existsSync(nbdJournalPath(state, nbd.uri))).toBe(true);
+    // The push had finished: the export already holds the new image, journal or not.
+    const img = await openNbdImage(nbd.uri);
+    const now = await img.nbd.read(0, img.size);
+    await img.nbd.close();
+    expect(now.equals(await readFile(src))).toBe(true);
+    await servedThenStopped(nbd, state, async (port) => {
+      const notes: string[] = [];
+      const r = await push(src, { host: '127.0.0.1', port, secret, volume: 'rec', onNote: (m) => notes.push(m) });
+      expect(r).toMatchObject({ verified: true, recovered: 'completed' });
+      expect(r).not.toHaveProperty('rolledBack');
+      expect(notes).toEqual([expect.stringMatching(/the server found that an earlier push into this volume had finished before it was cut off, and removed its leftover journal/)]);
+    });
+    expect(existsSync(nbdJournalPath(state, nbd.uri))).toBe(false);
+    expect(sameContent(d.q, src)).toBe(true);
+  }, 120_000);
+
   test('a client that does not list "ready-settled" (an older one) gets the four-field Ready it can read; the export is rolled back all the same', async () => {
     const state = join(dir, 'kill-state-4');
     const src = await primary('kill-src-4');

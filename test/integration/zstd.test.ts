@@ -90,14 +90,19 @@ describe('a side without zstd', () => {
     const args = ['--secret-file', srv.secretFile, '--json', '--compress-choice', 'zstd'];
     const r = await run(['push', join(dir, 'src.img'), `127.0.0.1:${srv.port}/v`, ...args], NO_ZSTD).done;
     expect(r.code).toBe(0);
-    expect(r.stderr).toContain("resync: note: zstd is not available here (the zstd-napi binding did not load: Cannot find module 'zstd-napi/binding'); compressing with deflate");
+    expect(r.stderr).toContain("resync push: note: zstd is not available here (the zstd-napi binding did not load: Cannot find module 'zstd-napi/binding'); compressing with deflate");
     expect(JSON.parse(r.stdout)).toMatchObject({ ok: true, compression: 'deflate:1' });
     await writeFile(join(dir, 'local.img'), basis);
     // RESYNC_ZSTD=0 turns it off the same way
     const p = await run(['pull', `127.0.0.1:${srv.port}/v`, join(dir, 'local.img'), ...args], { RESYNC_ZSTD: '0' }).done;
-    expect(p.stderr).toContain('resync: note: zstd is not available here (turned off by RESYNC_ZSTD=0); compressing with deflate');
+    expect(p.stderr).toContain('resync pull: note: zstd is not available here (turned off by RESYNC_ZSTD=0); compressing with deflate');
     expect(p.code).toBe(0);
     expect(JSON.parse(p.stdout)).toMatchObject({ ok: true, compression: 'deflate:1' });
+    // --quiet keeps the note off stderr too.
+    await writeFile(join(dir, 'vol.img'), basis);
+    const q = await run(['push', join(dir, 'src.img'), `127.0.0.1:${srv.port}/v`, '--secret-file', srv.secretFile, '--quiet', '--compress-choice', 'zstd'], { RESYNC_ZSTD: '0' }).done;
+    expect(q.code).toBe(0);
+    expect(q.stderr).toBe('');
     expect((await readFile(join(dir, 'local.img'))).equals(target)).toBe(true);
   });
 

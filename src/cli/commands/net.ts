@@ -39,8 +39,13 @@ interface ClientArgs {
   'remote-resync'?: string | undefined;
 }
 
-/** ClientOptions from the options push and pull share, over what a named remote (@NAME/VOLUME) in the client config sets. */
-export async function clientOptionsFrom(argv: ClientArgs, onProgress: ProgressFn): Promise<ClientOptions> {
+/**
+ * ClientOptions from the options push and pull share, over what a named
+ * remote (@NAME/VOLUME) in the client config sets. `onNote` gets the notes
+ * of the session (a codec fallen back to, a rollback the server did): the
+ * command's, which keeps --quiet.
+ */
+export async function clientOptionsFrom(argv: ClientArgs, onProgress: ProgressFn, onNote?: (msg: string) => void): Promise<ClientOptions> {
   const named = parseNamedRemote(argv.remote) ? await lookupRemote(argv.remote) : null;
   const common = {
     blockSize: argv['block-size'],
@@ -48,6 +53,7 @@ export async function clientOptionsFrom(argv: ClientArgs, onProgress: ProgressFn
     bwlimit: parseBwlimit(argv.bwlimit ?? named?.bwlimit),
     ...(await compressionFrom(argv, named)),
     onProgress,
+    onNote,
   };
   const viaSsh = named ? (named.kind === 'ssh' ? { host: named.ssh, path: join(named.dir, named.volume) } : null) : parseSshRemote(argv.remote);
   if (viaSsh) {
@@ -93,7 +99,7 @@ async function clientSecret(flag: string | undefined, fromConfig: string | undef
  * compress, compressChoice and compressLevel: a choice or level implies
  * compression unless --no-compress (or "compress": false) says otherwise.
  */
-async function compressionFrom(argv: ClientArgs, named: RemoteCommon | null): Promise<Pick<ClientOptions, 'compress' | 'compressChoice' | 'compressLevel' | 'onNote'>> {
+async function compressionFrom(argv: ClientArgs, named: RemoteCommon | null): Promise<Pick<ClientOptions, 'compress' | 'compressChoice' | 'compressLevel'>> {
   const choice = argv['compress-choice'] ?? named?.compressChoice;
   const level = argv['compress-level'] ?? named?.compressLevel;
   const on = argv.compress ?? (argv['compress-choice'] !== undefined || argv['compress-level'] !== undefined ? true : (named?.compress ?? (choice !== undefined || level !== undefined)));
@@ -101,7 +107,7 @@ async function compressionFrom(argv: ClientArgs, named: RemoteCommon | null): Pr
   const name = choice === undefined ? null : (choice as CodecName);
   // (Loaded here: the codecs bring zlib, which other commands do without.)
   if (name && level !== undefined) (await import('../../../protocol/literal-codec.js')).checkLevel(name, level);
-  return { compress: true, compressChoice: name, compressLevel: level, onNote: (msg) => process.stderr.write(`resync: note: ${msg}\n`) };
+  return { compress: true, compressChoice: name, compressLevel: level };
 }
 
 /** A `recover` argument that names a remote volume (HOST:PORT/VOLUME, [user@]host:/path or @NAME[/VOLUME]) rather than a local image. */
@@ -159,7 +165,11 @@ function pushInterrupted(argv: { remote: string[]; 'dry-run': boolean }): Interr
  * serves every HOST:PORT/VOLUME remote and --tls applies to those only;
  * --rsh and --remote-resync to the ssh ones only.
  */
-async function replicaOptions(argv: Parameters<typeof clientOptionsFrom>[0] & { remote: string; remotes: string[] }, onProgress: ProgressFn): Promise<{ remote: string; opts: ClientOptions }[]> {
+async function replicaOptions(
+  argv: Parameters<typeof clientOptionsFrom>[0] & { remote: string; remotes: string[] },
+  onProgress: ProgressFn,
+  onNote: (msg: string) => void,
+): Promise<{ remote: string; opts: ClientOptions }[]> {
   const seen = new Set<string>();
   for (const r of argv.remotes) {
     if (seen.has(r)) throw new ParamError(`remote ${JSON.stringify(r)} is given twice`);
@@ -172,7 +182,7 @@ async function replicaOptions(argv: Parameters<typeof clientOptionsFrom>[0] & { 
     const a = { ...argv, remote };
     if (mixed && ssh[k]) Object.assign(a, { 'secret-file': undefined, tls: false, 'tls-ca': undefined });
     if (mixed && !ssh[k]) Object.assign(a, { rsh: undefined, 'remote-resync': undefined });
-    out.push({ remote, opts: await clientOptionsFrom(a, onProgress) });
+    out.push({ remote, opts: await clientOptionsFrom(a, onProgress, onNote) });
   }
   return out;
 }
@@ -395,15 +405,15 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             if (remotes.length > 1) {
               if (argv['dry-run']) throw new ParamError('--dry-run takes one remote; run it once per replica');
               if (argv['dirty-bitmap'] !== undefined || isNbdUri(argv.image)) throw new ParamError('a push from an NBD export (or with --dirty-bitmap) takes one remote; run it once per replica');
-              const replicas = (await replicaOptions({ ...argv, remote: remotes[0]!, remotes }, progress)).map((r) => ({ ...r, opts: { ...r.opts, onNote: r.opts.onNote ?? note } }));
+              const replicas = await replicaOptions({ ...argv, remote: remotes[0]!, remotes }, progress, note);
               return replicasSummary(await (await clientMod()).pushToReplicas(argv.image, replicas, { onProgress: progress }), networkHint);
             }
-            const opts = await clientOptionsFrom({ ...argv, remote: remotes[0]! }, progress);
+            const opts = await clientOptionsFrom({ ...argv, remote: remotes[0]! }, progress, note);
             if (argv['dry-run'] && argv['dirty-bitmap'] !== undefined) throw new ParamError('--dry-run does not apply to --dirty-bitmap (the bitmap says what would be read)');
             if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPush(argv.image, { ...opts, stateDir: argv['state-dir'] }));
             const mod = await clientMod();
             const stateDir = argv['state-dir'] ?? mod.defaultStateDir();
-            const res = await mod.push(argv.image, { ...opts, dirtyBitmap: argv['dirty-bitmap'], stateDir, digestCache: argv['digest-cache'], onNote: opts.onNote ?? note });
+            const res = await mod.push(argv.image, { ...opts, dirtyBitmap: argv['dirty-bitmap'], stateDir, digestCache: argv['digest-cache'] });
             return summary(res);
           },
           (e) => (argv.remote.length === 1 ? networkHint(e, String(argv.remote[0])) : undefined),
@@ -433,16 +443,15 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             await checkInput(argv.image, 'IMAGE');
             // A temp file renamed over a symbolic link would replace the link: write the file it points to.
             const image = argv['in-place'] || argv['dry-run'] || isNbdUri(argv.image) ? argv.image : await prepareOutput(argv.image, 'IMAGE', { force: true, inputs: [], usage: 'resync pull REMOTE IMAGE' });
-            const opts = await clientOptionsFrom(argv, progress);
-            if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPull(image, { ...opts, stateDir: argv['state-dir'] }));
             const note = (msg: string): void => void (argv.quiet ? undefined : process.stderr.write(`resync pull: note: ${msg}\n`));
+            const opts = await clientOptionsFrom(argv, progress, note);
+            if (argv['dry-run']) return dryRunSummary(await (await dryRunMod()).dryRunPull(image, { ...opts, stateDir: argv['state-dir'] }));
             const res = await (await clientMod()).pull(image, {
               ...opts,
               inPlace: argv['in-place'],
               tempFallback: argv['temp-fallback'],
               sigCache: argv['sig-cache'],
               stateDir: argv['state-dir'],
-              onNote: opts.onNote ?? note,
             });
             return summary(res);
           },
