@@ -262,12 +262,12 @@ describe.skipIf(!hasQemu)('a server killed mid-push into an NBD volume', () => {
     await writeFile(secretFile, secret, { mode: 0o600 });
   });
 
-  /** A push from `src` that SIGKILLs the server once its first batch reached the export; returns the export and the journal it left. */
-  async function killedPush(name: string, src: string, state: string): Promise<{ d: { q: string; raw: string }; nbd: NbdExport; journal: string }> {
+  /** A push from `src` that SIGKILLs the server at `at` (by default once its first batch reached the export); returns the export and the journal it left. */
+  async function killedPush(name: string, src: string, state: string, at = 'nbd-batch-written'): Promise<{ d: { q: string; raw: string }; nbd: NbdExport; journal: string }> {
     expect(existsSync(CLI)).toBe(true);
     const d = recoveryDisk(name);
     const nbd = await startNbd(dir, d.q);
-    const srv = await cliServer(nbd.uri, state, secretFile, { RESYNC_KILL_AT: 'nbd-batch-written' });
+    const srv = await cliServer(nbd.uri, state, secretFile, { RESYNC_KILL_AT: at });
     await expect(push(src, { host: '127.0.0.1', port: srv.port, secret, volume: 'rec' })).rejects.toMatchObject({ code: 'ERR_CONNECTION' });
     expect(await srv.exited).toBe('SIGKILL');
     const journal = nbdJournalPath(state, nbd.uri);
@@ -316,12 +316,7 @@ describe.skipIf(!hasQemu)('a server killed mid-push into an NBD volume', () => {
   test('killed after the final flush, before the commit record: the next push rolls back and pushes again', async () => {
     const state = join(dir, 'kill-state-3');
     const src = await primary('kill-src-3');
-    const d = recoveryDisk('kill3');
-    const nbd = await startNbd(dir, d.q);
-    const killed = await cliServer(nbd.uri, state, secretFile, { RESYNC_KILL_AT: 'nbd-flushed' });
-    await expect(push(src, { host: '127.0.0.1', port: killed.port, secret, volume: 'rec' })).rejects.toMatchObject({ code: 'ERR_CONNECTION' });
-    expect(await killed.exited).toBe('SIGKILL');
-    expect(existsSync(nbdJournalPath(state, nbd.uri))).toBe(true);
+    const { d, nbd, journal } = await killedPush('kill3', src, state, 'nbd-flushed');
     await servedThenStopped(nbd, state, async (port) => {
       const notes: string[] = [];
       const r = await push(src, { host: '127.0.0.1', port, secret, volume: 'rec', onNote: (m) => notes.push(m) });
@@ -332,19 +327,14 @@ describe.skipIf(!hasQemu)('a server killed mid-push into an NBD volume', () => {
       expect(again).not.toHaveProperty('recovered');
       expect(again).not.toHaveProperty('rolledBack');
     });
-    expect(existsSync(nbdJournalPath(state, nbd.uri))).toBe(false);
+    expect(existsSync(journal)).toBe(false);
     expect(sameContent(d.q, src)).toBe(true);
   }, 120_000);
 
   test('killed after the commit record, before the journal is removed: the next push hears the earlier one had finished, and the export keeps it', async () => {
     const state = join(dir, 'kill-state-5');
     const src = await primary('kill-src-5');
-    const d = recoveryDisk('kill5');
-    const nbd = await startNbd(dir, d.q);
-    const killed = await cliServer(nbd.uri, state, secretFile, { RESYNC_KILL_AT: 'nbd-committed' });
-    await expect(push(src, { host: '127.0.0.1', port: killed.port, secret, volume: 'rec' })).rejects.toMatchObject({ code: 'ERR_CONNECTION' });
-    expect(await killed.exited).toBe('SIGKILL');
-    expect(existsSync(nbdJournalPath(state, nbd.uri))).toBe(true);
+    const { d, nbd, journal } = await killedPush('kill5', src, state, 'nbd-committed');
     // The push had finished: the export already holds the new image, journal or not.
     const img = await openNbdImage(nbd.uri);
     const now = await img.nbd.read(0, img.size);
@@ -357,7 +347,7 @@ describe.skipIf(!hasQemu)('a server killed mid-push into an NBD volume', () => {
       expect(r).not.toHaveProperty('rolledBack');
       expect(notes).toEqual([expect.stringMatching(/the server found that an earlier push into this volume had finished before it was cut off, and removed its leftover journal/)]);
     });
-    expect(existsSync(nbdJournalPath(state, nbd.uri))).toBe(false);
+    expect(existsSync(journal)).toBe(false);
     expect(sameContent(d.q, src)).toBe(true);
   }, 120_000);
 
