@@ -53,7 +53,7 @@ export class DeltaFileEncoder {
 
   /** End record. */
   end(targetSize: number, targetHash: Uint8Array): Buffer {
-    return this.w.message({ type: MsgType.DeltaEnd, targetSize, targetHash, opCount: this.ops, digest: this.w.digest() });
+    return this.w.end({ type: MsgType.DeltaEnd, targetSize, targetHash, opCount: this.ops, digest: null });
   }
 
   /** Bytes written so far. */

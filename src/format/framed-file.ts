@@ -71,17 +71,22 @@ export class FramedFileWriter {
 
   /** The end record, framed, with its digest (the last field, 32 bytes) filled in. */
   end(m: Extract<Message, { digest: Uint8Array | null }>): Buffer {
-    if (!this.coversEnd) return this.message({ ...m, digest: this.digest() });
+    // The end record is the last frame: it is counted, never hashed (digest(tail) ends the digest).
+    if (!this.coversEnd) return this.count(encodeFrame(encodeMessage({ ...m, digest: this.digest() })));
     const frame = encodeFrame(encodeMessage({ ...m, digest: Buffer.alloc(DIGEST_LEN) }));
     const body = frame.length - DIGEST_LEN;
     this.h.digest(frame.subarray(0, body)).copy(frame, body);
-    return this.emit(frame);
+    return this.count(frame);
+  }
+
+  private count<T extends Uint8Array>(b: T): T {
+    this.bytesOut += b.length;
+    return b;
   }
 
   private emit<T extends Uint8Array>(b: T): T {
     this.h.update(b);
-    this.bytesOut += b.length;
-    return b;
+    return this.count(b);
   }
 }
 
