@@ -43,29 +43,58 @@ function nextData(img: ImageHandle, pos: number, size: number, holes: boolean): 
  * per copy, and thousands of copies into one extent cost one pair of seeks.
  */
 export class ExtentMap {
-  /** The last answer: [from, to) is all data (zero=false) or all hole (zero=true). */
-  private from = 0;
-  private to = 0;
-  private zero = false;
+  /** The last question was asked at `asked`: the answer covers [asked, data end). */
+  private asked = 0;
+  /** The first data extent at or after `asked` ([start, end)), or null: hole to the end. */
+  private data: [number, number] | null = null;
+  private known = false;
 
-  constructor(private readonly img: ImageHandle) {}
+  constructor(
+    private readonly img: ImageHandle,
+    private readonly holes = true,
+  ) {}
+
+  /** The first data extent [start, end) at or after `pos`, or null when the rest of the image is a hole. */
+  dataAfter(pos: number): [number, number] | null {
+    if (!this.known || pos < this.asked || (this.data !== null && pos >= this.data[1])) {
+      const d = nextData(this.img, pos, this.img.size, this.holes);
+      // An extent always moves the lookup on, whatever a filesystem answers.
+      this.data = d === null ? null : [d[0], Math.max(d[1], d[0] + 1)];
+      this.asked = pos;
+      this.known = true;
+    }
+    return this.data;
+  }
 
   /**
    * What is at `pos` (< the image size): a hole (`zero`) or data, and where
    * that run ends (capped at `end`). Without the helper, all is data.
    */
   span(pos: number, end: number): { zero: boolean; end: number } {
-    if (pos < this.from || pos >= this.to) this.look(pos);
-    return { zero: this.zero, end: Math.min(this.to, end) };
+    const d = this.dataAfter(pos);
+    if (d === null) return { zero: true, end };
+    if (pos < d[0]) return { zero: true, end: Math.min(d[0], end) };
+    return { zero: false, end: Math.min(d[1], end) };
   }
+}
 
-  private look(pos: number): void {
-    const size = this.img.size;
-    const d = nextData(this.img, pos, size, true);
-    if (d === null) [this.from, this.to, this.zero] = [pos, size, true];
-    else if (d[0] > pos) [this.from, this.to, this.zero] = [pos, d[0], true];
-    else [this.from, this.to, this.zero] = [pos, Math.max(d[1], pos + 1), false];
+/**
+ * Read img[pos, pos+length) reading only its data: the parts in holes are
+ * zero-filled here. A read of a hole is not free: the kernel allocates and
+ * zeroes page-cache pages for it, and a miss there starts a read-ahead that
+ * fills more of the hole (up to the device's read-ahead, 8 MiB on some
+ * virtual disks) with zero pages, each a fresh page to touch.
+ */
+export function readDataSync(img: ImageHandle, map: ExtentMap, pos: number, length: number, into?: Buffer): Buffer {
+  const buf = into ? into.subarray(0, length) : Buffer.allocUnsafe(length);
+  const stop = pos + length;
+  for (let q = pos; q < stop; ) {
+    const run = map.span(q, stop);
+    if (run.zero) buf.fill(0, q - pos, run.end - pos);
+    else readExactSync(img, q, run.end - q, buf.subarray(q - pos, run.end - pos));
+    q = run.end;
   }
+  return buf;
 }
 
 /** A piece of an image: bytes read, or a run known to be zeros (a hole) that was not read. */
@@ -145,7 +174,8 @@ export async function* readPieces(img: ImageHandle, opts: PieceOptions = {}): As
   let turn = 0;
   let pos = start;
   // The data extent most recently found, reused until pos passes it.
-  const dataAfter = (at: number): Promise<[number, number] | null> | [number, number] | null => (img.remote ? img.remote.nextData(at, end, holes) : nextData(img, at, end, holes));
+  const map = img.remote ? null : new ExtentMap(img, holes);
+  const dataAfter = (at: number): Promise<[number, number] | null> | [number, number] | null => (map ? map.dataAfter(at) : img.remote!.nextData(at, end, holes));
   let extent: [number, number] | null = start < end ? await dataAfter(start) : null;
   while (pos < end) {
     if (extent !== null && extent[1] <= pos) extent = await dataAfter(pos);
@@ -169,7 +199,8 @@ export async function* readPieces(img: ImageHandle, opts: PieceOptions = {}): As
         [into, other] = [other, buf];
         buf = into;
       }
-      piece = { position: pos, length: n, data: img.remote ? await img.remote.read(pos, n, into) : readExactSync(img, pos, n, into), zero: false };
+      // A piece rounded out to whole blocks may take in the edges of holes, or small holes inside it: those are not read.
+      piece = { position: pos, length: n, data: map ? readDataSync(img, map, pos, n, into) : await img.remote!.read(pos, n, into), zero: false };
     }
     pos += piece.length;
     sinceYield += piece.length;

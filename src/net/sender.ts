@@ -14,8 +14,8 @@ import { MAX_REGION_BLOCKS, REGION_HASH_LEN } from '../../protocol/constants.js'
 import { imageHashBuilder, regionHash } from '../core/imagehash.js';
 import { chunkFromMessage, opMessage, paramsFromHeader, wireDeltaHeader } from '../../protocol/convert.js';
 import type { LiteralCodec } from '../../protocol/literal-codec.js';
-import { readExactSync, type ImageHandle } from '../io/image.js';
-import { SIG_READ_CHUNK, readPieces, sigReadBuffer, type Piece } from '../io/sparse.js';
+import type { ImageHandle } from '../io/image.js';
+import { ExtentMap, SIG_READ_CHUNK, readDataSync, readPieces, sigReadBuffer, type Piece } from '../io/sparse.js';
 import { trace } from '../io/trace.js';
 import { MsgType } from '../../protocol/constants.js';
 import type { ProgressFn } from '../core/progress.js';
@@ -303,6 +303,8 @@ export async function scanDelta(rs: ReceivedSignature, img: ImageHandle, emit: (
     return e;
   };
   let readSinceYield = 0;
+  // Where the image's holes are: the scan reads only data (sparse.ts).
+  const holes = img.remote ? null : new ExtentMap(img);
   let ring: [Buffer, Buffer] | null = null;
   let turn = 0;
   for (let pos = start; pos < img.size; ) {
@@ -334,7 +336,7 @@ export async function scanDelta(rs: ReceivedSignature, img: ImageHandle, emit: (
       }
       ring ??= [Buffer.allocUnsafe(Math.min(chunk, img.size)), Buffer.allocUnsafe(Math.min(chunk, img.size))];
       turn ^= 1;
-      const data = img.remote ? await img.remote.read(pos, end - pos, ring[turn]) : readExactSync(img, pos, end - pos, ring[turn]);
+      const data = holes ? readDataSync(img, holes, pos, end - pos, ring[turn]) : await img.remote!.read(pos, end - pos, ring[turn]);
       if (subs) {
         await subs.ask(Math.floor(pos / bs));
         await subs.until(Math.ceil(end / bs));
