@@ -1,5 +1,5 @@
 /**
- * The matcher's rolling loop in WebAssembly (src/core/roll-wasm.wat, four
+ * The matcher's rolling loop in WebAssembly (src/core/roll-wasm.wat, eight
  * windows at a time with SIMD): slides the Adler-32 window over bytes no block
  * can match at a fraction of the JS loop's cost. One Roller per matcher: it holds the out table, a copy of
  * the signature's filter and a copy of the current input buffer in its own
