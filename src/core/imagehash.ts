@@ -65,8 +65,17 @@ function zerosOf(n: number): Uint8Array {
   return zeroBuf.subarray(0, n);
 }
 
+/**
+ * Told of each block the builder hashed from its bytes: block `i`, its full
+ * digest (valid only during the call) and its bytes (null: `length` zeros).
+ * Blocks whose digests were given (offer, skipKnown, pushDigest) are not told.
+ */
+export type HashedBlockFn = (i: number, digest: Uint8Array, data: Uint8Array | null, length: number) => void;
+
 /** Incremental builder of the image hash. Feed bytes in order; or state known block digests. */
 export class ImageHashBuilder {
+  /** See HashedBlockFn: a receiver keeps these for its signature cache. */
+  onHashed: HashedBlockFn | null = null;
   private readonly outer: Hash = createHash('sha256');
   private readonly hasher: StrongHasher;
   private readonly partial: Uint8Array;
@@ -115,7 +124,9 @@ export class ImageHashBuilder {
         // Nothing to hash; just count the bytes.
         this.partialLen += take;
       } else if (this.partialLen === 0 && take === blockLen) {
-        this.emit(idx, this.hasher.hashTemp(data, p, p + take));
+        const d = this.hasher.hashTemp(data, p, p + take);
+        this.onHashed?.(idx, d, data.subarray(p, p + take), take);
+        this.emit(idx, d);
         p += take;
         this.pos += take;
         continue;
@@ -126,7 +137,12 @@ export class ImageHashBuilder {
       p += take;
       this.pos += take;
       if (this.partialLen === blockLen) {
-        this.emit(idx, k ?? this.hasher.hashTemp(this.partial, 0, blockLen));
+        if (k) this.emit(idx, k);
+        else {
+          const d = this.hasher.hashTemp(this.partial, 0, blockLen);
+          this.onHashed?.(idx, d, this.partial.subarray(0, blockLen), blockLen);
+          this.emit(idx, d);
+        }
         this.partialLen = 0;
       }
     }
@@ -145,7 +161,9 @@ export class ImageHashBuilder {
       const blockStart = this.pos - this.partialLen;
       const blockLen = Math.min(bs, this.size - blockStart);
       if (this.partialLen === 0 && left >= blockLen) {
-        this.emit(blockStart / bs, this.hasher.zeroDigest(blockLen));
+        const d = this.hasher.zeroDigest(blockLen);
+        this.onHashed?.(blockStart / bs, d, null, blockLen);
+        this.emit(blockStart / bs, d);
         this.pos += blockLen;
         left -= blockLen;
         continue;

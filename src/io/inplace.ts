@@ -16,7 +16,7 @@ import { SyncError, VerifyError } from '../core/errors.js';
 import { IO_CHUNK } from '../core/limits.js';
 import type { DeltaOp } from '../core/ops.js';
 import { PatchPlanner } from '../core/patch.js';
-import { imageHashBuilder, type ImageHashBuilder, type ImageHashSpec } from '../core/imagehash.js';
+import { imageHashBuilder, type HashedBlockFn, type ImageHashBuilder, type ImageHashSpec } from '../core/imagehash.js';
 import { StrongHasher } from '../core/strong.js';
 import type { DigestBytes } from '../core/digests.js';
 import { killPoint } from './trace.js';
@@ -257,6 +257,11 @@ export class InPlacePatcher {
       } else this.frontier = dst + n;
       done += n;
     }
+  }
+
+  /** Be told of every block this patch hashes from its bytes while verifying (for the signature cache). */
+  onHashed(fn: HashedBlockFn): void {
+    this.hash.onHashed = fn;
   }
 
   /** Verify, commit through the journal, set the final size, delete the journal. */

@@ -4,7 +4,7 @@
  * journal. Used by whichever side receives (server on push, client on pull).
  */
 import { isSyncError } from '../core/errors.js';
-import { imageHashIfCovered, type ImageHashSpec } from '../core/imagehash.js';
+import { imageHashIfCovered, type HashedBlockFn, type ImageHashSpec } from '../core/imagehash.js';
 import type { DigestBytes } from '../core/digests.js';
 import type { DeltaOp, DeltaStats } from '../core/ops.js';
 import type { ImageHandle } from './image.js';
@@ -69,11 +69,14 @@ export async function inPlaceSink(
   continueAt?: number | null,
   /** May move to a temp file when the delta turns out to move the image (io/adaptive.ts). */
   tempFallback = true,
+  /** Told of each block hashed while verifying (the signature cache keeps their sums). */
+  onHashed?: HashedBlockFn | null,
 ): Promise<DeltaSink> {
   // The basis's hash comes free from the digests of this side's signature pass.
   const originalHash = imageHashIfCovered(img.size, spec, basisDigests);
   const p = await InPlacePatcher.start(img, journalPath, { id, targetSize }, spec, { originalHash, continueAt: continueAt ?? null });
   if (basisDigests) p.useBasisDigests(basisDigests);
+  if (onHashed) p.onHashed(onHashed);
   const a = tempFallback ? new AdaptivePatch(img, p, targetSize, spec) : null;
   return {
     apply: (op) => (a ? a.apply(op) : p.apply(op)),

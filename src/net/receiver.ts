@@ -20,7 +20,7 @@ import { SIG_READ_CHUNK, readPieces, sigReadBuffer } from '../io/sparse.js';
 import { checkBasisSize } from '../io/patcher.js';
 import { inPlaceSink, tempFileSink, type DeltaSink } from '../io/sinks.js';
 import { trace } from '../io/trace.js';
-import { dropSigCache, loadSigCache, writeSigCache, type CachedSums } from '../io/sigcache.js';
+import { FreshBlockSums, dropSigCache, loadSigCache, writeSigCache, type CachedSums } from '../io/sigcache.js';
 import type { ProgressFn } from '../core/progress.js';
 import type { Connection } from './connection.js';
 import { answerSubNeed, answerSubNeedRemote } from './subsums.js';
@@ -309,6 +309,8 @@ export async function receiveInto(
   const sent = await sendSignature(conn, img, blockSize, opts.signatureProgress ? opts.onProgress : undefined, { seed: opts.seed, cached });
   let sink: DeltaSink | null = null;
   let result: ReceiveDeltaResult;
+  // The sums of the blocks verified as they are written: the cache need not read them back.
+  const fresh = cache && target.inPlace ? new FreshBlockSums() : null;
   try {
     result = await receiveDelta(
       conn,
@@ -319,7 +321,7 @@ export async function receiveInto(
         // Before anything can write the image: a crash from here on must find no cache of it.
         await dropSigCache(target.sigCache?.path ?? null);
         sink = target.inPlace
-          ? await inPlaceSink(img, target.journalPath, target.sessionId, size, spec, sent.fullDigests, target.continueAt, target.tempFallback !== false)
+          ? await inPlaceSink(img, target.journalPath, target.sessionId, size, spec, sent.fullDigests, target.continueAt, target.tempFallback !== false, fresh?.add)
           : await tempFileSink(img, target.path, size, spec);
         return sink;
       },
@@ -335,7 +337,7 @@ export async function receiveInto(
   const written = (sink as DeltaSink | null)?.writtenBlocks?.() ?? null;
   if (cache && written) {
     const write = async (): Promise<void> => {
-      await writeSigCache(img, cache.path!, result.targetSize, { ...sent, basisSize: sent.imageSize, weak: sent.weak, full: sent.fullDigests, written });
+      await writeSigCache(img, cache.path!, result.targetSize, { ...sent, basisSize: sent.imageSize, weak: sent.weak, full: sent.fullDigests, written, fresh });
     };
     if (opts.deferSigCache) return { ...result, writeSigCache: write };
     await write();

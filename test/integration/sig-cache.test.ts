@@ -125,9 +125,14 @@ describe('push: the second session sends its signature from the cache', () => {
     const s1 = scatter(v0, 11);
     await writeFile(src, s1);
     await withServer({ v: { path: vol, writable: true } }, async (s) => {
+      const fresh = sigCacheStats.freshBlocks;
+      const readBack = sigCacheStats.readBack;
       await push(src, client(s));
       expect((await readFile(vol)).equals(s1)).toBe(true);
       expect(existsSync(sigCachePathFor(vol)!)).toBe(true);
+      // The written blocks' sums came from the session's verification, none was read back.
+      expect(sigCacheStats.freshBlocks).toBeGreaterThan(fresh);
+      expect(sigCacheStats.readBack).toBe(readBack);
       const bs = await cacheBlockSize(vol);
       await expectCacheDescribes(vol, bs);
 
