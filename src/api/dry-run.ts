@@ -9,7 +9,7 @@ import { IO_CHUNK, MAX_BLOCKS, MAX_LITERAL, SIG_CHUNK_BLOCKS } from '../core/lim
 import { DeltaMatcher } from '../core/matcher.js';
 import { emptyStats, type DeltaOp, type DeltaStats } from '../core/ops.js';
 import { blockCountFor, defaultBlockSize, type Signature } from '../core/signature.js';
-import { DEFAULT_STRONG_LEN, SEED_LEN } from '../core/limits.js';
+import { SEED_LEN, sessionStrongLen } from '../core/limits.js';
 import { FRAME_HEADER_LEN } from '../bytes/frame.js';
 import { DeltaFileEncoder } from '../format/deltafile.js';
 import { opMessage, sigHeaderMessage, wireDeltaHeader } from '../../protocol/convert.js';
@@ -317,7 +317,7 @@ function literalFrameBytes(n: number): number {
 
 /** Wire bytes of the signature this side would send for an image of `size` bytes at `blockSize`. */
 function signatureWireBytes(size: number, blockSize: number): number {
-  const sl = DEFAULT_STRONG_LEN;
+  const sl = sessionStrongLen(size);
   const seed = new Uint8Array(SEED_LEN);
   const blocks = blockCountFor(size, blockSize);
   const chunkBytes = (n: number): number => frameBytes({ type: MsgType.SigBlocks, first: blocks, weak: new Uint8Array(n * 4), strong: new Uint8Array(n * sl) });

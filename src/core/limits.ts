@@ -24,8 +24,23 @@ export const MAX_BLOCKS = 1 << 23;
 /** Strong hash length range, bytes. */
 export const MIN_STRONG_LEN = 8;
 export const MAX_STRONG_LEN = 32;
-/** Default strong hash length: 128 bits with a per-signature seed. */
+/** Default strong hash length: 128 bits with a per-signature seed (signature files, which may serve many deltas). */
 export const DEFAULT_STRONG_LEN = 16;
+
+/**
+ * Strong hash length of a session's signature (push, pull): the fewest bytes
+ * that keep a false match below 2^-35 a session even if the scan compared a
+ * strong hash at every byte of the image (it compares far fewer: only at weak
+ * matches, within its budget): 8 bytes up to 512 MiB, 9 up to 128 GiB, one
+ * more for each 256x the size. A false match cannot go unseen either way: the receiver verifies
+ * the whole image against the sender's image hash (full 32-byte digests). On
+ * changed data the signature is most of what the receiver sends: 12 bytes a
+ * block instead of 20.
+ */
+export function sessionStrongLen(imageSize: number): number {
+  const bits = Math.log2(Math.max(2, imageSize)) + 35;
+  return Math.min(DEFAULT_STRONG_LEN, Math.max(MIN_STRONG_LEN, Math.ceil(bits / 8)));
+}
 /** Seed length in bytes. */
 export const SEED_LEN = 16;
 /** Largest literal carried by one op; larger runs are split. */

@@ -17,7 +17,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { rm, open } from 'node:fs/promises';
 import { LimitExceededError, ParamError, SyncError, VerifyError } from '../core/errors.js';
-import { MAX_LITERAL, SEED_LEN, SIG_CHUNK_BLOCKS } from '../core/limits.js';
+import { MAX_LITERAL, SEED_LEN, SIG_CHUNK_BLOCKS, sessionStrongLen } from '../core/limits.js';
 import { weakSum } from '../core/rolling.js';
 import { blockCountFor, chunkFromDigests, defaultBlockSize, makeSignatureParams, type SignatureParams } from '../core/signature.js';
 import { DEFAULT_STRONG_ALG, FULL_DIGEST_LEN, StrongHasher, isZeroRange } from '../core/strong.js';
@@ -356,7 +356,7 @@ export async function serveDirty(conn: Connection, img: ImageHandle, sourceSize:
   await dropSigCache(cachePath);
   await conn.send({ type: MsgType.Ready, imageSize: img.size, sessionId, resumeFrom: 0 });
   const ranges = await receiveRanges(conn, img.size);
-  const p = makeSignatureParams(img.size, cached?.seed ?? randomBytes(SEED_LEN), { blockSize: bs });
+  const p = makeSignatureParams(img.size, cached?.seed ?? randomBytes(SEED_LEN), { blockSize: bs, strongLen: sessionStrongLen(img.size) });
   const before = cached ? imageHashFromDigests(img.size, p, cached.full) : null;
   const runs = blockRuns(ranges, p.blockSize, img.size);
   await conn.send(sigHeaderMessage(p));

@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { SyncError, isSyncError } from '../core/errors.js';
-import { SEED_LEN, SIG_CHUNK_BLOCKS } from '../core/limits.js';
+import { SEED_LEN, SIG_CHUNK_BLOCKS, sessionStrongLen } from '../core/limits.js';
 import type { DeltaStats } from '../core/ops.js';
 import { Signature, SignatureGenerator, blockCountFor, chunkFromDigests, makeSignatureParams, type SignatureChunk, type SignatureParams } from '../core/signature.js';
 import { DEFAULT_STRONG_ALG, FULL_DIGEST_LEN } from '../core/strong.js';
@@ -39,7 +39,7 @@ export function regionBlocksFor(blockSize: number): number {
  * Stream the signature of `img` to the peer. Two-level (the default on the
  * wire for images of at least four regions): region hashes go first, and
  * block sums only for the regions the peer asks for, so an image that
- * barely changed costs a few KiB of signature instead of 20 bytes a block.
+ * barely changed costs a few KiB of signature instead of 12-20 bytes a block.
  * With `cached` (io/sigcache.ts, valid for this image and block size) the
  * sums come from it and the image is not read.
  */
@@ -48,11 +48,14 @@ export async function sendSignature(
   img: ImageHandle,
   blockSize: number | undefined,
   onProgress?: ProgressFn,
-  /** `seed`: the one the delta side asked for (Open's seed, cap "push-seed"); default a random one. */
-  opts: { twoLevel?: boolean; seed?: Uint8Array | undefined; cached?: CachedSums | null | undefined } = {},
+  /**
+   * `seed`: the one the delta side asked for (Open's seed, cap "push-seed"); default a random one.
+   * `strongLen`: default sessionStrongLen, for a sync, whose result is verified as a whole.
+   */
+  opts: { twoLevel?: boolean; seed?: Uint8Array | undefined; cached?: CachedSums | null | undefined; strongLen?: number } = {},
 ): Promise<SignatureParams & { fullDigests: BlockDigests; weak: Uint32Array }> {
   const cached = opts.cached ?? null;
-  const params = makeSignatureParams(img.size, cached?.seed ?? opts.seed ?? randomBytes(SEED_LEN), { blockSize });
+  const params = makeSignatureParams(img.size, cached?.seed ?? opts.seed ?? randomBytes(SEED_LEN), { blockSize, strongLen: opts.strongLen ?? sessionStrongLen(img.size) });
   const n = blockCountFor(params.imageSize, params.blockSize);
   // Full block digests (32 bytes a block, bounded by the block-count cap) are
   // kept so an in-place receiver can verify untouched blocks without reading

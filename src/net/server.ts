@@ -13,7 +13,7 @@ import { createServer as createTlsServer } from 'node:tls';
 import { randomBytes } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import { SyncError, isSyncError } from '../core/errors.js';
-import { MAX_FRAME } from '../core/limits.js';
+import { DEFAULT_STRONG_LEN, MAX_FRAME } from '../core/limits.js';
 import { dirname } from 'node:path';
 
 /** Largest frame accepted before authentication. */
@@ -453,7 +453,8 @@ export class ResyncServer {
     const { img, release } = await this.openToRead(vol);
     try {
       await conn.send({ type: MsgType.Ready, imageSize: img.size, sessionId: randomBytes(8).toString('hex'), resumeFrom: 0 });
-      await sendSignature(conn, img, blockSize || defaultBlockSize(Math.max(img.size, clientSize)), undefined, { twoLevel: false });
+      // Nothing checks a compare afterwards: its block hashes keep the full 16 bytes.
+      await sendSignature(conn, img, blockSize || defaultBlockSize(Math.max(img.size, clientSize)), undefined, { twoLevel: false, strongLen: DEFAULT_STRONG_LEN });
       await conn.expect(MsgType.Result, 'result');
       return { imageSize: img.size };
     } finally {

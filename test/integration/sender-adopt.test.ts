@@ -85,8 +85,8 @@ describe('the sender adopting its own sums as the signature storage', () => {
     const rs = await exchange(basis, target, adoptOwn);
     expect(rs.own === null).toBe(adoptOwn);
     const p = rs.sig.params;
-    const theirs = signatureOf(basis, { blockSize: BS, seed: p.seed });
-    const ours = signatureOf(target, { blockSize: BS, seed: p.seed });
+    const theirs = signatureOf(basis, { blockSize: BS, seed: p.seed, strongLen: p.strongLen });
+    const ours = signatureOf(target, { blockSize: BS, seed: p.seed, strongLen: p.strongLen });
     expect(rs.sig.isComplete).toBe(true);
     expect(Buffer.from(rs.sig.weak.buffer, rs.sig.weak.byteOffset, rs.sig.weak.byteLength).equals(Buffer.from(theirs.weak.buffer, theirs.weak.byteOffset, theirs.weak.byteLength))).toBe(true);
     expect(Buffer.from(rs.sig.strong).equals(Buffer.from(theirs.strong))).toBe(true);
