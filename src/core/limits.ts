@@ -32,10 +32,10 @@ export const DEFAULT_STRONG_LEN = 16;
  * that keep a false match below 2^-35 a session even if the scan compared a
  * strong hash at every byte of the image (it compares far fewer: only at weak
  * matches, within its budget): 8 bytes up to 512 MiB, 9 up to 128 GiB, one
- * more for each 256x the size. A false match cannot go unseen either way: the receiver verifies
- * the whole image against the sender's image hash (full 32-byte digests). On
- * changed data the signature is most of what the receiver sends: 12 bytes a
- * block instead of 20.
+ * more for each 256x the size. A false match cannot go unseen either way: the
+ * receiver verifies the whole image against the sender's image hash (full
+ * 32-byte digests). On changed data the signature is most of what the
+ * receiver sends: 12 bytes a block instead of 20.
  */
 export function sessionStrongLen(imageSize: number): number {
   const bits = Math.log2(Math.max(2, imageSize)) + 35;

@@ -44,7 +44,7 @@
     (param $a i32) (param $b i32) (param $filter i32) (param $fshift i32) (param $step i32)
     (result i32)
     (local $o i32) (local $q i32) (local $end i32) (local $f i32)
-    (local $va v128) (local $vb v128) (local $d v128) (local $ov v128) (local $e v128)
+    (local $va v128) (local $vb v128) (local $d v128) (local $e v128)
     (local $ar v128) (local $br v128) (local $fv v128) (local $ad v128) (local $w v128) (local $bsm v128)
     (local $zero v128) (local $m v128) (local $ca i32)
     (local $o8 v128) (local $dl v128) (local $dh v128) (local $ah v128) (local $eh v128) (local $bh v128) (local $fh v128) (local $adh v128) (local $wh v128) (local $fsplat v128)
