@@ -304,7 +304,7 @@ export async function scanDelta(rs: ReceivedSignature, img: ImageHandle, emit: (
   };
   let readSinceYield = 0;
   // Where the image's holes are: the scan reads only data (sparse.ts).
-  const holes = img.remote ? null : new ExtentMap(img);
+  const extents = img.remote ? null : new ExtentMap(img);
   let ring: [Buffer, Buffer] | null = null;
   let turn = 0;
   for (let pos = start; pos < img.size; ) {
@@ -336,7 +336,7 @@ export async function scanDelta(rs: ReceivedSignature, img: ImageHandle, emit: (
       }
       ring ??= [Buffer.allocUnsafe(Math.min(chunk, img.size)), Buffer.allocUnsafe(Math.min(chunk, img.size))];
       turn ^= 1;
-      const data = holes ? readDataSync(img, holes, pos, end - pos, ring[turn]) : await img.remote!.read(pos, end - pos, ring[turn]);
+      const data = extents ? readDataSync(img, extents, pos, end - pos, ring[turn]) : await img.remote!.read(pos, end - pos, ring[turn]);
       if (subs) {
         await subs.ask(Math.floor(pos / bs));
         await subs.until(Math.ceil(end / bs));
