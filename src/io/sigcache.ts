@@ -56,8 +56,11 @@ export interface CachedSums {
   full: BlockDigests;
 }
 
-/** Counters for tests and traces (this process's sessions). */
-/** Counters for tests: caches used, ignored and written, and written blocks whose sums came from the session (not read back). */
+/**
+ * Counters for tests and traces (this process's sessions): caches used,
+ * ignored and written, and written blocks whose sums came from the session
+ * (`freshBlocks`) or were read back (`readBack`).
+ */
 export const sigCacheStats = { used: 0, ignored: 0, written: 0, lastIgnored: '', freshBlocks: 0, readBack: 0 };
 
 /**
