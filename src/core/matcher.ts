@@ -269,6 +269,7 @@ export class DeltaMatcher extends ScanWindow {
       // The window at p was checked by the fast path's caller only when it was a
       // fresh start; `roll` says whether to slide before the next lookup.
       let roll = false;
+      this.roller?.begin();
       for (;;) {
         // Slide without stopping until a filter hit, the input end, or the literal cap.
         // Branch-free modular reduction: the data is random, so branches would mispredict.

@@ -14,6 +14,8 @@ const TABLE_BYTES = 1024;
 const FILTER_PAGE = 4096;
 /** Least bytes copied into wasm memory at a time. */
 const COPY_AHEAD = 256 * 1024;
+/** Most bytes copied past what a roll asks for (see cover), unless twice the request is more. */
+const MAX_AHEAD = 4 * 1024 * 1024;
 /** Most bytes one roll call slides before the caller covers more input. */
 export const ROLL_SEGMENT = 128 * 1024;
 
@@ -48,6 +50,12 @@ export class Roller {
   /** buf[loadedFrom, loadedTo) of `loaded` is at dataAt in wasm memory. */
   private loadedFrom = 0;
   private loadedTo = 0;
+  /** Bytes the last copy reached past what was asked for. */
+  private ahead = 0;
+  /** No copy made since begin(): the next one is the roll's first. */
+  private fresh = true;
+  /** Bytes copied into wasm memory so far (tests hold it to the bytes rolled over). */
+  copied = 0;
   /** Sums where the last roll stopped. */
   a = 0;
   b = 0;
@@ -83,17 +91,31 @@ export class Roller {
     return r;
   }
 
+  /** A new roll starts (after a match, or at a fresh spot): its first copy reaches only COPY_AHEAD. */
+  begin(): void {
+    this.fresh = true;
+  }
+
   /**
    * Make buf[from, to) available to roll over. Only what is asked for (at
    * least COPY_AHEAD bytes) is copied: a roll through one changed block must
-   * not copy the whole multi-MiB input buffer.
+   * not copy the whole multi-MiB input buffer. A roll that goes on past its
+   * first copy (a long literal, or one stopped every few hundred bytes by
+   * filter hits that no block confirms) gets copies reaching twice as far
+   * past what it asks each time, up to MAX_AHEAD (or two requests). Each call
+   * asks for a segment and a block past its start: without that margin a
+   * block of 128 KiB, which makes the request as long as COPY_AHEAD, copied
+   * 256 KiB at every stop.
    */
   cover(buf: Uint8Array, from: number, to: number): void {
     to = Math.min(to, buf.length);
     if (this.loaded === buf && from >= this.loadedFrom && to <= this.loadedTo) return;
-    const end = Math.min(buf.length, Math.max(to, from + COPY_AHEAD));
+    this.ahead = this.fresh ? 0 : Math.min(Math.max(MAX_AHEAD, 2 * (to - from)), Math.max(COPY_AHEAD, 2 * this.ahead));
+    this.fresh = false;
+    const end = Math.min(buf.length, Math.max(to + this.ahead, from + COPY_AHEAD));
     this.ensure(this.dataAt + (end - from));
     new Uint8Array(this.x.memory.buffer).set(buf.subarray(from, end), this.dataAt);
+    this.copied += end - from;
     this.loaded = buf;
     this.loadedFrom = from;
     this.loadedTo = end;
