@@ -15,7 +15,7 @@ const FILTER_PAGE = 4096;
 /** Least bytes copied into wasm memory at a time. */
 const COPY_AHEAD = 256 * 1024;
 /** Most bytes copied past what a roll asks for (see cover), unless twice the request is more. */
-const MAX_AHEAD = 4 * 1024 * 1024;
+const MAX_AHEAD = 2 * 1024 * 1024;
 /** Most bytes one roll call slides before the caller covers more input. */
 export const ROLL_SEGMENT = 128 * 1024;
 
