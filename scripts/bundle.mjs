@@ -12,7 +12,7 @@
 // WebAssembly is inlined as base64 already.
 import { build } from 'esbuild';
 import { writeCodeCaches } from './code-cache.mjs';
-import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -80,6 +80,16 @@ await build({
   },
   logLevel: 'warning',
 });
+// V8 keeps the bundle's source for the whole run, and one character past
+// ASCII makes all of it a two-byte string: 2.4 MB of heap instead of 1.2.
+// esbuild escapes strings and regular expressions (charset ascii) but leaves
+// comments as written; \uXXXX is inert there and means the same character in
+// the rest of JavaScript's grammar.
+{
+  const text = readFileSync(out, 'utf8');
+  const ascii = text.replace(/[^\x00-\x7f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  if (ascii !== text) writeFileSync(out, ascii);
+}
 // The bundle of earlier builds (an ES module, which cannot use a code cache),
 // and the code caches of the last bundle, some under names no run uses now.
 rmSync(join(root, 'dist/resync.mjs'), { force: true });

@@ -15,6 +15,8 @@ export interface NativeHelper {
   blake3Keyed?(keyAndOut: Uint8Array, data: Uint8Array, start: number, end: number): void;
   /** Chunks hashed side by side by blake3Keyed on this CPU: 16 (AVX-512), 8 (AVX2) or 4. */
   blake3Lanes?(): number;
+  /** At most n malloc arenas from now on (glibc): 1 where applied, 0 where the C library has no such setting. */
+  capArenas?(n: number): number;
 }
 
 let helper: NativeHelper | null | undefined;

@@ -15,6 +15,9 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <node_api.h>
 #include <stdint.h>
 #include <sys/file.h>
@@ -106,6 +109,31 @@ static napi_value blake3_keyed(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * capArenas(n): at most n malloc arenas from now on (glibc's M_ARENA_MAX).
+ * glibc gives threads that allocate at once arenas of their own, up to 8 per
+ * CPU, each keeping freed memory; Node's thread pool and V8's helper threads
+ * are enough for several. Returns 1 where it applied, 0 where the C library
+ * has no such setting.
+ */
+static napi_value cap_arenas(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t n = 0;
+  napi_value out;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || napi_get_value_int32(env, argv[0], &n) != napi_ok || n < 1) {
+    napi_throw_type_error(env, NULL, "capArenas(n >= 1)");
+    return NULL;
+  }
+#if defined(__GLIBC__) && defined(M_ARENA_MAX)
+  int done = mallopt(M_ARENA_MAX, n) == 1;
+#else
+  int done = 0;
+#endif
+  napi_create_int32(env, done, &out);
+  return out;
+}
+
 NAPI_MODULE_INIT() {
   napi_value fn;
   if (napi_create_function(env, "seek", NAPI_AUTO_LENGTH, seek_extent, NULL, &fn) != napi_ok) return NULL;
@@ -116,5 +144,7 @@ NAPI_MODULE_INIT() {
   if (napi_set_named_property(env, exports, "blake3Keyed", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "blake3Lanes", NAPI_AUTO_LENGTH, blake3_lanes, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "blake3Lanes", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "capArenas", NAPI_AUTO_LENGTH, cap_arenas, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "capArenas", fn) != napi_ok) return NULL;
   return exports;
 }

@@ -3,7 +3,7 @@
  * and server (pull): the holder of the new image receives the peer's
  * signature while hashing its own image, then scans and streams the delta.
  */
-import { IO_CHUNK, YIELD_EVERY_BYTES } from '../core/limits.js';
+import { YIELD_EVERY_BYTES } from '../core/limits.js';
 import { SyncError } from '../core/errors.js';
 import { DeltaMatcher } from '../core/matcher.js';
 import type { DeltaOp, DeltaStats } from '../core/ops.js';
@@ -23,6 +23,13 @@ import type { Connection } from './connection.js';
 import { SubSumsAhead } from './subsums.js';
 import { bitmapBytes, setBit, testBit } from '../bytes/bitmap.js';
 import { ProtocolError } from '../../protocol/errors.js';
+
+/**
+ * Longest read of the delta scan (whole blocks, at least one). Two buffers of
+ * it take turns, filled only as far as runs of changed blocks reach: 1 MiB
+ * scans as fast as 4 MiB did and keeps 6 MiB less of a literal-heavy push.
+ */
+const SCAN_READ_CHUNK = 1024 * 1024;
 
 /** What the delta sender saw. */
 export interface SendDeltaResult extends DeltaStats {
@@ -285,7 +292,7 @@ export async function scanDelta(rs: ReceivedSignature, img: ImageHandle, emit: (
   if (start > 0) matcher.startAt(start);
   const onProgress = opts.onProgress;
   const bs = sp.blockSize;
-  const chunk = Math.max(bs, Math.floor(IO_CHUNK / bs) * bs);
+  const chunk = Math.max(bs, Math.floor(SCAN_READ_CHUNK / bs) * bs);
   // Blocks equal to the receiver's block at the same offset (known from the
   // digests compared in the prepass) are never read again: only the ranges
   // around changed blocks are, so a scattered change costs reads of the

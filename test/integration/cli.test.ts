@@ -362,6 +362,20 @@ describe('start-up: the bundle and its code cache', () => {
     });
   }
 
+  test('the bundle is ASCII: V8 keeps its source for the whole run, and one character past ASCII makes all of it two bytes a character', async () => {
+    const bytes = await readFile(join(ROOT, 'dist/resync.cjs'));
+    expect(bytes.findIndex((b) => b > 0x7f)).toBe(-1);
+  });
+
+  test('the command caps glibc\'s malloc arenas before the bundle loads, unless RESYNC_NO_NATIVE=1', async () => {
+    const arenas = (env: NodeJS.ProcessEnv): Promise<string | undefined> =>
+      new Promise((resolve) => {
+        execFile(process.execPath, [CLI, '--version'], { env: { ...process.env, ...env, RESYNC_TRACE: '1' }, timeout: 60_000 }, (_err, _stdout, stderr) => resolve(/malloc arenas (\w+)/.exec(stderr)?.[1]));
+      });
+    if (process.platform === 'linux' && existsSync(join(ROOT, 'build/extents.node'))) expect(await arenas({})).toBe('2');
+    expect(await arenas({ RESYNC_NO_NATIVE: '1' })).toBe('default');
+  });
+
   test('the built CLI compiles from its code cache', async () => {
     expect(existsSync(join(ROOT, 'dist/resync.cjs.cache'))).toBe(true);
     expect(await traced(CLI)).toEqual({ code: 0, cache: 'used' });

@@ -16,8 +16,8 @@ afterEach(async () => {
 });
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-/** Out buffers (256 KiB) a sender on TCP may have: what its 4 MiB send buffer holds, a 1 MiB literal's worth more, and the one filling. */
-const OUT_BUFFERS_BOUND = 16 + 5 + 1;
+/** Out buffers (256 KiB) a sender on TCP may have: what its 1 MiB send buffer holds, a 1 MiB literal's worth more, and the one filling. */
+const OUT_BUFFERS_BOUND = 4 + 5 + 1;
 
 /**
  * A receiving Connection on a real socket whose peer writes `count` literals
@@ -173,7 +173,7 @@ test('ops sent over a socket arrive as sent while the sender reuses its frame bu
   const inFlight = await roundTrip(sender, receiver);
   // 37 MiB of frames through 256 KiB buffers: the same few again and again (a
   // new one for every write left the sender's frames to V8 until a GC), and no
-  // more of them out at once than 4 MiB of them, although a sender whose sends
+  // more of them out at once than 1 MiB of them, although a sender whose sends
   // resolve at once gets its write callbacks only when it waits.
   expect(sender.outAllocated).toBeLessThanOrEqual(OUT_BUFFERS_BOUND);
   expect(inFlight).toBeLessThanOrEqual(OUT_BUFFERS_BOUND);
