@@ -69,8 +69,16 @@ export class AdaptivePatch {
     // A long copy is judged as it goes: in pieces, counted as the one op it is.
     const stats = this.inPlace.planner.stats;
     const ops = stats.copyOps;
-    for (let done = 0; done < op.length; done += CHECK_EVERY) {
-      await this.applyPiece({ kind: 'copy', offset: op.offset + done, length: Math.min(CHECK_EVERY, op.length - done) });
+    // Pieces end on block boundaries of the output: one ending inside a block
+    // of a copy in place had that block read and hashed in two parts, where
+    // the whole of it is known from the signature pass's digests (a copy
+    // starts wherever the literal before it ended).
+    const bs = this.spec.blockSize;
+    const at = this.inPlace.position;
+    for (let done = 0; done < op.length; ) {
+      const end = Math.min(op.length, Math.ceil((at + done + CHECK_EVERY) / bs) * bs - at);
+      await this.applyPiece({ kind: 'copy', offset: op.offset + done, length: end - done });
+      done = end;
     }
     stats.copyOps = ops + 1;
   }

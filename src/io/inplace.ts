@@ -54,12 +54,14 @@ export interface InPlaceStats {
   bytesJournaled: number;
   /** Bytes read back from the journal for copies whose source was overwritten. */
   bytesFromJournal: number;
+  /** Bytes of the image read to be hashed (the parts of blocks a copy in place leaves where they are). */
+  bytesRehashed: number;
 }
 
 /** Applies ops to an image in place, journaled. */
 export class InPlacePatcher {
   readonly planner: PatchPlanner;
-  readonly io: InPlaceStats = { bytesWritten: 0, bytesJournaled: 0, bytesFromJournal: 0 };
+  readonly io: InPlaceStats = { bytesWritten: 0, bytesJournaled: 0, bytesFromJournal: 0, bytesRehashed: 0 };
   private readonly hash: ImageHashBuilder;
   private pending: { dst: number; data: Uint8Array }[] = [];
   private pendingBytes = 0;
@@ -494,6 +496,7 @@ export class InPlacePatcher {
     for (let done = 0; done < length; ) {
       const n = Math.min(OLD_CHUNK, length - done);
       this.hash.update(readExactSync(this.img, start + done, n, this.scratch));
+      this.io.bytesRehashed += n;
       done += n;
     }
   }

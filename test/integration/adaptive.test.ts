@@ -207,6 +207,32 @@ describe('in place, or a temp file when the data moved', () => {
     expect((await readFile(path)).equals(scattered)).toBe(true);
   });
 
+  test('a long copy in place that starts inside a block is judged in pieces that end on block boundaries: only its first block is read to be hashed', async () => {
+    const path = join(dir, 'midblock.img');
+    await writeFile(path, basis);
+    // 100 bytes rewritten inside block 0: the copy after them starts 1100 bytes into it and runs 47.9 MiB.
+    const target = Buffer.from(basis);
+    randomBytes(100).copy(target, 1000);
+    const ops: DeltaOp[] = [
+      { kind: 'copy', offset: 0, length: 1000 },
+      { kind: 'literal', data: target.subarray(1000, 1100) },
+      { kind: 'copy', offset: 1100, length: basis.length - 1100 },
+    ];
+    const r = await begin(path, target.length);
+    try {
+      for (const op of ops) await r.patch.apply(op);
+      await r.patch.finish(target.length, imageHash(target));
+    } finally {
+      await r.close();
+    }
+    expect(r.patch.state.switchedAt).toBeNull();
+    expect((await readFile(path)).equals(target)).toBe(true);
+    // Block 0 around the literal; every later block is known from its digest. Pieces
+    // of 1 MiB from the copy's start read two parts of one block at each of 47 ends.
+    expect(r.inPlace.io.bytesRehashed).toBe(BS - 100);
+    expect(r.inPlace.planner.stats.copyOps).toBe(2);
+  });
+
   test('a switch after batches reached the image undoes them first: the image is the basis until the rename', async () => {
     const path = join(dir, 'flushed.img');
     await writeFile(path, basis);
