@@ -10,12 +10,36 @@
 # resync (npm run build) and about three times the image's data free in DIR.
 #
 #   bench/large-image.sh [DIR] [SIZE] [RUNS]    (defaults: /tmp/resync-large 9G 3)
+#
+# SERVE_MEMORY=1G (any size cgroups take) runs each receiving side, `resync
+# serve` and the rsync daemon, in a memory cgroup of that size, with the page
+# cache dropped before each push: the receiver's page cache is then bounded as
+# on an image much larger than the machine's memory, and its reads of the
+# image come from the disk.
 set -euo pipefail
 dir=${1:-/tmp/resync-large}
 size=${2:-9G}
 runs=${3:-3}
 resync=$(cd "$(dirname "$0")/.." && pwd)/bin/resync.js
 port=18731
+
+cg=
+if [ -n "${SERVE_MEMORY:-}" ]; then
+  if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+    cg=/sys/fs/cgroup/resync-large-serve
+    mkdir -p "$cg"
+    echo "$SERVE_MEMORY" > "$cg/memory.max"
+  else
+    cg=/sys/fs/cgroup/memory/resync-large-serve
+    mkdir -p "$cg"
+    echo "$SERVE_MEMORY" > "$cg/memory.limit_in_bytes"
+  fi
+  echo "receivers in memory cgroup $cg ($SERVE_MEMORY), page cache dropped before each push"
+fi
+# Run a receiving side: in the cgroup when there is one.
+receiver() {
+  if [ -n "$cg" ]; then sh -c 'echo $$ > "$1/cgroup.procs"; shift; exec "$@"' sh "$cg" "$@"; else "$@"; fi
+}
 mkdir -p "$dir/mnt" "$dir/module"
 cd "$dir"
 
@@ -39,11 +63,16 @@ fi
 (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > secret)
 printf 'address = 127.0.0.1\nuse chroot = no\nlog file = %s/rsyncd.log\nlock file = %s/rsyncd.lock\nuid = 0\ngid = 0\n\n[vol]\npath = %s/module\nread only = no\n' "$dir" "$dir" "$dir" > rsyncd.conf
 
-fresh() { rm -f "$1" "$1.resync-sig"; cp --sparse=always basis.img "$1"; sync; }
+fresh() {
+  rm -f "$1" "$1.resync-sig"
+  cp --sparse=always basis.img "$1"
+  sync
+  if [ -n "$cg" ]; then echo 3 > /proc/sys/vm/drop_caches; fi
+}
 
 push_resync() {
   fresh vol.img
-  "$resync" serve --listen 127.0.0.1:0 --secret-file secret --volume v="$dir/vol.img:rw" 2> serve.log &
+  receiver "$resync" serve --listen 127.0.0.1:0 --secret-file secret --volume v="$dir/vol.img:rw" 2> serve.log &
   local pid=$! p=
   for _ in $(seq 100); do p=$(grep -o 'listening on [^ ]*:[0-9]*' serve.log | grep -o '[0-9]*$' || true); [ -n "$p" ] && break; sleep 0.1; done
   /usr/bin/time -f "resync push: wall %e s, CPU %U+%S s, peak RSS %M KB" "$resync" push --secret-file secret target.img "127.0.0.1:$p/v" > /dev/null
@@ -53,7 +82,7 @@ push_resync() {
 
 push_rsync() {
   fresh module/vol.img
-  rsync --daemon --no-detach --port "$port" --config rsyncd.conf &
+  receiver rsync --daemon --no-detach --port "$port" --config rsyncd.conf &
   local pid=$!
   sleep 0.5
   /usr/bin/time -f "rsync --inplace: wall %e s, CPU %U+%S s, peak RSS %M KB" rsync --no-whole-file --inplace --ignore-times target.img "rsync://127.0.0.1:$port/vol/vol.img"
