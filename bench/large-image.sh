@@ -36,9 +36,10 @@ if [ -n "${SERVE_MEMORY:-}" ]; then
   fi
   echo "receivers in memory cgroup $cg ($SERVE_MEMORY), page cache dropped before each push"
 fi
-# Run a receiving side: in the cgroup when there is one.
+# Run a receiving side, in the cgroup when there is one. Called with `&` only:
+# the background subshell becomes the program (exec), so `$!` is its pid.
 receiver() {
-  if [ -n "$cg" ]; then sh -c 'echo $$ > "$1/cgroup.procs"; shift; exec "$@"' sh "$cg" "$@"; else "$@"; fi
+  if [ -n "$cg" ]; then exec sh -c 'echo $$ > "$1/cgroup.procs"; shift; exec "$@"' sh "$cg" "$@"; else exec "$@"; fi
 }
 mkdir -p "$dir/mnt" "$dir/module"
 cd "$dir"
