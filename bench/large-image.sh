@@ -103,3 +103,5 @@ rdiff --block-size "$bs" signature basis.img rdiff.sig
 /usr/bin/time -f "rdiff delta: wall %e s, peak RSS %M KB" rdiff delta rdiff.sig target.img rdiff.delta
 echo "block size $bs"
 ls -l resync.delta rdiff.delta
+# The cgroup goes with the last receiver (a cgroup holding no process can be removed).
+if [ -n "$cg" ]; then rmdir "$cg" 2> /dev/null || true; fi
