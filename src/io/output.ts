@@ -5,7 +5,7 @@
  * all-zero ranges are skipped on a fresh file (they stay holes: sparse output).
  */
 import { open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
-import { ParamError } from '../core/errors.js';
+import { ParamError, SyncError } from '../core/errors.js';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { isZeroRange } from '../core/strong.js';
@@ -13,6 +13,7 @@ import { ioError } from './errors.js';
 import { killPoint, trace } from './trace.js';
 import { applyOutputMeta, outputMetaFor, type OutputMeta } from './filemode.js';
 import { liveTemps } from './live-temps.js';
+import { alignedBuffer, DIRECT_ALIGN, directWritable, openDirect } from './direct.js';
 export { removeLiveTempFiles } from './live-temps.js';
 
 const COALESCE = 4 * 1024 * 1024;
@@ -45,15 +46,30 @@ function zeroChunk(): Buffer {
  */
 const SYNC_EVERY = 32 * 1024 * 1024;
 
-/** A positioned writer over a temp file (atomic rename on commit) or an existing image. */
+/**
+ * A positioned writer over a temp file (atomic rename on commit) or an
+ * existing image. A temp file is written with direct I/O where the
+ * filesystem allows it (io/direct.ts): whole pages from aligned buffers go
+ * through a second descriptor opened with O_DIRECT, the rest through the
+ * ordinary one.
+ */
 export class ImageWriter {
   /** The buffer being filled, and the one a write in flight may still be reading. */
   private buf: Buffer;
   private spare: Buffer | null = null;
   /** Where fill() moves what follows a zero page (allocated on first use, as large as needed). */
   private scratch: Buffer | null = null;
+  /**
+   * The buffer holds output bytes for file offsets bufPos + [bufLo, bufLen).
+   * With direct I/O bufPos is a multiple of DIRECT_ALIGN, so that buffer
+   * index and file offset agree modulo the alignment and the whole pages in
+   * between can be written directly; without it bufLo is 0.
+   */
+  private bufLo = 0;
   private bufLen = 0;
   private bufPos = 0;
+  /** The O_DIRECT descriptor of a temp file, null where there is none. */
+  private direct: FileHandle | null = null;
   private closed = false;
   /** The write of the previous buffer, awaited before its buffer is filled again. */
   private inflight: Promise<void> | null = null;
@@ -62,8 +78,12 @@ export class ImageWriter {
   /** The first background datasync's failure, thrown at commit. */
   private syncError: unknown = null;
   private unsynced = 0;
+  /** Bytes written since the last `output-midway` kill point (tests stop a patch there). */
+  private sinceMark = 0;
   /** Bytes handed to write(). */
   bytesWritten = 0;
+  /** Bytes written with direct I/O (the rest went through the page cache, or were holes). */
+  bytesDirect = 0;
 
   private constructor(
     readonly fh: FileHandle,
@@ -89,9 +109,10 @@ export class ImageWriter {
   /**
    * Temp file in the directory of `finalPath`; on commit it gets the mode and
    * owner of the file it replaces. `buffers`: see the constructor (a patch
-   * that moves to a temp file part way hands over its own).
+   * that moves to a temp file part way hands over its own). `direct`: write
+   * whole pages with direct I/O where the filesystem allows it.
    */
-  static async createTemp(finalPath: string, coalesce = COALESCE, buffers: readonly Buffer[] = []): Promise<ImageWriter> {
+  static async createTemp(finalPath: string, coalesce = COALESCE, buffers: readonly Buffer[] = [], direct = true): Promise<ImageWriter> {
     // Buffers handed over that are smaller than a write set its size: no new memory beside them.
     if (buffers.length > 0) coalesce = Math.min(coalesce, Math.max(...buffers.map((b) => b.length)));
     // Renaming a file over a device node would replace the node, not write the disk.
@@ -114,7 +135,18 @@ export class ImageWriter {
       throw ioError(e, 'create', tmp);
     }
     liveTemps.add(tmp);
-    return new ImageWriter(fh, tmp, finalPath, true, meta, coalesce, buffers);
+    // Buffers handed over are not aligned: those writes stay in the page cache.
+    const dfh = direct && buffers.length === 0 && coalesce % DIRECT_ALIGN === 0 ? await openDirect(tmp) : null;
+    let own: Buffer[] | null = null;
+    try {
+      if (dfh) own = [alignedBuffer(2 * coalesce)];
+    } catch {
+      // No address space for an aligned buffer (a tight ulimit -v): write through the cache.
+      await dfh?.close().catch(() => undefined);
+    }
+    const w = new ImageWriter(fh, tmp, finalPath, true, meta, coalesce, own ?? buffers);
+    if (own) w.direct = dfh;
+    return w;
   }
 
   /** Write into an existing image in place. */
@@ -176,8 +208,8 @@ export class ImageWriter {
    * over with fill() before anything else is written.
    */
   async reserve(pos: number, want: number): Promise<Buffer> {
-    if (this.bufLen > 0 && (pos !== this.bufPos + this.bufLen || this.bufLen === this.coalesce)) await this.flush();
-    if (this.bufLen === 0) this.bufPos = pos;
+    if (this.bufLen > this.bufLo && (pos !== this.bufPos + this.bufLen || this.bufLen === this.coalesce)) await this.flush();
+    if (this.bufLen === this.bufLo) this.startAt(pos);
     return this.buf.subarray(this.bufLen, Math.min(this.coalesce, this.bufLen + want));
   }
 
@@ -208,17 +240,29 @@ export class ImageWriter {
   /** Queue `data` at `pos`, zeros included. The caller may reuse `data` once this returns. */
   async writeDense(pos: number, data: Uint8Array): Promise<void> {
     this.bytesWritten += data.length;
-    if (this.bufLen > 0 && (pos !== this.bufPos + this.bufLen || this.bufLen + data.length > this.coalesce)) await this.flush();
-    if (data.length >= this.coalesce) {
+    if (this.bufLen > this.bufLo && pos !== this.bufPos + this.bufLen) await this.flush();
+    if (!this.direct && data.length >= this.coalesce) {
       // Written straight from the caller's buffer, so finished before returning.
+      await this.flush();
       await this.settle();
-      await this.writeRaw(pos, data);
-      this.afterWrite(data.length);
+      this.afterWrite(data.length, await this.writeRaw(pos, data));
       return;
     }
-    if (this.bufLen === 0) this.bufPos = pos;
-    this.buf.set(data, this.bufLen);
-    this.bufLen += data.length;
+    // Full buffers go out as they fill: with direct I/O each is whole pages.
+    for (let off = 0; off < data.length; ) {
+      if (this.bufLen === this.coalesce) await this.flush();
+      if (this.bufLen === this.bufLo) this.startAt(pos + off);
+      const k = Math.min(data.length - off, this.coalesce - this.bufLen);
+      this.buf.set(data.subarray(off, off + k), this.bufLen);
+      this.bufLen += k;
+      off += k;
+    }
+  }
+
+  /** Make the empty buffer take the bytes for `pos` next. */
+  private startAt(pos: number): void {
+    this.bufPos = this.direct ? pos - (pos % DIRECT_ALIGN) : pos;
+    this.bufLo = this.bufLen = pos - this.bufPos;
   }
 
   /**
@@ -228,14 +272,15 @@ export class ImageWriter {
    * sync, commit or abort.
    */
   async flush(): Promise<void> {
-    if (this.bufLen === 0) return;
+    const lo = this.bufLo;
+    const hi = this.bufLen;
+    this.bufLo = this.bufLen = 0;
+    if (hi <= lo) return;
     await this.settle();
-    const n = this.bufLen;
     const full = this.buf;
-    this.bufLen = 0;
     this.buf = this.spare ?? Buffer.allocUnsafe(this.coalesce);
     this.spare = full;
-    const w = this.writeRaw(this.bufPos, full.subarray(0, n)).then(() => this.afterWrite(n));
+    const w = this.writeRaw(this.bufPos + lo, full.subarray(lo, hi)).then((cached) => this.afterWrite(hi - lo, cached));
     w.catch(() => undefined); // observed through settle()
     this.inflight = w;
   }
@@ -247,10 +292,19 @@ export class ImageWriter {
     if (w) await w;
   }
 
-  /** Count written bytes towards the next background datasync (fresh outputs only). */
-  private afterWrite(n: number): void {
+  /**
+   * After a write of `total` bytes, `cached` of them through the page cache:
+   * those count towards the next background datasync (fresh outputs only;
+   * direct writes leave nothing to write back).
+   */
+  private afterWrite(total: number, cached: number): void {
     if (!this.fresh) return;
-    this.unsynced += n;
+    this.sinceMark += total;
+    if (this.sinceMark >= SYNC_EVERY) {
+      this.sinceMark = 0;
+      killPoint('output-midway');
+    }
+    this.unsynced += cached;
     if (this.unsynced < SYNC_EVERY || this.syncing) return;
     this.unsynced = 0;
     // A failed writeback is reported to one fsync of this descriptor only:
@@ -282,11 +336,11 @@ export class ImageWriter {
       if (this.syncing) await this.syncing;
       if (this.syncError !== null) throw this.syncError;
       if (this.meta) await applyOutputMeta(this.fh, this.meta);
+      // One fsync of the file covers what either descriptor wrote.
       await this.fh.sync();
       trace('output: synced');
       killPoint('output-synced');
-      await this.fh.close();
-      this.closed = true;
+      await this.closeHandles();
       if (this.path !== this.finalPath) {
         await rename(this.path, this.finalPath);
         trace('output: renamed');
@@ -314,21 +368,69 @@ export class ImageWriter {
   async abort(): Promise<void> {
     await this.settle().catch(() => undefined);
     await this.syncing?.catch(() => undefined);
-    if (!this.closed) {
-      this.closed = true;
-      await this.fh.close().catch(() => undefined);
-    }
+    await this.closeHandles().catch(() => undefined);
     if (this.path !== this.finalPath) {
       await unlink(this.path).catch(() => undefined);
       liveTemps.delete(this.path);
     }
   }
 
-  private async writeRaw(pos: number, data: Uint8Array): Promise<void> {
+  private async closeHandles(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const d = this.direct;
+    this.direct = null;
+    try {
+      await d?.close();
+    } finally {
+      await this.fh.close();
+    }
+  }
+
+  /**
+   * Write `data` at `pos`: its whole pages through the direct descriptor
+   * when it has one and they are aligned, the rest through the page cache.
+   * Returns the bytes that went through the page cache.
+   */
+  private async writeRaw(pos: number, data: Uint8Array): Promise<number> {
+    const direct = this.direct;
+    if (!direct) {
+      await this.writeAll(this.fh, pos, data);
+      return data.length;
+    }
+    const head = Math.min(data.length, (DIRECT_ALIGN - (pos % DIRECT_ALIGN)) % DIRECT_ALIGN);
+    const body = data.length - head - ((data.length - head) % DIRECT_ALIGN);
+    let cached = data.length - body;
+    if (head > 0) await this.writeAll(this.fh, pos, data.subarray(0, head));
+    const pages = data.subarray(head, head + body);
+    if (body > 0) {
+      if (directWritable(pos + head, pages)) {
+        try {
+          await this.writeAll(direct, pos + head, pages);
+          this.bytesDirect += body;
+        } catch (e) {
+          if (!(e instanceof SyncError && e.details.errno === 'EINVAL')) throw e;
+          // The device wants another alignment, or the buffer is not aligned after all: write through the cache from now on.
+          trace('output: direct write refused (EINVAL), writing through the page cache');
+          if (this.direct === direct) this.direct = null;
+          await direct.close().catch(() => undefined);
+          await this.writeAll(this.fh, pos + head, pages);
+          cached += body;
+        }
+      } else {
+        await this.writeAll(this.fh, pos + head, pages);
+        cached += body;
+      }
+    }
+    if (head + body < data.length) await this.writeAll(this.fh, pos + head + body, data.subarray(head + body));
+    return cached;
+  }
+
+  private async writeAll(fh: FileHandle, pos: number, data: Uint8Array): Promise<void> {
     let off = 0;
     while (off < data.length) {
       try {
-        const { bytesWritten } = await this.fh.write(data, off, data.length - off, pos + off);
+        const { bytesWritten } = await fh.write(data, off, data.length - off, pos + off);
         off += bytesWritten;
       } catch (e) {
         throw ioError(e, 'write', this.path);
@@ -366,7 +468,9 @@ export class StreamFileWriter {
 
   /** Start writing `finalPath` atomically. */
   static async create(finalPath: string): Promise<StreamFileWriter> {
-    return new StreamFileWriter(await ImageWriter.createTemp(finalPath, STREAM_COALESCE));
+    // Through the page cache: a delta is most often read next (by a patch, or to be sent on), and its
+    // writes hide behind the scan that makes it.
+    return new StreamFileWriter(await ImageWriter.createTemp(finalPath, STREAM_COALESCE, [], false));
   }
 
   /** Append bytes. */

@@ -6,12 +6,13 @@
  * still verify and come out sparse.
  */
 import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
 import { mkdtemp, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { deltaFile, hashImage, patchFile, signatureFile } from '../../src/api/files.js';
-import { ImageWriter } from '../../src/io/output.js';
+import { ImageWriter, StreamFileWriter } from '../../src/io/output.js';
 import { runCli } from '../helpers/cli.js';
 
 /** The built CLI: the kill points below stop a real process. */
@@ -190,6 +191,79 @@ describe('ImageWriter.reserve and fill', () => {
   });
 });
 
+describe('direct I/O of a fresh output', () => {
+  /** Whether this directory's filesystem takes O_DIRECT opens (tmpfs before Linux 6.6 does not). */
+  async function directSupported(): Promise<boolean> {
+    const probe = join(dir, 'direct-probe');
+    await writeFile(probe, '');
+    try {
+      await (await open(probe, constants.O_WRONLY | constants.O_DIRECT)).close();
+      return true;
+    } catch {
+      return false;
+    } finally {
+      await rm(probe, { force: true });
+    }
+  }
+
+  /** One file made by a seeded mix of write(), writeZeros() and reserve()/fill() at offsets on and off the page grid. */
+  async function mixed(path: string, seed: number): Promise<{ writer: ImageWriter; want: Buffer }> {
+    let x = seed;
+    const rnd = (n: number): number => {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      return (x >>> 8) % n;
+    };
+    const size = 24 * MiB + rnd(4 * KiB);
+    const want = Buffer.alloc(size);
+    const w = await ImageWriter.createTemp(path);
+    for (let pos = rnd(3) * 777; pos < size; ) {
+      const len = Math.min(size - pos, rnd(4) === 0 ? 1 + rnd(5000) : 1 + rnd(3 * MiB));
+      const kind = rnd(4);
+      if (kind === 0) {
+        await w.writeZeros(pos, len);
+      } else {
+        const data = bytes(len, seed * 1000 + pos);
+        if (kind === 1 && len > 16 * KiB) data.fill(0, 4 * KiB, 12 * KiB); // a whole zero page or two inside
+        data.copy(want, pos);
+        if (kind === 3) await fillAt(w, pos, data, 1 + rnd(2 * MiB));
+        else await w.write(pos, data);
+      }
+      pos += len;
+    }
+    await w.commit(size);
+    return { writer: w, want };
+  }
+
+  test.each([1, 2, 3, 4])('seed %i: the same bytes with and without it, and most of them written directly where the filesystem allows', async (seed) => {
+    const supported = await directSupported();
+    const viaDirect = join(dir, `direct-${seed}.img`);
+    const viaCache = join(dir, `cached-${seed}.img`);
+    const d = await mixed(viaDirect, seed);
+    process.env.RESYNC_DIRECT_IO = '0';
+    let c: { writer: ImageWriter; want: Buffer };
+    try {
+      c = await mixed(viaCache, seed);
+    } finally {
+      delete process.env.RESYNC_DIRECT_IO;
+    }
+    expect((await readFile(viaDirect)).equals(d.want)).toBe(true);
+    expect((await readFile(viaCache)).equals(c.want)).toBe(true);
+    expect(c.writer.bytesDirect).toBe(0);
+    if (supported) expect(d.writer.bytesDirect).toBeGreaterThan(d.want.length / 4);
+    else expect(d.writer.bytesDirect).toBe(0);
+    await rm(viaDirect);
+    await rm(viaCache);
+  });
+
+  test('signature and delta files go through the page cache (what reads them next finds them there)', async () => {
+    const w = await StreamFileWriter.create(join(dir, 'stream.bin'));
+    await w.append(bytes(3 * MiB, 11));
+    await w.commit();
+    expect((w as unknown as { w: ImageWriter }).w.bytesDirect).toBe(0);
+    expect((await readFile(join(dir, 'stream.bin'))).equals(bytes(3 * MiB, 11))).toBe(true);
+  });
+});
+
 describe('patch from a basis whose zeros are written out', () => {
   test('copies of zero pages the basis stores as data leave holes in the output, and it verifies', async () => {
     // 8 MiB: data and zero stretches, all of it allocated in the basis (no holes there).
@@ -246,14 +320,15 @@ describe('a patch killed while it writes its output', () => {
   const temps = async (name: string): Promise<string[]> => (await readdir(dir)).filter((f) => f.startsWith(`.${name}.resync-`));
 
   test.each([
-    ['output-datasync', 'in the middle of writing'],
-    ['output-synced', 'after the fsync, before the rename'],
-  ])('at %s (%s): an existing output keeps its old bytes, a new one does not appear; the same patch then succeeds', async (point) => {
+    ['output-midway', 'in the middle of writing, with direct I/O', '1'],
+    ['output-datasync', 'in the middle of writing through the page cache, as a background datasync starts', '0'],
+    ['output-synced', 'after the fsync, before the rename', '1'],
+  ])('at %s (%s): an existing output keeps its old bytes, a new one does not appear; the same patch then succeeds', async (point, _what, directIo) => {
     const old = join(dir, `kill-old-${point}.img`);
     const none = join(dir, `kill-none-${point}.img`);
     await writeFile(old, 'the old output');
     for (const out of [old, none]) {
-      const r = await runCli(MAIN, ['patch', basis, delta, out, '--force'], { env: { RESYNC_KILL_AT: point } });
+      const r = await runCli(MAIN, ['patch', basis, delta, out, '--force'], { env: { RESYNC_KILL_AT: point, RESYNC_DIRECT_IO: directIo } });
       expect(r.code).toBe(-1); // killed
       // A stray temp file may stay (nothing runs after SIGKILL to remove it); the output is untouched.
       expect((await temps(out.split('/').pop()!)).length).toBe(1);
