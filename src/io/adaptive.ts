@@ -43,6 +43,11 @@ export class AdaptivePatch {
   /** Stop looking (no room, or not possible for this patch). */
   private settled = false;
 
+  /** Bytes the temp file's writer wrote with direct I/O (0 before a switch). */
+  get tempBytesDirect(): number {
+    return this.temp?.out.bytesDirect ?? 0;
+  }
+
   constructor(
     private readonly img: ImageHandle,
     private readonly inPlace: InPlacePatcher,

@@ -48,15 +48,26 @@ export function alignedBuffer(size: number): Buffer {
   return Buffer.from(mem.buffer, 0, size);
 }
 
+/**
+ * A buffer for writes that may later be a temp file's (an in-place patch's
+ * batches, handed over when it switches): aligned where it can be.
+ */
+export function alignedIfPossible(size: number): Buffer {
+  try {
+    return alignedBuffer(size);
+  } catch {
+    return Buffer.allocUnsafe(size);
+  }
+}
+
+/** True when `b` starts at an aligned address (a view of an alignedBuffer at an aligned offset). */
+export function isAligned(b: Uint8Array): boolean {
+  return alignedArenas.has(b.buffer) && b.byteOffset % DIRECT_ALIGN === 0;
+}
+
 /** True when `data` can be written with O_DIRECT at `pos`. */
 export function directWritable(pos: number, data: Uint8Array): boolean {
-  return (
-    pos % DIRECT_ALIGN === 0 &&
-    data.length % DIRECT_ALIGN === 0 &&
-    data.length > 0 &&
-    data.byteOffset % DIRECT_ALIGN === 0 &&
-    alignedArenas.has(data.buffer)
-  );
+  return pos % DIRECT_ALIGN === 0 && data.length % DIRECT_ALIGN === 0 && data.length > 0 && isAligned(data);
 }
 
 /**

@@ -20,6 +20,7 @@ import { imageHashBuilder, type HashedBlockFn, type ImageHashBuilder, type Image
 import { StrongHasher } from '../core/strong.js';
 import type { DigestBytes } from '../core/digests.js';
 import { killPoint } from './trace.js';
+import { alignedIfPossible } from './direct.js';
 import { dropSigCache, sigCachePathFor } from './sigcache.js';
 import { JournalError, ioError } from './errors.js';
 import { openImage, readChunks, readExactSync, type ImageHandle } from './image.js';
@@ -552,7 +553,8 @@ export class InPlacePatcher {
    */
   private async room(n: number): Promise<Buffer | undefined> {
     if (this.pendingBytes > 0 && this.pendingBytes + n > this.batchLimit()) await this.startFlush();
-    this.arena ??= this.spareArenas.pop() ?? Buffer.allocUnsafe(this.batchBytes);
+    // Aligned, so that a temp file's writer that takes them over on a switch writes them with direct I/O.
+    this.arena ??= this.spareArenas.pop() ?? alignedIfPossible(this.batchBytes);
     return this.arenaUsed + n <= this.arena.length ? this.arena.subarray(this.arenaUsed) : undefined;
   }
 

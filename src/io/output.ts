@@ -13,7 +13,7 @@ import { ioError } from './errors.js';
 import { killPoint, trace } from './trace.js';
 import { applyOutputMeta, outputMetaFor, type OutputMeta } from './filemode.js';
 import { liveTemps } from './live-temps.js';
-import { alignedBuffer, DIRECT_ALIGN, directWritable, openDirect } from './direct.js';
+import { alignedBuffer, alignedIfPossible, DIRECT_ALIGN, directWritable, isAligned, openDirect } from './direct.js';
 export { removeLiveTempFiles } from './live-temps.js';
 
 const COALESCE = 4 * 1024 * 1024;
@@ -135,17 +135,18 @@ export class ImageWriter {
       throw ioError(e, 'create', tmp);
     }
     liveTemps.add(tmp);
-    // Buffers handed over are not aligned: those writes stay in the page cache.
-    const dfh = direct && buffers.length === 0 && coalesce % DIRECT_ALIGN === 0 ? await openDirect(tmp) : null;
-    let own: Buffer[] | null = null;
+    // Buffers handed over are used for direct writes only if they are aligned (an in-place patch's are, where it could).
+    let dfh = direct && coalesce % DIRECT_ALIGN === 0 && buffers.every(isAligned) ? await openDirect(tmp) : null;
+    let own: Buffer[] = [];
     try {
-      if (dfh) own = [alignedBuffer(2 * coalesce)];
+      if (dfh && buffers.length === 0) own = [alignedBuffer(2 * coalesce)];
     } catch {
       // No address space for an aligned buffer (a tight ulimit -v): write through the cache.
       await dfh?.close().catch(() => undefined);
+      dfh = null;
     }
-    const w = new ImageWriter(fh, tmp, finalPath, true, meta, coalesce, own ?? buffers);
-    if (own) w.direct = dfh;
+    const w = new ImageWriter(fh, tmp, finalPath, true, meta, coalesce, buffers.length > 0 ? buffers : own);
+    w.direct = dfh;
     return w;
   }
 
@@ -278,7 +279,8 @@ export class ImageWriter {
     if (hi <= lo) return;
     await this.settle();
     const full = this.buf;
-    this.buf = this.spare ?? Buffer.allocUnsafe(this.coalesce);
+    // A writer given one buffer gets its second here; with direct I/O, an aligned one.
+    this.buf = this.spare ?? (this.direct ? alignedIfPossible(this.coalesce) : Buffer.allocUnsafe(this.coalesce));
     this.spare = full;
     const w = this.writeRaw(this.bufPos + lo, full.subarray(lo, hi)).then((cached) => this.afterWrite(hi - lo, cached));
     w.catch(() => undefined); // observed through settle()

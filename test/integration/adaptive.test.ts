@@ -21,6 +21,7 @@ import { InPlacePatcher, recoverLocked, settleJournal } from '../../src/io/inpla
 import { journalPathFor, readJournal } from '../../src/io/journal.js';
 import { pull, push } from '../../src/net/client.js';
 import { startServer } from '../helpers/server.js';
+import { directSupported } from '../helpers/direct.js';
 
 const MiB = 1024 * 1024;
 const BS = 64 * 1024;
@@ -118,6 +119,8 @@ describe('in place, or a temp file when the data moved', () => {
     const p = await patchAll(path, shiftedOps, shifted);
     expect(p.state.switchedAt).not.toBeNull();
     expect((await readFile(path)).equals(shifted)).toBe(true);
+    // The batch buffers handed to the temp file's writer are aligned: it writes them with direct I/O.
+    if (await directSupported(dir)) expect(p.tempBytesDirect).toBeGreaterThan(shifted.length / 2);
     const st = await stat(path);
     expect(st.ino).not.toBe(inode);
     expect(st.mode & 0o777).toBe(0o640);
@@ -252,6 +255,8 @@ describe('in place, or a temp file when the data moved', () => {
       }
       expect(checked).toBe(true);
       await r.patch.finish(shifted.length, imageHash(shifted));
+      // The batch buffers it was given are aligned, so the temp file is written with direct I/O all the same.
+      if (await directSupported(dir)) expect(r.patch.tempBytesDirect).toBeGreaterThan(shifted.length / 2);
     } finally {
       await r.close();
     }

@@ -6,7 +6,6 @@
  * still verify and come out sparse.
  */
 import { randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
 import { mkdtemp, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -14,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { deltaFile, hashImage, patchFile, signatureFile } from '../../src/api/files.js';
 import { ImageWriter, StreamFileWriter } from '../../src/io/output.js';
 import { runCli } from '../helpers/cli.js';
+import { directSupported } from '../helpers/direct.js';
 
 /** The built CLI: the kill points below stop a real process. */
 const MAIN = resolve('dist/src/cli/main.js');
@@ -192,20 +192,6 @@ describe('ImageWriter.reserve and fill', () => {
 });
 
 describe('direct I/O of a fresh output', () => {
-  /** Whether this directory's filesystem takes O_DIRECT opens (tmpfs before Linux 6.6 does not). */
-  async function directSupported(): Promise<boolean> {
-    const probe = join(dir, 'direct-probe');
-    await writeFile(probe, '');
-    try {
-      await (await open(probe, constants.O_WRONLY | constants.O_DIRECT)).close();
-      return true;
-    } catch {
-      return false;
-    } finally {
-      await rm(probe, { force: true });
-    }
-  }
-
   /** One file made by a seeded mix of write(), writeZeros() and reserve()/fill() at offsets on and off the page grid. */
   async function mixed(path: string, seed: number): Promise<{ writer: ImageWriter; want: Buffer }> {
     let x = seed;
@@ -235,7 +221,7 @@ describe('direct I/O of a fresh output', () => {
   }
 
   test.each([1, 2, 3, 4])('seed %i: the same bytes with and without it, and most of them written directly where the filesystem allows', async (seed) => {
-    const supported = await directSupported();
+    const supported = await directSupported(dir);
     const viaDirect = join(dir, `direct-${seed}.img`);
     const viaCache = join(dir, `cached-${seed}.img`);
     const d = await mixed(viaDirect, seed);
