@@ -71,14 +71,25 @@ export function directWritable(pos: number, data: Uint8Array): boolean {
 }
 
 /**
- * A second, write-only descriptor of `path` with O_DIRECT, or null where the
- * filesystem refuses it (tmpfs says EINVAL) or direct I/O is switched off.
+ * A second, write-only descriptor with O_DIRECT of the file `fh` has open at
+ * `path`, or null where the filesystem refuses it (tmpfs before Linux 6.6
+ * says EINVAL), direct I/O is switched off, or `path` is no longer that file
+ * (what is written through it must land in the file that is verified).
  */
-export async function openDirect(path: string): Promise<FileHandle | null> {
+export async function openDirect(path: string, fh: FileHandle): Promise<FileHandle | null> {
   if (!directIoEnabled()) return null;
+  let d: FileHandle;
   try {
-    return await open(path, constants.O_WRONLY | constants.O_DIRECT);
+    d = await open(path, constants.O_WRONLY | constants.O_DIRECT);
   } catch {
     return null;
   }
+  try {
+    const [a, b] = await Promise.all([fh.stat(), d.stat()]);
+    if (a.dev === b.dev && a.ino === b.ino) return d;
+  } catch {
+    // fall through: not used
+  }
+  await d.close().catch(() => undefined);
+  return null;
 }

@@ -136,7 +136,7 @@ export class ImageWriter {
     }
     liveTemps.add(tmp);
     // Buffers handed over are used for direct writes only if they are aligned (an in-place patch's are, where it could).
-    let dfh = direct && coalesce % DIRECT_ALIGN === 0 && buffers.every(isAligned) ? await openDirect(tmp) : null;
+    let dfh = direct && coalesce % DIRECT_ALIGN === 0 && buffers.every(isAligned) ? await openDirect(tmp, fh) : null;
     let own: Buffer[] = [];
     try {
       if (dfh && buffers.length === 0) own = [alignedBuffer(2 * coalesce)];
