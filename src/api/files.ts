@@ -262,6 +262,8 @@ export interface PatchFileOptions {
   stateDir?: string | undefined;
   /** One-line notes for the user (an NBD export's leftover journal rolled back first). */
   onNote?: ((msg: string) => void) | undefined;
+  /** Write a new output through the page cache, not with direct I/O: it is read again at once (standard output's spool). */
+  pageCache?: boolean | undefined;
 }
 
 /** What an in-place patch reports in addition. */
@@ -339,7 +341,7 @@ export async function patchFile(basisPath: string, deltaPath: string, outPath: s
         header = ev.header;
         checkBasisSize(basis, header.basisSize);
         trace('patch: header read');
-        out = await ImageWriter.createTemp(outPath);
+        out = await ImageWriter.createTemp(outPath, undefined, [], !opts.pageCache);
         patcher = new StreamPatcher(basis, out, header.targetSize, header);
       } else if (ev.kind === 'op') {
         await patcher!.apply(ev.op);

@@ -149,6 +149,8 @@ export interface RdiffPatchFileOptions {
   /** Refuse deltas describing more output than this (default MAX_IMAGE_SIZE). */
   maxOutput?: number | undefined;
   onProgress?: ProgressFn | undefined;
+  /** Write the output through the page cache, not with direct I/O: it is read again at once (standard output's spool). */
+  pageCache?: boolean | undefined;
 }
 
 /**
@@ -172,7 +174,7 @@ export async function rdiffPatchFile(basisPath: string, deltaPath: string, outPa
     const d = delta;
     const dec = new RdiffDeltaDecoder({ maxOutput });
     const planner = new PatchPlanner({ basisSize: basis.size, maxOutput });
-    out = await ImageWriter.createTemp(outPath);
+    out = await ImageWriter.createTemp(outPath, undefined, [], !opts.pageCache);
     const w = out;
     for await (const chunk of readChunks(d, 0, d.size, FILE_CHUNK)) {
       for (const op of dec.push(chunk)) {

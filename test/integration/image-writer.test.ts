@@ -6,7 +6,8 @@
  * still verify and come out sparse.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, open, statfs, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -19,6 +20,8 @@ import { directSupported } from '../helpers/direct.js';
 const MAIN = resolve('dist/src/cli/main.js');
 
 const KiB = 1024;
+/** statfs f_type of tmpfs. */
+const TMPFS_MAGIC = 0x01021994;
 const MiB = 1024 * KiB;
 
 let dir: string;
@@ -239,6 +242,30 @@ describe('direct I/O of a fresh output', () => {
     else expect(d.writer.bytesDirect).toBe(0);
     await rm(viaDirect);
     await rm(viaCache);
+  });
+
+  test('a patch writes its output around the page cache, unless asked to keep it there (an output read again at once)', async (ctx) => {
+    // Residency as fincore (util-linux) reports it; tmpfs keeps every file in memory whatever the writer does.
+    const fincore = spawnSync('fincore', ['--version']);
+    if (fincore.status !== 0 || (await statfs(dir)).type === TMPFS_MAGIC || !(await directSupported(dir))) return ctx.skip();
+    const resident = (path: string): number => Number(spawnSync('fincore', ['--bytes', '--noheadings', '--output', 'RES', path], { encoding: 'utf8' }).stdout.trim());
+    const size = 16 * MiB;
+    const b = bytes(size, 21);
+    const basis = join(dir, 'cache-basis.img');
+    const target = join(dir, 'cache-target.img');
+    await writeFile(basis, b);
+    bytes(3 * MiB, 22).copy(b, 5 * MiB);
+    await writeFile(target, b);
+    await signatureFile(basis, join(dir, 'cache.sig'), { sigCache: false });
+    await deltaFile(join(dir, 'cache.sig'), target, join(dir, 'cache.delta'));
+    const kept = join(dir, 'cache-kept.img');
+    const around = join(dir, 'cache-around.img');
+    await patchFile(basis, join(dir, 'cache.delta'), kept, { pageCache: true });
+    await patchFile(basis, join(dir, 'cache.delta'), around);
+    expect(resident(kept)).toBeGreaterThan(size * 0.9);
+    expect(resident(around)).toBeLessThan(size * 0.1);
+    expect((await readFile(kept)).equals(b)).toBe(true);
+    expect((await readFile(around)).equals(b)).toBe(true);
   });
 
   test('signature and delta files go through the page cache (what reads them next finds them there)', async () => {

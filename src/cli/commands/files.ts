@@ -218,9 +218,11 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
                     });
             }
             const delta = await spool.input(argv.delta, 'DELTA');
+            // A spool for standard output is read back at once: keep it in the page cache.
+            const toStdout = !inPlace && argv.output === STDIO;
             let summary: Record<string, unknown>;
             if (argv.format === 'rdiff') {
-              const r = await (await rdiffApi()).rdiffPatchFile(argv.basis, delta, out, { onProgress: progress });
+              const r = await (await rdiffApi()).rdiffPatchFile(argv.basis, delta, out, { onProgress: progress, pageCache: toStdout });
               summary = {
                 format: 'rdiff',
                 imageSize: r.imageSize,
@@ -234,7 +236,7 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
               };
             } else {
               const note = (msg: string): void => void (argv.quiet ? undefined : process.stderr.write(`resync patch: note: ${msg}\n`));
-              const r = await (await filesApi()).patchFile(argv.basis, delta, out, { onProgress: progress, inPlace, resume: argv.resume, stateDir: argv['state-dir'], onNote: note });
+              const r = await (await filesApi()).patchFile(argv.basis, delta, out, { onProgress: progress, inPlace, resume: argv.resume, stateDir: argv['state-dir'], onNote: note, pageCache: toStdout });
               summary = {
                 imageSize: r.imageSize,
                 matchedBytes: r.matchedBytes,
