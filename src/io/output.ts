@@ -406,19 +406,8 @@ export class ImageWriter {
     if (head > 0) await this.writeAll(this.fh, pos, data.subarray(0, head));
     const pages = data.subarray(head, head + body);
     if (body > 0) {
-      if (directWritable(pos + head, pages)) {
-        try {
-          await this.writeAll(direct, pos + head, pages);
-          this.bytesDirect += body;
-        } catch (e) {
-          if (!(e instanceof SyncError && e.details.errno === 'EINVAL')) throw e;
-          // The device wants another alignment, or the buffer is not aligned after all: write through the cache from now on.
-          trace('output: direct write refused (EINVAL), writing through the page cache');
-          if (this.direct === direct) this.direct = null;
-          await direct.close().catch(() => undefined);
-          await this.writeAll(this.fh, pos + head, pages);
-          cached += body;
-        }
+      if (directWritable(pos + head, pages) && (await this.writeDirect(direct, pos + head, pages))) {
+        this.bytesDirect += body;
       } else {
         await this.writeAll(this.fh, pos + head, pages);
         cached += body;
@@ -426,6 +415,25 @@ export class ImageWriter {
     }
     if (head + body < data.length) await this.writeAll(this.fh, pos + head + body, data.subarray(head + body));
     return cached;
+  }
+
+  /**
+   * Write aligned pages through the direct descriptor. False, with direct I/O
+   * given up for the rest of the file, where the kernel refuses them (EINVAL:
+   * the device wants another alignment, or the buffer is not aligned after
+   * all): the caller then writes them through the page cache.
+   */
+  private async writeDirect(direct: FileHandle, pos: number, pages: Uint8Array): Promise<boolean> {
+    try {
+      await this.writeAll(direct, pos, pages);
+      return true;
+    } catch (e) {
+      if (!(e instanceof SyncError && e.details.errno === 'EINVAL')) throw e;
+      trace('output: direct write refused (EINVAL), writing through the page cache');
+      if (this.direct === direct) this.direct = null;
+      await direct.close().catch(() => undefined);
+      return false;
+    }
   }
 
   private async writeAll(fh: FileHandle, pos: number, data: Uint8Array): Promise<void> {

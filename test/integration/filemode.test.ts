@@ -135,13 +135,7 @@ describe('file mode', () => {
     const final = join(dir, 'o6.img');
     await writeFile(final, 'keep me');
     // Through the page cache: direct writes leave nothing for a background datasync.
-    process.env.RESYNC_DIRECT_IO = '0';
-    let w: ImageWriter;
-    try {
-      w = await ImageWriter.createTemp(final);
-    } finally {
-      delete process.env.RESYNC_DIRECT_IO;
-    }
+    const w = await ImageWriter.createTemp(final, undefined, [], false);
     // A writeback error is reported to one fsync of the descriptor: here the background one, and only once.
     let failed = 0;
     w.fh.datasync = () => {

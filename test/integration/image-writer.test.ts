@@ -196,7 +196,7 @@ describe('ImageWriter.reserve and fill', () => {
 
 describe('direct I/O of a fresh output', () => {
   /** One file made by a seeded mix of write(), writeZeros() and reserve()/fill() at offsets on and off the page grid. */
-  async function mixed(path: string, seed: number): Promise<{ writer: ImageWriter; want: Buffer }> {
+  async function mixed(path: string, seed: number, direct: boolean): Promise<{ writer: ImageWriter; want: Buffer }> {
     let x = seed;
     const rnd = (n: number): number => {
       x = (Math.imul(x, 1103515245) + 12345) >>> 0;
@@ -204,7 +204,7 @@ describe('direct I/O of a fresh output', () => {
     };
     const size = 24 * MiB + rnd(4 * KiB);
     const want = Buffer.alloc(size);
-    const w = await ImageWriter.createTemp(path);
+    const w = await ImageWriter.createTemp(path, undefined, [], direct);
     for (let pos = rnd(3) * 777; pos < size; ) {
       const len = Math.min(size - pos, rnd(4) === 0 ? 1 + rnd(5000) : 1 + rnd(3 * MiB));
       const kind = rnd(4);
@@ -227,14 +227,8 @@ describe('direct I/O of a fresh output', () => {
     const supported = await directSupported(dir);
     const viaDirect = join(dir, `direct-${seed}.img`);
     const viaCache = join(dir, `cached-${seed}.img`);
-    const d = await mixed(viaDirect, seed);
-    process.env.RESYNC_DIRECT_IO = '0';
-    let c: { writer: ImageWriter; want: Buffer };
-    try {
-      c = await mixed(viaCache, seed);
-    } finally {
-      delete process.env.RESYNC_DIRECT_IO;
-    }
+    const d = await mixed(viaDirect, seed, true);
+    const c = await mixed(viaCache, seed, false);
     expect((await readFile(viaDirect)).equals(d.want)).toBe(true);
     expect((await readFile(viaCache)).equals(c.want)).toBe(true);
     expect(c.writer.bytesDirect).toBe(0);
