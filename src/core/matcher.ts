@@ -28,6 +28,7 @@ import type { DeltaOp } from './ops.js';
 import { ScanWindow } from './window.js';
 import { adler32, adler32OfZeros, ADLER_MOD } from './rolling.js';
 import { WEAK_MIX, type Signature } from './signature.js';
+import { NativeRoller, type RollLoop } from './roll-native.js';
 import { ROLL_SEGMENT, Roller } from './roll-wasm.js';
 import { SUB_SUM_LEN, SubSummer } from './subsum.js';
 import { StrongHasher } from './strong.js';
@@ -53,8 +54,8 @@ export class DeltaMatcher extends ScanWindow {
 
   /** Our aligned block i's strong-hash prefix, when known ahead. */
   private readonly ownDigest: ((i: number) => Uint8Array) | null;
-  /** The rolling loop in WebAssembly, when available. */
-  private readonly roller: Roller | null;
+  /** The rolling loop in native code or WebAssembly, when available. */
+  private readonly roller: RollLoop | null;
   /** Weak sum of a zero block. */
   private readonly zeroWeak: number;
   /** The receiver's sub-block sums of some blocks (see useSubSums), or null. */
@@ -68,7 +69,7 @@ export class DeltaMatcher extends ScanWindow {
    * `reuseLiterals`: the caller consumes (copies) the ops of each call before
    * the next push or end, so literal data may live in reused memory (ScanWindow).
    */
-  constructor(sig: Signature, opts: { maxLiteral?: number; ownDigests?: Uint8Array | ((i: number) => Uint8Array); noWasm?: boolean; reuseLiterals?: boolean } = {}) {
+  constructor(sig: Signature, opts: { maxLiteral?: number; ownDigests?: Uint8Array | ((i: number) => Uint8Array); noWasm?: boolean; noNative?: boolean; reuseLiterals?: boolean } = {}) {
     super(sig.params.blockSize, opts.reuseLiterals === true);
     if (!sig.isComplete) throw new ParamError('the signature is incomplete');
     sig.seal();
@@ -80,7 +81,8 @@ export class DeltaMatcher extends ScanWindow {
     this.ownDigest = own === null || typeof own === 'function' ? own : (i) => own.subarray(i * sl, i * sl + sl);
     this.zeroWeak = adler32OfZeros(this.bs);
     for (let x = 0; x < 256; x++) this.outTab[x] = ((this.bs % ADLER_MOD) * x) % ADLER_MOD;
-    this.roller = opts.noWasm ? null : Roller.create(this.bs, this.outTab, sig.filter, sig.filterShift);
+    // Native where built and faster (AVX-512), else WebAssembly, else the JS loop below.
+    this.roller = opts.noWasm ? null : ((opts.noNative ? null : NativeRoller.create(sig)) ?? Roller.create(this.bs, this.outTab, sig.filter, sig.filterShift));
   }
 
   /**
@@ -280,7 +282,7 @@ export class DeltaMatcher extends ScanWindow {
           for (;;) {
             const segStop = Math.min(stop, p + ROLL_SEGMENT);
             roller.cover(buf, p, segStop + bs);
-            p = roller.roll(p, segStop, a, b, roll);
+            p = roller.roll(p, segStop, a, b, roll, this.bufPos);
             a = roller.a;
             b = roller.b;
             roll = true;

@@ -6,6 +6,7 @@
  * wasm memory. Returns null where WebAssembly is unavailable; the matcher
  * then keeps its JS loop.
  */
+import type { RollLoop } from './roll-native.js';
 import { ROLL_WASM_BASE64 } from './roll-wasm-bytes.js';
 
 const PAGE = 64 * 1024;
@@ -45,7 +46,7 @@ function compiled(): object | null {
 }
 
 /** A wasm instance set up for one signature. */
-export class Roller {
+export class Roller implements RollLoop {
   private loaded: Uint8Array | null = null;
   /** buf[loadedFrom, loadedTo) of `loaded` is at dataAt in wasm memory. */
   private loadedFrom = 0;

@@ -19,6 +19,7 @@
 #include <malloc.h>
 #endif
 #include <node_api.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -134,6 +135,98 @@ static napi_value cap_arenas(napi_env env, napi_callback_info info) {
   return out;
 }
 
+typedef struct resync_roll_ctx resync_roll_ctx;
+resync_roll_ctx *resync_roll_new(const uint32_t *filter, const int32_t *head, const int32_t *next, const uint32_t *weak, uint32_t blocks,
+                                 uint32_t bs, uint32_t fshift, uint32_t bshift, uint32_t max_tries, int vector);
+void resync_roll_free(resync_roll_ctx *c);
+int64_t resync_roll(const resync_roll_ctx *c, const uint8_t *buf, int64_t p, int64_t stop, uint32_t *pa, uint32_t *pb, int step,
+                    uint64_t align_off);
+int resync_roll_lanes(void);
+uint32_t resync_roll_block_size(const resync_roll_ctx *c);
+
+/* Elements of a 32-bit typed array, or NULL. */
+static void *words_of(napi_env env, napi_value v, size_t *len) {
+  napi_typedarray_type type;
+  void *data = NULL;
+  if (napi_get_typedarray_info(env, v, &type, len, &data, NULL, NULL) != napi_ok || (type != napi_int32_array && type != napi_uint32_array)) return NULL;
+  return data ? data : (void *)"\0\0\0";
+}
+
+static void roll_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  resync_roll_free(data);
+}
+
+/*
+ * rollNew(filter, head, next, weak, blockSize, filterShift, bucketShift, maxTries, vector):
+ * a rolling loop over a sealed signature's arrays, sixteen windows at a time
+ * if `vector` and the CPU allows (tests compare the two). The arrays are not copied:
+ * the caller keeps them alive, unchanged, as long as it uses the loop.
+ */
+static napi_value roll_new(napi_env env, napi_callback_info info) {
+  size_t argc = 9, filterLen = 0, headLen = 0, nextLen = 0, weakLen = 0;
+  napi_value argv[9];
+  uint32_t bs = 0, fshift = 0, bshift = 0, tries = 0;
+  bool vector = false;
+  void *filter = NULL, *head = NULL, *next = NULL, *weak = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 9 || !(filter = words_of(env, argv[0], &filterLen)) ||
+      !(head = words_of(env, argv[1], &headLen)) || !(next = words_of(env, argv[2], &nextLen)) || !(weak = words_of(env, argv[3], &weakLen)) ||
+      napi_get_value_uint32(env, argv[4], &bs) != napi_ok || napi_get_value_uint32(env, argv[5], &fshift) != napi_ok ||
+      napi_get_value_uint32(env, argv[6], &bshift) != napi_ok || napi_get_value_uint32(env, argv[7], &tries) != napi_ok || napi_get_value_bool(env, argv[8], &vector) != napi_ok || bs < 1 ||
+      fshift < 1 || fshift > 31 || bshift < 1 || bshift > 31 || (uint64_t)filterLen * 32 < (1ull << (32 - fshift)) ||
+      (uint64_t)headLen < (1ull << (32 - bshift)) || nextLen < weakLen || weakLen > INT32_MAX) {
+    napi_throw_type_error(env, NULL, "rollNew(filter, head, next, weak, blockSize >= 1, filterShift, bucketShift, maxTries, vector): arrays too short for the shifts");
+    return NULL;
+  }
+  resync_roll_ctx *c = resync_roll_new(filter, head, next, weak, (uint32_t)weakLen, bs, fshift, bshift, tries, vector);
+  napi_value out;
+  if (!c) {
+    napi_throw_error(env, NULL, "rollNew: out of memory");
+    return NULL;
+  }
+  if (napi_create_external(env, c, roll_finalize, NULL, &out) != napi_ok) {
+    resync_roll_free(c);
+    return NULL;
+  }
+  return out;
+}
+
+/*
+ * roll(loop, buf, sums, p, stop, step, alignOff): slide from window p while
+ * no block may start at it (see roll.c). sums is an Int32Array [a, b], read
+ * and written back; returns the window where it stopped.
+ */
+static napi_value roll_run(napi_env env, napi_callback_info info) {
+  size_t argc = 7, len = 0, sumsLen = 0;
+  napi_value argv[7];
+  void *c = NULL;
+  uint8_t *buf = NULL;
+  uint32_t *sums = NULL;
+  int64_t p = 0, stop = 0, off = 0;
+  int32_t step = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 7 || napi_get_value_external(env, argv[0], &c) != napi_ok ||
+      !c || !(buf = bytes_of(env, argv[1], &len)) || !(sums = words_of(env, argv[2], &sumsLen)) || sumsLen != 2 ||
+      napi_get_value_int64(env, argv[3], &p) != napi_ok || napi_get_value_int64(env, argv[4], &stop) != napi_ok ||
+      napi_get_value_int32(env, argv[5], &step) != napi_ok || napi_get_value_int64(env, argv[6], &off) != napi_ok || p < 0 || off < 0 ||
+      sums[0] >= 65521 || sums[1] >= 65521 || (p < stop && (uint64_t)stop + resync_roll_block_size(c) > len)) {
+    napi_throw_type_error(env, NULL, "roll(loop, buf, sums: [a, b] < 65521, 0 <= p, stop + blockSize <= buf.length, step, alignOff >= 0)");
+    return NULL;
+  }
+  int64_t r = resync_roll(c, buf, p, stop, &sums[0], &sums[1], step != 0, (uint64_t)off);
+  napi_value out;
+  napi_create_int64(env, r, &out);
+  return out;
+}
+
+/* rollLanes(): windows the native rolling loop tests side by side on this CPU (16 with AVX-512, else 1). */
+static napi_value roll_lanes(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value out;
+  napi_create_int32(env, resync_roll_lanes(), &out);
+  return out;
+}
+
 NAPI_MODULE_INIT() {
   napi_value fn;
   if (napi_create_function(env, "seek", NAPI_AUTO_LENGTH, seek_extent, NULL, &fn) != napi_ok) return NULL;
@@ -146,5 +239,11 @@ NAPI_MODULE_INIT() {
   if (napi_set_named_property(env, exports, "blake3Lanes", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "capArenas", NAPI_AUTO_LENGTH, cap_arenas, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "capArenas", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "rollNew", NAPI_AUTO_LENGTH, roll_new, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "rollNew", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "roll", NAPI_AUTO_LENGTH, roll_run, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "roll", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "rollLanes", NAPI_AUTO_LENGTH, roll_lanes, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "rollLanes", fn) != napi_ok) return NULL;
   return exports;
 }

@@ -102,21 +102,22 @@ describe('literal cap', () => {
   );
 });
 
-describe('the JS rolling loop (used where WebAssembly is unavailable) agrees with the wasm one', () => {
+describe('the three rolling loops (native, WebAssembly, and JS where neither is there) agree', () => {
   fcTest.prop([fc.uint8Array({ maxLength: 20_000 }), fc.array(edit, { maxLength: 8 }), fc.constantFrom(16, 64, 512), fc.integer({ min: 1, max: 4000 })], { numRuns: 150 })(
-    'same ops either way',
+    'same ops every way',
     async (basis, edits, blockSize, chunk) => {
       const { DeltaMatcher } = await import('../../src/core/matcher.js');
       const target = applyEdits(basis, edits);
       const sig = signatureOf(basis, { blockSize });
-      const run = (noWasm: boolean): DeltaOp[] => {
-        const m = new DeltaMatcher(sig, { noWasm });
+      const run = (opts: { noWasm?: boolean; noNative?: boolean }): DeltaOp[] => {
+        const m = new DeltaMatcher(sig, opts);
         const ops: DeltaOp[] = [];
         for (let p = 0; p < target.length; p += chunk) ops.push(...m.push(target.subarray(p, p + chunk)));
         return [...ops, ...m.end()];
       };
-      const js = run(true);
-      expect(run(false)).toEqual(js);
+      const js = run({ noWasm: true });
+      expect(run({ noNative: true })).toEqual(js);
+      expect(run({})).toEqual(js);
       expect(Buffer.from(applyDelta(basis, js, target.length)).equals(Buffer.from(target))).toBe(true);
     },
   );

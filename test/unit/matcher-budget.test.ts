@@ -76,32 +76,39 @@ function expectAllLiteral(ops: DeltaOp[], data: Uint8Array): void {
 
 const CUTS = [1, 777, 4 * KiB, 4 * KiB + 1, 100_003, 131_072];
 
+/** The matcher's rolling loops: native (where built, on a CPU with AVX-512), WebAssembly, JS. */
+const LOOPS: [string, boolean, boolean][] = [
+  ['native', false, false],
+  ['WebAssembly', false, true],
+  ['JS', true, true],
+];
+
 describe('core matcher: strong hashes per input byte are bounded', () => {
-  test.each([false, true])('zeros against a signature of zero-block weak sums with random strong sums (noWasm %s)', (noWasm) => {
+  test.each(LOOPS)('zeros against a signature of zero-block weak sums with random strong sums (%s loop)', (_loop, noWasm, noNative) => {
     const bs = 4 * KiB;
     const n = 256 * KiB;
     const sig = crafted(bs, [adler32OfZeros(bs), adler32OfZeros(bs), adler32OfZeros(bs), adler32OfZeros(bs)]);
     const zeros = new Uint8Array(n);
-    const m = new DeltaMatcher(sig, { noWasm });
+    const m = new DeltaMatcher(sig, { noWasm, noNative });
     const ops = run(m, zeros);
     // Before the bound: one hash of a whole block per byte (262144 here).
     expect(m.strongHashes).toBeLessThanOrEqual(bound(n, bs));
     expectAllLiteral(ops, zeros);
-    const cut = new DeltaMatcher(sig, { noWasm });
+    const cut = new DeltaMatcher(sig, { noWasm, noNative });
     expect(shape(run(cut, zeros, CUTS))).toEqual(shape(ops));
   });
 
-  test.each([false, true])('periodic data against weak sums of its own windows (noWasm %s): the budget holds', (noWasm) => {
+  test.each(LOOPS)('periodic data against weak sums of its own windows (%s loop): the budget holds', (_loop, noWasm, noNative) => {
     const bs = 4 * KiB;
     const n = 256 * KiB;
     const data = periodic(n);
     const sig = crafted(bs, [0, 1, 2, 0, 1, 2].map((k) => adler32(data, k, k + bs)));
-    const m = new DeltaMatcher(sig, { noWasm });
+    const m = new DeltaMatcher(sig, { noWasm, noNative });
     const ops = run(m, data);
     expect(m.strongHashes).toBeLessThanOrEqual(bound(n, bs));
     expect(m.strongSkipped).toBeGreaterThan(0);
     expectAllLiteral(ops, data);
-    const cut = new DeltaMatcher(sig, { noWasm });
+    const cut = new DeltaMatcher(sig, { noWasm, noNative });
     expect(shape(run(cut, data, CUTS))).toEqual(shape(ops));
     expect(cut.strongHashes).toBe(m.strongHashes);
   });
@@ -136,8 +143,8 @@ describe('core matcher: strong hashes per input byte are bounded', () => {
     sig.addChunk({ first: 0, weak, strong });
     // Zeros start mid-block 0: a zero window fails off the grid before the scan reaches offset bs.
     const target = Buffer.concat([Buffer.from(basis.subarray(0, bs / 2)).fill(9, 0, 1), Buffer.alloc(bs / 2 + 3 * bs)]);
-    for (const noWasm of [false, true]) {
-      const ops = run(new DeltaMatcher(sig, { noWasm }), target);
+    for (const [, noWasm, noNative] of LOOPS) {
+      const ops = run(new DeltaMatcher(sig, { noWasm, noNative }), target);
       let at = 0;
       const copies: string[] = [];
       for (const op of ops) {
