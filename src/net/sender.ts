@@ -103,7 +103,8 @@ export async function hashOwnImage(
       for (let p = 0; p < c.length; p += bs, i++) {
         const e = Math.min(p + bs, c.length);
         const zero = hole || isZeroRange(c, p, e);
-        const full = hasher.hash(c, p, e, zero);
+        // Every consumer copies the digest (own, the image hash, the region digests, onDigest): no allocation per block.
+        const full = hasher.hashTemp(c, p, e, zero);
         own.set(full.subarray(0, sl), i * sl);
         image.pushDigest(i, e - p, full);
         onDigest?.(i, full);
