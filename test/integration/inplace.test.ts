@@ -322,3 +322,52 @@ describe('patch --resume without a journal', () => {
     expect(await fileSha(p.img)).toBe(want);
   });
 });
+
+describe('batches grow when the flushes fall behind', () => {
+  /** 24 MiB of new data written over a random image in 1 MiB literals, as fast as apply takes them. */
+  async function literalRun(name: string, batchBytes?: number): Promise<{ out: Buffer; target: Buffer; grown: number; batch: number; journaled: number }> {
+    const size = 24 << 20;
+    const basis = Buffer.alloc(size, 1);
+    const target = Buffer.alloc(size);
+    for (let i = 0; i < size; i += 4) target.writeUInt32LE((i * 2654435761) >>> 0, i);
+    const path = join(dir, name);
+    await writeFile(path, basis);
+    const img = await openImage(path, 'r+');
+    let grown = 0;
+    let batch = 0;
+    let journaled = 0;
+    try {
+      const p = await InPlacePatcher.start(img, journalPathFor(path), { id: 't', targetSize: size }, SPEC);
+      if (batchBytes !== undefined) p.batchBytes = batchBytes;
+      // Literal memory is the caller's to fill again: hand over a reused buffer, as the network side does.
+      const lend = Buffer.alloc(1 << 20);
+      for (let at = 0; at < size; at += lend.length) {
+        target.copy(lend, 0, at, at + lend.length);
+        await p.apply({ kind: 'literal', data: lend });
+      }
+      await p.finish(size, sha(target));
+      grown = p.batchesGrown;
+      batch = p.batchBytes;
+      journaled = p.io.bytesJournaled;
+    } finally {
+      await img.fh.close();
+    }
+    return { out: await readFile(path), target, grown, batch, journaled };
+  }
+
+  test('a receiver that fills a batch while the last one still flushes takes 4 MiB batches, and the result and its journal are whole', async () => {
+    const r = await literalRun('grow.img');
+    expect(r.grown).toBe(1);
+    expect(r.batch).toBe(4 << 20);
+    // Every old byte was journaled before it was overwritten, whatever the batch.
+    expect(r.journaled).toBe(24 << 20);
+    expect(r.out.equals(r.target)).toBe(true);
+  });
+
+  test('batches set smaller than the default (tests, tuning) stay as set', async () => {
+    const r = await literalRun('fixed.img', 1 << 20);
+    expect(r.grown).toBe(0);
+    expect(r.batch).toBe(1 << 20);
+    expect(r.out.equals(r.target)).toBe(true);
+  });
+});
