@@ -10,6 +10,7 @@ import { describe, expect, test } from 'vitest';
 import fc from 'fast-check';
 import { Roller, ROLL_SEGMENT } from '../../src/core/roll-wasm.js';
 import { adler32 } from '../../src/core/rolling.js';
+import { extremeData } from '../helpers/roll-data.js';
 
 const M = 65521;
 const MIX = 0x9e3779b1;
@@ -55,25 +56,6 @@ function randomFilter(bits: number, set: number, seed: number): Int32Array {
     f[k >>> 5]! |= 1 << (k & 31);
   }
   return f;
-}
-
-/** Data of random bytes with runs of 0x00 and 0xff (the extremes of every sum). */
-function extremeData(n: number, seed: number): Uint8Array {
-  const d = new Uint8Array(n);
-  let s = seed >>> 0 || 7;
-  const next = () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return s >>> 0;
-  };
-  for (let i = 0; i < n; ) {
-    const kind = next() % 3;
-    const len = Math.min(n - i, 1 + (next() % 5000));
-    for (let j = 0; j < len; j++) d[i + j] = kind === 0 ? 0 : kind === 1 ? 0xff : next() & 0xff;
-    i += len;
-  }
-  return d;
 }
 
 /**
