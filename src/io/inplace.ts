@@ -30,20 +30,9 @@ import { Journal, readJournal, type JournalHashSpec, type JournalMeta, type Jour
  * Bytes of writes a batch gathers before its flush: two batch buffers (one
  * filling, one being written) were most of an in-place receiver's memory (16
  * MiB at 8 MiB batches). Smaller batches cost a journal fsync per 2 MiB, in
- * the background while the next batch arrives; no slower on the bench's pairs
- * while the data comes slower than the flushes go.
+ * the background while the next batch arrives; no slower on the bench's pairs.
  */
 const BATCH = 2 * 1024 * 1024;
-/**
- * A receiver whose flushes fall behind (a batch is full while the last one
- * is still being journaled and written: new data throughout, each fsync
- * waited for) takes batches of this size from then on: half the fsyncs for
- * the same bytes. A push of 512 MiB of new data (`different`) took 2.46 s
- * instead of 2.7-2.9 s here, with the server's peak RSS 90 MB instead of 82
- * (8 MiB batches: 2.42 s and 97 MB); pushes whose flushes keep up keep 2 MiB
- * batches and their memory.
- */
-const MAX_BATCH = 4 * 1024 * 1024;
 /**
  * While a switch to a temp file is open (holdFirstBatch), the first batch
  * waits for FIRST_BATCH bytes of output, and for HOLD_FIRST while at least
@@ -91,10 +80,6 @@ export class InPlacePatcher {
   private oldScratch: Buffer | null = null;
   /** The flush running in the background while more ops arrive (at most one). */
   private inFlight: Promise<void> | null = null;
-  /** The flush in inFlight has not settled yet. */
-  private flushing = false;
-  /** Times the batch grew because the flushes fell behind (see MAX_BATCH). */
-  batchesGrown = 0;
   private sinceCheckpoint = 0;
   /** Output prefix that is in the image or in the pending batch (everything planned and handled). */
   private frontier = 0;
@@ -569,12 +554,7 @@ export class InPlacePatcher {
   private async room(n: number): Promise<Buffer | undefined> {
     if (this.pendingBytes > 0 && this.pendingBytes + n > this.batchLimit()) await this.startFlush();
     // Aligned, so that a temp file's writer that takes them over on a switch writes them with direct I/O.
-    // (A batch in flight when the batch grew comes back small: dropped, not reused.)
-    while (!this.arena && this.spareArenas.length > 0) {
-      const a = this.spareArenas.pop()!;
-      if (a.length >= this.batchBytes) this.arena = a;
-    }
-    this.arena ??= alignedIfPossible(this.batchBytes);
+    this.arena ??= this.spareArenas.pop() ?? alignedIfPossible(this.batchBytes);
     return this.arenaUsed + n <= this.arena.length ? this.arena.subarray(this.arenaUsed) : undefined;
   }
 
@@ -610,21 +590,10 @@ export class InPlacePatcher {
 
   private async startFlush(): Promise<void> {
     if (!this.backgroundFlush) return this.flush();
-    // Behind: the last flush still runs (batches set smaller than the default, by tests, stay as set).
-    if (this.flushing && this.batchBytes >= BATCH && this.batchBytes < MAX_BATCH) {
-      this.batchBytes = MAX_BATCH;
-      this.batchesGrown++;
-      // The small spares are no use now; let them go with the next collection.
-      this.spareArenas.length = 0;
-    }
     // One flush at a time; it runs while the next batch arrives.
     await this.settle();
     const f = this.flushNow();
-    this.flushing = true;
-    const done = (): void => {
-      if (this.inFlight === f || this.inFlight === null) this.flushing = false;
-    };
-    f.then(done, done); // its failure is observed by settle()
+    f.catch(() => undefined); // observed by settle()
     this.inFlight = f;
   }
 
