@@ -19,7 +19,7 @@ export interface NativeHelper {
   rollNew?(filter: Int32Array, head: Int32Array, next: Int32Array, weak: Uint32Array, blockSize: number, filterShift: number, bucketShift: number, maxTries: number, vector: boolean): object;
   /** Slide from window p while no block may start there; sums [a, b] read and written back. Returns the window where it stopped. */
   roll?(loop: object, buf: Uint8Array, sums: Int32Array, p: number, stop: number, step: number, alignOff: number): number;
-  /** Windows the native rolling loop tests side by side on this CPU: 16 (AVX-512) or 1. */
+  /** Windows the native rolling loop tests side by side on this CPU: 16 (AVX-512 with VNNI) or 1. */
   rollLanes?(): number;
   /** At most n malloc arenas from now on (glibc): 1 where applied, 0 where the C library has no such setting. */
   capArenas?(n: number): number;

@@ -1,6 +1,6 @@
 /**
  * The matcher's rolling loop in native code (src/native/roll.c), where the
- * helper is built and the CPU has AVX-512: sixteen windows at a time over
+ * helper is built and the CPU has AVX-512 with VNNI: sixteen windows at a time over
  * the caller's own buffer, and a stop only where a block has the window's
  * weak sum (or the window is on the block grid), not at every filter hit.
  * Same contract as the WebAssembly Roller, which stays the fallback; the

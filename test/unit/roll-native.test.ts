@@ -183,7 +183,7 @@ describe.skipIf(!built)('the native rolling loop', () => {
     });
   });
 
-  test('refuses a range past the buffer, sums out of range, and arrays too short for their shifts', () => {
+  test('refuses a range past the buffer, sums out of range, something other than its loop, and arrays too short for their shifts', () => {
     const buf = new Uint8Array(1000);
     const t = table(buf, 100, 12, 8, 10, 0, 1);
     const loop = h!.rollNew!(t.filter, t.head, t.next, t.weak, 100, t.fshift, t.bshift, 64, true);
@@ -192,6 +192,9 @@ describe.skipIf(!built)('the native rolling loop', () => {
     expect(() => h!.roll!(loop, buf, new Int32Array([M, 0]), 0, 10, 1, 0)).toThrow(TypeError);
     expect(() => h!.roll!(loop, buf, sums, -1, 10, 1, 0)).toThrow(TypeError);
     expect(h!.roll!(loop, buf, sums, 0, 900, 1, 0)).toBeLessThanOrEqual(900);
+    // Only a loop rollNew made: anything else would be read as one.
+    expect(() => h!.roll!({}, buf, sums, 0, 10, 1, 0)).toThrow(TypeError);
+    expect(() => h!.roll!(7 as unknown as object, buf, sums, 0, 10, 1, 0)).toThrow(TypeError);
     expect(() => h!.rollNew!(t.filter.subarray(1), t.head, t.next, t.weak, 100, t.fshift, t.bshift, 64, true)).toThrow(TypeError);
     expect(() => h!.rollNew!(t.filter, t.head.subarray(1), t.next, t.weak, 100, t.fshift, t.bshift, 64, true)).toThrow(TypeError);
     expect(() => h!.rollNew!(t.filter, t.head, t.next.subarray(1), t.weak, 100, t.fshift, t.bshift, 64, true)).toThrow(TypeError);
