@@ -81,7 +81,7 @@ export class DeltaMatcher extends ScanWindow {
     this.ownDigest = own === null || typeof own === 'function' ? own : (i) => own.subarray(i * sl, i * sl + sl);
     this.zeroWeak = adler32OfZeros(this.bs);
     for (let x = 0; x < 256; x++) this.outTab[x] = ((this.bs % ADLER_MOD) * x) % ADLER_MOD;
-    // Native where built and faster (AVX-512), else WebAssembly, else the JS loop below.
+    // Native where built and faster (AVX-512 with VNNI), else WebAssembly, else the JS loop below.
     this.roller = opts.noWasm ? null : ((opts.noNative ? null : NativeRoller.create(sig)) ?? Roller.create(this.bs, this.outTab, sig.filter, sig.filterShift));
   }
 
