@@ -81,7 +81,8 @@ function rollAll(buf: Uint8Array, bs: number, filterBits: number, filter: Int32A
     roller!.cover(buf, p, stop + bs);
     const want = reference(buf, bs, filter, fshift, p, stop, a, b, step);
     const got = roller!.roll(p, stop, a, b, step);
-    expect({ p: got, a: roller!.a, b: roller!.b }).toEqual(want);
+    // Compared by hand first: a stop every few windows makes millions of stops, and a deep equal each took most of a minute.
+    if (got !== want.p || roller!.a !== want.a || roller!.b !== want.b) expect({ p: got, a: roller!.a, b: roller!.b }).toEqual(want);
     p = got;
     a = roller!.a;
     b = roller!.b;
