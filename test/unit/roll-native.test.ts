@@ -37,8 +37,9 @@ interface Table {
  * Signature.insert chains them, their filter bits set, and `noise` filter bits
  * more that no block has (hits the chain walk must refuse).
  */
-function table(buf: Uint8Array, bs: number, filterBits: number, tableBits: number, blocks: number, noise: number, seed: number): Table {
+function table(buf: Uint8Array, bs: number, filterBits: number, tableBits: number, blocks: number, noise: number, seed: number, weaks: number[] = []): Table {
   const next = xorshift(seed);
+  blocks += weaks.length;
   const fshift = 32 - filterBits;
   const bshift = 32 - tableBits;
   const filter = new Int32Array(Math.max(1, 2 ** (filterBits - 5)));
@@ -47,7 +48,7 @@ function table(buf: Uint8Array, bs: number, filterBits: number, tableBits: numbe
   const weak = new Uint32Array(blocks);
   for (let i = 0; i < blocks; i++) {
     const from = next() % Math.max(1, buf.length - bs);
-    weak[i] = next() % 2 === 0 && buf.length >= bs ? adler32(buf.subarray(from, from + bs)) >>> 0 : next();
+    weak[i] = i < weaks.length ? weaks[i]! >>> 0 : next() % 2 === 0 && buf.length >= bs ? adler32(buf.subarray(from, from + bs)) >>> 0 : next();
     const mix = Math.imul(weak[i]!, MIX) >>> 0;
     chain[i] = head[mix >>> bshift]!;
     head[mix >>> bshift] = i;
@@ -155,6 +156,19 @@ describe.skipIf(!built)('the native rolling loop', () => {
       const dense = table(buf, bs, 10, 8, 300, 5000, 5);
       expect(rollAll(buf, bs, dense, vector)).toBeGreaterThan(50);
       expect(rollAll(buf, bs, table(buf, bs, 10, 8, 0, 0, 5), vector)).toBeLessThan(10);
+    });
+
+    test('a slide that takes a to exactly 65521 reduces it to 0 (the one value where > and >= differ)', () => {
+      // Window 0 sums to 65519 (a = 65520); sliding out 254 and in 255 makes a + in - out = 65521 = M.
+      const bs = 257;
+      const buf = new Uint8Array(bs + 64).fill(255);
+      buf[0] = 254;
+      buf[1] = 240;
+      const w1 = adler32(buf.subarray(1, 1 + bs)) >>> 0;
+      expect(w1 & 0xffff).toBe(0);
+      // A block with window 1's weak sum: the roll must stop there, with a = 0.
+      const stops = rollAll(buf, bs, table(buf, bs, 12, 8, 0, 0, 1, [w1]), vector, { alignOff: 5 });
+      expect(stops).toBeGreaterThan(0);
     });
 
     test('a chain longer than the tries: a weak sum past them does not stop the roll, as in the matcher', () => {

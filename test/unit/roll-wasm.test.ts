@@ -121,6 +121,21 @@ describe('the WebAssembly rolling loop', () => {
     }
   });
 
+  test('a slide that takes a to exactly 65521 reduces it to 0', () => {
+    // Window 0 sums to 65519 (a = 65520); sliding out 254 and in 255 makes a + in - out = 65521 = M.
+    const bs = 257;
+    const buf = new Uint8Array(bs + 64).fill(255);
+    buf[0] = 254;
+    buf[1] = 240;
+    const w1 = adler32(buf.subarray(1, 1 + bs)) >>> 0;
+    expect(w1 & 0xffff).toBe(0);
+    // Window 1's filter bit set: the roll must stop there, with a = 0.
+    const filter = new Int32Array(2 ** (12 - 5));
+    const f = Math.imul(w1, MIX) >>> (32 - 12);
+    filter[f >>> 5]! |= 1 << (f & 31);
+    expect(rollAll(buf, bs, 12, filter, 0)).toBeGreaterThan(0);
+  });
+
   test('a dense filter (a stop every few bytes) and an empty one', () => {
     const bs = 2048;
     const buf = extremeData(bs + 200_000, 99);
