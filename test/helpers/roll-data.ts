@@ -23,3 +23,17 @@ export function extremeData(n: number, seed: number): Uint8Array {
   }
   return d;
 }
+
+/**
+ * Data where sliding from window 0 to window 1 takes Adler's `a` to exactly
+ * 65521 before its reduction (the one value where a reduction written with
+ * `>` instead of `>=` goes wrong): window 0 sums to 65519 (a = 65520), then
+ * 254 slides out and 255 in. Block size 257.
+ */
+export function aWrapData(): { bs: number; buf: Uint8Array } {
+  const bs = 257;
+  const buf = new Uint8Array(bs + 64).fill(255);
+  buf[0] = 254;
+  buf[1] = 240;
+  return { bs, buf };
+}
