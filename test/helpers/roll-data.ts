@@ -37,3 +37,18 @@ export function aWrapData(): { bs: number; buf: Uint8Array } {
   buf[1] = 240;
   return { bs, buf };
 }
+
+/**
+ * Block sizes on both sides of the sixteen- and eight-window loops' limit
+ * (256 KiB), each with a count (filter bits set, or blocks in the table)
+ * from none to many: the cases both rolling-loop tests run.
+ */
+export const BLOCK_CASES: [number, number][] = [
+  [1, 0],
+  [3, 5],
+  [16, 40],
+  [4096, 200],
+  [32768, 30],
+  [262144, 3],
+  [262145, 3],
+];

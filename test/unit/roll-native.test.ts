@@ -13,7 +13,7 @@ import { nativeHelper } from '../../src/core/native.js';
 import { NativeRoller } from '../../src/core/roll-native.js';
 import { adler32 } from '../../src/core/rolling.js';
 import { signatureOf } from '../../src/core/whole.js';
-import { aWrapData, extremeData, xorshift } from '../helpers/roll-data.js';
+import { BLOCK_CASES, aWrapData, extremeData, xorshift } from '../helpers/roll-data.js';
 import { readFileSync } from 'node:fs';
 
 const M = 65521;
@@ -124,15 +124,7 @@ describe.skipIf(!built)('the native rolling loop', () => {
     ['sixteen windows at a time', true],
     ['a byte at a time', false],
   ])('%s', (_name, vector) => {
-    test.each([
-      [1, 0],
-      [3, 5],
-      [16, 40],
-      [4096, 200],
-      [32768, 30],
-      [262144, 3],
-      [262145, 3],
-    ])('block size %i: every stop and its sums match the reference', (bs, blocks) => {
+    test.each(BLOCK_CASES)('block size %i: every stop and its sums match the reference', (bs, blocks) => {
       const buf = extremeData(bs + 300_000, bs);
       const stops = rollAll(buf, bs, table(buf, bs, 12, 8, blocks, 20, bs + 1), vector, { alignOff: bs > 1 ? 7 : 0 });
       expect(stops).toBeGreaterThan(0);
