@@ -181,6 +181,56 @@ describe('ImageWriter.reserve and fill', () => {
     expect(got.subarray(1 * MiB).equals(bytes(10 * KiB, 7))).toBe(true);
   });
 
+  test.each([true, false])('many runs in one buffer (direct %s): pieces between holes, on and off the page grid, come out where they were put', async (direct) => {
+    // A sparse output's shape: a lone page, a few bytes, a long stretch, each after a hole of its own.
+    let x = direct ? 7 : 8;
+    const rnd = (n: number): number => {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      return (x >>> 8) % n;
+    };
+    const path = join(dir, `runs-${direct}.img`);
+    const w = await ImageWriter.createTemp(path, undefined, [], direct);
+    const size = 10 * MiB;
+    const want = Buffer.alloc(size);
+    let pieces = 0;
+    for (let pos = rnd(5000); ; pieces++) {
+      const len = [4 * KiB, 1 + rnd(300), 1 + rnd(200 * KiB)][rnd(3)]!;
+      if (pos + len > size) break;
+      const data = bytes(len, pieces + 1);
+      data.copy(want, pos);
+      if (rnd(2) === 0) await w.write(pos, data);
+      else await fillAt(w, pos, data, 1 + rnd(64 * KiB));
+      pos += len + [4 * KiB, 1 + rnd(9000), 1 + rnd(100)][rnd(3)]!;
+    }
+    await w.commit(size);
+    expect(pieces).toBeGreaterThan(100);
+    expect((await readFile(path)).equals(want)).toBe(true);
+    if (direct && (await directSupported(dir))) expect(w.bytesDirect).toBeGreaterThan(0);
+    else expect(w.bytesDirect).toBe(0);
+  });
+
+  test('in place, runs of one buffer that overlap land in the order they were written', async () => {
+    const path = join(dir, 'overlap.img');
+    await writeFile(path, bytes(64 * KiB, 12));
+    const w = await ImageWriter.openInPlace(path);
+    const want = bytes(64 * KiB, 12);
+    // Back and forth inside the same buffer: each write covers part of the one before.
+    const steps: [number, number, number][] = [
+      [0, 20 * KiB, 13],
+      [10 * KiB, 20 * KiB, 14],
+      [5 * KiB, 3 * KiB, 15],
+      [12 * KiB + 5, 40 * KiB, 16],
+      [0, 100, 17],
+    ];
+    for (const [pos, len, seed] of steps) {
+      const data = bytes(len, seed);
+      data.copy(want, pos);
+      await w.write(pos, data);
+    }
+    await w.commit(64 * KiB);
+    expect((await readFile(path)).equals(want)).toBe(true);
+  });
+
   test('in place (not a fresh file), zero pages are written: the old bytes under them do not survive', async () => {
     const path = join(dir, 'inplace.img');
     await writeFile(path, bytes(64 * KiB, 8));
