@@ -21,6 +21,8 @@ export interface NativeHelper {
   roll?(loop: object, buf: Uint8Array, sums: Int32Array, p: number, stop: number, step: number, alignOff: number): number;
   /** Windows the native rolling loop tests side by side on this CPU: 16 (AVX-512 with VNNI) or 1. */
   rollLanes?(): number;
+  /** posix_fadvise(fd, offset, length, POSIX_FADV_DONTNEED): 0, or the error number. */
+  dropCache?(fd: number, offset: number, length: number): number;
   /** At most n malloc arenas from now on (glibc): 1 where applied, 0 where the C library has no such setting. */
   capArenas?(n: number): number;
 }

@@ -24,6 +24,7 @@ import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
 import { dirname } from 'node:path';
 import { SyncError } from '../core/errors.js';
+import { nativeHelper } from '../core/native.js';
 import { encodePreamble, checkPreamble } from '../format/preamble.js';
 import { PREAMBLE_LEN } from '../../protocol/constants.js';
 import type { StrongAlg } from '../core/strong.js';
@@ -36,6 +37,20 @@ export const JOURNAL_MAGIC = 0x52534a4e;
 /** Journal format version. */
 export const JOURNAL_VERSION = 1;
 const HDR = 24;
+/**
+ * Journal bytes left in the page cache behind its end once they are on
+ * disk: a copy whose source was overwritten reads its old bytes back from
+ * the last ones written, most often. The pages before are let go, in steps
+ * of DROP_STEP. A journal is a new file, and each new page of a file costs
+ * the kernel a fresh page of memory: where that is dear (a VM whose free
+ * memory went back to its host: 2.3 ms a MiB here, against 0.2 for a page
+ * freed a moment ago; io/direct.ts), let go, the same pages serve the next
+ * batches. And a rewrite of hundreds of GiB does not push everything else
+ * out of the page cache.
+ */
+const KEEP_CACHED = 16 * 1024 * 1024;
+const DROP_STEP = 2 * 1024 * 1024;
+const PAGE = 4096;
 /** Largest Meta record accepted (it is a small JSON object). */
 const MAX_META = 64 * 1024;
 /** Bytes of a record read at a time to check its CRC. */
@@ -114,6 +129,9 @@ function header(type: Rec, offset: number, data: Uint8Array): Buffer {
 
 /** An open journal being appended to. */
 export class Journal {
+  /** Journal bytes before this were let go from the page cache (see KEEP_CACHED). */
+  private dropped = 0;
+
   private constructor(
     private readonly fh: FileHandle,
     readonly path: string,
@@ -227,20 +245,36 @@ export class Journal {
 
   /** fsync the journal. */
   async sync(): Promise<void> {
+    const end = this.size;
     try {
       await this.fh.sync();
     } catch (e) {
       throw ioError(e, 'sync journal', this.path);
     }
+    this.letGo(end);
   }
 
   /** fdatasync the journal: its records (and its length), not its timestamps. */
   async syncData(): Promise<void> {
+    const end = this.size;
     try {
       await this.fh.datasync();
     } catch (e) {
       throw ioError(e, 'sync journal', this.path);
     }
+    this.letGo(end);
+  }
+
+  /**
+   * The first `end` bytes are on disk: let their pages go from the page
+   * cache, all but the last KEEP_CACHED (without the native helper, none).
+   * Reads of them still work, from the disk.
+   */
+  private letGo(end: number): void {
+    const to = Math.floor((end - KEEP_CACHED) / PAGE) * PAGE;
+    if (to - this.dropped < DROP_STEP) return;
+    nativeHelper()?.dropCache?.(this.fh.fd, this.dropped, to - this.dropped);
+    this.dropped = to;
   }
 
   /** Close (keeping the file). */

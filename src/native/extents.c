@@ -12,6 +12,9 @@
  * flock(LOCK_EX) on it (readers LOCK_SH) for its whole length: the kernel
  * drops the lock when the process dies, so a crash never leaves a lock behind
  * (src/io/lock.ts has the lock-file fallback used when this is not built).
+ *
+ * And posix_fadvise(), which fs lacks too: an undo journal's pages are let
+ * go once they are on disk (src/io/journal.ts).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -21,6 +24,7 @@
 #include <node_api.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -224,6 +228,27 @@ static napi_value roll_run(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/*
+ * dropCache(fd, offset, length): posix_fadvise(POSIX_FADV_DONTNEED) of the
+ * range, which frees its clean pages. Returns 0, or the error number (the
+ * advice is only advice: callers go on either way).
+ */
+static napi_value drop_cache(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  int32_t fd = -1;
+  int64_t off = 0, len = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_int64(env, argv[1], &off) != napi_ok ||
+      napi_get_value_int64(env, argv[2], &len) != napi_ok || fd < 0 || off < 0 || len < 0) {
+    napi_throw_type_error(env, NULL, "dropCache(fd, offset >= 0, length >= 0)");
+    return NULL;
+  }
+  napi_value out;
+  napi_create_int32(env, posix_fadvise(fd, (off_t)off, (off_t)len, POSIX_FADV_DONTNEED), &out);
+  return out;
+}
+
 /* rollLanes(): windows the native rolling loop tests side by side on this CPU (16 with AVX-512 and VNNI, else 1). */
 static napi_value roll_lanes(napi_env env, napi_callback_info info) {
   (void)info;
@@ -250,5 +275,7 @@ NAPI_MODULE_INIT() {
   if (napi_set_named_property(env, exports, "roll", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "rollLanes", NAPI_AUTO_LENGTH, roll_lanes, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "rollLanes", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "dropCache", NAPI_AUTO_LENGTH, drop_cache, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "dropCache", fn) != napi_ok) return NULL;
   return exports;
 }
