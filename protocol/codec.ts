@@ -8,7 +8,7 @@ import { CorruptInputError } from '../src/core/errors.js';
 import { MAX_BLOCKS, MAX_BLOCK_SIZE, MAX_LITERAL, MAX_STRONG_LEN, MAX_SUB_SIZE, MAX_SUBS_PER_BLOCK, MIN_SUB_SIZE, SEED_LEN, SIG_CHUNK_BLOCKS, SUB_SUM_LEN } from '../src/core/limits.js';
 import { FRAME_HEADER_LEN } from '../src/bytes/frame.js';
 import { DIRTY_CHUNK, DIRTY_RANGE_LEN, HASH_LEN, MAX_CAPS, MAX_REGION_BLOCKS, MAX_STRING, MsgType, NONCE_LEN, REGION_CHUNK, REGION_HASH_LEN, SETTLED_OUTCOMES, SUB_NEED_MAX_BLOCKS, SUB_NEED_SPAN } from './constants.js';
-import type { Message, ReadySettled } from './messages.js';
+import type { Message, OpenMsg, ReadySettled } from './messages.js';
 
 const packr = new Packr({ useRecords: false, variableMapSize: true });
 // Maps decode to Map (never plain objects), so keys like __proto__ are inert.
@@ -216,7 +216,8 @@ function toArray(m: Message): unknown[] {
     case 0x23:
       return [m.type, m.mac];
     case 0x30:
-      return m.seed ? [m.type, m.mode, m.volume, m.imageSize, m.blockSize, m.resumeId, m.seed] : [m.type, m.mode, m.volume, m.imageSize, m.blockSize, m.resumeId];
+      if (!m.seed) return [m.type, m.mode, m.volume, m.imageSize, m.blockSize, m.resumeId];
+      return m.seedHint ? [m.type, m.mode, m.volume, m.imageSize, m.blockSize, m.resumeId, m.seed, true] : [m.type, m.mode, m.volume, m.imageSize, m.blockSize, m.resumeId, m.seed];
     case 0x31:
       return m.settled ? [m.type, m.imageSize, m.sessionId, m.resumeFrom, [m.settled.outcome, m.settled.bytes, m.settled.proved]] : [m.type, m.imageSize, m.sessionId, m.resumeFrom];
     case 0x40:
@@ -402,20 +403,23 @@ function validate(v: unknown): Message {
       f.count(2);
       return { type, mac: f.bin(1, 'mac', HASH_LEN, HASH_LEN) };
     case MsgType.Open: {
-      // A seventh field, the push seed, only for push (cap "push-seed").
-      if (v.length !== 7) f.count(6);
+      // A seventh field, the push seed, only for push (cap "push-seed"); an eighth, true, makes it a hint (cap "seed-hint").
+      if (v.length !== 7 && v.length !== 8) f.count(6);
       const mode = f.str(1, 'mode', 16);
       if (mode !== 'push' && mode !== 'pull' && mode !== 'verify' && mode !== 'recover' && mode !== 'dirty') throw bad(`Open: unknown mode ${JSON.stringify(mode)}`);
-      if (v.length === 7 && mode !== 'push') throw bad(`Open: a seed goes with push only, not ${mode}`);
-      return {
+      if (v.length >= 7 && mode !== 'push') throw bad(`Open: a seed goes with push only, not ${mode}`);
+      const open: OpenMsg = {
         type,
         mode,
         volume: f.str(2, 'volume', 255),
         imageSize: f.uint(3, 'image size'),
         blockSize: f.uint(4, 'block size', MAX_BLOCK_SIZE),
         resumeId: f.str(5, 'resume id', 64),
-        ...(v.length === 7 ? { seed: f.bin(6, 'seed', SEED_LEN, SEED_LEN) } : {}),
+        ...(v.length >= 7 ? { seed: f.bin(6, 'seed', SEED_LEN, SEED_LEN) } : {}),
       };
+      if (v.length < 8) return open;
+      if (f.bool(7, 'seed hint') !== true) throw bad('Open: an eighth field must be true (the seed is a hint)');
+      return { ...open, seedHint: true };
     }
     case MsgType.Ready: {
       // A fifth field, an earlier push's journal settled first (cap "ready-settled").

@@ -36,6 +36,12 @@ export const PREAMBLE_LEN = 8;
 /** Capability: the server takes its push signature's seed from Open's seventh field (WIRE.md, Open). */
 export const PUSH_SEED_CAP = 'push-seed';
 /**
+ * Capability: the server takes Open's eighth field, which makes the seed a
+ * hint: the signature's seed unless the volume's signature cache holds
+ * another (WIRE.md, Open).
+ */
+export const SEED_HINT_CAP = 'seed-hint';
+/**
  * Capability, listed by both sides: a dirty push is verified over the whole
  * image by hashes (SigEnd's basisHash and Result's fifth field; WIRE.md, DirtyRanges).
  */

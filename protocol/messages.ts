@@ -164,6 +164,13 @@ export interface OpenMsg {
    * Absent: the server picks a random seed (and the message has 6 fields).
    */
   seed?: Uint8Array | undefined;
+  /**
+   * With `seed`, to a server offering "seed-hint" (an eighth field, true):
+   * the seed is a hint. The server's signature uses it unless the volume's
+   * signature cache is valid under another seed, which then wins (the cache
+   * spares the server a read of the whole volume).
+   */
+  seedHint?: boolean | undefined;
 }
 /** 0x31 */
 export interface ReadyMsg {

@@ -123,6 +123,8 @@ export interface PieceOptions {
   holes?: boolean;
   /** Read into this buffer (at least one piece long) instead of a new one. */
   buffer?: Buffer | undefined;
+  /** Bytes read between turns of the event loop (default YIELD_EVERY_BYTES). */
+  yieldEvery?: number | undefined;
   /**
    * Read data pieces into two buffers in turn, so a piece stays valid until
    * the second data piece after it is read: a matcher keeps a view of its
@@ -204,7 +206,7 @@ export async function* readPieces(img: ImageHandle, opts: PieceOptions = {}): As
     }
     pos += piece.length;
     sinceYield += piece.length;
-    if (sinceYield >= YIELD_EVERY_BYTES) {
+    if (sinceYield >= (opts.yieldEvery ?? YIELD_EVERY_BYTES)) {
       sinceYield = 0;
       await nextTurn();
     }

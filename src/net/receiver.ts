@@ -298,6 +298,8 @@ export async function receiveInto(
     reportToPeer?: boolean;
     /** The seed the peer asked the signature to use (a push's Open, cap "push-seed"). */
     seed?: Uint8Array | undefined;
+    /** `seed` is a hint (Open's eighth field): a valid signature cache under another seed wins. */
+    seedHint?: boolean | undefined;
     /**
      * Leave the signature cache to the caller (`writeSigCache` on the
      * result): a server writes it after its Result, still under the image's
@@ -308,7 +310,7 @@ export async function receiveInto(
 ): Promise<ReceiveDeltaResult & { writeSigCache?: () => Promise<void> }> {
   const before = await imageStamp(img);
   const cache = target.sigCache?.use && target.sigCache.path && !img.isBlockDevice && !img.remote ? target.sigCache : null;
-  const cached = cache ? await loadSigCache(img, cache.path!, { blockSize, strongAlg: DEFAULT_STRONG_ALG, seed: opts.seed }) : null;
+  const cached = cache ? await loadSigCache(img, cache.path!, { blockSize, strongAlg: DEFAULT_STRONG_ALG, seed: opts.seedHint ? undefined : opts.seed }) : null;
   const sent = await sendSignature(conn, img, blockSize, opts.signatureProgress ? opts.onProgress : undefined, { seed: opts.seed, cached });
   let sink: DeltaSink | null = null;
   let result: ReceiveDeltaResult;

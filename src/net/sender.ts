@@ -84,6 +84,12 @@ export async function hashOwnImage(
   pieces?: AsyncIterable<Piece> | null,
   onProgress?: ProgressFn,
   onDigest?: (i: number, full: Uint8Array) => void,
+  /**
+   * Set `cancelled` to stop the pass at its next piece: it then rejects with
+   * PassCancelled. `yieldEvery`: bytes read between turns of the event loop
+   * (see readPieces), fewer for a pass that runs while a connection is made.
+   */
+  control?: { cancelled: boolean; yieldEvery?: number },
 ): Promise<OwnHashes> {
   const bs = params.blockSize;
   const sl = params.strongLen;
@@ -99,7 +105,8 @@ export async function hashOwnImage(
   try {
     // Full digests of the current region, hashed once the region is complete (as regionHash does).
     const regionDigests = R ? new Uint8Array(R * FULL_DIGEST_LEN) : null;
-    for await (const { data: c, zero: hole } of pieces ?? readPieces(img, { chunk: SIG_READ_CHUNK, align: bs, buffer: slot?.buf })) {
+    for await (const { data: c, zero: hole } of pieces ?? readPieces(img, { chunk: SIG_READ_CHUNK, align: bs, buffer: slot?.buf, yieldEvery: control?.yieldEvery })) {
+      if (control?.cancelled) throw new PassCancelled();
       for (let p = 0; p < c.length; p += bs, i++) {
         const e = Math.min(p + bs, c.length);
         const zero = hole || isZeroRange(c, p, e);
@@ -123,6 +130,14 @@ export async function hashOwnImage(
     slot?.release();
   }
   return { own, ownWeak, ownRegions, targetHash: image.digest() };
+}
+
+/** What a cancelled hashOwnImage rejects with. */
+export class PassCancelled extends Error {
+  constructor() {
+    super('hash pass cancelled');
+    this.name = 'PassCancelled';
+  }
 }
 
 /** Runs the hash pass for a signature spec, when the caller does (one pass shared by sessions, net/fanout.ts). */
@@ -180,7 +195,7 @@ export async function receiveSignatureWithPrepass(
     }
     await conn.send({ type: MsgType.NeedRegions, bitmap: need });
     const { own, ownWeak } = await pre;
-    if (opts.adoptOwn && !opts.prepass && own.length === sig.blockCount * sl) {
+    if (opts.adoptOwn && own.length === sig.blockCount * sl) {
       // Our sums of the regions the receiver sends are overwritten by its own: keep them aside first.
       const slot = new Int32Array(regions).fill(-1);
       let k = 0;
@@ -428,9 +443,18 @@ export async function sendUnchanged(conn: Connection, rs: ReceivedSignature, img
 export async function sendFrom(
   conn: Connection,
   img: ImageHandle,
-  opts: { onProgress?: ProgressFn | undefined; compress?: boolean | LiteralCodec | null; subSums?: boolean; prepass?: PrepassFn | undefined; delta?: DeltaFn | undefined } = {},
+  opts: {
+    onProgress?: ProgressFn | undefined;
+    compress?: boolean | LiteralCodec | null;
+    subSums?: boolean;
+    prepass?: PrepassFn | undefined;
+    /** The prepass's result is this session's alone (not shared with other sessions): the signature may adopt its arrays. */
+    prepassOwned?: boolean | undefined;
+    delta?: DeltaFn | undefined;
+  } = {},
 ): Promise<SendDeltaResult & { blockSize: number }> {
-  const rs = await receiveSignatureWithPrepass(conn, img, opts.onProgress, { indexUnchanged: false, prepass: opts.prepass, adoptOwn: !opts.prepass && !opts.delta });
+  const adoptOwn = (!opts.prepass || opts.prepassOwned === true) && !opts.delta;
+  const rs = await receiveSignatureWithPrepass(conn, img, opts.onProgress, { indexUnchanged: false, prepass: opts.prepass, adoptOwn });
   const d = await (opts.delta ?? sendDelta)(conn, rs, img, opts.onProgress, opts.compress ?? false, opts.subSums === true);
   return { ...d, blockSize: rs.sig.params.blockSize };
 }

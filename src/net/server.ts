@@ -34,7 +34,7 @@ const BUSY_RECHECK_MS = 2_000;
 import { defaultBlockSize } from '../core/signature.js';
 import { openImage, openOrCreateImage, type ImageHandle } from '../io/image.js';
 import { lockImage, type ImageLock, type LockMode } from '../io/lock.js';
-import { DIRTY_IMAGE_CAP, MsgType, PROTOCOL_VERSION, PUSH_SEED_CAP, SETTLED_CAP, WIRE_MAGIC } from '../../protocol/constants.js';
+import { DIRTY_IMAGE_CAP, MsgType, PROTOCOL_VERSION, PUSH_SEED_CAP, SEED_HINT_CAP, SETTLED_CAP, WIRE_MAGIC } from '../../protocol/constants.js';
 import { macEquals, newNonce, clientProof, serverProof, PREAUTH_CAP, PREAUTH_KEY } from '../../protocol/auth.js';
 import { Connection } from './connection.js';
 import { adoptOwnReads, takeOwnReads } from './own-reads.js';
@@ -76,7 +76,7 @@ export interface ShutdownReport {
 export const RECOVER_CAP = 'recover';
 
 /** The capabilities this build offers ("zstd" only where the binding loads). */
-export const SERVER_CAPS = ['push', 'pull', 'verify', 'compress', SUBSUMS_CAP, RECOVER_CAP, DIRTY_CAP, DIRTY_IMAGE_CAP, PUSH_SEED_CAP, ...(zstdStatus().available ? [ZSTD_CAP] : [])];
+export const SERVER_CAPS = ['push', 'pull', 'verify', 'compress', SUBSUMS_CAP, RECOVER_CAP, DIRTY_CAP, DIRTY_IMAGE_CAP, PUSH_SEED_CAP, SEED_HINT_CAP, ...(zstdStatus().available ? [ZSTD_CAP] : [])];
 
 /** A running resync server. */
 export class ResyncServer {
@@ -329,7 +329,7 @@ export class ResyncServer {
         const t0 = performance.now();
         this.log({ level: 'info', msg: `${open.mode} started`, peer, volume: open.volume, data: { mode: open.mode, peerImageSize: open.imageSize } });
         let stats: Record<string, unknown>;
-        if (open.mode === 'push') stats = await this.servePush(conn, vol, open.blockSize, open.imageSize, open.seed, hello.caps.includes(SETTLED_CAP));
+        if (open.mode === 'push') stats = await this.servePush(conn, vol, open.blockSize, open.imageSize, open.seed, open.seedHint === true, hello.caps.includes(SETTLED_CAP));
         else if (open.mode === 'recover') stats = await this.serveRecover(conn, vol);
         else if (open.mode === 'dirty') stats = await this.serveDirtyPush(conn, vol, open.blockSize, open.imageSize, hello.caps.includes(DIRTY_IMAGE_CAP) && SERVER_CAPS.includes(DIRTY_IMAGE_CAP));
         else if (open.mode === 'pull') stats = await this.servePull(conn, vol, pickCodec(null, levelFromCaps(hello.caps), hello.caps), hello.caps.includes(SUBSUMS_CAP));
@@ -356,7 +356,7 @@ export class ResyncServer {
     return this.config.stateDir ?? defaultStateDir();
   }
 
-  private async servePush(conn: Connection, vol: VolumeConfig, blockSize: number, sourceSize: number, seed: Uint8Array | undefined, tellSettled: boolean): Promise<Record<string, unknown>> {
+  private async servePush(conn: Connection, vol: VolumeConfig, blockSize: number, sourceSize: number, seed: Uint8Array | undefined, seedHint: boolean, tellSettled: boolean): Promise<Record<string, unknown>> {
     if (isNbdVolume(vol)) {
       const volume = this.volumeName(vol);
       const note = (msg: string): void => this.log({ level: 'warn', msg, volume });
@@ -392,7 +392,7 @@ export class ResyncServer {
           sigCache: { path: sigCachePathFor(vol.path), use: vol.sigCache !== false },
           tooLarge: (size, dev) => `the source is ${size} bytes but the volume is a ${dev}-byte block device`,
         },
-        { onProgress: progress, signatureProgress: true, seed, deferSigCache: true },
+        { onProgress: progress, signatureProgress: true, seed, seedHint, deferSigCache: true },
       );
       // The whole volume is verified now: an unfinished dirty-bitmap push before it no longer matters.
       await clearDirtyMarker(vol.path);

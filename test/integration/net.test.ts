@@ -336,7 +336,7 @@ describe('authentication', () => {
       expect(errorOf(r)).toEqual({ code: 'ERR_AUTH', message: 'authentication failed' });
       const ch = r.messages[0]!;
       // "zstd": this build's binding loads (protocol/literal-codec.ts)
-      expect(ch.type === MsgType.Challenge && ch.caps).toEqual(['push', 'pull', 'verify', 'compress', 'subsums-nh', 'recover', 'dirty', 'dirty-image', 'push-seed', 'zstd']);
+      expect(ch.type === MsgType.Challenge && ch.caps).toEqual(['push', 'pull', 'verify', 'compress', 'subsums-nh', 'recover', 'dirty', 'dirty-image', 'push-seed', 'seed-hint', 'zstd']);
     }
     const n1 = a.messages[0]!.type === MsgType.Challenge ? Buffer.from(a.messages[0].nonce) : null;
     const n2 = b.messages[0]!.type === MsgType.Challenge ? Buffer.from(b.messages[0].nonce) : null;

@@ -102,6 +102,7 @@ const arbMessage: fc.Arbitrary<Message> = fc.oneof(
     resumeId: str(64),
   }),
   fc.record({ type: fc.constant(MsgType.Open), mode: fc.constant('push' as const), volume: str(255), imageSize: u, blockSize: fc.nat({ max: MAX_BLOCK_SIZE }), resumeId: str(64), seed: bytes(SEED_LEN, SEED_LEN) }),
+  fc.record({ type: fc.constant(MsgType.Open), mode: fc.constant('push' as const), volume: str(255), imageSize: u, blockSize: fc.nat({ max: MAX_BLOCK_SIZE }), resumeId: str(64), seed: bytes(SEED_LEN, SEED_LEN), seedHint: fc.constant(true) }),
   fc.record({ type: fc.constant(MsgType.Ready), imageSize: u, sessionId: str(64), resumeFrom: u }),
   fc.record({
     type: fc.constant(MsgType.Ready),
@@ -244,7 +245,9 @@ describe('validation', () => {
     const a = VALID[name]!;
     // Open may have a seventh field, the push seed, Result a fifth, the image hash, and Ready a fifth, the settled journal: 0 is none of them.
     expect(expectCorrupt([...a, 0]).message).toMatch(name === 'Open' ? /seed/ : name === 'Result' ? /image hash/ : name === 'Ready' ? /settled/ : /expected \d+ fields/);
-    expect(expectCorrupt([...a, 0, 0]).message).toMatch(/expected \d+ fields/);
+    // Open's eighth field, the seed hint, comes after the seed: two more fields still fail on the seed.
+    expect(expectCorrupt([...a, 0, 0]).message).toMatch(name === 'Open' ? /seed/ : /expected \d+ fields/);
+    expect(expectCorrupt([...a, 0, 0, 0]).message).toMatch(/expected \d+ fields/);
     expect(expectCorrupt(a.slice(0, -1)).message).toMatch(/expected \d+ fields/);
     expectCorrupt(a.slice(0, 1));
   });
@@ -334,6 +337,19 @@ describe('validation', () => {
     expectCorrupt(withField('Challenge', 3, ['push', 7]));
     // the limit counts UTF-16 code units: 128 astral characters are 256 units
     expectCorrupt(withField('Open', 2, '\u{1F600}'.repeat(128)));
+  });
+
+  test("Open's seed hint: true, after a seed, with push only", () => {
+    const seed = new Uint8Array(SEED_LEN).fill(7);
+    const m = decodeMessage(pack([...VALID.Open!, seed, true]));
+    expect(m.type === MsgType.Open && m.seedHint === true && Buffer.from(m.seed!).equals(Buffer.from(seed))).toBe(true);
+    expect(decodeMessage(pack([...VALID.Open!, seed]))).not.toHaveProperty('seedHint');
+    expectCorrupt([...VALID.Open!, seed, false]);
+    expectCorrupt([...VALID.Open!, seed, 1]);
+    expectCorrupt([...VALID.Open!, seed, 'yes']);
+    expectCorrupt(withField('Open', 1, 'pull').concat([seed, true]));
+    const back = decodeMessage(encodeMessage({ type: MsgType.Open, mode: 'push', volume: 'v', imageSize: 5, blockSize: 0, resumeId: '', seed, seedHint: true }));
+    expect(back.type === MsgType.Open && back.seedHint === true && Buffer.from(back.seed!).equals(Buffer.from(seed)) && back.imageSize === 5).toBe(true);
   });
 
   test("Open's push seed: 16 bytes, with push only", () => {
