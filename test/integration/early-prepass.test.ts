@@ -47,7 +47,10 @@ async function pushTraced(s: TestServer, image: string, extra: string[] = []): P
 /** A slightly changed copy of `b`. */
 function changed(b: Buffer, seed: number): Buffer {
   const c = Buffer.from(b);
-  for (let k = 0; k < 20; k++) c[(seed * 7919 + k * 104729) % c.length] ^= 0x5a;
+  for (let k = 0; k < 20; k++) {
+    const i = (seed * 7919 + k * 104729) % c.length;
+    c[i] = c[i]! ^ 0x5a;
+  }
   return c;
 }
 
