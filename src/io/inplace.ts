@@ -21,6 +21,7 @@ import { StrongHasher } from '../core/strong.js';
 import type { DigestBytes } from '../core/digests.js';
 import { killPoint } from './trace.js';
 import { alignedIfPossible } from './direct.js';
+import { BackgroundSync } from './writeback.js';
 import { dropSigCache, sigCachePathFor } from './sigcache.js';
 import { JournalError, ioError } from './errors.js';
 import { openImage, readChunks, readExactSync, type ImageHandle } from './image.js';
@@ -82,11 +83,9 @@ export class InPlacePatcher {
   private inFlight: Promise<void> | null = null;
   /**
    * A datasync of the image started after a batch's writes (see
-   * startWriteback), and the first failure of one, thrown by the next
-   * syncImage (the kernel reports a failed writeback to one sync only).
+   * startWriteback); its first failure is thrown by the next syncImage.
    */
-  private imageSyncing: Promise<void> | null = null;
-  private imageSyncError: unknown = null;
+  private readonly writeback: BackgroundSync;
   private sinceCheckpoint = 0;
   /** Output prefix that is in the image or in the pending batch (everything planned and handled). */
   private frontier = 0;
@@ -138,6 +137,7 @@ export class InPlacePatcher {
     this.written = new Uint8Array(Math.ceil(Math.ceil(Math.max(originalSize, targetSize) / spec.blockSize) / 8));
     this.hash = imageHashBuilder(targetSize, spec);
     this.fileSize = img.size;
+    this.writeback = new BackgroundSync(img.fh);
     this.spec = spec;
     this.originalSize = originalSize;
   }
@@ -320,7 +320,7 @@ export class InPlacePatcher {
         await this.journal.sync();
       }
     } finally {
-      await this.imageSyncing;
+      await this.writeback.drain();
       await this.journal.close();
     }
     return this.durable;
@@ -714,24 +714,13 @@ export class InPlacePatcher {
    * made durable before it was written.
    */
   private startWriteback(): void {
-    if (this.imageSyncing) return;
-    const s = this.img.fh.datasync().then(
-      () => {
-        if (this.imageSyncing === s) this.imageSyncing = null;
-      },
-      (e: unknown) => {
-        this.imageSyncError ??= e;
-        if (this.imageSyncing === s) this.imageSyncing = null;
-      },
-    );
-    this.imageSyncing = s;
+    this.writeback.start();
   }
 
   /** fsync the image, after any background writeback; throws the first failure of either. */
   private async syncImage(): Promise<void> {
-    await this.imageSyncing;
     try {
-      if (this.imageSyncError !== null) throw this.imageSyncError;
+      await this.writeback.wait();
       await this.img.fh.sync();
     } catch (e) {
       throw ioError(e, 'sync', this.img.path);

@@ -13,6 +13,7 @@ import { ioError } from './errors.js';
 import { killPoint, trace } from './trace.js';
 import { applyOutputMeta, outputMetaFor, type OutputMeta } from './filemode.js';
 import { liveTemps } from './live-temps.js';
+import { BackgroundSync } from './writeback.js';
 import { alignedBuffer, alignedIfPossible, DIRECT_ALIGN, directWritable, isAligned, openDirect } from './direct.js';
 export { removeLiveTempFiles } from './live-temps.js';
 
@@ -85,10 +86,8 @@ export class ImageWriter {
   private closed = false;
   /** The write of the previous buffer, awaited before its buffer is filled again. */
   private inflight: Promise<void> | null = null;
-  /** A background datasync (fresh outputs), and bytes written since the last one started. */
-  private syncing: Promise<void> | null = null;
-  /** The first background datasync's failure, thrown at commit. */
-  private syncError: unknown = null;
+  /** Background datasyncs (fresh outputs; a failure is thrown at commit), and bytes written since the last one started. */
+  private readonly writeback: BackgroundSync;
   private unsynced = 0;
   /** Bytes written since the last `output-midway` kill point (tests stop a patch there). */
   private sinceMark = 0;
@@ -112,6 +111,7 @@ export class ImageWriter {
     /** Memory to write through instead of new buffers: the first two `coalesce`-sized pieces it holds are used. */
     buffers: readonly Buffer[] = [],
   ) {
+    this.writeback = new BackgroundSync(fh);
     const pieces = buffers.flatMap((x) => Array.from({ length: Math.floor(x.length / coalesce) }, (_, k) => x.subarray(k * coalesce, (k + 1) * coalesce)));
     const [a, b] = pieces;
     this.buf = a ?? Buffer.allocUnsafe(coalesce);
@@ -360,20 +360,9 @@ export class ImageWriter {
       killPoint('output-midway');
     }
     this.unsynced += cached;
-    if (this.unsynced < SYNC_EVERY || this.syncing) return;
+    if (this.unsynced < SYNC_EVERY || this.writeback.busy) return;
     this.unsynced = 0;
-    // A failed writeback is reported to one fsync of this descriptor only:
-    // its error is kept for the commit, whose own fsync may then succeed.
-    const s = this.fh.datasync().then(
-      () => {
-        if (this.syncing === s) this.syncing = null;
-      },
-      (e: unknown) => {
-        this.syncError ??= e;
-        if (this.syncing === s) this.syncing = null;
-      },
-    );
-    this.syncing = s;
+    this.writeback.start();
     killPoint('output-datasync');
   }
 
@@ -388,8 +377,7 @@ export class ImageWriter {
       await this.settle();
       await this.fh.truncate(size);
       trace('output: written');
-      if (this.syncing) await this.syncing;
-      if (this.syncError !== null) throw this.syncError;
+      await this.writeback.wait();
       if (this.meta) await applyOutputMeta(this.fh, this.meta);
       // One fsync of the file covers what either descriptor wrote.
       await this.fh.sync();
@@ -422,7 +410,7 @@ export class ImageWriter {
   /** Give up: close, and remove a temp file. The final path is untouched. */
   async abort(): Promise<void> {
     await this.settle().catch(() => undefined);
-    await this.syncing?.catch(() => undefined);
+    await this.writeback.drain();
     await this.closeHandles().catch(() => undefined);
     if (this.path !== this.finalPath) {
       await unlink(this.path).catch(() => undefined);

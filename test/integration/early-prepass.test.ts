@@ -38,10 +38,17 @@ afterAll(async () => {
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
-/** `resync push IMAGE 127.0.0.1:PORT/v`, traced. */
-async function pushTraced(s: TestServer, image: string, extra: string[] = []): Promise<{ code: number; cancelled: boolean; stderr: string }> {
+/**
+ * Write `content` to `name` and `resync push` it to volume `v` (at `vol`), traced: it must succeed and
+ * leave the volume equal to it. Returns whether the early pass was cancelled.
+ */
+async function pushChecked(s: TestServer, vol: string, name: string, content: Buffer, extra: string[] = []): Promise<boolean> {
+  const image = join(dir, name);
+  await writeFile(image, content);
   const r = await runCli(MAIN, ['push', '-q', ...extra, '--secret-file', s.secretFile, image, `127.0.0.1:${s.port}/v`], { env: { RESYNC_TRACE: '1' } });
-  return { code: r.code, cancelled: r.stderr.includes(CANCELLED), stderr: r.stderr };
+  expect(r.code, r.stderr).toBe(0);
+  expect(sha(await readFile(vol))).toBe(sha(content));
+  return r.stderr.includes(CANCELLED);
 }
 
 /** A slightly changed copy of `b`. */
@@ -64,32 +71,17 @@ describe('the hash pass a push starts before its session is open', () => {
     servers.push(s);
 
     // Same size, no signature cache yet: the server takes the offered seed and its default spec.
-    const img1 = join(dir, 'img1.img');
     const t1 = changed(v0, 1);
-    await writeFile(img1, t1);
-    const first = await pushTraced(s, img1);
-    expect(first.code, first.stderr).toBe(0);
-    expect(first.cancelled).toBe(false);
-    expect(sha(await readFile(vol))).toBe(sha(t1));
+    expect(await pushChecked(s, vol, 'img1.img', t1)).toBe(false);
 
     // The volume now has a signature cache (written once the result is sent): its signature keeps the cache's seed, not the one offered.
     for (let k = 0; k < 100 && !existsSync(sigCachePathFor(vol)!); k++) await sleep(50);
     expect(existsSync(sigCachePathFor(vol)!)).toBe(true);
-    const img2 = join(dir, 'img2.img');
     const t2 = changed(t1, 2);
-    await writeFile(img2, t2);
-    const second = await pushTraced(s, img2);
-    expect(second.code, second.stderr).toBe(0);
-    expect(second.cancelled).toBe(true);
-    expect(sha(await readFile(vol))).toBe(sha(t2));
+    expect(await pushChecked(s, vol, 'img2.img', t2)).toBe(true);
 
-    // An image of another size than the volume: the server's block size comes from the larger.
-    const img3 = join(dir, 'img3.img');
-    const t3 = Buffer.concat([changed(t2, 3), generateImage(40 * MiB, 42)]);
-    await writeFile(img3, t3);
-    const third = await pushTraced(s, img3, ['--block-size', '65536']);
-    expect(third.code, third.stderr).toBe(0);
-    expect(sha(await readFile(vol))).toBe(sha(t3));
+    // An image of another size than the volume, and a block size of the user's.
+    await pushChecked(s, vol, 'img3.img', Buffer.concat([changed(t2, 3), generateImage(40 * MiB, 42)]), ['--block-size', '65536']);
   });
 
   test('a cancelled pass stops at its next piece and rejects with PassCancelled', async () => {
