@@ -81,10 +81,7 @@ export class InPlacePatcher {
   private oldScratch: Buffer | null = null;
   /** The flush running in the background while more ops arrive (at most one). */
   private inFlight: Promise<void> | null = null;
-  /**
-   * A datasync of the image started after a batch's writes (see
-   * startWriteback); its first failure is thrown by the next syncImage.
-   */
+  /** A datasync of the image started after a batch's writes (writeBatch); its first failure is thrown by the next syncImage. */
   private readonly writeback: BackgroundSync;
   private sinceCheckpoint = 0;
   /** Output prefix that is in the image or in the pending batch (everything planned and handled). */
@@ -691,7 +688,11 @@ export class InPlacePatcher {
     }
     for (const w of writes) writeAllSync(this.img, w.dst, w.data);
     killPoint('inplace-written');
-    this.startWriteback();
+    // The image's dirty pages go back to disk in the background (unless a writeback still runs), so a
+    // checkpoint's fsync finds little left: waiting there for 64 MiB at once held up a literal-heavy
+    // receiver, batches and socket alike. Written data only becomes durable sooner: its undo records
+    // were durable before it was written.
+    this.writeback.start();
     for (const w of writes) {
       this.io.bytesWritten += w.data.length;
       this.sinceCheckpoint += w.data.length;
@@ -703,18 +704,6 @@ export class InPlacePatcher {
       await this.journal.checkpoint(upTo);
       this.sinceCheckpoint = 0;
     }
-  }
-
-  /**
-   * Start writing the image's dirty pages back in the background, unless a
-   * writeback started earlier is still running. A checkpoint's fsync then
-   * finds little left to write: waiting there for 64 MiB at once held up a
-   * literal-heavy receiver, batches and socket alike, every 64 MiB. Only
-   * more of what is written becomes durable sooner: its undo records were
-   * made durable before it was written.
-   */
-  private startWriteback(): void {
-    this.writeback.start();
   }
 
   /** fsync the image, after any background writeback; throws the first failure of either. */
