@@ -13,6 +13,8 @@ export interface NativeHelper {
   lock?(fd: number, mode: 0 | 1 | 2): number;
   /** Keyed BLAKE3 of data[start, end) into keyAndOut[32, 64); keyAndOut[0, 32) is the key. */
   blake3Keyed?(keyAndOut: Uint8Array, data: Uint8Array, start: number, end: number): void;
+  /** Keyed BLAKE3 of n blocks of blockSize bytes from data[start] into out[outStart + 32 * j]; key[0, 32) is the key. */
+  blake3KeyedBlocks?(key: Uint8Array, data: Uint8Array, start: number, blockSize: number, n: number, out: Uint8Array, outStart: number): void;
   /** Chunks hashed side by side by blake3Keyed on this CPU: 16 (AVX-512), 8 (AVX2) or 4. */
   blake3Lanes?(): number;
   /** A native rolling loop over a sealed signature's arrays (src/native/roll.c); they must outlive it, unchanged. */

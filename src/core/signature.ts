@@ -21,7 +21,7 @@ import {
   TARGET_MAX_BLOCKS,
 } from './limits.js';
 import { adler32OfZeros, weakSum } from './rolling.js';
-import { DEFAULT_STRONG_ALG, FULL_DIGEST_LEN, STRONG_ALGS, StrongHasher, isZeroRange, type StrongAlg } from './strong.js';
+import { DEFAULT_STRONG_ALG, FULL_DIGEST_LEN, HASH_BATCH, STRONG_ALGS, StrongHasher, isZeroRange, type StrongAlg } from './strong.js';
 import { ImageHashBuilder } from './imagehash.js';
 import { BlockDigests, type DigestBytes } from './digests.js';
 
@@ -153,6 +153,9 @@ export class SignatureGenerator {
   private pendCount = 0;
   private pendFirst = 0;
   private readonly image: ImageHashBuilder;
+  /** Digests and zero flags of a batch of whole blocks (push). */
+  private readonly batchDigests = new Uint8Array(HASH_BATCH * 32);
+  private readonly batchZero = new Uint8Array(HASH_BATCH);
   /** Full 32-byte block digests, kept when the caller asks (in-place receivers reuse them); zero blocks' elided. */
   readonly fullDigests: BlockDigests | null;
 
@@ -199,8 +202,10 @@ export class SignatureGenerator {
       }
     }
     while (data.length - p >= bs) {
-      this.addBlock(data, p, p + bs, out, allZero);
-      p += bs;
+      // Whole blocks a batch at a time: the native BLAKE3 hashes them side by side.
+      const n = Math.min(HASH_BATCH, Math.floor((data.length - p) / bs));
+      this.hasher.hashBlocks(data, p, bs, n, this.batchDigests, this.batchZero, allZero);
+      for (let j = 0; j < n; j++, p += bs) this.addHashed(data, p, p + bs, this.batchDigests.subarray(j * 32, j * 32 + 32), this.batchZero[j] === 1, out);
     }
     if (p < data.length) {
       this.partial.set(data.subarray(p), 0);
@@ -225,10 +230,14 @@ export class SignatureGenerator {
 
   private addBlock(buf: Uint8Array, start: number, end: number, out: SignatureChunk[], knownZero: boolean): void {
     const zero = knownZero || isZeroRange(buf, start, end);
+    // Copied at once (strong sums, image hash, kept digests): no digest of its own.
+    this.addHashed(buf, start, end, this.hasher.hashTemp(buf, start, end, zero), zero, out);
+  }
+
+  /** Add the block buf[start, end) whose full digest is `full` (valid only during the call). */
+  private addHashed(buf: Uint8Array, start: number, end: number, full: Uint8Array, zero: boolean, out: SignatureChunk[]): void {
     const sl = this.params.strongLen;
     this.pendWeak[this.pendCount] = weakSum(buf, start, end, zero);
-    // Copied at once below (strong sums, image hash, kept digests): no digest of its own.
-    const full = this.hasher.hashTemp(buf, start, end, zero);
     for (let k = 0, at = this.pendCount * sl; k < sl; k++) this.pendStrong[at + k] = full[k]!;
     this.pendCount++;
     this.image.pushDigest(this.nextBlock, end - start, full);

@@ -97,6 +97,8 @@ export function nativeBlake2b(outLen: number): ((b: Uint8Array) => Buffer) | nul
 }
 
 type RangeHash = (b: Uint8Array, start: number, end: number) => Buffer;
+/** Digests of n blocks of bs bytes from b[start] into out[at + 32 * j]. */
+type BlocksHash = (b: Uint8Array, start: number, bs: number, n: number, out: Uint8Array, at: number) => void;
 
 /**
  * Keyed BLAKE3 of one range at a time: resync's own native helper, else
@@ -104,7 +106,7 @@ type RangeHash = (b: Uint8Array, start: number, end: number) => Buffer;
  * call (a digest valid until the next one), which spares the native path an
  * allocation and a copy per block.
  */
-function blake3Keyed(seed: Uint8Array, forceJs: boolean): { hash: RangeHash; temp: RangeHash } {
+function blake3Keyed(seed: Uint8Array, forceJs: boolean): { hash: RangeHash; temp: RangeHash; many?: BlocksHash } {
   const key = blake3Key(seed);
   const helper = forceJs ? null : nativeHelper();
   const own = helper?.blake3Keyed;
@@ -114,7 +116,11 @@ function blake3Keyed(seed: Uint8Array, forceJs: boolean): { hash: RangeHash; tem
     const io = Buffer.alloc(64);
     key.copy(io, 0);
     const out = io.subarray(32, 64);
+    const blocks = helper.blake3KeyedBlocks;
     return {
+      // Blocks of a few chunks leave most lanes idle alone (2 of 16 at 2 KiB, 8 of 16 on a 16 KiB block's
+      // first tree level): many at a time fill them. 4.6 -> 5.8 GB/s at 16 KiB, 5.1 -> 5.7 at 32 KiB here.
+      ...(blocks ? { many: (b: Uint8Array, start: number, bs: number, n: number, o: Uint8Array, at: number) => blocks(key, b, start, bs, n, o, at) } : {}),
       hash: (b, start, end) => {
         own(io, b, start, end);
         const d = Buffer.allocUnsafe(32);
@@ -168,6 +174,9 @@ export function isZeroRange(buf: Uint8Array, start: number, end: number): boolea
 /** Length of a full block digest. */
 export const FULL_DIGEST_LEN = 32;
 
+/** Whole blocks the callers of hashBlocks hash per call (their scratch holds this many digests). */
+export const HASH_BATCH = 64;
+
 /** Seeded, truncated strong hash of block ranges; caches the hash of all-zero blocks. */
 export class StrongHasher {
   readonly alg: StrongAlg;
@@ -175,7 +184,7 @@ export class StrongHasher {
   readonly seed: Uint8Array;
   private readonly zeroCache = new Map<number, Buffer>();
 
-  private readonly b3: { hash: RangeHash; temp: RangeHash } | null;
+  private readonly b3: { hash: RangeHash; temp: RangeHash; many?: BlocksHash } | null;
 
   /** `forceJs` selects the JS BLAKE3 even where the native one loads (tests compare the two). */
   constructor(alg: StrongAlg, seed: Uint8Array, len: number, forceJs = false) {
@@ -210,6 +219,34 @@ export class StrongHasher {
   hashTemp(buf: Uint8Array, start: number, end: number, zero?: boolean): Buffer {
     if (zero ?? (end - start >= 512 && isZeroRange(buf, start, end))) return this.zeroDigest(end - start);
     return this.b3 ? this.b3.temp(buf, start, end) : this.raw(buf, start, end);
+  }
+
+  /**
+   * Full digests of the n whole blocks of `bs` bytes at buf[start, start + n * bs)
+   * into out[32 * j, 32 * j + 32), as hash() gives them; zero[j] = 1 where block
+   * j is all zeros (`allZero`: the caller knows they all are), else 0. Runs of
+   * data blocks go to the native helper together where it can.
+   */
+  hashBlocks(buf: Uint8Array, start: number, bs: number, n: number, out: Uint8Array, zero: Uint8Array, allZero = false): void {
+    const many = this.b3?.many;
+    let run = -1;
+    for (let j = 0; j <= n; j++) {
+      const z = j < n && (allZero || isZeroRange(buf, start + j * bs, start + (j + 1) * bs));
+      if (j < n && !z) {
+        if (run < 0) run = j;
+        zero[j] = 0;
+        continue;
+      }
+      if (run >= 0) {
+        if (many) many(buf, start + run * bs, bs, j - run, out, run * 32);
+        else for (let q = run; q < j; q++) out.set(this.raw(buf, start + q * bs, start + (q + 1) * bs), q * 32);
+        run = -1;
+      }
+      if (j < n) {
+        zero[j] = 1;
+        out.set(this.zeroDigest(bs), j * 32);
+      }
+    }
   }
 
   /** Digest of `n` zero bytes (computed once per length). */

@@ -172,4 +172,77 @@ static int F(hash)(const uint32_t key[8], const uint8_t *msg, size_t len, uint32
   return 0;
 }
 
+/*
+ * Roots of n messages of k full chunks each, message b at msg + b * k * 1024
+ * (k >= 1), into roots[8 * b]: lanes hold chunks of any message, and each
+ * tree level of all n messages goes through the lanes together. One message
+ * of 16 chunks fills the lanes at its leaves but only 8, 4, 2 and 1 of them
+ * on the levels above; n messages at once fill them there too. cvs: room for
+ * 8 * n * k words.
+ */
+static inline __attribute__((always_inline)) void F(many)(const uint32_t key[8], const uint8_t *msg, size_t k, size_t n, uint32_t *cvs, uint32_t *roots) {
+  const size_t total = n * k;
+  for (size_t c = 0; c < total; c += LANES) {
+    const size_t m = total - c < LANES ? total - c : LANES;
+    vec cv[8], w[16], lo, hi;
+    const uint8_t *src[LANES];
+    for (int i = 0; i < 8; i++) cv[i] = F(splat)(key[i]);
+    for (int l = 0; l < LANES; l++) {
+      size_t g = c + ((size_t)l < m ? (size_t)l : 0);
+      lo[l] = (uint32_t)(g % k);
+      hi[l] = 0;
+    }
+    for (int b = 0; b < CHUNK_LEN / BLOCK_LEN; b++) {
+      for (int l = 0; l < LANES; l++) src[l] = msg + (c + ((size_t)l < m ? (size_t)l : 0)) * CHUNK_LEN + (size_t)b * BLOCK_LEN;
+      F(load_blocks)(w, src);
+      uint32_t f = KEYED_HASH | (b == 0 ? CHUNK_START : 0) | (b == CHUNK_LEN / BLOCK_LEN - 1 ? CHUNK_END | (k == 1 ? ROOT : 0) : 0);
+      vec t[4] = {lo, hi, F(splat)(BLOCK_LEN), F(splat)(f)};
+      F(compress)(cv, w, t);
+    }
+    for (size_t l = 0; l < m; l++)
+      for (int i = 0; i < 8; i++) cvs[8 * (c + l) + i] = cv[i][l];
+  }
+  /* Each message's level compacts within its own k slots, as merge_level does for one. */
+  for (size_t kk = k; kk > 1;) {
+    const size_t pairs = kk / 2, all = n * pairs;
+    const uint32_t f = KEYED_HASH | PARENT | (kk == 2 ? ROOT : 0);
+    for (size_t g = 0; g < all; g += LANES) {
+      vec cv[8], w[16];
+      size_t at[LANES];
+      const uint32_t *from[LANES];
+      const size_t m = all - g < LANES ? all - g : LANES;
+      for (int l = 0; l < LANES; l++) {
+        const size_t q = g + ((size_t)l < m ? (size_t)l : 0), b = q / pairs, j = q % pairs;
+        at[l] = b * k + j;
+        from[l] = cvs + 8 * (b * k + 2 * j);
+      }
+      for (int i = 0; i < 8; i++) cv[i] = F(splat)(key[i]);
+      for (int x = 0; x < 16; x++)
+        for (int l = 0; l < LANES; l++) w[x][l] = from[l][x];
+      vec t[4] = {F(splat)(0), F(splat)(0), F(splat)(BLOCK_LEN), F(splat)(f)};
+      F(compress)(cv, w, t);
+      for (size_t l = 0; l < m; l++)
+        for (int i = 0; i < 8; i++) cvs[8 * at[l] + i] = cv[i][l];
+    }
+    if (kk & 1)
+      for (size_t b = 0; b < n; b++) memmove(cvs + 8 * (b * k + pairs), cvs + 8 * (b * k + kk - 1), 32);
+    kk = pairs + (kk & 1);
+  }
+  for (size_t b = 0; b < n; b++) memcpy(roots + 8 * b, cvs + 8 * b * k, 32);
+}
+
+/* Roots of n messages of k full chunks each (see many), at most 256 chunks at a time; 0, or -1 without memory. */
+static int F(hash_many)(const uint32_t key[8], const uint8_t *msg, size_t k, size_t n, uint32_t *roots) {
+  uint32_t stack_cvs[8 * 256];
+  uint32_t *cvs = k <= 256 ? stack_cvs : malloc(k * 32);
+  if (!cvs) return -1;
+  const size_t per = k >= 256 ? 1 : 256 / k;
+  for (size_t b = 0; b < n; b += per) {
+    const size_t m = n - b < per ? n - b : per;
+    F(many)(key, msg + b * k * CHUNK_LEN, k, m, cvs, roots + 8 * b);
+  }
+  if (cvs != stack_cvs) free(cvs);
+  return 0;
+}
+
 #undef vec

@@ -80,6 +80,7 @@ static inline void store32(uint8_t *p, uint32_t w) {
 #define TN(c, d) (((c) & (d)) ? LANES + (c) : (c) + (d))
 
 typedef int (*hash_fn)(const uint32_t key[8], const uint8_t *msg, size_t len, uint32_t root[8]);
+typedef int (*many_fn)(const uint32_t key[8], const uint8_t *msg, size_t k, size_t n, uint32_t *roots);
 
 #define LANES 4
 #define F(name) name##_4
@@ -107,15 +108,27 @@ typedef int (*hash_fn)(const uint32_t key[8], const uint8_t *msg, size_t len, ui
 #pragma GCC pop_options
 #endif
 
+static many_fn chosen_many;
+
+/* The widest width the CPU runs (or RESYNC_BLAKE3_LANES asks for): its one-message and many-message functions. */
 static hash_fn pick(void) {
   const char *force = getenv("RESYNC_BLAKE3_LANES");
   int want = force ? atoi(force) : 0;
 #if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
-  if ((want == 0 || want == 16) && __builtin_cpu_supports("avx512f")) return hash_16;
-  if ((want == 0 || want == 8) && __builtin_cpu_supports("avx2")) return hash_8;
+  if ((want == 0 || want == 16) && __builtin_cpu_supports("avx512f")) {
+    chosen_many = hash_many_16;
+    return hash_16;
+  }
+  if ((want == 0 || want == 8) && __builtin_cpu_supports("avx2")) {
+    chosen_many = hash_many_8;
+    return hash_8;
+  }
 #endif
-  return hash_4;
+  {
+    chosen_many = hash_many_4;
+    return hash_4;
+  }
 }
 
 static hash_fn chosen;
@@ -141,5 +154,29 @@ int resync_blake3_keyed(const uint32_t key[8], const uint8_t *msg, size_t len, u
   if (!chosen) chosen = pick();
   if (chosen(key, msg, len, root) != 0) return -1;
   for (int i = 0; i < 8; i++) store32(out + 4 * i, root[i]);
+  return 0;
+}
+
+/*
+ * The keyed BLAKE3 of n blocks of bs bytes each, block b at msg + b * bs,
+ * into out + 32 * b. bs a multiple of 1024 (whole chunks), where the many
+ * blocks go through the lanes together; one at a time otherwise. Returns 0,
+ * or -1 without memory.
+ */
+int resync_blake3_keyed_blocks(const uint32_t key[8], const uint8_t *msg, size_t bs, size_t n, uint8_t *out) {
+  uint32_t roots[8 * 64];
+  if (!chosen) chosen = pick();
+  for (size_t b = 0; b < n;) {
+    const size_t m = n - b < 64 ? n - b : 64;
+    if (bs > 0 && bs % CHUNK_LEN == 0) {
+      if (chosen_many(key, msg + b * bs, bs / CHUNK_LEN, m, roots) != 0) return -1;
+    } else {
+      for (size_t j = 0; j < m; j++)
+        if (chosen(key, msg + (b + j) * bs, bs, roots + 8 * j) != 0) return -1;
+    }
+    for (size_t j = 0; j < m; j++)
+      for (int i = 0; i < 8; i++) store32(out + 32 * (b + j) + 4 * i, roots[8 * j + i]);
+    b += m;
+  }
   return 0;
 }

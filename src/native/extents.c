@@ -73,6 +73,7 @@ static napi_value lock_file(napi_env env, napi_callback_info info) {
 }
 
 int resync_blake3_keyed(const uint32_t key[8], const uint8_t *msg, size_t len, uint8_t out[32]);
+int resync_blake3_keyed_blocks(const uint32_t key[8], const uint8_t *msg, size_t bs, size_t n, uint8_t *out);
 int resync_blake3_lanes(void);
 
 /* blake3Lanes(): how many chunks one vector instruction works on here (4, 8 or 16). */
@@ -111,6 +112,32 @@ static napi_value blake3_keyed(napi_env env, napi_callback_info info) {
   uint32_t k[8];
   for (int i = 0; i < 8; i++) k[i] = (uint32_t)key[4 * i] | (uint32_t)key[4 * i + 1] << 8 | (uint32_t)key[4 * i + 2] << 16 | (uint32_t)key[4 * i + 3] << 24;
   if (resync_blake3_keyed(k, data + start, (size_t)(end - start), key + 32) != 0) napi_throw_error(env, NULL, "blake3Keyed: out of memory");
+  return NULL;
+}
+
+/*
+ * blake3KeyedBlocks(key, data, start, blockSize, n, out, outStart): the keyed
+ * BLAKE3 of each of the n blocks data[start + j * blockSize, + blockSize)
+ * into out[outStart + 32 * j, + 32), key being key[0, 32). Many blocks a call
+ * fill the vector lanes on every level of their trees (blake3.c).
+ */
+static napi_value blake3_keyed_blocks(napi_env env, napi_callback_info info) {
+  size_t argc = 7, keyLen = 0, dataLen = 0, outLen = 0;
+  napi_value argv[7];
+  int64_t start = 0, bs = 0, n = 0, outStart = 0;
+  uint8_t *key = NULL, *data = NULL, *out = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 7 || !(key = bytes_of(env, argv[0], &keyLen)) ||
+      keyLen < 32 || !(data = bytes_of(env, argv[1], &dataLen)) || napi_get_value_int64(env, argv[2], &start) != napi_ok ||
+      napi_get_value_int64(env, argv[3], &bs) != napi_ok || napi_get_value_int64(env, argv[4], &n) != napi_ok ||
+      !(out = bytes_of(env, argv[5], &outLen)) || napi_get_value_int64(env, argv[6], &outStart) != napi_ok || start < 0 ||
+      start > (int64_t)dataLen || bs <= 0 || n < 0 || n > ((int64_t)dataLen - start) / bs || outStart < 0 ||
+      outStart > (int64_t)outLen || n > ((int64_t)outLen - outStart) / 32) {
+    napi_throw_type_error(env, NULL, "blake3KeyedBlocks(key: 32+ bytes, data, start, blockSize > 0, n: blocks within data, out, outStart: room for 32 * n bytes)");
+    return NULL;
+  }
+  uint32_t k[8];
+  for (int i = 0; i < 8; i++) k[i] = (uint32_t)key[4 * i] | (uint32_t)key[4 * i + 1] << 8 | (uint32_t)key[4 * i + 2] << 16 | (uint32_t)key[4 * i + 3] << 24;
+  if (resync_blake3_keyed_blocks(k, data + start, (size_t)bs, (size_t)n, out + outStart) != 0) napi_throw_error(env, NULL, "blake3KeyedBlocks: out of memory");
   return NULL;
 }
 
@@ -265,6 +292,8 @@ NAPI_MODULE_INIT() {
   if (napi_set_named_property(env, exports, "lock", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "blake3Keyed", NAPI_AUTO_LENGTH, blake3_keyed, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "blake3Keyed", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "blake3KeyedBlocks", NAPI_AUTO_LENGTH, blake3_keyed_blocks, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "blake3KeyedBlocks", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "blake3Lanes", NAPI_AUTO_LENGTH, blake3_lanes, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "blake3Lanes", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "capArenas", NAPI_AUTO_LENGTH, cap_arenas, NULL, &fn) != napi_ok) return NULL;

@@ -89,6 +89,72 @@ describe('the native helper BLAKE3 (src/native/blake3.c)', () => {
     expect(() => h(io, new Uint32Array(4) as unknown as Uint8Array, 0, 1)).toThrow(TypeError);
   });
 
+  test('many blocks a call (blake3KeyedBlocks): each digest the reference one, at every lane width and block shape', () => {
+    const helperPath = fileURLToPath(new URL('../../build/extents.node', import.meta.url));
+    const key = randomBytes(32);
+    const data = randomBytes(601 * 1024);
+    // Whole chunks (one, a power of two, an odd count, past 256 chunks) and sizes that are not (one at a time).
+    const shapes = [
+      [1024, 70],
+      [2048, 65],
+      [3072, 9],
+      [16 * 1024, 33],
+      [32 * 1024, 17],
+      [5 * 1024, 3],
+      [300 * 1024, 2],
+      [1536, 5],
+      [4000, 4],
+    ] as const;
+    const want = shapes.map(([bs, n]) => Array.from({ length: n }, (_, j) => reference(key, data.subarray(7 + j * bs, 7 + (j + 1) * bs))).join(''));
+    const script = `const m = require(${JSON.stringify(helperPath)}); const key = Buffer.from(process.argv[1], 'hex');
+      const data = require('node:fs').readFileSync(0); const out = [m.blake3Lanes()];
+      for (const [bs, n] of ${JSON.stringify(shapes)}) { const o = Buffer.alloc(32 * n + 5, 0xaa); m.blake3KeyedBlocks(key, data, 7, bs, n, o, 5);
+        if (o.subarray(0, 5).some((x) => x !== 0xaa)) throw new Error('wrote before outStart'); out.push(o.subarray(5).toString('hex')); }
+      console.log(JSON.stringify(out));`;
+    const ran = new Set<number>();
+    for (const lanes of [4, 8, 16]) {
+      const r = spawnSync(process.execPath, ['-e', script, key.toString('hex')], { input: data, env: { ...process.env, RESYNC_BLAKE3_LANES: String(lanes) }, encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+      const [got, ...digests] = JSON.parse(r.stdout) as [number, ...string[]];
+      ran.add(got);
+      expect(digests).toEqual(want);
+    }
+    expect(ran.has(4)).toBe(true);
+  });
+
+  test('blake3KeyedBlocks checks its arguments: blocks past the data, no room for the digests, a short key', () => {
+    const h = nativeHelper()!.blake3KeyedBlocks!;
+    const key = Buffer.alloc(32);
+    const out = Buffer.alloc(64);
+    expect(() => h(key, Buffer.alloc(4096), 0, 2048, 3, out, 0)).toThrow(TypeError);
+    expect(() => h(key, Buffer.alloc(4096), 1, 2048, 2, out, 0)).toThrow(TypeError);
+    expect(() => h(key, Buffer.alloc(4096), 0, 2048, 2, out, 1)).toThrow(TypeError);
+    expect(() => h(key, Buffer.alloc(4096), 0, 0, 1, out, 0)).toThrow(TypeError);
+    expect(() => h(key, Buffer.alloc(4096), 5000, 1, 0, out, 0)).toThrow(TypeError);
+    expect(() => h(Buffer.alloc(31), Buffer.alloc(4096), 0, 2048, 2, out, 0)).toThrow(TypeError);
+    h(key, Buffer.alloc(4096), 0, 2048, 2, out, 0);
+    expect(out.toString('hex')).toBe(reference(key, Buffer.alloc(2048)).repeat(2));
+  });
+
+  fcTest.prop([fc.integer({ min: 1, max: 40 }), fc.integer({ min: 1, max: 24 }), fc.array(fc.boolean(), { maxLength: 24 }), fc.boolean()], { numRuns: 40 })(
+    'StrongHasher.hashBlocks: the digests and zero flags of hash() block by block, native or JS',
+    (kib, n, zeros, forceJs) => {
+      const bs = kib * 512;
+      const seed = randomBytes(16);
+      const data = randomBytes(bs * n + 3);
+      zeros.slice(0, n).forEach((z, j) => z && data.fill(0, 3 + j * bs, 3 + (j + 1) * bs));
+      const h = new StrongHasher('blake3', seed, 16, forceJs);
+      const out = new Uint8Array(32 * n);
+      const flags = new Uint8Array(n).fill(7);
+      h.hashBlocks(data, 3, bs, n, out, flags);
+      for (let j = 0; j < n; j++) {
+        const want = reference(blake3Key(seed), data.subarray(3 + j * bs, 3 + (j + 1) * bs));
+        expect(Buffer.from(out.subarray(32 * j, 32 * j + 32)).toString('hex'), `block ${j} of ${bs}`).toBe(want);
+        expect(flags[j]).toBe(data.subarray(3 + j * bs, 3 + (j + 1) * bs).every((x) => x === 0) ? 1 : 0);
+      }
+    },
+  );
+
   test('StrongHasher hashes with it, and its digests are the JS ones', () => {
     const seed = randomBytes(16);
     const fast = new StrongHasher('blake3', seed, 32);
