@@ -24,6 +24,7 @@ import { compressCaps, pickCodec, type CodecName, type LiteralCodec } from '../.
 import { trace } from '../io/trace.js';
 import { settleJournal } from '../io/inplace.js';
 import { sigCachePathFor } from '../io/sigcache.js';
+import { recallSpec, rememberSpec, specMemoPath, type RememberedSpec } from '../io/spec-memo.js';
 import { isNbdUri, openNbdImage } from '../io/nbd/image.js';
 import { ProtocolError } from '../../protocol/errors.js';
 
@@ -252,13 +253,20 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
   let conn: Connection | null = null;
   // From an export, the hash pass's digests become its digest cache for this replica once the push verified.
   const keepDigests = nbd && opts.stateDir != null && opts.digestCache !== false;
-  const early = keepDigests ? null : earlyPrepass(img, opts);
+  // The spec this volume's server took for the last push from here: its signature cache's, most likely.
+  const memo = !keepDigests && opts.stateDir != null ? specMemoPath(opts.stateDir, remoteName(opts)) : null;
+  const early = keepDigests ? null : earlyPrepass(img, opts, memo ? recallSpec(memo, img.size) : null);
   try {
     trace('client: connecting');
     conn = await connectAuthenticated(opts);
     trace('client: authenticated');
     const digests = keepDigests ? await DigestCacheWriter.start(digestCachePath(opts.stateDir!, imagePath, remoteName(opts))) : null;
-    if (!digests) return await pushSession(conn, img, opts, t0, early ?? {});
+    if (!digests) {
+      const r = await pushSession(conn, img, opts, t0, early ?? {});
+      const taken = early?.taken();
+      if (memo && taken) await rememberSpec(memo, taken).catch(() => undefined);
+      return r;
+    }
     const pass: { spec?: SignatureParams; hash?: Uint8Array } = {};
     try {
       const r = await pushSession(conn, img, opts, t0, {
@@ -291,22 +299,30 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
 
 /**
  * The hash pass of a push, started before the session is open, under the
- * signature spec the server will most likely choose: its default block size
- * and hash length for an image of this size (or --block-size), two-level
- * where the server makes it so, and a seed of ours that Open offers it as a
- * hint (cap "seed-hint": its signature cache's seed, where it has a valid
- * one, wins, so the cache still spares it a read of the volume). Dialing, authenticating and the server's opening of its
+ * signature spec the server will most likely choose: the one it took for the
+ * last push from here to this volume (`last`, io/spec-memo.ts: its signature
+ * cache's, since that push left it one), else its default block size and
+ * hash length for an image of this size (or --block-size), two-level where
+ * the server makes it so, and a seed of ours. Open offers the seed as a hint
+ * (cap "seed-hint": its signature cache's seed, where it has a valid one,
+ * wins, so the cache still spares it a read of the volume). Dialing, authenticating and the server's opening of its
  * volume took 30-40 ms of a push on 127.0.0.1, with the CPU idle; the pass
  * is on a push's critical path, so they come off it. Where the server's
  * signature says otherwise (a volume of another size, the seed of its
  * signature cache, a server without the caps), the pass is cancelled and
  * made again under the server's spec: a spec is never assumed.
  */
-function earlyPrepass(img: ImageHandle, opts: ClientOptions): { seed: Uint8Array; seedHint: true; prepass: PrepassFn; prepassOwned: true; stop: () => Promise<void> } {
-  const seed = randomBytes(SEED_LEN);
-  const guess = makeSignatureParams(img.size, seed, { blockSize: opts.blockSize || defaultBlockSize(img.size), strongLen: sessionStrongLen(img.size) });
+function earlyPrepass(
+  img: ImageHandle,
+  opts: ClientOptions,
+  last: RememberedSpec | null,
+): { seed: Uint8Array; seedHint: true; prepass: PrepassFn; prepassOwned: true; stop: () => Promise<void>; taken: () => RememberedSpec | null } {
+  const recalled = last && (!opts.blockSize || opts.blockSize === last.params.blockSize) ? last : null;
+  const seed = recalled ? recalled.params.seed : randomBytes(SEED_LEN);
+  const guess = recalled ? recalled.params : makeSignatureParams(img.size, seed, { blockSize: opts.blockSize || defaultBlockSize(img.size), strongLen: sessionStrongLen(img.size) });
   const rb = regionBlocksFor(guess.blockSize);
-  const guessR = blockCountFor(img.size, guess.blockSize) >= 4 * rb ? rb : 0;
+  const guessR = recalled ? recalled.regionBlocks : blockCountFor(img.size, guess.blockSize) >= 4 * rb ? rb : 0;
+  let taken: RememberedSpec | null = null;
   // A turn of the event loop every piece (1 MiB): each step of the handshake is answered at once.
   const cancel = { cancelled: false, yieldEvery: 1 };
   const pass = hashOwnImage(img, guess, guessR, null, opts.onProgress, undefined, cancel);
@@ -315,6 +331,7 @@ function earlyPrepass(img: ImageHandle, opts: ClientOptions): { seed: Uint8Array
     seed,
     seedHint: true,
     prepass: (params, R) => {
+      taken = { params, regionBlocks: R };
       const same = params.blockSize === guess.blockSize && params.strongLen === guess.strongLen && params.strongAlg === guess.strongAlg && Buffer.from(params.seed).equals(seed) && R === guessR;
       if (same && !cancel.cancelled) return pass;
       trace('sender: early hash pass under another spec, cancelled');
@@ -327,6 +344,8 @@ function earlyPrepass(img: ImageHandle, opts: ClientOptions): { seed: Uint8Array
       cancel.cancelled = true;
       await pass.catch(() => undefined);
     },
+    // The spec the session hashed under (the server's), once it asked.
+    taken: () => taken,
   };
 }
 

@@ -3,12 +3,14 @@
  * server will most likely choose (net/client.ts, earlyPrepass). Where the
  * server's signature has that spec the pass is used; where it has another (a
  * volume of another size, the seed of the volume's signature cache, a block
- * size of the user's) it is cancelled and made again. Either way the volume
- * must come out equal to the image. Which of the two happened is read from
- * the trace of a real `resync push` (RESYNC_TRACE=1).
+ * size of the user's) it is cancelled and made again. The spec the server
+ * took is remembered in the state directory (io/spec-memo.ts), so the next
+ * push from there to the same volume guesses its signature cache's seed.
+ * Either way the volume must come out equal to the image. Which of the two
+ * happened is read from the trace of a real `resync push` (RESYNC_TRACE=1).
  */
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -17,6 +19,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { makeSignatureParams } from '../../src/core/signature.js';
 import { openImage } from '../../src/io/image.js';
 import { sigCachePathFor } from '../../src/io/sigcache.js';
+import { recallSpec, specMemoPath } from '../../src/io/spec-memo.js';
 import { hashOwnImage, PassCancelled } from '../../src/net/sender.js';
 import { generateImage } from '../../src/testing/workload.js';
 import { runCli } from '../helpers/cli.js';
@@ -69,19 +72,57 @@ describe('the hash pass a push starts before its session is open', () => {
     await writeFile(vol, v0);
     const s = await startServer({ v: { path: vol, writable: true } });
     servers.push(s);
+    // Two pushing sides, each with a state directory of its own.
+    const [a, b] = [join(dir, 'state-a'), join(dir, 'state-b')];
+    const cache = sigCachePathFor(vol)!;
+    /** Which signature cache file is there: none, or one (a new one is a new file, renamed in, whose inode may be the old one's). */
+    const which = (): string => {
+      const st = statSync(cache, { throwIfNoEntry: false, bigint: true });
+      return st ? `${st.ino}:${st.mtimeNs}` : 'none';
+    };
+    /** Push, then wait for the signature cache the push leaves (written after the result is sent). */
+    const pushed = async (name: string, content: Buffer, state: string): Promise<boolean> => {
+      const before = which();
+      const cancelled = await pushChecked(s, vol, name, content, ['--state-dir', state]);
+      for (let k = 0; k < 100 && (which() === before || which() === 'none'); k++) await sleep(50);
+      expect(which()).not.toBe(before);
+      expect(which()).not.toBe('none');
+      return cancelled;
+    };
 
     // Same size, no signature cache yet: the server takes the offered seed and its default spec.
     const t1 = changed(v0, 1);
-    expect(await pushChecked(s, vol, 'img1.img', t1)).toBe(false);
-
-    // The volume now has a signature cache (written once the result is sent): its signature keeps the cache's seed, not the one offered.
-    for (let k = 0; k < 100 && !existsSync(sigCachePathFor(vol)!); k++) await sleep(50);
-    expect(existsSync(sigCachePathFor(vol)!)).toBe(true);
+    expect(await pushed('img1.img', t1, a)).toBe(false);
+    // The volume now has a signature cache under the seed A offered. B never pushed: its seed is new,
+    // and the signature keeps the cache's.
     const t2 = changed(t1, 2);
-    expect(await pushChecked(s, vol, 'img2.img', t2)).toBe(true);
+    expect(await pushed('img2.img', t2, b)).toBe(true);
+    // B remembers the spec the server took (the cache's, which its push wrote again): its next pass is used.
+    const t3 = changed(t2, 3);
+    expect(await pushed('img3.img', t3, b)).toBe(false);
+    // The cache lost, a third side pushes: the server takes its seed, and the cache has that one now.
+    await rm(cache);
+    const t4 = changed(t3, 4);
+    expect(await pushed('img4.img', t4, join(dir, 'state-c'))).toBe(false);
+    // A remembers the seed of its own push, which the cache no longer has; then the cache's.
+    const t5 = changed(t4, 5);
+    expect(await pushed('img5.img', t5, a)).toBe(true);
+    const t6 = changed(t5, 6);
+    expect(await pushed('img6.img', t6, a)).toBe(false);
+
+    // What A remembers, damaged: only a guess, so the push still goes right (its pass made again).
+    const memo = specMemoPath(a, `127.0.0.1:${s.port}/v`);
+    expect(recallSpec(memo, size)?.params.blockSize).toBeGreaterThan(0);
+    await writeFile(memo, (await readFile(memo, 'utf8')).replace('"seed":"', '"seed":"zz'));
+    expect(recallSpec(memo, size)).toBeNull();
+    const t7 = changed(t6, 7);
+    expect(await pushed('img7.img', t7, a)).toBe(true);
+    // ... and written again by that push, for this image size only.
+    expect(recallSpec(memo, size)).not.toBeNull();
+    expect(recallSpec(memo, size + 1)).toBeNull();
 
     // An image of another size than the volume, and a block size of the user's.
-    await pushChecked(s, vol, 'img3.img', Buffer.concat([changed(t2, 3), generateImage(40 * MiB, 42)]), ['--block-size', '65536']);
+    await pushChecked(s, vol, 'img8.img', Buffer.concat([changed(t7, 8), generateImage(40 * MiB, 42)]), ['--block-size', '65536', '--state-dir', b]);
   });
 
   test('a cancelled pass stops at its next piece and rejects with PassCancelled', async () => {

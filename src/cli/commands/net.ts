@@ -385,7 +385,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             type: 'string',
             describe: 'with an NBD image: send only the blocks this qemu dirty bitmap marks (exported as qemu:dirty-bitmap:NAME); verifies those blocks, and the whole image where the digest cache and the server allow',
           })
-          .option('state-dir', { type: 'string', describe: "with an NBD image: where the export's block digests per replica are kept, and its undo journal if a pull into it was killed (default $XDG_STATE_HOME/resync or ~/.local/state/resync)" })
+          .option('state-dir', { type: 'string', describe: "where the signature spec each replica took last is remembered (a hint that speeds up the next push), and with an NBD image its block digests per replica and its undo journal if a pull into it was killed (default $XDG_STATE_HOME/resync or ~/.local/state/resync)" })
           .option('digest-cache', { type: 'boolean', default: true, describe: "with an NBD image: keep the export's block digests after a verified push so that a --dirty-bitmap push verifies the whole image; --no-digest-cache: keep none" })
           .example('$0 push vm1.img dr:7873/vm1', 'bring volume vm1 on host dr up to date (secret: --secret-file or RESYNC_SECRET_FILE)')
           .example("$0 push -e 'ssh -p 2222' vm1.img root@dr:/srv/images/vm1.img", 'the same over ssh: resync serve --stdio runs on dr')
