@@ -317,11 +317,8 @@ function earlyPrepass(
   opts: ClientOptions,
   last: RememberedSpec | null,
 ): { seed: Uint8Array; seedHint: true; prepass: PrepassFn; prepassOwned: true; stop: () => Promise<void>; taken: () => RememberedSpec | null } {
-  const recalled = last && (!opts.blockSize || opts.blockSize === last.params.blockSize) ? last : null;
-  const seed = recalled ? recalled.params.seed : randomBytes(SEED_LEN);
-  const guess = recalled ? recalled.params : makeSignatureParams(img.size, seed, { blockSize: opts.blockSize || defaultBlockSize(img.size), strongLen: sessionStrongLen(img.size) });
-  const rb = regionBlocksFor(guess.blockSize);
-  const guessR = recalled ? recalled.regionBlocks : blockCountFor(img.size, guess.blockSize) >= 4 * rb ? rb : 0;
+  const { params: guess, regionBlocks: guessR } = guessSpec(img.size, opts, last);
+  const seed = guess.seed;
   let taken: RememberedSpec | null = null;
   // A turn of the event loop every piece (1 MiB): each step of the handshake is answered at once.
   const cancel = { cancelled: false, yieldEvery: 1 };
@@ -347,6 +344,20 @@ function earlyPrepass(
     // The spec the session hashed under (the server's), once it asked.
     taken: () => taken,
   };
+}
+
+/**
+ * The signature spec a push's server most likely takes for an image of
+ * `size` bytes: `last`, the one it took for the last push from here
+ * (io/spec-memo.ts), where `--block-size` does not say otherwise; else its
+ * default block size and hash length (or --block-size), two-level where the
+ * server makes it so, and a fresh seed.
+ */
+function guessSpec(size: number, opts: ClientOptions, last: RememberedSpec | null): RememberedSpec {
+  if (last && (!opts.blockSize || opts.blockSize === last.params.blockSize)) return last;
+  const params = makeSignatureParams(size, randomBytes(SEED_LEN), { blockSize: opts.blockSize || defaultBlockSize(size), strongLen: sessionStrongLen(size) });
+  const rb = regionBlocksFor(params.blockSize);
+  return { params, regionBlocks: blockCountFor(size, params.blockSize) >= 4 * rb ? rb : 0 };
 }
 
 /** Make the local image `imagePath` identical to the remote volume (failback). */
