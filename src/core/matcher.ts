@@ -34,6 +34,8 @@ import { SUB_SUM_LEN, SubSummer } from './subsum.js';
 import { StrongHasher } from './strong.js';
 
 const EMPTY = new Uint8Array(0);
+/** Windows hashed ahead at most along a run of matches (see windowDigest). */
+const AHEAD_WINDOWS = 16;
 
 /** Streaming delta generator over one signature. */
 export class DeltaMatcher extends ScanWindow {
@@ -42,6 +44,17 @@ export class DeltaMatcher extends ScanWindow {
   private readonly maxLiteral: number;
   /** Block expected at the window (the one after the last match), or -1. */
   private expected = 0;
+  /** Matches in a row, each of the block expected (a run of data copied from elsewhere, shifted or moved). */
+  private expRun = 0;
+  /**
+   * Digests of the windows ahead of a match in such a run, hashed together
+   * (windowDigest): aheadCount windows of a block each from absolute
+   * position aheadFrom on.
+   */
+  private readonly ahead = new Uint8Array(AHEAD_WINDOWS * 32);
+  private readonly aheadZero = new Uint8Array(AHEAD_WINDOWS);
+  private aheadFrom = -1;
+  private aheadCount = 0;
   /** end() is scanning: no more input will come, so never wait for it. */
   private final = false;
   /** Strong digest of the window at absolute `hashedAt` (-1: none): each aligned window is hashed once. */
@@ -227,7 +240,7 @@ export class DeltaMatcher extends ScanWindow {
         const own = this.ownDigest;
         if (al >= 0 || tryExp) {
           // Digests of our own aligned blocks may have been computed ahead: compare, do not hash.
-          const win = own && al >= 0 ? own(al) : this.windowDigest(buf, p);
+          const win = own && al >= 0 ? own(al) : this.windowDigest(buf, p, tryExp);
           const hit = al >= 0 && sig.strongEquals(al, win) ? al : tryExp && sig.strongEquals(exp, win) ? exp : -1;
           if (hit >= 0) {
             p = this.matched(p, hit, out);
@@ -372,11 +385,28 @@ export class DeltaMatcher extends ScanWindow {
    * steps ask (the aligned check, the look-ahead, a table lookup, a wait for
    * input); aligned ones are recorded for the image hash.
    */
-  private windowDigest(buf: Uint8Array, p: number): Uint8Array {
+  private windowDigest(buf: Uint8Array, p: number, inRun = false): Uint8Array {
     const abs = this.bufPos + p;
     if (this.hashedAt === abs) return this.hashedDigest;
-    const h = this.hasher.hash(buf, p, p + this.bs);
-    this.strongHashes++;
+    const bs = this.bs;
+    const j = (abs - this.aheadFrom) / bs;
+    let h: Uint8Array;
+    if (this.aheadFrom >= 0 && j >= 0 && j < this.aheadCount && Number.isInteger(j)) {
+      h = Buffer.from(this.ahead.subarray(j * 32, j * 32 + 32));
+    } else if (inRun && this.expRun >= 2 && buf.length - p >= 2 * bs) {
+      // Several matches of the expected block in a row: the windows that follow most likely match
+      // the blocks after it, and whole blocks hash faster together (strong.ts, hashBlocks). As many
+      // as the run is long so far (at most AHEAD_WINDOWS): a run that ends wastes fewer hashes than it had.
+      const n = Math.min(AHEAD_WINDOWS, this.expRun, Math.floor((buf.length - p) / bs));
+      this.hasher.hashBlocks(buf, p, bs, n, this.ahead, this.aheadZero);
+      this.aheadFrom = abs;
+      this.aheadCount = n;
+      this.strongHashes += n;
+      h = Buffer.from(this.ahead.subarray(0, 32));
+    } else {
+      h = this.hasher.hash(buf, p, p + bs);
+      this.strongHashes++;
+    }
     if (abs % this.bs === 0) this.aligned.push([abs / this.bs, h]);
     this.hashedAt = abs;
     this.hashedDigest = h;
@@ -473,12 +503,14 @@ export class DeltaMatcher extends ScanWindow {
       // shares.
       const len = (k + 1) * bs - abs;
       this.ops.copy(abs, len, out);
+      this.expRun = 0;
       this.expected = k + 1;
       this.lit = p + len;
       return p + len;
     }
     this.onGrid = abs % bs === 0 && i === abs / bs;
     this.ops.copy(i * bs, bs, out);
+    this.expRun = i === this.expected ? this.expRun + 1 : 0;
     this.expected = i + 1;
     const np = p + this.bs;
     this.lit = np;
