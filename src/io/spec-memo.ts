@@ -18,7 +18,7 @@
  * in its cache. One small JSON file per replica (host and port, or ssh host,
  * and volume), replaced whole by a rename.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdir, rename, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -83,7 +83,9 @@ export async function rememberSpec(path: string, spec: RememberedSpec): Promise<
     seed: Buffer.from(p.seed).toString('hex'),
   });
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-  const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`;
+  // One name: a write killed half way leaves nothing that the next one does not replace. Two at once
+  // may mix their bytes there, which at worst leaves a file that reads as none, or another seed: a hint.
+  const tmp = `${path}.tmp`;
   try {
     await writeFile(tmp, body, { mode: 0o600 });
     await rename(tmp, path);

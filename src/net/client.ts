@@ -255,18 +255,20 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
   const keepDigests = nbd && opts.stateDir != null && opts.digestCache !== false;
   // The spec this volume's server took for the last push from here: its signature cache's, most likely.
   const memo = !keepDigests && opts.stateDir != null ? specMemoPath(opts.stateDir, remoteName(opts)) : null;
-  const early = keepDigests ? null : earlyPrepass(img, opts, memo ? recallSpec(memo, img.size) : null);
+  // Kept once the server has said (written on libuv's threads while the pass runs, off the push's path);
+  // a hint, so a push that fails after that leaves it too.
+  let remembering: Promise<void> | null = null;
+  const early = keepDigests
+    ? null
+    : earlyPrepass(img, opts, memo ? recallSpec(memo, img.size) : null, (taken) => {
+        if (memo) remembering = rememberSpec(memo, taken).catch(() => undefined);
+      });
   try {
     trace('client: connecting');
     conn = await connectAuthenticated(opts);
     trace('client: authenticated');
     const digests = keepDigests ? await DigestCacheWriter.start(digestCachePath(opts.stateDir!, imagePath, remoteName(opts))) : null;
-    if (!digests) {
-      const r = await pushSession(conn, img, opts, t0, early ?? {});
-      const taken = early?.taken();
-      if (memo && taken) await rememberSpec(memo, taken).catch(() => undefined);
-      return r;
-    }
+    if (!digests) return await pushSession(conn, img, opts, t0, early ?? {});
     const pass: { spec?: SignatureParams; hash?: Uint8Array } = {};
     try {
       const r = await pushSession(conn, img, opts, t0, {
@@ -292,6 +294,7 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
   } finally {
     // A pass not taken (a session refused, another spec) stops before the image is closed under it.
     await early?.stop();
+    await remembering;
     await img.fh.close();
     await lock?.release();
   }
@@ -316,10 +319,11 @@ function earlyPrepass(
   img: ImageHandle,
   opts: ClientOptions,
   last: RememberedSpec | null,
-): { seed: Uint8Array; seedHint: true; prepass: PrepassFn; prepassOwned: true; stop: () => Promise<void>; taken: () => RememberedSpec | null } {
+  /** Told the spec the server took, as soon as its signature header says. */
+  onTaken: (spec: RememberedSpec) => void,
+): { seed: Uint8Array; seedHint: true; prepass: PrepassFn; prepassOwned: true; stop: () => Promise<void> } {
   const { params: guess, regionBlocks: guessR } = guessSpec(img.size, opts, last);
   const seed = guess.seed;
-  let taken: RememberedSpec | null = null;
   // A turn of the event loop every piece (1 MiB): each step of the handshake is answered at once.
   const cancel = { cancelled: false, yieldEvery: 1 };
   const pass = hashOwnImage(img, guess, guessR, null, opts.onProgress, undefined, cancel);
@@ -328,7 +332,7 @@ function earlyPrepass(
     seed,
     seedHint: true,
     prepass: (params, R) => {
-      taken = { params, regionBlocks: R };
+      onTaken({ params, regionBlocks: R });
       const same = params.blockSize === guess.blockSize && params.strongLen === guess.strongLen && params.strongAlg === guess.strongAlg && Buffer.from(params.seed).equals(seed) && R === guessR;
       if (same && !cancel.cancelled) return pass;
       trace('sender: early hash pass under another spec, cancelled');
@@ -341,8 +345,6 @@ function earlyPrepass(
       cancel.cancelled = true;
       await pass.catch(() => undefined);
     },
-    // The spec the session hashed under (the server's), once it asked.
-    taken: () => taken,
   };
 }
 
