@@ -240,7 +240,7 @@ export class DeltaMatcher extends ScanWindow {
         const own = this.ownDigest;
         if (al >= 0 || tryExp) {
           // Digests of our own aligned blocks may have been computed ahead: compare, do not hash.
-          const win = own && al >= 0 ? own(al) : this.windowDigest(buf, p, tryExp);
+          const win = own && al >= 0 ? own(al) : this.windowDigest(buf, p, tryExp || (al >= 0 && al === exp));
           const hit = al >= 0 && sig.strongEquals(al, win) ? al : tryExp && sig.strongEquals(exp, win) ? exp : -1;
           if (hit >= 0) {
             p = this.matched(p, hit, out);
