@@ -20,6 +20,24 @@ function reference(key: Uint8Array, data: Uint8Array): string {
   return Buffer.from(blake3(data, { key })).toString('hex');
 }
 
+/**
+ * Run `script` (which prints the lane width, then its digests, as JSON) with `key` in hex as its argument
+ * and `data` on its standard input, once per lane width: the width is chosen once per process (from the
+ * CPU, or RESYNC_BLAKE3_LANES). Every width the CPU runs must give `want`.
+ */
+function atEveryWidth(script: string, key: Uint8Array, data: Uint8Array, want: string[]): void {
+  const ran = new Set<number>();
+  for (const lanes of [4, 8, 16]) {
+    const r = spawnSync(process.execPath, ['-e', script, Buffer.from(key).toString('hex')], { input: data, env: { ...process.env, RESYNC_BLAKE3_LANES: String(lanes) }, encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const [got, ...digests] = JSON.parse(r.stdout) as [number, ...string[]];
+    expect(got).toBeLessThanOrEqual(lanes); // a width the CPU lacks falls back to a narrower one
+    ran.add(got);
+    expect(digests).toEqual(want);
+  }
+  expect(ran.has(4)).toBe(true);
+}
+
 describe('the native helper BLAKE3 (src/native/blake3.c)', () => {
   test('is built on Linux (else the slower @napi-rs binding hashes)', () => {
     if (process.platform !== 'linux') return;
@@ -67,16 +85,7 @@ describe('the native helper BLAKE3 (src/native/blake3.c)', () => {
       const data = require('node:fs').readFileSync(0); const out = [m.blake3Lanes()];
       for (const n of ${JSON.stringify(lengths)}) { m.blake3Keyed(io, data, 0, n); out.push(io.subarray(32).toString('hex')); }
       console.log(JSON.stringify(out));`;
-    const ran = new Set<number>();
-    for (const lanes of [4, 8, 16]) {
-      const r = spawnSync(process.execPath, ['-e', script, key.toString('hex')], { input: data, env: { ...process.env, RESYNC_BLAKE3_LANES: String(lanes) }, encoding: 'utf8' });
-      expect(r.status, r.stderr).toBe(0);
-      const [got, ...digests] = JSON.parse(r.stdout) as [number, ...string[]];
-      expect(got).toBeLessThanOrEqual(lanes); // a width the CPU lacks falls back to a narrower one
-      ran.add(got);
-      expect(digests).toEqual(want);
-    }
-    expect(ran.has(4)).toBe(true);
+    atEveryWidth(script, key, data, want);
   });
 
   test('checks its arguments: a range past the data, a short key buffer, a non-byte array', () => {
@@ -111,15 +120,7 @@ describe('the native helper BLAKE3 (src/native/blake3.c)', () => {
       for (const [bs, n] of ${JSON.stringify(shapes)}) { const o = Buffer.alloc(32 * n + 5, 0xaa); m.blake3KeyedBlocks(key, data, 7, bs, n, o, 5);
         if (o.subarray(0, 5).some((x) => x !== 0xaa)) throw new Error('wrote before outStart'); out.push(o.subarray(5).toString('hex')); }
       console.log(JSON.stringify(out));`;
-    const ran = new Set<number>();
-    for (const lanes of [4, 8, 16]) {
-      const r = spawnSync(process.execPath, ['-e', script, key.toString('hex')], { input: data, env: { ...process.env, RESYNC_BLAKE3_LANES: String(lanes) }, encoding: 'utf8' });
-      expect(r.status, r.stderr).toBe(0);
-      const [got, ...digests] = JSON.parse(r.stdout) as [number, ...string[]];
-      ran.add(got);
-      expect(digests).toEqual(want);
-    }
-    expect(ran.has(4)).toBe(true);
+    atEveryWidth(script, key, data, want);
   });
 
   test('blake3KeyedBlocks checks its arguments: blocks past the data, no room for the digests, a short key', () => {
