@@ -330,7 +330,6 @@ export async function patchFile(basisPath: string, deltaPath: string, outPath: s
   }
   const t0 = performance.now();
   const basis = await openImageOrNbd(basisPath, opts.stateDir);
-  trace('patch: basis opened');
   let out: ImageWriter | null = null;
   try {
     let patcher: StreamPatcher | null = null;
@@ -343,9 +342,7 @@ export async function patchFile(basisPath: string, deltaPath: string, outPath: s
         checkBasisSize(basis, header.basisSize);
         trace('patch: header read');
         out = await ImageWriter.createTemp(outPath, undefined, [], !opts.pageCache);
-        trace('patch: output made');
         patcher = new StreamPatcher(basis, out, header.targetSize, header);
-        trace('patch: patcher made');
       } else if (ev.kind === 'op') {
         await patcher!.apply(ev.op);
         opts.onProgress?.({ phase: 'patch', done: patcher!.position, total: header!.targetSize });

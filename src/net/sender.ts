@@ -113,8 +113,8 @@ export async function hashOwnImage(
         const e = Math.min(p + bs, c.length);
         // Whole blocks a batch at a time (the native BLAKE3 hashes them side by side); a short last one alone.
         const j = (p / bs) % HASH_BATCH;
-        if (j === 0 && e - p === bs) hasher.hashBlocks(c, p, bs, Math.min(HASH_BATCH, Math.floor((c.length - p) / bs)), batch, batchZero, hole);
         const batched = e - p === bs;
+        if (batched && j === 0) hasher.hashBlocks(c, p, bs, Math.min(HASH_BATCH, Math.floor((c.length - p) / bs)), batch, batchZero, hole);
         const zero = batched ? batchZero[j] === 1 : hole || isZeroRange(c, p, e);
         // Every consumer copies the digest (own, the image hash, the region digests, onDigest): no allocation per block.
         const full = batched ? batch.subarray(j * 32, j * 32 + 32) : hasher.hashTemp(c, p, e, zero);
