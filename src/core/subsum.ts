@@ -188,3 +188,39 @@ function nhJs(key: Uint32Array, buf: Uint8Array, start: number, size: number, ou
     for (let i = 0; i < 4; i++) out[o + 4 + i] = Math.floor(hi / 2 ** (8 * i)) & 0xff;
   }
 }
+
+/**
+ * Changed runs this long or shorter (in bytes of blocks) have sub-block sums
+ * asked for every block, not only at their ends: a few pages written in each
+ * of several neighbouring blocks (a database's updated pages, a file system's
+ * metadata and the files beside it) leave whole blocks in between changed
+ * where most of their pages are not. Longer runs are mostly new or shifted
+ * data, whose pages are not where they were.
+ */
+export const SUB_RUN_BYTES = 2 * 1024 * 1024;
+
+/**
+ * Which blocks the sender asks the receiver's sub-block sums for: blocks
+ * that changed where they stand (`changed`, false for short or missing
+ * blocks) and are next to a block that did not (`same`), and every block of a
+ * changed run of at most `maxRun` blocks that touches such a block at either
+ * end. Asked in increasing order mostly, so each run is measured once.
+ */
+export function subSumWanted(changed: (i: number) => boolean, same: (i: number) => boolean, maxRun: number): (i: number) => boolean {
+  // The run last measured: [start, end], and whether its interior is asked for.
+  let start = 0;
+  let end = -1;
+  let interior = false;
+  return (i) => {
+    if (!changed(i)) return false;
+    if (same(i - 1) || same(i + 1)) return true;
+    if (i < start || i > end) {
+      start = i;
+      while (start > 0 && changed(start - 1)) start--;
+      end = i;
+      while (changed(end + 1)) end++;
+      interior = end - start + 1 <= maxRun && (same(start - 1) || same(end + 1));
+    }
+    return interior;
+  };
+}

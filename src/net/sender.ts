@@ -8,6 +8,7 @@ import { SyncError } from '../core/errors.js';
 import { DeltaMatcher } from '../core/matcher.js';
 import type { DeltaOp, DeltaStats } from '../core/ops.js';
 import { Signature, subBlockSize, type SignatureParams } from '../core/signature.js';
+import { SUB_RUN_BYTES, subSumWanted } from '../core/subsum.js';
 import { FULL_DIGEST_LEN, HASH_BATCH, StrongHasher, isZeroRange } from '../core/strong.js';
 import { weakSum } from '../core/rolling.js';
 import { MAX_REGION_BLOCKS, REGION_HASH_LEN } from '../../protocol/constants.js';
@@ -276,8 +277,9 @@ function inPlaceTest(rs: ReceivedSignature): (i: number) => boolean {
 
 /**
  * The sub-block sums to ask `conn` for, or null when the peer does not answer
- * SubNeed: blocks changed where they stand while a neighbour did not (small
- * writes), asked for ahead of the scan.
+ * SubNeed: blocks changed where they stand next to one that did not, and the
+ * whole of short changed runs (small writes: core/subsum.ts, subSumWanted),
+ * asked for ahead of the scan.
  */
 export function subSumsFor(conn: Connection, rs: ReceivedSignature, img: ImageHandle, subSums: boolean): SubSumsAhead | null {
   const sig = rs.sig;
@@ -286,7 +288,9 @@ export function subSumsFor(conn: Connection, rs: ReceivedSignature, img: ImageHa
   if (subSize <= 0) return null;
   const inPlace = inPlaceTest(rs);
   const whole = (i: number): boolean => i >= 0 && i < sig.blockCount && sig.blockLength(i) === bs && (i + 1) * bs <= img.size;
-  return new SubSumsAhead(conn, sig.params, subSize, (i) => whole(i) && !inPlace(i) && ((whole(i + 1) && inPlace(i + 1)) || (whole(i - 1) && inPlace(i - 1))));
+  const maxRun = Math.max(1, Math.floor(SUB_RUN_BYTES / bs));
+  const wanted = subSumWanted((i) => whole(i) && !inPlace(i), (i) => whole(i) && inPlace(i), maxRun);
+  return new SubSumsAhead(conn, sig.params, subSize, wanted);
 }
 
 /** Where a scan starts and what it uses besides the signature. */

@@ -4,7 +4,8 @@
  * After the signature, the delta sender knows which of its aligned blocks
  * differ from the receiver's block at the same offset. A block that changed
  * while its neighbour did not is most likely a small write (a 4 KiB page in a
- * 32 KiB block). For those the sender asks for sums of the receiver's
+ * 32 KiB block), and so is each block of a short changed run between
+ * unchanged ones (core/subsum.ts, subSumWanted). For those the sender asks for sums of the receiver's
  * sub-blocks, a little ahead of its scan, and the matcher sends only the
  * sub-blocks that differ (see DeltaMatcher.useSubSums). A shifted or
  * rewritten region has no such blocks, so it costs nothing.

@@ -99,6 +99,22 @@ describe('sub-block sums', () => {
     expect(r.bytesSent).toBeLessThan(40 * PAGE + 64 * 1024);
   });
 
+  test('push: a page written in each of several neighbouring blocks sends those pages, not the blocks between', async () => {
+    const basis = generateImage(SIZE, 8);
+    const target = Buffer.from(basis);
+    // Ten runs of five changed blocks in a row (one page each), every run between blocks in place:
+    // the blocks inside a run have no neighbour in place, yet most of their pages are.
+    for (let run = 0; run < 10; run++) {
+      for (let k = 0; k < 5; k++) randomBytes(PAGE).copy(target, (run * 40 + 3 + k) * BS + ((run + k) % 8) * PAGE);
+    }
+    await writeFile(join(dir, 'vol.img'), basis);
+    await writeFile(join(dir, 'src.img'), target);
+    const r = await push(join(dir, 'src.img'), { host: '127.0.0.1', port: srv.port, secret: srv.secret, volume: 'v', blockSize: BS });
+    expect((await readFile(join(dir, 'vol.img'))).equals(target)).toBe(true);
+    // The 50 pages, where only the runs' ends would give 20 pages and 30 whole blocks.
+    expect(r.literalBytes).toBeLessThanOrEqual(50 * PAGE);
+  });
+
   test('pull: the server, sending the delta, asks the client for sub-block sums', async () => {
     const basis = generateImage(SIZE, 4);
     const remote = smallWrites(basis, 25, 9);
