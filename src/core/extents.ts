@@ -6,6 +6,14 @@
  * 24 bytes per extent.
  */
 
+/**
+ * Where the old contents of a range that was all zeros are saved: nowhere
+ * (the journal records its length only). Any offset into it is still this
+ * value (-Infinity + k), so ranges cut from it, and neighbouring zero ranges
+ * coalesced with it, keep saying so; Journal.readSaved gives zeros for it.
+ */
+export const SAVED_ZEROS = Number.NEGATIVE_INFINITY;
+
 /** A piece of a read: from the saved old data (journal) or from the image itself. */
 export interface ReadSegment {
   from: 'image' | 'saved';

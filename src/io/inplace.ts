@@ -11,7 +11,7 @@
  * an unchanged image costs reads only.
  */
 import { writeSync } from 'node:fs';
-import { ExtentMap } from '../core/extents.js';
+import { ExtentMap, SAVED_ZEROS } from '../core/extents.js';
 import { SyncError, VerifyError } from '../core/errors.js';
 import { IO_CHUNK } from '../core/limits.js';
 import type { DeltaOp } from '../core/ops.js';
@@ -52,7 +52,7 @@ const COPY_PIECE = 1024 * 1024;
 export interface InPlaceStats {
   /** Bytes actually written to the image. */
   bytesWritten: number;
-  /** Bytes saved to the journal. */
+  /** Old bytes saved to the journal (ranges that were all zeros are recorded by their length, and not counted). */
   bytesJournaled: number;
   /** Bytes read back from the journal for copies whose source was overwritten. */
   bytesFromJournal: number;
@@ -669,11 +669,10 @@ export class InPlacePatcher {
         if (n > 0) undos.push({ offset: w.dst, old });
       }
       if (undos.length > 0) {
-        const saved = await this.journal.saveUndos(undos);
-        undos.forEach((u, k) => {
-          this.extents.add(u.offset, u.old.length, saved[k]!);
-          this.io.bytesJournaled += u.old.length;
-        });
+        for (const piece of await this.journal.saveUndos(undos)) {
+          this.extents.add(piece.offset, piece.length, piece.at);
+          if (piece.at !== SAVED_ZEROS) this.io.bytesJournaled += piece.length;
+        }
       }
     }
     if (writes.length === 0) {

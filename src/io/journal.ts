@@ -14,7 +14,7 @@
  * generation's size, gives back the image from before the first session; the
  * first Meta's `originalHash` proves it.
  *
- * Layout: preamble "RSJN" v1 (8 bytes), then records of a 24-byte header
+ * Layout: preamble "RSJN" v2 (8 bytes; v1 has no UndoZero records), then records of a 24-byte header
  *   u8 type, 3 zero bytes, u32 BE data length, u32 BE offset-high, u32 BE
  *   offset-low, u32 BE CRC-32 of (header bytes 0..16 + data), u32 zero
  * followed by the data. A torn or corrupt record ends the journal: it was
@@ -24,6 +24,8 @@ import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
 import { dirname } from 'node:path';
 import { SyncError } from '../core/errors.js';
+import { SAVED_ZEROS } from '../core/extents.js';
+import { isZeroRange } from '../core/strong.js';
 import { nativeHelper } from '../core/native.js';
 import { encodePreamble, checkPreamble } from '../format/preamble.js';
 import { PREAMBLE_LEN } from '../../protocol/constants.js';
@@ -34,8 +36,9 @@ export { journalPathFor } from './journal-path.js';
 
 /** Journal magic: "RSJN". */
 export const JOURNAL_MAGIC = 0x52534a4e;
-/** Journal format version. */
-export const JOURNAL_VERSION = 1;
+/** Journal format version written: 2 adds UndoZero records. Both are read. */
+export const JOURNAL_VERSION = 2;
+const READ_VERSIONS = [1, 2] as const;
 const HDR = 24;
 /**
  * Journal bytes left in the page cache behind its end once they are on
@@ -61,6 +64,23 @@ const enum Rec {
   Undo = 2,
   Checkpoint = 3,
   Commit = 4,
+  /**
+   * The old bytes of a range were all zeros: the data is only the range's
+   * length (u32 BE). Writes into space a guest never used (a thin image's
+   * holes, a file system's free blocks) are most of some syncs' writes, and
+   * journaling their zeros doubled what such a patch wrote to the disk.
+   */
+  UndoZero = 5,
+}
+
+/** Largest range one UndoZero record covers (its length is a u32). */
+const MAX_ZERO_RANGE = 0xffff_ffff;
+
+/** Where a piece of old bytes was saved: a position in the journal, or SAVED_ZEROS. */
+export interface SavedPiece {
+  offset: number;
+  length: number;
+  at: number;
 }
 
 /** How an image hash in the journal was computed (see core/imagehash.ts). */
@@ -91,7 +111,7 @@ export interface JournalMeta {
 export interface UndoRecord {
   offset: number;
   length: number;
-  /** Position of the saved bytes in the journal file. */
+  /** Position of the saved bytes in the journal file; SAVED_ZEROS when they were all zeros (an UndoZero record). */
   dataAt: number;
 }
 
@@ -136,6 +156,8 @@ export class Journal {
     private readonly fh: FileHandle,
     readonly path: string,
     private size: number,
+    /** The file is version 2: zero ranges go as UndoZero records (a v1 journal, continued, keeps to v1's records). */
+    private readonly zeroRecords: boolean,
   ) {}
 
   /** Create a new journal (refuses if one exists: it may hold the only copy of old data). */
@@ -149,7 +171,7 @@ export class Journal {
       }
       throw ioError(e, 'create journal', path);
     }
-    const j = new Journal(fh, path, 0);
+    const j = new Journal(fh, path, 0, true);
     await j.append(encodePreamble(JOURNAL_MAGIC, JOURNAL_VERSION));
     await j.record(Rec.Meta, 0, Buffer.from(JSON.stringify(meta)));
     await j.sync();
@@ -178,9 +200,12 @@ export class Journal {
   static async reopen(path: string, truncateTo: number): Promise<Journal> {
     try {
       const fh = await open(path, 'r+');
+      const head = Buffer.alloc(PREAMBLE_LEN);
+      const { bytesRead } = await fh.read(head, 0, PREAMBLE_LEN, 0);
+      const version = bytesRead === PREAMBLE_LEN ? head.readUInt16BE(4) : 1;
       await fh.truncate(truncateTo);
       await fh.sync();
-      return new Journal(fh, path, truncateTo);
+      return new Journal(fh, path, truncateTo, version >= 2);
     } catch (e) {
       throw ioError(e, 'reopen journal', path);
     }
@@ -190,7 +215,7 @@ export class Journal {
   static async openRead(path: string): Promise<Journal> {
     try {
       const fh = await open(path, 'r');
-      return new Journal(fh, path, (await fh.stat()).size);
+      return new Journal(fh, path, (await fh.stat()).size, false);
     } catch (e) {
       throw ioError(e, 'open journal', path);
     }
@@ -198,26 +223,59 @@ export class Journal {
 
   /** Save old bytes of the image at `offset`; returns where they landed in the journal. */
   async saveUndo(offset: number, old: Uint8Array): Promise<number> {
-    return (await this.saveUndos([{ offset, old }]))[0]!;
+    return (await this.saveUndos([{ offset, old }], false))[0]!.at;
   }
 
   /**
    * Save the old bytes of several ranges with one write; returns where each
-   * landed in the journal (same order). Records are the same as saveUndo's.
+   * piece landed in the journal, in order. With `zeros` (and a v2 journal),
+   * the whole pages of a range that are all zeros go as UndoZero records, at
+   * SAVED_ZEROS, and the rest as Undo records (saveUndo's); a range may then
+   * be several pieces.
    */
-  async saveUndos(list: { offset: number; old: Uint8Array }[]): Promise<number[]> {
+  async saveUndos(list: { offset: number; old: Uint8Array }[], zeros = true): Promise<SavedPiece[]> {
     const parts: Uint8Array[] = [];
-    const at: number[] = [];
+    const pieces: SavedPiece[] = [];
     let pos = this.size;
+    const data = (offset: number, old: Uint8Array): void => {
+      parts.push(header(Rec.Undo, offset, old), old);
+      pieces.push({ offset, length: old.length, at: pos + HDR });
+      pos += HDR + old.length;
+    };
+    const zero = (offset: number, length: number): void => {
+      const len = Buffer.alloc(4);
+      len.writeUInt32BE(length, 0);
+      parts.push(header(Rec.UndoZero, offset, len), len);
+      pieces.push({ offset, length, at: SAVED_ZEROS });
+      pos += HDR + 4;
+    };
     for (const u of list) {
-      parts.push(header(Rec.Undo, u.offset, u.old), u.old);
-      at.push(pos + HDR);
-      pos += HDR + u.old.length;
+      const old = u.old;
+      if (!zeros || !this.zeroRecords || old.length < PAGE) {
+        if (old.length > 0) data(u.offset, old);
+        continue;
+      }
+      // Runs of whole zero pages (by the image's page grid) apart, the bytes between them as data.
+      let from = 0;
+      let k = 0;
+      while (k < old.length) {
+        const pageEnd = Math.min(old.length, (Math.floor((u.offset + k) / PAGE) + 1) * PAGE - u.offset);
+        if (pageEnd - k < PAGE || !isZeroRange(old, k, pageEnd)) {
+          k = pageEnd;
+          continue;
+        }
+        let z = pageEnd;
+        while (z + PAGE <= old.length && z - k < MAX_ZERO_RANGE - PAGE && isZeroRange(old, z, z + PAGE)) z += PAGE;
+        if (k > from) data(u.offset + from, old.subarray(from, k));
+        zero(u.offset + k, z - k);
+        from = k = z;
+      }
+      if (from < old.length) data(u.offset + from, old.subarray(from));
     }
     // Gathered, not concatenated: a batch's undo data is up to 8 MiB, and a
     // joined copy of it doubled the receiver's peak memory for nothing.
     await this.appendAll(parts, pos - this.size);
-    return at;
+    return pieces;
   }
 
   /** Mark the output prefix [0, position) as durable in the image. */
@@ -231,9 +289,10 @@ export class Journal {
     await this.sync();
   }
 
-  /** Read saved bytes back. */
+  /** Read saved bytes back (zeros for SAVED_ZEROS: a range saved as an UndoZero record, or part of one). */
   async readSaved(at: number, length: number, into?: Buffer): Promise<Buffer> {
     const b = into && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
+    if (at === SAVED_ZEROS) return b.fill(0);
     let off = 0;
     while (off < length) {
       const { bytesRead } = await this.fh.read(b, off, length - off, at + off);
@@ -388,7 +447,7 @@ export async function readJournal(path: string): Promise<JournalState | null> {
       }
       throw new JournalError(`${path} is not a resync journal`);
     }
-    checkPreamble(head, JOURNAL_MAGIC, JOURNAL_VERSION, 'journal');
+    const version = checkPreamble(head, JOURNAL_MAGIC, READ_VERSIONS, 'journal');
     let p = PREAMBLE_LEN;
     while (p + HDR <= size) {
       const h = await read(p, HDR, hdr);
@@ -398,13 +457,14 @@ export async function readJournal(path: string): Promise<JournalState | null> {
       if (p + HDR + len > size) break;
       // The header is small; a longer one is a corrupt length, not a header.
       if (type === Rec.Meta && len > MAX_META) break;
+      if (type === Rec.UndoZero && (len !== 4 || version < 2)) break;
       let crc = crc32(h.subarray(0, 16));
       let small: Buffer | null = null;
       for (let done = 0; done < len; ) {
         const chunk = await read(p + HDR + done, Math.min(CRC_CHUNK, len - done));
         if (chunk.length === 0) break;
         crc = crc32(chunk, crc);
-        if (type === Rec.Meta || type === Rec.Commit) small = Buffer.from(chunk);
+        if (type === Rec.Meta || type === Rec.Commit || type === Rec.UndoZero) small = Buffer.from(chunk);
         done += chunk.length;
       }
       if (crc !== h.readUInt32BE(16)) break;
@@ -420,6 +480,11 @@ export async function readJournal(path: string): Promise<JournalState | null> {
         committedHash = null;
       } else if (type === Rec.Undo) {
         const u = { offset, length: len, dataAt: p + HDR };
+        undos.push(u);
+        genUndos.push(u);
+        tail.push(u);
+      } else if (type === Rec.UndoZero) {
+        const u = { offset, length: small!.readUInt32BE(0), dataAt: SAVED_ZEROS };
         undos.push(u);
         genUndos.push(u);
         tail.push(u);

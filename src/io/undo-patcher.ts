@@ -172,7 +172,7 @@ export class UndoPatcher {
   private async put(dst: number, data: Uint8Array): Promise<void> {
     const old = await this.io.read(dst, data.length);
     if (old.equals(data)) return;
-    this.saved.add(dst, data.length, await this.journal.saveUndo(dst, old));
+    for (const piece of await this.journal.saveUndos([{ offset: dst, old }])) this.saved.add(piece.offset, piece.length, piece.at);
     const zero = isZeroRange(data, 0, data.length);
     if (!this.durable) {
       await this.writeOne(dst, data.length, zero ? null : data);

@@ -9,7 +9,9 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
-import { Journal, readJournal } from '../../src/io/journal.js';
+import { Journal, JOURNAL_MAGIC, readJournal } from '../../src/io/journal.js';
+import { SAVED_ZEROS } from '../../src/core/extents.js';
+import { encodePreamble } from '../../src/format/preamble.js';
 import { rollbackAll } from '../../src/io/inplace.js';
 import { openImage } from '../../src/io/image.js';
 
@@ -97,5 +99,76 @@ describe('readJournal', () => {
       spy.mockRestore();
     }
     expect((await readFile(image)).equals(original)).toBe(true);
+  });
+
+  test('pages of zeros are saved by their length only, read back as zeros and undone', async () => {
+    const MiB = 1 << 20;
+    // Data, 5 zero pages, data, a zero tail that is not a whole page: one range, written over.
+    const original = Buffer.concat([randomBytes(5000), Buffer.alloc(6 * 4096), randomBytes(3000), Buffer.alloc(2000)]);
+    const image = join(dir, 'zeros.img');
+    const before = Buffer.concat([original, randomBytes(MiB)]);
+    await writeFile(image, before);
+    const path = join(dir, 'zeros.journal');
+    const j = await Journal.create(path, { id: 'z', originalSize: original.length + MiB, targetSize: original.length + MiB });
+    const pieces = await j.saveUndos([{ offset: 0, old: original }]);
+    await j.close();
+    // 5000 bytes, then the zero pages on the image's page grid (from 8192), then the rest as data.
+    expect(pieces.map((p) => [p.offset, p.length, p.at === SAVED_ZEROS])).toEqual([
+      [0, 8192, false],
+      [8192, 5 * 4096, true],
+      [8192 + 5 * 4096, original.length - 8192 - 5 * 4096, false],
+    ]);
+    // The zero pages cost a record header and a length, not 20 KiB.
+    expect((await stat(path)).size).toBeLessThan(original.length - 5 * 4096 + 1024);
+    const st = (await readJournal(path))!;
+    expect(st.undos.map((u) => [u.offset, u.length, u.dataAt === SAVED_ZEROS])).toEqual(pieces.map((p) => [p.offset, p.length, p.at === SAVED_ZEROS]));
+    const r = await Journal.openRead(path);
+    expect((await r.readSaved(SAVED_ZEROS + 100, 4096)).equals(Buffer.alloc(4096))).toBe(true);
+    await r.close();
+    const fh = await open(image, 'r+');
+    await fh.write(randomBytes(original.length), 0, original.length, 0);
+    await fh.close();
+    const img = await openImage(image, 'r+');
+    try {
+      await rollbackAll(img, path, st);
+    } finally {
+      await img.fh.close();
+    }
+    expect((await readFile(image)).equals(before)).toBe(true);
+  });
+
+  test('a journal of the first version is read, and continued without zero records', async () => {
+    const path = join(dir, 'v1.journal');
+    const j = await Journal.create(path, { id: 'v1', originalSize: 1 << 20, targetSize: 1 << 20 });
+    await j.saveUndo(0, randomBytes(4096));
+    const end = (await stat(path)).size;
+    await j.close();
+    const fh = await open(path, 'r+');
+    await fh.write(encodePreamble(JOURNAL_MAGIC, 1), 0, 8, 0);
+    await fh.close();
+    expect((await readJournal(path))!.undos).toHaveLength(1);
+    const k = await Journal.reopen(path, end);
+    const pieces = await k.saveUndos([{ offset: 8192, old: Buffer.alloc(8192) }]);
+    await k.close();
+    expect(pieces).toEqual([{ offset: 8192, length: 8192, at: end + 24 }]);
+    const st = (await readJournal(path))!;
+    expect(st.undos.map((u) => [u.offset, u.length])).toEqual([
+      [0, 4096],
+      [8192, 8192],
+    ]);
+  });
+
+  test('a zero record in a journal of the first version ends it, as a corrupt record does', async () => {
+    const path = join(dir, 'v1z.journal');
+    const j = await Journal.create(path, { id: 'v1z', originalSize: 1 << 20, targetSize: 1 << 20 });
+    await j.saveUndo(0, randomBytes(4096));
+    await j.saveUndos([{ offset: 8192, old: Buffer.alloc(8192) }]);
+    await j.saveUndo(65536, randomBytes(4096));
+    await j.close();
+    expect((await readJournal(path))!.undos).toHaveLength(3);
+    const fh = await open(path, 'r+');
+    await fh.write(encodePreamble(JOURNAL_MAGIC, 1), 0, 8, 0);
+    await fh.close();
+    expect((await readJournal(path))!.undos.map((u) => u.offset)).toEqual([0]);
   });
 });

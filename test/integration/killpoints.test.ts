@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { cliMain, formatReport, runKillPoints } from '../../bench/killpoints.js';
 import { generateImage, randomBytes as workloadBytes } from '../../src/testing/workload.js';
+import { SAVED_ZEROS } from '../../src/core/extents.js';
 import { deltaFile, patchFile, recoverImage, signatureFile } from '../../src/api/files.js';
 import { releaseAllImageLocks } from '../../src/io/lock.js';
 import { JOURNAL_MAGIC, JOURNAL_VERSION, journalPathFor, readJournal } from '../../src/io/journal.js';
@@ -220,21 +221,47 @@ async function untilDeath(p: Promise<unknown>, died: Promise<void>): Promise<'fi
 }
 
 describe('a crash at every write, sync and truncate of an in-place patch (in-process)', () => {
-  test('each crash point resumes to the new image and rolls back to the original', async () => {
-    const d = join(dir, 'crash');
+  const K = 256 * 1024;
+  const shapes: { name: string; make: () => { basis: Buffer; target: Buffer } }[] = [
+    {
+      // Moves in both directions, an insertion, a deletion and new data: copies read overwritten ranges.
+      name: 'moves',
+      make: () => {
+        const basis = generateImage(3 * MiB, 51);
+        const target = Buffer.concat([
+          basis.subarray(11 * K, 12 * K),
+          basis.subarray(0, 100 * 1024),
+          workloadBytes(51, 1000),
+          basis.subarray(100 * 1024, 6 * K),
+          basis.subarray(6 * K + 5000, 10 * K),
+          workloadBytes(52, 50_000),
+          basis.subarray(10 * K + 50_000, 11 * K),
+        ]);
+        return { basis, target };
+      },
+    },
+    {
+      // Data written over zeros (saved as UndoZero records), and zeros a later copy reads back after they were
+      // overwritten: the journal must give them back as zeros, to the copy and to the rollback.
+      name: 'writes over zeros',
+      make: () => {
+        const basis = Buffer.concat([workloadBytes(53, 2 * K), Buffer.alloc(3 * K), workloadBytes(54, 3 * K), Buffer.alloc(K / 2), workloadBytes(55, K)]);
+        const target = Buffer.concat([
+          workloadBytes(56, 2 * K + 3000),
+          basis.subarray(2 * K, 3 * K), // zeros, shifted by 3000 bytes over data and zeros
+          workloadBytes(57, 5 * K - 3000),
+          basis.subarray(2 * K, 2 * K + 100_000), // zeros again, read after their range was overwritten
+          basis.subarray(5 * K, 6 * K),
+          workloadBytes(58, K / 2 - 100_000),
+        ]);
+        return { basis, target };
+      },
+    },
+  ];
+  test.each(shapes)('each crash point resumes to the new image and rolls back to the original ($name)', async ({ name, make }) => {
+    const d = join(dir, `crash-${name.replace(/\W+/g, '-')}`);
     await mkdir(d);
-    // Moves in both directions, an insertion, a deletion and new data: copies read overwritten ranges.
-    const K = 256 * 1024;
-    const basis = generateImage(3 * MiB, 51);
-    const target = Buffer.concat([
-      basis.subarray(11 * K, 12 * K),
-      basis.subarray(0, 100 * 1024),
-      workloadBytes(51, 1000),
-      basis.subarray(100 * 1024, 6 * K),
-      basis.subarray(6 * K + 5000, 10 * K),
-      workloadBytes(52, 50_000),
-      basis.subarray(10 * K + 50_000, 11 * K),
-    ]);
+    const { basis, target } = make();
     const paths = { basis: join(d, 'basis.img'), next: join(d, 'new.img'), sig: join(d, 'sig'), delta: join(d, 'delta'), a: join(d, 'a.img'), b: join(d, 'b.img') };
     await writeFile(paths.basis, basis);
     await writeFile(paths.next, target);
@@ -242,7 +269,7 @@ describe('a crash at every write, sync and truncate of an in-place patch (in-pro
     await deltaFile(paths.sig, paths.next, paths.delta);
 
     const sw = await CrashSwitch.install(join(d, 'scratch'));
-    const landed = { journal: 0, untouched: 0, complete: 0, rolledBack: 0, completedByRecover: 0 };
+    const landed = { journal: 0, untouched: 0, complete: 0, rolledBack: 0, completedByRecover: 0, zeroRecords: 0 };
     let points = 0;
     try {
       sw.record();
@@ -265,7 +292,9 @@ describe('a crash at every write, sync and truncate of an in-place patch (in-pro
         // The same wreck twice: one copy is resumed, the other rolled back.
         await rm(journalPathFor(paths.b), { force: true });
         await copyFile(paths.a, paths.b);
-        const hasJournal = (await readJournal(journalPathFor(paths.a))) !== null;
+        const wreck = await readJournal(journalPathFor(paths.a));
+        const hasJournal = wreck !== null;
+        if (wreck?.undos.some((u) => u.dataAt === SAVED_ZEROS)) landed.zeroRecords++;
         if (hasJournal) await copyFile(journalPathFor(paths.a), journalPathFor(paths.b));
         const img = await readFile(paths.a);
         if (hasJournal) landed.journal++;
@@ -295,6 +324,7 @@ describe('a crash at every write, sync and truncate of an in-place patch (in-pro
     expect(points).toBeGreaterThan(8);
     expect(landed.journal).toBeGreaterThan(0);
     expect(landed.rolledBack).toBeGreaterThan(0);
+    if (name === 'writes over zeros') expect(landed.zeroRecords).toBeGreaterThan(0);
   });
 
   // Regression (fixed: checkpoints now mark only what is written; recovery undoes the records after the last checkpoint) (src/io/inplace.ts): a

@@ -562,7 +562,8 @@ describe.skipIf(noTmpfs !== null)(`a full disk (tmpfs)${noTmpfs ? ` - skipped: $
 
   test('in place, the journal fills the disk: ERR_NO_SPACE, then rollback gives back the original', async () => {
     const m = await fresh();
-    const basis = generateImage(5 * U, 31);
+    // No zeros in the basis: every old byte is journaled as data (zero pages would take a few bytes each).
+    const basis = workloadBytes(30, 5 * U);
     const target = workloadBytes(31, 5 * U);
     const delta = await deltaFor('journal-full', basis, target);
     await writeFile(join(m, 'img'), basis);
@@ -575,6 +576,24 @@ describe.skipIf(noTmpfs !== null)(`a full disk (tmpfs)${noTmpfs ? ` - skipped: $
     expect(await recoverImage(join(m, 'img'))).toBe('rolled-back');
     expect(await sha(join(m, 'img'))).toBe(shaOf(basis));
     expect(await readdir(m)).toEqual(['img']);
+  });
+
+  test('in place over a sparse basis (zero pages journaled by length): ERR_NO_SPACE, then rollback gives back the original', async () => {
+    const m = await fresh();
+    // Half of the basis is zero pages, holes in the file: the journal stays small, and the image's own
+    // writes into its holes run out of space first.
+    const basis = generateImage(5 * U, 31);
+    const target = workloadBytes(31, 5 * U);
+    const delta = await deltaFor('holes-full', basis, target);
+    await writeFile(join(m, 'img'), basis);
+    await writeFile(join(m, 'filler'), Buffer.alloc(U, 1));
+    const err = await rejection(patchFile(join(m, 'img'), delta, join(m, 'img'), { inPlace: true }));
+    expect(err.code).toBe('ERR_NO_SPACE');
+    expect(await readdir(m)).toEqual(['filler', 'img', 'img.resync-journal']);
+    remount(m, '16m');
+    expect(await recoverImage(join(m, 'img'))).toBe('rolled-back');
+    expect(await sha(join(m, 'img'))).toBe(shaOf(basis));
+    expect(await readdir(m)).toEqual(['filler', 'img']);
   });
 
   // Regression (fixed: a failed flush writes no checkpoint) (src/io/inplace.ts, InPlacePatcher.flush and suspend): flush() emptied

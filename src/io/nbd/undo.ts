@@ -24,6 +24,9 @@ import { killPoint } from '../trace.js';
 import { openNbdImage, type NbdImage } from './image.js';
 import { exportLockPaths, findUnsettledJournal, nbdIdentity, nbdJournalPath, refuseUnsettledExport } from './journal-path.js';
 
+/** Bytes of a saved range written back at a time. */
+const RESTORE_PIECE = 4 * 1024 * 1024;
+
 export { nbdIdentity, nbdJournalPath, refuseUnsettledExport };
 
 /** What settling an export's journal did. */
@@ -57,7 +60,11 @@ export async function settleNbdJournal(img: NbdImage, path: string): Promise<{ o
   try {
     for (let i = st.undos.length - 1; i >= 0; i--) {
       const u = st.undos[i]!;
-      await img.nbd.write(u.offset, await j.readSaved(u.dataAt, u.length));
+      // A piece at a time: an UndoZero record may stand for a long range of zeros.
+      for (let k = 0; k < u.length; k += RESTORE_PIECE) {
+        const n = Math.min(RESTORE_PIECE, u.length - k);
+        await img.nbd.write(u.offset + k, await j.readSaved(u.dataAt + k, n));
+      }
       bytes += u.length;
     }
   } finally {
