@@ -1,6 +1,7 @@
 /**
  * Adler-32 block-sum speed: the `adler-32` package (adler32Reference), the
- * unrolled JS (adler32) and the SIMD WebAssembly (adler32Wasm), each summing
+ * unrolled JS (adler32Js), the SIMD WebAssembly (adler32Wasm) and the native
+ * sum (src/native/roll.c, AVX-512 or AVX2, which adler32 uses), each summing
  * 64 MiB of random bytes block by block, the way signature generation does.
  *
  *   npm run build && node dist/bench/adler-speed.js [--mib 64] [--reps 3] [--blocks 4096,32768,131072]
@@ -8,13 +9,14 @@
  * Prints MB/s (10^6 bytes per second) by wall time and by user CPU time
  * (process.cpuUsage), each the best of the repetitions after one warm-up
  * pass; a repetition sums the data as many times as takes 0.4 s or more. On a busy machine the CPU figure is the steadier one: wall time also
- * counts the time the process waited for a core. Exits non-zero if the three
+ * counts the time the process waited for a core. Exits non-zero if they
  * disagree on any block.
  */
 import { randomFillSync } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { adler32Wasm, wasmAvailable } from '../src/core/adler-wasm.js';
-import { adler32 } from '../src/core/rolling.js';
+import { nativeHelper } from '../src/core/native.js';
+import { adler32Js } from '../src/core/rolling.js';
 import { adler32Reference } from './adler-reference.js';
 
 type Sum = (buf: Uint8Array, start: number, end: number) => number;
@@ -80,10 +82,13 @@ function main(): number {
   const data = randomFillSync(new Uint8Array(Math.round(mib * 1024 * 1024)));
   const impls: [string, Sum][] = [
     ['adler-32 package', adler32Reference],
-    ['adler32 (JS)', adler32],
+    ['adler32Js', adler32Js],
   ];
   if (wasmAvailable()) impls.push(['adler32Wasm (SIMD)', adler32Wasm]);
   else console.log('WebAssembly SIMD is not available here: adler32Wasm skipped');
+  const native = nativeHelper();
+  if (native?.adler32) impls.push([`native (${native.adlerStep?.() ?? '?'} B a step)`, native.adler32]);
+  else console.log('the native helper is not built: its adler32 skipped');
 
   console.log(`Adler-32 over ${mib} MiB of random bytes; MB/s = 10^6 bytes/s, best of ${reps} after a warm-up`);
   console.log(`${'block'.padEnd(8)} ${'implementation'.padEnd(20)} ${'wall MB/s'.padStart(10)} ${'CPU MB/s'.padStart(10)}`);

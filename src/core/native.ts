@@ -21,6 +21,10 @@ export interface NativeHelper {
   rollNew?(filter: Int32Array, head: Int32Array, next: Int32Array, weak: Uint32Array, blockSize: number, filterShift: number, bucketShift: number, maxTries: number, vector: boolean): object;
   /** Slide from window p while no block may start there; sums [a, b] read and written back. Returns the window where it stopped. */
   roll?(loop: object, buf: Uint8Array, sums: Int32Array, p: number, stop: number, step: number, alignOff: number): number;
+  /** Adler-32 of data[start, end) (zlib's), as an unsigned number: AVX-512 with VNNI, AVX2, or plain C. */
+  adler32?(data: Uint8Array, start: number, end: number): number;
+  /** Bytes a step of the loop adler32 runs on this CPU: 64, 32 or 1 (RESYNC_ADLER_STEP may ask for fewer). */
+  adlerStep?(): number;
   /** Windows the native rolling loop tests side by side on this CPU: 16 (AVX-512 with VNNI) or 1. */
   rollLanes?(): number;
   /** posix_fadvise(fd, offset, length, POSIX_FADV_DONTNEED): 0, or the error number. */

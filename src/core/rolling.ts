@@ -9,18 +9,35 @@
  *   B' = B - n*out + A' - 1
  */
 import { adler32Wasm, wasmAvailable } from './adler-wasm.js';
+import { nativeHelper } from './native.js';
+
+/** The native sum (src/native/roll.c), once looked for; null where the helper is not built or lacks it. */
+let native: ((buf: Uint8Array, start: number, end: number) => number) | null | undefined;
 
 /** Adler-32 modulus: the largest prime below 2^16. */
 export const ADLER_MOD = 65521;
 
 /**
- * Adler-32 of buf[start, end) as an unsigned 32-bit number. In JS, sums are reduced
- * only every 5552 bytes (the most that cannot overflow 2^32, as in zlib) and
- * the loop is unrolled by four: about 1.5x the package's speed, same result.
+ * Adler-32 of buf[start, end) as an unsigned 32-bit number: native, else
+ * WebAssembly, else JS (adler32Js: sums reduced only every 5552 bytes, the
+ * most that cannot overflow 2^32 as in zlib, and the loop unrolled by four:
+ * about 1.5x the package's speed). The same result from each.
  */
 export function adler32(buf: Uint8Array, start = 0, end = buf.length): number {
-  // WebAssembly SIMD (~10x) when the runtime has it; the call costs ~80 ns, so not for tiny ranges.
-  if (end - start >= 128 && wasmAvailable()) return adler32Wasm(buf, start, end);
+  if (end - start >= 128) {
+    // The native sum reads the buffer where it is (AVX-512 or AVX2: 2-4x the
+    // WebAssembly sum with its copy into the module's memory, on 4-128 KiB
+    // blocks); else WebAssembly SIMD (~10x the loop below). Either call
+    // costs ~80-150 ns, so not for tiny ranges.
+    if (native === undefined) native = nativeHelper()?.adler32 ?? null;
+    if (native) return native(buf, start, end);
+    if (wasmAvailable()) return adler32Wasm(buf, start, end);
+  }
+  return adler32Js(buf, start, end);
+}
+
+/** adler32 in JS alone: the sums reduced every 5552 bytes, the loop unrolled by four. */
+export function adler32Js(buf: Uint8Array, start = 0, end = buf.length): number {
   let a = 1;
   let b = 0;
   let p = start;

@@ -277,6 +277,34 @@ static napi_value drop_cache(napi_env env, napi_callback_info info) {
 }
 
 /* rollLanes(): windows the native rolling loop tests side by side on this CPU (16 with AVX-512 and VNNI, else 1). */
+uint32_t resync_adler32(const uint8_t *p, size_t len);
+int resync_adler_step(void);
+
+/* adlerStep(): bytes a step of the Adler-32 loop adler32 runs here (64, 32 or 1). */
+static napi_value adler_step(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value out;
+  napi_create_int32(env, resync_adler_step(), &out);
+  return out;
+}
+
+/* adler32(data, start, end): Adler-32 of data[start, end), as an unsigned number. */
+static napi_value adler32(napi_env env, napi_callback_info info) {
+  size_t argc = 3, dataLen = 0;
+  napi_value argv[3];
+  int64_t start = 0, end = 0;
+  uint8_t *data = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3 || !(data = bytes_of(env, argv[0], &dataLen)) ||
+      napi_get_value_int64(env, argv[1], &start) != napi_ok || napi_get_value_int64(env, argv[2], &end) != napi_ok || start < 0 ||
+      end < start || (uint64_t)end > dataLen) {
+    napi_throw_type_error(env, NULL, "adler32(data: Uint8Array, 0 <= start <= end <= data.length)");
+    return NULL;
+  }
+  napi_value out;
+  napi_create_uint32(env, resync_adler32(data + start, (size_t)(end - start)), &out);
+  return out;
+}
+
 static napi_value roll_lanes(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value out;
@@ -304,6 +332,10 @@ NAPI_MODULE_INIT() {
   if (napi_set_named_property(env, exports, "roll", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "rollLanes", NAPI_AUTO_LENGTH, roll_lanes, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "rollLanes", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "adler32", NAPI_AUTO_LENGTH, adler32, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "adler32", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "adlerStep", NAPI_AUTO_LENGTH, adler_step, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "adlerStep", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "dropCache", NAPI_AUTO_LENGTH, drop_cache, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "dropCache", fn) != napi_ok) return NULL;
   return exports;

@@ -1,4 +1,4 @@
-/** Inputs for the rolling-loop tests (test/unit/roll-wasm.test.ts, roll-native.test.ts). */
+/** Inputs for the rolling-loop and Adler-32 tests (test/unit/roll-wasm.test.ts, roll-native.test.ts, native-adler.test.ts). */
 
 /** A seeded xorshift32 generator. */
 export function xorshift(seed: number): () => number {
