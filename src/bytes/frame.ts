@@ -24,6 +24,8 @@ export class FrameTooLargeError extends SyncError {
   }
 }
 
+const EMPTY = new Uint8Array(0);
+
 /** Incremental frame decoder. */
 export class FrameDecoder {
   private maxFrame: number;
@@ -36,6 +38,11 @@ export class FrameDecoder {
   private partialFill = 0;
   /** True once a `stop` predicate ended parsing; later bytes are not parsed. */
   private stopped = false;
+  /**
+   * The last parse stopped at its `max`: complete frames may still be
+   * buffered, for `more` to parse.
+   */
+  held = false;
   /** Total bytes consumed (for error offsets and progress). */
   bytesIn = 0;
 
@@ -68,10 +75,12 @@ export class FrameDecoder {
    * follows an end record as trailing data, not as another frame.
    * `volatile`: `data`'s memory is filled again once this returns (a
    * socket's own read buffer): what stays buffered is copied. Payloads
-   * returned may still lie in it; the caller copies those it keeps.
+   * returned may still lie in it; the caller copies those it keeps. At most
+   * `max` payloads are returned: complete frames past them stay buffered
+   * (`held`) until `more` asks for them.
    */
-  push(data: Uint8Array, stop?: (payload: Uint8Array) => boolean, volatile = false): Uint8Array[] {
-    const out = this.parse(data, stop);
+  push(data: Uint8Array, stop?: (payload: Uint8Array) => boolean, volatile = false, max = Infinity): Uint8Array[] {
+    const out = this.parse(data, stop, max);
     if (volatile && this.chunks.length > 0 && this.chunks.some((c) => c.buffer === data.buffer)) {
       const kept = new Uint8Array(this.chunks.reduce((n, c) => n + c.length, 0));
       let at = 0;
@@ -84,8 +93,14 @@ export class FrameDecoder {
     return out;
   }
 
-  private parse(data: Uint8Array, stop?: (payload: Uint8Array) => boolean): Uint8Array[] {
+  /** Up to `max` payloads of the complete frames a push held back. */
+  more(max: number): Uint8Array[] {
+    return this.parse(EMPTY, undefined, max);
+  }
+
+  private parse(data: Uint8Array, stop?: (payload: Uint8Array) => boolean, max = Infinity): Uint8Array[] {
     this.bytesIn += data.length;
+    this.held = false;
     const out: Uint8Array[] = [];
     if (this.partial) {
       // The frame being read has its memory: its bytes go straight there.
@@ -109,6 +124,10 @@ export class FrameDecoder {
     }
     if (this.stopped) return out;
     for (;;) {
+      if (out.length >= max) {
+        this.held = this.buffered > 0;
+        break;
+      }
       if (this.want < 0) {
         if (this.buffered < FRAME_HEADER_LEN) break;
         // A header split across chunks is joined in memory of its own: the

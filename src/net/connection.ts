@@ -51,8 +51,8 @@ const SEND_BUFFER = 1024 * 1024;
 const OUT_IN_FLIGHT = SEND_BUFFER / OUT_BYTES;
 /** Written out buffers kept for reuse: all there can be (a send may hand over a 1 MiB literal's worth past the bound). */
 const MAX_SPARE_OUT = OUT_IN_FLIGHT + Math.ceil((MAX_LITERAL + 64) / OUT_BYTES) + 2;
-/** Messages waiting to be taken (recv) at which reading stops, and at or below which it resumes. */
-const HIGH_WATER = 64;
+/** Messages waiting to be taken (recv) at which reading stops, and at or below which it resumes: at most HIGH_WATER are decoded ahead. */
+export const HIGH_WATER = 64;
 const LOW_WATER = 8;
 /**
  * Payload bytes waiting to be taken at which reading stops (and a quarter of
@@ -120,6 +120,11 @@ export class Connection {
   /** Capabilities the peer announced in its Hello or Challenge. */
   peerCaps: string[] = [];
 
+  /** Messages received, decoded and waiting for recv(). */
+  get queued(): number {
+    return this.queue.length;
+  }
+
   constructor(
     readonly socket: Duplex,
     readonly side: Side,
@@ -143,6 +148,8 @@ export class Connection {
     );
     socket.on('close', () => this.fail(new SyncError('ERR_CONNECTION', 'the connection was closed by the peer')));
     socket.on('end', () => {
+      // Nothing more comes: the frames held back are all there is, and still to be received.
+      if (this.frames.held) this.decodeHeld(Infinity);
       const partial = this.frames.pending > 0;
       const e = new SyncError('ERR_CONNECTION', partial ? 'the peer closed the connection in the middle of a frame' : 'the peer closed the connection');
       if (!socket.allowHalfOpen) return this.fail(e);
@@ -303,11 +310,12 @@ export class Connection {
 
   private next(): Promise<Message> {
     this.giveBackLent();
+    if (this.frames.held && this.queue.length <= LOW_WATER) this.decodeHeld(HIGH_WATER - this.queue.length);
     const m = this.queue.shift();
     if (m) {
       this.lentNow = this.queueLent.shift()!;
       this.queuedBytes -= this.queueSizes.shift()!;
-      if (this.paused && this.queue.length <= LOW_WATER && this.queuedBytes <= QUEUE_BYTES / 4) {
+      if (this.paused && !this.frames.held && this.queue.length <= LOW_WATER && this.queuedBytes <= QUEUE_BYTES / 4) {
         this.paused = false;
         if (!this.throttled) this.socket.resume();
       }
@@ -348,47 +356,71 @@ export class Connection {
         this.preambleWaiter?.resolve();
         this.preambleWaiter = null;
       }
-      for (let payload of this.frames.push(d, undefined, volatile)) {
+      // Decoded only as far as the queue has room: the frames of a delta of
+      // small ops (a copy is a dozen bytes) came by the thousand in one read,
+      // and all of them queued as objects made every scavenge of V8's young
+      // generation copy them (3 800 queued, 70 ms of a receiver's GC). The
+      // rest stays bytes, and reading waits, until recv() takes the queue down.
+      for (let payload of this.frames.push(d, undefined, volatile, Math.max(1, HIGH_WATER - this.queue.length))) {
         // Still in the socket's read buffer, which the next read fills: a copy, so the message keeps its bytes.
         if (volatile && payload.buffer === d.buffer) payload = this.payloadMemory(payload.length, payload);
-        const m = decodeMessage(payload);
-        if (m.type === MsgType.Error) {
-          // The peer gave up: from now on every send and receive reports its reason,
-          // even if we are still writing and never read this frame in order.
-          const err = remoteError(m.code, m.message, this.side === 'client' ? 'server' : 'client');
-          this.failure = err;
-          this.waiter?.reject(err);
-          this.waiter = null;
-          this.preambleWaiter?.reject(err);
-          this.preambleWaiter = null;
-          return;
-        }
-        if (this.waiter) {
-          const w = this.waiter;
-          this.waiter = null;
-          this.lentNow = this.lent.owns(payload) ? payload : null;
-          w.resolve(m);
-        } else {
-          this.queue.push(m);
-          this.queueSizes.push(payload.length);
-          this.queueLent.push(this.lent.owns(payload) ? payload : null);
-          this.queuedBytes += payload.length;
-        }
+        if (!this.deliver(payload)) return;
       }
-      if (!this.paused && (this.queue.length >= HIGH_WATER || this.queuedBytes >= QUEUE_BYTES)) {
+      if (!this.paused && (this.frames.held || this.queue.length >= HIGH_WATER || this.queuedBytes >= QUEUE_BYTES)) {
         this.paused = true;
         this.socket.pause();
       }
     } catch (e) {
-      const err = isSyncError(e) ? e : new ProtocolError(`bad data from the peer: ${String(e)}`);
-      // Tell the peer why (flushed by a graceful end), then stop reading.
-      try {
-        this.socket.write(encodeFrame(encodeMessage({ type: MsgType.Error, code: err.code, message: err.message })));
-      } catch {
-        // already gone
-      }
-      this.fail(err, true);
+      this.badData(e);
     }
+  }
+
+  /** Up to `max` of the frames onData held back, decoded and queued. */
+  private decodeHeld(max: number): void {
+    try {
+      for (const payload of this.frames.more(max)) if (!this.deliver(payload)) return;
+    } catch (e) {
+      this.badData(e);
+    }
+  }
+
+  /** Hand a received payload to the waiting recv() or the queue; false once it was the peer's Error. */
+  private deliver(payload: Uint8Array): boolean {
+    const m = decodeMessage(payload);
+    if (m.type === MsgType.Error) {
+      // The peer gave up: from now on every send and receive reports its reason,
+      // even if we are still writing and never read this frame in order.
+      const err = remoteError(m.code, m.message, this.side === 'client' ? 'server' : 'client');
+      this.failure = err;
+      this.waiter?.reject(err);
+      this.waiter = null;
+      this.preambleWaiter?.reject(err);
+      this.preambleWaiter = null;
+      return false;
+    }
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = null;
+      this.lentNow = this.lent.owns(payload) ? payload : null;
+      w.resolve(m);
+    } else {
+      this.queue.push(m);
+      this.queueSizes.push(payload.length);
+      this.queueLent.push(this.lent.owns(payload) ? payload : null);
+      this.queuedBytes += payload.length;
+    }
+    return true;
+  }
+
+  /** Bytes that do not decode: tell the peer why (flushed by a graceful end), then stop reading. */
+  private badData(e: unknown): void {
+    const err = isSyncError(e) ? e : new ProtocolError(`bad data from the peer: ${String(e)}`);
+    try {
+      this.socket.write(encodeFrame(encodeMessage({ type: MsgType.Error, code: err.code, message: err.message })));
+    } catch {
+      // already gone
+    }
+    this.fail(err, true);
   }
 
   private checkPreamble(b: Buffer): void {

@@ -1,6 +1,6 @@
 import { afterEach, expect, test } from 'vitest';
 import { createServer, connect, type Server, type Socket } from 'node:net';
-import { Connection, QUEUE_BYTES } from '../../src/net/connection.js';
+import { Connection, HIGH_WATER, QUEUE_BYTES } from '../../src/net/connection.js';
 import { encodeFramedMessage } from '../../protocol/codec.js';
 import { MsgType, PROTOCOL_VERSION, WIRE_MAGIC } from '../../protocol/constants.js';
 import { encodePreamble } from '../../src/format/preamble.js';
@@ -57,6 +57,52 @@ test('a receiver that takes no message stops reading after QUEUE_BYTES of payloa
   // The queue bound, one frame read past it, and what the socket reads ahead of a pause.
   expect(conn.bytesIn).toBeLessThanOrEqual(QUEUE_BYTES + MAX_LITERAL + 256 * 1024);
   expect(conn.bytesIn).toBeLessThan(sent);
+});
+
+/** Copies of a dozen bytes each, `count` of them written at once by `send` (the peer's socket). */
+function tinyOps(count: number): Buffer {
+  return Buffer.concat(Array.from({ length: count }, (_, k) => encodeFramedMessage({ type: MsgType.Copy, offset: k * 7, length: k + 1 })));
+}
+
+test('thousands of small frames in one read are decoded only as far as the queue has room, and all arrive in order', async () => {
+  for (const own of [false, true]) {
+    const { sender, receiver } = own ? await ownReadsPair() : await tcpPair();
+    receiver.session.step = () => 'delta-ops';
+    const count = 20_000;
+    const bytes = tinyOps(count);
+    const base = receiver.bytesIn; // the preamble
+    sender.socket.write(bytes);
+    // None taken: the first read's frames past the queue's room stay bytes, and reading stops there.
+    let last = -1;
+    while (receiver.bytesIn !== last) {
+      last = receiver.bytesIn;
+      await sleep(50);
+    }
+    expect(receiver.bytesIn).toBeGreaterThan(0);
+    expect(receiver.bytesIn - base).toBeLessThan(bytes.length);
+    expect(receiver.queued).toBe(HIGH_WATER);
+    let most = 0;
+    for (let k = 0; k < count; k++) {
+      // Taken in order and whole, including those held while later reads refilled the socket's buffer.
+      expect(await receiver.recv()).toEqual({ type: MsgType.Copy, offset: k * 7, length: k + 1 });
+      most = Math.max(most, receiver.queued);
+    }
+    expect(receiver.bytesIn - base).toBe(bytes.length);
+    expect(most).toBeLessThanOrEqual(HIGH_WATER);
+    sender.destroy();
+    receiver.destroy();
+    server?.close();
+  }
+});
+
+test('frames held back are still received after the peer ends its side', async () => {
+  const { sender, receiver } = await ownReadsPair();
+  receiver.session.step = () => 'delta-ops';
+  sender.socket.end(tinyOps(3000));
+  for (let t = 0; t < 100 && receiver.bytesIn < 3000; t++) await sleep(20);
+  await sleep(100);
+  for (let k = 0; k < 3000; k++) expect(await receiver.recv()).toEqual({ type: MsgType.Copy, offset: k * 7, length: k + 1 });
+  await expect(receiver.recv()).rejects.toThrow(/closed the connection$/);
 });
 
 test('reading resumes as messages are taken, and every message arrives whole', async () => {

@@ -303,3 +303,45 @@ describe('incomplete frames', () => {
     expect(() => dec.end()).toThrow(/frame payload/);
   });
 });
+
+describe('FrameDecoder: at most `max` payloads a push, the rest held for more()', () => {
+  fcTest.prop([fc.array(fc.uint8Array({ maxLength: 40 }), { maxLength: 60 }), fc.array(fc.integer({ min: 1, max: 50 }), { minLength: 1, maxLength: 8 }), fc.integer({ min: 1, max: 5 })])(
+    'volatile chunks cut anywhere, taken a few at a time: the same payloads in the same order, never more than max at once',
+    (payloads, cuts, max) => {
+      const all = stream(payloads);
+      const d = new FrameDecoder();
+      const got: string[] = [];
+      const take = (list: Uint8Array[]): void => {
+        expect(list.length).toBeLessThanOrEqual(max);
+        for (const p of list) got.push(Buffer.from(p).toString('hex'));
+      };
+      // One read buffer, overwritten by every chunk, as a socket reading into its own buffer.
+      const readBuf = Buffer.alloc(all.length + 1);
+      let at = 0;
+      for (let k = 0; at < all.length; k++) {
+        const n = Math.min(cuts[k % cuts.length]!, all.length - at);
+        readBuf.fill(0xee);
+        all.copy(readBuf, 0, at, at + n);
+        at += n;
+        take(d.push(readBuf.subarray(0, n), undefined, true, max));
+        readBuf.fill(0xdd);
+        // Held frames come out with more(), between reads or (every other read) after the next one.
+        if (k % 2 === 1) while (d.held) take(d.more(max));
+      }
+      while (d.held) take(d.more(max));
+      expect(got).toEqual(hex(payloads));
+      d.end();
+    },
+  );
+
+  test('held is set only while complete frames may remain, and more() returns them in order', () => {
+    const d = new FrameDecoder();
+    const first = d.push(stream(PAYLOADS), undefined, false, 1);
+    expect(hex(first)).toEqual(hex(PAYLOADS.slice(0, 1)));
+    expect(d.held).toBe(true);
+    expect(hex(d.more(2))).toEqual(hex(PAYLOADS.slice(1, 3)));
+    expect(hex(d.more(5))).toEqual(hex(PAYLOADS.slice(3)));
+    expect(d.held).toBe(false);
+    expect(d.pending).toBe(0);
+  });
+});
