@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { push, pull } from '../../src/net/client.js';
-import { answerSubNeed } from '../../src/net/subsums.js';
+import { answerSubNeed, answerSubNeedRemote, runsOf } from '../../src/net/subsums.js';
 import { openImage } from '../../src/io/image.js';
 import { makeSignatureParams, subBlockSize } from '../../src/core/signature.js';
 import { SUB_SUM_LEN, SubSummer } from '../../src/core/subsum.js';
@@ -124,6 +124,36 @@ describe('sub-block sums', () => {
     expect((await readFile(join(dir, 'local.img'))).equals(remote)).toBe(true);
     expect(r.literalBytes).toBeLessThanOrEqual(25 * PAGE);
     expect(r.bytesReceived).toBeLessThan(25 * PAGE + 64 * 1024);
+  });
+
+  test('runs of neighbouring blocks are read together, at most `max` blocks a read', () => {
+    expect([...runsOf([], 4)]).toEqual([]);
+    expect([...runsOf([3], 4)]).toEqual([[0, 3, 1]]);
+    expect([...runsOf([1, 2, 3, 5, 6, 9], 4)]).toEqual([[0, 1, 3], [3, 5, 2], [5, 9, 1]]);
+    expect([...runsOf([0, 1, 2, 3, 4, 5, 6], 3)]).toEqual([[0, 0, 3], [3, 3, 3], [6, 6, 1]]);
+  });
+
+  test('sums of runs of neighbouring blocks, longer than one read, equal those of each block alone (file and remote reads)', async () => {
+    const basis = generateImage(4 << 20, 11);
+    const path = join(dir, 'runs.img');
+    await writeFile(path, basis);
+    const img = await openImage(path);
+    try {
+      const sent = makeSignatureParams(basis.length, randomBytes(16), { blockSize: BS });
+      // Blocks 1-3, 5, then 40 in a row (more than one read of 1 MiB takes), then 100 and 101.
+      const asked = [1, 2, 3, 5, ...Array.from({ length: 40 }, (_, i) => 50 + i), 100, 101];
+      const bitmap = new Uint8Array(Math.ceil((101 - 1 + 1) / 8));
+      for (const k of asked) bitmap[(k - 1) >> 3]! |= 1 << ((k - 1) & 7);
+      const need = { type: MsgType.SubNeed, first: 1, subSize: 4096, bitmap } as const;
+      const summer = new SubSummer(sent.seed, 4096, true);
+      const per = BS / 4096;
+      const expected = Buffer.alloc(asked.length * per * SUB_SUM_LEN);
+      asked.forEach((k, j) => summer.sums(basis, k * BS, per, expected, j * per * SUB_SUM_LEN));
+      expect(Buffer.from(answerSubNeed(img, need, sent, 0)).equals(expected)).toBe(true);
+      expect(Buffer.from(await answerSubNeedRemote(img, need, sent, 0)).equals(expected)).toBe(true);
+    } finally {
+      await img.fh.close();
+    }
   });
 
   test('the receiver answers with the sums of the original sub-blocks, and refuses bad requests', async () => {
