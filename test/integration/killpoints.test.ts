@@ -278,6 +278,9 @@ describe('a crash at every write, sync and truncate of an in-place patch (in-pro
       const total = sw.count;
       expect(total).toBeGreaterThan(8);
       expect((await readFile(paths.a)).equals(target)).toBe(true);
+      // A background datasync of the image starts only when none is running, so a
+      // run may make as many fewer calls as the counted one made datasyncs.
+      const syncs = sw.log.filter((c) => c.method === 'datasync').length;
 
       for (let k = 0; k < total; k++) {
         await rm(journalPathFor(paths.a), { force: true });
@@ -287,6 +290,12 @@ describe('a crash at every write, sync and truncate of an in-place patch (in-pro
         sw.disarm();
         // The kernel drops a dead process's locks; the simulated death is in this process.
         await releaseAllImageLocks();
+        if (outcome === 'finished' && k >= total - syncs) {
+          // This run made fewer calls than k: it must have finished whole.
+          expect((await readFile(paths.a)).equals(target), `crash point ${k}: finished`).toBe(true);
+          expect(await readJournal(journalPathFor(paths.a))).toBe(null);
+          continue;
+        }
         expect(outcome, `crash point ${k}`).toBe('died');
         points++;
         // The same wreck twice: one copy is resumed, the other rolled back.
