@@ -276,7 +276,6 @@ static napi_value drop_cache(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/* rollLanes(): windows the native rolling loop tests side by side on this CPU (16 with AVX-512 and VNNI, else 1). */
 uint32_t resync_adler32(const uint8_t *p, size_t len);
 int resync_adler_step(void);
 
@@ -305,6 +304,7 @@ static napi_value adler32(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* rollLanes(): windows the native rolling loop tests side by side on this CPU (16 with AVX-512 and VNNI, else 1). */
 static napi_value roll_lanes(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value out;
