@@ -135,27 +135,15 @@ export class SubSumsAhead {
  * it may be rewritten already and cannot be asked for.
  */
 export function answerSubNeed(basis: ImageHandle, m: SubNeedMsg, sent: SignatureParams | undefined, position: number): Uint8Array {
-  const { blocks, bs, summer, out } = planSubNeed(m, sent, position);
-  const per = bs / summer.subSize;
-  const buf = Buffer.allocUnsafe(runBlocks(bs) * bs);
-  // Neighbouring blocks (a changed run is asked for whole) in one read: a
-  // database's pushes asked for 2 600 blocks in runs, each a read of its own.
-  for (const [j, k, n] of runsOf(blocks, runBlocks(bs))) {
-    const data = readExactSync(basis, k * bs, n * bs, buf);
-    for (let q = 0; q < n; q++) summer.sums(data, q * bs, per, out, (j + q) * per * SUB_SUM_LEN);
-  }
+  const { bs, out, runs, buf, sumRun } = planSubNeed(m, sent, position);
+  for (const [j, k, n] of runs) sumRun(readExactSync(basis, k * bs, n * bs, buf), j, n);
   return out;
 }
 
 /** answerSubNeed for a basis read over the network (an NBD export), whose reads cannot be synchronous. */
 export async function answerSubNeedRemote(basis: ImageHandle, m: SubNeedMsg, sent: SignatureParams | undefined, position: number): Promise<Uint8Array> {
-  const { blocks, bs, summer, out } = planSubNeed(m, sent, position);
-  const per = bs / summer.subSize;
-  const buf = Buffer.allocUnsafe(runBlocks(bs) * bs);
-  for (const [j, k, n] of runsOf(blocks, runBlocks(bs))) {
-    const data = await readAt(basis, k * bs, n * bs, buf);
-    for (let q = 0; q < n; q++) summer.sums(data, q * bs, per, out, (j + q) * per * SUB_SUM_LEN);
-  }
+  const { bs, out, runs, buf, sumRun } = planSubNeed(m, sent, position);
+  for (const [j, k, n] of runs) sumRun(await readAt(basis, k * bs, n * bs, buf), j, n);
   return out;
 }
 
@@ -177,8 +165,18 @@ export function* runsOf(blocks: readonly number[], max: number): Generator<[numb
   }
 }
 
-/** Check a SubNeed against the signature sent and the output position: the blocks asked for and where their sums go. */
-function planSubNeed(m: SubNeedMsg, sent: SignatureParams | undefined, position: number): { blocks: number[]; bs: number; summer: SubSummer; out: Uint8Array } {
+/**
+ * Check a SubNeed against the signature sent and the output position: the
+ * blocks asked for, read in runs of neighbouring ones (a changed run is asked
+ * for whole: a database's push asked for 2 600 blocks, each a read of its
+ * own), into a buffer as long as the longest run; `sumRun` puts the sums of
+ * the run's blocks, read into `data`, where they go in `out`.
+ */
+function planSubNeed(
+  m: SubNeedMsg,
+  sent: SignatureParams | undefined,
+  position: number,
+): { bs: number; out: Uint8Array; runs: [number, number, number][]; buf: Buffer; sumRun: (data: Uint8Array, j: number, n: number) => void } {
   if (!sent) throw new ProtocolError('sub-block sums were asked for, but this side sent no signature');
   const bs = sent.blockSize;
   const sub = m.subSize;
@@ -196,7 +194,14 @@ function planSubNeed(m: SubNeedMsg, sent: SignatureParams | undefined, position:
   }
   if (blocks.length > SUB_NEED_MAX_BLOCKS) throw new ProtocolError(`sub-block sums asked for ${blocks.length} blocks at once (at most ${SUB_NEED_MAX_BLOCKS})`);
   const summer = summerFor(sent.seed, sub);
-  return { blocks, bs, summer, out: new Uint8Array(blocks.length * (bs / sub) * SUB_SUM_LEN) };
+  const per = bs / sub;
+  const out = new Uint8Array(blocks.length * per * SUB_SUM_LEN);
+  const runs = [...runsOf(blocks, runBlocks(bs))];
+  const buf = Buffer.allocUnsafe(runs.reduce((most, r) => Math.max(most, r[2]), 0) * bs);
+  const sumRun = (data: Uint8Array, j: number, n: number): void => {
+    for (let q = 0; q < n; q++) summer.sums(data, q * bs, per, out, (j + q) * per * SUB_SUM_LEN);
+  };
+  return { bs, out, runs, buf, sumRun };
 }
 
 /** The summer of the last SubNeed answered: a session asks with one seed and size throughout. */
