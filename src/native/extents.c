@@ -304,6 +304,34 @@ static napi_value adler32(napi_env env, napi_callback_info info) {
   return out;
 }
 
+void resync_index_blocks(const uint32_t *weak, const uint8_t *strong, uint32_t sl, uint32_t full, int32_t *head, int32_t *next,
+                         uint32_t *filter, uint32_t bshift, uint32_t fshift);
+
+/*
+ * indexBlocks(weak, strong, strongLen, full, head, next, filter, bucketShift,
+ * filterShift): a signature's index over blocks [0, full), as
+ * Signature.indexBlocks builds it (roll.c). head must hold -1s.
+ */
+static napi_value index_blocks(napi_env env, napi_callback_info info) {
+  size_t argc = 9, weakLen = 0, strongLen = 0, headLen = 0, nextLen = 0, filterLen = 0;
+  napi_value argv[9];
+  uint32_t sl = 0, full = 0, bshift = 0, fshift = 0;
+  void *weak = NULL, *head = NULL, *next = NULL, *filter = NULL;
+  uint8_t *strong = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 9 || !(weak = words_of(env, argv[0], &weakLen)) ||
+      !(strong = bytes_of(env, argv[1], &strongLen)) || napi_get_value_uint32(env, argv[2], &sl) != napi_ok ||
+      napi_get_value_uint32(env, argv[3], &full) != napi_ok || !(head = words_of(env, argv[4], &headLen)) ||
+      !(next = words_of(env, argv[5], &nextLen)) || !(filter = words_of(env, argv[6], &filterLen)) ||
+      napi_get_value_uint32(env, argv[7], &bshift) != napi_ok || napi_get_value_uint32(env, argv[8], &fshift) != napi_ok || sl < 1 ||
+      full > INT32_MAX || weakLen < full || nextLen < full || (uint64_t)strongLen < (uint64_t)full * sl || bshift < 1 || bshift > 31 ||
+      fshift < 1 || fshift > 31 || (uint64_t)headLen < (1ull << (32 - bshift)) || (uint64_t)filterLen * 32 < (1ull << (32 - fshift))) {
+    napi_throw_type_error(env, NULL, "indexBlocks(weak, strong, strongLen >= 1, full, head, next, filter, bucketShift, filterShift): arrays too short");
+    return NULL;
+  }
+  resync_index_blocks(weak, strong, sl, full, head, next, filter, bshift, fshift);
+  return NULL;
+}
+
 /* rollLanes(): windows the native rolling loop tests side by side on this CPU (16 with AVX-512 and VNNI, else 1). */
 static napi_value roll_lanes(napi_env env, napi_callback_info info) {
   (void)info;
@@ -336,6 +364,8 @@ NAPI_MODULE_INIT() {
   if (napi_set_named_property(env, exports, "adler32", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "adlerStep", NAPI_AUTO_LENGTH, adler_step, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "adlerStep", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "indexBlocks", NAPI_AUTO_LENGTH, index_blocks, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "indexBlocks", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "dropCache", NAPI_AUTO_LENGTH, drop_cache, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "dropCache", fn) != napi_ok) return NULL;
   return exports;

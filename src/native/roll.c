@@ -356,3 +356,33 @@ done:
   *pb = b;
   return p;
 }
+
+/*
+ * The signature's index (src/core/signature.ts, Signature.indexBlocks): chain
+ * blocks [0, full) into head/next by the top bits of mix(weak) and set their
+ * filter bits, skipping a block whose weak sum and strong prefix equal one
+ * already in its bucket's first 64. Here because a session builds it once,
+ * before V8 has optimized anything: 16 384 blocks took 5-6 ms in JavaScript.
+ * The caller has checked the lengths; head starts all -1.
+ */
+void resync_index_blocks(const uint32_t *weak, const uint8_t *strong, uint32_t sl, uint32_t full, int32_t *head, int32_t *next,
+                         uint32_t *filter, uint32_t bshift, uint32_t fshift) {
+  for (uint32_t i = 0; i < full; i++) {
+    uint32_t w = weak[i];
+    uint32_t mixed = w * MIX;
+    uint32_t b = mixed >> bshift;
+    int dup = 0;
+    int32_t j = head[b];
+    for (int steps = 0; j >= 0 && (uint32_t)j < full && steps < 64; steps++, j = next[j]) {
+      if (weak[j] == w && memcmp(strong + (size_t)i * sl, strong + (size_t)j * sl, sl) == 0) {
+        dup = 1;
+        break;
+      }
+    }
+    if (dup) continue;
+    next[i] = head[b];
+    head[b] = (int32_t)i;
+    uint32_t f = mixed >> fshift;
+    filter[f >> 5] |= 1u << (f & 31);
+  }
+}
