@@ -27,6 +27,8 @@ export interface NativeHelper {
   adlerStep?(): number;
   /** Windows the native rolling loop tests side by side on this CPU: 16 (AVX-512 with VNNI) or 1. */
   rollLanes?(): number;
+  /** SHA-256 of prefix || data into out[0, 32). */
+  sha256?(prefix: Uint8Array, data: Uint8Array, out: Uint8Array): void;
   /** A signature's index over blocks [0, full): chains in head/next (head all -1 before), filter bits; as Signature.indexBlocks. */
   indexBlocks?(weak: Uint32Array, strong: Uint8Array, strongLen: number, full: number, head: Int32Array, next: Int32Array, filter: Int32Array, bucketShift: number, filterShift: number): void;
   /** posix_fadvise(fd, offset, length, POSIX_FADV_DONTNEED): 0, or the error number. */

@@ -332,6 +332,22 @@ static napi_value index_blocks(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+void resync_sha256_2(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen, uint8_t out[32]);
+
+/* sha256(prefix, data, out): SHA-256 of prefix || data into out[0, 32) (sha256.c). */
+static napi_value sha256_pair(napi_env env, napi_callback_info info) {
+  size_t argc = 3, aLen = 0, bLen = 0, outLen = 0;
+  napi_value argv[3];
+  uint8_t *a = NULL, *b = NULL, *out = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3 || !(a = bytes_of(env, argv[0], &aLen)) ||
+      !(b = bytes_of(env, argv[1], &bLen)) || !(out = bytes_of(env, argv[2], &outLen)) || outLen < 32) {
+    napi_throw_type_error(env, NULL, "sha256(prefix: Uint8Array, data: Uint8Array, out: Uint8Array of at least 32 bytes)");
+    return NULL;
+  }
+  resync_sha256_2(a, aLen, b, bLen, out);
+  return NULL;
+}
+
 /* rollLanes(): windows the native rolling loop tests side by side on this CPU (16 with AVX-512 and VNNI, else 1). */
 static napi_value roll_lanes(napi_env env, napi_callback_info info) {
   (void)info;
@@ -364,6 +380,8 @@ NAPI_MODULE_INIT() {
   if (napi_set_named_property(env, exports, "adler32", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "adlerStep", NAPI_AUTO_LENGTH, adler_step, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "adlerStep", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "sha256", NAPI_AUTO_LENGTH, sha256_pair, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "sha256", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "indexBlocks", NAPI_AUTO_LENGTH, index_blocks, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "indexBlocks", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "dropCache", NAPI_AUTO_LENGTH, drop_cache, NULL, &fn) != napi_ok) return NULL;
