@@ -129,10 +129,20 @@ export function makeSignatureParams(
  * digests (FULL_DIGEST_LEN bytes a block) whose prefixes are the strong hashes.
  */
 export function chunkFromDigests(a: number, b: number, weak: Uint32Array, full: DigestBytes, strongLen: number): SignatureChunk {
-  const strong = Buffer.allocUnsafe((b - a) * strongLen);
+  const m = b - a;
+  const strong = Buffer.allocUnsafe(m * strongLen);
   // One read of the range: a view, or one copy where some digests are elided (core/digests.ts).
   const src = full.subarray(a * FULL_DIGEST_LEN, b * FULL_DIGEST_LEN);
-  for (let i = 0; i < b - a; i++) strong.set(src.subarray(i * FULL_DIGEST_LEN, i * FULL_DIGEST_LEN + strongLen), i * strongLen);
+  if (strongLen % 4 === 0 && src.byteOffset % 4 === 0 && strong.byteOffset % 4 === 0) {
+    // Word by word, with no view per block: this runs once a session, before V8 has optimized
+    // it, and a subarray per block cost 4.5 ms at 16 384 blocks (this: 2).
+    const w = strongLen >>> 2;
+    const from = new Int32Array(src.buffer, src.byteOffset, m * (FULL_DIGEST_LEN >>> 2));
+    const to = new Int32Array(strong.buffer, strong.byteOffset, m * w);
+    for (let i = 0; i < m; i++) for (let k = 0; k < w; k++) to[i * w + k] = from[i * (FULL_DIGEST_LEN >>> 2) + k]!;
+  } else {
+    for (let i = 0; i < m; i++) strong.set(src.subarray(i * FULL_DIGEST_LEN, i * FULL_DIGEST_LEN + strongLen), i * strongLen);
+  }
   return { first: a, weak: weak.subarray(a, b), strong };
 }
 
