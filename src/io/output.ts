@@ -4,6 +4,7 @@
  * the complete new one. Writes are coalesced into large sequential writes, and
  * all-zero ranges are skipped on a fresh file (they stay holes: sparse output).
  */
+import { closeSync, openSync } from 'node:fs';
 import { open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { ParamError, SyncError } from '../core/errors.js';
 import { basename, dirname, join } from 'node:path';
@@ -141,12 +142,18 @@ export class ImageWriter {
     const tmp = join(dirname(finalPath), `.${basename(finalPath)}.resync-${randomBytes(4).toString('hex')}.tmp`);
     let fh: FileHandle;
     try {
-      // Private while incomplete; the final mode is set at commit.
-      fh = await open(tmp, 'wx', 0o600);
+      // Created and listed in one turn of JavaScript: a signal's handler
+      // (removeLiveTempFiles) runs between turns, and an asynchronous create
+      // left a file it did not know of when the signal came after the
+      // create and before its callback. Private while incomplete; the final
+      // mode is set at commit.
+      closeSync(openSync(tmp, 'wx', 0o600));
+      liveTemps.add(tmp);
+      fh = await open(tmp, 'r+');
     } catch (e) {
+      if (liveTemps.delete(tmp)) await unlink(tmp).catch(() => undefined);
       throw ioError(e, 'create', tmp);
     }
-    liveTemps.add(tmp);
     // Buffers handed over are used for direct writes only if they are aligned (an in-place patch's are, where it could).
     let dfh = direct && coalesce % DIRECT_ALIGN === 0 && buffers.every(isAligned) ? await openDirect(tmp, fh) : null;
     let own: Buffer[] = [];
