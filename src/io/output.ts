@@ -4,7 +4,7 @@
  * the complete new one. Writes are coalesced into large sequential writes, and
  * all-zero ranges are skipped on a fresh file (they stay holes: sparse output).
  */
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync } from 'node:fs';
 import { open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { ParamError, SyncError } from '../core/errors.js';
 import { basename, dirname, join } from 'node:path';
@@ -147,9 +147,25 @@ export class ImageWriter {
       // left a file it did not know of when the signal came after the
       // create and before its callback. Private while incomplete; the final
       // mode is set at commit.
-      closeSync(openSync(tmp, 'wx', 0o600));
+      const fd = openSync(tmp, 'wx', 0o600);
       liveTemps.add(tmp);
-      fh = await open(tmp, 'r+');
+      let made: { dev: number; ino: number };
+      try {
+        made = fstatSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+      // Opened again by name: not through a link, and it must be the file just made.
+      fh = await open(tmp, constants.O_RDWR | constants.O_NOFOLLOW);
+      const st = await fh.stat().catch(async (e: unknown) => {
+        await fh.close().catch(() => undefined);
+        throw e;
+      });
+      if (st.dev !== made.dev || st.ino !== made.ino) {
+        await fh.close().catch(() => undefined);
+        liveTemps.delete(tmp); // not ours to remove
+        throw new SyncError('ERR_IO', `${tmp} was replaced while it was being created`, { path: tmp });
+      }
     } catch (e) {
       if (liveTemps.delete(tmp)) await unlink(tmp).catch(() => undefined);
       throw ioError(e, 'create', tmp);
