@@ -258,12 +258,14 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
   // Kept once the server has said (written on libuv's threads while the pass runs, off the push's path);
   // a hint, so a push that fails after that leaves it too.
   let remembering: Promise<void> | null = null;
-  const early = keepDigests
-    ? null
-    : earlyPrepass(img, opts, memo ? recallSpec(memo, img.size) : null, (taken) => {
-        if (memo) remembering = rememberSpec(memo, taken).catch(() => undefined);
-      });
+  let early: ReturnType<typeof earlyPrepass> | null = null;
   try {
+    // Inside the try: a spec it refuses (--block-size 8) must still close the image and release its lock.
+    early = keepDigests
+      ? null
+      : earlyPrepass(img, opts, memo ? recallSpec(memo, img.size) : null, (taken) => {
+          if (memo) remembering = rememberSpec(memo, taken).catch(() => undefined);
+        });
     trace('client: connecting');
     conn = await connectAuthenticated(opts);
     trace('client: authenticated');

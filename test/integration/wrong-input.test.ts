@@ -19,6 +19,7 @@ import { join } from 'node:path';
 import { generateImage, randomBytes as workloadBytes } from '../../src/testing/workload.js';
 import { deltaFile, patchFile, recoverImage, signatureFile } from '../../src/api/files.js';
 import { journalPathFor } from '../../src/io/journal.js';
+import { lockImage } from '../../src/io/lock.js';
 import { JournalError } from '../../src/io/errors.js';
 import { pull, push } from '../../src/net/client.js';
 import { encodeFrame } from '../../src/bytes/frame.js';
@@ -356,6 +357,8 @@ describe('signatures that do not fit', () => {
     await writeFile(join(dir, 'bs-src.img'), a.target);
     const err = await rejection(push(join(dir, 'bs-src.img'), { host: LOCAL, port: srv.port, secret: srv.secret, volume: 'v', blockSize: 8 }));
     expect(['ERR_PARAM', 'ERR_CORRUPT']).toContain(err.code);
+    // The refused push closed its source and let go of its read lock: a writer of this process gets it.
+    await (await lockImage(join(dir, 'bs-src.img'), 'write')).release();
     await waitIdle();
     expect(await sha(vol)).toBe(shaOf(a.basis));
     expect(existsSync(journalPathFor(vol))).toBe(false);
