@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Compile src/native/extents.c, blake3.c, roll.c and sha256.c into build/extents.node with the
+// Compile src/native/extents.c, blake3.c, roll.c, sha256.c and records.c into build/extents.node with the
 // system C compiler and Node's own N-API headers. Optional: without a compiler
 // or the headers it says so and exits 0; resync then reads holes like data and
 // hashes with @napi-rs/blake-hash. -O3: the BLAKE3 lanes run 1.6x faster than at -O2.
@@ -9,7 +9,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const src = ['extents.c', 'blake3.c', 'roll.c', 'sha256.c'].map((f) => join(root, 'src/native', f));
+const src = ['extents.c', 'blake3.c', 'roll.c', 'sha256.c', 'records.c'].map((f) => join(root, 'src/native', f));
 const out = join(root, 'build/extents.node');
 const headerDirs = [resolve(dirname(process.execPath), '../include/node'), '/usr/include/node', '/usr/local/include/node'];
 const include = headerDirs.find((d) => existsSync(join(d, 'node_api.h')));

@@ -31,6 +31,10 @@ export interface NativeHelper {
   sha256?(prefix: Uint8Array, data: Uint8Array, out: Uint8Array): void;
   /** A signature's index over blocks [0, full): chains in head/next (head all -1 before), filter bits; as Signature.indexBlocks. */
   indexBlocks?(weak: Uint32Array, strong: Uint8Array, strongLen: number, full: number, head: Int32Array, next: Int32Array, filter: Int32Array, bucketShift: number, filterShift: number): void;
+  /** Blocks [first, first + count) as signature-cache records (u32 big-endian weak sum, 32-byte digest) into out from at; zeroBits empty: none marked. */
+  packSums?(weak: Uint32Array, digests: Uint8Array, zeroBits: Uint8Array, zeroDigest: Uint8Array, first: number, count: number, out: Uint8Array, at: number): void;
+  /** Records from src[at..] into blocks [first, first + count): digests equal to zeroDigest below zeroBelow set their bit instead; returns the change in marked blocks. */
+  unpackSums?(src: Uint8Array, at: number, first: number, count: number, weak: Uint32Array, digests: Uint8Array, zeroBits: Uint8Array, zeroDigest: Uint8Array, zeroBelow: number): number;
   /** posix_fadvise(fd, offset, length, POSIX_FADV_DONTNEED): 0, or the error number. */
   dropCache?(fd: number, offset: number, length: number): number;
   /** At most n malloc arenas from now on (glibc): 1 where applied, 0 where the C library has no such setting. */

@@ -192,9 +192,9 @@ export class InPlacePatcher {
     this.basisDigests = d;
   }
 
-  /** This patch wrote into block `i` of the image (at the image hash's block size). */
-  wroteBlock(i: number): boolean {
-    return i >= 0 && i < this.written.length * 8 && (this.written[i >>> 3]! & (1 << (i & 7))) !== 0;
+  /** Bit i (least significant first): this patch wrote into block `i` of the image (at the image hash's block size). */
+  get writtenBits(): Uint8Array {
+    return this.written;
   }
 
   /** Output bytes planned so far. */

@@ -24,7 +24,7 @@ import { dirname } from 'node:path';
 import { SEED_LEN } from '../core/limits.js';
 import { weakSum } from '../core/rolling.js';
 import { blockCountFor } from '../core/signature.js';
-import { BlockDigests } from '../core/digests.js';
+import { BlockDigests, packSumRecords } from '../core/digests.js';
 import { FULL_DIGEST_LEN, STRONG_ALGS, StrongHasher, type StrongAlg } from '../core/strong.js';
 import { ioError } from './errors.js';
 import { readExactSync, type ImageHandle } from './image.js';
@@ -130,18 +130,14 @@ export async function loadSigCache(img: ImageHandle, path: string, want: { block
     // Full-length zero blocks are marked as such, and their digests not stored (core/digests.ts).
     const zero = new StrongHasher(want.strongAlg, h.seed, 16).zeroDigest(want.blockSize);
     const whole = Number(st.size) % want.blockSize === 0 ? n : n - 1;
-    const buf = Buffer.allocUnsafe(CHUNK_RECORDS * SIG_CACHE_RECORD);
+    // Its own memory (never a pool slice): records are read a word at a time.
+    const buf = Buffer.from(new ArrayBuffer(CHUNK_RECORDS * SIG_CACHE_RECORD));
     for (let i = 0; i < n; i += CHUNK_RECORDS) {
       const k = Math.min(CHUNK_RECORDS, n - i);
       const part = buf.subarray(0, k * SIG_CACHE_RECORD);
       await readFull(fh, part, SIG_CACHE_HEADER + i * SIG_CACHE_RECORD);
       sha.update(part);
-      for (let j = 0; j < k; j++) {
-        const at = j * SIG_CACHE_RECORD;
-        weak[i + j] = part.readUInt32BE(at);
-        const d = part.subarray(at + 4, at + SIG_CACHE_RECORD);
-        full.put(i + j, d, i + j < whole && d.equals(zero));
-      }
+      full.unpackRecords(part, 0, i, k, weak, zero, whole);
     }
     const trailer = Buffer.alloc(TRAILER);
     await readFull(fh, trailer, SIG_CACHE_HEADER + n * SIG_CACHE_RECORD);
@@ -236,8 +232,8 @@ export interface SessionSums {
   weak: Uint32Array;
   /** The signature pass's digests, or a plain array of them. */
   full: BlockDigests | Uint8Array;
-  /** Block `i` of the image was written by the session (its old sums are stale). */
-  written: (i: number) => boolean;
+  /** Bit i (least significant first): block `i` of the image was written by the session, its old sums stale; null: none was. */
+  written: Uint8Array | null;
   /** Sums of written blocks taken while the session verified them: those blocks are not read back. */
   fresh?: FreshBlockSums | null | undefined;
 }
@@ -348,27 +344,27 @@ export async function writeSigCache(img: ImageHandle, path: string, size: number
     const sha = createHash('sha256').update(head);
     await fh.write(head, 0, head.length, 0);
     const oldN = blockCountFor(s.basisSize, s.blockSize);
-    // A block keeps its old sums if unwritten and of the same extent before and after.
-    const sameExtent = (i: number): boolean => (i + 1) * s.blockSize <= Math.min(size, s.basisSize) || (size === s.basisSize && i < oldN);
+    // Blocks below this one keep their old sums unless written: their extent is the same before and after.
+    const keepBelow = size === s.basisSize ? oldN : Math.floor(Math.min(size, s.basisSize) / s.blockSize);
+    const wrote = s.written;
     const hasher = new StrongHasher(s.strongAlg, s.seed, 16);
     const block = Buffer.allocUnsafe(s.blockSize);
-    const buf = Buffer.allocUnsafe(CHUNK_RECORDS * SIG_CACHE_RECORD);
-    // Copies that allocate nothing (2M blocks at 64 GiB): from the digests, or a view of a plain array.
-    const sf = s.full;
-    const view = sf instanceof BlockDigests ? null : Buffer.from(sf.buffer, sf.byteOffset, sf.byteLength);
-    const copyDigest = (b: number, at: number): void => {
-      if (view) view.copy(buf, at, b * FULL_DIGEST_LEN, (b + 1) * FULL_DIGEST_LEN);
-      else (sf as BlockDigests).copyTo(b, buf, at);
-    };
+    // Its own memory (never a pool slice): records are packed a word at a time.
+    const buf = Buffer.from(new ArrayBuffer(CHUNK_RECORDS * SIG_CACHE_RECORD));
     for (let i = 0; i < n; i += CHUNK_RECORDS) {
       const k = Math.min(CHUNK_RECORDS, n - i);
-      for (let j = 0; j < k; j++) {
+      for (let j = 0; j < k; ) {
+        // A run of blocks that keep their sums, packed at once.
+        let e = j;
+        while (e < k && i + e < keepBelow && (wrote === null || ((i + e) >>> 3 < wrote.length && (wrote[(i + e) >>> 3]! & (1 << ((i + e) & 7))) === 0))) e++;
+        if (e > j) {
+          packSumRecords(s.full, i + j, e - j, s.weak, buf, j * SIG_CACHE_RECORD);
+          j = e;
+          continue;
+        }
         const b = i + j;
         const at = j * SIG_CACHE_RECORD;
-        if (sameExtent(b) && !s.written(b)) {
-          buf.writeUInt32BE(s.weak[b]!, at);
-          copyDigest(b, at + 4);
-        } else if (s.fresh?.copyTo(b, buf, at)) {
+        if (s.fresh?.copyTo(b, buf, at)) {
           sigCacheStats.freshBlocks++;
         } else {
           sigCacheStats.readBack++;
@@ -377,6 +373,7 @@ export async function writeSigCache(img: ImageHandle, path: string, size: number
           buf.writeUInt32BE(weakSum(data, 0, len, false), at);
           buf.set(hasher.hash(data, 0, len).subarray(0, FULL_DIGEST_LEN), at + 4);
         }
+        j++;
       }
       const part = buf.subarray(0, k * SIG_CACHE_RECORD);
       sha.update(part);

@@ -24,10 +24,11 @@ export interface DeltaSink {
   abort(e: unknown): Promise<void>;
   /**
    * After finish: which blocks (at the signature's block size) of the image
-   * file were written, for the signature cache; null or absent where the
-   * image was replaced by another file.
+   * file were written, for the signature cache (bit i, least significant
+   * first: block i); null or absent where the image was replaced by another
+   * file.
    */
-  writtenBlocks?(): ((i: number) => boolean) | null;
+  writtenBlocks?(): Uint8Array | null;
   /**
    * apply() is done with a literal's data once it resolves (it copied what it
    * keeps): the data may then be memory the caller fills again.
@@ -99,7 +100,7 @@ export async function inPlaceSink(
       };
       await (a ? a.abort(undo) : undo());
     },
-    writtenBlocks: () => (a && a.state.switchedAt !== null ? null : (i) => p.wroteBlock(i)),
+    writtenBlocks: () => (a && a.state.switchedAt !== null ? null : p.writtenBits),
     copiesLiterals: true,
   };
 }

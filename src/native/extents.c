@@ -348,6 +348,62 @@ static napi_value sha256_pair(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+void resync_pack_sums(const uint32_t *weak, const uint8_t *digests, const uint8_t *zero, const uint8_t *zd, uint32_t first, uint32_t count,
+                      uint8_t *out);
+int64_t resync_unpack_sums(const uint8_t *src, uint32_t first, uint32_t count, uint32_t *weak, uint8_t *digests, uint8_t *zero,
+                           const uint8_t *zd, uint32_t zero_below);
+
+/*
+ * packSums(weak, digests, zeroBits, zeroDigest, first, count, out, at):
+ * blocks [first, first + count) as signature-cache records into out from at
+ * (records.c). zeroBits: a bit a block (an empty array: none marked).
+ */
+static napi_value pack_sums(napi_env env, napi_callback_info info) {
+  size_t argc = 8, weakLen = 0, dLen = 0, zLen = 0, zdLen = 0, outLen = 0;
+  napi_value argv[8];
+  uint32_t *weak = NULL;
+  uint8_t *d = NULL, *z = NULL, *zd = NULL, *out = NULL;
+  int64_t first = 0, count = 0, at = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 8 || !(weak = words_of(env, argv[0], &weakLen)) ||
+      !(d = bytes_of(env, argv[1], &dLen)) || !(z = bytes_of(env, argv[2], &zLen)) || !(zd = bytes_of(env, argv[3], &zdLen)) ||
+      napi_get_value_int64(env, argv[4], &first) != napi_ok || napi_get_value_int64(env, argv[5], &count) != napi_ok ||
+      !(out = bytes_of(env, argv[6], &outLen)) || napi_get_value_int64(env, argv[7], &at) != napi_ok || first < 0 || count < 0 ||
+      at < 0 || first + count > (int64_t)weakLen || first + count > INT32_MAX || (uint64_t)(first + count) * 32 > dLen ||
+      (zLen > 0 && (uint64_t)zLen * 8 < (uint64_t)(first + count)) || zdLen < 32 || (uint64_t)at + (uint64_t)count * 36 > outLen) {
+    napi_throw_type_error(env, NULL, "packSums(weak, digests, zeroBits, zeroDigest, first, count, out, at): out of bounds");
+    return NULL;
+  }
+  resync_pack_sums(weak, d, zLen > 0 ? z : NULL, zd, (uint32_t)first, (uint32_t)count, out + at);
+  return NULL;
+}
+
+/*
+ * unpackSums(src, at, first, count, weak, digests, zeroBits, zeroDigest,
+ * zeroBelow): records from src[at..] into blocks [first, first + count);
+ * returns the change in marked zero blocks (records.c).
+ */
+static napi_value unpack_sums(napi_env env, napi_callback_info info) {
+  size_t argc = 9, srcLen = 0, weakLen = 0, dLen = 0, zLen = 0, zdLen = 0;
+  napi_value argv[9];
+  uint32_t *weak = NULL;
+  uint8_t *src = NULL, *d = NULL, *z = NULL, *zd = NULL;
+  int64_t at = 0, first = 0, count = 0, below = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 9 || !(src = bytes_of(env, argv[0], &srcLen)) ||
+      napi_get_value_int64(env, argv[1], &at) != napi_ok || napi_get_value_int64(env, argv[2], &first) != napi_ok ||
+      napi_get_value_int64(env, argv[3], &count) != napi_ok || !(weak = words_of(env, argv[4], &weakLen)) ||
+      !(d = bytes_of(env, argv[5], &dLen)) || !(z = bytes_of(env, argv[6], &zLen)) || !(zd = bytes_of(env, argv[7], &zdLen)) ||
+      napi_get_value_int64(env, argv[8], &below) != napi_ok || at < 0 || first < 0 || count < 0 || below < 0 ||
+      first + count > (int64_t)weakLen || first + count > INT32_MAX || (uint64_t)(first + count) * 32 > dLen ||
+      (uint64_t)zLen * 8 < (uint64_t)(first + count) || zdLen < 32 || (uint64_t)at + (uint64_t)count * 36 > srcLen) {
+    napi_throw_type_error(env, NULL, "unpackSums(src, at, first, count, weak, digests, zeroBits, zeroDigest, zeroBelow): out of bounds");
+    return NULL;
+  }
+  int64_t marked = resync_unpack_sums(src + at, (uint32_t)first, (uint32_t)count, weak, d, z, zd, below > INT32_MAX ? UINT32_MAX : (uint32_t)below);
+  napi_value out;
+  napi_create_int64(env, marked, &out);
+  return out;
+}
+
 /* rollLanes(): windows the native rolling loop tests side by side on this CPU (16 with AVX-512 and VNNI, else 1). */
 static napi_value roll_lanes(napi_env env, napi_callback_info info) {
   (void)info;
@@ -384,6 +440,10 @@ NAPI_MODULE_INIT() {
   if (napi_set_named_property(env, exports, "sha256", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "indexBlocks", NAPI_AUTO_LENGTH, index_blocks, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "indexBlocks", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "packSums", NAPI_AUTO_LENGTH, pack_sums, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "packSums", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "unpackSums", NAPI_AUTO_LENGTH, unpack_sums, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "unpackSums", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "dropCache", NAPI_AUTO_LENGTH, drop_cache, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "dropCache", fn) != napi_ok) return NULL;
   return exports;

@@ -400,7 +400,7 @@ export async function serveDirty(conn: Connection, img: ImageHandle, sourceSize:
     stats,
     writeSigCache: async () => {
       // The dirty blocks' sums were replaced as they were read back: nothing is read again.
-      await writeSigCache(img, cachePath, img.size, { seed: p.seed, blockSize: p.blockSize, strongAlg: p.strongAlg, basisSize: img.size, weak: sums.weak, full: sums.full, written: () => false });
+      await writeSigCache(img, cachePath, img.size, { seed: p.seed, blockSize: p.blockSize, strongAlg: p.strongAlg, basisSize: img.size, weak: sums.weak, full: sums.full, written: null });
     },
   };
 }
