@@ -232,8 +232,8 @@ export interface SessionSums {
   weak: Uint32Array;
   /** The signature pass's digests, or a plain array of them. */
   full: BlockDigests | Uint8Array;
-  /** Bit i (least significant first): block `i` of the image was written by the session, its old sums stale; null: none was. */
-  written: Uint8Array | null;
+  /** Bit i (least significant first): block `i` of the image was written by the session, its old sums stale (bits past the end: not written). */
+  written: Uint8Array;
   /** Sums of written blocks taken while the session verified them: those blocks are not read back. */
   fresh?: FreshBlockSums | null | undefined;
 }
@@ -356,7 +356,7 @@ export async function writeSigCache(img: ImageHandle, path: string, size: number
       for (let j = 0; j < k; ) {
         // A run of blocks that keep their sums, packed at once.
         let e = j;
-        while (e < k && i + e < keepBelow && (wrote === null || ((i + e) >>> 3 < wrote.length && (wrote[(i + e) >>> 3]! & (1 << ((i + e) & 7))) === 0))) e++;
+        while (e < k && i + e < keepBelow && ((wrote[(i + e) >>> 3] ?? 0) & (1 << ((i + e) & 7))) === 0) e++;
         if (e > j) {
           packSumRecords(s.full, i + j, e - j, s.weak, buf, j * SIG_CACHE_RECORD);
           j = e;

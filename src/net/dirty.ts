@@ -43,6 +43,8 @@ export const MAX_DIRTY_RANGES = 1 << 20;
 /** Read size of the dirty passes, in whole blocks. */
 const READ_CHUNK = 1024 * 1024;
 const LABEL = Buffer.from('resync-dirty/1');
+/** An empty written-block bitmap: no block written (sigcache SessionSums). */
+const NONE_WRITTEN = new Uint8Array(0);
 
 /** Runs of whole blocks [first, end) that the byte ranges touch, merged. Both sides compute the same. */
 export function blockRuns(ranges: Float64Array, blockSize: number, size: number): [number, number][] {
@@ -399,8 +401,8 @@ export async function serveDirty(conn: Connection, img: ImageHandle, sourceSize:
   return {
     stats,
     writeSigCache: async () => {
-      // The dirty blocks' sums were replaced as they were read back: nothing is read again.
-      await writeSigCache(img, cachePath, img.size, { seed: p.seed, blockSize: p.blockSize, strongAlg: p.strongAlg, basisSize: img.size, weak: sums.weak, full: sums.full, written: null });
+      // The dirty blocks' sums were replaced as they were read back: none counts as written, nothing is read again.
+      await writeSigCache(img, cachePath, img.size, { seed: p.seed, blockSize: p.blockSize, strongAlg: p.strongAlg, basisSize: img.size, weak: sums.weak, full: sums.full, written: NONE_WRITTEN });
     },
   };
 }
