@@ -28,6 +28,18 @@ if (process.env.RESYNC_NO_NATIVE !== '1') {
   }
 }
 
+// V8 hands a function to its optimizing compiler (TurboFan, on helper
+// threads) once it has run through a budget of bytecode. At the default
+// budget a half-second push spent 150-250 ms of CPU per process compiling
+// per-block and per-message code that had little left to run: on two CPUs
+// that time is taken from the hashing and the peer. Sixteen times the budget
+// leaves only the code that keeps running to be optimized (a 4 GiB delta
+// ran as fast); docs/benchmarks.md, "Twenty-sixth round". Set before the
+// bundle is compiled, and not over a budget given on the command line.
+if (!process.execArgv.some((a) => a.startsWith('--interrupt-budget='))) {
+  require('node:v8').setFlagsFromString(`--interrupt-budget=${16 * 67584}`);
+}
+
 const bundle = join(__dirname, '..', 'dist', 'resync.cjs');
 // V8 rejects a code cache made under other flags, so each set of node
 // options (the #! line's, none, a profiler's) has its own cache file: one
