@@ -229,6 +229,15 @@ export class DeltaMatcher extends ScanWindow {
         this.jumpTo = -1;
       }
       if (!resume) {
+        // 0. Along a shifted run, windows already hashed ahead that hold the
+        // blocks expected next: taken together, as step 1 would one by one.
+        if (!this.onGrid && this.expRun >= 2 && this.aheadFrom >= 0) {
+          const q = this.runAhead(p, out);
+          if (q !== p) {
+            p = q;
+            continue;
+          }
+        }
         // 1. The block at this very offset, then the one after the last match,
         // by strong hash alone. The aligned block goes first: when both match
         // (runs of zeros, repeated data), a copy onto itself costs an in-place
@@ -411,6 +420,40 @@ export class DeltaMatcher extends ScanWindow {
     this.hashedAt = abs;
     this.hashedDigest = h;
     return h;
+  }
+
+  /**
+   * Step 1 for the windows from buf[p] on whose digests windowDigest hashed
+   * ahead, while each holds the block expected there and lies off the block
+   * grid (an aligned window goes through step 1, which prefers the aligned
+   * block and records its digest): the same copies, without a digest object
+   * or a coalescer call per block. Only off the grid (onGrid false), where
+   * matched() takes no zero-block turn. Returns where the scan stands.
+   */
+  private runAhead(p: number, out: DeltaOp[]): number {
+    const bs = this.bs;
+    const sig = this.sig;
+    const len = this.buf.length;
+    let abs = this.bufPos + p;
+    let j = (abs - this.aheadFrom) / bs;
+    if (!(j >= 0 && j < this.aheadCount && Number.isInteger(j))) return p;
+    const first = this.expected;
+    let exp = first;
+    let q = p;
+    while (j < this.aheadCount && q + bs <= len && abs % bs !== 0 && exp >= 0 && exp < sig.blockCount && sig.blockLength(exp) === bs) {
+      if (!sig.strongEqualsAt(exp, this.ahead, j * 32)) break;
+      exp++;
+      j++;
+      q += bs;
+      abs += bs;
+    }
+    if (q === p) return p;
+    this.emitLiteral(p, out);
+    this.ops.copy(first * bs, q - p, out);
+    this.expRun += exp - first;
+    this.expected = exp;
+    this.lit = q;
+    return q;
   }
 
   /**

@@ -517,10 +517,15 @@ export class Signature {
 
   /** True if block i's strong hash equals h[0, strongLen). */
   strongEquals(i: number, h: Uint8Array): boolean {
+    return this.strongEqualsAt(i, h, 0);
+  }
+
+  /** True if block i's strong hash equals h[at, at + strongLen). */
+  strongEqualsAt(i: number, h: Uint8Array, at: number): boolean {
     const sl = this.params.strongLen;
     const base = i * sl;
     const s = this.strongArr;
-    for (let k = 0; k < sl; k++) if (s[base + k] !== h[k]) return false;
+    for (let k = 0; k < sl; k++) if (s[base + k] !== h[at + k]) return false;
     return true;
   }
 }
