@@ -61,14 +61,30 @@ export class SubSumsAhead {
     readonly subSize: number,
     /** Whether to ask for block i. */
     private readonly wanted: (i: number) => boolean,
+    /**
+     * Whether the receiver's block i is all zeros (its signature says so):
+     * such a block's sums are known without asking, and asking made the
+     * receiver read a hole, which the kernel fills with zeroed pages.
+     */
+    private readonly zero: (i: number) => boolean = () => false,
   ) {
     this.perBlock = (params.blockSize / subSize) * SUB_SUM_LEN;
     this.most = Math.max(1, Math.floor(SUMS_AHEAD / this.perBlock));
   }
 
-  /** Sums of block i, if asked for and received. */
+  /** Sums of the sub-blocks of a zero block, made on first use. */
+  private zeroSums: Uint8Array | null = null;
+
+  /** Sums of block i: if asked for and received, or if the receiver's block is zero and would have been asked for. */
   get(i: number): Uint8Array | undefined {
-    return this.got.get(i);
+    const got = this.got.get(i);
+    if (got !== undefined || !this.zero(i) || !this.wanted(i)) return got;
+    if (!this.zeroSums) {
+      const bs = this.params.blockSize;
+      this.zeroSums = new Uint8Array(this.perBlock);
+      summerFor(this.params.seed, this.subSize).sums(new Uint8Array(bs), 0, bs / this.subSize, this.zeroSums, 0);
+    }
+    return this.zeroSums;
   }
 
   /** Ask for more wanted blocks, ahead of the scan standing at block `at`. */
@@ -86,7 +102,7 @@ export class SubSumsAhead {
       // The first requests are small so that the first answer, which the scan waits for, comes at once.
       const most = Math.min(SUB_NEED_MAX_BLOCKS, 32 * 2 ** this.requests, this.most - this.outstanding);
       for (; i < stop && blocks.length < most; i++) {
-        if (!this.wanted(i)) continue;
+        if (!this.wanted(i) || this.zero(i)) continue;
         setBit(bitmap, i - first);
         blocks.push(i);
       }
