@@ -16,7 +16,7 @@ import { DeltaMatcher } from '../core/matcher.js';
 import type { DeltaOp, DeltaStats } from '../core/ops.js';
 import { emptyStats } from '../core/ops.js';
 import { SignatureGenerator, blockCountFor, chunkFromDigests, makeSignatureParams, type Signature } from '../core/signature.js';
-import { StrongHasher, createImageHash, type StrongAlg } from '../core/strong.js';
+import { createImageHash, type StrongAlg } from '../core/strong.js';
 import { imageHashBuilder, imageHashFromDigests } from '../core/imagehash.js';
 import { DeltaFileDecoder, DeltaFileEncoder, type DeltaTrailer } from '../format/deltafile.js';
 import type { DeltaHeader } from '../../protocol/convert.js';
@@ -31,7 +31,6 @@ import { readFramePieces } from '../io/framed-read.js';
 import { PREAMBLE_LEN } from '../../protocol/constants.js';
 import { trace } from '../io/trace.js';
 import { readPieces } from '../io/sparse.js';
-import { adler32OfZeros } from '../core/rolling.js';
 import { ImageWriter, StreamFileWriter } from '../io/output.js';
 import { StreamPatcher, checkBasisSize } from '../io/patcher.js';
 
@@ -194,24 +193,18 @@ export async function deltaFile(sigPath: string, newPath: string, deltaPath: str
  * whatever zero blocks the basis has, so only those cost a scan.
  */
 class HoleScan {
-  private readonly zeroWeak: number;
-  private readonly zeroStrong: Uint8Array;
   private readonly bs: number;
 
   constructor(
     private readonly matcher: DeltaMatcher,
     private readonly sig: Signature,
   ) {
-    const p = sig.params;
-    this.bs = p.blockSize;
-    this.zeroWeak = adler32OfZeros(p.blockSize);
-    this.zeroStrong = new StrongHasher(p.strongAlg, p.seed, p.strongLen).zeroDigest(p.blockSize).subarray(0, p.strongLen);
+    this.bs = sig.params.blockSize;
   }
 
   /** Is the basis block `i` a full block of zeros? */
   private basisZero(i: number): boolean {
-    const sig = this.sig;
-    return i < sig.blockCount && sig.blockLength(i) === this.bs && sig.weak[i] === this.zeroWeak && sig.strongEquals(i, this.zeroStrong);
+    return this.sig.isZeroBlock(i);
   }
 
   /**

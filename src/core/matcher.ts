@@ -481,8 +481,7 @@ export class DeltaMatcher extends ScanWindow {
 
   /** Is signature block i a full block of zeros? */
   private isZeroBlock(i: number): boolean {
-    if (this.sig.weak[i] !== this.zeroWeak || this.sig.blockLength(i) !== this.bs) return false;
-    return this.sig.strongEquals(i, this.hasher.zeroDigest(this.bs));
+    return this.sig.isZeroBlock(i);
   }
 
   /**

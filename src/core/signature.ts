@@ -446,6 +446,17 @@ export class Signature {
     return n;
   }
 
+  /** Weak sum and strong-hash prefix of a full block of zeros under this signature's spec (isZeroBlock), made on first use. */
+  private zeroSums: { weak: number; strong: Uint8Array } | null = null;
+
+  /** Is block `i` a full-length block of zeros (its weak sum and strong hash those of one)? */
+  isZeroBlock(i: number): boolean {
+    const p = this.params;
+    if (i < 0 || i >= this.blockCount || this.blockLength(i) !== p.blockSize) return false;
+    const z = (this.zeroSums ??= { weak: adler32OfZeros(p.blockSize), strong: new StrongHasher(p.strongAlg, p.seed, p.strongLen).zeroDigest(p.blockSize) });
+    return this.weakArr[i] === z.weak && this.strongEquals(i, z.strong);
+  }
+
   /** Length of block `i` (the last may be short). */
   blockLength(i: number): number {
     const bs = this.params.blockSize;

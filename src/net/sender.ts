@@ -10,7 +10,7 @@ import type { DeltaOp, DeltaStats } from '../core/ops.js';
 import { Signature, subBlockSize, type SignatureParams } from '../core/signature.js';
 import { SUB_RUN_BYTES, subSumWanted } from '../core/subsum.js';
 import { FULL_DIGEST_LEN, HASH_BATCH, StrongHasher, isZeroRange } from '../core/strong.js';
-import { adler32OfZeros, weakSum } from '../core/rolling.js';
+import { weakSum } from '../core/rolling.js';
 import { MAX_REGION_BLOCKS, REGION_HASH_LEN } from '../../protocol/constants.js';
 import { imageHashBuilder, regionHash } from '../core/imagehash.js';
 import { chunkFromMessage, opMessage, paramsFromHeader, wireDeltaHeader } from '../../protocol/convert.js';
@@ -290,10 +290,7 @@ export function subSumsFor(conn: Connection, rs: ReceivedSignature, img: ImageHa
   const whole = (i: number): boolean => i >= 0 && i < sig.blockCount && sig.blockLength(i) === bs && (i + 1) * bs <= img.size;
   const maxRun = Math.max(1, Math.floor(SUB_RUN_BYTES / bs));
   const wanted = subSumWanted((i) => whole(i) && !inPlace(i), (i) => whole(i) && inPlace(i), maxRun);
-  const zeroWeak = adler32OfZeros(bs);
-  const zeroStrong = new StrongHasher(sig.params.strongAlg, sig.params.seed, sig.params.strongLen).zeroDigest(bs);
-  const zero = (i: number): boolean => sig.weak[i] === zeroWeak && sig.strongEquals(i, zeroStrong);
-  return new SubSumsAhead(conn, sig.params, subSize, wanted, zero);
+  return new SubSumsAhead(conn, sig.params, subSize, wanted, (i) => sig.isZeroBlock(i));
 }
 
 /** Where a scan starts and what it uses besides the signature. */

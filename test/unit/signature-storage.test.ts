@@ -84,6 +84,19 @@ describe('Signature storage', () => {
     expect(() => sig.addChunk({ first: 1, weak: new Uint32Array(1), strong: new Uint8Array(p.strongLen) }, false)).toThrow(CorruptInputError);
   });
 
+  test('isZeroBlock: full blocks of zeros only, not a short zero tail, not a block with one byte set, not past the end', () => {
+    const img = sparse(8, [2, 5], 100);
+    img[6 * bs + bs - 1] = 1;
+    for (const seed of [new Uint8Array(16), randomBytes(16)]) {
+      for (const hash of ['blake3', 'sha256'] as const) {
+        const sig = signatureOf(img, { blockSize: bs, seed, strongAlg: hash });
+        const zero = Array.from({ length: 10 }, (_, i) => sig.isZeroBlock(i));
+        // Blocks 0-7 full (2 and 5 random, 6 ends in a 1), block 8 the 100-byte zero tail, 9 past the end.
+        expect(zero).toEqual([true, true, false, true, true, false, false, true, false, false]);
+      }
+    }
+  });
+
   test('the index of a mostly-zero image is sized from its data blocks, and still finds every block', () => {
     const n = 1 << 14;
     const data = [0, 5, 4000, 9999, n - 1];
