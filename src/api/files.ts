@@ -202,11 +202,6 @@ class HoleScan {
     this.bs = sig.params.blockSize;
   }
 
-  /** Is the basis block `i` a full block of zeros? */
-  private basisZero(i: number): boolean {
-    return this.sig.isZeroBlock(i);
-  }
-
   /**
    * Ops for the next `length` bytes of the new image, a hole starting on a
    * block boundary; `zeros` is at least SCAN_ZEROS zero bytes, or `length`.
@@ -220,7 +215,7 @@ class HoleScan {
     let pos = start;
     while (pos < end) {
       let run = 0;
-      if (pos % bs === 0) while (pos + run + bs <= end && this.basisZero((pos + run) / bs)) run += bs;
+      if (pos % bs === 0) while (pos + run + bs <= end && this.sig.isZeroBlock((pos + run) / bs)) run += bs;
       if (run > 0 && m.skipAligned(run)) {
         out.push(...m.takeSkipped());
         pos += run;
@@ -229,7 +224,7 @@ class HoleScan {
       // Not over a zero basis block, or the matcher holds part of a window:
       // scan the zeros up to the next block that can be skipped (one block at least).
       let n = Math.min(bs, end - pos);
-      if (run === 0) while (pos + n < end && n + bs <= Math.min(SCAN_ZEROS, zeros.length) && !this.basisZero((pos + n) / bs)) n = Math.min(end - pos, n + bs);
+      if (run === 0) while (pos + n < end && n + bs <= Math.min(SCAN_ZEROS, zeros.length) && !this.sig.isZeroBlock((pos + n) / bs)) n = Math.min(end - pos, n + bs);
       out.push(...m.push(zeros.subarray(0, n)));
       pos += n;
     }

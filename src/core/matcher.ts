@@ -260,7 +260,7 @@ export class DeltaMatcher extends ScanWindow {
         if (al >= 0) {
           // Over a zero basis block nothing shifted can hide, so even a zero block
           // next counts as proof (a write into a zero region, the common case).
-          const zeroHere = this.isZeroBlock(al);
+          const zeroHere = this.sig.isZeroBlock(al);
           const ahead = this.nextAlignedMatches(buf, p, al + 1, zeroHere);
           if (ahead === 'wait') break;
           // A block of which some sub-block is still in place was written into,
@@ -479,11 +479,6 @@ export class DeltaMatcher extends ScanWindow {
   /** The scan stopped in the middle of a roll for want of input. */
   private midRoll = false;
 
-  /** Is signature block i a full block of zeros? */
-  private isZeroBlock(i: number): boolean {
-    return this.sig.isZeroBlock(i);
-  }
-
   /**
    * The block the window at buf[p] (weak sum `weak`) holds, or -1: the block
    * at this very offset first (several blocks may hold the same bytes, zeros
@@ -534,7 +529,7 @@ export class DeltaMatcher extends ScanWindow {
     const bs = this.bs;
     const abs = this.bufPos + p;
     const k = Math.floor(abs / bs);
-    if (this.onGrid && abs % bs !== 0 && this.isZeroBlock(i) && this.isZeroBlock(k)) {
+    if (this.onGrid && abs % bs !== 0 && this.sig.isZeroBlock(i) && this.sig.isZeroBlock(k)) {
       // Zeros found off the block grid right after a change made on it (a
       // write into a zero region), over a basis block that is zero too: copy
       // the zeros in place up to the next block boundary and get back onto the
@@ -637,7 +632,7 @@ export class DeltaMatcher extends ScanWindow {
     let e = upTo;
     if (buf[s] === 0) {
       const k = Math.floor((this.bufPos + s) / bs);
-      if (this.isZeroBlock(k)) {
+      if (this.sig.isZeroBlock(k)) {
         const limit = Math.min(upTo, (k + 1) * bs - this.bufPos);
         let z = s;
         while (z < limit && buf[z] === 0) z++;
@@ -647,7 +642,7 @@ export class DeltaMatcher extends ScanWindow {
     }
     if (e > s && buf[e - 1] === 0) {
       const k = Math.floor((this.bufPos + e - 1) / bs);
-      if (this.isZeroBlock(k)) {
+      if (this.sig.isZeroBlock(k)) {
         const limit = Math.max(s, k * bs - this.bufPos);
         while (e > limit && buf[e - 1] === 0) e--;
       }
