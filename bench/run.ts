@@ -725,7 +725,7 @@ async function measureStartup(ctx: Context): Promise<{ resyncMs: number; rdiffMs
   const ours: number[] = [];
   const theirs: number[] = [];
   for (let i = 0; i < Math.max(3, ctx.opts.runs); i++) {
-    ours.push(checkExit(await ctx.meter.run(process.execPath, [...ctx.resync.nodeArgs, '--version'])).wallMs);
+    ours.push(checkExit(await ctx.resync.launch(['--version'])).wallMs);
     theirs.push(checkExit(await ctx.meter.run('rdiff', ['--version'])).wallMs);
   }
   return { resyncMs: median(ours), rdiffMs: median(theirs) };

@@ -34,15 +34,30 @@ export async function snapshotBuild(projectRoot: string, dest: string): Promise<
   return join(dest, 'bin', 'resync.js');
 }
 
+/** How the CLI's `#!/usr/bin/env -S [-u VAR]... node [OPTION]...` line starts it. */
+export interface BinLaunch {
+  /** Variables env removes from the environment before starting node. */
+  unset: string[];
+  /** Node's options. */
+  nodeArgs: string[];
+}
+
 /**
- * The node options on the CLI's `#!/usr/bin/env -S node ...` line: what the
- * installed `resync` command runs with, so the bench, which starts it as
- * `node bin/resync.js`, measures the same program.
+ * What the CLI's first line does before the script runs: the variables env
+ * unsets and the node options, so the bench, which starts it as `node
+ * bin/resync.js`, runs the same program as the installed `resync` command.
  */
-export function binNodeArgs(cliPath: string): string[] {
+export function binLaunch(cliPath: string): BinLaunch {
   const first = readFileSync(cliPath, 'utf8').split('\n', 1)[0] ?? '';
-  const m = /^#!\S*env -S node((?:\s+--?\S+)*)\s*$/.exec(first);
-  return m ? m[1]!.trim().split(/\s+/).filter(Boolean) : [];
+  const m = /^#!\S*env -S((?:\s+-u\s+\S+)*)\s+node((?:\s+--?\S+)*)\s*$/.exec(first);
+  if (!m) return { unset: [], nodeArgs: [] };
+  const words = (s: string): string[] => s.trim().split(/\s+/).filter(Boolean);
+  return { unset: words(m[1]!).filter((w) => w !== '-u'), nodeArgs: words(m[2]!) };
+}
+
+/** The node options on the CLI's first line (see binLaunch). */
+export function binNodeArgs(cliPath: string): string[] {
+  return binLaunch(cliPath).nodeArgs;
 }
 
 /** A measured resync command and its `--json` summary. */
@@ -102,19 +117,29 @@ export interface ResyncServer {
 
 /** The resync CLI, every command run with `--json` and measured. */
 export class ResyncCli {
-  /** Node options from the CLI's first line (see binNodeArgs), then the CLI. */
-  readonly nodeArgs: string[];
+  /** The program the bench starts: node, or env where the CLI's first line unsets variables. */
+  readonly command: string;
+  /** Its arguments before the command's own: env's, node's options, the CLI. */
+  readonly prefix: string[];
 
   constructor(
     private readonly meter: Meter,
     /** Path of the CLI entry point. */
     readonly cliPath: string,
   ) {
-    this.nodeArgs = [...binNodeArgs(cliPath), cliPath];
+    const { unset, nodeArgs } = binLaunch(cliPath);
+    const node = [...nodeArgs, cliPath];
+    this.command = unset.length > 0 ? '/usr/bin/env' : process.execPath;
+    this.prefix = unset.length > 0 ? [...unset.flatMap((v) => ['-u', v]), process.execPath, ...node] : node;
+  }
+
+  /** Run the CLI with `args`, measured, as it is (no summary read). */
+  launch(args: readonly string[]): Promise<ProcResult> {
+    return this.meter.run(this.command, [...this.prefix, ...args]);
   }
 
   private async run(args: string[]): Promise<ResyncRun> {
-    return parseSummary(await this.meter.run(process.execPath, [...this.nodeArgs, ...args]));
+    return parseSummary(await this.launch(args));
   }
 
   // --force: repeated runs write the same outputs again.
@@ -171,8 +196,8 @@ export class ResyncCli {
    */
   async serve(volume: string | readonly (readonly [string, string])[], path: string, secretFile: string, mode: 'rw' | 'ro' = 'rw'): Promise<ResyncServer> {
     const volumes = typeof volume === 'string' ? [[volume, path] as const] : volume;
-    const proc = this.meter.start(process.execPath, [
-      ...this.nodeArgs,
+    const proc = this.meter.start(this.command, [
+      ...this.prefix,
       'serve',
       '--log-format',
       'json',

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, test } from 'vitest';
-import { binNodeArgs } from '../../bench/subject.js';
+import { binLaunch, binNodeArgs } from '../../bench/subject.js';
 
 describe('the bench runs resync with the options of its own first line', () => {
   const dir = mkdtempSync(join(tmpdir(), 'resync-bin-'));
@@ -23,5 +23,12 @@ describe('the bench runs resync with the options of its own first line', () => {
     expect(binNodeArgs(script('#!/usr/bin/env -S node --a=1 --b'))).toEqual(['--a=1', '--b']);
     expect(binNodeArgs(script('#!/usr/bin/env node'))).toEqual([]);
     expect(binNodeArgs(script("'use strict';"))).toEqual([]);
+  });
+
+  test('variables env unsets before node starts', () => {
+    expect(binLaunch(script('#!/usr/bin/env -S -u A -u B_C node --a=1'))).toEqual({ unset: ['A', 'B_C'], nodeArgs: ['--a=1'] });
+    expect(binLaunch(script('#!/usr/bin/env -S node --a=1'))).toEqual({ unset: [], nodeArgs: ['--a=1'] });
+    // The shipped CLI: node would parse the certificates NODE_EXTRA_CA_CERTS names at every start.
+    expect(binLaunch(fileURLToPath(new URL('../../bin/resync.js', import.meta.url))).unset).toContain('NODE_EXTRA_CA_CERTS');
   });
 });
