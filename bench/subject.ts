@@ -34,25 +34,29 @@ export async function snapshotBuild(projectRoot: string, dest: string): Promise<
   return join(dest, 'bin', 'resync.js');
 }
 
-/** How the CLI's `#!/usr/bin/env -S [-u VAR]... node [OPTION]...` line starts it. */
+/** How the CLI's `#!/usr/bin/env -S [-u VAR]... [VAR=VALUE]... node [OPTION]...` line starts it. */
 export interface BinLaunch {
   /** Variables env removes from the environment before starting node. */
   unset: string[];
+  /** Variables env sets, `${VAR}` in their values expanded from this process's environment. */
+  set: string[];
   /** Node's options. */
   nodeArgs: string[];
 }
 
 /**
  * What the CLI's first line does before the script runs: the variables env
- * unsets and the node options, so the bench, which starts it as `node
- * bin/resync.js`, runs the same program as the installed `resync` command.
+ * unsets and sets, and the node options, so the bench, which starts it as
+ * `node bin/resync.js`, runs the same program as the installed `resync`
+ * command.
  */
-export function binLaunch(cliPath: string): BinLaunch {
+export function binLaunch(cliPath: string, env: NodeJS.ProcessEnv = process.env): BinLaunch {
   const first = readFileSync(cliPath, 'utf8').split('\n', 1)[0] ?? '';
-  const m = /^#!\S*env -S((?:\s+-u\s+\S+)*)\s+node((?:\s+--?\S+)*)\s*$/.exec(first);
-  if (!m) return { unset: [], nodeArgs: [] };
+  const m = /^#!\S*env -S((?:\s+-u\s+\S+)*)((?:\s+[A-Za-z_][A-Za-z0-9_]*=\S*)*)\s+node((?:\s+--?\S+)*)\s*$/.exec(first);
+  if (!m) return { unset: [], set: [], nodeArgs: [] };
   const words = (s: string): string[] => s.trim().split(/\s+/).filter(Boolean);
-  return { unset: words(m[1]!).filter((w) => w !== '-u'), nodeArgs: words(m[2]!) };
+  const expand = (w: string): string => w.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, v: string) => env[v] ?? '');
+  return { unset: words(m[1]!).filter((w) => w !== '-u'), set: words(m[2]!).map(expand), nodeArgs: words(m[3]!) };
 }
 
 /** The node options on the CLI's first line (see binLaunch). */
@@ -117,7 +121,7 @@ export interface ResyncServer {
 
 /** The resync CLI, every command run with `--json` and measured. */
 export class ResyncCli {
-  /** The program the bench starts: node, or env where the CLI's first line unsets variables. */
+  /** The program the bench starts: node, or env where the CLI's first line unsets or sets variables. */
   readonly command: string;
   /** Its arguments before the command's own: env's, node's options, the CLI. */
   readonly prefix: string[];
@@ -127,10 +131,11 @@ export class ResyncCli {
     /** Path of the CLI entry point. */
     readonly cliPath: string,
   ) {
-    const { unset, nodeArgs } = binLaunch(cliPath);
+    const { unset, set, nodeArgs } = binLaunch(cliPath);
     const node = [...nodeArgs, cliPath];
-    this.command = unset.length > 0 ? '/usr/bin/env' : process.execPath;
-    this.prefix = unset.length > 0 ? [...unset.flatMap((v) => ['-u', v]), process.execPath, ...node] : node;
+    const viaEnv = unset.length > 0 || set.length > 0;
+    this.command = viaEnv ? '/usr/bin/env' : process.execPath;
+    this.prefix = viaEnv ? [...unset.flatMap((v) => ['-u', v]), ...set, process.execPath, ...node] : node;
   }
 
   /** Run the CLI with `args`, measured, as it is (no summary read). */

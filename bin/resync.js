@@ -1,7 +1,8 @@
-#!/usr/bin/env -S -u NODE_EXTRA_CA_CERTS node --max-semi-space-size=1
-// env unsets NODE_EXTRA_CA_CERTS: node parses the certificates it names when
-// it starts, before any script runs (30 ms of every start with Debian's
-// bundle), and resync makes no TLS connection to use them.
+#!/usr/bin/env -S -u NODE_EXTRA_CA_CERTS RESYNC_EXTRA_CA_CERTS=${NODE_EXTRA_CA_CERTS} node --max-semi-space-size=1
+// env moves NODE_EXTRA_CA_CERTS to RESYNC_EXTRA_CA_CERTS: node parses the
+// certificates it names as it starts, before any script runs (30 ms of every
+// start with Debian's bundle), and most runs make no TLS connection. One that
+// does trusts them still, read then (src/io/tls-trust.ts).
 // The flag caps V8's young generation at 1 MiB a semi-space (16 by default):
 // a sync allocates short-lived objects for every message, and with the
 // default the heap alone grew by 25-30 MB (pull of a 64 GiB sparse image:

@@ -20,6 +20,7 @@ import { SessionMachine, type Side } from '../../protocol/session.js';
 import { encodePreamble } from '../format/preamble.js';
 import { Throttle } from './throttle.js';
 import { ownReadsConnect, takeOwnReads } from './own-reads.js';
+import { defaultTrust } from '../io/tls-trust.js';
 import { ProtocolError } from '../../protocol/errors.js';
 
 /** Connection options. */
@@ -620,7 +621,7 @@ export function dial(host: string, port: number, opts: ConnectionOptions & { con
   return new Promise((resolve, reject) => {
     const s: Socket = opts.tls
       ? // node:tls is loaded by the first TLS connection, not by every client.
-        (createRequire(import.meta.url)('node:tls') as typeof import('node:tls')).connect({ host, port, ca: opts.tls.ca, servername: opts.tls.servername ?? (isIP(host) ? undefined : host), rejectUnauthorized: true })
+        (createRequire(import.meta.url)('node:tls') as typeof import('node:tls')).connect({ host, port, ca: opts.tls.ca ?? defaultTrust(), servername: opts.tls.servername ?? (isIP(host) ? undefined : host), rejectUnauthorized: true })
       : ownReadsConnect(host, port);
     const ready = opts.tls ? 'secureConnect' : 'connect';
     const t = setTimeout(() => {

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,7 +12,8 @@ let dir: string;
 let server: ResyncServer;
 let port: number;
 let ca: Buffer;
-const secret = randomBytes(32);
+const secret = Buffer.from(randomBytes(24).toString('base64'));
+const CLI = fileURLToPath(new URL('../../bin/resync.js', import.meta.url));
 
 function haveOpenssl(): boolean {
   try {
@@ -63,5 +65,29 @@ describe.skipIf(!haveOpenssl())('TLS', () => {
     await expect(push(join(dir, 'src.img'), { host: '127.0.0.1', port, secret, volume: 'v', idleTimeoutMs: 2000 })).rejects.toBeDefined();
     const r = await push(join(dir, 'src.img'), { host: '127.0.0.1', port, secret, volume: 'v', tls: { ca } });
     expect(r.verified).toBe(true);
+  });
+
+  test('the resync command trusts the CAs of NODE_EXTRA_CA_CERTS though node starts without them', async () => {
+    await writeFile(join(dir, 'secret'), secret, { mode: 0o600 });
+    await writeFile(join(dir, 'vol.img'), randomBytes(1 << 20));
+    const src = randomBytes(1 << 20);
+    await writeFile(join(dir, 'src.img'), src);
+    // Executed, so its #! line runs: env moves the variable to RESYNC_EXTRA_CA_CERTS (bin/resync.js).
+    const run = (env: NodeJS.ProcessEnv): Promise<{ code: number; stderr: string }> =>
+      new Promise((resolve) => {
+        execFile(CLI, ['push', '--tls', '--secret-file', join(dir, 'secret'), join(dir, 'src.img'), `127.0.0.1:${port}/v`], { env, timeout: 60_000 }, (err, _out, stderr) =>
+          resolve({ code: err ? ((err as { code?: number }).code ?? -1) : 0, stderr }),
+        );
+      });
+    const base = { ...process.env };
+    delete base.NODE_EXTRA_CA_CERTS;
+    delete base.RESYNC_EXTRA_CA_CERTS;
+    const without = await run(base);
+    expect(without.code).not.toBe(0);
+    expect(without.stderr).toMatch(/SELF_SIGNED|certificate/i);
+    const withCa = await run({ ...base, NODE_EXTRA_CA_CERTS: join(dir, 'cert.pem') });
+    expect(withCa.stderr).toBe('');
+    expect(withCa.code).toBe(0);
+    expect((await readFile(join(dir, 'vol.img'))).equals(src)).toBe(true);
   });
 });

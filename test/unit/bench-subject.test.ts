@@ -25,10 +25,14 @@ describe('the bench runs resync with the options of its own first line', () => {
     expect(binNodeArgs(script("'use strict';"))).toEqual([]);
   });
 
-  test('variables env unsets before node starts', () => {
-    expect(binLaunch(script('#!/usr/bin/env -S -u A -u B_C node --a=1'))).toEqual({ unset: ['A', 'B_C'], nodeArgs: ['--a=1'] });
-    expect(binLaunch(script('#!/usr/bin/env -S node --a=1'))).toEqual({ unset: [], nodeArgs: ['--a=1'] });
-    // The shipped CLI: node would parse the certificates NODE_EXTRA_CA_CERTS names at every start.
-    expect(binLaunch(fileURLToPath(new URL('../../bin/resync.js', import.meta.url))).unset).toContain('NODE_EXTRA_CA_CERTS');
+  test('variables env unsets and sets before node starts', () => {
+    expect(binLaunch(script('#!/usr/bin/env -S -u A -u B_C node --a=1'))).toEqual({ unset: ['A', 'B_C'], set: [], nodeArgs: ['--a=1'] });
+    expect(binLaunch(script('#!/usr/bin/env -S node --a=1'))).toEqual({ unset: [], set: [], nodeArgs: ['--a=1'] });
+    expect(binLaunch(script('#!/usr/bin/env -S -u A B=${A} C=x${D}y node --a=1'), { A: '/p q', D: 'd' })).toEqual({ unset: ['A'], set: ['B=/p q', 'C=xdy'], nodeArgs: ['--a=1'] });
+    expect(binLaunch(script('#!/usr/bin/env -S -u A B=${A} node'), {})).toEqual({ unset: ['A'], set: ['B='], nodeArgs: [] });
+    // The shipped CLI: node would parse the certificates NODE_EXTRA_CA_CERTS names at every start; they are handed on.
+    const shipped = binLaunch(fileURLToPath(new URL('../../bin/resync.js', import.meta.url)), { NODE_EXTRA_CA_CERTS: '/ca.pem' });
+    expect(shipped.unset).toContain('NODE_EXTRA_CA_CERTS');
+    expect(shipped.set).toContain('RESYNC_EXTRA_CA_CERTS=/ca.pem');
   });
 });

@@ -10,6 +10,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { NbdTlsError } from './codec.js';
+import { defaultTrust } from '../tls-trust.js';
 import type { NbdAddress, NbdTlsParams } from './uri.js';
 
 /** Files of the x509 directory (qemu's names, endpoint client). */
@@ -95,6 +96,7 @@ export function startTls(sock: Socket, addr: NbdAddress, creds: NbdTlsCredential
     const t = tls.connect({
       socket: sock,
       ...creds,
+      ca: creds.ca ?? defaultTrust(),
       // SNI carries a DNS name only, never an address.
       ...(name !== null && isIP(name) === 0 ? { servername: name } : {}),
       rejectUnauthorized: true,
