@@ -8,10 +8,10 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-/** The node options on bin/resync.js's `#!/usr/bin/env -S node ...` line. */
+/** The node options on bin/resync.js's `#!/usr/bin/env -S [-u VAR]... [VAR=VALUE]... node ...` line. */
 export function shebangFlags(bin) {
   const first = readFileSync(bin, 'utf8').split('\n', 1)[0] ?? '';
-  const m = /^#!\S*env -S node((?:\s+--?\S+)*)\s*$/.exec(first);
+  const m = /^#!\S*env -S(?:\s+-u\s+\S+)*(?:\s+[A-Za-z_][A-Za-z0-9_]*=\S*)*\s+node((?:\s+--?\S+)*)\s*$/.exec(first);
   return m ? m[1].trim().split(/\s+/).filter(Boolean) : [];
 }
 
