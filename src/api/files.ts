@@ -30,8 +30,7 @@ import { defaultStateDir } from '../io/state-dir.js';
 import { readFramePieces } from '../io/framed-read.js';
 import { PREAMBLE_LEN } from '../../protocol/constants.js';
 import { trace } from '../io/trace.js';
-import { readPieces, type Piece } from '../io/sparse.js';
-import { hashedReader, readHashedPieces, RecentDigests } from '../io/hashed-read.js';
+import { readPieces } from '../io/sparse.js';
 import { ImageWriter, StreamFileWriter } from '../io/output.js';
 import { StreamPatcher, checkBasisSize } from '../io/patcher.js';
 
@@ -134,12 +133,6 @@ export interface DeltaFileOptions {
   compress?: boolean | undefined;
   /** With an NBD export: the state directory whose undo journal, if any, makes it refused (default defaultStateDir()). */
   stateDir?: string | undefined;
-  /**
-   * Read and hash the next pieces on the thread pool where the native helper
-   * can (default true); false reads and hashes on this thread. The delta is
-   * the same either way (tests compare the two).
-   */
-  hashAhead?: boolean | undefined;
 }
 
 /**
@@ -154,13 +147,9 @@ export async function deltaFile(sigPath: string, newPath: string, deltaPath: str
   try {
     const enc = new DeltaFileEncoder();
     enc.compress = opts.compress === true;
-    const sp = signature.params;
-    // Where the native helper can: the next pieces read and their blocks hashed on the thread pool while
-    // this one is scanned; the matcher compares its aligned windows with those digests, unhashed.
-    const read = opts.hashAhead === false ? null : hashedReader(img, sp);
-    const recent = read ? new RecentDigests(sp.blockSize, sp.strongLen) : null;
     // Each call's ops are written (copied) before the next push: literals may come in reused memory.
-    const matcher = new DeltaMatcher(signature, { reuseLiterals: true, ...(recent ? { ownDigests: recent.at } : {}) });
+    const matcher = new DeltaMatcher(signature, { reuseLiterals: true });
+    const sp = signature.params;
     const hash = imageHashBuilder(img.size, sp);
     out = await StreamFileWriter.create(deltaPath);
     const header: DeltaHeader = { blockSize: sp.blockSize, basisSize: sp.imageSize, basisHash, targetSize: img.size, strongAlg: sp.strongAlg, seed: sp.seed };
@@ -171,20 +160,11 @@ export async function deltaFile(sigPath: string, newPath: string, deltaPath: str
     };
     let done = 0;
     const holes = new HoleScan(matcher, signature);
-    const pieces: AsyncIterable<Piece & { digests?: Uint8Array | null }> = read
-      ? readHashedPieces(img, read, sp, { chunk: DELTA_READ_CHUNK, holeChunk: HOLE_CHUNK })
-      : readPieces(img, { align: sp.blockSize, alternate: true, chunk: DELTA_READ_CHUNK, holeChunk: HOLE_CHUNK });
-    for await (const piece of pieces) {
+    for await (const piece of readPieces(img, { align: sp.blockSize, alternate: true, chunk: DELTA_READ_CHUNK, holeChunk: HOLE_CHUNK })) {
       if (piece.zero) {
         hash.updateZero(piece.length);
         await emit(holes.push(piece.length, piece.data));
         matcher.takeAligned();
-      } else if (piece.digests) {
-        recent!.add(piece.position, piece.digests);
-        await emit(matcher.push(piece.data));
-        // Every block's digest came with the piece: the image hash takes them, not the matcher's few.
-        matcher.takeAligned();
-        if (!hash.skipKnown(piece.position, piece.length, piece.digests, piece.position / sp.blockSize)) throw new ParamError(`the image hash is not at ${piece.position} where a piece starts`);
       } else {
         await emit(matcher.push(piece.data));
         for (const [i, d] of matcher.takeAligned()) hash.offer(i, d);

@@ -206,21 +206,20 @@ export class ImageHashBuilder {
 
   /**
    * Advance over whole blocks whose digests the caller knows (an untouched
-   * range of an in-place target, or blocks hashed elsewhere). `start` must be
-   * the current, block-aligned position. `digests` holds 32 bytes a block
-   * from block `first` on (0: by block number). Returns false (and consumes
-   * nothing) if that is not the case, or `digests` stops short of the range.
+   * range of an in-place target). `start` must be the current, block-aligned
+   * position. Returns false (and consumes nothing) if that is not the case, or
+   * `digests` (32 bytes a block, by block number) stops short of the range.
    */
-  skipKnown(start: number, length: number, digests: DigestBytes, first = 0): boolean {
+  skipKnown(start: number, length: number, digests: DigestBytes): boolean {
     const bs = this.blockSize;
     const end = start + length;
-    if (start !== this.pos || this.partialLen !== 0 || start % bs !== 0 || (end % bs !== 0 && end !== this.size) || first * bs > start) return false;
+    if (start !== this.pos || this.partialLen !== 0 || start % bs !== 0 || (end % bs !== 0 && end !== this.size)) return false;
     const last = Math.ceil(end / bs);
-    if (digests.length < (last - first) * 32) return false;
+    if (digests.length < last * 32) return false;
     // A run of digests at a time, straight into the pending ones: a view per block costs more than its copy.
     for (let i = start / bs; i < last; ) {
       const n = Math.min((this.pend.length - this.pendLen) / 32, last - i);
-      const run = digests.subarray((i - first) * 32, (i - first + n) * 32);
+      const run = digests.subarray(i * 32, (i + n) * 32);
       if (this.known.size > 0) for (let j = i; j < i + n; j++) this.known.delete(j);
       this.pend.set(run, this.pendLen);
       this.pendLen += n * 32;

@@ -65,8 +65,8 @@ export class DeltaMatcher extends ScanWindow {
   /** (blockSize * byte) mod 65521 for every byte value: the roll's only multiplication. */
   private readonly outTab = new Int32Array(256);
 
-  /** Our aligned block i's strong-hash prefix, when known ahead (undefined: not known yet, hash the bytes). */
-  private readonly ownDigest: ((i: number) => Uint8Array | undefined) | null;
+  /** Our aligned block i's strong-hash prefix, when known ahead. */
+  private readonly ownDigest: ((i: number) => Uint8Array) | null;
   /** The rolling loop in native code or WebAssembly, when available. */
   private readonly roller: RollLoop | null;
   /** Weak sum of a zero block. */
@@ -78,12 +78,11 @@ export class DeltaMatcher extends ScanWindow {
    * `ownDigests`: optional strong-hash prefixes (signature strongLen bytes
    * each, same seed) of the NEW image's aligned blocks, computed ahead (e.g.
    * while the signature was still arriving). The aligned fast path then
-   * compares instead of hashing. Or a function giving block i's prefix, or
-   * undefined where it does not know it (yet).
+   * compares instead of hashing. Or a function giving block i's prefix.
    * `reuseLiterals`: the caller consumes (copies) the ops of each call before
    * the next push or end, so literal data may live in reused memory (ScanWindow).
    */
-  constructor(sig: Signature, opts: { maxLiteral?: number; ownDigests?: Uint8Array | ((i: number) => Uint8Array | undefined); noWasm?: boolean; noNative?: boolean; reuseLiterals?: boolean } = {}) {
+  constructor(sig: Signature, opts: { maxLiteral?: number; ownDigests?: Uint8Array | ((i: number) => Uint8Array); noWasm?: boolean; noNative?: boolean; reuseLiterals?: boolean } = {}) {
     super(sig.params.blockSize, opts.reuseLiterals === true);
     if (!sig.isComplete) throw new ParamError('the signature is incomplete');
     sig.seal();
@@ -250,7 +249,7 @@ export class DeltaMatcher extends ScanWindow {
         const own = this.ownDigest;
         if (al >= 0 || tryExp) {
           // Digests of our own aligned blocks may have been computed ahead: compare, do not hash.
-          const win = (own && al >= 0 ? own(al) : undefined) ?? this.windowDigest(buf, p, tryExp || (al >= 0 && al === exp));
+          const win = own && al >= 0 ? own(al) : this.windowDigest(buf, p, tryExp || (al >= 0 && al === exp));
           const hit = al >= 0 && sig.strongEquals(al, win) ? al : tryExp && sig.strongEquals(exp, win) ? exp : -1;
           if (hit >= 0) {
             p = this.matched(p, hit, out);
@@ -469,8 +468,8 @@ export class DeltaMatcher extends ScanWindow {
     // A zero block matches zeros at any offset, so it says nothing about alignment.
     if (!zeroOk && sig.weak[next] === this.zeroWeak) return false;
     // Our own digests answer without the bytes; otherwise hash them when they are here.
-    const known = this.ownDigest?.(next);
-    if (known) return sig.strongEquals(next, known);
+    const own = this.ownDigest;
+    if (own) return sig.strongEquals(next, own(next));
     if (p + 2 * bs > buf.length) return this.final ? false : 'wait';
     return sig.strongEquals(next, this.windowDigest(buf, p + bs));
   }

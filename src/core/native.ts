@@ -15,13 +15,6 @@ export interface NativeHelper {
   blake3Keyed?(keyAndOut: Uint8Array, data: Uint8Array, start: number, end: number): void;
   /** Keyed BLAKE3 of n blocks of blockSize bytes from data[start] into out[outStart + 32 * j]; key[0, 32) is the key. */
   blake3KeyedBlocks?(key: Uint8Array, data: Uint8Array, start: number, blockSize: number, n: number, out: Uint8Array, outStart: number): void;
-  /**
-   * On libuv's pool: read buf[0, length) at position, then the keyed BLAKE3 of
-   * its blocks (the last one shorter) into out, 32 bytes a block. Resolves to
-   * the bytes read (short only at end of file, nothing hashed then); rejects
-   * with the errno as `errno`.
-   */
-  blake3ReadBlocks?(fd: number, position: number, buf: Uint8Array, length: number, key: Uint8Array, blockSize: number, out: Uint8Array): Promise<number>;
   /** Chunks hashed side by side by blake3Keyed on this CPU: 16 (AVX-512), 8 (AVX2) or 4. */
   blake3Lanes?(): number;
   /** A native rolling loop over a sealed signature's arrays (src/native/roll.c); they must outlive it, unchanged. */

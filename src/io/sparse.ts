@@ -162,86 +162,36 @@ export function pieceBufferLength(size: number, opts: PieceOptions = {}): number
   return Math.max(0, Math.min(pieceStep(chunk, align), end - start));
 }
 
-/** A piece's place in the image, before it is read (PiecePlan). */
-export interface PlannedPiece {
-  position: number;
-  length: number;
-  /** Whole blocks of a hole: not to be read. */
-  zero: boolean;
-}
-
-/**
- * Where readPieces' pieces fall, piece by piece, without reading them: a
- * reader that reads ahead (io/hashed-read.ts) knows the next piece before
- * the consumer is done with this one.
- */
-export class PiecePlan {
-  /** The extent map data pieces are read by (null for an NBD export: its reads find holes themselves). */
-  readonly map: ExtentMap | null;
-  private readonly end: number;
-  private readonly align: number;
-  private readonly step: number;
-  private readonly holeStep: number;
-  private readonly holes: boolean;
-  private pos: number;
-  /** The data extent most recently found, reused until pos passes it (undefined: not asked yet). */
-  private extent: [number, number] | null | undefined = undefined;
-
-  constructor(
-    private readonly img: ImageHandle,
-    opts: PieceOptions = {},
-  ) {
-    const { start = 0, end = img.size, chunk = IO_CHUNK, align = 1, holes = true } = opts;
-    this.end = end;
-    this.align = align;
-    this.step = pieceStep(chunk, align);
-    this.holeStep = Math.max(this.step, pieceStep(opts.holeChunk ?? chunk, align));
-    this.pos = start;
-    this.holes = holes;
-    this.map = img.remote ? null : new ExtentMap(img, holes);
-  }
-
-  private dataAfter(at: number): Promise<[number, number] | null> | [number, number] | null {
-    return this.map ? this.map.dataAfter(at) : this.img.remote!.nextData(at, this.end, this.holes);
-  }
-
-  /** The next piece, or null past the end. */
-  async next(): Promise<PlannedPiece | null> {
-    const { end, align, pos } = this;
-    if (pos >= end) return null;
-    if (this.extent === undefined || (this.extent !== null && this.extent[1] <= pos)) this.extent = await this.dataAfter(pos);
-    const extent = this.extent;
-    const dataAt = extent === null ? end : Math.max(extent[0], pos);
-    // Whole blocks of hole before the next data.
-    const holeEnd = dataAt >= end ? end : Math.floor(dataAt / align) * align;
-    let piece: PlannedPiece;
-    if (holeEnd >= pos + align || holeEnd === end) {
-      piece = { position: pos, length: Math.min(this.holeStep, holeEnd - pos), zero: true };
-    } else {
-      // Data up to the end of the extent, rounded up to a block (pos is on a block boundary).
-      const up = Math.min(end, Math.ceil(extent![1] / align) * align);
-      piece = { position: pos, length: Math.min(this.step, Math.max(up, pos + align) - pos, end - pos), zero: false };
-    }
-    this.pos = pos + piece.length;
-    return piece;
-  }
-}
-
 export async function* readPieces(img: ImageHandle, opts: PieceOptions = {}): AsyncGenerator<Piece> {
+  const { start = 0, end = img.size, chunk = IO_CHUNK, align = 1, holes = true } = opts;
+  const step = pieceStep(chunk, align);
+  const holeStep = Math.max(step, pieceStep(opts.holeChunk ?? chunk, align));
   const len = pieceBufferLength(img.size, opts);
   let buf = opts.ring ? Buffer.alloc(0) : opts.buffer && opts.buffer.length >= len ? opts.buffer.subarray(0, len) : Buffer.allocUnsafe(len);
   let other: Buffer | null = null;
   let zeros: Buffer | null = null;
+  const up = (x: number): number => Math.min(end, Math.ceil(x / align) * align);
+  const down = (x: number): number => Math.floor(x / align) * align;
   let sinceYield = 0;
   let turn = 0;
-  const plan = new PiecePlan(img, opts);
-  for (let next = await plan.next(); next !== null; next = await plan.next()) {
-    const { position: pos, length: n } = next;
+  let pos = start;
+  // The data extent most recently found, reused until pos passes it.
+  const map = img.remote ? null : new ExtentMap(img, holes);
+  const dataAfter = (at: number): Promise<[number, number] | null> | [number, number] | null => (map ? map.dataAfter(at) : img.remote!.nextData(at, end, holes));
+  let extent: [number, number] | null = start < end ? await dataAfter(start) : null;
+  while (pos < end) {
+    if (extent !== null && extent[1] <= pos) extent = await dataAfter(pos);
+    const dataAt = extent === null ? end : Math.max(extent[0], pos);
+    // Whole blocks of hole before the next data.
+    const holeEnd = dataAt >= end ? end : down(dataAt);
     let piece: Piece;
-    if (next.zero) {
+    if (holeEnd >= pos + align || holeEnd === end) {
+      const n = Math.min(holeStep, holeEnd - pos);
       zeros ??= Buffer.alloc(len);
       piece = { position: pos, length: n, data: zeros.subarray(0, Math.min(n, len)), zero: true };
     } else {
+      // Data up to the end of the extent, rounded up to a block (pos is on a block boundary).
+      const n = Math.min(step, Math.max(up(extent![1]), pos + align) - pos, end - pos);
       let into = buf;
       if (opts.ring) {
         into = opts.ring[turn]!;
@@ -252,8 +202,9 @@ export async function* readPieces(img: ImageHandle, opts: PieceOptions = {}): As
         buf = into;
       }
       // A piece rounded out to whole blocks may take in the edges of holes, or small holes inside it: those are not read.
-      piece = { position: pos, length: n, data: plan.map ? readDataSync(img, plan.map, pos, n, into) : await img.remote!.read(pos, n, into), zero: false };
+      piece = { position: pos, length: n, data: map ? readDataSync(img, map, pos, n, into) : await img.remote!.read(pos, n, into), zero: false };
     }
+    pos += piece.length;
     sinceYield += piece.length;
     if (sinceYield >= (opts.yieldEvery ?? YIELD_EVERY_BYTES)) {
       sinceYield = 0;

@@ -24,8 +24,6 @@
 #include <node_api.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -141,114 +139,6 @@ static napi_value blake3_keyed_blocks(napi_env env, napi_callback_info info) {
   for (int i = 0; i < 8; i++) k[i] = (uint32_t)key[4 * i] | (uint32_t)key[4 * i + 1] << 8 | (uint32_t)key[4 * i + 2] << 16 | (uint32_t)key[4 * i + 3] << 24;
   if (resync_blake3_keyed_blocks(k, data + start, (size_t)bs, (size_t)n, out + outStart) != 0) napi_throw_error(env, NULL, "blake3KeyedBlocks: out of memory");
   return NULL;
-}
-
-/*
- * blake3ReadBlocks(fd, position, buf, length, key, blockSize, out): a
- * promise. On a thread of libuv's pool, read buf[0, length) from the file at
- * position, then hash it as keyed BLAKE3 blocks of blockSize bytes (the last
- * one shorter if length is not a multiple) into out, 32 bytes a block. It
- * resolves to the bytes read (fewer than length only at the end of the file,
- * and then nothing is hashed) or rejects with the read's errno as `code`.
- * The main thread meanwhile scans the piece before: on two CPUs the read and
- * the image hash of a file delta leave its one busy thread.
- */
-typedef struct {
-  napi_async_work work;
-  napi_deferred deferred;
-  napi_ref refs[3];
-  int fd;
-  int64_t pos;
-  uint8_t *buf, *out;
-  size_t len, bs, got;
-  uint32_t key[8];
-  int err;
-} read_blocks_job;
-
-static void read_blocks_execute(napi_env env, void *data) {
-  (void)env;
-  read_blocks_job *j = data;
-  size_t done = 0;
-  while (done < j->len) {
-    ssize_t r = pread(j->fd, j->buf + done, j->len - done, (off_t)(j->pos + (int64_t)done));
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) {
-      j->err = errno;
-      return;
-    }
-    if (r == 0) break;
-    done += (size_t)r;
-  }
-  j->got = done;
-  if (done < j->len) return;
-  const size_t n = done / j->bs, tail = done % j->bs;
-  if ((n > 0 && resync_blake3_keyed_blocks(j->key, j->buf, j->bs, n, j->out) != 0) ||
-      (tail > 0 && resync_blake3_keyed(j->key, j->buf + n * j->bs, tail, j->out + 32 * n) != 0))
-    j->err = ENOMEM;
-}
-
-static void read_blocks_complete(napi_env env, napi_status status, void *data) {
-  read_blocks_job *j = data;
-  napi_value v;
-  if (status != napi_ok || j->err != 0) {
-    napi_value msg, code;
-    const int e = status != napi_ok ? ECANCELED : j->err;
-    napi_create_string_utf8(env, strerror(e), NAPI_AUTO_LENGTH, &msg);
-    napi_create_error(env, NULL, msg, &v);
-    napi_create_int32(env, e, &code);
-    napi_set_named_property(env, v, "errno", code);
-    napi_reject_deferred(env, j->deferred, v);
-  } else {
-    napi_create_int64(env, (int64_t)j->got, &v);
-    napi_resolve_deferred(env, j->deferred, v);
-  }
-  for (int i = 0; i < 3; i++) napi_delete_reference(env, j->refs[i]);
-  napi_delete_async_work(env, j->work);
-  free(j);
-}
-
-static napi_value blake3_read_blocks(napi_env env, napi_callback_info info) {
-  size_t argc = 7, bufLen = 0, keyLen = 0, outLen = 0;
-  napi_value argv[7], name, promise;
-  int32_t fd = -1;
-  int64_t pos = 0, len = 0, bs = 0;
-  uint8_t *buf = NULL, *key = NULL, *out = NULL;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 7 || napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
-      napi_get_value_int64(env, argv[1], &pos) != napi_ok || !(buf = bytes_of(env, argv[2], &bufLen)) ||
-      napi_get_value_int64(env, argv[3], &len) != napi_ok || !(key = bytes_of(env, argv[4], &keyLen)) ||
-      napi_get_value_int64(env, argv[5], &bs) != napi_ok || !(out = bytes_of(env, argv[6], &outLen)) || fd < 0 || pos < 0 || len < 0 ||
-      (uint64_t)len > bufLen || keyLen < 32 || bs <= 0 || (uint64_t)((len + bs - 1) / bs) > outLen / 32) {
-    napi_throw_type_error(env, NULL, "blake3ReadBlocks(fd, position >= 0, buf, 0 <= length <= buf.length, key: 32+ bytes, blockSize > 0, out: 32 bytes a block)");
-    return NULL;
-  }
-  read_blocks_job *j = calloc(1, sizeof *j);
-  if (!j) {
-    napi_throw_error(env, NULL, "blake3ReadBlocks: out of memory");
-    return NULL;
-  }
-  j->fd = fd;
-  j->pos = pos;
-  j->buf = buf;
-  j->len = (size_t)len;
-  j->bs = (size_t)bs;
-  j->out = out;
-  for (int i = 0; i < 8; i++) j->key[i] = (uint32_t)key[4 * i] | (uint32_t)key[4 * i + 1] << 8 | (uint32_t)key[4 * i + 2] << 16 | (uint32_t)key[4 * i + 3] << 24;
-  // The lane width is picked here, on this thread, not raced for on the pool's.
-  resync_blake3_lanes();
-  // The buffers stay alive (and where they are) until the job is done.
-  napi_create_reference(env, argv[2], 1, &j->refs[0]);
-  napi_create_reference(env, argv[4], 1, &j->refs[1]);
-  napi_create_reference(env, argv[6], 1, &j->refs[2]);
-  napi_create_string_utf8(env, "resync:blake3ReadBlocks", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_promise(env, &j->deferred, &promise) != napi_ok ||
-      napi_create_async_work(env, NULL, name, read_blocks_execute, read_blocks_complete, j, &j->work) != napi_ok ||
-      napi_queue_async_work(env, j->work) != napi_ok) {
-    for (int i = 0; i < 3; i++) napi_delete_reference(env, j->refs[i]);
-    free(j);
-    napi_throw_error(env, NULL, "blake3ReadBlocks: cannot queue the work");
-    return NULL;
-  }
-  return promise;
 }
 
 /*
@@ -532,8 +422,6 @@ NAPI_MODULE_INIT() {
   if (napi_set_named_property(env, exports, "blake3Keyed", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "blake3KeyedBlocks", NAPI_AUTO_LENGTH, blake3_keyed_blocks, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "blake3KeyedBlocks", fn) != napi_ok) return NULL;
-  if (napi_create_function(env, "blake3ReadBlocks", NAPI_AUTO_LENGTH, blake3_read_blocks, NULL, &fn) != napi_ok) return NULL;
-  if (napi_set_named_property(env, exports, "blake3ReadBlocks", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "blake3Lanes", NAPI_AUTO_LENGTH, blake3_lanes, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "blake3Lanes", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "capArenas", NAPI_AUTO_LENGTH, cap_arenas, NULL, &fn) != napi_ok) return NULL;
