@@ -1,5 +1,6 @@
 /**
- * resync as the bench runs it: `node [options of its #! line] bin/resync.js` (the bundle with its code
+ * resync as the bench runs it: `node [options of its #! line] bin/resync.js`, through env where that
+ * line has env change variables first (binLaunch), so as the installed command runs (the bundle with its code
  * cache), with the native extent helper (build/), from a copy of the build
  * taken when the bench starts, so that a rebuild in the working tree during a
  * long run cannot change the program halfway.
@@ -57,11 +58,6 @@ export function binLaunch(cliPath: string, env: NodeJS.ProcessEnv = process.env)
   const words = (s: string): string[] => s.trim().split(/\s+/).filter(Boolean);
   const expand = (w: string): string => w.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, v: string) => env[v] ?? '');
   return { unset: words(m[1]!).filter((w) => w !== '-u'), set: words(m[2]!).map(expand), nodeArgs: words(m[3]!) };
-}
-
-/** The node options on the CLI's first line (see binLaunch). */
-export function binNodeArgs(cliPath: string): string[] {
-  return binLaunch(cliPath).nodeArgs;
 }
 
 /** A measured resync command and its `--json` summary. */

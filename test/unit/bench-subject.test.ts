@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, test } from 'vitest';
-import { binLaunch, binNodeArgs } from '../../bench/subject.js';
+import { binLaunch } from '../../bench/subject.js';
 
 describe('the bench runs resync with the options of its own first line', () => {
   const dir = mkdtempSync(join(tmpdir(), 'resync-bin-'));
@@ -14,15 +14,15 @@ describe('the bench runs resync with the options of its own first line', () => {
   };
 
   test('the shipped CLI: the options the installed command gets', () => {
-    const args = binNodeArgs(fileURLToPath(new URL('../../bin/resync.js', import.meta.url)));
+    const args = binLaunch(fileURLToPath(new URL('../../bin/resync.js', import.meta.url))).nodeArgs;
     expect(args.every((a) => a.startsWith('--'))).toBe(true);
     expect(args).toContain('--max-semi-space-size=1');
   });
 
   test('env -S with options, plain env, no shebang', () => {
-    expect(binNodeArgs(script('#!/usr/bin/env -S node --a=1 --b'))).toEqual(['--a=1', '--b']);
-    expect(binNodeArgs(script('#!/usr/bin/env node'))).toEqual([]);
-    expect(binNodeArgs(script("'use strict';"))).toEqual([]);
+    expect(binLaunch(script('#!/usr/bin/env -S node --a=1 --b')).nodeArgs).toEqual(['--a=1', '--b']);
+    expect(binLaunch(script('#!/usr/bin/env node')).nodeArgs).toEqual([]);
+    expect(binLaunch(script("'use strict';")).nodeArgs).toEqual([]);
   });
 
   test('variables env unsets and sets before node starts', () => {
