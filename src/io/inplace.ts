@@ -367,14 +367,25 @@ export class InPlacePatcher {
   /** The new output's bytes [pos, pos+n) (below the drained frontier): the image, with pending writes laid over it. */
   readNew(pos: number, n: number, into: Buffer): Buffer {
     const out = into.subarray(0, n);
-    const inFile = Math.max(0, Math.min(n, this.fileSize - pos));
-    if (inFile > 0) readExactSync({ ...this.img, size: this.fileSize }, pos, inFile, out);
-    out.fill(0, inFile);
+    const end = pos + n;
+    // The image is read only under the gaps the pending writes leave (after
+    // a held first batch, none): [pos, done) is filled, and every write
+    // seen so far ends at or below done, so a gap read never covers one.
+    let done = pos;
+    const fromImage = (to: number): void => {
+      const inFile = Math.max(done, Math.min(to, this.fileSize));
+      if (inFile > done) readExactSync({ ...this.img, size: this.fileSize }, done, inFile - done, out.subarray(done - pos, inFile - pos));
+      out.fill(0, inFile - pos, to - pos);
+    };
     for (const w of this.pending) {
       const from = Math.max(pos, w.dst);
-      const to = Math.min(pos + n, w.dst + w.data.length);
-      if (from < to) out.set(w.data.subarray(from - w.dst, to - w.dst), from - pos);
+      const to = Math.min(end, w.dst + w.data.length);
+      if (from >= to) continue;
+      if (from > done) fromImage(from);
+      out.set(w.data.subarray(from - w.dst, to - w.dst), from - pos);
+      done = Math.max(done, to);
     }
+    if (done < end) fromImage(end);
     return out;
   }
 
@@ -577,8 +588,10 @@ export class InPlacePatcher {
       if (write.buffer !== free.buffer || write.byteOffset !== free.byteOffset) free.set(write);
       data = free.subarray(0, write.length);
       this.arenaUsed += write.length;
-    } else if (write.length <= this.batchBytes || !owned) {
-      // A held first batch past the batch buffer (see holdFirstBatch), or data that is not ours to keep.
+    } else if (!owned) {
+      // Not ours to keep. A fresh read is kept as it is (a held first batch
+      // past the batch buffer, see holdFirstBatch): a copy of it would be
+      // more new memory, whose page faults cost as much as the read.
       data = Buffer.from(write);
     }
     this.pending.push({ dst, data });
