@@ -211,15 +211,25 @@ export function subSumWanted(changed: (i: number) => boolean, same: (i: number) 
   let start = 0;
   let end = -1;
   let interior = false;
+  // A run is measured only as far as maxRun + 1 blocks: past that it is long
+  // whatever its length, and a shifted image's run (all of what follows an
+  // insertion) is not walked through before the scan's first step.
+  let long = false;
   return (i) => {
     if (!changed(i)) return false;
     if (same(i - 1) || same(i + 1)) return true;
+    if (long && i === end + 1) {
+      // The long run measured last goes on.
+      end = i;
+      return false;
+    }
     if (i < start || i > end) {
       start = i;
-      while (start > 0 && changed(start - 1)) start--;
+      while (start > 0 && i - start <= maxRun && changed(start - 1)) start--;
       end = i;
-      while (changed(end + 1)) end++;
-      interior = end - start + 1 <= maxRun && (same(start - 1) || same(end + 1));
+      while (end - start < maxRun && changed(end + 1)) end++;
+      long = end - start + 1 > maxRun;
+      interior = !long && (same(start - 1) || same(end + 1));
     }
     return interior;
   };

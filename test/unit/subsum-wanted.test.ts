@@ -67,6 +67,26 @@ describe('subSumWanted', () => {
     expect(asked(map, 3)).toBe(oracle(map, 3));
   });
 
+  test('a long run is measured only as far as it takes to know it is long', () => {
+    // A shifted image: everything after an insertion is one changed run.
+    const n = 100_000;
+    let calls = 0;
+    const w = subSumWanted(
+      (i) => {
+        calls++;
+        return i >= 2 && i < n;
+      },
+      (i) => i === 0 || i === 1,
+      4,
+    );
+    expect(w(2)).toBe(true);
+    expect(w(3)).toBe(false);
+    expect(calls).toBeLessThan(20);
+    for (let i = 4; i < n; i++) expect(w(i)).toBe(false);
+    // Each later block costs a bounded number of calls, not a walk to the run's end.
+    expect(calls).toBeLessThan(4 * n);
+  });
+
   fcTest.prop([fc.array(fc.constantFrom('c', 's', 'x'), { minLength: 1, maxLength: 60 }), fc.integer({ min: 1, max: 8 }), fc.boolean()], { numRuns: 300 })(
     'agrees with the rule block by block, in any order',
     (cells, maxRun, shuffle) => {
