@@ -135,6 +135,13 @@ describe('a kill while the journal is being created', () => {
  * every later call never complete, as if the process had been killed there.
  * Reads keep working, and nothing the dead run still holds is ever released.
  */
+/** One call the switch saw: method, byte count and first byte of a write. */
+interface LoggedCall {
+  method: string;
+  bytes: number;
+  first: number;
+}
+
 class CrashSwitch {
   private static readonly METHODS = ['write', 'writev', 'sync', 'datasync', 'truncate', 'writeFile', 'appendFile'];
   private readonly saved = new Map<string, (...args: unknown[]) => Promise<unknown>>();
@@ -142,8 +149,10 @@ class CrashSwitch {
   private calls = 0;
   private dead = false;
   private onDeath: () => void = () => undefined;
+  /** armAfter's pick: the call after the first one it matches dies. */
+  private after: ((c: LoggedCall) => boolean) | null = null;
   /** Every call while recording: method, byte count and first byte of a write. */
-  readonly log: { method: string; bytes: number; first: number }[] = [];
+  readonly log: LoggedCall[] = [];
 
   private constructor(private readonly proto: Record<string, unknown>) {}
 
@@ -170,9 +179,21 @@ class CrashSwitch {
     return new Promise((r) => (this.onDeath = r));
   }
 
+  /**
+   * Die at the call right after the first one `match` picks, in this run's
+   * own order: a call index recorded in an earlier run can point elsewhere
+   * when background flushes interleave differently.
+   */
+  armAfter(match: (c: LoggedCall) => boolean): Promise<void> {
+    const died = this.arm(Infinity);
+    this.after = match;
+    return died;
+  }
+
   /** A new process: calls run normally again. */
   disarm(): void {
     this.budget = Infinity;
+    this.after = null;
     this.dead = false;
   }
 
@@ -199,7 +220,12 @@ class CrashSwitch {
         const b = args[0];
         const bytes = m === 'write' && b instanceof Uint8Array ? (typeof args[2] === 'number' ? args[2] : b.length) : 0;
         const first = m === 'write' && b instanceof Uint8Array ? (b[typeof args[1] === 'number' ? args[1] : 0] ?? -1) : -1;
-        this.log.push({ method: m, bytes, first });
+        const c = { method: m, bytes, first };
+        this.log.push(c);
+        if (this.after?.(c)) {
+          this.budget = i + 1;
+          this.after = null;
+        }
       }
       return orig.apply(self, args);
     }
@@ -366,11 +392,11 @@ describe('a crash at every write, sync and truncate of an in-place patch (in-pro
       await copyFile(paths.basis, paths.a);
       await patchFile(paths.a, paths.delta, paths.a, { inPlace: true });
       // A checkpoint record is a 24-byte journal write whose type byte is 3.
-      const at = sw.log.findIndex((c) => c.method === 'write' && c.bytes === 24 && c.first === 3);
-      expect(at).toBeGreaterThan(0);
+      const isCheckpoint = (c: LoggedCall): boolean => c.method === 'write' && c.bytes === 24 && c.first === 3;
+      expect(sw.log.findIndex(isCheckpoint)).toBeGreaterThan(0);
 
       await copyFile(paths.basis, paths.a);
-      const died = sw.arm(at + 1);
+      const died = sw.armAfter(isCheckpoint);
       expect(await untilDeath(patchFile(paths.a, paths.delta, paths.a, { inPlace: true }), died)).toBe('died');
       sw.disarm();
       await releaseAllImageLocks();
