@@ -127,6 +127,13 @@ describe('a kill while the journal is being created', () => {
   });
 });
 
+/** One call the switch saw: method, byte count and first byte of a write. */
+interface LoggedCall {
+  method: string;
+  bytes: number;
+  first: number;
+}
+
 /**
  * The death of this process, simulated at an exact file call. Every change an
  * in-place patch makes to disk goes through a FileHandle's write, sync or
@@ -135,13 +142,6 @@ describe('a kill while the journal is being created', () => {
  * every later call never complete, as if the process had been killed there.
  * Reads keep working, and nothing the dead run still holds is ever released.
  */
-/** One call the switch saw: method, byte count and first byte of a write. */
-interface LoggedCall {
-  method: string;
-  bytes: number;
-  first: number;
-}
-
 class CrashSwitch {
   private static readonly METHODS = ['write', 'writev', 'sync', 'datasync', 'truncate', 'writeFile', 'appendFile'];
   private readonly saved = new Map<string, (...args: unknown[]) => Promise<unknown>>();
@@ -151,7 +151,7 @@ class CrashSwitch {
   private onDeath: () => void = () => undefined;
   /** armAfter's pick: the call after the first one it matches dies. */
   private after: ((c: LoggedCall) => boolean) | null = null;
-  /** Every call while recording: method, byte count and first byte of a write. */
+  /** Every call while not armed at an index (recording, or armAfter): method, byte count and first byte of a write. */
   readonly log: LoggedCall[] = [];
 
   private constructor(private readonly proto: Record<string, unknown>) {}
