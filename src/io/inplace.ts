@@ -95,7 +95,12 @@ export class InPlacePatcher {
   private basisDigests: DigestBytes | null = null;
   private readonly spec: ImageHashSpec;
   private readonly originalSize: number;
-  /** A bit a block (the image hash's block size): this patch wrote into it (io/sigcache.ts keeps the others' sums). */
+  /**
+   * A bit a block of the original image (the image hash's block size): this
+   * patch wrote into it (io/sigcache.ts keeps the others' sums). Only the
+   * original's blocks: sized by the peer's target size, a small image "grown"
+   * to 2^50 bytes would ask for terabytes here before a byte arrives.
+   */
   private readonly written: Uint8Array;
   /** Block hasher for the image hash's spec (the digest of a zero block), and zeros to feed; made on first use. */
   private zeroBlock: { hasher: StrongHasher; bytes: Uint8Array } | null = null;
@@ -131,7 +136,7 @@ export class InPlacePatcher {
     spec: ImageHashSpec,
   ) {
     this.planner = new PatchPlanner({ basisSize: originalSize, maxOutput: targetSize });
-    this.written = new Uint8Array(Math.ceil(Math.ceil(Math.max(originalSize, targetSize) / spec.blockSize) / 8));
+    this.written = new Uint8Array(Math.ceil(Math.ceil(originalSize / spec.blockSize) / 8));
     this.hash = imageHashBuilder(targetSize, spec);
     this.fileSize = img.size;
     this.writeback = new BackgroundSync(img.fh);
@@ -192,7 +197,7 @@ export class InPlacePatcher {
     this.basisDigests = d;
   }
 
-  /** Bit i (least significant first): this patch wrote into block `i` of the image (at the image hash's block size). */
+  /** Bit i (least significant first): this patch wrote into block `i` of the original image (at the image hash's block size; none kept past its end). */
   get writtenBits(): Uint8Array {
     return this.written;
   }
@@ -696,7 +701,8 @@ export class InPlacePatcher {
     // Synchronous for the same reason as the reads; durability comes from the fsyncs, not from waiting here.
     const bs = this.spec.blockSize;
     for (const w of writes) {
-      for (let k = Math.floor(w.dst / bs); k * bs < w.dst + w.data.length; k++) this.written[k >>> 3]! |= 1 << (k & 7);
+      const end = Math.min(w.dst + w.data.length, this.originalSize);
+      for (let k = Math.floor(w.dst / bs); k * bs < end; k++) this.written[k >>> 3]! |= 1 << (k & 7);
     }
     for (const w of writes) writeAllSync(this.img, w.dst, w.data);
     killPoint('inplace-written');

@@ -265,6 +265,32 @@ describe('in-place copies verified from digests, with zeros and size changes', (
     await img.fh.close();
     expect((await readFile(path)).equals(target)).toBe(true);
   });
+
+  // A peer's delta header names the target size; sizing per-block state by it
+  // let a 32 KiB image "grown" to 2^52 bytes throw a RangeError (not a
+  // SyncError) before any data (fixtures/fuzz/crashes/session-80cdbc4e3165).
+  test('a target far larger than the image: per-block state follows the image, and growth still patches right', async () => {
+    const bs = SPEC.blockSize;
+    const basis = Buffer.from(Array.from({ length: 16 * bs }, (_, i) => (i * 13) & 255));
+    const path = join(dir, 'huge-target.img');
+    await writeFile(path, basis);
+    let img = await openImage(path, 'r+');
+    const huge = await InPlacePatcher.start(img, journalPathFor(path), { id: 'h', targetSize: 2 ** 52 }, SPEC);
+    expect(huge.writtenBits.length).toBe(2);
+    await huge.rollback();
+    await img.fh.close();
+    expect((await readFile(path)).equals(basis)).toBe(true);
+    // Growth by four blocks with a change in block 1: only block 1 of the original is marked.
+    const target = Buffer.concat([basis, Buffer.alloc(4 * bs, 7)]);
+    target[bs + 3] ^= 0xff;
+    img = await openImage(path, 'r+');
+    const p = await InPlacePatcher.start(img, journalPathFor(path), { id: 'g', targetSize: target.length }, SPEC);
+    for (const op of diff(signatureOf(basis, { blockSize: bs }), target, 4096)) await p.apply(op);
+    await p.finish(target.length, sha(target));
+    await img.fh.close();
+    expect([...p.writtenBits]).toEqual([0b10, 0]);
+    expect((await readFile(path)).equals(target)).toBe(true);
+  });
 });
 
 // Regression: `patch --resume` after an in-place patch that had finished (the
