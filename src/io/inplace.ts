@@ -60,6 +60,20 @@ export interface InPlaceStats {
   bytesRehashed: number;
 }
 
+/**
+ * Make a patcher over a journal just opened; if that throws, the journal is
+ * closed (and, when `fresh`, removed) rather than left to the garbage
+ * collector with its descriptor open.
+ */
+async function built(journal: Journal, fresh: boolean, make: () => InPlacePatcher): Promise<InPlacePatcher> {
+  try {
+    return make();
+  } catch (e) {
+    await (fresh ? journal.remove() : journal.close()).catch(() => undefined);
+    throw e;
+  }
+}
+
 /** Applies ops to an image in place, journaled. */
 export class InPlacePatcher {
   readonly planner: PatchPlanner;
@@ -167,8 +181,10 @@ export class InPlacePatcher {
       const h = opts.originalHash ?? (await hashImage(img, img.size, hashSpec));
       journal = await Journal.create(journalPath, { ...meta, originalSize: img.size, originalHash: Buffer.from(h).toString('hex'), hashSpec });
     }
-    const p = new InPlacePatcher(img, journal, new ExtentMap(), img.size, meta.targetSize, 0, spec);
-    p.fresh = opts.continueAt == null;
+    const fresh = opts.continueAt == null;
+    // A journal just made holds no record yet: nothing to undo, so it goes; an extended one keeps its generations.
+    const p = await built(journal, fresh, () => new InPlacePatcher(img, journal, new ExtentMap(), img.size, meta.targetSize, 0, spec));
+    p.fresh = fresh;
     return p;
   }
 
@@ -182,7 +198,7 @@ export class InPlacePatcher {
     const extents = new ExtentMap();
     // Only this generation's records: earlier ones saved bytes of earlier bases.
     for (const u of state.genUndos) if (!state.tail.includes(u)) extents.add(u.offset, u.length, u.dataAt);
-    const p = new InPlacePatcher(img, journal, extents, state.meta.originalSize, state.meta.targetSize, state.checkpoint, spec);
+    const p = await built(journal, false, () => new InPlacePatcher(img, journal, extents, state.meta.originalSize, state.meta.targetSize, state.checkpoint, spec));
     p.fileSize = Math.max(state.meta.originalSize, state.checkpoint);
     p.frontier = p.durable = state.checkpoint;
     return p;

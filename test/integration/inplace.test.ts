@@ -291,6 +291,25 @@ describe('in-place copies verified from digests, with zeros and size changes', (
     expect([...p.writtenBits]).toEqual([0b10, 0]);
     expect((await readFile(path)).equals(target)).toBe(true);
   });
+
+  test('a patcher that cannot be made (a negative target size) leaves no journal and no descriptor open', async () => {
+    const path = join(dir, 'unmade.img');
+    await writeFile(path, Buffer.alloc(4 * SPEC.blockSize, 1));
+    const img = await openImage(path, 'r+');
+    const j = journalPathFor(path);
+    await expect(InPlacePatcher.start(img, j, { id: 'u', targetSize: -5 }, SPEC)).rejects.toThrow();
+    await img.fh.close();
+    expect(existsSync(j)).toBe(false);
+    const { readdirSync, readlinkSync } = await import('node:fs');
+    const open = readdirSync('/proc/self/fd').map((f) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${f}`);
+      } catch {
+        return '';
+      }
+    });
+    expect(open.filter((l) => l.startsWith(j))).toEqual([]);
+  });
 });
 
 // Regression: `patch --resume` after an in-place patch that had finished (the
