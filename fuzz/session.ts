@@ -18,7 +18,7 @@
  * real image with the real client to prove the server still serves.
  */
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ResyncServer, type ServerEvent } from '../src/net/server.js';
@@ -115,20 +115,38 @@ export async function openSessionTarget(opts: SessionTargetOptions = {}): Promis
   const ofPeer = (peer: string) => events.filter((e) => e.peer === peer);
   const ended = (evs: readonly ServerEvent[]) => evs.some((e) => e.level !== 'info' || e.msg.endsWith('finished'));
 
+  /** Files of the volumes' directory this process (the server's) holds open: none once a session is over. */
+  const fdDir = '/proc/self/fd';
+  const openHere = (): string[] => {
+    if (!existsSync(fdDir)) return [];
+    const held: string[] = [];
+    for (const f of readdirSync(fdDir)) {
+      try {
+        const l = readlinkSync(join(fdDir, f));
+        if (l.startsWith(`${dir}/`)) held.push(l.slice(dir.length + 1));
+      } catch {
+        // closed meanwhile
+      }
+    }
+    return held;
+  };
+
   /**
    * Wait until the server is done with this client: its session logged its
    * end (it may still be working through queued messages after the socket
-   * closed), no socket is left, and no temp file.
+   * closed), no socket is left, no temp file, and no descriptor of a file
+   * beside the volumes (one dropped unclosed waits for the garbage collector).
    */
   async function settle(peer: string): Promise<void> {
     const deadline = Date.now() + 5000;
     for (;;) {
       const temps = (await readdir(dir)).filter((f) => f.endsWith('.tmp'));
       const done = ended(ofPeer(peer));
-      if (done && server.connections === 0 && temps.length === 0) return;
+      const held = done && server.connections === 0 && temps.length === 0 ? openHere() : [];
+      if (done && server.connections === 0 && temps.length === 0 && held.length === 0) return;
       if (Date.now() > deadline) {
         throw new FuzzFinding(
-          `the server did not finish with a client that left: session ${done ? 'ended' : 'still running'}, ${server.connections} connection(s), temp files [${temps.join(', ')}]`,
+          `the server did not finish with a client that left: session ${done ? 'ended' : 'still running'}, ${server.connections} connection(s), temp files [${temps.join(', ')}], files held open [${held.join(', ')}]`,
         );
       }
       await new Promise((r) => setTimeout(r, 2));
