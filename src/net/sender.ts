@@ -3,15 +3,15 @@
  * and server (pull): the holder of the new image receives the peer's
  * signature while hashing its own image, then scans and streams the delta.
  */
-import { YIELD_EVERY_BYTES } from '../core/limits.js';
-import { SyncError } from '../core/errors.js';
+import { MAX_BLOCKS, YIELD_EVERY_BYTES } from '../core/limits.js';
+import { LimitExceededError, SyncError } from '../core/errors.js';
 import { DeltaMatcher } from '../core/matcher.js';
 import type { DeltaOp, DeltaStats } from '../core/ops.js';
 import { Signature, subBlockSize, type SignatureParams } from '../core/signature.js';
 import { SUB_RUN_BYTES, subSumWanted } from '../core/subsum.js';
 import { FULL_DIGEST_LEN, HASH_BATCH, StrongHasher, isZeroRange } from '../core/strong.js';
 import { weakSum } from '../core/rolling.js';
-import { MAX_REGION_BLOCKS, REGION_HASH_LEN } from '../../protocol/constants.js';
+import { MAX_REGION_BLOCKS, REGION_CHUNK, REGION_HASH_LEN } from '../../protocol/constants.js';
 import { imageHashBuilder, regionHash } from '../core/imagehash.js';
 import { chunkFromMessage, opMessage, paramsFromHeader, wireDeltaHeader } from '../../protocol/convert.js';
 import type { LiteralCodec } from '../../protocol/literal-codec.js';
@@ -94,7 +94,7 @@ export async function hashOwnImage(
 ): Promise<OwnHashes> {
   const bs = params.blockSize;
   const sl = params.strongLen;
-  const nOwn = Math.ceil(img.size / bs);
+  const nOwn = ownBlockCount(img, bs);
   const own = new Uint8Array(nOwn * sl);
   const ownWeak = R ? new Uint32Array(nOwn) : null;
   const ownRegions = R ? new Uint8Array(Math.ceil(nOwn / R) * REGION_HASH_LEN) : null;
@@ -139,6 +139,18 @@ export async function hashOwnImage(
   return { own, ownWeak, ownRegions, targetHash: image.digest() };
 }
 
+/**
+ * Blocks of our own image at the peer's block size, refused past MAX_BLOCKS:
+ * the peer picks the block size, and 16-byte blocks of a large volume would
+ * size the pass's arrays past what a typed array holds (a RangeError, not a
+ * typed error) or what memory allows.
+ */
+function ownBlockCount(img: ImageHandle, blockSize: number): number {
+  const n = Math.ceil(img.size / blockSize);
+  if (n > MAX_BLOCKS) throw new LimitExceededError(`blocks of this image (${img.size} bytes) at the peer's block size of ${blockSize} bytes:`, n, MAX_BLOCKS);
+  return n;
+}
+
 /** What a cancelled hashOwnImage rejects with. */
 export class PassCancelled extends Error {
   constructor() {
@@ -171,6 +183,7 @@ export async function receiveSignatureWithPrepass(
   const h = await conn.expect(MsgType.SigHeader, 'a signature header');
   const params = paramsFromHeader(h);
   const R = h.regionBlocks;
+  ownBlockCount(img, params.blockSize); // refused before a pass starts
   let sig = new Signature(params);
   const sl = params.strongLen;
   let ownAt: ((i: number) => Uint8Array) | null = null;
@@ -183,12 +196,19 @@ export async function receiveSignatureWithPrepass(
   if (R) {
     if (R > MAX_REGION_BLOCKS) throw new ProtocolError(`regions of ${R} blocks are too large`);
     const regions = Math.ceil(sig.blockCount / R);
-    const theirs = new Uint8Array(regions * REGION_HASH_LEN);
+    // Grown as the hashes arrive, not sized by the header: a 60-byte header
+    // naming 2^23 one-block regions would otherwise reserve 128 MiB at once.
+    let theirs = new Uint8Array(Math.min(regions, REGION_CHUNK) * REGION_HASH_LEN);
     let got = 0;
     while (got < regions) {
       const m = await conn.expect(MsgType.RegionSums, 'region hashes');
       const k = m.hashes.length / REGION_HASH_LEN;
       if (m.first !== got || got + k > regions) throw new ProtocolError(`region hashes ${m.first}..${m.first + k} out of order or past ${regions}`);
+      if ((got + k) * REGION_HASH_LEN > theirs.length) {
+        const grown = new Uint8Array(Math.min(regions, Math.max(2 * (theirs.length / REGION_HASH_LEN), got + k)) * REGION_HASH_LEN);
+        grown.set(theirs.subarray(0, got * REGION_HASH_LEN));
+        theirs = grown;
+      }
       theirs.set(m.hashes, got * REGION_HASH_LEN);
       got += k;
     }
@@ -218,17 +238,30 @@ export async function receiveSignatureWithPrepass(
       };
     }
   }
+  // Two-level: the first block of a requested region not yet received. Chunks
+  // must start there (the wire's order: the requested regions' blocks, in
+  // increasing order, without gaps), so the signature's arrays grow with the
+  // sums that came and the regions known identical, both bounded by data, not
+  // by one far-ahead chunk of a large claimed image.
+  const nextNeeded = (from: number): number => {
+    let r = Math.floor(from / R);
+    while (r * R < sig.blockCount && !testBit(need!, r)) r++;
+    return Math.min(sig.blockCount, Math.max(from, r * R));
+  };
+  let expect = need ? nextNeeded(0) : 0;
   for (;;) {
     const m = await conn.recv();
     if (m.type === MsgType.SigBlocks) {
       const c = chunkFromMessage(m, params);
       if (need) {
+        if (c.first > expect) throw new ProtocolError(`signature blocks from ${c.first} skip block ${expect} of a requested region`);
         for (let i = c.first; i < c.first + c.weak.length; i++) {
           const r = Math.floor(i / R);
           if (!testBit(need, r)) throw new ProtocolError(`block ${i} was sent but its region was not requested`);
         }
       }
       sig.addChunk(c, need === null);
+      if (need) expect = nextNeeded(c.first + c.weak.length);
       continue;
     }
     if (m.type === MsgType.SigEnd) {
