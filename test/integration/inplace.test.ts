@@ -282,7 +282,7 @@ describe('in-place copies verified from digests, with zeros and size changes', (
     expect((await readFile(path)).equals(basis)).toBe(true);
     // Growth by four blocks with a change in block 1: only block 1 of the original is marked.
     const target = Buffer.concat([basis, Buffer.alloc(4 * bs, 7)]);
-    target[bs + 3] ^= 0xff;
+    target[bs + 3] = target[bs + 3]! ^ 0xff;
     img = await openImage(path, 'r+');
     const p = await InPlacePatcher.start(img, journalPathFor(path), { id: 'g', targetSize: target.length }, SPEC);
     for (const op of diff(signatureOf(basis, { blockSize: bs }), target, 4096)) await p.apply(op);
