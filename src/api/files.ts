@@ -457,12 +457,13 @@ async function patchFileInPlace(basisPath: string, deltaPath: string, opts: Patc
   // Held until the patch ends, taken before the journal is looked at: a
   // second session must never resume or roll back a live one's journal.
   const lock = await lockImage(basisPath, 'write');
-  let img: ImageHandle;
+  let img: ImageHandle | null = null;
   try {
     img = await openImage(basisPath, 'r+');
     // A receiver's signature cache (io/sigcache.ts) would no longer describe the image.
     await dropSigCache(sigCachePathFor(basisPath));
   } catch (e) {
+    await img?.fh.close().catch(() => undefined);
     await lock.release();
     throw e;
   }
@@ -595,8 +596,11 @@ export async function hashImage(path: string): Promise<Buffer> {
 export async function createSparse(path: string, size: number): Promise<void> {
   try {
     const fh = await open(path, 'w');
-    await fh.truncate(size);
-    await fh.close();
+    try {
+      await fh.truncate(size);
+    } finally {
+      await fh.close();
+    }
   } catch (e) {
     throw ioError(e, 'create', path);
   }

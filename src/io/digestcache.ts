@@ -96,7 +96,13 @@ function tempOf(path: string): string {
 
 /** Put `tmp` in place of `path` durably; the temp is gone either way. */
 async function commit(fh: FileHandle, tmp: string, path: string): Promise<void> {
-  await fh.sync();
+  try {
+    await fh.sync();
+  } catch (e) {
+    // The caller has let go of `fh`: closed here, or only the garbage collector would.
+    await fh.close().catch(() => undefined);
+    throw e;
+  }
   await fh.close();
   await rename(tmp, path);
   await syncDir(dirname(path));

@@ -498,8 +498,11 @@ export class InPlacePatcher {
     this.pending = [];
     this.pendingBytes = 0;
     this.arenaUsed = 0;
-    await this.journal.sync();
-    await this.journal.close();
+    try {
+      await this.journal.sync();
+    } finally {
+      await this.journal.close();
+    }
     const st = await readJournal(this.journal.path);
     if (st) await rollbackAll(this.img, this.journal.path, st);
   }

@@ -172,10 +172,16 @@ export class Journal {
       throw ioError(e, 'create journal', path);
     }
     const j = new Journal(fh, path, 0, true);
-    await j.append(encodePreamble(JOURNAL_MAGIC, JOURNAL_VERSION));
-    await j.record(Rec.Meta, 0, Buffer.from(JSON.stringify(meta)));
-    await j.sync();
-    await syncDir(dirname(path));
+    try {
+      await j.append(encodePreamble(JOURNAL_MAGIC, JOURNAL_VERSION));
+      await j.record(Rec.Meta, 0, Buffer.from(JSON.stringify(meta)));
+      await j.sync();
+      await syncDir(dirname(path));
+    } catch (e) {
+      // Nothing has touched the image yet: a torn journal goes with its descriptor (a full disk would keep its space).
+      await j.remove().catch(() => undefined);
+      throw e;
+    }
     return j;
   }
 
@@ -198,8 +204,9 @@ export class Journal {
 
   /** Reopen an existing journal for appending, cut back to `truncateTo` bytes. */
   static async reopen(path: string, truncateTo: number): Promise<Journal> {
+    let fh: FileHandle | null = null;
     try {
-      const fh = await open(path, 'r+');
+      fh = await open(path, 'r+');
       const head = Buffer.alloc(PREAMBLE_LEN);
       const { bytesRead } = await fh.read(head, 0, PREAMBLE_LEN, 0);
       const version = bytesRead === PREAMBLE_LEN ? head.readUInt16BE(4) : 1;
@@ -207,16 +214,19 @@ export class Journal {
       await fh.sync();
       return new Journal(fh, path, truncateTo, version >= 2);
     } catch (e) {
+      await fh?.close().catch(() => undefined);
       throw ioError(e, 'reopen journal', path);
     }
   }
 
   /** Open an existing journal to read saved bytes. */
   static async openRead(path: string): Promise<Journal> {
+    let fh: FileHandle | null = null;
     try {
-      const fh = await open(path, 'r');
+      fh = await open(path, 'r');
       return new Journal(fh, path, (await fh.stat()).size, false);
     } catch (e) {
+      await fh?.close().catch(() => undefined);
       throw ioError(e, 'open journal', path);
     }
   }

@@ -106,7 +106,10 @@ async function kernelLock(path: string, mode: LockMode, create: boolean, lock: (
       if (-r === EWOULDBLOCK) throw lockedError(path, '');
       throw ioError(Object.assign(new Error(`flock failed (errno ${-r})`), { code: `E${-r}` }), 'lock', path);
     }
-    const [a, b] = await Promise.all([fh.stat(), stat(path).catch(() => null)]);
+    const [a, b] = await Promise.all([fh.stat(), stat(path).catch(() => null)]).catch(async (e: unknown) => {
+      await fh.close().catch(() => undefined); // and with it the lock
+      throw ioError(e, 'stat', path);
+    });
     if (b && a.ino === b.ino && a.dev === b.dev) {
       let held = true;
       const l: ImageLock = {

@@ -180,7 +180,16 @@ export class ImageWriter {
       await dfh?.close().catch(() => undefined);
       dfh = null;
     }
-    const w = new ImageWriter(fh, tmp, finalPath, true, meta, coalesce, buffers.length > 0 ? buffers : own);
+    let w: ImageWriter;
+    try {
+      w = new ImageWriter(fh, tmp, finalPath, true, meta, coalesce, buffers.length > 0 ? buffers : own);
+    } catch (e) {
+      // Its buffer did not fit (a tight ulimit -v): no writer owns the file yet, so it goes here.
+      await dfh?.close().catch(() => undefined);
+      await fh.close().catch(() => undefined);
+      if (liveTemps.delete(tmp)) await unlink(tmp).catch(() => undefined);
+      throw e;
+    }
     w.direct = dfh;
     return w;
   }

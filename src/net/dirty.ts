@@ -473,8 +473,11 @@ async function receiveDirtyDelta(
     const fh = await open(marker, 'w').catch((e: unknown) => {
       throw ioError(e, 'create', marker);
     });
-    await fh.sync();
-    await fh.close();
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
     let ops = 0;
     for (;;) {
       const m = await conn.recv();
