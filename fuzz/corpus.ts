@@ -16,12 +16,12 @@ import { SEED_LEN } from '../src/core/limits.js';
 import { adler32OfZeros } from '../src/core/rolling.js';
 import { DeltaMatcher } from '../src/core/matcher.js';
 import type { DeltaOp } from '../src/core/ops.js';
-import { Signature, SignatureGenerator, makeSignatureParams, type SignatureChunk, type SignatureParams } from '../src/core/signature.js';
+import { Signature, SignatureGenerator, blockCountFor, makeSignatureParams, type SignatureChunk, type SignatureParams } from '../src/core/signature.js';
 import type { StrongAlg } from '../src/core/strong.js';
 import { DeltaFileEncoder } from '../src/format/deltafile.js';
 import { opMessage, sigBlocksMessage, sigHeaderMessage } from '../protocol/convert.js';
 import { SignatureFileEncoder } from '../src/format/sigfile.js';
-import { MsgType, PROTOCOL_VERSION } from '../protocol/constants.js';
+import { MsgType, PROTOCOL_VERSION, REGION_HASH_LEN } from '../protocol/constants.js';
 import { encodeMessage } from '../protocol/codec.js';
 import type { Message, SubNeedMsg } from '../protocol/messages.js';
 import { corpusImage, editedImage } from './images.js';
@@ -119,11 +119,14 @@ function deltaFrames(
 }
 
 /** Signature frames as a pulling client sends them, then its Result. */
-function sigFrames(size: number): Uint8Array {
+function sigFrames(size: number, regionBlocks = 0): Uint8Array {
   const img = corpusImage(size);
   const p = makeSignatureParams(size, SEED, { blockSize: 2048 });
   const chunks = sigChunks(p, img);
-  const parts = [frame(sigHeaderMessage(p)), ...chunks.map((c) => frame(sigBlocksMessage(c)))];
+  const parts = [frame({ ...sigHeaderMessage(p), regionBlocks })];
+  // Two-level: region hashes that match none of the volume's, so every region is asked for and all blocks follow.
+  if (regionBlocks > 0) parts.push(frame({ type: MsgType.RegionSums, first: 0, hashes: new Uint8Array(Math.ceil(blockCountFor(size, p.blockSize) / regionBlocks) * REGION_HASH_LEN).fill(0xee) }));
+  parts.push(...chunks.map((c) => frame(sigBlocksMessage(c))));
   parts.push(frame({ type: MsgType.SigEnd, blockCount: chunks.reduce((n, c) => n + c.weak.length, 0), basisHash: null, digest: null }));
   parts.push(frame({ type: MsgType.Result, ok: true, bytesWritten: SESSION_BASIS.length, targetHash: sha256(SESSION_BASIS) }));
   return Buffer.concat(parts);
@@ -257,6 +260,7 @@ export function generateSeeds(target: string): Seed[] {
         { name: 'p4-delta-edited', bytes: withPrefix(4, deltaFrames(SESSION_BASIS, target, 2048, live)) },
         { name: 'p3-delta-zstd', bytes: withPrefix(3, deltaFrames(SESSION_BASIS, withText(SESSION_BASIS), 2048, { ...live, codec: literalCodec('zstd') })) },
         { name: 'p5-signature', bytes: withPrefix(5, sigFrames(20_000)) },
+        { name: 'p5-signature-two-level', bytes: withPrefix(5, sigFrames(20_000, 2)) },
       ];
     }
     case 'nbd':

@@ -41,6 +41,37 @@ export const SESSION_PHASES = 6;
 /** Volumes of the fuzzing server. */
 export const SESSION_VOLUMES = { inPlace: 'vol', tempFile: 'tmpvol', readOnly: 'ro', health: 'health' } as const;
 
+/**
+ * Most memory (ArrayBuffer bytes, process-wide) one input may make the server
+ * reserve above what it held when the input began. Sessions on these 32 KiB
+ * volumes need a few MiB (a 16 MiB first in-place batch at most); a
+ * header's claim sized into memory before data backs it is tens to hundreds.
+ */
+export const SESSION_RESERVE_LIMIT = 96 * 1024 * 1024;
+
+/** Sample the process's ArrayBuffer bytes while an input runs; check() throws past SESSION_RESERVE_LIMIT. */
+function watchReserved(): { check(): void; stop(): void } {
+  const base = process.memoryUsage().arrayBuffers;
+  let peak = base;
+  const sample = (): void => {
+    const a = process.memoryUsage().arrayBuffers;
+    if (a > peak) peak = a;
+  };
+  const timer = setInterval(sample, 2);
+  return {
+    check() {
+      sample();
+      if (process.env.RESYNC_FUZZ_RESERVED) process.stderr.write(`reserved ${((peak - base) / 2 ** 20).toFixed(1)} MiB\n`);
+      if (peak - base > SESSION_RESERVE_LIMIT) {
+        throw new FuzzFinding(`one input made the server reserve ${((peak - base) / 2 ** 20).toFixed(0)} MiB (ArrayBuffer bytes), more than ${SESSION_RESERVE_LIMIT / 2 ** 20}: memory must follow the data that came, not what a header claims`);
+      }
+    },
+    stop() {
+      clearInterval(timer);
+    },
+  };
+}
+
 /** A started session target. */
 export interface SessionTarget {
   readonly port: number;
@@ -191,39 +222,51 @@ export async function openSessionTarget(opts: SessionTargetOptions = {}): Promis
     if (relabelled) throw new FuzzFinding(`a non-SyncError thrown while decoding the peer's bytes was relabelled ERR_PROTOCOL: ${relabelled.msg.replace(/^.*?bad data from the peer: /, '')}`);
   }
 
+  /** One input: connect, reach its phase, send its bytes, and check what the server did. */
+  async function runInput(data: Uint8Array): Promise<Outcome> {
+    const phase = (data[0] ?? 0) % SESSION_PHASES;
+    const body = data.subarray(1);
+    const c = await RawClient.connect(port);
+    const peer = `127.0.0.1:${c.socket.localPort}`;
+    let sh: SigHeaderMsg | null;
+    try {
+      sh = await setup(c, phase);
+    } catch (e) {
+      c.destroy();
+      throw e instanceof FuzzFinding ? e : new FuzzFinding(`a valid client could not reach phase ${phase}: ${(e as Error).message}`, { cause: e });
+    }
+    const start = c.cursor;
+    const sent = sh ? substituteLive(body, sh, SESSION_BASIS) : body;
+    c.write(sent);
+    c.end();
+    if (!(await c.waitClosed(closeTimeoutMs))) {
+      c.destroy();
+      throw new FuzzFinding(`the server kept the connection open ${closeTimeoutMs} ms after the client finished (phase ${phase})`);
+    }
+    if (c.decodeError) throw new FuzzFinding('the server sent bytes that do not decode', { cause: c.decodeError });
+    await settle(peer);
+    await checkVolumes(sh ? modelDeltaTarget(sent, SESSION_BASIS) : null);
+    const seen: string[] = [];
+    for (const m of c.received.slice(start)) {
+      const s = m.type === MsgType.Error ? `err:${m.code}` : m.type.toString(16);
+      if (seen[seen.length - 1] !== s) seen.push(s);
+    }
+    const last = ofPeer(peer).filter((e) => e.level !== 'info' || e.msg.endsWith('finished')).map((e) => e.code ?? e.msg)[0];
+    checkEvents();
+    return `p${phase} ${seen.slice(0, 6).join(' ')} / ${last}`;
+  }
+
   return {
     port,
     async run(data: Uint8Array): Promise<Outcome> {
-      const phase = (data[0] ?? 0) % SESSION_PHASES;
-      const body = data.subarray(1);
-      const c = await RawClient.connect(port);
-      const peer = `127.0.0.1:${c.socket.localPort}`;
-      let sh: SigHeaderMsg | null;
+      const memory = watchReserved();
       try {
-        sh = await setup(c, phase);
-      } catch (e) {
-        c.destroy();
-        throw e instanceof FuzzFinding ? e : new FuzzFinding(`a valid client could not reach phase ${phase}: ${(e as Error).message}`, { cause: e });
+        const outcome = await runInput(data);
+        memory.check();
+        return outcome;
+      } finally {
+        memory.stop();
       }
-      const start = c.cursor;
-      const sent = sh ? substituteLive(body, sh, SESSION_BASIS) : body;
-      c.write(sent);
-      c.end();
-      if (!(await c.waitClosed(closeTimeoutMs))) {
-        c.destroy();
-        throw new FuzzFinding(`the server kept the connection open ${closeTimeoutMs} ms after the client finished (phase ${phase})`);
-      }
-      if (c.decodeError) throw new FuzzFinding('the server sent bytes that do not decode', { cause: c.decodeError });
-      await settle(peer);
-      await checkVolumes(sh ? modelDeltaTarget(sent, SESSION_BASIS) : null);
-      const seen: string[] = [];
-      for (const m of c.received.slice(start)) {
-        const s = m.type === MsgType.Error ? `err:${m.code}` : m.type.toString(16);
-        if (seen[seen.length - 1] !== s) seen.push(s);
-      }
-      const last = ofPeer(peer).filter((e) => e.level !== 'info' || e.msg.endsWith('finished')).map((e) => e.code ?? e.msg)[0];
-      checkEvents();
-      return `p${phase} ${seen.slice(0, 6).join(' ')} / ${last}`;
     },
     async check(): Promise<void> {
       healthRuns++;
