@@ -7,11 +7,12 @@
  */
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { existsSync, readdirSync, readlinkSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { deltaFile, patchFile, signatureFile } from '../../src/api/files.js';
+import { heldUnder } from '../helpers/fds.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -20,19 +21,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
-
-/** Files under `under` this process holds open. */
-function heldUnder(under: string): string[] {
-  return readdirSync('/proc/self/fd')
-    .map((f) => {
-      try {
-        return readlinkSync(`/proc/self/fd/${f}`);
-      } catch {
-        return '';
-      }
-    })
-    .filter((l) => l.startsWith(under));
-}
 
 test('patch --in-place whose signature cache cannot be dropped fails with a typed error and keeps no descriptor of the image', async () => {
   const d = join(dir, 'dropsig');

@@ -12,6 +12,7 @@ import { openImage } from '../../src/io/image.js';
 import { journalPathFor, readJournal } from '../../src/io/journal.js';
 import { deltaFile, patchFile, signatureFile } from '../../src/api/files.js';
 import { applyEdits, edit } from '../helpers/edits.js';
+import { heldUnder } from '../helpers/fds.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -300,15 +301,7 @@ describe('in-place copies verified from digests, with zeros and size changes', (
     await expect(InPlacePatcher.start(img, j, { id: 'u', targetSize: -5 }, SPEC)).rejects.toThrow();
     await img.fh.close();
     expect(existsSync(j)).toBe(false);
-    const { readdirSync, readlinkSync } = await import('node:fs');
-    const open = readdirSync('/proc/self/fd').map((f) => {
-      try {
-        return readlinkSync(`/proc/self/fd/${f}`);
-      } catch {
-        return '';
-      }
-    });
-    expect(open.filter((l) => l.startsWith(j))).toEqual([]);
+    expect(heldUnder(j)).toEqual([]);
   });
 });
 
