@@ -2,13 +2,22 @@
  * A pulling client's signature, hostile: the server's delta side must size
  * nothing by what the header claims before the data backs it, and must end
  * the session with a typed error (never ERR_INTERNAL). Real server, real
- * sockets on 127.0.0.1, a raw client writing the frames.
+ * sockets on 127.0.0.1, a raw client writing the frames; and the same for a
+ * pushing client facing a server that knows the secret but not the protocol's
+ * manners.
  */
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { MsgType } from '../../protocol/constants.js';
+import { MsgType, PREAMBLE_LEN, PROTOCOL_VERSION, WIRE_MAGIC } from '../../protocol/constants.js';
+import { decodeMessage, encodeMessage } from '../../protocol/codec.js';
+import { newNonce, serverProof } from '../../protocol/auth.js';
+import { encodeFrame, FrameDecoder } from '../../src/bytes/frame.js';
+import { encodePreamble } from '../../src/format/preamble.js';
+import { push } from '../../src/net/client.js';
+import type { Message } from '../../protocol/messages.js';
 import type { NeedRegionsMsg } from '../../protocol/messages.js';
 import { RawClient } from '../../fuzz/wire.js';
 import { startServer, type TestServer } from '../helpers/server.js';
@@ -105,4 +114,45 @@ test('a header naming 2^23 one-block regions reserves memory only as region hash
   expect((await ended).code).toBe('ERR_CONNECTION');
   // Reserved up front, the hashes of 2^23 regions took 128 MiB.
   expect(grew).toBeLessThan(32 * 2 ** 20);
+});
+
+test("a server that asks a pushing client for 16-byte blocks of its 3 GiB image: the push fails with ERR_LIMIT", async () => {
+  // Knows the secret, then sends a signature header no real server would.
+  const frames = (...ms: Message[]): Buffer => Buffer.concat(ms.map((m) => encodeFrame(encodeMessage(m))));
+  const hostile = createServer((sock) => {
+    const dec = new FrameDecoder();
+    const nonce = newNonce();
+    let pre = 0;
+    sock.write(encodePreamble(WIRE_MAGIC, PROTOCOL_VERSION));
+    sock.on('data', (d: Buffer) => {
+      const skip = Math.min(PREAMBLE_LEN - pre, d.length);
+      pre += skip;
+      for (const p of dec.push(d.subarray(skip))) {
+        const m = decodeMessage(p);
+        if (m.type === MsgType.Hello) sock.write(frames({ type: MsgType.Challenge, version: PROTOCOL_VERSION, nonce, caps: ['push', 'pull'] }));
+        if (m.type === MsgType.Auth) sock.write(frames({ type: MsgType.AuthOk, mac: serverProof(srv.secret, nonce, m.clientNonce) }));
+        if (m.type === MsgType.Open) {
+          sock.write(
+            frames(
+              { type: MsgType.Ready, imageSize: 16, sessionId: 'hostile', resumeFrom: 0 },
+              { type: MsgType.SigHeader, blockSize: 16, imageSize: 16, strongAlgId: 3, strongLen: 32, seed, regionBlocks: 0 },
+            ),
+          );
+        }
+      }
+    });
+    sock.on('error', () => undefined);
+  });
+  await new Promise<void>((r) => hostile.listen(0, '127.0.0.1', r));
+  const a = hostile.address();
+  try {
+    const e = await push(join(dir, 'big.img'), { host: '127.0.0.1', port: typeof a === 'object' && a ? a.port : 0, volume: 'v', secret: srv.secret, idleTimeoutMs: 5000 }).then(
+      () => null,
+      (x: unknown) => x as { code?: string; message: string },
+    );
+    expect(e?.code).toBe('ERR_LIMIT');
+    expect(e?.message).toMatch(/block size of 16 bytes/);
+  } finally {
+    await new Promise((r) => hostile.close(r));
+  }
 });
