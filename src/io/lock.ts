@@ -233,9 +233,13 @@ async function fileLock(path: string, mode: LockMode): Promise<ImageLock> {
     try {
       await fh.writeFile(JSON.stringify(me));
       await fh.sync();
-    } finally {
-      await fh.close();
+    } catch (e) {
+      // A full disk: the file is ours and holds no holder, so it goes (others would wait it out as torn).
+      await fh.close().catch(() => undefined);
+      await unlink(lockPath).catch(() => undefined);
+      throw ioError(e, 'write lock file', lockPath);
     }
+    await fh.close();
     let held = true;
     const l: ImageLock = {
       path,

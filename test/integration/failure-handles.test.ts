@@ -59,3 +59,24 @@ test('a journal whose first write fails (file size limit) is closed and removed,
   expect(out.exists).toBe(false);
   expect(existsSync(journal)).toBe(false);
 });
+
+test('a lock file whose holder cannot be written (file size limit) is removed, and the error is typed', async () => {
+  const d = join(dir, 'lockfile');
+  await mkdir(d);
+  const img = join(d, 'img');
+  await writeFile(img, 'x');
+  const mod = resolve('dist/src/io/lock.js');
+  const script = `
+    const { lockImage } = await import(${JSON.stringify(mod)});
+    const fs = await import('node:fs');
+    let code = null;
+    try { await lockImage(${JSON.stringify(img)}, 'write'); } catch (e) { code = e.code ?? String(e); }
+    process.stdout.write(JSON.stringify({ code, left: fs.readdirSync(${JSON.stringify(d)}) }));
+  `;
+  // RESYNC_LOCK_FILE=1: the lock file of systems without flock, not the kernel's lock.
+  const r = spawnSync('prlimit', ['--fsize=0', process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, RESYNC_LOCK_FILE: '1' } });
+  expect(r.stderr).toBe('');
+  const out = JSON.parse(r.stdout) as { code: string | null; left: string[] };
+  expect(out.code).toMatch(/^ERR_/);
+  expect(out.left).toEqual(['img']);
+});
