@@ -8,7 +8,7 @@ import { BasisMismatchError, ParamError, SyncError, isSyncError } from '../core/
 import { resolve } from 'node:path';
 import { PatchPlanner } from '../core/patch.js';
 import { InPlacePatcher, completeCommitted, recoverLocked, type RecoverOutcome } from '../io/inplace.js';
-import { journalPathFor, readJournal } from '../io/journal.js';
+import { journalPathFor, readJournal, refuseUnsettledImage } from '../io/journal.js';
 import { lockImage, withImageLock, type ImageLock } from '../io/lock.js';
 import { dropSigCache, loadSigCache, sigCachePathFor } from '../io/sigcache.js';
 import { IO_CHUNK, SEED_LEN, SIG_CHUNK_BLOCKS } from '../core/limits.js';
@@ -317,6 +317,7 @@ export async function patchFile(basisPath: string, deltaPath: string, outPath: s
     return patchFileInPlace(basisPath, deltaPath, opts);
   }
   const t0 = performance.now();
+  if (resolve(outPath) !== resolve(basisPath)) await refuseUnsettledImage(outPath, 'output');
   const basis = await openImageOrNbd(basisPath, opts.stateDir);
   let out: ImageWriter | null = null;
   try {

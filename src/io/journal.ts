@@ -32,6 +32,7 @@ import { PREAMBLE_LEN } from '../../protocol/constants.js';
 import type { StrongAlg } from '../core/strong.js';
 import { JournalError, ioError } from './errors.js';
 import { syncDir } from './output.js';
+import { journalPathFor } from './journal-path.js';
 export { journalPathFor } from './journal-path.js';
 
 /** Journal magic: "RSJN". */
@@ -404,6 +405,23 @@ export class Journal {
     }
     this.size += b.length;
   }
+}
+
+/**
+ * Refuse to read `imagePath` as a source while a journal beside it says an
+ * in-place patch was cut short: the image is then part old, part new, and a
+ * signature, delta, push or patch made from it would carry that mix on as
+ * if it were an image (a push even verifies it at the far side).
+ */
+export async function refuseUnsettledImage(imagePath: string, as: 'source' | 'output' = 'source'): Promise<void> {
+  const j = journalPathFor(imagePath);
+  if (!(await readJournal(j))) return;
+  // As an output replaced by a rename: the journal would be left describing another file, and a recover would write old blocks into it.
+  const why = as === 'source' ? 'so it is part old, part new' : 'which a new file in its place would leave describing another file';
+  throw new JournalError(
+    `${imagePath} has an unfinished in-place patch (${j}), ${why}: finish it with 'resync patch ... --resume' (or the pull again), or roll it back with 'resync recover ${imagePath}', before ${as === 'source' ? 'reading' : 'replacing'} it`,
+    { path: imagePath, journal: j },
+  );
 }
 
 /** Read a journal; stops at the first torn or corrupt record. Null if there is none. */

@@ -6,7 +6,7 @@ import type { DeltaStats } from '../core/ops.js';
 import { blockCountFor, defaultBlockSize, makeSignatureParams } from '../core/signature.js';
 import { SEED_LEN, sessionStrongLen } from '../core/limits.js';
 import { randomBytes } from 'node:crypto';
-import { openImage, openOrCreateImage, type ImageHandle } from '../io/image.js';
+import { openOrCreateImage, type ImageHandle } from '../io/image.js';
 import { lockImage } from '../io/lock.js';
 import { DIRTY_IMAGE_CAP, MsgType, PROTOCOL_VERSION, PUSH_SEED_CAP, SEED_HINT_CAP, SETTLED_CAP } from '../../protocol/constants.js';
 import { clientProof, macEquals, newNonce, serverProof, PREAUTH_CAP, PREAUTH_KEY } from '../../protocol/auth.js';
@@ -25,7 +25,7 @@ import { trace } from '../io/trace.js';
 import { settleJournal } from '../io/inplace.js';
 import { sigCachePathFor } from '../io/sigcache.js';
 import { recallSpec, rememberSpec, specMemoPath, type RememberedSpec } from '../io/spec-memo.js';
-import { isNbdUri, openNbdImage } from '../io/nbd/image.js';
+import { isNbdUri, openImageOrNbd } from '../io/nbd/image.js';
 import { ProtocolError } from '../../protocol/errors.js';
 
 /** Options for push and pull. */
@@ -246,7 +246,8 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
   // Shared: other readers may push it too, but no session may be writing it. (An NBD export is the server's to guard.)
   const nbd = isNbdUri(imagePath);
   const lock = nbd ? null : await lockImage(imagePath, 'read');
-  const img = await (nbd ? openNbdImage(imagePath, { stateDir: opts.stateDir }) : openImage(imagePath)).catch(async (e: unknown) => {
+  // Refused while an in-place patch cut short left it under its journal: the far side would verify a half-patched image.
+  const img = await openImageOrNbd(imagePath, opts.stateDir).catch(async (e: unknown) => {
     await lock?.release();
     throw e;
   });

@@ -10,6 +10,7 @@ import { NBD_STATE_DIRTY, NBD_STATE_ZERO, NbdError } from './codec.js';
 import type { NbdClient, NbdExtent } from './client.js';
 import { isNbdUri, parseNbdUri } from './uri.js';
 import { refuseUnsettledExport } from './journal-path.js';
+import { refuseUnsettledImage } from '../journal.js';
 import { defaultStateDir } from '../state-dir.js';
 
 export { isNbdUri };
@@ -152,7 +153,13 @@ export async function* dirtyRuns(img: NbdImage, bitmap: string): AsyncGenerator<
   if (run) yield run;
 }
 
-/** Open an image argument for reading: an NBD URI over NBD (refused while it has an undo journal in `stateDir`), anything else as a file or block device. */
+/**
+ * Open an image argument for reading: an NBD URI over NBD, anything else as
+ * a file or block device; either refused while a cut-short update left it
+ * under its journal (an export's in `stateDir`, a file's beside it).
+ */
 export async function openImageOrNbd(path: string, stateDir?: string | null): Promise<ImageHandle> {
-  return isNbdUri(path) ? openNbdImage(path, { stateDir }) : openImage(path);
+  if (isNbdUri(path)) return openNbdImage(path, { stateDir });
+  await refuseUnsettledImage(path);
+  return openImage(path);
 }
