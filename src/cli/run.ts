@@ -52,9 +52,10 @@ export function shq(s: string): string {
 /**
  * What an interrupted in-place update of a local image leaves: IMAGE under
  * its journal once writing had started (an NBD export's journal is in
- * `stateDir`, default the state directory).
+ * `stateDir`, default the state directory). `recovering`: the command was
+ * `recover` itself, whose `again` is the one way out.
  */
-export function localInterrupted(image: string, what: string, again: string, stateDir?: string): Interruption {
+export function localInterrupted(image: string, what: string, again: string, stateDir?: string, recovering = false): Interruption {
   const nbd = isNbdUri(image);
   const journal = nbd ? nbdJournalPath(stateDir ?? defaultStateDir(), image) : journalPathFor(image);
   if (nbd && existsSync(journal)) {
@@ -72,7 +73,8 @@ export function localInterrupted(image: string, what: string, again: string, sta
       state: 'journaled',
       journal,
       message: `${image} is mid-update under its undo journal ${journal}`,
-      resume: `${again}, or \`resync recover ${shq(image)}\` to roll it back (or finish it, if it was verified already)`,
+      // A recover cut short is finished by the same recover: naming it twice read as two ways out.
+      resume: recovering ? again : `${again}, or \`resync recover ${shq(image)}\` to roll it back (or finish it, if it was verified already)`,
     };
   }
   return { target: image, state: 'unchanged', message: `${image} was not changed (${what})`, resume: 'run the same command again' };

@@ -516,7 +516,7 @@ export class ResyncServer {
     if (await readJournal(journalPathFor(vol.path))) {
       throw new SyncError(
         'ERR_BUSY',
-        "an earlier push to this volume did not finish: push again to complete it, or roll it back with 'resync recover HOST:PORT/VOLUME --secret-file FILE' before reading it",
+        `an earlier push to this volume did not finish: push again to complete it, or roll it back with 'resync recover HOST:PORT/${this.volumeName(vol)} --secret-file FILE' before reading it`,
       );
     }
   }

@@ -17,6 +17,10 @@ export function parseSshRemote(s: string): { host: string; path: string } | null
   if (!m) return null;
   const path = m[2]!;
   if (/^\d{1,5}\//.test(path)) return null;
+  // A port and no volume is a TCP remote cut short far more often than a file named by digits over ssh.
+  if (/^\d{1,5}$/.test(path)) {
+    throw new ParamError(`remote ${JSON.stringify(s)} looks like HOST:PORT without a volume: write HOST:PORT/VOLUME for a resync server, or HOST:./${path} for a file of that name over ssh`);
+  }
   const host = m[1]!.replace(/\[([^\]]+)\]$/, '$1');
   if (host.startsWith('-')) throw new ParamError(`remote ${JSON.stringify(s)}: a host may not start with "-"`);
   if (path === '') throw new ParamError(`remote ${JSON.stringify(s)} names no path after the colon (use HOST:/path/to/image)`);

@@ -407,7 +407,7 @@ describe('failback after an interrupted push whose primary is gone: resync recov
       const refused = await cli(['pull', `${LOCAL}:${s.port}/v`, join(dir, 'failback-local.img'), '--secret-file', srv.secretFile, '--json']);
       expect(refused.code).toBe(7);
       expect(refused.stdout).toContain('ERR_BUSY');
-      expect(refused.stdout).toContain('resync recover HOST:PORT/VOLUME');
+      expect(refused.stdout).toContain('resync recover HOST:PORT/v --secret-file');
 
       // Write access is needed: a read-only name for the same file is refused.
       const ro = await cli(['recover', `${LOCAL}:${s.port}/ro`, '--secret-file', srv.secretFile, '--json']);

@@ -30,6 +30,10 @@ describe('parseSshRemote', () => {
     expect(() => parseSshRemote('-oProxyCommand=x:/p')).toThrow(/may not start with "-"/);
     expect(() => parseSshRemote(`dr:/${'a'.repeat(300)}`)).toThrow(/at most 255/);
   });
+  test('HOST:PORT without a volume is refused with the two ways to say it, not taken for a file over ssh', () => {
+    expect(() => parseSshRemote('127.0.0.1:7901')).toThrow(/HOST:PORT\/VOLUME .* HOST:\.\/7901/);
+    expect(parseSshRemote('dr:./7901')).toEqual({ host: 'dr', path: './7901' });
+  });
 });
 
 describe('splitCommand', () => {

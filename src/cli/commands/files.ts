@@ -290,7 +290,7 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           if (net.isRemoteVolume(argv.image)) return net.recoverRemoteCommand(argv);
           const outcome = await (await filesApi()).recoverImage(argv.image);
           return { image: argv.image, outcome, verified: outcome !== 'nothing' };
-        }, undefined, () => localInterrupted(argv.image, 'there was nothing to recover', `run \`resync recover ${shq(argv.image)}\` again to finish settling it`, argv['state-dir'])),
+        }, undefined, () => localInterrupted(argv.image, 'there was nothing to recover', `run \`resync recover ${shq(argv.image)}\` again to finish settling it`, argv['state-dir'], true)),
     );
 }
 
