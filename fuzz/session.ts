@@ -18,7 +18,7 @@
  * real image with the real client to prove the server still serves.
  */
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { existsSync, readdirSync, readlinkSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ResyncServer, type ServerEvent } from '../src/net/server.js';
@@ -30,6 +30,7 @@ import { FuzzFinding } from './reference.js';
 import { corpusImage, editedImage } from './images.js';
 import type { Outcome } from './targets.js';
 import { RawClient, wirePreamble } from './wire.js';
+import { heldUnder } from '../src/testing/fds.js';
 import { modelDeltaTarget, substituteLive } from './shape.js';
 
 /** The image every fuzzed volume starts from (and is restored to). */
@@ -147,20 +148,7 @@ export async function openSessionTarget(opts: SessionTargetOptions = {}): Promis
   const ended = (evs: readonly ServerEvent[]) => evs.some((e) => e.level !== 'info' || e.msg.endsWith('finished'));
 
   /** Files of the volumes' directory this process (the server's) holds open: none once a session is over. */
-  const fdDir = '/proc/self/fd';
-  const openHere = (): string[] => {
-    if (!existsSync(fdDir)) return [];
-    const held: string[] = [];
-    for (const f of readdirSync(fdDir)) {
-      try {
-        const l = readlinkSync(join(fdDir, f));
-        if (l.startsWith(`${dir}/`)) held.push(l.slice(dir.length + 1));
-      } catch {
-        // closed meanwhile
-      }
-    }
-    return held;
-  };
+  const openHere = (): string[] => (existsSync('/proc/self/fd') ? heldUnder(`${dir}/`).map((l) => l.slice(dir.length + 1)) : []);
 
   /**
    * Wait until the server is done with this client: its session logged its

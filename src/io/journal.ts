@@ -407,6 +407,12 @@ export class Journal {
   }
 }
 
+/** The journal beside `imagePath` when an in-place patch of it was cut short (one with records to settle), else null. */
+export async function unsettledJournal(imagePath: string): Promise<string | null> {
+  const j = journalPathFor(imagePath);
+  return (await readJournal(j)) ? j : null;
+}
+
 /**
  * Refuse to read `imagePath` as a source while a journal beside it says an
  * in-place patch was cut short: the image is then part old, part new, and a
@@ -414,8 +420,8 @@ export class Journal {
  * if it were an image (a push even verifies it at the far side).
  */
 export async function refuseUnsettledImage(imagePath: string, as: 'source' | 'output' = 'source'): Promise<void> {
-  const j = journalPathFor(imagePath);
-  if (!(await readJournal(j))) return;
+  const j = await unsettledJournal(imagePath);
+  if (!j) return;
   // As an output replaced by a rename: the journal would be left describing another file, and a recover would write old blocks into it.
   const why = as === 'source' ? 'so it is part old, part new' : 'which a new file in its place would leave describing another file';
   throw new JournalError(

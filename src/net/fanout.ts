@@ -20,9 +20,9 @@
  */
 import { isSyncError, SyncError } from '../core/errors.js';
 import type { ProgressFn, Progress } from '../core/progress.js';
-import { openImage, type ImageHandle } from '../io/image.js';
+import type { ImageHandle } from '../io/image.js';
 import { lockImage } from '../io/lock.js';
-import { refuseUnsettledImage } from '../io/journal.js';
+import { openImageOrNbd } from '../io/nbd/image.js';
 import { SharedRead, type SharedReadStats } from '../io/shared-read.js';
 import { readPieces, type Piece } from '../io/sparse.js';
 import { connectAuthenticated, pushSession, type ClientOptions, type SyncResult } from './client.js';
@@ -346,7 +346,8 @@ class HashPasses {
 export async function pushToReplicas(imagePath: string, replicas: Replica[], opts: FanoutOptions = {}): Promise<FanoutResult> {
   const t0 = performance.now();
   const lock = await lockImage(imagePath, 'read');
-  const img = await refuseUnsettledImage(imagePath).then(() => openImage(imagePath)).catch(async (e: unknown) => {
+  // Refused while an in-place patch cut short left it under its journal (as a single push's source is).
+  const img = await openImageOrNbd(imagePath).catch(async (e: unknown) => {
     await lock.release();
     throw e;
   });

@@ -42,7 +42,7 @@ import type { ServerConfig, VolumeConfig } from './config.js';
 import { DIRTY_CAP, clearDirtyMarker, dirtyPushUnfinished, serveDirty } from './dirty.js';
 import { sendFrom } from './sender.js';
 import { receiveInto, sendSignature } from './receiver.js';
-import { journalPathFor, readJournal } from '../io/journal.js';
+import { journalPathFor, unsettledJournal } from '../io/journal.js';
 import { encodeFrame } from '../bytes/frame.js';
 import { encodePreamble } from '../format/preamble.js';
 import { encodeMessage } from '../../protocol/codec.js';
@@ -513,7 +513,7 @@ export class ResyncServer {
     if (await dirtyPushUnfinished(vol.path)) {
       throw new SyncError('ERR_BUSY', 'an earlier dirty-bitmap push to this volume did not finish: push again without --dirty-bitmap to make it whole');
     }
-    if (await readJournal(journalPathFor(vol.path))) {
+    if (await unsettledJournal(vol.path)) {
       throw new SyncError(
         'ERR_BUSY',
         `an earlier push to this volume did not finish: push again to complete it, or roll it back with 'resync recover HOST:PORT/${this.volumeName(vol)} --secret-file FILE' before reading it`,

@@ -12,7 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { deltaFile, patchFile, signatureFile } from '../../src/api/files.js';
-import { heldUnder } from '../helpers/fds.js';
+import { heldUnder } from '../../src/testing/fds.js';
 
 let dir: string;
 beforeAll(async () => {

@@ -12,7 +12,7 @@ import { openImage } from '../../src/io/image.js';
 import { journalPathFor, readJournal } from '../../src/io/journal.js';
 import { deltaFile, patchFile, signatureFile } from '../../src/api/files.js';
 import { applyEdits, edit } from '../helpers/edits.js';
-import { heldUnder } from '../helpers/fds.js';
+import { heldUnder } from '../../src/testing/fds.js';
 
 let dir: string;
 beforeAll(async () => {

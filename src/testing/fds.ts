@@ -1,4 +1,4 @@
-/** What this process holds open, from /proc/self/fd (Linux). */
+/** What this process holds open, from /proc/self/fd (Linux): for tests and the fuzz harness. */
 import { readdirSync, readlinkSync } from 'node:fs';
 
 /** Paths starting with `prefix` that this process has a descriptor of. */
