@@ -55,5 +55,13 @@ export function networkHint(e: unknown, remote: string): string | undefined {
   if (e.code === 'ERR_AUTH') return 'check that --secret-file (or RESYNC_SECRET_FILE) holds the same secret as the server';
   if (e.code === 'ERR_CONNECTION' && e.details.errno === 'ECONNREFUSED') return `nothing is listening on ${addr}: is 'resync serve' running there, on that port?`;
   if (e.code === 'ERR_CONNECTION' && (e.details.errno === 'ENOTFOUND' || e.details.errno === 'EAI_AGAIN')) return `the host in ${addr} could not be resolved`;
+  // Past the server's Ready (net/client.ts pushSession): the volume may hold part of the push.
+  if (e.details.pushStarted === true) {
+    const cut = e.code === 'ERR_CONNECTION' || e.code === 'ERR_TIMEOUT';
+    const full = e.code === 'ERR_NO_SPACE' || e.code === 'ERR_IO';
+    if (cut || full) {
+      return `${remote} may hold part of this push under its undo journal, and refuses pulls until it is settled: ${full ? 'make room on the server and ' : ''}push again to finish it, or roll it back with 'resync recover ${remote}' (same options)`;
+    }
+  }
   return undefined;
 }

@@ -2,7 +2,7 @@
  * Reading images: regular files and block devices, streamed in fixed-size
  * chunks with one read in flight ahead of the consumer so disk and CPU overlap.
  */
-import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { lstat, open, readFile, unlink, type FileHandle } from 'node:fs/promises';
 import { readSync } from 'node:fs';
 import { SyncError } from '../core/errors.js';
 import { IO_CHUNK } from '../core/limits.js';
@@ -98,6 +98,17 @@ export async function openOrCreateImage(path: string, flags: 'r' | 'r+'): Promis
     }
     return openImage(path, flags);
   }
+}
+
+/**
+ * Remove the image at `path` if it is an empty regular file with no journal
+ * beside it: what a session that was to create the image leaves when it
+ * failed before writing (the caller made it, and holds its lock). Errors are
+ * ignored: the file is only in the way, never wrong.
+ */
+export async function removeIfEmptyUnjournaled(path: string, journalPath: string): Promise<void> {
+  const [st, j] = await Promise.all([lstat(path).catch(() => null), lstat(journalPath).catch(() => null)]);
+  if (st?.isFile() && st.size === 0 && !j) await unlink(path).catch(() => undefined);
 }
 
 /** What identifies an image's state cheaply: size and modification times. */

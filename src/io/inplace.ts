@@ -11,6 +11,8 @@
  * an unchanged image costs reads only.
  */
 import { writeSync } from 'node:fs';
+import { unlink } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { ExtentMap, SAVED_ZEROS } from '../core/extents.js';
 import { SyncError, VerifyError } from '../core/errors.js';
 import { IO_CHUNK } from '../core/limits.js';
@@ -25,6 +27,7 @@ import { BackgroundSync } from './writeback.js';
 import { dropSigCache, sigCachePathFor } from './sigcache.js';
 import { JournalError, ioError } from './errors.js';
 import { openImage, readChunks, readExactSync, type ImageHandle } from './image.js';
+import { syncDir } from './output.js';
 import { Journal, readJournal, type JournalHashSpec, type JournalMeta, type JournalState, type UndoRecord } from './journal.js';
 
 /**
@@ -911,7 +914,7 @@ export type RecoverOutcome = 'nothing' | 'completed' | 'rolled-back';
  * the journal goes. A result that cannot be proved (a journal of an older
  * resync has no hash) is ERR_JOURNAL. Returns the outcome and the image's size.
  */
-export async function recoverLocked(imagePath: string, jpath: string): Promise<{ outcome: RecoverOutcome; size: number }> {
+export async function recoverLocked(imagePath: string, jpath: string): Promise<{ outcome: RecoverOutcome; size: number; removed?: true }> {
   const img = await openImage(imagePath, 'r+');
   try {
     const st = await readJournal(jpath);
@@ -927,6 +930,15 @@ export async function recoverLocked(imagePath: string, jpath: string): Promise<{
       );
     }
     const size = img.isBlockDevice ? img.size : outcome === 'completed' ? st.committed! : st.base.originalSize;
+    // The session had made the image: what it rolls back to is no image at
+    // all, not an empty one that a pull would copy over a good image.
+    if (outcome === 'rolled-back' && st.base.created === true && size === 0 && !img.isBlockDevice) {
+      await unlink(imagePath).catch((e: unknown) => {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError(e, 'remove', imagePath);
+      });
+      await syncDir(dirname(imagePath));
+      return { outcome, size, removed: true };
+    }
     return { outcome, size };
   } finally {
     await img.fh.close();

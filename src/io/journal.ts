@@ -106,6 +106,12 @@ export interface JournalMeta {
   hashSpec?: JournalHashSpec;
   /** The NBD export the journal belongs to (io/nbd/undo.ts), as a normalized URI; absent for a file's journal. */
   export?: string;
+  /**
+   * The session made the image (it did not exist before): a full rollback
+   * (recover) removes it again rather than leave an empty file a pull would
+   * take for an image. Only ever true; absent otherwise.
+   */
+  created?: true;
 }
 
 /** One saved range. */

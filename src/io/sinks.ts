@@ -62,7 +62,8 @@ export async function tempFileSink(basis: ImageHandle, outPath: string, targetSi
 export async function inPlaceSink(
   img: ImageHandle,
   journalPath: string,
-  id: string,
+  /** The session's id; `created`: the session made the image (JournalMeta.created). */
+  session: { id: string; created?: boolean | undefined },
   targetSize: number,
   spec: ImageHashSpec,
   basisDigests?: DigestBytes | null,
@@ -75,7 +76,7 @@ export async function inPlaceSink(
 ): Promise<DeltaSink> {
   // The basis's hash comes free from the digests of this side's signature pass.
   const originalHash = imageHashIfCovered(img.size, spec, basisDigests);
-  const p = await InPlacePatcher.start(img, journalPath, { id, targetSize }, spec, { originalHash, continueAt: continueAt ?? null });
+  const p = await InPlacePatcher.start(img, journalPath, { id: session.id, targetSize, ...(session.created ? { created: true as const } : {}) }, spec, { originalHash, continueAt: continueAt ?? null });
   if (basisDigests) p.useBasisDigests(basisDigests);
   if (onHashed) p.onHashed(onHashed);
   const a = tempFallback ? new AdaptivePatch(img, p, targetSize, spec) : null;

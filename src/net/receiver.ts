@@ -265,6 +265,8 @@ export interface ReceiveTarget {
   journalPath: string;
   /** The session's id, recorded in the journal. */
   sessionId: string;
+  /** The session made the image (it did not exist): a rollback by `recover` removes it (JournalMeta.created). */
+  created?: boolean | undefined;
   /** From settleJournal: continue the journal kept there with a new generation. */
   continueAt?: number | null | undefined;
   /** In place, may move to a temp file when the delta turns out to move the image (default true; io/adaptive.ts). */
@@ -326,7 +328,7 @@ export async function receiveInto(
         // Before anything can write the image: a crash from here on must find no cache of it.
         await dropSigCache(target.sigCache?.path ?? null);
         sink = target.inPlace
-          ? await inPlaceSink(img, target.journalPath, target.sessionId, size, spec, sent.fullDigests, target.continueAt, target.tempFallback !== false, fresh?.add)
+          ? await inPlaceSink(img, target.journalPath, { id: target.sessionId, created: target.created }, size, spec, sent.fullDigests, target.continueAt, target.tempFallback !== false, fresh?.add)
           : await tempFileSink(img, target.path, size, spec);
         return sink;
       },

@@ -32,7 +32,7 @@ const SETTLING_WAIT_MS = 30_000;
 /** How long a new session looks for the volume's writer to fail or finish before calling it busy. */
 const BUSY_RECHECK_MS = 2_000;
 import { defaultBlockSize } from '../core/signature.js';
-import { openImage, openOrCreateImage, type ImageHandle } from '../io/image.js';
+import { openImage, openOrCreateImage, removeIfEmptyUnjournaled, type ImageHandle } from '../io/image.js';
 import { lockImage, type ImageLock, type LockMode } from '../io/lock.js';
 import { DIRTY_IMAGE_CAP, MsgType, PROTOCOL_VERSION, PUSH_SEED_CAP, SEED_HINT_CAP, SETTLED_CAP, WIRE_MAGIC } from '../../protocol/constants.js';
 import { macEquals, newNonce, clientProof, serverProof, PREAUTH_CAP, PREAUTH_KEY } from '../../protocol/auth.js';
@@ -366,6 +366,11 @@ export class ResyncServer {
     trace('server: push opened');
     const inPlace = vol.inPlace !== false || (await isBlockDevice(vol.path));
     const jpath = journalPathFor(vol.path);
+    // Taking the lock makes the file: whether it was there is asked first.
+    const existed = await stat(vol.path).then(
+      () => true,
+      () => false,
+    );
     // The journal is only looked at under the image's lock: another session
     // (a second volume name for the file, a second server) may be writing under it.
     const lock = await this.lockImage(vol.path, 'write');
@@ -373,6 +378,7 @@ export class ResyncServer {
     try {
       const settled = await settleJournal(vol.path, jpath, { keep: inPlace });
       basis = await openOrCreateImage(vol.path, inPlace ? 'r+' : 'r');
+      const created = !existed && basis.size === 0;
       const sessionId = randomBytes(8).toString('hex');
       await conn.send({ type: MsgType.Ready, imageSize: basis.size, sessionId, resumeFrom: settled.resumeFrom });
       const progress = this.progressLogger(vol);
@@ -387,6 +393,7 @@ export class ResyncServer {
           inPlace,
           journalPath: jpath,
           sessionId,
+          created,
           continueAt: settled.continueAt,
           tempFallback: vol.tempFallback !== false,
           sigCache: { path: sigCachePathFor(vol.path), use: vol.sigCache !== false },
@@ -406,6 +413,12 @@ export class ResyncServer {
       conn.end();
       await r.writeSigCache?.();
       return { imageSize: r.targetSize, matchedBytes: r.matchedBytes, literalBytes: r.literalBytes, resumedFrom: settled.resumeFrom };
+    } catch (e) {
+      // A first push that failed before it wrote anything leaves no empty
+      // volume behind, which a pull would take for an image (with a journal,
+      // it is kept for the push to resume, and `recover` removes it).
+      if (!existed) await removeIfEmptyUnjournaled(vol.path, jpath);
+      throw e;
     } finally {
       await basis?.fh.close();
       await lock.release();
@@ -440,7 +453,8 @@ export class ResyncServer {
     const lock = await this.lockImage(vol.path, 'write', false);
     try {
       const r = await recoverLocked(vol.path, journalPathFor(vol.path));
-      this.log({ level: 'info', msg: `recover: ${r.outcome}`, volume: this.volumeName(vol) });
+      const removed = r.removed ? ' (the interrupted push had created the volume: it is removed)' : '';
+      this.log({ level: 'info', msg: `recover: ${r.outcome}${removed}`, volume: this.volumeName(vol) });
       await conn.send({ type: MsgType.Recovered, outcome: r.outcome, imageSize: r.size });
       return { outcome: r.outcome, imageSize: r.size };
     } finally {
@@ -492,7 +506,13 @@ export class ResyncServer {
    */
   private async openToRead(vol: VolumeConfig): Promise<{ img: ImageHandle; release: () => Promise<void> }> {
     if (isNbdVolume(vol)) return openNbdVolume(vol.path, this.stateDir);
-    const lock = await this.lockImage(vol.path, 'read');
+    const lock = await this.lockImage(vol.path, 'read').catch((e: unknown) => {
+      // A volume no push has made yet (or whose first push was rolled back): say so, not "could not access".
+      if (isSyncError(e) && e.details.errno === 'ENOENT') {
+        throw new SyncError('ERR_NOT_FOUND', 'no image yet (nothing has been pushed to it): push one to it first', { forClient: true }, { cause: e });
+      }
+      throw e;
+    });
     try {
       await this.refuseUnfinished(vol);
       const img = await openImage(vol.path);

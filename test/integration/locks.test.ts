@@ -19,6 +19,7 @@ import { MsgType } from '../../protocol/constants.js';
 import { SUB_NEED_SPAN } from '../../protocol/constants.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
 import { startServer, type TestServer } from '../helpers/server.js';
+import { listeningPort } from '../helpers/listening.js';
 
 const MAIN = resolve('dist/src/cli/main.js');
 const LOCAL = '127.0.0.1';
@@ -58,18 +59,8 @@ async function serve(volumes: string[], secretFile: string, env: Record<string, 
   const args = ['serve', '--listen', `${LOCAL}:0`, '--secret-file', secretFile];
   for (const v of volumes) args.push('--volume', v);
   const { child } = start(args, env);
-  let out = '';
-  const port = await new Promise<number>((res, rej) => {
-    const look = (c: Buffer): void => {
-      out += c.toString();
-      const m = /listening on 127\.0\.0\.1:(\d+)/.exec(out);
-      if (m) res(Number(m[1]));
-    };
-    child.stdout!.on('data', look);
-    child.stderr!.on('data', look);
-    child.once('exit', (code) => rej(new Error(`server exited with ${code}: ${out}`)));
-  });
-  return { child, port, log: () => out };
+  const { port, log } = await listeningPort(child);
+  return { child, port, log };
 }
 
 async function stop(child: ChildProcess): Promise<void> {

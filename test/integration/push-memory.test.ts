@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { listeningPort } from '../helpers/listening.js';
 
 const CLI = join(fileURLToPath(new URL('../..', import.meta.url)), 'dist/src/cli/main.js');
 const RSS_HOOK =
@@ -28,17 +29,7 @@ const others: ChildProcess[] = [];
 async function serveVolume(image: string, secret: string): Promise<{ child: ChildProcess; port: number }> {
   const child = spawn(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--volume', `v=${image}:rw`, '--secret-file', secret], { stdio: ['ignore', 'pipe', 'pipe'] });
   others.push(child);
-  const port = await new Promise<number>((resolve, reject) => {
-    let out = '';
-    const look = (c: Buffer): void => {
-      out += c.toString();
-      const m = /listening on 127\.0\.0\.1:(\d+)/.exec(out);
-      if (m) resolve(Number(m[1]));
-    };
-    child.stdout!.on('data', look);
-    child.stderr!.on('data', look);
-    child.on('exit', () => reject(new Error(`server exited: ${out}`)));
-  });
+  const { port } = await listeningPort(child);
   return { child, port };
 }
 

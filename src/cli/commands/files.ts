@@ -1,5 +1,6 @@
 /** `resync signature|delta|patch|recover`: the offline file commands. */
 import type { Argv } from 'yargs';
+import { promises as fsp } from 'node:fs';
 // Loaded on first use: keeps start-up short for commands that do not need it.
 const filesApi = () => import('../../api/files.js');
 // Loaded on first use: keeps start-up short for commands that do not need it.
@@ -289,7 +290,9 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           const net = await import('./net.js');
           if (net.isRemoteVolume(argv.image)) return net.recoverRemoteCommand(argv);
           const outcome = await (await filesApi()).recoverImage(argv.image);
-          return { image: argv.image, outcome, verified: outcome !== 'nothing' };
+          // A rollback of a session that had made the image removes it (io/inplace.ts recoverLocked).
+          const removed = outcome === 'rolled-back' && !(await fsp.stat(argv.image).catch(() => null));
+          return { image: argv.image, outcome, ...(removed ? { removed: true } : {}), verified: outcome !== 'nothing' };
         }, undefined, () => localInterrupted(argv.image, 'there was nothing to recover', `run \`resync recover ${shq(argv.image)}\` again to finish settling it`, argv['state-dir'], true)),
     );
 }
