@@ -229,13 +229,18 @@ function toArray(m: Message): unknown[] {
   }
 }
 
+/** Longest part of a decoder's own message quoted in an error. */
+const MAX_WHY = 80;
+
 /** Decode and validate one payload. Throws CorruptInputError on anything malformed. */
 export function decodeMessage(payload: Uint8Array): Message {
   let v: unknown;
   try {
     v = unpackr.unpack(payload);
   } catch (e) {
-    throw new CorruptInputError(`malformed msgpack: ${(e as Error).message}`, {}, { cause: e });
+    // msgpackr's message may carry a dump of what it decoded (a whole literal): kept to its first words.
+    const why = (e as Error).message;
+    throw new CorruptInputError(`malformed msgpack: ${why.length > MAX_WHY ? `${why.slice(0, MAX_WHY)}...` : why}`, {}, { cause: e });
   }
   return validate(v);
 }

@@ -6,7 +6,7 @@
  * digest's own 32, which end it. SHA-256, or keyed BLAKE3 for delta files
  * from version 2 (fileDigestAlg). Pure and incremental.
  */
-import { CorruptInputError, SyncError } from '../core/errors.js';
+import { CorruptInputError, SyncError, UnexpectedEofError } from '../core/errors.js';
 import { createStreamDigest, type StreamDigest, type StreamDigestAlg } from '../core/stream-digest.js';
 import { encodeFrame, FrameDecoder } from '../bytes/frame.js';
 import { DELTA_MAGIC, PREAMBLE_LEN } from '../../protocol/constants.js';
@@ -181,7 +181,14 @@ export class FramedFileReader {
   /** The input ended: it must have ended exactly after the end message. */
   end(): void {
     if (!this.preDone) throw new SyncError('ERR_UNEXPECTED_EOF', `${this.kind} is truncated: ${this.pre.length} byte(s), no preamble`, {});
-    this.frames.end();
+    try {
+      this.frames.end();
+    } catch (e) {
+      // Said of the file, not of the framing: a copy cut short is the likely cause.
+      if (!(e instanceof UnexpectedEofError)) throw e;
+      const { expected, available } = e.details as { expected: number; available: number };
+      throw new SyncError('ERR_UNEXPECTED_EOF', `${this.kind} is truncated: it ends inside a record of ${expected} byte(s), ${available} of them present`, { expected, available }, { cause: e });
+    }
     if (!this.finished) throw new SyncError('ERR_UNEXPECTED_EOF', `${this.kind} is truncated: its end record is missing`, {});
   }
 }

@@ -168,7 +168,9 @@ export class ImageWriter {
       }
     } catch (e) {
       if (liveTemps.delete(tmp)) await unlink(tmp).catch(() => undefined);
-      throw ioError(e, 'create', tmp);
+      // A missing directory or no permission is the output's to report, not its hidden temp file's.
+      const code = (e as NodeJS.ErrnoException).code;
+      throw ioError(e, 'create', code === 'ENOENT' || code === 'EACCES' ? finalPath : tmp);
     }
     // Buffers handed over are used for direct writes only if they are aligned (an in-place patch's are, where it could).
     let dfh = direct && coalesce % DIRECT_ALIGN === 0 && buffers.every(isAligned) ? await openDirect(tmp, fh) : null;

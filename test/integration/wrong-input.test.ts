@@ -237,6 +237,8 @@ describe('a truncated or damaged delta file', () => {
         const work: Case = { ...c, basis: join(c.d, 'work.img') };
         const err = await rejection(patchMode(mode, work, d));
         expect(err.code).toBe('ERR_UNEXPECTED_EOF');
+        // Said of the file: a copy cut short, not the framing's "needed N byte(s)".
+        expect(err.message).toMatch(/^delta file (is truncated|ended)/);
         // in place: the whole delta is read and checked before the first write
         expect(await sha(work.basis)).toBe(c.basisSha);
         expect(await leftovers(c.d)).toEqual([]);

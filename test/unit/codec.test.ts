@@ -458,6 +458,14 @@ describe('validation', () => {
     expect(decodeError(Buffer.from([0xc1])).code).toBe('ERR_CORRUPT');
   });
 
+  test("a decoder's message that dumps what it read (a whole literal) is cut short", () => {
+    const big = Buffer.from(pack([MsgType.Literal, Buffer.alloc(64 * 1024, 0x61)]));
+    const e = decodeError(Buffer.concat([big, Buffer.from([0xc0])]));
+    expect(e.code).toBe('ERR_CORRUPT');
+    expect(e.message).toMatch(/^malformed msgpack: /);
+    expect(e.message.length).toBeLessThan(120);
+  });
+
   test('the error message names the message and field', () => {
     expect(expectCorrupt(withField('Copy', 2, -5)).message).toBe('Copy: length must be an integer in 0..9007199254740991, got -5');
     expect(expectCorrupt(withField('Auth', 2, new Uint8Array(31))).message).toBe('Auth: mac must be 32 bytes, got 31 bytes');
