@@ -7,13 +7,13 @@
 import { closeSync, constants, fstatSync, openSync } from 'node:fs';
 import { open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { ParamError, SyncError } from '../core/errors.js';
-import { basename, dirname, join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { dirname } from 'node:path';
 import { isZeroRange } from '../core/strong.js';
 import { ioError } from './errors.js';
 import { killPoint, trace } from './trace.js';
 import { applyOutputMeta, outputMetaFor, type OutputMeta } from './filemode.js';
 import { liveTemps } from './live-temps.js';
+import { removeStaleTemps, tempPathFor } from './temp-names.js';
 import { BackgroundSync } from './writeback.js';
 import { alignedBuffer, alignedIfPossible, DIRECT_ALIGN, directWritable, isAligned, openDirect } from './direct.js';
 export { removeLiveTempFiles } from './live-temps.js';
@@ -139,7 +139,10 @@ export class ImageWriter {
     } catch (e) {
       throw ioError(e, 'stat', finalPath);
     }
-    const tmp = join(dirname(finalPath), `.${basename(finalPath)}.resync-${randomBytes(4).toString('hex')}.tmp`);
+    // What a killed run left for this output goes first: it may be as large as the image.
+    const stale = await removeStaleTemps(finalPath);
+    if (stale.length > 0) trace(`output: removed ${stale.length} stale temp file(s) of ${finalPath}`);
+    const tmp = tempPathFor(finalPath);
     let fh: FileHandle;
     try {
       // Created and listed in one turn of JavaScript: a signal's handler

@@ -395,6 +395,9 @@ describe('a patch killed while it writes its output', () => {
     const again = await runCli(MAIN, ['patch', basis, delta, old, '--force']);
     expect(again.code).toBe(0);
     expect((await hashImage(old)).equals(targetHash)).toBe(true);
+    // Its maker is dead: the next patch into that output removed the stray temp file (io/temp-names.ts).
+    expect(await temps(old.split('/').pop()!)).toEqual([]);
+    expect((await temps(none.split('/').pop()!)).length).toBe(1);
   });
 
   test('after the rename, before the directory fsync: the output is the whole, verified result', async () => {
