@@ -565,9 +565,9 @@ export type { RecoverOutcome } from '../io/inplace.js';
  * original or the verified result is an error (ERR_JOURNAL). A missing image
  * or a directory is an error too, not 'nothing'.
  */
-export async function recoverImage(imagePath: string, opts: { stateDir?: string | undefined } = {}): Promise<RecoverOutcome> {
+export async function recoverImage(imagePath: string, opts: { stateDir?: string | undefined; onProgress?: ProgressFn | undefined } = {}): Promise<RecoverOutcome> {
   if (isNbdUri(imagePath)) return (await recoverNbd(imagePath, opts.stateDir ?? defaultStateDir())).outcome;
-  return withImageLock(imagePath, 'write', async () => (await recoverLocked(imagePath, journalPathFor(imagePath))).outcome);
+  return withImageLock(imagePath, 'write', async () => (await recoverLocked(imagePath, journalPathFor(imagePath), opts.onProgress)).outcome);
 }
 
 /**

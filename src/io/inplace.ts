@@ -21,6 +21,7 @@ import { PatchPlanner } from '../core/patch.js';
 import { imageHashBuilder, type HashedBlockFn, type ImageHashBuilder, type ImageHashSpec } from '../core/imagehash.js';
 import { StrongHasher } from '../core/strong.js';
 import type { DigestBytes } from '../core/digests.js';
+import type { ProgressFn } from '../core/progress.js';
 import { killPoint } from './trace.js';
 import { alignedIfPossible } from './direct.js';
 import { BackgroundSync } from './writeback.js';
@@ -767,25 +768,29 @@ function writeAllSync(img: ImageHandle, pos: number, data: Uint8Array): void {
   }
 }
 
-async function restore(img: ImageHandle, journalPath: string, undos: readonly UndoRecord[]): Promise<void> {
+async function restore(img: ImageHandle, journalPath: string, undos: readonly UndoRecord[], onProgress?: ProgressFn): Promise<void> {
   const j = await Journal.openRead(journalPath);
   try {
-    await restoreFrom(img, j, undos);
+    await restoreFrom(img, j, undos, onProgress);
   } finally {
     await j.close();
   }
 }
 
 /** Write the undo records' saved bytes back, newest first (a range saved twice ends with its oldest bytes). */
-async function restoreFrom(img: ImageHandle, j: Journal, undos: readonly UndoRecord[]): Promise<void> {
+async function restoreFrom(img: ImageHandle, j: Journal, undos: readonly UndoRecord[], onProgress?: ProgressFn): Promise<void> {
   // Through one buffer, a record OLD_CHUNK at a time: a buffer per record was
   // garbage as large as the journal, and a switch to a temp file undoes one.
   const buf = Buffer.allocUnsafe(OLD_CHUNK);
+  const total = onProgress ? undos.reduce((a, u) => a + u.length, 0) : 0;
+  let done = 0;
   for (let i = undos.length - 1; i >= 0; i--) {
     const u = undos[i]!;
     for (let k = 0; k < u.length; k += OLD_CHUNK) {
       const n = Math.min(OLD_CHUNK, u.length - k);
       writeAllSync(img, u.offset + k, await j.readSaved(u.dataAt + k, n, buf));
+      done += n;
+      onProgress?.({ phase: 'undo', done, total });
     }
   }
 }
@@ -796,9 +801,14 @@ export function journalHashSpec(spec: ImageHashSpec): JournalHashSpec {
 }
 
 /** Image hash of img[0, size) under a journal's hash spec (reads it all). */
-export async function hashImage(img: ImageHandle, size: number, spec: JournalHashSpec): Promise<Buffer> {
+export async function hashImage(img: ImageHandle, size: number, spec: JournalHashSpec, onProgress?: ProgressFn): Promise<Buffer> {
   const h = imageHashBuilder(size, { blockSize: spec.blockSize, strongAlg: spec.strongAlg, seed: Buffer.from(spec.seed, 'hex') });
-  for await (const c of readChunks({ ...img, size }, 0, size, IO_CHUNK, true)) h.update(c);
+  let done = 0;
+  for await (const c of readChunks({ ...img, size }, 0, size, IO_CHUNK, true)) {
+    h.update(c);
+    done += c.length;
+    onProgress?.({ phase: 'check', done, total: size });
+  }
   return h.digest();
 }
 
@@ -807,10 +817,10 @@ export async function hashImage(img: ImageHandle, size: number, spec: JournalHas
  * the journal carries no hash to check against (written by an older resync).
  * A mismatch keeps the journal: it is still the record of what was there.
  */
-async function proveImage(img: ImageHandle, journalPath: string, size: number, hash: Buffer | string | undefined | null, spec: JournalHashSpec | undefined, what: string): Promise<boolean> {
+async function proveImage(img: ImageHandle, journalPath: string, size: number, hash: Buffer | string | undefined | null, spec: JournalHashSpec | undefined, what: string, onProgress?: ProgressFn): Promise<boolean> {
   if (!hash || !spec) return false;
   const want = typeof hash === 'string' ? Buffer.from(hash, 'hex') : hash;
-  const got = await hashImage(img, size, spec);
+  const got = await hashImage(img, size, spec, onProgress);
   if (!got.equals(want)) {
     throw new JournalError(`${img.path} does not hash to the ${what} after settling its journal (something else wrote it?); the journal ${journalPath} is kept`, {
       path: img.path,
@@ -836,25 +846,25 @@ export async function rollbackTail(img: ImageHandle, journalPath: string, st: Jo
  * partly undone state ends in the same bytes. Returns whether the result
  * was proved (false for a journal without a hash).
  */
-export async function rollbackAll(img: ImageHandle, journalPath: string, st: JournalState): Promise<boolean> {
-  await restore(img, journalPath, st.undos);
+export async function rollbackAll(img: ImageHandle, journalPath: string, st: JournalState, onProgress?: ProgressFn): Promise<boolean> {
+  await restore(img, journalPath, st.undos, onProgress);
   killPoint('rollback-restored');
   if (!img.isBlockDevice) await img.fh.truncate(st.base.originalSize);
   await img.fh.sync();
   killPoint('rollback-synced');
-  const proved = await proveImage(img, journalPath, st.base.originalSize, st.base.originalHash, st.base.hashSpec, 'original image');
+  const proved = await proveImage(img, journalPath, st.base.originalSize, st.base.originalHash, st.base.hashSpec, 'original image', onProgress);
   const j = await Journal.reopen(journalPath, 0);
   await j.remove();
   return proved;
 }
 
 /** Finish a committed patch whose final truncate may not have happened, checked against the committed hash. Deletes the journal. */
-export async function completeCommitted(img: ImageHandle, journalPath: string, st: JournalState): Promise<boolean> {
+export async function completeCommitted(img: ImageHandle, journalPath: string, st: JournalState, onProgress?: ProgressFn): Promise<boolean> {
   if (st.committed === null) throw new JournalError('the patch was not committed');
   if (!img.isBlockDevice) await img.fh.truncate(st.committed);
   await img.fh.sync();
   killPoint('complete-synced');
-  const proved = await proveImage(img, journalPath, st.committed, st.committedHash, st.meta.hashSpec, 'verified result');
+  const proved = await proveImage(img, journalPath, st.committed, st.committedHash, st.meta.hashSpec, 'verified result', onProgress);
   const j = await Journal.reopen(journalPath, 0);
   await j.remove();
   return proved;
@@ -914,14 +924,14 @@ export type RecoverOutcome = 'nothing' | 'completed' | 'rolled-back';
  * the journal goes. A result that cannot be proved (a journal of an older
  * resync has no hash) is ERR_JOURNAL. Returns the outcome and the image's size.
  */
-export async function recoverLocked(imagePath: string, jpath: string): Promise<{ outcome: RecoverOutcome; size: number; removed?: true }> {
+export async function recoverLocked(imagePath: string, jpath: string, onProgress?: ProgressFn): Promise<{ outcome: RecoverOutcome; size: number; removed?: true }> {
   const img = await openImage(imagePath, 'r+');
   try {
     const st = await readJournal(jpath);
     if (!st) return { outcome: 'nothing', size: img.size };
     await dropSigCache(sigCachePathFor(imagePath));
     const outcome: RecoverOutcome = st.committed !== null ? 'completed' : 'rolled-back';
-    const proved = st.committed !== null ? await completeCommitted(img, jpath, st) : await rollbackAll(img, jpath, st);
+    const proved = st.committed !== null ? await completeCommitted(img, jpath, st, onProgress) : await rollbackAll(img, jpath, st, onProgress);
     if (!proved) {
       throw new SyncError(
         'ERR_JOURNAL',

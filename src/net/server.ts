@@ -452,7 +452,7 @@ export class ResyncServer {
     }
     const lock = await this.lockImage(vol.path, 'write', false);
     try {
-      const r = await recoverLocked(vol.path, journalPathFor(vol.path));
+      const r = await recoverLocked(vol.path, journalPathFor(vol.path), this.progressLogger(vol));
       const removed = r.removed ? ' (the interrupted push had created the volume: it is removed)' : '';
       this.log({ level: 'info', msg: `recover: ${r.outcome}${removed}`, volume: this.volumeName(vol) });
       await conn.send({ type: MsgType.Recovered, outcome: r.outcome, imageSize: r.size });

@@ -378,7 +378,7 @@ describe('help', () => {
       // Words cut in half would leave fragments like "te" + "rminal"; the phrases survive whole once whitespace is folded.
       const flat = help.replace(/\s+/g, ' ');
       expect(flat).toContain('print nothing on success');
-      if (cmd !== 'serve' && cmd !== 'recover') expect(flat).toContain('show a progress bar on stderr (default: when stderr is a terminal)');
+      if (cmd !== 'serve') expect(flat).toContain('show a progress bar on stderr (default: when stderr is a terminal)');
     }
   });
 

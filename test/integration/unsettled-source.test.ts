@@ -7,7 +7,7 @@
  * into. Real files, a real server on 127.0.0.1, the CLI killed at a kill
  * point.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -88,5 +88,16 @@ test('a temp-file patch with a half-patched image as basis, or as output, is ref
   expect((await readFile(p)).equals(before)).toBe(true);
   await patchFile(p, join(dir, 'd.delta'), p, { resume: true });
   expect((await readFile(p)).equals(newImg)).toBe(true);
+  expect(existsSync(journalPathFor(p))).toBe(false);
+});
+
+test('recover --progress reports the undo and the check of the whole image, and settles it', async () => {
+  const p = await halfPatched('progress.img');
+  const r = spawnSync(process.execPath, [cliMain(), 'recover', '--progress', p], { encoding: 'utf8' });
+  expect(r.status, r.stderr).toBe(0);
+  expect(r.stderr).toMatch(/resync recover: undo \d+%/);
+  // The check reads the whole image: it ends at its size.
+  expect(r.stderr).toMatch(/resync recover: check 100% 8\.0 MiB\/8\.0 MiB/);
+  expect((await readFile(p)).equals(oldImg)).toBe(true);
   expect(existsSync(journalPathFor(p))).toBe(false);
 });

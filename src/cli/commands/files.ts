@@ -268,7 +268,7 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
       'recover <image>',
       'Resolve an interrupted in-place update: finish it if it was verified, else roll IMAGE back to its original contents (checked against the hash in its journal). IMAGE may be HOST:PORT/VOLUME, [user@]host:/path (over ssh) or @NAME/VOLUME (client config): the far side then does it to the volume (an interrupted push whose primary is gone). IMAGE may be an NBD export (nbd://, nbd+unix://, nbds:// or nbds+unix:// over TLS) a killed pull or patch was writing: rolled back from its undo journal in the state directory',
       (a) =>
-        outputOptions(a, { progress: false })
+        outputOptions(a)
           .positional('image', { type: 'string', demandOption: true, describe: 'an image an in-place patch or pull was interrupted on, or HOST:PORT/VOLUME, [user@]host:/path (ssh) or @NAME[/VOLUME]' })
           .option('secret-file', { type: 'string', describe: 'HOST:PORT/VOLUME: file holding the shared secret (or RESYNC_SECRET_FILE)' })
           .option('tls', { type: 'boolean', describe: 'HOST:PORT/VOLUME: connect over TLS' })
@@ -282,14 +282,14 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .example('$0 recover root@dr:/srv/images/vm1.img', 'the same over ssh (resync serve --stdio on dr)')
           .example("$0 recover 'nbd+unix:///vm1?socket=/run/vm1.sock'", 'roll back what a killed pull into that NBD export left'),
       (argv) =>
-        runCommand('recover', argv, async () => {
+        runCommand('recover', argv, async (progress) => {
           if (isNbdUri(argv.image)) {
             const r = await (await filesApi()).recoverNbd(argv.image, argv['state-dir'] ?? defaultStateDir());
             return { image: argv.image, outcome: r.outcome, verified: r.proved };
           }
           const net = await import('./net.js');
           if (net.isRemoteVolume(argv.image)) return net.recoverRemoteCommand(argv);
-          const outcome = await (await filesApi()).recoverImage(argv.image);
+          const outcome = await (await filesApi()).recoverImage(argv.image, { onProgress: progress });
           // A rollback of a session that had made the image removes it (io/inplace.ts recoverLocked).
           const removed = outcome === 'rolled-back' && !(await fsp.stat(argv.image).catch(() => null));
           return { image: argv.image, outcome, ...(removed ? { removed: true } : {}), verified: outcome !== 'nothing' };
