@@ -464,7 +464,13 @@ export async function recoverRemote(opts: ClientOptions): Promise<RemoteRecoverR
       throw new SyncError('ERR_VERSION', `${where} does not offer remote recover (an older resync): run 'resync recover PATH' on the server itself`);
     }
     await conn.send({ type: MsgType.Open, mode: 'recover', volume: opts.volume, imageSize: 0, blockSize: 0, resumeId: '' });
-    const r = await conn.expect(MsgType.Recovered, 'the recover outcome');
+    const r = await conn.expect(MsgType.Recovered, 'the recover outcome').catch((e: unknown) => {
+      // The server says nothing until it has read the whole volume to check it: on a large one that can outlast --timeout.
+      if (isSyncError(e) && e.code === 'ERR_TIMEOUT') {
+        throw new SyncError('ERR_TIMEOUT', `${e.message} while the server settled the volume; it goes on without us: run the same recover again later (ERR_BUSY while it still runs, "nothing" once it is done), or give a larger --timeout`, e.details, { cause: e });
+      }
+      throw e;
+    });
     conn.end();
     return { outcome: r.outcome, imageSize: r.imageSize };
   } catch (e) {

@@ -423,6 +423,26 @@ describe('failback after an interrupted push whose primary is gone: resync recov
     }
   });
 
+  test('a remote recover whose answer does not come in --timeout says the server goes on, and how to see it finish', { timeout: 30_000 }, async () => {
+    const vol = await fresh('recover-silent');
+    const s = await startServer({ v: { path: vol, writable: true } });
+    // The bytes the client sends up to and with its Open, from a recover that answers.
+    const probe = await FaultProxy.start(s.port);
+    expect((await recoverRemote({ host: LOCAL, port: probe.port, volume: 'v', secret: s.secret })).outcome).toBe('nothing');
+    const upBytes = probe.bytes.up;
+    await probe.close();
+    // Now the server's answer never arrives (as while it reads a large volume to check it).
+    const px = await FaultProxy.start(s.port, { down: { stall: { afterOther: upBytes, ms: Infinity } } });
+    try {
+      const e = await recoverRemote({ host: LOCAL, port: px.port, volume: 'v', secret: s.secret, idleTimeoutMs: 1000 }).catch((x: unknown) => x as { code: string; message: string });
+      expect(e).toMatchObject({ code: 'ERR_TIMEOUT' });
+      expect((e as { message: string }).message).toMatch(/run the same recover again later.*larger --timeout/);
+    } finally {
+      await px.close();
+      await s.server.close();
+    }
+  });
+
   test('recover of a volume while a push is writing it is refused (ERR_BUSY) and the push completes', { timeout: 90_000 }, async () => {
     const vol = await fresh('recover-busy');
     const s = await startServer({ v: { path: vol, writable: true } });
