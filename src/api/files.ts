@@ -8,7 +8,7 @@ import { BasisMismatchError, ParamError, SyncError, isSyncError } from '../core/
 import { resolve } from 'node:path';
 import { PatchPlanner } from '../core/patch.js';
 import { InPlacePatcher, completeCommitted, recoverLocked, type RecoverOutcome } from '../io/inplace.js';
-import { journalPathFor, readJournal, refuseUnsettledImage } from '../io/journal.js';
+import { journalFor, journalPathFor, readJournal, refuseUnsettledImage } from '../io/journal.js';
 import { lockImage, withImageLock, type ImageLock } from '../io/lock.js';
 import { dropSigCache, loadSigCache, sigCachePathFor } from '../io/sigcache.js';
 import { IO_CHUNK, SEED_LEN, SIG_CHUNK_BLOCKS } from '../core/limits.js';
@@ -454,12 +454,14 @@ async function prescanDelta(deltaPath: string, basisSize: number): Promise<{ hea
  */
 async function patchFileInPlace(basisPath: string, deltaPath: string, opts: PatchFileOptions): Promise<InPlaceResult> {
   const t0 = performance.now();
-  const jpath = journalPathFor(basisPath);
   // Held until the patch ends, taken before the journal is looked at: a
   // second session must never resume or roll back a live one's journal.
   const lock = await lockImage(basisPath, 'write');
   let img: ImageHandle | null = null;
+  // Beside the image, or one left under another of its names (a link).
+  let jpath = journalPathFor(basisPath);
   try {
+    jpath = await journalFor(basisPath);
     img = await openImage(basisPath, 'r+');
     // A receiver's signature cache (io/sigcache.ts) would no longer describe the image.
     await dropSigCache(sigCachePathFor(basisPath));
@@ -567,7 +569,7 @@ export type { RecoverOutcome } from '../io/inplace.js';
  */
 export async function recoverImage(imagePath: string, opts: { stateDir?: string | undefined; onProgress?: ProgressFn | undefined } = {}): Promise<RecoverOutcome> {
   if (isNbdUri(imagePath)) return (await recoverNbd(imagePath, opts.stateDir ?? defaultStateDir())).outcome;
-  return withImageLock(imagePath, 'write', async () => (await recoverLocked(imagePath, journalPathFor(imagePath), opts.onProgress)).outcome);
+  return withImageLock(imagePath, 'write', async () => (await recoverLocked(imagePath, await journalFor(imagePath), opts.onProgress)).outcome);
 }
 
 /**

@@ -20,9 +20,10 @@
  * followed by the data. A torn or corrupt record ends the journal: it was
  * never followed by the image write it protects.
  */
-import { open, unlink, type FileHandle } from 'node:fs/promises';
+import { open, readdir, realpath, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { crc32 } from 'node:zlib';
-import { dirname } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { SyncError } from '../core/errors.js';
 import { SAVED_ZEROS } from '../core/extents.js';
 import { isZeroRange } from '../core/strong.js';
@@ -413,10 +414,69 @@ export class Journal {
   }
 }
 
-/** The journal beside `imagePath` when an in-place patch of it was cut short (one with records to settle), else null. */
+const JOURNAL_SUFFIX = '.resync-journal';
+
+/**
+ * Journals of the same file as `imagePath` under its other names: a hard
+ * link, a symlink, a second volume name. The lock is the file's own (flock
+ * on the inode), but a journal is found by name, and a session under one
+ * name read or wrote a file another name's journal was still settling. Looked
+ * for beside the name and beside the file's real path, where such names live;
+ * a hard link in another directory is not found. Devices (their journals are
+ * named for the /dev path) are not looked for.
+ */
+async function otherNamesJournals(imagePath: string): Promise<string[]> {
+  const st = await stat(imagePath).catch(() => null);
+  if (!st?.isFile()) return [];
+  const own = resolve(journalPathFor(imagePath));
+  const dirs = new Set([dirname(resolve(imagePath))]);
+  const real = await realpath(imagePath).catch(() => null);
+  if (real) dirs.add(dirname(real));
+  const found: string[] = [];
+  for (const dir of dirs) {
+    const names = await readdir(dir).catch(() => [] as string[]);
+    for (const n of names) {
+      if (!n.endsWith(JOURNAL_SUFFIX)) continue;
+      const j = join(dir, n);
+      if (j === own) continue;
+      const other = await stat(j.slice(0, -JOURNAL_SUFFIX.length)).catch(() => null);
+      if (other && other.dev === st.dev && other.ino === st.ino && (await readJournal(j).catch(() => null))) found.push(j);
+    }
+  }
+  return found;
+}
+
+/**
+ * The journal a session on `imagePath` must settle or continue: the one
+ * beside it, or, when there is none, one left under another name of the same
+ * file (otherNamesJournals); its own name's path when there is neither (a new
+ * journal goes there). Two at once (sessions cut short under two names, by
+ * older versions) is ERR_JOURNAL: which came last cannot be told.
+ * Call under the image's lock.
+ */
+export async function journalFor(imagePath: string): Promise<string> {
+  const own = journalPathFor(imagePath);
+  const others = await otherNamesJournals(imagePath);
+  if (others.length === 0) return own;
+  if (others.length === 1 && !(await readJournal(own))) return others[0]!;
+  throw new JournalError(`${imagePath} has unfinished in-place updates under more than one of its names (${[own, ...others].filter((j) => existsSync(j)).join(', ')}): settle them with 'resync recover NAME', newest first, and check the image`, {
+    path: imagePath,
+  });
+}
+
+/** The image name a journal path belongs to. */
+export function imageOfJournal(journal: string): string {
+  return journal.endsWith(JOURNAL_SUFFIX) ? journal.slice(0, -JOURNAL_SUFFIX.length) : journal;
+}
+
+/**
+ * The journal of `imagePath` (beside it, or under another of its names) when
+ * an in-place patch of it was cut short (one with records to settle), else null.
+ */
 export async function unsettledJournal(imagePath: string): Promise<string | null> {
   const j = journalPathFor(imagePath);
-  return (await readJournal(j)) ? j : null;
+  if (await readJournal(j)) return j;
+  return (await otherNamesJournals(imagePath))[0] ?? null;
 }
 
 /**

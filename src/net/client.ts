@@ -17,7 +17,7 @@ import { hashOwnImage, sendFrom, type DeltaFn, type PrepassFn } from './sender.j
 import { DigestCacheWriter, digestCachePath } from '../io/digestcache.js';
 import type { SignatureParams } from '../core/signature.js';
 import { receiveInto, regionBlocksFor } from './receiver.js';
-import { journalPathFor } from '../io/journal.js';
+import { journalFor, journalPathFor } from '../io/journal.js';
 import { SUBSUMS_CAP } from './subsums.js';
 import { compressCaps, pickCodec, type CodecName, type LiteralCodec } from '../../protocol/literal-codec.js';
 import { trace } from '../io/trace.js';
@@ -379,7 +379,7 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
   const t0 = performance.now();
   // Block devices are always patched in place (a temp file cannot be renamed onto a device).
   const inPlace = opts.inPlace !== false || (await stat(imagePath).catch(() => null))?.isBlockDevice() === true;
-  const jpath = journalPathFor(imagePath);
+  let jpath = journalPathFor(imagePath);
   const existed = await stat(imagePath).then(
     () => true,
     () => false,
@@ -390,6 +390,8 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
   let basis: ImageHandle | null = null;
   let conn: Connection | null = null;
   try {
+    // Beside the image, or one left under another of its names (a link).
+    jpath = await journalFor(imagePath);
     const settled = await settleJournal(imagePath, jpath, { keep: inPlace });
     const resumedFrom = settled.resumeFrom;
     basis = await openOrCreateImage(imagePath, inPlace ? 'r+' : 'r');

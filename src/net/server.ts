@@ -42,7 +42,7 @@ import type { ServerConfig, VolumeConfig } from './config.js';
 import { DIRTY_CAP, clearDirtyMarker, dirtyPushUnfinished, serveDirty } from './dirty.js';
 import { sendFrom } from './sender.js';
 import { receiveInto, sendSignature } from './receiver.js';
-import { journalPathFor, unsettledJournal } from '../io/journal.js';
+import { journalFor, journalPathFor, unsettledJournal } from '../io/journal.js';
 import { encodeFrame } from '../bytes/frame.js';
 import { encodePreamble } from '../format/preamble.js';
 import { encodeMessage } from '../../protocol/codec.js';
@@ -365,7 +365,7 @@ export class ResyncServer {
     // Block devices are always patched in place (a temp file cannot be renamed onto a device).
     trace('server: push opened');
     const inPlace = vol.inPlace !== false || (await isBlockDevice(vol.path));
-    const jpath = journalPathFor(vol.path);
+    let jpath = journalPathFor(vol.path);
     // Taking the lock makes the file: whether it was there is asked first.
     const existed = await stat(vol.path).then(
       () => true,
@@ -376,6 +376,8 @@ export class ResyncServer {
     const lock = await this.lockImage(vol.path, 'write');
     let basis: ImageHandle | null = null;
     try {
+      // Beside the volume, or one left under another of its names (a second volume name, a link).
+      jpath = await journalFor(vol.path);
       const settled = await settleJournal(vol.path, jpath, { keep: inPlace });
       basis = await openOrCreateImage(vol.path, inPlace ? 'r+' : 'r');
       const created = !existed && basis.size === 0;
@@ -452,7 +454,7 @@ export class ResyncServer {
     }
     const lock = await this.lockImage(vol.path, 'write', false);
     try {
-      const r = await recoverLocked(vol.path, journalPathFor(vol.path), this.progressLogger(vol));
+      const r = await recoverLocked(vol.path, await journalFor(vol.path), this.progressLogger(vol));
       const removed = r.removed ? ' (the interrupted push had created the volume: it is removed)' : '';
       this.log({ level: 'info', msg: `recover: ${r.outcome}${removed}`, volume: this.volumeName(vol) });
       await conn.send({ type: MsgType.Recovered, outcome: r.outcome, imageSize: r.size });

@@ -12,13 +12,13 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { cliMain } from '../../bench/killpoints.js';
 import { deltaFile, patchFile, recoverImage, signatureFile } from '../../src/api/files.js';
 import { journalPathFor } from '../../src/io/journal.js';
 import { push } from '../../src/net/client.js';
 import { closeServers, startServer, type TestServer } from '../helpers/server.js';
+import { writePatchPair } from '../helpers/patch-pair.js';
 
 let dir: string;
 let srv: TestServer;
@@ -45,14 +45,7 @@ async function halfPatched(name: string): Promise<string> {
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'resync-unsettled-'));
-  oldImg = randomBytes(SIZE);
-  newImg = Buffer.from(oldImg);
-  // Changes all through the image: the patch writes several batches.
-  for (let at = 0; at < SIZE; at += 1 << 20) randomBytes(64 << 10).copy(newImg, at);
-  await writeFile(join(dir, 'old.img'), oldImg);
-  await writeFile(join(dir, 'new.img'), newImg);
-  await signatureFile(join(dir, 'old.img'), join(dir, 'old.sig'), { sigCache: false });
-  await deltaFile(join(dir, 'old.sig'), join(dir, 'new.img'), join(dir, 'd.delta'));
+  ({ oldImg, newImg } = await writePatchPair(dir, SIZE));
   srv = await startServer({ vol: { path: join(dir, 'replica.img'), writable: true } });
 });
 
