@@ -16,7 +16,7 @@ import { dial, type ClientTls, type Connection } from './connection.js';
 import { hashOwnImage, sendFrom, type DeltaFn, type PrepassFn } from './sender.js';
 import { DigestCacheWriter, digestCachePath } from '../io/digestcache.js';
 import type { SignatureParams } from '../core/signature.js';
-import { receiveInto, regionBlocksFor } from './receiver.js';
+import { receiveInto, regionBlocksFor, tailKept } from './receiver.js';
 import { journalFor, journalPathFor } from '../io/journal.js';
 import { SUBSUMS_CAP } from './subsums.js';
 import { compressCaps, pickCodec, type CodecName, type LiteralCodec } from '../../protocol/literal-codec.js';
@@ -398,6 +398,7 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
     const img = basis;
     conn = await connectAuthenticated(opts);
     const ready = await openSession(conn, 'pull', opts, basis.size);
+    if (img.isBlockDevice && ready.imageSize < img.size) opts.onNote?.(tailKept('block device', imagePath, img.size, 'remote image', ready.imageSize));
     // The server picks by the same rule from this side's Hello: this is what it will use.
     const codec = codecFor(opts, conn.peerCaps);
     const bs = opts.blockSize ?? defaultBlockSize(Math.max(basis.size, ready.imageSize));

@@ -20,7 +20,7 @@ import type { ImageLock } from '../io/lock.js';
 import { isNbdUri } from '../io/nbd/uri.js';
 import type { Connection } from './connection.js';
 import { exportTooSmall, nbdUndoSink } from './nbd.js';
-import { receiveDelta, sendSignature } from './receiver.js';
+import { receiveDelta, sendSignature, tailKept } from './receiver.js';
 import type { VolumeConfig } from './config.js';
 
 /** Whether a configured volume is an NBD export rather than a file or block device. */
@@ -69,6 +69,7 @@ export async function servePushIntoNbd(conn: Connection, a: NbdPushArgs): Promis
     if (s.outcome === 'rolled-back') a.note(`rolled back the unfinished update of the export left by a killed session (${s.bytes} bytes put back from ${journal})`);
     if (s.outcome === 'completed') a.note(`the last update of the export had finished; removed its leftover journal ${journal}`);
     if (a.sourceSize > img.size) throw exportTooSmall('the source', a.sourceSize, img);
+    if (a.sourceSize < img.size) a.note(tailKept('NBD export', img.path, img.size, 'pushed image', a.sourceSize));
     // The client hears it too: its earlier push was undone (or had finished), not resumed. No server paths in it.
     const settled = a.tellSettled && s.outcome !== 'nothing' ? { settled: { outcome: s.outcome, bytes: s.bytes, proved: s.proved } } : {};
     await conn.send({ type: MsgType.Ready, imageSize: img.size, sessionId: randomBytes(8).toString('hex'), resumeFrom: 0, ...settled });

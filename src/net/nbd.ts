@@ -16,7 +16,7 @@ import type { ImageLock } from '../io/lock.js';
 import { UndoPatcher } from '../io/undo-patcher.js';
 import { connectAuthenticated, openSession, type ClientOptions, type SyncResult } from './client.js';
 import type { Connection } from './connection.js';
-import { receiveDelta, sendSignature } from './receiver.js';
+import { receiveDelta, sendSignature, tailKept } from './receiver.js';
 import type { DeltaSink } from '../io/sinks.js';
 
 /**
@@ -36,6 +36,7 @@ export async function pullIntoNbd(uri: string, opts: ClientOptions): Promise<Syn
     conn = await connectAuthenticated(opts);
     const ready = await openSession(conn, 'pull', opts, img.size);
     if (ready.imageSize > img.size) throw exportTooSmall('the remote image', ready.imageSize, img);
+    if (ready.imageSize < img.size) opts.onNote?.(tailKept('NBD export', img.path, img.size, 'remote image', ready.imageSize));
     const bs = opts.blockSize ?? defaultBlockSize(Math.max(img.size, ready.imageSize));
     const sent = await sendSignature(conn, img, bs);
     let r;

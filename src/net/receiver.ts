@@ -351,3 +351,12 @@ export async function receiveInto(
   }
   return result;
 }
+
+/**
+ * What a target that cannot shrink (an NBD export, a block device) keeps
+ * past a smaller image: said, since a later read of the whole target (a
+ * failback pull) carries those old bytes along.
+ */
+export function tailKept(kind: string, path: string, size: number, what: string, imageSize: number): string {
+  return `the ${kind} ${path} is ${size} bytes and the ${what} ${imageSize}: its last ${size - imageSize} bytes are left as they were (it does not shrink), and the verification covers the first ${imageSize}`;
+}

@@ -83,6 +83,20 @@ describe.skipIf(!hasQemu)('NBD against qemu-nbd', () => {
     expect(r2.bytesWritten).toBe(0);
   }, 60_000);
 
+  test('a pull of a smaller volume into a larger export says the export keeps its tail', async () => {
+    const vol = randomBytes(3 * MiB);
+    await writeFile(join(dir, 'recovery.img'), vol);
+    const q = join(dir, 'larger.qcow2');
+    qemuImg('create', '-f', 'qcow2', q, '4M');
+    qemuIo(q, 'write -P 0x77 3M 1M');
+    const nbd = await startNbd(dir, q);
+    const notes: string[] = [];
+    const r = await pull(nbd.uri, { ...client(), onNote: (m: string) => notes.push(m) });
+    await nbd.stop();
+    expect(r.verified).toBe(true);
+    expect(notes.join('\n')).toMatch(/is 4194304 bytes and the remote image 3145728: its last 1048576 bytes are left as they were/);
+  }, 60_000);
+
   test('a patch that fails verification puts the export back as it was', async () => {
     const { q, raw: before } = qcow2Disk(dir, 'rollback', 4, 'write -P 0x42 0 1M', 'write -P 0x43 2M 1M');
     const nbd = await startNbd(dir, q);
