@@ -17,6 +17,8 @@ export function parseSshRemote(s: string): { host: string; path: string } | null
   if (!m) return null;
   const path = m[2]!;
   if (/^\d{1,5}\//.test(path)) return null;
+  // SCHEME://...: a URI (an NBD export), never a host named like a scheme.
+  if (path.startsWith('//')) return null;
   // A port and no volume is a TCP remote cut short far more often than a file named by digits over ssh.
   if (/^\d{1,5}$/.test(path)) {
     throw new ParamError(`remote ${JSON.stringify(s)} looks like HOST:PORT without a volume: write HOST:PORT/VOLUME for a resync server, or HOST:./${path} for a file of that name over ssh`);

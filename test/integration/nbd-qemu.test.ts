@@ -246,6 +246,9 @@ describe.skipIf(!hasQemu)('NBD against qemu-nbd', () => {
     expect((await runCli(CLI, ['delta', '--force', sig, join(dir, 'recovery.img'), join(dir, 'cli.delta')])).code).toBe(0);
     const v = await runCli(CLI, ['verify', '--json', nbd.uri, join(dir, 'recovery.img')]);
     expect(v.code, v.stderr).toBe(0);
+    // As the second argument too: a URI, not an ssh host named "nbd+unix".
+    const v2 = await runCli(CLI, ['verify', '--json', join(dir, 'recovery.img'), nbd.uri]);
+    expect(v2.code, v2.stderr).toBe(0);
     const bad = await runCli(CLI, ['push', '--json', '--secret-file', srv.secretFile, nbd.uri.replace('/disk?', '/nosuch?'), remote], { env });
     expect(bad.code).toBe(7);
     expect(JSON.parse(bad.stdout)).toMatchObject({ ok: false, code: 'ERR_NBD' });

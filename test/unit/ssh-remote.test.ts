@@ -20,6 +20,11 @@ describe('parseSshRemote', () => {
     expect(parseSshRemote('root@dr:/a:b.img')).toEqual({ host: 'root@dr', path: '/a:b.img' });
     expect(parseSshRemote('[::1]:/srv/x.img')).toEqual({ host: '::1', path: '/srv/x.img' });
   });
+  test('a URI (an NBD export) is not an ssh remote', () => {
+    expect(parseSshRemote('nbd+unix:///vm1?socket=/run/vm1.sock')).toBeNull();
+    expect(parseSshRemote('nbd://127.0.0.1:10809/vm1')).toBeNull();
+    expect(parseSshRemote('nbds://dr/vm1')).toBeNull();
+  });
   test('local paths are not remotes', () => {
     expect(parseSshRemote('/srv/images/vm1.img')).toBeNull();
     expect(parseSshRemote('./dr:/x')).toBeNull();
