@@ -47,7 +47,10 @@ export class StdioSpool {
     try {
       await (await streams()).pipeline(process.stdin, createWriteStream(p, { mode: 0o600 }));
     } catch (e) {
-      throw ioError(e, 'copy standard input to', p);
+      const err = ioError(e, 'copy standard input to', p);
+      // The spool's file system, not the target's, is what filled up.
+      if (err.code === 'ERR_NO_SPACE' && err.details.errno !== 'EFBIG') err.message += `; standard input is kept in ${tmpdir()} until the command has it all: set TMPDIR to a file system with room for it`;
+      throw err;
     }
     return p;
   }

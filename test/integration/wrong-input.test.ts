@@ -12,10 +12,10 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { existsSync, writeFileSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { generateImage, randomBytes as workloadBytes } from '../../src/testing/workload.js';
 import { deltaFile, patchFile, recoverImage, signatureFile } from '../../src/api/files.js';
 import { journalPathFor } from '../../src/io/journal.js';
@@ -715,6 +715,20 @@ describe.skipIf(noTmpfs !== null)(`a full disk (tmpfs)${noTmpfs ? ` - skipped: $
       await s.server.close();
       await rm(s.dir, { recursive: true, force: true });
     }
+  });
+
+  test('standard input spooled to a full $TMPDIR: ERR_NO_SPACE naming TMPDIR, nothing written', async () => {
+    const m = await fresh();
+    const input = join(outside, 'stdin-big.img');
+    await writeFile(input, workloadBytes(48, 10 * U));
+    const out = join(outside, 'stdin-big.sig');
+    const r = spawnSync(process.execPath, [resolve('bin/resync.js'), 'signature', '-', out], { input: await readFile(input), env: { ...process.env, TMPDIR: m }, encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(6);
+    expect(r.stderr).toContain('ERR_NO_SPACE');
+    expect(r.stderr).toContain(`set TMPDIR to a file system with room`);
+    expect(existsSync(out)).toBe(false);
+    // The spool went with the failure.
+    expect(await readdir(m)).toEqual([]);
   });
 });
 
