@@ -132,6 +132,10 @@ export interface LoadedServerConfig {
 const positiveInt = (what: string) =>
   v.pipe(v.number(`${what} must be a number`), v.integer(`${what} must be a whole number`), v.minValue(1, `${what} must be at least 1`));
 
+/** Longest timer Node keeps: 2^31-1 ms (a longer one fires at once, after a warning). */
+const MAX_TIMER_MS = 2_147_483_647;
+const timeoutMs = (what: string) => v.pipe(positiveInt(what), v.maxValue(MAX_TIMER_MS, `${what} must be at most ${MAX_TIMER_MS} (about 24.8 days)`));
+
 const VolumeSchema = v.strictObject({
   path: v.pipe(v.string('must be a string (the image file or block device)'), v.minLength(1, 'must not be empty')),
   writable: v.optional(v.boolean('must be true or false (a JSON boolean, not a string)')),
@@ -160,8 +164,8 @@ const ConfigSchema = v.strictObject({
   maxSessions: v.optional(positiveInt('maxSessions')),
   maxPreAuth: v.optional(positiveInt('maxPreAuth')),
   maxPreAuthPerAddress: v.optional(positiveInt('maxPreAuthPerAddress')),
-  idleTimeoutMs: v.optional(positiveInt('idleTimeoutMs')),
-  handshakeTimeoutMs: v.optional(positiveInt('handshakeTimeoutMs')),
+  idleTimeoutMs: v.optional(timeoutMs('idleTimeoutMs')),
+  handshakeTimeoutMs: v.optional(timeoutMs('handshakeTimeoutMs')),
   tls: v.optional(TlsSchema),
   stateDir: v.optional(v.pipe(v.string('must be a path'), v.minLength(1, 'must not be empty'))),
 });

@@ -279,9 +279,10 @@ export class Connection {
   /** end() was called: whatever the peer still sends is dropped. */
   private ending = false;
 
-  /** Drop the connection at once. */
-  destroy(): void {
-    this.socket.destroy();
+  /** Drop the connection at once; `why`, if given, is what a receive waiting on it fails with (else: closed). */
+  destroy(why?: SyncError): void {
+    if (why) this.fail(why);
+    else this.socket.destroy();
   }
 
   /**

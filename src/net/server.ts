@@ -95,6 +95,10 @@ export class ResyncServer {
   /** Unauthenticated connections, by source address and in all. */
   private readonly preAuth = new Map<string, number>();
   private preAuthTotal = 0;
+  /** TLS connections counted as unauthenticated before their handshake (onTlsConnection), by peer address and port. */
+  private readonly tlsPending = new Map<string, { leave: () => void; admitted: () => void }>();
+  /** The TCP connections under the TLS server's sockets, from their arrival. */
+  private readonly tlsRaw = new Set<Socket>();
   /** Authenticated sessions (at most maxSessions). */
   private authenticated = 0;
   /** Completed sessions, for tests and logs. */
@@ -141,9 +145,13 @@ export class ResyncServer {
       // its Result. Over TLS the end of the peer's stream ends the session as before (a TLS
       // server with half-open sockets could be left holding a failed handshake's socket).
       const srv: Server = tls
-        ? createTlsServer({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2' }, (s) => this.onSocket(s))
+        ? createTlsServer({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2', handshakeTimeout: this.config.handshakeTimeoutMs }, (s) => this.onSocket(s))
         : // Accepted paused, each connection is moved into a socket that reads into a buffer of its own (net/own-reads.ts).
           createServer({ pauseOnConnect: true, allowHalfOpen: true }, (s) => this.onSocket(adoptOwnReads(s)));
+      // Over TLS a connection reaches onSocket only once its handshake is done: a client that
+      // never sends its ClientHello would escape the limits on unauthenticated connections and
+      // the handshake's deadline. So they are applied to the TCP connection, as it arrives.
+      if (tls) srv.on('connection', (raw: Socket) => this.onTlsConnection(raw));
       // A failed TLS handshake never reaches onSocket; keep the server quiet and healthy.
       srv.on('tlsClientError', (e: Error, s: Socket) => {
         s.destroy();
@@ -221,31 +229,32 @@ export class ResyncServer {
   /** Stop listening and drop every connection. */
   async close(): Promise<void> {
     for (const s of this.sockets) s.destroy();
+    // TLS connections still in their handshake are not among the sockets yet.
+    for (const s of this.tlsRaw) s.destroy();
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
     // Sessions unwind once their connection is gone; one past its Result is
     // still writing its volume's signature cache: nothing is left writing after this.
     await this.idleWithin(10_000);
   }
 
-  private onSocket(s: Socket): void {
-    this.sockets.add(s);
-    s.on('close', () => this.sockets.delete(s));
-    const peer = `${s.remoteAddress}:${s.remotePort}`;
-    // Unauthenticated connections have their own limits, in all and per source address, and
-    // never take a session slot: a flood of them cannot keep an operator with the secret out.
+  /**
+   * Count a new connection among the unauthenticated ones: they have their own
+   * limits, in all and per source address, and never take a session slot, so
+   * a flood of them cannot keep an operator with the secret out. Returns the
+   * refusal's reason when a limit is reached, else the function that takes
+   * the connection off the count (also called when it closes).
+   */
+  private enterPreAuth(s: Socket): { refused: string } | { leave: () => void } {
     const addr = s.remoteAddress ?? '';
     const fromAddr = this.preAuth.get(addr) ?? 0;
     const perAddr = this.config.maxPreAuthPerAddress ?? DEFAULT_MAX_PRE_AUTH_PER_ADDRESS;
     if (fromAddr >= perAddr || this.preAuthTotal >= (this.config.maxPreAuth ?? DEFAULT_MAX_PRE_AUTH)) {
-      const why = fromAddr >= perAddr ? `${fromAddr} unauthenticated connections from ${addr}` : `${this.preAuthTotal} unauthenticated connections`;
-      this.log({ level: 'warn', msg: `refused: ${why} already open`, peer, code: 'ERR_BUSY' });
-      refuse(s, new SyncError('ERR_BUSY', 'too many connections are waiting to authenticate; try again later'));
-      return;
+      return { refused: fromAddr >= perAddr ? `${fromAddr} unauthenticated connections from ${addr}` : `${this.preAuthTotal} unauthenticated connections` };
     }
     this.preAuth.set(addr, fromAddr + 1);
     this.preAuthTotal++;
     let waiting = true;
-    const leavePreAuth = (): void => {
+    const leave = (): void => {
       if (!waiting) return;
       waiting = false;
       this.preAuthTotal--;
@@ -253,7 +262,61 @@ export class ResyncServer {
       if (n > 0) this.preAuth.set(addr, n);
       else this.preAuth.delete(addr);
     };
-    s.once('close', leavePreAuth);
+    s.once('close', leave);
+    return { leave };
+  }
+
+  /**
+   * A TCP connection to the TLS server, before its handshake: counted as
+   * unauthenticated (refused past the limits: closed, since a TLS client
+   * cannot read a plain Error), and cut when it is not authenticated within
+   * the handshake's deadline. onSocket takes it over once TLS is up.
+   */
+  private onTlsConnection(raw: Socket): void {
+    const peer = `${raw.remoteAddress}:${raw.remotePort}`;
+    const entry = this.enterPreAuth(raw);
+    if ('refused' in entry) {
+      this.log({ level: 'warn', msg: `refused: ${entry.refused} already open`, peer, code: 'ERR_BUSY' });
+      raw.destroy();
+      return;
+    }
+    const deadline = setTimeout(() => {
+      this.log({ level: 'warn', msg: `no authentication within ${Math.round(this.config.handshakeTimeoutMs / 1000)} s: connection closed`, peer, code: 'ERR_TIMEOUT' });
+      raw.destroy();
+    }, this.config.handshakeTimeoutMs);
+    const pending = { leave: entry.leave, admitted: () => clearTimeout(deadline) };
+    this.tlsPending.set(peer, pending);
+    this.tlsRaw.add(raw);
+    raw.once('close', () => {
+      this.tlsRaw.delete(raw);
+      clearTimeout(deadline);
+      if (this.tlsPending.get(peer) === pending) this.tlsPending.delete(peer);
+    });
+  }
+
+  private onSocket(s: Socket): void {
+    this.sockets.add(s);
+    s.on('close', () => this.sockets.delete(s));
+    const peer = `${s.remoteAddress}:${s.remotePort}`;
+    // Over TLS the TCP connection was counted when it arrived (onTlsConnection).
+    const tlsEntry = this.tlsPending.get(peer);
+    this.tlsPending.delete(peer);
+    let leavePreAuth: () => void;
+    if (tlsEntry) {
+      leavePreAuth = () => {
+        tlsEntry.leave();
+        tlsEntry.admitted();
+      };
+      s.once('close', tlsEntry.leave);
+    } else {
+      const entry = this.enterPreAuth(s);
+      if ('refused' in entry) {
+        this.log({ level: 'warn', msg: `refused: ${entry.refused} already open`, peer, code: 'ERR_BUSY' });
+        refuse(s, new SyncError('ERR_BUSY', 'too many connections are waiting to authenticate; try again later'));
+        return;
+      }
+      leavePreAuth = entry.leave;
+    }
     // Once authenticated the connection takes a session slot, or is told ERR_BUSY.
     const admit = (): void => {
       leavePreAuth();
@@ -290,7 +353,10 @@ export class ResyncServer {
 
   private async session(conn: Connection, peer: string, admit: () => void): Promise<void> {
     // A deadline for the whole handshake, not just per read: a slow-drip client is cut off too.
-    const deadline = setTimeout(() => conn.destroy(), this.config.handshakeTimeoutMs);
+    const deadline = setTimeout(
+      () => conn.destroy(new SyncError('ERR_TIMEOUT', `the client did not authenticate within ${Math.round(this.config.handshakeTimeoutMs / 1000)} s of connecting (the handshake deadline)`)),
+      this.config.handshakeTimeoutMs,
+    );
     let volumeName = '';
     try {
       await conn.exchangePreamble();

@@ -265,6 +265,9 @@ describe('idle and slow clients', () => {
     expect(took).toBeGreaterThanOrEqual(HANDSHAKE_MS - 100);
     expect(took).toBeLessThan(HANDSHAKE_MS + 1500);
     expect(types(c)).toEqual([]); // nothing but the preamble was sent to it
+    // Logged as what it was: the deadline, not a client that went away.
+    await new Promise((r) => setTimeout(r, 50));
+    expect(srv.events.some((e) => e.code === 'ERR_TIMEOUT' && /did not authenticate within/.test(String(e.msg)))).toBe(true);
   });
 
   test('a client that drips bytes is cut by the handshake deadline, not kept alive by each byte', async () => {

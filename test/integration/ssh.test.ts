@@ -329,6 +329,13 @@ describe('ssh remotes on the command line', () => {
     expect(json(r).message).toMatch(/--rsh and --remote-resync need an ssh remote/);
   });
 
+  test('a far side that says nothing: ERR_TIMEOUT after --timeout, not a far side that "exited"', async () => {
+    // The "ssh" never answers; the client's timeout, whose SIGTERM ends it, is what is reported.
+    const r = await cli('push', '--json', '--timeout', '1', '--rsh', "sh -c 'exec sleep 30' silent", CLI, 'host:/srv/x.img');
+    expect(r.code).toBe(7);
+    expect(json(r)).toMatchObject({ ok: false, code: 'ERR_TIMEOUT' });
+  });
+
   test('--secret-file or --tls with an ssh remote is refused', async () => {
     const a = await cli('push', '--json', '--tls', CLI, 'host:/srv/x.img');
     expect(a.code).toBe(2);

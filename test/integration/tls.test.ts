@@ -5,6 +5,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { connect, type Socket } from 'node:net';
 import { ResyncServer } from '../../src/net/server.js';
 import { push } from '../../src/net/client.js';
 
@@ -89,5 +90,56 @@ describe.skipIf(!haveOpenssl())('TLS', () => {
     expect(withCa.stderr).toBe('');
     expect(withCa.code).toBe(0);
     expect((await readFile(join(dir, 'vol.img'))).equals(src)).toBe(true);
+  });
+
+  test('connections that never start their TLS handshake are held to the unauthenticated limits and the deadline', { timeout: 20_000 }, async () => {
+    const limited = new ResyncServer({
+      host: '127.0.0.1',
+      port: 0,
+      secret,
+      volumes: { v: { path: join(dir, 'vol.img'), writable: true } },
+      maxSessions: 8,
+      maxPreAuth: 6,
+      maxPreAuthPerAddress: 3,
+      idleTimeoutMs: 10_000,
+      handshakeTimeoutMs: 1_500,
+      tls: { cert: ca, key: await readFile(join(dir, 'key.pem')) },
+    });
+    const lport = await limited.listen();
+    const socks: Socket[] = [];
+    try {
+      // Ten plain TCP connections that never send a ClientHello.
+      const open = new Set<number>();
+      const closedAt: number[] = [];
+      const t0 = Date.now();
+      await Promise.all(
+        Array.from({ length: 10 }, (_, i) =>
+          new Promise<Socket>((resolve) => {
+            const c = connect(lport, '127.0.0.1', () => resolve(c));
+            socks.push(c);
+            c.on('error', () => undefined);
+            open.add(i);
+            c.on('close', () => {
+              open.delete(i);
+              closedAt.push(Date.now() - t0);
+            });
+          }),
+        ),
+      );
+      await new Promise((r) => setTimeout(r, 500));
+      // Past the per-address limit, closed at once.
+      expect(open.size).toBe(3);
+      // The rest go at the deadline, not at TLS's own default of 120 s.
+      await new Promise((r) => setTimeout(r, 2_000));
+      expect(open.size).toBe(0);
+      expect(Math.max(...closedAt)).toBeLessThan(3_000);
+      // And the server still serves.
+      await writeFile(join(dir, 'src.img'), randomBytes(1000));
+      const r = await push(join(dir, 'src.img'), { host: '127.0.0.1', port: lport, secret, volume: 'v', tls: { ca } });
+      expect(r.verified).toBe(true);
+    } finally {
+      for (const c of socks) c.destroy();
+      await limited.close();
+    }
   });
 });

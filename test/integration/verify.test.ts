@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { runCli, type CliRun } from '../helpers/cli.js';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -231,6 +231,15 @@ describe.runIf(existsSync(CLI))('resync verify (CLI)', () => {
     const ok = await cli('verify', p('a.img'), `127.0.0.1:${srv.port}/vol`, '--secret-file', srv.secretFile, '-q');
     expect(ok.code).toBe(0);
     expect(ok.stdout + ok.stderr).toBe('');
+  });
+
+  test('a secret file other users can read is warned about, as push and pull do', async () => {
+    const open = p('open.secret');
+    await copyFile(srv.secretFile, open);
+    await chmod(open, 0o644);
+    const r = await cli('verify', p('a.img'), `127.0.0.1:${srv.port}/vol`, '--secret-file', open);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/warning: .*open\.secret.*chmod 600/);
   });
 
   test('a remote without a secret is a usage error; a missing file an I/O error', async () => {

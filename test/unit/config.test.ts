@@ -59,6 +59,12 @@ describe('config schema', () => {
     expect(e.problems.find((p) => p.where === 'volumes.ok.path')!.message).toBe('is required');
   });
 
+  test('a timeout longer than a timer can hold is refused (it would fire at once: every client cut after 1 ms)', async () => {
+    const e = await load({ secretFile, volumes: { ok: { path: img } }, handshakeTimeoutMs: 3_000_000_000, idleTimeoutMs: 2 ** 31 });
+    expect(e.problems.map((p) => p.where).sort()).toEqual(['handshakeTimeoutMs', 'idleTimeoutMs']);
+    expect(e.problems[0]!.message).toMatch(/at most 2147483647/);
+  });
+
   test('no volumes, or not an object', async () => {
     expect((await load({ secretFile, volumes: {} })).problems).toEqual([{ where: 'volumes', message: expect.stringContaining('names no volume') }]);
     expect((await load([1])).problems).toEqual([{ where: '(top level)', message: 'must be a JSON object' }]);

@@ -83,7 +83,7 @@ export async function clientOptionsFrom(argv: ClientArgs, onProgress: ProgressFn
 }
 
 /** The shared secret: --secret-file, else the remote's secretFile (which must be private), else RESYNC_SECRET_FILE. */
-async function clientSecret(flag: string | undefined, fromConfig: string | undefined): Promise<Uint8Array> {
+export async function clientSecret(flag: string | undefined, fromConfig: string | undefined): Promise<Uint8Array> {
   if (flag === undefined && fromConfig !== undefined) {
     await checkPrivateSecret(fromConfig);
     return readSecretFile(fromConfig);

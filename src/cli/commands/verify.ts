@@ -1,7 +1,7 @@
 /** `resync verify`, and the dry-run summary push, pull and delta share. */
 import type { Argv } from 'yargs';
 import { ParamError } from '../../core/errors.js';
-import { parseRemote, readSecretFile } from '../../api/config.js';
+import { parseRemote } from '../../api/config.js';
 // Loaded on first use: keeps start-up short for commands that do not need it.
 import type { VerifyReport } from '../../api/verify.js';
 const verifyMod = () => import('../../api/verify.js');
@@ -121,11 +121,11 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           await checkInput(argv.a, 'A');
           if (!remote) await checkInput(argv.b, 'B');
           if (remote) {
-            const f = argv['secret-file'] ?? process.env.RESYNC_SECRET_FILE;
-            if (!f) throw new ParamError('no shared secret: pass --secret-file FILE (or set RESYNC_SECRET_FILE) to verify against a remote volume');
+            // As push and pull read it: a file other users can read is warned about.
+            const secret = await (await import('./net.js')).clientSecret(argv['secret-file'], undefined);
             const r = await (await verifyMod()).verifyRemote(argv.a, {
               ...parseRemote(argv.b),
-              secret: await readSecretFile(f),
+              secret,
               blockSize,
               maxRanges: argv['max-ranges'],
               stateDir: argv['state-dir'],
