@@ -464,11 +464,6 @@ export async function journalFor(imagePath: string): Promise<string> {
   });
 }
 
-/** The image name a journal path belongs to. */
-export function imageOfJournal(journal: string): string {
-  return journal.endsWith(JOURNAL_SUFFIX) ? journal.slice(0, -JOURNAL_SUFFIX.length) : journal;
-}
-
 /**
  * The journal of `imagePath` (beside it, or under another of its names) when
  * an in-place patch of it was cut short (one with records to settle), else null.

@@ -96,8 +96,8 @@ export class ResyncServer {
   private readonly preAuth = new Map<string, number>();
   private preAuthTotal = 0;
   /** TLS connections counted as unauthenticated before their handshake (onTlsConnection), by peer address and port. */
-  private readonly tlsPending = new Map<string, { leave: () => void; admitted: () => void }>();
-  /** The TCP connections under the TLS server's sockets, from their arrival. */
+  private readonly tlsPending = new Map<string, { leave: () => void; admitted: () => void; raw: Socket }>();
+  /** TCP connections to the TLS server whose handshake has not finished (not among the sockets yet). */
   private readonly tlsRaw = new Set<Socket>();
   /** Authenticated sessions (at most maxSessions). */
   private authenticated = 0;
@@ -185,6 +185,7 @@ export class ResyncServer {
     this.closing = true;
     const closed = new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
     for (const s of this.sockets) if (!this.busy.has(s)) s.destroy();
+    for (const s of this.tlsRaw) s.destroy();
     const running = this.busy.size;
     const doneBefore = this.sessionsDone;
     this.log({ level: 'info', msg: `shutting down: ${running} session(s) running, waiting up to ${Math.round(graceMs / 1000)} s`, data: { sessions: running, graceMs } });
@@ -229,7 +230,6 @@ export class ResyncServer {
   /** Stop listening and drop every connection. */
   async close(): Promise<void> {
     for (const s of this.sockets) s.destroy();
-    // TLS connections still in their handshake are not among the sockets yet.
     for (const s of this.tlsRaw) s.destroy();
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
     // Sessions unwind once their connection is gone; one past its Result is
@@ -284,7 +284,7 @@ export class ResyncServer {
       this.log({ level: 'warn', msg: `no authentication within ${Math.round(this.config.handshakeTimeoutMs / 1000)} s: connection closed`, peer, code: 'ERR_TIMEOUT' });
       raw.destroy();
     }, this.config.handshakeTimeoutMs);
-    const pending = { leave: entry.leave, admitted: () => clearTimeout(deadline) };
+    const pending = { leave: entry.leave, admitted: () => clearTimeout(deadline), raw };
     this.tlsPending.set(peer, pending);
     this.tlsRaw.add(raw);
     raw.once('close', () => {
@@ -301,6 +301,7 @@ export class ResyncServer {
     // Over TLS the TCP connection was counted when it arrived (onTlsConnection).
     const tlsEntry = this.tlsPending.get(peer);
     this.tlsPending.delete(peer);
+    if (tlsEntry) this.tlsRaw.delete(tlsEntry.raw);
     let leavePreAuth: () => void;
     if (tlsEntry) {
       leavePreAuth = () => {
