@@ -114,14 +114,19 @@ describe('a volume made by a first push that did not finish', () => {
 });
 
 describe('a local image made by a pull that did not finish', () => {
-  test('pull killed after writing, then recover: the image it made is removed, and said', { timeout: 60_000 }, async () => {
-    const vol = join(dir, 'served.img');
+  /** `resync pull` of a served copy of the primary into `local`, SIGKILLed after its first batch written. */
+  async function killedPull(name: string, local: string): Promise<void> {
+    const vol = join(dir, `${name}.img`);
     await writeFile(vol, await readFile(src));
     const srv = await startServer({ v: { path: vol, writable: false } });
     servers.push(srv);
-    const local = join(dir, 'new-local.img');
     const pull = await runCli(cliMain(), ['pull', `127.0.0.1:${srv.port}/v`, local, '--secret-file', srv.secretFile], { env: { RESYNC_KILL_AT: 'inplace-written:1' } });
     expect(pull.code).toBe(-1);
+  }
+
+  test('pull killed after writing, then recover: the image it made is removed, and said', { timeout: 60_000 }, async () => {
+    const local = join(dir, 'new-local.img');
+    await killedPull('served', local);
     expect((await readJournal(journalPathFor(local)))?.base.created).toBe(true);
     const r = await runCli(cliMain(), ['recover', local, '--json']);
     expect(r.code, r.stderr).toBe(0);
@@ -133,14 +138,9 @@ describe('a local image made by a pull that did not finish', () => {
   });
 
   test('an image that existed, even empty, is rolled back and kept', { timeout: 60_000 }, async () => {
-    const vol = join(dir, 'served2.img');
-    await writeFile(vol, await readFile(src));
-    const srv = await startServer({ v: { path: vol, writable: false } });
-    servers.push(srv);
     const local = join(dir, 'empty-local.img');
     await writeFile(local, Buffer.alloc(0));
-    const pull = await runCli(cliMain(), ['pull', `127.0.0.1:${srv.port}/v`, local, '--secret-file', srv.secretFile], { env: { RESYNC_KILL_AT: 'inplace-written:1' } });
-    expect(pull.code).toBe(-1);
+    await killedPull('served2', local);
     expect((await readJournal(journalPathFor(local)))?.base.created).toBeUndefined();
     const r = await runCli(cliMain(), ['recover', local, '--json']);
     expect(r.code, r.stderr).toBe(0);
