@@ -9,6 +9,7 @@ import { resolve } from 'node:path';
 import { PatchPlanner } from '../core/patch.js';
 import { InPlacePatcher, completeCommitted, recoverLocked, type RecoverOutcome } from '../io/inplace.js';
 import { journalFor, journalPathFor, readJournal, refuseUnsettledImage } from '../io/journal.js';
+import { UNPROVED_DIRTY } from '../io/dirty-marker.js';
 import { lockImage, withImageLock, type ImageLock } from '../io/lock.js';
 import { dropSigCache, loadSigCache, sigCachePathFor } from '../io/sigcache.js';
 import { IO_CHUNK, SEED_LEN, SIG_CHUNK_BLOCKS } from '../core/limits.js';
@@ -567,10 +568,18 @@ export type { RecoverOutcome } from '../io/inplace.js';
  * original or the verified result is an error (ERR_JOURNAL). A missing image
  * or a directory is an error too, not 'nothing'.
  */
-export async function recoverImage(imagePath: string, opts: { stateDir?: string | undefined; onProgress?: ProgressFn | undefined } = {}): Promise<RecoverOutcome> {
+export async function recoverImage(
+  imagePath: string,
+  opts: { stateDir?: string | undefined; onProgress?: ProgressFn | undefined; onNote?: ((msg: string) => void) | undefined } = {},
+): Promise<RecoverOutcome> {
   if (isNbdUri(imagePath)) return (await recoverNbd(imagePath, opts.stateDir ?? defaultStateDir())).outcome;
-  return withImageLock(imagePath, 'write', async () => (await recoverLocked(imagePath, await journalFor(imagePath), opts.onProgress)).outcome);
+  return withImageLock(imagePath, 'write', async () => {
+    const r = await recoverLocked(imagePath, await journalFor(imagePath), opts.onProgress);
+    if (r.unproved) opts.onNote?.(UNPROVED_DIRTY);
+    return r.outcome;
+  });
 }
+
 
 /**
  * `recover` of an NBD export: roll back what a killed pull or patch left

@@ -53,9 +53,16 @@ export function networkHint(e: unknown, remote: string): string | undefined {
   if (e.code === 'ERR_AUTH' && e.details.sshStatus === 255) return 'ssh refused the login: check the key (-e \'ssh -i KEY\'), the user and the host key';
   if (e.code === 'ERR_CONNECTION' && e.details.errno === 'ENOENT' && e.message.startsWith('cannot run')) return 'install an ssh client, or name it with --rsh';
   if (e.code === 'ERR_AUTH') return 'check that --secret-file (or RESYNC_SECRET_FILE) holds the same secret as the server';
+  // The image's own NBD server (io/nbd/client.ts), not the resync server.
+  if (e.code === 'ERR_CONNECTION' && typeof e.details.nbd === 'string' && (e.details.errno === 'ECONNREFUSED' || e.details.errno === 'ENOENT')) {
+    return `nothing is listening at ${e.details.nbd}: is qemu-nbd (or the VM's NBD export) running, on that address or socket?`;
+  }
   if (e.code === 'ERR_CONNECTION' && e.details.errno === 'ECONNREFUSED') return `nothing is listening on ${addr}: is 'resync serve' running there, on that port?`;
   if (e.code === 'ERR_CONNECTION' && (e.details.errno === 'ENOTFOUND' || e.details.errno === 'EAI_AGAIN')) return `the host in ${addr} could not be resolved`;
   // Past the server's Ready (net/client.ts pushSession): the volume may hold part of the push.
+  if (e.details.pushStarted === 'dirty' && (e.code === 'ERR_CONNECTION' || e.code === 'ERR_TIMEOUT' || e.code === 'ERR_NO_SPACE' || e.code === 'ERR_IO')) {
+    return `${remote} may hold part of this dirty-bitmap push under its undo journal, and refuses reads and further dirty-bitmap pushes until it is settled: roll it back with 'resync recover ${remote}' (same options) and push from the bitmap again, or push the whole image (without --dirty-bitmap)`;
+  }
   if (e.details.pushStarted === true) {
     const cut = e.code === 'ERR_CONNECTION' || e.code === 'ERR_TIMEOUT';
     const full = e.code === 'ERR_NO_SPACE' || e.code === 'ERR_IO';

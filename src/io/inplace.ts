@@ -29,6 +29,7 @@ import { dropSigCache, sigCachePathFor } from './sigcache.js';
 import { JournalError, ioError } from './errors.js';
 import { openImage, readChunks, readExactSync, type ImageHandle } from './image.js';
 import { syncDir } from './output.js';
+import { clearDirtyMarker, dirtyPushUnfinished } from './dirty-marker.js';
 import { Journal, readJournal, type JournalHashSpec, type JournalMeta, type JournalState, type UndoRecord } from './journal.js';
 
 /**
@@ -924,14 +925,32 @@ export type RecoverOutcome = 'nothing' | 'completed' | 'rolled-back';
  * the journal goes. A result that cannot be proved (a journal of an older
  * resync has no hash) is ERR_JOURNAL. Returns the outcome and the image's size.
  */
-export async function recoverLocked(imagePath: string, jpath: string, onProgress?: ProgressFn): Promise<{ outcome: RecoverOutcome; size: number; removed?: true }> {
+export async function recoverLocked(
+  imagePath: string,
+  jpath: string,
+  onProgress?: ProgressFn,
+): Promise<{ outcome: RecoverOutcome; size: number; removed?: true; unproved?: true }> {
   const img = await openImage(imagePath, 'r+');
   try {
     const st = await readJournal(jpath);
-    if (!st) return { outcome: 'nothing', size: img.size };
+    if (!st) {
+      if (await dirtyPushUnfinished(imagePath)) {
+        // Left by a build whose dirty push kept the old bytes in a scratch file the crash took with it.
+        throw new SyncError(
+          'ERR_JOURNAL',
+          `${imagePath}: an earlier dirty-bitmap push did not finish and left no journal to roll it back by: push the whole image to it again (without --dirty-bitmap) to make it whole`,
+          { path: imagePath },
+        );
+      }
+      return { outcome: 'nothing', size: img.size };
+    }
     await dropSigCache(sigCachePathFor(imagePath));
     const outcome: RecoverOutcome = st.committed !== null ? 'completed' : 'rolled-back';
     const proved = st.committed !== null ? await completeCommitted(img, jpath, st, onProgress) : await rollbackAll(img, jpath, st, onProgress);
+    // A dirty-bitmap push's journal: the update it began is settled either way.
+    if (st.base.dirty === true) await clearDirtyMarker(imagePath);
+    // Without a hash to prove it by, a dirty push's rollback is still exact: its records' CRCs were checked.
+    if (!proved && st.base.dirty === true) return { outcome, size: img.isBlockDevice ? img.size : outcome === 'completed' ? st.committed! : st.base.originalSize, unproved: true };
     if (!proved) {
       throw new SyncError(
         'ERR_JOURNAL',

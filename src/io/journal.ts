@@ -113,6 +113,13 @@ export interface JournalMeta {
    * take for an image. Only ever true; absent otherwise.
    */
   created?: true;
+  /**
+   * A dirty-bitmap push's journal (net/dirty.ts): it wrote only the blocks
+   * a bitmap marked, so the image before it was never hashed whole unless a
+   * signature cache gave its hash (`originalHash`); a rollback without one
+   * is exact (every record's CRC checked) but not proved. Only ever true.
+   */
+  dirty?: true;
 }
 
 /** One saved range. */

@@ -242,7 +242,8 @@ export class UndoPatcher {
    * Check size and (with hashWhole) the image hash, write what is held and
    * flush: only then is the new content reported. Under a durable journal a
    * commit record follows the flush (a crash before close() leaves a
-   * journal that is only deleted).
+   * journal that is only deleted). Without hashWhole the caller verifies
+   * what was written and then calls commit() itself.
    */
   async finish(targetSize: number, targetHash: Uint8Array): Promise<number> {
     this.planner.finish(targetSize);
@@ -257,11 +258,20 @@ export class UndoPatcher {
     await this.settle();
     await this.io.flush();
     killPoint('nbd-flushed');
-    if (this.durable) {
-      await this.journal.commit(targetSize, got ?? targetHash);
-      killPoint('nbd-committed');
-    }
+    if (got) await this.commit(targetSize, got);
     return this.bytesWritten;
+  }
+
+  /**
+   * Record the update as verified (after finish(); done by finish() itself
+   * when it hashed the whole image): a crash from here on leaves a journal
+   * that is completed, not undone. `hash`: the image hash of the result
+   * where known (what a recover proves it by).
+   */
+  async commit(targetSize: number, hash: Uint8Array | null): Promise<void> {
+    if (!this.durable) return;
+    await this.journal.commit(targetSize, hash ?? undefined);
+    killPoint('nbd-committed');
   }
 
   /** Drop the undo data: the update stands (call after finish()). */

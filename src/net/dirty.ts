@@ -15,8 +15,7 @@
  * sides (a plain push, or `resync verify`).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { rm, open } from 'node:fs/promises';
-import { LimitExceededError, ParamError, SyncError, VerifyError } from '../core/errors.js';
+import { LimitExceededError, ParamError, SyncError, VerifyError, isSyncError } from '../core/errors.js';
 import { MAX_LITERAL, SEED_LEN, SIG_CHUNK_BLOCKS, sessionStrongLen } from '../core/limits.js';
 import { weakSum } from '../core/rolling.js';
 import { blockCountFor, chunkFromDigests, defaultBlockSize, makeSignatureParams, type SignatureParams } from '../core/signature.js';
@@ -29,9 +28,11 @@ import { literalFromZstd, type LiteralCodec } from '../../protocol/literal-codec
 import type { Message } from '../../protocol/messages.js';
 import type { DeltaOp } from '../core/ops.js';
 import { readAt, type ImageHandle } from '../io/image.js';
-import { ioError } from '../io/errors.js';
 import { dirtyRuns, openNbdImage, isNbdUri, type NbdImage } from '../io/nbd/image.js';
 import { UndoPatcher, fileBlockIo } from '../io/undo-patcher.js';
+import { clearDirtyMarker, setDirtyMarker } from '../io/dirty-marker.js';
+import { journalHashSpec } from '../io/inplace.js';
+import type { JournalMeta } from '../io/journal.js';
 import { codecFor, codecName, connectAuthenticated, openSession, remoteName, type ClientOptions, type SyncResult } from './client.js';
 import { advanceDigestCache, digestCachePath } from '../io/digestcache.js';
 import type { Connection } from './connection.js';
@@ -160,8 +161,16 @@ export async function pushDirty(imagePath: string, bitmap: string, opts: ClientO
     const hashes = conn.peerCaps.includes(DIRTY_IMAGE_CAP);
     // Chosen as a plain push chooses: from --compress and what the server announced.
     const codec = codecFor(opts, conn.peerCaps);
-    const sent = await sendDirtyDelta(conn, img, runs, p, theirs.sums, codec);
-    const res = await conn.recv();
+    let sent: Awaited<ReturnType<typeof sendDirtyDelta>>;
+    let res: Message;
+    try {
+      sent = await sendDirtyDelta(conn, img, runs, p, theirs.sums, codec);
+      res = await conn.recv();
+    } catch (e) {
+      // The server may hold part of this push under its undo journal: cli/hints.ts says what then.
+      if (isSyncError(e) && !Object.isFrozen(e.details)) (e.details as Record<string, unknown>).pushStarted = 'dirty';
+      throw e;
+    }
     if (res.type !== MsgType.Result) throw new SyncError('ERR_PROTOCOL', 'expected result');
     if (!res.ok || !Buffer.from(res.targetHash).equals(sent.hash)) throw new SyncError('ERR_VERIFY_FAILED', 'the server could not verify the dirty blocks it wrote');
     conn.end();
@@ -302,22 +311,7 @@ async function sendDirtyDelta(
   return { hash, digests, bytesRead, stats };
 }
 
-/** The marker a dirty push leaves while it writes: a crash in between leaves the volume refused for reading until a full push. */
-export function dirtyMarkerPath(volumePath: string): string {
-  return `${volumePath}.resync-dirty`;
-}
-
-/** Whether an earlier dirty push to this volume did not finish. */
-export async function dirtyPushUnfinished(volumePath: string): Promise<boolean> {
-  const fh = await open(dirtyMarkerPath(volumePath), 'r').catch(() => null);
-  await fh?.close();
-  return fh !== null;
-}
-
-/** Remove the marker (after a dirty push ended either way, or a full push made the volume whole). */
-export async function clearDirtyMarker(volumePath: string): Promise<void> {
-  await rm(dirtyMarkerPath(volumePath), { force: true });
-}
+export { clearDirtyMarker, dirtyMarkerPath, dirtyPushUnfinished } from '../io/dirty-marker.js';
 
 /** How the server treats the volume's signature cache in a dirty push. */
 export interface DirtyServeOptions {
@@ -325,6 +319,8 @@ export interface DirtyServeOptions {
   sigCache: boolean;
   /** The client listed DIRTY_IMAGE_CAP: send the image hashes before and after. */
   imageHashes: boolean;
+  /** Where the undo journal goes (beside the volume; none there now): a crash leaves it for `resync recover` or the next push. */
+  journalPath: string;
 }
 
 /** What serving a dirty push leaves to do once the client has its Result. */
@@ -395,7 +391,7 @@ export async function serveDirty(conn: Connection, img: ImageHandle, sourceSize:
     await flush();
   }
   await conn.send({ type: MsgType.SigEnd, blockCount: blocks, basisHash: opts.imageHashes ? before : null, digest: null });
-  const stats = await receiveDirtyDelta(conn, img, runs, p, cached, opts.imageHashes);
+  const stats = await receiveDirtyDelta(conn, img, runs, p, cached, opts.imageHashes, { path: opts.journalPath, sessionId, before });
   if (!cached || !cachePath) return { stats };
   const sums = cached;
   return {
@@ -438,10 +434,14 @@ async function receiveRanges(conn: Connection, size: number): Promise<Float64Arr
 }
 
 /**
- * Apply the delta under an undo area, writing only inside the dirty blocks;
- * verify by the dirty hash re-read from the volume. With `cached`, the sums
- * of the blocks read back replace theirs in it, and the Result carries the
- * image hash of the whole list when the client asked (`imageHash`).
+ * Apply the delta under an undo journal, writing only inside the dirty
+ * blocks; verify by the dirty hash re-read from the volume. With `cached`,
+ * the sums of the blocks read back replace theirs in it, and the Result
+ * carries the image hash of the whole list when the client asked
+ * (`imageHash`). The journal is durable (a killed server leaves it for
+ * `resync recover` or the next full push to roll back); its Meta carries the
+ * image hash before the push and its commit record the one after, where the
+ * cache gave them (a recover then proves its result), and says `dirty`.
  */
 async function receiveDirtyDelta(
   conn: Connection,
@@ -450,6 +450,7 @@ async function receiveDirtyDelta(
   p: SignatureParams,
   cached: CachedSums | null,
   imageHash: boolean,
+  journal: { path: string; sessionId: string; before: Buffer | null },
 ): Promise<Record<string, unknown>> {
   const h = await conn.recv();
   if (h.type !== MsgType.DeltaHeader) throw new SyncError('ERR_PROTOCOL', 'expected a delta header');
@@ -465,19 +466,19 @@ async function receiveDirtyDelta(
     const run = runs[r];
     return run !== undefined && run[0] * bs <= a && b <= Math.min(run[1] * bs, img.size);
   };
-  const marker = dirtyMarkerPath(img.path);
-  const patcher = await UndoPatcher.start(fileBlockIo(img), img.size, img.size, header, null, { hashWhole: false });
+  const meta: JournalMeta = {
+    id: `dirty-${journal.sessionId}`,
+    originalSize: img.size,
+    targetSize: img.size,
+    hashSpec: journalHashSpec(p),
+    ...(journal.before ? { originalHash: journal.before.toString('hex') } : {}),
+    dirty: true,
+  };
+  const patcher = await UndoPatcher.start(fileBlockIo(img), img.size, img.size, header, null, { hashWhole: false, journal: { path: journal.path, meta } });
   let verified = false;
   try {
-    // Before the first write: a crash from here on leaves the volume refused for reading until a full push.
-    const fh = await open(marker, 'w').catch((e: unknown) => {
-      throw ioError(e, 'create', marker);
-    });
-    try {
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
+    // Before the first write: a crash from here on leaves the volume refused for reading until it is recovered.
+    await setDirtyMarker(img.path);
     let ops = 0;
     for (;;) {
       const m = await conn.recv();
@@ -496,10 +497,13 @@ async function receiveDirtyDelta(
         });
         const got = dh.digest();
         if (!got.equals(m.targetHash)) throw new VerifyError(`the dirty blocks written do not match the source: ${got.toString('hex')} != ${Buffer.from(m.targetHash).toString('hex')}`);
+        const whole = cached ? imageHashFromDigests(img.size, p, cached.full) : null;
+        // Verified and flushed (finish): from the commit record on, a recover completes the push instead of undoing it.
+        await patcher.commit(img.size, whole);
         verified = true;
         await patcher.close();
         await clearDirtyMarker(img.path);
-        const after = cached && imageHash ? { imageHash: imageHashFromDigests(img.size, p, cached.full) } : {};
+        const after = whole && imageHash ? { imageHash: whole } : {};
         await conn.send({ type: MsgType.Result, ok: true, bytesWritten: written, targetHash: got, ...after });
         return { imageSize: img.size, dirtyBlocks: runs.reduce((t, [a, b]) => t + b - a, 0), matchedBytes: patcher.stats.matchedBytes, literalBytes: patcher.stats.literalBytes };
       }

@@ -43,6 +43,7 @@ import { DIRTY_CAP, clearDirtyMarker, dirtyPushUnfinished, serveDirty } from './
 import { sendFrom } from './sender.js';
 import { receiveInto, sendSignature } from './receiver.js';
 import { journalFor, journalPathFor, unsettledJournal } from '../io/journal.js';
+import { UNPROVED_DIRTY } from '../io/dirty-marker.js';
 import { encodeFrame } from '../bytes/frame.js';
 import { encodePreamble } from '../format/preamble.js';
 import { encodeMessage } from '../../protocol/codec.js';
@@ -524,6 +525,7 @@ export class ResyncServer {
       const r = await recoverLocked(vol.path, await journalFor(vol.path), this.progressLogger(vol));
       const removed = r.removed ? ' (the interrupted push had created the volume: it is removed)' : '';
       this.log({ level: 'info', msg: `recover: ${r.outcome}${removed}`, volume: this.volumeName(vol) });
+      if (r.unproved) this.log({ level: 'warn', msg: `recover: ${UNPROVED_DIRTY}`, volume: this.volumeName(vol) });
       await conn.send({ type: MsgType.Recovered, outcome: r.outcome, imageSize: r.size });
       return { outcome: r.outcome, imageSize: r.size };
     } finally {
@@ -549,12 +551,18 @@ export class ResyncServer {
   private async serveDirtyPush(conn: Connection, vol: VolumeConfig, blockSize: number, sourceSize: number, imageHashes: boolean): Promise<Record<string, unknown>> {
     // Its crash marker is a file beside the volume, and an export has no beside.
     if (isNbdVolume(vol)) throw new SyncError('ERR_PARAM', 'the volume is an NBD export: a --dirty-bitmap push into it is not supported; push without --dirty-bitmap');
-    const lock = await this.lockImage(vol.path, 'write', false);
+    const lock = await this.lockImage(vol.path, 'write', false).catch((e: unknown) => {
+      if (isSyncError(e) && e.details.errno === 'ENOENT') {
+        throw new SyncError('ERR_NOT_FOUND', 'no image yet: a --dirty-bitmap push updates a replica a full push made; push without --dirty-bitmap first', { forClient: true }, { cause: e });
+      }
+      throw e;
+    });
     let img: ImageHandle | null = null;
     try {
       await this.refuseUnfinished(vol);
       img = await openImage(vol.path, 'r+');
-      const r = await serveDirty(conn, img, sourceSize, blockSize, randomBytes(8).toString('hex'), { sigCache: vol.sigCache !== false, imageHashes });
+      const journalPath = await journalFor(vol.path);
+      const r = await serveDirty(conn, img, sourceSize, blockSize, randomBytes(8).toString('hex'), { sigCache: vol.sigCache !== false, imageHashes, journalPath });
       if (r.writeSigCache) {
         // As after a push: the client has its Result; the cache is written under the lock.
         this.finishing.add(conn);
@@ -599,10 +607,16 @@ export class ResyncServer {
   }
 
   private async refuseUnfinished(vol: VolumeConfig): Promise<void> {
+    const journal = await unsettledJournal(vol.path);
     if (await dirtyPushUnfinished(vol.path)) {
-      throw new SyncError('ERR_BUSY', 'an earlier dirty-bitmap push to this volume did not finish: push again without --dirty-bitmap to make it whole');
+      throw new SyncError(
+        'ERR_BUSY',
+        journal
+          ? `an earlier dirty-bitmap push to this volume did not finish: roll it back with 'resync recover HOST:PORT/${this.volumeName(vol)} --secret-file FILE', or push again without --dirty-bitmap`
+          : 'an earlier dirty-bitmap push to this volume did not finish: push again without --dirty-bitmap to make it whole',
+      );
     }
-    if (await unsettledJournal(vol.path)) {
+    if (journal) {
       throw new SyncError(
         'ERR_BUSY',
         `an earlier push to this volume did not finish: push again to complete it, or roll it back with 'resync recover HOST:PORT/${this.volumeName(vol)} --secret-file FILE' before reading it`,

@@ -289,10 +289,11 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           }
           const net = await import('./net.js');
           if (net.isRemoteVolume(argv.image)) return net.recoverRemoteCommand(argv);
-          const outcome = await (await filesApi()).recoverImage(argv.image, { onProgress: progress });
+          let note: string | undefined;
+          const outcome = await (await filesApi()).recoverImage(argv.image, { onProgress: progress, onNote: (m) => (note = m) });
           // A rollback of a session that had made the image removes it (io/inplace.ts recoverLocked).
           const removed = outcome === 'rolled-back' && !(await fsp.stat(argv.image).catch(() => null));
-          return { image: argv.image, outcome, ...(removed ? { removed: true } : {}), verified: outcome !== 'nothing' };
+          return { image: argv.image, outcome, ...(removed ? { removed: true } : {}), verified: outcome !== 'nothing' && note === undefined, ...(note ? { note } : {}) };
         }, undefined, () => localInterrupted(argv.image, 'there was nothing to recover', `run \`resync recover ${shq(argv.image)}\` again to finish settling it`, argv['state-dir'], true)),
     );
 }

@@ -228,7 +228,7 @@ export class NbdClient {
 
   /** A socket error as ERR_CONNECTION. */
   private connectionError(e: NodeJS.ErrnoException): SyncError {
-    return new SyncError('ERR_CONNECTION', `NBD server ${this.address.display}: ${e.code ?? e.message}`, { errno: e.code });
+    return new SyncError('ERR_CONNECTION', `NBD server ${this.address.display}: ${e.code ?? e.message}`, { errno: e.code, nbd: this.address.display });
   }
 
   private timeoutError(): SyncError {
