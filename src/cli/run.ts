@@ -106,6 +106,7 @@ export async function runCommand(
   const onSignal = (signal: NodeJS.Signals): void => {
     view.stop();
     removeLiveTempFiles();
+    spool.cleanupSync();
     let info: Interruption;
     try {
       info = interrupted ? interrupted() : GENERIC;

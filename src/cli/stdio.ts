@@ -8,7 +8,7 @@
  * verification). Memory stays bounded; the disk holds one extra copy.
  */
 // fs.promises, not node:fs/promises: loaded by the first call, not at every start (~5 ms).
-import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
+import { createReadStream, createWriteStream, promises as fsp, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ParamError } from '../core/errors.js';
@@ -73,5 +73,15 @@ export class StdioSpool {
   /** Remove the spool files. */
   async cleanup(): Promise<void> {
     if (this.dir) await fsp.rm(this.dir, { recursive: true, force: true });
+  }
+
+  /** The same, at once: a SIGINT or SIGTERM handler exits right after (a spool may hold a whole delta). */
+  cleanupSync(): void {
+    if (!this.dir) return;
+    try {
+      rmSync(this.dir, { recursive: true, force: true });
+    } catch {
+      // Exiting anyway: a spool that could not be removed stays in $TMPDIR.
+    }
   }
 }

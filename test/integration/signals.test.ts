@@ -234,6 +234,31 @@ describe('Ctrl-C and SIGTERM in the client', () => {
     expect(await srv.done).toBe(0);
   });
 
+  test('patch with the delta on standard input, SIGINT while it is spooled: exit 130 and the spool is removed from $TMPDIR', async () => {
+    const spoolDir = p('spool-tmp');
+    const { mkdir, readdir } = await import('node:fs/promises');
+    await mkdir(spoolDir);
+    await writeFile(p('sp-basis.img'), randomBytes(MiB));
+    const child = spawn(process.execPath, [CLI, 'patch', p('sp-basis.img'), '-', p('sp-out.img')], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, TMPDIR: spoolDir } });
+    let stderr = '';
+    child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
+    const done = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+    // Part of a "delta", the pipe left open: the command is still copying standard input to its spool.
+    child.stdin!.write(randomBytes(4 * MiB));
+    const spooled = async (): Promise<number> => {
+      const d = (await readdir(spoolDir)).filter((f) => f.startsWith('resync-stdio-'));
+      return d.length === 0 ? 0 : (await readdir(join(spoolDir, d[0]!))).length;
+    };
+    const t0 = Date.now();
+    while ((await spooled()) === 0 && Date.now() - t0 < 20_000) await new Promise((r) => setTimeout(r, 10));
+    expect(await spooled()).toBe(1);
+    child.kill('SIGINT');
+    expect(await done).toBe(130);
+    expect(stderr).toMatch(/interrupted by SIGINT/);
+    expect(await readdir(spoolDir)).toEqual([]);
+    expect(existsSync(p('sp-out.img'))).toBe(false);
+  });
+
   test('push, SIGTERM: exit 143; the volume may be mid-update on the server and the same push resumes it', async () => {
     const data = randomBytes(8 * MiB);
     await writeFile(p('pu-src.img'), data);
