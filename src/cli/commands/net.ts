@@ -115,6 +115,17 @@ export function isRemoteVolume(arg: string): boolean {
   return (/^[^/\s]+:\d{1,5}\/[A-Za-z0-9._-]{1,128}$/.test(arg) || parseSshRemote(arg) !== null || arg.startsWith('@')) && !existsSync(arg);
 }
 
+/**
+ * After a failed pull: where the local image was left mid-update under its
+ * journal (a connection cut, a full disk), say so and both ways out, as a
+ * SIGINT does; otherwise nothing to add.
+ */
+function pullLeft(argv: { image: string; 'dry-run': boolean; 'state-dir'?: string | undefined }): string | undefined {
+  if (argv['dry-run']) return undefined;
+  const left = localInterrupted(argv.image, '', 'run the same pull again to resume it', argv['state-dir']);
+  return left.state === 'journaled' ? `${left.message}: ${left.resume}` : undefined;
+}
+
 /** `resync recover REMOTE`: the server (or `serve --stdio` over ssh) rolls back (or completes) the volume's unfinished update. */
 export async function recoverRemoteCommand(argv: Omit<ClientArgs, 'remote'> & { image: string }): Promise<Record<string, unknown>> {
   const opts = await clientOptionsFrom({ ...argv, remote: argv.image }, () => undefined);
@@ -455,7 +466,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             });
             return summary(res);
           },
-          (e) => networkHint(e, argv.remote),
+          (e) => networkHint(e, argv.remote) ?? pullLeft(argv),
           () =>
             argv['dry-run']
               ? { target: argv.image, state: 'unchanged', message: 'a dry run writes nothing' }

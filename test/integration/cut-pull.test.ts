@@ -1,0 +1,77 @@
+/**
+ * A pull cut off by the network after it began writing the local image in
+ * place leaves the image under its journal. The command must say so and
+ * name both ways out, as it does when it is interrupted by a signal: the
+ * error alone ("connection error") let an operator boot a half-updated disk.
+ * The real CLI, a real server and a TCP proxy on 127.0.0.1 that cuts the
+ * connection part way through the delta.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { cliMain } from '../../bench/killpoints.js';
+import { journalPathFor } from '../../src/io/journal.js';
+import { FaultProxy } from '../helpers/fault-proxy.js';
+import { runCli } from '../helpers/cli.js';
+import { closeServers, startServer, type TestServer } from '../helpers/server.js';
+
+const SIZE = 16 << 20;
+let dir: string;
+let srv: TestServer;
+let proxy: FaultProxy;
+let primary: Buffer;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'resync-cutpull-'));
+  primary = randomBytes(SIZE);
+  await writeFile(join(dir, 'vol.img'), primary);
+  srv = await startServer({ v: { path: join(dir, 'vol.img'), writable: false } });
+  proxy = await FaultProxy.start(srv.port);
+});
+
+afterAll(async () => {
+  await proxy.close();
+  await closeServers([srv]);
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('a pull whose connection is cut mid-delta', () => {
+  test('says the image is mid-update under its journal and how to resume or roll back; the same pull then completes it', { timeout: 60_000 }, async () => {
+    const local = join(dir, 'local.img');
+    const old = randomBytes(SIZE);
+    await writeFile(local, old);
+    // All of it is literal: cut the server's side after 60 % of the image went down.
+    proxy.rules = { down: { cutAfter: Math.floor(SIZE * 0.6) } };
+    const remote = `127.0.0.1:${proxy.port}/v`;
+    const cut = await runCli(cliMain(), ['pull', remote, local, '--secret-file', srv.secretFile, '--json']);
+    expect(cut.code).toBe(7);
+    expect(existsSync(journalPathFor(local))).toBe(true);
+    const err = JSON.parse(cut.stdout) as { code: string; hint?: string };
+    expect(err.code).toBe('ERR_CONNECTION');
+    expect(err.hint).toMatch(/is mid-update under its undo journal .*run the same pull again to resume it, or `resync recover /);
+    expect((await readFile(local)).equals(old)).toBe(false);
+
+    proxy.rules = {};
+    const again = await runCli(cliMain(), ['pull', remote, local, '--secret-file', srv.secretFile]);
+    expect(again.code).toBe(0);
+    expect((await readFile(local)).equals(primary)).toBe(true);
+    expect(existsSync(journalPathFor(local))).toBe(false);
+  });
+
+  test('a pull cut before it wrote anything adds nothing of the kind', { timeout: 60_000 }, async () => {
+    const local = join(dir, 'early.img');
+    const old = randomBytes(SIZE);
+    await writeFile(local, old);
+    // Cut while the client is still sending its signature: nothing was written.
+    proxy.rules = { up: { cutAfter: 2000 } };
+    const cut = await runCli(cliMain(), ['pull', `127.0.0.1:${proxy.port}/v`, local, '--secret-file', srv.secretFile, '--json']);
+    proxy.rules = {};
+    expect(cut.code).toBe(7);
+    const err = JSON.parse(cut.stdout) as { hint?: string };
+    expect(err.hint ?? '').not.toMatch(/undo journal/);
+    expect((await readFile(local)).equals(old)).toBe(true);
+  });
+});
