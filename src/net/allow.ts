@@ -31,6 +31,15 @@ export async function realAllowDirs(dirs: string[]): Promise<string[]> {
   return out;
 }
 
+/** Whether `path` is inside one of the allowed directories (any path, without --allow). */
+function allowed(access: StdioAccess, path: string): boolean {
+  return !access.allow || access.allow.some((d) => path.startsWith(d.endsWith(sep) ? d : d + sep));
+}
+
+function outside(): SyncError {
+  return new SyncError('ERR_PERMISSION', 'outside the directories this server allows (--allow); refused');
+}
+
 /** The volume a client's requested path names, or ERR_PERMISSION / ERR_NOT_FOUND before anything is opened (the caller prefixes the path to messages). */
 export async function resolveRequested(requested: string, mode: OpenMsg['mode'], access: StdioAccess): Promise<VolumeConfig> {
   if (requested === '' || requested.includes('\0')) throw new SyncError('ERR_PARAM', 'the client named no image path');
@@ -45,12 +54,11 @@ export async function resolveRequested(requested: string, mode: OpenMsg['mode'],
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new SyncError('ERR_PERMISSION', `cannot resolve the path (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
     // Not there yet (a first push creates it): its directory must be.
     const dir = await realpath(dirname(abs)).catch(() => null);
-    if (dir === null) throw new SyncError('ERR_NOT_FOUND', 'no such directory');
+    // Refused as outside before "no such directory": that would tell what exists outside the allowed directories.
+    if (dir === null) throw allowed(access, abs) ? new SyncError('ERR_NOT_FOUND', 'no such directory') : outside();
     real = resolve(dir, basename(abs));
   }
-  if (access.allow && !access.allow.some((d) => real.startsWith(d.endsWith(sep) ? d : d + sep))) {
-    throw new SyncError('ERR_PERMISSION', 'outside the directories this server allows (--allow); refused');
-  }
+  if (!allowed(access, real)) throw outside();
   if ((mode === 'push' || mode === 'recover' || mode === 'dirty') && access.readOnly) throw new SyncError('ERR_PERMISSION', `this server is read-only (--read-only); a ${mode} is refused`);
   return { path: real, writable: !access.readOnly, inPlace: true };
 }

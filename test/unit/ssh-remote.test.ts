@@ -85,6 +85,15 @@ describe('resolveRequested (--allow)', () => {
     expect(await code(resolveRequested('nodir/x.img', 'push', access))).toBe('ERR_NOT_FOUND');
   });
 
+  test('a missing directory outside is refused as outside, not reported missing (that would tell what exists there)', async () => {
+    const access = { allow: await realAllowDirs([allowed]), readOnly: false };
+    for (const p of [join(dir, 'nonexistent', 'x.img'), '/nonexistent-resync-dir/x.img', '../nonexistent/x.img']) {
+      expect(await code(resolveRequested(p, 'push', access)), p).toBe('ERR_PERMISSION');
+    }
+    // Without --allow every path is served, and a missing directory is said to be missing.
+    expect(await code(resolveRequested(join(dir, 'nonexistent', 'x.img'), 'push', { allow: null, readOnly: false }))).toBe('ERR_NOT_FOUND');
+  });
+
   test('--read-only refuses pushes only', async () => {
     const access = { allow: await realAllowDirs([allowed]), readOnly: true };
     expect(await code(resolveRequested('vm.img', 'push', access))).toBe('ERR_PERMISSION');
