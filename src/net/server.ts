@@ -612,14 +612,14 @@ export class ResyncServer {
       throw new SyncError(
         'ERR_BUSY',
         journal
-          ? `an earlier dirty-bitmap push to this volume did not finish: roll it back with 'resync recover HOST:PORT/${this.volumeName(vol)} --secret-file FILE', or push again without --dirty-bitmap`
+          ? `an earlier dirty-bitmap push to this volume did not finish: roll it back with '${this.recoverCommand(vol)}', or push again without --dirty-bitmap`
           : 'an earlier dirty-bitmap push to this volume did not finish: push again without --dirty-bitmap to make it whole',
       );
     }
     if (journal) {
       throw new SyncError(
         'ERR_BUSY',
-        `an earlier push to this volume did not finish: push again to complete it, or roll it back with 'resync recover HOST:PORT/${this.volumeName(vol)} --secret-file FILE' before reading it`,
+        `an earlier push to this volume did not finish: push again to complete it, or roll it back with '${this.recoverCommand(vol)}' before reading it`,
       );
     }
   }
@@ -635,6 +635,11 @@ export class ResyncServer {
     } finally {
       await release();
     }
+  }
+
+  /** The command that rolls a volume's unfinished update back from the client's side: over ssh (serve --stdio) by its path. */
+  private recoverCommand(vol: VolumeConfig): string {
+    return this.stdio ? `resync recover [USER@]HOST:${vol.path}` : `resync recover HOST:PORT/${this.volumeName(vol)} --secret-file FILE`;
   }
 
   /** The name a volume is configured under, for logs. */

@@ -58,7 +58,8 @@ export function dialSsh(t: SshTarget, opts: ConnectionOptions): SshConnection {
   const explain = async (e: unknown): Promise<unknown> => {
     // A remote Error frame speaks for itself, and so does our own timeout (its
     // SIGTERM to ssh, not the far side, is what ended ssh then).
-    if (e instanceof SyncError && (e.details.remote || e.code === 'ERR_TIMEOUT')) return e;
+    // A far side that speaks another protocol version said so in its preamble: that is the news, not its exit.
+    if (e instanceof SyncError && (e.details.remote || e.code === 'ERR_TIMEOUT' || e.code === 'ERR_VERSION')) return e;
     const done = await Promise.race([exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 3000).unref())]);
     const said = tail.trim().split('\n').filter((l) => !/^Warning: Permanently added/.test(l)).slice(-3).join('; ');
     if (spawnError) return new SyncError('ERR_CONNECTION', `cannot run ${cmd}: ${spawnError.code ?? spawnError.message}`, { errno: spawnError.code });

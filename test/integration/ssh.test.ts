@@ -238,6 +238,15 @@ describe.skipIf(!existsSync(SSHD))('over ssh (a real sshd on 127.0.0.1)', () => 
   test('recover over ssh rolls back a cut push on the far side, by path and by a named remote; --allow limits it too', async () => {
     const vol = join(dir, 'images', 'cut.img');
     const { jpath } = await cutPush(vol, 12 * MiB, 7);
+    // A pull is refused while the journal is there, and told the ssh form of recover (not HOST:PORT/VOLUME).
+    let busy: CliRun | null = null;
+    for (let i = 0; i < 20; i++) {
+      busy = await cli('pull', '--json', ...viaSsh(), remote(vol), join(dir, 'cut-pulled.img'));
+      if (/did not finish/.test(String(json(busy).message))) break;
+      await sleep(500);
+    }
+    expect(json(busy!)).toMatchObject({ ok: false, code: 'ERR_BUSY' });
+    expect(json(busy!).message).toContain(`roll it back with 'resync recover [USER@]HOST:${vol}'`);
     const r = await whenFree(() => cli('recover', '--json', ...viaSsh(), remote(vol)));
     expect(r.code, r.stderr).toBe(0);
     expect(json(r)).toMatchObject({ ok: true, outcome: 'rolled-back', imageSize: 0, verified: true });
@@ -334,6 +343,15 @@ describe('ssh remotes on the command line', () => {
     const r = await cli('push', '--json', '--timeout', '1', '--rsh', "sh -c 'exec sleep 30' silent", CLI, 'host:/srv/x.img');
     expect(r.code).toBe(7);
     expect(json(r)).toMatchObject({ ok: false, code: 'ERR_TIMEOUT' });
+  });
+
+  test('a far side speaking another protocol version: ERR_VERSION (exit 3), not a far side that "exited"', async () => {
+    // The "ssh" runs a server that sends protocol version 2's preamble and then reads until its input ends.
+    const fake = "sh -c 'printf \"RSWP\\\\000\\\\002\\\\000\\\\000\"; exec cat >/dev/null' v2";
+    const r = await cli('push', '--json', '--rsh', fake, CLI, 'host:/srv/x.img');
+    expect(json(r)).toMatchObject({ ok: false, code: 'ERR_VERSION' });
+    expect(json(r).message).toMatch(/version 2/);
+    expect(r.code).toBe(3);
   });
 
   test('--secret-file or --tls with an ssh remote is refused', async () => {
