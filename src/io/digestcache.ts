@@ -223,6 +223,8 @@ export interface DirtyOutcome {
   runs: readonly (readonly [number, number])[];
   /** Their full digests as read from the export, in run order. */
   digests: Uint8Array;
+  /** Told why, when the cache does not extend the verification to the whole image. */
+  onFallback?: ((why: string) => void) | undefined;
 }
 
 /**
@@ -240,6 +242,7 @@ export async function advanceDigestCache(path: string, o: DirtyOutcome): Promise
   const n = blockCountFor(p.imageSize, p.blockSize);
   const fallback = async (why: string): Promise<false> => {
     trace(`client: digest cache ${path} not used: ${why}`);
+    o.onFallback?.(why);
     await unlink(path).catch(() => undefined);
     return false;
   };
@@ -247,7 +250,9 @@ export async function advanceDigestCache(path: string, o: DirtyOutcome): Promise
   try {
     fh = await open(path, 'r');
   } catch (e) {
-    trace(`client: digest cache ${path} not used: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'none' : String(e)}`);
+    const why = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'none' : String(e);
+    trace(`client: digest cache ${path} not used: ${why}`);
+    o.onFallback?.(why === 'none' ? 'the primary has no digest cache for this replica (a full push from the export makes one)' : `its digest cache could not be read (${why})`);
     return false;
   }
   const tmp = tempOf(path);

@@ -175,16 +175,23 @@ export async function pushDirty(imagePath: string, bitmap: string, opts: ClientO
     if (!res.ok || !Buffer.from(res.targetHash).equals(sent.hash)) throw new SyncError('ERR_VERIFY_FAILED', 'the server could not verify the dirty blocks it wrote');
     conn.end();
     // The dirty blocks are in place and verified; the primary's digest cache may extend that to the whole image.
+    let why = opts.digestCache === false ? 'no digest cache (--no-digest-cache)' : opts.stateDir == null ? 'no state directory for a digest cache' : '';
     const whole =
-      opts.stateDir != null &&
-      opts.digestCache !== false &&
-      (await advanceDigestCache(digestCachePath(opts.stateDir, imagePath, remoteName(opts)), {
+      why === '' &&
+      (await advanceDigestCache(digestCachePath(opts.stateDir!, imagePath, remoteName(opts)), {
         params: p,
         before: hashes ? theirs.before : null,
         after: hashes ? (res.imageHash ?? null) : null,
         runs,
         digests: sent.digests,
+        onFallback: (w) => (why = w),
       }));
+    // Said, since the summary counts every block it did not read as matched.
+    if (!whole) {
+      opts.onNote?.(
+        `verified the ${fmtDirty(dirtyBytes)} the bitmap marks, not the whole image (${why}); the rest of the replica is taken to be as the last sync left it, as the bitmap vouches: 'resync verify' checks it all`,
+      );
+    }
     return {
       ...sent.stats,
       imageSize: img.size,
@@ -205,6 +212,11 @@ export async function pushDirty(imagePath: string, bitmap: string, opts: ClientO
   } finally {
     await img.nbd.close();
   }
+}
+
+/** A byte count for a note: MiB with one decimal, or bytes below 1 MiB. */
+function fmtDirty(n: number): string {
+  return n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : `${n} bytes`;
 }
 
 /**
