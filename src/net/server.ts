@@ -339,7 +339,9 @@ export class ResyncServer {
   private forClient(e: unknown): SyncError {
     if (!isSyncError(e)) return new SyncError('ERR_REMOTE', 'internal server error (see the server log)');
     // (A refusal worded for the client, with no server paths, says more than "see the server log".)
-    if ((e.code === 'ERR_IO' || e.code === 'ERR_NO_SPACE' || e.code === 'ERR_JOURNAL') && e.details.forClient !== true) {
+    // Over ssh (serve --stdio) the client named the path itself, under its own login, and the
+    // server's log is only its stderr: the message is the client's to see.
+    if ((e.code === 'ERR_IO' || e.code === 'ERR_NO_SPACE' || e.code === 'ERR_JOURNAL') && e.details.forClient !== true && !this.stdio) {
       return new SyncError(e.code, `the server could not ${e.code === 'ERR_NO_SPACE' ? 'write the volume: no space left' : 'access the volume'} (see the server log)`);
     }
     // Its message names the server's certificate files: the operator's to read.

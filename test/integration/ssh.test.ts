@@ -345,6 +345,25 @@ describe('ssh remotes on the command line', () => {
     expect(json(r)).toMatchObject({ ok: false, code: 'ERR_TIMEOUT' });
   });
 
+  test('a far side that cannot open the path says why (there is no server log over ssh to see)', async () => {
+    // The "ssh" runs the command it is given on this machine: the stdio server itself.
+    const local = "sh -c 'eval \"$2\"' local";
+    const d = await mkdtemp(join(tmpdir(), 'resync-ssh-dir-'));
+    try {
+      const img = join(d, 'src.img');
+      await writeImage(img, 64 * 1024, 9);
+      await mkdir(join(d, 'adir'));
+      const r = await cli('push', '--json', '--rsh', local, '--remote-resync', `${process.execPath} ${CLI}`, img, `host:${join(d, 'adir')}`);
+      expect(r.code).toBe(5);
+      const j = json(r);
+      expect(j).toMatchObject({ ok: false, code: 'ERR_IO' });
+      expect(j.message).not.toMatch(/see the server log/);
+      expect(j.message).toMatch(/EISDIR|directory/);
+    } finally {
+      await rm(d, { recursive: true, force: true });
+    }
+  });
+
   test('a far side speaking another protocol version: ERR_VERSION (exit 3), not a far side that "exited"', async () => {
     // The "ssh" runs a server that sends protocol version 2's preamble and then reads until its input ends.
     const fake = "sh -c 'printf \"RSWP\\\\000\\\\002\\\\000\\\\000\"; exec cat >/dev/null' v2";
