@@ -15,6 +15,10 @@ import { DeltaFileEncoder } from '../format/deltafile.js';
 import { opMessage, sigHeaderMessage, wireDeltaHeader } from '../../protocol/convert.js';
 import { readChunks, type ImageHandle } from '../io/image.js';
 import { openImageOrNbd } from '../io/nbd/image.js';
+import { isNbdUri } from '../io/nbd/uri.js';
+import { open } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { loadSignatureFile } from './files.js';
 import type { ProgressFn } from '../core/progress.js';
 import { codecFor, connectAuthenticated, openSession, type ClientOptions } from '../net/client.js';
@@ -145,7 +149,11 @@ export async function dryRunPush(image: string, opts: ClientOptions): Promise<Re
  */
 export async function dryRunPull(image: string, opts: ClientOptions): Promise<RemoteDryRunReport> {
   const t0 = performance.now();
-  const img = await openImageOrNbd(image, opts.stateDir);
+  const img = await openImageOrNbd(image, opts.stateDir).catch(async (e: unknown) => {
+    // A pull makes a missing image: measured as the empty image it would start from (nothing is created).
+    if (isSyncError(e) && e.details.errno === 'ENOENT' && !isNbdUri(image) && existsSync(dirname(resolve(image)))) return { fh: await open('/dev/null', 'r'), path: image, size: 0, isBlockDevice: false };
+    throw e;
+  });
   let conn: Connection | null = null;
   try {
     conn = await connectAuthenticated(opts);

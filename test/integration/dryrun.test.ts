@@ -206,6 +206,20 @@ describe.runIf(existsSync(CLI))('CLI --dry-run and --bwlimit', () => {
     expect((await readFile(p('shifted', 'cli-local.img'))).equals(before)).toBe(true);
   });
 
+  test('pull --dry-run into a file that does not exist yet: the whole image as literal data, and still no file', async () => {
+    const missing = p('shifted', 'not-yet.img');
+    const q = await cli('pull', `127.0.0.1:${srv.port}/pull-shifted`, missing, '--secret-file', srv.secretFile, '--dry-run', '--json');
+    expect(q.code, q.stderr).toBe(0);
+    const j = JSON.parse(q.stdout) as Record<string, number | boolean>;
+    expect(j).toMatchObject({ command: 'pull', dryRun: true, upToDate: false, basisSize: 0, matchedBytes: 0 });
+    expect(j.literalBytes).toBe(j.imageSize);
+    expect(j.imageSize).toBeGreaterThan(0);
+    expect(existsSync(missing)).toBe(false);
+    // A missing directory is still an error, as for the real pull.
+    const r = await cli('pull', `127.0.0.1:${srv.port}/pull-shifted`, p('shifted', 'no-dir', 'x.img'), '--secret-file', srv.secretFile, '--dry-run', '--json');
+    expect(r.code).toBe(5);
+  });
+
   test('a bad --bwlimit is a usage error', async () => {
     const r = await cli('push', p('random.img'), `127.0.0.1:${srv.port}/slow`, '--secret-file', srv.secretFile, '--bwlimit', 'fast');
     expect(r.code).toBe(2);
