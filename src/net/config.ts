@@ -74,6 +74,8 @@ export async function readTlsFiles(certFile: string, keyFile: string): Promise<{
 
 /** Shortest secret accepted (bytes). */
 export const MIN_SECRET_LEN = 16;
+/** Fewest distinct byte values a secret file may hold (a random base64 secret of 16 characters has about 14). */
+export const MIN_SECRET_DISTINCT = 4;
 
 /**
  * Read a secret file: its bytes, without a trailing newline. Refuses short
@@ -91,6 +93,11 @@ export async function readSecretFile(path: string, warnings?: string[]): Promise
   while (end > 0 && (raw[end - 1] === 0x0a || raw[end - 1] === 0x0d)) end--;
   const secret = raw.subarray(0, end);
   if (secret.length < MIN_SECRET_LEN) throw new ParamError(`secret in ${path} is ${secret.length} bytes; use at least ${MIN_SECRET_LEN} (e.g. head -c 32 /dev/urandom | base64 > ${path})`);
+  // Long enough but guessable at once (16 spaces, one character repeated): no secret at all.
+  const distinct = new Set(secret).size;
+  if (distinct < MIN_SECRET_DISTINCT) {
+    throw new ParamError(`secret in ${path} has only ${distinct} distinct byte value(s); use a random one (e.g. head -c 32 /dev/urandom | base64 > ${path})`);
+  }
   try {
     const st = await fsp.stat(path);
     if ((st.mode & 0o077) !== 0 && process.platform !== 'win32') warnings?.push(`${path} is readable by other users; chmod 600 it`);

@@ -7,7 +7,7 @@ import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
-import { checkVolumes, ConfigError, readServerConfig, suggestKey } from '../../src/net/config.js';
+import { checkVolumes, ConfigError, readSecretFile, readServerConfig, suggestKey } from '../../src/net/config.js';
 import { parseVolumes } from '../../src/cli/commands/net.js';
 
 let dir: string;
@@ -140,5 +140,19 @@ describe('--volume', () => {
       b: { path: '/y', writable: false },
       c: { path: '/z', writable: false },
     });
+  });
+});
+
+describe('secret files', () => {
+  test('long enough but one byte repeated, or a few: refused; a random one and a passphrase are taken', async () => {
+    const f = join(dir, 'weak.secret');
+    for (const weak of [' '.repeat(16), 'a'.repeat(40), 'abababababababab\n', '0000000011111111222']) {
+      await writeFile(f, weak, { mode: 0o600 });
+      await expect(readSecretFile(f), JSON.stringify(weak)).rejects.toMatchObject({ code: 'ERR_PARAM', message: /distinct byte value.*use a random one/ });
+    }
+    for (const good of ['correct horse battery staple', 'Zm9vYmFyYmF6cXV4cXV1eA==\n', '0123456789abcdef']) {
+      await writeFile(f, good, { mode: 0o600 });
+      expect((await readSecretFile(f)).toString(), JSON.stringify(good)).toBe(good.replace(/\n$/, ''));
+    }
   });
 });
