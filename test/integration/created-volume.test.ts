@@ -8,7 +8,7 @@
  * image. Real servers on 127.0.0.1 (one a child process killed at a kill
  * point), the real CLI.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -20,7 +20,7 @@ import { journalPathFor, readJournal } from '../../src/io/journal.js';
 import { connectAuthenticated, openSession } from '../../src/net/client.js';
 import { closeServers, startServer, type TestServer } from '../helpers/server.js';
 import { runCli } from '../helpers/cli.js';
-import { listeningPort } from '../helpers/listening.js';
+import { serveChild as serveChildOf, until } from '../helpers/listening.js';
 
 const SIZE = 8 << 20;
 let dir: string;
@@ -29,23 +29,9 @@ const children: ChildProcess[] = [];
 const servers: TestServer[] = [];
 
 /** `resync serve` in a child process with one writable volume `v`; env RESYNC_KILL_AT may kill it. */
-async function serveChild(image: string, secretFile: string, env: Record<string, string>): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawn(process.execPath, [cliMain(), 'serve', '--listen', '127.0.0.1:0', '--volume', `v=${image}:rw`, '--secret-file', secretFile], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...env },
-  });
-  children.push(child);
-  const { port } = await listeningPort(child);
-  return { child, port };
-}
+const serveChild = (image: string, secretFile: string, env: Record<string, string>): ReturnType<typeof serveChildOf> => serveChildOf(cliMain(), image, secretFile, env, children);
 
-async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'resync-created-'));

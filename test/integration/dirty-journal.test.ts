@@ -8,7 +8,7 @@
  * session driven message by message as the primary's side sends it, the
  * real CLI for a local recover.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -25,7 +25,7 @@ import { connectAuthenticated, openSession, pull, push, recoverRemote, type Clie
 import type { Connection } from '../../src/net/connection.js';
 import { closeServers, startServer, type TestServer } from '../helpers/server.js';
 import { runCli } from '../helpers/cli.js';
-import { listeningPort } from '../helpers/listening.js';
+import { serveChild as serveChildOf, until } from '../helpers/listening.js';
 
 const BS = 4096;
 const SIZE = 64 * BS;
@@ -41,6 +41,9 @@ let secret: Buffer;
 const children: ChildProcess[] = [];
 const servers: TestServer[] = [];
 
+/** `resync serve` in a child process with one writable volume `v`, killed at RESYNC_KILL_AT. */
+const serveChild = (image: string, killAt: string): ReturnType<typeof serveChildOf> => serveChildOf(cliMain(), image, secretFile, { RESYNC_KILL_AT: killAt }, children);
+
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'resync-dirtyjournal-'));
   secretFile = join(dir, 'secret');
@@ -54,16 +57,6 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** `resync serve` in a child process with one writable volume `v`, killed at RESYNC_KILL_AT. */
-async function serveChild(image: string, killAt: string): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawn(process.execPath, [cliMain(), 'serve', '--listen', '127.0.0.1:0', '--volume', `v=${image}:rw`, '--secret-file', secretFile], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RESYNC_KILL_AT: killAt },
-  });
-  children.push(child);
-  const { port } = await listeningPort(child);
-  return { child, port };
-}
 
 function opts(port: number, sec: Buffer = secret): ClientOptions {
   return { host: '127.0.0.1', port, secret: sec, volume: 'v', blockSize: BS };
@@ -141,13 +134,6 @@ function changed(old: Buffer): Buffer {
   return next;
 }
 
-async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe('a dirty-bitmap push whose server was killed', () => {
   test('killed mid-write: the journal is there; reads and dirty pushes are refused naming recover; recover rolls the replica back exactly, unproved without a cache, and reads work again', { timeout: 60_000 }, async () => {
