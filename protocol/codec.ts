@@ -223,7 +223,7 @@ function toArray(m: Message): unknown[] {
     case 0x40:
       return m.imageHash ? [m.type, m.ok, m.bytesWritten, m.targetHash, m.imageHash] : [m.type, m.ok, m.bytesWritten, m.targetHash];
     case 0x41:
-      return [m.type, m.outcome, m.imageSize];
+      return m.detail ? [m.type, m.outcome, m.imageSize, [m.detail.proved, m.detail.removed]] : [m.type, m.outcome, m.imageSize];
     case 0x7f:
       return [m.type, m.code, m.message];
   }
@@ -447,10 +447,14 @@ function validate(v: unknown): Message {
         ...(v.length === 5 ? { imageHash: f.bin(4, 'image hash', HASH_LEN, HASH_LEN) } : {}),
       };
     case MsgType.Recovered: {
-      f.count(3);
+      // A fourth field, [proved, removed] (client cap "recover-detail").
+      if (v.length !== 4) f.count(3);
       const outcome = f.str(1, 'outcome', 16);
       if (outcome !== 'nothing' && outcome !== 'rolled-back' && outcome !== 'completed') throw bad(`Recovered: unknown outcome ${JSON.stringify(outcome)}`);
-      return { type, outcome, imageSize: f.uint(2, 'image size') };
+      const recovered = { type, outcome, imageSize: f.uint(2, 'image size') } as const;
+      if (v.length === 3) return recovered;
+      const d = f.list(3, 'detail', 2);
+      return { ...recovered, detail: { proved: d.bool(0, 'proved'), removed: d.bool(1, 'removed') } };
     }
     case MsgType.Error:
       f.count(3);

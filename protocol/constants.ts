@@ -51,6 +51,12 @@ export const DIRTY_IMAGE_CAP = 'dirty-image';
  * server did to an unfinished earlier push before this one (WIRE.md, Ready).
  */
 export const SETTLED_CAP = 'ready-settled';
+/**
+ * Capability, listed by a client: it reads Recovered's fourth field, whether
+ * the result was proved by a hash and whether the volume was removed
+ * (WIRE.md, Recovered).
+ */
+export const RECOVER_DETAIL_CAP = 'recover-detail';
 /** Outcomes Ready's fifth field may carry: a leftover journal was rolled back, or only removed (its update had finished). */
 export const SETTLED_OUTCOMES = ['rolled-back', 'completed'] as const;
 

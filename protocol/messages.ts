@@ -222,6 +222,13 @@ export interface RecoveredMsg {
   outcome: 'nothing' | 'rolled-back' | 'completed';
   /** Size of the volume now. */
   imageSize: number;
+  /**
+   * To a client that listed the "recover-detail" capability: whether the
+   * result was proved against a hash (a dirty-bitmap push rolled back with
+   * none known is not), and whether the volume's file was removed (its
+   * interrupted push had made it). Absent: the message has 3 fields.
+   */
+  detail?: { proved: boolean; removed: boolean } | undefined;
 }
 /** 0x7f */
 export interface ErrorMsg {

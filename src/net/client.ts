@@ -7,7 +7,7 @@ import { SEED_LEN, sessionStrongLen } from '../core/limits.js';
 import { randomBytes } from 'node:crypto';
 import { openOrCreateImage, removeIfEmptyUnjournaled, type ImageHandle } from '../io/image.js';
 import { lockImage } from '../io/lock.js';
-import { DIRTY_IMAGE_CAP, MsgType, PROTOCOL_VERSION, PUSH_SEED_CAP, SEED_HINT_CAP, SETTLED_CAP } from '../../protocol/constants.js';
+import { DIRTY_IMAGE_CAP, MsgType, PROTOCOL_VERSION, PUSH_SEED_CAP, RECOVER_DETAIL_CAP, SEED_HINT_CAP, SETTLED_CAP } from '../../protocol/constants.js';
 import { clientProof, macEquals, newNonce, serverProof, PREAUTH_CAP, PREAUTH_KEY } from '../../protocol/auth.js';
 import { dialSsh, type SshTarget } from './ssh.js';
 import type { MessageOf, ReadyMsg, ReadySettled } from '../../protocol/messages.js';
@@ -151,7 +151,7 @@ export async function connectAuthenticated(opts: ClientOptions): Promise<Connect
  */
 async function handshake(conn: Connection, opts: ClientOptions, preauth: boolean): Promise<Connection> {
   await conn.exchangePreamble();
-  await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify', SUBSUMS_CAP, DIRTY_IMAGE_CAP, SETTLED_CAP, ...(opts.compress ? compressCaps(opts.compressChoice ?? null, opts.compressLevel) : [])] });
+  await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify', SUBSUMS_CAP, DIRTY_IMAGE_CAP, SETTLED_CAP, RECOVER_DETAIL_CAP, ...(opts.compress ? compressCaps(opts.compressChoice ?? null, opts.compressLevel) : [])] });
   const ch = await conn.expect(MsgType.Challenge, 'a challenge');
   conn.peerCaps = ch.caps;
   if (ch.version !== PROTOCOL_VERSION) throw new SyncError('ERR_VERSION', `server speaks protocol version ${ch.version}`);
@@ -450,6 +450,10 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
 export interface RemoteRecoverResult {
   outcome: 'nothing' | 'rolled-back' | 'completed';
   imageSize: number;
+  /** The server proved the result by a hash (false: a dirty-bitmap push rolled back with no hash known); absent from an older server, which proves every result or fails. */
+  proved?: boolean;
+  /** The volume's file was removed (the interrupted push had made it); absent from an older server. */
+  removed?: boolean;
 }
 
 /**
@@ -475,7 +479,7 @@ export async function recoverRemote(opts: ClientOptions): Promise<RemoteRecoverR
       throw e;
     });
     conn.end();
-    return { outcome: r.outcome, imageSize: r.imageSize };
+    return { outcome: r.outcome, imageSize: r.imageSize, ...(r.detail ? { proved: r.detail.proved, removed: r.detail.removed } : {}) };
   } catch (e) {
     conn.destroy();
     throw e;

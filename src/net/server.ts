@@ -34,7 +34,7 @@ const BUSY_RECHECK_MS = 2_000;
 import { defaultBlockSize } from '../core/signature.js';
 import { openImage, openOrCreateImage, removeIfEmptyUnjournaled, type ImageHandle } from '../io/image.js';
 import { lockImage, type ImageLock, type LockMode } from '../io/lock.js';
-import { DIRTY_IMAGE_CAP, MsgType, PROTOCOL_VERSION, PUSH_SEED_CAP, SEED_HINT_CAP, SETTLED_CAP, WIRE_MAGIC } from '../../protocol/constants.js';
+import { DIRTY_IMAGE_CAP, MsgType, PROTOCOL_VERSION, PUSH_SEED_CAP, RECOVER_DETAIL_CAP, SEED_HINT_CAP, SETTLED_CAP, WIRE_MAGIC } from '../../protocol/constants.js';
 import { macEquals, newNonce, clientProof, serverProof, PREAUTH_CAP, PREAUTH_KEY } from '../../protocol/auth.js';
 import { Connection } from './connection.js';
 import { adoptOwnReads, takeOwnReads } from './own-reads.js';
@@ -400,7 +400,7 @@ export class ResyncServer {
         this.log({ level: 'info', msg: `${open.mode} started`, peer, volume: open.volume, data: { mode: open.mode, peerImageSize: open.imageSize } });
         let stats: Record<string, unknown>;
         if (open.mode === 'push') stats = await this.servePush(conn, vol, open.blockSize, open.imageSize, open.seed, open.seedHint === true, hello.caps.includes(SETTLED_CAP));
-        else if (open.mode === 'recover') stats = await this.serveRecover(conn, vol);
+        else if (open.mode === 'recover') stats = await this.serveRecover(conn, vol, hello.caps.includes(RECOVER_DETAIL_CAP));
         else if (open.mode === 'dirty') stats = await this.serveDirtyPush(conn, vol, open.blockSize, open.imageSize, hello.caps.includes(DIRTY_IMAGE_CAP) && SERVER_CAPS.includes(DIRTY_IMAGE_CAP));
         else if (open.mode === 'pull') stats = await this.servePull(conn, vol, pickCodec(null, levelFromCaps(hello.caps), hello.caps), hello.caps.includes(SUBSUMS_CAP));
         else stats = await this.serveVerify(conn, vol, open.blockSize, open.imageSize);
@@ -513,13 +513,13 @@ export class ResyncServer {
    * complete one that was verified), prove the result against the journal's
    * hash, and say which. The way out when the pushing side is gone.
    */
-  private async serveRecover(conn: Connection, vol: VolumeConfig): Promise<Record<string, unknown>> {
+  private async serveRecover(conn: Connection, vol: VolumeConfig, detail: boolean): Promise<Record<string, unknown>> {
     if (isNbdVolume(vol)) {
       const r = await recoverNbdExport(vol.path, this.stateDir).catch((e: unknown) => {
         throw isSyncError(e) && e.code === 'ERR_LOCKED' ? busyVolume() : e;
       });
       this.log({ level: 'info', msg: `recover: ${r.outcome}`, volume: this.volumeName(vol) });
-      await conn.send({ type: MsgType.Recovered, outcome: r.outcome, imageSize: r.size });
+      await conn.send({ type: MsgType.Recovered, outcome: r.outcome, imageSize: r.size, ...(detail ? { detail: { proved: r.outcome === 'nothing' || r.proved, removed: false } } : {}) });
       return { outcome: r.outcome, imageSize: r.size };
     }
     const lock = await this.lockImage(vol.path, 'write', false);
@@ -528,7 +528,7 @@ export class ResyncServer {
       const removed = r.removed ? ' (the interrupted push had created the volume: it is removed)' : '';
       this.log({ level: 'info', msg: `recover: ${r.outcome}${removed}`, volume: this.volumeName(vol) });
       if (r.unproved) this.log({ level: 'warn', msg: `recover: ${UNPROVED_DIRTY}`, volume: this.volumeName(vol) });
-      await conn.send({ type: MsgType.Recovered, outcome: r.outcome, imageSize: r.size });
+      await conn.send({ type: MsgType.Recovered, outcome: r.outcome, imageSize: r.size, ...(detail ? { detail: { proved: r.unproved !== true, removed: r.removed === true } } : {}) });
       return { outcome: r.outcome, imageSize: r.size };
     } finally {
       await lock.release();

@@ -69,9 +69,10 @@ describe('a volume made by a first push that did not finish', () => {
     await writeFile(local, good);
     const refused = await runCli(cliMain(), ['pull', again, local, '--secret-file', secretFile]);
     expect(refused.code, refused.stderr).not.toBe(0);
-    const r = await runCli(cliMain(), ['recover', again, '--secret-file', secretFile]);
+    const r = await runCli(cliMain(), ['recover', again, '--secret-file', secretFile, '--json']);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toContain('rolled-back');
+    // The server says the volume is gone (Recovered's detail), not only its log.
+    expect(JSON.parse(r.stdout)).toMatchObject({ outcome: 'rolled-back', removed: true, verified: true });
     expect(existsSync(vol)).toBe(false);
     expect(existsSync(journalPathFor(vol))).toBe(false);
     // Nothing to fail back from: said, and the local image is untouched.

@@ -414,6 +414,13 @@ describe('validation', () => {
     expect(expectCorrupt([MsgType.Recovered, 'maybe', 1]).message).toMatch(/unknown outcome/);
     expect(expectCorrupt([MsgType.Recovered, 'completed', -1]).message).toMatch(/image size/);
     expect(expectCorrupt([MsgType.Recovered, 'completed']).message).toMatch(/Recovered/);
+    // The fourth field (cap "recover-detail"): [proved, removed], both booleans, exactly two.
+    const detailed = { type: MsgType.Recovered, outcome: 'rolled-back', imageSize: 0, detail: { proved: false, removed: true } } as const;
+    expect(decodeMessage(encodeMessage(detailed))).toEqual(detailed);
+    expect(decodeMessage(encodeMessage({ type: MsgType.Recovered, outcome: 'nothing', imageSize: 5 }))).toEqual({ type: MsgType.Recovered, outcome: 'nothing', imageSize: 5 });
+    expectCorrupt([MsgType.Recovered, 'completed', 1, [true]]);
+    expectCorrupt([MsgType.Recovered, 'completed', 1, [true, 'no']]);
+    expectCorrupt([MsgType.Recovered, 'completed', 1, [true, false], 9]);
     const open = { type: MsgType.Open, mode: 'recover', volume: 'v', imageSize: 0, blockSize: 0, resumeId: '' } as const;
     expect(decodeMessage(encodeMessage(open))).toEqual(open);
   });

@@ -20,6 +20,7 @@ import { join, resolve } from 'node:path';
 import { existsSync } from 'node:fs';
 import { parseSshRemote, splitCommand } from '../../api/config.js';
 import { isNbdUri } from '../../io/nbd/uri.js';
+import { UNPROVED_DIRTY } from '../../io/dirty-marker.js';
 import type { CodecName } from '../../../protocol/literal-codec.js';
 import { checkPrivateSecret, lookupRemote, parseNamedRemote, type RemoteCommon } from '../client-config.js';
 
@@ -130,7 +131,14 @@ function pullLeft(argv: { image: string; 'dry-run': boolean; 'state-dir'?: strin
 export async function recoverRemoteCommand(argv: Omit<ClientArgs, 'remote'> & { image: string }): Promise<Record<string, unknown>> {
   const opts = await clientOptionsFrom({ ...argv, remote: argv.image }, () => undefined);
   const r = await (await clientMod()).recoverRemote({ ...opts, compress: false, bwlimit: undefined });
-  return { image: argv.image, outcome: r.outcome, imageSize: r.imageSize, verified: true };
+  return {
+    image: argv.image,
+    outcome: r.outcome,
+    imageSize: r.imageSize,
+    ...(r.removed ? { removed: true } : {}),
+    verified: r.proved !== false,
+    ...(r.proved === false ? { note: UNPROVED_DIRTY } : {}),
+  };
 }
 
 function summary(r: SyncResult): Record<string, unknown> {
