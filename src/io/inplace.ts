@@ -949,8 +949,12 @@ export async function recoverLocked(
     const proved = st.committed !== null ? await completeCommitted(img, jpath, st, onProgress) : await rollbackAll(img, jpath, st, onProgress);
     // A dirty-bitmap push's journal: the update it began is settled either way.
     if (st.base.dirty === true) await clearDirtyMarker(imagePath);
-    // Without a hash to prove it by, a dirty push's rollback is still exact: its records' CRCs were checked.
-    if (!proved && st.base.dirty === true) return { outcome, size: img.isBlockDevice ? img.size : outcome === 'completed' ? st.committed! : st.base.originalSize, unproved: true };
+    // Without a hash to prove it by, a dirty push's rollback is still exact (its records' CRCs were checked),
+    // and its completion is what the push verified before its commit record: the dirty blocks.
+    if (!proved && st.base.dirty === true) {
+      const size = img.isBlockDevice ? img.size : st.base.originalSize;
+      return outcome === 'completed' ? { outcome, size } : { outcome, size, unproved: true };
+    }
     if (!proved) {
       throw new SyncError(
         'ERR_JOURNAL',

@@ -199,6 +199,25 @@ describe('a dirty-bitmap push whose server was killed', () => {
     expect(existsSync(dirtyMarkerPath(vol))).toBe(false);
   });
 
+  test('killed after the push verified, with no signature cache: recover completes it, and calls it verified (the dirty blocks were, before the commit record)', { timeout: 60_000 }, async () => {
+    const vol = join(dir, 'b2.img');
+    const old = randomBytes(SIZE);
+    await writeFile(vol, old);
+    const killed = await serveChild(vol, 'nbd-committed:1');
+    const next = changed(old);
+    const gone = new Promise((r) => killed.child.once('exit', r));
+    expect(await dirtyPush(killed.port, next)).toMatchObject({ code: 'ERR_CONNECTION' });
+    await gone;
+    expect((await readJournal(journalPathFor(vol)))?.committedHash).toBeNull();
+    const run = await runCli(cliMain(), ['recover', vol, '--json']);
+    expect(run.code, run.stderr).toBe(0);
+    const out = JSON.parse(run.stdout) as Record<string, unknown>;
+    expect(out).toMatchObject({ outcome: 'completed', verified: true });
+    expect(out.note).toBeUndefined();
+    expect((await readFile(vol)).equals(next)).toBe(true);
+    expect(existsSync(dirtyMarkerPath(vol))).toBe(false);
+  });
+
   test('killed mid-write, then a full push: it undoes the dirty writes first and makes the replica whole', { timeout: 60_000 }, async () => {
     const vol = join(dir, 'c.img');
     const old = randomBytes(SIZE);
