@@ -164,7 +164,7 @@ export async function deltaFile(sigPath: string, newPath: string, deltaPath: str
     for await (const piece of readPieces(img, { align: sp.blockSize, alternate: true, chunk: DELTA_READ_CHUNK, holeChunk: HOLE_CHUNK })) {
       if (piece.zero) {
         hash.updateZero(piece.length);
-        await emit(holes.push(piece.length, piece.data));
+        await holes.push(piece.length, piece.data, emit);
         matcher.takeAligned();
       } else {
         await emit(matcher.push(piece.data));
@@ -204,13 +204,16 @@ class HoleScan {
   }
 
   /**
-   * Ops for the next `length` bytes of the new image, a hole starting on a
-   * block boundary; `zeros` is at least SCAN_ZEROS zero bytes, or `length`.
+   * The ops for the next `length` bytes of the new image, a hole starting on
+   * a block boundary, to `emit`; `zeros` is at least SCAN_ZEROS zero bytes,
+   * or `length`. Each push's ops go out before the next push: a literal may
+   * be a view of the matcher's reused memory (reuseLiterals), which the next
+   * push writes over (collected over a long hole, the data before it went
+   * out as zeros).
    */
-  push(length: number, zeros: Buffer): DeltaOp[] {
+  async push(length: number, zeros: Buffer, emit: (ops: DeltaOp[]) => Promise<void>): Promise<void> {
     const m = this.matcher;
     const bs = this.bs;
-    const out: DeltaOp[] = [];
     const start = m.bytesIn;
     const end = start + length;
     let pos = start;
@@ -218,7 +221,7 @@ class HoleScan {
       let run = 0;
       if (pos % bs === 0) while (pos + run + bs <= end && this.sig.isZeroBlock((pos + run) / bs)) run += bs;
       if (run > 0 && m.skipAligned(run)) {
-        out.push(...m.takeSkipped());
+        await emit(m.takeSkipped());
         pos += run;
         continue;
       }
@@ -226,10 +229,9 @@ class HoleScan {
       // scan the zeros up to the next block that can be skipped (one block at least).
       let n = Math.min(bs, end - pos);
       if (run === 0) while (pos + n < end && n + bs <= Math.min(SCAN_ZEROS, zeros.length) && !this.sig.isZeroBlock((pos + n) / bs)) n = Math.min(end - pos, n + bs);
-      out.push(...m.push(zeros.subarray(0, n)));
+      await emit(m.push(zeros.subarray(0, n)));
       pos += n;
     }
-    return out;
   }
 }
 
