@@ -30,6 +30,7 @@ import { JournalError, ioError } from './errors.js';
 import { openImage, readChunks, readExactSync, type ImageHandle } from './image.js';
 import { syncDir } from './output.js';
 import { clearDirtyMarker, dirtyPushUnfinished } from './dirty-marker.js';
+import { deviceIdentity } from './device-id.js';
 import { Journal, readJournal, type JournalHashSpec, type JournalMeta, type JournalState, type UndoRecord } from './journal.js';
 
 /**
@@ -184,7 +185,7 @@ export class InPlacePatcher {
       journal = await Journal.extend(journalPath, opts.continueAt, { ...meta, originalSize: img.size, hashSpec });
     } else {
       const h = opts.originalHash ?? (await hashImage(img, img.size, hashSpec));
-      journal = await Journal.create(journalPath, { ...meta, originalSize: img.size, originalHash: Buffer.from(h).toString('hex'), hashSpec });
+      journal = await Journal.create(journalPath, { ...meta, originalSize: img.size, originalHash: Buffer.from(h).toString('hex'), hashSpec, ...(await deviceMeta(img)) });
     }
     const fresh = opts.continueAt == null;
     // A journal just made holds no record yet: nothing to undo, so it goes; an extended one keeps its generations.
@@ -831,9 +832,37 @@ async function proveImage(img: ImageHandle, journalPath: string, size: number, h
   return true;
 }
 
+/** The identity of the disk `img` is, for its journal's Meta (`device`): none for a file, or a disk the kernel names no identity for. */
+export async function deviceMeta(img: ImageHandle): Promise<{ device?: string }> {
+  if (!img.isBlockDevice) return {};
+  const id = deviceIdentity((await img.fh.stat({ bigint: true })).rdev);
+  return id === undefined ? {} : { device: id };
+}
+
+/**
+ * Before a journal of a block device is applied: the device must be the
+ * disk it was made on (same size, and the same identity where the journal
+ * recorded one). A device name may stand for another disk after a reboot
+ * or a detach; writing old blocks of one disk into another destroys it.
+ */
+async function checkSameDisk(img: ImageHandle, st: JournalState, journalPath: string): Promise<void> {
+  if (!img.isBlockDevice) return;
+  const base = st.base;
+  const now = base.device === undefined ? undefined : (await deviceMeta(img)).device;
+  if (base.originalSize !== img.size || now !== base.device) {
+    const was = `a ${base.originalSize}-byte disk${base.device !== undefined ? ` (${base.device})` : ''}`;
+    const is = `${img.size} bytes${base.device !== undefined ? ` (${now ?? 'no identity'})` : ''}`;
+    throw new JournalError(
+      `the journal ${journalPath} was made on ${was}, but ${img.path} is now ${is}: another disk has this name; the journal is not applied and nothing was written (recover that disk under the name it has now, with the journal moved to match, or move the journal away if it is gone)`,
+      { journal: journalPath, path: img.path },
+    );
+  }
+}
+
 /** Undo the records after the last checkpoint: image = new[0, checkpoint) + original after it. */
 export async function rollbackTail(img: ImageHandle, journalPath: string, st: JournalState): Promise<void> {
   if (st.committed !== null) throw new JournalError('the patch was already committed');
+  await checkSameDisk(img, st, journalPath);
   await restore(img, journalPath, st.tail);
   if (!img.isBlockDevice) await img.fh.truncate(Math.max(st.meta.originalSize, st.checkpoint));
   await img.fh.sync();
@@ -848,6 +877,7 @@ export async function rollbackTail(img: ImageHandle, journalPath: string, st: Jo
  * was proved (false for a journal without a hash).
  */
 export async function rollbackAll(img: ImageHandle, journalPath: string, st: JournalState, onProgress?: ProgressFn): Promise<boolean> {
+  await checkSameDisk(img, st, journalPath);
   await restore(img, journalPath, st.undos, onProgress);
   killPoint('rollback-restored');
   if (!img.isBlockDevice) await img.fh.truncate(st.base.originalSize);
@@ -862,6 +892,7 @@ export async function rollbackAll(img: ImageHandle, journalPath: string, st: Jou
 /** Finish a committed patch whose final truncate may not have happened, checked against the committed hash. Deletes the journal. */
 export async function completeCommitted(img: ImageHandle, journalPath: string, st: JournalState, onProgress?: ProgressFn): Promise<boolean> {
   if (st.committed === null) throw new JournalError('the patch was not committed');
+  await checkSameDisk(img, st, journalPath);
   if (!img.isBlockDevice) await img.fh.truncate(st.committed);
   await img.fh.sync();
   killPoint('complete-synced');

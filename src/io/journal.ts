@@ -120,6 +120,12 @@ export interface JournalMeta {
    * is exact (every record's CRC checked) but not proved. Only ever true.
    */
   dirty?: true;
+  /**
+   * A block device's journal: the identity of the disk it was made on
+   * (io/device-id.ts), checked before the journal is applied; absent for a
+   * file, or a disk the kernel gives no identity for.
+   */
+  device?: string;
 }
 
 /** One saved range. */

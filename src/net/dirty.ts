@@ -31,7 +31,7 @@ import { readAt, type ImageHandle } from '../io/image.js';
 import { dirtyRuns, openNbdImage, isNbdUri, type NbdImage } from '../io/nbd/image.js';
 import { UndoPatcher, fileBlockIo } from '../io/undo-patcher.js';
 import { clearDirtyMarker, setDirtyMarker } from '../io/dirty-marker.js';
-import { journalHashSpec } from '../io/inplace.js';
+import { deviceMeta, journalHashSpec } from '../io/inplace.js';
 import type { JournalMeta } from '../io/journal.js';
 import { codecFor, codecName, connectAuthenticated, openSession, remoteName, type ClientOptions, type SyncResult } from './client.js';
 import { advanceDigestCache, digestCachePath } from '../io/digestcache.js';
@@ -485,6 +485,7 @@ async function receiveDirtyDelta(
     hashSpec: journalHashSpec(p),
     ...(journal.before ? { originalHash: journal.before.toString('hex') } : {}),
     dirty: true,
+    ...(await deviceMeta(img)),
   };
   const patcher = await UndoPatcher.start(fileBlockIo(img), img.size, img.size, header, null, { hashWhole: false, journal: { path: journal.path, meta } });
   let verified = false;

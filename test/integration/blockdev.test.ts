@@ -7,7 +7,7 @@
  */
 import { afterAll, describe, expect, test } from 'vitest';
 import { journalPathFor } from '../../src/io/journal.js';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -18,6 +18,7 @@ import { deltaFile, patchFile, signatureFile } from '../../src/api/files.js';
 import { push } from '../../src/net/client.js';
 import { verifyFiles, verifyRemote } from '../../src/api/verify.js';
 import { startServer } from '../helpers/server.js';
+import { cliMain } from '../../bench/killpoints.js';
 
 const MiB = 1024 * 1024;
 const DEV_SIZE = 6 * MiB;
@@ -167,5 +168,45 @@ describe.runIf(dev)('block devices (loop device)', () => {
     await deltaFile(join(dir, 'o.sig'), tgt, d2);
     await expect(patchFile(other, d2, dev)).rejects.toMatchObject({ code: 'ERR_PARAM' });
     expect((await readDevice()).equals(target)).toBe(true);
+  });
+
+  test('a journal left on the device is not applied to another disk that now has its name; on its own disk it is', { timeout: 60_000 }, async () => {
+    const cli = cliMain();
+    const env = { ...process.env, RESYNC_JOURNAL_DIR: join(dir, 'journals') };
+    const run = (args: string[], extra: Record<string, string> = {}) => spawnSync(process.execPath, [cli, ...args], { env: { ...env, ...extra }, encoding: 'utf8' });
+    const original = await readDevice();
+    const target = edited(original, 5);
+    const tgt = join(dir, 'target5.img');
+    await writeFile(tgt, target);
+    expect(run(['signature', dev, join(dir, 'dev5.sig'), '-f']).status).toBe(0);
+    expect(run(['delta', join(dir, 'dev5.sig'), tgt, join(dir, 'dev5.delta'), '-f']).status).toBe(0);
+    // A patch killed after its first batch reached the disk: the journal stays, named for the device.
+    const killed = run(['patch', dev, join(dir, 'dev5.delta'), '--in-place'], { RESYNC_KILL_AT: 'inplace-written:1' });
+    expect(killed.signal).toBe('SIGKILL');
+    const half = await readDevice();
+    expect(half.equals(original)).toBe(false);
+    // The disk goes; another of the same size comes under the same name.
+    const other = generateImage(DEV_SIZE, 77);
+    const otherFile = join(dir, 'other-disk.img');
+    writeFileSync(otherFile, other);
+    execFileSync('losetup', ['-d', dev]);
+    execFileSync('losetup', [dev, otherFile]);
+    try {
+      const refused = run(['recover', dev]);
+      expect(refused.status).toBe(9);
+      expect(refused.stderr).toMatch(/ERR_JOURNAL.*another disk has this name.*nothing was written/s);
+      expect((await readDevice()).equals(other)).toBe(true);
+      // Reads of it are refused while that journal is there, as before.
+      expect(run(['signature', dev, join(dir, 'x.sig'), '-f']).status).toBe(9);
+    } finally {
+      execFileSync('losetup', ['-d', dev]);
+      execFileSync('losetup', [dev, backing]);
+    }
+    // Back on its own disk, the journal rolls it back.
+    const ok = run(['recover', dev, '--json']);
+    expect(ok.status, ok.stderr).toBe(0);
+    expect(JSON.parse(ok.stdout)).toMatchObject({ outcome: 'rolled-back', verified: true });
+    expect((await readDevice()).equals(original)).toBe(true);
+    expect((await readFile(otherFile)).equals(other)).toBe(true);
   });
 });
