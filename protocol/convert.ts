@@ -4,12 +4,12 @@
  * wire alike: the protocol owns its messages. Values from a peer or a file
  * are validated on the way in.
  */
-import { inflateRawSync } from 'node:zlib';
+import { constants as zlibConstants, deflateRawSync, inflateRawSync } from 'node:zlib';
 import { CorruptInputError } from '../src/core/errors.js';
-import { MIN_BLOCK_SIZE } from '../src/core/limits.js';
+import { MAX_LITERAL, MIN_BLOCK_SIZE } from '../src/core/limits.js';
 import type { DeltaOp } from '../src/core/ops.js';
 import { validateSignatureParams, type SignatureChunk, type SignatureParams } from '../src/core/signature.js';
-import { STRONG_ALGS, strongAlgFromId, type StrongAlg } from '../src/core/strong.js';
+import { STRONG_ALGS, isZeroRange, strongAlgFromId, type StrongAlg } from '../src/core/strong.js';
 import { MsgType } from './constants.js';
 import { literalCodec, type LiteralCodec } from './literal-codec.js';
 import type { DeltaHeaderMsg, LiteralZMsg, Message, SigBlocksMsg, SigHeaderMsg } from './messages.js';
@@ -92,10 +92,41 @@ export function wireDeltaHeader(sp: SignatureParams, targetSize: number): DeltaH
  */
 export function opMessage(op: DeltaOp, compress: boolean | LiteralCodec | null = false): Message {
   if (op.kind === 'copy') return { type: MsgType.Copy, offset: op.offset, length: op.length };
+  // Zeros (a hole of the image the receiver lacks) go as DEFLATE whether compression is on or
+  // not: every receiver inflates LiteralZ, and a MiB of them is then 1 KiB on the wire, not a MiB.
+  if (op.data.length >= ZERO_Z_MIN && isZeroRange(op.data, 0, op.data.length)) return zeroLiteralZ(op.data.length);
   const codec = compress === true ? (deflate1 ??= literalCodec('deflate', 1)) : compress || null;
   return codec?.compress(op.data) ?? { type: MsgType.Literal, data: op.data };
 }
 let deflate1: LiteralCodec | undefined;
+
+/** Shortest zero literal sent as DEFLATE: below it the message's own bytes are most of the saving. */
+const ZERO_Z_MIN = 4096;
+/** Largest DEFLATE of a zero literal (MAX_LITERAL zeros take 1033 bytes). */
+const ZERO_Z_MAX = 2048;
+/** The data of every zero literal received (see literalFromZ). */
+let zeroLiteral: Buffer | undefined;
+/** DEFLATE streams of zero runs by length: a hole's literals come in a few lengths (whole MiBs, then a run's end). */
+const zeroZ = new Map<number, Buffer>();
+
+/**
+ * Raw DEFLATE of `n` zeros. Run-length strategy: 0.5 ms and 1 KiB a MiB,
+ * where level 1 took 5 ms and 4.5 KiB, and inflating it is five times
+ * faster. Kept for up to 32 lengths.
+ */
+function zerosDeflated(n: number): Buffer {
+  let z = zeroZ.get(n);
+  if (!z) {
+    z = deflateRawSync(Buffer.alloc(n), { level: 9, strategy: zlibConstants.Z_RLE });
+    if (zeroZ.size < 32) zeroZ.set(n, z);
+  }
+  return z;
+}
+
+/** LiteralZ of `n` zero bytes. */
+function zeroLiteralZ(n: number): LiteralZMsg {
+  return { type: MsgType.LiteralZ, length: n, data: zerosDeflated(n) };
+}
 
 /**
  * Decompress a LiteralZ message into a literal op. The output is capped at
@@ -103,6 +134,11 @@ let deflate1: LiteralCodec | undefined;
  * decompression bomb cannot allocate more.
  */
 export function literalFromZ(m: LiteralZMsg): DeltaOp {
+  // A literal of zeros, as opMessage sends a hole: no inflate, and no new memory (whose page
+  // faults cost more than the inflate): a view of one zero buffer, which no sink writes into.
+  if (m.length >= ZERO_Z_MIN && m.length <= MAX_LITERAL && m.data.length <= ZERO_Z_MAX && Buffer.from(m.data.buffer, m.data.byteOffset, m.data.length).equals(zerosDeflated(m.length))) {
+    return { kind: 'literal', data: (zeroLiteral ??= Buffer.alloc(MAX_LITERAL)).subarray(0, m.length) };
+  }
   let data: Buffer;
   let consumed: number;
   try {

@@ -10,7 +10,7 @@
  * resumed). Writes whose bytes equal what is already there are skipped, so
  * an unchanged image costs reads only.
  */
-import { writeSync } from 'node:fs';
+import { ftruncateSync, writeSync } from 'node:fs';
 import { unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { ExtentMap, SAVED_ZEROS } from '../core/extents.js';
@@ -19,7 +19,7 @@ import { IO_CHUNK } from '../core/limits.js';
 import type { DeltaOp } from '../core/ops.js';
 import { PatchPlanner } from '../core/patch.js';
 import { imageHashBuilder, type HashedBlockFn, type ImageHashBuilder, type ImageHashSpec } from '../core/imagehash.js';
-import { StrongHasher } from '../core/strong.js';
+import { StrongHasher, isZeroRange } from '../core/strong.js';
 import type { DigestBytes } from '../core/digests.js';
 import type { ProgressFn } from '../core/progress.js';
 import { killPoint } from './trace.js';
@@ -729,7 +729,30 @@ export class InPlacePatcher {
       const end = Math.min(w.dst + w.data.length, this.originalSize);
       for (let k = Math.floor(w.dst / bs); k * bs < end; k++) this.written[k >>> 3]! |= 1 << (k & 7);
     }
-    for (const w of writes) writeAllSync(this.img, w.dst, w.data);
+    // Zeros past the end of the file (a hole of a new or larger image) are not written: extending
+    // the file makes them, as a hole. The file is extended at once, so its size never falls short
+    // of the output a checkpoint records.
+    const eof = this.fileSize;
+    let wroteTo = eof;
+    let extendTo = 0;
+    const skipped = new Set<{ dst: number; data: Uint8Array }>();
+    for (const w of writes) {
+      const end = w.dst + w.data.length;
+      if (w.dst >= eof && !this.img.isBlockDevice && isZeroRange(w.data, 0, w.data.length)) {
+        extendTo = Math.max(extendTo, end);
+        skipped.add(w);
+        continue;
+      }
+      writeAllSync(this.img, w.dst, w.data);
+      wroteTo = Math.max(wroteTo, end);
+    }
+    if (extendTo > wroteTo) {
+      try {
+        ftruncateSync(this.img.fh.fd, extendTo);
+      } catch (e) {
+        throw ioError(e, 'extend', this.img.path);
+      }
+    }
     killPoint('inplace-written');
     // The image's dirty pages go back to disk in the background (unless a writeback still runs), so a
     // checkpoint's fsync finds little left: waiting there for 64 MiB at once held up a literal-heavy
@@ -737,7 +760,7 @@ export class InPlacePatcher {
     // were durable before it was written.
     this.writeback.start();
     for (const w of writes) {
-      this.io.bytesWritten += w.data.length;
+      if (!skipped.has(w)) this.io.bytesWritten += w.data.length;
       this.sinceCheckpoint += w.data.length;
       this.fileSize = Math.max(this.fileSize, w.dst + w.data.length);
     }

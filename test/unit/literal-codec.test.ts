@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'vitest';
 import { randomBytes } from 'node:crypto';
+import { deflateRawSync } from 'node:zlib';
 import { CODEC_LEVELS, compressCaps, levelFromCaps, literalCodec, literalFromZstd, pickCodec, zstdStatus } from '../../protocol/literal-codec.js';
 import { literalFromZ, opMessage } from '../../src/format/deltafile.js';
 import { decodeMessage, encodeMessage } from '../../protocol/codec.js';
@@ -60,11 +61,34 @@ describe('zstd literals', () => {
     expect(zc.compress(randomBytes(64 * 1024))).toBeNull();
     expect(zc.compress(Buffer.alloc(255))).toBeNull();
     expect(opMessage({ kind: 'literal', data: randomBytes(4096) }, zc).type).toBe(MsgType.Literal);
-    expect(opMessage({ kind: 'literal', data: Buffer.alloc(4096) }, zc).type).toBe(MsgType.LiteralZstd);
+    expect(opMessage({ kind: 'literal', data: Buffer.alloc(4096, 0x61) }, zc).type).toBe(MsgType.LiteralZstd);
     // `true` is still DEFLATE at level 1, as delta files have it
     const d = opMessage({ kind: 'literal', data: Buffer.alloc(4096) }, true);
     expect(d.type).toBe(MsgType.LiteralZ);
     if (d.type === MsgType.LiteralZ) expect(literalFromZ(d)).toEqual({ kind: 'literal', data: Buffer.alloc(4096) });
+  });
+
+  test('zeros (a hole) go as a small LiteralZ whatever the codec, and come back as zeros; other DEFLATE of zeros still inflates', () => {
+    for (const codec of [false, true, literalCodec('zstd'), null] as const) {
+      for (const n of [4096, 300_000, MAX_LITERAL]) {
+        const m = opMessage({ kind: 'literal', data: Buffer.alloc(n) }, codec);
+        expect(m.type, `${String(codec)} ${n}`).toBe(MsgType.LiteralZ);
+        if (m.type !== MsgType.LiteralZ) continue;
+        expect(m.data.length).toBeLessThanOrEqual(2048);
+        expect(literalFromZ(m)).toEqual({ kind: 'literal', data: Buffer.alloc(n) });
+      }
+    }
+    // Short zero runs, and runs with one byte set, are not taken for a hole.
+    expect(opMessage({ kind: 'literal', data: Buffer.alloc(4095) }).type).toBe(MsgType.Literal);
+    const one = Buffer.alloc(MAX_LITERAL);
+    one[MAX_LITERAL - 1] = 1;
+    expect(opMessage({ kind: 'literal', data: one }).type).toBe(MsgType.Literal);
+    // Zeros compressed some other way (another sender, another zlib) are inflated as any LiteralZ.
+    const other = deflateRawSync(Buffer.alloc(MAX_LITERAL), { level: 1 });
+    expect(literalFromZ({ type: MsgType.LiteralZ, length: MAX_LITERAL, data: other })).toEqual({ kind: 'literal', data: Buffer.alloc(MAX_LITERAL) });
+    // A stream that is not the zeros' but as short is inflated (and refused when it does not fit), not taken for zeros.
+    const ones = deflateRawSync(Buffer.alloc(MAX_LITERAL, 1), { level: 9 });
+    expect(literalFromZ({ type: MsgType.LiteralZ, length: MAX_LITERAL, data: ones })).toEqual({ kind: 'literal', data: Buffer.alloc(MAX_LITERAL, 1) });
   });
 
   test('a bomb (a 1 MiB message claiming 32 GiB) fails at its declared length without the memory', () => {
