@@ -17,7 +17,18 @@ trace('cli: modules loaded');
 // yargs reads a lone `-` as an empty flag ('' or true) when it fills a
 // positional: it passes as a stand-in and is put back by the middleware below.
 const DASH = '\0-';
-const args = process.argv.slice(2).map((a) => (a === '-' ? DASH : a));
+/**
+ * The command line, with `--` taken as getopt does: what follows is never an
+ * option. yargs leaves such arguments out of a command's positionals, so a
+ * name starting with a dash after it is made the same relative path with
+ * `./` before it (`resync signature -- -x.img x.sig`).
+ */
+function commandLine(raw: readonly string[]): string[] {
+  const dd = raw.indexOf('--');
+  const plain = dd < 0 ? raw : [...raw.slice(0, dd), ...raw.slice(dd + 1).map((a) => (a.startsWith('-') && a !== '-' ? `./${a}` : a))];
+  return plain.map((a) => (a === '-' ? DASH : a));
+}
+const args = commandLine(process.argv.slice(2));
 
 /** Help text width: the terminal's, or $COLUMNS when piped (e.g. into less), 40..100. */
 function helpWidth(): number {

@@ -543,3 +543,33 @@ describe('start-up: the bundle and its code cache', () => {
     }
   });
 });
+
+describe('-- ends the options, as getopt has it', () => {
+  test('file names that start with a dash, after --, are files (signature, delta, patch)', async () => {
+    const d = await mkdtemp(join(tmpdir(), 'resync-dashdash-'));
+    try {
+      const run = (...args: string[]): Promise<Run> =>
+        new Promise((resolve) => {
+          execFile(process.execPath, [CLI, ...args], { cwd: d, timeout: 60_000 }, (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr }));
+        });
+      const old = generateImage(256 * 1024, 41);
+      const neu = Buffer.from(old);
+      neu.fill(7, 1000, 9000);
+      await writeFile(join(d, '-old.img'), old);
+      await writeFile(join(d, '-new.img'), neu);
+      // Without --, a name with a dash is an option (and refused).
+      expect((await run('signature', '-old.img', '-old.sig')).code).toBe(2);
+      expect((await run('signature', '--', '-old.img', '-old.sig')).code).toBe(0);
+      expect((await run('delta', '--', '-old.sig', '-new.img', '-d.delta')).code).toBe(0);
+      const p = await run('patch', '--', '-old.img', '-d.delta', '-out.img');
+      expect(p.code, p.stderr).toBe(0);
+      expect((await readFile(join(d, '-out.img'))).equals(neu)).toBe(true);
+      // "-" after -- is still standard input/output.
+      const s = await run('signature', '--', '-old.img', '-');
+      expect(s.code).toBe(0);
+      expect(s.stdout.length).toBeGreaterThan(0);
+    } finally {
+      await rm(d, { recursive: true, force: true });
+    }
+  });
+});
