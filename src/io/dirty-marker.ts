@@ -6,7 +6,8 @@
  * the journal only where nothing can roll the push back (a marker left by a
  * build that kept the old bytes in a scratch file the crash took with it).
  */
-import { open, rm } from 'node:fs/promises';
+// fs.promises, not node:fs/promises: this module is reached at every start (the CLI's recover note).
+import { promises as fsp } from 'node:fs';
 import { ioError } from './errors.js';
 
 export function dirtyMarkerPath(volumePath: string): string {
@@ -15,7 +16,7 @@ export function dirtyMarkerPath(volumePath: string): string {
 
 /** Whether an earlier dirty push to this volume did not finish. */
 export async function dirtyPushUnfinished(volumePath: string): Promise<boolean> {
-  const fh = await open(dirtyMarkerPath(volumePath), 'r').catch(() => null);
+  const fh = await fsp.open(dirtyMarkerPath(volumePath), 'r').catch(() => null);
   await fh?.close();
   return fh !== null;
 }
@@ -23,7 +24,7 @@ export async function dirtyPushUnfinished(volumePath: string): Promise<boolean> 
 /** Create the marker durably (before a dirty push's first write). */
 export async function setDirtyMarker(volumePath: string): Promise<void> {
   const marker = dirtyMarkerPath(volumePath);
-  const fh = await open(marker, 'w').catch((e: unknown) => {
+  const fh = await fsp.open(marker, 'w').catch((e: unknown) => {
     throw ioError(e, 'create', marker);
   });
   try {
@@ -35,7 +36,7 @@ export async function setDirtyMarker(volumePath: string): Promise<void> {
 
 /** Remove the marker (after a dirty push ended either way, was recovered, or a full push made the volume whole). */
 export async function clearDirtyMarker(volumePath: string): Promise<void> {
-  await rm(dirtyMarkerPath(volumePath), { force: true });
+  await fsp.rm(dirtyMarkerPath(volumePath), { force: true });
 }
 
 /** What a recover says of a dirty-bitmap push it settled with no image hash to check the result by. */

@@ -244,7 +244,9 @@ describe('Ctrl-C and SIGTERM in the client', () => {
     child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
     const done = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
     // Part of a "delta", the pipe left open: the command is still copying standard input to its spool.
-    child.stdin!.write(randomBytes(4 * MiB));
+    // (Whatever the killed child did not read fails with EPIPE: expected, not an error of the test.)
+    child.stdin!.on('error', () => undefined);
+    child.stdin!.write(randomBytes(256 * 1024));
     const spooled = async (): Promise<number> => {
       const d = (await readdir(spoolDir)).filter((f) => f.startsWith('resync-stdio-'));
       return d.length === 0 ? 0 : (await readdir(join(spoolDir, d[0]!))).length;
