@@ -735,15 +735,15 @@ export class InPlacePatcher {
     const eof = this.fileSize;
     let wroteTo = eof;
     let extendTo = 0;
-    const skipped = new Set<{ dst: number; data: Uint8Array }>();
     for (const w of writes) {
       const end = w.dst + w.data.length;
+      this.sinceCheckpoint += w.data.length;
       if (w.dst >= eof && !this.img.isBlockDevice && isZeroRange(w.data, 0, w.data.length)) {
         extendTo = Math.max(extendTo, end);
-        skipped.add(w);
         continue;
       }
       writeAllSync(this.img, w.dst, w.data);
+      this.io.bytesWritten += w.data.length;
       wroteTo = Math.max(wroteTo, end);
     }
     if (extendTo > wroteTo) {
@@ -753,17 +753,13 @@ export class InPlacePatcher {
         throw ioError(e, 'extend', this.img.path);
       }
     }
+    this.fileSize = Math.max(this.fileSize, wroteTo, extendTo);
     killPoint('inplace-written');
     // The image's dirty pages go back to disk in the background (unless a writeback still runs), so a
     // checkpoint's fsync finds little left: waiting there for 64 MiB at once held up a literal-heavy
     // receiver, batches and socket alike. Written data only becomes durable sooner: its undo records
     // were durable before it was written.
     this.writeback.start();
-    for (const w of writes) {
-      if (!skipped.has(w)) this.io.bytesWritten += w.data.length;
-      this.sinceCheckpoint += w.data.length;
-      this.fileSize = Math.max(this.fileSize, w.dst + w.data.length);
-    }
     this.durable = upTo;
     if (this.sinceCheckpoint >= this.checkpointBytes) {
       await this.syncImage();

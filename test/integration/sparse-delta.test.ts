@@ -9,11 +9,12 @@
  * blocks.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { deltaFile, patchFile, signatureFile } from '../../src/api/files.js';
+import { writeSparse } from '../helpers/sparse-file.js';
 
 const MiB = 1024 * 1024;
 let dir: string;
@@ -25,22 +26,12 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** A sparse file of `size` bytes with random data at each [offset, length) and holes elsewhere. */
-async function sparse(path: string, size: number, data: [number, number][]): Promise<void> {
-  const fh = await open(path, 'w');
-  try {
-    await fh.truncate(size);
-    for (const [at, n] of data) await fh.write(randomBytes(n), 0, n, at);
-  } finally {
-    await fh.close();
-  }
-}
 
 const bases: [string, (p: string) => Promise<void>][] = [
   ['empty', (p) => writeFile(p, Buffer.alloc(0))],
   ['one byte', (p) => writeFile(p, Buffer.of(7))],
   ['random, no zero block', (p) => writeFile(p, randomBytes(4 * MiB))],
-  ['with zero blocks of its own', (p) => sparse(p, 8 * MiB, [[2 * MiB, MiB]])],
+  ['with zero blocks of its own', (p) => writeSparse(p, 8 * MiB, [[2 * MiB, MiB]])],
 ];
 
 const targets: [string, number, [number, number][]][] = [
@@ -56,7 +47,7 @@ describe('delta of a sparse new image', () => {
       const basis = join(dir, `${tag}.basis`);
       const target = join(dir, `${tag}.target`);
       await makeBasis(basis);
-      await sparse(target, size, data);
+      await writeSparse(target, size, data);
       // The target really has holes, or the test tests nothing.
       expect((await stat(target)).blocks * 512).toBeLessThan(size);
       await signatureFile(basis, join(dir, `${tag}.sig`));

@@ -7,8 +7,7 @@
  * A pull killed part way through a hole resumes to the same bytes. Real
  * sparse files, a real server on 127.0.0.1, the CLI for the killed pull.
  */
-import { randomBytes } from 'node:crypto';
-import { mkdtemp, open, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -16,6 +15,7 @@ import { cliMain } from '../../bench/killpoints.js';
 import { journalPathFor } from '../../src/io/journal.js';
 import { pull, push } from '../../src/net/client.js';
 import { runCli } from '../helpers/cli.js';
+import { writeSparse } from '../helpers/sparse-file.js';
 import { closeServers, startServer, type TestServer } from '../helpers/server.js';
 
 const MiB = 1024 * 1024;
@@ -35,13 +35,7 @@ let src: string;
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'resync-sparsesync-'));
   src = join(dir, 'primary.img');
-  const fh = await open(src, 'w');
-  try {
-    await fh.truncate(SIZE);
-    for (const [at, n] of DATA) await fh.write(randomBytes(n), 0, n, at);
-  } finally {
-    await fh.close();
-  }
+  await writeSparse(src, SIZE, DATA);
   srv = await startServer({ fresh: { path: join(dir, 'fresh.img'), writable: true }, src: { path: src, writable: false } });
 });
 afterAll(async () => {
