@@ -134,6 +134,24 @@ function changed(old: Buffer): Buffer {
   return next;
 }
 
+/** A dirty push of `next` to a server child that its kill point stops part way; resolves with the push's fate once the child is gone. */
+async function pushUntilKilled(server: { child: ChildProcess; port: number }, next: Buffer): Promise<unknown> {
+  const gone = new Promise((r) => server.child.once('exit', r));
+  const fate = await dirtyPush(server.port, next);
+  await gone;
+  return fate;
+}
+
+/** `resync recover VOLUME --json` completes the push: the volume holds `next`, verified, no note, no marker. */
+async function recoverCompletes(vol: string, next: Buffer): Promise<void> {
+  const run = await runCli(cliMain(), ['recover', vol, '--json']);
+  expect(run.code, run.stderr).toBe(0);
+  const out = JSON.parse(run.stdout) as Record<string, unknown>;
+  expect(out).toMatchObject({ outcome: 'completed', verified: true });
+  expect(out.note).toBeUndefined();
+  expect((await readFile(vol)).equals(next)).toBe(true);
+  expect(existsSync(dirtyMarkerPath(vol))).toBe(false);
+}
 
 describe('a dirty-bitmap push whose server was killed', () => {
   test('killed mid-write: the journal is there; reads and dirty pushes are refused naming recover; recover rolls the replica back exactly, unproved without a cache, and reads work again', { timeout: 60_000 }, async () => {
@@ -141,10 +159,7 @@ describe('a dirty-bitmap push whose server was killed', () => {
     const old = randomBytes(SIZE);
     await writeFile(vol, old);
     const next = changed(old);
-    const killed = await serveChild(vol, 'nbd-batch-written:1');
-    const gone = new Promise((r) => killed.child.once('exit', r));
-    const fate = await dirtyPush(killed.port, next);
-    await gone;
+    const fate = await pushUntilKilled(await serveChild(vol, 'nbd-batch-written:1'), next);
     expect(fate).toMatchObject({ code: 'ERR_CONNECTION' });
     // Some of the new blocks reached the volume, and their old bytes are in the journal beside it.
     expect((await readFile(vol)).equals(old)).toBe(false);
@@ -182,50 +197,30 @@ describe('a dirty-bitmap push whose server was killed', () => {
     await push(src, opts(killed.port));
     await new Promise((r) => setTimeout(r, 300));
     const next = changed(old);
-    const gone = new Promise((r) => killed.child.once('exit', r));
-    expect(await dirtyPush(killed.port, next)).toMatchObject({ code: 'ERR_CONNECTION' });
-    await gone;
+    expect(await pushUntilKilled(killed, next)).toMatchObject({ code: 'ERR_CONNECTION' });
     const st = await readJournal(journalPathFor(vol));
     expect(st?.base.originalHash).toMatch(/^[0-9a-f]{64}$/);
     expect(st?.committedHash?.length).toBe(32);
 
-    const run = await runCli(cliMain(), ['recover', vol, '--json']);
-    expect(run.code).toBe(0);
-    const out = JSON.parse(run.stdout) as Record<string, unknown>;
-    expect(out).toMatchObject({ outcome: 'completed', verified: true });
-    expect(out.note).toBeUndefined();
-    expect((await readFile(vol)).equals(next)).toBe(true);
+    await recoverCompletes(vol, next);
     expect(existsSync(journalPathFor(vol))).toBe(false);
-    expect(existsSync(dirtyMarkerPath(vol))).toBe(false);
   });
 
   test('killed after the push verified, with no signature cache: recover completes it, and calls it verified (the dirty blocks were, before the commit record)', { timeout: 60_000 }, async () => {
     const vol = join(dir, 'b2.img');
     const old = randomBytes(SIZE);
     await writeFile(vol, old);
-    const killed = await serveChild(vol, 'nbd-committed:1');
     const next = changed(old);
-    const gone = new Promise((r) => killed.child.once('exit', r));
-    expect(await dirtyPush(killed.port, next)).toMatchObject({ code: 'ERR_CONNECTION' });
-    await gone;
+    expect(await pushUntilKilled(await serveChild(vol, 'nbd-committed:1'), next)).toMatchObject({ code: 'ERR_CONNECTION' });
     expect((await readJournal(journalPathFor(vol)))?.committedHash).toBeNull();
-    const run = await runCli(cliMain(), ['recover', vol, '--json']);
-    expect(run.code, run.stderr).toBe(0);
-    const out = JSON.parse(run.stdout) as Record<string, unknown>;
-    expect(out).toMatchObject({ outcome: 'completed', verified: true });
-    expect(out.note).toBeUndefined();
-    expect((await readFile(vol)).equals(next)).toBe(true);
-    expect(existsSync(dirtyMarkerPath(vol))).toBe(false);
+    await recoverCompletes(vol, next);
   });
 
   test('killed mid-write, then a full push: it undoes the dirty writes first and makes the replica whole', { timeout: 60_000 }, async () => {
     const vol = join(dir, 'c.img');
     const old = randomBytes(SIZE);
     await writeFile(vol, old);
-    const killed = await serveChild(vol, 'nbd-batch-written:1');
-    const gone = new Promise((r) => killed.child.once('exit', r));
-    await dirtyPush(killed.port, changed(old));
-    await gone;
+    await pushUntilKilled(await serveChild(vol, 'nbd-batch-written:1'), changed(old));
     const srv = await startServer({ v: { path: vol, writable: true } });
     servers.push(srv);
     const target = randomBytes(SIZE);
