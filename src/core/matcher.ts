@@ -314,6 +314,14 @@ export class DeltaMatcher extends ScanWindow {
               if (i >= 0) break;
             }
             if (p >= stop) break;
+            // A window of one byte value whose sums no block has: the windows
+            // after it hold the same bytes, so the same sums and the same miss,
+            // while the run lasts. Step over them (zeros the receiver lacks:
+            // holes, zeroed space) instead of rolling through them byte by byte.
+            if (buf[p] === buf[p + bs] && this.run.isConstant(buf, p, this.bufPos + p, bs)) {
+              p = this.run.slide(buf, p, this.bufPos + p, bs, stop);
+              if (p >= stop) break;
+            }
           }
         } else {
           for (;;) {

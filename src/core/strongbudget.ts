@@ -104,11 +104,33 @@ export class ConstantRun {
    * still hold only that value. Needs buf up to stop + len.
    */
   slide(buf: Uint8Array, p: number, abs: number, len: number, stop: number): number {
-    const v = buf[p]!;
-    let q = p + len;
-    const lim = stop + len;
-    while (q < lim && buf[q] === v) q++;
+    const q = sameByteEnd(buf, p + len, stop + len, buf[p]!);
     this.end = Math.max(this.end, abs + (q - p));
     return q - len;
   }
+}
+
+/** Bytes compared at a time past the first few (memcmp against a filled buffer: runs of zeros can be GiBs long). */
+const FILL_LEN = 64 * 1024;
+let fill: Buffer = Buffer.alloc(FILL_LEN);
+let fillValue = 0;
+
+/** The first position in [from, to) where buf holds another byte than `v`, or `to`. */
+export function sameByteEnd(buf: Uint8Array, from: number, to: number, v: number): number {
+  let q = from;
+  // Most runs met while rolling are short: a few bytes by hand first.
+  const first = Math.min(to, from + 64);
+  while (q < first && buf[q] === v) q++;
+  if (q < first) return q;
+  if (fillValue !== v) {
+    fill = Buffer.alloc(FILL_LEN, v);
+    fillValue = v;
+  }
+  while (q < to) {
+    const n = Math.min(FILL_LEN, to - q);
+    if (Buffer.compare(buf.subarray(q, q + n), fill.subarray(0, n)) !== 0) break;
+    q += n;
+  }
+  while (q < to && buf[q] === v) q++;
+  return q;
 }

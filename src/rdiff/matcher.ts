@@ -153,9 +153,12 @@ export class RdiffDeltaMatcher extends ScanWindow {
         break;
       }
       const stop = Math.min(len - bs, this.lit + maxLit);
-      // A window of one byte value that matched nothing: the next ones hold the
-      // same bytes (and sums) while the run lasts; step over all but the last.
-      if (this.constFailed[buf[p]!] && p + 1 < stop && this.run.isConstant(buf, p, this.bufPos + p, bs)) {
+      // A window of one byte value that matched nothing (its strong sum failed,
+      // or no block has its weak sum): the next ones hold the same bytes (and
+      // sums) while the run lasts; step over all but the last.
+      const v = buf[p]!;
+      const sameMiss = this.constFailed[v] === 1 || (buf[p + bs] === v && !sig.hasWeak(w.digest()));
+      if (sameMiss && p + 1 < stop && this.run.isConstant(buf, p, this.bufPos + p, bs)) {
         p = this.run.slide(buf, p, this.bufPos + p, bs, stop - 1);
       } else if (this.starved) {
         // Out of strong checks: every hit until the budget refills would be

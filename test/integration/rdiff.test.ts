@@ -134,6 +134,35 @@ describe.skipIf(!HAVE_RDIFF)('rdiff interop', () => {
     }
   });
 
+  test.each(RDIFF_SIG_TYPES)('%s: long runs of one byte value the basis lacks (stepped over, not rolled) give rdiff\'s matches', async (sigType) => {
+    // Runs of zeros and of 0xff longer than any block, between pieces of the
+    // basis and at the ends; the basis holds no block of either value until
+    // the second round, where a zero block makes the zero runs match.
+    const piece = (at: number, n: number): Buffer => basisBytes.subarray(at, at + n);
+    const run = (v: number, n: number): Buffer => Buffer.alloc(n, v);
+    const target = Buffer.concat([run(0, 70_001), piece(5000, 9000), run(0xff, 200_000), piece(100_000, 3333), run(0, 300_007), piece(40_000, 20_000), run(0xff, 5000)]);
+    for (const zeroBlock of [false, true]) {
+      const base = Buffer.from(basisBytes);
+      if (zeroBlock) base.fill(0, 8192, 8192 + 4096);
+      const basisPath = fresh('basis');
+      const targetPath = fresh('target');
+      await writeFile(basisPath, base);
+      await writeFile(targetPath, target);
+      const sig = fresh('sig');
+      rdiff(...RDIFF_FLAGS[sigType], '-b', '2048', 'signature', basisPath, sig);
+      const ours = fresh('delta');
+      const theirs = fresh('delta');
+      const out = fresh('out');
+      await rdiffDeltaFile(sig, targetPath, ours);
+      rdiff('delta', sig, targetPath, theirs);
+      rdiff('patch', basisPath, ours, out);
+      expect(Buffer.compare(await readFile(out), target), `${sigType} zero block ${zeroBlock}`).toBe(0);
+      const oursOps = normalize(decodeRdiffDelta(await readFile(ours)));
+      expect(oursOps, `${sigType} zero block ${zeroBlock}`).toEqual(normalize(decodeRdiffDelta(await readFile(theirs))));
+      expect(oursOps.some((o) => o.startsWith('C')), 'the basis pieces are found').toBe(true);
+    }
+  });
+
   test.each(RDIFF_SIG_TYPES)('%s: resync signature -> rdiff delta -> resync patch', async (sigType) => {
     const sig = fresh('sig');
     await rdiffSignatureFile(basis, sig, { sigType, blockSize: 1024 });
