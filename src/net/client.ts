@@ -226,8 +226,16 @@ export async function pushSession(
     throw e;
   }
   trace('client: result received');
-  if (!res.ok || !Buffer.from(res.targetHash).equals(d.targetHash)) {
-    throw new SyncError('ERR_VERIFY_FAILED', 'the server could not verify the rebuilt volume');
+  if (!res.ok) throw new SyncError('ERR_VERIFY_FAILED', 'the server could not verify the rebuilt volume');
+  if (!Buffer.from(res.targetHash).equals(d.targetHash)) {
+    // The server verified against the hash it got from us, so a Result naming
+    // another one was damaged on the way (or the peer is broken): the volume may
+    // well be this image now, and a verification failure would say it was left as it was.
+    throw new SyncError(
+      'ERR_PROTOCOL',
+      `the server's reply says the push was verified but names another image hash than this push sent (damaged in transit?): whether volume ${remoteName(opts)} now holds this image is unknown; \`resync verify\` tells, and pushing again makes it so`,
+      { pushStarted: true },
+    );
   }
   conn.end();
   return {

@@ -1,7 +1,7 @@
 /**
  * A TCP proxy on 127.0.0.1 that injects network faults between a client and
  * a server: cut the connection after N bytes, stall (stop forwarding for a
- * while, or for good), throttle to a byte rate. Each direction has its own
+ * while, or for good), throttle to a byte rate, invert a byte. Each direction has its own
  * rules, and every byte forwarded is counted.
  *
  *   client ──up──▶ proxy ──up──▶ server
@@ -36,6 +36,8 @@ export interface DirectionRules {
   stall?: { after?: number | undefined; afterOther?: number | undefined; ms: number } | undefined;
   /** Forward at most this many bytes per second. */
   throttle?: number | undefined;
+  /** Invert the byte at this offset (0-based, bytes forwarded this way): damage in transit. */
+  flipAt?: number | undefined;
 }
 
 /** Faults for both directions. */
@@ -184,7 +186,12 @@ class Lane {
         n = Math.min(n, Math.floor(this.tokens), THROTTLE_SLICE);
         this.tokens -= n;
       }
-      const piece = n === head.length ? head : head.subarray(0, n);
+      let piece = n === head.length ? head : head.subarray(0, n);
+      const flip = this.rules.flipAt;
+      if (flip !== undefined && flip >= this.forwarded && flip < this.forwarded + n) {
+        piece = Buffer.from(piece);
+        piece[flip - this.forwarded] = piece[flip - this.forwarded]! ^ 0xff;
+      }
       if (n === head.length) this.queue.shift();
       else this.queue[0] = head.subarray(n);
       this.queued -= n;

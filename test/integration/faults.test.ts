@@ -111,7 +111,7 @@ beforeAll(async () => {
   basisSha = await sha(basis);
   sourceSha = await sha(source);
   const volumes: Record<string, { path: string; writable: boolean }> = { src: { path: source, writable: false } };
-  for (const n of ['clean', 'hs-up', 'hs-down', 'sig', 'delta', 'delta-reset', 'result', 'stall-sig', 'stall-delta', 'stall-short', 'throttle']) {
+  for (const n of ['clean', 'hs-up', 'hs-down', 'sig', 'delta', 'delta-reset', 'result', 'stall-sig', 'stall-delta', 'stall-short', 'throttle', 'result-flip']) {
     volumes[n] = { path: volPath(n), writable: true };
   }
   srv = await startServer(volumes);
@@ -166,6 +166,18 @@ describe('the yardsticks', () => {
     expect(clean.pull.down).toBeGreaterThan(SIZE);
     expect(clean.pull.up).toBeLessThan(SIZE / 10);
     expect(clean.push.result!.bytesSent).toBe(clean.push.up);
+  });
+});
+
+describe('push: the server\'s reply damaged on the way', () => {
+  test('a Result naming another image hash is ERR_PROTOCOL, state unknown, not a failed verification (the volume was updated)', async () => {
+    const v = await freshVolume('result-flip');
+    // The Result frame ends the server's side of the session; its image hash is its last field.
+    const err = await faultedPush('result-flip', { down: { flipAt: clean.push.down - 3 } }, ['ERR_PROTOCOL']);
+    expect(err.message).toMatch(/unknown/);
+    expect(err.message).toContain('resync verify');
+    expect(await sha(v)).toBe(sourceSha);
+    expect(existsSync(journalPathFor(v))).toBe(false);
   });
 });
 
