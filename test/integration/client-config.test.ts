@@ -4,7 +4,7 @@
  * refusals for a config that is wrong.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { applyScenario, generateImage } from '../../src/testing/workload.js';
@@ -129,6 +129,44 @@ describe('a wrong config or remote is one clear line and exit 2', () => {
     } finally {
       await chmod(join(dir, 'dr.secret'), 0o600);
     }
+  });
+});
+
+describe('the config and its secret must be the user\'s own, as ssh has it', () => {
+  /** Run a push with the config written, then changed by `alter` (mode, owner). */
+  async function pushAltered(alter: (config: string) => Promise<void>): Promise<CliRun> {
+    const file = join(dir, 'config.json');
+    // Made afresh: this user's, mode 644.
+    await rm(file, { force: true });
+    await writeFile(file, JSON.stringify(drSite()), { mode: 0o644 });
+    await chmod(file, 0o644);
+    await alter(file);
+    return runCli(MAIN, ['push', join(dir, 'primary.img'), '@dr-site/vm1'], { env: { RESYNC_CONFIG: file, RESYNC_SECRET_FILE: '' } });
+  }
+
+  test('a config others can write is refused, and nothing is sent', async () => {
+    await writeFile(join(dir, 'vm1.img'), basis);
+    const file = join(dir, 'config.json');
+    expect(errorLine(await pushAltered((f) => chmod(f, 0o666)))).toBe(`resync push: error ERR_PARAM: client config ${file} is writable by other users (mode 666); chmod go-w it`);
+    expect(errorLine(await pushAltered((f) => chmod(f, 0o620)))).toContain('is writable by other users (mode 620)');
+    expect((await readFile(join(dir, 'vm1.img'))).equals(basis)).toBe(true);
+  });
+
+  test.skipIf(process.getuid?.() !== 0)('a config or a secret file of another user is refused (run as root: root\'s own pass)', async () => {
+    await writeFile(join(dir, 'vm1.img'), basis);
+    const file = join(dir, 'config.json');
+    expect(errorLine(await pushAltered((f) => chown(f, 65534, 65534)))).toBe(`resync push: error ERR_PARAM: client config ${file} belongs to another user (uid 65534); it must be yours (uid 0) or root's`);
+    const secret = join(dir, 'dr.secret');
+    await chown(secret, 65534, 65534);
+    try {
+      expect(errorLine(await pushAltered(async () => undefined))).toContain(`secret file (named by the client config) ${secret} belongs to another user (uid 65534)`);
+    } finally {
+      await chown(secret, 0, 0);
+    }
+    expect((await readFile(join(dir, 'vm1.img'))).equals(basis)).toBe(true);
+    // Both root's again: the push goes through.
+    const ok = await pushAltered(async () => undefined);
+    expect(ok.code, ok.stderr).toBe(0);
   });
 });
 
