@@ -65,11 +65,35 @@ export interface ServerConfig {
 
 /** Read a TLS certificate and key (PEM). */
 export async function readTlsFiles(certFile: string, keyFile: string): Promise<{ cert: Buffer; key: Buffer }> {
+  const cert = await fsp.readFile(certFile).catch((e: unknown) => {
+    throw ioError(e, 'read TLS certificate', certFile);
+  });
+  const key = await fsp.readFile(keyFile).catch((e: unknown) => {
+    throw ioError(e, 'read TLS key', keyFile);
+  });
+  // Checked here, before listening: a pair TLS cannot use would fail only at
+  // the first connection, and an expired certificate is refused by every client.
+  const { createSecureContext } = await import('node:tls');
+  const { X509Certificate } = await import('node:crypto');
+  let x509: InstanceType<typeof X509Certificate>;
   try {
-    return { cert: await fsp.readFile(certFile), key: await fsp.readFile(keyFile) };
+    x509 = new X509Certificate(cert);
   } catch (e) {
-    throw ioError(e, 'read TLS certificate or key', `${certFile} / ${keyFile}`);
+    throw new ParamError(`${certFile} is not a PEM certificate (${(e as Error).message}); --tls-cert takes the certificate, --tls-key its private key`);
   }
+  try {
+    createSecureContext({ cert, key });
+  } catch (e) {
+    const why = (e as Error).message;
+    throw new ParamError(
+      /mismatch/i.test(why)
+        ? `${keyFile} is not the private key of the certificate ${certFile}`
+        : `${keyFile} is not a usable PEM private key for ${certFile} (${why})`,
+    );
+  }
+  const until = new Date(x509.validTo);
+  if (until.getTime() < Date.now()) throw new ParamError(`the certificate ${certFile} expired on ${until.toISOString()}: clients refuse it; renew it`);
+  return { cert, key };
 }
 
 /** Shortest secret accepted (bytes). */

@@ -92,6 +92,23 @@ describe.skipIf(!haveOpenssl())('TLS', () => {
     expect((await readFile(join(dir, 'vol.img'))).equals(src)).toBe(true);
   });
 
+  test('serve refuses a key that is not the certificate\'s, or the two swapped: exit 2 naming the files, before listening', async () => {
+    execFileSync('openssl', ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', join(dir, 'other.pem')], { stdio: 'ignore' });
+    await writeFile(join(dir, 'secret'), secret, { mode: 0o600 });
+    const serve = (cert: string, key: string): Promise<{ code: number; stderr: string }> =>
+      new Promise((resolve) => {
+        const args = ['serve', '--listen', '127.0.0.1:0', '--secret-file', join(dir, 'secret'), '--volume', `v=${join(dir, 'vol.img')}`, '--tls-cert', join(dir, cert), '--tls-key', join(dir, key)];
+        execFile(process.execPath, [CLI, ...args], { timeout: 20_000 }, (err, _out, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? -1) : 0, stderr }));
+      });
+    const mismatch = await serve('cert.pem', 'other.pem');
+    expect(mismatch.code).toBe(2);
+    expect(mismatch.stderr).toContain(`ERR_PARAM: ${join(dir, 'other.pem')} is not the private key of the certificate ${join(dir, 'cert.pem')}`);
+    expect(mismatch.stderr).not.toMatch(/listening|at .*\.js:/);
+    const swapped = await serve('key.pem', 'cert.pem');
+    expect(swapped.code).toBe(2);
+    expect(swapped.stderr).toContain(`ERR_PARAM: ${join(dir, 'key.pem')} is not a PEM certificate`);
+  });
+
   test('connections that never start their TLS handshake are held to the unauthenticated limits and the deadline', { timeout: 20_000 }, async () => {
     const limited = new ResyncServer({
       host: '127.0.0.1',
