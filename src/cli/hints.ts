@@ -5,7 +5,7 @@
  */
 // fs.promises, not node:fs/promises: loaded by the first call, not at every start (~5 ms).
 import { promises as fsp } from 'node:fs';
-import { isSyncError } from '../core/errors.js';
+import { isSyncError, type SyncError } from '../core/errors.js';
 import { DELTA_MAGIC, SIG_MAGIC } from '../../protocol/constants.js';
 import { RDIFF_DELTA_MAGIC, sigTypeFromMagic } from '../rdiff/constants.js';
 
@@ -57,6 +57,8 @@ export function networkHint(e: unknown, remote: string): string | undefined {
   if (e.code === 'ERR_CONNECTION' && typeof e.details.nbd === 'string' && (e.details.errno === 'ECONNREFUSED' || e.details.errno === 'ENOENT')) {
     return `nothing is listening at ${e.details.nbd}: is qemu-nbd (or the VM's NBD export) running, on that address or socket?`;
   }
+  const tls = tlsHint(e, addr);
+  if (tls) return tls;
   if (e.code === 'ERR_CONNECTION' && e.details.errno === 'ECONNREFUSED') return `nothing is listening on ${addr}: is 'resync serve' running there, on that port?`;
   if (e.code === 'ERR_CONNECTION' && (e.details.errno === 'ENOTFOUND' || e.details.errno === 'EAI_AGAIN')) return `the host in ${addr} could not be resolved`;
   // Past the server's Ready (net/client.ts pushSession): the volume may hold part of the push.
@@ -69,6 +71,24 @@ export function networkHint(e: unknown, remote: string): string | undefined {
     if (cut || full) {
       return `${remote} may hold part of this push under its undo journal, and refuses pulls until it is settled: ${full ? 'make room on the server and ' : ''}push again to finish it, or roll it back with 'resync recover ${remote}' (same options)`;
     }
+  }
+  return undefined;
+}
+
+/** What a TLS failure (or a TLS server met without TLS) means for a resync remote at `addr`. */
+function tlsHint(e: SyncError, addr: string): string | undefined {
+  if (e.code !== 'ERR_CONNECTION') return undefined;
+  const code = typeof e.details.errno === 'string' ? e.details.errno : '';
+  if (e.details.beforePreamble === true && !e.details.tls) {
+    return `the server at ${addr} closed the connection before answering: if it serves TLS (--tls-cert), add --tls (and --tls-ca FILE for a private CA)`;
+  }
+  if (/WRONG_VERSION_NUMBER|PACKET_LENGTH_TOO_LONG|UNKNOWN_PROTOCOL|RECORD_LAYER_FAILURE/.test(code)) {
+    return `the server at ${addr} does not speak TLS: leave out --tls (and --tls-ca), or serve with --tls-cert and --tls-key`;
+  }
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return `the server's certificate is for another name than the one in ${addr}: connect by a name (or address) it carries`;
+  if (code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID') return "the server's certificate is outside its dates: renew it on the server (or check both clocks)";
+  if (/SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER|CERT_SIGNATURE_FAILURE|CERT_UNTRUSTED/.test(code)) {
+    return "no CA this client trusts signed the server's certificate: give its CA (or the certificate itself) with --tls-ca FILE, or NODE_EXTRA_CA_CERTS";
   }
   return undefined;
 }

@@ -149,12 +149,14 @@ export class Connection {
     );
     // Named for who it is: a client's peer is the server (its operator looks at the server's log).
     const peer = side === 'client' ? 'server' : 'client';
-    socket.on('close', () => this.fail(new SyncError('ERR_CONNECTION', `the connection was closed by the ${peer}`)));
+    // Closed before the peer's preamble: a TLS server meeting a plain client does that (cli/hints.ts).
+    const early = (): Record<string, unknown> => (this.gotPreamble ? {} : { beforePreamble: true, ...('encrypted' in socket ? { tls: true } : {}) });
+    socket.on('close', () => this.fail(new SyncError('ERR_CONNECTION', `the connection was closed by the ${peer}`, early())));
     socket.on('end', () => {
       // Nothing more comes: the frames held back are all there is, and still to be received.
       if (this.frames.held) this.decodeHeld(Infinity);
       const partial = this.frames.pending > 0;
-      const e = new SyncError('ERR_CONNECTION', partial ? `the ${peer} closed the connection in the middle of a frame` : `the ${peer} closed the connection`);
+      const e = new SyncError('ERR_CONNECTION', partial ? `the ${peer} closed the connection in the middle of a frame` : `the ${peer} closed the connection`, early());
       if (!socket.allowHalfOpen) return this.fail(e);
       // A half-close: the peer sent all it will, but may still read. What it sent is
       // still received, and our answer (a push's Result) can still be written.

@@ -109,6 +109,34 @@ describe.skipIf(!haveOpenssl())('TLS', () => {
     expect(swapped.stderr).toContain(`ERR_PARAM: ${join(dir, 'key.pem')} is not a PEM certificate`);
   });
 
+  test('TLS on one side only, or a CA not given: the hint says which', async () => {
+    await writeFile(join(dir, 'secret'), secret, { mode: 0o600 });
+    await writeFile(join(dir, 'vol.img'), randomBytes(1 << 16));
+    await writeFile(join(dir, 'src.img'), randomBytes(1 << 16));
+    const plain = new ResyncServer({ host: '127.0.0.1', port: 0, secret, volumes: { v: { path: join(dir, 'vol.img'), writable: false } }, maxSessions: 8, idleTimeoutMs: 10_000, handshakeTimeoutMs: 5_000 });
+    const plainPort = await plain.listen();
+    const verify = (p: number, ...flags: string[]): Promise<{ code: number; stderr: string }> =>
+      new Promise((resolve) => {
+        const args = ['verify', ...flags, '--secret-file', join(dir, 'secret'), join(dir, 'src.img'), `127.0.0.1:${p}/v`];
+        const env = { ...process.env };
+        delete env.NODE_EXTRA_CA_CERTS;
+        execFile(process.execPath, [CLI, ...args], { env, timeout: 30_000 }, (err, _out, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? -1) : 0, stderr }));
+      });
+    try {
+      const noTls = await verify(port);
+      expect(noTls.code).toBe(7);
+      expect(noTls.stderr).toContain('if it serves TLS (--tls-cert), add --tls');
+      const tlsToPlain = await verify(plainPort, '--tls');
+      expect(tlsToPlain.code).toBe(7);
+      expect(tlsToPlain.stderr).toContain(`the server at 127.0.0.1:${plainPort} does not speak TLS`);
+      const noCa = await verify(port, '--tls');
+      expect(noCa.code).toBe(7);
+      expect(noCa.stderr).toContain('with --tls-ca FILE');
+    } finally {
+      await plain.close();
+    }
+  });
+
   test('connections that never start their TLS handshake are held to the unauthenticated limits and the deadline', { timeout: 20_000 }, async () => {
     const limited = new ResyncServer({
       host: '127.0.0.1',
