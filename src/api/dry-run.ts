@@ -22,7 +22,8 @@ import { dirname, resolve } from 'node:path';
 import { loadSignatureFile } from './files.js';
 import type { ProgressFn } from '../core/progress.js';
 import { codecFor, connectAuthenticated, openSession, type ClientOptions } from '../net/client.js';
-import { receiveSignatureWithPrepass, type ReceivedSignature } from '../net/sender.js';
+import { SUBSUMS_CAP } from '../net/subsums.js';
+import { receiveSignatureWithPrepass, subSumPlan, type ReceivedSignature } from '../net/sender.js';
 import type { Connection } from '../net/connection.js';
 import { encodeMessage } from '../../protocol/codec.js';
 import { MsgType } from '../../protocol/constants.js';
@@ -37,12 +38,18 @@ export interface DryRunReport extends DeltaStats {
   blockSize: number;
   /**
    * Bytes of delta that would be sent: every frame from DeltaHeader to
-   * DeltaEnd (push: exact; delta: the exact delta file size; pull: estimated).
+   * DeltaEnd (push: exact, or at most when `estimated`; delta: the exact
+   * delta file size; pull: estimated).
    */
   deltaBytes: number;
   /** True when the target already equals the source: a real run would copy everything in place. */
   upToDate: boolean;
-  /** Pull only: the figures are estimated from this side (see dryRunPull). */
+  /**
+   * The figures are not exact. Pull: estimated from this side (see
+   * dryRunPull). Push: an upper bound where literals were found and the
+   * server gives sub-block sums (the real push then sends only the sub-blocks
+   * of a changed block that differ; the dry run does not ask for them).
+   */
   estimated: boolean;
   elapsedMs: number;
 }
@@ -77,6 +84,14 @@ async function abortSession(conn: Connection | null, e: unknown): Promise<void> 
   if (!conn) return;
   if (isSyncError(e) && !e.details.remote) await conn.sendErrorAndClose(e);
   else conn.destroy();
+}
+
+/** Would the push ask the server for sub-block sums (and then send less literal data than the dry run counts)? */
+function asksSubSums(rs: ReceivedSignature, img: ImageHandle, offered: boolean): boolean {
+  const plan = subSumPlan(rs, img, offered);
+  if (!plan) return false;
+  for (let i = 0; i < rs.sig.blockCount; i++) if (plan.wanted(i)) return true;
+  return false;
 }
 
 /**
@@ -123,7 +138,7 @@ export async function dryRunPush(image: string, opts: ClientOptions): Promise<Re
       blockSize: sp.blockSize,
       deltaBytes,
       upToDate,
-      estimated: false,
+      estimated: matcher.stats.literalBytes > 0 && asksSubSums(rs, img, conn.peerCaps.includes(SUBSUMS_CAP)),
       signatureBytes,
       bytesSent: conn.bytesOut,
       bytesReceived: conn.bytesIn,

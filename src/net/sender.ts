@@ -315,6 +315,12 @@ function inPlaceTest(rs: ReceivedSignature): (i: number) => boolean {
  * asked for ahead of the scan.
  */
 export function subSumsFor(conn: Connection, rs: ReceivedSignature, img: ImageHandle, subSums: boolean): SubSumsAhead | null {
+  const plan = subSumPlan(rs, img, subSums);
+  return plan && new SubSumsAhead(conn, rs.sig.params, plan.subSize, plan.wanted, (i) => rs.sig.isZeroBlock(i));
+}
+
+/** The sub-block size and the blocks a push would ask sub-block sums for (subSumsFor), or null when it asks none. */
+export function subSumPlan(rs: ReceivedSignature, img: ImageHandle, subSums: boolean): { subSize: number; wanted: (i: number) => boolean } | null {
   const sig = rs.sig;
   const bs = sig.params.blockSize;
   const subSize = subSums ? subBlockSize(bs) : 0;
@@ -322,8 +328,7 @@ export function subSumsFor(conn: Connection, rs: ReceivedSignature, img: ImageHa
   const inPlace = inPlaceTest(rs);
   const whole = (i: number): boolean => i >= 0 && i < sig.blockCount && sig.blockLength(i) === bs && (i + 1) * bs <= img.size;
   const maxRun = Math.max(1, Math.floor(SUB_RUN_BYTES / bs));
-  const wanted = subSumWanted((i) => whole(i) && !inPlace(i), (i) => whole(i) && inPlace(i), maxRun);
-  return new SubSumsAhead(conn, sig.params, subSize, wanted, (i) => sig.isZeroBlock(i));
+  return { subSize, wanted: subSumWanted((i) => whole(i) && !inPlace(i), (i) => whole(i) && inPlace(i), maxRun) };
 }
 
 /** Where a scan starts and what it uses besides the signature. */

@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { runCli, type CliRun } from '../helpers/cli.js';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -44,6 +45,7 @@ beforeAll(async () => {
   await writeFile(p('random.img'), generateImage(MiB, 99).map((x, i) => x ^ (i * 7)));
   await writeFile(p('slow.img'), Buffer.alloc(0));
   volumes.slow = { path: p('slow.img'), writable: true };
+  volumes.small = { path: p('small-vol.img'), writable: true };
   srv = await startServer(volumes);
 });
 
@@ -86,6 +88,26 @@ describe('dryRunPush', () => {
     const again = await dryRunPush(target, remote(`push-${s}`));
     expect(again.upToDate).toBe(true);
     expect(again.literalBytes).toBe(0);
+  });
+});
+
+describe('dryRunPush where the push asks for sub-block sums', () => {
+  test('small writes into large blocks: estimated, and an upper bound of what the push sends', async () => {
+    // 32 KiB blocks of 4 KiB sub-blocks; one 4 KiB write into every 8th block.
+    const basis = Buffer.alloc(SIZE);
+    for (let i = 0; i < SIZE; i += 32) createHash('sha256').update(`b${i}`).digest().copy(basis, i);
+    const target = Buffer.from(basis);
+    for (let at = 4096; at + 4096 <= SIZE; at += 8 * 32 * 1024) target.fill(0x5a, at, at + 4096);
+    await writeFile(p('small-vol.img'), basis);
+    await writeFile(p('small-src.img'), target);
+    const o = remote('small', { blockSize: 32 * 1024 });
+    const dry = await dryRunPush(p('small-src.img'), o);
+    expect(dry.estimated).toBe(true);
+    expect((await readFile(p('small-vol.img'))).equals(basis)).toBe(true);
+    const real = await push(p('small-src.img'), o);
+    expect((await readFile(p('small-vol.img'))).equals(target)).toBe(true);
+    expect(real.literalBytes).toBeLessThan(dry.literalBytes);
+    expect(real.literalBytes).toBeGreaterThan(0);
   });
 });
 
