@@ -224,6 +224,8 @@ function toArray(m: Message): unknown[] {
       return m.imageHash ? [m.type, m.ok, m.bytesWritten, m.targetHash, m.imageHash] : [m.type, m.ok, m.bytesWritten, m.targetHash];
     case 0x41:
       return m.detail ? [m.type, m.outcome, m.imageSize, [m.detail.proved, m.detail.removed]] : [m.type, m.outcome, m.imageSize];
+    case 0x7e:
+      return [m.type];
     case 0x7f:
       return [m.type, m.code, m.message];
   }
@@ -456,6 +458,9 @@ function validate(v: unknown): Message {
       const d = f.list(3, 'detail', 2);
       return { ...recovered, detail: { proved: d.bool(0, 'proved'), removed: d.bool(1, 'removed') } };
     }
+    case MsgType.Keepalive:
+      f.count(1);
+      return { type };
     case MsgType.Error:
       f.count(3);
       return { type, code: f.str(1, 'code', 64), message: f.str(2, 'message') };

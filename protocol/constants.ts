@@ -57,6 +57,17 @@ export const SETTLED_CAP = 'ready-settled';
  * (WIRE.md, Recovered).
  */
 export const RECOVER_DETAIL_CAP = 'recover-detail';
+/**
+ * Capability prefix, listed by either side: `keepalive=MS` asks the other
+ * side for a Keepalive message at least every MS milliseconds while it
+ * receives but sends nothing (its own idle timeout would otherwise take a
+ * slow but healthy transfer for a dead one: WIRE.md, Keepalive).
+ */
+export const KEEPALIVE_CAP_PREFIX = 'keepalive=';
+/** Shortest Keepalive interval a peer may ask for (ms). */
+export const MIN_KEEPALIVE_MS = 200;
+/** Longest Keepalive interval a side asks for (ms). */
+export const MAX_KEEPALIVE_MS = 60_000;
 /** Outcomes Ready's fifth field may carry: a leftover journal was rolled back, or only removed (its update had finished). */
 export const SETTLED_OUTCOMES = ['rolled-back', 'completed'] as const;
 
@@ -106,6 +117,8 @@ export const MsgType = {
   Result: 0x40,
   /** 0x41: what a `recover` session did to the volume's unfinished update (capability "recover"). */
   Recovered: 0x41,
+  /** 0x7e: nothing but a sign of life, from a side receiving a long stream (capability "keepalive=MS"; taken out before the session's order is checked). */
+  Keepalive: 0x7e,
   /** 0x7f: an error, with a stable code and message. */
   Error: 0x7f,
 } as const;

@@ -230,6 +230,10 @@ export interface RecoveredMsg {
    */
   detail?: { proved: boolean; removed: boolean } | undefined;
 }
+/** 0x7e: a sign of life; it carries nothing and is in no session's order. */
+export interface KeepaliveMsg {
+  type: 0x7e;
+}
 /** 0x7f */
 export interface ErrorMsg {
   type: 0x7f;
@@ -261,6 +265,7 @@ export type Message =
   | ReadyMsg
   | ResultMsg
   | RecoveredMsg
+  | KeepaliveMsg
   | ErrorMsg;
 
 /** The message of type `T`. */

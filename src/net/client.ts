@@ -12,7 +12,7 @@ import { clientProof, macEquals, newNonce, serverProof, PREAUTH_CAP, PREAUTH_KEY
 import { dialSsh, type SshTarget } from './ssh.js';
 import type { MessageOf, ReadyMsg, ReadySettled } from '../../protocol/messages.js';
 import type { ProgressFn } from '../core/progress.js';
-import { dial, type ClientTls, type Connection } from './connection.js';
+import { dial, keepaliveCap, type ClientTls, type Connection } from './connection.js';
 import { hashOwnImage, sendFrom, type DeltaFn, type PrepassFn } from './sender.js';
 import { DigestCacheWriter, digestCachePath } from '../io/digestcache.js';
 import type { SignatureParams } from '../core/signature.js';
@@ -151,7 +151,7 @@ export async function connectAuthenticated(opts: ClientOptions): Promise<Connect
  */
 async function handshake(conn: Connection, opts: ClientOptions, preauth: boolean): Promise<Connection> {
   await conn.exchangePreamble();
-  await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify', SUBSUMS_CAP, DIRTY_IMAGE_CAP, SETTLED_CAP, RECOVER_DETAIL_CAP, ...(opts.compress ? compressCaps(opts.compressChoice ?? null, opts.compressLevel) : [])] });
+  await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify', SUBSUMS_CAP, DIRTY_IMAGE_CAP, SETTLED_CAP, RECOVER_DETAIL_CAP, keepaliveCap(opts.idleTimeoutMs ?? 300_000), ...(opts.compress ? compressCaps(opts.compressChoice ?? null, opts.compressLevel) : [])] });
   const ch = await conn.expect(MsgType.Challenge, 'a challenge');
   conn.peerCaps = ch.caps;
   if (ch.version !== PROTOCOL_VERSION) throw new SyncError('ERR_VERSION', `server speaks protocol version ${ch.version}`);
@@ -167,6 +167,7 @@ async function handshake(conn: Connection, opts: ClientOptions, preauth: boolean
   if (!macEquals(ok.mac, serverProof(key, ch.nonce, cn))) {
     throw new SyncError('ERR_AUTH', 'the server could not prove it knows the shared secret');
   }
+  conn.startKeepalive(ch.caps);
   return conn;
 }
 

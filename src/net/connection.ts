@@ -13,7 +13,7 @@ import { ERROR_CODES, SyncError, isSyncError, type ErrorCode } from '../core/err
 import { MAX_FRAME, MAX_LITERAL } from '../core/limits.js';
 import { encodeFrame, FrameDecoder } from '../bytes/frame.js';
 import { LendRing } from '../bytes/lend-ring.js';
-import { PREAMBLE_LEN, PROTOCOL_VERSION, WIRE_MAGIC, MsgType, type MsgTypeId } from '../../protocol/constants.js';
+import { KEEPALIVE_CAP_PREFIX, MAX_KEEPALIVE_MS, MIN_KEEPALIVE_MS, PREAMBLE_LEN, PROTOCOL_VERSION, WIRE_MAGIC, MsgType, type MsgTypeId } from '../../protocol/constants.js';
 import { decodeMessage, encodeFramedMessage, encodeMessage, encodeOpFrameHead, encodeOpFrameInto, opFrameSize, opFrameTail } from '../../protocol/codec.js';
 import { expectMessage, type Message, type MessageOf, type OpenMsg } from '../../protocol/messages.js';
 import { SessionMachine, type Side } from '../../protocol/session.js';
@@ -268,6 +268,7 @@ export class Connection {
 
   /** Close after flushing what was written. */
   end(): void {
+    this.stopKeepalive();
     this.flushOut();
     if (!this.socket.destroyed) this.socket.end();
     // Nothing more is taken from the peer, but its end must still be read (a
@@ -319,6 +320,7 @@ export class Connection {
     if (this.frames.held && this.queue.length <= LOW_WATER) this.decodeHeld(HIGH_WATER - this.queue.length);
     const m = this.queue.shift();
     if (m) {
+      this.taken++;
       this.lentNow = this.queueLent.shift()!;
       this.queuedBytes -= this.queueSizes.shift()!;
       if (this.paused && !this.frames.held && this.queue.length <= LOW_WATER && this.queuedBytes <= QUEUE_BYTES / 4) {
@@ -393,6 +395,8 @@ export class Connection {
   /** Hand a received payload to the waiting recv() or the queue; false once it was the peer's Error. */
   private deliver(payload: Uint8Array): boolean {
     const m = decodeMessage(payload);
+    // A sign of life (its bytes refreshed the idle timer): nothing to take.
+    if (m.type === MsgType.Keepalive) return true;
     if (m.type === MsgType.Error) {
       // The peer gave up: from now on every send and receive reports its reason,
       // even if we are still writing and never read this frame in order.
@@ -407,6 +411,7 @@ export class Connection {
     if (this.waiter) {
       const w = this.waiter;
       this.waiter = null;
+      this.taken++;
       this.lentNow = this.lent.owns(payload) ? payload : null;
       w.resolve(m);
     } else {
@@ -440,6 +445,47 @@ export class Connection {
     if (flags !== 0) throw new SyncError('ERR_VERSION', `the peer uses preamble flags 0x${flags.toString(16)} this build does not know`, { flags });
   }
 
+  /** Messages taken by recv() so far (progress made on what the peer sent, even while reading waits). */
+  private taken = 0;
+  private keepTimer: NodeJS.Timeout | null = null;
+  /** Keepalive frames sent (for tests). */
+  keepalivesSent = 0;
+
+  /**
+   * Send Keepalive messages at the interval the peer asked for in its caps
+   * (`keepalive=MS`), if it did: on each tick where something came from the
+   * peer (bytes, or a message taken) but nothing went to it. A side that
+   * wrote all it had and waits for the answer then hears, while the other
+   * side is still receiving, that the transfer is alive however slow: its
+   * idle timeout is left for a dead link. Never while nothing arrives, so a
+   * dead link still times out on both sides.
+   */
+  startKeepalive(peerCaps: readonly string[]): void {
+    const ms = keepaliveWanted(peerCaps);
+    if (ms === null || this.keepTimer || this.failure) return;
+    let lastIn = this.bytesIn + this.taken;
+    let lastOut = this.bytesOut;
+    this.keepTimer = setInterval(() => {
+      if (this.failure || this.ending) return this.stopKeepalive();
+      const seen = this.bytesIn + this.taken;
+      if (seen !== lastIn && this.bytesOut === lastOut) {
+        // Between frames: whatever was gathered is whole frames, written first.
+        this.flushOut();
+        this.bytesOut += KEEPALIVE_FRAME.length;
+        this.keepalivesSent++;
+        this.socket.write(KEEPALIVE_FRAME);
+      }
+      lastIn = seen;
+      lastOut = this.bytesOut;
+    }, ms);
+    this.keepTimer.unref();
+  }
+
+  private stopKeepalive(): void {
+    if (this.keepTimer) clearInterval(this.keepTimer);
+    this.keepTimer = null;
+  }
+
   /** The connection has failed (closed, reset, timed out): nothing more will come from the peer. */
   get failed(): boolean {
     return this.failure !== null;
@@ -449,6 +495,7 @@ export class Connection {
     if (this.failure) return;
     this.failure = e;
     this.disarmIdle();
+    this.stopKeepalive();
     if (graceful) {
       // Read on and drop (see end()): the peer's FIN still closes the connection.
       this.end();
@@ -643,4 +690,23 @@ export function dial(host: string, port: number, opts: ConnectionOptions & { con
       reject(new SyncError('ERR_CONNECTION', `cannot connect to ${host}:${port}: ${e.code ?? e.message}`, { errno: e.code }, { cause: e }));
     });
   });
+}
+
+/** The one Keepalive frame, ready to write. */
+const KEEPALIVE_FRAME = encodeFrame(encodeMessage({ type: MsgType.Keepalive }));
+
+/** The cap asking the peer for Keepalive messages: a third of our idle timeout, within bounds. */
+export function keepaliveCap(idleTimeoutMs: number): string {
+  return `${KEEPALIVE_CAP_PREFIX}${Math.round(Math.min(MAX_KEEPALIVE_MS, Math.max(MIN_KEEPALIVE_MS, idleTimeoutMs / 3)))}`;
+}
+
+/** The Keepalive interval the peer's caps ask for, or null (none asked, or not a number). */
+export function keepaliveWanted(caps: readonly string[]): number | null {
+  for (const c of caps) {
+    if (!c.startsWith(KEEPALIVE_CAP_PREFIX)) continue;
+    const v = c.slice(KEEPALIVE_CAP_PREFIX.length);
+    if (!/^[0-9]{1,9}$/.test(v)) return null;
+    return Math.min(MAX_KEEPALIVE_MS, Math.max(MIN_KEEPALIVE_MS, Number(v)));
+  }
+  return null;
 }

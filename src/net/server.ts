@@ -36,7 +36,7 @@ import { openImage, openOrCreateImage, removeIfEmptyUnjournaled, type ImageHandl
 import { lockImage, type ImageLock, type LockMode } from '../io/lock.js';
 import { DIRTY_IMAGE_CAP, MsgType, PROTOCOL_VERSION, PUSH_SEED_CAP, RECOVER_DETAIL_CAP, SEED_HINT_CAP, SETTLED_CAP, WIRE_MAGIC } from '../../protocol/constants.js';
 import { macEquals, newNonce, clientProof, serverProof, PREAUTH_CAP, PREAUTH_KEY } from '../../protocol/auth.js';
-import { Connection } from './connection.js';
+import { Connection, keepaliveCap } from './connection.js';
 import { adoptOwnReads, takeOwnReads } from './own-reads.js';
 import type { ServerConfig, VolumeConfig } from './config.js';
 import { DIRTY_CAP, clearDirtyMarker, dirtyPushUnfinished, serveDirty } from './dirty.js';
@@ -370,7 +370,7 @@ export class ResyncServer {
       }
       const nonce = newNonce();
       const key = this.stdio ? PREAUTH_KEY : this.config.secret;
-      await conn.send({ type: MsgType.Challenge, version: PROTOCOL_VERSION, nonce, caps: this.stdio ? [...SERVER_CAPS, PREAUTH_CAP] : SERVER_CAPS });
+      await conn.send({ type: MsgType.Challenge, version: PROTOCOL_VERSION, nonce, caps: [...SERVER_CAPS, keepaliveCap(this.config.idleTimeoutMs), ...(this.stdio ? [PREAUTH_CAP] : [])] });
       const auth = await conn.expect(MsgType.Auth, 'authentication');
       if (!macEquals(auth.mac, clientProof(key, nonce, auth.clientNonce))) {
         throw new SyncError('ERR_AUTH', 'authentication failed');
@@ -380,6 +380,7 @@ export class ResyncServer {
       clearTimeout(deadline);
       conn.setIdleTimeout(this.config.idleTimeoutMs);
       conn.setMaxFrame(MAX_FRAME);
+      conn.startKeepalive(hello.caps);
 
       const open = await conn.expect(MsgType.Open, 'open');
       volumeName = open.volume;

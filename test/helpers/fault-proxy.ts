@@ -60,6 +60,8 @@ const HIGH_WATER = 1 << 20;
 const LOW_WATER = 1 << 18;
 /** Largest piece written at once under a throttle, so the rate stays smooth. */
 const THROTTLE_SLICE = 16 * 1024;
+/** Least a throttled write waits for (unless the piece is smaller). */
+const THROTTLE_MIN = 4 * 1024;
 
 /** One direction of one connection: reads `src`, writes `dst`. */
 class Lane {
@@ -175,8 +177,11 @@ class Lane {
       if (stall && !this.stallDone && stall.after !== undefined && this.forwarded < stall.after) n = Math.min(n, stall.after - this.forwarded);
       if (throttle !== undefined) {
         this.refill(throttle);
-        if (this.tokens < 1) {
-          const waitMs = Math.max(1, Math.ceil(((1 - this.tokens) / throttle) * 1000));
+        // A few KiB at least per write (all of a smaller piece): refilled a few
+        // bytes at a time, a loop of tiny writes would hold the event loop.
+        const want = Math.min(n, THROTTLE_MIN, throttle);
+        if (this.tokens < want) {
+          const waitMs = Math.max(1, Math.ceil(((want - this.tokens) / throttle) * 1000));
           this.timer = setTimeout(() => {
             this.timer = null;
             this.pump();

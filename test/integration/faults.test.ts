@@ -390,6 +390,33 @@ describe('throttled links', () => {
     }
   });
 
+  test('a slow but steady link outlasts idle timeouts shorter than the transfer on both sides (Keepalive)', { timeout: 60_000 }, async () => {
+    // The bytes in flight (socket buffers, the proxy's queue) take seconds to
+    // drain at this rate: the side that has written everything hears nothing
+    // from the receiving one for longer than its 1 s idle timeout, but for
+    // its Keepalive messages.
+    const vpath = volPath('slow-keepalive');
+    const s2 = await startServer({ v: { path: vpath, writable: true }, src: { path: source, writable: false } }, { idleTimeoutMs: 1_000 });
+    const p2 = await FaultProxy.start(s2.port, { up: { throttle: 640 * 1024 }, down: { throttle: 640 * 1024 } });
+    try {
+      await copyFile(basis, vpath);
+      const o = { host: LOCAL, port: p2.port, secret: s2.secret, idleTimeoutMs: 1_000 };
+      const t0 = performance.now();
+      await push(source, { ...o, volume: 'v' });
+      expect(performance.now() - t0).toBeGreaterThan(3_000);
+      expect(await sha(vpath)).toBe(sourceSha);
+      const local = join(dir, 'pull-slow-keepalive.img');
+      await copyFile(basis, local);
+      await pull(local, { ...o, volume: 'src' });
+      expect(await sha(local)).toBe(sourceSha);
+      expect(s2.events.filter((e) => e.level !== 'info').map((e) => e.msg)).toEqual([]);
+    } finally {
+      await p2.close();
+      await s2.server.close();
+      await rm(s2.dir, { recursive: true, force: true });
+    }
+  });
+
   test('a slow-drip handshake is cut off by the server deadline', async () => {
     const vpath = volPath('drip');
     const s2 = await startServer({ v: { path: vpath, writable: true } }, { handshakeTimeoutMs: 500 });

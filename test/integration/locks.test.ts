@@ -428,7 +428,8 @@ describe('failback after an interrupted push whose primary is gone: resync recov
     const s = await startServer({ v: { path: vol, writable: true } });
     // The bytes the client sends up to and with its Open, from a recover that answers.
     const probe = await FaultProxy.start(s.port);
-    expect((await recoverRemote({ host: LOCAL, port: probe.port, volume: 'v', secret: s.secret })).outcome).toBe('nothing');
+    // (Same options as below: the Hello's keepalive cap follows the idle timeout.)
+    expect((await recoverRemote({ host: LOCAL, port: probe.port, volume: 'v', secret: s.secret, idleTimeoutMs: 1000 })).outcome).toBe('nothing');
     const upBytes = probe.bytes.up;
     await probe.close();
     // Now the server's answer never arrives (as while it reads a large volume to check it).

@@ -335,8 +335,8 @@ describe('authentication', () => {
       expect(r.messages.map((m) => m.type)).toEqual([MsgType.Challenge, MsgType.Error]);
       expect(errorOf(r)).toEqual({ code: 'ERR_AUTH', message: 'authentication failed' });
       const ch = r.messages[0]!;
-      // "zstd": this build's binding loads (protocol/literal-codec.ts)
-      expect(ch.type === MsgType.Challenge && ch.caps).toEqual(['push', 'pull', 'verify', 'compress', 'subsums-nh', 'recover', 'dirty', 'dirty-image', 'push-seed', 'seed-hint', 'zstd']);
+      // "zstd": this build's binding loads (protocol/literal-codec.ts); keepalive: a third of the test server's 30 s idle timeout
+      expect(ch.type === MsgType.Challenge && ch.caps).toEqual(['push', 'pull', 'verify', 'compress', 'subsums-nh', 'recover', 'dirty', 'dirty-image', 'push-seed', 'seed-hint', 'zstd', 'keepalive=10000']);
     }
     const n1 = a.messages[0]!.type === MsgType.Challenge ? Buffer.from(a.messages[0].nonce) : null;
     const n2 = b.messages[0]!.type === MsgType.Challenge ? Buffer.from(b.messages[0].nonce) : null;
