@@ -131,7 +131,9 @@ export async function readSecretFile(path: string, warnings?: string[]): Promise
   return secret;
 }
 
-const NAME_RE = /^[A-Za-z0-9._-]{1,128}$/;
+/** What a volume's name may be. */
+export const VOLUME_NAME_RE = /^[A-Za-z0-9._-]{1,128}$/;
+const NAME_RE = VOLUME_NAME_RE;
 
 /** One thing wrong with a server configuration, and where. */
 export interface ConfigProblem {

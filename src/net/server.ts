@@ -38,7 +38,7 @@ import { DIRTY_IMAGE_CAP, MsgType, PROTOCOL_VERSION, PUSH_SEED_CAP, RECOVER_DETA
 import { macEquals, newNonce, clientProof, serverProof, PREAUTH_CAP, PREAUTH_KEY } from '../../protocol/auth.js';
 import { Connection, keepaliveCap } from './connection.js';
 import { adoptOwnReads, takeOwnReads } from './own-reads.js';
-import type { ServerConfig, VolumeConfig } from './config.js';
+import { VOLUME_NAME_RE, type ServerConfig, type VolumeConfig } from './config.js';
 import { DIRTY_CAP, clearDirtyMarker, dirtyPushUnfinished, serveDirty } from './dirty.js';
 import { sendFrom } from './sender.js';
 import { receiveInto, sendSignature } from './receiver.js';
@@ -383,14 +383,20 @@ export class ResyncServer {
       conn.startKeepalive(hello.caps);
 
       const open = await conn.expect(MsgType.Open, 'open');
-      volumeName = open.volume;
+      // Named in errors from here on (over TCP, only a name a volume can have: see below).
+      if (this.stdio || VOLUME_NAME_RE.test(open.volume)) volumeName = open.volume;
       // Over ssh the client names a path, checked against --allow before anything is opened.
       const vol = this.stdio
         ? await resolveRequested(open.volume, open.mode, this.stdio)
         : Object.hasOwn(this.config.volumes, open.volume)
           ? this.config.volumes[open.volume]
           : undefined;
-      if (!vol) throw new SyncError('ERR_NOT_FOUND', `no volume named ${JSON.stringify(open.volume)}`);
+      if (!vol) {
+        // A name no volume can have (a path, say) is not echoed: the scrubbing of
+        // server paths (forClient) would rewrite it, and so tell what it names.
+        if (!volumeName) throw new SyncError('ERR_NOT_FOUND', 'no volume by that name (volume names are 1-128 letters, digits, ".", "_" or "-")');
+        throw new SyncError('ERR_NOT_FOUND', `no volume named ${JSON.stringify(open.volume)}`);
+      }
       const writes = open.mode === 'push' || open.mode === 'recover' || open.mode === 'dirty';
       if (writes && !vol.writable) throw new SyncError('ERR_PERMISSION', `volume ${open.volume} is read-only`);
       if (this.closing) throw new SyncError('ERR_BUSY', 'the server is shutting down; try again later');

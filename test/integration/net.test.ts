@@ -182,6 +182,22 @@ describe('every scenario, both directions', () => {
 });
 
 describe('volumes', () => {
+  test('an Open naming a volume\'s path (not a name) is ERR_NOT_FOUND without the name: nothing tells what the path is', async () => {
+    for (const asked of [vol('ro'), `${vol('ro')}x`, 'no-such-volume']) {
+      const conn = await connectAuthenticated(opts('ro'));
+      try {
+        await conn.send({ type: MsgType.Open, mode: 'pull', volume: asked, imageSize: 0, blockSize: 0, resumeId: '' });
+        const e = await conn.recv().then(() => null, (x: unknown) => x as SyncError);
+        expect(e?.code).toBe('ERR_NOT_FOUND');
+        expect(e?.message).not.toMatch(/volume ro|<volume directory>/);
+        if (asked === 'no-such-volume') expect(e?.message).toContain('"no-such-volume"');
+        else expect(e?.message).not.toContain(asked);
+      } finally {
+        conn.destroy();
+      }
+    }
+  });
+
   test('push to a volume whose file does not exist yet creates it', async () => {
     const src = join(dir, 'fresh-src.img');
     await writeFile(src, generateImage(MiB + 123, 5));
