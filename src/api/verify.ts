@@ -52,6 +52,8 @@ export interface VerifyReport {
   ranges: DiffRange[];
   /** True when more ranges differ than the report lists (`differingBytes` still counts all). */
   truncated: boolean;
+  /** How many ranges differ, listed or not. */
+  rangeTotal: number;
   elapsedMs: number;
 }
 
@@ -83,6 +85,8 @@ class RangeCollector {
   readonly ranges: DiffRange[] = [];
   differingBytes = 0;
   truncated = false;
+  /** Ranges that differ, listed or not. */
+  total = 0;
   /** End of the last range added (listed or not), for merging. */
   private end = -1;
 
@@ -103,6 +107,7 @@ class RangeCollector {
     }
     this.differingBytes += length;
     this.end = end;
+    this.total++;
     if (this.ranges.length < this.maxRanges) this.ranges.push({ offset, length });
     else this.truncated = true;
   }
@@ -138,6 +143,7 @@ function report(ranges: RangeCollector, sizeA: number, sizeB: number, blockSize:
     differingBytes: ranges.differingBytes,
     ranges: ranges.ranges,
     truncated: ranges.truncated,
+    rangeTotal: ranges.total,
     elapsedMs: performance.now() - t0,
   };
 }

@@ -113,7 +113,18 @@ describe('verifyFiles', () => {
     const r = await verifyFiles(p('a.img'), p('many.img'), { blockSize: BS, maxRanges: 5 });
     expect(r.ranges).toHaveLength(5);
     expect(r.truncated).toBe(true);
+    expect(r.rangeTotal).toBe(20);
     expect(r.differingBytes).toBe(20 * BS);
+    // The CLI counts all 20, and says --max-ranges (not --json) lists more.
+    const j = await runCli(CLI, ['verify', p('a.img'), p('many.img'), '--json', '--block-size', String(BS), '--max-ranges', '5'], { timeoutMs: 30_000 });
+    expect(JSON.parse(j.stdout)).toMatchObject({ rangeCount: 20, truncated: true });
+    const t = await runCli(CLI, ['verify', p('a.img'), p('many.img'), '--block-size', String(BS), '--max-ranges', '5'], { timeoutMs: 30_000 });
+    expect(t.stdout + t.stderr).toContain('(20 in all; the first 5 listed; a larger --max-ranges lists more)');
+    // Sizes a few bytes apart are told apart.
+    await writeFile(p('short3.img'), (await readFile(p('a.img'))).subarray(0, SIZE - 3));
+    const sz = await runCli(CLI, ['verify', p('a.img'), p('short3.img')], { timeoutMs: 30_000 });
+    expect(sz.stdout + sz.stderr).toContain(`(${SIZE} bytes); sizeB:`);
+    expect(sz.stdout + sz.stderr).toContain(`(${SIZE - 3} bytes)`);
   });
 
   test('the default block size is the one a sync would use', async () => {

@@ -44,14 +44,19 @@ function verifySummary(r: VerifyReport, json: boolean, extra: Record<string, unk
     sizeB: r.sizeB,
     blockSize: r.blockSize,
     differingBytes: r.differingBytes,
-    rangeCount: r.ranges.length,
+    rangeCount: r.rangeTotal,
     truncated: r.truncated,
     ...extra,
   };
   if (json) return { ...base, ranges: r.ranges };
+  // Sizes that differ by a few bytes would print alike rounded: give the bytes.
+  const exact = (n: number): string => (fmtBytes(n).endsWith(' B') ? fmtBytes(n) : `${fmtBytes(n)} (${n} bytes)`);
+  const sizes = r.sizeA !== r.sizeB ? { sizeA: exact(r.sizeA), sizeB: exact(r.sizeB) } : {};
   const shown = r.ranges.slice(0, HUMAN_RANGES).map((x) => `${x.offset}+${x.length} (${fmtBytes(x.length)})`);
-  const more = r.ranges.length > HUMAN_RANGES || r.truncated ? ` ... (${r.truncated ? 'more than ' : ''}${r.ranges.length} in all; --json lists them)` : '';
-  return { ...base, ranges: r.ranges.length === 0 ? 'none' : `\n    ${shown.join('\n    ')}${more}` };
+  // --json lists what --max-ranges let through; past that, only a larger --max-ranges shows more.
+  const listed = r.truncated ? `the first ${r.ranges.length} listed; a larger --max-ranges lists more` : '--json lists them';
+  const more = r.ranges.length > HUMAN_RANGES || r.truncated ? ` ... (${r.rangeTotal} in all; ${listed})` : '';
+  return { ...base, ...sizes, ranges: r.ranges.length === 0 ? 'none' : `\n    ${shown.join('\n    ')}${more}` };
 }
 
 /** Register `verify`. */
