@@ -135,6 +135,7 @@ export async function runCommand(
     process.once('exit', () => trace('cli: exit'));
   } catch (e) {
     view.stop();
+    spool.explain(e);
     const h = hint ? await Promise.resolve(hint(e)).catch(() => undefined) : undefined;
     printError(json, command, e, h);
     process.exitCode = exitCodeFor(e);

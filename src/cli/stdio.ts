@@ -11,7 +11,7 @@
 import { createReadStream, createWriteStream, promises as fsp, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ParamError } from '../core/errors.js';
+import { isSyncError, ParamError } from '../core/errors.js';
 import { ioError } from '../io/errors.js';
 // Loaded on first use: node:stream costs every start several ms, and most commands take no `-`.
 const streams = () => import('node:stream/promises');
@@ -53,6 +53,15 @@ export class StdioSpool {
       throw err;
     }
     return p;
+  }
+
+  /**
+   * An error as the user should read it: a full file system under an output
+   * spooled for standard output is $TMPDIR's, which the message then names.
+   */
+  explain(e: unknown): void {
+    if (!this.dir || !isSyncError(e) || e.code !== 'ERR_NO_SPACE' || !e.message.includes(this.dir) || e.message.includes('TMPDIR')) return;
+    e.message += `; output for standard output is kept in ${tmpdir()} until it is complete: set TMPDIR to a file system with room for it`;
   }
 
   /** The file to write an output to: `path`, or for `-` a spool file that `send` copies to standard output. */

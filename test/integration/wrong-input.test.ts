@@ -730,6 +730,21 @@ describe.skipIf(noTmpfs !== null)(`a full disk (tmpfs)${noTmpfs ? ` - skipped: $
     // The spool went with the failure.
     expect(await readdir(m)).toEqual([]);
   });
+
+  test('an output for standard output spooled to a full $TMPDIR: ERR_NO_SPACE naming TMPDIR, the spool removed', async () => {
+    const m = await fresh();
+    const basis = workloadBytes(49, 2 * U);
+    const target = workloadBytes(50, 10 * U);
+    const delta = await deltaFor('stdout-big', basis, target);
+    const r = spawnSync(process.execPath, [resolve('bin/resync.js'), 'patch', join(outside, 'stdout-big.basis'), delta, '-'], { env: { ...process.env, TMPDIR: m }, encoding: 'buffer', maxBuffer: 64 * MiB });
+    const stderr = r.stderr.toString();
+    expect(r.status, stderr).toBe(6);
+    expect(stderr).toContain('ERR_NO_SPACE');
+    expect(stderr).toContain('output for standard output is kept in');
+    expect(stderr).toContain('set TMPDIR to a file system with room');
+    expect(r.stdout.length).toBe(0);
+    expect(await readdir(m)).toEqual([]);
+  });
 });
 
 async function waitFor(cond: () => boolean, timeoutMs = 5000): Promise<void> {
