@@ -75,7 +75,17 @@ export async function prepareOutput(path: string, what: string, rules: OutputRul
     const s = await fsp.stat(input.path).catch(() => null);
     if (!s || s.dev !== st.dev || s.ino !== st.ino) continue;
     if (rules.replaces !== undefined && input.path === rules.replaces) {
-      replacing = true;
+      // The same name (or a symbolic link to it) is the basis replaced; another
+      // name of the same file (a hard link) is a file of its own that already
+      // exists: replacing it leaves the basis's name with the old contents.
+      const [a, b] = await Promise.all([fsp.realpath(input.path).catch(() => null), fsp.realpath(real).catch(() => null)]);
+      if (a !== null && a === b) replacing = true;
+      else if (!rules.force) {
+        throw new ParamError(
+          `${what} ${path} is another name (a hard link) of ${input.what} ${input.path}: the new file would replace that name only, ${input.path} keeping the old contents; pass -f (--force) to do that, or give ${input.path} itself`,
+          { path },
+        );
+      }
       continue;
     }
     throw new ParamError(`${what} ${path} is the same file as ${input.what} ${input.path}: writing it would destroy the input (usage: ${rules.usage})`, { path });

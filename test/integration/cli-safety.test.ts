@@ -161,6 +161,19 @@ describe('outputs: --force to replace, never an input', () => {
     const r3 = await cli('patch', '-q', b, delta, b);
     expect(r3.code, r3.stderr).toBe(0);
     expect((await hashImage(b)).equals(await hashImage(target))).toBe(true);
+    // Another name of BASIS (a hard link) is an existing file of its own: -f, and then only that name changes.
+    const b2 = join(d, 'replace2.img');
+    await copyFile(basis, b2);
+    const hl = join(d, 'replace2-link.img');
+    await link(b2, hl);
+    const r4 = await cli('patch', b2, delta, hl);
+    expect(r4.code).toBe(2);
+    expect(oneLine(r4)).toContain('is another name (a hard link) of BASIS');
+    expect((await hashImage(hl)).equals(await hashImage(basis))).toBe(true);
+    const r5 = await cli('patch', '-q', '-f', b2, delta, hl);
+    expect(r5.code, r5.stderr).toBe(0);
+    expect((await hashImage(hl)).equals(await hashImage(target))).toBe(true);
+    expect((await hashImage(b2)).equals(await hashImage(basis))).toBe(true);
   });
 
   test('a symbolic link as the output is written through: the file it points to gets the new image, the link stays', async () => {
