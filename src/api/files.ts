@@ -71,6 +71,13 @@ const SCAN_ZEROS = 1 << 20;
 
 /** Compute the signature of `basisPath` into `sigPath` (written atomically). */
 export async function signatureFile(basisPath: string, sigPath: string, opts: SignatureFileOptions = {}): Promise<FileResult> {
+  // Shared, as a push's source: a session writing the image (a served push) refuses it as in use,
+  // not as left unfinished by its journal. (An NBD export is its server's to guard.)
+  if (!isNbdUri(basisPath)) return withImageLock(basisPath, 'read', () => signatureFileLocked(basisPath, sigPath, opts));
+  return signatureFileLocked(basisPath, sigPath, opts);
+}
+
+async function signatureFileLocked(basisPath: string, sigPath: string, opts: SignatureFileOptions): Promise<FileResult> {
   const t0 = performance.now();
   const img = await openImageOrNbd(basisPath, opts.stateDir);
   let out: StreamFileWriter | null = null;

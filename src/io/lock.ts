@@ -5,7 +5,7 @@
  * client, `patch --in-place`, `patch --resume`, `recover`) holds an exclusive
  * lock on the image for its whole length, taken before it looks at the
  * journal; sessions that only read it (a served pull or verify, a push's
- * source) hold a shared one. A second writer is refused at once with
+ * source, a signature) hold a shared one. A second writer is refused at once with
  * ERR_LOCKED and never touches the journal, which may be the only copy of the
  * first session's old data.
  *

@@ -154,6 +154,10 @@ describe('a second session on a busy image is refused and never touches its jour
         expect(rec.code, rec.stderr + rec.stdout).toBe(11);
         const patch = await cli(['patch', '--in-place', '--resume', local, join(dir, 'no-such.delta'), local, '--json'], env);
         expect(patch.code, patch.stderr + patch.stdout).toBe(11);
+        // A signature of it is refused as in use (it said "roll it back with resync recover").
+        const sig = await cli(['signature', '-f', local, join(dir, 'overlap.sig'), '--json'], env);
+        expect(sig.code, sig.stderr + sig.stdout).toBe(11);
+        expect(sig.stdout).not.toContain('recover');
         // Nothing of the first session was touched.
         expect(await fileSha(journalPathFor(local))).toBe(journalBefore);
         expect(await sha(local)).toBe(imageBefore);
