@@ -16,7 +16,7 @@ import type { RdiffSigType } from '../rdiff/constants.js';
 import { RdiffDeltaDecoder, RdiffDeltaEncoder } from '../rdiff/delta.js';
 import { RdiffDeltaMatcher } from '../rdiff/matcher.js';
 import { RdiffSignatureGenerator, RdiffSignatureReader, rdiffSigParams, type RdiffSignature } from '../rdiff/signature.js';
-import { openImage, readChunks, readExact, type ImageHandle } from '../io/image.js';
+import { openImage, readChunks, readExact, readExactSync, type ImageHandle } from '../io/image.js';
 import { ImageWriter, StreamFileWriter } from '../io/output.js';
 
 /** Read size for signature and delta files. */
@@ -153,6 +153,34 @@ export interface RdiffPatchFileOptions {
   pageCache?: boolean | undefined;
 }
 
+/** Basis bytes read at a time for short copies. */
+const COPY_WINDOW = 64 * 1024;
+
+/**
+ * Short copies served from the last window of the basis read: an rdiff delta
+ * may hold millions of copies of a few bytes (one read each took 40 s for a
+ * million, where rdiff takes 1.5 s). Synchronous reads: short, mostly from
+ * the page cache, and many.
+ */
+class CopyWindow {
+  private readonly buf = Buffer.allocUnsafe(COPY_WINDOW);
+  private start = 0;
+  private end = 0;
+
+  constructor(private readonly basis: ImageHandle) {}
+
+  /** A copy of basis[src, src + n), n at most COPY_WINDOW (the writer may keep what it is given). */
+  read(src: number, n: number): Buffer {
+    if (src < this.start || src + n > this.end) {
+      const len = Math.min(COPY_WINDOW, this.basis.size - src);
+      readExactSync(this.basis, src, len, this.buf);
+      this.start = src;
+      this.end = src + len;
+    }
+    return Buffer.from(this.buf.subarray(src - this.start, src - this.start + n));
+  }
+}
+
 /**
  * Apply the rdiff delta in `deltaPath` to `basisPath`, writing `outPath`
  * through a temp file renamed into place once the whole delta has applied;
@@ -176,11 +204,16 @@ export async function rdiffPatchFile(basisPath: string, deltaPath: string, outPa
     const planner = new PatchPlanner({ basisSize: basis.size, maxOutput });
     out = await ImageWriter.createTemp(outPath, undefined, [], !opts.pageCache);
     const w = out;
+    const window = new CopyWindow(basis);
     for await (const chunk of readChunks(d, 0, d.size, FILE_CHUNK)) {
       for (const op of dec.push(chunk)) {
         const pw = planner.plan(op);
         if (pw.kind === 'literal') {
           await w.write(pw.dst, pw.data);
+          continue;
+        }
+        if (pw.length <= COPY_WINDOW / 2) {
+          await w.write(pw.dst, window.read(pw.src, pw.length));
           continue;
         }
         for (let k = 0; k < pw.length; ) {

@@ -21,7 +21,7 @@ import { applyScenario, generateImage, type Scenario } from '../../src/testing/w
 import { rdiffDeltaFile, rdiffPatchFile, rdiffSignatureFile } from '../../src/api/rdiff.js';
 import type { DeltaOp } from '../../src/core/ops.js';
 import { RDIFF_SIG_TYPES, type RdiffSigType } from '../../src/rdiff/constants.js';
-import { decodeRdiffDelta } from '../../src/rdiff/delta.js';
+import { decodeRdiffDelta, encodeRdiffDelta } from '../../src/rdiff/delta.js';
 
 const HAVE_RDIFF = spawnSync('rdiff', ['--version'], { stdio: 'ignore' }).status === 0;
 if (!HAVE_RDIFF) console.warn('test/integration/rdiff.test.ts: `rdiff` is not on PATH, skipping the librsync interop tests (apt-get install rdiff)');
@@ -161,6 +161,30 @@ describe.skipIf(!HAVE_RDIFF)('rdiff interop', () => {
       expect(oursOps, `${sigType} zero block ${zeroBlock}`).toEqual(normalize(decodeRdiffDelta(await readFile(theirs))));
       expect(oursOps.some((o) => o.startsWith('C')), 'the basis pieces are found').toBe(true);
     }
+  });
+
+  test('a delta of many short copies, anywhere in the basis, patches as rdiff patches it', async () => {
+    // Short copies come from a window of the basis read at once; the test
+    // crosses its ends, goes back, and mixes in long copies and literals.
+    let x = 12345;
+    const rnd = (n: number): number => {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      return x % n;
+    };
+    const ops: DeltaOp[] = [];
+    for (let i = 0; i < 20_000; i++) {
+      const r = rnd(100);
+      const length = r < 90 ? 1 + rnd(64) : r < 97 ? 1 + rnd(40_000) : 32_768 + rnd(200_000);
+      if (r === 99) ops.push({ kind: 'literal', data: new Uint8Array(1 + rnd(300)).fill(7) });
+      else ops.push({ kind: 'copy', offset: rnd(basisBytes.length - length), length });
+    }
+    const delta = fresh('delta');
+    await writeFile(delta, encodeRdiffDelta(ops));
+    const ours = fresh('out');
+    const theirs = fresh('out');
+    await rdiffPatchFile(basis, delta, ours);
+    rdiff('patch', basis, delta, theirs);
+    expect(Buffer.compare(await readFile(ours), await readFile(theirs))).toBe(0);
   });
 
   test.each(RDIFF_SIG_TYPES)('%s: resync signature -> rdiff delta -> resync patch', async (sigType) => {
