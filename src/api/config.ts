@@ -7,6 +7,7 @@ export {
   ConfigError,
   MIN_SECRET_LEN,
   checkVolumes,
+  isLoopbackHost,
   loadServerConfig,
   parseRemote,
   readSecretFile,

@@ -135,6 +135,7 @@ export async function readClientConfig(file: string): Promise<Record<string, Nam
       out[name] = { kind: 'ssh', name, ssh: r.ssh, dir: r.dir ?? '/', volume: r.volume, rsh: r.rsh, remoteResync: r.remoteResync, ...common };
     } else {
       for (const k of SSH_ONLY) if (r[k] !== undefined) problems.push({ where: `${at}.${k}`, message: 'applies to an ssh remote only (one with "ssh")' });
+      if (r.tls === false && r.tlsCa !== undefined) problems.push({ where: `${at}.tlsCa`, message: 'names a CA for TLS, which "tls": false turns off: drop one of them' });
       if (r.host === undefined) problems.push({ where: `${at}.host`, message: 'is required (or "ssh" for a remote reached over ssh)' });
       else if (!validHost(r.host)) problems.push({ where: `${at}.host`, message: 'must be a host name or address' });
       out[name] = { kind: 'tcp', name, host: r.host ?? '', port: r.port ?? 7873, volume: r.volume, secretFile: r.secretFile && abs(r.secretFile), tls: r.tls, tlsCa: r.tlsCa && abs(r.tlsCa), ...common };

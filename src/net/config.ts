@@ -96,6 +96,12 @@ export async function readTlsFiles(certFile: string, keyFile: string): Promise<{
   return { cert, key };
 }
 
+/** A listen address only this host can reach (127.0.0.0/8, ::1, localhost). */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) || h === '::1' || h === 'localhost' || /^::ffff:127\./.test(h);
+}
+
 /** Shortest secret accepted (bytes). */
 export const MIN_SECRET_LEN = 16;
 /** Fewest distinct byte values a secret file may hold (a random base64 secret of 16 characters has about 14). */

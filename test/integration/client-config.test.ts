@@ -110,6 +110,8 @@ describe('a wrong config or remote is one clear line and exit 2', () => {
     expect(errorLine(await push({ remotes: { 'dr-site': { ssh: 'root@dr', dir: '/srv', secretFile: 'x' } } }))).toContain('remotes.dr-site.secretFile: does not apply to an ssh remote');
     expect(errorLine(await push({ remotes: { 'dr-site': { port: 7873 } } }))).toContain('remotes.dr-site.host: is required');
     expect(errorLine(await push({ remotes: { 'dr-site': { ssh: 'root@dr' } } }))).toContain('remotes.dr-site.dir: is required for an ssh remote');
+    // "tls": false and a CA for TLS contradict each other (the CA turned TLS on).
+    expect(errorLine(await push(drSite({ tls: false, tlsCa: 'ca.pem' })))).toContain('remotes.dr-site.tlsCa: names a CA for TLS, which "tls": false turns off');
   });
 
   test('a remote the config does not have, a remote without a default volume, no config at all', async () => {

@@ -7,7 +7,7 @@ import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
-import { checkVolumes, ConfigError, readSecretFile, readServerConfig, suggestKey } from '../../src/net/config.js';
+import { checkVolumes, ConfigError, isLoopbackHost, readSecretFile, readServerConfig, suggestKey } from '../../src/net/config.js';
 import { parseVolumes } from '../../src/cli/commands/net.js';
 
 let dir: string;
@@ -154,5 +154,14 @@ describe('secret files', () => {
       await writeFile(f, good, { mode: 0o600 });
       expect((await readSecretFile(f)).toString(), JSON.stringify(good)).toBe(good.replace(/\n$/, ''));
     }
+  });
+});
+
+describe('listen addresses only this host reaches (serve warns about plain TCP on any other)', () => {
+  test('loopback: 127.0.0.0/8, ::1, localhost, and their bracketed and mapped spellings', () => {
+    for (const h of ['127.0.0.1', '127.1.2.3', '::1', '[::1]', 'localhost', 'LOCALHOST', '::ffff:127.0.0.1']) expect(isLoopbackHost(h), h).toBe(true);
+  });
+  test('anything else is not', () => {
+    for (const h of ['0.0.0.0', '::', '[::]', '10.0.0.1', '192.168.1.5', '128.0.0.1', 'example.net', '127.0.0.1.example.net', '::2']) expect(isLoopbackHost(h), h).toBe(false);
   });
 });

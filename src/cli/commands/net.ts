@@ -2,7 +2,7 @@
 import type { Argv } from 'yargs';
 import { isSyncError, ParamError, SyncError } from '../../core/errors.js';
 import { exitCodeFor } from '../exit-codes.js';
-import { checkVolumes, ConfigError, parseRemote, readSecretFile, readServerConfig, readTlsFiles, splitHostPort, type ConfigProblem, type ServerConfig, type VolumeConfig } from '../../api/config.js';
+import { checkVolumes, ConfigError, isLoopbackHost, parseRemote, readSecretFile, readServerConfig, readTlsFiles, splitHostPort, type ConfigProblem, type ServerConfig, type VolumeConfig } from '../../api/config.js';
 // Loaded on first use: keeps start-up short for commands that do not need it.
 const serverMod = () => import('../../api/net.js');
 // Loaded on first use: keeps start-up short for commands that do not need it.
@@ -372,6 +372,10 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           // --quiet keeps the session events to warnings, not the start and stop lines
           // (scripts wait for "listening on"); only --log-level filters those.
           const life = argv['log-level'] ? log : log.child({}, { level: 'info' });
+          // Past the loopback, plain TCP leaves everything after the handshake open to the path.
+          if (!cfg.tls && !isLoopbackHost(cfg.host)) {
+            warnings.push(`listening on ${cfg.host} without TLS: images cross the network unencrypted, and unprotected against changes after the handshake; serve with --tls-cert and --tls-key, or through a tunnel, where the network is not trusted (docs/security.md)`);
+          }
           for (const w of warnings) log.warn(w);
           const server = new (await serverMod()).ResyncServer(cfg, (e) => logMod.logEvent(/^(shutting down|stopped)/.test(e.msg) ? life : log, e));
           const port = await server.listen();
