@@ -92,3 +92,6 @@ function tlsHint(e: SyncError, addr: string): string | undefined {
   }
   return undefined;
 }
+
+/** What `recover` says when there was no unfinished update (an earlier recover, or the next sync, settled it, or none was cut). */
+export const NOTHING_TO_RECOVER = 'no unfinished update to settle: the image is as its last finished update (or an earlier recover) left it';

@@ -330,6 +330,8 @@ function summaryParts(summary: Record<string, unknown>): { main: string[]; more:
   }
   const verified = take('verified');
   if (verified === true) main.push('verified');
+  // A recover that found nothing to settle proved nothing, and had nothing to prove.
+  else if (verified === false && summary.outcome === 'nothing') main.push('nothing to do');
   else if (verified === false) main.push('not verified');
 
   const more: string[] = [];

@@ -259,6 +259,7 @@ describe.skipIf(!existsSync(SSHD))('over ssh (a real sshd on 127.0.0.1)', () => 
     const again = await runCli(CLI, ['recover', '--json', '@dr/cut.img'], { timeoutMs: 90_000, env: { RESYNC_CONFIG: config } });
     expect(again.code, again.stderr).toBe(0);
     expect(json(again)).toMatchObject({ ok: true, outcome: 'nothing' });
+    expect(json(again).note).toContain('no unfinished update to settle: the volume is as');
 
     // The forced command's --allow applies to recover as to push: outside it, refused before anything is opened.
     const outside = join(dir, 'outside', 'x.img');

@@ -213,6 +213,9 @@ describe('formatSummary', () => {
   test('one line when there are no details; keys it does not know are kept', () => {
     expect(formatSummary('signature', { imageSize: 8 * MiB, blockSize: 0, signatureBytes: 548, elapsedMs: 120 })).toBe('signature: done: 8.0 MiB in 0.12 s (66.7 MiB/s); signature 548 B');
     expect(formatSummary('recover', { image: 'a.img', outcome: 'rolled-back' })).toBe('recover: done\n  image: a.img; outcome: rolled-back');
+    // Nothing to settle is not a failure to verify.
+    expect(formatSummary('recover', { image: 'a.img', outcome: 'nothing', verified: false })).toBe('recover: done: nothing to do\n  image: a.img; outcome: nothing');
+    expect(formatSummary('recover', { image: 'a.img', outcome: 'rolled-back', verified: false })).toContain('recover: done: not verified');
     expect(formatSummary('verify', { identical: false, sizeA: 2 * MiB, differingBytes: 4096, rangeCount: 1, elapsedMs: 1500 })).toBe(
       'verify: done: 1.50 s\n  identical: false; sizeA: 2.0 MiB; differingBytes: 4.0 KiB; rangeCount: 1',
     );

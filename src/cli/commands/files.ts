@@ -9,7 +9,7 @@ import { ParamError } from '../../core/errors.js';
 import { RDIFF_DEFAULT_SIG_TYPE, RDIFF_SIG_TYPES, type RdiffSigType } from '../../rdiff/constants.js';
 import type { StrongAlg } from '../../core/strong.js';
 import { intOption, READ_STATE_DIR_OPTION, secondsOption, sizeOption } from '../options.js';
-import { fileKind, formatHint } from '../hints.js';
+import { fileKind, formatHint, NOTHING_TO_RECOVER } from '../hints.js';
 import { checkInput, prepareOutput, type NamedInput } from '../paths.js';
 import { STDIO } from '../stdio.js';
 import { dryRunDeltaCommand } from './verify.js';
@@ -285,7 +285,7 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
         runCommand('recover', argv, async (progress) => {
           if (isNbdUri(argv.image)) {
             const r = await (await filesApi()).recoverNbd(argv.image, argv['state-dir'] ?? defaultStateDir());
-            return { image: argv.image, outcome: r.outcome, verified: r.proved };
+            return { image: argv.image, outcome: r.outcome, verified: r.proved, ...(r.outcome === 'nothing' ? { note: NOTHING_TO_RECOVER } : {}) };
           }
           const net = await import('./net.js');
           if (net.isRemoteVolume(argv.image)) return net.recoverRemoteCommand(argv);
@@ -293,6 +293,7 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           const outcome = await (await filesApi()).recoverImage(argv.image, { onProgress: progress, onNote: (m) => (note = m) });
           // A rollback of a session that had made the image removes it (io/inplace.ts recoverLocked).
           const removed = outcome === 'rolled-back' && !(await fsp.stat(argv.image).catch(() => null));
+          if (outcome === 'nothing') note ??= NOTHING_TO_RECOVER;
           return { image: argv.image, outcome, ...(removed ? { removed: true } : {}), verified: outcome !== 'nothing' && note === undefined, ...(note ? { note } : {}) };
         }, undefined, () => localInterrupted(argv.image, 'there was nothing to recover', `run \`resync recover ${shq(argv.image)}\` again to finish settling it`, argv['state-dir'], true)),
     );

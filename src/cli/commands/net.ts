@@ -10,7 +10,7 @@ import type { ClientOptions, FanoutResult, SyncResult } from '../../api/client.j
 import type { ProgressFn } from '../../core/progress.js';
 const clientMod = () => import('../../api/client.js');
 import { CLIENT_OPTIONS, clientTls, intOption, parseBwlimit, secondsOption, secretFileArg } from '../options.js';
-import { networkHint } from '../hints.js';
+import { networkHint, NOTHING_TO_RECOVER } from '../hints.js';
 import { checkInput, prepareOutput } from '../paths.js';
 // Loaded on first use: keeps start-up short for commands that do not need it.
 const dryRunMod = () => import('../../api/dry-run.js');
@@ -137,7 +137,7 @@ export async function recoverRemoteCommand(argv: Omit<ClientArgs, 'remote'> & { 
     imageSize: r.imageSize,
     ...(r.removed ? { removed: true } : {}),
     verified: r.proved !== false,
-    ...(r.proved === false ? { note: UNPROVED_DIRTY } : {}),
+    ...(r.proved === false ? { note: UNPROVED_DIRTY } : r.outcome === 'nothing' ? { note: NOTHING_TO_RECOVER.replace('the image', 'the volume') } : {}),
   };
 }
 
