@@ -12,7 +12,7 @@ import { clientProof, macEquals, newNonce, serverProof, PREAUTH_CAP, PREAUTH_KEY
 import { dialSsh, type SshTarget } from './ssh.js';
 import type { MessageOf, ReadyMsg, ReadySettled } from '../../protocol/messages.js';
 import type { ProgressFn } from '../core/progress.js';
-import { dial, keepaliveCap, type ClientTls, type Connection } from './connection.js';
+import { dial, hostPort, keepaliveCap, type ClientTls, type Connection } from './connection.js';
 import { hashOwnImage, sendFrom, type DeltaFn, type PrepassFn } from './sender.js';
 import { DigestCacheWriter, digestCachePath } from '../io/digestcache.js';
 import type { SignatureParams } from '../core/signature.js';
@@ -476,7 +476,7 @@ export async function recoverRemote(opts: ClientOptions): Promise<RemoteRecoverR
   const conn = await connectAuthenticated(opts);
   try {
     if (!conn.peerCaps.includes('recover')) {
-      const where = opts.ssh ? `resync on ${opts.ssh.host}` : `the server at ${opts.host}:${opts.port}`;
+      const where = opts.ssh ? `resync on ${opts.ssh.host}` : `the server at ${hostPort(opts.host, opts.port)}`;
       throw new SyncError('ERR_VERSION', `${where} does not offer remote recover (an older resync): run 'resync recover PATH' on the server itself`);
     }
     await conn.send({ type: MsgType.Open, mode: 'recover', volume: opts.volume, imageSize: 0, blockSize: 0, resumeId: '' });

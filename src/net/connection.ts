@@ -678,7 +678,7 @@ export function dial(host: string, port: number, opts: ConnectionOptions & { con
     const ready = opts.tls ? 'secureConnect' : 'connect';
     const t = setTimeout(() => {
       s.destroy();
-      reject(new SyncError('ERR_CONNECTION', `cannot connect to ${host}:${port}: timed out`));
+      reject(new SyncError('ERR_CONNECTION', `cannot connect to ${hostPort(host, port)}: timed out`));
     }, opts.connectTimeoutMs ?? 15_000);
     s.once(ready, () => {
       clearTimeout(t);
@@ -687,7 +687,7 @@ export function dial(host: string, port: number, opts: ConnectionOptions & { con
     });
     s.once('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(t);
-      reject(new SyncError('ERR_CONNECTION', `cannot connect to ${host}:${port}: ${e.code ?? e.message}`, { errno: e.code }, { cause: e }));
+      reject(new SyncError('ERR_CONNECTION', `cannot connect to ${hostPort(host, port)}: ${e.code ?? e.message}`, { errno: e.code }, { cause: e }));
     });
   });
 }
@@ -709,4 +709,9 @@ export function keepaliveWanted(caps: readonly string[]): number | null {
     return Math.min(MAX_KEEPALIVE_MS, Math.max(MIN_KEEPALIVE_MS, Number(v)));
   }
   return null;
+}
+
+/** HOST:PORT as written on a command line: an IPv6 address in brackets. */
+export function hostPort(host: string, port: number): string {
+  return `${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${port}`;
 }
