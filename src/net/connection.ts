@@ -448,8 +448,6 @@ export class Connection {
   /** Messages taken by recv() so far (progress made on what the peer sent, even while reading waits). */
   private taken = 0;
   private keepTimer: NodeJS.Timeout | null = null;
-  /** Keepalive frames sent (for tests). */
-  keepalivesSent = 0;
 
   /**
    * Send Keepalive messages at the interval the peer asked for in its caps
@@ -472,7 +470,6 @@ export class Connection {
         // Between frames: whatever was gathered is whole frames, written first.
         this.flushOut();
         this.bytesOut += KEEPALIVE_FRAME.length;
-        this.keepalivesSent++;
         this.socket.write(KEEPALIVE_FRAME);
       }
       lastIn = seen;
