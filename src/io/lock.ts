@@ -124,7 +124,7 @@ async function kernelLock(path: string, mode: LockMode, create: boolean, lock: (
         },
       };
       heldLocks.add(l);
-      if (mode === 'write') killPoint('lock-taken');
+      killPoint(mode === 'write' ? 'lock-taken' : 'read-lock-taken');
       return l;
     }
     await fh.close().catch(() => undefined);

@@ -219,6 +219,24 @@ describe('a second session on a busy image is refused and never touches its jour
     }
   });
 
+  test('a signature killed while it holds its shared lock blocks nothing: a patch in place and a signature of the image go through', { timeout: 60_000 }, async () => {
+    for (const env of [{}, { RESYNC_LOCK_FILE: '1' }] as Record<string, string>[]) {
+      const img = await fresh('killed-reader');
+      const killed = await cli(['signature', '-f', img, join(dir, 'killed-reader.sig')], { ...env, RESYNC_KILL_AT: 'read-lock-taken' });
+      // Killed with the lock held (flock); the lock-file fallback takes no lock for a reader, and so is not killed there.
+      if (!('RESYNC_LOCK_FILE' in env)) expect(killed.code).toBe(null);
+      expect(existsSync(lockFilePathFor(img))).toBe(false);
+      const sig = join(dir, 'killed-reader-2.sig');
+      const again = await cli(['signature', '-f', img, sig], env);
+      expect(again.code, again.stderr).toBe(0);
+      const delta = join(dir, 'killed-reader.delta');
+      expect((await cli(['delta', '-f', sig, source, delta], env)).code).toBe(0);
+      const patched = await cli(['patch', '--in-place', img, delta], env);
+      expect(patched.code, patched.stderr).toBe(0);
+      expect(await sha(img)).toBe(sourceSha);
+    }
+  });
+
   test('the lock of a killed process does not block: flock dies with it, a stale lock file is taken over', { timeout: 60_000 }, async () => {
     for (const env of [{}, { RESYNC_LOCK_FILE: '1' }] as Record<string, string>[]) {
       const local = await fresh('killed-holder');
