@@ -53,6 +53,8 @@ export class AdaptivePatch {
     private readonly inPlace: InPlacePatcher,
     private readonly targetSize: number,
     private readonly spec: ImageHashSpec,
+    /** Told once the temp file has taken over (a server logs it: a push cut from then on starts over). */
+    private readonly onSwitch?: () => void,
   ) {
     // Judged every MiB: data moved in the first few MiB is seen (6 MiB of it)
     // before the first batch (held to 16 MiB meanwhile) reaches the image, so
@@ -169,5 +171,6 @@ export class AdaptivePatch {
     }
     this.state.switchedAt = at;
     trace('receiver: the temp file took over');
+    this.onSwitch?.();
   }
 }

@@ -73,13 +73,15 @@ export async function inPlaceSink(
   tempFallback = true,
   /** Told of each block hashed while verifying (the signature cache keeps their sums). */
   onHashed?: HashedBlockFn | null,
+  /** Told if the patch moves to a temp file (see io/adaptive.ts). */
+  onTempFile?: () => void,
 ): Promise<DeltaSink> {
   // The basis's hash comes free from the digests of this side's signature pass.
   const originalHash = imageHashIfCovered(img.size, spec, basisDigests);
   const p = await InPlacePatcher.start(img, journalPath, { id: session.id, targetSize, ...(session.created ? { created: true as const } : {}) }, spec, { originalHash, continueAt: continueAt ?? null });
   if (basisDigests) p.useBasisDigests(basisDigests);
   if (onHashed) p.onHashed(onHashed);
-  const a = tempFallback ? new AdaptivePatch(img, p, targetSize, spec) : null;
+  const a = tempFallback ? new AdaptivePatch(img, p, targetSize, spec, onTempFile) : null;
   return {
     apply: (op) => (a ? a.apply(op) : p.apply(op)),
     get position() {

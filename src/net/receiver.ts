@@ -308,6 +308,8 @@ export async function receiveInto(
      * lock, so the client does not wait for it.
      */
     deferSigCache?: boolean;
+    /** Told if an in-place patch moves to a temp file (much of the data moved). */
+    onTempFile?: () => void;
   } = {},
 ): Promise<ReceiveDeltaResult & { writeSigCache?: () => Promise<void> }> {
   const before = await imageStamp(img);
@@ -328,7 +330,7 @@ export async function receiveInto(
         // Before anything can write the image: a crash from here on must find no cache of it.
         await dropSigCache(target.sigCache?.path ?? null);
         sink = target.inPlace
-          ? await inPlaceSink(img, target.journalPath, { id: target.sessionId, created: target.created }, size, spec, sent.fullDigests, target.continueAt, target.tempFallback !== false, fresh?.add)
+          ? await inPlaceSink(img, target.journalPath, { id: target.sessionId, created: target.created }, size, spec, sent.fullDigests, target.continueAt, target.tempFallback !== false, fresh?.add, opts.onTempFile)
           : await tempFileSink(img, target.path, size, spec);
         return sink;
       },

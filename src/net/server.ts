@@ -478,7 +478,19 @@ export class ResyncServer {
           sigCache: { path: sigCachePathFor(vol.path), use: vol.sigCache !== false },
           tooLarge: (size, dev) => `the source is ${size} bytes but the volume is a ${dev}-byte block device`,
         },
-        { onProgress: progress, signatureProgress: true, seed, seedHint, deferSigCache: true },
+        {
+          onProgress: progress,
+          signatureProgress: true,
+          seed,
+          seedHint,
+          deferSigCache: true,
+          onTempFile: () =>
+            this.log({
+              level: 'info',
+              msg: 'much of the data moved: this push goes on in a temp file, the volume stays as it was until the rename (a push cut from now on starts over; "tempFallback": false keeps it in place, resumable)',
+              volume: this.volumeName(vol),
+            }),
+        },
       );
       // The whole volume is verified now: an unfinished dirty-bitmap push before it no longer matters.
       await clearDirtyMarker(vol.path);

@@ -455,6 +455,9 @@ describe('over the network', () => {
     } finally {
       await srv.server.close();
     }
+    // The server's log says which push went on in a temp file (a cut one starts over): volume a's, not b's.
+    const moved = srv.events.filter((e) => e.msg.includes('this push goes on in a temp file'));
+    expect(moved.map((e) => e.volume)).toEqual(['a']);
     expect((await readFile(a)).equals(shifted)).toBe(true);
     expect((await readFile(b)).equals(shifted)).toBe(true);
     expect((await stat(a)).ino).not.toBe(inodes[0]);
