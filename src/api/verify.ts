@@ -84,7 +84,6 @@ export interface RemoteVerifyReport extends VerifyReport {
 class RangeCollector {
   readonly ranges: DiffRange[] = [];
   differingBytes = 0;
-  truncated = false;
   /** Ranges that differ, listed or not. */
   total = 0;
   /** End of the last range added (listed or not), for merging. */
@@ -109,7 +108,11 @@ class RangeCollector {
     this.end = end;
     this.total++;
     if (this.ranges.length < this.maxRanges) this.ranges.push({ offset, length });
-    else this.truncated = true;
+  }
+
+  /** More ranges differ than are listed. */
+  get truncated(): boolean {
+    return this.total > this.ranges.length;
   }
 }
 

@@ -108,9 +108,14 @@ export async function readClientConfig(file: string): Promise<Record<string, Nam
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new ParamError(`no client config at ${file} (named remotes "@NAME" are defined there; RESYNC_CONFIG names another file)`);
     throw ioError(e, 'read client config', file);
   }
-  await checkTrusted(file, 'client config', await fsp.stat(file).catch((e: unknown) => {
+  const st = await fsp.stat(file).catch((e: unknown) => {
     throw ioError(e, 'read client config', file);
-  }));
+  });
+  checkOwner(file, 'client config', st);
+  // Whoever can change it chooses where a pull reads from and which secret proves it.
+  if ((st.mode & 0o022) !== 0 && process.platform !== 'win32') {
+    throw new ParamError(`client config ${file} is writable by other users (mode ${(st.mode & 0o777).toString(8)}); chmod go-w it`);
+  }
   const where = `client config ${file}`;
   let j: unknown;
   try {
@@ -168,20 +173,14 @@ export async function checkPrivateSecret(file: string): Promise<void> {
   if ((st.mode & 0o077) !== 0 && process.platform !== 'win32') {
     throw new ParamError(`secret file ${file} (named by the client config) is readable or writable by other users (mode ${(st.mode & 0o777).toString(8)}); chmod 600 it`);
   }
-  await checkTrusted(file, 'secret file (named by the client config)', st);
+  checkOwner(file, 'secret file (named by the client config)', st);
 }
 
-/**
- * A file the client config trusts must be this user's (or root's), and the
- * config no one else's to write: whoever can change it chooses where a pull
- * reads from and which secret proves it, as ssh refuses a config or key with
- * a bad owner or permissions.
- */
-async function checkTrusted(file: string, what: string, st: { uid: number; mode: number }): Promise<void> {
+/** The client config and its secret files must be this user's (or root's), as ssh refuses a config or key with a bad owner. */
+function checkOwner(file: string, what: string, st: { uid: number }): void {
   if (process.platform === 'win32' || typeof process.getuid !== 'function') return;
   const me = process.getuid();
   if (st.uid !== me && st.uid !== 0) throw new ParamError(`${what} ${file} belongs to another user (uid ${st.uid}); it must be yours (uid ${me}) or root's`);
-  if ((st.mode & 0o022) !== 0) throw new ParamError(`${what} ${file} is writable by other users (mode ${(st.mode & 0o777).toString(8)}); chmod go-w it`);
 }
 
 /** The HOST:PORT of a TCP remote as the other messages write it. */

@@ -116,7 +116,7 @@ let fill: Buffer = Buffer.alloc(FILL_LEN);
 let fillValue = 0;
 
 /** The first position in [from, to) where buf holds another byte than `v`, or `to`. */
-export function sameByteEnd(buf: Uint8Array, from: number, to: number, v: number): number {
+function sameByteEnd(buf: Uint8Array, from: number, to: number, v: number): number {
   let q = from;
   // Most runs met while rolling are short: a few bytes by hand first.
   const first = Math.min(to, from + 64);

@@ -3,6 +3,8 @@ import { describe, expect, test } from 'vitest';
 import { fc, test as fcTest } from '@fast-check/vitest';
 import { applyDelta, diff, signatureOf } from '../../src/core/whole.js';
 import type { DeltaOp } from '../../src/core/ops.js';
+import { DeltaMatcher } from '../../src/core/matcher.js';
+import type { Signature } from '../../src/core/signature.js';
 import { applyEdits, edit } from '../helpers/edits.js';
 
 function literalBytes(ops: DeltaOp[]): number {
@@ -103,19 +105,24 @@ describe('literal cap', () => {
   );
 });
 
+/** Which rolling loop a matcher may use (all three give the same ops). */
+type LoopChoice = { noWasm?: boolean; noNative?: boolean };
+
+/** The ops of a matcher over `target`, pushed `chunk` bytes at a time. */
+function opsInChunks(sig: Signature, target: Uint8Array, chunk: number, opts: LoopChoice): DeltaOp[] {
+  const m = new DeltaMatcher(sig, opts);
+  const ops: DeltaOp[] = [];
+  for (let p = 0; p < target.length; p += chunk) ops.push(...m.push(target.subarray(p, p + chunk)));
+  return [...ops, ...m.end()];
+}
+
 describe('the three rolling loops (native, WebAssembly, and JS where neither is there) agree', () => {
   fcTest.prop([fc.uint8Array({ maxLength: 20_000 }), fc.array(edit, { maxLength: 8 }), fc.constantFrom(16, 64, 512), fc.integer({ min: 1, max: 4000 })], { numRuns: 150 })(
     'same ops every way',
     async (basis, edits, blockSize, chunk) => {
-      const { DeltaMatcher } = await import('../../src/core/matcher.js');
       const target = applyEdits(basis, edits);
       const sig = signatureOf(basis, { blockSize });
-      const run = (opts: { noWasm?: boolean; noNative?: boolean }): DeltaOp[] => {
-        const m = new DeltaMatcher(sig, opts);
-        const ops: DeltaOp[] = [];
-        for (let p = 0; p < target.length; p += chunk) ops.push(...m.push(target.subarray(p, p + chunk)));
-        return [...ops, ...m.end()];
-      };
+      const run = (opts: LoopChoice): DeltaOp[] => opsInChunks(sig, target, chunk, opts);
       const js = run({ noWasm: true });
       expect(run({ noNative: true })).toEqual(js);
       expect(run({})).toEqual(js);
@@ -136,7 +143,6 @@ describe('long runs of one byte value are stepped over exactly', () => {
   fcTest.prop([fc.integer({ min: 4096, max: 16_000 }), fc.integer(), fc.array(piece, { minLength: 1, maxLength: 5 }), fc.constantFrom(16, 64, 512, 2048), fc.boolean(), fc.integer({ min: 1000, max: 200_000 })], { numRuns: 50 })(
     'same ops every way, and the target rebuilt',
     async (size, seed, pieces, blockSize, zeroBlock, chunk) => {
-      const { DeltaMatcher } = await import('../../src/core/matcher.js');
       // Random bytes (fast-check's arrays favour a few values, whose blocks repeat).
       const base = Buffer.alloc(size);
       for (let i = 0, h = Buffer.alloc(0); i < size; i += 32) {
@@ -147,12 +153,7 @@ describe('long runs of one byte value are stepped over exactly', () => {
       const parts = pieces.map((p) => ('run' in p ? Buffer.alloc(p.len, p.run) : base.subarray(p.at % base.length, (p.at % base.length) + p.len)));
       const target = Buffer.concat(parts);
       const sig = signatureOf(base, { blockSize });
-      const run = (opts: { noWasm?: boolean; noNative?: boolean }): DeltaOp[] => {
-        const m = new DeltaMatcher(sig, opts);
-        const ops: DeltaOp[] = [];
-        for (let p = 0; p < target.length; p += chunk) ops.push(...m.push(target.subarray(p, p + chunk)));
-        return [...ops, ...m.end()];
-      };
+      const run = (opts: LoopChoice): DeltaOp[] => opsInChunks(sig, target, chunk, opts);
       // Compared as text (literals by digest): toEqual on MiBs of literal data is slow.
       const text = (ops: DeltaOp[]): string =>
         ops.map((o) => (o.kind === 'copy' ? `C${o.offset}+${o.length}` : `L${createHash('sha1').update(o.data).digest('hex')}`)).join(' ');
