@@ -69,7 +69,7 @@ export function networkHint(e: unknown, remote: string): string | undefined {
     const cut = e.code === 'ERR_CONNECTION' || e.code === 'ERR_TIMEOUT';
     const full = e.code === 'ERR_NO_SPACE' || e.code === 'ERR_IO';
     if (cut || full) {
-      return `${remote} may hold part of this push under its undo journal, and refuses pulls until it is settled: ${full ? 'make room on the server and ' : ''}push again to finish it, or roll it back with 'resync recover ${remote}' (same options). (If the server had moved this push to a temp file, as it does when much of the data moved, the volume is as it was and the next push starts over: the server's log says which.)`;
+      return `${remote} may hold part of this push under its undo journal, and refuses pulls until it is settled: ${full ? 'make room on the server and ' : ''}push again to finish it, or roll it back with 'resync recover ${remote}' (same options). (If the server had moved this push to a temp file, as it does when much of the data moved, the volume is as it was and the next push starts over, in place, so that a cut from then on resumes it: the server's log says which.)`;
     }
   }
   return undefined;

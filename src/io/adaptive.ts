@@ -53,8 +53,12 @@ export class AdaptivePatch {
     private readonly inPlace: InPlacePatcher,
     private readonly targetSize: number,
     private readonly spec: ImageHashSpec,
-    /** Told once the temp file has taken over (a server logs it: a push cut from then on starts over). */
-    private readonly onSwitch?: () => void,
+    private readonly hooks: {
+      /** Awaited before the switch starts: a cut from then on may lose the patch's progress. */
+      beforeSwitch?: () => Promise<void>;
+      /** Told once the temp file has taken over (a server logs it: a push cut from then on starts over). */
+      onSwitch?: () => void;
+    } = {},
   ) {
     // Judged every MiB: data moved in the first few MiB is seen (6 MiB of it)
     // before the first batch (held to 16 MiB meanwhile) reaches the image, so
@@ -140,6 +144,7 @@ export class AdaptivePatch {
   }
 
   private async switchToTemp(finalPath: string): Promise<void> {
+    await this.hooks.beforeSwitch?.();
     const at = await this.inPlace.drain();
     trace(`receiver: data moved, ${this.inPlace.movedBytes} of ${at} bytes moved: switching to a temp file`);
     const out = await ImageWriter.createTemp(finalPath, undefined, this.inPlace.takeSpareBuffers());
@@ -171,6 +176,6 @@ export class AdaptivePatch {
     }
     this.state.switchedAt = at;
     trace('receiver: the temp file took over');
-    this.onSwitch?.();
+    this.hooks.onSwitch?.();
   }
 }

@@ -9,6 +9,7 @@ import type { DigestBytes } from '../core/digests.js';
 import type { DeltaOp, DeltaStats } from '../core/ops.js';
 import type { ImageHandle } from './image.js';
 import { AdaptivePatch } from './adaptive.js';
+import { clearMovedMarker, movedSessionCut, setMovedMarker } from './moved-marker.js';
 import { InPlacePatcher } from './inplace.js';
 import { ImageWriter } from './output.js';
 import { StreamPatcher } from './patcher.js';
@@ -58,6 +59,14 @@ export async function tempFileSink(basis: ImageHandle, outPath: string, targetSi
   };
 }
 
+/** What an in-place sink tells of a temp file. */
+export interface TempFileEvents {
+  /** The patch moved to a temp file: a cut from then on starts over. */
+  onSwitch?: () => void;
+  /** The last patch that moved was cut: this one stays in place, so a cut resumes it. */
+  onStay?: () => void;
+}
+
 /** A sink patching `img` in place under an undo journal (see io/inplace.ts). */
 export async function inPlaceSink(
   img: ImageHandle,
@@ -73,15 +82,20 @@ export async function inPlaceSink(
   tempFallback = true,
   /** Told of each block hashed while verifying (the signature cache keeps their sums). */
   onHashed?: HashedBlockFn | null,
-  /** Told if the patch moves to a temp file (see io/adaptive.ts). */
-  onTempFile?: () => void,
+  /**
+   * Told if the patch moves to a temp file (see io/adaptive.ts), or stays in
+   * place because the last one that moved was cut (io/moved-marker.ts).
+   */
+  tempFile: TempFileEvents = {},
 ): Promise<DeltaSink> {
   // The basis's hash comes free from the digests of this side's signature pass.
   const originalHash = imageHashIfCovered(img.size, spec, basisDigests);
   const p = await InPlacePatcher.start(img, journalPath, { id: session.id, targetSize, ...(session.created ? { created: true as const } : {}) }, spec, { originalHash, continueAt: continueAt ?? null });
   if (basisDigests) p.useBasisDigests(basisDigests);
   if (onHashed) p.onHashed(onHashed);
-  const a = tempFallback ? new AdaptivePatch(img, p, targetSize, spec, onTempFile) : null;
+  const stay = tempFallback && (await movedSessionCut(img.path));
+  if (stay) tempFile.onStay?.();
+  const a = tempFallback && !stay ? new AdaptivePatch(img, p, targetSize, spec, { beforeSwitch: () => setMovedMarker(img.path), onSwitch: tempFile.onSwitch }) : null;
   return {
     apply: (op) => (a ? a.apply(op) : p.apply(op)),
     get position() {
@@ -91,9 +105,9 @@ export async function inPlaceSink(
       return p.planner.stats;
     },
     finish: async (size, hash) => {
-      if (a) return a.finish(size, hash);
-      await p.finish(size, hash);
-      return p.io.bytesWritten;
+      const written = a ? await a.finish(size, hash) : (await p.finish(size, hash), p.io.bytesWritten);
+      if (stay || a?.state.switchedAt != null) await clearMovedMarker(img.path);
+      return written;
     },
     abort: async (e) => {
       // A result that failed verification is undone; an interruption keeps its progress for a resume.

@@ -426,7 +426,11 @@ export async function pull(imagePath: string, opts: ClientOptions): Promise<Sync
         sigCache: { path: sigCachePathFor(imagePath), use: opts.sigCache !== false },
         tooLarge: (size, dev) => `the remote image is ${size} bytes; ${imagePath} is a ${dev}-byte block device`,
       },
-      { onProgress: opts.onProgress, reportToPeer: true },
+      {
+        onProgress: opts.onProgress,
+        reportToPeer: true,
+        tempFile: { onStay: () => opts.onNote?.(`the last pull into ${imagePath} went on in a temp file and was cut: this one stays in place under its undo journal, so that a cut resumes it`) },
+      },
     );
     // The image is complete and verified here: a server that went away
     // before hearing so changes nothing about it.

@@ -18,7 +18,7 @@ import { literalFromZstd } from '../../protocol/literal-codec.js';
 import { assertUnchanged, imageStamp, type ImageHandle } from '../io/image.js';
 import { SIG_READ_CHUNK, readPieces, sigReadBuffer } from '../io/sparse.js';
 import { checkBasisSize } from '../io/patcher.js';
-import { inPlaceSink, tempFileSink, type DeltaSink } from '../io/sinks.js';
+import { inPlaceSink, tempFileSink, type DeltaSink, type TempFileEvents } from '../io/sinks.js';
 import { trace } from '../io/trace.js';
 import { FreshBlockSums, dropSigCache, loadSigCache, writeSigCache, type CachedSums } from '../io/sigcache.js';
 import type { ProgressFn } from '../core/progress.js';
@@ -308,8 +308,8 @@ export async function receiveInto(
      * lock, so the client does not wait for it.
      */
     deferSigCache?: boolean;
-    /** Told if an in-place patch moves to a temp file (much of the data moved). */
-    onTempFile?: () => void;
+    /** Told if an in-place patch moves to a temp file (much of the data moved), or stays in place after one that was cut. */
+    tempFile?: TempFileEvents;
   } = {},
 ): Promise<ReceiveDeltaResult & { writeSigCache?: () => Promise<void> }> {
   const before = await imageStamp(img);
@@ -330,7 +330,7 @@ export async function receiveInto(
         // Before anything can write the image: a crash from here on must find no cache of it.
         await dropSigCache(target.sigCache?.path ?? null);
         sink = target.inPlace
-          ? await inPlaceSink(img, target.journalPath, { id: target.sessionId, created: target.created }, size, spec, sent.fullDigests, target.continueAt, target.tempFallback !== false, fresh?.add, opts.onTempFile)
+          ? await inPlaceSink(img, target.journalPath, { id: target.sessionId, created: target.created }, size, spec, sent.fullDigests, target.continueAt, target.tempFallback !== false, fresh?.add, opts.tempFile)
           : await tempFileSink(img, target.path, size, spec);
         return sink;
       },

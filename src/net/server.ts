@@ -484,12 +484,20 @@ export class ResyncServer {
           seed,
           seedHint,
           deferSigCache: true,
-          onTempFile: () =>
-            this.log({
-              level: 'info',
-              msg: 'much of the data moved: this push goes on in a temp file, the volume stays as it was until the rename (a push cut from now on starts over; "tempFallback": false keeps it in place, resumable)',
-              volume: this.volumeName(vol),
-            }),
+          tempFile: {
+            onSwitch: () =>
+              this.log({
+                level: 'info',
+                msg: 'much of the data moved: this push goes on in a temp file, the volume stays as it was until the rename (a push cut from now on starts over, and the next one stays in place so that a cut resumes it; "tempFallback": false keeps every push in place)',
+                volume: this.volumeName(vol),
+              }),
+            onStay: () =>
+              this.log({
+                level: 'info',
+                msg: 'the last push went on in a temp file and was cut: this one stays in place under its undo journal, so that a cut resumes it',
+                volume: this.volumeName(vol),
+              }),
+          },
         },
       );
       // The whole volume is verified now: an unfinished dirty-bitmap push before it no longer matters.

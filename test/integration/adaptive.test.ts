@@ -21,6 +21,8 @@ import { InPlacePatcher, recoverLocked, settleJournal } from '../../src/io/inpla
 import { journalPathFor, readJournal } from '../../src/io/journal.js';
 import { pull, push } from '../../src/net/client.js';
 import { startServer } from '../helpers/server.js';
+import { FaultProxy } from '../helpers/fault-proxy.js';
+import { movedMarkerPath } from '../../src/io/moved-marker.js';
 import { directSupported } from '../helpers/direct.js';
 
 const MiB = 1024 * 1024;
@@ -486,5 +488,50 @@ describe('over the network', () => {
       await srv.server.close();
     }
     expect(await leftovers()).toEqual([]);
+  });
+});
+
+describe('a push in a temp file cut on a flaky link', () => {
+  test('leaves the volume as it was; the next push stays in place, is cut and kept, and the one after resumes it', { timeout: 120_000 }, async () => {
+    const srvDir = await mkdtemp(join(dir, 'srv-'));
+    const vol = join(srvDir, 'v.img');
+    const src = join(dir, 'flaky-src.img');
+    // Shifted from 1 MiB on, then 16 MiB of new data at 24 MiB: literals that
+    // reach the server only after the switch (6 MiB of evidence) is done.
+    const source = Buffer.from(shifted);
+    randomBytes(16 * MiB).copy(source, 24 * MiB);
+    await writeFile(vol, basis);
+    await writeFile(src, source);
+    const srv = await startServer({ v: { path: vol, writable: true } });
+    const proxy = await FaultProxy.start(srv.port);
+    const opts = { host: '127.0.0.1', port: proxy.port, secret: srv.secret, volume: 'v', blockSize: BS };
+    try {
+      // Cut once 8 MiB of the literals went up: the server is in its temp file by then.
+      proxy.rules = { up: { cutAfter: 8 * MiB } };
+      await expect(push(src, opts)).rejects.toThrow();
+      await srv.server.idle();
+      expect(srv.events.filter((e) => e.msg.includes('this push goes on in a temp file'))).toHaveLength(1);
+      expect((await readFile(vol)).equals(basis)).toBe(true);
+      expect(existsSync(journalPathFor(vol))).toBe(false);
+      expect(existsSync(movedMarkerPath(vol))).toBe(true);
+
+      // The same cut again: this push stays in place, and its progress is kept under the journal.
+      await expect(push(src, opts)).rejects.toThrow();
+      await srv.server.idle();
+      expect(srv.events.filter((e) => e.msg.includes('this push goes on in a temp file'))).toHaveLength(1);
+      expect(srv.events.filter((e) => e.msg.includes('this one stays in place'))).toHaveLength(1);
+      expect(existsSync(journalPathFor(vol))).toBe(true);
+
+      proxy.rules = {};
+      const r = await push(src, opts);
+      expect(r.verified).toBe(true);
+      expect(r.resumedFrom).toBeGreaterThan(8 * MiB);
+      expect((await readFile(vol)).equals(source)).toBe(true);
+      expect(existsSync(movedMarkerPath(vol))).toBe(false);
+      expect(existsSync(journalPathFor(vol))).toBe(false);
+    } finally {
+      await proxy.close();
+      await srv.server.close();
+    }
   });
 });

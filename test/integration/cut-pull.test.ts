@@ -75,3 +75,42 @@ describe('a pull whose connection is cut mid-delta', () => {
     expect((await readFile(local)).equals(old)).toBe(true);
   });
 });
+
+describe('a pull in a temp file cut mid-delta', () => {
+  test('says the image is unchanged and that the next pull stays in place; that one is cut and kept, and the one after resumes it', { timeout: 120_000 }, async () => {
+    const MiB = 1 << 20;
+    const old = randomBytes(48 * MiB);
+    // Shifted from 1 MiB on (the pull moves to a temp file), then 16 MiB of new data at 24 MiB: literals that come down after the switch.
+    const remoteImage = Buffer.concat([old.subarray(0, MiB), Buffer.from('twenty-four bytes added!'), old.subarray(MiB)]);
+    randomBytes(16 * MiB).copy(remoteImage, 24 * MiB);
+    await writeFile(join(dir, 'moved.img'), remoteImage);
+    const local = join(dir, 'moved-local.img');
+    await writeFile(local, old);
+    const movedSrv = await startServer({ m: { path: join(dir, 'moved.img'), writable: false } });
+    const movedProxy = await FaultProxy.start(movedSrv.port);
+    const args = ['pull', `127.0.0.1:${movedProxy.port}/m`, local, '--secret-file', movedSrv.secretFile, '--block-size', '65536', '--json'];
+    try {
+      movedProxy.rules = { down: { cutAfter: 8 * MiB } };
+      const cut = await runCli(cliMain(), args);
+      expect(cut.code).toBe(7);
+      expect(JSON.parse(cut.stdout).hint).toMatch(/was not changed; a pull into it that went on in a temp file \(now removed\) was cut, so the next pull stays in place/);
+      expect((await readFile(local)).equals(old)).toBe(true);
+      expect(existsSync(journalPathFor(local))).toBe(false);
+
+      const kept = await runCli(cliMain(), args);
+      expect(kept.code).toBe(7);
+      expect(kept.stderr).toMatch(/note: the last pull into .* went on in a temp file and was cut: this one stays in place/);
+      expect(JSON.parse(kept.stdout).hint).toMatch(/is mid-update under its undo journal/);
+
+      movedProxy.rules = {};
+      const done = await runCli(cliMain(), args);
+      expect(done.code).toBe(0);
+      expect(JSON.parse(done.stdout).resumedFrom).toBeGreaterThan(8 * MiB);
+      expect((await readFile(local)).equals(remoteImage)).toBe(true);
+      expect(existsSync(`${local}.resync-moved`)).toBe(false);
+    } finally {
+      await movedProxy.close();
+      await closeServers([movedSrv]);
+    }
+  });
+});

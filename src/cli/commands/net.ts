@@ -21,6 +21,7 @@ import { existsSync } from 'node:fs';
 import { parseSshRemote, splitCommand } from '../../api/config.js';
 import { isNbdUri } from '../../io/nbd/uri.js';
 import { UNPROVED_DIRTY } from '../../io/dirty-marker.js';
+import { movedMarkerPath } from '../../io/moved-marker.js';
 import type { CodecName } from '../../../protocol/literal-codec.js';
 import { checkPrivateSecret, lookupRemote, parseNamedRemote, type RemoteCommon } from '../client-config.js';
 
@@ -121,10 +122,11 @@ export function isRemoteVolume(arg: string): boolean {
  * journal (a connection cut, a full disk), say so and both ways out, as a
  * SIGINT does; otherwise nothing to add.
  */
-function pullLeft(argv: { image: string; 'dry-run': boolean; 'state-dir'?: string | undefined }): string | undefined {
+function pullLeft(argv: { image: string; 'dry-run': boolean; 'in-place': boolean; 'state-dir'?: string | undefined }): string | undefined {
   if (argv['dry-run']) return undefined;
   const left = localInterrupted(argv.image, '', 'run the same pull again to resume it', argv['state-dir']);
-  return left.state === 'journaled' ? `${left.message}: ${left.resume}` : undefined;
+  if (left.state === 'journaled') return `${left.message}: ${left.resume}`;
+  return movedPullCut(argv.image, argv['in-place']) ? `${argv.image} was not changed; ${MOVED_PULL_CUT}: run the same pull again` : undefined;
 }
 
 /** `resync recover REMOTE`: the server (or `serve --stdio` over ssh) rolls back (or completes) the volume's unfinished update. */
@@ -140,6 +142,16 @@ export async function recoverRemoteCommand(argv: Omit<ClientArgs, 'remote'> & { 
     ...(r.proved === false ? { note: UNPROVED_DIRTY } : r.outcome === 'nothing' ? { note: NOTHING_TO_RECOVER.replace('the image', 'the volume') } : {}),
   };
 }
+
+/**
+ * A pull into `image` that went on in a temp file was cut (io/moved-marker.ts):
+ * that temp file is gone and the next pull stays in place.
+ */
+function movedPullCut(image: string, inPlace: boolean): boolean {
+  return inPlace && !isNbdUri(image) && existsSync(movedMarkerPath(image));
+}
+
+const MOVED_PULL_CUT = 'a pull into it that went on in a temp file (now removed) was cut, so the next pull stays in place, so that a cut from then on resumes it';
 
 function summary(r: SyncResult): Record<string, unknown> {
   return {
@@ -482,7 +494,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           () =>
             argv['dry-run']
               ? { target: argv.image, state: 'unchanged', message: 'a dry run writes nothing' }
-              : localInterrupted(argv.image, argv['in-place'] ? 'the update had not started' : 'its partial temp file was removed', 'run the same pull again to resume it', argv['state-dir']),
+              : localInterrupted(argv.image, !argv['in-place'] ? 'its partial temp file was removed' : movedPullCut(argv.image, true) ? MOVED_PULL_CUT : 'the update had not started', 'run the same pull again to resume it', argv['state-dir']),
         ),
     );
 }
