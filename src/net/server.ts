@@ -11,7 +11,7 @@ import type { Duplex } from 'node:stream';
 import { resolveRequested, type StdioAccess } from './allow.js';
 import { createServer as createTlsServer } from 'node:tls';
 import { randomBytes } from 'node:crypto';
-import { stat } from 'node:fs/promises';
+import { realpath, stat } from 'node:fs/promises';
 import { SyncError, isSyncError } from '../core/errors.js';
 import { DEFAULT_STRONG_LEN, MAX_FRAME } from '../core/limits.js';
 import { dirname } from 'node:path';
@@ -468,7 +468,8 @@ export class ResyncServer {
         basis,
         bs,
         {
-          path: vol.path,
+          // A temp file renamed over a symbolic link would replace the link: the file it names is the volume.
+          path: inPlace ? vol.path : await realpath(vol.path).catch(() => vol.path),
           inPlace,
           journalPath: jpath,
           sessionId,

@@ -468,6 +468,25 @@ describe('over the network', () => {
     expect((await readdir(srvDir)).filter((f) => f !== 'a.img' && f !== 'b.img')).toEqual(['b.img.resync-sig']);
   });
 
+  test('push to a volume that is a symbolic link, with inPlace off: the file it names is replaced, the link stays', async () => {
+    const srvDir = await mkdtemp(join(dir, 'srv-'));
+    const file = join(srvDir, 'real.img');
+    const linkPath = join(srvDir, 'link.img');
+    const src = join(dir, 'link-src.img');
+    await writeFile(file, basis);
+    await symlink(file, linkPath);
+    await writeFile(src, scattered);
+    const srv = await startServer({ v: { path: linkPath, writable: true, inPlace: false } });
+    try {
+      const r = await push(src, { host: '127.0.0.1', port: srv.port, secret: srv.secret, volume: 'v', blockSize: BS });
+      expect(r.verified).toBe(true);
+    } finally {
+      await srv.server.close();
+    }
+    expect((await lstat(linkPath)).isSymbolicLink()).toBe(true);
+    expect((await readFile(file)).equals(scattered)).toBe(true);
+  });
+
   test('pull of shifted data switches; --no-temp-fallback stays in place', async () => {
     const srvDir = await mkdtemp(join(dir, 'srv-'));
     const vol = join(srvDir, 'v.img');
