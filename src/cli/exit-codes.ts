@@ -28,6 +28,8 @@ export const ExitCode = {
   LOCKED: 11,
   /** A push to several replicas updated some of them and failed for others. */
   PARTIAL: 12,
+  /** Stopped by SIGHUP (its terminal went away); re-run to resume. */
+  HANGUP: 129,
   /** Interrupted by SIGINT (Ctrl-C); re-run to resume. */
   INTERRUPTED: 130,
   /** Stopped by SIGTERM; re-run to resume. */
@@ -80,6 +82,7 @@ const SUMMARY: Record<keyof typeof ExitCode, string | null> = {
   DIFFERENT: 'verify: images differ',
   LOCKED: 'image locked by another session',
   PARTIAL: 'push: some replicas failed',
+  HANGUP: 'hangup',
   INTERRUPTED: 'interrupted',
   TERMINATED: 'terminated',
 };

@@ -80,14 +80,16 @@ export function localInterrupted(image: string, what: string, again: string, sta
   return { target: image, state: 'unchanged', message: `${image} was not changed (${what})`, resume: 'run the same command again' };
 }
 
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
 const GENERIC: Interruption = { state: 'unchanged', message: 'no file was changed (a partial output, if any, was removed)', resume: 'run the same command again' };
 
 /**
  * Run `fn`, print its summary, map errors to exit codes. `spool` holds `-`
- * inputs and outputs; removed at the end. SIGINT and SIGTERM stop the
+ * inputs and outputs; removed at the end. SIGINT, SIGTERM and SIGHUP stop the
  * command at once (an in-place update is safe at any point under its
  * journal), remove partial temp files, say what state the target is in and
- * how to resume (`interrupted()`), and exit 130 or 143. `interrupted: false`
+ * how to resume (`interrupted()`), and exit 130, 143 or 129. `interrupted: false`
  * leaves the signals to the command (serve).
  */
 export async function runCommand(
@@ -119,11 +121,11 @@ export async function runCommand(
       process.stdout.write(JSON.stringify({ schema: JSON_SCHEMA, command, ok: false, code: 'ERR_INTERRUPTED', message: line, signal, target, state, journal, resume }) + '\n');
     }
     process.stderr.write(`\nresync ${command}: ${line}\n`);
-    process.exit(signal === 'SIGTERM' ? ExitCode.TERMINATED : ExitCode.INTERRUPTED);
+    process.exit(signal === 'SIGTERM' ? ExitCode.TERMINATED : signal === 'SIGHUP' ? ExitCode.HANGUP : ExitCode.INTERRUPTED);
   };
   if (interrupted !== false) {
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
+    // SIGHUP too: a terminal closed under a long sync; without a handler node dies without a word.
+    for (const sig of STOP_SIGNALS) process.once(sig, onSignal);
   }
   try {
     const summary = await fn(view.fn, spool);
@@ -141,7 +143,6 @@ export async function runCommand(
     process.exitCode = exitCodeFor(e);
   } finally {
     await spool.cleanup();
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    for (const sig of STOP_SIGNALS) process.off(sig, onSignal);
   }
 }

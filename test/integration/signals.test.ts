@@ -215,6 +215,38 @@ describe('Ctrl-C and SIGTERM in the client', () => {
     expect(await srv.done).toBe(0);
   });
 
+  test('pull, SIGHUP (its terminal closed): exit 129 with the journal state, not a silent death', async () => {
+    const data = randomBytes(8 * MiB);
+    await writeFile(p('ph-src.img'), data);
+    await writeFile(p('ph-local.img'), Buffer.alloc(8 * MiB));
+    const { p: srv, port } = await serve('--volume', `src=${p('ph-src.img')}`);
+    started.push(srv);
+    const r = run('pull', `127.0.0.1:${port}/src`, p('ph-local.img'), '--secret-file', secretFile, '--bwlimit', '1M', '--json');
+    await until('the pull to write under its journal', () => existsSync(p('ph-local.img.resync-journal')));
+    r.child.kill('SIGHUP');
+    expect(await r.done).toBe(129);
+    expect(JSON.parse(r.stdout)).toMatchObject({ code: 'ERR_INTERRUPTED', signal: 'SIGHUP', state: 'journaled' });
+    expect(r.stderr).toContain('run the same pull again to resume it');
+    srv.child.kill('SIGTERM');
+    expect(await srv.done).toBe(0);
+  });
+
+  test('serve, SIGHUP: logged as ignored (the config is read at start), and it goes on serving', async () => {
+    const data = randomBytes(MiB);
+    await writeFile(p('sh-src.img'), data);
+    await writeFile(p('sh-vol.img'), Buffer.alloc(0));
+    const { p: srv, port } = await serve('--volume', `v=${p('sh-vol.img')}:rw`);
+    started.push(srv);
+    srv.child.kill('SIGHUP');
+    await until('the server to log the SIGHUP', () => srv.stderr.includes('SIGHUP ignored'));
+    const push = run('push', p('sh-src.img'), `127.0.0.1:${port}/v`, '--secret-file', secretFile);
+    expect(await push.done, push.stderr).toBe(0);
+    expect((await readFile(p('sh-vol.img'))).equals(data)).toBe(true);
+    expect(records(srv).find((r) => String(r.msg).startsWith('SIGHUP ignored'))).toMatchObject({ level: 'warn', signal: 'SIGHUP' });
+    srv.child.kill('SIGTERM');
+    expect(await srv.done).toBe(0);
+  });
+
   test('pull --no-in-place, SIGTERM: exit 143, the image untouched and no temp file left', async () => {
     const data = randomBytes(8 * MiB);
     const local = randomBytes(8 * MiB);

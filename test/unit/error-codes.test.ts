@@ -30,7 +30,7 @@ describe('error codes', () => {
 
   test('the --help epilog lists every exit code but INTERNAL, as it did when written by hand', () => {
     expect(exitCodesEpilog()).toBe(
-      'Exit codes: 0 ok, 2 usage, 3 bad input file/message, 4 verification failed, 5 I/O, 6 no space, 7 network, 8 denied, 9 journal, 10 verify: images differ, 11 image locked by another session, 12 push: some replicas failed, 130 interrupted, 143 terminated. See docs/exit-codes.md.',
+      'Exit codes: 0 ok, 2 usage, 3 bad input file/message, 4 verification failed, 5 I/O, 6 no space, 7 network, 8 denied, 9 journal, 10 verify: images differ, 11 image locked by another session, 12 push: some replicas failed, 129 hangup, 130 interrupted, 143 terminated. See docs/exit-codes.md.',
     );
   });
 

@@ -392,6 +392,9 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           const server = new (await serverMod()).ResyncServer(cfg, (e) => logMod.logEvent(/^(shutting down|stopped)/.test(e.msg) ? life : log, e));
           const port = await server.listen();
           life.info({ host: cfg.host, port, volumes: Object.keys(cfg.volumes), tls: cfg.tls !== undefined }, `listening on ${cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host}:${port} with ${Object.keys(cfg.volumes).length} volume(s)`);
+          // The configuration is read once: a SIGHUP (a reload, to most daemons) is said to change nothing, not taken for a stop.
+          const onHangup = (): void => life.warn({ signal: 'SIGHUP' }, 'SIGHUP ignored: the configuration is read only at start; restart the server to apply a change (SIGTERM stops it gracefully)');
+          process.on('SIGHUP', onHangup);
           const signal = await new Promise<NodeJS.Signals>((res) => {
             process.once('SIGINT', () => res('SIGINT'));
             process.once('SIGTERM', () => res('SIGTERM'));
