@@ -23,3 +23,4 @@ export {
 export { parseSshRemote, splitCommand } from '../net/ssh-remote.js';
 export type { SshTarget } from '../net/ssh.js';
 export type { ClientTls } from '../net/connection.js';
+export { repeatedKeys } from '../net/json-keys.js';

@@ -17,7 +17,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import * as v from 'valibot';
 import { ParamError } from '../core/errors.js';
 import { ioError } from '../io/errors.js';
-import { ConfigError, schemaProblems, splitHostPort } from '../api/config.js';
+import { ConfigError, repeatedKeys, schemaProblems, splitHostPort } from '../api/config.js';
 
 /** A remote reached over TCP (`resync serve`). */
 export interface TcpRemote {
@@ -117,6 +117,7 @@ export async function readClientConfig(file: string): Promise<Record<string, Nam
     throw new ParamError(`client config ${file} is writable by other users (mode ${(st.mode & 0o777).toString(8)}); chmod go-w it`);
   }
   const where = `client config ${file}`;
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   let j: unknown;
   try {
     j = JSON.parse(text);
@@ -124,6 +125,9 @@ export async function readClientConfig(file: string): Promise<Record<string, Nam
     throw new ConfigError(where, [{ where: '(file)', message: `not valid JSON: ${(e as Error).message}` }]);
   }
   if (typeof j !== 'object' || j === null || Array.isArray(j)) throw new ConfigError(where, [{ where: '(top level)', message: 'must be a JSON object' }]);
+  // A remote named twice: JSON keeps the last, and a push would go where the other entry did not say.
+  const repeated = repeatedKeys(text);
+  if (repeated.length > 0) throw new ConfigError(where, repeated.map((r) => ({ where: r.where ? `${r.where}.${r.key}` : r.key, message: 'is given twice, and JSON keeps only the last: remove or rename one' })));
   const parsed = v.safeParse(ClientConfigSchema, j);
   if (!parsed.success) throw new ConfigError(where, schemaProblems(parsed.issues, (keys) => (keys.length === 1 ? KEYS.top : KEYS.remote)));
   const base = dirname(resolve(file));

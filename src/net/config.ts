@@ -4,6 +4,7 @@ import { constants as fsc, promises as fsp } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import * as v from 'valibot';
 import { ParamError } from '../core/errors.js';
+import { repeatedKeys } from './json-keys.js';
 import { ioError } from '../io/errors.js';
 import { journalPathFor } from '../io/journal-path.js';
 import { isNbdUri, parseNbdUri } from '../io/nbd/uri.js';
@@ -427,6 +428,22 @@ export async function loadServerConfig(path: string, overrides: Partial<{ host: 
  * found is reported at once, with its location, in a ConfigError. Relative
  * paths resolve against the file's directory.
  */
+/**
+ * The config says what the server may write: a file another local user can
+ * change would let them point a writable volume at any file the server can
+ * write, from its next start. So, as ssh has it, the owner must be the user
+ * running the server or root, and no one else may write it.
+ */
+async function configOwnerProblem(path: string): Promise<ConfigProblem | null> {
+  if (process.platform === 'win32') return null;
+  const st = await fsp.stat(path).catch(() => null);
+  if (!st) return null;
+  const uid = process.getuid?.() ?? st.uid;
+  if (st.uid !== uid && st.uid !== 0) return { where: '(file)', message: `belongs to user ${st.uid}, not to the user running the server (${uid}) or root; chown it` };
+  if ((st.mode & 0o022) !== 0) return { where: '(file)', message: `is writable by other users (mode ${(st.mode & 0o777).toString(8)}); chmod go-w it` };
+  return null;
+}
+
 export async function readServerConfig(path: string, overrides: Partial<{ host: string; port: number; secretFile: string; stateDir: string }> = {}): Promise<LoadedServerConfig> {
   let text: string;
   try {
@@ -434,6 +451,8 @@ export async function readServerConfig(path: string, overrides: Partial<{ host: 
   } catch (e) {
     throw ioError(e, 'read config', path);
   }
+  // Editors on some systems start the file with a byte order mark; JSON.parse does not take one.
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   let j: unknown;
   try {
     j = JSON.parse(text);
@@ -441,6 +460,9 @@ export async function readServerConfig(path: string, overrides: Partial<{ host: 
     throw new ConfigError(`config ${path}`, [{ where: '(file)', message: `not valid JSON: ${(e as Error).message}` }]);
   }
   if (typeof j !== 'object' || j === null || Array.isArray(j)) throw new ConfigError(`config ${path}`, [{ where: '(top level)', message: 'must be a JSON object' }]);
+  const repeated = repeatedKeys(text).map((r) => ({ where: r.where ? `${r.where}.${r.key}` : r.key, message: 'is given twice, and JSON keeps only the last: remove or rename one' }));
+  const owner = await configOwnerProblem(path);
+  if (repeated.length > 0 || owner) throw new ConfigError(`config ${path}`, [...(owner ? [owner] : []), ...repeated]);
   const parsed = v.safeParse(ConfigSchema, j);
   if (!parsed.success) throw new ConfigError(`config ${path}`, schemaProblems(parsed.issues));
   const o = parsed.output;

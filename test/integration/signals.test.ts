@@ -90,6 +90,14 @@ describe('serve: config checked before listening', () => {
     expect(r.stderr.split('\n').filter((l) => l.startsWith('resync serve: error ERR_PARAM'))).toHaveLength(1);
   });
 
+  test('--volume with --config: refused, not dropped without a word', async () => {
+    await writeFile(p('img-for-config.img'), Buffer.alloc(4096));
+    await writeFile(p('with-volume.json'), JSON.stringify({ secretFile, volumes: { a: { path: p('img-for-config.img') } } }));
+    const r = run('serve', '--config', p('with-volume.json'), '--volume', `b=${p('img-for-config.img')}`, '--listen', '127.0.0.1:0');
+    expect(await r.done).toBe(2);
+    expect(r.stderr).toContain('--volume does not go with --config');
+  });
+
   test('--volume with :wr, and a read-only volume that does not exist: exit 2', async () => {
     const a = run('serve', '--volume', `vm1=${p('x.img')}:wr`, '--secret-file', secretFile);
     expect(await a.done).toBe(2);

@@ -3,12 +3,14 @@
  * wrong types, every problem at once with its location, and volume paths
  * the server could not use. Nothing is printed by this layer.
  */
-import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 import { checkVolumes, ConfigError, isLoopbackHost, readSecretFile, readServerConfig, suggestKey } from '../../src/net/config.js';
 import { parseVolumes } from '../../src/cli/commands/net.js';
+import { repeatedKeys } from '../../src/net/json-keys.js';
+import { readClientConfig } from '../../src/cli/client-config.js';
 
 let dir: string;
 let secretFile: string;
@@ -92,6 +94,69 @@ describe('config schema', () => {
     expect(suggestKey('writeable', ['path', 'writable', 'inPlace'])).toBe('writable');
     expect(suggestKey('inplace', ['path', 'writable', 'inPlace'])).toBe('inPlace');
     expect(suggestKey('colour', ['path', 'writable', 'inPlace'])).toBeUndefined();
+  });
+});
+
+describe('the config file itself', () => {
+  async function loadText(text: string, mode = 0o644): Promise<ConfigError | null> {
+    const f = join(dir, `t${Math.random().toString(36).slice(2)}.json`);
+    await writeFile(f, text, { mode });
+    await chmod(f, mode);
+    return readServerConfig(f).then(
+      () => null,
+      (x: unknown) => x as ConfigError,
+    );
+  }
+
+  test('a volume named twice is refused (JSON keeps the last: the other one, or its writable flag, would be lost without a word)', async () => {
+    const e = await loadText(`{"secretFile": ${JSON.stringify(secretFile)}, "volumes": {"a": {"path": ${JSON.stringify(img)}, "writable": true}, "a": {"path": ${JSON.stringify(img)}}}}`);
+    expect(e).toBeInstanceOf(ConfigError);
+    expect(e!.problems).toEqual([{ where: 'volumes.a', message: expect.stringContaining('is given twice') }]);
+    const top = await loadText(`{"secretFile": ${JSON.stringify(secretFile)}, "secretFile": ${JSON.stringify(secretFile)}, "volumes": {"a": {"path": ${JSON.stringify(img)}}}}`);
+    expect(top!.problems).toEqual([{ where: 'secretFile', message: expect.stringContaining('is given twice') }]);
+  });
+
+  test('a byte order mark at the start is taken', async () => {
+    expect(await loadText(`\ufeff{"secretFile": ${JSON.stringify(secretFile)}, "volumes": {"a": {"path": ${JSON.stringify(img)}}}}`)).toBeNull();
+  });
+
+  test('a config others can write, or another user owns, is refused', async () => {
+    const good = `{"secretFile": ${JSON.stringify(secretFile)}, "volumes": {"a": {"path": ${JSON.stringify(img)}}}}`;
+    for (const mode of [0o666, 0o620]) {
+      const e = await loadText(good, mode);
+      expect(e!.problems).toEqual([{ where: '(file)', message: `is writable by other users (mode ${mode.toString(8)}); chmod go-w it` }]);
+    }
+    expect(await loadText(good, 0o644)).toBeNull();
+    if (process.getuid?.() === 0) {
+      const f = join(dir, 'other-owner.json');
+      await writeFile(f, good, { mode: 0o644 });
+      await chown(f, 4321, 4321);
+      const e = await readServerConfig(f).then(
+        () => null,
+        (x: unknown) => x as ConfigError,
+      );
+      expect(e!.problems).toEqual([{ where: '(file)', message: expect.stringContaining('belongs to user 4321') }]);
+    }
+  });
+
+  test('repeated keys are found at any depth, and not confused by strings, escapes or arrays', () => {
+    expect(repeatedKeys('{"a":1,"b":{"c":2,"c":3},"d":[{"e":1},{"e":2}],"f":"\\"a\\":","a":4}')).toEqual([
+      { where: 'b', key: 'c' },
+      { where: '', key: 'a' },
+    ]);
+    expect(repeatedKeys('{"x":{"y":{"z":1,"z\\"":2}},"w":[1,2,{"q":[{"q":1}]}]}')).toEqual([]);
+    expect(repeatedKeys('{"v":{"n":{"p":1,"p":2}},"v2":{"n":{"p":1}}}')).toEqual([{ where: 'v.n', key: 'p' }]);
+  });
+
+  test('the client config refuses a remote named twice', async () => {
+    const f = join(dir, 'client.json');
+    await writeFile(f, '{"remotes": {"dr": {"host": "127.0.0.1"}, "dr": {"host": "127.0.0.2"}}}', { mode: 0o600 });
+    const e = await readClientConfig(f).then(
+      () => null,
+      (x: unknown) => x as ConfigError,
+    );
+    expect(e).toBeInstanceOf(ConfigError);
+    expect(e!.problems).toEqual([{ where: 'remotes.dr', message: expect.stringContaining('is given twice') }]);
   });
 });
 

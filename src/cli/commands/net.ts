@@ -347,6 +347,8 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           const warnings: string[] = [];
           const listen = argv.listen ? splitHostPort(argv.listen) : undefined;
           if (argv.config) {
+            // Not merged: which of the two would define a volume named in both? The config lists them all.
+            if (argv.volume !== undefined) throw new ParamError('--volume does not go with --config: list the volumes in the config file');
             const loaded = await readServerConfig(argv.config, {
               ...(listen ? { host: listen[0], port: listen[1] } : {}),
               ...(argv['secret-file'] ? { secretFile: argv['secret-file'] } : {}),
