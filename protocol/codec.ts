@@ -7,7 +7,7 @@ import { Packr, RESERVE_START_SPACE, Unpackr } from 'msgpackr';
 import { CorruptInputError } from '../src/core/errors.js';
 import { MAX_BLOCKS, MAX_BLOCK_SIZE, MAX_LITERAL, MAX_STRONG_LEN, MAX_SUB_SIZE, MAX_SUBS_PER_BLOCK, MIN_SUB_SIZE, SEED_LEN, SIG_CHUNK_BLOCKS, SUB_SUM_LEN } from '../src/core/limits.js';
 import { FRAME_HEADER_LEN } from '../src/bytes/frame.js';
-import { DIRTY_CHUNK, DIRTY_RANGE_LEN, HASH_LEN, MAX_CAPS, MAX_REGION_BLOCKS, MAX_STRING, MsgType, NONCE_LEN, REGION_CHUNK, REGION_HASH_LEN, SETTLED_OUTCOMES, SUB_NEED_MAX_BLOCKS, SUB_NEED_SPAN } from './constants.js';
+import { DIRTY_CHUNK, DIRTY_RANGE_LEN, HASH_LEN, MAX_CAPS, MAX_NOTICE, MAX_REGION_BLOCKS, MAX_STRING, MsgType, NONCE_LEN, REGION_CHUNK, REGION_HASH_LEN, SETTLED_OUTCOMES, SUB_NEED_MAX_BLOCKS, SUB_NEED_SPAN } from './constants.js';
 import type { Message, OpenMsg, ReadySettled } from './messages.js';
 
 const packr = new Packr({ useRecords: false, variableMapSize: true });
@@ -224,6 +224,8 @@ function toArray(m: Message): unknown[] {
       return m.imageHash ? [m.type, m.ok, m.bytesWritten, m.targetHash, m.imageHash] : [m.type, m.ok, m.bytesWritten, m.targetHash];
     case 0x41:
       return m.detail ? [m.type, m.outcome, m.imageSize, [m.detail.proved, m.detail.removed]] : [m.type, m.outcome, m.imageSize];
+    case 0x7d:
+      return [m.type, m.text];
     case 0x7e:
       return [m.type];
     case 0x7f:
@@ -458,6 +460,9 @@ function validate(v: unknown): Message {
       const d = f.list(3, 'detail', 2);
       return { ...recovered, detail: { proved: d.bool(0, 'proved'), removed: d.bool(1, 'removed') } };
     }
+    case MsgType.Notice:
+      f.count(2);
+      return { type, text: f.str(1, 'text', MAX_NOTICE) };
     case MsgType.Keepalive:
       f.count(1);
       return { type };

@@ -64,6 +64,14 @@ export const RECOVER_DETAIL_CAP = 'recover-detail';
  * slow but healthy transfer for a dead one: WIRE.md, Keepalive).
  */
 export const KEEPALIVE_CAP_PREFIX = 'keepalive=';
+/**
+ * Capability a client lists to hear Notice messages: what the server did to
+ * the volume that the operator should know and no other field says (a tail
+ * a device volume keeps past a smaller image).
+ */
+export const NOTICES_CAP = 'notices';
+/** Longest Notice text (chars). */
+export const MAX_NOTICE = 1024;
 /** Shortest Keepalive interval a peer may ask for (ms). */
 export const MIN_KEEPALIVE_MS = 200;
 /** Longest Keepalive interval a side asks for (ms). */
@@ -117,6 +125,8 @@ export const MsgType = {
   Result: 0x40,
   /** 0x41: what a `recover` session did to the volume's unfinished update (capability "recover"). */
   Recovered: 0x41,
+  /** 0x7d: a line the server wants the client's operator to read (capability "notices"; taken out before the session's order is checked). */
+  Notice: 0x7d,
   /** 0x7e: nothing but a sign of life, from a side receiving a long stream (capability "keepalive=MS"; taken out before the session's order is checked). */
   Keepalive: 0x7e,
   /** 0x7f: an error, with a stable code and message. */

@@ -230,6 +230,11 @@ export interface RecoveredMsg {
    */
   detail?: { proved: boolean; removed: boolean } | undefined;
 }
+/** 0x7d: a line for the client's operator (cap "notices"); in no session's order. */
+export interface NoticeMsg {
+  type: 0x7d;
+  text: string;
+}
 /** 0x7e: a sign of life; it carries nothing and is in no session's order. */
 export interface KeepaliveMsg {
   type: 0x7e;
@@ -265,6 +270,7 @@ export type Message =
   | ReadyMsg
   | ResultMsg
   | RecoveredMsg
+  | NoticeMsg
   | KeepaliveMsg
   | ErrorMsg;
 

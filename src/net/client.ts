@@ -7,7 +7,7 @@ import { SEED_LEN, sessionStrongLen } from '../core/limits.js';
 import { randomBytes } from 'node:crypto';
 import { openOrCreateImage, removeIfEmptyUnjournaled, type ImageHandle } from '../io/image.js';
 import { lockImage } from '../io/lock.js';
-import { DIRTY_IMAGE_CAP, MsgType, PROTOCOL_VERSION, PUSH_SEED_CAP, RECOVER_DETAIL_CAP, SEED_HINT_CAP, SETTLED_CAP } from '../../protocol/constants.js';
+import { DIRTY_IMAGE_CAP, MsgType, NOTICES_CAP, PROTOCOL_VERSION, PUSH_SEED_CAP, RECOVER_DETAIL_CAP, SEED_HINT_CAP, SETTLED_CAP } from '../../protocol/constants.js';
 import { clientProof, macEquals, newNonce, serverProof, PREAUTH_CAP, PREAUTH_KEY } from '../../protocol/auth.js';
 import { dialSsh, type SshTarget } from './ssh.js';
 import type { MessageOf, ReadyMsg, ReadySettled } from '../../protocol/messages.js';
@@ -144,6 +144,11 @@ export async function connectAuthenticated(opts: ClientOptions): Promise<Connect
   }
 }
 
+/** A server's Notice as the client's note, its control characters replaced: a server's words must not move the operator's cursor or recolour the terminal. */
+export function noticeLine(text: string): string {
+  return `the server says: ${text.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?')}`;
+}
+
 /**
  * Hello, Challenge, Auth, AuthOk. Over ssh (`preauth`) the far side must be a
  * `serve --stdio` announcing PREAUTH_CAP and the proofs use the empty key;
@@ -151,7 +156,7 @@ export async function connectAuthenticated(opts: ClientOptions): Promise<Connect
  */
 async function handshake(conn: Connection, opts: ClientOptions, preauth: boolean): Promise<Connection> {
   await conn.exchangePreamble();
-  await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify', SUBSUMS_CAP, DIRTY_IMAGE_CAP, SETTLED_CAP, RECOVER_DETAIL_CAP, keepaliveCap(opts.idleTimeoutMs ?? 300_000), ...(opts.compress ? compressCaps(opts.compressChoice ?? null, opts.compressLevel) : [])] });
+  await conn.send({ type: MsgType.Hello, version: PROTOCOL_VERSION, caps: ['push', 'pull', 'verify', SUBSUMS_CAP, DIRTY_IMAGE_CAP, SETTLED_CAP, RECOVER_DETAIL_CAP, NOTICES_CAP, keepaliveCap(opts.idleTimeoutMs ?? 300_000), ...(opts.compress ? compressCaps(opts.compressChoice ?? null, opts.compressLevel) : [])] });
   const ch = await conn.expect(MsgType.Challenge, 'a challenge');
   conn.peerCaps = ch.caps;
   if (ch.version !== PROTOCOL_VERSION) throw new SyncError('ERR_VERSION', `server speaks protocol version ${ch.version}`);
@@ -168,6 +173,7 @@ async function handshake(conn: Connection, opts: ClientOptions, preauth: boolean
     throw new SyncError('ERR_AUTH', 'the server could not prove it knows the shared secret');
   }
   conn.startKeepalive(ch.caps);
+  conn.onNotice = (text) => opts.onNote?.(noticeLine(text));
   return conn;
 }
 

@@ -13,7 +13,7 @@ import { ERROR_CODES, SyncError, isSyncError, type ErrorCode } from '../core/err
 import { MAX_FRAME, MAX_LITERAL } from '../core/limits.js';
 import { encodeFrame, FrameDecoder } from '../bytes/frame.js';
 import { LendRing } from '../bytes/lend-ring.js';
-import { KEEPALIVE_CAP_PREFIX, MAX_KEEPALIVE_MS, MIN_KEEPALIVE_MS, PREAMBLE_LEN, PROTOCOL_VERSION, WIRE_MAGIC, MsgType, type MsgTypeId } from '../../protocol/constants.js';
+import { KEEPALIVE_CAP_PREFIX, MAX_KEEPALIVE_MS, MAX_NOTICE, MIN_KEEPALIVE_MS, PREAMBLE_LEN, PROTOCOL_VERSION, WIRE_MAGIC, MsgType, type MsgTypeId } from '../../protocol/constants.js';
 import { decodeMessage, encodeFramedMessage, encodeMessage, encodeOpFrameHead, encodeOpFrameInto, opFrameSize, opFrameTail } from '../../protocol/codec.js';
 import { expectMessage, type Message, type MessageOf, type OpenMsg } from '../../protocol/messages.js';
 import { SessionMachine, type Side } from '../../protocol/session.js';
@@ -120,6 +120,8 @@ export class Connection {
   bytesOut = 0;
   /** Capabilities the peer announced in its Hello or Challenge. */
   peerCaps: string[] = [];
+  /** A client's: told each Notice the server sends (set once authenticated; before, they are dropped). */
+  onNotice: ((text: string) => void) | null = null;
 
   /** Messages received, decoded and waiting for recv(). */
   get queued(): number {
@@ -225,6 +227,13 @@ export class Connection {
     if (n < 0) b = encodeFramedMessage(m);
     else encodeOpFrameInto(m, (b = Buffer.allocUnsafe(n)), 0);
     await this.writeRaw(b);
+  }
+
+  /** A Notice for the client's operator (cap "notices"): in no session's order, so written as it is, after what was gathered. */
+  async sendNotice(text: string): Promise<void> {
+    if (this.failure) throw this.failure;
+    this.flushOut();
+    await this.writeRaw(encodeFrame(encodeMessage({ type: MsgType.Notice, text: text.slice(0, MAX_NOTICE) })));
   }
 
   /** Send an Error message, best effort, then close the connection gracefully. */
@@ -397,6 +406,12 @@ export class Connection {
     const m = decodeMessage(payload);
     // A sign of life (its bytes refreshed the idle timer): nothing to take.
     if (m.type === MsgType.Keepalive) return true;
+    if (m.type === MsgType.Notice) {
+      // Only a server tells the operator something; from a client it is out of place.
+      if (this.side === 'server') throw new ProtocolError('a Notice from a client');
+      this.onNotice?.(m.text);
+      return true;
+    }
     if (m.type === MsgType.Error) {
       // The peer gave up: from now on every send and receive reports its reason,
       // even if we are still writing and never read this frame in order.

@@ -20,7 +20,7 @@ import type { ImageLock } from '../io/lock.js';
 import { isNbdUri } from '../io/nbd/uri.js';
 import type { Connection } from './connection.js';
 import { exportTooSmall, nbdUndoSink } from './nbd.js';
-import { receiveDelta, sendSignature, tailKept } from './receiver.js';
+import { receiveDelta, sendSignature, tailKept, tailKeptNotice } from './receiver.js';
 import type { VolumeConfig } from './config.js';
 
 /** Whether a configured volume is an NBD export rather than a file or block device. */
@@ -42,6 +42,9 @@ export interface NbdPushArgs {
   note: (msg: string) => void;
   /** The client listed "ready-settled": Ready tells it about a journal settled before the push. */
   tellSettled?: boolean | undefined;
+  /** The volume's name, and a Notice to the client (sent only where it listed "notices"). */
+  volume?: string | undefined;
+  tell?: ((text: string) => Promise<void>) | undefined;
 }
 
 /** Take the export's lock for a session: held by another session (another volume name, another process), the volume is busy. */
@@ -69,7 +72,10 @@ export async function servePushIntoNbd(conn: Connection, a: NbdPushArgs): Promis
     if (s.outcome === 'rolled-back') a.note(`rolled back the unfinished update of the export left by a killed session (${s.bytes} bytes put back from ${journal})`);
     if (s.outcome === 'completed') a.note(`the last update of the export had finished; removed its leftover journal ${journal}`);
     if (a.sourceSize > img.size) throw exportTooSmall('the source', a.sourceSize, img);
-    if (a.sourceSize < img.size) a.note(tailKept('NBD export', img.path, img.size, 'pushed image', a.sourceSize));
+    if (a.sourceSize < img.size) {
+      a.note(tailKept('NBD export', img.path, img.size, 'pushed image', a.sourceSize));
+      await a.tell?.(tailKeptNotice(a.volume ?? 'the volume', 'NBD export', img.size, a.sourceSize));
+    }
     // The client hears it too: its earlier push was undone (or had finished), not resumed. No server paths in it.
     const settled = a.tellSettled && s.outcome !== 'nothing' ? { settled: { outcome: s.outcome, bytes: s.bytes, proved: s.proved } } : {};
     await conn.send({ type: MsgType.Ready, imageSize: img.size, sessionId: randomBytes(8).toString('hex'), resumeFrom: 0, ...settled });

@@ -355,6 +355,14 @@ export async function receiveInto(
 }
 
 /**
+ * The same for the pushing client (a Notice: no server path in it), and
+ * what it means for the next verify and pull of the volume.
+ */
+export function tailKeptNotice(volume: string, kind: string, size: number, imageSize: number): string {
+  return `volume ${volume} is ${size} bytes and the pushed image ${imageSize}: its last ${size - imageSize} bytes are left as they were (the ${kind} does not shrink), and the verification covered the first ${imageSize}; a verify of the whole volume will find them different, and a pull of it brings them along`;
+}
+
+/**
  * What a target that cannot shrink (an NBD export, a block device) keeps
  * past a smaller image: said, since a later read of the whole target (a
  * failback pull) carries those old bytes along.

@@ -34,14 +34,14 @@ const BUSY_RECHECK_MS = 2_000;
 import { defaultBlockSize } from '../core/signature.js';
 import { openImage, openOrCreateImage, removeIfEmptyUnjournaled, type ImageHandle } from '../io/image.js';
 import { lockImage, type ImageLock, type LockMode } from '../io/lock.js';
-import { DIRTY_IMAGE_CAP, MsgType, PROTOCOL_VERSION, PUSH_SEED_CAP, RECOVER_DETAIL_CAP, SEED_HINT_CAP, SETTLED_CAP, WIRE_MAGIC } from '../../protocol/constants.js';
+import { DIRTY_IMAGE_CAP, MsgType, NOTICES_CAP, PROTOCOL_VERSION, PUSH_SEED_CAP, RECOVER_DETAIL_CAP, SEED_HINT_CAP, SETTLED_CAP, WIRE_MAGIC } from '../../protocol/constants.js';
 import { macEquals, newNonce, clientProof, serverProof, PREAUTH_CAP, PREAUTH_KEY } from '../../protocol/auth.js';
 import { Connection, keepaliveCap } from './connection.js';
 import { adoptOwnReads, takeOwnReads } from './own-reads.js';
 import { VOLUME_NAME_RE, type ServerConfig, type VolumeConfig } from './config.js';
 import { DIRTY_CAP, clearDirtyMarker, dirtyPushUnfinished, serveDirty } from './dirty.js';
 import { sendFrom } from './sender.js';
-import { receiveInto, sendSignature } from './receiver.js';
+import { receiveInto, sendSignature, tailKept, tailKeptNotice } from './receiver.js';
 import { journalFor, journalPathFor, unsettledJournal } from '../io/journal.js';
 import { UNPROVED_DIRTY } from '../io/dirty-marker.js';
 import { encodeFrame } from '../bytes/frame.js';
@@ -406,7 +406,9 @@ export class ResyncServer {
         const t0 = performance.now();
         this.log({ level: 'info', msg: `${open.mode} started`, peer, volume: open.volume, data: { mode: open.mode, peerImageSize: open.imageSize } });
         let stats: Record<string, unknown>;
-        if (open.mode === 'push') stats = await this.servePush(conn, vol, open.blockSize, open.imageSize, open.seed, open.seedHint === true, hello.caps.includes(SETTLED_CAP));
+        // A line for the client's operator, where it listens for one.
+        const tell = (text: string): Promise<void> => (hello.caps.includes(NOTICES_CAP) ? conn.sendNotice(text) : Promise.resolve());
+        if (open.mode === 'push') stats = await this.servePush(conn, vol, open.blockSize, open.imageSize, open.seed, open.seedHint === true, hello.caps.includes(SETTLED_CAP), tell);
         else if (open.mode === 'recover') stats = await this.serveRecover(conn, vol, hello.caps.includes(RECOVER_DETAIL_CAP));
         else if (open.mode === 'dirty') stats = await this.serveDirtyPush(conn, vol, open.blockSize, open.imageSize, hello.caps.includes(DIRTY_IMAGE_CAP) && SERVER_CAPS.includes(DIRTY_IMAGE_CAP));
         else if (open.mode === 'pull') stats = await this.servePull(conn, vol, pickCodec(null, levelFromCaps(hello.caps), hello.caps), hello.caps.includes(SUBSUMS_CAP));
@@ -433,11 +435,11 @@ export class ResyncServer {
     return this.config.stateDir ?? defaultStateDir();
   }
 
-  private async servePush(conn: Connection, vol: VolumeConfig, blockSize: number, sourceSize: number, seed: Uint8Array | undefined, seedHint: boolean, tellSettled: boolean): Promise<Record<string, unknown>> {
+  private async servePush(conn: Connection, vol: VolumeConfig, blockSize: number, sourceSize: number, seed: Uint8Array | undefined, seedHint: boolean, tellSettled: boolean, tell: (text: string) => Promise<void>): Promise<Record<string, unknown>> {
+    const volume = this.volumeName(vol);
     if (isNbdVolume(vol)) {
-      const volume = this.volumeName(vol);
       const note = (msg: string): void => this.log({ level: 'warn', msg, volume });
-      return servePushIntoNbd(conn, { uri: vol.path, stateDir: this.stateDir, blockSize, sourceSize, seed, onProgress: this.progressLogger(vol), note, tellSettled });
+      return servePushIntoNbd(conn, { uri: vol.path, stateDir: this.stateDir, blockSize, sourceSize, seed, onProgress: this.progressLogger(vol), note, tellSettled, volume, tell });
     }
     // Block devices are always patched in place (a temp file cannot be renamed onto a device).
     trace('server: push opened');
@@ -458,6 +460,10 @@ export class ResyncServer {
       const settled = await settleJournal(vol.path, jpath, { keep: inPlace });
       basis = await openOrCreateImage(vol.path, inPlace ? 'r+' : 'r');
       const created = !existed && basis.size === 0;
+      if (basis.isBlockDevice && sourceSize < basis.size) {
+        this.log({ level: 'warn', msg: tailKept('block device', vol.path, basis.size, 'pushed image', sourceSize), volume });
+        await tell(tailKeptNotice(volume, 'block device', basis.size, sourceSize));
+      }
       const sessionId = randomBytes(8).toString('hex');
       await conn.send({ type: MsgType.Ready, imageSize: basis.size, sessionId, resumeFrom: settled.resumeFrom });
       const progress = this.progressLogger(vol);

@@ -82,6 +82,7 @@ export const GOLDEN: Readonly<Record<string, Message>> = {
   '31-ready': { type: MsgType.Ready, imageSize: 10737418240, sessionId: '0123456789abcdef', resumeFrom: 0 },
   '40-result': { type: MsgType.Result, ok: true, bytesWritten: 16781312, targetHash: seq(32, 0xe0) },
   '41-recovered': { type: MsgType.Recovered, outcome: 'rolled-back', imageSize: 10737418240 },
+  '7d-notice': { type: MsgType.Notice, text: 'volume vm-disk-01 keeps its last 4096 bytes' },
   '7e-keepalive': { type: MsgType.Keepalive },
   '7f-error': { type: MsgType.Error, code: 'ERR_BUSY', message: 'volume vm-disk-01 is busy with another session' },
 };

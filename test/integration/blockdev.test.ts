@@ -118,7 +118,10 @@ describe.runIf(dev)('block devices (loop device)', () => {
       const small = join(dir, 'small.img');
       const smaller = edited(source, 3).subarray(0, DEV_SIZE - MiB);
       await writeFile(small, smaller);
-      expect((await push(small, opts)).verified).toBe(true);
+      const notes: string[] = [];
+      expect((await push(small, { ...opts, onNote: (n: string) => notes.push(n) })).verified).toBe(true);
+      // The pushing operator is told, not only the server's log.
+      expect(notes).toEqual([expect.stringMatching(new RegExp(`^the server says: volume disk is ${DEV_SIZE} bytes and the pushed image ${DEV_SIZE - MiB}: its last ${MiB} bytes are left as they were \\(the block device does not shrink\\)`))]);
       const after = await readDevice();
       expect(after.length).toBe(DEV_SIZE);
       expect(after.subarray(0, DEV_SIZE - MiB).equals(smaller)).toBe(true);

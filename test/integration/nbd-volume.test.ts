@@ -159,6 +159,22 @@ describe.skipIf(!hasQemu)('an NBD export as a served volume', () => {
     expect(sameContent(d.q, d.raw)).toBe(true);
   }, 60_000);
 
+  test('a source smaller than the export: the export keeps its tail, and the pushing client is told so (a Notice), with no server path in it', async () => {
+    const d = recoveryDisk('tail');
+    const nbd = await startNbd(dir, d.q);
+    const s = await server({ rec: { path: nbd.uri, writable: true } });
+    const small = join(dir, 'small.raw');
+    await writeFile(small, randomBytes((SIZE - 8) * MiB));
+    const notes: string[] = [];
+    const r = await push(small, client(s, 'rec', { onNote: (n: string) => notes.push(n) }));
+    expect(r.verified).toBe(true);
+    expect(notes).toEqual([expect.stringMatching(/^the server says: volume rec is 25165824 bytes and the pushed image 16777216: its last 8388608 bytes are left as they were \(the NBD export does not shrink\).*a verify of the whole volume will find them different/)]);
+    expect(notes[0]).not.toContain(dir);
+    // The server's own log names the export.
+    expect(s.events.some((e) => e.msg.includes('its last 8388608 bytes are left as they were'))).toBe(true);
+    await nbd.stop();
+  }, 60_000);
+
   test('one writer per export: a second push under the same name, or under another spelling of the export, is ERR_BUSY', async () => {
     const d = recoveryDisk('busy');
     const nbd = await startNbd(dir, d.q, { shared: 4 });

@@ -9,7 +9,7 @@ import {
   opFrameSize,
   messageName,
 } from '../../protocol/codec.js';
-import { HASH_LEN, MAX_CAPS, MAX_REGION_BLOCKS, MAX_STRING, MsgType, NONCE_LEN, REGION_CHUNK, REGION_HASH_LEN, SUB_NEED_MAX_BLOCKS, SUB_NEED_SPAN } from '../../protocol/constants.js';
+import { HASH_LEN, MAX_CAPS, MAX_NOTICE, MAX_REGION_BLOCKS, MAX_STRING, MsgType, NONCE_LEN, REGION_CHUNK, REGION_HASH_LEN, SUB_NEED_MAX_BLOCKS, SUB_NEED_SPAN } from '../../protocol/constants.js';
 import type { Message } from '../../protocol/messages.js';
 import { SyncError } from '../../src/core/errors.js';
 import { MAX_BLOCKS, MAX_BLOCK_SIZE, MAX_LITERAL, MAX_STRONG_LEN, MAX_SUB_SIZE, MAX_SUBS_PER_BLOCK, SEED_LEN, SIG_CHUNK_BLOCKS, SUB_SUM_LEN } from '../../src/core/limits.js';
@@ -138,7 +138,7 @@ describe('round trip', () => {
 
   test('every message type id has a name and a golden example', () => {
     const ids = Object.values(MsgType).sort((a, b) => a - b);
-    expect(ids).toEqual([0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x20, 0x21, 0x22, 0x23, 0x30, 0x31, 0x40, 0x41, 0x7e, 0x7f]);
+    expect(ids).toEqual([0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x20, 0x21, 0x22, 0x23, 0x30, 0x31, 0x40, 0x41, 0x7d, 0x7e, 0x7f]);
     const covered = new Set(Object.values(GOLDEN).map((m) => m.type));
     for (const id of ids) {
       expect(messageName(id)).not.toMatch(/^0x/);
@@ -432,8 +432,17 @@ describe('validation', () => {
     expect(decodeMessage(encodeMessage({ type: MsgType.DirtyRanges, ranges: new Uint8Array(16 * 4096), last: false }))).toMatchObject({ type: 0x08, last: false });
   });
 
+  test('Notice: a string of at most MAX_NOTICE chars, and nothing else', () => {
+    const ok = decodeMessage(encodeMessage({ type: MsgType.Notice, text: 'x'.repeat(MAX_NOTICE) }));
+    expect(ok).toEqual({ type: MsgType.Notice, text: 'x'.repeat(MAX_NOTICE) });
+    expect(expectCorrupt([MsgType.Notice, 'x'.repeat(MAX_NOTICE + 1)]).message).toMatch(/at most 1024/);
+    expect(expectCorrupt([MsgType.Notice, 7]).message).toMatch(/must be a string/);
+    expectCorrupt([MsgType.Notice]);
+    expectCorrupt([MsgType.Notice, 'a', 'b']);
+  });
+
   test('unknown message types are ERR_CORRUPT', () => {
-    for (const t of [0x00, 0x09, 0x0f, 0x16, 0x24, 0x32, 0x42, 0x7d, 0x80, 0xff, 0x1234]) {
+    for (const t of [0x00, 0x09, 0x0f, 0x16, 0x24, 0x32, 0x42, 0x7c, 0x80, 0xff, 0x1234]) {
       expect(expectCorrupt([t, 1, 2]).message).toMatch(/unknown message type/);
     }
     expectCorrupt([-1]);

@@ -5,8 +5,10 @@
  * messages write it.
  */
 import { describe, expect, test } from 'vitest';
-import { hostPort, keepaliveCap, keepaliveWanted } from '../../src/net/connection.js';
-import { MAX_KEEPALIVE_MS, MIN_KEEPALIVE_MS } from '../../protocol/constants.js';
+import { createServer, connect, type Socket } from 'node:net';
+import { Connection, hostPort, keepaliveCap, keepaliveWanted } from '../../src/net/connection.js';
+import { noticeLine } from '../../src/net/client.js';
+import { MAX_KEEPALIVE_MS, MIN_KEEPALIVE_MS, MsgType } from '../../protocol/constants.js';
 
 describe('keepalive capability', () => {
   test('a side asks for a third of its idle timeout, within 200 ms .. 60 s', () => {
@@ -34,5 +36,50 @@ describe('HOST:PORT in messages', () => {
     expect(hostPort('[::1]', 7873)).toBe('[::1]:7873');
     expect(hostPort('127.0.0.1', 7873)).toBe('127.0.0.1:7873');
     expect(hostPort('dr.example.net', 7873)).toBe('dr.example.net:7873');
+  });
+});
+
+/** A client and a server Connection over a real TCP pair on 127.0.0.1, preambles exchanged. */
+async function pair(): Promise<{ client: Connection; server: Connection; close: () => void }> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as { port: number }).port;
+  const accepted = new Promise<Socket>((r) => srv.once('connection', r));
+  const cs = connect(port, '127.0.0.1');
+  const ss = await accepted;
+  const client = new Connection(cs, 'client', { idleTimeoutMs: 5000 });
+  const server = new Connection(ss, 'server', { idleTimeoutMs: 5000 });
+  await Promise.all([client.exchangePreamble(), server.exchangePreamble()]);
+  return { client, server, close: () => (cs.destroy(), ss.destroy(), srv.close()) };
+}
+
+describe('Notice', () => {
+  test('a server\'s Notice reaches the client\'s listener outside the session\'s order; one from a client is a protocol error', async () => {
+    const { client, server, close } = await pair();
+    try {
+      const heard: string[] = [];
+      client.onNotice = (t) => heard.push(t);
+      await client.send({ type: MsgType.Hello, version: 1, caps: [] });
+      expect((await server.recv()).type).toBe(MsgType.Hello);
+      await server.sendNotice('volume v keeps its last 4096 bytes');
+      await server.send({ type: MsgType.Challenge, version: 1, nonce: new Uint8Array(32), caps: [] });
+      // Taken out before the session's order is checked: the first message read is what followed it.
+      expect((await client.recv()).type).toBe(MsgType.Challenge);
+      expect(heard).toEqual(['volume v keeps its last 4096 bytes']);
+    } finally {
+      close();
+    }
+    const p2 = await pair();
+    try {
+      await p2.client.sendNotice('from the wrong side');
+      await expect(p2.server.recv()).rejects.toMatchObject({ code: 'ERR_PROTOCOL', message: expect.stringContaining('a Notice from a client') });
+    } finally {
+      p2.close();
+    }
+  });
+
+  test('its control characters are replaced before the operator sees it', () => {
+    expect(noticeLine('tail kept\u001b[2J\u001b[31m red\r\nfake: ok\u0007')).toBe('the server says: tail kept?[2J?[31m red??fake: ok?');
+    expect(noticeLine('plain words, 4096 bytes')).toBe('the server says: plain words, 4096 bytes');
   });
 });
