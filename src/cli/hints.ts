@@ -66,13 +66,28 @@ export function networkHint(e: unknown, remote: string): string | undefined {
     return `${remote} may hold part of this dirty-bitmap push under its undo journal, and refuses reads and further dirty-bitmap pushes until it is settled: roll it back with 'resync recover ${remote}' (same options) and push from the bitmap again, or push the whole image (without --dirty-bitmap)`;
   }
   if (e.details.pushStarted === true) {
-    const cut = e.code === 'ERR_CONNECTION' || e.code === 'ERR_TIMEOUT';
+    const damaged = damagedHint(e);
+    if (damaged) return damaged;
+  }
+  if (e.details.pushStarted === true) {
+    // ERR_NBD: an NBD export (the image's, or the volume's on the server) went away mid-push.
+    const cut = e.code === 'ERR_CONNECTION' || e.code === 'ERR_TIMEOUT' || e.code === 'ERR_NBD';
     const full = e.code === 'ERR_NO_SPACE' || e.code === 'ERR_IO';
     if (cut || full) {
       return `${remote} may hold part of this push under its undo journal, and refuses pulls until it is settled: ${full ? 'make room on the server and ' : ''}push again to finish it, or roll it back with 'resync recover ${remote}' (same options). (If the server had moved this push to a temp file, as it does when much of the data moved, the volume is as it was and the next push starts over, in place, so that a cut from then on resumes it: the server's log says which.)`;
     }
   }
   return undefined;
+}
+
+/**
+ * A push or pull whose whole image did not hash as the source's: the update
+ * was undone, and unless the source changed while it was read, the data was
+ * damaged on the way (plain TCP's checksum misses some damage; TLS does not).
+ */
+export function damagedHint(e: unknown): string | undefined {
+  if (!isSyncError(e) || e.code !== 'ERR_VERIFY_FAILED') return undefined;
+  return 'the update was undone. If the image did not change while it was read, data was damaged on the way: run it again, and where the link may damage data use TLS (serve with --tls-cert and --tls-key, and add --tls here), which rejects a damaged record';
 }
 
 /** What a TLS failure (or a TLS server met without TLS) means for a resync remote at `addr`. */

@@ -61,6 +61,22 @@ describe('a pull whose connection is cut mid-delta', () => {
     expect(existsSync(journalPathFor(local))).toBe(false);
   });
 
+  test('a byte damaged on the way: exit 4, the image as it was, and the hint names TLS', { timeout: 60_000 }, async () => {
+    const local = join(dir, 'flipped.img');
+    const old = randomBytes(SIZE);
+    await writeFile(local, old);
+    // All of it is literal: invert one byte half-way down.
+    proxy.rules = { down: { flipAt: Math.floor(SIZE / 2) } };
+    const r = await runCli(cliMain(), ['pull', `127.0.0.1:${proxy.port}/v`, local, '--secret-file', srv.secretFile, '--json']);
+    proxy.rules = {};
+    expect(r.code).toBe(4);
+    const err = JSON.parse(r.stdout) as { code: string; hint?: string };
+    expect(err.code).toBe('ERR_VERIFY_FAILED');
+    expect(err.hint).toMatch(/data was damaged on the way: run it again, and where the link may damage data use TLS/);
+    expect((await readFile(local)).equals(old)).toBe(true);
+    expect(existsSync(journalPathFor(local))).toBe(false);
+  });
+
   test('a pull cut before it wrote anything adds nothing of the kind', { timeout: 60_000 }, async () => {
     const local = join(dir, 'early.img');
     const old = randomBytes(SIZE);

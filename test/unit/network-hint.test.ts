@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from 'vitest';
 import { SyncError } from '../../src/core/errors.js';
-import { networkHint } from '../../src/cli/hints.js';
+import { damagedHint, networkHint } from '../../src/cli/hints.js';
 
 describe('networkHint', () => {
   test('a refused NBD connection names the NBD export, not the resync server', () => {
@@ -29,5 +29,21 @@ describe('networkHint', () => {
     expect(plain).toMatch(/push again to finish it/);
     // Refusals are not cut-offs: no journal talk.
     expect(networkHint(new SyncError('ERR_BUSY', 'busy', { pushStarted: 'dirty' }), 'dr:7873/vm1')).toBeUndefined();
+  });
+
+  test('an NBD export that went away mid-push (the image\'s or the volume\'s) leaves the volume as a cut push does', () => {
+    const h = networkHint(new SyncError('ERR_NBD', 'server: volume dr: the NBD server volume dr closed the connection', { pushStarted: true }), 'dr:7873/vm1');
+    expect(h).toMatch(/may hold part of this push under its undo journal/);
+    expect(h).toMatch(/resync recover dr:7873\/vm1/);
+    // Before the push started (Open refused): nothing of the kind.
+    expect(networkHint(new SyncError('ERR_NBD', 'no such export'), 'dr:7873/vm1')).toBeUndefined();
+  });
+
+  test('a push or pull whose image did not verify: undone, and TLS named for links that damage data', () => {
+    const push = networkHint(new SyncError('ERR_VERIFY_FAILED', 'rebuilt image does not match the source', { pushStarted: true }), 'dr:7873/vm1');
+    expect(push).toMatch(/^the update was undone\. If the image did not change while it was read, data was damaged on the way/);
+    expect(push).toMatch(/--tls/);
+    expect(damagedHint(new SyncError('ERR_VERIFY_FAILED', 'rebuilt image does not match the source'))).toBe(push);
+    expect(damagedHint(new SyncError('ERR_CORRUPT', 'bad frame'))).toBeUndefined();
   });
 });

@@ -10,7 +10,7 @@ import type { ClientOptions, FanoutResult, SyncResult } from '../../api/client.j
 import type { ProgressFn } from '../../core/progress.js';
 const clientMod = () => import('../../api/client.js');
 import { CLIENT_OPTIONS, clientTls, intOption, parseBwlimit, secondsOption, secretFileArg } from '../options.js';
-import { networkHint, NOTHING_TO_RECOVER } from '../hints.js';
+import { damagedHint, networkHint, NOTHING_TO_RECOVER } from '../hints.js';
 import { checkInput, prepareOutput } from '../paths.js';
 // Loaded on first use: keeps start-up short for commands that do not need it.
 const dryRunMod = () => import('../../api/dry-run.js');
@@ -495,7 +495,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             });
             return summary(res);
           },
-          (e) => networkHint(e, argv.remote) ?? pullLeft(argv),
+          (e) => networkHint(e, argv.remote) ?? damagedHint(e) ?? pullLeft(argv),
           () =>
             argv['dry-run']
               ? { target: argv.image, state: 'unchanged', message: 'a dry run writes nothing' }
