@@ -324,12 +324,15 @@ function summaryParts(summary: Record<string, unknown>): { main: string[]; more:
     ['deltaBytes', 'delta'],
     ['bytesWritten', 'wrote'],
     ['sharedReadBytes', 'read once'],
+    ['bytesRead', 'read'],
   ] as const) {
     const v = num(k);
     if (v !== undefined) main.push(`${name} ${fmtBytes(v)}`);
   }
   const verified = take('verified');
-  if (verified === true) main.push('verified');
+  // A --dirty-bitmap push that could not check the whole image says so where a script's reader looks.
+  const scope = take('verifiedScope');
+  if (verified === true) main.push(scope === 'dirty' ? 'verified: the dirty blocks only, not the whole image' : 'verified');
   // A recover that found nothing to settle proved nothing, and had nothing to prove.
   else if (verified === false && summary.outcome === 'nothing') main.push('nothing to do');
   else if (verified === false) main.push('not verified');

@@ -259,7 +259,7 @@ export async function advanceDigestCache(path: string, o: DirtyOutcome): Promise
   let out: FileHandle | null = null;
   let placed = false;
   try {
-    if (!o.before || !o.after) return await fallback('the server has no image hash of the volume (no valid signature cache there, or an older server)');
+    if (!o.before || !o.after) return await fallback('the server has no image hash of the volume (no valid signature cache there: the volume was changed by something other than resync since the last push, or its cache was removed; or an older server)');
     const head = Buffer.alloc(DIGEST_CACHE_HEADER);
     const size = Number((await fh.stat()).size);
     if (size !== DIGEST_CACHE_HEADER + n * FULL_DIGEST_LEN) return await fallback(`${size} bytes, not what ${n} blocks take`);

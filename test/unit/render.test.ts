@@ -240,6 +240,14 @@ describe('formatSummary', () => {
     ]);
   });
 
+  test('a --dirty-bitmap push: bytes read in units, and a check of the dirty blocks only said where "verified" stands', () => {
+    const base = { imageSize: 64 * MiB, dirtyBytes: 192 * 1024, bytesRead: 196608, verified: true, elapsedMs: 100 };
+    const dirty = formatSummary('push', { ...base, verifiedScope: 'dirty' });
+    expect(dirty).toContain('read 192.0 KiB; verified: the dirty blocks only, not the whole image');
+    expect(dirty).not.toContain('verifiedScope');
+    expect(formatSummary('push', { ...base, verifiedScope: 'image' })).toMatch(/read 192\.0 KiB; verified(\n|$)/);
+  });
+
   test('one copy, one literal', () => {
     expect(formatSummary('delta', { copyOps: 1, literalOps: 1 })).toBe('delta: done\n  1 copy, 1 literal');
   });
