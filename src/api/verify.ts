@@ -282,7 +282,7 @@ export async function verifyRemote(image: string, opts: VerifyRemoteOptions): Pr
   const t0 = performance.now();
   const maxRanges = checkMaxRanges(opts.maxRanges);
   if (opts.blockSize !== undefined) checkBlockSize(opts.blockSize);
-  const img = await openImageOrNbd(image, opts.stateDir);
+  const img = await openImageOrNbd(image, opts.stateDir, opts.idleTimeoutMs);
   let conn: Connection | null = null;
   let own: OwnBlocks | null = null;
   try {

@@ -269,7 +269,7 @@ export async function push(imagePath: string, opts: ClientOptions): Promise<Sync
   const nbd = isNbdUri(imagePath);
   const lock = nbd ? null : await lockImage(imagePath, 'read');
   // Refused while an in-place patch cut short left it under its journal: the far side would verify a half-patched image.
-  const img = await openImageOrNbd(imagePath, opts.stateDir).catch(async (e: unknown) => {
+  const img = await openImageOrNbd(imagePath, opts.stateDir, opts.idleTimeoutMs).catch(async (e: unknown) => {
     await lock?.release();
     throw e;
   });

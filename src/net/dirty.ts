@@ -119,7 +119,7 @@ export type DirtyPushResult = SyncResult & Required<Pick<SyncResult, 'dirtyBytes
 export async function pushDirty(imagePath: string, bitmap: string, opts: ClientOptions): Promise<DirtyPushResult> {
   if (!isNbdUri(imagePath)) throw new ParamError(`--dirty-bitmap reads a qemu dirty bitmap over NBD: give the image as nbd://HOST:PORT/EXPORT or nbd+unix:///EXPORT?socket=PATH, not ${imagePath}`);
   const t0 = performance.now();
-  const img = await openNbdImage(imagePath, { dirtyBitmap: bitmap, stateDir: opts.stateDir });
+  const img = await openNbdImage(imagePath, { dirtyBitmap: bitmap, stateDir: opts.stateDir, timeoutMs: opts.idleTimeoutMs });
   let conn: Connection | null = null;
   try {
     // Byte ranges first, as pairs in a typed array (16 bytes a range).

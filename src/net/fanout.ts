@@ -347,7 +347,9 @@ export async function pushToReplicas(imagePath: string, replicas: Replica[], opt
   const t0 = performance.now();
   const lock = await lockImage(imagePath, 'read');
   // Refused while an in-place patch cut short left it under its journal (as a single push's source is).
-  const img = await openImageOrNbd(imagePath).catch(async (e: unknown) => {
+  // An NBD image's requests time out as the replicas' sessions do (--timeout).
+  const timeouts = replicas.map((r) => r.opts.idleTimeoutMs).filter((t): t is number => t !== undefined);
+  const img = await openImageOrNbd(imagePath, undefined, timeouts.length > 0 ? Math.max(...timeouts) : undefined).catch(async (e: unknown) => {
     await lock.release();
     throw e;
   });

@@ -26,7 +26,7 @@ import type { DeltaSink } from '../io/sinks.js';
  */
 export async function pullIntoNbd(uri: string, opts: ClientOptions): Promise<SyncResult> {
   const t0 = performance.now();
-  const img = await openNbdImage(uri, { write: true });
+  const img = await openNbdImage(uri, { write: true, timeoutMs: opts.idleTimeoutMs });
   let conn: Connection | null = null;
   let lock: ImageLock | null = null;
   try {

@@ -63,6 +63,24 @@ describe.skipIf(!hasQemu)('NBD against qemu-nbd', () => {
     expect(sameContent(q, join(dir, 'recovery.img'))).toBe(true);
   }, 60_000);
 
+  test('a stalled source export times out by the push\'s own --timeout, and is named as what stalled', async () => {
+    const q = join(dir, 'stalled.qcow2');
+    qemuImg('create', '-f', 'qcow2', q, '64M');
+    qemuIo(q, 'write -P 0x5a 0 32M');
+    const nbd = await startNbd(dir, q, { readOnly: true });
+    // Stopped once the push has opened it: its requests go unanswered from then on.
+    const p = push(nbd.uri, { ...client(), idleTimeoutMs: 1500, onProgress: () => process.kill(nbd.pid, 'SIGSTOP') });
+    const t0 = Date.now();
+    try {
+      await expect(p).rejects.toMatchObject({ code: 'ERR_TIMEOUT', message: expect.stringMatching(/^the NBD server .* did not answer for 1\.5 s/) });
+      // The push's timeout, not the 60 s an NBD request gets by default.
+      expect(Date.now() - t0).toBeLessThan(20_000);
+    } finally {
+      process.kill(nbd.pid, 'SIGCONT');
+      await nbd.stop();
+    }
+  }, 60_000);
+
   test('a pull writes the remote volume into a qcow2 export (failback), flushed', async () => {
     const vol = Buffer.concat([randomBytes(2 * MiB), Buffer.alloc(4 * MiB), randomBytes(2 * MiB)]);
     await writeFile(join(dir, 'recovery.img'), vol);

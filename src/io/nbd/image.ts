@@ -36,6 +36,8 @@ export interface NbdImageOptions {
    * write, the caller settles it.
    */
   stateDir?: string | null | undefined;
+  /** How long a request may go unanswered (default 60 s): a sync's `--timeout`, so a stalled export is named as what stalled. */
+  timeoutMs?: number | undefined;
 }
 
 /** An open NBD export. */
@@ -79,7 +81,7 @@ export async function openNbdImage(uri: string, opts: NbdImageOptions = {}): Pro
   const contexts = [BASE_ALLOCATION, ...(opts.dirtyBitmap !== undefined ? [dirtyBitmapContext(opts.dirtyBitmap)] : [])];
   // The client (and node:net) is loaded here: file commands on plain files do without it.
   const { NbdClient } = await import('./client.js');
-  const nbd = await NbdClient.connect(addr, { metaContexts: contexts });
+  const nbd = await NbdClient.connect(addr, { metaContexts: contexts, ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}) });
   try {
     if (opts.write && nbd.readOnly) throw new NbdError(`the NBD export ${uri} is read-only`);
     if (opts.dirtyBitmap !== undefined && !nbd.contexts.has(dirtyBitmapContext(opts.dirtyBitmap))) {
@@ -158,8 +160,8 @@ export async function* dirtyRuns(img: NbdImage, bitmap: string): AsyncGenerator<
  * a file or block device; either refused while a cut-short update left it
  * under its journal (an export's in `stateDir`, a file's beside it).
  */
-export async function openImageOrNbd(path: string, stateDir?: string | null): Promise<ImageHandle> {
-  if (isNbdUri(path)) return openNbdImage(path, { stateDir });
+export async function openImageOrNbd(path: string, stateDir?: string | null, timeoutMs?: number): Promise<ImageHandle> {
+  if (isNbdUri(path)) return openNbdImage(path, { stateDir, timeoutMs });
   await refuseUnsettledImage(path);
   return openImage(path);
 }
