@@ -111,7 +111,7 @@ export const CLIENT_OPTIONS = {
   'block-size': { alias: 'b', type: 'string', coerce: sizeOption('block-size'), describe: 'block size (e.g. 64K); default: about sqrt(image size), 2K..128K' },
   'dry-run': { type: 'boolean', default: false, describe: 'report what would be sent; nothing is written on either side' },
   bwlimit: { type: 'string', describe: 'most bytes per second each way, as rsync: KiB/s as a bare number, or e.g. 500K, 10M (0: no limit)' },
-  timeout: { requiresArg: true, coerce: secondsOption('timeout'), describe: 'seconds of silence (from the server, or from an NBD image) before giving up (default 300)' },
+  timeout: { requiresArg: true, coerce: secondsOption('timeout'), describe: 'seconds of silence (from the server, or from an NBD image: 60 at most) before giving up (default 300)' },
   compress: { alias: 'z', type: 'boolean', describe: 'compress literal data on the wire (zstd where both sides have it, else DEFLATE)' },
   'compress-choice': { type: 'string', choices: ['zstd', 'deflate'], requiresArg: true, describe: 'codec for --compress (implies it); zstd falls back to deflate, with a note, where a side lacks it' },
   'compress-level': { requiresArg: true, coerce: intOption('compress-level', 1, 19), describe: 'level for --compress (implies it): zstd 1..19 (default 3), deflate 1..9 (default 1)' },

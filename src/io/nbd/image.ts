@@ -36,7 +36,7 @@ export interface NbdImageOptions {
    * write, the caller settles it.
    */
   stateDir?: string | null | undefined;
-  /** How long a request may go unanswered (default 60 s): a sync's `--timeout`, so a stalled export is named as what stalled. */
+  /** How long a request may go unanswered: at most 60 s, and no longer than a sync's `--timeout`, so a stalled export is named as what stalled. */
   timeoutMs?: number | undefined;
 }
 
@@ -75,13 +75,16 @@ class ExtentWalker {
 }
 
 /** Open `uri` (nbd:// or nbd+unix://) as an image. */
+/** How long an NBD request may go unanswered at most. */
+const NBD_REQUEST_TIMEOUT_MS = 60_000;
+
 export async function openNbdImage(uri: string, opts: NbdImageOptions = {}): Promise<NbdImage> {
   const addr = parseNbdUri(uri);
   if (!opts.write) await refuseUnsettledExport(uri, opts.stateDir ?? defaultStateDir());
   const contexts = [BASE_ALLOCATION, ...(opts.dirtyBitmap !== undefined ? [dirtyBitmapContext(opts.dirtyBitmap)] : [])];
   // The client (and node:net) is loaded here: file commands on plain files do without it.
   const { NbdClient } = await import('./client.js');
-  const nbd = await NbdClient.connect(addr, { metaContexts: contexts, ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}) });
+  const nbd = await NbdClient.connect(addr, { metaContexts: contexts, timeoutMs: Math.min(NBD_REQUEST_TIMEOUT_MS, opts.timeoutMs ?? Infinity) });
   try {
     if (opts.write && nbd.readOnly) throw new NbdError(`the NBD export ${uri} is read-only`);
     if (opts.dirtyBitmap !== undefined && !nbd.contexts.has(dirtyBitmapContext(opts.dirtyBitmap))) {
