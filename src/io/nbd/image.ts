@@ -74,10 +74,10 @@ class ExtentWalker {
   }
 }
 
-/** Open `uri` (nbd:// or nbd+unix://) as an image. */
 /** How long an NBD request may go unanswered at most. */
 const NBD_REQUEST_TIMEOUT_MS = 60_000;
 
+/** Open `uri` (nbd:// or nbd+unix://) as an image. */
 export async function openNbdImage(uri: string, opts: NbdImageOptions = {}): Promise<NbdImage> {
   const addr = parseNbdUri(uri);
   if (!opts.write) await refuseUnsettledExport(uri, opts.stateDir ?? defaultStateDir());
