@@ -169,12 +169,12 @@ export interface LoadedServerConfig {
   warnings: string[];
 }
 
-const positiveInt = (what: string) =>
-  v.pipe(v.number(`${what} must be a number`), v.integer(`${what} must be a whole number`), v.minValue(1, `${what} must be at least 1`));
+// The key is named where the problem is reported ("maxSessions: must be a number"): not again in the message.
+const positiveInt = () => v.pipe(v.number('must be a number'), v.integer('must be a whole number'), v.minValue(1, 'must be at least 1'));
 
 /** Longest timer Node keeps: 2^31-1 ms (a longer one fires at once, after a warning). */
 const MAX_TIMER_MS = 2_147_483_647;
-const timeoutMs = (what: string) => v.pipe(positiveInt(what), v.maxValue(MAX_TIMER_MS, `${what} must be at most ${MAX_TIMER_MS} (about 24.8 days)`));
+const timeoutMs = () => v.pipe(positiveInt(), v.maxValue(MAX_TIMER_MS, `must be at most ${MAX_TIMER_MS} (about 24.8 days)`));
 
 const VolumeSchema = v.strictObject({
   path: v.pipe(v.string('must be a string (the image file or block device)'), v.minLength(1, 'must not be empty')),
@@ -182,7 +182,7 @@ const VolumeSchema = v.strictObject({
   inPlace: v.optional(v.boolean('must be true or false (a JSON boolean, not a string)')),
   tempFallback: v.optional(v.boolean('must be true or false (a JSON boolean, not a string)')),
   sigCache: v.optional(v.boolean('must be true or false (a JSON boolean, not a string)')),
-});
+}, 'must be an object such as {"path": "/srv/vm1.img", "writable": true}');
 
 const TlsSchema = v.strictObject({
   certFile: v.string('must be the path of a PEM certificate'),
@@ -201,11 +201,11 @@ const ConfigSchema = v.strictObject({
     v.record(v.pipe(v.string(), v.regex(NAME_RE, 'volume names are 1-128 letters, digits, ".", "_" or "-"')), VolumeSchema, 'must be an object of volumes by name'),
     v.check((o) => Object.keys(o).length > 0, 'names no volume'),
   ),
-  maxSessions: v.optional(positiveInt('maxSessions')),
-  maxPreAuth: v.optional(positiveInt('maxPreAuth')),
-  maxPreAuthPerAddress: v.optional(positiveInt('maxPreAuthPerAddress')),
-  idleTimeoutMs: v.optional(timeoutMs('idleTimeoutMs')),
-  handshakeTimeoutMs: v.optional(timeoutMs('handshakeTimeoutMs')),
+  maxSessions: v.optional(positiveInt()),
+  maxPreAuth: v.optional(positiveInt()),
+  maxPreAuthPerAddress: v.optional(positiveInt()),
+  idleTimeoutMs: v.optional(timeoutMs()),
+  handshakeTimeoutMs: v.optional(timeoutMs()),
   tls: v.optional(TlsSchema),
   stateDir: v.optional(v.pipe(v.string('must be a path'), v.minLength(1, 'must not be empty'))),
 });

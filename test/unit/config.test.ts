@@ -116,6 +116,16 @@ describe('the config file itself', () => {
     expect(top!.problems).toEqual([{ where: 'secretFile', message: expect.stringContaining('is given twice') }]);
   });
 
+  test('a volume that is not an object, and a number that is not one: each said once, plainly', async () => {
+    const e = await load({ secretFile, volumes: { a: null, b: { path: img } }, maxSessions: 'x' });
+    expect(e.problems).toEqual(
+      expect.arrayContaining([
+        { where: 'volumes.a', message: 'must be an object such as {"path": "/srv/vm1.img", "writable": true}, got null' },
+        { where: 'maxSessions', message: 'must be a number, got "x"' },
+      ]),
+    );
+  });
+
   test('a byte order mark at the start is taken', async () => {
     expect(await loadText(`\ufeff{"secretFile": ${JSON.stringify(secretFile)}, "volumes": {"a": {"path": ${JSON.stringify(img)}}}}`)).toBeNull();
   });
