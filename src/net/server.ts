@@ -622,7 +622,9 @@ export class ResyncServer {
     const lock = await this.lockImage(vol.path, 'read').catch((e: unknown) => {
       // A volume no push has made yet (or whose first push was rolled back): say so, not "could not access".
       if (isSyncError(e) && e.details.errno === 'ENOENT') {
-        throw new SyncError('ERR_NOT_FOUND', 'no image yet (nothing has been pushed to it): push one to it first', { forClient: true }, { cause: e });
+        // Over ssh the client named a path: a typo is likelier than a volume not pushed yet.
+        const why = this.stdio ? 'no such file: check the path (a push to it creates it)' : 'no image yet (nothing has been pushed to it): push one to it first';
+        throw new SyncError('ERR_NOT_FOUND', why, { forClient: true }, { cause: e });
       }
       throw e;
     });

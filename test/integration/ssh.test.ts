@@ -365,6 +365,20 @@ describe('ssh remotes on the command line', () => {
     }
   });
 
+  test('a pull of a path the far side does not have: ERR_NOT_FOUND saying so, not that nothing was pushed to a volume', async () => {
+    const local = "sh -c 'eval \"$2\"' local";
+    const d = await mkdtemp(join(tmpdir(), 'resync-ssh-nf-'));
+    try {
+      const r = await cli('pull', '--json', '--rsh', local, '--remote-resync', `${process.execPath} ${CLI}`, `host:${join(d, 'no-such.img')}`, join(d, 'local.img'));
+      const j = json(r);
+      expect(j).toMatchObject({ ok: false, code: 'ERR_NOT_FOUND' });
+      expect(j.message).toMatch(/no such file: check the path/);
+      expect(j.message).not.toMatch(/nothing has been pushed/);
+    } finally {
+      await rm(d, { recursive: true, force: true });
+    }
+  });
+
   test('a far side speaking another protocol version: ERR_VERSION (exit 3), not a far side that "exited"', async () => {
     // The "ssh" runs a server that sends protocol version 2's preamble and then reads until its input ends.
     const fake = "sh -c 'printf \"RSWP\\\\000\\\\002\\\\000\\\\000\"; exec cat >/dev/null' v2";
