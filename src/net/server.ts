@@ -330,7 +330,10 @@ export class ResyncServer {
     const conn = new Connection(s, 'server', { idleTimeoutMs: this.config.handshakeTimeoutMs, maxFrame: PRE_AUTH_MAX_FRAME });
     this.session(conn, peer, admit).catch((e: unknown) => {
       const code = isSyncError(e) ? e.code : 'ERR_INTERNAL';
-      this.log({ level: code === 'ERR_CONNECTION' ? 'warn' : 'error', msg: e instanceof Error ? e.message : String(e), peer, code });
+      // A shutdown ends the sessions past their grace itself: the connection then closes on the server's word, not the client's.
+      const why = e instanceof Error ? e.message : String(e);
+      const msg = this.closing && code === 'ERR_CONNECTION' ? (/the client closed the connection/.test(why) ? why.replace(/the client closed the connection.*/, 'cut off by the shutdown') : `cut off by the shutdown (${why})`) : why;
+      this.log({ level: code === 'ERR_CONNECTION' ? 'warn' : 'error', msg, peer, code });
       void conn.sendErrorAndClose(this.forClient(e));
     });
   }

@@ -161,6 +161,11 @@ describe('serve: structured logs and graceful shutdown', () => {
     const recs = records(srv);
     expect(recs.some((r) => String(r.msg).startsWith('shutting down: 1 session'))).toBe(true);
     expect(recs.at(-1)).toMatchObject({ level: 'warn', finished: 0, interrupted: 1 });
+    // The session's own line says the shutdown cut it, not that the client went away.
+    const cut = recs.filter((r) => r.code === 'ERR_CONNECTION');
+    expect(cut.length).toBeGreaterThan(0);
+    for (const r of cut) expect(String(r.msg)).toMatch(/cut off by the shutdown/);
+    expect(recs.filter((r) => /client closed/.test(String(r.msg)))).toEqual([]);
     expect(await push.done).toBe(7);
     expect(JSON.parse(push.stdout)).toMatchObject({ ok: false, code: 'ERR_BUSY' });
     expect(push.stdout).toContain('shutting down');
