@@ -146,8 +146,9 @@ export class Connection {
     }
     // A plain TCP socket made by net/own-reads.ts reads into one buffer of its own: each chunk is valid only during the call.
     if (!takeOwnReads(socket, (d) => this.onData(d, true))) socket.on('data', (d: Buffer) => this.onData(d));
+    // A stream that words its own failure (net/pipes.ts over ssh) keeps its words.
     socket.on('error', (e: NodeJS.ErrnoException) =>
-      this.fail(new SyncError('ERR_CONNECTION', `connection error: ${e.code ?? e.message}`, { errno: e.code }, { cause: e })),
+      this.fail(isSyncError(e) ? e : new SyncError('ERR_CONNECTION', `connection error: ${e.code ?? e.message}`, { errno: e.code }, { cause: e })),
     );
     // Named for who it is: a client's peer is the server (its operator looks at the server's log).
     const peer = side === 'client' ? 'server' : 'client';

@@ -5,6 +5,7 @@
  */
 import { Socket } from 'node:net';
 import { Duplex, type Readable, type Writable } from 'node:stream';
+import { SyncError } from '../core/errors.js';
 
 /** One Duplex over a readable and a writable pipe; `onDestroy` runs once when it is destroyed. */
 export class PipeDuplex extends Duplex {
@@ -16,6 +17,8 @@ export class PipeDuplex extends Duplex {
     private readonly input: Readable,
     private readonly output: Writable,
     onDestroy?: () => void,
+    /** What the pipes reach (`the ssh session to HOST`): a broken pipe is then said in those words, not as "EPIPE". */
+    private readonly what?: string,
   ) {
     super({ allowHalfOpen: true });
     this.onDestroy = onDestroy ?? null;
@@ -54,6 +57,9 @@ export class PipeDuplex extends Duplex {
     const f = this.onDestroy;
     this.onDestroy = null;
     f?.();
+    if (e && this.what && (e as NodeJS.ErrnoException).code === 'EPIPE') {
+      e = new SyncError('ERR_CONNECTION', `${this.what} ended: the far side stopped reading (ssh, or the resync it runs there, exited)`, { errno: 'EPIPE' }, { cause: e });
+    }
     cb(e);
   }
 }

@@ -51,9 +51,14 @@ export function dialSsh(t: SshTarget, opts: ConnectionOptions): SshConnection {
       r();
     });
   });
-  const stream = new PipeDuplex(child.stdout!, child.stdin!, () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-  });
+  const stream = new PipeDuplex(
+    child.stdout!,
+    child.stdin!,
+    () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    },
+    `the ssh session to ${t.host}`,
+  );
   const conn = new Connection(stream, 'client', opts);
   const explain = async (e: unknown): Promise<unknown> => {
     // A remote Error frame speaks for itself, and so does our own timeout (its

@@ -248,3 +248,18 @@ test('ops sent through pipes (as to ssh) arrive as sent: a pipe may call back be
   sender.destroy();
   receiver.destroy();
 });
+
+test('a pipe to an ssh session that the far side stopped reading is named for the session, not reported as EPIPE', async () => {
+  const { PassThrough } = await import('node:stream');
+  const { PipeDuplex } = await import('../../src/net/pipes.js');
+  const fromFar = new PassThrough();
+  const toFar = new PassThrough();
+  const conn = new Connection(new PipeDuplex(fromFar, toFar, undefined, 'the ssh session to dr'), 'client', { idleTimeoutMs: 10_000 });
+  // The far side (ssh, or the resync it runs) exits: its stdin goes away.
+  toFar.destroy();
+  const err = await conn.send({ type: MsgType.Hello, version: 1, caps: [] }).then(
+    () => conn.recv(),
+  ).catch((e: unknown) => e);
+  expect(err).toMatchObject({ code: 'ERR_CONNECTION', message: 'the ssh session to dr ended: the far side stopped reading (ssh, or the resync it runs there, exited)' });
+  conn.destroy();
+});
