@@ -64,7 +64,7 @@ export function localInterrupted(image: string, what: string, again: string, sta
       state: 'journaled',
       journal,
       message: `the NBD export ${image} is mid-update under its undo journal ${journal}`,
-      resume: `${again} (it rolls the export back first), or \`resync recover ${shq(image)}${stateDir !== undefined ? ` --state-dir ${shq(stateDir)}` : ''}\` to roll it back`,
+      resume: `${again} (it rolls the export back first and starts over: an export's update does not resume), or \`resync recover ${shq(image)}${stateDir !== undefined ? ` --state-dir ${shq(stateDir)}` : ''}\` to roll it back`,
     };
   }
   if (!nbd && existsSync(journal)) {

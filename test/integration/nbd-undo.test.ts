@@ -392,6 +392,9 @@ describe.skipIf(!hasQemu)('a pull into an NBD export killed mid-write', () => {
     child.kill('SIGTERM');
     expect(await done).toBe(143);
     expect(JSON.parse(stdout)).toMatchObject({ ok: false, code: 'ERR_INTERRUPTED', signal: 'SIGTERM', state: 'journaled', journal });
+    // An export's pull starts over: the advice must not promise a resume.
+    expect(JSON.parse(stdout).resume).toMatch(/^run the same pull again \(it rolls the export back first and starts over/);
+    expect(JSON.parse(stdout).resume).not.toMatch(/to resume it/);
     expect(existsSync(journal)).toBe(true);
     const again = await runCli(CLI, pullArgs(nbd.uri), { env: env(), timeoutMs: 60_000 });
     expect(again.code, again.stderr).toBe(0);

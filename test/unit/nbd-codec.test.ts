@@ -293,7 +293,7 @@ describe('what an interrupted command says about an NBD target', () => {
         target: uri,
         state: 'journaled',
         journal,
-        resume: `run the same pull again (it rolls the export back first), or \`resync recover '${uri}' --state-dir ${state}\` to roll it back`,
+        resume: `run the same pull again (it rolls the export back first and starts over: an export's update does not resume), or \`resync recover '${uri}' --state-dir ${state}\` to roll it back`,
       });
     } finally {
       await rm(state, { recursive: true, force: true });

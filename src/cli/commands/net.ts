@@ -117,6 +117,9 @@ export function isRemoteVolume(arg: string): boolean {
   return (/^[^/\s]+:\d{1,5}\/[A-Za-z0-9._-]{1,128}$/.test(arg) || parseSshRemote(arg) !== null || arg.startsWith('@')) && !existsSync(arg);
 }
 
+/** What to run after a pull was cut: into an NBD export it starts over (net/nbd.ts), into a file it resumes. */
+const pullAgain = (image: string): string => (isNbdUri(image) ? 'run the same pull again' : 'run the same pull again to resume it');
+
 /**
  * After a failed pull: where the local image was left mid-update under its
  * journal (a connection cut, a full disk), say so and both ways out, as a
@@ -124,7 +127,7 @@ export function isRemoteVolume(arg: string): boolean {
  */
 function pullLeft(argv: { image: string; 'dry-run': boolean; 'in-place': boolean; 'state-dir'?: string | undefined }): string | undefined {
   if (argv['dry-run']) return undefined;
-  const left = localInterrupted(argv.image, '', 'run the same pull again to resume it', argv['state-dir']);
+  const left = localInterrupted(argv.image, '', pullAgain(argv.image), argv['state-dir']);
   if (left.state === 'journaled') return `${left.message}: ${left.resume}`;
   return movedPullCut(argv.image, argv['in-place']) ? `${argv.image} was not changed; ${MOVED_PULL_CUT}: run the same pull again` : undefined;
 }
@@ -499,7 +502,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           () =>
             argv['dry-run']
               ? { target: argv.image, state: 'unchanged', message: 'a dry run writes nothing' }
-              : localInterrupted(argv.image, !argv['in-place'] ? 'its partial temp file was removed' : movedPullCut(argv.image, true) ? MOVED_PULL_CUT : 'the update had not started', 'run the same pull again to resume it', argv['state-dir']),
+              : localInterrupted(argv.image, !argv['in-place'] ? 'its partial temp file was removed' : movedPullCut(argv.image, true) ? MOVED_PULL_CUT : 'the update had not started', pullAgain(argv.image), argv['state-dir']),
         ),
     );
 }

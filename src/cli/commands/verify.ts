@@ -66,7 +66,7 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
     `Compare two images block by block and list the byte ranges that differ; writes nothing. B may be HOST:PORT/VOLUME. Exit status 0: identical, ${EXIT_DIFFERENT}: different`,
     (a) =>
       outputOptions(a)
-        .positional('a', { type: 'string', demandOption: true, describe: 'local image (file or block device)' })
+        .positional('a', { type: 'string', demandOption: true, describe: 'local image (file, block device, or NBD export: nbd://HOST:PORT/EXPORT, nbd+unix:///EXPORT?socket=PATH)' })
         .positional('b', { type: 'string', demandOption: true, describe: 'local image, or HOST:PORT/VOLUME, [user@]host:/path or @NAME[/VOLUME] (prefix a path with ./ to force a file)' })
         .option('block-size', { type: 'string', coerce: sizeOption('block-size'), describe: 'comparison granularity (e.g. 4K); default: the block size a sync would use' })
         .option('max-ranges', { requiresArg: true, coerce: intOption('max-ranges', 1, 10_000_000), default: 10_000, describe: 'most ranges listed (the byte count stays exact)' })
