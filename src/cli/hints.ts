@@ -72,8 +72,10 @@ export function networkHint(e: unknown, remote: string): string | undefined {
   if (e.details.pushStarted === true) {
     // ERR_NBD: an NBD export (the image's, or the volume's on the server) went away mid-push.
     const cut = e.code === 'ERR_CONNECTION' || e.code === 'ERR_TIMEOUT' || e.code === 'ERR_NBD';
-    const full = e.code === 'ERR_NO_SPACE' || e.code === 'ERR_IO';
-    if (cut || full) {
+    // The server's disk (its Error frame), not this side's source (a file truncated under the push).
+    const full = (e.code === 'ERR_NO_SPACE' || e.code === 'ERR_IO') && e.details.remote === true;
+    const local = e.code === 'ERR_IO' && e.details.remote !== true;
+    if (cut || full || local) {
       return `${remote} may hold part of this push under its undo journal, and refuses pulls until it is settled: ${full ? 'make room on the server and ' : ''}push again to finish it, or roll it back with 'resync recover ${remote}' (same options). (If the server had moved this push to a temp file, as it does when much of the data moved, the volume is as it was and the next push starts over, in place, so that a cut from then on resumes it: the server's log says which.)`;
     }
   }

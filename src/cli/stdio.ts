@@ -60,7 +60,8 @@ export class StdioSpool {
    * spooled for standard output is $TMPDIR's, which the message then names.
    */
   explain(e: unknown): void {
-    if (!this.dir || !isSyncError(e) || e.code !== 'ERR_NO_SPACE' || !e.message.includes(this.dir) || e.message.includes('TMPDIR')) return;
+    // Not a failure to copy the spool to standard output: the full file system is then stdout's own.
+    if (!this.dir || !isSyncError(e) || e.code !== 'ERR_NO_SPACE' || !e.message.includes(this.dir) || e.message.includes('TMPDIR') || e.details.stdout === true) return;
     e.message += `; output for standard output is kept in ${tmpdir()} until it is complete: set TMPDIR to a file system with room for it`;
   }
 
@@ -75,7 +76,9 @@ export class StdioSpool {
     try {
       await (await streams()).pipeline(createReadStream(spooled), process.stdout, { end: false });
     } catch (e) {
-      throw ioError(e, 'write standard output from', spooled);
+      const err = ioError(e, 'write standard output from', spooled);
+      if (!Object.isFrozen(err.details)) (err.details as Record<string, unknown>).stdout = true;
+      throw err;
     }
   }
 

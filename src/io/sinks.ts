@@ -3,7 +3,8 @@
  * after verification, or the target itself patched in place under an undo
  * journal. Used by whichever side receives (server on push, client on pull).
  */
-import { isSyncError } from '../core/errors.js';
+import { stat } from 'node:fs/promises';
+import { isSyncError, SyncError } from '../core/errors.js';
 import { imageHashIfCovered, type HashedBlockFn, type ImageHashSpec } from '../core/imagehash.js';
 import type { DigestBytes } from '../core/digests.js';
 import type { DeltaOp, DeltaStats } from '../core/ops.js';
@@ -59,6 +60,18 @@ export async function tempFileSink(basis: ImageHandle, outPath: string, targetSi
   };
 }
 
+/** The file `img` was opened from is still the one its path names (regular files; devices are not renamed). */
+async function assertStillNamed(img: ImageHandle): Promise<void> {
+  if (img.isBlockDevice || img.remote) return;
+  const [open, named] = await Promise.all([img.fh.stat(), stat(img.path).catch(() => null)]);
+  if (named && named.dev === open.dev && named.ino === open.ino) return;
+  throw new SyncError(
+    'ERR_IO',
+    `${img.path} was ${named ? 'replaced' : 'renamed or deleted'} while it was being updated: the verified image is in the file that had that name when the update started (wherever it was moved), and ${img.path} ${named ? 'now names another file, not updated' : 'no longer exists'}`,
+    { path: img.path },
+  );
+}
+
 /** What an in-place sink tells of a temp file. */
 export interface TempFileEvents {
   /** The patch moved to a temp file: a cut from then on starts over. */
@@ -95,6 +108,7 @@ export async function inPlaceSink(
   if (onHashed) p.onHashed(onHashed);
   const stay = tempFallback && (await movedSessionCut(img.path));
   if (stay) tempFile.onStay?.();
+  let finished = false;
   const a = tempFallback && !stay ? new AdaptivePatch(img, p, targetSize, spec, { beforeSwitch: () => setMovedMarker(img.path), onSwitch: tempFile.onSwitch }) : null;
   return {
     apply: (op) => (a ? a.apply(op) : p.apply(op)),
@@ -106,10 +120,16 @@ export async function inPlaceSink(
     },
     finish: async (size, hash) => {
       const written = a ? await a.finish(size, hash) : (await p.finish(size, hash), p.io.bytesWritten);
+      // Verified and committed, its journal gone: nothing is left for an abort to undo or keep.
+      finished = true;
       if (stay || a?.state.switchedAt != null) await clearMovedMarker(img.path);
+      // Written in place: the verified image is in the file opened at the start. If its name now
+      // leads elsewhere (renamed or replaced meanwhile), success at that name would be a lie.
+      if (a?.state.switchedAt == null) await assertStillNamed(img);
       return written;
     },
     abort: async (e) => {
+      if (finished) return;
       // A result that failed verification is undone; an interruption keeps its progress for a resume.
       const undo = async (): Promise<void> => {
         if (isSyncError(e) && (e.code === 'ERR_VERIFY_FAILED' || e.code === 'ERR_COPY_OUT_OF_BOUNDS' || e.code === 'ERR_CORRUPT' || e.code === 'ERR_LIMIT')) await p.rollback();

@@ -8,7 +8,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -75,6 +75,23 @@ describe('a pull whose connection is cut mid-delta', () => {
     expect(err.hint).toMatch(/data was damaged on the way: run it again, and where the link may damage data use TLS/);
     expect((await readFile(local)).equals(old)).toBe(true);
     expect(existsSync(journalPathFor(local))).toBe(false);
+  });
+
+  test('the image renamed away while the pull writes it in place: not reported as done at that name; the verified image is in the moved file', { timeout: 60_000 }, async () => {
+    const local = join(dir, 'renamed.img');
+    const moved = join(dir, 'renamed-away.img');
+    await writeFile(local, randomBytes(SIZE));
+    proxy.rules = { down: { throttle: 8 << 20 } };
+    const run = runCli(cliMain(), ['pull', `127.0.0.1:${proxy.port}/v`, local, '--secret-file', srv.secretFile, '--json']);
+    const t0 = Date.now();
+    while (!existsSync(journalPathFor(local)) && Date.now() - t0 < 20_000) await new Promise((r) => setTimeout(r, 10));
+    await rename(local, moved);
+    const r = await run;
+    proxy.rules = {};
+    expect(r.code).toBe(5);
+    expect(JSON.parse(r.stdout)).toMatchObject({ ok: false, code: 'ERR_IO', message: expect.stringContaining(`${local} was renamed or deleted while it was being updated`) });
+    expect((await readFile(moved)).equals(primary)).toBe(true);
+    expect(existsSync(local)).toBe(false);
   });
 
   test('a pull cut before it wrote anything adds nothing of the kind', { timeout: 60_000 }, async () => {

@@ -745,6 +745,24 @@ describe.skipIf(noTmpfs !== null)(`a full disk (tmpfs)${noTmpfs ? ` - skipped: $
     expect(r.stdout.length).toBe(0);
     expect(await readdir(m)).toEqual([]);
   });
+
+  test('standard output itself on a full file system: ERR_NO_SPACE, and no advice about TMPDIR (which had room)', async () => {
+    const m = await fresh();
+    const basis = workloadBytes(51, 2 * U);
+    const target = workloadBytes(52, 10 * U);
+    const delta = await deltaFor('stdout-full', basis, target);
+    const { openSync, closeSync } = await import('node:fs');
+    const fd = openSync(join(m, 'out'), 'w');
+    try {
+      const r = spawnSync(process.execPath, [resolve('bin/resync.js'), 'patch', join(outside, 'stdout-full.basis'), delta, '-'], { stdio: ['ignore', fd, 'pipe'], encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(6);
+      expect(r.stderr).toContain('ERR_NO_SPACE');
+      expect(r.stderr).toContain('cannot write standard output');
+      expect(r.stderr).not.toContain('TMPDIR');
+    } finally {
+      closeSync(fd);
+    }
+  });
 });
 
 async function waitFor(cond: () => boolean, timeoutMs = 5000): Promise<void> {

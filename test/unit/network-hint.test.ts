@@ -46,4 +46,12 @@ describe('networkHint', () => {
     expect(damagedHint(new SyncError('ERR_VERIFY_FAILED', 'rebuilt image does not match the source'))).toBe(push);
     expect(damagedHint(new SyncError('ERR_CORRUPT', 'bad frame'))).toBeUndefined();
   });
+
+  test('room on the server is asked for only when the server ran out; a source that failed here keeps the rest of the advice', () => {
+    const server = networkHint(new SyncError('ERR_NO_SPACE', 'server: no space left', { pushStarted: true, remote: true }), 'dr:7873/vm1');
+    expect(server).toMatch(/make room on the server and push again/);
+    const local = networkHint(new SyncError('ERR_IO', 'src.img ended at 8388608 bytes: truncated while in use?', { pushStarted: true }), 'dr:7873/vm1');
+    expect(local).toMatch(/may hold part of this push under its undo journal/);
+    expect(local).not.toMatch(/make room/);
+  });
 });
