@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { BasisMismatchError, ParamError, SyncError, isSyncError } from '../core/errors.js';
 import { resolve } from 'node:path';
 import { PatchPlanner } from '../core/patch.js';
-import { InPlacePatcher, completeCommitted, recoverLocked, type RecoverOutcome } from '../io/inplace.js';
+import { InPlacePatcher, completeCommitted, recoverGone, recoverLocked, type RecoverOutcome } from '../io/inplace.js';
 import { journalFor, journalPathFor, readJournal, refuseUnsettledImage } from '../io/journal.js';
 import { UNPROVED_DIRTY } from '../io/dirty-marker.js';
 import { lockImage, withImageLock, type ImageLock } from '../io/lock.js';
@@ -582,6 +582,8 @@ export async function recoverImage(
   opts: { stateDir?: string | undefined; onProgress?: ProgressFn | undefined; onNote?: ((msg: string) => void) | undefined } = {},
 ): Promise<RecoverOutcome> {
   if (isNbdUri(imagePath)) return (await recoverNbd(imagePath, opts.stateDir ?? defaultStateDir())).outcome;
+  const gone = await recoverGone(imagePath, await journalFor(imagePath));
+  if (gone) return gone.outcome;
   return withImageLock(imagePath, 'write', async () => {
     const r = await recoverLocked(imagePath, await journalFor(imagePath), opts.onProgress);
     if (r.unproved) opts.onNote?.(UNPROVED_DIRTY);

@@ -11,7 +11,7 @@
  * an unchanged image costs reads only.
  */
 import { ftruncateSync, writeSync } from 'node:fs';
-import { unlink } from 'node:fs/promises';
+import { stat, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { ExtentMap, SAVED_ZEROS } from '../core/extents.js';
 import { SyncError, VerifyError } from '../core/errors.js';
@@ -919,6 +919,29 @@ export async function completeCommitted(img: ImageHandle, journalPath: string, s
   const j = await Journal.reopen(journalPath, 0);
   await j.remove();
   return proved;
+}
+
+/**
+ * The image was deleted but its journal is left (an operator freed space by
+ * removing a partial new image). A session that made the image rolls back to
+ * no image at all, which is what there is: the journal goes. Any other image
+ * cannot be rolled back without its file: refused, naming the journal.
+ * Null while the image exists (or there is no journal): recoverLocked's to settle.
+ * Called before the image's lock, which cannot be taken on a file that is not there.
+ */
+export async function recoverGone(imagePath: string, jpath: string): Promise<{ outcome: RecoverOutcome; size: number; removed?: true } | null> {
+  const exists = await stat(imagePath).then(
+    () => true,
+    (e: NodeJS.ErrnoException) => e.code !== 'ENOENT',
+  );
+  if (exists) return null;
+  const st = await readJournal(jpath);
+  if (!st) return null;
+  if (st.committed === null && st.base.created === true) {
+    await (await Journal.reopen(jpath, 0)).remove();
+    return { outcome: 'rolled-back', size: 0, removed: true };
+  }
+  throw new SyncError('ERR_JOURNAL', `${imagePath} is gone, but its journal ${jpath} holds an unfinished update of it: without the file it cannot be rolled back or completed; restore the image from elsewhere (then recover it), or delete the journal`, { path: imagePath, journal: jpath });
 }
 
 /** What settling a journal left. */

@@ -94,6 +94,32 @@ describe('a pull whose connection is cut mid-delta', () => {
     expect(existsSync(local)).toBe(false);
   });
 
+  test('the image deleted after a cut (to free space): recover drops the journal of an image the pull made, and refuses without the file otherwise', { timeout: 60_000 }, async () => {
+    const remote = `127.0.0.1:${proxy.port}/v`;
+    for (const made of [true, false]) {
+      const local = join(dir, made ? 'gone-new.img' : 'gone-old.img');
+      if (!made) await writeFile(local, randomBytes(SIZE));
+      proxy.rules = { down: { cutAfter: Math.floor(SIZE * 0.6) } };
+      const cut = await runCli(cliMain(), ['pull', remote, local, '--secret-file', srv.secretFile, '--json']);
+      proxy.rules = {};
+      expect(cut.code).toBe(7);
+      expect(existsSync(journalPathFor(local))).toBe(true);
+      await rm(local);
+      const r = await runCli(cliMain(), ['recover', local, '--json']);
+      if (made) {
+        expect(r.code, r.stdout).toBe(0);
+        expect(JSON.parse(r.stdout)).toMatchObject({ ok: true, outcome: 'rolled-back', removed: true });
+        expect(existsSync(journalPathFor(local))).toBe(false);
+      } else {
+        expect(r.code).toBe(9);
+        expect(JSON.parse(r.stdout)).toMatchObject({ ok: false, code: 'ERR_JOURNAL', message: expect.stringContaining(`${local} is gone, but its journal`) });
+        expect(existsSync(journalPathFor(local))).toBe(true);
+        expect(existsSync(local)).toBe(false);
+        await rm(journalPathFor(local));
+      }
+    }
+  });
+
   test('a pull cut before it wrote anything adds nothing of the kind', { timeout: 60_000 }, async () => {
     const local = join(dir, 'early.img');
     const old = randomBytes(SIZE);
