@@ -23,6 +23,9 @@ import { pull, push } from '../../src/net/client.js';
 import { startServer } from '../helpers/server.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
 import { movedMarkerPath } from '../../src/io/moved-marker.js';
+import { cliMain } from '../../bench/killpoints.js';
+import { serveChild } from '../helpers/listening.js';
+import type { ChildProcess } from 'node:child_process';
 import { directSupported } from '../helpers/direct.js';
 
 const MiB = 1024 * 1024;
@@ -551,6 +554,42 @@ describe('a push in a temp file cut on a flaky link', () => {
     } finally {
       await proxy.close();
       await srv.server.close();
+    }
+  });
+
+  test('the server killed at the worst moment of a temp-file push (journal dropped, temp file not renamed): the volume as it was, and the next push stays in place and finishes', { timeout: 120_000 }, async () => {
+    const srvDir = await mkdtemp(join(dir, 'srv-'));
+    const vol = join(srvDir, 'v.img');
+    const src = join(dir, 'killed-switch-src.img');
+    await writeFile(vol, basis);
+    await writeFile(src, shifted);
+    const secretFile = join(srvDir, 'secret');
+    await writeFile(secretFile, randomBytes(24).toString('base64'), { mode: 0o600 });
+    const children: ChildProcess[] = [];
+    try {
+      const first = await serveChild(cliMain(), vol, secretFile, { RESYNC_KILL_AT: 'switch-journal-dropped' }, children);
+      const exited = new Promise((r) => first.child.once('exit', r));
+      const secret = await readFile(secretFile);
+      await expect(push(src, { host: '127.0.0.1', port: first.port, secret, volume: 'v', blockSize: BS })).rejects.toThrow();
+      await exited;
+      expect(first.child.signalCode).toBe('SIGKILL');
+      expect((await readFile(vol)).equals(basis)).toBe(true);
+      expect(existsSync(journalPathFor(vol))).toBe(false);
+      expect(existsSync(movedMarkerPath(vol))).toBe(true);
+      // The killed server's temp file is its leftover, not the volume's.
+      for (const f of await readdir(srvDir)) if (f.endsWith('.tmp')) await rm(join(srvDir, f));
+      const srv = await startServer({ v: { path: vol, writable: true } });
+      try {
+        const r = await push(src, { host: '127.0.0.1', port: srv.port, secret: srv.secret, volume: 'v', blockSize: BS });
+        expect(r.verified).toBe(true);
+        expect(srv.events.filter((e) => e.msg.includes('this one stays in place'))).toHaveLength(1);
+      } finally {
+        await srv.server.close();
+      }
+      expect((await readFile(vol)).equals(shifted)).toBe(true);
+      expect(existsSync(movedMarkerPath(vol))).toBe(false);
+    } finally {
+      for (const c of children) c.kill('SIGKILL');
     }
   });
 });
