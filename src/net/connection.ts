@@ -19,6 +19,7 @@ import { expectMessage, type Message, type MessageOf, type OpenMsg } from '../..
 import { SessionMachine, type Side } from '../../protocol/session.js';
 import { encodePreamble } from '../format/preamble.js';
 import { Throttle } from './throttle.js';
+import { PipeDuplex } from './pipes.js';
 import { ownReadsConnect, takeOwnReads } from './own-reads.js';
 import { defaultTrust } from '../io/tls-trust.js';
 import { ProtocolError } from '../../protocol/errors.js';
@@ -150,8 +151,10 @@ export class Connection {
     socket.on('error', (e: NodeJS.ErrnoException) =>
       this.fail(isSyncError(e) ? e : new SyncError('ERR_CONNECTION', `connection error: ${e.code ?? e.message}`, { errno: e.code }, { cause: e })),
     );
-    // Named for who it is: a client's peer is the server (its operator looks at the server's log).
-    const peer = side === 'client' ? 'server' : 'client';
+    // Named for who it is: a client's peer is the server (its operator looks at the server's log),
+    // and over ssh the session it is reached through (ssh itself may be what went away).
+    const via = socket instanceof PipeDuplex && socket.what ? ` (${socket.what})` : '';
+    const peer = `${side === 'client' ? 'server' : 'client'}${via}`;
     // Closed before the peer's preamble: a TLS server meeting a plain client does that (cli/hints.ts).
     const early = (): Record<string, unknown> => (this.gotPreamble ? {} : { beforePreamble: true, ...('encrypted' in socket ? { tls: true } : {}) });
     socket.on('close', () => this.fail(new SyncError('ERR_CONNECTION', `the connection was closed by the ${peer}`, early())));

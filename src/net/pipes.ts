@@ -18,7 +18,7 @@ export class PipeDuplex extends Duplex {
     private readonly output: Writable,
     onDestroy?: () => void,
     /** What the pipes reach (`the ssh session to HOST`): a broken pipe is then said in those words, not as "EPIPE". */
-    private readonly what?: string,
+    readonly what?: string,
   ) {
     super({ allowHalfOpen: true });
     this.onDestroy = onDestroy ?? null;

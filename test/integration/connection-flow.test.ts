@@ -263,3 +263,14 @@ test('a pipe to an ssh session that the far side stopped reading is named for th
   expect(err).toMatchObject({ code: 'ERR_CONNECTION', message: 'the ssh session to dr ended: the far side stopped reading (ssh, or the resync it runs there, exited)' });
   conn.destroy();
 });
+
+test('an ssh session that ends (ssh killed, the link gone) is named in the words of the close', async () => {
+  const { PassThrough } = await import('node:stream');
+  const { PipeDuplex } = await import('../../src/net/pipes.js');
+  const fromFar = new PassThrough();
+  const conn = new Connection(new PipeDuplex(fromFar, new PassThrough(), undefined, 'the ssh session to dr'), 'client', { idleTimeoutMs: 10_000 });
+  const next = conn.recv().catch((e: unknown) => e);
+  fromFar.end();
+  expect(await next).toMatchObject({ code: 'ERR_CONNECTION', message: expect.stringMatching(/^the server \(the ssh session to dr\) closed the connection/) });
+  conn.destroy();
+});
