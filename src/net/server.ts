@@ -499,13 +499,13 @@ export class ResyncServer {
               this.log({
                 level: 'info',
                 msg: 'much of the data moved: this push goes on in a temp file, the volume stays as it was until the rename (a push cut from now on starts over, and the next one stays in place so that a cut resumes it; "tempFallback": false keeps every push in place)',
-                volume: this.volumeName(vol),
+                volume,
               }),
             onStay: () =>
               this.log({
                 level: 'info',
                 msg: 'the last push went on in a temp file and was cut: this one stays in place under its undo journal, so that a cut resumes it',
-                volume: this.volumeName(vol),
+                volume,
               }),
           },
         },
