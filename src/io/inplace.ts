@@ -1003,20 +1003,23 @@ export async function recoverLocked(
   jpath: string,
   onProgress?: ProgressFn,
 ): Promise<{ outcome: RecoverOutcome; size: number; removed?: true; unproved?: true }> {
+  const st = await readJournal(jpath);
+  if (!st) {
+    if (await dirtyPushUnfinished(imagePath)) {
+      // Left by a build whose dirty push kept the old bytes in a scratch file the crash took with it.
+      throw new SyncError(
+        'ERR_JOURNAL',
+        `${imagePath}: an earlier dirty-bitmap push did not finish and left no journal to roll it back by: push the whole image to it again (without --dirty-bitmap) to make it whole`,
+        { path: imagePath },
+      );
+    }
+    // Nothing to write: opened read-only, so an image on a read-only filesystem has nothing to recover too.
+    const ro = await openImage(imagePath);
+    await ro.fh.close();
+    return { outcome: 'nothing', size: ro.size };
+  }
   const img = await openImage(imagePath, 'r+');
   try {
-    const st = await readJournal(jpath);
-    if (!st) {
-      if (await dirtyPushUnfinished(imagePath)) {
-        // Left by a build whose dirty push kept the old bytes in a scratch file the crash took with it.
-        throw new SyncError(
-          'ERR_JOURNAL',
-          `${imagePath}: an earlier dirty-bitmap push did not finish and left no journal to roll it back by: push the whole image to it again (without --dirty-bitmap) to make it whole`,
-          { path: imagePath },
-        );
-      }
-      return { outcome: 'nothing', size: img.size };
-    }
     await dropSigCache(sigCachePathFor(imagePath));
     const outcome: RecoverOutcome = st.committed !== null ? 'completed' : 'rolled-back';
     const proved = st.committed !== null ? await completeCommitted(img, jpath, st, onProgress) : await rollbackAll(img, jpath, st, onProgress);

@@ -763,6 +763,19 @@ describe.skipIf(noTmpfs !== null)(`a full disk (tmpfs)${noTmpfs ? ` - skipped: $
       closeSync(fd);
     }
   });
+
+  test('a read-only file system: recover of an image without a journal reports nothing to do (it writes nothing)', async () => {
+    const m = await fresh();
+    const basis = generateImage(U, 43);
+    await writeFile(join(m, 'img'), basis);
+    execFileSync('mount', ['-o', 'remount,ro', m], { stdio: 'pipe' });
+    try {
+      expect(await recoverImage(join(m, 'img'))).toBe('nothing');
+      expect(await sha(join(m, 'img'))).toBe(shaOf(basis));
+    } finally {
+      execFileSync('mount', ['-o', 'remount,rw', m], { stdio: 'pipe' });
+    }
+  });
 });
 
 async function waitFor(cond: () => boolean, timeoutMs = 5000): Promise<void> {
