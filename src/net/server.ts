@@ -90,6 +90,8 @@ export class ResyncServer {
   private readonly finishing = new WeakSet<Connection>();
   /** Connections in a volume session (past Open, holding a lock), and their sessions. */
   private readonly busy = new Map<Duplex, Connection>();
+  /** Authenticated connections not yet in a volume session: a shutdown tells them why it closes them. */
+  private readonly admitted = new Map<Duplex, Connection>();
   private closing = false;
   /** Called when a volume session ends (shutdown waits on it). */
   private readonly idleWaiters = new Set<() => void>();
@@ -185,7 +187,12 @@ export class ResyncServer {
   async shutdown(graceMs: number, cutShort?: Promise<void>): Promise<ShutdownReport> {
     this.closing = true;
     const closed = new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
-    for (const s of this.sockets) if (!this.busy.has(s)) s.destroy();
+    for (const s of this.sockets) {
+      if (this.busy.has(s)) continue;
+      const conn = this.admitted.get(s);
+      if (conn) void conn.sendErrorAndClose(new SyncError('ERR_BUSY', 'the server is shutting down; try again later'));
+      else s.destroy();
+    }
     for (const s of this.tlsRaw) s.destroy();
     const running = this.busy.size;
     const doneBefore = this.sessionsDone;
@@ -379,6 +386,8 @@ export class ResyncServer {
         throw new SyncError('ERR_AUTH', 'authentication failed');
       }
       admit();
+      this.admitted.set(conn.socket, conn);
+      conn.socket.once('close', () => this.admitted.delete(conn.socket));
       await conn.send({ type: MsgType.AuthOk, mac: serverProof(key, nonce, auth.clientNonce) });
       clearTimeout(deadline);
       conn.setIdleTimeout(this.config.idleTimeoutMs);
@@ -405,6 +414,7 @@ export class ResyncServer {
       if (this.closing) throw new SyncError('ERR_BUSY', 'the server is shutting down; try again later');
       const release = await this.lock(open.volume, writes, conn);
       this.busy.set(conn.socket, conn);
+      this.admitted.delete(conn.socket);
       try {
         const t0 = performance.now();
         this.log({ level: 'info', msg: `${open.mode} started`, peer, volume: open.volume, data: { mode: open.mode, peerImageSize: open.imageSize } });

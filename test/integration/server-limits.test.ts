@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { push } from '../../src/net/client.js';
+import { connectAuthenticated, push } from '../../src/net/client.js';
 import { REFUSAL_LINGER_MS } from '../../src/net/server.js';
 import { MsgType } from '../../protocol/constants.js';
 import type { SigHeaderMsg } from '../../protocol/messages.js';
@@ -129,6 +129,21 @@ describe('authenticated sessions', () => {
     holder.destroy();
     await until(() => srv.server.connections === 0);
     expect((await pushBytes(randomBytes(1000))).verified).toBe(true);
+  });
+});
+
+describe('a graceful shutdown', () => {
+  test('tells an authenticated client that has not yet opened a volume why it closes (ERR_BUSY), not a bare close', async () => {
+    const own = await startServer({ vol: { path: join(dir, 'own.img'), writable: true } });
+    try {
+      const conn = await connectAuthenticated({ host: '127.0.0.1', port: own.port, secret: own.secret, volume: 'vol' });
+      const report = await own.server.shutdown(1000);
+      expect(report).toEqual({ finished: 0, interrupted: 0 });
+      await expect(conn.recv()).rejects.toMatchObject({ code: 'ERR_BUSY', message: expect.stringMatching(/shutting down/) });
+    } finally {
+      await own.server.close();
+      await rm(own.dir, { recursive: true, force: true });
+    }
   });
 });
 
