@@ -534,7 +534,7 @@ async function patchFileInPlace(basisPath: string, deltaPath: string, opts: Patc
       }
       const at = await patcher.suspend().catch(() => -1);
       if (isSyncError(e)) {
-        e.message += ` (in-place patch stopped at ${at} bytes; run again with --resume to continue or 'resync recover ${basisPath}' to roll back)`;
+        e.message += ` (in-place patch stopped: ${at} bytes of the new image are kept under its journal; run again with --resume to continue from there, or 'resync recover ${basisPath}' to roll back)`;
       }
       throw e;
     }

@@ -108,6 +108,8 @@ export class InPlacePatcher {
   private frontier = 0;
   /** Output prefix known to be in the image (after the last complete flush). */
   private durable = 0;
+  /** Output prefix the journal's last checkpoint records: where a resume starts when a flush tore. */
+  private checkpointed = 0;
   /** A flush failed part way: image writes past `durable` may exist, only the journal describes them. */
   private torn = false;
   /** Current length of the image file (grows as output passes the old end). */
@@ -206,7 +208,7 @@ export class InPlacePatcher {
     for (const u of state.genUndos) if (!state.tail.includes(u)) extents.add(u.offset, u.length, u.dataAt);
     const p = await built(journal, false, () => new InPlacePatcher(img, journal, extents, state.meta.originalSize, state.meta.targetSize, state.checkpoint, spec));
     p.fileSize = Math.max(state.meta.originalSize, state.checkpoint);
-    p.frontier = p.durable = state.checkpoint;
+    p.frontier = p.durable = p.checkpointed = state.checkpoint;
     return p;
   }
 
@@ -323,7 +325,8 @@ export class InPlacePatcher {
    * Stop after an error but keep progress: flush, fsync, checkpoint, keep the
    * journal for a resume. A patch that made the journal and wrote nothing
    * removes it instead: the image is exactly what it was (a session refused
-   * after the journal was made must not leave the volume busy).
+   * after the journal was made must not leave the volume busy). Returns the
+   * output prefix a resume starts from.
    */
   async suspend(): Promise<number> {
     try {
@@ -342,12 +345,14 @@ export class InPlacePatcher {
         await this.syncImage();
         await this.journal.checkpoint(this.durable);
         await this.journal.sync();
+        this.checkpointed = this.durable;
       }
     } finally {
       await this.writeback.drain();
       await this.journal.close();
     }
-    return this.durable;
+    // Torn: the next session resumes from the last checkpoint, not from what had been written.
+    return this.torn ? this.checkpointed : this.durable;
   }
 
   /**
@@ -447,6 +452,7 @@ export class InPlacePatcher {
     // image as it finds it (a new generation) and a recover still undoes it all.
     await this.journal.checkpoint(0);
     await this.journal.sync();
+    this.checkpointed = 0;
     // From here only the journal describes the image: a failure below must
     // not let suspend() write a checkpoint over that 0.
     this.torn = true;
@@ -764,6 +770,7 @@ export class InPlacePatcher {
     if (this.sinceCheckpoint >= this.checkpointBytes) {
       await this.syncImage();
       await this.journal.checkpoint(upTo);
+      this.checkpointed = upTo;
       this.sinceCheckpoint = 0;
     }
   }

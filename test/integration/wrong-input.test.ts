@@ -583,6 +583,25 @@ describe.skipIf(noTmpfs !== null)(`a full disk (tmpfs)${noTmpfs ? ` - skipped: $
     expect(await readdir(m)).toEqual(['img']);
   });
 
+  test('in place, the journal fills the disk after some batches were written: the message gives the output a --resume keeps (the last checkpoint), and --resume finishes', async () => {
+    const m = await fresh();
+    remount(m, '32m');
+    // 16 MiB rewritten in 2 MiB batches after an 8 MiB first one; 12 MiB free holds the undo of a few
+    // batches only. No checkpoint is due before 64 MiB, so a resume starts from 0, whatever was written.
+    const basis = workloadBytes(32, 32 * U);
+    const target = workloadBytes(33, 32 * U);
+    const delta = await deltaFor('journal-full-late', basis, target);
+    await writeFile(join(m, 'img'), basis);
+    await writeFile(join(m, 'filler'), Buffer.alloc(8 * U, 1));
+    const err = await rejection(patchFile(join(m, 'img'), delta, join(m, 'img'), { inPlace: true }));
+    expect(err.code).toBe('ERR_NO_SPACE');
+    expect(err.message).toMatch(/in-place patch stopped: 0 bytes of the new image are kept under its journal; run again with --resume/);
+    remount(m, '64m');
+    const r = await patchFile(join(m, 'img'), delta, join(m, 'img'), { inPlace: true, resume: true });
+    expect('resumedFrom' in r && r.resumedFrom).toBe(0);
+    expect(await sha(join(m, 'img'))).toBe(shaOf(target));
+  });
+
   test('in place over a sparse basis (zero pages journaled by length): ERR_NO_SPACE, then rollback gives back the original', async () => {
     const m = await fresh();
     // Half of the basis is zero pages, holes in the file: the journal stays small, and the image's own
