@@ -30,18 +30,26 @@ export async function outputMetaFor(path: string): Promise<OutputMeta> {
 
 /**
  * Give an open output its metadata. The owner first: chown clears the
- * setuid and setgid bits, which chmod then puts back. A chown that is not
- * permitted (not root, a group the user is not in) keeps the creator's
- * owner, as cp does; any other failure is an error.
+ * setuid and setgid bits, which chmod then puts back. Where the owner cannot
+ * be kept (not root) the group still is, if the user is in it: a shared
+ * image stays readable by its group. What is not permitted keeps the
+ * creator's, as cp does; any other failure is an error.
  */
 export async function applyOutputMeta(fh: FileHandle, meta: OutputMeta): Promise<void> {
   if (meta.owner) {
-    try {
-      await fh.chown(meta.owner.uid, meta.owner.gid);
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code !== 'EPERM' && code !== 'EINVAL') throw e;
-    }
+    if (!(await chownPermitted(fh, meta.owner.uid, meta.owner.gid))) await chownPermitted(fh, -1, meta.owner.gid);
   }
   await fh.chmod(meta.mode);
+}
+
+/** chown, false where it is not permitted. */
+async function chownPermitted(fh: FileHandle, uid: number, gid: number): Promise<boolean> {
+  try {
+    await fh.chown(uid, gid);
+    return true;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'EPERM' && code !== 'EINVAL') throw e;
+    return false;
+  }
 }

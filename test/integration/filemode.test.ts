@@ -6,7 +6,9 @@
  * back 0600 root:root (a VM then fails to start). Outputs stay sparse.
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, chown, mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -18,6 +20,7 @@ import { outputMetaFor } from '../../src/io/filemode.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
 const MiB = 1024 * 1024;
+const CLI = fileURLToPath(new URL('../../bin/resync.js', import.meta.url));
 /** nobody:nogroup on Debian; any ids other than ours do. */
 const NOBODY = 65534;
 const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
@@ -150,6 +153,28 @@ describe('file mode', () => {
     await expect(w.commit(40 * MiB)).rejects.toMatchObject({ code: 'ERR_IO' });
     await w.abort();
     expect(await readFile(final, 'utf8')).toBe('keep me');
+  });
+
+  // Run as nobody with group 100 added: the user cannot keep root as the owner, but can keep the group.
+  // (Skipped where nobody cannot run this checkout's CLI, under a 0700 home say.)
+  const asNobody = isRoot && spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, '--version']).status === 0;
+  test.skipIf(!asNobody)('a user who cannot keep the owner (not root) still keeps the group, when the user is in it', async () => {
+    const shared = join(dir, 'shared');
+    await mkdir(shared, { mode: 0o777 });
+    await chmod(shared, 0o777);
+    await chmod(dir, 0o755);
+    const basis = await image('shared/b.img', 4 * MiB, 21);
+    const target = await image('shared/t.img', 4 * MiB, 22);
+    const delta = await makeDelta(basis, target, 'shared/d');
+    for (const f of [basis, target, delta]) await chmod(f, 0o644);
+    await chown(basis, 0, 100);
+    await chmod(basis, 0o664);
+    const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--groups=100', process.execPath, CLI, 'patch', basis, delta, basis], { encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const st = await stat(basis);
+    expect([st.uid, st.gid, st.mode & 0o7777]).toEqual([NOBODY, 100, 0o664]);
+    expect((await readFile(basis)).equals(await readFile(target))).toBe(true);
   });
 });
 
