@@ -5,6 +5,7 @@
 import { open, stat } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { BasisMismatchError, ParamError, SyncError, isSyncError } from '../core/errors.js';
+import { cancelReason, onCancel } from '../core/cancel.js';
 import { resolve } from 'node:path';
 import { PatchPlanner } from '../core/patch.js';
 import { InPlacePatcher, completeCommitted, recoverGone, recoverLocked, type RecoverOutcome } from '../io/inplace.js';
@@ -518,8 +519,12 @@ async function patchFileInPlace(basisPath: string, deltaPath: string, opts: Patc
       }
       patcher = await InPlacePatcher.start(img, jpath, { id, targetSize: trailer.targetSize }, header, { originalHash: header.basisHash });
     }
+    // A stop request (the CLI's signal) ends the loop between ops, so the suspend below checkpoints.
+    const stopListening = onCancel(() => undefined);
     try {
       for await (const ev of deltaEvents(deltaPath)) {
+        const stop = cancelReason();
+        if (stop) throw stop;
         if (ev.kind === 'op') {
           await patcher.apply(ev.op);
           opts.onProgress?.({ phase: 'patch', done: patcher.position, total: trailer.targetSize });
@@ -537,6 +542,8 @@ async function patchFileInPlace(basisPath: string, deltaPath: string, opts: Patc
         e.message += ` (in-place patch stopped: ${at} bytes of the new image are kept under its journal; run again with --resume to continue from there, or 'resync recover ${basisPath}' to roll back)`;
       }
       throw e;
+    } finally {
+      stopListening();
     }
     return {
       ...patcher.planner.stats,

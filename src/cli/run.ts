@@ -11,6 +11,8 @@ import { ExitCode, exitCodeFor } from './exit-codes.js';
 import { JSON_SCHEMA, printError, printSummary, ProgressView } from './render.js';
 import { StdioSpool } from './stdio.js';
 import { trace } from '../io/trace.js';
+import { requestCancel } from '../core/cancel.js';
+import { SyncError } from '../core/errors.js';
 
 /** Options every command takes (`serve` only --quiet: it has no summary or progress to show). */
 export interface CommonArgs {
@@ -82,6 +84,9 @@ export function localInterrupted(image: string, what: string, again: string, sta
 
 const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 
+/** Longest a command asked to stop by a signal may take to reach its checkpoint before it exits anyway. */
+const STOP_GRACE_MS = 10_000;
+
 const GENERIC: Interruption = { state: 'unchanged', message: 'no file was changed (a partial output, if any, was removed)', resume: 'run the same command again' };
 
 /**
@@ -105,7 +110,20 @@ export async function runCommand(
   // Off a terminal, --progress still reports: plain lines a log or cron mail can keep.
   const view = new ProgressView(!showProgress ? 'off' : process.stderr.isTTY === true ? 'tty' : 'lines', command);
   const spool = new StdioSpool();
+  let stopping: NodeJS.Signals | null = null;
   const onSignal = (signal: NodeJS.Signals): void => {
+    // Work that can stop where it keeps its progress (an in-place update checkpoints) is asked to
+    // and exits through the catch below; the rest, a second signal, or a stop past the grace, at once.
+    if (stopping === null) {
+      stopping = signal;
+      if (requestCancel(new SyncError('ERR_INTERRUPTED', `interrupted by ${signal}`))) {
+        setTimeout(() => exitInterrupted(signal), STOP_GRACE_MS).unref();
+        return;
+      }
+    }
+    exitInterrupted(signal);
+  };
+  const exitInterrupted = (signal: NodeJS.Signals): never => {
     view.stop();
     removeLiveTempFiles();
     spool.cleanupSync();
@@ -125,7 +143,7 @@ export async function runCommand(
   };
   if (interrupted !== false) {
     // SIGHUP too: a terminal closed under a long sync; without a handler node dies without a word.
-    for (const sig of STOP_SIGNALS) process.once(sig, onSignal);
+    for (const sig of STOP_SIGNALS) process.on(sig, onSignal);
   }
   try {
     const summary = await fn(view.fn, spool);
@@ -136,6 +154,7 @@ export async function runCommand(
     trace(`cli: ${command} done`);
     process.once('exit', () => trace('cli: exit'));
   } catch (e) {
+    if (stopping !== null) exitInterrupted(stopping);
     view.stop();
     spool.explain(e);
     const h = hint ? await Promise.resolve(hint(e)).catch(() => undefined) : undefined;

@@ -20,13 +20,17 @@ const killHits = new Map<string, number>();
  * A named moment where tests kill the process: with RESYNC_KILL_AT=label (or
  * label:N for its Nth time) the process SIGKILLs itself there, so a crash at
  * exactly that point (between the lock and the journal, in the middle of
- * settling a journal) can be tested with a real process. Otherwise a no-op.
+ * settling a journal) can be tested with a real process; RESYNC_KILL_AT=label:N:SIGINT
+ * sends that signal instead, once. Otherwise a no-op.
  */
 export function killPoint(label: string): void {
   if (!killAt || !killAt.startsWith(label)) return;
-  const [name, nth] = killAt.split(':');
+  const [name, nth, signal] = killAt.split(':');
   if (name !== label) return;
   const n = (killHits.get(label) ?? 0) + 1;
   killHits.set(label, n);
-  if (n >= Number(nth ?? 1)) process.kill(process.pid, 'SIGKILL');
+  // label:N:SIGNAL sends that signal once instead (a Ctrl-C at exactly that point).
+  if (signal) {
+    if (n === Number(nth)) process.kill(process.pid, signal as NodeJS.Signals);
+  } else if (n >= Number(nth ?? 1)) process.kill(process.pid, 'SIGKILL');
 }

@@ -10,6 +10,7 @@ import { isIP, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createRequire } from 'node:module';
 import { ERROR_CODES, SyncError, isSyncError, type ErrorCode } from '../core/errors.js';
+import { onCancel } from '../core/cancel.js';
 import { MAX_FRAME, MAX_LITERAL } from '../core/limits.js';
 import { encodeFrame, FrameDecoder } from '../bytes/frame.js';
 import { LendRing } from '../bytes/lend-ring.js';
@@ -158,6 +159,8 @@ export class Connection {
     // Closed before the peer's preamble: a TLS server meeting a plain client does that (cli/hints.ts).
     const early = (): Record<string, unknown> => (this.gotPreamble ? {} : { beforePreamble: true, ...('encrypted' in socket ? { tls: true } : {}) });
     socket.on('close', () => this.fail(new SyncError('ERR_CONNECTION', `the connection was closed by the ${peer}`, early())));
+    // A client stopped by a signal drops its connection the way a cut link does: a pull's sink then keeps its progress.
+    if (side === 'client') socket.once('close', onCancel((why) => this.destroy(isSyncError(why) ? why : new SyncError('ERR_INTERRUPTED', why.message))));
     socket.on('end', () => {
       // Nothing more comes: the frames held back are all there is, and still to be received.
       if (this.frames.held) this.decodeHeld(Infinity);

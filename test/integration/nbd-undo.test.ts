@@ -378,7 +378,7 @@ describe.skipIf(!hasQemu)('a pull into an NBD export killed mid-write', () => {
     expect(sameContent(d.q, join(dir, 'recovery-copy.raw'))).toBe(true);
   }, 120_000);
 
-  test('SIGTERM mid-write: exit 143 naming the journal; the same pull again rolls back and completes', async () => {
+  test('SIGTERM mid-write: exit 143; the pull puts the export back as it was before it exits (it does not resume), and the same pull again completes', async () => {
     const d = localDisk('sigterm', SIZE);
     const nbd = await startNbd(dir, d.q);
     const journal = nbdJournalPath(join(dir, 'cli-state', 'resync'), nbd.uri);
@@ -391,14 +391,15 @@ describe.skipIf(!hasQemu)('a pull into an NBD export killed mid-write', () => {
     expect(existsSync(journal)).toBe(true);
     child.kill('SIGTERM');
     expect(await done).toBe(143);
-    expect(JSON.parse(stdout)).toMatchObject({ ok: false, code: 'ERR_INTERRUPTED', signal: 'SIGTERM', state: 'journaled', journal });
-    // An export's pull starts over: the advice must not promise a resume.
-    expect(JSON.parse(stdout).resume).toMatch(/^run the same pull again \(it rolls the export back first and starts over/);
+    // Asked to stop, the pull undoes what it wrote (an export's pull starts over, so nothing is kept).
+    expect(JSON.parse(stdout)).toMatchObject({ ok: false, code: 'ERR_INTERRUPTED', signal: 'SIGTERM', state: 'unchanged' });
+    expect(JSON.parse(stdout).message).toMatch(/was not changed \(what the pull wrote, if anything, was put back\)/);
     expect(JSON.parse(stdout).resume).not.toMatch(/to resume it/);
-    expect(existsSync(journal)).toBe(true);
+    expect(existsSync(journal)).toBe(false);
+    expect((await readNbd(nbd.uri)).equals(await readFile(d.raw))).toBe(true);
     const again = await runCli(CLI, pullArgs(nbd.uri), { env: env(), timeoutMs: 60_000 });
     expect(again.code, again.stderr).toBe(0);
-    expect(JSON.parse(again.stdout)).toMatchObject({ ok: true, verified: true, recovered: 'rolled-back' });
+    expect(JSON.parse(again.stdout)).toMatchObject({ ok: true, verified: true });
     expect(existsSync(journal)).toBe(false);
     await nbd.stop();
     expect(sameContent(d.q, join(dir, 'recovery-copy.raw'))).toBe(true);

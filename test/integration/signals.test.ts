@@ -9,7 +9,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,7 +28,11 @@ interface Proc {
 }
 
 function run(...args: string[]): Proc {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  return runWith({}, ...args);
+}
+
+function runWith(env: Record<string, string>, ...args: string[]): Proc {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   const p: Proc = { child, stdout: '', stderr: '', done: Promise.resolve(null) };
   child.stdout!.on('data', (b: Buffer) => (p.stdout += b.toString()));
   child.stderr!.on('data', (b: Buffer) => (p.stderr += b.toString()));
@@ -194,9 +198,8 @@ describe('Ctrl-C and SIGTERM in the client', () => {
     const delta = run('delta', p('pa.sig'), p('pa-new.img'), p('pa.delta'), '-q');
     expect(await delta.done).toBe(0);
     const j = p('pa-old.img.resync-journal');
-    const r = run('patch', p('pa-old.img'), p('pa.delta'), '--in-place', '--json');
-    await until('the patch to start writing', () => existsSync(j));
-    r.child.kill('SIGINT');
+    // Stopped right after its first batch is written (the process signals itself there).
+    const r = runWith({ RESYNC_KILL_AT: 'inplace-written:1:SIGINT' }, 'patch', p('pa-old.img'), p('pa.delta'), '--in-place', '--json');
     expect(await r.done).toBe(130);
     const o = JSON.parse(r.stdout) as Record<string, unknown>;
     expect(o).toMatchObject({ schema: 1, command: 'patch', ok: false, code: 'ERR_INTERRUPTED', signal: 'SIGINT', state: 'journaled', journal: j, target: p('pa-old.img') });
@@ -208,7 +211,25 @@ describe('Ctrl-C and SIGTERM in the client', () => {
     expect((await readFile(p('pa-old.img'))).equals(neu)).toBe(true);
   });
 
-  test('pull, SIGINT: exit 130 with the journal state; pull again resumes and completes', async () => {
+  test('patch --in-place, SIGINT right after its first batch was written: it stops at a checkpoint, and --resume goes on from there', async () => {
+    const old = randomBytes(24 * MiB);
+    const neu = randomBytes(24 * MiB);
+    await writeFile(p('pb-old.img'), old);
+    await writeFile(p('pb-new.img'), neu);
+    expect(await run('signature', p('pb-old.img'), p('pb.sig'), '-q').done).toBe(0);
+    expect(await run('delta', p('pb.sig'), p('pb-new.img'), p('pb.delta'), '-q').done).toBe(0);
+    // The process sends itself SIGINT once its first batch is in the image.
+    const r = runWith({ RESYNC_KILL_AT: 'inplace-written:1:SIGINT' }, 'patch', p('pb-old.img'), p('pb.delta'), '--in-place', '--json');
+    expect(await r.done, r.stderr).toBe(130);
+    expect(JSON.parse(r.stdout)).toMatchObject({ code: 'ERR_INTERRUPTED', signal: 'SIGINT', state: 'journaled' });
+    const resume = run('patch', p('pb-old.img'), p('pb.delta'), '--in-place', '--resume', '--json');
+    expect(await resume.done, resume.stderr).toBe(0);
+    // Before, the signal ended the process between checkpoints (one every 64 MiB): the resume started from 0.
+    expect((JSON.parse(resume.stdout) as { resumedFrom: number }).resumedFrom).toBeGreaterThan(0);
+    expect((await readFile(p('pb-old.img'))).equals(neu)).toBe(true);
+  });
+
+  test('pull, SIGINT before its first write: exit 130, the image said to be unchanged (the journal it had made is gone); pull again completes', async () => {
     const data = randomBytes(8 * MiB);
     await writeFile(p('pl-src.img'), data);
     await writeFile(p('pl-local.img'), Buffer.alloc(8 * MiB));
@@ -218,9 +239,10 @@ describe('Ctrl-C and SIGTERM in the client', () => {
     await until('the pull to write under its journal', () => existsSync(p('pl-local.img.resync-journal')));
     r.child.kill('SIGINT');
     expect(await r.done).toBe(130);
-    expect(r.stderr).toContain(`interrupted by SIGINT: ${p('pl-local.img')} is mid-update under its undo journal`);
-    expect(r.stderr).toContain('run the same pull again to resume it');
-    expect(r.stderr).toContain(`resync recover ${p('pl-local.img')}`);
+    // Its first batch (8 MiB) was never complete: nothing reached the image.
+    expect(r.stderr).toContain(`interrupted by SIGINT: ${p('pl-local.img')} was not changed`);
+    expect(existsSync(p('pl-local.img.resync-journal'))).toBe(false);
+    expect((await readFile(p('pl-local.img'))).equals(Buffer.alloc(8 * MiB))).toBe(true);
     const again = run('pull', `127.0.0.1:${port}/src`, p('pl-local.img'), '--secret-file', secretFile, '--json');
     expect(await again.done, again.stderr).toBe(0);
     expect((await readFile(p('pl-local.img'))).equals(data)).toBe(true);
@@ -228,14 +250,39 @@ describe('Ctrl-C and SIGTERM in the client', () => {
     expect(await srv.done).toBe(0);
   });
 
+  test('pull, SIGINT after a batch was written: the pull stops at a checkpoint, and the next pull resumes past it instead of starting over', async () => {
+    const data = randomBytes(24 * MiB);
+    await writeFile(p('pk-src.img'), data);
+    // Random old bytes, so that the journal grows with each batch the pull writes.
+    await writeFile(p('pk-local.img'), randomBytes(24 * MiB));
+    const { p: srv, port } = await serve('--volume', `src=${p('pk-src.img')}`);
+    started.push(srv);
+    const j = p('pk-local.img.resync-journal');
+    const r = run('pull', `127.0.0.1:${port}/src`, p('pk-local.img'), '--secret-file', secretFile, '--bwlimit', '6M', '--json');
+    await until('the first batch under the journal', () => existsSync(j) && statSync(j).size >= 8 * MiB);
+    r.child.kill('SIGINT');
+    expect(await r.done).toBe(130);
+    expect(JSON.parse(r.stdout)).toMatchObject({ code: 'ERR_INTERRUPTED', signal: 'SIGINT', state: 'journaled', journal: j });
+    expect(r.stderr).toContain(`interrupted by SIGINT: ${p('pk-local.img')} is mid-update under its undo journal`);
+    expect(r.stderr).toContain('run the same pull again to resume it');
+    expect(r.stderr).toContain(`resync recover ${p('pk-local.img')}`);
+    const again = run('pull', `127.0.0.1:${port}/src`, p('pk-local.img'), '--secret-file', secretFile, '--json');
+    expect(await again.done, again.stderr).toBe(0);
+    expect((JSON.parse(again.stdout) as { resumedFrom: number }).resumedFrom).toBeGreaterThanOrEqual(8 * MiB);
+    expect((await readFile(p('pk-local.img'))).equals(data)).toBe(true);
+    srv.child.kill('SIGTERM');
+    expect(await srv.done).toBe(0);
+  });
+
   test('pull, SIGHUP (its terminal closed): exit 129 with the journal state, not a silent death', async () => {
-    const data = randomBytes(8 * MiB);
+    const data = randomBytes(24 * MiB);
     await writeFile(p('ph-src.img'), data);
-    await writeFile(p('ph-local.img'), Buffer.alloc(8 * MiB));
+    await writeFile(p('ph-local.img'), randomBytes(24 * MiB));
     const { p: srv, port } = await serve('--volume', `src=${p('ph-src.img')}`);
     started.push(srv);
-    const r = run('pull', `127.0.0.1:${port}/src`, p('ph-local.img'), '--secret-file', secretFile, '--bwlimit', '1M', '--json');
-    await until('the pull to write under its journal', () => existsSync(p('ph-local.img.resync-journal')));
+    const j = p('ph-local.img.resync-journal');
+    const r = run('pull', `127.0.0.1:${port}/src`, p('ph-local.img'), '--secret-file', secretFile, '--bwlimit', '6M', '--json');
+    await until('the first batch under the journal', () => existsSync(j) && statSync(j).size >= 8 * MiB);
     r.child.kill('SIGHUP');
     expect(await r.done).toBe(129);
     expect(JSON.parse(r.stdout)).toMatchObject({ code: 'ERR_INTERRUPTED', signal: 'SIGHUP', state: 'journaled' });

@@ -260,7 +260,7 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             const target = argv.output ?? argv.basis;
             if (!inPlace || argv.format === 'rdiff') return { target, state: 'unchanged', message: `${target} was not written (its partial temp file was removed)`, resume: 'run the same patch again' };
             const again = `run \`resync patch ${[argv.basis, argv.delta, ...(argv.output ? [argv.output] : [])].map(shq).join(' ')} --in-place --resume\` to finish it`;
-            return localInterrupted(target, 'the patch had not started writing', isNbdUri(target) ? `run the same patch again` : again, argv['state-dir']);
+            return localInterrupted(target, isNbdUri(target) ? 'what the patch wrote, if anything, was put back' : 'the patch had not started writing', isNbdUri(target) ? `run the same patch again` : again, argv['state-dir']);
           },
         ),
     )

@@ -502,7 +502,7 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           () =>
             argv['dry-run']
               ? { target: argv.image, state: 'unchanged', message: 'a dry run writes nothing' }
-              : localInterrupted(argv.image, !argv['in-place'] ? 'its partial temp file was removed' : movedPullCut(argv.image, true) ? MOVED_PULL_CUT : 'the update had not started', pullAgain(argv.image), argv['state-dir']),
+              : localInterrupted(argv.image, isNbdUri(argv.image) ? 'what the pull wrote, if anything, was put back' : !argv['in-place'] ? 'its partial temp file was removed' : movedPullCut(argv.image, true) ? MOVED_PULL_CUT : 'the update had not started', pullAgain(argv.image), argv['state-dir']),
         ),
     );
 }
