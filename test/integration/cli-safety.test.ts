@@ -95,10 +95,32 @@ describe('outputs: --force to replace, never an input', () => {
     const s = join(d, 'swap.sig');
     await copyFile(sig, s);
     const before = await hashImage(img);
-    // `resync signature recovery.sig recovery.img`: the image is the output.
-    const r = await cli('signature', s, img);
+    // `resync signature recovery.sig recovery.img`: the image is the output. With -f too (the rdiff habit).
+    for (const force of [[], ['-f']]) {
+      const r = await cli('signature', ...force, s, img);
+      expect(r.code).toBe(2);
+      expect(oneLine(r)).toMatch(/BASIS .*swap\.sig is a resync signature, and SIGNATURE .*swap\.img is not: the arguments look swapped/);
+      expect((await hashImage(img)).equals(before)).toBe(true);
+    }
+    // An rdiff signature as BASIS is caught the same way.
+    const rs = join(d, 'swap.rsig');
+    expect((await cli('signature', '--format', 'rdiff', img, rs)).code).toBe(0);
+    const r2 = await cli('signature', '-f', rs, img);
+    expect(r2.code).toBe(2);
+    expect(oneLine(r2)).toContain('is an rdiff signature');
+    expect((await hashImage(img)).equals(before)).toBe(true);
+    // A signature of a signature file is still made where it destroys nothing: a new file, or over another signature.
+    expect((await cli('signature', '-q', s, join(d, 'sig-of-sig'))).code).toBe(0);
+    expect((await cli('signature', '-q', '-f', s, join(d, 'sig-of-sig'))).code).toBe(0);
+  });
+
+  test('delta with NEWFILE and DELTA swapped leaves the image alone, even with -f (exit 2)', async () => {
+    const img = join(d, 'dswap.img');
+    await copyFile(target, img);
+    const before = await hashImage(img);
+    const r = await cli('delta', '-f', sig, delta, img);
     expect(r.code).toBe(2);
-    expect(oneLine(r)).toMatch(/SIGNATURE .*swap\.img already exists: pass -f \(--force\)/);
+    expect(oneLine(r)).toMatch(/NEWFILE .*target\.delta is a resync delta, and DELTA .*dswap\.img is not: the arguments look swapped/);
     expect((await hashImage(img)).equals(before)).toBe(true);
   });
 

@@ -41,6 +41,23 @@ function checkJsonOutput(json: boolean, output: string | undefined, what: string
   if (json && output === STDIO) throw new ParamError(`--json prints on standard output, which ${what} - takes: give ${what} a file name, or leave out --json`);
 }
 
+/**
+ * Refuse, even with -f, to write OUTPUT over an existing file that is no signature or delta when the
+ * INPUT it is made from is one: the arguments are swapped, and the image is about to be destroyed
+ * (`resync signature recovery.sig recovery.img -f`, the rdiff habit).
+ */
+async function refuseSwapped(input: { what: string; path: string }, output: { what: string; path: string }, usage: string): Promise<void> {
+  if (input.path === STDIO || output.path === STDIO) return;
+  const kind = await fileKind(input.path);
+  if (!kind) return;
+  const st = await fsp.stat(output.path).catch(() => null);
+  if (!st || (!st.isFile() && !st.isBlockDevice()) || (st.isFile() && st.size === 0) || (await fileKind(output.path))) return;
+  throw new ParamError(
+    `${input.what} ${input.path} is a${kind.startsWith('rdiff') ? 'n' : ''} ${kind}, and ${output.what} ${output.path} is not: the arguments look swapped, and writing would destroy ${output.path} (even with -f); the order is ${usage}`,
+    { path: output.path },
+  );
+}
+
 const SIG_USAGE = 'resync signature BASIS SIGNATURE';
 const DELTA_USAGE = 'resync delta SIGNATURE NEWFILE DELTA';
 const PATCH_USAGE = 'resync patch BASIS DELTA OUTPUT';
@@ -85,6 +102,7 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           if (!rdiff && (argv['sig-type'] !== undefined || argv['sum-size'] !== undefined)) throw new ParamError('--sig-type and --sum-size apply with --format rdiff; resync signatures take --hash and --strong-len');
           checkJsonOutput(argv.json, argv.signature, 'SIGNATURE');
           if (argv.basis !== STDIO) await checkInput(argv.basis, 'BASIS', true);
+          await refuseSwapped({ what: 'BASIS', path: argv.basis }, { what: 'SIGNATURE', path: argv.signature }, SIG_USAGE);
           const out =
             argv.signature === STDIO
               ? await spool.output(STDIO)
@@ -138,6 +156,7 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             if (!argv['dry-run']) checkJsonOutput(argv.json, argv.delta, 'DELTA');
             if (argv.signature !== STDIO) await checkInput(argv.signature, 'SIGNATURE', true);
             if (argv.newfile !== STDIO) await checkInput(argv.newfile, 'NEWFILE', true);
+            if (!argv['dry-run']) await refuseSwapped({ what: 'NEWFILE', path: argv.newfile }, { what: 'DELTA', path: argv.delta }, DELTA_USAGE);
             const inputs = files({ what: 'SIGNATURE', path: argv.signature }, { what: 'NEWFILE', path: argv.newfile });
             const out = argv['dry-run'] ? '' : argv.delta === STDIO ? await spool.output(STDIO) : await prepareOutput(argv.delta, 'DELTA', { force: argv.force, inputs, usage: DELTA_USAGE });
             const sig = await spool.input(argv.signature, 'SIGNATURE');
