@@ -309,6 +309,12 @@ describe('--format rdiff with --in-place is refused, not ignored', () => {
 });
 
 describe('option values', () => {
+  test('verify -b is --block-size, as for every other command', async () => {
+    const r = await cli('verify', '--json', '-b', '64K', basis, target);
+    expect(r.code).toBe(10);
+    expect(json(r)).toMatchObject({ blockSize: 65536 });
+  });
+
   test.each([
     ['--timeout abc', ['push', 'IMG', '127.0.0.1:9/v', '--timeout', 'abc'], '--timeout'],
     ['--timeout -5', ['push', 'IMG', '127.0.0.1:9/v', '--timeout', '-5'], '--timeout'],
@@ -331,6 +337,9 @@ describe('option values', () => {
     ['--compress with --format rdiff', ['delta', '--format', 'rdiff', '--compress', 'S', 'IMG', 'x.delta'], '--compress'],
     ['secret options with a local B', ['verify', '--secret-file', 'S', 'IMG', 'IMG'], '--secret-file'],
     ['an unknown --scenario', ['demo', '--scenario', 'nope'], 'scenario'],
+    // verify's images once were named a and b: -a was taken as the first image and -b swallowed.
+    ['verify -a', ['verify', 'IMG', 'IMG', '-a', '4K'], 'Unknown argument: a'],
+    ['verify -b 12Q', ['verify', 'IMG', 'IMG', '-b', '12Q'], '--block-size'],
   ])('%s: exit 2, one line, JSON with --json', async (_what, args, mention) => {
     const a = args.map((x) => (x === 'IMG' ? basis : x === 'S' ? sig : x === 'x.sig' || x === 'x.delta' ? join(d, x) : x));
     const r = await cli(...a);

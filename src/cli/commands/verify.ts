@@ -62,13 +62,13 @@ function verifySummary(r: VerifyReport, json: boolean, extra: Record<string, unk
 /** Register `verify`. */
 export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
   return y.command(
-    'verify <a> <b>',
+    'verify <A> <B>',
     `Compare two images block by block and list the byte ranges that differ; writes nothing. B may be HOST:PORT/VOLUME. Exit status 0: identical, ${EXIT_DIFFERENT}: different`,
     (a) =>
       outputOptions(a)
-        .positional('a', { type: 'string', demandOption: true, describe: 'local image (file, block device, or NBD export: nbd://HOST:PORT/EXPORT, nbd+unix:///EXPORT?socket=PATH)' })
-        .positional('b', { type: 'string', demandOption: true, describe: 'local image, or HOST:PORT/VOLUME, [user@]host:/path or @NAME[/VOLUME] (prefix a path with ./ to force a file)' })
-        .option('block-size', { type: 'string', coerce: sizeOption('block-size'), describe: 'comparison granularity (e.g. 4K); default: the block size a sync would use' })
+        .positional('A', { type: 'string', demandOption: true, describe: 'local image (file, block device, or NBD export: nbd://HOST:PORT/EXPORT, nbd+unix:///EXPORT?socket=PATH)' })
+        .positional('B', { type: 'string', demandOption: true, describe: 'local image, or HOST:PORT/VOLUME, [user@]host:/path or @NAME[/VOLUME] (prefix a path with ./ to force a file)' })
+        .option('block-size', { alias: 'b', type: 'string', coerce: sizeOption('block-size'), describe: 'comparison granularity (e.g. 4K); default: the block size a sync would use' })
         .option('max-ranges', { requiresArg: true, coerce: intOption('max-ranges', 1, 10_000_000), default: 10_000, describe: 'most ranges listed (the byte count stays exact)' })
         .option('secret-file', { type: 'string', describe: 'file holding the shared secret (remote B; or RESYNC_SECRET_FILE)' })
         .option('bwlimit', { type: 'string', describe: 'most bytes per second each way, as rsync: KiB/s as a bare number, or e.g. 500K, 10M (0: no limit)' })
@@ -88,21 +88,21 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
         argv,
         async (progress) => {
           const blockSize = argv['block-size'];
-          if (argv.b.startsWith('@') && !existsSync(argv.b)) {
+          if (argv.B.startsWith('@') && !existsSync(argv.B)) {
             // A named remote from the client config, its settings under the flags.
-            await checkInput(argv.a, 'A');
-            const opts = await (await import('./net.js')).clientOptionsFrom({ ...argv, remote: argv.b, compress: false }, progress);
-            const r = await (await verifyMod()).verifyRemote(argv.a, { ...opts, maxRanges: argv['max-ranges'], stateDir: argv['state-dir'] });
+            await checkInput(argv.A, 'A');
+            const opts = await (await import('./net.js')).clientOptionsFrom({ ...argv, remote: argv.B, compress: false }, progress);
+            const r = await (await verifyMod()).verifyRemote(argv.A, { ...opts, maxRanges: argv['max-ranges'], stateDir: argv['state-dir'] });
             differ = !r.identical;
-            return verifySummary(r, argv.json, { remote: argv.b, bytesSent: r.bytesSent, bytesReceived: r.bytesReceived, elapsedMs: r.elapsedMs });
+            return verifySummary(r, argv.json, { remote: argv.B, bytesSent: r.bytesSent, bytesReceived: r.bytesReceived, elapsedMs: r.elapsedMs });
           }
           // [user@]host:/path is compared over ssh unless a local file has that name.
           const { parseSshRemote, splitCommand } = await import('../../api/config.js');
-          const viaSsh = !isRemoteSpec(argv.b) && !existsSync(argv.b) ? parseSshRemote(argv.b) : null;
+          const viaSsh = !isRemoteSpec(argv.B) && !existsSync(argv.B) ? parseSshRemote(argv.B) : null;
           if (viaSsh) {
             if (argv['secret-file'] !== undefined || argv.tls || argv['tls-ca'] !== undefined) throw new ParamError('--secret-file, --tls and --tls-ca do not apply to an ssh remote (HOST:/path)');
-            await checkInput(argv.a, 'A');
-            const r = await (await verifyMod()).verifyRemote(argv.a, {
+            await checkInput(argv.A, 'A');
+            const r = await (await verifyMod()).verifyRemote(argv.A, {
               host: viaSsh.host,
               port: 0,
               volume: viaSsh.path,
@@ -116,20 +116,20 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
               onProgress: progress,
             });
             differ = !r.identical;
-            return verifySummary(r, argv.json, { remote: argv.b, bytesSent: r.bytesSent, bytesReceived: r.bytesReceived, elapsedMs: r.elapsedMs });
+            return verifySummary(r, argv.json, { remote: argv.B, bytesSent: r.bytesSent, bytesReceived: r.bytesReceived, elapsedMs: r.elapsedMs });
           }
           if (argv.rsh !== undefined || argv['remote-resync'] !== undefined) throw new ParamError('--rsh and --remote-resync apply when B is an ssh remote ([user@]host:/path)');
-          const remote = isRemoteSpec(argv.b);
+          const remote = isRemoteSpec(argv.B);
           if (!remote && (argv['secret-file'] !== undefined || argv.bwlimit !== undefined || argv.tls || argv['tls-ca'] !== undefined)) {
-            throw new ParamError(`--secret-file, --bwlimit, --tls and --tls-ca apply when B is a remote volume (HOST:PORT/VOLUME); ${argv.b} is a local path`);
+            throw new ParamError(`--secret-file, --bwlimit, --tls and --tls-ca apply when B is a remote volume (HOST:PORT/VOLUME); ${argv.B} is a local path`);
           }
-          await checkInput(argv.a, 'A');
-          if (!remote) await checkInput(argv.b, 'B');
+          await checkInput(argv.A, 'A');
+          if (!remote) await checkInput(argv.B, 'B');
           if (remote) {
             // As push and pull read it: a file other users can read is warned about.
             const secret = await (await import('./net.js')).clientSecret(argv['secret-file'], undefined);
-            const r = await (await verifyMod()).verifyRemote(argv.a, {
-              ...parseRemote(argv.b),
+            const r = await (await verifyMod()).verifyRemote(argv.A, {
+              ...parseRemote(argv.B),
               secret,
               blockSize,
               maxRanges: argv['max-ranges'],
@@ -140,13 +140,13 @@ export function opsCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
               onProgress: progress,
             });
             differ = !r.identical;
-            return verifySummary(r, argv.json, { remote: argv.b, bytesSent: r.bytesSent, bytesReceived: r.bytesReceived, elapsedMs: r.elapsedMs });
+            return verifySummary(r, argv.json, { remote: argv.B, bytesSent: r.bytesSent, bytesReceived: r.bytesReceived, elapsedMs: r.elapsedMs });
           }
-          const r = await (await verifyMod()).verifyFiles(argv.a, argv.b, { blockSize, maxRanges: argv['max-ranges'], onProgress: progress, stateDir: argv['state-dir'] });
+          const r = await (await verifyMod()).verifyFiles(argv.A, argv.B, { blockSize, maxRanges: argv['max-ranges'], onProgress: progress, stateDir: argv['state-dir'] });
           differ = !r.identical;
           return verifySummary(r, argv.json, { elapsedMs: r.elapsedMs });
         },
-        (e) => (isRemoteSpec(argv.b) || argv.b.includes(':') ? networkHint(e, argv.b) : undefined),
+        (e) => (isRemoteSpec(argv.B) || argv.B.includes(':') ? networkHint(e, argv.B) : undefined),
       );
       if (differ && process.exitCode === 0) process.exitCode = EXIT_DIFFERENT;
     },
