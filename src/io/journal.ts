@@ -434,15 +434,16 @@ const JOURNAL_SUFFIX = '.resync-journal';
  * link, a symlink, a second volume name. The lock is the file's own (flock
  * on the inode), but a journal is found by name, and a session under one
  * name read or wrote a file another name's journal was still settling. Looked
- * for beside the name and beside the file's real path, where such names live;
- * a hard link in another directory is not found. Devices (their journals are
- * named for the /dev path) are not looked for.
+ * for beside the name and beside the file's real path, where such names live,
+ * and in `alsoIn` (a server's other volumes' directories: a hard link there
+ * is another volume name); a hard link in any other directory is not found.
+ * Devices (their journals are named for the /dev path) are not looked for.
  */
-async function otherNamesJournals(imagePath: string): Promise<string[]> {
+async function otherNamesJournals(imagePath: string, alsoIn: Iterable<string> = []): Promise<string[]> {
   const st = await stat(imagePath).catch(() => null);
   if (!st?.isFile()) return [];
   const own = resolve(journalPathFor(imagePath));
-  const dirs = new Set([dirname(resolve(imagePath))]);
+  const dirs = new Set([dirname(resolve(imagePath)), ...alsoIn]);
   const real = await realpath(imagePath).catch(() => null);
   if (real) dirs.add(dirname(real));
   const found: string[] = [];
@@ -462,14 +463,14 @@ async function otherNamesJournals(imagePath: string): Promise<string[]> {
 /**
  * The journal a session on `imagePath` must settle or continue: the one
  * beside it, or, when there is none, one left under another name of the same
- * file (otherNamesJournals); its own name's path when there is neither (a new
+ * file (otherNamesJournals, also in `alsoIn`); its own name's path when there is neither (a new
  * journal goes there). Two at once (sessions cut short under two names, by
  * older versions) is ERR_JOURNAL: which came last cannot be told.
  * Call under the image's lock.
  */
-export async function journalFor(imagePath: string): Promise<string> {
+export async function journalFor(imagePath: string, alsoIn?: Iterable<string>): Promise<string> {
   const own = journalPathFor(imagePath);
-  const others = await otherNamesJournals(imagePath);
+  const others = await otherNamesJournals(imagePath, alsoIn);
   if (others.length === 0) return own;
   if (others.length === 1 && !(await readJournal(own))) return others[0]!;
   throw new JournalError(`${imagePath} has unfinished in-place updates under more than one of its names (${[own, ...others].filter((j) => existsSync(j)).join(', ')}): settle them with 'resync recover NAME', newest first, and check the image`, {
@@ -481,10 +482,10 @@ export async function journalFor(imagePath: string): Promise<string> {
  * The journal of `imagePath` (beside it, or under another of its names) when
  * an in-place patch of it was cut short (one with records to settle), else null.
  */
-export async function unsettledJournal(imagePath: string): Promise<string | null> {
+export async function unsettledJournal(imagePath: string, alsoIn?: Iterable<string>): Promise<string | null> {
   const j = journalPathFor(imagePath);
   if (await readJournal(j)) return j;
-  return (await otherNamesJournals(imagePath))[0] ?? null;
+  return (await otherNamesJournals(imagePath, alsoIn))[0] ?? null;
 }
 
 /**

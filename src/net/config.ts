@@ -298,6 +298,7 @@ export async function checkVolumes(
   const canAccess = (p: string, mode: number): Promise<boolean> => fsp.access(p, mode).then(() => true, () => false);
   const seen = new Map<string, string>();
   const nbdSeen: { name: string; id: string; uri: string }[] = [];
+  const sameFile = new Map<string, string>();
   for (const [name, vol] of Object.entries(volumes)) {
     const at = where(name);
     const bad = (message: string): void => void problems.push({ where: at, message: `${vol.path}: ${message}` });
@@ -340,6 +341,11 @@ export async function checkVolumes(
       bad(`is ${st.isDirectory() ? 'a directory' : 'not a regular file'}; a volume is an image file or a block device`);
       continue;
     }
+    // Another spelling of one file (a hard link, a symlink, a bind mount): allowed, and said, as for the same path.
+    const file = `${st.dev}:${st.ino}`;
+    const twin = sameFile.get(file);
+    if (twin !== undefined && twin !== other) warnings.push(`${at}: ${vol.path} is the same file as volume ${twin}; sessions under the two names take turns`);
+    if (twin === undefined) sameFile.set(file, name);
     if (!(await canAccess(vol.path, fsc.R_OK))) bad('not readable by this user');
     if (!vol.writable) continue;
     if (!(await canAccess(vol.path, fsc.W_OK))) bad('not writable by this user, but the volume is writable');

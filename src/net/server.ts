@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { realpath, stat } from 'node:fs/promises';
 import { SyncError, isSyncError } from '../core/errors.js';
 import { DEFAULT_STRONG_LEN, MAX_FRAME } from '../core/limits.js';
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
 
 /** Largest frame accepted before authentication. */
 export const PRE_AUTH_MAX_FRAME = 4096;
@@ -469,7 +469,7 @@ export class ResyncServer {
     let basis: ImageHandle | null = null;
     try {
       // Beside the volume, or one left under another of its names (a second volume name, a link).
-      jpath = await journalFor(vol.path);
+      jpath = await journalFor(vol.path, this.volumeDirs());
       const settled = await settleJournal(vol.path, jpath, { keep: inPlace });
       basis = await openOrCreateImage(vol.path, inPlace ? 'r+' : 'r');
       const created = !existed && basis.size === 0;
@@ -571,7 +571,7 @@ export class ResyncServer {
     }
     const lock = await this.lockImage(vol.path, 'write', false);
     try {
-      const r = await recoverLocked(vol.path, await journalFor(vol.path), this.progressLogger(vol));
+      const r = await recoverLocked(vol.path, await journalFor(vol.path, this.volumeDirs()), this.progressLogger(vol));
       const removed = r.removed ? ' (the interrupted push had created the volume: it is removed)' : '';
       this.log({ level: 'info', msg: `recover: ${r.outcome}${removed}`, volume: this.volumeName(vol) });
       if (r.unproved) this.log({ level: 'warn', msg: `recover: ${UNPROVED_DIRTY}`, volume: this.volumeName(vol) });
@@ -610,7 +610,7 @@ export class ResyncServer {
     try {
       await this.refuseUnfinished(vol);
       img = await openImage(vol.path, 'r+');
-      const journalPath = await journalFor(vol.path);
+      const journalPath = await journalFor(vol.path, this.volumeDirs());
       const r = await serveDirty(conn, img, sourceSize, blockSize, randomBytes(8).toString('hex'), { sigCache: vol.sigCache !== false, imageHashes, journalPath });
       if (r.writeSigCache) {
         // As after a push: the client has its Result; the cache is written under the lock.
@@ -657,8 +657,18 @@ export class ResyncServer {
     }
   }
 
+  /**
+   * The directories of the file volumes: a hard link there is another volume
+   * name of the same image, whose journal a session must see (io/journal.ts).
+   */
+  private volumeDirs(): string[] {
+    const dirs = new Set<string>();
+    for (const v of Object.values(this.config.volumes)) if (!isNbdVolume(v)) dirs.add(dirname(resolve(v.path)));
+    return [...dirs];
+  }
+
   private async refuseUnfinished(vol: VolumeConfig): Promise<void> {
-    const journal = await unsettledJournal(vol.path);
+    const journal = await unsettledJournal(vol.path, this.volumeDirs());
     if (await dirtyPushUnfinished(vol.path)) {
       throw new SyncError(
         'ERR_BUSY',

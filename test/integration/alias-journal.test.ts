@@ -98,16 +98,21 @@ describe('a patch killed under one name of a local image', () => {
 });
 
 describe('two volume names for one file on a server', () => {
-  test('a push killed under one name: a pull under the other is refused; a push under the other completes the image', { timeout: 60_000 }, async () => {
-    const d = join(dir, 'server');
-    await mkdir(d);
+  // A hard link in another directory is found because it is another volume's: the server looks in its volumes' directories.
+  test.each([
+    ['in the same directory', 'server', '.'],
+    ['in another directory', 'server-apart', 'other'],
+  ])('a push killed under one name (a hard link %s): a pull under the other is refused; a push under the other completes the image', { timeout: 60_000 }, async (_where, sub, apart) => {
+    const d = join(dir, sub);
+    await mkdir(join(d, apart), { recursive: true });
     const x = join(d, 'x.img');
     await writeFile(x, oldImg);
-    await link(x, join(d, 'xb.img'));
+    const xb = join(d, apart, 'xb.img');
+    await link(x, xb);
     const secretFile = join(d, 'secret');
     await writeFile(secretFile, randomBytes(24).toString('base64'), { mode: 0o600 });
     const serve = async (env: Record<string, string>): Promise<number> => {
-      const child = spawn(process.execPath, [cliMain(), 'serve', '--listen', '127.0.0.1:0', '--volume', `x=${x}:rw`, '--volume', `xb=${join(d, 'xb.img')}:rw`, '--secret-file', secretFile], {
+      const child = spawn(process.execPath, [cliMain(), 'serve', '--listen', '127.0.0.1:0', '--volume', `x=${x}:rw`, '--volume', `xb=${xb}:rw`, '--secret-file', secretFile], {
         stdio: ['ignore', 'pipe', 'pipe'],
         env: { ...process.env, ...env },
       });
@@ -117,7 +122,7 @@ describe('two volume names for one file on a server', () => {
     const first = await serve({ RESYNC_KILL_AT: 'inplace-written:1' });
     const secret = await readFile(secretFile);
     await expect(push(join(dir, 'new.img'), { host: '127.0.0.1', port: first, volume: 'xb', secret })).rejects.toMatchObject({ code: 'ERR_CONNECTION' });
-    expect(existsSync(journalPathFor(join(d, 'xb.img')))).toBe(true);
+    expect(existsSync(journalPathFor(xb))).toBe(true);
 
     const port = await serve({});
     const local = join(d, 'local.img');
@@ -127,7 +132,7 @@ describe('two volume names for one file on a server', () => {
     const r = await push(join(dir, 'new.img'), { host: '127.0.0.1', port, volume: 'x', secret });
     expect(r.verified).toBe(true);
     expect((await readFile(x)).equals(newImg)).toBe(true);
-    expect(existsSync(journalPathFor(join(d, 'xb.img')))).toBe(false);
+    expect(existsSync(journalPathFor(xb))).toBe(false);
     expect(existsSync(journalPathFor(x))).toBe(false);
   });
 });

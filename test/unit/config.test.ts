@@ -3,7 +3,7 @@
  * wrong types, every problem at once with its location, and volume paths
  * the server could not use. Nothing is printed by this layer.
  */
-import { chmod, chown, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, link, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
@@ -189,6 +189,26 @@ describe('volume paths checked at start', () => {
     expect(by['volumes.b.path']).toBeUndefined();
     expect(warnings.join('\n')).toContain('is also volume a');
     expect(by['volumes.a.path']).toBeUndefined();
+  });
+
+  test('a hard link or a symlink in another directory is the same file: a warning names the other volume (once, not for the same path twice)', async () => {
+    const img = join(dir, 'linked.img');
+    await writeFile(img, Buffer.alloc(4096));
+    await mkdir(join(dir, 'elsewhere'), { recursive: true });
+    await link(img, join(dir, 'elsewhere', 'hard.img')).catch(() => undefined);
+    await symlink(img, join(dir, 'elsewhere', 'sym.img')).catch(() => undefined);
+    const { problems, warnings } = await checkVolumes({
+      a: { path: img, writable: true },
+      h: { path: join(dir, 'elsewhere', 'hard.img'), writable: true },
+      s: { path: join(dir, 'elsewhere', 'sym.img'), writable: false },
+      again: { path: img, writable: false },
+    });
+    expect(problems).toEqual([]);
+    expect(warnings).toEqual([
+      expect.stringMatching(/^volumes\.h\.path: .*hard\.img is the same file as volume a; sessions under the two names take turns$/),
+      expect.stringMatching(/^volumes\.s\.path: .*sym\.img is the same file as volume a;/),
+      expect.stringMatching(/^volumes\.again\.path: .*linked\.img is also volume a;/),
+    ]);
   });
 
   test('a config naming a missing volume refuses to load', async () => {
