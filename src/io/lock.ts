@@ -111,6 +111,12 @@ async function kernelLock(path: string, mode: LockMode, create: boolean, lock: (
       throw ioError(e, 'stat', path);
     });
     if (b && a.ino === b.ino && a.dev === b.dev) {
+      // A session of an install without the helper locks by file only (fileLock): respect its lock too.
+      const fileHolder = await currentHolder(lockFilePathFor(resolve(path)));
+      if (fileHolder && fileHolder !== 'torn' && (fileHolder === 'young' || holderAlive(fileHolder)) && (mode === 'write' || fileHolder !== 'young')) {
+        await fh.close().catch(() => undefined);
+        throw lockedError(path, fileHolder === 'young' ? ` (lock file ${lockFilePathFor(resolve(path))})` : ` (pid ${fileHolder.pid} on ${fileHolder.host}, lock file ${lockFilePathFor(resolve(path))})`);
+      }
       let held = true;
       const l: ImageLock = {
         path,
@@ -199,8 +205,40 @@ async function currentHolder(lockPath: string): Promise<Holder | 'torn' | 'young
   return Date.now() - st.mtimeMs > TORN_AFTER_MS ? 'torn' : 'young';
 }
 
+/**
+ * Whether another process holds flock() on the file at `path` that conflicts
+ * with `mode`, from /proc/locks (Linux): how a lock-file session sees the
+ * kernel lock of a session that has the helper. False where it cannot tell.
+ */
+async function flockedElsewhere(path: string, mode: LockMode): Promise<boolean> {
+  const st = await stat(path).catch(() => null);
+  let table: string;
+  try {
+    table = readFileSync('/proc/locks', 'utf8');
+  } catch {
+    return false;
+  }
+  if (!st) return false;
+  // /proc/locks names a file MAJOR:MINOR:INODE, the device numbers in hex (Linux's dev_t split).
+  const major = Math.floor(st.dev / 256) & 0xfff;
+  const minor = (st.dev & 0xff) | (Math.floor(st.dev / 4096) & ~0xff);
+  for (const line of table.split('\n')) {
+    const f = line.trim().split(/\s+/);
+    // "1: FLOCK ADVISORY WRITE 1234 fe:00:2171007 0 EOF" (a blocked waiter's line has "->" after the number)
+    const at = f[1] === '->' ? 2 : 1;
+    if (f[at] !== 'FLOCK') continue;
+    const [ma, mi, ino] = (f[at + 4] ?? '').split(':');
+    if (Number(ino) !== st.ino || parseInt(ma ?? '', 16) !== major || parseInt(mi ?? '', 16) !== minor) continue;
+    if (f[at + 3] === String(process.pid)) continue;
+    if (mode === 'write' || f[at + 2] === 'WRITE') return true;
+  }
+  return false;
+}
+
 async function fileLock(path: string, mode: LockMode): Promise<ImageLock> {
   const lockPath = lockFilePathFor(resolve(path));
+  // A session with the helper holds only the kernel's lock: seen through /proc/locks.
+  if (await flockedElsewhere(path, mode)) throw lockedError(path, ' (held through the kernel lock)');
   for (let attempt = 0; attempt < 4; attempt++) {
     const holder = await currentHolder(lockPath);
     if (holder === 'young') {

@@ -4,8 +4,8 @@
  * that use it are tested with real processes in locks.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -118,5 +118,44 @@ describe('lock-file fallback', () => {
       await writeFile(lockFilePathFor(p), JSON.stringify({ pid: 1, host: `not-${hostname()}`, boot, start: '1' }));
       await expect(lockImage(p, 'write')).rejects.toMatchObject({ code: 'ERR_LOCKED' });
       expect(existsSync(lockFilePathFor(p))).toBe(true);
+    }));
+});
+
+// Two installs on one host, one with the helper (kernel lock) and one without (lock file): each must see the other's lock.
+describe('the two kinds of lock on one image', () => {
+  test('a kernel-lock session is refused while a live lock-file session holds the image; a stale lock file is ignored', () =>
+    withFallback(false, async () => {
+      const p = await image();
+      const boot = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim();
+      const self = (await readFile('/proc/self/stat', 'utf8')).split(') ')[1]!.split(' ')[19]!;
+      // This process, alive, as the lock file's holder.
+      await writeFile(lockFilePathFor(p), JSON.stringify({ pid: process.pid, host: hostname(), boot, start: self }));
+      await expect(lockImage(p, 'write')).rejects.toMatchObject({ code: 'ERR_LOCKED', message: expect.stringContaining(`pid ${process.pid}`) });
+      await expect(lockImage(p, 'read')).rejects.toMatchObject({ code: 'ERR_LOCKED' });
+      // The same holder with another start time: gone (its pid reused), so the lock is free.
+      await writeFile(lockFilePathFor(p), JSON.stringify({ pid: process.pid, host: hostname(), boot, start: '1' }));
+      await (await lockImage(p, 'write')).release();
+    }));
+
+  const hasFlock = spawnSync('flock', ['--version']).status === 0;
+  test.skipIf(!hasFlock)("a lock-file session is refused while another process holds the kernel lock (seen in /proc/locks); a shared one still lets it read", () =>
+    withFallback(true, async () => {
+      const p = await image();
+      for (const [flag, readOk] of [['-x', false], ['-s', true]] as const) {
+        // The shell's descriptor 9 holds the lock (flock(1) locks it, then exits), and the shell becomes the sleep.
+        const holder = spawn('sh', ['-c', `exec 9<"$0"; flock ${flag} 9; exec sleep 30`, p], { stdio: 'ignore' });
+        try {
+          // Until the holder has its lock.
+          const ino = `:${(await stat(p)).ino} `;
+          for (let i = 0; i < 200 && !(await readFile('/proc/locks', 'utf8')).includes(ino); i++) await new Promise((r) => setTimeout(r, 10));
+          await expect(lockImage(p, 'write')).rejects.toMatchObject({ code: 'ERR_LOCKED', message: expect.stringContaining('kernel lock') });
+          if (readOk) await (await lockImage(p, 'read')).release();
+          else await expect(lockImage(p, 'read')).rejects.toMatchObject({ code: 'ERR_LOCKED' });
+        } finally {
+          holder.kill('SIGKILL');
+          await new Promise((r) => holder.once('close', r));
+        }
+      }
+      await (await lockImage(p, 'write')).release();
     }));
 });
