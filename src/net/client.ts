@@ -12,7 +12,7 @@ import { clientProof, macEquals, newNonce, serverProof, PREAUTH_CAP, PREAUTH_KEY
 import { dialSsh, type SshTarget } from './ssh.js';
 import type { MessageOf, ReadyMsg, ReadySettled } from '../../protocol/messages.js';
 import type { ProgressFn } from '../core/progress.js';
-import { dial, hostPort, keepaliveCap, type ClientTls, type Connection } from './connection.js';
+import { dial, hostPort, keepaliveCap, keepaliveWanted, type ClientTls, type Connection } from './connection.js';
 import { hashOwnImage, sendFrom, type DeltaFn, type PrepassFn } from './sender.js';
 import { DigestCacheWriter, digestCachePath } from '../io/digestcache.js';
 import type { SignatureParams } from '../core/signature.js';
@@ -173,6 +173,8 @@ async function handshake(conn: Connection, opts: ClientOptions, preauth: boolean
     throw new SyncError('ERR_AUTH', 'the server could not prove it knows the shared secret');
   }
   conn.startKeepalive(ch.caps);
+  // A server that sends Keepalives (it asks for them too) is heard while it receives: time it on what it sends.
+  if (keepaliveWanted(ch.caps) !== null) conn.idleOnReceive();
   conn.onNotice = (text) => opts.onNote?.(noticeLine(text));
   return conn;
 }

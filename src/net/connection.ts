@@ -180,20 +180,38 @@ export class Connection {
   /** Change the idle timeout (e.g. short before authentication, longer after). */
   setIdleTimeout(ms: number): void {
     this.idleMs = ms;
-    if (this.socket instanceof Socket) this.socket.setTimeout(ms);
+    if (this.socket instanceof Socket && !this.receiveIdle) this.socket.setTimeout(ms);
     else {
       this.disarmIdle();
       this.armIdle();
     }
   }
 
+  /** Only what arrives restarts the idle timer (see idleOnReceive). */
+  private receiveIdle = false;
+
+  /**
+   * From now on only traffic from the peer counts against the idle timeout.
+   * For a peer that sends Keepalives while it receives (its caps say so), a
+   * silence then means the peer stopped, even while our own writes still
+   * drain into the socket buffers: a push to a stopped server had gone on
+   * "sending" for seconds past its --timeout.
+   */
+  idleOnReceive(): void {
+    if (this.receiveIdle || this.failure) return;
+    this.receiveIdle = true;
+    if (this.socket instanceof Socket) this.socket.setTimeout(0);
+    this.disarmIdle();
+    this.armIdle();
+  }
+
   private onIdle(): void {
     this.fail(new SyncError('ERR_TIMEOUT', `no traffic from the peer for ${Math.round(this.idleMs / 1000)} s`));
   }
 
-  /** (Re)start the idle timer of a non-socket stream: any traffic either way restarts it, as a socket's timeout does. */
+  /** (Re)start the idle timer of a non-socket stream (any traffic either way restarts it, as a socket's timeout does), or of a connection timed on what it receives. */
   private armIdle(): void {
-    if (this.socket instanceof Socket || this.failure) return;
+    if ((this.socket instanceof Socket && !this.receiveIdle) || this.failure) return;
     if (this.idleTimer) this.idleTimer.refresh();
     else {
       this.idleTimer = setTimeout(() => this.onIdle(), this.idleMs);
@@ -625,7 +643,7 @@ export class Connection {
     const b = out.subarray(0, this.outUsed);
     this.out = null;
     this.outUsed = 0;
-    this.idleTimer?.refresh();
+    if (!this.receiveIdle) this.idleTimer?.refresh();
     if (this.failure) {
       this.spareOut.push(out);
       return;
@@ -648,7 +666,7 @@ export class Connection {
     await this.throttle?.take(b.length);
     if (this.failure) throw this.failure;
     this.bytesOut += b.length;
-    this.idleTimer?.refresh();
+    if (!this.receiveIdle) this.idleTimer?.refresh();
     // Write errors surface through the socket's 'error' (see fail), like those of flushOut.
     this.socket.write(b);
     // The socket's own high-water mark (16 KiB) is below one literal op:

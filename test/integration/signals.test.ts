@@ -187,6 +187,31 @@ describe('serve: structured logs and graceful shutdown', () => {
   });
 });
 
+describe('a server that stops (SIGSTOP) under a push', () => {
+  test('the push gives up --timeout after it last heard from the server, not once its own writes stop draining into the socket buffers', async () => {
+    await writeFile(p('st-src.img'), randomBytes(32 * MiB));
+    await writeFile(p('st-vol.img'), randomBytes(32 * MiB));
+    const { p: srv, port } = await serve('--volume', `v=${p('st-vol.img')}:rw`);
+    started.push(srv);
+    const r = run('push', p('st-src.img'), `127.0.0.1:${port}/v`, '--secret-file', secretFile, '--bwlimit', '2M', '--timeout', '3', '--json');
+    await until('the push to be sending its delta', () => /push started/.test(srv.stderr), 20_000);
+    await new Promise((res) => setTimeout(res, 1500));
+    srv.child.kill('SIGSTOP');
+    const t0 = Date.now();
+    try {
+      expect(await r.done).toBe(7);
+      const waited = Date.now() - t0;
+      expect(JSON.parse(r.stdout)).toMatchObject({ code: 'ERR_TIMEOUT' });
+      // Writing on at 2 MiB/s into the buffers, it had given up about 12 s after the stop.
+      expect(waited).toBeLessThan(3000 + 3000);
+    } finally {
+      srv.child.kill('SIGCONT');
+    }
+    srv.child.kill('SIGTERM');
+    expect(await srv.done).toBe(0);
+  });
+});
+
 describe('Ctrl-C and SIGTERM in the client', () => {
   test('patch --in-place, SIGINT: exit 130, the journal named and the --resume command given; resuming completes it', async () => {
     const old = randomBytes(16 * MiB);
