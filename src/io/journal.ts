@@ -34,6 +34,7 @@ import type { StrongAlg } from '../core/strong.js';
 import { JournalError, ioError } from './errors.js';
 import { syncDir } from './output.js';
 import { journalPathFor } from './journal-path.js';
+import { lockImage, type ImageLock } from './lock.js';
 export { journalPathFor } from './journal-path.js';
 
 /** Journal magic: "RSJN". */
@@ -497,6 +498,12 @@ export async function unsettledJournal(imagePath: string, alsoIn?: Iterable<stri
 export async function refuseUnsettledImage(imagePath: string, as: 'source' | 'output' = 'source'): Promise<void> {
   const j = await unsettledJournal(imagePath);
   if (!j) return;
+  // A session still writing it: its journal is live, not left behind, and what to do is wait, not recover.
+  if (as === 'source') {
+    const probe = await lockImage(imagePath, 'read').catch((e: unknown) => e);
+    if (probe instanceof SyncError && probe.code === 'ERR_LOCKED') throw probe;
+    if (!(probe instanceof Error)) await (probe as ImageLock).release();
+  }
   // As an output replaced by a rename: the journal would be left describing another file, and a recover would write old blocks into it.
   const why = as === 'source' ? 'so it is part old, part new' : 'which a new file in its place would leave describing another file';
   throw new JournalError(

@@ -26,7 +26,7 @@ import { resolve } from 'node:path';
 import { SyncError } from '../core/errors.js';
 import { ioError } from './errors.js';
 import { extentHelper } from './sparse.js';
-import { journalPathFor } from './journal.js';
+import { journalPathFor } from './journal-path.js';
 import { killPoint } from './trace.js';
 
 /** A held lock; release() is idempotent. */

@@ -18,6 +18,8 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { cliMain } from '../../bench/killpoints.js';
 import { deltaFile, patchFile, recoverImage, signatureFile } from '../../src/api/files.js';
 import { journalPathFor } from '../../src/io/journal.js';
+import { lockImage } from '../../src/io/lock.js';
+import { verifyFiles } from '../../src/api/verify.js';
 import { pull, push } from '../../src/net/client.js';
 import { listeningPort } from '../helpers/listening.js';
 import { writePatchPair } from '../helpers/patch-pair.js';
@@ -66,6 +68,21 @@ describe('a patch killed under one name of a local image', () => {
       await expect(patchFile(name, join(dir, 'd.delta'), name, { inPlace: true })).rejects.toMatchObject({ code: 'ERR_JOURNAL' });
     }
     expect(existsSync(join(dir, 'x.sig'))).toBe(false);
+  });
+
+  test('while a session holds the image (its journal live, not left behind), a source is told it is in use (ERR_LOCKED), not to recover it', async () => {
+    const n = await names('live');
+    expect(killedPatch(n.real, join(dir, 'd.delta'))).toBe('SIGKILL');
+    // Standing in for the session that writes it now.
+    const held = await lockImage(n.real, 'write');
+    try {
+      await expect(deltaFile(join(dir, 'old.sig'), n.hard, join(dir, 'y.delta'))).rejects.toMatchObject({ code: 'ERR_LOCKED', message: expect.stringContaining('in use by another resync session') });
+      await expect(verifyFiles(n.real, join(dir, 'new.img'))).rejects.toMatchObject({ code: 'ERR_LOCKED' });
+    } finally {
+      await held.release();
+    }
+    // Nobody holds it: the journal was left behind, and the advice is to settle it.
+    await expect(verifyFiles(n.real, join(dir, 'new.img'))).rejects.toMatchObject({ code: 'ERR_JOURNAL', message: expect.stringContaining('resync recover') });
   });
 
   test('--resume under another name finishes the same patch, through the same journal', async () => {

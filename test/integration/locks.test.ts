@@ -135,6 +135,7 @@ describe('a second session on a busy image is refused and never touches its jour
     test(`two overlapping pulls into one image (${fallback ? 'lock file' : 'flock'}): the second exits 11, the first completes`, { timeout: 90_000 }, async () => {
       const env: Record<string, string> = fallback ? { RESYNC_LOCK_FILE: '1' } : {};
       const local = await fresh('overlap');
+      expect((await cli(['signature', '-f', '-q', source, join(dir, 'src.sig')], env)).code).toBe(0);
       // The first pull stalls half-way through the delta, with a live journal.
       const px = await FaultProxy.start(srv.port, { down: { stall: { after: 14 * MiB, ms: 60_000 } } });
       try {
@@ -150,6 +151,14 @@ describe('a second session on a busy image is refused and never touches its jour
         const second = await cli(['pull', `${LOCAL}:${srv.port}/src`, local, '--secret-file', srv.secretFile, '--json'], env);
         expect(second.code, second.stderr + second.stdout).toBe(11);
         expect(second.stdout).toContain('ERR_LOCKED');
+        // The journal is the live session's: no advice to resume or recover it.
+        expect(second.stdout).not.toMatch(/recover|mid-update/);
+        // Nor for a source read from it: in use, not "unfinished".
+        const ver = await cli(['verify', local, source, '--json'], env);
+        expect(ver.code, ver.stderr + ver.stdout).toBe(11);
+        expect(ver.stdout).not.toContain('recover');
+        const del = await cli(['delta', '-f', join(dir, 'src.sig'), local, join(dir, 'overlap.delta'), '--json'], env);
+        expect(del.code, del.stderr + del.stdout).toBe(11);
         const rec = await cli(['recover', local, '--json'], env);
         expect(rec.code, rec.stderr + rec.stdout).toBe(11);
         const patch = await cli(['patch', '--in-place', '--resume', local, join(dir, 'no-such.delta'), local, '--json'], env);

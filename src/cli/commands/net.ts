@@ -498,7 +498,8 @@ export function netCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
             });
             return summary(res);
           },
-          (e) => networkHint(e, argv.remote) ?? damagedHint(e) ?? pullLeft(argv),
+          // Refused because another session holds the image: its journal is that session's, live; nothing to advise.
+          (e) => networkHint(e, argv.remote) ?? damagedHint(e) ?? (isSyncError(e) && e.code === 'ERR_LOCKED' ? undefined : pullLeft(argv)),
           () =>
             argv['dry-run']
               ? { target: argv.image, state: 'unchanged', message: 'a dry run writes nothing' }
