@@ -507,7 +507,7 @@ export async function refuseUnsettledImage(imagePath: string, as: 'source' | 'ou
   // As an output replaced by a rename: the journal would be left describing another file, and a recover would write old blocks into it.
   const why = as === 'source' ? 'so it is part old, part new' : 'which a new file in its place would leave describing another file';
   throw new JournalError(
-    `${imagePath} has an unfinished in-place patch (${j}), ${why}: finish it with 'resync patch ... --resume' (or the pull again), or roll it back with 'resync recover ${imagePath}', before ${as === 'source' ? 'reading' : 'replacing'} it`,
+    `${imagePath} has an unfinished in-place patch or pull (${j}), ${why}: finish it (the same pull again, or 'resync patch ... --resume' for a patch), or roll it back with 'resync recover ${imagePath}', before ${as === 'source' ? 'reading' : 'replacing'} it`,
     { path: imagePath, journal: j },
   );
 }
