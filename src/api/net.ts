@@ -8,6 +8,7 @@
 import { ParamError } from '../core/errors.js';
 import { MIN_SECRET_LEN, loadServerConfig, type ServerConfig, type VolumeConfig } from '../net/config.js';
 import { ResyncServer, type ServerEvent } from '../net/server.js';
+import { checkServeNumbers } from '../net/option-checks.js';
 
 export { ResyncServer, type ServerEvent, type ShutdownReport } from '../net/server.js';
 export * from './client.js';
@@ -58,7 +59,9 @@ export interface ServeHandle {
  * `host: '0.0.0.0'` deliberately to serve other machines.
  */
 export async function serve(opts: ServeOptions): Promise<ServeHandle> {
+  if (!(opts?.secret instanceof Uint8Array)) throw new ParamError('secret must be a Uint8Array (a Buffer) of at least 16 bytes');
   if (opts.secret.length < MIN_SECRET_LEN) throw new ParamError(`the secret is ${opts.secret.length} bytes; use at least ${MIN_SECRET_LEN}`);
+  checkServeNumbers(opts);
   const config: ServerConfig = {
     host: opts.host ?? '127.0.0.1',
     port: opts.port ?? 7873,

@@ -12,6 +12,7 @@ import { clientProof, macEquals, newNonce, serverProof, PREAUTH_CAP, PREAUTH_KEY
 import { dialSsh, type SshTarget } from './ssh.js';
 import type { MessageOf, ReadyMsg, ReadySettled } from '../../protocol/messages.js';
 import type { ProgressFn } from '../core/progress.js';
+import { checkClientOptions } from './option-checks.js';
 import { dial, hostPort, keepaliveCap, keepaliveWanted, type ClientTls, type Connection } from './connection.js';
 import { hashOwnImage, sendFrom, type DeltaFn, type PrepassFn } from './sender.js';
 import { DigestCacheWriter, digestCachePath } from '../io/digestcache.js';
@@ -125,6 +126,7 @@ export function remoteName(opts: ClientOptions): string {
 
 /** Connect and authenticate (mutually): resolves once the server proved it knows the secret too. */
 export async function connectAuthenticated(opts: ClientOptions): Promise<Connection> {
+  checkClientOptions(opts);
   if (opts.ssh) {
     const { conn, explain } = dialSsh(opts.ssh, { idleTimeoutMs: opts.idleTimeoutMs ?? 300_000, bwlimit: opts.bwlimit });
     try {

@@ -139,6 +139,38 @@ describe('the main export', () => {
   });
 });
 
+describe('bad options from a caller', () => {
+  // Before these were checked up front, each was thrown inside a socket or timer callback: an
+  // uncaught exception that ended the caller's whole process (this test runner with it).
+  test.each([
+    ['bwlimit -1', { bwlimit: -1 }],
+    ['bwlimit "fast"', { bwlimit: 'fast' }],
+    ['bwlimit NaN', { bwlimit: NaN }],
+    ['idleTimeoutMs -1', { idleTimeoutMs: -1 }],
+    ['idleTimeoutMs NaN', { idleTimeoutMs: NaN }],
+    ['port "x"', { port: 'x' }],
+    ['no secret', { secret: undefined }],
+    ['compressChoice "lz4"', { compress: true, compressChoice: 'lz4' }],
+    ['compressLevel 999', { compress: true, compressLevel: 999 }],
+    ['onProgress 5', { onProgress: 5 }],
+  ])('push with %s: rejects with ERR_PARAM, nothing written', async (_what, bad) => {
+    await writeFile(p('opt.img'), randomBytes(64 * 1024));
+    const before = existsSync(p('replica.img')) ? await readFile(p('replica.img')) : null;
+    await expect(push(p('opt.img'), { ...client, ...(bad as Partial<ClientOptions>) })).rejects.toMatchObject({ code: 'ERR_PARAM' });
+    if (before) expect((await readFile(p('replica.img'))).equals(before)).toBe(true);
+  });
+
+  test.each([
+    ['handshakeTimeoutMs -5', { handshakeTimeoutMs: -5 }],
+    ['idleTimeoutMs -1', { idleTimeoutMs: -1 }],
+    ['maxSessions -1', { maxSessions: -1 }],
+    ['port -1', { port: -1 }],
+    ['a secret that is not bytes', { secret: 'sekrit-sekrit-sekrit' }],
+  ])('serve with %s: rejects with ERR_PARAM before listening', async (_what, bad) => {
+    await expect(serve({ port: 0, secret, volumes: {}, ...(bad as object) })).rejects.toMatchObject({ code: 'ERR_PARAM' });
+  });
+});
+
 describe.runIf(existsSync(DIST_INDEX))('docs/api.md example', () => {
   test('runs as printed and reports what the page says', async () => {
     const md = await readFile(join(ROOT, 'docs/api.md'), 'utf8');
