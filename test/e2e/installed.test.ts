@@ -315,7 +315,7 @@ describe('the installed command', () => {
 
   test.concurrent('an existing output is not overwritten without --force', async () => {
     // Arguments swapped as in issue 14 item 1: the "signature" would replace the image.
-    // Needs -f/--force and the refusal, which come with the CLI option work (branch `cli`).
+    // Refused as swapped arguments (a signature as BASIS, an image as SIGNATURE), with or without -f/--force.
     await writeFile(join(project, 'keep.img'), b);
     expect((await resync('signature', 'old.img', 'keep.sig')).code).toBe(0);
     const r = await resync('signature', 'keep.sig', 'keep.img');

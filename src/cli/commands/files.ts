@@ -53,7 +53,7 @@ async function refuseSwapped(input: { what: string; path: string }, output: { wh
   const st = await fsp.stat(output.path).catch(() => null);
   if (!st || (!st.isFile() && !st.isBlockDevice()) || (st.isFile() && st.size === 0) || (await fileKind(output.path))) return;
   throw new ParamError(
-    `${input.what} ${input.path} is a${kind.startsWith('rdiff') ? 'n' : ''} ${kind}, and ${output.what} ${output.path} is not: the arguments look swapped, and writing would destroy ${output.path} (even with -f); the order is ${usage}`,
+    `${input.what} ${input.path} is a${kind.startsWith('rdiff') ? 'n' : ''} ${kind}, and ${output.what} ${output.path} is not: the arguments look swapped, and writing would destroy ${output.path} (refused even with -f/--force); the order is ${usage}`,
     { path: output.path },
   );
 }
