@@ -212,6 +212,27 @@ describe('a server that stops (SIGSTOP) under a push', () => {
   });
 });
 
+describe('recover of a remote volume, interrupted', () => {
+  test('says the far side may go on settling it (state unknown), not that nothing was changed', async () => {
+    await writeFile(p('rr-vol.img'), randomBytes(MiB));
+    const { p: srv, port } = await serve('--volume', `v=${p('rr-vol.img')}:rw`);
+    started.push(srv);
+    // A server that cannot answer: the recover waits on it when the signal comes.
+    srv.child.kill('SIGSTOP');
+    try {
+      const r = run('recover', `127.0.0.1:${port}/v`, '--secret-file', secretFile, '--json');
+      await new Promise((res) => setTimeout(res, 700));
+      r.child.kill('SIGINT');
+      expect(await r.done).toBe(130);
+      expect(JSON.parse(r.stdout)).toMatchObject({ code: 'ERR_INTERRUPTED', state: 'unknown', message: expect.stringContaining('may go on settling') });
+    } finally {
+      srv.child.kill('SIGCONT');
+    }
+    srv.child.kill('SIGTERM');
+    expect(await srv.done).toBe(0);
+  });
+});
+
 describe('Ctrl-C and SIGTERM in the client', () => {
   test('patch --in-place, SIGINT: exit 130, the journal named and the --resume command given; resuming completes it', async () => {
     const old = randomBytes(16 * MiB);

@@ -300,21 +300,30 @@ export function fileCommands(y: Argv<CommonArgs>): Argv<CommonArgs> {
           .example('$0 recover dr:7873/vm1 --secret-file S', 'roll back an interrupted push on the server when the primary is gone')
           .example('$0 recover root@dr:/srv/images/vm1.img', 'the same over ssh (resync serve --stdio on dr)')
           .example("$0 recover 'nbd+unix:///vm1?socket=/run/vm1.sock'", 'roll back what a killed pull into that NBD export left'),
-      (argv) =>
-        runCommand('recover', argv, async (progress) => {
+      (argv) => {
+        // Set once the far side was asked: what it does with the volume is then its own, not known here.
+        let askedRemote = false;
+        return runCommand('recover', argv, async (progress) => {
           if (isNbdUri(argv.image)) {
             const r = await (await filesApi()).recoverNbd(argv.image, argv['state-dir'] ?? defaultStateDir());
             return { image: argv.image, outcome: r.outcome, verified: r.proved, ...(r.outcome === 'nothing' ? { note: NOTHING_TO_RECOVER } : {}) };
           }
           const net = await import('./net.js');
-          if (net.isRemoteVolume(argv.image)) return net.recoverRemoteCommand(argv);
+          if (net.isRemoteVolume(argv.image)) {
+            askedRemote = true;
+            return net.recoverRemoteCommand(argv);
+          }
           let note: string | undefined;
           const outcome = await (await filesApi()).recoverImage(argv.image, { onProgress: progress, onNote: (m) => (note = m) });
           // A rollback of a session that had made the image removes it (io/inplace.ts recoverLocked).
           const removed = outcome === 'rolled-back' && !(await fsp.stat(argv.image).catch(() => null));
           if (outcome === 'nothing') note ??= NOTHING_TO_RECOVER;
           return { image: argv.image, outcome, ...(removed ? { removed: true } : {}), verified: outcome !== 'nothing' && note === undefined, ...(note ? { note } : {}) };
-        }, undefined, () => localInterrupted(argv.image, 'there was nothing to recover', `run \`resync recover ${shq(argv.image)}\` again to finish settling it`, argv['state-dir'], true)),
+        }, undefined, () =>
+          askedRemote
+            ? { target: argv.image, state: 'unknown', message: `the far side may go on settling ${argv.image} without us`, resume: `run \`resync recover ${shq(argv.image)}\` again (same options) to see what it did ("nothing" once it is settled)` }
+            : localInterrupted(argv.image, 'there was nothing to recover', `run \`resync recover ${shq(argv.image)}\` again to finish settling it`, argv['state-dir'], true));
+      },
     );
 }
 
