@@ -11,7 +11,7 @@ import { ExitCode, exitCodeFor } from './exit-codes.js';
 import { JSON_SCHEMA, printError, printSummary, ProgressView } from './render.js';
 import { StdioSpool } from './stdio.js';
 import { trace } from '../io/trace.js';
-import { requestCancel } from '../core/cancel.js';
+import { committed, requestCancel } from '../core/cancel.js';
 import { SyncError } from '../core/errors.js';
 
 /** Options every command takes (`serve` only --quiet: it has no summary or progress to show). */
@@ -36,8 +36,8 @@ export type HintFn = (e: unknown) => Promise<string | undefined> | string | unde
 export interface Interruption {
   /** The file or volume the command was changing. */
   target?: string | undefined;
-  /** unchanged: as before the command; journaled: mid-update under its undo journal; unknown: on a server this side cannot see. */
-  state: 'unchanged' | 'journaled' | 'unknown';
+  /** unchanged: as before the command; journaled: mid-update under its undo journal; unknown: on a server this side cannot see; complete: committed before the signal. */
+  state: 'unchanged' | 'journaled' | 'unknown' | 'complete';
   /** What the target is now, one sentence. */
   message: string;
   /** How to finish or undo it. */
@@ -132,6 +132,10 @@ export async function runCommand(
       info = interrupted ? interrupted() : GENERIC;
     } catch {
       info = { state: 'unknown', message: 'the state of the target could not be checked' };
+    }
+    // Past its commit (renamed into place, or its journal's commit record written): nothing to redo.
+    if (committed()) {
+      info = { target: info.target, state: 'complete', message: `${info.target ?? 'the output'} was written and verified before the signal; only the summary was left to print` };
     }
     const line = `interrupted by ${signal}: ${info.message}${info.resume ? `; ${info.resume}` : ''}`;
     if (json) {

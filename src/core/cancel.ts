@@ -33,3 +33,15 @@ export function requestCancel(reason: Error): boolean {
 export function cancelReason(): Error | null {
   return requested;
 }
+
+let done = false;
+
+/** The command's output is committed (renamed into place, or its journal's commit record written): a stop from here on loses nothing. */
+export function markCommitted(): void {
+  done = true;
+}
+
+/** Whether an output was committed (see markCommitted). */
+export function committed(): boolean {
+  return done;
+}

@@ -22,6 +22,7 @@ import { imageHashBuilder, type HashedBlockFn, type ImageHashBuilder, type Image
 import { StrongHasher, isZeroRange } from '../core/strong.js';
 import type { DigestBytes } from '../core/digests.js';
 import type { ProgressFn } from '../core/progress.js';
+import { markCommitted } from '../core/cancel.js';
 import { killPoint } from './trace.js';
 import { alignedIfPossible } from './direct.js';
 import { BackgroundSync } from './writeback.js';
@@ -310,6 +311,7 @@ export class InPlacePatcher {
     }
     await this.syncImage();
     await this.journal.commit(targetSize, got);
+    markCommitted();
     killPoint('committed');
     try {
       await this.img.fh.truncate(targetSize);

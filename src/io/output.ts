@@ -11,6 +11,7 @@ import { dirname } from 'node:path';
 import { isZeroRange } from '../core/strong.js';
 import { ioError } from './errors.js';
 import { killPoint, trace } from './trace.js';
+import { markCommitted } from '../core/cancel.js';
 import { applyOutputMeta, outputMetaFor, type OutputMeta } from './filemode.js';
 import { liveTemps } from './live-temps.js';
 import { removeStaleTemps, tempPathFor } from './temp-names.js';
@@ -423,11 +424,13 @@ export class ImageWriter {
       await this.closeHandles();
       if (this.path !== this.finalPath) {
         await rename(this.path, this.finalPath);
+        markCommitted();
         trace('output: renamed');
         killPoint('output-renamed');
         liveTemps.delete(this.path);
         await syncDir(dirname(this.finalPath));
       }
+      markCommitted();
     } catch (e) {
       throw ioError(e, 'finish writing', this.finalPath);
     }

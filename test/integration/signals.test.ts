@@ -257,6 +257,19 @@ describe('Ctrl-C and SIGTERM in the client', () => {
     expect((await readFile(p('pa-old.img'))).equals(neu)).toBe(true);
   });
 
+  test('a signal after the output was renamed into place: state complete, not "not written" (the output is there, verified)', async () => {
+    const old = randomBytes(4 * MiB);
+    const neu = randomBytes(4 * MiB);
+    await writeFile(p('pc-old.img'), old);
+    await writeFile(p('pc-new.img'), neu);
+    expect(await run('signature', p('pc-old.img'), p('pc.sig'), '-q').done).toBe(0);
+    expect(await run('delta', p('pc.sig'), p('pc-new.img'), p('pc.delta'), '-q').done).toBe(0);
+    const r = runWith({ RESYNC_KILL_AT: 'output-renamed:1:SIGHUP' }, 'patch', p('pc-old.img'), p('pc.delta'), p('pc-out.img'), '--json');
+    expect(await r.done).toBe(129);
+    expect(JSON.parse(r.stdout)).toMatchObject({ code: 'ERR_INTERRUPTED', signal: 'SIGHUP', state: 'complete', target: p('pc-out.img') });
+    expect((await readFile(p('pc-out.img'))).equals(neu)).toBe(true);
+  });
+
   test('patch --in-place, SIGINT right after its first batch was written: it stops at a checkpoint, and --resume goes on from there', async () => {
     const old = randomBytes(24 * MiB);
     const neu = randomBytes(24 * MiB);
