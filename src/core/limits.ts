@@ -77,3 +77,6 @@ export const MIN_SUB_SIZE = 1024;
 export const SUB_SUM_LEN = 16;
 /** Largest sub-block (its NH key is this long; see subsum.ts). Blocks over 64 of these get no sub-block sums. */
 export const MAX_SUB_SIZE = 64 * 1024;
+
+/** Longest timer Node keeps: 2^31-1 ms (a longer one fires at once, after a warning). */
+export const MAX_TIMER_MS = 2_147_483_647;

@@ -112,10 +112,11 @@ async function kernelLock(path: string, mode: LockMode, create: boolean, lock: (
     });
     if (b && a.ino === b.ino && a.dev === b.dev) {
       // A session of an install without the helper locks by file only (fileLock): respect its lock too.
-      const fileHolder = await currentHolder(lockFilePathFor(resolve(path)));
+      const lockPath = lockFilePathFor(resolve(path));
+      const fileHolder = await currentHolder(lockPath);
       if (fileHolder && fileHolder !== 'torn' && (fileHolder === 'young' || holderAlive(fileHolder)) && (mode === 'write' || fileHolder !== 'young')) {
         await fh.close().catch(() => undefined);
-        throw lockedError(path, fileHolder === 'young' ? ` (lock file ${lockFilePathFor(resolve(path))})` : ` (pid ${fileHolder.pid} on ${fileHolder.host}, lock file ${lockFilePathFor(resolve(path))})`);
+        throw lockedError(path, fileHolder === 'young' ? ` (lock file ${lockPath})` : ` (pid ${fileHolder.pid} on ${fileHolder.host}, lock file ${lockPath})`);
       }
       let held = true;
       const l: ImageLock = {

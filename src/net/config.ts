@@ -4,6 +4,7 @@ import { constants as fsc, promises as fsp } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import * as v from 'valibot';
 import { ParamError } from '../core/errors.js';
+import { MAX_TIMER_MS } from '../core/limits.js';
 import { repeatedKeys } from './json-keys.js';
 import { ioError } from '../io/errors.js';
 import { journalPathFor } from '../io/journal-path.js';
@@ -172,8 +173,7 @@ export interface LoadedServerConfig {
 // The key is named where the problem is reported ("maxSessions: must be a number"): not again in the message.
 const positiveInt = () => v.pipe(v.number('must be a number'), v.integer('must be a whole number'), v.minValue(1, 'must be at least 1'));
 
-/** Longest timer Node keeps: 2^31-1 ms (a longer one fires at once, after a warning). */
-const MAX_TIMER_MS = 2_147_483_647;
+/** A timeout Node's timers can keep (core/limits.ts MAX_TIMER_MS). */
 const timeoutMs = () => v.pipe(positiveInt(), v.maxValue(MAX_TIMER_MS, `must be at most ${MAX_TIMER_MS} (about 24.8 days)`));
 
 const VolumeSchema = v.strictObject({

@@ -7,9 +7,7 @@
  */
 import { ParamError } from '../core/errors.js';
 import { CODEC_LEVELS, type CodecName } from '../../protocol/literal-codec.js';
-
-/** Longest timer Node keeps (a longer one fires at once). */
-const MAX_TIMER_MS = 2_147_483_647;
+import { MAX_TIMER_MS } from '../core/limits.js';
 
 function wholeNumber(name: string, v: unknown, min: number, max: number): void {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
@@ -43,8 +41,9 @@ export function checkClientOptions(opts: {
     if (!(opts.secret instanceof Uint8Array)) throw new ParamError('secret must be a Uint8Array (a Buffer)');
   }
   optionalTimeout('idleTimeoutMs', opts.idleTimeoutMs);
-  if (opts.bwlimit !== undefined && (typeof opts.bwlimit !== 'number' || !Number.isFinite(opts.bwlimit) || opts.bwlimit <= 0)) {
-    throw new ParamError(`bwlimit must be a positive number of bytes per second (leave it out for no limit), got ${String(opts.bwlimit)}`);
+  // 0 is no limit, as for --bwlimit 0.
+  if (opts.bwlimit !== undefined && (typeof opts.bwlimit !== 'number' || !Number.isFinite(opts.bwlimit) || opts.bwlimit < 0)) {
+    throw new ParamError(`bwlimit must be a number of bytes per second (0 or left out: no limit), got ${String(opts.bwlimit)}`);
   }
   if (opts.blockSize !== undefined) wholeNumber('blockSize', opts.blockSize, 1, 2 ** 31);
   const codecs = Object.keys(CODEC_LEVELS) as CodecName[];

@@ -144,6 +144,7 @@ describe('bad options from a caller', () => {
   // uncaught exception that ended the caller's whole process (this test runner with it).
   test.each([
     ['bwlimit -1', { bwlimit: -1 }],
+    ['bwlimit Infinity', { bwlimit: Infinity }],
     ['bwlimit "fast"', { bwlimit: 'fast' }],
     ['bwlimit NaN', { bwlimit: NaN }],
     ['idleTimeoutMs -1', { idleTimeoutMs: -1 }],
@@ -158,6 +159,11 @@ describe('bad options from a caller', () => {
     const before = existsSync(p('replica.img')) ? await readFile(p('replica.img')) : null;
     await expect(push(p('opt.img'), { ...client, ...(bad as Partial<ClientOptions>) })).rejects.toMatchObject({ code: 'ERR_PARAM' });
     if (before) expect((await readFile(p('replica.img'))).equals(before)).toBe(true);
+  });
+
+  test('bwlimit 0 is no limit, as --bwlimit 0 is (not refused)', async () => {
+    await writeFile(p('opt0.img'), randomBytes(64 * 1024));
+    expect(await push(p('opt0.img'), { ...client, bwlimit: 0 })).toMatchObject({ verified: true });
   });
 
   test.each([

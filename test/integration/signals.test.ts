@@ -212,6 +212,19 @@ describe('a server that stops (SIGSTOP) under a push', () => {
   });
 });
 
+describe('demo, interrupted', () => {
+  test('SIGINT while it generates its images: exit 130, and its temp directory is removed', async () => {
+    const r = run('demo', '--size', '512M');
+    await until('the demo to start generating', () => /generating .* in (\S+) \.\.\./.test(r.stderr));
+    const made = /generating .* in (\S+) \.\.\./.exec(r.stderr)![1]!;
+    expect(existsSync(made)).toBe(true);
+    r.child.kill('SIGINT');
+    expect(await r.done).toBe(130);
+    expect(r.stderr).toContain("the demo's generated files were removed");
+    expect(existsSync(made)).toBe(false);
+  });
+});
+
 describe('recover of a remote volume, interrupted', () => {
   test('says the far side may go on settling it (state unknown), not that nothing was changed', async () => {
     await writeFile(p('rr-vol.img'), randomBytes(MiB));

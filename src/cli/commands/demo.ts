@@ -5,7 +5,7 @@
  */
 import type { Argv } from 'yargs';
 // fs.promises, not node:fs/promises: loaded by the first call, not at every start (~5 ms).
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SCENARIOS, type Scenario } from '../../testing/scenarios.js';
@@ -35,10 +35,13 @@ export function demoCommand(y: Argv<CommonArgs>): Argv<CommonArgs> {
         .option('seed', { requiresArg: true, coerce: intOption('seed', 0, 2 ** 32 - 1), default: 42, describe: 'seed of the generated images: the same seed makes the same pair' })
         .option('keep', { type: 'boolean', default: false, describe: 'keep the generated files' })
         .example('$0 demo --size 64M --scenario scattered', 'a quick run on a small pair'),
-    (argv) =>
-      runCommand('demo', argv, async (progress) => {
+    (argv) => {
+      // Its directory, for a stop by a signal to remove as the run's end would.
+      let made: string | null = null;
+      return runCommand('demo', argv, async (progress) => {
         const size = argv.size;
         const dir = await fsp.mkdtemp(join(tmpdir(), 'resync-demo-'));
+        made = dir;
         const say = (s: string): void => {
           if (!argv.quiet && !argv.json) process.stderr.write(s + '\n');
         };
@@ -85,6 +88,10 @@ export function demoCommand(y: Argv<CommonArgs>): Argv<CommonArgs> {
           await server?.close();
           if (!argv.keep) await fsp.rm(dir, { recursive: true, force: true });
         }
-      }),
+      }, undefined, () => {
+        if (made && !argv.keep) rmSync(made, { recursive: true, force: true });
+        return { state: 'unchanged', message: made && argv.keep ? `the demo's files are kept in ${made}` : "the demo's generated files were removed", resume: 'run the same command again' };
+      });
+    },
   );
 }
