@@ -7,7 +7,7 @@
  */
 import { ParamError } from '../core/errors.js';
 import { CODEC_LEVELS, type CodecName } from '../../protocol/literal-codec.js';
-import { MAX_TIMER_MS } from '../core/limits.js';
+import { MAX_BLOCK_SIZE, MAX_TIMER_MS, MIN_BLOCK_SIZE } from '../core/limits.js';
 
 function wholeNumber(name: string, v: unknown, min: number, max: number): void {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
@@ -45,7 +45,8 @@ export function checkClientOptions(opts: {
   if (opts.bwlimit !== undefined && (typeof opts.bwlimit !== 'number' || !Number.isFinite(opts.bwlimit) || opts.bwlimit < 0)) {
     throw new ParamError(`bwlimit must be a number of bytes per second (0 or left out: no limit), got ${String(opts.bwlimit)}`);
   }
-  if (opts.blockSize !== undefined) wholeNumber('blockSize', opts.blockSize, 1, 2 ** 31);
+  // The bounds a signature's block size has everywhere (core/signature.ts).
+  if (opts.blockSize !== undefined) wholeNumber('blockSize', opts.blockSize, MIN_BLOCK_SIZE, MAX_BLOCK_SIZE);
   const codecs = Object.keys(CODEC_LEVELS) as CodecName[];
   if (opts.compressChoice !== undefined && opts.compressChoice !== null && !codecs.includes(opts.compressChoice as CodecName)) {
     throw new ParamError(`compressChoice must be one of ${codecs.join(', ')}, got ${String(opts.compressChoice)}`);

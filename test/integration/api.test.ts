@@ -145,6 +145,7 @@ describe('bad options from a caller', () => {
   test.each([
     ['bwlimit -1', { bwlimit: -1 }],
     ['bwlimit Infinity', { bwlimit: Infinity }],
+    ['blockSize 8 (below the 16 bytes a signature allows)', { blockSize: 8 }],
     ['bwlimit "fast"', { bwlimit: 'fast' }],
     ['bwlimit NaN', { bwlimit: NaN }],
     ['idleTimeoutMs -1', { idleTimeoutMs: -1 }],
